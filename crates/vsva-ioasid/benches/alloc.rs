@@ -1,0 +1,591 @@
+//! PASID allocation: vsva-ioasid against its peers, side by side in one process.
+//!
+//! Peers (see `shared/design/performance.md`):
+//! * `vsva` — this crate: one `IoasidSpace` of 2^20, a set with owner tracking and quota;
+//! * `vm-allocator` — rust-vmm's `IdAllocator` in a `Mutex` (no owners, no quota, no ranges);
+//! * `seed` — the seed patch's design: one mutex over an ordered free list, an ordered
+//!   PASID→owner map and an ordered per-owner set, with quota.
+//!
+//! Patterns: a1 (N held, alloc+free the next), a2 (N held, free a random one and get it back),
+//! b (fill the space), d (with 100 000 held, free 1 000 consecutive, then re-allocate them), and
+//! 2 threads against 1. Criterion measures each; a final summary times the same closures and
+//! prints vsva's ratio to each peer, plus memory per live PASID from a counting allocator.
+//!
+//! `cargo bench -p vsva-ioasid --bench alloc` (add `-- --quick` for a shorter run).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput};
+use vsva_ioasid::{IoasidSet, IoasidSpace};
+
+// ---------------------------------------------------------------------------------------------
+// Heap accounting, so every peer's memory is measured the same way.
+
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's own arguments, so `System`'s
+// guarantees carry over unchanged; the counter update has no effect on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator (hence from `System`) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: `ptr` came from `System` with `layout`; the caller upholds the rest.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live_bytes() -> isize {
+    LIVE_BYTES.load(Ordering::SeqCst)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peers behind one interface.
+
+const BITS: u8 = 20;
+const MAX: u32 = (1 << BITS) - 1;
+
+trait Peer: Sync {
+    type Set: Send;
+    const NAME: &'static str;
+    fn new() -> Self;
+    fn set(&self, token: u64) -> Self::Set;
+    fn alloc(&self, set: &mut Self::Set, min: u32, max: u32) -> u32;
+    fn free(&self, set: &mut Self::Set, pasid: u32);
+    fn free_range(&self, set: &mut Self::Set, min: u32, max: u32) -> u32;
+}
+
+struct Vsva(IoasidSpace);
+
+impl Peer for Vsva {
+    type Set = IoasidSet;
+    const NAME: &'static str = "vsva";
+    fn new() -> Self {
+        Vsva(IoasidSpace::new(BITS).unwrap())
+    }
+    fn set(&self, token: u64) -> IoasidSet {
+        self.0.create_set(token, u32::MAX).unwrap()
+    }
+    #[inline]
+    fn alloc(&self, set: &mut IoasidSet, min: u32, max: u32) -> u32 {
+        set.alloc(min, max).unwrap()
+    }
+    #[inline]
+    fn free(&self, set: &mut IoasidSet, pasid: u32) {
+        set.free(pasid).unwrap()
+    }
+    fn free_range(&self, set: &mut IoasidSet, min: u32, max: u32) -> u32 {
+        set.free_range(min, max).unwrap()
+    }
+}
+
+struct VmAllocator(Mutex<vm_allocator::IdAllocator>);
+
+impl Peer for VmAllocator {
+    type Set = ();
+    const NAME: &'static str = "vm-allocator";
+    fn new() -> Self {
+        VmAllocator(Mutex::new(vm_allocator::IdAllocator::new(1, MAX).unwrap()))
+    }
+    fn set(&self, _token: u64) {}
+    #[inline]
+    fn alloc(&self, _set: &mut (), _min: u32, _max: u32) -> u32 {
+        self.0.lock().unwrap().allocate_id().unwrap()
+    }
+    #[inline]
+    fn free(&self, _set: &mut (), pasid: u32) {
+        self.0.lock().unwrap().free_id(pasid).unwrap();
+    }
+    fn free_range(&self, _set: &mut (), min: u32, max: u32) -> u32 {
+        // No owners and no range free: free each ID the range names.
+        let mut a = self.0.lock().unwrap();
+        (min..=max).filter(|&p| a.free_id(p).is_ok()).count() as u32
+    }
+}
+
+/// The seed patch's structure, in userspace: the ioasid core (an ID tree with owners, lowest
+/// free first) and the vfio_mm's per-owner ordered PASID tree, under one mutex.
+struct Seed(Mutex<SeedState>);
+
+#[derive(Default)]
+struct SeedState {
+    /// Freed IDs below `next`, ordered (the "free list").
+    free: BTreeSet<u32>,
+    /// Lowest never-allocated ID.
+    next: u32,
+    /// PASID → owner token.
+    owner: BTreeMap<u32, u64>,
+    /// Owner token → its PASIDs, ordered; and its quota.
+    sets: HashMap<u64, (BTreeSet<u32>, u32)>,
+}
+
+impl Peer for Seed {
+    type Set = u64;
+    const NAME: &'static str = "seed";
+    fn new() -> Self {
+        Seed(Mutex::new(SeedState {
+            next: 1,
+            ..Default::default()
+        }))
+    }
+    fn set(&self, token: u64) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .sets
+            .insert(token, (BTreeSet::new(), u32::MAX));
+        token
+    }
+    #[inline]
+    fn alloc(&self, set: &mut u64, min: u32, max: u32) -> u32 {
+        let mut s = self.0.lock().unwrap();
+        let (owned, quota) = &s.sets[set];
+        assert!((owned.len() as u32) < *quota);
+        let pasid = match s.free.range(min.max(1)..=max).next() {
+            Some(&p) => {
+                s.free.remove(&p);
+                p
+            }
+            None => {
+                let p = s.next.max(min);
+                assert!(p <= max && p <= MAX);
+                for skipped in s.next..p {
+                    s.free.insert(skipped);
+                }
+                s.next = p + 1;
+                p
+            }
+        };
+        s.owner.insert(pasid, *set);
+        s.sets.get_mut(set).unwrap().0.insert(pasid);
+        pasid
+    }
+    #[inline]
+    fn free(&self, set: &mut u64, pasid: u32) {
+        let mut s = self.0.lock().unwrap();
+        assert_eq!(s.owner.remove(&pasid), Some(*set));
+        s.sets.get_mut(set).unwrap().0.remove(&pasid);
+        s.free.insert(pasid);
+    }
+    fn free_range(&self, set: &mut u64, min: u32, max: u32) -> u32 {
+        let mut s = self.0.lock().unwrap();
+        let doomed: Vec<u32> = s.sets[set].0.range(min..=max).copied().collect();
+        for &p in &doomed {
+            s.owner.remove(&p);
+            s.sets.get_mut(set).unwrap().0.remove(&p);
+            s.free.insert(p);
+        }
+        doomed.len() as u32
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The patterns, generic over the peer. Each returns nanoseconds per operation for `iters`.
+
+fn prefill<P: Peer>(p: &P, set: &mut P::Set, n: u32) -> Vec<u32> {
+    (0..n).map(|_| p.alloc(set, 1, MAX)).collect()
+}
+
+/// a1: N held; repeat { alloc (gets N+1), free it }.
+fn a1<P: Peer>(p: &P, set: &mut P::Set, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let id = p.alloc(set, 1, MAX);
+        p.free(set, black_box(id));
+    }
+    start.elapsed()
+}
+
+/// a2: N held; repeat { free a random held one, alloc (gets it back) }.
+fn a2<P: Peer>(p: &P, set: &mut P::Set, held: &[u32], iters: u64) -> Duration {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let picks: Vec<u32> = (0..4096)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            held[(rng % held.len() as u64) as usize]
+        })
+        .collect();
+    let start = Instant::now();
+    for i in 0..iters {
+        let victim = picks[(i % 4096) as usize];
+        p.free(set, victim);
+        let got = p.alloc(set, 1, MAX);
+        debug_assert_eq!(got, victim);
+        black_box(got);
+    }
+    start.elapsed()
+}
+
+/// b: fill the whole space from empty; returns the time for `MAX` allocations.
+fn b<P: Peer>() -> Duration {
+    let p = P::new();
+    let mut set = p.set(1);
+    let start = Instant::now();
+    for _ in 0..MAX {
+        black_box(p.alloc(&mut set, 1, MAX));
+    }
+    let t = start.elapsed();
+    drop(set);
+    t
+}
+
+/// d: with 100 000 held, free 1 000 consecutive by range, then allocate them again.
+fn d<P: Peer>() -> (Duration, Duration) {
+    let p = P::new();
+    let mut set = p.set(1);
+    prefill(&p, &mut set, 100_000);
+    let start = Instant::now();
+    let freed = p.free_range(&mut set, 50_001, 51_000);
+    let free_time = start.elapsed();
+    assert_eq!(freed, 1000);
+    let start = Instant::now();
+    for _ in 0..1000 {
+        black_box(p.alloc(&mut set, 1, MAX));
+    }
+    (free_time, start.elapsed())
+}
+
+/// Free-range `[0, u32::MAX]` of a set owning 1 000 while another holds 99 000.
+fn d_all<P: Peer>() -> Duration {
+    let p = P::new();
+    let mut other = p.set(1);
+    let mut mine = p.set(2);
+    prefill(&p, &mut other, 49_500);
+    prefill(&p, &mut mine, 1000);
+    prefill(&p, &mut other, 49_500);
+    let start = Instant::now();
+    let freed = p.free_range(&mut mine, 0, u32::MAX);
+    let t = start.elapsed();
+    assert_eq!(freed, 1000);
+    t
+}
+
+/// `threads` threads, each with its own set and (if `split`) its own half of the space, each
+/// holding 1 000 and doing `pairs` a1 pairs. Returns the wall time.
+fn threaded<P: Peer>(threads: u32, pairs: u64, split: bool) -> Duration {
+    let p = P::new();
+    let barrier = Barrier::new(threads as usize + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (p, barrier) = (&p, &barrier);
+            s.spawn(move || {
+                let mut set = p.set(u64::from(t) + 1);
+                let (lo, hi) = if split {
+                    let half = (MAX + 1) / threads;
+                    ((t * half).max(1), (t + 1) * half - 1)
+                } else {
+                    (1, MAX)
+                };
+                for _ in 0..1000 {
+                    p.alloc(&mut set, lo, hi);
+                }
+                barrier.wait();
+                for _ in 0..pairs {
+                    let id = p.alloc(&mut set, lo, hi);
+                    p.free(&mut set, black_box(id));
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Criterion groups.
+
+fn bench_a1<P: Peer>(c: &mut Criterion, n: u32) {
+    let p = P::new();
+    let mut set = p.set(1);
+    prefill(&p, &mut set, n);
+    c.benchmark_group(format!("a1/N={n}"))
+        .bench_function(P::NAME, |bch| {
+            bch.iter_custom(|iters| a1(&p, &mut set, iters))
+        });
+}
+
+fn bench_a2<P: Peer>(c: &mut Criterion, n: u32) {
+    let p = P::new();
+    let mut set = p.set(1);
+    let held = prefill(&p, &mut set, n);
+    c.benchmark_group(format!("a2/N={n}"))
+        .bench_function(P::NAME, |bch| {
+            bch.iter_custom(|iters| a2(&p, &mut set, &held, iters))
+        });
+}
+
+fn bench_fill_and_range<P: Peer>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("b/fill");
+    g.sample_size(10)
+        .throughput(Throughput::Elements(u64::from(MAX)));
+    g.bench_function(P::NAME, |bch| {
+        bch.iter_custom(|iters| (0..iters).map(|_| b::<P>()).sum())
+    });
+    g.finish();
+    let mut g = c.benchmark_group("d/free-range-1000");
+    g.sample_size(10);
+    g.bench_function(P::NAME, |bch| {
+        bch.iter_custom(|iters| (0..iters).map(|_| d::<P>().0).sum())
+    });
+    g.finish();
+}
+
+fn bench_threads<P: Peer>(c: &mut Criterion) {
+    let mut g = c.benchmark_group("threads/pairs");
+    g.sample_size(10).throughput(Throughput::Elements(200_000));
+    for threads in [1, 2] {
+        g.bench_function(format!("{}/{threads}-thread", P::NAME), |bch| {
+            bch.iter_batched(
+                || (),
+                |()| threaded::<P>(threads, 200_000 / u64::from(threads), true),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    for n in [0, 100_000, 1_000_000] {
+        bench_a1::<Vsva>(c, n);
+        bench_a1::<VmAllocator>(c, n);
+        bench_a1::<Seed>(c, n);
+    }
+    for n in [1000, 1_000_000] {
+        bench_a2::<Vsva>(c, n);
+        bench_a2::<VmAllocator>(c, n);
+        bench_a2::<Seed>(c, n);
+    }
+    bench_fill_and_range::<Vsva>(c);
+    bench_fill_and_range::<VmAllocator>(c);
+    bench_fill_and_range::<Seed>(c);
+    bench_threads::<Vsva>(c);
+    bench_threads::<VmAllocator>(c);
+    bench_threads::<Seed>(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The side-by-side summary.
+
+/// Median over `runs` of a measurement in ns per op.
+fn median(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    let mut v: Vec<f64> = (0..runs).map(|_| f()).collect();
+    v.sort_by(f64::total_cmp);
+    v[runs / 2]
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    target: &'static str,
+    values: [f64; 3],
+}
+
+fn measure<P: Peer>(quick: bool) -> Vec<(String, &'static str, &'static str, f64)> {
+    let runs = if quick { 3 } else { 7 };
+    let pairs: u64 = if quick { 200_000 } else { 1_000_000 };
+    let ns = |d: Duration, ops: u64| d.as_nanos() as f64 / ops as f64;
+    let mut out = Vec::new();
+    for n in [0u32, 100_000, 1_000_000] {
+        let p = P::new();
+        let mut set = p.set(1);
+        prefill(&p, &mut set, n);
+        let v = median(runs, || ns(a1(&p, &mut set, pairs), pairs));
+        out.push((format!("a1 N={n}"), "ns/pair", "<= 25", v));
+    }
+    for n in [1000u32, 1_000_000] {
+        let p = P::new();
+        let mut set = p.set(1);
+        let held = prefill(&p, &mut set, n);
+        let v = median(runs, || ns(a2(&p, &mut set, &held, pairs), pairs));
+        out.push((format!("a2 N={n}"), "ns/pair", "<= 25", v));
+    }
+    let v = median(3, || ns(b::<P>(), u64::from(MAX)));
+    out.push(("b fill".into(), "ns/alloc", "<= 15", v));
+    let (f, r): (Vec<f64>, Vec<f64>) = (0..runs)
+        .map(|_| {
+            let (f, r) = d::<P>();
+            (f.as_nanos() as f64 / 1000.0, r.as_nanos() as f64 / 1000.0)
+        })
+        .unzip();
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    out.push(("d free-range 1000".into(), "us", "<= 3", med(f)));
+    out.push(("d re-alloc 1000".into(), "us", "", med(r)));
+    let v = median(runs, || d_all::<P>().as_nanos() as f64 / 1000.0);
+    out.push(("d free [0,u32::MAX], 1000 owned".into(), "us", "<= 10", v));
+    let tp = pairs / 2;
+    let one = median(runs, || ns(threaded::<P>(1, tp, true), tp));
+    let two = median(runs, || ns(threaded::<P>(2, tp / 2, true), tp));
+    let two_shared = median(runs, || ns(threaded::<P>(2, tp / 2, false), tp));
+    out.push(("1 thread, N=1000".into(), "ns/pair", "", one));
+    out.push(("2 threads, own ranges".into(), "ns/pair", "", two));
+    out.push(("2 threads, one range".into(), "ns/pair", "", two_shared));
+    out.push((
+        "2-thread speed-up, own ranges".into(),
+        "x",
+        ">= 1.3",
+        one / two,
+    ));
+    out
+}
+
+/// Heap bytes per live PASID with 1 000 held, 100 000 held, and 1 000 left scattered in
+/// 100 000 (every 100th kept), each net of the empty allocator; then the empty allocator's
+/// own bytes (the fixed cost).
+fn memory<P: Peer>() -> [f64; 4] {
+    fn bytes_of<T>(build: impl FnOnce() -> T) -> f64 {
+        let before = live_bytes();
+        let kept = build();
+        let used = live_bytes() - before;
+        drop(kept);
+        used as f64
+    }
+    let held = |n: u32| {
+        bytes_of(|| {
+            let p = P::new();
+            let mut set = p.set(1);
+            prefill(&p, &mut set, n);
+            (p, set)
+        })
+    };
+    let empty = held(0);
+    let scattered = bytes_of(|| {
+        let p = P::new();
+        let mut set = p.set(1);
+        for id in prefill(&p, &mut set, 100_000) {
+            if id % 100 != 0 {
+                p.free(&mut set, id);
+            }
+        }
+        (p, set)
+    });
+    [
+        (held(1000) - empty) / 1000.0,
+        (held(100_000) - empty) / 100_000.0,
+        (scattered - empty) / 1000.0,
+        empty,
+    ]
+}
+
+fn summary(quick: bool) {
+    let per_peer = [
+        measure::<Vsva>(quick),
+        measure::<VmAllocator>(quick),
+        measure::<Seed>(quick),
+    ];
+    let mut rows: Vec<Row> = per_peer[0]
+        .iter()
+        .enumerate()
+        .map(|(i, (name, unit, target, _))| Row {
+            name: name.clone(),
+            unit,
+            target,
+            values: [per_peer[0][i].3, per_peer[1][i].3, per_peer[2][i].3],
+        })
+        .collect();
+    let mem = [memory::<Vsva>(), memory::<VmAllocator>(), memory::<Seed>()];
+    for (i, label) in [
+        "bytes/live, 1 000 held",
+        "bytes/live, 100 000 held",
+        "bytes/live, 1 000 scattered in 100 000",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        rows.push(Row {
+            name: label.into(),
+            unit: "B",
+            target: "<= 16",
+            values: [mem[0][i], mem[1][i], mem[2][i]],
+        });
+    }
+    rows.push(Row {
+        name: "fixed (empty space)".into(),
+        unit: "KiB",
+        target: "<= 160",
+        values: [mem[0][3] / 1024.0, mem[1][3] / 1024.0, mem[2][3] / 1024.0],
+    });
+
+    println!("\n## PASID allocation, side by side (median of runs; ratio = peer / vsva)\n");
+    println!(
+        "| {:<40} | {:>8} | {:>8} | {:>12} | {:>8} | {:>10} | {:>8} | {:>8} |",
+        "pattern", "unit", "vsva", "vm-allocator", "seed", "target", "vm-a/vsva", "seed/vsva"
+    );
+    println!(
+        "|{:-<42}|{:->10}|{:->10}|{:->14}|{:->10}|{:->12}|{:->10}|{:->10}|",
+        "", "", "", "", "", "", "", ""
+    );
+    for r in rows {
+        let [v, a, s] = r.values;
+        // Speed-ups are already ratios; everything else is "lower is better".
+        let ratio = |x: f64| match r.unit {
+            "x" => "-".to_string(),
+            _ if v > 0.0 => format!("{:.1}x", x / v),
+            _ => "-".to_string(),
+        };
+        println!(
+            "| {:<40} | {:>8} | {:>8.1} | {:>12.1} | {:>8.1} | {:>10} | {:>8} | {:>8} |",
+            r.name,
+            r.unit,
+            v,
+            a,
+            s,
+            r.target,
+            ratio(a),
+            ratio(s)
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let summary_only = std::env::var_os("VSVA_BENCH_SUMMARY_ONLY").is_some();
+    if !summary_only {
+        let mut c = Criterion::default()
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(if quick { 1 } else { 3 }))
+            .configure_from_args();
+        criterion_benches(&mut c);
+        c.final_summary();
+    }
+    // `cargo test --benches` runs bench binaries in test mode: skip the long summary there.
+    if !args.iter().any(|a| a == "--bench") && !summary_only {
+        return;
+    }
+    summary(quick);
+}

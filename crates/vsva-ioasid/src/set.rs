@@ -1,0 +1,267 @@
+//! PASID sets: who may allocate, how many, and what they own.
+
+use std::fmt;
+
+use rustc_hash::FxHashMap;
+
+use crate::bitmap::Bits;
+use crate::space::{SetStats, SpaceInner};
+use crate::sync::{Arc, AtomicU32, Ordering};
+use crate::{Error, Pasid};
+
+/// Identifies a set within its space. Ids are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SetId(pub u32);
+
+impl fmt::Display for SetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The part of a set others may read: identity and counters.
+pub(crate) struct SetShared {
+    pub(crate) id: SetId,
+    pub(crate) token: u64,
+    pub(crate) quota: AtomicU32,
+    /// Mirror of the owning handle's count, for statistics (single writer: the handle).
+    pub(crate) owned: AtomicU32,
+}
+
+impl SetShared {
+    pub(crate) fn new(id: SetId, token: u64, quota: u32) -> Self {
+        SetShared {
+            id,
+            token,
+            quota: AtomicU32::new(quota),
+            owned: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SetStats {
+        SetStats {
+            id: self.id,
+            token: self.token,
+            owned: self.owned.load(Ordering::Relaxed),
+            quota: self.quota.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A set of PASIDs with one owner and a quota: the only way to allocate and free.
+///
+/// The handle is the owner's capability: operations take `&mut self`, so a set's own
+/// operations are serialized by whoever holds it (the VFIO layer keeps one per process behind
+/// the process's lock), while different sets run fully in parallel. Freeing a PASID through a
+/// set that does not own it is refused.
+///
+/// Dropping the handle releases the set (see [`release`](Self::release)).
+pub struct IoasidSet {
+    space: Arc<SpaceInner>,
+    shared: Arc<SetShared>,
+    /// What the set owns, as a sparse bitmap: word index (`pasid / 64`) → bits.
+    members: FxHashMap<u32, u64>,
+    owned: u32,
+}
+
+impl IoasidSet {
+    pub(crate) fn new(space: Arc<SpaceInner>, shared: Arc<SetShared>) -> Self {
+        IoasidSet {
+            space,
+            shared,
+            members: FxHashMap::default(),
+            owned: 0,
+        }
+    }
+
+    /// The set's id.
+    pub fn id(&self) -> SetId {
+        self.shared.id
+    }
+
+    /// The token the set was created with.
+    pub fn token(&self) -> u64 {
+        self.shared.token
+    }
+
+    /// How many PASIDs the set may own at once (changed only by
+    /// [`IoasidSpace::set_quota`](crate::IoasidSpace::set_quota)).
+    pub fn quota(&self) -> u32 {
+        self.shared.quota.load(Ordering::Relaxed)
+    }
+
+    /// How many PASIDs the set owns.
+    pub fn owned(&self) -> u32 {
+        self.owned
+    }
+
+    /// Whether the set owns `pasid`.
+    pub fn owns(&self, pasid: Pasid) -> bool {
+        self.members
+            .get(&(pasid / 64))
+            .is_some_and(|bits| bits & (1 << (pasid % 64)) != 0)
+    }
+
+    /// Every PASID the set owns, in ascending order.
+    pub fn pasids(&self) -> Vec<Pasid> {
+        let mut words: Vec<(u32, u64)> = self.members.iter().map(|(w, b)| (*w, *b)).collect();
+        words.sort_unstable_by_key(|(w, _)| *w);
+        words
+            .into_iter()
+            .flat_map(|(w, bits)| Bits(bits).map(move |b| w * 64 + b))
+            .collect()
+    }
+
+    /// Allocates the lowest free PASID in `[min, max] ∩ [1, 2^pasid_bits - 1]`.
+    ///
+    /// Errors: `min > max` → [`Error::InvalidRange`]; quota used up →
+    /// [`Error::QuotaExceeded`]; nothing free in the range → [`Error::NoSpace`]. With a
+    /// delegated backend, the backend picks the number.
+    pub fn alloc(&mut self, min: u32, max: u32) -> Result<Pasid, Error> {
+        self.alloc_with_data(min, max, 0)
+    }
+
+    /// As [`alloc`](Self::alloc), attaching `data` to the PASID (returned by `find`).
+    pub fn alloc_with_data(&mut self, min: u32, max: u32, data: u64) -> Result<Pasid, Error> {
+        if min > max {
+            return Err(Error::InvalidRange { min, max });
+        }
+        let quota = self.shared.quota.load(Ordering::Relaxed);
+        if self.owned >= quota {
+            return Err(Error::QuotaExceeded {
+                set: self.id(),
+                quota,
+            });
+        }
+        let lo = min.max(1);
+        let hi = max.min(self.space.max_pasid());
+        if lo > hi {
+            return Err(Error::NoSpace { min: lo, max: hi });
+        }
+        let pasid = self.space.take(self.id(), lo, hi, data)?;
+        *self.members.entry(pasid / 64).or_insert(0) |= 1 << (pasid % 64);
+        self.set_owned(self.owned + 1);
+        Ok(pasid)
+    }
+
+    /// Replaces the private data of a PASID the set owns.
+    pub fn set_data(&mut self, pasid: Pasid, data: u64) -> Result<(), Error> {
+        if !self.owns(pasid) {
+            return Err(self.space.not_mine(self.id(), pasid));
+        }
+        self.space.owners.set_data(pasid, data);
+        Ok(())
+    }
+
+    /// Frees a PASID the set owns. Teardown subscribers are told before this returns; the
+    /// number becomes allocatable again once they have all finished.
+    ///
+    /// Errors (nothing changes): [`Error::PasidOutOfRange`], [`Error::NotAllocated`],
+    /// [`Error::NotOwner`], or [`Error::Freeing`] if it was already freed and is still being
+    /// torn down.
+    pub fn free(&mut self, pasid: Pasid) -> Result<(), Error> {
+        let word = pasid / 64;
+        let bit = 1u64 << (pasid % 64);
+        match self.members.get_mut(&word) {
+            Some(bits) if *bits & bit != 0 => {
+                *bits &= !bit;
+                if *bits == 0 {
+                    self.members.remove(&word);
+                }
+            }
+            _ => return Err(self.space.not_mine(self.id(), pasid)),
+        }
+        self.set_owned(self.owned - 1);
+        self.space.retire(pasid);
+        Ok(())
+    }
+
+    /// Frees every PASID the set owns in `[min, max]` and returns how many.
+    ///
+    /// The cost is bounded by what the set owns, never by the width of the range: the range is
+    /// walked word by word only when it spans fewer words than the set has, otherwise the
+    /// set's own words are visited. Other sets' PASIDs in the range are untouched.
+    pub fn free_range(&mut self, min: u32, max: u32) -> Result<u32, Error> {
+        if min > max {
+            return Err(Error::InvalidRange { min, max });
+        }
+        let (first, last) = (min / 64, max / 64);
+        let span = u64::from(last - first) + 1;
+        let words: Vec<u32> = if span <= self.members.len() as u64 {
+            (first..=last)
+                .filter(|w| self.members.contains_key(w))
+                .collect()
+        } else {
+            self.members
+                .keys()
+                .copied()
+                .filter(|w| (first..=last).contains(w))
+                .collect()
+        };
+        let mut freed = 0;
+        for word in words {
+            let lo = if word == first { min % 64 } else { 0 };
+            let hi = if word == last { max % 64 } else { 63 };
+            let range_mask = (u64::MAX << lo) & (u64::MAX >> (63 - hi));
+            let bits = self.members.get_mut(&word).expect("word listed above");
+            let mask = *bits & range_mask;
+            if mask == 0 {
+                continue;
+            }
+            *bits &= !mask;
+            if *bits == 0 {
+                self.members.remove(&word);
+            }
+            freed += mask.count_ones();
+            self.set_owned(self.owned - mask.count_ones());
+            self.space.retire_word(word, mask);
+        }
+        Ok(freed)
+    }
+
+    /// Frees everything the set owns and retires it; returns how many PASIDs were freed.
+    /// Teardowns still pending finish on their own; the set is gone at once.
+    pub fn release(mut self) -> u32 {
+        self.release_all()
+    }
+
+    fn release_all(&mut self) -> u32 {
+        let mut freed = 0;
+        for (word, mask) in std::mem::take(&mut self.members) {
+            freed += mask.count_ones();
+            self.space.retire_word(word, mask);
+        }
+        self.set_owned(0);
+        freed
+    }
+
+    /// Bytes of memory the set's membership occupies now.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + std::mem::size_of::<SetShared>()
+            + self.members.capacity() * (std::mem::size_of::<(u32, u64)>() + 1)
+    }
+
+    fn set_owned(&mut self, owned: u32) {
+        self.owned = owned;
+        self.shared.owned.store(owned, Ordering::Relaxed);
+    }
+}
+
+impl Drop for IoasidSet {
+    fn drop(&mut self) {
+        self.release_all();
+        self.space.unregister(self.id());
+    }
+}
+
+impl fmt::Debug for IoasidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoasidSet")
+            .field("id", &self.id())
+            .field("token", &self.token())
+            .field("owned", &self.owned)
+            .field("quota", &self.quota())
+            .finish()
+    }
+}

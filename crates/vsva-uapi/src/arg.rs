@@ -1,0 +1,132 @@
+//! Reading an `argsz`-prefixed argument out of a caller's buffer, the way the kernel does.
+//!
+//! # The buffer model
+//!
+//! A decoder receives `buf`, every byte the caller supplied: what the kernel could reach at the
+//! ioctl's argument pointer. The argument's first field is always `argsz: u32`, the size the
+//! caller claims the argument has. Each struct has a `minsz`, the bytes that are mandatory
+//! (the whole struct for fixed structs, the offset of the trailing union for payloads with a
+//! variable-size union). Reading the fixed part is three checks, always in this order:
+//!
+//! 1. `buf.len() < minsz` → `EFAULT`: the mandatory bytes cannot be read (the kernel's first
+//!    `copy_from_user(minsz)` faults). This comes before looking at `argsz` at all.
+//! 2. `argsz < minsz` → `EINVAL`: the caller claims a struct smaller than the mandatory part.
+//! 3. `argsz > buf.len()` → `EFAULT`: the caller claims bytes it did not supply.
+//!
+//! Then `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: bytes of a newer, larger
+//! struct (past what this crate knows) are accepted and ignored, and known bytes past `argsz`
+//! (an older, smaller struct) read as zero. Bytes of `buf` past `argsz` are not part of the
+//! argument and are never looked at.
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::errno::UapiError;
+
+/// The fixed part of an argument, read by [`read_arg`].
+pub(crate) struct Arg<'a, T> {
+    /// The known struct: the first `min(argsz, size_of::<T>())` bytes of the buffer, the rest
+    /// zero.
+    pub(crate) value: T,
+    /// The argument as the caller sized it: `buf[..argsz]`.
+    pub(crate) bytes: &'a [u8],
+}
+
+/// Reads the `argsz` at offset 0 of `buf`, which must hold at least 4 bytes.
+fn argsz_of(buf: &[u8]) -> u32 {
+    let mut raw = [0u8; 4];
+    raw.copy_from_slice(&buf[..4]);
+    u32::from_le_bytes(raw)
+}
+
+/// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz`, applying the
+/// three size checks of the module documentation in order.
+///
+/// `what` names the mandatory part in messages, e.g. `"vfio_iommu_type1_pasid_request"`.
+pub(crate) fn read_arg<'a, T>(
+    buf: &'a [u8],
+    minsz: usize,
+    what: &str,
+) -> Result<Arg<'a, T>, UapiError>
+where
+    T: FromBytes + IntoBytes,
+{
+    debug_assert!((4..=size_of::<T>()).contains(&minsz));
+    if buf.len() < minsz {
+        return Err(UapiError::fault(format!(
+            "the buffer holds {} bytes, fewer than the {minsz} bytes of {what}",
+            buf.len()
+        )));
+    }
+    let argsz = argsz_of(buf);
+    // Saturating: on a target whose `usize` cannot hold `argsz`, no buffer can be that long.
+    let argsz_len = usize::try_from(argsz).unwrap_or(usize::MAX);
+    if argsz_len < minsz {
+        return Err(UapiError::invalid(format!(
+            "argsz {argsz} is smaller than the {minsz} bytes of {what}"
+        )));
+    }
+    if argsz_len > buf.len() {
+        return Err(UapiError::fault(format!(
+            "argsz {argsz} claims more than the {} bytes supplied for {what}",
+            buf.len()
+        )));
+    }
+    let known = argsz_len.min(size_of::<T>());
+    let mut value = T::new_zeroed();
+    value.as_mut_bytes()[..known].copy_from_slice(&buf[..known]);
+    Ok(Arg {
+        value,
+        bytes: &buf[..argsz_len],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errno::Errno;
+    use crate::vfio::PasidRequest;
+
+    fn request_bytes(argsz: u32, len: usize) -> Vec<u8> {
+        let mut buf = vec![0xaau8; len];
+        buf[..4].copy_from_slice(&argsz.to_le_bytes());
+        buf
+    }
+
+    #[test]
+    fn short_buffer_is_efault_before_argsz_is_looked_at() {
+        for len in [0, 3, 4, 15] {
+            let buf = request_bytes(2, len.max(4))[..len].to_vec();
+            let err = read_arg::<PasidRequest>(&buf, 16, "x").err().unwrap();
+            assert_eq!(err.errno(), Errno::EFAULT, "len {len}");
+        }
+    }
+
+    #[test]
+    fn small_argsz_is_einval_and_large_argsz_beyond_buffer_is_efault() {
+        let err = read_arg::<PasidRequest>(&request_bytes(15, 16), 16, "x")
+            .err()
+            .unwrap();
+        assert_eq!(err.errno(), Errno::EINVAL);
+        let err = read_arg::<PasidRequest>(&request_bytes(17, 16), 16, "x")
+            .err()
+            .unwrap();
+        assert_eq!(err.errno(), Errno::EFAULT);
+    }
+
+    #[test]
+    fn tail_past_known_struct_is_ignored_and_bytes_are_bounded_by_argsz() {
+        let buf = request_bytes(20, 32);
+        let arg = read_arg::<PasidRequest>(&buf, 16, "x").unwrap();
+        assert_eq!(arg.bytes.len(), 20);
+        assert_eq!(arg.value.argsz, 20);
+        assert_eq!(arg.value.flags, 0xaaaa_aaaa);
+    }
+
+    #[test]
+    fn known_bytes_past_argsz_read_as_zero() {
+        let buf = request_bytes(12, 16);
+        let arg = read_arg::<PasidRequest>(&buf, 8, "x").unwrap();
+        assert_eq!(arg.value.range.min, 0xaaaa_aaaa);
+        assert_eq!(arg.value.range.max, 0);
+    }
+}

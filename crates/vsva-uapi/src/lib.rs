@@ -1,0 +1,108 @@
+//! The user API of vSVA ("vfio: expose virtual Shared Virtual Addressing to VMs"): byte-exact
+//! `#[repr(C)]` structs, constants, Linux error numbers, and the kernel's validation rules.
+//!
+//! This crate is pure data. It does no I/O, holds no state and contains no `unsafe`. Every
+//! struct derives `zerocopy`'s `FromBytes`, `IntoBytes`, `KnownLayout` and `Immutable`, so it
+//! converts to and from bytes safely; `tests/layout.rs` pins every size and field offset to the
+//! Linux layout.
+//!
+//! # Contents
+//!
+//! * [`vfio`]: VFIO container ioctl numbers, IOMMU types, [`PasidRequest`],
+//!   [`NestingOpHeader`], [`InfoCapHeader`], [`InfoCapNesting`], and the type1 [`Type1Info`],
+//!   [`DmaMap`], [`DmaUnmap`].
+//! * [`iommu`]: the payloads of Linux 5.10–5.16 `iommu.h`: [`NestingInfo`],
+//!   [`NestingInfoVtd`], [`GpasidBindData`], [`GpasidBindDataVtd`], [`CacheInvalidateInfo`],
+//!   [`InvPasidInfo`], [`InvAddrInfo`], and typed flag sets.
+//! * [`iommufd`]: the modern iommufd equivalents, for a later compatible front end.
+//! * [`errno`]: [`Errno`] and the rich [`UapiError`].
+//! * Decoders that turn a caller's raw bytes into typed, validated requests, or the exact
+//!   error: [`decode_pasid_request`], [`decode_nesting_op`] (or [`decode_nesting_op_header`]
+//!   then [`NestingOpArg::decode`]), [`decode_bind_data`], [`decode_cache_invalidate`]; and
+//!   encoders for clients and tests: `to_bytes()` on every request type, and
+//!   [`encode_nesting_info`] / [`decode_nesting_info`] for the GET_INFO capability.
+//!
+//! # Example
+//!
+//! ```
+//! use vsva_uapi::{decode_nesting_op, AddrWidth, BindRequest, Errno, NestingOp};
+//!
+//! // A client builds a bind request...
+//! let bind = BindRequest::new(42, 0x1000_0000, AddrWidth::Bits48);
+//! let bytes = NestingOp::Bind(bind).to_bytes();
+//!
+//! // ...and the server decodes it, or learns exactly what is wrong.
+//! assert_eq!(decode_nesting_op(&bytes), Ok(NestingOp::Bind(bind)));
+//! let err = decode_nesting_op(&bytes[..40]).unwrap_err();
+//! assert_eq!(err.errno(), Errno::EFAULT);
+//! assert_eq!(
+//!     err.to_string(),
+//!     "EFAULT: argsz 80 claims more than the 40 bytes supplied for vfio_iommu_type1_nesting_op"
+//! );
+//! ```
+//!
+//! # The buffer model
+//!
+//! A decoder receives the whole user buffer: every byte the caller supplied. Each argument
+//! starts with `argsz`, the size the caller claims for it, and has a mandatory size `minsz`
+//! (the whole struct, or the part before a trailing union). The size checks come first and in
+//! this order, as the kernel's `copy_from_user(minsz)` / `argsz < minsz` sequence orders them:
+//!
+//! 1. `buf.len() < minsz` → `EFAULT` (the mandatory part cannot be read);
+//! 2. `argsz < minsz` → `EINVAL`;
+//! 3. `argsz > buf.len()` → `EFAULT` (the caller claims bytes it did not supply).
+//!
+//! A larger struct than this crate knows (`argsz` past the known size) is accepted and its
+//! tail ignored; known bytes past `argsz` read as zero, as the kernel's zero-initialized copy
+//! does. Bytes of `buf` past `argsz` are never read. Within a NESTING_OP, the payload is
+//! `buf[8..argsz]`, so its own `argsz` may not claim more than the header leaves for it.
+//!
+//! After the sizes, fields are checked in the kernel's order: version, format, flags, padding,
+//! then value ranges and combinations. Each decoder's documentation lists its exact order, and
+//! `tests/errno_table.rs` has one case per rule.
+//!
+//! # Byte order
+//!
+//! Fields are plain native integers and the layouts are those of a little-endian target, the
+//! only kind this crate builds for (a compile-time assertion enforces it).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "vsva-uapi lays out little-endian uAPI structs with native integers"
+);
+
+mod arg;
+mod bind;
+mod bitset;
+pub mod errno;
+mod invalidate;
+mod ioctl;
+pub mod iommu;
+pub mod iommufd;
+mod nesting;
+mod pasid_request;
+pub mod vfio;
+
+pub use bind::{decode_bind_data, AddrWidth, BindRequest, VtdBindAttrs};
+pub use errno::{Errno, UapiError};
+pub use invalidate::{decode_cache_invalidate, CacheInvalidateRequest, Granularity};
+pub use ioctl::io;
+pub use iommu::{
+    CacheInvalidateInfo, CacheSet, GpasidBindData, GpasidBindDataVtd, InvAddrInfo, InvGranu,
+    InvPasidInfo, NestingFeatures, NestingInfo, NestingInfoVtd, VtdBindFlags,
+};
+pub use iommufd::{
+    IommuHwInfoVtd, IommuHwptVtdS1, IommuHwptVtdS1Invalidate, VfioDeviceAttachIommufdPt,
+};
+pub use nesting::{
+    decode_nesting_info, decode_nesting_op, decode_nesting_op_header, encode_nesting_info,
+    NestingCapability, NestingOp, NestingOpArg, NestingOpKind, NESTING_CAP_SIZE,
+};
+pub use pasid_request::{decode_pasid_request, PasidRequestOp};
+pub use vfio::{
+    DmaMap, DmaUnmap, InfoCapHeader, InfoCapNesting, NestingOpHeader, PasidRange, PasidRequest,
+    Type1Info,
+};

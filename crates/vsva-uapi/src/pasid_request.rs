@@ -1,0 +1,186 @@
+//! Decoding and encoding `VFIO_IOMMU_PASID_REQUEST`.
+
+use core::ops::RangeInclusive;
+
+use zerocopy::IntoBytes;
+
+use crate::arg::read_arg;
+use crate::errno::UapiError;
+use crate::vfio::{
+    PasidRange, PasidRequest, VFIO_IOMMU_FLAG_ALLOC_PASID, VFIO_IOMMU_FLAG_FREE_PASID,
+};
+
+/// A validated `VFIO_IOMMU_PASID_REQUEST`.
+///
+/// Both variants carry an inclusive range with `min <= max`; [`decode_pasid_request`] never
+/// produces anything else, and [`PasidRequestOp::alloc`] / [`PasidRequestOp::free`] refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PasidRequestOp {
+    /// Allocate the lowest free PASID in `[min, max]` the caller's quota allows.
+    Alloc {
+        /// Lowest acceptable PASID.
+        min: u32,
+        /// Highest acceptable PASID.
+        max: u32,
+    },
+    /// Free the caller's own PASIDs in `[min, max]`; `[0, u32::MAX]` frees all of them.
+    Free {
+        /// Lowest PASID to free.
+        min: u32,
+        /// Highest PASID to free.
+        max: u32,
+    },
+}
+
+impl PasidRequestOp {
+    /// An ALLOC request for `[min, max]`; `EINVAL` if `min > max`.
+    pub fn alloc(min: u32, max: u32) -> Result<Self, UapiError> {
+        check_range(min, max)?;
+        Ok(Self::Alloc { min, max })
+    }
+
+    /// A FREE request for `[min, max]`; `EINVAL` if `min > max`.
+    pub fn free(min: u32, max: u32) -> Result<Self, UapiError> {
+        check_range(min, max)?;
+        Ok(Self::Free { min, max })
+    }
+
+    /// A FREE request for every PASID the caller owns (`[0, u32::MAX]`).
+    pub const fn free_all() -> Self {
+        Self::Free {
+            min: 0,
+            max: u32::MAX,
+        }
+    }
+
+    /// The inclusive range the request applies to.
+    pub const fn range(&self) -> RangeInclusive<u32> {
+        match *self {
+            Self::Alloc { min, max } | Self::Free { min, max } => min..=max,
+        }
+    }
+
+    /// The `flags` value that selects this operation.
+    pub const fn flags(&self) -> u32 {
+        match self {
+            Self::Alloc { .. } => VFIO_IOMMU_FLAG_ALLOC_PASID,
+            Self::Free { .. } => VFIO_IOMMU_FLAG_FREE_PASID,
+        }
+    }
+
+    /// The request as the C struct, with `argsz` = 16.
+    pub fn to_raw(&self) -> PasidRequest {
+        let range = self.range();
+        PasidRequest {
+            argsz: size_of::<PasidRequest>() as u32,
+            flags: self.flags(),
+            range: PasidRange {
+                min: *range.start(),
+                max: *range.end(),
+            },
+        }
+    }
+
+    /// The request as the 16 bytes a caller passes to the ioctl.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_raw().as_bytes().to_vec()
+    }
+}
+
+/// `min > max` → `EINVAL`.
+fn check_range(min: u32, max: u32) -> Result<(), UapiError> {
+    if min > max {
+        return Err(UapiError::invalid(format!(
+            "range.min {min} is greater than range.max {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes and validates a `vfio_iommu_type1_pasid_request` from the caller's buffer.
+///
+/// `buf` holds every byte the caller supplied (see the crate docs for the buffer model).
+/// Checks, in order, each failing with the errno shown:
+///
+/// 1. `buf.len() < 16`: the struct cannot be read → `EFAULT`.
+/// 2. `argsz < 16` → `EINVAL`.
+/// 3. `argsz > buf.len()`: the caller claims bytes it did not supply → `EFAULT`.
+/// 4. `flags` is not exactly one of `ALLOC` (0x1) and `FREE` (0x2); any other bit → `EINVAL`.
+/// 5. `range.min > range.max` → `EINVAL`.
+///
+/// An `argsz` above 16 is accepted and the bytes past the known struct are ignored. What the
+/// container does next (no PASID context → `EOPNOTSUPP`, exhausted range or quota →
+/// `ENOSPC`) is not decided here.
+pub fn decode_pasid_request(buf: &[u8]) -> Result<PasidRequestOp, UapiError> {
+    let req: PasidRequest = read_arg(
+        buf,
+        size_of::<PasidRequest>(),
+        "vfio_iommu_type1_pasid_request",
+    )?
+    .value;
+    let PasidRange { min, max } = req.range;
+    let op = match req.flags {
+        VFIO_IOMMU_FLAG_ALLOC_PASID => PasidRequestOp::Alloc { min, max },
+        VFIO_IOMMU_FLAG_FREE_PASID => PasidRequestOp::Free { min, max },
+        flags => {
+            return Err(UapiError::invalid(format!(
+                "flags {flags:#x}: exactly one of ALLOC ({VFIO_IOMMU_FLAG_ALLOC_PASID:#x}) and \
+                 FREE ({VFIO_IOMMU_FLAG_FREE_PASID:#x}) must be set"
+            )))
+        }
+    };
+    check_range(min, max)?;
+    Ok(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errno::Errno;
+
+    #[test]
+    fn round_trip() {
+        for op in [
+            PasidRequestOp::alloc(1, 100).unwrap(),
+            PasidRequestOp::free(5, 5).unwrap(),
+            PasidRequestOp::free_all(),
+        ] {
+            assert_eq!(op.to_bytes().len(), 16);
+            assert_eq!(decode_pasid_request(&op.to_bytes()), Ok(op));
+        }
+    }
+
+    #[test]
+    fn constructors_refuse_inverted_ranges() {
+        assert_eq!(
+            PasidRequestOp::alloc(2, 1).unwrap_err().errno(),
+            Errno::EINVAL
+        );
+        assert_eq!(
+            PasidRequestOp::free(2, 1).unwrap_err().errno(),
+            Errno::EINVAL
+        );
+    }
+
+    #[test]
+    fn messages_name_field_and_value() {
+        let mut raw = PasidRequestOp::alloc(1, 2).unwrap().to_raw();
+        raw.argsz = 12;
+        assert_eq!(
+            decode_pasid_request(raw.as_bytes()).unwrap_err().message(),
+            "argsz 12 is smaller than the 16 bytes of vfio_iommu_type1_pasid_request"
+        );
+        raw.argsz = 16;
+        raw.flags = 3;
+        assert_eq!(
+            decode_pasid_request(raw.as_bytes()).unwrap_err().message(),
+            "flags 0x3: exactly one of ALLOC (0x1) and FREE (0x2) must be set"
+        );
+        raw.flags = 1;
+        raw.range = PasidRange { min: 9, max: 8 };
+        assert_eq!(
+            decode_pasid_request(raw.as_bytes()).unwrap_err().message(),
+            "range.min 9 is greater than range.max 8"
+        );
+    }
+}
