@@ -71,6 +71,7 @@ impl Bitmap {
 
     /// Claims the lowest clear bit in `[lo, hi]` (`hi < len`), or returns `None` if every bit
     /// in the range is set.
+    #[inline]
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64) -> Option<u64> {
         debug_assert!(hi < self.len);
         let mut from = lo;
@@ -91,11 +92,13 @@ impl Bitmap {
     }
 
     /// Claims bit `i`; returns `false` if it was already set.
+    #[inline]
     pub(crate) fn claim(&self, i: u64) -> bool {
         self.set_bit(0, i)
     }
 
     /// Releases bit `i`, which must be set.
+    #[inline]
     pub(crate) fn release(&self, i: u64) {
         let was_set = self.clear_bit(0, i);
         debug_assert!(was_set, "released a clear bit {i}");
@@ -178,6 +181,7 @@ impl Bitmap {
     }
 
     /// Sets bit `i` of `level`; returns whether it was clear. Propagates "full" upwards.
+    #[inline]
     fn set_bit(&self, level: usize, i: u64) -> bool {
         let w = i / WORD_BITS;
         let bit = 1u64 << (i % WORD_BITS);
@@ -192,6 +196,7 @@ impl Bitmap {
     }
 
     /// Clears bit `i` of `level`; returns whether it was set. Propagates "not full" upwards.
+    #[inline]
     fn clear_bit(&self, level: usize, i: u64) -> bool {
         let w = i / WORD_BITS;
         let bit = 1u64 << (i % WORD_BITS);

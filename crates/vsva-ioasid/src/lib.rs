@@ -38,6 +38,7 @@
 mod backend;
 mod bitmap;
 mod error;
+mod members;
 mod owners;
 mod set;
 mod space;

@@ -77,6 +77,7 @@ impl OwnerTable {
         }
     }
 
+    #[inline]
     fn leaf(&self, pasid: Pasid) -> Option<&Leaf> {
         let chunk = self
             .chunks
@@ -86,6 +87,7 @@ impl OwnerTable {
             .map(|b| &**b)
     }
 
+    #[inline]
     fn leaf_or_create(&self, pasid: Pasid) -> &Leaf {
         let chunk = self.chunks[(pasid >> (LEAF_SHIFT + CHUNK_SHIFT)) as usize].get_or_init(|| {
             Box::new(Chunk {
@@ -100,11 +102,13 @@ impl OwnerTable {
         })
     }
 
+    #[inline]
     fn slot_index(pasid: Pasid) -> usize {
         pasid as usize % LEAF_SLOTS
     }
 
     /// Records `set` as the owner of `pasid`, with `data`. The caller holds the PASID's bit.
+    #[inline]
     pub(crate) fn record(&self, pasid: Pasid, set: u32, data: u64) {
         debug_assert!(set != 0 && set <= MAX_SET_ID);
         let leaf = self.leaf_or_create(pasid);
@@ -167,6 +171,7 @@ impl OwnerTable {
     }
 
     /// Marks `pasid` free. The caller still holds its bit and releases it afterwards.
+    #[inline]
     pub(crate) fn clear(&self, pasid: Pasid) {
         if let Some(leaf) = self.leaf(pasid) {
             leaf.owners[Self::slot_index(pasid)].store(0, Ordering::Release);

@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-use rustc_hash::FxHashMap;
-
-use crate::bitmap::Bits;
+use crate::members::Members;
 use crate::space::{SetStats, SpaceInner};
 use crate::sync::{Arc, AtomicU32, Ordering};
 use crate::{Error, Pasid};
@@ -59,8 +57,8 @@ impl SetShared {
 pub struct IoasidSet {
     space: Arc<SpaceInner>,
     shared: Arc<SetShared>,
-    /// What the set owns, as a sparse bitmap: word index (`pasid / 64`) → bits.
-    members: FxHashMap<u32, u64>,
+    /// What the set owns.
+    members: Members,
     owned: u32,
 }
 
@@ -69,7 +67,7 @@ impl IoasidSet {
         IoasidSet {
             space,
             shared,
-            members: FxHashMap::default(),
+            members: Members::default(),
             owned: 0,
         }
     }
@@ -97,19 +95,12 @@ impl IoasidSet {
 
     /// Whether the set owns `pasid`.
     pub fn owns(&self, pasid: Pasid) -> bool {
-        self.members
-            .get(&(pasid / 64))
-            .is_some_and(|bits| bits & (1 << (pasid % 64)) != 0)
+        self.members.contains(pasid)
     }
 
     /// Every PASID the set owns, in ascending order.
     pub fn pasids(&self) -> Vec<Pasid> {
-        let mut words: Vec<(u32, u64)> = self.members.iter().map(|(w, b)| (*w, *b)).collect();
-        words.sort_unstable_by_key(|(w, _)| *w);
-        words
-            .into_iter()
-            .flat_map(|(w, bits)| Bits(bits).map(move |b| w * 64 + b))
-            .collect()
+        self.members.iter().collect()
     }
 
     /// Allocates the lowest free PASID in `[min, max] ∩ [1, 2^pasid_bits - 1]`.
@@ -139,7 +130,7 @@ impl IoasidSet {
             return Err(Error::NoSpace { min: lo, max: hi });
         }
         let pasid = self.space.take(self.id(), lo, hi, data)?;
-        *self.members.entry(pasid / 64).or_insert(0) |= 1 << (pasid % 64);
+        self.members.insert(pasid);
         self.set_owned(self.owned + 1);
         Ok(pasid)
     }
@@ -160,16 +151,8 @@ impl IoasidSet {
     /// [`Error::NotOwner`], or [`Error::Freeing`] if it was already freed and is still being
     /// torn down.
     pub fn free(&mut self, pasid: Pasid) -> Result<(), Error> {
-        let word = pasid / 64;
-        let bit = 1u64 << (pasid % 64);
-        match self.members.get_mut(&word) {
-            Some(bits) if *bits & bit != 0 => {
-                *bits &= !bit;
-                if *bits == 0 {
-                    self.members.remove(&word);
-                }
-            }
-            _ => return Err(self.space.not_mine(self.id(), pasid)),
+        if !self.members.remove(pasid) {
+            return Err(self.space.not_mine(self.id(), pasid));
         }
         self.set_owned(self.owned - 1);
         self.space.retire(pasid);
@@ -178,68 +161,33 @@ impl IoasidSet {
 
     /// Frees every PASID the set owns in `[min, max]` and returns how many.
     ///
-    /// The cost is bounded by what the set owns, never by the width of the range: the range is
-    /// walked word by word only when it spans fewer words than the set has, otherwise the
-    /// set's own words are visited. Other sets' PASIDs in the range are untouched.
+    /// The cost is bounded by what the set owns, never by the width of the range:
+    /// `[0, u32::MAX]` visits only the set's own blocks. Other sets' PASIDs are untouched.
     pub fn free_range(&mut self, min: u32, max: u32) -> Result<u32, Error> {
         if min > max {
             return Err(Error::InvalidRange { min, max });
         }
-        let (first, last) = (min / 64, max / 64);
-        let span = u64::from(last - first) + 1;
-        let words: Vec<u32> = if span <= self.members.len() as u64 {
-            (first..=last)
-                .filter(|w| self.members.contains_key(w))
-                .collect()
-        } else {
-            self.members
-                .keys()
-                .copied()
-                .filter(|w| (first..=last).contains(w))
-                .collect()
-        };
-        let mut freed = 0;
-        for word in words {
-            let lo = if word == first { min % 64 } else { 0 };
-            let hi = if word == last { max % 64 } else { 63 };
-            let range_mask = (u64::MAX << lo) & (u64::MAX >> (63 - hi));
-            let bits = self.members.get_mut(&word).expect("word listed above");
-            let mask = *bits & range_mask;
-            if mask == 0 {
-                continue;
-            }
-            *bits &= !mask;
-            if *bits == 0 {
-                self.members.remove(&word);
-            }
-            freed += mask.count_ones();
-            self.set_owned(self.owned - mask.count_ones());
-            self.space.retire_word(word, mask);
-        }
-        Ok(freed)
+        Ok(self.take(min, max))
     }
 
     /// Frees everything the set owns and retires it; returns how many PASIDs were freed.
     /// Teardowns still pending finish on their own; the set is gone at once.
     pub fn release(mut self) -> u32 {
-        self.release_all()
+        self.take(0, u32::MAX)
     }
 
-    fn release_all(&mut self) -> u32 {
-        let mut freed = 0;
-        for (word, mask) in std::mem::take(&mut self.members) {
-            freed += mask.count_ones();
-            self.space.retire_word(word, mask);
-        }
-        self.set_owned(0);
+    fn take(&mut self, min: u32, max: u32) -> u32 {
+        let space = &self.space;
+        let freed = self
+            .members
+            .take_range(min, max, |word, mask| space.retire_word(word, mask));
+        self.set_owned(self.owned - freed);
         freed
     }
 
     /// Bytes of memory the set's membership occupies now.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + std::mem::size_of::<SetShared>()
-            + self.members.capacity() * (std::mem::size_of::<(u32, u64)>() + 1)
+        std::mem::size_of::<Self>() + std::mem::size_of::<SetShared>() + self.members.memory_bytes()
     }
 
     fn set_owned(&mut self, owned: u32) {
@@ -250,7 +198,7 @@ impl IoasidSet {
 
 impl Drop for IoasidSet {
     fn drop(&mut self) {
-        self.release_all();
+        self.take(0, u32::MAX);
         self.space.unregister(self.id());
     }
 }

@@ -9,7 +9,7 @@ use crate::backend::PasidBackend;
 use crate::bitmap::{Bitmap, Bits};
 use crate::owners::{OwnerTable, SlotState, MAX_SET_ID};
 use crate::set::{IoasidSet, SetShared};
-use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::teardown::{SubscriberId, TeardownSubscriber, TeardownTicket};
 use crate::{Error, Pasid, SetId};
 
@@ -39,6 +39,8 @@ pub(crate) struct SpaceInner {
     pub(crate) owners: OwnerTable,
     pub(crate) backend: Option<Arc<dyn PasidBackend>>,
     subscribers: ArcSwap<Subscribers>,
+    /// How many subscribers are registered: lets free skip the list when there are none.
+    subscriber_count: AtomicUsize,
     subscriber_lock: Mutex<u64>,
     registry: Mutex<FxHashMap<u32, Arc<SetShared>>>,
     next_set_id: AtomicU32,
@@ -118,6 +120,7 @@ impl IoasidSpace {
                 owners: OwnerTable::new(len),
                 backend,
                 subscribers: ArcSwap::from_pointee(Vec::new()),
+                subscriber_count: AtomicUsize::new(0),
                 subscriber_lock: Mutex::new(0),
                 registry: Mutex::new(FxHashMap::default()),
                 next_set_id: AtomicU32::new(1),
@@ -217,6 +220,9 @@ impl IoasidSpace {
         let id = SubscriberId(*next);
         let mut list = Vec::clone(&self.inner.subscribers.load());
         list.push((id, subscriber));
+        self.inner
+            .subscriber_count
+            .store(list.len(), Ordering::SeqCst);
         self.inner.subscribers.store(Arc::new(list));
         id
     }
@@ -229,6 +235,9 @@ impl IoasidSpace {
         let before = list.len();
         list.retain(|(sid, _)| *sid != id);
         let removed = list.len() != before;
+        self.inner
+            .subscriber_count
+            .store(list.len(), Ordering::SeqCst);
         self.inner.subscribers.store(Arc::new(list));
         removed
     }
@@ -288,6 +297,7 @@ impl SpaceInner {
     }
 
     /// Takes a PASID in `[lo, hi]` (already clamped to the space) for the set `set`.
+    #[inline]
     pub(crate) fn take(&self, set: SetId, lo: Pasid, hi: Pasid, data: u64) -> Result<Pasid, Error> {
         let pasid = match &self.backend {
             None => self
@@ -335,13 +345,17 @@ impl SpaceInner {
 
     /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
     /// they have all finished, makes the number allocatable again. Never fails.
+    #[inline]
     pub(crate) fn retire(self: &Arc<Self>, pasid: Pasid) {
-        let subscribers = self.subscribers.load();
-        if subscribers.is_empty() {
+        // The count spares the hot path the list's load when nobody subscribed.
+        let subscribers = (self.subscriber_count.load(Ordering::Acquire) != 0)
+            .then(|| self.subscribers.load())
+            .filter(|list| !list.is_empty());
+        let Some(subscribers) = subscribers else {
             self.owners.clear(pasid);
             self.release_number(pasid);
             return;
-        }
+        };
         self.freeing.fetch_add(1, Ordering::Relaxed);
         self.owners.begin_teardown(pasid, subscribers.len() as u32);
         for (_, subscriber) in subscribers.iter() {
@@ -352,7 +366,7 @@ impl SpaceInner {
     /// Frees the owned PASIDs `word * 64 + bit` for every bit of `mask`, which their set has
     /// already forgotten. Without subscribers or a backend this is one bitmap update.
     pub(crate) fn retire_word(self: &Arc<Self>, word: u32, mask: u64) {
-        if self.backend.is_none() && self.subscribers.load().is_empty() {
+        if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
             for bit in Bits(mask) {
                 self.owners.clear(word * 64 + bit);
             }
@@ -373,6 +387,7 @@ impl SpaceInner {
         }
     }
 
+    #[inline]
     fn release_number(&self, pasid: Pasid) {
         self.bitmap.release(u64::from(pasid));
         if let Some(backend) = &self.backend {

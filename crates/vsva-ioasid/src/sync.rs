@@ -1,10 +1,10 @@
 //! Atomic primitives, switched to `loom`'s model-checked versions under `--cfg loom`.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 // Locks and reference counts are never on a path the loom models explore.
 pub(crate) use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,155 @@
+//! What one set owns: a direct-mapped two-level bitmap, private to the set's handle.
+//!
+//! The PASID space is cut into blocks of 4 096 (64 words of 64 bits). A set keeps a vector of
+//! optional blocks indexed by `pasid / 4096`, created when it first owns a PASID in the block
+//! and dropped when a range free or release empties it. Membership tests and updates are two
+//! dependent loads, no hashing; range operations visit only the blocks the set has, so their
+//! cost is bounded by what the set owns (at most 256 block slots plus 64 words per block it
+//! holds), never by the width of the range asked for.
+
+const WORDS_PER_BLOCK: usize = 64;
+const BLOCK_SHIFT: u32 = 12;
+
+type Block = [u64; WORDS_PER_BLOCK];
+
+/// A set's own PASIDs.
+#[derive(Default)]
+pub(crate) struct Members {
+    blocks: Vec<Option<Box<Block>>>,
+}
+
+impl Members {
+    #[inline]
+    fn locate(pasid: u32) -> (usize, usize, u64) {
+        (
+            (pasid >> BLOCK_SHIFT) as usize,
+            (pasid as usize / 64) % WORDS_PER_BLOCK,
+            1 << (pasid % 64),
+        )
+    }
+
+    /// Whether `pasid` is a member.
+    #[inline]
+    pub(crate) fn contains(&self, pasid: u32) -> bool {
+        let (b, w, bit) = Self::locate(pasid);
+        matches!(self.blocks.get(b), Some(Some(block)) if block[w] & bit != 0)
+    }
+
+    /// Adds `pasid`, which must not be a member.
+    #[inline]
+    pub(crate) fn insert(&mut self, pasid: u32) {
+        let (b, w, bit) = Self::locate(pasid);
+        if b >= self.blocks.len() {
+            self.blocks.resize_with(b + 1, || None);
+        }
+        let block = self.blocks[b].get_or_insert_with(|| Box::new([0; WORDS_PER_BLOCK]));
+        debug_assert_eq!(block[w] & bit, 0);
+        block[w] |= bit;
+    }
+
+    /// Removes `pasid`; returns whether it was a member. The block stays allocated even if it
+    /// empties (a set that frees and reallocates in one block does not churn memory); range
+    /// frees and release give empty blocks back.
+    #[inline]
+    pub(crate) fn remove(&mut self, pasid: u32) -> bool {
+        let (b, w, bit) = Self::locate(pasid);
+        match self.blocks.get_mut(b) {
+            Some(Some(block)) if block[w] & bit != 0 => {
+                block[w] &= !bit;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes every member in `[min, max]`, calling `f(word, mask)` once per space word
+    /// (`pasid / 64`) that had members in the range, in ascending order. Returns how many.
+    pub(crate) fn take_range(&mut self, min: u32, max: u32, mut f: impl FnMut(u32, u64)) -> u32 {
+        let first = (min >> BLOCK_SHIFT) as usize;
+        let last = ((max >> BLOCK_SHIFT) as usize).min(self.blocks.len().saturating_sub(1));
+        let mut taken = 0;
+        for b in first..=last {
+            let Some(block) = self.blocks.get_mut(b).and_then(Option::as_mut) else {
+                continue;
+            };
+            for (w, bits) in block.iter_mut().enumerate() {
+                let word = (b * WORDS_PER_BLOCK + w) as u32;
+                let mask = *bits & range_mask(word, min, max);
+                if mask != 0 {
+                    *bits &= !mask;
+                    taken += mask.count_ones();
+                    f(word, mask);
+                }
+            }
+            if block.iter().all(|&bits| bits == 0) {
+                self.blocks[b] = None;
+            }
+        }
+        while matches!(self.blocks.last(), Some(None)) {
+            self.blocks.pop();
+        }
+        taken
+    }
+
+    /// Every member, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.blocks.iter().enumerate().flat_map(|(b, block)| {
+            block.iter().flat_map(move |block| {
+                block.iter().enumerate().flat_map(move |(w, &bits)| {
+                    let base = ((b * WORDS_PER_BLOCK + w) * 64) as u32;
+                    crate::bitmap::Bits(bits).map(move |bit| base + bit)
+                })
+            })
+        })
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Option<Box<Block>>>()
+            + self.blocks.iter().flatten().count() * std::mem::size_of::<Block>()
+    }
+}
+
+/// The bits of space word `word` that fall inside `[min, max]`.
+fn range_mask(word: u32, min: u32, max: u32) -> u64 {
+    let (lo, hi) = (u64::from(word) * 64, u64::from(word) * 64 + 63);
+    let (min, max) = (u64::from(min), u64::from(max));
+    if max < lo || min > hi {
+        return 0;
+    }
+    let from = min.max(lo) - lo;
+    let to = max.min(hi) - lo;
+    (u64::MAX << from) & (u64::MAX >> (63 - to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_mask_edges() {
+        assert_eq!(range_mask(0, 0, u32::MAX), u64::MAX);
+        assert_eq!(range_mask(1, 64, 64), 1);
+        assert_eq!(range_mask(1, 0, 63), 0);
+        assert_eq!(range_mask(1, 70, 71), 0b11 << 6);
+        assert_eq!(range_mask(2, 0, 130), 0b111);
+    }
+
+    #[test]
+    fn insert_remove_take() {
+        let mut m = Members::default();
+        for p in [1u32, 63, 64, 4095, 4096, 100_000] {
+            m.insert(p);
+            assert!(m.contains(p));
+        }
+        assert!(!m.contains(2) && !m.contains(1 << 20));
+        assert!(m.remove(63) && !m.remove(63));
+        let mut seen = Vec::new();
+        assert_eq!(m.take_range(64, 4096, |w, mask| seen.push((w, mask))), 3);
+        assert_eq!(seen, vec![(1, 1), (63, 1 << 63), (64, 1)]);
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![1, 100_000]);
+        assert_eq!(m.take_range(0, u32::MAX, |_, _| {}), 2);
+        assert_eq!(m.memory_bytes(), m.blocks.capacity() * 8);
+        assert!(m.blocks.is_empty());
+    }
+}
