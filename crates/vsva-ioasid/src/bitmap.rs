@@ -30,7 +30,14 @@ pub(crate) struct Bitmap {
     /// `levels[0]` is one bit per index; `levels[k]` has one bit per word of `levels[k - 1]`.
     levels: Box<[Level]>,
     len: u64,
+    /// A level-0 word index below which every word is full: searches start here. A pure
+    /// accelerator, kept conservative as described at [`Bitmap::advance_hint`].
+    hint: AtomicU64,
 }
+
+/// How many words a search may move the hint forward in one step (the re-check it must do
+/// costs one load per word moved over).
+const HINT_STEP: u64 = 4;
 
 impl Bitmap {
     /// Creates a bitmap of `len` clear bits (`len >= 1`).
@@ -59,6 +66,7 @@ impl Bitmap {
         Bitmap {
             levels: levels.into_boxed_slice(),
             len,
+            hint: AtomicU64::new(0),
         }
     }
 
@@ -74,20 +82,65 @@ impl Bitmap {
     #[inline]
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64) -> Option<u64> {
         debug_assert!(hi < self.len);
-        let mut from = lo;
+        let hint = self.hint.load(Ordering::SeqCst);
+        let mut from = lo.max(hint * WORD_BITS);
         loop {
             let found = match self.find_clear(0, from, hi) {
                 Some(i) => Some(i),
-                // The summaries may lag a concurrent release: confirm against level 0 itself
-                // before reporting that the range is full.
-                None => self.scan_clear(from, hi),
+                // The summaries may lag a concurrent release: confirm against level 0 itself,
+                // from the caller's own bound, before reporting that the range is full.
+                None => self.scan_clear(lo, hi),
             };
             let i = found?;
             if self.claim(i) {
+                self.advance_hint(hint, i / WORD_BITS);
                 return Some(i);
             }
             // Lost a race for bit `i`; everything below it was seen set, carry on from it.
             from = i;
+        }
+    }
+
+    /// Moves the hint from `seen` to `word` when a claim landed in `word`, a few words past the
+    /// hint, and every word in between is full.
+    ///
+    /// A release below the hint lowers it ([`Bitmap::lower_hint`]). The race to close is a
+    /// release in `[seen, word)` that read the hint before it moved: after moving it, the
+    /// search re-reads those words and lowers the hint again if one is no longer full. Either
+    /// the releaser's update of the word precedes the re-read (which then sees the clear bit)
+    /// or follows it (and the releaser then reads the moved hint). Steps longer than
+    /// `HINT_STEP` words are not taken, so the re-check stays a few operations.
+    fn advance_hint(&self, seen: u64, word: u64) {
+        if word <= seen || word - seen > HINT_STEP {
+            return;
+        }
+        if (seen..word).any(|w| self.levels[0].words[w as usize].load(Ordering::Relaxed) != FULL) {
+            return;
+        }
+        if self
+            .hint
+            .compare_exchange(seen, word, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        for w in seen..word {
+            // A read-modify-write, not a load: it reads the latest value of the word, so if
+            // the releaser's update comes first we see it, and if it comes after ours the
+            // releaser's own read of the hint is ordered after our move (acquire/release
+            // suffices; no reliance on a single total order of plain loads).
+            if self.levels[0].words[w as usize].fetch_or(0, Ordering::AcqRel) != FULL {
+                self.lower_hint(w);
+                return;
+            }
+        }
+    }
+
+    /// Keeps the hint at or below `word`, which just gained a clear bit.
+    #[inline]
+    fn lower_hint(&self, word: u64) {
+        if word < self.hint.load(Ordering::SeqCst) {
+            self.hint.fetch_min(word, Ordering::SeqCst);
         }
     }
 
@@ -102,6 +155,7 @@ impl Bitmap {
     pub(crate) fn release(&self, i: u64) {
         let was_set = self.clear_bit(0, i);
         debug_assert!(was_set, "released a clear bit {i}");
+        self.lower_hint(i / WORD_BITS);
     }
 
     /// Releases every bit of `mask` in level-0 word `word`; all of them must be set.
@@ -111,6 +165,7 @@ impl Bitmap {
         if old == FULL && mask != 0 && self.levels.len() > 1 {
             self.summary_clear(1, word);
         }
+        self.lower_hint(word);
     }
 
     /// Counts the set bits in `[0, len)` (a racy snapshot under concurrent use).

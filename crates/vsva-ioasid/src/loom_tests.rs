@@ -103,3 +103,27 @@ fn loom_claim_never_misses_a_bit_released_before_it_started() {
         assert!(summaries_exact(&b));
     });
 }
+
+#[test]
+fn loom_hint_never_hides_a_release_racing_its_advance() {
+    loom::model(|| {
+        let b = Arc::new(Bitmap::new(LEN));
+        // Word 0 full, so a claim lands in word 1 and moves the search hint past word 0.
+        fill(&b, 64);
+        let claimer = {
+            let b = b.clone();
+            thread::spawn(move || b.claim_lowest(0, LEN - 1).unwrap())
+        };
+        let releaser = {
+            let b = b.clone();
+            thread::spawn(move || b.release(3))
+        };
+        let got = claimer.join().unwrap();
+        releaser.join().unwrap();
+        assert!(got == 3 || got == 64, "claimed {got}");
+        // Whatever the interleaving, bit 3 (if not taken) is found again before anything above.
+        let next = b.claim_lowest(0, LEN - 1).unwrap();
+        assert_eq!(next, if got == 3 { 64 } else { 3 });
+        assert!(summaries_exact(&b));
+    });
+}

@@ -18,6 +18,10 @@ impl fmt::Display for SetId {
 }
 
 /// The part of a set others may read: identity and counters.
+///
+/// Aligned to two cache lines so that sets written by different threads (each handle stores
+/// its count on every operation) never share a line.
+#[repr(align(128))]
 pub(crate) struct SetShared {
     pub(crate) id: SetId,
     pub(crate) token: u64,
