@@ -1,0 +1,333 @@
+//! The translation caches and their invalidation generations.
+//!
+//! | cache | key | holds | invalidated by |
+//! |---|---|---|---|
+//! | PASID cache | source id, PASID (or "no PASID") | context + directory + PASID entry | context-cache (all / device), PASID-cache (all / DID / DID+PASID) |
+//! | IOTLB | DID, PASID (or "second level only"), page | output page, page size, rights | IOTLB global / DID / DID page-selective, PASID-based IOTLB (all PASIDs of DID / one PASID / pages) |
+//! | first-level paging-structure cache | DID, PASID, 2 MiB region | level-1 table (guest-)address + rights above | as the IOTLB's first-level entries, except page-selective with IH = 1 |
+//! | second-level paging-structure cache | DID, 2 MiB region of GPA | level-1 table + rights above | IOTLB global / DID / DID page-selective without IH |
+//! | device TLB | source id, PASID, page | output page, page size, rights | device-TLB (all, per PASID, page-selective) |
+//!
+//! Whole-scope invalidations (global, domain, PASID) are O(1): each entry carries the values of
+//! the generation counters of its scopes, taken *before* the walk that produced it, and a hit
+//! compares them with the current counters. An invalidation bumps one counter. Page-selective
+//! invalidations remove the slots of the pages named (cost proportional to the pages, one probe
+//! per page size in use), after bumping a per-scope sequence that fills re-check while holding
+//! their slot (see [`crate::slots`]). Ranges above [`PAGE_INVALIDATION_LIMIT`] pages are turned
+//! into the scope's whole invalidation (over-invalidation is always allowed; under-invalidation
+//! never happens). Nothing is invalidated without an invalidation request: a missing request
+//! leaves the stale entry in use, as on hardware.
+//!
+//! In front of the PASID cache and IOTLB sits a small *front cache* keyed by (source id, PASID,
+//! page) that holds their combined answer stamped with a global epoch; any invalidation bumps
+//! the epoch, after which the front cache misses and the full PASID-cache + IOTLB path (with
+//! its scoped generations) decides. It serves nothing the two caches would not.
+//!
+//! Counters are 32 bits: an entry could falsely revalidate only after exactly 2^32
+//! invalidations of its scope while it stayed cached.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use crate::slots::SlotArray;
+
+/// Page-selective invalidations naming more pages than this invalidate their whole scope.
+pub const PAGE_INVALIDATION_LIMIT: u64 = 4096;
+
+/// PASID value used in keys for "second-level only, any PASID" and "request without PASID".
+pub(crate) const NO_PASID: u32 = 1 << 20;
+
+/// A generation counter.
+#[derive(Debug, Default)]
+pub(crate) struct Gen(AtomicU32);
+
+impl Gen {
+    #[inline]
+    pub(crate) fn get(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// 64 records, the leaf of a [`Radix`].
+type Leaf<T> = Box<[T; 64]>;
+/// 128 lazily created leaves.
+type Mid<T> = Box<[OnceLock<Leaf<T>>]>;
+
+/// A lazily populated map from a 20-bit PASID to `T`, lock-free to read.
+pub(crate) struct Radix<T> {
+    top: Box<[OnceLock<Mid<T>>]>,
+}
+
+impl<T: Default> Radix<T> {
+    fn new() -> Self {
+        Self {
+            top: (0..128).map(|_| OnceLock::new()).collect(),
+        }
+    }
+    #[inline]
+    pub(crate) fn get(&self, pasid: u32) -> &T {
+        let p = (pasid & 0xf_ffff) as usize;
+        let mid = self.top[p >> 13].get_or_init(|| (0..128).map(|_| OnceLock::new()).collect());
+        let leaf =
+            mid[(p >> 6) & 127].get_or_init(|| Box::new(std::array::from_fn(|_| T::default())));
+        &leaf[p & 63]
+    }
+}
+
+/// Counters of one (DID, PASID).
+#[derive(Debug, Default)]
+pub(crate) struct PasidGens {
+    pub(crate) iotlb: Gen,
+    pub(crate) pc: Gen,
+    pub(crate) psi: Gen,
+    /// Page sizes ever cached for this PASID: bit 0 4 KiB, 1 2 MiB, 2 1 GiB.
+    pub(crate) sizes: AtomicU8,
+}
+
+/// Counters of one domain.
+pub(crate) struct DomainGens {
+    pub(crate) iotlb: Gen,
+    pub(crate) fl: Gen,
+    pub(crate) nested: Gen,
+    pub(crate) pc: Gen,
+    pub(crate) sl_psi: Gen,
+    pub(crate) sl_sizes: AtomicU8,
+    pub(crate) pasids: Radix<PasidGens>,
+}
+
+/// Counters of one (device, PASID) for its device TLB.
+#[derive(Debug, Default)]
+pub(crate) struct DevPasidGens {
+    pub(crate) devtlb: Gen,
+    pub(crate) psi: Gen,
+    pub(crate) sizes: AtomicU8,
+}
+
+/// Counters of one device.
+pub(crate) struct DeviceGens {
+    pub(crate) ctx: Gen,
+    pub(crate) devtlb: Gen,
+    pub(crate) pasids: Radix<DevPasidGens>,
+}
+
+/// Global counters.
+#[derive(Debug, Default)]
+pub(crate) struct GlobalGens {
+    pub(crate) iotlb: Gen,
+    pub(crate) pc: Gen,
+    pub(crate) ctx: Gen,
+    pub(crate) devtlb: Gen,
+}
+
+#[inline]
+pub(crate) fn pack(lo: u32, hi: u32) -> u64 {
+    u64::from(lo) | u64::from(hi) << 32
+}
+
+/// Size code of a page size for keys and the sizes masks: 0 4 KiB, 1 2 MiB, 2 1 GiB.
+#[inline]
+pub(crate) fn size_code(size: u64) -> u64 {
+    match size {
+        crate::paging::SIZE_4K => 0,
+        crate::paging::SIZE_2M => 1,
+        _ => 2,
+    }
+}
+
+/// Key word of a page: page base | size code | valid.
+#[inline]
+pub(crate) fn page_key(addr: u64, code: u64) -> u64 {
+    let size = 1u64 << (12 + 9 * code);
+    (addr & !(size - 1)) | code << 1 | 1
+}
+
+/// Key word of an IOTLB tag.
+#[inline]
+pub(crate) fn tag_key(did: u16, pasid: u32) -> u64 {
+    u64::from(did) << 21 | u64::from(pasid)
+}
+
+/// Every cache and counter of one IOMMU.
+pub(crate) struct Caches {
+    /// Bumped by every invalidation: front-cache entries are valid only in the epoch they
+    /// were filled in.
+    pub(crate) epoch: AtomicU64,
+    /// Front cache: (source id, PASID, page) → [epoch, IOTLB value, PASID controls]. A fast
+    /// path in front of the PASID cache + IOTLB pair; it holds only what those would return
+    /// and is retired wholesale by any invalidation, so it never changes what is observable.
+    pub(crate) front: SlotArray<3>,
+    /// Page sizes ever stored in the front cache.
+    pub(crate) front_sizes: AtomicU8,
+    pub(crate) global: GlobalGens,
+    domains: Box<[OnceLock<Box<DomainGens>>]>,
+    devices: Box<[OnceLock<Box<DeviceGens>>]>,
+    /// PASID cache: [stamp ctx, stamp pc, stamp pasid pc, v0, v1, v2, ctx/chain bits].
+    pub(crate) pasid_cache: SlotArray<7>,
+    /// IOTLB: [stamp global/domain, stamp fl/nested, stamp pasid, value].
+    pub(crate) iotlb: SlotArray<4>,
+    /// First-level PSC: [stamp global/domain, stamp fl, stamp pasid, value].
+    pub(crate) fl_psc: SlotArray<4>,
+    /// Second-level PSC: [stamp global/domain, value].
+    pub(crate) sl_psc: SlotArray<2>,
+    /// Device TLB: [stamp global/device, stamp pasid, value].
+    pub(crate) devtlb: SlotArray<3>,
+}
+
+impl Caches {
+    pub(crate) fn new(domain_bits: u8, iotlb_entries: usize) -> Self {
+        let n = iotlb_entries.max(64);
+        Self {
+            epoch: AtomicU64::new(0),
+            front: SlotArray::new((n / 4).max(64)),
+            front_sizes: AtomicU8::new(0),
+            global: GlobalGens::default(),
+            domains: (0..1usize << domain_bits)
+                .map(|_| OnceLock::new())
+                .collect(),
+            devices: (0..1usize << 16).map(|_| OnceLock::new()).collect(),
+            pasid_cache: SlotArray::new((n / 4).max(64)),
+            iotlb: SlotArray::new(n),
+            fl_psc: SlotArray::new((n / 4).max(64)),
+            sl_psc: SlotArray::new((n / 4).max(64)),
+            devtlb: SlotArray::new((n / 4).max(64)),
+        }
+    }
+
+    /// The counters of domain `did` (which the caller has checked against the DID width).
+    #[inline]
+    pub(crate) fn domain(&self, did: u16) -> &DomainGens {
+        let slot = &self.domains[usize::from(did) & (self.domains.len() - 1)];
+        slot.get_or_init(|| {
+            Box::new(DomainGens {
+                iotlb: Gen::default(),
+                fl: Gen::default(),
+                nested: Gen::default(),
+                pc: Gen::default(),
+                sl_psi: Gen::default(),
+                sl_sizes: AtomicU8::new(0),
+                pasids: Radix::new(),
+            })
+        })
+    }
+
+    /// The counters of device `sid`.
+    #[inline]
+    pub(crate) fn device(&self, sid: u16) -> &DeviceGens {
+        self.devices[usize::from(sid)].get_or_init(|| {
+            Box::new(DeviceGens {
+                ctx: Gen::default(),
+                devtlb: Gen::default(),
+                pasids: Radix::new(),
+            })
+        })
+    }
+
+    /// Removes the entries of `array` keyed by `tag` for every page of `[addr, addr + len)`
+    /// of each size in `sizes`.
+    pub(crate) fn remove_range<const W: usize>(
+        array: &SlotArray<W>,
+        tag: u64,
+        addr: u64,
+        len: u64,
+        sizes: u8,
+    ) {
+        for code in 0..3u64 {
+            if sizes & (1 << code) == 0 {
+                continue;
+            }
+            let size = 1u64 << (12 + 9 * code);
+            let first = addr & !(size - 1);
+            let last = addr.saturating_add(len.max(1) - 1) & !(size - 1);
+            let mut a = first;
+            loop {
+                array.remove(page_key(a, code), tag);
+                if a >= last {
+                    break;
+                }
+                a += size;
+            }
+        }
+    }
+
+    /// Removes first- or second-level paging-structure cache entries (keyed by 2 MiB region)
+    /// covering `[addr, addr + len)`.
+    pub(crate) fn remove_psc_range<const W: usize>(
+        array: &SlotArray<W>,
+        tag: u64,
+        addr: u64,
+        len: u64,
+    ) {
+        let first = addr & !(crate::paging::SIZE_2M - 1);
+        let last = addr.saturating_add(len.max(1) - 1) & !(crate::paging::SIZE_2M - 1);
+        let mut a = first;
+        loop {
+            array.remove(psc_key(a), tag);
+            if a >= last {
+                break;
+            }
+            a += crate::paging::SIZE_2M;
+        }
+    }
+}
+
+/// Key word of a paging-structure cache entry: the 2 MiB region | valid.
+#[inline]
+pub(crate) fn psc_key(addr: u64) -> u64 {
+    (addr & !(crate::paging::SIZE_2M - 1)) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radix_gives_stable_distinct_records() {
+        let r: Radix<PasidGens> = Radix::new();
+        r.get(5).iotlb.bump();
+        assert_eq!(r.get(5).iotlb.get(), 1);
+        assert_eq!(r.get(6).iotlb.get(), 0);
+        r.get(0xf_ffff).pc.bump();
+        assert_eq!(r.get(0xf_ffff).pc.get(), 1);
+        assert!(std::ptr::eq(r.get(77), r.get(77)));
+    }
+
+    #[test]
+    fn keys_separate_sizes_and_tags() {
+        assert_ne!(page_key(0x20_0000, 0), page_key(0x20_0000, 1));
+        assert_eq!(page_key(0x20_1234, 1), page_key(0x20_0000, 1));
+        assert_ne!(tag_key(1, 2), tag_key(2, 1));
+        assert_ne!(tag_key(1, NO_PASID), tag_key(1, 0));
+        assert_eq!(pack(1, 2), 0x2_0000_0001);
+    }
+
+    #[test]
+    fn range_removal_covers_every_size() {
+        let c = Caches::new(8, 1024);
+        let tag = tag_key(3, 4);
+        for (addr, code) in [
+            (0x1000u64, 0u64),
+            (0x20_0000, 1),
+            (0x4000_0000, 2),
+            (0x3000, 0),
+        ] {
+            c.iotlb.insert(page_key(addr, code), tag, [0; 4], || true);
+        }
+        Caches::remove_range(&c.iotlb, tag, 0x1000, 0x1000, 0b111);
+        assert!(c.iotlb.lookup(page_key(0x1000, 0), tag).is_none());
+        assert!(
+            c.iotlb.lookup(page_key(0x3000, 0), tag).is_some(),
+            "outside the range"
+        );
+        assert!(c.iotlb.lookup(page_key(0x20_0000, 1), tag).is_some());
+        Caches::remove_range(&c.iotlb, tag, 0x4010_0000, 0x1000, 0b111);
+        assert!(
+            c.iotlb.lookup(page_key(0x4000_0000, 2), tag).is_none(),
+            "1 GiB page covering it"
+        );
+        Caches::remove_range(&c.iotlb, tag, 0x3f_f000, 0x2000, 0b010);
+        assert!(c.iotlb.lookup(page_key(0x20_0000, 1), tag).is_none());
+    }
+}

@@ -1,0 +1,51 @@
+//! vsva-iommu: a software IOMMU modelled on Intel VT-d scalable mode.
+//!
+//! It translates PASID-tagged DMA the way the hardware does: root table → scalable context
+//! entry → PASID directory → PASID table entry, then a first-level (x86-64 4/5-level),
+//! second-level, nested or pass-through translation, every table read from memory
+//! ([`memory::HostMemory`], a `vm-memory` `GuestMemoryMmap`). Faults carry the VT-d fault
+//! reason codes ([`FaultReason`]) and are recorded in a bounded log unless an FPD bit applies.
+//!
+//! Caches (PASID cache, IOTLB, first- and second-level paging-structure caches, device TLB)
+//! behave like the hardware's: an entry is never used after an invalidation that covers it,
+//! and an entry whose invalidation is missing keeps being used, so guest bugs reproduce.
+//! Whole-scope invalidations are O(1) (generation counters); page-selective ones cost one probe
+//! per page named. `translate` takes no lock shared between translators.
+//!
+//! Modules: [`memory`] (address space and table page pool), [`regs`] (configuration and
+//! CAP/ECAP), [`context`] (root/context/directory formats and the lookup chain),
+//! [`pasid_entry`], [`paging`] (the walkers, shared with the `vsva pgwalk` inspector),
+//! [`fault`], [`invalidate`], [`prq`], [`stats`], [`iommu`] (the [`Iommu`]), [`fuzzing`]
+//! (the input interpreter of the fuzz target and its proptest twin).
+//!
+//! The lock-free slot arrays are model-checked with loom:
+//! `RUSTFLAGS="--cfg loom" cargo test -p vsva-iommu --release --lib loom`.
+
+pub(crate) mod cache;
+pub mod context;
+pub mod fault;
+pub mod fuzzing;
+pub mod invalidate;
+pub mod iommu;
+pub mod memory;
+pub mod paging;
+pub mod pasid_entry;
+pub mod prq;
+pub mod regs;
+pub(crate) mod slots;
+pub mod stats;
+pub mod teardown;
+
+pub use cache::PAGE_INVALIDATION_LIMIT;
+pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage};
+pub use invalidate::{
+    ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
+};
+pub use iommu::{
+    DeviceOptions, DmaError, HostTableStore, Iommu, IommuError, Perms, S2Perms, Stage2Id,
+    Translation,
+};
+pub use memory::{HostMemory, MemoryError, TablePool};
+pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
+pub use regs::{ConfigError, IommuConfig};
+pub use stats::StatsSnapshot;

@@ -1,0 +1,477 @@
+//! The host-physical address space the IOMMU sees, and a page allocator for IOMMU-owned tables.
+//!
+//! Memory is a [`GuestMemoryMmap`] (anonymous or file-backed regions, e.g. a memfd shared by a
+//! client process) held in an [`ArcSwap`], so regions can be added at run time while
+//! translations go on: a translation works on one consistent snapshot of the region list.
+//!
+//! Every table the IOMMU reads (root, context, PASID directory and tables, first- and
+//! second-level page tables) lives in this memory at a 4 KiB-aligned address. Entries are read
+//! and updated as naturally aligned 64-bit atomics, so accessed/dirty updates are
+//! compare-and-swap operations on the memory itself, as the hardware's locked updates are.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress, VolatileMemory,
+};
+
+/// Size of a table page (and of the smallest translation page).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Errors of the memory layer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MemoryError {
+    /// A region could not be added (overlap or invalid placement).
+    #[error("cannot add memory region at {base:#x} (size {size:#x}): {reason}")]
+    AddRegion {
+        /// Guest-physical base of the rejected region.
+        base: u64,
+        /// Size of the rejected region.
+        size: u64,
+        /// What vm-memory reported.
+        reason: String,
+    },
+    /// The table-page pool has no free page left.
+    #[error("table page pool at {base:#x} (size {size:#x}) is exhausted")]
+    PoolExhausted {
+        /// Base of the pool.
+        base: u64,
+        /// Size of the pool in bytes.
+        size: u64,
+    },
+    /// The pool range is not page aligned, empty, or not backed by memory.
+    #[error("invalid table page pool: base {base:#x} size {size:#x}: {reason}")]
+    InvalidPool {
+        /// Requested base.
+        base: u64,
+        /// Requested size.
+        size: u64,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A page handed back to the pool does not belong to it or is not allocated.
+    #[error("page {addr:#x} does not belong to the table page pool or is not allocated")]
+    BadFree {
+        /// Address of the page.
+        addr: u64,
+    },
+    /// An access to an address with no memory behind it.
+    #[error("no memory at address {addr:#x} (length {len:#x})")]
+    Unbacked {
+        /// First address of the access.
+        addr: u64,
+        /// Length of the access.
+        len: u64,
+    },
+}
+
+/// Reads and compare-and-swaps of 64-bit table entries by host-physical address.
+///
+/// This is how every walker reaches memory. `None` means "no memory there" (an access error
+/// fault for the walker, never a panic).
+pub trait EntryMemory {
+    /// Loads the naturally aligned 64-bit entry at `addr` (acquire ordering).
+    fn load_entry(&self, addr: u64) -> Option<u64>;
+    /// Atomically replaces `current` by `new` at `addr`. `Some(Ok(current))` on success,
+    /// `Some(Err(actual))` when the entry no longer holds `current`, `None` when unbacked.
+    fn cas_entry(&self, addr: u64, current: u64, new: u64) -> Option<Result<u64, u64>>;
+}
+
+fn atomic_at(mem: &GuestMemoryMmap, addr: u64) -> Option<&AtomicU64> {
+    if addr & 7 != 0 {
+        return None;
+    }
+    let region = mem.find_region(GuestAddress(addr))?;
+    let offset = addr - region.start_addr().0;
+    // The region is a `GuestRegionMmap`, which dereferences to an `MmapRegion` implementing
+    // `VolatileMemory`; the atomic reference is checked for bounds and alignment there.
+    region.get_atomic_ref::<AtomicU64>(offset as usize).ok()
+}
+
+impl EntryMemory for GuestMemoryMmap {
+    #[inline]
+    fn load_entry(&self, addr: u64) -> Option<u64> {
+        atomic_at(self, addr).map(|a| a.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    fn cas_entry(&self, addr: u64, current: u64, new: u64) -> Option<Result<u64, u64>> {
+        atomic_at(self, addr)
+            .map(|a| a.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire))
+    }
+}
+
+/// Stores a 64-bit entry (release ordering). Returns `false` when `addr` is unbacked or
+/// misaligned.
+pub fn store_entry(mem: &GuestMemoryMmap, addr: u64, value: u64) -> bool {
+    match atomic_at(mem, addr) {
+        Some(a) => {
+            a.store(value, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The IOMMU's view of host-physical memory: a swappable [`GuestMemoryMmap`].
+#[derive(Debug)]
+pub struct HostMemory {
+    current: ArcSwap<GuestMemoryMmap>,
+    grow: Mutex<()>,
+}
+
+impl HostMemory {
+    /// Wraps an existing memory map.
+    pub fn new(mem: GuestMemoryMmap) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(mem),
+            grow: Mutex::new(()),
+        }
+    }
+
+    /// Creates anonymous memory for the given `(base, size)` ranges (sorted, non-overlapping).
+    pub fn anonymous(ranges: &[(u64, usize)]) -> Result<Self, MemoryError> {
+        let ranges: Vec<_> = ranges.iter().map(|&(b, s)| (GuestAddress(b), s)).collect();
+        GuestMemoryMmap::from_ranges(&ranges)
+            .map(Self::new)
+            .map_err(|e| MemoryError::AddRegion {
+                base: ranges.first().map_or(0, |r| r.0 .0),
+                size: ranges.first().map_or(0, |r| r.1 as u64),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A consistent snapshot of the region list, cheap to take (no lock).
+    #[inline]
+    pub fn snapshot(&self) -> Guard<Arc<GuestMemoryMmap>> {
+        self.current.load()
+    }
+
+    /// A snapshot as an owned `Arc` (for longer-lived users).
+    pub fn snapshot_arc(&self) -> Arc<GuestMemoryMmap> {
+        self.current.load_full()
+    }
+
+    /// Adds a region (anonymous or file-backed). Translations running concurrently keep using
+    /// the snapshot they started with.
+    pub fn add_region(&self, region: GuestRegionMmap) -> Result<(), MemoryError> {
+        let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let base = region.start_addr().0;
+        let size = region.len();
+        let next = self
+            .current
+            .load()
+            .insert_region(Arc::new(region))
+            .map_err(|e| MemoryError::AddRegion {
+                base,
+                size,
+                reason: e.to_string(),
+            })?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Reads bytes at host-physical `addr`.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.snapshot()
+            .read_slice(buf, GuestAddress(addr))
+            .map_err(|_| MemoryError::Unbacked {
+                addr,
+                len: buf.len() as u64,
+            })
+    }
+
+    /// Writes bytes at host-physical `addr`.
+    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        self.snapshot()
+            .write_slice(buf, GuestAddress(addr))
+            .map_err(|_| MemoryError::Unbacked {
+                addr,
+                len: buf.len() as u64,
+            })
+    }
+
+    /// Loads a 64-bit entry at an 8-byte aligned `addr`.
+    pub fn load_u64(&self, addr: u64) -> Result<u64, MemoryError> {
+        self.snapshot()
+            .load_entry(addr)
+            .ok_or(MemoryError::Unbacked { addr, len: 8 })
+    }
+
+    /// Stores a 64-bit entry at an 8-byte aligned `addr`.
+    pub fn store_u64(&self, addr: u64, value: u64) -> Result<(), MemoryError> {
+        if store_entry(&self.snapshot(), addr, value) {
+            Ok(())
+        } else {
+            Err(MemoryError::Unbacked { addr, len: 8 })
+        }
+    }
+
+    /// Fills `len` bytes at `addr` with zeroes.
+    pub fn zero(&self, addr: u64, len: u64) -> Result<(), MemoryError> {
+        let zeroes = [0u8; PAGE_SIZE as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(PAGE_SIZE);
+            self.write(addr + done, &zeroes[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// True when `[addr, addr + len)` is entirely backed by memory.
+    pub fn is_backed(&self, addr: u64, len: u64) -> bool {
+        let mem = self.snapshot();
+        let mut a = addr;
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        while a < end {
+            match mem.find_region(GuestAddress(a)) {
+                Some(r) => a = r.start_addr().0 + r.len(),
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Reads the 64-bit word at `offset` words into the region at `MemoryRegionAddress` (helper for
+/// tests and tools that want to inspect a single region).
+pub fn region_load(region: &GuestRegionMmap, offset: u64) -> Option<u64> {
+    region
+        .load(MemoryRegionAddress(offset), Ordering::Acquire)
+        .ok()
+}
+
+/// A page allocator for an IOMMU-owned range of host memory, handing out zeroed 4 KiB pages
+/// for tables. Allocation and free take a small mutex (control path only, never translate).
+#[derive(Debug)]
+pub struct TablePool {
+    base: u64,
+    size: u64,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    next: u64,
+    free: Vec<u64>,
+    allocated: std::collections::HashSet<u64>,
+}
+
+impl TablePool {
+    /// A pool over `[base, base + size)`, which must be page aligned and backed by `mem`.
+    pub fn new(mem: &HostMemory, base: u64, size: u64) -> Result<Self, MemoryError> {
+        let bad = |reason| MemoryError::InvalidPool { base, size, reason };
+        if base % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+            return Err(bad("base and size must be multiples of 4096"));
+        }
+        if size == 0 {
+            return Err(bad("size must not be zero"));
+        }
+        if !mem.is_backed(base, size) {
+            return Err(bad("range is not backed by memory"));
+        }
+        Ok(Self {
+            base,
+            size,
+            state: Mutex::new(PoolState {
+                next: base,
+                free: Vec::new(),
+                allocated: Default::default(),
+            }),
+        })
+    }
+
+    /// Allocates `n` physically contiguous zeroed pages (for a PASID directory larger than one
+    /// page). Multi-page blocks come from the never-used part of the pool; freeing returns
+    /// their pages one by one.
+    pub fn alloc_contiguous(&self, mem: &HostMemory, n: u64) -> Result<u64, MemoryError> {
+        if n <= 1 {
+            return self.alloc(mem);
+        }
+        let base = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.next + n * PAGE_SIZE > self.base + self.size {
+                return Err(MemoryError::PoolExhausted {
+                    base: self.base,
+                    size: self.size,
+                });
+            }
+            let b = st.next;
+            st.next += n * PAGE_SIZE;
+            for i in 0..n {
+                st.allocated.insert(b + i * PAGE_SIZE);
+            }
+            b
+        };
+        mem.zero(base, n * PAGE_SIZE)?;
+        Ok(base)
+    }
+
+    /// Allocates one page and zeroes it in `mem`.
+    pub fn alloc(&self, mem: &HostMemory) -> Result<u64, MemoryError> {
+        let page = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let page = if let Some(p) = st.free.pop() {
+                p
+            } else if st.next < self.base + self.size {
+                let p = st.next;
+                st.next += PAGE_SIZE;
+                p
+            } else {
+                return Err(MemoryError::PoolExhausted {
+                    base: self.base,
+                    size: self.size,
+                });
+            };
+            st.allocated.insert(page);
+            page
+        };
+        mem.zero(page, PAGE_SIZE)?;
+        Ok(page)
+    }
+
+    /// Returns a page to the pool.
+    pub fn free(&self, addr: u64) -> Result<(), MemoryError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.allocated.remove(&addr) {
+            return Err(MemoryError::BadFree { addr });
+        }
+        st.free.push(addr);
+        Ok(())
+    }
+
+    /// Number of pages currently allocated.
+    pub fn allocated(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allocated
+            .len()
+    }
+
+    /// The pool's range `(base, size)`.
+    pub fn range(&self) -> (u64, u64) {
+        (self.base, self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::FileOffset;
+
+    #[test]
+    fn entries_load_store_cas() {
+        let mem = HostMemory::anonymous(&[(0, 0x10000)]).unwrap();
+        mem.store_u64(0x1008, 0xdead_beef).unwrap();
+        let snap = mem.snapshot();
+        assert_eq!(snap.load_entry(0x1008), Some(0xdead_beef));
+        assert_eq!(snap.cas_entry(0x1008, 1, 2), Some(Err(0xdead_beef)));
+        assert_eq!(
+            snap.cas_entry(0x1008, 0xdead_beef, 2),
+            Some(Ok(0xdead_beef))
+        );
+        assert_eq!(snap.load_entry(0x1008), Some(2));
+        assert_eq!(snap.load_entry(0x10000), None, "past the end is unbacked");
+        assert_eq!(snap.load_entry(0x1004), None, "misaligned is refused");
+        assert_eq!(
+            mem.load_u64(0x20000),
+            Err(MemoryError::Unbacked {
+                addr: 0x20000,
+                len: 8
+            })
+        );
+    }
+
+    #[test]
+    fn regions_can_be_added_while_snapshots_live() {
+        let mem = HostMemory::anonymous(&[(0, 0x1000)]).unwrap();
+        let old = mem.snapshot_arc();
+        let r = GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x2000, None).unwrap();
+        mem.add_region(r).unwrap();
+        mem.store_u64(0x10_1000, 7).unwrap();
+        assert_eq!(old.load_entry(0x10_1000), None, "old snapshot unchanged");
+        assert_eq!(mem.load_u64(0x10_1000), Ok(7));
+        let overlap = GuestRegionMmap::from_range(GuestAddress(0x10_1000), 0x1000, None).unwrap();
+        assert!(matches!(
+            mem.add_region(overlap),
+            Err(MemoryError::AddRegion {
+                base: 0x10_1000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn file_backed_region_is_shared_with_the_file() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let path = std::env::temp_dir().join(format!(
+            "vsva-iommu-mem-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.set_len(0x4000).unwrap();
+        file.seek(SeekFrom::Start(0x2000)).unwrap();
+        file.write_all(&0x1122_3344_5566_7788u64.to_le_bytes())
+            .unwrap();
+        let clone = file.try_clone().unwrap();
+        let region = GuestRegionMmap::from_range(
+            GuestAddress(0x8000),
+            0x4000,
+            Some(FileOffset::new(clone, 0)),
+        )
+        .unwrap();
+        let mem = HostMemory::anonymous(&[(0, 0x1000)]).unwrap();
+        mem.add_region(region).unwrap();
+        assert_eq!(mem.load_u64(0xa000), Ok(0x1122_3344_5566_7788));
+        mem.store_u64(0xa008, 0xabcd).unwrap();
+        let mut buf = [0u8; 8];
+        file.seek(SeekFrom::Start(0x2008)).unwrap();
+        file.read_exact(&mut buf).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(buf),
+            0xabcd,
+            "write visible through the fd"
+        );
+    }
+
+    #[test]
+    fn pool_allocates_zeroed_pages_and_reuses_freed_ones() {
+        let mem = HostMemory::anonymous(&[(0, 0x4000)]).unwrap();
+        mem.write(0x1000, &[0xff; 4096]).unwrap();
+        let pool = TablePool::new(&mem, 0x1000, 0x2000).unwrap();
+        let a = pool.alloc(&mem).unwrap();
+        let b = pool.alloc(&mem).unwrap();
+        assert_eq!((a, b), (0x1000, 0x2000));
+        assert_eq!(mem.load_u64(0x1ff8), Ok(0), "allocated page is zeroed");
+        assert_eq!(
+            pool.alloc(&mem),
+            Err(MemoryError::PoolExhausted {
+                base: 0x1000,
+                size: 0x2000
+            })
+        );
+        pool.free(a).unwrap();
+        assert_eq!(pool.free(a), Err(MemoryError::BadFree { addr: a }));
+        assert_eq!(pool.alloc(&mem), Ok(a));
+        assert_eq!(pool.allocated(), 2);
+        assert!(matches!(
+            TablePool::new(&mem, 0x3000, 0x2000),
+            Err(MemoryError::InvalidPool { .. })
+        ));
+    }
+}

@@ -1,0 +1,992 @@
+//! The first-level (x86-64 4/5-level) and second-level (stage 2) page-table walkers.
+//!
+//! Both walkers only *read* memory; accessed/dirty updates are a separate step
+//! ([`set_accessed_dirty`]) done by compare-and-swap after the access has been allowed, so a
+//! tool (the `vsva pgwalk` inspector) can walk a memory image without changing it and the
+//! IOMMU can restart a walk whose entries changed under it.
+//!
+//! The first-level walker is generic over a [`TableTranslator`], which turns the address of each
+//! first-level table (the root FLPTR and every pointer found in an entry) into a host address:
+//! [`Identity`] for plain first-level translation and for the inspector, a second-level walk for
+//! nested translation. Every table read therefore goes through the same code in all three uses.
+
+use crate::fault::{FaultReason, Stage};
+use crate::memory::EntryMemory;
+
+/// Present.
+pub const P: u64 = 1 << 0;
+/// Read/write (first level).
+pub const RW: u64 = 1 << 1;
+/// User/supervisor (first level).
+pub const US: u64 = 1 << 2;
+/// Page-level write-through.
+pub const PWT: u64 = 1 << 3;
+/// Page-level cache disable.
+pub const PCD: u64 = 1 << 4;
+/// Accessed.
+pub const A: u64 = 1 << 5;
+/// Dirty (leaf).
+pub const D: u64 = 1 << 6;
+/// Page size (2 MiB in a PDE, 1 GiB in a PDPTE).
+pub const PS: u64 = 1 << 7;
+/// Global (leaf).
+pub const G: u64 = 1 << 8;
+/// Extended accessed (set with A when EAFE = 1).
+pub const EA: u64 = 1 << 10;
+/// Execute disable.
+pub const XD: u64 = 1 << 63;
+/// Address bits 51:12 of an entry.
+pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Second-level read.
+pub const SL_R: u64 = 1 << 0;
+/// Second-level write.
+pub const SL_W: u64 = 1 << 1;
+/// Second-level execute.
+pub const SL_X: u64 = 1 << 2;
+/// Second-level page size.
+pub const SL_PS: u64 = 1 << 7;
+/// Second-level accessed (with SSADE).
+pub const SL_A: u64 = 1 << 8;
+/// Second-level dirty (with SSADE).
+pub const SL_D: u64 = 1 << 9;
+
+/// 4 KiB.
+pub const SIZE_4K: u64 = 1 << 12;
+/// 2 MiB.
+pub const SIZE_2M: u64 = 1 << 21;
+/// 1 GiB.
+pub const SIZE_1G: u64 = 1 << 30;
+
+/// Page size mapped by a leaf at `level` (1 → 4 KiB, 2 → 2 MiB, 3 → 1 GiB).
+pub const fn level_size(level: u8) -> u64 {
+    1 << (12 + 9 * (level as u32 - 1))
+}
+
+/// Table index of `addr` at `level`.
+#[inline]
+pub const fn level_index(addr: u64, level: u8) -> u64 {
+    (addr >> (12 + 9 * (level as u32 - 1))) & 0x1ff
+}
+
+/// A walk failure: reason, stage and the level of the entry that failed (0 when the failure is
+/// not at a paging entry, e.g. a non-canonical input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkFault {
+    /// Fault reason.
+    pub reason: FaultReason,
+    /// Stage.
+    pub stage: Stage,
+    /// Level of the failing entry, 5..=1, or 0.
+    pub level: u8,
+}
+
+impl WalkFault {
+    /// A first-level fault.
+    pub const fn first(reason: FaultReason, level: u8) -> Self {
+        Self {
+            reason,
+            stage: Stage::First,
+            level,
+        }
+    }
+    /// A second-level fault.
+    pub const fn second(reason: FaultReason, level: u8) -> Self {
+        Self {
+            reason,
+            stage: Stage::Second,
+            level,
+        }
+    }
+}
+
+/// Turns the address of a first-level table into the host address to read it from.
+pub trait TableTranslator {
+    /// `gpa` is the table's address as the first level names it; `level` is the level of the
+    /// entries in that table (5 or 4 for the root). Returns the host address and whether the
+    /// table may be written (for accessed/dirty updates).
+    fn table(&mut self, gpa: u64, level: u8, is_root: bool) -> Result<(u64, bool), WalkFault>;
+}
+
+/// Tables are at host addresses already (first-level only translation, memory images).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity;
+
+impl TableTranslator for Identity {
+    #[inline]
+    fn table(&mut self, gpa: u64, _level: u8, _is_root: bool) -> Result<(u64, bool), WalkFault> {
+        Ok((gpa, true))
+    }
+}
+
+/// Parameters of a first-level walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlParams {
+    /// 4 or 5 levels.
+    pub levels: u8,
+    /// Host (output) address width: address bits at or above it are reserved.
+    pub haw: u8,
+    /// 1 GiB pages allowed (CAP.FL1GP); a PS bit in a PDPTE is reserved otherwise.
+    pub fl1gp: bool,
+}
+
+/// Accumulated rights of the entries above a point in a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rights {
+    /// Read/write (FL: R/W at every level; SL: W at every level).
+    pub write: bool,
+    /// FL: U/S at every level; SL: R at every level.
+    pub user_or_read: bool,
+    /// FL: no XD at any level; SL: X at every level.
+    pub exec: bool,
+}
+
+impl Rights {
+    /// All rights (the state before the first entry).
+    pub const ALL: Rights = Rights {
+        write: true,
+        user_or_read: true,
+        exec: true,
+    };
+}
+
+/// A point to resume a walk from: the table at `level` (its entries are at that level),
+/// reached with `rights` accumulated above it. Paging-structure caches hold these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkStart {
+    /// Level of the entries in `table`.
+    pub level: u8,
+    /// Table address (guest-physical for a nested first level).
+    pub table: u64,
+    /// Rights accumulated above.
+    pub rights: Rights,
+}
+
+/// One entry the walk used, for accessed/dirty updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsedEntry {
+    /// Host address of the entry.
+    pub addr: u64,
+    /// Value read.
+    pub value: u64,
+    /// Level.
+    pub level: u8,
+    /// Whether the entry may be written (second-level write permission on its table).
+    pub writable: bool,
+}
+
+/// The result of a successful walk (before any access check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    /// Base of the output page (guest-physical for a nested first level).
+    pub output: u64,
+    /// Page size: 4 KiB, 2 MiB or 1 GiB.
+    pub page_size: u64,
+    /// Level of the leaf.
+    pub leaf_level: u8,
+    /// Rights accumulated over every level, leaf included.
+    pub rights: Rights,
+    /// Entries used, root first (only `used[..used_len]` are meaningful).
+    pub used: [UsedEntry; 5],
+    /// Number of entries used.
+    pub used_len: usize,
+    /// The level-1 table this walk went through (what a paging-structure cache stores), if
+    /// the leaf is a 4 KiB page.
+    pub pt: Option<WalkStart>,
+    /// The leaf entry's value.
+    pub leaf: u64,
+}
+
+impl Walk {
+    /// An empty walk, to be filled by the `_into` walkers.
+    pub const EMPTY: Walk = Walk {
+        output: 0,
+        page_size: 0,
+        leaf_level: 0,
+        rights: Rights::ALL,
+        used: [UsedEntry {
+            addr: 0,
+            value: 0,
+            level: 0,
+            writable: false,
+        }; 5],
+        used_len: 0,
+        pt: None,
+        leaf: 0,
+    };
+
+    /// Output address for input `addr`.
+    pub fn translate(&self, addr: u64) -> u64 {
+        self.output | (addr & (self.page_size - 1))
+    }
+    /// Entries used, root first.
+    pub fn used(&self) -> &[UsedEntry] {
+        &self.used[..self.used_len]
+    }
+}
+
+/// Checks `va` is canonical for a `levels`-level first-level table.
+#[inline]
+pub fn is_canonical(va: u64, levels: u8) -> bool {
+    let bits = if levels == 5 { 57 } else { 48 };
+    let shift = 64 - bits;
+    ((va << shift) as i64 >> shift) as u64 == va
+}
+
+fn fl_reserved(e: u64, level: u8, p: &FlParams) -> bool {
+    let addr_hi = (e & ADDR_MASK) >> p.haw;
+    if addr_hi != 0 {
+        return true;
+    }
+    match level {
+        4 | 5 => e & PS != 0,
+        3 if e & PS != 0 => !p.fl1gp || e & 0x3fff_e000 != 0,
+        2 if e & PS != 0 => e & 0x1f_e000 != 0,
+        _ => false,
+    }
+}
+
+/// Walks the first-level table rooted at `root` (or resumed at `start`) for input `va`.
+///
+/// Faults: 0x73 when `p.levels` is not 4 or 5, 0x80 non-canonical, 0x70 an entry outside memory
+/// (including addresses that overflow), 0x71 not present, 0x72 reserved bits, plus whatever
+/// `tables` reports for a table address. No access check is made here
+/// (see [`check_fl_access`]) and memory is not changed.
+pub fn walk_first_level<M: EntryMemory + ?Sized, T: TableTranslator + ?Sized>(
+    mem: &M,
+    tables: &mut T,
+    p: &FlParams,
+    root: u64,
+    va: u64,
+    start: Option<WalkStart>,
+) -> Result<Walk, WalkFault> {
+    let mut w = Walk::EMPTY;
+    walk_first_level_into(mem, tables, p, root, va, start, &mut w)?;
+    Ok(w)
+}
+
+/// [`walk_first_level`] writing its result into `out` (no copy of the result on the hot path).
+#[inline]
+pub fn walk_first_level_into<M: EntryMemory + ?Sized, T: TableTranslator + ?Sized>(
+    mem: &M,
+    tables: &mut T,
+    p: &FlParams,
+    root: u64,
+    va: u64,
+    start: Option<WalkStart>,
+    out: &mut Walk,
+) -> Result<(), WalkFault> {
+    if !matches!(p.levels, 4 | 5) || start.is_some_and(|s| !(1..=p.levels).contains(&s.level)) {
+        return Err(WalkFault::first(FaultReason::FirstLevelPointerInvalid, 0));
+    }
+    if !is_canonical(va, p.levels) {
+        return Err(WalkFault::first(FaultReason::NonCanonical, 0));
+    }
+    let (mut level, mut table, mut rights, mut is_root) = match start {
+        Some(s) => (s.level, s.table, s.rights, false),
+        None => (p.levels, root, Rights::ALL, true),
+    };
+    let used = &mut out.used;
+    let mut n = 0;
+    loop {
+        let (hpa, writable) = tables.table(table, level, is_root)?;
+        is_root = false;
+        let addr = hpa
+            .checked_add(level_index(va, level) * 8)
+            .ok_or(WalkFault::first(FaultReason::FirstLevelAccess, level))?;
+        let e = mem
+            .load_entry(addr)
+            .ok_or(WalkFault::first(FaultReason::FirstLevelAccess, level))?;
+        if e & P == 0 {
+            return Err(WalkFault::first(FaultReason::FirstLevelNotPresent, level));
+        }
+        if fl_reserved(e, level, p) {
+            return Err(WalkFault::first(FaultReason::FirstLevelReserved, level));
+        }
+        used[n] = UsedEntry {
+            addr,
+            value: e,
+            level,
+            writable,
+        };
+        n += 1;
+        rights.write &= e & RW != 0;
+        rights.user_or_read &= e & US != 0;
+        rights.exec &= e & XD == 0;
+        let leaf = level == 1 || (level <= 3 && e & PS != 0);
+        if leaf {
+            let size = level_size(level);
+            let pt = (level == 1).then(|| {
+                let prev = rights_before_leaf(&used[..n]);
+                WalkStart {
+                    level: 1,
+                    table,
+                    rights: prev,
+                }
+            });
+            out.output = e & ADDR_MASK & !(size - 1);
+            out.page_size = size;
+            out.leaf_level = level;
+            out.rights = rights;
+            out.used_len = n;
+            out.pt = match (pt, start) {
+                // Resumed walks report the resume point they were given.
+                (Some(_), Some(s)) => Some(s),
+                (pt, _) => pt,
+            };
+            out.leaf = e;
+            return Ok(());
+        }
+        table = e & ADDR_MASK;
+        level -= 1;
+    }
+}
+
+fn rights_before_leaf(used: &[UsedEntry]) -> Rights {
+    let mut r = Rights::ALL;
+    for u in &used[..used.len() - 1] {
+        r.write &= u.value & RW != 0;
+        r.user_or_read &= u.value & US != 0;
+        r.exec &= u.value & XD == 0;
+    }
+    r
+}
+
+/// Controls from the PASID entry that shape first-level access checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlControls {
+    /// Supervisor requests enabled.
+    pub sre: bool,
+    /// Write protect enable.
+    pub wpe: bool,
+    /// Execute requests supported (ECAP.ERS).
+    pub ers: bool,
+}
+
+/// Checks a request against first-level rights, in the hardware's order: supervisor (0x5d),
+/// execute enable (0x5c), user to supervisor page (0x81), execute-disabled (0x82), write (0x85).
+pub fn check_fl_access(
+    rights: Rights,
+    write: bool,
+    execute: bool,
+    privileged: bool,
+    c: FlControls,
+) -> Result<(), FaultReason> {
+    if privileged && !c.sre {
+        return Err(FaultReason::SupervisorNotEnabled);
+    }
+    if execute && !c.ers {
+        return Err(FaultReason::ExecuteNotEnabled);
+    }
+    if !privileged && !rights.user_or_read {
+        return Err(FaultReason::UserToSupervisor);
+    }
+    if execute && !rights.exec {
+        return Err(FaultReason::ExecuteDisabled);
+    }
+    if write && !rights.write && (!privileged || c.wpe) {
+        return Err(FaultReason::NoWrite);
+    }
+    Ok(())
+}
+
+/// Outcome of an accessed/dirty update attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdUpdate {
+    /// Every entry now has the bits it needs.
+    Done,
+    /// An entry changed since it was read: walk again.
+    Changed,
+}
+
+/// Sets the accessed bit (and EA when `ea`) on every used entry and the dirty bit on the leaf
+/// when `write`, by compare-and-swap on memory. Entries that already have the bits are not
+/// written. An entry whose table is not writable faults with 0x77 (nested) at its level.
+pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
+    mem: &M,
+    walk: &Walk,
+    write: bool,
+    ea: bool,
+    stage: Stage,
+) -> Result<AdUpdate, WalkFault> {
+    let (a, d) = match stage {
+        Stage::Second => (SL_A, SL_D),
+        _ => (A | if ea { EA } else { 0 }, D),
+    };
+    let last = walk.used_len.saturating_sub(1);
+    for (i, u) in walk.used().iter().enumerate() {
+        let want = a | if write && i == last { d } else { 0 };
+        if u.value & want == want {
+            continue;
+        }
+        if !u.writable {
+            return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+        }
+        let access = match stage {
+            Stage::Second => FaultReason::SecondLevelAccess,
+            _ => FaultReason::FirstLevelAccess,
+        };
+        match mem.cas_entry(u.addr, u.value, u.value | want) {
+            None => {
+                return Err(WalkFault {
+                    reason: access,
+                    stage,
+                    level: u.level,
+                })
+            }
+            Some(Err(_)) => return Ok(AdUpdate::Changed),
+            Some(Ok(_)) => {}
+        }
+    }
+    Ok(AdUpdate::Done)
+}
+
+/// Parameters of a second-level walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlParams {
+    /// 3, 4 or 5 levels.
+    pub levels: u8,
+    /// Host address width.
+    pub haw: u8,
+    /// 2 MiB pages allowed.
+    pub sl_2m: bool,
+    /// 1 GiB pages allowed.
+    pub sl_1g: bool,
+}
+
+impl SlParams {
+    /// Input width in bits.
+    pub fn width(&self) -> u8 {
+        crate::regs::sl_width(self.levels)
+    }
+}
+
+/// Walks the second-level table at `root` (or resumed at `start`) for guest-physical `gpa`.
+/// `rights` of the result: `user_or_read` = R, `write` = W, `exec` = X at every level.
+///
+/// Faults (stage Second): 0x7b when `p.levels` is not 3, 4 or 5, 0x78 entry outside memory,
+/// 0x79 not present (R = W = X = 0),
+/// 0x7a reserved bits, 0x84 a leaf output at or above HAW. The caller checks that `gpa` fits
+/// the input width and the request's permissions.
+pub fn walk_second_level<M: EntryMemory + ?Sized>(
+    mem: &M,
+    p: &SlParams,
+    root: u64,
+    gpa: u64,
+    start: Option<WalkStart>,
+) -> Result<Walk, WalkFault> {
+    let mut w = Walk::EMPTY;
+    walk_second_level_into(mem, p, root, gpa, start, &mut w)?;
+    Ok(w)
+}
+
+/// [`walk_second_level`] writing its result into `out`.
+#[inline]
+pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
+    mem: &M,
+    p: &SlParams,
+    root: u64,
+    gpa: u64,
+    start: Option<WalkStart>,
+    out: &mut Walk,
+) -> Result<(), WalkFault> {
+    let (mut level, mut table, mut rights) = match start {
+        Some(s) => (s.level, s.table, s.rights),
+        None => (p.levels, root, Rights::ALL),
+    };
+    if !(3..=5).contains(&p.levels) || start.is_some_and(|s| !(1..=p.levels).contains(&s.level)) {
+        return Err(WalkFault::second(FaultReason::SecondLevelPointerInvalid, 0));
+    }
+    let used = &mut out.used;
+    let mut n = 0;
+    loop {
+        let addr = table
+            .checked_add(level_index(gpa, level) * 8)
+            .ok_or(WalkFault::second(FaultReason::SecondLevelAccess, level))?;
+        let e = mem
+            .load_entry(addr)
+            .ok_or(WalkFault::second(FaultReason::SecondLevelAccess, level))?;
+        if e & (SL_R | SL_W | SL_X) == 0 {
+            return Err(WalkFault::second(FaultReason::SecondLevelPermission, level));
+        }
+        let ps = e & SL_PS != 0;
+        let leaf = level == 1 || (ps && level <= 3);
+        let reserved = if leaf {
+            match level {
+                3 => !p.sl_1g || e & 0x3fff_f000 != 0,
+                2 => !p.sl_2m || e & 0x1f_f000 != 0,
+                _ => false,
+            }
+        } else {
+            ps || e & 0x78 != 0 || (e & ADDR_MASK) >> p.haw != 0
+        };
+        if reserved {
+            return Err(WalkFault::second(FaultReason::SecondLevelReserved, level));
+        }
+        used[n] = UsedEntry {
+            addr,
+            value: e,
+            level,
+            writable: true,
+        };
+        n += 1;
+        let before = rights;
+        rights.user_or_read &= e & SL_R != 0;
+        rights.write &= e & SL_W != 0;
+        rights.exec &= e & SL_X != 0;
+        if leaf {
+            if (e & ADDR_MASK) >> p.haw != 0 {
+                return Err(WalkFault::second(FaultReason::OutputBeyondMax, level));
+            }
+            let size = level_size(level);
+            out.pt = (level == 1).then_some(WalkStart {
+                level: 1,
+                table,
+                rights: before,
+            });
+            out.output = e & ADDR_MASK & !(size - 1);
+            out.page_size = size;
+            out.leaf_level = level;
+            out.rights = rights;
+            out.used_len = n;
+            out.leaf = e;
+            return Ok(());
+        }
+        table = e & ADDR_MASK;
+        level -= 1;
+    }
+}
+
+/// Where a table builder keeps its tables: allocates zeroed table pages and reads/writes
+/// entries. Addresses are those the tables name (guest-physical for a guest's first level).
+pub trait TableStore {
+    /// A new zeroed 4 KiB table page, or `None` when out of pages.
+    fn alloc_table(&mut self) -> Option<u64>;
+    /// Reads an entry.
+    fn read(&self, addr: u64) -> u64;
+    /// Writes an entry.
+    fn write(&mut self, addr: u64, value: u64);
+}
+
+/// Why a mapping could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// Address or size not aligned to the page size.
+    #[error("address {addr:#x} is not aligned to page size {size:#x}")]
+    Unaligned {
+        /// The address.
+        addr: u64,
+        /// The page size.
+        size: u64,
+    },
+    /// Page size other than 4 KiB, 2 MiB, 1 GiB.
+    #[error("unsupported page size {size:#x}")]
+    BadSize {
+        /// The size.
+        size: u64,
+    },
+    /// Something is already mapped there.
+    #[error("address {addr:#x} overlaps an existing mapping at level {level}")]
+    Overlap {
+        /// The address.
+        addr: u64,
+        /// Level where the conflict was found.
+        level: u8,
+    },
+    /// The table store is out of pages.
+    #[error("no table page available")]
+    NoTablePage,
+}
+
+/// Maps one page in an x86-64 first-level table: `leaf_flags` are the leaf's bits other than
+/// the address and P/PS (e.g. `RW | US | XD`). Missing intermediate tables are created with
+/// `P | RW | US` so the leaf's bits decide.
+pub fn fl_map<S: TableStore + ?Sized>(
+    store: &mut S,
+    root: u64,
+    levels: u8,
+    va: u64,
+    pa: u64,
+    size: u64,
+    leaf_flags: u64,
+) -> Result<(), BuildError> {
+    let leaf_level = match size {
+        SIZE_4K => 1,
+        SIZE_2M => 2,
+        SIZE_1G => 3,
+        _ => return Err(BuildError::BadSize { size }),
+    };
+    for a in [va, pa] {
+        if a & (size - 1) != 0 {
+            return Err(BuildError::Unaligned { addr: a, size });
+        }
+    }
+    let mut table = root;
+    let mut level = levels;
+    while level > leaf_level {
+        let addr = table + level_index(va, level) * 8;
+        let e = store.read(addr);
+        if e & P == 0 {
+            let t = store.alloc_table().ok_or(BuildError::NoTablePage)?;
+            store.write(addr, t | P | RW | US);
+            table = t;
+        } else if e & PS != 0 && level <= 3 {
+            return Err(BuildError::Overlap { addr: va, level });
+        } else {
+            table = e & ADDR_MASK;
+        }
+        level -= 1;
+    }
+    let addr = table + level_index(va, level) * 8;
+    if store.read(addr) & P != 0 {
+        return Err(BuildError::Overlap { addr: va, level });
+    }
+    let ps = if leaf_level > 1 { PS } else { 0 };
+    store.write(addr, pa | P | ps | (leaf_flags & !(ADDR_MASK | P | PS)));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{HostMemory, TablePool};
+    use vm_memory::GuestMemoryMmap;
+
+    struct Store<'a> {
+        mem: &'a HostMemory,
+        pool: &'a TablePool,
+    }
+    impl TableStore for Store<'_> {
+        fn alloc_table(&mut self) -> Option<u64> {
+            self.pool.alloc(self.mem).ok()
+        }
+        fn read(&self, addr: u64) -> u64 {
+            self.mem.load_u64(addr).unwrap()
+        }
+        fn write(&mut self, addr: u64, value: u64) {
+            self.mem.store_u64(addr, value).unwrap()
+        }
+    }
+
+    const P4: FlParams = FlParams {
+        levels: 4,
+        haw: 48,
+        fl1gp: true,
+    };
+
+    fn setup() -> (HostMemory, TablePool) {
+        let mem = HostMemory::anonymous(&[(0, 0x40_0000)]).unwrap();
+        let pool = TablePool::new(&mem, 0x10_0000, 0x10_0000).unwrap();
+        (mem, pool)
+    }
+
+    fn walk(mem: &HostMemory, p: &FlParams, root: u64, va: u64) -> Result<Walk, WalkFault> {
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        walk_first_level(m, &mut Identity, p, root, va, None)
+    }
+
+    #[test]
+    fn four_level_pages_of_every_size() {
+        let (mem, pool) = setup();
+        let mut s = Store {
+            mem: &mem,
+            pool: &pool,
+        };
+        let root = s.alloc_table().unwrap();
+        fl_map(&mut s, root, 4, 0x7000_1000, 0x5000, SIZE_4K, RW | US).unwrap();
+        fl_map(&mut s, root, 4, 0x4000_0000, 0x20_0000, SIZE_2M, US).unwrap();
+        fl_map(
+            &mut s,
+            root,
+            4,
+            0x80_0000_0000,
+            0x4000_0000,
+            SIZE_1G,
+            RW | XD,
+        )
+        .unwrap();
+        let w = walk(&mem, &P4, root, 0x7000_1abc).unwrap();
+        assert_eq!(
+            (w.translate(0x7000_1abc), w.page_size, w.leaf_level),
+            (0x5abc, SIZE_4K, 1)
+        );
+        assert!(w.rights.write && w.rights.user_or_read && w.rights.exec);
+        assert!(w.pt.is_some());
+        let w = walk(&mem, &P4, root, 0x4012_3456).unwrap();
+        assert_eq!(
+            (w.translate(0x4012_3456), w.page_size),
+            (0x32_3456, SIZE_2M)
+        );
+        assert!(!w.rights.write);
+        let w = walk(&mem, &P4, root, 0x80_1234_5678).unwrap();
+        assert_eq!(
+            (w.translate(0x80_1234_5678), w.page_size),
+            (0x5234_5678, SIZE_1G)
+        );
+        assert!(!w.rights.exec && !w.rights.user_or_read);
+        assert_eq!(w.used().len(), 2);
+        assert_eq!(
+            fl_map(&mut s, root, 4, 0x4000_0000, 0, SIZE_4K, 0),
+            Err(BuildError::Overlap {
+                addr: 0x4000_0000,
+                level: 2
+            })
+        );
+        assert_eq!(
+            fl_map(&mut s, root, 4, 0x1000, 0, SIZE_2M, 0),
+            Err(BuildError::Unaligned {
+                addr: 0x1000,
+                size: SIZE_2M
+            })
+        );
+        assert_eq!(
+            fl_map(&mut s, root, 4, 0, 0, 8192, 0),
+            Err(BuildError::BadSize { size: 8192 })
+        );
+    }
+
+    #[test]
+    fn five_level_and_canonical_checks() {
+        let (mem, pool) = setup();
+        let mut s = Store {
+            mem: &mem,
+            pool: &pool,
+        };
+        let root = s.alloc_table().unwrap();
+        let va = 0xff12_3456_7800_0000u64; // canonical for 5 levels only
+        fl_map(&mut s, root, 5, va, 0x9000, SIZE_4K, RW).unwrap();
+        let p5 = FlParams { levels: 5, ..P4 };
+        assert_eq!(
+            walk(&mem, &p5, root, va | 0x10)
+                .unwrap()
+                .translate(va | 0x10),
+            0x9010
+        );
+        assert_eq!(
+            walk(&mem, &P4, root, va).unwrap_err(),
+            WalkFault::first(FaultReason::NonCanonical, 0)
+        );
+        assert_eq!(
+            walk(&mem, &p5, root, 1 << 57).unwrap_err().reason,
+            FaultReason::NonCanonical
+        );
+        assert!(is_canonical(0xffff_8000_0000_0000, 4));
+        assert!(!is_canonical(0x0000_8000_0000_0000, 4));
+    }
+
+    #[test]
+    fn fault_reasons_and_levels() {
+        let (mem, pool) = setup();
+        let mut s = Store {
+            mem: &mem,
+            pool: &pool,
+        };
+        let root = s.alloc_table().unwrap();
+        fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
+        assert_eq!(
+            walk(&mem, &P4, root, 0x2000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelNotPresent, 1)
+        );
+        assert_eq!(
+            walk(&mem, &P4, root, 0x80_0000_0000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelNotPresent, 4)
+        );
+        // PS in a PML4E is reserved.
+        let pml4e = mem.load_u64(root).unwrap();
+        mem.store_u64(root, pml4e | PS).unwrap();
+        assert_eq!(
+            walk(&mem, &P4, root, 0x1000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelReserved, 4)
+        );
+        // Address bits above HAW are reserved.
+        mem.store_u64(root, pml4e | 1 << 50).unwrap();
+        assert_eq!(
+            walk(&mem, &P4, root, 0x1000).unwrap_err().reason,
+            FaultReason::FirstLevelReserved
+        );
+        // A table pointer outside memory is an access error at the level it points to.
+        mem.store_u64(root, 0x1000_0000 | P | RW | US).unwrap();
+        assert_eq!(
+            walk(&mem, &P4, root, 0x1000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelAccess, 3)
+        );
+        mem.store_u64(root, pml4e).unwrap();
+        // 1 GiB leaf without FL1GP, and with low reserved bits; 2 MiB leaf with reserved bits.
+        let pdpt = pml4e & ADDR_MASK;
+        let pdpte = mem.load_u64(pdpt).unwrap();
+        mem.store_u64(pdpt, 0x4000_0000 | P | PS).unwrap();
+        let no1g = FlParams { fl1gp: false, ..P4 };
+        assert_eq!(
+            walk(&mem, &no1g, root, 0x1000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelReserved, 3)
+        );
+        assert!(walk(&mem, &P4, root, 0x1000).is_ok());
+        mem.store_u64(pdpt, 0x4000_0000 | 1 << 13 | P | PS).unwrap();
+        assert_eq!(
+            walk(&mem, &P4, root, 0x1000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelReserved, 3)
+        );
+        mem.store_u64(pdpt, pdpte).unwrap();
+        let pd = pdpte & ADDR_MASK;
+        mem.store_u64(pd, 0x20_0000 | 1 << 13 | P | PS).unwrap();
+        assert_eq!(
+            walk(&mem, &P4, root, 0x1000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelReserved, 2)
+        );
+        // Ignored bits 62:52 and 11:9 do not fault.
+        mem.store_u64(pd, 0x20_0000 | 0x7ff << 52 | 0x7 << 9 | P | PS)
+            .unwrap();
+        assert_eq!(walk(&mem, &P4, root, 0x1000).unwrap().output, 0x20_0000);
+        // Bad paging modes and roots whose entry address overflows fault instead of panicking.
+        let p3 = FlParams { levels: 3, ..P4 };
+        assert_eq!(
+            walk(&mem, &p3, root, 0x1000).unwrap_err().reason,
+            FaultReason::FirstLevelPointerInvalid
+        );
+        assert_eq!(
+            walk(&mem, &P4, u64::MAX - 7, 0x7f80_0000_0000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelAccess, 4)
+        );
+        // A root outside memory.
+        assert_eq!(
+            walk(&mem, &P4, 0x8000_0000, 0x1000).unwrap_err(),
+            WalkFault::first(FaultReason::FirstLevelAccess, 4)
+        );
+    }
+
+    #[test]
+    fn access_checks_in_order() {
+        let all = FlControls {
+            sre: true,
+            wpe: true,
+            ers: true,
+        };
+        let ro_sup = Rights {
+            write: false,
+            user_or_read: false,
+            exec: false,
+        };
+        assert_eq!(
+            check_fl_access(ro_sup, false, false, true, FlControls { sre: false, ..all }),
+            Err(FaultReason::SupervisorNotEnabled)
+        );
+        assert_eq!(
+            check_fl_access(ro_sup, false, true, true, FlControls { ers: false, ..all }),
+            Err(FaultReason::ExecuteNotEnabled)
+        );
+        assert_eq!(
+            check_fl_access(ro_sup, false, false, false, all),
+            Err(FaultReason::UserToSupervisor)
+        );
+        assert_eq!(
+            check_fl_access(ro_sup, false, true, true, all),
+            Err(FaultReason::ExecuteDisabled)
+        );
+        assert_eq!(
+            check_fl_access(ro_sup, true, false, true, all),
+            Err(FaultReason::NoWrite)
+        );
+        // Without WPE a supervisor write ignores R/W.
+        assert_eq!(
+            check_fl_access(ro_sup, true, false, true, FlControls { wpe: false, ..all }),
+            Ok(())
+        );
+        assert_eq!(check_fl_access(ro_sup, false, false, true, all), Ok(()));
+    }
+
+    #[test]
+    fn accessed_and_dirty_are_set_by_cas() {
+        let (mem, pool) = setup();
+        let mut s = Store {
+            mem: &mem,
+            pool: &pool,
+        };
+        let root = s.alloc_table().unwrap();
+        fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        let w = walk(&mem, &P4, root, 0x1000).unwrap();
+        assert_eq!(
+            set_accessed_dirty(m, &w, false, true, Stage::First),
+            Ok(AdUpdate::Done)
+        );
+        for u in w.used() {
+            let v = mem.load_u64(u.addr).unwrap();
+            assert_eq!(v & (A | EA | D), A | EA, "level {}", u.level);
+        }
+        // The entries changed (A set): a stale walk must restart.
+        let w2 = walk(&mem, &P4, root, 0x1000).unwrap();
+        assert_eq!(
+            set_accessed_dirty(m, &w, true, false, Stage::First),
+            Ok(AdUpdate::Changed)
+        );
+        assert_eq!(
+            set_accessed_dirty(m, &w2, true, false, Stage::First),
+            Ok(AdUpdate::Done)
+        );
+        let leaf = w2.used().last().unwrap();
+        assert_eq!(mem.load_u64(leaf.addr).unwrap() & D, D);
+        // Non-writable table (nested, read-only stage 2) faults 0x77.
+        let mut ro = walk(&mem, &P4, root, 0x1000).unwrap();
+        ro.used[0].value &= !A;
+        ro.used[0].writable = false;
+        assert_eq!(
+            set_accessed_dirty(m, &ro, false, false, Stage::First),
+            Err(WalkFault::first(FaultReason::NestedNoWriteEntry, 4))
+        );
+    }
+
+    #[test]
+    fn second_level_walk() {
+        let (mem, pool) = setup();
+        let root = pool.alloc(&mem).unwrap();
+        let l3 = pool.alloc(&mem).unwrap();
+        let l2 = pool.alloc(&mem).unwrap();
+        let l1 = pool.alloc(&mem).unwrap();
+        mem.store_u64(root, l3 | SL_R | SL_W).unwrap();
+        mem.store_u64(l3, l2 | SL_R | SL_W).unwrap();
+        mem.store_u64(l2, l1 | SL_R | SL_W).unwrap();
+        mem.store_u64(l1 + 8, 0x7000 | SL_R).unwrap();
+        mem.store_u64(l2 + 8, 0x60_0000 | SL_R | SL_W | SL_PS)
+            .unwrap();
+        let p = SlParams {
+            levels: 4,
+            haw: 48,
+            sl_2m: true,
+            sl_1g: false,
+        };
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        let w = walk_second_level(m, &p, root, 0x1234, None).unwrap();
+        assert_eq!(w.translate(0x1234), 0x7234);
+        assert!(w.rights.user_or_read && !w.rights.write);
+        let w = walk_second_level(m, &p, root, 0x2f_0000, None).unwrap();
+        assert_eq!((w.translate(0x2f_0000), w.page_size), (0x6f_0000, SIZE_2M));
+        assert!(w.rights.write);
+        assert_eq!(
+            walk_second_level(m, &p, root, 0x2000, None).unwrap_err(),
+            WalkFault::second(FaultReason::SecondLevelPermission, 1)
+        );
+        mem.store_u64(l3 + 8, SL_R | SL_PS).unwrap();
+        assert_eq!(
+            walk_second_level(m, &p, root, SIZE_1G, None).unwrap_err(),
+            WalkFault::second(FaultReason::SecondLevelReserved, 3)
+        );
+        mem.store_u64(l2 + 16, 1 << 50 | SL_R | SL_PS).unwrap();
+        assert_eq!(
+            walk_second_level(m, &p, root, 2 * SIZE_2M, None).unwrap_err(),
+            WalkFault::second(FaultReason::OutputBeyondMax, 2)
+        );
+        mem.store_u64(l2 + 24, 0x9000_0000 | SL_R).unwrap();
+        assert_eq!(
+            walk_second_level(m, &p, root, 3 * SIZE_2M, None).unwrap_err(),
+            WalkFault::second(FaultReason::SecondLevelAccess, 1)
+        );
+        mem.store_u64(l2 + 32, 0x1000 | SL_R | 1 << 4).unwrap();
+        assert_eq!(
+            walk_second_level(m, &p, root, 4 * SIZE_2M, None).unwrap_err(),
+            WalkFault::second(FaultReason::SecondLevelReserved, 2)
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `vsva`: the vsva command-line tool.
+//!
+//! Subcommands live in one module each; `main` only parses and dispatches.
+
+mod pgwalk;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// vsva command-line tool.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vsva",
+    version,
+    about = "vsva: virtual Shared Virtual Addressing tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk an x86-64 first-level page table inside a raw memory image, one JSON line per
+    /// address.
+    Pgwalk(pgwalk::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pgwalk(args) => pgwalk::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vsva: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! `vsva pgwalk`: walk a first-level (x86-64 4/5-level) table in a raw memory image with the
+//! IOMMU's own walker (`vsva_iommu::paging::walk_first_level`), read-only.
+//!
+//! The image is mapped privately and read-only into one vm-memory region whose guest-physical
+//! base is `--image-base`; table pointers leaving the image are reported as access-error
+//! faults (0x70) at the level they point to. Output, one JSON object per line and address:
+//! `{"va":"0x…","ok":true,"pa":"0x…","page_size":4096,"writable":…,"user":…,"executable":…}`
+//! or `{"va":"0x…","ok":false,"fault":"<reason>","code":"0x71","level":N}` (level 0: the
+//! address is not canonical). Unparsable stdin lines give
+//! `{"input":"…","ok":false,"error":"…"}` and exit status 1 at the end.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufWriter, Write};
+use std::process::ExitCode;
+
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vsva_iommu::paging::{walk_first_level, FlParams, Identity};
+
+/// Arguments of `vsva pgwalk`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Raw memory image (byte 0 is guest-physical --image-base).
+    #[arg(long)]
+    pub image: std::path::PathBuf,
+    /// Guest-physical address of the image's first byte.
+    #[arg(long, default_value = "0", value_parser = parse_addr)]
+    pub image_base: u64,
+    /// Guest-physical address of the root table (PML4, or PML5 with --levels 5).
+    #[arg(long, value_parser = parse_addr)]
+    pub root: u64,
+    /// Paging levels.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    pub levels: u8,
+    /// Physical address width: address bits at or above it are reserved (0x72).
+    #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52))]
+    pub haw: u8,
+    /// Treat 1 GiB pages as unsupported (PS in a PDPTE is then reserved).
+    #[arg(long)]
+    pub no_1g: bool,
+    /// Addresses to walk (hex with 0x, or decimal); standard input when none.
+    #[arg(long = "va", value_parser = parse_addr)]
+    pub vas: Vec<u64>,
+}
+
+/// Parses `0x…` hex or decimal.
+pub fn parse_addr(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(&h.replace('_', ""), 16)
+    } else {
+        t.replace('_', "").parse::<u64>()
+    };
+    r.map_err(|e| format!("invalid address {t:?}: {e}"))
+}
+
+/// Errors that stop the command.
+#[derive(Debug)]
+pub enum PgwalkError {
+    /// The image could not be opened or mapped.
+    Image(String),
+    /// The root is not usable.
+    Root(String),
+    /// Writing the output failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for PgwalkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PgwalkError::Image(m) | PgwalkError::Root(m) => f.write_str(m),
+            PgwalkError::Io(e) => write!(f, "writing output: {e}"),
+        }
+    }
+}
+
+impl From<io::Error> for PgwalkError {
+    fn from(e: io::Error) -> Self {
+        PgwalkError::Io(e)
+    }
+}
+
+fn map_image(args: &Args) -> Result<(GuestMemoryMmap, u64), PgwalkError> {
+    let path = args.image.display();
+    let file = File::open(&args.image)
+        .map_err(|e| PgwalkError::Image(format!("cannot open image {path}: {e}")))?;
+    let len = file
+        .metadata()
+        .map_err(|e| PgwalkError::Image(format!("cannot stat image {path}: {e}")))?
+        .len();
+    if len == 0 {
+        return Err(PgwalkError::Image(format!("image {path} is empty")));
+    }
+    if args.image_base.checked_add(len).is_none() {
+        return Err(PgwalkError::Image(format!(
+            "image {path} of {len:#x} bytes at --image-base {:#x} overflows the address space",
+            args.image_base
+        )));
+    }
+    let size =
+        usize::try_from(len).map_err(|_| PgwalkError::Image(format!("image {path} too large")))?;
+    // A private, read-only mapping: the walk never changes the image.
+    let region = MmapRegion::<()>::build(
+        Some(FileOffset::new(file, 0)),
+        size,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+    )
+    .map_err(|e| PgwalkError::Image(format!("cannot map image {path}: {e}")))?;
+    let region = GuestRegionMmap::new(region, GuestAddress(args.image_base)).ok_or_else(|| {
+        PgwalkError::Image(format!(
+            "image {path} does not fit at --image-base {:#x}",
+            args.image_base
+        ))
+    })?;
+    let mem = GuestMemoryMmap::from_regions(vec![region])
+        .map_err(|e| PgwalkError::Image(format!("cannot use image {path}: {e}")))?;
+    Ok((mem, len))
+}
+
+fn emit(
+    out: &mut impl Write,
+    mem: &GuestMemoryMmap,
+    p: &FlParams,
+    root: u64,
+    va: u64,
+) -> io::Result<()> {
+    match walk_first_level(mem, &mut Identity, p, root, va, None) {
+        Ok(w) => writeln!(
+            out,
+            r#"{{"va":"{va:#x}","ok":true,"pa":"{:#x}","page_size":{},"writable":{},"user":{},"executable":{}}}"#,
+            w.translate(va),
+            w.page_size,
+            w.rights.write,
+            w.rights.user_or_read,
+            w.rights.exec
+        ),
+        Err(f) => writeln!(
+            out,
+            r#"{{"va":"{va:#x}","ok":false,"fault":"{}","code":"{:#04x}","level":{}}}"#,
+            f.reason.describe(),
+            f.reason.code(),
+            f.level
+        ),
+    }
+}
+
+/// Runs the command; `Ok(exit code)` once every address was printed.
+pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
+    let (mem, len) = map_image(args)?;
+    let end = args.image_base + len;
+    if args.root % 4096 != 0 {
+        return Err(PgwalkError::Root(format!(
+            "--root {:#x} is not 4 KiB aligned",
+            args.root
+        )));
+    }
+    if args.root < args.image_base || args.root.saturating_add(4096) > end {
+        return Err(PgwalkError::Root(format!(
+            "--root {:#x} is outside the image [{:#x}, {end:#x})",
+            args.root, args.image_base
+        )));
+    }
+    let p = FlParams {
+        levels: args.levels,
+        haw: args.haw,
+        fl1gp: !args.no_1g,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut status = ExitCode::SUCCESS;
+    if !args.vas.is_empty() {
+        for &va in &args.vas {
+            emit(&mut out, &mem, &p, args.root, va)?;
+        }
+    } else {
+        let stdin = io::stdin();
+        let mut line = String::new();
+        let mut input = stdin.lock();
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                break;
+            }
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            match parse_addr(t) {
+                Ok(va) => emit(&mut out, &mem, &p, args.root, va)?,
+                Err(e) => {
+                    let input = serde_json::Value::from(t);
+                    let error = serde_json::Value::from(e);
+                    writeln!(out, r#"{{"input":{input},"ok":false,"error":{error}}}"#)?;
+                    status = ExitCode::from(1);
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_hex_and_decimal() {
+        assert_eq!(parse_addr("0x1000"), Ok(0x1000));
+        assert_eq!(parse_addr(" 4096 "), Ok(4096));
+        assert_eq!(
+            parse_addr("0xffff_8000_0000_0000"),
+            Ok(0xffff_8000_0000_0000)
+        );
+        assert!(parse_addr("0xzz").unwrap_err().contains("0xzz"));
+        assert!(parse_addr("-1").is_err());
+    }
+}

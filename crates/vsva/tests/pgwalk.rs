@@ -1,0 +1,252 @@
+//! Runs the built `vsva` binary on page-table images built here.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const P: u64 = 1;
+const RW: u64 = 2;
+const US: u64 = 4;
+const PS: u64 = 1 << 7;
+const XD: u64 = 1 << 63;
+
+/// An image of `pages` 4 KiB pages at guest-physical `base`.
+struct Image {
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl Image {
+    fn new(base: u64, pages: usize) -> Self {
+        Self {
+            base,
+            bytes: vec![0; pages * 4096],
+        }
+    }
+    fn set(&mut self, gpa: u64, v: u64) {
+        let off = (gpa - self.base) as usize;
+        self.bytes[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    fn save(&self, name: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("vsva-pgwalk-{}-{name}.img", std::process::id()));
+        std::fs::write(&path, &self.bytes).unwrap();
+        path
+    }
+}
+
+fn idx(va: u64, level: u32) -> u64 {
+    (va >> (12 + 9 * (level - 1))) & 511
+}
+
+/// A 4-level image at base 0x10_0000: PML4 0x10_0000, PDPT 0x10_1000, PD 0x10_2000,
+/// PT 0x10_3000. Maps 0x40_1000 → 0x9000 (RW|US), 0x60_0000 2 MiB → 0x20_0000 (US, XD),
+/// 0x4000_0000 1 GiB → 0x8000_0000 (RW); a PDE at 0x80_0000 points outside the image.
+fn image() -> Image {
+    let mut img = Image::new(0x10_0000, 8);
+    img.set(0x10_0000, 0x10_1000 | P | RW | US);
+    img.set(0x10_1000, 0x10_2000 | P | RW | US);
+    img.set(0x10_1000 + 8, 0x8000_0000 | P | RW | PS);
+    img.set(0x10_2000 + idx(0x40_1000, 2) * 8, 0x10_3000 | P | RW | US);
+    img.set(0x10_3000 + idx(0x40_1000, 1) * 8, 0x9000 | P | RW | US);
+    img.set(
+        0x10_2000 + idx(0x60_0000, 2) * 8,
+        0x20_0000 | P | US | PS | XD,
+    );
+    img.set(0x10_2000 + idx(0x80_0000, 2) * 8, 0x7000_0000 | P | RW | US);
+    img
+}
+
+fn vsva(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = stdin.unwrap_or("").to_string();
+    let mut pipe = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn walks_addresses_given_on_the_command_line() {
+    let path = image().save("args");
+    let p = path.to_str().unwrap();
+    let (code, out, err) = vsva(
+        &[
+            "pgwalk",
+            "--image",
+            p,
+            "--image-base",
+            "0x100000",
+            "--root",
+            "0x100000",
+            "--va",
+            "0x401abc",
+            "--va",
+            "0x612345",
+            "--va",
+            "1073741829",
+            "--va",
+            "0x402000",
+            "--va",
+            "0x800000",
+            "--va",
+            "0x800000000000",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = lines(&out);
+    assert_eq!(v.len(), 6);
+    assert_eq!(
+        v[0],
+        serde_json::json!({"va":"0x401abc","ok":true,"pa":"0x9abc","page_size":4096,"writable":true,"user":true,"executable":true})
+    );
+    assert_eq!(
+        v[1],
+        serde_json::json!({"va":"0x612345","ok":true,"pa":"0x212345","page_size":2097152,"writable":false,"user":true,"executable":false})
+    );
+    assert_eq!(v[2]["pa"], "0x80000005");
+    assert_eq!(v[2]["page_size"], 1u64 << 30);
+    assert_eq!(v[2]["user"], false);
+    assert_eq!(v[3]["ok"], false);
+    assert_eq!(v[3]["fault"], "first-level entry not present");
+    assert_eq!(v[3]["level"], 1);
+    // A table pointer outside the image is a fault, not a crash.
+    assert_eq!(v[4]["fault"], "first-level entry access error");
+    assert_eq!(v[4]["code"], "0x70");
+    assert_eq!(v[4]["level"], 1);
+    assert_eq!(v[5]["fault"], "input address not canonical");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn reads_many_addresses_from_stdin() {
+    let path = image().save("stdin");
+    let p = path.to_str().unwrap();
+    let n = 20_000u64;
+    let mut input = String::new();
+    for i in 0..n {
+        if i % 2 == 0 {
+            input.push_str(&format!("{:#x}\n", 0x40_1000 + (i % 4096)));
+        } else {
+            input.push_str(&format!("{}\n", 0x60_0000 + i));
+        }
+    }
+    input.push_str("not-an-address\n");
+    let (code, out, err) = vsva(
+        &[
+            "pgwalk",
+            "--image",
+            p,
+            "--image-base",
+            "1048576",
+            "--root",
+            "0x100000",
+        ],
+        Some(&input),
+    );
+    assert_eq!(code, 1, "an unparsable line sets exit status 1: {err}");
+    let v = lines(&out);
+    assert_eq!(v.len() as u64, n + 1);
+    assert!(v[..n as usize].iter().all(|l| l["ok"] == true));
+    assert_eq!(v[1]["pa"], "0x200001");
+    assert_eq!(v[n as usize]["input"], "not-an-address");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn five_levels_and_reserved_bits() {
+    let mut img = Image::new(0, 8);
+    let va = 0x00ab_cdef_1234_5000u64 & ((1 << 56) - 1);
+    let tables = [0x1000u64, 0x2000, 0x3000, 0x4000, 0x5000];
+    for (l, w) in tables.windows(2).enumerate() {
+        img.set(w[0] + idx(va, 5 - l as u32) * 8, w[1] | P | RW | US);
+    }
+    img.set(0x5000 + idx(va, 1) * 8, 0x7000 | P | RW | US);
+    img.set(0x1000 + 8, 0x2000 | P | PS); // PS in a PML5E is reserved
+    let path = img.save("five");
+    let p = path.to_str().unwrap();
+    let (code, out, err) = vsva(
+        &[
+            "pgwalk",
+            "--image",
+            p,
+            "--root",
+            "0x1000",
+            "--levels",
+            "5",
+            "--va",
+            &format!("{va:#x}"),
+            "--va",
+            &format!("{:#x}", 1u64 << 48),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = lines(&out);
+    assert_eq!(v[0]["pa"], "0x7000");
+    assert_eq!(v[1]["fault"], "first-level entry reserved bits set");
+    assert_eq!(v[1]["level"], 5);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn bad_roots_and_images_are_clear_errors() {
+    let path = image().save("bad");
+    let p = path.to_str().unwrap();
+    let (code, out, err) = vsva(
+        &["pgwalk", "--image", p, "--root", "0x100000", "--va", "0"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("--root 0x100000 is outside the image [0x0, 0x8000)"),
+        "{err}"
+    );
+    let (code, _, err) = vsva(
+        &[
+            "pgwalk",
+            "--image",
+            p,
+            "--image-base",
+            "0x100000",
+            "--root",
+            "0x100800",
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("not 4 KiB aligned"), "{err}");
+    let (code, _, err) = vsva(
+        &["pgwalk", "--image", "/nonexistent/image", "--root", "0"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot open image"), "{err}");
+    let (code, _, err) = vsva(
+        &["pgwalk", "--image", p, "--root", "0", "--levels", "3"],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("levels"), "{err}");
+    let _ = std::fs::remove_file(path);
+}
