@@ -2,7 +2,7 @@
 //!
 //! The PASID space is cut into blocks of 4 096 (64 words of 64 bits). A set keeps a vector of
 //! optional blocks indexed by `pasid / 4096`, created when it first owns a PASID in the block
-//! and dropped when a range free or release empties it. Membership tests and updates are two
+//! and dropped when a range free spanning the whole block, or the set's release, empties it. Membership tests and updates are two
 //! dependent loads, no hashing; range operations visit only the blocks the set has, so their
 //! cost is bounded by what the set owns (at most 256 block slots plus 64 words per block it
 //! holds), never by the width of the range asked for.
@@ -49,7 +49,7 @@ impl Members {
 
     /// Removes `pasid`; returns whether it was a member. The block stays allocated even if it
     /// empties (a set that frees and reallocates in one block does not churn memory); range
-    /// frees and release give empty blocks back.
+    /// frees spanning a whole block and release give empty blocks back.
     #[inline]
     pub(crate) fn remove(&mut self, pasid: u32) -> bool {
         let (b, w, bit) = Self::locate(pasid);
@@ -81,7 +81,13 @@ impl Members {
                     f(word, mask);
                 }
             }
-            if block.iter().all(|&bits| bits == 0) {
+            // Give the block back only when the range spans all of it, so a set that frees and
+            // reallocates within one block (e.g. `free_range(p, p)`) does not churn memory.
+            let (start, end) = (
+                (b as u32) << BLOCK_SHIFT,
+                ((b as u32 + 1) << BLOCK_SHIFT) - 1,
+            );
+            if min <= start && max >= end && block.iter().all(|&bits| bits == 0) {
                 self.blocks[b] = None;
             }
         }
@@ -148,7 +154,10 @@ mod tests {
         assert_eq!(m.take_range(64, 4096, |w, mask| seen.push((w, mask))), 3);
         assert_eq!(seen, vec![(1, 1), (63, 1 << 63), (64, 1)]);
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![1, 100_000]);
-        assert_eq!(m.take_range(0, u32::MAX, |_, _| {}), 2);
+        // A narrow range free keeps the emptied block for reuse; a whole-block one returns it.
+        assert_eq!(m.take_range(100_000, 100_000, |_, _| {}), 1);
+        assert!(m.blocks[24].is_some());
+        assert_eq!(m.take_range(0, u32::MAX, |_, _| {}), 1);
         assert_eq!(m.memory_bytes(), m.blocks.capacity() * 8);
         assert!(m.blocks.is_empty());
     }

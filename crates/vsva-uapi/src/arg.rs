@@ -32,6 +32,7 @@ pub(crate) struct Arg<'a, T> {
 }
 
 /// Reads the `argsz` at offset 0 of `buf`, which must hold at least 4 bytes.
+#[inline]
 fn argsz_of(buf: &[u8]) -> u32 {
     let mut raw = [0u8; 4];
     raw.copy_from_slice(&buf[..4]);
@@ -42,6 +43,7 @@ fn argsz_of(buf: &[u8]) -> u32 {
 /// three size checks of the module documentation in order.
 ///
 /// `what` names the mandatory part in messages, e.g. `"vfio_iommu_type1_pasid_request"`.
+#[inline]
 pub(crate) fn read_arg<'a, T>(
     buf: &'a [u8],
     minsz: usize,
@@ -72,8 +74,15 @@ where
         )));
     }
     let known = argsz_len.min(size_of::<T>());
-    let mut value = T::new_zeroed();
-    value.as_mut_bytes()[..known].copy_from_slice(&buf[..known]);
+    // The common case, a caller of this crate's own version, is one fixed-size copy.
+    let value = match T::read_from_prefix(&buf[..known]) {
+        Ok((value, _)) => value,
+        Err(_) => {
+            let mut value = T::new_zeroed();
+            value.as_mut_bytes()[..known].copy_from_slice(&buf[..known]);
+            value
+        }
+    };
     Ok(Arg {
         value,
         bytes: &buf[..argsz_len],

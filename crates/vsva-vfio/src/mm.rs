@@ -1,0 +1,290 @@
+//! The per-process PASID context (`vfio_mm` of the series): one per process, shared by every
+//! container the process opens.
+//!
+//! Each process known to the layer (it has a container, or someone holds a [`VfioMm`]) has one
+//! `ProcessSlot`; every container of the process keeps the slot for its whole life. The
+//! context proper — the process's [`IoasidSet`] and its binds — lives inside the slot's
+//! mutex, next to the count of its holders (nesting containers and [`VfioMm`] handles). The
+//! first holder creates it; when the last lets go it is released: every PASID the process
+//! owns is freed through the allocator (the IOMMU tears their entries down before any number
+//! is reused) and the quota is returned. A container that is not a holder never touches it.
+//!
+//! The slot's mutex is the per-process lock: it serializes alloc, free, bind, unbind and
+//! invalidate of the process, from any of its containers; different processes never contend
+//! on it. PASID_REQUEST takes this one lock and nothing else.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use vsva_ioasid::{IoasidSet, IoasidSpace, Pasid, SetId, SetStats};
+
+use crate::error::VfioError;
+use crate::sync::lock;
+use crate::{ContainerId, ProcessToken};
+
+/// What the per-process lock protects.
+#[derive(Default)]
+pub(crate) struct SlotState {
+    /// The context, while it has holders.
+    pub(crate) ctx: Option<MmState>,
+    /// Nesting containers and [`VfioMm`] handles holding the context.
+    holders: usize,
+}
+
+/// The context proper: the process's PASIDs and its binds.
+pub(crate) struct MmState {
+    /// The process's PASIDs.
+    pub(crate) set: IoasidSet,
+    /// (PASID, container) pairs where the PASID is bound to a guest page table. A B-tree of
+    /// pairs (not a map of vectors) so binding and unbinding allocate nothing in the steady
+    /// state and a PASID range is one contiguous key range.
+    pub(crate) binds: BTreeSet<(Pasid, ContainerId)>,
+}
+
+impl MmState {
+    pub(crate) fn is_bound(&self, pasid: Pasid, container: ContainerId) -> bool {
+        self.binds.contains(&(pasid, container))
+    }
+
+    pub(crate) fn record_bind(&mut self, pasid: Pasid, container: ContainerId) {
+        self.binds.insert((pasid, container));
+    }
+
+    /// Forgets a bind; returns whether it was recorded.
+    pub(crate) fn forget_bind(&mut self, pasid: Pasid, container: ContainerId) -> bool {
+        self.binds.remove(&(pasid, container))
+    }
+
+    /// The PASIDs bound in `container`, ascending.
+    pub(crate) fn bound_in(&self, container: ContainerId) -> Vec<Pasid> {
+        self.binds
+            .iter()
+            .filter(|(_, c)| *c == container)
+            .map(|&(p, _)| p)
+            .collect()
+    }
+
+    /// Every bound PASID, ascending, once each.
+    pub(crate) fn bound(&self) -> Vec<Pasid> {
+        let mut all: Vec<Pasid> = self.binds.iter().map(|&(p, _)| p).collect();
+        all.dedup();
+        all
+    }
+
+    /// Frees the process's PASIDs in `[min, max]` and forgets their binds (the IOMMU's
+    /// teardown subscriber has cleared their entries on every device by the time the
+    /// allocator returns). Costs what the process owns and has bound, not the range's width.
+    pub(crate) fn free_range(&mut self, min: u32, max: u32) -> Result<u32, VfioError> {
+        let freed = self.set.free_range(min, max)?;
+        if freed > 0 && !self.binds.is_empty() {
+            let low = (min, ContainerId(0));
+            let high = (max, ContainerId(u64::MAX));
+            let gone: Vec<(Pasid, ContainerId)> = self.binds.range(low..=high).copied().collect();
+            for key in gone {
+                self.binds.remove(&key);
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// One process's slot: its token and the per-process lock over its context.
+pub(crate) struct ProcessSlot {
+    token: ProcessToken,
+    state: Mutex<SlotState>,
+    registry: Arc<MmRegistry>,
+}
+
+impl ProcessSlot {
+    /// The per-process lock.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
+        lock(&self.state)
+    }
+
+    /// Becomes a holder of the context, creating it (a set of `quota` in `space`) if it has
+    /// none.
+    pub(crate) fn acquire(&self, space: &IoasidSpace, quota: u32) -> Result<(), VfioError> {
+        let mut st = self.lock();
+        if st.ctx.is_none() {
+            let set = space.create_set(self.token.set_token(), quota)?;
+            st.ctx = Some(MmState {
+                set,
+                binds: BTreeSet::new(),
+            });
+        }
+        st.holders += 1;
+        Ok(())
+    }
+
+    /// Becomes one more holder of an existing context; false if there is none.
+    fn acquire_existing(&self) -> bool {
+        let mut st = self.lock();
+        if st.ctx.is_none() {
+            return false;
+        }
+        st.holders += 1;
+        true
+    }
+
+    /// Stops holding the context; the last holder releases it (every PASID freed, set
+    /// retired), after the lock is dropped.
+    pub(crate) fn release(&self) {
+        let released = {
+            let mut st = self.lock();
+            debug_assert!(st.holders > 0, "release without acquire");
+            st.holders = st.holders.saturating_sub(1);
+            if st.holders == 0 {
+                st.ctx.take()
+            } else {
+                None
+            }
+        };
+        drop(released);
+    }
+}
+
+impl Drop for ProcessSlot {
+    fn drop(&mut self) {
+        let mut map = lock(&self.registry.map);
+        // A new slot for the same process may already have replaced this one; only a dead
+        // entry is ours to remove.
+        if map
+            .get(&self.token)
+            .is_some_and(|weak| weak.strong_count() == 0)
+        {
+            map.remove(&self.token);
+        }
+    }
+}
+
+/// A reference on a process's PASID context: while any exists (or a nesting container of
+/// the process is open), the context lives. Obtained from [`crate::Vfio::process_context`],
+/// [`crate::Vfio::find_process_context`] or [`crate::Container::process_context`]; cloning
+/// takes another reference, dropping gives it back (the last one releases the context: every
+/// PASID of the process is freed and its quota returned).
+pub struct VfioMm {
+    slot: Arc<ProcessSlot>,
+}
+
+impl VfioMm {
+    /// The handle of a holder that has already acquired the context.
+    pub(crate) fn held(slot: Arc<ProcessSlot>) -> VfioMm {
+        VfioMm { slot }
+    }
+
+    /// A handle on `slot`'s context if it has one.
+    pub(crate) fn existing(slot: &Arc<ProcessSlot>) -> Option<VfioMm> {
+        slot.acquire_existing()
+            .then(|| VfioMm { slot: slot.clone() })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&MmState) -> T) -> T {
+        let st = self.slot.lock();
+        // A handle is a holder, so the context exists while it does.
+        let ctx = st.ctx.as_ref().expect("a held context exists");
+        f(ctx)
+    }
+
+    /// The process this context belongs to.
+    pub fn token(&self) -> ProcessToken {
+        self.slot.token
+    }
+
+    /// The process's PASID set in the host-wide space (for the admin path and statistics).
+    pub fn set_id(&self) -> SetId {
+        self.with(|ctx| ctx.set.id())
+    }
+
+    /// How many PASIDs the process may own at once.
+    pub fn quota(&self) -> u32 {
+        self.with(|ctx| ctx.set.quota())
+    }
+
+    /// How many PASIDs the process owns now.
+    pub fn owned(&self) -> u32 {
+        self.with(|ctx| ctx.set.owned())
+    }
+
+    /// Every PASID the process owns, ascending.
+    pub fn pasids(&self) -> Vec<Pasid> {
+        self.with(|ctx| ctx.set.pasids())
+    }
+
+    /// Every PASID of the process bound to a guest page table in some container, ascending.
+    pub fn bound_pasids(&self) -> Vec<Pasid> {
+        self.with(MmState::bound)
+    }
+}
+
+impl Clone for VfioMm {
+    fn clone(&self) -> Self {
+        let held = self.slot.acquire_existing();
+        debug_assert!(held, "a held context exists");
+        VfioMm {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl Drop for VfioMm {
+    fn drop(&mut self) {
+        self.slot.release();
+    }
+}
+
+impl fmt::Debug for VfioMm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VfioMm")
+            .field("token", &self.slot.token)
+            .field("set_id", &self.set_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The slots of every process, by token (the series' `vfio_mm_list`).
+///
+/// Lock order: this map's lock is taken on its own, or when a slot's last reference goes
+/// (after whatever its holder had locked); never before a container's or a slot's lock.
+#[derive(Default)]
+pub(crate) struct MmRegistry {
+    map: Mutex<HashMap<ProcessToken, Weak<ProcessSlot>>>,
+}
+
+impl MmRegistry {
+    /// The slot of `token`, created if the process has none.
+    pub(crate) fn slot(self: &Arc<Self>, token: ProcessToken) -> Arc<ProcessSlot> {
+        let mut map = lock(&self.map);
+        if let Some(slot) = map.get(&token).and_then(Weak::upgrade) {
+            return slot;
+        }
+        let slot = Arc::new(ProcessSlot {
+            token,
+            state: Mutex::new(SlotState::default()),
+            registry: self.clone(),
+        });
+        map.insert(token, Arc::downgrade(&slot));
+        slot
+    }
+
+    /// The live slot of `token`, if any.
+    pub(crate) fn find(&self, token: ProcessToken) -> Option<Arc<ProcessSlot>> {
+        lock(&self.map).get(&token).and_then(Weak::upgrade)
+    }
+
+    /// Every process with a live context: its token, set counters and bound PASIDs.
+    pub(crate) fn contexts(&self, space: &IoasidSpace) -> Vec<(ProcessToken, SetStats, usize)> {
+        let slots: Vec<Arc<ProcessSlot>> =
+            lock(&self.map).values().filter_map(Weak::upgrade).collect();
+        slots
+            .iter()
+            .filter_map(|slot| {
+                let st = slot.lock();
+                let ctx = st.ctx.as_ref()?;
+                let stats = space.set_stats(ctx.set.id())?;
+                Some((slot.token, stats, ctx.bound().len()))
+            })
+            .collect()
+    }
+}

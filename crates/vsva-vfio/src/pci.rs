@@ -1,0 +1,411 @@
+//! PCI functions as a guest sees them through VFIO: a 4 KiB configuration space with the PCIe
+//! PASID extended capability, virtualized the way vfio-pci virtualizes extended capabilities.
+//!
+//! # Layout
+//!
+//! | offset | what | guest access |
+//! |---|---|---|
+//! | `0x00` | vendor id, device id (from [`PciFunctionSpec`]) | read-only |
+//! | `0x04` | command `0x0006` (memory space, bus master), status `0x0010` (capability list) | read-only |
+//! | `0x08` | revision 0, class code `0x088000` (other system peripheral), header type 0 | read-only |
+//! | `0x34` | capabilities pointer `0x40` | read-only |
+//! | `0x40` | PCI Express capability (id `0x10`, version 2, endpoint), the last standard capability | read-only |
+//! | `0x100` | PASID extended capability (id `0x1B`, version 1, next 0), or a zero header without one | see below |
+//!
+//! Every other byte reads as zero. Writes to read-only bits are dropped, as PCI requires; only
+//! a bad offset, width or alignment is an error.
+//!
+//! # The PASID capability
+//!
+//! The capability word (`+4`) reports what both the physical function and the host IOMMU
+//! support: Max PASID Width = min(function's width, the host PASID space's width); Execute
+//! Permission Supported only if the IOMMU handles execute requests (ECAP.ERS); Privileged
+//! Mode Supported only if it handles supervisor requests (ECAP.SRS). It is read-only.
+//!
+//! The control word (`+6`) is emulated: PASID Enable (bit 0) is writable, Execute Permission
+//! Enable (bit 1) and Privileged Mode Enable (bit 2) are writable only when the matching
+//! capability bit is reported (otherwise they are hard-wired to 0, as the PCIe specification
+//! has it); bits 15:3 are reserved and read as 0. The values written are honoured: a device
+//! issues a PASID-tagged request only while PASID Enable is set, an execute request only with
+//! Execute Permission Enable, a privileged one only with Privileged Mode Enable, and never
+//! with a PASID at or above `2^Max PASID Width`; otherwise the request is refused with
+//! [`VfioError::PasidRequestRefused`] (`EPERM`) before it reaches the IOMMU. Execute and
+//! privileged attributes travel in the PASID TLP prefix, so a request without a PASID can carry
+//! neither.
+//!
+//! With PASID support switched off ([`crate::VfioConfig::pasid_enabled`] = false) the
+//! capability is hidden (the extended-capability header reads 0), as vfio-pci did before the
+//! series exposed it.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
+
+use vsva_iommu::SourceId;
+
+use crate::error::VfioError;
+use crate::sync::lock;
+use crate::GroupId;
+
+/// Size of a PCIe function's configuration space.
+pub const CONFIG_SPACE_SIZE: usize = 4096;
+/// Offset of the first extended capability.
+pub const EXT_CAP_OFFSET: u16 = 0x100;
+/// Extended capability id of the PASID capability.
+pub const PCI_EXT_CAP_ID_PASID: u16 = 0x001b;
+/// Offset of the PASID capability word within the capability.
+pub const PCI_PASID_CAP: u16 = 4;
+/// Offset of the PASID control word within the capability.
+pub const PCI_PASID_CTRL: u16 = 6;
+/// Capability word: Execute Permission Supported.
+pub const PCI_PASID_CAP_EXEC: u16 = 1 << 1;
+/// Capability word: Privileged Mode Supported.
+pub const PCI_PASID_CAP_PRIV: u16 = 1 << 2;
+/// Control word: PASID Enable.
+pub const PCI_PASID_CTRL_ENABLE: u16 = 1 << 0;
+/// Control word: Execute Permission Enable.
+pub const PCI_PASID_CTRL_EXEC: u16 = 1 << 1;
+/// Control word: Privileged Mode Enable.
+pub const PCI_PASID_CTRL_PRIV: u16 = 1 << 2;
+
+/// The PASID capability of a function: what the physical function advertises when given to
+/// [`crate::Vfio::add_pci_function`], or the virtualized view a guest reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasidCapability {
+    /// Max PASID Width in bits (1..=20).
+    pub max_pasid_width: u8,
+    /// Execute Permission Supported.
+    pub execute: bool,
+    /// Privileged Mode Supported.
+    pub privileged: bool,
+}
+
+impl PasidCapability {
+    /// The capability word (`+4`): bit 1 execute, bit 2 privileged, bits 12:8 width.
+    pub fn cap_word(&self) -> u16 {
+        let mut word = u16::from(self.max_pasid_width & 0x1f) << 8;
+        if self.execute {
+            word |= PCI_PASID_CAP_EXEC;
+        }
+        if self.privileged {
+            word |= PCI_PASID_CAP_PRIV;
+        }
+        word
+    }
+
+    /// Decodes a capability word.
+    pub fn from_cap_word(word: u16) -> Self {
+        PasidCapability {
+            max_pasid_width: (word >> 8 & 0x1f) as u8,
+            execute: word & PCI_PASID_CAP_EXEC != 0,
+            privileged: word & PCI_PASID_CAP_PRIV != 0,
+        }
+    }
+}
+
+/// A physical PCI function to register with [`crate::Vfio::add_pci_function`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciFunctionSpec {
+    /// Bus, device and function.
+    pub source_id: SourceId,
+    /// The IOMMU group the function is in, for assignment through VFIO (bound to vfio-pci);
+    /// `None` for a function that stays with a host driver, e.g. the parent of mdevs.
+    pub group: Option<GroupId>,
+    /// PCI vendor id.
+    pub vendor_id: u16,
+    /// PCI device id.
+    pub device_id: u16,
+    /// The function's PASID capability, if it has one.
+    pub pasid: Option<PasidCapability>,
+    /// The function has a device TLB (ATS): the IOMMU caches its translations there, so
+    /// `DEV_IOTLB` invalidations matter. The ATS capability structure itself is not modelled
+    /// in the configuration space.
+    pub ats: bool,
+}
+
+impl PciFunctionSpec {
+    /// A function in `group` with a 20-bit PASID capability supporting execute and privileged
+    /// requests, no ATS, vendor `0x8086`, device `0x0b25`.
+    pub fn new(source_id: SourceId, group: Option<GroupId>) -> Self {
+        PciFunctionSpec {
+            source_id,
+            group,
+            vendor_id: 0x8086,
+            device_id: 0x0b25,
+            pasid: Some(PasidCapability {
+                max_pasid_width: 20,
+                execute: true,
+                privileged: true,
+            }),
+            ats: false,
+        }
+    }
+}
+
+/// Width of a configuration-space access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigWidth {
+    /// 8 bits.
+    Byte,
+    /// 16 bits.
+    Word,
+    /// 32 bits.
+    Dword,
+}
+
+impl ConfigWidth {
+    /// Bytes accessed.
+    pub const fn bytes(self) -> u32 {
+        match self {
+            ConfigWidth::Byte => 1,
+            ConfigWidth::Word => 2,
+            ConfigWidth::Dword => 4,
+        }
+    }
+}
+
+/// The emulated configuration space: the bytes a guest reads and which bits it may write.
+pub(crate) struct ConfigSpace {
+    bytes: Box<[u8; CONFIG_SPACE_SIZE]>,
+    wmask: Box<[u8; CONFIG_SPACE_SIZE]>,
+}
+
+impl ConfigSpace {
+    /// Builds the space of a function with the given identity and virtual PASID capability.
+    pub(crate) fn new(vendor_id: u16, device_id: u16, pasid: Option<PasidCapability>) -> Self {
+        let mut space = ConfigSpace {
+            bytes: Box::new([0; CONFIG_SPACE_SIZE]),
+            wmask: Box::new([0; CONFIG_SPACE_SIZE]),
+        };
+        space.put16(0x00, vendor_id);
+        space.put16(0x02, device_id);
+        space.put16(0x04, 0x0006); // memory space + bus master, as the host driver left it
+        space.put16(0x06, 0x0010); // capability list present
+        space.bytes[0x09] = 0x00; // prog-if
+        space.bytes[0x0a] = 0x80; // subclass: other
+        space.bytes[0x0b] = 0x08; // class: base system peripheral
+        space.bytes[0x34] = 0x40; // capabilities pointer
+        space.bytes[0x40] = 0x10; // PCI Express capability, last in the list
+        space.put16(0x42, 0x0002); // version 2, PCIe endpoint
+        if let Some(cap) = pasid {
+            let off = usize::from(EXT_CAP_OFFSET);
+            // Header: id 0x1B, version 1, next 0.
+            let header = u32::from(PCI_EXT_CAP_ID_PASID) | 1 << 16;
+            space.bytes[off..off + 4].copy_from_slice(&header.to_le_bytes());
+            space.put16(off + usize::from(PCI_PASID_CAP), cap.cap_word());
+            let mut writable = PCI_PASID_CTRL_ENABLE;
+            if cap.execute {
+                writable |= PCI_PASID_CTRL_EXEC;
+            }
+            if cap.privileged {
+                writable |= PCI_PASID_CTRL_PRIV;
+            }
+            let ctrl = off + usize::from(PCI_PASID_CTRL);
+            space.wmask[ctrl..ctrl + 2].copy_from_slice(&writable.to_le_bytes());
+        }
+        space
+    }
+
+    fn put16(&mut self, off: usize, value: u16) {
+        self.bytes[off..off + 2].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn check(offset: u32, width: ConfigWidth) -> Result<usize, VfioError> {
+        let n = width.bytes();
+        let err = |reason| VfioError::ConfigAccess {
+            offset,
+            width: n,
+            reason,
+        };
+        if offset % n != 0 {
+            return Err(err("the offset is not aligned to the access width"));
+        }
+        if offset as usize + n as usize > CONFIG_SPACE_SIZE {
+            return Err(err(
+                "the access ends beyond the 4096-byte configuration space",
+            ));
+        }
+        Ok(offset as usize)
+    }
+
+    pub(crate) fn read(&self, offset: u32, width: ConfigWidth) -> Result<u32, VfioError> {
+        let off = Self::check(offset, width)?;
+        let mut raw = [0u8; 4];
+        let n = width.bytes() as usize;
+        raw[..n].copy_from_slice(&self.bytes[off..off + n]);
+        Ok(u32::from_le_bytes(raw))
+    }
+
+    /// Applies a write through the write mask; returns whether any byte changed.
+    pub(crate) fn write(
+        &mut self,
+        offset: u32,
+        width: ConfigWidth,
+        value: u32,
+    ) -> Result<(), VfioError> {
+        let off = Self::check(offset, width)?;
+        let n = width.bytes() as usize;
+        for (i, byte) in value.to_le_bytes()[..n].iter().enumerate() {
+            let mask = self.wmask[off + i];
+            self.bytes[off + i] = (self.bytes[off + i] & !mask) | (byte & mask);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pasid_ctrl(&self) -> u16 {
+        let off = usize::from(EXT_CAP_OFFSET + PCI_PASID_CTRL);
+        u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]])
+    }
+}
+
+/// A registered PCI function: identity, configuration space and the PASID control mirror the
+/// DMA path reads without a lock.
+pub(crate) struct FunctionInner {
+    pub(crate) source_id: SourceId,
+    /// The virtual PASID capability (what the guest reads), `None` when absent or hidden.
+    pub(crate) vcap: Option<PasidCapability>,
+    pub(crate) ats: bool,
+    config: Mutex<ConfigSpace>,
+    /// Copy of the PASID control word, updated under `config`'s lock on every write.
+    ctrl: AtomicU16,
+}
+
+impl FunctionInner {
+    pub(crate) fn new(spec: &PciFunctionSpec, vcap: Option<PasidCapability>) -> Self {
+        FunctionInner {
+            source_id: spec.source_id,
+            vcap,
+            ats: spec.ats,
+            config: Mutex::new(ConfigSpace::new(spec.vendor_id, spec.device_id, vcap)),
+            ctrl: AtomicU16::new(0),
+        }
+    }
+
+    pub(crate) fn config_read(&self, offset: u32, width: ConfigWidth) -> Result<u32, VfioError> {
+        lock(&self.config).read(offset, width)
+    }
+
+    pub(crate) fn config_write(
+        &self,
+        offset: u32,
+        width: ConfigWidth,
+        value: u32,
+    ) -> Result<(), VfioError> {
+        let mut config = lock(&self.config);
+        config.write(offset, width, value)?;
+        self.ctrl.store(config.pasid_ctrl(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Width the IOMMU's PASID directory for this function must cover (0 without PASID).
+    pub(crate) fn pasid_width(&self) -> u8 {
+        self.vcap.map_or(0, |c| c.max_pasid_width)
+    }
+
+    /// The checks a function applies before it may emit a request: PASID Enable for any
+    /// PASID, the width, and the execute / privileged enables.
+    pub(crate) fn check_request(
+        &self,
+        pasid: Option<u32>,
+        execute: bool,
+        privileged: bool,
+    ) -> Result<(), VfioError> {
+        let refuse = |what, reason| VfioError::PasidRequestRefused {
+            source_id: self.source_id,
+            pasid,
+            what,
+            reason,
+        };
+        let what = match (execute, privileged) {
+            (false, false) => "a request",
+            (true, false) => "an execute request",
+            (false, true) => "a privileged request",
+            (true, true) => "a privileged execute request",
+        };
+        let Some(pasid) = pasid else {
+            if execute || privileged {
+                return Err(refuse(
+                    what,
+                    "execute and privileged attributes need a PASID TLP prefix",
+                ));
+            }
+            return Ok(());
+        };
+        let Some(cap) = self.vcap else {
+            return Err(refuse(what, "the function has no PASID capability"));
+        };
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        if ctrl & PCI_PASID_CTRL_ENABLE == 0 {
+            return Err(refuse(
+                what,
+                "PASID Enable is clear in the PASID control register",
+            ));
+        }
+        if u64::from(pasid) >> cap.max_pasid_width != 0 {
+            return Err(refuse(what, "the PASID does not fit in Max PASID Width"));
+        }
+        if execute && ctrl & PCI_PASID_CTRL_EXEC == 0 {
+            return Err(refuse(what, "Execute Permission Enable is clear"));
+        }
+        if privileged && ctrl & PCI_PASID_CTRL_PRIV == 0 {
+            return Err(refuse(what, "Privileged Mode Enable is clear"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap() -> PasidCapability {
+        PasidCapability {
+            max_pasid_width: 16,
+            execute: true,
+            privileged: false,
+        }
+    }
+
+    #[test]
+    fn header_and_capability_layout() {
+        let cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()));
+        assert_eq!(cs.read(0, ConfigWidth::Dword).unwrap(), 0x1234_8086);
+        assert_eq!(cs.read(0x34, ConfigWidth::Byte).unwrap(), 0x40);
+        assert_eq!(cs.read(0x100, ConfigWidth::Dword).unwrap(), 0x0001_001b);
+        assert_eq!(cs.read(0x104, ConfigWidth::Word).unwrap(), 0x1002);
+        assert_eq!(cs.read(0x106, ConfigWidth::Word).unwrap(), 0);
+        let hidden = ConfigSpace::new(0x8086, 0x1234, None);
+        assert_eq!(hidden.read(0x100, ConfigWidth::Dword).unwrap(), 0);
+    }
+
+    #[test]
+    fn writes_go_through_the_mask() {
+        let mut cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()));
+        cs.write(0x104, ConfigWidth::Dword, 0xffff_ffff).unwrap();
+        // Capability word unchanged; control: enable + exec only (no privileged support).
+        assert_eq!(cs.read(0x104, ConfigWidth::Word).unwrap(), 0x1002);
+        assert_eq!(cs.pasid_ctrl(), PCI_PASID_CTRL_ENABLE | PCI_PASID_CTRL_EXEC);
+        cs.write(0x0, ConfigWidth::Word, 0).unwrap();
+        assert_eq!(cs.read(0, ConfigWidth::Word).unwrap(), 0x8086);
+    }
+
+    #[test]
+    fn bad_accesses_are_einval() {
+        let cs = ConfigSpace::new(0, 0, None);
+        for (off, w) in [
+            (1, ConfigWidth::Word),
+            (2, ConfigWidth::Dword),
+            (4096, ConfigWidth::Byte),
+            (4094, ConfigWidth::Dword),
+        ] {
+            let err = cs.read(off, w).unwrap_err();
+            assert_eq!(err.errno(), vsva_uapi::Errno::EINVAL, "{off:#x} {w:?}");
+        }
+        assert!(cs.read(4095, ConfigWidth::Byte).is_ok());
+    }
+
+    #[test]
+    fn cap_word_round_trip() {
+        let c = cap();
+        assert_eq!(PasidCapability::from_cap_word(c.cap_word()), c);
+    }
+}

@@ -1,0 +1,1096 @@
+//! Every row of `uapi.md`'s error rules for PASID_REQUEST and NESTING_OP, through the
+//! byte-level entry point: each malformed field on its own, the order of the checks where
+//! two could apply, and structs larger and smaller than known. Every failing call must leave
+//! the caller's bytes and every process's PASIDs and binds as they were.
+
+mod common;
+
+use common::*;
+use vsva_ioasid::Pasid;
+use vsva_uapi::iommu::{
+    CacheInvalidateInfo, GpasidBindData, InvAddrInfo, InvGranu, InvPasidInfo,
+    IOMMU_INV_ADDR_FLAGS_LEAF, IOMMU_INV_ADDR_FLAGS_PASID, IOMMU_INV_PASID_FLAGS_ARCHID,
+    IOMMU_INV_PASID_FLAGS_PASID,
+};
+use vsva_uapi::vfio::{
+    VFIO_IOMMU_FLAG_ALLOC_PASID as ALLOC, VFIO_IOMMU_FLAG_FREE_PASID as FREE,
+    VFIO_IOMMU_NESTING_OP, VFIO_IOMMU_NESTING_OP_BIND_PGTBL as BIND,
+    VFIO_IOMMU_NESTING_OP_CACHE_INVLD as INVLD, VFIO_IOMMU_NESTING_OP_UNBIND_PGTBL as UNBIND,
+    VFIO_IOMMU_PASID_REQUEST,
+};
+use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Errno, Granularity};
+use vsva_vfio::{Container, GroupId, IommuType, Vfio, VfioConfig};
+use zerocopy::IntoBytes;
+
+use Errno::*;
+
+/// Which container of the fixture a row runs on.
+#[derive(Debug, Clone, Copy)]
+enum On {
+    /// Process 1's nesting container (guest RAM mapped).
+    Nest,
+    /// Process 1's type1 v2 container.
+    Type1,
+    /// Process 1's container with a group but no IOMMU type.
+    Bare,
+    /// A nesting container on a host with PASID support off.
+    PasidOff,
+}
+
+struct Fixture {
+    _vfio: Vfio,
+    _off: Vfio,
+    nest: Container,
+    type1: Container,
+    bare: Container,
+    off: Container,
+    /// Owned by process 2.
+    peer: Container,
+}
+
+/// Process 1 owns `OWN` (unbound) and `BOUND` (bound in `nest`); process 2 owns `OTHERS`;
+/// `NOBODY` is free.
+const BOUND: Pasid = 1;
+const OWN: Pasid = 2;
+const OTHERS: Pasid = 3;
+const NOBODY: Pasid = 500;
+const GPGD: u64 = 0x10_0000;
+
+fn fixture() -> Fixture {
+    let vfio = host();
+    for dev in 3..=6 {
+        function(&vfio, dev);
+    }
+    let p1 = process(1);
+    let nest = container(&vfio, p1, 3, IommuType::Nesting);
+    map_guest_ram(&nest);
+    let peer = container(&vfio, process(2), 4, IommuType::Nesting);
+    let type1 = container(&vfio, p1, 5, IommuType::Type1v2);
+    let bare = vfio.open_container(p1);
+    bare.attach_group(GroupId(6)).unwrap();
+    assert_eq!(nest.alloc_pasid(1, 1).unwrap(), BOUND);
+    assert_eq!(nest.alloc_pasid(1, 10).unwrap(), OWN);
+    assert_eq!(peer.alloc_pasid(1, 10).unwrap(), OTHERS);
+    nest.bind(&BindRequest::new(u64::from(BOUND), GPGD, AddrWidth::Bits48))
+        .unwrap();
+    let off_vfio = host_with(
+        small_iommu_config(),
+        VfioConfig {
+            pasid_enabled: false,
+            ..VfioConfig::default()
+        },
+    );
+    function(&off_vfio, 3);
+    let off = container(&off_vfio, p1, 3, IommuType::Nesting);
+    Fixture {
+        _vfio: vfio,
+        _off: off_vfio,
+        nest,
+        type1,
+        bare,
+        off,
+        peer,
+    }
+}
+
+impl Fixture {
+    fn on(&self, on: On) -> &Container {
+        match on {
+            On::Nest => &self.nest,
+            On::Type1 => &self.type1,
+            On::Bare => &self.bare,
+            On::PasidOff => &self.off,
+        }
+    }
+
+    /// Everything an error must not change.
+    fn snapshot(&self) -> (Vec<Pasid>, Vec<Pasid>, Vec<Pasid>) {
+        let mine = self.nest.process_context().unwrap();
+        let theirs = self.peer.process_context().unwrap();
+        (mine.pasids(), mine.bound_pasids(), theirs.pasids())
+    }
+}
+
+struct Row {
+    name: &'static str,
+    on: On,
+    cmd: u32,
+    arg: Vec<u8>,
+    want: Result<u64, Errno>,
+}
+
+fn row(name: &'static str, on: On, cmd: u32, arg: Vec<u8>, want: Result<u64, Errno>) -> Row {
+    Row {
+        name,
+        on,
+        cmd,
+        arg,
+        want,
+    }
+}
+
+fn run(rows: Vec<Row>) {
+    let mut failures = Vec::new();
+    for r in rows {
+        let fx = fixture();
+        let before = fx.snapshot();
+        let mut arg = r.arg.clone();
+        let got = fx.on(r.on).ioctl(r.cmd, &mut arg);
+        let got_errno = got.as_ref().map(|v| *v).map_err(|e| e.errno());
+        if got_errno != r.want {
+            failures.push(format!(
+                "{}: want {:?}, got {:?}",
+                r.name,
+                r.want,
+                got.map_err(|e| format!("{}: {e}", e.errno().name()))
+            ));
+            continue;
+        }
+        if let Err(e) = &got {
+            assert!(!e.to_string().is_empty(), "{}: empty message", r.name);
+            assert_eq!(arg, r.arg, "{}: the argument changed on error", r.name);
+            assert_eq!(fx.snapshot(), before, "{}: state changed on error", r.name);
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+// ----------------------------------------------------------------------------- builders
+
+fn preq(argsz: u32, flags: u32, min: u32, max: u32) -> Vec<u8> {
+    [argsz, flags, min, max]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+fn nesting(argsz_extra: i64, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let argsz = (8 + payload.len() as i64 + argsz_extra) as u32;
+    let mut v = Vec::new();
+    v.extend_from_slice(&argsz.to_le_bytes());
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+fn op(flags: u32, payload: &[u8]) -> Vec<u8> {
+    nesting(0, flags, payload)
+}
+
+fn bind_data(hpasid: u64) -> GpasidBindData {
+    BindRequest::new(hpasid, GPGD, AddrWidth::Bits48).to_raw()
+}
+
+fn bind_with(f: impl FnOnce(&mut GpasidBindData)) -> Vec<u8> {
+    let mut d = bind_data(u64::from(OWN));
+    f(&mut d);
+    d.as_bytes().to_vec()
+}
+
+fn inv(caches: CacheSet, granularity: Granularity) -> CacheInvalidateInfo {
+    CacheInvalidateRequest::new(caches, granularity)
+        .unwrap()
+        .to_raw()
+}
+
+fn pasid_g(pasid: u64) -> Granularity {
+    Granularity::Pasid {
+        pasid: Some(pasid),
+        archid: None,
+    }
+}
+
+fn addr_info(pasid: u64, addr: u64, granule_size: u64, nb_granules: u64) -> InvAddrInfo {
+    InvAddrInfo {
+        flags: IOMMU_INV_ADDR_FLAGS_PASID | IOMMU_INV_ADDR_FLAGS_LEAF,
+        archid: 0,
+        pasid,
+        addr,
+        granule_size,
+        nb_granules,
+    }
+}
+
+fn inv_addr(info: InvAddrInfo) -> Vec<u8> {
+    let mut raw = inv(CacheSet::IOTLB, Granularity::Domain);
+    raw.granularity = 2;
+    raw.granu = InvGranu::from(info);
+    raw.as_bytes().to_vec()
+}
+
+fn inv_with(f: impl FnOnce(&mut CacheInvalidateInfo)) -> Vec<u8> {
+    let mut raw = inv(CacheSet::IOTLB, pasid_g(u64::from(OWN)));
+    f(&mut raw);
+    raw.as_bytes().to_vec()
+}
+
+const PR: u32 = VFIO_IOMMU_PASID_REQUEST;
+const NO: u32 = VFIO_IOMMU_NESTING_OP;
+
+// ----------------------------------------------------------------------------- PASID_REQUEST
+
+#[test]
+fn pasid_request_rows() {
+    let ok_alloc = preq(16, ALLOC, 1, 100);
+    let mut larger = preq(24, ALLOC, 1, 100);
+    larger.extend_from_slice(&[0xff; 8]);
+    run(vec![
+        // 1. The argument cannot be read.
+        row("empty buffer", On::Nest, PR, vec![], Err(EFAULT)),
+        row(
+            "15 of 16 bytes",
+            On::Nest,
+            PR,
+            ok_alloc[..15].to_vec(),
+            Err(EFAULT),
+        ),
+        row(
+            "argsz beyond the buffer",
+            On::Nest,
+            PR,
+            preq(17, ALLOC, 1, 100),
+            Err(EFAULT),
+        ),
+        // 2. argsz < 16.
+        row(
+            "argsz 15",
+            On::Nest,
+            PR,
+            preq(15, ALLOC, 1, 100),
+            Err(EINVAL),
+        ),
+        row("argsz 0", On::Nest, PR, preq(0, ALLOC, 1, 100), Err(EINVAL)),
+        row(
+            "argsz 12 (a smaller struct)",
+            On::Nest,
+            PR,
+            preq(12, ALLOC, 1, 100),
+            Err(EINVAL),
+        ),
+        // 3. flags not exactly one of ALLOC / FREE.
+        row("flags 0", On::Nest, PR, preq(16, 0, 1, 100), Err(EINVAL)),
+        row(
+            "flags ALLOC|FREE",
+            On::Nest,
+            PR,
+            preq(16, ALLOC | FREE, 1, 100),
+            Err(EINVAL),
+        ),
+        row(
+            "flags 1<<2",
+            On::Nest,
+            PR,
+            preq(16, 1 << 2, 1, 100),
+            Err(EINVAL),
+        ),
+        row(
+            "flags ALLOC|1<<31",
+            On::Nest,
+            PR,
+            preq(16, ALLOC | 1 << 31, 1, 100),
+            Err(EINVAL),
+        ),
+        row(
+            "flags FREE|1<<5",
+            On::Nest,
+            PR,
+            preq(16, FREE | 1 << 5, 0, 100),
+            Err(EINVAL),
+        ),
+        // 4. min > max.
+        row(
+            "alloc min > max",
+            On::Nest,
+            PR,
+            preq(16, ALLOC, 10, 9),
+            Err(EINVAL),
+        ),
+        row(
+            "free min > max",
+            On::Nest,
+            PR,
+            preq(16, FREE, u32::MAX, 0),
+            Err(EINVAL),
+        ),
+        // 5. No per-process context.
+        row(
+            "type1 v2 container",
+            On::Type1,
+            PR,
+            ok_alloc.clone(),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "type1 v2 free",
+            On::Type1,
+            PR,
+            preq(16, FREE, 0, u32::MAX),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "PASID support off",
+            On::PasidOff,
+            PR,
+            ok_alloc.clone(),
+            Err(EOPNOTSUPP),
+        ),
+        // ... but the argument is checked first.
+        row(
+            "type1 v2, bad flags first",
+            On::Type1,
+            PR,
+            preq(16, 3, 1, 100),
+            Err(EINVAL),
+        ),
+        row(
+            "PASID off, short buffer first",
+            On::PasidOff,
+            PR,
+            vec![16, 0],
+            Err(EFAULT),
+        ),
+        row(
+            "PASID off, min > max first",
+            On::PasidOff,
+            PR,
+            preq(16, ALLOC, 5, 4),
+            Err(EINVAL),
+        ),
+        // Before VFIO_SET_IOMMU the VFIO core answers EINVAL without reading the argument.
+        row("no IOMMU type", On::Bare, PR, ok_alloc.clone(), Err(EINVAL)),
+        row(
+            "no IOMMU type, unreadable arg",
+            On::Bare,
+            PR,
+            vec![],
+            Err(EINVAL),
+        ),
+        // 6. ALLOC with nothing free in the range.
+        row(
+            "range above the space",
+            On::Nest,
+            PR,
+            preq(16, ALLOC, 1 << 20, u32::MAX),
+            Err(ENOSPC),
+        ),
+        row(
+            "range [0, 0]",
+            On::Nest,
+            PR,
+            preq(16, ALLOC, 0, 0),
+            Err(ENOSPC),
+        ),
+        row(
+            "range fully taken",
+            On::Nest,
+            PR,
+            preq(16, ALLOC, BOUND, OTHERS),
+            Err(ENOSPC),
+        ),
+        // Successes.
+        row("alloc: lowest free", On::Nest, PR, ok_alloc.clone(), Ok(4)),
+        row(
+            "alloc skips another's PASID",
+            On::Nest,
+            PR,
+            preq(16, ALLOC, OTHERS, 10),
+            Ok(4),
+        ),
+        row("larger struct: tail ignored", On::Nest, PR, larger, Ok(4)),
+        row(
+            "free all of mine returns 0",
+            On::Nest,
+            PR,
+            preq(16, FREE, 0, u32::MAX),
+            Ok(0),
+        ),
+        row(
+            "free nobody's returns 0",
+            On::Nest,
+            PR,
+            preq(16, FREE, NOBODY, NOBODY),
+            Ok(0),
+        ),
+        row(
+            "free another's returns 0",
+            On::Nest,
+            PR,
+            preq(16, FREE, OTHERS, OTHERS),
+            Ok(0),
+        ),
+    ]);
+}
+
+#[test]
+fn quota_row() {
+    // The caller's quota used up: ENOSPC even though the range has room.
+    let fx = fixture();
+    let vfio_set = fx.nest.process_context().unwrap();
+    assert_eq!(vfio_set.owned(), 2);
+    fx._vfio.set_pasid_quota(process(1), 2).unwrap();
+    let mut arg = preq(16, ALLOC, 1, 100);
+    assert_eq!(call(&fx.nest, PR, &mut arg), Err(ENOSPC));
+    assert_eq!(vfio_set.pasids(), vec![BOUND, OWN]);
+}
+
+// ----------------------------------------------------------------------------- NESTING_OP
+
+#[test]
+fn nesting_op_header_and_container_rows() {
+    let bind = bind_data(u64::from(OWN));
+    let bind = bind.as_bytes();
+    let domain = inv(CacheSet::IOTLB, Granularity::Domain);
+    let domain = domain.as_bytes();
+    let bad_version = bind_with(|d| d.version = 2);
+    run(vec![
+        // Header: sizes.
+        row("empty buffer", On::Nest, NO, vec![], Err(EFAULT)),
+        row(
+            "7 header bytes",
+            On::Nest,
+            NO,
+            op(BIND, bind)[..7].to_vec(),
+            Err(EFAULT),
+        ),
+        row(
+            "header argsz 7",
+            On::Nest,
+            NO,
+            nesting(-73, BIND, bind),
+            Err(EINVAL),
+        ),
+        row(
+            "header argsz beyond buffer",
+            On::Nest,
+            NO,
+            nesting(1, BIND, bind),
+            Err(EFAULT),
+        ),
+        // Header: flags.
+        row(
+            "flags bit 16",
+            On::Nest,
+            NO,
+            op(BIND | 1 << 16, bind),
+            Err(EINVAL),
+        ),
+        row(
+            "flags bit 31",
+            On::Nest,
+            NO,
+            op(INVLD | 1 << 31, domain),
+            Err(EINVAL),
+        ),
+        row("op 3", On::Nest, NO, op(3, bind), Err(EINVAL)),
+        row("op 0xffff", On::Nest, NO, op(0xffff, bind), Err(EINVAL)),
+        // Header: room for the payload.
+        row(
+            "bind payload 55 bytes",
+            On::Nest,
+            NO,
+            op(BIND, &bind[..55]),
+            Err(EINVAL),
+        ),
+        row(
+            "unbind payload 0 bytes",
+            On::Nest,
+            NO,
+            op(UNBIND, &[]),
+            Err(EINVAL),
+        ),
+        row(
+            "invalidate payload 15 bytes",
+            On::Nest,
+            NO,
+            op(INVLD, &domain[..15]),
+            Err(EINVAL),
+        ),
+        // Container: not nesting, or no feature; before the payload is looked at.
+        row(
+            "type1 v2 bind",
+            On::Type1,
+            NO,
+            op(BIND, bind),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "type1 v2 invalidate",
+            On::Type1,
+            NO,
+            op(INVLD, domain),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "type1 v2, bad payload",
+            On::Type1,
+            NO,
+            op(BIND, &bad_version),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "PASID off bind",
+            On::PasidOff,
+            NO,
+            op(BIND, bind),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "PASID off unbind",
+            On::PasidOff,
+            NO,
+            op(UNBIND, bind),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "PASID off invalidate",
+            On::PasidOff,
+            NO,
+            op(INVLD, domain),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "PASID off, bad header first",
+            On::PasidOff,
+            NO,
+            op(7, bind),
+            Err(EINVAL),
+        ),
+        row("no IOMMU type", On::Bare, NO, op(BIND, bind), Err(EINVAL)),
+    ]);
+}
+
+#[test]
+fn bind_and_unbind_rows() {
+    let own = u64::from(OWN);
+    let mut smaller = bind_with(|d| d.argsz = 56);
+    smaller.truncate(56);
+    let mut larger = bind_with(|d| d.argsz = 80);
+    larger.extend_from_slice(&[0xee; 8]);
+    let mut partial_vendor = bind_with(|d| {
+        d.argsz = 64;
+        d.vtd.emt = 9; // beyond argsz: reads as zero
+    });
+    partial_vendor.truncate(64);
+    let claim_more = bind_with(|d| d.argsz = 73);
+    let mut unbind_nobody = bind_data(u64::from(NOBODY));
+    unbind_nobody.gpgd = 0;
+    run(vec![
+        // Payload sizes.
+        row(
+            "payload argsz 55",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.argsz = 55)),
+            Err(EINVAL),
+        ),
+        row(
+            "payload argsz past header",
+            On::Nest,
+            NO,
+            op(BIND, &claim_more),
+            Err(EFAULT),
+        ),
+        // Payload fields, one at a time.
+        row(
+            "version 0",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.version = 0)),
+            Err(EINVAL),
+        ),
+        row(
+            "version 2",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.version = 2)),
+            Err(EINVAL),
+        ),
+        row(
+            "format 2",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.format = 2)),
+            Err(EINVAL),
+        ),
+        row(
+            "flags 1<<1",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.flags = 2)),
+            Err(EINVAL),
+        ),
+        row(
+            "flags 1<<63",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.flags = 1 << 63)),
+            Err(EINVAL),
+        ),
+        row(
+            "padding[7]",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.padding[7] = 1)),
+            Err(EINVAL),
+        ),
+        row(
+            "addr_width 39",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.addr_width = 39)),
+            Err(EINVAL),
+        ),
+        row(
+            "addr_width 0",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.addr_width = 0)),
+            Err(EINVAL),
+        ),
+        row(
+            "vtd.flags 1<<7",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.vtd.flags = 1 << 7)),
+            Err(EINVAL),
+        ),
+        // The order of payload checks: version before format before flags.
+        row(
+            "version and format bad: version wins",
+            On::Nest,
+            NO,
+            op(
+                BIND,
+                &bind_with(|d| {
+                    d.version = 3;
+                    d.format = 9;
+                }),
+            ),
+            Err(EINVAL),
+        ),
+        // The PASID.
+        row(
+            "hpasid 0",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.hpasid = 0)),
+            Err(EINVAL),
+        ),
+        row(
+            "hpasid 2^20",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.hpasid = 1 << 20)),
+            Err(EINVAL),
+        ),
+        row(
+            "hpasid 2^32 + own (no truncation)",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.hpasid = (1 << 32) + own)),
+            Err(EINVAL),
+        ),
+        row(
+            "hpasid nobody's",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.hpasid = u64::from(NOBODY))),
+            Err(ENOENT),
+        ),
+        row(
+            "hpasid another's",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.hpasid = u64::from(OTHERS))),
+            Err(EACCES),
+        ),
+        row(
+            "hpasid already bound",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.hpasid = u64::from(BOUND))),
+            Err(EBUSY),
+        ),
+        // Values the host cannot program.
+        row(
+            "gpgd unaligned",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.gpgd = GPGD + 8)),
+            Err(EINVAL),
+        ),
+        row(
+            "vtd.emt 8",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.vtd.emt = 8)),
+            Err(EINVAL),
+        ),
+        // Successes, at every size.
+        row("bind", On::Nest, NO, op(BIND, &bind_with(|_| ())), Ok(0)),
+        row(
+            "smaller struct (no vendor part)",
+            On::Nest,
+            NO,
+            op(BIND, &smaller),
+            Ok(0),
+        ),
+        row(
+            "partial vendor part",
+            On::Nest,
+            NO,
+            op(BIND, &partial_vendor),
+            Ok(0),
+        ),
+        row(
+            "larger struct: tail ignored",
+            On::Nest,
+            NO,
+            op(BIND, &larger),
+            Ok(0),
+        ),
+        // Unbind: ownership errors, otherwise always 0.
+        row(
+            "unbind nobody's",
+            On::Nest,
+            NO,
+            op(UNBIND, unbind_nobody.as_bytes()),
+            Err(ENOENT),
+        ),
+        row(
+            "unbind another's",
+            On::Nest,
+            NO,
+            op(UNBIND, &bind_with(|d| d.hpasid = u64::from(OTHERS))),
+            Err(EACCES),
+        ),
+        row(
+            "unbind hpasid 0",
+            On::Nest,
+            NO,
+            op(UNBIND, &bind_with(|d| d.hpasid = 0)),
+            Err(EINVAL),
+        ),
+        row(
+            "unbind bad version",
+            On::Nest,
+            NO,
+            op(UNBIND, &bind_with(|d| d.version = 2)),
+            Err(EINVAL),
+        ),
+        row(
+            "unbind bound",
+            On::Nest,
+            NO,
+            op(UNBIND, &bind_with(|d| d.hpasid = u64::from(BOUND))),
+            Ok(0),
+        ),
+        row(
+            "unbind owned, not bound",
+            On::Nest,
+            NO,
+            op(UNBIND, &bind_with(|_| ())),
+            Ok(0),
+        ),
+    ]);
+}
+
+#[test]
+fn invalidate_rows() {
+    let own = u64::from(OWN);
+    let mut domain16 = inv(CacheSet::IOTLB | CacheSet::PASID, Granularity::Domain);
+    domain16.argsz = 16;
+    let domain16 = domain16.as_bytes()[..16].to_vec();
+    let mut larger = inv_addr(addr_info(own, 0x1000, 0x1000, 4));
+    larger[..4].copy_from_slice(&64u32.to_le_bytes());
+    larger.extend_from_slice(&[0xcc; 8]);
+    let no_pasid_flag = inv_with(|r| {
+        r.granu = InvGranu::from(InvPasidInfo {
+            flags: IOMMU_INV_PASID_FLAGS_ARCHID,
+            archid: 5,
+            pasid: own,
+        })
+    });
+    let mut addr_no_pasid = addr_info(own, 0, 0x1000, 1);
+    addr_no_pasid.flags = IOMMU_INV_ADDR_FLAGS_LEAF;
+    run(vec![
+        // Payload sizes.
+        row(
+            "argsz 15",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.argsz = 15)),
+            Err(EINVAL),
+        ),
+        row(
+            "argsz past header",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.argsz = 57)),
+            Err(EFAULT),
+        ),
+        row(
+            "PASID granularity, argsz 31",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.argsz = 31)),
+            Err(EINVAL),
+        ),
+        row(
+            "ADDR granularity, argsz 55",
+            On::Nest,
+            NO,
+            op(INVLD, &{
+                let mut v = inv_addr(addr_info(own, 0, 0x1000, 1));
+                v[..4].copy_from_slice(&55u32.to_le_bytes());
+                v
+            }),
+            Err(EINVAL),
+        ),
+        // Fields, one at a time.
+        row(
+            "version 0",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.version = 0)),
+            Err(EINVAL),
+        ),
+        row(
+            "version 2",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.version = 2)),
+            Err(EINVAL),
+        ),
+        row(
+            "cache 1<<3",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.cache = 1 << 3)),
+            Err(EINVAL),
+        ),
+        row(
+            "granularity 3",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.granularity = 3)),
+            Err(EINVAL),
+        ),
+        row(
+            "padding[0]",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.padding[0] = 1)),
+            Err(EINVAL),
+        ),
+        row(
+            "cache 0",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_with(|r| r.cache = 0)),
+            Err(EINVAL),
+        ),
+        row(
+            "DOMAIN with DEV_IOTLB",
+            On::Nest,
+            NO,
+            op(
+                INVLD,
+                &inv_with(|r| {
+                    r.granularity = 0;
+                    r.cache = CacheSet::DEV_IOTLB.bits();
+                }),
+            ),
+            Err(EINVAL),
+        ),
+        row(
+            "ADDR with PASID cache",
+            On::Nest,
+            NO,
+            op(INVLD, &{
+                let mut v = inv_addr(addr_info(own, 0, 0x1000, 1));
+                v[8] = CacheSet::PASID.bits();
+                v
+            }),
+            Err(EINVAL),
+        ),
+        row(
+            "pasid_info.flags 1<<2",
+            On::Nest,
+            NO,
+            op(
+                INVLD,
+                &inv_with(|r| {
+                    r.granu = InvGranu::from(InvPasidInfo {
+                        flags: IOMMU_INV_PASID_FLAGS_PASID | 1 << 2,
+                        archid: 0,
+                        pasid: own,
+                    })
+                }),
+            ),
+            Err(EINVAL),
+        ),
+        row(
+            "addr_info.flags 1<<3",
+            On::Nest,
+            NO,
+            op(
+                INVLD,
+                &inv_addr(InvAddrInfo {
+                    flags: IOMMU_INV_ADDR_FLAGS_PASID | 1 << 3,
+                    ..addr_info(own, 0, 0x1000, 1)
+                }),
+            ),
+            Err(EINVAL),
+        ),
+        // Selectors the host needs.
+        row(
+            "PASID granularity without PASID flag",
+            On::Nest,
+            NO,
+            op(INVLD, &no_pasid_flag),
+            Err(EINVAL),
+        ),
+        row(
+            "ADDR granularity without PASID flag",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_no_pasid)),
+            Err(EINVAL),
+        ),
+        // Ownership and range of the PASID.
+        row(
+            "pasid 0",
+            On::Nest,
+            NO,
+            op(INVLD, inv(CacheSet::IOTLB, pasid_g(0)).as_bytes()),
+            Err(EINVAL),
+        ),
+        row(
+            "pasid 2^20",
+            On::Nest,
+            NO,
+            op(INVLD, inv(CacheSet::IOTLB, pasid_g(1 << 20)).as_bytes()),
+            Err(EINVAL),
+        ),
+        row(
+            "pasid nobody's",
+            On::Nest,
+            NO,
+            op(
+                INVLD,
+                inv(CacheSet::IOTLB, pasid_g(u64::from(NOBODY))).as_bytes(),
+            ),
+            Err(ENOENT),
+        ),
+        row(
+            "pasid another's",
+            On::Nest,
+            NO,
+            op(
+                INVLD,
+                inv(CacheSet::IOTLB, pasid_g(u64::from(OTHERS))).as_bytes(),
+            ),
+            Err(EACCES),
+        ),
+        row(
+            "addr: another's",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(u64::from(OTHERS), 0, 0x1000, 1))),
+            Err(EACCES),
+        ),
+        // The address range.
+        row(
+            "granule 8 KiB",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(own, 0, 0x2000, 1))),
+            Err(EINVAL),
+        ),
+        row(
+            "granule 0",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(own, 0, 0, 1))),
+            Err(EINVAL),
+        ),
+        row(
+            "no granules",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(own, 0, 0x1000, 0))),
+            Err(EINVAL),
+        ),
+        row(
+            "addr not granule aligned",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(own, 0x1000, 0x20_0000, 1))),
+            Err(EINVAL),
+        ),
+        row(
+            "range wraps",
+            On::Nest,
+            NO,
+            op(
+                INVLD,
+                &inv_addr(addr_info(
+                    own,
+                    0x4000_0000,
+                    0x4000_0000,
+                    u64::MAX / 0x4000_0000,
+                )),
+            ),
+            Err(EINVAL),
+        ),
+        // Successes, at every granularity and size.
+        row(
+            "DOMAIN, 16-byte struct",
+            On::Nest,
+            NO,
+            op(INVLD, &domain16),
+            Ok(0),
+        ),
+        row(
+            "PASID, all caches",
+            On::Nest,
+            NO,
+            op(INVLD, inv(CacheSet::ALL, pasid_g(own)).as_bytes()),
+            Ok(0),
+        ),
+        row(
+            "ADDR, larger struct",
+            On::Nest,
+            NO,
+            op(INVLD, &larger),
+            Ok(0),
+        ),
+        row(
+            "ADDR, 2 MiB granules",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(own, 0x20_0000, 0x20_0000, 3))),
+            Ok(0),
+        ),
+        row(
+            "ADDR, huge range falls back",
+            On::Nest,
+            NO,
+            op(INVLD, &inv_addr(addr_info(own, 0, 0x4000_0000, 1 << 20))),
+            Ok(0),
+        ),
+    ]);
+}
+
+#[test]
+fn other_commands() {
+    let fx = fixture();
+    assert_eq!(call(&fx.nest, 0x3b7f, &mut []), Err(ENOTTY));
+    assert_eq!(call(&fx.nest, 0xdead, &mut [0; 16]), Err(ENOTTY));
+    // Before the IOMMU type is set, the VFIO core answers EINVAL for any driver ioctl.
+    assert_eq!(call(&fx.bare, 0x3b7f, &mut []), Err(EINVAL));
+    // PASID_REQUEST and NESTING_OP are not answered as unknown on any container type.
+    assert_ne!(call(&fx.type1, PR, &mut preq(16, ALLOC, 1, 2)), Err(ENOTTY));
+    assert_ne!(call(&fx.type1, VFIO_IOMMU_NESTING_OP, &mut []), Err(ENOTTY));
+}
