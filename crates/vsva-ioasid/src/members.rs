@@ -67,13 +67,18 @@ impl Members {
     pub(crate) fn take_range(&mut self, min: u32, max: u32, mut f: impl FnMut(u32, u64)) -> u32 {
         let first = (min >> BLOCK_SHIFT) as usize;
         let last = ((max >> BLOCK_SHIFT) as usize).min(self.blocks.len().saturating_sub(1));
+        let (first_word, last_word) = ((min / 64) as usize, (max / 64) as usize);
         let mut taken = 0;
         for b in first..=last {
             let Some(block) = self.blocks.get_mut(b).and_then(Option::as_mut) else {
                 continue;
             };
-            for (w, bits) in block.iter_mut().enumerate() {
-                let word = (b * WORDS_PER_BLOCK + w) as u32;
+            // Only the block's words that the range reaches: a narrow range costs its width.
+            let base = b * WORDS_PER_BLOCK;
+            let lo = first_word.max(base) - base;
+            let hi = last_word.min(base + WORDS_PER_BLOCK - 1) - base;
+            for (w, bits) in block.iter_mut().enumerate().take(hi + 1).skip(lo) {
+                let word = (base + w) as u32;
                 let mask = *bits & range_mask(word, min, max);
                 if mask != 0 {
                     *bits &= !mask;
@@ -83,11 +88,11 @@ impl Members {
             }
             // Give the block back only when the range spans all of it, so a set that frees and
             // reallocates within one block (e.g. `free_range(p, p)`) does not churn memory.
-            let (start, end) = (
-                (b as u32) << BLOCK_SHIFT,
-                ((b as u32 + 1) << BLOCK_SHIFT) - 1,
-            );
-            if min <= start && max >= end && block.iter().all(|&bits| bits == 0) {
+            let spans_block = lo == 0
+                && hi == WORDS_PER_BLOCK - 1
+                && min <= (base * 64) as u32
+                && max >= ((base + WORDS_PER_BLOCK) * 64 - 1) as u32;
+            if spans_block && block.iter().all(|&bits| bits == 0) {
                 self.blocks[b] = None;
             }
         }

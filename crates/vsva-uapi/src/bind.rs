@@ -139,6 +139,7 @@ impl BindRequest {
 /// An `argsz` between 56 and 72 covers only part of the vendor union; the uncovered bytes read
 /// as zero. An `argsz` above 72 is accepted and the tail ignored. Ownership and range of the
 /// PASIDs are the container's business, not checked here.
+#[inline]
 pub fn decode_bind_data(buf: &[u8]) -> Result<BindRequest, UapiError> {
     let data: GpasidBindData = read_arg(
         buf,

@@ -205,6 +205,7 @@ impl CacheInvalidateRequest {
 ///
 /// An `argsz` above 56 is accepted and the tail ignored. Address alignment, granule sizes and
 /// PASID ownership are the IOMMU's and container's business, not checked here.
+#[inline]
 pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, UapiError> {
     let arg = read_arg::<CacheInvalidateInfo>(
         buf,

@@ -91,6 +91,7 @@ pub struct NestingOpArg<'a> {
 impl NestingOpArg<'_> {
     /// Decodes the payload with [`decode_bind_data`] or [`decode_cache_invalidate`], as
     /// [`NestingOpArg::kind`] selects.
+    #[inline]
     pub fn decode(&self) -> Result<NestingOp, UapiError> {
         Ok(match self.kind {
             NestingOpKind::BindPgtbl => NestingOp::Bind(decode_bind_data(self.payload)?),
@@ -118,6 +119,7 @@ impl NestingOpArg<'_> {
 ///
 /// The payload is `buf[8..argsz]`; its own `argsz` is checked against that length when it is
 /// decoded, so a payload claiming more than the header leaves for it fails with `EFAULT`.
+#[inline]
 pub fn decode_nesting_op_header(buf: &[u8]) -> Result<NestingOpArg<'_>, UapiError> {
     let arg = read_arg::<NestingOpHeader>(
         buf,

@@ -111,6 +111,7 @@ fn check_range(min: u32, max: u32) -> Result<(), UapiError> {
 /// An `argsz` above 16 is accepted and the bytes past the known struct are ignored. What the
 /// container does next (no PASID context → `EOPNOTSUPP`, exhausted range or quota →
 /// `ENOSPC`) is not decided here.
+#[inline]
 pub fn decode_pasid_request(buf: &[u8]) -> Result<PasidRequestOp, UapiError> {
     let req: PasidRequest = read_arg(
         buf,
