@@ -26,12 +26,16 @@ enum Command {
     /// Walk an x86-64 first-level page table inside a raw memory image, one JSON line per
     /// address.
     Pgwalk(pgwalk::Args),
+    /// The commands that talk to vsvad (status, sets, pasid, quota, faults, demo).
+    #[command(flatten)]
+    Daemon(vsva_client::cli::DaemonCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pgwalk(args) => pgwalk::run(&args),
+        Command::Daemon(cmd) => return vsva_client::cli::run(cmd),
     };
     match result {
         Ok(code) => code,

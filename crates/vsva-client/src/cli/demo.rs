@@ -1,0 +1,506 @@
+//! `vsva demo`: the whole system in one story, told step by step.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
+
+use super::{print_json, Common};
+use crate::pgtable::{PageTables, P, RW, US};
+use crate::{Client, ClientError, GuestMemory, Options};
+
+/// `vsva demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Never start a private daemon: fail if none is running.
+    #[arg(long)]
+    pub no_spawn: bool,
+    /// The vsvad binary for a private daemon (default: $VSVA_VSVAD, next to this program, or
+    /// in PATH).
+    #[arg(long, value_name = "PATH")]
+    pub vsvad: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+}
+
+/// One step of the story.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// What was done, in plain words.
+    pub title: String,
+    /// What happened.
+    pub detail: String,
+    /// Whether it went as the story expects.
+    pub ok: bool,
+    /// How long it took.
+    pub micros: u64,
+}
+
+/// The whole story.
+#[derive(Debug, Clone, Default)]
+pub struct DemoReport {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+impl DemoReport {
+    /// Whether every step went as expected.
+    pub fn ok(&self) -> bool {
+        self.steps.iter().all(|s| s.ok)
+    }
+}
+
+/// A `vsvad` started for the demo on a temporary socket and state directory, stopped (and
+/// its directory removed) on drop.
+pub struct PrivateDaemon {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl PrivateDaemon {
+    /// Starts `vsvad` and waits until it accepts connections.
+    pub fn start(vsvad: &Path) -> Result<PrivateDaemon, super::CliError> {
+        PrivateDaemon::start_with(vsvad, None, &[])
+    }
+
+    /// As [`start`](Self::start), with a TOML configuration and extra flags.
+    pub fn start_with(
+        vsvad: &Path,
+        config: Option<&str>,
+        args: &[&str],
+    ) -> Result<PrivateDaemon, super::CliError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("vsva-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("vsvad.sock");
+        let mut cmd = Command::new(vsvad);
+        if let Some(text) = config {
+            let path = dir.join("vsvad.toml");
+            std::fs::write(&path, text)?;
+            cmd.arg("--config").arg(path);
+        }
+        if !args.contains(&"--log") {
+            cmd.args(["--log", "warn"]);
+        }
+        let log = std::fs::File::create(dir.join("vsvad.log"))?;
+        let child = cmd
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| super::CliError(format!("cannot start {}: {e}", vsvad.display())))?;
+        let mut d = PrivateDaemon {
+            child: Some(child),
+            dir,
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !crate::daemon_running(&d.socket) {
+            if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
+                let log = std::fs::read_to_string(d.dir.join("vsvad.log")).unwrap_or_default();
+                let last = log.lines().last().unwrap_or("").to_string();
+                return Err(super::CliError(format!(
+                    "the private vsvad exited at start ({status}): {last}"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(super::CliError(
+                    "the private vsvad did not start in 10 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(d)
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&c),
+                rustix::process::Signal::TERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Finds a `vsvad` binary: `explicit`, `$VSVA_VSVAD`, next to this program (or one directory
+/// up, for test and example binaries), or in `PATH`.
+pub fn find_vsvad(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("VSVA_VSVAD") {
+        return Some(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let p = dir.join("vsvad");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("vsvad"))
+            .find(|p| p.is_file())
+    })
+}
+
+pub(super) fn demo_command(a: &DemoArgs) -> Result<(), super::CliError> {
+    let socket = a.common.socket();
+    let private = if crate::daemon_running(&socket) {
+        None
+    } else if a.no_spawn {
+        return Err(super::CliError(format!(
+            "no vsvad is running on {}",
+            socket.display()
+        )));
+    } else {
+        let vsvad = find_vsvad(a.vsvad.as_deref()).ok_or_else(|| {
+            super::CliError(format!(
+                "no vsvad is running on {} and no vsvad binary was found (next to vsva, in PATH, or $VSVA_VSVAD); start vsvad or build it with `cargo build -p vsvad`",
+                socket.display()
+            ))
+        })?;
+        Some(PrivateDaemon::start(&vsvad)?)
+    };
+    let socket = private.as_ref().map_or(socket, |d| d.socket().to_owned());
+    let json = a.common.json;
+    if !json {
+        match &private {
+            Some(_) => println!(
+                "No vsvad was running: started a private one on {} (stopped at the end).\n",
+                socket.display()
+            ),
+            None => println!("Using the vsvad on {}.\n", socket.display()),
+        }
+    }
+    let mut client = Client::connect(Options::new(&socket, "vsva demo"))
+        .map_err(|e| super::CliError(format!("{}: {e}", socket.display())))?;
+    let mut n = 0;
+    let report = run_demo(&mut client, &mut |s: &Step| {
+        n += 1;
+        if !json {
+            println!(
+                "{n:>2}. {}\n    {}{}\n",
+                s.title,
+                s.detail,
+                if s.ok { "" } else { "   <-- not as expected" }
+            );
+        }
+    })?;
+    if json {
+        print_json(&json!({
+            "socket": socket,
+            "private_daemon": private.is_some(),
+            "ok": report.ok(),
+            "steps": report.steps.iter().map(|s| json!({ "title": s.title, "detail": s.detail, "ok": s.ok, "micros": s.micros })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        println!("Summary");
+        println!(
+            "  {:>2}  {:<52} {:>6} {:>10}",
+            "#", "STEP", "RESULT", "TIME"
+        );
+        for (i, s) in report.steps.iter().enumerate() {
+            let mut t = s.title.clone();
+            if t.len() > 52 {
+                t.truncate(49);
+                t.push_str("...");
+            }
+            println!(
+                "  {:>2}  {:<52} {:>6} {:>8}µs",
+                i + 1,
+                t,
+                if s.ok { "ok" } else { "FAILED" },
+                s.micros
+            );
+        }
+    }
+    drop(client);
+    drop(private);
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(super::CliError(
+            "some demo steps did not go as expected (see above)".into(),
+        ))
+    }
+}
+
+/// Guest-physical layout of the demo guest.
+const GUEST_RAM: u64 = 16 << 20;
+const PT_POOL: u64 = 0x10_0000;
+const PT_POOL_SIZE: u64 = 0x10_0000;
+const DATA: u64 = 0x40_0000;
+const GVA: u64 = 0x7f00_1234_0000;
+
+/// Runs the story against a connected client, calling `show` after each step.
+pub fn run_demo(
+    client: &mut Client,
+    show: &mut dyn FnMut(&Step),
+) -> Result<DemoReport, super::CliError> {
+    let mut report = DemoReport::default();
+    let mut step = |title: String, ok: bool, detail: String, t: Instant| {
+        let s = Step {
+            title,
+            detail,
+            ok,
+            micros: t.elapsed().as_micros() as u64,
+        };
+        show(&s);
+        report.steps.push(s);
+    };
+
+    let t = Instant::now();
+    let status = client.status()?;
+    let hello = client.hello().clone();
+    step(
+        "Connect to the daemon".into(),
+        true,
+        format!(
+            "{} answers pid {} (uid {}); the IOMMU has {}-bit PASIDs, {} of them in use; this process may own {}.",
+            status.server, hello.identity.pid, hello.identity.uid, status.pasid_bits, status.allocated, hello.quota
+        ),
+        t,
+    );
+
+    let t = Instant::now();
+    let groups: Vec<(u32, u16, String)> = status
+        .devices
+        .iter()
+        .filter(|d| d.pasid_width > 0 && d.group != u32::MAX)
+        .map(|d| (d.group, d.source_id, d.name.clone()))
+        .collect();
+    let (c, group) = client.nesting_container_any(groups.iter().map(|g| g.0))?;
+    let (sid, name) = groups
+        .iter()
+        .find(|g| g.0 == group)
+        .map(|g| (g.1, g.2.clone()))
+        .unwrap_or_default();
+    let cap = client.nesting_info(c)?;
+    step(
+        format!("Open a nesting container for group {group} (device {name})"),
+        cap.is_some(),
+        match cap {
+            Some(cap) => format!(
+                "VFIO_SET_IOMMU(VFIO_TYPE1_NESTING_IOMMU) done; GET_INFO reports the nesting capability: {}-bit PASIDs, {}-bit first-level input addresses, features {:#x}.",
+                cap.pasid_bits,
+                if cap.addr_width == AddrWidth::Bits57 { 57 } else { 48 },
+                cap.features.bits()
+            ),
+            None => "GET_INFO has no nesting capability".into(),
+        },
+        t,
+    );
+
+    let t = Instant::now();
+    let mem = GuestMemory::new(0, GUEST_RAM)?;
+    let region = client.attach_guest_memory(c, &mem)?;
+    step(
+        "Share 16 MiB of guest RAM with the daemon".into(),
+        true,
+        format!("A sealed memfd is passed with SCM_RIGHTS (region {region}) and mapped 1:1 (guest-physical = I/O virtual) into the container's stage 2 with MAP_DMA."),
+        t,
+    );
+
+    let t = Instant::now();
+    let a = client.pasid_alloc(c, 1, u32::MAX)?;
+    let b = client.pasid_alloc(c, 1, u32::MAX)?;
+    step(
+        "The guest asks for two PASIDs".into(),
+        a != b,
+        format!("VFIO_IOMMU_PASID_REQUEST(ALLOC) twice: PASIDs {a} and {b}, owned by this process and counted against its quota."),
+        t,
+    );
+
+    let t = Instant::now();
+    let mut pt = PageTables::new(&mem, PT_POOL, PT_POOL_SIZE, 4)?;
+    pt.map(GVA, DATA, P | RW | US)?;
+    pt.map(GVA + 0x1000, DATA + 0x1000, P | RW | US)?;
+    let message = b"hello from the guest";
+    mem.write(DATA, message)?;
+    step(
+        "The guest builds a 4-level page table in its own memory".into(),
+        true,
+        format!("Root at guest-physical {:#x}; virtual {GVA:#x} -> {DATA:#x} and {:#x} -> {:#x}; it writes {:?} at {DATA:#x}.", pt.root(), GVA + 0x1000, DATA + 0x1000, String::from_utf8_lossy(message)),
+        t,
+    );
+
+    let t = Instant::now();
+    let ctrl = client.enable_pasid(sid)?;
+    step(
+        format!("The guest driver enables PASID on {name}"),
+        ctrl & 1 == 1,
+        format!(
+            "It finds the PASID extended capability at 0x100 of the device's configuration space and writes {ctrl:#x} to its control register (PASID Enable{}{}).",
+            if ctrl & 2 != 0 { ", Execute" } else { "" },
+            if ctrl & 4 != 0 { ", Privileged" } else { "" }
+        ),
+        t,
+    );
+
+    let t = Instant::now();
+    let bind = BindRequest::new(u64::from(a), pt.root(), AddrWidth::Bits48);
+    client.bind(c, &bind)?;
+    step(
+        format!("Bind PASID {a} to the guest's page table"),
+        true,
+        format!("VFIO_IOMMU_NESTING_OP(BIND_PGTBL): PASID {a}'s entry is now nested: first level = the guest table at {:#x}, second level = the container's stage 2.", pt.root()),
+        t,
+    );
+
+    let t = Instant::now();
+    let read = client.dma_read(sid, Some(a), GVA, message.len() as u32);
+    let (ok, detail) = match &read {
+        Ok(data) => (data == message, format!("{name} reads {} bytes at {GVA:#x} with PASID {a}: {:?} — every table of the walk was itself translated through stage 2.", data.len(), String::from_utf8_lossy(data))),
+        Err(e) => (false, format!("the read failed: {e}")),
+    };
+    step(
+        format!("The device reads guest virtual memory with PASID {a}"),
+        ok,
+        detail,
+        t,
+    );
+
+    let t = Instant::now();
+    let written = b"written by the device";
+    let w = client.dma_write(sid, Some(a), GVA + 0x1000, written);
+    let mut back = vec![0u8; written.len()];
+    mem.read(DATA + 0x1000, &mut back)?;
+    step(
+        format!("The device writes through PASID {a}"),
+        w.is_ok() && back == written,
+        match w {
+            Ok(()) => format!("It writes {:?} at {:#x}; the guest finds it at guest-physical {:#x} in its own memory.", String::from_utf8_lossy(written), GVA + 0x1000, DATA + 0x1000),
+            Err(e) => format!("the write failed: {e}"),
+        },
+        t,
+    );
+
+    let t = Instant::now();
+    pt.unmap(GVA)?;
+    let stale = client.dma_read(sid, Some(a), GVA, 5);
+    step(
+        "The guest unmaps the page but does not invalidate yet".into(),
+        true,
+        match stale {
+            Ok(d) => format!("The device still reads {:?}: the IOTLB keeps the old translation until it is invalidated, as on hardware.", String::from_utf8_lossy(&d)),
+            Err(e) => format!("The device's read already fails ({e})."),
+        },
+        t,
+    );
+
+    let t = Instant::now();
+    let inv = CacheInvalidateRequest::new(
+        CacheSet::IOTLB,
+        Granularity::Addr {
+            pasid: Some(u64::from(a)),
+            archid: None,
+            addr: GVA,
+            granule_size: 4096,
+            nb_granules: 1,
+            leaf: true,
+        },
+    )
+    .map_err(|e| super::CliError(e.to_string()))?;
+    client.invalidate(c, &inv)?;
+    let after = client.dma_read(sid, Some(a), GVA, 5);
+    let (ok, detail) = match after {
+        Err(ClientError::DmaFault(f)) => (
+            f.reason == 0x71,
+            format!("VFIO_IOMMU_NESTING_OP(CACHE_INVLD), address granularity, one page. The next read faults: reason {:#04x} ({}) at {:#x}, level {}.", f.reason, f.description, f.addr, f.level),
+        ),
+        Err(e) => (false, format!("the read failed differently: {e}")),
+        Ok(_) => (false, "the read still succeeded after the invalidation".into()),
+    };
+    step(
+        "The guest invalidates the IOTLB for that page".into(),
+        ok,
+        detail,
+        t,
+    );
+
+    let t = Instant::now();
+    let unbound = client.dma_read(sid, Some(b), GVA, 5);
+    let (ok, detail) = match unbound {
+        Err(ClientError::DmaFault(f)) => (
+            true,
+            format!(
+                "PASID {b} is allocated but not bound: the read faults with reason {:#04x} ({}).",
+                f.reason, f.description
+            ),
+        ),
+        Err(e) => (false, format!("the read failed differently: {e}")),
+        Ok(_) => (false, "the read succeeded through an unbound PASID".into()),
+    };
+    step(
+        format!("The device tries PASID {b}, which has no page table"),
+        ok,
+        detail,
+        t,
+    );
+
+    let t = Instant::now();
+    let faults = client.faults(16)?;
+    let mine = faults
+        .faults
+        .iter()
+        .filter(|f| f.pasid == a || f.pasid == b)
+        .count();
+    step(
+        "Ask the daemon for the fault log".into(),
+        mine >= 2,
+        format!(
+            "{} fault record(s) visible to this process ({} recorded since the daemon started).",
+            faults.faults.len(),
+            faults.total
+        ),
+        t,
+    );
+
+    let t = Instant::now();
+    client.unbind(c, &bind)?;
+    client.pasid_free(c, 0, u32::MAX)?;
+    let me = client.hello().identity.pid;
+    let left = client
+        .sets()?
+        .into_iter()
+        .find(|s| s.identity.pid == me)
+        .map_or(0, |s| s.pasids.len());
+    step(
+        "Unbind and free every PASID".into(),
+        left == 0,
+        format!("NESTING_OP(UNBIND_PGTBL) and PASID_REQUEST(FREE) of [0, 0xffffffff]: the IOMMU tore the entries down before the numbers became free again; this process owns {left} PASIDs now."),
+        t,
+    );
+    let _ = client.close_container(c);
+    Ok(report)
+}

@@ -1,0 +1,85 @@
+//! `vsva-proto`: the wire protocol between `vsvad` and its clients.
+//!
+//! A connection is a stream of frames ([`frame`]): a 16-byte header (body length, kind,
+//! flags, file-descriptor count, request id) and a body. The first request must be a
+//! [`Hello`] that agrees on a version; after it, any number of requests may be in flight, each
+//! answered by a reply frame with the same id. A request carries VFIO ioctl arguments as the
+//! uAPI bytes, unchanged, so the daemon validates them exactly as the kernel would; a reply
+//! carries a result (`>= 0`, or `-errno`), a message naming the field at fault, and a
+//! kind-specific payload. `docs/protocol.md` describes every byte.
+//!
+//! Decoding is strict and total: [`Request::decode`], [`Reply::decode`] and every payload
+//! decoder return a [`ProtoError`] (with the errno the daemon answers with) for any input they
+//! do not accept, never panic, and never allocate more than the input's length; headers are
+//! checked against a size limit before any body byte is buffered.
+//!
+//! ```
+//! use vsva_proto::{encode_request, FrameDecoder, Request, DEFAULT_MAX_BODY};
+//!
+//! let bytes = encode_request(7, &Request::SetQuota { pid: 42, quota: 10 });
+//! let mut dec = FrameDecoder::new(DEFAULT_MAX_BODY);
+//! dec.push(&bytes);
+//! let frame = dec.next_frame()?.expect("a whole frame");
+//! assert_eq!(frame.header.id, 7);
+//! let req = Request::decode(frame.header.kind, &frame.body)?;
+//! assert_eq!(req, Request::SetQuota { pid: 42, quota: 10 });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+pub mod frame;
+mod msg;
+pub mod paths;
+pub mod wire;
+
+pub use error::ProtoError;
+pub use frame::{
+    encode_frame, Frame, FrameDecoder, FrameHeader, HeaderError, DEFAULT_MAX_BODY, FLAG_REPLY,
+    HARD_MAX_BODY, HEADER_LEN, MAX_FDS_PER_FRAME, MAX_HELLO_BODY,
+};
+pub use msg::{
+    DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply, Hello, HelloReply, Identity,
+    Kind, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply, StatusReply, CONFIG_WRITE,
+    DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE, HELLO_ADMIN, HELLO_RESUMED, MAGIC,
+    MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+};
+pub use vsva_uapi::Errno;
+
+/// The complete frame of request `req` with id `id` (its `nfds` field set to what the
+/// request needs).
+pub fn encode_request(id: u64, req: &Request) -> Vec<u8> {
+    encode_frame(req.kind() as u16, 0, req.nfds(), id, &req.encode_body())
+}
+
+/// Picks the version to speak with a client offering `min..=max`, or the error to reply.
+pub fn negotiate_version(min: u16, max: u16) -> Result<u16, ProtoError> {
+    let hi = max.min(PROTOCOL_VERSION);
+    if hi < min.max(MIN_PROTOCOL_VERSION) {
+        return Err(ProtoError::UnsupportedVersion {
+            min,
+            max,
+            supported_min: MIN_PROTOCOL_VERSION,
+            supported_max: PROTOCOL_VERSION,
+        });
+    }
+    Ok(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_negotiation() {
+        assert_eq!(negotiate_version(1, 1), Ok(1));
+        assert_eq!(negotiate_version(1, 9), Ok(1));
+        assert_eq!(
+            negotiate_version(2, 3).unwrap_err().to_string(),
+            "hello versions 2..=3 do not include any supported version (1..=1)"
+        );
+        assert!(negotiate_version(0, 0).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Default locations of the daemon's socket and state, shared by the daemon and its clients.
+//!
+//! The functions are pure: they take the effective uid and an environment lookup, so both
+//! sides compute the same path and tests can pin every case.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Socket file name inside the runtime directory.
+pub const SOCKET_NAME: &str = "vsvad.sock";
+
+fn env_dir(env: &dyn Fn(&str) -> Option<OsString>, key: &str) -> Option<PathBuf> {
+    env(key)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+/// The daemon's default socket: `/run/vsva/vsvad.sock` for root; otherwise
+/// `$XDG_RUNTIME_DIR/vsva/vsvad.sock`, or `/tmp/vsva-<uid>/vsvad.sock` when that variable is
+/// unset, empty or not absolute. `VSVA_SOCKET` overrides all of them.
+pub fn default_socket_path(euid: u32, env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    if let Some(explicit) = env_dir(env, "VSVA_SOCKET") {
+        return explicit;
+    }
+    if euid == 0 {
+        return PathBuf::from("/run/vsva").join(SOCKET_NAME);
+    }
+    match env_dir(env, "XDG_RUNTIME_DIR") {
+        Some(dir) => dir.join("vsva").join(SOCKET_NAME),
+        None => PathBuf::from(format!("/tmp/vsva-{euid}")).join(SOCKET_NAME),
+    }
+}
+
+/// The daemon's default state directory: `/var/lib/vsva` for root; otherwise
+/// `$XDG_STATE_HOME/vsva`, else `$HOME/.local/state/vsva`, else `/tmp/vsva-<uid>/state`.
+pub fn default_state_dir(euid: u32, env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    if euid == 0 {
+        return PathBuf::from("/var/lib/vsva");
+    }
+    if let Some(dir) = env_dir(env, "XDG_STATE_HOME") {
+        return dir.join("vsva");
+    }
+    if let Some(home) = env_dir(env, "HOME") {
+        return home.join(".local/state/vsva");
+    }
+    PathBuf::from(format!("/tmp/vsva-{euid}/state"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn socket_paths() {
+        let none = env(&[]);
+        assert_eq!(
+            default_socket_path(0, &none),
+            PathBuf::from("/run/vsva/vsvad.sock")
+        );
+        assert_eq!(
+            default_socket_path(1000, &none),
+            PathBuf::from("/tmp/vsva-1000/vsvad.sock")
+        );
+        let xdg = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        assert_eq!(
+            default_socket_path(1000, &xdg),
+            PathBuf::from("/run/user/1000/vsva/vsvad.sock")
+        );
+        let relative = env(&[("XDG_RUNTIME_DIR", "run")]);
+        assert_eq!(
+            default_socket_path(7, &relative),
+            PathBuf::from("/tmp/vsva-7/vsvad.sock")
+        );
+        let explicit = env(&[("VSVA_SOCKET", "/x/y.sock"), ("XDG_RUNTIME_DIR", "/r")]);
+        assert_eq!(
+            default_socket_path(0, &explicit),
+            PathBuf::from("/x/y.sock")
+        );
+    }
+
+    #[test]
+    fn state_dirs() {
+        assert_eq!(
+            default_state_dir(0, &env(&[])),
+            PathBuf::from("/var/lib/vsva")
+        );
+        assert_eq!(
+            default_state_dir(5, &env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")])),
+            PathBuf::from("/s/vsva")
+        );
+        assert_eq!(
+            default_state_dir(5, &env(&[("HOME", "/h")])),
+            PathBuf::from("/h/.local/state/vsva")
+        );
+        assert_eq!(
+            default_state_dir(5, &env(&[])),
+            PathBuf::from("/tmp/vsva-5/state")
+        );
+    }
+}

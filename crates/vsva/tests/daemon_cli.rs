@@ -1,0 +1,228 @@
+//! The daemon commands of the `vsva` binary against a real `vsvad`: status, sets, pasid
+//! alloc --hold and its stdin session, pasid free, quota (set and release), faults, and the
+//! demo, with and without a running daemon, in text and JSON.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `vsvad` binary of this build (built here if `cargo test -p vsva` did not build it).
+fn vsvad() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let path = dir.join("vsvad");
+    if !path.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "vsvad"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p vsvad failed");
+    }
+    path
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(tag: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("vsva-cli-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vsvad.sock");
+        // Make the test's own group the admin group, so the admin path is exercised whoever
+        // runs the tests.
+        let gid = rustix::process::getgid().as_raw();
+        std::fs::write(dir.join("c.toml"), format!("admin_group = \"{gid}\"\n")).unwrap();
+        let child = Command::new(vsvad())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--config")
+            .arg(dir.join("c.toml"))
+            .args(["--log", "warn"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "vsvad did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Daemon { child, dir, socket }
+    }
+
+    fn vsva(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.vsva(&a);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn status_sets_pasid_quota_and_faults() {
+    let d = Daemon::start("cmds");
+    let st = d.json(&["status"]);
+    assert_eq!(st["pasid_bits"], 20);
+    assert_eq!(st["allocated"], 0);
+    assert_eq!(st["devices"].as_array().unwrap().len(), 4);
+    let text = d.vsva(&["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("PASIDs: 0 of 1048575 allocated"));
+
+    // A holder process with 3 PASIDs, driven through its stdin session.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["pasid", "alloc", "-n", "3", "--hold", "--json", "--socket"])
+        .arg(&d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["pasids"], serde_json::json!([1, 2, 3]));
+    let pid = first["pid"].as_u64().unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    writeln!(stdin, "free 2").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), r#"{"freed":[2]}"#);
+
+    let sets = d.json(&["sets"]);
+    assert_eq!(sets["complete"], true);
+    let entry = sets["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pid"] == pid)
+        .expect("holder listed")
+        .clone();
+    assert_eq!(entry["pasids"], serde_json::json!([1, 3]));
+    assert_eq!(entry["quota"], 1000);
+
+    // Only the owner may free: `pasid free` from another process explains who owns it.
+    let out = d.vsva(&["pasid", "free", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("belongs to pid {pid}")), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    // Admin: lower the quota; the holder can then allocate only up to it.
+    assert_eq!(d.json(&["quota", &pid.to_string(), "4"])["quota"], 4);
+    writeln!(stdin, "alloc 5").unwrap();
+    let got: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(got["allocated"], serde_json::json!([2, 4]));
+    assert!(
+        got["error"].as_str().unwrap().starts_with("ENOSPC"),
+        "{got}"
+    );
+    let q = d.json(&["quota"]);
+    let p = q["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (p["owned"].as_u64(), p["quota"].as_u64()),
+        (Some(4), Some(4))
+    );
+
+    // Admin: release the holder; its session ends.
+    let r = d.json(&["quota", "--release", &pid.to_string()]);
+    assert_eq!(r["freed"], 4);
+    writeln!(stdin, "list").unwrap();
+    let after = lines.next().map(|l| l.unwrap()).unwrap_or_default();
+    assert!(after.contains("error") || after.is_empty(), "{after}");
+    drop(stdin);
+    let _ = holder.wait();
+    wait_until("the release", || d.json(&["status"])["allocated"] == 0);
+
+    // The demo against this daemon, then its faults are visible.
+    let demo = d.json(&["demo"]);
+    assert_eq!(demo["ok"], true, "{demo}");
+    assert_eq!(demo["private_daemon"], false);
+    let f = d.json(&["faults"]);
+    assert!(f["total"].as_u64().unwrap() >= 2);
+    let reasons: Vec<&str> = f["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"0x71") && reasons.contains(&"0x59"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn demo_starts_a_private_daemon_when_none_runs() {
+    let dir = std::env::temp_dir().join(format!("vsva-cli-{}-nodaemon", std::process::id()));
+    let socket = dir.join("none.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["demo", "--json", "--socket"])
+        .arg(&socket)
+        .env("VSVA_VSVAD", vsvad())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["private_daemon"], true);
+    assert_eq!(v["steps"].as_array().unwrap().len(), 14);
+    // Its temporary directory is gone.
+    let private = PathBuf::from(v["socket"].as_str().unwrap());
+    assert!(!private.parent().unwrap().exists());
+    // Without a daemon and without permission to start one: one readable line, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("vsva: no vsvad is running on"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}

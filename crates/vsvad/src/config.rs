@@ -1,0 +1,745 @@
+//! The daemon's configuration: a TOML file (every key optional) and command-line overrides,
+//! validated as a whole before anything starts.
+//!
+//! Every refusal names the key: unknown keys and wrong types come from the TOML parser with
+//! the key and line; out-of-range values are [`ConfigError::Invalid`] with the dotted key path,
+//! the value and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vsva_iommu::{IommuConfig, SourceId};
+use vsva_proto::{DEFAULT_MAX_BODY, HARD_MAX_BODY};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A key has a value outside what is allowed.
+    #[error("config key {key} = {value}: {why}")]
+    Invalid {
+        /// Dotted key path, e.g. `limits.max_frame` or `devices[2].bdf`.
+        key: String,
+        /// The value, as written.
+        value: String,
+        /// What is allowed.
+        why: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, value: impl ToString, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// When an acknowledged change reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Written and `fdatasync`ed before the reply (group commit): survives power loss.
+    #[default]
+    Sync,
+    /// Written with `write(2)` before the reply, synced in the background: survives the
+    /// daemon being killed, not the machine losing power.
+    Async,
+    /// Nothing is stored: a restart forgets every allocation.
+    Off,
+}
+
+impl Durability {
+    /// The name used in the file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Async => "async",
+            Durability::Off => "off",
+        }
+    }
+
+    /// Parses a command-line value.
+    pub fn parse(s: &str) -> Result<Durability, ConfigError> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "async" => Ok(Durability::Async),
+            "off" => Ok(Durability::Off),
+            other => Err(invalid("durability", other, "must be sync, async or off")),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening socket path (default: see `vsva_proto::paths`).
+    pub socket: Option<PathBuf>,
+    /// State directory (default: see `vsva_proto::paths`).
+    pub state_dir: Option<PathBuf>,
+    /// PASIDs a new process may own at once.
+    pub pasid_quota: u32,
+    /// How long PASIDs of live processes are held for them after a restart.
+    pub grace_period_secs: u64,
+    /// When acknowledged changes reach the disk.
+    pub durability: Durability,
+    /// A group (name or number) whose members may use the admin requests; root always may.
+    pub admin_group: Option<String>,
+    /// Loopback address for Prometheus metrics over HTTP (`127.0.0.1:9477`); none by default.
+    pub metrics_addr: Option<String>,
+    /// The IOMMU.
+    pub iommu: IommuSection,
+    /// Resource limits.
+    pub limits: Limits,
+    /// PCI functions; when absent, four PASID-capable functions in groups 1 to 4.
+    pub devices: Option<Vec<DeviceSection>>,
+    /// Mediated devices.
+    pub mdevs: Vec<MdevSection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: None,
+            state_dir: None,
+            pasid_quota: 1000,
+            grace_period_secs: 30,
+            durability: Durability::Sync,
+            admin_group: None,
+            metrics_addr: None,
+            iommu: IommuSection::default(),
+            limits: Limits::default(),
+            devices: None,
+            mdevs: Vec::new(),
+        }
+    }
+}
+
+/// `[iommu]`: the capabilities of the modelled IOMMU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IommuSection {
+    /// PASID width (1..=20).
+    pub pasid_bits: u8,
+    /// Nested translation.
+    pub nesting: bool,
+    /// 5-level first-level paging (4-level is always there).
+    pub five_level: bool,
+    /// Address width (39..=57).
+    pub mgaw: u8,
+    /// IOTLB entries.
+    pub iotlb_entries: usize,
+    /// Fault log capacity.
+    pub fault_log_capacity: usize,
+    /// Device TLB (ATS) support.
+    pub device_tlb: bool,
+    /// MiB of host memory for the IOMMU's own tables (PASID tables, stage-2 tables).
+    pub table_pool_mib: u64,
+}
+
+impl Default for IommuSection {
+    fn default() -> Self {
+        let d = IommuConfig::default();
+        IommuSection {
+            pasid_bits: 20,
+            nesting: true,
+            five_level: true,
+            mgaw: d.mgaw,
+            iotlb_entries: d.iotlb_entries,
+            fault_log_capacity: d.fault_log_capacity,
+            device_tlb: d.device_tlb,
+            table_pool_mib: 64,
+        }
+    }
+}
+
+/// `[limits]`: what one client may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections at once, all clients together.
+    pub max_connections: u32,
+    /// Largest frame body accepted, in bytes.
+    pub max_frame: u32,
+    /// Requests read ahead on one connection before its replies are written.
+    pub max_in_flight: u32,
+    /// Time a new connection has to complete its handshake.
+    pub handshake_timeout_ms: u64,
+    /// Time a started frame has to arrive completely.
+    pub frame_timeout_ms: u64,
+    /// Time a reply may wait for the client to read.
+    pub write_timeout_ms: u64,
+    /// Guest memory regions one process may register.
+    pub max_regions_per_process: u32,
+    /// Guest memory one process may register, in MiB.
+    pub max_memory_mib_per_process: u64,
+    /// Containers one connection may have open.
+    pub max_containers_per_connection: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_frame: DEFAULT_MAX_BODY,
+            max_in_flight: 64,
+            handshake_timeout_ms: 5_000,
+            frame_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            max_regions_per_process: 64,
+            max_memory_mib_per_process: 4096,
+            max_containers_per_connection: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// The partial-frame timeout.
+    pub fn frame_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_timeout_ms)
+    }
+    /// The write timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+/// `[[devices]]`: one PCI function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSection {
+    /// Bus:device.function, e.g. `"00:03.0"`.
+    pub bdf: String,
+    /// IOMMU group; absent for a function kept by the host (a parent of mdevs).
+    pub group: Option<u32>,
+    /// PASID capability width (0 = no PASID capability).
+    #[serde(default = "default_pasid_width")]
+    pub pasid_width: u8,
+    /// The function has a device TLB (ATS).
+    #[serde(default)]
+    pub ats: bool,
+}
+
+fn default_pasid_width() -> u8 {
+    20
+}
+
+/// `[[mdevs]]`: one mediated device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdevSection {
+    /// The parent function's bus:device.function (a device without a group).
+    pub parent: String,
+    /// The mdev's IOMMU group.
+    pub group: u32,
+}
+
+/// A validated PCI function of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Requester id.
+    pub source_id: SourceId,
+    /// Group, if assignable.
+    pub group: Option<u32>,
+    /// PASID capability width, 0 for none.
+    pub pasid_width: u8,
+    /// ATS.
+    pub ats: bool,
+}
+
+/// A validated mdev of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MdevSpec {
+    /// Parent requester id.
+    pub parent: SourceId,
+    /// Group.
+    pub group: u32,
+}
+
+/// The configuration after validation, with defaults resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Default per-process quota.
+    pub pasid_quota: u32,
+    /// Grace period after a restart.
+    pub grace_period: Duration,
+    /// Durability mode.
+    pub durability: Durability,
+    /// Admin group id, if configured.
+    pub admin_gid: Option<u32>,
+    /// Metrics address, if configured.
+    pub metrics_addr: Option<SocketAddr>,
+    /// IOMMU model configuration.
+    pub iommu: IommuConfig,
+    /// Table pool size in bytes.
+    pub table_pool_bytes: u64,
+    /// Limits.
+    pub limits: Limits,
+    /// PCI functions.
+    pub devices: Vec<DeviceSpec>,
+    /// Mdevs.
+    pub mdevs: Vec<MdevSpec>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<String>,
+    /// `--durability`.
+    pub durability: Option<Durability>,
+    /// `--grace-period-secs`.
+    pub grace_period_secs: Option<u64>,
+    /// `--pasid-quota`.
+    pub pasid_quota: Option<u32>,
+    /// `--admin-group`.
+    pub admin_group: Option<String>,
+}
+
+impl Config {
+    /// Parses TOML text; `path` names the file in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.socket {
+            self.socket = Some(v.clone());
+        }
+        if let Some(v) = &o.state_dir {
+            self.state_dir = Some(v.clone());
+        }
+        if let Some(v) = &o.metrics_addr {
+            self.metrics_addr = Some(v.clone());
+        }
+        if let Some(v) = o.durability {
+            self.durability = v;
+        }
+        if let Some(v) = o.grace_period_secs {
+            self.grace_period_secs = v;
+        }
+        if let Some(v) = o.pasid_quota {
+            self.pasid_quota = v;
+        }
+        if let Some(v) = &o.admin_group {
+            self.admin_group = Some(v.clone());
+        }
+    }
+
+    /// Validates everything and resolves defaults (`euid` and `env` pick the default paths).
+    pub fn validate(
+        &self,
+        euid: u32,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Settings, ConfigError> {
+        let socket = match &self.socket {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(invalid("socket", "\"\"", "must not be empty"))
+            }
+            Some(p) => p.clone(),
+            None => vsva_proto::paths::default_socket_path(euid, env),
+        };
+        if socket.as_os_str().len() > 107 {
+            return Err(invalid(
+                "socket",
+                socket.display(),
+                "a Unix socket path must be at most 107 bytes",
+            ));
+        }
+        let state_dir = match &self.state_dir {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(invalid("state_dir", "\"\"", "must not be empty"))
+            }
+            Some(p) => p.clone(),
+            None => vsva_proto::paths::default_state_dir(euid, env),
+        };
+        if self.grace_period_secs > 86_400 {
+            return Err(invalid(
+                "grace_period_secs",
+                self.grace_period_secs,
+                "must be at most 86400 (one day)",
+            ));
+        }
+        let admin_gid = match &self.admin_group {
+            None => None,
+            Some(g) => Some(resolve_group(g)?),
+        };
+        let metrics_addr = match &self.metrics_addr {
+            None => None,
+            Some(a) => {
+                let addr: SocketAddr = a.parse().map_err(|_| {
+                    invalid(
+                        "metrics_addr",
+                        a,
+                        "must be an IP:port address like 127.0.0.1:9477",
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        "metrics_addr",
+                        a,
+                        "must be a loopback address (127.0.0.0/8 or ::1)",
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let iommu = self.iommu_config()?;
+        let i = &self.iommu;
+        if !(1..=4096).contains(&i.table_pool_mib) {
+            return Err(invalid(
+                "iommu.table_pool_mib",
+                i.table_pool_mib,
+                "must be between 1 and 4096",
+            ));
+        }
+        self.validate_limits()?;
+        let (devices, mdevs) = self.machine()?;
+        Ok(Settings {
+            socket,
+            state_dir,
+            pasid_quota: self.pasid_quota,
+            grace_period: Duration::from_secs(self.grace_period_secs),
+            durability: self.durability,
+            admin_gid,
+            metrics_addr,
+            iommu,
+            table_pool_bytes: i.table_pool_mib << 20,
+            limits: self.limits.clone(),
+            devices,
+            mdevs,
+        })
+    }
+
+    fn iommu_config(&self) -> Result<IommuConfig, ConfigError> {
+        let i = &self.iommu;
+        if !(1..=20).contains(&i.pasid_bits) {
+            return Err(invalid(
+                "iommu.pasid_bits",
+                i.pasid_bits,
+                "must be between 1 and 20",
+            ));
+        }
+        if !(39..=57).contains(&i.mgaw) {
+            return Err(invalid("iommu.mgaw", i.mgaw, "must be between 39 and 57"));
+        }
+        if !(64..=1 << 20).contains(&i.iotlb_entries) {
+            return Err(invalid(
+                "iommu.iotlb_entries",
+                i.iotlb_entries,
+                "must be between 64 and 1048576",
+            ));
+        }
+        if !(1..=1 << 20).contains(&i.fault_log_capacity) {
+            return Err(invalid(
+                "iommu.fault_log_capacity",
+                i.fault_log_capacity,
+                "must be between 1 and 1048576",
+            ));
+        }
+        let cfg = IommuConfig {
+            pasid_bits: i.pasid_bits,
+            nesting: i.nesting,
+            fl5lp: i.five_level,
+            mgaw: i.mgaw,
+            iotlb_entries: i.iotlb_entries,
+            fault_log_capacity: i.fault_log_capacity,
+            device_tlb: i.device_tlb,
+            ..IommuConfig::default()
+        };
+        cfg.validate()
+            .map_err(|e| invalid("iommu", "(section)", e.to_string()))?;
+        Ok(cfg)
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let check = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    format!("limits.{key}"),
+                    v,
+                    format!("must be between {lo} and {hi}"),
+                ))
+            }
+        };
+        check("max_connections", l.max_connections.into(), 1, 65_536)?;
+        check("max_frame", l.max_frame.into(), 4096, HARD_MAX_BODY.into())?;
+        check("max_in_flight", l.max_in_flight.into(), 1, 4096)?;
+        check("handshake_timeout_ms", l.handshake_timeout_ms, 10, 600_000)?;
+        check("frame_timeout_ms", l.frame_timeout_ms, 10, 600_000)?;
+        check("write_timeout_ms", l.write_timeout_ms, 10, 600_000)?;
+        check(
+            "max_regions_per_process",
+            l.max_regions_per_process.into(),
+            0,
+            4096,
+        )?;
+        check(
+            "max_memory_mib_per_process",
+            l.max_memory_mib_per_process,
+            0,
+            1 << 20,
+        )?;
+        check(
+            "max_containers_per_connection",
+            l.max_containers_per_connection.into(),
+            1,
+            4096,
+        )?;
+        Ok(())
+    }
+
+    fn machine(&self) -> Result<(Vec<DeviceSpec>, Vec<MdevSpec>), ConfigError> {
+        let devices = match &self.devices {
+            None => (3u8..=6)
+                .map(|dev| DeviceSpec {
+                    source_id: SourceId::new(0, dev, 0),
+                    group: Some(u32::from(dev) - 2),
+                    pasid_width: 20,
+                    ats: false,
+                })
+                .collect(),
+            Some(list) => {
+                let mut out: Vec<DeviceSpec> = Vec::with_capacity(list.len());
+                for (i, d) in list.iter().enumerate() {
+                    let source_id = parse_bdf(&d.bdf)
+                        .ok_or_else(|| invalid(format!("devices[{i}].bdf"), &d.bdf, "must look like 00:03.0 (bus:device.function, hex, device < 0x20, function < 8)"))?;
+                    if out.iter().any(|o| o.source_id == source_id) {
+                        return Err(invalid(
+                            format!("devices[{i}].bdf"),
+                            &d.bdf,
+                            "is listed twice",
+                        ));
+                    }
+                    if d.pasid_width > 20 {
+                        return Err(invalid(
+                            format!("devices[{i}].pasid_width"),
+                            d.pasid_width,
+                            "must be between 0 and 20",
+                        ));
+                    }
+                    out.push(DeviceSpec {
+                        source_id,
+                        group: d.group,
+                        pasid_width: d.pasid_width,
+                        ats: d.ats,
+                    });
+                }
+                out
+            }
+        };
+        let mut mdevs = Vec::with_capacity(self.mdevs.len());
+        for (i, m) in self.mdevs.iter().enumerate() {
+            let parent = parse_bdf(&m.parent).ok_or_else(|| {
+                invalid(
+                    format!("mdevs[{i}].parent"),
+                    &m.parent,
+                    "must look like 00:10.0",
+                )
+            })?;
+            match devices.iter().find(|d| d.source_id == parent) {
+                None => {
+                    return Err(invalid(
+                        format!("mdevs[{i}].parent"),
+                        &m.parent,
+                        "is not one of the configured devices",
+                    ))
+                }
+                Some(d) if d.group.is_some() => {
+                    return Err(invalid(
+                        format!("mdevs[{i}].parent"),
+                        &m.parent,
+                        "is assigned to a group; an mdev parent must have no group",
+                    ))
+                }
+                Some(_) => {}
+            }
+            if devices.iter().any(|d| d.group == Some(m.group)) {
+                return Err(invalid(
+                    format!("mdevs[{i}].group"),
+                    m.group,
+                    "is already the group of a PCI function",
+                ));
+            }
+            mdevs.push(MdevSpec {
+                parent,
+                group: m.group,
+            });
+        }
+        Ok((devices, mdevs))
+    }
+}
+
+/// Parses `bb:dd.f` (hex), optionally with a `0000:` domain prefix.
+pub fn parse_bdf(s: &str) -> Option<SourceId> {
+    let s = s.strip_prefix("0000:").unwrap_or(s);
+    let (bus, rest) = s.split_once(':')?;
+    let (dev, func) = rest.split_once('.')?;
+    if bus.is_empty() || bus.len() > 2 || dev.is_empty() || dev.len() > 2 || func.len() != 1 {
+        return None;
+    }
+    let bus = u8::from_str_radix(bus, 16).ok()?;
+    let dev = u8::from_str_radix(dev, 16).ok()?;
+    let func = u8::from_str_radix(func, 16).ok()?;
+    (dev < 32 && func < 8).then(|| SourceId::new(bus, dev, func))
+}
+
+/// Resolves a group name (from `/etc/group`) or number.
+fn resolve_group(g: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = g.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split(':');
+            let name = parts.next()?;
+            let _password = parts.next()?;
+            let gid = parts.next()?.parse::<u32>().ok()?;
+            (name == g).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| {
+            invalid(
+                "admin_group",
+                g,
+                "is neither a number nor a group in /etc/group",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<std::ffi::OsString> {
+        None
+    }
+
+    fn settings(text: &str) -> Result<Settings, ConfigError> {
+        Config::from_toml(text, Path::new("t.toml"))?.validate(1000, &no_env)
+    }
+
+    #[test]
+    fn empty_file_gives_the_default_machine() {
+        let s = settings("").unwrap();
+        assert_eq!(s.pasid_quota, 1000);
+        assert_eq!(s.iommu.pasid_bits, 20);
+        assert!(s.iommu.nesting && s.iommu.fl5lp);
+        assert_eq!(s.devices.len(), 4);
+        assert_eq!(s.devices[0].source_id, SourceId::new(0, 3, 0));
+        assert_eq!(s.devices[0].group, Some(1));
+        assert_eq!(s.socket, PathBuf::from("/tmp/vsva-1000/vsvad.sock"));
+        assert_eq!(s.durability, Durability::Sync);
+        assert_eq!(s.grace_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = settings("[limits]\nmax_frame = 10\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key limits.max_frame = 10: must be between 4096 and 16777216"
+        );
+        let err = settings("pasid_bitz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("pasid_bitz"), "{err}");
+        let err = settings("[iommu]\npasid_bits = 21\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key iommu.pasid_bits = 21: must be between 1 and 20"
+        );
+        let err = settings("[[devices]]\nbdf = \"zz\"\ngroup = 1\n").unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("config key devices[0].bdf = zz:"));
+        let err = settings("metrics_addr = \"10.0.0.1:80\"\n").unwrap_err();
+        assert!(err.to_string().contains("loopback"));
+        let err = settings("durability = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("durability"), "{err}");
+        let err = settings(
+            "[[devices]]\nbdf = \"00:03.0\"\n[[mdevs]]\nparent = \"00:04.0\"\ngroup = 9\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key mdevs[0].parent = 00:04.0: is not one of the configured devices"
+        );
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::from_toml("pasid_quota = 5\n", Path::new("t")).unwrap();
+        c.apply(&Overrides {
+            pasid_quota: Some(7),
+            socket: Some("/tmp/x.sock".into()),
+            durability: Some(Durability::Off),
+            ..Overrides::default()
+        });
+        let s = c.validate(0, &no_env).unwrap();
+        assert_eq!(s.pasid_quota, 7);
+        assert_eq!(s.socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(s.durability, Durability::Off);
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/vsva"));
+    }
+
+    #[test]
+    fn bdf_parsing() {
+        assert_eq!(parse_bdf("00:03.0"), Some(SourceId::new(0, 3, 0)));
+        assert_eq!(
+            parse_bdf("0000:1f:1f.7"),
+            Some(SourceId::new(0x1f, 0x1f, 7))
+        );
+        assert_eq!(parse_bdf("00:20.0"), None);
+        assert_eq!(parse_bdf("00:03.8"), None);
+        assert_eq!(parse_bdf("003.0"), None);
+        assert_eq!(parse_bdf("100:03.0"), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! `vsvad`: the vsva host daemon. Starts with no flags; see `vsvad --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vsvad::config::{Config, Durability, Overrides};
+
+/// vsvad: the vsva host daemon (PASID space, software IOMMU and VFIO over a Unix socket).
+#[derive(Debug, Parser)]
+#[command(name = "vsvad", version)]
+struct Args {
+    /// TOML configuration file (every key optional).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listening socket (default: $XDG_RUNTIME_DIR/vsva/vsvad.sock, or /run/vsva/vsvad.sock as root).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// State directory (default: $XDG_STATE_HOME/vsva, or /var/lib/vsva as root).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9477).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// When acknowledged changes reach the disk: sync, async or off.
+    #[arg(long, value_name = "MODE")]
+    durability: Option<String>,
+    /// Seconds PASIDs of live processes are held for them after a restart.
+    #[arg(long, value_name = "SECS")]
+    grace_period_secs: Option<u64>,
+    /// PASIDs a process may own at once.
+    #[arg(long, value_name = "N")]
+    pasid_quota: Option<u32>,
+    /// Group (name or gid) whose members may use admin requests.
+    #[arg(long, value_name = "GROUP")]
+    admin_group: Option<String>,
+    /// Log filter (tracing-subscriber syntax), default from RUST_LOG or "info".
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into a log file or journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vsvad: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let durability = args
+        .durability
+        .as_deref()
+        .map(Durability::parse)
+        .transpose()?;
+    config.apply(&Overrides {
+        socket: args.socket,
+        state_dir: args.state_dir,
+        metrics_addr: args.metrics_addr,
+        durability,
+        grace_period_secs: args.grace_period_secs,
+        pasid_quota: args.pasid_quota,
+        admin_group: args.admin_group,
+    });
+    let euid = rustix::process::geteuid().as_raw();
+    let settings = config.validate(euid, &|k| std::env::var_os(k))?;
+    if args.check_config {
+        use std::io::Write;
+        // A closed stdout (e.g. `| head`) is not an error worth more than the exit code.
+        let _ = writeln!(std::io::stdout(), "{settings:#?}");
+        return Ok(());
+    }
+    vsvad::server::run(settings, |_| {})?;
+    Ok(())
+}

@@ -1,0 +1,533 @@
+//! Counters and latency histograms, rendered in the Prometheus text format, and a minimal
+//! HTTP/1.1 endpoint that serves them on a loopback address.
+//!
+//! Hot-path updates are single relaxed atomic increments into fixed arrays indexed by request
+//! kind and errno: no lock, no allocation. Values that live elsewhere (PASID counts, per-process
+//! usage, IOTLB counters, faults) are read when the page is rendered ([`Gauges`]).
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vsva_proto::{Errno, Kind};
+
+/// Upper bounds of the latency buckets, in nanoseconds.
+const BUCKETS_NS: [u64; 16] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BUCKETS_NS.partition_point(|&b| b < ns);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cum = 0;
+        for (i, b) in BUCKETS_NS.iter().enumerate() {
+            cum += self.buckets[i].load(Ordering::Relaxed);
+            let le = *b as f64 / 1e9;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cum}");
+        }
+        cum += self.buckets[BUCKETS_NS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
+    }
+}
+
+const NKINDS: usize = Kind::ALL.len();
+const NERRNOS: usize = Errno::ALL.len();
+
+fn kind_index(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|&k| k == kind).unwrap_or(0)
+}
+
+/// The daemon's own counters.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: [AtomicU64; NKINDS],
+    errors: [[AtomicU64; NERRNOS + 1]; NKINDS],
+    latency: [Histogram; NKINDS],
+    /// Connections accepted.
+    pub connections_total: AtomicU64,
+    /// Connections refused at the limit.
+    pub connections_rejected: AtomicU64,
+    /// Frames refused as malformed (header or body).
+    pub malformed_frames: AtomicU64,
+    /// Connections closed for a stalled frame or a client that stopped reading.
+    pub timeouts: AtomicU64,
+    /// Requests of unknown kinds.
+    pub unknown_requests: AtomicU64,
+    store_commits: AtomicU64,
+    store_records: AtomicU64,
+    store_sync: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Values read from the rest of the daemon when the page is rendered.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Seconds since start.
+    pub uptime_secs: f64,
+    /// PASID space capacity.
+    pub capacity: u64,
+    /// PASIDs allocated.
+    pub allocated: u64,
+    /// PASIDs freeing.
+    pub freeing: u64,
+    /// PASIDs held for processes after a restart.
+    pub held: u64,
+    /// Live connections.
+    pub connections: u64,
+    /// Per process: (pid, uid, owned, quota).
+    pub processes: Vec<(u32, u32, u32, u32)>,
+    /// IOTLB hits.
+    pub iotlb_hits: u64,
+    /// IOTLB misses.
+    pub iotlb_misses: u64,
+    /// Translations.
+    pub translations: u64,
+    /// Faults recorded.
+    pub faults: u64,
+    /// Faults dropped from the full log.
+    pub faults_dropped: u64,
+}
+
+impl Metrics {
+    /// All zero.
+    pub fn new() -> Metrics {
+        Metrics {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency: std::array::from_fn(|_| Histogram::default()),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            malformed_frames: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            unknown_requests: AtomicU64::new(0),
+            store_commits: AtomicU64::new(0),
+            store_records: AtomicU64::new(0),
+            store_sync: Histogram::default(),
+        }
+    }
+
+    /// Records a finished request: its kind, how long it took, and its errno if it failed.
+    pub fn request(&self, kind: Kind, took: Duration, errno: Option<Errno>) {
+        let k = kind_index(kind);
+        self.requests[k].fetch_add(1, Ordering::Relaxed);
+        self.latency[k].observe(took);
+        if let Some(e) = errno {
+            let i = Errno::ALL.iter().position(|&x| x == e).unwrap_or(NERRNOS);
+            self.errors[k][i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests of `kind` so far.
+    pub fn requests(&self, kind: Kind) -> u64 {
+        self.requests[kind_index(kind)].load(Ordering::Relaxed)
+    }
+
+    /// Records one group commit of `records` records.
+    pub fn store_commit(&self, records: usize) {
+        self.store_commits.fetch_add(1, Ordering::Relaxed);
+        self.store_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Records one `fdatasync`.
+    pub fn store_sync(&self, took: Duration) {
+        self.store_sync.observe(took);
+    }
+
+    /// The page in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut o = String::with_capacity(16 * 1024);
+        let gauge = |o: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            &mut o,
+            "vsvad_uptime_seconds",
+            "Seconds since the daemon started.",
+            g.uptime_secs,
+        );
+        gauge(
+            &mut o,
+            "vsvad_pasid_capacity",
+            "PASIDs that can be allocated at once.",
+            g.capacity as f64,
+        );
+        gauge(
+            &mut o,
+            "vsvad_pasids_allocated",
+            "PASIDs owned by processes.",
+            g.allocated as f64,
+        );
+        gauge(
+            &mut o,
+            "vsvad_pasids_freeing",
+            "PASIDs freed whose teardown has not finished.",
+            g.freeing as f64,
+        );
+        gauge(
+            &mut o,
+            "vsvad_pasids_held",
+            "PASIDs held for processes that have not resumed since a restart.",
+            g.held as f64,
+        );
+        gauge(
+            &mut o,
+            "vsvad_connections",
+            "Open client connections.",
+            g.connections as f64,
+        );
+        let _ = writeln!(o, "# HELP vsvad_process_pasids PASIDs owned per process.\n# TYPE vsvad_process_pasids gauge");
+        for (pid, uid, owned, _) in &g.processes {
+            let _ = writeln!(
+                o,
+                "vsvad_process_pasids{{pid=\"{pid}\",uid=\"{uid}\"}} {owned}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP vsvad_process_quota PASID quota per process.\n# TYPE vsvad_process_quota gauge"
+        );
+        for (pid, uid, _, quota) in &g.processes {
+            let _ = writeln!(
+                o,
+                "vsvad_process_quota{{pid=\"{pid}\",uid=\"{uid}\"}} {quota}"
+            );
+        }
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut o,
+            "vsvad_iotlb_hits_total",
+            "IOTLB hits.",
+            g.iotlb_hits,
+        );
+        counter(
+            &mut o,
+            "vsvad_iotlb_misses_total",
+            "IOTLB misses.",
+            g.iotlb_misses,
+        );
+        counter(
+            &mut o,
+            "vsvad_translations_total",
+            "DMA translations.",
+            g.translations,
+        );
+        let lookups = g.iotlb_hits + g.iotlb_misses;
+        let rate = if lookups == 0 {
+            0.0
+        } else {
+            g.iotlb_hits as f64 / lookups as f64
+        };
+        gauge(
+            &mut o,
+            "vsvad_iotlb_hit_ratio",
+            "IOTLB hits over lookups since start.",
+            rate,
+        );
+        counter(
+            &mut o,
+            "vsvad_faults_total",
+            "DMA faults recorded.",
+            g.faults,
+        );
+        counter(
+            &mut o,
+            "vsvad_faults_dropped_total",
+            "DMA fault records dropped from the full log.",
+            g.faults_dropped,
+        );
+        counter(
+            &mut o,
+            "vsvad_connections_total",
+            "Connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_connections_rejected_total",
+            "Connections refused at the connection limit.",
+            self.connections_rejected.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_malformed_frames_total",
+            "Frames refused as malformed.",
+            self.malformed_frames.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_timeouts_total",
+            "Connections closed for a stalled frame, handshake or reader.",
+            self.timeouts.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_unknown_requests_total",
+            "Requests of unknown kinds.",
+            self.unknown_requests.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_store_commits_total",
+            "Group commits written to the log.",
+            self.store_commits.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_store_records_total",
+            "Records written to the log.",
+            self.store_records.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(o, "# HELP vsvad_requests_total Requests handled, by kind.\n# TYPE vsvad_requests_total counter");
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "vsvad_requests_total{{kind=\"{}\"}} {}",
+                k.label(),
+                self.requests[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# HELP vsvad_request_errors_total Failed requests, by kind and errno.\n# TYPE vsvad_request_errors_total counter");
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            for (j, count) in self.errors[i].iter().enumerate() {
+                let v = count.load(Ordering::Relaxed);
+                if v == 0 {
+                    continue;
+                }
+                let name = Errno::ALL.get(j).map_or("other", |e| e.name());
+                let _ = writeln!(
+                    o,
+                    "vsvad_request_errors_total{{kind=\"{}\",errno=\"{name}\"}} {v}",
+                    k.label()
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP vsvad_request_duration_seconds Time from a request's arrival to its reply being ready (durable store wait included).\n# TYPE vsvad_request_duration_seconds histogram");
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            if self.latency[i].count() > 0 {
+                self.latency[i].render(
+                    &mut o,
+                    "vsvad_request_duration_seconds",
+                    &format!("kind=\"{}\"", k.label()),
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP vsvad_store_sync_seconds Duration of each log fdatasync.\n# TYPE vsvad_store_sync_seconds histogram");
+        self.store_sync
+            .render(&mut o, "vsvad_store_sync_seconds", "");
+        o
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `stop` is set; one request per connection.
+pub fn serve(
+    addr: SocketAddr,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let handle = std::thread::Builder::new()
+        .name("vsvad-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(e) = answer(stream, &*render) {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics accept failed");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        })?;
+    Ok((local, handle))
+}
+
+fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && !req.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+        if req.len() > 8192 {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            );
+        }
+    }
+    let line = req.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match (method, path) {
+        ("GET", "/metrics") => respond(
+            &mut stream,
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            &render(),
+        ),
+        ("GET", "/") => respond(
+            &mut stream,
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "vsvad: metrics at /metrics\n",
+        ),
+        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n"),
+        _ => respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n",
+        ),
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_nanos(500));
+        h.observe(Duration::from_micros(3));
+        h.observe(Duration::from_secs(5));
+        let mut s = String::new();
+        h.render(&mut s, "x", "");
+        assert!(s.contains("x_bucket{le=\"0.000001\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"0.000005\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"1\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
+        assert!(s.contains("x_count{} 3\n"), "{s}");
+    }
+
+    #[test]
+    fn render_has_requests_errors_and_gauges() {
+        let m = Metrics::new();
+        m.request(Kind::Ioctl, Duration::from_micros(4), None);
+        m.request(Kind::Ioctl, Duration::from_micros(4), Some(Errno::ENOSPC));
+        let page = m.render(&Gauges {
+            capacity: 1_048_575,
+            allocated: 3,
+            iotlb_hits: 3,
+            iotlb_misses: 1,
+            processes: vec![(42, 1000, 3, 1000)],
+            ..Gauges::default()
+        });
+        assert!(page.contains("vsvad_requests_total{kind=\"ioctl\"} 2\n"));
+        assert!(page.contains("vsvad_request_errors_total{kind=\"ioctl\",errno=\"ENOSPC\"} 1\n"));
+        assert!(page.contains("vsvad_pasid_capacity 1048575\n"));
+        assert!(page.contains("vsvad_process_pasids{pid=\"42\",uid=\"1000\"} 3\n"));
+        assert!(page.contains("vsvad_iotlb_hit_ratio 0.75\n"));
+        assert!(page.contains("vsvad_request_duration_seconds_count{kind=\"ioctl\"} 2\n"));
+    }
+
+    #[test]
+    fn http_endpoint_serves_the_page() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, handle) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(|| "vsvad_up 1\n".to_string()),
+            stop.clone(),
+        )
+        .unwrap();
+        let get = |path: &str| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let page = get("/metrics");
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.ends_with("\r\n\r\nvsvad_up 1\n"), "{page}");
+        assert!(get("/nope").starts_with("HTTP/1.1 404"));
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+    }
+}

@@ -1,0 +1,273 @@
+//! The listening socket, the accept loop, signals, the maintenance loop, and draining.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use vsva_proto::{Errno, FrameHeader, Kind, Reply};
+
+use crate::config::Settings;
+use crate::daemon::{Daemon, StartError};
+use crate::identity;
+use crate::metrics::{self, Metrics};
+
+/// Stack size of a connection thread.
+const CONN_STACK: usize = 512 * 1024;
+/// How long a shutdown waits for connections to finish their requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The daemon could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The socket could not be set up.
+    #[error("socket {path}: {reason}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The metrics endpoint could not be set up.
+    #[error("metrics_addr {addr}: {reason}")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The store could not be flushed at shutdown.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn socket_err(path: &Path, reason: impl ToString) -> ServerError {
+    ServerError::Socket {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Binds the socket: creates its directory, refuses to replace a socket a live daemon
+/// listens on, and removes a stale one.
+fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| socket_err(path, format!("cannot create its directory: {e}")))?;
+            let mode = if rustix::process::geteuid().is_root() {
+                0o755
+            } else {
+                0o700
+            };
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(socket_err(path, "another vsvad is listening on it"));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| socket_err(path, format!("cannot remove the stale socket: {e}")))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| socket_err(path, format!("cannot bind: {e}")))?;
+    // Anyone who can reach the directory may connect: access is decided per process.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    Ok(listener)
+}
+
+/// Counts live connection threads, so a shutdown can wait for them.
+#[derive(Default)]
+struct Live {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+/// A running server: stop it with [`Handle::stop`] or a `SIGTERM`.
+#[derive(Clone)]
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    socket: PathBuf,
+}
+
+impl Handle {
+    /// Asks the server to drain and exit.
+    pub fn stop(&self) {
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            // Wake the accept loop.
+            let _ = UnixStream::connect(&self.socket);
+        }
+    }
+}
+
+/// Runs the daemon until `SIGTERM`/`SIGINT`: serves connections, expires held processes,
+/// serves metrics; then drains connections, flushes the store and removes the socket.
+/// `ready` is called once the socket accepts connections.
+pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let socket_path = settings.socket.clone();
+    let metrics_addr = settings.metrics_addr;
+    let listener = bind(&socket_path)?;
+    let daemon = match Daemon::start(settings, metrics.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket_path);
+            return Err(e.into());
+        }
+    };
+    let handle = Handle {
+        stop: Arc::new(AtomicBool::new(false)),
+        socket: socket_path.clone(),
+    };
+    // Signals: SIGTERM and SIGINT drain and exit.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| socket_err(&socket_path, format!("cannot install signal handlers: {e}")))?;
+    let signal_handle = signals.handle();
+    let h = handle.clone();
+    let signal_thread = std::thread::Builder::new()
+        .name("vsvad-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down");
+                h.stop();
+            }
+        })
+        .map_err(|e| socket_err(&socket_path, e))?;
+    // Maintenance: expire held processes.
+    let d = daemon.clone();
+    let stop = handle.stop.clone();
+    let maintenance = std::thread::Builder::new()
+        .name("vsvad-maintenance".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let wait = d.next_expiry().map_or(Duration::from_millis(500), |t| {
+                    t.min(Duration::from_millis(250))
+                });
+                std::thread::sleep(wait.max(Duration::from_millis(10)));
+                d.expire_held();
+            }
+        })
+        .map_err(|e| socket_err(&socket_path, e))?;
+    let metrics_thread = match metrics_addr {
+        None => None,
+        Some(addr) => {
+            let d = daemon.clone();
+            let render: Arc<dyn Fn() -> String + Send + Sync> =
+                Arc::new(move || d.metrics().render(&d.gauges()));
+            let (bound, t) = metrics::serve(addr, render, handle.stop.clone()).map_err(|e| {
+                ServerError::Metrics {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+            Some(t)
+        }
+    };
+    tracing::info!(
+        socket = %socket_path.display(),
+        state_dir = %daemon.settings().state_dir.display(),
+        durability = daemon.settings().durability.name(),
+        pasid_bits = daemon.vfio().pasid_bits(),
+        devices = daemon.settings().devices.len(),
+        "vsvad ready"
+    );
+    ready(&handle);
+    let live = Arc::new(Live::default());
+    for stream in listener.incoming() {
+        if handle.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let who = match identity::peer_identity(&stream) {
+            Ok((who, _pidfd)) => who,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot identify a peer; closing its connection");
+                continue;
+            }
+        };
+        let Some(session) = daemon.connect(&stream, who) else {
+            refuse(stream, daemon.settings().limits.max_connections);
+            continue;
+        };
+        *live.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let d = daemon.clone();
+        let l = live.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vsvad-conn-{}", session.conn))
+            .stack_size(CONN_STACK)
+            .spawn(move || {
+                crate::conn::serve(d, stream, session);
+                let mut n = l.count.lock().unwrap_or_else(|p| p.into_inner());
+                *n -= 1;
+                if *n == 0 {
+                    l.zero.notify_all();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a connection thread");
+            *live.count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        }
+    }
+    // Drain: every connection finishes what it has read and closes.
+    daemon.begin_shutdown();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut n = live.count.lock().unwrap_or_else(|p| p.into_inner());
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            tracing::warn!(connections = *n, "connections did not finish in time");
+            break;
+        }
+        n = live
+            .zero
+            .wait_timeout(n, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    drop(n);
+    let _ = std::fs::remove_file(&socket_path);
+    signal_handle.close();
+    let _ = signal_thread.join();
+    let _ = maintenance.join();
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
+    daemon.finish_shutdown()?;
+    tracing::info!("vsvad stopped");
+    Ok(())
+}
+
+/// Tells a connection over the limit why it is closed.
+fn refuse(mut stream: UnixStream, limit: u32) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let header = FrameHeader {
+        body_len: 0,
+        kind: Kind::Hello as u16,
+        flags: 0,
+        nfds: 0,
+        id: 0,
+    };
+    let reply = Reply::error(
+        Errno::EAGAIN,
+        format!("too many connections (limits.max_connections = {limit}); try again later"),
+    );
+    let _ = stream.write_all(&reply.encode_frame(&header));
+}

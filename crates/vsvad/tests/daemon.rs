@@ -1,0 +1,243 @@
+//! End-to-end tests against the real `vsvad` binary: handshake, the VFIO ioctl path,
+//! per-process contexts shared by connections, separate processes, `kill -9` of a client,
+//! ownership, restart with resume, and a clean `SIGTERM`.
+
+mod common;
+
+use common::{config_with_devices, wait_until, Daemon, Helper, TestDir};
+use vsva_client::{ClientError, Errno};
+use vsva_proto::SetState;
+use vsva_uapi::vfio::VFIO_IOMMU_PASID_REQUEST;
+use vsva_uapi::{AddrWidth, BindRequest};
+
+/// Entry point of the helper client processes the other tests spawn.
+#[test]
+#[ignore = "helper process entry point, run by the other tests"]
+fn helper_process() {
+    if let Ok(script) = std::env::var("VSVA_HELPER") {
+        common::helper_main(&script);
+    }
+}
+
+fn errno(e: ClientError) -> Errno {
+    e.errno()
+        .unwrap_or_else(|| panic!("expected a daemon error, got {e}"))
+}
+
+#[test]
+fn handshake_and_pasid_alloc_free_through_the_ioctl_path() {
+    let dir = TestDir::new("basic");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("basic");
+    let hello = c.hello().clone();
+    assert_eq!(hello.version, 1);
+    assert_eq!(hello.identity.pid, std::process::id());
+    assert_eq!(hello.pasid_bits, 20);
+    assert_eq!(hello.quota, 1000);
+    assert!(!hello.resume.is_none());
+    assert!(!c.resumed());
+
+    // A container without an IOMMU type refuses PASID requests as the kernel does.
+    let plain = c.open_container().unwrap();
+    let mut arg = vsva_uapi::PasidRequestOp::Alloc { min: 1, max: 10 }.to_bytes();
+    assert_eq!(
+        errno(
+            c.ioctl(plain, VFIO_IOMMU_PASID_REQUEST, &mut arg)
+                .unwrap_err()
+        ),
+        Errno::EINVAL
+    );
+
+    let h = c.nesting_container(1).unwrap();
+    assert_eq!(c.pasid_alloc(h, 1, u32::MAX).unwrap(), 1);
+    assert_eq!(c.pasid_alloc(h, 1, u32::MAX).unwrap(), 2);
+    assert_eq!(c.pasid_alloc(h, 10, 20).unwrap(), 10);
+    c.pasid_free(h, 1, 1).unwrap();
+    assert_eq!(c.pasid_alloc(h, 1, u32::MAX).unwrap(), 1);
+
+    // uAPI validation is vsva-vfio's, errors carry the field and value.
+    let mut short = vec![12, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+    let e = c
+        .ioctl(h, VFIO_IOMMU_PASID_REQUEST, &mut short)
+        .unwrap_err();
+    assert!(e.to_string().contains("argsz 12"), "{e}");
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    let e = c.pasid_alloc(h, 5, 4).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    assert!(e.to_string().contains("range.min 5"), "{e}");
+
+    // The nesting capability reports the IOMMU.
+    let cap = c.nesting_info(h).unwrap().expect("nesting capability");
+    assert_eq!(cap.pasid_bits, 20);
+
+    let st = c.status().unwrap();
+    assert_eq!(st.allocated, 3);
+    assert_eq!(st.capacity, (1 << 20) - 1);
+    assert_eq!(st.devices.len(), 4);
+    let sets = c.sets().unwrap();
+    let mine = sets
+        .iter()
+        .find(|s| s.identity.pid == std::process::id())
+        .unwrap();
+    assert_eq!(mine.pasids, vec![1, 2, 10]);
+    assert_eq!(mine.state, SetState::Live);
+
+    c.pasid_free(h, 0, u32::MAX).unwrap();
+    assert_eq!(c.status().unwrap().allocated, 0);
+    assert_eq!(c.ping(b"abc").unwrap(), b"abc");
+}
+
+#[test]
+fn connections_of_one_process_share_one_context_and_quota() {
+    let dir = TestDir::new("share");
+    let d = Daemon::start(dir.path(), &config_with_devices(4, "pasid_quota = 3"), &[]);
+    let mut a = d.client("a");
+    let mut b = d.client("b");
+    assert_eq!(
+        a.resume_token(),
+        b.resume_token(),
+        "one process, one context"
+    );
+    let ha = a.nesting_container(1).unwrap();
+    let hb = b.nesting_container(2).unwrap();
+    assert_eq!(a.pasid_alloc(ha, 1, u32::MAX).unwrap(), 1);
+    assert_eq!(b.pasid_alloc(hb, 1, u32::MAX).unwrap(), 2);
+    assert_eq!(a.pasid_alloc(ha, 1, u32::MAX).unwrap(), 3);
+    // The quota of 3 is the process's, across both connections.
+    assert_eq!(
+        errno(b.pasid_alloc(hb, 1, u32::MAX).unwrap_err()),
+        Errno::ENOSPC
+    );
+    // b may free a's PASID: same process.
+    b.pasid_free(hb, 1, 1).unwrap();
+    assert_eq!(b.pasid_alloc(hb, 1, u32::MAX).unwrap(), 1);
+    // Closing one connection keeps the context: the other still holds it.
+    drop(a);
+    wait_until("a's connection to close", || {
+        b.status().unwrap().connections == 1
+    });
+    let sets = b.sets().unwrap();
+    let mine = sets
+        .iter()
+        .find(|s| s.identity.pid == std::process::id())
+        .unwrap();
+    assert_eq!(mine.pasids, vec![1, 2, 3]);
+    assert_eq!(mine.connections, 1);
+}
+
+#[test]
+fn separate_processes_get_separate_contexts_and_kill9_releases() {
+    let dir = TestDir::new("procs");
+    let d = Daemon::start(dir.path(), &config_with_devices(4, ""), &[]);
+    let mut child = Helper::spawn(&d.socket, "hold:2:3");
+    let theirs: Vec<u32> = child
+        .expect("PASIDS")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(theirs, vec![1, 2, 3]);
+    let mut me = d.client("parent");
+    assert_ne!(me.resume_token(), vsva_proto::ResumeToken::default());
+    let h = me.nesting_container(1).unwrap();
+    assert_eq!(
+        me.pasid_alloc(h, 1, u32::MAX).unwrap(),
+        4,
+        "the child's PASIDs are taken"
+    );
+    // Another process cannot touch them: a bind is refused with EACCES ...
+    let bind = BindRequest::new(2, 0x10_0000, AddrWidth::Bits48);
+    let e = me.bind(h, &bind).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EACCES), "{e}");
+    // ... and a FREE of the range frees only the caller's own.
+    me.pasid_free(h, 1, 3).unwrap();
+    assert_eq!(me.status().unwrap().allocated, 4);
+    // kill -9 of the child releases all of its PASIDs.
+    child.kill9();
+    wait_until("the child's PASIDs to be released", || {
+        me.status().unwrap().allocated == 1
+    });
+    assert_eq!(me.pasid_alloc(h, 1, u32::MAX).unwrap(), 1);
+}
+
+#[test]
+fn quota_exhaustion_by_one_client_leaves_others_working() {
+    let dir = TestDir::new("quota");
+    let d = Daemon::start(dir.path(), &config_with_devices(4, "pasid_quota = 50"), &[]);
+    let mut hog = Helper::spawn(&d.socket, "quota:2");
+    let mut me = d.client("other");
+    let h = me.nesting_container(1).unwrap();
+    let got = hog.expect("OWNED");
+    assert_eq!(got, "50 ENOSPC");
+    for _ in 0..20 {
+        me.pasid_alloc(h, 1, u32::MAX).unwrap();
+    }
+    hog.kill9();
+}
+
+#[test]
+fn restart_resume_and_grace_expiry() {
+    let dir = TestDir::new("resume");
+    let mut d = Daemon::start(
+        dir.path(),
+        &config_with_devices(4, "grace_period_secs = 30"),
+        &[],
+    );
+    let mut c = d.client("vmm");
+    let h = c.nesting_container(1).unwrap();
+    let mine: Vec<u32> = (0..5)
+        .map(|_| c.pasid_alloc(h, 1, u32::MAX).unwrap())
+        .collect();
+    let instance = c.hello().instance;
+    // A second process that will not come back in time is released when it dies.
+    let mut gone = Helper::spawn(&d.socket, "hold:2:2");
+    assert_eq!(gone.expect("PASIDS"), "6 7");
+    d.kill9();
+    gone.kill9();
+    d.restart();
+    // A process that reconnects without its token starts over; one with a wrong token is
+    // refused. Here: the right token, from the first handshake.
+    let resumed = c.reconnect().unwrap();
+    assert!(resumed);
+    assert_ne!(c.hello().instance, instance);
+    assert_eq!(c.hello().restored, mine);
+    let h = c.nesting_container(1).unwrap();
+    // The dead helper's PASIDs were released at the start: 6 is free again.
+    assert_eq!(c.pasid_alloc(h, 1, u32::MAX).unwrap(), 6);
+    assert_eq!(c.status().unwrap().allocated, 6);
+    // A clean SIGTERM keeps ownership for the next start.
+    let status = d.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!d.socket.exists(), "socket removed at exit");
+    d.restart();
+    let mut wrong = c.options().clone();
+    wrong.resume = vsva_proto::ResumeToken([9; 16]);
+    let e = vsva_client::Client::connect(wrong).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EACCES), "{e}");
+    assert!(c.reconnect().unwrap());
+    assert_eq!(c.hello().restored, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn held_pasids_are_freed_when_the_grace_period_ends() {
+    let dir = TestDir::new("grace");
+    let mut d = Daemon::start(
+        dir.path(),
+        &config_with_devices(4, "grace_period_secs = 1"),
+        &[],
+    );
+    let mut c = d.client("vmm");
+    let h = c.nesting_container(1).unwrap();
+    for _ in 0..3 {
+        c.pasid_alloc(h, 1, u32::MAX).unwrap();
+    }
+    d.kill9();
+    d.restart();
+    // Observe from another process: a connection of this one without its token would
+    // start over and release what is held.
+    let mut other = Helper::spawn(&d.socket, "watch");
+    assert_eq!(other.status(), (3, 3));
+    wait_until("the grace period to end", || other.status() == (0, 0));
+    // Too late: nothing to resume.
+    assert!(!c.reconnect().unwrap());
+    assert!(c.hello().restored.is_empty());
+}

@@ -1,0 +1,121 @@
+//! Operations: the Prometheus endpoint of the real daemon, and `SIGTERM` finishing the
+//! requests already sent before exiting cleanly.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{Daemon, TestDir};
+use vsva_client::Errno;
+use vsva_proto::{encode_request, FrameHeader, Reply, Request};
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    page
+}
+
+#[test]
+fn metrics_report_pasids_requests_errors_and_latency() {
+    let dir = TestDir::new("metrics");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
+    let mut c = d.client("metrics");
+    let h = c.nesting_container(1).unwrap();
+    for _ in 0..3 {
+        c.pasid_alloc(h, 1, u32::MAX).unwrap();
+    }
+    assert_eq!(
+        c.pasid_alloc(h, 9, 8).unwrap_err().errno(),
+        Some(Errno::EINVAL)
+    );
+    let page = scrape(&addr);
+    let pid = std::process::id();
+    for line in [
+        "vsvad_pasid_capacity 1048575\n".to_string(),
+        "vsvad_pasids_allocated 3\n".to_string(),
+        format!("vsvad_process_pasids{{pid=\"{pid}\""),
+        "vsvad_request_errors_total{kind=\"ioctl\",errno=\"EINVAL\"} 1\n".to_string(),
+        "vsvad_request_duration_seconds_count{kind=\"ioctl\"}".to_string(),
+        "vsvad_store_commits_total".to_string(),
+        "vsvad_iotlb_hit_ratio".to_string(),
+        "vsvad_connections 1\n".to_string(),
+    ] {
+        assert!(page.contains(&line), "missing {line:?} in\n{page}");
+    }
+    // PASID_REQUEST is an ioctl: 2 ioctls to make the container, 4 PASID requests.
+    let ioctls: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("vsvad_requests_total{kind=\"ioctl\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ioctls, 5);
+}
+
+#[test]
+fn sigterm_answers_requests_already_sent_then_exits_cleanly() {
+    let dir = TestDir::new("drain");
+    let mut d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("drain");
+    let h = c.nesting_container(1).unwrap();
+    let p = c.pasid_alloc(h, 1, u32::MAX).unwrap();
+    // 200 requests in flight on a raw connection, then SIGTERM at once.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let bytes = encode_request(
+        1,
+        &Request::Hello(vsva_proto::Hello {
+            min_version: 1,
+            max_version: 1,
+            resume: vsva_proto::ResumeToken::default(),
+            client: "drain".into(),
+        }),
+    );
+    // The hello's reply proves the daemon accepted this connection before the signal.
+    s.write_all(&bytes).unwrap();
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).unwrap();
+    let mut body = vec![0u8; FrameHeader::parse(&h).body_len as usize];
+    s.read_exact(&mut body).unwrap();
+    assert_eq!(Reply::decode(&body).unwrap().result, 0);
+    let mut pings = Vec::new();
+    for id in 2..202u64 {
+        pings.extend(encode_request(
+            id,
+            &Request::Ping(id.to_le_bytes().to_vec()),
+        ));
+    }
+    s.write_all(&pings).unwrap();
+    let status = d.terminate();
+    assert!(status.success(), "{status}");
+    let mut got = 0;
+    loop {
+        let mut h = [0u8; 16];
+        if s.read_exact(&mut h).is_err() {
+            break;
+        }
+        let header = FrameHeader::parse(&h);
+        let mut body = vec![0u8; header.body_len as usize];
+        s.read_exact(&mut body).unwrap();
+        let reply = Reply::decode(&body).unwrap();
+        assert_eq!(reply.result, 0, "{}", reply.message);
+        got += 1;
+    }
+    assert_eq!(got, 200, "every request sent before SIGTERM was answered");
+    // The PASID of the still-connected client stays recorded: held for it at the next start.
+    d.restart();
+    assert!(c.reconnect().unwrap());
+    assert_eq!(c.hello().restored, vec![p]);
+}
