@@ -5,7 +5,7 @@
 //! entry writes, stage-2 map/unmap). `translate`, the DMA helpers and `invalidate` never take
 //! it: translation reads tables from memory and consults the lock-free caches.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -539,7 +539,7 @@ impl Iommu {
                 dir,
                 dir_pages,
                 limit: ctx.pasid_limit().min(limit_all),
-                tables: HashMap::new(),
+                tables: HashMap::default(),
                 opts,
             },
         );
@@ -755,14 +755,12 @@ impl Iommu {
     /// Returns the devices it was cleared on.
     pub fn teardown_pasid(&self, pasid: u32) -> Vec<SourceId> {
         let mut ctl = self.control();
-        let mut sids: Vec<SourceId> = ctl.devices.keys().copied().collect();
-        sids.sort_unstable();
-        let mut cleared = Vec::new();
-        for sid in sids {
-            if self.clear_locked(&mut ctl, sid, pasid).is_ok() {
-                cleared.push(sid);
-            }
-        }
+        let sids: Vec<SourceId> = ctl.devices.keys().copied().collect();
+        let mut cleared: Vec<SourceId> = sids
+            .into_iter()
+            .filter(|&sid| self.clear_locked(&mut ctl, sid, pasid).is_ok())
+            .collect();
+        cleared.sort_unstable();
         cleared
     }
 
