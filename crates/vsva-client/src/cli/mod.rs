@@ -382,17 +382,7 @@ fn open_any(client: &mut Client, group: Option<u32>) -> Result<(u32, u32), CliEr
 fn pasid_alloc(a: &AllocArgs) -> Result<(), CliError> {
     let mut client = a.common.connect("vsva pasid alloc")?;
     let (c, group) = open_any(&mut client, a.group)?;
-    let mut got = Vec::with_capacity(a.count as usize);
-    let mut failure = None;
-    for _ in 0..a.count {
-        match client.pasid_alloc(c, a.min, a.max) {
-            Ok(p) => got.push(p),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
+    let (got, failure) = alloc_many(&mut client, c, a.count, a.min, a.max);
     let pid = client.hello().identity.pid;
     if a.common.json {
         // One line, so a script reading a --hold session can take it line by line.
@@ -427,6 +417,25 @@ fn pasid_alloc(a: &AllocArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Allocates up to `n` PASIDs in `[min, max]`, stopping at the first refusal: what was
+/// allocated, and the refusal if there was one.
+fn alloc_many(
+    client: &mut Client,
+    c: u32,
+    n: u32,
+    min: u32,
+    max: u32,
+) -> (Vec<u32>, Option<ClientError>) {
+    let mut got = Vec::with_capacity(n.min(4096) as usize);
+    for _ in 0..n {
+        match client.pasid_alloc(c, min, max) {
+            Ok(p) => got.push(p),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
 /// Reads commands from stdin while holding the connection.
 fn hold_session(client: &mut Client, c: u32, a: &AllocArgs) -> Result<(), CliError> {
     let stdin = std::io::stdin();
@@ -439,24 +448,13 @@ fn hold_session(client: &mut Client, c: u32, a: &AllocArgs) -> Result<(), CliErr
             ["alloc"] => client
                 .pasid_alloc(c, a.min, a.max)
                 .map(|p| json!({ "allocated": [p] })),
-            ["alloc", n] => {
-                let n: u32 = n.parse().unwrap_or(1);
-                let mut v = Vec::new();
-                let mut err = None;
-                for _ in 0..n {
-                    match client.pasid_alloc(c, a.min, a.max) {
-                        Ok(p) => v.push(p),
-                        Err(e) => {
-                            err = Some(e);
-                            break;
-                        }
-                    }
-                }
-                match err {
-                    Some(e) if v.is_empty() => Err(e),
-                    e => Ok(json!({ "allocated": v, "error": e.map(|e| e.to_string()) })),
-                }
-            }
+            ["alloc", n] => match n.parse::<u32>() {
+                Ok(n) => match alloc_many(client, c, n, a.min, a.max) {
+                    (v, Some(e)) if v.is_empty() => Err(e),
+                    (v, e) => Ok(json!({ "allocated": v, "error": e.map(|e| e.to_string()) })),
+                },
+                Err(_) => Ok(json!({ "error": format!("not a count: {n}") })),
+            },
             ["free", "all"] => client
                 .pasid_free(c, 0, u32::MAX)
                 .map(|()| json!({ "freed": "all" })),
