@@ -241,3 +241,47 @@ fn held_pasids_are_freed_when_the_grace_period_ends() {
     assert!(!c.reconnect().unwrap());
     assert!(c.hello().restored.is_empty());
 }
+
+/// The admin path: a process that is neither root nor in the admin group may not change
+/// another process's quota, force-release it, or see its sets; root may.
+#[test]
+fn admin_requests_need_root_or_the_admin_group() {
+    if rustix::process::getuid().as_raw() != 0 {
+        // Dropping to another uid needs root; the rest of the admin path is covered by the
+        // root client below in every other test.
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let dir = TestDir::new("admin");
+    // The helper runs as `nobody`: let it through the directories to the socket.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = Daemon::start(dir.path(), &config_with_devices(2, ""), &[]);
+    let mut root = d.client("root");
+    assert!(root.is_admin());
+    let c = root.nesting_container(1).unwrap();
+    root.pasid_alloc(c, 1, u32::MAX).unwrap();
+    let me = std::process::id();
+
+    let helper = Helper::spawn_as(&d.socket, &format!("unprivileged:{me}"), 65534, 65534);
+    let line = helper.expect("UNPRIVILEGED");
+    assert_eq!(
+        line, "admin=false quota=EPERM release=EPERM others=0",
+        "an unprivileged client touched or saw another process"
+    );
+    // Nothing changed for the root client, and root still sees and manages everyone.
+    assert_eq!(root.hello().quota, 1000);
+    let sets = root.sets().unwrap();
+    assert!(sets
+        .iter()
+        .any(|e| e.identity.pid == me && e.pasids.len() == 1));
+    root.set_quota(me, 7).unwrap();
+    assert!(root
+        .sets()
+        .unwrap()
+        .iter()
+        .any(|e| e.identity.pid == me && e.quota == 7));
+}

@@ -177,7 +177,24 @@ impl Helper {
 
     /// Spawns `test_binary helper_process` with `VSVA_HELPER=script` and the socket.
     pub fn spawn(socket: &Path, script: &str) -> Helper {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Self::spawn_with(
+            socket,
+            script,
+            Command::new(std::env::current_exe().unwrap()),
+        )
+    }
+
+    /// As [`Helper::spawn`], running as `uid`/`gid` (the caller must be root).
+    pub fn spawn_as(socket: &Path, script: &str, uid: u32, gid: u32) -> Helper {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        // std drops the supplementary groups when it changes the uid as root.
+        cmd.uid(uid).gid(gid);
+        Self::spawn_with(socket, script, cmd)
+    }
+
+    fn spawn_with(socket: &Path, script: &str, mut cmd: Command) -> Helper {
+        let mut child = cmd
             .args([
                 "--exact",
                 "helper_process",
@@ -292,6 +309,8 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 ///   `RESUMED <0|1> <pasids...>`; exit at stdin EOF.
 /// * `quota:GROUP` — allocate until an error, print `OWNED <n> <errno>`, then wait.
 /// * `watch` — answer each stdin line with `STATUS <held> <allocated>`.
+/// * `unprivileged:PID` — try to change PID's quota and force-release it, list the sets, and
+///   print `UNPRIVILEGED admin=<bool> quota=<errno|ok> release=<errno|ok> others=<n>`.
 pub fn helper_main(script: &str) {
     let socket = PathBuf::from(std::env::var_os("VSVA_HELPER_SOCKET").expect("socket"));
     let mut opts = Options::new(&socket, "helper");
@@ -312,6 +331,27 @@ pub fn helper_main(script: &str) {
             writeln!(out, "STATUS {} {}", st.held, st.allocated).unwrap();
             out.flush().unwrap();
         }
+    }
+    if parts[0] == "unprivileged" {
+        // Tries every admin request on the pid given, then lists the sets it can see.
+        let target: u32 = parts[1].parse().unwrap();
+        let name = |r: Result<(), vsva_client::ClientError>| match r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.errno().map_or(e.to_string(), |e| e.name().to_string()),
+        };
+        let quota = name(client.set_quota(target, 1));
+        let release = name(client.force_release(target).map(|_| ()));
+        let sets = client.sets().expect("sets");
+        let me = std::process::id();
+        let others = sets.iter().filter(|e| e.identity.pid != me).count();
+        writeln!(
+            out,
+            "UNPRIVILEGED admin={} quota={quota} release={release} others={others}",
+            client.is_admin()
+        )
+        .unwrap();
+        out.flush().unwrap();
+        return;
     }
     let group: u32 = parts[1].parse().unwrap();
     let c = client.nesting_container(group).expect("nesting container");
