@@ -35,7 +35,7 @@ impl GuestMemory {
     /// Creates the memfd (zero-filled), seals it, and maps it. `base` and `size` must be
     /// multiples of 4 KiB and `size` non-zero.
     pub fn new(base: u64, size: u64) -> io::Result<GuestMemory> {
-        if base % 4096 != 0 || size % 4096 != 0 || size == 0 {
+        if !base.is_multiple_of(4096) || !size.is_multiple_of(4096) || size == 0 {
             return Err(invalid(format!(
                 "guest memory base {base:#x} and size {size:#x} must be non-zero multiples of 4096"
             )));

@@ -36,7 +36,7 @@ impl TeardownSubscriber for Tracker {
             self.in_teardown.lock().unwrap().insert(pasid),
             "PASID {pasid} torn down twice at once"
         );
-        if self.calls.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+        if self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
             self.finish(ticket);
         } else {
             // Once the completer has gone (end of test), finish here instead.

@@ -904,7 +904,12 @@ impl Iommu {
                 1 => true,
                 _ => false,
             };
-            if large_ok && !present && va % size == 0 && pa % size == 0 && rest >= size {
+            if large_ok
+                && !present
+                && va.is_multiple_of(size)
+                && pa.is_multiple_of(size)
+                && rest >= size
+            {
                 let ps = if level > 1 { SL_PS } else { 0 };
                 self.mem.store_u64(addr, pa | ps | perms.bits())?;
                 return Ok(size);

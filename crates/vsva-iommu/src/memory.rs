@@ -267,7 +267,7 @@ impl TablePool {
     /// A pool over `[base, base + size)`, which must be page aligned and backed by `mem`.
     pub fn new(mem: &HostMemory, base: u64, size: u64) -> Result<Self, MemoryError> {
         let bad = |reason| MemoryError::InvalidPool { base, size, reason };
-        if base % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+        if !base.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(bad("base and size must be multiples of 4096"));
         }
         if size == 0 {

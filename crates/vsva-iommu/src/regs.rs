@@ -129,7 +129,7 @@ impl IommuConfig {
                 "levels whose width (39/48/57) fits in mgaw",
             ));
         }
-        if !(4..=16).contains(&self.domain_bits) || self.domain_bits % 2 != 0 {
+        if !(4..=16).contains(&self.domain_bits) || !self.domain_bits.is_multiple_of(2) {
             return Err(invalid(
                 "domain_bits",
                 self.domain_bits,

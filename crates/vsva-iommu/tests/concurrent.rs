@@ -70,7 +70,7 @@ fn run(ats: bool, page_only: bool) {
                         let min = published[i as usize].load(Ordering::Acquire);
                         // Half the lookups are device-TLB lookups (PASID 5 via ATS), half through
                         // requests with a fresh access kind.
-                        let access = if (n + t) % 2 == 0 { Access::READ } else { Access::WRITE };
+                        let access = if (n + t).is_multiple_of(2) { Access::READ } else { Access::WRITE };
                         let tr = io.translate(sid, Some(5), i * SIZE_4K + 8, access).expect("mapped");
                         let g = (tr.host_addr - 8 - OUT_BASE) / SIZE_4K;
                         assert_eq!(g % PAGES, i, "page {i} translated to another page's frame");

@@ -121,7 +121,7 @@ impl IommuHwptVtdS1Invalidate {
                 ),
             ));
         }
-        if self.addr % IOMMU_VTD_INV_PAGE_SIZE != 0 {
+        if !self.addr.is_multiple_of(IOMMU_VTD_INV_PAGE_SIZE) {
             return Err(UapiError::invalid(format!(
                 "iommu_hwpt_vtd_s1_invalidate addr {:#x} is not 4 KiB aligned",
                 self.addr

@@ -216,7 +216,7 @@ impl ConfigSpace {
             width: n,
             reason,
         };
-        if offset % n != 0 {
+        if !offset.is_multiple_of(n) {
             return Err(err("the offset is not aligned to the access width"));
         }
         if offset as usize + n as usize > CONFIG_SPACE_SIZE {

@@ -148,7 +148,7 @@ fn emit(
 pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
     let (mem, len) = map_image(args)?;
     let end = args.image_base + len;
-    if args.root % 4096 != 0 {
+    if !args.root.is_multiple_of(4096) {
         return Err(PgwalkError::Root(format!(
             "--root {:#x} is not 4 KiB aligned",
             args.root
