@@ -122,6 +122,27 @@ struct PState {
     memory_bytes: u64,
 }
 
+impl PState {
+    /// A process's state before any connection or container: holding `mm` with `quota`,
+    /// `begun` if the store already has its Begin record, held until `held_until` after a
+    /// restart.
+    fn new(mm: Option<VfioMm>, begun: bool, quota: u32, held_until: Option<Instant>) -> Self {
+        PState {
+            mm,
+            begun,
+            quota,
+            held_until,
+            connections: 0,
+            revoked: false,
+            containers: HashMap::new(),
+            next_handle: 1,
+            regions: Vec::new(),
+            next_region: 1,
+            memory_bytes: 0,
+        }
+    }
+}
+
 /// A client process the daemon knows.
 pub struct Proc {
     key: ProcKey,
@@ -334,19 +355,7 @@ impl Daemon {
                     token,
                     resume: rec.resume,
                     command: identity::command_line(key.pid),
-                    state: Mutex::new(PState {
-                        mm: Some(mm),
-                        begun: true,
-                        quota: rec.quota,
-                        held_until: Some(deadline),
-                        connections: 0,
-                        revoked: false,
-                        containers: HashMap::new(),
-                        next_handle: 1,
-                        regions: Vec::new(),
-                        next_region: 1,
-                        memory_bytes: 0,
-                    }),
+                    state: Mutex::new(PState::new(Some(mm), true, rec.quota, Some(deadline))),
                 }),
             );
         }
@@ -670,19 +679,7 @@ impl Daemon {
                     token,
                     resume: ResumeToken(random_bytes()),
                     command: identity::command_line(key.pid),
-                    state: Mutex::new(PState {
-                        mm,
-                        begun: false,
-                        quota: self.settings.pasid_quota,
-                        held_until: None,
-                        connections: 0,
-                        revoked: false,
-                        containers: HashMap::new(),
-                        next_handle: 1,
-                        regions: Vec::new(),
-                        next_region: 1,
-                        memory_bytes: 0,
-                    }),
+                    state: Mutex::new(PState::new(mm, false, self.settings.pasid_quota, None)),
                 });
                 procs.insert(key, p.clone());
                 p
@@ -927,7 +924,7 @@ impl Daemon {
                 return Reply::error(Errno::EBADF, format!("mem_register fd: fstat failed: {e}"))
             }
         };
-        if offset.checked_add(size).map_or(true, |e| e > file_len) {
+        if offset.checked_add(size).is_none_or(|e| e > file_len) {
             return Reply::error(
                 Errno::EINVAL,
                 format!("mem_register offset {offset:#x} + size {size:#x} is past the end of the {file_len:#x}-byte file"),
