@@ -64,7 +64,21 @@ impl Members {
 
     /// Removes every member in `[min, max]`, calling `f(word, mask)` once per space word
     /// (`pasid / 64`) that had members in the range, in ascending order. Returns how many.
+    #[inline]
     pub(crate) fn take_range(&mut self, min: u32, max: u32, mut f: impl FnMut(u32, u64)) -> u32 {
+        if min / 64 == max / 64 {
+            // Within one word (e.g. one PASID): one lookup, and never a whole block to return.
+            let (b, w, _) = Self::locate(min);
+            let Some(Some(block)) = self.blocks.get_mut(b) else {
+                return 0;
+            };
+            let mask = block[w] & range_mask(min / 64, min, max);
+            if mask != 0 {
+                block[w] &= !mask;
+                f(min / 64, mask);
+            }
+            return mask.count_ones();
+        }
         let first = (min >> BLOCK_SHIFT) as usize;
         let last = ((max >> BLOCK_SHIFT) as usize).min(self.blocks.len().saturating_sub(1));
         let (first_word, last_word) = ((min / 64) as usize, (max / 64) as usize);

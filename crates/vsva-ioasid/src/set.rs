@@ -180,6 +180,7 @@ impl IoasidSet {
         self.take(0, u32::MAX)
     }
 
+    #[inline]
     fn take(&mut self, min: u32, max: u32) -> u32 {
         let space = &self.space;
         let freed = self

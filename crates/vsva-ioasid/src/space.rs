@@ -365,6 +365,7 @@ impl SpaceInner {
 
     /// Frees the owned PASIDs `word * 64 + bit` for every bit of `mask`, which their set has
     /// already forgotten. Without subscribers or a backend this is one bitmap update.
+    #[inline]
     pub(crate) fn retire_word(self: &Arc<Self>, word: u32, mask: u64) {
         if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
             for bit in Bits(mask) {
