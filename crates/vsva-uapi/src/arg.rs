@@ -1,4 +1,6 @@
-//! Reading an `argsz`-prefixed argument out of a caller's buffer, the way the kernel does.
+//! The one argument reader: an `argsz`-prefixed argument (or an integer argument) read out of
+//! a caller's buffer, the way the kernel does. Every decoder of this crate and the ioctl front
+//! end of `vsva-vfio` read their arguments here.
 //!
 //! # The buffer model
 //!
@@ -23,12 +25,13 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::errno::UapiError;
 
 /// The fixed part of an argument, read by [`read_arg`].
-pub(crate) struct Arg<'a, T> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arg<'a, T> {
     /// The known struct: the first `min(argsz, size_of::<T>())` bytes of the buffer, the rest
     /// zero.
-    pub(crate) value: T,
-    /// The argument as the caller sized it: `buf[..argsz]`.
-    pub(crate) bytes: &'a [u8],
+    pub value: T,
+    /// The argument as the caller sized it: `buf[..argsz]` (its length is `argsz`).
+    pub bytes: &'a [u8],
 }
 
 /// Reads the `argsz` at offset 0 of `buf`, which must hold at least 4 bytes.
@@ -39,16 +42,24 @@ fn argsz_of(buf: &[u8]) -> u32 {
     u32::from_le_bytes(raw)
 }
 
-/// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz`, applying the
-/// three size checks of the module documentation in order.
+/// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz` (at least 4, at
+/// most `size_of::<T>()`), applying the three size checks of the buffer model in order:
 ///
-/// `what` names the mandatory part in messages, e.g. `"vfio_iommu_type1_pasid_request"`.
+/// 1. `buf.len() < minsz` → `EFAULT`;
+/// 2. `argsz < minsz` → `EINVAL`;
+/// 3. `argsz > buf.len()` → `EFAULT`.
+///
+/// Then `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: a larger struct's tail
+/// is ignored and a shorter one is zero-extended. `what` names the mandatory part in messages,
+/// e.g. `"vfio_iommu_type1_pasid_request"`. Inlined, so the value is built in the caller's
+/// frame and a hot path pays no copy through memory for it.
+///
+/// # Errors
+///
+/// `EFAULT` or `EINVAL` as above, with a message naming `what` and the sizes; nothing is read
+/// then.
 #[inline]
-pub(crate) fn read_arg<'a, T>(
-    buf: &'a [u8],
-    minsz: usize,
-    what: &str,
-) -> Result<Arg<'a, T>, UapiError>
+pub fn read_arg<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
 where
     T: FromBytes + IntoBytes,
 {
@@ -87,6 +98,28 @@ where
         value,
         bytes: &buf[..argsz_len],
     })
+}
+
+/// Reads an integer ioctl argument (`VFIO_SET_IOMMU`, `VFIO_CHECK_EXTENSION` take an
+/// `unsigned long`, not a pointer): 8 bytes little-endian, or 4 when only 4 to 7 are given.
+///
+/// # Errors
+///
+/// `EFAULT` when `buf` holds fewer than 4 bytes; `what` names the argument in the message.
+#[inline]
+pub fn read_int_arg(buf: &[u8], what: &str) -> Result<u64, UapiError> {
+    match buf.len() {
+        0..=3 => Err(UapiError::fault(format!(
+            "the buffer holds {} bytes, fewer than the 4 bytes of {what}",
+            buf.len()
+        ))),
+        4..=7 => Ok(u64::from(argsz_of(buf))),
+        _ => {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&buf[..8]);
+            Ok(u64::from_le_bytes(raw))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +162,19 @@ mod tests {
         assert_eq!(arg.bytes.len(), 20);
         assert_eq!(arg.value.argsz, 20);
         assert_eq!(arg.value.flags, 0xaaaa_aaaa);
+    }
+
+    #[test]
+    fn int_args() {
+        assert_eq!(read_int_arg(&6u32.to_le_bytes(), "x").unwrap(), 6);
+        assert_eq!(
+            read_int_arg(&(1u64 << 40 | 3).to_le_bytes(), "x").unwrap(),
+            1 << 40 | 3
+        );
+        assert_eq!(
+            read_int_arg(&[6, 0], "x").unwrap_err().errno(),
+            Errno::EFAULT
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   [`InvPasidInfo`], [`InvAddrInfo`], and typed flag sets.
 //! * [`iommufd`]: the modern iommufd equivalents, for a later compatible front end.
 //! * [`errno`]: [`Errno`] and the rich [`UapiError`].
+//! * The one argument reader, [`read_arg`] (and [`read_int_arg`] for integer arguments),
+//!   which every decoder here and every ioctl front end uses.
 //! * Decoders that turn a caller's raw bytes into typed, validated requests, or the exact
 //!   error: [`decode_pasid_request`], [`decode_nesting_op`] (or [`decode_nesting_op_header`]
 //!   then [`NestingOpArg::decode`]), [`decode_bind_data`], [`decode_cache_invalidate`]; and
@@ -86,6 +88,7 @@ mod nesting;
 mod pasid_request;
 pub mod vfio;
 
+pub use arg::{read_arg, read_int_arg, Arg};
 pub use bind::{decode_bind_data, AddrWidth, BindRequest, VtdBindAttrs};
 pub use errno::{Errno, UapiError};
 pub use invalidate::{decode_cache_invalidate, CacheInvalidateRequest, Granularity};
@@ -103,6 +106,6 @@ pub use nesting::{
 };
 pub use pasid_request::{decode_pasid_request, PasidRequestOp};
 pub use vfio::{
-    DmaMap, DmaUnmap, InfoCapHeader, InfoCapNesting, NestingOpHeader, PasidRange, PasidRequest,
-    Type1Info,
+    DmaMap, DmaUnmap, InfoCapHeader, InfoCapNesting, InfoCapPasidQuota, NestingOpHeader,
+    PasidRange, PasidRequest, Type1Info,
 };

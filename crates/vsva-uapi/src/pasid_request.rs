@@ -34,12 +34,14 @@ pub enum PasidRequestOp {
 
 impl PasidRequestOp {
     /// An ALLOC request for `[min, max]`; `EINVAL` if `min > max`.
+    #[inline]
     pub fn alloc(min: u32, max: u32) -> Result<Self, UapiError> {
         check_range(min, max)?;
         Ok(Self::Alloc { min, max })
     }
 
     /// A FREE request for `[min, max]`; `EINVAL` if `min > max`.
+    #[inline]
     pub fn free(min: u32, max: u32) -> Result<Self, UapiError> {
         check_range(min, max)?;
         Ok(Self::Free { min, max })
@@ -87,14 +89,19 @@ impl PasidRequestOp {
     }
 }
 
-/// `min > max` → `EINVAL`.
+/// `min > max` → `EINVAL`: the one range check of a PASID request, made where the kernel
+/// makes it (after the flags).
+#[inline]
 fn check_range(min: u32, max: u32) -> Result<(), UapiError> {
     if min > max {
-        return Err(UapiError::invalid(format!(
-            "range.min {min} is greater than range.max {max}"
-        )));
+        return Err(inverted_range(min, max));
     }
     Ok(())
+}
+
+#[cold]
+fn inverted_range(min: u32, max: u32) -> UapiError {
+    UapiError::invalid(format!("range.min {min} is greater than range.max {max}"))
 }
 
 /// Decodes and validates a `vfio_iommu_type1_pasid_request` from the caller's buffer.

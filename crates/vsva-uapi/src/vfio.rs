@@ -91,6 +91,51 @@ pub const VFIO_IOMMU_TYPE1_INFO_CAP_NESTING: u16 = 3;
 /// Version 1 of the nesting capability's layout, the only one defined.
 pub const VFIO_IOMMU_TYPE1_INFO_CAP_NESTING_VERSION: u16 = 1;
 
+/// The IOVA page sizes `VFIO_IOMMU_GET_INFO` reports: every power of two from 4 KiB up, as the
+/// VT-d driver reports (the stage-2 mapper splits into 4 KiB, 2 MiB and 1 GiB pages itself).
+pub const VFIO_IOMMU_INFO_PGSIZES_ALL: u64 = !0xfff;
+
+/// `VFIO_UNMAP_ALL`: the `VFIO_CHECK_EXTENSION` value for `VFIO_DMA_UNMAP_FLAG_ALL` support.
+pub const VFIO_UNMAP_ALL: u64 = 9;
+
+/// Capability id of the vsva extension in the `VFIO_IOMMU_GET_INFO` chain that reports the
+/// process's PASID quota: [`InfoCapPasidQuota`]. The id is outside the range Linux assigns to
+/// type1 capabilities (1–3), so clients that do not know it skip it.
+pub const VSVA_INFO_CAP_PASID_QUOTA: u16 = 0xff00;
+/// Version 1 of [`InfoCapPasidQuota`], the only one.
+pub const VSVA_INFO_CAP_PASID_QUOTA_VERSION: u16 = 1;
+
+/// The vsva PASID quota capability (16 bytes): how many PASIDs the calling process may own
+/// at once, and how many it owns, across all its containers. Follows the nesting capability
+/// in the chain of a container with a PASID context.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct InfoCapPasidQuota {
+    /// `id` = [`VSVA_INFO_CAP_PASID_QUOTA`], `version` = 1, `next` = 0 (it is last).
+    pub header: InfoCapHeader,
+    /// The process's quota.
+    pub quota: u32,
+    /// PASIDs the process owns now.
+    pub owned: u32,
+}
+
+impl InfoCapPasidQuota {
+    /// The capability for `quota` and `owned`, last in its chain.
+    pub fn new(quota: u32, owned: u32) -> Self {
+        InfoCapPasidQuota {
+            header: InfoCapHeader {
+                id: VSVA_INFO_CAP_PASID_QUOTA,
+                version: VSVA_INFO_CAP_PASID_QUOTA_VERSION,
+                next: 0,
+            },
+            quota,
+            owned,
+        }
+    }
+}
+
 /// `vfio_iommu_type1_info`: argument of `VFIO_IOMMU_GET_INFO` (24 bytes).
 #[repr(C)]
 #[derive(
@@ -246,5 +291,15 @@ mod tests {
         assert_eq!(size_of::<PasidRange>(), 8);
         assert_eq!(size_of::<PasidRequest>(), 16);
         assert_eq!(size_of::<NestingOpHeader>(), 8);
+    }
+
+    #[test]
+    fn quota_capability_layout() {
+        assert_eq!(size_of::<InfoCapPasidQuota>(), 16);
+        let cap = InfoCapPasidQuota::new(1000, 3);
+        assert_eq!(
+            cap.as_bytes(),
+            &[0x00, 0xff, 1, 0, 0, 0, 0, 0, 0xe8, 0x03, 0, 0, 3, 0, 0, 0]
+        );
     }
 }
