@@ -165,6 +165,22 @@ mod tests {
     }
 
     #[test]
+    fn a_larger_argsz_within_the_buffer_is_read_and_errors_keep_their_errno() {
+        use crate::vfio::DmaMap;
+        let mut buf = vec![0u8; 40];
+        buf[..4].copy_from_slice(&40u32.to_le_bytes());
+        buf[8] = 0xaa;
+        let arg = read_arg::<DmaMap>(&buf, 32, "x").unwrap();
+        assert_eq!((arg.bytes.len(), arg.value.vaddr), (40, 0xaa));
+        let errno = |buf: &[u8]| read_arg::<DmaMap>(buf, 32, "x").unwrap_err().errno();
+        assert_eq!(errno(&buf[..31]), Errno::EFAULT);
+        buf[..4].copy_from_slice(&31u32.to_le_bytes());
+        assert_eq!(errno(&buf), Errno::EINVAL);
+        buf[..4].copy_from_slice(&41u32.to_le_bytes());
+        assert_eq!(errno(&buf), Errno::EFAULT);
+    }
+
+    #[test]
     fn int_args() {
         assert_eq!(read_int_arg(&6u32.to_le_bytes(), "x").unwrap(), 6);
         assert_eq!(

@@ -93,7 +93,10 @@ impl UapiPair {
 
     #[inline]
     fn run(&mut self, c: &Container) {
-        let p = c.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut self.alloc).unwrap() as u32;
+        let p = c
+            .ioctl(VFIO_IOMMU_PASID_REQUEST, &mut self.alloc)
+            .unwrap()
+            .value() as u32;
         // The client fills in range.min and range.max (one 8-byte store, as a struct write
         // would be; two 4-byte stores followed by the decoder's 8-byte read would measure a
         // store-forwarding stall that a request arriving through a socket never has).

@@ -4,7 +4,7 @@ use vsva_ioasid::SetId;
 use vsva_iommu::{DmaError, IommuError, MemoryError, SourceId};
 use vsva_uapi::{Errno, UapiError};
 
-use crate::{ContainerId, GroupId, MdevId};
+use crate::types::{ContainerId, GroupId, MdevId, ProcessToken};
 
 /// Why a VFIO operation was refused.
 ///
@@ -13,39 +13,11 @@ use crate::{ContainerId, GroupId, MdevId};
 /// fault. A refused operation changes nothing, except where a variant says otherwise.
 #[derive(Debug, thiserror::Error)]
 pub enum VfioError {
-    /// A uAPI argument failed the decoder's checks (`EFAULT` or `EINVAL`).
+    /// A uAPI argument failed the argument reader's or a decoder's checks (`EFAULT` or
+    /// `EINVAL`): a buffer shorter than the mandatory part, an `argsz` below it or beyond the
+    /// buffer, or a field the decoder refuses.
     #[error("{}", .0.message())]
     Uapi(#[from] UapiError),
-    /// The caller's buffer is shorter than the mandatory part of the argument (`EFAULT`).
-    #[error("the buffer holds {len} bytes, fewer than the {need} bytes of {what}")]
-    ArgTooShort {
-        /// The argument's C name.
-        what: &'static str,
-        /// Bytes supplied.
-        len: usize,
-        /// Bytes needed.
-        need: usize,
-    },
-    /// `argsz` is smaller than the mandatory part of the argument (`EINVAL`).
-    #[error("argsz {argsz} is smaller than the {need} bytes of {what}")]
-    ArgszTooSmall {
-        /// The argument's C name.
-        what: &'static str,
-        /// The `argsz` the caller claimed.
-        argsz: u32,
-        /// Bytes needed.
-        need: usize,
-    },
-    /// `argsz` claims more bytes than the caller supplied (`EFAULT`).
-    #[error("argsz {argsz} claims more than the {len} bytes supplied for {what}")]
-    ArgszBeyondBuffer {
-        /// The argument's C name.
-        what: &'static str,
-        /// The `argsz` the caller claimed.
-        argsz: u32,
-        /// Bytes supplied.
-        len: usize,
-    },
     /// A field holds a value the operation does not accept (`EINVAL`).
     #[error("{field} {value:#x}: {reason}")]
     InvalidField {
@@ -270,7 +242,7 @@ pub enum VfioError {
     #[error("{process} has no PASID context")]
     UnknownProcess {
         /// The process.
-        process: crate::ProcessToken,
+        process: ProcessToken,
     },
     /// No mdev with this id exists (`ENODEV`).
     #[error("mdev {mdev} does not exist")]
@@ -331,12 +303,8 @@ impl VfioError {
     pub fn errno(&self) -> Errno {
         match self {
             VfioError::Uapi(e) => e.errno(),
-            VfioError::ArgTooShort { .. }
-            | VfioError::ArgszBeyondBuffer { .. }
-            | VfioError::DmaUnbacked { .. }
-            | VfioError::Dma { .. } => Errno::EFAULT,
-            VfioError::ArgszTooSmall { .. }
-            | VfioError::InvalidField { .. }
+            VfioError::DmaUnbacked { .. } | VfioError::Dma { .. } => Errno::EFAULT,
+            VfioError::InvalidField { .. }
             | VfioError::NoIommu { .. }
             | VfioError::IommuAlreadySet { .. }
             | VfioError::NoGroup { .. }
@@ -388,6 +356,10 @@ impl VfioError {
 }
 
 /// The errno for an IOMMU refusal, as the Linux VT-d driver reports the same conditions.
+///
+/// The one place this crate maps IOMMU errors to errnos. When `vsva-iommu` gives its errors
+/// their own errno (`IommuError::errno()`, `DmaError::errno()`, with exactly this mapping),
+/// this function becomes a call to it.
 pub(crate) fn iommu_errno(err: &IommuError) -> Errno {
     match err {
         IommuError::Memory(MemoryError::PoolExhausted { .. }) => Errno::ENOMEM,

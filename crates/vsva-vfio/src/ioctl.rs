@@ -1,4 +1,9 @@
-//! The byte-level entry point: `Container::ioctl(cmd, arg)` with the kernel's semantics.
+//! The byte-level entry point: `Container::ioctl(cmd, arg)` with the kernel's semantics, as a
+//! thin front end over the typed container methods.
+//!
+//! One table ([`OPS`]) maps each ioctl number to its handler and says whether the container
+//! must have an IOMMU type first. Each handler reads its argument once, with the one argument
+//! reader of `vsva-uapi` (the struct decoders are built on it), and calls the typed method.
 //!
 //! # Arguments
 //!
@@ -22,410 +27,289 @@
 //! | `VFIO_IOMMU_GET_INFO`, `MAP_DMA`, `UNMAP_DMA`, `PASID_REQUEST`, `NESTING_OP` | `EINVAL` (no IOMMU driver yet) | as documented on the typed methods |
 //! | anything else | `EINVAL` | `ENOTTY` |
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::IntoBytes;
 
 use vsva_uapi::vfio::{
-    DmaMap, DmaUnmap, InfoCapHeader, Type1Info, VFIO_API_VERSION, VFIO_CHECK_EXTENSION,
-    VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_VADDR, VFIO_DMA_MAP_FLAG_WRITE,
-    VFIO_DMA_UNMAP_FLAG_ALL, VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP, VFIO_DMA_UNMAP_FLAG_VADDR,
-    VFIO_GET_API_VERSION, VFIO_IOMMU_FLAG_ALLOC_PASID, VFIO_IOMMU_FLAG_FREE_PASID,
+    DmaMap, DmaUnmap, Type1Info, VFIO_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_DMA_MAP_FLAG_READ,
+    VFIO_DMA_MAP_FLAG_VADDR, VFIO_DMA_MAP_FLAG_WRITE, VFIO_DMA_UNMAP_FLAG_ALL,
+    VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP, VFIO_DMA_UNMAP_FLAG_VADDR, VFIO_GET_API_VERSION,
     VFIO_IOMMU_GET_INFO, VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_INFO_PGSIZES, VFIO_IOMMU_MAP_DMA,
     VFIO_IOMMU_NESTING_OP, VFIO_IOMMU_PASID_REQUEST, VFIO_IOMMU_UNMAP_DMA, VFIO_SET_IOMMU,
+    VFIO_UNMAP_ALL,
 };
-use vsva_uapi::{
-    decode_nesting_op_header, decode_pasid_request, encode_nesting_info, PasidRequestOp,
-    NESTING_CAP_SIZE,
-};
+use vsva_uapi::{decode_nesting_op_header, decode_pasid_request, read_arg, read_int_arg};
 
-use crate::container::{Container, DmaMapping, IommuType};
+use crate::container::dma::DmaMapping;
+use crate::container::info::info_cap_chain;
+use crate::container::Container;
 use crate::error::VfioError;
+use crate::outcome::IoctlOutcome;
+use crate::types::IommuType;
 
-/// The IOVA page sizes reported: every power of two from 4 KiB up, as the VT-d driver
-/// reports (the stage-2 mapper splits into 4 KiB, 2 MiB and 1 GiB pages itself).
-pub const VFIO_IOMMU_INFO_PGSIZES_ALL: u64 = !0xfff;
+/// The journal a handler may call under a lock it holds; the front end calls it otherwise.
+type Journal<'a> = &'a mut dyn FnMut(&IoctlOutcome);
 
-/// `VFIO_UNMAP_ALL`: the `VFIO_CHECK_EXTENSION` value for `VFIO_DMA_UNMAP_FLAG_ALL` support.
-const VFIO_UNMAP_ALL: u64 = 9;
+/// A typed handler: runs the command on the caller's argument bytes.
+type Handler = fn(&Container, &mut [u8], Journal<'_>) -> Result<IoctlOutcome, VfioError>;
 
-/// Capability id of the vsva extension in the `VFIO_IOMMU_GET_INFO` chain that reports the
-/// process's PASID quota: [`InfoCapPasidQuota`]. The id is outside the range Linux assigns to
-/// type1 capabilities (1–3), so clients that do not know it skip it.
-pub const VSVA_INFO_CAP_PASID_QUOTA: u16 = 0xff00;
-/// Version 1 of [`InfoCapPasidQuota`], the only one.
-pub const VSVA_INFO_CAP_PASID_QUOTA_VERSION: u16 = 1;
-
-/// The vsva PASID quota capability (16 bytes): how many PASIDs the calling process may own
-/// at once, and how many it owns, across all its containers. Follows the nesting capability
-/// in the chain of a container with a PASID context.
-#[repr(C)]
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
-pub struct InfoCapPasidQuota {
-    /// `id` = [`VSVA_INFO_CAP_PASID_QUOTA`], `version` = 1, `next` = 0 (it is last).
-    pub header: InfoCapHeader,
-    /// The process's quota.
-    pub quota: u32,
-    /// PASIDs the process owns now.
-    pub owned: u32,
+/// One row of the ioctl table.
+struct IoctlOp {
+    cmd: u32,
+    /// The VFIO core answers `EINVAL` before `VFIO_SET_IOMMU` for the IOMMU driver's ioctls.
+    needs_iommu: bool,
+    handler: Handler,
 }
 
-impl InfoCapPasidQuota {
-    /// The capability for `quota` and `owned`, last in its chain.
-    pub fn new(quota: u32, owned: u32) -> Self {
-        InfoCapPasidQuota {
-            header: InfoCapHeader {
-                id: VSVA_INFO_CAP_PASID_QUOTA,
-                version: VSVA_INFO_CAP_PASID_QUOTA_VERSION,
-                next: 0,
-            },
-            quota,
-            owned,
-        }
-    }
-}
-
-/// Reads an `argsz`-prefixed struct with mandatory size `minsz` (the `vsva-uapi` buffer
-/// model); returns it and its `argsz`.
-fn read_arg<T: FromBytes + IntoBytes>(
-    buf: &[u8],
-    minsz: usize,
-    what: &'static str,
-) -> Result<(T, usize), VfioError> {
-    if buf.len() < minsz {
-        return Err(VfioError::ArgTooShort {
-            what,
-            len: buf.len(),
-            need: minsz,
-        });
-    }
-    let argsz = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let len = argsz as usize;
-    if len < minsz {
-        return Err(VfioError::ArgszTooSmall {
-            what,
-            argsz,
-            need: minsz,
-        });
-    }
-    if len > buf.len() {
-        return Err(VfioError::ArgszBeyondBuffer {
-            what,
-            argsz,
-            len: buf.len(),
-        });
-    }
-    let known = len.min(size_of::<T>());
-    let mut value = T::new_zeroed();
-    value.as_mut_bytes()[..known].copy_from_slice(&buf[..known]);
-    Ok((value, len))
-}
-
-/// The PASID_REQUEST every client sends (`argsz` 16, exactly ALLOC or FREE, `min <= max`),
-/// decoded in place; `None` for anything else, which then goes through
-/// [`decode_pasid_request`] for its exact error or its handling of larger structs.
-///
-/// Whenever this returns `Some(op)`, `decode_pasid_request` returns `Ok(op)` for the same
-/// bytes (property-tested below). It exists because the decoder's result, read back across
-/// the crate boundary without inlining, costs a store-forwarding stall per request.
-#[inline]
-fn canonical_pasid_request(arg: &[u8]) -> Option<PasidRequestOp> {
-    let raw: &[u8; 16] = arg.get(..16)?.try_into().ok()?;
-    let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
-    let (argsz, flags, min, max) = (word(0), word(4), word(8), word(12));
-    if argsz != 16 || min > max {
-        return None;
-    }
-    match flags {
-        VFIO_IOMMU_FLAG_ALLOC_PASID => Some(PasidRequestOp::Alloc { min, max }),
-        VFIO_IOMMU_FLAG_FREE_PASID => Some(PasidRequestOp::Free { min, max }),
-        _ => None,
-    }
-}
-
-/// Reads an integer ioctl argument: 8 bytes little-endian, or 4.
-fn int_arg(buf: &[u8], what: &'static str) -> Result<u64, VfioError> {
-    match buf.len() {
-        0..=3 => Err(VfioError::ArgTooShort {
-            what,
-            len: buf.len(),
-            need: 4,
-        }),
-        4..=7 => Ok(u64::from(u32::from_le_bytes([
-            buf[0], buf[1], buf[2], buf[3],
-        ]))),
-        _ => {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(&buf[..8]);
-            Ok(u64::from_le_bytes(raw))
-        }
-    }
-}
+/// Every container ioctl, the hot one (PASID_REQUEST) first.
+const OPS: &[IoctlOp] = &[
+    IoctlOp {
+        cmd: VFIO_IOMMU_PASID_REQUEST,
+        needs_iommu: true,
+        handler: pasid_request,
+    },
+    IoctlOp {
+        cmd: VFIO_IOMMU_NESTING_OP,
+        needs_iommu: true,
+        handler: nesting_op,
+    },
+    IoctlOp {
+        cmd: VFIO_GET_API_VERSION,
+        needs_iommu: false,
+        handler: api_version,
+    },
+    IoctlOp {
+        cmd: VFIO_CHECK_EXTENSION,
+        needs_iommu: false,
+        handler: check_extension,
+    },
+    IoctlOp {
+        cmd: VFIO_SET_IOMMU,
+        needs_iommu: false,
+        handler: set_iommu,
+    },
+    IoctlOp {
+        cmd: VFIO_IOMMU_GET_INFO,
+        needs_iommu: true,
+        handler: get_info,
+    },
+    IoctlOp {
+        cmd: VFIO_IOMMU_MAP_DMA,
+        needs_iommu: true,
+        handler: map_dma,
+    },
+    IoctlOp {
+        cmd: VFIO_IOMMU_UNMAP_DMA,
+        needs_iommu: true,
+        handler: unmap_dma,
+    },
+];
 
 impl Container {
     /// The container ioctl entry point: runs `cmd` on the argument bytes `arg` exactly as the
-    /// kernel's VFIO container would (see the module table) and returns the ioctl's
-    /// non-negative result: the new PASID for PASID_REQUEST ALLOC, the API version, the
-    /// extension answer, 0 otherwise. An error carries the errno ([`VfioError::errno`]) and
-    /// leaves the container and `arg` unchanged.
-    pub fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, VfioError> {
-        match cmd {
-            VFIO_IOMMU_PASID_REQUEST => {
-                self.require_iommu(cmd)?;
-                let op = match canonical_pasid_request(arg) {
-                    Some(op) => op,
-                    None => decode_pasid_request(arg)?,
-                };
-                let result = self.pasid_request(op)?;
-                Ok(match op {
-                    PasidRequestOp::Alloc { .. } => result,
-                    PasidRequestOp::Free { .. } => 0,
-                })
-            }
-            VFIO_IOMMU_NESTING_OP => {
-                self.require_iommu(cmd)?;
-                let header = decode_nesting_op_header(arg)?;
-                self.nesting_op(|| Ok(header.decode()?), header.kind)?;
-                Ok(0)
-            }
-            VFIO_GET_API_VERSION => Ok(u64::from(VFIO_API_VERSION)),
-            VFIO_CHECK_EXTENSION => {
-                let ext = int_arg(arg, "the VFIO_CHECK_EXTENSION argument")?;
-                Ok(u64::from(self.check_extension(ext)))
-            }
-            VFIO_SET_IOMMU => {
-                let ty = int_arg(arg, "the VFIO_SET_IOMMU argument")?;
-                self.set_iommu_raw(ty)?;
-                Ok(0)
-            }
-            _ => {
-                self.require_iommu(cmd)?;
-                match cmd {
-                    VFIO_IOMMU_GET_INFO => self.get_info_ioctl(arg),
-                    VFIO_IOMMU_MAP_DMA => self.map_dma_ioctl(arg),
-                    VFIO_IOMMU_UNMAP_DMA => self.unmap_dma_ioctl(arg),
-                    _ => Err(VfioError::UnknownIoctl { cmd }),
-                }
-            }
-        }
+    /// kernel's VFIO container would (see the module table) and says what it did; the ioctl's
+    /// non-negative return value is [`IoctlOutcome::value`].
+    ///
+    /// # Errors
+    ///
+    /// The error carries the errno ([`VfioError::errno`]); the container and `arg` are left
+    /// unchanged.
+    #[inline]
+    pub fn ioctl(&self, cmd: u32, arg: &mut [u8]) -> Result<IoctlOutcome, VfioError> {
+        self.ioctl_journaled(cmd, arg, |_| {})
     }
 
-    fn check_extension(&self, ext: u64) -> bool {
-        match IommuType::from_raw(ext) {
-            Some(IommuType::Type1v2) => true,
-            Some(IommuType::Nesting) => self.vfio().iommu.config().nesting,
-            None => ext == VFIO_UNMAP_ALL,
-        }
-    }
-
-    fn get_info_ioctl(&self, arg: &mut [u8]) -> Result<u64, VfioError> {
-        const MINSZ: usize = 16; // offsetofend(iova_pgsizes)
-        const CAPSZ: usize = size_of::<Type1Info>(); // offsetofend(cap_offset)
-        let (mut info, argsz) = read_arg::<Type1Info>(arg, MINSZ, "vfio_iommu_type1_info")?;
-        let typed = self.info()?;
-        info.flags = VFIO_IOMMU_INFO_PGSIZES;
-        info.iova_pgsizes = typed.iova_pgsizes;
-        let mut caps = Vec::new();
-        if let Some(nesting) = &typed.nesting {
-            let next = if typed.pasid_quota.is_some() {
-                (CAPSZ + NESTING_CAP_SIZE) as u32
-            } else {
-                0
-            };
-            caps.extend_from_slice(&encode_nesting_info(next, nesting));
-        }
-        if let Some(quota) = &typed.pasid_quota {
-            caps.extend_from_slice(quota.as_bytes());
-        }
-        let mut out = MINSZ;
-        if argsz >= CAPSZ {
-            out = CAPSZ;
-            info.cap_offset = 0;
-            info.pad = 0;
-        }
-        if !caps.is_empty() {
-            info.flags |= VFIO_IOMMU_INFO_CAPS;
-            let need = CAPSZ + caps.len();
-            if argsz < need {
-                // Too small for the chain: report the size needed, as the kernel does.
-                info.argsz = need as u32;
-            } else {
-                arg[CAPSZ..need].copy_from_slice(&caps);
-                info.cap_offset = CAPSZ as u32;
-            }
-        }
-        arg[..out].copy_from_slice(&info.as_bytes()[..out]);
-        Ok(0)
-    }
-
-    fn map_dma_ioctl(&self, arg: &mut [u8]) -> Result<u64, VfioError> {
-        let (map, _) = read_arg::<DmaMap>(arg, size_of::<DmaMap>(), "vfio_iommu_type1_dma_map")?;
-        let known = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
-        if map.flags & !known != 0 {
-            return Err(VfioError::invalid(
-                "flags",
-                u64::from(map.flags),
-                "bits other than READ, WRITE and VADDR are not defined",
-            ));
-        }
-        if map.flags & VFIO_DMA_MAP_FLAG_VADDR != 0 {
-            return Err(VfioError::invalid(
-                "flags",
-                u64::from(map.flags),
-                "VFIO_DMA_MAP_FLAG_VADDR (updating a mapping's vaddr) is not supported",
-            ));
-        }
-        self.map_dma(&DmaMapping {
-            vaddr: map.vaddr,
-            iova: map.iova,
-            size: map.size,
-            read: map.flags & VFIO_DMA_MAP_FLAG_READ != 0,
-            write: map.flags & VFIO_DMA_MAP_FLAG_WRITE != 0,
-        })?;
-        Ok(0)
-    }
-
-    fn unmap_dma_ioctl(&self, arg: &mut [u8]) -> Result<u64, VfioError> {
-        const MINSZ: usize = size_of::<DmaUnmap>();
-        let (mut unmap, _) = read_arg::<DmaUnmap>(arg, MINSZ, "vfio_iommu_type1_dma_unmap")?;
-        let known = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
-            | VFIO_DMA_UNMAP_FLAG_ALL
-            | VFIO_DMA_UNMAP_FLAG_VADDR;
-        let flags = u64::from(unmap.flags);
-        if unmap.flags & !known != 0 {
-            return Err(VfioError::invalid(
-                "flags",
-                flags,
-                "bits other than GET_DIRTY_BITMAP, ALL and VADDR are not defined",
-            ));
-        }
-        if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
-            return Err(VfioError::invalid(
-                "flags",
-                flags,
-                "dirty page tracking (GET_DIRTY_BITMAP) is not supported",
-            ));
-        }
-        if unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0 {
-            return Err(VfioError::invalid(
-                "flags",
-                flags,
-                "VFIO_DMA_UNMAP_FLAG_VADDR (invalidating a mapping's vaddr) is not supported",
-            ));
-        }
-        let unmapped = if unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0 {
-            if unmap.iova != 0 || unmap.size != 0 {
-                let (field, value) = if unmap.iova != 0 {
-                    ("iova", unmap.iova)
-                } else {
-                    ("size", unmap.size)
-                };
-                return Err(VfioError::invalid(
-                    field,
-                    value,
-                    "must be 0 with VFIO_DMA_UNMAP_FLAG_ALL",
-                ));
-            }
-            self.unmap_all_dma()?
-        } else {
-            self.unmap_dma(unmap.iova, unmap.size)?
+    /// [`Container::ioctl`], calling `journal` once with the outcome when the command
+    /// succeeds. For PASID_REQUEST it runs under the process's mm lock, after the change and
+    /// before any other PASID request of the process can run, so an embedder that records
+    /// each change there gets one process's records in the order the changes happened,
+    /// without a lock of its own. For every other command it runs after the command, with no
+    /// lock held. `journal` must not call back into the process's containers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Container::ioctl`]; `journal` is not called then.
+    #[inline]
+    pub fn ioctl_journaled(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        journal: impl FnOnce(&IoctlOutcome),
+    ) -> Result<IoctlOutcome, VfioError> {
+        let Some(op) = OPS.iter().find(|op| op.cmd == cmd) else {
+            self.require_iommu(cmd)?;
+            return Err(VfioError::UnknownIoctl { cmd });
         };
-        unmap.size = unmapped;
-        arg[..MINSZ].copy_from_slice(unmap.as_bytes());
-        Ok(0)
+        if op.needs_iommu {
+            self.require_iommu(cmd)?;
+        }
+        let mut journal = Some(journal);
+        let mut once = |outcome: &IoctlOutcome| {
+            if let Some(journal) = journal.take() {
+                journal(outcome);
+            }
+        };
+        let outcome = (op.handler)(self, arg, &mut once)?;
+        once(&outcome);
+        Ok(outcome)
     }
+}
+
+fn pasid_request(
+    c: &Container,
+    arg: &mut [u8],
+    journal: Journal<'_>,
+) -> Result<IoctlOutcome, VfioError> {
+    c.pasid_request(decode_pasid_request(arg)?, journal)
+}
+
+fn nesting_op(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+    let header = decode_nesting_op_header(arg)?;
+    c.nesting_op(|| Ok(header.decode()?), header.kind)?;
+    Ok(IoctlOutcome::Nesting(header.kind))
+}
+
+fn api_version(_: &Container, _: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+    Ok(IoctlOutcome::Value(u64::from(VFIO_API_VERSION)))
+}
+
+fn check_extension(
+    c: &Container,
+    arg: &mut [u8],
+    _: Journal<'_>,
+) -> Result<IoctlOutcome, VfioError> {
+    let ext = read_int_arg(arg, "the VFIO_CHECK_EXTENSION argument")?;
+    let supported = match IommuType::from_raw(ext) {
+        Some(IommuType::Type1v2) => true,
+        Some(IommuType::Nesting) => c.vfio().iommu.config().nesting,
+        None => ext == VFIO_UNMAP_ALL,
+    };
+    Ok(IoctlOutcome::Value(u64::from(supported)))
+}
+
+fn set_iommu(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+    let ty = read_int_arg(arg, "the VFIO_SET_IOMMU argument")?;
+    Ok(IoctlOutcome::IommuSet(c.set_iommu_raw(ty)?))
+}
+
+fn get_info(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+    const MINSZ: usize = 16; // offsetofend(iova_pgsizes)
+    const CAPSZ: usize = size_of::<Type1Info>(); // offsetofend(cap_offset)
+    let read = read_arg::<Type1Info>(arg, MINSZ, "vfio_iommu_type1_info")?;
+    let (mut info, argsz) = (read.value, read.bytes.len());
+    let typed = c.info()?;
+    info.flags = VFIO_IOMMU_INFO_PGSIZES;
+    info.iova_pgsizes = typed.iova_pgsizes;
+    let caps = info_cap_chain(&typed, CAPSZ);
+    let mut out = MINSZ;
+    if argsz >= CAPSZ {
+        out = CAPSZ;
+        info.cap_offset = 0;
+        info.pad = 0;
+    }
+    if !caps.is_empty() {
+        info.flags |= VFIO_IOMMU_INFO_CAPS;
+        let need = CAPSZ + caps.len();
+        if argsz < need {
+            // Too small for the chain: report the size needed, as the kernel does.
+            info.argsz = need as u32;
+        } else {
+            arg[CAPSZ..need].copy_from_slice(&caps);
+            info.cap_offset = CAPSZ as u32;
+        }
+    }
+    arg[..out].copy_from_slice(&info.as_bytes()[..out]);
+    Ok(IoctlOutcome::InfoWritten)
+}
+
+fn map_dma(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+    let map = read_arg::<DmaMap>(arg, size_of::<DmaMap>(), "vfio_iommu_type1_dma_map")?.value;
+    let known = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
+    if map.flags & !known != 0 {
+        return Err(VfioError::invalid(
+            "flags",
+            u64::from(map.flags),
+            "bits other than READ, WRITE and VADDR are not defined",
+        ));
+    }
+    if map.flags & VFIO_DMA_MAP_FLAG_VADDR != 0 {
+        return Err(VfioError::invalid(
+            "flags",
+            u64::from(map.flags),
+            "VFIO_DMA_MAP_FLAG_VADDR (updating a mapping's vaddr) is not supported",
+        ));
+    }
+    c.map_dma(&DmaMapping {
+        vaddr: map.vaddr,
+        iova: map.iova,
+        size: map.size,
+        read: map.flags & VFIO_DMA_MAP_FLAG_READ != 0,
+        write: map.flags & VFIO_DMA_MAP_FLAG_WRITE != 0,
+    })?;
+    Ok(IoctlOutcome::Mapped)
+}
+
+fn unmap_dma(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+    const MINSZ: usize = size_of::<DmaUnmap>();
+    let mut unmap = read_arg::<DmaUnmap>(arg, MINSZ, "vfio_iommu_type1_dma_unmap")?.value;
+    let known =
+        VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR;
+    let flags = u64::from(unmap.flags);
+    if unmap.flags & !known != 0 {
+        return Err(VfioError::invalid(
+            "flags",
+            flags,
+            "bits other than GET_DIRTY_BITMAP, ALL and VADDR are not defined",
+        ));
+    }
+    if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
+        return Err(VfioError::invalid(
+            "flags",
+            flags,
+            "dirty page tracking (GET_DIRTY_BITMAP) is not supported",
+        ));
+    }
+    if unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0 {
+        return Err(VfioError::invalid(
+            "flags",
+            flags,
+            "VFIO_DMA_UNMAP_FLAG_VADDR (invalidating a mapping's vaddr) is not supported",
+        ));
+    }
+    let unmapped = if unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0 {
+        if unmap.iova != 0 || unmap.size != 0 {
+            let (field, value) = if unmap.iova != 0 {
+                ("iova", unmap.iova)
+            } else {
+                ("size", unmap.size)
+            };
+            return Err(VfioError::invalid(
+                field,
+                value,
+                "must be 0 with VFIO_DMA_UNMAP_FLAG_ALL",
+            ));
+        }
+        c.unmap_all_dma()?
+    } else {
+        c.unmap_dma(unmap.iova, unmap.size)?
+    };
+    unmap.size = unmapped;
+    arg[..MINSZ].copy_from_slice(unmap.as_bytes());
+    Ok(IoctlOutcome::Unmapped { size: unmapped })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::Just;
-    use vsva_uapi::Errno;
 
     #[test]
-    fn read_arg_follows_the_buffer_model() {
-        let mut buf = vec![0u8; 40];
-        buf[..4].copy_from_slice(&40u32.to_le_bytes());
-        buf[8] = 0xaa;
-        let (map, argsz) = read_arg::<DmaMap>(&buf, 32, "x").unwrap();
-        assert_eq!((argsz, map.vaddr), (40, 0xaa));
-        assert_eq!(
-            read_arg::<DmaMap>(&buf[..31], 32, "x").unwrap_err().errno(),
-            Errno::EFAULT
-        );
-        buf[..4].copy_from_slice(&31u32.to_le_bytes());
-        assert_eq!(
-            read_arg::<DmaMap>(&buf, 32, "x").unwrap_err().errno(),
-            Errno::EINVAL
-        );
-        buf[..4].copy_from_slice(&41u32.to_le_bytes());
-        assert_eq!(
-            read_arg::<DmaMap>(&buf, 32, "x").unwrap_err().errno(),
-            Errno::EFAULT
-        );
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 2048,
-            ..proptest::prelude::ProptestConfig::default()
-        })]
-
-        /// The in-place decoding never disagrees with the reference decoder.
-        #[test]
-        fn canonical_decoding_agrees_with_vsva_uapi(
-            len in 0usize..24,
-            argsz in proptest::prop_oneof![Just(16u32), 0u32..40],
-            flags in proptest::prop_oneof![0u32..4, Just(1 << 31 | 1)],
-            min in proptest::prop_oneof![0u32..8, Just(u32::MAX)],
-            max in proptest::prop_oneof![0u32..8, Just(u32::MAX)],
-        ) {
-            let mut buf: Vec<u8> = [argsz, flags, min, max, 0xdead_beef, 0x1234_5678]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            buf.truncate(len);
-            if let Some(op) = canonical_pasid_request(&buf) {
-                proptest::prop_assert_eq!(decode_pasid_request(&buf), Ok(op));
-            }
+    fn every_command_has_one_row() {
+        for (i, op) in OPS.iter().enumerate() {
+            assert!(
+                OPS[i + 1..].iter().all(|other| other.cmd != op.cmd),
+                "cmd {:#x} twice",
+                op.cmd
+            );
         }
-    }
-
-    #[test]
-    fn canonical_decoding_takes_the_common_requests() {
-        for op in [
-            PasidRequestOp::alloc(1, 1 << 20).unwrap(),
-            PasidRequestOp::free_all(),
-        ] {
-            assert_eq!(canonical_pasid_request(&op.to_bytes()), Some(op));
-        }
-        let mut larger = PasidRequestOp::alloc(1, 9).unwrap().to_bytes();
-        larger[0] = 24;
-        larger.extend_from_slice(&[0; 8]);
-        assert_eq!(
-            canonical_pasid_request(&larger),
-            None,
-            "left to the decoder"
-        );
-    }
-
-    #[test]
-    fn int_args() {
-        assert_eq!(int_arg(&6u32.to_le_bytes(), "x").unwrap(), 6);
-        assert_eq!(
-            int_arg(&(1u64 << 40 | 3).to_le_bytes(), "x").unwrap(),
-            1 << 40 | 3
-        );
-        assert_eq!(int_arg(&[6, 0], "x").unwrap_err().errno(), Errno::EFAULT);
-    }
-
-    #[test]
-    fn quota_capability_layout() {
-        assert_eq!(size_of::<InfoCapPasidQuota>(), 16);
-        let cap = InfoCapPasidQuota::new(1000, 3);
-        assert_eq!(
-            cap.as_bytes(),
-            &[0x00, 0xff, 1, 0, 0, 0, 0, 0, 0xe8, 0x03, 0, 0, 3, 0, 0, 0]
-        );
+        assert_eq!(OPS.len(), 8);
     }
 }

@@ -46,7 +46,7 @@
 //!
 //! // The byte-level entry point, as a client's ioctl would reach it...
 //! let mut arg = PasidRequestOp::alloc(1, 100)?.to_bytes();
-//! assert_eq!(container.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut arg)?, 1);
+//! assert_eq!(container.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut arg)?.value(), 1);
 //! // ...and the typed API over the same path.
 //! assert_eq!(container.alloc_pasid(1, 100)?, 2);
 //! container.free_pasids(0, u32::MAX)?;
@@ -64,125 +64,34 @@
 #![deny(missing_docs)]
 
 mod container;
+mod devices;
 mod error;
+mod function;
+mod host;
 mod ioctl;
 mod mdev;
 mod mm;
+mod outcome;
 pub mod pci;
+mod registry;
 mod sync;
+mod types;
 mod vfio;
 
-use std::fmt;
-
-pub use container::{Container, DmaMapping, IommuInfo, IommuType};
+pub use container::dma::DmaMapping;
+pub use container::info::IommuInfo;
+pub use container::Container;
 pub use error::VfioError;
-pub use ioctl::{
+pub use function::PciFunction;
+pub use mdev::Mdev;
+pub use mm::VfioMm;
+pub use outcome::IoctlOutcome;
+pub use pci::{ConfigWidth, PasidCapability, PciFunctionSpec};
+pub use types::{ContainerId, GroupId, IommuType, MdevId, ProcessToken, VfioConfig};
+pub use vfio::{ProcessPasids, Vfio};
+/// Moved to `vsva_uapi::vfio`; re-exported here for compatibility.
+pub use vsva_uapi::vfio::{
     InfoCapPasidQuota, VFIO_IOMMU_INFO_PGSIZES_ALL, VSVA_INFO_CAP_PASID_QUOTA,
     VSVA_INFO_CAP_PASID_QUOTA_VERSION,
 };
-pub use mdev::Mdev;
-pub use mm::VfioMm;
-pub use pci::{ConfigWidth, PasidCapability, PciFunctionSpec};
-pub use vfio::{PciFunction, ProcessPasids, Vfio};
 pub use vsva_uapi::Errno;
-
-/// Identifies a process robustly: the embedder supplies a pid together with the process's
-/// start time (e.g. field 22 of `/proc/<pid>/stat`), so a pid reused by a new process is a
-/// different token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProcessToken {
-    pid: u32,
-    start_time: u64,
-}
-
-impl ProcessToken {
-    /// The token of process `pid` started at `start_time` (any clock, as long as the embedder
-    /// is consistent).
-    pub const fn new(pid: u32, start_time: u64) -> Self {
-        ProcessToken { pid, start_time }
-    }
-
-    /// The pid.
-    pub const fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The start time.
-    pub const fn start_time(&self) -> u64 {
-        self.start_time
-    }
-
-    /// The token recorded in the process's PASID set, for reports: the pid in the low 32
-    /// bits, the low 32 bits of the start time above. Identity is the full token, kept by
-    /// this crate, never this value.
-    pub const fn set_token(&self) -> u64 {
-        self.pid as u64 | self.start_time << 32
-    }
-}
-
-impl fmt::Display for ProcessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} (start {})", self.pid, self.start_time)
-    }
-}
-
-/// Identifies a container within its [`Vfio`]; never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContainerId(pub u64);
-
-impl fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// An IOMMU group number (`/dev/vfio/<n>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupId(pub u32);
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Identifies a mediated device within its [`Vfio`]; never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MdevId(pub u32);
-
-impl fmt::Display for MdevId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mdev{}", self.0)
-    }
-}
-
-/// Host configuration of the VFIO layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VfioConfig {
-    /// How many PASIDs one process may own at once, across all its containers (the series'
-    /// `pasid_quota` module parameter). Default 1000.
-    pub pasid_quota: u32,
-    /// PASID support (the series' `CONFIG_VFIO_PASID`). When false: no per-process context
-    /// ([`Vfio::process_context`] fails with `ENOTTY`), PASID_REQUEST answers `EOPNOTSUPP`,
-    /// the nesting info reports no PASID features and `pasid_bits` 0, the PASID capability is
-    /// hidden from guests, and mdevs (which need a default PASID) cannot be created. Default
-    /// true.
-    pub pasid_enabled: bool,
-    /// Depth of every container's stage-2 table (3, 4 or 5; must be one the IOMMU's SAGAW
-    /// offers). `None` picks 4 if offered, else the deepest offered. Default `None`.
-    pub stage2_levels: Option<u8>,
-    /// How many DMA mappings one container may hold (type1's `dma_entry_limit`). Default
-    /// 65535.
-    pub dma_entry_limit: usize,
-}
-
-impl Default for VfioConfig {
-    fn default() -> Self {
-        VfioConfig {
-            pasid_quota: 1000,
-            pasid_enabled: true,
-            stage2_levels: None,
-            dma_entry_limit: 65535,
-        }
-    }
-}

@@ -8,9 +8,9 @@ use vsva_ioasid::Pasid;
 use vsva_iommu::{Access, Iommu, SourceId, Translation};
 
 use crate::error::VfioError;
+use crate::function::dma_translate;
 use crate::pci::FunctionInner;
-use crate::vfio::dma_translate;
-use crate::{GroupId, MdevId};
+use crate::types::{GroupId, MdevId};
 
 pub(crate) struct MdevInner {
     pub(crate) id: MdevId,

@@ -2,7 +2,7 @@
 //! container the process opens.
 //!
 //! Each process known to the layer (it has a container, or someone holds a [`VfioMm`]) has one
-//! `ProcessSlot`; every container of the process keeps the slot for its whole life. The
+//! `MmSlot`; every container of the process keeps the slot for its whole life. The
 //! context proper — the process's [`IoasidSet`] and its binds — lives inside the slot's
 //! mutex, next to the count of its holders (nesting containers and [`VfioMm`] handles). The
 //! first holder creates it; when the last lets go it is released: every PASID the process
@@ -21,13 +21,13 @@ use vsva_ioasid::{IoasidSet, IoasidSpace, Pasid, SetId, SetStats};
 
 use crate::error::VfioError;
 use crate::sync::lock;
-use crate::{ContainerId, ProcessToken};
+use crate::types::{ContainerId, ProcessToken};
 
 /// What the per-process lock protects.
 #[derive(Default)]
-pub(crate) struct SlotState {
+pub(crate) struct MmSlotState {
     /// The context, while it has holders.
-    pub(crate) ctx: Option<MmState>,
+    pub(crate) mm: Option<MmState>,
     /// Nesting containers and [`VfioMm`] handles holding the context.
     holders: usize,
 }
@@ -90,16 +90,16 @@ impl MmState {
 }
 
 /// One process's slot: its token and the per-process lock over its context.
-pub(crate) struct ProcessSlot {
+pub(crate) struct MmSlot {
     token: ProcessToken,
-    state: Mutex<SlotState>,
+    state: Mutex<MmSlotState>,
     registry: Arc<MmRegistry>,
 }
 
-impl ProcessSlot {
+impl MmSlot {
     /// The per-process lock.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, MmSlotState> {
         lock(&self.state)
     }
 
@@ -107,9 +107,9 @@ impl ProcessSlot {
     /// none.
     pub(crate) fn acquire(&self, space: &IoasidSpace, quota: u32) -> Result<(), VfioError> {
         let mut st = self.lock();
-        if st.ctx.is_none() {
+        if st.mm.is_none() {
             let set = space.create_set(self.token.set_token(), quota)?;
-            st.ctx = Some(MmState {
+            st.mm = Some(MmState {
                 set,
                 binds: BTreeSet::new(),
             });
@@ -121,7 +121,7 @@ impl ProcessSlot {
     /// Becomes one more holder of an existing context; false if there is none.
     fn acquire_existing(&self) -> bool {
         let mut st = self.lock();
-        if st.ctx.is_none() {
+        if st.mm.is_none() {
             return false;
         }
         st.holders += 1;
@@ -136,7 +136,7 @@ impl ProcessSlot {
             debug_assert!(st.holders > 0, "release without acquire");
             st.holders = st.holders.saturating_sub(1);
             if st.holders == 0 {
-                st.ctx.take()
+                st.mm.take()
             } else {
                 None
             }
@@ -145,7 +145,7 @@ impl ProcessSlot {
     }
 }
 
-impl Drop for ProcessSlot {
+impl Drop for MmSlot {
     fn drop(&mut self) {
         let mut map = lock(&self.registry.map);
         // A new slot for the same process may already have replaced this one; only a dead
@@ -165,17 +165,17 @@ impl Drop for ProcessSlot {
 /// takes another reference, dropping gives it back (the last one releases the context: every
 /// PASID of the process is freed and its quota returned).
 pub struct VfioMm {
-    slot: Arc<ProcessSlot>,
+    slot: Arc<MmSlot>,
 }
 
 impl VfioMm {
     /// The handle of a holder that has already acquired the context.
-    pub(crate) fn held(slot: Arc<ProcessSlot>) -> VfioMm {
+    pub(crate) fn held(slot: Arc<MmSlot>) -> VfioMm {
         VfioMm { slot }
     }
 
     /// A handle on `slot`'s context if it has one.
-    pub(crate) fn existing(slot: &Arc<ProcessSlot>) -> Option<VfioMm> {
+    pub(crate) fn existing(slot: &Arc<MmSlot>) -> Option<VfioMm> {
         slot.acquire_existing()
             .then(|| VfioMm { slot: slot.clone() })
     }
@@ -183,8 +183,8 @@ impl VfioMm {
     fn with<T>(&self, f: impl FnOnce(&MmState) -> T) -> T {
         let st = self.slot.lock();
         // A handle is a holder, so the context exists while it does.
-        let ctx = st.ctx.as_ref().expect("a held context exists");
-        f(ctx)
+        let mm = st.mm.as_ref().expect("a held context exists");
+        f(mm)
     }
 
     /// The process this context belongs to.
@@ -194,22 +194,22 @@ impl VfioMm {
 
     /// The process's PASID set in the host-wide space (for the admin path and statistics).
     pub fn set_id(&self) -> SetId {
-        self.with(|ctx| ctx.set.id())
+        self.with(|mm| mm.set.id())
     }
 
     /// How many PASIDs the process may own at once.
     pub fn quota(&self) -> u32 {
-        self.with(|ctx| ctx.set.quota())
+        self.with(|mm| mm.set.quota())
     }
 
     /// How many PASIDs the process owns now.
     pub fn owned(&self) -> u32 {
-        self.with(|ctx| ctx.set.owned())
+        self.with(|mm| mm.set.owned())
     }
 
     /// Every PASID the process owns, ascending.
     pub fn pasids(&self) -> Vec<Pasid> {
-        self.with(|ctx| ctx.set.pasids())
+        self.with(|mm| mm.set.pasids())
     }
 
     /// Every PASID of the process bound to a guest page table in some container, ascending.
@@ -249,19 +249,19 @@ impl fmt::Debug for VfioMm {
 /// (after whatever its holder had locked); never before a container's or a slot's lock.
 #[derive(Default)]
 pub(crate) struct MmRegistry {
-    map: Mutex<HashMap<ProcessToken, Weak<ProcessSlot>>>,
+    map: Mutex<HashMap<ProcessToken, Weak<MmSlot>>>,
 }
 
 impl MmRegistry {
     /// The slot of `token`, created if the process has none.
-    pub(crate) fn slot(self: &Arc<Self>, token: ProcessToken) -> Arc<ProcessSlot> {
+    pub(crate) fn slot(self: &Arc<Self>, token: ProcessToken) -> Arc<MmSlot> {
         let mut map = lock(&self.map);
         if let Some(slot) = map.get(&token).and_then(Weak::upgrade) {
             return slot;
         }
-        let slot = Arc::new(ProcessSlot {
+        let slot = Arc::new(MmSlot {
             token,
-            state: Mutex::new(SlotState::default()),
+            state: Mutex::new(MmSlotState::default()),
             registry: self.clone(),
         });
         map.insert(token, Arc::downgrade(&slot));
@@ -269,21 +269,20 @@ impl MmRegistry {
     }
 
     /// The live slot of `token`, if any.
-    pub(crate) fn find(&self, token: ProcessToken) -> Option<Arc<ProcessSlot>> {
+    pub(crate) fn find(&self, token: ProcessToken) -> Option<Arc<MmSlot>> {
         lock(&self.map).get(&token).and_then(Weak::upgrade)
     }
 
     /// Every process with a live context: its token, set counters and bound PASIDs.
     pub(crate) fn contexts(&self, space: &IoasidSpace) -> Vec<(ProcessToken, SetStats, usize)> {
-        let slots: Vec<Arc<ProcessSlot>> =
-            lock(&self.map).values().filter_map(Weak::upgrade).collect();
+        let slots: Vec<Arc<MmSlot>> = lock(&self.map).values().filter_map(Weak::upgrade).collect();
         slots
             .iter()
             .filter_map(|slot| {
                 let st = slot.lock();
-                let ctx = st.ctx.as_ref()?;
-                let stats = space.set_stats(ctx.set.id())?;
-                Some((slot.token, stats, ctx.bound().len()))
+                let mm = st.mm.as_ref()?;
+                let stats = space.set_stats(mm.set.id())?;
+                Some((slot.token, stats, mm.bound().len()))
             })
             .collect()
     }

@@ -44,7 +44,7 @@ use vsva_iommu::SourceId;
 
 use crate::error::VfioError;
 use crate::sync::lock;
-use crate::GroupId;
+use crate::types::GroupId;
 
 /// Size of a PCIe function's configuration space.
 pub const CONFIG_SPACE_SIZE: usize = 4096;

@@ -36,7 +36,10 @@ fn binds_and_frees_of_one_process_are_serialized() {
             barrier.wait();
             for i in 0..ROUNDS {
                 let mut arg = PasidRequestOp::alloc(1, RANGE).unwrap().to_bytes();
-                let Ok(p) = c2.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut arg) else {
+                let Ok(p) = c2
+                    .ioctl(VFIO_IOMMU_PASID_REQUEST, &mut arg)
+                    .map(|o| o.value())
+                else {
                     continue;
                 };
                 let bind = BindRequest::new(p, 0x10_0000, AddrWidth::Bits48);

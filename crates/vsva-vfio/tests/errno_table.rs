@@ -135,7 +135,7 @@ fn run(rows: Vec<Row>) {
         let fx = fixture();
         let before = fx.snapshot();
         let mut arg = r.arg.clone();
-        let got = fx.on(r.on).ioctl(r.cmd, &mut arg);
+        let got = fx.on(r.on).ioctl(r.cmd, &mut arg).map(|o| o.value());
         let got_errno = got.as_ref().map(|v| *v).map_err(|e| e.errno());
         if got_errno != r.want {
             failures.push(format!(

@@ -84,7 +84,7 @@ pub fn map_guest_ram(c: &Container) {
 
 /// Runs an ioctl and keeps only the errno of a failure.
 pub fn call(c: &Container, cmd: u32, arg: &mut [u8]) -> Result<u64, Errno> {
-    c.ioctl(cmd, arg).map_err(|e| e.errno())
+    c.ioctl(cmd, arg).map(|o| o.value()).map_err(|e| e.errno())
 }
 
 /// The raw MAP_DMA argument.

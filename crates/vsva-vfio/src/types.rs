@@ -1,0 +1,139 @@
+//! The small value types every module of the crate shares: process, container, group and
+//! mdev identities, the IOMMU type, and the host configuration.
+
+use std::fmt;
+
+use vsva_uapi::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_NESTING_IOMMU};
+
+/// Identifies a process robustly: the embedder supplies a pid together with the process's
+/// start time (e.g. field 22 of `/proc/<pid>/stat`), so a pid reused by a new process is a
+/// different token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessToken {
+    pid: u32,
+    start_time: u64,
+}
+
+impl ProcessToken {
+    /// The token of process `pid` started at `start_time` (any clock, as long as the embedder
+    /// is consistent).
+    pub const fn new(pid: u32, start_time: u64) -> Self {
+        ProcessToken { pid, start_time }
+    }
+
+    /// The pid.
+    pub const fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The start time.
+    pub const fn start_time(&self) -> u64 {
+        self.start_time
+    }
+
+    /// The token recorded in the process's PASID set, for reports: the pid in the low 32
+    /// bits, the low 32 bits of the start time above. Identity is the full token, kept by
+    /// this crate, never this value.
+    pub const fn set_token(&self) -> u64 {
+        self.pid as u64 | self.start_time << 32
+    }
+}
+
+impl fmt::Display for ProcessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} (start {})", self.pid, self.start_time)
+    }
+}
+
+/// Identifies a container within its [`Vfio`]; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId(pub u64);
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// An IOMMU group number (`/dev/vfio/<n>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u32);
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Identifies a mediated device within its [`Vfio`]; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MdevId(pub u32);
+
+impl fmt::Display for MdevId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mdev{}", self.0)
+    }
+}
+
+/// Host configuration of the VFIO layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfioConfig {
+    /// How many PASIDs one process may own at once, across all its containers (the series'
+    /// `pasid_quota` module parameter). Default 1000.
+    pub pasid_quota: u32,
+    /// PASID support (the series' `CONFIG_VFIO_PASID`). When false: no per-process context
+    /// ([`Vfio::process_context`] fails with `ENOTTY`), PASID_REQUEST answers `EOPNOTSUPP`,
+    /// the nesting info reports no PASID features and `pasid_bits` 0, the PASID capability is
+    /// hidden from guests, and mdevs (which need a default PASID) cannot be created. Default
+    /// true.
+    pub pasid_enabled: bool,
+    /// Depth of every container's stage-2 table (3, 4 or 5; must be one the IOMMU's SAGAW
+    /// offers). `None` picks 4 if offered, else the deepest offered. Default `None`.
+    pub stage2_levels: Option<u8>,
+    /// How many DMA mappings one container may hold (type1's `dma_entry_limit`). Default
+    /// 65535.
+    pub dma_entry_limit: usize,
+}
+
+impl Default for VfioConfig {
+    fn default() -> Self {
+        VfioConfig {
+            pasid_quota: 1000,
+            pasid_enabled: true,
+            stage2_levels: None,
+            dma_entry_limit: 65535,
+        }
+    }
+}
+
+/// The IOMMU types a container can be set to with `VFIO_SET_IOMMU`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IommuType {
+    /// `VFIO_TYPE1v2_IOMMU` (3): DMA mapping through a stage-2 table, any number of groups.
+    Type1v2,
+    /// `VFIO_TYPE1_NESTING_IOMMU` (6): type1 v2 plus nesting: the process's PASID context,
+    /// PASID_REQUEST and NESTING_OP. Holds exactly one group.
+    Nesting,
+}
+
+impl IommuType {
+    /// The raw `VFIO_SET_IOMMU` argument.
+    pub const fn raw(self) -> u32 {
+        match self {
+            IommuType::Type1v2 => VFIO_TYPE1v2_IOMMU,
+            IommuType::Nesting => VFIO_TYPE1_NESTING_IOMMU,
+        }
+    }
+
+    /// The type for a raw argument; `None` for types this layer does not offer (type 1 v1
+    /// included).
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        if raw == VFIO_TYPE1v2_IOMMU as u64 {
+            Some(IommuType::Type1v2)
+        } else if raw == VFIO_TYPE1_NESTING_IOMMU as u64 {
+            Some(IommuType::Nesting)
+        } else {
+            None
+        }
+    }
+}
