@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use vsva_iommu::SourceId;
 
+use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 use crate::function::PciFunction;
 use crate::mdev::{Mdev, MdevInner};
@@ -221,7 +222,10 @@ impl Vfio {
             Err(e) => {
                 if mdevs == 0 {
                     // Nothing of the parent's is in use yet: undo its attachment.
-                    let _ = inner.iommu.detach_device(parent);
+                    must_succeed(
+                        "undo an mdev parent's attach",
+                        inner.iommu.detach_device(parent),
+                    );
                 }
                 return Err(e.into());
             }
@@ -302,9 +306,12 @@ impl Vfio {
         drop(reg);
         // The default PASID is no longer in any container, so its entry is already clear;
         // freeing it through the allocator tears down anything left anyway.
-        let _ = lock(&inner.host_set).free(mdev.default_pasid);
+        must_succeed(
+            "free an mdev's default PASID",
+            lock(&inner.host_set).free(mdev.default_pasid),
+        );
         if last {
-            let _ = inner.iommu.detach_device(parent);
+            must_succeed("detach an mdev parent", inner.iommu.detach_device(parent));
         }
         Ok(())
     }

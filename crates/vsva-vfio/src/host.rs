@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use vsva_ioasid::{IoasidSet, IoasidSpace, SubscriberId};
 use vsva_iommu::{DeviceOptions, Iommu, PasidEntry, Stage2Id};
 
+use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 use crate::mm::MmRegistry;
 use crate::pci::FunctionInner;
@@ -112,7 +113,10 @@ impl VfioInner {
                     .attach_device(f.source_id, self.device_options(f))
                     .map_err(|e| VfioError::iommu("attach device", e))?;
                 if let Err(e) = self.iommu.set_pasid_entry(f.source_id, 0, &entry) {
-                    let _ = self.iommu.detach_device(f.source_id);
+                    must_succeed(
+                        "undo a device attach",
+                        self.iommu.detach_device(f.source_id),
+                    );
                     return Err(VfioError::iommu("set RID_PASID entry", e));
                 }
             }
@@ -130,12 +134,17 @@ impl VfioInner {
         match member {
             Member::Function(f) => {
                 // Detaching clears the context entry, frees the PASID tables and flushes.
-                let _ = self.iommu.detach_device(f.source_id);
+                must_succeed(
+                    "detach a device from its domain",
+                    self.iommu.detach_device(f.source_id),
+                );
             }
             Member::Mdev(m) => {
-                let _ = self
-                    .iommu
-                    .clear_pasid_entry(m.parent.source_id, m.default_pasid);
+                must_succeed(
+                    "clear an mdev's default PASID entry",
+                    self.iommu
+                        .clear_pasid_entry(m.parent.source_id, m.default_pasid),
+                );
             }
         }
     }

@@ -18,7 +18,7 @@
 //!   container's stage-2 table in the IOMMU, and a nesting container gets the process's
 //!   context, PASID_REQUEST and NESTING_OP.
 //! * **The uAPI**: [`Container::ioctl`] takes an ioctl number and the caller's argument bytes
-//!   and answers exactly as the kernel would (layouts and errnos of `shared/design/uapi.md`);
+//!   and answers exactly as the kernel would (the layouts of `vsva-uapi`, the kernel's errnos);
 //!   the typed methods ([`Container::alloc_pasid`], [`Container::bind`], ...) run the same code
 //!   after the decoding.
 //! * **Devices**: PCI functions ([`PciFunction`]) with a 4 KiB configuration space whose PCIe
@@ -63,6 +63,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cleanup;
 mod container;
 mod devices;
 mod error;

@@ -3,6 +3,7 @@
 use vsva_iommu::{Invalidation, PageRange, S2Perms};
 
 use super::{Container, ContainerState, Mapping};
+use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 
 /// A `VFIO_IOMMU_MAP_DMA` request in typed form.
@@ -178,12 +179,15 @@ impl Container {
                 } else {
                     Invalidation::IotlbDomain { did: domain.did }
                 };
-                let _ = iommu.invalidate(&inv);
+                must_succeed("flush unmapped pages", iommu.invalidate(&inv));
             }
         }
         if unmapped > 0 {
             for &sid in targets.iter() {
-                let _ = iommu.invalidate(&Invalidation::DeviceTlbAll { source_id: sid });
+                must_succeed(
+                    "flush device TLBs after an unmap",
+                    iommu.invalidate(&Invalidation::DeviceTlbAll { source_id: sid }),
+                );
             }
         }
         unmapped

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use vsva_iommu::{Invalidation, PasidCacheScope, SourceId, Stage2Id};
 
+use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 use crate::host::VfioInner;
 use crate::mm::{MmSlot, VfioMm};
@@ -217,7 +218,10 @@ impl Container {
                 let bound = slot.mm.as_ref().map(|ms| ms.bound_in(self.id));
                 for pasid in bound.unwrap_or_default() {
                     for &sid in &only_leaving {
-                        let _ = self.vfio.iommu.clear_pasid_entry(sid, pasid);
+                        must_succeed(
+                            "unbind a PASID from a leaving group",
+                            self.vfio.iommu.clear_pasid_entry(sid, pasid),
+                        );
                     }
                 }
             }
@@ -287,7 +291,7 @@ impl Container {
         let (s2_root, s2_levels) = match vfio.iommu.stage2_root(stage2) {
             Ok(root) => root,
             Err(e) => {
-                let _ = vfio.iommu.destroy_stage2(stage2);
+                must_succeed("undo a stage-2 creation", vfio.iommu.destroy_stage2(stage2));
                 vfio.free_did(did);
                 return Err(VfioError::iommu("stage-2 root", e));
             }
@@ -323,7 +327,7 @@ impl Container {
                     vfio.unprogram_member(member);
                 }
             }
-            let _ = vfio.iommu.destroy_stage2(stage2);
+            must_succeed("undo a stage-2 creation", vfio.iommu.destroy_stage2(stage2));
             vfio.free_did(did);
             return Err(e);
         }
@@ -360,7 +364,10 @@ impl Container {
             if let Some(ms) = slot.mm.as_mut() {
                 for pasid in ms.bound_in(self.id) {
                     for &sid in &st.targets {
-                        let _ = iommu.clear_pasid_entry(sid, pasid);
+                        must_succeed(
+                            "unbind a PASID at domain teardown",
+                            iommu.clear_pasid_entry(sid, pasid),
+                        );
                     }
                     ms.forget_bind(pasid, self.id);
                 }
@@ -371,12 +378,18 @@ impl Container {
                 self.vfio.unprogram_member(member);
             }
         }
-        let _ = iommu.destroy_stage2(domain.stage2);
+        must_succeed("destroy a stage 2", iommu.destroy_stage2(domain.stage2));
         // Nothing tagged with the domain id may survive into its next user.
-        let _ = iommu.invalidate(&Invalidation::IotlbDomain { did: domain.did });
-        let _ = iommu.invalidate(&Invalidation::PasidCache(PasidCacheScope::Domain {
-            did: domain.did,
-        }));
+        must_succeed(
+            "flush a freed domain id's IOTLB",
+            iommu.invalidate(&Invalidation::IotlbDomain { did: domain.did }),
+        );
+        must_succeed(
+            "flush a freed domain id's PASID cache",
+            iommu.invalidate(&Invalidation::PasidCache(PasidCacheScope::Domain {
+                did: domain.did,
+            })),
+        );
         self.vfio.free_did(domain.did);
         // The last holder releases the context: every PASID of the process is freed.
         if held {

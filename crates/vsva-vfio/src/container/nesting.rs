@@ -12,6 +12,7 @@ use vsva_uapi::{
 };
 
 use super::{Container, ContainerState, Domain};
+use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 use crate::mm::MmState;
 use crate::types::IommuType;
@@ -214,7 +215,7 @@ impl Container {
         for (i, &sid) in targets.iter().enumerate() {
             if let Err(source) = iommu.set_pasid_entry(sid, pasid, &entry) {
                 for &done in &targets[..i] {
-                    let _ = iommu.clear_pasid_entry(done, pasid);
+                    must_succeed("undo a partial bind", iommu.clear_pasid_entry(done, pasid));
                 }
                 return Err(VfioError::BindFailed {
                     pasid,
@@ -237,7 +238,10 @@ impl Container {
         if ms.forget_bind(pasid, self.id) {
             for &sid in &st.targets {
                 // Clears the entry and flushes the PASID cache, IOTLB and device TLB.
-                let _ = self.vfio.iommu.clear_pasid_entry(sid, pasid);
+                must_succeed(
+                    "unbind a PASID",
+                    self.vfio.iommu.clear_pasid_entry(sid, pasid),
+                );
             }
         }
         Ok(())
