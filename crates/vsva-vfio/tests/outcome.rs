@@ -17,6 +17,9 @@ use vsva_uapi::{AddrWidth, BindRequest, Errno, NestingOp, NestingOpKind, PasidRe
 use vsva_vfio::{GroupId, IoctlOutcome, IommuType};
 use zerocopy::IntoBytes;
 
+/// A command, its argument, and the outcome, return value and write-back it must give.
+type Row = (&'static str, u32, Vec<u8>, IoctlOutcome, u64, bool);
+
 #[test]
 fn each_command_says_what_it_did() {
     let vfio = host();
@@ -48,7 +51,7 @@ fn each_command_says_what_it_did() {
     let unbind = NestingOp::Unbind(BindRequest::new(5, 0, AddrWidth::Bits48)).to_bytes();
     let free = PasidRequestOp::free(0, 10).unwrap().to_bytes();
     // In order: each row may rely on the ones before it.
-    let rows: Vec<(&str, u32, Vec<u8>, IoctlOutcome, u64, bool)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "api version",
             VFIO_GET_API_VERSION,
