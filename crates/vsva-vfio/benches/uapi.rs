@@ -4,7 +4,8 @@
 //! * `pasid_alloc_free`: PASID_REQUEST ALLOC then FREE of the PASID it returned, against
 //!   `IoasidSet::alloc` + `IoasidSet::free` on a set of the same space (same teardown
 //!   subscriber: the IOMMU) — bare, and behind a `Mutex` locked once per request, as any user
-//!   sharing a set between threads must hold it.
+//!   sharing a set between threads must hold it; and through `Container::ioctl_journaled`,
+//!   recording each typed outcome under the process's lock as the daemon's journal does.
 //! * `bind_inv_unbind`: NESTING_OP BIND_PGTBL, CACHE_INVLD (PASID granularity, IOTLB) and
 //!   UNBIND_PGTBL, against the ownership check (`IoasidSet::owns`) plus the same IOMMU calls
 //!   the container makes (`set_pasid_entry`, `invalidate`, `clear_pasid_entry`).
@@ -28,7 +29,8 @@ use vsva_uapi::{
     PasidRequestOp,
 };
 use vsva_vfio::{
-    Container, DmaMapping, GroupId, IommuType, PciFunctionSpec, ProcessToken, Vfio, VfioConfig,
+    Container, DmaMapping, GroupId, IoctlOutcome, IommuType, PciFunctionSpec, ProcessToken, Vfio,
+    VfioConfig,
 };
 
 const MB: u64 = 1 << 20;
@@ -103,6 +105,27 @@ impl UapiPair {
         let range = u64::from(p) | u64::from(p) << 32;
         self.free[8..16].copy_from_slice(&range.to_le_bytes());
         black_box(c.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut self.free).unwrap());
+    }
+
+    /// The same pair through `ioctl_journaled`, recording each outcome as an embedder's
+    /// journal would (here into `journal`, under the process's lock).
+    #[inline]
+    fn run_journaled(&mut self, c: &Container, journal: &mut Vec<IoctlOutcome>) {
+        journal.clear();
+        let p = c
+            .ioctl_journaled(VFIO_IOMMU_PASID_REQUEST, &mut self.alloc, |o| {
+                journal.push(*o)
+            })
+            .unwrap()
+            .value() as u32;
+        let range = u64::from(p) | u64::from(p) << 32;
+        self.free[8..16].copy_from_slice(&range.to_le_bytes());
+        black_box(
+            c.ioctl_journaled(VFIO_IOMMU_PASID_REQUEST, &mut self.free, |o| {
+                journal.push(*o)
+            })
+            .unwrap(),
+        );
     }
 }
 
@@ -229,6 +252,10 @@ fn criterion_benches(c: &mut Criterion) {
     g.bench_function("ioasid_mutex", |bench| bench.iter(|| mutex_pair(&shared)));
     let mut pair = UapiPair::new();
     g.bench_function("uapi_ioctl", |bench| bench.iter(|| pair.run(&b.container)));
+    let mut journal = Vec::with_capacity(2);
+    g.bench_function("uapi_ioctl_journaled", |bench| {
+        bench.iter(|| pair.run_journaled(&b.container, &mut journal))
+    });
     g.finish();
 
     let uapi_pasid = b.container.alloc_pasid(1, u32::MAX).unwrap();
