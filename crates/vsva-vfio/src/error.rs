@@ -23,7 +23,7 @@ pub enum VfioError {
     InvalidField {
         /// The field, as the uAPI names it (e.g. `"flags"`, `"granu.addr_info.granule_size"`).
         field: &'static str,
-        /// Its value.
+        /// The value the caller passed.
         value: u64,
         /// What is wrong with it.
         reason: &'static str,
@@ -40,7 +40,7 @@ pub enum VfioError {
         "container {container} has no IOMMU type yet: VFIO_SET_IOMMU must come before cmd {cmd:#x}"
     )]
     NoIommu {
-        /// The container.
+        /// The container the ioctl was made on.
         container: ContainerId,
         /// The ioctl number (0 for the typed API).
         cmd: u32,
@@ -48,16 +48,16 @@ pub enum VfioError {
     /// `VFIO_SET_IOMMU` on a container whose type is already set (`EINVAL`).
     #[error("container {container} already has IOMMU type {current}")]
     IommuAlreadySet {
-        /// The container.
+        /// The container the ioctl was made on.
         container: ContainerId,
-        /// Its type.
+        /// The IOMMU type it already has (`VFIO_SET_IOMMU` value).
         current: u32,
     },
     /// `VFIO_SET_IOMMU` on a container with no group (`EINVAL`): attaching a group is what
     /// entitles a user to IOMMU resources.
     #[error("container {container} has no group: attach one before VFIO_SET_IOMMU")]
     NoGroup {
-        /// The container.
+        /// The container the ioctl was made on.
         container: ContainerId,
     },
     /// `VFIO_SET_IOMMU` with a type this layer does not offer (`ENODEV`).
@@ -71,7 +71,7 @@ pub enum VfioError {
     /// A nesting container holds exactly one group (`EBUSY`).
     #[error("container {container} is a nesting container and already holds group {group}; a nesting container holds exactly one group")]
     NestingOneGroup {
-        /// The container.
+        /// The nesting container the group was offered to.
         container: ContainerId,
         /// The group it holds (or one of those it holds).
         group: GroupId,
@@ -79,7 +79,7 @@ pub enum VfioError {
     /// PASID_REQUEST on a container without a per-process PASID context (`EOPNOTSUPP`).
     #[error("container {container} has no per-process PASID context: {reason}")]
     NoPasidContext {
-        /// The container.
+        /// The container the request was made on.
         container: ContainerId,
         /// Why (not a nesting container, or PASID support off).
         reason: &'static str,
@@ -91,7 +91,7 @@ pub enum VfioError {
     /// A NESTING_OP the container cannot do (`EOPNOTSUPP`).
     #[error("container {container} cannot {op}: {reason}")]
     NestingUnsupported {
-        /// The container.
+        /// The container the op was asked of.
         container: ContainerId,
         /// The operation (`"bind"`, `"unbind"`, `"invalidate"`).
         op: &'static str,
@@ -106,7 +106,7 @@ pub enum VfioError {
     PasidOutOfRange {
         /// The field that named it (`"hpasid"`, `"granu.pasid_info.pasid"`, ...).
         field: &'static str,
-        /// The value named.
+        /// The value the caller named (it may not fit a PASID).
         pasid: u64,
         /// The largest PASID of the space.
         max: u32,
@@ -116,7 +116,7 @@ pub enum VfioError {
     PasidNotOwned {
         /// The field that named it.
         field: &'static str,
-        /// The PASID.
+        /// The PASID the caller named.
         pasid: u32,
         /// Its owner's set.
         owner: SetId,
@@ -128,7 +128,7 @@ pub enum VfioError {
     PasidNotAllocated {
         /// The field that named it.
         field: &'static str,
-        /// The PASID.
+        /// The PASID the caller named.
         pasid: u32,
         /// Whether it is in the allocator's freeing state.
         freeing: bool,
@@ -137,16 +137,16 @@ pub enum VfioError {
     /// it first.
     #[error("hpasid {pasid} is already bound in container {container}; unbind it first")]
     AlreadyBound {
-        /// The PASID.
+        /// The PASID the caller named.
         pasid: u32,
-        /// The container.
+        /// The container it is bound in.
         container: ContainerId,
     },
     /// Binding failed on one device of the container; the bind was undone on every device
     /// it had reached (errno of the IOMMU's refusal).
     #[error("bind of hpasid {pasid} failed on device {device} (undone on every device): {source}")]
     BindFailed {
-        /// The PASID.
+        /// The PASID whose bind was undone.
         pasid: u32,
         /// The device that refused.
         device: SourceId,
@@ -177,17 +177,17 @@ pub enum VfioError {
     /// A DMA mapping's `vaddr` range is not host memory (`EFAULT`, as a failed pin).
     #[error("vaddr range [{vaddr:#x}, +{size:#x}) is not backed by host memory")]
     DmaUnbacked {
-        /// The `vaddr`.
+        /// Start of the host range asked for.
         vaddr: u64,
-        /// The size.
+        /// Length of the host range asked for.
         size: u64,
     },
     /// The container already holds as many DMA mappings as allowed (`ENOSPC`).
     #[error("container {container} already holds {limit} DMA mappings, the dma_entry_limit")]
     DmaLimit {
-        /// The container.
+        /// The container that is full.
         container: ContainerId,
-        /// The limit.
+        /// Its `dma_entry_limit`.
         limit: usize,
     },
     /// An unmap would split an existing mapping, which type1 v2 forbids (`EINVAL`).
@@ -201,19 +201,19 @@ pub enum VfioError {
         size: u64,
         /// The mapping it would split.
         map_iova: u64,
-        /// Its size.
+        /// Size of the mapping it would split.
         map_size: u64,
     },
     /// No group with this id exists (`ENODEV`).
     #[error("group {group} does not exist")]
     UnknownGroup {
-        /// The group.
+        /// The group asked for.
         group: GroupId,
     },
     /// The group is attached to a container (`EBUSY`).
     #[error("group {group} is in use by container {container}")]
     GroupInUse {
-        /// The group.
+        /// The group asked for.
         group: GroupId,
         /// The container holding it.
         container: ContainerId,
@@ -221,9 +221,9 @@ pub enum VfioError {
     /// The group is not attached to this container (`EINVAL`).
     #[error("group {group} is not attached to container {container}")]
     GroupNotAttached {
-        /// The group.
+        /// The group asked for.
         group: GroupId,
-        /// The container.
+        /// The container it was to be detached from.
         container: ContainerId,
     },
     /// A group or device with this identity already exists (`EEXIST`).
@@ -235,27 +235,27 @@ pub enum VfioError {
     /// No PCI function with this source id is registered (`ENODEV`).
     #[error("no PCI function {source_id} is registered")]
     UnknownDevice {
-        /// The source id.
+        /// The requester id asked for.
         source_id: SourceId,
     },
     /// The process has no live PASID context (`ESRCH`).
     #[error("{process} has no PASID context")]
     UnknownProcess {
-        /// The process.
+        /// The process asked for.
         process: ProcessToken,
     },
     /// No mdev with this id exists (`ENODEV`).
     #[error("mdev {mdev} does not exist")]
     UnknownMdev {
-        /// The mdev.
+        /// The mdev asked for.
         mdev: MdevId,
     },
     /// The device cannot be removed or repurposed now (`EBUSY`).
     #[error("device {source_id} is busy: {reason}")]
     DeviceBusy {
-        /// The device.
+        /// The device asked for.
         source_id: SourceId,
-        /// Why.
+        /// What keeps it busy.
         reason: &'static str,
     },
     /// Every domain id of the IOMMU is in use (`ENOSPC`).
@@ -267,7 +267,7 @@ pub enum VfioError {
     /// A configuration-space access with a bad offset, width or alignment (`EINVAL`).
     #[error("config access of {width} byte(s) at offset {offset:#x}: {reason}")]
     ConfigAccess {
-        /// The offset.
+        /// Offset of the access in the configuration space.
         offset: u32,
         /// The access width in bytes.
         width: u32,
@@ -279,7 +279,7 @@ pub enum VfioError {
     /// a PASID wider than its Max PASID Width.
     #[error("device {source_id} cannot issue {what} with PASID {pasid:?}: {reason}")]
     PasidRequestRefused {
-        /// The requester.
+        /// The requester id of the request.
         source_id: SourceId,
         /// The PASID of the request.
         pasid: Option<u32>,
@@ -291,7 +291,7 @@ pub enum VfioError {
     /// The IOMMU faulted the DMA, or its output is not backed by memory (`EFAULT`).
     #[error("DMA from {source_id}: {source}")]
     Dma {
-        /// The requester.
+        /// The requester id of the DMA.
         source_id: SourceId,
         /// The IOMMU's fault (or the unbacked output).
         source: DmaError,

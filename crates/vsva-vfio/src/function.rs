@@ -22,7 +22,7 @@ pub struct PciFunction {
 }
 
 impl PciFunction {
-    /// Bus, device and function.
+    /// The function's requester id (bus, device, function), which its DMA carries.
     pub fn source_id(&self) -> SourceId {
         self.inner.source_id
     }

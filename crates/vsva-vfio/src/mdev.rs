@@ -35,7 +35,7 @@ pub struct Mdev {
 }
 
 impl Mdev {
-    /// The mdev's id.
+    /// The id [`crate::Vfio::create_mdev`] gave it, never reused on this host.
     pub fn id(&self) -> MdevId {
         self.inner.id
     }

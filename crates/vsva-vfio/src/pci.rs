@@ -105,7 +105,7 @@ impl PasidCapability {
 /// A physical PCI function to register with [`crate::Vfio::add_pci_function`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciFunctionSpec {
-    /// Bus, device and function.
+    /// The function's requester id (bus, device, function).
     pub source_id: SourceId,
     /// The IOMMU group the function is in, for assignment through VFIO (bound to vfio-pci);
     /// `None` for a function that stays with a host driver, e.g. the parent of mdevs.

@@ -21,12 +21,12 @@ impl ProcessToken {
         ProcessToken { pid, start_time }
     }
 
-    /// The pid.
+    /// The process id (possibly reused by a later process; the start time tells them apart).
     pub const fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// The start time.
+    /// When the process started, on the embedder's clock.
     pub const fn start_time(&self) -> u64 {
         self.start_time
     }

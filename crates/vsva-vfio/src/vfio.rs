@@ -30,7 +30,7 @@ pub struct Vfio {
 /// One process's PASID usage, as [`Vfio::processes`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessPasids {
-    /// The process.
+    /// The process whose context this is.
     pub process: ProcessToken,
     /// Its set's counters (id, owned, quota).
     pub set: SetStats,
@@ -79,12 +79,12 @@ impl Vfio {
         })
     }
 
-    /// The configuration.
+    /// The configuration the layer was created with.
     pub fn config(&self) -> &VfioConfig {
         &self.inner.config
     }
 
-    /// The IOMMU.
+    /// The IOMMU every container of this host programs.
     pub fn iommu(&self) -> &Arc<Iommu> {
         &self.inner.iommu
     }

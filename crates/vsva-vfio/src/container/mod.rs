@@ -100,17 +100,18 @@ impl Container {
         }
     }
 
-    /// The container's id.
+    /// The id [`crate::Vfio::open_container`] gave it, never reused on this host.
     pub fn id(&self) -> ContainerId {
         self.id
     }
 
-    /// The process that opened it.
+    /// The process that opened it, whose PASIDs it serves.
     pub fn process(&self) -> ProcessToken {
         self.process
     }
 
-    /// The IOMMU type, once set.
+    /// The IOMMU type `VFIO_SET_IOMMU` set, `None` before it (and again after the last
+    /// group left).
     pub fn iommu_type(&self) -> Option<IommuType> {
         IommuType::from_raw(u64::from(self.ty.load(Ordering::Acquire)))
     }
