@@ -17,9 +17,11 @@
 //!   them, `VFIO_SET_IOMMU` picks type1 v2 (3) or nesting (6), `MAP_DMA` / `UNMAP_DMA` build the
 //!   container's stage-2 table in the IOMMU, and a nesting container gets the process's
 //!   context, PASID_REQUEST and NESTING_OP.
-//! * **The uAPI**: [`Container::ioctl`] takes an ioctl number and the caller's argument bytes
-//!   and answers exactly as the kernel would (the layouts of `vsva-uapi`, the kernel's errnos);
-//!   the typed methods ([`Container::alloc_pasid`], [`Container::bind`], ...) run the same code
+//! * **The uAPI**: [`Container::ioctl`] takes an ioctl number and the caller's argument bytes,
+//!   answers exactly as the kernel would (the layouts of `vsva-uapi`, the kernel's errnos) and
+//!   says what it did ([`IoctlOutcome`]); [`Container::ioctl_journaled`] also hands that
+//!   outcome to the embedder's journal, for PASID_REQUEST under the process's mm lock. The
+//!   typed methods ([`Container::alloc_pasid`], [`Container::bind`], ...) run the same code
 //!   after the decoding.
 //! * **Devices**: PCI functions ([`PciFunction`]) with a 4 KiB configuration space whose PCIe
 //!   PASID capability is virtualized like vfio-pci does it ([`pci`]), and IOMMU-backed mediated
@@ -55,8 +57,8 @@
 //!
 //! # Lock order
 //!
-//! A container's state lock → its process's slot lock (the per-process lock over the PASID
-//! context) → the device registry's lock → the IOMMU's internal locks. The process registry's
+//! A container's state lock → its process's mm lock (the per-process lock, in the process's
+//! `MmSlot`) → the device registry's lock → the IOMMU's internal locks. The process registry's
 //! lock is taken alone, or when a process's last reference goes. PASID_REQUEST takes exactly
 //! one lock, the per-process one; no lock is shared between processes on that path.
 
