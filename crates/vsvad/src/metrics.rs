@@ -173,11 +173,6 @@ impl Metrics {
         }
     }
 
-    /// Requests of `kind` so far.
-    pub fn requests(&self, kind: Kind) -> u64 {
-        self.requests[kind_index(kind)].load(Ordering::Relaxed)
-    }
-
     /// Records one group commit of `records` records.
     pub fn store_commit(&self, records: usize) {
         self.store_commits.fetch_add(1, Ordering::Relaxed);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use vsva_proto::{Errno, FrameHeader, Kind, Reply};
 
 use crate::config::Settings;
+use crate::credentials;
 use crate::daemon::{Daemon, StartError};
-use crate::identity;
 use crate::metrics::{self, Metrics};
 
 /// Stack size of a connection thread.
@@ -196,7 +196,7 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
                 continue;
             }
         };
-        let who = match identity::peer_identity(&stream) {
+        let who = match credentials::peer_credentials(&stream) {
             Ok((who, _pidfd)) => who,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot identify a peer; closing its connection");

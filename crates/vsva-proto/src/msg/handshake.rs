@@ -136,6 +136,10 @@ pub struct Credentials {
     pub start_time: u64,
 }
 
+/// The name [`Credentials`] had before, kept only until the callers have moved; new code
+/// names [`Credentials`].
+pub type Identity = Credentials;
+
 impl Encode for Credentials {
     fn write(&self, w: &mut Writer) {
         w.u32(self.pid)
@@ -169,7 +173,7 @@ pub struct HelloReply {
     /// `HELLO_*` flags.
     pub flags: u16,
     /// Who the daemon thinks the caller is.
-    pub credentials: Credentials,
+    pub identity: Credentials,
     /// The token that gets this process's state back after a daemon restart.
     pub resume: ResumeToken,
     /// Changes every time the daemon starts: a client seeing a new value knows it restarted.
@@ -203,7 +207,7 @@ impl HelloReply {
 impl Encode for HelloReply {
     fn write(&self, w: &mut Writer) {
         w.u16(self.version).u16(self.flags);
-        self.credentials.write(w);
+        self.identity.write(w);
         w.raw(&self.resume.0)
             .u64(self.instance)
             .u8(self.pasid_bits)
@@ -222,7 +226,7 @@ impl Decode for HelloReply {
     fn read(r: &mut Reader<'_>) -> Result<HelloReply, ProtoError> {
         let version = r.u16("version")?;
         let flags = r.u16("flags")?;
-        let credentials = Credentials::read(r)?;
+        let identity = Credentials::read(r)?;
         let resume = ResumeToken(r.fixed("resume_token")?);
         let instance = r.u64("instance")?;
         let pasid_bits = r.u8("pasid_bits")?;
@@ -238,7 +242,7 @@ impl Decode for HelloReply {
         Ok(HelloReply {
             version,
             flags,
-            credentials,
+            identity,
             resume,
             instance,
             pasid_bits,

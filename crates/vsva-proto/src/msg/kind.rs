@@ -22,6 +22,14 @@ macro_rules! kinds {
                 }
             }
 
+            /// How many file descriptors travel with a request of this kind.
+            pub const fn nfds(self) -> u8 {
+                match self {
+                    Kind::MemRegister => 1,
+                    _ => 0,
+                }
+            }
+
             /// A short lower-case label for logs and metrics (`"ioctl"`).
             pub const fn label(self) -> &'static str {
                 match self {

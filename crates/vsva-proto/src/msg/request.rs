@@ -246,10 +246,7 @@ impl Request {
 
     /// How many file descriptors must travel with the request.
     pub fn nfds(&self) -> u8 {
-        match self {
-            Request::MemRegister { .. } => 1,
-            _ => 0,
-        }
+        self.kind().nfds()
     }
 
     /// The request's body.
