@@ -66,13 +66,9 @@ mod tests {
 
     use proptest::prelude::*;
     use vsva_proto::ResumeToken;
-    use vsva_vfio::ProcessToken;
 
     use super::*;
-
-    fn token(pid: u32) -> ProcessToken {
-        ProcessToken::new(pid, 100 + u64::from(pid))
-    }
+    use crate::store::test_token as token;
 
     #[test]
     fn records_round_trip() {

@@ -321,20 +321,22 @@ impl Drop for Store {
     }
 }
 
+/// The process every store test speaks of as `pid`.
+#[cfg(test)]
+fn test_token(pid: u32) -> vsva_vfio::ProcessToken {
+    vsva_vfio::ProcessToken::new(pid, 100 + u64::from(pid))
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs::OpenOptions;
     use std::io::Write;
 
     use vsva_proto::ResumeToken;
-    use vsva_vfio::ProcessToken;
 
     use super::log::replay_bytes;
     use super::*;
-
-    fn token(pid: u32) -> ProcessToken {
-        ProcessToken::new(pid, 100 + u64::from(pid))
-    }
+    use test_token as token;
 
     #[test]
     fn store_survives_reopen_and_truncates_a_torn_tail() {

@@ -117,10 +117,7 @@ impl StoreState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn token(pid: u32) -> ProcessToken {
-        ProcessToken::new(pid, 100 + u64::from(pid))
-    }
+    use crate::store::test_token as token;
 
     #[test]
     fn alloc_takes_from_the_earlier_owner() {
