@@ -19,7 +19,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
-        /// The file.
+        /// The configuration file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -27,7 +27,7 @@ pub enum ConfigError {
     /// The file is not valid TOML for this schema (unknown key, wrong type).
     #[error("config file {path}: {message}")]
     Parse {
-        /// The file.
+        /// The configuration file.
         path: PathBuf,
         /// The parser's message, which names the key and line.
         message: String,
@@ -274,7 +274,7 @@ pub struct DeviceSpec {
 pub struct MdevSpec {
     /// Parent requester id.
     pub parent: SourceId,
-    /// Group.
+    /// The IOMMU group the mdev is created in.
     pub group: u32,
 }
 
@@ -299,11 +299,11 @@ pub struct Settings {
     pub iommu: IommuConfig,
     /// Table pool size in bytes.
     pub table_pool_bytes: u64,
-    /// Limits.
+    /// Per-connection and per-process limits.
     pub limits: Limits,
     /// PCI functions.
     pub devices: Vec<DeviceSpec>,
-    /// Mdevs.
+    /// The mediated devices to create at start.
     pub mdevs: Vec<MdevSpec>,
 }
 

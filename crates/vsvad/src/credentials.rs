@@ -31,7 +31,7 @@ pub enum CredentialsError {
     /// The peer exited before it could be identified.
     #[error("peer pid {pid} exited before it could be identified: {reason}")]
     Gone {
-        /// The pid.
+        /// The pid `SO_PEERCRED` reported.
         pid: u32,
         /// What failed.
         reason: String,

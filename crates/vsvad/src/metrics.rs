@@ -136,7 +136,7 @@ pub struct Gauges {
     pub iotlb_hits: u64,
     /// IOTLB misses.
     pub iotlb_misses: u64,
-    /// Translations.
+    /// DMA translations the IOMMU performed.
     pub translations: u64,
     /// Faults recorded.
     pub faults: u64,

@@ -37,7 +37,7 @@ pub enum ServerError {
     /// The metrics endpoint could not be set up.
     #[error("metrics_addr {addr}: {reason}")]
     Metrics {
-        /// The address.
+        /// The `metrics_addr` configured.
         addr: String,
         /// What failed.
         reason: String,

@@ -164,7 +164,7 @@ pub enum SetState {
 /// One process's set, as `sets` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetEntry {
-    /// The process.
+    /// Whose set it is.
     pub identity: Credentials,
     /// Live or held.
     pub state: SetState,

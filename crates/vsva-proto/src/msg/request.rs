@@ -142,7 +142,7 @@ impl Decode for DeviceConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Handshake.
+    /// The handshake; the first request of every connection.
     Hello(Hello),
     /// Echo these bytes.
     Ping(Vec<u8>),
@@ -204,14 +204,14 @@ pub enum Request {
     Sets,
     /// Change the quota of process `pid` (admin).
     SetQuota {
-        /// The process.
+        /// The pid of the process to act on (every process with that pid).
         pid: u32,
         /// Its new quota.
         quota: u32,
     },
     /// Release everything process `pid` holds (admin).
     ForceRelease {
-        /// The process.
+        /// The pid of the process to act on (every process with that pid).
         pid: u32,
     },
     /// The most recent DMA faults, at most `max`.

@@ -68,15 +68,15 @@ pub enum StoreError {
     Io {
         /// What was being done.
         what: &'static str,
-        /// The file.
+        /// The file or directory it was done on.
         path: PathBuf,
-        /// The error.
+        /// What the system call reported.
         source: io::Error,
     },
     /// Another daemon holds the state directory.
     #[error("state directory {path} is in use by another vsvad (lock file {lock} is held)")]
     Locked {
-        /// The directory.
+        /// The state directory.
         path: PathBuf,
         /// Its lock file.
         lock: PathBuf,

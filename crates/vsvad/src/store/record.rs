@@ -20,7 +20,7 @@ pub enum Record {
     },
     /// A process got a context.
     Begin {
-        /// The process.
+        /// Whose change it is.
         token: ProcessToken,
         /// Its user.
         uid: u32,
@@ -31,14 +31,14 @@ pub enum Record {
     },
     /// A process was given a PASID.
     Alloc {
-        /// The process.
+        /// Whose change it is.
         token: ProcessToken,
         /// The PASID.
         pasid: u32,
     },
     /// A process freed its PASIDs in `[min, max]`.
     FreeRange {
-        /// The process.
+        /// Whose change it is.
         token: ProcessToken,
         /// Lowest PASID of the range.
         min: u32,
@@ -47,14 +47,14 @@ pub enum Record {
     },
     /// A process's quota changed.
     Quota {
-        /// The process.
+        /// Whose change it is.
         token: ProcessToken,
         /// New quota.
         quota: u32,
     },
     /// A process's context ended: everything it owned is free.
     End {
-        /// The process.
+        /// Whose change it is.
         token: ProcessToken,
     },
 }
