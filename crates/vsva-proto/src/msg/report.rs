@@ -253,7 +253,7 @@ pub struct FaultRecord {
     pub source_id: u16,
     /// `DMA_*` flags of the faulting request (PASID, WRITE, EXEC, PRIV).
     pub flags: u16,
-    /// The PASID, when `flags` has [`DMA_PASID`].
+    /// The PASID, when `flags` has [`DMA_PASID`](crate::DMA_PASID).
     pub pasid: u32,
     /// Input address.
     pub addr: u64,

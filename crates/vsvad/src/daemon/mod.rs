@@ -23,7 +23,7 @@
 //!
 //! # Ordering with the store
 //!
-//! A process's PASID_REQUESTs run under its [`ProcessState`] lock, which is held while the
+//! A process's PASID_REQUESTs run under its [`ProcessState`](process::ProcessState) lock, which is held while the
 //! ioctl runs and its record is queued, so the log has each process's changes in the order
 //! they happened (records of different processes need no order, see [`crate::store`]). The
 //! reply is sent only after the record is durable.
