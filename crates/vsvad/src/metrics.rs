@@ -124,7 +124,7 @@ pub struct Gauges {
     pub capacity: u64,
     /// PASIDs allocated.
     pub allocated: u64,
-    /// PASIDs freeing.
+    /// PASIDs freed whose teardown has not finished.
     pub freeing: u64,
     /// PASIDs held for processes after a restart.
     pub held: u64,
@@ -145,7 +145,7 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// All zero.
+    /// Counters and histograms, all zero.
     pub fn new() -> Metrics {
         Metrics {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),

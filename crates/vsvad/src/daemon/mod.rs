@@ -183,7 +183,7 @@ impl Daemon {
         &self.store
     }
 
-    /// Open connections.
+    /// How many connections are open now.
     pub fn connections(&self) -> usize {
         lock(&self.conns).len()
     }

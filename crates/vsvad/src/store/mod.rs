@@ -248,7 +248,7 @@ impl Store {
         ))
     }
 
-    /// The durability mode.
+    /// When appended records reach the disk.
     pub fn mode(&self) -> Durability {
         self.shared.mode
     }
