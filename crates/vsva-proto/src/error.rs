@@ -63,7 +63,7 @@ pub enum ProtoError {
     BadUtf8 {
         /// The message being decoded.
         message: &'static str,
-        /// The field.
+        /// The field at fault.
         field: &'static str,
     },
     /// A length or count field is larger than its limit.
@@ -71,7 +71,7 @@ pub enum ProtoError {
     TooLong {
         /// The message being decoded.
         message: &'static str,
-        /// The field.
+        /// The field at fault.
         field: &'static str,
         /// The value received.
         value: u64,
@@ -83,7 +83,7 @@ pub enum ProtoError {
     BadValue {
         /// The message being decoded.
         message: &'static str,
-        /// The field.
+        /// The field at fault.
         field: &'static str,
         /// The value received.
         value: u64,

@@ -41,10 +41,11 @@ pub use frame::{
     HARD_MAX_BODY, HEADER_LEN, MAX_FDS_PER_FRAME, MAX_HELLO_BODY,
 };
 pub use msg::{
-    DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply, Hello, HelloReply, Identity,
-    Kind, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply, StatusReply, CONFIG_WRITE,
-    DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE, HELLO_ADMIN, HELLO_RESUMED, MAGIC,
-    MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    negotiate_version, Credentials, DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply,
+    Hello, HelloReply, Identity, Kind, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply,
+    StatusReply, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE, HELLO_ADMIN,
+    HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 pub use vsva_uapi::Errno;
 
@@ -52,20 +53,6 @@ pub use vsva_uapi::Errno;
 /// request needs).
 pub fn encode_request(id: u64, req: &Request) -> Vec<u8> {
     encode_frame(req.kind() as u16, 0, req.nfds(), id, &req.encode_body())
-}
-
-/// Picks the version to speak with a client offering `min..=max`, or the error to reply.
-pub fn negotiate_version(min: u16, max: u16) -> Result<u16, ProtoError> {
-    let hi = max.min(PROTOCOL_VERSION);
-    if hi < min.max(MIN_PROTOCOL_VERSION) {
-        return Err(ProtoError::UnsupportedVersion {
-            min,
-            max,
-            supported_min: MIN_PROTOCOL_VERSION,
-            supported_max: PROTOCOL_VERSION,
-        });
-    }
-    Ok(hi)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Little-endian field readers and writers with bounds checks.
+//! The one body codec: little-endian field readers and writers with bounds checks, the
+//! [`Encode`] / [`Decode`] pair every message implements, and the record checksum.
 //!
 //! [`Reader`] never panics: every read checks the remaining length first and returns
 //! [`ProtoError::Truncated`] naming the message and field when the body is short. Counts read
@@ -238,9 +239,70 @@ impl Writer {
     }
 }
 
+/// A message body that writes itself field by field; the one encoding style of this crate.
+pub trait Encode {
+    /// Appends the fields, in wire order.
+    fn write(&self, w: &mut Writer);
+
+    /// The fields as a fresh body.
+    fn to_body(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.write(&mut w);
+        w.into_vec()
+    }
+}
+
+/// A message body that reads itself field by field, the inverse of [`Encode`].
+pub trait Decode: Sized {
+    /// Reads the fields, in wire order, leaving the reader after the last.
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProtoError>;
+
+    /// Reads a whole body named `message` in errors, refusing trailing bytes.
+    fn from_body(body: &[u8], message: &'static str) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(body, message);
+        let v = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(v)
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib computes it), for checksummed records.
+pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc_matches_zlib() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
 
     #[test]
     fn reads_what_was_written() {

@@ -89,9 +89,9 @@ fn arb_request() -> impl Strategy<Value = Request> {
     ]
 }
 
-fn arb_identity() -> impl Strategy<Value = Identity> {
+fn arb_credentials() -> impl Strategy<Value = Credentials> {
     (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-        |(pid, uid, gid, start_time)| Identity {
+        |(pid, uid, gid, start_time)| Credentials {
             pid,
             uid,
             gid,
@@ -191,7 +191,7 @@ proptest! {
 
     #[test]
     fn payloads_round_trip(
-        identity in arb_identity(),
+        identity in arb_credentials(),
         restored in prop::collection::vec(1u32..1 << 20, 0..16),
         faults in prop::collection::vec(arb_fault(), 0..4),
         name in arb_string(),

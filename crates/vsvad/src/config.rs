@@ -19,7 +19,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
-        /// The file.
+        /// The configuration file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -27,7 +27,7 @@ pub enum ConfigError {
     /// The file is not valid TOML for this schema (unknown key, wrong type).
     #[error("config file {path}: {message}")]
     Parse {
-        /// The file.
+        /// The configuration file.
         path: PathBuf,
         /// The parser's message, which names the key and line.
         message: String,
@@ -105,7 +105,7 @@ pub struct Config {
     pub admin_group: Option<String>,
     /// Loopback address for Prometheus metrics over HTTP (`127.0.0.1:9477`); none by default.
     pub metrics_addr: Option<String>,
-    /// The IOMMU.
+    /// `[iommu]`: the simulated IOMMU's capabilities and cache sizes.
     pub iommu: IommuSection,
     /// Resource limits.
     pub limits: Limits,
@@ -139,15 +139,15 @@ impl Default for Config {
 pub struct IommuSection {
     /// PASID width (1..=20).
     pub pasid_bits: u8,
-    /// Nested translation.
+    /// Whether the IOMMU offers nested (first level over second level) translation.
     pub nesting: bool,
     /// 5-level first-level paging (4-level is always there).
     pub five_level: bool,
     /// Address width (39..=57).
     pub mgaw: u8,
-    /// IOTLB entries.
+    /// How many translations the IOTLB caches.
     pub iotlb_entries: usize,
-    /// Fault log capacity.
+    /// How many fault records are kept before the oldest are dropped.
     pub fault_log_capacity: usize,
     /// Device TLB (ATS) support.
     pub device_tlb: bool,
@@ -212,7 +212,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The handshake timeout.
+    /// How long a new connection has to send its hello.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
@@ -220,7 +220,7 @@ impl Limits {
     pub fn frame_timeout(&self) -> Duration {
         Duration::from_millis(self.frame_timeout_ms)
     }
-    /// The write timeout.
+    /// How long a reply write may block before the connection is cut.
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
@@ -265,7 +265,7 @@ pub struct DeviceSpec {
     pub group: Option<u32>,
     /// PASID capability width, 0 for none.
     pub pasid_width: u8,
-    /// ATS.
+    /// Whether the function has an ATS capability (a device TLB).
     pub ats: bool,
 }
 
@@ -274,7 +274,7 @@ pub struct DeviceSpec {
 pub struct MdevSpec {
     /// Parent requester id.
     pub parent: SourceId,
-    /// Group.
+    /// The IOMMU group the mdev is created in.
     pub group: u32,
 }
 
@@ -289,7 +289,7 @@ pub struct Settings {
     pub pasid_quota: u32,
     /// Grace period after a restart.
     pub grace_period: Duration,
-    /// Durability mode.
+    /// When acknowledged changes reach the disk.
     pub durability: Durability,
     /// Admin group id, if configured.
     pub admin_gid: Option<u32>,
@@ -299,11 +299,11 @@ pub struct Settings {
     pub iommu: IommuConfig,
     /// Table pool size in bytes.
     pub table_pool_bytes: u64,
-    /// Limits.
+    /// Per-connection and per-process limits.
     pub limits: Limits,
     /// PCI functions.
     pub devices: Vec<DeviceSpec>,
-    /// Mdevs.
+    /// The mediated devices to create at start.
     pub mdevs: Vec<MdevSpec>,
 }
 

@@ -54,7 +54,7 @@ struct Pending {
 /// Serves one connection until it closes, fails, or the daemon shuts it down.
 pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
     let conn = session.conn;
-    let pid = session.identity.pid;
+    let pid = session.credentials.pid;
     let mut c = Conn {
         max_in_flight: daemon.settings().limits.max_in_flight as usize,
         daemon,
@@ -127,7 +127,7 @@ impl Conn {
             if self.flush().is_err() {
                 return "write failed";
             }
-            if self.session.proc.is_some() {
+            if self.session.process.is_some() {
                 self.hello_deadline = None;
                 if self.dec.max_body() != limits.max_frame {
                     self.dec.set_max_body(limits.max_frame);
@@ -237,19 +237,25 @@ impl Conn {
             self.push_reply(header, kind, Reply::error(Errno::EBADF, format!("more than {MAX_FDS_PER_READ} file descriptors arrived with one read; the kernel dropped the rest")));
             return;
         }
-        if fds.len() != usize::from(header.nfds) {
-            self.push_reply(
-                header,
-                kind,
-                Reply::error(
-                    Errno::EBADF,
-                    format!(
-                        "frame declares nfds {} but {} file descriptor(s) arrived with it",
-                        header.nfds,
-                        fds.len()
-                    ),
-                ),
-            );
+        // The one descriptor-count check: what arrived must be what the frame declares and
+        // what its kind takes, so a handler gets exactly the descriptors it needs.
+        let arrived = fds.len();
+        let mismatch = if arrived != usize::from(header.nfds) {
+            Some(format!(
+                "frame declares nfds {} but {arrived} file descriptor(s) arrived with it",
+                header.nfds
+            ))
+        } else {
+            kind.filter(|k| usize::from(k.nfds()) != arrived).map(|k| {
+                format!(
+                    "{} takes {} file descriptor(s) but {arrived} arrived with it",
+                    k.label(),
+                    k.nfds()
+                )
+            })
+        };
+        if let Some(message) = mismatch {
+            self.push_reply(header, kind, Reply::error(Errno::EBADF, message));
             return;
         }
         let req = match Request::decode(header.kind, &frame.body) {

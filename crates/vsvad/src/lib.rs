@@ -6,19 +6,21 @@
 //! the host-wide PASID space; client processes talk to it over a Unix socket with the
 //! [`vsva_proto`] protocol.
 //!
-//! Modules: [`config`] (TOML configuration and validation), [`identity`] (peer credentials
-//! and process start times), [`store`] (write-ahead log with group commit), [`machine`] (the
-//! simulated IOMMU and devices), [`daemon`] (processes, contexts and request handling),
-//! [`conn`] (one connection's reading and writing), [`metrics`] (Prometheus text over HTTP),
-//! [`server`] (socket, signals, draining).
+//! Modules: [`config`] (TOML configuration and validation), `credentials` (peer credentials
+//! and process start times), `store` (write-ahead log with group commit), `machine` (the
+//! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
+//! request family per file), `conn` (one connection's reading and writing), `metrics`
+//! (Prometheus text over HTTP), [`server`] (socket, signals, draining). Only the
+//! configuration and the server are public: the binary starts one with the other.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod conn;
-pub mod daemon;
-pub mod identity;
-pub mod machine;
-pub mod metrics;
+mod conn;
+mod credentials;
+mod daemon;
+mod machine;
+mod metrics;
 pub mod server;
-pub mod store;
+mod store;

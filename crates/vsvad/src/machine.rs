@@ -37,7 +37,7 @@ pub const REGION_ALIGN: u64 = 2 << 20;
 pub struct MachineError {
     /// The part of the configuration at fault (`devices[2]`, `iommu`, ...).
     pub what: String,
-    /// The reason.
+    /// What is wrong with the configuration, naming the device or group.
     pub reason: String,
 }
 

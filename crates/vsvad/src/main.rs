@@ -1,5 +1,7 @@
 //! `vsvad`: the vsva host daemon. Starts with no flags; see `vsvad --help`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

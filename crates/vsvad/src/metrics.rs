@@ -124,7 +124,7 @@ pub struct Gauges {
     pub capacity: u64,
     /// PASIDs allocated.
     pub allocated: u64,
-    /// PASIDs freeing.
+    /// PASIDs freed whose teardown has not finished.
     pub freeing: u64,
     /// PASIDs held for processes after a restart.
     pub held: u64,
@@ -136,7 +136,7 @@ pub struct Gauges {
     pub iotlb_hits: u64,
     /// IOTLB misses.
     pub iotlb_misses: u64,
-    /// Translations.
+    /// DMA translations the IOMMU performed.
     pub translations: u64,
     /// Faults recorded.
     pub faults: u64,
@@ -145,7 +145,7 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// All zero.
+    /// Counters and histograms, all zero.
     pub fn new() -> Metrics {
         Metrics {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -171,11 +171,6 @@ impl Metrics {
             let i = Errno::ALL.iter().position(|&x| x == e).unwrap_or(NERRNOS);
             self.errors[k][i].fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Requests of `kind` so far.
-    pub fn requests(&self, kind: Kind) -> u64 {
-        self.requests[kind_index(kind)].load(Ordering::Relaxed)
     }
 
     /// Records one group commit of `records` records.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use vsva_proto::{Errno, FrameHeader, Kind, Reply};
 
 use crate::config::Settings;
+use crate::credentials;
 use crate::daemon::{Daemon, StartError};
-use crate::identity;
 use crate::metrics::{self, Metrics};
 
 /// Stack size of a connection thread.
@@ -37,7 +37,7 @@ pub enum ServerError {
     /// The metrics endpoint could not be set up.
     #[error("metrics_addr {addr}: {reason}")]
     Metrics {
-        /// The address.
+        /// The `metrics_addr` configured.
         addr: String,
         /// What failed.
         reason: String,
@@ -66,7 +66,9 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
             } else {
                 0o700
             };
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot set the socket directory's mode");
+            }
         }
     }
     if path.exists() {
@@ -79,7 +81,9 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     let listener =
         UnixListener::bind(path).map_err(|e| socket_err(path, format!("cannot bind: {e}")))?;
     // Anyone who can reach the directory may connect: access is decided per process.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)) {
+        tracing::warn!(socket = %path.display(), error = %e, "cannot open the socket to every user");
+    }
     Ok(listener)
 }
 
@@ -196,7 +200,7 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
                 continue;
             }
         };
-        let who = match identity::peer_identity(&stream) {
+        let who = match credentials::peer_credentials(&stream) {
             Ok((who, _pidfd)) => who,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot identify a peer; closing its connection");
@@ -245,10 +249,12 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     drop(n);
     let _ = std::fs::remove_file(&socket_path);
     signal_handle.close();
-    let _ = signal_thread.join();
-    let _ = maintenance.join();
-    if let Some(t) = metrics_thread {
-        let _ = t.join();
+    let threads = [Some(signal_thread), Some(maintenance), metrics_thread];
+    for t in threads.into_iter().flatten() {
+        if t.join().is_err() {
+            tracing::error!("a daemon thread panicked");
+            debug_assert!(false, "a daemon thread panicked");
+        }
     }
     daemon.finish_shutdown()?;
     tracing::info!("vsvad stopped");

@@ -12,13 +12,13 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use rustix::process::{pidfd_open, PidfdFlags};
 
-use vsva_proto::Identity;
+use vsva_proto::Credentials;
 
-/// Why a peer's identity could not be established.
+/// Why a peer's credentials could not be established.
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub enum CredentialsError {
     /// `SO_PEERCRED` failed.
     #[error("SO_PEERCRED failed: {0}")]
     PeerCred(io::Error),
@@ -31,35 +31,37 @@ pub enum IdentityError {
     /// The peer exited before it could be identified.
     #[error("peer pid {pid} exited before it could be identified: {reason}")]
     Gone {
-        /// The pid.
+        /// The pid `SO_PEERCRED` reported.
         pid: u32,
         /// What failed.
         reason: String,
     },
 }
 
-/// The identity of the peer of a connected Unix socket, plus a pidfd for its process.
-pub fn peer_identity(sock: impl AsFd) -> Result<(Identity, Option<OwnedFd>), IdentityError> {
+/// The credentials of the peer of a connected Unix socket, plus a pidfd for its process.
+pub fn peer_credentials(
+    sock: impl AsFd,
+) -> Result<(Credentials, Option<OwnedFd>), CredentialsError> {
     let cred = rustix::net::sockopt::socket_peercred(&sock)
-        .map_err(|e| IdentityError::PeerCred(e.into()))?;
+        .map_err(|e| CredentialsError::PeerCred(e.into()))?;
     let raw_pid = cred.pid.as_raw_nonzero().get();
-    let pid = u32::try_from(raw_pid).map_err(|_| IdentityError::NoPid { pid: raw_pid })?;
+    let pid = u32::try_from(raw_pid).map_err(|_| CredentialsError::NoPid { pid: raw_pid })?;
     // A pidfd pins the process: while it is alive, its pid cannot be reused.
     let pidfd = pidfd_open(cred.pid, PidfdFlags::empty()).ok();
-    let start_time = start_time(pid).map_err(|e| IdentityError::Gone {
+    let start_time = start_time(pid).map_err(|e| CredentialsError::Gone {
         pid,
         reason: e.to_string(),
     })?;
     if let Some(fd) = &pidfd {
         if !pidfd_alive(fd) {
-            return Err(IdentityError::Gone {
+            return Err(CredentialsError::Gone {
                 pid,
                 reason: "it exited while being identified".into(),
             });
         }
     }
     Ok((
-        Identity {
+        Credentials {
             pid,
             uid: cred.uid.as_raw(),
             gid: cred.gid.as_raw(),
@@ -146,7 +148,7 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
 
 /// Whether `who` may use the admin requests: root, or a member (primary or supplementary) of
 /// `admin_gid`.
-pub fn is_admin(who: &Identity, admin_gid: Option<u32>) -> bool {
+pub fn is_admin(who: &Credentials, admin_gid: Option<u32>) -> bool {
     if who.uid == 0 {
         return true;
     }
@@ -156,26 +158,27 @@ pub fn is_admin(who: &Identity, admin_gid: Option<u32>) -> bool {
     }
 }
 
-/// Our own identity (for tests and the in-process paths).
-pub fn own_identity() -> io::Result<Identity> {
-    let pid = std::process::id();
-    Ok(Identity {
-        pid,
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        start_time: start_time(pid)?,
-    })
-}
-
-/// A pidfd for `pid`, if the kernel offers pidfds.
-pub fn open_pidfd(pid: u32) -> Option<OwnedFd> {
-    let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
-    pidfd_open(pid, PidfdFlags::empty()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::process::Pid;
+
+    /// A pidfd for `pid`, if the kernel offers pidfds.
+    fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+        let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
+        pidfd_open(pid, PidfdFlags::empty()).ok()
+    }
+
+    /// This process's own credentials.
+    fn own_credentials() -> io::Result<Credentials> {
+        let pid = std::process::id();
+        Ok(Credentials {
+            pid,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            start_time: start_time(pid)?,
+        })
+    }
 
     #[test]
     fn parses_names_with_spaces_and_parens() {
@@ -187,7 +190,7 @@ mod tests {
 
     #[test]
     fn own_process_is_alive_and_a_wrong_start_time_is_not() {
-        let me = own_identity().unwrap();
+        let me = own_credentials().unwrap();
         assert!(is_alive(me.pid, me.start_time));
         assert!(!is_alive(me.pid, me.start_time + 1));
         assert!(!command_line(me.pid).is_empty());
@@ -198,12 +201,12 @@ mod tests {
     #[test]
     fn peer_of_a_socketpair_is_ourselves() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (who, _fd) = peer_identity(&a).unwrap();
-        assert_eq!(who, own_identity().unwrap());
-        let root = Identity { uid: 0, ..who };
+        let (who, _fd) = peer_credentials(&a).unwrap();
+        assert_eq!(who, own_credentials().unwrap());
+        let root = Credentials { uid: 0, ..who };
         assert!(is_admin(&root, None));
         assert_eq!(is_admin(&who, None), who.uid == 0);
-        assert!(is_admin(&Identity { uid: 1, ..who }, Some(who.gid)));
+        assert!(is_admin(&Credentials { uid: 1, ..who }, Some(who.gid)));
     }
 
     #[test]

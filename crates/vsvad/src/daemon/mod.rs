@@ -1,0 +1,216 @@
+//! The daemon's state and request handling, independent of sockets.
+//!
+//! One file per job: [`process`] keeps the registry of client processes (handshake, resume,
+//! release, expiry), [`restore`] gives live processes their PASIDs back at start,
+//! [`dispatch`] routes a decoded request to its family's handler, and the handlers are
+//! [`container`] (open, close, attach, detach), [`ioctl`] (container ioctls, PASID_REQUEST
+//! journaling and its rollback), [`memory`] (guest memory shared by fd), [`device`] (PCI
+//! configuration space and DMA), [`admin`] (quota, force release) and [`report`] (status,
+//! sets, faults, metrics gauges).
+//!
+//! # Processes and contexts
+//!
+//! Every connection is attributed to a process (a [`ProcessToken`]: pid + start time). The
+//! first connection of a process creates a [`Process`] and, through `vsva-vfio`, the
+//! process's PASID context (`VfioMm`); every further connection of the same process shares
+//! both, exactly as all containers of one process share one `vfio_mm`. The `Process` holds
+//! one reference on the context for as long as the process has a connection (a connection is
+//! the process's handle on the daemon, like an open `/dev/vfio/vfio`); containers hold theirs.
+//! When the last connection closes — the process exited, was killed, or closed them — the
+//! daemon drops the process's containers and reference, which releases the context through
+//! the same path as a last container closing: every PASID is freed through the allocator,
+//! whose teardown subscriber clears the IOMMU's state before any number is reused.
+//!
+//! # Ordering with the store
+//!
+//! A process's PASID_REQUESTs run under its [`ProcessState`](process::ProcessState) lock, which is held while the
+//! ioctl runs and its record is queued, so the log has each process's changes in the order
+//! they happened (records of different processes need no order, see [`crate::store`]). The
+//! reply is sent only after the record is durable.
+//!
+//! # Lock order
+//!
+//! The process registry lock → a process's state lock → `vsva-vfio`'s locks. The connection
+//! registry lock is taken alone.
+//!
+//! [`ProcessToken`]: vsva_vfio::ProcessToken
+
+mod admin;
+mod container;
+mod device;
+mod dispatch;
+mod ioctl;
+mod memory;
+mod process;
+mod report;
+mod restore;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use vsva_proto::{Errno, Reply};
+use vsva_vfio::{ProcessToken, Vfio, VfioError};
+
+use crate::config::Settings;
+use crate::machine::{self, HpaAllocator};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+pub use ioctl::Outcome;
+use process::Process;
+pub use process::Session;
+
+/// The daemon's name and version, as replies report it.
+const SERVER: &str = concat!("vsvad ", env!("CARGO_PKG_VERSION"));
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// 16 random bytes from the kernel.
+fn random_bytes() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut out))
+        .is_err()
+    {
+        // No /dev/urandom: mix the clock and the address of a stack value (still unique per
+        // call, not secret; the daemon logs that tokens are weak).
+        tracing::warn!("/dev/urandom unavailable: resume tokens are not secret");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        out.copy_from_slice(&t.to_le_bytes());
+        out[0] ^= (&out as *const _ as usize) as u8;
+    }
+    out
+}
+
+fn vfio_reply(e: &VfioError) -> Reply {
+    Reply::error(e.errno(), e.to_string())
+}
+
+/// The reply to any request of a process an admin force-released.
+fn revoked(p: &Process) -> Reply {
+    Reply::error(
+        Errno::ESRCH,
+        format!(
+            "the context of pid {} was force-released by an admin",
+            p.token.pid()
+        ),
+    )
+}
+
+/// The daemon: the machine, the store, and every process and connection it serves.
+pub struct Daemon {
+    settings: Settings,
+    vfio: Vfio,
+    store: Store,
+    metrics: Arc<Metrics>,
+    instance: u64,
+    started: Instant,
+    processes: Mutex<HashMap<ProcessToken, Arc<Process>>>,
+    conns: Mutex<HashMap<u64, (Option<ProcessToken>, UnixStream)>>,
+    next_conn: AtomicU64,
+    shutting_down: AtomicBool,
+    hpa: Mutex<HpaAllocator>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The machine could not be built.
+    #[error("cannot build the machine: {0}")]
+    Machine(#[from] machine::MachineError),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Daemon {
+    /// Builds the machine, opens the store, and gives live processes their PASIDs back (held
+    /// for the grace period); dead processes' PASIDs are released and recorded as such.
+    pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Arc<Daemon>, StartError> {
+        let vfio = machine::build(&settings)?;
+        let instance = u64::from_le_bytes(random_bytes()[..8].try_into().unwrap_or([1; 8]));
+        let (store, replayed) = Store::open(
+            &settings.state_dir,
+            settings.durability,
+            instance,
+            metrics.clone(),
+        )?;
+        let hpa = HpaAllocator::new(settings.table_pool_bytes, settings.iommu.mgaw);
+        let daemon = Arc::new(Daemon {
+            settings,
+            vfio,
+            store,
+            metrics,
+            instance,
+            started: Instant::now(),
+            processes: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            hpa: Mutex::new(hpa),
+        });
+        daemon.restore(replayed);
+        Ok(daemon)
+    }
+
+    /// The settings the daemon was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The counters the metrics page renders.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The VFIO layer the daemon serves.
+    pub fn vfio(&self) -> &Vfio {
+        &self.vfio
+    }
+
+    /// The store whose tickets a reply waits for.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many connections are open now.
+    pub fn connections(&self) -> usize {
+        lock(&self.conns).len()
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Starts a shutdown: no new work is accepted, and every connection's reading side is shut
+    /// so it finishes the requests it has and closes. Processes keep their PASIDs in the store
+    /// (to be held for them at the next start).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for (_, (_, s)) in lock(&self.conns).iter() {
+            // A connection already gone needs no shutting.
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Flushes and closes the store (after every connection has finished).
+    ///
+    /// # Errors
+    ///
+    /// The store's writer failed, now or earlier: records queued since the last durable one
+    /// may be missing from the log.
+    pub fn finish_shutdown(&self) -> Result<(), StoreError> {
+        self.store.close()
+    }
+}

@@ -1,0 +1,378 @@
+//! The registry of client processes: connect and the hello handshake (with resume after a
+//! restart), disconnect and release, and expiry of processes held since a restart.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vsva_proto::{
+    negotiate_version, Credentials, Errno, Hello, HelloReply, Reply, ResumeToken, HELLO_ADMIN,
+    HELLO_RESUMED,
+};
+use vsva_vfio::{Container, ProcessToken, VfioMm};
+
+use super::{lock, random_bytes, Daemon, SERVER};
+use crate::credentials;
+use crate::store::Record;
+
+/// A container a connection opened.
+pub(super) struct OpenContainer {
+    /// The connection that opened it (it closes with it).
+    pub(super) conn: u64,
+    pub(super) container: Arc<Container>,
+}
+
+/// A guest memory region a process registered.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Region {
+    pub(super) id: u32,
+    /// The address the process names it by in MAP_DMA's `vaddr`.
+    pub(super) addr: u64,
+    pub(super) size: u64,
+    /// Where it sits in the IOMMU's host memory.
+    pub(super) hpa: u64,
+}
+
+/// What a process's lock protects.
+pub struct ProcessState {
+    /// The daemon's reference on the process's PASID context (None when PASID support is
+    /// off, or once released).
+    pub(super) mm: Option<VfioMm>,
+    /// Whether the store has a Begin record for the process (written before its first PASID).
+    pub(super) begun: bool,
+    /// The quota the process has (mirrors the context's; kept for the Begin record).
+    pub(super) quota: u32,
+    /// After a restart: the process's PASIDs are held for it until then.
+    pub(super) held_until: Option<Instant>,
+    pub(super) connections: u32,
+    /// Force-released by an admin: every request is refused.
+    pub(super) revoked: bool,
+    /// Open containers by handle.
+    pub(super) containers: HashMap<u32, OpenContainer>,
+    pub(super) next_handle: u32,
+    /// Registered guest memory.
+    pub(super) regions: Vec<Region>,
+    pub(super) next_region: u32,
+    /// Bytes of guest memory registered, for the per-process limit.
+    pub(super) memory_bytes: u64,
+}
+
+impl ProcessState {
+    /// A process's state before any connection or container: holding `mm` with `quota`,
+    /// `begun` if the store already has its Begin record, held until `held_until` after a
+    /// restart.
+    pub(super) fn new(
+        mm: Option<VfioMm>,
+        begun: bool,
+        quota: u32,
+        held_until: Option<Instant>,
+    ) -> Self {
+        ProcessState {
+            mm,
+            begun,
+            quota,
+            held_until,
+            connections: 0,
+            revoked: false,
+            containers: HashMap::new(),
+            next_handle: 1,
+            regions: Vec::new(),
+            next_region: 1,
+            memory_bytes: 0,
+        }
+    }
+
+    /// PASIDs the process owns now (0 once released).
+    pub(super) fn owned(&self) -> u32 {
+        self.mm.as_ref().map_or(0, |mm| mm.owned())
+    }
+
+    /// The process's quota: its context's, or the one recorded once the context is gone.
+    pub(super) fn quota(&self) -> u32 {
+        self.mm.as_ref().map_or(self.quota, |mm| mm.quota())
+    }
+
+    /// The PASIDs the process owns, ascending.
+    pub(super) fn pasids(&self) -> Vec<u32> {
+        self.mm.as_ref().map(|mm| mm.pasids()).unwrap_or_default()
+    }
+
+    /// Whether the daemon holds the process's PASIDs for it after a restart.
+    pub(super) fn is_held(&self) -> bool {
+        self.held_until.is_some()
+    }
+}
+
+/// A client process the daemon knows, shared by all of its connections.
+pub struct Process {
+    pub(super) credentials: Credentials,
+    pub(super) token: ProcessToken,
+    pub(super) resume: ResumeToken,
+    /// Its command line, for `sets`.
+    pub(super) command: String,
+    pub(super) state: Mutex<ProcessState>,
+}
+
+/// One connection's view: who is talking and which process it belongs to.
+pub struct Session {
+    /// Connection id (unique for the daemon's life).
+    pub conn: u64,
+    /// The peer's socket credentials.
+    pub credentials: Credentials,
+    /// Whether it may use admin requests.
+    pub admin: bool,
+    /// Its process, after the handshake.
+    pub process: Option<Arc<Process>>,
+}
+
+impl Daemon {
+    /// Registers a new connection; `None` when the connection limit is reached.
+    pub fn connect(&self, stream: &UnixStream, credentials: Credentials) -> Option<Session> {
+        let mut conns = lock(&self.conns);
+        if conns.len() >= self.settings.limits.max_connections as usize {
+            self.metrics
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            conns.insert(conn, (None, clone));
+        }
+        self.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Some(Session {
+            conn,
+            credentials,
+            admin: credentials::is_admin(&credentials, self.settings.admin_gid),
+            process: None,
+        })
+    }
+
+    /// A connection ended: closes its containers and, if it was its process's last, releases
+    /// the process's context (unless the daemon is shutting down, when ownership stays
+    /// recorded for the next start).
+    pub fn disconnect(&self, session: &Session) {
+        lock(&self.conns).remove(&session.conn);
+        let Some(p) = &session.process else { return };
+        let mut processes = lock(&self.processes);
+        let mut st = lock(&p.state);
+        let mine: Vec<u32> = st
+            .containers
+            .iter()
+            .filter(|(_, c)| c.conn == session.conn)
+            .map(|(&h, _)| h)
+            .collect();
+        let mut closed = Vec::with_capacity(mine.len());
+        for h in mine {
+            if let Some(c) = st.containers.remove(&h) {
+                closed.push(c);
+            }
+        }
+        st.connections = st.connections.saturating_sub(1);
+        let last = st.connections == 0 && !st.is_held();
+        if last {
+            if !st.revoked {
+                if self.shutting_down() {
+                    // Keep the store as it is: the process gets its PASIDs back after the restart.
+                    st.containers.clear();
+                    st.mm = None;
+                } else {
+                    self.release_locked(p, &mut st, "its last connection closed");
+                }
+            }
+            if processes.get(&p.token).is_some_and(|q| Arc::ptr_eq(q, p)) {
+                processes.remove(&p.token);
+            }
+        }
+        drop(st);
+        drop(processes);
+        drop(closed);
+    }
+
+    /// Releases a process's context (its lock held): drops its containers and the daemon's
+    /// reference, which frees its PASIDs, and records the release. Returns how many PASIDs it
+    /// owned.
+    pub(super) fn release_locked(&self, p: &Process, st: &mut ProcessState, why: &str) -> u32 {
+        let owned = st.owned();
+        let containers = std::mem::take(&mut st.containers);
+        drop(containers);
+        st.mm = None;
+        st.regions.clear();
+        st.held_until = None;
+        if st.begun {
+            // Not waited for: nothing is acknowledged by it, and a release the store misses is
+            // redone at the next start (the process is gone then, or is held and expires).
+            let _ticket = self.store.append(Record::End { token: p.token });
+            st.begun = false;
+        }
+        tracing::info!(
+            pid = p.token.pid(),
+            start_time = p.token.start_time(),
+            owned,
+            why,
+            "process context released"
+        );
+        owned
+    }
+
+    /// Expires held processes whose grace period ended or that died; returns how many.
+    pub fn expire_held(&self) -> usize {
+        let now = Instant::now();
+        let mut processes = lock(&self.processes);
+        let mut gone = Vec::new();
+        for (token, p) in processes.iter() {
+            let mut st = lock(&p.state);
+            let Some(deadline) = st.held_until else {
+                continue;
+            };
+            let dead = !credentials::is_alive(token.pid(), token.start_time());
+            if dead || now >= deadline {
+                let why = if dead {
+                    "the process exited before resuming"
+                } else {
+                    "the grace period ended before the process resumed"
+                };
+                self.release_locked(p, &mut st, why);
+                gone.push(*token);
+            }
+        }
+        for t in &gone {
+            processes.remove(t);
+        }
+        gone.len()
+    }
+
+    /// How long until the next held process expires (for the maintenance loop).
+    pub fn next_expiry(&self) -> Option<Duration> {
+        let now = Instant::now();
+        lock(&self.processes)
+            .values()
+            .filter_map(|p| lock(&p.state).held_until)
+            .map(|d| d.saturating_duration_since(now))
+            .min()
+    }
+
+    /// The processes with pid `pid` (more than one only across pid reuse).
+    pub(super) fn find_by_pid(&self, pid: u32) -> Vec<Arc<Process>> {
+        lock(&self.processes)
+            .values()
+            .filter(|p| p.token.pid() == pid)
+            .cloned()
+            .collect()
+    }
+
+    /// The handshake: agrees on a version and attributes the connection to its process —
+    /// a new one, the one it shares with other connections, or one held since a restart
+    /// that the resume token gets back.
+    pub(super) fn hello(&self, s: &mut Session, h: &Hello) -> Reply {
+        let version = match negotiate_version(h.min_version, h.max_version) {
+            Ok(v) => v,
+            Err(e) => return Reply::error(e.errno(), e.to_string()),
+        };
+        if s.process.is_some() {
+            return Reply::error(Errno::EINVAL, "hello was already done on this connection");
+        }
+        if self.shutting_down() {
+            return Reply::error(Errno::EAGAIN, "the daemon is shutting down");
+        }
+        let token = ProcessToken::new(s.credentials.pid, s.credentials.start_time);
+        let mut processes = lock(&self.processes);
+        let mut resumed = false;
+        let mut restored = Vec::new();
+        if let Some(p) = processes.get(&token).cloned() {
+            let mut st = lock(&p.state);
+            if st.is_held() {
+                if h.resume == p.resume {
+                    st.held_until = None;
+                    resumed = true;
+                    restored = st.pasids();
+                    tracing::info!(
+                        pid = token.pid(),
+                        pasids = restored.len(),
+                        "process resumed after a restart"
+                    );
+                } else if h.resume.is_none() {
+                    // The process starts over: what it held is released.
+                    self.release_locked(
+                        &p,
+                        &mut st,
+                        "the process reconnected without its resume token",
+                    );
+                    drop(st);
+                    processes.remove(&token);
+                } else {
+                    return Reply::error(
+                        Errno::EACCES,
+                        format!(
+                            "resume token does not match the one issued to pid {} (start time {})",
+                            token.pid(),
+                            token.start_time()
+                        ),
+                    );
+                }
+            }
+        }
+        let p = match processes.get(&token) {
+            Some(p) => p.clone(),
+            None => {
+                let mm = self.vfio.process_context(token).ok();
+                let p = Arc::new(Process {
+                    credentials: s.credentials,
+                    token,
+                    resume: ResumeToken(random_bytes()),
+                    command: credentials::command_line(token.pid()),
+                    state: Mutex::new(ProcessState::new(
+                        mm,
+                        false,
+                        self.settings.pasid_quota,
+                        None,
+                    )),
+                });
+                processes.insert(token, p.clone());
+                p
+            }
+        };
+        let quota = {
+            let mut st = lock(&p.state);
+            st.connections += 1;
+            st.quota()
+        };
+        drop(processes);
+        if let Some(entry) = lock(&self.conns).get_mut(&s.conn) {
+            entry.0 = Some(token);
+        }
+        tracing::debug!(
+            conn = s.conn,
+            pid = token.pid(),
+            uid = s.credentials.uid,
+            resumed,
+            "hello"
+        );
+        let mut flags = 0;
+        if resumed {
+            flags |= HELLO_RESUMED;
+        }
+        if s.admin {
+            flags |= HELLO_ADMIN;
+        }
+        let reply = HelloReply {
+            version,
+            flags,
+            identity: s.credentials,
+            resume: p.resume,
+            instance: self.instance,
+            pasid_bits: self.vfio.pasid_bits(),
+            quota,
+            max_body: self.settings.limits.max_frame,
+            max_in_flight: self.settings.limits.max_in_flight,
+            restored,
+            server: SERVER.to_string(),
+        };
+        s.process = Some(p);
+        Reply::ok(0, reply.encode())
+    }
+}

@@ -1,0 +1,207 @@
+//! Reports: daemon status, per-process sets, recent faults, and the gauges the metrics page
+//! reads. Every count of what a process owns and may own comes from [`Daemon::usage`].
+
+use std::sync::Arc;
+
+use vsva_iommu::SourceId;
+use vsva_proto::{
+    DeviceInfo, FaultRecord, FaultsReply, Reply, SetEntry, SetState, SetsReply, StatusReply,
+};
+
+use super::device::fault_record;
+use super::process::{Process, Session};
+use super::{lock, Daemon, SERVER};
+use crate::config::Durability;
+use crate::metrics::Gauges;
+
+/// What one process owns and may own, at one moment.
+struct Usage {
+    pid: u32,
+    uid: u32,
+    owned: u32,
+    quota: u32,
+    /// Held for the process since a restart (it has not resumed yet).
+    held: bool,
+}
+
+impl Daemon {
+    /// Every process the daemon knows, by registry order.
+    fn processes(&self) -> Vec<Arc<Process>> {
+        lock(&self.processes).values().cloned().collect()
+    }
+
+    /// What each process owns and may own.
+    fn usage(&self) -> Vec<Usage> {
+        self.processes()
+            .iter()
+            .map(|p| {
+                let st = lock(&p.state);
+                Usage {
+                    pid: p.token.pid(),
+                    uid: p.credentials.uid,
+                    owned: st.owned(),
+                    quota: st.quota(),
+                    held: st.is_held(),
+                }
+            })
+            .collect()
+    }
+
+    /// PASIDs held for processes that have not resumed since a restart.
+    fn held(usage: &[Usage]) -> u64 {
+        usage
+            .iter()
+            .filter(|u| u.held)
+            .map(|u| u64::from(u.owned))
+            .sum()
+    }
+
+    /// PASIDs owned by processes (the space's count less the host's own, e.g. mdev defaults).
+    fn allocated_to_processes(&self, space_allocated: u64) -> u64 {
+        let host: u64 = self
+            .vfio
+            .pasid_space()
+            .sets()
+            .iter()
+            .filter(|s| s.token == 0)
+            .map(|s| u64::from(s.owned))
+            .sum();
+        space_allocated.saturating_sub(host)
+    }
+
+    pub(super) fn status(&self) -> Reply {
+        let stats = self.vfio.pasid_space().stats();
+        let io = self.vfio.iommu().stats();
+        let usage = self.usage();
+        let devices = self
+            .settings
+            .devices
+            .iter()
+            .map(|d| DeviceInfo {
+                source_id: d.source_id.0,
+                group: d.group.unwrap_or(u32::MAX),
+                pasid_width: d.pasid_width,
+                name: format!("0000:{}", d.source_id),
+            })
+            .collect();
+        let status = StatusReply {
+            server: SERVER.to_string(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            instance: self.instance,
+            pasid_bits: stats.pasid_bits,
+            capacity: stats.capacity,
+            allocated: self.allocated_to_processes(stats.allocated),
+            freeing: stats.freeing,
+            processes: usage.len() as u32,
+            held: Self::held(&usage) as u32,
+            connections: self.connections() as u32,
+            default_quota: self.settings.pasid_quota,
+            durable: self.store.mode() != Durability::Off,
+            iotlb_hits: io.iotlb_hits,
+            iotlb_misses: io.iotlb_misses,
+            faults: self.vfio.iommu().fault_log().total(),
+            devices,
+        };
+        Reply::ok(0, status.encode())
+    }
+
+    fn set_entry(p: &Process) -> SetEntry {
+        let st = lock(&p.state);
+        SetEntry {
+            identity: p.credentials,
+            state: if st.is_held() {
+                SetState::Held
+            } else {
+                SetState::Live
+            },
+            connections: st.connections,
+            quota: st.quota(),
+            pasids: st.pasids(),
+            command: p.command.clone(),
+        }
+    }
+
+    /// Every process's set for an admin, the caller's own otherwise.
+    pub(super) fn sets(&self, s: &Session) -> Reply {
+        let mut sets: Vec<SetEntry> = if s.admin {
+            self.processes()
+                .iter()
+                .map(|p| Self::set_entry(p))
+                .collect()
+        } else {
+            s.process.iter().map(|p| Self::set_entry(p)).collect()
+        };
+        sets.sort_by_key(|e| (e.identity.pid, e.identity.start_time));
+        Reply::ok(sets.len() as i64, SetsReply { sets }.encode())
+    }
+
+    /// The most recent faults (at most `max`, capped at 4096): all of them for an admin,
+    /// those on the caller's PASIDs or devices otherwise.
+    pub(super) fn faults(&self, s: &Session, max: u32) -> Reply {
+        let log = self.vfio.iommu().fault_log();
+        let mut records = log.records();
+        if !s.admin {
+            let (mine, devices): (Vec<u32>, Vec<SourceId>) = match &s.process {
+                Some(p) => {
+                    let st = lock(&p.state);
+                    let mut devs = Vec::new();
+                    for c in st.containers.values() {
+                        for g in c.container.groups() {
+                            devs.extend(
+                                self.settings
+                                    .devices
+                                    .iter()
+                                    .filter(|d| d.group == Some(g.0))
+                                    .map(|d| d.source_id),
+                            );
+                        }
+                    }
+                    (st.pasids(), devs)
+                }
+                None => (Vec::new(), Vec::new()),
+            };
+            records.retain(|f| {
+                f.pasid.is_some_and(|p| mine.contains(&p)) || devices.contains(&f.source_id)
+            });
+        }
+        let keep = (max.min(4096)) as usize;
+        let skip = records.len().saturating_sub(keep);
+        let faults: Vec<FaultRecord> = records[skip..].iter().map(fault_record).collect();
+        Reply::ok(
+            faults.len() as i64,
+            FaultsReply {
+                total: log.total(),
+                dropped: log.dropped(),
+                faults,
+            }
+            .encode(),
+        )
+    }
+
+    /// The values the metrics page reads from the daemon.
+    pub fn gauges(&self) -> Gauges {
+        let stats = self.vfio.pasid_space().stats();
+        let io = self.vfio.iommu().stats();
+        let log = self.vfio.iommu().fault_log();
+        let usage = self.usage();
+        let mut processes: Vec<(u32, u32, u32, u32)> = usage
+            .iter()
+            .map(|u| (u.pid, u.uid, u.owned, u.quota))
+            .collect();
+        processes.sort();
+        Gauges {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            capacity: stats.capacity.into(),
+            allocated: self.allocated_to_processes(stats.allocated),
+            freeing: stats.freeing,
+            held: Self::held(&usage),
+            connections: self.connections() as u64,
+            processes,
+            iotlb_hits: io.iotlb_hits,
+            iotlb_misses: io.iotlb_misses,
+            translations: io.translations,
+            faults: log.total(),
+            faults_dropped: log.dropped(),
+        }
+    }
+}
