@@ -36,17 +36,20 @@ impl Daemon {
         let Some(p) = targets.first() else {
             return no_context(pid).into();
         };
-        let mut st = lock(&p.state);
+        // The process lock orders this change against a release of the process.
+        let _st = lock(&p.state);
         if let Err(e) = self.vfio.set_pasid_quota(p.token, quota) {
             return vfio_reply(&e).into();
         }
-        st.quota = quota;
-        let ticket = st.begun.then(|| {
+        let mut journal = lock(&p.journal);
+        journal.quota = quota;
+        let ticket = journal.begun.then(|| {
             self.store.append(Record::Quota {
                 token: p.token,
                 quota,
             })
         });
+        drop(journal);
         tracing::info!(pid, quota, by = s.credentials.uid, "quota changed");
         Outcome {
             reply: Reply::ok(0, Vec::new()),

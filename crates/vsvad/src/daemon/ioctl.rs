@@ -1,15 +1,14 @@
-//! The container ioctl request, including PASID_REQUEST: run under the process's lock and
-//! journaled in the store in the order it happened, with the [`Rollback`] that undoes an
-//! allocation the store could not make durable.
+//! The container ioctl request. Every command goes through [`Container::ioctl_journaled`]
+//! once, on the caller's bytes; a PASID_REQUEST's change is journaled in the store from the
+//! typed outcome, under vsva-vfio's per-process lock, so one process's records are in the
+//! order its changes happened. [`Rollback`] undoes an allocation the store could not make
+//! durable.
 
 use std::sync::Arc;
 
 use vsva_proto::Reply;
-use vsva_uapi::vfio::{
-    VFIO_IOMMU_GET_INFO, VFIO_IOMMU_MAP_DMA, VFIO_IOMMU_PASID_REQUEST, VFIO_IOMMU_UNMAP_DMA,
-};
-use vsva_uapi::{decode_pasid_request, PasidRequestOp};
-use vsva_vfio::Container;
+use vsva_uapi::vfio::VFIO_IOMMU_MAP_DMA;
+use vsva_vfio::{Container, IoctlOutcome};
 
 use super::container::no_handle;
 use super::memory::translate_map_dma;
@@ -42,13 +41,22 @@ impl From<Reply> for Outcome {
 pub enum Rollback {
     /// Free a PASID just allocated.
     FreePasid {
-        /// The process it was allocated to.
-        process: Arc<Process>,
         /// The container it was allocated through.
         container: Arc<Container>,
         /// The PASID.
         pasid: u32,
     },
+}
+
+/// What journaling a PASID change did.
+enum Journaled {
+    /// Nothing to record (not a PASID change, or a free of a process with no records).
+    Nothing,
+    /// Recorded: the reply waits for this ticket.
+    Recorded(Ticket),
+    /// The process was released while the request ran: its allocation is not recorded and
+    /// must be undone.
+    Closed,
 }
 
 impl Daemon {
@@ -59,101 +67,98 @@ impl Daemon {
         cmd: u32,
         mut arg: Vec<u8>,
     ) -> Outcome {
-        let mut st = lock(&p.state);
-        if st.revoked {
-            return revoked(p).into();
-        }
-        let Some(c) = st.containers.get(&handle).map(|c| c.container.clone()) else {
-            return no_handle(handle).into();
-        };
-        if cmd == VFIO_IOMMU_MAP_DMA {
-            if let Err(reply) = translate_map_dma(&st.regions, &mut arg) {
-                return reply.into();
+        let c = {
+            let st = lock(&p.state);
+            if st.revoked {
+                return revoked(p).into();
             }
-        }
-        if cmd != VFIO_IOMMU_PASID_REQUEST {
-            drop(st);
-            let r = c.ioctl(cmd, &mut arg);
-            return match r {
-                Ok(v) => {
-                    let out = if cmd == VFIO_IOMMU_GET_INFO || cmd == VFIO_IOMMU_UNMAP_DMA {
-                        arg
-                    } else {
-                        Vec::new()
-                    };
-                    Reply::ok(i64::try_from(v).unwrap_or(i64::MAX), out).into()
-                }
-                Err(e) => vfio_reply(&e).into(),
+            let Some(c) = st.containers.get(&handle).map(|c| c.container.clone()) else {
+                return no_handle(handle).into();
             };
-        }
-        // PASID_REQUEST: run and record under the process lock, so the log has this process's
-        // changes in the order they happened.
-        let op = decode_pasid_request(&arg).ok();
-        match c.ioctl(cmd, &mut arg) {
-            Err(e) => vfio_reply(&e).into(),
-            Ok(v) => {
-                let mut ticket = None;
-                let mut rollback = None;
-                match op {
-                    Some(PasidRequestOp::Alloc { .. }) => {
-                        let pasid = v as u32;
-                        if !st.begun {
-                            // Not waited for on its own: the Alloc record after it is, and the
-                            // log is written in order.
-                            let _begin = self.store.append(Record::Begin {
-                                token: p.token,
-                                uid: p.credentials.uid,
-                                quota: st.quota(),
-                                resume: p.resume,
-                            });
-                            st.begun = true;
-                        }
-                        ticket = Some(self.store.append(Record::Alloc {
-                            token: p.token,
-                            pasid,
-                        }));
-                        rollback = Some(Rollback::FreePasid {
-                            process: p.clone(),
-                            container: c.clone(),
-                            pasid,
-                        });
-                    }
-                    Some(PasidRequestOp::Free { min, max }) if st.begun => {
-                        ticket = Some(self.store.append(Record::FreeRange {
-                            token: p.token,
-                            min,
-                            max,
-                        }));
-                    }
-                    _ => {}
-                }
-                Outcome {
-                    reply: Reply::ok(i64::try_from(v).unwrap_or(i64::MAX), Vec::new()),
-                    ticket,
-                    rollback,
+            if cmd == VFIO_IOMMU_MAP_DMA {
+                if let Err(reply) = translate_map_dma(&st.regions, &mut arg) {
+                    return reply.into();
                 }
             }
+            c
+        };
+        let mut journaled = Journaled::Nothing;
+        let outcome = match c.ioctl_journaled(cmd, &mut arg, |o| journaled = self.journal(p, o)) {
+            Ok(outcome) => outcome,
+            Err(e) => return vfio_reply(&e).into(),
+        };
+        let value = i64::try_from(outcome.value()).unwrap_or(i64::MAX);
+        let out = if outcome.wrote_back() {
+            arg
+        } else {
+            Vec::new()
+        };
+        let reply = Reply::ok(value, out);
+        match (journaled, outcome) {
+            (Journaled::Closed, IoctlOutcome::PasidAllocated(pasid)) => {
+                self.rollback(Rollback::FreePasid {
+                    container: c,
+                    pasid,
+                });
+                revoked(p).into()
+            }
+            (Journaled::Recorded(ticket), IoctlOutcome::PasidAllocated(pasid)) => Outcome {
+                reply,
+                ticket: Some(ticket),
+                rollback: Some(Rollback::FreePasid {
+                    container: c,
+                    pasid,
+                }),
+            },
+            (Journaled::Recorded(ticket), _) => Outcome {
+                reply,
+                ticket: Some(ticket),
+                rollback: None,
+            },
+            (Journaled::Nothing | Journaled::Closed, _) => reply.into(),
         }
     }
 
-    /// Undoes a change whose record could not be made durable.
+    /// Appends the store record for a PASID change; runs inside vsva-vfio's per-process lock.
+    fn journal(&self, p: &Process, outcome: &IoctlOutcome) -> Journaled {
+        let mut journal = lock(&p.journal);
+        match *outcome {
+            IoctlOutcome::PasidAllocated(pasid) => {
+                if journal.closed {
+                    return Journaled::Closed;
+                }
+                if !journal.begun {
+                    // Not waited for on its own: the Alloc record after it is, and the log is
+                    // written in order.
+                    let _begin = self.store.append(Record::Begin {
+                        token: p.token,
+                        uid: p.credentials.uid,
+                        quota: journal.quota,
+                        resume: p.resume,
+                    });
+                    journal.begun = true;
+                }
+                Journaled::Recorded(self.store.append(Record::Alloc {
+                    token: p.token,
+                    pasid,
+                }))
+            }
+            IoctlOutcome::PasidsFreed { min, max, .. } if journal.begun => {
+                Journaled::Recorded(self.store.append(Record::FreeRange {
+                    token: p.token,
+                    min,
+                    max,
+                }))
+            }
+            _ => Journaled::Nothing,
+        }
+    }
+
+    /// Undoes a change whose record could not be made durable (or that raced a release).
     pub fn rollback(&self, r: Rollback) {
         match r {
-            Rollback::FreePasid {
-                process,
-                container,
-                pasid,
-            } => {
-                let _st = lock(&process.state);
-                let mut arg = match PasidRequestOp::free(pasid, pasid) {
-                    Ok(op) => op.to_bytes(),
-                    Err(e) => {
-                        tracing::error!(pasid, error = %e, "cannot build the free that undoes an allocation");
-                        debug_assert!(false, "a single-PASID free is always valid: {e}");
-                        return;
-                    }
-                };
-                if let Err(e) = container.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut arg) {
+            Rollback::FreePasid { container, pasid } => {
+                if let Err(e) = container.free_pasids(pasid, pasid) {
                     tracing::error!(pasid, error = %e, "cannot undo an allocation the store did not record");
                 }
             }

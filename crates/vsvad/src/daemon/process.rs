@@ -40,10 +40,6 @@ pub struct ProcessState {
     /// The daemon's reference on the process's PASID context (None when PASID support is
     /// off, or once released).
     pub(super) mm: Option<VfioMm>,
-    /// Whether the store has a Begin record for the process (written before its first PASID).
-    pub(super) begun: bool,
-    /// The quota the process has (mirrors the context's; kept for the Begin record).
-    pub(super) quota: u32,
     /// After a restart: the process's PASIDs are held for it until then.
     pub(super) held_until: Option<Instant>,
     pub(super) connections: u32,
@@ -60,19 +56,11 @@ pub struct ProcessState {
 }
 
 impl ProcessState {
-    /// A process's state before any connection or container: holding `mm` with `quota`,
-    /// `begun` if the store already has its Begin record, held until `held_until` after a
-    /// restart.
-    pub(super) fn new(
-        mm: Option<VfioMm>,
-        begun: bool,
-        quota: u32,
-        held_until: Option<Instant>,
-    ) -> Self {
+    /// A process's state before any connection or container: holding `mm`, held until
+    /// `held_until` after a restart.
+    pub(super) fn new(mm: Option<VfioMm>, held_until: Option<Instant>) -> Self {
         ProcessState {
             mm,
-            begun,
-            quota,
             held_until,
             connections: 0,
             revoked: false,
@@ -89,11 +77,6 @@ impl ProcessState {
         self.mm.as_ref().map_or(0, |mm| mm.owned())
     }
 
-    /// The process's quota: its context's, or the one recorded once the context is gone.
-    pub(super) fn quota(&self) -> u32 {
-        self.mm.as_ref().map_or(self.quota, |mm| mm.quota())
-    }
-
     /// The PASIDs the process owns, ascending.
     pub(super) fn pasids(&self) -> Vec<u32> {
         self.mm.as_ref().map(|mm| mm.pasids()).unwrap_or_default()
@@ -105,6 +88,23 @@ impl ProcessState {
     }
 }
 
+/// What the store has been told about a process.
+///
+/// A leaf lock of its own, so a PASID change is journaled inside vsva-vfio's per-process lock
+/// (the journal closure of [`vsva_vfio::Container::ioctl_journaled`]) without the daemon's
+/// process lock: PASID_REQUEST takes one per-process lock. Lock order: the process lock, then
+/// vsva-vfio's per-process lock, then this one; nothing is locked while this one is held.
+pub(super) struct Journal {
+    /// Whether the store has a Begin record for the process (written before its first PASID).
+    pub(super) begun: bool,
+    /// The process's quota, for the Begin record and for reports once its context is gone
+    /// (mirrors the context's: every quota change goes through both).
+    pub(super) quota: u32,
+    /// The process was released: nothing more is journaled for it, and a PASID allocated by a
+    /// request that raced the release is freed again, not acknowledged.
+    pub(super) closed: bool,
+}
+
 /// A client process the daemon knows, shared by all of its connections.
 pub struct Process {
     pub(super) credentials: Credentials,
@@ -113,6 +113,36 @@ pub struct Process {
     /// Its command line, for `sets`.
     pub(super) command: String,
     pub(super) state: Mutex<ProcessState>,
+    pub(super) journal: Mutex<Journal>,
+}
+
+impl Process {
+    /// A process holding `mm`, whose store records begin with a Begin record already (`begun`)
+    /// or not, with `quota`, held until `held_until` after a restart.
+    pub(super) fn new(
+        credentials: Credentials,
+        resume: ResumeToken,
+        mm: Option<VfioMm>,
+        journal: Journal,
+        held_until: Option<Instant>,
+    ) -> Process {
+        let token = ProcessToken::new(credentials.pid, credentials.start_time);
+        Process {
+            credentials,
+            token,
+            resume,
+            command: credentials::command_line(token.pid()),
+            state: Mutex::new(ProcessState::new(mm, held_until)),
+            journal: Mutex::new(journal),
+        }
+    }
+
+    /// The process's quota: its context's, or the recorded one once the context is gone.
+    pub(super) fn quota(&self, st: &ProcessState) -> u32 {
+        st.mm
+            .as_ref()
+            .map_or_else(|| lock(&self.journal).quota, |mm| mm.quota())
+    }
 }
 
 /// One connection's view: who is talking and which process it belongs to.
@@ -203,12 +233,15 @@ impl Daemon {
         st.mm = None;
         st.regions.clear();
         st.held_until = None;
-        if st.begun {
+        let mut journal = lock(&p.journal);
+        journal.closed = true;
+        if journal.begun {
             // Not waited for: nothing is acknowledged by it, and a release the store misses is
             // redone at the next start (the process is gone then, or is held and expires).
             let _ticket = self.store.append(Record::End { token: p.token });
-            st.begun = false;
+            journal.begun = false;
         }
+        drop(journal);
         tracing::info!(
             pid = p.token.pid(),
             start_time = p.token.start_time(),
@@ -320,18 +353,18 @@ impl Daemon {
             Some(p) => p.clone(),
             None => {
                 let mm = self.vfio.process_context(token).ok();
-                let p = Arc::new(Process {
-                    credentials: s.credentials,
-                    token,
-                    resume: ResumeToken(random_bytes()),
-                    command: credentials::command_line(token.pid()),
-                    state: Mutex::new(ProcessState::new(
-                        mm,
-                        false,
-                        self.settings.pasid_quota,
-                        None,
-                    )),
-                });
+                let journal = Journal {
+                    begun: false,
+                    quota: self.settings.pasid_quota,
+                    closed: false,
+                };
+                let p = Arc::new(Process::new(
+                    s.credentials,
+                    ResumeToken(random_bytes()),
+                    mm,
+                    journal,
+                    None,
+                ));
                 processes.insert(token, p.clone());
                 p
             }
@@ -339,7 +372,7 @@ impl Daemon {
         let quota = {
             let mut st = lock(&p.state);
             st.connections += 1;
-            st.quota()
+            p.quota(&st)
         };
         drop(processes);
         if let Some(entry) = lock(&self.conns).get_mut(&s.conn) {

@@ -40,7 +40,7 @@ impl Daemon {
                     pid: p.token.pid(),
                     uid: p.credentials.uid,
                     owned: st.owned(),
-                    quota: st.quota(),
+                    quota: p.quota(&st),
                     held: st.is_held(),
                 }
             })
@@ -115,7 +115,7 @@ impl Daemon {
                 SetState::Live
             },
             connections: st.connections,
-            quota: st.quota(),
+            quota: p.quota(&st),
             pasids: st.pasids(),
             command: p.command.clone(),
         }

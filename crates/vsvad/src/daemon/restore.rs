@@ -2,13 +2,13 @@
 //! for the grace period if they are still alive, released and recorded as such otherwise.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use vsva_proto::Credentials;
 use vsva_vfio::{GroupId, IommuType, ProcessToken, VfioError, VfioMm};
 
-use super::process::{Process, ProcessState};
+use super::process::{Journal, Process};
 use super::{lock, Daemon};
 use crate::credentials;
 use crate::machine::RESTORE_GROUP;
@@ -78,15 +78,20 @@ impl Daemon {
                 gid: 0,
                 start_time,
             };
+            let journal = Journal {
+                begun: true,
+                quota: rec.quota,
+                closed: false,
+            };
             processes.insert(
                 token,
-                Arc::new(Process {
+                Arc::new(Process::new(
                     credentials,
-                    token,
-                    resume: rec.resume,
-                    command: credentials::command_line(pid),
-                    state: Mutex::new(ProcessState::new(Some(mm), true, rec.quota, Some(deadline))),
-                }),
+                    rec.resume,
+                    Some(mm),
+                    journal,
+                    Some(deadline),
+                )),
             );
         }
     }
