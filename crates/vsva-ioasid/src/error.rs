@@ -1,6 +1,6 @@
 //! The allocator's error type.
 
-use crate::{Pasid, SetId};
+use crate::ids::{Pasid, SetId};
 use vsva_uapi::Errno;
 
 /// Why an allocator operation was refused. Every variant maps to the errno the kernel would
