@@ -22,6 +22,12 @@
 //! * Restarts: [`Client::reconnect`] presents the resume token from the first handshake, so
 //!   after a daemon restart the process gets its PASIDs back ([`Client::hello`] tells which);
 //!   containers do not survive a restart and are opened again.
+//! * A private daemon for tools and tests: [`PrivateDaemon`] starts `vsvad` on a temporary
+//!   socket with a [`MachineConfig`] and stops it on drop; [`find_vsvad`] locates the binary.
+//!
+//! The library carries no command-line weight: the `vsva` tool (its own crate) holds the
+//! commands, their tables and `--json`. Raw frame access for the daemon's robustness tests
+//! (`send_raw`, `recv_raw`, `socket`) exists only with the `test-hooks` feature.
 //!
 //! ```no_run
 //! use vsva_client::Client;
