@@ -17,7 +17,9 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::connection::Client;
 use crate::error::ClientError;
-use crate::ContainerHandle;
+
+/// A container handle, valid on every connection of the process that opened it.
+pub type ContainerHandle = u32;
 
 impl Client {
     /// Opens a container; returns its handle.

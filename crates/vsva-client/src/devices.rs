@@ -9,9 +9,9 @@ use vsva_proto::{
 };
 
 use crate::connection::Client;
+use crate::containers::ContainerHandle;
 use crate::error::{check, ClientError};
 use crate::memory::GuestMemory;
-use crate::ContainerHandle;
 
 /// A DMA direction and privilege for [`Client::dma`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

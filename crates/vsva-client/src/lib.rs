@@ -52,6 +52,7 @@ mod memory;
 pub mod pgtable;
 
 pub use connection::{daemon_running, default_socket, Client, Options};
+pub use containers::ContainerHandle;
 pub use devices::DmaAccess;
 pub use error::ClientError;
 pub use launcher::{find_vsvad, LaunchError, MachineConfig, PrivateDaemon};
@@ -60,6 +61,3 @@ pub use vsva_proto::{
     DeviceInfo, Errno, FaultsReply as Faults, HelloReply as HelloInfo, Identity, SetEntry,
     SetState, StatusReply as Status,
 };
-
-/// A container handle, valid on every connection of the process that opened it.
-pub type ContainerHandle = u32;

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::GuestMemory;
+use crate::memory::GuestMemory;
 
 /// Present.
 pub const P: u64 = 1 << 0;

@@ -2,7 +2,7 @@
 //! tables or JSON.
 
 use serde_json::json;
-use vsva_client::SetState;
+use vsva_client::{Client, SetEntry, SetState};
 
 use crate::common::{print_json, ranges, CliError, Common};
 
@@ -125,16 +125,21 @@ fn state_name(s: SetState) -> &'static str {
     }
 }
 
+/// The sets the daemon reports, without this command's own process.
+fn other_sets(client: &mut Client) -> Result<Vec<SetEntry>, CliError> {
+    let me = client.hello().identity.pid;
+    Ok(client
+        .sets()?
+        .into_iter()
+        .filter(|s| s.identity.pid != me)
+        .collect())
+}
+
 /// Runs `vsva sets`.
 pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
     let mut client = c.connect("vsva sets")?;
     let admin = client.is_admin();
-    let me = client.hello().identity.pid;
-    let sets: Vec<_> = client
-        .sets()?
-        .into_iter()
-        .filter(|s| s.identity.pid != me)
-        .collect();
+    let sets = other_sets(&mut client)?;
     if c.json {
         return print_json(&json!({
             "complete": admin,
@@ -203,12 +208,7 @@ pub(crate) fn quota(a: &QuotaArgs) -> Result<(), CliError> {
         (Some(_), None) => Err(CliError("give both PID and QUOTA to set a quota".into())),
         _ => {
             let default = client.status()?.default_quota;
-            let me = client.hello().identity.pid;
-            let sets: Vec<_> = client
-                .sets()?
-                .into_iter()
-                .filter(|s| s.identity.pid != me)
-                .collect();
+            let sets = other_sets(&mut client)?;
             if a.common.json {
                 return print_json(&json!({
                     "default_quota": default,
