@@ -17,10 +17,10 @@ use vsva_proto::{
 
 use crate::error::{check, io_err, ClientError};
 
-/// How to connect.
+/// Where and as whom to connect, and how long to wait for replies.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The daemon's socket.
+    /// Path of the daemon's Unix socket.
     pub socket: PathBuf,
     /// A name for this client, shown by `sets`.
     pub name: String,

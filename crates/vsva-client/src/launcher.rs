@@ -17,9 +17,9 @@ pub enum LaunchError {
     /// The binary could not be run.
     #[error("cannot start {}: {source}", .vsvad.display())]
     Spawn {
-        /// The binary.
+        /// The binary that was run.
         vsvad: PathBuf,
-        /// Why.
+        /// Why the spawn failed.
         source: std::io::Error,
     },
     /// It exited before accepting connections; `last_log_line` is its last word.

@@ -12,7 +12,7 @@ use crate::sync::{Arc, Ordering};
 /// [`IoasidSpace::sets`](crate::IoasidSpace::sets) report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetStats {
-    /// The set.
+    /// The set these counters describe.
     pub id: SetId,
     /// The token it was created with.
     pub token: u64,
@@ -59,7 +59,8 @@ impl IoasidSet {
         }
     }
 
-    /// The set's id.
+    /// The set's id: what [`IoasidSpace::find`](crate::IoasidSpace::find) reports as a
+    /// PASID's owner, and what the admin path names.
     pub fn id(&self) -> SetId {
         self.shared.id
     }

@@ -33,7 +33,7 @@ pub struct IoasidSpace {
 pub enum PasidState {
     /// Allocated to a set.
     Allocated {
-        /// The owner.
+        /// The set that owns it.
         set: SetId,
         /// The private data attached at allocation (or by `set_data`), 0 if none.
         data: u64,
@@ -48,7 +48,7 @@ pub enum PasidState {
 /// Space-wide counters, as [`IoasidSpace::stats`] reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpaceStats {
-    /// The PASID width.
+    /// Bits in a PASID of this space (1 to 20).
     pub pasid_bits: u8,
     /// How many PASIDs can be allocated at once: `2^pasid_bits - 1` (PASID 0 is reserved).
     pub capacity: u32,
@@ -56,7 +56,7 @@ pub struct SpaceStats {
     pub allocated: u64,
     /// PASIDs freed whose teardown has not finished.
     pub freeing: u64,
-    /// Live sets.
+    /// Sets created and not yet released or dropped.
     pub sets: usize,
 }
 
