@@ -229,3 +229,32 @@ pub fn find_vsvad(explicit: Option<&Path>) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_config_lays_out_devices_after_the_settings() {
+        let cases: &[(u32, &[&str], &str)] = &[
+            (0, &[], ""),
+            (1, &[], "[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\n"),
+            (
+                2,
+                &["pasid_quota = 7", "[limits]\nmax_connections = 4"],
+                "pasid_quota = 7\n[limits]\nmax_connections = 4\n\
+                 [[devices]]\nbdf = \"01:00.0\"\ngroup = 1\n\
+                 [[devices]]\nbdf = \"01:01.0\"\ngroup = 2\n",
+            ),
+        ];
+        for &(devices, settings, want) in cases {
+            let config = settings
+                .iter()
+                .fold(MachineConfig::new(devices), |c, s| c.settings(s));
+            assert_eq!(config.to_toml(), want, "{devices} devices, {settings:?}");
+        }
+        // The 33rd device starts the next bus.
+        let toml = MachineConfig::new(33).to_toml();
+        assert!(toml.ends_with("[[devices]]\nbdf = \"02:00.0\"\ngroup = 33\n"));
+    }
+}
