@@ -61,6 +61,17 @@ impl Client {
         Ok(reply.result as u64)
     }
 
+    /// Runs a container ioctl whose argument is only read by the daemon: the encoded bytes
+    /// travel as they are, with no copy kept for a write-back nobody reads.
+    fn ioctl_in(
+        &mut self,
+        handle: ContainerHandle,
+        cmd: u32,
+        arg: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        Ok(self.call(Request::Ioctl { handle, cmd, arg })?.result as u64)
+    }
+
     /// Opens a container, attaches `group` and makes it a nesting container
     /// (`VFIO_SET_IOMMU(VFIO_TYPE1_NESTING_IOMMU)`), ready for PASID requests.
     pub fn nesting_container(&mut self, group: u32) -> Result<ContainerHandle, ClientError> {
@@ -127,8 +138,8 @@ impl Client {
         min: u32,
         max: u32,
     ) -> Result<u32, ClientError> {
-        let mut arg = PasidRequestOp::Alloc { min, max }.to_bytes();
-        Ok(self.ioctl(handle, VFIO_IOMMU_PASID_REQUEST, &mut arg)? as u32)
+        let arg = PasidRequestOp::Alloc { min, max }.to_bytes();
+        Ok(self.ioctl_in(handle, VFIO_IOMMU_PASID_REQUEST, arg)? as u32)
     }
 
     /// `VFIO_IOMMU_PASID_REQUEST` FREE of this process's PASIDs in `[min, max]`.
@@ -138,16 +149,15 @@ impl Client {
         min: u32,
         max: u32,
     ) -> Result<(), ClientError> {
-        let mut arg = PasidRequestOp::Free { min, max }.to_bytes();
-        self.ioctl(handle, VFIO_IOMMU_PASID_REQUEST, &mut arg)
+        let arg = PasidRequestOp::Free { min, max }.to_bytes();
+        self.ioctl_in(handle, VFIO_IOMMU_PASID_REQUEST, arg)
             .map(drop)
     }
 
     /// `VFIO_IOMMU_NESTING_OP` BIND_PGTBL.
     pub fn bind(&mut self, handle: ContainerHandle, req: &BindRequest) -> Result<(), ClientError> {
-        let mut arg = NestingOp::Bind(*req).to_bytes();
-        self.ioctl(handle, VFIO_IOMMU_NESTING_OP, &mut arg)
-            .map(drop)
+        let arg = NestingOp::Bind(*req).to_bytes();
+        self.ioctl_in(handle, VFIO_IOMMU_NESTING_OP, arg).map(drop)
     }
 
     /// `VFIO_IOMMU_NESTING_OP` UNBIND_PGTBL of `hpasid`.
@@ -156,9 +166,8 @@ impl Client {
         handle: ContainerHandle,
         req: &BindRequest,
     ) -> Result<(), ClientError> {
-        let mut arg = NestingOp::Unbind(*req).to_bytes();
-        self.ioctl(handle, VFIO_IOMMU_NESTING_OP, &mut arg)
-            .map(drop)
+        let arg = NestingOp::Unbind(*req).to_bytes();
+        self.ioctl_in(handle, VFIO_IOMMU_NESTING_OP, arg).map(drop)
     }
 
     /// `VFIO_IOMMU_NESTING_OP` CACHE_INVLD.
@@ -167,9 +176,8 @@ impl Client {
         handle: ContainerHandle,
         req: &CacheInvalidateRequest,
     ) -> Result<(), ClientError> {
-        let mut arg = NestingOp::Invalidate(*req).to_bytes();
-        self.ioctl(handle, VFIO_IOMMU_NESTING_OP, &mut arg)
-            .map(drop)
+        let arg = NestingOp::Invalidate(*req).to_bytes();
+        self.ioctl_in(handle, VFIO_IOMMU_NESTING_OP, arg).map(drop)
     }
 
     /// `VFIO_IOMMU_MAP_DMA`: maps `[iova, iova + size)` of the container's stage 2 to this
@@ -190,8 +198,8 @@ impl Client {
             iova,
             size,
         };
-        let mut arg = map.as_bytes().to_vec();
-        self.ioctl(handle, VFIO_IOMMU_MAP_DMA, &mut arg).map(drop)
+        self.ioctl_in(handle, VFIO_IOMMU_MAP_DMA, map.as_bytes().to_vec())
+            .map(drop)
     }
 
     /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`; returns the bytes unmapped.
