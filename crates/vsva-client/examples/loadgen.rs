@@ -21,8 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vsva_client::cli::{find_vsvad, PrivateDaemon};
-use vsva_client::{Client, Options};
+use vsva_client::{find_vsvad, Client, MachineConfig, Options, PrivateDaemon};
 
 const WORKER_ENV: &str = "VSVA_LOADGEN_WORKER";
 
@@ -60,7 +59,9 @@ fn main() {
     let vsvad = find_vsvad(vsvad.as_deref())
         .expect("no vsvad binary: build it (cargo build --release -p vsvad) or pass --vsvad");
     let max_clients = clients.iter().copied().max().unwrap_or(1);
-    let config = machine_config(max_clients as u32 + 1);
+    let config = MachineConfig::new(max_clients as u32 + 1)
+        .settings("pasid_quota = 100000\n[limits]\nmax_connections = 4096")
+        .to_toml();
     let inproc = in_process(Duration::from_secs_f64(seconds.min(2.0)));
     println!(
         "in-process Container::ioctl alloc+free: {:.0} ns per pair (p50 {:.2} µs, p99 {:.2} µs)",
@@ -147,20 +148,6 @@ fn store_counters(addr: &str) -> (u64, u64) {
         get("vsvad_store_commits_total "),
         get("vsvad_store_records_total "),
     )
-}
-
-/// A machine with `n` PASID-capable devices, each in its own group.
-fn machine_config(n: u32) -> String {
-    let mut s = String::from("pasid_quota = 100000\n[limits]\nmax_connections = 4096\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "[[devices]]\nbdf = \"{:02x}:{:02x}.0\"\ngroup = {}\n",
-            1 + i / 32,
-            i % 32,
-            i + 1
-        ));
-    }
-    s
 }
 
 /// Runs `n` worker processes for `seconds`; returns pairs done, the measured time, and every

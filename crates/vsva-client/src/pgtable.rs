@@ -3,13 +3,13 @@
 
 use std::io;
 
-use crate::GuestMemory;
+use crate::memory::GuestMemory;
 
-/// Present.
+/// Entry bit 0, Present: the entry maps something.
 pub const P: u64 = 1 << 0;
-/// Writable.
+/// Entry bit 1, R/W: writes are allowed.
 pub const RW: u64 = 1 << 1;
-/// User-accessible.
+/// Entry bit 2, U/S: user-mode accesses are allowed.
 pub const US: u64 = 1 << 2;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 

@@ -1,6 +1,6 @@
 //! Where allocation decisions are made: locally, or delegated to someone else.
 
-use crate::Pasid;
+use crate::ids::Pasid;
 use vsva_uapi::Errno;
 
 /// A source of PASID numbers other than the space's own bitmap.

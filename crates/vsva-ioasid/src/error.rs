@@ -1,6 +1,6 @@
 //! The allocator's error type.
 
-use crate::{Pasid, SetId};
+use crate::ids::{Pasid, SetId};
 use vsva_uapi::Errno;
 
 /// Why an allocator operation was refused. Every variant maps to the errno the kernel would
@@ -42,7 +42,7 @@ pub enum Error {
     QuotaExceeded {
         /// The set that asked.
         set: SetId,
-        /// Its quota.
+        /// Its quota when the allocation was refused.
         quota: u32,
     },
     /// The PASID is not allocated to anyone.
@@ -56,7 +56,7 @@ pub enum Error {
     NotOwner {
         /// The PASID named.
         pasid: Pasid,
-        /// Its owner.
+        /// The set that owns it.
         owner: SetId,
         /// The set that named it.
         caller: SetId,
@@ -72,7 +72,7 @@ pub enum Error {
     /// No live set has this id.
     #[error("set {set} does not exist")]
     UnknownSet {
-        /// The id named.
+        /// The id the caller named.
         set: SetId,
     },
     /// Set ids are exhausted (more than 2^31 sets were created over the space's life).

@@ -34,10 +34,13 @@
 //! a lock-free owner table); see the `bitmap` and `owners` module notes for the protocol.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod backend;
 mod bitmap;
 mod error;
+mod ids;
+mod inner;
 mod members;
 mod owners;
 mod set;
@@ -50,10 +53,8 @@ mod loom_tests;
 
 pub use backend::PasidBackend;
 pub use error::Error;
-pub use set::{IoasidSet, SetId};
-pub use space::{IoasidSpace, PasidState, SetStats, SpaceStats, MAX_PASID_BITS};
-pub use teardown::{SubscriberId, TeardownSubscriber, TeardownTicket};
+pub use ids::{Pasid, SetId, SubscriberId};
+pub use set::{IoasidSet, SetStats};
+pub use space::{IoasidSpace, PasidState, SpaceStats, MAX_PASID_BITS};
+pub use teardown::{TeardownSubscriber, TeardownTicket};
 pub use vsva_uapi::Errno;
-
-/// A process address space ID: 20 bits at most on PCIe and VT-d.
-pub type Pasid = u32;

@@ -65,7 +65,7 @@ impl Members {
     /// Removes every member in `[min, max]`, calling `f(word, mask)` once per space word
     /// (`pasid / 64`) that had members in the range, in ascending order. Returns how many.
     #[inline]
-    pub(crate) fn take_range(&mut self, min: u32, max: u32, mut f: impl FnMut(u32, u64)) -> u32 {
+    pub(crate) fn remove_range(&mut self, min: u32, max: u32, mut f: impl FnMut(u32, u64)) -> u32 {
         if min / 64 == max / 64 {
             // Within one word (e.g. one PASID): one lookup, and never a whole block to return.
             let (b, w, _) = Self::locate(min);
@@ -161,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn insert_remove_take() {
+    fn insert_remove_range() {
         let mut m = Members::default();
         for p in [1u32, 63, 64, 4095, 4096, 100_000] {
             m.insert(p);
@@ -170,13 +170,13 @@ mod tests {
         assert!(!m.contains(2) && !m.contains(1 << 20));
         assert!(m.remove(63) && !m.remove(63));
         let mut seen = Vec::new();
-        assert_eq!(m.take_range(64, 4096, |w, mask| seen.push((w, mask))), 3);
+        assert_eq!(m.remove_range(64, 4096, |w, mask| seen.push((w, mask))), 3);
         assert_eq!(seen, vec![(1, 1), (63, 1 << 63), (64, 1)]);
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![1, 100_000]);
         // A narrow range free keeps the emptied block for reuse; a whole-block one returns it.
-        assert_eq!(m.take_range(100_000, 100_000, |_, _| {}), 1);
+        assert_eq!(m.remove_range(100_000, 100_000, |_, _| {}), 1);
         assert!(m.blocks[24].is_some());
-        assert_eq!(m.take_range(0, u32::MAX, |_, _| {}), 1);
+        assert_eq!(m.remove_range(0, u32::MAX, |_, _| {}), 1);
         assert_eq!(m.memory_bytes(), m.blocks.capacity() * 8);
         assert!(m.blocks.is_empty());
     }

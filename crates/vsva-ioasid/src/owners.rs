@@ -20,8 +20,8 @@
 
 use std::sync::OnceLock;
 
+use crate::ids::Pasid;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::Pasid;
 
 const LEAF_SHIFT: u32 = 6;
 const LEAF_SLOTS: usize = 1 << LEAF_SHIFT;

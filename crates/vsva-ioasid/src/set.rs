@@ -2,50 +2,33 @@
 
 use std::fmt;
 
+use crate::error::Error;
+use crate::ids::{Pasid, SetId};
+use crate::inner::{SetShared, SpaceInner};
 use crate::members::Members;
-use crate::space::{SetStats, SpaceInner};
-use crate::sync::{Arc, AtomicU32, Ordering};
-use crate::{Error, Pasid};
+use crate::sync::{Arc, Ordering};
 
-/// Identifies a set within its space. Ids are never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SetId(pub u32);
-
-impl fmt::Display for SetId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
+/// Per-set counters, as [`IoasidSpace::set_stats`](crate::IoasidSpace::set_stats) and
+/// [`IoasidSpace::sets`](crate::IoasidSpace::sets) report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetStats {
+    /// The set these counters describe.
+    pub id: SetId,
+    /// The token it was created with.
+    pub token: u64,
+    /// PASIDs it owns now.
+    pub owned: u32,
+    /// How many it may own at once.
+    pub quota: u32,
 }
 
-/// The part of a set others may read: identity and counters.
-///
-/// Aligned to two cache lines so that sets written by different threads (each handle stores
-/// its count on every operation) never share a line.
-#[repr(align(128))]
-pub(crate) struct SetShared {
-    pub(crate) id: SetId,
-    pub(crate) token: u64,
-    pub(crate) quota: AtomicU32,
-    /// Mirror of the owning handle's count, for statistics (single writer: the handle).
-    pub(crate) owned: AtomicU32,
-}
-
-impl SetShared {
-    pub(crate) fn new(id: SetId, token: u64, quota: u32) -> Self {
-        SetShared {
-            id,
-            token,
-            quota: AtomicU32::new(quota),
-            owned: AtomicU32::new(0),
-        }
-    }
-
-    pub(crate) fn stats(&self) -> SetStats {
+impl From<&SetShared> for SetStats {
+    fn from(shared: &SetShared) -> Self {
         SetStats {
-            id: self.id,
-            token: self.token,
-            owned: self.owned.load(Ordering::Relaxed),
-            quota: self.quota.load(Ordering::Relaxed),
+            id: shared.id,
+            token: shared.token,
+            owned: shared.owned.load(Ordering::Relaxed),
+            quota: shared.quota.load(Ordering::Relaxed),
         }
     }
 }
@@ -76,7 +59,8 @@ impl IoasidSet {
         }
     }
 
-    /// The set's id.
+    /// The set's id: what [`IoasidSpace::find`](crate::IoasidSpace::find) reports as a
+    /// PASID's owner, and what the admin path names.
     pub fn id(&self) -> SetId {
         self.shared.id
     }
@@ -129,11 +113,11 @@ impl IoasidSet {
             });
         }
         let lo = min.max(1);
-        let hi = max.min(self.space.max_pasid());
+        let hi = max.min(self.space.max_pasid);
         if lo > hi {
             return Err(Error::NoSpace { min: lo, max: hi });
         }
-        let pasid = self.space.take(self.id(), lo, hi, data)?;
+        let pasid = self.space.alloc_number(self.id(), lo, hi, data)?;
         self.members.insert(pasid);
         self.set_owned(self.owned + 1);
         Ok(pasid)
@@ -171,21 +155,22 @@ impl IoasidSet {
         if min > max {
             return Err(Error::InvalidRange { min, max });
         }
-        Ok(self.take(min, max))
+        Ok(self.free_members(min, max))
     }
 
     /// Frees everything the set owns and retires it; returns how many PASIDs were freed.
     /// Teardowns still pending finish on their own; the set is gone at once.
     pub fn release(mut self) -> u32 {
-        self.take(0, u32::MAX)
+        self.free_members(0, u32::MAX)
     }
 
+    /// Frees every PASID the set owns in `[min, max]`; returns how many.
     #[inline]
-    fn take(&mut self, min: u32, max: u32) -> u32 {
+    fn free_members(&mut self, min: u32, max: u32) -> u32 {
         let space = &self.space;
         let freed = self
             .members
-            .take_range(min, max, |word, mask| space.retire_word(word, mask));
+            .remove_range(min, max, |word, mask| space.retire_word(word, mask));
         self.set_owned(self.owned - freed);
         freed
     }
@@ -203,7 +188,7 @@ impl IoasidSet {
 
 impl Drop for IoasidSet {
     fn drop(&mut self) {
-        self.take(0, u32::MAX);
+        self.free_members(0, u32::MAX);
         self.space.unregister(self.id());
     }
 }

@@ -2,21 +2,17 @@
 
 use std::fmt;
 
-use arc_swap::ArcSwap;
-use rustc_hash::FxHashMap;
-
 use crate::backend::PasidBackend;
-use crate::bitmap::{Bitmap, Bits};
-use crate::owners::{OwnerTable, SlotState, MAX_SET_ID};
-use crate::set::{IoasidSet, SetShared};
-use crate::sync::{lock, Arc, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
-use crate::teardown::{SubscriberId, TeardownSubscriber, TeardownTicket};
-use crate::{Error, Pasid, SetId};
+use crate::error::Error;
+use crate::ids::{Pasid, SetId, SubscriberId};
+use crate::inner::{SetShared, SpaceInner};
+use crate::owners::{SlotState, MAX_SET_ID};
+use crate::set::{IoasidSet, SetStats};
+use crate::sync::{lock, Arc, Ordering};
+use crate::teardown::TeardownSubscriber;
 
 /// The widest PASID space VT-d and PCIe support.
 pub const MAX_PASID_BITS: u8 = 20;
-
-type Subscribers = Vec<(SubscriberId, Arc<dyn TeardownSubscriber>)>;
 
 /// One host-wide PASID space: `[1, 2^pasid_bits - 1]`, shared by every set.
 ///
@@ -32,27 +28,12 @@ pub struct IoasidSpace {
     pub(crate) inner: Arc<SpaceInner>,
 }
 
-pub(crate) struct SpaceInner {
-    pasid_bits: u8,
-    max_pasid: Pasid,
-    pub(crate) bitmap: Bitmap,
-    pub(crate) owners: OwnerTable,
-    pub(crate) backend: Option<Arc<dyn PasidBackend>>,
-    subscribers: ArcSwap<Subscribers>,
-    /// How many subscribers are registered: lets free skip the list when there are none.
-    subscriber_count: AtomicUsize,
-    subscriber_lock: Mutex<u64>,
-    registry: Mutex<FxHashMap<u32, Arc<SetShared>>>,
-    next_set_id: AtomicU32,
-    freeing: AtomicU64,
-}
-
 /// What [`IoasidSpace::find`] reports about an allocated or freeing PASID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasidState {
     /// Allocated to a set.
     Allocated {
-        /// The owner.
+        /// The set that owns it.
         set: SetId,
         /// The private data attached at allocation (or by `set_data`), 0 if none.
         data: u64,
@@ -64,23 +45,10 @@ pub enum PasidState {
     },
 }
 
-/// Per-set counters, as [`IoasidSpace::set_stats`] and [`IoasidSpace::sets`] report them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SetStats {
-    /// The set.
-    pub id: SetId,
-    /// The token it was created with.
-    pub token: u64,
-    /// PASIDs it owns now.
-    pub owned: u32,
-    /// How many it may own at once.
-    pub quota: u32,
-}
-
 /// Space-wide counters, as [`IoasidSpace::stats`] reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpaceStats {
-    /// The PASID width.
+    /// Bits in a PASID of this space (1 to 20).
     pub pasid_bits: u8,
     /// How many PASIDs can be allocated at once: `2^pasid_bits - 1` (PASID 0 is reserved).
     pub capacity: u32,
@@ -88,7 +56,7 @@ pub struct SpaceStats {
     pub allocated: u64,
     /// PASIDs freed whose teardown has not finished.
     pub freeing: u64,
-    /// Live sets.
+    /// Sets created and not yet released or dropped.
     pub sets: usize,
 }
 
@@ -107,25 +75,8 @@ impl IoasidSpace {
         if !(1..=MAX_PASID_BITS).contains(&pasid_bits) {
             return Err(Error::InvalidPasidBits { bits: pasid_bits });
         }
-        let len = 1u64 << pasid_bits;
-        let bitmap = Bitmap::new(len);
-        // PASID 0 means "no PASID" (RID2PASID) and is never handed out.
-        let reserved = bitmap.claim(0);
-        debug_assert!(reserved);
         Ok(IoasidSpace {
-            inner: Arc::new(SpaceInner {
-                pasid_bits,
-                max_pasid: (len - 1) as Pasid,
-                bitmap,
-                owners: OwnerTable::new(len),
-                backend,
-                subscribers: ArcSwap::from_pointee(Vec::new()),
-                subscriber_count: AtomicUsize::new(0),
-                subscriber_lock: Mutex::new(0),
-                registry: Mutex::new(FxHashMap::default()),
-                next_set_id: AtomicU32::new(1),
-                freeing: AtomicU64::new(0),
-            }),
+            inner: Arc::new(SpaceInner::new(pasid_bits, backend)),
         })
     }
 
@@ -183,14 +134,16 @@ impl IoasidSpace {
 
     /// The counters of one live set.
     pub fn set_stats(&self, set: SetId) -> Option<SetStats> {
-        lock(&self.inner.registry).get(&set.0).map(|s| s.stats())
+        lock(&self.inner.registry)
+            .get(&set.0)
+            .map(|s| SetStats::from(&**s))
     }
 
     /// The counters of every live set, in id order.
     pub fn sets(&self) -> Vec<SetStats> {
         let mut all: Vec<SetStats> = lock(&self.inner.registry)
             .values()
-            .map(|s| s.stats())
+            .map(|s| SetStats::from(&**s))
             .collect();
         all.sort_by_key(|s| s.id);
         all
@@ -264,140 +217,5 @@ impl fmt::Debug for IoasidSpace {
             .field("freeing", &stats.freeing)
             .field("sets", &stats.sets)
             .finish()
-    }
-}
-
-impl SpaceInner {
-    pub(crate) fn max_pasid(&self) -> Pasid {
-        self.max_pasid
-    }
-
-    /// Explains why `caller` may not operate on `pasid`, which it does not own.
-    pub(crate) fn not_mine(&self, caller: SetId, pasid: Pasid) -> Error {
-        if pasid == 0 || pasid > self.max_pasid {
-            return Error::PasidOutOfRange {
-                pasid,
-                max: self.max_pasid,
-            };
-        }
-        match self.owners.get(pasid).0 {
-            SlotState::Free => Error::NotAllocated { pasid },
-            SlotState::Owned(owner) if owner == caller.0 => {
-                // Only reachable if the slot was recorded but the set's membership was not,
-                // which the set's `&mut self` API rules out; report it as not allocated.
-                Error::NotAllocated { pasid }
-            }
-            SlotState::Owned(owner) => Error::NotOwner {
-                pasid,
-                owner: SetId(owner),
-                caller,
-            },
-            SlotState::Freeing(pending) => Error::Freeing { pasid, pending },
-        }
-    }
-
-    /// Takes a PASID in `[lo, hi]` (already clamped to the space) for the set `set`.
-    #[inline]
-    pub(crate) fn take(&self, set: SetId, lo: Pasid, hi: Pasid, data: u64) -> Result<Pasid, Error> {
-        let pasid = match &self.backend {
-            None => self
-                .bitmap
-                .claim_lowest(u64::from(lo), u64::from(hi))
-                .ok_or(Error::NoSpace { min: lo, max: hi })? as Pasid,
-            Some(backend) => self.take_delegated(backend.as_ref(), lo, hi)?,
-        };
-        self.owners.record(pasid, set.0, data);
-        Ok(pasid)
-    }
-
-    fn take_delegated(
-        &self,
-        backend: &dyn PasidBackend,
-        lo: Pasid,
-        hi: Pasid,
-    ) -> Result<Pasid, Error> {
-        let failed = |errno, message: String| Error::Backend {
-            backend: backend.name().to_owned(),
-            errno,
-            message,
-        };
-        let pasid = backend
-            .alloc(lo, hi)
-            .map_err(|(errno, msg)| failed(errno, msg))?;
-        if pasid < lo || pasid > hi {
-            backend.free(pasid);
-            return Err(failed(
-                vsva_uapi::Errno::EINVAL,
-                format!("returned PASID {pasid} outside the requested range [{lo}, {hi}]"),
-            ));
-        }
-        if !self.bitmap.claim(u64::from(pasid)) {
-            // Locally taken (owned, or still being torn down): never own a number twice.
-            // The backend still believes it handed `pasid` out, so give it back.
-            backend.free(pasid);
-            return Err(failed(
-                vsva_uapi::Errno::EBUSY,
-                format!("returned PASID {pasid}, which is still in use here"),
-            ));
-        }
-        Ok(pasid)
-    }
-
-    /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
-    /// they have all finished, makes the number allocatable again. Never fails.
-    #[inline]
-    pub(crate) fn retire(self: &Arc<Self>, pasid: Pasid) {
-        // The count spares the hot path the list's load when nobody subscribed.
-        let subscribers = (self.subscriber_count.load(Ordering::Acquire) != 0)
-            .then(|| self.subscribers.load())
-            .filter(|list| !list.is_empty());
-        let Some(subscribers) = subscribers else {
-            self.owners.clear(pasid);
-            self.release_number(pasid);
-            return;
-        };
-        self.freeing.fetch_add(1, Ordering::Relaxed);
-        self.owners.begin_teardown(pasid, subscribers.len() as u32);
-        for (_, subscriber) in subscribers.iter() {
-            subscriber.teardown(pasid, TeardownTicket::new(self.clone(), pasid));
-        }
-    }
-
-    /// Frees the owned PASIDs `word * 64 + bit` for every bit of `mask`, which their set has
-    /// already forgotten. Without subscribers or a backend this is one bitmap update.
-    #[inline]
-    pub(crate) fn retire_word(self: &Arc<Self>, word: u32, mask: u64) {
-        if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
-            for bit in Bits(mask) {
-                self.owners.clear(word * 64 + bit);
-            }
-            self.bitmap.release_word(u64::from(word), mask);
-            return;
-        }
-        for bit in Bits(mask) {
-            self.retire(word * 64 + bit);
-        }
-    }
-
-    /// One ticket of `pasid` completed.
-    pub(crate) fn finish_teardown(&self, pasid: Pasid) {
-        if self.owners.finish_one(pasid) {
-            self.owners.clear(pasid);
-            self.freeing.fetch_sub(1, Ordering::Relaxed);
-            self.release_number(pasid);
-        }
-    }
-
-    #[inline]
-    fn release_number(&self, pasid: Pasid) {
-        self.bitmap.release(u64::from(pasid));
-        if let Some(backend) = &self.backend {
-            backend.free(pasid);
-        }
-    }
-
-    /// Removes a retired set from the registry.
-    pub(crate) fn unregister(&self, set: SetId) {
-        lock(&self.registry).remove(&set.0);
     }
 }

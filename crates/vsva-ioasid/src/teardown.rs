@@ -1,10 +1,12 @@
 //! Safe reuse: components with per-PASID state tear it down before a PASID is reused.
+//!
+//! This module holds the public side of the protocol (the subscriber trait and its ticket);
+//! the space's core decides when a PASID enters and leaves the freeing state.
 
 use std::fmt;
 
-use crate::space::SpaceInner;
+use crate::ids::Pasid;
 use crate::sync::Arc;
-use crate::Pasid;
 
 /// A component that keeps per-PASID state (an IOMMU's PASID entries and caches, a device
 /// TLB) and must drop it before a freed PASID can be handed out again.
@@ -24,6 +26,16 @@ pub trait TeardownSubscriber: Send + Sync {
     fn name(&self) -> &str;
 }
 
+/// Whoever counts a PASID's outstanding tickets: the space's core.
+///
+/// The ticket reaches the core through this trait rather than by naming it, so the core can
+/// hand tickets out without this module depending on it back (one indirect call per finished
+/// ticket, next to the subscriber's own indirect `teardown` call).
+pub(crate) trait TeardownSink: Send + Sync {
+    /// One ticket of `pasid` completed; the last one makes the number allocatable again.
+    fn finish_teardown(&self, pasid: Pasid);
+}
+
 /// Handle on one subscriber's part of one PASID's teardown.
 ///
 /// Completing it — with [`complete`](Self::complete) or by dropping it — tells the allocator
@@ -31,13 +43,13 @@ pub trait TeardownSubscriber: Send + Sync {
 /// completes, the PASID becomes free.
 #[must_use = "the PASID stays in the freeing state until the ticket is completed or dropped"]
 pub struct TeardownTicket {
-    space: Arc<SpaceInner>,
+    sink: Arc<dyn TeardownSink>,
     pasid: Pasid,
 }
 
 impl TeardownTicket {
-    pub(crate) fn new(space: Arc<SpaceInner>, pasid: Pasid) -> Self {
-        TeardownTicket { space, pasid }
+    pub(crate) fn new(sink: Arc<dyn TeardownSink>, pasid: Pasid) -> Self {
+        TeardownTicket { sink, pasid }
     }
 
     /// The PASID being torn down.
@@ -51,7 +63,7 @@ impl TeardownTicket {
 
 impl Drop for TeardownTicket {
     fn drop(&mut self) {
-        self.space.finish_teardown(self.pasid);
+        self.sink.finish_teardown(self.pasid);
     }
 }
 
@@ -62,7 +74,3 @@ impl fmt::Debug for TeardownTicket {
             .finish()
     }
 }
-
-/// Identifies a registered subscriber, for [`IoasidSpace::unsubscribe`](crate::IoasidSpace::unsubscribe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SubscriberId(pub(crate) u64);

@@ -1,8 +1,17 @@
 //! `vsva`: the vsva command-line tool.
 //!
-//! Subcommands live in one module each; `main` only parses and dispatches.
+//! Subcommands live in one module each; `main` only parses and dispatches. `pgwalk` works on
+//! a memory image alone; the others talk to `vsvad` through `vsva-client`.
 
+#![forbid(unsafe_code)]
+
+mod commands;
+mod common;
+mod demo;
+mod pasid;
 mod pgwalk;
+mod report;
+mod story;
 
 use std::process::ExitCode;
 
@@ -28,14 +37,14 @@ enum Command {
     Pgwalk(pgwalk::Args),
     /// The commands that talk to vsvad (status, sets, pasid, quota, faults, demo).
     #[command(flatten)]
-    Daemon(vsva_client::cli::DaemonCommand),
+    Daemon(commands::DaemonCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pgwalk(args) => pgwalk::run(&args),
-        Command::Daemon(cmd) => return vsva_client::cli::run(cmd),
+        Command::Daemon(cmd) => return commands::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,257 +1,39 @@
-//! `vsva demo`: the whole system in one story, told step by step.
+//! The demo's story: a guest allocates PASIDs, builds page tables, binds them, a device does
+//! DMA through them, the guest unmaps and invalidates, DMA faults, PASIDs are freed. Each
+//! step is checked against what the system should do.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::json;
+use vsva_client::pgtable::{PageTables, P, RW, US};
+use vsva_client::{Client, ClientError, GuestMemory};
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
 
-use super::{print_json, Common};
-use crate::pgtable::{PageTables, P, RW, US};
-use crate::{Client, ClientError, GuestMemory, Options};
-
-/// `vsva demo`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
-    /// Never start a private daemon: fail if none is running.
-    #[arg(long)]
-    pub no_spawn: bool,
-    /// The vsvad binary for a private daemon (default: $VSVA_VSVAD, next to this program, or
-    /// in PATH).
-    #[arg(long, value_name = "PATH")]
-    pub vsvad: Option<PathBuf>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub common: Common,
-}
+use crate::common::CliError;
 
 /// One step of the story.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub(crate) struct Step {
     /// What was done, in plain words.
-    pub title: String,
+    pub(crate) title: String,
     /// What happened.
-    pub detail: String,
+    pub(crate) detail: String,
     /// Whether it went as the story expects.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// How long it took.
-    pub micros: u64,
+    pub(crate) micros: u64,
 }
 
 /// The whole story.
 #[derive(Debug, Clone, Default)]
-pub struct DemoReport {
+pub(crate) struct DemoReport {
     /// The steps, in order.
-    pub steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
 }
 
 impl DemoReport {
     /// Whether every step went as expected.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.steps.iter().all(|s| s.ok)
-    }
-}
-
-/// A `vsvad` started for the demo on a temporary socket and state directory, stopped (and
-/// its directory removed) on drop.
-pub struct PrivateDaemon {
-    child: Option<Child>,
-    dir: PathBuf,
-    socket: PathBuf,
-}
-
-impl PrivateDaemon {
-    /// Starts `vsvad` and waits until it accepts connections.
-    pub fn start(vsvad: &Path) -> Result<PrivateDaemon, super::CliError> {
-        PrivateDaemon::start_with(vsvad, None, &[])
-    }
-
-    /// As [`start`](Self::start), with a TOML configuration and extra flags.
-    pub fn start_with(
-        vsvad: &Path,
-        config: Option<&str>,
-        args: &[&str],
-    ) -> Result<PrivateDaemon, super::CliError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("vsva-demo-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let socket = dir.join("vsvad.sock");
-        let mut cmd = Command::new(vsvad);
-        if let Some(text) = config {
-            let path = dir.join("vsvad.toml");
-            std::fs::write(&path, text)?;
-            cmd.arg("--config").arg(path);
-        }
-        if !args.contains(&"--log") {
-            cmd.args(["--log", "warn"]);
-        }
-        let log = std::fs::File::create(dir.join("vsvad.log"))?;
-        let child = cmd
-            .args(args)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| super::CliError(format!("cannot start {}: {e}", vsvad.display())))?;
-        let mut d = PrivateDaemon {
-            child: Some(child),
-            dir,
-            socket,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !crate::daemon_running(&d.socket) {
-            if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {
-                let log = std::fs::read_to_string(d.dir.join("vsvad.log")).unwrap_or_default();
-                let last = log.lines().last().unwrap_or("").to_string();
-                return Err(super::CliError(format!(
-                    "the private vsvad exited at start ({status}): {last}"
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(super::CliError(
-                    "the private vsvad did not start in 10 s".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(d)
-    }
-
-    /// Its socket.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-}
-
-impl Drop for PrivateDaemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_child(&c),
-                rustix::process::Signal::TERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Finds a `vsvad` binary: `explicit`, `$VSVA_VSVAD`, next to this program (or one directory
-/// up, for test and example binaries), or in `PATH`.
-pub fn find_vsvad(explicit: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        return Some(p.to_owned());
-    }
-    if let Some(p) = std::env::var_os("VSVA_VSVAD") {
-        return Some(PathBuf::from(p));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let p = dir.join("vsvad");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("vsvad"))
-            .find(|p| p.is_file())
-    })
-}
-
-pub(super) fn demo_command(a: &DemoArgs) -> Result<(), super::CliError> {
-    let socket = a.common.socket();
-    let private = if crate::daemon_running(&socket) {
-        None
-    } else if a.no_spawn {
-        return Err(super::CliError(format!(
-            "no vsvad is running on {}",
-            socket.display()
-        )));
-    } else {
-        let vsvad = find_vsvad(a.vsvad.as_deref()).ok_or_else(|| {
-            super::CliError(format!(
-                "no vsvad is running on {} and no vsvad binary was found (next to vsva, in PATH, or $VSVA_VSVAD); start vsvad or build it with `cargo build -p vsvad`",
-                socket.display()
-            ))
-        })?;
-        Some(PrivateDaemon::start(&vsvad)?)
-    };
-    let socket = private.as_ref().map_or(socket, |d| d.socket().to_owned());
-    let json = a.common.json;
-    if !json {
-        match &private {
-            Some(_) => println!(
-                "No vsvad was running: started a private one on {} (stopped at the end).\n",
-                socket.display()
-            ),
-            None => println!("Using the vsvad on {}.\n", socket.display()),
-        }
-    }
-    let mut client = Client::connect(Options::new(&socket, "vsva demo"))
-        .map_err(|e| super::CliError(format!("{}: {e}", socket.display())))?;
-    let mut n = 0;
-    let report = run_demo(&mut client, &mut |s: &Step| {
-        n += 1;
-        if !json {
-            println!(
-                "{n:>2}. {}\n    {}{}\n",
-                s.title,
-                s.detail,
-                if s.ok { "" } else { "   <-- not as expected" }
-            );
-        }
-    })?;
-    if json {
-        print_json(&json!({
-            "socket": socket,
-            "private_daemon": private.is_some(),
-            "ok": report.ok(),
-            "steps": report.steps.iter().map(|s| json!({ "title": s.title, "detail": s.detail, "ok": s.ok, "micros": s.micros })).collect::<Vec<_>>(),
-        }))?;
-    } else {
-        println!("Summary");
-        println!(
-            "  {:>2}  {:<52} {:>6} {:>10}",
-            "#", "STEP", "RESULT", "TIME"
-        );
-        for (i, s) in report.steps.iter().enumerate() {
-            let mut t = s.title.clone();
-            if t.len() > 52 {
-                t.truncate(49);
-                t.push_str("...");
-            }
-            println!(
-                "  {:>2}  {:<52} {:>6} {:>8}µs",
-                i + 1,
-                t,
-                if s.ok { "ok" } else { "FAILED" },
-                s.micros
-            );
-        }
-    }
-    drop(client);
-    drop(private);
-    if report.ok() {
-        Ok(())
-    } else {
-        Err(super::CliError(
-            "some demo steps did not go as expected (see above)".into(),
-        ))
     }
 }
 
@@ -263,10 +45,10 @@ const DATA: u64 = 0x40_0000;
 const GVA: u64 = 0x7f00_1234_0000;
 
 /// Runs the story against a connected client, calling `show` after each step.
-pub fn run_demo(
+pub(crate) fn run_story(
     client: &mut Client,
     show: &mut dyn FnMut(&Step),
-) -> Result<DemoReport, super::CliError> {
+) -> Result<DemoReport, CliError> {
     let mut report = DemoReport::default();
     let mut step = |title: String, ok: bool, detail: String, t: Instant| {
         let s = Step {
@@ -430,7 +212,7 @@ pub fn run_demo(
             leaf: true,
         },
     )
-    .map_err(|e| super::CliError(e.to_string()))?;
+    .map_err(|e| CliError(e.to_string()))?;
     client.invalidate(c, &inv)?;
     let after = client.dma_read(sid, Some(a), GVA, 5);
     let (ok, detail) = match after {
@@ -501,6 +283,8 @@ pub fn run_demo(
         format!("NESTING_OP(UNBIND_PGTBL) and PASID_REQUEST(FREE) of [0, 0xffffffff]: the IOMMU tore the entries down before the numbers became free again; this process owns {left} PASIDs now."),
         t,
     );
+    // The story is told; a close that fails leaves the container to the end of the
+    // connection, which closes it.
     let _ = client.close_container(c);
     Ok(report)
 }

@@ -1,0 +1,48 @@
+//! Admin and inspection calls: status, sets, quotas, forced release, the fault log.
+
+use vsva_proto::{FaultsReply, Kind, Request, SetEntry, SetsReply, StatusReply};
+
+use crate::connection::Client;
+use crate::error::ClientError;
+
+impl Client {
+    /// Daemon status.
+    pub fn status(&mut self) -> Result<StatusReply, ClientError> {
+        let r = self.call(Request::Status)?;
+        StatusReply::decode(&r.payload).map_err(|error| ClientError::Protocol {
+            kind: Kind::Status,
+            error,
+        })
+    }
+
+    /// Per-process sets: every process's for an admin, this process's otherwise.
+    pub fn sets(&mut self) -> Result<Vec<SetEntry>, ClientError> {
+        let r = self.call(Request::Sets)?;
+        SetsReply::decode(&r.payload)
+            .map(|s| s.sets)
+            .map_err(|error| ClientError::Protocol {
+                kind: Kind::Sets,
+                error,
+            })
+    }
+
+    /// Changes process `pid`'s quota (admin).
+    pub fn set_quota(&mut self, pid: u32, quota: u32) -> Result<(), ClientError> {
+        self.call(Request::SetQuota { pid, quota }).map(drop)
+    }
+
+    /// Releases everything process `pid` holds and closes its connections (admin); returns
+    /// how many PASIDs were freed.
+    pub fn force_release(&mut self, pid: u32) -> Result<u32, ClientError> {
+        Ok(self.call(Request::ForceRelease { pid })?.result as u32)
+    }
+
+    /// The most recent DMA faults this process may see (all of them for an admin).
+    pub fn faults(&mut self, max: u32) -> Result<FaultsReply, ClientError> {
+        let r = self.call(Request::Faults { max })?;
+        FaultsReply::decode(&r.payload).map_err(|error| ClientError::Protocol {
+            kind: Kind::Faults,
+            error,
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! One connection to the daemon: connecting and the handshake, resume, and sending requests
+//! and reading their replies (one at a time, with descriptors, or pipelined).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use vsva_proto::{
+    encode_request, FrameDecoder, Hello, HelloReply, Identity, Kind, ProtoError, Reply, Request,
+    ResumeToken, DEFAULT_MAX_BODY, HARD_MAX_BODY, HELLO_ADMIN, HELLO_RESUMED, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
+
+use crate::error::{check, io_err, ClientError};
+
+/// Where and as whom to connect, and how long to wait for replies.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Path of the daemon's Unix socket.
+    pub socket: PathBuf,
+    /// A name for this client, shown by `sets`.
+    pub name: String,
+    /// A resume token from an earlier handshake (after a daemon restart).
+    pub resume: ResumeToken,
+    /// How long to wait for a reply before giving up (None: forever).
+    pub timeout: Option<Duration>,
+}
+
+impl Options {
+    /// Options for `socket` with the given client name.
+    pub fn new(socket: impl Into<PathBuf>, name: impl Into<String>) -> Options {
+        Options {
+            socket: socket.into(),
+            name: name.into(),
+            resume: ResumeToken::default(),
+            timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// The default socket path for this user (see `vsva_proto::paths`).
+pub fn default_socket() -> PathBuf {
+    vsva_proto::paths::default_socket_path(rustix::process::geteuid().as_raw(), &|k| {
+        std::env::var_os(k)
+    })
+}
+
+/// One connection to `vsvad`.
+pub struct Client {
+    stream: UnixStream,
+    dec: FrameDecoder,
+    next_id: u64,
+    hello: HelloReply,
+    options: Options,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.options.socket)
+            .field("pid", &self.hello.identity.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the default socket and does the handshake.
+    pub fn connect_default(name: &str) -> Result<Client, ClientError> {
+        Client::connect(Options::new(default_socket(), name))
+    }
+
+    /// Connects and does the handshake.
+    pub fn connect(options: Options) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(&options.socket).map_err(io_err(format!(
+            "cannot connect to {}",
+            options.socket.display()
+        )))?;
+        stream
+            .set_read_timeout(options.timeout)
+            .map_err(io_err("cannot set the read timeout"))?;
+        let mut client = Client {
+            stream,
+            dec: FrameDecoder::new(HARD_MAX_BODY),
+            next_id: 1,
+            hello: HelloReply {
+                version: 0,
+                flags: 0,
+                identity: Identity::default(),
+                resume: ResumeToken::default(),
+                instance: 0,
+                pasid_bits: 0,
+                quota: 0,
+                max_body: DEFAULT_MAX_BODY,
+                max_in_flight: 1,
+                restored: Vec::new(),
+                server: String::new(),
+            },
+            options,
+        };
+        client.handshake()?;
+        Ok(client)
+    }
+
+    fn handshake(&mut self) -> Result<(), ClientError> {
+        let hello = Request::Hello(Hello {
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            resume: self.options.resume,
+            client: self.options.name.clone(),
+        });
+        let reply = self.call(hello)?;
+        self.hello = HelloReply::decode(&reply.payload).map_err(|error| ClientError::Protocol {
+            kind: Kind::Hello,
+            error,
+        })?;
+        self.options.resume = self.hello.resume;
+        Ok(())
+    }
+
+    /// Connects again to the same socket, presenting the resume token this client got, so
+    /// that after a daemon restart the process gets its held PASIDs back. Returns whether
+    /// they were (see [`hello`](Self::hello)`.restored`). Container handles from before are
+    /// gone either way.
+    pub fn reconnect(&mut self) -> Result<bool, ClientError> {
+        let fresh = Client::connect(self.options.clone())?;
+        *self = fresh;
+        Ok(self.resumed())
+    }
+
+    /// What the daemon said at the handshake.
+    pub fn hello(&self) -> &HelloReply {
+        &self.hello
+    }
+
+    /// Whether the last handshake gave back state held across a daemon restart.
+    pub fn resumed(&self) -> bool {
+        self.hello.flags & HELLO_RESUMED != 0
+    }
+
+    /// Whether this process may use the admin requests.
+    pub fn is_admin(&self) -> bool {
+        self.hello.flags & HELLO_ADMIN != 0
+    }
+
+    /// The resume token (keep it to resume from another connection or after a restart).
+    pub fn resume_token(&self) -> ResumeToken {
+        self.hello.resume
+    }
+
+    /// The options this client connected with (its resume token included).
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        req: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = encode_request(id, req);
+        if fds.is_empty() {
+            self.stream
+                .write_all(&frame)
+                .map_err(io_err("cannot send the request"))?;
+            return Ok(id);
+        }
+        // The descriptors travel with the frame's first byte, in a sendmsg of this frame only.
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(ClientError::Io {
+                what: "cannot attach the file descriptors".into(),
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            });
+        }
+        let sent = rustix::net::sendmsg(
+            &self.stream,
+            &[IoSlice::new(&frame)],
+            &mut cmsg,
+            SendFlags::empty(),
+        )
+        .map_err(|e| ClientError::Io {
+            what: "cannot send the request with its file descriptors".into(),
+            source: e.into(),
+        })?;
+        self.stream
+            .write_all(&frame[sent..])
+            .map_err(io_err("cannot send the request"))?;
+        Ok(id)
+    }
+
+    pub(crate) fn recv(&mut self, kind: Kind) -> Result<(u64, Reply), ClientError> {
+        loop {
+            match self.dec.next_frame() {
+                Ok(Some(frame)) => {
+                    let reply = Reply::decode(&frame.body)
+                        .map_err(|error| ClientError::Protocol { kind, error })?;
+                    return Ok((frame.header.id, reply));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ClientError::Protocol {
+                        kind,
+                        error: e.error,
+                    })
+                }
+            }
+            let buf = self.dec.spare(16 * 1024);
+            let n = self
+                .stream
+                .read(buf)
+                .map_err(io_err("cannot read the reply"))?;
+            if n == 0 {
+                return Err(ClientError::Closed(String::new()));
+            }
+            self.dec.commit(n);
+        }
+    }
+
+    /// Sends one request and returns its reply; a failure reply becomes
+    /// [`ClientError::Daemon`].
+    pub fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
+        self.call_with_fds(req, &[])
+    }
+
+    /// As [`call`](Self::call), passing file descriptors with the request.
+    pub fn call_with_fds(
+        &mut self,
+        req: Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Reply, ClientError> {
+        let kind = req.kind();
+        let id = match self.send(&req, fds) {
+            Ok(id) => id,
+            Err(e) => {
+                // The daemon may have refused the connection (e.g. at its connection limit)
+                // and closed it before the request went out: its reason is still readable.
+                if let Ok((0, reply)) = self.recv(kind) {
+                    if reply.result < 0 {
+                        return Err(ClientError::Closed(reply.message));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let (got, reply) = self.recv(kind)?;
+        if got != id {
+            // The daemon answers in order; a reply with id 0 is a refusal before any request.
+            if got == 0 && reply.result < 0 {
+                return Err(ClientError::Closed(reply.message));
+            }
+            return Err(ClientError::Protocol {
+                kind,
+                error: ProtoError::BadValue {
+                    message: "reply",
+                    field: "id",
+                    value: got,
+                    why: "does not match the request",
+                },
+            });
+        }
+        check(kind, reply)
+    }
+
+    /// Sends every request before reading any reply (they are in flight together), then
+    /// returns the replies in order. Failure replies are returned as they are.
+    pub fn call_many(&mut self, reqs: &[Request]) -> Result<Vec<Reply>, ClientError> {
+        let mut ids = Vec::with_capacity(reqs.len());
+        let mut bytes = Vec::new();
+        for r in reqs {
+            ids.push(self.next_id);
+            bytes.extend_from_slice(&encode_request(self.next_id, r));
+            self.next_id += 1;
+        }
+        self.stream
+            .write_all(&bytes)
+            .map_err(io_err("cannot send the requests"))?;
+        let mut out = Vec::with_capacity(reqs.len());
+        for (r, id) in reqs.iter().zip(ids) {
+            let (got, reply) = self.recv(r.kind())?;
+            if got != id {
+                return Err(ClientError::Protocol {
+                    kind: r.kind(),
+                    error: ProtoError::BadValue {
+                        message: "reply",
+                        field: "id",
+                        value: got,
+                        why: "does not match the request",
+                    },
+                });
+            }
+            out.push(reply);
+        }
+        Ok(out)
+    }
+
+    /// Sends raw bytes on the connection, for tests of the daemon's robustness (feature
+    /// `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream
+            .write_all(bytes)
+            .map_err(io_err("cannot send raw bytes"))
+    }
+
+    /// Reads the next reply frame, whatever its id, for tests of the daemon's robustness
+    /// (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn recv_raw(&mut self) -> Result<(u64, Reply), ClientError> {
+        self.recv(Kind::Ping)
+    }
+
+    /// The underlying socket, for tests that send descriptors by hand (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fn socket(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Echo: returns the bytes sent.
+    pub fn ping(&mut self, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        Ok(self.call(Request::Ping(data.to_vec()))?.payload)
+    }
+}
+
+/// Whether a daemon answers on `socket` (a connect, without a handshake).
+pub fn daemon_running(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}

@@ -1,0 +1,226 @@
+//! Guest memory registration and the device side: DMA through the IOMMU and PCI
+//! configuration space.
+
+use std::os::fd::BorrowedFd;
+
+use vsva_proto::{
+    DeviceConfig, DeviceDma, Errno, FaultRecord, Kind, Request, CONFIG_WRITE, DMA_EXEC, DMA_PASID,
+    DMA_PRIV, DMA_WRITE,
+};
+
+use crate::connection::Client;
+use crate::containers::ContainerHandle;
+use crate::error::{check, ClientError};
+use crate::memory::GuestMemory;
+
+/// A DMA direction and privilege for [`Client::dma`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DmaAccess {
+    /// Write (otherwise read).
+    pub write: bool,
+    /// Instruction fetch.
+    pub execute: bool,
+    /// Supervisor request.
+    pub privileged: bool,
+}
+
+// The PCIe PASID extended capability as the daemon's devices expose it (PCIe base spec,
+// "PASID Extended Capability Structure").
+/// Where the daemon's devices place the PASID extended capability in configuration space.
+const PASID_CAP: u32 = 0x100;
+/// Extended capability id of PASID, bits 15:0 of the capability header.
+const PCI_EXT_CAP_ID_PASID: u32 = 0x1b;
+/// Offset of the PASID Capability register (16 bits) within the capability.
+const PCI_PASID_CAP: u32 = 4;
+/// Offset of the PASID Control register (16 bits) within the capability.
+const PCI_PASID_CTRL: u32 = 6;
+/// PASID Control bit 0: PASID Enable.
+const PCI_PASID_CTRL_ENABLE: u16 = 1 << 0;
+/// PASID Control bit 1: Execute Permission Enable (Capability bit 1: Execute supported).
+const PCI_PASID_CTRL_EXEC: u16 = 1 << 1;
+/// PASID Control bit 2: Privileged Mode Enable (Capability bit 2: Privileged supported).
+const PCI_PASID_CTRL_PRIV: u16 = 1 << 2;
+
+impl Client {
+    /// Registers guest memory: `fd` (a memfd sealed with `F_SEAL_SHRINK`, see
+    /// [`GuestMemory`]) from `offset`, `size` bytes, named `addr` by this process in MAP_DMA.
+    /// Returns the region id.
+    pub fn register_memory(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        addr: u64,
+        size: u64,
+        offset: u64,
+    ) -> Result<u32, ClientError> {
+        let reply = self.call_with_fds(
+            Request::MemRegister {
+                addr,
+                size,
+                offset,
+                flags: 0,
+            },
+            &[fd],
+        )?;
+        Ok(reply.result as u32)
+    }
+
+    /// Registers a [`GuestMemory`] at its guest-physical base and maps it 1:1 (iova = gpa)
+    /// into the stage 2 of container `handle`: after this, the IOMMU reaches every guest page.
+    pub fn attach_guest_memory(
+        &mut self,
+        handle: ContainerHandle,
+        mem: &GuestMemory,
+    ) -> Result<u32, ClientError> {
+        let region = self.register_memory(mem.fd(), mem.base(), mem.size(), 0)?;
+        self.map_dma(handle, mem.base(), mem.base(), mem.size(), true)?;
+        Ok(region)
+    }
+
+    /// Unregisters a memory region (MAP_DMA can no longer name it).
+    pub fn unregister_memory(&mut self, region: u32) -> Result<(), ClientError> {
+        self.call(Request::MemUnregister { region }).map(drop)
+    }
+
+    /// A device DMA through the IOMMU: `len` bytes read at `addr` (or `data` written), from
+    /// requester `source_id`, with `pasid` if given. A translation fault is
+    /// [`ClientError::DmaFault`] with the fault record.
+    pub fn dma(
+        &mut self,
+        source_id: u16,
+        pasid: Option<u32>,
+        addr: u64,
+        access: DmaAccess,
+        len: u32,
+        data: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut flags = 0;
+        if pasid.is_some() {
+            flags |= DMA_PASID;
+        }
+        if access.write {
+            flags |= DMA_WRITE;
+        }
+        if access.execute {
+            flags |= DMA_EXEC;
+        }
+        if access.privileged {
+            flags |= DMA_PRIV;
+        }
+        let req = Request::DeviceDma(DeviceDma {
+            source_id,
+            flags,
+            pasid: pasid.unwrap_or(0),
+            addr,
+            len,
+            data: if access.write {
+                data.to_vec()
+            } else {
+                Vec::new()
+            },
+        });
+        let id = self.send(&req, &[])?;
+        let (got, reply) = self.recv(Kind::DeviceDma)?;
+        if got != id {
+            return Err(ClientError::Closed("reply out of order".into()));
+        }
+        if reply.result == -i64::from(Errno::EFAULT.raw()) && !reply.payload.is_empty() {
+            if let Ok(f) = FaultRecord::decode(&reply.payload) {
+                return Err(ClientError::DmaFault(f));
+            }
+        }
+        Ok(check(Kind::DeviceDma, reply)?.payload)
+    }
+
+    /// Reads `width` (1, 2 or 4) bytes of device `source_id`'s configuration space at
+    /// `offset`.
+    pub fn config_read(
+        &mut self,
+        source_id: u16,
+        offset: u32,
+        width: u8,
+    ) -> Result<u32, ClientError> {
+        let r = self.call(Request::DeviceConfig(DeviceConfig {
+            source_id,
+            flags: 0,
+            width,
+            offset,
+            value: 0,
+        }))?;
+        Ok(r.result as u32)
+    }
+
+    /// Writes `width` (1, 2 or 4) bytes of device `source_id`'s configuration space.
+    pub fn config_write(
+        &mut self,
+        source_id: u16,
+        offset: u32,
+        width: u8,
+        value: u32,
+    ) -> Result<(), ClientError> {
+        self.call(Request::DeviceConfig(DeviceConfig {
+            source_id,
+            flags: CONFIG_WRITE,
+            width,
+            offset,
+            value,
+        }))
+        .map(drop)
+    }
+
+    /// Enables the device's PASID capability as a guest driver does (PASID Enable, plus
+    /// Execute and Privileged Mode Enable where the capability offers them); returns the
+    /// control word written. `ENODEV` if the device has no PASID capability.
+    pub fn enable_pasid(&mut self, source_id: u16) -> Result<u16, ClientError> {
+        let header = self.config_read(source_id, PASID_CAP, 4)?;
+        if header & 0xffff != PCI_EXT_CAP_ID_PASID {
+            return Err(ClientError::Daemon {
+                kind: Kind::DeviceConfig,
+                errno: Errno::ENODEV,
+                message: format!("device {source_id:#06x} has no PASID capability at {PASID_CAP:#x} (header {header:#010x})"),
+            });
+        }
+        let cap = self.config_read(source_id, PASID_CAP + PCI_PASID_CAP, 2)? as u16;
+        // The Execute and Privileged Mode bits sit at the same places in both registers.
+        let ctrl = PCI_PASID_CTRL_ENABLE | (cap & (PCI_PASID_CTRL_EXEC | PCI_PASID_CTRL_PRIV));
+        self.config_write(source_id, PASID_CAP + PCI_PASID_CTRL, 2, ctrl.into())?;
+        Ok(ctrl)
+    }
+
+    /// A user read of `len` bytes at `addr`.
+    pub fn dma_read(
+        &mut self,
+        source_id: u16,
+        pasid: Option<u32>,
+        addr: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.dma(source_id, pasid, addr, DmaAccess::default(), len, &[])
+    }
+
+    /// A user write of `data` at `addr`.
+    pub fn dma_write(
+        &mut self,
+        source_id: u16,
+        pasid: Option<u32>,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        let len = u32::try_from(data.len()).map_err(|_| ClientError::Daemon {
+            kind: Kind::DeviceDma,
+            errno: Errno::E2BIG,
+            message: format!("data of {} bytes is too long for one DMA", data.len()),
+        })?;
+        self.dma(
+            source_id,
+            pasid,
+            addr,
+            DmaAccess {
+                write: true,
+                ..DmaAccess::default()
+            },
+            len,
+            data,
+        )
+        .map(drop)
+    }
+}

@@ -1,0 +1,222 @@
+//! The private core every handle shares: the space's bitmap, owner table, set registry and
+//! subscriber list, and the allocate / retire / finish-teardown steps that move a PASID
+//! between free, owned and freeing.
+//!
+//! The public handles ([`IoasidSpace`](crate::IoasidSpace), [`IoasidSet`](crate::IoasidSet),
+//! [`TeardownTicket`](crate::TeardownTicket)) are built on this module; it names none of them.
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+
+use crate::backend::PasidBackend;
+use crate::bitmap::{Bitmap, Bits};
+use crate::error::Error;
+use crate::ids::{Pasid, SetId, SubscriberId};
+use crate::owners::{OwnerTable, SlotState};
+use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::teardown::{TeardownSink, TeardownSubscriber, TeardownTicket};
+
+pub(crate) type Subscribers = Vec<(SubscriberId, Arc<dyn TeardownSubscriber>)>;
+
+/// The state of one space, shared by its `IoasidSpace` clones, its sets and its tickets.
+pub(crate) struct SpaceInner {
+    pub(crate) pasid_bits: u8,
+    pub(crate) max_pasid: Pasid,
+    pub(crate) bitmap: Bitmap,
+    pub(crate) owners: OwnerTable,
+    pub(crate) backend: Option<Arc<dyn PasidBackend>>,
+    pub(crate) subscribers: ArcSwap<Subscribers>,
+    /// How many subscribers are registered: lets free skip the list when there are none.
+    pub(crate) subscriber_count: AtomicUsize,
+    /// Serializes subscriber list updates; holds the last subscriber id handed out.
+    pub(crate) subscriber_lock: Mutex<u64>,
+    pub(crate) registry: Mutex<FxHashMap<u32, Arc<SetShared>>>,
+    pub(crate) next_set_id: AtomicU32,
+    pub(crate) freeing: AtomicU64,
+}
+
+/// The part of a set others may read: identity and counters.
+///
+/// Aligned to two cache lines so that sets written by different threads (each handle stores
+/// its count on every operation) never share a line.
+#[repr(align(128))]
+pub(crate) struct SetShared {
+    pub(crate) id: SetId,
+    pub(crate) token: u64,
+    pub(crate) quota: AtomicU32,
+    /// Mirror of the owning handle's count, for statistics (single writer: the handle).
+    pub(crate) owned: AtomicU32,
+}
+
+impl SetShared {
+    pub(crate) fn new(id: SetId, token: u64, quota: u32) -> Self {
+        SetShared {
+            id,
+            token,
+            quota: AtomicU32::new(quota),
+            owned: AtomicU32::new(0),
+        }
+    }
+}
+
+impl SpaceInner {
+    /// An empty space of `2^pasid_bits` numbers (`pasid_bits` already checked), with PASID 0
+    /// reserved.
+    pub(crate) fn new(pasid_bits: u8, backend: Option<Arc<dyn PasidBackend>>) -> Self {
+        let len = 1u64 << pasid_bits;
+        let bitmap = Bitmap::new(len);
+        // PASID 0 means "no PASID" (RID2PASID) and is never handed out.
+        let reserved = bitmap.claim(0);
+        debug_assert!(reserved);
+        SpaceInner {
+            pasid_bits,
+            max_pasid: (len - 1) as Pasid,
+            bitmap,
+            owners: OwnerTable::new(len),
+            backend,
+            subscribers: ArcSwap::from_pointee(Vec::new()),
+            subscriber_count: AtomicUsize::new(0),
+            subscriber_lock: Mutex::new(0),
+            registry: Mutex::new(FxHashMap::default()),
+            next_set_id: AtomicU32::new(1),
+            freeing: AtomicU64::new(0),
+        }
+    }
+
+    /// Explains why `caller` may not operate on `pasid`, which it does not own.
+    pub(crate) fn not_mine(&self, caller: SetId, pasid: Pasid) -> Error {
+        if pasid == 0 || pasid > self.max_pasid {
+            return Error::PasidOutOfRange {
+                pasid,
+                max: self.max_pasid,
+            };
+        }
+        match self.owners.get(pasid).0 {
+            SlotState::Free => Error::NotAllocated { pasid },
+            SlotState::Owned(owner) if owner == caller.0 => {
+                // Only reachable if the slot was recorded but the set's membership was not,
+                // which the set's `&mut self` API rules out; report it as not allocated.
+                Error::NotAllocated { pasid }
+            }
+            SlotState::Owned(owner) => Error::NotOwner {
+                pasid,
+                owner: SetId(owner),
+                caller,
+            },
+            SlotState::Freeing(pending) => Error::Freeing { pasid, pending },
+        }
+    }
+
+    /// Allocates a PASID in `[lo, hi]` (already clamped to the space) and records `set` as its
+    /// owner.
+    #[inline]
+    pub(crate) fn alloc_number(
+        &self,
+        set: SetId,
+        lo: Pasid,
+        hi: Pasid,
+        data: u64,
+    ) -> Result<Pasid, Error> {
+        let pasid = match &self.backend {
+            None => self
+                .bitmap
+                .claim_lowest(u64::from(lo), u64::from(hi))
+                .ok_or(Error::NoSpace { min: lo, max: hi })? as Pasid,
+            Some(backend) => self.alloc_delegated(backend.as_ref(), lo, hi)?,
+        };
+        self.owners.record(pasid, set.0, data);
+        Ok(pasid)
+    }
+
+    fn alloc_delegated(
+        &self,
+        backend: &dyn PasidBackend,
+        lo: Pasid,
+        hi: Pasid,
+    ) -> Result<Pasid, Error> {
+        let failed = |errno, message: String| Error::Backend {
+            backend: backend.name().to_owned(),
+            errno,
+            message,
+        };
+        let pasid = backend
+            .alloc(lo, hi)
+            .map_err(|(errno, msg)| failed(errno, msg))?;
+        if pasid < lo || pasid > hi {
+            backend.free(pasid);
+            return Err(failed(
+                vsva_uapi::Errno::EINVAL,
+                format!("returned PASID {pasid} outside the requested range [{lo}, {hi}]"),
+            ));
+        }
+        if !self.bitmap.claim(u64::from(pasid)) {
+            // Locally taken (owned, or still being torn down): never own a number twice.
+            // The backend still believes it handed `pasid` out, so give it back.
+            backend.free(pasid);
+            return Err(failed(
+                vsva_uapi::Errno::EBUSY,
+                format!("returned PASID {pasid}, which is still in use here"),
+            ));
+        }
+        Ok(pasid)
+    }
+
+    /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
+    /// they have all finished, makes the number allocatable again. Never fails.
+    #[inline]
+    pub(crate) fn retire(self: &Arc<Self>, pasid: Pasid) {
+        // The count spares the hot path the list's load when nobody subscribed.
+        let subscribers = (self.subscriber_count.load(Ordering::Acquire) != 0)
+            .then(|| self.subscribers.load())
+            .filter(|list| !list.is_empty());
+        let Some(subscribers) = subscribers else {
+            self.owners.clear(pasid);
+            self.release_number(pasid);
+            return;
+        };
+        self.freeing.fetch_add(1, Ordering::Relaxed);
+        self.owners.begin_teardown(pasid, subscribers.len() as u32);
+        for (_, subscriber) in subscribers.iter() {
+            subscriber.teardown(pasid, TeardownTicket::new(self.clone(), pasid));
+        }
+    }
+
+    /// Frees the owned PASIDs `word * 64 + bit` for every bit of `mask`, which their set has
+    /// already forgotten. Without subscribers or a backend this is one bitmap update.
+    #[inline]
+    pub(crate) fn retire_word(self: &Arc<Self>, word: u32, mask: u64) {
+        if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
+            for bit in Bits(mask) {
+                self.owners.clear(word * 64 + bit);
+            }
+            self.bitmap.release_word(u64::from(word), mask);
+            return;
+        }
+        for bit in Bits(mask) {
+            self.retire(word * 64 + bit);
+        }
+    }
+
+    #[inline]
+    fn release_number(&self, pasid: Pasid) {
+        self.bitmap.release(u64::from(pasid));
+        if let Some(backend) = &self.backend {
+            backend.free(pasid);
+        }
+    }
+
+    /// Removes a retired set from the registry.
+    pub(crate) fn unregister(&self, set: SetId) {
+        crate::sync::lock(&self.registry).remove(&set.0);
+    }
+}
+
+impl TeardownSink for SpaceInner {
+    fn finish_teardown(&self, pasid: Pasid) {
+        if self.owners.finish_one(pasid) {
+            self.owners.clear(pasid);
+            self.freeing.fetch_sub(1, Ordering::Relaxed);
+            self.release_number(pasid);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The commands that talk to `vsvad`: `status`, `sets`, `pasid alloc|free`, `quota`, `faults`
+//! and `demo`, each with `--json`, and the one place that runs them.
+//!
+//! Every command prints plain text, or one JSON document with `--json`. Errors are one line
+//! on stderr (`vsva: ...`) and exit code 1.
+
+use std::process::ExitCode;
+
+use crate::common::Common;
+use crate::demo::{self, DemoArgs};
+use crate::pasid::{self, AllocArgs, FreeArgs};
+use crate::report::{self, FaultsArgs, QuotaArgs};
+
+/// The daemon commands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DaemonCommand {
+    /// Daemon status: PASID capacity and usage, processes, uptime, devices.
+    Status(Common),
+    /// PASID sets per process: pid, command, owned, quota (every process for an admin).
+    Sets(Common),
+    /// Allocate or free PASIDs (for scripting and tests).
+    #[command(subcommand)]
+    Pasid(PasidCommand),
+    /// Show quotas, or change a process's quota or release it (admin).
+    Quota(QuotaArgs),
+    /// Recent DMA faults.
+    Faults(FaultsArgs),
+    /// An end-to-end story: a guest allocates PASIDs, builds page tables, binds them, a device
+    /// does DMA through them, the guest unmaps and invalidates, DMA faults, PASIDs are freed.
+    Demo(DemoArgs),
+}
+
+/// `vsva pasid ...`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum PasidCommand {
+    /// Allocate PASIDs. They belong to this command's process: without --hold they are freed
+    /// when it exits.
+    Alloc(AllocArgs),
+    /// Free PASIDs. Only their owner may: this explains who owns them.
+    Free(FreeArgs),
+}
+
+/// Runs a command; prints errors as one line and returns the exit code.
+pub(crate) fn run(cmd: DaemonCommand) -> ExitCode {
+    let result = match cmd {
+        DaemonCommand::Status(c) => report::status(&c),
+        DaemonCommand::Sets(c) => report::sets(&c),
+        DaemonCommand::Pasid(PasidCommand::Alloc(a)) => pasid::alloc(&a),
+        DaemonCommand::Pasid(PasidCommand::Free(a)) => pasid::free(&a),
+        DaemonCommand::Quota(a) => report::quota(&a),
+        DaemonCommand::Faults(a) => report::faults(&a),
+        DaemonCommand::Demo(a) => demo::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vsva: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The inspection and admin commands: `vsva status`, `sets`, `quota` and `faults`, as text
+//! tables or JSON.
+
+use serde_json::json;
+use vsva_client::{Client, SetEntry, SetState};
+
+use crate::common::{print_json, ranges, CliError, Common};
+
+/// `vsva quota`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct QuotaArgs {
+    /// The process whose quota to set (with QUOTA).
+    pub(crate) pid: Option<u32>,
+    /// Its new quota.
+    pub(crate) quota: Option<u32>,
+    /// Release everything this process holds and close its connections.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["pid", "quota"])]
+    pub(crate) release: Option<u32>,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// `vsva faults`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FaultsArgs {
+    /// At most this many records (the most recent).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) max: u32,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{}.{:03}s", s, ms % 1000),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Runs `vsva status`.
+pub(crate) fn status(c: &Common) -> Result<(), CliError> {
+    let mut client = c.connect("vsva status")?;
+    let s = client.status()?;
+    let lookups = s.iotlb_hits + s.iotlb_misses;
+    let hit_rate = if lookups == 0 {
+        0.0
+    } else {
+        s.iotlb_hits as f64 / lookups as f64
+    };
+    if c.json {
+        return print_json(&json!({
+            "server": s.server,
+            "socket": c.socket(),
+            "uptime_ms": s.uptime_ms,
+            "pasid_bits": s.pasid_bits,
+            "capacity": s.capacity,
+            "allocated": s.allocated,
+            "freeing": s.freeing,
+            "held": s.held,
+            "processes": s.processes,
+            "connections": s.connections,
+            "default_quota": s.default_quota,
+            "durable": s.durable,
+            "iotlb_hits": s.iotlb_hits,
+            "iotlb_misses": s.iotlb_misses,
+            "iotlb_hit_rate": hit_rate,
+            "faults": s.faults,
+            "devices": s.devices.iter().map(|d| json!({
+                "name": d.name, "source_id": d.source_id, "group": d.group, "pasid_width": d.pasid_width,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    println!(
+        "{} on {}, up {}",
+        s.server,
+        c.socket().display(),
+        duration(s.uptime_ms)
+    );
+    println!(
+        "PASIDs: {} of {} allocated ({:.4}%), {} freeing, {} held for processes to resume ({}-bit space)",
+        s.allocated,
+        s.capacity,
+        100.0 * s.allocated as f64 / f64::from(s.capacity.max(1)),
+        s.freeing,
+        s.held,
+        s.pasid_bits
+    );
+    println!(
+        "processes with a context: {}, connections: {} (this command's included), default quota: {}, store: {}",
+        s.processes,
+        s.connections,
+        s.default_quota,
+        if s.durable {
+            "durable"
+        } else {
+            "off (nothing survives a restart)"
+        }
+    );
+    println!(
+        "IOTLB: {} hits, {} misses ({:.1}% hit rate); DMA faults: {}",
+        s.iotlb_hits,
+        s.iotlb_misses,
+        100.0 * hit_rate,
+        s.faults
+    );
+    println!("devices:");
+    println!("  {:<14} {:>6} {:>11}", "DEVICE", "GROUP", "PASID BITS");
+    for d in &s.devices {
+        let group = if d.group == u32::MAX {
+            "-".to_string()
+        } else {
+            d.group.to_string()
+        };
+        println!("  {:<14} {:>6} {:>11}", d.name, group, d.pasid_width);
+    }
+    Ok(())
+}
+
+fn state_name(s: SetState) -> &'static str {
+    match s {
+        SetState::Live => "live",
+        SetState::Held => "held",
+    }
+}
+
+/// The sets the daemon reports, without this command's own process.
+fn other_sets(client: &mut Client) -> Result<Vec<SetEntry>, CliError> {
+    let me = client.hello().identity.pid;
+    Ok(client
+        .sets()?
+        .into_iter()
+        .filter(|s| s.identity.pid != me)
+        .collect())
+}
+
+/// Runs `vsva sets`.
+pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
+    let mut client = c.connect("vsva sets")?;
+    let admin = client.is_admin();
+    let sets = other_sets(&mut client)?;
+    if c.json {
+        return print_json(&json!({
+            "complete": admin,
+            "sets": sets.iter().map(|s| json!({
+                "pid": s.identity.pid, "uid": s.identity.uid, "start_time": s.identity.start_time,
+                "state": state_name(s.state), "connections": s.connections,
+                "owned": s.pasids.len(), "quota": s.quota, "pasids": s.pasids, "command": s.command,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if !admin {
+        println!("(not root or in the admin group: only this process's own set is visible, and it has none)");
+    }
+    println!(
+        "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} COMMAND",
+        "PID", "UID", "STATE", "CONNS", "OWNED", "QUOTA", "PASIDS"
+    );
+    for s in &sets {
+        let mut cmd = s.command.clone();
+        if cmd.len() > 40 {
+            cmd.truncate(40);
+        }
+        let mut list = ranges(&s.pasids);
+        if list.len() > 20 {
+            list.truncate(17);
+            list.push_str("...");
+        }
+        println!(
+            "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} {}",
+            s.identity.pid,
+            s.identity.uid,
+            state_name(s.state),
+            s.connections,
+            s.pasids.len(),
+            s.quota,
+            list,
+            cmd
+        );
+    }
+    if sets.is_empty() {
+        println!("(no process holds a context)");
+    }
+    Ok(())
+}
+
+/// Runs `vsva quota`.
+pub(crate) fn quota(a: &QuotaArgs) -> Result<(), CliError> {
+    let mut client = a.common.connect("vsva quota")?;
+    if let Some(pid) = a.release {
+        let freed = client.force_release(pid)?;
+        if a.common.json {
+            return print_json(&json!({ "released": pid, "freed": freed }));
+        }
+        println!("released pid {pid}: {freed} PASID(s) freed, its connections closed");
+        return Ok(());
+    }
+    match (a.pid, a.quota) {
+        (Some(pid), Some(q)) => {
+            client.set_quota(pid, q)?;
+            if a.common.json {
+                return print_json(&json!({ "pid": pid, "quota": q }));
+            }
+            println!("pid {pid} may now own {q} PASID(s)");
+            Ok(())
+        }
+        (Some(_), None) => Err(CliError("give both PID and QUOTA to set a quota".into())),
+        _ => {
+            let default = client.status()?.default_quota;
+            let sets = other_sets(&mut client)?;
+            if a.common.json {
+                return print_json(&json!({
+                    "default_quota": default,
+                    "processes": sets.iter().map(|s| json!({ "pid": s.identity.pid, "owned": s.pasids.len(), "quota": s.quota })).collect::<Vec<_>>(),
+                }));
+            }
+            println!("default quota: {default} PASIDs per process");
+            for s in &sets {
+                println!(
+                    "  pid {:>8}: {} of {}",
+                    s.identity.pid,
+                    s.pasids.len(),
+                    s.quota
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn stage_name(stage: u8) -> &'static str {
+    match stage {
+        0 => "context/PASID table",
+        1 => "first level",
+        _ => "second level",
+    }
+}
+
+/// Runs `vsva faults`.
+pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
+    let mut client = a.common.connect("vsva faults")?;
+    let f = client.faults(a.max)?;
+    if a.common.json {
+        return print_json(&json!({
+            "total": f.total, "dropped": f.dropped,
+            "faults": f.faults.iter().map(|r| json!({
+                "source_id": format!("{:02x}:{:02x}.{}", r.source_id >> 8, (r.source_id >> 3) & 0x1f, r.source_id & 7),
+                "pasid": (r.flags & vsva_proto::DMA_PASID != 0).then_some(r.pasid),
+                "addr": format!("{:#x}", r.addr),
+                "write": r.flags & vsva_proto::DMA_WRITE != 0,
+                "reason": format!("{:#04x}", r.reason),
+                "description": r.description,
+                "stage": stage_name(r.stage),
+                "level": r.level,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    println!(
+        "{} fault(s) recorded since start, {} dropped; showing {}",
+        f.total,
+        f.dropped,
+        f.faults.len()
+    );
+    for r in &f.faults {
+        let pasid = if r.flags & vsva_proto::DMA_PASID != 0 {
+            r.pasid.to_string()
+        } else {
+            "-".into()
+        };
+        println!(
+            "  {:02x}:{:02x}.{} pasid {:>7} {} {:#018x}: {:#04x} {} ({}, level {})",
+            r.source_id >> 8,
+            (r.source_id >> 3) & 0x1f,
+            r.source_id & 7,
+            pasid,
+            if r.flags & vsva_proto::DMA_WRITE != 0 {
+                "write"
+            } else {
+                "read "
+            },
+            r.addr,
+            r.reason,
+            r.description,
+            stage_name(r.stage),
+            r.level
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(1500), "1.500s");
+        assert_eq!(duration(125_000), "2m05s");
+        assert_eq!(duration(7_300_000), "2h01m");
+    }
+}
