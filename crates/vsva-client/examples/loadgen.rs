@@ -313,7 +313,8 @@ fn in_process(time: Duration) -> (f64, f64, f64) {
         for _ in 0..256 {
             let p = c
                 .ioctl(VFIO_IOMMU_PASID_REQUEST, &mut alloc.clone())
-                .unwrap() as u32;
+                .unwrap()
+                .value() as u32;
             let mut free = PasidRequestOp::Free { min: p, max: p }.to_bytes();
             c.ioctl(VFIO_IOMMU_PASID_REQUEST, &mut free).unwrap();
         }

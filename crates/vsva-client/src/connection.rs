@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vsva_proto::{
-    encode_request, FrameDecoder, Hello, HelloReply, Identity, Kind, ProtoError, Reply, Request,
+    encode_request, Credentials, FrameDecoder, Hello, HelloReply, Kind, ProtoError, Reply, Request,
     ResumeToken, DEFAULT_MAX_BODY, HARD_MAX_BODY, HELLO_ADMIN, HELLO_RESUMED, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
 };
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("socket", &self.options.socket)
-            .field("pid", &self.hello.identity.pid)
+            .field("pid", &self.hello.credentials.pid)
             .finish_non_exhaustive()
     }
 }
@@ -89,7 +89,7 @@ impl Client {
             hello: HelloReply {
                 version: 0,
                 flags: 0,
-                identity: Identity::default(),
+                credentials: Credentials::default(),
                 resume: ResumeToken::default(),
                 instance: 0,
                 pasid_bits: 0,

@@ -58,6 +58,6 @@ pub use error::ClientError;
 pub use launcher::{find_vsvad, LaunchError, MachineConfig, PrivateDaemon};
 pub use memory::GuestMemory;
 pub use vsva_proto::{
-    DeviceInfo, Errno, FaultsReply as Faults, HelloReply as HelloInfo, Identity, SetEntry,
+    Credentials, DeviceInfo, Errno, FaultsReply as Faults, HelloReply as HelloInfo, SetEntry,
     SetState, StatusReply as Status,
 };

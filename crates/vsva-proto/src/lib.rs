@@ -42,7 +42,7 @@ pub use frame::{
 };
 pub use msg::{
     negotiate_version, Credentials, DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply,
-    Hello, HelloReply, Identity, Kind, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply,
+    Hello, HelloReply, Kind, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply,
     StatusReply, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE, HELLO_ADMIN,
     HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION, RESUME_TOKEN_LEN,

@@ -191,7 +191,7 @@ proptest! {
 
     #[test]
     fn payloads_round_trip(
-        identity in arb_credentials(),
+        credentials in arb_credentials(),
         restored in prop::collection::vec(1u32..1 << 20, 0..16),
         faults in prop::collection::vec(arb_fault(), 0..4),
         name in arb_string(),
@@ -200,7 +200,7 @@ proptest! {
         let hello = HelloReply {
             version: 1,
             flags: HELLO_RESUMED,
-            identity,
+            credentials,
             resume: ResumeToken([nums[0] as u8; 16]),
             instance: nums[1],
             pasid_bits: 20,
@@ -232,7 +232,7 @@ proptest! {
         prop_assert_eq!(StatusReply::decode(&status.encode()).unwrap(), status);
         let sets = SetsReply {
             sets: vec![SetEntry {
-                identity,
+                credentials,
                 state: SetState::Held,
                 connections: 0,
                 quota: 5,

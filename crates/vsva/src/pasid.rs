@@ -62,7 +62,7 @@ pub(crate) fn alloc(a: &AllocArgs) -> Result<(), CliError> {
     let mut client = a.common.connect("vsva pasid alloc")?;
     let (c, group) = open_any(&mut client, a.group)?;
     let (got, failure) = alloc_many(&mut client, c, a.count, a.min, a.max);
-    let pid = client.hello().identity.pid;
+    let pid = client.hello().credentials.pid;
     if a.common.json {
         // One line, so a script reading a --hold session can take it line by line.
         println!(
@@ -142,10 +142,10 @@ fn hold_session(client: &mut Client, c: u32, a: &AllocArgs) -> Result<(), CliErr
                 Err(_) => Ok(json!({ "error": format!("not a PASID: {p}") })),
             },
             ["list"] => client.sets().map(|s| {
-                let me = client.hello().identity.pid;
+                let me = client.hello().credentials.pid;
                 let mine = s
                     .into_iter()
-                    .find(|e| e.identity.pid == me)
+                    .find(|e| e.credentials.pid == me)
                     .map(|e| e.pasids)
                     .unwrap_or_default();
                 json!({ "pasids": mine })
@@ -197,9 +197,9 @@ pub(crate) fn free(a: &FreeArgs) -> Result<(), CliError> {
         let line = match owner {
             Some(s) => format!(
                 "PASID {p} belongs to pid {} ({}): only its owner can free it; end that process, or release it with `vsva quota --release {}` (admin)",
-                s.identity.pid,
+                s.credentials.pid,
                 if s.command.is_empty() { "?" } else { &s.command },
-                s.identity.pid
+                s.credentials.pid
             ),
             None if admin => format!("PASID {p} is not allocated to any process"),
             None => format!("PASID {p} is not this process's (PASIDs belong to the process that allocated them; use `vsva pasid alloc --hold` and its `free` command)"),

@@ -127,11 +127,11 @@ fn state_name(s: SetState) -> &'static str {
 
 /// The sets the daemon reports, without this command's own process.
 fn other_sets(client: &mut Client) -> Result<Vec<SetEntry>, CliError> {
-    let me = client.hello().identity.pid;
+    let me = client.hello().credentials.pid;
     Ok(client
         .sets()?
         .into_iter()
-        .filter(|s| s.identity.pid != me)
+        .filter(|s| s.credentials.pid != me)
         .collect())
 }
 
@@ -144,7 +144,7 @@ pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
         return print_json(&json!({
             "complete": admin,
             "sets": sets.iter().map(|s| json!({
-                "pid": s.identity.pid, "uid": s.identity.uid, "start_time": s.identity.start_time,
+                "pid": s.credentials.pid, "uid": s.credentials.uid, "start_time": s.credentials.start_time,
                 "state": state_name(s.state), "connections": s.connections,
                 "owned": s.pasids.len(), "quota": s.quota, "pasids": s.pasids, "command": s.command,
             })).collect::<Vec<_>>(),
@@ -169,8 +169,8 @@ pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
         }
         println!(
             "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} {}",
-            s.identity.pid,
-            s.identity.uid,
+            s.credentials.pid,
+            s.credentials.uid,
             state_name(s.state),
             s.connections,
             s.pasids.len(),
@@ -212,14 +212,14 @@ pub(crate) fn quota(a: &QuotaArgs) -> Result<(), CliError> {
             if a.common.json {
                 return print_json(&json!({
                     "default_quota": default,
-                    "processes": sets.iter().map(|s| json!({ "pid": s.identity.pid, "owned": s.pasids.len(), "quota": s.quota })).collect::<Vec<_>>(),
+                    "processes": sets.iter().map(|s| json!({ "pid": s.credentials.pid, "owned": s.pasids.len(), "quota": s.quota })).collect::<Vec<_>>(),
                 }));
             }
             println!("default quota: {default} PASIDs per process");
             for s in &sets {
                 println!(
                     "  pid {:>8}: {} of {}",
-                    s.identity.pid,
+                    s.credentials.pid,
                     s.pasids.len(),
                     s.quota
                 );

@@ -69,7 +69,7 @@ pub(crate) fn run_story(
         true,
         format!(
             "{} answers pid {} (uid {}); the IOMMU has {}-bit PASIDs, {} of them in use; this process may own {}.",
-            status.server, hello.identity.pid, hello.identity.uid, status.pasid_bits, status.allocated, hello.quota
+            status.server, hello.credentials.pid, hello.credentials.uid, status.pasid_bits, status.allocated, hello.quota
         ),
         t,
     );
@@ -271,11 +271,11 @@ pub(crate) fn run_story(
     let t = Instant::now();
     client.unbind(c, &bind)?;
     client.pasid_free(c, 0, u32::MAX)?;
-    let me = client.hello().identity.pid;
+    let me = client.hello().credentials.pid;
     let left = client
         .sets()?
         .into_iter()
-        .find(|s| s.identity.pid == me)
+        .find(|s| s.credentials.pid == me)
         .map_or(0, |s| s.pasids.len());
     step(
         "Unbind and free every PASID".into(),

@@ -11,9 +11,9 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{config_with_devices, Daemon, TestDir};
+use common::{Daemon, TestDir};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-use vsva_client::{Client, Errno, GuestMemory};
+use vsva_client::{Client, Errno, GuestMemory, MachineConfig};
 use vsva_proto::{
     encode_frame, encode_request, Hello, Kind, Reply, Request, ResumeToken, FLAG_REPLY,
 };
@@ -257,10 +257,9 @@ fn a_stalled_half_frame_does_not_stall_others_and_is_cut_off() {
     let dir = TestDir::new("stall");
     let d = Daemon::start(
         dir.path(),
-        &config_with_devices(
-            2,
-            "[limits]\nframe_timeout_ms = 400\nhandshake_timeout_ms = 400",
-        ),
+        &MachineConfig::new(2)
+            .settings("[limits]\nframe_timeout_ms = 400\nhandshake_timeout_ms = 400")
+            .to_toml(),
         &[],
     );
     let mut stalled = raw(&d);

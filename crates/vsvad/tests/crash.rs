@@ -6,7 +6,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{config_with_devices, Daemon, Helper, TestDir};
+use common::{Daemon, Helper, TestDir};
+use vsva_client::MachineConfig;
 
 /// Entry point of the helper client processes.
 #[test]
@@ -29,7 +30,9 @@ fn kill9_under_load_loses_no_acknowledged_allocation() {
         let dir = TestDir::new(&format!("crash{round}"));
         let mut d = Daemon::start(
             dir.path(),
-            &config_with_devices(6, "grace_period_secs = 30"),
+            &MachineConfig::new(6)
+                .settings("grace_period_secs = 30")
+                .to_toml(),
             &[],
         );
         let mut helpers: Vec<Helper> = (1..=4)

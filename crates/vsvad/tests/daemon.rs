@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{config_with_devices, wait_until, Daemon, Helper, TestDir};
-use vsva_client::{ClientError, Errno};
+use common::{wait_until, Daemon, Helper, TestDir};
+use vsva_client::{ClientError, Errno, MachineConfig};
 use vsva_proto::SetState;
 use vsva_uapi::vfio::VFIO_IOMMU_PASID_REQUEST;
 use vsva_uapi::{AddrWidth, BindRequest};
@@ -31,7 +31,7 @@ fn handshake_and_pasid_alloc_free_through_the_ioctl_path() {
     let mut c = d.client("basic");
     let hello = c.hello().clone();
     assert_eq!(hello.version, 1);
-    assert_eq!(hello.identity.pid, std::process::id());
+    assert_eq!(hello.credentials.pid, std::process::id());
     assert_eq!(hello.pasid_bits, 20);
     assert_eq!(hello.quota, 1000);
     assert!(!hello.resume.is_none());
@@ -77,7 +77,7 @@ fn handshake_and_pasid_alloc_free_through_the_ioctl_path() {
     let sets = c.sets().unwrap();
     let mine = sets
         .iter()
-        .find(|s| s.identity.pid == std::process::id())
+        .find(|s| s.credentials.pid == std::process::id())
         .unwrap();
     assert_eq!(mine.pasids, vec![1, 2, 10]);
     assert_eq!(mine.state, SetState::Live);
@@ -90,7 +90,11 @@ fn handshake_and_pasid_alloc_free_through_the_ioctl_path() {
 #[test]
 fn connections_of_one_process_share_one_context_and_quota() {
     let dir = TestDir::new("share");
-    let d = Daemon::start(dir.path(), &config_with_devices(4, "pasid_quota = 3"), &[]);
+    let d = Daemon::start(
+        dir.path(),
+        &MachineConfig::new(4).settings("pasid_quota = 3").to_toml(),
+        &[],
+    );
     let mut a = d.client("a");
     let mut b = d.client("b");
     assert_eq!(
@@ -119,7 +123,7 @@ fn connections_of_one_process_share_one_context_and_quota() {
     let sets = b.sets().unwrap();
     let mine = sets
         .iter()
-        .find(|s| s.identity.pid == std::process::id())
+        .find(|s| s.credentials.pid == std::process::id())
         .unwrap();
     assert_eq!(mine.pasids, vec![1, 2, 3]);
     assert_eq!(mine.connections, 1);
@@ -128,7 +132,11 @@ fn connections_of_one_process_share_one_context_and_quota() {
 #[test]
 fn separate_processes_get_separate_contexts_and_kill9_releases() {
     let dir = TestDir::new("procs");
-    let d = Daemon::start(dir.path(), &config_with_devices(4, ""), &[]);
+    let d = Daemon::start(
+        dir.path(),
+        &MachineConfig::new(4).settings("").to_toml(),
+        &[],
+    );
     let mut child = Helper::spawn(&d.socket, "hold:2:3");
     let theirs: Vec<u32> = child
         .expect("PASIDS")
@@ -162,7 +170,11 @@ fn separate_processes_get_separate_contexts_and_kill9_releases() {
 #[test]
 fn quota_exhaustion_by_one_client_leaves_others_working() {
     let dir = TestDir::new("quota");
-    let d = Daemon::start(dir.path(), &config_with_devices(4, "pasid_quota = 50"), &[]);
+    let d = Daemon::start(
+        dir.path(),
+        &MachineConfig::new(4).settings("pasid_quota = 50").to_toml(),
+        &[],
+    );
     let mut hog = Helper::spawn(&d.socket, "quota:2");
     let mut me = d.client("other");
     let h = me.nesting_container(1).unwrap();
@@ -179,7 +191,9 @@ fn restart_resume_and_grace_expiry() {
     let dir = TestDir::new("resume");
     let mut d = Daemon::start(
         dir.path(),
-        &config_with_devices(4, "grace_period_secs = 30"),
+        &MachineConfig::new(4)
+            .settings("grace_period_secs = 30")
+            .to_toml(),
         &[],
     );
     let mut c = d.client("vmm");
@@ -222,7 +236,9 @@ fn held_pasids_are_freed_when_the_grace_period_ends() {
     let dir = TestDir::new("grace");
     let mut d = Daemon::start(
         dir.path(),
-        &config_with_devices(4, "grace_period_secs = 1"),
+        &MachineConfig::new(4)
+            .settings("grace_period_secs = 1")
+            .to_toml(),
         &[],
     );
     let mut c = d.client("vmm");
@@ -259,7 +275,11 @@ fn admin_requests_need_root_or_the_admin_group() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let d = Daemon::start(dir.path(), &config_with_devices(2, ""), &[]);
+    let d = Daemon::start(
+        dir.path(),
+        &MachineConfig::new(2).settings("").to_toml(),
+        &[],
+    );
     let mut root = d.client("root");
     assert!(root.is_admin());
     let c = root.nesting_container(1).unwrap();
@@ -277,11 +297,11 @@ fn admin_requests_need_root_or_the_admin_group() {
     let sets = root.sets().unwrap();
     assert!(sets
         .iter()
-        .any(|e| e.identity.pid == me && e.pasids.len() == 1));
+        .any(|e| e.credentials.pid == me && e.pasids.len() == 1));
     root.set_quota(me, 7).unwrap();
     assert!(root
         .sets()
         .unwrap()
         .iter()
-        .any(|e| e.identity.pid == me && e.quota == 7));
+        .any(|e| e.credentials.pid == me && e.quota == 7));
 }

@@ -136,10 +136,6 @@ pub struct Credentials {
     pub start_time: u64,
 }
 
-/// The name [`Credentials`] had before, kept only until the callers have moved; new code
-/// names [`Credentials`].
-pub type Identity = Credentials;
-
 impl Encode for Credentials {
     fn write(&self, w: &mut Writer) {
         w.u32(self.pid)
@@ -173,7 +169,7 @@ pub struct HelloReply {
     /// `HELLO_*` flags.
     pub flags: u16,
     /// Who the daemon thinks the caller is.
-    pub identity: Credentials,
+    pub credentials: Credentials,
     /// The token that gets this process's state back after a daemon restart.
     pub resume: ResumeToken,
     /// Changes every time the daemon starts: a client seeing a new value knows it restarted.
@@ -207,7 +203,7 @@ impl HelloReply {
 impl Encode for HelloReply {
     fn write(&self, w: &mut Writer) {
         w.u16(self.version).u16(self.flags);
-        self.identity.write(w);
+        self.credentials.write(w);
         w.raw(&self.resume.0)
             .u64(self.instance)
             .u8(self.pasid_bits)
@@ -226,7 +222,7 @@ impl Decode for HelloReply {
     fn read(r: &mut Reader<'_>) -> Result<HelloReply, ProtoError> {
         let version = r.u16("version")?;
         let flags = r.u16("flags")?;
-        let identity = Credentials::read(r)?;
+        let credentials = Credentials::read(r)?;
         let resume = ResumeToken(r.fixed("resume_token")?);
         let instance = r.u64("instance")?;
         let pasid_bits = r.u8("pasid_bits")?;
@@ -242,7 +238,7 @@ impl Decode for HelloReply {
         Ok(HelloReply {
             version,
             flags,
-            identity,
+            credentials,
             resume,
             instance,
             pasid_bits,

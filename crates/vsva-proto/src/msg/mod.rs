@@ -12,8 +12,8 @@ mod report;
 mod request;
 
 pub use handshake::{
-    negotiate_version, Credentials, Hello, HelloReply, Identity, ResumeToken, HELLO_ADMIN,
-    HELLO_RESUMED, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    negotiate_version, Credentials, Hello, HelloReply, ResumeToken, HELLO_ADMIN, HELLO_RESUMED,
+    MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 pub use kind::Kind;
 pub use reply::Reply;

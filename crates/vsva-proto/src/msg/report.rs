@@ -165,7 +165,7 @@ pub enum SetState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetEntry {
     /// Whose set it is.
-    pub identity: Credentials,
+    pub credentials: Credentials,
     /// Live or held.
     pub state: SetState,
     /// Its open connections.
@@ -201,7 +201,7 @@ impl Encode for SetsReply {
     fn write(&self, w: &mut Writer) {
         w.count(self.sets.len());
         for s in &self.sets {
-            s.identity.write(w);
+            s.credentials.write(w);
             w.u8(s.state as u8)
                 .u32(s.connections)
                 .u32(s.quota)
@@ -219,7 +219,7 @@ impl Decode for SetsReply {
         let n = r.count("sets", MAX_LIST, 37)?;
         let mut sets = Vec::with_capacity(n);
         for _ in 0..n {
-            let identity = Credentials::read(r)?;
+            let credentials = Credentials::read(r)?;
             let state = match r.u8("state")? {
                 0 => SetState::Live,
                 1 => SetState::Held,
@@ -234,7 +234,7 @@ impl Decode for SetsReply {
             }
             let command = r.string("command", MAX_STRING)?;
             sets.push(SetEntry {
-                identity,
+                credentials,
                 state,
                 connections,
                 quota,

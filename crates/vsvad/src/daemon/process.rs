@@ -395,7 +395,7 @@ impl Daemon {
         let reply = HelloReply {
             version,
             flags,
-            identity: s.credentials,
+            credentials: s.credentials,
             resume: p.resume,
             instance: self.instance,
             pasid_bits: self.vfio.pasid_bits(),

@@ -108,7 +108,7 @@ impl Daemon {
     fn set_entry(p: &Process) -> SetEntry {
         let st = lock(&p.state);
         SetEntry {
-            identity: p.credentials,
+            credentials: p.credentials,
             state: if st.is_held() {
                 SetState::Held
             } else {
@@ -131,7 +131,7 @@ impl Daemon {
         } else {
             s.process.iter().map(|p| Self::set_entry(p)).collect()
         };
-        sets.sort_by_key(|e| (e.identity.pid, e.identity.start_time));
+        sets.sort_by_key(|e| (e.credentials.pid, e.credentials.start_time));
         Reply::ok(sets.len() as i64, SetsReply { sets }.encode())
     }
 

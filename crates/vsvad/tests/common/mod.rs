@@ -45,21 +45,6 @@ pub struct Daemon {
     pub args: Vec<String>,
 }
 
-/// A config with `n` PASID-capable devices in groups 1..=n, plus `extra` TOML.
-pub fn config_with_devices(n: u32, extra: &str) -> String {
-    let mut s = String::from(extra);
-    s.push('\n');
-    for i in 0..n {
-        s.push_str(&format!(
-            "[[devices]]\nbdf = \"{:02x}:{:02x}.0\"\ngroup = {}\n",
-            1 + i / 32,
-            i % 32,
-            i + 1
-        ));
-    }
-    s
-}
-
 impl Daemon {
     /// Starts a daemon in `dir` with the given TOML config and extra flags, and waits until
     /// its socket accepts connections.
@@ -343,7 +328,7 @@ pub fn helper_main(script: &str) {
         let release = name(client.force_release(target).map(|_| ()));
         let sets = client.sets().expect("sets");
         let me = std::process::id();
-        let others = sets.iter().filter(|e| e.identity.pid != me).count();
+        let others = sets.iter().filter(|e| e.credentials.pid != me).count();
         writeln!(
             out,
             "UNPRIVILEGED admin={} quota={quota} release={release} others={others}",
