@@ -29,6 +29,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
+use crate::paging::{Rights, WalkStart};
 use crate::slots::SlotArray;
 
 /// Page-selective invalidations naming more pages than this invalidate their whole scope.
@@ -277,6 +278,121 @@ impl Caches {
 #[inline]
 pub(crate) fn psc_key(addr: u64) -> u64 {
     (addr & !(crate::paging::SIZE_2M - 1)) | 1
+}
+
+// ---------------------------------------------------------------- cache value words
+//
+// IOTLB value word (also the second word of a front-cache entry): bits 63:12 = output page
+// (host address, aligned to the page size), bits 11:0 = the flags below.
+
+/// Output-page bits of a value word (63:12).
+pub(crate) const V_ADDR_MASK: u64 = !0xfff;
+/// First level allows writes (bit 0).
+pub(crate) const V_FL_W: u64 = 1 << 0;
+/// First level allows user requests (bit 1).
+pub(crate) const V_FL_U: u64 = 1 << 1;
+/// First level allows execution (bit 2).
+pub(crate) const V_FL_X: u64 = 1 << 2;
+/// Second level allows reads (bit 3).
+pub(crate) const V_SL_R: u64 = 1 << 3;
+/// Second level allows writes (bit 4).
+pub(crate) const V_SL_W: u64 = 1 << 4;
+/// Second level allows execution (bit 5).
+pub(crate) const V_SL_X: u64 = 1 << 5;
+/// Every dirty bit a write needs is already set (bit 6): a write may hit without a walk.
+pub(crate) const V_DIRTY: u64 = 1 << 6;
+/// Page-size code (bits 8:7, see [`size_code`]).
+pub(crate) const V_SIZE_SHIFT: u32 = 7;
+
+/// The page-size code of a value word (bits 8:7).
+#[inline(always)]
+pub(crate) fn value_size_code(v: u64) -> u64 {
+    v >> V_SIZE_SHIFT & 3
+}
+
+/// The page size of a size code: 4 KiB, 2 MiB or 1 GiB.
+#[inline(always)]
+pub(crate) fn size_of_code(code: u64) -> u64 {
+    1 << (12 + 9 * code)
+}
+
+/// `mask` when `on`, else 0.
+#[inline(always)]
+pub(crate) fn flag(on: bool, mask: u64) -> u64 {
+    if on {
+        mask
+    } else {
+        0
+    }
+}
+
+// Permission nibble, as reported to a requester (front-cache control word and device-TLB
+// value word): read, write, execute, user.
+
+/// Permission nibble: read (bit 0).
+pub(crate) const P_READ: u64 = 1 << 0;
+/// Permission nibble: write (bit 1).
+pub(crate) const P_WRITE: u64 = 1 << 1;
+/// Permission nibble: execute (bit 2).
+pub(crate) const P_EXEC: u64 = 1 << 2;
+/// Permission nibble: user (bit 3).
+pub(crate) const P_USER: u64 = 1 << 3;
+
+// Front-cache control word: bits 7:0 = access kinds allowed without a walk (bit
+// [`crate::fault::Access::kind`]), then the permission nibbles reported to user (11:8) and to
+// privileged (15:12) requests, then RID_PRIV (bit 16).
+
+/// Shift of the permission nibble reported to user requests.
+pub(crate) const F_PERMS_USER: u64 = 8;
+/// Shift of the permission nibble reported to privileged requests.
+pub(crate) const F_PERMS_PRIV: u64 = 12;
+/// Requests without PASID are privileged (the context entry's RID_PRIV).
+pub(crate) const F_RID_PRIV: u64 = 1 << 16;
+
+/// Value word of a paging-structure-cache entry: the level-1 table's address (bits 63:12) and
+/// the rights of the levels above it: write (bit 0), user or read (bit 1), execute (bit 2).
+#[inline(always)]
+pub(crate) fn psc_value(table: u64, r: Rights) -> u64 {
+    table | flag(r.write, V_FL_W) | flag(r.user_or_read, V_FL_U) | flag(r.exec, V_FL_X)
+}
+
+/// Where a walk resumes from a paging-structure-cache value word (see [`psc_value`]).
+#[inline(always)]
+pub(crate) fn psc_start(v: u64) -> WalkStart {
+    WalkStart {
+        level: 1,
+        table: v & V_ADDR_MASK,
+        rights: Rights {
+            write: v & V_FL_W != 0,
+            user_or_read: v & V_FL_U != 0,
+            exec: v & V_FL_X != 0,
+        },
+    }
+}
+
+/// Last word of a PASID-cache entry: PASID (bits 27:8), RID_PRIV (bit 1), FPD (bit 0).
+#[inline(always)]
+pub(crate) fn pack_pasid_flags(pasid: u32, fpd: bool, rid_priv: bool) -> u64 {
+    u64::from(fpd) | u64::from(rid_priv) << 1 | u64::from(pasid) << 8
+}
+
+/// (PASID, FPD, RID_PRIV) of the last word of a PASID-cache entry.
+#[inline(always)]
+pub(crate) fn unpack_pasid_flags(w: u64) -> (u32, bool, bool) {
+    ((w >> 8) as u32, w & 1 != 0, w & 2 != 0)
+}
+
+/// The PASID part of a front-cache, PASID-cache or device-TLB key: the PASID's 20 bits, or
+/// [`NO_PASID`] for a request without PASID.
+#[inline(always)]
+pub(crate) fn pasid_key(pasid: Option<u32>) -> u32 {
+    pasid.map_or(NO_PASID, |p| p & 0xf_ffff)
+}
+
+/// Tag word of a front-cache or device-TLB entry: source id (bits 36:21) | PASID key (20:0).
+#[inline(always)]
+pub(crate) fn device_tag(sid: u16, pasid_key: u32) -> u64 {
+    u64::from(sid) << 21 | u64::from(pasid_key)
 }
 
 #[cfg(test)]

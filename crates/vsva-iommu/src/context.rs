@@ -30,6 +30,11 @@ impl RootEntry {
     pub fn address(rtaddr: u64, bus: u8) -> u64 {
         rtaddr + u64::from(bus) * 16
     }
+    /// Address of the root-entry half that covers `devfn` for `bus`: LCTP (bytes 7:0) for
+    /// devfn 0..127, UCTP (bytes 15:8) for devfn 128..255.
+    pub fn half_address(rtaddr: u64, bus: u8, devfn: u8) -> u64 {
+        Self::address(rtaddr, bus) + if devfn >= 128 { 8 } else { 0 }
+    }
     /// The half that covers `devfn`: (present, context table pointer, raw).
     pub fn half(&self, devfn: u8) -> (bool, u64, u64) {
         let raw = if devfn < 128 { self.lo } else { self.hi };

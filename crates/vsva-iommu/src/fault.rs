@@ -74,6 +74,32 @@ impl Access {
             ..self
         }
     }
+
+    /// Index of the request's kind among the 8 kinds: write (bit 0) | execute (bit 1) |
+    /// privileged (bit 2).
+    #[inline(always)]
+    pub(crate) const fn kind(self) -> u64 {
+        self.write as u64 | (self.execute as u64) << 1 | (self.privileged as u64) << 2
+    }
+
+    /// The request of kind index `kind` (the inverse of [`Access::kind`]).
+    pub(crate) const fn from_kind(kind: u64) -> Access {
+        Access {
+            write: kind & 1 != 0,
+            execute: kind & 2 != 0,
+            privileged: kind & 4 != 0,
+        }
+    }
+}
+
+/// The interrupt address range, inclusive: an output address in it faults
+/// ([`FaultReason::InterruptRange`], 0x87) instead of reaching memory.
+pub const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
+
+/// Whether the page `[base, base + size)` overlaps [`INTERRUPT_RANGE`].
+#[inline(always)]
+pub(crate) fn overlaps_interrupt_range(base: u64, size: u64) -> bool {
+    base <= INTERRUPT_RANGE.1 && base + size > INTERRUPT_RANGE.0
 }
 
 impl fmt::Display for Access {

@@ -19,6 +19,7 @@
 //! `DeviceTlb { pages: Some(..) }`.
 
 use crate::fault::SourceId;
+use crate::regs::IommuConfig;
 
 /// Scope of a PASID-cache invalidation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,6 +149,82 @@ pub enum Invalidation {
         /// Device.
         source_id: SourceId,
     },
+}
+
+impl Invalidation {
+    /// Checks the request against the IOMMU configured by `cfg`: every DID within the
+    /// domain-id width, every PASID within the PASID width, every address mask at most
+    /// CAP.MAMV (checked in that order).
+    pub fn validate(&self, cfg: &IommuConfig) -> Result<(), InvalidationError> {
+        let did_ok = |did: u16| {
+            if u32::from(did) >> cfg.domain_bits != 0 {
+                Err(InvalidationError::Domain {
+                    did,
+                    bits: cfg.domain_bits,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let pasid_ok = |pasid: u32| {
+            if pasid >> cfg.pasid_bits != 0 {
+                Err(InvalidationError::Pasid {
+                    pasid,
+                    bits: cfg.pasid_bits,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let am_ok = |r: &PageRange| {
+            if r.am > cfg.mamv {
+                Err(InvalidationError::AddressMask {
+                    am: r.am,
+                    max: cfg.mamv,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match *self {
+            Invalidation::IotlbGlobal | Invalidation::ContextCache(_) => {}
+            Invalidation::IotlbDomain { did } | Invalidation::PasidIotlbAll { did } => did_ok(did)?,
+            Invalidation::IotlbDomainPages { did, ref range, .. } => {
+                did_ok(did)?;
+                am_ok(range)?;
+            }
+            Invalidation::PasidIotlb { did, pasid } => {
+                did_ok(did)?;
+                pasid_ok(pasid)?;
+            }
+            Invalidation::PasidIotlbPages {
+                did,
+                pasid,
+                ref range,
+                ..
+            } => {
+                did_ok(did)?;
+                pasid_ok(pasid)?;
+                am_ok(range)?;
+            }
+            Invalidation::PasidCache(PasidCacheScope::All) => {}
+            Invalidation::PasidCache(PasidCacheScope::Domain { did }) => did_ok(did)?,
+            Invalidation::PasidCache(PasidCacheScope::Pasid { did, pasid }) => {
+                did_ok(did)?;
+                pasid_ok(pasid)?;
+            }
+            Invalidation::DeviceTlb { pasid, pages, .. } => {
+                if let Some(p) = pasid {
+                    pasid_ok(p)?;
+                }
+                if let Some(r) = pages {
+                    am_ok(&r)?;
+                }
+            }
+            Invalidation::DeviceTlbAll { .. } => {}
+        }
+        Ok(())
+    }
 }
 
 /// An invalidation request the IOMMU refuses.

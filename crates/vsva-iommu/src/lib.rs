@@ -41,10 +41,13 @@ pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage};
 pub use invalidate::{
     ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
 };
-pub use iommu::{
-    DeviceOptions, DmaError, HostTableStore, Iommu, IommuError, Perms, S2Perms, Stage2Id,
-    Translation,
-};
+pub use iommu::devices::DeviceOptions;
+pub use iommu::dma::DmaError;
+pub use iommu::error::IommuError;
+pub use iommu::host_store::HostTableStore;
+pub use iommu::stage2::{S2Perms, Stage2Id};
+pub use iommu::translate::{Perms, Translation};
+pub use iommu::Iommu;
 pub use memory::{HostMemory, MemoryError, TablePool};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
 pub use regs::{ConfigError, IommuConfig};

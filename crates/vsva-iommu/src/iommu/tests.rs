@@ -2,7 +2,17 @@
 //! caches and every invalidation granularity, stage-2 management, DMA, page requests.
 
 use super::*;
-use crate::paging::{fl_map, A, D, PS, RW, SIZE_1G, SIZE_2M, US, XD};
+use crate::context::ContextEntry;
+use crate::fault::{Access, Fault, FaultReason, SourceId, Stage};
+use crate::invalidate::{
+    ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
+};
+use crate::paging::{
+    self, fl_map, TableStore, A, ADDR_MASK, D, PS, RW, SIZE_1G, SIZE_2M, SIZE_4K, SL_R, US, XD,
+};
+use crate::pasid_entry::PasidEntry;
+use crate::prq::{PageRequest, PageResponse, PrqError};
+use crate::{DeviceOptions, DmaError, Perms, S2Perms, Stage2Id, Translation};
 
 pub(crate) const MB: u64 = 1 << 20;
 const POOL: u64 = 48 * MB;

@@ -1,0 +1,76 @@
+//! DMA on behalf of a device: [`Iommu::dma_read`] and [`Iommu::dma_write`] translate page by
+//! page and copy to or from host memory.
+
+use super::Iommu;
+use crate::fault::{Access, Fault, SourceId};
+use crate::memory::MemoryError;
+
+/// A DMA helper failure.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DmaError {
+    /// The translation faulted.
+    #[error(transparent)]
+    Fault(#[from] Fault),
+    /// The translation succeeded but no host memory backs the output address.
+    #[error("translated address {host_addr:#x} (iova {iova:#x}) is not backed by memory")]
+    Unbacked {
+        /// Input address.
+        iova: u64,
+        /// Output address.
+        host_addr: u64,
+    },
+}
+
+impl Iommu {
+    pub(super) fn dma(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        len: usize,
+        write: bool,
+        mut op: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
+    ) -> Result<(), DmaError> {
+        let access = if write { Access::WRITE } else { Access::READ };
+        let mut done = 0usize;
+        while done < len {
+            let va = iova.wrapping_add(done as u64);
+            let t = self.translate(sid, pasid, va, access)?;
+            let in_page = (t.page_size - (t.host_addr & (t.page_size - 1))) as usize;
+            let n = in_page.min(len - done);
+            op(t.host_addr, done, n).map_err(|_| DmaError::Unbacked {
+                iova: va,
+                host_addr: t.host_addr,
+            })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes of DMA from `iova`, translating page by page (user read).
+    pub fn dma_read(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        buf: &mut [u8],
+    ) -> Result<(), DmaError> {
+        let len = buf.len();
+        self.dma(sid, pasid, iova, len, false, |hpa, off, n| {
+            self.mem.read(hpa, &mut buf[off..off + n])
+        })
+    }
+
+    /// Writes `buf` by DMA at `iova`, translating page by page (user write).
+    pub fn dma_write(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        buf: &[u8],
+    ) -> Result<(), DmaError> {
+        self.dma(sid, pasid, iova, buf.len(), true, |hpa, off, n| {
+            self.mem.write(hpa, &buf[off..off + n])
+        })
+    }
+}

@@ -1,0 +1,547 @@
+//! The front of translation: the front cache, the PASID cache, the IOTLB and the fault record;
+//! a miss goes to the walks of `walk.rs`.
+
+use std::sync::atomic::Ordering;
+
+use vm_memory::GuestMemoryMmap;
+
+use super::Iommu;
+use crate::cache::{
+    device_tag, flag, pack, pack_pasid_flags, page_key, pasid_key, size_of_code, tag_key,
+    unpack_pasid_flags, value_size_code, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV,
+    NO_PASID, P_EXEC, P_READ, P_USER, P_WRITE, V_ADDR_MASK, V_DIRTY, V_FL_U, V_FL_W, V_FL_X,
+    V_SL_R, V_SL_W,
+};
+use crate::context::resolve;
+use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
+use crate::memory::HostMemory;
+use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
+use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::stats::Counter;
+
+/// Permissions of a translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Perms {
+    /// Reads allowed.
+    pub read: bool,
+    /// Writes allowed (for the privilege of the request that produced the translation).
+    pub write: bool,
+    /// Execute allowed.
+    pub execute: bool,
+    /// User (unprivileged) requests allowed.
+    pub user: bool,
+}
+
+impl Perms {
+    /// The permission nibble of the cache words (`P_READ`, `P_WRITE`, `P_EXEC`, `P_USER`).
+    #[inline(always)]
+    pub(super) fn bits(self) -> u64 {
+        flag(self.read, P_READ)
+            | flag(self.write, P_WRITE)
+            | flag(self.execute, P_EXEC)
+            | flag(self.user, P_USER)
+    }
+
+    /// The permissions of a permission nibble (the inverse of [`Perms::bits`]).
+    #[inline(always)]
+    pub(super) fn from_bits(p: u64) -> Self {
+        Perms {
+            read: p & P_READ != 0,
+            write: p & P_WRITE != 0,
+            execute: p & P_EXEC != 0,
+            user: p & P_USER != 0,
+        }
+    }
+}
+
+/// A successful translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Translation {
+    /// Host-physical address of the input address.
+    pub host_addr: u64,
+    /// Size of the page (the smaller of the two stages when nested) containing it.
+    pub page_size: u64,
+    /// Permissions of the page.
+    pub perms: Perms,
+}
+
+/// Cached PASID-table information for one (source id, PASID).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PasidInfo {
+    pub(super) entry: PasidEntry,
+    /// The PASID the entry is for (the RID_PASID for a request without PASID).
+    pub(super) pasid: u32,
+    pub(super) fpd: bool,
+    pub(super) rid_priv: bool,
+}
+
+impl Iommu {
+    pub(super) fn fault(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        addr: u64,
+        access: Access,
+        wf: WalkFault,
+        suppressed: bool,
+    ) -> Fault {
+        self.stats.inc(Counter::Faults);
+        let f = Fault {
+            source_id: sid,
+            pasid,
+            addr,
+            access,
+            reason: wf.reason,
+            stage: wf.stage,
+            level: wf.level,
+            recorded: !suppressed,
+        };
+        if !suppressed {
+            self.faults.record(f);
+        }
+        f
+    }
+
+    /// Translates one DMA request: device TLB (if the device has ATS), PASID cache, IOTLB,
+    /// then the walk (first level, second level, nested or pass-through) with the
+    /// paging-structure caches, permission checks and accessed/dirty updates. A failure is
+    /// recorded in the fault log unless an FPD bit applies, and returned.
+    pub fn translate(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+    ) -> Result<Translation, Fault> {
+        let ats = self.ats[usize::from(sid.0)].load(Ordering::Acquire);
+        if !ats {
+            if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
+                return Ok(t);
+            }
+        }
+        self.translate_slow(sid, pasid, iova, access, ats)
+    }
+
+    /// The front-cache fast path: `None` on a miss.
+    #[inline(always)]
+    pub(super) fn front_lookup(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+    ) -> Option<Translation> {
+        let epoch = self.caches.epoch.load(Ordering::Acquire);
+        let front_tag = device_tag(sid.0, pasid_key(pasid));
+        let sizes = self.caches.front_sizes.load(Ordering::Acquire);
+        for code in 0..3u64 {
+            if sizes & (1 << code) == 0 {
+                continue;
+            }
+            let Some([e, v, ctrl]) = self.caches.front.lookup(page_key(iova, code), front_tag)
+            else {
+                continue;
+            };
+            if e != epoch {
+                return None;
+            }
+            let privileged = access.privileged || (pasid.is_none() && ctrl & F_RID_PRIV != 0);
+            let kind = Access {
+                privileged,
+                ..access
+            }
+            .kind();
+            if ctrl >> kind & 1 == 0 {
+                // Denied, or a write that must set dirty bits: the full path decides.
+                return None;
+            }
+            self.stats.inc(Counter::FrontHits);
+            let size = size_of_code(code);
+            let p = ctrl
+                >> if privileged {
+                    F_PERMS_PRIV
+                } else {
+                    F_PERMS_USER
+                };
+            return Some(Translation {
+                host_addr: (v & V_ADDR_MASK) | (iova & (size - 1)),
+                page_size: size,
+                perms: Perms::from_bits(p),
+            });
+        }
+        None
+    }
+
+    /// The front-cache control word of a translation: which of the 8 access kinds the cached
+    /// IOTLB value allows without a walk (computed with the same check as every IOTLB hit)
+    /// and the permissions reported to user and privileged requests.
+    pub(super) fn front_ctrl(&self, info: &PasidInfo, v: u64) -> u64 {
+        let e = &info.entry;
+        let c = FlControls {
+            sre: e.sre,
+            wpe: e.wpe,
+            ers: self.cfg.ers,
+        };
+        let level = value_size_code(v) as u8 + 1;
+        let mut ctrl = flag(info.rid_priv, F_RID_PRIV);
+        for kind in 0..8u64 {
+            let a = Access::from_kind(kind);
+            let needs_walk = a.write && v & V_DIRTY == 0;
+            if !needs_walk && self.check_cached(e.pgtt, v, a, c, level).is_ok() {
+                ctrl |= 1 << kind;
+            }
+        }
+        for (privileged, shift) in [(false, F_PERMS_USER), (true, F_PERMS_PRIV)] {
+            let a = Access {
+                privileged,
+                ..Access::READ
+            };
+            let p = self.make_translation(e.pgtt, v, 0, a, c).perms;
+            ctrl |= p.bits() << shift;
+        }
+        ctrl
+    }
+
+    #[inline(never)]
+    pub(super) fn translate_slow(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+        ats: bool,
+    ) -> Result<Translation, Fault> {
+        let epoch = self.caches.epoch.load(Ordering::Acquire);
+        let front_tag = device_tag(sid.0, pasid_key(pasid));
+        let mut devtlb_stamp = None;
+        if ats {
+            match self.devtlb_lookup(sid, pasid, iova, access) {
+                Ok(t) => {
+                    self.stats.inc(Counter::Translations);
+                    self.stats.inc(Counter::DevTlbHits);
+                    return Ok(t);
+                }
+                Err(stamp) => devtlb_stamp = Some(stamp),
+            }
+            if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
+                return Ok(t);
+            }
+        }
+        self.stats.inc(Counter::Translations);
+        let mem = LazySnapshot::new(&self.mem);
+        let info = match self.pasid_info(&mem, sid, pasid) {
+            Ok(i) => i,
+            Err((reason, fpd)) => {
+                let wf = WalkFault {
+                    reason,
+                    stage: Stage::Context,
+                    level: 0,
+                };
+                return Err(self.fault(sid, pasid, iova, access, wf, fpd));
+            }
+        };
+        let access = if pasid.is_none() && info.rid_priv {
+            access.privileged()
+        } else {
+            access
+        };
+        let result = if info.entry.pgtt == Pgtt::PassThrough {
+            self.pass_through(iova, access)
+        } else {
+            self.translate_paged(&mem, &info, iova, access)
+        };
+        match result {
+            Ok((t, v)) => {
+                if let Some(stamp) = devtlb_stamp {
+                    self.devtlb_fill(sid, pasid, iova, &t, v & V_DIRTY != 0, stamp);
+                }
+                let e = &info.entry;
+                if e.pgtt != Pgtt::PassThrough {
+                    let ctrl = self.front_ctrl(&info, v);
+                    let code = value_size_code(v);
+                    let c = &self.caches;
+                    if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
+                        c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
+                    }
+                    c.front
+                        .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
+                            c.epoch.load(Ordering::Acquire) == epoch
+                        });
+                }
+                Ok(t)
+            }
+            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.fpd)),
+        }
+    }
+
+    pub(super) fn pass_through(
+        &self,
+        iova: u64,
+        access: Access,
+    ) -> Result<(Translation, u64), WalkFault> {
+        if access.execute && !self.cfg.ers {
+            return Err(WalkFault {
+                reason: FaultReason::ExecuteNotEnabled,
+                stage: Stage::Context,
+                level: 0,
+            });
+        }
+        if iova >> self.cfg.haw() != 0 {
+            return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
+        }
+        Ok((
+            Translation {
+                host_addr: iova,
+                page_size: SIZE_4K,
+                perms: Perms {
+                    read: true,
+                    write: true,
+                    execute: self.cfg.ers,
+                    user: true,
+                },
+            },
+            V_DIRTY,
+        ))
+    }
+
+    pub(super) fn pasid_info(
+        &self,
+        mem: &LazySnapshot<'_>,
+        sid: SourceId,
+        pasid: Option<u32>,
+    ) -> Result<PasidInfo, (FaultReason, bool)> {
+        let c = &self.caches;
+        let k0 = u64::from(pasid_key(pasid)) << 12 | 1;
+        let k1 = u64::from(sid.0);
+        let dev = c.device(sid.0);
+        let s0 = pack(c.global.ctx.get(), dev.ctx.get());
+        let gpc = c.global.pc.get();
+        if let Some(d) = c.pasid_cache.lookup(k0, k1) {
+            if d[0] == s0 && d[1] as u32 == gpc {
+                {
+                    let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
+                    let dom = c.domain(entry.did);
+                    let (p, fpd, rid_priv) = unpack_pasid_flags(d[6]);
+                    if (d[1] >> 32) as u32 == dom.pc.get()
+                        && d[2] == u64::from(dom.pasids.get(p).pc.get())
+                    {
+                        self.stats.inc(Counter::PasidCacheHits);
+                        return Ok(PasidInfo {
+                            entry,
+                            pasid: p,
+                            fpd,
+                            rid_priv,
+                        });
+                    }
+                }
+            }
+        }
+        self.stats.inc(Counter::PasidCacheMisses);
+        let rt = self.root_table_address();
+        let mem = mem.get();
+        let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
+        let dom = c.domain(r.entry.did);
+        let pg = dom.pasids.get(r.pasid);
+        let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
+        // The generations of the DID and PASID are known only now: read the chain again so the
+        // cached entry is one that was current after those generations were read.
+        if resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r) {
+            let raw = r.entry.to_raw();
+            let flags = pack_pasid_flags(r.pasid, r.fpd, r.context.rid_priv);
+            c.pasid_cache.insert(
+                k0,
+                k1,
+                [
+                    s0,
+                    pack(gpc, dpc),
+                    u64::from(ppc),
+                    raw[0],
+                    raw[1],
+                    raw[2],
+                    flags,
+                ],
+                || true,
+            );
+        }
+        Ok(PasidInfo {
+            entry: r.entry,
+            pasid: r.pasid,
+            fpd: r.fpd,
+            rid_priv: r.context.rid_priv,
+        })
+    }
+
+    #[inline(always)]
+    pub(super) fn check_cached(
+        &self,
+        pgtt: Pgtt,
+        v: u64,
+        access: Access,
+        c: FlControls,
+        level: u8,
+    ) -> Result<(), WalkFault> {
+        if access.execute && !self.cfg.ers {
+            return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
+        }
+        if pgtt.uses_first_level() {
+            let rights = Rights {
+                write: v & V_FL_W != 0,
+                user_or_read: v & V_FL_U != 0,
+                exec: v & V_FL_X != 0,
+            };
+            check_fl_access(rights, access.write, access.execute, access.privileged, c)
+                .map_err(|r| WalkFault::first(r, level))?;
+        }
+        if pgtt.uses_second_level() {
+            if access.write && v & V_SL_W == 0 {
+                return Err(WalkFault::second(FaultReason::NoWrite, level));
+            }
+            if !access.write && v & V_SL_R == 0 {
+                return Err(WalkFault::second(FaultReason::NoRead, level));
+            }
+        }
+        let base = v & V_ADDR_MASK;
+        let size = size_of_code(value_size_code(v));
+        if overlaps_interrupt_range(base, size) {
+            let stage = if pgtt.uses_second_level() {
+                Stage::Second
+            } else {
+                Stage::First
+            };
+            return Err(WalkFault {
+                reason: FaultReason::InterruptRange,
+                stage,
+                level,
+            });
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(super) fn make_translation(
+        &self,
+        pgtt: Pgtt,
+        v: u64,
+        iova: u64,
+        access: Access,
+        c: FlControls,
+    ) -> Translation {
+        let size = size_of_code(value_size_code(v));
+        let fl = pgtt.uses_first_level();
+        let sl = pgtt.uses_second_level();
+        let fl_w = !fl || v & V_FL_W != 0 || (access.privileged && !c.wpe);
+        Translation {
+            host_addr: (v & V_ADDR_MASK) | (iova & (size - 1)),
+            page_size: size,
+            perms: Perms {
+                read: !sl || v & V_SL_R != 0,
+                write: fl_w && (!sl || v & V_SL_W != 0),
+                execute: self.cfg.ers && (!fl || v & V_FL_X != 0),
+                user: !fl || v & V_FL_U != 0,
+            },
+        }
+    }
+
+    pub(super) fn translate_paged(
+        &self,
+        mem: &LazySnapshot<'_>,
+        info: &PasidInfo,
+        iova: u64,
+        access: Access,
+    ) -> Result<(Translation, u64), WalkFault> {
+        let e = &info.entry;
+        let c = &self.caches;
+        let dom = c.domain(e.did);
+        let pgtt = e.pgtt;
+        let pg: Option<&PasidGens> =
+            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.pasid));
+        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.pasid));
+        let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
+        let s1 = match pgtt {
+            Pgtt::FirstLevel => pack(dom.fl.get(), 0),
+            Pgtt::Nested => pack(dom.fl.get(), dom.nested.get()),
+            _ => 0,
+        };
+        let s2 = pg.map_or(0, |p| u64::from(p.iotlb.get()));
+        let ctl = FlControls {
+            sre: e.sre,
+            wpe: e.wpe,
+            ers: self.cfg.ers,
+        };
+        let sizes = match pg {
+            Some(p) => p.sizes.load(Ordering::Acquire),
+            None => dom.sl_sizes.load(Ordering::Acquire),
+        };
+        for code in 0..3u64 {
+            if sizes & (1 << code) == 0 {
+                continue;
+            }
+            let Some(d) = c.iotlb.lookup(page_key(iova, code), tag) else {
+                continue;
+            };
+            if d[0] != s0 || d[1] != s1 || d[2] != s2 {
+                continue;
+            }
+            let v = d[3];
+            if access.write && v & V_DIRTY == 0 {
+                // A write through an entry filled by a read: walk to set the dirty bits.
+                break;
+            }
+            self.stats.inc(Counter::IotlbHits);
+            self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
+            return Ok((self.make_translation(pgtt, v, iova, access, ctl), v));
+        }
+        self.stats.inc(Counter::IotlbMisses);
+        self.stats.inc(Counter::Walks);
+        let mem = mem.get();
+        let psi_p = pg.map(|p| p.psi.get());
+        let psi_sl = dom.sl_psi.get();
+        let (v, page_base) = match pgtt {
+            Pgtt::SecondLevel => self.walk_sl_only(mem, e, dom, s0, iova, access)?,
+            _ => self.walk_fl(
+                mem,
+                e,
+                dom,
+                pg.unwrap_or_else(|| dom.pasids.get(info.pasid)),
+                tag,
+                [s0, s1, s2],
+                iova,
+                access,
+                ctl,
+            )?,
+        };
+        let code = value_size_code(v);
+        self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
+        let sizes_seen = match pg {
+            Some(p) => &p.sizes,
+            None => &dom.sl_sizes,
+        };
+        if sizes_seen.load(Ordering::Acquire) & (1 << code) == 0 {
+            sizes_seen.fetch_or(1 << code, Ordering::AcqRel);
+        }
+        c.iotlb
+            .insert(page_key(page_base, code), tag, [s0, s1, s2, v], || {
+                pg.map(|p| p.psi.get()) == psi_p && dom.sl_psi.get() == psi_sl
+            });
+        Ok((self.make_translation(pgtt, v, iova, access, ctl), v))
+    }
+}
+
+/// The memory snapshot of one translation, taken only if a table must be read (cache hits
+/// never touch memory).
+pub(super) struct LazySnapshot<'a> {
+    mem: &'a HostMemory,
+    snap: std::cell::OnceCell<arc_swap::Guard<std::sync::Arc<GuestMemoryMmap>>>,
+}
+
+impl<'a> LazySnapshot<'a> {
+    fn new(mem: &'a HostMemory) -> Self {
+        Self {
+            mem,
+            snap: std::cell::OnceCell::new(),
+        }
+    }
+    pub(super) fn get(&self) -> &GuestMemoryMmap {
+        self.snap.get_or_init(|| self.mem.snapshot())
+    }
+}
