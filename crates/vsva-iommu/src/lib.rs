@@ -34,6 +34,7 @@ pub mod prq;
 pub mod regs;
 pub(crate) mod slots;
 pub mod stats;
+pub mod table_store;
 pub mod teardown;
 
 pub use cache::PAGE_INVALIDATION_LIMIT;
@@ -44,7 +45,6 @@ pub use invalidate::{
 pub use iommu::devices::DeviceOptions;
 pub use iommu::dma::DmaError;
 pub use iommu::error::IommuError;
-pub use iommu::host_store::HostTableStore;
 pub use iommu::stage2::{S2Perms, Stage2Id};
 pub use iommu::translate::{Perms, Translation};
 pub use iommu::Iommu;
@@ -52,3 +52,4 @@ pub use memory::{HostMemory, MemoryError, TablePool};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
 pub use regs::{ConfigError, IommuConfig};
 pub use stats::StatsSnapshot;
+pub use table_store::{GuestTableStore, HostTableStore};

@@ -690,23 +690,8 @@ pub fn fl_map<S: TableStore + ?Sized>(
 mod tests {
     use super::*;
     use crate::memory::{HostMemory, TablePool};
+    use crate::table_store::HostTableStore;
     use vm_memory::GuestMemoryMmap;
-
-    struct Store<'a> {
-        mem: &'a HostMemory,
-        pool: &'a TablePool,
-    }
-    impl TableStore for Store<'_> {
-        fn alloc_table(&mut self) -> Option<u64> {
-            self.pool.alloc(self.mem).ok()
-        }
-        fn read(&self, addr: u64) -> u64 {
-            self.mem.load_u64(addr).unwrap()
-        }
-        fn write(&mut self, addr: u64, value: u64) {
-            self.mem.store_u64(addr, value).unwrap()
-        }
-    }
 
     const P4: FlParams = FlParams {
         levels: 4,
@@ -729,10 +714,7 @@ mod tests {
     #[test]
     fn four_level_pages_of_every_size() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         fl_map(&mut s, root, 4, 0x7000_1000, 0x5000, SIZE_4K, RW | US).unwrap();
         fl_map(&mut s, root, 4, 0x4000_0000, 0x20_0000, SIZE_2M, US).unwrap();
@@ -789,10 +771,7 @@ mod tests {
     #[test]
     fn five_level_and_canonical_checks() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         let va = 0xff12_3456_7800_0000u64; // canonical for 5 levels only
         fl_map(&mut s, root, 5, va, 0x9000, SIZE_4K, RW).unwrap();
@@ -818,10 +797,7 @@ mod tests {
     #[test]
     fn fault_reasons_and_levels() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
         assert_eq!(
@@ -938,10 +914,7 @@ mod tests {
     #[test]
     fn accessed_and_dirty_are_set_by_cas() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
         let snap = mem.snapshot();

@@ -3,7 +3,7 @@
 //! The rest of the IOMMU is split by job: `devices.rs` (attach/detach), `pasid_table.rs` (PASID
 //! entries and PASID teardown), `stage2.rs` (second-level tables), `invalidation.rs`,
 //! `page_requests.rs`, `translate.rs` (the cached front of translation), `walk.rs` (the table
-//! walks), `devtlb.rs` (the device TLB), `dma.rs` and `host_store.rs`.
+//! walks), `devtlb.rs` (the device TLB) and `dma.rs`.
 //!
 //! Locking: one control mutex serializes the table-building operations (attach, detach, PASID
 //! entry writes, stage-2 map/unmap). `translate`, the DMA helpers and `invalidate` never take
@@ -18,17 +18,16 @@ use crate::memory::{HostMemory, TablePool};
 use crate::prq::PageRequestQueue;
 use crate::regs::IommuConfig;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::table_store::HostTableStore;
 
 use self::control::Control;
 use self::error::IommuError;
-use self::host_store::HostTableStore;
 
 mod control;
 pub(crate) mod devices;
 mod devtlb;
 pub(crate) mod dma;
 pub(crate) mod error;
-pub(crate) mod host_store;
 mod invalidation;
 mod page_requests;
 mod pasid_table;
@@ -115,10 +114,7 @@ impl Iommu {
     }
     /// A table store over host memory and the pool, for building first-level tables.
     pub fn host_table_store(&self) -> HostTableStore<'_> {
-        HostTableStore {
-            mem: &self.mem,
-            pool: &self.pool,
-        }
+        HostTableStore::new(&self.mem, &self.pool)
     }
     /// The root table address register (RTADDR).
     pub fn root_table_address(&self) -> u64 {

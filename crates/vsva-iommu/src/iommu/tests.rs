@@ -12,7 +12,7 @@ use crate::paging::{
 };
 use crate::pasid_entry::PasidEntry;
 use crate::prq::{PageRequest, PageResponse, PrqError};
-use crate::{DeviceOptions, DmaError, Perms, S2Perms, Stage2Id, Translation};
+use crate::{DeviceOptions, DmaError, GuestTableStore, Perms, S2Perms, Stage2Id, Translation};
 
 pub(crate) const MB: u64 = 1 << 20;
 const POOL: u64 = 48 * MB;
@@ -413,38 +413,15 @@ fn second_level_only_and_pass_through() {
 }
 
 /// Guest memory for nested tests: guest-physical [0, 16 MiB) is host [16 MiB, 32 MiB).
-pub(crate) struct Guest<'a> {
-    pub(crate) io: &'a Iommu,
-    pub(crate) next: u64,
-}
-
-pub(crate) const GUEST_BASE: u64 = 16 * MB;
-
-impl TableStore for Guest<'_> {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let g = self.next;
-        self.next += SIZE_4K;
-        self.io.memory().zero(g + GUEST_BASE, SIZE_4K).ok()?;
-        Some(g)
-    }
-    fn read(&self, addr: u64) -> u64 {
-        self.io.memory().load_u64(addr + GUEST_BASE).unwrap()
-    }
-    fn write(&mut self, addr: u64, value: u64) {
-        self.io
-            .memory()
-            .store_u64(addr + GUEST_BASE, value)
-            .unwrap()
-    }
-}
+const GUEST_BASE: u64 = 16 * MB;
 
 /// Nested setup: stage 2 maps GPA [0, 16 MiB) → HPA [16, 32 MiB); guest FL root at GPA 0x1000.
-fn nested(io: &Iommu, pasid: u32) -> (Stage2Id, Guest<'_>, u64) {
+fn nested(io: &Iommu, pasid: u32) -> (Stage2Id, GuestTableStore<'_>, u64) {
     attach(io, SID);
     let s2 = io.create_stage2(4).unwrap();
     io.stage2_map(s2, 0, GUEST_BASE, 16 * MB, S2Perms::RW)
         .unwrap();
-    let mut g = Guest { io, next: 0x1000 };
+    let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
     let gpgd = g.alloc_table().unwrap();
     let (root, levels) = io.stage2_root(s2).unwrap();
     io.set_pasid_entry(SID, pasid, &PasidEntry::nested(4, gpgd, root, levels))
@@ -536,10 +513,7 @@ fn nested_first_level_address_beyond_stage2_width() {
     let s2 = io.create_stage2(3).unwrap(); // 39-bit input
     io.stage2_map(s2, 0, GUEST_BASE, 16 * MB, S2Perms::RW)
         .unwrap();
-    let mut g = Guest {
-        io: &io,
-        next: 0x1000,
-    };
+    let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
     let gpgd = g.alloc_table().unwrap();
     let (root, levels) = io.stage2_root(s2).unwrap();
     io.set_pasid_entry(SID, 1, &PasidEntry::nested(2, gpgd, root, levels))
