@@ -18,6 +18,8 @@
 //! (IH = LEAF flag, `am` = log2 of the page count for a power-of-two aligned range) and
 //! `DeviceTlb { pages: Some(..) }`.
 
+use vsva_uapi::Errno;
+
 use crate::fault::SourceId;
 use crate::regs::IommuConfig;
 
@@ -254,6 +256,13 @@ pub enum InvalidationError {
         /// Width.
         bits: u8,
     },
+}
+
+impl InvalidationError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 #[cfg(test)]

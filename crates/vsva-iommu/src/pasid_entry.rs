@@ -1,5 +1,7 @@
 //! The 512-bit scalable-mode PASID table entry, as a typed value and as `[u64; 8]`.
 
+use vsva_uapi::Errno;
+
 use crate::fault::FaultReason;
 use crate::regs::{sl_width, IommuConfig};
 
@@ -116,6 +118,13 @@ pub struct PasidEntryError {
     pub field: &'static str,
     /// Its value.
     pub value: u64,
+}
+
+impl PasidEntryError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 fn err(reason: FaultReason, field: &'static str, value: u64) -> PasidEntryError {

@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use vsva_uapi::Errno;
+
 use crate::fault::{Access, SourceId};
 
 /// A page request from a device.
@@ -75,6 +77,13 @@ pub enum PrqError {
         /// Group.
         group: u16,
     },
+}
+
+impl PrqError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 /// Bounded queue of page requests plus outstanding groups and delivered responses.

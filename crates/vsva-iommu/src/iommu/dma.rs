@@ -1,6 +1,8 @@
 //! DMA on behalf of a device: [`Iommu::dma_read`] and [`Iommu::dma_write`] translate page by
 //! page and copy to or from host memory.
 
+use vsva_uapi::Errno;
+
 use super::Iommu;
 use crate::fault::{Access, Fault, SourceId};
 use crate::memory::MemoryError;
@@ -21,8 +23,17 @@ pub enum DmaError {
     },
 }
 
+impl DmaError {
+    /// The errno a uAPI caller sees: `EFAULT` (the device's access went nowhere).
+    pub fn errno(&self) -> Errno {
+        Errno::EFAULT
+    }
+}
+
 impl Iommu {
-    pub(super) fn dma(
+    /// Moves `len` bytes at `iova` one translated page at a time, `op(host_addr, offset, n)`
+    /// copying each piece; stops at the first fault or unbacked piece.
+    fn dma(
         &self,
         sid: SourceId,
         pasid: Option<u32>,
@@ -48,6 +59,14 @@ impl Iommu {
     }
 
     /// Reads `buf.len()` bytes of DMA from `iova`, translating page by page (user read).
+    ///
+    /// # Errors
+    ///
+    /// [`DmaError::Fault`] when a page's translation faults (recorded in the fault log unless
+    /// an FPD bit applies), [`DmaError::Unbacked`] when a translated page has no memory behind
+    /// it. The pages before the failing one have been read into `buf` already, and part of the
+    /// failing page may have been too; the rest of `buf` is unchanged. Translations that
+    /// succeeded set accessed bits and may be cached, as on hardware.
     pub fn dma_read(
         &self,
         sid: SourceId,
@@ -62,6 +81,13 @@ impl Iommu {
     }
 
     /// Writes `buf` by DMA at `iova`, translating page by page (user write).
+    ///
+    /// # Errors
+    ///
+    /// [`DmaError::Fault`] when a page's translation faults (recorded in the fault log unless
+    /// an FPD bit applies), [`DmaError::Unbacked`] when a translated page has no memory behind
+    /// it. Nothing is undone: the pages before the failing one have been written, and part of
+    /// the failing page may have been; their accessed and dirty bits are set.
     pub fn dma_write(
         &self,
         sid: SourceId,

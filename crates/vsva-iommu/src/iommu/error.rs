@@ -1,6 +1,8 @@
 //! The control path's error: why attaching a device, writing a PASID entry, building a
 //! stage-2 table or accepting an invalidation or page request was refused.
 
+use vsva_uapi::Errno;
+
 use crate::fault::SourceId;
 use crate::invalidate::InvalidationError;
 use crate::memory::MemoryError;
@@ -120,4 +122,161 @@ pub enum IommuError {
     /// Page request path error.
     #[error(transparent)]
     PageRequest(#[from] PrqError),
+}
+
+impl IommuError {
+    /// The errno a uAPI caller sees, as the Linux VT-d driver reports the same conditions:
+    /// the memory layer's own errno (`ENOMEM` for an exhausted table pool, else `EFAULT`),
+    /// `EBUSY` for what is already attached or present, `ENODEV` for a device not attached,
+    /// `ENOENT` for an absent PASID entry or stage-2 table, `EEXIST` for an overlapping
+    /// mapping, and `EINVAL` for every input the IOMMU refuses.
+    pub fn errno(&self) -> Errno {
+        match self {
+            IommuError::Memory(e) => e.errno(),
+            IommuError::AlreadyAttached { .. } | IommuError::PasidEntryPresent { .. } => {
+                Errno::EBUSY
+            }
+            IommuError::NotAttached { .. } => Errno::ENODEV,
+            IommuError::PasidEntryAbsent { .. } | IommuError::NoStage2 { .. } => Errno::ENOENT,
+            IommuError::Overlap { .. } => Errno::EEXIST,
+            IommuError::Config(e) => e.errno(),
+            IommuError::PasidEntry(e) => e.errno(),
+            IommuError::Invalidation(e) => e.errno(),
+            IommuError::PageRequest(e) => e.errno(),
+            IommuError::PasidOutOfRange { .. }
+            | IommuError::DeviceOption { .. }
+            | IommuError::Stage2Levels { .. }
+            | IommuError::Unaligned { .. }
+            | IommuError::TooWide { .. }
+            | IommuError::PartialLargePage { .. } => Errno::EINVAL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultReason;
+    use crate::invalidate::InvalidationError;
+
+    #[test]
+    fn every_variant_maps_like_the_vtd_driver() {
+        let sid = SourceId::new(0, 3, 1);
+        let mem = |e: MemoryError| IommuError::Memory(e);
+        let cases = [
+            (
+                mem(MemoryError::PoolExhausted {
+                    base: 0,
+                    size: 4096,
+                }),
+                Errno::ENOMEM,
+            ),
+            (
+                mem(MemoryError::AddRegion {
+                    base: 0,
+                    size: 1,
+                    reason: String::new(),
+                }),
+                Errno::EFAULT,
+            ),
+            (
+                mem(MemoryError::InvalidPool {
+                    base: 0,
+                    size: 1,
+                    reason: "",
+                }),
+                Errno::EFAULT,
+            ),
+            (mem(MemoryError::BadFree { addr: 0 }), Errno::EFAULT),
+            (
+                mem(MemoryError::Unbacked { addr: 0, len: 8 }),
+                Errno::EFAULT,
+            ),
+            (IommuError::AlreadyAttached { source_id: sid }, Errno::EBUSY),
+            (
+                IommuError::PasidEntryPresent {
+                    source_id: sid,
+                    pasid: 1,
+                },
+                Errno::EBUSY,
+            ),
+            (IommuError::NotAttached { source_id: sid }, Errno::ENODEV),
+            (
+                IommuError::PasidEntryAbsent {
+                    source_id: sid,
+                    pasid: 1,
+                },
+                Errno::ENOENT,
+            ),
+            (IommuError::NoStage2 { id: 1 }, Errno::ENOENT),
+            (IommuError::Overlap { iova: 0 }, Errno::EEXIST),
+            (
+                IommuError::Config(ConfigError::Invalid {
+                    field: "pasid_bits",
+                    value: String::new(),
+                    expected: "",
+                }),
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::PasidOutOfRange {
+                    pasid: 9000,
+                    limit: 8192,
+                },
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::PasidEntry(PasidEntryError {
+                    reason: FaultReason::PasidEntryInvalid,
+                    field: "PGTT",
+                    value: 0,
+                }),
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::DeviceOption {
+                    field: "pasids",
+                    value: 0,
+                    expected: "",
+                },
+                Errno::EINVAL,
+            ),
+            (IommuError::Stage2Levels { levels: 2 }, Errno::EINVAL),
+            (
+                IommuError::Unaligned {
+                    field: "iova",
+                    value: 1,
+                },
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::TooWide {
+                    field: "iova",
+                    end: 1 << 50,
+                    width: 48,
+                },
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::PartialLargePage {
+                    start: 0,
+                    end: 4096,
+                    page: 0,
+                    size: 1 << 21,
+                },
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::Invalidation(InvalidationError::AddressMask { am: 9, max: 8 }),
+                Errno::EINVAL,
+            ),
+            (
+                IommuError::PageRequest(PrqError::NotEnabled { source_id: sid }),
+                Errno::EINVAL,
+            ),
+        ];
+        for (err, errno) in cases {
+            assert_eq!(err.errno(), errno, "{err:?}");
+        }
+    }
 }
