@@ -21,9 +21,12 @@
 //! The lock-free slot arrays are model-checked with loom:
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-iommu --release --lib loom`.
 
+#![forbid(unsafe_code)]
+
 pub(crate) mod cache;
 pub mod context;
 pub mod fault;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod invalidate;
 pub mod iommu;

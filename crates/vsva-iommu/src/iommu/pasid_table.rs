@@ -84,6 +84,14 @@ impl Iommu {
 
     /// Writes raw PASID entry words with no validation and no cache flush, as a guest driver
     /// editing its table in memory would (to reproduce missing-invalidation bugs).
+    ///
+    /// A test hook: built only for this crate's tests and with the `test-hooks` feature.
+    ///
+    /// # Errors
+    ///
+    /// As [`Iommu::set_pasid_entry`] for the device and PASID range; the PASID table may have
+    /// been created even when writing the entry fails.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn write_pasid_entry_raw(
         &self,
         sid: SourceId,
