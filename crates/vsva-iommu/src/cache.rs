@@ -128,6 +128,12 @@ pub(crate) fn pack(lo: u32, hi: u32) -> u64 {
     u64::from(lo) | u64::from(hi) << 32
 }
 
+/// The two counters of a [`pack`]ed stamp: (low, high).
+#[inline]
+pub(crate) fn unpack(w: u64) -> (u32, u32) {
+    (w as u32, (w >> 32) as u32)
+}
+
 /// Size code of a page size for keys and the sizes masks: 0 4 KiB, 1 2 MiB, 2 1 GiB.
 #[inline]
 pub(crate) fn size_code(size: u64) -> u64 {
@@ -286,23 +292,70 @@ pub(crate) fn psc_key(addr: u64) -> u64 {
 // (host address, aligned to the page size), bits 11:0 = the flags below.
 
 /// Output-page bits of a value word (63:12).
-pub(crate) const V_ADDR_MASK: u64 = !0xfff;
+const V_ADDR_MASK: u64 = !0xfff;
 /// First level allows writes (bit 0).
-pub(crate) const V_FL_W: u64 = 1 << 0;
+const V_FL_W: u64 = 1 << 0;
 /// First level allows user requests (bit 1).
-pub(crate) const V_FL_U: u64 = 1 << 1;
+const V_FL_U: u64 = 1 << 1;
 /// First level allows execution (bit 2).
-pub(crate) const V_FL_X: u64 = 1 << 2;
+const V_FL_X: u64 = 1 << 2;
 /// Second level allows reads (bit 3).
-pub(crate) const V_SL_R: u64 = 1 << 3;
+const V_SL_R: u64 = 1 << 3;
 /// Second level allows writes (bit 4).
-pub(crate) const V_SL_W: u64 = 1 << 4;
+const V_SL_W: u64 = 1 << 4;
 /// Second level allows execution (bit 5).
-pub(crate) const V_SL_X: u64 = 1 << 5;
+const V_SL_X: u64 = 1 << 5;
 /// Every dirty bit a write needs is already set (bit 6): a write may hit without a walk.
-pub(crate) const V_DIRTY: u64 = 1 << 6;
+const V_DIRTY: u64 = 1 << 6;
 /// Page-size code (bits 8:7, see [`size_code`]).
-pub(crate) const V_SIZE_SHIFT: u32 = 7;
+const V_SIZE_SHIFT: u32 = 7;
+
+/// An IOTLB value word: output page `out` of a `size`-byte page, the first- and second-level
+/// rights of the translation, and whether every dirty bit a write needs is set.
+#[inline(always)]
+pub(crate) fn iotlb_value(out: u64, size: u64, fl: Rights, sl: Rights, dirty: bool) -> u64 {
+    (out & V_ADDR_MASK)
+        | flag(fl.write, V_FL_W)
+        | flag(fl.user_or_read, V_FL_U)
+        | flag(fl.exec, V_FL_X)
+        | flag(sl.user_or_read, V_SL_R)
+        | flag(sl.write, V_SL_W)
+        | flag(sl.exec, V_SL_X)
+        | flag(dirty, V_DIRTY)
+        | size_code(size) << V_SIZE_SHIFT
+}
+
+/// The output page of a value word (bits 63:12).
+#[inline(always)]
+pub(crate) fn value_page(v: u64) -> u64 {
+    v & V_ADDR_MASK
+}
+
+/// The first-level rights of a value word (bits 2:0).
+#[inline(always)]
+pub(crate) fn value_fl_rights(v: u64) -> Rights {
+    Rights {
+        write: v & V_FL_W != 0,
+        user_or_read: v & V_FL_U != 0,
+        exec: v & V_FL_X != 0,
+    }
+}
+
+/// The second-level rights of a value word (bits 5:3).
+#[inline(always)]
+pub(crate) fn value_sl_rights(v: u64) -> Rights {
+    Rights {
+        user_or_read: v & V_SL_R != 0,
+        write: v & V_SL_W != 0,
+        exec: v & V_SL_X != 0,
+    }
+}
+
+/// Whether a write may use the value word without a walk (bit 6).
+#[inline(always)]
+pub(crate) fn value_is_dirty(v: u64) -> bool {
+    v & V_DIRTY != 0
+}
 
 /// The page-size code of a value word (bits 8:7).
 #[inline(always)]
@@ -361,13 +414,15 @@ pub(crate) fn psc_value(table: u64, r: Rights) -> u64 {
 pub(crate) fn psc_start(v: u64) -> WalkStart {
     WalkStart {
         level: 1,
-        table: v & V_ADDR_MASK,
-        rights: Rights {
-            write: v & V_FL_W != 0,
-            user_or_read: v & V_FL_U != 0,
-            exec: v & V_FL_X != 0,
-        },
+        table: value_page(v),
+        rights: value_fl_rights(v),
     }
+}
+
+/// Key word of a PASID-cache entry: PASID key (bits 32:12) | valid.
+#[inline(always)]
+pub(crate) fn pasid_cache_key(pasid: Option<u32>) -> u64 {
+    u64::from(pasid_key(pasid)) << 12 | 1
 }
 
 /// Last word of a PASID-cache entry: PASID (bits 27:8), RID_PRIV (bit 1), FPD (bit 0).

@@ -150,7 +150,7 @@ pub struct PasidDirEntry {
 impl PasidDirEntry {
     /// Address of the directory entry covering `pasid`.
     pub fn address(dir: u64, pasid: u32) -> u64 {
-        dir + u64::from(pasid >> 6) * 8
+        dir + u64::from(pasid_dir_index(pasid)) * 8
     }
     /// Encodes a present entry.
     pub fn to_raw(&self) -> u64 {
@@ -169,6 +169,19 @@ impl PasidDirEntry {
             table: v & ADDR_MASK,
         })
     }
+}
+
+/// PASID entries in one PASID table (indexed by PASID[5:0]).
+pub const PASID_TABLE_ENTRIES: u32 = 64;
+
+/// The PASID-directory index of `pasid`: PASID[19:6].
+pub const fn pasid_dir_index(pasid: u32) -> u32 {
+    pasid >> 6
+}
+
+/// The PASID of entry `slot` (PASID[5:0]) in the table at directory index `index`.
+pub const fn pasid_at(index: u32, slot: u32) -> u32 {
+    index << 6 | slot
 }
 
 /// Address of the PASID table entry for `pasid` in the table at `table`.

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::control::DeviceCtl;
 use super::error::IommuError;
 use super::Iommu;
-use crate::context::{pasid_entry_address, ContextEntry, RootEntry};
+use crate::context::{pasid_at, pasid_entry_address, ContextEntry, RootEntry, PASID_TABLE_ENTRIES};
 use crate::fault::SourceId;
 use crate::invalidate::{ContextCacheScope, Invalidation};
 use crate::memory::PAGE_SIZE;
@@ -149,8 +149,8 @@ impl Iommu {
         let mut tables: Vec<_> = dev.tables.iter().map(|(&i, &t)| (i, t)).collect();
         tables.sort_unstable();
         for (idx, table) in tables {
-            for slot in 0..64u32 {
-                let pasid = idx << 6 | slot;
+            for slot in 0..PASID_TABLE_ENTRIES {
+                let pasid = pasid_at(idx, slot);
                 let addr = pasid_entry_address(table, pasid);
                 let v0 = self.mem.load_u64(addr)?;
                 if pasid_pte_is_present(v0) {

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::translate::{Perms, Translation};
 use super::Iommu;
-use crate::cache::{device_tag, pack, page_key, pasid_key, size_code, size_of_code, V_ADDR_MASK};
+use crate::cache::{device_tag, pack, page_key, pasid_key, size_code, size_of_code, value_page};
 use crate::fault::{Access, SourceId};
 
 impl Iommu {
@@ -55,7 +55,7 @@ impl Iommu {
             }
             let size = size_of_code(code);
             return Ok(Translation {
-                host_addr: (v & V_ADDR_MASK) | (iova & (size - 1)),
+                host_addr: value_page(v) | (iova & (size - 1)),
                 page_size: size,
                 perms,
             });

@@ -4,7 +4,7 @@
 use super::control::Control;
 use super::error::IommuError;
 use super::Iommu;
-use crate::context::{pasid_entry_address, PasidDirEntry};
+use crate::context::{pasid_dir_index, pasid_entry_address, PasidDirEntry};
 use crate::fault::SourceId;
 use crate::invalidate::{Invalidation, PasidCacheScope};
 use crate::pasid_entry::{
@@ -30,7 +30,7 @@ impl Iommu {
                 limit: dev.limit,
             });
         }
-        let idx = pasid >> 6;
+        let idx = pasid_dir_index(pasid);
         if let Some(&t) = dev.tables.get(&idx) {
             return Ok(Some(t));
         }

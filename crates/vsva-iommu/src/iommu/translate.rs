@@ -7,10 +7,10 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
 use crate::cache::{
-    device_tag, flag, pack, pack_pasid_flags, page_key, pasid_key, size_of_code, tag_key,
-    unpack_pasid_flags, value_size_code, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV,
-    NO_PASID, P_EXEC, P_READ, P_USER, P_WRITE, V_ADDR_MASK, V_DIRTY, V_FL_U, V_FL_W, V_FL_X,
-    V_SL_R, V_SL_W,
+    device_tag, flag, iotlb_value, pack, pack_pasid_flags, page_key, pasid_cache_key, pasid_key,
+    size_of_code, tag_key, unpack, unpack_pasid_flags, value_fl_rights, value_is_dirty, value_page,
+    value_size_code, value_sl_rights, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID,
+    P_EXEC, P_READ, P_USER, P_WRITE,
 };
 use crate::context::resolve;
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
@@ -164,7 +164,7 @@ impl Iommu {
                     F_PERMS_USER
                 };
             return Some(Translation {
-                host_addr: (v & V_ADDR_MASK) | (iova & (size - 1)),
+                host_addr: value_page(v) | (iova & (size - 1)),
                 page_size: size,
                 perms: Perms::from_bits(p),
             });
@@ -186,7 +186,7 @@ impl Iommu {
         let mut ctrl = flag(info.rid_priv, F_RID_PRIV);
         for kind in 0..8u64 {
             let a = Access::from_kind(kind);
-            let needs_walk = a.write && v & V_DIRTY == 0;
+            let needs_walk = a.write && !value_is_dirty(v);
             if !needs_walk && self.check_cached(e.pgtt, v, a, c, level).is_ok() {
                 ctrl |= 1 << kind;
             }
@@ -253,7 +253,7 @@ impl Iommu {
         match result {
             Ok((t, v)) => {
                 if let Some(stamp) = devtlb_stamp {
-                    self.devtlb_fill(sid, pasid, iova, &t, v & V_DIRTY != 0, stamp);
+                    self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
                 }
                 let e = &info.entry;
                 if e.pgtt != Pgtt::PassThrough {
@@ -300,7 +300,7 @@ impl Iommu {
                     user: true,
                 },
             },
-            V_DIRTY,
+            iotlb_value(iova, SIZE_4K, Rights::ALL, Rights::ALL, true),
         ))
     }
 
@@ -311,20 +311,19 @@ impl Iommu {
         pasid: Option<u32>,
     ) -> Result<PasidInfo, (FaultReason, bool)> {
         let c = &self.caches;
-        let k0 = u64::from(pasid_key(pasid)) << 12 | 1;
+        let k0 = pasid_cache_key(pasid);
         let k1 = u64::from(sid.0);
         let dev = c.device(sid.0);
         let s0 = pack(c.global.ctx.get(), dev.ctx.get());
         let gpc = c.global.pc.get();
         if let Some(d) = c.pasid_cache.lookup(k0, k1) {
-            if d[0] == s0 && d[1] as u32 == gpc {
+            let (d_gpc, d_dpc) = unpack(d[1]);
+            if d[0] == s0 && d_gpc == gpc {
                 {
                     let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
                     let dom = c.domain(entry.did);
                     let (p, fpd, rid_priv) = unpack_pasid_flags(d[6]);
-                    if (d[1] >> 32) as u32 == dom.pc.get()
-                        && d[2] == u64::from(dom.pasids.get(p).pc.get())
-                    {
+                    if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
                         self.stats.inc(Counter::PasidCacheHits);
                         return Ok(PasidInfo {
                             entry,
@@ -384,23 +383,25 @@ impl Iommu {
             return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
         }
         if pgtt.uses_first_level() {
-            let rights = Rights {
-                write: v & V_FL_W != 0,
-                user_or_read: v & V_FL_U != 0,
-                exec: v & V_FL_X != 0,
-            };
-            check_fl_access(rights, access.write, access.execute, access.privileged, c)
-                .map_err(|r| WalkFault::first(r, level))?;
+            check_fl_access(
+                value_fl_rights(v),
+                access.write,
+                access.execute,
+                access.privileged,
+                c,
+            )
+            .map_err(|r| WalkFault::first(r, level))?;
         }
         if pgtt.uses_second_level() {
-            if access.write && v & V_SL_W == 0 {
+            let sl = value_sl_rights(v);
+            if access.write && !sl.write {
                 return Err(WalkFault::second(FaultReason::NoWrite, level));
             }
-            if !access.write && v & V_SL_R == 0 {
+            if !access.write && !sl.user_or_read {
                 return Err(WalkFault::second(FaultReason::NoRead, level));
             }
         }
-        let base = v & V_ADDR_MASK;
+        let base = value_page(v);
         let size = size_of_code(value_size_code(v));
         if overlaps_interrupt_range(base, size) {
             let stage = if pgtt.uses_second_level() {
@@ -429,15 +430,16 @@ impl Iommu {
         let size = size_of_code(value_size_code(v));
         let fl = pgtt.uses_first_level();
         let sl = pgtt.uses_second_level();
-        let fl_w = !fl || v & V_FL_W != 0 || (access.privileged && !c.wpe);
+        let (flr, slr) = (value_fl_rights(v), value_sl_rights(v));
+        let fl_w = !fl || flr.write || (access.privileged && !c.wpe);
         Translation {
-            host_addr: (v & V_ADDR_MASK) | (iova & (size - 1)),
+            host_addr: value_page(v) | (iova & (size - 1)),
             page_size: size,
             perms: Perms {
-                read: !sl || v & V_SL_R != 0,
-                write: fl_w && (!sl || v & V_SL_W != 0),
-                execute: self.cfg.ers && (!fl || v & V_FL_X != 0),
-                user: !fl || v & V_FL_U != 0,
+                read: !sl || slr.user_or_read,
+                write: fl_w && (!sl || slr.write),
+                execute: self.cfg.ers && (!fl || flr.exec),
+                user: !fl || flr.user_or_read,
             },
         }
     }
@@ -483,7 +485,7 @@ impl Iommu {
                 continue;
             }
             let v = d[3];
-            if access.write && v & V_DIRTY == 0 {
+            if access.write && !value_is_dirty(v) {
                 // A write through an entry filled by a read: walk to set the dirty bits.
                 break;
             }

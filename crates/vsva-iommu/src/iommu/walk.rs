@@ -4,10 +4,7 @@
 use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
-use crate::cache::{
-    flag, psc_key, psc_start, psc_value, size_code, DomainGens, PasidGens, V_ADDR_MASK, V_DIRTY,
-    V_FL_U, V_FL_W, V_FL_X, V_SIZE_SHIFT, V_SL_R, V_SL_W, V_SL_X,
-};
+use crate::cache::{iotlb_value, psc_key, psc_start, psc_value, unpack, DomainGens, PasidGens};
 use crate::fault::{Access, FaultReason, Stage};
 use crate::paging::{
     self, check_fl_access, fl_entry_is_dirty, set_accessed_dirty, sl_entry_is_dirty,
@@ -115,15 +112,7 @@ impl Iommu {
             probe
         };
         let dirty = !e.ssade || sl_entry_is_dirty(w.leaf);
-        let v = (w.output & V_ADDR_MASK)
-            | V_FL_W
-            | V_FL_U
-            | V_FL_X
-            | flag(w.rights.user_or_read, V_SL_R)
-            | flag(w.rights.write, V_SL_W)
-            | flag(w.rights.exec, V_SL_X)
-            | flag(dirty, V_DIRTY)
-            | size_code(w.page_size) << V_SIZE_SHIFT;
+        let v = iotlb_value(w.output, w.page_size, Rights::ALL, w.rights, dirty);
         Ok((v, iova & !(w.page_size - 1)))
     }
 
@@ -144,7 +133,8 @@ impl Iommu {
         let nested = e.pgtt == Pgtt::Nested;
         let pg = pg_gens;
         let psi = pg.psi.get();
-        let psc_stamp = [stamp[0], stamp[1] & 0xffff_ffff, stamp[2]];
+        // The first-level cache does not depend on the nested counter (high half of stamp 1).
+        let psc_stamp = [stamp[0], u64::from(unpack(stamp[1]).0), stamp[2]];
         let psc = self.cfg.paging_structure_caches;
         let start = psc
             .then(|| self.caches.fl_psc.lookup(psc_key(iova), tag))
@@ -233,25 +223,16 @@ impl Iommu {
                 }
             }
             let fl_dirty = access.write || fl_entry_is_dirty(w.leaf);
-            let (out, size, sl_bits, sl_dirty) = match sl {
+            let (out, size, sl_rights, sl_dirty) = match sl {
                 Some(s) => {
                     let size = w.page_size.min(s.page_size);
                     let out = s.translate(gpa) & !(size - 1);
-                    let bits = flag(s.rights.user_or_read, V_SL_R)
-                        | flag(s.rights.write, V_SL_W)
-                        | flag(s.rights.exec, V_SL_X);
                     let dirty = !e.ssade || access.write || sl_entry_is_dirty(s.leaf);
-                    (out, size, bits, dirty)
+                    (out, size, s.rights, dirty)
                 }
-                None => (w.output, w.page_size, V_SL_R | V_SL_W | V_SL_X, true),
+                None => (w.output, w.page_size, Rights::ALL, true),
             };
-            let v = out
-                | flag(w.rights.write, V_FL_W)
-                | flag(w.rights.user_or_read, V_FL_U)
-                | flag(w.rights.exec, V_FL_X)
-                | sl_bits
-                | flag(fl_dirty && sl_dirty, V_DIRTY)
-                | size_code(size) << V_SIZE_SHIFT;
+            let v = iotlb_value(out, size, w.rights, sl_rights, fl_dirty && sl_dirty);
             return Ok((v, iova & !(size - 1)));
         }
     }
