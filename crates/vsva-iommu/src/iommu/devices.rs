@@ -176,3 +176,69 @@ impl Iommu {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn attach_detach_and_errors() {
+        let io = iommu();
+        attach(&io, SID);
+        assert_eq!(
+            io.attach_device(SID, DeviceOptions::default()),
+            Err(IommuError::AlreadyAttached { source_id: SID })
+        );
+        let root = fl_pasid(&io, SID, 1, 1);
+        assert_eq!(
+            io.set_pasid_entry(SID, 1, &PasidEntry::first_level(1, root)),
+            Err(IommuError::PasidEntryPresent {
+                source_id: SID,
+                pasid: 1
+            })
+        );
+        assert!(matches!(
+            io.set_pasid_entry(SID, 1 << 20, &PasidEntry::first_level(1, root)),
+            Err(IommuError::PasidOutOfRange { .. })
+        ));
+        assert!(matches!(
+            io.set_pasid_entry(SID, 2, &PasidEntry::first_level(1, 1 << 50)),
+            Err(IommuError::PasidEntry(_))
+        ));
+        assert_eq!(
+            io.clear_pasid_entry(SID, 2),
+            Err(IommuError::PasidEntryAbsent {
+                source_id: SID,
+                pasid: 2
+            })
+        );
+        let pages = io.table_pool().allocated();
+        io.detach_device(SID).unwrap();
+        assert!(
+            io.table_pool().allocated() < pages,
+            "directory and tables freed"
+        );
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0, Access::READ)),
+            FaultReason::ContextEntryNotPresent
+        );
+        assert_eq!(
+            io.detach_device(SID),
+            Err(IommuError::NotAttached { source_id: SID })
+        );
+        assert!(io.devices().is_empty());
+        assert!(matches!(
+            io.attach_device(
+                SID,
+                DeviceOptions {
+                    pasids: 0,
+                    ..DeviceOptions::default()
+                }
+            ),
+            Err(IommuError::DeviceOption {
+                field: "pasids",
+                ..
+            })
+        ));
+    }
+}

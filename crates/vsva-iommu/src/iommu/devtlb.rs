@@ -91,3 +91,83 @@ impl Iommu {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn device_tlb_invalidation_granularities() {
+        type Make = Box<dyn Fn(Option<u32>, u64) -> Invalidation>;
+        let cases: Vec<(&str, Make)> = vec![
+            (
+                "all",
+                Box::new(|_, _| Invalidation::DeviceTlbAll { source_id: SID }),
+            ),
+            (
+                "pasid",
+                Box::new(|p, _| Invalidation::DeviceTlb {
+                    source_id: SID,
+                    pasid: p,
+                    pages: None,
+                }),
+            ),
+            (
+                "page",
+                Box::new(|p, va| Invalidation::DeviceTlb {
+                    source_id: SID,
+                    pasid: p,
+                    pages: Some(PageRange { addr: va, am: 0 }),
+                }),
+            ),
+        ];
+        for (name, inv) in cases {
+            for pasid in [Some(8), None] {
+                let io = iommu();
+                io.attach_device(
+                    SID,
+                    DeviceOptions {
+                        ats: true,
+                        rid_pasid: 8,
+                        ..DeviceOptions::default()
+                    },
+                )
+                .unwrap();
+                let root = fl_pasid(&io, SID, 8, 2);
+                map(&io, root, 0x5000, 0x10_0000, SIZE_4K, RW | US);
+                io.translate(SID, pasid, 0x5000, Access::READ).unwrap();
+                remap_fl(&io, root, 0x5000, 0x20_0000);
+                io.invalidate(&Invalidation::PasidIotlb { did: 2, pasid: 8 })
+                    .unwrap();
+                assert_eq!(
+                    io.translate(SID, pasid, 0x5000, Access::READ)
+                        .unwrap()
+                        .host_addr,
+                    0x10_0000,
+                    "{name} {pasid:?}: device TLB still holds it"
+                );
+                io.invalidate(&Invalidation::DeviceTlb {
+                    source_id: SID,
+                    pasid: Some(9),
+                    pages: None,
+                })
+                .unwrap();
+                assert_eq!(
+                    io.translate(SID, pasid, 0x5000, Access::READ)
+                        .unwrap()
+                        .host_addr,
+                    0x10_0000
+                );
+                io.invalidate(&inv(pasid, 0x5000)).unwrap();
+                assert_eq!(
+                    io.translate(SID, pasid, 0x5000, Access::READ)
+                        .unwrap()
+                        .host_addr,
+                    0x20_0000,
+                    "{name} {pasid:?}"
+                );
+                assert!(io.stats().devtlb_hits >= 2);
+            }
+        }
+    }
+}

@@ -100,3 +100,40 @@ impl Iommu {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn dma_helpers_cross_pages() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0x30_0000, SIZE_4K, RW | US);
+        map(&io, root, 0x2000, 0x10_0000, SIZE_4K, RW | US);
+        map(&io, root, 0x3000, 0x7000_0000, SIZE_4K, RW | US); // not backed
+        let data: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+        io.dma_write(SID, Some(1), 0x1100, &data).unwrap();
+        let mut back = vec![0u8; 6000];
+        io.dma_read(SID, Some(1), 0x1100, &mut back).unwrap();
+        assert_eq!(back, data);
+        let mut first = [0u8; 4];
+        io.memory().read(0x30_0100, &mut first).unwrap();
+        assert_eq!(first, [0, 1, 2, 3]);
+        let mut split = [0u8; 2];
+        io.memory().read(0x10_0000, &mut split).unwrap();
+        assert_eq!(split, [(0xf00u32 & 0xff) as u8, 0x01]);
+        assert!(matches!(
+            io.dma_read(SID, Some(1), 0x3000, &mut first),
+            Err(DmaError::Unbacked { iova: 0x3000, .. })
+        ));
+        assert!(matches!(
+            io.dma_read(SID, Some(1), 0x4000, &mut first),
+            Err(DmaError::Fault(Fault {
+                reason: FaultReason::FirstLevelNotPresent,
+                ..
+            }))
+        ));
+    }
+}

@@ -144,4 +144,35 @@ impl Iommu {
 }
 
 #[cfg(test)]
-mod tests;
+mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn registers_and_invalidation_validation() {
+        let io = iommu();
+        assert_eq!(io.cap(), IommuConfig::default().cap());
+        assert_eq!(io.ecap() >> 35 & 0x1f, 19);
+        assert!(matches!(
+            io.invalidate(&Invalidation::PasidIotlb {
+                did: 1,
+                pasid: 1 << 20
+            }),
+            Err(IommuError::Invalidation(InvalidationError::Pasid { .. }))
+        ));
+        let small = iommu_with(IommuConfig {
+            domain_bits: 8,
+            ..IommuConfig::default()
+        });
+        assert!(matches!(
+            small.invalidate(&Invalidation::IotlbDomain { did: 300 }),
+            Err(IommuError::Invalidation(InvalidationError::Domain {
+                did: 300,
+                bits: 8
+            }))
+        ));
+        assert!(format!("{io:?}").contains("cap"));
+    }
+}

@@ -38,3 +38,44 @@ impl Iommu {
         self.prq.take_responses(sid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn page_requests_and_responses() {
+        use crate::prq::ResponseCode;
+        let io = iommu();
+        let req = PageRequest {
+            source_id: SID,
+            pasid: Some(4),
+            addr: 0x1000,
+            access: Access::WRITE,
+            group: 3,
+            last: true,
+        };
+        assert!(matches!(
+            io.page_request(req),
+            Err(IommuError::PageRequest(PrqError::NotEnabled { .. }))
+        ));
+        io.attach_device(
+            SID,
+            DeviceOptions {
+                pri: true,
+                ..DeviceOptions::default()
+            },
+        )
+        .unwrap();
+        io.page_request(req).unwrap();
+        assert_eq!(io.take_page_requests(), vec![req]);
+        let resp = PageResponse {
+            source_id: SID,
+            pasid: Some(4),
+            group: 3,
+            code: ResponseCode::Success,
+        };
+        io.page_response(resp).unwrap();
+        assert_eq!(io.take_page_responses(SID), vec![resp]);
+    }
+}

@@ -204,3 +204,44 @@ impl Iommu {
         cleared
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn teardown_pasid_clears_every_device_and_flushes() {
+        let io = iommu();
+        let sids = [SID, SourceId::new(1, 0, 0)];
+        for s in sids {
+            io.attach_device(
+                s,
+                DeviceOptions {
+                    ats: true,
+                    ..DeviceOptions::default()
+                },
+            )
+            .unwrap();
+        }
+        let root = io.table_pool().alloc(io.memory()).unwrap();
+        map(&io, root, 0x1000, 0x10_0000, SIZE_4K, RW | US);
+        for s in sids {
+            io.set_pasid_entry(s, 77, &PasidEntry::first_level(5, root))
+                .unwrap();
+            io.translate(s, Some(77), 0x1000, Access::WRITE).unwrap();
+        }
+        assert_eq!(io.teardown_pasid(77), sids.to_vec());
+        for s in sids {
+            assert_eq!(
+                reason(io.translate(s, Some(77), 0x1000, Access::READ)),
+                FaultReason::PasidEntryNotPresent
+            );
+            assert_eq!(io.read_pasid_entry(s, 77).unwrap(), Some([0; 8]));
+        }
+        assert!(io.teardown_pasid(77).is_empty());
+        // The number can be bound again at once.
+        io.set_pasid_entry(SID, 77, &PasidEntry::first_level(5, root))
+            .unwrap();
+        assert!(io.translate(SID, Some(77), 0x1000, Access::READ).is_ok());
+    }
+}

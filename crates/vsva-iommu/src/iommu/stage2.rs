@@ -274,3 +274,70 @@ impl Iommu {
         Ok(unmapped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn stage2_map_errors_and_rollback() {
+        let io = iommu();
+        let s2 = io.create_stage2(4).unwrap();
+        assert_eq!(
+            io.create_stage2(5),
+            Err(IommuError::Stage2Levels { levels: 5 })
+        );
+        assert_eq!(
+            io.stage2_map(s2, 0x1001, 0, 0x1000, S2Perms::R),
+            Err(IommuError::Unaligned {
+                field: "iova",
+                value: 0x1001
+            })
+        );
+        assert_eq!(
+            io.stage2_map(s2, 0, 0, 0, S2Perms::R),
+            Err(IommuError::Unaligned {
+                field: "len",
+                value: 0
+            })
+        );
+        assert!(matches!(
+            io.stage2_map(s2, 1 << 48, 0, 0x1000, S2Perms::R),
+            Err(IommuError::TooWide { field: "iova", .. })
+        ));
+        io.stage2_map(s2, 0x20_0000, 0x20_0000, 2 * MB, S2Perms::RW)
+            .unwrap();
+        assert_eq!(
+            io.stage2_map(s2, 0x3f_f000, 0, 0x2000, S2Perms::R),
+            Err(IommuError::Overlap { iova: 0x3f_f000 })
+        );
+        // The part before the overlap was rolled back.
+        assert_eq!(
+            io.stage2_map(s2, 0x1f_f000, 0x1000, 0x1000, S2Perms::R),
+            Ok(())
+        );
+        assert_eq!(
+            io.stage2_map(s2, 0x1f_e000, 0, 0x3000, S2Perms::R),
+            Err(IommuError::Overlap { iova: 0x1f_f000 })
+        );
+        assert_eq!(
+            io.stage2_map(s2, 0x1f_e000, 0, 0x1000, S2Perms::R),
+            Ok(()),
+            "rolled back"
+        );
+        assert!(matches!(
+            io.stage2_unmap(s2, 0x20_0000, 0x1000),
+            Err(IommuError::PartialLargePage { size: SIZE_2M, .. })
+        ));
+        assert_eq!(
+            io.stage2_unmap(s2, 0x1f_c000, 0x20_4000),
+            Ok(0x20_2000),
+            "holes skipped"
+        );
+        assert_eq!(io.stage2_unmap(s2, 0, 0x4000_0000), Ok(0));
+        io.stage2_map(s2, SIZE_1G, 0, SIZE_1G, S2Perms::R).unwrap();
+        assert_eq!(io.stage2_unmap(s2, SIZE_1G, SIZE_1G), Ok(SIZE_1G));
+        io.destroy_stage2(s2).unwrap();
+        assert_eq!(io.stage2_root(s2), Err(IommuError::NoStage2 { id: s2.0 }));
+    }
+}

@@ -547,3 +547,177 @@ impl<'a> LazySnapshot<'a> {
         self.snap.get_or_init(|| self.mem.snapshot())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn context_chain_fault_reasons_through_translate() {
+        let io = iommu();
+        attach(&io, SID);
+        fl_pasid(&io, SID, 1, 1);
+        assert_eq!(
+            reason(io.translate(SourceId::new(9, 0, 0), Some(1), 0, Access::READ)),
+            FaultReason::RootEntryNotPresent
+        );
+        assert_eq!(
+            reason(io.translate(SourceId::new(0, 4, 0), Some(1), 0, Access::READ)),
+            FaultReason::ContextEntryNotPresent
+        );
+        assert_eq!(
+            reason(io.translate(SID, Some(64), 0, Access::READ)),
+            FaultReason::PasidDirNotPresent
+        );
+        assert_eq!(
+            reason(io.translate(SID, Some(2), 0, Access::READ)),
+            FaultReason::PasidEntryNotPresent
+        );
+        io.write_pasid_entry_raw(SID, 3, [1 | 1 << 5, 0, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(3), 0, Access::READ)),
+            FaultReason::PasidEntryReserved
+        );
+        io.write_pasid_entry_raw(SID, 4, [1 | 6 << 6, 0, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(4), 0, Access::READ)),
+            FaultReason::PasidEntryInvalid
+        );
+        io.write_pasid_entry_raw(SID, 6, [1 | 1 << 6, 1, 1 << 50, 0, 0, 0, 0, 0])
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(6), 0, Access::READ)),
+            FaultReason::FirstLevelPointerInvalid
+        );
+        io.write_pasid_entry_raw(SID, 7, [1 | 2 << 2 | 2 << 6 | 1 << 50, 1, 0, 0, 0, 0, 0, 0])
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(7), 0, Access::READ)),
+            FaultReason::SecondLevelPointerInvalid
+        );
+        let small = SourceId::new(0, 5, 0);
+        io.attach_device(
+            small,
+            DeviceOptions {
+                pasids: 100,
+                ..DeviceOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            reason(io.translate(small, Some(9000), 0, Access::READ)),
+            FaultReason::PasidBeyondDirectory
+        );
+        // Root table address: misaligned, then outside memory.
+        let rt = io.root_table_address();
+        io.set_root_table_address(rt | 0x800);
+        io.invalidate(&Invalidation::ContextCache(ContextCacheScope::All))
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0, Access::READ)),
+            FaultReason::RootTableAddressInvalid
+        );
+        io.set_root_table_address(0x1_0000_0000);
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0, Access::READ)),
+            FaultReason::RootEntryAccess
+        );
+        io.set_root_table_address(rt);
+        let f = io.translate(SID, Some(2), 0, Access::READ).unwrap_err();
+        assert_eq!(
+            (f.stage, f.level, f.pasid, f.source_id),
+            (Stage::Context, 0, Some(2), SID)
+        );
+    }
+
+    #[test]
+    fn pasid_disabled_and_execute_not_enabled() {
+        let io = iommu_with(IommuConfig {
+            ers: false,
+            ..IommuConfig::default()
+        });
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 0, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        assert_eq!(
+            reason(io.translate(SID, None, 0x1000, Access::EXEC)),
+            FaultReason::ExecuteNotEnabled
+        );
+        assert!(
+            io.translate(SID, None, 0x1000, Access::READ).is_ok(),
+            "RID_PASID 0 serves requests without PASID"
+        );
+        // Clear PASIDE in the context entry.
+        let ct = io.control().ctx_tables[&(0, false)];
+        let ce = ContextEntry::address(ct, SID.devfn());
+        let q0 = io.memory().load_u64(ce).unwrap();
+        io.memory().store_u64(ce, q0 & !(1 << 3)).unwrap();
+        io.invalidate(&Invalidation::ContextCache(ContextCacheScope::Device {
+            source_id: SID,
+        }))
+        .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(0), 0x1000, Access::READ)),
+            FaultReason::PasidDisabled
+        );
+    }
+
+    #[test]
+    fn fpd_suppresses_recording_but_still_faults() {
+        let io = iommu();
+        io.attach_device(
+            SID,
+            DeviceOptions {
+                fpd: true,
+                ..DeviceOptions::default()
+            },
+        )
+        .unwrap();
+        let f = io.translate(SID, Some(1), 0, Access::READ).unwrap_err();
+        assert!(!f.recorded);
+        let mut e = PasidEntry::first_level(1, 0x1000);
+        let other = SourceId::new(0, 6, 0);
+        attach(&io, other);
+        e.fpd = true;
+        io.set_pasid_entry(other, 1, &e).unwrap();
+        let f = io
+            .translate(other, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.recorded),
+            (FaultReason::FirstLevelNotPresent, false)
+        );
+        assert!(io.faults().is_empty());
+        assert_eq!(io.stats().faults, 2);
+        let f = io.translate(other, Some(2), 0, Access::READ).unwrap_err();
+        assert!(f.recorded);
+        assert_eq!(io.faults(), vec![f]);
+    }
+
+    #[test]
+    fn statistics_count_every_path() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        io.invalidate(&Invalidation::PasidCache(PasidCacheScope::All))
+            .unwrap();
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        let _ = io.translate(SID, Some(1), 0x2000, Access::READ);
+        let s = io.stats();
+        assert_eq!(s.translations, 4);
+        assert_eq!(
+            s.iotlb_hits, 2,
+            "front-cache hit and IOTLB hit after the PASID-cache flush"
+        );
+        assert_eq!(s.iotlb_misses, 2);
+        assert_eq!(s.walks, 2);
+        assert_eq!(s.pasid_cache_misses, 2, "first lookup and after the flush");
+        assert_eq!(s.faults, 1);
+        assert_eq!(s.invalidations, 1);
+    }
+}
