@@ -557,46 +557,49 @@ mod tests {
         let io = iommu();
         attach(&io, SID);
         fl_pasid(&io, SID, 1, 1);
-        assert_eq!(
-            reason(io.translate(SourceId::new(9, 0, 0), Some(1), 0, Access::READ)),
-            FaultReason::RootEntryNotPresent
-        );
-        assert_eq!(
-            reason(io.translate(SourceId::new(0, 4, 0), Some(1), 0, Access::READ)),
-            FaultReason::ContextEntryNotPresent
-        );
-        assert_eq!(
-            reason(io.translate(SID, Some(64), 0, Access::READ)),
-            FaultReason::PasidDirNotPresent
-        );
-        assert_eq!(
-            reason(io.translate(SID, Some(2), 0, Access::READ)),
-            FaultReason::PasidEntryNotPresent
-        );
-        io.write_pasid_entry_raw(SID, 3, [1 | 1 << 5, 0, 0, 0, 0, 0, 0, 0])
-            .unwrap();
-        assert_eq!(
-            reason(io.translate(SID, Some(3), 0, Access::READ)),
-            FaultReason::PasidEntryReserved
-        );
-        io.write_pasid_entry_raw(SID, 4, [1 | 6 << 6, 0, 0, 0, 0, 0, 0, 0])
-            .unwrap();
-        assert_eq!(
-            reason(io.translate(SID, Some(4), 0, Access::READ)),
-            FaultReason::PasidEntryInvalid
-        );
-        io.write_pasid_entry_raw(SID, 6, [1 | 1 << 6, 1, 1 << 50, 0, 0, 0, 0, 0])
-            .unwrap();
-        assert_eq!(
-            reason(io.translate(SID, Some(6), 0, Access::READ)),
-            FaultReason::FirstLevelPointerInvalid
-        );
-        io.write_pasid_entry_raw(SID, 7, [1 | 2 << 2 | 2 << 6 | 1 << 50, 1, 0, 0, 0, 0, 0, 0])
-            .unwrap();
-        assert_eq!(
-            reason(io.translate(SID, Some(7), 0, Access::READ)),
-            FaultReason::SecondLevelPointerInvalid
-        );
+        // (device, PASID, reason) for requests that stop in the chain.
+        let missing = [
+            (SourceId::new(9, 0, 0), 1, FaultReason::RootEntryNotPresent),
+            (
+                SourceId::new(0, 4, 0),
+                1,
+                FaultReason::ContextEntryNotPresent,
+            ),
+            (SID, 64, FaultReason::PasidDirNotPresent),
+            (SID, 2, FaultReason::PasidEntryNotPresent),
+        ];
+        for (sid, pasid, want) in missing {
+            let got = reason(io.translate(sid, Some(pasid), 0, Access::READ));
+            assert_eq!(got, want, "{sid} pasid {pasid}");
+        }
+        // (PASID, raw entry words, reason) for entries the chain refuses.
+        let refused: [(u32, [u64; 8], FaultReason); 4] = [
+            (
+                3,
+                [1 | 1 << 5, 0, 0, 0, 0, 0, 0, 0],
+                FaultReason::PasidEntryReserved,
+            ),
+            (
+                4,
+                [1 | 6 << 6, 0, 0, 0, 0, 0, 0, 0],
+                FaultReason::PasidEntryInvalid,
+            ),
+            (
+                6,
+                [1 | 1 << 6, 1, 1 << 50, 0, 0, 0, 0, 0],
+                FaultReason::FirstLevelPointerInvalid,
+            ),
+            (
+                7,
+                [1 | 2 << 2 | 2 << 6 | 1 << 50, 1, 0, 0, 0, 0, 0, 0],
+                FaultReason::SecondLevelPointerInvalid,
+            ),
+        ];
+        for (pasid, words, want) in refused {
+            io.write_pasid_entry_raw(SID, pasid, words).unwrap();
+            let got = reason(io.translate(SID, Some(pasid), 0, Access::READ));
+            assert_eq!(got, want, "pasid {pasid}");
+        }
         let small = SourceId::new(0, 5, 0);
         io.attach_device(
             small,
