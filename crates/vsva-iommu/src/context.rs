@@ -205,7 +205,7 @@ pub struct ResolvedPasid {
 /// A lookup-chain failure: the reason and whether fault recording is suppressed (FPD seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainFault {
-    /// Fault reason.
+    /// The VT-d fault reason to report.
     pub reason: FaultReason,
     /// An FPD bit was set on the way, so the fault is not recorded.
     pub fpd: bool,

@@ -15,7 +15,7 @@ impl SourceId {
     pub const fn new(bus: u8, device: u8, function: u8) -> Self {
         Self((bus as u16) << 8 | ((device as u16 & 0x1f) << 3) | (function as u16 & 7))
     }
-    /// Bus number.
+    /// The bus number (bits 15:8).
     pub const fn bus(self) -> u8 {
         (self.0 >> 8) as u8
     }
@@ -255,11 +255,11 @@ pub struct Fault {
     pub pasid: Option<u32>,
     /// Input address of the request.
     pub addr: u64,
-    /// Access type.
+    /// The request: read or write, execute, privileged.
     pub access: Access,
-    /// Fault reason.
+    /// Why the request failed (the VT-d fault reason).
     pub reason: FaultReason,
-    /// Stage that failed.
+    /// The stage whose entry (or input) failed.
     pub stage: Stage,
     /// Paging level of the failing entry (5..=1); 0 when not at a paging entry.
     pub level: u8,

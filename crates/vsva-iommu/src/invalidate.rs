@@ -30,14 +30,14 @@ pub enum PasidCacheScope {
     All,
     /// Entries whose PASID entry carries this DID.
     Domain {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
     },
     /// The entry of one PASID in one domain.
     Pasid {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
-        /// PASID.
+        /// The PASID whose entries are dropped.
         pasid: u32,
     },
 }
@@ -58,7 +58,7 @@ pub enum ContextCacheScope {
 /// size are ignored, as the hardware does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRange {
-    /// First address.
+    /// An address in the first page (aligned down to the range size).
     pub addr: u64,
     /// Address mask: the range is `2^am` pages.
     pub am: u8,
@@ -97,12 +97,12 @@ pub enum Invalidation {
     IotlbGlobal,
     /// Everything tagged with a domain.
     IotlbDomain {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
     },
     /// Second-level pages of a domain (the host changed its stage 2).
     IotlbDomainPages {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
         /// Guest-physical pages.
         range: PageRange,
@@ -111,30 +111,30 @@ pub enum Invalidation {
     },
     /// First-level and nested entries of every PASID of a domain.
     PasidIotlbAll {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
     },
     /// First-level and nested entries of one PASID.
     PasidIotlb {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
-        /// PASID.
+        /// The PASID whose entries are dropped.
         pasid: u32,
     },
     /// Pages of one PASID.
     PasidIotlbPages {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
-        /// PASID.
+        /// The PASID whose entries are dropped.
         pasid: u32,
         /// Pages.
         range: PageRange,
         /// Invalidation hint: leaf entries only, keep paging-structure caches.
         ih: bool,
     },
-    /// PASID cache.
+    /// Cached PASID entries of the scope.
     PasidCache(PasidCacheScope),
-    /// Context cache.
+    /// Cached context entries of the scope (and the PASID entries reached through them).
     ContextCache(ContextCacheScope),
     /// A device's TLB for requests without PASID (`pasid: None`) or one PASID, all pages
     /// (`pages: None`) or a range.
@@ -245,7 +245,7 @@ pub enum InvalidationError {
     Pasid {
         /// Requested PASID.
         pasid: u32,
-        /// Width.
+        /// The configured width, in bits.
         bits: u8,
     },
     /// The DID is beyond the domain-id width.
@@ -253,7 +253,7 @@ pub enum InvalidationError {
     Domain {
         /// Requested DID.
         did: u16,
-        /// Width.
+        /// The configured width, in bits.
         bits: u8,
     },
 }

@@ -113,9 +113,9 @@ pub const fn level_index(addr: u64, level: u8) -> u64 {
 /// not at a paging entry, e.g. a non-canonical input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkFault {
-    /// Fault reason.
+    /// The VT-d fault reason to report.
     pub reason: FaultReason,
-    /// Stage.
+    /// The stage whose entry (or input) failed.
     pub stage: Stage,
     /// Level of the failing entry, 5..=1, or 0.
     pub level: u8,
@@ -209,7 +209,7 @@ pub struct UsedEntry {
     pub addr: u64,
     /// Value read.
     pub value: u64,
-    /// Level.
+    /// The level the entry was read at (1 = leaf table).
     pub level: u8,
     /// Whether the entry may be written (second-level write permission on its table).
     pub writable: bool,
@@ -602,9 +602,9 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
 pub trait TableStore {
     /// A new zeroed 4 KiB table page, or `None` when out of pages.
     fn alloc_table(&mut self) -> Option<u64>;
-    /// Reads an entry.
+    /// The 64-bit entry at `addr` (the store decides what an unbacked address reads as).
     fn read(&self, addr: u64) -> u64;
-    /// Writes an entry.
+    /// Stores the 64-bit entry `value` at `addr`.
     fn write(&mut self, addr: u64, value: u64);
 }
 
@@ -622,7 +622,7 @@ pub enum BuildError {
     /// Page size other than 4 KiB, 2 MiB, 1 GiB.
     #[error("unsupported page size {size:#x}")]
     BadSize {
-        /// The size.
+        /// The size asked for.
         size: u64,
     },
     /// Something is already mapped there.

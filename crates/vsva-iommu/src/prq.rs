@@ -57,7 +57,7 @@ pub enum PrqError {
     Full {
         /// Requester.
         source_id: SourceId,
-        /// Queue capacity.
+        /// How many requests the queue holds.
         capacity: usize,
     },
     /// The device's context entry does not enable page requests (PRE clear) or it is not
@@ -72,9 +72,9 @@ pub enum PrqError {
     NoSuchGroup {
         /// Device.
         source_id: SourceId,
-        /// PASID.
+        /// The PASID of the response (`None` for a request without PASID).
         pasid: Option<u32>,
-        /// Group.
+        /// The page-request group index answered.
         group: u16,
     },
 }

@@ -169,7 +169,7 @@ impl Iommu {
         Ok(())
     }
 
-    /// Attached devices.
+    /// The attached devices, in source-id order.
     pub fn devices(&self) -> Vec<SourceId> {
         let mut v: Vec<_> = self.control().devices.keys().copied().collect();
         v.sort_unstable();

@@ -13,28 +13,28 @@ use crate::regs::ConfigError;
 /// Errors of the control path (attach, PASID entries, stage 2, invalidation requests).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IommuError {
-    /// Bad configuration.
+    /// `Iommu::new` was given a configuration the model cannot honour.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Memory or table-pool failure.
+    /// Host memory or the table pool failed (a full pool, or a table outside memory).
     #[error(transparent)]
     Memory(#[from] MemoryError),
     /// The device is already attached.
     #[error("device {source_id} is already attached")]
     AlreadyAttached {
-        /// Device.
+        /// The device (bus:device.function) the call named.
         source_id: SourceId,
     },
     /// The device is not attached.
     #[error("device {source_id} is not attached")]
     NotAttached {
-        /// Device.
+        /// The device (bus:device.function) the call named.
         source_id: SourceId,
     },
     /// A PASID beyond the device's directory or the IOMMU's PASID width.
     #[error("pasid {pasid:#x} is outside the device's PASID range (limit {limit:#x})")]
     PasidOutOfRange {
-        /// PASID.
+        /// The PASID asked for.
         pasid: u32,
         /// First PASID not covered.
         limit: u32,
@@ -42,17 +42,17 @@ pub enum IommuError {
     /// The PASID entry is already present (clear it first).
     #[error("pasid {pasid:#x} of {source_id} already has a present entry")]
     PasidEntryPresent {
-        /// Device.
+        /// The device (bus:device.function) the call named.
         source_id: SourceId,
-        /// PASID.
+        /// The PASID whose entry was named.
         pasid: u32,
     },
     /// The PASID entry is not present.
     #[error("pasid {pasid:#x} of {source_id} has no present entry")]
     PasidEntryAbsent {
-        /// Device.
+        /// The device (bus:device.function) the call named.
         source_id: SourceId,
-        /// PASID.
+        /// The PASID whose entry was named.
         pasid: u32,
     },
     /// The PASID entry is not acceptable to this IOMMU.
@@ -61,9 +61,9 @@ pub enum IommuError {
     /// A device option is out of range.
     #[error("device option {field} = {value:#x} is invalid: {expected}")]
     DeviceOption {
-        /// Field.
+        /// The `DeviceOptions` field at fault.
         field: &'static str,
-        /// Value.
+        /// Its value (1 for a flag that was set).
         value: u64,
         /// What is allowed.
         expected: &'static str,
@@ -71,7 +71,7 @@ pub enum IommuError {
     /// No stage-2 table with this id.
     #[error("no stage-2 table with id {id}")]
     NoStage2 {
-        /// Id.
+        /// The `Stage2Id` number named.
         id: u32,
     },
     /// Unsupported stage-2 depth.
@@ -83,19 +83,19 @@ pub enum IommuError {
     /// An address or length is not 4 KiB aligned, or zero.
     #[error("{field} = {value:#x} must be a non-zero multiple of 4096")]
     Unaligned {
-        /// Field.
+        /// `"iova"`, `"hpa"` or `"len"`.
         field: &'static str,
-        /// Value.
+        /// Its value.
         value: u64,
     },
     /// An address beyond what the table can map.
     #[error("{field} range ending at {end:#x} exceeds the {width}-bit limit")]
     TooWide {
-        /// Field.
+        /// `"iova"` (beyond the table's input width) or `"hpa"` (beyond the host address width).
         field: &'static str,
-        /// End of the range.
+        /// End of the range (exclusive; `u64::MAX` when it overflows).
         end: u64,
-        /// Width in bits.
+        /// The width it exceeds, in bits.
         width: u8,
     },
     /// The range overlaps an existing stage-2 mapping.
@@ -107,19 +107,19 @@ pub enum IommuError {
     /// An unmap that would split a large page.
     #[error("unmap of [{start:#x}, {end:#x}) would split the {size:#x}-byte page at {page:#x}")]
     PartialLargePage {
-        /// Range start.
+        /// Start of the range asked for.
         start: u64,
-        /// Range end.
+        /// End of the range asked for (exclusive, clipped to the table's width).
         end: u64,
-        /// Page start.
+        /// Start of the large page the range cuts.
         page: u64,
-        /// Page size.
+        /// Size of that page (2 MiB or 1 GiB).
         size: u64,
     },
-    /// Invalid invalidation request.
+    /// The invalidation names a DID, PASID or address mask beyond what the IOMMU supports.
     #[error(transparent)]
     Invalidation(#[from] InvalidationError),
-    /// Page request path error.
+    /// A page request or response was refused (queue full, PRI off, unknown group).
     #[error(transparent)]
     PageRequest(#[from] PrqError),
 }

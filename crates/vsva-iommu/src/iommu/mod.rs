@@ -92,23 +92,23 @@ impl Iommu {
         })
     }
 
-    /// The configuration.
+    /// The configuration the IOMMU was built with (validated).
     pub fn config(&self) -> &IommuConfig {
         &self.cfg
     }
-    /// CAP register value.
+    /// The CAP register (offset 0x8) derived from the configuration.
     pub fn cap(&self) -> u64 {
         self.cap
     }
-    /// ECAP register value.
+    /// The ECAP register (offset 0x10) derived from the configuration.
     pub fn ecap(&self) -> u64 {
         self.ecap
     }
-    /// Host memory.
+    /// The host memory every table and DMA access goes through.
     pub fn memory(&self) -> &HostMemory {
         &self.mem
     }
-    /// The table page pool.
+    /// The pool that context tables, PASID directories and tables and stage-2 tables use.
     pub fn table_pool(&self) -> &TablePool {
         &self.pool
     }
@@ -125,7 +125,7 @@ impl Iommu {
     pub fn set_root_table_address(&self, addr: u64) {
         self.rtaddr.store(addr, Ordering::Release);
     }
-    /// The fault log.
+    /// The bounded log of recorded faults (query, drain, drop counts).
     pub fn fault_log(&self) -> &FaultLog {
         &self.faults
     }
@@ -133,7 +133,7 @@ impl Iommu {
     pub fn faults(&self) -> Vec<Fault> {
         self.faults.records()
     }
-    /// Statistics.
+    /// A snapshot of the translation and cache counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }

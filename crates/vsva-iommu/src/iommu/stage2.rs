@@ -12,16 +12,16 @@ use crate::regs::sl_width;
 /// Stage-2 mapping permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct S2Perms {
-    /// Read.
+    /// Device reads may use the mapping (R, bit 0 of the entry).
     pub read: bool,
-    /// Write.
+    /// Device writes may use the mapping (W, bit 1).
     pub write: bool,
-    /// Execute.
+    /// Execute requests may use the mapping (X, bit 2: stored and reported, not enforced by the model).
     pub execute: bool,
 }
 
 impl S2Perms {
-    /// Read only.
+    /// Reads only.
     pub const R: S2Perms = S2Perms {
         read: true,
         write: false,

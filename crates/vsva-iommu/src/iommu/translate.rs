@@ -22,11 +22,11 @@ use crate::stats::Counter;
 /// Permissions of a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Perms {
-    /// Reads allowed.
+    /// Read requests may use the page.
     pub read: bool,
     /// Writes allowed (for the privilege of the request that produced the translation).
     pub write: bool,
-    /// Execute allowed.
+    /// Execute requests may use the page (never without ECAP.ERS).
     pub execute: bool,
     /// User (unprivileged) requests allowed.
     pub user: bool,
