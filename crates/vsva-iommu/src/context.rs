@@ -171,15 +171,15 @@ impl PasidDirEntry {
     }
 }
 
-/// PASID entries in one PASID table (indexed by PASID[5:0]).
+/// PASID entries in one PASID table (indexed by PASID bits 5:0).
 pub const PASID_TABLE_ENTRIES: u32 = 64;
 
-/// The PASID-directory index of `pasid`: PASID[19:6].
+/// The PASID-directory index of `pasid`: its bits 19:6.
 pub const fn pasid_dir_index(pasid: u32) -> u32 {
     pasid >> 6
 }
 
-/// The PASID of entry `slot` (PASID[5:0]) in the table at directory index `index`.
+/// The PASID of entry `slot` (PASID bits 5:0) in the table at directory index `index`.
 pub const fn pasid_at(index: u32, slot: u32) -> u32 {
     index << 6 | slot
 }

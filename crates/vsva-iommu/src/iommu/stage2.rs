@@ -211,7 +211,7 @@ impl Iommu {
 
     /// Unmaps `[iova, iova + len)`; holes are skipped. Fails without changing anything if the
     /// range would split a large page. Returns the bytes unmapped. Cached translations stay
-    /// until the caller invalidates ([`Invalidation::IotlbDomainPages`] for each DID using the
+    /// until the caller invalidates ([`Invalidation::IotlbDomainPages`](crate::Invalidation::IotlbDomainPages) for each DID using the
     /// table), as on hardware.
     pub fn stage2_unmap(&self, id: Stage2Id, iova: u64, len: u64) -> Result<u64, IommuError> {
         for (f, v) in [("iova", iova), ("len", len)] {
