@@ -133,7 +133,7 @@ pub enum Stage {
 
 macro_rules! reasons {
     ($($(#[$m:meta])* $name:ident = $code:literal, $text:literal;)*) => {
-        /// VT-d scalable-mode fault reasons, with the codes of `vtd.md`.
+        /// VT-d scalable-mode fault reasons, with the specification's codes.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum FaultReason {

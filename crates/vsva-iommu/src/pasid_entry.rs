@@ -39,7 +39,7 @@ impl Pgtt {
     }
 }
 
-/// A present PASID table entry. Every field of `vtd.md` is here; `to_raw` sets P.
+/// A present PASID table entry. Every field of the scalable-mode entry is here; `to_raw` sets P.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PasidEntry {
     /// Fault processing disable: faults fail the request but are not recorded.
