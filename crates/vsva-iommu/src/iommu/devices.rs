@@ -46,6 +46,12 @@ impl Default for DeviceOptions {
 impl Iommu {
     /// Attaches a device: writes its scalable-mode context entry (PASID enabled, a new PASID
     /// directory of `opts.pasids` PASIDs), creating the context table if needed.
+    ///
+    /// # Errors
+    ///
+    /// A bad option ([`IommuError::DeviceOption`]) or an attached device changes nothing. When
+    /// the table pool runs out, the device stays detached; a context table created for its bus
+    /// half on the way stays linked from the root table, for later attaches to use.
     pub fn attach_device(&self, sid: SourceId, opts: DeviceOptions) -> Result<(), IommuError> {
         let limit_all = 1u32 << self.cfg.pasid_bits;
         if opts.pasids == 0 || opts.pasids > 1 << 20 {
@@ -132,6 +138,12 @@ impl Iommu {
     /// Detaches a device: clears its context entry, frees its PASID directory and tables, and
     /// flushes the context cache, the PASID cache and IOTLB entries of its present PASIDs, and
     /// its device TLB.
+    ///
+    /// # Errors
+    ///
+    /// [`IommuError::NotAttached`] changes nothing. A memory error on the IOMMU's own table
+    /// pages (which the pool keeps backed) stops the teardown part-way: the device is detached
+    /// by then and its context entry cleared, and the pages not yet freed stay allocated.
     pub fn detach_device(&self, sid: SourceId) -> Result<(), IommuError> {
         let mut ctl = self.control();
         let dev = ctl

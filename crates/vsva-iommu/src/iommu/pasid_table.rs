@@ -61,6 +61,12 @@ impl Iommu {
     /// Sets the PASID entry of a device. The entry must be valid for this IOMMU and the slot
     /// must be empty (clear it first): since not-present entries are never cached, no
     /// invalidation is needed afterwards.
+    ///
+    /// # Errors
+    ///
+    /// An entry the IOMMU does not accept, an unknown device, a PASID out of range or a
+    /// present slot changes nothing. Once the checks pass, a PASID table created for the slot
+    /// stays in the device's directory even if the pool or memory then fails.
     pub fn set_pasid_entry(
         &self,
         sid: SourceId,
@@ -198,7 +204,20 @@ impl Iommu {
         let sids: Vec<SourceId> = ctl.devices.keys().copied().collect();
         let mut cleared: Vec<SourceId> = sids
             .into_iter()
-            .filter(|&sid| self.clear_locked(&mut ctl, sid, pasid).is_ok())
+            .filter(|&sid| match self.clear_locked(&mut ctl, sid, pasid) {
+                Ok(()) => true,
+                // Nothing to clear on this device.
+                Err(IommuError::PasidEntryAbsent { .. } | IommuError::PasidOutOfRange { .. }) => {
+                    false
+                }
+                Err(e) => {
+                    // Only a failure of the pool's own (backed) pages gets here: the entry may
+                    // still be present after its PASID was freed.
+                    tracing::error!(%sid, pasid, error = %e, "PASID teardown failed on a device");
+                    debug_assert!(false, "PASID {pasid} teardown failed on {sid}: {e}");
+                    false
+                }
+            })
             .collect();
         cleared.sort_unstable();
         cleared

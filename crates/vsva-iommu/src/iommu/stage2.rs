@@ -78,6 +78,12 @@ impl Iommu {
 
     /// Destroys a stage-2 table and frees its pages. PASID entries still naming it must be
     /// cleared by the caller first.
+    ///
+    /// # Errors
+    ///
+    /// [`IommuError::NoStage2`] changes nothing. Otherwise the table is gone from the IOMMU
+    /// even on error: a page the pool refuses to take back stops the freeing, and the pages
+    /// after it stay allocated.
     pub fn destroy_stage2(&self, id: Stage2Id) -> Result<(), IommuError> {
         let s = self
             .control()
@@ -95,6 +101,14 @@ impl Iommu {
     /// anything on unaligned input, a range beyond the table's width or HAW, or overlap with an
     /// existing mapping. Like hardware page tables, a new mapping needs no invalidation (nothing
     /// not-present is cached).
+    ///
+    /// # Errors
+    ///
+    /// Input errors ([`IommuError::Unaligned`], [`IommuError::TooWide`],
+    /// [`IommuError::NoStage2`]) change nothing. An [`IommuError::Overlap`] or an exhausted
+    /// pool part-way unmaps what this call had mapped, so the translations are as before;
+    /// intermediate table pages it created stay in the table (empty) until
+    /// [`Iommu::destroy_stage2`].
     pub fn stage2_map(
         &self,
         id: Stage2Id,
