@@ -21,8 +21,8 @@ use vsva_iommu::paging::{
     TableTranslator, WalkFault, RW, SIZE_4K, US,
 };
 use vsva_iommu::{
-    Access, DeviceOptions, HostMemory, Invalidation, Iommu, IommuConfig, PageRange, PasidEntry,
-    Pgtt, S2Perms, SourceId,
+    Access, DeviceOptions, GuestTableStore, HostMemory, Invalidation, Iommu, IommuConfig,
+    PageRange, PasidEntry, Pgtt, S2Perms, SourceId,
 };
 
 const MB: u64 = 1 << 20;
@@ -34,28 +34,6 @@ const PAGES: u64 = 65536;
 /// caches", as the targets are stated).
 const MISS_PAGES: u64 = 4096;
 const GUEST_BASE: u64 = 64 * MB;
-
-struct Guest<'a> {
-    io: &'a Iommu,
-    next: u64,
-}
-
-impl TableStore for Guest<'_> {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let g = self.next;
-        self.next += SIZE_4K;
-        Some(g)
-    }
-    fn read(&self, addr: u64) -> u64 {
-        self.io.memory().load_u64(addr + GUEST_BASE).unwrap_or(0)
-    }
-    fn write(&mut self, addr: u64, value: u64) {
-        self.io
-            .memory()
-            .store_u64(addr + GUEST_BASE, value)
-            .unwrap();
-    }
-}
 
 fn va(i: u64) -> u64 {
     0x10_0000_0000 + i * SIZE_4K
@@ -93,7 +71,7 @@ fn setup(psc: bool, iotlb_entries: usize) -> Iommu {
     let s2 = io.create_stage2(4).unwrap();
     io.stage2_map(s2, 0, GUEST_BASE, 4 * MB, S2Perms::RW)
         .unwrap();
-    let mut g = Guest { io: &io, next: 0 };
+    let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0);
     let gpgd = g.alloc_table().unwrap();
     for i in 0..PAGES {
         let gpa = 16 * MB + i * SIZE_4K;

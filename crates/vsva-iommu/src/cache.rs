@@ -29,6 +29,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
+use crate::paging::{Rights, WalkStart};
 use crate::slots::SlotArray;
 
 /// Page-selective invalidations naming more pages than this invalidate their whole scope.
@@ -125,6 +126,12 @@ pub(crate) struct GlobalGens {
 #[inline]
 pub(crate) fn pack(lo: u32, hi: u32) -> u64 {
     u64::from(lo) | u64::from(hi) << 32
+}
+
+/// The two counters of a [`pack`]ed stamp: (low, high).
+#[inline]
+pub(crate) fn unpack(w: u64) -> (u32, u32) {
+    (w as u32, (w >> 32) as u32)
 }
 
 /// Size code of a page size for keys and the sizes masks: 0 4 KiB, 1 2 MiB, 2 1 GiB.
@@ -277,6 +284,170 @@ impl Caches {
 #[inline]
 pub(crate) fn psc_key(addr: u64) -> u64 {
     (addr & !(crate::paging::SIZE_2M - 1)) | 1
+}
+
+// ---------------------------------------------------------------- cache value words
+//
+// IOTLB value word (also the second word of a front-cache entry): bits 63:12 = output page
+// (host address, aligned to the page size), bits 11:0 = the flags below.
+
+/// Output-page bits of a value word (63:12).
+const V_ADDR_MASK: u64 = !0xfff;
+/// First level allows writes (bit 0).
+const V_FL_W: u64 = 1 << 0;
+/// First level allows user requests (bit 1).
+const V_FL_U: u64 = 1 << 1;
+/// First level allows execution (bit 2).
+const V_FL_X: u64 = 1 << 2;
+/// Second level allows reads (bit 3).
+const V_SL_R: u64 = 1 << 3;
+/// Second level allows writes (bit 4).
+const V_SL_W: u64 = 1 << 4;
+/// Second level allows execution (bit 5).
+const V_SL_X: u64 = 1 << 5;
+/// Every dirty bit a write needs is already set (bit 6): a write may hit without a walk.
+const V_DIRTY: u64 = 1 << 6;
+/// Page-size code (bits 8:7, see [`size_code`]).
+const V_SIZE_SHIFT: u32 = 7;
+
+/// An IOTLB value word: output page `out` of a `size`-byte page, the first- and second-level
+/// rights of the translation, and whether every dirty bit a write needs is set.
+#[inline(always)]
+pub(crate) fn iotlb_value(out: u64, size: u64, fl: Rights, sl: Rights, dirty: bool) -> u64 {
+    (out & V_ADDR_MASK)
+        | flag(fl.write, V_FL_W)
+        | flag(fl.user_or_read, V_FL_U)
+        | flag(fl.exec, V_FL_X)
+        | flag(sl.user_or_read, V_SL_R)
+        | flag(sl.write, V_SL_W)
+        | flag(sl.exec, V_SL_X)
+        | flag(dirty, V_DIRTY)
+        | size_code(size) << V_SIZE_SHIFT
+}
+
+/// The output page of a value word (bits 63:12).
+#[inline(always)]
+pub(crate) fn value_page(v: u64) -> u64 {
+    v & V_ADDR_MASK
+}
+
+/// The first-level rights of a value word (bits 2:0).
+#[inline(always)]
+pub(crate) fn value_fl_rights(v: u64) -> Rights {
+    Rights {
+        write: v & V_FL_W != 0,
+        user_or_read: v & V_FL_U != 0,
+        exec: v & V_FL_X != 0,
+    }
+}
+
+/// The second-level rights of a value word (bits 5:3).
+#[inline(always)]
+pub(crate) fn value_sl_rights(v: u64) -> Rights {
+    Rights {
+        user_or_read: v & V_SL_R != 0,
+        write: v & V_SL_W != 0,
+        exec: v & V_SL_X != 0,
+    }
+}
+
+/// Whether a write may use the value word without a walk (bit 6).
+#[inline(always)]
+pub(crate) fn value_is_dirty(v: u64) -> bool {
+    v & V_DIRTY != 0
+}
+
+/// The page-size code of a value word (bits 8:7).
+#[inline(always)]
+pub(crate) fn value_size_code(v: u64) -> u64 {
+    v >> V_SIZE_SHIFT & 3
+}
+
+/// The page size of a size code: 4 KiB, 2 MiB or 1 GiB.
+#[inline(always)]
+pub(crate) fn size_of_code(code: u64) -> u64 {
+    1 << (12 + 9 * code)
+}
+
+/// `mask` when `on`, else 0.
+#[inline(always)]
+pub(crate) fn flag(on: bool, mask: u64) -> u64 {
+    if on {
+        mask
+    } else {
+        0
+    }
+}
+
+// Permission nibble, as reported to a requester (front-cache control word and device-TLB
+// value word): read, write, execute, user.
+
+/// Permission nibble: read (bit 0).
+pub(crate) const P_READ: u64 = 1 << 0;
+/// Permission nibble: write (bit 1).
+pub(crate) const P_WRITE: u64 = 1 << 1;
+/// Permission nibble: execute (bit 2).
+pub(crate) const P_EXEC: u64 = 1 << 2;
+/// Permission nibble: user (bit 3).
+pub(crate) const P_USER: u64 = 1 << 3;
+
+// Front-cache control word: bits 7:0 = access kinds allowed without a walk (bit
+// [`crate::fault::Access::kind`]), then the permission nibbles reported to user (11:8) and to
+// privileged (15:12) requests, then RID_PRIV (bit 16).
+
+/// Shift of the permission nibble reported to user requests.
+pub(crate) const F_PERMS_USER: u64 = 8;
+/// Shift of the permission nibble reported to privileged requests.
+pub(crate) const F_PERMS_PRIV: u64 = 12;
+/// Requests without PASID are privileged (the context entry's RID_PRIV).
+pub(crate) const F_RID_PRIV: u64 = 1 << 16;
+
+/// Value word of a paging-structure-cache entry: the level-1 table's address (bits 63:12) and
+/// the rights of the levels above it: write (bit 0), user or read (bit 1), execute (bit 2).
+#[inline(always)]
+pub(crate) fn psc_value(table: u64, r: Rights) -> u64 {
+    table | flag(r.write, V_FL_W) | flag(r.user_or_read, V_FL_U) | flag(r.exec, V_FL_X)
+}
+
+/// Where a walk resumes from a paging-structure-cache value word (see [`psc_value`]).
+#[inline(always)]
+pub(crate) fn psc_start(v: u64) -> WalkStart {
+    WalkStart {
+        level: 1,
+        table: value_page(v),
+        rights: value_fl_rights(v),
+    }
+}
+
+/// Key word of a PASID-cache entry: PASID key (bits 32:12) | valid.
+#[inline(always)]
+pub(crate) fn pasid_cache_key(pasid: Option<u32>) -> u64 {
+    u64::from(pasid_key(pasid)) << 12 | 1
+}
+
+/// Last word of a PASID-cache entry: PASID (bits 27:8), RID_PRIV (bit 1), FPD (bit 0).
+#[inline(always)]
+pub(crate) fn pack_pasid_flags(pasid: u32, fpd: bool, rid_priv: bool) -> u64 {
+    u64::from(fpd) | u64::from(rid_priv) << 1 | u64::from(pasid) << 8
+}
+
+/// (PASID, FPD, RID_PRIV) of the last word of a PASID-cache entry.
+#[inline(always)]
+pub(crate) fn unpack_pasid_flags(w: u64) -> (u32, bool, bool) {
+    ((w >> 8) as u32, w & 1 != 0, w & 2 != 0)
+}
+
+/// The PASID part of a front-cache, PASID-cache or device-TLB key: the PASID's 20 bits, or
+/// [`NO_PASID`] for a request without PASID.
+#[inline(always)]
+pub(crate) fn pasid_key(pasid: Option<u32>) -> u32 {
+    pasid.map_or(NO_PASID, |p| p & 0xf_ffff)
+}
+
+/// Tag word of a front-cache or device-TLB entry: source id (bits 36:21) | PASID key (20:0).
+#[inline(always)]
+pub(crate) fn device_tag(sid: u16, pasid_key: u32) -> u64 {
+    u64::from(sid) << 21 | u64::from(pasid_key)
 }
 
 #[cfg(test)]

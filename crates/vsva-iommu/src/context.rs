@@ -30,6 +30,11 @@ impl RootEntry {
     pub fn address(rtaddr: u64, bus: u8) -> u64 {
         rtaddr + u64::from(bus) * 16
     }
+    /// Address of the root-entry half that covers `devfn` for `bus`: LCTP (bytes 7:0) for
+    /// devfn 0..127, UCTP (bytes 15:8) for devfn 128..255.
+    pub fn half_address(rtaddr: u64, bus: u8, devfn: u8) -> u64 {
+        Self::address(rtaddr, bus) + if devfn >= 128 { 8 } else { 0 }
+    }
     /// The half that covers `devfn`: (present, context table pointer, raw).
     pub fn half(&self, devfn: u8) -> (bool, u64, u64) {
         let raw = if devfn < 128 { self.lo } else { self.hi };
@@ -145,7 +150,7 @@ pub struct PasidDirEntry {
 impl PasidDirEntry {
     /// Address of the directory entry covering `pasid`.
     pub fn address(dir: u64, pasid: u32) -> u64 {
-        dir + u64::from(pasid >> 6) * 8
+        dir + u64::from(pasid_dir_index(pasid)) * 8
     }
     /// Encodes a present entry.
     pub fn to_raw(&self) -> u64 {
@@ -164,6 +169,19 @@ impl PasidDirEntry {
             table: v & ADDR_MASK,
         })
     }
+}
+
+/// PASID entries in one PASID table (indexed by PASID bits 5:0).
+pub const PASID_TABLE_ENTRIES: u32 = 64;
+
+/// The PASID-directory index of `pasid`: its bits 19:6.
+pub const fn pasid_dir_index(pasid: u32) -> u32 {
+    pasid >> 6
+}
+
+/// The PASID of entry `slot` (PASID bits 5:0) in the table at directory index `index`.
+pub const fn pasid_at(index: u32, slot: u32) -> u32 {
+    index << 6 | slot
 }
 
 /// Address of the PASID table entry for `pasid` in the table at `table`.
@@ -187,7 +205,7 @@ pub struct ResolvedPasid {
 /// A lookup-chain failure: the reason and whether fault recording is suppressed (FPD seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainFault {
-    /// Fault reason.
+    /// The VT-d fault reason to report.
     pub reason: FaultReason,
     /// An FPD bit was set on the way, so the fault is not recorded.
     pub fpd: bool,

@@ -15,7 +15,7 @@ impl SourceId {
     pub const fn new(bus: u8, device: u8, function: u8) -> Self {
         Self((bus as u16) << 8 | ((device as u16 & 0x1f) << 3) | (function as u16 & 7))
     }
-    /// Bus number.
+    /// The bus number (bits 15:8).
     pub const fn bus(self) -> u8 {
         (self.0 >> 8) as u8
     }
@@ -74,6 +74,32 @@ impl Access {
             ..self
         }
     }
+
+    /// Index of the request's kind among the 8 kinds: write (bit 0) | execute (bit 1) |
+    /// privileged (bit 2).
+    #[inline(always)]
+    pub(crate) const fn kind(self) -> u64 {
+        self.write as u64 | (self.execute as u64) << 1 | (self.privileged as u64) << 2
+    }
+
+    /// The request of kind index `kind` (the inverse of [`Access::kind`]).
+    pub(crate) const fn from_kind(kind: u64) -> Access {
+        Access {
+            write: kind & 1 != 0,
+            execute: kind & 2 != 0,
+            privileged: kind & 4 != 0,
+        }
+    }
+}
+
+/// The interrupt address range, inclusive: an output address in it faults
+/// ([`FaultReason::InterruptRange`], 0x87) instead of reaching memory.
+pub const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
+
+/// Whether the page `[base, base + size)` overlaps [`INTERRUPT_RANGE`].
+#[inline(always)]
+pub(crate) fn overlaps_interrupt_range(base: u64, size: u64) -> bool {
+    base <= INTERRUPT_RANGE.1 && base + size > INTERRUPT_RANGE.0
 }
 
 impl fmt::Display for Access {
@@ -107,7 +133,7 @@ pub enum Stage {
 
 macro_rules! reasons {
     ($($(#[$m:meta])* $name:ident = $code:literal, $text:literal;)*) => {
-        /// VT-d scalable-mode fault reasons, with the codes of `vtd.md`.
+        /// VT-d scalable-mode fault reasons, with the specification's codes.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum FaultReason {
@@ -229,11 +255,11 @@ pub struct Fault {
     pub pasid: Option<u32>,
     /// Input address of the request.
     pub addr: u64,
-    /// Access type.
+    /// The request: read or write, execute, privileged.
     pub access: Access,
-    /// Fault reason.
+    /// Why the request failed (the VT-d fault reason).
     pub reason: FaultReason,
-    /// Stage that failed.
+    /// The stage whose entry (or input) failed.
     pub stage: Stage,
     /// Paging level of the failing entry (5..=1); 0 when not at a paging entry.
     pub level: u8,

@@ -4,10 +4,10 @@
 
 use crate::fault::{Access, SourceId};
 use crate::invalidate::{ContextCacheScope, Invalidation, PageRange, PasidCacheScope};
-use crate::iommu::{DeviceOptions, Iommu, S2Perms};
 use crate::memory::HostMemory;
 use crate::paging::{self, FlParams, SlParams};
 use crate::regs::IommuConfig;
+use crate::{DeviceOptions, Iommu, S2Perms};
 
 /// Most bytes of raw memory image taken from the input (written at host-physical 0).
 pub const IMAGE_BYTES: usize = 64 * 1024;

@@ -18,7 +18,10 @@
 //! (IH = LEAF flag, `am` = log2 of the page count for a power-of-two aligned range) and
 //! `DeviceTlb { pages: Some(..) }`.
 
+use vsva_uapi::Errno;
+
 use crate::fault::SourceId;
+use crate::regs::IommuConfig;
 
 /// Scope of a PASID-cache invalidation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,14 +30,14 @@ pub enum PasidCacheScope {
     All,
     /// Entries whose PASID entry carries this DID.
     Domain {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
     },
     /// The entry of one PASID in one domain.
     Pasid {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
-        /// PASID.
+        /// The PASID whose entries are dropped.
         pasid: u32,
     },
 }
@@ -55,7 +58,7 @@ pub enum ContextCacheScope {
 /// size are ignored, as the hardware does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRange {
-    /// First address.
+    /// An address in the first page (aligned down to the range size).
     pub addr: u64,
     /// Address mask: the range is `2^am` pages.
     pub am: u8,
@@ -94,12 +97,12 @@ pub enum Invalidation {
     IotlbGlobal,
     /// Everything tagged with a domain.
     IotlbDomain {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
     },
     /// Second-level pages of a domain (the host changed its stage 2).
     IotlbDomainPages {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
         /// Guest-physical pages.
         range: PageRange,
@@ -108,30 +111,30 @@ pub enum Invalidation {
     },
     /// First-level and nested entries of every PASID of a domain.
     PasidIotlbAll {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
     },
     /// First-level and nested entries of one PASID.
     PasidIotlb {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
-        /// PASID.
+        /// The PASID whose entries are dropped.
         pasid: u32,
     },
     /// Pages of one PASID.
     PasidIotlbPages {
-        /// Domain id.
+        /// The domain (DID) whose entries are dropped.
         did: u16,
-        /// PASID.
+        /// The PASID whose entries are dropped.
         pasid: u32,
         /// Pages.
         range: PageRange,
         /// Invalidation hint: leaf entries only, keep paging-structure caches.
         ih: bool,
     },
-    /// PASID cache.
+    /// Cached PASID entries of the scope.
     PasidCache(PasidCacheScope),
-    /// Context cache.
+    /// Cached context entries of the scope (and the PASID entries reached through them).
     ContextCache(ContextCacheScope),
     /// A device's TLB for requests without PASID (`pasid: None`) or one PASID, all pages
     /// (`pages: None`) or a range.
@@ -150,6 +153,82 @@ pub enum Invalidation {
     },
 }
 
+impl Invalidation {
+    /// Checks the request against the IOMMU configured by `cfg`: every DID within the
+    /// domain-id width, every PASID within the PASID width, every address mask at most
+    /// CAP.MAMV (checked in that order).
+    pub fn validate(&self, cfg: &IommuConfig) -> Result<(), InvalidationError> {
+        let did_ok = |did: u16| {
+            if u32::from(did) >> cfg.domain_bits != 0 {
+                Err(InvalidationError::Domain {
+                    did,
+                    bits: cfg.domain_bits,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let pasid_ok = |pasid: u32| {
+            if pasid >> cfg.pasid_bits != 0 {
+                Err(InvalidationError::Pasid {
+                    pasid,
+                    bits: cfg.pasid_bits,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let am_ok = |r: &PageRange| {
+            if r.am > cfg.mamv {
+                Err(InvalidationError::AddressMask {
+                    am: r.am,
+                    max: cfg.mamv,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match *self {
+            Invalidation::IotlbGlobal | Invalidation::ContextCache(_) => {}
+            Invalidation::IotlbDomain { did } | Invalidation::PasidIotlbAll { did } => did_ok(did)?,
+            Invalidation::IotlbDomainPages { did, ref range, .. } => {
+                did_ok(did)?;
+                am_ok(range)?;
+            }
+            Invalidation::PasidIotlb { did, pasid } => {
+                did_ok(did)?;
+                pasid_ok(pasid)?;
+            }
+            Invalidation::PasidIotlbPages {
+                did,
+                pasid,
+                ref range,
+                ..
+            } => {
+                did_ok(did)?;
+                pasid_ok(pasid)?;
+                am_ok(range)?;
+            }
+            Invalidation::PasidCache(PasidCacheScope::All) => {}
+            Invalidation::PasidCache(PasidCacheScope::Domain { did }) => did_ok(did)?,
+            Invalidation::PasidCache(PasidCacheScope::Pasid { did, pasid }) => {
+                did_ok(did)?;
+                pasid_ok(pasid)?;
+            }
+            Invalidation::DeviceTlb { pasid, pages, .. } => {
+                if let Some(p) = pasid {
+                    pasid_ok(p)?;
+                }
+                if let Some(r) = pages {
+                    am_ok(&r)?;
+                }
+            }
+            Invalidation::DeviceTlbAll { .. } => {}
+        }
+        Ok(())
+    }
+}
+
 /// An invalidation request the IOMMU refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidationError {
@@ -166,7 +245,7 @@ pub enum InvalidationError {
     Pasid {
         /// Requested PASID.
         pasid: u32,
-        /// Width.
+        /// The configured width, in bits.
         bits: u8,
     },
     /// The DID is beyond the domain-id width.
@@ -174,9 +253,16 @@ pub enum InvalidationError {
     Domain {
         /// Requested DID.
         did: u16,
-        /// Width.
+        /// The configured width, in bits.
         bits: u8,
     },
+}
+
+impl InvalidationError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 #[cfg(test)]

@@ -12,18 +12,37 @@
 //! Whole-scope invalidations are O(1) (generation counters); page-selective ones cost one probe
 //! per page named. `translate` takes no lock shared between translators.
 //!
-//! Modules: [`memory`] (address space and table page pool), [`regs`] (configuration and
-//! CAP/ECAP), [`context`] (root/context/directory formats and the lookup chain),
-//! [`pasid_entry`], [`paging`] (the walkers, shared with the `vsva pgwalk` inspector),
-//! [`fault`], [`invalidate`], [`prq`], [`stats`], [`iommu`] (the [`Iommu`]), [`fuzzing`]
-//! (the input interpreter of the fuzz target and its proptest twin).
+//! Modules, one job each:
+//!
+//! * formats: [`context`] (root, context and PASID-directory entries and the lookup chain),
+//!   [`pasid_entry`], [`paging`] (first- and second-level entries and the walkers, shared
+//!   with the `vsva pgwalk` inspector), [`fault`] (fault reasons, records, the log, access
+//!   kinds and the interrupt range), [`invalidate`] (the requests and their checks), [`prq`]
+//!   (page requests and responses), [`regs`] (configuration and CAP/ECAP);
+//! * memory: [`memory`] (address space and table page pool), [`table_store`] (the stores
+//!   tables are built in, for the IOMMU's users and tests);
+//! * the IOMMU: [`Iommu`] in `iommu/` — the facade (`mod.rs`), devices, the PASID table,
+//!   stage 2, invalidation, page requests, translate (the cached front), walk (the slow path),
+//!   the device TLB and DMA; the caches and their value words in `cache.rs`, the lock-free
+//!   slot arrays in `slots.rs`, counters in [`stats`];
+//! * [`teardown`]: the IOMMU as a PASID-allocator teardown subscriber;
+//! * `fuzzing` (feature `fuzzing`): the input interpreter of the fuzz target and its proptest
+//!   twin.
+//!
+//! Every error that can reach a uAPI caller has `errno()` giving the Linux errno.
+//!
+//! Cargo features: `test-hooks` builds `Iommu::write_pasid_entry_raw` (a guest-driver-style
+//! raw write for tests elsewhere); `fuzzing` builds the `fuzzing` module (and the hooks).
 //!
 //! The lock-free slot arrays are model-checked with loom:
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-iommu --release --lib loom`.
 
+#![forbid(unsafe_code)]
+
 pub(crate) mod cache;
 pub mod context;
 pub mod fault;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod invalidate;
 pub mod iommu;
@@ -34,6 +53,7 @@ pub mod prq;
 pub mod regs;
 pub(crate) mod slots;
 pub mod stats;
+pub mod table_store;
 pub mod teardown;
 
 pub use cache::PAGE_INVALIDATION_LIMIT;
@@ -41,11 +61,14 @@ pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage};
 pub use invalidate::{
     ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
 };
-pub use iommu::{
-    DeviceOptions, DmaError, HostTableStore, Iommu, IommuError, Perms, S2Perms, Stage2Id,
-    Translation,
-};
+pub use iommu::devices::DeviceOptions;
+pub use iommu::dma::DmaError;
+pub use iommu::error::IommuError;
+pub use iommu::stage2::{S2Perms, Stage2Id};
+pub use iommu::translate::{Perms, Translation};
+pub use iommu::Iommu;
 pub use memory::{HostMemory, MemoryError, TablePool};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
 pub use regs::{ConfigError, IommuConfig};
 pub use stats::StatsSnapshot;
+pub use table_store::{GuestTableStore, HostTableStore};

@@ -17,6 +17,7 @@ use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
     MemoryRegionAddress, VolatileMemory,
 };
+use vsva_uapi::Errno;
 
 /// Size of a table page (and of the smallest translation page).
 pub const PAGE_SIZE: u64 = 4096;
@@ -66,6 +67,20 @@ pub enum MemoryError {
         /// Length of the access.
         len: u64,
     },
+}
+
+impl MemoryError {
+    /// The errno a uAPI caller sees: `ENOMEM` for an exhausted table pool, `EFAULT` for
+    /// everything else (memory that is missing or misplaced).
+    pub fn errno(&self) -> Errno {
+        match self {
+            MemoryError::PoolExhausted { .. } => Errno::ENOMEM,
+            MemoryError::AddRegion { .. }
+            | MemoryError::InvalidPool { .. }
+            | MemoryError::BadFree { .. }
+            | MemoryError::Unbacked { .. } => Errno::EFAULT,
+        }
+    }
 }
 
 /// Reads and compare-and-swaps of 64-bit table entries by host-physical address.

@@ -51,6 +51,46 @@ pub const SL_A: u64 = 1 << 8;
 /// Second-level dirty (with SSADE).
 pub const SL_D: u64 = 1 << 9;
 
+/// The address an entry (either level) points at: bits 51:12.
+#[inline(always)]
+pub const fn entry_addr(e: u64) -> u64 {
+    e & ADDR_MASK
+}
+/// Whether a first-level leaf is dirty: D, bit 6.
+#[inline(always)]
+pub const fn fl_entry_is_dirty(e: u64) -> bool {
+    e & D != 0
+}
+/// Whether a second-level entry is present: any of R, W, X (bits 2:0) set.
+#[inline(always)]
+pub const fn sl_entry_is_present(e: u64) -> bool {
+    e & (SL_R | SL_W | SL_X) != 0
+}
+/// Whether a second-level entry maps a large page: PS, bit 7.
+#[inline(always)]
+pub const fn sl_entry_is_large(e: u64) -> bool {
+    e & SL_PS != 0
+}
+/// Whether a second-level leaf is dirty: D, bit 9 (with SSADE).
+#[inline(always)]
+pub const fn sl_entry_is_dirty(e: u64) -> bool {
+    e & SL_D != 0
+}
+/// A second-level non-leaf entry pointing at `table` (bits 51:12) with R, W, X set (bits 2:0),
+/// so the leaves below decide.
+pub const fn sl_make_table(table: u64) -> u64 {
+    (table & ADDR_MASK) | SL_R | SL_W | SL_X
+}
+/// A second-level leaf at `level` mapping `addr` (bits 51:12) with R (bit 0), W (bit 1),
+/// X (bit 2), and PS (bit 7) above level 1.
+pub const fn sl_make_leaf(addr: u64, level: u8, read: bool, write: bool, exec: bool) -> u64 {
+    let ps = if level > 1 { SL_PS } else { 0 };
+    let r = if read { SL_R } else { 0 };
+    let w = if write { SL_W } else { 0 };
+    let x = if exec { SL_X } else { 0 };
+    (addr & ADDR_MASK) | ps | r | w | x
+}
+
 /// 4 KiB.
 pub const SIZE_4K: u64 = 1 << 12;
 /// 2 MiB.
@@ -73,9 +113,9 @@ pub const fn level_index(addr: u64, level: u8) -> u64 {
 /// not at a paging entry, e.g. a non-canonical input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkFault {
-    /// Fault reason.
+    /// The VT-d fault reason to report.
     pub reason: FaultReason,
-    /// Stage.
+    /// The stage whose entry (or input) failed.
     pub stage: Stage,
     /// Level of the failing entry, 5..=1, or 0.
     pub level: u8,
@@ -169,7 +209,7 @@ pub struct UsedEntry {
     pub addr: u64,
     /// Value read.
     pub value: u64,
-    /// Level.
+    /// The level the entry was read at (1 = leaf table).
     pub level: u8,
     /// Whether the entry may be written (second-level write permission on its table).
     pub writable: bool,
@@ -562,9 +602,9 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
 pub trait TableStore {
     /// A new zeroed 4 KiB table page, or `None` when out of pages.
     fn alloc_table(&mut self) -> Option<u64>;
-    /// Reads an entry.
+    /// The 64-bit entry at `addr` (the store decides what an unbacked address reads as).
     fn read(&self, addr: u64) -> u64;
-    /// Writes an entry.
+    /// Stores the 64-bit entry `value` at `addr`.
     fn write(&mut self, addr: u64, value: u64);
 }
 
@@ -582,7 +622,7 @@ pub enum BuildError {
     /// Page size other than 4 KiB, 2 MiB, 1 GiB.
     #[error("unsupported page size {size:#x}")]
     BadSize {
-        /// The size.
+        /// The size asked for.
         size: u64,
     },
     /// Something is already mapped there.
@@ -650,23 +690,8 @@ pub fn fl_map<S: TableStore + ?Sized>(
 mod tests {
     use super::*;
     use crate::memory::{HostMemory, TablePool};
+    use crate::table_store::HostTableStore;
     use vm_memory::GuestMemoryMmap;
-
-    struct Store<'a> {
-        mem: &'a HostMemory,
-        pool: &'a TablePool,
-    }
-    impl TableStore for Store<'_> {
-        fn alloc_table(&mut self) -> Option<u64> {
-            self.pool.alloc(self.mem).ok()
-        }
-        fn read(&self, addr: u64) -> u64 {
-            self.mem.load_u64(addr).unwrap()
-        }
-        fn write(&mut self, addr: u64, value: u64) {
-            self.mem.store_u64(addr, value).unwrap()
-        }
-    }
 
     const P4: FlParams = FlParams {
         levels: 4,
@@ -689,10 +714,7 @@ mod tests {
     #[test]
     fn four_level_pages_of_every_size() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         fl_map(&mut s, root, 4, 0x7000_1000, 0x5000, SIZE_4K, RW | US).unwrap();
         fl_map(&mut s, root, 4, 0x4000_0000, 0x20_0000, SIZE_2M, US).unwrap();
@@ -749,10 +771,7 @@ mod tests {
     #[test]
     fn five_level_and_canonical_checks() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         let va = 0xff12_3456_7800_0000u64; // canonical for 5 levels only
         fl_map(&mut s, root, 5, va, 0x9000, SIZE_4K, RW).unwrap();
@@ -778,10 +797,7 @@ mod tests {
     #[test]
     fn fault_reasons_and_levels() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
         assert_eq!(
@@ -898,10 +914,7 @@ mod tests {
     #[test]
     fn accessed_and_dirty_are_set_by_cas() {
         let (mem, pool) = setup();
-        let mut s = Store {
-            mem: &mem,
-            pool: &pool,
-        };
+        let mut s = HostTableStore::new(&mem, &pool);
         let root = s.alloc_table().unwrap();
         fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
         let snap = mem.snapshot();

@@ -1,5 +1,7 @@
 //! The 512-bit scalable-mode PASID table entry, as a typed value and as `[u64; 8]`.
 
+use vsva_uapi::Errno;
+
 use crate::fault::FaultReason;
 use crate::regs::{sl_width, IommuConfig};
 
@@ -37,7 +39,7 @@ impl Pgtt {
     }
 }
 
-/// A present PASID table entry. Every field of `vtd.md` is here; `to_raw` sets P.
+/// A present PASID table entry. Every field of the scalable-mode entry is here; `to_raw` sets P.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PasidEntry {
     /// Fault processing disable: faults fail the request but are not recorded.
@@ -85,6 +87,27 @@ const VAL0_RESERVED: u64 = 1 << 5 | 0b11 << 10;
 const VAL1_RESERVED: u64 = 0x7f << 16;
 const VAL2_RESERVED: u64 = 1 << 1 | 1 << 5 | 1 << 6 | 0xf << 8;
 
+/// Whether a raw entry is present: P, val[0] bit 0.
+#[inline]
+pub(crate) const fn pasid_pte_is_present(val0: u64) -> bool {
+    val0 & 1 != 0
+}
+/// val[0] with P (bit 0) clear.
+#[inline]
+pub(crate) const fn pasid_clear_present(val0: u64) -> u64 {
+    val0 & !1
+}
+/// The translation type of a raw entry: PGTT, val[0] bits 8:6 (`None` when undefined).
+#[inline]
+pub(crate) fn pasid_pte_get_pgtt(val0: u64) -> Option<Pgtt> {
+    Pgtt::from_bits(val0 >> 6 & 7)
+}
+/// The domain id of a raw entry: DID, val[1] bits 15:0.
+#[inline]
+pub(crate) const fn pasid_get_domain_id(val1: u64) -> u16 {
+    val1 as u16
+}
+
 /// Why a raw PASID entry could not be used: the fault reason plus the field and value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("PASID entry field {field} = {value:#x} rejected ({reason})")]
@@ -95,6 +118,13 @@ pub struct PasidEntryError {
     pub field: &'static str,
     /// Its value.
     pub value: u64,
+}
+
+impl PasidEntryError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 fn err(reason: FaultReason, field: &'static str, value: u64) -> PasidEntryError {

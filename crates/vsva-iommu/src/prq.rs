@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use vsva_uapi::Errno;
+
 use crate::fault::{Access, SourceId};
 
 /// A page request from a device.
@@ -55,7 +57,7 @@ pub enum PrqError {
     Full {
         /// Requester.
         source_id: SourceId,
-        /// Queue capacity.
+        /// How many requests the queue holds.
         capacity: usize,
     },
     /// The device's context entry does not enable page requests (PRE clear) or it is not
@@ -70,11 +72,18 @@ pub enum PrqError {
     NoSuchGroup {
         /// Device.
         source_id: SourceId,
-        /// PASID.
+        /// The PASID of the response (`None` for a request without PASID).
         pasid: Option<u32>,
-        /// Group.
+        /// The page-request group index answered.
         group: u16,
     },
+}
+
+impl PrqError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 /// Bounded queue of page requests plus outstanding groups and delivered responses.

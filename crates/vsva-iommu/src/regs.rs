@@ -1,6 +1,8 @@
 //! Capability (CAP) and extended-capability (ECAP) register values, derived from one
 //! [`IommuConfig`], so the layer above can report exactly what this model does.
 
+use vsva_uapi::Errno;
+
 /// Everything that shapes the modelled IOMMU. Build one with [`IommuConfig::default`] and
 /// adjust fields; [`IommuConfig::validate`] is called by `Iommu::new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,13 @@ pub enum ConfigError {
         /// What is allowed.
         expected: &'static str,
     },
+}
+
+impl ConfigError {
+    /// The errno a uAPI caller sees: `EINVAL`.
+    pub fn errno(&self) -> Errno {
+        Errno::EINVAL
+    }
 }
 
 fn invalid(

@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests: a deliberately simple reference first-level walk,
-//! written from the rules in vtd.md without using the crate's walker.
+//! written from the VT-d first-level paging rules without using the crate's walker.
 
 #![allow(dead_code)]
 

@@ -1,0 +1,178 @@
+//! The [`Iommu`]: construction, register and memory accessors, and the control lock.
+//!
+//! The rest of the IOMMU is split by job: `devices.rs` (attach/detach), `pasid_table.rs` (PASID
+//! entries and PASID teardown), `stage2.rs` (second-level tables), `invalidation.rs`,
+//! `page_requests.rs`, `translate.rs` (the cached front of translation), `walk.rs` (the table
+//! walks), `devtlb.rs` (the device TLB) and `dma.rs`.
+//!
+//! Locking: one control mutex serializes the table-building operations (attach, detach, PASID
+//! entry writes, stage-2 map/unmap). `translate`, the DMA helpers and `invalidate` never take
+//! it: translation reads tables from memory and consults the lock-free caches.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::cache::Caches;
+use crate::fault::{Fault, FaultLog};
+use crate::memory::{HostMemory, TablePool};
+use crate::prq::PageRequestQueue;
+use crate::regs::IommuConfig;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::table_store::HostTableStore;
+
+use self::control::Control;
+use self::error::IommuError;
+
+mod control;
+pub(crate) mod devices;
+mod devtlb;
+pub(crate) mod dma;
+pub(crate) mod error;
+mod invalidation;
+mod page_requests;
+mod pasid_table;
+pub(crate) mod stage2;
+pub(crate) mod translate;
+mod walk;
+
+/// The software IOMMU. `Send + Sync`; share it with an `Arc`.
+pub struct Iommu {
+    cfg: IommuConfig,
+    cap: u64,
+    ecap: u64,
+    mem: HostMemory,
+    pool: TablePool,
+    rtaddr: AtomicU64,
+    ctl: Mutex<Control>,
+    caches: Caches,
+    ats: Box<[AtomicBool]>,
+    faults: FaultLog,
+    prq: PageRequestQueue,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Iommu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iommu")
+            .field("cap", &format_args!("{:#x}", self.cap))
+            .field("ecap", &format_args!("{:#x}", self.ecap))
+            .field(
+                "rtaddr",
+                &format_args!("{:#x}", self.rtaddr.load(Ordering::Relaxed)),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iommu {
+    /// Creates an IOMMU over `mem`, owning the table pool `[pool_base, pool_base + pool_size)`
+    /// (page aligned, backed by `mem`), with a root table allocated from the pool.
+    pub fn new(
+        cfg: IommuConfig,
+        mem: HostMemory,
+        pool_base: u64,
+        pool_size: u64,
+    ) -> Result<Self, IommuError> {
+        cfg.validate()?;
+        let pool = TablePool::new(&mem, pool_base, pool_size)?;
+        let root = pool.alloc(&mem)?;
+        Ok(Self {
+            cap: cfg.cap(),
+            ecap: cfg.ecap(),
+            caches: Caches::new(cfg.domain_bits, cfg.iotlb_entries),
+            faults: FaultLog::new(cfg.fault_log_capacity),
+            prq: PageRequestQueue::new(cfg.prq_capacity),
+            ats: (0..1usize << 16).map(|_| AtomicBool::new(false)).collect(),
+            cfg,
+            mem,
+            pool,
+            rtaddr: AtomicU64::new(root),
+            ctl: Mutex::new(Control::default()),
+            stats: Stats::new(),
+        })
+    }
+
+    /// The configuration the IOMMU was built with (validated).
+    pub fn config(&self) -> &IommuConfig {
+        &self.cfg
+    }
+    /// The CAP register (offset 0x8) derived from the configuration.
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+    /// The ECAP register (offset 0x10) derived from the configuration.
+    pub fn ecap(&self) -> u64 {
+        self.ecap
+    }
+    /// The host memory every table and DMA access goes through.
+    pub fn memory(&self) -> &HostMemory {
+        &self.mem
+    }
+    /// The pool that context tables, PASID directories and tables and stage-2 tables use.
+    pub fn table_pool(&self) -> &TablePool {
+        &self.pool
+    }
+    /// A table store over host memory and the pool, for building first-level tables.
+    pub fn host_table_store(&self) -> HostTableStore<'_> {
+        HostTableStore::new(&self.mem, &self.pool)
+    }
+    /// The root table address register (RTADDR).
+    pub fn root_table_address(&self) -> u64 {
+        self.rtaddr.load(Ordering::Acquire)
+    }
+    /// Programs RTADDR, as a driver does before SRTP. Cached context and PASID entries stay
+    /// until a context-cache invalidation, as on hardware.
+    pub fn set_root_table_address(&self, addr: u64) {
+        self.rtaddr.store(addr, Ordering::Release);
+    }
+    /// The bounded log of recorded faults (query, drain, drop counts).
+    pub fn fault_log(&self) -> &FaultLog {
+        &self.faults
+    }
+    /// Fault records currently held, oldest first.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.faults.records()
+    }
+    /// A snapshot of the translation and cache counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn registers_and_invalidation_validation() {
+        let io = iommu();
+        assert_eq!(io.cap(), IommuConfig::default().cap());
+        assert_eq!(io.ecap() >> 35 & 0x1f, 19);
+        assert!(matches!(
+            io.invalidate(&Invalidation::PasidIotlb {
+                did: 1,
+                pasid: 1 << 20
+            }),
+            Err(IommuError::Invalidation(InvalidationError::Pasid { .. }))
+        ));
+        let small = iommu_with(IommuConfig {
+            domain_bits: 8,
+            ..IommuConfig::default()
+        });
+        assert!(matches!(
+            small.invalidate(&Invalidation::IotlbDomain { did: 300 }),
+            Err(IommuError::Invalidation(InvalidationError::Domain {
+                did: 300,
+                bits: 8
+            }))
+        ));
+        assert!(format!("{io:?}").contains("cap"));
+    }
+}

@@ -1,0 +1,266 @@
+//! The PASID table of each device: setting, reading and clearing PASID entries, and the
+//! teardown of a PASID on every device.
+
+use super::control::Control;
+use super::error::IommuError;
+use super::Iommu;
+use crate::context::{pasid_dir_index, pasid_entry_address, PasidDirEntry};
+use crate::fault::SourceId;
+use crate::invalidate::{Invalidation, PasidCacheScope};
+use crate::pasid_entry::{
+    pasid_clear_present, pasid_get_domain_id, pasid_pte_get_pgtt, pasid_pte_is_present, PasidEntry,
+    Pgtt,
+};
+
+impl Iommu {
+    pub(super) fn pasid_table(
+        &self,
+        ctl: &mut Control,
+        sid: SourceId,
+        pasid: u32,
+        create: bool,
+    ) -> Result<Option<u64>, IommuError> {
+        let dev = ctl
+            .devices
+            .get_mut(&sid)
+            .ok_or(IommuError::NotAttached { source_id: sid })?;
+        if pasid >= dev.limit {
+            return Err(IommuError::PasidOutOfRange {
+                pasid,
+                limit: dev.limit,
+            });
+        }
+        let idx = pasid_dir_index(pasid);
+        if let Some(&t) = dev.tables.get(&idx) {
+            return Ok(Some(t));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let t = self.pool.alloc(&self.mem)?;
+        dev.tables.insert(idx, t);
+        let de = PasidDirEntry {
+            fpd: false,
+            table: t,
+        };
+        self.mem
+            .store_u64(PasidDirEntry::address(dev.dir, pasid), de.to_raw())?;
+        Ok(Some(t))
+    }
+
+    pub(super) fn write_entry_words(&self, addr: u64, words: &[u64; 8]) -> Result<(), IommuError> {
+        // Clear P first, then the body, then word 0: the entry is never seen half written.
+        self.mem.store_u64(addr, pasid_clear_present(words[0]))?;
+        for (i, &w) in words.iter().enumerate().skip(1) {
+            self.mem.store_u64(addr + 8 * i as u64, w)?;
+        }
+        self.mem.store_u64(addr, words[0])?;
+        Ok(())
+    }
+
+    /// Sets the PASID entry of a device. The entry must be valid for this IOMMU and the slot
+    /// must be empty (clear it first): since not-present entries are never cached, no
+    /// invalidation is needed afterwards.
+    ///
+    /// # Errors
+    ///
+    /// An entry the IOMMU does not accept, an unknown device, a PASID out of range or a
+    /// present slot changes nothing. Once the checks pass, a PASID table created for the slot
+    /// stays in the device's directory even if the pool or memory then fails.
+    pub fn set_pasid_entry(
+        &self,
+        sid: SourceId,
+        pasid: u32,
+        entry: &PasidEntry,
+    ) -> Result<(), IommuError> {
+        entry.validate(&self.cfg)?;
+        let mut ctl = self.control();
+        let table = self
+            .pasid_table(&mut ctl, sid, pasid, true)?
+            .ok_or(IommuError::NotAttached { source_id: sid })?;
+        let addr = pasid_entry_address(table, pasid);
+        if pasid_pte_is_present(self.mem.load_u64(addr)?) {
+            return Err(IommuError::PasidEntryPresent {
+                source_id: sid,
+                pasid,
+            });
+        }
+        self.write_entry_words(addr, &entry.to_raw())
+    }
+
+    /// Writes raw PASID entry words with no validation and no cache flush, as a guest driver
+    /// editing its table in memory would (to reproduce missing-invalidation bugs).
+    ///
+    /// A test hook: built only for this crate's tests and with the `test-hooks` feature.
+    ///
+    /// # Errors
+    ///
+    /// As [`Iommu::set_pasid_entry`] for the device and PASID range; the PASID table may have
+    /// been created even when writing the entry fails.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn write_pasid_entry_raw(
+        &self,
+        sid: SourceId,
+        pasid: u32,
+        words: [u64; 8],
+    ) -> Result<(), IommuError> {
+        let mut ctl = self.control();
+        let table = self
+            .pasid_table(&mut ctl, sid, pasid, true)?
+            .ok_or(IommuError::NotAttached { source_id: sid })?;
+        self.write_entry_words(pasid_entry_address(table, pasid), &words)
+    }
+
+    /// The raw words of a PASID entry (`None` when its PASID table does not exist).
+    pub fn read_pasid_entry(
+        &self,
+        sid: SourceId,
+        pasid: u32,
+    ) -> Result<Option<[u64; 8]>, IommuError> {
+        let mut ctl = self.control();
+        let Some(table) = self.pasid_table(&mut ctl, sid, pasid, false)? else {
+            return Ok(None);
+        };
+        let addr = pasid_entry_address(table, pasid);
+        let mut w = [0u64; 8];
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = self.mem.load_u64(addr + 8 * i as u64)?;
+        }
+        Ok(Some(w))
+    }
+
+    /// Clears a present PASID entry and flushes, like the Linux driver's teardown: PASID cache
+    /// for (DID, PASID), the IOTLB (PASID-based for first-level/nested, domain for
+    /// second-level/pass-through), and the device TLB for the PASID.
+    pub fn clear_pasid_entry(&self, sid: SourceId, pasid: u32) -> Result<(), IommuError> {
+        let mut ctl = self.control();
+        self.clear_locked(&mut ctl, sid, pasid)
+    }
+
+    pub(super) fn clear_locked(
+        &self,
+        ctl: &mut Control,
+        sid: SourceId,
+        pasid: u32,
+    ) -> Result<(), IommuError> {
+        let absent = IommuError::PasidEntryAbsent {
+            source_id: sid,
+            pasid,
+        };
+        let table = self.pasid_table(ctl, sid, pasid, false)?.ok_or(absent)?;
+        let addr = pasid_entry_address(table, pasid);
+        let v0 = self.mem.load_u64(addr)?;
+        if !pasid_pte_is_present(v0) {
+            return Err(IommuError::PasidEntryAbsent {
+                source_id: sid,
+                pasid,
+            });
+        }
+        let did = pasid_get_domain_id(self.mem.load_u64(addr + 8)?);
+        self.write_entry_words(addr, &[0; 8])?;
+        let rid_pasid = ctl.devices.get(&sid).map_or(0, |d| d.rid_pasid);
+        self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid);
+        Ok(())
+    }
+
+    pub(super) fn flush_pasid(
+        &self,
+        sid: SourceId,
+        pasid: u32,
+        did: u16,
+        pgtt: Option<Pgtt>,
+        rid_pasid: u32,
+    ) {
+        self.apply(&Invalidation::PasidCache(PasidCacheScope::Pasid {
+            did,
+            pasid,
+        }));
+        match pgtt {
+            Some(Pgtt::FirstLevel | Pgtt::Nested) => {
+                self.apply(&Invalidation::PasidIotlb { did, pasid })
+            }
+            _ => self.apply(&Invalidation::IotlbDomain { did }),
+        }
+        self.apply(&Invalidation::DeviceTlb {
+            source_id: sid,
+            pasid: Some(pasid),
+            pages: None,
+        });
+        if pasid == rid_pasid {
+            // Requests without PASID were translated through this entry too.
+            self.apply(&Invalidation::DeviceTlb {
+                source_id: sid,
+                pasid: None,
+                pages: None,
+            });
+        }
+    }
+
+    /// Clears `pasid`'s entry on every device where it is present and flushes every cache
+    /// that could hold it (PASID cache, IOTLB and paging-structure caches, device TLBs).
+    /// Returns the devices it was cleared on.
+    pub fn teardown_pasid(&self, pasid: u32) -> Vec<SourceId> {
+        let mut ctl = self.control();
+        let sids: Vec<SourceId> = ctl.devices.keys().copied().collect();
+        let mut cleared: Vec<SourceId> = sids
+            .into_iter()
+            .filter(|&sid| match self.clear_locked(&mut ctl, sid, pasid) {
+                Ok(()) => true,
+                // Nothing to clear on this device.
+                Err(IommuError::PasidEntryAbsent { .. } | IommuError::PasidOutOfRange { .. }) => {
+                    false
+                }
+                Err(e) => {
+                    // Only a failure of the pool's own (backed) pages gets here: the entry may
+                    // still be present after its PASID was freed.
+                    tracing::error!(%sid, pasid, error = %e, "PASID teardown failed on a device");
+                    debug_assert!(false, "PASID {pasid} teardown failed on {sid}: {e}");
+                    false
+                }
+            })
+            .collect();
+        cleared.sort_unstable();
+        cleared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn teardown_pasid_clears_every_device_and_flushes() {
+        let io = iommu();
+        let sids = [SID, SourceId::new(1, 0, 0)];
+        for s in sids {
+            io.attach_device(
+                s,
+                DeviceOptions {
+                    ats: true,
+                    ..DeviceOptions::default()
+                },
+            )
+            .unwrap();
+        }
+        let root = io.table_pool().alloc(io.memory()).unwrap();
+        map(&io, root, 0x1000, 0x10_0000, SIZE_4K, RW | US);
+        for s in sids {
+            io.set_pasid_entry(s, 77, &PasidEntry::first_level(5, root))
+                .unwrap();
+            io.translate(s, Some(77), 0x1000, Access::WRITE).unwrap();
+        }
+        assert_eq!(io.teardown_pasid(77), sids.to_vec());
+        for s in sids {
+            assert_eq!(
+                reason(io.translate(s, Some(77), 0x1000, Access::READ)),
+                FaultReason::PasidEntryNotPresent
+            );
+            assert_eq!(io.read_pasid_entry(s, 77).unwrap(), Some([0; 8]));
+        }
+        assert!(io.teardown_pasid(77).is_empty());
+        // The number can be bound again at once.
+        io.set_pasid_entry(SID, 77, &PasidEntry::first_level(5, root))
+            .unwrap();
+        assert!(io.translate(SID, Some(77), 0x1000, Access::READ).is_ok());
+    }
+}

@@ -1,0 +1,726 @@
+//! The front of translation: the front cache, the PASID cache, the IOTLB and the fault record;
+//! a miss goes to the walks of `walk.rs`.
+
+use std::sync::atomic::Ordering;
+
+use vm_memory::GuestMemoryMmap;
+
+use super::Iommu;
+use crate::cache::{
+    device_tag, flag, iotlb_value, pack, pack_pasid_flags, page_key, pasid_cache_key, pasid_key,
+    size_of_code, tag_key, unpack, unpack_pasid_flags, value_fl_rights, value_is_dirty, value_page,
+    value_size_code, value_sl_rights, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID,
+    P_EXEC, P_READ, P_USER, P_WRITE,
+};
+use crate::context::resolve;
+use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
+use crate::memory::HostMemory;
+use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
+use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::stats::Counter;
+
+/// Permissions of a translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Perms {
+    /// Read requests may use the page.
+    pub read: bool,
+    /// Writes allowed (for the privilege of the request that produced the translation).
+    pub write: bool,
+    /// Execute requests may use the page (never without ECAP.ERS).
+    pub execute: bool,
+    /// User (unprivileged) requests allowed.
+    pub user: bool,
+}
+
+impl Perms {
+    /// The permission nibble of the cache words (`P_READ`, `P_WRITE`, `P_EXEC`, `P_USER`).
+    #[inline(always)]
+    pub(super) fn bits(self) -> u64 {
+        flag(self.read, P_READ)
+            | flag(self.write, P_WRITE)
+            | flag(self.execute, P_EXEC)
+            | flag(self.user, P_USER)
+    }
+
+    /// The permissions of a permission nibble (the inverse of [`Perms::bits`]).
+    #[inline(always)]
+    pub(super) fn from_bits(p: u64) -> Self {
+        Perms {
+            read: p & P_READ != 0,
+            write: p & P_WRITE != 0,
+            execute: p & P_EXEC != 0,
+            user: p & P_USER != 0,
+        }
+    }
+}
+
+/// A successful translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Translation {
+    /// Host-physical address of the input address.
+    pub host_addr: u64,
+    /// Size of the page (the smaller of the two stages when nested) containing it.
+    pub page_size: u64,
+    /// Permissions of the page.
+    pub perms: Perms,
+}
+
+/// Cached PASID-table information for one (source id, PASID).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PasidInfo {
+    pub(super) entry: PasidEntry,
+    /// The PASID the entry is for (the RID_PASID for a request without PASID).
+    pub(super) pasid: u32,
+    pub(super) fpd: bool,
+    pub(super) rid_priv: bool,
+}
+
+impl Iommu {
+    pub(super) fn fault(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        addr: u64,
+        access: Access,
+        wf: WalkFault,
+        suppressed: bool,
+    ) -> Fault {
+        self.stats.inc(Counter::Faults);
+        let f = Fault {
+            source_id: sid,
+            pasid,
+            addr,
+            access,
+            reason: wf.reason,
+            stage: wf.stage,
+            level: wf.level,
+            recorded: !suppressed,
+        };
+        if !suppressed {
+            self.faults.record(f);
+        }
+        f
+    }
+
+    /// Translates one DMA request: device TLB (if the device has ATS), PASID cache, IOTLB,
+    /// then the walk (first level, second level, nested or pass-through) with the
+    /// paging-structure caches, permission checks and accessed/dirty updates. A failure is
+    /// recorded in the fault log unless an FPD bit applies, and returned.
+    pub fn translate(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+    ) -> Result<Translation, Fault> {
+        let ats = self.ats[usize::from(sid.0)].load(Ordering::Acquire);
+        if !ats {
+            if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
+                return Ok(t);
+            }
+        }
+        self.translate_slow(sid, pasid, iova, access, ats)
+    }
+
+    /// The front-cache fast path: `None` on a miss.
+    #[inline(always)]
+    pub(super) fn front_lookup(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+    ) -> Option<Translation> {
+        let epoch = self.caches.epoch.load(Ordering::Acquire);
+        let front_tag = device_tag(sid.0, pasid_key(pasid));
+        let sizes = self.caches.front_sizes.load(Ordering::Acquire);
+        for code in 0..3u64 {
+            if sizes & (1 << code) == 0 {
+                continue;
+            }
+            let Some([e, v, ctrl]) = self.caches.front.lookup(page_key(iova, code), front_tag)
+            else {
+                continue;
+            };
+            if e != epoch {
+                return None;
+            }
+            let privileged = access.privileged || (pasid.is_none() && ctrl & F_RID_PRIV != 0);
+            let kind = Access {
+                privileged,
+                ..access
+            }
+            .kind();
+            if ctrl >> kind & 1 == 0 {
+                // Denied, or a write that must set dirty bits: the full path decides.
+                return None;
+            }
+            self.stats.inc(Counter::FrontHits);
+            let size = size_of_code(code);
+            let p = ctrl
+                >> if privileged {
+                    F_PERMS_PRIV
+                } else {
+                    F_PERMS_USER
+                };
+            return Some(Translation {
+                host_addr: value_page(v) | (iova & (size - 1)),
+                page_size: size,
+                perms: Perms::from_bits(p),
+            });
+        }
+        None
+    }
+
+    /// The front-cache control word of a translation: which of the 8 access kinds the cached
+    /// IOTLB value allows without a walk (computed with the same check as every IOTLB hit)
+    /// and the permissions reported to user and privileged requests.
+    pub(super) fn front_ctrl(&self, info: &PasidInfo, v: u64) -> u64 {
+        let e = &info.entry;
+        let c = FlControls {
+            sre: e.sre,
+            wpe: e.wpe,
+            ers: self.cfg.ers,
+        };
+        let level = value_size_code(v) as u8 + 1;
+        let mut ctrl = flag(info.rid_priv, F_RID_PRIV);
+        for kind in 0..8u64 {
+            let a = Access::from_kind(kind);
+            let needs_walk = a.write && !value_is_dirty(v);
+            if !needs_walk && self.check_cached(e.pgtt, v, a, c, level).is_ok() {
+                ctrl |= 1 << kind;
+            }
+        }
+        for (privileged, shift) in [(false, F_PERMS_USER), (true, F_PERMS_PRIV)] {
+            let a = Access {
+                privileged,
+                ..Access::READ
+            };
+            let p = self.make_translation(e.pgtt, v, 0, a, c).perms;
+            ctrl |= p.bits() << shift;
+        }
+        ctrl
+    }
+
+    #[inline(never)]
+    pub(super) fn translate_slow(
+        &self,
+        sid: SourceId,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+        ats: bool,
+    ) -> Result<Translation, Fault> {
+        let epoch = self.caches.epoch.load(Ordering::Acquire);
+        let front_tag = device_tag(sid.0, pasid_key(pasid));
+        let mut devtlb_stamp = None;
+        if ats {
+            match self.devtlb_lookup(sid, pasid, iova, access) {
+                Ok(t) => {
+                    self.stats.inc(Counter::Translations);
+                    self.stats.inc(Counter::DevTlbHits);
+                    return Ok(t);
+                }
+                Err(stamp) => devtlb_stamp = Some(stamp),
+            }
+            if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
+                return Ok(t);
+            }
+        }
+        self.stats.inc(Counter::Translations);
+        let mem = LazySnapshot::new(&self.mem);
+        let info = match self.pasid_info(&mem, sid, pasid) {
+            Ok(i) => i,
+            Err((reason, fpd)) => {
+                let wf = WalkFault {
+                    reason,
+                    stage: Stage::Context,
+                    level: 0,
+                };
+                return Err(self.fault(sid, pasid, iova, access, wf, fpd));
+            }
+        };
+        let access = if pasid.is_none() && info.rid_priv {
+            access.privileged()
+        } else {
+            access
+        };
+        let result = if info.entry.pgtt == Pgtt::PassThrough {
+            self.pass_through(iova, access)
+        } else {
+            self.translate_paged(&mem, &info, iova, access)
+        };
+        match result {
+            Ok((t, v)) => {
+                if let Some(stamp) = devtlb_stamp {
+                    self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
+                }
+                let e = &info.entry;
+                if e.pgtt != Pgtt::PassThrough {
+                    let ctrl = self.front_ctrl(&info, v);
+                    let code = value_size_code(v);
+                    let c = &self.caches;
+                    if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
+                        c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
+                    }
+                    c.front
+                        .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
+                            c.epoch.load(Ordering::Acquire) == epoch
+                        });
+                }
+                Ok(t)
+            }
+            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.fpd)),
+        }
+    }
+
+    pub(super) fn pass_through(
+        &self,
+        iova: u64,
+        access: Access,
+    ) -> Result<(Translation, u64), WalkFault> {
+        if access.execute && !self.cfg.ers {
+            return Err(WalkFault {
+                reason: FaultReason::ExecuteNotEnabled,
+                stage: Stage::Context,
+                level: 0,
+            });
+        }
+        if iova >> self.cfg.haw() != 0 {
+            return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
+        }
+        Ok((
+            Translation {
+                host_addr: iova,
+                page_size: SIZE_4K,
+                perms: Perms {
+                    read: true,
+                    write: true,
+                    execute: self.cfg.ers,
+                    user: true,
+                },
+            },
+            iotlb_value(iova, SIZE_4K, Rights::ALL, Rights::ALL, true),
+        ))
+    }
+
+    pub(super) fn pasid_info(
+        &self,
+        mem: &LazySnapshot<'_>,
+        sid: SourceId,
+        pasid: Option<u32>,
+    ) -> Result<PasidInfo, (FaultReason, bool)> {
+        let c = &self.caches;
+        let k0 = pasid_cache_key(pasid);
+        let k1 = u64::from(sid.0);
+        let dev = c.device(sid.0);
+        let s0 = pack(c.global.ctx.get(), dev.ctx.get());
+        let gpc = c.global.pc.get();
+        if let Some(d) = c.pasid_cache.lookup(k0, k1) {
+            let (d_gpc, d_dpc) = unpack(d[1]);
+            if d[0] == s0 && d_gpc == gpc {
+                {
+                    let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
+                    let dom = c.domain(entry.did);
+                    let (p, fpd, rid_priv) = unpack_pasid_flags(d[6]);
+                    if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
+                        self.stats.inc(Counter::PasidCacheHits);
+                        return Ok(PasidInfo {
+                            entry,
+                            pasid: p,
+                            fpd,
+                            rid_priv,
+                        });
+                    }
+                }
+            }
+        }
+        self.stats.inc(Counter::PasidCacheMisses);
+        let rt = self.root_table_address();
+        let mem = mem.get();
+        let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
+        let dom = c.domain(r.entry.did);
+        let pg = dom.pasids.get(r.pasid);
+        let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
+        // The generations of the DID and PASID are known only now: read the chain again so the
+        // cached entry is one that was current after those generations were read.
+        if resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r) {
+            let raw = r.entry.to_raw();
+            let flags = pack_pasid_flags(r.pasid, r.fpd, r.context.rid_priv);
+            c.pasid_cache.insert(
+                k0,
+                k1,
+                [
+                    s0,
+                    pack(gpc, dpc),
+                    u64::from(ppc),
+                    raw[0],
+                    raw[1],
+                    raw[2],
+                    flags,
+                ],
+                || true,
+            );
+        }
+        Ok(PasidInfo {
+            entry: r.entry,
+            pasid: r.pasid,
+            fpd: r.fpd,
+            rid_priv: r.context.rid_priv,
+        })
+    }
+
+    #[inline(always)]
+    pub(super) fn check_cached(
+        &self,
+        pgtt: Pgtt,
+        v: u64,
+        access: Access,
+        c: FlControls,
+        level: u8,
+    ) -> Result<(), WalkFault> {
+        if access.execute && !self.cfg.ers {
+            return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
+        }
+        if pgtt.uses_first_level() {
+            check_fl_access(
+                value_fl_rights(v),
+                access.write,
+                access.execute,
+                access.privileged,
+                c,
+            )
+            .map_err(|r| WalkFault::first(r, level))?;
+        }
+        if pgtt.uses_second_level() {
+            let sl = value_sl_rights(v);
+            if access.write && !sl.write {
+                return Err(WalkFault::second(FaultReason::NoWrite, level));
+            }
+            if !access.write && !sl.user_or_read {
+                return Err(WalkFault::second(FaultReason::NoRead, level));
+            }
+        }
+        let base = value_page(v);
+        let size = size_of_code(value_size_code(v));
+        if overlaps_interrupt_range(base, size) {
+            let stage = if pgtt.uses_second_level() {
+                Stage::Second
+            } else {
+                Stage::First
+            };
+            return Err(WalkFault {
+                reason: FaultReason::InterruptRange,
+                stage,
+                level,
+            });
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(super) fn make_translation(
+        &self,
+        pgtt: Pgtt,
+        v: u64,
+        iova: u64,
+        access: Access,
+        c: FlControls,
+    ) -> Translation {
+        let size = size_of_code(value_size_code(v));
+        let fl = pgtt.uses_first_level();
+        let sl = pgtt.uses_second_level();
+        let (flr, slr) = (value_fl_rights(v), value_sl_rights(v));
+        let fl_w = !fl || flr.write || (access.privileged && !c.wpe);
+        Translation {
+            host_addr: value_page(v) | (iova & (size - 1)),
+            page_size: size,
+            perms: Perms {
+                read: !sl || slr.user_or_read,
+                write: fl_w && (!sl || slr.write),
+                execute: self.cfg.ers && (!fl || flr.exec),
+                user: !fl || flr.user_or_read,
+            },
+        }
+    }
+
+    pub(super) fn translate_paged(
+        &self,
+        mem: &LazySnapshot<'_>,
+        info: &PasidInfo,
+        iova: u64,
+        access: Access,
+    ) -> Result<(Translation, u64), WalkFault> {
+        let e = &info.entry;
+        let c = &self.caches;
+        let dom = c.domain(e.did);
+        let pgtt = e.pgtt;
+        let pg: Option<&PasidGens> =
+            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.pasid));
+        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.pasid));
+        let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
+        let s1 = match pgtt {
+            Pgtt::FirstLevel => pack(dom.fl.get(), 0),
+            Pgtt::Nested => pack(dom.fl.get(), dom.nested.get()),
+            _ => 0,
+        };
+        let s2 = pg.map_or(0, |p| u64::from(p.iotlb.get()));
+        let ctl = FlControls {
+            sre: e.sre,
+            wpe: e.wpe,
+            ers: self.cfg.ers,
+        };
+        let sizes = match pg {
+            Some(p) => p.sizes.load(Ordering::Acquire),
+            None => dom.sl_sizes.load(Ordering::Acquire),
+        };
+        for code in 0..3u64 {
+            if sizes & (1 << code) == 0 {
+                continue;
+            }
+            let Some(d) = c.iotlb.lookup(page_key(iova, code), tag) else {
+                continue;
+            };
+            if d[0] != s0 || d[1] != s1 || d[2] != s2 {
+                continue;
+            }
+            let v = d[3];
+            if access.write && !value_is_dirty(v) {
+                // A write through an entry filled by a read: walk to set the dirty bits.
+                break;
+            }
+            self.stats.inc(Counter::IotlbHits);
+            self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
+            return Ok((self.make_translation(pgtt, v, iova, access, ctl), v));
+        }
+        self.stats.inc(Counter::IotlbMisses);
+        self.stats.inc(Counter::Walks);
+        let mem = mem.get();
+        let psi_p = pg.map(|p| p.psi.get());
+        let psi_sl = dom.sl_psi.get();
+        let (v, page_base) = match pgtt {
+            Pgtt::SecondLevel => self.walk_sl_only(mem, e, dom, s0, iova, access)?,
+            _ => self.walk_fl(
+                mem,
+                e,
+                dom,
+                pg.unwrap_or_else(|| dom.pasids.get(info.pasid)),
+                tag,
+                [s0, s1, s2],
+                iova,
+                access,
+                ctl,
+            )?,
+        };
+        let code = value_size_code(v);
+        self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
+        let sizes_seen = match pg {
+            Some(p) => &p.sizes,
+            None => &dom.sl_sizes,
+        };
+        if sizes_seen.load(Ordering::Acquire) & (1 << code) == 0 {
+            sizes_seen.fetch_or(1 << code, Ordering::AcqRel);
+        }
+        c.iotlb
+            .insert(page_key(page_base, code), tag, [s0, s1, s2, v], || {
+                pg.map(|p| p.psi.get()) == psi_p && dom.sl_psi.get() == psi_sl
+            });
+        Ok((self.make_translation(pgtt, v, iova, access, ctl), v))
+    }
+}
+
+/// The memory snapshot of one translation, taken only if a table must be read (cache hits
+/// never touch memory).
+pub(super) struct LazySnapshot<'a> {
+    mem: &'a HostMemory,
+    snap: std::cell::OnceCell<arc_swap::Guard<std::sync::Arc<GuestMemoryMmap>>>,
+}
+
+impl<'a> LazySnapshot<'a> {
+    fn new(mem: &'a HostMemory) -> Self {
+        Self {
+            mem,
+            snap: std::cell::OnceCell::new(),
+        }
+    }
+    pub(super) fn get(&self) -> &GuestMemoryMmap {
+        self.snap.get_or_init(|| self.mem.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn context_chain_fault_reasons_through_translate() {
+        let io = iommu();
+        attach(&io, SID);
+        fl_pasid(&io, SID, 1, 1);
+        // (device, PASID, reason) for requests that stop in the chain.
+        let missing = [
+            (SourceId::new(9, 0, 0), 1, FaultReason::RootEntryNotPresent),
+            (
+                SourceId::new(0, 4, 0),
+                1,
+                FaultReason::ContextEntryNotPresent,
+            ),
+            (SID, 64, FaultReason::PasidDirNotPresent),
+            (SID, 2, FaultReason::PasidEntryNotPresent),
+        ];
+        for (sid, pasid, want) in missing {
+            let got = reason(io.translate(sid, Some(pasid), 0, Access::READ));
+            assert_eq!(got, want, "{sid} pasid {pasid}");
+        }
+        // (PASID, raw entry words, reason) for entries the chain refuses.
+        let refused: [(u32, [u64; 8], FaultReason); 4] = [
+            (
+                3,
+                [1 | 1 << 5, 0, 0, 0, 0, 0, 0, 0],
+                FaultReason::PasidEntryReserved,
+            ),
+            (
+                4,
+                [1 | 6 << 6, 0, 0, 0, 0, 0, 0, 0],
+                FaultReason::PasidEntryInvalid,
+            ),
+            (
+                6,
+                [1 | 1 << 6, 1, 1 << 50, 0, 0, 0, 0, 0],
+                FaultReason::FirstLevelPointerInvalid,
+            ),
+            (
+                7,
+                [1 | 2 << 2 | 2 << 6 | 1 << 50, 1, 0, 0, 0, 0, 0, 0],
+                FaultReason::SecondLevelPointerInvalid,
+            ),
+        ];
+        for (pasid, words, want) in refused {
+            io.write_pasid_entry_raw(SID, pasid, words).unwrap();
+            let got = reason(io.translate(SID, Some(pasid), 0, Access::READ));
+            assert_eq!(got, want, "pasid {pasid}");
+        }
+        let small = SourceId::new(0, 5, 0);
+        io.attach_device(
+            small,
+            DeviceOptions {
+                pasids: 100,
+                ..DeviceOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            reason(io.translate(small, Some(9000), 0, Access::READ)),
+            FaultReason::PasidBeyondDirectory
+        );
+        // Root table address: misaligned, then outside memory.
+        let rt = io.root_table_address();
+        io.set_root_table_address(rt | 0x800);
+        io.invalidate(&Invalidation::ContextCache(ContextCacheScope::All))
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0, Access::READ)),
+            FaultReason::RootTableAddressInvalid
+        );
+        io.set_root_table_address(0x1_0000_0000);
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0, Access::READ)),
+            FaultReason::RootEntryAccess
+        );
+        io.set_root_table_address(rt);
+        let f = io.translate(SID, Some(2), 0, Access::READ).unwrap_err();
+        assert_eq!(
+            (f.stage, f.level, f.pasid, f.source_id),
+            (Stage::Context, 0, Some(2), SID)
+        );
+    }
+
+    #[test]
+    fn pasid_disabled_and_execute_not_enabled() {
+        let io = iommu_with(IommuConfig {
+            ers: false,
+            ..IommuConfig::default()
+        });
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 0, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        assert_eq!(
+            reason(io.translate(SID, None, 0x1000, Access::EXEC)),
+            FaultReason::ExecuteNotEnabled
+        );
+        assert!(
+            io.translate(SID, None, 0x1000, Access::READ).is_ok(),
+            "RID_PASID 0 serves requests without PASID"
+        );
+        // Clear PASIDE in the context entry.
+        let ct = io.control().ctx_tables[&(0, false)];
+        let ce = ContextEntry::address(ct, SID.devfn());
+        let q0 = io.memory().load_u64(ce).unwrap();
+        io.memory().store_u64(ce, q0 & !(1 << 3)).unwrap();
+        io.invalidate(&Invalidation::ContextCache(ContextCacheScope::Device {
+            source_id: SID,
+        }))
+        .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(0), 0x1000, Access::READ)),
+            FaultReason::PasidDisabled
+        );
+    }
+
+    #[test]
+    fn fpd_suppresses_recording_but_still_faults() {
+        let io = iommu();
+        io.attach_device(
+            SID,
+            DeviceOptions {
+                fpd: true,
+                ..DeviceOptions::default()
+            },
+        )
+        .unwrap();
+        let f = io.translate(SID, Some(1), 0, Access::READ).unwrap_err();
+        assert!(!f.recorded);
+        let mut e = PasidEntry::first_level(1, 0x1000);
+        let other = SourceId::new(0, 6, 0);
+        attach(&io, other);
+        e.fpd = true;
+        io.set_pasid_entry(other, 1, &e).unwrap();
+        let f = io
+            .translate(other, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.recorded),
+            (FaultReason::FirstLevelNotPresent, false)
+        );
+        assert!(io.faults().is_empty());
+        assert_eq!(io.stats().faults, 2);
+        let f = io.translate(other, Some(2), 0, Access::READ).unwrap_err();
+        assert!(f.recorded);
+        assert_eq!(io.faults(), vec![f]);
+    }
+
+    #[test]
+    fn statistics_count_every_path() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        io.invalidate(&Invalidation::PasidCache(PasidCacheScope::All))
+            .unwrap();
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        let _ = io.translate(SID, Some(1), 0x2000, Access::READ);
+        let s = io.stats();
+        assert_eq!(s.translations, 4);
+        assert_eq!(
+            s.iotlb_hits, 2,
+            "front-cache hit and IOTLB hit after the PASID-cache flush"
+        );
+        assert_eq!(s.iotlb_misses, 2);
+        assert_eq!(s.walks, 2);
+        assert_eq!(s.pasid_cache_misses, 2, "first lookup and after the flush");
+        assert_eq!(s.faults, 1);
+        assert_eq!(s.invalidations, 1);
+    }
+}

@@ -1,0 +1,671 @@
+//! The slow path of translation: first-level, second-level and nested walks with the
+//! paging-structure caches.
+
+use vm_memory::GuestMemoryMmap;
+
+use super::Iommu;
+use crate::cache::{iotlb_value, psc_key, psc_start, psc_value, unpack, DomainGens, PasidGens};
+use crate::fault::{Access, FaultReason, Stage};
+use crate::paging::{
+    self, check_fl_access, fl_entry_is_dirty, set_accessed_dirty, sl_entry_is_dirty,
+    walk_first_level_into, walk_second_level_into, AdUpdate, FlControls, FlParams, Rights,
+    SlParams, TableTranslator, Walk, WalkFault,
+};
+use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::regs::sl_width;
+use crate::stats::Counter;
+
+impl Iommu {
+    pub(super) fn fl_params(&self, e: &PasidEntry) -> FlParams {
+        FlParams {
+            levels: e.fl_levels(),
+            haw: self.cfg.haw(),
+            fl1gp: self.cfg.fl1gp,
+        }
+    }
+
+    pub(super) fn sl_params(&self, e: &PasidEntry) -> SlParams {
+        SlParams {
+            levels: e.sl_levels(),
+            haw: self.cfg.haw(),
+            sl_2m: self.cfg.sl_2m,
+            sl_1g: self.cfg.sl_1g,
+        }
+    }
+
+    /// Second-level translation of a guest-physical address with the SL paging-structure
+    /// cache; sets SL accessed/dirty bits when SSADE.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sl_translate(
+        &self,
+        mem: &GuestMemoryMmap,
+        e: &PasidEntry,
+        dom: &DomainGens,
+        s0: u64,
+        gpa: u64,
+        ad: Option<bool>,
+    ) -> Result<SlOut, WalkFault> {
+        let p = self.sl_params(e);
+        let tag = u64::from(e.did);
+        let psi = dom.sl_psi.get();
+        let psc = self.cfg.paging_structure_caches;
+        let start = psc
+            .then(|| self.caches.sl_psc.lookup(psc_key(gpa), tag))
+            .flatten()
+            .and_then(|d| {
+                (d[0] == s0).then(|| {
+                    self.stats.inc(Counter::SlPscHits);
+                    psc_start(d[1])
+                })
+            });
+        let mut w = Walk::EMPTY;
+        loop {
+            walk_second_level_into(mem, &p, e.ssptptr, gpa, start, &mut w)?;
+            if let (true, Some(write)) = (e.ssade, ad) {
+                if set_accessed_dirty(mem, &w, write, false, Stage::Second)? == AdUpdate::Changed {
+                    self.stats.inc(Counter::AdRetries);
+                    continue;
+                }
+            }
+            // Only entries whose accessed bits are set may be cached (SSADE).
+            if psc && start.is_none() && (!e.ssade || ad.is_some()) {
+                if let Some(pt) = w.pt {
+                    let v = psc_value(pt.table, pt.rights);
+                    self.caches
+                        .sl_psc
+                        .insert(psc_key(gpa), tag, [s0, v], || dom.sl_psi.get() == psi);
+                }
+            }
+            return Ok(SlOut {
+                output: w.output,
+                page_size: w.page_size,
+                leaf: w.leaf,
+                leaf_level: w.leaf_level,
+                rights: w.rights,
+            });
+        }
+    }
+
+    pub(super) fn walk_sl_only(
+        &self,
+        mem: &GuestMemoryMmap,
+        e: &PasidEntry,
+        dom: &DomainGens,
+        s0: u64,
+        iova: u64,
+        access: Access,
+    ) -> Result<(u64, u64), WalkFault> {
+        let width = sl_width(e.sl_levels());
+        if iova >> width != 0 {
+            return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
+        }
+        // Permissions are checked by the caller on the value; A/D are set only when allowed.
+        let probe = self.sl_translate(mem, e, dom, s0, iova, None)?;
+        let allowed = if access.write {
+            probe.rights.write
+        } else {
+            probe.rights.user_or_read
+        };
+        let w = if allowed && e.ssade {
+            self.sl_translate(mem, e, dom, s0, iova, Some(access.write))?
+        } else {
+            probe
+        };
+        let dirty = !e.ssade || sl_entry_is_dirty(w.leaf);
+        let v = iotlb_value(w.output, w.page_size, Rights::ALL, w.rights, dirty);
+        Ok((v, iova & !(w.page_size - 1)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn walk_fl(
+        &self,
+        mem: &GuestMemoryMmap,
+        e: &PasidEntry,
+        dom: &DomainGens,
+        pg_gens: &PasidGens,
+        tag: u64,
+        stamp: [u64; 3],
+        iova: u64,
+        access: Access,
+        ctl: FlControls,
+    ) -> Result<(u64, u64), WalkFault> {
+        let p = self.fl_params(e);
+        let nested = e.pgtt == Pgtt::Nested;
+        let pg = pg_gens;
+        let psi = pg.psi.get();
+        // The first-level cache does not depend on the nested counter (high half of stamp 1).
+        let psc_stamp = [stamp[0], u64::from(unpack(stamp[1]).0), stamp[2]];
+        let psc = self.cfg.paging_structure_caches;
+        let start = psc
+            .then(|| self.caches.fl_psc.lookup(psc_key(iova), tag))
+            .flatten()
+            .and_then(|d| {
+                (d[0] == psc_stamp[0] && d[1] == psc_stamp[1] && d[2] == psc_stamp[2]).then(|| {
+                    self.stats.inc(Counter::FlPscHits);
+                    psc_start(d[3])
+                })
+            });
+        let mut nt = NestedTables {
+            iommu: self,
+            mem,
+            e,
+            dom,
+            s0: stamp[0],
+            width: sl_width(e.sl_levels()),
+        };
+        let mut walk = Walk::EMPTY;
+        loop {
+            if nested {
+                walk_first_level_into(mem, &mut nt, &p, e.flptr, iova, start, &mut walk)?;
+            } else {
+                walk_first_level_into(
+                    mem,
+                    &mut paging::Identity,
+                    &p,
+                    e.flptr,
+                    iova,
+                    start,
+                    &mut walk,
+                )?;
+            }
+            let w = &walk;
+            let level = w.leaf_level;
+            check_fl_access(
+                w.rights,
+                access.write,
+                access.execute,
+                access.privileged,
+                ctl,
+            )
+            .map_err(|r| WalkFault::first(r, level))?;
+            // Nested: the output goes through the second level, whose permission is checked
+            // before any accessed/dirty bit is set.
+            let gpa = w.translate(iova);
+            let sl = if nested {
+                if gpa >> nt.width != 0 {
+                    return Err(WalkFault::first(
+                        FaultReason::FirstLevelAddressBeyondMgaw,
+                        level,
+                    ));
+                }
+                let probe = self.sl_translate(mem, e, dom, stamp[0], gpa, None)?;
+                if access.write && !probe.rights.write {
+                    return Err(WalkFault::second(FaultReason::NoWrite, probe.leaf_level));
+                }
+                if !access.write && !probe.rights.user_or_read {
+                    return Err(WalkFault::second(FaultReason::NoRead, probe.leaf_level));
+                }
+                Some(if e.ssade {
+                    self.sl_translate(mem, e, dom, stamp[0], gpa, Some(access.write))?
+                } else {
+                    probe
+                })
+            } else {
+                None
+            };
+            match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
+                AdUpdate::Changed => {
+                    self.stats.inc(Counter::AdRetries);
+                    continue;
+                }
+                AdUpdate::Done => {}
+            }
+            if psc && start.is_none() {
+                if let Some(pt) = w.pt {
+                    let v = psc_value(pt.table, pt.rights);
+                    let k = psc_key(iova);
+                    self.caches.fl_psc.insert(
+                        k,
+                        tag,
+                        [psc_stamp[0], psc_stamp[1], psc_stamp[2], v],
+                        || pg.psi.get() == psi,
+                    );
+                }
+            }
+            let fl_dirty = access.write || fl_entry_is_dirty(w.leaf);
+            let (out, size, sl_rights, sl_dirty) = match sl {
+                Some(s) => {
+                    let size = w.page_size.min(s.page_size);
+                    let out = s.translate(gpa) & !(size - 1);
+                    let dirty = !e.ssade || access.write || sl_entry_is_dirty(s.leaf);
+                    (out, size, s.rights, dirty)
+                }
+                None => (w.output, w.page_size, Rights::ALL, true),
+            };
+            let v = iotlb_value(out, size, w.rights, sl_rights, fl_dirty && sl_dirty);
+            return Ok((v, iova & !(size - 1)));
+        }
+    }
+}
+
+/// The part of a second-level walk its users need.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SlOut {
+    output: u64,
+    page_size: u64,
+    leaf: u64,
+    leaf_level: u8,
+    rights: Rights,
+}
+
+impl SlOut {
+    fn translate(&self, gpa: u64) -> u64 {
+        self.output | (gpa & (self.page_size - 1))
+    }
+}
+
+/// Nested first-level table access: every table address goes through the second level.
+struct NestedTables<'a> {
+    iommu: &'a Iommu,
+    mem: &'a GuestMemoryMmap,
+    e: &'a PasidEntry,
+    dom: &'a DomainGens,
+    s0: u64,
+    width: u8,
+}
+
+impl TableTranslator for NestedTables<'_> {
+    fn table(&mut self, gpa: u64, level: u8, is_root: bool) -> Result<(u64, bool), WalkFault> {
+        if gpa >> self.width != 0 {
+            return Err(WalkFault::first(
+                FaultReason::FirstLevelAddressBeyondMgaw,
+                level,
+            ));
+        }
+        let no_read = if is_root {
+            FaultReason::NestedNoReadRoot
+        } else {
+            FaultReason::NestedNoReadEntry
+        };
+        let ad = self.e.ssade.then_some(false);
+        let w = match self
+            .iommu
+            .sl_translate(self.mem, self.e, self.dom, self.s0, gpa, ad)
+        {
+            Ok(w) => w,
+            Err(f) if f.reason == FaultReason::SecondLevelPermission => {
+                return Err(WalkFault::second(no_read, f.level))
+            }
+            Err(f) => return Err(f),
+        };
+        if !w.rights.user_or_read {
+            return Err(WalkFault::second(no_read, w.leaf_level));
+        }
+        Ok((w.translate(gpa), w.rights.write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::iommu::test_support::*;
+
+    #[test]
+    fn first_level_translation_sets_ad_and_caches() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 5, 1);
+        map(&io, root, 0x40_0000, 0x10_0000, SIZE_4K, RW | US);
+        map(&io, root, 0x80_0000, 0x20_0000, SIZE_2M, US | XD);
+        let t = io.translate(SID, Some(5), 0x40_0123, Access::READ).unwrap();
+        assert_eq!(t.host_addr, 0x10_0123);
+        assert_eq!(t.page_size, SIZE_4K);
+        assert_eq!(
+            t.perms,
+            Perms {
+                read: true,
+                write: true,
+                execute: true,
+                user: true
+            }
+        );
+        let pte = entry_addr(&io, root, 0x40_0000, 1);
+        assert_eq!(
+            io.memory().load_u64(pte).unwrap() & (A | D),
+            A,
+            "read sets A only"
+        );
+        let before = io.stats();
+        io.translate(SID, Some(5), 0x40_0456, Access::READ).unwrap();
+        let after = io.stats();
+        assert_eq!(after.iotlb_hits, before.iotlb_hits + 1);
+        assert_eq!(after.walks, before.walks);
+        // A write through the read-filled entry walks again and sets D.
+        io.translate(SID, Some(5), 0x40_0000, Access::WRITE)
+            .unwrap();
+        assert_eq!(io.memory().load_u64(pte).unwrap() & D, D);
+        let t = io.translate(SID, Some(5), 0x81_2345, Access::READ).unwrap();
+        assert_eq!((t.host_addr, t.page_size), (0x21_2345, SIZE_2M));
+        assert!(!t.perms.write && !t.perms.execute);
+        assert_eq!(
+            reason(io.translate(SID, Some(5), 0x81_0000, Access::WRITE)),
+            FaultReason::NoWrite
+        );
+        assert_eq!(
+            reason(io.translate(SID, Some(5), 0x81_0000, Access::EXEC)),
+            FaultReason::ExecuteDisabled
+        );
+        assert_eq!(io.faults().len(), 2);
+        assert_eq!(io.faults()[0].level, 2);
+    }
+
+    #[test]
+    fn supervisor_requests_sre_and_wpe() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = io.table_pool().alloc(io.memory()).unwrap();
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, 0); // supervisor, read-only
+        let mut e = PasidEntry::first_level(1, root);
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::READ.privileged())),
+            FaultReason::SupervisorNotEnabled
+        );
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::READ)),
+            FaultReason::UserToSupervisor
+        );
+        io.clear_pasid_entry(SID, 1).unwrap();
+        e.sre = true;
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        // Without WPE a supervisor write ignores R/W.
+        let t = io
+            .translate(SID, Some(1), 0x1000, Access::WRITE.privileged())
+            .unwrap();
+        assert!(t.perms.write && !t.perms.user);
+        io.clear_pasid_entry(SID, 1).unwrap();
+        e.wpe = true;
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::WRITE.privileged())),
+            FaultReason::NoWrite
+        );
+    }
+
+    #[test]
+    fn first_level_fault_reasons() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 2, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW);
+        let f = io
+            .translate(SID, Some(2), 0x2000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage, f.level),
+            (FaultReason::FirstLevelNotPresent, Stage::First, 1)
+        );
+        assert_eq!(
+            reason(io.translate(SID, Some(2), 0x8000_0000_0000, Access::READ)),
+            FaultReason::NonCanonical
+        );
+        let pde = entry_addr(&io, root, 0x1000, 2);
+        let v = io.memory().load_u64(pde).unwrap();
+        io.memory().store_u64(pde, v | 1 << 47 | 1 << 50).unwrap();
+        let f = io
+            .translate(SID, Some(2), 0x3000, Access::READ)
+            .unwrap_err();
+        assert_eq!((f.reason, f.level), (FaultReason::FirstLevelReserved, 2));
+        io.memory()
+            .store_u64(pde, 0x7000_0000 | paging::P | RW)
+            .unwrap();
+        let f = io
+            .translate(SID, Some(2), 0x3000, Access::READ)
+            .unwrap_err();
+        assert_eq!((f.reason, f.level), (FaultReason::FirstLevelAccess, 1));
+        // Output in the interrupt range.
+        io.memory().store_u64(pde, v).unwrap();
+        map(&io, root, 0x20_0000, 0xfee0_0000, SIZE_4K, RW | US);
+        assert_eq!(
+            reason(io.translate(SID, Some(2), 0x20_0000, Access::WRITE)),
+            FaultReason::InterruptRange
+        );
+    }
+
+    #[test]
+    fn second_level_only_and_pass_through() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0x4000_0000, 0x40_0000, 4 * MB, S2Perms::RW)
+            .unwrap();
+        io.stage2_map(s2, 0x1000, 0x9000, 0x1000, S2Perms::R)
+            .unwrap();
+        io.stage2_map(
+            s2,
+            0x2000,
+            0xa000,
+            0x1000,
+            S2Perms {
+                read: false,
+                write: true,
+                execute: false,
+            },
+        )
+        .unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        io.set_pasid_entry(SID, 0, &PasidEntry::second_level(7, root, levels))
+            .unwrap();
+        let t = io.translate(SID, None, 0x4012_3456, Access::WRITE).unwrap();
+        assert_eq!(
+            (t.host_addr, t.page_size),
+            (0x52_3456, SIZE_2M),
+            "2 MiB page used when aligned"
+        );
+        assert_eq!(
+            reason(io.translate(SID, None, 0x1000, Access::WRITE)),
+            FaultReason::NoWrite
+        );
+        assert_eq!(
+            reason(io.translate(SID, None, 0x2000, Access::READ)),
+            FaultReason::NoRead
+        );
+        let f = io.translate(SID, None, 0x3000, Access::READ).unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage, f.level),
+            (FaultReason::SecondLevelPermission, Stage::Second, 1)
+        );
+        assert_eq!(
+            reason(io.translate(SID, None, 1 << 48, Access::READ)),
+            FaultReason::InputBeyondMax
+        );
+        // Leaf output beyond HAW and reserved bits, written behind the IOMMU's back.
+        let l1 = {
+            let m = io.memory();
+            let l3 = m.load_u64(root).unwrap() & ADDR_MASK;
+            let l2 = m.load_u64(l3).unwrap() & ADDR_MASK;
+            m.load_u64(l2).unwrap() & ADDR_MASK
+        };
+        io.memory().store_u64(l1 + 5 * 8, 1 << 49 | SL_R).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, None, 0x5000, Access::READ)),
+            FaultReason::OutputBeyondMax
+        );
+        io.memory()
+            .store_u64(io.stage2_root(s2).unwrap().0 + 8, 0x7000_0000 | SL_R)
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, None, 1 << 39, Access::READ)),
+            FaultReason::SecondLevelAccess
+        );
+        io.memory()
+            .store_u64(root + 16, 0x7000 | SL_R | 1 << 5)
+            .unwrap();
+        assert_eq!(
+            reason(io.translate(SID, None, 2 << 39, Access::READ)),
+            FaultReason::SecondLevelReserved
+        );
+        // Pass-through.
+        io.set_pasid_entry(SID, 9, &PasidEntry::pass_through(3))
+            .unwrap();
+        let t = io
+            .translate(SID, Some(9), 0x1234_5678, Access::WRITE)
+            .unwrap();
+        assert_eq!(t.host_addr, 0x1234_5678);
+        assert_eq!(
+            reason(io.translate(SID, Some(9), 1 << 48, Access::READ)),
+            FaultReason::InputBeyondMax
+        );
+    }
+
+    #[test]
+    fn nested_translation_composes_both_stages() {
+        let io = iommu();
+        let (s2, mut g, gpgd) = nested(&io, 3);
+        fl_map(&mut g, gpgd, 4, 0x7000_0000, 0x20_0000, SIZE_2M, RW | US).unwrap();
+        fl_map(&mut g, gpgd, 4, 0x1000, 0x30_5000, SIZE_4K, RW | US).unwrap();
+        let t = io
+            .translate(SID, Some(3), 0x7001_2345, Access::WRITE)
+            .unwrap();
+        assert_eq!(t.host_addr, GUEST_BASE + 0x21_2345);
+        assert_eq!(t.page_size, SIZE_2M);
+        let t = io.translate(SID, Some(3), 0x1abc, Access::READ).unwrap();
+        assert_eq!(
+            (t.host_addr, t.page_size),
+            (GUEST_BASE + 0x30_5abc, SIZE_4K)
+        );
+        // The guest's PDE got its accessed bit, written through stage 2.
+        let pml4e = g.read(gpgd);
+        assert_eq!(pml4e & A, A);
+        // Output beyond the stage-2 mapping: second-level permission fault at level 4? No: a
+        // not-present stage-2 entry below the mapped 16 MiB.
+        fl_map(&mut g, gpgd, 4, 0x2000, 0x200_0000, SIZE_4K, RW | US).unwrap();
+        let f = io
+            .translate(SID, Some(3), 0x2000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::SecondLevelPermission, Stage::Second)
+        );
+        // A guest table outside stage 2.
+        let pml4 = gpgd;
+        g.write(pml4 + 8 * 3, 0x300_0000 | paging::P | RW | US);
+        let f = io
+            .translate(SID, Some(3), 3 << 39, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::NestedNoReadEntry, Stage::Second)
+        );
+        // A guest table address beyond the stage-2 input width.
+        g.write(pml4 + 8 * 4, 1 << 49 | paging::P | RW | US);
+        let f = io
+            .translate(SID, Some(3), 4 << 39, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            f.reason,
+            FaultReason::FirstLevelReserved,
+            "beyond HAW is reserved first"
+        );
+        g.write(pml4 + 8 * 4, 1 << 47 | paging::P | RW | US);
+        let cfg39 = IommuConfig::default();
+        assert!(cfg39.haw() == 48);
+        // Stage 2 read-only on the table page: A update needs write (0x77).
+        io.stage2_unmap(s2, 0, 2 * MB).unwrap();
+        io.stage2_map(s2, 0, GUEST_BASE, 2 * MB, S2Perms::R)
+            .unwrap();
+        io.invalidate(&Invalidation::IotlbDomain { did: 4 })
+            .unwrap();
+        let pml4e = g.read(gpgd);
+        g.write(gpgd, pml4e & !A);
+        let f = io
+            .translate(SID, Some(3), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!((f.reason, f.level), (FaultReason::NestedNoWriteEntry, 4));
+        // Root table not readable through stage 2: 0x75.
+        io.stage2_unmap(s2, 0, 2 * MB).unwrap();
+        io.invalidate(&Invalidation::IotlbDomain { did: 4 })
+            .unwrap();
+        let f = io
+            .translate(SID, Some(3), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::NestedNoReadRoot, Stage::Second)
+        );
+    }
+
+    #[test]
+    fn nested_first_level_address_beyond_stage2_width() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(3).unwrap(); // 39-bit input
+        io.stage2_map(s2, 0, GUEST_BASE, 16 * MB, S2Perms::RW)
+            .unwrap();
+        let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
+        let gpgd = g.alloc_table().unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        io.set_pasid_entry(SID, 1, &PasidEntry::nested(2, gpgd, root, levels))
+            .unwrap();
+        g.write(gpgd, 1 << 40 | paging::P | RW | US);
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.level),
+            (FaultReason::FirstLevelAddressBeyondMgaw, 3)
+        );
+    }
+
+    #[test]
+    fn second_level_accessed_dirty_with_ssade() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0x1000, 0x9000, 0x1000, S2Perms::RW)
+            .unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        let mut e = PasidEntry::second_level(7, root, levels);
+        e.ssade = true;
+        io.set_pasid_entry(SID, 0, &e).unwrap();
+        let leaf = {
+            let m = io.memory();
+            let l3 = m.load_u64(root).unwrap() & ADDR_MASK;
+            let l2 = m.load_u64(l3).unwrap() & ADDR_MASK;
+            (m.load_u64(l2).unwrap() & ADDR_MASK) + 8
+        };
+        io.translate(SID, None, 0x1000, Access::READ).unwrap();
+        let v = io.memory().load_u64(leaf).unwrap();
+        assert_eq!(v & (paging::SL_A | paging::SL_D), paging::SL_A);
+        io.translate(SID, None, 0x1000, Access::WRITE).unwrap();
+        let v = io.memory().load_u64(leaf).unwrap();
+        assert_eq!(
+            v & (paging::SL_A | paging::SL_D),
+            paging::SL_A | paging::SL_D
+        );
+        assert_eq!(
+            io.memory().load_u64(root).unwrap() & paging::SL_A,
+            paging::SL_A
+        );
+    }
+
+    #[test]
+    fn file_backed_memory_translates() {
+        use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap};
+        let io = iommu();
+        let path = std::env::temp_dir().join(format!("vsva-iommu-fb-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.set_len(2 * MB).unwrap();
+        let region = GuestRegionMmap::from_range(
+            GuestAddress(1 << 32),
+            2 * MB as usize,
+            Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+        )
+        .unwrap();
+        io.memory().add_region(region).unwrap();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 1 << 32, SIZE_4K, RW | US);
+        io.dma_write(SID, Some(1), 0x1010, b"shared").unwrap();
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 6];
+        file.read_exact_at(&mut buf, 0x10).unwrap();
+        assert_eq!(&buf, b"shared");
+    }
+}
