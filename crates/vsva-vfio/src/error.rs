@@ -1,7 +1,7 @@
 //! The crate's error type: every variant maps to the Linux errno the kernel would return.
 
 use vsva_ioasid::SetId;
-use vsva_iommu::{DmaError, IommuError, MemoryError, SourceId};
+use vsva_iommu::{DmaError, IommuError, SourceId};
 use vsva_uapi::{Errno, UapiError};
 
 use crate::types::{ContainerId, GroupId, MdevId, ProcessToken};
@@ -328,7 +328,7 @@ impl VfioError {
             VfioError::PasidNotOwned { .. } => Errno::EACCES,
             VfioError::PasidNotAllocated { .. } => Errno::ENOENT,
             VfioError::BindFailed { source, .. } | VfioError::Iommu { source, .. } => {
-                iommu_errno(source)
+                source.errno()
             }
             VfioError::DmaExists { .. } | VfioError::Exists { .. } => Errno::EEXIST,
             VfioError::DmaLimit { .. } | VfioError::DomainIdsExhausted { .. } => Errno::ENOSPC,
@@ -355,40 +355,10 @@ impl VfioError {
     }
 }
 
-/// The errno for an IOMMU refusal, as the Linux VT-d driver reports the same conditions.
-///
-/// The one place this crate maps IOMMU errors to errnos. When `vsva-iommu` gives its errors
-/// their own errno (`IommuError::errno()`, `DmaError::errno()`, with exactly this mapping),
-/// this function becomes a call to it.
-pub(crate) fn iommu_errno(err: &IommuError) -> Errno {
-    match err {
-        IommuError::Memory(MemoryError::PoolExhausted { .. }) => Errno::ENOMEM,
-        IommuError::Memory(
-            MemoryError::AddRegion { .. }
-            | MemoryError::InvalidPool { .. }
-            | MemoryError::BadFree { .. }
-            | MemoryError::Unbacked { .. },
-        ) => Errno::EFAULT,
-        IommuError::AlreadyAttached { .. } | IommuError::PasidEntryPresent { .. } => Errno::EBUSY,
-        IommuError::NotAttached { .. } => Errno::ENODEV,
-        IommuError::PasidEntryAbsent { .. } | IommuError::NoStage2 { .. } => Errno::ENOENT,
-        IommuError::Overlap { .. } => Errno::EEXIST,
-        IommuError::Config(_)
-        | IommuError::PasidOutOfRange { .. }
-        | IommuError::PasidEntry(_)
-        | IommuError::DeviceOption { .. }
-        | IommuError::Stage2Levels { .. }
-        | IommuError::Unaligned { .. }
-        | IommuError::TooWide { .. }
-        | IommuError::PartialLargePage { .. }
-        | IommuError::Invalidation(_)
-        | IommuError::PageRequest(_) => Errno::EINVAL,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vsva_iommu::MemoryError;
 
     #[test]
     fn iommu_errors_map_like_the_vtd_driver() {
@@ -396,12 +366,11 @@ mod tests {
             base: 0,
             size: 4096,
         });
-        assert_eq!(iommu_errno(&pool), Errno::ENOMEM);
+        assert_eq!(VfioError::iommu("map", pool).errno(), Errno::ENOMEM);
         let range = IommuError::PasidOutOfRange {
             pasid: 9000,
             limit: 8192,
         };
-        assert_eq!(iommu_errno(&range), Errno::EINVAL);
         let err = VfioError::BindFailed {
             pasid: 9000,
             device: SourceId::new(0, 3, 1),

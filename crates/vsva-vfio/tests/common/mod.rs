@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use vsva_iommu::paging::{fl_map, TableStore, P, RW, US};
-use vsva_iommu::{HostMemory, Iommu, IommuConfig, SourceId};
+use vsva_iommu::{GuestTableStore, HostMemory, Iommu, IommuConfig, SourceId};
 use vsva_uapi::vfio::VFIO_IOMMU_MAP_DMA;
 use vsva_uapi::Errno;
 use vsva_vfio::{
@@ -101,36 +101,42 @@ pub fn map_dma_bytes(vaddr: u64, iova: u64, size: u64, flags: u32) -> Vec<u8> {
 pub const MAP_DMA: u32 = VFIO_IOMMU_MAP_DMA;
 
 /// The guest's view of its RAM: page tables at guest-physical addresses, stored in host
-/// memory at `GUEST_HPA + gpa`. Table pages are handed out from `next` upwards.
+/// memory at `GUEST_HPA + gpa` through the IOMMU crate's shared [`GuestTableStore`]; table
+/// pages are handed out from GPA 1 MiB upwards.
 pub struct Guest<'a> {
     pub iommu: &'a Iommu,
-    pub next: u64,
+    pub tables: GuestTableStore<'a>,
 }
 
 impl<'a> Guest<'a> {
     /// A guest whose table pages start at GPA 1 MiB.
     pub fn new(iommu: &'a Iommu) -> Self {
-        Guest { iommu, next: MB }
+        Guest {
+            iommu,
+            tables: GuestTableStore::new(iommu.memory(), GUEST_HPA, MB),
+        }
     }
 
     /// Allocates a zeroed 4-level root table; returns its GPA.
     pub fn new_root(&mut self) -> u64 {
-        self.alloc_table().unwrap()
+        self.tables.alloc_table().unwrap()
     }
 
     /// Maps one 4 KiB page `va` → `gpa` (user, read/write) in the table at `root`.
     pub fn map(&mut self, root: u64, va: u64, gpa: u64) {
-        fl_map(self, root, 4, va, gpa, 0x1000, RW | US).unwrap();
+        fl_map(&mut self.tables, root, 4, va, gpa, 0x1000, RW | US).unwrap();
     }
 
     /// Rewrites the leaf of `va` to point at `gpa`, as a guest kernel would (no flush).
     pub fn remap(&mut self, root: u64, va: u64, gpa: u64) {
         let mut table = root;
         for level in (2..=4).rev() {
-            let e = self.read(table + vsva_iommu::paging::level_index(va, level) * 8);
+            let e = self
+                .tables
+                .read(table + vsva_iommu::paging::level_index(va, level) * 8);
             table = e & vsva_iommu::paging::ADDR_MASK;
         }
-        self.write(
+        self.tables.write(
             table + vsva_iommu::paging::level_index(va, 1) * 8,
             gpa | P | RW | US,
         );
@@ -139,25 +145,5 @@ impl<'a> Guest<'a> {
     /// Reads guest RAM at `gpa`.
     pub fn read_bytes(&self, gpa: u64, buf: &mut [u8]) {
         self.iommu.memory().read(GUEST_HPA + gpa, buf).unwrap();
-    }
-}
-
-impl TableStore for Guest<'_> {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let gpa = self.next;
-        self.next += 0x1000;
-        self.iommu.memory().zero(GUEST_HPA + gpa, 0x1000).ok()?;
-        Some(gpa)
-    }
-
-    fn read(&self, addr: u64) -> u64 {
-        self.iommu.memory().load_u64(GUEST_HPA + addr).unwrap()
-    }
-
-    fn write(&mut self, addr: u64, value: u64) {
-        self.iommu
-            .memory()
-            .store_u64(GUEST_HPA + addr, value)
-            .unwrap()
     }
 }
