@@ -642,16 +642,7 @@ mod tests {
     fn file_backed_memory_translates() {
         use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap};
         let io = iommu();
-        let path = std::env::temp_dir().join(format!("vsva-iommu-fb-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file.set_len(2 * MB).unwrap();
+        let file = crate::memory::tests::unlinked_temp_file(2 * MB);
         let region = GuestRegionMmap::from_range(
             GuestAddress(1 << 32),
             2 * MB as usize,
