@@ -35,7 +35,6 @@ impl Iommu {
 
     /// Second-level translation of a guest-physical address with the SL paging-structure
     /// cache; sets SL accessed/dirty bits when SSADE.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn sl_translate(
         &self,
         mem: &GuestMemoryMmap,
