@@ -99,6 +99,7 @@ pub fn ref_walk(
 }
 
 /// Reference access check for a successful walk: returns the fault code, if any.
+#[allow(clippy::too_many_arguments)]
 pub fn ref_check(
     w: bool,
     u: bool,
