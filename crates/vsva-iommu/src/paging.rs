@@ -57,37 +57,37 @@ pub const SL_D: u64 = 1 << 9;
 
 /// The address an entry (either level) points at: bits 51:12.
 #[inline(always)]
-pub const fn entry_addr(e: u64) -> u64 {
+pub(crate) const fn entry_addr(e: u64) -> u64 {
     e & ADDR_MASK
 }
 /// Whether a first-level leaf is dirty: D, bit 6.
 #[inline(always)]
-pub const fn fl_entry_is_dirty(e: u64) -> bool {
+pub(crate) const fn fl_entry_is_dirty(e: u64) -> bool {
     e & D != 0
 }
 /// Whether a second-level entry is present: any of R, W, X (bits 2:0) set.
 #[inline(always)]
-pub const fn sl_entry_is_present(e: u64) -> bool {
+pub(crate) const fn sl_entry_is_present(e: u64) -> bool {
     e & (SL_R | SL_W | SL_X) != 0
 }
 /// Whether a second-level entry maps a large page: PS, bit 7.
 #[inline(always)]
-pub const fn sl_entry_is_large(e: u64) -> bool {
+pub(crate) const fn sl_entry_is_large(e: u64) -> bool {
     e & SL_PS != 0
 }
 /// Whether a second-level leaf is dirty: D, bit 9 (with SSADE).
 #[inline(always)]
-pub const fn sl_entry_is_dirty(e: u64) -> bool {
+pub(crate) const fn sl_entry_is_dirty(e: u64) -> bool {
     e & SL_D != 0
 }
 /// A second-level non-leaf entry pointing at `table` (bits 51:12) with R, W, X set (bits 2:0),
 /// so the leaves below decide.
-pub const fn sl_make_table(table: u64) -> u64 {
+pub(crate) const fn sl_make_table(table: u64) -> u64 {
     (table & ADDR_MASK) | SL_R | SL_W | SL_X
 }
 /// A second-level leaf at `level` mapping `addr` (bits 51:12) with R (bit 0), W (bit 1),
 /// X (bit 2), and PS (bit 7) above level 1.
-pub const fn sl_make_leaf(addr: u64, level: u8, read: bool, write: bool, exec: bool) -> u64 {
+pub(crate) const fn sl_make_leaf(addr: u64, level: u8, read: bool, write: bool, exec: bool) -> u64 {
     let ps = if level > 1 { SL_PS } else { 0 };
     let r = if read { SL_R } else { 0 };
     let w = if write { SL_W } else { 0 };
