@@ -32,7 +32,7 @@ impl RootEntry {
     }
     /// Address of the root-entry half that covers `devfn` for `bus`: LCTP (bytes 7:0) for
     /// devfn 0..127, UCTP (bytes 15:8) for devfn 128..255.
-    pub fn half_address(rtaddr: u64, bus: u8, devfn: u8) -> u64 {
+    pub(crate) fn half_address(rtaddr: u64, bus: u8, devfn: u8) -> u64 {
         Self::address(rtaddr, bus) + if devfn >= 128 { 8 } else { 0 }
     }
     /// The half that covers `devfn`: (present, context table pointer, raw).
@@ -172,15 +172,15 @@ impl PasidDirEntry {
 }
 
 /// PASID entries in one PASID table (indexed by PASID bits 5:0).
-pub const PASID_TABLE_ENTRIES: u32 = 64;
+pub(crate) const PASID_TABLE_ENTRIES: u32 = 64;
 
 /// The PASID-directory index of `pasid`: its bits 19:6.
-pub const fn pasid_dir_index(pasid: u32) -> u32 {
+pub(crate) const fn pasid_dir_index(pasid: u32) -> u32 {
     pasid >> 6
 }
 
 /// The PASID of entry `slot` (PASID bits 5:0) in the table at directory index `index`.
-pub const fn pasid_at(index: u32, slot: u32) -> u32 {
+pub(crate) const fn pasid_at(index: u32, slot: u32) -> u32 {
     index << 6 | slot
 }
 

@@ -94,7 +94,7 @@ impl Access {
 
 /// The interrupt address range, inclusive: an output address in it faults
 /// ([`FaultReason::InterruptRange`], 0x87) instead of reaching memory.
-pub const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
+pub(crate) const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
 
 /// Whether the page `[base, base + size)` overlaps [`INTERRUPT_RANGE`].
 #[inline(always)]

@@ -270,6 +270,105 @@ mod tests {
     use super::*;
 
     #[test]
+    fn validate_checks_did_then_pasid_then_mask() {
+        let cfg = IommuConfig {
+            pasid_bits: 8,
+            domain_bits: 8,
+            mamv: 4,
+            ..IommuConfig::default()
+        };
+        let sid = SourceId::new(0, 1, 0);
+        let page = |am| PageRange { addr: 0, am };
+        let bad_did = Err(InvalidationError::Domain { did: 256, bits: 8 });
+        let bad_pasid = Err(InvalidationError::Pasid {
+            pasid: 256,
+            bits: 8,
+        });
+        let bad_am = Err(InvalidationError::AddressMask { am: 5, max: 4 });
+        let cases = [
+            (Invalidation::IotlbGlobal, Ok(())),
+            (Invalidation::IotlbDomain { did: 255 }, Ok(())),
+            (Invalidation::IotlbDomain { did: 256 }, bad_did),
+            (Invalidation::PasidIotlbAll { did: 256 }, bad_did),
+            (
+                Invalidation::IotlbDomainPages {
+                    did: 256,
+                    range: page(5),
+                    ih: false,
+                },
+                bad_did,
+            ),
+            (
+                Invalidation::IotlbDomainPages {
+                    did: 1,
+                    range: page(5),
+                    ih: false,
+                },
+                bad_am,
+            ),
+            (Invalidation::PasidIotlb { did: 1, pasid: 255 }, Ok(())),
+            (Invalidation::PasidIotlb { did: 1, pasid: 256 }, bad_pasid),
+            (
+                Invalidation::PasidIotlbPages {
+                    did: 256,
+                    pasid: 256,
+                    range: page(5),
+                    ih: true,
+                },
+                bad_did,
+            ),
+            (
+                Invalidation::PasidIotlbPages {
+                    did: 1,
+                    pasid: 256,
+                    range: page(5),
+                    ih: true,
+                },
+                bad_pasid,
+            ),
+            (
+                Invalidation::PasidIotlbPages {
+                    did: 1,
+                    pasid: 1,
+                    range: page(4),
+                    ih: true,
+                },
+                Ok(()),
+            ),
+            (Invalidation::PasidCache(PasidCacheScope::All), Ok(())),
+            (
+                Invalidation::PasidCache(PasidCacheScope::Domain { did: 256 }),
+                bad_did,
+            ),
+            (
+                Invalidation::PasidCache(PasidCacheScope::Pasid { did: 1, pasid: 256 }),
+                bad_pasid,
+            ),
+            (Invalidation::ContextCache(ContextCacheScope::All), Ok(())),
+            (
+                Invalidation::DeviceTlb {
+                    source_id: sid,
+                    pasid: Some(256),
+                    pages: None,
+                },
+                bad_pasid,
+            ),
+            (
+                Invalidation::DeviceTlb {
+                    source_id: sid,
+                    pasid: None,
+                    pages: Some(page(5)),
+                },
+                bad_am,
+            ),
+            (Invalidation::DeviceTlbAll { source_id: sid }, Ok(())),
+        ];
+        for (inv, want) in cases {
+            assert_eq!(inv.validate(&cfg), want, "{inv:?}");
+        }
+    }
+
+    #[test]
     fn page_range_span_and_covering() {
         let r = PageRange {
             addr: 0x1234_5678,

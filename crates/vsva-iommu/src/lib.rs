@@ -61,12 +61,9 @@ pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage};
 pub use invalidate::{
     ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
 };
-pub use iommu::devices::DeviceOptions;
-pub use iommu::dma::DmaError;
-pub use iommu::error::IommuError;
-pub use iommu::stage2::{S2Perms, Stage2Id};
-pub use iommu::translate::{Perms, Translation};
-pub use iommu::Iommu;
+pub use iommu::{
+    DeviceOptions, DmaError, Iommu, IommuError, Perms, S2Perms, Stage2Id, Translation,
+};
 pub use memory::{HostMemory, MemoryError, TablePool};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
 pub use regs::{ConfigError, IommuConfig};

@@ -377,8 +377,28 @@ impl TablePool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A read-write temporary file of `len` zero bytes, already unlinked (unique per process
+    /// and thread), to back a file-backed region.
+    pub(crate) fn unlinked_temp_file(len: u64) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!(
+            "vsva-iommu-mem-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file.set_len(len).unwrap();
+        file
+    }
     use vm_memory::FileOffset;
 
     #[test]
@@ -426,20 +446,7 @@ mod tests {
     #[test]
     fn file_backed_region_is_shared_with_the_file() {
         use std::io::{Read, Seek, SeekFrom, Write};
-        let path = std::env::temp_dir().join(format!(
-            "vsva-iommu-mem-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file.set_len(0x4000).unwrap();
+        let mut file = unlinked_temp_file(0x4000);
         file.seek(SeekFrom::Start(0x2000)).unwrap();
         file.write_all(&0x1122_3344_5566_7788u64.to_le_bytes())
             .unwrap();

@@ -13,77 +13,81 @@
 use crate::fault::{FaultReason, Stage};
 use crate::memory::EntryMemory;
 
-/// Present.
+// First-level (x86-64 IA-32e) entry bits.
+
+/// P (bit 0): present; clear stops the walk with a not-present fault.
 pub const P: u64 = 1 << 0;
-/// Read/write (first level).
+/// R/W (bit 1): writes allowed only if set at every level.
 pub const RW: u64 = 1 << 1;
-/// User/supervisor (first level).
+/// U/S (bit 2): user requests allowed only if set at every level.
 pub const US: u64 = 1 << 2;
-/// Page-level write-through.
+/// PWT (bit 3): page-level write-through (recorded, not simulated).
 pub const PWT: u64 = 1 << 3;
-/// Page-level cache disable.
+/// PCD (bit 4): page-level cache disable (recorded, not simulated).
 pub const PCD: u64 = 1 << 4;
-/// Accessed.
+/// A (bit 5): set by a successful walk on every entry it used.
 pub const A: u64 = 1 << 5;
-/// Dirty (leaf).
+/// D (bit 6, leaf only): set by a successful write.
 pub const D: u64 = 1 << 6;
-/// Page size (2 MiB in a PDE, 1 GiB in a PDPTE).
+/// PS (bit 7): a 2 MiB leaf in a PDE, a 1 GiB leaf in a PDPTE; reserved above.
 pub const PS: u64 = 1 << 7;
-/// Global (leaf).
+/// G (bit 8, leaf only): global (ignored by the IOMMU).
 pub const G: u64 = 1 << 8;
-/// Extended accessed (set with A when EAFE = 1).
+/// EA (bit 10): extended accessed, set with A when the PASID entry's EAFE = 1.
 pub const EA: u64 = 1 << 10;
-/// Execute disable.
+/// XD (bit 63): execute requests fault if set at any level.
 pub const XD: u64 = 1 << 63;
-/// Address bits 51:12 of an entry.
+/// The next table or page frame of an entry of either level: bits 51:12.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
-/// Second-level read.
+// Second-level entry bits.
+
+/// R (bit 0): reads allowed.
 pub const SL_R: u64 = 1 << 0;
-/// Second-level write.
+/// W (bit 1): writes allowed.
 pub const SL_W: u64 = 1 << 1;
-/// Second-level execute.
+/// X (bit 2): execute allowed.
 pub const SL_X: u64 = 1 << 2;
-/// Second-level page size.
+/// PS (bit 7): a 2 MiB leaf at level 2, a 1 GiB leaf at level 3.
 pub const SL_PS: u64 = 1 << 7;
-/// Second-level accessed (with SSADE).
+/// A (bit 8): accessed, set by the walk when the PASID entry's SSADE = 1.
 pub const SL_A: u64 = 1 << 8;
-/// Second-level dirty (with SSADE).
+/// D (bit 9): dirty, set by a write when SSADE = 1.
 pub const SL_D: u64 = 1 << 9;
 
 /// The address an entry (either level) points at: bits 51:12.
 #[inline(always)]
-pub const fn entry_addr(e: u64) -> u64 {
+pub(crate) const fn entry_addr(e: u64) -> u64 {
     e & ADDR_MASK
 }
 /// Whether a first-level leaf is dirty: D, bit 6.
 #[inline(always)]
-pub const fn fl_entry_is_dirty(e: u64) -> bool {
+pub(crate) const fn fl_entry_is_dirty(e: u64) -> bool {
     e & D != 0
 }
 /// Whether a second-level entry is present: any of R, W, X (bits 2:0) set.
 #[inline(always)]
-pub const fn sl_entry_is_present(e: u64) -> bool {
+pub(crate) const fn sl_entry_is_present(e: u64) -> bool {
     e & (SL_R | SL_W | SL_X) != 0
 }
 /// Whether a second-level entry maps a large page: PS, bit 7.
 #[inline(always)]
-pub const fn sl_entry_is_large(e: u64) -> bool {
+pub(crate) const fn sl_entry_is_large(e: u64) -> bool {
     e & SL_PS != 0
 }
 /// Whether a second-level leaf is dirty: D, bit 9 (with SSADE).
 #[inline(always)]
-pub const fn sl_entry_is_dirty(e: u64) -> bool {
+pub(crate) const fn sl_entry_is_dirty(e: u64) -> bool {
     e & SL_D != 0
 }
 /// A second-level non-leaf entry pointing at `table` (bits 51:12) with R, W, X set (bits 2:0),
 /// so the leaves below decide.
-pub const fn sl_make_table(table: u64) -> u64 {
+pub(crate) const fn sl_make_table(table: u64) -> u64 {
     (table & ADDR_MASK) | SL_R | SL_W | SL_X
 }
 /// A second-level leaf at `level` mapping `addr` (bits 51:12) with R (bit 0), W (bit 1),
 /// X (bit 2), and PS (bit 7) above level 1.
-pub const fn sl_make_leaf(addr: u64, level: u8, read: bool, write: bool, exec: bool) -> u64 {
+pub(crate) const fn sl_make_leaf(addr: u64, level: u8, read: bool, write: bool, exec: bool) -> u64 {
     let ps = if level > 1 { SL_PS } else { 0 };
     let r = if read { SL_R } else { 0 };
     let w = if write { SL_W } else { 0 };

@@ -5,7 +5,7 @@ use vsva_uapi::Errno;
 use crate::fault::FaultReason;
 use crate::regs::{sl_width, IommuConfig};
 
-/// PASID granular translation type (val[0] bits 8:6).
+/// PASID granular translation type (bits 8:6 of word 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pgtt {
     /// First-level only (stage 1: x86-64 page tables at FLPTR).

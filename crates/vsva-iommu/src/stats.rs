@@ -1,6 +1,6 @@
 //! Translation statistics: atomic counters sharded per thread, summed when read.
 //!
-//! Each thread gets a process-wide index once; the first [`EXCLUSIVE`] threads own their shard
+//! Each thread gets a process-wide index once; the first `EXCLUSIVE` threads own their shard
 //! outright and update it with a plain load and store (no locked instruction on the translate
 //! path: the counter is atomic only so readers may sum it at any time). Later threads share an
 //! overflow shard updated with `fetch_add`.

@@ -140,9 +140,7 @@ mod tests {
                 io.invalidate(&Invalidation::PasidIotlb { did: 2, pasid: 8 })
                     .unwrap();
                 assert_eq!(
-                    io.translate(SID, pasid, 0x5000, Access::READ)
-                        .unwrap()
-                        .host_addr,
+                    read_addr(&io, SID, pasid, 0x5000),
                     0x10_0000,
                     "{name} {pasid:?}: device TLB still holds it"
                 );
@@ -152,17 +150,10 @@ mod tests {
                     pages: None,
                 })
                 .unwrap();
-                assert_eq!(
-                    io.translate(SID, pasid, 0x5000, Access::READ)
-                        .unwrap()
-                        .host_addr,
-                    0x10_0000
-                );
+                assert_eq!(read_addr(&io, SID, pasid, 0x5000), 0x10_0000);
                 io.invalidate(&inv(pasid, 0x5000)).unwrap();
                 assert_eq!(
-                    io.translate(SID, pasid, 0x5000, Access::READ)
-                        .unwrap()
-                        .host_addr,
+                    read_addr(&io, SID, pasid, 0x5000),
                     0x20_0000,
                     "{name} {pasid:?}"
                 );

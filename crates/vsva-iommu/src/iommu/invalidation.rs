@@ -159,17 +159,10 @@ mod tests {
             let va = 0x1234_5000;
             map(&io, root, va, 0x10_0000, SIZE_4K, RW | US);
             map(&io, root, va + 0x1000, 0x11_0000, SIZE_4K, RW | US);
-            assert_eq!(
-                io.translate(SID, Some(8), va, Access::READ)
-                    .unwrap()
-                    .host_addr,
-                0x10_0000
-            );
+            assert_eq!(read_addr(&io, SID, Some(8), va), 0x10_0000);
             remap_fl(&io, root, va, 0x20_0000);
             assert_eq!(
-                io.translate(SID, Some(8), va, Access::READ)
-                    .unwrap()
-                    .host_addr,
+                read_addr(&io, SID, Some(8), va),
                 0x10_0000,
                 "{name}: stale entry served without invalidation"
             );
@@ -189,17 +182,13 @@ mod tests {
             io.invalidate(&Invalidation::IotlbDomain { did: 3 })
                 .unwrap();
             assert_eq!(
-                io.translate(SID, Some(8), va, Access::READ)
-                    .unwrap()
-                    .host_addr,
+                read_addr(&io, SID, Some(8), va),
                 0x10_0000,
                 "{name}: unrelated invalidation"
             );
             io.invalidate(&inv(2, 8, va)).unwrap();
             assert_eq!(
-                io.translate(SID, Some(8), va, Access::READ)
-                    .unwrap()
-                    .host_addr,
+                read_addr(&io, SID, Some(8), va),
                 0x20_0000,
                 "{name}: new mapping after invalidation"
             );
@@ -212,12 +201,7 @@ mod tests {
         attach(&io, SID);
         let root = fl_pasid(&io, SID, 8, 2);
         map(&io, root, 0x4000_0000, 0x20_0000, SIZE_2M, RW | US);
-        assert_eq!(
-            io.translate(SID, Some(8), 0x4010_0000, Access::READ)
-                .unwrap()
-                .host_addr,
-            0x30_0000
-        );
+        assert_eq!(read_addr(&io, SID, Some(8), 0x4010_0000), 0x30_0000);
         let pde = entry_addr(&io, root, 0x4000_0000, 2);
         io.memory()
             .store_u64(pde, 0x60_0000 | paging::P | PS | RW | US)
@@ -233,12 +217,7 @@ mod tests {
             ih: true,
         })
         .unwrap();
-        assert_eq!(
-            io.translate(SID, Some(8), 0x4010_0000, Access::READ)
-                .unwrap()
-                .host_addr,
-            0x70_0000
-        );
+        assert_eq!(read_addr(&io, SID, Some(8), 0x4010_0000), 0x70_0000);
         assert!(matches!(
             io.invalidate(&Invalidation::PasidIotlbPages {
                 did: 2,
@@ -279,12 +258,7 @@ mod tests {
             ih: true,
         })
         .unwrap();
-        assert_eq!(
-            io.translate(SID, Some(8), 0x20_1000, Access::READ)
-                .unwrap()
-                .host_addr,
-            0x11_0000
-        );
+        assert_eq!(read_addr(&io, SID, Some(8), 0x20_1000), 0x11_0000);
         assert!(io.stats().fl_psc_hits >= 1);
         io.invalidate(&Invalidation::PasidIotlbPages {
             did: 2,
@@ -296,12 +270,7 @@ mod tests {
             ih: false,
         })
         .unwrap();
-        assert_eq!(
-            io.translate(SID, Some(8), 0x20_1000, Access::READ)
-                .unwrap()
-                .host_addr,
-            0x33_0000
-        );
+        assert_eq!(read_addr(&io, SID, Some(8), 0x20_1000), 0x33_0000);
     }
 
     #[test]
@@ -323,9 +292,7 @@ mod tests {
             io.write_pasid_entry_raw(SID, 8, PasidEntry::first_level(2, root2).to_raw())
                 .unwrap();
             assert_eq!(
-                io.translate(SID, Some(8), 0x2000, Access::READ)
-                    .unwrap()
-                    .host_addr,
+                read_addr(&io, SID, Some(8), 0x2000),
                 0x10_1000,
                 "{scope:?}: stale PASID entry"
             );
@@ -341,9 +308,7 @@ mod tests {
             io.invalidate(&Invalidation::PasidIotlb { did: 2, pasid: 8 })
                 .unwrap();
             assert_eq!(
-                io.translate(SID, Some(8), 0x2000, Access::READ)
-                    .unwrap()
-                    .host_addr,
+                read_addr(&io, SID, Some(8), 0x2000),
                 0x10_1000,
                 "{scope:?}: IOTLB flush alone keeps the PASID entry"
             );
@@ -351,9 +316,7 @@ mod tests {
             // The IOTLB refilled from the stale entry keeps its (DID, PASID) tag: VT-d requires
             // the IOTLB flush after the PASID-cache flush, and so does this model.
             assert_eq!(
-                io.translate(SID, Some(8), 0x2000, Access::READ)
-                    .unwrap()
-                    .host_addr,
+                read_addr(&io, SID, Some(8), 0x2000),
                 0x10_1000,
                 "{scope:?}: IOTLB still holds it"
             );
@@ -366,13 +329,7 @@ mod tests {
             );
             io.invalidate(&Invalidation::PasidIotlb { did: 2, pasid: 8 })
                 .unwrap();
-            assert_eq!(
-                io.translate(SID, Some(8), 0x2000, Access::READ)
-                    .unwrap()
-                    .host_addr,
-                0x20_1000,
-                "{scope:?}"
-            );
+            assert_eq!(read_addr(&io, SID, Some(8), 0x2000), 0x20_1000, "{scope:?}");
         }
     }
 
@@ -419,16 +376,9 @@ mod tests {
         attach(&io, other);
         io.set_pasid_entry(other, 0, &PasidEntry::second_level(4, root, levels))
             .unwrap();
+        assert_eq!(read_addr(&io, SID, Some(3), 0x1000), GUEST_BASE + 0x30_0000);
         assert_eq!(
-            io.translate(SID, Some(3), 0x1000, Access::READ)
-                .unwrap()
-                .host_addr,
-            GUEST_BASE + 0x30_0000
-        );
-        assert_eq!(
-            io.translate(other, None, 0x30_0000, Access::READ)
-                .unwrap()
-                .host_addr,
+            read_addr(&io, other, None, 0x30_0000),
             GUEST_BASE + 0x30_0000
         );
         // The host moves guest page 0x30_0000 elsewhere in a 2 MiB mapping it rebuilds with 4 KiB pages.
@@ -436,16 +386,12 @@ mod tests {
         io.stage2_map(s2, 0x20_0000, 40 * MB, 2 * MB, S2Perms::RW)
             .unwrap();
         assert_eq!(
-            io.translate(SID, Some(3), 0x1000, Access::READ)
-                .unwrap()
-                .host_addr,
+            read_addr(&io, SID, Some(3), 0x1000),
             GUEST_BASE + 0x30_0000,
             "stale nested"
         );
         assert_eq!(
-            io.translate(other, None, 0x30_0000, Access::READ)
-                .unwrap()
-                .host_addr,
+            read_addr(&io, other, None, 0x30_0000),
             GUEST_BASE + 0x30_0000,
             "stale second level"
         );
@@ -458,17 +404,7 @@ mod tests {
             ih: false,
         })
         .unwrap();
-        assert_eq!(
-            io.translate(SID, Some(3), 0x1000, Access::READ)
-                .unwrap()
-                .host_addr,
-            40 * MB + 0x10_0000
-        );
-        assert_eq!(
-            io.translate(other, None, 0x30_0000, Access::READ)
-                .unwrap()
-                .host_addr,
-            40 * MB + 0x10_0000
-        );
+        assert_eq!(read_addr(&io, SID, Some(3), 0x1000), 40 * MB + 0x10_0000);
+        assert_eq!(read_addr(&io, other, None, 0x30_0000), 40 * MB + 0x10_0000);
     }
 }

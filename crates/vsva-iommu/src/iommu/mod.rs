@@ -18,21 +18,27 @@ use crate::memory::{HostMemory, TablePool};
 use crate::prq::PageRequestQueue;
 use crate::regs::IommuConfig;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::table_store::HostTableStore;
+
+// The public items of the split files, at the paths they had before the split.
+pub use self::devices::DeviceOptions;
+pub use self::dma::DmaError;
+pub use self::error::IommuError;
+pub use self::stage2::{S2Perms, Stage2Id};
+pub use self::translate::{Perms, Translation};
+pub use crate::table_store::HostTableStore;
 
 use self::control::Control;
-use self::error::IommuError;
 
 mod control;
-pub(crate) mod devices;
+mod devices;
 mod devtlb;
-pub(crate) mod dma;
-pub(crate) mod error;
+mod dma;
+mod error;
 mod invalidation;
 mod page_requests;
 mod pasid_table;
-pub(crate) mod stage2;
-pub(crate) mod translate;
+mod stage2;
+mod translate;
 mod walk;
 
 /// The software IOMMU. `Send + Sync`; share it with an `Arc`.

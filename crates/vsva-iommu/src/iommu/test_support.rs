@@ -88,3 +88,10 @@ pub(crate) fn remap_fl(io: &Iommu, root: u64, va: u64, pa: u64) {
         .store_u64(pte, pa | paging::P | RW | US)
         .unwrap();
 }
+
+/// The host address a user read of `va` translates to (panics on a fault).
+pub(crate) fn read_addr(io: &Iommu, sid: SourceId, pasid: Option<u32>, va: u64) -> u64 {
+    io.translate(sid, pasid, va, Access::READ)
+        .unwrap()
+        .host_addr
+}
