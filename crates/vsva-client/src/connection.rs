@@ -17,6 +17,23 @@ use vsva_proto::{
 
 use crate::error::{check, io_err, ClientError};
 
+/// The socket error `source` while doing `what`: [`ClientError::TimedOut`] when the socket's
+/// timeout expired, [`ClientError::Io`] otherwise.
+fn socket_err(
+    what: &'static str,
+    timeout: Option<Duration>,
+) -> impl FnOnce(io::Error) -> ClientError {
+    move |source| match (source.kind(), timeout) {
+        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(after)) => {
+            ClientError::TimedOut { what, after }
+        }
+        _ => ClientError::Io {
+            what: what.into(),
+            source,
+        },
+    }
+}
+
 /// Where and as whom to connect, and how long to wait for replies.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -26,7 +43,9 @@ pub struct Options {
     pub name: String,
     /// A resume token from an earlier handshake (after a daemon restart).
     pub resume: ResumeToken,
-    /// How long to wait for a reply before giving up (None: forever).
+    /// How long one read or write on the socket may wait before the call gives up with
+    /// [`ClientError::TimedOut`] (None: forever). A stopped or wedged daemon is noticed after
+    /// this long.
     pub timeout: Option<Duration>,
 }
 
@@ -74,6 +93,12 @@ impl Client {
     }
 
     /// Connects and does the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::TimedOut`] when the daemon accepts the connection but does not answer
+    /// the handshake within `options.timeout` (it is stopped or wedged); nothing is left
+    /// behind, the connection is closed.
     pub fn connect(options: Options) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(&options.socket).map_err(io_err(format!(
             "cannot connect to {}",
@@ -82,6 +107,9 @@ impl Client {
         stream
             .set_read_timeout(options.timeout)
             .map_err(io_err("cannot set the read timeout"))?;
+        stream
+            .set_write_timeout(options.timeout)
+            .map_err(io_err("cannot set the write timeout"))?;
         let mut client = Client {
             stream,
             dec: FrameDecoder::new(HARD_MAX_BODY),
@@ -167,7 +195,7 @@ impl Client {
         if fds.is_empty() {
             self.stream
                 .write_all(&frame)
-                .map_err(io_err("cannot send the request"))?;
+                .map_err(socket_err("cannot send the request", self.options.timeout))?;
             return Ok(id);
         }
         // The descriptors travel with the frame's first byte, in a sendmsg of this frame only.
@@ -191,7 +219,7 @@ impl Client {
         })?;
         self.stream
             .write_all(&frame[sent..])
-            .map_err(io_err("cannot send the request"))?;
+            .map_err(socket_err("cannot send the request", self.options.timeout))?;
         Ok(id)
     }
 
@@ -215,7 +243,7 @@ impl Client {
             let n = self
                 .stream
                 .read(buf)
-                .map_err(io_err("cannot read the reply"))?;
+                .map_err(socket_err("cannot read the reply", self.options.timeout))?;
             if n == 0 {
                 return Err(ClientError::Closed(String::new()));
             }
@@ -280,7 +308,7 @@ impl Client {
         }
         self.stream
             .write_all(&bytes)
-            .map_err(io_err("cannot send the requests"))?;
+            .map_err(socket_err("cannot send the requests", self.options.timeout))?;
         let mut out = Vec::with_capacity(reqs.len());
         for (r, id) in reqs.iter().zip(ids) {
             let (got, reply) = self.recv(r.kind())?;

@@ -212,7 +212,7 @@ pub(crate) fn run_story(
             leaf: true,
         },
     )
-    .map_err(|e| CliError(e.to_string()))?;
+    .map_err(|e| CliError::msg(e.to_string()))?;
     client.invalidate(c, &inv)?;
     let after = client.dma_read(sid, Some(a), GVA, 5);
     let (ok, detail) = match after {
