@@ -6,9 +6,12 @@ use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
 use vsva_proto::{
     encode_request, Credentials, FrameDecoder, Hello, HelloReply, Kind, ProtoError, Reply, Request,
     ResumeToken, DEFAULT_MAX_BODY, HARD_MAX_BODY, HELLO_ADMIN, HELLO_RESUMED, MIN_PROTOCOL_VERSION,
@@ -100,10 +103,7 @@ impl Client {
     /// the handshake within `options.timeout` (it is stopped or wedged); nothing is left
     /// behind, the connection is closed.
     pub fn connect(options: Options) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(&options.socket).map_err(io_err(format!(
-            "cannot connect to {}",
-            options.socket.display()
-        )))?;
+        let stream = connect_within(&options.socket, options.timeout)?;
         stream
             .set_read_timeout(options.timeout)
             .map_err(io_err("cannot set the read timeout"))?;
@@ -354,6 +354,45 @@ impl Client {
     pub fn ping(&mut self, data: &[u8]) -> Result<Vec<u8>, ClientError> {
         Ok(self.call(Request::Ping(data.to_vec()))?.payload)
     }
+}
+
+/// Connects to `socket`, waiting at most `timeout` while the daemon's backlog is full (a
+/// stopped daemon stops accepting; a blocking connect would then wait forever).
+fn connect_within(socket: &Path, timeout: Option<Duration>) -> Result<UnixStream, ClientError> {
+    let what = || format!("cannot connect to {}", socket.display());
+    let Some(timeout) = timeout else {
+        return UnixStream::connect(socket).map_err(io_err(what()));
+    };
+    let addr = SocketAddrUnix::new(socket).map_err(|e| io_err(what())(e.into()))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| io_err(what())(e.into()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        // A Unix socket connects at once or fails with EAGAIN while the backlog is full.
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(ClientError::TimedOut {
+                    what: "cannot connect",
+                    after: timeout,
+                })
+            }
+            Err(e) => return Err(io_err(what())(e.into())),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream
+        .set_nonblocking(false)
+        .map_err(io_err("cannot make the connection blocking"))?;
+    Ok(stream)
 }
 
 /// Whether a daemon answers on `socket` (a connect, without a handshake).

@@ -124,17 +124,45 @@ fn a_stopped_daemon_is_reported_after_the_timeout() {
     let d = Daemon::start("stopped");
     let pid = Pid::from_child(&d.child);
     kill_process(pid, Signal::STOP).unwrap();
-    let out = d.vsva(&["status", "--timeout", "1"]);
+    let answered = d.vsva(&["status", "--timeout", "1"]);
+    // With its listen backlog full as well, the connect itself gives up after the timeout.
+    let held = fill_backlog(&d.socket);
+    let refused = d.vsva(&["status", "--timeout", "1"]);
+    drop(held);
     kill_process(pid, Signal::CONT).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("the daemon did not answer within 1 s"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    for out in [answered, refused] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("the daemon did not answer within 1 s"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
     // Answering again once it runs.
     assert_eq!(d.json(&["status", "--timeout", "0x5"])["allocated"], 0);
+}
+
+/// Connections that fill the listen backlog of a daemon that does not accept.
+fn fill_backlog(socket: &std::path::Path) -> Vec<std::os::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(socket).unwrap();
+    let mut held = Vec::new();
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => held.push(fd),
+            Err(rustix::io::Errno::AGAIN) => return held,
+            Err(e) => panic!("connect {}: {e}", held.len()),
+        }
+        assert!(held.len() < 65_536, "the backlog never filled");
+    }
 }
 
 /// The pid of a running child of `parent` whose command name is `name`.
