@@ -298,3 +298,28 @@ fn json_names_devices_one_way_on_one_line() {
         assert!(sid.len() == 7 && sid.contains(':'), "{f}");
     }
 }
+
+#[test]
+fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
+    let tmp = std::env::temp_dir().join(format!("vsva-cli-{}-nospawn", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["demo", "--vsvad"])
+        .arg(tmp.join("no-such-vsvad"))
+        .arg("--socket")
+        .arg(tmp.join("none.sock"))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start"), "{err}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
