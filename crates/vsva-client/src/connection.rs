@@ -153,6 +153,11 @@ impl Client {
     /// that after a daemon restart the process gets its held PASIDs back. Returns whether
     /// they were (see [`hello`](Self::hello)`.restored`). Container handles from before are
     /// gone either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect). The client then keeps its old connection (unusable if
+    /// the daemon went away) and its token, so the call can be retried.
     pub fn reconnect(&mut self) -> Result<bool, ClientError> {
         let fresh = Client::connect(self.options.clone())?;
         *self = fresh;
