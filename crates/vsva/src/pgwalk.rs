@@ -29,10 +29,10 @@ pub struct Args {
     #[arg(long)]
     pub image: std::path::PathBuf,
     /// Guest-physical address of the image's first byte.
-    #[arg(long, default_value = "0", value_parser = parse_u64)]
+    #[arg(long, default_value = "0", value_parser = parse_u64, allow_negative_numbers = true)]
     pub image_base: u64,
     /// Guest-physical address of the root table (PML4, or PML5 with --levels 5).
-    #[arg(long, value_parser = parse_u64)]
+    #[arg(long, value_parser = parse_u64, allow_negative_numbers = true)]
     pub root: u64,
     /// Paging levels.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub no_1g: bool,
     /// Addresses to walk (hex with 0x, or decimal); standard input when none.
-    #[arg(long = "va", value_parser = parse_u64)]
+    #[arg(long = "va", value_parser = parse_u64, allow_negative_numbers = true)]
     pub vas: Vec<u64>,
 }
 

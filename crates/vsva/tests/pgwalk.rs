@@ -248,6 +248,10 @@ fn bad_roots_and_images_are_clear_errors() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("levels"), "{err}");
+    // A negative address reaches the number parser, not clap's "unexpected argument".
+    let (code, _, err) = vsva(&["pgwalk", "--image", p, "--root", "0", "--va", "-1"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("negative numbers are not accepted"), "{err}");
     let _ = std::fs::remove_file(path);
 }
 
