@@ -99,9 +99,10 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ClientError::TimedOut`] when the daemon accepts the connection but does not answer
-    /// the handshake within `options.timeout` (it is stopped or wedged); nothing is left
-    /// behind, the connection is closed.
+    /// [`ClientError::TimedOut`] when the daemon does not take the connection (its backlog
+    /// is full) or does not answer the handshake within `options.timeout` (it is stopped or
+    /// wedged); nothing is left behind, the connection is closed. [`ClientError::Io`] when
+    /// there is no daemon on the socket.
     pub fn connect(options: Options) -> Result<Client, ClientError> {
         let stream = connect_within(&options.socket, options.timeout)?;
         stream
@@ -218,9 +219,11 @@ impl Client {
             &mut cmsg,
             SendFlags::empty(),
         )
-        .map_err(|e| ClientError::Io {
-            what: "cannot send the request with its file descriptors".into(),
-            source: e.into(),
+        .map_err(|e| {
+            socket_err(
+                "cannot send the request with its file descriptors",
+                self.options.timeout,
+            )(e.into())
         })?;
         self.stream
             .write_all(&frame[sent..])

@@ -121,8 +121,8 @@ pub(crate) fn alloc_many(
 
 /// Runs `vsva pasid free`: explains who owns each PASID (only the owner may free it).
 pub(crate) fn free(a: &FreeArgs) -> Result<(), CliError> {
-    let mut client = a.common.connect("vsva pasid free")?;
     let named = parse_pasid_list(&a.pasids).map_err(CliError::Message)?;
+    let mut client = a.common.connect("vsva pasid free")?;
     let sets = client.sets()?;
     let admin = client.is_admin();
     let mut report = Vec::new();
