@@ -1,6 +1,7 @@
-//! The `--hold` session of `vsva pasid alloc`: commands read from stdin (`alloc [N]`,
-//! `free LIST|all`, `list`, `quit`), one answer line each, and resuming with the resume token
-//! when the daemon restarts under the session.
+//! Holding PASIDs: allocating several at once (for `vsva pasid alloc` and its session), and
+//! the `--hold` session itself: commands read from stdin (`alloc [N]`, `free LIST|all`,
+//! `list`, `quit`), one answer line each, and resuming with the resume token when the daemon
+//! restarts under the session.
 //!
 //! A command whose connection turns out to be gone is answered after a resume: the session
 //! connects again presenting its token, gets its PASIDs back (the daemon holds them for a
@@ -15,9 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use vsva_client::{Client, ClientError};
 
-use crate::common::{outln, warn, CliError};
+use crate::common::{outln, warn, CliError, Common};
 use crate::number::{parse_pasid_list, parse_u32, ranges, PasidList};
-use crate::pasid::{alloc_many, AllocArgs};
 
 /// One session command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +44,21 @@ fn parse_command(line: &str) -> Result<Option<Command>, String> {
     }))
 }
 
+/// The range new PASIDs are taken from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Lowest acceptable PASID.
+    pub(crate) min: u32,
+    /// Highest acceptable PASID.
+    pub(crate) max: u32,
+}
+
 struct Session<'a> {
     client: Client,
     container: u32,
     group: u32,
-    args: &'a AllocArgs,
+    limits: Limits,
+    common: &'a Common,
 }
 
 /// Reads commands from stdin while holding the connection (and so the PASIDs).
@@ -61,13 +71,15 @@ pub(crate) fn hold_session(
     client: Client,
     container: u32,
     group: u32,
-    args: &AllocArgs,
+    limits: Limits,
+    common: &Common,
 ) -> Result<(), CliError> {
     let mut s = Session {
         client,
         container,
         group,
-        args,
+        limits,
+        common,
     };
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -77,7 +89,7 @@ pub(crate) fn hold_session(
             Ok(Some(cmd)) => s.run(&cmd),
             Err(e) => (json!({ "error": e }), None),
         };
-        if args.common.json {
+        if common.json {
             outln!("{answer}");
         } else {
             outln!("{}", plain(&answer));
@@ -112,9 +124,9 @@ impl Session<'_> {
     }
 
     fn exec(&mut self, cmd: &Command) -> Result<Value, ClientError> {
-        let (c, a) = (self.container, self.args);
+        let (c, l) = (self.container, self.limits);
         match cmd {
-            Command::Alloc(n) => match alloc_many(&mut self.client, c, *n, a.min, a.max) {
+            Command::Alloc(n) => match alloc_many(&mut self.client, c, *n, l.min, l.max) {
                 (v, Some(e)) if v.is_empty() => Err(e),
                 (v, e) => Ok(json!({ "allocated": v, "error": e.map(|e| e.to_string()) })),
             },
@@ -157,12 +169,12 @@ impl Session<'_> {
     /// answers (it closed the connection on purpose).
     fn resume(&mut self) -> Result<(), String> {
         let before = self.client.hello().instance;
-        let wait = Duration::from_secs(self.args.common.timeout);
+        let wait = Duration::from_secs(self.common.timeout);
         let deadline = Instant::now() + wait;
         loop {
             match self.client.reconnect() {
                 Ok(_) => break,
-                Err(e) if self.args.common.timeout == 0 || Instant::now() < deadline => {
+                Err(e) if self.common.timeout == 0 || Instant::now() < deadline => {
                     if !matches!(e, ClientError::Io { .. }) {
                         return Err(format!("cannot reconnect: {e}"));
                     }
@@ -192,6 +204,25 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// Allocates up to `n` PASIDs in `[min, max]`, stopping at the first refusal: what was
+/// allocated, and the refusal if there was one.
+pub(crate) fn alloc_many(
+    client: &mut Client,
+    c: u32,
+    n: u32,
+    min: u32,
+    max: u32,
+) -> (Vec<u32>, Option<ClientError>) {
+    let mut got = Vec::with_capacity(n.min(4096) as usize);
+    for _ in 0..n {
+        match client.pasid_alloc(c, min, max) {
+            Ok(p) => got.push(p),
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
 }
 
 /// A session answer as one line of text: `allocated: 1-3; error: ...`.

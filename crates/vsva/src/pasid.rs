@@ -5,10 +5,10 @@
 use std::io::Write;
 
 use serde_json::json;
-use vsva_client::{Client, ClientError};
+use vsva_client::Client;
 
 use crate::common::{outln, print_json, warn, CliError, Common};
-use crate::hold::hold_session;
+use crate::hold::{alloc_many, hold_session, Limits};
 use crate::number::{parse_pasid_list, parse_u32, ranges, PasidList};
 
 /// `vsva pasid alloc`.
@@ -95,28 +95,13 @@ pub(crate) fn alloc(a: &AllocArgs) -> Result<(), CliError> {
         warn(&e);
     }
     if a.hold {
-        hold_session(client, c, group, a)?;
+        let limits = Limits {
+            min: a.min,
+            max: a.max,
+        };
+        hold_session(client, c, group, limits, &a.common)?;
     }
     Ok(())
-}
-
-/// Allocates up to `n` PASIDs in `[min, max]`, stopping at the first refusal: what was
-/// allocated, and the refusal if there was one.
-pub(crate) fn alloc_many(
-    client: &mut Client,
-    c: u32,
-    n: u32,
-    min: u32,
-    max: u32,
-) -> (Vec<u32>, Option<ClientError>) {
-    let mut got = Vec::with_capacity(n.min(4096) as usize);
-    for _ in 0..n {
-        match client.pasid_alloc(c, min, max) {
-            Ok(p) => got.push(p),
-            Err(e) => return (got, Some(e)),
-        }
-    }
-    (got, None)
 }
 
 /// Runs `vsva pasid free`: explains who owns each PASID (only the owner may free it).
