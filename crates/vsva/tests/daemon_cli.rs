@@ -37,15 +37,8 @@ fn status_sets_pasid_quota_and_faults() {
     writeln!(stdin, "free 2").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), r#"{"freed":[2]}"#);
 
-    let sets = d.json(&["sets"]);
-    assert_eq!(sets["complete"], true);
-    let entry = sets["sets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pid"] == pid)
-        .expect("holder listed")
-        .clone();
+    assert_eq!(d.json(&["sets"])["complete"], true);
+    let entry = d.set_of(pid);
     assert_eq!(entry["pasids"], serde_json::json!([1, 3]));
     assert_eq!(entry["quota"], 1000);
 

@@ -108,14 +108,7 @@ fn sets_cuts_a_multibyte_command_line_by_characters() {
         .unwrap_or_else(|| panic!("holder listed: {text}"));
     assert!(row.ends_with(&format!("a{}…", "é".repeat(38))), "{row}");
     // JSON carries the command line whole.
-    let sets = d.json(&["sets"]);
-    let entry = sets["sets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pid"] == holder.pid())
-        .unwrap()
-        .clone();
+    let entry = d.set_of(holder.pid());
     assert!(entry["command"].as_str().unwrap().starts_with(&arg0));
 }
 
@@ -235,14 +228,7 @@ fn a_hold_session_resumes_after_a_daemon_restart() {
     assert_eq!(holder.ask("list"), json!({ "pasids": [1, 2, 3] }));
     let got = holder.ask("alloc");
     assert_eq!(got["allocated"], json!([4]), "{got}");
-    let sets = d.json(&["sets"]);
-    let mine = sets["sets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pid"] == holder.pid())
-        .map(|s| s["pasids"].clone());
-    assert_eq!(mine, Some(json!([1, 2, 3, 4])));
+    assert_eq!(d.set_of(holder.pid())["pasids"], json!([1, 2, 3, 4]));
 }
 
 #[test]

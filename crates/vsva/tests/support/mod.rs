@@ -99,6 +99,18 @@ impl Daemon {
         );
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
     }
+
+    /// The `vsva sets --json` entry of process `pid`.
+    pub fn set_of(&self, pid: u64) -> Value {
+        let sets = self.json(&["sets"]);
+        sets["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid} listed: {sets}"))
+            .clone()
+    }
 }
 
 impl Drop for Daemon {
