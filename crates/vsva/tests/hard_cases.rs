@@ -158,6 +158,25 @@ fn fill_backlog(socket: &std::path::Path) -> Vec<std::os::fd::OwnedFd> {
     }
 }
 
+/// An empty scratch directory for a test's `TMPDIR`.
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vsva-cli-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Removes a scratch directory; what was left in it.
+fn remove_scratch(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let left = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let _ = std::fs::remove_dir_all(dir);
+    left
+}
+
 /// The pid of a running child of `parent` whose command name is `name`.
 fn child_named(parent: u32, name: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -171,9 +190,7 @@ fn child_named(parent: u32, name: &str) -> Option<u32> {
 
 #[test]
 fn an_interrupted_demo_stops_its_private_daemon() {
-    let tmp = std::env::temp_dir().join(format!("vsva-cli-{}-sigint", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = scratch("sigint");
     // A stdout pipe that is already full: the demo blocks on its first line, right after
     // its private daemon has started, until the signal comes.
     let (reader, writer) = std::io::pipe().unwrap();
@@ -203,12 +220,7 @@ fn an_interrupted_demo_stops_its_private_daemon() {
     if alive {
         let _ = kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
     }
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let left = remove_scratch(&tmp);
     assert_eq!(
         status.code(),
         Some(130),
@@ -287,9 +299,7 @@ fn json_names_devices_one_way_on_one_line() {
 
 #[test]
 fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
-    let tmp = std::env::temp_dir().join(format!("vsva-cli-{}-nospawn", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = scratch("nospawn");
     let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
         .args(["demo", "--vsvad"])
         .arg(tmp.join("no-such-vsvad"))
@@ -298,12 +308,7 @@ fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
         .env("TMPDIR", &tmp)
         .output()
         .unwrap();
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let left = remove_scratch(&tmp);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot start"), "{err}");
