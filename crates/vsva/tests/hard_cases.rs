@@ -190,45 +190,46 @@ fn child_named(parent: u32, name: &str) -> Option<u32> {
 
 #[test]
 fn an_interrupted_demo_stops_its_private_daemon() {
-    let tmp = scratch("sigint");
-    // A stdout pipe that is already full: the demo blocks on its first line, right after
-    // its private daemon has started, until the signal comes.
-    let (reader, writer) = std::io::pipe().unwrap();
-    let flags = rustix::fs::fcntl_getfl(&writer).unwrap();
-    rustix::fs::fcntl_setfl(&writer, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
-    while rustix::io::write(&writer, &[0u8; 4096]).is_ok() {}
-    rustix::fs::fcntl_setfl(&writer, flags).unwrap();
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_vsva"))
-        .args(["demo", "--socket"])
-        .arg(tmp.join("none.sock"))
-        .env("VSVA_VSVAD", vsvad())
-        .env("TMPDIR", &tmp)
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut daemon = None;
-    wait_until("the private vsvad", || {
-        daemon = child_named(demo.id(), "vsvad");
-        daemon.is_some()
-    });
-    let daemon = daemon.unwrap();
-    kill_process(Pid::from_child(&demo), Signal::INT).unwrap();
-    let status = demo.wait().unwrap();
-    drop(reader);
-    let alive = std::path::Path::new(&format!("/proc/{daemon}")).exists();
-    if alive {
-        let _ = kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
+    for (signal, code, tag) in [(Signal::INT, 130, "sigint"), (Signal::TERM, 143, "sigterm")] {
+        let tmp = scratch(tag);
+        // A stdout pipe that is already full: the demo blocks on its first line, right
+        // after its private daemon has started, until the signal comes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        let flags = rustix::fs::fcntl_getfl(&writer).unwrap();
+        rustix::fs::fcntl_setfl(&writer, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+        while rustix::io::write(&writer, &[0u8; 4096]).is_ok() {}
+        rustix::fs::fcntl_setfl(&writer, flags).unwrap();
+        let mut demo = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(["demo", "--socket"])
+            .arg(tmp.join("none.sock"))
+            .env("VSVA_VSVAD", vsvad())
+            .env("TMPDIR", &tmp)
+            .stdout(writer)
+            .spawn()
+            .unwrap();
+        let mut daemon = None;
+        wait_until("the private vsvad", || {
+            daemon = child_named(demo.id(), "vsvad");
+            daemon.is_some()
+        });
+        let daemon = daemon.unwrap();
+        kill_process(Pid::from_child(&demo), signal).unwrap();
+        let status = demo.wait().unwrap();
+        drop(reader);
+        let alive = std::path::Path::new(&format!("/proc/{daemon}")).exists();
+        if alive {
+            let _ = kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
+        }
+        let left = remove_scratch(&tmp);
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{tag}: {status:?} ({:?})",
+            status.signal()
+        );
+        assert!(!alive, "{tag}: the private vsvad {daemon} still runs");
+        assert!(left.is_empty(), "{tag}: left behind: {left:?}");
     }
-    let left = remove_scratch(&tmp);
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "{status:?} (signal {:?})",
-        status.signal()
-    );
-    assert!(!alive, "the private vsvad {daemon} still runs");
-    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
