@@ -308,3 +308,34 @@ fn a_closed_stdout_ends_the_walk_quietly() {
     assert!(err.is_empty(), "{err}");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_terminal_on_stdin_is_told_what_to_type() {
+    let path = image().save("tty");
+    let walk = format!(
+        "{} pgwalk --image {} --image-base 0x100000 --root 0x100000",
+        env!("CARGO_BIN_EXE_vsva"),
+        path.display()
+    );
+    // util-linux `script` runs the walk on a pseudo-terminal; ^D ends its input.
+    let Ok(mut child) = Command::new("script")
+        .args(["-qec", &walk, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("skipped: no `script` to provide a terminal");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0x401000\n\x04")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("type one virtual address per line"), "{text}");
+    assert!(text.contains(r#""pa":"0x9000""#), "{text}");
+    let _ = std::fs::remove_file(path);
+}
