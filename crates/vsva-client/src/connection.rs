@@ -6,9 +6,12 @@ use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
 use vsva_proto::{
     encode_request, Credentials, FrameDecoder, Hello, HelloReply, Kind, ProtoError, Reply, Request,
     ResumeToken, DEFAULT_MAX_BODY, HARD_MAX_BODY, HELLO_ADMIN, HELLO_RESUMED, MIN_PROTOCOL_VERSION,
@@ -16,6 +19,23 @@ use vsva_proto::{
 };
 
 use crate::error::{check, io_err, ClientError};
+
+/// The socket error `source` while doing `what`: [`ClientError::TimedOut`] when the socket's
+/// timeout expired, [`ClientError::Io`] otherwise.
+fn socket_err(
+    what: &'static str,
+    timeout: Option<Duration>,
+) -> impl FnOnce(io::Error) -> ClientError {
+    move |source| match (source.kind(), timeout) {
+        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(after)) => {
+            ClientError::TimedOut { what, after }
+        }
+        _ => ClientError::Io {
+            what: what.into(),
+            source,
+        },
+    }
+}
 
 /// Where and as whom to connect, and how long to wait for replies.
 #[derive(Debug, Clone)]
@@ -26,7 +46,9 @@ pub struct Options {
     pub name: String,
     /// A resume token from an earlier handshake (after a daemon restart).
     pub resume: ResumeToken,
-    /// How long to wait for a reply before giving up (None: forever).
+    /// How long one read or write on the socket may wait before the call gives up with
+    /// [`ClientError::TimedOut`] (None: forever). A stopped or wedged daemon is noticed after
+    /// this long.
     pub timeout: Option<Duration>,
 }
 
@@ -74,14 +96,21 @@ impl Client {
     }
 
     /// Connects and does the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::TimedOut`] when the daemon does not take the connection (its backlog
+    /// is full) or does not answer the handshake within `options.timeout` (it is stopped or
+    /// wedged); nothing is left behind, the connection is closed. [`ClientError::Io`] when
+    /// there is no daemon on the socket.
     pub fn connect(options: Options) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(&options.socket).map_err(io_err(format!(
-            "cannot connect to {}",
-            options.socket.display()
-        )))?;
+        let stream = connect_within(&options.socket, options.timeout)?;
         stream
             .set_read_timeout(options.timeout)
             .map_err(io_err("cannot set the read timeout"))?;
+        stream
+            .set_write_timeout(options.timeout)
+            .map_err(io_err("cannot set the write timeout"))?;
         let mut client = Client {
             stream,
             dec: FrameDecoder::new(HARD_MAX_BODY),
@@ -125,6 +154,11 @@ impl Client {
     /// that after a daemon restart the process gets its held PASIDs back. Returns whether
     /// they were (see [`hello`](Self::hello)`.restored`). Container handles from before are
     /// gone either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect). The client then keeps its old connection (unusable if
+    /// the daemon went away) and its token, so the call can be retried.
     pub fn reconnect(&mut self) -> Result<bool, ClientError> {
         let fresh = Client::connect(self.options.clone())?;
         *self = fresh;
@@ -167,7 +201,7 @@ impl Client {
         if fds.is_empty() {
             self.stream
                 .write_all(&frame)
-                .map_err(io_err("cannot send the request"))?;
+                .map_err(socket_err("cannot send the request", self.options.timeout))?;
             return Ok(id);
         }
         // The descriptors travel with the frame's first byte, in a sendmsg of this frame only.
@@ -185,13 +219,15 @@ impl Client {
             &mut cmsg,
             SendFlags::empty(),
         )
-        .map_err(|e| ClientError::Io {
-            what: "cannot send the request with its file descriptors".into(),
-            source: e.into(),
+        .map_err(|e| {
+            socket_err(
+                "cannot send the request with its file descriptors",
+                self.options.timeout,
+            )(e.into())
         })?;
         self.stream
             .write_all(&frame[sent..])
-            .map_err(io_err("cannot send the request"))?;
+            .map_err(socket_err("cannot send the request", self.options.timeout))?;
         Ok(id)
     }
 
@@ -215,7 +251,7 @@ impl Client {
             let n = self
                 .stream
                 .read(buf)
-                .map_err(io_err("cannot read the reply"))?;
+                .map_err(socket_err("cannot read the reply", self.options.timeout))?;
             if n == 0 {
                 return Err(ClientError::Closed(String::new()));
             }
@@ -280,7 +316,7 @@ impl Client {
         }
         self.stream
             .write_all(&bytes)
-            .map_err(io_err("cannot send the requests"))?;
+            .map_err(socket_err("cannot send the requests", self.options.timeout))?;
         let mut out = Vec::with_capacity(reqs.len());
         for (r, id) in reqs.iter().zip(ids) {
             let (got, reply) = self.recv(r.kind())?;
@@ -326,6 +362,45 @@ impl Client {
     pub fn ping(&mut self, data: &[u8]) -> Result<Vec<u8>, ClientError> {
         Ok(self.call(Request::Ping(data.to_vec()))?.payload)
     }
+}
+
+/// Connects to `socket`, waiting at most `timeout` while the daemon's backlog is full (a
+/// stopped daemon stops accepting; a blocking connect would then wait forever).
+fn connect_within(socket: &Path, timeout: Option<Duration>) -> Result<UnixStream, ClientError> {
+    let what = || format!("cannot connect to {}", socket.display());
+    let Some(timeout) = timeout else {
+        return UnixStream::connect(socket).map_err(io_err(what()));
+    };
+    let addr = SocketAddrUnix::new(socket).map_err(|e| io_err(what())(e.into()))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| io_err(what())(e.into()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        // A Unix socket connects at once or fails with EAGAIN while the backlog is full.
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(ClientError::TimedOut {
+                    what: "cannot connect",
+                    after: timeout,
+                })
+            }
+            Err(e) => return Err(io_err(what())(e.into())),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream
+        .set_nonblocking(false)
+        .map_err(io_err("cannot make the connection blocking"))?;
+    Ok(stream)
 }
 
 /// Whether a daemon answers on `socket` (a connect, without a handshake).

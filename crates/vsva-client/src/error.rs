@@ -37,12 +37,40 @@ pub enum ClientError {
         /// What is wrong.
         error: ProtoError,
     },
+    /// The daemon did not answer in time: a read or write on the socket waited longer than
+    /// [`Options::timeout`](crate::Options::timeout) (the daemon is stopped, wedged or
+    /// overloaded). The request may or may not have reached it.
+    #[error("{what}: the daemon did not answer within {}", humane(*.after))]
+    TimedOut {
+        /// What was being done.
+        what: &'static str,
+        /// How long this client waited.
+        after: std::time::Duration,
+    },
     /// The daemon closed the connection.
     #[error("the daemon closed the connection{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
     Closed(String),
 }
 
 impl ClientError {
+    /// Whether the connection is gone: the daemon closed it, exited or restarted. Every later
+    /// call on this [`Client`](crate::Client) fails the same way;
+    /// [`Client::reconnect`](crate::Client::reconnect) opens a new one.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            ClientError::Closed(_) => true,
+            ClientError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+
     /// The errno, when the daemon refused the request (`EFAULT` for a DMA fault).
     pub fn errno(&self) -> Option<Errno> {
         match self {
@@ -50,6 +78,17 @@ impl ClientError {
             ClientError::DmaFault(_) => Some(Errno::EFAULT),
             _ => None,
         }
+    }
+}
+
+/// `1.5 s`, `10 s`, `250 ms`.
+fn humane(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{} ms", d.subsec_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

@@ -89,6 +89,10 @@ impl MachineConfig {
 
 /// A `vsvad` started on a temporary socket and state directory, stopped (and its directory
 /// removed) on drop.
+///
+/// A process that is ended by a signal runs no drop: a tool that may be interrupted
+/// (Ctrl-C) handles SIGINT and SIGTERM and drops its `PrivateDaemon` before it exits, as
+/// `vsva demo` does.
 pub struct PrivateDaemon {
     child: Option<Child>,
     dir: PathBuf,
@@ -118,9 +122,8 @@ impl PrivateDaemon {
     ///
     /// # Errors
     ///
-    /// A [`LaunchError`]. A daemon that was spawned is stopped and its temporary directory
-    /// removed before the error returns; a failure before the spawn may leave the directory
-    /// behind in the system's temporary directory.
+    /// A [`LaunchError`]. Nothing is left behind: a daemon that was spawned is stopped, and
+    /// the temporary directory is removed, before the error returns.
     pub fn start_with(
         vsvad: &Path,
         config: Option<&str>,
@@ -132,7 +135,14 @@ impl PrivateDaemon {
             .unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("vsva-demo-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let socket = dir.join("vsvad.sock");
+        // From here on, dropping `d` on an error removes the directory (and stops the
+        // daemon once there is one).
+        let mut d = PrivateDaemon {
+            child: None,
+            socket: dir.join("vsvad.sock"),
+            dir,
+        };
+        let dir = d.dir.clone();
         let mut cmd = Command::new(vsvad);
         if let Some(text) = config {
             let path = dir.join("vsvad.toml");
@@ -146,7 +156,7 @@ impl PrivateDaemon {
         let child = cmd
             .args(args)
             .arg("--socket")
-            .arg(&socket)
+            .arg(&d.socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
             .stdin(Stdio::null())
@@ -157,11 +167,7 @@ impl PrivateDaemon {
                 vsvad: vsvad.to_owned(),
                 source,
             })?;
-        let mut d = PrivateDaemon {
-            child: Some(child),
-            dir,
-            socket,
-        };
+        d.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !daemon_running(&d.socket) {
             if let Some(Ok(Some(status))) = d.child.as_mut().map(|c| c.try_wait()) {

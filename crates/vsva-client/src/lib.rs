@@ -21,7 +21,10 @@
 //! * Pipelining: [`Client::call_many`] sends several requests before reading any reply.
 //! * Restarts: [`Client::reconnect`] presents the resume token from the first handshake, so
 //!   after a daemon restart the process gets its PASIDs back ([`Client::hello`] tells which);
-//!   containers do not survive a restart and are opened again.
+//!   containers do not survive a restart and are opened again. [`ClientError::is_disconnect`]
+//!   says when a connection is gone.
+//! * Timeouts: [`Options::timeout`] bounds every wait on the socket, the connect included; a
+//!   stopped daemon gives [`ClientError::TimedOut`] instead of a hang.
 //! * A private daemon for tools and tests: [`PrivateDaemon`] starts `vsvad` on a temporary
 //!   socket with a [`MachineConfig`] and stops it on drop; [`find_vsvad`] locates the binary.
 //!

@@ -1,12 +1,15 @@
 //! The commands that talk to `vsvad`: `status`, `sets`, `pasid alloc|free`, `quota`, `faults`
 //! and `demo`, each with `--json`, and the one place that runs them.
 //!
-//! Every command prints plain text, or one JSON document with `--json`. Errors are one line
-//! on stderr (`vsva: ...`) and exit code 1.
+//! Every command prints plain text, or with `--json` one compact JSON document on one line
+//! (the `--hold` session: one per line). Errors are one line on stderr (`vsva: ...`) and exit
+//! code 1. A stdout closed by its reader (`vsva status | head -1`) ends a command quietly
+//! with exit code 0. Numbers are decimal or `0x` hex everywhere; PASID lists take ranges
+//! (`1-3,7`) and `all`.
 
 use std::process::ExitCode;
 
-use crate::common::Common;
+use crate::common::{warn, CliError, Common};
 use crate::demo::{self, DemoArgs};
 use crate::pasid::{self, AllocArgs, FreeArgs};
 use crate::report::{self, FaultsArgs, QuotaArgs};
@@ -52,9 +55,10 @@ pub(crate) fn run(cmd: DaemonCommand) -> ExitCode {
         DaemonCommand::Demo(a) => demo::run(&a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped reading (`| head`) got what it wanted: no message.
+        Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vsva: {e}");
+            warn(&e);
             ExitCode::from(1)
         }
     }

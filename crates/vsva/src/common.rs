@@ -1,21 +1,34 @@
-//! What every daemon command shares: where the daemon is, `--json`, the one-line error, and
-//! the printing helpers.
+//! What every daemon command shares: where the daemon is and how long to wait for it,
+//! `--json`, the one-line error, and the printing helpers.
+//!
+//! Output goes through `outln!` (never `println!`), so a closed stdout
+//! (`vsva status | head -1`) ends the command quietly instead of panicking.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 use vsva_client::{default_socket, Client, ClientError, LaunchError, Options};
 
-/// Where the daemon is and how to print.
+use crate::number::parse_u64;
+
+/// How long a command waits for the daemon by default, per read or write.
+const DEFAULT_TIMEOUT_S: &str = "10";
+
+/// Where the daemon is, how long to wait for it, and how to print.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
     /// The daemon's socket (default: $VSVA_SOCKET, $XDG_RUNTIME_DIR/vsva/vsvad.sock, or /run/vsva/vsvad.sock for root).
     #[arg(long, value_name = "PATH", global = true)]
     pub(crate) socket: Option<PathBuf>,
-    /// Print one JSON document instead of text.
+    /// Print JSON instead of text: one compact JSON document on one line.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Seconds to wait for the daemon to answer before giving up (0: wait forever).
+    #[arg(long, value_name = "SECONDS", global = true, default_value = DEFAULT_TIMEOUT_S,
+          value_parser = parse_u64, allow_negative_numbers = true)]
+    pub(crate) timeout: u64,
 }
 
 impl Common {
@@ -24,78 +37,128 @@ impl Common {
         self.socket.clone().unwrap_or_else(default_socket)
     }
 
+    /// The connection options for this command's socket and timeout.
+    pub(crate) fn options(&self, socket: PathBuf, name: &str) -> Options {
+        let mut o = Options::new(socket, name);
+        o.timeout = (self.timeout > 0).then(|| Duration::from_secs(self.timeout));
+        o
+    }
+
+    /// Connects to the daemon, with a message a user can act on when it is not there or does
+    /// not answer.
     pub(crate) fn connect(&self, name: &str) -> Result<Client, CliError> {
         let socket = self.socket();
-        Client::connect(Options::new(&socket, name)).map_err(|e| match e {
+        Client::connect(self.options(socket.clone(), name)).map_err(|e| match e {
             ClientError::Io { source, .. }
                 if matches!(
                     source.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
                 ) =>
             {
-                CliError(format!(
+                CliError::Message(format!(
                     "no vsvad is running on {} (start one with `vsvad`, or pass --socket)",
                     socket.display()
                 ))
             }
-            other => CliError(format!("{}: {other}", socket.display())),
+            other => match CliError::from(other) {
+                CliError::Message(m) => CliError::Message(format!("{}: {m}", socket.display())),
+                closed => closed,
+            },
         })
     }
 }
 
-/// A command failure: one readable line.
+/// A command failure.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct CliError(pub(crate) String);
+pub(crate) enum CliError {
+    /// One readable line for stderr.
+    #[error("{0}")]
+    Message(String),
+    /// Stdout was closed by its reader (`| head`): the command stops quietly.
+    #[error("stdout was closed")]
+    StdoutClosed,
+}
 
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        CliError(e.to_string())
+impl CliError {
+    /// A failure described by `msg`.
+    pub(crate) fn msg(msg: impl Into<String>) -> Self {
+        CliError::Message(msg.into())
     }
 }
 
-impl From<std::io::Error> for CliError {
-    fn from(e: std::io::Error) -> Self {
-        CliError(e.to_string())
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::TimedOut { after, .. } => CliError::Message(format!(
+                "the daemon did not answer within {} s (is it stopped or overloaded? --timeout sets the wait)",
+                after.as_secs()
+            )),
+            e => CliError::Message(e.to_string()),
+        }
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            CliError::StdoutClosed
+        } else {
+            CliError::Message(e.to_string())
+        }
     }
 }
 
 impl From<LaunchError> for CliError {
     fn from(e: LaunchError) -> Self {
-        CliError(e.to_string())
+        CliError::Message(e.to_string())
     }
 }
 
+/// Writes one line to stdout; a failure (a closed stdout) returns from the calling function
+/// with a [`CliError`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::common::CliError::from)?
+    }};
+}
+pub(crate) use outln;
+
+/// Prints `v` as one compact JSON line: every `--json` output of every command has this
+/// form, so scripts may read any of them line by line.
 pub(crate) fn print_json(v: &Value) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v).map_err(|e| CliError(e.to_string()))?;
-    writeln!(out)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{v}")?;
+    out.flush()?;
     Ok(())
 }
 
-/// Compresses an ascending list into ranges: `1-4,7,9-10`.
-pub(crate) fn ranges(pasids: &[u32]) -> String {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < pasids.len() {
-        let start = pasids[i];
-        let mut end = start;
-        while i + 1 < pasids.len() && pasids[i + 1] == end + 1 {
-            i += 1;
-            end = pasids[i];
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
+/// Prints `vsva: {line}` on stderr. A stderr that cannot be written is ignored: there is
+/// nowhere left to report it, and the exit code still tells.
+pub(crate) fn warn(line: &dyn std::fmt::Display) {
+    if writeln!(io::stderr().lock(), "vsva: {line}").is_err() {
+        // Nothing to do: see above.
     }
-    if out.is_empty() {
-        "-".into()
-    } else {
-        out.join(",")
+}
+
+/// A PCI requester id as `bus:device.function` (`01:00.0`), the form every output uses.
+pub(crate) fn bdf(source_id: u16) -> String {
+    format!(
+        "{:02x}:{:02x}.{}",
+        source_id >> 8,
+        (source_id >> 3) & 0x1f,
+        source_id & 7
+    )
+}
+
+/// `s` cut to at most `max` characters; a cut is marked with a final "…" (which counts).
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
     }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 #[cfg(test)]
@@ -103,9 +166,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_compress() {
-        assert_eq!(ranges(&[]), "-");
-        assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1-3,5,7-8");
-        assert_eq!(ranges(&[9]), "9");
+    fn clip_cuts_characters_not_bytes() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("short", 10, "short"),
+            ("exactly10!", 10, "exactly10!"),
+            ("abcdefghijk", 10, "abcdefghi…"),
+            // A two-byte character straddles byte 10: a byte cut would panic.
+            ("aéééééééééé", 10, "aéééééééé…"),
+            ("日本語のコマンドライン", 4, "日本語…"),
+        ];
+        for &(s, max, want) in cases {
+            assert_eq!(clip(s, max), want, "{s:?}");
+            assert!(clip(s, max).chars().count() <= max);
+        }
+    }
+
+    #[test]
+    fn bdf_reads_like_lspci() {
+        assert_eq!(bdf(0x0100), "01:00.0");
+        assert_eq!(bdf(0x020a), "02:01.2");
     }
 }

@@ -1,12 +1,14 @@
 //! `vsva demo`: finds or starts a daemon, tells the story step by step (or as one JSON
-//! document) and ends with a summary table.
+//! document) and ends with a summary table. A private daemon it started is stopped at the
+//! end, also when the demo is interrupted (Ctrl-C, SIGTERM).
 
 use std::path::PathBuf;
 
 use serde_json::json;
-use vsva_client::{daemon_running, find_vsvad, Client, Options, PrivateDaemon};
+use vsva_client::{daemon_running, find_vsvad, Client, PrivateDaemon};
 
-use crate::common::{print_json, CliError, Common};
+use crate::common::{clip, outln, print_json, CliError, Common};
+use crate::interrupt::Guarded;
 use crate::story::{run_story, Step};
 
 /// `vsva demo`.
@@ -29,44 +31,57 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
     let private = if daemon_running(&socket) {
         None
     } else if a.no_spawn {
-        return Err(CliError(format!(
+        return Err(CliError::Message(format!(
             "no vsvad is running on {}",
             socket.display()
         )));
     } else {
         let vsvad = find_vsvad(a.vsvad.as_deref()).ok_or_else(|| {
-            CliError(format!(
+            CliError::Message(format!(
                 "no vsvad is running on {} and no vsvad binary was found (next to vsva, in PATH, or $VSVA_VSVAD); start vsvad or build it with `cargo build -p vsvad`",
                 socket.display()
             ))
         })?;
-        Some(PrivateDaemon::start(&vsvad)?)
+        // Stopped on drop, and on SIGINT/SIGTERM (Ctrl-C) as well.
+        Some(Guarded::start(|| Ok(PrivateDaemon::start(&vsvad)?))?)
     };
-    let socket = private.as_ref().map_or(socket, |d| d.socket().to_owned());
+    let socket = private.as_ref().map_or(socket, Guarded::socket);
     let json = a.common.json;
     if !json {
         match &private {
-            Some(_) => println!(
+            Some(_) => outln!(
                 "No vsvad was running: started a private one on {} (stopped at the end).\n",
                 socket.display()
             ),
-            None => println!("Using the vsvad on {}.\n", socket.display()),
+            None => outln!("Using the vsvad on {}.\n", socket.display()),
         }
     }
-    let mut client = Client::connect(Options::new(&socket, "vsva demo"))
-        .map_err(|e| CliError(format!("{}: {e}", socket.display())))?;
+    let mut client =
+        Client::connect(a.common.options(socket.clone(), "vsva demo")).map_err(|e| {
+            match CliError::from(e) {
+                CliError::Message(m) => CliError::Message(format!("{}: {m}", socket.display())),
+                closed => closed,
+            }
+        })?;
     let mut n = 0;
+    // The first failure to print; the story goes on (it cleans up after itself) but
+    // nothing more is printed.
+    let mut printing: Result<(), CliError> = Ok(());
     let report = run_story(&mut client, &mut |s: &Step| {
         n += 1;
-        if !json {
-            println!(
-                "{n:>2}. {}\n    {}{}\n",
-                s.title,
-                s.detail,
-                if s.ok { "" } else { "   <-- not as expected" }
-            );
+        if !json && printing.is_ok() {
+            printing = (|| {
+                outln!(
+                    "{n:>2}. {}\n    {}{}\n",
+                    s.title,
+                    s.detail,
+                    if s.ok { "" } else { "   <-- not as expected" }
+                );
+                Ok(())
+            })();
         }
     })?;
+    printing?;
     if json {
         print_json(&json!({
             "socket": socket,
@@ -75,18 +90,17 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
             "steps": report.steps.iter().map(|s| json!({ "title": s.title, "detail": s.detail, "ok": s.ok, "micros": s.micros })).collect::<Vec<_>>(),
         }))?;
     } else {
-        println!("Summary");
-        println!(
+        outln!("Summary");
+        outln!(
             "  {:>2}  {:<52} {:>6} {:>10}",
-            "#", "STEP", "RESULT", "TIME"
+            "#",
+            "STEP",
+            "RESULT",
+            "TIME"
         );
         for (i, s) in report.steps.iter().enumerate() {
-            let mut t = s.title.clone();
-            if t.len() > 52 {
-                t.truncate(49);
-                t.push_str("...");
-            }
-            println!(
+            let t = clip(&s.title, 52);
+            outln!(
                 "  {:>2}  {:<52} {:>6} {:>8}µs",
                 i + 1,
                 t,
@@ -100,8 +114,8 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
     if report.ok() {
         Ok(())
     } else {
-        Err(CliError(
-            "some demo steps did not go as expected (see above)".into(),
+        Err(CliError::msg(
+            "some demo steps did not go as expected (see above)",
         ))
     }
 }

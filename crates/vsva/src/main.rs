@@ -8,6 +8,9 @@
 mod commands;
 mod common;
 mod demo;
+mod hold;
+mod interrupt;
+mod number;
 mod pasid;
 mod pgwalk;
 mod report;
@@ -48,8 +51,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`| head`) got what it wanted: no message.
+        Err(pgwalk::PgwalkError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vsva: {e}");
+            common::warn(&e);
             ExitCode::from(2)
         }
     }

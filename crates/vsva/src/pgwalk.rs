@@ -8,13 +8,19 @@
 //! or `{"va":"0x…","ok":false,"fault":"<reason>","code":"0x71","level":N}` (level 0: the
 //! address is not canonical). Unparsable stdin lines give
 //! `{"input":"…","ok":false,"error":"…"}` and exit status 1 at the end.
+//!
+//! Addresses read from stdin are answered line by line (each answer is flushed before the
+//! next line is read), so another program can drive a walk interactively; when stdin is a
+//! terminal, a hint on stderr says what is expected. A closed stdout ends the walk quietly.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 use vsva_iommu::paging::{walk_first_level, FlParams, Identity};
+
+use crate::number::parse_u64;
 
 /// Arguments of `vsva pgwalk`.
 #[derive(Debug, clap::Args)]
@@ -23,10 +29,10 @@ pub struct Args {
     #[arg(long)]
     pub image: std::path::PathBuf,
     /// Guest-physical address of the image's first byte.
-    #[arg(long, default_value = "0", value_parser = parse_addr)]
+    #[arg(long, default_value = "0", value_parser = parse_u64, allow_negative_numbers = true)]
     pub image_base: u64,
     /// Guest-physical address of the root table (PML4, or PML5 with --levels 5).
-    #[arg(long, value_parser = parse_addr)]
+    #[arg(long, value_parser = parse_u64, allow_negative_numbers = true)]
     pub root: u64,
     /// Paging levels.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
@@ -38,19 +44,8 @@ pub struct Args {
     #[arg(long)]
     pub no_1g: bool,
     /// Addresses to walk (hex with 0x, or decimal); standard input when none.
-    #[arg(long = "va", value_parser = parse_addr)]
+    #[arg(long = "va", value_parser = parse_u64, allow_negative_numbers = true)]
     pub vas: Vec<u64>,
-}
-
-/// Parses `0x…` hex or decimal.
-pub fn parse_addr(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        u64::from_str_radix(&h.replace('_', ""), 16)
-    } else {
-        t.replace('_', "").parse::<u64>()
-    };
-    r.map_err(|e| format!("invalid address {t:?}: {e}"))
 }
 
 /// Errors that stop the command.
@@ -60,22 +55,30 @@ pub enum PgwalkError {
     Image(String),
     /// The root is not usable.
     Root(String),
-    /// Writing the output failed.
+    /// Reading the input or writing the output failed (not a closed stdout: see
+    /// [`StdoutClosed`](Self::StdoutClosed)).
     Io(io::Error),
+    /// Stdout was closed by its reader (`| head`): the walk stops quietly.
+    StdoutClosed,
 }
 
 impl std::fmt::Display for PgwalkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PgwalkError::Image(m) | PgwalkError::Root(m) => f.write_str(m),
-            PgwalkError::Io(e) => write!(f, "writing output: {e}"),
+            PgwalkError::Io(e) => write!(f, "reading input or writing output: {e}"),
+            PgwalkError::StdoutClosed => f.write_str("stdout was closed"),
         }
     }
 }
 
 impl From<io::Error> for PgwalkError {
     fn from(e: io::Error) -> Self {
-        PgwalkError::Io(e)
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            PgwalkError::StdoutClosed
+        } else {
+            PgwalkError::Io(e)
+        }
     }
 }
 
@@ -174,6 +177,13 @@ pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
         }
     } else {
         let stdin = io::stdin();
+        if stdin.is_terminal() {
+            let hint = "vsva pgwalk: type one virtual address per line (hex with 0x, or decimal); \
+                        end with Ctrl-D";
+            if writeln!(io::stderr(), "{hint}").is_err() {
+                // A hint that cannot be shown changes nothing about the walk.
+            }
+        }
         let mut line = String::new();
         let mut input = stdin.lock();
         loop {
@@ -185,34 +195,19 @@ pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
-            match parse_addr(t) {
+            match parse_u64(t) {
                 Ok(va) => emit(&mut out, &mem, &p, args.root, va)?,
                 Err(e) => {
                     let input = serde_json::Value::from(t);
-                    let error = serde_json::Value::from(e);
+                    let error = serde_json::Value::from(format!("invalid address: {e}"));
                     writeln!(out, r#"{{"input":{input},"ok":false,"error":{error}}}"#)?;
                     status = ExitCode::from(1);
                 }
             }
+            // The answer goes out before the next line is waited for.
+            out.flush()?;
         }
     }
     out.flush()?;
     Ok(status)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_parse_hex_and_decimal() {
-        assert_eq!(parse_addr("0x1000"), Ok(0x1000));
-        assert_eq!(parse_addr(" 4096 "), Ok(4096));
-        assert_eq!(
-            parse_addr("0xffff_8000_0000_0000"),
-            Ok(0xffff_8000_0000_0000)
-        );
-        assert!(parse_addr("0xzz").unwrap_err().contains("0xzz"));
-        assert!(parse_addr("-1").is_err());
-    }
 }

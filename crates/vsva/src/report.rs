@@ -4,17 +4,21 @@
 use serde_json::json;
 use vsva_client::{Client, SetEntry, SetState};
 
-use crate::common::{print_json, ranges, CliError, Common};
+use crate::common::{bdf, clip, outln, print_json, CliError, Common};
+use crate::number::{parse_u32, ranges};
 
 /// `vsva quota`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct QuotaArgs {
     /// The process whose quota to set (with QUOTA).
+    #[arg(value_parser = parse_u32, allow_negative_numbers = true)]
     pub(crate) pid: Option<u32>,
     /// Its new quota.
+    #[arg(value_parser = parse_u32, allow_negative_numbers = true)]
     pub(crate) quota: Option<u32>,
     /// Release everything this process holds and close its connections.
-    #[arg(long, value_name = "PID", conflicts_with_all = ["pid", "quota"])]
+    #[arg(long, value_name = "PID", conflicts_with_all = ["pid", "quota"],
+          value_parser = parse_u32, allow_negative_numbers = true)]
     pub(crate) release: Option<u32>,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -24,7 +28,7 @@ pub(crate) struct QuotaArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct FaultsArgs {
     /// At most this many records (the most recent).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value = "50", value_parser = parse_u32, allow_negative_numbers = true)]
     pub(crate) max: u32,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -68,17 +72,17 @@ pub(crate) fn status(c: &Common) -> Result<(), CliError> {
             "iotlb_hit_rate": hit_rate,
             "faults": s.faults,
             "devices": s.devices.iter().map(|d| json!({
-                "name": d.name, "source_id": d.source_id, "group": d.group, "pasid_width": d.pasid_width,
+                "name": d.name, "source_id": bdf(d.source_id), "group": d.group, "pasid_width": d.pasid_width,
             })).collect::<Vec<_>>(),
         }));
     }
-    println!(
+    outln!(
         "{} on {}, up {}",
         s.server,
         c.socket().display(),
         duration(s.uptime_ms)
     );
-    println!(
+    outln!(
         "PASIDs: {} of {} allocated ({:.4}%), {} freeing, {} held for processes to resume ({}-bit space)",
         s.allocated,
         s.capacity,
@@ -87,7 +91,7 @@ pub(crate) fn status(c: &Common) -> Result<(), CliError> {
         s.held,
         s.pasid_bits
     );
-    println!(
+    outln!(
         "processes with a context: {}, connections: {} (this command's included), default quota: {}, store: {}",
         s.processes,
         s.connections,
@@ -98,22 +102,22 @@ pub(crate) fn status(c: &Common) -> Result<(), CliError> {
             "off (nothing survives a restart)"
         }
     );
-    println!(
+    outln!(
         "IOTLB: {} hits, {} misses ({:.1}% hit rate); DMA faults: {}",
         s.iotlb_hits,
         s.iotlb_misses,
         100.0 * hit_rate,
         s.faults
     );
-    println!("devices:");
-    println!("  {:<14} {:>6} {:>11}", "DEVICE", "GROUP", "PASID BITS");
+    outln!("devices:");
+    outln!("  {:<14} {:>6} {:>11}", "DEVICE", "GROUP", "PASID BITS");
     for d in &s.devices {
         let group = if d.group == u32::MAX {
             "-".to_string()
         } else {
             d.group.to_string()
         };
-        println!("  {:<14} {:>6} {:>11}", d.name, group, d.pasid_width);
+        outln!("  {:<14} {:>6} {:>11}", d.name, group, d.pasid_width);
     }
     Ok(())
 }
@@ -151,23 +155,22 @@ pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
         }));
     }
     if !admin {
-        println!("(not root or in the admin group: only this process's own set is visible, and it has none)");
+        outln!("(not root or in the admin group: only this process's own set is visible, and it has none)");
     }
-    println!(
+    outln!(
         "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} COMMAND",
-        "PID", "UID", "STATE", "CONNS", "OWNED", "QUOTA", "PASIDS"
+        "PID",
+        "UID",
+        "STATE",
+        "CONNS",
+        "OWNED",
+        "QUOTA",
+        "PASIDS"
     );
     for s in &sets {
-        let mut cmd = s.command.clone();
-        if cmd.len() > 40 {
-            cmd.truncate(40);
-        }
-        let mut list = ranges(&s.pasids);
-        if list.len() > 20 {
-            list.truncate(17);
-            list.push_str("...");
-        }
-        println!(
+        let cmd = clip(&s.command, 40);
+        let list = clip(&ranges(&s.pasids), 20);
+        outln!(
             "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} {}",
             s.credentials.pid,
             s.credentials.uid,
@@ -180,7 +183,7 @@ pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
         );
     }
     if sets.is_empty() {
-        println!("(no process holds a context)");
+        outln!("(no process holds a context)");
     }
     Ok(())
 }
@@ -193,7 +196,7 @@ pub(crate) fn quota(a: &QuotaArgs) -> Result<(), CliError> {
         if a.common.json {
             return print_json(&json!({ "released": pid, "freed": freed }));
         }
-        println!("released pid {pid}: {freed} PASID(s) freed, its connections closed");
+        outln!("released pid {pid}: {freed} PASID(s) freed, its connections closed");
         return Ok(());
     }
     match (a.pid, a.quota) {
@@ -202,10 +205,10 @@ pub(crate) fn quota(a: &QuotaArgs) -> Result<(), CliError> {
             if a.common.json {
                 return print_json(&json!({ "pid": pid, "quota": q }));
             }
-            println!("pid {pid} may now own {q} PASID(s)");
+            outln!("pid {pid} may now own {q} PASID(s)");
             Ok(())
         }
-        (Some(_), None) => Err(CliError("give both PID and QUOTA to set a quota".into())),
+        (Some(_), None) => Err(CliError::msg("give both PID and QUOTA to set a quota")),
         _ => {
             let default = client.status()?.default_quota;
             let sets = other_sets(&mut client)?;
@@ -215,9 +218,9 @@ pub(crate) fn quota(a: &QuotaArgs) -> Result<(), CliError> {
                     "processes": sets.iter().map(|s| json!({ "pid": s.credentials.pid, "owned": s.pasids.len(), "quota": s.quota })).collect::<Vec<_>>(),
                 }));
             }
-            println!("default quota: {default} PASIDs per process");
+            outln!("default quota: {default} PASIDs per process");
             for s in &sets {
-                println!(
+                outln!(
                     "  pid {:>8}: {} of {}",
                     s.credentials.pid,
                     s.pasids.len(),
@@ -245,7 +248,7 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
         return print_json(&json!({
             "total": f.total, "dropped": f.dropped,
             "faults": f.faults.iter().map(|r| json!({
-                "source_id": format!("{:02x}:{:02x}.{}", r.source_id >> 8, (r.source_id >> 3) & 0x1f, r.source_id & 7),
+                "source_id": bdf(r.source_id),
                 "pasid": (r.flags & vsva_proto::DMA_PASID != 0).then_some(r.pasid),
                 "addr": format!("{:#x}", r.addr),
                 "write": r.flags & vsva_proto::DMA_WRITE != 0,
@@ -256,7 +259,7 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
             })).collect::<Vec<_>>(),
         }));
     }
-    println!(
+    outln!(
         "{} fault(s) recorded since start, {} dropped; showing {}",
         f.total,
         f.dropped,
@@ -268,11 +271,9 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
         } else {
             "-".into()
         };
-        println!(
-            "  {:02x}:{:02x}.{} pasid {:>7} {} {:#018x}: {:#04x} {} ({}, level {})",
-            r.source_id >> 8,
-            (r.source_id >> 3) & 0x1f,
-            r.source_id & 7,
+        outln!(
+            "  {} pasid {:>7} {} {:#018x}: {:#04x} {} ({}, level {})",
+            bdf(r.source_id),
             pasid,
             if r.flags & vsva_proto::DMA_WRITE != 0 {
                 "write"

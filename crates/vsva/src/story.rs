@@ -44,6 +44,32 @@ const PT_POOL_SIZE: u64 = 0x10_0000;
 const DATA: u64 = 0x40_0000;
 const GVA: u64 = 0x7f00_1234_0000;
 
+/// Judges the read after an unmap without invalidation: the IOTLB must still serve the old
+/// translation, so the read succeeds and returns what the old page held (`expected`).
+fn judge_stale_read(read: &Result<Vec<u8>, ClientError>, expected: &[u8]) -> (bool, String) {
+    match read {
+        Ok(d) if d == expected => (
+            true,
+            format!(
+                "The device still reads {:?}: the IOTLB keeps the old translation until it is invalidated, as on hardware.",
+                String::from_utf8_lossy(d)
+            ),
+        ),
+        Ok(d) => (
+            false,
+            format!(
+                "The device read {:?}, not the old page's {:?}: the stale translation was not served.",
+                String::from_utf8_lossy(d),
+                String::from_utf8_lossy(expected)
+            ),
+        ),
+        Err(e) => (
+            false,
+            format!("The device's read already fails ({e}): the IOTLB did not keep the old translation."),
+        ),
+    }
+}
+
 /// Runs the story against a connected client, calling `show` after each step.
 pub(crate) fn run_story(
     client: &mut Client,
@@ -190,13 +216,11 @@ pub(crate) fn run_story(
     let t = Instant::now();
     pt.unmap(GVA)?;
     let stale = client.dma_read(sid, Some(a), GVA, 5);
+    let (ok, detail) = judge_stale_read(&stale, &message[..5]);
     step(
         "The guest unmaps the page but does not invalidate yet".into(),
-        true,
-        match stale {
-            Ok(d) => format!("The device still reads {:?}: the IOTLB keeps the old translation until it is invalidated, as on hardware.", String::from_utf8_lossy(&d)),
-            Err(e) => format!("The device's read already fails ({e})."),
-        },
+        ok,
+        detail,
         t,
     );
 
@@ -212,7 +236,7 @@ pub(crate) fn run_story(
             leaf: true,
         },
     )
-    .map_err(|e| CliError(e.to_string()))?;
+    .map_err(|e| CliError::msg(e.to_string()))?;
     client.invalidate(c, &inv)?;
     let after = client.dma_read(sid, Some(a), GVA, 5);
     let (ok, detail) = match after {
@@ -287,4 +311,23 @@ pub(crate) fn run_story(
     // connection, which closes it.
     let _ = client.close_container(c);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stale_read_passes_only_with_the_old_data() {
+        let fault = ClientError::Closed(String::new());
+        let cases: [(Result<Vec<u8>, ClientError>, bool); 3] = [
+            (Ok(b"hello".to_vec()), true),
+            (Ok(b"\0\0\0\0\0".to_vec()), false),
+            (Err(fault), false),
+        ];
+        for (read, want) in cases {
+            let (ok, detail) = judge_stale_read(&read, b"hello");
+            assert_eq!(ok, want, "{read:?}: {detail}");
+        }
+    }
 }

@@ -2,101 +2,14 @@
 //! alloc --hold and its stdin session, pasid free, quota (set and release), faults, and the
 //! demo, with and without a running daemon, in text and JSON.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-/// The `vsvad` binary of this build (built here if `cargo test -p vsva` did not build it).
-fn vsvad() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let path = dir.join("vsvad");
-    if !path.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "vsvad"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p vsvad failed");
-    }
-    path
-}
-
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(tag: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("vsva-cli-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("vsvad.sock");
-        // Make the test's own group the admin group, so the admin path is exercised whoever
-        // runs the tests.
-        let gid = rustix::process::getgid().as_raw();
-        std::fs::write(dir.join("c.toml"), format!("admin_group = \"{gid}\"\n")).unwrap();
-        let child = Command::new(vsvad())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--config")
-            .arg(dir.join("c.toml"))
-            .args(["--log", "warn"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "vsvad did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Daemon { child, dir, socket }
-    }
-
-    fn vsva(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vsva"))
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let out = self.vsva(&a);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::{vsvad, wait_until, Daemon};
 
 #[test]
 fn status_sets_pasid_quota_and_faults() {
@@ -124,15 +37,8 @@ fn status_sets_pasid_quota_and_faults() {
     writeln!(stdin, "free 2").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), r#"{"freed":[2]}"#);
 
-    let sets = d.json(&["sets"]);
-    assert_eq!(sets["complete"], true);
-    let entry = sets["sets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["pid"] == pid)
-        .expect("holder listed")
-        .clone();
+    assert_eq!(d.json(&["sets"])["complete"], true);
+    let entry = d.set_of(pid);
     assert_eq!(entry["pasids"], serde_json::json!([1, 3]));
     assert_eq!(entry["quota"], 1000);
 

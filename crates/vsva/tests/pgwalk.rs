@@ -248,5 +248,94 @@ fn bad_roots_and_images_are_clear_errors() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("levels"), "{err}");
+    // A negative address reaches the number parser, not clap's "unexpected argument".
+    let (code, _, err) = vsva(&["pgwalk", "--image", p, "--root", "0", "--va", "-1"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("negative numbers are not accepted"), "{err}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn answers_each_stdin_line_before_the_next_arrives() {
+    let path = image().save("interactive");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["pgwalk", "--image", path.to_str().unwrap()])
+        .args(["--image-base", "0x100000", "--root", "0x100000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    // stdin stays open: each answer must come while the walker waits for the next line.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            tx.send(line).unwrap();
+        }
+    });
+    for (va, pa) in [("0x401000", "0x9000"), ("0x401008", "0x9008")] {
+        writeln!(stdin, "{va}").unwrap();
+        // A hang guard, not a timing assertion: without the flush no answer ever comes.
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("an answer while stdin is still open");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["pa"], pa, "{line}");
+    }
+    drop(stdin);
+    reader.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_closed_stdout_ends_the_walk_quietly() {
+    let path = image().save("closed");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["pgwalk", "--image", path.to_str().unwrap()])
+        .args(["--image-base", "0x100000", "--root", "0x100000"])
+        .args(["--va", "0x401000", "--va", "0x600000"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_terminal_on_stdin_is_told_what_to_type() {
+    let path = image().save("tty");
+    let walk = format!(
+        "{} pgwalk --image {} --image-base 0x100000 --root 0x100000",
+        env!("CARGO_BIN_EXE_vsva"),
+        path.display()
+    );
+    // util-linux `script` runs the walk on a pseudo-terminal; ^D ends its input.
+    let Ok(mut child) = Command::new("script")
+        .args(["-qec", &walk, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("skipped: no `script` to provide a terminal");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0x401000\n\x04")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("type one virtual address per line"), "{text}");
+    assert!(text.contains(r#""pa":"0x9000""#), "{text}");
     let _ = std::fs::remove_file(path);
 }

@@ -1,0 +1,72 @@
+//! Ctrl-C and `kill`: a command that started a private `vsvad` stops it and removes its
+//! temporary directory before it ends on SIGINT or SIGTERM.
+//!
+//! The daemon lives in a slot shared with a watcher thread. The command holds the slot's
+//! lock while it starts or stops the daemon, so the watcher, woken by a signal, either finds
+//! a whole daemon to stop or none at all; it never races a half-done start or stop.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use vsva_client::PrivateDaemon;
+
+use crate::common::CliError;
+
+/// A private daemon that is stopped when the command ends, normally or by a signal.
+pub(crate) struct Guarded {
+    slot: Arc<Mutex<Option<PrivateDaemon>>>,
+}
+
+impl Guarded {
+    /// Installs the SIGINT/SIGTERM handling, then runs `start` with the signals held off
+    /// until the daemon it returns is in place.
+    ///
+    /// # Errors
+    ///
+    /// The signal handlers could not be installed (nothing was started), or `start` failed
+    /// (its error, unchanged).
+    pub(crate) fn start(
+        start: impl FnOnce() -> Result<PrivateDaemon, CliError>,
+    ) -> Result<Guarded, CliError> {
+        let slot: Arc<Mutex<Option<PrivateDaemon>>> = Arc::default();
+        let mut signals = Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
+        let mut held = lock(&slot);
+        let watched = Arc::clone(&slot);
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                // Waits for a start or stop in progress; dropping stops the daemon and
+                // removes its directory.
+                drop(lock(&watched).take());
+                // 128 + the signal number: what a shell reports for a process the signal
+                // ended.
+                std::process::exit(128 + signal);
+            }
+        });
+        *held = Some(start()?);
+        drop(held);
+        Ok(Guarded { slot })
+    }
+
+    /// The daemon's socket.
+    pub(crate) fn socket(&self) -> std::path::PathBuf {
+        lock(&self.slot)
+            .as_ref()
+            .map(|d| d.socket().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // Stopped under the lock: a signal meanwhile waits for the stop to finish.
+        let mut held = lock(&self.slot);
+        drop(held.take());
+    }
+}
+
+/// The slot, also after a panic elsewhere: stopping the daemon must still happen.
+fn lock(slot: &Mutex<Option<PrivateDaemon>>) -> MutexGuard<'_, Option<PrivateDaemon>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}

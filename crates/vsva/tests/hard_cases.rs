@@ -1,0 +1,317 @@
+//! What users hit with the daemon commands: a closed stdout, other processes' command lines,
+//! a stopped daemon, Ctrl-C during the demo, a daemon restart under a `--hold` session, and
+//! the number and PASID-list syntax shared by every command.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use rustix::process::{kill_process, Pid, Signal};
+use serde_json::{json, Value};
+use support::{vsvad, wait_until, Daemon};
+
+/// A `vsva pasid alloc -n N --hold --json` session: its first line, stdin and stdout.
+struct Holder {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    first: Value,
+}
+
+impl Holder {
+    fn start(d: &Daemon, n: &str, arg0: Option<&str>) -> Holder {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsva"));
+        if let Some(a) = arg0 {
+            cmd.arg0(a);
+        }
+        let mut child = cmd
+            .args(["pasid", "alloc", "-n", n, "--hold", "--json", "--socket"])
+            .arg(&d.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        Holder {
+            child,
+            stdin,
+            lines,
+            first,
+        }
+    }
+
+    /// Sends one session command and parses its answer.
+    fn ask(&mut self, line: &str) -> Value {
+        writeln!(self.stdin, "{line}").unwrap();
+        let answer = self.lines.next().unwrap().unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{line}: {e}: {answer}"))
+    }
+
+    fn pid(&self) -> u64 {
+        self.first["pid"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let d = Daemon::start("closed");
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["sets"],
+        &["quota"],
+        &["faults"],
+    ] {
+        // The reader is gone before the command writes anything: every write gets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(args)
+            .arg("--socket")
+            .arg(&d.socket)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn sets_cuts_a_multibyte_command_line_by_characters() {
+    let d = Daemon::start("utf8");
+    // Byte 40, where the COMMAND column is cut, falls inside a two-byte character.
+    let arg0 = format!("a{}", "é".repeat(60));
+    let holder = Holder::start(&d, "1", Some(&arg0));
+    let out = d.vsva(&["sets"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&holder.pid().to_string()))
+        .unwrap_or_else(|| panic!("holder listed: {text}"));
+    assert!(row.ends_with(&format!("a{}…", "é".repeat(38))), "{row}");
+    // JSON carries the command line whole.
+    let entry = d.set_of(holder.pid());
+    assert!(entry["command"].as_str().unwrap().starts_with(&arg0));
+}
+
+#[test]
+fn a_stopped_daemon_is_reported_after_the_timeout() {
+    let d = Daemon::start("stopped");
+    let pid = Pid::from_child(&d.child);
+    kill_process(pid, Signal::STOP).unwrap();
+    let answered = d.vsva(&["status", "--timeout", "1"]);
+    // With its listen backlog full as well, the connect itself gives up after the timeout.
+    let held = fill_backlog(&d.socket);
+    let refused = d.vsva(&["status", "--timeout", "1"]);
+    drop(held);
+    kill_process(pid, Signal::CONT).unwrap();
+    for out in [answered, refused] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("the daemon did not answer within 1 s"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // Answering again once it runs.
+    assert_eq!(d.json(&["status", "--timeout", "0x5"])["allocated"], 0);
+}
+
+/// Connections that fill the listen backlog of a daemon that does not accept.
+fn fill_backlog(socket: &std::path::Path) -> Vec<std::os::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(socket).unwrap();
+    let mut held = Vec::new();
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => held.push(fd),
+            Err(rustix::io::Errno::AGAIN) => return held,
+            Err(e) => panic!("connect {}: {e}", held.len()),
+        }
+        assert!(held.len() < 65_536, "the backlog never filled");
+    }
+}
+
+/// An empty scratch directory for a test's `TMPDIR`.
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vsva-cli-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Removes a scratch directory; what was left in it.
+fn remove_scratch(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let left = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let _ = std::fs::remove_dir_all(dir);
+    left
+}
+
+/// The pid of a running child of `parent` whose command name is `name`.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent && comm == name).then_some(pid)
+    })
+}
+
+#[test]
+fn an_interrupted_demo_stops_its_private_daemon() {
+    for (signal, code, tag) in [(Signal::INT, 130, "sigint"), (Signal::TERM, 143, "sigterm")] {
+        let tmp = scratch(tag);
+        // A stdout pipe that is already full: the demo blocks on its first line, right
+        // after its private daemon has started, until the signal comes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        let flags = rustix::fs::fcntl_getfl(&writer).unwrap();
+        rustix::fs::fcntl_setfl(&writer, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+        while rustix::io::write(&writer, &[0u8; 4096]).is_ok() {}
+        rustix::fs::fcntl_setfl(&writer, flags).unwrap();
+        let mut demo = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(["demo", "--socket"])
+            .arg(tmp.join("none.sock"))
+            .env("VSVA_VSVAD", vsvad())
+            .env("TMPDIR", &tmp)
+            .stdout(writer)
+            .spawn()
+            .unwrap();
+        let mut daemon = None;
+        wait_until("the private vsvad", || {
+            daemon = child_named(demo.id(), "vsvad");
+            daemon.is_some()
+        });
+        let daemon = daemon.unwrap();
+        kill_process(Pid::from_child(&demo), signal).unwrap();
+        let status = demo.wait().unwrap();
+        drop(reader);
+        let alive = std::path::Path::new(&format!("/proc/{daemon}")).exists();
+        if alive {
+            let _ = kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
+        }
+        let left = remove_scratch(&tmp);
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{tag}: {status:?} ({:?})",
+            status.signal()
+        );
+        assert!(!alive, "{tag}: the private vsvad {daemon} still runs");
+        assert!(left.is_empty(), "{tag}: left behind: {left:?}");
+    }
+}
+
+#[test]
+fn a_hold_session_resumes_after_a_daemon_restart() {
+    let mut d = Daemon::start("resume");
+    let mut holder = Holder::start(&d, "3", None);
+    assert_eq!(holder.first["pasids"], json!([1, 2, 3]));
+    d.restart();
+    assert_eq!(holder.ask("list"), json!({ "pasids": [1, 2, 3] }));
+    let got = holder.ask("alloc");
+    assert_eq!(got["allocated"], json!([4]), "{got}");
+    assert_eq!(d.set_of(holder.pid())["pasids"], json!([1, 2, 3, 4]));
+}
+
+#[test]
+fn numbers_and_pasid_lists_read_the_same_everywhere() {
+    let d = Daemon::start("numbers");
+    // Hex counts; negative numbers get a message, not clap's "unexpected argument".
+    let got = d.json(&["pasid", "alloc", "-n", "0x2"]);
+    assert_eq!(got["pasids"].as_array().unwrap().len(), 2, "{got}");
+    for args in [
+        &["pasid", "alloc", "-n", "-1"][..],
+        &["quota", "-5", "10"],
+        &["pasid", "free", "-3"],
+    ] {
+        let out = d.vsva(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("negative numbers are not accepted"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+
+    // Ranges and `all`, in the session and from outside, read what `list` prints.
+    let mut holder = Holder::start(&d, "4", None);
+    let pid = holder.pid();
+    assert_eq!(holder.ask("free 2-3"), json!({ "freed": [2, 3] }));
+    let out = d.vsva(&["pasid", "free", "1-0x4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    for p in [1, 4] {
+        assert!(
+            err.contains(&format!("PASID {p} belongs to pid {pid}")),
+            "{err}"
+        );
+    }
+    let out = d.vsva(&["pasid", "free", "all"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PASID 4 belongs"));
+    assert_eq!(holder.ask("free all"), json!({ "freed": [1, 4] }));
+    assert_eq!(holder.ask("list"), json!({ "pasids": [] }));
+}
+
+#[test]
+fn json_names_devices_one_way_on_one_line() {
+    let d = Daemon::start("json");
+    // `json` checks the document is one compact line.
+    let status = d.json(&["status"]);
+    assert_eq!(status["devices"][0]["source_id"], "00:03.0", "{status}");
+    assert_eq!(d.json(&["demo"])["ok"], true);
+    let faults = d.json(&["faults"]);
+    for f in faults["faults"].as_array().unwrap() {
+        let sid = f["source_id"].as_str().unwrap_or_default();
+        assert!(sid.len() == 7 && sid.contains(':'), "{f}");
+    }
+}
+
+#[test]
+fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
+    let tmp = scratch("nospawn");
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["demo", "--vsvad"])
+        .arg(tmp.join("no-such-vsvad"))
+        .arg("--socket")
+        .arg(tmp.join("none.sock"))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let left = remove_scratch(&tmp);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start"), "{err}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
