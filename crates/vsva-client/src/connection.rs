@@ -90,6 +90,17 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// `e`, after closing the connection if `e` is a timeout: a request or reply cut off
+    /// mid-frame leaves the stream out of step with the requests, so the connection is not
+    /// used again; [`Client::reconnect`] resumes the process's context on a new one.
+    fn broken(&self, e: ClientError) -> ClientError {
+        if matches!(e, ClientError::TimedOut { .. }) {
+            // Fails only when the peer already closed it: closed either way.
+            self.stream.shutdown(std::net::Shutdown::Both).ok();
+        }
+        e
+    }
+
     /// Connects to the default socket and does the handshake.
     pub fn connect_default(name: &str) -> Result<Client, ClientError> {
         Client::connect(Options::new(default_socket(), name))
@@ -199,9 +210,11 @@ impl Client {
         self.next_id += 1;
         let frame = encode_request(id, req);
         if fds.is_empty() {
-            self.stream
-                .write_all(&frame)
-                .map_err(socket_err("cannot send the request", self.options.timeout))?;
+            self.stream.write_all(&frame).map_err(|e| {
+                self.broken(socket_err("cannot send the request", self.options.timeout)(
+                    e,
+                ))
+            })?;
             return Ok(id);
         }
         // The descriptors travel with the frame's first byte, in a sendmsg of this frame only.
@@ -225,9 +238,11 @@ impl Client {
                 self.options.timeout,
             )(e.into())
         })?;
-        self.stream
-            .write_all(&frame[sent..])
-            .map_err(socket_err("cannot send the request", self.options.timeout))?;
+        self.stream.write_all(&frame[sent..]).map_err(|e| {
+            self.broken(socket_err("cannot send the request", self.options.timeout)(
+                e,
+            ))
+        })?;
         Ok(id)
     }
 
@@ -248,10 +263,9 @@ impl Client {
                 }
             }
             let buf = self.dec.spare(16 * 1024);
-            let n = self
-                .stream
-                .read(buf)
-                .map_err(socket_err("cannot read the reply", self.options.timeout))?;
+            let n = self.stream.read(buf).map_err(|e| {
+                self.broken(socket_err("cannot read the reply", self.options.timeout)(e))
+            })?;
             if n == 0 {
                 return Err(ClientError::Closed(String::new()));
             }
@@ -314,9 +328,9 @@ impl Client {
             bytes.extend_from_slice(&encode_request(self.next_id, r));
             self.next_id += 1;
         }
-        self.stream
-            .write_all(&bytes)
-            .map_err(socket_err("cannot send the requests", self.options.timeout))?;
+        self.stream.write_all(&bytes).map_err(|e| {
+            self.broken(socket_err("cannot send the requests", self.options.timeout)(e))
+        })?;
         let mut out = Vec::with_capacity(reqs.len());
         for (r, id) in reqs.iter().zip(ids) {
             let (got, reply) = self.recv(r.kind())?;

@@ -315,3 +315,27 @@ fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
     assert!(err.contains("cannot start"), "{err}");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_connection_that_timed_out_is_not_used_again() {
+    use std::time::Duration;
+    use vsva_client::{Client, ClientError, Options};
+    let d = Daemon::start("timed-out");
+    let mut options = Options::new(&d.socket, "timed-out");
+    options.timeout = Some(Duration::from_millis(300));
+    let mut client = Client::connect(options).unwrap();
+    let pid = Pid::from_child(&d.child);
+    kill_process(pid, Signal::STOP).unwrap();
+    let first = client.status();
+    kill_process(pid, Signal::CONT).unwrap();
+    assert!(
+        matches!(first, Err(ClientError::TimedOut { .. })),
+        "{first:?}"
+    );
+    // The late reply to the first request must not be taken for the second one's.
+    std::thread::sleep(Duration::from_millis(200));
+    let second = client.status().unwrap_err();
+    assert!(second.is_disconnect(), "{second:?}");
+    client.reconnect().unwrap();
+    assert_eq!(client.status().unwrap().allocated, 0);
+}

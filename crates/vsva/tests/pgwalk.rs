@@ -333,6 +333,15 @@ fn a_terminal_on_stdin_is_told_what_to_type() {
         .unwrap()
         .write_all(b"0x401000\n\x04")
         .unwrap();
+    // A terminal that never delivers the ^D must fail the test, not hang it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("pgwalk on a terminal did not finish within 60 s after ^D");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("type one virtual address per line"), "{text}");
