@@ -48,6 +48,17 @@ fn fl_entry() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// Every guest table entry the tests write (indices 0..4 of each table page).
+fn guest_tables(io: &Iommu) -> Vec<u64> {
+    (0..TABLE_PAGES * 4)
+        .map(|i| {
+            io.memory()
+                .load_u64(HOST_BASE + i / 4 * 4096 + i % 4 * 8)
+                .unwrap()
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -91,10 +102,14 @@ proptest! {
             let access = if w == 1 { Access::WRITE } else { Access::READ };
             let read = |a: u64| io.memory().load_u64(a).ok();
             let want = ref_nested(&read, &map, root << 12, va, w == 1);
+            let before = guest_tables(&io);
             let got = io.translate(sid, Some(2), va, access)
                 .map(|t| (t.host_addr, t.page_size))
                 .map_err(|f| (f.reason.code(), f.stage));
             prop_assert_eq!(got, want, "req {} va {:#x} write {}", round, va, w);
+            if got.is_err() {
+                prop_assert_eq!(guest_tables(&io), before, "a faulting request changed A/D bits");
+            }
         }
     }
 }
@@ -148,7 +163,7 @@ fn ref_nested(
             if perm == S2::R && (e & A == 0 || (write && e & D == 0)) {
                 ad_ro = true;
             }
-            if let Some(code) = ref_check(wr, us, !nx, write, false, false, false, false) {
+            if let Some(code) = ref_check(wr, us, !nx, write, false, false, false, false, false) {
                 return Err((code, Stage::First));
             }
             let gpa = (addr & !(size - 1)) | (va & (size - 1));

@@ -36,11 +36,15 @@ pub(crate) fn attach(io: &Iommu, sid: SourceId) {
     io.attach_device(sid, DeviceOptions::default()).unwrap();
 }
 
-/// A first-level-only PASID with a fresh table; returns the table root.
+/// A first-level-only PASID with a fresh table, execute requests enabled (ERE) when the IOMMU
+/// supports them; returns the table root.
 pub(crate) fn fl_pasid(io: &Iommu, sid: SourceId, pasid: u32, did: u16) -> u64 {
     let root = io.table_pool().alloc(io.memory()).unwrap();
-    io.set_pasid_entry(sid, pasid, &PasidEntry::first_level(did, root))
-        .unwrap();
+    let e = PasidEntry {
+        ere: io.config().ers,
+        ..PasidEntry::first_level(did, root)
+    };
+    io.set_pasid_entry(sid, pasid, &e).unwrap();
     root
 }
 

@@ -19,6 +19,8 @@ use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::stats::Counter;
 
+use super::walk::sl_allows;
+
 /// Permissions of a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Perms {
@@ -177,11 +179,7 @@ impl Iommu {
     /// and the permissions reported to user and privileged requests.
     pub(super) fn front_ctrl(&self, info: &PasidInfo, v: u64) -> u64 {
         let e = &info.entry;
-        let c = FlControls {
-            sre: e.sre,
-            wpe: e.wpe,
-            ers: self.cfg.ers,
-        };
+        let c = self.fl_controls(e);
         let level = value_size_code(v) as u8 + 1;
         let mut ctrl = flag(info.rid_priv, F_RID_PRIV);
         for kind in 0..8u64 {
@@ -246,7 +244,7 @@ impl Iommu {
             access
         };
         let result = if info.entry.pgtt == Pgtt::PassThrough {
-            self.pass_through(iova, access)
+            self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
         } else {
             self.translate_paged(&mem, &info, iova, access)
         };
@@ -274,12 +272,23 @@ impl Iommu {
         }
     }
 
+    /// The controls of a PASID entry for access checks; execute requests need both ECAP.ERS
+    /// and the entry's ERE.
+    pub(super) fn fl_controls(&self, e: &PasidEntry) -> FlControls {
+        FlControls {
+            sre: e.sre,
+            wpe: e.wpe,
+            ers: self.cfg.ers && e.ere,
+        }
+    }
+
     pub(super) fn pass_through(
         &self,
         iova: u64,
         access: Access,
+        exec: bool,
     ) -> Result<(Translation, u64), WalkFault> {
-        if access.execute && !self.cfg.ers {
+        if access.execute && !exec {
             return Err(WalkFault {
                 reason: FaultReason::ExecuteNotEnabled,
                 stage: Stage::Context,
@@ -296,7 +305,7 @@ impl Iommu {
                 perms: Perms {
                     read: true,
                     write: true,
-                    execute: self.cfg.ers,
+                    execute: exec,
                     user: true,
                 },
             },
@@ -379,7 +388,7 @@ impl Iommu {
         c: FlControls,
         level: u8,
     ) -> Result<(), WalkFault> {
-        if access.execute && !self.cfg.ers {
+        if access.execute && !c.ers {
             return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
         }
         if pgtt.uses_first_level() {
@@ -393,13 +402,7 @@ impl Iommu {
             .map_err(|r| WalkFault::first(r, level))?;
         }
         if pgtt.uses_second_level() {
-            let sl = value_sl_rights(v);
-            if access.write && !sl.write {
-                return Err(WalkFault::second(FaultReason::NoWrite, level));
-            }
-            if !access.write && !sl.user_or_read {
-                return Err(WalkFault::second(FaultReason::NoRead, level));
-            }
+            sl_allows(value_sl_rights(v), access).map_err(|r| WalkFault::second(r, level))?;
         }
         let base = value_page(v);
         let size = size_of_code(value_size_code(v));
@@ -438,7 +441,7 @@ impl Iommu {
             perms: Perms {
                 read: !sl || slr.user_or_read,
                 write: fl_w && (!sl || slr.write),
-                execute: self.cfg.ers && (!fl || flr.exec),
+                execute: c.ers && (!fl || flr.exec) && (!sl || slr.exec),
                 user: !fl || flr.user_or_read,
             },
         }
@@ -465,11 +468,7 @@ impl Iommu {
             _ => 0,
         };
         let s2 = pg.map_or(0, |p| u64::from(p.iotlb.get()));
-        let ctl = FlControls {
-            sre: e.sre,
-            wpe: e.wpe,
-            ers: self.cfg.ers,
-        };
+        let ctl = self.fl_controls(e);
         let sizes = match pg {
             Some(p) => p.sizes.load(Ordering::Acquire),
             None => dom.sl_sizes.load(Ordering::Acquire),
@@ -576,7 +575,7 @@ mod tests {
         let refused: [(u32, [u64; 8], FaultReason); 4] = [
             (
                 3,
-                [1 | 1 << 5, 0, 0, 0, 0, 0, 0, 0],
+                [1 | 1 << 10, 0, 0, 0, 0, 0, 0, 0],
                 FaultReason::PasidEntryReserved,
             ),
             (

@@ -5,11 +5,11 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
 use crate::cache::{iotlb_value, psc_key, psc_start, psc_value, unpack, DomainGens, PasidGens};
-use crate::fault::{Access, FaultReason, Stage};
+use crate::fault::{overlaps_interrupt_range, Access, FaultReason, Stage};
 use crate::paging::{
-    self, check_fl_access, fl_entry_is_dirty, set_accessed_dirty, sl_entry_is_dirty,
-    walk_first_level_into, walk_second_level_into, AdUpdate, FlControls, FlParams, Rights,
-    SlParams, TableTranslator, Walk, WalkFault,
+    self, check_fl_access, fl_entry_is_dirty, needs_ad_update, set_accessed_dirty,
+    sl_entry_is_dirty, walk_first_level_into, walk_second_level_into, AdUpdate, FlControls,
+    FlParams, Rights, SlParams, TableTranslator, Walk, WalkFault,
 };
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::regs::sl_width;
@@ -30,6 +30,7 @@ impl Iommu {
             haw: self.cfg.haw(),
             sl_2m: self.cfg.sl_2m,
             sl_1g: self.cfg.sl_1g,
+            slee: e.slee,
         }
     }
 
@@ -98,14 +99,16 @@ impl Iommu {
         if iova >> width != 0 {
             return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
         }
-        // Permissions are checked by the caller on the value; A/D are set only when allowed.
+        // The whole walk and the request's permissions are checked before any A/D bit is set.
         let probe = self.sl_translate(mem, e, dom, s0, iova, None)?;
-        let allowed = if access.write {
-            probe.rights.write
-        } else {
-            probe.rights.user_or_read
-        };
-        let w = if allowed && e.ssade {
+        sl_allows(probe.rights, access).map_err(|r| WalkFault::second(r, probe.leaf_level))?;
+        check_output(
+            probe.output,
+            probe.page_size,
+            Stage::Second,
+            probe.leaf_level,
+        )?;
+        let w = if e.ssade {
             self.sl_translate(mem, e, dom, s0, iova, Some(access.write))?
         } else {
             probe
@@ -115,6 +118,10 @@ impl Iommu {
         Ok((v, iova & !(w.page_size - 1)))
     }
 
+    /// A first-level (or nested) walk. Every check — the walk, the request's first-level
+    /// rights, the second-level translation of the output and its permission, the interrupt
+    /// range, the write permission on tables whose entries need A/D — happens before any
+    /// accessed/dirty bit changes, so a faulting request leaves memory as it was.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn walk_fl(
         &self,
@@ -151,9 +158,12 @@ impl Iommu {
             dom,
             s0: stamp[0],
             width: sl_width(e.sl_levels()),
+            gpas: [0; 5],
+            n: 0,
         };
         let mut walk = Walk::EMPTY;
         loop {
+            nt.n = 0;
             if nested {
                 walk_first_level_into(mem, &mut nt, &p, e.flptr, iova, start, &mut walk)?;
             } else {
@@ -180,7 +190,7 @@ impl Iommu {
             // Nested: the output goes through the second level, whose permission is checked
             // before any accessed/dirty bit is set.
             let gpa = w.translate(iova);
-            let sl = if nested {
+            let probe = if nested {
                 if gpa >> nt.width != 0 {
                     return Err(WalkFault::first(
                         FaultReason::FirstLevelAddressBeyondMgaw,
@@ -188,20 +198,34 @@ impl Iommu {
                     ));
                 }
                 let probe = self.sl_translate(mem, e, dom, stamp[0], gpa, None)?;
-                if access.write && !probe.rights.write {
-                    return Err(WalkFault::second(FaultReason::NoWrite, probe.leaf_level));
-                }
-                if !access.write && !probe.rights.user_or_read {
-                    return Err(WalkFault::second(FaultReason::NoRead, probe.leaf_level));
-                }
-                Some(if e.ssade {
-                    self.sl_translate(mem, e, dom, stamp[0], gpa, Some(access.write))?
-                } else {
-                    probe
-                })
+                sl_allows(probe.rights, access)
+                    .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
+                Some(probe)
             } else {
                 None
             };
+            let (out, size, out_stage) = match probe {
+                Some(s) => {
+                    let size = w.page_size.min(s.page_size);
+                    (s.translate(gpa) & !(size - 1), size, Stage::Second)
+                }
+                None => (w.output, w.page_size, Stage::First),
+            };
+            check_output(out, size, out_stage, level)?;
+            for (i, u) in w.used().iter().enumerate() {
+                if !u.writable && needs_ad_update(w, i, access.write, e.eafe) {
+                    return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+                }
+            }
+            // Everything is allowed: now the updates. With SSADE, reading a first-level table
+            // sets A in the second-level leaf mapping it, and writing A/D into one of its
+            // entries is a write through stage 2 (A and D).
+            if nested && e.ssade {
+                for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
+                    let writes = needs_ad_update(w, i, access.write, e.eafe);
+                    self.sl_translate(mem, e, dom, stamp[0], table_gpa, Some(writes))?;
+                }
+            }
             match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
                 AdUpdate::Changed => {
                     self.stats.inc(Counter::AdRetries);
@@ -209,6 +233,12 @@ impl Iommu {
                 }
                 AdUpdate::Done => {}
             }
+            let sl = match probe {
+                Some(_) if e.ssade => {
+                    Some(self.sl_translate(mem, e, dom, stamp[0], gpa, Some(access.write))?)
+                }
+                other => other,
+            };
             if psc && start.is_none() {
                 if let Some(pt) = w.pt {
                     let v = psc_value(pt.table, pt.rights);
@@ -222,19 +252,44 @@ impl Iommu {
                 }
             }
             let fl_dirty = access.write || fl_entry_is_dirty(w.leaf);
-            let (out, size, sl_rights, sl_dirty) = match sl {
-                Some(s) => {
-                    let size = w.page_size.min(s.page_size);
-                    let out = s.translate(gpa) & !(size - 1);
-                    let dirty = !e.ssade || access.write || sl_entry_is_dirty(s.leaf);
-                    (out, size, s.rights, dirty)
-                }
-                None => (w.output, w.page_size, Rights::ALL, true),
+            let (sl_rights, sl_dirty) = match sl {
+                Some(s) => (
+                    s.rights,
+                    !e.ssade || access.write || sl_entry_is_dirty(s.leaf),
+                ),
+                None => (Rights::ALL, true),
             };
             let v = iotlb_value(out, size, w.rights, sl_rights, fl_dirty && sl_dirty);
             return Ok((v, iova & !(size - 1)));
         }
     }
+}
+
+/// Checks a request against second-level rights (R, W, and X when SLEE): a write needs W
+/// (0x85), a read or execute needs R (0x86), an execute needs X (0x82).
+pub(super) fn sl_allows(rights: Rights, access: Access) -> Result<(), FaultReason> {
+    if access.write && !rights.write {
+        return Err(FaultReason::NoWrite);
+    }
+    if !access.write && !rights.user_or_read {
+        return Err(FaultReason::NoRead);
+    }
+    if access.execute && !rights.exec {
+        return Err(FaultReason::ExecuteDisabled);
+    }
+    Ok(())
+}
+
+/// An output page that overlaps the interrupt range faults with 0x87.
+pub(super) fn check_output(base: u64, size: u64, stage: Stage, level: u8) -> Result<(), WalkFault> {
+    if overlaps_interrupt_range(base, size) {
+        return Err(WalkFault {
+            reason: FaultReason::InterruptRange,
+            stage,
+            level,
+        });
+    }
+    Ok(())
 }
 
 /// The part of a second-level walk its users need.
@@ -261,6 +316,9 @@ struct NestedTables<'a> {
     dom: &'a DomainGens,
     s0: u64,
     width: u8,
+    /// The guest-physical address of each table the walk read, root first.
+    gpas: [u64; 5],
+    n: usize,
 }
 
 impl TableTranslator for NestedTables<'_> {
@@ -276,10 +334,10 @@ impl TableTranslator for NestedTables<'_> {
         } else {
             FaultReason::NestedNoReadEntry
         };
-        let ad = self.e.ssade.then_some(false);
+        // Reading only: the second-level A bits are set once the whole request is allowed.
         let w = match self
             .iommu
-            .sl_translate(self.mem, self.e, self.dom, self.s0, gpa, ad)
+            .sl_translate(self.mem, self.e, self.dom, self.s0, gpa, None)
         {
             Ok(w) => w,
             Err(f) if f.reason == FaultReason::SecondLevelPermission => {
@@ -289,6 +347,10 @@ impl TableTranslator for NestedTables<'_> {
         };
         if !w.rights.user_or_read {
             return Err(WalkFault::second(no_read, w.leaf_level));
+        }
+        if let Some(slot) = self.gpas.get_mut(self.n) {
+            *slot = gpa;
+            self.n += 1;
         }
         Ok((w.translate(gpa), w.rights.write))
     }
@@ -485,7 +547,7 @@ mod tests {
             FaultReason::SecondLevelAccess
         );
         io.memory()
-            .store_u64(root + 16, 0x7000 | SL_R | 1 << 5)
+            .store_u64(root + 16, 0x7000 | SL_R | 1 << 11)
             .unwrap();
         assert_eq!(
             reason(io.translate(SID, None, 2 << 39, Access::READ)),
