@@ -245,6 +245,28 @@ reasons! {
     FirstLevelAdUpdate = 0x91, "first-level A/D update failed";
 }
 
+impl FaultReason {
+    /// Whether a fault processing disable (FPD) bit may suppress recording this fault: the
+    /// qualified faults, found in an entry the hardware could read. Errors accessing the
+    /// tables themselves (root, context, PASID directory and table, first- and second-level
+    /// entries) and root-level faults (the FPD bits live below the root) are never qualified:
+    /// they are always recorded.
+    pub const fn is_qualified(self) -> bool {
+        !matches!(
+            self,
+            FaultReason::RootTableAddressInvalid
+                | FaultReason::RootEntryAccess
+                | FaultReason::RootEntryNotPresent
+                | FaultReason::RootEntryReserved
+                | FaultReason::ContextEntryAccess
+                | FaultReason::PasidDirAccess
+                | FaultReason::PasidEntryAccess
+                | FaultReason::FirstLevelAccess
+                | FaultReason::SecondLevelAccess
+        )
+    }
+}
+
 impl fmt::Display for FaultReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#04x} ({})", self.code(), self.describe())
@@ -372,6 +394,14 @@ mod tests {
         assert_eq!(FaultReason::SecondLevelPointerInvalid.code(), 0x7b);
         assert_eq!(FaultReason::from_code(0x31), None);
         assert_eq!(FaultReason::ALL.len(), 43);
+    }
+
+    #[test]
+    fn only_qualified_faults_may_be_suppressed() {
+        let never = [0x30, 0x38, 0x39, 0x3a, 0x40, 0x50, 0x58, 0x70, 0x78];
+        for &r in FaultReason::ALL {
+            assert_eq!(r.is_qualified(), !never.contains(&r.code()), "{r}");
+        }
     }
 
     #[test]

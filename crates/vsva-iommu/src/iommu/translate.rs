@@ -85,9 +85,11 @@ impl Iommu {
         addr: u64,
         access: Access,
         wf: WalkFault,
-        suppressed: bool,
+        fpd: bool,
     ) -> Fault {
         self.stats.inc(Counter::Faults);
+        // An FPD at or above the fault suppresses only qualified faults.
+        let suppressed = fpd && wf.reason.is_qualified();
         let f = Fault {
             source_id: sid,
             pasid,
@@ -696,6 +698,46 @@ mod tests {
         let f = io.translate(other, Some(2), 0, Access::READ).unwrap_err();
         assert!(f.recorded);
         assert_eq!(io.faults(), vec![f]);
+    }
+
+    #[test]
+    fn fpd_never_hides_table_access_errors() {
+        let io = iommu();
+        let opts = DeviceOptions {
+            fpd: true,
+            ..DeviceOptions::default()
+        };
+        io.attach_device(SID, opts).unwrap();
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        // A first-level table pointer outside memory: 0x70 is recorded despite FPD.
+        let pde = entry_addr(&io, root, 0x1000, 2);
+        io.memory()
+            .store_u64(pde, 0x1_0000_0000 | paging::P | RW | US)
+            .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.recorded),
+            (FaultReason::FirstLevelAccess, true)
+        );
+        // A PASID directory outside memory: 0x50 is recorded despite the context entry's FPD.
+        let ct = io.control().ctx_tables[&(0, false)];
+        let ce = ContextEntry::address(ct, SID.devfn());
+        let q0 = io.memory().load_u64(ce).unwrap();
+        io.memory()
+            .store_u64(ce, q0 & 0xfff | 0x1_0000_0000)
+            .unwrap();
+        io.invalidate(&Invalidation::ContextCache(ContextCacheScope::Device {
+            source_id: SID,
+        }))
+        .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!((f.reason, f.recorded), (FaultReason::PasidDirAccess, true));
+        assert_eq!(io.faults().len(), 2);
     }
 
     #[test]
