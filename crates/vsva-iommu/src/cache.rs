@@ -425,16 +425,45 @@ pub(crate) fn pasid_cache_key(pasid: Option<u32>) -> u64 {
     u64::from(pasid_key(pasid)) << 12 | 1
 }
 
-/// Last word of a PASID-cache entry: PASID (bits 27:8), RID_PRIV (bit 1), FPD (bit 0).
-#[inline(always)]
-pub(crate) fn pack_pasid_flags(pasid: u32, fpd: bool, rid_priv: bool) -> u64 {
-    u64::from(fpd) | u64::from(rid_priv) << 1 | u64::from(pasid) << 8
+/// What a PASID-cache entry keeps besides the entry's words: the PASID used, and the bits of
+/// the context entry (and the FPD bits of the chain) that requests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PasidFlags {
+    /// The PASID whose entry was used (RID_PASID for requests without PASID).
+    pub(crate) pasid: u32,
+    /// An FPD bit is set in the context, directory or PASID entry.
+    pub(crate) fpd: bool,
+    /// The context entry's FPD alone (for faults found at the context entry).
+    pub(crate) ctx_fpd: bool,
+    /// The context entry's RID_PRIV.
+    pub(crate) rid_priv: bool,
+    /// The context entry's DTE: translation requests (ATS) allowed.
+    pub(crate) dte: bool,
 }
 
-/// (PASID, FPD, RID_PRIV) of the last word of a PASID-cache entry.
-#[inline(always)]
-pub(crate) fn unpack_pasid_flags(w: u64) -> (u32, bool, bool) {
-    ((w >> 8) as u32, w & 1 != 0, w & 2 != 0)
+impl PasidFlags {
+    /// Last word of a PASID-cache entry: PASID (bits 27:8), DTE (bit 3), context FPD (bit 2),
+    /// RID_PRIV (bit 1), FPD (bit 0).
+    #[inline(always)]
+    pub(crate) fn pack(self) -> u64 {
+        u64::from(self.fpd)
+            | u64::from(self.rid_priv) << 1
+            | u64::from(self.ctx_fpd) << 2
+            | u64::from(self.dte) << 3
+            | u64::from(self.pasid) << 8
+    }
+
+    /// The flags of the last word of a PASID-cache entry (the inverse of [`Self::pack`]).
+    #[inline(always)]
+    pub(crate) fn unpack(w: u64) -> Self {
+        Self {
+            pasid: (w >> 8) as u32,
+            fpd: w & 1 != 0,
+            rid_priv: w & 2 != 0,
+            ctx_fpd: w & 4 != 0,
+            dte: w & 8 != 0,
+        }
+    }
 }
 
 /// The PASID part of a front-cache, PASID-cache or device-TLB key: the PASID's 20 bits, or

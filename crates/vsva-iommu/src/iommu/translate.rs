@@ -7,12 +7,12 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
 use crate::cache::{
-    device_tag, flag, iotlb_value, pack, pack_pasid_flags, page_key, pasid_cache_key, pasid_key,
-    size_of_code, tag_key, unpack, unpack_pasid_flags, value_fl_rights, value_is_dirty, value_page,
-    value_size_code, value_sl_rights, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID,
-    P_EXEC, P_READ, P_USER, P_WRITE,
+    device_tag, flag, iotlb_value, pack, page_key, pasid_cache_key, pasid_key, size_of_code,
+    tag_key, unpack, value_fl_rights, value_is_dirty, value_page, value_size_code, value_sl_rights,
+    PasidFlags, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ,
+    P_USER, P_WRITE,
 };
-use crate::context::resolve;
+use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
 use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
@@ -75,6 +75,23 @@ pub(super) struct PasidInfo {
     pub(super) pasid: u32,
     pub(super) fpd: bool,
     pub(super) rid_priv: bool,
+    /// The context entry's FPD (the one that counts for faults at the context entry).
+    pub(super) ctx_fpd: bool,
+    /// The context entry's DTE: the device may send translation requests (ATS).
+    pub(super) dte: bool,
+}
+
+impl PasidInfo {
+    fn new(entry: PasidEntry, f: PasidFlags) -> Self {
+        Self {
+            entry,
+            pasid: f.pasid,
+            fpd: f.fpd,
+            rid_priv: f.rid_priv,
+            ctx_fpd: f.ctx_fpd,
+            dte: f.dte,
+        }
+    }
 }
 
 impl Iommu {
@@ -229,17 +246,31 @@ impl Iommu {
         }
         self.stats.inc(Counter::Translations);
         let mem = LazySnapshot::new(&self.mem);
+        let context_fault = |reason| WalkFault {
+            reason,
+            stage: Stage::Context,
+            level: 0,
+        };
+        let no_dte = context_fault(FaultReason::DeviceTlbDisabled);
         let info = match self.pasid_info(&mem, sid, pasid) {
             Ok(i) => i,
             Err((reason, fpd)) => {
-                let wf = WalkFault {
-                    reason,
-                    stage: Stage::Context,
-                    level: 0,
-                };
-                return Err(self.fault(sid, pasid, iova, access, wf, fpd));
+                // A translation request is refused at the context entry, before the PASID
+                // chain, when the entry's DTE is clear.
+                if ats {
+                    let rt = self.root_table_address();
+                    if let Ok(ctx) = resolve_context(mem.get(), &self.cfg, rt, sid) {
+                        if !ctx.dte {
+                            return Err(self.fault(sid, pasid, iova, access, no_dte, ctx.fpd));
+                        }
+                    }
+                }
+                return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
             }
         };
+        if ats && !info.dte {
+            return Err(self.fault(sid, pasid, iova, access, no_dte, info.ctx_fpd));
+        }
         let access = if pasid.is_none() && info.rid_priv {
             access.privileged()
         } else {
@@ -333,15 +364,11 @@ impl Iommu {
                 {
                     let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
                     let dom = c.domain(entry.did);
-                    let (p, fpd, rid_priv) = unpack_pasid_flags(d[6]);
+                    let f = PasidFlags::unpack(d[6]);
+                    let p = f.pasid;
                     if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
                         self.stats.inc(Counter::PasidCacheHits);
-                        return Ok(PasidInfo {
-                            entry,
-                            pasid: p,
-                            fpd,
-                            rid_priv,
-                        });
+                        return Ok(PasidInfo::new(entry, f));
                     }
                 }
             }
@@ -355,9 +382,16 @@ impl Iommu {
         let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
         // The generations of the DID and PASID are known only now: read the chain again so the
         // cached entry is one that was current after those generations were read.
+        let f = PasidFlags {
+            pasid: r.pasid,
+            fpd: r.fpd,
+            ctx_fpd: r.context.fpd,
+            rid_priv: r.context.rid_priv,
+            dte: r.context.dte,
+        };
         if resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r) {
             let raw = r.entry.to_raw();
-            let flags = pack_pasid_flags(r.pasid, r.fpd, r.context.rid_priv);
+            let flags = f.pack();
             c.pasid_cache.insert(
                 k0,
                 k1,
@@ -373,12 +407,7 @@ impl Iommu {
                 || true,
             );
         }
-        Ok(PasidInfo {
-            entry: r.entry,
-            pasid: r.pasid,
-            fpd: r.fpd,
-            rid_priv: r.context.rid_priv,
-        })
+        Ok(PasidInfo::new(r.entry, f))
     }
 
     #[inline(always)]
