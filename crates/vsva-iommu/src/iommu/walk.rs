@@ -723,4 +723,223 @@ mod tests {
         file.read_exact_at(&mut buf, 0x10).unwrap();
         assert_eq!(&buf, b"shared");
     }
+
+    /// The host address of the second-level leaf that maps `gpa` in the stage-2 table `s2`.
+    fn sl_leaf(io: &Iommu, s2: Stage2Id, gpa: u64) -> u64 {
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        let p = paging::SlParams {
+            levels,
+            haw: 48,
+            sl_2m: true,
+            sl_1g: true,
+            slee: false,
+        };
+        let snap = io.memory().snapshot();
+        let m: &vm_memory::GuestMemoryMmap = &snap;
+        let w = paging::walk_second_level(m, &p, root, gpa, None).unwrap();
+        w.used().last().unwrap().addr
+    }
+
+    /// Every entry of a first-level walk of `va` (identity tables), root first.
+    fn fl_entries(io: &Iommu, root: u64, va: u64) -> Vec<u64> {
+        (1..=4)
+            .rev()
+            .map(|l| io.memory().load_u64(entry_addr(io, root, va, l)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn execute_requests_need_ere() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = io.table_pool().alloc(io.memory()).unwrap();
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        let mut e = PasidEntry::first_level(1, root);
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        // A read fills the caches; an execute request still needs ERE.
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::EXEC)),
+            FaultReason::ExecuteNotEnabled
+        );
+        io.clear_pasid_entry(SID, 1).unwrap();
+        e.ere = true;
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        let t = io.translate(SID, Some(1), 0x1000, Access::EXEC).unwrap();
+        assert!(t.perms.execute);
+    }
+
+    #[test]
+    fn second_level_execute_follows_slee() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0x1000, 0x9000, 0x1000, S2Perms::R)
+            .unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        let mut e = PasidEntry {
+            ere: true,
+            ..PasidEntry::second_level(7, root, levels)
+        };
+        // Without SLEE, X is ignored: a readable page may be executed.
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        assert!(io.translate(SID, Some(1), 0x1000, Access::EXEC).is_ok());
+        io.clear_pasid_entry(SID, 1).unwrap();
+        e.slee = true;
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::EXEC)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::ExecuteDisabled, Stage::Second)
+        );
+        assert!(io.translate(SID, Some(1), 0x1000, Access::READ).is_ok());
+    }
+
+    #[test]
+    fn flptr_outside_memory_is_0x73() {
+        let io = iommu();
+        attach(&io, SID);
+        io.set_pasid_entry(SID, 1, &PasidEntry::first_level(1, 1 << 40))
+            .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage, f.level),
+            (FaultReason::FirstLevelPointerInvalid, Stage::First, 4)
+        );
+    }
+
+    #[test]
+    fn refused_requests_leave_accessed_dirty_alone() {
+        let io = iommu();
+        attach(&io, SID);
+        // First level only: an output in the interrupt range is refused after the walk.
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0xfee0_0000, SIZE_4K, RW | US);
+        let before = fl_entries(&io, root, 0x1000);
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::WRITE)),
+            FaultReason::InterruptRange
+        );
+        assert_eq!(fl_entries(&io, root, 0x1000), before);
+        // Second level only with SSADE: a write to a read-only page.
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0x1000, 0x9000, 0x1000, S2Perms::R)
+            .unwrap();
+        let (sroot, levels) = io.stage2_root(s2).unwrap();
+        let e = PasidEntry {
+            ssade: true,
+            ..PasidEntry::second_level(7, sroot, levels)
+        };
+        io.set_pasid_entry(SID, 2, &e).unwrap();
+        let leaf = sl_leaf(&io, s2, 0x1000);
+        let (root_e, leaf_e) = (io.memory().load_u64(sroot), io.memory().load_u64(leaf));
+        assert_eq!(
+            reason(io.translate(SID, Some(2), 0x1000, Access::WRITE)),
+            FaultReason::NoWrite
+        );
+        assert_eq!(io.memory().load_u64(sroot), root_e);
+        assert_eq!(io.memory().load_u64(leaf), leaf_e);
+        io.translate(SID, Some(2), 0x1000, Access::READ).unwrap();
+        let a = io.memory().load_u64(leaf).unwrap();
+        assert_eq!(a & (paging::SL_A | paging::SL_D), paging::SL_A);
+    }
+
+    #[test]
+    fn eafe_sets_extended_accessed() {
+        for eafe in [false, true] {
+            let io = iommu();
+            attach(&io, SID);
+            let root = io.table_pool().alloc(io.memory()).unwrap();
+            map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+            let e = PasidEntry {
+                eafe,
+                ..PasidEntry::first_level(1, root)
+            };
+            io.set_pasid_entry(SID, 1, &e).unwrap();
+            io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+            for v in fl_entries(&io, root, 0x1000) {
+                assert_eq!(v & paging::EA != 0, eafe, "{v:#x}");
+                assert_eq!(v & A, A);
+            }
+        }
+    }
+
+    /// Nested with SSADE: stage 2 maps GPA [0, 16 MiB) RW; guest tables from GPA 0x1000 map
+    /// VA 0x1000 to GPA 4 MiB (another 2 MiB stage-2 leaf than the tables).
+    fn nested_ssade(io: &Iommu) -> (Stage2Id, u64) {
+        attach(io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0, GUEST_BASE, 16 * MB, S2Perms::RW)
+            .unwrap();
+        let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
+        let gpgd = g.alloc_table().unwrap();
+        fl_map(&mut g, gpgd, 4, 0x1000, 4 * MB, SIZE_4K, RW | US).unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        let e = PasidEntry {
+            ssade: true,
+            ..PasidEntry::nested(4, gpgd, root, levels)
+        };
+        io.set_pasid_entry(SID, 3, &e).unwrap();
+        (s2, gpgd)
+    }
+
+    #[test]
+    fn nested_ssade_first_level_ad_writes_set_stage2_dirty() {
+        let io = iommu();
+        let (s2, gpgd) = nested_ssade(&io);
+        let tables = sl_leaf(&io, s2, gpgd);
+        let output = sl_leaf(&io, s2, 4 * MB);
+        let ad = paging::SL_A | paging::SL_D;
+        // A refused request (not present in the guest's PT) changes no A/D bit anywhere.
+        let pml4e = io.memory().load_u64(GUEST_BASE + gpgd).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(3), 0x2000, Access::READ)),
+            FaultReason::FirstLevelNotPresent
+        );
+        assert_eq!(io.memory().load_u64(tables).unwrap() & ad, 0);
+        assert_eq!(io.memory().load_u64(GUEST_BASE + gpgd).unwrap(), pml4e);
+        // A read sets A in the guest's entries: a write through stage 2 (A and D on the leaf
+        // mapping the tables); the output page is only read (A).
+        io.translate(SID, Some(3), 0x1000, Access::READ).unwrap();
+        assert_eq!(io.memory().load_u64(tables).unwrap() & ad, ad);
+        assert_eq!(io.memory().load_u64(output).unwrap() & ad, paging::SL_A);
+        assert_eq!(io.memory().load_u64(GUEST_BASE + gpgd).unwrap() & A, A);
+    }
+
+    #[test]
+    fn nested_table_read_needs_stage2_read() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
+        let gpgd = g.alloc_table().unwrap();
+        fl_map(&mut g, gpgd, 4, 0x1000, 0x10_0000, SIZE_4K, RW | US).unwrap();
+        let pt = g.next_table() - 0x1000; // the last table fl_map created
+        let write_only = S2Perms {
+            read: false,
+            write: true,
+            execute: false,
+        };
+        for gpa in (0x1000..g.next_table()).step_by(0x1000) {
+            let perms = if gpa == pt { write_only } else { S2Perms::RW };
+            io.stage2_map(s2, gpa, GUEST_BASE + gpa, 0x1000, perms)
+                .unwrap();
+        }
+        io.stage2_map(s2, 0x10_0000, GUEST_BASE + 0x10_0000, 0x1000, S2Perms::RW)
+            .unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        io.set_pasid_entry(SID, 1, &PasidEntry::nested(4, gpgd, root, levels))
+            .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::NestedNoReadEntry, Stage::Second)
+        );
+    }
 }
