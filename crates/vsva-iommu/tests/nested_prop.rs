@@ -25,12 +25,14 @@ const HOST_BASE: u64 = 8 * MB;
 enum S2 {
     None,
     R,
+    /// Write-only: present, but neither a table nor a read may go through it.
+    W,
     Rw,
 }
 
 fn s2_entry() -> impl Strategy<Value = (S2, u64)> {
     (
-        prop_oneof![1 => Just(S2::None), 1 => Just(S2::R), 6 => Just(S2::Rw)],
+        prop_oneof![1 => Just(S2::None), 1 => Just(S2::R), 1 => Just(S2::W), 6 => Just(S2::Rw)],
         0u64..128,
     )
 }
@@ -67,7 +69,8 @@ proptest! {
         s2 in prop::collection::vec(s2_entry(), GPAGES as usize),
         fl in prop::collection::vec(prop::array::uniform4(fl_entry()), TABLE_PAGES as usize),
         root in 0..TABLE_PAGES,
-        reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..2), 24),
+        reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..3), 24),
+        ere in any::<bool>(),
     ) {
         let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
         let io = Iommu::new(IommuConfig { iotlb_entries: 256, ..IommuConfig::default() }, mem, 4 * MB, 4 * MB).unwrap();
@@ -84,6 +87,7 @@ proptest! {
             let p = match perm {
                 S2::None => continue,
                 S2::R => S2Perms::R,
+                S2::W => S2Perms { read: false, write: true, execute: false },
                 S2::Rw => S2Perms::RW,
             };
             io.stage2_map(s2id, g << 12, hpa, 4096, p).unwrap();
@@ -96,12 +100,17 @@ proptest! {
             }
         }
         let (sroot, levels) = io.stage2_root(s2id).unwrap();
-        io.set_pasid_entry(sid, 2, &PasidEntry::nested(9, root << 12, sroot, levels)).unwrap();
+        let entry = PasidEntry { ere, ..PasidEntry::nested(9, root << 12, sroot, levels) };
+        io.set_pasid_entry(sid, 2, &entry).unwrap();
         for (round, &(idx, off, w)) in reqs.iter().enumerate().flat_map(|r| [r, r]) {
             let va = idx.iter().enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
-            let access = if w == 1 { Access::WRITE } else { Access::READ };
+            let access = match w {
+                0 => Access::READ,
+                1 => Access::WRITE,
+                _ => Access::EXEC,
+            };
             let read = |a: u64| io.memory().load_u64(a).ok();
-            let want = ref_nested(&read, &map, root << 12, va, w == 1);
+            let want = ref_nested(&read, &map, root << 12, va, access, ere);
             let before = guest_tables(&io);
             let got = io.translate(sid, Some(2), va, access)
                 .map(|t| (t.host_addr, t.page_size))
@@ -114,15 +123,18 @@ proptest! {
     }
 }
 
-/// Reference nested walk (4-level first level, user requests, no SRE): every table address and
-/// the output go through `map` (guest page → host page, permission).
+/// Reference nested walk (4-level first level, user requests, no SRE, no SLEE): every table
+/// address and the output go through `map` (guest page → host page, permission). A table is
+/// read only through a readable stage-2 page; execute requests need ERE.
 fn ref_nested(
     read: &dyn Fn(u64) -> Option<u64>,
     map: &HashMap<u64, (u64, S2)>,
     root: u64,
     va: u64,
-    write: bool,
+    access: Access,
+    ere: bool,
 ) -> Result<(u64, u64), (u8, Stage)> {
+    let (write, exec) = (access.write, access.execute);
     let sl = |gpa: u64| -> Option<(u64, S2)> {
         if gpa >= GPAGES << 12 {
             return None;
@@ -133,9 +145,13 @@ fn ref_nested(
     let mut ad_ro = false;
     let mut table = root;
     for level in (1..=4u8).rev() {
+        let no_read = (if level == 4 { 0x75 } else { 0x76 }, Stage::Second);
         let Some((h, perm)) = sl(table) else {
-            return Err((if level == 4 { 0x75 } else { 0x76 }, Stage::Second));
+            return Err(no_read);
         };
+        if perm == S2::W {
+            return Err(no_read);
+        }
         let e = read(h + ((va >> (12 + 9 * (u64::from(level) - 1))) & 511) * 8)
             .expect("host page backed");
         if e & 1 == 0 {
@@ -163,13 +179,14 @@ fn ref_nested(
             if perm == S2::R && (e & A == 0 || (write && e & D == 0)) {
                 ad_ro = true;
             }
-            if let Some(code) = ref_check(wr, us, !nx, write, false, false, false, false, false) {
+            if let Some(code) = ref_check(wr, us, !nx, write, exec, false, false, false, ere) {
                 return Err((code, Stage::First));
             }
             let gpa = (addr & !(size - 1)) | (va & (size - 1));
             return match sl(gpa) {
                 None => Err((0x79, Stage::Second)),
                 Some((_, S2::R)) if write => Err((0x85, Stage::Second)),
+                Some((_, S2::W)) if !write => Err((0x86, Stage::Second)),
                 Some(_) if ad_ro => Err((0x77, Stage::First)),
                 Some((h, _)) => Ok((h, size.min(4096))),
             };
