@@ -61,6 +61,23 @@ fn guest_tables(io: &Iommu) -> Vec<u64> {
         .collect()
 }
 
+/// The stage-2 leaf of every mapped guest page.
+fn stage2_leaves(io: &Iommu, root: u64, levels: u8, pages: &[u64]) -> Vec<u64> {
+    let p = paging::SlParams {
+        levels,
+        haw: 48,
+        sl_2m: true,
+        sl_1g: true,
+        slee: false,
+    };
+    let snap = io.memory().snapshot();
+    let m: &vm_memory::GuestMemoryMmap = &snap;
+    pages
+        .iter()
+        .map(|&g| paging::walk_second_level(m, &p, root, g << 12, None).map_or(0, |w| w.leaf))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -71,6 +88,7 @@ proptest! {
         root in 0..TABLE_PAGES,
         reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..3), 24),
         ere in any::<bool>(),
+        ssade in any::<bool>(),
     ) {
         let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
         let io = Iommu::new(IommuConfig { iotlb_entries: 256, ..IommuConfig::default() }, mem, 4 * MB, 4 * MB).unwrap();
@@ -100,7 +118,9 @@ proptest! {
             }
         }
         let (sroot, levels) = io.stage2_root(s2id).unwrap();
-        let entry = PasidEntry { ere, ..PasidEntry::nested(9, root << 12, sroot, levels) };
+        let entry = PasidEntry { ere, ssade, ..PasidEntry::nested(9, root << 12, sroot, levels) };
+        let mut mapped: Vec<u64> = map.keys().copied().collect();
+        mapped.sort_unstable();
         io.set_pasid_entry(sid, 2, &entry).unwrap();
         for (round, &(idx, off, w)) in reqs.iter().enumerate().flat_map(|r| [r, r]) {
             let va = idx.iter().enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
@@ -112,12 +132,18 @@ proptest! {
             let read = |a: u64| io.memory().load_u64(a).ok();
             let want = ref_nested(&read, &map, root << 12, va, access, ere);
             let before = guest_tables(&io);
+            let s2_before = stage2_leaves(&io, sroot, levels, &mapped);
             let got = io.translate(sid, Some(2), va, access)
                 .map(|t| (t.host_addr, t.page_size))
                 .map_err(|f| (f.reason.code(), f.stage));
             prop_assert_eq!(got, want, "req {} va {:#x} write {}", round, va, w);
             if got.is_err() {
                 prop_assert_eq!(guest_tables(&io), before, "a faulting request changed A/D bits");
+                prop_assert_eq!(
+                    stage2_leaves(&io, sroot, levels, &mapped),
+                    s2_before,
+                    "a faulting request changed stage-2 A/D bits"
+                );
             }
         }
     }
