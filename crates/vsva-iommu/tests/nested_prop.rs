@@ -86,9 +86,10 @@ proptest! {
         s2 in prop::collection::vec(s2_entry(), GPAGES as usize),
         fl in prop::collection::vec(prop::array::uniform4(fl_entry()), TABLE_PAGES as usize),
         root in 0..TABLE_PAGES,
-        reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..3), 24),
+        reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..6), 24),
         ere in any::<bool>(),
         ssade in any::<bool>(),
+        sre in any::<bool>(),
     ) {
         let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
         let io = Iommu::new(IommuConfig { iotlb_entries: 256, ..IommuConfig::default() }, mem, 4 * MB, 4 * MB).unwrap();
@@ -118,19 +119,20 @@ proptest! {
             }
         }
         let (sroot, levels) = io.stage2_root(s2id).unwrap();
-        let entry = PasidEntry { ere, ssade, ..PasidEntry::nested(9, root << 12, sroot, levels) };
+        let entry = PasidEntry { ere, ssade, sre, ..PasidEntry::nested(9, root << 12, sroot, levels) };
         let mut mapped: Vec<u64> = map.keys().copied().collect();
         mapped.sort_unstable();
         io.set_pasid_entry(sid, 2, &entry).unwrap();
         for (round, &(idx, off, w)) in reqs.iter().enumerate().flat_map(|r| [r, r]) {
             let va = idx.iter().enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
-            let access = match w {
+            let access = match w % 3 {
                 0 => Access::READ,
                 1 => Access::WRITE,
                 _ => Access::EXEC,
             };
+            let access = if w >= 3 { access.privileged() } else { access };
             let read = |a: u64| io.memory().load_u64(a).ok();
-            let want = ref_nested(&read, &map, root << 12, va, access, ere);
+            let want = ref_nested(&read, &map, root << 12, va, access, ere, sre);
             let before = guest_tables(&io);
             let s2_before = stage2_leaves(&io, sroot, levels, &mapped);
             let got = io.translate(sid, Some(2), va, access)
@@ -149,9 +151,9 @@ proptest! {
     }
 }
 
-/// Reference nested walk (4-level first level, user requests, no SRE, no SLEE): every table
-/// address and the output go through `map` (guest page → host page, permission). A table is
-/// read only through a readable stage-2 page; execute requests need ERE.
+/// Reference nested walk (4-level first level, no WPE, no SLEE): every table address and the
+/// output go through `map` (guest page → host page, permission). A table is read only through
+/// a readable stage-2 page; execute requests need ERE, supervisor requests SRE.
 fn ref_nested(
     read: &dyn Fn(u64) -> Option<u64>,
     map: &HashMap<u64, (u64, S2)>,
@@ -159,6 +161,7 @@ fn ref_nested(
     va: u64,
     access: Access,
     ere: bool,
+    sre: bool,
 ) -> Result<(u64, u64), (u8, Stage)> {
     let (write, exec) = (access.write, access.execute);
     let sl = |gpa: u64| -> Option<(u64, S2)> {
@@ -205,7 +208,9 @@ fn ref_nested(
             if perm == S2::R && (e & A == 0 || (write && e & D == 0)) {
                 ad_ro = true;
             }
-            if let Some(code) = ref_check(wr, us, !nx, write, exec, false, false, false, ere) {
+            if let Some(code) =
+                ref_check(wr, us, !nx, write, exec, access.privileged, sre, false, ere)
+            {
                 return Err((code, Stage::First));
             }
             let gpa = (addr & !(size - 1)) | (va & (size - 1));
