@@ -86,10 +86,11 @@ proptest! {
         s2 in prop::collection::vec(s2_entry(), GPAGES as usize),
         fl in prop::collection::vec(prop::array::uniform4(fl_entry()), TABLE_PAGES as usize),
         root in 0..TABLE_PAGES,
-        reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..6), 24),
+        reqs in prop::collection::vec((prop::array::uniform5(0u64..4), 0u64..4096, 0u8..6), 24),
         ere in any::<bool>(),
         ssade in any::<bool>(),
         sre in any::<bool>(),
+        five in any::<bool>(),
     ) {
         let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
         let io = Iommu::new(IommuConfig { iotlb_entries: 256, ..IommuConfig::default() }, mem, 4 * MB, 4 * MB).unwrap();
@@ -119,12 +120,13 @@ proptest! {
             }
         }
         let (sroot, levels) = io.stage2_root(s2id).unwrap();
-        let entry = PasidEntry { ere, ssade, sre, ..PasidEntry::nested(9, root << 12, sroot, levels) };
+        let entry = PasidEntry { ere, ssade, sre, flpm: u8::from(five), ..PasidEntry::nested(9, root << 12, sroot, levels) };
         let mut mapped: Vec<u64> = map.keys().copied().collect();
         mapped.sort_unstable();
         io.set_pasid_entry(sid, 2, &entry).unwrap();
         for (round, &(idx, off, w)) in reqs.iter().enumerate().flat_map(|r| [r, r]) {
-            let va = idx.iter().enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
+            let used = if five { 5 } else { 4 };
+            let va = idx.iter().take(used).enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
             let access = match w % 3 {
                 0 => Access::READ,
                 1 => Access::WRITE,
@@ -132,7 +134,8 @@ proptest! {
             };
             let access = if w >= 3 { access.privileged() } else { access };
             let read = |a: u64| io.memory().load_u64(a).ok();
-            let want = ref_nested(&read, &map, root << 12, va, access, ere, sre);
+            let fl_levels = if five { 5 } else { 4 };
+            let want = ref_nested(&read, &map, (root << 12, fl_levels), va, access, (ere, sre));
             let before = guest_tables(&io);
             let s2_before = stage2_leaves(&io, sroot, levels, &mapped);
             let got = io.translate(sid, Some(2), va, access)
@@ -151,17 +154,16 @@ proptest! {
     }
 }
 
-/// Reference nested walk (4-level first level, no WPE, no SLEE): every table address and the
+/// Reference nested walk (4- or 5-level first level, no WPE, no SLEE): every table address and the
 /// output go through `map` (guest page → host page, permission). A table is read only through
 /// a readable stage-2 page; execute requests need ERE, supervisor requests SRE.
 fn ref_nested(
     read: &dyn Fn(u64) -> Option<u64>,
     map: &HashMap<u64, (u64, S2)>,
-    root: u64,
+    (root, levels): (u64, u8),
     va: u64,
     access: Access,
-    ere: bool,
-    sre: bool,
+    (ere, sre): (bool, bool),
 ) -> Result<(u64, u64), (u8, Stage)> {
     let (write, exec) = (access.write, access.execute);
     let sl = |gpa: u64| -> Option<(u64, S2)> {
@@ -173,8 +175,8 @@ fn ref_nested(
     let (mut wr, mut us, mut nx) = (true, true, false);
     let mut ad_ro = false;
     let mut table = root;
-    for level in (1..=4u8).rev() {
-        let no_read = (if level == 4 { 0x75 } else { 0x76 }, Stage::Second);
+    for level in (1..=levels).rev() {
+        let no_read = (if level == levels { 0x75 } else { 0x76 }, Stage::Second);
         let Some((h, perm)) = sl(table) else {
             return Err(no_read);
         };
@@ -188,7 +190,7 @@ fn ref_nested(
         }
         let addr = e & 0x000f_ffff_ffff_f000;
         let ps = e & (1 << 7) != 0;
-        if addr >> 48 != 0 || (level == 4 && ps) {
+        if addr >> 48 != 0 || (level >= 4 && ps) {
             return Err((0x72, Stage::First));
         }
         wr &= e & 2 != 0;
