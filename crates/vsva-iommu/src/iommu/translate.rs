@@ -71,27 +71,8 @@ pub struct Translation {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PasidInfo {
     pub(super) entry: PasidEntry,
-    /// The PASID the entry is for (the RID_PASID for a request without PASID).
-    pub(super) pasid: u32,
-    pub(super) fpd: bool,
-    pub(super) rid_priv: bool,
-    /// The context entry's FPD (the one that counts for faults at the context entry).
-    pub(super) ctx_fpd: bool,
-    /// The context entry's DTE: the device may send translation requests (ATS).
-    pub(super) dte: bool,
-}
-
-impl PasidInfo {
-    fn new(entry: PasidEntry, f: PasidFlags) -> Self {
-        Self {
-            entry,
-            pasid: f.pasid,
-            fpd: f.fpd,
-            rid_priv: f.rid_priv,
-            ctx_fpd: f.ctx_fpd,
-            dte: f.dte,
-        }
-    }
+    /// The PASID used and the context-entry bits requests need.
+    pub(super) flags: PasidFlags,
 }
 
 impl Iommu {
@@ -200,7 +181,7 @@ impl Iommu {
         let e = &info.entry;
         let c = self.fl_controls(e);
         let level = value_size_code(v) as u8 + 1;
-        let mut ctrl = flag(info.rid_priv, F_RID_PRIV);
+        let mut ctrl = flag(info.flags.rid_priv, F_RID_PRIV);
         for kind in 0..8u64 {
             let a = Access::from_kind(kind);
             let needs_walk = a.write && !value_is_dirty(v);
@@ -268,10 +249,10 @@ impl Iommu {
                 return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
             }
         };
-        if ats && !info.dte {
-            return Err(self.fault(sid, pasid, iova, access, no_dte, info.ctx_fpd));
+        if ats && !info.flags.dte {
+            return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
         }
-        let access = if pasid.is_none() && info.rid_priv {
+        let access = if pasid.is_none() && info.flags.rid_priv {
             access.privileged()
         } else {
             access
@@ -301,7 +282,7 @@ impl Iommu {
                 }
                 Ok(t)
             }
-            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.fpd)),
+            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
         }
     }
 
@@ -368,7 +349,7 @@ impl Iommu {
                     let p = f.pasid;
                     if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
                         self.stats.inc(Counter::PasidCacheHits);
-                        return Ok(PasidInfo::new(entry, f));
+                        return Ok(PasidInfo { entry, flags: f });
                     }
                 }
             }
@@ -407,7 +388,10 @@ impl Iommu {
                 || true,
             );
         }
-        Ok(PasidInfo::new(r.entry, f))
+        Ok(PasidInfo {
+            entry: r.entry,
+            flags: f,
+        })
     }
 
     #[inline(always)]
@@ -490,8 +474,8 @@ impl Iommu {
         let dom = c.domain(e.did);
         let pgtt = e.pgtt;
         let pg: Option<&PasidGens> =
-            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.pasid));
-        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.pasid));
+            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.flags.pasid));
+        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.flags.pasid));
         let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
         let s1 = match pgtt {
             Pgtt::FirstLevel => pack(dom.fl.get(), 0),
@@ -534,7 +518,7 @@ impl Iommu {
                 mem,
                 e,
                 dom,
-                pg.unwrap_or_else(|| dom.pasids.get(info.pasid)),
+                pg.unwrap_or_else(|| dom.pasids.get(info.flags.pasid)),
                 tag,
                 [s0, s1, s2],
                 iova,

@@ -868,22 +868,11 @@ mod tests {
         }
     }
 
-    /// Nested with SSADE: stage 2 maps GPA [0, 16 MiB) RW; guest tables from GPA 0x1000 map
-    /// VA 0x1000 to GPA 4 MiB (another 2 MiB stage-2 leaf than the tables).
+    /// Nested with SSADE (see `nested`); the guest maps VA 0x1000 to GPA 4 MiB, another 2 MiB
+    /// stage-2 leaf than the tables.
     fn nested_ssade(io: &Iommu) -> (Stage2Id, u64) {
-        attach(io, SID);
-        let s2 = io.create_stage2(4).unwrap();
-        io.stage2_map(s2, 0, GUEST_BASE, 16 * MB, S2Perms::RW)
-            .unwrap();
-        let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
-        let gpgd = g.alloc_table().unwrap();
+        let (s2, mut g, gpgd) = nested_with(io, 3, |e| e.ssade = true);
         fl_map(&mut g, gpgd, 4, 0x1000, 4 * MB, SIZE_4K, RW | US).unwrap();
-        let (root, levels) = io.stage2_root(s2).unwrap();
-        let e = PasidEntry {
-            ssade: true,
-            ..PasidEntry::nested(4, gpgd, root, levels)
-        };
-        io.set_pasid_entry(SID, 3, &e).unwrap();
         (s2, gpgd)
     }
 
