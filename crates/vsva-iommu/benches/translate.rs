@@ -137,6 +137,7 @@ impl Baseline<'_> {
                 haw: 48,
                 sl_2m: true,
                 sl_1g: true,
+                slee: false,
             };
             let mut t = UncachedNested {
                 mem: m,

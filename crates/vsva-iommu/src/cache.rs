@@ -26,7 +26,12 @@
 //! Counters are 32 bits: an entry could falsely revalidate only after exactly 2^32
 //! invalidations of its scope while it stayed cached.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+// The generation counters are what the loom model of this file checks.
+#[cfg(loom)]
+use loom::sync::atomic::AtomicU32;
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use crate::paging::{Rights, WalkStart};
@@ -425,16 +430,45 @@ pub(crate) fn pasid_cache_key(pasid: Option<u32>) -> u64 {
     u64::from(pasid_key(pasid)) << 12 | 1
 }
 
-/// Last word of a PASID-cache entry: PASID (bits 27:8), RID_PRIV (bit 1), FPD (bit 0).
-#[inline(always)]
-pub(crate) fn pack_pasid_flags(pasid: u32, fpd: bool, rid_priv: bool) -> u64 {
-    u64::from(fpd) | u64::from(rid_priv) << 1 | u64::from(pasid) << 8
+/// What a PASID-cache entry keeps besides the entry's words: the PASID used, and the bits of
+/// the context entry (and the FPD bits of the chain) that requests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PasidFlags {
+    /// The PASID whose entry was used (RID_PASID for requests without PASID).
+    pub(crate) pasid: u32,
+    /// An FPD bit is set in the context, directory or PASID entry.
+    pub(crate) fpd: bool,
+    /// The context entry's FPD alone (for faults found at the context entry).
+    pub(crate) ctx_fpd: bool,
+    /// The context entry's RID_PRIV.
+    pub(crate) rid_priv: bool,
+    /// The context entry's DTE: translation requests (ATS) allowed.
+    pub(crate) dte: bool,
 }
 
-/// (PASID, FPD, RID_PRIV) of the last word of a PASID-cache entry.
-#[inline(always)]
-pub(crate) fn unpack_pasid_flags(w: u64) -> (u32, bool, bool) {
-    ((w >> 8) as u32, w & 1 != 0, w & 2 != 0)
+impl PasidFlags {
+    /// Last word of a PASID-cache entry: PASID (bits 27:8), DTE (bit 3), context FPD (bit 2),
+    /// RID_PRIV (bit 1), FPD (bit 0).
+    #[inline(always)]
+    pub(crate) fn pack(self) -> u64 {
+        u64::from(self.fpd)
+            | u64::from(self.rid_priv) << 1
+            | u64::from(self.ctx_fpd) << 2
+            | u64::from(self.dte) << 3
+            | u64::from(self.pasid) << 8
+    }
+
+    /// The flags of the last word of a PASID-cache entry (the inverse of [`Self::pack`]).
+    #[inline(always)]
+    pub(crate) fn unpack(w: u64) -> Self {
+        Self {
+            pasid: (w >> 8) as u32,
+            fpd: w & 1 != 0,
+            rid_priv: w & 2 != 0,
+            ctx_fpd: w & 4 != 0,
+            dte: w & 8 != 0,
+        }
+    }
 }
 
 /// The PASID part of a front-cache, PASID-cache or device-TLB key: the PASID's 20 bits, or
@@ -500,5 +534,68 @@ mod tests {
         );
         Caches::remove_range(&c.iotlb, tag, 0x3f_f000, 0x2000, 0b010);
         assert!(c.iotlb.lookup(page_key(0x20_0000, 1), tag).is_none());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The generation / epoch scheme: a translation filled by a walk that raced an
+    //! invalidation is never served after the invalidation returns, neither by the IOTLB
+    //! (stamped with the scope's generation read before the walk) nor by the front cache
+    //! (stamped with the epoch read before the walk, and inserted only while the epoch is
+    //! unchanged).
+    use super::Gen;
+    use crate::slots::SlotArray;
+    use loom::sync::atomic::AtomicU64;
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::sync::atomic::Ordering;
+
+    const KEY: (u64, u64) = (7, 1);
+
+    #[test]
+    fn loom_invalidation_retires_a_racing_fill() {
+        loom::model(|| {
+            let mapping = Arc::new(AtomicU64::new(1)); // the page-table entry: old output 1
+            let gen = Arc::new(Gen::default());
+            let epoch = Arc::new(AtomicU64::new(0));
+            let iotlb = Arc::new(SlotArray::<2>::new(4));
+            let front = Arc::new(SlotArray::<2>::new(4));
+            let (m, g, e, it, fr) = (
+                mapping.clone(),
+                gen.clone(),
+                epoch.clone(),
+                iotlb.clone(),
+                front.clone(),
+            );
+            let translator = thread::spawn(move || {
+                // Stamps first, then the walk, then the fills (as `translate` does).
+                let seen_epoch = e.load(Ordering::Acquire);
+                let seen_gen = u64::from(g.get());
+                let out = m.load(Ordering::Acquire);
+                it.insert(KEY.0, KEY.1, [seen_gen, out], || true);
+                fr.insert(KEY.0, KEY.1, [seen_epoch, out], || {
+                    e.load(Ordering::Acquire) == seen_epoch
+                });
+            });
+            // The guest remaps, then invalidates: scoped generation first, epoch last.
+            mapping.store(2, Ordering::Release);
+            gen.bump();
+            epoch.fetch_add(1, Ordering::AcqRel);
+            translator.join().unwrap();
+            if let Some([g, out]) = iotlb.lookup(KEY.0, KEY.1) {
+                if g == u64::from(gen.get()) {
+                    assert_eq!(out, 2, "the IOTLB served a translation invalidated before");
+                }
+            }
+            if let Some([e, out]) = front.lookup(KEY.0, KEY.1) {
+                if e == epoch.load(Ordering::Acquire) {
+                    assert_eq!(
+                        out, 2,
+                        "the front cache served a translation invalidated before"
+                    );
+                }
+            }
+        });
     }
 }

@@ -215,15 +215,15 @@ fn cf(reason: FaultReason, fpd: bool) -> ChainFault {
     ChainFault { reason, fpd }
 }
 
-/// Walks root → context → PASID directory → PASID table for a request, as VT-d scalable mode
-/// does, validating every entry. `rtaddr` is the root table address register.
-pub fn resolve<M: EntryMemory + ?Sized>(
+/// Walks root → context for a request from `sid`, validating both entries: the context entry
+/// the IOMMU would use. A fault at the context entry carries that entry's FPD (only a present
+/// entry's FPD counts).
+pub fn resolve_context<M: EntryMemory + ?Sized>(
     mem: &M,
     cfg: &IommuConfig,
     rtaddr: u64,
     sid: SourceId,
-    pasid: Option<u32>,
-) -> Result<ResolvedPasid, ChainFault> {
+) -> Result<ContextEntry, ChainFault> {
     if rtaddr & !ADDR_MASK != 0 || rtaddr >> cfg.haw() != 0 {
         return Err(cf(FaultReason::RootTableAddressInvalid, false));
     }
@@ -246,7 +246,19 @@ pub fn resolve<M: EntryMemory + ?Sized>(
     }
     // FPD of a present context entry applies even if the rest of it is bad.
     let ctx_fpd = q[0] & 3 == 3;
-    let ctx = ContextEntry::from_raw(&q, cfg).map_err(|r| cf(r, ctx_fpd))?;
+    ContextEntry::from_raw(&q, cfg).map_err(|r| cf(r, ctx_fpd))
+}
+
+/// Walks root → context → PASID directory → PASID table for a request, as VT-d scalable mode
+/// does, validating every entry. `rtaddr` is the root table address register.
+pub fn resolve<M: EntryMemory + ?Sized>(
+    mem: &M,
+    cfg: &IommuConfig,
+    rtaddr: u64,
+    sid: SourceId,
+    pasid: Option<u32>,
+) -> Result<ResolvedPasid, ChainFault> {
+    let ctx = resolve_context(mem, cfg, rtaddr, sid)?;
     let mut fpd = ctx.fpd;
     let pasid = match pasid {
         Some(p) => {

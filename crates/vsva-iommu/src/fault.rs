@@ -173,10 +173,14 @@ reasons! {
     ContextEntryReserved = 0x42, "context entry reserved bits set";
     /// Context entry invalid (0x43).
     ContextEntryInvalid = 0x43, "context entry invalid";
+    /// Translation request (ATS) to a device whose context entry has DTE clear (0x44).
+    DeviceTlbDisabled = 0x44, "translation request with DTE clear in the context entry";
     /// PASID request but PASIDE clear in the context entry (0x45).
     PasidDisabled = 0x45, "PASID request with PASID disabled in the context entry";
     /// PASID beyond the PASID directory size (0x46).
     PasidBeyondDirectory = 0x46, "PASID beyond the PASID directory size";
+    /// Page request from a device whose context entry has PRE clear (0x47).
+    PageRequestDisabled = 0x47, "page request with PRE clear in the context entry";
     /// Error accessing a PASID directory entry (0x50).
     PasidDirAccess = 0x50, "PASID directory entry access error";
     /// PASID directory entry not present (0x51).
@@ -237,6 +241,30 @@ reasons! {
     InterruptRange = 0x87, "output address in the interrupt range";
     /// A/D update needed in a first-level entry set up as no-snoop (0x90).
     NoSnoopAdUpdate = 0x90, "A/D update in a no-snoop first-level entry";
+    /// A first-level accessed/dirty update could not be written (0x91).
+    FirstLevelAdUpdate = 0x91, "first-level A/D update failed";
+}
+
+impl FaultReason {
+    /// Whether a fault processing disable (FPD) bit may suppress recording this fault: the
+    /// qualified faults, found in an entry the hardware could read. Errors accessing the
+    /// tables themselves (root, context, PASID directory and table, first- and second-level
+    /// entries) and root-level faults (the FPD bits live below the root) are never qualified:
+    /// they are always recorded.
+    pub const fn is_qualified(self) -> bool {
+        !matches!(
+            self,
+            FaultReason::RootTableAddressInvalid
+                | FaultReason::RootEntryAccess
+                | FaultReason::RootEntryNotPresent
+                | FaultReason::RootEntryReserved
+                | FaultReason::ContextEntryAccess
+                | FaultReason::PasidDirAccess
+                | FaultReason::PasidEntryAccess
+                | FaultReason::FirstLevelAccess
+                | FaultReason::SecondLevelAccess
+        )
+    }
 }
 
 impl fmt::Display for FaultReason {
@@ -365,7 +393,15 @@ mod tests {
         assert_eq!(FaultReason::PasidBeyondDirectory.code(), 0x46);
         assert_eq!(FaultReason::SecondLevelPointerInvalid.code(), 0x7b);
         assert_eq!(FaultReason::from_code(0x31), None);
-        assert_eq!(FaultReason::ALL.len(), 40);
+        assert_eq!(FaultReason::ALL.len(), 43);
+    }
+
+    #[test]
+    fn only_qualified_faults_may_be_suppressed() {
+        let never = [0x30, 0x38, 0x39, 0x3a, 0x40, 0x50, 0x58, 0x70, 0x78];
+        for &r in FaultReason::ALL {
+            assert_eq!(r.is_qualified(), !never.contains(&r.code()), "{r}");
+        }
     }
 
     #[test]

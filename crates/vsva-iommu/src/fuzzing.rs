@@ -205,6 +205,7 @@ pub fn run(data: &[u8]) -> usize {
                         haw: 48,
                         sl_2m: true,
                         sl_1g: op & 4 != 0,
+                        slee: op & 8 != 0,
                     };
                     let _ = paging::walk_second_level(m, &sl, root & !0xfff, va, None);
                 }

@@ -34,7 +34,8 @@
 //! Cargo features: `test-hooks` builds `Iommu::write_pasid_entry_raw` (a guest-driver-style
 //! raw write for tests elsewhere); `fuzzing` builds the `fuzzing` module (and the hooks).
 //!
-//! The lock-free slot arrays are model-checked with loom:
+//! The lock-free slot arrays and the generation / epoch invalidation scheme are model-checked
+//! with loom:
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-iommu --release --lib loom`.
 
 #![forbid(unsafe_code)]

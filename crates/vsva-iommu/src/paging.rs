@@ -46,8 +46,10 @@ pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 pub const SL_R: u64 = 1 << 0;
 /// W (bit 1): writes allowed.
 pub const SL_W: u64 = 1 << 1;
-/// X (bit 2): execute allowed.
+/// X (bit 2): execute allowed, honoured only when the PASID entry's SLEE = 1.
 pub const SL_X: u64 = 1 << 2;
+/// Bit 11 of a second-level non-leaf entry: reserved (in a leaf it is SNP).
+const SL_NONLEAF_RSVD: u64 = 1 << 11;
 /// PS (bit 7): a 2 MiB leaf at level 2, a 1 GiB leaf at level 3.
 pub const SL_PS: u64 = 1 << 7;
 /// A (bit 8): accessed, set by the walk when the PASID entry's SSADE = 1.
@@ -292,8 +294,9 @@ fn fl_reserved(e: u64, level: u8, p: &FlParams) -> bool {
 
 /// Walks the first-level table rooted at `root` (or resumed at `start`) for input `va`.
 ///
-/// Faults: 0x73 when `p.levels` is not 4 or 5, 0x80 non-canonical, 0x70 an entry outside memory
-/// (including addresses that overflow), 0x71 not present, 0x72 reserved bits, plus whatever
+/// Faults: 0x73 when `p.levels` is not 4 or 5 or the root entry (read through FLPTR) is outside
+/// memory, 0x80 non-canonical, 0x70 an entry below the root outside memory (including
+/// addresses that overflow), 0x71 not present, 0x72 reserved bits, plus whatever
 /// `tables` reports for a table address. No access check is made here
 /// (see [`check_fl_access`]) and memory is not changed.
 pub fn walk_first_level<M: EntryMemory + ?Sized, T: TableTranslator + ?Sized>(
@@ -334,13 +337,19 @@ pub fn walk_first_level_into<M: EntryMemory + ?Sized, T: TableTranslator + ?Size
     let mut n = 0;
     loop {
         let (hpa, writable) = tables.table(table, level, is_root)?;
+        // An error reading the root entry (through FLPTR) is 0x73; below it, 0x70.
+        let access = if is_root {
+            FaultReason::FirstLevelPointerInvalid
+        } else {
+            FaultReason::FirstLevelAccess
+        };
         is_root = false;
         let addr = hpa
             .checked_add(level_index(va, level) * 8)
-            .ok_or(WalkFault::first(FaultReason::FirstLevelAccess, level))?;
+            .ok_or(WalkFault::first(access, level))?;
         let e = mem
             .load_entry(addr)
-            .ok_or(WalkFault::first(FaultReason::FirstLevelAccess, level))?;
+            .ok_or(WalkFault::first(access, level))?;
         if e & P == 0 {
             return Err(WalkFault::first(FaultReason::FirstLevelNotPresent, level));
         }
@@ -445,7 +454,14 @@ pub enum AdUpdate {
 
 /// Sets the accessed bit (and EA when `ea`) on every used entry and the dirty bit on the leaf
 /// when `write`, by compare-and-swap on memory. Entries that already have the bits are not
-/// written. An entry whose table is not writable faults with 0x77 (nested) at its level.
+/// written.
+///
+/// # Errors
+///
+/// An entry that needs an update but whose table is not writable faults with 0x77 (nested)
+/// at its level, before any entry is written. A compare-and-swap that cannot reach memory
+/// faults with 0x91 (first level) or 0x78 (second level); the entries before it keep the
+/// bits already set, as on hardware.
 pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
     mem: &M,
     walk: &Walk,
@@ -453,27 +469,32 @@ pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
     ea: bool,
     stage: Stage,
 ) -> Result<AdUpdate, WalkFault> {
-    let (a, d) = match stage {
-        Stage::Second => (SL_A, SL_D),
-        _ => (A | if ea { EA } else { 0 }, D),
-    };
     let last = walk.used_len.saturating_sub(1);
+    let want = |i: usize| {
+        let (a, d) = match stage {
+            Stage::Second => (SL_A, SL_D),
+            _ => (A | if ea { EA } else { 0 }, D),
+        };
+        a | if write && i == last { d } else { 0 }
+    };
     for (i, u) in walk.used().iter().enumerate() {
-        let want = a | if write && i == last { d } else { 0 };
+        if u.value & want(i) != want(i) && !u.writable {
+            return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+        }
+    }
+    let failed = match stage {
+        Stage::Second => FaultReason::SecondLevelAccess,
+        _ => FaultReason::FirstLevelAdUpdate,
+    };
+    for (i, u) in walk.used().iter().enumerate() {
+        let want = want(i);
         if u.value & want == want {
             continue;
         }
-        if !u.writable {
-            return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
-        }
-        let access = match stage {
-            Stage::Second => FaultReason::SecondLevelAccess,
-            _ => FaultReason::FirstLevelAccess,
-        };
         match mem.cas_entry(u.addr, u.value, u.value | want) {
             None => {
                 return Err(WalkFault {
-                    reason: access,
+                    reason: failed,
                     stage,
                     level: u.level,
                 })
@@ -483,6 +504,13 @@ pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
         }
     }
     Ok(AdUpdate::Done)
+}
+
+/// Whether an update by [`set_accessed_dirty`] would write the entry `i` of `walk`.
+pub(crate) fn needs_ad_update(walk: &Walk, i: usize, write: bool, ea: bool) -> bool {
+    let last = walk.used_len.saturating_sub(1);
+    let want = A | if ea { EA } else { 0 } | if write && i == last { D } else { 0 };
+    walk.used()[i].value & want != want
 }
 
 /// Parameters of a second-level walk.
@@ -496,6 +524,8 @@ pub struct SlParams {
     pub sl_2m: bool,
     /// 1 GiB pages allowed.
     pub sl_1g: bool,
+    /// The PASID entry's SLEE: X is honoured (and counts for presence) only when set.
+    pub slee: bool,
 }
 
 impl SlParams {
@@ -509,7 +539,7 @@ impl SlParams {
 /// `rights` of the result: `user_or_read` = R, `write` = W, `exec` = X at every level.
 ///
 /// Faults (stage Second): 0x7b when `p.levels` is not 3, 4 or 5, 0x78 entry outside memory,
-/// 0x79 not present (R = W = X = 0),
+/// 0x79 not present (R = W = 0, and X = 0 or SLEE clear),
 /// 0x7a reserved bits, 0x84 a leaf output at or above HAW. The caller checks that `gpa` fits
 /// the input width and the request's permissions.
 pub fn walk_second_level<M: EntryMemory + ?Sized>(
@@ -550,7 +580,8 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
         let e = mem
             .load_entry(addr)
             .ok_or(WalkFault::second(FaultReason::SecondLevelAccess, level))?;
-        if e & (SL_R | SL_W | SL_X) == 0 {
+        let present = SL_R | SL_W | if p.slee { SL_X } else { 0 };
+        if e & present == 0 {
             return Err(WalkFault::second(FaultReason::SecondLevelPermission, level));
         }
         let ps = e & SL_PS != 0;
@@ -562,7 +593,8 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
                 _ => false,
             }
         } else {
-            ps || e & 0x78 != 0 || (e & ADDR_MASK) >> p.haw != 0
+            // Bits 6:3 of a non-leaf entry are ignored.
+            ps || e & SL_NONLEAF_RSVD != 0 || (e & ADDR_MASK) >> p.haw != 0
         };
         if reserved {
             return Err(WalkFault::second(FaultReason::SecondLevelReserved, level));
@@ -577,7 +609,7 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
         let before = rights;
         rights.user_or_read &= e & SL_R != 0;
         rights.write &= e & SL_W != 0;
-        rights.exec &= e & SL_X != 0;
+        rights.exec &= !p.slee || e & SL_X != 0;
         if leaf {
             if (e & ADDR_MASK) >> p.haw != 0 {
                 return Err(WalkFault::second(FaultReason::OutputBeyondMax, level));
@@ -864,14 +896,14 @@ mod tests {
             walk(&mem, &p3, root, 0x1000).unwrap_err().reason,
             FaultReason::FirstLevelPointerInvalid
         );
+        // An error reading the root entry through FLPTR is 0x73, not 0x70.
         assert_eq!(
             walk(&mem, &P4, u64::MAX - 7, 0x7f80_0000_0000).unwrap_err(),
-            WalkFault::first(FaultReason::FirstLevelAccess, 4)
+            WalkFault::first(FaultReason::FirstLevelPointerInvalid, 4)
         );
-        // A root outside memory.
         assert_eq!(
             walk(&mem, &P4, 0x8000_0000, 0x1000).unwrap_err(),
-            WalkFault::first(FaultReason::FirstLevelAccess, 4)
+            WalkFault::first(FaultReason::FirstLevelPointerInvalid, 4)
         );
     }
 
@@ -972,6 +1004,7 @@ mod tests {
             haw: 48,
             sl_2m: true,
             sl_1g: false,
+            slee: false,
         };
         let snap = mem.snapshot();
         let m: &GuestMemoryMmap = &snap;
@@ -1000,10 +1033,119 @@ mod tests {
             walk_second_level(m, &p, root, 3 * SIZE_2M, None).unwrap_err(),
             WalkFault::second(FaultReason::SecondLevelAccess, 1)
         );
-        mem.store_u64(l2 + 32, 0x1000 | SL_R | 1 << 4).unwrap();
+        // Bit 11 of a non-leaf entry is reserved.
+        mem.store_u64(l2 + 32, l1 | SL_R | 1 << 11).unwrap();
         assert_eq!(
             walk_second_level(m, &p, root, 4 * SIZE_2M, None).unwrap_err(),
             WalkFault::second(FaultReason::SecondLevelReserved, 2)
         );
+    }
+
+    /// A four-level second-level table with one leaf at 0x1000 (`leaf` at level 1) below
+    /// non-leaf entries `upper` (their flag bits); returns (root, l2 table, l1 table).
+    fn sl_tables(mem: &HostMemory, pool: &TablePool, upper: u64, leaf: u64) -> (u64, u64, u64) {
+        let root = pool.alloc(mem).unwrap();
+        let l3 = pool.alloc(mem).unwrap();
+        let l2 = pool.alloc(mem).unwrap();
+        let l1 = pool.alloc(mem).unwrap();
+        mem.store_u64(root, l3 | upper).unwrap();
+        mem.store_u64(l3, l2 | upper).unwrap();
+        mem.store_u64(l2, l1 | upper).unwrap();
+        mem.store_u64(l1 + 8, leaf).unwrap();
+        (root, l2, l1)
+    }
+
+    const SL4: SlParams = SlParams {
+        levels: 4,
+        haw: 48,
+        sl_2m: true,
+        sl_1g: true,
+        slee: false,
+    };
+
+    #[test]
+    fn second_level_non_leaf_bits_6_3_are_ignored() {
+        let (mem, pool) = setup();
+        let (root, _, _) = sl_tables(&mem, &pool, SL_R | SL_W | 0x78, 0x7000 | SL_R);
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        assert_eq!(
+            walk_second_level(m, &SL4, root, 0x1000, None)
+                .unwrap()
+                .output,
+            0x7000
+        );
+    }
+
+    #[test]
+    fn second_level_large_leaf_reserved_bits() {
+        let (mem, pool) = setup();
+        let (root, l2, _) = sl_tables(&mem, &pool, SL_R | SL_W, 0x7000 | SL_R);
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        // A 2 MiB leaf: address bits 20:12 are reserved.
+        for bit in [12, 16, 20] {
+            mem.store_u64(l2 + 8, 0x20_0000 | 1 << bit | SL_R | SL_PS)
+                .unwrap();
+            assert_eq!(
+                walk_second_level(m, &SL4, root, SIZE_2M, None).unwrap_err(),
+                WalkFault::second(FaultReason::SecondLevelReserved, 2),
+                "bit {bit}"
+            );
+        }
+        mem.store_u64(l2 + 8, 0x20_0000 | SL_R | SL_PS).unwrap();
+        assert!(walk_second_level(m, &SL4, root, SIZE_2M, None).is_ok());
+    }
+
+    #[test]
+    fn second_level_x_counts_only_with_slee() {
+        let (mem, pool) = setup();
+        // Non-leaf entries and the leaf carry X only.
+        let (root, _, _) = sl_tables(&mem, &pool, SL_X, 0x7000 | SL_X);
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        assert_eq!(
+            walk_second_level(m, &SL4, root, 0x1000, None).unwrap_err(),
+            WalkFault::second(FaultReason::SecondLevelPermission, 4),
+            "without SLEE an X-only entry is not present"
+        );
+        let slee = SlParams { slee: true, ..SL4 };
+        let w = walk_second_level(m, &slee, root, 0x1000, None).unwrap();
+        assert!(w.rights.exec && !w.rights.user_or_read && !w.rights.write);
+        // A readable leaf without X: execute allowed only when X is ignored.
+        let (root, _, _) = sl_tables(&mem, &pool, SL_R | SL_W | SL_X, 0x7000 | SL_R);
+        assert!(
+            !walk_second_level(m, &slee, root, 0x1000, None)
+                .unwrap()
+                .rights
+                .exec
+        );
+        assert!(
+            walk_second_level(m, &SL4, root, 0x1000, None)
+                .unwrap()
+                .rights
+                .exec
+        );
+    }
+
+    #[test]
+    fn accessed_dirty_refused_before_any_write() {
+        let (mem, pool) = setup();
+        let mut s = HostTableStore::new(&mem, &pool);
+        let root = s.alloc_table().unwrap();
+        fl_map(&mut s, root, 4, 0x1000, 0x5000, SIZE_4K, RW | US).unwrap();
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        // The leaf's table is not writable (nested, read-only stage 2): nothing is written,
+        // not even the A bits of the entries above it.
+        let mut w = walk(&mem, &P4, root, 0x1000).unwrap();
+        w.used[3].writable = false;
+        assert_eq!(
+            set_accessed_dirty(m, &w, true, false, Stage::First),
+            Err(WalkFault::first(FaultReason::NestedNoWriteEntry, 1))
+        );
+        for u in w.used() {
+            assert_eq!(mem.load_u64(u.addr).unwrap(), u.value, "level {}", u.level);
+        }
     }
 }

@@ -48,6 +48,9 @@ pub struct PasidEntry {
     pub aw: u8,
     /// Translation type.
     pub pgtt: Pgtt,
+    /// Second-level execute enable (val[0] bit 5): the X bit of second-level entries is
+    /// honoured; without it X is ignored and an entry with R = W = 0 is not present.
+    pub slee: bool,
     /// Second-level accessed/dirty enable.
     pub ssade: bool,
     /// Second-level table root (host physical, 4 KiB aligned).
@@ -72,6 +75,9 @@ pub struct PasidEntry {
     pub pat: u32,
     /// Supervisor requests enabled.
     pub sre: bool,
+    /// Execute requests enabled (val[2] bit 1, needs ECAP.ERS): an execute request to an entry
+    /// without it faults 0x5c.
+    pub ere: bool,
     /// First-level paging mode: 0 = 4-level, 1 = 5-level.
     pub flpm: u8,
     /// Write protect enable: supervisor writes honour R/W.
@@ -83,9 +89,9 @@ pub struct PasidEntry {
 }
 
 const ADDR_MASK: u64 = 0xffff_ffff_ffff_f000;
-const VAL0_RESERVED: u64 = 1 << 5 | 0b11 << 10;
+const VAL0_RESERVED: u64 = 0b11 << 10;
 const VAL1_RESERVED: u64 = 0x7f << 16;
-const VAL2_RESERVED: u64 = 1 << 1 | 1 << 5 | 1 << 6 | 0xf << 8;
+const VAL2_RESERVED: u64 = 1 << 5 | 1 << 6 | 0xf << 8;
 
 /// Whether a raw entry is present: P, val[0] bit 0.
 #[inline]
@@ -142,6 +148,7 @@ impl PasidEntry {
             fpd: false,
             aw: 0,
             pgtt: Pgtt::FirstLevel,
+            slee: false,
             ssade: false,
             ssptptr: 0,
             did,
@@ -154,6 +161,7 @@ impl PasidEntry {
             pcd: false,
             pat: 0,
             sre: false,
+            ere: false,
             flpm: 0,
             wpe: false,
             eafe: false,
@@ -213,6 +221,7 @@ impl PasidEntry {
         v[0] = 1
             | u64::from(self.fpd) << 1
             | u64::from(self.aw & 7) << 2
+            | u64::from(self.slee) << 5
             | (self.pgtt as u64) << 6
             | u64::from(self.ssade) << 9
             | (self.ssptptr & ADDR_MASK);
@@ -226,6 +235,7 @@ impl PasidEntry {
             | u64::from(self.pcd) << 31
             | u64::from(self.pat) << 32;
         v[2] = u64::from(self.sre)
+            | u64::from(self.ere) << 1
             | u64::from(self.flpm & 3) << 2
             | u64::from(self.wpe) << 4
             | u64::from(self.eafe) << 7
@@ -280,6 +290,7 @@ impl PasidEntry {
             fpd: v[0] >> 1 & 1 != 0,
             aw: (v[0] >> 2 & 7) as u8,
             pgtt,
+            slee: v[0] >> 5 & 1 != 0,
             ssade: v[0] >> 9 & 1 != 0,
             ssptptr: v[0] & ADDR_MASK,
             did: v[1] as u16,
@@ -292,6 +303,7 @@ impl PasidEntry {
             pcd: v[1] >> 31 & 1 != 0,
             pat: (v[1] >> 32) as u32,
             sre: v[2] & 1 != 0,
+            ere: v[2] >> 1 & 1 != 0,
             flpm,
             wpe: v[2] >> 4 & 1 != 0,
             eafe: v[2] >> 7 & 1 != 0,
@@ -308,6 +320,7 @@ impl PasidEntry {
             fpd: v0 >> 1 & 1 != 0,
             aw: (v0 >> 2 & 7) as u8,
             pgtt: Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough),
+            slee: v0 >> 5 & 1 != 0,
             ssade: v0 >> 9 & 1 != 0,
             ssptptr: v0 & ADDR_MASK,
             did: v1 as u16,
@@ -320,6 +333,7 @@ impl PasidEntry {
             pcd: v1 >> 31 & 1 != 0,
             pat: (v1 >> 32) as u32,
             sre: v2 & 1 != 0,
+            ere: v2 >> 1 & 1 != 0,
             flpm: (v2 >> 2 & 3) as u8,
             wpe: v2 >> 4 & 1 != 0,
             eafe: v2 >> 7 & 1 != 0,
@@ -347,6 +361,9 @@ impl PasidEntry {
             if self.ssade && !cfg.slads {
                 return Err(err(inv, "SSADE", 1));
             }
+        }
+        if self.ere && !cfg.ers {
+            return Err(err(inv, "ERE", 1));
         }
         if self.pgtt.uses_first_level() {
             if self.flpm == 1 && !cfg.fl5lp {
@@ -394,6 +411,7 @@ mod tests {
             fpd: true,
             aw: 2,
             pgtt: Pgtt::Nested,
+            slee: true,
             ssade: true,
             ssptptr: 0x1234_5000,
             did: 0xbeef,
@@ -406,6 +424,7 @@ mod tests {
             pcd: true,
             pat: 0x0706_0504,
             sre: true,
+            ere: true,
             flpm: 1,
             wpe: true,
             eafe: true,
@@ -416,7 +435,10 @@ mod tests {
     #[test]
     fn every_field_lands_on_its_bits() {
         let v = full().to_raw();
-        assert_eq!(v[0], 1 | 1 << 1 | 2 << 2 | 3 << 6 | 1 << 9 | 0x1234_5000);
+        assert_eq!(
+            v[0],
+            1 | 1 << 1 | 2 << 2 | 1 << 5 | 3 << 6 | 1 << 9 | 0x1234_5000
+        );
         assert_eq!(
             v[1],
             0xbeef
@@ -429,7 +451,7 @@ mod tests {
                 | 1 << 31
                 | 0x0706_0504 << 32
         );
-        assert_eq!(v[2], 1 | 1 << 2 | 1 << 4 | 1 << 7 | 0xabc_d000);
+        assert_eq!(v[2], 1 | 1 << 1 | 1 << 2 | 1 << 4 | 1 << 7 | 0xabc_d000);
         assert_eq!(&v[3..], &[0; 5]);
         assert_eq!(PasidEntry::from_raw(&v), Ok(full()));
     }
@@ -454,7 +476,7 @@ mod tests {
             PasidEntry::from_raw(&v).unwrap_err().reason,
             FaultReason::PasidEntryNotPresent
         );
-        for (word, bit) in [(0, 5), (0, 10), (1, 16), (2, 1), (2, 8), (3, 0), (7, 63)] {
+        for (word, bit) in [(0, 10), (0, 11), (1, 16), (2, 5), (2, 8), (3, 0), (7, 63)] {
             let mut v = full().to_raw();
             v[word] |= 1 << bit;
             let e = PasidEntry::from_raw(&v).unwrap_err();
@@ -494,6 +516,11 @@ mod tests {
             ..cfg.clone()
         };
         assert_eq!(e.validate(&no_srs).unwrap_err().field, "SRE");
+        let no_ers = IommuConfig {
+            ers: false,
+            ..cfg.clone()
+        };
+        assert_eq!(e.validate(&no_ers).unwrap_err().field, "ERE");
         let no5 = IommuConfig {
             fl5lp: false,
             ..cfg.clone()

@@ -25,12 +25,14 @@ const HOST_BASE: u64 = 8 * MB;
 enum S2 {
     None,
     R,
+    /// Write-only: present, but neither a table nor a read may go through it.
+    W,
     Rw,
 }
 
 fn s2_entry() -> impl Strategy<Value = (S2, u64)> {
     (
-        prop_oneof![1 => Just(S2::None), 1 => Just(S2::R), 6 => Just(S2::Rw)],
+        prop_oneof![1 => Just(S2::None), 1 => Just(S2::R), 1 => Just(S2::W), 6 => Just(S2::Rw)],
         0u64..128,
     )
 }
@@ -48,6 +50,34 @@ fn fl_entry() -> impl Strategy<Value = u64> {
     ]
 }
 
+/// Every guest table entry the tests write (indices 0..4 of each table page).
+fn guest_tables(io: &Iommu) -> Vec<u64> {
+    (0..TABLE_PAGES * 4)
+        .map(|i| {
+            io.memory()
+                .load_u64(HOST_BASE + i / 4 * 4096 + i % 4 * 8)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The stage-2 leaf of every mapped guest page.
+fn stage2_leaves(io: &Iommu, root: u64, levels: u8, pages: &[u64]) -> Vec<u64> {
+    let p = paging::SlParams {
+        levels,
+        haw: 48,
+        sl_2m: true,
+        sl_1g: true,
+        slee: false,
+    };
+    let snap = io.memory().snapshot();
+    let m: &vm_memory::GuestMemoryMmap = &snap;
+    pages
+        .iter()
+        .map(|&g| paging::walk_second_level(m, &p, root, g << 12, None).map_or(0, |w| w.leaf))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -56,7 +86,11 @@ proptest! {
         s2 in prop::collection::vec(s2_entry(), GPAGES as usize),
         fl in prop::collection::vec(prop::array::uniform4(fl_entry()), TABLE_PAGES as usize),
         root in 0..TABLE_PAGES,
-        reqs in prop::collection::vec((prop::array::uniform4(0u64..4), 0u64..4096, 0u8..2), 24),
+        reqs in prop::collection::vec((prop::array::uniform5(0u64..4), 0u64..4096, 0u8..6), 24),
+        ere in any::<bool>(),
+        ssade in any::<bool>(),
+        sre in any::<bool>(),
+        five in any::<bool>(),
     ) {
         let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
         let io = Iommu::new(IommuConfig { iotlb_entries: 256, ..IommuConfig::default() }, mem, 4 * MB, 4 * MB).unwrap();
@@ -73,6 +107,7 @@ proptest! {
             let p = match perm {
                 S2::None => continue,
                 S2::R => S2Perms::R,
+                S2::W => S2Perms { read: false, write: true, execute: false },
                 S2::Rw => S2Perms::RW,
             };
             io.stage2_map(s2id, g << 12, hpa, 4096, p).unwrap();
@@ -85,29 +120,52 @@ proptest! {
             }
         }
         let (sroot, levels) = io.stage2_root(s2id).unwrap();
-        io.set_pasid_entry(sid, 2, &PasidEntry::nested(9, root << 12, sroot, levels)).unwrap();
+        let entry = PasidEntry { ere, ssade, sre, flpm: u8::from(five), ..PasidEntry::nested(9, root << 12, sroot, levels) };
+        let mut mapped: Vec<u64> = map.keys().copied().collect();
+        mapped.sort_unstable();
+        io.set_pasid_entry(sid, 2, &entry).unwrap();
         for (round, &(idx, off, w)) in reqs.iter().enumerate().flat_map(|r| [r, r]) {
-            let va = idx.iter().enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
-            let access = if w == 1 { Access::WRITE } else { Access::READ };
+            let used = if five { 5 } else { 4 };
+            let va = idx.iter().take(used).enumerate().fold(off, |a, (l, i)| a | i << (12 + 9 * l));
+            let access = match w % 3 {
+                0 => Access::READ,
+                1 => Access::WRITE,
+                _ => Access::EXEC,
+            };
+            let access = if w >= 3 { access.privileged() } else { access };
             let read = |a: u64| io.memory().load_u64(a).ok();
-            let want = ref_nested(&read, &map, root << 12, va, w == 1);
+            let fl_levels = if five { 5 } else { 4 };
+            let want = ref_nested(&read, &map, (root << 12, fl_levels), va, access, (ere, sre));
+            let before = guest_tables(&io);
+            let s2_before = stage2_leaves(&io, sroot, levels, &mapped);
             let got = io.translate(sid, Some(2), va, access)
                 .map(|t| (t.host_addr, t.page_size))
                 .map_err(|f| (f.reason.code(), f.stage));
             prop_assert_eq!(got, want, "req {} va {:#x} write {}", round, va, w);
+            if got.is_err() {
+                prop_assert_eq!(guest_tables(&io), before, "a faulting request changed A/D bits");
+                prop_assert_eq!(
+                    stage2_leaves(&io, sroot, levels, &mapped),
+                    s2_before,
+                    "a faulting request changed stage-2 A/D bits"
+                );
+            }
         }
     }
 }
 
-/// Reference nested walk (4-level first level, user requests, no SRE): every table address and
-/// the output go through `map` (guest page → host page, permission).
+/// Reference nested walk (4- or 5-level first level, no WPE, no SLEE): every table address and the
+/// output go through `map` (guest page → host page, permission). A table is read only through
+/// a readable stage-2 page; execute requests need ERE, supervisor requests SRE.
 fn ref_nested(
     read: &dyn Fn(u64) -> Option<u64>,
     map: &HashMap<u64, (u64, S2)>,
-    root: u64,
+    (root, levels): (u64, u8),
     va: u64,
-    write: bool,
+    access: Access,
+    (ere, sre): (bool, bool),
 ) -> Result<(u64, u64), (u8, Stage)> {
+    let (write, exec) = (access.write, access.execute);
     let sl = |gpa: u64| -> Option<(u64, S2)> {
         if gpa >= GPAGES << 12 {
             return None;
@@ -117,10 +175,14 @@ fn ref_nested(
     let (mut wr, mut us, mut nx) = (true, true, false);
     let mut ad_ro = false;
     let mut table = root;
-    for level in (1..=4u8).rev() {
+    for level in (1..=levels).rev() {
+        let no_read = (if level == levels { 0x75 } else { 0x76 }, Stage::Second);
         let Some((h, perm)) = sl(table) else {
-            return Err((if level == 4 { 0x75 } else { 0x76 }, Stage::Second));
+            return Err(no_read);
         };
+        if perm == S2::W {
+            return Err(no_read);
+        }
         let e = read(h + ((va >> (12 + 9 * (u64::from(level) - 1))) & 511) * 8)
             .expect("host page backed");
         if e & 1 == 0 {
@@ -128,7 +190,7 @@ fn ref_nested(
         }
         let addr = e & 0x000f_ffff_ffff_f000;
         let ps = e & (1 << 7) != 0;
-        if addr >> 48 != 0 || (level == 4 && ps) {
+        if addr >> 48 != 0 || (level >= 4 && ps) {
             return Err((0x72, Stage::First));
         }
         wr &= e & 2 != 0;
@@ -148,13 +210,16 @@ fn ref_nested(
             if perm == S2::R && (e & A == 0 || (write && e & D == 0)) {
                 ad_ro = true;
             }
-            if let Some(code) = ref_check(wr, us, !nx, write, false, false, false, false) {
+            if let Some(code) =
+                ref_check(wr, us, !nx, write, exec, access.privileged, sre, false, ere)
+            {
                 return Err((code, Stage::First));
             }
             let gpa = (addr & !(size - 1)) | (va & (size - 1));
             return match sl(gpa) {
                 None => Err((0x79, Stage::Second)),
                 Some((_, S2::R)) if write => Err((0x85, Stage::Second)),
+                Some((_, S2::W)) if !write => Err((0x86, Stage::Second)),
                 Some(_) if ad_ro => Err((0x77, Stage::First)),
                 Some((h, _)) => Ok((h, size.min(4096))),
             };

@@ -148,6 +148,7 @@ proptest! {
         five in any::<bool>(),
         sre in any::<bool>(),
         wpe in any::<bool>(),
+        ere in any::<bool>(),
     ) {
         let mem = HostMemory::anonymous(&[(0, MEM as usize)]).unwrap();
         let img = image(&tbl);
@@ -161,6 +162,7 @@ proptest! {
         e.flpm = u8::from(five);
         e.sre = sre;
         e.wpe = wpe;
+        e.ere = ere;
         io.set_pasid_entry(sid, 1, &e).unwrap();
         let levels = if five { 5 } else { 4 };
         // Repeat the requests so that the second round is served from the caches.
@@ -172,15 +174,20 @@ proptest! {
                 let want = match ref_walk(&read, table_addr(root), va, levels, 48, true) {
                     RefResult::Fault { code, .. } => Err(code),
                     RefResult::Ok { pa, size, w, u, x } => {
-                        match ref_check(w, u, x, access.write, access.execute, access.privileged, sre, wpe) {
+                        match ref_check(w, u, x, access.write, access.execute, access.privileged, sre, wpe, ere) {
                             Some(code) => Err(code),
                             None if in_interrupt_range(pa, size) => Err(0x87),
                             None => Ok((pa, size)),
                         }
                     }
                 };
+                let before: Vec<Option<u64>> = img.keys().map(|&a| read(a)).collect();
                 let got = io.translate(sid, Some(1), va, access).map(|t| (t.host_addr, t.page_size)).map_err(|f| f.reason.code());
                 prop_assert_eq!(got, want, "round {} va {:#x} access {:?}", round, va, access);
+                if got.is_err() {
+                    let after: Vec<Option<u64>> = img.keys().map(|&a| read(a)).collect();
+                    prop_assert!(before == after, "a faulting request changed A/D bits (va {:#x})", va);
+                }
             }
         }
         // The accessed flag is set on the leaf of every translation that succeeded.

@@ -16,8 +16,6 @@ pub(super) struct DeviceCtl {
     pub(super) tables: HashMap<u32, u64>,
     /// PASID used for requests without PASID.
     pub(super) rid_pasid: u32,
-    /// The device may send page requests.
-    pub(super) pri: bool,
 }
 
 /// A stage-2 table and every page it uses.

@@ -22,9 +22,11 @@ pub struct DeviceOptions {
     pub rid_pasid: u32,
     /// Requests without PASID are privileged.
     pub rid_priv: bool,
-    /// The device has a device TLB (ATS): translations are cached in it.
+    /// The device has a device TLB (ATS): translations are cached in it. Attach writes it as
+    /// the context entry's DTE; translation requests then follow DTE as it is in memory.
     pub ats: bool,
-    /// The device may send page requests (PRI).
+    /// The device may send page requests (PRI). Attach writes it as the context entry's PRE;
+    /// page requests then follow PRE as it is in memory.
     pub pri: bool,
     /// Fault processing disable for the whole device.
     pub fpd: bool,
@@ -129,7 +131,6 @@ impl Iommu {
                 limit: ctx.pasid_limit().min(limit_all),
                 tables: HashMap::default(),
                 rid_pasid: opts.rid_pasid,
-                pri: opts.pri,
             },
         );
         Ok(())

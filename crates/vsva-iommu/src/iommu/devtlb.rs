@@ -161,4 +161,23 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn clearing_the_rid_pasid_entry_flushes_requests_without_pasid() {
+        let io = iommu();
+        let opts = DeviceOptions {
+            ats: true,
+            rid_pasid: 8,
+            ..DeviceOptions::default()
+        };
+        io.attach_device(SID, opts).unwrap();
+        let root = fl_pasid(&io, SID, 8, 2);
+        map(&io, root, 0x5000, 0x10_0000, SIZE_4K, RW | US);
+        assert_eq!(read_addr(&io, SID, None, 0x5000), 0x10_0000);
+        io.clear_pasid_entry(SID, 8).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, None, 0x5000, Access::READ)),
+            FaultReason::PasidEntryNotPresent
+        );
+    }
 }

@@ -159,8 +159,22 @@ mod tests {
     #[test]
     fn registers_and_invalidation_validation() {
         let io = iommu();
-        assert_eq!(io.cap(), IommuConfig::default().cap());
-        assert_eq!(io.ecap() >> 35 & 0x1f, 19);
+        assert_eq!(io.ecap() >> 35 & 0x1f, 19, "PSS: 20-bit PASIDs");
+        // The registers follow the configuration the IOMMU was built with.
+        let cfg = IommuConfig {
+            fl5lp: false,
+            ers: false,
+            pasid_bits: 10,
+            ..IommuConfig::default()
+        };
+        let other = iommu_with(cfg.clone());
+        assert_eq!(other.cap() >> 60 & 1, 0, "FL5LP");
+        assert_eq!(other.ecap() >> 30 & 1, 0, "ERS");
+        assert_eq!(other.ecap() >> 35 & 0x1f, 9, "PSS");
+        assert_ne!(other.cap(), io.cap());
+        // The debug form shows the register values themselves.
+        let shown = format!("cap: {:#x}, ecap: {:#x}", cfg.cap(), cfg.ecap());
+        assert!(format!("{other:?}").contains(&shown), "{other:?}");
         assert!(matches!(
             io.invalidate(&Invalidation::PasidIotlb {
                 did: 1,
@@ -179,6 +193,5 @@ mod tests {
                 bits: 8
             }))
         ));
-        assert!(format!("{io:?}").contains("cap"));
     }
 }

@@ -36,11 +36,15 @@ pub(crate) fn attach(io: &Iommu, sid: SourceId) {
     io.attach_device(sid, DeviceOptions::default()).unwrap();
 }
 
-/// A first-level-only PASID with a fresh table; returns the table root.
+/// A first-level-only PASID with a fresh table, execute requests enabled (ERE) when the IOMMU
+/// supports them; returns the table root.
 pub(crate) fn fl_pasid(io: &Iommu, sid: SourceId, pasid: u32, did: u16) -> u64 {
     let root = io.table_pool().alloc(io.memory()).unwrap();
-    io.set_pasid_entry(sid, pasid, &PasidEntry::first_level(did, root))
-        .unwrap();
+    let e = PasidEntry {
+        ere: io.config().ers,
+        ..PasidEntry::first_level(did, root)
+    };
+    io.set_pasid_entry(sid, pasid, &e).unwrap();
     root
 }
 
@@ -70,6 +74,15 @@ pub(crate) const GUEST_BASE: u64 = 16 * MB;
 
 /// Nested setup: stage 2 maps GPA [0, 16 MiB) → HPA [16, 32 MiB); guest FL root at GPA 0x1000.
 pub(crate) fn nested(io: &Iommu, pasid: u32) -> (Stage2Id, GuestTableStore<'_>, u64) {
+    nested_with(io, pasid, |_| {})
+}
+
+/// [`nested`] with the PASID entry edited by `edit` before it is set.
+pub(crate) fn nested_with(
+    io: &Iommu,
+    pasid: u32,
+    edit: impl FnOnce(&mut PasidEntry),
+) -> (Stage2Id, GuestTableStore<'_>, u64) {
     attach(io, SID);
     let s2 = io.create_stage2(4).unwrap();
     io.stage2_map(s2, 0, GUEST_BASE, 16 * MB, S2Perms::RW)
@@ -77,8 +90,9 @@ pub(crate) fn nested(io: &Iommu, pasid: u32) -> (Stage2Id, GuestTableStore<'_>, 
     let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
     let gpgd = g.alloc_table().unwrap();
     let (root, levels) = io.stage2_root(s2).unwrap();
-    io.set_pasid_entry(SID, pasid, &PasidEntry::nested(4, gpgd, root, levels))
-        .unwrap();
+    let mut e = PasidEntry::nested(4, gpgd, root, levels);
+    edit(&mut e);
+    io.set_pasid_entry(SID, pasid, &e).unwrap();
     (s2, g, gpgd)
 }
 

@@ -7,17 +7,19 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
 use crate::cache::{
-    device_tag, flag, iotlb_value, pack, pack_pasid_flags, page_key, pasid_cache_key, pasid_key,
-    size_of_code, tag_key, unpack, unpack_pasid_flags, value_fl_rights, value_is_dirty, value_page,
-    value_size_code, value_sl_rights, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID,
-    P_EXEC, P_READ, P_USER, P_WRITE,
+    device_tag, flag, iotlb_value, pack, page_key, pasid_cache_key, pasid_key, size_of_code,
+    tag_key, unpack, value_fl_rights, value_is_dirty, value_page, value_size_code, value_sl_rights,
+    PasidFlags, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ,
+    P_USER, P_WRITE,
 };
-use crate::context::resolve;
+use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
 use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::stats::Counter;
+
+use super::walk::sl_allows;
 
 /// Permissions of a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -69,10 +71,8 @@ pub struct Translation {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PasidInfo {
     pub(super) entry: PasidEntry,
-    /// The PASID the entry is for (the RID_PASID for a request without PASID).
-    pub(super) pasid: u32,
-    pub(super) fpd: bool,
-    pub(super) rid_priv: bool,
+    /// The PASID used and the context-entry bits requests need.
+    pub(super) flags: PasidFlags,
 }
 
 impl Iommu {
@@ -83,9 +83,11 @@ impl Iommu {
         addr: u64,
         access: Access,
         wf: WalkFault,
-        suppressed: bool,
+        fpd: bool,
     ) -> Fault {
         self.stats.inc(Counter::Faults);
+        // An FPD at or above the fault suppresses only qualified faults.
+        let suppressed = fpd && wf.reason.is_qualified();
         let f = Fault {
             source_id: sid,
             pasid,
@@ -177,13 +179,9 @@ impl Iommu {
     /// and the permissions reported to user and privileged requests.
     pub(super) fn front_ctrl(&self, info: &PasidInfo, v: u64) -> u64 {
         let e = &info.entry;
-        let c = FlControls {
-            sre: e.sre,
-            wpe: e.wpe,
-            ers: self.cfg.ers,
-        };
+        let c = self.fl_controls(e);
         let level = value_size_code(v) as u8 + 1;
-        let mut ctrl = flag(info.rid_priv, F_RID_PRIV);
+        let mut ctrl = flag(info.flags.rid_priv, F_RID_PRIV);
         for kind in 0..8u64 {
             let a = Access::from_kind(kind);
             let needs_walk = a.write && !value_is_dirty(v);
@@ -229,24 +227,38 @@ impl Iommu {
         }
         self.stats.inc(Counter::Translations);
         let mem = LazySnapshot::new(&self.mem);
+        let context_fault = |reason| WalkFault {
+            reason,
+            stage: Stage::Context,
+            level: 0,
+        };
+        let no_dte = context_fault(FaultReason::DeviceTlbDisabled);
         let info = match self.pasid_info(&mem, sid, pasid) {
             Ok(i) => i,
             Err((reason, fpd)) => {
-                let wf = WalkFault {
-                    reason,
-                    stage: Stage::Context,
-                    level: 0,
-                };
-                return Err(self.fault(sid, pasid, iova, access, wf, fpd));
+                // A translation request is refused at the context entry, before the PASID
+                // chain, when the entry's DTE is clear.
+                if ats {
+                    let rt = self.root_table_address();
+                    if let Ok(ctx) = resolve_context(mem.get(), &self.cfg, rt, sid) {
+                        if !ctx.dte {
+                            return Err(self.fault(sid, pasid, iova, access, no_dte, ctx.fpd));
+                        }
+                    }
+                }
+                return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
             }
         };
-        let access = if pasid.is_none() && info.rid_priv {
+        if ats && !info.flags.dte {
+            return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
+        }
+        let access = if pasid.is_none() && info.flags.rid_priv {
             access.privileged()
         } else {
             access
         };
         let result = if info.entry.pgtt == Pgtt::PassThrough {
-            self.pass_through(iova, access)
+            self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
         } else {
             self.translate_paged(&mem, &info, iova, access)
         };
@@ -270,7 +282,17 @@ impl Iommu {
                 }
                 Ok(t)
             }
-            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.fpd)),
+            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+        }
+    }
+
+    /// The controls of a PASID entry for access checks; execute requests need both ECAP.ERS
+    /// and the entry's ERE.
+    pub(super) fn fl_controls(&self, e: &PasidEntry) -> FlControls {
+        FlControls {
+            sre: e.sre,
+            wpe: e.wpe,
+            ers: self.cfg.ers && e.ere,
         }
     }
 
@@ -278,8 +300,9 @@ impl Iommu {
         &self,
         iova: u64,
         access: Access,
+        exec: bool,
     ) -> Result<(Translation, u64), WalkFault> {
-        if access.execute && !self.cfg.ers {
+        if access.execute && !exec {
             return Err(WalkFault {
                 reason: FaultReason::ExecuteNotEnabled,
                 stage: Stage::Context,
@@ -296,7 +319,7 @@ impl Iommu {
                 perms: Perms {
                     read: true,
                     write: true,
-                    execute: self.cfg.ers,
+                    execute: exec,
                     user: true,
                 },
             },
@@ -322,15 +345,11 @@ impl Iommu {
                 {
                     let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
                     let dom = c.domain(entry.did);
-                    let (p, fpd, rid_priv) = unpack_pasid_flags(d[6]);
+                    let f = PasidFlags::unpack(d[6]);
+                    let p = f.pasid;
                     if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
                         self.stats.inc(Counter::PasidCacheHits);
-                        return Ok(PasidInfo {
-                            entry,
-                            pasid: p,
-                            fpd,
-                            rid_priv,
-                        });
+                        return Ok(PasidInfo { entry, flags: f });
                     }
                 }
             }
@@ -344,9 +363,16 @@ impl Iommu {
         let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
         // The generations of the DID and PASID are known only now: read the chain again so the
         // cached entry is one that was current after those generations were read.
+        let f = PasidFlags {
+            pasid: r.pasid,
+            fpd: r.fpd,
+            ctx_fpd: r.context.fpd,
+            rid_priv: r.context.rid_priv,
+            dte: r.context.dte,
+        };
         if resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r) {
             let raw = r.entry.to_raw();
-            let flags = pack_pasid_flags(r.pasid, r.fpd, r.context.rid_priv);
+            let flags = f.pack();
             c.pasid_cache.insert(
                 k0,
                 k1,
@@ -364,9 +390,7 @@ impl Iommu {
         }
         Ok(PasidInfo {
             entry: r.entry,
-            pasid: r.pasid,
-            fpd: r.fpd,
-            rid_priv: r.context.rid_priv,
+            flags: f,
         })
     }
 
@@ -379,7 +403,7 @@ impl Iommu {
         c: FlControls,
         level: u8,
     ) -> Result<(), WalkFault> {
-        if access.execute && !self.cfg.ers {
+        if access.execute && !c.ers {
             return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
         }
         if pgtt.uses_first_level() {
@@ -393,13 +417,7 @@ impl Iommu {
             .map_err(|r| WalkFault::first(r, level))?;
         }
         if pgtt.uses_second_level() {
-            let sl = value_sl_rights(v);
-            if access.write && !sl.write {
-                return Err(WalkFault::second(FaultReason::NoWrite, level));
-            }
-            if !access.write && !sl.user_or_read {
-                return Err(WalkFault::second(FaultReason::NoRead, level));
-            }
+            sl_allows(value_sl_rights(v), access).map_err(|r| WalkFault::second(r, level))?;
         }
         let base = value_page(v);
         let size = size_of_code(value_size_code(v));
@@ -438,7 +456,7 @@ impl Iommu {
             perms: Perms {
                 read: !sl || slr.user_or_read,
                 write: fl_w && (!sl || slr.write),
-                execute: self.cfg.ers && (!fl || flr.exec),
+                execute: c.ers && (!fl || flr.exec) && (!sl || slr.exec),
                 user: !fl || flr.user_or_read,
             },
         }
@@ -456,8 +474,8 @@ impl Iommu {
         let dom = c.domain(e.did);
         let pgtt = e.pgtt;
         let pg: Option<&PasidGens> =
-            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.pasid));
-        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.pasid));
+            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.flags.pasid));
+        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.flags.pasid));
         let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
         let s1 = match pgtt {
             Pgtt::FirstLevel => pack(dom.fl.get(), 0),
@@ -465,11 +483,7 @@ impl Iommu {
             _ => 0,
         };
         let s2 = pg.map_or(0, |p| u64::from(p.iotlb.get()));
-        let ctl = FlControls {
-            sre: e.sre,
-            wpe: e.wpe,
-            ers: self.cfg.ers,
-        };
+        let ctl = self.fl_controls(e);
         let sizes = match pg {
             Some(p) => p.sizes.load(Ordering::Acquire),
             None => dom.sl_sizes.load(Ordering::Acquire),
@@ -504,7 +518,7 @@ impl Iommu {
                 mem,
                 e,
                 dom,
-                pg.unwrap_or_else(|| dom.pasids.get(info.pasid)),
+                pg.unwrap_or_else(|| dom.pasids.get(info.flags.pasid)),
                 tag,
                 [s0, s1, s2],
                 iova,
@@ -576,7 +590,7 @@ mod tests {
         let refused: [(u32, [u64; 8], FaultReason); 4] = [
             (
                 3,
-                [1 | 1 << 5, 0, 0, 0, 0, 0, 0, 0],
+                [1 | 1 << 10, 0, 0, 0, 0, 0, 0, 0],
                 FaultReason::PasidEntryReserved,
             ),
             (
@@ -697,6 +711,46 @@ mod tests {
         let f = io.translate(other, Some(2), 0, Access::READ).unwrap_err();
         assert!(f.recorded);
         assert_eq!(io.faults(), vec![f]);
+    }
+
+    #[test]
+    fn fpd_never_hides_table_access_errors() {
+        let io = iommu();
+        let opts = DeviceOptions {
+            fpd: true,
+            ..DeviceOptions::default()
+        };
+        io.attach_device(SID, opts).unwrap();
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        // A first-level table pointer outside memory: 0x70 is recorded despite FPD.
+        let pde = entry_addr(&io, root, 0x1000, 2);
+        io.memory()
+            .store_u64(pde, 0x1_0000_0000 | paging::P | RW | US)
+            .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.recorded),
+            (FaultReason::FirstLevelAccess, true)
+        );
+        // A PASID directory outside memory: 0x50 is recorded despite the context entry's FPD.
+        let ct = io.control().ctx_tables[&(0, false)];
+        let ce = ContextEntry::address(ct, SID.devfn());
+        let q0 = io.memory().load_u64(ce).unwrap();
+        io.memory()
+            .store_u64(ce, q0 & 0xfff | 0x1_0000_0000)
+            .unwrap();
+        io.invalidate(&Invalidation::ContextCache(ContextCacheScope::Device {
+            source_id: SID,
+        }))
+        .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!((f.reason, f.recorded), (FaultReason::PasidDirAccess, true));
+        assert_eq!(io.faults().len(), 2);
     }
 
     #[test]

@@ -5,11 +5,11 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
 use crate::cache::{iotlb_value, psc_key, psc_start, psc_value, unpack, DomainGens, PasidGens};
-use crate::fault::{Access, FaultReason, Stage};
+use crate::fault::{overlaps_interrupt_range, Access, FaultReason, Stage};
 use crate::paging::{
-    self, check_fl_access, fl_entry_is_dirty, set_accessed_dirty, sl_entry_is_dirty,
-    walk_first_level_into, walk_second_level_into, AdUpdate, FlControls, FlParams, Rights,
-    SlParams, TableTranslator, Walk, WalkFault,
+    self, check_fl_access, fl_entry_is_dirty, needs_ad_update, set_accessed_dirty,
+    sl_entry_is_dirty, walk_first_level_into, walk_second_level_into, AdUpdate, FlControls,
+    FlParams, Rights, SlParams, TableTranslator, Walk, WalkFault,
 };
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::regs::sl_width;
@@ -30,6 +30,7 @@ impl Iommu {
             haw: self.cfg.haw(),
             sl_2m: self.cfg.sl_2m,
             sl_1g: self.cfg.sl_1g,
+            slee: e.slee,
         }
     }
 
@@ -98,14 +99,16 @@ impl Iommu {
         if iova >> width != 0 {
             return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
         }
-        // Permissions are checked by the caller on the value; A/D are set only when allowed.
+        // The whole walk and the request's permissions are checked before any A/D bit is set.
         let probe = self.sl_translate(mem, e, dom, s0, iova, None)?;
-        let allowed = if access.write {
-            probe.rights.write
-        } else {
-            probe.rights.user_or_read
-        };
-        let w = if allowed && e.ssade {
+        sl_allows(probe.rights, access).map_err(|r| WalkFault::second(r, probe.leaf_level))?;
+        check_output(
+            probe.output,
+            probe.page_size,
+            Stage::Second,
+            probe.leaf_level,
+        )?;
+        let w = if e.ssade {
             self.sl_translate(mem, e, dom, s0, iova, Some(access.write))?
         } else {
             probe
@@ -115,6 +118,10 @@ impl Iommu {
         Ok((v, iova & !(w.page_size - 1)))
     }
 
+    /// A first-level (or nested) walk. Every check — the walk, the request's first-level
+    /// rights, the second-level translation of the output and its permission, the interrupt
+    /// range, the write permission on tables whose entries need A/D — happens before any
+    /// accessed/dirty bit changes, so a faulting request leaves memory as it was.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn walk_fl(
         &self,
@@ -151,9 +158,12 @@ impl Iommu {
             dom,
             s0: stamp[0],
             width: sl_width(e.sl_levels()),
+            gpas: [0; 5],
+            n: 0,
         };
         let mut walk = Walk::EMPTY;
         loop {
+            nt.n = 0;
             if nested {
                 walk_first_level_into(mem, &mut nt, &p, e.flptr, iova, start, &mut walk)?;
             } else {
@@ -180,7 +190,7 @@ impl Iommu {
             // Nested: the output goes through the second level, whose permission is checked
             // before any accessed/dirty bit is set.
             let gpa = w.translate(iova);
-            let sl = if nested {
+            let probe = if nested {
                 if gpa >> nt.width != 0 {
                     return Err(WalkFault::first(
                         FaultReason::FirstLevelAddressBeyondMgaw,
@@ -188,20 +198,34 @@ impl Iommu {
                     ));
                 }
                 let probe = self.sl_translate(mem, e, dom, stamp[0], gpa, None)?;
-                if access.write && !probe.rights.write {
-                    return Err(WalkFault::second(FaultReason::NoWrite, probe.leaf_level));
-                }
-                if !access.write && !probe.rights.user_or_read {
-                    return Err(WalkFault::second(FaultReason::NoRead, probe.leaf_level));
-                }
-                Some(if e.ssade {
-                    self.sl_translate(mem, e, dom, stamp[0], gpa, Some(access.write))?
-                } else {
-                    probe
-                })
+                sl_allows(probe.rights, access)
+                    .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
+                Some(probe)
             } else {
                 None
             };
+            let (out, size, out_stage) = match probe {
+                Some(s) => {
+                    let size = w.page_size.min(s.page_size);
+                    (s.translate(gpa) & !(size - 1), size, Stage::Second)
+                }
+                None => (w.output, w.page_size, Stage::First),
+            };
+            check_output(out, size, out_stage, level)?;
+            for (i, u) in w.used().iter().enumerate() {
+                if !u.writable && needs_ad_update(w, i, access.write, e.eafe) {
+                    return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+                }
+            }
+            // Everything is allowed: now the updates. With SSADE, reading a first-level table
+            // sets A in the second-level leaf mapping it, and writing A/D into one of its
+            // entries is a write through stage 2 (A and D).
+            if nested && e.ssade {
+                for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
+                    let writes = needs_ad_update(w, i, access.write, e.eafe);
+                    self.sl_translate(mem, e, dom, stamp[0], table_gpa, Some(writes))?;
+                }
+            }
             match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
                 AdUpdate::Changed => {
                     self.stats.inc(Counter::AdRetries);
@@ -209,6 +233,12 @@ impl Iommu {
                 }
                 AdUpdate::Done => {}
             }
+            let sl = match probe {
+                Some(_) if e.ssade => {
+                    Some(self.sl_translate(mem, e, dom, stamp[0], gpa, Some(access.write))?)
+                }
+                other => other,
+            };
             if psc && start.is_none() {
                 if let Some(pt) = w.pt {
                     let v = psc_value(pt.table, pt.rights);
@@ -222,19 +252,44 @@ impl Iommu {
                 }
             }
             let fl_dirty = access.write || fl_entry_is_dirty(w.leaf);
-            let (out, size, sl_rights, sl_dirty) = match sl {
-                Some(s) => {
-                    let size = w.page_size.min(s.page_size);
-                    let out = s.translate(gpa) & !(size - 1);
-                    let dirty = !e.ssade || access.write || sl_entry_is_dirty(s.leaf);
-                    (out, size, s.rights, dirty)
-                }
-                None => (w.output, w.page_size, Rights::ALL, true),
+            let (sl_rights, sl_dirty) = match sl {
+                Some(s) => (
+                    s.rights,
+                    !e.ssade || access.write || sl_entry_is_dirty(s.leaf),
+                ),
+                None => (Rights::ALL, true),
             };
             let v = iotlb_value(out, size, w.rights, sl_rights, fl_dirty && sl_dirty);
             return Ok((v, iova & !(size - 1)));
         }
     }
+}
+
+/// Checks a request against second-level rights (R, W, and X when SLEE): a write needs W
+/// (0x85), a read or execute needs R (0x86), an execute needs X (0x82).
+pub(super) fn sl_allows(rights: Rights, access: Access) -> Result<(), FaultReason> {
+    if access.write && !rights.write {
+        return Err(FaultReason::NoWrite);
+    }
+    if !access.write && !rights.user_or_read {
+        return Err(FaultReason::NoRead);
+    }
+    if access.execute && !rights.exec {
+        return Err(FaultReason::ExecuteDisabled);
+    }
+    Ok(())
+}
+
+/// An output page that overlaps the interrupt range faults with 0x87.
+pub(super) fn check_output(base: u64, size: u64, stage: Stage, level: u8) -> Result<(), WalkFault> {
+    if overlaps_interrupt_range(base, size) {
+        return Err(WalkFault {
+            reason: FaultReason::InterruptRange,
+            stage,
+            level,
+        });
+    }
+    Ok(())
 }
 
 /// The part of a second-level walk its users need.
@@ -261,6 +316,9 @@ struct NestedTables<'a> {
     dom: &'a DomainGens,
     s0: u64,
     width: u8,
+    /// The guest-physical address of each table the walk read, root first.
+    gpas: [u64; 5],
+    n: usize,
 }
 
 impl TableTranslator for NestedTables<'_> {
@@ -276,10 +334,10 @@ impl TableTranslator for NestedTables<'_> {
         } else {
             FaultReason::NestedNoReadEntry
         };
-        let ad = self.e.ssade.then_some(false);
+        // Reading only: the second-level A bits are set once the whole request is allowed.
         let w = match self
             .iommu
-            .sl_translate(self.mem, self.e, self.dom, self.s0, gpa, ad)
+            .sl_translate(self.mem, self.e, self.dom, self.s0, gpa, None)
         {
             Ok(w) => w,
             Err(f) if f.reason == FaultReason::SecondLevelPermission => {
@@ -289,6 +347,10 @@ impl TableTranslator for NestedTables<'_> {
         };
         if !w.rights.user_or_read {
             return Err(WalkFault::second(no_read, w.leaf_level));
+        }
+        if let Some(slot) = self.gpas.get_mut(self.n) {
+            *slot = gpa;
+            self.n += 1;
         }
         Ok((w.translate(gpa), w.rights.write))
     }
@@ -485,7 +547,7 @@ mod tests {
             FaultReason::SecondLevelAccess
         );
         io.memory()
-            .store_u64(root + 16, 0x7000 | SL_R | 1 << 5)
+            .store_u64(root + 16, 0x7000 | SL_R | 1 << 11)
             .unwrap();
         assert_eq!(
             reason(io.translate(SID, None, 2 << 39, Access::READ)),
@@ -660,5 +722,213 @@ mod tests {
         let mut buf = [0u8; 6];
         file.read_exact_at(&mut buf, 0x10).unwrap();
         assert_eq!(&buf, b"shared");
+    }
+
+    /// The host address of the second-level leaf that maps `gpa` in the stage-2 table `s2`.
+    fn sl_leaf(io: &Iommu, s2: Stage2Id, gpa: u64) -> u64 {
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        let p = paging::SlParams {
+            levels,
+            haw: 48,
+            sl_2m: true,
+            sl_1g: true,
+            slee: false,
+        };
+        let snap = io.memory().snapshot();
+        let m: &vm_memory::GuestMemoryMmap = &snap;
+        let w = paging::walk_second_level(m, &p, root, gpa, None).unwrap();
+        w.used().last().unwrap().addr
+    }
+
+    /// Every entry of a first-level walk of `va` (identity tables), root first.
+    fn fl_entries(io: &Iommu, root: u64, va: u64) -> Vec<u64> {
+        (1..=4)
+            .rev()
+            .map(|l| io.memory().load_u64(entry_addr(io, root, va, l)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn execute_requests_need_ere() {
+        let io = iommu();
+        attach(&io, SID);
+        let root = io.table_pool().alloc(io.memory()).unwrap();
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        let mut e = PasidEntry::first_level(1, root);
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        // A read fills the caches; an execute request still needs ERE.
+        io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::EXEC)),
+            FaultReason::ExecuteNotEnabled
+        );
+        io.clear_pasid_entry(SID, 1).unwrap();
+        e.ere = true;
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        let t = io.translate(SID, Some(1), 0x1000, Access::EXEC).unwrap();
+        assert!(t.perms.execute);
+    }
+
+    #[test]
+    fn second_level_execute_follows_slee() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0x1000, 0x9000, 0x1000, S2Perms::R)
+            .unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        let mut e = PasidEntry {
+            ere: true,
+            ..PasidEntry::second_level(7, root, levels)
+        };
+        // Without SLEE, X is ignored: a readable page may be executed.
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        assert!(io.translate(SID, Some(1), 0x1000, Access::EXEC).is_ok());
+        io.clear_pasid_entry(SID, 1).unwrap();
+        e.slee = true;
+        io.set_pasid_entry(SID, 1, &e).unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::EXEC)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::ExecuteDisabled, Stage::Second)
+        );
+        assert!(io.translate(SID, Some(1), 0x1000, Access::READ).is_ok());
+    }
+
+    #[test]
+    fn flptr_outside_memory_is_0x73() {
+        let io = iommu();
+        attach(&io, SID);
+        io.set_pasid_entry(SID, 1, &PasidEntry::first_level(1, 1 << 40))
+            .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage, f.level),
+            (FaultReason::FirstLevelPointerInvalid, Stage::First, 4)
+        );
+    }
+
+    #[test]
+    fn refused_requests_leave_accessed_dirty_alone() {
+        let io = iommu();
+        attach(&io, SID);
+        // First level only: an output in the interrupt range is refused after the walk.
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0xfee0_0000, SIZE_4K, RW | US);
+        let before = fl_entries(&io, root, 0x1000);
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::WRITE)),
+            FaultReason::InterruptRange
+        );
+        assert_eq!(fl_entries(&io, root, 0x1000), before);
+        // Second level only with SSADE: a write to a read-only page.
+        let s2 = io.create_stage2(4).unwrap();
+        io.stage2_map(s2, 0x1000, 0x9000, 0x1000, S2Perms::R)
+            .unwrap();
+        let (sroot, levels) = io.stage2_root(s2).unwrap();
+        let e = PasidEntry {
+            ssade: true,
+            ..PasidEntry::second_level(7, sroot, levels)
+        };
+        io.set_pasid_entry(SID, 2, &e).unwrap();
+        let leaf = sl_leaf(&io, s2, 0x1000);
+        let (root_e, leaf_e) = (io.memory().load_u64(sroot), io.memory().load_u64(leaf));
+        assert_eq!(
+            reason(io.translate(SID, Some(2), 0x1000, Access::WRITE)),
+            FaultReason::NoWrite
+        );
+        assert_eq!(io.memory().load_u64(sroot), root_e);
+        assert_eq!(io.memory().load_u64(leaf), leaf_e);
+        io.translate(SID, Some(2), 0x1000, Access::READ).unwrap();
+        let a = io.memory().load_u64(leaf).unwrap();
+        assert_eq!(a & (paging::SL_A | paging::SL_D), paging::SL_A);
+    }
+
+    #[test]
+    fn eafe_sets_extended_accessed() {
+        for eafe in [false, true] {
+            let io = iommu();
+            attach(&io, SID);
+            let root = io.table_pool().alloc(io.memory()).unwrap();
+            map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+            let e = PasidEntry {
+                eafe,
+                ..PasidEntry::first_level(1, root)
+            };
+            io.set_pasid_entry(SID, 1, &e).unwrap();
+            io.translate(SID, Some(1), 0x1000, Access::READ).unwrap();
+            for v in fl_entries(&io, root, 0x1000) {
+                assert_eq!(v & paging::EA != 0, eafe, "{v:#x}");
+                assert_eq!(v & A, A);
+            }
+        }
+    }
+
+    /// Nested with SSADE (see `nested`); the guest maps VA 0x1000 to GPA 4 MiB, another 2 MiB
+    /// stage-2 leaf than the tables.
+    fn nested_ssade(io: &Iommu) -> (Stage2Id, u64) {
+        let (s2, mut g, gpgd) = nested_with(io, 3, |e| e.ssade = true);
+        fl_map(&mut g, gpgd, 4, 0x1000, 4 * MB, SIZE_4K, RW | US).unwrap();
+        (s2, gpgd)
+    }
+
+    #[test]
+    fn nested_ssade_first_level_ad_writes_set_stage2_dirty() {
+        let io = iommu();
+        let (s2, gpgd) = nested_ssade(&io);
+        let tables = sl_leaf(&io, s2, gpgd);
+        let output = sl_leaf(&io, s2, 4 * MB);
+        let ad = paging::SL_A | paging::SL_D;
+        // A refused request (not present in the guest's PT) changes no A/D bit anywhere.
+        let pml4e = io.memory().load_u64(GUEST_BASE + gpgd).unwrap();
+        assert_eq!(
+            reason(io.translate(SID, Some(3), 0x2000, Access::READ)),
+            FaultReason::FirstLevelNotPresent
+        );
+        assert_eq!(io.memory().load_u64(tables).unwrap() & ad, 0);
+        assert_eq!(io.memory().load_u64(GUEST_BASE + gpgd).unwrap(), pml4e);
+        // A read sets A in the guest's entries: a write through stage 2 (A and D on the leaf
+        // mapping the tables); the output page is only read (A).
+        io.translate(SID, Some(3), 0x1000, Access::READ).unwrap();
+        assert_eq!(io.memory().load_u64(tables).unwrap() & ad, ad);
+        assert_eq!(io.memory().load_u64(output).unwrap() & ad, paging::SL_A);
+        assert_eq!(io.memory().load_u64(GUEST_BASE + gpgd).unwrap() & A, A);
+    }
+
+    #[test]
+    fn nested_table_read_needs_stage2_read() {
+        let io = iommu();
+        attach(&io, SID);
+        let s2 = io.create_stage2(4).unwrap();
+        let mut g = GuestTableStore::new(io.memory(), GUEST_BASE, 0x1000);
+        let gpgd = g.alloc_table().unwrap();
+        fl_map(&mut g, gpgd, 4, 0x1000, 0x10_0000, SIZE_4K, RW | US).unwrap();
+        let pt = g.next_table() - 0x1000; // the last table fl_map created
+        let write_only = S2Perms {
+            read: false,
+            write: true,
+            execute: false,
+        };
+        for gpa in (0x1000..g.next_table()).step_by(0x1000) {
+            let perms = if gpa == pt { write_only } else { S2Perms::RW };
+            io.stage2_map(s2, gpa, GUEST_BASE + gpa, 0x1000, perms)
+                .unwrap();
+        }
+        io.stage2_map(s2, 0x10_0000, GUEST_BASE + 0x10_0000, 0x1000, S2Perms::RW)
+            .unwrap();
+        let (root, levels) = io.stage2_root(s2).unwrap();
+        io.set_pasid_entry(SID, 1, &PasidEntry::nested(4, gpgd, root, levels))
+            .unwrap();
+        let f = io
+            .translate(SID, Some(1), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(
+            (f.reason, f.stage),
+            (FaultReason::NestedNoReadEntry, Stage::Second)
+        );
     }
 }

@@ -109,9 +109,13 @@ pub fn ref_check(
     privileged: bool,
     sre: bool,
     wpe: bool,
+    ere: bool,
 ) -> Option<u8> {
     if privileged && !sre {
         return Some(0x5d);
+    }
+    if exec && !ere {
+        return Some(0x5c);
     }
     if !privileged && !u {
         return Some(0x81);
