@@ -318,7 +318,14 @@ impl XArray {
                 }
             }
         }
-        walk(&self.root, XA_TOP_SHIFT, 0, u64::from(min), u64::from(max), out);
+        walk(
+            &self.root,
+            XA_TOP_SHIFT,
+            0,
+            u64::from(min),
+            u64::from(max),
+            out,
+        );
     }
 }
 
@@ -593,8 +600,10 @@ struct Row {
     values: [f64; 3],
 }
 
+/// One measurement of every pattern for peer `P`; [`summary`] interleaves the peers round by
+/// round, so a change in the machine's load falls on all of them alike.
 fn measure<P: Peer>(quick: bool) -> Vec<(String, &'static str, &'static str, f64)> {
-    let runs = if quick { 3 } else { 7 };
+    let runs = 1;
     let pairs: u64 = if quick { 200_000 } else { 1_000_000 };
     let ns = |d: Duration, ops: u64| d.as_nanos() as f64 / ops as f64;
     let mut out = Vec::new();
@@ -612,7 +621,7 @@ fn measure<P: Peer>(quick: bool) -> Vec<(String, &'static str, &'static str, f64
         let v = median(runs, || ns(a2(&p, &mut set, &held, pairs), pairs));
         out.push((format!("a2 N={n}"), "ns/pair", "<= 25", v));
     }
-    let v = median(3, || ns(b::<P>(), u64::from(MAX)));
+    let v = median(runs, || ns(b::<P>(), u64::from(MAX)));
     out.push(("b fill".into(), "ns/alloc", "<= 15", v));
     let (f, r): (Vec<f64>, Vec<f64>) = (0..runs)
         .map(|_| {
@@ -687,22 +696,35 @@ fn memory<P: Peer>() -> [f64; 4] {
 }
 
 fn summary(quick: bool) {
-    let per_peer = [
-        measure::<Vsva>(quick),
-        measure::<VmAllocator>(quick),
-        measure::<Xarray>(quick),
-    ];
-    let mut rows: Vec<Row> = per_peer[0]
+    let rounds = if quick { 3 } else { 7 };
+    let mut per_round = Vec::new();
+    for _ in 0..rounds {
+        per_round.push([
+            measure::<Vsva>(quick),
+            measure::<VmAllocator>(quick),
+            measure::<Xarray>(quick),
+        ]);
+    }
+    let median_of = |peer: usize, row: usize| {
+        let mut v: Vec<f64> = per_round.iter().map(|r| r[peer][row].3).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rows: Vec<Row> = per_round[0][0]
         .iter()
         .enumerate()
         .map(|(i, (name, unit, target, _))| Row {
             name: name.clone(),
             unit,
             target,
-            values: [per_peer[0][i].3, per_peer[1][i].3, per_peer[2][i].3],
+            values: [median_of(0, i), median_of(1, i), median_of(2, i)],
         })
         .collect();
-    let mem = [memory::<Vsva>(), memory::<VmAllocator>(), memory::<Xarray>()];
+    let mem = [
+        memory::<Vsva>(),
+        memory::<VmAllocator>(),
+        memory::<Xarray>(),
+    ];
     for (i, label) in [
         "bytes/live, 1 000 held",
         "bytes/live, 100 000 held",
@@ -725,7 +747,9 @@ fn summary(quick: bool) {
         values: [mem[0][3] / 1024.0, mem[1][3] / 1024.0, mem[2][3] / 1024.0],
     });
 
-    println!("\n## PASID allocation, side by side (median of runs; ratio = peer / vsva)\n");
+    println!(
+        "\n## PASID allocation, side by side (median of {rounds} interleaved rounds; ratio = peer / vsva)\n"
+    );
     println!(
         "| {:<40} | {:>8} | {:>8} | {:>12} | {:>8} | {:>10} | {:>8} | {:>8} |",
         "pattern", "unit", "vsva", "vm-allocator", "xarray", "target", "vm-a/vsva", "xa/vsva"
@@ -786,7 +810,10 @@ fn check_xarray_peer() {
             _ => {
                 let min = (next() % u64::from(MAX)) as u32;
                 let max = min.saturating_add((next() % 4096) as u32);
-                assert_eq!(v.free_range(&mut vs, min, max), x.free_range(&mut xs, min, max));
+                assert_eq!(
+                    v.free_range(&mut vs, min, max),
+                    x.free_range(&mut xs, min, max)
+                );
                 held.retain(|&p| p < min || p > max);
             }
         }
