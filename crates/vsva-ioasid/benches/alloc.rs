@@ -477,37 +477,42 @@ fn d_all<P: Peer>() -> Duration {
 }
 
 /// `threads` threads, each with its own set and (if `split`) its own half of the space, each
-/// holding 1 000 and doing `pairs` a1 pairs. Returns the wall time.
+/// holding 1 000 and doing `pairs` a1 pairs. Returns the wall time from the first thread's
+/// start to the last one's end, as the workers themselves saw it (a timer kept by a third
+/// thread would read nothing if the scheduler ran it only after the work).
 fn threaded<P: Peer>(threads: u32, pairs: u64, split: bool) -> Duration {
     let p = P::new();
-    let barrier = Barrier::new(threads as usize + 1);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (p, barrier) = (&p, &barrier);
-            s.spawn(move || {
-                let mut set = p.set(u64::from(t) + 1);
-                let (lo, hi) = if split {
-                    let half = (MAX + 1) / threads;
-                    ((t * half).max(1), (t + 1) * half - 1)
-                } else {
-                    (1, MAX)
-                };
-                for _ in 0..1000 {
-                    p.alloc(&mut set, lo, hi);
-                }
-                barrier.wait();
-                for _ in 0..pairs {
-                    let id = p.alloc(&mut set, lo, hi);
-                    p.free(&mut set, black_box(id));
-                }
-                barrier.wait();
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        barrier.wait();
-        start.elapsed()
-    })
+    let barrier = Barrier::new(threads as usize);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (p, barrier) = (&p, &barrier);
+                s.spawn(move || {
+                    let mut set = p.set(u64::from(t) + 1);
+                    let (lo, hi) = if split {
+                        let half = (MAX + 1) / threads;
+                        ((t * half).max(1), (t + 1) * half - 1)
+                    } else {
+                        (1, MAX)
+                    };
+                    for _ in 0..1000 {
+                        p.alloc(&mut set, lo, hi);
+                    }
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..pairs {
+                        let id = p.alloc(&mut set, lo, hi);
+                        p.free(&mut set, black_box(id));
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().unwrap();
+    let last = spans.iter().map(|s| s.1).max().unwrap();
+    last - first
 }
 
 // ---------------------------------------------------------------------------------------------
