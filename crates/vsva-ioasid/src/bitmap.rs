@@ -45,22 +45,37 @@ impl Bitmap {
     /// Bits past `len` in the last word of every level are set once and for all, so a search
     /// never has to compare against the end.
     pub(crate) fn new(len: u64) -> Self {
+        Self::with_prefix_set(len, 0)
+    }
+
+    /// Creates a bitmap of `len` bits whose first `set` bits are already set, with exact
+    /// summaries (the models start from deep fills this way without claiming bit by bit).
+    fn with_prefix_set(len: u64, set: u64) -> Self {
         assert!(len >= 1, "bitmap length must be at least 1");
+        assert!(set <= len);
         let mut levels = Vec::new();
         let mut bits = len;
+        // The bits of the level being built: set below `set` at level 0, and at each level
+        // above, set for the words of the level below that are full.
+        let mut bit_set: Box<dyn Fn(u64) -> bool> = Box::new(move |i| i < set);
         loop {
             let nwords = bits.div_ceil(WORD_BITS);
-            let words: Box<[AtomicU64]> = (0..nwords)
+            let values: Vec<u64> = (0..nwords)
                 .map(|w| {
                     let first = w * WORD_BITS;
                     let valid = (bits - first).min(WORD_BITS);
-                    AtomicU64::new(if valid == WORD_BITS { 0 } else { FULL << valid })
+                    let padding = if valid == WORD_BITS { 0 } else { FULL << valid };
+                    (0..valid)
+                        .filter(|&b| bit_set(first + b))
+                        .fold(padding, |word, b| word | 1 << b)
                 })
                 .collect();
+            let words: Box<[AtomicU64]> = values.iter().map(|&v| AtomicU64::new(v)).collect();
             levels.push(Level { words });
             if nwords == 1 {
                 break;
             }
+            bit_set = Box::new(move |w| values[w as usize] == FULL);
             bits = nwords;
         }
         Bitmap {
@@ -70,11 +85,36 @@ impl Bitmap {
         }
     }
 
-    /// Whether bit `i` is set right now.
+    /// A bitmap of `len` bits with the first `set` already set (for the `loom` models).
     #[cfg(loom)]
-    pub(crate) fn is_set(&self, i: u64) -> bool {
-        let word = self.levels[0].words[(i / WORD_BITS) as usize].load(Ordering::Acquire);
-        word & (1 << (i % WORD_BITS)) != 0
+    pub(crate) fn prefilled(len: u64, set: u64) -> Self {
+        Self::with_prefix_set(len, set)
+    }
+
+    /// How many levels the bitmap has (level 0 and its summaries).
+    #[cfg(loom)]
+    pub(crate) fn depth(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Whether every summary bit at every level agrees with the word it describes: the
+    /// invariant once no update is in flight.
+    #[cfg(any(test, loom))]
+    pub(crate) fn summaries_exact(&self) -> bool {
+        (1..self.levels.len()).all(|level| {
+            self.levels[level - 1]
+                .words
+                .iter()
+                .enumerate()
+                .all(|(w, word)| {
+                    let w = w as u64;
+                    let summary = self.levels[level].words[(w / WORD_BITS) as usize]
+                        .load(Ordering::SeqCst)
+                        & (1 << (w % WORD_BITS))
+                        != 0;
+                    (word.load(Ordering::SeqCst) == FULL) == summary
+                })
+        })
     }
 
     /// Claims the lowest clear bit in `[lo, hi]` (`hi < len`), or returns `None` if every bit
@@ -169,7 +209,7 @@ impl Bitmap {
     }
 
     /// Counts the set bits in `[0, len)` (a racy snapshot under concurrent use).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn count_set(&self) -> u64 {
         let words = &self.levels[0].words;
         let total: u64 = words
@@ -334,6 +374,23 @@ mod tests {
             assert_eq!(b.claim_lowest(0, len - 1), None);
             assert_eq!(b.count_set(), len);
             assert_summaries_exact(&b);
+        }
+    }
+
+    #[test]
+    fn prefix_set_matches_claiming_bit_by_bit() {
+        for (len, set) in [
+            (1u64, 1u64),
+            (65, 64),
+            (4160, 4095),
+            (4160, 4160),
+            (300_000, 262_144),
+        ] {
+            let b = Bitmap::with_prefix_set(len, set);
+            assert_eq!(b.count_set(), set);
+            assert_summaries_exact(&b);
+            assert!(b.summaries_exact());
+            assert_eq!(b.claim_lowest(0, len - 1), (set < len).then_some(set));
         }
     }
 

@@ -1,4 +1,5 @@
-//! `loom` models of the lock-free bitmap. Run with
+//! `loom` models of the lock-free bitmap, down to a bitmap deep enough that one update
+//! changes every summary level. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-ioasid --release --lib loom`.
 
 use loom::sync::Arc;
@@ -17,10 +18,7 @@ fn fill(b: &Bitmap, upto: u64) {
 
 /// In a quiescent state every summary bit must match its word exactly.
 fn summaries_exact(b: &Bitmap) -> bool {
-    (0..2).all(|w| {
-        let full = (0..64).all(|i| b.is_set(w * 64 + i));
-        b.summary_bit(1, w) == full
-    })
+    b.summaries_exact()
 }
 
 #[test]
@@ -125,5 +123,60 @@ fn loom_hint_never_hides_a_release_racing_its_advance() {
         let next = b.claim_lowest(0, LEN - 1).unwrap();
         assert_eq!(next, if got == 3 { 64 } else { 3 });
         assert!(summaries_exact(&b));
+    });
+}
+
+/// 65 level-0 words, two level-1 words, one level-2 word: a bitmap deep enough that filling
+/// or emptying one word changes every summary level above it.
+const DEEP: u64 = 64 * 64 + 64;
+
+#[test]
+fn loom_cascade_through_every_level_racing_a_release() {
+    loom::model(|| {
+        // Everything below 4 095 set: claiming 4 095 fills word 63, which fills level-1 word 0,
+        // which sets the top bit; releasing 5 empties word 0 and clears the same path.
+        let b = Arc::new(Bitmap::prefilled(DEEP, 4095));
+        assert_eq!(b.depth(), 3);
+        let claimer = {
+            let b = b.clone();
+            thread::spawn(move || b.claim_lowest(0, DEEP - 1).unwrap())
+        };
+        let releaser = {
+            let b = b.clone();
+            thread::spawn(move || b.release(5))
+        };
+        let got = claimer.join().unwrap();
+        releaser.join().unwrap();
+        assert!(got == 5 || got == 4095, "claimed {got}");
+        assert!(b.summaries_exact());
+        let next = b.claim_lowest(0, DEEP - 1).unwrap();
+        assert_eq!(next, if got == 5 { 4095 } else { 5 });
+        assert!(b.summaries_exact());
+        // Every bit below 4 096 is set again: the top level says so, and a search skips it all.
+        assert!(b.summary_bit(2, 0));
+        assert_eq!(b.claim_lowest(0, DEEP - 1), Some(4096));
+    });
+}
+
+#[test]
+fn loom_two_claims_complete_the_cascade_once() {
+    loom::model(|| {
+        let b = Arc::new(Bitmap::prefilled(DEEP, 4094));
+        let t: Vec<_> = (0..2)
+            .map(|_| {
+                let b = b.clone();
+                thread::spawn(move || b.claim_lowest(4000, DEEP - 1).unwrap())
+            })
+            .collect();
+        let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![4094, 4095]);
+        assert!(b.summaries_exact());
+        assert!(b.summary_bit(2, 0));
+        // Releasing the last claimed bit walks the cascade back down, exactly.
+        b.release(4095);
+        assert!(b.summaries_exact());
+        assert!(!b.summary_bit(2, 0));
+        assert_eq!(b.claim_lowest(0, DEEP - 1), Some(4095));
     });
 }
