@@ -4,7 +4,7 @@
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::arg::read_arg;
-use crate::bind::{decode_bind_data, read_bind_data, AddrWidth, BindRequest};
+use crate::bind::{decode_bind_data, read_bind_data, BindRequest};
 use crate::errno::UapiError;
 use crate::invalidate::{decode_cache_invalidate, CacheInvalidateRequest};
 use crate::iommu::{
@@ -204,8 +204,10 @@ pub fn decode_nesting_op(buf: &[u8]) -> Result<NestingOp, UapiError> {
 pub struct NestingCapability {
     /// What the container supports.
     pub features: NestingFeatures,
-    /// First-level input address width the IOMMU walks.
-    pub addr_width: AddrWidth,
+    /// The domain's address width: the smaller of the stage-2 AGAW width and CAP.MGAW
+    /// (`dmar_domain->gaw`). Whether the IOMMU walks 5-level first-level tables is CAP.FL5LP
+    /// in [`NestingInfoVtd::cap_reg`].
+    pub addr_width: u16,
     /// PASID width in bits; 0 means no PASID support.
     pub pasid_bits: u16,
     /// VT-d vendor data: the capability registers the guest's vIOMMU should report.
@@ -226,7 +228,7 @@ impl NestingCapability {
             format: IOMMU_PASID_FORMAT_INTEL_VTD,
             features: self.features.bits(),
             flags: 0,
-            addr_width: self.addr_width.bits() as u16,
+            addr_width: self.addr_width,
             pasid_bits: self.pasid_bits,
             padding: 0,
         }
@@ -261,9 +263,8 @@ pub fn encode_nesting_info(next: u32, cap: &NestingCapability) -> Vec<u8> {
 /// [`NESTING_CAP_SIZE`] is ignored. Returns the header (for its `next`) and the content.
 ///
 /// Checks, in order: fewer than 56 bytes → `EFAULT`; header `id` not 3 or `version` not 1 →
-/// `EINVAL`; info `size` below 48 → `EINVAL`; `format` not VT-d → `EINVAL`; `addr_width` not
-/// 48 or 57 → `EINVAL`. Feature bits this crate does not know are dropped, so a newer
-/// producer's capability still parses.
+/// `EINVAL`; info `size` below 48 → `EINVAL`; `format` not VT-d → `EINVAL`. Feature bits this
+/// crate does not know are dropped, so a newer producer's capability still parses.
 pub fn decode_nesting_info(bytes: &[u8]) -> Result<(InfoCapHeader, NestingCapability), UapiError> {
     let Ok((raw, _)) = InfoCapNesting::read_from_prefix(bytes) else {
         return Err(UapiError::fault(format!(
@@ -295,14 +296,11 @@ pub fn decode_nesting_info(bytes: &[u8]) -> Result<(InfoCapHeader, NestingCapabi
             info.format
         )));
     }
-    let addr_width = AddrWidth::from_bits(u32::from(info.addr_width)).ok_or_else(|| {
-        UapiError::invalid(format!("addr_width {}: must be 48 or 57", info.addr_width))
-    })?;
     Ok((
         header,
         NestingCapability {
             features: NestingFeatures::from_bits_truncate(info.features),
-            addr_width,
+            addr_width: info.addr_width,
             pasid_bits: info.pasid_bits,
             vtd,
         },
@@ -312,6 +310,7 @@ pub fn decode_nesting_info(bytes: &[u8]) -> Result<(InfoCapHeader, NestingCapabi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bind::AddrWidth;
     use crate::errno::Errno;
     use crate::invalidate::Granularity;
     use crate::iommu::CacheSet;
@@ -364,7 +363,7 @@ mod tests {
     fn capability_round_trip() {
         let cap = NestingCapability {
             features: NestingFeatures::ALL,
-            addr_width: AddrWidth::Bits48,
+            addr_width: 48,
             pasid_bits: 20,
             vtd: NestingInfoVtd {
                 flags: 0,
@@ -386,7 +385,7 @@ mod tests {
     fn capability_rejects_wrong_id_and_short_buffers() {
         let cap = NestingCapability {
             features: NestingFeatures::BIND_PGTBL,
-            addr_width: AddrWidth::Bits57,
+            addr_width: 57,
             pasid_bits: 0,
             vtd: NestingInfoVtd::default(),
         };
