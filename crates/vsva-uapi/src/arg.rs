@@ -1,5 +1,5 @@
-//! The one argument reader: an `argsz`-prefixed argument (or an integer argument) read out of
-//! a caller's buffer, the way the kernel does. Every decoder of this crate and the ioctl front
+//! The argument readers: an `argsz`-prefixed argument (or an integer argument) read out of a
+//! caller's buffer, the way the kernel does. Every decoder of this crate and the ioctl front
 //! end of `vsva-vfio` read their arguments here.
 //!
 //! # The buffer model
@@ -8,30 +8,40 @@
 //! ioctl's argument pointer. The argument's first field is always `argsz: u32`, the size the
 //! caller claims the argument has. Each struct has a `minsz`, the bytes that are mandatory
 //! (the whole struct for fixed structs, the offset of the trailing union for payloads with a
-//! variable-size union). Reading the fixed part is three checks, always in this order:
+//! variable-size union). The kernel reads arguments in one of two ways, and each has its reader:
 //!
-//! 1. `buf.len() < minsz` → `EFAULT`: the mandatory bytes cannot be read (the kernel's first
-//!    `copy_from_user(minsz)` faults). This comes before looking at `argsz` at all.
-//! 2. `argsz < minsz` → `EINVAL`: the caller claims a struct smaller than the mandatory part.
-//! 3. `argsz > buf.len()` → `EFAULT`: the caller claims bytes it did not supply.
+//! * [`read_arg`], the VFIO way (`copy_from_user(minsz)`, then `argsz < minsz`):
+//!   1. `buf.len() < minsz` → `EFAULT`, before `argsz` is looked at;
+//!   2. `argsz < minsz` → `EINVAL`;
+//!   3. the bytes past `minsz` that are read (up to `min(argsz, size_of::<T>())`) are not in
+//!      `buf` → `EFAULT`.
+//! * [`read_sized_arg`], the IOMMU core's way for the nesting payloads (`get_user(argsz)`,
+//!   then `argsz < minsz`, then `copy_from_user(min(argsz, size))`):
+//!   1. `buf.len() < 4` → `EFAULT`;
+//!   2. `argsz < minsz` → `EINVAL`;
+//!   3. `buf.len() < min(argsz, size_of::<T>())` → `EFAULT`.
 //!
-//! Then `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: bytes of a newer, larger
-//! struct (past what this crate knows) are accepted and ignored, and known bytes past `argsz`
-//! (an older, smaller struct) read as zero. Bytes of `buf` past `argsz` are not part of the
-//! argument and are never looked at.
+//! Either way `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: bytes of a newer,
+//! larger struct (past what this crate knows) are never read, so an `argsz` beyond the buffer
+//! is no fault unless the known struct itself is cut short; known bytes past `argsz` (an
+//! older, smaller struct) read as zero.
 
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::errno::UapiError;
 
-/// The fixed part of an argument, read by [`read_arg`].
+/// The fixed part of an argument, read by [`read_arg`] or [`read_sized_arg`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arg<'a, T> {
     /// The known struct: the first `min(argsz, size_of::<T>())` bytes of the buffer, the rest
     /// zero.
     pub value: T,
-    /// The argument as the caller sized it: `buf[..argsz]` (its length is `argsz`).
+    /// The part of the argument the caller supplied: `buf[..min(argsz, buf.len())]`. Shorter
+    /// than `argsz` when the caller claims a larger struct than it passed; only the known
+    /// struct is ever read from it.
     pub bytes: &'a [u8],
+    /// The `argsz` the caller claims.
+    pub argsz: u32,
 }
 
 /// Reads the `argsz` at offset 0 of `buf`, which must hold at least 4 bytes.
@@ -43,20 +53,15 @@ fn argsz_of(buf: &[u8]) -> u32 {
 }
 
 /// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz` (at least 4, at
-/// most `size_of::<T>()`), applying the three size checks of the buffer model in order:
-///
-/// 1. `buf.len() < minsz` → `EFAULT`;
-/// 2. `argsz < minsz` → `EINVAL`;
-/// 3. `argsz > buf.len()` → `EFAULT`.
-///
-/// Then `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: a larger struct's tail
-/// is ignored and a shorter one is zero-extended. `what` names the mandatory part in messages,
-/// e.g. `"vfio_iommu_type1_pasid_request"`. Inlined, so the value is built in the caller's
-/// frame and a hot path pays no copy through memory for it.
+/// most `size_of::<T>()`) the way VFIO does: the mandatory part is copied first, then `argsz`
+/// is checked (the three checks of the module's buffer model, in order). `what` names the
+/// mandatory part in messages, e.g. `"vfio_iommu_type1_pasid_request"`. Inlined, so the value
+/// is built in the caller's frame and a hot path pays no copy through memory for it.
 ///
 /// # Errors
 ///
-/// `EFAULT` or `EINVAL` as above, with a message naming `what` and the sizes; nothing is read
+/// `EFAULT` (the mandatory part, or the known part `argsz` covers, is not in `buf`) or
+/// `EINVAL` (`argsz < minsz`), with a message naming `what` and the sizes; nothing is read
 /// then.
 #[inline]
 pub fn read_arg<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
@@ -70,6 +75,45 @@ where
             buf.len()
         )));
     }
+    copy_known(buf, minsz, what)
+}
+
+/// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz` the way the
+/// IOMMU core reads the nesting payloads (`iommu_gpasid_bind_data`,
+/// `iommu_cache_invalidate_info`): `argsz` alone first, then `min(argsz, size_of::<T>())`
+/// bytes. Unlike [`read_arg`], an `argsz` below `minsz` is `EINVAL` even when the buffer is
+/// shorter than `minsz`.
+///
+/// # Errors
+///
+/// `EFAULT` when `buf` holds fewer than 4 bytes or fewer than the `min(argsz, size_of::<T>())`
+/// bytes to copy; `EINVAL` when `argsz < minsz`. Nothing is read then.
+#[inline]
+pub fn read_sized_arg<'a, T>(
+    buf: &'a [u8],
+    minsz: usize,
+    what: &str,
+) -> Result<Arg<'a, T>, UapiError>
+where
+    T: FromBytes + IntoBytes,
+{
+    debug_assert!((4..=size_of::<T>()).contains(&minsz));
+    if buf.len() < 4 {
+        return Err(UapiError::fault(format!(
+            "the buffer holds {} bytes, fewer than the 4 bytes of the argsz of {what}",
+            buf.len()
+        )));
+    }
+    copy_known(buf, minsz, what)
+}
+
+/// The shared tail of both readers: `argsz < minsz` → `EINVAL`, then the known part `argsz`
+/// covers must be in `buf` (`EFAULT`), and is copied into a zeroed `T`.
+#[inline]
+fn copy_known<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
+where
+    T: FromBytes + IntoBytes,
+{
     let argsz = argsz_of(buf);
     // Saturating: on a target whose `usize` cannot hold `argsz`, no buffer can be that long.
     let argsz_len = usize::try_from(argsz).unwrap_or(usize::MAX);
@@ -78,13 +122,13 @@ where
             "argsz {argsz} is smaller than the {minsz} bytes of {what}"
         )));
     }
-    if argsz_len > buf.len() {
+    let known = argsz_len.min(size_of::<T>());
+    if buf.len() < known {
         return Err(UapiError::fault(format!(
-            "argsz {argsz} claims more than the {} bytes supplied for {what}",
+            "argsz {argsz} covers {known} bytes of {what}, but the buffer holds {}",
             buf.len()
         )));
     }
-    let known = argsz_len.min(size_of::<T>());
     // The common case, a caller of this crate's own version, is one fixed-size copy.
     let value = match T::read_from_prefix(&buf[..known]) {
         Ok((value, _)) => value,
@@ -96,7 +140,8 @@ where
     };
     Ok(Arg {
         value,
-        bytes: &buf[..argsz_len],
+        bytes: &buf[..argsz_len.min(buf.len())],
+        argsz,
     })
 }
 
@@ -144,15 +189,15 @@ mod tests {
     }
 
     #[test]
-    fn small_argsz_is_einval_and_large_argsz_beyond_buffer_is_efault() {
+    fn small_argsz_is_einval_and_a_larger_argsz_than_the_buffer_reads_only_the_known_struct() {
         let err = read_arg::<PasidRequest>(&request_bytes(15, 16), 16, "x")
             .err()
             .unwrap();
         assert_eq!(err.errno(), Errno::EINVAL);
-        let err = read_arg::<PasidRequest>(&request_bytes(17, 16), 16, "x")
-            .err()
-            .unwrap();
-        assert_eq!(err.errno(), Errno::EFAULT);
+        // VFIO copies the 16 bytes it knows and never touches the claimed tail.
+        let buf = request_bytes(4096, 16);
+        let arg = read_arg::<PasidRequest>(&buf, 16, "x").unwrap();
+        assert_eq!((arg.argsz, arg.bytes.len()), (4096, 16));
     }
 
     #[test]
@@ -165,19 +210,38 @@ mod tests {
     }
 
     #[test]
-    fn a_larger_argsz_within_the_buffer_is_read_and_errors_keep_their_errno() {
-        use crate::vfio::DmaMap;
-        let mut buf = vec![0u8; 40];
-        buf[..4].copy_from_slice(&40u32.to_le_bytes());
+    fn a_known_part_cut_short_faults_and_errors_keep_their_errno() {
+        use crate::vfio::DmaUnmap;
+        // DmaUnmap is 24 bytes; minsz 16 as a caller without the trailing field.
+        let mut buf = vec![0u8; 24];
+        buf[..4].copy_from_slice(&24u32.to_le_bytes());
         buf[8] = 0xaa;
-        let arg = read_arg::<DmaMap>(&buf, 32, "x").unwrap();
-        assert_eq!((arg.bytes.len(), arg.value.vaddr), (40, 0xaa));
-        let errno = |buf: &[u8]| read_arg::<DmaMap>(buf, 32, "x").unwrap_err().errno();
-        assert_eq!(errno(&buf[..31]), Errno::EFAULT);
-        buf[..4].copy_from_slice(&31u32.to_le_bytes());
+        let arg = read_arg::<DmaUnmap>(&buf, 16, "x").unwrap();
+        assert_eq!((arg.bytes.len(), arg.value.iova), (24, 0xaa));
+        let errno = |buf: &[u8]| read_arg::<DmaUnmap>(buf, 16, "x").unwrap_err().errno();
+        assert_eq!(errno(&buf[..15]), Errno::EFAULT);
+        assert_eq!(
+            errno(&buf[..20]),
+            Errno::EFAULT,
+            "argsz 24 covers 24 known bytes"
+        );
+        buf[..4].copy_from_slice(&15u32.to_le_bytes());
         assert_eq!(errno(&buf), Errno::EINVAL);
-        buf[..4].copy_from_slice(&41u32.to_le_bytes());
-        assert_eq!(errno(&buf), Errno::EFAULT);
+    }
+
+    #[test]
+    fn the_sized_reader_checks_argsz_before_the_minimum_is_in_the_buffer() {
+        let errno = |buf: &[u8]| {
+            read_sized_arg::<PasidRequest>(buf, 16, "x")
+                .unwrap_err()
+                .errno()
+        };
+        assert_eq!(errno(&request_bytes(8, 4)[..3]), Errno::EFAULT);
+        assert_eq!(errno(&request_bytes(8, 4)), Errno::EINVAL);
+        assert_eq!(errno(&request_bytes(16, 12)), Errno::EFAULT);
+        let buf = request_bytes(100, 16);
+        let arg = read_sized_arg::<PasidRequest>(&buf, 16, "x").unwrap();
+        assert_eq!(arg.argsz, 100);
     }
 
     #[test]

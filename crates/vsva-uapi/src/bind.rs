@@ -2,7 +2,7 @@
 
 use zerocopy::IntoBytes;
 
-use crate::arg::read_arg;
+use crate::arg::read_sized_arg;
 use crate::errno::UapiError;
 use crate::iommu::{
     GpasidBindData, GpasidBindDataVtd, VtdBindFlags, IOMMU_GPASID_BIND_VERSION_1,
@@ -121,27 +121,106 @@ impl BindRequest {
     }
 }
 
-/// Decodes and validates an `iommu_gpasid_bind_data` from the caller's buffer.
+/// An `iommu_gpasid_bind_data` that passed the IOMMU core's checks
+/// ([`read_bind_data`]); the VT-d driver's checks ([`BindData::check_vtd`],
+/// [`BindData::to_request`]) are still to come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindData {
+    /// The known struct, zero past `argsz`.
+    pub raw: GpasidBindData,
+}
+
+impl BindData {
+    /// The host PASID the caller named (not yet range-checked).
+    pub const fn hpasid(&self) -> u64 {
+        self.raw.hpasid
+    }
+
+    /// The VT-d driver's checks that come before it looks at the PASID
+    /// (`intel_svm_bind_gpasid`), in its order: `format` not VT-d → `EINVAL`; `argsz` below 72,
+    /// so no VT-d vendor part → `EINVAL`; a `vendor.vtd.flags` bit at or above
+    /// `IOMMU_SVA_VTD_GPASID_LAST` → `EINVAL`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` naming the field, as above.
+    pub fn check_vtd(&self) -> Result<(), UapiError> {
+        let data = &self.raw;
+        if data.format != IOMMU_PASID_FORMAT_INTEL_VTD {
+            return Err(UapiError::invalid(format!(
+                "format {}: only Intel VT-d ({IOMMU_PASID_FORMAT_INTEL_VTD}) is supported",
+                data.format
+            )));
+        }
+        if (data.argsz as usize) < size_of::<GpasidBindData>() {
+            return Err(UapiError::invalid(format!(
+                "argsz {}: the VT-d driver needs the vendor part, {} bytes",
+                data.argsz,
+                size_of::<GpasidBindData>()
+            )));
+        }
+        if VtdBindFlags::from_bits(data.vtd.flags).is_none() {
+            return Err(UapiError::invalid(format!(
+                "vendor.vtd.flags {:#x}: bits {:#x} are not defined (known: {:#x})",
+                data.vtd.flags,
+                data.vtd.flags & !VtdBindFlags::ALL.bits(),
+                VtdBindFlags::ALL.bits()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The typed request; the VT-d driver's address-width check (`intel_pasid_setup_nested`):
+    /// `addr_width` neither 48 nor 57 → `EINVAL`. Undefined vendor flag bits are dropped
+    /// ([`BindData::check_vtd`] refuses them first).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` naming `addr_width`.
+    pub fn to_request(&self) -> Result<BindRequest, UapiError> {
+        let data = &self.raw;
+        let addr_width = AddrWidth::from_bits(data.addr_width).ok_or_else(|| {
+            UapiError::invalid(format!(
+                "addr_width {}: must be 48 (4-level) or 57 (5-level)",
+                data.addr_width
+            ))
+        })?;
+        Ok(BindRequest {
+            hpasid: data.hpasid,
+            gpasid: (data.flags & IOMMU_SVA_GPASID_VAL != 0).then_some(data.gpasid),
+            gpgd: data.gpgd,
+            addr_width,
+            vtd: VtdBindAttrs {
+                flags: VtdBindFlags::from_bits_truncate(data.vtd.flags),
+                pat: data.vtd.pat,
+                emt: data.vtd.emt,
+            },
+        })
+    }
+}
+
+/// Reads an `iommu_gpasid_bind_data` as the IOMMU core does (`iommu_uapi_sva_bind_gpasid` /
+/// `iommu_uapi_sva_unbind_gpasid`, Linux 5.10). `buf` is the payload: every byte available
+/// for it. Checks, in order, each failing with the errno shown:
 ///
-/// `buf` is the payload: every byte available for it (see the crate docs for the buffer
-/// model). Checks, in order, each failing with the errno shown:
-///
-/// 1. `buf.len() < 56` (the bytes before the vendor union) → `EFAULT`.
-/// 2. `argsz < 56` → `EINVAL`.
-/// 3. `argsz > buf.len()` → `EFAULT`.
+/// 1. `buf.len() < 4` (no `argsz`) → `EFAULT`.
+/// 2. `argsz < 56` (the bytes before the vendor union) → `EINVAL`.
+/// 3. `buf.len() < min(argsz, 72)` → `EFAULT`.
 /// 4. `version != 1` → `EINVAL`.
-/// 5. `format != 1` (Intel VT-d) → `EINVAL`.
+/// 5. `format >= IOMMU_PASID_FORMAT_LAST` (2) → `EINVAL` (the core accepts 0; the VT-d driver
+///    refuses it in [`BindData::check_vtd`]).
 /// 6. `flags` has a bit other than `GPASID_VAL` (0x1) → `EINVAL`.
 /// 7. a `padding` byte is non-zero → `EINVAL`.
-/// 8. `addr_width` is neither 48 nor 57 → `EINVAL`.
-/// 9. `vendor.vtd.flags` has a bit at or above `1 << 7` → `EINVAL`.
 ///
 /// An `argsz` between 56 and 72 covers only part of the vendor union; the uncovered bytes read
-/// as zero. An `argsz` above 72 is accepted and the tail ignored. Ownership and range of the
-/// PASIDs are the container's business, not checked here.
+/// as zero. An `argsz` above 72 is accepted and the tail never read.
+///
+/// # Errors
+///
+/// As listed; nothing is read then.
 #[inline]
-pub fn decode_bind_data(buf: &[u8]) -> Result<BindRequest, UapiError> {
-    let data: GpasidBindData = read_arg(
+pub fn read_bind_data(buf: &[u8]) -> Result<BindData, UapiError> {
+    let data: GpasidBindData = read_sized_arg(
         buf,
         GpasidBindData::MIN_SIZE,
         "iommu_gpasid_bind_data before its vendor union",
@@ -153,7 +232,7 @@ pub fn decode_bind_data(buf: &[u8]) -> Result<BindRequest, UapiError> {
             data.version
         )));
     }
-    if data.format != IOMMU_PASID_FORMAT_INTEL_VTD {
+    if data.format > IOMMU_PASID_FORMAT_INTEL_VTD {
         return Err(UapiError::invalid(format!(
             "format {}: only Intel VT-d ({IOMMU_PASID_FORMAT_INTEL_VTD}) is supported",
             data.format
@@ -171,31 +250,22 @@ pub fn decode_bind_data(buf: &[u8]) -> Result<BindRequest, UapiError> {
             data.padding[index]
         )));
     }
-    let addr_width = AddrWidth::from_bits(data.addr_width).ok_or_else(|| {
-        UapiError::invalid(format!(
-            "addr_width {}: must be 48 (4-level) or 57 (5-level)",
-            data.addr_width
-        ))
-    })?;
-    let vtd_flags = VtdBindFlags::from_bits(data.vtd.flags).ok_or_else(|| {
-        UapiError::invalid(format!(
-            "vendor.vtd.flags {:#x}: bits {:#x} are not defined (known: {:#x})",
-            data.vtd.flags,
-            data.vtd.flags & !VtdBindFlags::ALL.bits(),
-            VtdBindFlags::ALL.bits()
-        ))
-    })?;
-    Ok(BindRequest {
-        hpasid: data.hpasid,
-        gpasid: (data.flags & IOMMU_SVA_GPASID_VAL != 0).then_some(data.gpasid),
-        gpgd: data.gpgd,
-        addr_width,
-        vtd: VtdBindAttrs {
-            flags: vtd_flags,
-            pat: data.vtd.pat,
-            emt: data.vtd.emt,
-        },
-    })
+    Ok(BindData { raw: data })
+}
+
+/// Decodes and validates an `iommu_gpasid_bind_data` for a bind, with every check that needs
+/// no IOMMU state: [`read_bind_data`] (the core's), then [`BindData::check_vtd`] and the
+/// address width of [`BindData::to_request`] (the VT-d driver's). The PASID's range and
+/// ownership, and the driver's refusal of memory-type flags, are the container's business.
+///
+/// # Errors
+///
+/// The first failing check's `EFAULT` / `EINVAL`.
+#[inline]
+pub fn decode_bind_data(buf: &[u8]) -> Result<BindRequest, UapiError> {
+    let data = read_bind_data(buf)?;
+    data.check_vtd()?;
+    data.to_request()
 }
 
 #[cfg(test)]
@@ -244,11 +314,29 @@ mod tests {
     }
 
     #[test]
-    fn short_argsz_zeroes_the_vendor_part() {
+    fn short_argsz_passes_the_core_and_zeroes_the_vendor_part_but_not_the_vtd_check() {
         let mut raw = sample().to_raw();
         raw.argsz = 56;
-        let req = decode_bind_data(raw.as_bytes()).unwrap();
-        assert_eq!(req.vtd, VtdBindAttrs::default());
+        let data = read_bind_data(raw.as_bytes()).unwrap();
+        assert_eq!(data.raw.vtd, GpasidBindDataVtd::default());
+        assert_eq!(data.check_vtd().unwrap_err().errno(), Errno::EINVAL);
+        assert_eq!(
+            decode_bind_data(raw.as_bytes()).unwrap_err().errno(),
+            Errno::EINVAL
+        );
+    }
+
+    #[test]
+    fn format_zero_passes_the_core_and_fails_the_vtd_check() {
+        let mut raw = sample().to_raw();
+        raw.format = 0;
+        let data = read_bind_data(raw.as_bytes()).unwrap();
+        assert_eq!(data.check_vtd().unwrap_err().errno(), Errno::EINVAL);
+        raw.format = 2;
+        assert_eq!(
+            read_bind_data(raw.as_bytes()).unwrap_err().errno(),
+            Errno::EINVAL
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use zerocopy::IntoBytes;
 
-use crate::arg::read_arg;
+use crate::arg::read_sized_arg;
 use crate::errno::UapiError;
 use crate::iommu::{
     CacheInvalidateInfo, CacheSet, InvAddrInfo, InvGranu, InvPasidInfo,
@@ -186,12 +186,13 @@ impl CacheInvalidateRequest {
 
 /// Decodes and validates an `iommu_cache_invalidate_info` from the caller's buffer.
 ///
-/// `buf` is the payload: every byte available for it (see the crate docs for the buffer
-/// model). Checks, in order, each failing with the errno shown:
+/// `buf` is the payload: every byte available for it, read as the IOMMU core reads it
+/// (`iommu_uapi_cache_invalidate`, Linux 5.10). Checks, in order, each failing with the errno
+/// shown:
 ///
-/// 1. `buf.len() < 16` (the bytes before the `granu` union) → `EFAULT`.
-/// 2. `argsz < 16` → `EINVAL`.
-/// 3. `argsz > buf.len()` → `EFAULT`.
+/// 1. `buf.len() < 4` (no `argsz`) → `EFAULT`.
+/// 2. `argsz < 16` (the bytes before the `granu` union) → `EINVAL`.
+/// 3. `buf.len() < min(argsz, 56)` → `EFAULT`.
 /// 4. `version != 1` → `EINVAL`.
 /// 5. `cache` has a bit at or above `1 << 3` → `EINVAL`.
 /// 6. `granularity >= 3` → `EINVAL`.
@@ -207,7 +208,7 @@ impl CacheInvalidateRequest {
 /// PASID ownership are the IOMMU's and container's business, not checked here.
 #[inline]
 pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, UapiError> {
-    let arg = read_arg::<CacheInvalidateInfo>(
+    let arg = read_sized_arg::<CacheInvalidateInfo>(
         buf,
         CacheInvalidateInfo::MIN_SIZE,
         "iommu_cache_invalidate_info before its granu union",
@@ -246,7 +247,7 @@ pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, Uap
         IOMMU_INV_GRANU_ADDR => ("addr_info", CacheInvalidateInfo::ADDR_INFO_END),
         _ => ("", CacheInvalidateInfo::MIN_SIZE),
     };
-    if arg.bytes.len() < member_end {
+    if (arg.argsz as usize) < member_end {
         return Err(UapiError::invalid(format!(
             "argsz {} ends before granu.{member}, which {} granularity needs ({member_end} bytes)",
             info.argsz,

@@ -48,7 +48,8 @@ pub struct NestingInfo {
     pub features: u32,
     /// Zero.
     pub flags: u32,
-    /// First-level input address width: 48 or 57.
+    /// The domain's address width (`dmar_domain->gaw`: the smaller of the stage-2 AGAW width
+    /// and CAP.MGAW), which bounds the guest-physical addresses of a first-level table.
     pub addr_width: u16,
     /// PASID width in bits; 0 means no PASID support.
     pub pasid_bits: u16,
@@ -66,11 +67,18 @@ pub struct NestingInfoVtd {
     pub flags: u32,
     /// Padding, zero.
     pub padding: u32,
-    /// The VT-d capability register as the guest should see it.
+    /// The VT-d capability register, masked with [`VTD_CAP_MASK`].
     pub cap_reg: u64,
-    /// The VT-d extended capability register as the guest should see it.
+    /// The VT-d extended capability register, masked with [`VTD_ECAP_MASK`].
     pub ecap_reg: u64,
 }
+
+/// `VTD_CAP_MASK`: the CAP bits the series' VT-d driver reports in [`NestingInfoVtd::cap_reg`]
+/// (`intel_iommu_get_nesting_info`): FL1GP (bit 56) and FL5LP (bit 60).
+pub const VTD_CAP_MASK: u64 = 1 << 56 | 1 << 60;
+/// `VTD_ECAP_MASK`: the ECAP bits it reports in [`NestingInfoVtd::ecap_reg`]: PRS (29), ERS
+/// (30), SRS (31), EAFS (34) and PASID (40).
+pub const VTD_ECAP_MASK: u64 = 1 << 29 | 1 << 30 | 1 << 31 | 1 << 34 | 1 << 40;
 
 /// `IOMMU_GPASID_BIND_VERSION_1`: the only defined [`GpasidBindData::version`].
 pub const IOMMU_GPASID_BIND_VERSION_1: u32 = 1;

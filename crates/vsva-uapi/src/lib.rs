@@ -16,8 +16,9 @@
 //!   [`InvPasidInfo`], [`InvAddrInfo`], and typed flag sets.
 //! * [`iommufd`]: the modern iommufd equivalents, for a later compatible front end.
 //! * [`errno`]: [`Errno`] and the rich [`UapiError`].
-//! * The one argument reader, [`read_arg`] (and [`read_int_arg`] for integer arguments),
-//!   which every decoder here and every ioctl front end uses.
+//! * The argument readers, [`read_arg`] (VFIO's way), [`read_sized_arg`] (the IOMMU core's way
+//!   for the nesting payloads) and [`read_int_arg`] for integer arguments, which every decoder
+//!   here and every ioctl front end uses.
 //! * Decoders that turn a caller's raw bytes into typed, validated requests, or the exact
 //!   error: [`decode_pasid_request`], [`decode_nesting_op`] (or [`decode_nesting_op_header`]
 //!   then [`NestingOpArg::decode`]), [`decode_bind_data`], [`decode_cache_invalidate`]; and
@@ -39,7 +40,8 @@
 //! assert_eq!(err.errno(), Errno::EFAULT);
 //! assert_eq!(
 //!     err.to_string(),
-//!     "EFAULT: argsz 80 claims more than the 40 bytes supplied for vfio_iommu_type1_nesting_op"
+//!     "EFAULT: argsz 72 covers 72 bytes of iommu_gpasid_bind_data before its vendor union, \
+//!      but the buffer holds 32"
 //! );
 //! ```
 //!
@@ -47,17 +49,16 @@
 //!
 //! A decoder receives the whole user buffer: every byte the caller supplied. Each argument
 //! starts with `argsz`, the size the caller claims for it, and has a mandatory size `minsz`
-//! (the whole struct, or the part before a trailing union). The size checks come first and in
-//! this order, as the kernel's `copy_from_user(minsz)` / `argsz < minsz` sequence orders them:
-//!
-//! 1. `buf.len() < minsz` → `EFAULT` (the mandatory part cannot be read);
-//! 2. `argsz < minsz` → `EINVAL`;
-//! 3. `argsz > buf.len()` → `EFAULT` (the caller claims bytes it did not supply).
+//! (the whole struct, or the part before a trailing union). The sizes are checked first, in
+//! the order of the kernel code that reads the argument (see [`read_arg`] and
+//! [`read_sized_arg`]): the bytes the kernel copies must be in the buffer (else `EFAULT`), and
+//! `argsz < minsz` is `EINVAL`.
 //!
 //! A larger struct than this crate knows (`argsz` past the known size) is accepted and its
-//! tail ignored; known bytes past `argsz` read as zero, as the kernel's zero-initialized copy
-//! does. Bytes of `buf` past `argsz` are never read. Within a NESTING_OP, the payload is
-//! `buf[8..argsz]`, so its own `argsz` may not claim more than the header leaves for it.
+//! tail never read, so an `argsz` beyond the buffer is no fault unless the known struct is cut
+//! short; known bytes past `argsz` read as zero, as the kernel's zero-initialized copy does.
+//! Within a NESTING_OP the header's `argsz` is only checked to be at least 8; the payload is
+//! every byte after the header and is read with its own `argsz`.
 //!
 //! After the sizes, fields are checked in the kernel's order: version, format, flags, padding,
 //! then value ranges and combinations. Each decoder's documentation lists its exact order, and
@@ -88,8 +89,8 @@ mod nesting;
 mod pasid_request;
 pub mod vfio;
 
-pub use arg::{read_arg, read_int_arg, Arg};
-pub use bind::{decode_bind_data, AddrWidth, BindRequest, VtdBindAttrs};
+pub use arg::{read_arg, read_int_arg, read_sized_arg, Arg};
+pub use bind::{decode_bind_data, read_bind_data, AddrWidth, BindData, BindRequest, VtdBindAttrs};
 pub use errno::{Errno, UapiError};
 pub use invalidate::{decode_cache_invalidate, CacheInvalidateRequest, Granularity};
 pub use ioctl::io;
@@ -104,7 +105,9 @@ pub use nesting::{
     decode_nesting_info, decode_nesting_op, decode_nesting_op_header, encode_nesting_info,
     NestingCapability, NestingOp, NestingOpArg, NestingOpKind, NESTING_CAP_SIZE,
 };
-pub use pasid_request::{decode_pasid_request, PasidRequestOp};
+pub use pasid_request::{
+    decode_pasid_request, read_pasid_request, PasidRequestArg, PasidRequestOp,
+};
 pub use vfio::{
     DmaMap, DmaUnmap, InfoCapHeader, InfoCapNesting, InfoCapPasidQuota, NestingOpHeader,
     PasidRange, PasidRequest, Type1Info,

@@ -4,7 +4,7 @@
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::arg::read_arg;
-use crate::bind::{decode_bind_data, AddrWidth, BindRequest};
+use crate::bind::{decode_bind_data, read_bind_data, BindRequest};
 use crate::errno::UapiError;
 use crate::invalidate::{decode_cache_invalidate, CacheInvalidateRequest};
 use crate::iommu::{
@@ -65,14 +65,6 @@ impl NestingOpKind {
             Self::CacheInvld => CacheInvalidateInfo::MIN_SIZE,
         }
     }
-
-    /// The payload's C struct name, for messages.
-    const fn payload_name(self) -> &'static str {
-        match self {
-            Self::BindPgtbl | Self::UnbindPgtbl => "iommu_gpasid_bind_data",
-            Self::CacheInvld => "iommu_cache_invalidate_info",
-        }
-    }
 }
 
 /// A NESTING_OP argument whose header has been validated, with its payload not yet decoded.
@@ -84,18 +76,26 @@ impl NestingOpKind {
 pub struct NestingOpArg<'a> {
     /// The selected op.
     pub kind: NestingOpKind,
-    /// The payload: the argument's bytes after the 8-byte header, up to its `argsz`.
+    /// The payload: every byte the caller supplied after the 8-byte header (the header's
+    /// `argsz` does not bound it; the payload's own `argsz` does).
     pub payload: &'a [u8],
 }
 
 impl NestingOpArg<'_> {
-    /// Decodes the payload with [`decode_bind_data`] or [`decode_cache_invalidate`], as
-    /// [`NestingOpArg::kind`] selects.
+    /// Decodes the payload with [`decode_bind_data`] (bind), [`read_bind_data`] and the
+    /// address width (unbind) or [`decode_cache_invalidate`], as [`NestingOpArg::kind`]
+    /// selects.
+    ///
+    /// # Errors
+    ///
+    /// The payload decoder's `EFAULT` / `EINVAL`.
     #[inline]
     pub fn decode(&self) -> Result<NestingOp, UapiError> {
         Ok(match self.kind {
             NestingOpKind::BindPgtbl => NestingOp::Bind(decode_bind_data(self.payload)?),
-            NestingOpKind::UnbindPgtbl => NestingOp::Unbind(decode_bind_data(self.payload)?),
+            NestingOpKind::UnbindPgtbl => {
+                NestingOp::Unbind(read_bind_data(self.payload)?.to_request()?)
+            }
             NestingOpKind::CacheInvld => {
                 NestingOp::Invalidate(decode_cache_invalidate(self.payload)?)
             }
@@ -103,30 +103,33 @@ impl NestingOpArg<'_> {
     }
 }
 
-/// Validates the header of a `vfio_iommu_type1_nesting_op` and returns the op and its payload.
+/// Validates the header of a `vfio_iommu_type1_nesting_op` as the series' VFIO does
+/// (`vfio_iommu_type1_nesting_op`, v5 10/15) and returns the op and its payload.
 ///
-/// `buf` holds every byte the caller supplied (see the crate docs for the buffer model).
-/// Checks, in order, each failing with the errno shown:
+/// `buf` holds every byte the caller supplied. Checks, in order, each failing with the errno
+/// shown:
 ///
 /// 1. `buf.len() < 8` → `EFAULT`.
 /// 2. `argsz < 8` → `EINVAL`.
-/// 3. `argsz > buf.len()` → `EFAULT`.
-/// 4. `flags` has a bit above `0xffff` → `EINVAL`.
-/// 5. the op (`flags & 0xffff`) is not BIND_PGTBL (0), UNBIND_PGTBL (1) or CACHE_INVLD (2) →
+/// 3. `flags` has a bit above `0xffff` → `EINVAL`.
+/// 4. the op (`flags & 0xffff`) is not BIND_PGTBL (0), UNBIND_PGTBL (1) or CACHE_INVLD (2) →
 ///    `EINVAL`.
-/// 6. `argsz` leaves less than [`NestingOpKind::min_payload`] bytes for the payload (56 for
-///    bind / unbind, 16 for invalidate) → `EINVAL`.
 ///
-/// The payload is `buf[8..argsz]`; its own `argsz` is checked against that length when it is
-/// decoded, so a payload claiming more than the header leaves for it fails with `EFAULT`.
+/// The header's `argsz` is otherwise unused: the payload is every byte after the header,
+/// and the IOMMU core reads it with the payload's own `argsz` ([`read_bind_data`],
+/// [`decode_cache_invalidate`]).
+///
+/// # Errors
+///
+/// As listed; nothing past the header is read.
 #[inline]
 pub fn decode_nesting_op_header(buf: &[u8]) -> Result<NestingOpArg<'_>, UapiError> {
-    let arg = read_arg::<NestingOpHeader>(
+    let header = read_arg::<NestingOpHeader>(
         buf,
         size_of::<NestingOpHeader>(),
         "vfio_iommu_type1_nesting_op",
-    )?;
-    let header = arg.value;
+    )?
+    .value;
     if header.flags & !VFIO_NESTING_OP_MASK != 0 {
         return Err(UapiError::invalid(format!(
             "flags {:#x}: bits {:#x} above the op field ({VFIO_NESTING_OP_MASK:#x}) must be zero",
@@ -143,17 +146,10 @@ pub fn decode_nesting_op_header(buf: &[u8]) -> Result<NestingOpArg<'_>, UapiErro
             header.flags
         ))
     })?;
-    let payload = &arg.bytes[size_of::<NestingOpHeader>()..];
-    if payload.len() < kind.min_payload() {
-        return Err(UapiError::invalid(format!(
-            "argsz {} leaves {} bytes for {}, which needs at least {}",
-            header.argsz,
-            payload.len(),
-            kind.payload_name(),
-            kind.min_payload()
-        )));
-    }
-    Ok(NestingOpArg { kind, payload })
+    Ok(NestingOpArg {
+        kind,
+        payload: &buf[size_of::<NestingOpHeader>()..],
+    })
 }
 
 /// A validated `VFIO_IOMMU_NESTING_OP`.
@@ -208,8 +204,10 @@ pub fn decode_nesting_op(buf: &[u8]) -> Result<NestingOp, UapiError> {
 pub struct NestingCapability {
     /// What the container supports.
     pub features: NestingFeatures,
-    /// First-level input address width the IOMMU walks.
-    pub addr_width: AddrWidth,
+    /// The domain's address width: the smaller of the stage-2 AGAW width and CAP.MGAW
+    /// (`dmar_domain->gaw`). Whether the IOMMU walks 5-level first-level tables is CAP.FL5LP
+    /// in [`NestingInfoVtd::cap_reg`].
+    pub addr_width: u16,
     /// PASID width in bits; 0 means no PASID support.
     pub pasid_bits: u16,
     /// VT-d vendor data: the capability registers the guest's vIOMMU should report.
@@ -230,7 +228,7 @@ impl NestingCapability {
             format: IOMMU_PASID_FORMAT_INTEL_VTD,
             features: self.features.bits(),
             flags: 0,
-            addr_width: self.addr_width.bits() as u16,
+            addr_width: self.addr_width,
             pasid_bits: self.pasid_bits,
             padding: 0,
         }
@@ -265,9 +263,8 @@ pub fn encode_nesting_info(next: u32, cap: &NestingCapability) -> Vec<u8> {
 /// [`NESTING_CAP_SIZE`] is ignored. Returns the header (for its `next`) and the content.
 ///
 /// Checks, in order: fewer than 56 bytes → `EFAULT`; header `id` not 3 or `version` not 1 →
-/// `EINVAL`; info `size` below 48 → `EINVAL`; `format` not VT-d → `EINVAL`; `addr_width` not
-/// 48 or 57 → `EINVAL`. Feature bits this crate does not know are dropped, so a newer
-/// producer's capability still parses.
+/// `EINVAL`; info `size` below 48 → `EINVAL`; `format` not VT-d → `EINVAL`. Feature bits this
+/// crate does not know are dropped, so a newer producer's capability still parses.
 pub fn decode_nesting_info(bytes: &[u8]) -> Result<(InfoCapHeader, NestingCapability), UapiError> {
     let Ok((raw, _)) = InfoCapNesting::read_from_prefix(bytes) else {
         return Err(UapiError::fault(format!(
@@ -299,14 +296,11 @@ pub fn decode_nesting_info(bytes: &[u8]) -> Result<(InfoCapHeader, NestingCapabi
             info.format
         )));
     }
-    let addr_width = AddrWidth::from_bits(u32::from(info.addr_width)).ok_or_else(|| {
-        UapiError::invalid(format!("addr_width {}: must be 48 or 57", info.addr_width))
-    })?;
     Ok((
         header,
         NestingCapability {
             features: NestingFeatures::from_bits_truncate(info.features),
-            addr_width,
+            addr_width: info.addr_width,
             pasid_bits: info.pasid_bits,
             vtd,
         },
@@ -316,6 +310,7 @@ pub fn decode_nesting_info(bytes: &[u8]) -> Result<(InfoCapHeader, NestingCapabi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bind::AddrWidth;
     use crate::errno::Errno;
     use crate::invalidate::Granularity;
     use crate::iommu::CacheSet;
@@ -368,7 +363,7 @@ mod tests {
     fn capability_round_trip() {
         let cap = NestingCapability {
             features: NestingFeatures::ALL,
-            addr_width: AddrWidth::Bits48,
+            addr_width: 48,
             pasid_bits: 20,
             vtd: NestingInfoVtd {
                 flags: 0,
@@ -390,7 +385,7 @@ mod tests {
     fn capability_rejects_wrong_id_and_short_buffers() {
         let cap = NestingCapability {
             features: NestingFeatures::BIND_PGTBL,
-            addr_width: AddrWidth::Bits57,
+            addr_width: 57,
             pasid_bits: 0,
             vtd: NestingInfoVtd::default(),
         };

@@ -104,41 +104,88 @@ fn inverted_range(min: u32, max: u32) -> UapiError {
     UapiError::invalid(format!("range.min {min} is greater than range.max {max}"))
 }
 
-/// Decodes and validates a `vfio_iommu_type1_pasid_request` from the caller's buffer.
-///
-/// `buf` holds every byte the caller supplied (see the crate docs for the buffer model).
+/// A `vfio_iommu_type1_pasid_request` that passed the series' checks made before it looks at
+/// the container ([`read_pasid_request`]); which operation it is ([`PasidRequestArg::op`]) is
+/// decided after the container's check, as in the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PasidRequestArg {
+    /// The `flags`: no bit other than ALLOC and FREE, but possibly neither or both.
+    pub flags: u32,
+    /// `range.min`, at most `max`.
+    pub min: u32,
+    /// `range.max`.
+    pub max: u32,
+}
+
+impl PasidRequestArg {
+    /// The operation: `flags` exactly ALLOC or exactly FREE.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for `flags` 0 or both bits (the series' `default:` case).
+    #[inline]
+    pub fn op(&self) -> Result<PasidRequestOp, UapiError> {
+        let Self { flags, min, max } = *self;
+        match flags {
+            VFIO_IOMMU_FLAG_ALLOC_PASID => Ok(PasidRequestOp::Alloc { min, max }),
+            VFIO_IOMMU_FLAG_FREE_PASID => Ok(PasidRequestOp::Free { min, max }),
+            _ => Err(UapiError::invalid(format!(
+                "flags {flags:#x}: exactly one of ALLOC ({VFIO_IOMMU_FLAG_ALLOC_PASID:#x}) and \
+                 FREE ({VFIO_IOMMU_FLAG_FREE_PASID:#x}) must be set"
+            ))),
+        }
+    }
+}
+
+/// Reads a `vfio_iommu_type1_pasid_request` as the series does
+/// (`vfio_iommu_type1_pasid_request`, v5 07/15). `buf` holds every byte the caller supplied.
 /// Checks, in order, each failing with the errno shown:
 ///
 /// 1. `buf.len() < 16`: the struct cannot be read → `EFAULT`.
-/// 2. `argsz < 16` → `EINVAL`.
-/// 3. `argsz > buf.len()`: the caller claims bytes it did not supply → `EFAULT`.
-/// 4. `flags` is not exactly one of `ALLOC` (0x1) and `FREE` (0x2); any other bit → `EINVAL`.
-/// 5. `range.min > range.max` → `EINVAL`.
+/// 2. `argsz < 16`, or a `flags` bit other than `ALLOC` (0x1) and `FREE` (0x2) → `EINVAL`.
+/// 3. `range.min > range.max` → `EINVAL`.
 ///
-/// An `argsz` above 16 is accepted and the bytes past the known struct are ignored. What the
-/// container does next (no PASID context → `EOPNOTSUPP`, exhausted range or quota →
-/// `ENOSPC`) is not decided here.
+/// An `argsz` above 16 is accepted, even beyond the buffer: the bytes past the known struct
+/// are never read (the series copies only `minsz`).
+///
+/// # Errors
+///
+/// As listed.
 #[inline]
-pub fn decode_pasid_request(buf: &[u8]) -> Result<PasidRequestOp, UapiError> {
+pub fn read_pasid_request(buf: &[u8]) -> Result<PasidRequestArg, UapiError> {
     let req: PasidRequest = read_arg(
         buf,
         size_of::<PasidRequest>(),
         "vfio_iommu_type1_pasid_request",
     )?
     .value;
+    let known = VFIO_IOMMU_FLAG_ALLOC_PASID | VFIO_IOMMU_FLAG_FREE_PASID;
+    if req.flags & !known != 0 {
+        return Err(UapiError::invalid(format!(
+            "flags {:#x}: bits {:#x} are not defined (ALLOC {VFIO_IOMMU_FLAG_ALLOC_PASID:#x}, \
+             FREE {VFIO_IOMMU_FLAG_FREE_PASID:#x})",
+            req.flags,
+            req.flags & !known
+        )));
+    }
     let PasidRange { min, max } = req.range;
-    let op = match req.flags {
-        VFIO_IOMMU_FLAG_ALLOC_PASID => PasidRequestOp::Alloc { min, max },
-        VFIO_IOMMU_FLAG_FREE_PASID => PasidRequestOp::Free { min, max },
-        flags => {
-            return Err(UapiError::invalid(format!(
-                "flags {flags:#x}: exactly one of ALLOC ({VFIO_IOMMU_FLAG_ALLOC_PASID:#x}) and \
-                 FREE ({VFIO_IOMMU_FLAG_FREE_PASID:#x}) must be set"
-            )))
-        }
-    };
     check_range(min, max)?;
-    Ok(op)
+    Ok(PasidRequestArg {
+        flags: req.flags,
+        min,
+        max,
+    })
+}
+
+/// Decodes and validates a whole `vfio_iommu_type1_pasid_request`: [`read_pasid_request`],
+/// then [`PasidRequestArg::op`] (`flags` 0 or both → `EINVAL`).
+///
+/// # Errors
+///
+/// The first failing check's `EFAULT` / `EINVAL`.
+#[inline]
+pub fn decode_pasid_request(buf: &[u8]) -> Result<PasidRequestOp, UapiError> {
+    read_pasid_request(buf)?.op()
 }
 
 #[cfg(test)]

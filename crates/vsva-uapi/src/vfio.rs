@@ -91,6 +91,63 @@ pub const VFIO_IOMMU_TYPE1_INFO_CAP_NESTING: u16 = 3;
 /// Version 1 of the nesting capability's layout, the only one defined.
 pub const VFIO_IOMMU_TYPE1_INFO_CAP_NESTING_VERSION: u16 = 1;
 
+/// Capability id `VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE` (1): [`InfoCapIovaRange`] followed by
+/// `nr_iovas` [`IovaRange`]s.
+pub const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: u16 = 1;
+/// Capability id `VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION` (2): [`InfoCapMigration`].
+pub const VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION: u16 = 2;
+/// Version 1 of the IOVA-range and migration capabilities, the only one (Linux 5.8).
+pub const VFIO_IOMMU_TYPE1_INFO_CAP_VERSION: u16 = 1;
+/// `DIRTY_BITMAP_SIZE_MAX` of Linux 5.8 `vfio_iommu_type1.c`: the largest dirty bitmap in
+/// bytes, for `INT_MAX` pages (`ALIGN(INT_MAX, 64) / 8`).
+pub const VFIO_DIRTY_BITMAP_SIZE_MAX: u64 = (i32::MAX as u64).next_multiple_of(64) / 8;
+
+/// `vfio_iommu_type1_info_cap_iova_range` without its flexible `iova_ranges[]` (16 bytes):
+/// the IOVA ranges a container can map, each an [`IovaRange`] following this struct.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct InfoCapIovaRange {
+    /// `id` = [`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`], `version` = 1.
+    pub header: InfoCapHeader,
+    /// How many [`IovaRange`]s follow.
+    pub nr_iovas: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// `vfio_iova_range`: one mappable IOVA range, both ends inclusive (16 bytes).
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct IovaRange {
+    /// First mappable IOVA.
+    pub start: u64,
+    /// Last mappable IOVA.
+    pub end: u64,
+}
+
+/// `vfio_iommu_type1_info_cap_migration` (32 bytes): what dirty-page tracking the container
+/// offers.
+#[repr(C)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct InfoCapMigration {
+    /// `id` = [`VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION`], `version` = 1.
+    pub header: InfoCapHeader,
+    /// Zero.
+    pub flags: u32,
+    /// Padding (implicit in the C struct), zero.
+    pub pad: u32,
+    /// The dirty-tracking page size: the smallest IOVA page size.
+    pub pgsize_bitmap: u64,
+    /// The largest dirty bitmap, in bytes.
+    pub max_dirty_bitmap_size: u64,
+}
+
 /// The IOVA page sizes `VFIO_IOMMU_GET_INFO` reports: every power of two from 4 KiB up, as the
 /// VT-d driver reports (the stage-2 mapper splits into 4 KiB, 2 MiB and 1 GiB pages itself).
 pub const VFIO_IOMMU_INFO_PGSIZES_ALL: u64 = !0xfff;
@@ -285,6 +342,10 @@ mod tests {
     fn sizes() {
         assert_eq!(size_of::<InfoCapHeader>(), 8);
         assert_eq!(size_of::<InfoCapNesting>(), 56);
+        assert_eq!(size_of::<InfoCapIovaRange>(), 16);
+        assert_eq!(size_of::<IovaRange>(), 16);
+        assert_eq!(size_of::<InfoCapMigration>(), 32);
+        assert_eq!(VFIO_DIRTY_BITMAP_SIZE_MAX, 256 << 20);
         assert_eq!(size_of::<Type1Info>(), 24);
         assert_eq!(size_of::<DmaMap>(), 32);
         assert_eq!(size_of::<DmaUnmap>(), 24);

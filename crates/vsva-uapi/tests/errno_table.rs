@@ -9,10 +9,11 @@ use zerocopy::IntoBytes;
 use vsva_uapi::iommu::{IOMMU_INV_ADDR_FLAGS_PASID, IOMMU_INV_PASID_FLAGS_PASID};
 use vsva_uapi::{
     decode_bind_data, decode_cache_invalidate, decode_nesting_info, decode_nesting_op,
-    decode_nesting_op_header, decode_pasid_request, encode_nesting_info, AddrWidth, BindRequest,
-    CacheInvalidateInfo, CacheInvalidateRequest, CacheSet, Errno, GpasidBindData, Granularity,
-    InvAddrInfo, InvGranu, InvPasidInfo, NestingCapability, NestingFeatures, NestingInfoVtd,
-    NestingOp, NestingOpKind, PasidRequest, PasidRequestOp, UapiError, VtdBindAttrs, VtdBindFlags,
+    decode_nesting_op_header, decode_pasid_request, encode_nesting_info, read_bind_data, AddrWidth,
+    BindRequest, CacheInvalidateInfo, CacheInvalidateRequest, CacheSet, Errno, GpasidBindData,
+    Granularity, InvAddrInfo, InvGranu, InvPasidInfo, NestingCapability, NestingFeatures,
+    NestingInfoVtd, NestingOp, NestingOpKind, PasidRequest, PasidRequestOp, UapiError,
+    VtdBindAttrs, VtdBindFlags,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -153,32 +154,35 @@ fn pasid_request_rule_2_small_argsz_is_einval() {
 }
 
 #[test]
-fn pasid_request_argsz_beyond_buffer_is_efault() {
-    let mut req = valid_pasid();
-    req.argsz = 17;
-    assert_rejected(
-        decode_pasid_request(req.as_bytes()),
-        Errno::EFAULT,
-        "argsz 17",
-    );
-    req.argsz = u32::MAX;
-    assert_rejected(
-        decode_pasid_request(req.as_bytes()),
-        Errno::EFAULT,
-        "argsz 4294967295",
-    );
+fn pasid_request_argsz_beyond_buffer_reads_only_the_16_bytes() {
+    // v5 07/15 `vfio_iommu_type1_pasid_request`: copy_from_user(minsz), then only
+    // `argsz < minsz` is checked; nothing past the 16 bytes is ever read.
+    for argsz in [17, u32::MAX] {
+        let mut req = valid_pasid();
+        req.argsz = argsz;
+        assert_eq!(
+            decode_pasid_request(req.as_bytes()),
+            Ok(PasidRequestOp::Alloc { min: 1, max: 1000 }),
+            "argsz {argsz}"
+        );
+    }
 }
 
 #[test]
 fn pasid_request_rule_3_flags_not_exactly_one_is_einval() {
-    for flags in [0, 3, 4, 1 | 4, 2 | 8, 0x8000_0001, u32::MAX] {
+    // v5 07/15: undefined bits with the argsz check, neither or both in the `default:` case.
+    for (flags, needle) in [
+        (4, "bits 0x4 are not defined"),
+        (1 | 4, "bits 0x4 are not defined"),
+        (2 | 8, "bits 0x8 are not defined"),
+        (0x8000_0001, "bits 0x80000000 are not defined"),
+        (u32::MAX, "bits 0xfffffffc are not defined"),
+        (0, "exactly one of ALLOC (0x1) and FREE (0x2)"),
+        (3, "exactly one of ALLOC (0x1) and FREE (0x2)"),
+    ] {
         let mut req = valid_pasid();
         req.flags = flags;
-        assert_rejected(
-            decode_pasid_request(req.as_bytes()),
-            Errno::EINVAL,
-            &format!("flags {flags:#x}: exactly one of ALLOC (0x1) and FREE (0x2)"),
-        );
+        assert_rejected(decode_pasid_request(req.as_bytes()), Errno::EINVAL, needle);
     }
 }
 
@@ -199,10 +203,11 @@ fn pasid_request_rule_4_min_above_max_is_einval() {
 
 #[test]
 fn pasid_request_check_order() {
-    // argsz before flags, flags before range.
+    // v5 07/15: argsz before undefined flags, undefined flags before the range, the range
+    // before "neither or both".
     let mut req = valid_pasid();
     req.argsz = 12;
-    req.flags = 3;
+    req.flags = 7;
     req.range.min = 5;
     req.range.max = 1;
     assert_rejected(
@@ -214,7 +219,13 @@ fn pasid_request_check_order() {
     assert_rejected(
         decode_pasid_request(req.as_bytes()),
         Errno::EINVAL,
-        "flags 0x3",
+        "flags 0x7",
+    );
+    req.flags = 3;
+    assert_rejected(
+        decode_pasid_request(req.as_bytes()),
+        Errno::EINVAL,
+        "range.min 5",
     );
     req.flags = 2;
     assert_rejected(
@@ -285,13 +296,17 @@ fn nesting_op_small_argsz_is_einval() {
 }
 
 #[test]
-fn nesting_op_argsz_beyond_buffer_is_efault() {
+fn nesting_op_header_argsz_is_only_checked_to_be_at_least_8() {
+    // v5 10/15 `vfio_iommu_type1_nesting_op`: `hdr.argsz < minsz` is the header's only size
+    // check; the payload is read at `arg + minsz` with its own argsz.
     let payload = valid_bind().to_bytes();
-    assert_rejected(
-        decode_nesting_op(&nesting(8 + 73, 0, &payload)),
-        Errno::EFAULT,
-        "argsz 81",
-    );
+    for argsz in [8, 9, 8 + 55, 8 + 73, u32::MAX] {
+        assert_eq!(
+            decode_nesting_op(&nesting(argsz, 0, &payload)),
+            Ok(NestingOp::Bind(valid_bind())),
+            "header argsz {argsz}"
+        );
+    }
 }
 
 #[test]
@@ -319,34 +334,25 @@ fn nesting_op_unknown_op_is_einval() {
 }
 
 #[test]
-fn nesting_op_argsz_too_small_for_payload_is_einval() {
+fn nesting_op_payload_shorter_than_its_own_argsz_is_efault() {
+    // Linux 5.10 iommu.c `iommu_sva_prepare_bind_data` / `iommu_uapi_cache_invalidate`:
+    // get_user(argsz), then copy_from_user(min(argsz, known size)) faults.
     let bind = valid_bind().to_bytes();
     assert_rejected(
-        decode_nesting_op(&nesting(8 + 55, 0, &bind)),
-        Errno::EINVAL,
-        "leaves 55 bytes for iommu_gpasid_bind_data, which needs at least 56",
+        decode_nesting_op(&nesting(80, 0, &bind[..60])),
+        Errno::EFAULT,
+        "argsz 72 covers 72 bytes",
     );
     assert_rejected(
-        decode_nesting_op(&nesting(8, 1, &bind)),
-        Errno::EINVAL,
-        "leaves 0 bytes",
+        decode_nesting_op(&nesting(80, 1, &bind[..3])),
+        Errno::EFAULT,
+        "fewer than the 4 bytes of the argsz",
     );
     let inv = domain_inv().to_bytes();
     assert_rejected(
-        decode_nesting_op(&nesting(8 + 15, 2, &inv)),
-        Errno::EINVAL,
-        "leaves 15 bytes for iommu_cache_invalidate_info, which needs at least 16",
-    );
-}
-
-#[test]
-fn nesting_op_payload_argsz_beyond_header_is_efault() {
-    // The payload claims 72 bytes but the header's argsz leaves only 60 for it.
-    let bind = valid_bind().to_bytes();
-    assert_rejected(
-        decode_nesting_op(&nesting(8 + 60, 0, &bind)),
+        decode_nesting_op(&nesting(80, 2, &inv[..15])),
         Errno::EFAULT,
-        "argsz 72 claims more than the 60 bytes",
+        "covers 56 bytes of iommu_cache_invalidate_info",
     );
 }
 
@@ -359,19 +365,19 @@ fn nesting_op_check_order() {
         Errno::EINVAL,
         "above the op field",
     );
-    // ...an unknown op before a too-small payload...
+    // ...an unknown op before the payload is looked at...
     assert_rejected(
-        decode_nesting_op(&nesting(9, 3, &bind)),
+        decode_nesting_op(&nesting(9, 3, &bind[..2])),
         Errno::EINVAL,
         "op 3",
     );
-    // ...and the header before anything in the payload.
+    // ...and the header's argsz before anything in the payload.
     let mut raw = valid_bind().to_raw();
     raw.version = 9;
     assert_rejected(
-        decode_nesting_op(&nesting(8 + 40, 0, raw.as_bytes())),
+        decode_nesting_op(&nesting(7, 0, raw.as_bytes())),
         Errno::EINVAL,
-        "leaves 40 bytes",
+        "argsz 7",
     );
 }
 
@@ -436,20 +442,21 @@ fn bind_valid() {
 
 #[test]
 fn bind_unreadable_is_efault() {
+    // Linux 5.10 iommu.c `iommu_sva_prepare_bind_data`: get_user(argsz) faults, then
+    // copy_from_user(min(argsz, 72)) faults.
     let raw = valid_bind().to_raw();
-    for len in [0, 4, 55] {
+    assert_rejected(
+        decode_bind_data(&raw.as_bytes()[..3]),
+        Errno::EFAULT,
+        "fewer than the 4 bytes",
+    );
+    for len in [4, 55, 64] {
         assert_rejected(
             decode_bind_data(&raw.as_bytes()[..len]),
             Errno::EFAULT,
-            "fewer than the 56 bytes",
+            &format!("argsz 72 covers 72 bytes of iommu_gpasid_bind_data before its vendor union, but the buffer holds {len}"),
         );
     }
-    // A payload argsz past the supplied bytes.
-    assert_rejected(
-        decode_bind_data(&raw.as_bytes()[..64]),
-        Errno::EFAULT,
-        "argsz 72 claims more than the 64 bytes",
-    );
 }
 
 #[test]
@@ -533,14 +540,17 @@ fn bind_unknown_vtd_flags_are_einval() {
 fn bind_check_order() {
     // Each mutation is reported only once every earlier one is fixed.
     type Mutation = fn(&mut GpasidBindData);
+    // The IOMMU core's checks (Linux 5.10 iommu.c `iommu_check_bind_data`), then the VT-d
+    // driver's (intel/svm.c `intel_svm_bind_gpasid`: vendor flags; intel/pasid.c
+    // `intel_pasid_setup_nested`: the address width, after the PASID checks).
     let steps: [(Mutation, &str); 7] = [
         (|r| r.argsz = 50, "argsz 50"),
         (|r| r.version = 2, "version 2"),
         (|r| r.format = 3, "format 3"),
         (|r| r.flags = 6, "flags 0x6"),
         (|r| r.padding[3] = 1, "padding[3]"),
-        (|r| r.addr_width = 40, "addr_width 40"),
         (|r| r.vtd.flags = 1 << 9, "vendor.vtd.flags"),
+        (|r| r.addr_width = 40, "addr_width 40"),
     ];
     for first in 0..steps.len() {
         let mut raw = valid_bind().to_raw();
@@ -558,22 +568,27 @@ fn bind_larger_than_known_is_accepted() {
 }
 
 #[test]
-fn bind_smaller_than_known_zeroes_the_vendor_part() {
-    // argsz 56: the vendor union is absent and reads as zero, even if the bytes are there.
+fn bind_smaller_than_known_passes_the_core_and_fails_the_vtd_driver() {
+    // Linux 5.10 iommu.c copies min(argsz, 72) bytes: the vendor union past argsz reads as
+    // zero, even if the bytes are there.
     let raw = mutated_bind(|r| r.argsz = 56);
-    let req = decode_bind_both(&raw).unwrap();
-    assert_eq!(req.vtd, VtdBindAttrs::default());
+    assert_eq!(
+        read_bind_data(raw.as_bytes()).unwrap().raw.vtd,
+        Default::default()
+    );
     // argsz 64: only vendor.vtd.flags is covered.
     let raw = mutated_bind(|r| r.argsz = 64);
-    let req = decode_bind_data(raw.as_bytes()).unwrap();
-    assert_eq!(req.vtd.flags, valid_bind().vtd.flags);
-    assert_eq!((req.vtd.pat, req.vtd.emt), (0, 0));
-    // An unknown VT-d flag outside argsz is never read.
-    let raw = mutated_bind(|r| {
-        r.argsz = 56;
-        r.vtd.flags = 1 << 40;
-    });
-    assert!(decode_bind_data(raw.as_bytes()).is_ok());
+    let data = read_bind_data(raw.as_bytes()).unwrap();
+    assert_eq!(data.raw.vtd.flags, valid_bind().vtd.flags.bits());
+    assert_eq!((data.raw.vtd.pat, data.raw.vtd.emt), (0, 0));
+    // intel/svm.c `intel_svm_bind_gpasid`: argsz < offsetofend(vendor.vtd) → EINVAL.
+    for argsz in [56, 64, 71] {
+        assert_rejected(
+            decode_bind_both(&mutated_bind(|r| r.argsz = argsz)),
+            Errno::EINVAL,
+            &format!("argsz {argsz}: the VT-d driver needs the vendor part, 72 bytes"),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,19 +625,21 @@ fn invalidate_valid() {
 
 #[test]
 fn invalidate_unreadable_is_efault() {
+    // Linux 5.10 iommu.c `iommu_uapi_cache_invalidate`: get_user(argsz), then
+    // copy_from_user(min(argsz, 56)).
     let raw = addr_inv().to_raw();
-    for len in [0, 8, 15] {
+    assert_rejected(
+        decode_cache_invalidate(&raw.as_bytes()[..3]),
+        Errno::EFAULT,
+        "fewer than the 4 bytes",
+    );
+    for len in [4, 15, 40] {
         assert_rejected(
             decode_cache_invalidate(&raw.as_bytes()[..len]),
             Errno::EFAULT,
-            "fewer than the 16 bytes",
+            &format!("argsz 56 covers 56 bytes of iommu_cache_invalidate_info before its granu union, but the buffer holds {len}"),
         );
     }
-    assert_rejected(
-        decode_cache_invalidate(&raw.as_bytes()[..40]),
-        Errno::EFAULT,
-        "argsz 56 claims more than the 40 bytes",
-    );
 }
 
 #[test]
@@ -869,7 +886,7 @@ fn invalidate_larger_than_known_is_accepted() {
 fn nesting_capability_rules() {
     let cap = NestingCapability {
         features: NestingFeatures::ALL,
-        addr_width: AddrWidth::Bits57,
+        addr_width: 57,
         pasid_bits: 20,
         vtd: NestingInfoVtd {
             cap_reg: 1,
@@ -898,9 +915,11 @@ fn nesting_capability_rules() {
         bad[offset] = value;
         assert_rejected(decode_nesting_info(&bad), Errno::EINVAL, needle);
     }
-    let mut bad = bytes.clone();
-    bad[24] = 39; // info.addr_width
-    assert_rejected(decode_nesting_info(&bad), Errno::EINVAL, "addr_width 39");
+    // info.addr_width is the domain's width (v5 04/15 `intel_iommu_get_nesting_info`:
+    // `dmar_domain->gaw`), any value: a 3-level stage 2 reports 39.
+    let mut narrow = bytes.clone();
+    narrow[24] = 39;
+    assert_eq!(decode_nesting_info(&narrow).unwrap().1.addr_width, 39);
     // Unknown feature bits from a newer producer are dropped, not rejected.
     let mut newer = bytes;
     newer[16] |= 0x80;
@@ -1063,7 +1082,7 @@ proptest! {
     ) {
         let cap = NestingCapability {
             features: NestingFeatures::from_bits(features).unwrap(),
-            addr_width: if five { AddrWidth::Bits57 } else { AddrWidth::Bits48 },
+            addr_width: if five { 57 } else { 48 },
             pasid_bits,
             vtd: NestingInfoVtd { cap_reg, ecap_reg, ..NestingInfoVtd::default() },
         };

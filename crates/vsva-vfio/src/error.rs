@@ -68,7 +68,7 @@ pub enum VfioError {
         /// Why it is not available.
         reason: &'static str,
     },
-    /// A nesting container holds exactly one group (`EBUSY`).
+    /// A nesting container holds exactly one group (`EINVAL`, as v5 04/15 answers).
     #[error("container {container} is a nesting container and already holds group {group}; a nesting container holds exactly one group")]
     NestingOneGroup {
         /// The nesting container the group was offered to.
@@ -311,14 +311,14 @@ impl VfioError {
             | VfioError::PasidOutOfRange { .. }
             | VfioError::DmaSplit { .. }
             | VfioError::GroupNotAttached { .. }
-            | VfioError::ConfigAccess { .. } => Errno::EINVAL,
+            | VfioError::ConfigAccess { .. }
+            | VfioError::NestingOneGroup { .. } => Errno::EINVAL,
             VfioError::UnknownIoctl { .. } | VfioError::PasidSupportDisabled => Errno::ENOTTY,
             VfioError::UnsupportedIommuType { .. }
             | VfioError::UnknownGroup { .. }
             | VfioError::UnknownDevice { .. }
             | VfioError::UnknownMdev { .. } => Errno::ENODEV,
-            VfioError::NestingOneGroup { .. }
-            | VfioError::AlreadyBound { .. }
+            VfioError::AlreadyBound { .. }
             | VfioError::GroupInUse { .. }
             | VfioError::DeviceBusy { .. } => Errno::EBUSY,
             VfioError::NoPasidContext { .. } | VfioError::NestingUnsupported { .. } => {

@@ -13,6 +13,7 @@ use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 use crate::mm::MmRegistry;
 use crate::pci::FunctionInner;
+use crate::refusal::Refusals;
 use crate::registry::{Member, Registry};
 use crate::sync::lock;
 use crate::types::{ContainerId, GroupId, VfioConfig};
@@ -30,6 +31,8 @@ pub(crate) struct VfioInner {
     pub(crate) dids: Mutex<BTreeSet<u16>>,
     pub(crate) next_container: AtomicU64,
     pub(crate) stage2_levels: u8,
+    /// Unbinds and invalidations answered 0 but refused, by reason.
+    pub(crate) refusals: Refusals,
 }
 
 impl VfioInner {

@@ -3,16 +3,19 @@
 //!
 //! One table ([`OPS`]) maps each ioctl number to its handler and says whether the container
 //! must have an IOMMU type first. Each handler reads its argument once, with the one argument
-//! reader of `vsva-uapi` (the struct decoders are built on it), and calls the typed method.
+//! readers of `vsva-uapi` (the struct decoders are built on them), and calls the typed method.
 //!
 //! # Arguments
 //!
 //! `arg` holds every byte the caller supplied at the ioctl's argument pointer (the daemon
 //! passes what the client sent). Struct arguments follow the buffer model of `vsva-uapi`: the
-//! mandatory part missing from `arg` → `EFAULT`; `argsz` below it → `EINVAL`; `argsz` beyond
-//! `arg` → `EFAULT`; a larger struct than known is accepted and its tail ignored. Results are
+//! bytes the kernel would copy missing from `arg` → `EFAULT`; `argsz` below the mandatory part
+//! → `EINVAL`; an `argsz` beyond `arg` is no fault by itself (the kernel never reads past the
+//! struct it knows), and a larger struct than known has its tail ignored. Results are
 //! written back into `arg` where the kernel writes them (`GET_INFO`'s info and capability
-//! chain, `UNMAP_DMA`'s `size`), never past `argsz`.
+//! chain, `UNMAP_DMA`'s `size`), never past `argsz`; a chain that does not fit in `arg`
+//! although `argsz` asks for it → `EFAULT`. NESTING_OP's payload is read with its own
+//! `argsz` (the header's is only checked to be at least 8).
 //!
 //! `VFIO_SET_IOMMU` and `VFIO_CHECK_EXTENSION` take an integer, not a pointer: `arg` holds it
 //! little-endian, 8 bytes (an `unsigned long`) or 4; fewer than 4 → `EFAULT`.
@@ -22,7 +25,7 @@
 //! | cmd | before `VFIO_SET_IOMMU` | after |
 //! |---|---|---|
 //! | `VFIO_GET_API_VERSION` | 0 | 0 |
-//! | `VFIO_CHECK_EXTENSION` | 1 for types 3 and 6 (6 only with ECAP.NEST) and `VFIO_UNMAP_ALL`, else 0 | same |
+//! | `VFIO_CHECK_EXTENSION` | 1 for types 1, 3 and 6 and `VFIO_UNMAP_ALL`, else 0 | same |
 //! | `VFIO_SET_IOMMU` | see [`Container::set_iommu`] | `EINVAL` |
 //! | `VFIO_IOMMU_GET_INFO`, `MAP_DMA`, `UNMAP_DMA`, `PASID_REQUEST`, `NESTING_OP` | `EINVAL` (no IOMMU driver yet) | as documented on the typed methods |
 //! | anything else | `EINVAL` | `ENOTTY` |
@@ -37,10 +40,11 @@ use vsva_uapi::vfio::{
     VFIO_IOMMU_NESTING_OP, VFIO_IOMMU_PASID_REQUEST, VFIO_IOMMU_UNMAP_DMA, VFIO_SET_IOMMU,
     VFIO_UNMAP_ALL,
 };
-use vsva_uapi::{decode_nesting_op_header, decode_pasid_request, read_arg, read_int_arg};
+use vsva_uapi::{decode_nesting_op_header, read_arg, read_int_arg, read_pasid_request};
 
 use crate::container::dma::DmaMapping;
 use crate::container::info::info_cap_chain;
+use crate::container::nesting::NestingPayload;
 use crate::container::Container;
 use crate::error::VfioError;
 use crate::outcome::IoctlOutcome;
@@ -159,12 +163,12 @@ fn pasid_request(
     arg: &mut [u8],
     journal: Journal<'_>,
 ) -> Result<IoctlOutcome, VfioError> {
-    c.pasid_request(decode_pasid_request(arg)?, journal)
+    c.pasid_request(read_pasid_request(arg)?, journal)
 }
 
 fn nesting_op(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
     let header = decode_nesting_op_header(arg)?;
-    c.nesting_op(|| Ok(header.decode()?), header.kind)?;
+    c.nesting_op(header.kind, NestingPayload::Bytes(header.payload))?;
     Ok(IoctlOutcome::Nesting(header.kind))
 }
 
@@ -173,16 +177,14 @@ fn api_version(_: &Container, _: &mut [u8], _: Journal<'_>) -> Result<IoctlOutco
 }
 
 fn check_extension(
-    c: &Container,
+    _: &Container,
     arg: &mut [u8],
     _: Journal<'_>,
 ) -> Result<IoctlOutcome, VfioError> {
     let ext = read_int_arg(arg, "the VFIO_CHECK_EXTENSION argument")?;
-    let supported = match IommuType::from_raw(ext) {
-        Some(IommuType::Type1v2) => true,
-        Some(IommuType::Nesting) => c.vfio().iommu.config().nesting,
-        None => ext == VFIO_UNMAP_ALL,
-    };
+    // Linux 5.8 `vfio_iommu_type1_check_extension`: 1 for every type the driver knows,
+    // nesting included, whatever the IOMMU (SET_IOMMU(6) then fails without ECAP.NEST).
+    let supported = IommuType::from_raw(ext).is_some() || ext == VFIO_UNMAP_ALL;
     Ok(IoctlOutcome::Value(u64::from(supported)))
 }
 
@@ -195,7 +197,7 @@ fn get_info(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcom
     const MINSZ: usize = 16; // offsetofend(iova_pgsizes)
     const CAPSZ: usize = size_of::<Type1Info>(); // offsetofend(cap_offset)
     let read = read_arg::<Type1Info>(arg, MINSZ, "vfio_iommu_type1_info")?;
-    let (mut info, argsz) = (read.value, read.bytes.len());
+    let (mut info, argsz) = (read.value, read.argsz as usize);
     let typed = c.info()?;
     info.flags = VFIO_IOMMU_INFO_PGSIZES;
     info.iova_pgsizes = typed.iova_pgsizes;
@@ -212,6 +214,13 @@ fn get_info(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcom
         if argsz < need {
             // Too small for the chain: report the size needed, as the kernel does.
             info.argsz = need as u32;
+        } else if arg.len() < need {
+            // The kernel's copy_to_user of the chain faults; nothing is written.
+            return Err(vsva_uapi::UapiError::fault(format!(
+                "argsz {argsz} asks for the {need}-byte capability chain, but the buffer holds {}",
+                arg.len()
+            ))
+            .into());
         } else {
             arg[CAPSZ..need].copy_from_slice(&caps);
             info.cap_offset = CAPSZ as u32;

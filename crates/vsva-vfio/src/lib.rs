@@ -76,6 +76,7 @@ mod mdev;
 mod mm;
 mod outcome;
 pub mod pci;
+pub mod refusal;
 mod registry;
 mod sync;
 mod types;
@@ -90,6 +91,7 @@ pub use mdev::Mdev;
 pub use mm::VfioMm;
 pub use outcome::IoctlOutcome;
 pub use pci::{ConfigWidth, PasidCapability, PciFunctionSpec};
+pub use refusal::{RefusalCounts, RefusalReason, RefusedOp};
 pub use types::{ContainerId, GroupId, IommuType, MdevId, ProcessToken, VfioConfig};
 pub use vfio::{ProcessPasids, Vfio};
 /// Moved to `vsva_uapi::vfio`; re-exported here for compatibility.

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use vsva_uapi::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_NESTING_IOMMU};
+use vsva_uapi::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU, VFIO_TYPE1_NESTING_IOMMU};
 
 /// Identifies a process robustly: the embedder supplies a pid together with the process's
 /// start time (e.g. field 22 of `/proc/<pid>/stat`), so a pid reused by a new process is a
@@ -109,6 +109,9 @@ impl Default for VfioConfig {
 /// The IOMMU types a container can be set to with `VFIO_SET_IOMMU`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IommuType {
+    /// `VFIO_TYPE1_IOMMU` (1): as type1 v2, except that an unmap removes every mapping it
+    /// touches whole instead of refusing to split one (Linux 5.8 `vfio_dma_do_unmap`).
+    Type1,
     /// `VFIO_TYPE1v2_IOMMU` (3): DMA mapping through a stage-2 table, any number of groups.
     Type1v2,
     /// `VFIO_TYPE1_NESTING_IOMMU` (6): type1 v2 plus nesting: the process's PASID context,
@@ -120,15 +123,17 @@ impl IommuType {
     /// The raw `VFIO_SET_IOMMU` argument.
     pub const fn raw(self) -> u32 {
         match self {
+            IommuType::Type1 => VFIO_TYPE1_IOMMU,
             IommuType::Type1v2 => VFIO_TYPE1v2_IOMMU,
             IommuType::Nesting => VFIO_TYPE1_NESTING_IOMMU,
         }
     }
 
-    /// The type for a raw argument; `None` for types this layer does not offer (type 1 v1
-    /// included).
+    /// The type for a raw argument; `None` for types no IOMMU driver takes.
     pub const fn from_raw(raw: u64) -> Option<Self> {
-        if raw == VFIO_TYPE1v2_IOMMU as u64 {
+        if raw == VFIO_TYPE1_IOMMU as u64 {
+            Some(IommuType::Type1)
+        } else if raw == VFIO_TYPE1v2_IOMMU as u64 {
             Some(IommuType::Type1v2)
         } else if raw == VFIO_TYPE1_NESTING_IOMMU as u64 {
             Some(IommuType::Nesting)

@@ -14,6 +14,7 @@ use crate::container::Container;
 use crate::error::VfioError;
 use crate::host::VfioInner;
 use crate::mm::{MmRegistry, VfioMm};
+use crate::refusal::{RefusalCounts, Refusals};
 use crate::registry::Registry;
 use crate::types::{ContainerId, ProcessToken, VfioConfig};
 
@@ -75,6 +76,7 @@ impl Vfio {
                 dids: Mutex::new(BTreeSet::new()),
                 next_container: AtomicU64::new(1),
                 stage2_levels,
+                refusals: Refusals::default(),
             }),
         })
     }
@@ -102,6 +104,13 @@ impl Vfio {
     /// Depth of every container's stage-2 table.
     pub fn stage2_levels(&self) -> u8 {
         self.inner.stage2_levels
+    }
+
+    /// The refusal counters: how many UNBIND_PGTBL and CACHE_INVLD requests were answered 0
+    /// (as the series does) although they changed nothing, by op and reason. Each refusal is
+    /// also logged with `tracing::warn!`. Reading takes no lock.
+    pub fn refusals(&self) -> RefusalCounts {
+        self.inner.refusals.snapshot()
     }
 
     /// Opens a container for `process`. It holds nothing until a group is attached.

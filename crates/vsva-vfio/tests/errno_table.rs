@@ -1,7 +1,11 @@
-//! Every row of `uapi.md`'s error rules for PASID_REQUEST and NESTING_OP, through the
+//! Every row of the series' error rules for PASID_REQUEST and NESTING_OP, through the
 //! byte-level entry point: each malformed field on its own, the order of the checks where
-//! two could apply, and structs larger and smaller than known. Every failing call must leave
-//! the caller's bytes and every process's PASIDs and binds as they were.
+//! two could apply, and structs larger and smaller than known. Each group of rows names the
+//! patch of "vfio: expose virtual Shared Virtual Addressing to VMs" (v5) or the Linux
+//! 5.8–5.10 file it follows. Every failing call must leave the caller's bytes and every
+//! process's PASIDs and binds as they were. UNBIND and CACHE_INVLD answer 0 whatever the
+//! device did (v5 10/15, 11/15): their refused rows must change nothing, invalidate nothing,
+//! and count exactly one refusal with the expected reason.
 
 mod common;
 
@@ -19,7 +23,7 @@ use vsva_uapi::vfio::{
     VFIO_IOMMU_PASID_REQUEST,
 };
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Errno, Granularity};
-use vsva_vfio::{Container, GroupId, IommuType, Vfio, VfioConfig};
+use vsva_vfio::{Container, GroupId, IommuType, RefusalReason, RefusedOp, Vfio, VfioConfig};
 use zerocopy::IntoBytes;
 
 use Errno::*;
@@ -103,11 +107,17 @@ impl Fixture {
         }
     }
 
-    /// Everything an error must not change.
-    fn snapshot(&self) -> (Vec<Pasid>, Vec<Pasid>, Vec<Pasid>) {
+    /// Everything an error or a refusal must not change: PASIDs, binds, and the IOMMU's
+    /// count of invalidations.
+    fn snapshot(&self) -> (Vec<Pasid>, Vec<Pasid>, Vec<Pasid>, u64) {
         let mine = self.nest.process_context().unwrap();
         let theirs = self.peer.process_context().unwrap();
-        (mine.pasids(), mine.bound_pasids(), theirs.pasids())
+        (
+            mine.pasids(),
+            mine.bound_pasids(),
+            theirs.pasids(),
+            self._vfio.iommu().stats().invalidations,
+        )
     }
 }
 
@@ -117,6 +127,8 @@ struct Row {
     cmd: u32,
     arg: Vec<u8>,
     want: Result<u64, Errno>,
+    /// For an unbind or invalidation answered 0 that must change nothing: the refusal.
+    refused: Option<(RefusedOp, RefusalReason)>,
 }
 
 fn row(name: &'static str, on: On, cmd: u32, arg: Vec<u8>, want: Result<u64, Errno>) -> Row {
@@ -126,7 +138,27 @@ fn row(name: &'static str, on: On, cmd: u32, arg: Vec<u8>, want: Result<u64, Err
         cmd,
         arg,
         want,
+        refused: None,
     }
+}
+
+/// A NESTING_OP on the nesting container that answers 0, changes nothing and is counted as
+/// refused for `reason`.
+fn refused(name: &'static str, arg: Vec<u8>, op: RefusedOp, reason: RefusalReason) -> Row {
+    Row {
+        refused: Some((op, reason)),
+        ..row(name, On::Nest, VFIO_IOMMU_NESTING_OP, arg, Ok(0))
+    }
+}
+
+/// An unbind refused for `reason`.
+fn unbind_refused(name: &'static str, payload: &[u8], reason: RefusalReason) -> Row {
+    refused(name, op(UNBIND, payload), RefusedOp::Unbind, reason)
+}
+
+/// An invalidation refused for `reason`.
+fn inv_refused(name: &'static str, payload: &[u8], reason: RefusalReason) -> Row {
+    refused(name, op(INVLD, payload), RefusedOp::Invalidate, reason)
 }
 
 fn run(rows: Vec<Row>) {
@@ -150,6 +182,28 @@ fn run(rows: Vec<Row>) {
             assert!(!e.to_string().is_empty(), "{}: empty message", r.name);
             assert_eq!(arg, r.arg, "{}: the argument changed on error", r.name);
             assert_eq!(fx.snapshot(), before, "{}: state changed on error", r.name);
+        }
+        let counts = fx._vfio.refusals();
+        let total: u64 = counts.iter().map(|(_, _, n)| n).sum();
+        match r.refused {
+            Some((op, reason)) => {
+                assert_eq!(arg, r.arg, "{}: the argument changed", r.name);
+                assert_eq!(fx.snapshot(), before, "{}: a refusal changed state", r.name);
+                if (counts.get(op, reason), total) != (1, 1) {
+                    failures.push(format!(
+                        "{}: want one {}/{} refusal, got {:?}",
+                        r.name,
+                        op.label(),
+                        reason.label(),
+                        counts
+                            .iter()
+                            .filter(|(_, _, n)| *n > 0)
+                            .map(|(o, why, n)| format!("{}/{}={n}", o.label(), why.label()))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+            }
+            None => assert_eq!(total, 0, "{}: counted as a refusal", r.name),
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -234,8 +288,10 @@ fn pasid_request_rows() {
     let ok_alloc = preq(16, ALLOC, 1, 100);
     let mut larger = preq(24, ALLOC, 1, 100);
     larger.extend_from_slice(&[0xff; 8]);
+    // v5 07/15 `vfio_iommu_type1_pasid_request` (as reposted in v6-v7: the context check
+    // before the op switch).
     run(vec![
-        // 1. The argument cannot be read.
+        // 1. The argument cannot be read (copy_from_user(minsz)).
         row("empty buffer", On::Nest, PR, vec![], Err(EFAULT)),
         row(
             "15 of 16 bytes",
@@ -244,12 +300,20 @@ fn pasid_request_rows() {
             ok_alloc[..15].to_vec(),
             Err(EFAULT),
         ),
+        // Nothing past minsz is read: a larger argsz than the buffer works.
         row(
-            "argsz beyond the buffer",
+            "argsz beyond the buffer, 16 bytes readable",
             On::Nest,
             PR,
             preq(17, ALLOC, 1, 100),
-            Err(EFAULT),
+            Ok(4),
+        ),
+        row(
+            "argsz u32::MAX, 16 bytes readable",
+            On::Nest,
+            PR,
+            preq(u32::MAX, ALLOC, 1, 100),
+            Ok(4),
         ),
         // 2. argsz < 16.
         row(
@@ -267,7 +331,8 @@ fn pasid_request_rows() {
             preq(12, ALLOC, 1, 100),
             Err(EINVAL),
         ),
-        // 3. flags not exactly one of ALLOC / FREE.
+        // 2. and 5.: flag bits other than ALLOC / FREE (with argsz), neither or both (after
+        // the context check, in the op switch's default).
         row("flags 0", On::Nest, PR, preq(16, 0, 1, 100), Err(EINVAL)),
         row(
             "flags ALLOC|FREE",
@@ -334,13 +399,35 @@ fn pasid_request_rows() {
             ok_alloc.clone(),
             Err(EOPNOTSUPP),
         ),
-        // ... but the argument is checked first.
+        // ... but the argument is checked first: undefined bits and min > max come before
+        // the context, flags 0 or both after it.
         row(
-            "type1 v2, bad flags first",
+            "type1 v2, undefined flag bit first",
             On::Type1,
             PR,
-            preq(16, 3, 1, 100),
+            preq(16, 1 << 2, 1, 100),
             Err(EINVAL),
+        ),
+        row(
+            "type1 v2, min > max before flags 0",
+            On::Type1,
+            PR,
+            preq(16, 0, 5, 4),
+            Err(EINVAL),
+        ),
+        row(
+            "type1 v2, context before flags 0",
+            On::Type1,
+            PR,
+            preq(16, 0, 1, 100),
+            Err(EOPNOTSUPP),
+        ),
+        row(
+            "type1 v2, context before ALLOC|FREE",
+            On::Type1,
+            PR,
+            preq(16, ALLOC | FREE, 1, 100),
+            Err(EOPNOTSUPP),
         ),
         row(
             "PASID off, short buffer first",
@@ -442,8 +529,10 @@ fn nesting_op_header_and_container_rows() {
     let domain = inv(CacheSet::IOTLB, Granularity::Domain);
     let domain = domain.as_bytes();
     let bad_version = bind_with(|d| d.version = 2);
+    // v5 10/15 `vfio_iommu_type1_nesting_op`, 11/15 `vfio_iommu_invalidate_cache`; the
+    // payload is read by Linux 5.10 iommu.c with its own argsz.
     run(vec![
-        // Header: sizes.
+        // Header: sizes. The header's argsz is only checked to be at least 8.
         row("empty buffer", On::Nest, NO, vec![], Err(EFAULT)),
         row(
             "7 header bytes",
@@ -464,7 +553,14 @@ fn nesting_op_header_and_container_rows() {
             On::Nest,
             NO,
             nesting(1, BIND, bind),
-            Err(EFAULT),
+            Ok(0),
+        ),
+        row(
+            "header argsz 8, payload read with its own argsz",
+            On::Nest,
+            NO,
+            nesting(-72, BIND, bind),
+            Ok(0),
         ),
         // Header: flags.
         row(
@@ -483,27 +579,27 @@ fn nesting_op_header_and_container_rows() {
         ),
         row("op 3", On::Nest, NO, op(3, bind), Err(EINVAL)),
         row("op 0xffff", On::Nest, NO, op(0xffff, bind), Err(EINVAL)),
-        // Header: room for the payload.
+        // The payload's bytes: the core's get_user(argsz) and copy_from_user(min(argsz,
+        // size)) fault; a bind returns it, an unbind or invalidation answers 0.
         row(
-            "bind payload 55 bytes",
+            "bind payload 55 of 72 bytes",
             On::Nest,
             NO,
             op(BIND, &bind[..55]),
-            Err(EINVAL),
+            Err(EFAULT),
         ),
         row(
-            "unbind payload 0 bytes",
+            "bind payload 3 bytes",
             On::Nest,
             NO,
-            op(UNBIND, &[]),
-            Err(EINVAL),
+            op(BIND, &bind[..3]),
+            Err(EFAULT),
         ),
-        row(
+        unbind_refused("unbind payload 0 bytes", &[], RefusalReason::Malformed),
+        inv_refused(
             "invalidate payload 15 bytes",
-            On::Nest,
-            NO,
-            op(INVLD, &domain[..15]),
-            Err(EINVAL),
+            &domain[..15],
+            RefusalReason::Malformed,
         ),
         // Container: not nesting, or no feature; before the payload is looked at.
         row(
@@ -574,8 +670,13 @@ fn bind_and_unbind_rows() {
     let claim_more = bind_with(|d| d.argsz = 73);
     let mut unbind_nobody = bind_data(u64::from(NOBODY));
     unbind_nobody.gpgd = 0;
+    let others = u64::from(OTHERS);
+    // The IOMMU core: Linux 5.10 iommu.c `iommu_sva_prepare_bind_data` and
+    // `iommu_check_bind_data`. The VT-d driver: intel/svm.c `intel_svm_bind_gpasid`, then
+    // intel/pasid.c `intel_pasid_setup_nested` and `intel_pasid_setup_bind_data`. VFIO:
+    // v5 10/15 `vfio_iommu_handle_pgtbl_op` (a bind's error is returned, an unbind's is not).
     run(vec![
-        // Payload sizes.
+        // Payload sizes (core).
         row(
             "payload argsz 55",
             On::Nest,
@@ -584,13 +685,13 @@ fn bind_and_unbind_rows() {
             Err(EINVAL),
         ),
         row(
-            "payload argsz past header",
+            "payload argsz 73: only the known 72 bytes are read",
             On::Nest,
             NO,
             op(BIND, &claim_more),
-            Err(EFAULT),
+            Ok(0),
         ),
-        // Payload fields, one at a time.
+        // Payload fields, one at a time (core: version, format < LAST, flags, padding).
         row(
             "version 0",
             On::Nest,
@@ -610,6 +711,14 @@ fn bind_and_unbind_rows() {
             On::Nest,
             NO,
             op(BIND, &bind_with(|d| d.format = 2)),
+            Err(EINVAL),
+        ),
+        // VT-d: format must be VT-d (the core lets 0 through).
+        row(
+            "format 0",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.format = 0)),
             Err(EINVAL),
         ),
         row(
@@ -654,7 +763,118 @@ fn bind_and_unbind_rows() {
             op(BIND, &bind_with(|d| d.vtd.flags = 1 << 7)),
             Err(EINVAL),
         ),
-        // The order of payload checks: version before format before flags.
+        // VT-d: no memory-type support (IOMMU_SVA_VTD_GPASID_MTS_MASK).
+        row(
+            "vtd.flags PCD",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.vtd.flags = 1 << 2)),
+            Err(EINVAL),
+        ),
+        row(
+            "vtd.flags PWT",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.vtd.flags = 1 << 3)),
+            Err(EINVAL),
+        ),
+        row(
+            "vtd.flags EMTE",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.vtd.flags = 1 << 4)),
+            Err(EINVAL),
+        ),
+        row(
+            "vtd.flags CD",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.vtd.flags = 1 << 5)),
+            Err(EINVAL),
+        ),
+        // VT-d: the vendor part must be there (argsz < 72).
+        row(
+            "smaller struct (no vendor part)",
+            On::Nest,
+            NO,
+            op(BIND, &smaller),
+            Err(EINVAL),
+        ),
+        row(
+            "partial vendor part",
+            On::Nest,
+            NO,
+            op(BIND, &partial_vendor),
+            Err(EINVAL),
+        ),
+        // VT-d order: vendor checks before the PASID, ownership before the address width
+        // and the memory type, already bound before the address width.
+        row(
+            "argsz 56 and another's: size first",
+            On::Nest,
+            NO,
+            op(
+                BIND,
+                &bind_with(|d| {
+                    d.argsz = 56;
+                    d.hpasid = others;
+                }),
+            ),
+            Err(EINVAL),
+        ),
+        row(
+            "vendor flag 1<<7 and another's: flags first",
+            On::Nest,
+            NO,
+            op(
+                BIND,
+                &bind_with(|d| {
+                    d.vtd.flags = 1 << 7;
+                    d.hpasid = others;
+                }),
+            ),
+            Err(EINVAL),
+        ),
+        row(
+            "another's and addr_width 39: ownership first",
+            On::Nest,
+            NO,
+            op(
+                BIND,
+                &bind_with(|d| {
+                    d.hpasid = others;
+                    d.addr_width = 39;
+                }),
+            ),
+            Err(EACCES),
+        ),
+        row(
+            "nobody's and PCD: ownership first",
+            On::Nest,
+            NO,
+            op(
+                BIND,
+                &bind_with(|d| {
+                    d.hpasid = u64::from(NOBODY);
+                    d.vtd.flags = 1 << 2;
+                }),
+            ),
+            Err(ENOENT),
+        ),
+        row(
+            "already bound and addr_width 39: busy first",
+            On::Nest,
+            NO,
+            op(
+                BIND,
+                &bind_with(|d| {
+                    d.hpasid = u64::from(BOUND);
+                    d.addr_width = 39;
+                }),
+            ),
+            Err(EBUSY),
+        ),
+        // The order of the core's checks: version before format before flags.
         row(
             "version and format bad: version wins",
             On::Nest,
@@ -668,7 +888,7 @@ fn bind_and_unbind_rows() {
             ),
             Err(EINVAL),
         ),
-        // The PASID.
+        // The PASID (VT-d: 0 < hpasid < PASID_MAX, then ownership, then already bound).
         row(
             "hpasid 0",
             On::Nest,
@@ -711,37 +931,24 @@ fn bind_and_unbind_rows() {
             op(BIND, &bind_with(|d| d.hpasid = u64::from(BOUND))),
             Err(EBUSY),
         ),
-        // Values the host cannot program.
+        // Not checked by the driver: gpgd's low 12 bits (`pasid_set_flptr` keeps 63:12);
+        // PAT and EMT (used only with EMTE, which is refused).
         row(
             "gpgd unaligned",
             On::Nest,
             NO,
             op(BIND, &bind_with(|d| d.gpgd = GPGD + 8)),
-            Err(EINVAL),
+            Ok(0),
         ),
         row(
             "vtd.emt 8",
             On::Nest,
             NO,
             op(BIND, &bind_with(|d| d.vtd.emt = 8)),
-            Err(EINVAL),
+            Ok(0),
         ),
-        // Successes, at every size.
+        // Successes.
         row("bind", On::Nest, NO, op(BIND, &bind_with(|_| ())), Ok(0)),
-        row(
-            "smaller struct (no vendor part)",
-            On::Nest,
-            NO,
-            op(BIND, &smaller),
-            Ok(0),
-        ),
-        row(
-            "partial vendor part",
-            On::Nest,
-            NO,
-            op(BIND, &partial_vendor),
-            Ok(0),
-        ),
         row(
             "larger struct: tail ignored",
             On::Nest,
@@ -749,34 +956,57 @@ fn bind_and_unbind_rows() {
             op(BIND, &larger),
             Ok(0),
         ),
-        // Unbind: ownership errors, otherwise always 0.
-        row(
+        // Unbind: always 0 (v5 10/15 `vfio_dev_unbind_gpasid_fn` ignores the result); a
+        // refused one changes nothing and is counted.
+        unbind_refused(
             "unbind nobody's",
-            On::Nest,
-            NO,
-            op(UNBIND, unbind_nobody.as_bytes()),
-            Err(ENOENT),
+            unbind_nobody.as_bytes(),
+            RefusalReason::NotAllocated,
         ),
-        row(
+        unbind_refused(
             "unbind another's",
-            On::Nest,
-            NO,
-            op(UNBIND, &bind_with(|d| d.hpasid = u64::from(OTHERS))),
-            Err(EACCES),
+            &bind_with(|d| d.hpasid = others),
+            RefusalReason::NotOwned,
         ),
-        row(
+        unbind_refused(
             "unbind hpasid 0",
-            On::Nest,
-            NO,
-            op(UNBIND, &bind_with(|d| d.hpasid = 0)),
-            Err(EINVAL),
+            &bind_with(|d| d.hpasid = 0),
+            RefusalReason::PasidOutOfRange,
         ),
-        row(
+        unbind_refused(
+            "unbind hpasid 2^20",
+            &bind_with(|d| d.hpasid = 1 << 20),
+            RefusalReason::PasidOutOfRange,
+        ),
+        unbind_refused(
             "unbind bad version",
+            &bind_with(|d| d.version = 2),
+            RefusalReason::Malformed,
+        ),
+        unbind_refused(
+            "unbind payload argsz 55",
+            &bind_with(|d| d.argsz = 55),
+            RefusalReason::Malformed,
+        ),
+        unbind_refused(
+            "unbind payload cut short",
+            &bind_with(|_| ())[..60],
+            RefusalReason::Malformed,
+        ),
+        // The unbind path has no VT-d size or vendor checks: 56 bytes are enough.
+        row(
+            "unbind bound, no vendor part",
             On::Nest,
             NO,
-            op(UNBIND, &bind_with(|d| d.version = 2)),
-            Err(EINVAL),
+            op(UNBIND, &{
+                let mut v = bind_with(|d| {
+                    d.argsz = 56;
+                    d.hpasid = u64::from(BOUND);
+                });
+                v.truncate(56);
+                v
+            }),
+            Ok(0),
         ),
         row(
             "unbind bound",
@@ -813,87 +1043,87 @@ fn invalidate_rows() {
     });
     let mut addr_no_pasid = addr_info(own, 0, 0x1000, 1);
     addr_no_pasid.flags = IOMMU_INV_ADDR_FLAGS_LEAF;
+    // v5 11/15 `vfio_iommu_invalidate_cache`: 0 once the container checks pass
+    // ("vfio_dev_cache_inv_fn() always successful"); the checks are Linux 5.10 iommu.c
+    // `iommu_uapi_cache_invalidate` / `iommu_check_cache_invl_data` (Malformed) and the
+    // container's ownership and range rules, as the VT-d driver's `intel_iommu_sva_invalidate`
+    // refuses what it cannot issue.
     run(vec![
         // Payload sizes.
-        row(
+        refused(
             "argsz 15",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.argsz = 15)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
+        // Only min(argsz, 56) bytes are read: a larger argsz than the payload works.
         row(
-            "argsz past header",
+            "argsz 57, 56 bytes: the known struct is read",
             On::Nest,
             NO,
             op(INVLD, &inv_with(|r| r.argsz = 57)),
-            Err(EFAULT),
+            Ok(0),
         ),
-        row(
+        inv_refused(
+            "payload cut short",
+            &inv_with(|_| ())[..40],
+            RefusalReason::Malformed,
+        ),
+        refused(
             "PASID granularity, argsz 31",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.argsz = 31)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "ADDR granularity, argsz 55",
-            On::Nest,
-            NO,
             op(INVLD, &{
                 let mut v = inv_addr(addr_info(own, 0, 0x1000, 1));
                 v[..4].copy_from_slice(&55u32.to_le_bytes());
                 v
             }),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
         // Fields, one at a time.
-        row(
+        refused(
             "version 0",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.version = 0)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "version 2",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.version = 2)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "cache 1<<3",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.cache = 1 << 3)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "granularity 3",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.granularity = 3)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "padding[0]",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.padding[0] = 1)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "cache 0",
-            On::Nest,
-            NO,
             op(INVLD, &inv_with(|r| r.cache = 0)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "DOMAIN with DEV_IOTLB",
-            On::Nest,
-            NO,
             op(
                 INVLD,
                 &inv_with(|r| {
@@ -901,23 +1131,21 @@ fn invalidate_rows() {
                     r.cache = CacheSet::DEV_IOTLB.bits();
                 }),
             ),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "ADDR with PASID cache",
-            On::Nest,
-            NO,
             op(INVLD, &{
                 let mut v = inv_addr(addr_info(own, 0, 0x1000, 1));
                 v[8] = CacheSet::PASID.bits();
                 v
             }),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "pasid_info.flags 1<<2",
-            On::Nest,
-            NO,
             op(
                 INVLD,
                 &inv_with(|r| {
@@ -928,12 +1156,11 @@ fn invalidate_rows() {
                     })
                 }),
             ),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
-        row(
+        refused(
             "addr_info.flags 1<<3",
-            On::Nest,
-            NO,
             op(
                 INVLD,
                 &inv_addr(InvAddrInfo {
@@ -941,98 +1168,86 @@ fn invalidate_rows() {
                     ..addr_info(own, 0, 0x1000, 1)
                 }),
             ),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Malformed,
         ),
         // Selectors the host needs.
-        row(
+        refused(
             "PASID granularity without PASID flag",
-            On::Nest,
-            NO,
             op(INVLD, &no_pasid_flag),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
-        row(
+        refused(
             "ADDR granularity without PASID flag",
-            On::Nest,
-            NO,
             op(INVLD, &inv_addr(addr_no_pasid)),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
         // Ownership and range of the PASID.
-        row(
+        refused(
             "pasid 0",
-            On::Nest,
-            NO,
             op(INVLD, inv(CacheSet::IOTLB, pasid_g(0)).as_bytes()),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::PasidOutOfRange,
         ),
-        row(
+        refused(
             "pasid 2^20",
-            On::Nest,
-            NO,
             op(INVLD, inv(CacheSet::IOTLB, pasid_g(1 << 20)).as_bytes()),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::PasidOutOfRange,
         ),
-        row(
+        refused(
             "pasid nobody's",
-            On::Nest,
-            NO,
             op(
                 INVLD,
                 inv(CacheSet::IOTLB, pasid_g(u64::from(NOBODY))).as_bytes(),
             ),
-            Err(ENOENT),
+            RefusedOp::Invalidate,
+            RefusalReason::NotAllocated,
         ),
-        row(
+        refused(
             "pasid another's",
-            On::Nest,
-            NO,
             op(
                 INVLD,
                 inv(CacheSet::IOTLB, pasid_g(u64::from(OTHERS))).as_bytes(),
             ),
-            Err(EACCES),
+            RefusedOp::Invalidate,
+            RefusalReason::NotOwned,
         ),
-        row(
+        refused(
             "addr: another's",
-            On::Nest,
-            NO,
             op(INVLD, &inv_addr(addr_info(u64::from(OTHERS), 0, 0x1000, 1))),
-            Err(EACCES),
+            RefusedOp::Invalidate,
+            RefusalReason::NotOwned,
         ),
         // The address range.
-        row(
+        refused(
             "granule 8 KiB",
-            On::Nest,
-            NO,
             op(INVLD, &inv_addr(addr_info(own, 0, 0x2000, 1))),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
-        row(
+        refused(
             "granule 0",
-            On::Nest,
-            NO,
             op(INVLD, &inv_addr(addr_info(own, 0, 0, 1))),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
-        row(
+        refused(
             "no granules",
-            On::Nest,
-            NO,
             op(INVLD, &inv_addr(addr_info(own, 0, 0x1000, 0))),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
-        row(
+        refused(
             "addr not granule aligned",
-            On::Nest,
-            NO,
             op(INVLD, &inv_addr(addr_info(own, 0x1000, 0x20_0000, 1))),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
-        row(
+        refused(
             "range wraps",
-            On::Nest,
-            NO,
             op(
                 INVLD,
                 &inv_addr(addr_info(
@@ -1042,7 +1257,8 @@ fn invalidate_rows() {
                     u64::MAX / 0x4000_0000,
                 )),
             ),
-            Err(EINVAL),
+            RefusedOp::Invalidate,
+            RefusalReason::Invalid,
         ),
         // Successes, at every granularity and size.
         row(
@@ -1093,4 +1309,104 @@ fn other_commands() {
     // PASID_REQUEST and NESTING_OP are not answered as unknown on any container type.
     assert_ne!(call(&fx.type1, PR, &mut preq(16, ALLOC, 1, 2)), Err(ENOTTY));
     assert_ne!(call(&fx.type1, VFIO_IOMMU_NESTING_OP, &mut []), Err(ENOTTY));
+}
+
+#[test]
+fn container_and_get_info_rows() {
+    use vsva_uapi::vfio::{VFIO_CHECK_EXTENSION, VFIO_IOMMU_GET_INFO, VFIO_SET_IOMMU};
+    let info = |argsz: u32, len: usize| {
+        let mut v = vec![0u8; len];
+        v[..4].copy_from_slice(&argsz.to_le_bytes());
+        v
+    };
+    run(vec![
+        // Linux 5.8 vfio_iommu_type1.c `vfio_iommu_type1_check_extension`: types 1, 3, 6.
+        row(
+            "CHECK_EXTENSION type1 v1",
+            On::Bare,
+            VFIO_CHECK_EXTENSION,
+            1u64.to_le_bytes().to_vec(),
+            Ok(1),
+        ),
+        row(
+            "CHECK_EXTENSION nesting",
+            On::Bare,
+            VFIO_CHECK_EXTENSION,
+            6u64.to_le_bytes().to_vec(),
+            Ok(1),
+        ),
+        row(
+            "CHECK_EXTENSION type 2",
+            On::Bare,
+            VFIO_CHECK_EXTENSION,
+            2u64.to_le_bytes().to_vec(),
+            Ok(0),
+        ),
+        // Linux 5.8 vfio.c `vfio_ioctl_set_iommu`: type1 v1 is taken; no driver → ENODEV.
+        row(
+            "SET_IOMMU type1 v1",
+            On::Bare,
+            VFIO_SET_IOMMU,
+            1u64.to_le_bytes().to_vec(),
+            Ok(0),
+        ),
+        row(
+            "SET_IOMMU type 2",
+            On::Bare,
+            VFIO_SET_IOMMU,
+            2u64.to_le_bytes().to_vec(),
+            Err(ENODEV),
+        ),
+        // Linux 5.8 `vfio_iommu_type1_get_info`: minsz 16 copied, then argsz checked; the
+        // chain is copied out only when argsz holds it, and that copy can fault.
+        row(
+            "GET_INFO 15 bytes",
+            On::Nest,
+            VFIO_IOMMU_GET_INFO,
+            info(16, 15),
+            Err(EFAULT),
+        ),
+        row(
+            "GET_INFO argsz 15",
+            On::Nest,
+            VFIO_IOMMU_GET_INFO,
+            info(15, 32),
+            Err(EINVAL),
+        ),
+        row(
+            "GET_INFO argsz 16 beyond a 16-byte buffer",
+            On::Nest,
+            VFIO_IOMMU_GET_INFO,
+            info(16, 16),
+            Ok(0),
+        ),
+        row(
+            "GET_INFO argsz 24 in 20 bytes: the info copy faults",
+            On::Nest,
+            VFIO_IOMMU_GET_INFO,
+            info(24, 20),
+            Err(EFAULT),
+        ),
+        row(
+            "GET_INFO argsz 4096 in 64 bytes: the chain copy faults",
+            On::Nest,
+            VFIO_IOMMU_GET_INFO,
+            info(4096, 64),
+            Err(EFAULT),
+        ),
+        row(
+            "GET_INFO argsz 100 in 24 bytes: too small for the chain, size reported",
+            On::Nest,
+            VFIO_IOMMU_GET_INFO,
+            info(100, 24),
+            Ok(0),
+        ),
+    ]);
+    // v5 04/15: a nesting container holds one group; a second → EINVAL (was EBUSY).
+    let fx = fixture();
+    let err = fx.nest.attach_group(GroupId(6)).unwrap_err();
+    assert_eq!(err.errno(), EBUSY, "group 6 is held by the bare container");
+    drop(fx.bare);
+    let err = fx.nest.attach_group(GroupId(6)).unwrap_err();
+    assert_eq!(err.errno(), EINVAL, "{err}");
 }

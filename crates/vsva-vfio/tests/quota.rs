@@ -14,15 +14,17 @@ fn alloc(c: &Container) -> Result<u64, Errno> {
     call(c, VFIO_IOMMU_PASID_REQUEST, &mut arg)
 }
 
-/// The quota capability from GET_INFO's chain (it follows the nesting capability).
+/// The quota capability from GET_INFO's chain (the last one, after the series' capabilities).
 fn quota_cap(c: &Container) -> InfoCapPasidQuota {
     let mut arg = vec![0u8; 256];
     arg[..4].copy_from_slice(&256u32.to_le_bytes());
     assert_eq!(call(c, VFIO_IOMMU_GET_INFO, &mut arg), Ok(0));
-    let nesting_next = u32::from_le_bytes(arg[28..32].try_into().unwrap()) as usize;
-    let cap = InfoCapPasidQuota::read_from_prefix(&arg[nesting_next..])
-        .unwrap()
-        .0;
+    let next = |at: usize| u32::from_le_bytes(arg[at + 4..at + 8].try_into().unwrap()) as usize;
+    let mut at = u32::from_le_bytes(arg[16..20].try_into().unwrap()) as usize;
+    while next(at) != 0 {
+        at = next(at);
+    }
+    let cap = InfoCapPasidQuota::read_from_prefix(&arg[at..]).unwrap().0;
     assert_eq!(cap.header.id, VSVA_INFO_CAP_PASID_QUOTA);
     cap
 }

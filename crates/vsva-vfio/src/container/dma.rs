@@ -1,10 +1,13 @@
 //! `VFIO_IOMMU_MAP_DMA` / `UNMAP_DMA` in typed form: the container's stage-2 table.
 
+use vsva_iommu::regs::sl_width;
 use vsva_iommu::{Invalidation, PageRange, S2Perms};
+use vsva_uapi::vfio::IovaRange;
 
 use super::{Container, ContainerState, Mapping};
 use crate::cleanup::must_succeed;
 use crate::error::VfioError;
+use crate::types::IommuType;
 
 /// A `VFIO_IOMMU_MAP_DMA` request in typed form.
 ///
@@ -29,7 +32,9 @@ impl Container {
     /// Maps guest memory in the container's stage 2 (`VFIO_IOMMU_MAP_DMA`).
     ///
     /// Errors: `EINVAL` before the type is set, for no permission, a zero or unaligned size,
-    /// unaligned addresses, a wrapping range, or a range beyond the stage 2's width; `EEXIST`
+    /// unaligned addresses, a wrapping range, or a range outside the container's IOVA ranges
+    /// (past the domain's address width, or touching the interrupt window
+    /// `0xfee0_0000..=0xfeef_ffff`, as GET_INFO's IOVA-range capability reports); `EEXIST`
     /// for an overlap; `EFAULT` when `vaddr` is not host memory; `ENOSPC` past the mapping
     /// limit; `ENOMEM` when the IOMMU's table pool is exhausted.
     pub fn map_dma(&self, map: &DmaMapping) -> Result<(), VfioError> {
@@ -57,6 +62,20 @@ impl Container {
                 "size",
                 map.size,
                 "vaddr + size wraps around",
+            ));
+        }
+        let last = end - 1;
+        let gaw = domain_width(domain.s2_levels, self.vfio.iommu.config().mgaw);
+        if !iova_ranges(gaw)
+            .iter()
+            .any(|r| r.start <= map.iova && last <= r.end)
+        {
+            // Linux 5.8 `vfio_dma_do_map`: `vfio_iommu_iova_dma_valid` → EINVAL.
+            return Err(VfioError::invalid(
+                "iova",
+                map.iova,
+                "the range is not inside one IOVA range of the container (GET_INFO's \
+                 IOVA-range capability)",
             ));
         }
         if let Some((&iova, m)) = domain.mappings.range(..end).next_back() {
@@ -127,12 +146,24 @@ impl Container {
                     map_size: m.size,
                 })
         };
-        if let Some(err) = split(iova).or_else(|| split(end)) {
-            return Err(err);
-        }
+        // Type1 v1 removes every mapping the range touches, whole; v2 (and nesting) refuse to
+        // split one (Linux 5.8 `vfio_dma_do_unmap`).
+        let first = if domain.ty == IommuType::Type1 {
+            domain
+                .mappings
+                .range(..iova)
+                .next_back()
+                .filter(|(&start, m)| start + m.size > iova)
+                .map_or(iova, |(&start, _)| start)
+        } else {
+            if let Some(err) = split(iova).or_else(|| split(end)) {
+                return Err(err);
+            }
+            iova
+        };
         let victims: Vec<(u64, u64)> = domain
             .mappings
-            .range(iova..end)
+            .range(first..end)
             .map(|(&start, m)| (start, m.size))
             .collect();
         Ok(self.unmap_ranges(&mut st, &victims))
@@ -192,6 +223,38 @@ impl Container {
         }
         unmapped
     }
+}
+
+/// The reserved region the VT-d driver reports for every device (`IOAPIC_RANGE_START` ..=
+/// `IOAPIC_RANGE_END` in Linux `intel/iommu.c`, an `IOMMU_RESV_MSI` region): interrupt
+/// messages, never DMA; type1 takes it out of the mappable IOVA ranges.
+const INTERRUPT_WINDOW: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
+
+/// The IOVA ranges a domain can map, ascending and inclusive: its aperture `[0, 2^gaw - 1]`
+/// (`gaw` = [`domain_width`]) less the interrupt window, as Linux 5.8 type1 builds its IOVA list
+/// from the domain geometry and the reserved regions.
+pub(super) fn iova_ranges(gaw: u8) -> Vec<IovaRange> {
+    let top = u64::MAX >> (64 - u32::from(gaw));
+    let (lo, hi) = INTERRUPT_WINDOW;
+    if top < lo {
+        return vec![IovaRange { start: 0, end: top }];
+    }
+    vec![
+        IovaRange {
+            start: 0,
+            end: lo - 1,
+        },
+        IovaRange {
+            start: hi + 1,
+            end: top,
+        },
+    ]
+}
+
+/// The domain's address width (`dmar_domain->gaw`): the stage 2's input width (AGAW) capped at
+/// CAP.MGAW, as the VT-d driver sets it when the first device attaches.
+pub(super) fn domain_width(s2_levels: u8, mgaw: u8) -> u8 {
+    sl_width(s2_levels).min(mgaw)
 }
 
 /// `EINVAL` unless `value` is a multiple of 4 KiB (and non-zero unless `zero_ok`).

@@ -1,23 +1,35 @@
-//! What `VFIO_IOMMU_GET_INFO` reports: page sizes, the nesting capability and the PASID
-//! quota capability, in typed form, and the capability chain built from them.
+//! What `VFIO_IOMMU_GET_INFO` reports: page sizes and the capability chain (migration,
+//! IOVA ranges, nesting, and the vsva PASID quota extension), in typed form, and the chain's
+//! bytes built from them by a list of fill functions.
 
 use std::sync::atomic::Ordering;
 
-use vsva_uapi::iommu::NestingInfoVtd;
-use vsva_uapi::vfio::{InfoCapPasidQuota, VFIO_IOMMU_INFO_PGSIZES_ALL};
-use vsva_uapi::{encode_nesting_info, AddrWidth, NestingCapability, NestingFeatures};
+use vsva_uapi::iommu::{NestingInfoVtd, VTD_CAP_MASK, VTD_ECAP_MASK};
+use vsva_uapi::vfio::{
+    InfoCapHeader, InfoCapIovaRange, InfoCapMigration, InfoCapPasidQuota, IovaRange,
+    VFIO_DIRTY_BITMAP_SIZE_MAX, VFIO_IOMMU_INFO_PGSIZES_ALL, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+    VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, VFIO_IOMMU_TYPE1_INFO_CAP_VERSION,
+};
+use vsva_uapi::{encode_nesting_info, NestingCapability, NestingFeatures};
 use zerocopy::IntoBytes;
 
-use super::{Container, ContainerState};
+use super::dma::{domain_width, iova_ranges};
+use super::{Container, ContainerState, Domain};
 use crate::error::VfioError;
 use crate::registry::Member;
 use crate::types::IommuType;
 
 /// What `VFIO_IOMMU_GET_INFO` reports, in typed form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IommuInfo {
     /// Supported IOVA page sizes (`VFIO_IOMMU_INFO_PGSIZES`).
     pub iova_pgsizes: u64,
+    /// The migration capability (`VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION`, first in the chain):
+    /// the smallest page size and the largest dirty bitmap, as Linux 5.8 reports them.
+    pub migration: InfoCapMigration,
+    /// The IOVA ranges the container can map (`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`, second),
+    /// ascending and inclusive.
+    pub iova_ranges: Vec<IovaRange>,
     /// The nesting capability (`VFIO_IOMMU_TYPE1_INFO_CAP_NESTING`), for a nesting container.
     pub nesting: Option<NestingCapability>,
     /// The process's PASID quota and usage ([`crate::VSVA_INFO_CAP_PASID_QUOTA`]), for a
@@ -35,7 +47,7 @@ impl Container {
         }
     }
 
-    fn nesting_capability(&self, st: &ContainerState) -> NestingCapability {
+    fn nesting_capability(&self, st: &ContainerState, domain: &Domain) -> NestingCapability {
         let vfio = &self.vfio;
         let cfg = vfio.iommu.config();
         let pasid_bits = if vfio.config.pasid_enabled {
@@ -48,25 +60,22 @@ impl Container {
         };
         NestingCapability {
             features: self.features(),
-            addr_width: if cfg.fl5lp {
-                AddrWidth::Bits57
-            } else {
-                AddrWidth::Bits48
-            },
+            addr_width: u16::from(domain_width(domain.s2_levels, cfg.mgaw)),
             pasid_bits: u16::from(pasid_bits),
             vtd: NestingInfoVtd {
                 flags: 0,
                 padding: 0,
-                cap_reg: vfio.iommu.cap(),
-                ecap_reg: vfio.iommu.ecap(),
+                cap_reg: vfio.iommu.cap() & VTD_CAP_MASK,
+                ecap_reg: vfio.iommu.ecap() & VTD_ECAP_MASK,
             },
         }
     }
 
-    /// What `VFIO_IOMMU_GET_INFO` reports: IOVA page sizes; for a nesting container the
-    /// nesting capability (features, first-level address width, PASID width = the smallest of
-    /// the PASID space's and the container's devices', VT-d CAP/ECAP); with a PASID context,
-    /// the process's PASID quota and usage.
+    /// What `VFIO_IOMMU_GET_INFO` reports: IOVA page sizes; the migration capability; the
+    /// IOVA ranges the container can map; for a nesting container the nesting capability
+    /// (features, the domain's address width, PASID width = the smallest of the PASID space's
+    /// and the container's devices', VT-d CAP/ECAP masked to `VTD_CAP_MASK` /
+    /// `VTD_ECAP_MASK`); with a PASID context, the process's PASID quota and usage.
     ///
     /// Errors: `EINVAL` before the IOMMU type is set.
     pub fn info(&self) -> Result<IommuInfo, VfioError> {
@@ -75,7 +84,17 @@ impl Container {
             container: self.id,
             cmd: 0,
         })?;
-        let nesting = (domain.ty == IommuType::Nesting).then(|| self.nesting_capability(&st));
+        let nesting =
+            (domain.ty == IommuType::Nesting).then(|| self.nesting_capability(&st, domain));
+        let gaw = domain_width(domain.s2_levels, self.vfio.iommu.config().mgaw);
+        let migration = InfoCapMigration {
+            header: cap_header(VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION),
+            flags: 0,
+            pad: 0,
+            // Linux 5.8: the smallest page size of the IOMMU's bitmap.
+            pgsize_bitmap: 1 << VFIO_IOMMU_INFO_PGSIZES_ALL.trailing_zeros(),
+            max_dirty_bitmap_size: VFIO_DIRTY_BITMAP_SIZE_MAX,
+        };
         let pasid_quota = if self.has_mm.load(Ordering::Acquire) {
             let slot = self.slot.lock();
             slot.mm
@@ -86,6 +105,8 @@ impl Container {
         };
         Ok(IommuInfo {
             iova_pgsizes: VFIO_IOMMU_INFO_PGSIZES_ALL,
+            migration,
+            iova_ranges: iova_ranges(gaw),
             nesting,
             pasid_quota,
         })
@@ -106,8 +127,40 @@ impl Container {
 /// or `None` when the container does not report it.
 type CapFill = fn(&IommuInfo) -> Option<Vec<u8>>;
 
-/// The capabilities of the GET_INFO chain, in chain order.
-const CAP_FILLS: [CapFill; 2] = [fill_nesting_cap, fill_pasid_quota_cap];
+/// The capabilities of the GET_INFO chain, in chain order: Linux 5.8 type1 adds migration,
+/// then IOVA ranges; v5 04/15 adds nesting after them; the vsva quota extension comes last.
+const CAP_FILLS: [CapFill; 4] = [
+    fill_migration_cap,
+    fill_iova_range_cap,
+    fill_nesting_cap,
+    fill_pasid_quota_cap,
+];
+
+/// A capability header with `next` = 0, version 1.
+fn cap_header(id: u16) -> InfoCapHeader {
+    InfoCapHeader {
+        id,
+        version: VFIO_IOMMU_TYPE1_INFO_CAP_VERSION,
+        next: 0,
+    }
+}
+
+fn fill_migration_cap(info: &IommuInfo) -> Option<Vec<u8>> {
+    Some(info.migration.as_bytes().to_vec())
+}
+
+fn fill_iova_range_cap(info: &IommuInfo) -> Option<Vec<u8>> {
+    let head = InfoCapIovaRange {
+        header: cap_header(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE),
+        nr_iovas: info.iova_ranges.len() as u32,
+        reserved: 0,
+    };
+    let mut bytes = head.as_bytes().to_vec();
+    for range in &info.iova_ranges {
+        bytes.extend_from_slice(range.as_bytes());
+    }
+    Some(bytes)
+}
 
 fn fill_nesting_cap(info: &IommuInfo) -> Option<Vec<u8>> {
     info.nesting.as_ref().map(|cap| encode_nesting_info(0, cap))

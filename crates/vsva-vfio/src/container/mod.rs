@@ -140,10 +140,6 @@ impl Container {
         VfioMm::existing(&self.slot)
     }
 
-    pub(crate) fn vfio(&self) -> &VfioInner {
-        &self.vfio
-    }
-
     fn lock_state(&self) -> MutexGuard<'_, ContainerState> {
         lock(&self.state)
     }
@@ -154,10 +150,13 @@ impl Container {
     /// group's devices join the domain at once.
     ///
     /// Errors: `ENODEV` for an unknown group; `EBUSY` if a container (this one included)
-    /// holds it, or if this is a nesting container (which holds exactly one group); IOMMU
+    /// holds it; `EINVAL` if this is a nesting container (which holds exactly one group); IOMMU
     /// errors when joining the domain fails (nothing changes then).
     pub fn attach_group(&self, group: GroupId) -> Result<(), VfioError> {
         let mut st = self.lock_state();
+        // The VFIO core's group checks come before the driver's (v5 04/15: one group per
+        // nesting container).
+        let members = self.vfio.claim_group(group, self.id)?;
         if let (
             Some(Domain {
                 ty: IommuType::Nesting,
@@ -166,12 +165,12 @@ impl Container {
             Some((held, _)),
         ) = (&st.domain, st.groups.first())
         {
+            self.vfio.release_group(group);
             return Err(VfioError::NestingOneGroup {
                 container: self.id,
                 group: *held,
             });
         }
-        let members = self.vfio.claim_group(group, self.id)?;
         if let Some(domain) = &st.domain {
             if let Err(e) = self.program(&members, domain) {
                 self.vfio.release_group(group);
@@ -242,7 +241,7 @@ impl Container {
     /// created).
     ///
     /// Errors: `EINVAL` if the type is already set or no group is attached; `ENODEV` for a
-    /// nesting type on an IOMMU without nested translation; `EBUSY` for a nesting type with
+    /// nesting type on an IOMMU without nested translation; `EINVAL` for a nesting type with
     /// more than one group; `ENOSPC` when domain ids run out; IOMMU errors. Nothing changes on
     /// error.
     pub fn set_iommu(&self, ty: IommuType) -> Result<(), VfioError> {
@@ -264,7 +263,8 @@ impl Container {
         }
         let ty = IommuType::from_raw(raw).ok_or(VfioError::UnsupportedIommuType {
             requested: raw,
-            reason: "only VFIO_TYPE1v2_IOMMU (3) and VFIO_TYPE1_NESTING_IOMMU (6) are offered",
+            reason: "only VFIO_TYPE1_IOMMU (1), VFIO_TYPE1v2_IOMMU (3) and \
+                     VFIO_TYPE1_NESTING_IOMMU (6) are offered",
         })?;
         let vfio = &self.vfio;
         if ty == IommuType::Nesting {

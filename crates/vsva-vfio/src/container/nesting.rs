@@ -1,49 +1,80 @@
 //! NESTING_OP in typed form: bind and unbind a guest first-level table to a PASID of the
 //! process, and pass the guest's cache invalidations on to the IOMMU, each checked against
-//! the process's ownership under its mm lock.
+//! the process's ownership under its mm lock, in the order of the series' kernel (v5 10/15,
+//! 11/15 over the Linux 5.10 IOMMU core and VT-d driver).
 
 use std::sync::atomic::Ordering;
 
 use vsva_ioasid::{Pasid, PasidState};
 use vsva_iommu::{Invalidation, PageRange, PasidCacheScope, PasidEntry};
 use vsva_uapi::{
-    AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity, NestingOp,
-    NestingOpKind, VtdBindFlags,
+    decode_cache_invalidate, read_bind_data, AddrWidth, BindRequest, CacheInvalidateRequest,
+    CacheSet, Granularity, NestingOpKind, VtdBindFlags,
 };
 
 use super::{Container, ContainerState, Domain};
 use crate::cleanup::must_succeed;
 use crate::error::VfioError;
 use crate::mm::MmState;
+use crate::refusal::RefusedOp;
 use crate::types::IommuType;
+
+/// `PASID_MAX` of the VT-d driver: a host PASID at or above it is `EINVAL` whatever the
+/// PASID space's width (`intel_svm_bind_gpasid`).
+const VTD_PASID_MAX: u64 = 1 << 20;
+
+/// The VT-d bind flags the driver refuses: it has no memory-type support
+/// (`IOMMU_SVA_VTD_GPASID_MTS_MASK`, Linux 5.10 `intel/pasid.c`
+/// `intel_pasid_setup_bind_data`).
+const VTD_MTS_FLAGS: VtdBindFlags = VtdBindFlags::PCD
+    .union(VtdBindFlags::PWT)
+    .union(VtdBindFlags::EMTE)
+    .union(VtdBindFlags::CD);
+
+/// A NESTING_OP payload: the caller's bytes (decoded under the lock, as the IOMMU core does
+/// per device), or a request the typed API already holds.
+pub(crate) enum NestingPayload<'a> {
+    /// The bytes after the NESTING_OP header.
+    Bytes(&'a [u8]),
+    /// A typed bind.
+    Bind(BindRequest),
+    /// A typed unbind of this host PASID.
+    Unbind(u64),
+    /// A typed invalidation.
+    Invalidate(CacheInvalidateRequest),
+}
 
 impl Container {
     /// Binds a guest first-level page table to a PASID of the process (NESTING_OP
     /// BIND_PGTBL): on every device of the container, the PASID's entry becomes nested, with
-    /// the guest's table at `gpgd` (4- or 5-level per `addr_width`) over the container's
-    /// stage 2, tagged with the container's domain id, and the VT-d attributes asked for. If
-    /// any device refuses, the bind is undone on all of them.
+    /// the guest's table at `gpgd` (bits 63:12; 4- or 5-level per `addr_width`) over the
+    /// container's stage 2, tagged with the container's domain id, with SRE / EAFE / WPE as
+    /// asked. If any device refuses, the bind is undone on all of them.
     ///
-    /// Errors: `EINVAL` before the type is set, for a PASID outside the space, an unaligned
-    /// `gpgd`, an `emt` above 7, a 57-bit width the IOMMU does not walk, or what the IOMMU
-    /// refuses (a PASID beyond a device's PASID table, an attribute it lacks); `EOPNOTSUPP`
-    /// for a type1 v2 container or without PASID support; `EACCES` / `ENOENT` for a PASID
-    /// the process does not own; `EBUSY` if it is already bound here; `ENOMEM` when the
-    /// IOMMU's table pool is exhausted.
+    /// # Errors
+    ///
+    /// In the VT-d driver's order: `EINVAL` before the type is set; `EOPNOTSUPP` for a
+    /// container that is not nesting or has no PASID support; `EINVAL` for `hpasid` 0 or
+    /// ≥ 2^20; `EACCES` / `ENOENT` for a PASID the process does not own; `EBUSY` if it is
+    /// already bound here; `EINVAL` for a 57-bit width the IOMMU does not walk, for the
+    /// memory-type flags PCD / PWT / EMTE / CD, or what the IOMMU refuses (a PASID beyond a
+    /// device's PASID table, SRE / EAFE it lacks); `ENOMEM` when the IOMMU's table pool is
+    /// exhausted. Nothing is bound then.
     pub fn bind(&self, req: &BindRequest) -> Result<(), VfioError> {
-        self.nesting_op(|| Ok(NestingOp::Bind(*req)), NestingOpKind::BindPgtbl)
+        self.nesting_op(NestingOpKind::BindPgtbl, NestingPayload::Bind(*req))
     }
 
     /// Unbinds a PASID of the process from this container's devices (NESTING_OP
-    /// UNBIND_PGTBL; only `hpasid` matters). Succeeds for any PASID the process owns, bound
-    /// or not.
+    /// UNBIND_PGTBL). As in the series, the result does not depend on the PASID: a PASID
+    /// outside the space, or one the process does not own, changes nothing, is logged and
+    /// counted in [`crate::Vfio::refusals`], and still returns `Ok`.
     ///
-    /// Errors: `EINVAL` before the type is set or for a PASID outside the space;
-    /// `EOPNOTSUPP` as for [`Container::bind`]; `EACCES` / `ENOENT` for a PASID the process
-    /// does not own.
+    /// # Errors
+    ///
+    /// Only the container's: `EINVAL` before the type is set; `EOPNOTSUPP` as for
+    /// [`Container::bind`].
     pub fn unbind(&self, hpasid: u64) -> Result<(), VfioError> {
-        let req = BindRequest::new(hpasid, 0, AddrWidth::Bits48);
-        self.nesting_op(|| Ok(NestingOp::Unbind(req)), NestingOpKind::UnbindPgtbl)
+        self.nesting_op(NestingOpKind::UnbindPgtbl, NestingPayload::Unbind(hpasid))
     }
 
     /// Passes a guest's cache invalidation on to the IOMMU (NESTING_OP CACHE_INVLD), for the
@@ -59,23 +90,27 @@ impl Container {
     /// power-of-two range the hardware invalidates; one larger than CAP.MAMV allows falls
     /// back to the whole PASID. ARCHID is not used by VT-d and is ignored.
     ///
-    /// Errors: `EINVAL` before the type is set, for PASID or ADDR granularity without a
-    /// PASID, a PASID outside the space, a granule size other than 4 KiB / 2 MiB / 1 GiB, no
-    /// granules, an address not aligned to the granule, or a wrapping range; `EOPNOTSUPP` as
-    /// for [`Container::bind`]; `EACCES` / `ENOENT` for a PASID the process does not own.
+    /// As in the series ("always successful"), a request the IOMMU would refuse — PASID or
+    /// ADDR granularity without a PASID, a PASID outside the space or not the process's, a
+    /// granule size other than 4 KiB / 2 MiB / 1 GiB, no granules, an unaligned address, a
+    /// wrapping range — invalidates nothing, is logged and counted in
+    /// [`crate::Vfio::refusals`], and still returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// Only the container's: `EINVAL` before the type is set; `EOPNOTSUPP` as for
+    /// [`Container::bind`].
     pub fn invalidate(&self, req: &CacheInvalidateRequest) -> Result<(), VfioError> {
-        self.nesting_op(
-            || Ok(NestingOp::Invalidate(*req)),
-            NestingOpKind::CacheInvld,
-        )
+        self.nesting_op(NestingOpKind::CacheInvld, NestingPayload::Invalidate(*req))
     }
 
     /// Runs a NESTING_OP: the container checks (type, features) come before the payload is
-    /// decoded, as in the kernel; then the op runs under the process's lock.
+    /// read, as in the kernel; then the op runs under the process's lock. A bind's error is
+    /// returned; an unbind's or invalidation's is recorded as a refusal and `Ok` returned.
     pub(crate) fn nesting_op(
         &self,
-        decode: impl FnOnce() -> Result<NestingOp, VfioError>,
         kind: NestingOpKind,
+        payload: NestingPayload<'_>,
     ) -> Result<(), VfioError> {
         let st = self.lock_state();
         let op_name = match kind {
@@ -93,55 +128,75 @@ impl Container {
             return Err(VfioError::NestingUnsupported {
                 container: self.id,
                 op: op_name,
-                reason: "it is not a nesting container (IOMMU type 3)",
+                reason: "it is not a nesting container (IOMMU type 6)",
             });
         }
-        if !self.features().contains(kind.required_feature()) {
-            return Err(VfioError::NestingUnsupported {
-                container: self.id,
-                op: op_name,
-                reason: "its nesting info lacks the feature (PASID support is disabled)",
-            });
-        }
-        let op = decode()?;
         let no_context = || VfioError::NestingUnsupported {
             container: self.id,
             op: op_name,
-            reason: "it has no per-process PASID context",
+            reason: "its nesting info lacks the feature (PASID support is disabled)",
         };
-        if !self.has_mm.load(Ordering::Acquire) {
+        if !self.features().contains(kind.required_feature())
+            || !self.has_mm.load(Ordering::Acquire)
+        {
             return Err(no_context());
         }
         let mut slot = self.slot.lock();
         let Some(ms) = slot.mm.as_mut() else {
             return Err(no_context());
         };
-        match op {
-            NestingOp::Bind(req) => self.bind_locked(&st, domain, ms, &req),
-            NestingOp::Unbind(req) => self.unbind_locked(&st, ms, req.hpasid),
-            NestingOp::Invalidate(req) => self.invalidate_locked(&st, domain, ms, &req),
+        let (op, result) = match kind {
+            NestingOpKind::BindPgtbl => return self.bind_locked(&st, domain, ms, payload),
+            NestingOpKind::UnbindPgtbl => {
+                let result = match payload {
+                    NestingPayload::Bytes(bytes) => read_bind_data(bytes)
+                        .map_err(VfioError::from)
+                        .and_then(|data| self.unbind_locked(&st, ms, data.hpasid())),
+                    NestingPayload::Unbind(hpasid) => self.unbind_locked(&st, ms, hpasid),
+                    _ => unreachable!("an unbind carries bytes or a PASID"),
+                };
+                (RefusedOp::Unbind, result)
+            }
+            NestingOpKind::CacheInvld => {
+                let result = match payload {
+                    NestingPayload::Bytes(bytes) => decode_cache_invalidate(bytes)
+                        .map_err(VfioError::from)
+                        .and_then(|req| self.invalidate_locked(&st, domain, ms, &req)),
+                    NestingPayload::Invalidate(req) => {
+                        self.invalidate_locked(&st, domain, ms, &req)
+                    }
+                    _ => unreachable!("an invalidation carries bytes or a request"),
+                };
+                (RefusedOp::Invalidate, result)
+            }
+        };
+        if let Err(err) = result {
+            self.vfio.refusals.record(op, self.id, &err);
         }
+        Ok(())
     }
 
-    /// The PASID a caller named, if it is in the space and the process owns it: `EINVAL`
-    /// outside `[1, 2^pasid_bits - 1]`, `EACCES` if another set owns it, `ENOENT` if nobody
-    /// does (free, or still being torn down).
+    /// The PASID a caller named, if the process owns it: `EINVAL` for 0 or ≥ 2^20 (the VT-d
+    /// driver's range), `EACCES` if another set owns it, `ENOENT` if nobody does (free, beyond
+    /// the space, or still being torn down).
     fn owned_pasid(
         &self,
         ms: &MmState,
         field: &'static str,
         pasid: u64,
     ) -> Result<Pasid, VfioError> {
-        let space = &self.vfio.space;
-        let max = space.max_pasid();
-        if pasid == 0 || pasid > u64::from(max) {
-            return Err(VfioError::PasidOutOfRange { field, pasid, max });
+        if pasid == 0 || pasid >= VTD_PASID_MAX {
+            return Err(VfioError::PasidOutOfRange {
+                field,
+                pasid,
+                max: (VTD_PASID_MAX - 1) as Pasid,
+            });
         }
         let p = pasid as Pasid;
         if ms.set.owns(p) {
             return Ok(p);
         }
-        Err(match space.find(p) {
+        Err(match self.vfio.space.find(p) {
             Some(PasidState::Allocated { set, .. }) => VfioError::PasidNotOwned {
                 field,
                 pasid: p,
@@ -161,34 +216,37 @@ impl Container {
         })
     }
 
+    /// A bind, in the VT-d driver's order (Linux 5.10 `intel_svm_bind_gpasid`, then
+    /// `intel_pasid_setup_nested`): the core's payload checks, format / size / vendor flags,
+    /// the PASID's range, ownership, already bound, the address width, memory-type flags.
     fn bind_locked(
         &self,
         st: &ContainerState,
         domain: &Domain,
         ms: &mut MmState,
-        req: &BindRequest,
+        payload: NestingPayload<'_>,
     ) -> Result<(), VfioError> {
-        let pasid = self.owned_pasid(ms, "hpasid", req.hpasid)?;
+        let (hpasid, data, typed) = match payload {
+            NestingPayload::Bytes(bytes) => {
+                let data = read_bind_data(bytes)?;
+                data.check_vtd()?;
+                (data.hpasid(), Some(data), None)
+            }
+            NestingPayload::Bind(req) => (req.hpasid, None, Some(req)),
+            _ => unreachable!("a bind carries bytes or a request"),
+        };
+        let pasid = self.owned_pasid(ms, "hpasid", hpasid)?;
         if ms.is_bound(pasid, self.id) {
             return Err(VfioError::AlreadyBound {
                 pasid,
                 container: self.id,
             });
         }
-        if req.gpgd & 0xfff != 0 {
-            return Err(VfioError::invalid(
-                "gpgd",
-                req.gpgd,
-                "the guest's first-level root table must be 4 KiB aligned",
-            ));
-        }
-        if req.vtd.emt > 7 {
-            return Err(VfioError::invalid(
-                "vendor.vtd.emt",
-                u64::from(req.vtd.emt),
-                "the PASID entry's EMT field has 3 bits",
-            ));
-        }
+        let req = match (data, typed) {
+            (Some(data), _) => data.to_request()?,
+            (None, Some(req)) => req,
+            (None, None) => unreachable!("one of the two is set above"),
+        };
         let iommu = &self.vfio.iommu;
         if req.addr_width == AddrWidth::Bits57 && !iommu.config().fl5lp {
             return Err(VfioError::invalid(
@@ -198,18 +256,26 @@ impl Container {
             ));
         }
         let flags = req.vtd.flags;
+        if flags.intersects(VTD_MTS_FLAGS) {
+            return Err(VfioError::invalid(
+                "vendor.vtd.flags",
+                flags.bits(),
+                "PCD, PWT, EMTE and CD are refused: the VT-d driver has no memory-type support",
+            ));
+        }
+        // The entry keeps bits 63:12 of gpgd (`pasid_set_flptr`); PAT and EMT only matter with
+        // EMTE, which is refused above.
         let entry = PasidEntry {
             flpm: u8::from(req.addr_width == AddrWidth::Bits57),
             sre: flags.contains(VtdBindFlags::SRE),
             eafe: flags.contains(VtdBindFlags::EAFE),
-            pcd: flags.contains(VtdBindFlags::PCD),
-            pwt: flags.contains(VtdBindFlags::PWT),
-            emte: flags.contains(VtdBindFlags::EMTE),
-            cd: flags.contains(VtdBindFlags::CD),
             wpe: flags.contains(VtdBindFlags::WPE),
-            pat: req.vtd.pat,
-            emt: req.vtd.emt as u8,
-            ..PasidEntry::nested(domain.did, req.gpgd, domain.s2_root, domain.s2_levels)
+            ..PasidEntry::nested(
+                domain.did,
+                req.gpgd & !0xfff,
+                domain.s2_root,
+                domain.s2_levels,
+            )
         };
         let targets = &st.targets;
         for (i, &sid) in targets.iter().enumerate() {

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use vsva_ioasid::Pasid;
-use vsva_uapi::PasidRequestOp;
+use vsva_uapi::{PasidRequestArg, PasidRequestOp};
 
 use super::Container;
 use crate::error::VfioError;
@@ -32,22 +32,24 @@ impl Container {
         f(mm)
     }
 
-    /// Runs a decoded PASID_REQUEST and, while the mm lock is still held, hands its outcome
+    /// Runs a read PASID_REQUEST and, while the mm lock is still held, hands its outcome
     /// to `journal`: no other PASID request of the process runs between the change and its
-    /// record.
+    /// record. As in the series (v5 07/15), a container without a PASID context answers
+    /// `EOPNOTSUPP` before `flags` 0 or both is refused (`EINVAL`).
     ///
     /// # Errors
     ///
-    /// As [`Container::alloc_pasid`] and [`Container::free_pasids`] (after the decoder's
-    /// checks); nothing changes and `journal` is not called then.
+    /// As [`Container::alloc_pasid`] and [`Container::free_pasids`] (after the reader's
+    /// checks), and `EINVAL` for `flags` 0 or both; nothing changes and `journal` is not
+    /// called then.
     #[inline]
     pub(crate) fn pasid_request(
         &self,
-        op: PasidRequestOp,
+        req: PasidRequestArg,
         journal: &mut dyn FnMut(&IoctlOutcome),
     ) -> Result<IoctlOutcome, VfioError> {
         self.with_mm(|mm| {
-            let outcome = match op {
+            let outcome = match req.op()? {
                 PasidRequestOp::Alloc { min, max } => {
                     IoctlOutcome::PasidAllocated(mm.set.alloc(min, max)?)
                 }
@@ -69,7 +71,7 @@ impl Container {
                 container: self.id,
                 cmd: 0,
             },
-            Some(IommuType::Type1v2) => VfioError::NoPasidContext {
+            Some(IommuType::Type1 | IommuType::Type1v2) => VfioError::NoPasidContext {
                 container: self.id,
                 reason: "it is not a nesting container (IOMMU type 3)",
             },
