@@ -183,13 +183,22 @@ impl Daemon {
     }
 
     /// A connection ended: closes its containers and, if it was its process's last, releases
-    /// the process's context (unless the daemon is shutting down, when ownership stays
-    /// recorded for the next start).
+    /// the process's context.
+    ///
+    /// During a shutdown nothing is closed or released: the process keeps its containers and
+    /// its context (with every PASID it owns) in memory until the daemon exits, exactly as the
+    /// store records them. Dropping them would free its PASIDs in the allocator without a
+    /// record, and a process still being served could be acknowledged them, so that after the
+    /// restart the log gives them to that process and the idle one loses them.
     pub fn disconnect(&self, session: &Session) {
         lock(&self.conns).remove(&session.conn);
         let Some(p) = &session.process else { return };
         let mut processes = lock(&self.processes);
         let mut st = lock(&p.state);
+        if self.shutting_down() {
+            st.connections = st.connections.saturating_sub(1);
+            return;
+        }
         let mine: Vec<u32> = st
             .containers
             .iter()
@@ -206,13 +215,7 @@ impl Daemon {
         let last = st.connections == 0 && !st.is_held();
         if last {
             if !st.revoked {
-                if self.shutting_down() {
-                    // Keep the store as it is: the process gets its PASIDs back after the restart.
-                    st.containers.clear();
-                    st.mm = None;
-                } else {
-                    self.release_locked(p, &mut st, "its last connection closed");
-                }
+                self.release_locked(p, &mut st, "its last connection closed");
             }
             if processes.get(&p.token).is_some_and(|q| Arc::ptr_eq(q, p)) {
                 processes.remove(&p.token);

@@ -105,6 +105,8 @@ struct Progress {
     /// Last sequence number durable (synced in `Sync` mode, written in `Async`).
     durable: u64,
     failed: Option<String>,
+    /// The store was closed: a record appended later never becomes durable.
+    closed: bool,
 }
 
 /// What the store's front and its writer thread share.
@@ -160,6 +162,7 @@ impl Store {
             progress: Mutex::new(Progress {
                 durable: 0,
                 failed: None,
+                closed: false,
             }),
             done: Condvar::new(),
             mode,
@@ -281,12 +284,23 @@ impl Store {
             if let Some(f) = &p.failed {
                 return Err(StoreError::Failed(f.clone()));
             }
+            if p.closed {
+                return Err(StoreError::Failed(
+                    "the store was closed (the daemon is stopping) before this change was written"
+                        .into(),
+                ));
+            }
             p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// Writes and syncs everything queued, stops the writer, and returns once the log is
-    /// complete on disk. Appends after this are never written.
+    /// complete on disk. Appends after this are never written: waiting for them fails.
+    ///
+    /// # Errors
+    ///
+    /// The writer failed, now or earlier: records queued since the last durable one may be
+    /// missing from the log (none of them was acknowledged).
     pub fn close(&self) -> Result<(), StoreError> {
         let last = {
             let mut q = lock_ignoring_poison(&self.shared.queue);
@@ -299,7 +313,9 @@ impl Store {
                 tracing::error!("the store writer panicked");
             }
         }
-        let p = lock_ignoring_poison(&self.shared.progress);
+        let mut p = lock_ignoring_poison(&self.shared.progress);
+        p.closed = true;
+        self.shared.done.notify_all();
         match &p.failed {
             Some(f) => Err(StoreError::Failed(f.clone())),
             None if p.durable >= last => Ok(()),
@@ -381,6 +397,18 @@ mod tests {
         drop(store);
         let (_, valid, _) = replay_bytes(&std::fs::read(&log).unwrap());
         assert_eq!(valid as u64, std::fs::metadata(&log).unwrap().len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_appended_after_close_is_refused_not_left_waiting() {
+        let dir = std::env::temp_dir().join(format!("vsvad-store-closed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+        store.close().unwrap();
+        let late = store.append(Record::End { token: token(1) });
+        assert!(matches!(store.wait(late), Err(StoreError::Failed(_))));
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
