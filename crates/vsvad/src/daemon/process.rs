@@ -355,19 +355,25 @@ impl Daemon {
         let p = match processes.get(&token) {
             Some(p) => p.clone(),
             None => {
+                let resume = match random_bytes() {
+                    Ok(bytes) => ResumeToken(bytes),
+                    Err(e) => {
+                        tracing::error!(error = %e, "no resume token: the kernel's random source failed");
+                        return Reply::error(
+                            Errno::EAGAIN,
+                            format!(
+                                "cannot make a resume token (getrandom failed: {e}); try again"
+                            ),
+                        );
+                    }
+                };
                 let mm = self.vfio.process_context(token).ok();
                 let journal = Journal {
                     begun: false,
                     quota: self.settings.pasid_quota,
                     closed: false,
                 };
-                let p = Arc::new(Process::new(
-                    s.credentials,
-                    ResumeToken(random_bytes()),
-                    mm,
-                    journal,
-                    None,
-                ));
+                let p = Arc::new(Process::new(s.credentials, resume, mm, journal, None));
                 processes.insert(token, p.clone());
                 p
             }

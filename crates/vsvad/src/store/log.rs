@@ -3,11 +3,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::record::Record;
 use super::state::StoreState;
-use super::{io_err, StoreError, LOG_NAME};
+use super::{io_err, StoreError, FILE_MODE, LOG_NAME};
 
 /// Writes `records` to a temporary file, syncs it, renames it over the log and syncs the
 /// directory; returns the new log opened for appending.
@@ -18,7 +19,16 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<File, Sto
     for r in records {
         r.encode(&mut buf);
     }
-    let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(io_err("cannot create", &tmp))?;
+    // A leftover temporary file keeps its old mode through `open`: narrow it.
+    f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .map_err(io_err("cannot set the mode of", &tmp))?;
     f.write_all(&buf).map_err(io_err("cannot write", &tmp))?;
     f.sync_all().map_err(io_err("cannot sync", &tmp))?;
     drop(f);

@@ -42,6 +42,7 @@ mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -49,6 +50,7 @@ use std::time::Instant;
 
 use crate::config::Durability;
 use crate::metrics::Metrics;
+use crate::private_dir;
 
 pub use record::Record;
 pub use state::StoreState;
@@ -57,6 +59,8 @@ pub use state::StoreState;
 pub const LOG_NAME: &str = "state.log";
 /// The lock file's name in the state directory.
 const LOCK_NAME: &str = "vsvad.lock";
+/// Mode of every file in the state directory: resume tokens are secrets.
+const FILE_MODE: u32 = 0o600;
 /// Size past which the writer considers compacting the log.
 const COMPACT_BYTES: u64 = 4 << 20;
 
@@ -81,6 +85,9 @@ pub enum StoreError {
         /// Its lock file.
         lock: PathBuf,
     },
+    /// The state directory is not private to the daemon's user.
+    #[error("state directory: {0}")]
+    Dir(#[from] private_dir::DirError),
     /// The writer failed earlier; nothing more can be made durable.
     #[error("the store failed and accepts no more changes: {0}")]
     Failed(String),
@@ -138,6 +145,20 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// Narrows a state file an earlier version created readable by others to [`FILE_MODE`].
+fn narrow_file_mode(file: &File, path: &Path) -> Result<(), StoreError> {
+    let mode = file
+        .metadata()
+        .map_err(io_err("cannot stat", path))?
+        .permissions()
+        .mode();
+    if mode & 0o777 != FILE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err("cannot narrow the mode of", path))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, replays the log, and starts the writer.
     /// Returns the store and the replayed state. With [`Durability::Off`] nothing is read or
@@ -177,14 +198,21 @@ impl Store {
                 StoreState::default(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(io_err("cannot create state directory", dir))?;
+        let private = private_dir::Policy {
+            create_mode: 0o700,
+            narrow: true,
+            sticky_ok: false,
+        };
+        private_dir::ensure(dir, rustix::process::geteuid().as_raw(), private)?;
         let lock_path = dir.join(LOCK_NAME);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&lock_path)
             .map_err(io_err("cannot open lock file", &lock_path))?;
+        narrow_file_mode(&lock, &lock_path)?;
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(StoreError::Locked {
                 path: dir.to_owned(),
@@ -197,8 +225,10 @@ impl Store {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(FILE_MODE)
             .open(&log_path)
             .map_err(io_err("cannot open log", &log_path))?;
+        narrow_file_mode(&file, &log_path)?;
         let (state, valid_len, records) = log::replay(&mut file, &log_path)?;
         let file_len = file
             .metadata()
