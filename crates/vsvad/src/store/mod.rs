@@ -28,10 +28,13 @@
 //! # File format
 //!
 //! A sequence of `len: u32 LE | crc32: u32 LE | payload[len]`, where `crc32` (IEEE) covers the
-//! payload (see [`record`]). The first record is a [`Record::Header`]. A crash can leave a torn record at the
-//! end; replay stops at the first record whose length or checksum is wrong and truncates the
-//! file there (nothing after it was acknowledged, because the writer acknowledges only what
-//! it has completely written). When the log grows past [`COMPACT_BYTES`] and holds mostly
+//! payload (see [`record`]). The first record is a [`Record::Header`]. A crash can leave a
+//! torn record at the end: zeros, a partial header, or one record reaching to or past the
+//! end of the file. Replay stops there and truncates the file (nothing after it was
+//! acknowledged, because the writer acknowledges only what it has completely written). Any
+//! other damage — a file that does not start with a header, or a bad record with more bytes
+//! after it — is refused with [`StoreError::Damaged`] and the file is left untouched: wiping
+//! it would drop every later record. When the log grows past [`COMPACT_BYTES`] and holds mostly
 //! history, the writer rewrites it as a snapshot of the current state (a temporary file,
 //! synced, renamed over the log, and the directory synced).
 
@@ -84,6 +87,23 @@ pub enum StoreError {
         path: PathBuf,
         /// Its lock file.
         lock: PathBuf,
+    },
+    /// The log is not a vsvad log, or is damaged other than by a torn last write. The file is
+    /// left untouched; the daemon does not start.
+    #[error(
+        "state log {path} is damaged at byte {offset} of {len}: {why}. It was left untouched. \
+         Restore it from a backup, or move it aside to start with no recorded ownership \
+         (processes then lose the PASIDs held for them across the restart)"
+    )]
+    Damaged {
+        /// The log file.
+        path: PathBuf,
+        /// Where the valid prefix ends.
+        offset: u64,
+        /// The file's length.
+        len: u64,
+        /// What is wrong there.
+        why: String,
     },
     /// The state directory is not private to the daemon's user.
     #[error("state directory: {0}")]
@@ -440,5 +460,96 @@ mod tests {
         assert!(matches!(store.wait(late), Err(StoreError::Failed(_))));
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes a log with a Begin and 50 Allocs of pid 1 in `dir`; returns its bytes.
+    fn fifty_allocations(dir: &Path) -> Vec<u8> {
+        let (store, _) = Store::open(dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+        let _begin = store.append(Record::Begin {
+            token: token(1),
+            uid: 0,
+            quota: 100,
+            resume: ResumeToken([1; 16]),
+        });
+        let mut last = None;
+        for pasid in 1..=50 {
+            last = Some(store.append(Record::Alloc {
+                token: token(1),
+                pasid,
+            }));
+        }
+        store.wait(last.unwrap()).unwrap();
+        store.close().unwrap();
+        std::fs::read(dir.join(LOG_NAME)).unwrap()
+    }
+
+    #[test]
+    fn a_damaged_log_is_refused_untouched_and_a_torn_tail_truncated() {
+        type Damage = fn(&mut Vec<u8>);
+        // (what, damage, PASIDs replayed or None when refused)
+        let cases: [(&str, Damage, Option<usize>); 6] = [
+            (
+                "foreign file",
+                |b| *b = b"[config]\nkey = 1\n".to_vec(),
+                None,
+            ),
+            (
+                "byte flipped mid-log",
+                |b| {
+                    let m = b.len() / 2;
+                    b[m] ^= 0x40
+                },
+                None,
+            ),
+            (
+                "bad length mid-log",
+                |b| {
+                    let m = b.len() / 2;
+                    b[m..m + 4].fill(0xff)
+                },
+                None,
+            ),
+            ("zeros at the end", |b| b.extend([0; 300]), Some(50)),
+            (
+                "partial record at the end",
+                |b| b.extend([40, 0, 0, 0, 1, 2]),
+                Some(50),
+            ),
+            (
+                "last record's byte flipped",
+                |b| *b.last_mut().unwrap() ^= 1,
+                Some(49),
+            ),
+        ];
+        for (what, damage, expect) in cases {
+            let dir = std::env::temp_dir().join(format!(
+                "vsvad-store-damage-{}-{}",
+                std::process::id(),
+                what.len()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut bytes = fifty_allocations(&dir);
+            damage(&mut bytes);
+            let log = dir.join(LOG_NAME);
+            std::fs::write(&log, &bytes).unwrap();
+            let opened = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new()));
+            match (opened, expect) {
+                (Ok((_, state)), Some(n)) => {
+                    let owned = state.processes.get(&token(1)).map_or(0, |p| p.pasids.len());
+                    assert_eq!(owned, n, "{what}");
+                }
+                (Err(StoreError::Damaged { path, .. }), None) => {
+                    assert_eq!(path, log, "{what}");
+                    assert_eq!(
+                        std::fs::read(&log).unwrap(),
+                        bytes,
+                        "{what}: the log was changed"
+                    );
+                }
+                (Err(e), _) => panic!("{what}: {e}"),
+                (Ok(_), None) => panic!("{what}: a damaged log was accepted"),
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }
