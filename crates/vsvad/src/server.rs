@@ -166,8 +166,9 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
         .name("vsvad-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "shutting down");
+                // Stop first: a log line may block on a full pipe, and must not delay this.
                 h.stop();
+                tracing::info!(signal = sig, "shutting down");
             }
         })
         .map_err(|e| socket_err(&socket_path, e))?;

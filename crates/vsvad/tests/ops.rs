@@ -231,3 +231,41 @@ fn sigterm_hands_no_idle_process_pasids_to_another() {
     );
     drop(idle);
 }
+
+/// Issue 12, item 12: with its standard error a pipe nobody reads any more (`vsvad 2>&1 |
+/// head -2`), the daemon still serves, and SIGTERM still stops it cleanly.
+#[test]
+fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
+    let dir = TestDir::new("epipe");
+    let socket = dir.path().join("vsvad.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    drop(child.stdout.take());
+    common::wait_until("the socket", || UnixStream::connect(&socket).is_ok());
+    let mut opts = vsva_client::Options::new(&socket, "epipe");
+    opts.timeout = Some(Duration::from_secs(20));
+    let mut c = vsva_client::Client::connect(opts).unwrap();
+    assert_eq!(c.ping(b"still here").unwrap(), b"still here");
+    assert!(child.try_wait().unwrap().is_none(), "vsvad died");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let mut status = None;
+    common::wait_until("vsvad to exit after SIGTERM", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{status:?}");
+}
