@@ -5,7 +5,10 @@
 //!
 //! Each connection has its own thread, which blocks only on its own socket. A client that
 //! stalls — half a frame, or never reading its replies — holds up nothing but that thread,
-//! and is cut off after `limits.frame_timeout_ms` / `limits.write_timeout_ms`. Requests touch
+//! and is cut off when a frame is not complete `limits.frame_timeout_ms` after its first
+//! byte (however slowly the bytes trickle in), when a write blocks for
+//! `limits.write_timeout_ms`, or, if configured, when it is silent between frames for
+//! `limits.idle_timeout_secs`. Requests touch
 //! shared state only through short per-process or lock-free paths, never while blocked on a
 //! socket.
 //!
@@ -67,6 +70,7 @@ pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
         out: Vec::with_capacity(4096),
         timeout: None,
         hello_deadline: None,
+        frame_deadline: None,
     };
     let why = c.run();
     tracing::debug!(conn, pid, why, "connection closed");
@@ -87,6 +91,8 @@ struct Conn {
     out: Vec<u8>,
     timeout: Option<Duration>,
     hello_deadline: Option<Instant>,
+    /// When the frame being received must be complete.
+    frame_deadline: Option<Instant>,
     max_in_flight: usize,
 }
 
@@ -106,6 +112,8 @@ impl Conn {
             loop {
                 match self.dec.next_frame() {
                     Ok(Some(frame)) => {
+                        // The next frame's clock starts when its first byte is seen.
+                        self.frame_deadline = None;
                         self.handle_frame(frame);
                         if self.pending.len() >= self.max_in_flight && self.flush().is_err() {
                             return "write failed";
@@ -133,18 +141,24 @@ impl Conn {
                     self.dec.set_max_body(limits.max_frame);
                 }
             }
-            // A started frame must complete in time; an idle connection may wait forever,
-            // except before its hello.
-            let want = if let Some(deadline) = self.hello_deadline {
-                Some(
-                    deadline
-                        .saturating_duration_since(Instant::now())
+            // A started frame must complete within `frame_timeout` of its first byte, however
+            // slowly its bytes trickle in; a connection between frames may wait for
+            // `idle_timeout` (forever by default), except before its hello.
+            if self.dec.buffered() == 0 {
+                self.frame_deadline = None;
+            } else if self.frame_deadline.is_none() {
+                self.frame_deadline = Some(Instant::now() + limits.frame_timeout());
+            }
+            let deadline = match (self.hello_deadline, self.frame_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let want = match deadline {
+                Some(d) => Some(
+                    d.saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1)),
-                )
-            } else if self.dec.buffered() > 0 {
-                Some(limits.frame_timeout())
-            } else {
-                None
+                ),
+                None => limits.idle_timeout(),
             };
             if want != self.timeout {
                 if self.stream.set_read_timeout(want).is_err() {
@@ -165,8 +179,10 @@ impl Conn {
                         .fetch_add(1, Ordering::Relaxed);
                     return if self.hello_deadline.is_some() {
                         "no hello in time"
+                    } else if self.frame_deadline.is_some() {
+                        "a frame did not complete in time"
                     } else {
-                        "a frame stalled"
+                        "idle for longer than limits.idle_timeout_secs"
                     };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -232,9 +232,12 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
                 continue;
             }
         };
-        let Some(session) = daemon.connect(&stream, who) else {
-            refuse(stream, daemon.settings().limits.max_connections);
-            continue;
+        let session = match daemon.connect(&stream, who) {
+            Ok(session) => session,
+            Err(message) => {
+                refuse(stream, message);
+                continue;
+            }
         };
         *live.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let d = daemon.clone();
@@ -286,8 +289,8 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     Ok(())
 }
 
-/// Tells a connection over the limit why it is closed.
-fn refuse(mut stream: UnixStream, limit: u32) {
+/// Tells a connection over a limit why it is closed.
+fn refuse(mut stream: UnixStream, message: String) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let header = FrameHeader {
         body_len: 0,
@@ -296,9 +299,6 @@ fn refuse(mut stream: UnixStream, limit: u32) {
         nfds: 0,
         id: 0,
     };
-    let reply = Reply::error(
-        Errno::EAGAIN,
-        format!("too many connections (limits.max_connections = {limit}); try again later"),
-    );
+    let reply = Reply::error(Errno::EAGAIN, message);
     let _ = stream.write_all(&reply.encode_frame(&header));
 }

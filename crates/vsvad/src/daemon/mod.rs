@@ -101,6 +101,16 @@ fn revoked(p: &Process) -> Reply {
     )
 }
 
+/// A connection the daemon serves, as the registry keeps it.
+struct OpenConnection {
+    /// Its process, once its hello is done.
+    process: Option<ProcessToken>,
+    /// The peer's uid, for the per-uid connection limit.
+    uid: u32,
+    /// A handle on its socket, to shut it down.
+    stream: UnixStream,
+}
+
 /// The daemon: the machine, the store, and every process and connection it serves.
 pub struct Daemon {
     settings: Settings,
@@ -110,7 +120,7 @@ pub struct Daemon {
     instance: u64,
     started: Instant,
     processes: Mutex<HashMap<ProcessToken, Arc<Process>>>,
-    conns: Mutex<HashMap<u64, (Option<ProcessToken>, UnixStream)>>,
+    conns: Mutex<HashMap<u64, OpenConnection>>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
     hpa: Mutex<HpaAllocator>,
@@ -198,9 +208,9 @@ impl Daemon {
     /// (to be held for them at the next start).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for (_, (_, s)) in lock(&self.conns).iter() {
+        for c in lock(&self.conns).values() {
             // A connection already gone needs no shutting.
-            let _ = s.shutdown(std::net::Shutdown::Read);
+            let _ = c.stream.shutdown(std::net::Shutdown::Read);
         }
     }
 

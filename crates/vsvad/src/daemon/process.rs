@@ -13,7 +13,7 @@ use vsva_proto::{
 };
 use vsva_vfio::{Container, ProcessToken, VfioMm};
 
-use super::{lock, random_bytes, Daemon, SERVER};
+use super::{lock, random_bytes, Daemon, OpenConnection, SERVER};
 use crate::credentials;
 use crate::store::Record;
 
@@ -158,23 +158,54 @@ pub struct Session {
 }
 
 impl Daemon {
-    /// Registers a new connection; `None` when the connection limit is reached.
-    pub fn connect(&self, stream: &UnixStream, credentials: Credentials) -> Option<Session> {
+    /// Registers a new connection.
+    ///
+    /// # Errors
+    ///
+    /// The message to send back when the connection is over `limits.max_connections` (all
+    /// clients) or `limits.max_connections_per_uid` (the peer's uid); nothing is registered.
+    pub fn connect(
+        &self,
+        stream: &UnixStream,
+        credentials: Credentials,
+    ) -> Result<Session, String> {
+        let limits = &self.settings.limits;
         let mut conns = lock(&self.conns);
-        if conns.len() >= self.settings.limits.max_connections as usize {
+        let refusal = if conns.len() >= limits.max_connections as usize {
+            Some(format!(
+                "too many connections (limits.max_connections = {}); try again later",
+                limits.max_connections
+            ))
+        } else if conns.values().filter(|c| c.uid == credentials.uid).count()
+            >= limits.max_connections_per_uid as usize
+        {
+            Some(format!(
+                "too many connections of uid {} (limits.max_connections_per_uid = {}); close \
+                 some or try again later",
+                credentials.uid, limits.max_connections_per_uid
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
             self.metrics
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(message);
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            conns.insert(conn, (None, clone));
+        if let Ok(stream) = stream.try_clone() {
+            let entry = OpenConnection {
+                process: None,
+                uid: credentials.uid,
+                stream,
+            };
+            conns.insert(conn, entry);
         }
         self.metrics
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        Some(Session {
+        Ok(Session {
             conn,
             credentials,
             admin: credentials::is_admin(&credentials, self.settings.admin_gid),
@@ -385,7 +416,7 @@ impl Daemon {
         };
         drop(processes);
         if let Some(entry) = lock(&self.conns).get_mut(&s.conn) {
-            entry.0 = Some(token);
+            entry.process = Some(token);
         }
         tracing::debug!(
             conn = s.conn,
