@@ -183,6 +183,9 @@ pub struct Limits {
     pub max_frame: u32,
     /// Requests read ahead on one connection before its replies are written.
     pub max_in_flight: u32,
+    /// Reply bytes queued on one connection before it stops reading to write them (one
+    /// reply larger than this is still sent alone).
+    pub max_queued_bytes: u32,
     /// Time a new connection has to complete its handshake.
     pub handshake_timeout_ms: u64,
     /// Time a started frame has to arrive completely, from its first byte to its last.
@@ -208,6 +211,7 @@ impl Default for Limits {
             max_connections_per_uid: 256,
             max_frame: DEFAULT_MAX_BODY,
             max_in_flight: 64,
+            max_queued_bytes: 256 * 1024,
             handshake_timeout_ms: 5_000,
             frame_timeout_ms: 10_000,
             idle_timeout_secs: 0,
@@ -530,6 +534,12 @@ impl Config {
         check("idle_timeout_secs", l.idle_timeout_secs, 0, 30 * 24 * 3600)?;
         check("max_frame", l.max_frame.into(), 4096, HARD_MAX_BODY.into())?;
         check("max_in_flight", l.max_in_flight.into(), 1, 4096)?;
+        check(
+            "max_queued_bytes",
+            l.max_queued_bytes.into(),
+            4096,
+            HARD_MAX_BODY.into(),
+        )?;
         check("handshake_timeout_ms", l.handshake_timeout_ms, 10, 600_000)?;
         check("frame_timeout_ms", l.frame_timeout_ms, 10, 600_000)?;
         check("write_timeout_ms", l.write_timeout_ms, 10, 600_000)?;

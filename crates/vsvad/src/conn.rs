@@ -14,8 +14,9 @@
 //!
 //! # Pipelining and group commit
 //!
-//! The thread handles every complete frame it has buffered (up to `limits.max_in_flight`)
-//! before writing their replies in one `write`, waiting once for the store to make the last
+//! The thread handles every complete frame it has buffered (up to `limits.max_in_flight`
+//! requests, or replies of `limits.max_queued_bytes`, whichever comes first; it reads
+//! nothing more until they are written) before writing their replies in one `write`, waiting once for the store to make the last
 //! of their records durable. Replies go out in request order, each with its request's id.
 //!
 //! # File descriptors
@@ -47,6 +48,9 @@ use crate::daemon::{Daemon, Outcome, Session};
 /// truncated (`EBADF` for their frame).
 const MAX_FDS_PER_READ: usize = 8;
 
+/// The reply buffer's usual capacity; a larger one is given back after a flush.
+const OUT_CAPACITY: usize = 4096;
+
 struct Pending {
     header: FrameHeader,
     kind: Option<Kind>,
@@ -58,6 +62,7 @@ struct Pending {
 pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
     let conn = session.conn;
     let pid = session.credentials.pid;
+    let daemon_max_queued = daemon.settings().limits.max_queued_bytes as usize;
     let mut c = Conn {
         max_in_flight: daemon.settings().limits.max_in_flight as usize,
         daemon,
@@ -67,7 +72,8 @@ pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
         fds: VecDeque::new(),
         truncated: Vec::new(),
         pending: Vec::new(),
-        out: Vec::with_capacity(4096),
+        out: Vec::with_capacity(OUT_CAPACITY),
+        max_queued: daemon_max_queued,
         timeout: None,
         hello_deadline: None,
         frame_deadline: None,
@@ -94,6 +100,8 @@ struct Conn {
     /// When the frame being received must be complete.
     frame_deadline: Option<Instant>,
     max_in_flight: usize,
+    /// Reply bytes queued past which the connection writes before it reads more.
+    max_queued: usize,
 }
 
 impl Conn {
@@ -115,7 +123,11 @@ impl Conn {
                         // The next frame's clock starts when its first byte is seen.
                         self.frame_deadline = None;
                         self.handle_frame(frame);
-                        if self.pending.len() >= self.max_in_flight && self.flush().is_err() {
+                        // Nothing more is read until the replies queued so far are written:
+                        // a client that does not read its replies holds a bounded amount.
+                        let full = self.pending.len() >= self.max_in_flight
+                            || self.queued_bytes() >= self.max_queued;
+                        if full && self.flush().is_err() {
                             return "write failed";
                         }
                     }
@@ -134,6 +146,11 @@ impl Conn {
             }
             if self.flush().is_err() {
                 return "write failed";
+            }
+            // Between frames: give back what a large frame or reply made the buffers grow by.
+            self.dec.release_memory();
+            if self.out.capacity() > OUT_CAPACITY {
+                self.out = Vec::with_capacity(OUT_CAPACITY);
             }
             if self.session.process.is_some() {
                 self.hello_deadline = None;
@@ -294,6 +311,14 @@ impl Conn {
             started,
             outcome,
         });
+    }
+
+    /// Bytes of the replies waiting to be written.
+    fn queued_bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|p| p.outcome.reply.payload.len() + p.outcome.reply.message.len())
+            .sum()
     }
 
     fn push_error(&mut self, header: FrameHeader, kind: Option<Kind>, e: &ProtoError) {

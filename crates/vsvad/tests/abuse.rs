@@ -427,3 +427,37 @@ fn the_per_uid_connection_limit_is_enforced() {
     let e = Client::connect(d.options("third")).unwrap_err();
     assert!(e.to_string().contains("max_connections_per_uid = 2"), "{e}");
 }
+
+/// Issue 12, item 11: a client that pipelines large requests and never reads its replies
+/// gets only a bounded amount read from it: the daemon stops reading until it can write.
+#[test]
+fn a_client_that_never_reads_has_a_bounded_amount_read_from_it() {
+    let dir = TestDir::new("bounded");
+    let d = Daemon::start(dir.path(), "[limits]\nwrite_timeout_ms = 60000\n", &[]);
+    let mut s = raw(&d);
+    s.set_nonblocking(true).unwrap();
+    let frame = encode_request(5, &Request::Ping(vec![7; 256 * 1024]));
+    let (mut accepted, mut at, mut stalls) = (0usize, 0usize, 0);
+    // Write until the daemon has taken nothing for a while (or far more than it should).
+    while stalls < 10 && accepted < 64 << 20 {
+        match s.write(&frame[at..]) {
+            Ok(n) => {
+                accepted += n;
+                at = (at + n) % frame.len();
+                stalls = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("the daemon cut the connection: {e}"),
+        }
+    }
+    assert!(
+        accepted < 4 << 20,
+        "{accepted} bytes were taken from a client that reads nothing"
+    );
+    // Everyone else is served meanwhile.
+    let mut other = raw(&d);
+    ping(&mut other, 2);
+}
