@@ -339,8 +339,6 @@ impl Conn {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let last = self.pending.iter().filter_map(|p| p.outcome.ticket).max();
-        let failed = last.and_then(|t| self.daemon.store().wait(t).err());
         let metrics = self.daemon.metrics().clone();
         for p in self.pending.drain(..) {
             let Outcome {
@@ -348,14 +346,27 @@ impl Conn {
                 ticket,
                 rollback,
             } = p.outcome;
-            if let (Some(e), Some(_)) = (&failed, ticket) {
-                if let Some(rb) = rollback {
-                    self.daemon.rollback(rb);
-                }
-                reply = Reply::error(
-                    Errno::EIO,
-                    format!("the change could not be made durable and was undone: {e}"),
-                );
+            // Each change is acknowledged only once its own record is durable.
+            let failed = ticket.and_then(|t| self.daemon.store().wait(t).err());
+            if let Some(e) = failed {
+                reply = match rollback {
+                    Some(rb) => {
+                        self.daemon.rollback(rb);
+                        Reply::error(
+                            e.errno(),
+                            format!("the change could not be made durable and was undone: {e}"),
+                        )
+                    }
+                    // A free or release cannot be undone: it stays in effect, and its record
+                    // is written once the disk accepts it.
+                    None => Reply::error(
+                        e.errno(),
+                        format!(
+                            "the change was made but is not durable yet (it is written once \
+                             the disk accepts it): {e}"
+                        ),
+                    ),
+                };
             }
             if let Some(kind) = p.kind {
                 metrics.request(kind, p.started.elapsed(), reply.errno());

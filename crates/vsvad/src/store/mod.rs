@@ -43,6 +43,7 @@ mod record;
 mod state;
 mod writer;
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -50,6 +51,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+use vsva_proto::Errno;
 
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -108,9 +111,36 @@ pub enum StoreError {
     /// The state directory is not private to the daemon's user.
     #[error("state directory: {0}")]
     Dir(#[from] private_dir::DirError),
-    /// The writer failed earlier; nothing more can be made durable.
-    #[error("the store failed and accepts no more changes: {0}")]
-    Failed(String),
+    /// A record could not be made durable (the disk is full, a write or `fdatasync` failed,
+    /// or the store was closed first). It is not in the log; the writer rewrites the log
+    /// from memory and takes changes again once the disk accepts them.
+    #[error("{message}")]
+    Failed {
+        /// `ENOSPC` for a full disk or quota, `EIO` otherwise.
+        errno: Errno,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// The errno a request whose change failed this way gets.
+    pub fn errno(&self) -> Errno {
+        match self {
+            StoreError::Failed { errno, .. } => *errno,
+            StoreError::Io { source, .. } => errno_of(source),
+            _ => Errno::EIO,
+        }
+    }
+}
+
+/// `ENOSPC` for an error that says the disk (or the user's quota on it) is full, else `EIO`.
+fn errno_of(e: &io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => Errno::ENOSPC,
+        Some(code) if code == rustix::io::Errno::DQUOT.raw_os_error() => Errno::ENOSPC,
+        _ => Errno::EIO,
+    }
 }
 
 /// A position in the log: [`Store::wait`] returns once it is durable.
@@ -118,7 +148,6 @@ pub enum StoreError {
 #[must_use = "a change is acknowledged only after waiting for its ticket"]
 pub struct Ticket(u64);
 
-/// Records appended and not yet taken by the writer.
 /// Records appended and not yet taken by the writer.
 struct Queue {
     buf: Vec<u8>,
@@ -129,14 +158,35 @@ struct Queue {
 }
 
 struct Progress {
-    /// Last sequence number durable (synced in `Sync` mode, written in `Async`).
-    durable: u64,
-    failed: Option<String>,
+    /// Last sequence number the writer has settled: made durable (synced in `Sync` mode,
+    /// written in `Async`), or failed (then it is in `failed`).
+    settled: u64,
+    /// Sequence ranges (inclusive) of batches that failed, with why; the most recent
+    /// [`FAILED_KEPT`] are kept (a waiter asks right after its append).
+    failed: VecDeque<(u64, u64, Errno, String)>,
     /// The store was closed: a record appended later never becomes durable.
     closed: bool,
+    /// Set while changes already made in memory (frees, releases) are not yet in the log
+    /// because the disk refuses them; cleared once a rewrite of the log succeeds.
+    degraded: Option<(Errno, String)>,
 }
 
-/// What the store's front and its writer thread share.
+/// Failed batches remembered for their waiters.
+const FAILED_KEPT: usize = 256;
+
+impl Progress {
+    /// The failure of the batch holding `ticket`, if it failed.
+    fn failure(&self, ticket: u64) -> Option<StoreError> {
+        self.failed
+            .iter()
+            .find(|(lo, hi, _, _)| (*lo..=*hi).contains(&ticket))
+            .map(|(_, _, errno, message)| StoreError::Failed {
+                errno: *errno,
+                message: message.clone(),
+            })
+    }
+}
+
 /// What the store's front and its writer thread share.
 struct Shared {
     queue: Mutex<Queue>,
@@ -144,6 +194,28 @@ struct Shared {
     progress: Mutex<Progress>,
     done: Condvar,
     mode: Durability,
+    /// Test hook: how many more log writes or syncs fail, and with which OS error.
+    #[cfg(test)]
+    inject: std::sync::atomic::AtomicU32,
+    #[cfg(test)]
+    inject_errno: std::sync::atomic::AtomicI32,
+}
+
+impl Shared {
+    /// Fails as the test hook asks (never outside tests).
+    fn injected_failure(&self) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let take = self
+                .inject
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            if take.is_ok() {
+                return Err(io::Error::from_raw_os_error(self.inject_errno.load(SeqCst)));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The store: owner of the log file and its writer thread.
@@ -201,10 +273,15 @@ impl Store {
             }),
             work: Condvar::new(),
             progress: Mutex::new(Progress {
-                durable: 0,
-                failed: None,
+                settled: 0,
+                failed: VecDeque::new(),
                 closed: false,
+                degraded: None,
             }),
+            #[cfg(test)]
+            inject: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(test)]
+            inject_errno: std::sync::atomic::AtomicI32::new(0),
             done: Condvar::new(),
             mode,
         });
@@ -286,6 +363,7 @@ impl Store {
             metrics,
             last_sync: Instant::now(),
             unsynced: false,
+            broken: None,
         };
         let handle = std::thread::Builder::new()
             .name("vsvad-store".into())
@@ -321,24 +399,29 @@ impl Store {
         t
     }
 
-    /// Blocks until the record of `ticket` (and every earlier one) is durable.
+    /// Blocks until the record of `ticket` is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Failed`] when its batch could not be made durable (the record is not in
+    /// the log and never will be: undo the change or report it as not durable), or the store
+    /// was closed before writing it.
     pub fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
         if ticket.0 == 0 {
             return Ok(());
         }
         let mut p = lock_ignoring_poison(&self.shared.progress);
         loop {
-            if p.durable >= ticket.0 {
-                return Ok(());
-            }
-            if let Some(f) = &p.failed {
-                return Err(StoreError::Failed(f.clone()));
+            if p.settled >= ticket.0 {
+                return p.failure(ticket.0).map_or(Ok(()), Err);
             }
             if p.closed {
-                return Err(StoreError::Failed(
-                    "the store was closed (the daemon is stopping) before this change was written"
+                return Err(StoreError::Failed {
+                    errno: Errno::EIO,
+                    message: "the store was closed (the daemon is stopping) before this change \
+                              was written"
                         .into(),
-                ));
+                });
             }
             p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
@@ -349,8 +432,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// The writer failed, now or earlier: records queued since the last durable one may be
-    /// missing from the log (none of them was acknowledged).
+    /// Records queued before the close could not all be made durable (none of the failed
+    /// ones was acknowledged).
     pub fn close(&self) -> Result<(), StoreError> {
         let last = {
             let mut q = lock_ignoring_poison(&self.shared.queue);
@@ -366,14 +449,29 @@ impl Store {
         let mut p = lock_ignoring_poison(&self.shared.progress);
         p.closed = true;
         self.shared.done.notify_all();
-        match &p.failed {
-            Some(f) => Err(StoreError::Failed(f.clone())),
-            None if p.durable >= last => Ok(()),
-            None => Err(StoreError::Failed(format!(
-                "writer stopped at record {} of {last}",
-                p.durable
-            ))),
+        if self.shared.mode == Durability::Off {
+            return Ok(());
         }
+        match &p.degraded {
+            Some((errno, why)) => Err(StoreError::Failed {
+                errno: *errno,
+                message: format!("changes already made in memory are not in the log: {why}"),
+            }),
+            None if p.settled >= last => Ok(()),
+            None => Err(StoreError::Failed {
+                errno: Errno::EIO,
+                message: format!("writer stopped at record {} of {last}", p.settled),
+            }),
+        }
+    }
+
+    /// Test hook: the next `n` writes or syncs of the log or of a snapshot fail with the OS
+    /// error `errno` (`ENOSPC`: a full disk; `EIO`: a failed `fdatasync`).
+    #[cfg(test)]
+    fn inject_failures(&self, n: u32, errno: i32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.shared.inject_errno.store(errno, SeqCst);
+        self.shared.inject.store(n, SeqCst);
     }
 }
 
@@ -457,7 +555,7 @@ mod tests {
         let (store, _) = Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
         store.close().unwrap();
         let late = store.append(Record::End { token: token(1) });
-        assert!(matches!(store.wait(late), Err(StoreError::Failed(_))));
+        assert!(matches!(store.wait(late), Err(StoreError::Failed { .. })));
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -551,5 +649,58 @@ mod tests {
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    /// Issue 12, item 6: a failed `fdatasync` or a full disk acknowledges nothing, keeps no
+    /// allocation of the failed batch (even though its bytes reached the file before the sync
+    /// failed), keeps the frees that already happened, and the store recovers by itself.
+    #[test]
+    fn failed_syncs_acknowledge_nothing_and_the_store_recovers() {
+        const EIO: i32 = 5;
+        const ENOSPC: i32 = 28;
+        let dir = std::env::temp_dir().join(format!("vsvad-store-eio-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let alloc = |pasid| Record::Alloc {
+            token: token(1),
+            pasid,
+        };
+        {
+            let (store, _) =
+                Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+            let _begin = store.append(Record::Begin {
+                token: token(1),
+                uid: 0,
+                quota: 100,
+                resume: ResumeToken([1; 16]),
+            });
+            store.wait(store.append(alloc(1))).unwrap();
+            // A failed fdatasync: the written batch is not acknowledged, and not kept.
+            store.inject_failures(1, EIO);
+            let e = store.wait(store.append(alloc(2))).unwrap_err();
+            assert_eq!(e.errno(), Errno::EIO, "{e}");
+            store.wait(store.append(alloc(3))).unwrap();
+            // A full disk that stays full for a while: the free is refused as not durable,
+            // yet reaches the log once the disk accepts writes again.
+            store.inject_failures(3, ENOSPC);
+            let e = store
+                .wait(store.append(Record::FreeRange {
+                    token: token(1),
+                    min: 1,
+                    max: 1,
+                }))
+                .unwrap_err();
+            assert_eq!(e.errno(), Errno::ENOSPC, "{e}");
+            let mut tries = 0;
+            while store.wait(store.append(alloc(4))).is_err() {
+                tries += 1;
+                assert!(tries < 100, "the store never recovered");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            store.close().unwrap();
+        }
+        let (_, state) = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new())).unwrap();
+        let owned: Vec<u32> = state.processes[&token(1)].pasids.iter().copied().collect();
+        assert_eq!(owned, vec![3, 4]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
