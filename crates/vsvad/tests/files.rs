@@ -96,3 +96,73 @@ fn state_directory_and_files_are_private() {
     assert_eq!(mode(&d.state), 0o700);
     assert_eq!(mode(&log), 0o600);
 }
+
+/// A size-limited tmpfs mounted for one test (needs root), unmounted on drop.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, size: &str) -> Option<SmallFs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs(at.to_owned()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Issue 12, item 6, on a real full disk: allocations are refused with ENOSPC and not
+/// acknowledged, reads go on, the daemon recovers by itself once space returns, and after a
+/// restart the process owns exactly what it was acknowledged.
+#[test]
+fn a_full_disk_refuses_changes_keeps_serving_reads_and_recovers() {
+    let dir = TestDir::new("fulldisk");
+    let Some(fs) = SmallFs::mount(&dir.path().join("fs"), "128k") else {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let mut d = Daemon::start(dir.path(), "grace_period_secs = 60\n", &[]);
+    d.state = fs.0.join("state");
+    d.kill9();
+    d.restart();
+    let mut c = d.client("fill");
+    let h = c.nesting_container(1).unwrap();
+    let mut acked = vec![c.pasid_alloc(h, 1, u32::MAX).unwrap()];
+    // Fill the filesystem.
+    let filler = fs.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &[0; 4096]).is_ok() {}
+    drop(f);
+    let errno = loop {
+        match c.pasid_alloc(h, 1, u32::MAX) {
+            Ok(p) => acked.push(p),
+            Err(e) => break e.errno(),
+        }
+        assert!(acked.len() < 100_000, "the log never filled the disk");
+    };
+    assert_eq!(errno, Some(vsva_client::Errno::ENOSPC));
+    assert_eq!(c.status().unwrap().allocated as usize, acked.len());
+    std::fs::remove_file(&filler).unwrap();
+    common::wait_until("the store to take changes again", || {
+        match c.pasid_alloc(h, 1, u32::MAX) {
+            Ok(p) => {
+                acked.push(p);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    d.kill9();
+    d.restart();
+    assert!(c.reconnect().unwrap());
+    acked.sort_unstable();
+    assert_eq!(c.hello().restored, acked);
+    drop(d);
+}
