@@ -27,6 +27,8 @@ pub const MAX_FDS_PER_FRAME: u8 = 4;
 pub const DEFAULT_MAX_BODY: u32 = 1 << 20;
 /// The largest body limit a daemon may be configured with (16 MiB).
 pub const HARD_MAX_BODY: u32 = 16 << 20;
+/// A decoder's buffer before a large frame makes it grow.
+const INITIAL_BUFFER: usize = 64 * 1024;
 /// The largest body any hello may have, before a limit is negotiated (4 KiB).
 pub const MAX_HELLO_BODY: u32 = 4096;
 
@@ -166,7 +168,7 @@ impl FrameDecoder {
     /// A decoder refusing bodies above `max_body` bytes.
     pub fn new(max_body: u32) -> Self {
         FrameDecoder {
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
             offset: 0,
@@ -209,6 +211,19 @@ impl FrameDecoder {
         let room = self.spare(bytes.len());
         room[..bytes.len()].copy_from_slice(bytes);
         self.commit(bytes.len());
+    }
+
+    /// Gives back memory a large frame made the buffer grow by, keeping what is buffered;
+    /// call it between frames so an idle connection holds only the initial buffer.
+    pub fn release_memory(&mut self) {
+        let keep = INITIAL_BUFFER.max(self.end - self.start);
+        if self.buf.len() > keep {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            self.buf.truncate(keep);
+            self.buf.shrink_to_fit();
+        }
     }
 
     /// Bytes buffered that do not yet make a complete frame (after taking all frames).
@@ -348,5 +363,20 @@ mod tests {
             err.error,
             ProtoError::FrameTooLarge { len: 9, max: 8 }
         ));
+    }
+
+    #[test]
+    fn release_memory_shrinks_after_a_large_frame_and_keeps_a_partial_one() {
+        let mut d = FrameDecoder::new(DEFAULT_MAX_BODY);
+        let big = encode_frame(1, 0, 0, 1, &[7; 512 * 1024]);
+        let small = encode_frame(1, 0, 0, 2, b"abc");
+        d.push(&big);
+        d.push(&small[..5]);
+        assert_eq!(d.next_frame().unwrap().unwrap().body.len(), 512 * 1024);
+        assert!(d.next_frame().unwrap().is_none());
+        d.release_memory();
+        assert_eq!(d.buf.len(), INITIAL_BUFFER);
+        d.push(&small[5..]);
+        assert_eq!(d.next_frame().unwrap().unwrap().body, b"abc");
     }
 }

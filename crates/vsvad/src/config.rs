@@ -177,14 +177,23 @@ impl Default for IommuSection {
 pub struct Limits {
     /// Open connections at once, all clients together.
     pub max_connections: u32,
+    /// Open connections at once of one uid, so one user cannot take them all.
+    pub max_connections_per_uid: u32,
     /// Largest frame body accepted, in bytes.
     pub max_frame: u32,
     /// Requests read ahead on one connection before its replies are written.
     pub max_in_flight: u32,
+    /// Reply bytes queued on one connection before it stops reading to write them (one
+    /// reply larger than this is still sent alone).
+    pub max_queued_bytes: u32,
     /// Time a new connection has to complete its handshake.
     pub handshake_timeout_ms: u64,
-    /// Time a started frame has to arrive completely.
+    /// Time a started frame has to arrive completely, from its first byte to its last.
     pub frame_timeout_ms: u64,
+    /// Time a connection past its hello may stay silent between frames; 0 for no limit (a
+    /// VMM that holds PASIDs may rightly be quiet for days, and closing its last connection
+    /// releases them).
+    pub idle_timeout_secs: u64,
     /// Time a reply may wait for the client to read.
     pub write_timeout_ms: u64,
     /// Guest memory regions one process may register.
@@ -199,10 +208,13 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_uid: 256,
             max_frame: DEFAULT_MAX_BODY,
             max_in_flight: 64,
+            max_queued_bytes: 256 * 1024,
             handshake_timeout_ms: 5_000,
             frame_timeout_ms: 10_000,
+            idle_timeout_secs: 0,
             write_timeout_ms: 10_000,
             max_regions_per_process: 64,
             max_memory_mib_per_process: 4096,
@@ -216,9 +228,13 @@ impl Limits {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
-    /// The partial-frame timeout.
+    /// How long a started frame may take to arrive completely.
     pub fn frame_timeout(&self) -> Duration {
         Duration::from_millis(self.frame_timeout_ms)
+    }
+    /// How long a connection past its hello may be silent between frames (`None`: forever).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
     }
     /// How long a reply write may block before the connection is cut.
     pub fn write_timeout(&self) -> Duration {
@@ -509,8 +525,21 @@ impl Config {
             }
         };
         check("max_connections", l.max_connections.into(), 1, 65_536)?;
+        check(
+            "max_connections_per_uid",
+            l.max_connections_per_uid.into(),
+            1,
+            65_536,
+        )?;
+        check("idle_timeout_secs", l.idle_timeout_secs, 0, 30 * 24 * 3600)?;
         check("max_frame", l.max_frame.into(), 4096, HARD_MAX_BODY.into())?;
         check("max_in_flight", l.max_in_flight.into(), 1, 4096)?;
+        check(
+            "max_queued_bytes",
+            l.max_queued_bytes.into(),
+            4096,
+            HARD_MAX_BODY.into(),
+        )?;
         check("handshake_timeout_ms", l.handshake_timeout_ms, 10, 600_000)?;
         check("frame_timeout_ms", l.frame_timeout_ms, 10, 600_000)?;
         check("write_timeout_ms", l.write_timeout_ms, 10, 600_000)?;

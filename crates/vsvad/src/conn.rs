@@ -5,14 +5,18 @@
 //!
 //! Each connection has its own thread, which blocks only on its own socket. A client that
 //! stalls — half a frame, or never reading its replies — holds up nothing but that thread,
-//! and is cut off after `limits.frame_timeout_ms` / `limits.write_timeout_ms`. Requests touch
+//! and is cut off when a frame is not complete `limits.frame_timeout_ms` after its first
+//! byte (however slowly the bytes trickle in), when a write blocks for
+//! `limits.write_timeout_ms`, or, if configured, when it is silent between frames for
+//! `limits.idle_timeout_secs`. Requests touch
 //! shared state only through short per-process or lock-free paths, never while blocked on a
 //! socket.
 //!
 //! # Pipelining and group commit
 //!
-//! The thread handles every complete frame it has buffered (up to `limits.max_in_flight`)
-//! before writing their replies in one `write`, waiting once for the store to make the last
+//! The thread handles every complete frame it has buffered (up to `limits.max_in_flight`
+//! requests, or replies of `limits.max_queued_bytes`, whichever comes first; it reads
+//! nothing more until they are written) before writing their replies in one `write`, waiting once for the store to make the last
 //! of their records durable. Replies go out in request order, each with its request's id.
 //!
 //! # File descriptors
@@ -44,6 +48,9 @@ use crate::daemon::{Daemon, Outcome, Session};
 /// truncated (`EBADF` for their frame).
 const MAX_FDS_PER_READ: usize = 8;
 
+/// The reply buffer's usual capacity; a larger one is given back after a flush.
+const OUT_CAPACITY: usize = 4096;
+
 struct Pending {
     header: FrameHeader,
     kind: Option<Kind>,
@@ -55,6 +62,7 @@ struct Pending {
 pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
     let conn = session.conn;
     let pid = session.credentials.pid;
+    let daemon_max_queued = daemon.settings().limits.max_queued_bytes as usize;
     let mut c = Conn {
         max_in_flight: daemon.settings().limits.max_in_flight as usize,
         daemon,
@@ -64,9 +72,11 @@ pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
         fds: VecDeque::new(),
         truncated: Vec::new(),
         pending: Vec::new(),
-        out: Vec::with_capacity(4096),
+        out: Vec::with_capacity(OUT_CAPACITY),
+        max_queued: daemon_max_queued,
         timeout: None,
         hello_deadline: None,
+        frame_deadline: None,
     };
     let why = c.run();
     tracing::debug!(conn, pid, why, "connection closed");
@@ -87,7 +97,11 @@ struct Conn {
     out: Vec<u8>,
     timeout: Option<Duration>,
     hello_deadline: Option<Instant>,
+    /// When the frame being received must be complete.
+    frame_deadline: Option<Instant>,
     max_in_flight: usize,
+    /// Reply bytes queued past which the connection writes before it reads more.
+    max_queued: usize,
 }
 
 impl Conn {
@@ -106,8 +120,14 @@ impl Conn {
             loop {
                 match self.dec.next_frame() {
                     Ok(Some(frame)) => {
+                        // The next frame's clock starts when its first byte is seen.
+                        self.frame_deadline = None;
                         self.handle_frame(frame);
-                        if self.pending.len() >= self.max_in_flight && self.flush().is_err() {
+                        // Nothing more is read until the replies queued so far are written:
+                        // a client that does not read its replies holds a bounded amount.
+                        let full = self.pending.len() >= self.max_in_flight
+                            || self.queued_bytes() >= self.max_queued;
+                        if full && self.flush().is_err() {
                             return "write failed";
                         }
                     }
@@ -127,24 +147,35 @@ impl Conn {
             if self.flush().is_err() {
                 return "write failed";
             }
+            // Between frames: give back what a large frame or reply made the buffers grow by.
+            self.dec.release_memory();
+            if self.out.capacity() > OUT_CAPACITY {
+                self.out = Vec::with_capacity(OUT_CAPACITY);
+            }
             if self.session.process.is_some() {
                 self.hello_deadline = None;
                 if self.dec.max_body() != limits.max_frame {
                     self.dec.set_max_body(limits.max_frame);
                 }
             }
-            // A started frame must complete in time; an idle connection may wait forever,
-            // except before its hello.
-            let want = if let Some(deadline) = self.hello_deadline {
-                Some(
-                    deadline
-                        .saturating_duration_since(Instant::now())
+            // A started frame must complete within `frame_timeout` of its first byte, however
+            // slowly its bytes trickle in; a connection between frames may wait for
+            // `idle_timeout` (forever by default), except before its hello.
+            if self.dec.buffered() == 0 {
+                self.frame_deadline = None;
+            } else if self.frame_deadline.is_none() {
+                self.frame_deadline = Some(Instant::now() + limits.frame_timeout());
+            }
+            let deadline = match (self.hello_deadline, self.frame_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let want = match deadline {
+                Some(d) => Some(
+                    d.saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1)),
-                )
-            } else if self.dec.buffered() > 0 {
-                Some(limits.frame_timeout())
-            } else {
-                None
+                ),
+                None => limits.idle_timeout(),
             };
             if want != self.timeout {
                 if self.stream.set_read_timeout(want).is_err() {
@@ -165,8 +196,10 @@ impl Conn {
                         .fetch_add(1, Ordering::Relaxed);
                     return if self.hello_deadline.is_some() {
                         "no hello in time"
+                    } else if self.frame_deadline.is_some() {
+                        "a frame did not complete in time"
                     } else {
-                        "a frame stalled"
+                        "idle for longer than limits.idle_timeout_secs"
                     };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -280,6 +313,14 @@ impl Conn {
         });
     }
 
+    /// Bytes of the replies waiting to be written.
+    fn queued_bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|p| p.outcome.reply.payload.len() + p.outcome.reply.message.len())
+            .sum()
+    }
+
     fn push_error(&mut self, header: FrameHeader, kind: Option<Kind>, e: &ProtoError) {
         self.push_reply(header, kind, Reply::error(e.errno(), e.to_string()));
     }
@@ -298,8 +339,6 @@ impl Conn {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let last = self.pending.iter().filter_map(|p| p.outcome.ticket).max();
-        let failed = last.and_then(|t| self.daemon.store().wait(t).err());
         let metrics = self.daemon.metrics().clone();
         for p in self.pending.drain(..) {
             let Outcome {
@@ -307,14 +346,27 @@ impl Conn {
                 ticket,
                 rollback,
             } = p.outcome;
-            if let (Some(e), Some(_)) = (&failed, ticket) {
-                if let Some(rb) = rollback {
-                    self.daemon.rollback(rb);
-                }
-                reply = Reply::error(
-                    Errno::EIO,
-                    format!("the change could not be made durable and was undone: {e}"),
-                );
+            // Each change is acknowledged only once its own record is durable.
+            let failed = ticket.and_then(|t| self.daemon.store().wait(t).err());
+            if let Some(e) = failed {
+                reply = match rollback {
+                    Some(rb) => {
+                        self.daemon.rollback(rb);
+                        Reply::error(
+                            e.errno(),
+                            format!("the change could not be made durable and was undone: {e}"),
+                        )
+                    }
+                    // A free or release cannot be undone: it stays in effect, and its record
+                    // is written once the disk accepts it.
+                    None => Reply::error(
+                        e.errno(),
+                        format!(
+                            "the change was made but is not durable yet (it is written once \
+                             the disk accepts it): {e}"
+                        ),
+                    ),
+                };
             }
             if let Some(kind) = p.kind {
                 metrics.request(kind, p.started.elapsed(), reply.errno());

@@ -10,7 +10,7 @@
 //! and process start times), `store` (write-ahead log with group commit), `machine` (the
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
 //! request family per file), `conn` (one connection's reading and writing), `metrics`
-//! (Prometheus text over HTTP), [`server`] (socket, signals, draining). Only the
+//! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining). Only the
 //! configuration and the server are public: the binary starts one with the other.
 
 #![forbid(unsafe_code)]
@@ -22,5 +22,6 @@ mod credentials;
 mod daemon;
 mod machine;
 mod metrics;
+mod private_dir;
 pub mod server;
 mod store;

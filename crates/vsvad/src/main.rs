@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,16 +54,38 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogSink)
+        // On a failed write the subscriber would report it with `eprintln!`, which panics
+        // when standard error is a closed pipe: the thread logging (e.g. the one handling
+        // SIGTERM) would die. A log line that cannot be written is dropped instead.
+        .log_internal_errors(false)
         // Colour only for a person at a terminal, never into a log file or journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vsvad: {e}");
+            // The exit code reports the failure even when standard error is gone.
+            let _ = writeln!(std::io::stderr(), "vsvad: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Standard error as the log's writer: a line that cannot be written (a closed pipe, a full
+/// disk behind a redirection) is dropped, never turned into an error or a panic, so logging
+/// cannot take the daemon down.
+struct LogSink;
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Dropping the line is the policy: there is nowhere left to report the failure.
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -88,7 +111,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let euid = rustix::process::geteuid().as_raw();
     let settings = config.validate(euid, &|k| std::env::var_os(k))?;
     if args.check_config {
-        use std::io::Write;
         // A closed stdout (e.g. `| head`) is not an error worth more than the exit code.
         let _ = writeln!(std::io::stdout(), "{settings:#?}");
         return Ok(());

@@ -1,7 +1,7 @@
 //! The listening socket, the accept loop, signals, the maintenance loop, and draining.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::credentials;
 use crate::daemon::{Daemon, StartError};
 use crate::metrics::{self, Metrics};
+use crate::private_dir;
 
 /// Stack size of a connection thread.
 const CONN_STACK: usize = 512 * 1024;
@@ -54,29 +55,43 @@ fn socket_err(path: &Path, reason: impl ToString) -> ServerError {
     }
 }
 
-/// Binds the socket: creates its directory, refuses to replace a socket a live daemon
-/// listens on, and removes a stale one.
-fn bind(path: &Path) -> Result<UnixListener, ServerError> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| socket_err(path, format!("cannot create its directory: {e}")))?;
-            let mode = if rustix::process::geteuid().is_root() {
-                0o755
-            } else {
-                0o700
-            };
-            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot set the socket directory's mode");
-            }
-        }
+/// Binds the socket: creates its directory (or checks that no other user controls the
+/// existing one), refuses to replace a socket a live daemon listens on or a file that is not
+/// a socket, and removes only a stale socket (one that refuses connections).
+fn bind(path: &Path, euid: u32) -> Result<UnixListener, ServerError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let policy = private_dir::Policy {
+            // Root's socket directory is shared with every user; anyone else's is private.
+            create_mode: if euid == 0 { 0o755 } else { 0o700 },
+            narrow: false,
+            sticky_ok: true,
+        };
+        private_dir::ensure(dir, euid, policy).map_err(|e| socket_err(path, e))?;
     }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(socket_err(path, "another vsvad is listening on it"));
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(socket_err(path, format!("cannot inspect it: {e}"))),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(socket_err(
+                path,
+                "a file that is not a socket is there; refusing to replace it (remove it or \
+                 choose another --socket)",
+            ))
         }
-        std::fs::remove_file(path)
-            .map_err(|e| socket_err(path, format!("cannot remove the stale socket: {e}")))?;
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => return Err(socket_err(path, "another vsvad is listening on it")),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(|e| {
+                    socket_err(path, format!("cannot remove the stale socket: {e}"))
+                })?;
+            }
+            Err(e) => {
+                return Err(socket_err(
+                    path,
+                    format!("a socket is there and cannot tell whether it is stale: {e}"),
+                ))
+            }
+        },
     }
     let listener =
         UnixListener::bind(path).map_err(|e| socket_err(path, format!("cannot bind: {e}")))?;
@@ -85,6 +100,20 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         tracing::warn!(socket = %path.display(), error = %e, "cannot open the socket to every user");
     }
     Ok(listener)
+}
+
+/// The bound socket's file, removed when the server stops for any reason (a start that
+/// fails after binding leaves no socket behind).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(socket = %self.0.display(), error = %e, "cannot remove the socket");
+            }
+        }
+    }
 }
 
 /// Counts live connection threads, so a shutdown can wait for them.
@@ -118,14 +147,9 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     let metrics = Arc::new(Metrics::new());
     let socket_path = settings.socket.clone();
     let metrics_addr = settings.metrics_addr;
-    let listener = bind(&socket_path)?;
-    let daemon = match Daemon::start(settings, metrics.clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(&socket_path);
-            return Err(e.into());
-        }
-    };
+    let listener = bind(&socket_path, rustix::process::geteuid().as_raw())?;
+    let socket_file = SocketFile(socket_path.clone());
+    let daemon = Daemon::start(settings, metrics.clone())?;
     let handle = Handle {
         stop: Arc::new(AtomicBool::new(false)),
         socket: socket_path.clone(),
@@ -142,8 +166,9 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
         .name("vsvad-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                tracing::info!(signal = sig, "shutting down");
+                // Stop first: a log line may block on a full pipe, and must not delay this.
                 h.stop();
+                tracing::info!(signal = sig, "shutting down");
             }
         })
         .map_err(|e| socket_err(&socket_path, e))?;
@@ -207,9 +232,12 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
                 continue;
             }
         };
-        let Some(session) = daemon.connect(&stream, who) else {
-            refuse(stream, daemon.settings().limits.max_connections);
-            continue;
+        let session = match daemon.connect(&stream, who) {
+            Ok(session) => session,
+            Err(message) => {
+                refuse(stream, message);
+                continue;
+            }
         };
         *live.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let d = daemon.clone();
@@ -247,7 +275,7 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
             .0;
     }
     drop(n);
-    let _ = std::fs::remove_file(&socket_path);
+    drop(socket_file);
     signal_handle.close();
     let threads = [Some(signal_thread), Some(maintenance), metrics_thread];
     for t in threads.into_iter().flatten() {
@@ -261,8 +289,8 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     Ok(())
 }
 
-/// Tells a connection over the limit why it is closed.
-fn refuse(mut stream: UnixStream, limit: u32) {
+/// Tells a connection over a limit why it is closed.
+fn refuse(mut stream: UnixStream, message: String) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let header = FrameHeader {
         body_len: 0,
@@ -271,9 +299,6 @@ fn refuse(mut stream: UnixStream, limit: u32) {
         nfds: 0,
         id: 0,
     };
-    let reply = Reply::error(
-        Errno::EAGAIN,
-        format!("too many connections (limits.max_connections = {limit}); try again later"),
-    );
+    let reply = Reply::error(Errno::EAGAIN, message);
     let _ = stream.write_all(&reply.encode_frame(&header));
 }

@@ -370,3 +370,94 @@ fn random_garbage_never_takes_the_daemon_down() {
     let mut c = d.client("survivor");
     assert_eq!(c.ping(b"alive").unwrap(), b"alive");
 }
+
+/// Issue 12, item 8: `frame_timeout_ms` bounds a whole frame, so a client that sends one byte
+/// at a time is cut off before its frame completes; and past the hello, a silent connection
+/// is closed after `idle_timeout_secs`.
+#[test]
+fn a_trickled_frame_and_an_idle_connection_are_cut_off() {
+    let dir = TestDir::new("trickle");
+    let d = Daemon::start(
+        dir.path(),
+        "[limits]\nframe_timeout_ms = 500\nidle_timeout_secs = 1\n",
+        &[],
+    );
+    let mut trickler = raw(&d);
+    let frame = encode_request(2, &Request::Ping(vec![1; 200]));
+    // One byte every 50 ms: each read is well inside the timeout, the frame is not.
+    let mut sent = 0;
+    for b in &frame {
+        if trickler.write_all(std::slice::from_ref(b)).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sent < frame.len(), "the whole trickled frame was accepted");
+    assert!(read_reply(&mut trickler).is_none());
+    // A connection past its hello that stays silent is closed; one that talks is served.
+    let mut idle = raw(&d);
+    assert!(
+        read_reply(&mut idle).is_none(),
+        "the idle connection stayed open"
+    );
+    let mut busy = raw(&d);
+    ping(&mut busy, 2);
+}
+
+/// Issue 12, item 8: one uid cannot take every connection.
+#[test]
+fn the_per_uid_connection_limit_is_enforced() {
+    let dir = TestDir::new("peruid");
+    let d = Daemon::start(
+        dir.path(),
+        "[limits]\nmax_connections = 100\nmax_connections_per_uid = 2\n",
+        &[],
+    );
+    let mut keep: Vec<Client> = Vec::new();
+    common::wait_until("two connections", || {
+        while keep.len() < 2 {
+            match Client::connect(d.options("keep")) {
+                Ok(c) => keep.push(c),
+                Err(_) => return false,
+            }
+        }
+        true
+    });
+    let e = Client::connect(d.options("third")).unwrap_err();
+    assert!(e.to_string().contains("max_connections_per_uid = 2"), "{e}");
+}
+
+/// Issue 12, item 11: a client that pipelines large requests and never reads its replies
+/// gets only a bounded amount read from it: the daemon stops reading until it can write.
+#[test]
+fn a_client_that_never_reads_has_a_bounded_amount_read_from_it() {
+    let dir = TestDir::new("bounded");
+    let d = Daemon::start(dir.path(), "[limits]\nwrite_timeout_ms = 60000\n", &[]);
+    let mut s = raw(&d);
+    s.set_nonblocking(true).unwrap();
+    let frame = encode_request(5, &Request::Ping(vec![7; 256 * 1024]));
+    let (mut accepted, mut at, mut stalls) = (0usize, 0usize, 0);
+    // Write until the daemon has taken nothing for a while (or far more than it should).
+    while stalls < 10 && accepted < 64 << 20 {
+        match s.write(&frame[at..]) {
+            Ok(n) => {
+                accepted += n;
+                at = (at + n) % frame.len();
+                stalls = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("the daemon cut the connection: {e}"),
+        }
+    }
+    assert!(
+        accepted < 4 << 20,
+        "{accepted} bytes were taken from a client that reads nothing"
+    );
+    // Everyone else is served meanwhile.
+    let mut other = raw(&d);
+    ping(&mut other, 2);
+}

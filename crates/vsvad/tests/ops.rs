@@ -8,9 +8,44 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{Daemon, TestDir};
-use vsva_client::Errno;
+use common::{Daemon, Helper, TestDir};
+use vsva_client::{Errno, MachineConfig};
 use vsva_proto::{encode_request, FrameHeader, Reply, Request};
+use vsva_uapi::vfio::VFIO_IOMMU_PASID_REQUEST;
+use vsva_uapi::PasidRequestOp;
+
+/// Entry point of the helper client processes the tests spawn.
+#[test]
+#[ignore = "helper process entry point, run by the other tests"]
+fn helper_process() {
+    if let Ok(script) = std::env::var("VSVA_HELPER") {
+        common::helper_main(&script);
+    }
+}
+
+/// Reads one reply frame; `None` once the connection is closed.
+fn read_reply(s: &mut UnixStream) -> Option<Reply> {
+    let mut h = [0u8; 16];
+    s.read_exact(&mut h).ok()?;
+    let mut body = vec![0u8; FrameHeader::parse(&h).body_len as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(Reply::decode(&body).unwrap())
+}
+
+/// A raw connection of this process, past its hello.
+fn raw_connection(d: &Daemon) -> UnixStream {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let hello = Request::Hello(vsva_proto::Hello {
+        min_version: 1,
+        max_version: 1,
+        resume: vsva_proto::ResumeToken::default(),
+        client: "raw".into(),
+    });
+    s.write_all(&encode_request(1, &hello)).unwrap();
+    assert_eq!(read_reply(&mut s).unwrap().result, 0);
+    s
+}
 
 fn scrape(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -118,4 +153,119 @@ fn sigterm_answers_requests_already_sent_then_exits_cleanly() {
     d.restart();
     assert!(c.reconnect().unwrap());
     assert_eq!(c.hello().restored, vec![p]);
+}
+
+/// Issue 12, item 1: a process idling while the daemon shuts down keeps its PASIDs (they are
+/// not freed in memory and handed to a process still streaming ALLOCs), and after the restart
+/// both processes own exactly what they were acknowledged.
+#[test]
+fn sigterm_hands_no_idle_process_pasids_to_another() {
+    let dir = TestDir::new("keep");
+    let mut d = Daemon::start(
+        dir.path(),
+        &MachineConfig::new(4)
+            .settings("grace_period_secs = 60")
+            .to_toml(),
+        &[],
+    );
+    let idle = Helper::spawn(&d.socket, "hold:1:100");
+    let expected: Vec<String> = (1..=100).map(|p| p.to_string()).collect();
+    assert_eq!(idle.expect("PASIDS"), expected.join(" "));
+    let mut c = d.client("streamer");
+    let h = c.nesting_container(2).unwrap();
+    // Stream ALLOCs in [1, 200] on a raw connection of this process until the daemon goes.
+    let s = raw_connection(&d);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let arg = PasidRequestOp::Alloc { min: 1, max: 200 }.to_bytes();
+        let mut id = 2u64;
+        loop {
+            let mut chunk = Vec::new();
+            for _ in 0..64 {
+                let req = Request::Ioctl {
+                    handle: h,
+                    cmd: VFIO_IOMMU_PASID_REQUEST,
+                    arg: arg.clone(),
+                };
+                chunk.extend(encode_request(id, &req));
+                id += 1;
+            }
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut r = s.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        while let Some(reply) = read_reply(&mut r) {
+            if reply.result >= 0 {
+                acked.push(reply.result as u32);
+            } else {
+                refused += 1;
+            }
+            if refused == 2000 {
+                tx.send(()).unwrap();
+            }
+        }
+        acked
+    });
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(d.terminate().success());
+    writer.join().unwrap();
+    let mut acked = reader.join().unwrap();
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (101..=200).collect::<Vec<u32>>(),
+        "the streaming process was acknowledged PASIDs of the idle one"
+    );
+    d.restart();
+    assert!(c.reconnect().unwrap());
+    assert_eq!(c.hello().restored, acked);
+    assert_eq!(
+        c.status().unwrap().allocated,
+        200,
+        "the idle process's PASIDs are held for it"
+    );
+    drop(idle);
+}
+
+/// Issue 12, item 12: with its standard error a pipe nobody reads any more (`vsvad 2>&1 |
+/// head -2`), the daemon still serves, and SIGTERM still stops it cleanly.
+#[test]
+fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
+    let dir = TestDir::new("epipe");
+    let socket = dir.path().join("vsvad.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    drop(child.stdout.take());
+    common::wait_until("the socket", || UnixStream::connect(&socket).is_ok());
+    let mut opts = vsva_client::Options::new(&socket, "epipe");
+    opts.timeout = Some(Duration::from_secs(20));
+    let mut c = vsva_client::Client::connect(opts).unwrap();
+    assert_eq!(c.ping(b"still here").unwrap(), b"still here");
+    assert!(child.try_wait().unwrap().is_none(), "vsvad died");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let mut status = None;
+    common::wait_until("vsvad to exit after SIGTERM", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{status:?}");
 }

@@ -80,10 +80,10 @@ impl Daemon {
         }
         drop(processes);
         // Close the process's connections: it learns its context is gone.
-        for (_, (token, stream)) in lock(&self.conns).iter() {
-            if token.is_some_and(|t| t.pid() == pid) {
+        for c in lock(&self.conns).values() {
+            if c.process.is_some_and(|t| t.pid() == pid) {
                 // A connection already closed needs no shutting.
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
             }
         }
         tracing::warn!(pid, freed, by = s.credentials.uid, "process force-released");

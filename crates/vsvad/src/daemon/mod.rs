@@ -46,8 +46,6 @@ mod report;
 mod restore;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,24 +70,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// 16 random bytes from the kernel.
-fn random_bytes() -> [u8; 16] {
+/// 16 bytes from the kernel's random source (`getrandom(2)`, which blocks until the pool is
+/// initialised). There is no weaker fallback: a resume token anyone could guess would let
+/// another process take a context over after a restart.
+fn random_bytes() -> std::io::Result<[u8; 16]> {
     let mut out = [0u8; 16];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut out))
-        .is_err()
-    {
-        // No /dev/urandom: mix the clock and the address of a stack value (still unique per
-        // call, not secret; the daemon logs that tokens are weak).
-        tracing::warn!("/dev/urandom unavailable: resume tokens are not secret");
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        out.copy_from_slice(&t.to_le_bytes());
-        out[0] ^= (&out as *const _ as usize) as u8;
+    let mut filled = 0;
+    while filled < out.len() {
+        match rustix::rand::getrandom(&mut out[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    out
+    Ok(out)
 }
 
 fn vfio_reply(e: &VfioError) -> Reply {
@@ -107,6 +101,16 @@ fn revoked(p: &Process) -> Reply {
     )
 }
 
+/// A connection the daemon serves, as the registry keeps it.
+struct OpenConnection {
+    /// Its process, once its hello is done.
+    process: Option<ProcessToken>,
+    /// The peer's uid, for the per-uid connection limit.
+    uid: u32,
+    /// A handle on its socket, to shut it down.
+    stream: UnixStream,
+}
+
 /// The daemon: the machine, the store, and every process and connection it serves.
 pub struct Daemon {
     settings: Settings,
@@ -116,7 +120,7 @@ pub struct Daemon {
     instance: u64,
     started: Instant,
     processes: Mutex<HashMap<ProcessToken, Arc<Process>>>,
-    conns: Mutex<HashMap<u64, (Option<ProcessToken>, UnixStream)>>,
+    conns: Mutex<HashMap<u64, OpenConnection>>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
     hpa: Mutex<HpaAllocator>,
@@ -131,6 +135,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// The kernel's random source failed.
+    #[error("cannot read the kernel's random source (getrandom): {0}")]
+    Random(std::io::Error),
 }
 
 impl Daemon {
@@ -138,7 +145,10 @@ impl Daemon {
     /// for the grace period); dead processes' PASIDs are released and recorded as such.
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Arc<Daemon>, StartError> {
         let vfio = machine::build(&settings)?;
-        let instance = u64::from_le_bytes(random_bytes()[..8].try_into().unwrap_or([1; 8]));
+        let random = random_bytes().map_err(StartError::Random)?;
+        let instance = u64::from_le_bytes([
+            random[0], random[1], random[2], random[3], random[4], random[5], random[6], random[7],
+        ]);
         let (store, replayed) = Store::open(
             &settings.state_dir,
             settings.durability,
@@ -198,9 +208,9 @@ impl Daemon {
     /// (to be held for them at the next start).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        for (_, (_, s)) in lock(&self.conns).iter() {
+        for c in lock(&self.conns).values() {
             // A connection already gone needs no shutting.
-            let _ = s.shutdown(std::net::Shutdown::Read);
+            let _ = c.stream.shutdown(std::net::Shutdown::Read);
         }
     }
 

@@ -13,7 +13,7 @@ use vsva_proto::{
 };
 use vsva_vfio::{Container, ProcessToken, VfioMm};
 
-use super::{lock, random_bytes, Daemon, SERVER};
+use super::{lock, random_bytes, Daemon, OpenConnection, SERVER};
 use crate::credentials;
 use crate::store::Record;
 
@@ -158,23 +158,54 @@ pub struct Session {
 }
 
 impl Daemon {
-    /// Registers a new connection; `None` when the connection limit is reached.
-    pub fn connect(&self, stream: &UnixStream, credentials: Credentials) -> Option<Session> {
+    /// Registers a new connection.
+    ///
+    /// # Errors
+    ///
+    /// The message to send back when the connection is over `limits.max_connections` (all
+    /// clients) or `limits.max_connections_per_uid` (the peer's uid); nothing is registered.
+    pub fn connect(
+        &self,
+        stream: &UnixStream,
+        credentials: Credentials,
+    ) -> Result<Session, String> {
+        let limits = &self.settings.limits;
         let mut conns = lock(&self.conns);
-        if conns.len() >= self.settings.limits.max_connections as usize {
+        let refusal = if conns.len() >= limits.max_connections as usize {
+            Some(format!(
+                "too many connections (limits.max_connections = {}); try again later",
+                limits.max_connections
+            ))
+        } else if conns.values().filter(|c| c.uid == credentials.uid).count()
+            >= limits.max_connections_per_uid as usize
+        {
+            Some(format!(
+                "too many connections of uid {} (limits.max_connections_per_uid = {}); close \
+                 some or try again later",
+                credentials.uid, limits.max_connections_per_uid
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
             self.metrics
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(message);
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            conns.insert(conn, (None, clone));
+        if let Ok(stream) = stream.try_clone() {
+            let entry = OpenConnection {
+                process: None,
+                uid: credentials.uid,
+                stream,
+            };
+            conns.insert(conn, entry);
         }
         self.metrics
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        Some(Session {
+        Ok(Session {
             conn,
             credentials,
             admin: credentials::is_admin(&credentials, self.settings.admin_gid),
@@ -183,13 +214,22 @@ impl Daemon {
     }
 
     /// A connection ended: closes its containers and, if it was its process's last, releases
-    /// the process's context (unless the daemon is shutting down, when ownership stays
-    /// recorded for the next start).
+    /// the process's context.
+    ///
+    /// During a shutdown nothing is closed or released: the process keeps its containers and
+    /// its context (with every PASID it owns) in memory until the daemon exits, exactly as the
+    /// store records them. Dropping them would free its PASIDs in the allocator without a
+    /// record, and a process still being served could be acknowledged them, so that after the
+    /// restart the log gives them to that process and the idle one loses them.
     pub fn disconnect(&self, session: &Session) {
         lock(&self.conns).remove(&session.conn);
         let Some(p) = &session.process else { return };
         let mut processes = lock(&self.processes);
         let mut st = lock(&p.state);
+        if self.shutting_down() {
+            st.connections = st.connections.saturating_sub(1);
+            return;
+        }
         let mine: Vec<u32> = st
             .containers
             .iter()
@@ -206,13 +246,7 @@ impl Daemon {
         let last = st.connections == 0 && !st.is_held();
         if last {
             if !st.revoked {
-                if self.shutting_down() {
-                    // Keep the store as it is: the process gets its PASIDs back after the restart.
-                    st.containers.clear();
-                    st.mm = None;
-                } else {
-                    self.release_locked(p, &mut st, "its last connection closed");
-                }
+                self.release_locked(p, &mut st, "its last connection closed");
             }
             if processes.get(&p.token).is_some_and(|q| Arc::ptr_eq(q, p)) {
                 processes.remove(&p.token);
@@ -352,19 +386,25 @@ impl Daemon {
         let p = match processes.get(&token) {
             Some(p) => p.clone(),
             None => {
+                let resume = match random_bytes() {
+                    Ok(bytes) => ResumeToken(bytes),
+                    Err(e) => {
+                        tracing::error!(error = %e, "no resume token: the kernel's random source failed");
+                        return Reply::error(
+                            Errno::EAGAIN,
+                            format!(
+                                "cannot make a resume token (getrandom failed: {e}); try again"
+                            ),
+                        );
+                    }
+                };
                 let mm = self.vfio.process_context(token).ok();
                 let journal = Journal {
                     begun: false,
                     quota: self.settings.pasid_quota,
                     closed: false,
                 };
-                let p = Arc::new(Process::new(
-                    s.credentials,
-                    ResumeToken(random_bytes()),
-                    mm,
-                    journal,
-                    None,
-                ));
+                let p = Arc::new(Process::new(s.credentials, resume, mm, journal, None));
                 processes.insert(token, p.clone());
                 p
             }
@@ -376,7 +416,7 @@ impl Daemon {
         };
         drop(processes);
         if let Some(entry) = lock(&self.conns).get_mut(&s.conn) {
-            entry.0 = Some(token);
+            entry.process = Some(token);
         }
         tracing::debug!(
             conn = s.conn,

@@ -3,11 +3,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::record::Record;
 use super::state::StoreState;
-use super::{io_err, StoreError, LOG_NAME};
+use super::{io_err, StoreError, FILE_MODE, LOG_NAME};
 
 /// Writes `records` to a temporary file, syncs it, renames it over the log and syncs the
 /// directory; returns the new log opened for appending.
@@ -18,7 +19,16 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<File, Sto
     for r in records {
         r.encode(&mut buf);
     }
-    let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(io_err("cannot create", &tmp))?;
+    // A leftover temporary file keeps its old mode through `open`: narrow it.
+    f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .map_err(io_err("cannot set the mode of", &tmp))?;
     f.write_all(&buf).map_err(io_err("cannot write", &tmp))?;
     f.sync_all().map_err(io_err("cannot sync", &tmp))?;
     drop(f);
@@ -37,14 +47,61 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<File, Sto
 }
 
 /// Reads every valid record; returns the state, the length of the valid prefix and the
-/// number of records.
+/// number of records. Only a torn tail (see [`torn_tail`]) may follow the valid prefix.
+///
+/// # Errors
+///
+/// [`StoreError::Damaged`] when the file is not a vsvad log or is damaged anywhere but in
+/// its last record; the file is left as it is.
 pub(super) fn replay(file: &mut File, path: &Path) -> Result<(StoreState, u64, usize), StoreError> {
     let mut data = Vec::new();
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut data))
         .map_err(io_err("cannot read", path))?;
     let (state, valid, n) = replay_bytes(&data);
+    if let Some(why) = damage(&data, valid, n) {
+        return Err(StoreError::Damaged {
+            path: path.to_owned(),
+            offset: valid as u64,
+            len: data.len() as u64,
+            why,
+        });
+    }
     Ok((state, valid as u64, n))
+}
+
+/// Why the bytes from `valid` on are not a torn tail, or `None` when they are one (or there
+/// are none). `n` records were valid before them.
+fn damage(data: &[u8], valid: usize, n: usize) -> Option<String> {
+    let rest = &data[valid..];
+    if rest.is_empty() {
+        return None;
+    }
+    let starts_with_header = Record::decode_framed(data)
+        .is_some_and(|(first, _)| matches!(first, Record::Header { .. }));
+    if n == 0 || !starts_with_header {
+        return Some("it does not begin with a vsvad log header: not a vsvad state log".into());
+    }
+    if torn_tail(rest) {
+        return None;
+    }
+    Some(format!(
+        "record {} is corrupt and {} more bytes follow it, so this is not a write torn by a \
+         crash",
+        n + 1,
+        rest.len()
+    ))
+}
+
+/// Whether `rest`, the bytes after the last valid record, can be what a crash during the
+/// writer's last append left: only zeros (space allocated, data never written), a partial
+/// record header, or one record that reaches exactly to, or past, the end of the file.
+fn torn_tail(rest: &[u8]) -> bool {
+    if rest.iter().all(|&b| b == 0) || rest.len() < 8 {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    8 + len >= rest.len()
 }
 
 /// Replays a log image: the state, the length of the valid prefix, and the record count.

@@ -28,10 +28,13 @@
 //! # File format
 //!
 //! A sequence of `len: u32 LE | crc32: u32 LE | payload[len]`, where `crc32` (IEEE) covers the
-//! payload (see [`record`]). The first record is a [`Record::Header`]. A crash can leave a torn record at the
-//! end; replay stops at the first record whose length or checksum is wrong and truncates the
-//! file there (nothing after it was acknowledged, because the writer acknowledges only what
-//! it has completely written). When the log grows past [`COMPACT_BYTES`] and holds mostly
+//! payload (see [`record`]). The first record is a [`Record::Header`]. A crash can leave a
+//! torn record at the end: zeros, a partial header, or one record reaching to or past the
+//! end of the file. Replay stops there and truncates the file (nothing after it was
+//! acknowledged, because the writer acknowledges only what it has completely written). Any
+//! other damage — a file that does not start with a header, or a bad record with more bytes
+//! after it — is refused with [`StoreError::Damaged`] and the file is left untouched: wiping
+//! it would drop every later record. When the log grows past [`COMPACT_BYTES`] and holds mostly
 //! history, the writer rewrites it as a snapshot of the current state (a temporary file,
 //! synced, renamed over the log, and the directory synced).
 
@@ -40,15 +43,20 @@ mod record;
 mod state;
 mod writer;
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use vsva_proto::Errno;
+
 use crate::config::Durability;
 use crate::metrics::Metrics;
+use crate::private_dir;
 
 pub use record::Record;
 pub use state::StoreState;
@@ -57,6 +65,8 @@ pub use state::StoreState;
 pub const LOG_NAME: &str = "state.log";
 /// The lock file's name in the state directory.
 const LOCK_NAME: &str = "vsvad.lock";
+/// Mode of every file in the state directory: resume tokens are secrets.
+const FILE_MODE: u32 = 0o600;
 /// Size past which the writer considers compacting the log.
 const COMPACT_BYTES: u64 = 4 << 20;
 
@@ -81,9 +91,56 @@ pub enum StoreError {
         /// Its lock file.
         lock: PathBuf,
     },
-    /// The writer failed earlier; nothing more can be made durable.
-    #[error("the store failed and accepts no more changes: {0}")]
-    Failed(String),
+    /// The log is not a vsvad log, or is damaged other than by a torn last write. The file is
+    /// left untouched; the daemon does not start.
+    #[error(
+        "state log {path} is damaged at byte {offset} of {len}: {why}. It was left untouched. \
+         Restore it from a backup, or move it aside to start with no recorded ownership \
+         (processes then lose the PASIDs held for them across the restart)"
+    )]
+    Damaged {
+        /// The log file.
+        path: PathBuf,
+        /// Where the valid prefix ends.
+        offset: u64,
+        /// The file's length.
+        len: u64,
+        /// What is wrong there.
+        why: String,
+    },
+    /// The state directory is not private to the daemon's user.
+    #[error("state directory: {0}")]
+    Dir(#[from] private_dir::DirError),
+    /// A record could not be made durable (the disk is full, a write or `fdatasync` failed,
+    /// or the store was closed first). It is not in the log; the writer rewrites the log
+    /// from memory and takes changes again once the disk accepts them.
+    #[error("{message}")]
+    Failed {
+        /// `ENOSPC` for a full disk or quota, `EIO` otherwise.
+        errno: Errno,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// The errno a request whose change failed this way gets.
+    pub fn errno(&self) -> Errno {
+        match self {
+            StoreError::Failed { errno, .. } => *errno,
+            StoreError::Io { source, .. } => errno_of(source),
+            _ => Errno::EIO,
+        }
+    }
+}
+
+/// `ENOSPC` for an error that says the disk (or the user's quota on it) is full, else `EIO`.
+fn errno_of(e: &io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => Errno::ENOSPC,
+        Some(code) if code == rustix::io::Errno::DQUOT.raw_os_error() => Errno::ENOSPC,
+        _ => Errno::EIO,
+    }
 }
 
 /// A position in the log: [`Store::wait`] returns once it is durable.
@@ -91,7 +148,6 @@ pub enum StoreError {
 #[must_use = "a change is acknowledged only after waiting for its ticket"]
 pub struct Ticket(u64);
 
-/// Records appended and not yet taken by the writer.
 /// Records appended and not yet taken by the writer.
 struct Queue {
     buf: Vec<u8>,
@@ -102,12 +158,35 @@ struct Queue {
 }
 
 struct Progress {
-    /// Last sequence number durable (synced in `Sync` mode, written in `Async`).
-    durable: u64,
-    failed: Option<String>,
+    /// Last sequence number the writer has settled: made durable (synced in `Sync` mode,
+    /// written in `Async`), or failed (then it is in `failed`).
+    settled: u64,
+    /// Sequence ranges (inclusive) of batches that failed, with why; the most recent
+    /// [`FAILED_KEPT`] are kept (a waiter asks right after its append).
+    failed: VecDeque<(u64, u64, Errno, String)>,
+    /// The store was closed: a record appended later never becomes durable.
+    closed: bool,
+    /// Set while changes already made in memory (frees, releases) are not yet in the log
+    /// because the disk refuses them; cleared once a rewrite of the log succeeds.
+    degraded: Option<(Errno, String)>,
 }
 
-/// What the store's front and its writer thread share.
+/// Failed batches remembered for their waiters.
+const FAILED_KEPT: usize = 256;
+
+impl Progress {
+    /// The failure of the batch holding `ticket`, if it failed.
+    fn failure(&self, ticket: u64) -> Option<StoreError> {
+        self.failed
+            .iter()
+            .find(|(lo, hi, _, _)| (*lo..=*hi).contains(&ticket))
+            .map(|(_, _, errno, message)| StoreError::Failed {
+                errno: *errno,
+                message: message.clone(),
+            })
+    }
+}
+
 /// What the store's front and its writer thread share.
 struct Shared {
     queue: Mutex<Queue>,
@@ -115,6 +194,28 @@ struct Shared {
     progress: Mutex<Progress>,
     done: Condvar,
     mode: Durability,
+    /// Test hook: how many more log writes or syncs fail, and with which OS error.
+    #[cfg(test)]
+    inject: std::sync::atomic::AtomicU32,
+    #[cfg(test)]
+    inject_errno: std::sync::atomic::AtomicI32,
+}
+
+impl Shared {
+    /// Fails as the test hook asks (never outside tests).
+    fn injected_failure(&self) -> io::Result<()> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let take = self
+                .inject
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            if take.is_ok() {
+                return Err(io::Error::from_raw_os_error(self.inject_errno.load(SeqCst)));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The store: owner of the log file and its writer thread.
@@ -134,6 +235,20 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
         path: path.to_owned(),
         source,
     }
+}
+
+/// Narrows a state file an earlier version created readable by others to [`FILE_MODE`].
+fn narrow_file_mode(file: &File, path: &Path) -> Result<(), StoreError> {
+    let mode = file
+        .metadata()
+        .map_err(io_err("cannot stat", path))?
+        .permissions()
+        .mode();
+    if mode & 0o777 != FILE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err("cannot narrow the mode of", path))?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -158,9 +273,15 @@ impl Store {
             }),
             work: Condvar::new(),
             progress: Mutex::new(Progress {
-                durable: 0,
-                failed: None,
+                settled: 0,
+                failed: VecDeque::new(),
+                closed: false,
+                degraded: None,
             }),
+            #[cfg(test)]
+            inject: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(test)]
+            inject_errno: std::sync::atomic::AtomicI32::new(0),
             done: Condvar::new(),
             mode,
         });
@@ -174,14 +295,21 @@ impl Store {
                 StoreState::default(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(io_err("cannot create state directory", dir))?;
+        let private = private_dir::Policy {
+            create_mode: 0o700,
+            narrow: true,
+            sticky_ok: false,
+        };
+        private_dir::ensure(dir, rustix::process::geteuid().as_raw(), private)?;
         let lock_path = dir.join(LOCK_NAME);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&lock_path)
             .map_err(io_err("cannot open lock file", &lock_path))?;
+        narrow_file_mode(&lock, &lock_path)?;
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(StoreError::Locked {
                 path: dir.to_owned(),
@@ -194,8 +322,10 @@ impl Store {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(FILE_MODE)
             .open(&log_path)
             .map_err(io_err("cannot open log", &log_path))?;
+        narrow_file_mode(&file, &log_path)?;
         let (state, valid_len, records) = log::replay(&mut file, &log_path)?;
         let file_len = file
             .metadata()
@@ -233,6 +363,7 @@ impl Store {
             metrics,
             last_sync: Instant::now(),
             unsynced: false,
+            broken: None,
         };
         let handle = std::thread::Builder::new()
             .name("vsvad-store".into())
@@ -268,25 +399,41 @@ impl Store {
         t
     }
 
-    /// Blocks until the record of `ticket` (and every earlier one) is durable.
+    /// Blocks until the record of `ticket` is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Failed`] when its batch could not be made durable (the record is not in
+    /// the log and never will be: undo the change or report it as not durable), or the store
+    /// was closed before writing it.
     pub fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
         if ticket.0 == 0 {
             return Ok(());
         }
         let mut p = lock_ignoring_poison(&self.shared.progress);
         loop {
-            if p.durable >= ticket.0 {
-                return Ok(());
+            if p.settled >= ticket.0 {
+                return p.failure(ticket.0).map_or(Ok(()), Err);
             }
-            if let Some(f) = &p.failed {
-                return Err(StoreError::Failed(f.clone()));
+            if p.closed {
+                return Err(StoreError::Failed {
+                    errno: Errno::EIO,
+                    message: "the store was closed (the daemon is stopping) before this change \
+                              was written"
+                        .into(),
+                });
             }
             p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// Writes and syncs everything queued, stops the writer, and returns once the log is
-    /// complete on disk. Appends after this are never written.
+    /// complete on disk. Appends after this are never written: waiting for them fails.
+    ///
+    /// # Errors
+    ///
+    /// Records queued before the close could not all be made durable (none of the failed
+    /// ones was acknowledged).
     pub fn close(&self) -> Result<(), StoreError> {
         let last = {
             let mut q = lock_ignoring_poison(&self.shared.queue);
@@ -299,15 +446,32 @@ impl Store {
                 tracing::error!("the store writer panicked");
             }
         }
-        let p = lock_ignoring_poison(&self.shared.progress);
-        match &p.failed {
-            Some(f) => Err(StoreError::Failed(f.clone())),
-            None if p.durable >= last => Ok(()),
-            None => Err(StoreError::Failed(format!(
-                "writer stopped at record {} of {last}",
-                p.durable
-            ))),
+        let mut p = lock_ignoring_poison(&self.shared.progress);
+        p.closed = true;
+        self.shared.done.notify_all();
+        if self.shared.mode == Durability::Off {
+            return Ok(());
         }
+        match &p.degraded {
+            Some((errno, why)) => Err(StoreError::Failed {
+                errno: *errno,
+                message: format!("changes already made in memory are not in the log: {why}"),
+            }),
+            None if p.settled >= last => Ok(()),
+            None => Err(StoreError::Failed {
+                errno: Errno::EIO,
+                message: format!("writer stopped at record {} of {last}", p.settled),
+            }),
+        }
+    }
+
+    /// Test hook: the next `n` writes or syncs of the log or of a snapshot fail with the OS
+    /// error `errno` (`ENOSPC`: a full disk; `EIO`: a failed `fdatasync`).
+    #[cfg(test)]
+    fn inject_failures(&self, n: u32, errno: i32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.shared.inject_errno.store(errno, SeqCst);
+        self.shared.inject.store(n, SeqCst);
     }
 }
 
@@ -381,6 +545,162 @@ mod tests {
         drop(store);
         let (_, valid, _) = replay_bytes(&std::fs::read(&log).unwrap());
         assert_eq!(valid as u64, std::fs::metadata(&log).unwrap().len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_appended_after_close_is_refused_not_left_waiting() {
+        let dir = std::env::temp_dir().join(format!("vsvad-store-closed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+        store.close().unwrap();
+        let late = store.append(Record::End { token: token(1) });
+        assert!(matches!(store.wait(late), Err(StoreError::Failed { .. })));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes a log with a Begin and 50 Allocs of pid 1 in `dir`; returns its bytes.
+    fn fifty_allocations(dir: &Path) -> Vec<u8> {
+        let (store, _) = Store::open(dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+        let _begin = store.append(Record::Begin {
+            token: token(1),
+            uid: 0,
+            quota: 100,
+            resume: ResumeToken([1; 16]),
+        });
+        let mut last = None;
+        for pasid in 1..=50 {
+            last = Some(store.append(Record::Alloc {
+                token: token(1),
+                pasid,
+            }));
+        }
+        store.wait(last.unwrap()).unwrap();
+        store.close().unwrap();
+        std::fs::read(dir.join(LOG_NAME)).unwrap()
+    }
+
+    #[test]
+    fn a_damaged_log_is_refused_untouched_and_a_torn_tail_truncated() {
+        type Damage = fn(&mut Vec<u8>);
+        // (what, damage, PASIDs replayed or None when refused)
+        let cases: [(&str, Damage, Option<usize>); 6] = [
+            (
+                "foreign file",
+                |b| *b = b"[config]\nkey = 1\n".to_vec(),
+                None,
+            ),
+            (
+                "byte flipped mid-log",
+                |b| {
+                    let m = b.len() / 2;
+                    b[m] ^= 0x40
+                },
+                None,
+            ),
+            (
+                "bad length mid-log",
+                |b| {
+                    let m = b.len() / 2;
+                    b[m..m + 4].fill(0xff)
+                },
+                None,
+            ),
+            ("zeros at the end", |b| b.extend([0; 300]), Some(50)),
+            (
+                "partial record at the end",
+                |b| b.extend([40, 0, 0, 0, 1, 2]),
+                Some(50),
+            ),
+            (
+                "last record's byte flipped",
+                |b| *b.last_mut().unwrap() ^= 1,
+                Some(49),
+            ),
+        ];
+        for (what, damage, expect) in cases {
+            let dir = std::env::temp_dir().join(format!(
+                "vsvad-store-damage-{}-{}",
+                std::process::id(),
+                what.len()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut bytes = fifty_allocations(&dir);
+            damage(&mut bytes);
+            let log = dir.join(LOG_NAME);
+            std::fs::write(&log, &bytes).unwrap();
+            let opened = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new()));
+            match (opened, expect) {
+                (Ok((_, state)), Some(n)) => {
+                    let owned = state.processes.get(&token(1)).map_or(0, |p| p.pasids.len());
+                    assert_eq!(owned, n, "{what}");
+                }
+                (Err(StoreError::Damaged { path, .. }), None) => {
+                    assert_eq!(path, log, "{what}");
+                    assert_eq!(
+                        std::fs::read(&log).unwrap(),
+                        bytes,
+                        "{what}: the log was changed"
+                    );
+                }
+                (Err(e), _) => panic!("{what}: {e}"),
+                (Ok(_), None) => panic!("{what}: a damaged log was accepted"),
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    /// Issue 12, item 6: a failed `fdatasync` or a full disk acknowledges nothing, keeps no
+    /// allocation of the failed batch (even though its bytes reached the file before the sync
+    /// failed), keeps the frees that already happened, and the store recovers by itself.
+    #[test]
+    fn failed_syncs_acknowledge_nothing_and_the_store_recovers() {
+        const EIO: i32 = 5;
+        const ENOSPC: i32 = 28;
+        let dir = std::env::temp_dir().join(format!("vsvad-store-eio-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let alloc = |pasid| Record::Alloc {
+            token: token(1),
+            pasid,
+        };
+        {
+            let (store, _) =
+                Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+            let _begin = store.append(Record::Begin {
+                token: token(1),
+                uid: 0,
+                quota: 100,
+                resume: ResumeToken([1; 16]),
+            });
+            store.wait(store.append(alloc(1))).unwrap();
+            // A failed fdatasync: the written batch is not acknowledged, and not kept.
+            store.inject_failures(1, EIO);
+            let e = store.wait(store.append(alloc(2))).unwrap_err();
+            assert_eq!(e.errno(), Errno::EIO, "{e}");
+            store.wait(store.append(alloc(3))).unwrap();
+            // A full disk that stays full for a while: the free is refused as not durable,
+            // yet reaches the log once the disk accepts writes again.
+            store.inject_failures(3, ENOSPC);
+            let e = store
+                .wait(store.append(Record::FreeRange {
+                    token: token(1),
+                    min: 1,
+                    max: 1,
+                }))
+                .unwrap_err();
+            assert_eq!(e.errno(), Errno::ENOSPC, "{e}");
+            let mut tries = 0;
+            while store.wait(store.append(alloc(4))).is_err() {
+                tries += 1;
+                assert!(tries < 100, "the store never recovered");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            store.close().unwrap();
+        }
+        let (_, state) = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new())).unwrap();
+        let owned: Vec<u32> = state.processes[&token(1)].pasids.iter().copied().collect();
+        assert_eq!(owned, vec![3, 4]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

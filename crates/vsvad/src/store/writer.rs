@@ -1,6 +1,18 @@
 //! The group-commit writer thread: takes every record queued since its last batch, writes
 //! them with one `write(2)` and (in `Sync` mode) one `fdatasync`, then wakes their waiters;
 //! compacts the log when it is mostly history.
+//!
+//! # Failures
+//!
+//! A batch whose write or sync fails is not acknowledged: its waiters get the error
+//! (`ENOSPC` for a full disk, `EIO` otherwise) and the daemon undoes its allocations. After
+//! a failed `fdatasync` nothing written since the last good sync can be trusted to be on disk
+//! — the kernel may have dropped those dirty pages and a second `fdatasync` would report
+//! success — so the writer never syncs that file again: it rewrites the whole log from its
+//! in-memory state (temporary file, sync, rename, directory sync). Until a rewrite succeeds,
+//! every batch fails at once and keeps its records that cannot be undone (frees, releases,
+//! quota changes, which already happened in memory); the rewrite includes them. The daemon
+//! keeps serving requests that change nothing.
 
 use std::fs::File;
 use std::io::Write;
@@ -8,34 +20,49 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vsva_proto::Errno;
+
 use super::log::write_snapshot;
 use super::record::Record;
 use super::state::StoreState;
-use super::{io_err, lock_ignoring_poison, Shared, StoreError, COMPACT_BYTES, LOG_NAME};
+use super::{
+    errno_of, io_err, lock_ignoring_poison, Shared, StoreError, COMPACT_BYTES, FAILED_KEPT,
+    LOG_NAME,
+};
 use crate::config::Durability;
 use crate::metrics::Metrics;
+
+/// How often a writer whose disk refused a batch tries to rewrite the log when no new batch
+/// arrives.
+const RETRY: Duration = Duration::from_millis(500);
 
 /// The writer thread's side: the open log and the state it holds, kept to compact it.
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) file: File,
     pub(super) dir: PathBuf,
+    /// Everything in the log (and, while `broken`, the changes that must still reach it).
     pub(super) state: StoreState,
     pub(super) size: u64,
     pub(super) instance: u64,
     pub(super) metrics: Arc<Metrics>,
     pub(super) last_sync: Instant,
     pub(super) unsynced: bool,
+    /// Why the open log cannot be trusted any more: it must be rewritten before anything
+    /// else is written.
+    pub(super) broken: Option<(Errno, String)>,
 }
 
 impl Writer {
-    /// Commits batches until the store closes or a write fails.
+    /// Commits batches until the store closes.
     pub(super) fn run(mut self) {
         loop {
-            let (buf, records, last, shutdown) = {
+            let (buf, first, records, last, shutdown) = {
                 let mut q = lock_ignoring_poison(&self.shared.queue);
                 while q.buf.is_empty() && !q.shutdown {
-                    let timeout = if self.unsynced {
+                    let timeout = if self.broken.is_some() {
+                        RETRY
+                    } else if self.unsynced {
                         Duration::from_millis(200)
                     } else {
                         Duration::from_secs(3600)
@@ -50,60 +77,138 @@ impl Writer {
                         break;
                     }
                 }
+                let records = std::mem::take(&mut q.records);
                 (
                     std::mem::take(&mut q.buf),
-                    std::mem::take(&mut q.records),
+                    q.last + 1 - records.len() as u64,
+                    records,
                     q.last,
                     q.shutdown,
                 )
             };
-            if let Err(e) = self.commit(&buf, &records, shutdown) {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "store write failed; refusing further changes");
-                lock_ignoring_poison(&self.shared.progress).failed = Some(msg);
-                self.shared.done.notify_all();
-                return;
+            if self.broken.is_some() {
+                self.recover();
             }
-            {
-                let mut p = lock_ignoring_poison(&self.shared.progress);
-                p.durable = p.durable.max(last);
+            let result = match &self.broken {
+                Some((errno, why)) => Err(StoreError::Failed {
+                    errno: *errno,
+                    message: format!("the log cannot be written: {why}"),
+                }),
+                None => self.commit(&buf, &records, shutdown),
+            };
+            match result {
+                Ok(()) => self.settle(last, None),
+                Err(e) => {
+                    let (errno, message) = (e.errno(), e.to_string());
+                    if self.broken.is_none() {
+                        tracing::error!(error = %message, "store write failed; changes are refused until the log is rewritten");
+                        self.broken = Some((errno, message.clone()));
+                    }
+                    // Changes that already happened in memory must still reach the log.
+                    for r in records
+                        .iter()
+                        .filter(|r| !matches!(r, Record::Alloc { .. }))
+                    {
+                        self.state.apply(r);
+                    }
+                    self.settle(last, Some((first, errno, message)));
+                }
             }
-            self.shared.done.notify_all();
             if shutdown {
+                if self.broken.is_some() {
+                    self.recover();
+                }
                 return;
             }
-            if let Err(e) = self.maybe_compact() {
-                tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
+            if self.broken.is_none() {
+                if let Err(e) = self.maybe_compact() {
+                    tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of the batch ending at `last` (failed from `failure.0` on) and
+    /// wakes its waiters.
+    fn settle(&self, last: u64, failure: Option<(u64, Errno, String)>) {
+        let mut p = lock_ignoring_poison(&self.shared.progress);
+        if let Some((first, errno, message)) = failure {
+            if first <= last {
+                p.failed.push_back((first, last, errno, message));
+                if p.failed.len() > FAILED_KEPT {
+                    p.failed.pop_front();
+                }
+            }
+        }
+        p.settled = p.settled.max(last);
+        p.degraded = self.broken.clone();
+        drop(p);
+        self.shared.done.notify_all();
+    }
+
+    /// Rewrites the log from memory; on success the writer takes changes again.
+    fn recover(&mut self) {
+        let snapshot = self.state.snapshot_records(self.instance);
+        let rewritten = self
+            .shared
+            .injected_failure()
+            .map_err(|e| StoreError::Io {
+                what: "cannot rewrite",
+                path: self.dir.join(LOG_NAME),
+                source: e,
+            })
+            .and_then(|()| write_snapshot(&self.dir, &snapshot));
+        match rewritten {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = file;
+                self.unsynced = false;
+                self.broken = None;
+                lock_ignoring_poison(&self.shared.progress).degraded = None;
+                tracing::warn!(
+                    records = snapshot.len(),
+                    "log rewritten; the store takes changes again"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "log rewrite failed; retrying");
+                self.broken = Some((e.errno(), e.to_string()));
             }
         }
     }
 
     fn commit(&mut self, buf: &[u8], records: &[Record], shutdown: bool) -> Result<(), StoreError> {
         let path = self.dir.join(LOG_NAME);
+        let io = |what| io_err(what, &path);
         if !buf.is_empty() {
             let started = Instant::now();
-            self.file
-                .write_all(buf)
-                .map_err(io_err("cannot append to", &path))?;
+            self.file.write_all(buf).map_err(io("cannot append to"))?;
             self.size += buf.len() as u64;
-            for r in records {
-                self.state.apply(r);
-            }
             if self.shared.mode == Durability::Sync {
-                self.file
-                    .sync_data()
-                    .map_err(io_err("cannot sync", &path))?;
+                self.shared
+                    .injected_failure()
+                    .and_then(|()| self.file.sync_data())
+                    .map_err(io("cannot sync"))?;
                 self.metrics.store_sync(started.elapsed());
             } else {
                 self.unsynced = true;
+            }
+            // In `Async` mode the batch is acknowledged once written: a later failed sync
+            // rewrites the log from this state, so it must include the batch.
+            for r in records {
+                self.state.apply(r);
             }
             self.metrics.store_commit(records.len());
         }
         // Async mode: sync in the background every 200 ms, and at shutdown.
         if self.unsynced && (shutdown || self.last_sync.elapsed() >= Duration::from_millis(200)) {
-            self.file
-                .sync_data()
-                .map_err(io_err("cannot sync", &path))?;
+            if let Err(e) = self.file.sync_data() {
+                // Acknowledged records may be lost from the page cache: rewrite from memory.
+                let message = format!("cannot sync {}: {e}", path.display());
+                tracing::error!(error = %message, "background sync failed; rewriting the log");
+                self.broken = Some((errno_of(&e), message));
+                self.recover();
+            }
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
