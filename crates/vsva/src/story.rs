@@ -119,9 +119,9 @@ pub(crate) fn run_story(
         cap.is_some(),
         match cap {
             Some(cap) => format!(
-                "VFIO_SET_IOMMU(VFIO_TYPE1_NESTING_IOMMU) done; GET_INFO reports the nesting capability: {}-bit PASIDs, {}-bit first-level input addresses, features {:#x}.",
+                "VFIO_SET_IOMMU(VFIO_TYPE1_NESTING_IOMMU) done; GET_INFO reports the nesting capability: {}-bit PASIDs, a {}-bit domain address width, features {:#x}.",
                 cap.pasid_bits,
-                if cap.addr_width == AddrWidth::Bits57 { 57 } else { 48 },
+                cap.addr_width,
                 cap.features.bits()
             ),
             None => "GET_INFO has no nesting capability".into(),
