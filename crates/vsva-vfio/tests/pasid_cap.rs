@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use vsva_iommu::{Access, IommuConfig, SourceId};
+use vsva_iommu::{Access, DmaError, FaultReason, IommuConfig, SourceId};
 use vsva_uapi::{AddrWidth, BindRequest, Errno, VtdBindFlags};
 use vsva_vfio::pci::{PCI_PASID_CTRL_ENABLE, PCI_PASID_CTRL_EXEC, PCI_PASID_CTRL_PRIV};
 use vsva_vfio::{
@@ -201,10 +201,20 @@ fn control_bits_are_enforced_on_dma() {
         &f,
         PCI_PASID_CTRL_ENABLE | PCI_PASID_CTRL_EXEC | PCI_PASID_CTRL_PRIV,
     );
-    let t = f.translate(Some(pasid), VA, Access::EXEC).unwrap();
-    assert_eq!(t.host_addr, GUEST_HPA + GPA);
-    f.translate(Some(pasid), VA, Access::READ.privileged())
+    // The execute request now leaves the device and reaches the IOMMU, which refuses it
+    // itself: the series' nested bind (Linux intel_pasid_setup_nested) never sets the PASID
+    // entry's ERE, and with ECAP.ERS an execute request needs it (VT-d 3.x, fault 0x5c).
+    match f.translate(Some(pasid), VA, Access::EXEC).unwrap_err() {
+        VfioError::Dma {
+            source: DmaError::Fault(fault),
+            ..
+        } => assert_eq!(fault.reason, FaultReason::ExecuteNotEnabled),
+        other => panic!("expected the IOMMU's execute refusal, got {other:?}"),
+    }
+    let t = f
+        .translate(Some(pasid), VA, Access::READ.privileged())
         .unwrap();
+    assert_eq!(t.host_addr, GUEST_HPA + GPA);
 
     // Clearing PASID Enable again stops it at once.
     set_ctrl(&f, 0);
