@@ -20,6 +20,11 @@ const GPAGES: u64 = 64;
 const TABLE_PAGES: u64 = 16;
 /// Host pages backing the guest: [8 MiB, 8 MiB + 128 pages).
 const HOST_BASE: u64 = 8 * MB;
+/// A 2 MiB stage-2 page some requests draw: GPA [2 MiB, 4 MiB) → host [12 MiB, 14 MiB).
+const BIG_GPA: u64 = 2 * MB;
+const BIG_HOST: u64 = 12 * MB;
+/// The part of that range requests reach (VA bits 20:12 are at most 3, the offset < 4 KiB).
+const BIG_SMALL: u64 = 4 * 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum S2 {
@@ -91,6 +96,7 @@ proptest! {
         ssade in any::<bool>(),
         sre in any::<bool>(),
         five in any::<bool>(),
+        big in 0u8..3,
     ) {
         let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
         let io = Iommu::new(IommuConfig { iotlb_entries: 256, ..IommuConfig::default() }, mem, 4 * MB, 4 * MB).unwrap();
@@ -112,6 +118,13 @@ proptest! {
             };
             io.stage2_map(s2id, g << 12, hpa, 4096, p).unwrap();
             map.insert(g, (hpa, perm));
+        }
+        // The guest's 2 MiB page (GPA 2 MiB) lands in one 2 MiB stage-2 page (big = 1) or in
+        // 4 KiB stage-2 pages covering the offsets requests use (big = 2).
+        match big {
+            1 => io.stage2_map(s2id, BIG_GPA, BIG_HOST, 2 * MB, S2Perms::RW).unwrap(),
+            2 => io.stage2_map(s2id, BIG_GPA, BIG_HOST, BIG_SMALL, S2Perms::RW).unwrap(),
+            _ => {}
         }
         // Guest tables: entries at indices 0..4 of each table page, written at their host page.
         for (t, entries) in fl.iter().enumerate() {
@@ -135,7 +148,7 @@ proptest! {
             let access = if w >= 3 { access.privileged() } else { access };
             let read = |a: u64| io.memory().load_u64(a).ok();
             let fl_levels = if five { 5 } else { 4 };
-            let want = ref_nested(&read, &map, (root << 12, fl_levels), va, access, (ere, sre));
+            let want = ref_nested(&read, (&map, big), (root << 12, fl_levels), va, access, (ere, sre));
             let before = guest_tables(&io);
             let s2_before = stage2_leaves(&io, sroot, levels, &mapped);
             let got = io.translate(sid, Some(2), va, access)
@@ -159,7 +172,7 @@ proptest! {
 /// a readable stage-2 page; execute requests need ERE, supervisor requests SRE.
 fn ref_nested(
     read: &dyn Fn(u64) -> Option<u64>,
-    map: &HashMap<u64, (u64, S2)>,
+    (map, big): (&HashMap<u64, (u64, S2)>, u8),
     (root, levels): (u64, u8),
     va: u64,
     access: Access,
@@ -167,10 +180,21 @@ fn ref_nested(
 ) -> Result<(u64, u64), (u8, Stage)> {
     let (write, exec) = (access.write, access.execute);
     let sl = |gpa: u64| -> Option<(u64, S2)> {
+        let big_len = [0, 2 * MB, BIG_SMALL][usize::from(big)];
+        if (BIG_GPA..BIG_GPA + big_len).contains(&gpa) {
+            return Some((BIG_HOST + gpa - BIG_GPA, S2::Rw));
+        }
         if gpa >= GPAGES << 12 {
             return None;
         }
         map.get(&(gpa >> 12)).map(|&(h, p)| (h | (gpa & 0xfff), p))
+    };
+    let s2_page = |gpa: u64| {
+        if big == 1 && gpa >= BIG_GPA {
+            2 * MB
+        } else {
+            4096
+        }
     };
     let (mut wr, mut us, mut nx) = (true, true, false);
     let mut ad_ro = false;
@@ -221,7 +245,7 @@ fn ref_nested(
                 Some((_, S2::R)) if write => Err((0x85, Stage::Second)),
                 Some((_, S2::W)) if !write => Err((0x86, Stage::Second)),
                 Some(_) if ad_ro => Err((0x77, Stage::First)),
-                Some((h, _)) => Ok((h, size.min(4096))),
+                Some((h, _)) => Ok((h, size.min(s2_page(gpa)))),
             };
         }
         if perm == S2::R && e & A == 0 {
