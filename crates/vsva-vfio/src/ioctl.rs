@@ -168,7 +168,7 @@ fn pasid_request(
 
 fn nesting_op(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
     let header = decode_nesting_op_header(arg)?;
-    c.nesting_op(header.kind, NestingPayload::Bytes(header.payload))?;
+    c.nesting_op(NestingPayload::Bytes(header.kind, header.payload))?;
     Ok(IoctlOutcome::Nesting(header.kind))
 }
 

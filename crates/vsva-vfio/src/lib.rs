@@ -14,7 +14,8 @@
 //!   that process; different processes run in parallel. When the last holder goes, every
 //!   PASID of the process is freed.
 //! * **Containers** ([`Container`], opened by [`Vfio::open_container`]): groups attach to
-//!   them, `VFIO_SET_IOMMU` picks type1 v2 (3) or nesting (6), `MAP_DMA` / `UNMAP_DMA` build the
+//!   them, `VFIO_SET_IOMMU` picks type1 (1), type1 v2 (3) or nesting (6), `MAP_DMA` /
+//!   `UNMAP_DMA` build the
 //!   container's stage-2 table in the IOMMU, and a nesting container gets the process's
 //!   context, PASID_REQUEST and NESTING_OP.
 //! * **The uAPI**: [`Container::ioctl`] takes an ioctl number and the caller's argument bytes,
@@ -22,7 +23,9 @@
 //!   says what it did ([`IoctlOutcome`]); [`Container::ioctl_journaled`] also hands that
 //!   outcome to the embedder's journal, for PASID_REQUEST under the process's mm lock. The
 //!   typed methods ([`Container::alloc_pasid`], [`Container::bind`], ...) run the same code
-//!   after the decoding.
+//!   after the decoding. As in the series, an unbind or invalidation answers 0 once the
+//!   container's checks pass; a refused one changes nothing, is logged and is counted in
+//!   [`Vfio::refusals`] ([`refusal`]).
 //! * **Devices**: PCI functions ([`PciFunction`]) with a 4 KiB configuration space whose PCIe
 //!   PASID capability is virtualized like vfio-pci does it ([`pci`]), and IOMMU-backed mediated
 //!   devices ([`Mdev`]) that share a parent function and are told apart by a default PASID.

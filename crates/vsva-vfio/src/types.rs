@@ -45,7 +45,7 @@ impl fmt::Display for ProcessToken {
     }
 }
 
-/// Identifies a container within its [`Vfio`]; never reused.
+/// Identifies a container within its [`Vfio`](crate::Vfio); never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContainerId(pub u64);
 
@@ -65,7 +65,7 @@ impl fmt::Display for GroupId {
     }
 }
 
-/// Identifies a mediated device within its [`Vfio`]; never reused.
+/// Identifies a mediated device within its [`Vfio`](crate::Vfio); never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MdevId(pub u32);
 
@@ -82,7 +82,7 @@ pub struct VfioConfig {
     /// `pasid_quota` module parameter). Default 1000.
     pub pasid_quota: u32,
     /// PASID support (the series' `CONFIG_VFIO_PASID`). When false: no per-process context
-    /// ([`Vfio::process_context`] fails with `ENOTTY`), PASID_REQUEST answers `EOPNOTSUPP`,
+    /// ([`Vfio::process_context`](crate::Vfio::process_context) fails with `ENOTTY`), PASID_REQUEST answers `EOPNOTSUPP`,
     /// the nesting info reports no PASID features and `pasid_bits` 0, the PASID capability is
     /// hidden from guests, and mdevs (which need a default PASID) cannot be created. Default
     /// true.

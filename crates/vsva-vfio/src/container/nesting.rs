@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use vsva_ioasid::{Pasid, PasidState};
 use vsva_iommu::{Invalidation, PageRange, PasidCacheScope, PasidEntry};
 use vsva_uapi::{
-    decode_cache_invalidate, read_bind_data, AddrWidth, BindRequest, CacheInvalidateRequest,
-    CacheSet, Granularity, NestingOpKind, VtdBindFlags,
+    decode_cache_invalidate, read_bind_data, AddrWidth, BindData, BindRequest,
+    CacheInvalidateRequest, CacheSet, Granularity, NestingOpKind, VtdBindFlags,
 };
 
 use super::{Container, ContainerState, Domain};
@@ -31,17 +31,53 @@ const VTD_MTS_FLAGS: VtdBindFlags = VtdBindFlags::PCD
     .union(VtdBindFlags::EMTE)
     .union(VtdBindFlags::CD);
 
-/// A NESTING_OP payload: the caller's bytes (decoded under the lock, as the IOMMU core does
-/// per device), or a request the typed API already holds.
+/// A NESTING_OP request: the caller's bytes for an op (decoded under the lock, as the IOMMU
+/// core reads them per device), or a request the typed API already holds.
 pub(crate) enum NestingPayload<'a> {
-    /// The bytes after the NESTING_OP header.
-    Bytes(&'a [u8]),
+    /// The op the header selects and the bytes after the header.
+    Bytes(NestingOpKind, &'a [u8]),
     /// A typed bind.
     Bind(BindRequest),
     /// A typed unbind of this host PASID.
     Unbind(u64),
     /// A typed invalidation.
     Invalidate(CacheInvalidateRequest),
+}
+
+impl NestingPayload<'_> {
+    fn kind(&self) -> NestingOpKind {
+        match self {
+            NestingPayload::Bytes(kind, _) => *kind,
+            NestingPayload::Bind(_) => NestingOpKind::BindPgtbl,
+            NestingPayload::Unbind(_) => NestingOpKind::UnbindPgtbl,
+            NestingPayload::Invalidate(_) => NestingOpKind::CacheInvld,
+        }
+    }
+}
+
+/// Where a bind's request comes from, so the VT-d driver's late checks (the address width)
+/// run on bytes only after the PASID's.
+enum BindSource {
+    /// Bytes that passed the core's and the driver's early checks.
+    Read(BindData),
+    /// A typed request.
+    Typed(BindRequest),
+}
+
+impl BindSource {
+    fn hpasid(&self) -> u64 {
+        match self {
+            BindSource::Read(data) => data.hpasid(),
+            BindSource::Typed(req) => req.hpasid,
+        }
+    }
+
+    fn request(self) -> Result<BindRequest, VfioError> {
+        match self {
+            BindSource::Read(data) => Ok(data.to_request()?),
+            BindSource::Typed(req) => Ok(req),
+        }
+    }
 }
 
 impl Container {
@@ -61,7 +97,7 @@ impl Container {
     /// device's PASID table, SRE / EAFE it lacks); `ENOMEM` when the IOMMU's table pool is
     /// exhausted. Nothing is bound then.
     pub fn bind(&self, req: &BindRequest) -> Result<(), VfioError> {
-        self.nesting_op(NestingOpKind::BindPgtbl, NestingPayload::Bind(*req))
+        self.nesting_op(NestingPayload::Bind(*req))
     }
 
     /// Unbinds a PASID of the process from this container's devices (NESTING_OP
@@ -74,7 +110,7 @@ impl Container {
     /// Only the container's: `EINVAL` before the type is set; `EOPNOTSUPP` as for
     /// [`Container::bind`].
     pub fn unbind(&self, hpasid: u64) -> Result<(), VfioError> {
-        self.nesting_op(NestingOpKind::UnbindPgtbl, NestingPayload::Unbind(hpasid))
+        self.nesting_op(NestingPayload::Unbind(hpasid))
     }
 
     /// Passes a guest's cache invalidation on to the IOMMU (NESTING_OP CACHE_INVLD), for the
@@ -101,17 +137,14 @@ impl Container {
     /// Only the container's: `EINVAL` before the type is set; `EOPNOTSUPP` as for
     /// [`Container::bind`].
     pub fn invalidate(&self, req: &CacheInvalidateRequest) -> Result<(), VfioError> {
-        self.nesting_op(NestingOpKind::CacheInvld, NestingPayload::Invalidate(*req))
+        self.nesting_op(NestingPayload::Invalidate(*req))
     }
 
     /// Runs a NESTING_OP: the container checks (type, features) come before the payload is
     /// read, as in the kernel; then the op runs under the process's lock. A bind's error is
     /// returned; an unbind's or invalidation's is recorded as a refusal and `Ok` returned.
-    pub(crate) fn nesting_op(
-        &self,
-        kind: NestingOpKind,
-        payload: NestingPayload<'_>,
-    ) -> Result<(), VfioError> {
+    pub(crate) fn nesting_op(&self, payload: NestingPayload<'_>) -> Result<(), VfioError> {
+        let kind = payload.kind();
         let st = self.lock_state();
         let op_name = match kind {
             NestingOpKind::BindPgtbl => "bind a guest page table",
@@ -145,30 +178,34 @@ impl Container {
         let Some(ms) = slot.mm.as_mut() else {
             return Err(no_context());
         };
-        let (op, result) = match kind {
-            NestingOpKind::BindPgtbl => return self.bind_locked(&st, domain, ms, payload),
-            NestingOpKind::UnbindPgtbl => {
-                let result = match payload {
-                    NestingPayload::Bytes(bytes) => read_bind_data(bytes)
-                        .map_err(VfioError::from)
-                        .and_then(|data| self.unbind_locked(&st, ms, data.hpasid())),
-                    NestingPayload::Unbind(hpasid) => self.unbind_locked(&st, ms, hpasid),
-                    _ => unreachable!("an unbind carries bytes or a PASID"),
-                };
-                (RefusedOp::Unbind, result)
+        let (op, result) = match payload {
+            NestingPayload::Bytes(NestingOpKind::BindPgtbl, bytes) => {
+                let data = read_bind_data(bytes)?;
+                data.check_vtd()?;
+                return self.bind_locked(&st, domain, ms, BindSource::Read(data));
             }
-            NestingOpKind::CacheInvld => {
-                let result = match payload {
-                    NestingPayload::Bytes(bytes) => decode_cache_invalidate(bytes)
-                        .map_err(VfioError::from)
-                        .and_then(|req| self.invalidate_locked(&st, domain, ms, &req)),
-                    NestingPayload::Invalidate(req) => {
-                        self.invalidate_locked(&st, domain, ms, &req)
-                    }
-                    _ => unreachable!("an invalidation carries bytes or a request"),
-                };
-                (RefusedOp::Invalidate, result)
+            NestingPayload::Bind(req) => {
+                return self.bind_locked(&st, domain, ms, BindSource::Typed(req))
             }
+            NestingPayload::Bytes(NestingOpKind::UnbindPgtbl, bytes) => (
+                RefusedOp::Unbind,
+                read_bind_data(bytes)
+                    .map_err(VfioError::from)
+                    .and_then(|data| self.unbind_locked(&st, ms, data.hpasid())),
+            ),
+            NestingPayload::Unbind(hpasid) => {
+                (RefusedOp::Unbind, self.unbind_locked(&st, ms, hpasid))
+            }
+            NestingPayload::Bytes(NestingOpKind::CacheInvld, bytes) => (
+                RefusedOp::Invalidate,
+                decode_cache_invalidate(bytes)
+                    .map_err(VfioError::from)
+                    .and_then(|req| self.invalidate_locked(&st, domain, ms, &req)),
+            ),
+            NestingPayload::Invalidate(req) => (
+                RefusedOp::Invalidate,
+                self.invalidate_locked(&st, domain, ms, &req),
+            ),
         };
         if let Err(err) = result {
             self.vfio.refusals.record(op, self.id, &err);
@@ -217,36 +254,24 @@ impl Container {
     }
 
     /// A bind, in the VT-d driver's order (Linux 5.10 `intel_svm_bind_gpasid`, then
-    /// `intel_pasid_setup_nested`): the core's payload checks, format / size / vendor flags,
-    /// the PASID's range, ownership, already bound, the address width, memory-type flags.
+    /// `intel_pasid_setup_nested`), after the core's payload checks and the driver's format /
+    /// size / vendor-flag checks: the PASID's range, ownership, already bound, the address
+    /// width, memory-type flags.
     fn bind_locked(
         &self,
         st: &ContainerState,
         domain: &Domain,
         ms: &mut MmState,
-        payload: NestingPayload<'_>,
+        source: BindSource,
     ) -> Result<(), VfioError> {
-        let (hpasid, data, typed) = match payload {
-            NestingPayload::Bytes(bytes) => {
-                let data = read_bind_data(bytes)?;
-                data.check_vtd()?;
-                (data.hpasid(), Some(data), None)
-            }
-            NestingPayload::Bind(req) => (req.hpasid, None, Some(req)),
-            _ => unreachable!("a bind carries bytes or a request"),
-        };
-        let pasid = self.owned_pasid(ms, "hpasid", hpasid)?;
+        let pasid = self.owned_pasid(ms, "hpasid", source.hpasid())?;
         if ms.is_bound(pasid, self.id) {
             return Err(VfioError::AlreadyBound {
                 pasid,
                 container: self.id,
             });
         }
-        let req = match (data, typed) {
-            (Some(data), _) => data.to_request()?,
-            (None, Some(req)) => req,
-            (None, None) => unreachable!("one of the two is set above"),
-        };
+        let req = source.request()?;
         let iommu = &self.vfio.iommu;
         if req.addr_width == AddrWidth::Bits57 && !iommu.config().fl5lp {
             return Err(VfioError::invalid(
