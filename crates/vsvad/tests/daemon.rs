@@ -305,3 +305,39 @@ fn admin_requests_need_root_or_the_admin_group() {
         .iter()
         .any(|e| e.credentials.pid == me && e.quota == 7));
 }
+
+/// Issue 12, item 9: a process that attaches a group another process used sees none of that
+/// process's faults, only its own.
+#[test]
+fn a_new_owner_of_a_group_sees_only_its_own_faults() {
+    if rustix::process::getuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let dir = TestDir::new("faults");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &MachineConfig::new(2).settings("").to_toml(),
+        &[],
+    );
+    let mut root = d.client("root");
+    let c = root.nesting_container(1).unwrap();
+    root.enable_pasid(0x100).unwrap();
+    let p = root.pasid_alloc(c, 1, u32::MAX).unwrap();
+    for _ in 0..3 {
+        assert!(root.dma_read(0x100, Some(p), 0x1000, 4).is_err());
+    }
+    assert!(root.faults(16).unwrap().faults.len() >= 3);
+    root.close_container(c).unwrap();
+    let next = Helper::spawn_as(&d.socket, "faults:1:100", 65534, 65534);
+    assert_eq!(
+        next.expect("FAULTS"),
+        "0 1",
+        "the group's earlier faults leaked"
+    );
+}

@@ -62,7 +62,11 @@ impl Daemon {
                 return Reply::error(Errno::ENODEV, format!("group {group} does not exist"));
             }
             match c.attach_group(GroupId(group)) {
-                Ok(()) => Reply::ok(0, Vec::new()),
+                Ok(()) => {
+                    let at = self.vfio.iommu().fault_log().total();
+                    lock(&p.faults).group_attached(group, at);
+                    Reply::ok(0, Vec::new())
+                }
                 Err(e) => vfio_reply(&e),
             }
         })
@@ -70,7 +74,10 @@ impl Daemon {
 
     pub(super) fn detach_group(&self, p: &Arc<Process>, handle: u32, group: u32) -> Reply {
         self.with_container(p, handle, |c| match c.detach_group(GroupId(group)) {
-            Ok(()) => Reply::ok(0, Vec::new()),
+            Ok(()) => {
+                lock(&p.faults).group_detached(group);
+                Reply::ok(0, Vec::new())
+            }
             Err(e) => vfio_reply(&e),
         })
     }

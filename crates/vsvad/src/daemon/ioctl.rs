@@ -138,12 +138,15 @@ impl Daemon {
                     });
                     journal.begun = true;
                 }
+                let at = self.vfio.iommu().fault_log().total();
+                lock(&p.faults).pasid_allocated(pasid, at);
                 Journaled::Recorded(self.store.append(Record::Alloc {
                     token: p.token,
                     pasid,
                 }))
             }
             IoctlOutcome::PasidsFreed { min, max, .. } if journal.begun => {
+                lock(&p.faults).pasids_freed(min, max);
                 Journaled::Recorded(self.store.append(Record::FreeRange {
                     token: p.token,
                     min,

@@ -39,6 +39,7 @@ mod admin;
 mod container;
 mod device;
 mod dispatch;
+mod fault_view;
 mod ioctl;
 mod memory;
 mod process;

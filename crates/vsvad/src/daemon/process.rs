@@ -13,6 +13,7 @@ use vsva_proto::{
 };
 use vsva_vfio::{Container, ProcessToken, VfioMm};
 
+use super::fault_view::FaultView;
 use super::{lock, random_bytes, Daemon, OpenConnection, SERVER};
 use crate::credentials;
 use crate::store::Record;
@@ -114,16 +115,20 @@ pub struct Process {
     pub(super) command: String,
     pub(super) state: Mutex<ProcessState>,
     pub(super) journal: Mutex<Journal>,
+    /// Which faults it may see. A leaf lock, like the journal's.
+    pub(super) faults: Mutex<FaultView>,
 }
 
 impl Process {
     /// A process holding `mm`, whose store records begin with a Begin record already (`begun`)
-    /// or not, with `quota`, held until `held_until` after a restart.
+    /// or not, with `quota`, seeing the faults `faults` allows, held until `held_until` after
+    /// a restart.
     pub(super) fn new(
         credentials: Credentials,
         resume: ResumeToken,
         mm: Option<VfioMm>,
         journal: Journal,
+        faults: FaultView,
         held_until: Option<Instant>,
     ) -> Process {
         let token = ProcessToken::new(credentials.pid, credentials.start_time);
@@ -134,6 +139,7 @@ impl Process {
             command: credentials::command_line(token.pid()),
             state: Mutex::new(ProcessState::new(mm, held_until)),
             journal: Mutex::new(journal),
+            faults: Mutex::new(faults),
         }
     }
 
@@ -404,7 +410,15 @@ impl Daemon {
                     quota: self.settings.pasid_quota,
                     closed: false,
                 };
-                let p = Arc::new(Process::new(s.credentials, resume, mm, journal, None));
+                let faults = FaultView::starting_at(self.vfio.iommu().fault_log().total());
+                let p = Arc::new(Process::new(
+                    s.credentials,
+                    resume,
+                    mm,
+                    journal,
+                    faults,
+                    None,
+                ));
                 processes.insert(token, p.clone());
                 p
             }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use vsva_iommu::SourceId;
 use vsva_proto::{
     DeviceInfo, FaultRecord, FaultsReply, Reply, SetEntry, SetState, SetsReply, StatusReply,
 };
@@ -135,35 +134,39 @@ impl Daemon {
         Reply::ok(sets.len() as i64, SetsReply { sets }.encode())
     }
 
-    /// The most recent faults (at most `max`, capped at 4096): all of them for an admin,
-    /// those on the caller's PASIDs or devices otherwise.
+    /// The most recent faults (at most `max`, capped at 4096): all of them for an admin;
+    /// otherwise those on the caller's PASIDs or its groups' devices logged since it began
+    /// owning them (see [`super::fault_view`]).
     pub(super) fn faults(&self, s: &Session, max: u32) -> Reply {
         let log = self.vfio.iommu().fault_log();
-        let mut records = log.records();
-        if !s.admin {
-            let (mine, devices): (Vec<u32>, Vec<SourceId>) = match &s.process {
+        let records = if s.admin {
+            log.records()
+        } else {
+            match &s.process {
                 Some(p) => {
                     let st = lock(&p.state);
-                    let mut devs = Vec::new();
+                    // Source id -> group, for the groups the process has attached now.
+                    let mut attached = Vec::new();
                     for c in st.containers.values() {
                         for g in c.container.groups() {
-                            devs.extend(
+                            attached.extend(
                                 self.settings
                                     .devices
                                     .iter()
                                     .filter(|d| d.group == Some(g.0))
-                                    .map(|d| d.source_id),
+                                    .map(|d| (d.source_id.0, g.0)),
                             );
                         }
                     }
-                    (st.pasids(), devs)
+                    let owned = st.pasids();
+                    drop(st);
+                    lock(&p.faults).visible(log, &owned, |sid| {
+                        attached.iter().find(|(s, _)| *s == sid).map(|(_, g)| *g)
+                    })
                 }
-                None => (Vec::new(), Vec::new()),
-            };
-            records.retain(|f| {
-                f.pasid.is_some_and(|p| mine.contains(&p)) || devices.contains(&f.source_id)
-            });
-        }
+                None => Vec::new(),
+            }
+        };
         let keep = (max.min(4096)) as usize;
         let skip = records.len().saturating_sub(keep);
         let faults: Vec<FaultRecord> = records[skip..].iter().map(fault_record).collect();

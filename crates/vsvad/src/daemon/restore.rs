@@ -8,6 +8,7 @@ use std::time::Instant;
 use vsva_proto::Credentials;
 use vsva_vfio::{GroupId, IommuType, ProcessToken, VfioError, VfioMm};
 
+use super::fault_view::FaultView;
 use super::process::{Journal, Process};
 use super::{lock, Daemon};
 use crate::credentials;
@@ -78,6 +79,11 @@ impl Daemon {
                 gid: 0,
                 start_time,
             };
+            let at = self.vfio.iommu().fault_log().total();
+            let mut faults = FaultView::starting_at(at);
+            for &pasid in &rec.pasids {
+                faults.pasid_allocated(pasid, at);
+            }
             let journal = Journal {
                 begun: true,
                 quota: rec.quota,
@@ -90,6 +96,7 @@ impl Daemon {
                     rec.resume,
                     Some(mm),
                     journal,
+                    faults,
                     Some(deadline),
                 )),
             );

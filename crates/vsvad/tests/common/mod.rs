@@ -293,6 +293,8 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 ///   allocation and `ERR <msg>` at the end; then on `RESUME` reconnect and print
 ///   `RESUMED <0|1> <pasids...>`; exit at stdin EOF.
 /// * `quota:GROUP` — allocate until an error, print `OWNED <n> <errno>`, then wait.
+/// * `faults:GROUP:SID` — count the faults visible, fault once on device SID (hex) through an
+///   unbound PASID, count again: print `FAULTS <before> <after>`.
 /// * `watch` — answer each stdin line with `STATUS <held> <allocated>`.
 /// * `unprivileged:PID` — try to change PID's quota and force-release it, list the sets, and
 ///   print `UNPRIVILEGED admin=<bool> quota=<errno|ok> release=<errno|ok> others=<n>`.
@@ -340,6 +342,18 @@ pub fn helper_main(script: &str) {
     }
     let group: u32 = parts[1].parse().unwrap();
     let c = client.nesting_container(group).expect("nesting container");
+    if parts[0] == "faults" {
+        // Counts the faults visible before and after faulting once on device SID itself.
+        let sid = u16::from_str_radix(parts[2], 16).unwrap();
+        let before = client.faults(4096).expect("faults").faults.len();
+        client.enable_pasid(sid).expect("enable PASID");
+        let p = client.pasid_alloc(c, 1, u32::MAX).unwrap();
+        assert!(client.dma_read(sid, Some(p), 0x1000, 4).is_err());
+        let after = client.faults(4096).expect("faults").faults.len();
+        writeln!(out, "FAULTS {before} {after}").unwrap();
+        out.flush().unwrap();
+        return;
+    }
     match parts[0] {
         "hold" => {
             let n: u32 = parts[2].parse().unwrap();
