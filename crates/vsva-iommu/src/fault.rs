@@ -92,9 +92,11 @@ impl Access {
     }
 }
 
-/// The interrupt address range, inclusive: an output address in it faults
-/// ([`FaultReason::InterruptRange`], 0x87) instead of reaching memory.
-pub(crate) const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
+/// The interrupt address range, inclusive (0xFEEx_xxxx): an output address in it faults
+/// ([`FaultReason::InterruptRange`], 0x87) instead of reaching memory, and the VFIO layer keeps
+/// it out of the IOVA ranges a domain can map (Linux's `IOAPIC_RANGE_START..=END` reserved
+/// region).
+pub const INTERRUPT_RANGE: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
 
 /// Whether the page `[base, base + size)` overlaps [`INTERRUPT_RANGE`].
 #[inline(always)]

@@ -58,7 +58,7 @@ pub mod table_store;
 pub mod teardown;
 
 pub use cache::PAGE_INVALIDATION_LIMIT;
-pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage};
+pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage, INTERRUPT_RANGE};
 pub use invalidate::{
     ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
 };

@@ -1,7 +1,7 @@
 //! `VFIO_IOMMU_MAP_DMA` / `UNMAP_DMA` in typed form: the container's stage-2 table.
 
 use vsva_iommu::regs::sl_width;
-use vsva_iommu::{Invalidation, PageRange, S2Perms};
+use vsva_iommu::{Invalidation, PageRange, S2Perms, INTERRUPT_RANGE};
 use vsva_uapi::vfio::IovaRange;
 
 use super::{Container, ContainerState, Mapping};
@@ -225,17 +225,13 @@ impl Container {
     }
 }
 
-/// The reserved region the VT-d driver reports for every device (`IOAPIC_RANGE_START` ..=
-/// `IOAPIC_RANGE_END` in Linux `intel/iommu.c`, an `IOMMU_RESV_MSI` region): interrupt
-/// messages, never DMA; type1 takes it out of the mappable IOVA ranges.
-const INTERRUPT_WINDOW: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
-
 /// The IOVA ranges a domain can map, ascending and inclusive: its aperture `[0, 2^gaw - 1]`
-/// (`gaw` = [`domain_width`]) less the interrupt window, as Linux 5.8 type1 builds its IOVA list
-/// from the domain geometry and the reserved regions.
+/// (`gaw` = [`domain_width`]) less the interrupt window ([`INTERRUPT_RANGE`], the reserved
+/// region the VT-d driver reports for every device: interrupt messages, never DMA), as Linux
+/// 5.8 type1 builds its IOVA list from the domain geometry and the reserved regions.
 pub(super) fn iova_ranges(gaw: u8) -> Vec<IovaRange> {
     let top = u64::MAX >> (64 - u32::from(gaw));
-    let (lo, hi) = INTERRUPT_WINDOW;
+    let (lo, hi) = INTERRUPT_RANGE;
     if top < lo {
         return vec![IovaRange { start: 0, end: top }];
     }
