@@ -16,7 +16,8 @@ struct Args {
     /// TOML configuration file (every key optional).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listening socket (default: $XDG_RUNTIME_DIR/vsva/vsvad.sock, or /run/vsva/vsvad.sock as root).
+    /// Listening socket (default: $VSVA_SOCKET, else the config file's `socket`, else
+    /// $XDG_RUNTIME_DIR/vsva/vsvad.sock, or /run/vsva/vsvad.sock as root).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// State directory (default: $XDG_STATE_HOME/vsva, or /var/lib/vsva as root).
@@ -99,8 +100,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .as_deref()
         .map(Durability::parse)
         .transpose()?;
+    // `--socket` wins, then `VSVA_SOCKET`, then the file's `socket`, then the default.
+    let env_socket = std::env::var_os("VSVA_SOCKET")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     config.apply(&Overrides {
-        socket: args.socket,
+        socket: args.socket.or(env_socket),
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
         durability,

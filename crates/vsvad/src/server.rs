@@ -127,15 +127,20 @@ struct Live {
 #[derive(Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
-    socket: PathBuf,
+    /// The listening socket, shut down to wake the accept loop (which works even when the
+    /// socket's file was removed, unlike connecting to it).
+    listener: Arc<UnixListener>,
 }
 
 impl Handle {
     /// Asks the server to drain and exit.
     pub fn stop(&self) {
         if !self.stop.swap(true, Ordering::SeqCst) {
-            // Wake the accept loop.
-            let _ = UnixStream::connect(&self.socket);
+            // A blocked accept returns (EINVAL) once its socket is shut down.
+            if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
+                tracing::error!(error = %e, "cannot wake the accept loop");
+                debug_assert!(false, "cannot wake the accept loop: {e}");
+            }
         }
     }
 }
@@ -152,7 +157,11 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     let daemon = Daemon::start(settings, metrics.clone())?;
     let handle = Handle {
         stop: Arc::new(AtomicBool::new(false)),
-        socket: socket_path.clone(),
+        listener: Arc::new(
+            listener
+                .try_clone()
+                .map_err(|e| socket_err(&socket_path, e))?,
+        ),
     };
     // Signals: SIGTERM and SIGINT drain and exit.
     let mut signals = signal_hook::iterator::Signals::new([
