@@ -41,7 +41,7 @@ struct Args {
     /// Log filter (tracing-subscriber syntax), default from RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration as TOML (a valid config file) and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -117,7 +117,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let settings = config.validate(euid, &|k| std::env::var_os(k))?;
     if args.check_config {
         // A closed stdout (e.g. `| head`) is not an error worth more than the exit code.
-        let _ = writeln!(std::io::stdout(), "{settings:#?}");
+        let _ = write!(
+            std::io::stdout(),
+            "{}",
+            vsvad::config_toml::effective_toml(&config, &settings)
+        );
         return Ok(());
     }
     vsvad::server::run(settings, |_| {})?;
