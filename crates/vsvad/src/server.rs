@@ -196,20 +196,20 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
             }
         })
         .map_err(|e| socket_err(&socket_path, e))?;
-    let metrics_thread = match metrics_addr {
+    let metrics_server = match metrics_addr {
         None => None,
         Some(addr) => {
             let d = daemon.clone();
             let render: Arc<dyn Fn() -> String + Send + Sync> =
                 Arc::new(move || d.metrics().render(&d.gauges()));
-            let (bound, t) = metrics::serve(addr, render, handle.stop.clone()).map_err(|e| {
+            let m = metrics::serve(addr, render, handle.stop.clone()).map_err(|e| {
                 ServerError::Metrics {
                     addr: addr.to_string(),
                     reason: e.to_string(),
                 }
             })?;
-            tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
-            Some(t)
+            tracing::info!(addr = %m.addr, "metrics at http://{}/metrics", m.addr);
+            Some(m)
         }
     };
     tracing::info!(
@@ -286,9 +286,10 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     drop(n);
     drop(socket_file);
     signal_handle.close();
-    let threads = [Some(signal_thread), Some(maintenance), metrics_thread];
-    for t in threads.into_iter().flatten() {
-        if t.join().is_err() {
+    let metrics_stopped = metrics_server.map_or(Ok(()), metrics::MetricsServer::stop);
+    let threads = [signal_thread.join(), maintenance.join(), metrics_stopped];
+    for t in threads {
+        if t.is_err() {
             tracing::error!("a daemon thread panicked");
             debug_assert!(false, "a daemon thread panicked");
         }

@@ -322,3 +322,30 @@ fn vsva_socket_wins_quiet_status_and_a_metrics_clash_leaves_no_socket() {
         "a status call was logged at INFO:\n{log}"
     );
 }
+
+/// Issue 12, smaller things: a slow client on the metrics endpoint delays no scrape — the
+/// scrape is answered while the slow connection is still open.
+#[test]
+fn a_slow_metrics_client_does_not_hold_up_a_scrape() {
+    let dir = TestDir::new("scrape");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
+    // Served once a hello is answered: the metrics endpoint is up before the accept loop.
+    d.client("ready").ping(b"x").unwrap();
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /metr").unwrap();
+    let page = scrape(&addr);
+    assert!(page.contains("vsvad_pasid_capacity"));
+    slow.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let e = slow
+        .read(&mut buf)
+        .expect_err("the slow connection was closed before the scrape");
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    assert!(d.terminate().success());
+}
