@@ -552,12 +552,13 @@ mod tests {
     #[test]
     fn http_endpoint_serves_the_page() {
         let stop = Arc::new(AtomicBool::new(false));
-        let (addr, handle) = serve(
+        let server = serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(|| "vsvad_up 1\n".to_string()),
             stop.clone(),
         )
         .unwrap();
+        let addr = server.addr;
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
             write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -570,6 +571,6 @@ mod tests {
         assert!(page.ends_with("\r\n\r\nvsvad_up 1\n"), "{page}");
         assert!(get("/nope").starts_with("HTTP/1.1 404"));
         stop.store(true, Ordering::Relaxed);
-        handle.join().unwrap();
+        server.stop().unwrap();
     }
 }
