@@ -56,15 +56,20 @@ fn scrape(addr: &str) -> String {
     page
 }
 
-#[test]
-fn metrics_report_pasids_requests_errors_and_latency() {
-    let dir = TestDir::new("metrics");
+/// A loopback address with a port nothing listens on now.
+fn free_loopback_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let addr = format!("127.0.0.1:{port}");
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn metrics_report_pasids_requests_errors_and_latency() {
+    let dir = TestDir::new("metrics");
+    let addr = free_loopback_addr();
     let d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
     let mut c = d.client("metrics");
     let h = c.nesting_container(1).unwrap();
@@ -328,12 +333,7 @@ fn vsva_socket_wins_quiet_status_and_a_metrics_clash_leaves_no_socket() {
 #[test]
 fn a_slow_metrics_client_does_not_hold_up_a_scrape() {
     let dir = TestDir::new("scrape");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_loopback_addr();
     let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
     // Served once a hello is answered: the metrics endpoint is up before the accept loop.
     d.client("ready").ping(b"x").unwrap();
