@@ -25,11 +25,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema (unknown key, wrong type).
-    #[error("config file {path}: {message}")]
+    #[error("config file {path}:\n{message}")]
     Parse {
         /// The configuration file.
         path: PathBuf,
-        /// The parser's message, which names the key and line.
+        /// The parser's message, which names the key and line and shows the line with a
+        /// marker under the error (on lines of its own).
         message: String,
     },
     /// A key has a value outside what is allowed.
@@ -347,7 +348,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: e.to_string().trim_end().to_string(),
         })
     }
 
@@ -412,6 +413,13 @@ impl Config {
             Some(p) => p.clone(),
             None => vsva_proto::paths::default_state_dir(euid, env),
         };
+        if self.pasid_quota == 0 {
+            return Err(invalid(
+                "pasid_quota",
+                0,
+                "must be at least 1 (a quota of 0 refuses every PASID to every process)",
+            ));
+        }
         if self.grace_period_secs > 86_400 {
             return Err(invalid(
                 "grace_period_secs",
@@ -566,6 +574,13 @@ impl Config {
 
     fn machine(&self) -> Result<(Vec<DeviceSpec>, Vec<MdevSpec>), ConfigError> {
         let devices = match &self.devices {
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    "devices",
+                    "[]",
+                    "must list at least one device (leave the key out for the default machine)",
+                ))
+            }
             None => (3u8..=6)
                 .map(|dev| DeviceSpec {
                     source_id: SourceId::new(0, dev, 0),
@@ -770,5 +785,21 @@ mod tests {
         assert_eq!(parse_bdf("00:03.8"), None);
         assert_eq!(parse_bdf("003.0"), None);
         assert_eq!(parse_bdf("100:03.0"), None);
+    }
+
+    #[test]
+    fn zero_quota_and_no_devices_are_refused_and_toml_errors_keep_their_lines() {
+        for (text, key) in [
+            ("pasid_quota = 0\n", "config key pasid_quota = 0:"),
+            ("devices = []\n", "config key devices = []:"),
+        ] {
+            let e = settings(text).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+        let e = settings("[limits]\nmax_frame = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.lines().count() > 2, "{e}");
+        assert!(e.lines().any(|l| l.contains("max_frame = \"big\"")), "{e}");
     }
 }

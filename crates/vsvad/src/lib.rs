@@ -6,7 +6,8 @@
 //! the host-wide PASID space; client processes talk to it over a Unix socket with the
 //! [`vsva_proto`] protocol.
 //!
-//! Modules: [`config`] (TOML configuration and validation), `credentials` (peer credentials
+//! Modules: [`config`] (TOML configuration and validation), [`config_toml`] (the effective
+//! configuration as TOML, for `--check-config`), `credentials` (peer credentials
 //! and process start times), `store` (write-ahead log with group commit), `machine` (the
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
 //! request family per file), `conn` (one connection's reading and writing), `metrics`
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod config_toml;
 mod conn;
 mod credentials;
 mod daemon;

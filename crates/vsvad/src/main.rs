@@ -16,7 +16,8 @@ struct Args {
     /// TOML configuration file (every key optional).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listening socket (default: $XDG_RUNTIME_DIR/vsva/vsvad.sock, or /run/vsva/vsvad.sock as root).
+    /// Listening socket (default: $VSVA_SOCKET, else the config file's `socket`, else
+    /// $XDG_RUNTIME_DIR/vsva/vsvad.sock, or /run/vsva/vsvad.sock as root).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// State directory (default: $XDG_STATE_HOME/vsva, or /var/lib/vsva as root).
@@ -40,7 +41,7 @@ struct Args {
     /// Log filter (tracing-subscriber syntax), default from RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration as TOML (a valid config file) and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -99,8 +100,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .as_deref()
         .map(Durability::parse)
         .transpose()?;
+    // `--socket` wins, then `VSVA_SOCKET`, then the file's `socket`, then the default.
+    let env_socket = std::env::var_os("VSVA_SOCKET")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     config.apply(&Overrides {
-        socket: args.socket,
+        socket: args.socket.or(env_socket),
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
         durability,
@@ -112,7 +117,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let settings = config.validate(euid, &|k| std::env::var_os(k))?;
     if args.check_config {
         // A closed stdout (e.g. `| head`) is not an error worth more than the exit code.
-        let _ = writeln!(std::io::stdout(), "{settings:#?}");
+        let _ = write!(
+            std::io::stdout(),
+            "{}",
+            vsvad::config_toml::effective_toml(&config, &settings)
+        );
         return Ok(());
     }
     vsvad::server::run(settings, |_| {})?;

@@ -372,40 +372,87 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until `stop` is set; one request per connection.
+/// Scrapes answered at once; a connection past this is closed at once.
+const MAX_SCRAPES: usize = 8;
+
+/// The metrics endpoint, running: its address, and what stops it.
+pub struct MetricsServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    thread: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Stops accepting (a blocked `accept` returns once the socket is shut down) and waits
+    /// for the accept thread; scrapes in progress finish on their own threads.
+    ///
+    /// # Errors
+    ///
+    /// The accept thread panicked.
+    pub fn stop(self) -> std::thread::Result<()> {
+        if let Err(e) = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Read) {
+            tracing::warn!(error = %e, "cannot shut the metrics socket down");
+        }
+        self.thread.join()
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `stop` is set and [`MetricsServer::stop`] is called;
+/// one request per connection, each connection on its own thread (at most [`MAX_SCRAPES`]
+/// at once), so a slow client delays no other scrape.
 pub fn serve(
     addr: SocketAddr,
     render: Arc<dyn Fn() -> String + Send + Sync>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    let handle = std::thread::Builder::new()
+    let accepting = listener.try_clone()?;
+    let busy = Arc::new(AtomicU64::new(0));
+    let thread = std::thread::Builder::new()
         .name("vsvad-metrics".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Err(e) = answer(stream, &*render) {
-                            tracing::debug!(error = %e, "metrics request failed");
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
+            for stream in accepting.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let stream = match stream {
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "metrics accept failed");
                         std::thread::sleep(Duration::from_millis(200));
+                        continue;
                     }
+                };
+                if busy.fetch_add(1, Ordering::SeqCst) >= MAX_SCRAPES as u64 {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let (render, done) = (render.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("vsvad-scrape".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        if let Err(e) = answer(stream, &*render) {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot start a metrics thread");
+                    busy.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })?;
-    Ok((local, handle))
+    Ok(MetricsServer {
+        addr: local,
+        listener,
+        thread,
+    })
 }
 
 fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut req = Vec::with_capacity(512);
@@ -505,12 +552,13 @@ mod tests {
     #[test]
     fn http_endpoint_serves_the_page() {
         let stop = Arc::new(AtomicBool::new(false));
-        let (addr, handle) = serve(
+        let server = serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(|| "vsvad_up 1\n".to_string()),
             stop.clone(),
         )
         .unwrap();
+        let addr = server.addr;
         let get = |path: &str| {
             let mut s = TcpStream::connect(addr).unwrap();
             write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -523,6 +571,6 @@ mod tests {
         assert!(page.ends_with("\r\n\r\nvsvad_up 1\n"), "{page}");
         assert!(get("/nope").starts_with("HTTP/1.1 404"));
         stop.store(true, Ordering::Relaxed);
-        handle.join().unwrap();
+        server.stop().unwrap();
     }
 }

@@ -127,15 +127,20 @@ struct Live {
 #[derive(Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
-    socket: PathBuf,
+    /// The listening socket, shut down to wake the accept loop (which works even when the
+    /// socket's file was removed, unlike connecting to it).
+    listener: Arc<UnixListener>,
 }
 
 impl Handle {
     /// Asks the server to drain and exit.
     pub fn stop(&self) {
         if !self.stop.swap(true, Ordering::SeqCst) {
-            // Wake the accept loop.
-            let _ = UnixStream::connect(&self.socket);
+            // A blocked accept returns (EINVAL) once its socket is shut down.
+            if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
+                tracing::error!(error = %e, "cannot wake the accept loop");
+                debug_assert!(false, "cannot wake the accept loop: {e}");
+            }
         }
     }
 }
@@ -152,7 +157,11 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     let daemon = Daemon::start(settings, metrics.clone())?;
     let handle = Handle {
         stop: Arc::new(AtomicBool::new(false)),
-        socket: socket_path.clone(),
+        listener: Arc::new(
+            listener
+                .try_clone()
+                .map_err(|e| socket_err(&socket_path, e))?,
+        ),
     };
     // Signals: SIGTERM and SIGINT drain and exit.
     let mut signals = signal_hook::iterator::Signals::new([
@@ -187,20 +196,20 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
             }
         })
         .map_err(|e| socket_err(&socket_path, e))?;
-    let metrics_thread = match metrics_addr {
+    let metrics_server = match metrics_addr {
         None => None,
         Some(addr) => {
             let d = daemon.clone();
             let render: Arc<dyn Fn() -> String + Send + Sync> =
                 Arc::new(move || d.metrics().render(&d.gauges()));
-            let (bound, t) = metrics::serve(addr, render, handle.stop.clone()).map_err(|e| {
+            let m = metrics::serve(addr, render, handle.stop.clone()).map_err(|e| {
                 ServerError::Metrics {
                     addr: addr.to_string(),
                     reason: e.to_string(),
                 }
             })?;
-            tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
-            Some(t)
+            tracing::info!(addr = %m.addr, "metrics at http://{}/metrics", m.addr);
+            Some(m)
         }
     };
     tracing::info!(
@@ -277,9 +286,10 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     drop(n);
     drop(socket_file);
     signal_handle.close();
-    let threads = [Some(signal_thread), Some(maintenance), metrics_thread];
-    for t in threads.into_iter().flatten() {
-        if t.join().is_err() {
+    let metrics_stopped = metrics_server.map_or(Ok(()), metrics::MetricsServer::stop);
+    let threads = [signal_thread.join(), maintenance.join(), metrics_stopped];
+    for t in threads {
+        if t.is_err() {
             tracing::error!("a daemon thread panicked");
             debug_assert!(false, "a daemon thread panicked");
         }

@@ -258,18 +258,15 @@ fn held_pasids_are_freed_when_the_grace_period_ends() {
     assert!(c.hello().restored.is_empty());
 }
 
-/// The admin path: a process that is neither root nor in the admin group may not change
-/// another process's quota, force-release it, or see its sets; root may.
-#[test]
-fn admin_requests_need_root_or_the_admin_group() {
+/// A daemon with two devices that helpers running as `nobody` can reach; `None` (the test
+/// is skipped) unless this runs as root, which changing a helper's uid needs.
+fn daemon_for_nobody(tag: &str) -> Option<(TestDir, Daemon)> {
     if rustix::process::getuid().as_raw() != 0 {
-        // Dropping to another uid needs root; the rest of the admin path is covered by the
-        // root client below in every other test.
         eprintln!("skipped: needs root to run a client as another user");
-        return;
+        return None;
     }
-    let dir = TestDir::new("admin");
-    // The helper runs as `nobody`: let it through the directories to the socket.
+    let dir = TestDir::new(tag);
+    // Let the helper through the directories to the socket.
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -280,6 +277,18 @@ fn admin_requests_need_root_or_the_admin_group() {
         &MachineConfig::new(2).settings("").to_toml(),
         &[],
     );
+    Some((dir, d))
+}
+
+/// The admin path: a process that is neither root nor in the admin group may not change
+/// another process's quota, force-release it, or see its sets; root may.
+#[test]
+fn admin_requests_need_root_or_the_admin_group() {
+    // Dropping to another uid needs root; the rest of the admin path is covered by the root
+    // client in every other test.
+    let Some((_dir, d)) = daemon_for_nobody("admin") else {
+        return;
+    };
     let mut root = d.client("root");
     assert!(root.is_admin());
     let c = root.nesting_container(1).unwrap();
@@ -310,21 +319,9 @@ fn admin_requests_need_root_or_the_admin_group() {
 /// process's faults, only its own.
 #[test]
 fn a_new_owner_of_a_group_sees_only_its_own_faults() {
-    if rustix::process::getuid().as_raw() != 0 {
-        eprintln!("skipped: needs root to run a client as another user");
+    let Some((_dir, d)) = daemon_for_nobody("faults") else {
         return;
-    }
-    let dir = TestDir::new("faults");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let d = Daemon::start(
-        dir.path(),
-        &MachineConfig::new(2).settings("").to_toml(),
-        &[],
-    );
+    };
     let mut root = d.client("root");
     let c = root.nesting_container(1).unwrap();
     root.enable_pasid(0x100).unwrap();

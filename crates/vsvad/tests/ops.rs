@@ -56,15 +56,20 @@ fn scrape(addr: &str) -> String {
     page
 }
 
-#[test]
-fn metrics_report_pasids_requests_errors_and_latency() {
-    let dir = TestDir::new("metrics");
+/// A loopback address with a port nothing listens on now.
+fn free_loopback_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let addr = format!("127.0.0.1:{port}");
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn metrics_report_pasids_requests_errors_and_latency() {
+    let dir = TestDir::new("metrics");
+    let addr = free_loopback_addr();
     let d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
     let mut c = d.client("metrics");
     let h = c.nesting_container(1).unwrap();
@@ -268,4 +273,79 @@ fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
         status.is_some()
     });
     assert!(status.unwrap().success(), "{status:?}");
+}
+
+/// Issue 12, smaller things: `VSVA_SOCKET` overrides the config file's `socket`, a short-lived
+/// client that owns nothing leaves no INFO line, and a daemon that cannot bind its metrics
+/// port leaves no socket behind.
+#[test]
+fn vsva_socket_wins_quiet_status_and_a_metrics_clash_leaves_no_socket() {
+    let dir = TestDir::new("env");
+    let from_file = dir.path().join("file.sock");
+    let from_env = dir.path().join("env.sock");
+    let config = dir.path().join("vsvad.toml");
+    std::fs::write(&config, format!("socket = \"{}\"\n", from_file.display())).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let vsvad = |metrics: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"));
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(dir.path().join(if metrics.is_some() { "s2" } else { "s1" }))
+            .env("VSVA_SOCKET", &from_env)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(addr) = metrics {
+            cmd.arg("--metrics-addr").arg(addr);
+        }
+        cmd.spawn().unwrap()
+    };
+    let d = vsvad(None);
+    common::wait_until("the socket", || UnixStream::connect(&from_env).is_ok());
+    assert!(!from_file.exists());
+    let mut c =
+        vsva_client::Client::connect(vsva_client::Options::new(&from_env, "quiet")).unwrap();
+    c.status().unwrap();
+    drop(c);
+    // A second daemon on another socket whose metrics port is taken.
+    std::fs::remove_file(&from_env).ok();
+    let clash = vsvad(Some(&format!("127.0.0.1:{port}")));
+    let out = clash.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(!from_env.exists(), "the failed daemon left its socket");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&d),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let out = d.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("process context released"),
+        "a status call was logged at INFO:\n{log}"
+    );
+}
+
+/// Issue 12, smaller things: a slow client on the metrics endpoint delays no scrape — the
+/// scrape is answered while the slow connection is still open.
+#[test]
+fn a_slow_metrics_client_does_not_hold_up_a_scrape() {
+    let dir = TestDir::new("scrape");
+    let addr = free_loopback_addr();
+    let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
+    // Served once a hello is answered: the metrics endpoint is up before the accept loop.
+    d.client("ready").ping(b"x").unwrap();
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /metr").unwrap();
+    let page = scrape(&addr);
+    assert!(page.contains("vsvad_pasid_capacity"));
+    slow.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let e = slow
+        .read(&mut buf)
+        .expect_err("the slow connection was closed before the scrape");
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    assert!(d.terminate().success());
 }

@@ -275,20 +275,26 @@ impl Daemon {
         st.held_until = None;
         let mut journal = lock(&p.journal);
         journal.closed = true;
-        if journal.begun {
+        let recorded = journal.begun;
+        if recorded {
             // Not waited for: nothing is acknowledged by it, and a release the store misses is
             // redone at the next start (the process is gone then, or is held and expires).
             let _ticket = self.store.append(Record::End { token: p.token });
             journal.begun = false;
         }
         drop(journal);
-        tracing::info!(
-            pid = p.token.pid(),
-            start_time = p.token.start_time(),
-            owned,
-            why,
-            "process context released"
-        );
+        if owned > 0 || recorded {
+            tracing::info!(
+                pid = p.token.pid(),
+                start_time = p.token.start_time(),
+                owned,
+                why,
+                "process context released"
+            );
+        } else {
+            // A process that never owned a PASID (e.g. one `vsva status`): not worth a line.
+            tracing::debug!(pid = p.token.pid(), why, "process context released");
+        }
         owned
     }
 

@@ -1,0 +1,142 @@
+//! The effective configuration written back as TOML, with the configuration file's key names:
+//! what `vsvad --check-config` prints, so its output can be saved and used as a config file.
+
+use std::fmt::Write;
+
+use crate::config::{Config, Settings};
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                // Writing to a `String` never fails.
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `config` (after flags) with every default resolved as `settings` has it, as TOML that
+/// `vsvad --config` accepts and resolves to the same settings.
+pub fn effective_toml(config: &Config, settings: &Settings) -> String {
+    let mut o = String::new();
+    let mut line = |s: String| {
+        o.push_str(&s);
+        o.push('\n');
+    };
+    line(format!(
+        "socket = {}",
+        quote(&settings.socket.to_string_lossy())
+    ));
+    line(format!(
+        "state_dir = {}",
+        quote(&settings.state_dir.to_string_lossy())
+    ));
+    line(format!("pasid_quota = {}", settings.pasid_quota));
+    line(format!(
+        "grace_period_secs = {}",
+        settings.grace_period.as_secs()
+    ));
+    line(format!(
+        "durability = {}",
+        quote(settings.durability.name())
+    ));
+    if let Some(g) = &config.admin_group {
+        line(format!("admin_group = {}", quote(g)));
+    }
+    if let Some(a) = settings.metrics_addr {
+        line(format!("metrics_addr = {}", quote(&a.to_string())));
+    }
+    let i = &config.iommu;
+    line(String::new());
+    line("[iommu]".into());
+    line(format!("pasid_bits = {}", i.pasid_bits));
+    line(format!("nesting = {}", i.nesting));
+    line(format!("five_level = {}", i.five_level));
+    line(format!("mgaw = {}", i.mgaw));
+    line(format!("iotlb_entries = {}", i.iotlb_entries));
+    line(format!("fault_log_capacity = {}", i.fault_log_capacity));
+    line(format!("device_tlb = {}", i.device_tlb));
+    line(format!("table_pool_mib = {}", i.table_pool_mib));
+    let l = &settings.limits;
+    line(String::new());
+    line("[limits]".into());
+    for (key, value) in [
+        ("max_connections", u64::from(l.max_connections)),
+        (
+            "max_connections_per_uid",
+            u64::from(l.max_connections_per_uid),
+        ),
+        ("max_frame", u64::from(l.max_frame)),
+        ("max_in_flight", u64::from(l.max_in_flight)),
+        ("max_queued_bytes", u64::from(l.max_queued_bytes)),
+        ("handshake_timeout_ms", l.handshake_timeout_ms),
+        ("frame_timeout_ms", l.frame_timeout_ms),
+        ("idle_timeout_secs", l.idle_timeout_secs),
+        ("write_timeout_ms", l.write_timeout_ms),
+        (
+            "max_regions_per_process",
+            u64::from(l.max_regions_per_process),
+        ),
+        ("max_memory_mib_per_process", l.max_memory_mib_per_process),
+        (
+            "max_containers_per_connection",
+            u64::from(l.max_containers_per_connection),
+        ),
+    ] {
+        line(format!("{key} = {value}"));
+    }
+    for d in &settings.devices {
+        line(String::new());
+        line("[[devices]]".into());
+        line(format!("bdf = {}", quote(&d.source_id.to_string())));
+        if let Some(g) = d.group {
+            line(format!("group = {g}"));
+        }
+        line(format!("pasid_width = {}", d.pasid_width));
+        line(format!("ats = {}", d.ats));
+    }
+    for m in &settings.mdevs {
+        line(String::new());
+        line("[[mdevs]]".into());
+        line(format!("parent = {}", quote(&m.parent.to_string())));
+        line(format!("group = {}", m.group));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn the_printed_configuration_reads_back_to_the_same_settings() {
+        let text = "admin_group = \"0\"\nmetrics_addr = \"127.0.0.1:9477\"\n\
+                    [limits]\nmax_frame = 8192\n\
+                    [[devices]]\nbdf = \"00:03.0\"\ngroup = 1\n\
+                    [[devices]]\nbdf = \"00:10.0\"\n\
+                    [[mdevs]]\nparent = \"00:10.0\"\ngroup = 10\n";
+        let env = |_: &str| None;
+        let config = Config::from_toml(text, Path::new("t")).unwrap();
+        let settings = config.validate(1000, &env).unwrap();
+        let printed = effective_toml(&config, &settings);
+        let again = Config::from_toml(&printed, Path::new("printed")).unwrap();
+        let resettled = again.validate(1000, &env).unwrap();
+        assert_eq!(
+            format!("{resettled:?}"),
+            format!("{settings:?}"),
+            "{printed}"
+        );
+        assert_eq!(effective_toml(&again, &resettled), printed);
+    }
+}
