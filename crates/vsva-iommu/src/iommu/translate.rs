@@ -403,7 +403,8 @@ impl Iommu {
         c: FlControls,
         level: u8,
     ) -> Result<(), WalkFault> {
-        if access.execute && !c.ers {
+        // The first-level check orders SRE (0x5d) before ERE (0x5c), as the walk does.
+        if !pgtt.uses_first_level() && access.execute && !c.ers {
             return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
         }
         if pgtt.uses_first_level() {
