@@ -142,6 +142,10 @@ pub struct Gauges {
     pub faults: u64,
     /// Faults dropped from the full log.
     pub faults_dropped: u64,
+    /// NESTING_OP unbinds and invalidations that answered 0 but changed nothing (the series
+    /// answers 0 once the header and container checks pass): (op, reason, count), every
+    /// pair, zeros included.
+    pub nesting_refusals: Vec<(&'static str, &'static str, u64)>,
 }
 
 impl Metrics {
@@ -277,6 +281,16 @@ impl Metrics {
             "IOTLB hits over lookups since start.",
             rate,
         );
+        let _ = writeln!(
+            o,
+            "# HELP vsvad_nesting_refusals_total NESTING_OP unbinds and invalidations that answered 0 but changed nothing, by reason.\n# TYPE vsvad_nesting_refusals_total counter"
+        );
+        for (op, reason, count) in &g.nesting_refusals {
+            let _ = writeln!(
+                o,
+                "vsvad_nesting_refusals_total{{op=\"{op}\",reason=\"{reason}\"}} {count}"
+            );
+        }
         counter(
             &mut o,
             "vsvad_faults_total",
@@ -539,8 +553,15 @@ mod tests {
             iotlb_hits: 3,
             iotlb_misses: 1,
             processes: vec![(42, 1000, 3, 1000)],
+            nesting_refusals: vec![("unbind", "not_owned", 2), ("invalidate", "invalid", 0)],
             ..Gauges::default()
         });
+        assert!(
+            page.contains("vsvad_nesting_refusals_total{op=\"unbind\",reason=\"not_owned\"} 2\n")
+        );
+        assert!(
+            page.contains("vsvad_nesting_refusals_total{op=\"invalidate\",reason=\"invalid\"} 0\n")
+        );
         assert!(page.contains("vsvad_requests_total{kind=\"ioctl\"} 2\n"));
         assert!(page.contains("vsvad_request_errors_total{kind=\"ioctl\",errno=\"ENOSPC\"} 1\n"));
         assert!(page.contains("vsvad_pasid_capacity 1048575\n"));

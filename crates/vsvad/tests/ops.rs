@@ -12,7 +12,7 @@ use common::{Daemon, Helper, TestDir};
 use vsva_client::{Errno, MachineConfig};
 use vsva_proto::{encode_request, FrameHeader, Reply, Request};
 use vsva_uapi::vfio::VFIO_IOMMU_PASID_REQUEST;
-use vsva_uapi::PasidRequestOp;
+use vsva_uapi::{AddrWidth, BindRequest, PasidRequestOp};
 
 /// Entry point of the helper client processes the tests spawn.
 #[test]
@@ -80,7 +80,17 @@ fn metrics_report_pasids_requests_errors_and_latency() {
         c.pasid_alloc(h, 9, 8).unwrap_err().errno(),
         Some(Errno::EINVAL)
     );
+    // An unbind of a PASID the process does not own answers 0, as the series does; the
+    // refusal shows in the metrics instead.
+    c.unbind(h, &BindRequest::new(777, 0x1000, AddrWidth::Bits48))
+        .unwrap();
     let page = scrape(&addr);
+    let refused_unbinds: u64 = page
+        .lines()
+        .filter(|l| l.starts_with("vsvad_nesting_refusals_total{op=\"unbind\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(refused_unbinds, 1, "{page}");
     let pid = std::process::id();
     for line in [
         "vsvad_pasid_capacity 1048575\n".to_string(),
@@ -94,14 +104,15 @@ fn metrics_report_pasids_requests_errors_and_latency() {
     ] {
         assert!(page.contains(&line), "missing {line:?} in\n{page}");
     }
-    // PASID_REQUEST is an ioctl: 2 ioctls to make the container, 4 PASID requests.
+    // PASID_REQUEST and NESTING_OP are ioctls: SET_IOMMU to make the container, 4 PASID
+    // requests, 1 unbind.
     let ioctls: u64 = page
         .lines()
         .find_map(|l| l.strip_prefix("vsvad_requests_total{kind=\"ioctl\"} "))
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(ioctls, 5);
+    assert_eq!(ioctls, 6);
 }
 
 #[test]

@@ -205,6 +205,12 @@ impl Daemon {
             translations: io.translations,
             faults: log.total(),
             faults_dropped: log.dropped(),
+            nesting_refusals: self
+                .vfio
+                .refusals()
+                .iter()
+                .map(|(op, reason, count)| (op.label(), reason.label(), count))
+                .collect(),
         }
     }
 }
