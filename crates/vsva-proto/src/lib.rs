@@ -42,9 +42,9 @@ pub use frame::{
 };
 pub use msg::{
     negotiate_version, Credentials, DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply,
-    Hello, HelloReply, Kind, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply,
-    StatusReply, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE, HELLO_ADMIN,
-    HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
+    Hello, HelloReply, Kind, NestingRefusal, Reply, Request, ResumeToken, SetEntry, SetState,
+    SetsReply, StatusReply, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE,
+    HELLO_ADMIN, HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 pub use vsva_uapi::Errno;

@@ -228,6 +228,7 @@ proptest! {
             iotlb_misses: nums[2],
             faults: nums[3],
             devices: vec![DeviceInfo { source_id: 0x18, group: 1, pasid_width: 20, name: name.clone() }],
+            nesting_refusals: vec![NestingRefusal { op: "unbind".into(), reason: name.clone(), count: nums[3] }],
         };
         prop_assert_eq!(StatusReply::decode(&status.encode()).unwrap(), status);
         let sets = SetsReply {

@@ -74,6 +74,9 @@ pub(crate) fn status(c: &Common) -> Result<(), CliError> {
             "devices": s.devices.iter().map(|d| json!({
                 "name": d.name, "source_id": bdf(d.source_id), "group": d.group, "pasid_width": d.pasid_width,
             })).collect::<Vec<_>>(),
+            "nesting_refusals": s.nesting_refusals.iter().map(|n| json!({
+                "op": n.op, "reason": n.reason, "count": n.count,
+            })).collect::<Vec<_>>(),
         }));
     }
     outln!(
@@ -108,6 +111,20 @@ pub(crate) fn status(c: &Common) -> Result<(), CliError> {
         s.iotlb_misses,
         100.0 * hit_rate,
         s.faults
+    );
+    let refused: Vec<String> = s
+        .nesting_refusals
+        .iter()
+        .filter(|n| n.count > 0)
+        .map(|n| format!("{} {} {}", n.count, n.op, n.reason))
+        .collect();
+    outln!(
+        "NESTING_OP refused (answered 0, changed nothing; see the daemon's log): {}",
+        if refused.is_empty() {
+            "none".to_string()
+        } else {
+            refused.join(", ")
+        }
     );
     outln!("devices:");
     outln!("  {:<14} {:>6} {:>11}", "DEVICE", "GROUP", "PASID BITS");

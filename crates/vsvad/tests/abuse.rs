@@ -22,8 +22,8 @@ fn hello_frame() -> Vec<u8> {
     encode_request(
         1,
         &Request::Hello(Hello {
-            min_version: 1,
-            max_version: 1,
+            min_version: vsva_proto::PROTOCOL_VERSION,
+            max_version: vsva_proto::PROTOCOL_VERSION,
             resume: ResumeToken::default(),
             client: "raw".into(),
         }),

@@ -37,8 +37,8 @@ fn raw_connection(d: &Daemon) -> UnixStream {
     let mut s = UnixStream::connect(&d.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let hello = Request::Hello(vsva_proto::Hello {
-        min_version: 1,
-        max_version: 1,
+        min_version: vsva_proto::PROTOCOL_VERSION,
+        max_version: vsva_proto::PROTOCOL_VERSION,
         resume: vsva_proto::ResumeToken::default(),
         client: "raw".into(),
     });
@@ -91,6 +91,16 @@ fn metrics_report_pasids_requests_errors_and_latency() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(refused_unbinds, 1, "{page}");
+    // ...and in STATUS, for clients and `vsva status`.
+    let refused: u64 = c
+        .status()
+        .unwrap()
+        .nesting_refusals
+        .iter()
+        .filter(|n| n.op == "unbind")
+        .map(|n| n.count)
+        .sum();
+    assert_eq!(refused, 1);
     let pid = std::process::id();
     for line in [
         "vsvad_pasid_capacity 1048575\n".to_string(),
@@ -128,8 +138,8 @@ fn sigterm_answers_requests_already_sent_then_exits_cleanly() {
     let bytes = encode_request(
         1,
         &Request::Hello(vsva_proto::Hello {
-            min_version: 1,
-            max_version: 1,
+            min_version: vsva_proto::PROTOCOL_VERSION,
+            max_version: vsva_proto::PROTOCOL_VERSION,
             resume: vsva_proto::ResumeToken::default(),
             client: "drain".into(),
         }),

@@ -18,6 +18,21 @@ pub struct DeviceInfo {
     pub name: String,
 }
 
+/// NESTING_OP requests of one kind refused for one reason since the daemon started. The
+/// series answers UNBIND and CACHE_INVLD with 0 once the header and container checks pass,
+/// whatever the per-device outcome, so a refusal (a PASID the caller does not own, a
+/// malformed payload, ...) shows only here, in the metrics and in the daemon's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NestingRefusal {
+    /// The request: `unbind` or `invalidate`.
+    pub op: String,
+    /// Why it changed nothing: `malformed`, `invalid`, `pasid_out_of_range`, `not_owned`,
+    /// `not_allocated` or `iommu`.
+    pub reason: String,
+    /// How many times.
+    pub count: u64,
+}
+
 /// The payload of a successful status reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReply {
@@ -53,6 +68,9 @@ pub struct StatusReply {
     pub faults: u64,
     /// The machine's devices.
     pub devices: Vec<DeviceInfo>,
+    /// Refused NESTING_OP unbinds and invalidations, one entry per (op, reason) the daemon
+    /// knows, zero counts included (protocol version 2).
+    pub nesting_refusals: Vec<NestingRefusal>,
 }
 
 impl StatusReply {
@@ -91,6 +109,10 @@ impl Encode for StatusReply {
                 .u8(d.pasid_width)
                 .string(&d.name);
         }
+        w.count(self.nesting_refusals.len());
+        for n in &self.nesting_refusals {
+            w.string(&n.op).string(&n.reason).u64(n.count);
+        }
     }
 }
 
@@ -121,6 +143,15 @@ impl Decode for StatusReply {
                 name: r.string("name", MAX_STRING)?,
             });
         }
+        let n = r.count("nesting_refusals", MAX_LIST, 16)?;
+        let mut nesting_refusals = Vec::with_capacity(n);
+        for _ in 0..n {
+            nesting_refusals.push(NestingRefusal {
+                op: r.string("op", MAX_STRING)?,
+                reason: r.string("reason", MAX_STRING)?,
+                count: r.u64("count")?,
+            });
+        }
         Ok(StatusReply {
             server,
             uptime_ms,
@@ -138,6 +169,7 @@ impl Decode for StatusReply {
             iotlb_misses,
             faults,
             devices,
+            nesting_refusals,
         })
     }
 }

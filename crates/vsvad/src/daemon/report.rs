@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use vsva_proto::{
-    DeviceInfo, FaultRecord, FaultsReply, Reply, SetEntry, SetState, SetsReply, StatusReply,
+    DeviceInfo, FaultRecord, FaultsReply, NestingRefusal, Reply, SetEntry, SetState, SetsReply,
+    StatusReply,
 };
 
 use super::device::fault_record;
@@ -100,6 +101,16 @@ impl Daemon {
             iotlb_misses: io.iotlb_misses,
             faults: self.vfio.iommu().fault_log().total(),
             devices,
+            nesting_refusals: self
+                .vfio
+                .refusals()
+                .iter()
+                .map(|(op, reason, count)| NestingRefusal {
+                    op: op.label().into(),
+                    reason: reason.label().into(),
+                    count,
+                })
+                .collect(),
         };
         Reply::ok(0, status.encode())
     }
