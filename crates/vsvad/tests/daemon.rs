@@ -30,7 +30,7 @@ fn handshake_and_pasid_alloc_free_through_the_ioctl_path() {
     let d = Daemon::start(dir.path(), "", &[]);
     let mut c = d.client("basic");
     let hello = c.hello().clone();
-    assert_eq!(hello.version, 1);
+    assert_eq!(hello.version, vsva_proto::PROTOCOL_VERSION);
     assert_eq!(hello.credentials.pid, std::process::id());
     assert_eq!(hello.pasid_bits, 20);
     assert_eq!(hello.quota, 1000);
