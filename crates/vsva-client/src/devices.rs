@@ -8,6 +8,11 @@ use vsva_proto::{
     DMA_PRIV, DMA_WRITE,
 };
 
+use vsva_uapi::pci_regs::{
+    PCI_CFG_SPACE_SIZE, PCI_EXT_CAP_ID_PASID, PCI_PASID_CAP, PCI_PASID_CTRL, PCI_PASID_CTRL_ENABLE,
+    PCI_PASID_CTRL_EXEC, PCI_PASID_CTRL_PRIV,
+};
+
 use crate::connection::Client;
 use crate::containers::ContainerHandle;
 use crate::error::{check, ClientError};
@@ -24,22 +29,9 @@ pub struct DmaAccess {
     pub privileged: bool,
 }
 
-// The PCIe PASID extended capability as the daemon's devices expose it (PCIe base spec,
-// "PASID Extended Capability Structure").
-/// Where the daemon's devices place the PASID extended capability in configuration space.
-const PASID_CAP: u32 = 0x100;
-/// Extended capability id of PASID, bits 15:0 of the capability header.
-const PCI_EXT_CAP_ID_PASID: u32 = 0x1b;
-/// Offset of the PASID Capability register (16 bits) within the capability.
-const PCI_PASID_CAP: u32 = 4;
-/// Offset of the PASID Control register (16 bits) within the capability.
-const PCI_PASID_CTRL: u32 = 6;
-/// PASID Control bit 0: PASID Enable.
-const PCI_PASID_CTRL_ENABLE: u16 = 1 << 0;
-/// PASID Control bit 1: Execute Permission Enable (Capability bit 1: Execute supported).
-const PCI_PASID_CTRL_EXEC: u16 = 1 << 1;
-/// PASID Control bit 2: Privileged Mode Enable (Capability bit 2: Privileged supported).
-const PCI_PASID_CTRL_PRIV: u16 = 1 << 2;
+/// Where the daemon's devices place the PASID extended capability: the first extended
+/// capability.
+const PASID_CAP: u32 = PCI_CFG_SPACE_SIZE as u32;
 
 impl Client {
     /// Registers guest memory: `fd` (a memfd sealed with `F_SEAL_SHRINK`, see
@@ -172,17 +164,22 @@ impl Client {
     /// control word written. `ENODEV` if the device has no PASID capability.
     pub fn enable_pasid(&mut self, source_id: u16) -> Result<u16, ClientError> {
         let header = self.config_read(source_id, PASID_CAP, 4)?;
-        if header & 0xffff != PCI_EXT_CAP_ID_PASID {
+        if header & 0xffff != u32::from(PCI_EXT_CAP_ID_PASID) {
             return Err(ClientError::Daemon {
                 kind: Kind::DeviceConfig,
                 errno: Errno::ENODEV,
                 message: format!("device {source_id:#06x} has no PASID capability at {PASID_CAP:#x} (header {header:#010x})"),
             });
         }
-        let cap = self.config_read(source_id, PASID_CAP + PCI_PASID_CAP, 2)? as u16;
+        let cap = self.config_read(source_id, PASID_CAP + u32::from(PCI_PASID_CAP), 2)? as u16;
         // The Execute and Privileged Mode bits sit at the same places in both registers.
         let ctrl = PCI_PASID_CTRL_ENABLE | (cap & (PCI_PASID_CTRL_EXEC | PCI_PASID_CTRL_PRIV));
-        self.config_write(source_id, PASID_CAP + PCI_PASID_CTRL, 2, ctrl.into())?;
+        self.config_write(
+            source_id,
+            PASID_CAP + u32::from(PCI_PASID_CTRL),
+            2,
+            ctrl.into(),
+        )?;
         Ok(ctrl)
     }
 

@@ -15,6 +15,7 @@
 //!   [`NestingInfoVtd`], [`GpasidBindData`], [`GpasidBindDataVtd`], [`CacheInvalidateInfo`],
 //!   [`InvPasidInfo`], [`InvAddrInfo`], and typed flag sets.
 //! * [`iommufd`]: the modern iommufd equivalents, for a later compatible front end.
+//! * [`pci_regs`]: the PCIe PASID capability's place and bits in configuration space.
 //! * [`errno`]: [`Errno`] and the rich [`UapiError`].
 //! * The argument readers, [`read_arg`] (VFIO's way), [`read_sized_arg`] (the IOMMU core's way
 //!   for the nesting payloads) and [`read_int_arg`] for integer arguments, which every decoder
@@ -87,6 +88,7 @@ pub mod iommu;
 pub mod iommufd;
 mod nesting;
 mod pasid_request;
+pub mod pci_regs;
 pub mod vfio;
 
 pub use arg::{read_arg, read_int_arg, read_sized_arg, Arg};

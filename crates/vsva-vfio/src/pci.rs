@@ -47,25 +47,14 @@ use crate::sync::lock;
 use crate::types::GroupId;
 
 /// Size of a PCIe function's configuration space.
-pub const CONFIG_SPACE_SIZE: usize = 4096;
-/// Offset of the first extended capability.
-pub const EXT_CAP_OFFSET: u16 = 0x100;
-/// Extended capability id of the PASID capability.
-pub const PCI_EXT_CAP_ID_PASID: u16 = 0x001b;
-/// Offset of the PASID capability word within the capability.
-pub const PCI_PASID_CAP: u16 = 4;
-/// Offset of the PASID control word within the capability.
-pub const PCI_PASID_CTRL: u16 = 6;
-/// Capability word: Execute Permission Supported.
-pub const PCI_PASID_CAP_EXEC: u16 = 1 << 1;
-/// Capability word: Privileged Mode Supported.
-pub const PCI_PASID_CAP_PRIV: u16 = 1 << 2;
-/// Control word: PASID Enable.
-pub const PCI_PASID_CTRL_ENABLE: u16 = 1 << 0;
-/// Control word: Execute Permission Enable.
-pub const PCI_PASID_CTRL_EXEC: u16 = 1 << 1;
-/// Control word: Privileged Mode Enable.
-pub const PCI_PASID_CTRL_PRIV: u16 = 1 << 2;
+pub const CONFIG_SPACE_SIZE: usize = PCI_CFG_SPACE_EXP_SIZE;
+/// Offset of the first extended capability, where the PASID capability sits.
+pub const EXT_CAP_OFFSET: u16 = PCI_CFG_SPACE_SIZE;
+use vsva_uapi::pci_regs::{PCI_CFG_SPACE_EXP_SIZE, PCI_CFG_SPACE_SIZE};
+pub use vsva_uapi::pci_regs::{
+    PCI_EXT_CAP_ID_PASID, PCI_PASID_CAP, PCI_PASID_CAP_EXEC, PCI_PASID_CAP_PRIV, PCI_PASID_CTRL,
+    PCI_PASID_CTRL_ENABLE, PCI_PASID_CTRL_EXEC, PCI_PASID_CTRL_PRIV,
+};
 
 /// The PASID capability of a function: what the physical function advertises when given to
 /// [`crate::Vfio::add_pci_function`], or the virtualized view a guest reads.

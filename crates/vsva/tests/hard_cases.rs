@@ -116,7 +116,7 @@ fn sets_cuts_a_multibyte_command_line_by_characters() {
 fn a_stopped_daemon_is_reported_after_the_timeout() {
     let d = Daemon::start("stopped");
     let pid = Pid::from_child(&d.child);
-    kill_process(pid, Signal::STOP).unwrap();
+    stop(pid);
     let answered = d.vsva(&["status", "--timeout", "1"]);
     // With its listen backlog full as well, the connect itself gives up after the timeout.
     let held = fill_backlog(&d.socket);
@@ -134,6 +134,32 @@ fn a_stopped_daemon_is_reported_after_the_timeout() {
     }
     // Answering again once it runs.
     assert_eq!(d.json(&["status", "--timeout", "0x5"])["allocated"], 0);
+}
+
+/// Stops `pid` with SIGSTOP and waits until every thread of it is stopped (the signal takes
+/// effect asynchronously, and a thread still running could answer in between).
+fn stop(pid: Pid) {
+    kill_process(pid, Signal::STOP).unwrap();
+    let state = |stat: &str| -> Option<String> {
+        Some(
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string(),
+        )
+    };
+    wait_until("every thread of the daemon to stop", || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", pid.as_raw_nonzero())) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|stat| state(&stat))
+                .is_some_and(|s| s == "T" || s == "t")
+        })
+    });
 }
 
 /// Connections that fill the listen backlog of a daemon that does not accept.
@@ -325,7 +351,7 @@ fn a_connection_that_timed_out_is_not_used_again() {
     options.timeout = Some(Duration::from_millis(300));
     let mut client = Client::connect(options).unwrap();
     let pid = Pid::from_child(&d.child);
-    kill_process(pid, Signal::STOP).unwrap();
+    stop(pid);
     let first = client.status();
     kill_process(pid, Signal::CONT).unwrap();
     assert!(
