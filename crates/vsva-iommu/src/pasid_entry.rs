@@ -48,7 +48,7 @@ pub struct PasidEntry {
     pub aw: u8,
     /// Translation type.
     pub pgtt: Pgtt,
-    /// Second-level execute enable (val[0] bit 5): the X bit of second-level entries is
+    /// Second-level execute enable (`val[0]` bit 5): the X bit of second-level entries is
     /// honoured; without it X is ignored and an entry with R = W = 0 is not present.
     pub slee: bool,
     /// Second-level accessed/dirty enable.
@@ -75,7 +75,7 @@ pub struct PasidEntry {
     pub pat: u32,
     /// Supervisor requests enabled.
     pub sre: bool,
-    /// Execute requests enabled (val[2] bit 1, needs ECAP.ERS): an execute request to an entry
+    /// Execute requests enabled (`val[2]` bit 1, needs ECAP.ERS): an execute request to an entry
     /// without it faults 0x5c.
     pub ere: bool,
     /// First-level paging mode: 0 = 4-level, 1 = 5-level.
