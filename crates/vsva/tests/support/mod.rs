@@ -9,19 +9,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `vsvad` binary of this build (built here if `cargo test -p vsva` did not build it).
+/// The `vsvad` binary of this build, brought up to date first: `cargo test -p vsva` does not
+/// rebuild it, and a stale daemon from an earlier build would speak an older protocol.
 pub fn vsvad() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let path = dir.join("vsvad");
-    if !path.is_file() {
+    BUILT.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "vsvad"])
+            .args(["build", "--quiet", "-p", "vsvad"])
             .status()
             .unwrap();
         assert!(status.success(), "cargo build -p vsvad failed");
-    }
-    path
+    });
+    dir.join("vsvad")
 }
 
 /// A `vsvad` whose configuration makes the test's own group the admin group, so the admin
