@@ -273,9 +273,37 @@ pub struct TablePool {
 
 #[derive(Debug)]
 struct PoolState {
+    /// First page never handed out (or given back from the top).
     next: u64,
-    free: Vec<u64>,
+    /// Freed pages below `next`, ascending, so contiguous runs can be found again.
+    free: std::collections::BTreeSet<u64>,
     allocated: std::collections::HashSet<u64>,
+}
+
+impl PoolState {
+    /// Takes `n` (at least 2) contiguous pages from the free set, lowest run first.
+    fn take_free_run(&mut self, n: u64) -> Option<u64> {
+        let mut run_start = 0;
+        let mut run_len = 0;
+        let mut found = None;
+        for &p in &self.free {
+            if run_len > 0 && p == run_start + run_len * PAGE_SIZE {
+                run_len += 1;
+            } else {
+                run_start = p;
+                run_len = 1;
+            }
+            if run_len == n {
+                found = Some(run_start);
+                break;
+            }
+        }
+        let start = found?;
+        for i in 0..n {
+            self.free.remove(&(start + i * PAGE_SIZE));
+        }
+        Some(start)
+    }
 }
 
 impl TablePool {
@@ -296,21 +324,29 @@ impl TablePool {
             size,
             state: Mutex::new(PoolState {
                 next: base,
-                free: Vec::new(),
+                free: Default::default(),
                 allocated: Default::default(),
             }),
         })
     }
 
     /// Allocates `n` physically contiguous zeroed pages (for a PASID directory larger than one
-    /// page). Multi-page blocks come from the never-used part of the pool; freeing returns
-    /// their pages one by one.
+    /// page): the lowest run of `n` freed pages, else the never-used part of the pool. Freeing
+    /// returns the pages one by one; freed neighbours form a run again.
     pub fn alloc_contiguous(&self, mem: &HostMemory, n: u64) -> Result<u64, MemoryError> {
         if n <= 1 {
             return self.alloc(mem);
         }
         let base = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = st.take_free_run(n) {
+                for i in 0..n {
+                    st.allocated.insert(b + i * PAGE_SIZE);
+                }
+                drop(st);
+                mem.zero(b, n * PAGE_SIZE)?;
+                return Ok(b);
+            }
             if st.next + n * PAGE_SIZE > self.base + self.size {
                 return Err(MemoryError::PoolExhausted {
                     base: self.base,
@@ -332,7 +368,7 @@ impl TablePool {
     pub fn alloc(&self, mem: &HostMemory) -> Result<u64, MemoryError> {
         let page = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let page = if let Some(p) = st.free.pop() {
+            let page = if let Some(p) = st.free.pop_first() {
                 p
             } else if st.next < self.base + self.size {
                 let p = st.next;
@@ -351,13 +387,21 @@ impl TablePool {
         Ok(page)
     }
 
-    /// Returns a page to the pool.
+    /// Returns a page to the pool. A page just below the never-used part joins it (with every
+    /// free page below it), so a large block can be carved there again.
     pub fn free(&self, addr: u64) -> Result<(), MemoryError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !st.allocated.remove(&addr) {
             return Err(MemoryError::BadFree { addr });
         }
-        st.free.push(addr);
+        st.free.insert(addr);
+        while st.next > self.base {
+            let top = st.next - PAGE_SIZE;
+            if !st.free.remove(&top) {
+                break;
+            }
+            st.next = top;
+        }
         Ok(())
     }
 
