@@ -66,6 +66,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
     line(format!("fault_log_capacity = {}", i.fault_log_capacity));
     line(format!("device_tlb = {}", i.device_tlb));
     line(format!("table_pool_mib = {}", i.table_pool_mib));
+    line(format!("table_pool_share_mib = {}", i.table_pool_share_mib));
     let l = &settings.limits;
     line(String::new());
     line("[limits]".into());
