@@ -25,6 +25,16 @@ pub const PAGE_SIZE: u64 = 4096;
 /// Errors of the memory layer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MemoryError {
+    /// No region is exactly the range asked to be removed.
+    #[error("cannot remove memory region [{base:#x}, +{size:#x}): {reason}")]
+    RemoveRegion {
+        /// Base of the range asked for.
+        base: u64,
+        /// Size of the range asked for.
+        size: u64,
+        /// What vm-memory reported.
+        reason: String,
+    },
     /// A region could not be added (overlap or invalid placement).
     #[error("cannot add memory region at {base:#x} (size {size:#x}): {reason}")]
     AddRegion {
@@ -76,6 +86,7 @@ impl MemoryError {
         match self {
             MemoryError::PoolExhausted { .. } => Errno::ENOMEM,
             MemoryError::AddRegion { .. }
+            | MemoryError::RemoveRegion { .. }
             | MemoryError::InvalidPool { .. }
             | MemoryError::BadFree { .. }
             | MemoryError::Unbacked { .. } => Errno::EFAULT,
@@ -181,6 +192,31 @@ impl HostMemory {
             .load()
             .insert_region(Arc::new(region))
             .map_err(|e| MemoryError::AddRegion {
+                base,
+                size,
+                reason: e.to_string(),
+            })?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes the region that starts at `base` and is `size` bytes long. Translations and
+    /// accesses already running finish on the snapshot they started with (which keeps the
+    /// region mapped until the last of them ends); every later one sees no memory there, so a
+    /// DMA to it faults. The region's mapping (and its file, e.g. a client's memfd) is closed
+    /// when the last snapshot holding it goes.
+    ///
+    /// # Errors
+    ///
+    /// [`MemoryError::RemoveRegion`] when no region is exactly `[base, base + size)`; nothing
+    /// changes then.
+    pub fn remove_region(&self, base: u64, size: u64) -> Result<(), MemoryError> {
+        let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, _region) = self
+            .current
+            .load()
+            .remove_region(GuestAddress(base), size)
+            .map_err(|e| MemoryError::RemoveRegion {
                 base,
                 size,
                 reason: e.to_string(),
@@ -444,6 +480,32 @@ pub(crate) mod tests {
         file
     }
     use vm_memory::FileOffset;
+
+    #[test]
+    fn a_removed_region_is_gone_for_later_accesses_only() {
+        let mem = HostMemory::anonymous(&[(0, 0x10000)]).unwrap();
+        mem.add_region(GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x4000, None).unwrap())
+            .unwrap();
+        mem.store_u64(0x10_0008, 7).unwrap();
+        let before = mem.snapshot_arc();
+        assert!(matches!(
+            mem.remove_region(0x10_0000, 0x1000),
+            Err(MemoryError::RemoveRegion { .. })
+        ));
+        mem.remove_region(0x10_0000, 0x4000).unwrap();
+        assert!(!mem.is_backed(0x10_0000, 0x1000));
+        assert!(matches!(
+            mem.load_u64(0x10_0008),
+            Err(MemoryError::Unbacked { .. })
+        ));
+        assert!(mem.is_backed(0, 0x10000), "the other region stays");
+        // A snapshot taken before still reads it.
+        assert_eq!(before.load_entry(0x10_0008), Some(7));
+        // The range can be backed again.
+        mem.add_region(GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x4000, None).unwrap())
+            .unwrap();
+        assert_eq!(mem.load_u64(0x10_0008), Ok(0));
+    }
 
     #[test]
     fn entries_load_store_cas() {
