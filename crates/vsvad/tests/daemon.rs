@@ -338,3 +338,31 @@ fn a_new_owner_of_a_group_sees_only_its_own_faults() {
         "the group's earlier faults leaked"
     );
 }
+
+#[test]
+fn unregistered_memory_is_gone_from_the_iommu() {
+    let dir = TestDir::new("unregister");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("unregister");
+    let dev = c
+        .status()
+        .unwrap()
+        .devices
+        .into_iter()
+        .find(|d| d.group != u32::MAX)
+        .expect("a device in a group");
+    let h = c.nesting_container(dev.group).unwrap();
+    let mem = vsva_client::GuestMemory::new(0, 1 << 20).unwrap();
+    mem.write(0x2000, b"guest").unwrap();
+    let region = c.attach_guest_memory(h, &mem).unwrap();
+    // Requests without PASID go through the container's stage 2 to the memfd.
+    assert_eq!(
+        c.dma_read(dev.source_id, None, 0x2000, 5).unwrap(),
+        b"guest"
+    );
+    c.unregister_memory(region).unwrap();
+    // The mapping is still in the stage 2, but the memory behind it is gone: EFAULT.
+    let e = c.dma_read(dev.source_id, None, 0x2000, 5).unwrap_err();
+    assert!(e.to_string().contains("no memory"), "{e}");
+    assert_eq!(errno(e), Errno::EFAULT);
+}

@@ -151,12 +151,24 @@ impl Daemon {
         Reply::ok(id.into(), Vec::new())
     }
 
+    /// Takes a region out of the IOMMU's memory: later DMA to it fails, and its mapping
+    /// (with the process's fd) closes once running accesses finish. Its host-physical range
+    /// is never handed out again, so stale stage-2 mappings of it cannot reach other memory.
+    pub(super) fn remove_region(&self, r: &Region) {
+        if let Err(e) = self.vfio.iommu().memory().remove_region(r.hpa, r.size) {
+            // Every registered region was added at exactly this range.
+            tracing::error!(id = r.id, hpa = r.hpa, size = r.size, error = %e, "region removal failed");
+            debug_assert!(false, "region {} removal failed: {e}", r.id);
+        }
+    }
+
     pub(super) fn mem_unregister(&self, p: &Arc<Process>, region: u32) -> Reply {
         let mut st = lock(&p.state);
         match st.regions.iter().position(|r| r.id == region) {
             Some(i) => {
                 let r = st.regions.remove(i);
                 st.memory_bytes -= r.size;
+                self.remove_region(&r);
                 Reply::ok(0, Vec::new())
             }
             None => Reply::error(
