@@ -206,6 +206,9 @@ pub struct Limits {
     pub max_regions_per_process: u32,
     /// Guest memory one process may register, in MiB.
     pub max_memory_mib_per_process: u64,
+    /// Guest memory all processes together may have registered, in MiB (each region keeps
+    /// its fd and mapping open in the daemon until unregistered or its process is released).
+    pub max_memory_mib_total: u64,
     /// Containers one connection may have open.
     pub max_containers_per_connection: u32,
 }
@@ -224,6 +227,7 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             max_regions_per_process: 64,
             max_memory_mib_per_process: 4096,
+            max_memory_mib_total: 65536,
             max_containers_per_connection: 64,
         }
     }
@@ -578,6 +582,7 @@ impl Config {
             0,
             1 << 20,
         )?;
+        check("max_memory_mib_total", l.max_memory_mib_total, 0, 1 << 24)?;
         check(
             "max_containers_per_connection",
             l.max_containers_per_connection.into(),

@@ -88,6 +88,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
             u64::from(l.max_regions_per_process),
         ),
         ("max_memory_mib_per_process", l.max_memory_mib_per_process),
+        ("max_memory_mib_total", l.max_memory_mib_total),
         (
             "max_containers_per_connection",
             u64::from(l.max_containers_per_connection),

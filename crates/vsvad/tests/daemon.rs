@@ -366,3 +366,19 @@ fn unregistered_memory_is_gone_from_the_iommu() {
     assert!(e.to_string().contains("no memory"), "{e}");
     assert_eq!(errno(e), Errno::EFAULT);
 }
+
+#[test]
+fn registered_memory_is_bounded_daemon_wide_and_unregistering_gives_it_back() {
+    let dir = TestDir::new("memtotal");
+    let d = Daemon::start(dir.path(), "[limits]\nmax_memory_mib_total = 1\n", &[]);
+    let mut c = d.client("memtotal");
+    let a = vsva_client::GuestMemory::new(0, 1 << 20).unwrap();
+    let b = vsva_client::GuestMemory::new(1 << 30, 1 << 20).unwrap();
+    let first = c.register_memory(a.fd(), a.base(), a.size(), 0).unwrap();
+    let e = c
+        .register_memory(b.fd(), b.base(), b.size(), 0)
+        .unwrap_err();
+    assert_eq!(errno(e), Errno::ENOSPC);
+    c.unregister_memory(first).unwrap();
+    c.register_memory(b.fd(), b.base(), b.size(), 0).unwrap();
+}

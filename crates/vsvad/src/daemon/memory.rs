@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap};
@@ -128,7 +129,24 @@ impl Daemon {
                 )
             }
         };
+        let total = limits.max_memory_mib_total << 20;
+        if self
+            .registered_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(size).filter(|&n| n <= total)
+            })
+            .is_err()
+        {
+            return Reply::error(
+                Errno::ENOSPC,
+                format!(
+                    "{size:#x} more bytes would exceed limits.max_memory_mib_total = {}",
+                    limits.max_memory_mib_total
+                ),
+            );
+        }
         if let Err(e) = self.vfio.iommu().memory().add_region(region) {
+            self.registered_bytes.fetch_sub(size, Ordering::AcqRel);
             return Reply::error(Errno::ENOMEM, format!("mem_register: {e}"));
         }
         let id = st.next_region;
@@ -160,6 +178,7 @@ impl Daemon {
             tracing::error!(id = r.id, hpa = r.hpa, size = r.size, error = %e, "region removal failed");
             debug_assert!(false, "region {} removal failed: {e}", r.id);
         }
+        self.registered_bytes.fetch_sub(r.size, Ordering::AcqRel);
     }
 
     pub(super) fn mem_unregister(&self, p: &Arc<Process>, region: u32) -> Reply {
