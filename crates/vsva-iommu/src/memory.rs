@@ -25,6 +25,16 @@ pub const PAGE_SIZE: u64 = 4096;
 /// Errors of the memory layer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MemoryError {
+    /// No region is exactly the range asked to be removed.
+    #[error("cannot remove memory region [{base:#x}, +{size:#x}): {reason}")]
+    RemoveRegion {
+        /// Base of the range asked for.
+        base: u64,
+        /// Size of the range asked for.
+        size: u64,
+        /// What vm-memory reported.
+        reason: String,
+    },
     /// A region could not be added (overlap or invalid placement).
     #[error("cannot add memory region at {base:#x} (size {size:#x}): {reason}")]
     AddRegion {
@@ -76,6 +86,7 @@ impl MemoryError {
         match self {
             MemoryError::PoolExhausted { .. } => Errno::ENOMEM,
             MemoryError::AddRegion { .. }
+            | MemoryError::RemoveRegion { .. }
             | MemoryError::InvalidPool { .. }
             | MemoryError::BadFree { .. }
             | MemoryError::Unbacked { .. } => Errno::EFAULT,
@@ -189,6 +200,31 @@ impl HostMemory {
         Ok(())
     }
 
+    /// Removes the region that starts at `base` and is `size` bytes long. Translations and
+    /// accesses already running finish on the snapshot they started with (which keeps the
+    /// region mapped until the last of them ends); every later one sees no memory there, so a
+    /// DMA to it faults. The region's mapping (and its file, e.g. a client's memfd) is closed
+    /// when the last snapshot holding it goes.
+    ///
+    /// # Errors
+    ///
+    /// [`MemoryError::RemoveRegion`] when no region is exactly `[base, base + size)`; nothing
+    /// changes then.
+    pub fn remove_region(&self, base: u64, size: u64) -> Result<(), MemoryError> {
+        let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, _region) = self
+            .current
+            .load()
+            .remove_region(GuestAddress(base), size)
+            .map_err(|e| MemoryError::RemoveRegion {
+                base,
+                size,
+                reason: e.to_string(),
+            })?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
     /// Reads bytes at host-physical `addr`.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.snapshot()
@@ -273,9 +309,37 @@ pub struct TablePool {
 
 #[derive(Debug)]
 struct PoolState {
+    /// First page never handed out (or given back from the top).
     next: u64,
-    free: Vec<u64>,
+    /// Freed pages below `next`, ascending, so contiguous runs can be found again.
+    free: std::collections::BTreeSet<u64>,
     allocated: std::collections::HashSet<u64>,
+}
+
+impl PoolState {
+    /// Takes `n` (at least 2) contiguous pages from the free set, lowest run first.
+    fn take_free_run(&mut self, n: u64) -> Option<u64> {
+        let mut run_start = 0;
+        let mut run_len = 0;
+        let mut found = None;
+        for &p in &self.free {
+            if run_len > 0 && p == run_start + run_len * PAGE_SIZE {
+                run_len += 1;
+            } else {
+                run_start = p;
+                run_len = 1;
+            }
+            if run_len == n {
+                found = Some(run_start);
+                break;
+            }
+        }
+        let start = found?;
+        for i in 0..n {
+            self.free.remove(&(start + i * PAGE_SIZE));
+        }
+        Some(start)
+    }
 }
 
 impl TablePool {
@@ -296,21 +360,29 @@ impl TablePool {
             size,
             state: Mutex::new(PoolState {
                 next: base,
-                free: Vec::new(),
+                free: Default::default(),
                 allocated: Default::default(),
             }),
         })
     }
 
     /// Allocates `n` physically contiguous zeroed pages (for a PASID directory larger than one
-    /// page). Multi-page blocks come from the never-used part of the pool; freeing returns
-    /// their pages one by one.
+    /// page): the lowest run of `n` freed pages, else the never-used part of the pool. Freeing
+    /// returns the pages one by one; freed neighbours form a run again.
     pub fn alloc_contiguous(&self, mem: &HostMemory, n: u64) -> Result<u64, MemoryError> {
         if n <= 1 {
             return self.alloc(mem);
         }
         let base = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = st.take_free_run(n) {
+                for i in 0..n {
+                    st.allocated.insert(b + i * PAGE_SIZE);
+                }
+                drop(st);
+                mem.zero(b, n * PAGE_SIZE)?;
+                return Ok(b);
+            }
             if st.next + n * PAGE_SIZE > self.base + self.size {
                 return Err(MemoryError::PoolExhausted {
                     base: self.base,
@@ -332,7 +404,7 @@ impl TablePool {
     pub fn alloc(&self, mem: &HostMemory) -> Result<u64, MemoryError> {
         let page = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let page = if let Some(p) = st.free.pop() {
+            let page = if let Some(p) = st.free.pop_first() {
                 p
             } else if st.next < self.base + self.size {
                 let p = st.next;
@@ -351,13 +423,21 @@ impl TablePool {
         Ok(page)
     }
 
-    /// Returns a page to the pool.
+    /// Returns a page to the pool. A page just below the never-used part joins it (with every
+    /// free page below it), so a large block can be carved there again.
     pub fn free(&self, addr: u64) -> Result<(), MemoryError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !st.allocated.remove(&addr) {
             return Err(MemoryError::BadFree { addr });
         }
-        st.free.push(addr);
+        st.free.insert(addr);
+        while st.next > self.base {
+            let top = st.next - PAGE_SIZE;
+            if !st.free.remove(&top) {
+                break;
+            }
+            st.next = top;
+        }
         Ok(())
     }
 
@@ -400,6 +480,32 @@ pub(crate) mod tests {
         file
     }
     use vm_memory::FileOffset;
+
+    #[test]
+    fn a_removed_region_is_gone_for_later_accesses_only() {
+        let mem = HostMemory::anonymous(&[(0, 0x10000)]).unwrap();
+        mem.add_region(GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x4000, None).unwrap())
+            .unwrap();
+        mem.store_u64(0x10_0008, 7).unwrap();
+        let before = mem.snapshot_arc();
+        assert!(matches!(
+            mem.remove_region(0x10_0000, 0x1000),
+            Err(MemoryError::RemoveRegion { .. })
+        ));
+        mem.remove_region(0x10_0000, 0x4000).unwrap();
+        assert!(!mem.is_backed(0x10_0000, 0x1000));
+        assert!(matches!(
+            mem.load_u64(0x10_0008),
+            Err(MemoryError::Unbacked { .. })
+        ));
+        assert!(mem.is_backed(0, 0x10000), "the other region stays");
+        // A snapshot taken before still reads it.
+        assert_eq!(before.load_entry(0x10_0008), Some(7));
+        // The range can be backed again.
+        mem.add_region(GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x4000, None).unwrap())
+            .unwrap();
+        assert_eq!(mem.load_u64(0x10_0008), Ok(0));
+    }
 
     #[test]
     fn entries_load_store_cas() {

@@ -190,6 +190,17 @@ pub enum VfioError {
         /// Its `dma_entry_limit`.
         limit: usize,
     },
+    /// The process's stage-2 tables already hold its share of the IOMMU's table pool
+    /// (`ENOMEM`).
+    #[error("process {process} holds {held} table-pool pages; its share is {limit}")]
+    TablePoolShare {
+        /// The process over its share.
+        process: ProcessToken,
+        /// Pages its stage-2 tables hold.
+        held: usize,
+        /// The share ([`VfioConfig::table_pages_per_process`](crate::VfioConfig::table_pages_per_process)).
+        limit: usize,
+    },
     /// An unmap would split an existing mapping, which type1 v2 forbids (`EINVAL`).
     #[error(
         "unmap of [{iova:#x}, +{size:#x}) would split the mapping [{map_iova:#x}, +{map_size:#x})"
@@ -333,6 +344,7 @@ impl VfioError {
             VfioError::DmaExists { .. } | VfioError::Exists { .. } => Errno::EEXIST,
             VfioError::DmaLimit { .. } | VfioError::DomainIdsExhausted { .. } => Errno::ENOSPC,
             VfioError::PasidRequestRefused { .. } => Errno::EPERM,
+            VfioError::TablePoolShare { .. } => Errno::ENOMEM,
             VfioError::UnknownProcess { .. } => Errno::ESRCH,
         }
     }

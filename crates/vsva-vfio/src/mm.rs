@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use vsva_ioasid::{IoasidSet, IoasidSpace, Pasid, SetId, SetStats};
@@ -94,9 +95,27 @@ pub(crate) struct MmSlot {
     token: ProcessToken,
     state: Mutex<MmSlotState>,
     registry: Arc<MmRegistry>,
+    /// Table-pool pages the stage-2 tables of the process's containers hold.
+    table_pages: AtomicUsize,
 }
 
 impl MmSlot {
+    /// Table-pool pages the process's stage-2 tables hold (as charged by its containers).
+    pub(crate) fn table_pages(&self) -> usize {
+        self.table_pages.load(Ordering::Acquire)
+    }
+
+    /// Counts `n` more table-pool pages against the process; returns the new total.
+    pub(crate) fn charge_table_pages(&self, n: usize) -> usize {
+        self.table_pages.fetch_add(n, Ordering::AcqRel) + n
+    }
+
+    /// Stops counting `n` table-pool pages (their stage 2 was destroyed).
+    pub(crate) fn uncharge_table_pages(&self, n: usize) {
+        let before = self.table_pages.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "uncharged {n} table pages of {before}");
+    }
+
     /// The per-process lock.
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, MmSlotState> {
@@ -263,6 +282,7 @@ impl MmRegistry {
             token,
             state: Mutex::new(MmSlotState::default()),
             registry: self.clone(),
+            table_pages: AtomicUsize::new(0),
         });
         map.insert(token, Arc::downgrade(&slot));
         slot

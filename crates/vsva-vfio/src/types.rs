@@ -93,6 +93,11 @@ pub struct VfioConfig {
     /// How many DMA mappings one container may hold (type1's `dma_entry_limit`). Default
     /// 65535.
     pub dma_entry_limit: usize,
+    /// How many pages of the IOMMU's table pool the stage-2 tables of one process's
+    /// containers may hold together: a `VFIO_SET_IOMMU` or `VFIO_IOMMU_MAP_DMA` that would
+    /// go past it fails with `ENOMEM`, so one process cannot take the whole pool. Default
+    /// 4096 (16 MiB).
+    pub table_pages_per_process: usize,
 }
 
 impl Default for VfioConfig {
@@ -102,6 +107,7 @@ impl Default for VfioConfig {
             pasid_enabled: true,
             stage2_levels: None,
             dma_entry_limit: 65535,
+            table_pages_per_process: 4096,
         }
     }
 }

@@ -154,6 +154,10 @@ pub struct IommuSection {
     pub device_tlb: bool,
     /// MiB of host memory for the IOMMU's own tables (PASID tables, stage-2 tables).
     pub table_pool_mib: u64,
+    /// MiB of the table pool the stage-2 tables of one client process may hold together
+    /// (1..=`table_pool_mib`): past it the process's container setup and DMA maps fail with
+    /// `ENOMEM`, so one process cannot take the whole pool.
+    pub table_pool_share_mib: u64,
 }
 
 impl Default for IommuSection {
@@ -168,6 +172,7 @@ impl Default for IommuSection {
             fault_log_capacity: d.fault_log_capacity,
             device_tlb: d.device_tlb,
             table_pool_mib: 64,
+            table_pool_share_mib: 16,
         }
     }
 }
@@ -201,6 +206,9 @@ pub struct Limits {
     pub max_regions_per_process: u32,
     /// Guest memory one process may register, in MiB.
     pub max_memory_mib_per_process: u64,
+    /// Guest memory all processes together may have registered, in MiB (each region keeps
+    /// its fd and mapping open in the daemon until unregistered or its process is released).
+    pub max_memory_mib_total: u64,
     /// Containers one connection may have open.
     pub max_containers_per_connection: u32,
 }
@@ -219,6 +227,7 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             max_regions_per_process: 64,
             max_memory_mib_per_process: 4096,
+            max_memory_mib_total: 65536,
             max_containers_per_connection: 64,
         }
     }
@@ -316,6 +325,8 @@ pub struct Settings {
     pub iommu: IommuConfig,
     /// Table pool size in bytes.
     pub table_pool_bytes: u64,
+    /// Bytes of the table pool one process's stage-2 tables may hold.
+    pub table_pool_share_bytes: u64,
     /// Per-connection and per-process limits.
     pub limits: Limits,
     /// PCI functions.
@@ -460,6 +471,13 @@ impl Config {
                 "must be between 1 and 4096",
             ));
         }
+        if !(1..=i.table_pool_mib).contains(&i.table_pool_share_mib) {
+            return Err(invalid(
+                "iommu.table_pool_share_mib",
+                i.table_pool_share_mib,
+                "must be between 1 and iommu.table_pool_mib",
+            ));
+        }
         self.validate_limits()?;
         let (devices, mdevs) = self.machine()?;
         Ok(Settings {
@@ -472,6 +490,7 @@ impl Config {
             metrics_addr,
             iommu,
             table_pool_bytes: i.table_pool_mib << 20,
+            table_pool_share_bytes: i.table_pool_share_mib << 20,
             limits: self.limits.clone(),
             devices,
             mdevs,
@@ -563,6 +582,7 @@ impl Config {
             0,
             1 << 20,
         )?;
+        check("max_memory_mib_total", l.max_memory_mib_total, 0, 1 << 24)?;
         check(
             "max_containers_per_connection",
             l.max_containers_per_connection.into(),
@@ -796,6 +816,15 @@ mod tests {
             let e = settings(text).unwrap_err().to_string();
             assert!(e.starts_with(key), "{text}: {e}");
         }
+        let e = settings("[iommu]\ntable_pool_mib = 8\ntable_pool_share_mib = 9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config key iommu.table_pool_share_mib = 9:"),
+            "{e}"
+        );
+        let s = settings("[iommu]\ntable_pool_share_mib = 2\n").unwrap();
+        assert_eq!(s.table_pool_share_bytes, 2 << 20);
         let e = settings("[limits]\nmax_frame = \"big\"\n")
             .unwrap_err()
             .to_string();

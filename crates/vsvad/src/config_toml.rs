@@ -66,6 +66,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
     line(format!("fault_log_capacity = {}", i.fault_log_capacity));
     line(format!("device_tlb = {}", i.device_tlb));
     line(format!("table_pool_mib = {}", i.table_pool_mib));
+    line(format!("table_pool_share_mib = {}", i.table_pool_share_mib));
     let l = &settings.limits;
     line(String::new());
     line("[limits]".into());
@@ -87,6 +88,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
             u64::from(l.max_regions_per_process),
         ),
         ("max_memory_mib_per_process", l.max_memory_mib_per_process),
+        ("max_memory_mib_total", l.max_memory_mib_total),
         (
             "max_containers_per_connection",
             u64::from(l.max_containers_per_connection),

@@ -59,6 +59,8 @@ pub fn build(s: &Settings) -> Result<Vfio, MachineError> {
         Arc::new(iommu),
         VfioConfig {
             pasid_quota: s.pasid_quota,
+            table_pages_per_process: usize::try_from(s.table_pool_share_bytes / 4096)
+                .map_err(|_| err("iommu.table_pool_share_mib", "too large"))?,
             ..VfioConfig::default()
         },
     )

@@ -338,3 +338,47 @@ fn a_new_owner_of_a_group_sees_only_its_own_faults() {
         "the group's earlier faults leaked"
     );
 }
+
+#[test]
+fn unregistered_memory_is_gone_from_the_iommu() {
+    let dir = TestDir::new("unregister");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("unregister");
+    let dev = c
+        .status()
+        .unwrap()
+        .devices
+        .into_iter()
+        .find(|d| d.group != u32::MAX)
+        .expect("a device in a group");
+    let h = c.nesting_container(dev.group).unwrap();
+    let mem = vsva_client::GuestMemory::new(0, 1 << 20).unwrap();
+    mem.write(0x2000, b"guest").unwrap();
+    let region = c.attach_guest_memory(h, &mem).unwrap();
+    // Requests without PASID go through the container's stage 2 to the memfd.
+    assert_eq!(
+        c.dma_read(dev.source_id, None, 0x2000, 5).unwrap(),
+        b"guest"
+    );
+    c.unregister_memory(region).unwrap();
+    // The mapping is still in the stage 2, but the memory behind it is gone: EFAULT.
+    let e = c.dma_read(dev.source_id, None, 0x2000, 5).unwrap_err();
+    assert!(e.to_string().contains("no memory"), "{e}");
+    assert_eq!(errno(e), Errno::EFAULT);
+}
+
+#[test]
+fn registered_memory_is_bounded_daemon_wide_and_unregistering_gives_it_back() {
+    let dir = TestDir::new("memtotal");
+    let d = Daemon::start(dir.path(), "[limits]\nmax_memory_mib_total = 1\n", &[]);
+    let mut c = d.client("memtotal");
+    let a = vsva_client::GuestMemory::new(0, 1 << 20).unwrap();
+    let b = vsva_client::GuestMemory::new(1 << 30, 1 << 20).unwrap();
+    let first = c.register_memory(a.fd(), a.base(), a.size(), 0).unwrap();
+    let e = c
+        .register_memory(b.fd(), b.base(), b.size(), 0)
+        .unwrap_err();
+    assert_eq!(errno(e), Errno::ENOSPC);
+    c.unregister_memory(first).unwrap();
+    c.register_memory(b.fd(), b.base(), b.size(), 0).unwrap();
+}

@@ -7,6 +7,7 @@ use super::Iommu;
 use crate::context::{pasid_dir_index, pasid_entry_address, PasidDirEntry};
 use crate::fault::SourceId;
 use crate::invalidate::{Invalidation, PasidCacheScope};
+use crate::memory::PAGE_SIZE;
 use crate::pasid_entry::{
     pasid_clear_present, pasid_get_domain_id, pasid_pte_get_pgtt, pasid_pte_is_present, PasidEntry,
     Pgtt,
@@ -131,7 +132,15 @@ impl Iommu {
 
     /// Clears a present PASID entry and flushes, like the Linux driver's teardown: PASID cache
     /// for (DID, PASID), the IOTLB (PASID-based for first-level/nested, domain for
-    /// second-level/pass-through), and the device TLB for the PASID.
+    /// second-level/pass-through), and the device TLB for the PASID. When that was the last
+    /// entry of its PASID table (every word of the table zero), the table page goes back to
+    /// the pool and its directory entry is cleared; the next set there allocates a new one.
+    ///
+    /// # Errors
+    ///
+    /// An unknown device, a PASID out of range or an absent entry changes nothing. A memory
+    /// error on the pool's own pages may leave the entry cleared and flushed with its
+    /// (empty) table still in the directory.
     pub fn clear_pasid_entry(&self, sid: SourceId, pasid: u32) -> Result<(), IommuError> {
         let mut ctl = self.control();
         self.clear_locked(&mut ctl, sid, pasid)
@@ -160,6 +169,32 @@ impl Iommu {
         self.write_entry_words(addr, &[0; 8])?;
         let rid_pasid = ctl.devices.get(&sid).map_or(0, |d| d.rid_pasid);
         self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid);
+        self.free_table_if_empty(ctl, sid, pasid, table)
+    }
+
+    /// Gives `table` (the PASID table holding `pasid` on `sid`) back to the pool when every
+    /// word of it is zero: its directory entry is cleared first, so a later walk finds no
+    /// table. No cache needs flushing: only present PASID entries are cached, and the table
+    /// has none. A table with any non-zero word (a raw-written, not-present entry) is kept.
+    fn free_table_if_empty(
+        &self,
+        ctl: &mut Control,
+        sid: SourceId,
+        pasid: u32,
+        table: u64,
+    ) -> Result<(), IommuError> {
+        for i in 0..PAGE_SIZE / 8 {
+            if self.mem.load_u64(table + 8 * i)? != 0 {
+                return Ok(());
+            }
+        }
+        let Some(dev) = ctl.devices.get_mut(&sid) else {
+            return Ok(());
+        };
+        self.mem
+            .store_u64(PasidDirEntry::address(dev.dir, pasid), 0)?;
+        dev.tables.remove(&pasid_dir_index(pasid));
+        self.pool.free(table)?;
         Ok(())
     }
 
@@ -253,9 +288,10 @@ mod tests {
         for s in sids {
             assert_eq!(
                 reason(io.translate(s, Some(77), 0x1000, Access::READ)),
-                FaultReason::PasidEntryNotPresent
+                FaultReason::PasidDirNotPresent
             );
-            assert_eq!(io.read_pasid_entry(s, 77).unwrap(), Some([0; 8]));
+            // PASID 77 was its table's only entry: the table went back to the pool.
+            assert_eq!(io.read_pasid_entry(s, 77).unwrap(), None);
         }
         assert!(io.teardown_pasid(77).is_empty());
         // The number can be bound again at once.

@@ -76,6 +76,17 @@ impl Iommu {
         Ok((s.root, s.levels))
     }
 
+    /// How many pool pages a stage-2 table holds (its root and every intermediate table),
+    /// all of which [`Iommu::destroy_stage2`] gives back.
+    pub fn stage2_pages(&self, id: Stage2Id) -> Result<usize, IommuError> {
+        let ctl = self.control();
+        let s = ctl
+            .stage2
+            .get(&id.0)
+            .ok_or(IommuError::NoStage2 { id: id.0 })?;
+        Ok(s.pages.len())
+    }
+
     /// Destroys a stage-2 table and frees its pages. PASID entries still naming it must be
     /// cleared by the caller first.
     ///

@@ -109,9 +109,26 @@ impl Container {
             write: map.write,
             execute: map.read,
         };
-        iommu
-            .stage2_map(domain.stage2, map.iova, map.vaddr, map.size, perms)
-            .map_err(|e| VfioError::iommu("map stage 2", e))?;
+        self.check_table_share()?;
+        let before = self.stage2_pages(domain.stage2);
+        let mapped = iommu.stage2_map(domain.stage2, map.iova, map.vaddr, map.size, perms);
+        // Table pages a map creates stay in the stage 2 (even when it fails) until it goes.
+        let held = self
+            .slot
+            .charge_table_pages(self.stage2_pages(domain.stage2).saturating_sub(before));
+        mapped.map_err(|e| VfioError::iommu("map stage 2", e))?;
+        let limit = self.vfio.config.table_pages_per_process;
+        if held > limit {
+            must_succeed(
+                "undo a map past the table-pool share",
+                iommu.stage2_unmap(domain.stage2, map.iova, map.size),
+            );
+            return Err(VfioError::TablePoolShare {
+                process: self.process,
+                held,
+                limit,
+            });
+        }
         domain.mappings.insert(map.iova, Mapping { size: map.size });
         Ok(())
     }

@@ -281,6 +281,7 @@ impl Container {
                 });
             }
         }
+        self.check_table_share()?;
         let did = vfio.alloc_did()?;
         let stage2 = match vfio.iommu.create_stage2(vfio.stage2_levels) {
             Ok(s) => s,
@@ -333,6 +334,7 @@ impl Container {
             return Err(e);
         }
         self.has_mm.store(hold, Ordering::Release);
+        self.slot.charge_table_pages(self.stage2_pages(stage2));
         st.domain = Some(domain);
         self.ty.store(ty.raw(), Ordering::Release);
         Ok(ty)
@@ -379,7 +381,9 @@ impl Container {
                 self.vfio.unprogram_member(member);
             }
         }
+        let pages = self.stage2_pages(domain.stage2);
         must_succeed("destroy a stage 2", iommu.destroy_stage2(domain.stage2));
+        self.slot.uncharge_table_pages(pages);
         // Nothing tagged with the domain id may survive into its next user.
         must_succeed(
             "flush a freed domain id's IOTLB",
@@ -396,6 +400,30 @@ impl Container {
         if held {
             self.slot.release();
         }
+    }
+
+    /// Pool pages `stage2` holds (0, logged, if the IOMMU does not know it: the container
+    /// keeps every stage 2 it made until it destroys it, so that is a bug).
+    pub(crate) fn stage2_pages(&self, stage2: Stage2Id) -> usize {
+        self.vfio.iommu.stage2_pages(stage2).unwrap_or_else(|e| {
+            tracing::error!(container = %self.id, error = %e, "stage 2 of a container unknown");
+            debug_assert!(false, "stage 2 of container {} unknown: {e}", self.id);
+            0
+        })
+    }
+
+    /// `ENOMEM` when the process's stage-2 tables already hold its share of the table pool.
+    pub(crate) fn check_table_share(&self) -> Result<(), VfioError> {
+        let held = self.slot.table_pages();
+        let limit = self.vfio.config.table_pages_per_process;
+        if held >= limit {
+            return Err(VfioError::TablePoolShare {
+                process: self.process,
+                held,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// `EINVAL` unless the IOMMU type is set: the VFIO core answers every IOMMU-driver ioctl

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap};
@@ -128,7 +129,24 @@ impl Daemon {
                 )
             }
         };
+        let total = limits.max_memory_mib_total << 20;
+        if self
+            .registered_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(size).filter(|&n| n <= total)
+            })
+            .is_err()
+        {
+            return Reply::error(
+                Errno::ENOSPC,
+                format!(
+                    "{size:#x} more bytes would exceed limits.max_memory_mib_total = {}",
+                    limits.max_memory_mib_total
+                ),
+            );
+        }
         if let Err(e) = self.vfio.iommu().memory().add_region(region) {
+            self.registered_bytes.fetch_sub(size, Ordering::AcqRel);
             return Reply::error(Errno::ENOMEM, format!("mem_register: {e}"));
         }
         let id = st.next_region;
@@ -151,12 +169,25 @@ impl Daemon {
         Reply::ok(id.into(), Vec::new())
     }
 
+    /// Takes a region out of the IOMMU's memory: later DMA to it fails, and its mapping
+    /// (with the process's fd) closes once running accesses finish. Its host-physical range
+    /// is never handed out again, so stale stage-2 mappings of it cannot reach other memory.
+    pub(super) fn remove_region(&self, r: &Region) {
+        if let Err(e) = self.vfio.iommu().memory().remove_region(r.hpa, r.size) {
+            // Every registered region was added at exactly this range.
+            tracing::error!(id = r.id, hpa = r.hpa, size = r.size, error = %e, "region removal failed");
+            debug_assert!(false, "region {} removal failed: {e}", r.id);
+        }
+        self.registered_bytes.fetch_sub(r.size, Ordering::AcqRel);
+    }
+
     pub(super) fn mem_unregister(&self, p: &Arc<Process>, region: u32) -> Reply {
         let mut st = lock(&p.state);
         match st.regions.iter().position(|r| r.id == region) {
             Some(i) => {
                 let r = st.regions.remove(i);
                 st.memory_bytes -= r.size;
+                self.remove_region(&r);
                 Reply::ok(0, Vec::new())
             }
             None => Reply::error(

@@ -125,6 +125,9 @@ pub struct Daemon {
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
     hpa: Mutex<HpaAllocator>,
+    /// Bytes of guest memory registered by all processes (bounded by
+    /// `limits.max_memory_mib_total`).
+    registered_bytes: AtomicU64,
 }
 
 /// Why the daemon could not start.
@@ -169,6 +172,7 @@ impl Daemon {
             next_conn: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             hpa: Mutex::new(hpa),
+            registered_bytes: AtomicU64::new(0),
         });
         daemon.restore(replayed);
         Ok(daemon)

@@ -271,7 +271,10 @@ impl Daemon {
         let containers = std::mem::take(&mut st.containers);
         drop(containers);
         st.mm = None;
-        st.regions.clear();
+        for r in std::mem::take(&mut st.regions) {
+            self.remove_region(&r);
+        }
+        st.memory_bytes = 0;
         st.held_until = None;
         let mut journal = lock(&p.journal);
         journal.closed = true;
