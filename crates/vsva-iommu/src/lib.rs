@@ -50,6 +50,7 @@ pub mod iommu;
 pub mod memory;
 pub mod paging;
 pub mod pasid_entry;
+pub mod pool;
 pub mod prq;
 pub mod regs;
 pub(crate) mod slots;
@@ -65,8 +66,9 @@ pub use invalidate::{
 pub use iommu::{
     DeviceOptions, DmaError, Iommu, IommuError, Perms, S2Perms, Stage2Id, Translation,
 };
-pub use memory::{HostMemory, MemoryError, TablePool};
+pub use memory::{HostMemory, MemoryError};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
+pub use pool::TablePool;
 pub use regs::{ConfigError, IommuConfig};
 pub use stats::StatsSnapshot;
 pub use table_store::{GuestTableStore, HostTableStore};

@@ -3,8 +3,9 @@
 //! the IOMMU's table pool) and [`GuestTableStore`] (a guest's tables at guest-physical
 //! addresses inside a window of host memory, as a VMM's guest builds them).
 
-use crate::memory::{HostMemory, TablePool, PAGE_SIZE};
+use crate::memory::{HostMemory, PAGE_SIZE};
 use crate::paging::TableStore;
+use crate::pool::TablePool;
 
 /// A [`TableStore`] over host memory and a table pool (identity addresses): for building
 /// first-level tables of first-level-only PASIDs, or any table at host addresses.

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 
 use crate::cache::Caches;
 use crate::fault::{Fault, FaultLog};
-use crate::memory::{HostMemory, TablePool};
+use crate::memory::HostMemory;
+use crate::pool::TablePool;
 use crate::prq::PageRequestQueue;
 use crate::regs::IommuConfig;
 use crate::stats::{Stats, StatsSnapshot};

@@ -17,6 +17,7 @@ use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceI
 use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::pool::WalkGuard;
 use crate::stats::Counter;
 
 use super::walk::sl_allows;
@@ -73,7 +74,13 @@ pub(super) struct PasidInfo {
     pub(super) entry: PasidEntry,
     /// The PASID used and the context-entry bits requests need.
     pub(super) flags: PasidFlags,
+    /// The context-cache and PASID-cache generations the entry was current under (the words
+    /// 0..3 of its PASID-cache value); [`STALE`] when it changed while it was being read.
+    stamp: [u64; 3],
 }
+
+/// A [`PasidInfo::stamp`] word no generation equals.
+const STALE: u64 = u64::MAX;
 
 impl Iommu {
     pub(super) fn fault(
@@ -226,6 +233,9 @@ impl Iommu {
             }
         }
         self.stats.inc(Counter::Translations);
+        // From here on the walk reads table pages without the control lock: none freed
+        // meanwhile is reused before the walk ends.
+        let _walk = WalkGuard::enter();
         let mem = LazySnapshot::new(&self.mem);
         let context_fault = |reason| WalkFault {
             reason,
@@ -233,34 +243,43 @@ impl Iommu {
             level: 0,
         };
         let no_dte = context_fault(FaultReason::DeviceTlbDisabled);
-        let info = match self.pasid_info(&mem, sid, pasid) {
-            Ok(i) => i,
-            Err((reason, fpd)) => {
-                // A translation request is refused at the context entry, before the PASID
-                // chain, when the entry's DTE is clear.
-                if ats {
-                    let rt = self.root_table_address();
-                    if let Ok(ctx) = resolve_context(mem.get(), &self.cfg, rt, sid) {
-                        if !ctx.dte {
-                            return Err(self.fault(sid, pasid, iova, access, no_dte, ctx.fpd));
+        // A PASID entry invalidated between its reading and the reading of the IOTLB
+        // generations is read again (see `translate_paged`).
+        let (info, result) = loop {
+            let info = match self.pasid_info(&mem, sid, pasid) {
+                Ok(i) => i,
+                Err((reason, fpd)) => {
+                    // A translation request is refused at the context entry, before the PASID
+                    // chain, when the entry's DTE is clear.
+                    if ats {
+                        let rt = self.root_table_address();
+                        if let Ok(ctx) = resolve_context(mem.get(), &self.cfg, rt, sid) {
+                            if !ctx.dte {
+                                return Err(self.fault(sid, pasid, iova, access, no_dte, ctx.fpd));
+                            }
                         }
                     }
+                    return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
                 }
-                return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
+            };
+            if ats && !info.flags.dte {
+                return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
             }
-        };
-        if ats && !info.flags.dte {
-            return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
-        }
-        let access = if pasid.is_none() && info.flags.rid_priv {
-            access.privileged()
-        } else {
-            access
-        };
-        let result = if info.entry.pgtt == Pgtt::PassThrough {
-            self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
-        } else {
-            self.translate_paged(&mem, &info, iova, access)
+            let access = if pasid.is_none() && info.flags.rid_priv {
+                access.privileged()
+            } else {
+                access
+            };
+            let result = if info.entry.pgtt == Pgtt::PassThrough {
+                self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
+            } else {
+                match self.translate_paged(&mem, sid, &info, iova, access) {
+                    Ok(Some(r)) => Ok(r),
+                    Ok(None) => continue,
+                    Err(wf) => Err(wf),
+                }
+            };
+            break (info, result);
         };
         match result {
             Ok((t, v)) => {
@@ -349,7 +368,11 @@ impl Iommu {
                     let p = f.pasid;
                     if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
                         self.stats.inc(Counter::PasidCacheHits);
-                        return Ok(PasidInfo { entry, flags: f });
+                        return Ok(PasidInfo {
+                            entry,
+                            flags: f,
+                            stamp: [d[0], d[1], d[2]],
+                        });
                     }
                 }
             }
@@ -370,7 +393,9 @@ impl Iommu {
             rid_priv: r.context.rid_priv,
             dte: r.context.dte,
         };
-        if resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r) {
+        let stamp = [s0, pack(gpc, dpc), u64::from(ppc)];
+        let current = resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r);
+        if current {
             let raw = r.entry.to_raw();
             let flags = f.pack();
             c.pasid_cache.insert(
@@ -391,7 +416,21 @@ impl Iommu {
         Ok(PasidInfo {
             entry: r.entry,
             flags: f,
+            stamp: if current { stamp } else { [STALE; 3] },
         })
+    }
+
+    /// True while no context-cache or PASID-cache invalidation that covers `info`'s entry
+    /// has begun since the entry was read.
+    fn pasid_info_current(&self, sid: SourceId, info: &PasidInfo) -> bool {
+        let c = &self.caches;
+        let dom = c.domain(info.entry.did);
+        let now = [
+            pack(c.global.ctx.get(), c.device(sid.0).ctx.get()),
+            pack(c.global.pc.get(), dom.pc.get()),
+            u64::from(dom.pasids.get(info.flags.pasid).pc.get()),
+        ];
+        now == info.stamp
     }
 
     #[inline(always)]
@@ -463,13 +502,21 @@ impl Iommu {
         }
     }
 
+    /// The IOTLB lookup and, on a miss, the walk of a first-level, second-level or nested
+    /// entry. `Ok(None)` when the PASID entry was invalidated before the IOTLB generations
+    /// were read: anything cached from its tables under those generations could outlive the
+    /// invalidation that was meant to remove it (and name table pages freed after it), so
+    /// the caller reads the entry again. An invalidation of the PASID entry bumps the PASID
+    /// cache before the IOTLB (the order VT-d requires of software), so generations read
+    /// here that include the IOTLB bump also show the PASID-cache bump.
     pub(super) fn translate_paged(
         &self,
         mem: &LazySnapshot<'_>,
+        sid: SourceId,
         info: &PasidInfo,
         iova: u64,
         access: Access,
-    ) -> Result<(Translation, u64), WalkFault> {
+    ) -> Result<Option<(Translation, u64)>, WalkFault> {
         let e = &info.entry;
         let c = &self.caches;
         let dom = c.domain(e.did);
@@ -489,6 +536,9 @@ impl Iommu {
             Some(p) => p.sizes.load(Ordering::Acquire),
             None => dom.sl_sizes.load(Ordering::Acquire),
         };
+        if !self.pasid_info_current(sid, info) {
+            return Ok(None);
+        }
         for code in 0..3u64 {
             if sizes & (1 << code) == 0 {
                 continue;
@@ -506,7 +556,7 @@ impl Iommu {
             }
             self.stats.inc(Counter::IotlbHits);
             self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
-            return Ok((self.make_translation(pgtt, v, iova, access, ctl), v));
+            return Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)));
         }
         self.stats.inc(Counter::IotlbMisses);
         self.stats.inc(Counter::Walks);
@@ -540,7 +590,7 @@ impl Iommu {
             .insert(page_key(page_base, code), tag, [s0, s1, s2, v], || {
                 pg.map(|p| p.psi.get()) == psi_p && dom.sl_psi.get() == psi_sl
             });
-        Ok((self.make_translation(pgtt, v, iova, access, ctl), v))
+        Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)))
     }
 }
 
@@ -777,5 +827,30 @@ mod tests {
         assert_eq!(s.pasid_cache_misses, 2, "first lookup and after the flush");
         assert_eq!(s.faults, 1);
         assert_eq!(s.invalidations, 1);
+    }
+
+    #[test]
+    fn nothing_is_cached_from_a_pasid_entry_invalidated_during_its_walk() {
+        use super::LazySnapshot;
+        let io = iommu();
+        attach(&io, SID);
+        let root = fl_pasid(&io, SID, 1, 1);
+        map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
+        // A walk reads the PASID entry; then the entry is torn down and its IOTLB flushed,
+        // before the walk reads the IOTLB generations.
+        let mem = LazySnapshot::new(&io.mem);
+        let info = io.pasid_info(&mem, SID, Some(1)).unwrap();
+        io.clear_pasid_entry(SID, 1).unwrap();
+        let r = io.translate_paged(&mem, SID, &info, 0x1000, Access::READ);
+        assert!(
+            matches!(r, Ok(None)),
+            "the walk must read the entry again, not fill caches under the new generations"
+        );
+        assert_eq!(io.stats().walks, 0);
+        assert_eq!(
+            reason(io.translate(SID, Some(1), 0x1000, Access::READ)),
+            FaultReason::PasidDirNotPresent,
+            "the entry was its table's last: the table went back to the pool"
+        );
     }
 }

@@ -282,7 +282,8 @@ pub use second_level::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{HostMemory, TablePool};
+    use crate::memory::HostMemory;
+    use crate::pool::TablePool;
     use crate::table_store::HostTableStore;
     use vm_memory::GuestMemoryMmap;
 
