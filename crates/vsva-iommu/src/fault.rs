@@ -298,11 +298,17 @@ pub struct Fault {
 }
 
 /// A bounded log of fault records; the oldest record is dropped (and counted) when full.
+///
+/// Every record is numbered when it is appended: the n-th fault ever logged is number n, so
+/// a reader that noted [`FaultLog::total`] at some moment can tell exactly which records came
+/// after it, however many threads log at once.
 #[derive(Debug)]
 pub struct FaultLog {
     capacity: usize,
-    records: Mutex<VecDeque<Fault>>,
+    records: Mutex<VecDeque<(u64, Fault)>>,
     dropped: AtomicU64,
+    /// Records ever appended; written only under the `records` lock, so it is always the
+    /// number of the newest record.
     total: AtomicU64,
 }
 
@@ -317,44 +323,44 @@ impl FaultLog {
         }
     }
 
-    /// Appends a record.
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Fault)>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a record; it is numbered one more than the record before it.
     pub fn record(&self, fault: Fault) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.lock();
+        let number = self.total.load(Ordering::Relaxed) + 1;
+        self.total.store(number, Ordering::Release);
         if r.len() == self.capacity {
             r.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        r.push_back(fault);
+        r.push_back((number, fault));
     }
 
     /// A copy of the records currently held, oldest first.
     pub fn records(&self) -> Vec<Fault> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        self.lock().iter().map(|&(_, f)| f).collect()
+    }
+
+    /// A copy of the records currently held with their numbers, oldest first. A record
+    /// numbered above a value [`FaultLog::total`] returned was logged after that call.
+    pub fn numbered_records(&self) -> Vec<(u64, Fault)> {
+        self.lock().iter().copied().collect()
     }
 
     /// Removes and returns every record held, oldest first.
     pub fn drain(&self) -> Vec<Fault> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
+        self.lock().drain(..).map(|(_, f)| f).collect()
     }
 
     /// Records matching a predicate (e.g. one source id or PASID).
     pub fn query(&self, mut pred: impl FnMut(&Fault) -> bool) -> Vec<Fault> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock()
             .iter()
+            .map(|&(_, f)| f)
             .filter(|f| pred(f))
-            .copied()
             .collect()
     }
 
@@ -363,9 +369,9 @@ impl FaultLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Records ever appended.
+    /// Records ever appended: the number of the newest record (0 before the first).
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
+        self.total.load(Ordering::Acquire)
     }
 }
 
@@ -428,5 +434,49 @@ mod tests {
         assert_eq!(log.drain().len(), 2);
         assert!(log.records().is_empty());
         assert!(fault(9).to_string().contains("0x85"));
+    }
+
+    #[test]
+    fn numbers_follow_the_order_of_logging_across_threads() {
+        let log = std::sync::Arc::new(FaultLog::new(64));
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100_000 {
+                        log.record(fault(t << 32 | i));
+                    }
+                })
+            })
+            .collect();
+        while !writers.iter().all(|w| w.is_finished()) {
+            let before = log.total();
+            let recs = log.numbered_records();
+            let after = log.total();
+            for pair in recs.windows(2) {
+                assert_eq!(pair[1].0, pair[0].0 + 1, "numbers are consecutive");
+            }
+            if let Some(&(last, _)) = recs.last() {
+                assert!(
+                    (before..=after).contains(&last),
+                    "the newest record is number total() ({before}..={after}), not {last}"
+                );
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(log.total(), 200_000);
+        assert_eq!(log.numbered_records().last().unwrap().0, 200_000);
+        // Each writer's records appear in the order it logged them.
+        let recs = log.numbered_records();
+        for t in 0..2u64 {
+            let mine: Vec<u64> = recs
+                .iter()
+                .filter(|(_, f)| f.addr >> 32 == t)
+                .map(|(_, f)| f.addr)
+                .collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! records across owners; without the ownership period, a process that attaches a group (or
 //! is allocated a PASID) would read the faults of whoever had it before.
 //!
-//! Positions are counts of faults ever logged ([`FaultLog::total`]): a record's position is
-//! derived from its place in the log, which holds the most recent records in order.
+//! Positions are counts of faults ever logged ([`FaultLog::total`]); the log numbers each
+//! record with its position when it is appended, so a fault logged concurrently with the
+//! start of an ownership period falls on the right side of it.
 
 use std::collections::HashMap;
 
@@ -59,14 +60,9 @@ impl FaultView {
         owned: &[u32],
         group_of: impl Fn(u16) -> Option<u32>,
     ) -> Vec<Fault> {
-        let records = log.records();
-        // The log holds the most recent records; the last one is fault number `total`.
-        let total = log.total().max(records.len() as u64);
-        let first = total - records.len() as u64 + 1;
-        records
+        log.numbered_records()
             .into_iter()
-            .zip(first..)
-            .filter(|(f, at)| {
+            .filter(|(at, f)| {
                 let since = |start: Option<&u64>| start.is_some_and(|s| *at > (*s).max(self.from));
                 let by_pasid = f
                     .pasid
@@ -74,7 +70,7 @@ impl FaultView {
                 let by_group = group_of(f.source_id.0).is_some_and(|g| since(self.groups.get(&g)));
                 by_pasid || by_group
             })
-            .map(|(f, _)| f)
+            .map(|(_, f)| f)
             .collect()
     }
 }
