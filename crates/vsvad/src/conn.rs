@@ -155,6 +155,7 @@ impl Conn {
         if self.closing.is_some() || self.dead.is_some() {
             return;
         }
+        let mut drained = false;
         loop {
             // Handle everything buffered, as far as the limits allow.
             loop {
@@ -187,12 +188,20 @@ impl Conn {
                 }
             }
             self.update_frame_deadline();
+            if drained {
+                return;
+            }
             match self.read_some() {
-                Ok(0) => {
+                Ok((0, _)) => {
                     self.closing = Some("closed by the client");
                     return;
                 }
-                Ok(_) => self.last_active = Instant::now(),
+                Ok((n, asked)) => {
+                    self.last_active = Instant::now();
+                    // A short read took all the socket had: skip the read that would only
+                    // say so (the socket stays readable, level-triggered, if more came).
+                    drained = n < asked;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -404,7 +413,8 @@ impl Conn {
         self.daemon.disconnect(&self.session);
     }
 
-    fn read_some(&mut self) -> io::Result<usize> {
+    /// One `recvmsg`: the bytes received and the room it offered.
+    fn read_some(&mut self) -> io::Result<(usize, usize)> {
         let mut space =
             [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
         let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -416,6 +426,7 @@ impl Conn {
             ..
         } = self;
         let buf = dec.spare(READ_CHUNK);
+        let asked = buf.len();
         let mut iov = [IoSliceMut::new(buf)];
         let r = rustix::net::recvmsg(&*stream, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)
             .map_err(io::Error::from)?;
@@ -431,7 +442,7 @@ impl Conn {
         if r.flags.contains(ReturnFlags::CTRUNC) {
             truncated.push(tag);
         }
-        Ok(r.bytes)
+        Ok((r.bytes, asked))
     }
 
     fn handle_frame(&mut self, frame: Frame) {

@@ -240,6 +240,8 @@ impl Worker {
         // Connections to read this round, and to write.
         let mut ready: Vec<u64> = Vec::new();
         let mut again: Vec<u64> = Vec::new();
+        let mut writable: Vec<u64> = Vec::new();
+        let mut touched: Vec<u64> = Vec::new();
         // A deadline no later than every connection's earliest one.
         let mut next_check: Option<Instant> = None;
         loop {
@@ -276,7 +278,7 @@ impl Worker {
                 }
             }
             ready.clear();
-            let mut writable: Vec<u64> = Vec::new();
+            writable.clear();
             for ev in &events {
                 let id = ev.data.u64();
                 if id == WAKE {
@@ -322,7 +324,8 @@ impl Worker {
             }
             // Deadlines: a full pass only when the earliest one may have passed.
             let now = Instant::now();
-            let mut touched = writable;
+            touched.clear();
+            touched.extend_from_slice(&writable);
             if next_check.is_some_and(|t| t <= now) {
                 next_check = None;
                 for (id, (c, _)) in &mut self.conns {
@@ -332,7 +335,7 @@ impl Worker {
                 touched.sort_unstable();
                 touched.dedup();
             }
-            for id in touched {
+            for &id in &touched {
                 let Some((c, registered)) = self.conns.get_mut(&id) else {
                     continue;
                 };
