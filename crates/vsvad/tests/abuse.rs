@@ -428,6 +428,27 @@ fn the_per_uid_connection_limit_is_enforced() {
     assert!(e.to_string().contains("max_connections_per_uid = 2"), "{e}");
 }
 
+/// Issue 16: connections are served by a fixed set of worker threads, not a thread each: 64
+/// open connections, each served, leave the daemon with far fewer than 64 threads.
+#[test]
+fn many_connections_share_a_few_worker_threads() {
+    let dir = TestDir::new("workers");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut conns: Vec<UnixStream> = (0..64).map(|_| raw(&d)).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        ping(s, i as u64 + 2);
+    }
+    let pid = d.child.as_ref().unwrap().id();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert!(
+        threads < 32,
+        "{threads} daemon threads serve {} connections",
+        conns.len()
+    );
+}
+
 /// Issue 12, item 11: a client that pipelines large requests and never reads its replies
 /// gets only a bounded amount read from it: once its unwritten replies reach
 /// `limits.max_queued_bytes` the daemon stops reading (counted in `vsvad_read_pauses_total`),
