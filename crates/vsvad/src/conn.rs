@@ -161,7 +161,13 @@ impl Conn {
             loop {
                 if self.at_limit() {
                     self.more = true;
-                    self.update_frame_deadline();
+                    if self.paused {
+                        // The client cannot finish a frame the daemon does not read: while
+                        // reading is paused only the write deadline runs.
+                        self.frame_deadline = None;
+                    } else {
+                        self.update_frame_deadline();
+                    }
                     return;
                 }
                 match self.dec.next_frame() {
