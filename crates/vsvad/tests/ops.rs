@@ -264,17 +264,8 @@ fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
     let mut c = vsva_client::Client::connect(opts).unwrap();
     assert_eq!(c.ping(b"still here").unwrap(), b"still here");
     assert!(child.try_wait().unwrap().is_none(), "vsvad died");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let mut status = None;
-    common::wait_until("vsvad to exit after SIGTERM", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success(), "{status:?}");
+    let status = common::sigterm(&mut child);
+    assert!(status.success(), "{status:?}");
 }
 
 /// Issue 16 / issue 12 item 12: a standard error nobody reads (a full pipe) never blocks a
@@ -325,17 +316,8 @@ fn a_stderr_nobody_reads_blocks_no_connection() {
     let page = scrape(&addr);
     let dropped = common::metric(&page, "vsvad_log_lines_dropped_total");
     assert!(dropped > 0, "no log line was dropped:\n{page}");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let mut status = None;
-    common::wait_until("vsvad to exit after SIGTERM", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success(), "{status:?}");
+    let status = common::sigterm(&mut child);
+    assert!(status.success(), "{status:?}");
 }
 
 /// Issue 12, smaller things: `VSVA_SOCKET` overrides the config file's `socket`, a short-lived

@@ -276,6 +276,21 @@ impl Drop for Helper {
     }
 }
 
+/// Sends SIGTERM to a daemon started by hand and waits for its exit status.
+pub fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let mut status = None;
+    wait_until("vsvad to exit after SIGTERM", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
 /// The metrics page of a daemon started with `--metrics-addr addr`.
 pub fn scrape(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
