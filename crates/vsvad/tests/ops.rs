@@ -245,17 +245,7 @@ fn sigterm_hands_no_idle_process_pasids_to_another() {
 fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
     let dir = TestDir::new("epipe");
     let socket = dir.path().join("vsvad.sock");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("RUST_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_logging(dir.path(), &[]);
     drop(child.stderr.take());
     drop(child.stdout.take());
     common::wait_until("the socket", || UnixStream::connect(&socket).is_ok());
@@ -278,26 +268,21 @@ fn a_stderr_nobody_reads_blocks_no_connection() {
     let dir = TestDir::new("fullpipe");
     let socket = dir.path().join("vsvad.sock");
     let addr = free_loopback_addr();
+    let config = dir.path().join("vsvad.toml");
     std::fs::write(
-        dir.path().join("vsvad.toml"),
+        &config,
         "[limits]\nmax_connections = 8\nmax_connections_per_uid = 8\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--config")
-        .arg(dir.path().join("vsvad.toml"))
-        .arg("--metrics-addr")
-        .arg(&addr)
-        .env("RUST_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_logging(
+        dir.path(),
+        &[
+            "--config".as_ref(),
+            config.as_ref(),
+            "--metrics-addr".as_ref(),
+            addr.as_ref(),
+        ],
+    );
     // Kept open and never read: the pipe fills and stays full.
     let _stderr = child.stderr.take();
     common::wait_until("the socket", || UnixStream::connect(&socket).is_ok());

@@ -276,6 +276,51 @@ impl Drop for Helper {
     }
 }
 
+/// A daemon started by hand, killed when dropped if it is still running (a failed test leaves
+/// no daemon behind).
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `vsvad` on `dir/vsvad.sock` and `dir/state` with debug logging, its standard
+/// output and error pipes for the test to keep, read or close, and `args` added.
+pub fn spawn_logging(dir: &Path, args: &[&std::ffi::OsStr]) -> Spawned {
+    Spawned(
+        Command::new(env!("CARGO_BIN_EXE_vsvad"))
+            .arg("--socket")
+            .arg(dir.join("vsvad.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vsvad"),
+    )
+}
+
 /// Sends SIGTERM to a daemon started by hand and waits for its exit status.
 pub fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     rustix::process::kill_process(
