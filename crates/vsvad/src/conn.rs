@@ -1,23 +1,30 @@
-//! One client connection: reading frames (and the file descriptors sent with them), handling
-//! them, and writing replies.
+//! One client connection as a state machine the event loop drives: reading frames (and the
+//! file descriptors sent with them) without blocking, handling them, queueing replies and
+//! writing them without blocking.
 //!
-//! # Threading
+//! # Driven, never blocking
 //!
-//! Each connection has its own thread, which blocks only on its own socket. A client that
-//! stalls — half a frame, or never reading its replies — holds up nothing but that thread,
-//! and is cut off when a frame is not complete `limits.frame_timeout_ms` after its first
-//! byte (however slowly the bytes trickle in), when a write blocks for
-//! `limits.write_timeout_ms`, or, if configured, when it is silent between frames for
-//! `limits.idle_timeout_secs`. Requests touch
-//! shared state only through short per-process or lock-free paths, never while blocked on a
-//! socket.
+//! The connection's socket is non-blocking; a worker of the event loop (see
+//! `crate::event_loop`) calls [`Conn::read_and_handle`] when it is readable, [`Conn::settle`]
+//! once per wake-up after every ready connection has been read, and [`Conn::write`] when
+//! there is something to write or the socket became writable. Nothing here waits on a
+//! socket. A client that stalls — half a frame, or never reading its replies — costs its
+//! worker nothing but a deadline: the connection is cut off when a frame is not complete
+//! `limits.frame_timeout_ms` after its first byte (however slowly the bytes trickle in), when
+//! its hello does not come within `limits.handshake_timeout_ms`, when a reply makes no
+//! progress into the socket for `limits.write_timeout_ms`, or, if configured, when it is
+//! silent between frames for `limits.idle_timeout_secs`.
 //!
-//! # Pipelining and group commit
+//! # Pipelining, bounded queues and group commit
 //!
-//! The thread handles every complete frame it has buffered (up to `limits.max_in_flight`
-//! requests, or replies of `limits.max_queued_bytes`, whichever comes first; it reads
-//! nothing more until they are written) before writing their replies in one `write`, waiting once for the store to make the last
-//! of their records durable. Replies go out in request order, each with its request's id.
+//! Each wake-up handles every complete frame the socket has (up to `limits.max_in_flight`
+//! requests), and their replies go out together in one `write`. Replies not yet written are
+//! bounded: once they reach `limits.max_queued_bytes` the connection reads nothing more (the
+//! kernel's socket buffer then pushes back on the client) until they are written; each such
+//! pause is counted in `vsvad_read_pauses_total`. A change is acknowledged only once its
+//! store record is durable: [`Conn::settle`] waits for the tickets of the requests handled in
+//! this wake-up, after the worker has handled every ready connection's requests, so one
+//! group commit covers them all. Replies go out in request order, each with its request's id.
 //!
 //! # File descriptors
 //!
@@ -31,25 +38,29 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use vsva_proto::{
     Errno, Frame, FrameDecoder, FrameHeader, Kind, ProtoError, Reply, Request, MAX_HELLO_BODY,
 };
 
+use crate::config::Limits;
 use crate::daemon::{Daemon, Outcome, Session};
 
 /// Most descriptors one `recvmsg` takes; more are closed by the kernel and reported as
 /// truncated (`EBADF` for their frame).
 const MAX_FDS_PER_READ: usize = 8;
 
-/// The reply buffer's usual capacity; a larger one is given back after a flush.
+/// The reply buffer's usual capacity; a larger one is given back once it is written.
 const OUT_CAPACITY: usize = 4096;
+
+/// Bytes one `recvmsg` asks for.
+const READ_CHUNK: usize = 16 * 1024;
 
 struct Pending {
     header: FrameHeader,
@@ -58,33 +69,19 @@ struct Pending {
     outcome: Outcome,
 }
 
-/// Serves one connection until it closes, fails, or the daemon shuts it down.
-pub fn serve(daemon: Arc<Daemon>, stream: UnixStream, session: Session) {
-    let conn = session.conn;
-    let pid = session.credentials.pid;
-    let daemon_max_queued = daemon.settings().limits.max_queued_bytes as usize;
-    let mut c = Conn {
-        max_in_flight: daemon.settings().limits.max_in_flight as usize,
-        daemon,
-        stream,
-        session,
-        dec: FrameDecoder::new(MAX_HELLO_BODY),
-        fds: VecDeque::new(),
-        truncated: Vec::new(),
-        pending: Vec::new(),
-        out: Vec::with_capacity(OUT_CAPACITY),
-        max_queued: daemon_max_queued,
-        timeout: None,
-        hello_deadline: None,
-        frame_deadline: None,
-    };
-    let why = c.run();
-    tracing::debug!(conn, pid, why, "connection closed");
-    c.daemon.disconnect(&c.session);
+/// What a connection wants its worker to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    /// It reads more when the socket is readable.
+    pub read: bool,
+    /// It has bytes waiting for room in the socket.
+    pub write: bool,
 }
 
-struct Conn {
+/// One client connection: its socket, session, decoder, and replies not yet written.
+pub struct Conn {
     daemon: Arc<Daemon>,
+    limits: Limits,
     stream: UnixStream,
     session: Session,
     dec: FrameDecoder,
@@ -93,42 +90,94 @@ struct Conn {
     fds: VecDeque<(u64, OwnedFd)>,
     /// Tags of reads whose descriptors the kernel truncated.
     truncated: Vec<u64>,
+    /// Requests handled in this wake-up, their replies not yet settled.
     pending: Vec<Pending>,
+    /// Encoded replies; `out[written..]` is not yet in the socket.
     out: Vec<u8>,
-    timeout: Option<Duration>,
+    written: usize,
     hello_deadline: Option<Instant>,
     /// When the frame being received must be complete.
     frame_deadline: Option<Instant>,
-    max_in_flight: usize,
-    /// Reply bytes queued past which the connection writes before it reads more.
-    max_queued: usize,
+    /// When the reply bytes waiting for room must have moved.
+    write_deadline: Option<Instant>,
+    /// The last time a read or a write moved bytes (for the idle limit).
+    last_active: Instant,
+    /// Reading stopped for good (the client closed its side, the daemon is stopping, or a
+    /// bad header ended the stream): the connection closes once its replies are written.
+    closing: Option<&'static str>,
+    /// The connection must close now, with this reason.
+    dead: Option<&'static str>,
+    /// Reading was paused because the queued replies reached `max_queued_bytes`.
+    paused: bool,
+    /// The last call to [`Conn::read_and_handle`] stopped at a limit with frames possibly
+    /// still buffered: call it again once the replies are written.
+    more: bool,
 }
 
 impl Conn {
-    fn run(&mut self) -> &'static str {
-        let limits = self.daemon.settings().limits.clone();
-        if self
-            .stream
-            .set_write_timeout(Some(limits.write_timeout()))
-            .is_err()
-        {
-            return "cannot set the write timeout";
+    /// Takes over an accepted connection the daemon registered, its socket already
+    /// non-blocking. [`Conn::finish`] unregisters it.
+    pub fn new(daemon: Arc<Daemon>, stream: UnixStream, session: Session) -> Conn {
+        let limits = daemon.settings().limits.clone();
+        let now = Instant::now();
+        Conn {
+            hello_deadline: Some(now + limits.handshake_timeout()),
+            limits,
+            daemon,
+            stream,
+            session,
+            dec: FrameDecoder::new(MAX_HELLO_BODY),
+            fds: VecDeque::new(),
+            truncated: Vec::new(),
+            pending: Vec::new(),
+            out: Vec::with_capacity(OUT_CAPACITY),
+            written: 0,
+            frame_deadline: None,
+            write_deadline: None,
+            last_active: now,
+            closing: None,
+            dead: None,
+            paused: false,
+            more: false,
         }
-        self.hello_deadline = Some(Instant::now() + limits.handshake_timeout());
+    }
+
+    /// The socket, for the worker's `epoll` registration.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    /// Reads what the socket has and handles every complete frame, until the socket is empty,
+    /// `max_in_flight` requests are handled, or the unwritten replies reach
+    /// `max_queued_bytes`. Their replies are queued for [`Conn::settle`].
+    pub fn read_and_handle(&mut self) {
+        self.more = false;
+        if self.closing.is_some() || self.dead.is_some() {
+            return;
+        }
+        let mut drained = false;
         loop {
-            // Handle everything buffered, flushing every `max_in_flight` requests.
+            // Handle everything buffered, as far as the limits allow.
             loop {
+                if self.at_limit() {
+                    self.more = true;
+                    if self.paused {
+                        // The client cannot finish a frame the daemon does not read: while
+                        // reading is paused only the write deadline runs.
+                        self.frame_deadline = None;
+                    } else {
+                        self.update_frame_deadline();
+                    }
+                    return;
+                }
                 match self.dec.next_frame() {
                     Ok(Some(frame)) => {
                         // The next frame's clock starts when its first byte is seen.
                         self.frame_deadline = None;
                         self.handle_frame(frame);
-                        // Nothing more is read until the replies queued so far are written:
-                        // a client that does not read its replies holds a bounded amount.
-                        let full = self.pending.len() >= self.max_in_flight
-                            || self.queued_bytes() >= self.max_queued;
-                        if full && self.flush().is_err() {
-                            return "write failed";
+                        if self.hello_deadline.is_some() && self.session.process.is_some() {
+                            self.hello_deadline = None;
+                            self.dec.set_max_body(self.limits.max_frame);
                         }
                     }
                     Ok(None) => break,
@@ -139,76 +188,239 @@ impl Conn {
                             .fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(conn = self.session.conn, error = %e.error, "bad frame header; closing");
                         self.push_error(e.header, None, &e.error);
-                        let _ = self.flush();
-                        return "bad frame header";
+                        self.closing = Some("bad frame header");
+                        return;
                     }
                 }
             }
-            if self.flush().is_err() {
-                return "write failed";
-            }
-            // Between frames: give back what a large frame or reply made the buffers grow by.
-            self.dec.release_memory();
-            if self.out.capacity() > OUT_CAPACITY {
-                self.out = Vec::with_capacity(OUT_CAPACITY);
-            }
-            if self.session.process.is_some() {
-                self.hello_deadline = None;
-                if self.dec.max_body() != limits.max_frame {
-                    self.dec.set_max_body(limits.max_frame);
-                }
-            }
-            // A started frame must complete within `frame_timeout` of its first byte, however
-            // slowly its bytes trickle in; a connection between frames may wait for
-            // `idle_timeout` (forever by default), except before its hello.
-            if self.dec.buffered() == 0 {
-                self.frame_deadline = None;
-            } else if self.frame_deadline.is_none() {
-                self.frame_deadline = Some(Instant::now() + limits.frame_timeout());
-            }
-            let deadline = match (self.hello_deadline, self.frame_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let want = match deadline {
-                Some(d) => Some(
-                    d.saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1)),
-                ),
-                None => limits.idle_timeout(),
-            };
-            if want != self.timeout {
-                if self.stream.set_read_timeout(want).is_err() {
-                    return "cannot set the read timeout";
-                }
-                self.timeout = want;
+            self.update_frame_deadline();
+            if drained {
+                return;
             }
             match self.read_some() {
-                Ok(0) => return "closed by the client",
-                Ok(_) => {}
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut =>
-                {
-                    self.daemon
-                        .metrics()
-                        .timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    return if self.hello_deadline.is_some() {
-                        "no hello in time"
-                    } else if self.frame_deadline.is_some() {
-                        "a frame did not complete in time"
-                    } else {
-                        "idle for longer than limits.idle_timeout_secs"
-                    };
+                Ok((0, _)) => {
+                    self.closing = Some("closed by the client");
+                    return;
                 }
+                Ok((n, asked)) => {
+                    self.last_active = Instant::now();
+                    // A short read took all the socket had: skip the read that would only
+                    // say so (the socket stays readable, level-triggered, if more came).
+                    drained = n < asked;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return "read failed",
+                Err(_) => {
+                    self.dead = Some("read failed");
+                    return;
+                }
             }
         }
     }
 
-    fn read_some(&mut self) -> io::Result<usize> {
+    /// Whether reading must stop until the replies are written.
+    fn at_limit(&mut self) -> bool {
+        if self.pending.len() >= self.limits.max_in_flight as usize {
+            return true;
+        }
+        let full = self.queued_bytes_total() >= self.limits.max_queued_bytes as usize;
+        if full && !self.paused {
+            self.paused = true;
+            self.daemon
+                .metrics()
+                .read_pauses
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        full
+    }
+
+    /// A started frame must complete within `frame_timeout` of its first byte.
+    fn update_frame_deadline(&mut self) {
+        if self.dec.buffered() == 0 {
+            self.frame_deadline = None;
+        } else if self.frame_deadline.is_none() {
+            self.frame_deadline = Some(Instant::now() + self.limits.frame_timeout());
+        }
+    }
+
+    /// Waits for the store to make the handled requests' records durable (undoing a change
+    /// that could not be), records their metrics, and encodes their replies for writing.
+    pub fn settle(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let metrics = self.daemon.metrics().clone();
+        for p in self.pending.drain(..) {
+            let Outcome {
+                mut reply,
+                ticket,
+                rollback,
+            } = p.outcome;
+            // Each change is acknowledged only once its own record is durable.
+            let failed = ticket.and_then(|t| self.daemon.store().wait(t).err());
+            if let Some(e) = failed {
+                reply = match rollback {
+                    Some(rb) => {
+                        self.daemon.rollback(rb);
+                        Reply::error(
+                            e.errno(),
+                            format!("the change could not be made durable and was undone: {e}"),
+                        )
+                    }
+                    // A free or release cannot be undone: it stays in effect, and its record
+                    // is written once the disk accepts it.
+                    None => Reply::error(
+                        e.errno(),
+                        format!(
+                            "the change was made but is not durable yet (it is written once \
+                             the disk accepts it): {e}"
+                        ),
+                    ),
+                };
+            }
+            if let Some(kind) = p.kind {
+                metrics.request(kind, p.started.elapsed(), reply.errno());
+            }
+            self.out.extend_from_slice(&reply.encode_frame(&p.header));
+        }
+    }
+
+    /// Writes as much of the encoded replies as the socket takes, without blocking.
+    pub fn write(&mut self) {
+        if self.dead.is_some() {
+            return;
+        }
+        let mut moved = false;
+        while self.written < self.out.len() {
+            match (&self.stream).write(&self.out[self.written..]) {
+                Ok(0) => {
+                    self.dead = Some("write failed");
+                    return;
+                }
+                Ok(n) => {
+                    self.written += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.dead = Some("write failed");
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        if moved {
+            self.last_active = now;
+        }
+        if self.written == self.out.len() {
+            self.written = 0;
+            self.out.clear();
+            self.write_deadline = None;
+            // Give back what a large reply made the buffers grow by.
+            if self.out.capacity() > OUT_CAPACITY {
+                self.out = Vec::with_capacity(OUT_CAPACITY);
+            }
+            if self.dec.buffered() == 0 {
+                self.dec.release_memory();
+            }
+        } else if moved || self.write_deadline.is_none() {
+            self.write_deadline = Some(now + self.limits.write_timeout());
+        }
+        if self.paused && self.queued_bytes_total() < self.limits.max_queued_bytes as usize {
+            self.paused = false;
+            self.more = true;
+        }
+    }
+
+    /// Whether [`Conn::read_and_handle`] should run again without waiting for the socket
+    /// (frames may be buffered that a limit kept back).
+    pub fn has_more(&self) -> bool {
+        self.more && !self.paused && self.closing.is_none() && self.dead.is_none()
+    }
+
+    /// What to wait for on the socket.
+    pub fn interest(&self) -> Interest {
+        Interest {
+            read: self.closing.is_none() && self.dead.is_none() && !self.paused,
+            write: self.dead.is_none() && self.written < self.out.len(),
+        }
+    }
+
+    /// The earliest deadline of this connection, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let idle = self.idle_deadline();
+        [
+            self.hello_deadline,
+            self.frame_deadline,
+            self.write_deadline,
+            idle,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Between frames, with everything written, a connection past its hello may be silent
+    /// for `idle_timeout` (forever by default).
+    fn idle_deadline(&self) -> Option<Instant> {
+        let between = self.hello_deadline.is_none()
+            && self.frame_deadline.is_none()
+            && self.written == self.out.len()
+            && self.pending.is_empty()
+            && self.closing.is_none();
+        between
+            .then(|| self.limits.idle_timeout().map(|t| self.last_active + t))
+            .flatten()
+    }
+
+    /// Cuts the connection off if a deadline has passed (counted in the timeouts metric).
+    pub fn check_deadlines(&mut self, now: Instant) {
+        if self.dead.is_some() {
+            return;
+        }
+        let passed = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+        let why = if passed(self.write_deadline) {
+            "a reply could not be written in time"
+        } else if passed(self.hello_deadline) {
+            "no hello in time"
+        } else if passed(self.frame_deadline) {
+            "a frame did not complete in time"
+        } else if passed(self.idle_deadline()) {
+            "idle for longer than limits.idle_timeout_secs"
+        } else {
+            return;
+        };
+        self.daemon
+            .metrics()
+            .timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        self.dead = Some(why);
+    }
+
+    /// Why the connection must be closed now, if it must: it failed or timed out, or it
+    /// stopped reading and has written everything.
+    pub fn finished(&self) -> Option<&'static str> {
+        self.dead.or_else(|| {
+            self.closing
+                .filter(|_| self.pending.is_empty() && self.written == self.out.len())
+        })
+    }
+
+    /// Closes the connection: unregisters it from the daemon, which closes its containers
+    /// and, for its process's last connection, releases the process.
+    pub fn finish(self, why: &str) {
+        tracing::debug!(
+            conn = self.session.conn,
+            pid = self.session.credentials.pid,
+            why,
+            "connection closed"
+        );
+        self.daemon.disconnect(&self.session);
+    }
+
+    /// One `recvmsg`: the bytes received and the room it offered.
+    fn read_some(&mut self) -> io::Result<(usize, usize)> {
         let mut space =
             [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
         let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -219,7 +431,8 @@ impl Conn {
             truncated,
             ..
         } = self;
-        let buf = dec.spare(16 * 1024);
+        let buf = dec.spare(READ_CHUNK);
+        let asked = buf.len();
         let mut iov = [IoSliceMut::new(buf)];
         let r = rustix::net::recvmsg(&*stream, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)
             .map_err(io::Error::from)?;
@@ -235,7 +448,7 @@ impl Conn {
         if r.flags.contains(ReturnFlags::CTRUNC) {
             truncated.push(tag);
         }
-        Ok(r.bytes)
+        Ok((r.bytes, asked))
     }
 
     fn handle_frame(&mut self, frame: Frame) {
@@ -334,52 +547,9 @@ impl Conn {
         });
     }
 
-    /// Waits for the store to make the pending replies' records durable, then writes them.
-    fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let metrics = self.daemon.metrics().clone();
-        for p in self.pending.drain(..) {
-            let Outcome {
-                mut reply,
-                ticket,
-                rollback,
-            } = p.outcome;
-            // Each change is acknowledged only once its own record is durable.
-            let failed = ticket.and_then(|t| self.daemon.store().wait(t).err());
-            if let Some(e) = failed {
-                reply = match rollback {
-                    Some(rb) => {
-                        self.daemon.rollback(rb);
-                        Reply::error(
-                            e.errno(),
-                            format!("the change could not be made durable and was undone: {e}"),
-                        )
-                    }
-                    // A free or release cannot be undone: it stays in effect, and its record
-                    // is written once the disk accepts it.
-                    None => Reply::error(
-                        e.errno(),
-                        format!(
-                            "the change was made but is not durable yet (it is written once \
-                             the disk accepts it): {e}"
-                        ),
-                    ),
-                };
-            }
-            if let Some(kind) = p.kind {
-                metrics.request(kind, p.started.elapsed(), reply.errno());
-            }
-            self.out.extend_from_slice(&reply.encode_frame(&p.header));
-        }
-        let r = self.stream.write_all(&self.out);
-        self.out.clear();
-        if let Err(e) = &r {
-            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
-                metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        r
+    /// Bytes of replies not yet written: queued in this wake-up, and encoded but not yet in
+    /// the socket.
+    fn queued_bytes_total(&self) -> usize {
+        self.queued_bytes() + (self.out.len() - self.written)
     }
 }

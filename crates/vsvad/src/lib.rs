@@ -10,9 +10,10 @@
 //! configuration as TOML, for `--check-config`), `credentials` (peer credentials
 //! and process start times), `store` (write-ahead log with group commit), `machine` (the
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
-//! request family per file), `conn` (one connection's reading and writing), `metrics`
-//! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining). Only the
-//! configuration and the server are public: the binary starts one with the other.
+//! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `metrics`
+//! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining), [`log_sink`] (the log's non-blocking writer). Only the
+//! configuration, the server and the log's writer are public: the binary starts the server with the
+//! configuration, logging through the writer.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -22,6 +23,8 @@ pub mod config_toml;
 mod conn;
 mod credentials;
 mod daemon;
+mod event_loop;
+pub mod log_sink;
 mod machine;
 mod metrics;
 mod private_dir;

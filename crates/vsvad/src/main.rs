@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vsvad::config::{Config, Durability, Overrides};
+use vsvad::log_sink::LogSink;
 
 /// vsvad: the vsva host daemon (PASID space, software IOMMU and VFIO over a Unix socket).
 #[derive(Debug, Parser)]
@@ -55,38 +56,28 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(|| LogSink)
+        // Lines are queued for a writer thread, never written by the thread that logs: a
+        // standard error nobody reads (a full pipe) or a closed one cannot stall or kill a
+        // worker or the signal handler. A line that cannot be queued or written is dropped
+        // and counted.
+        .with_writer(LogSink::new)
         // On a failed write the subscriber would report it with `eprintln!`, which panics
-        // when standard error is a closed pipe: the thread logging (e.g. the one handling
-        // SIGTERM) would die. A log line that cannot be written is dropped instead.
+        // when standard error is a closed pipe.
         .log_internal_errors(false)
         // Colour only for a person at a terminal, never into a log file or journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(args) {
+    let result = run(args);
+    if let Err(e) = &result {
+        // Queued like a log line (the queue never refuses a write); the exit code reports
+        // the failure even when standard error is gone.
+        let _ = writeln!(LogSink::new(), "vsvad: {e}");
+    }
+    // The last lines (e.g. "vsvad stopped"), unless standard error is not being read.
+    LogSink::flush_for(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // The exit code reports the failure even when standard error is gone.
-            let _ = writeln!(std::io::stderr(), "vsvad: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// Standard error as the log's writer: a line that cannot be written (a closed pipe, a full
-/// disk behind a redirection) is dropped, never turned into an error or a panic, so logging
-/// cannot take the daemon down.
-struct LogSink;
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // Dropping the line is the policy: there is nowhere left to report the failure.
-        let _ = std::io::stderr().write_all(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        Err(_) => ExitCode::from(1),
     }
 }
 

@@ -104,6 +104,9 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     /// Requests of unknown kinds.
     pub unknown_requests: AtomicU64,
+    /// Times a connection stopped reading because its replies not yet written reached
+    /// `limits.max_queued_bytes`.
+    pub read_pauses: AtomicU64,
     store_commits: AtomicU64,
     store_records: AtomicU64,
     store_sync: Histogram,
@@ -160,6 +163,7 @@ impl Metrics {
             malformed_frames: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             unknown_requests: AtomicU64::new(0),
+            read_pauses: AtomicU64::new(0),
             store_commits: AtomicU64::new(0),
             store_records: AtomicU64::new(0),
             store_sync: Histogram::default(),
@@ -320,6 +324,18 @@ impl Metrics {
             "vsvad_malformed_frames_total",
             "Frames refused as malformed.",
             self.malformed_frames.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_read_pauses_total",
+            "Times a connection stopped reading because its unwritten replies reached limits.max_queued_bytes.",
+            self.read_pauses.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_log_lines_dropped_total",
+            "Log lines dropped because standard error was not read fast enough or refused them.",
+            crate::log_sink::dropped_lines(),
         );
         counter(
             &mut o,

@@ -1,23 +1,23 @@
-//! The listening socket, the accept loop, signals, the maintenance loop, and draining.
+//! The listening socket, the accept loop (connections are served by the workers of
+//! `crate::event_loop`), signals, the maintenance loop, and draining.
 
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use vsva_proto::{Errno, FrameHeader, Kind, Reply};
 
 use crate::config::Settings;
 use crate::credentials;
 use crate::daemon::{Daemon, StartError};
+use crate::event_loop::{self, Workers};
 use crate::metrics::{self, Metrics};
 use crate::private_dir;
 
-/// Stack size of a connection thread.
-const CONN_STACK: usize = 512 * 1024;
 /// How long a shutdown waits for connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,13 +116,6 @@ impl Drop for SocketFile {
     }
 }
 
-/// Counts live connection threads, so a shutdown can wait for them.
-#[derive(Default)]
-struct Live {
-    count: Mutex<usize>,
-    zero: Condvar,
-}
-
 /// A running server: stop it with [`Handle::stop`] or a `SIGTERM`.
 #[derive(Clone)]
 pub struct Handle {
@@ -163,6 +156,12 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
                 .map_err(|e| socket_err(&socket_path, e))?,
         ),
     };
+    let mut workers = Workers::start(&daemon, event_loop::default_count()).map_err(|e| {
+        socket_err(
+            &socket_path,
+            format!("cannot start the connection workers: {e}"),
+        )
+    })?;
     // Signals: SIGTERM and SIGINT drain and exit.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -221,7 +220,32 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
         "vsvad ready"
     );
     ready(&handle);
-    let live = Arc::new(Live::default());
+    accept_loop(&listener, &daemon, &workers, &handle);
+    // Drain: every connection finishes what it has read and closes.
+    daemon.begin_shutdown();
+    let left = workers.drain(DRAIN_TIMEOUT);
+    if left > 0 {
+        tracing::warn!(connections = left, "connections did not finish in time");
+    }
+    workers.stop();
+    drop(socket_file);
+    signal_handle.close();
+    let metrics_stopped = metrics_server.map_or(Ok(()), metrics::MetricsServer::stop);
+    let threads = [signal_thread.join(), maintenance.join(), metrics_stopped];
+    for t in threads {
+        if t.is_err() {
+            tracing::error!("a daemon thread panicked");
+            debug_assert!(false, "a daemon thread panicked");
+        }
+    }
+    daemon.finish_shutdown()?;
+    tracing::info!("vsvad stopped");
+    Ok(())
+}
+
+/// Accepts connections until the server is stopped: identifies each peer, registers it with
+/// the daemon (which enforces the connection limits) and hands it to a worker.
+fn accept_loop(listener: &UnixListener, daemon: &Arc<Daemon>, workers: &Workers, handle: &Handle) {
     for stream in listener.incoming() {
         if handle.stop.load(Ordering::SeqCst) {
             break;
@@ -248,55 +272,13 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
                 continue;
             }
         };
-        *live.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        let d = daemon.clone();
-        let l = live.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("vsvad-conn-{}", session.conn))
-            .stack_size(CONN_STACK)
-            .spawn(move || {
-                crate::conn::serve(d, stream, session);
-                let mut n = l.count.lock().unwrap_or_else(|p| p.into_inner());
-                *n -= 1;
-                if *n == 0 {
-                    l.zero.notify_all();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a connection thread");
-            *live.count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        if let Err(e) = stream.set_nonblocking(true) {
+            tracing::error!(error = %e, "cannot make a connection non-blocking; closing it");
+            daemon.disconnect(&session);
+            continue;
         }
+        workers.assign(stream, session);
     }
-    // Drain: every connection finishes what it has read and closes.
-    daemon.begin_shutdown();
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let mut n = live.count.lock().unwrap_or_else(|p| p.into_inner());
-    while *n > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            tracing::warn!(connections = *n, "connections did not finish in time");
-            break;
-        }
-        n = live
-            .zero
-            .wait_timeout(n, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    drop(n);
-    drop(socket_file);
-    signal_handle.close();
-    let metrics_stopped = metrics_server.map_or(Ok(()), metrics::MetricsServer::stop);
-    let threads = [signal_thread.join(), maintenance.join(), metrics_stopped];
-    for t in threads {
-        if t.is_err() {
-            tracing::error!("a daemon thread panicked");
-            debug_assert!(false, "a daemon thread panicked");
-        }
-    }
-    daemon.finish_shutdown()?;
-    tracing::info!("vsvad stopped");
-    Ok(())
 }
 
 /// Tells a connection over a limit why it is closed.

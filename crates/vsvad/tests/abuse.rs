@@ -428,15 +428,45 @@ fn the_per_uid_connection_limit_is_enforced() {
     assert!(e.to_string().contains("max_connections_per_uid = 2"), "{e}");
 }
 
+/// Issue 16: connections are served by a fixed set of worker threads, not a thread each: 64
+/// open connections, each served, leave the daemon with far fewer than 64 threads.
+#[test]
+fn many_connections_share_a_few_worker_threads() {
+    let dir = TestDir::new("workers");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut conns: Vec<UnixStream> = (0..64).map(|_| raw(&d)).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        ping(s, i as u64 + 2);
+    }
+    let pid = d.child.as_ref().unwrap().id();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert!(
+        threads < 32,
+        "{threads} daemon threads serve {} connections",
+        conns.len()
+    );
+}
+
 /// Issue 12, item 11: a client that pipelines large requests and never reads its replies
-/// gets only a bounded amount read from it: the daemon stops reading until it can write.
+/// gets only a bounded amount read from it: once its unwritten replies reach
+/// `limits.max_queued_bytes` the daemon stops reading (counted in `vsvad_read_pauses_total`),
+/// so the requests it has handled (`vsvad_requests_total`), and the memory their replies
+/// hold, stay bounded however much the client sends.
 #[test]
 fn a_client_that_never_reads_has_a_bounded_amount_read_from_it() {
     let dir = TestDir::new("bounded");
-    let d = Daemon::start(dir.path(), "[limits]\nwrite_timeout_ms = 60000\n", &[]);
+    let addr = common::free_loopback_addr();
+    let d = Daemon::start(
+        dir.path(),
+        "[limits]\nwrite_timeout_ms = 60000\n",
+        &["--metrics-addr", &addr],
+    );
     let mut s = raw(&d);
     s.set_nonblocking(true).unwrap();
-    let frame = encode_request(5, &Request::Ping(vec![7; 256 * 1024]));
+    const BODY: usize = 256 * 1024;
+    let frame = encode_request(5, &Request::Ping(vec![7; BODY]));
     let (mut accepted, mut at, mut stalls) = (0usize, 0usize, 0);
     // Write until the daemon has taken nothing for a while (or far more than it should).
     while stalls < 10 && accepted < 64 << 20 {
@@ -456,6 +486,16 @@ fn a_client_that_never_reads_has_a_bounded_amount_read_from_it() {
     assert!(
         accepted < 4 << 20,
         "{accepted} bytes were taken from a client that reads nothing"
+    );
+    let page = common::scrape(&addr);
+    let pings = common::metric(&page, "vsvad_requests_total{kind=\"ping\"}");
+    assert!(
+        pings * (BODY as u64) < 4 << 20,
+        "{pings} pings of {BODY} bytes handled for a client that reads nothing"
+    );
+    assert!(
+        common::metric(&page, "vsvad_read_pauses_total") >= 1,
+        "{page}"
     );
     // Everyone else is served meanwhile.
     let mut other = raw(&d);

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{Daemon, Helper, TestDir};
+use common::{free_loopback_addr, scrape, Daemon, Helper, TestDir};
 use vsva_client::{Errno, MachineConfig};
 use vsva_proto::{encode_request, FrameHeader, Reply, Request};
 use vsva_uapi::vfio::VFIO_IOMMU_PASID_REQUEST;
@@ -45,25 +45,6 @@ fn raw_connection(d: &Daemon) -> UnixStream {
     s.write_all(&encode_request(1, &hello)).unwrap();
     assert_eq!(read_reply(&mut s).unwrap().result, 0);
     s
-}
-
-fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).unwrap();
-    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
-    page
-}
-
-/// A loopback address with a port nothing listens on now.
-fn free_loopback_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
 }
 
 #[test]
@@ -264,17 +245,7 @@ fn sigterm_hands_no_idle_process_pasids_to_another() {
 fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
     let dir = TestDir::new("epipe");
     let socket = dir.path().join("vsvad.sock");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("RUST_LOG", "debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_logging(dir.path(), &[]);
     drop(child.stderr.take());
     drop(child.stdout.take());
     common::wait_until("the socket", || UnixStream::connect(&socket).is_ok());
@@ -283,17 +254,55 @@ fn a_closed_stderr_neither_kills_the_daemon_nor_stalls_sigterm() {
     let mut c = vsva_client::Client::connect(opts).unwrap();
     assert_eq!(c.ping(b"still here").unwrap(), b"still here");
     assert!(child.try_wait().unwrap().is_none(), "vsvad died");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::TERM,
+    let status = common::sigterm(&mut child);
+    assert!(status.success(), "{status:?}");
+}
+
+/// Issue 16 / issue 12 item 12: a standard error nobody reads (a full pipe) never blocks a
+/// connection: log lines past what the pipe takes are dropped and counted, connections keep
+/// being served and closed, and SIGTERM still stops the daemon. A daemon whose threads wrote
+/// the log themselves would block in the first write to the full pipe, keep those connections
+/// registered, and refuse every later one at the connection limit.
+#[test]
+fn a_stderr_nobody_reads_blocks_no_connection() {
+    let dir = TestDir::new("fullpipe");
+    let socket = dir.path().join("vsvad.sock");
+    let addr = free_loopback_addr();
+    let config = dir.path().join("vsvad.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_connections = 8\nmax_connections_per_uid = 8\n",
     )
     .unwrap();
-    let mut status = None;
-    common::wait_until("vsvad to exit after SIGTERM", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success(), "{status:?}");
+    let mut child = common::spawn_logging(
+        dir.path(),
+        &[
+            "--config".as_ref(),
+            config.as_ref(),
+            "--metrics-addr".as_ref(),
+            addr.as_ref(),
+        ],
+    );
+    // Kept open and never read: the pipe fills and stays full.
+    let _stderr = child.stderr.take();
+    common::wait_until("the socket", || UnixStream::connect(&socket).is_ok());
+    let mut opts = vsva_client::Options::new(&socket, "fullpipe");
+    opts.timeout = Some(Duration::from_secs(20));
+    // Each connection logs a few debug lines: together far more than a pipe holds.
+    for i in 0..3000u32 {
+        let mut c = None;
+        common::wait_until("a connection under the limit", || {
+            c = vsva_client::Client::connect(opts.clone()).ok();
+            c.is_some()
+        });
+        let data = i.to_le_bytes();
+        assert_eq!(c.unwrap().ping(&data).unwrap(), data);
+    }
+    let page = scrape(&addr);
+    let dropped = common::metric(&page, "vsvad_log_lines_dropped_total");
+    assert!(dropped > 0, "no log line was dropped:\n{page}");
+    let status = common::sigterm(&mut child);
+    assert!(status.success(), "{status:?}");
 }
 
 /// Issue 12, smaller things: `VSVA_SOCKET` overrides the config file's `socket`, a short-lived

@@ -276,6 +276,95 @@ impl Drop for Helper {
     }
 }
 
+/// A daemon started by hand, killed when dropped if it is still running (a failed test leaves
+/// no daemon behind).
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `vsvad` on `dir/vsvad.sock` and `dir/state` with debug logging, its standard
+/// output and error pipes for the test to keep, read or close, and `args` added.
+pub fn spawn_logging(dir: &Path, args: &[&std::ffi::OsStr]) -> Spawned {
+    Spawned(
+        Command::new(env!("CARGO_BIN_EXE_vsvad"))
+            .arg("--socket")
+            .arg(dir.join("vsvad.sock"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vsvad"),
+    )
+}
+
+/// Sends SIGTERM to a daemon started by hand and waits for its exit status.
+pub fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let mut status = None;
+    wait_until("vsvad to exit after SIGTERM", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+/// The metrics page of a daemon started with `--metrics-addr addr`.
+pub fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut s, &mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    page
+}
+
+/// The value of an unlabelled (or fully labelled) series on a metrics page.
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        .parse()
+        .unwrap()
+}
+
+/// A loopback address with a port nothing listens on now.
+pub fn free_loopback_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// Waits until `f` holds (polling), or panics with `what`.
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
