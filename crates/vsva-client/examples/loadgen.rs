@@ -14,6 +14,12 @@
 //! `PASID_REQUEST(FREE)` of the PASID it got, timing each pair, for the given time: back to
 //! back (closed loop, the default: measures throughput), or with `--rate` on a fixed schedule
 //! (open loop: measures latency at a given offered load).
+//!
+//! Next to every `sync` point it measures the machine's own durability floor: appending a
+//! 64-byte record to a file in the same directory as the daemon's state and `fdatasync`-ing
+//! it. An acknowledged pair is two changes, each durable before its reply, so a pair can be no
+//! faster than two such syncs one after the other; the table prints the pair's p50 against
+//! that.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -73,8 +79,8 @@ fn main() {
         floor.0, floor.1
     );
     println!("(the socket floor is measured again just before each point below; the ratio uses that one)\n");
-    println!("| store | clients | pairs/s | requests/s | p50 pair (µs) | p99 pair (µs) | p50 / in-process | socket floor p50 (µs) | p50 / socket floor | records per sync |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| store | clients | pairs/s | requests/s | p50 pair (µs) | p99 pair (µs) | p50 / in-process | socket floor p50 (µs) | p50 / socket floor | records per sync | fdatasync p50 (µs) | p50 / 2 fdatasyncs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for mode in &modes {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -98,6 +104,7 @@ fn main() {
         for &n in &clients {
             // The transport floor, measured next to each point: the machine's load drifts.
             let floor = socket_floor(Duration::from_millis(300));
+            let sync_floor = (mode == "sync").then(|| fdatasync_floor(Duration::from_millis(300)));
             let before = store_counters(&addr);
             let (pairs, secs, mut lat) = run_point(daemon.socket(), n, seconds, rate);
             let after = store_counters(&addr);
@@ -116,8 +123,15 @@ fn main() {
                     .map_or(0.0, |&ns| ns as f64 / 1000.0)
             };
             let rate = pairs as f64 / secs;
+            let (sync_p50, sync_ratio) = match sync_floor {
+                Some((p50, _)) => (
+                    format!("{p50:.1}"),
+                    format!("{:.2}×", p(0.50) / (2.0 * p50).max(0.001)),
+                ),
+                None => ("-".into(), "-".into()),
+            };
             println!(
-                "| {mode} | {n} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0}× | {:.1} | {:.2}× | {per_sync} |",
+                "| {mode} | {n} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0}× | {:.1} | {:.2}× | {per_sync} | {sync_p50} | {sync_ratio} |",
                 rate,
                 2.0 * rate,
                 p(0.50),
@@ -276,6 +290,31 @@ fn socket_floor(time: Duration) -> (f64, f64) {
     }
     drop(a);
     let _ = echo.join();
+    lat.sort_by(f64::total_cmp);
+    (lat[lat.len() / 2], lat[(lat.len() - 1) * 99 / 100])
+}
+
+/// The machine's durability floor: p50 and p99 in µs of appending a 64-byte record to a file
+/// in the temporary directory (where the private daemon keeps its state) and `fdatasync`-ing
+/// it, as the store does for a batch of one record.
+fn fdatasync_floor(time: Duration) -> (f64, f64) {
+    let path = std::env::temp_dir().join(format!("vsva-loadgen-sync-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("create the fdatasync probe file");
+    let record = [0x5au8; 64];
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + time;
+    while Instant::now() < deadline || lat.len() < 10 {
+        let t = Instant::now();
+        file.write_all(&record).unwrap();
+        file.sync_data().unwrap();
+        lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
     lat.sort_by(f64::total_cmp);
     (lat[lat.len() / 2], lat[(lat.len() - 1) * 99 / 100])
 }
