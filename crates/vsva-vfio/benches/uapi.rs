@@ -15,6 +15,11 @@
 //! cost from the layer's, and prints the medians and the uAPI's ratio to each.
 //!
 //! `cargo bench -p vsva-vfio --bench uapi` (add `-- --quick` for a shorter run).
+//!
+//! `VSVA_BENCH_COUNT=<case>:<n>` runs one case `n` times and nothing else, for an instruction
+//! count that load cannot disturb (e.g. under `valgrind --tool=callgrind`; subtract the count
+//! of `<case>:0` for the setup). Cases: `pasid_direct`, `pasid_mutex`, `pasid_typed`,
+//! `pasid_uapi`, `bind_direct`, `bind_typed`, `bind_uapi`.
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
@@ -393,7 +398,44 @@ fn summary(quick: bool) {
     );
 }
 
+/// Runs one case `n` times (see the module docs).
+fn count(spec: &str) {
+    let (case, n) = spec.split_once(':').expect("VSVA_BENCH_COUNT=<case>:<n>");
+    let n: u64 = n.parse().expect("a number of iterations");
+    let mut b = setup();
+    let shared = Mutex::new(b.vfio.pasid_space().create_set(3, u32::MAX).unwrap());
+    let mut pair = UapiPair::new();
+    let pasid = b.container.alloc_pasid(1, u32::MAX).unwrap();
+    let direct_pasid = b.direct.alloc(1, u32::MAX).unwrap();
+    let mut run: Box<dyn FnMut(&mut Bench)> = match case {
+        "pasid_direct" => Box::new(|b: &mut Bench| direct_pair(&mut b.direct)),
+        "pasid_mutex" => Box::new(|_: &mut Bench| mutex_pair(&shared)),
+        "pasid_typed" => Box::new(|b: &mut Bench| typed_pair(&b.container)),
+        "pasid_uapi" => Box::new(|b: &mut Bench| pair.run(&b.container)),
+        "bind_direct" => {
+            let db = DirectBind::new(&b, direct_pasid);
+            Box::new(move |b: &mut Bench| db.run(&b.direct, b.vfio.iommu(), b.sid, b.did))
+        }
+        "bind_typed" => {
+            let tb = TypedBind::new(pasid);
+            Box::new(move |b: &mut Bench| tb.run(&b.container))
+        }
+        "bind_uapi" => {
+            let mut ub = UapiBind::new(pasid);
+            Box::new(move |b: &mut Bench| ub.run(&b.container))
+        }
+        other => panic!("unknown case {other}"),
+    };
+    for _ in 0..n {
+        run(&mut b);
+    }
+}
+
 fn main() {
+    if let Some(spec) = std::env::var_os("VSVA_BENCH_COUNT") {
+        count(spec.to_str().expect("VSVA_BENCH_COUNT is UTF-8"));
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     // VSVA_BENCH_SUMMARY_ONLY=1 skips the criterion part and prints only the side-by-side
