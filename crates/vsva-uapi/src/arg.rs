@@ -63,7 +63,7 @@ fn argsz_of(buf: &[u8]) -> u32 {
 /// `EFAULT` (the mandatory part, or the known part `argsz` covers, is not in `buf`) or
 /// `EINVAL` (`argsz < minsz`), with a message naming `what` and the sizes; nothing is read
 /// then.
-#[inline]
+#[inline(always)]
 pub fn read_arg<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
 where
     T: FromBytes + IntoBytes,
@@ -85,7 +85,7 @@ where
 ///
 /// `EFAULT` when `buf` holds fewer than 4 bytes or fewer than the `min(argsz, size_of::<T>())`
 /// bytes to copy; `EINVAL` when `argsz < minsz`. Nothing is read then.
-#[inline]
+#[inline(always)]
 pub fn read_sized_arg<'a, T>(
     buf: &'a [u8],
     minsz: usize,
@@ -103,7 +103,7 @@ where
 
 /// The shared tail of both readers: `argsz < minsz` → `EINVAL`, then the known part `argsz`
 /// covers must be in `buf` (`EFAULT`), and is copied into a zeroed `T`.
-#[inline]
+#[inline(always)]
 fn copy_known<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
 where
     T: FromBytes + IntoBytes,

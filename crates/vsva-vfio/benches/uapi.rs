@@ -386,7 +386,13 @@ fn summary(quick: bool) {
     );
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     println!(
-        "\nuAPI overhead (target: <= +20%): PASID_REQUEST {:+.1}% over the bare set, {:+.1}% over \
+        "\nThrough the bytes over the typed Container calls they end in (target: <= +20%): \
+         PASID_REQUEST {:+.1}%, NESTING_OP {:+.1}%",
+        pct(uapi, typed),
+        pct(bind_uapi, bind_typed),
+    );
+    println!(
+        "Over the peers without the layer: PASID_REQUEST {:+.1}% over the bare set, {:+.1}% over \
          the set with a Mutex per request (typed API: {:+.1}% / {:+.1}%); NESTING_OP {:+.1}% over \
          direct calls (typed API: {:+.1}%)",
         pct(uapi, direct),
