@@ -346,6 +346,36 @@ mod tests {
         assert_eq!(req.gpasid, None);
     }
 
+    /// Several fields wrong at once: the message names the first check of the documented
+    /// order that fails (the core's, then the VT-d driver's), whichever the hot path tests
+    /// first.
+    #[test]
+    fn the_first_failing_check_names_the_field() {
+        let cases: [(fn(&mut GpasidBindData), &str); 6] = [
+            (|r| r.version = 2, "version 2"),
+            (|r| r.format = 2, "format 2"),
+            (|r| r.flags = 2, "flags 0x2"),
+            (|r| r.padding[3] = 7, "padding[3] is 0x7"),
+            (|r| r.argsz = 64, "argsz 64"),
+            (|r| r.vtd.flags = 1 << 7, "vendor.vtd.flags 0x80"),
+        ];
+        for (i, (first, expected)) in cases.iter().enumerate() {
+            let mut raw = sample().to_raw();
+            first(&mut raw);
+            // Break every later check as well.
+            for (later, _) in &cases[i + 1..] {
+                later(&mut raw);
+            }
+            let err = decode_bind_data(raw.as_bytes()).unwrap_err();
+            assert_eq!(err.errno(), Errno::EINVAL);
+            assert!(
+                err.message().starts_with(expected),
+                "case {i}: {}",
+                err.message()
+            );
+        }
+    }
+
     #[test]
     fn short_argsz_passes_the_core_and_zeroes_the_vendor_part_but_not_the_vtd_check() {
         let mut raw = sample().to_raw();

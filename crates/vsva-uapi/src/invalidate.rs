@@ -407,6 +407,38 @@ mod tests {
         assert_eq!(decode_cache_invalidate(&raw.as_bytes()[..16]), Ok(req));
     }
 
+    /// Several fields wrong at once: the message names the first check of the documented
+    /// order that fails, whichever of them the hot path tests first.
+    #[test]
+    fn the_first_failing_check_names_the_field() {
+        let base = CacheInvalidateRequest::new(CacheSet::IOTLB, addr(Some(5)))
+            .unwrap()
+            .to_raw();
+        let cases: [(fn(&mut CacheInvalidateInfo), &str); 6] = [
+            (|r| r.version = 2, "version 2"),
+            (|r| r.cache |= 0x8, "bits 0x8 are not defined"),
+            (|r| r.granularity = 3, "granularity 3"),
+            (|r| r.padding[4] = 1, "padding[4] is 0x1"),
+            (|r| r.argsz = 40, "argsz 40 ends before granu.addr_info"),
+            (|r| r.cache |= CacheSet::PASID.bits(), "includes PASID"),
+        ];
+        for (i, (first, expected)) in cases.iter().enumerate() {
+            let mut raw = base;
+            first(&mut raw);
+            // Break every later check as well.
+            for (later, _) in &cases[i + 1..] {
+                later(&mut raw);
+            }
+            let err = decode_cache_invalidate(&raw.as_bytes()[..56]).unwrap_err();
+            assert_eq!(err.errno(), Errno::EINVAL);
+            assert!(
+                err.message().contains(expected),
+                "case {i}: {}",
+                err.message()
+            );
+        }
+    }
+
     #[test]
     fn pair_messages() {
         let mut raw = CacheInvalidateRequest::new(CacheSet::IOTLB, Granularity::Domain)
