@@ -351,7 +351,8 @@ mod tests {
     /// first.
     #[test]
     fn the_first_failing_check_names_the_field() {
-        let cases: [(fn(&mut GpasidBindData), &str); 6] = [
+        type Break = fn(&mut GpasidBindData);
+        let cases: [(Break, &str); 6] = [
             (|r| r.version = 2, "version 2"),
             (|r| r.format = 2, "format 2"),
             (|r| r.flags = 2, "flags 0x2"),

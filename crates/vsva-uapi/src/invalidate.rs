@@ -414,7 +414,8 @@ mod tests {
         let base = CacheInvalidateRequest::new(CacheSet::IOTLB, addr(Some(5)))
             .unwrap()
             .to_raw();
-        let cases: [(fn(&mut CacheInvalidateInfo), &str); 6] = [
+        type Break = fn(&mut CacheInvalidateInfo);
+        let cases: [(Break, &str); 6] = [
             (|r| r.version = 2, "version 2"),
             (|r| r.cache |= 0x8, "bits 0x8 are not defined"),
             (|r| r.granularity = 3, "granularity 3"),
