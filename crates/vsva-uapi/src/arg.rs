@@ -63,17 +63,14 @@ fn argsz_of(buf: &[u8]) -> u32 {
 /// `EFAULT` (the mandatory part, or the known part `argsz` covers, is not in `buf`) or
 /// `EINVAL` (`argsz < minsz`), with a message naming `what` and the sizes; nothing is read
 /// then.
-#[inline]
+#[inline(always)]
 pub fn read_arg<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
 where
     T: FromBytes + IntoBytes,
 {
     debug_assert!((4..=size_of::<T>()).contains(&minsz));
     if buf.len() < minsz {
-        return Err(UapiError::fault(format!(
-            "the buffer holds {} bytes, fewer than the {minsz} bytes of {what}",
-            buf.len()
-        )));
+        return Err(short_buffer(buf.len(), minsz, what));
     }
     copy_known(buf, minsz, what)
 }
@@ -88,7 +85,7 @@ where
 ///
 /// `EFAULT` when `buf` holds fewer than 4 bytes or fewer than the `min(argsz, size_of::<T>())`
 /// bytes to copy; `EINVAL` when `argsz < minsz`. Nothing is read then.
-#[inline]
+#[inline(always)]
 pub fn read_sized_arg<'a, T>(
     buf: &'a [u8],
     minsz: usize,
@@ -99,17 +96,14 @@ where
 {
     debug_assert!((4..=size_of::<T>()).contains(&minsz));
     if buf.len() < 4 {
-        return Err(UapiError::fault(format!(
-            "the buffer holds {} bytes, fewer than the 4 bytes of the argsz of {what}",
-            buf.len()
-        )));
+        return Err(no_argsz(buf.len(), what));
     }
     copy_known(buf, minsz, what)
 }
 
 /// The shared tail of both readers: `argsz < minsz` → `EINVAL`, then the known part `argsz`
 /// covers must be in `buf` (`EFAULT`), and is copied into a zeroed `T`.
-#[inline]
+#[inline(always)]
 fn copy_known<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
 where
     T: FromBytes + IntoBytes,
@@ -118,16 +112,11 @@ where
     // Saturating: on a target whose `usize` cannot hold `argsz`, no buffer can be that long.
     let argsz_len = usize::try_from(argsz).unwrap_or(usize::MAX);
     if argsz_len < minsz {
-        return Err(UapiError::invalid(format!(
-            "argsz {argsz} is smaller than the {minsz} bytes of {what}"
-        )));
+        return Err(small_argsz(argsz, minsz, what));
     }
     let known = argsz_len.min(size_of::<T>());
     if buf.len() < known {
-        return Err(UapiError::fault(format!(
-            "argsz {argsz} covers {known} bytes of {what}, but the buffer holds {}",
-            buf.len()
-        )));
+        return Err(cut_short(argsz, known, buf.len(), what));
     }
     // The common case, a caller of this crate's own version, is one fixed-size copy.
     let value = match T::read_from_prefix(&buf[..known]) {
@@ -145,6 +134,45 @@ where
     })
 }
 
+// The refusals are built out of line: a reader inlined into a hot path keeps only the checks
+// there, not the message formatting.
+
+/// `EFAULT`: the mandatory part of `what` is not in the buffer.
+#[cold]
+#[inline(never)]
+fn short_buffer(len: usize, minsz: usize, what: &str) -> UapiError {
+    UapiError::fault(format!(
+        "the buffer holds {len} bytes, fewer than the {minsz} bytes of {what}"
+    ))
+}
+
+/// `EFAULT`: not even the `argsz` of `what` is in the buffer.
+#[cold]
+#[inline(never)]
+fn no_argsz(len: usize, what: &str) -> UapiError {
+    UapiError::fault(format!(
+        "the buffer holds {len} bytes, fewer than the 4 bytes of the argsz of {what}"
+    ))
+}
+
+/// `EINVAL`: `argsz` is below the mandatory part of `what`.
+#[cold]
+#[inline(never)]
+fn small_argsz(argsz: u32, minsz: usize, what: &str) -> UapiError {
+    UapiError::invalid(format!(
+        "argsz {argsz} is smaller than the {minsz} bytes of {what}"
+    ))
+}
+
+/// `EFAULT`: the known part `argsz` covers is cut short by the buffer.
+#[cold]
+#[inline(never)]
+fn cut_short(argsz: u32, known: usize, len: usize, what: &str) -> UapiError {
+    UapiError::fault(format!(
+        "argsz {argsz} covers {known} bytes of {what}, but the buffer holds {len}"
+    ))
+}
+
 /// Reads an integer ioctl argument (`VFIO_SET_IOMMU`, `VFIO_CHECK_EXTENSION` take an
 /// `unsigned long`, not a pointer): 8 bytes little-endian, or 4 when only 4 to 7 are given.
 ///
@@ -154,10 +182,7 @@ where
 #[inline]
 pub fn read_int_arg(buf: &[u8], what: &str) -> Result<u64, UapiError> {
     match buf.len() {
-        0..=3 => Err(UapiError::fault(format!(
-            "the buffer holds {} bytes, fewer than the 4 bytes of {what}",
-            buf.len()
-        ))),
+        len @ 0..=3 => Err(short_buffer(len, 4, what)),
         4..=7 => Ok(u64::from(argsz_of(buf))),
         _ => {
             let mut raw = [0u8; 8];

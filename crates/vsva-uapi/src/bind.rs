@@ -144,28 +144,14 @@ impl BindData {
     /// # Errors
     ///
     /// `EINVAL` naming the field, as above.
+    #[inline(always)]
     pub fn check_vtd(&self) -> Result<(), UapiError> {
         let data = &self.raw;
-        if data.format != IOMMU_PASID_FORMAT_INTEL_VTD {
-            return Err(UapiError::invalid(format!(
-                "format {}: only Intel VT-d ({IOMMU_PASID_FORMAT_INTEL_VTD}) is supported",
-                data.format
-            )));
-        }
-        if (data.argsz as usize) < size_of::<GpasidBindData>() {
-            return Err(UapiError::invalid(format!(
-                "argsz {}: the VT-d driver needs the vendor part, {} bytes",
-                data.argsz,
-                size_of::<GpasidBindData>()
-            )));
-        }
-        if VtdBindFlags::from_bits(data.vtd.flags).is_none() {
-            return Err(UapiError::invalid(format!(
-                "vendor.vtd.flags {:#x}: bits {:#x} are not defined (known: {:#x})",
-                data.vtd.flags,
-                data.vtd.flags & !VtdBindFlags::ALL.bits(),
-                VtdBindFlags::ALL.bits()
-            )));
+        if data.format != IOMMU_PASID_FORMAT_INTEL_VTD
+            || (data.argsz as usize) < size_of::<GpasidBindData>()
+            || VtdBindFlags::from_bits(data.vtd.flags).is_none()
+        {
+            return Err(refuse_vtd(data));
         }
         Ok(())
     }
@@ -177,14 +163,12 @@ impl BindData {
     /// # Errors
     ///
     /// `EINVAL` naming `addr_width`.
+    #[inline(always)]
     pub fn to_request(&self) -> Result<BindRequest, UapiError> {
         let data = &self.raw;
-        let addr_width = AddrWidth::from_bits(data.addr_width).ok_or_else(|| {
-            UapiError::invalid(format!(
-                "addr_width {}: must be 48 (4-level) or 57 (5-level)",
-                data.addr_width
-            ))
-        })?;
+        let Some(addr_width) = AddrWidth::from_bits(data.addr_width) else {
+            return Err(bad_addr_width(data.addr_width));
+        };
         Ok(BindRequest {
             hpasid: data.hpasid,
             gpasid: (data.flags & IOMMU_SVA_GPASID_VAL != 0).then_some(data.gpasid),
@@ -197,6 +181,40 @@ impl BindData {
             },
         })
     }
+}
+
+/// The first of [`BindData::check_vtd`]'s checks that `data` fails, as its `EINVAL`.
+#[cold]
+#[inline(never)]
+fn refuse_vtd(data: &GpasidBindData) -> UapiError {
+    if data.format != IOMMU_PASID_FORMAT_INTEL_VTD {
+        return UapiError::invalid(format!(
+            "format {}: only Intel VT-d ({IOMMU_PASID_FORMAT_INTEL_VTD}) is supported",
+            data.format
+        ));
+    }
+    if (data.argsz as usize) < size_of::<GpasidBindData>() {
+        return UapiError::invalid(format!(
+            "argsz {}: the VT-d driver needs the vendor part, {} bytes",
+            data.argsz,
+            size_of::<GpasidBindData>()
+        ));
+    }
+    UapiError::invalid(format!(
+        "vendor.vtd.flags {:#x}: bits {:#x} are not defined (known: {:#x})",
+        data.vtd.flags,
+        data.vtd.flags & !VtdBindFlags::ALL.bits(),
+        VtdBindFlags::ALL.bits()
+    ))
+}
+
+/// `EINVAL`: a first-level width the VT-d driver does not walk.
+#[cold]
+#[inline(never)]
+fn bad_addr_width(bits: u32) -> UapiError {
+    UapiError::invalid(format!(
+        "addr_width {bits}: must be 48 (4-level) or 57 (5-level)"
+    ))
 }
 
 /// Reads an `iommu_gpasid_bind_data` as the IOMMU core does (`iommu_uapi_sva_bind_gpasid` /
@@ -218,7 +236,7 @@ impl BindData {
 /// # Errors
 ///
 /// As listed; nothing is read then.
-#[inline]
+#[inline(always)]
 pub fn read_bind_data(buf: &[u8]) -> Result<BindData, UapiError> {
     let data: GpasidBindData = read_sized_arg(
         buf,
@@ -226,31 +244,46 @@ pub fn read_bind_data(buf: &[u8]) -> Result<BindData, UapiError> {
         "iommu_gpasid_bind_data before its vendor union",
     )?
     .value;
-    if data.version != IOMMU_GPASID_BIND_VERSION_1 {
-        return Err(UapiError::invalid(format!(
-            "version {}: iommu_gpasid_bind_data version must be {IOMMU_GPASID_BIND_VERSION_1}",
-            data.version
-        )));
-    }
-    if data.format > IOMMU_PASID_FORMAT_INTEL_VTD {
-        return Err(UapiError::invalid(format!(
-            "format {}: only Intel VT-d ({IOMMU_PASID_FORMAT_INTEL_VTD}) is supported",
-            data.format
-        )));
-    }
-    if data.flags & !IOMMU_SVA_GPASID_VAL != 0 {
-        return Err(UapiError::invalid(format!(
-            "flags {:#x}: only GPASID_VAL ({IOMMU_SVA_GPASID_VAL:#x}) is defined",
-            data.flags
-        )));
-    }
-    if let Some(index) = data.padding.iter().position(|&b| b != 0) {
-        return Err(UapiError::invalid(format!(
-            "padding[{index}] is {:#x}; iommu_gpasid_bind_data padding must be zero",
-            data.padding[index]
-        )));
+    // One test of all the core's field checks on the hot path; which one failed (and its
+    // message) is worked out out of line, in the core's order.
+    let padding = u64::from_ne_bytes(data.padding);
+    if data.version != IOMMU_GPASID_BIND_VERSION_1
+        || data.format > IOMMU_PASID_FORMAT_INTEL_VTD
+        || data.flags & !IOMMU_SVA_GPASID_VAL != 0
+        || padding != 0
+    {
+        return Err(refuse_bind_data(&data));
     }
     Ok(BindData { raw: data })
+}
+
+/// The first of [`read_bind_data`]'s field checks that `data` fails, as its `EINVAL`.
+#[cold]
+#[inline(never)]
+fn refuse_bind_data(data: &GpasidBindData) -> UapiError {
+    if data.version != IOMMU_GPASID_BIND_VERSION_1 {
+        return UapiError::invalid(format!(
+            "version {}: iommu_gpasid_bind_data version must be {IOMMU_GPASID_BIND_VERSION_1}",
+            data.version
+        ));
+    }
+    if data.format > IOMMU_PASID_FORMAT_INTEL_VTD {
+        return UapiError::invalid(format!(
+            "format {}: only Intel VT-d ({IOMMU_PASID_FORMAT_INTEL_VTD}) is supported",
+            data.format
+        ));
+    }
+    if data.flags & !IOMMU_SVA_GPASID_VAL != 0 {
+        return UapiError::invalid(format!(
+            "flags {:#x}: only GPASID_VAL ({IOMMU_SVA_GPASID_VAL:#x}) is defined",
+            data.flags
+        ));
+    }
+    let index = data.padding.iter().position(|&b| b != 0).unwrap_or(0);
+    UapiError::invalid(format!(
+        "padding[{index}] is {:#x}; iommu_gpasid_bind_data padding must be zero",
+        data.padding[index]
+    ))
 }
 
 /// Decodes and validates an `iommu_gpasid_bind_data` for a bind, with every check that needs
@@ -311,6 +344,37 @@ mod tests {
         raw.flags = 0;
         let req = decode_bind_data(raw.as_bytes()).unwrap();
         assert_eq!(req.gpasid, None);
+    }
+
+    /// Several fields wrong at once: the message names the first check of the documented
+    /// order that fails (the core's, then the VT-d driver's), whichever the hot path tests
+    /// first.
+    #[test]
+    fn the_first_failing_check_names_the_field() {
+        type Break = fn(&mut GpasidBindData);
+        let cases: [(Break, &str); 6] = [
+            (|r| r.version = 2, "version 2"),
+            (|r| r.format = 2, "format 2"),
+            (|r| r.flags = 2, "flags 0x2"),
+            (|r| r.padding[3] = 7, "padding[3] is 0x7"),
+            (|r| r.argsz = 64, "argsz 64"),
+            (|r| r.vtd.flags = 1 << 7, "vendor.vtd.flags 0x80"),
+        ];
+        for (i, (first, expected)) in cases.iter().enumerate() {
+            let mut raw = sample().to_raw();
+            first(&mut raw);
+            // Break every later check as well.
+            for (later, _) in &cases[i + 1..] {
+                later(&mut raw);
+            }
+            let err = decode_bind_data(raw.as_bytes()).unwrap_err();
+            assert_eq!(err.errno(), Errno::EINVAL);
+            assert!(
+                err.message().starts_with(expected),
+                "case {i}: {}",
+                err.message()
+            );
+        }
     }
 
     #[test]

@@ -105,32 +105,48 @@ fn granularity_name(granularity: u8) -> &'static str {
 
 /// The valid (granularity, cache) pairs: at least one cache; DOMAIN never with DEV_IOTLB; ADDR
 /// never with the PASID cache; PASID with any.
+#[inline(always)]
+fn pair_ok(caches: CacheSet, granularity: u8) -> bool {
+    !caches.is_empty()
+        && match granularity {
+            IOMMU_INV_GRANU_DOMAIN => !caches.intersects(CacheSet::DEV_IOTLB),
+            IOMMU_INV_GRANU_ADDR => !caches.intersects(CacheSet::PASID),
+            _ => true,
+        }
+}
+
+/// [`pair_ok`] as a check: `EINVAL` naming the cache bits for an invalid pair.
+#[inline]
 fn check_pair(caches: CacheSet, granularity: u8) -> Result<(), UapiError> {
+    if pair_ok(caches, granularity) {
+        return Ok(());
+    }
+    Err(refuse_pair(caches, granularity))
+}
+
+/// Why an invalid (granularity, cache) pair is refused.
+#[cold]
+#[inline(never)]
+fn refuse_pair(caches: CacheSet, granularity: u8) -> UapiError {
     if caches.is_empty() {
-        return Err(UapiError::invalid(format!(
+        return UapiError::invalid(format!(
             "cache 0x0: at least one of IOTLB ({:#x}), DEV_IOTLB ({:#x}) and PASID ({:#x}) \
              must be set",
             CacheSet::IOTLB.bits(),
             CacheSet::DEV_IOTLB.bits(),
             CacheSet::PASID.bits()
-        )));
+        ));
     }
-    let forbidden = match granularity {
-        IOMMU_INV_GRANU_DOMAIN => Some(("DEV_IOTLB", CacheSet::DEV_IOTLB)),
-        IOMMU_INV_GRANU_ADDR => Some(("PASID", CacheSet::PASID)),
-        _ => None,
+    let (name, cache) = match granularity {
+        IOMMU_INV_GRANU_DOMAIN => ("DEV_IOTLB", CacheSet::DEV_IOTLB),
+        _ => ("PASID", CacheSet::PASID),
     };
-    if let Some((name, cache)) = forbidden {
-        if caches.intersects(cache) {
-            return Err(UapiError::invalid(format!(
-                "cache {:#x} includes {name} ({:#x}), which {} granularity cannot invalidate",
-                caches.bits(),
-                cache.bits(),
-                granularity_name(granularity)
-            )));
-        }
-    }
-    Ok(())
+    UapiError::invalid(format!(
+        "cache {:#x} includes {name} ({:#x}), which {} granularity cannot invalidate",
+        caches.bits(),
+        cache.bits(),
+        granularity_name(granularity)
+    ))
 }
 
 /// A validated `iommu_cache_invalidate_info` (version 1): which caches to flush, and how much.
@@ -206,55 +222,26 @@ impl CacheInvalidateRequest {
 ///
 /// An `argsz` above 56 is accepted and the tail ignored. Address alignment, granule sizes and
 /// PASID ownership are the IOMMU's and container's business, not checked here.
-#[inline]
+#[inline(always)]
 pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, UapiError> {
     let arg = read_sized_arg::<CacheInvalidateInfo>(
         buf,
         CacheInvalidateInfo::MIN_SIZE,
         "iommu_cache_invalidate_info before its granu union",
     )?;
-    let info = arg.value;
-    if info.version != IOMMU_CACHE_INVALIDATE_INFO_VERSION_1 {
-        return Err(UapiError::invalid(format!(
-            "version {}: iommu_cache_invalidate_info version must be \
-             {IOMMU_CACHE_INVALIDATE_INFO_VERSION_1}",
-            info.version
-        )));
+    let info = &arg.value;
+    // Checks 4 to 9 in one test on the hot path; which one failed (and its message) is worked
+    // out out of line, in the order listed.
+    let caches = CacheSet::from_bits_truncate(info.cache);
+    if info.version != IOMMU_CACHE_INVALIDATE_INFO_VERSION_1
+        || caches.bits() != info.cache
+        || info.granularity >= IOMMU_INV_GRANU_NR
+        || info.padding != [0; 6]
+        || (arg.argsz as usize) < member_of(info.granularity).1
+        || !pair_ok(caches, info.granularity)
+    {
+        return Err(refuse_cache_invalidate(info));
     }
-    let caches = CacheSet::from_bits(info.cache).ok_or_else(|| {
-        UapiError::invalid(format!(
-            "cache {:#x}: bits {:#x} are not defined (known: {:#x})",
-            info.cache,
-            info.cache & !CacheSet::ALL.bits(),
-            CacheSet::ALL.bits()
-        ))
-    })?;
-    if info.granularity >= IOMMU_INV_GRANU_NR {
-        return Err(UapiError::invalid(format!(
-            "granularity {}: must be DOMAIN ({IOMMU_INV_GRANU_DOMAIN}), PASID \
-             ({IOMMU_INV_GRANU_PASID}) or ADDR ({IOMMU_INV_GRANU_ADDR})",
-            info.granularity
-        )));
-    }
-    if let Some(index) = info.padding.iter().position(|&b| b != 0) {
-        return Err(UapiError::invalid(format!(
-            "padding[{index}] is {:#x}; iommu_cache_invalidate_info padding must be zero",
-            info.padding[index]
-        )));
-    }
-    let (member, member_end) = match info.granularity {
-        IOMMU_INV_GRANU_PASID => ("pasid_info", CacheInvalidateInfo::PASID_INFO_END),
-        IOMMU_INV_GRANU_ADDR => ("addr_info", CacheInvalidateInfo::ADDR_INFO_END),
-        _ => ("", CacheInvalidateInfo::MIN_SIZE),
-    };
-    if (arg.argsz as usize) < member_end {
-        return Err(UapiError::invalid(format!(
-            "argsz {} ends before granu.{member}, which {} granularity needs ({member_end} bytes)",
-            info.argsz,
-            granularity_name(info.granularity)
-        )));
-    }
-    check_pair(caches, info.granularity)?;
     let granularity = match info.granularity {
         IOMMU_INV_GRANU_PASID => decode_pasid_info(info.granu.pasid_info())?,
         IOMMU_INV_GRANU_ADDR => decode_addr_info(info.granu.addr_info())?,
@@ -266,15 +253,67 @@ pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, Uap
     })
 }
 
+/// The union member a raw granularity selects, and where it ends (the header alone for
+/// DOMAIN).
+#[inline(always)]
+fn member_of(granularity: u8) -> (&'static str, usize) {
+    match granularity {
+        IOMMU_INV_GRANU_PASID => ("pasid_info", CacheInvalidateInfo::PASID_INFO_END),
+        IOMMU_INV_GRANU_ADDR => ("addr_info", CacheInvalidateInfo::ADDR_INFO_END),
+        _ => ("", CacheInvalidateInfo::MIN_SIZE),
+    }
+}
+
+/// The first of [`decode_cache_invalidate`]'s checks 4 to 9 that `info` fails, as its
+/// `EINVAL`.
+#[cold]
+#[inline(never)]
+fn refuse_cache_invalidate(info: &CacheInvalidateInfo) -> UapiError {
+    if info.version != IOMMU_CACHE_INVALIDATE_INFO_VERSION_1 {
+        return UapiError::invalid(format!(
+            "version {}: iommu_cache_invalidate_info version must be \
+             {IOMMU_CACHE_INVALIDATE_INFO_VERSION_1}",
+            info.version
+        ));
+    }
+    let Some(caches) = CacheSet::from_bits(info.cache) else {
+        return UapiError::invalid(format!(
+            "cache {:#x}: bits {:#x} are not defined (known: {:#x})",
+            info.cache,
+            info.cache & !CacheSet::ALL.bits(),
+            CacheSet::ALL.bits()
+        ));
+    };
+    if info.granularity >= IOMMU_INV_GRANU_NR {
+        return UapiError::invalid(format!(
+            "granularity {}: must be DOMAIN ({IOMMU_INV_GRANU_DOMAIN}), PASID \
+             ({IOMMU_INV_GRANU_PASID}) or ADDR ({IOMMU_INV_GRANU_ADDR})",
+            info.granularity
+        ));
+    }
+    if let Some(index) = info.padding.iter().position(|&b| b != 0) {
+        return UapiError::invalid(format!(
+            "padding[{index}] is {:#x}; iommu_cache_invalidate_info padding must be zero",
+            info.padding[index]
+        ));
+    }
+    let (member, member_end) = member_of(info.granularity);
+    if (info.argsz as usize) < member_end {
+        return UapiError::invalid(format!(
+            "argsz {} ends before granu.{member}, which {} granularity needs ({member_end} bytes)",
+            info.argsz,
+            granularity_name(info.granularity)
+        ));
+    }
+    refuse_pair(caches, info.granularity)
+}
+
 /// Checks `iommu_inv_pasid_info.flags` and lifts the member into [`Granularity::Pasid`].
+#[inline(always)]
 fn decode_pasid_info(info: InvPasidInfo) -> Result<Granularity, UapiError> {
     let known = IOMMU_INV_PASID_FLAGS_PASID | IOMMU_INV_PASID_FLAGS_ARCHID;
     if info.flags & !known != 0 {
-        return Err(UapiError::invalid(format!(
-            "granu.pasid_info.flags {:#x}: bits {:#x} are not defined (known: {known:#x})",
-            info.flags,
-            info.flags & !known
-        )));
+        return Err(undefined_member_flags("pasid_info", info.flags, known));
     }
     Ok(Granularity::Pasid {
         pasid: (info.flags & IOMMU_INV_PASID_FLAGS_PASID != 0).then_some(info.pasid),
@@ -283,15 +322,12 @@ fn decode_pasid_info(info: InvPasidInfo) -> Result<Granularity, UapiError> {
 }
 
 /// Checks `iommu_inv_addr_info.flags` and lifts the member into [`Granularity::Addr`].
+#[inline(always)]
 fn decode_addr_info(info: InvAddrInfo) -> Result<Granularity, UapiError> {
     let known =
         IOMMU_INV_ADDR_FLAGS_PASID | IOMMU_INV_ADDR_FLAGS_ARCHID | IOMMU_INV_ADDR_FLAGS_LEAF;
     if info.flags & !known != 0 {
-        return Err(UapiError::invalid(format!(
-            "granu.addr_info.flags {:#x}: bits {:#x} are not defined (known: {known:#x})",
-            info.flags,
-            info.flags & !known
-        )));
+        return Err(undefined_member_flags("addr_info", info.flags, known));
     }
     Ok(Granularity::Addr {
         pasid: (info.flags & IOMMU_INV_ADDR_FLAGS_PASID != 0).then_some(info.pasid),
@@ -301,6 +337,16 @@ fn decode_addr_info(info: InvAddrInfo) -> Result<Granularity, UapiError> {
         nb_granules: info.nb_granules,
         leaf: info.flags & IOMMU_INV_ADDR_FLAGS_LEAF != 0,
     })
+}
+
+/// `EINVAL`: the union member's `flags` has bits outside `known`.
+#[cold]
+#[inline(never)]
+fn undefined_member_flags(member: &str, flags: u32, known: u32) -> UapiError {
+    UapiError::invalid(format!(
+        "granu.{member}.flags {flags:#x}: bits {:#x} are not defined (known: {known:#x})",
+        flags & !known
+    ))
 }
 
 #[cfg(test)]
@@ -359,6 +405,39 @@ mod tests {
         let mut raw = req.to_raw();
         raw.argsz = 16;
         assert_eq!(decode_cache_invalidate(&raw.as_bytes()[..16]), Ok(req));
+    }
+
+    /// Several fields wrong at once: the message names the first check of the documented
+    /// order that fails, whichever of them the hot path tests first.
+    #[test]
+    fn the_first_failing_check_names_the_field() {
+        let base = CacheInvalidateRequest::new(CacheSet::IOTLB, addr(Some(5)))
+            .unwrap()
+            .to_raw();
+        type Break = fn(&mut CacheInvalidateInfo);
+        let cases: [(Break, &str); 6] = [
+            (|r| r.version = 2, "version 2"),
+            (|r| r.cache |= 0x8, "bits 0x8 are not defined"),
+            (|r| r.granularity = 3, "granularity 3"),
+            (|r| r.padding[4] = 1, "padding[4] is 0x1"),
+            (|r| r.argsz = 40, "argsz 40 ends before granu.addr_info"),
+            (|r| r.cache |= CacheSet::PASID.bits(), "includes PASID"),
+        ];
+        for (i, (first, expected)) in cases.iter().enumerate() {
+            let mut raw = base;
+            first(&mut raw);
+            // Break every later check as well.
+            for (later, _) in &cases[i + 1..] {
+                later(&mut raw);
+            }
+            let err = decode_cache_invalidate(&raw.as_bytes()[..56]).unwrap_err();
+            assert_eq!(err.errno(), Errno::EINVAL);
+            assert!(
+                err.message().contains(expected),
+                "case {i}: {}",
+                err.message()
+            );
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl NestingOpArg<'_> {
 /// # Errors
 ///
 /// As listed; nothing past the header is read.
-#[inline]
+#[inline(always)]
 pub fn decode_nesting_op_header(buf: &[u8]) -> Result<NestingOpArg<'_>, UapiError> {
     let header = read_arg::<NestingOpHeader>(
         buf,
@@ -130,26 +130,33 @@ pub fn decode_nesting_op_header(buf: &[u8]) -> Result<NestingOpArg<'_>, UapiErro
         "vfio_iommu_type1_nesting_op",
     )?
     .value;
-    if header.flags & !VFIO_NESTING_OP_MASK != 0 {
-        return Err(UapiError::invalid(format!(
-            "flags {:#x}: bits {:#x} above the op field ({VFIO_NESTING_OP_MASK:#x}) must be zero",
-            header.flags,
-            header.flags & !VFIO_NESTING_OP_MASK
-        )));
-    }
-    let op = header.flags & VFIO_NESTING_OP_MASK;
-    let kind = NestingOpKind::from_raw(op).ok_or_else(|| {
-        UapiError::invalid(format!(
-            "flags {:#x}: op {op} is not BIND_PGTBL ({VFIO_IOMMU_NESTING_OP_BIND_PGTBL}), \
-             UNBIND_PGTBL ({VFIO_IOMMU_NESTING_OP_UNBIND_PGTBL}) or CACHE_INVLD \
-             ({VFIO_IOMMU_NESTING_OP_CACHE_INVLD})",
-            header.flags
-        ))
-    })?;
+    let kind = match NestingOpKind::from_raw(header.flags) {
+        Some(kind) => kind,
+        None => return Err(refuse_op(header.flags)),
+    };
     Ok(NestingOpArg {
         kind,
         payload: &buf[size_of::<NestingOpHeader>()..],
     })
+}
+
+/// The `EINVAL` of a header `flags` that selects no op: bits above the op field, or an
+/// undefined op, checked in that order.
+#[cold]
+#[inline(never)]
+fn refuse_op(flags: u32) -> UapiError {
+    if flags & !VFIO_NESTING_OP_MASK != 0 {
+        return UapiError::invalid(format!(
+            "flags {flags:#x}: bits {:#x} above the op field ({VFIO_NESTING_OP_MASK:#x}) must be \
+             zero",
+            flags & !VFIO_NESTING_OP_MASK
+        ));
+    }
+    UapiError::invalid(format!(
+        "flags {flags:#x}: op {flags} is not BIND_PGTBL ({VFIO_IOMMU_NESTING_OP_BIND_PGTBL}), \
+         UNBIND_PGTBL ({VFIO_IOMMU_NESTING_OP_UNBIND_PGTBL}) or CACHE_INVLD \
+         ({VFIO_IOMMU_NESTING_OP_CACHE_INVLD})"
+    ))
 }
 
 /// A validated `VFIO_IOMMU_NESTING_OP`.

@@ -129,12 +129,30 @@ impl PasidRequestArg {
         match flags {
             VFIO_IOMMU_FLAG_ALLOC_PASID => Ok(PasidRequestOp::Alloc { min, max }),
             VFIO_IOMMU_FLAG_FREE_PASID => Ok(PasidRequestOp::Free { min, max }),
-            _ => Err(UapiError::invalid(format!(
-                "flags {flags:#x}: exactly one of ALLOC ({VFIO_IOMMU_FLAG_ALLOC_PASID:#x}) and \
-                 FREE ({VFIO_IOMMU_FLAG_FREE_PASID:#x}) must be set"
-            ))),
+            _ => Err(not_one_op(flags)),
         }
     }
+}
+
+/// `EINVAL`: `flags` selects neither or both operations.
+#[cold]
+#[inline(never)]
+fn not_one_op(flags: u32) -> UapiError {
+    UapiError::invalid(format!(
+        "flags {flags:#x}: exactly one of ALLOC ({VFIO_IOMMU_FLAG_ALLOC_PASID:#x}) and FREE \
+         ({VFIO_IOMMU_FLAG_FREE_PASID:#x}) must be set"
+    ))
+}
+
+/// `EINVAL`: `flags` has bits other than ALLOC and FREE.
+#[cold]
+#[inline(never)]
+fn undefined_flags(flags: u32, known: u32) -> UapiError {
+    UapiError::invalid(format!(
+        "flags {flags:#x}: bits {:#x} are not defined (ALLOC {VFIO_IOMMU_FLAG_ALLOC_PASID:#x}, \
+         FREE {VFIO_IOMMU_FLAG_FREE_PASID:#x})",
+        flags & !known
+    ))
 }
 
 /// Reads a `vfio_iommu_type1_pasid_request` as the series does
@@ -151,7 +169,7 @@ impl PasidRequestArg {
 /// # Errors
 ///
 /// As listed.
-#[inline]
+#[inline(always)]
 pub fn read_pasid_request(buf: &[u8]) -> Result<PasidRequestArg, UapiError> {
     let req: PasidRequest = read_arg(
         buf,
@@ -161,12 +179,7 @@ pub fn read_pasid_request(buf: &[u8]) -> Result<PasidRequestArg, UapiError> {
     .value;
     let known = VFIO_IOMMU_FLAG_ALLOC_PASID | VFIO_IOMMU_FLAG_FREE_PASID;
     if req.flags & !known != 0 {
-        return Err(UapiError::invalid(format!(
-            "flags {:#x}: bits {:#x} are not defined (ALLOC {VFIO_IOMMU_FLAG_ALLOC_PASID:#x}, \
-             FREE {VFIO_IOMMU_FLAG_FREE_PASID:#x})",
-            req.flags,
-            req.flags & !known
-        )));
+        return Err(undefined_flags(req.flags, known));
     }
     let PasidRange { min, max } = req.range;
     check_range(min, max)?;

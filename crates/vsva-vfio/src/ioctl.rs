@@ -1,9 +1,11 @@
 //! The byte-level entry point: `Container::ioctl(cmd, arg)` with the kernel's semantics, as a
 //! thin front end over the typed container methods.
 //!
-//! One table ([`OPS`]) maps each ioctl number to its handler and says whether the container
-//! must have an IOMMU type first. Each handler reads its argument once, with the one argument
-//! readers of `vsva-uapi` (the struct decoders are built on them), and calls the typed method.
+//! One table ([`OPS`]) maps each ioctl number to its command and says whether the container
+//! must have an IOMMU type first; the entry point calls the command's handler directly (no
+//! function pointer, no boxed journal), so the hot commands are inlined where they enter.
+//! Each handler reads its argument once, with the one argument readers of `vsva-uapi` (the
+//! struct decoders are built on them), and calls the typed method.
 //!
 //! # Arguments
 //!
@@ -50,61 +52,69 @@ use crate::error::VfioError;
 use crate::outcome::IoctlOutcome;
 use crate::types::IommuType;
 
-/// The journal a handler may call under a lock it holds; the front end calls it otherwise.
-type Journal<'a> = &'a mut dyn FnMut(&IoctlOutcome);
-
-/// A typed handler: runs the command on the caller's argument bytes.
-type Handler = fn(&Container, &mut [u8], Journal<'_>) -> Result<IoctlOutcome, VfioError>;
+/// The command an ioctl number selects; [`Container::ioctl_journaled`] calls its handler
+/// directly, so the hot ones are inlined into the entry point with the caller's journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    PasidRequest,
+    NestingOp,
+    ApiVersion,
+    CheckExtension,
+    SetIommu,
+    GetInfo,
+    MapDma,
+    UnmapDma,
+}
 
 /// One row of the ioctl table.
 struct IoctlOp {
     cmd: u32,
     /// The VFIO core answers `EINVAL` before `VFIO_SET_IOMMU` for the IOMMU driver's ioctls.
     needs_iommu: bool,
-    handler: Handler,
+    command: Command,
 }
 
-/// Every container ioctl, the hot one (PASID_REQUEST) first.
+/// Every container ioctl, the hot ones (PASID_REQUEST, NESTING_OP) first.
 const OPS: &[IoctlOp] = &[
     IoctlOp {
         cmd: VFIO_IOMMU_PASID_REQUEST,
         needs_iommu: true,
-        handler: pasid_request,
+        command: Command::PasidRequest,
     },
     IoctlOp {
         cmd: VFIO_IOMMU_NESTING_OP,
         needs_iommu: true,
-        handler: nesting_op,
+        command: Command::NestingOp,
     },
     IoctlOp {
         cmd: VFIO_GET_API_VERSION,
         needs_iommu: false,
-        handler: api_version,
+        command: Command::ApiVersion,
     },
     IoctlOp {
         cmd: VFIO_CHECK_EXTENSION,
         needs_iommu: false,
-        handler: check_extension,
+        command: Command::CheckExtension,
     },
     IoctlOp {
         cmd: VFIO_SET_IOMMU,
         needs_iommu: false,
-        handler: set_iommu,
+        command: Command::SetIommu,
     },
     IoctlOp {
         cmd: VFIO_IOMMU_GET_INFO,
         needs_iommu: true,
-        handler: get_info,
+        command: Command::GetInfo,
     },
     IoctlOp {
         cmd: VFIO_IOMMU_MAP_DMA,
         needs_iommu: true,
-        handler: map_dma,
+        command: Command::MapDma,
     },
     IoctlOp {
         cmd: VFIO_IOMMU_UNMAP_DMA,
         needs_iommu: true,
-        handler: unmap_dma,
+        command: Command::UnmapDma,
     },
 ];
 
@@ -140,47 +150,48 @@ impl Container {
         journal: impl FnOnce(&IoctlOutcome),
     ) -> Result<IoctlOutcome, VfioError> {
         let Some(op) = OPS.iter().find(|op| op.cmd == cmd) else {
-            self.require_iommu(cmd)?;
-            return Err(VfioError::UnknownIoctl { cmd });
+            return Err(self.unknown_ioctl(cmd));
         };
         if op.needs_iommu {
             self.require_iommu(cmd)?;
         }
-        let mut journal = Some(journal);
-        let mut once = |outcome: &IoctlOutcome| {
-            if let Some(journal) = journal.take() {
-                journal(outcome);
-            }
+        let outcome = match op.command {
+            // The one handler that journals under its own lock.
+            Command::PasidRequest => return self.pasid_request(read_pasid_request(arg)?, journal),
+            Command::NestingOp => nesting_op(self, arg)?,
+            Command::ApiVersion => IoctlOutcome::Value(u64::from(VFIO_API_VERSION)),
+            Command::CheckExtension => check_extension(arg)?,
+            Command::SetIommu => set_iommu(self, arg)?,
+            Command::GetInfo => get_info(self, arg)?,
+            Command::MapDma => map_dma(self, arg)?,
+            Command::UnmapDma => unmap_dma(self, arg)?,
         };
-        let outcome = (op.handler)(self, arg, &mut once)?;
-        once(&outcome);
+        journal(&outcome);
         Ok(outcome)
+    }
+
+    /// The error of a cmd that is not in the table: `EINVAL` before `VFIO_SET_IOMMU`, else
+    /// `ENOTTY`.
+    #[cold]
+    #[inline(never)]
+    fn unknown_ioctl(&self, cmd: u32) -> VfioError {
+        match self.require_iommu(cmd) {
+            Err(err) => err,
+            Ok(()) => VfioError::UnknownIoctl { cmd },
+        }
     }
 }
 
-fn pasid_request(
-    c: &Container,
-    arg: &mut [u8],
-    journal: Journal<'_>,
-) -> Result<IoctlOutcome, VfioError> {
-    c.pasid_request(read_pasid_request(arg)?, journal)
-}
-
-fn nesting_op(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+/// NESTING_OP: the header is read here, the payload by the container once its own checks
+/// have passed.
+#[inline(always)]
+fn nesting_op(c: &Container, arg: &[u8]) -> Result<IoctlOutcome, VfioError> {
     let header = decode_nesting_op_header(arg)?;
     c.nesting_op(NestingPayload::Bytes(header.kind, header.payload))?;
     Ok(IoctlOutcome::Nesting(header.kind))
 }
 
-fn api_version(_: &Container, _: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
-    Ok(IoctlOutcome::Value(u64::from(VFIO_API_VERSION)))
-}
-
-fn check_extension(
-    _: &Container,
-    arg: &mut [u8],
-    _: Journal<'_>,
-) -> Result<IoctlOutcome, VfioError> {
+fn check_extension(arg: &[u8]) -> Result<IoctlOutcome, VfioError> {
     let ext = read_int_arg(arg, "the VFIO_CHECK_EXTENSION argument")?;
     // Linux 5.8 `vfio_iommu_type1_check_extension`: 1 for every type the driver knows,
     // nesting included, whatever the IOMMU (SET_IOMMU(6) then fails without ECAP.NEST).
@@ -188,12 +199,13 @@ fn check_extension(
     Ok(IoctlOutcome::Value(u64::from(supported)))
 }
 
-fn set_iommu(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+fn set_iommu(c: &Container, arg: &[u8]) -> Result<IoctlOutcome, VfioError> {
     let ty = read_int_arg(arg, "the VFIO_SET_IOMMU argument")?;
     Ok(IoctlOutcome::IommuSet(c.set_iommu_raw(ty)?))
 }
 
-fn get_info(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+#[inline(never)]
+fn get_info(c: &Container, arg: &mut [u8]) -> Result<IoctlOutcome, VfioError> {
     const MINSZ: usize = 16; // offsetofend(iova_pgsizes)
     const CAPSZ: usize = size_of::<Type1Info>(); // offsetofend(cap_offset)
     let read = read_arg::<Type1Info>(arg, MINSZ, "vfio_iommu_type1_info")?;
@@ -230,7 +242,8 @@ fn get_info(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcom
     Ok(IoctlOutcome::InfoWritten)
 }
 
-fn map_dma(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+#[inline(never)]
+fn map_dma(c: &Container, arg: &[u8]) -> Result<IoctlOutcome, VfioError> {
     let map = read_arg::<DmaMap>(arg, size_of::<DmaMap>(), "vfio_iommu_type1_dma_map")?.value;
     let known = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
     if map.flags & !known != 0 {
@@ -257,7 +270,8 @@ fn map_dma(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome
     Ok(IoctlOutcome::Mapped)
 }
 
-fn unmap_dma(c: &Container, arg: &mut [u8], _: Journal<'_>) -> Result<IoctlOutcome, VfioError> {
+#[inline(never)]
+fn unmap_dma(c: &Container, arg: &mut [u8]) -> Result<IoctlOutcome, VfioError> {
     const MINSZ: usize = size_of::<DmaUnmap>();
     let mut unmap = read_arg::<DmaUnmap>(arg, MINSZ, "vfio_iommu_type1_dma_unmap")?.value;
     let known =

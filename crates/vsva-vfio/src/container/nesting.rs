@@ -56,16 +56,17 @@ impl NestingPayload<'_> {
 }
 
 /// Where a bind's request comes from, so the VT-d driver's late checks (the address width)
-/// run on bytes only after the PASID's.
-enum BindSource {
+/// run on bytes only after the PASID's. Borrowed: the request is not copied again.
+#[derive(Clone, Copy)]
+enum BindSource<'a> {
     /// Bytes that passed the core's and the driver's early checks.
-    Read(BindData),
+    Read(&'a BindData),
     /// A typed request.
-    Typed(BindRequest),
+    Typed(&'a BindRequest),
 }
 
-impl BindSource {
-    fn hpasid(&self) -> u64 {
+impl BindSource<'_> {
+    fn hpasid(self) -> u64 {
         match self {
             BindSource::Read(data) => data.hpasid(),
             BindSource::Typed(req) => req.hpasid,
@@ -75,7 +76,7 @@ impl BindSource {
     fn request(self) -> Result<BindRequest, VfioError> {
         match self {
             BindSource::Read(data) => Ok(data.to_request()?),
-            BindSource::Typed(req) => Ok(req),
+            BindSource::Typed(req) => Ok(*req),
         }
     }
 }
@@ -182,10 +183,10 @@ impl Container {
             NestingPayload::Bytes(NestingOpKind::BindPgtbl, bytes) => {
                 let data = read_bind_data(bytes)?;
                 data.check_vtd()?;
-                return self.bind_locked(&st, domain, ms, BindSource::Read(data));
+                return self.bind_locked(&st, domain, ms, BindSource::Read(&data));
             }
             NestingPayload::Bind(req) => {
-                return self.bind_locked(&st, domain, ms, BindSource::Typed(req))
+                return self.bind_locked(&st, domain, ms, BindSource::Typed(&req))
             }
             NestingPayload::Bytes(NestingOpKind::UnbindPgtbl, bytes) => (
                 RefusedOp::Unbind,
@@ -262,7 +263,7 @@ impl Container {
         st: &ContainerState,
         domain: &Domain,
         ms: &mut MmState,
-        source: BindSource,
+        source: BindSource<'_>,
     ) -> Result<(), VfioError> {
         let pasid = self.owned_pasid(ms, "hpasid", source.hpasid())?;
         if ms.is_bound(pasid, self.id) {

@@ -46,7 +46,7 @@ impl Container {
     pub(crate) fn pasid_request(
         &self,
         req: PasidRequestArg,
-        journal: &mut dyn FnMut(&IoctlOutcome),
+        journal: impl FnOnce(&IoctlOutcome),
     ) -> Result<IoctlOutcome, VfioError> {
         self.with_mm(|mm| {
             let outcome = match req.op()? {
