@@ -221,9 +221,6 @@ impl Shared {
 /// The store: owner of the log file and its writer thread.
 pub struct Store {
     shared: Arc<Shared>,
-    /// The writer (none with [`Durability::Off`]): its thread holds it to commit, and so does
-    /// a `Sync`-mode waiter that finds it free.
-    committer: Option<Arc<Mutex<writer::Writer>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     _lock: Option<File>,
 }
@@ -292,7 +289,6 @@ impl Store {
             return Ok((
                 Store {
                     shared,
-                    committer: None,
                     writer: Mutex::new(None),
                     _lock: None,
                 },
@@ -368,18 +364,14 @@ impl Store {
             last_sync: Instant::now(),
             unsynced: false,
             broken: None,
-            closed: false,
         };
-        let committer = Arc::new(Mutex::new(writer));
-        let thread_side = committer.clone();
         let handle = std::thread::Builder::new()
             .name("vsvad-store".into())
-            .spawn(move || writer::Writer::run(thread_side))
+            .spawn(move || writer.run())
             .map_err(io_err("cannot start the store writer for", dir))?;
         Ok((
             Store {
                 shared,
-                committer: Some(committer),
                 writer: Mutex::new(Some(handle)),
                 _lock: Some(lock),
             },
@@ -422,17 +414,6 @@ impl Store {
         loop {
             if p.settled >= ticket.0 {
                 return p.failure(ticket.0).map_or(Ok(()), Err);
-            }
-            if !p.closed && self.shared.mode == Durability::Sync {
-                // Commit the batch ourselves if the writer is free (it takes the progress lock
-                // to settle, so let go of it first).
-                if let Some(mut w) = self.committer.as_ref().and_then(|c| c.try_lock().ok()) {
-                    drop(p);
-                    w.step();
-                    drop(w);
-                    p = lock_ignoring_poison(&self.shared.progress);
-                    continue;
-                }
             }
             if p.closed {
                 return Err(StoreError::Failed {

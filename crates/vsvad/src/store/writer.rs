@@ -1,11 +1,6 @@
-//! The group-commit writer: takes every record queued since its last batch, writes them with
-//! one `write(2)` and (in `Sync` mode) one `fdatasync`, then wakes their waiters; compacts the
-//! log when it is mostly history.
-//!
-//! Whoever holds the writer commits. In `Sync` mode the first waiter to find it free commits
-//! the queue itself (its own record and every record queued with it), so one client's change
-//! costs one `fdatasync` and no thread hand-off; waiters that find it busy sleep until that
-//! batch or the next settles. A thread commits what nobody waits for and runs the timers.
+//! The group-commit writer thread: takes every record queued since its last batch, writes
+//! them with one `write(2)` and (in `Sync` mode) one `fdatasync`, then wakes their waiters;
+//! compacts the log when it is mostly history.
 //!
 //! # Failures
 //!
@@ -22,7 +17,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vsva_proto::Errno;
@@ -56,121 +51,81 @@ pub(super) struct Writer {
     /// Why the open log cannot be trusted any more: it must be rewritten before anything
     /// else is written.
     pub(super) broken: Option<(Errno, String)>,
-    /// The close's batch is settled: nothing more is written.
-    pub(super) closed: bool,
-}
-
-/// What a [`Writer::step`] leaves for its caller.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Step {
-    /// More batches may come.
-    Continue,
-    /// The store is closing and its last batch is settled: the writer takes nothing more.
-    Closed,
 }
 
 impl Writer {
-    /// The writer thread: waits for records (or for a retry or background-sync timer) and
-    /// commits them, until the store closes. In `Sync` mode a waiter usually commits its own
-    /// batch first ([`Writer::step`] through the store's `wait`); the thread is there for
-    /// records nobody waits for, for the timers and for the close.
-    pub(super) fn run(writer: Arc<Mutex<Writer>>) {
+    /// Commits batches until the store closes.
+    pub(super) fn run(mut self) {
         loop {
-            let (shared, timeout) = {
-                let w = lock_ignoring_poison(&writer);
-                (w.shared.clone(), w.idle_timeout())
+            let (buf, first, records, last, shutdown) = {
+                let mut q = lock_ignoring_poison(&self.shared.queue);
+                while q.buf.is_empty() && !q.shutdown {
+                    let timeout = if self.broken.is_some() {
+                        RETRY
+                    } else if self.unsynced {
+                        Duration::from_millis(200)
+                    } else {
+                        Duration::from_secs(3600)
+                    };
+                    let (g, res) = self
+                        .shared
+                        .work
+                        .wait_timeout(q, timeout)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = g;
+                    if res.timed_out() && q.buf.is_empty() {
+                        break;
+                    }
+                }
+                let records = std::mem::take(&mut q.records);
+                (
+                    std::mem::take(&mut q.buf),
+                    q.last + 1 - records.len() as u64,
+                    records,
+                    q.last,
+                    q.shutdown,
+                )
             };
-            {
-                let q = lock_ignoring_poison(&shared.queue);
-                if q.buf.is_empty() && !q.shutdown {
-                    drop(
-                        shared
-                            .work
-                            .wait_timeout(q, timeout)
-                            .unwrap_or_else(|e| e.into_inner()),
-                    );
-                }
-            }
-            if lock_ignoring_poison(&writer).step() == Step::Closed {
-                return;
-            }
-        }
-    }
-
-    /// How long the thread may sleep when no record comes.
-    fn idle_timeout(&self) -> Duration {
-        if self.broken.is_some() {
-            RETRY
-        } else if self.unsynced {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(3600)
-        }
-    }
-
-    /// Takes every record queued now and commits them as one batch (one `write`, and in
-    /// `Sync` mode one `fdatasync`), settles their waiters, and compacts the log when due.
-    /// With nothing queued it only does what is due: a rewrite while the log is broken, the
-    /// background sync of `Async` mode. Lock order: the writer, then the queue.
-    pub(super) fn step(&mut self) -> Step {
-        if self.closed {
-            return Step::Closed;
-        }
-        let (buf, first, records, last, shutdown) = {
-            let mut q = lock_ignoring_poison(&self.shared.queue);
-            let records = std::mem::take(&mut q.records);
-            (
-                std::mem::take(&mut q.buf),
-                q.last + 1 - records.len() as u64,
-                records,
-                q.last,
-                q.shutdown,
-            )
-        };
-        if buf.is_empty() && !shutdown && self.broken.is_none() && !self.unsynced {
-            return Step::Continue;
-        }
-        if self.broken.is_some() {
-            self.recover();
-        }
-        let result = match &self.broken {
-            Some((errno, why)) => Err(StoreError::Failed {
-                errno: *errno,
-                message: format!("the log cannot be written: {why}"),
-            }),
-            None => self.commit(&buf, &records, shutdown),
-        };
-        match result {
-            Ok(()) => self.settle(last, None),
-            Err(e) => {
-                let (errno, message) = (e.errno(), e.to_string());
-                if self.broken.is_none() {
-                    tracing::error!(error = %message, "store write failed; changes are refused until the log is rewritten");
-                    self.broken = Some((errno, message.clone()));
-                }
-                // Changes that already happened in memory must still reach the log.
-                for r in records
-                    .iter()
-                    .filter(|r| !matches!(r, Record::Alloc { .. }))
-                {
-                    self.state.apply(r);
-                }
-                self.settle(last, Some((first, errno, message)));
-            }
-        }
-        if shutdown {
             if self.broken.is_some() {
                 self.recover();
             }
-            self.closed = true;
-            return Step::Closed;
-        }
-        if self.broken.is_none() {
-            if let Err(e) = self.maybe_compact() {
-                tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
+            let result = match &self.broken {
+                Some((errno, why)) => Err(StoreError::Failed {
+                    errno: *errno,
+                    message: format!("the log cannot be written: {why}"),
+                }),
+                None => self.commit(&buf, &records, shutdown),
+            };
+            match result {
+                Ok(()) => self.settle(last, None),
+                Err(e) => {
+                    let (errno, message) = (e.errno(), e.to_string());
+                    if self.broken.is_none() {
+                        tracing::error!(error = %message, "store write failed; changes are refused until the log is rewritten");
+                        self.broken = Some((errno, message.clone()));
+                    }
+                    // Changes that already happened in memory must still reach the log.
+                    for r in records
+                        .iter()
+                        .filter(|r| !matches!(r, Record::Alloc { .. }))
+                    {
+                        self.state.apply(r);
+                    }
+                    self.settle(last, Some((first, errno, message)));
+                }
+            }
+            if shutdown {
+                if self.broken.is_some() {
+                    self.recover();
+                }
+                return;
+            }
+            if self.broken.is_none() {
+                if let Err(e) = self.maybe_compact() {
+                    tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
+                }
             }
         }
-        Step::Continue
     }
 
     /// Records the outcome of the batch ending at `last` (failed from `failure.0` on) and
