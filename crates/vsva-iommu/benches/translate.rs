@@ -1,24 +1,36 @@
-//! Translation benchmarks, side by side with a straightforward baseline in the same run:
-//! an IOTLB as `Mutex<HashMap>` in front of an uncached walk (context chain + page walk on
-//! every miss, no paging-structure caches).
+//! Translation benchmarks, side by side with faithful peers in the same run:
 //!
-//! Scenarios: IOTLB hit; 4-level first-level miss (paging-structure caches warm, and cold =
-//! caches off); nested 4-over-4 miss (warm and cold); PASID-granular invalidation with an empty
-//! and a full IOTLB (O(1)); page-selective invalidation of 1 and 16 pages; translate throughput
-//! with 1 and 2 threads. Criterion groups record each; a final summary (own `Instant` timing)
-//! prints ns/op and the baseline/vsva ratios in one table.
+//! * an **IOTLB-first map** keyed by (source id, PASID, page), looked up before anything else,
+//!   as a plain `FxHashMap` (one thread, no lock), in a `Mutex` and in an `RwLock`; on a miss
+//!   it resolves the context chain and walks the tables uncached, then fills the map;
+//! * a **bare walk**: the 4-level first-level walk (and the nested 4-over-4 walk) over the
+//!   same tables, uncached, with no context chain, no caches, no statistics, no faults: one
+//!   entry load per level, its present and page-size bits, nothing else;
+//! * the crate's own walker (`walk_first_level`, every reserved-bit and canonical check,
+//!   the record of the entries used) over the same tables, uncached.
+//!
+//! Scenarios: IOTLB hit (one page, and hits cycling over 256 pages at one and two threads);
+//! 4-level first-level miss and nested 4-over-4 miss, with paging-structure caches warm and
+//! off; PASID-granular invalidation with an empty and a full IOTLB; page-selective
+//! invalidation of 1 and 16 pages. Criterion groups record the main ones; a final summary (own
+//! `Instant` timing, every pair measured back to back) prints ns/op and the peer/vsva ratios.
+//!
+//! `TRANSLATE_PROFILE=hit|fl_miss|nested_miss|bare_walk|walker` runs only that loop (for a profiler
+//! or an instruction counter) and exits.
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
+use rustc_hash::FxBuildHasher;
 use vm_memory::GuestMemoryMmap;
 use vsva_iommu::context::resolve;
+use vsva_iommu::memory::EntryMemory;
 use vsva_iommu::paging::{
-    fl_map, walk_first_level, walk_second_level, FlParams, Identity, SlParams, TableStore,
-    TableTranslator, WalkFault, RW, SIZE_4K, US,
+    fl_map, level_index, level_size, walk_first_level, walk_second_level, FlParams, Identity,
+    SlParams, TableStore, TableTranslator, WalkFault, ADDR_MASK, P, PS, RW, SIZE_4K, US,
 };
 use vsva_iommu::{
     Access, DeviceOptions, GuestTableStore, HostMemory, Invalidation, Iommu, IommuConfig,
@@ -33,7 +45,22 @@ const PAGES: u64 = 65536;
 /// (256 entries), few enough that tables and cache arrays stay in the CPU caches ("hot
 /// caches", as the targets are stated).
 const MISS_PAGES: u64 = 4096;
+/// Pages cycled through by the hit loops (all cached on both sides).
+const HIT_PAGES: u64 = 256;
 const GUEST_BASE: u64 = 64 * MB;
+
+const FL: FlParams = FlParams {
+    levels: 4,
+    haw: 48,
+    fl1gp: true,
+};
+const SL: SlParams = SlParams {
+    levels: 4,
+    haw: 48,
+    sl_2m: true,
+    sl_1g: true,
+    slee: false,
+};
 
 fn va(i: u64) -> u64 {
     0x10_0000_0000 + i * SIZE_4K
@@ -41,7 +68,15 @@ fn va(i: u64) -> u64 {
 
 /// An IOMMU with PASID 1 first-level-only and PASID 2 nested (4-level over 4-level), each
 /// mapping `PAGES` 4 KiB pages at `va(i)`.
-fn setup(psc: bool, iotlb_entries: usize) -> Iommu {
+struct Instance {
+    io: Iommu,
+    /// The first-level root of PASID 1 (host address).
+    fl_root: u64,
+    /// The guest first-level root of PASID 2 (guest-physical) and its stage-2 root.
+    nested_roots: (u64, u64),
+}
+
+fn setup(psc: bool, iotlb_entries: usize) -> Instance {
     let mem = HostMemory::anonymous(&[(0, 128 * MB as usize)]).unwrap();
     let cfg = IommuConfig {
         paging_structure_caches: psc,
@@ -53,16 +88,8 @@ fn setup(psc: bool, iotlb_entries: usize) -> Iommu {
     let root = io.table_pool().alloc(io.memory()).unwrap();
     let mut store = io.host_table_store();
     for i in 0..PAGES {
-        fl_map(
-            &mut store,
-            root,
-            4,
-            va(i),
-            0x1_0000_0000 + i * SIZE_4K,
-            SIZE_4K,
-            RW | US,
-        )
-        .unwrap();
+        let pa = 0x1_0000_0000 + i * SIZE_4K;
+        fl_map(&mut store, root, 4, va(i), pa, SIZE_4K, RW | US).unwrap();
     }
     io.set_pasid_entry(SID, 1, &PasidEntry::first_level(1, root))
         .unwrap();
@@ -76,121 +103,180 @@ fn setup(psc: bool, iotlb_entries: usize) -> Iommu {
     for i in 0..PAGES {
         let gpa = 16 * MB + i * SIZE_4K;
         fl_map(&mut g, gpgd, 4, va(i), gpa, SIZE_4K, RW | US).unwrap();
-    }
-    for i in 0..PAGES / 512 {
-        // 2 MiB of guest data at a time, as 4 KiB stage-2 pages (not large pages).
-        for j in 0..512 {
-            let gpa = 16 * MB + (i * 512 + j) * SIZE_4K;
-            io.stage2_map(s2, gpa, 0x2_0000_0000 + gpa, SIZE_4K, S2Perms::RW)
-                .unwrap();
-        }
+        // Stage 2 as 4 KiB pages (not large pages).
+        io.stage2_map(s2, gpa, 0x2_0000_0000 + gpa, SIZE_4K, S2Perms::RW)
+            .unwrap();
     }
     let (sroot, levels) = io.stage2_root(s2).unwrap();
     io.set_pasid_entry(SID, 2, &PasidEntry::nested(2, gpgd, sroot, levels))
         .unwrap();
-    io
+    Instance {
+        io,
+        fl_root: root,
+        nested_roots: (gpgd, sroot),
+    }
 }
 
-/// The baseline: a `Mutex<HashMap>` IOTLB and an uncached walk on each miss.
-struct Baseline<'a> {
-    io: &'a Iommu,
-    iotlb: Mutex<HashMap<(u16, u32, u64), u64>>,
+/// Key of the IOTLB-first peer: source id, PASID, page number.
+type Key = (u16, u32, u64);
+type FxMap = HashMap<Key, u64, FxBuildHasher>;
+
+/// The map behind an IOTLB-first peer: plain (one thread, no lock), `Mutex` or `RwLock`.
+trait PeerMap {
+    fn get(&mut self, k: &Key) -> Option<u64>;
+    fn put(&mut self, k: Key, v: u64);
 }
 
+impl PeerMap for FxMap {
+    #[inline]
+    fn get(&mut self, k: &Key) -> Option<u64> {
+        HashMap::get(self, k).copied()
+    }
+    fn put(&mut self, k: Key, v: u64) {
+        self.insert(k, v);
+    }
+}
+
+impl PeerMap for &Mutex<FxMap> {
+    #[inline]
+    fn get(&mut self, k: &Key) -> Option<u64> {
+        self.lock().unwrap().get(k).copied()
+    }
+    fn put(&mut self, k: Key, v: u64) {
+        self.lock().unwrap().insert(k, v);
+    }
+}
+
+impl PeerMap for &RwLock<FxMap> {
+    #[inline]
+    fn get(&mut self, k: &Key) -> Option<u64> {
+        self.read().unwrap().get(k).copied()
+    }
+    fn put(&mut self, k: Key, v: u64) {
+        self.write().unwrap().insert(k, v);
+    }
+}
+
+/// The uncached walks of the peers over an instance's tables.
+struct Walker<'a> {
+    inst: &'a Instance,
+    mem: &'a GuestMemoryMmap,
+}
+
+/// Nested first-level table access with a full second-level walk for every table.
 struct UncachedNested<'a> {
     mem: &'a GuestMemoryMmap,
-    p: SlParams,
     root: u64,
 }
 
 impl TableTranslator for UncachedNested<'_> {
+    #[inline]
     fn table(&mut self, gpa: u64, _level: u8, _is_root: bool) -> Result<(u64, bool), WalkFault> {
-        let w = walk_second_level(self.mem, &self.p, self.root, gpa, None)?;
+        let w = walk_second_level(self.mem, &SL, self.root, gpa, None)?;
         Ok((w.translate(gpa), w.rights.write))
     }
 }
 
-impl Baseline<'_> {
-    fn translate(&self, pasid: u32, iova: u64) -> Option<u64> {
-        let mem = self.io.memory().snapshot();
-        let m: &GuestMemoryMmap = &mem;
-        let r = resolve(
-            m,
-            self.io.config(),
-            self.io.root_table_address(),
-            SID,
-            Some(pasid),
-        )
-        .ok()?;
-        let key = (r.entry.did, pasid, iova >> 12);
-        if let Some(&out) = self.iotlb.lock().unwrap().get(&key) {
-            return Some(out | (iova & 0xfff));
+/// The bare 4-level walk: per level one entry load and its present (first level: P; second
+/// level: R or W) and page-size bits. `present` tells the two formats apart.
+#[inline]
+fn bare_walk4(
+    mem: &GuestMemoryMmap,
+    present: u64,
+    table: impl Fn(u64) -> Option<u64>,
+    root: u64,
+    va: u64,
+) -> Option<u64> {
+    let mut t = table(root)?;
+    for level in (1..=4u8).rev() {
+        let e = mem.load_entry(t + level_index(va, level) * 8)?;
+        if e & present == 0 {
+            return None;
         }
-        let fl = FlParams {
-            levels: 4,
-            haw: 48,
-            fl1gp: true,
-        };
-        let out = if r.entry.pgtt == Pgtt::Nested {
-            let p = SlParams {
-                levels: 4,
-                haw: 48,
-                sl_2m: true,
-                sl_1g: true,
-                slee: false,
-            };
-            let mut t = UncachedNested {
-                mem: m,
-                p,
-                root: r.entry.ssptptr,
-            };
-            let w = walk_first_level(m, &mut t, &fl, r.entry.flptr, iova, None).ok()?;
-            let gpa = w.translate(iova);
-            walk_second_level(m, &p, r.entry.ssptptr, gpa, None)
-                .ok()?
-                .translate(gpa)
-        } else {
-            walk_first_level(m, &mut Identity, &fl, r.entry.flptr, iova, None)
-                .ok()?
-                .translate(iova)
-        };
-        self.iotlb.lock().unwrap().insert(key, out & !0xfff);
-        Some(out)
-    }
-
-    fn invalidate_pasid(&self, did: u16, pasid: u32) {
-        self.iotlb
-            .lock()
-            .unwrap()
-            .retain(|k, _| !(k.0 == did && k.1 == pasid));
-    }
-
-    fn invalidate_page(&self, did: u16, pasid: u32, iova: u64, pages: u64) {
-        let mut t = self.iotlb.lock().unwrap();
-        for p in 0..pages {
-            t.remove(&(did, pasid, (iova >> 12) + p));
+        if level == 1 || (level <= 3 && e & PS != 0) {
+            let size = level_size(level);
+            return Some(e & ADDR_MASK & !(size - 1) | va & (size - 1));
         }
+        t = table(e & ADDR_MASK)?;
     }
-
-    fn clear(&self) {
-        self.iotlb.lock().unwrap().clear();
-    }
+    None
 }
 
-fn baseline(io: &Iommu) -> Baseline<'_> {
-    Baseline {
-        io,
-        iotlb: Mutex::new(HashMap::new()),
+impl Walker<'_> {
+    /// The bare 4-level first-level walk of PASID 1's tables: no chain, no cache.
+    #[inline]
+    fn bare_fl(&self, iova: u64) -> Option<u64> {
+        bare_walk4(self.mem, P, Some, self.inst.fl_root, iova)
+    }
+
+    /// The bare nested 4-over-4 walk of PASID 2's tables: every guest table address and the
+    /// output through a bare second-level walk.
+    #[inline]
+    fn bare_nested(&self, iova: u64) -> Option<u64> {
+        let (gpgd, sroot) = self.inst.nested_roots;
+        // Second-level entries are present when R or W (bits 0 and 1) is set.
+        let sl = |gpa| bare_walk4(self.mem, 3, Some, sroot, gpa);
+        sl(bare_walk4(self.mem, P, sl, gpgd, iova)?)
+    }
+
+    /// The crate's first-level walker over PASID 1's tables, uncached.
+    #[inline]
+    fn walker_fl(&self, iova: u64) -> Option<u64> {
+        let w = walk_first_level(self.mem, &mut Identity, &FL, self.inst.fl_root, iova, None);
+        Some(w.ok()?.translate(iova))
+    }
+
+    /// The crate's walkers over PASID 2's nested tables, uncached.
+    #[inline]
+    fn walker_nested(&self, iova: u64) -> Option<u64> {
+        let (gpgd, sroot) = self.inst.nested_roots;
+        self.nested_from(gpgd, sroot, iova)
+    }
+
+    fn nested_from(&self, gpgd: u64, sroot: u64, iova: u64) -> Option<u64> {
+        let mut t = UncachedNested {
+            mem: self.mem,
+            root: sroot,
+        };
+        let w = walk_first_level(self.mem, &mut t, &FL, gpgd, iova, None).ok()?;
+        let gpa = w.translate(iova);
+        let s = walk_second_level(self.mem, &SL, sroot, gpa, None).ok()?;
+        Some(s.translate(gpa))
+    }
+
+    /// What an IOTLB-first peer does on a miss: the context chain, then an uncached walk.
+    fn chain_and_walk(&self, pasid: u32, iova: u64) -> Option<u64> {
+        let io = &self.inst.io;
+        let rt = io.root_table_address();
+        let r = resolve(self.mem, io.config(), rt, SID, Some(pasid)).ok()?;
+        if r.entry.pgtt == Pgtt::Nested {
+            self.nested_from(r.entry.flptr, r.entry.ssptptr, iova)
+        } else {
+            let w = walk_first_level(self.mem, &mut Identity, &FL, r.entry.flptr, iova, None);
+            Some(w.ok()?.translate(iova))
+        }
+    }
+
+    /// The IOTLB-first peer: the map first, the chain and the walk only on a miss.
+    #[inline]
+    fn peer(&self, map: &mut impl PeerMap, pasid: u32, iova: u64) -> Option<u64> {
+        let key = (SID.0, pasid, iova >> 12);
+        if let Some(out) = map.get(&key) {
+            return Some(out | (iova & 0xfff));
+        }
+        let out = self.chain_and_walk(pasid, iova)?;
+        map.put(key, out & !0xfff);
+        Some(out)
     }
 }
 
 struct Env {
     /// Default configuration (4096-entry IOTLB): hits, invalidations, throughput.
-    main: Iommu,
+    main: Instance,
     /// 256-entry IOTLB, paging-structure caches on: misses with warm PSCs.
-    warm: Iommu,
+    warm: Instance,
     /// 256-entry IOTLB, paging-structure caches off: misses walk every level.
-    cold: Iommu,
+    cold: Instance,
 }
 
 fn env() -> &'static Env {
@@ -212,74 +298,72 @@ impl Cycle {
     }
 }
 
+fn translate(io: &Iommu, pasid: u32, iova: u64) -> u64 {
+    io.translate(SID, Some(pasid), iova, Access::READ)
+        .unwrap()
+        .host_addr
+}
+
 fn bench_groups(c: &mut Criterion) {
     let e = env();
-    let b = baseline(&e.main);
+    let snap = e.main.io.memory().snapshot();
+    let wk = Walker {
+        inst: &e.main,
+        mem: &snap,
+    };
+    let mut plain = FxMap::default();
+    let locked = Mutex::new(FxMap::default());
     let mut g = c.benchmark_group("iotlb_hit");
-    e.main.translate(SID, Some(1), va(0), Access::READ).unwrap();
+    translate(&e.main.io, 1, va(0));
     g.bench_function("vsva", |bn| {
-        bn.iter(|| {
-            e.main
-                .translate(SID, Some(1), black_box(va(0)), Access::READ)
-                .unwrap()
-        })
+        bn.iter(|| translate(&e.main.io, 1, black_box(va(0))))
     });
-    b.translate(1, va(0));
-    g.bench_function("baseline", |bn| {
-        bn.iter(|| b.translate(1, black_box(va(0))).unwrap())
+    wk.peer(&mut plain, 1, va(0));
+    g.bench_function("fxhashmap", |bn| {
+        bn.iter(|| wk.peer(&mut plain, 1, black_box(va(0))).unwrap())
+    });
+    wk.peer(&mut &locked, 1, va(0));
+    g.bench_function("mutex_fxhashmap", |bn| {
+        bn.iter(|| wk.peer(&mut &locked, 1, black_box(va(0))).unwrap())
     });
     g.finish();
 
+    let cold_snap = e.cold.io.memory().snapshot();
+    let cold_wk = Walker {
+        inst: &e.cold,
+        mem: &cold_snap,
+    };
     for (name, pasid) in [("fl_miss", 1u32), ("nested_miss", 2)] {
         let mut g = c.benchmark_group(name);
         let mut cy = Cycle(0);
         g.bench_function("vsva_psc_warm", |bn| {
-            bn.iter(|| {
-                e.warm
-                    .translate(SID, Some(pasid), cy.next(), Access::READ)
-                    .unwrap()
-            })
+            bn.iter(|| translate(&e.warm.io, pasid, cy.next()))
         });
         g.bench_function("vsva_psc_cold", |bn| {
+            bn.iter(|| translate(&e.cold.io, pasid, cy.next()))
+        });
+        g.bench_function("bare_walk", |bn| {
             bn.iter(|| {
-                e.cold
-                    .translate(SID, Some(pasid), cy.next(), Access::READ)
-                    .unwrap()
+                let iova = cy.next();
+                if pasid == 1 {
+                    cold_wk.bare_fl(iova).unwrap()
+                } else {
+                    cold_wk.bare_nested(iova).unwrap()
+                }
             })
         });
-        g.bench_function("baseline", |bn| {
+        g.bench_function("crate_walker_uncached", |bn| {
             bn.iter(|| {
-                b.clear();
-                b.translate(pasid, cy.next()).unwrap()
+                let iova = cy.next();
+                if pasid == 1 {
+                    cold_wk.walker_fl(iova).unwrap()
+                } else {
+                    cold_wk.walker_nested(iova).unwrap()
+                }
             })
         });
         g.finish();
     }
-
-    let mut g = c.benchmark_group("invalidate");
-    g.bench_function("vsva_pasid", |bn| {
-        bn.iter(|| {
-            e.main
-                .invalidate(&Invalidation::PasidIotlb { did: 1, pasid: 1 })
-                .unwrap()
-        })
-    });
-    g.bench_function("vsva_page", |bn| {
-        bn.iter(|| {
-            e.main
-                .invalidate(&Invalidation::PasidIotlbPages {
-                    did: 1,
-                    pasid: 1,
-                    range: PageRange { addr: va(3), am: 0 },
-                    ih: true,
-                })
-                .unwrap()
-        })
-    });
-    g.bench_function("baseline_page", |bn| {
-        bn.iter(|| b.invalidate_page(1, 1, va(3), 1))
-    });
-    g.finish();
 }
 
 /// ns per call of `f` over `iters` calls.
@@ -291,13 +375,8 @@ fn time(iters: u64, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_nanos() as f64 / iters as f64
 }
 
-fn fill_iotlb(io: &Iommu, pasid: u32, n: u64) {
-    for i in 0..n {
-        let _ = io.translate(SID, Some(pasid), va(i), Access::READ);
-    }
-}
-
-/// Aggregate ns per translation with `threads` threads doing `per_thread` hits each.
+/// Aggregate ns per call with `threads` threads making `per_thread` calls each, over
+/// `HIT_PAGES` pages (`f` gets the page index).
 fn throughput(threads: usize, per_thread: u64, f: impl Fn(u64) + Sync) -> f64 {
     let t = Instant::now();
     std::thread::scope(|s| {
@@ -305,7 +384,7 @@ fn throughput(threads: usize, per_thread: u64, f: impl Fn(u64) + Sync) -> f64 {
             let f = &f;
             s.spawn(move || {
                 for i in 0..per_thread {
-                    f(i.wrapping_mul(31).wrapping_add(k as u64) % 256);
+                    f(i.wrapping_mul(31).wrapping_add(k as u64) % HIT_PAGES);
                 }
             });
         }
@@ -313,132 +392,291 @@ fn throughput(threads: usize, per_thread: u64, f: impl Fn(u64) + Sync) -> f64 {
     t.elapsed().as_nanos() as f64 / (threads as f64 * per_thread as f64)
 }
 
-fn summary(_c: &mut Criterion) {
-    let e = env();
-    let b = baseline(&e.main);
-    let n = 200_000;
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+/// One line of the summary: vsva against one peer.
+struct Row {
+    scenario: String,
+    ours: f64,
+    peer: &'static str,
+    theirs: f64,
+}
 
-    e.main.translate(SID, Some(1), va(0), Access::READ).unwrap();
-    b.translate(1, va(0));
-    rows.push((
-        "IOTLB hit".into(),
-        time(n * 5, || {
-            black_box(
-                e.main
-                    .translate(SID, Some(1), black_box(va(0)), Access::READ)
-                    .unwrap(),
-            );
-        }),
-        time(n * 5, || {
-            black_box(b.translate(1, black_box(va(0))).unwrap());
+fn row(scenario: impl Into<String>, ours: f64, peer: &'static str, theirs: f64) -> Row {
+    Row {
+        scenario: scenario.into(),
+        ours,
+        peer,
+        theirs,
+    }
+}
+
+fn hit_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
+    let io = &e.main.io;
+    let snap = io.memory().snapshot();
+    let wk = Walker {
+        inst: &e.main,
+        mem: &snap,
+    };
+    let mut plain = FxMap::default();
+    let locked = Mutex::new(FxMap::default());
+    let rw = RwLock::new(FxMap::default());
+    for i in 0..HIT_PAGES {
+        translate(io, 1, va(i));
+        wk.peer(&mut plain, 1, va(i));
+        wk.peer(&mut &locked, 1, va(i));
+        wk.peer(&mut &rw, 1, va(i));
+    }
+    let one_page = time(n, || {
+        black_box(translate(io, 1, black_box(va(0))));
+    });
+    let page = "IOTLB hit, one page";
+    rows.push(row(
+        page,
+        one_page,
+        "FxHashMap, no lock",
+        time(n, || {
+            black_box(wk.peer(&mut plain, 1, black_box(va(0))));
         }),
     ));
+    rows.push(row(
+        page,
+        one_page,
+        "Mutex<FxHashMap>",
+        time(n, || {
+            black_box(wk.peer(&mut &locked, 1, black_box(va(0))));
+        }),
+    ));
+    let ours = throughput(1, n, |i| {
+        black_box(translate(io, 1, va(i)));
+    });
+    let cycling = "IOTLB hits over 256 pages, 1 thread";
+    // The plain map cannot be shared: its one-thread loop runs here.
+    let t = Instant::now();
+    for i in 0..n {
+        let p = i.wrapping_mul(31) % HIT_PAGES;
+        black_box(wk.peer(&mut plain, 1, va(p)));
+    }
+    let plain_ns = t.elapsed().as_nanos() as f64 / n as f64;
+    rows.push(row(cycling, ours, "FxHashMap, no lock", plain_ns));
+    rows.push(row(
+        cycling,
+        ours,
+        "Mutex<FxHashMap>",
+        throughput(1, n, |i| {
+            black_box(wk.peer(&mut &locked, 1, va(i)));
+        }),
+    ));
+    let ours = throughput(2, n, |i| {
+        black_box(translate(io, 1, va(i)));
+    });
+    let two = "IOTLB hits over 256 pages, 2 threads, aggregate";
+    rows.push(row(
+        two,
+        ours,
+        "RwLock<FxHashMap>",
+        throughput(2, n, |i| {
+            black_box(wk.peer(&mut &rw, 1, va(i)));
+        }),
+    ));
+    rows.push(row(
+        two,
+        ours,
+        "Mutex<FxHashMap>",
+        throughput(2, n, |i| {
+            black_box(wk.peer(&mut &locked, 1, va(i)));
+        }),
+    ));
+}
 
+fn miss_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
+    let snap = e.cold.io.memory().snapshot();
+    let wk = Walker {
+        inst: &e.cold,
+        mem: &snap,
+    };
+    let locked = Mutex::new(FxMap::default());
     for (label, pasid) in [("4-level FL miss", 1u32), ("nested 4-over-4 miss", 2)] {
         let mut cy = Cycle(0);
         let warm = time(n, || {
-            black_box(
-                e.warm
-                    .translate(SID, Some(pasid), cy.next(), Access::READ)
-                    .unwrap(),
-            );
+            black_box(translate(&e.warm.io, pasid, cy.next()));
         });
         let cold = time(n, || {
-            black_box(
-                e.cold
-                    .translate(SID, Some(pasid), cy.next(), Access::READ)
-                    .unwrap(),
-            );
+            black_box(translate(&e.cold.io, pasid, cy.next()));
         });
-        let bm = baseline(&e.cold);
-        let base = time(n, || {
-            bm.clear();
-            black_box(bm.translate(pasid, cy.next()).unwrap());
+        let bare = time(n, || {
+            let iova = cy.next();
+            black_box(if pasid == 1 {
+                wk.bare_fl(iova)
+            } else {
+                wk.bare_nested(iova)
+            });
         });
-        rows.push((format!("{label}, PSC warm"), warm, base));
-        rows.push((format!("{label}, PSC cold"), cold, base));
+        let walker = time(n, || {
+            let iova = cy.next();
+            black_box(if pasid == 1 {
+                wk.walker_fl(iova)
+            } else {
+                wk.walker_nested(iova)
+            });
+        });
+        let peer = time(n, || {
+            locked.lock().unwrap().clear();
+            black_box(wk.peer(&mut &locked, pasid, cy.next()));
+        });
+        rows.push(row(format!("{label}, PSC warm"), warm, "bare walk", bare));
+        rows.push(row(format!("{label}, PSC off"), cold, "bare walk", bare));
+        let uncached = "the crate's walker, uncached";
+        rows.push(row(format!("{label}, PSC off"), cold, uncached, walker));
+        let chain = "Mutex<FxHashMap> miss: chain + walk";
+        rows.push(row(format!("{label}, PSC warm"), warm, chain, peer));
     }
+}
 
+fn invalidation_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
+    let io = &e.main.io;
+    let locked = Mutex::new(FxMap::default());
+    let peer = "Mutex<FxHashMap>";
     for filled in [0u64, 4096] {
-        e.main.invalidate(&Invalidation::IotlbGlobal).unwrap();
-        b.clear();
-        fill_iotlb(&e.main, 1, filled);
+        io.invalidate(&Invalidation::IotlbGlobal).unwrap();
         for i in 0..filled {
-            b.translate(1, va(i));
+            translate(io, 1, va(i));
         }
         let ours = time(n, || {
-            e.main
-                .invalidate(&Invalidation::PasidIotlb { did: 1, pasid: 1 })
+            io.invalidate(&Invalidation::PasidIotlb { did: 1, pasid: 1 })
                 .unwrap()
         });
-        // The baseline's scan empties the map on its first call: time a refill + scan per call
-        // over a smaller sample and subtract the refill cost.
+        // The peer's scan empties the map on its first call: time a refill + scan per call
+        // over a smaller sample and subtract the refill.
         let reps = 20u64;
-        let refill = time(reps, || {
+        let refill = || {
+            let mut m = locked.lock().unwrap();
             for i in 0..filled {
-                b.iotlb.lock().unwrap().insert((1, 1, i), 0);
+                m.insert((SID.0, 1, i), 0);
             }
-        });
-        let with_scan = time(reps, || {
-            for i in 0..filled {
-                b.iotlb.lock().unwrap().insert((1, 1, i), 0);
-            }
-            b.invalidate_pasid(1, 1);
-        });
-        rows.push((
-            format!("PASID invalidation, {filled} cached"),
-            ours,
-            (with_scan - refill).max(0.0),
-        ));
+        };
+        let refill_ns = time(reps, refill);
+        let scan = || locked.lock().unwrap().retain(|k, _| k.1 != 1);
+        let theirs = if filled == 0 {
+            time(n, scan)
+        } else {
+            let with_scan = time(reps, || {
+                refill();
+                scan();
+            });
+            (with_scan - refill_ns).max(0.1)
+        };
+        let scenario = format!("PASID invalidation, {filled} cached");
+        rows.push(row(scenario, ours, peer, theirs));
     }
     for am in [0u8, 4] {
-        fill_iotlb(&e.main, 1, 4096);
+        for i in 0..4096 {
+            translate(io, 1, va(i));
+            locked.lock().unwrap().insert((SID.0, 1, va(i) >> 12), 0);
+        }
         let ours = time(n, || {
-            e.main
-                .invalidate(&Invalidation::PasidIotlbPages {
-                    did: 1,
-                    pasid: 1,
-                    range: PageRange { addr: va(64), am },
-                    ih: true,
-                })
-                .unwrap()
+            io.invalidate(&Invalidation::PasidIotlbPages {
+                did: 1,
+                pasid: 1,
+                range: PageRange { addr: va(64), am },
+                ih: true,
+            })
+            .unwrap()
         });
-        let base = time(n, || b.invalidate_page(1, 1, va(64), 1 << am));
-        rows.push((
-            format!("page-selective invalidation, {} page(s)", 1u64 << am),
-            ours,
-            base,
-        ));
+        let theirs = time(n, || {
+            let mut m = locked.lock().unwrap();
+            for p in 0..1u64 << am {
+                m.remove(&(SID.0, 1, (va(64) >> 12) + p));
+            }
+        });
+        let scenario = format!("page-selective invalidation, {} page(s)", 1u64 << am);
+        rows.push(row(scenario, ours, peer, theirs));
     }
+}
 
-    fill_iotlb(&e.main, 1, 256);
-    for i in 0..256 {
-        b.translate(1, va(i));
+/// Every peer answers what vsva answers, for a sample of pages of both PASIDs.
+fn check_peers(e: &Env) {
+    let snap = e.cold.io.memory().snapshot();
+    let wk = Walker {
+        inst: &e.cold,
+        mem: &snap,
+    };
+    let mut plain = FxMap::default();
+    for i in (0..PAGES).step_by(997) {
+        let iova = va(i) + 0x123;
+        let fl = translate(&e.cold.io, 1, iova);
+        let nested = translate(&e.cold.io, 2, iova);
+        assert_eq!(wk.bare_fl(iova), Some(fl));
+        assert_eq!(wk.walker_fl(iova), Some(fl));
+        assert_eq!(wk.peer(&mut plain, 1, iova), Some(fl));
+        assert_eq!(wk.bare_nested(iova), Some(nested));
+        assert_eq!(wk.walker_nested(iova), Some(nested));
+        assert_eq!(wk.peer(&mut plain, 2, iova), Some(nested));
     }
-    for threads in [1usize, 2] {
-        let ours = throughput(threads, n * 2, |i| {
-            black_box(e.main.translate(SID, Some(1), va(i), Access::READ).unwrap());
-        });
-        let base = throughput(threads, n * 2, |i| {
-            black_box(b.translate(1, va(i)).unwrap());
-        });
-        rows.push((
-            format!("translate throughput (hits), {threads} thread(s), ns/op aggregate"),
-            ours,
-            base,
-        ));
-    }
+}
 
+fn summary(_c: &mut Criterion) {
+    let e = env();
+    check_peers(e);
+    let n = 1_000_000;
+    let mut rows = Vec::new();
+    hit_rows(e, n, &mut rows);
+    miss_rows(e, n / 5, &mut rows);
+    invalidation_rows(e, n / 5, &mut rows);
     println!();
-    println!("| scenario | vsva ns/op | baseline ns/op | baseline / vsva |");
-    println!("|---|---:|---:|---:|");
-    for (name, ours, base) in &rows {
-        println!("| {name} | {ours:.1} | {base:.1} | {:.1}x |", base / ours);
+    println!("| scenario | vsva ns/op | peer | peer ns/op | vsva / peer |");
+    println!("|---|---:|---|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.1} | {} | {:.1} | {:.2}x |",
+            r.scenario,
+            r.ours,
+            r.peer,
+            r.theirs,
+            r.ours / r.theirs
+        );
     }
     println!();
-    println!("vsva stats, main instance: {:?}", e.main.stats());
-    println!("vsva stats, miss instance with PSC: {:?}", e.warm.stats());
+    println!("vsva stats, main instance: {:?}", e.main.io.stats());
+    println!(
+        "vsva stats, miss instance with PSC: {:?}",
+        e.warm.io.stats()
+    );
+}
+
+/// `TRANSLATE_PROFILE`: one loop only, for a profiler.
+fn profile(what: &str) {
+    let e = env();
+    let n = 1_000_000u64;
+    let snap = e.cold.io.memory().snapshot();
+    let wk = Walker {
+        inst: &e.cold,
+        mem: &snap,
+    };
+    let mut cy = Cycle(0);
+    match what {
+        "hit" => {
+            translate(&e.main.io, 1, va(0));
+            for _ in 0..n {
+                black_box(translate(&e.main.io, 1, black_box(va(0))));
+            }
+        }
+        "fl_miss" | "nested_miss" => {
+            let pasid = if what == "fl_miss" { 1 } else { 2 };
+            for _ in 0..n {
+                black_box(translate(&e.warm.io, pasid, cy.next()));
+            }
+        }
+        "bare_walk" => {
+            for _ in 0..n {
+                black_box(wk.bare_fl(cy.next()));
+            }
+        }
+        "walker" => {
+            for _ in 0..n {
+                black_box(wk.walker_fl(cy.next()));
+            }
+        }
+        other => panic!("TRANSLATE_PROFILE={other}: hit, fl_miss, nested_miss, bare_walk, walker"),
+    }
 }
 
 fn config() -> Criterion {
@@ -453,4 +691,12 @@ criterion_group! {
     config = config();
     targets = bench_groups, summary
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(what) = std::env::var("TRANSLATE_PROFILE") {
+        profile(&what);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
