@@ -366,7 +366,11 @@ fn bench_groups(c: &mut Criterion) {
     }
 }
 
-/// ns per call of `f` over `iters` calls.
+/// Rounds of every side-by-side measurement: the best round of each side is kept, and the
+/// two sides' rounds alternate, so a change of load on a shared machine hits both alike.
+const ROUNDS: u64 = 5;
+
+/// ns per call of `f` over `iters` calls (one round).
 fn time(iters: u64, mut f: impl FnMut()) -> f64 {
     let t = Instant::now();
     for _ in 0..iters {
@@ -375,13 +379,23 @@ fn time(iters: u64, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_nanos() as f64 / iters as f64
 }
 
+/// Best-of-`ROUNDS` ns per call of `ours` and of `theirs`, `iters` calls in all for each,
+/// rounds interleaved.
+fn pair(iters: u64, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
+    let (mut a, mut b) = (f64::MAX, f64::MAX);
+    for _ in 0..ROUNDS {
+        a = a.min(time(iters / ROUNDS, &mut ours));
+        b = b.min(time(iters / ROUNDS, &mut theirs));
+    }
+    (a, b)
+}
+
 /// Aggregate ns per call with `threads` threads making `per_thread` calls each, over
 /// `HIT_PAGES` pages (`f` gets the page index).
-fn throughput(threads: usize, per_thread: u64, f: impl Fn(u64) + Sync) -> f64 {
+fn throughput(threads: usize, per_thread: u64, f: &(impl Fn(u64) + Sync)) -> f64 {
     let t = Instant::now();
     std::thread::scope(|s| {
         for k in 0..threads {
-            let f = &f;
             s.spawn(move || {
                 for i in 0..per_thread {
                     f(i.wrapping_mul(31).wrapping_add(k as u64) % HIT_PAGES);
@@ -392,6 +406,21 @@ fn throughput(threads: usize, per_thread: u64, f: impl Fn(u64) + Sync) -> f64 {
     t.elapsed().as_nanos() as f64 / (threads as f64 * per_thread as f64)
 }
 
+/// [`pair`] for [`throughput`] at `threads` threads.
+fn pair_threads(
+    threads: usize,
+    per_thread: u64,
+    ours: impl Fn(u64) + Sync,
+    theirs: impl Fn(u64) + Sync,
+) -> (f64, f64) {
+    let (mut a, mut b) = (f64::MAX, f64::MAX);
+    for _ in 0..ROUNDS {
+        a = a.min(throughput(threads, per_thread / ROUNDS, &ours));
+        b = b.min(throughput(threads, per_thread / ROUNDS, &theirs));
+    }
+    (a, b)
+}
+
 /// One line of the summary: vsva against one peer.
 struct Row {
     scenario: String,
@@ -400,7 +429,7 @@ struct Row {
     theirs: f64,
 }
 
-fn row(scenario: impl Into<String>, ours: f64, peer: &'static str, theirs: f64) -> Row {
+fn row(scenario: impl Into<String>, (ours, theirs): (f64, f64), peer: &'static str) -> Row {
     Row {
         scenario: scenario.into(),
         ours,
@@ -425,65 +454,67 @@ fn hit_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
         wk.peer(&mut &locked, 1, va(i));
         wk.peer(&mut &rw, 1, va(i));
     }
-    let one_page = time(n, || {
+    let ours = || {
         black_box(translate(io, 1, black_box(va(0))));
-    });
-    let page = "IOTLB hit, one page";
-    rows.push(row(
-        page,
-        one_page,
-        "FxHashMap, no lock",
-        time(n, || {
-            black_box(wk.peer(&mut plain, 1, black_box(va(0))));
-        }),
-    ));
-    rows.push(row(
-        page,
-        one_page,
-        "Mutex<FxHashMap>",
-        time(n, || {
-            black_box(wk.peer(&mut &locked, 1, black_box(va(0))));
-        }),
-    ));
-    let ours = throughput(1, n, |i| {
-        black_box(translate(io, 1, va(i)));
-    });
+    };
+    let page = "IOTLB hit, one page, 1 thread";
+    let plain_hit = || {
+        black_box(wk.peer(&mut plain, 1, black_box(va(0))));
+    };
+    rows.push(row(page, pair(n, ours, plain_hit), "FxHashMap, no lock"));
+    let locked_hit = || {
+        black_box(wk.peer(&mut &locked, 1, black_box(va(0))));
+    };
+    rows.push(row(page, pair(n, ours, locked_hit), "Mutex<FxHashMap>"));
+
+    // One thread, 256 pages: plain loops on this thread (the plain map cannot be shared).
     let cycling = "IOTLB hits over 256 pages, 1 thread";
-    // The plain map cannot be shared: its one-thread loop runs here.
-    let t = Instant::now();
-    for i in 0..n {
-        let p = i.wrapping_mul(31) % HIT_PAGES;
-        black_box(wk.peer(&mut plain, 1, va(p)));
-    }
-    let plain_ns = t.elapsed().as_nanos() as f64 / n as f64;
-    rows.push(row(cycling, ours, "FxHashMap, no lock", plain_ns));
+    let mut i = 0u64;
+    let mut next = move || {
+        i = i.wrapping_add(31);
+        va(i % HIT_PAGES)
+    };
+    let mut next2 = next;
+    let ours = || {
+        black_box(translate(io, 1, next()));
+    };
+    let plain_hits = || {
+        black_box(wk.peer(&mut plain, 1, next2()));
+    };
     rows.push(row(
         cycling,
-        ours,
-        "Mutex<FxHashMap>",
-        throughput(1, n, |i| {
-            black_box(wk.peer(&mut &locked, 1, va(i)));
-        }),
+        pair(n, ours, plain_hits),
+        "FxHashMap, no lock",
     ));
-    let ours = throughput(2, n, |i| {
-        black_box(translate(io, 1, va(i)));
-    });
+    let mut next = next2;
+    let mut next2 = next2;
+    let ours = || {
+        black_box(translate(io, 1, next()));
+    };
+    let locked_hits = || {
+        black_box(wk.peer(&mut &locked, 1, next2()));
+    };
+    rows.push(row(cycling, pair(n, ours, locked_hits), "Mutex<FxHashMap>"));
+
     let two = "IOTLB hits over 256 pages, 2 threads, aggregate";
+    let ours = |i| {
+        black_box(translate(io, 1, va(i)));
+    };
+    let rw_hits = |i| {
+        black_box(wk.peer(&mut &rw, 1, va(i)));
+    };
     rows.push(row(
         two,
-        ours,
+        pair_threads(2, n, ours, rw_hits),
         "RwLock<FxHashMap>",
-        throughput(2, n, |i| {
-            black_box(wk.peer(&mut &rw, 1, va(i)));
-        }),
     ));
+    let locked_hits = |i| {
+        black_box(wk.peer(&mut &locked, 1, va(i)));
+    };
     rows.push(row(
         two,
-        ours,
+        pair_threads(2, n, ours, locked_hits),
         "Mutex<FxHashMap>",
-        throughput(2, n, |i| {
-            black_box(wk.peer(&mut &locked, 1, va(i)));
-        }),
     ));
 }
 
@@ -495,39 +526,68 @@ fn miss_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
     };
     let locked = Mutex::new(FxMap::default());
     for (label, pasid) in [("4-level FL miss", 1u32), ("nested 4-over-4 miss", 2)] {
-        let mut cy = Cycle(0);
-        let warm = time(n, || {
-            black_box(translate(&e.warm.io, pasid, cy.next()));
-        });
-        let cold = time(n, || {
-            black_box(translate(&e.cold.io, pasid, cy.next()));
-        });
-        let bare = time(n, || {
-            let iova = cy.next();
-            black_box(if pasid == 1 {
+        let (mut c1, mut c2) = (Cycle(0), Cycle(0));
+        let bare = |iova| {
+            if pasid == 1 {
                 wk.bare_fl(iova)
             } else {
                 wk.bare_nested(iova)
-            });
-        });
-        let walker = time(n, || {
-            let iova = cy.next();
-            black_box(if pasid == 1 {
+            }
+        };
+        let walker = |iova| {
+            if pasid == 1 {
                 wk.walker_fl(iova)
             } else {
                 wk.walker_nested(iova)
-            });
-        });
-        let peer = time(n, || {
-            locked.lock().unwrap().clear();
-            black_box(wk.peer(&mut &locked, pasid, cy.next()));
-        });
-        rows.push(row(format!("{label}, PSC warm"), warm, "bare walk", bare));
-        rows.push(row(format!("{label}, PSC off"), cold, "bare walk", bare));
+            }
+        };
+        let warm = || {
+            black_box(translate(&e.warm.io, pasid, c1.next()));
+        };
+        let theirs = || {
+            black_box(bare(c2.next()));
+        };
+        rows.push(row(
+            format!("{label}, PSC warm"),
+            pair(n, warm, theirs),
+            "bare walk",
+        ));
+        let cold = || {
+            black_box(translate(&e.cold.io, pasid, c1.next()));
+        };
+        let theirs = || {
+            black_box(bare(c2.next()));
+        };
+        rows.push(row(
+            format!("{label}, PSC off"),
+            pair(n, cold, theirs),
+            "bare walk",
+        ));
+        let cold = || {
+            black_box(translate(&e.cold.io, pasid, c1.next()));
+        };
+        let theirs = || {
+            black_box(walker(c2.next()));
+        };
         let uncached = "the crate's walker, uncached";
-        rows.push(row(format!("{label}, PSC off"), cold, uncached, walker));
+        rows.push(row(
+            format!("{label}, PSC off"),
+            pair(n, cold, theirs),
+            uncached,
+        ));
+        let warm = || {
+            black_box(translate(&e.warm.io, pasid, c1.next()));
+        };
+        let theirs = || {
+            locked.lock().unwrap().clear();
+            black_box(wk.peer(&mut &locked, pasid, c2.next()));
+        };
         let chain = "Mutex<FxHashMap> miss: chain + walk";
-        rows.push(row(format!("{label}, PSC warm"), warm, chain, peer));
+        rows.push(row(
+            format!("{label}, PSC warm"),
+            pair(n, warm, theirs),
+            chain,
+        ));
     }
 }
 
@@ -540,39 +600,42 @@ fn invalidation_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
         for i in 0..filled {
             translate(io, 1, va(i));
         }
-        let ours = time(n, || {
+        let ours = || {
             io.invalidate(&Invalidation::PasidIotlb { did: 1, pasid: 1 })
                 .unwrap()
-        });
-        // The peer's scan empties the map on its first call: time a refill + scan per call
-        // over a smaller sample and subtract the refill.
-        let reps = 20u64;
+        };
         let refill = || {
             let mut m = locked.lock().unwrap();
             for i in 0..filled {
                 m.insert((SID.0, 1, i), 0);
             }
         };
-        let refill_ns = time(reps, refill);
         let scan = || locked.lock().unwrap().retain(|k, _| k.1 != 1);
-        let theirs = if filled == 0 {
-            time(n, scan)
+        let (a, b) = if filled == 0 {
+            pair(n, ours, scan)
         } else {
-            let with_scan = time(reps, || {
+            // The peer's scan empties the map on its first call: time a refill + scan per
+            // call over a smaller sample and subtract the refill.
+            let reps = 20 * ROUNDS;
+            let (refill_ns, with_scan) = pair(reps, refill, || {
                 refill();
                 scan();
             });
-            (with_scan - refill_ns).max(0.1)
+            let (a, _) = pair(n, ours, || {});
+            (a, (with_scan - refill_ns).max(0.1))
         };
-        let scenario = format!("PASID invalidation, {filled} cached");
-        rows.push(row(scenario, ours, peer, theirs));
+        rows.push(row(
+            format!("PASID invalidation, {filled} cached"),
+            (a, b),
+            peer,
+        ));
     }
     for am in [0u8, 4] {
         for i in 0..4096 {
             translate(io, 1, va(i));
             locked.lock().unwrap().insert((SID.0, 1, va(i) >> 12), 0);
         }
-        let ours = time(n, || {
+        let ours = || {
             io.invalidate(&Invalidation::PasidIotlbPages {
                 did: 1,
                 pasid: 1,
@@ -580,15 +643,15 @@ fn invalidation_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
                 ih: true,
             })
             .unwrap()
-        });
-        let theirs = time(n, || {
+        };
+        let theirs = || {
             let mut m = locked.lock().unwrap();
             for p in 0..1u64 << am {
                 m.remove(&(SID.0, 1, (va(64) >> 12) + p));
             }
-        });
+        };
         let scenario = format!("page-selective invalidation, {} page(s)", 1u64 << am);
-        rows.push(row(scenario, ours, peer, theirs));
+        rows.push(row(scenario, pair(n, ours, theirs), peer));
     }
 }
 
