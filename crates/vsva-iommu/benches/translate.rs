@@ -368,7 +368,11 @@ fn bench_groups(c: &mut Criterion) {
 
 /// Rounds of every side-by-side measurement: the best round of each side is kept, and the
 /// two sides' rounds alternate, so a change of load on a shared machine hits both alike.
-const ROUNDS: u64 = 5;
+/// Rounds are short (well under a scheduler time slice), so on a loaded machine some of them
+/// run undisturbed.
+const ROUNDS: u64 = 50;
+/// Rounds of the two-thread measurements (each round starts its threads).
+const THREAD_ROUNDS: u64 = 10;
 
 /// ns per call of `f` over `iters` calls (one round).
 fn time(iters: u64, mut f: impl FnMut()) -> f64 {
@@ -414,9 +418,9 @@ fn pair_threads(
     theirs: impl Fn(u64) + Sync,
 ) -> (f64, f64) {
     let (mut a, mut b) = (f64::MAX, f64::MAX);
-    for _ in 0..ROUNDS {
-        a = a.min(throughput(threads, per_thread / ROUNDS, &ours));
-        b = b.min(throughput(threads, per_thread / ROUNDS, &theirs));
+    for _ in 0..THREAD_ROUNDS {
+        a = a.min(throughput(threads, per_thread / THREAD_ROUNDS, &ours));
+        b = b.min(throughput(threads, per_thread / THREAD_ROUNDS, &theirs));
     }
     (a, b)
 }
@@ -616,7 +620,7 @@ fn invalidation_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
         } else {
             // The peer's scan empties the map on its first call: time a refill + scan per
             // call over a smaller sample and subtract the refill.
-            let reps = 20 * ROUNDS;
+            let reps = 2 * ROUNDS;
             let (refill_ns, with_scan) = pair(reps, refill, || {
                 refill();
                 scan();
@@ -688,13 +692,15 @@ fn summary(_c: &mut Criterion) {
     println!("| scenario | vsva ns/op | peer | peer ns/op | vsva / peer |");
     println!("|---|---:|---|---:|---:|");
     for r in &rows {
+        let ratio = r.ours / r.theirs;
+        let ratio = if ratio < 0.1 {
+            format!("1/{:.0}", 1.0 / ratio)
+        } else {
+            format!("{ratio:.2}x")
+        };
         println!(
-            "| {} | {:.1} | {} | {:.1} | {:.2}x |",
-            r.scenario,
-            r.ours,
-            r.peer,
-            r.theirs,
-            r.ours / r.theirs
+            "| {} | {:.1} | {} | {:.1} | {ratio} |",
+            r.scenario, r.ours, r.peer, r.theirs
         );
     }
     println!();
