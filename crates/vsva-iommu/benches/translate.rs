@@ -298,6 +298,15 @@ impl Cycle {
     }
 }
 
+/// A cycling counter over the `HIT_PAGES` pages the hit loops use.
+struct HitCycle(u64);
+impl HitCycle {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(31);
+        va(self.0 % HIT_PAGES)
+    }
+}
+
 fn translate(io: &Iommu, pasid: u32, iova: u64) -> u64 {
     io.translate(SID, Some(pasid), iova, Access::READ)
         .unwrap()
@@ -473,30 +482,23 @@ fn hit_rows(e: &Env, n: u64, rows: &mut Vec<Row>) {
 
     // One thread, 256 pages: plain loops on this thread (the plain map cannot be shared).
     let cycling = "IOTLB hits over 256 pages, 1 thread";
-    let mut i = 0u64;
-    let mut next = move || {
-        i = i.wrapping_add(31);
-        va(i % HIT_PAGES)
-    };
-    let mut next2 = next;
+    let (mut c1, mut c2) = (HitCycle(0), HitCycle(0));
     let ours = || {
-        black_box(translate(io, 1, next()));
+        black_box(translate(io, 1, c1.next()));
     };
     let plain_hits = || {
-        black_box(wk.peer(&mut plain, 1, next2()));
+        black_box(wk.peer(&mut plain, 1, c2.next()));
     };
     rows.push(row(
         cycling,
         pair(n, ours, plain_hits),
         "FxHashMap, no lock",
     ));
-    let mut next = next2;
-    let mut next2 = next2;
     let ours = || {
-        black_box(translate(io, 1, next()));
+        black_box(translate(io, 1, c1.next()));
     };
     let locked_hits = || {
-        black_box(wk.peer(&mut &locked, 1, next2()));
+        black_box(wk.peer(&mut &locked, 1, c2.next()));
     };
     rows.push(row(cycling, pair(n, ours, locked_hits), "Mutex<FxHashMap>"));
 
