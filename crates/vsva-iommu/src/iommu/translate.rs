@@ -114,6 +114,9 @@ impl Iommu {
     /// then the walk (first level, second level, nested or pass-through) with the
     /// paging-structure caches, permission checks and accessed/dirty updates. A failure is
     /// recorded in the fault log unless an FPD bit applies, and returned.
+    // Inlined into callers: a front-cache hit then costs no call, and its answer never goes
+    // through memory; everything else is in the out-of-line `translate_slow`.
+    #[inline]
     pub fn translate(
         &self,
         sid: SourceId,
