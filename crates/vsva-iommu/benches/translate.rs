@@ -13,7 +13,8 @@
 //! 4-level first-level miss and nested 4-over-4 miss, with paging-structure caches warm and
 //! off; PASID-granular invalidation with an empty and a full IOTLB; page-selective
 //! invalidation of 1 and 16 pages. Criterion groups record the main ones; a final summary (own
-//! `Instant` timing, every pair measured back to back) prints ns/op and the peer/vsva ratios.
+//! `Instant` timing, each pair in interleaved rounds, best round kept) prints ns/op and the
+//! vsva/peer ratios.
 //!
 //! `TRANSLATE_PROFILE=hit|fl_miss|nested_miss|bare_walk|walker` runs only that loop (for a profiler
 //! or an instruction counter) and exits.
