@@ -19,24 +19,22 @@
 //! `TRANSLATE_PROFILE=hit|fl_miss|nested_miss|bare_walk|walker` runs only that loop (for a profiler
 //! or an instruction counter) and exits.
 
-use std::collections::HashMap;
+mod peers;
+mod timing;
+
 use std::hint::black_box;
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, Criterion};
-use rustc_hash::FxBuildHasher;
-use vm_memory::GuestMemoryMmap;
-use vsva_iommu::context::resolve;
-use vsva_iommu::memory::EntryMemory;
-use vsva_iommu::paging::{
-    fl_map, level_index, level_size, walk_first_level, walk_second_level, FlParams, Identity,
-    SlParams, TableStore, TableTranslator, WalkFault, ADDR_MASK, P, PS, RW, SIZE_4K, US,
-};
+use vsva_iommu::paging::{fl_map, FlParams, SlParams, TableStore, RW, SIZE_4K, US};
 use vsva_iommu::{
     Access, DeviceOptions, GuestTableStore, HostMemory, Invalidation, Iommu, IommuConfig,
-    PageRange, PasidEntry, Pgtt, S2Perms, SourceId,
+    PageRange, PasidEntry, S2Perms, SourceId,
 };
+
+use peers::{FxMap, Walker};
+use timing::{pair, pair_threads, row, Row, ROUNDS};
 
 const MB: u64 = 1 << 20;
 const SID: SourceId = SourceId::new(0, 1, 0);
@@ -115,159 +113,6 @@ fn setup(psc: bool, iotlb_entries: usize) -> Instance {
         io,
         fl_root: root,
         nested_roots: (gpgd, sroot),
-    }
-}
-
-/// Key of the IOTLB-first peer: source id, PASID, page number.
-type Key = (u16, u32, u64);
-type FxMap = HashMap<Key, u64, FxBuildHasher>;
-
-/// The map behind an IOTLB-first peer: plain (one thread, no lock), `Mutex` or `RwLock`.
-trait PeerMap {
-    fn get(&mut self, k: &Key) -> Option<u64>;
-    fn put(&mut self, k: Key, v: u64);
-}
-
-impl PeerMap for FxMap {
-    #[inline]
-    fn get(&mut self, k: &Key) -> Option<u64> {
-        HashMap::get(self, k).copied()
-    }
-    fn put(&mut self, k: Key, v: u64) {
-        self.insert(k, v);
-    }
-}
-
-impl PeerMap for &Mutex<FxMap> {
-    #[inline]
-    fn get(&mut self, k: &Key) -> Option<u64> {
-        self.lock().unwrap().get(k).copied()
-    }
-    fn put(&mut self, k: Key, v: u64) {
-        self.lock().unwrap().insert(k, v);
-    }
-}
-
-impl PeerMap for &RwLock<FxMap> {
-    #[inline]
-    fn get(&mut self, k: &Key) -> Option<u64> {
-        self.read().unwrap().get(k).copied()
-    }
-    fn put(&mut self, k: Key, v: u64) {
-        self.write().unwrap().insert(k, v);
-    }
-}
-
-/// The uncached walks of the peers over an instance's tables.
-struct Walker<'a> {
-    inst: &'a Instance,
-    mem: &'a GuestMemoryMmap,
-}
-
-/// Nested first-level table access with a full second-level walk for every table.
-struct UncachedNested<'a> {
-    mem: &'a GuestMemoryMmap,
-    root: u64,
-}
-
-impl TableTranslator for UncachedNested<'_> {
-    #[inline]
-    fn table(&mut self, gpa: u64, _level: u8, _is_root: bool) -> Result<(u64, bool), WalkFault> {
-        let w = walk_second_level(self.mem, &SL, self.root, gpa, None)?;
-        Ok((w.translate(gpa), w.rights.write))
-    }
-}
-
-/// The bare 4-level walk: per level one entry load and its present (first level: P; second
-/// level: R or W) and page-size bits. `present` tells the two formats apart.
-#[inline]
-fn bare_walk4(
-    mem: &GuestMemoryMmap,
-    present: u64,
-    table: impl Fn(u64) -> Option<u64>,
-    root: u64,
-    va: u64,
-) -> Option<u64> {
-    let mut t = table(root)?;
-    for level in (1..=4u8).rev() {
-        let e = mem.load_entry(t + level_index(va, level) * 8)?;
-        if e & present == 0 {
-            return None;
-        }
-        if level == 1 || (level <= 3 && e & PS != 0) {
-            let size = level_size(level);
-            return Some(e & ADDR_MASK & !(size - 1) | va & (size - 1));
-        }
-        t = table(e & ADDR_MASK)?;
-    }
-    None
-}
-
-impl Walker<'_> {
-    /// The bare 4-level first-level walk of PASID 1's tables: no chain, no cache.
-    #[inline]
-    fn bare_fl(&self, iova: u64) -> Option<u64> {
-        bare_walk4(self.mem, P, Some, self.inst.fl_root, iova)
-    }
-
-    /// The bare nested 4-over-4 walk of PASID 2's tables: every guest table address and the
-    /// output through a bare second-level walk.
-    #[inline]
-    fn bare_nested(&self, iova: u64) -> Option<u64> {
-        let (gpgd, sroot) = self.inst.nested_roots;
-        // Second-level entries are present when R or W (bits 0 and 1) is set.
-        let sl = |gpa| bare_walk4(self.mem, 3, Some, sroot, gpa);
-        sl(bare_walk4(self.mem, P, sl, gpgd, iova)?)
-    }
-
-    /// The crate's first-level walker over PASID 1's tables, uncached.
-    #[inline]
-    fn walker_fl(&self, iova: u64) -> Option<u64> {
-        let w = walk_first_level(self.mem, &mut Identity, &FL, self.inst.fl_root, iova, None);
-        Some(w.ok()?.translate(iova))
-    }
-
-    /// The crate's walkers over PASID 2's nested tables, uncached.
-    #[inline]
-    fn walker_nested(&self, iova: u64) -> Option<u64> {
-        let (gpgd, sroot) = self.inst.nested_roots;
-        self.nested_from(gpgd, sroot, iova)
-    }
-
-    fn nested_from(&self, gpgd: u64, sroot: u64, iova: u64) -> Option<u64> {
-        let mut t = UncachedNested {
-            mem: self.mem,
-            root: sroot,
-        };
-        let w = walk_first_level(self.mem, &mut t, &FL, gpgd, iova, None).ok()?;
-        let gpa = w.translate(iova);
-        let s = walk_second_level(self.mem, &SL, sroot, gpa, None).ok()?;
-        Some(s.translate(gpa))
-    }
-
-    /// What an IOTLB-first peer does on a miss: the context chain, then an uncached walk.
-    fn chain_and_walk(&self, pasid: u32, iova: u64) -> Option<u64> {
-        let io = &self.inst.io;
-        let rt = io.root_table_address();
-        let r = resolve(self.mem, io.config(), rt, SID, Some(pasid)).ok()?;
-        if r.entry.pgtt == Pgtt::Nested {
-            self.nested_from(r.entry.flptr, r.entry.ssptptr, iova)
-        } else {
-            let w = walk_first_level(self.mem, &mut Identity, &FL, r.entry.flptr, iova, None);
-            Some(w.ok()?.translate(iova))
-        }
-    }
-
-    /// The IOTLB-first peer: the map first, the chain and the walk only on a miss.
-    #[inline]
-    fn peer(&self, map: &mut impl PeerMap, pasid: u32, iova: u64) -> Option<u64> {
-        let key = (SID.0, pasid, iova >> 12);
-        if let Some(out) = map.get(&key) {
-            return Some(out | (iova & 0xfff));
-        }
-        let out = self.chain_and_walk(pasid, iova)?;
-        map.put(key, out & !0xfff);
-        Some(out)
     }
 }
 
@@ -373,82 +218,6 @@ fn bench_groups(c: &mut Criterion) {
             })
         });
         g.finish();
-    }
-}
-
-/// Rounds of every side-by-side measurement: the best round of each side is kept, and the
-/// two sides' rounds alternate, so a change of load on a shared machine hits both alike.
-/// Rounds are short (well under a scheduler time slice), so on a loaded machine some of them
-/// run undisturbed.
-const ROUNDS: u64 = 50;
-/// Rounds of the two-thread measurements (each round starts its threads).
-const THREAD_ROUNDS: u64 = 10;
-
-/// ns per call of `f` over `iters` calls (one round).
-fn time(iters: u64, mut f: impl FnMut()) -> f64 {
-    let t = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    t.elapsed().as_nanos() as f64 / iters as f64
-}
-
-/// Best-of-`ROUNDS` ns per call of `ours` and of `theirs`, `iters` calls in all for each,
-/// rounds interleaved.
-fn pair(iters: u64, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
-    let (mut a, mut b) = (f64::MAX, f64::MAX);
-    for _ in 0..ROUNDS {
-        a = a.min(time(iters / ROUNDS, &mut ours));
-        b = b.min(time(iters / ROUNDS, &mut theirs));
-    }
-    (a, b)
-}
-
-/// Aggregate ns per call with `threads` threads making `per_thread` calls each, over
-/// `HIT_PAGES` pages (`f` gets the page index).
-fn throughput(threads: usize, per_thread: u64, f: &(impl Fn(u64) + Sync)) -> f64 {
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for k in 0..threads {
-            s.spawn(move || {
-                for i in 0..per_thread {
-                    f(i.wrapping_mul(31).wrapping_add(k as u64) % HIT_PAGES);
-                }
-            });
-        }
-    });
-    t.elapsed().as_nanos() as f64 / (threads as f64 * per_thread as f64)
-}
-
-/// [`pair`] for [`throughput`] at `threads` threads.
-fn pair_threads(
-    threads: usize,
-    per_thread: u64,
-    ours: impl Fn(u64) + Sync,
-    theirs: impl Fn(u64) + Sync,
-) -> (f64, f64) {
-    let (mut a, mut b) = (f64::MAX, f64::MAX);
-    for _ in 0..THREAD_ROUNDS {
-        a = a.min(throughput(threads, per_thread / THREAD_ROUNDS, &ours));
-        b = b.min(throughput(threads, per_thread / THREAD_ROUNDS, &theirs));
-    }
-    (a, b)
-}
-
-/// One line of the summary: vsva against one peer.
-struct Row {
-    scenario: String,
-    ours: f64,
-    peer: &'static str,
-    theirs: f64,
-}
-
-fn row(scenario: impl Into<String>, (ours, theirs): (f64, f64), peer: &'static str) -> Row {
-    Row {
-        scenario: scenario.into(),
-        ours,
-        peer,
-        theirs,
     }
 }
 
