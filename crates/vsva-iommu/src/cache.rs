@@ -34,7 +34,8 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
-use crate::paging::{Rights, WalkStart};
+use crate::paging::{FlControls, Rights, WalkStart};
+use crate::pasid_entry::Pgtt;
 use crate::slots::SlotArray;
 
 /// Page-selective invalidations naming more pages than this invalidate their whole scope.
@@ -173,6 +174,10 @@ pub(crate) struct Caches {
     pub(crate) front: SlotArray<3>,
     /// Page sizes ever stored in the front cache.
     pub(crate) front_sizes: AtomicU8,
+    /// Front-cache control words by [`front_ctrl_index`], [`FRONT_CTRL_KNOWN`] once computed:
+    /// the word is a pure function of those bits, so a fill looks it up instead of checking
+    /// all eight access kinds again.
+    pub(crate) front_ctrl_memo: Box<[std::sync::atomic::AtomicU32]>,
     pub(crate) global: GlobalGens,
     domains: Box<[OnceLock<Box<DomainGens>>]>,
     devices: Box<[OnceLock<Box<DeviceGens>>]>,
@@ -195,6 +200,9 @@ impl Caches {
             epoch: AtomicU64::new(0),
             front: SlotArray::new((n / 4).max(64)),
             front_sizes: AtomicU8::new(0),
+            front_ctrl_memo: (0..FRONT_CTRL_MEMO)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
             global: GlobalGens::default(),
             domains: (0..1usize << domain_bits)
                 .map(|_| OnceLock::new())
@@ -406,6 +414,25 @@ pub(crate) const F_PERMS_USER: u64 = 8;
 pub(crate) const F_PERMS_PRIV: u64 = 12;
 /// Requests without PASID are privileged (the context entry's RID_PRIV).
 pub(crate) const F_RID_PRIV: u64 = 1 << 16;
+
+/// The bits of an IOTLB value word a front-cache control word depends on (besides the
+/// interrupt range): the rights of both levels and the dirty bit (6:0).
+pub(crate) const FRONT_CTRL_VALUE_BITS: u64 = 0x7f;
+/// Marks a computed entry of the control-word memo (bit 31; control words use 16:0).
+pub(crate) const FRONT_CTRL_KNOWN: u64 = 1 << 31;
+/// Entries of the control-word memo: 2 bits of translation type, 7 value bits, 3 controls.
+const FRONT_CTRL_MEMO: usize = 1 << 12;
+
+/// Index in the control-word memo of a translation of type `pgtt` with value word `v` under
+/// controls `c`: type (bits 11:10), value bits 6:0 (bits 9:3), SRE, WPE, execute (2:0).
+#[inline(always)]
+pub(crate) fn front_ctrl_index(pgtt: Pgtt, v: u64, c: FlControls) -> usize {
+    ((pgtt as usize & 3) << 10)
+        | ((v & FRONT_CTRL_VALUE_BITS) as usize) << 3
+        | usize::from(c.sre) << 2
+        | usize::from(c.wpe) << 1
+        | usize::from(c.ers)
+}
 
 /// Value word of a paging-structure-cache entry: the level-1 table's address (bits 63:12) and
 /// the rights of the levels above it: write (bit 0), user or read (bit 1), execute (bit 2).

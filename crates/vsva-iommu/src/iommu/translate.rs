@@ -7,10 +7,10 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Iommu;
 use crate::cache::{
-    device_tag, flag, iotlb_value, pack, page_key, pasid_cache_key, pasid_key, size_of_code,
-    tag_key, unpack, value_fl_rights, value_is_dirty, value_page, value_size_code, value_sl_rights,
-    PasidFlags, PasidGens, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ,
-    P_USER, P_WRITE,
+    device_tag, flag, front_ctrl_index, iotlb_value, pack, page_key, pasid_cache_key, pasid_key,
+    size_of_code, tag_key, unpack, value_fl_rights, value_is_dirty, value_page, value_size_code,
+    value_sl_rights, DomainGens, PasidFlags, PasidGens, FRONT_CTRL_KNOWN, FRONT_CTRL_VALUE_BITS,
+    F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ, P_USER, P_WRITE,
 };
 use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
@@ -68,15 +68,21 @@ pub struct Translation {
     pub perms: Perms,
 }
 
-/// Cached PASID-table information for one (source id, PASID).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct PasidInfo {
+/// Cached PASID-table information for one (source id, PASID), with the generation counters
+/// of its domain and (domain, PASID) found on the way (so the IOTLB step does not look them
+/// up again).
+#[derive(Clone, Copy)]
+pub(super) struct PasidInfo<'a> {
     pub(super) entry: PasidEntry,
     /// The PASID used and the context-entry bits requests need.
     pub(super) flags: PasidFlags,
     /// The context-cache and PASID-cache generations the entry was current under (the words
     /// 0..3 of its PASID-cache value); [`STALE`] when it changed while it was being read.
     stamp: [u64; 3],
+    /// The counters of the entry's domain.
+    pub(super) dom: &'a DomainGens,
+    /// The counters of (the entry's domain, the PASID used).
+    pub(super) pg: &'a PasidGens,
 }
 
 /// A [`PasidInfo::stamp`] word no generation equals.
@@ -115,6 +121,9 @@ impl Iommu {
     /// then the walk (first level, second level, nested or pass-through) with the
     /// paging-structure caches, permission checks and accessed/dirty updates. A failure is
     /// recorded in the fault log unless an FPD bit applies, and returned.
+    // Inlined into callers: a front-cache hit then costs no call, and its answer never goes
+    // through memory; everything else is in the out-of-line `translate_slow`.
+    #[inline]
     pub fn translate(
         &self,
         sid: SourceId,
@@ -184,15 +193,41 @@ impl Iommu {
     /// The front-cache control word of a translation: which of the 8 access kinds the cached
     /// IOTLB value allows without a walk (computed with the same check as every IOTLB hit)
     /// and the permissions reported to user and privileged requests.
-    pub(super) fn front_ctrl(&self, info: &PasidInfo, v: u64) -> u64 {
+    ///
+    /// Apart from RID_PRIV and the interrupt-range check (which refuses every kind), the word
+    /// depends only on the translation type, the rights and dirty bits of `v` and the entry's
+    /// SRE, WPE and execute controls: it is computed once per combination and kept in the
+    /// caches' memo.
+    pub(super) fn front_ctrl(&self, info: &PasidInfo<'_>, v: u64) -> u64 {
         let e = &info.entry;
         let c = self.fl_controls(e);
+        let index = front_ctrl_index(e.pgtt, v, c);
+        let slot = &self.caches.front_ctrl_memo[index];
+        let mut ctrl = u64::from(slot.load(Ordering::Relaxed));
+        if ctrl & FRONT_CTRL_KNOWN == 0 {
+            ctrl = self.front_ctrl_compute(e.pgtt, v, c) | FRONT_CTRL_KNOWN;
+            // Every thread computes the same word: a plain store is enough.
+            slot.store(ctrl as u32, Ordering::Relaxed);
+        }
+        let mut ctrl = ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV);
+        if overlaps_interrupt_range(value_page(v), size_of_code(value_size_code(v))) {
+            // `check_cached` refuses every kind on such a page.
+            ctrl &= !0xff;
+        }
+        ctrl
+    }
+
+    /// [`Self::front_ctrl`] without RID_PRIV and the interrupt range, computed the long way.
+    fn front_ctrl_compute(&self, pgtt: Pgtt, v: u64, c: FlControls) -> u64 {
+        // A page outside the interrupt range: the checks below then depend only on the memo
+        // key's bits.
+        let v = v & FRONT_CTRL_VALUE_BITS;
         let level = value_size_code(v) as u8 + 1;
-        let mut ctrl = flag(info.flags.rid_priv, F_RID_PRIV);
+        let mut ctrl = 0;
         for kind in 0..8u64 {
             let a = Access::from_kind(kind);
             let needs_walk = a.write && !value_is_dirty(v);
-            if !needs_walk && self.check_cached(e.pgtt, v, a, c, level).is_ok() {
+            if !needs_walk && self.check_cached(pgtt, v, a, c, level).is_ok() {
                 ctrl |= 1 << kind;
             }
         }
@@ -201,7 +236,7 @@ impl Iommu {
                 privileged,
                 ..Access::READ
             };
-            let p = self.make_translation(e.pgtt, v, 0, a, c).perms;
+            let p = self.make_translation(pgtt, v, 0, a, c).perms;
             ctrl |= p.bits() << shift;
         }
         ctrl
@@ -346,12 +381,13 @@ impl Iommu {
         ))
     }
 
+    #[inline(always)]
     pub(super) fn pasid_info(
         &self,
         mem: &LazySnapshot<'_>,
         sid: SourceId,
         pasid: Option<u32>,
-    ) -> Result<PasidInfo, (FaultReason, bool)> {
+    ) -> Result<PasidInfo<'_>, (FaultReason, bool)> {
         let c = &self.caches;
         let k0 = pasid_cache_key(pasid);
         let k1 = u64::from(sid.0);
@@ -365,13 +401,15 @@ impl Iommu {
                     let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
                     let dom = c.domain(entry.did);
                     let f = PasidFlags::unpack(d[6]);
-                    let p = f.pasid;
-                    if d_dpc == dom.pc.get() && d[2] == u64::from(dom.pasids.get(p).pc.get()) {
+                    let pg = dom.pasids.get(f.pasid);
+                    if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
                         self.stats.inc(Counter::PasidCacheHits);
                         return Ok(PasidInfo {
                             entry,
                             flags: f,
                             stamp: [d[0], d[1], d[2]],
+                            dom,
+                            pg,
                         });
                     }
                 }
@@ -417,18 +455,19 @@ impl Iommu {
             entry: r.entry,
             flags: f,
             stamp: if current { stamp } else { [STALE; 3] },
+            dom,
+            pg,
         })
     }
 
     /// True while no context-cache or PASID-cache invalidation that covers `info`'s entry
     /// has begun since the entry was read.
-    fn pasid_info_current(&self, sid: SourceId, info: &PasidInfo) -> bool {
+    fn pasid_info_current(&self, sid: SourceId, info: &PasidInfo<'_>) -> bool {
         let c = &self.caches;
-        let dom = c.domain(info.entry.did);
         let now = [
             pack(c.global.ctx.get(), c.device(sid.0).ctx.get()),
-            pack(c.global.pc.get(), dom.pc.get()),
-            u64::from(dom.pasids.get(info.flags.pasid).pc.get()),
+            pack(c.global.pc.get(), info.dom.pc.get()),
+            u64::from(info.pg.pc.get()),
         ];
         now == info.stamp
     }
@@ -513,16 +552,15 @@ impl Iommu {
         &self,
         mem: &LazySnapshot<'_>,
         sid: SourceId,
-        info: &PasidInfo,
+        info: &PasidInfo<'_>,
         iova: u64,
         access: Access,
     ) -> Result<Option<(Translation, u64)>, WalkFault> {
         let e = &info.entry;
         let c = &self.caches;
-        let dom = c.domain(e.did);
+        let dom = info.dom;
         let pgtt = e.pgtt;
-        let pg: Option<&PasidGens> =
-            (pgtt != Pgtt::SecondLevel).then(|| dom.pasids.get(info.flags.pasid));
+        let pg: Option<&PasidGens> = (pgtt != Pgtt::SecondLevel).then_some(info.pg);
         let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.flags.pasid));
         let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
         let s1 = match pgtt {
@@ -565,20 +603,15 @@ impl Iommu {
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
             Pgtt::SecondLevel => self.walk_sl_only(mem, e, dom, s0, iova, access)?,
-            _ => self.walk_fl(
-                mem,
-                e,
-                dom,
-                pg.unwrap_or_else(|| dom.pasids.get(info.flags.pasid)),
-                tag,
-                [s0, s1, s2],
-                iova,
-                access,
-                ctl,
-            )?,
+            _ => self.walk_fl(mem, e, dom, info.pg, tag, [s0, s1, s2], iova, access, ctl)?,
         };
         let code = value_size_code(v);
-        self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
+        if pgtt != Pgtt::FirstLevel {
+            // A first-level walk has checked exactly these rights and this output page; the
+            // others can still refuse here (second level only: execute without ERS; nested:
+            // second-level rights re-read after setting its A/D bits).
+            self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
+        }
         let sizes_seen = match pg {
             Some(p) => &p.sizes,
             None => &dom.sl_sizes,
@@ -616,6 +649,69 @@ impl<'a> LazySnapshot<'a> {
 #[cfg(test)]
 mod tests {
     use crate::iommu::test_support::*;
+
+    #[test]
+    fn front_ctrl_memo_equals_the_check_of_every_access_kind() {
+        use super::PasidInfo;
+        use crate::cache::{flag, value_is_dirty, value_size_code, F_PERMS_PRIV};
+        use crate::cache::{F_PERMS_USER, F_RID_PRIV};
+        use crate::pasid_entry::Pgtt;
+        let io = iommu();
+        let (dom, pg) = (io.caches.domain(1), io.caches.domain(1).pasids.get(1));
+        // The word computed the long way, as every IOTLB hit checks it.
+        let reference = |info: &PasidInfo<'_>, v: u64| {
+            let c = io.fl_controls(&info.entry);
+            let (pgtt, level) = (info.entry.pgtt, value_size_code(v) as u8 + 1);
+            let mut ctrl = flag(info.flags.rid_priv, F_RID_PRIV);
+            for kind in 0..8u64 {
+                let a = Access::from_kind(kind);
+                let needs_walk = a.write && !value_is_dirty(v);
+                if !needs_walk && io.check_cached(pgtt, v, a, c, level).is_ok() {
+                    ctrl |= 1 << kind;
+                }
+            }
+            for (privileged, shift) in [(false, F_PERMS_USER), (true, F_PERMS_PRIV)] {
+                let a = Access {
+                    privileged,
+                    ..Access::READ
+                };
+                ctrl |= io.make_translation(pgtt, v, 0, a, c).perms.bits() << shift;
+            }
+            ctrl
+        };
+        let types = [Pgtt::FirstLevel, Pgtt::SecondLevel, Pgtt::Nested];
+        // Twice over, so the second pass is served by the memo.
+        for _ in 0..2 {
+            for (pgtt, controls, rid_priv) in
+                (0..3 * 8 * 2).map(|i| (types[i / 16], i / 2 % 8, i % 2 == 1))
+            {
+                let mut entry = PasidEntry::first_level(1, 0x1000);
+                entry.pgtt = pgtt;
+                (entry.sre, entry.wpe, entry.ere) =
+                    (controls & 1 != 0, controls & 2 != 0, controls & 4 != 0);
+                let mut flags = crate::cache::PasidFlags::unpack(1 << 8);
+                flags.rid_priv = rid_priv;
+                let info = PasidInfo {
+                    entry,
+                    flags,
+                    stamp: [super::STALE; 3],
+                    dom,
+                    pg,
+                };
+                // Every rights, dirty and size bit, on an ordinary page and in the interrupt range.
+                for page in [0x5000_0000u64, crate::fault::INTERRUPT_RANGE.0] {
+                    for bits in 0..0x200u64 {
+                        let v = page | bits;
+                        assert_eq!(
+                            io.front_ctrl(&info, v),
+                            reference(&info, v),
+                            "{pgtt:?} {controls} {rid_priv} {v:#x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn context_chain_fault_reasons_through_translate() {

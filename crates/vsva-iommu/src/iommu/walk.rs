@@ -212,9 +212,12 @@ impl Iommu {
                 None => (w.output, w.page_size, Stage::First),
             };
             check_output(out, size, out_stage, level)?;
-            for (i, u) in w.used().iter().enumerate() {
-                if !u.writable && needs_ad_update(w, i, access.write, e.eafe) {
-                    return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+            // Only nested tables can be read-only (first-level-only tables are all writable).
+            if nested {
+                for (i, u) in w.used().iter().enumerate() {
+                    if !u.writable && needs_ad_update(w, i, access.write, e.eafe) {
+                        return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+                    }
                 }
             }
             // Everything is allowed: now the updates. With SSADE, reading a first-level table

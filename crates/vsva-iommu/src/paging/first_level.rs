@@ -209,10 +209,18 @@ pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
         };
         a | if write && i == last { d } else { 0 }
     };
+    let mut pending = false;
     for (i, u) in walk.used().iter().enumerate() {
-        if u.value & want(i) != want(i) && !u.writable {
-            return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+        if u.value & want(i) != want(i) {
+            if !u.writable {
+                return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
+            }
+            pending = true;
         }
+    }
+    if !pending {
+        // Every entry has its bits already (the common case once a page has been used).
+        return Ok(AdUpdate::Done);
     }
     let failed = match stage {
         Stage::Second => FaultReason::SecondLevelAccess,
