@@ -79,8 +79,8 @@ fn main() {
         floor.0, floor.1
     );
     println!("(the socket floor is measured again just before each point below; the ratio uses that one)\n");
-    println!("| store | clients | pairs/s | requests/s | p50 pair (µs) | p99 pair (µs) | p50 / in-process | socket floor p50 (µs) | p50 / socket floor | records per sync | fdatasync p50 (µs) | p50 / 2 fdatasyncs |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| store | clients | pairs/s | requests/s | p50 pair (µs) | p99 pair (µs) | p50 / in-process | socket floor p50 (µs) | p50 / socket floor | records per sync | fdatasync p50 (µs) | p50 / 2 fdatasyncs | daemon's mean fdatasync (µs) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for mode in &modes {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -123,15 +123,21 @@ fn main() {
                     .map_or(0.0, |&ns| ns as f64 / 1000.0)
             };
             let rate = pairs as f64 / secs;
+            let syncs = after.3.saturating_sub(before.3);
+            let daemon_sync = if syncs > 0 {
+                format!("{:.1}", (after.2 - before.2) * 1e6 / syncs as f64)
+            } else {
+                "-".into()
+            };
             let (sync_p50, sync_ratio) = match sync_floor {
-                Some((p50, _)) => (
-                    format!("{p50:.1}"),
+                Some((p50, mean)) => (
+                    format!("{p50:.1} (mean {mean:.1})"),
                     format!("{:.2}×", p(0.50) / (2.0 * p50).max(0.001)),
                 ),
                 None => ("-".into(), "-".into()),
             };
             println!(
-                "| {mode} | {n} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0}× | {:.1} | {:.2}× | {per_sync} | {sync_p50} | {sync_ratio} |",
+                "| {mode} | {n} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0}× | {:.1} | {:.2}× | {per_sync} | {sync_p50} | {sync_ratio} | {daemon_sync} |",
                 rate,
                 2.0 * rate,
                 p(0.50),
@@ -145,10 +151,11 @@ fn main() {
     }
 }
 
-/// (group commits, records) from the daemon's metrics page.
-fn store_counters(addr: &str) -> (u64, u64) {
+/// (group commits, records, seconds spent in `fdatasync`, syncs) from the daemon's metrics
+/// page.
+fn store_counters(addr: &str) -> (u64, u64, f64, u64) {
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, 0);
+        return (0, 0, 0.0, 0);
     };
     let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut page = String::new();
@@ -158,9 +165,16 @@ fn store_counters(addr: &str) -> (u64, u64) {
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0)
     };
+    let get_f = |name: &str| {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
     (
         get("vsvad_store_commits_total "),
         get("vsvad_store_records_total "),
+        get_f("vsvad_store_sync_seconds_sum{} "),
+        get("vsvad_store_sync_seconds_count{} "),
     )
 }
 
@@ -294,7 +308,7 @@ fn socket_floor(time: Duration) -> (f64, f64) {
     (lat[lat.len() / 2], lat[(lat.len() - 1) * 99 / 100])
 }
 
-/// The machine's durability floor: p50 and p99 in µs of appending a 64-byte record to a file
+/// The machine's durability floor: p50 and mean in µs of appending a 64-byte record to a file
 /// in the temporary directory (where the private daemon keeps its state) and `fdatasync`-ing
 /// it, as the store does for a batch of one record.
 fn fdatasync_floor(time: Duration) -> (f64, f64) {
@@ -315,8 +329,9 @@ fn fdatasync_floor(time: Duration) -> (f64, f64) {
     }
     drop(file);
     let _ = std::fs::remove_file(&path);
+    let mean = lat.iter().sum::<f64>() / lat.len() as f64;
     lat.sort_by(f64::total_cmp);
-    (lat[lat.len() / 2], lat[(lat.len() - 1) * 99 / 100])
+    (lat[lat.len() / 2], mean)
 }
 
 /// The same alloc+free pair through `Container::ioctl` in this process: mean ns per pair,
