@@ -184,18 +184,25 @@ impl HostMemory {
     /// Adds a region (anonymous or file-backed). Translations running concurrently keep using
     /// the snapshot they started with.
     pub fn add_region(&self, region: GuestRegionMmap) -> Result<(), MemoryError> {
-        let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let base = region.start_addr().0;
         let size = region.len();
-        let next = self
-            .current
-            .load()
-            .insert_region(Arc::new(region))
-            .map_err(|e| MemoryError::AddRegion {
-                base,
-                size,
-                reason: e.to_string(),
-            })?;
+        self.publish(|now| {
+            now.insert_region(Arc::new(region))
+                .map_err(|e| MemoryError::AddRegion {
+                    base,
+                    size,
+                    reason: e.to_string(),
+                })
+        })
+    }
+
+    /// Publishes the snapshot `next` builds from the current one (one change at a time).
+    fn publish(
+        &self,
+        next: impl FnOnce(&GuestMemoryMmap) -> Result<GuestMemoryMmap, MemoryError>,
+    ) -> Result<(), MemoryError> {
+        let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let next = next(&self.current.load())?;
         self.current.store(Arc::new(next));
         Ok(())
     }
@@ -211,18 +218,15 @@ impl HostMemory {
     /// [`MemoryError::RemoveRegion`] when no region is exactly `[base, base + size)`; nothing
     /// changes then.
     pub fn remove_region(&self, base: u64, size: u64) -> Result<(), MemoryError> {
-        let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
-        let (next, _region) = self
-            .current
-            .load()
-            .remove_region(GuestAddress(base), size)
-            .map_err(|e| MemoryError::RemoveRegion {
-                base,
-                size,
-                reason: e.to_string(),
-            })?;
-        self.current.store(Arc::new(next));
-        Ok(())
+        self.publish(|now| {
+            now.remove_region(GuestAddress(base), size)
+                .map(|(next, _region)| next)
+                .map_err(|e| MemoryError::RemoveRegion {
+                    base,
+                    size,
+                    reason: e.to_string(),
+                })
+        })
     }
 
     /// Reads bytes at host-physical `addr`.
