@@ -7,7 +7,8 @@
 //! read (see `translate_paged`), it failed in about one run in three here, a stale
 //! paging-structure-cache entry leading into a reused page. The deterministic checks are the
 //! unit tests of `pool.rs` (a page waits for walks that began before its free) and
-//! `translate.rs` (nothing is cached from an invalidated entry).
+//! `translate.rs` (nothing is cached from an invalidated entry), and `walk_guard.rs` (a walk
+//! paused mid-way keeps its pages).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
