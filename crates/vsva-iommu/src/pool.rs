@@ -19,8 +19,8 @@
 //! held when the page was unlinked has been dropped. The deferred step only pushes the page on
 //! a lock-free queue, so a translating thread that happens to run it never takes the pool's
 //! lock; the pool takes the queued pages back on its next allocation. An allocation that finds
-//! no page while some are still waiting drives the grace period forward itself (a bounded
-//! number of times) before it reports the pool exhausted.
+//! no page while some are still waiting drives the grace period forward itself, for at most
+//! [`RECLAIM_WAIT`], before it reports the pool exhausted.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
