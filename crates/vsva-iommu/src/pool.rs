@@ -15,12 +15,12 @@
 //!
 //! Here that wait is an epoch-based grace period from `crossbeam-epoch` (the well-kept
 //! implementation of exactly this; nothing is hand-written): every walk runs inside a
-//! [`WalkGuard`], and [`TablePool::free`] defers the page's return until every guard that was
+//! `WalkGuard`, and [`TablePool::free`] defers the page's return until every guard that was
 //! held when the page was unlinked has been dropped. The deferred step only pushes the page on
 //! a lock-free queue, so a translating thread that happens to run it never takes the pool's
 //! lock; the pool takes the queued pages back on its next allocation. An allocation that finds
 //! no page while some are still waiting drives the grace period forward itself, for at most
-//! [`RECLAIM_WAIT`], before it reports the pool exhausted.
+//! `RECLAIM_WAIT` (one second), before it reports the pool exhausted.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,7 +211,7 @@ impl TablePool {
         self.alloc_contiguous(mem, 1)
     }
 
-    /// Gives a page back. It is handed out again only once every [`WalkGuard`] held now has
+    /// Gives a page back. It is handed out again only once every `WalkGuard` held now has
     /// been dropped, so the caller must have unlinked the page (cleared every entry that
     /// names it) before freeing it.
     ///
@@ -272,7 +272,7 @@ impl TablePool {
     }
 }
 
-/// Drives the epoch collector forward for at most [`RECLAIM_WAIT`].
+/// Drives the epoch collector forward for at most `RECLAIM_WAIT` (one second).
 #[derive(Default)]
 struct GraceWait {
     started: Option<Instant>,
@@ -281,7 +281,7 @@ struct GraceWait {
 impl GraceWait {
     /// One round: pin and flush (which tries to advance the global epoch and runs deferred
     /// steps whose grace period has ended), and from the second round on yield so a walking
-    /// thread can finish. `false`, doing nothing, once the wait has lasted [`RECLAIM_WAIT`].
+    /// thread can finish. `false`, doing nothing, once the wait has lasted `RECLAIM_WAIT` (one second).
     fn advance(&mut self) -> bool {
         match self.started {
             None => self.started = Some(Instant::now()),
