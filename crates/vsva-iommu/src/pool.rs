@@ -272,7 +272,7 @@ impl TablePool {
     }
 }
 
-/// Drives the epoch collector forward for at most `RECLAIM_WAIT` (one second).
+/// Drives the epoch collector forward for at most [`RECLAIM_WAIT`].
 #[derive(Default)]
 struct GraceWait {
     started: Option<Instant>,
@@ -281,7 +281,7 @@ struct GraceWait {
 impl GraceWait {
     /// One round: pin and flush (which tries to advance the global epoch and runs deferred
     /// steps whose grace period has ended), and from the second round on yield so a walking
-    /// thread can finish. `false`, doing nothing, once the wait has lasted `RECLAIM_WAIT` (one second).
+    /// thread can finish. `false`, doing nothing, once the wait has lasted [`RECLAIM_WAIT`].
     fn advance(&mut self) -> bool {
         match self.started {
             None => self.started = Some(Instant::now()),
