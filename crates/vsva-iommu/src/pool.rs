@@ -15,7 +15,7 @@
 //!
 //! Here that wait is an epoch-based grace period from `crossbeam-epoch` (the well-kept
 //! implementation of exactly this; nothing is hand-written): every walk runs inside a
-//! [`WalkGuard`], and [`TablePool::free`] defers the page's return until every guard that was
+//! `WalkGuard`, and [`TablePool::free`] defers the page's return until every guard that was
 //! held when the page was unlinked has been dropped. The deferred step only pushes the page on
 //! a lock-free queue, so a translating thread that happens to run it never takes the pool's
 //! lock; the pool takes the queued pages back on its next allocation. An allocation that finds
@@ -211,7 +211,7 @@ impl TablePool {
         self.alloc_contiguous(mem, 1)
     }
 
-    /// Gives a page back. It is handed out again only once every [`WalkGuard`] held now has
+    /// Gives a page back. It is handed out again only once every `WalkGuard` held now has
     /// been dropped, so the caller must have unlinked the page (cleared every entry that
     /// names it) before freeing it.
     ///
