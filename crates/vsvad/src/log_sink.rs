@@ -5,7 +5,7 @@
 //! or a file on a full disk. A plain `write(2)` to a full pipe blocks, and the thread that
 //! logged — a connection worker serving many clients, or the one handling `SIGTERM` — would
 //! block with it. Here a line is copied into the queue and the caller goes on; when the queue
-//! holds [`QUEUE_BYTES`] already, the line is dropped and counted
+//! holds `QUEUE_BYTES` (256 KiB) already, the line is dropped and counted
 //! (`vsvad_log_lines_dropped_total`). A line the writer thread cannot write (a closed pipe)
 //! is dropped the same way: logging never fails, never panics and never blocks.
 
