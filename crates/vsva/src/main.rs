@@ -14,11 +14,12 @@ mod number;
 mod pasid;
 mod pgwalk;
 mod report;
+mod shell;
 mod story;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// vsva command-line tool.
 #[derive(Debug, Parser)]
@@ -41,12 +42,29 @@ enum Command {
     /// The commands that talk to vsvad (status, sets, pasid, quota, faults, demo).
     #[command(flatten)]
     Daemon(commands::DaemonCommand),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff), e.g. `vsva man > vsva.1`.
+    Man,
+}
+
+/// The exit of a command that only prints what it generated.
+fn generated(result: Result<(), common::CliError>) -> ExitCode {
+    match result {
+        Ok(()) | Err(common::CliError::StdoutClosed) => ExitCode::SUCCESS,
+        Err(e) => {
+            common::warn(&e);
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pgwalk(args) => pgwalk::run(&args),
+        Command::Completions(args) => return generated(shell::completions(Cli::command(), &args)),
+        Command::Man => return generated(shell::man(Cli::command())),
         Command::Daemon(cmd) => return commands::run(cmd),
     };
     match result {
