@@ -229,6 +229,9 @@ proptest! {
             faults: nums[3],
             devices: vec![DeviceInfo { source_id: 0x18, group: 1, pasid_width: 20, name: name.clone() }],
             nesting_refusals: vec![NestingRefusal { op: "unbind".into(), reason: name.clone(), count: nums[3] }],
+            requests: nums[0],
+            translations: nums[1],
+            store_commits: nums[2],
         };
         prop_assert_eq!(StatusReply::decode(&status.encode()).unwrap(), status);
         let sets = SetsReply {

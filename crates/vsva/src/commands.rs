@@ -1,5 +1,5 @@
-//! The commands that talk to `vsvad`: `status`, `sets`, `pasid alloc|free`, `quota`, `faults`
-//! and `demo`, each with `--json`, and the one place that runs them.
+//! The commands that talk to `vsvad`: `status`, `sets`, `pasid alloc|free`, `quota`, `faults`,
+//! `top` and `demo`, each with `--json`, and the one place that runs them.
 //!
 //! Every command prints plain text, or with `--json` one compact JSON document on one line
 //! (the `--hold` session: one per line). Errors are one line on stderr (`vsva: ...`) and exit
@@ -13,6 +13,7 @@ use crate::common::{warn, CliError, Common};
 use crate::demo::{self, DemoArgs};
 use crate::pasid::{self, AllocArgs, FreeArgs};
 use crate::report::{self, FaultsArgs, QuotaArgs};
+use crate::top::{self, TopArgs};
 
 /// The daemon commands.
 #[derive(Debug, clap::Subcommand)]
@@ -28,6 +29,10 @@ pub(crate) enum DaemonCommand {
     Quota(QuotaArgs),
     /// Recent DMA faults.
     Faults(FaultsArgs),
+    /// A live view that refreshes: PASID space, processes against quota, request,
+    /// translation, fault and commit rates, recent faults (q or Ctrl-C quits; one line per
+    /// reading when stdout is not a terminal).
+    Top(TopArgs),
     /// An end-to-end story: a guest allocates PASIDs, builds page tables, binds them, a device
     /// does DMA through them, the guest unmaps and invalidates, DMA faults, PASIDs are freed.
     Demo(DemoArgs),
@@ -52,6 +57,7 @@ pub(crate) fn run(cmd: DaemonCommand) -> ExitCode {
         DaemonCommand::Pasid(PasidCommand::Free(a)) => pasid::free(&a),
         DaemonCommand::Quota(a) => report::quota(&a),
         DaemonCommand::Faults(a) => report::faults(&a),
+        DaemonCommand::Top(a) => top::run(&a),
         DaemonCommand::Demo(a) => demo::run(&a),
     };
     match result {

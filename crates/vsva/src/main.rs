@@ -16,6 +16,7 @@ mod pgwalk;
 mod report;
 mod shell;
 mod story;
+mod top;
 
 use std::process::ExitCode;
 
@@ -39,7 +40,7 @@ enum Command {
     /// Walk an x86-64 first-level page table inside a raw memory image, one JSON line per
     /// address.
     Pgwalk(pgwalk::Args),
-    /// The commands that talk to vsvad (status, sets, pasid, quota, faults, demo).
+    /// The commands that talk to vsvad (status, sets, pasid, quota, faults, top, demo).
     #[command(flatten)]
     Daemon(commands::DaemonCommand),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).

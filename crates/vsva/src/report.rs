@@ -34,7 +34,8 @@ pub(crate) struct FaultsArgs {
     pub(crate) common: Common,
 }
 
-fn duration(ms: u64) -> String {
+/// A duration in milliseconds as `1.500s`, `2m05s` or `2h01m`.
+pub(crate) fn duration(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..=59 => format!("{}.{:03}s", s, ms % 1000),
@@ -257,6 +258,30 @@ fn stage_name(stage: u8) -> &'static str {
     }
 }
 
+/// One fault as one line of text: requester, PASID, access, address, reason, stage.
+pub(crate) fn fault_line(r: &vsva_proto::FaultRecord) -> String {
+    let pasid = if r.flags & vsva_proto::DMA_PASID != 0 {
+        r.pasid.to_string()
+    } else {
+        "-".into()
+    };
+    format!(
+        "{} pasid {:>7} {} {:#018x}: {:#04x} {} ({}, level {})",
+        bdf(r.source_id),
+        pasid,
+        if r.flags & vsva_proto::DMA_WRITE != 0 {
+            "write"
+        } else {
+            "read "
+        },
+        r.addr,
+        r.reason,
+        r.description,
+        stage_name(r.stage),
+        r.level
+    )
+}
+
 /// Runs `vsva faults`.
 pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
     let mut client = a.common.connect("vsva faults")?;
@@ -283,26 +308,7 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
         f.faults.len()
     );
     for r in &f.faults {
-        let pasid = if r.flags & vsva_proto::DMA_PASID != 0 {
-            r.pasid.to_string()
-        } else {
-            "-".into()
-        };
-        outln!(
-            "  {} pasid {:>7} {} {:#018x}: {:#04x} {} ({}, level {})",
-            bdf(r.source_id),
-            pasid,
-            if r.flags & vsva_proto::DMA_WRITE != 0 {
-                "write"
-            } else {
-                "read "
-            },
-            r.addr,
-            r.reason,
-            r.description,
-            stage_name(r.stage),
-            r.level
-        );
+        outln!("  {}", fault_line(r));
     }
     Ok(())
 }

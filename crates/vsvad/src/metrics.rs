@@ -188,6 +188,16 @@ impl Metrics {
             .fetch_add(records as u64, Ordering::Relaxed);
     }
 
+    /// Requests answered so far, every kind.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Group commits written so far.
+    pub fn store_commits(&self) -> u64 {
+        self.store_commits.load(Ordering::Relaxed)
+    }
+
     /// Records one `fdatasync`.
     pub fn store_sync(&self, took: Duration) {
         self.store_sync.observe(took);

@@ -71,6 +71,12 @@ pub struct StatusReply {
     /// Refused NESTING_OP unbinds and invalidations, one entry per (op, reason) the daemon
     /// knows, zero counts included (protocol version 2).
     pub nesting_refusals: Vec<NestingRefusal>,
+    /// Requests answered since the daemon started, every kind (protocol version 3).
+    pub requests: u64,
+    /// DMA translations the IOMMU performed, cached or walked (protocol version 3).
+    pub translations: u64,
+    /// Group commits written to the store's log (protocol version 3; 0 with the store off).
+    pub store_commits: u64,
 }
 
 impl StatusReply {
@@ -113,6 +119,9 @@ impl Encode for StatusReply {
         for n in &self.nesting_refusals {
             w.string(&n.op).string(&n.reason).u64(n.count);
         }
+        w.u64(self.requests)
+            .u64(self.translations)
+            .u64(self.store_commits);
     }
 }
 
@@ -152,6 +161,9 @@ impl Decode for StatusReply {
                 count: r.u64("count")?,
             });
         }
+        let requests = r.u64("requests")?;
+        let translations = r.u64("translations")?;
+        let store_commits = r.u64("store_commits")?;
         Ok(StatusReply {
             server,
             uptime_ms,
@@ -170,6 +182,9 @@ impl Decode for StatusReply {
             faults,
             devices,
             nesting_refusals,
+            requests,
+            translations,
+            store_commits,
         })
     }
 }

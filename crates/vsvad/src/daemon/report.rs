@@ -111,6 +111,9 @@ impl Daemon {
                     count,
                 })
                 .collect(),
+            requests: self.metrics.requests_total(),
+            translations: io.translations,
+            store_commits: self.metrics.store_commits(),
         };
         Reply::ok(0, status.encode())
     }

@@ -1,0 +1,314 @@
+//! `vsva top`: a live view of the daemon that refreshes — PASID space usage, per-process
+//! owned PASIDs against quota, request, translation, fault and store-commit rates, and the
+//! most recent faults.
+//!
+//! On a terminal it is a full-screen view (`ratatui` over `crossterm`, the Rust field's
+//! usual pair) that quits on `q`, `Esc` or Ctrl-C and restores the terminal on every way
+//! out. When stdout is not a terminal, or with `--json`, it prints one line per reading
+//! instead (text, or one JSON document per line), so `vsva top | tee log` and scripts work;
+//! SIGINT and SIGTERM end it cleanly, and so does a reader that closes the pipe.
+//!
+//! Each reading is three requests (STATUS, SETS, FAULTS) on one connection. Rates are the
+//! differences between two readings of the same daemon instance divided by the time between
+//! them; after a daemon restart they start again. A lost daemon is shown (or printed on
+//! stderr) and asked again at the next reading.
+
+mod sample;
+mod view;
+
+use std::io::{self, IsTerminal};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use serde_json::json;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use vsva_client::Client;
+
+use crate::common::{outln, print_json, warn, CliError, Common};
+pub(crate) use crate::report::{duration as uptime, fault_line};
+use sample::{process_rows, Rates, Sample};
+
+/// The shortest interval between readings.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `vsva top`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TopArgs {
+    /// Seconds between readings (decimals allowed, at least 0.1).
+    #[arg(long, short = 'd', value_name = "SECONDS", default_value = "1", value_parser = parse_interval,
+          allow_negative_numbers = true)]
+    pub(crate) interval: Duration,
+    /// Stop after this many readings (default: until q, Ctrl-C or SIGTERM).
+    #[arg(long, short = 'n', value_name = "COUNT", value_parser = crate::number::parse_u64,
+          allow_negative_numbers = true)]
+    pub(crate) iterations: Option<u64>,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// What the view shows at one moment.
+pub(crate) struct Shown<'a> {
+    socket: String,
+    interval: Duration,
+    sample: Option<&'a Sample>,
+    rates: Option<Rates>,
+    error: Option<&'a str>,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 1 or 0.5)"))?;
+    if !secs.is_finite() || secs < MIN_INTERVAL.as_secs_f64() || secs > 86_400.0 {
+        return Err(format!(
+            "{s} s is out of range: the interval is 0.1 to 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A rate as a short number: `0`, `12.5`, `1234`, `12.3k`, `4.56M`.
+pub(crate) fn rate(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        v if v >= 1e4 => format!("{:.1}k", v / 1e3),
+        v if v >= 100.0 || v == 0.0 => format!("{v:.0}"),
+        v => format!("{v:.1}"),
+    }
+}
+
+/// The connection and the last two readings.
+struct Watch {
+    common: Common,
+    client: Option<Client>,
+    prev: Option<Sample>,
+    cur: Option<Sample>,
+    error: Option<String>,
+}
+
+impl Watch {
+    fn new(common: Common) -> Watch {
+        Watch {
+            common,
+            client: None,
+            prev: None,
+            cur: None,
+            error: None,
+        }
+    }
+
+    /// Takes a reading, connecting first if needed. A failure drops the connection (the next
+    /// reading connects again) and keeps the last good reading on show.
+    fn read(&mut self) -> Result<(), CliError> {
+        let result = (|| {
+            let client = match &mut self.client {
+                Some(c) => c,
+                None => self.client.insert(self.common.connect("vsva top")?),
+            };
+            Sample::take(client)
+        })();
+        match result {
+            Ok(s) => {
+                self.prev = self.cur.replace(s);
+                self.error = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.client = None;
+                self.error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn rates(&self) -> Option<Rates> {
+        Rates::between(self.prev.as_ref(), self.cur.as_ref()?)
+    }
+
+    fn shown(&self, interval: Duration) -> Shown<'_> {
+        Shown {
+            socket: self.common.socket().display().to_string(),
+            interval,
+            sample: self.cur.as_ref(),
+            rates: self.rates(),
+            error: self.error.as_deref(),
+        }
+    }
+}
+
+/// Runs `vsva top`.
+pub(crate) fn run(a: &TopArgs) -> Result<(), CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| CliError::msg(format!("cannot handle signal {sig}: {e}")))?;
+    }
+    let mut watch = Watch::new(a.common.clone());
+    // The first reading must work: a mistyped socket is an error, not an empty screen.
+    watch.read()?;
+    if io::stdout().is_terminal() && !a.common.json {
+        full_screen(a, &mut watch, &stop)
+    } else {
+        lines(a, &mut watch, &stop)
+    }
+}
+
+/// The full-screen view, until `q`, `Esc`, Ctrl-C, a signal, or `--iterations` readings.
+fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliError> {
+    let mut terminal = ratatui::try_init()
+        .map_err(|e| CliError::msg(format!("cannot set up the terminal: {e}")))?;
+    let result = (|| -> Result<(), CliError> {
+        let mut readings = 1u64;
+        let mut next = Instant::now() + a.interval;
+        loop {
+            terminal
+                .draw(|f| view::draw(f, &watch.shown(a.interval)))
+                .map_err(|e| CliError::msg(format!("cannot draw: {e}")))?;
+            if a.iterations.is_some_and(|n| readings >= n) {
+                return Ok(());
+            }
+            // Wait for a key until the next reading is due, in short steps so a signal is
+            // seen promptly.
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                let wait = (next - now).min(Duration::from_millis(100));
+                if event::poll(wait).map_err(|e| CliError::msg(format!("terminal: {e}")))? {
+                    match event::read().map_err(|e| CliError::msg(format!("terminal: {e}")))? {
+                        Event::Key(k) if k.kind == KeyEventKind::Press => match k.code {
+                            KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc => return Ok(()),
+                            KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                                return Ok(())
+                            }
+                            _ => {}
+                        },
+                        Event::Resize(..) => break,
+                        _ => {}
+                    }
+                }
+            }
+            if Instant::now() >= next {
+                // A failed reading is shown in the view; the next one connects again.
+                if watch.read().is_ok() {
+                    readings += 1;
+                }
+                next = Instant::now() + a.interval;
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
+
+/// One line (or JSON document) per reading.
+fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliError> {
+    let mut readings = 0u64;
+    loop {
+        if let Some(s) = &watch.cur {
+            print_reading(a, s, watch.rates())?;
+            readings += 1;
+        }
+        if a.iterations.is_some_and(|n| readings >= n) {
+            return Ok(());
+        }
+        let next = Instant::now() + a.interval;
+        while Instant::now() < next {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
+        }
+        if let Err(e) = watch.read() {
+            warn(&format_args!("top: no reading: {e}"));
+            watch.cur = None;
+            watch.prev = None;
+        }
+    }
+}
+
+fn print_reading(a: &TopArgs, s: &Sample, rates: Option<Rates>) -> Result<(), CliError> {
+    let st = &s.status;
+    if a.common.json {
+        return print_json(&json!({
+            "uptime_ms": st.uptime_ms,
+            "instance": st.instance,
+            "capacity": st.capacity,
+            "allocated": st.allocated,
+            "freeing": st.freeing,
+            "held": st.held,
+            "processes": st.processes,
+            "connections": st.connections,
+            "requests": st.requests,
+            "translations": st.translations,
+            "faults": st.faults,
+            "store_commits": st.store_commits,
+            "rates": rates.map(|r| json!({
+                "requests_per_s": r.requests,
+                "translations_per_s": r.translations,
+                "iotlb_hit": r.iotlb_hit,
+                "faults_per_s": r.faults,
+                "commits_per_s": r.commits,
+            })),
+            "sets": process_rows(&s.sets).iter().map(|p| json!({
+                "pid": p.pid, "command": p.command, "owned": p.owned, "quota": p.quota,
+                "connections": p.connections, "state": if p.held { "held" } else { "live" },
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let rates = match rates {
+        Some(r) => format!(
+            "requests/s {}  translations/s {}  iotlb-hit {}  faults/s {}  commits/s {}",
+            rate(r.requests),
+            rate(r.translations),
+            r.iotlb_hit
+                .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", h * 100.0)),
+            rate(r.faults),
+            rate(r.commits)
+        ),
+        None => "rates from the next reading".to_owned(),
+    };
+    outln!(
+        "up {}  pasids {}/{} freeing {} held {}  processes {} connections {}  {}",
+        uptime(st.uptime_ms),
+        st.allocated,
+        st.capacity,
+        st.freeing,
+        st.held,
+        st.processes,
+        st.connections,
+        rates
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_checked() {
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        for bad in ["0", "0.05", "-1", "nan", "inf", "1e9", "one", ""] {
+            assert!(parse_interval(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn rates_read_short() {
+        assert_eq!(rate(0.0), "0");
+        assert_eq!(rate(0.5), "0.5");
+        assert_eq!(rate(12.34), "12.3");
+        assert_eq!(rate(1234.0), "1234");
+        assert_eq!(rate(12_345.0), "12.3k");
+        assert_eq!(rate(4_560_000.0), "4.56M");
+    }
+}
