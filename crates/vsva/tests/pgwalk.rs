@@ -348,3 +348,49 @@ fn a_terminal_on_stdin_is_told_what_to_type() {
     assert!(text.contains(r#""pa":"0x9000""#), "{text}");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn trace_draws_each_level_with_its_entry_and_flags() {
+    let path = image().save("trace");
+    let p = path.to_str().unwrap();
+    let base = [
+        "pgwalk",
+        "--image",
+        p,
+        "--image-base",
+        "0x100000",
+        "--root",
+        "0x100000",
+        "--trace",
+    ];
+    // A 4 KiB page: four levels, each entry named by table and index, its flags, its target.
+    let (code, out, err) = vsva(&[&base[..], &["--va", "0x401abc"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    let want = "\
+va 0x401abc (4-level, root 0x100000)
+  PML4[0] → PDPT[0] → PD[2] → PT[1]
+  PML4[0]    @ 0x100000+0x000 = 0x0000000000101007  P RW US              → table 0x101000
+  PDPT[0]    @ 0x101000+0x000 = 0x0000000000102007  P RW US              → table 0x102000
+  PD[2]      @ 0x102000+0x010 = 0x0000000000103007  P RW US              → table 0x103000
+  PT[1]      @ 0x103000+0x008 = 0x0000000000009007  P RW US              → 4 KiB page 0x9000
+  = pa 0x9abc, 4 KiB page, writable, user, executable
+";
+    assert_eq!(out, want);
+    // A 2 MiB page ends at the PD with PS; a missing PTE ends the walk with the fault.
+    let (_, out, _) = vsva(
+        &[&base[..], &["--va", "0x612345", "--va", "0x402000"]].concat(),
+        None,
+    );
+    assert!(
+        out.contains("PD[3]      @ 0x102000+0x018 = 0x8000000000200085  P US PS XD"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "→ 2 MiB page 0x200000\n  = pa 0x212345, 2 MiB page, read-only, user, no-execute"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("PT[2]      @ 0x103000+0x010 = 0x0000000000000000  -                    → not present\n  fault 0x71 at level 1: first-level entry not present"), "{out}");
+    let _ = std::fs::remove_file(path);
+}

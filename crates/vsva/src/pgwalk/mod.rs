@@ -9,6 +9,10 @@
 //! address is not canonical). Unparsable stdin lines give
 //! `{"input":"…","ok":false,"error":"…"}` and exit status 1 at the end.
 //!
+//! With `--trace` each address is drawn level by level instead (see `trace.rs`): the path
+//! (`PML4[254] → PDPT[0] → PD[0] → PT[1]`), every entry with its address, value and flags,
+//! then the page it maps or the fault that stopped the walk.
+//!
 //! Addresses read from stdin are answered line by line (each answer is flushed before the
 //! next line is read), so another program can drive a walk interactively; when stdin is a
 //! terminal, a hint on stderr says what is expected. A closed stdout ends the walk quietly.
@@ -21,6 +25,8 @@ use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, Mmap
 use vsva_iommu::paging::{walk_first_level, FlParams, Identity};
 
 use crate::number::parse_u64;
+
+mod trace;
 
 /// Arguments of `vsva pgwalk`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +52,10 @@ pub struct Args {
     /// Addresses to walk (hex with 0x, or decimal); standard input when none.
     #[arg(long = "va", value_parser = parse_u64, allow_negative_numbers = true)]
     pub vas: Vec<u64>,
+    /// Draw each walk level by level (text: every entry with its flags, then the page or
+    /// the fault) instead of one JSON line per address.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// Errors that stop the command.
@@ -124,9 +134,13 @@ fn emit(
     out: &mut impl Write,
     mem: &GuestMemoryMmap,
     p: &FlParams,
-    root: u64,
+    args: &Args,
     va: u64,
 ) -> io::Result<()> {
+    let root = args.root;
+    if args.trace {
+        return trace::draw(out, mem, p, root, va);
+    }
     match walk_first_level(mem, &mut Identity, p, root, va, None) {
         Ok(w) => writeln!(
             out,
@@ -173,7 +187,7 @@ pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
     let mut status = ExitCode::SUCCESS;
     if !args.vas.is_empty() {
         for &va in &args.vas {
-            emit(&mut out, &mem, &p, args.root, va)?;
+            emit(&mut out, &mem, &p, args, va)?;
         }
     } else {
         let stdin = io::stdin();
@@ -196,7 +210,7 @@ pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
                 continue;
             }
             match parse_u64(t) {
-                Ok(va) => emit(&mut out, &mem, &p, args.root, va)?,
+                Ok(va) => emit(&mut out, &mem, &p, args, va)?,
                 Err(e) => {
                     let input = serde_json::Value::from(t);
                     let error = serde_json::Value::from(format!("invalid address: {e}"));
