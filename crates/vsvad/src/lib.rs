@@ -11,9 +11,10 @@
 //! and process start times), `store` (write-ahead log with group commit), `machine` (the
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
 //! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `metrics`
-//! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining), [`log_sink`] (the log's non-blocking writer). Only the
-//! configuration, the server and the log's writer are public: the binary starts the server with the
-//! configuration, logging through the writer.
+//! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining), [`log_sink`] (the log's non-blocking writer),
+//! [`systemd`] (socket activation, readiness). Only the configuration, the server, the log's
+//! writer and the systemd glue are public: the binary starts the server with the configuration
+//! (and a socket the service manager passed), logging through the writer.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -30,3 +31,4 @@ mod metrics;
 mod private_dir;
 pub mod server;
 mod store;
+pub mod systemd;

@@ -45,10 +45,46 @@ struct Args {
     /// Print the effective configuration as TOML (a valid config file) and exit.
     #[arg(long)]
     check_config: bool,
+    /// Print the manual page (roff, section 8) and exit, e.g. `vsvad --man > vsvad.8`.
+    #[arg(long, exclusive = true)]
+    man: bool,
+}
+
+/// The manual page: the options above, plus what the daemon does and where it looks.
+fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Args::command().long_about(
+        "vsvad plays the kernel's part of vSVA for client processes (VMMs, device emulators): \
+         it owns the host-wide PASID space, a software VT-d IOMMU and the VFIO layer over it, \
+         and serves them over a Unix socket. It starts with no flags. Under systemd it is \
+         socket-activated (vsvad.socket) and notifies readiness (Type=notify); it logs to \
+         standard error (the journal). SIGTERM or SIGINT drain the connections, flush the \
+         state log and exit.",
+    );
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd).section("8").render(&mut page)?;
+    Ok(page)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man {
+        let written = man_page().and_then(|page| std::io::stdout().write_all(&page));
+        return match written {
+            // A reader that closed early (`| head`) got what it wanted.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                // A standard error that cannot be written is ignored: the exit code tells.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "vsvad: cannot write the manual page: {e}"
+                );
+                ExitCode::from(1)
+            }
+            _ => ExitCode::SUCCESS,
+        };
+    }
+    // Before any thread starts: it reads and removes LISTEN_FDS / LISTEN_PID.
+    let inherited = vsvad::systemd::inherited_listener();
     let filter = args
         .log
         .clone()
@@ -67,7 +103,9 @@ fn main() -> ExitCode {
         // Colour only for a person at a terminal, never into a log file or journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result = run(args);
+    let result = inherited
+        .map_err(Into::into)
+        .and_then(|listener| run(args, listener));
     if let Err(e) = &result {
         // Queued like a log line (the queue never refuses a write); the exit code reports
         // the failure even when standard error is gone.
@@ -81,7 +119,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    args: Args,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -115,6 +156,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    vsvad::server::run(settings, |_| {})?;
+    let listen = match inherited {
+        Some(l) => vsvad::server::Listen::Inherited(l),
+        None => vsvad::server::Listen::Bind,
+    };
+    vsvad::server::run(settings, listen, |_| {})?;
     Ok(())
 }

@@ -190,7 +190,10 @@ impl Metrics {
 
     /// Requests answered so far, every kind.
     pub fn requests_total(&self) -> u64 {
-        self.requests.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Group commits written so far.

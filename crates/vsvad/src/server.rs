@@ -1,7 +1,14 @@
 //! The listening socket, the accept loop (connections are served by the workers of
 //! `crate::event_loop`), signals, the maintenance loop, and draining.
+//!
+//! The socket is either bound here ([`Listen::Bind`]: the file is created, and removed at
+//! exit) or handed over by the service manager ([`Listen::Inherited`], socket activation:
+//! the file is the manager's, left in place). Either way the accept loop waits on the
+//! socket and an `eventfd` together, so a stop wakes it without touching the socket (which,
+//! inherited, the service manager keeps using after the daemon exits).
 
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -116,21 +123,29 @@ impl Drop for SocketFile {
     }
 }
 
+/// Where the listening socket comes from.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind the configured socket path (created here, removed at exit).
+    Bind,
+    /// A listening socket the service manager created and passed (socket activation); the
+    /// configured path is only reported.
+    Inherited(UnixListener),
+}
+
 /// A running server: stop it with [`Handle::stop`] or a `SIGTERM`.
 #[derive(Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
-    /// The listening socket, shut down to wake the accept loop (which works even when the
-    /// socket's file was removed, unlike connecting to it).
-    listener: Arc<UnixListener>,
+    /// The accept loop waits on this `eventfd` beside the socket.
+    wake: Arc<OwnedFd>,
 }
 
 impl Handle {
     /// Asks the server to drain and exit.
     pub fn stop(&self) {
         if !self.stop.swap(true, Ordering::SeqCst) {
-            // A blocked accept returns (EINVAL) once its socket is shut down.
-            if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
+            if let Err(e) = rustix::io::write(&*self.wake, &1u64.to_ne_bytes()) {
                 tracing::error!(error = %e, "cannot wake the accept loop");
                 debug_assert!(false, "cannot wake the accept loop: {e}");
             }
@@ -140,21 +155,36 @@ impl Handle {
 
 /// Runs the daemon until `SIGTERM`/`SIGINT`: serves connections, expires held processes,
 /// serves metrics; then drains connections, flushes the store and removes the socket.
-/// `ready` is called once the socket accepts connections.
-pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), ServerError> {
+/// `ready` is called once the socket accepts connections (and the service manager, if any,
+/// has been told so).
+pub fn run(
+    settings: Settings,
+    listen: Listen,
+    ready: impl FnOnce(&Handle),
+) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let socket_path = settings.socket.clone();
     let metrics_addr = settings.metrics_addr;
-    let listener = bind(&socket_path, rustix::process::geteuid().as_raw())?;
-    let socket_file = SocketFile(socket_path.clone());
+    let (listener, socket_file, activated) = match listen {
+        Listen::Bind => (
+            bind(&socket_path, rustix::process::geteuid().as_raw())?,
+            Some(SocketFile(socket_path.clone())),
+            false,
+        ),
+        Listen::Inherited(l) => (l, None, true),
+    };
     let daemon = Daemon::start(settings, metrics.clone())?;
+    let wake = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .map_err(|e| socket_err(&socket_path, format!("cannot create an eventfd: {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| socket_err(&socket_path, format!("cannot make it non-blocking: {e}")))?;
     let handle = Handle {
         stop: Arc::new(AtomicBool::new(false)),
-        listener: Arc::new(
-            listener
-                .try_clone()
-                .map_err(|e| socket_err(&socket_path, e))?,
-        ),
+        wake: Arc::new(wake),
     };
     let mut workers = Workers::start(&daemon, event_loop::default_count()).map_err(|e| {
         socket_err(
@@ -213,14 +243,22 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
     };
     tracing::info!(
         socket = %socket_path.display(),
+        activated,
         state_dir = %daemon.settings().state_dir.display(),
         durability = daemon.settings().durability.name(),
         pasid_bits = daemon.vfio().pasid_bits(),
         devices = daemon.settings().devices.len(),
         "vsvad ready"
     );
+    crate::systemd::notify_ready(&format!(
+        "serving {} ({} PASID bits, {} devices)",
+        socket_path.display(),
+        daemon.vfio().pasid_bits(),
+        daemon.settings().devices.len()
+    ));
     ready(&handle);
     accept_loop(&listener, &daemon, &workers, &handle);
+    crate::systemd::notify_stopping();
     // Drain: every connection finishes what it has read and closes.
     daemon.begin_shutdown();
     let left = workers.drain(DRAIN_TIMEOUT);
@@ -246,12 +284,28 @@ pub fn run(settings: Settings, ready: impl FnOnce(&Handle)) -> Result<(), Server
 /// Accepts connections until the server is stopped: identifies each peer, registers it with
 /// the daemon (which enforces the connection limits) and hands it to a worker.
 fn accept_loop(listener: &UnixListener, daemon: &Arc<Daemon>, workers: &Workers, handle: &Handle) {
-    for stream in listener.incoming() {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
         if handle.stop.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let mut fds = [
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(&*handle.wake, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for connections");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if handle.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 std::thread::sleep(Duration::from_millis(10));

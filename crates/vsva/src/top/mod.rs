@@ -142,10 +142,7 @@ impl Watch {
 /// Runs `vsva top`.
 pub(crate) fn run(a: &TopArgs) -> Result<(), CliError> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| CliError::msg(format!("cannot handle signal {sig}: {e}")))?;
-    }
+    watch_signals(Arc::clone(&stop))?;
     let mut watch = Watch::new(a.common.clone());
     // The first reading must work: a mistyped socket is an error, not an empty screen.
     watch.read()?;
@@ -154,6 +151,33 @@ pub(crate) fn run(a: &TopArgs) -> Result<(), CliError> {
     } else {
         lines(a, &mut watch, &stop)
     }
+}
+
+/// How long a SIGINT or SIGTERM waits for the view to close itself before the process ends
+/// anyway.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
+/// SIGINT and SIGTERM ask the loops to stop (they look every 100 ms and restore the
+/// terminal); SIGHUP — the terminal is gone, there is nothing to restore or show — ends the
+/// process at once. Should the terminal library be stuck (it spins reading a closed
+/// terminal), the process still ends [`SIGNAL_GRACE`] after the signal.
+fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), CliError> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM/SIGHUP: {e}")))?;
+    std::thread::Builder::new()
+        .name("vsva-top-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                if sig != SIGHUP {
+                    stop.store(true, Ordering::Relaxed);
+                    std::thread::sleep(SIGNAL_GRACE);
+                }
+                // 128 + the signal number: what a shell reports for a process it ended.
+                std::process::exit(128 + sig);
+            }
+        })
+        .map_err(|e| CliError::msg(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
 }
 
 /// The full-screen view, until `q`, `Esc`, Ctrl-C, a signal, or `--iterations` readings.
