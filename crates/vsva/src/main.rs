@@ -8,6 +8,7 @@
 mod commands;
 mod common;
 mod demo;
+mod diagram;
 mod hold;
 mod interrupt;
 mod number;

@@ -9,6 +9,7 @@ use vsva_client::{Client, ClientError, GuestMemory};
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
 
 use crate::common::CliError;
+use crate::diagram;
 
 /// One step of the story.
 #[derive(Debug, Clone)]
@@ -188,7 +189,7 @@ pub(crate) fn run_story(
     let t = Instant::now();
     let read = client.dma_read(sid, Some(a), GVA, message.len() as u32);
     let (ok, detail) = match &read {
-        Ok(data) => (data == message, format!("{name} reads {} bytes at {GVA:#x} with PASID {a}: {:?} — every table of the walk was itself translated through stage 2.", data.len(), String::from_utf8_lossy(data))),
+        Ok(data) => (data == message, format!("{name} reads {} bytes at {GVA:#x} with PASID {a}: {:?} — every table of the walk was itself translated through stage 2:\n\n{}", data.len(), String::from_utf8_lossy(data), diagram::two_stage_walk(mem.memory(), pt.root(), GVA, a, mem.base()))),
         Err(e) => (false, format!("the read failed: {e}")),
     };
     step(
@@ -216,7 +217,12 @@ pub(crate) fn run_story(
     let t = Instant::now();
     pt.unmap(GVA)?;
     let stale = client.dma_read(sid, Some(a), GVA, 5);
-    let (ok, detail) = judge_stale_read(&stale, &message[..5]);
+    let (ok, mut detail) = judge_stale_read(&stale, &message[..5]);
+    if let Ok(d) = &stale {
+        let pte = format!("PT[{}]", (GVA >> 12) & 511);
+        let pic = diagram::stale_iotlb(a, GVA, DATA, &pte, &String::from_utf8_lossy(d));
+        detail = format!("{detail}\n\n{pic}");
+    }
     step(
         "The guest unmaps the page but does not invalidate yet".into(),
         ok,

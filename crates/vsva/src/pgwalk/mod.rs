@@ -27,6 +27,7 @@ use vsva_iommu::paging::{walk_first_level, FlParams, Identity};
 use crate::number::parse_u64;
 
 mod trace;
+pub(crate) use trace::watched_walk;
 
 /// Arguments of `vsva pgwalk`.
 #[derive(Debug, clap::Args)]

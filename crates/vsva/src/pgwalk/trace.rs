@@ -12,8 +12,8 @@ use std::io::{self, Write};
 use vm_memory::GuestMemoryMmap;
 use vsva_iommu::memory::EntryMemory;
 use vsva_iommu::paging::{
-    level_index, level_size, walk_first_level, FlParams, Identity, A, ADDR_MASK, D, G, P, PCD, PS,
-    PWT, RW, US, XD,
+    level_index, level_size, walk_first_level, FlParams, Identity, Walk, WalkFault, A, ADDR_MASK,
+    D, G, P, PCD, PS, PWT, RW, US, XD,
 };
 
 /// The name of the table whose entries are at `level` (5 → `PML5` … 1 → `PT`).
@@ -80,6 +80,47 @@ impl EntryMemory for Watched<'_> {
     }
 }
 
+/// One entry a walk read: where (a table name with its index, `PML4[254]`), the table's
+/// address, the entry's address and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Visited {
+    pub(crate) name: String,
+    pub(crate) table: u64,
+    pub(crate) addr: u64,
+    pub(crate) value: u64,
+}
+
+/// Walks `va` from `root` with the IOMMU's walker (tables at the addresses they name) and
+/// returns every entry it read, root first, with the outcome.
+pub(crate) fn watched_walk(
+    mem: &GuestMemoryMmap,
+    p: &FlParams,
+    root: u64,
+    va: u64,
+) -> (Vec<Visited>, Result<Walk, WalkFault>) {
+    let watched = Watched {
+        mem,
+        loads: RefCell::new(Vec::new()),
+    };
+    let result = walk_first_level(&watched, &mut Identity, p, root, va, None);
+    let visited = watched
+        .loads
+        .into_inner()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (addr, value))| {
+            let level = p.levels - i as u8;
+            Visited {
+                name: format!("{}[{}]", table_name(level), level_index(va, level)),
+                table: addr & !0xfff,
+                addr,
+                value,
+            }
+        })
+        .collect();
+    (visited, result)
+}
+
 /// Writes the drawing of the walk of `va` from `root`.
 pub(super) fn draw(
     out: &mut impl Write,
@@ -88,28 +129,15 @@ pub(super) fn draw(
     root: u64,
     va: u64,
 ) -> io::Result<()> {
-    let watched = Watched {
-        mem,
-        loads: RefCell::new(Vec::new()),
-    };
-    let result = walk_first_level(&watched, &mut Identity, p, root, va, None);
-    let loads = watched.loads.into_inner();
+    let (visited, result) = watched_walk(mem, p, root, va);
     writeln!(out, "va {va:#x} ({}-level, root {root:#x})", p.levels)?;
-    let path: Vec<String> = loads
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            let level = p.levels - i as u8;
-            format!("{}[{}]", table_name(level), level_index(va, level))
-        })
-        .collect();
-    if !path.is_empty() {
+    if !visited.is_empty() {
+        let path: Vec<&str> = visited.iter().map(|v| v.name.as_str()).collect();
         writeln!(out, "  {}", path.join(" → "))?;
     }
-    for (i, &(addr, e)) in loads.iter().enumerate() {
+    for (i, v) in visited.iter().enumerate() {
         let level = p.levels - i as u8;
-        let name = format!("{}[{}]", table_name(level), level_index(va, level));
-        let table = addr & !0xfff;
+        let e = v.value;
         let next = if e & P == 0 {
             "not present".to_owned()
         } else if level == 1 || (level <= 3 && e & PS != 0) {
@@ -124,8 +152,10 @@ pub(super) fn draw(
         };
         writeln!(
             out,
-            "  {name:<10} @ {table:#x}+{:#05x} = {e:#018x}  {:<20} → {next}",
-            addr - table,
+            "  {:<10} @ {:#x}+{:#05x} = {e:#018x}  {:<20} → {next}",
+            v.name,
+            v.table,
+            v.addr - v.table,
             flags(e)
         )?;
     }
