@@ -191,7 +191,7 @@ impl AtsDevice {
 pub struct Devices {
     timeout: Duration,
     iommu: Arc<Iommu>,
-    devices: Mutex<HashMap<SourceId, (Sender<Msg>, Arc<DeviceState>)>>,
+    devices: Mutex<HashMap<SourceId, Sender<Msg>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -230,7 +230,7 @@ impl Devices {
             .lock()
             .unwrap()
             .push(std::thread::spawn(move || device_thread(thread_dev, rx)));
-        self.devices.lock().unwrap().insert(sid, (tx, state));
+        self.devices.lock().unwrap().insert(sid, tx);
         dev
     }
 }
@@ -282,7 +282,7 @@ impl DevTlbSink for Devices {
             for (sid, scopes) in per_device {
                 let (ack_tx, ack_rx) = channel();
                 match devices.get(&sid) {
-                    Some((tx, _)) if tx.send(Msg::Invalidate(scopes, ack_tx)).is_ok() => {
+                    Some(tx) if tx.send(Msg::Invalidate(scopes, ack_tx)).is_ok() => {
                         waits.push((sid, Some(ack_rx)))
                     }
                     _ => waits.push((sid, None)),
@@ -312,7 +312,7 @@ impl DevTlbSink for Devices {
     }
 
     fn page_response(&self, resp: PageResponse) {
-        if let Some((tx, _)) = self.devices.lock().unwrap().get(&resp.source_id) {
+        if let Some(tx) = self.devices.lock().unwrap().get(&resp.source_id) {
             let _ = tx.send(Msg::Response(resp));
         }
     }
