@@ -142,7 +142,8 @@ impl Iommu {
     ///
     /// # Errors
     ///
-    /// Nothing is recorded as held then.
+    /// No translation is handed out then (a refused request may still leave its PASID
+    /// recorded as held, which costs at most one invalidation sent for nothing):
     /// * [`IommuError::AtsFenced`] (`ENODEV`): the device was fenced for not completing an
     ///   invalidation; it stays fenced until it is detached and attached again (a reset).
     /// * [`IommuError::AtsDisabled`] (`EOPNOTSUPP`): the device's context entry, as it is in
@@ -281,5 +282,295 @@ impl Iommu {
     pub(super) fn unfence(&self, sid: SourceId) {
         self.ats_state.fenced[usize::from(sid.0)].store(false, Ordering::Release);
         self.ats_state.shard(sid).remove(&sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use crate::ats::{Completion, DevTlbInvalidation, DevTlbScope, DevTlbSink};
+    use crate::iommu::test_support::*;
+    use crate::AtsReply;
+
+    const OTHER: SourceId = SourceId::new(0, 4, 0);
+
+    /// A sink that records what it is sent; `mute` devices never complete.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<DevTlbInvalidation>>,
+        responses: Mutex<Vec<PageResponse>>,
+        mute: Mutex<Vec<SourceId>>,
+        /// Set when a call found the IOMMU's own caches still serving the old translation.
+        saw_stale: AtomicBool,
+        /// (device, PASID, address, old host address) to probe through `translate` inside
+        /// each call.
+        probe: Mutex<Option<(Arc<Iommu>, SourceId, u32, u64, u64)>>,
+    }
+
+    impl DevTlbSink for Recorder {
+        fn invalidate(&self, batch: &[DevTlbInvalidation]) -> Vec<(SourceId, Completion)> {
+            self.sent.lock().unwrap().extend_from_slice(batch);
+            if let Some((io, sid, pasid, va, old)) = &*self.probe.lock().unwrap() {
+                let now = io.translate(*sid, Some(*pasid), *va, Access::READ);
+                if now.is_ok_and(|t| t.host_addr == *old) {
+                    self.saw_stale.store(true, Ordering::SeqCst);
+                }
+            }
+            let mute = self.mute.lock().unwrap();
+            batch
+                .iter()
+                .map(|inv| {
+                    let c = if mute.contains(&inv.source_id) {
+                        Completion::TimedOut
+                    } else {
+                        Completion::Done
+                    };
+                    (inv.source_id, c)
+                })
+                .collect()
+        }
+
+        fn page_response(&self, resp: PageResponse) {
+            self.responses.lock().unwrap().push(resp);
+        }
+    }
+
+    fn ats_device(io: &Iommu, sid: SourceId, pri: bool) -> u64 {
+        let opts = DeviceOptions {
+            ats: true,
+            pri,
+            ..DeviceOptions::default()
+        };
+        io.attach_device(sid, opts).unwrap();
+        let root = fl_pasid(io, sid, 5, 2);
+        map(io, root, 0x1000, 0x10_0000, SIZE_4K, RW | US);
+        root
+    }
+
+    #[test]
+    fn translation_requests_answer_rights_and_page_requests() {
+        let io = iommu();
+        let root = ats_device(&io, SID, true);
+        map(&io, root, 0x2000, 0x11_0000, SIZE_4K, US);
+        // A read request: write is granted only once the dirty bit is set.
+        let t = io
+            .ats_translate(SID, Some(5), 0x1234, Access::READ)
+            .unwrap();
+        let t = t.translation().unwrap();
+        assert_eq!(
+            (t.host_addr, t.perms.read, t.perms.write),
+            (0x10_0234, true, false)
+        );
+        let t = io
+            .ats_translate(SID, Some(5), 0x1000, Access::WRITE)
+            .unwrap();
+        assert!(t.translation().unwrap().perms.write);
+        let t = io
+            .ats_translate(SID, Some(5), 0x1000, Access::READ)
+            .unwrap();
+        assert!(t.translation().unwrap().perms.write, "dirty now");
+        assert_eq!(io.ats_holdings(SID), vec![Some(5)]);
+        let faults = io.fault_log().total();
+        // Not present, and present without the write right: page requests, not logged.
+        for (va, access, reason) in [
+            (0x9000, Access::READ, FaultReason::FirstLevelNotPresent),
+            (0x2000, Access::WRITE, FaultReason::NoWrite),
+        ] {
+            let reply = io.ats_translate(SID, Some(5), va, access).unwrap();
+            let AtsReply::NoTranslation {
+                fault,
+                page_request,
+            } = reply
+            else {
+                panic!("{reply:?}");
+            };
+            assert_eq!(
+                (fault.reason, page_request, fault.recorded),
+                (reason, true, false)
+            );
+        }
+        assert_eq!(io.fault_log().total(), faults);
+        // A chain fault (no PASID entry) is no page request, and is logged.
+        let reply = io
+            .ats_translate(SID, Some(6), 0x1000, Access::READ)
+            .unwrap();
+        assert!(matches!(
+            reply,
+            AtsReply::NoTranslation {
+                page_request: false,
+                ..
+            }
+        ));
+        assert_eq!(io.fault_log().total(), faults + 1);
+    }
+
+    #[test]
+    fn without_pre_or_dte_no_page_request_and_no_translation_request() {
+        let io = iommu();
+        ats_device(&io, SID, false);
+        let reply = io
+            .ats_translate(SID, Some(5), 0x9000, Access::READ)
+            .unwrap();
+        assert!(matches!(
+            reply,
+            AtsReply::NoTranslation {
+                page_request: false,
+                ..
+            }
+        ));
+        attach(&io, OTHER);
+        let err = io
+            .ats_translate(OTHER, Some(5), 0x1000, Access::READ)
+            .unwrap_err();
+        assert_eq!(err, IommuError::AtsDisabled { source_id: OTHER });
+        assert_eq!(err.errno(), vsva_uapi::Errno::EOPNOTSUPP);
+        assert_eq!(
+            io.faults().last().unwrap().reason,
+            FaultReason::DeviceTlbDisabled
+        );
+    }
+
+    #[test]
+    fn invalidations_reach_only_devices_that_may_hold_the_pasid() {
+        let io = Arc::new(iommu());
+        let sink = Arc::new(Recorder::default());
+        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
+        ats_device(&io, SID, false);
+        ats_device(&io, OTHER, false);
+        io.ats_translate(SID, Some(5), 0x1000, Access::READ)
+            .unwrap();
+        let inv = |sid, pasid| Invalidation::DeviceTlb {
+            source_id: sid,
+            pasid: Some(pasid),
+            pages: Some(PageRange {
+                addr: 0x1000,
+                am: 0,
+            }),
+        };
+        io.invalidate_batch(&[inv(SID, 5), inv(OTHER, 5), inv(SID, 6)])
+            .unwrap();
+        let want = DevTlbInvalidation {
+            source_id: SID,
+            scope: DevTlbScope::Range {
+                pasid: Some(5),
+                addr: 0x1000,
+                len: 0x1000,
+            },
+        };
+        assert_eq!(*sink.sent.lock().unwrap(), vec![want]);
+        // A PASID-wide invalidation (here: the entry cleared) ends the holding.
+        io.clear_pasid_entry(SID, 5).unwrap();
+        assert_eq!(
+            sink.sent.lock().unwrap()[1],
+            DevTlbInvalidation {
+                source_id: SID,
+                scope: DevTlbScope::Pasid(Some(5)),
+            }
+        );
+        assert!(io.ats_holdings(SID).is_empty());
+        io.detach_device(SID).unwrap();
+        assert_eq!(sink.sent.lock().unwrap().len(), 2, "nothing held any more");
+    }
+
+    /// The sink is called after the IOMMU's own caches dropped the translation: a device
+    /// that translates again from inside the call gets the new page.
+    #[test]
+    fn the_sink_runs_after_the_iommus_own_caches_are_invalidated() {
+        let io = Arc::new(iommu());
+        let sink = Arc::new(Recorder::default());
+        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
+        let root = ats_device(&io, SID, false);
+        io.ats_translate(SID, Some(5), 0x1000, Access::READ)
+            .unwrap();
+        assert_eq!(read_addr(&io, SID, Some(5), 0x1000), 0x10_0000);
+        remap_fl(&io, root, 0x1000, 0x20_0000);
+        *sink.probe.lock().unwrap() = Some((io.clone(), SID, 5, 0x1000, 0x10_0000));
+        let page = Some(PageRange {
+            addr: 0x1000,
+            am: 0,
+        });
+        io.invalidate_batch(&[
+            Invalidation::PasidIotlbPages {
+                did: 2,
+                pasid: 5,
+                range: page.unwrap(),
+                ih: false,
+            },
+            Invalidation::DeviceTlb {
+                source_id: SID,
+                pasid: Some(5),
+                pages: page,
+            },
+        ])
+        .unwrap();
+        assert_eq!(sink.sent.lock().unwrap().len(), 1);
+        assert!(!sink.saw_stale.load(Ordering::SeqCst));
+        *sink.probe.lock().unwrap() = None;
+    }
+
+    #[test]
+    fn a_device_that_does_not_complete_is_fenced() {
+        let io = Arc::new(iommu());
+        let sink = Arc::new(Recorder::default());
+        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
+        ats_device(&io, SID, false);
+        ats_device(&io, OTHER, false);
+        for sid in [SID, OTHER] {
+            io.ats_translate(sid, Some(5), 0x1000, Access::READ)
+                .unwrap();
+        }
+        sink.mute.lock().unwrap().push(OTHER);
+        let err = io
+            .invalidate_batch(&[
+                Invalidation::DeviceTlbAll { source_id: SID },
+                Invalidation::DeviceTlbAll { source_id: OTHER },
+            ])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            IommuError::DevTlbTimeout {
+                fenced: vec![OTHER]
+            }
+        );
+        assert_eq!(err.errno(), vsva_uapi::Errno::EIO);
+        assert!(io.is_fenced(OTHER) && !io.is_fenced(SID));
+        let f = *io.faults().last().unwrap();
+        assert_eq!(
+            (f.source_id, f.reason),
+            (OTHER, FaultReason::DeviceTlbDisabled)
+        );
+        let refused = io.ats_translate(OTHER, Some(5), 0x1000, Access::READ);
+        assert_eq!(refused.unwrap_err().errno(), vsva_uapi::Errno::ENODEV);
+        // Untranslated requests still work; the completing device keeps its ATS.
+        assert_eq!(read_addr(&io, OTHER, Some(5), 0x1000), 0x10_0000);
+        assert!(io.ats_translate(SID, Some(5), 0x1000, Access::READ).is_ok());
+        // A reset (detach and attach) ends the fence.
+        sink.mute.lock().unwrap().clear();
+        io.detach_device(OTHER).unwrap();
+        ats_device(&io, OTHER, false);
+        assert!(!io.is_fenced(OTHER));
+        assert!(io
+            .ats_translate(OTHER, Some(5), 0x1000, Access::READ)
+            .is_ok());
+    }
+
+    #[test]
+    fn page_responses_go_through_the_sink_when_there_is_one() {
+        let io = iommu();
+        let resp = PageResponse {
+            source_id: SID,
+            pasid: Some(1),
+            group: 2,
+            code: crate::prq::ResponseCode::Success,
+        };
+        io.deliver_page_response(resp);
+        assert_eq!(io.take_page_responses(SID), vec![resp]);
+        let sink = Arc::new(Recorder::default());
+        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
+        io.deliver_page_response(resp);
+        assert!(io.take_page_responses(SID).is_empty());
+        assert_eq!(*sink.responses.lock().unwrap(), vec![resp]);
     }
 }
