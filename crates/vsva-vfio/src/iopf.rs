@@ -128,11 +128,17 @@ impl RouterState {
         }
     }
 
-    /// Forgets every group and partial request matching `pick`; returns the responses owed.
-    fn drop_where(&mut self, pick: impl Fn(SourceId, Pasid) -> bool) -> Vec<PageResponse> {
+    /// Forgets the incomplete groups and the pending groups the predicates pick, and frees
+    /// their share of the outstanding bound; returns the FAILURE responses the pending ones
+    /// are owed.
+    fn drop_where(
+        &mut self,
+        partial: impl Fn(SourceId, Pasid, &Partial) -> bool,
+        group: impl Fn(&Group) -> bool,
+    ) -> Vec<PageResponse> {
         let mut released = Vec::new();
         self.partial.retain(|&(sid, pasid, _), p| {
-            let gone = pick(sid, pasid);
+            let gone = partial(sid, pasid, p);
             if gone {
                 released.push((sid, p.requests.len() as u32));
             }
@@ -140,7 +146,7 @@ impl RouterState {
         });
         let mut answers = Vec::new();
         self.groups.retain(|_, g| {
-            let gone = pick(g.source_id, g.pasid);
+            let gone = group(g);
             if gone {
                 released.push((g.source_id, g.requests));
                 answers.push(response(g, ResponseCode::Failure));
@@ -215,7 +221,7 @@ impl Router {
         let answers = {
             let mut st = lock(&self.state);
             st.owners.retain(|&(s, p), _| !pick(s, p));
-            st.drop_where(pick)
+            st.drop_where(|s, p, _| pick(s, p), |g| pick(g.source_id, g.pasid))
         };
         self.answer(answers);
     }
@@ -226,7 +232,7 @@ impl Router {
         let answers = {
             let mut st = lock(&self.state);
             st.owners.retain(|&(s, _), _| s != sid);
-            st.drop_where(|s, _| s == sid)
+            st.drop_where(|s, _, _| s == sid, |g| g.source_id == sid)
         };
         self.answer(answers);
     }
@@ -359,30 +365,8 @@ impl Router {
     /// Answers FAILURE to every group whose deadline is at or before `now`, and drops the
     /// requests of incomplete groups as old. Returns the groups answered.
     pub(crate) fn expire(&self, now: Instant) -> usize {
-        let answers = {
-            let mut st = lock(&self.state);
-            let mut released = Vec::new();
-            st.partial.retain(|&(sid, _, _), p| {
-                let gone = p.deadline <= now;
-                if gone {
-                    released.push((sid, p.requests.len() as u32));
-                }
-                !gone
-            });
-            let mut answers = Vec::new();
-            st.groups.retain(|_, g| {
-                let gone = g.deadline <= now;
-                if gone {
-                    released.push((g.source_id, g.requests));
-                    answers.push(response(g, ResponseCode::Failure));
-                }
-                !gone
-            });
-            for (sid, n) in released {
-                st.release(sid, n);
-            }
-            answers
-        };
+        let answers =
+            lock(&self.state).drop_where(|_, _, p| p.deadline <= now, |g| g.deadline <= now);
         self.answer(answers)
     }
 

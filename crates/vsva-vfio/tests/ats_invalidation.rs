@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::ats_device::{setup, DevError, HANG};
+use common::ats_device::{setup, DevError, Setup, HANG};
 use common::{Guest, GUEST_HPA, MB};
 use vsva_iommu::{Access, DevTlbScope, FaultReason, IommuError};
 use vsva_uapi::Errno;
@@ -15,6 +15,20 @@ use vsva_uapi::Errno;
 const VA: u64 = 0x7f00_0080_0000;
 const OLD_GPA: u64 = 6 * MB;
 const NEW_GPA: u64 = 7 * MB;
+
+/// The guest's table with `VA` → `OLD_GPA`, bound to the PASID, and the page in the device's
+/// cache; returns the guest and the table's root.
+fn bound_and_cached(s: &Setup) -> (Guest<'_>, u64) {
+    let mut guest = Guest::new(s.vfio.iommu());
+    let root = guest.new_root();
+    guest.map(root, VA, OLD_GPA);
+    s.bind(root);
+    assert_eq!(
+        s.dev.translate(s.pasid, VA, Access::READ).unwrap(),
+        GUEST_HPA + OLD_GPA
+    );
+    (guest, root)
+}
 
 /// CACHE_INVLD (IOTLB + DEV_IOTLB, one page) after a remap: when it returns, the device's
 /// cache no longer has the old page. The device translates the dropped page again while it
@@ -24,15 +38,8 @@ const NEW_GPA: u64 = 7 * MB;
 fn an_invalidation_reaches_the_device_cache_before_the_call_returns() {
     let s = setup(HANG);
     let iommu = s.vfio.iommu().clone();
-    let mut guest = Guest::new(&iommu);
-    let root = guest.new_root();
-    guest.map(root, VA, OLD_GPA);
-    s.bind(root);
+    let (mut guest, root) = bound_and_cached(&s);
     iommu.memory().write(GUEST_HPA + NEW_GPA, b"new").unwrap();
-    assert_eq!(
-        s.dev.translate(s.pasid, VA, Access::READ).unwrap(),
-        GUEST_HPA + OLD_GPA
-    );
     s.dev.state.refetch.store(true, Ordering::Release);
     for round in 0..20u64 {
         let (from, to) = if round % 2 == 0 {
@@ -70,12 +77,7 @@ fn unbind_unmap_and_teardown_empty_the_device_cache() {
     }
     for op in [Op::Unbind, Op::Free, Op::UnmapDma, Op::Close] {
         let s = setup(HANG);
-        let iommu = s.vfio.iommu().clone();
-        let mut guest = Guest::new(&iommu);
-        let root = guest.new_root();
-        guest.map(root, VA, OLD_GPA);
-        s.bind(root);
-        s.dev.translate(s.pasid, VA, Access::READ).unwrap();
+        bound_and_cached(&s);
         assert!(s.dev.cached(s.pasid, VA).is_some());
         let common::ats_device::Setup {
             container,
@@ -113,11 +115,7 @@ fn unbind_unmap_and_teardown_empty_the_device_cache() {
 fn a_device_that_never_acknowledges_is_fenced() {
     let s = setup(Duration::from_millis(50));
     let iommu = s.vfio.iommu().clone();
-    let mut guest = Guest::new(&iommu);
-    let root = guest.new_root();
-    guest.map(root, VA, OLD_GPA);
-    s.bind(root);
-    s.dev.translate(s.pasid, VA, Access::READ).unwrap();
+    let (mut guest, root) = bound_and_cached(&s);
     s.dev.state.muted.store(true, Ordering::Release);
     guest.remap(root, VA, NEW_GPA);
     s.invalidate_page(VA);
