@@ -296,6 +296,10 @@ mod tests {
 
     const OTHER: SourceId = SourceId::new(0, 4, 0);
 
+    /// What a [`Recorder`] translates inside each call: the IOMMU, the device, the PASID, the
+    /// address and the host address it must no longer get.
+    type Probe = (Arc<Iommu>, SourceId, u32, u64, u64);
+
     /// A sink that records what it is sent; `mute` devices never complete.
     #[derive(Default)]
     struct Recorder {
@@ -306,7 +310,7 @@ mod tests {
         saw_stale: AtomicBool,
         /// (device, PASID, address, old host address) to probe through `translate` inside
         /// each call.
-        probe: Mutex<Option<(Arc<Iommu>, SourceId, u32, u64, u64)>>,
+        probe: Mutex<Option<Probe>>,
     }
 
     impl DevTlbSink for Recorder {
@@ -487,21 +491,21 @@ mod tests {
         assert_eq!(read_addr(&io, SID, Some(5), 0x1000), 0x10_0000);
         remap_fl(&io, root, 0x1000, 0x20_0000);
         *sink.probe.lock().unwrap() = Some((io.clone(), SID, 5, 0x1000, 0x10_0000));
-        let page = Some(PageRange {
+        let page = PageRange {
             addr: 0x1000,
             am: 0,
-        });
+        };
         io.invalidate_batch(&[
             Invalidation::PasidIotlbPages {
                 did: 2,
                 pasid: 5,
-                range: page.unwrap(),
+                range: page,
                 ih: false,
             },
             Invalidation::DeviceTlb {
                 source_id: SID,
                 pasid: Some(5),
-                pages: page,
+                pages: Some(page),
             },
         ])
         .unwrap();
