@@ -2,7 +2,9 @@
 //! intel-iommu driver's register-level sequences (`dmar.c`, `iommu.c`, `pasid.c`, `svm.c`)
 //! against a [`Viommu`], and the scenario every back end runs.
 
-#![allow(dead_code)]
+#![allow(dead_code, missing_docs)]
+
+pub mod local;
 
 use std::sync::{Arc, Mutex};
 
@@ -88,6 +90,26 @@ impl<'a> GuestDriver<'a> {
             tail: 0,
             gsts: 0,
         }
+    }
+
+    /// Picks up a unit `init` set up earlier: its queue, tail, status page and the PASID
+    /// directory of [`GUEST_SID`]; new tables come from a fresh part of RAM.
+    pub fn resume(&mut self) {
+        self.queue = self.mmio.read(IQA, 8) & !0xfff;
+        self.tail = self.mmio.read(IQT, 8);
+        self.status = self.queue + 4096;
+        self.root = self.mmio.read(RTADDR, 8) & !0xfff;
+        let ctx = self
+            .ram
+            .read_u64(self.root + u64::from(GUEST_SID.bus()) * 16)
+            .unwrap()
+            & !0xfff;
+        self.dir = self
+            .ram
+            .read_u64(ctx + u64::from(GUEST_SID.devfn() & 0x7f) * 32)
+            .unwrap()
+            & !0xfff;
+        self.next_page = TABLES + 256 * 4096;
     }
 
     /// A zeroed 4 KiB page of guest RAM.
