@@ -42,6 +42,8 @@ mod backend;
 mod caps;
 pub mod descriptor;
 mod faults;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod interrupt;
 mod memory;
 mod mmio;
