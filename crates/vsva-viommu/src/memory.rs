@@ -1,0 +1,122 @@
+//! Guest-physical memory as the virtual IOMMU reads and writes it (root, context and PASID
+//! tables, the invalidation queue, wait status words, the page request queue), and its two
+//! ready-made forms: a window of the software IOMMU's host memory (in process) and a
+//! `vsva-client` memfd (remote).
+
+use std::fmt;
+use std::sync::Arc;
+
+use vsva_iommu::Iommu;
+
+/// A guest-physical address the VMM could not read or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("guest-physical access of {len} bytes at {gpa:#x} failed")]
+pub struct GuestMemoryError {
+    /// Address of the access.
+    pub gpa: u64,
+    /// Its length.
+    pub len: usize,
+}
+
+/// The guest's RAM, by guest-physical address.
+pub trait GuestMemory: Send + Sync {
+    /// Reads `buf.len()` bytes at `gpa`.
+    ///
+    /// # Errors
+    ///
+    /// [`GuestMemoryError`] when any byte is outside guest RAM; `buf` may be partly filled.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError>;
+
+    /// Writes `buf` at `gpa`.
+    ///
+    /// # Errors
+    ///
+    /// [`GuestMemoryError`] when any byte is outside guest RAM; part of `buf` may have been
+    /// written nevertheless.
+    fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError>;
+
+    /// Reads a little-endian u64 at `gpa`.
+    ///
+    /// # Errors
+    ///
+    /// As [`GuestMemory::read`].
+    fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
+        let mut b = [0u8; 8];
+        self.read(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// Guest RAM `[0, size)` placed at host address `base` of the software IOMMU's memory: what
+/// `MAP_DMA` of guest-physical 0 to `vaddr = base` makes of it in process.
+#[derive(Clone)]
+pub struct HostWindow {
+    iommu: Arc<Iommu>,
+    base: u64,
+    size: u64,
+}
+
+impl fmt::Debug for HostWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostWindow")
+            .field("base", &self.base)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl HostWindow {
+    /// The window of `size` bytes at host address `base` of `iommu`'s memory.
+    pub fn new(iommu: Arc<Iommu>, base: u64, size: u64) -> Self {
+        HostWindow { iommu, base, size }
+    }
+
+    fn host(&self, gpa: u64, len: usize) -> Result<u64, GuestMemoryError> {
+        let err = GuestMemoryError { gpa, len };
+        let end = gpa.checked_add(len as u64).ok_or(err)?;
+        if end > self.size {
+            return Err(err);
+        }
+        Ok(self.base + gpa)
+    }
+}
+
+impl GuestMemory for HostWindow {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        let h = self.host(gpa, buf.len())?;
+        self.iommu
+            .memory()
+            .read(h, buf)
+            .map_err(|_| GuestMemoryError {
+                gpa,
+                len: buf.len(),
+            })
+    }
+
+    fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
+        let h = self.host(gpa, buf.len())?;
+        self.iommu
+            .memory()
+            .write(h, buf)
+            .map_err(|_| GuestMemoryError {
+                gpa,
+                len: buf.len(),
+            })
+    }
+}
+
+impl GuestMemory for vsva_client::GuestMemory {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        vsva_client::GuestMemory::read(self, gpa, buf).map_err(|_| GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        })
+    }
+
+    fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
+        vsva_client::GuestMemory::write(self, gpa, buf).map_err(|_| GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        })
+    }
+}

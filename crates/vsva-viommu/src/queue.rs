@@ -1,0 +1,240 @@
+//! The invalidation queue: fetching descriptors from guest memory between IQH and IQT
+//! (128- or 256-bit per IQA.DW), carrying each out, and stopping with IQE (and an IQERCD
+//! code) at a descriptor that cannot be carried out, where IQH stays until software clears
+//! IQE.
+
+use tracing::warn;
+use vsva_iommu::prq::{PageResponse, ResponseCode};
+use vsva_iommu::SourceId;
+use vsva_uapi::iommu::CacheSet;
+use vsva_uapi::{CacheInvalidateRequest, Granularity};
+
+use crate::descriptor::{
+    decode, device_tlb_range, Descriptor, DescriptorError, PasidCacheScope, PasidIotlbScope,
+};
+use crate::interrupt::{raise, FAULT_EVENT, INV_EVENT};
+use crate::regs::{
+    ADDR_MASK, FSTS, FSTS_IQE, GCMD_QIE, GSTS, ICS, ICS_IWC, IQA, IQA_DW, IQA_QS_MASK, IQERCD, IQH,
+    IQT, IQ_OFFSET_MASK, RTADDR_TTM_SCALABLE, RTADDR_TTM_SHIFT,
+};
+use crate::shadow::SyncScope;
+use crate::unit::Unit;
+
+/// IQERCD.IQEI codes (VT-d specification, Invalidation Queue Error Record Register).
+pub(crate) mod iqei {
+    /// IQT bit 4 set with 256-bit descriptors, or a tail beyond the queue.
+    pub(crate) const INVALID_TAIL: u64 = 1;
+    /// Fetching the descriptor failed.
+    pub(crate) const FETCH: u64 = 2;
+    /// Invalid descriptor type.
+    pub(crate) const INVALID_TYPE: u64 = 3;
+    /// Reserved field violation in a valid descriptor.
+    pub(crate) const RESERVED: u64 = 4;
+    /// Descriptor width not valid for the translation mode: 128-bit descriptors while the
+    /// root table is in scalable mode.
+    pub(crate) const WIDTH: u64 = 5;
+}
+
+/// Largest address mask a page-selective descriptor is passed to the host with; larger ones
+/// become whole-PASID invalidations.
+const MAX_AM: u8 = 52;
+
+impl Unit {
+    /// Sets IQE with `code`, raises the fault event; the queue stops.
+    fn queue_error(&mut self, code: u64) {
+        let fsts = self.regs.get32(FSTS);
+        self.regs.set32(FSTS, fsts | FSTS_IQE);
+        let rec = self.regs.get(IQERCD);
+        self.regs.set(IQERCD, (rec & !0xf) | code);
+        self.stats.queue_errors += 1;
+        if fsts & FSTS_IQE == 0 {
+            let m = raise(&mut self.regs, FAULT_EVENT);
+            self.send(m);
+        }
+    }
+
+    /// Carries out the descriptors from IQH to IQT, unless queued invalidation is off or an
+    /// IQE is pending.
+    pub(crate) fn process_queue(&mut self) {
+        if self.regs.get32(GSTS) & GCMD_QIE == 0 || self.regs.get32(FSTS) & FSTS_IQE != 0 {
+            return;
+        }
+        let iqa = self.regs.get(IQA);
+        let wide = iqa & IQA_DW != 0;
+        let step: u64 = if wide { 32 } else { 16 };
+        let size = 4096u64 << (iqa & IQA_QS_MASK);
+        let base = iqa & ADDR_MASK;
+        let tail = self.regs.get(IQT) & IQ_OFFSET_MASK;
+        let mut head = self.regs.get(IQH) & IQ_OFFSET_MASK;
+        if head == tail {
+            return;
+        }
+        if (wide && tail & 0x10 != 0) || tail >= size {
+            return self.queue_error(iqei::INVALID_TAIL);
+        }
+        let scalable = self
+            .root
+            .is_some_and(|r| r >> RTADDR_TTM_SHIFT & 3 == RTADDR_TTM_SCALABLE);
+        if scalable && !wide {
+            return self.queue_error(iqei::WIDTH);
+        }
+        while head != tail {
+            let mut bytes = [0u8; 32];
+            if self
+                .mem
+                .read(base + head, &mut bytes[..step as usize])
+                .is_err()
+            {
+                return self.queue_error(iqei::FETCH);
+            }
+            let mut q = [0u64; 4];
+            for (i, w) in q.iter_mut().enumerate() {
+                *w = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+            }
+            match decode(q, wide) {
+                Ok(d) => self.execute(d),
+                Err(DescriptorError::InvalidType(_)) => {
+                    return self.queue_error(iqei::INVALID_TYPE)
+                }
+                Err(DescriptorError::Reserved(_)) => return self.queue_error(iqei::RESERVED),
+            }
+            self.stats.descriptors += 1;
+            head = (head + step) % size;
+            self.regs.set(IQH, head);
+        }
+    }
+
+    /// Carries out one descriptor.
+    fn execute(&mut self, d: Descriptor) {
+        match d {
+            // A context entry may point at another PASID directory: every PASID is re-read
+            // (in scalable mode domain ids live in PASID entries, not context entries).
+            Descriptor::ContextCache(_) => self.sync(SyncScope::All),
+            Descriptor::Iotlb { .. } => self.host_invalidate(CacheSet::IOTLB, Granularity::Domain),
+            // Requests without PASID use the host's stage 2 only; the host keeps device TLBs
+            // of it coherent itself.
+            Descriptor::DeviceTlb { .. } => {}
+            Descriptor::Wait {
+                interrupt,
+                status_write,
+                data,
+                addr,
+                ..
+            } => self.wait(interrupt, status_write, data, addr),
+            Descriptor::PasidIotlb { pasid, scope, .. } => {
+                if !self.shadow.contains_key(&pasid) {
+                    return;
+                }
+                let p = Some(u64::from(pasid));
+                let g = match scope {
+                    PasidIotlbScope::Page { addr, am, ih }
+                        if am <= MAX_AM && addr.checked_add(4096 << am).is_some() =>
+                    {
+                        Granularity::Addr {
+                            pasid: p,
+                            archid: None,
+                            addr,
+                            granule_size: 4096,
+                            nb_granules: 1 << am,
+                            leaf: ih,
+                        }
+                    }
+                    _ => Granularity::Pasid {
+                        pasid: p,
+                        archid: None,
+                    },
+                };
+                self.host_invalidate(CacheSet::IOTLB, g);
+            }
+            Descriptor::PasidCache { did, pasid, scope } => self.sync(match scope {
+                PasidCacheScope::Domain => SyncScope::Domain(did),
+                PasidCacheScope::Pasid => SyncScope::Pasid(pasid),
+                PasidCacheScope::Global => SyncScope::All,
+            }),
+            Descriptor::PasidDeviceTlb {
+                pasid, addr, size, ..
+            } => {
+                if !self.shadow.contains_key(&pasid) {
+                    return;
+                }
+                let p = Some(u64::from(pasid));
+                let g = match device_tlb_range(addr, size) {
+                    Some((addr, pages)) => Granularity::Addr {
+                        pasid: p,
+                        archid: None,
+                        addr,
+                        granule_size: 4096,
+                        nb_granules: pages,
+                        leaf: false,
+                    },
+                    None => Granularity::Pasid {
+                        pasid: p,
+                        archid: None,
+                    },
+                };
+                self.host_invalidate(CacheSet::DEV_IOTLB, g);
+            }
+            Descriptor::PageGroupResponse {
+                rid,
+                pasid,
+                code,
+                index,
+            } => self.page_group_response(SourceId(rid), pasid, code, index),
+        }
+    }
+
+    /// An invalidation wait: the status write, then (IF) IWC and the completion event when
+    /// IWC was clear. Every earlier descriptor is complete by now (the model is synchronous),
+    /// so fence and drain need nothing more.
+    fn wait(&mut self, interrupt: bool, status_write: bool, data: u32, addr: u64) {
+        if status_write && self.mem.write(addr, &data.to_le_bytes()).is_err() {
+            warn!(
+                addr,
+                "invalidation wait status write outside guest memory: dropped"
+            );
+        }
+        if interrupt {
+            let ics = self.regs.get32(ICS);
+            if ics & ICS_IWC == 0 {
+                self.regs.set32(ICS, ics | ICS_IWC);
+                let m = raise(&mut self.regs, INV_EVENT);
+                self.send(m);
+            }
+        }
+    }
+
+    /// A page group response for guest device `rid`, passed to the page-request source.
+    fn page_group_response(&mut self, rid: SourceId, pasid: Option<u32>, code: u8, index: u16) {
+        let Some(host) = self.host_sid(rid) else {
+            return;
+        };
+        let code = match code {
+            0 => ResponseCode::Success,
+            1 => ResponseCode::InvalidRequest,
+            _ => ResponseCode::Failure,
+        };
+        let resp = PageResponse {
+            source_id: host,
+            pasid,
+            group: index,
+            code,
+        };
+        if let Some(src) = self.page_requests.as_mut() {
+            if let Err(e) = src.respond(resp) {
+                warn!(error = %e, "page group response refused by the page-request source");
+            }
+        }
+    }
+
+    /// CACHE_INVLD on the host; a failure is logged (the host answers 0 for refusals).
+    pub(crate) fn host_invalidate(&mut self, caches: CacheSet, g: Granularity) {
+        let Ok(req) = CacheInvalidateRequest::new(caches, g) else {
+            debug_assert!(false, "invalid (cache, granularity) pair built");
+            return;
+        };
+        self.stats.host_invalidations += 1;
+        if let Err(e) = self.backend.invalidate(&req) {
+            warn!(error = %e, "host CACHE_INVLD failed");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Shadowing the guest's PASID entries into host binds: on a PASID-cache (or context-cache)
+//! invalidation, and when translation is switched on or off, the guest's entries for the
+//! PASIDs it allocated through VCMD are read from guest memory and compared with what the
+//! host has bound. A first-level entry becomes NESTING_OP BIND (first level = the guest's
+//! FLPTR, second level = the container's stage 2); a cleared entry an UNBIND; a changed entry
+//! an unbind and a bind.
+
+use tracing::warn;
+use vsva_iommu::{PasidEntry, Pgtt};
+use vsva_uapi::iommu::VtdBindFlags;
+use vsva_uapi::{AddrWidth, BindRequest};
+
+use crate::regs::{ADDR_MASK, GCMD_TE, GSTS, RTADDR_TTM_SCALABLE, RTADDR_TTM_SHIFT};
+use crate::tables::guest_pasid_entry;
+use crate::unit::{Shadowed, Unit};
+
+/// Which PASIDs a synchronisation looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyncScope {
+    /// Every PASID the guest holds or the host has bound for it.
+    All,
+    /// Those whose guest entry or host bind carries this domain id.
+    Domain(u16),
+    /// One PASID.
+    Pasid(u32),
+}
+
+/// The host bind a guest first-level entry asks for.
+fn bind_for(pasid: u32, e: &PasidEntry) -> BindRequest {
+    let width = if e.flpm == 1 {
+        AddrWidth::Bits57
+    } else {
+        AddrWidth::Bits48
+    };
+    let mut req = BindRequest::new(u64::from(pasid), e.flptr, width);
+    req.gpasid = Some(u64::from(pasid));
+    let flags = [
+        (e.sre, VtdBindFlags::SRE),
+        (e.eafe, VtdBindFlags::EAFE),
+        (e.wpe, VtdBindFlags::WPE),
+        (e.pcd, VtdBindFlags::PCD),
+        (e.pwt, VtdBindFlags::PWT),
+        (e.cd, VtdBindFlags::CD),
+        (e.emte, VtdBindFlags::EMTE),
+    ];
+    for (on, flag) in flags {
+        if on {
+            req.vtd.flags |= flag;
+        }
+    }
+    req.vtd.pat = e.pat;
+    req.vtd.emt = u32::from(e.emt);
+    req
+}
+
+impl Unit {
+    /// The guest's scalable-mode root table, when SRTP latched one and translation is on.
+    fn active_root(&self) -> Option<u64> {
+        if self.regs.get32(GSTS) & GCMD_TE == 0 {
+            return None;
+        }
+        let rt = self.root?;
+        (rt >> RTADDR_TTM_SHIFT & 3 == RTADDR_TTM_SCALABLE).then_some(rt & ADDR_MASK)
+    }
+
+    /// What the guest's tables ask the host to bind for `pasid`: the first of the guest's
+    /// devices with a valid first-level entry for it.
+    fn wanted(&self, pasid: u32) -> Option<Shadowed> {
+        let root = self.active_root()?;
+        self.cfg.devices.iter().find_map(|d| {
+            let e = guest_pasid_entry(&*self.mem, &self.guest_cfg, root, d.guest, pasid)?;
+            (e.pgtt == Pgtt::FirstLevel).then(|| Shadowed {
+                bind: bind_for(pasid, &e),
+                did: e.did,
+            })
+        })
+    }
+
+    /// Brings the host's binds in line with the guest's tables for `scope`.
+    pub(crate) fn sync(&mut self, scope: SyncScope) {
+        let (pasids, did): (Vec<u32>, Option<u16>) = match scope {
+            SyncScope::Pasid(p) => (vec![p], None),
+            SyncScope::All | SyncScope::Domain(_) => {
+                let mut v: Vec<u32> = self.allocated.iter().copied().collect();
+                v.extend(self.shadow.keys().filter(|p| !self.allocated.contains(p)));
+                let did = match scope {
+                    SyncScope::Domain(d) => Some(d),
+                    _ => None,
+                };
+                (v, did)
+            }
+        };
+        for p in pasids {
+            self.sync_pasid(p, did);
+        }
+    }
+
+    fn sync_pasid(&mut self, pasid: u32, did: Option<u16>) {
+        let want = if self.allocated.contains(&pasid) {
+            self.wanted(pasid)
+        } else {
+            if self.wanted(pasid).is_some() {
+                warn!(
+                    pasid,
+                    "guest PASID entry for a PASID it did not allocate: not bound"
+                );
+                self.stats.bind_refusals += 1;
+            }
+            None
+        };
+        let have = self.shadow.get(&pasid).copied();
+        if let Some(d) = did {
+            if want.map(|w| w.did) != Some(d) && have.map(|h| h.did) != Some(d) {
+                return;
+            }
+        }
+        match (have, want) {
+            (Some(h), Some(w)) if h.bind == w.bind => {
+                self.shadow.insert(pasid, w);
+            }
+            (None, None) => {}
+            (have, want) => {
+                if let Some(h) = have {
+                    self.shadow.remove(&pasid);
+                    self.unbind_host(&h.bind);
+                }
+                if let Some(w) = want {
+                    match self.backend.bind(&w.bind) {
+                        Ok(()) => {
+                            self.stats.binds += 1;
+                            self.shadow.insert(pasid, w);
+                        }
+                        Err(e) => {
+                            warn!(pasid, error = %e, "host refused the bind of a guest PASID entry");
+                            self.stats.bind_refusals += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn unbind_host(&mut self, bind: &BindRequest) {
+        self.stats.unbinds += 1;
+        if let Err(e) = self.backend.unbind(bind) {
+            // The host keeps the bind until the PASID is freed; the shadow no longer claims it.
+            warn!(pasid = bind.hpasid, error = %e, "host unbind failed");
+        }
+    }
+
+    /// Drops the host bind of `pasid`, if any (before the PASID is freed).
+    pub(crate) fn unshadow(&mut self, pasid: u32) {
+        if let Some(h) = self.shadow.remove(&pasid) {
+            self.unbind_host(&h.bind);
+        }
+    }
+}
