@@ -92,8 +92,14 @@ errnos! {
     ERANGE = 34, "Numerical result out of range";
     /// Function not implemented (38).
     ENOSYS = 38, "Function not implemented";
+    /// Value too large for defined data type (75): iommufd's "mathematics overflowed".
+    EOVERFLOW = 75, "Value too large for defined data type";
+    /// Message too long (90): an output array is too small for the answer.
+    EMSGSIZE = 90, "Message too long";
     /// Operation not supported (95 on x86, arm64 and riscv; `ENOTSUP` is the same number).
     EOPNOTSUPP = 95, "Operation not supported";
+    /// Address already in use (98): an IOVA range the caller wants kept is reserved.
+    EADDRINUSE = 98, "Address already in use";
 }
 
 impl Errno {
@@ -196,7 +202,10 @@ mod tests {
             (Errno::ENOSPC, 28),
             (Errno::ERANGE, 34),
             (Errno::ENOSYS, 38),
+            (Errno::EOVERFLOW, 75),
+            (Errno::EMSGSIZE, 90),
             (Errno::EOPNOTSUPP, 95),
+            (Errno::EADDRINUSE, 98),
         ];
         assert_eq!(expected.len(), Errno::ALL.len());
         for (errno, raw) in expected {

@@ -14,7 +14,8 @@
 //! * [`iommu`]: the payloads of Linux 5.10–5.16 `iommu.h`: [`NestingInfo`],
 //!   [`NestingInfoVtd`], [`GpasidBindData`], [`GpasidBindDataVtd`], [`CacheInvalidateInfo`],
 //!   [`InvPasidInfo`], [`InvAddrInfo`], and typed flag sets.
-//! * [`iommufd`]: the modern iommufd equivalents, for a later compatible front end.
+//! * [`iommufd`]: the iommufd uAPI (`/dev/iommu`) and the VFIO device ioctls that join it,
+//!   with [`iommufd::read_iommufd_arg`], iommufd's `copy_struct_from_user` reader.
 //! * [`pci_regs`]: the PCIe PASID capability's place and bits in configuration space.
 //! * [`errno`]: [`Errno`] and the rich [`UapiError`].
 //! * The argument readers, [`read_arg`] (VFIO's way), [`read_sized_arg`] (the IOMMU core's way

@@ -306,3 +306,67 @@ fn constants() {
     assert_eq!(IOMMU_VTD_INV_FLAGS_LEAF, 1 << 0);
     assert_eq!(VFIO_DEVICE_ATTACH_PASID, 1 << 0);
 }
+
+#[test]
+fn iommufd_object_structs() {
+    assert_layout!(IommuDestroy, size 8, align 4, { size: u32 => 0, id: u32 => 4 });
+    assert_layout!(IommuIoasAlloc, size 12, align 4, {
+        size: u32 => 0, flags: u32 => 4, out_ioas_id: u32 => 8,
+    });
+    assert_layout!(IommuIovaRange, size 16, align 8, { start: u64 => 0, last: u64 => 8 });
+    assert_layout!(IommuIoasIovaRanges, size 32, align 8, {
+        size: u32 => 0, ioas_id: u32 => 4, num_iovas: u32 => 8, reserved: u32 => 12,
+        allowed_iovas: u64 => 16, out_iova_alignment: u64 => 24,
+    });
+    assert_layout!(IommuIoasAllowIovas, size 24, align 8, {
+        size: u32 => 0, ioas_id: u32 => 4, num_iovas: u32 => 8, reserved: u32 => 12,
+        allowed_iovas: u64 => 16,
+    });
+    assert_layout!(IommuIoasMap, size 40, align 8, {
+        size: u32 => 0, flags: u32 => 4, ioas_id: u32 => 8, reserved: u32 => 12,
+        user_va: u64 => 16, length: u64 => 24, iova: u64 => 32,
+    });
+    assert_layout!(IommuIoasCopy, size 40, align 8, {
+        size: u32 => 0, flags: u32 => 4, dst_ioas_id: u32 => 8, src_ioas_id: u32 => 12,
+        length: u64 => 16, dst_iova: u64 => 24, src_iova: u64 => 32,
+    });
+    assert_layout!(IommuIoasUnmap, size 24, align 8, {
+        size: u32 => 0, ioas_id: u32 => 4, iova: u64 => 8, length: u64 => 16,
+    });
+    assert_layout!(IommuFaultAlloc, size 16, align 4, {
+        size: u32 => 0, flags: u32 => 4, out_fault_id: u32 => 8, out_fault_fd: u32 => 12,
+    });
+}
+
+#[test]
+fn iommufd_hwpt_structs() {
+    assert_layout!(IommuHwptAlloc, size 48, align 8, {
+        size: u32 => 0, flags: u32 => 4, dev_id: u32 => 8, pt_id: u32 => 12,
+        out_hwpt_id: u32 => 16, reserved: u32 => 20, data_type: u32 => 24, data_len: u32 => 28,
+        data_uptr: u64 => 32, fault_id: u32 => 40, reserved2: u32 => 44,
+    });
+    assert_layout!(IommuHwInfo, size 40, align 8, {
+        size: u32 => 0, flags: u32 => 4, dev_id: u32 => 8, data_len: u32 => 12,
+        data_uptr: u64 => 16, out_data_type: u32 => 24, out_max_pasid_log2: u8 => 28,
+        reserved: [u8; 3] => 29, out_capabilities: u64 => 32,
+    });
+    assert_layout!(IommuHwptInvalidate, size 32, align 8, {
+        size: u32 => 0, hwpt_id: u32 => 4, data_uptr: u64 => 8, data_type: u32 => 16,
+        entry_len: u32 => 20, entry_num: u32 => 24, reserved: u32 => 28,
+    });
+    assert_layout!(IommuHwptPgfault, size 40, align 8, {
+        flags: u32 => 0, dev_id: u32 => 4, pasid: u32 => 8, grpid: u32 => 12, perm: u32 => 16,
+        reserved: u32 => 20, addr: u64 => 24, length: u32 => 32, cookie: u32 => 36,
+    });
+    assert_layout!(IommuHwptPageResponse, size 8, align 4, { cookie: u32 => 0, code: u32 => 4 });
+}
+
+#[test]
+fn vfio_device_iommufd_structs() {
+    assert_layout!(VfioDeviceBindIommufd, size 16, align 4, {
+        argsz: u32 => 0, flags: u32 => 4, iommufd: i32 => 8, out_devid: u32 => 12,
+    });
+    assert_layout!(VfioDeviceDetachIommufdPt, size 12, align 4, {
+        argsz: u32 => 0, flags: u32 => 4, pasid: u32 => 8,
+    });
+}

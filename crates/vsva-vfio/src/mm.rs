@@ -206,6 +206,14 @@ impl VfioMm {
         f(mm)
     }
 
+    /// Runs `f` on the context under the per-process lock.
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut MmState) -> T) -> T {
+        let mut st = self.slot.lock();
+        // A handle is a holder, so the context exists while it does.
+        let mm = st.mm.as_mut().expect("a held context exists");
+        f(mm)
+    }
+
     /// The process this context belongs to.
     pub fn token(&self) -> ProcessToken {
         self.slot.token

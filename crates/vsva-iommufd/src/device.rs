@@ -1,0 +1,381 @@
+//! Device objects (Linux `device.c`, VFIO's `iommufd.c` / `device_cdev.c`): binding a VFIO
+//! device to the context, attaching it — or one of its PASIDs — to an IOAS or HWPT and
+//! detaching it, unbinding, and `IOMMU_GET_HW_INFO`.
+//!
+//! A PASID attach is allowed only for a PASID the context's process owns in the host-wide
+//! space (its mm's set), checked and programmed under the process's lock, so the PASID
+//! cannot be freed in between.
+
+use std::collections::BTreeMap;
+
+use vsva_ioasid::PasidState;
+use vsva_iommu::{PasidEntry, SourceId};
+use vsva_uapi::iommufd::{
+    IommuHwInfo, IommuHwInfoVtd, IOMMU_HW_CAP_PCI_PASID_EXEC, IOMMU_HW_CAP_PCI_PASID_PRIV,
+    IOMMU_HW_INFO_FLAG_INPUT_TYPE, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD,
+};
+use vsva_uapi::Errno;
+
+use crate::ctx::IommufdCtx;
+use crate::error::IommufdError;
+use crate::objects::{Device, HwptPaging, Object, Objects};
+
+/// The PASID requests without PASID use in the PASID table (RID_PASID).
+const RID_PASID: u32 = 0;
+
+impl IommufdCtx {
+    /// `VFIO_DEVICE_BIND_IOMMUFD` (`vfio_df_ioctl_bind_iommufd`, `iommufd_device_bind`):
+    /// binds the assigned PCI function `sid` to this context and returns its device id. The
+    /// function's group is held by the context (containers get `EBUSY`) and the device is
+    /// attached to the IOMMU with an empty PASID table: all its DMA is blocked until an
+    /// attach.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` when it is already bound here or is host-owned; `ENODEV` when unknown;
+    /// `EBUSY` when its group is held by a container or another context; an IOMMU error.
+    /// Nothing is held then.
+    pub fn bind_device(&self, sid: SourceId) -> Result<u32, IommufdError> {
+        let mut objs = self.lock();
+        if objs
+            .iter()
+            .any(|(_, e)| matches!(&e.object, Object::Device(d) if d.sid == sid))
+        {
+            return Err(IommufdError::invalid(
+                "device",
+                sid.0.into(),
+                "the device is already bound to this context",
+            ));
+        }
+        let claim = self.vfio.claim_for_iommufd(sid)?;
+        self.vfio
+            .iommu()
+            .attach_device(sid, claim.device_options())
+            .map_err(|e| IommufdError::iommu("attach the device to the IOMMU", e))?;
+        Ok(objs.insert(Object::Device(Device {
+            claim,
+            sid,
+            attached: BTreeMap::new(),
+        })))
+    }
+
+    /// Unbinds device `dev_id` (closing its VFIO device fd): every attachment is detached,
+    /// the device leaves the IOMMU and its group is given back.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` when `dev_id` is not a device of this context.
+    pub fn unbind_device(&self, dev_id: u32) -> Result<(), IommufdError> {
+        let mut objs = self.lock();
+        objs.device(dev_id, Self::WRONG_KIND)?;
+        let object = objs.remove(dev_id).expect("looked up above");
+        self.release(&mut objs, object);
+        Ok(())
+    }
+
+    /// Detaches everything of a removed device and takes it out of the IOMMU.
+    pub(crate) fn release_device(&self, objs: &mut Objects, mut dev: Device) {
+        let pasids: Vec<Option<u32>> = dev.attached.keys().copied().collect();
+        for pasid in pasids {
+            self.detach_locked(objs, &mut dev, pasid);
+        }
+        if let Err(e) = self.vfio.iommu().detach_device(dev.sid) {
+            tracing::error!("detaching device {} from the IOMMU: {e}", dev.sid);
+            debug_assert!(false, "detaching device {} from the IOMMU: {e}", dev.sid);
+        }
+    }
+
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (`iommufd_device_attach`, `iommufd_device_change_pt`):
+    /// attaches device `dev_id` — its requests without PASID, or with `pasid` — to `pt_id`,
+    /// a paging or nested HWPT, or an IOAS (then to an automatic paging HWPT over it, made
+    /// on first use and destroyed with its last attachment). Returns the HWPT attached.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` for an unknown device or `pt_id`; `EINVAL` for a `pt_id` of another kind or a
+    /// PASID attach to an HWPT without `IOMMU_HWPT_ALLOC_PASID`; for a PASID: `EOPNOTSUPP`
+    /// without PASID support, `EINVAL` for 0 or beyond the space, `EACCES` when another
+    /// process owns it, `ENOENT` when nobody does; `EBUSY` when already attached (as
+    /// `iommu_attach_device_pasid` answers); an IOMMU error. Nothing changes then.
+    pub fn attach(&self, dev_id: u32, pt_id: u32, pasid: Option<u32>) -> Result<u32, IommufdError> {
+        let mut objs = self.lock();
+        objs.device(dev_id, Self::WRONG_KIND)?;
+        let (hwpt, auto_new) = match &objs.get(pt_id)?.object {
+            Object::Ioas(_) => match find_auto(&objs, pt_id) {
+                Some(h) => (h, false),
+                None => {
+                    let did = self.vfio.alloc_domain_id()?;
+                    let id = objs.insert(Object::HwptPaging(HwptPaging {
+                        ioas: pt_id,
+                        did,
+                        nest_parent: false,
+                        pasid_compat: true,
+                        auto: true,
+                        fault: None,
+                    }));
+                    objs.hold(pt_id);
+                    (id, true)
+                }
+            },
+            Object::HwptPaging(_) | Object::HwptNested(_) => (pt_id, false),
+            other => {
+                return Err(IommufdError::WrongKind {
+                    id: pt_id,
+                    wanted: "an IOAS or an HWPT",
+                    found: other.kind(),
+                    errno: Errno::EINVAL,
+                })
+            }
+        };
+        let result = self.attach_to(&mut objs, dev_id, hwpt, pasid);
+        if result.is_err() && auto_new {
+            let object = objs.remove(hwpt).expect("created above");
+            self.release(&mut objs, object);
+        }
+        result.map(|()| hwpt)
+    }
+
+    fn attach_to(
+        &self,
+        objs: &mut Objects,
+        dev_id: u32,
+        hwpt: u32,
+        pasid: Option<u32>,
+    ) -> Result<(), IommufdError> {
+        let (entry, pasid_compat) = self.entry_of(objs, hwpt)?;
+        if pasid.is_some() && !pasid_compat {
+            return Err(IommufdError::invalid(
+                "pt_id",
+                hwpt.into(),
+                "a PASID attach needs an HWPT allocated with IOMMU_HWPT_ALLOC_PASID",
+            ));
+        }
+        if let Some(p) = pasid {
+            self.check_pasid(p)?;
+        }
+        let dev = objs.device(dev_id, Self::WRONG_KIND)?;
+        if let Some(&pt_id) = dev.attached.get(&pasid) {
+            return Err(IommufdError::AlreadyAttached {
+                dev_id,
+                pasid,
+                pt_id,
+            });
+        }
+        let sid = dev.sid;
+        let iommu = self.vfio.iommu();
+        let set = |p: u32| {
+            iommu
+                .set_pasid_entry(sid, p, &entry)
+                .map_err(|e| IommufdError::iommu("write the PASID entry", e))
+        };
+        match pasid {
+            None => set(RID_PASID)?,
+            Some(p) => {
+                let mm = self.mm()?;
+                mm.with_owned_pasid(p, || set(p))
+                    .unwrap_or_else(|| Err(self.not_owned(p)))?;
+            }
+        }
+        objs.device_mut(dev_id, Self::WRONG_KIND)?
+            .attached
+            .insert(pasid, hwpt);
+        objs.hold(hwpt);
+        Ok(())
+    }
+
+    /// The PASID entry an attachment to `hwpt` writes, and whether PASIDs may use it.
+    fn entry_of(&self, objs: &Objects, hwpt: u32) -> Result<(PasidEntry, bool), IommufdError> {
+        let iommu = self.vfio.iommu();
+        let root_of = |ioas: u32| -> Result<(u64, u8), IommufdError> {
+            let stage2 = objs.ioas(ioas, Self::WRONG_KIND)?.stage2;
+            iommu
+                .stage2_root(stage2)
+                .map_err(|e| IommufdError::iommu("stage-2 root", e))
+        };
+        match &objs.get(hwpt)?.object {
+            Object::HwptPaging(h) => {
+                let (root, levels) = root_of(h.ioas)?;
+                Ok((
+                    PasidEntry::second_level(h.did, root, levels),
+                    h.pasid_compat,
+                ))
+            }
+            Object::HwptNested(h) => {
+                let parent = match &objs.get(h.parent)?.object {
+                    Object::HwptPaging(p) => p.ioas,
+                    _ => unreachable!("a nested HWPT's parent is a paging HWPT"),
+                };
+                let (root, levels) = root_of(parent)?;
+                let s1 = h.s1;
+                let entry = PasidEntry {
+                    flpm: u8::from(s1.addr_width == 57),
+                    sre: s1.flags & vsva_uapi::iommufd::IOMMU_VTD_S1_SRE != 0,
+                    eafe: s1.flags & vsva_uapi::iommufd::IOMMU_VTD_S1_EAFE != 0,
+                    wpe: s1.flags & vsva_uapi::iommufd::IOMMU_VTD_S1_WPE != 0,
+                    ..PasidEntry::nested(h.did, s1.pgtbl_addr & !0xfff, root, levels)
+                };
+                Ok((entry, h.pasid_compat))
+            }
+            _ => unreachable!("attachments are to HWPTs"),
+        }
+    }
+
+    /// Checks that `pasid` is in range and owned by the context's process.
+    fn check_pasid(&self, pasid: u32) -> Result<(), IommufdError> {
+        let mm = self.mm()?;
+        let bits = self.vfio.pasid_bits();
+        if pasid == 0 || u64::from(pasid) >= 1u64 << bits {
+            return Err(IommufdError::invalid(
+                "pasid",
+                pasid.into(),
+                "PASID 0 and PASIDs beyond the host's space are never handed out",
+            ));
+        }
+        if mm.with_owned_pasid(pasid, || ()).is_none() {
+            return Err(self.not_owned(pasid));
+        }
+        Ok(())
+    }
+
+    /// Why the context's process may not use `pasid`: another set owns it (`EACCES`), or
+    /// nobody does (`ENOENT`).
+    fn not_owned(&self, pasid: u32) -> IommufdError {
+        match self.vfio.pasid_space().find(pasid) {
+            Some(PasidState::Allocated { .. }) => IommufdError::PasidNotOwned {
+                pasid,
+                reason: "another process owns it",
+                errno: Errno::EACCES,
+            },
+            _ => IommufdError::PasidNotOwned {
+                pasid,
+                reason: "it is not allocated",
+                errno: Errno::ENOENT,
+            },
+        }
+    }
+
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT` (`vfio_iommufd_physical_detach_ioas`,
+    /// `iommufd_device_detach`): detaches device `dev_id`'s requests without PASID, or
+    /// `pasid`; DMA through it is blocked again. Detaching what is not attached does
+    /// nothing. Page-request groups of it waiting in a fault queue are answered "invalid".
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` when `dev_id` is not a device of this context.
+    pub fn detach(&self, dev_id: u32, pasid: Option<u32>) -> Result<(), IommufdError> {
+        let mut objs = self.lock();
+        objs.device(dev_id, Self::WRONG_KIND)?;
+        let Some(Object::Device(mut dev)) = objs.remove(dev_id) else {
+            unreachable!("looked up above");
+        };
+        self.detach_locked(&mut objs, &mut dev, pasid);
+        objs.put_back(dev_id, Object::Device(dev));
+        Ok(())
+    }
+
+    fn detach_locked(&self, objs: &mut Objects, dev: &mut Device, pasid: Option<u32>) {
+        let Some(hwpt) = dev.attached.remove(&pasid) else {
+            return;
+        };
+        let p = pasid.unwrap_or(RID_PASID);
+        // A freed PASID's entry is already gone (the allocator's teardown cleared it).
+        if let Err(e) = self.vfio.iommu().clear_pasid_entry(dev.sid, p) {
+            tracing::debug!(
+                "detach of {} pasid {p}: entry already cleared: {e}",
+                dev.sid
+            );
+        }
+        let fault = match objs.get(hwpt).map(|e| &e.object) {
+            Ok(Object::HwptPaging(h)) => h.fault,
+            Ok(Object::HwptNested(h)) => h.fault,
+            _ => None,
+        };
+        if let Some(f) = fault {
+            if let Ok(q) = objs.fault_mut(f, Self::WRONG_KIND) {
+                let groups = q.take_device(dev.sid, Some(pasid));
+                self.answer_invalid(groups);
+            }
+        }
+        let left = objs.unhold(hwpt);
+        let auto = matches!(objs.get(hwpt).map(|e| &e.object), Ok(Object::HwptPaging(h)) if h.auto);
+        if left == 0 && auto {
+            if let Some(object) = objs.remove(hwpt) {
+                self.release(objs, object);
+            }
+        }
+    }
+
+    /// `IOMMU_GET_HW_INFO` (`iommufd_get_hw_info`, the VT-d driver's `intel_iommu_hw_info`):
+    /// fills `out_data_type`, `out_max_pasid_log2`, `out_capabilities` and `data_len` of
+    /// `cmd` and returns the VT-d data (the caller copies `min(data_len, 24)` bytes of it).
+    ///
+    /// # Errors
+    ///
+    /// Unknown flags or non-zero `__reserved` → `EOPNOTSUPP`; unknown device → `ENOENT`; an
+    /// input type other than DEFAULT or INTEL_VTD → `EOPNOTSUPP`.
+    pub fn hw_info(&self, cmd: &mut IommuHwInfo) -> Result<IommuHwInfoVtd, IommufdError> {
+        if cmd.flags & !IOMMU_HW_INFO_FLAG_INPUT_TYPE != 0 {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "unknown IOMMU_GET_HW_INFO flag",
+            ));
+        }
+        if cmd.reserved != [0; 3] {
+            return Err(IommufdError::unsupported(
+                "__reserved",
+                u64::from(u32::from_le_bytes([
+                    cmd.reserved[0],
+                    cmd.reserved[1],
+                    cmd.reserved[2],
+                    0,
+                ])),
+                "must be 0",
+            ));
+        }
+        if cmd.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE == 0 {
+            cmd.out_data_type = IOMMU_HW_INFO_TYPE_DEFAULT;
+        }
+        let objs = self.lock();
+        let dev = objs.device(cmd.dev_id, Self::WRONG_KIND)?;
+        if !matches!(
+            cmd.out_data_type,
+            IOMMU_HW_INFO_TYPE_DEFAULT | IOMMU_HW_INFO_TYPE_INTEL_VTD
+        ) {
+            return Err(IommufdError::unsupported(
+                "in_data_type",
+                cmd.out_data_type.into(),
+                "this IOMMU reports only IOMMU_HW_INFO_TYPE_INTEL_VTD",
+            ));
+        }
+        let iommu = self.vfio.iommu();
+        let data = IommuHwInfoVtd {
+            flags: 0,
+            reserved: 0,
+            cap_reg: iommu.cap(),
+            ecap_reg: iommu.ecap(),
+        };
+        cmd.out_data_type = IOMMU_HW_INFO_TYPE_INTEL_VTD;
+        cmd.data_len = size_of::<IommuHwInfoVtd>() as u32;
+        cmd.out_capabilities = 0;
+        cmd.out_max_pasid_log2 = 0;
+        if let Some(cap) = dev.claim.function().pasid_capability() {
+            cmd.out_max_pasid_log2 = cap.max_pasid_width;
+            if cap.execute {
+                cmd.out_capabilities |= IOMMU_HW_CAP_PCI_PASID_EXEC;
+            }
+            if cap.privileged {
+                cmd.out_capabilities |= IOMMU_HW_CAP_PCI_PASID_PRIV;
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// The automatic paging HWPT over IOAS `ioas`, if one exists.
+fn find_auto(objs: &Objects, ioas: u32) -> Option<u32> {
+    objs.iter().find_map(|(id, e)| match &e.object {
+        Object::HwptPaging(h) if h.auto && h.ioas == ioas => Some(id),
+        _ => None,
+    })
+}

@@ -1,0 +1,349 @@
+//! HWPT objects (Linux `hw_pagetable.c`, the VT-d driver's `nested.c`): a paging HWPT is its
+//! IOAS's stage 2 under a domain id of its own; a nested HWPT is a guest stage-1 table over a
+//! nest-parent paging HWPT; `IOMMU_HWPT_INVALIDATE` passes the guest's stage-1 invalidations
+//! to the IOMMU.
+
+use vsva_iommu::{Invalidation, PageRange};
+use vsva_uapi::iommufd::{
+    IommuHwptAlloc, IommuHwptInvalidate, IommuHwptVtdS1, IommuHwptVtdS1Invalidate,
+    IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_PASID,
+    IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_FAULT_ID_VALID,
+    IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_INV_PAGE_SIZE,
+};
+use vsva_uapi::{Errno, UapiError};
+
+use crate::ctx::IommufdCtx;
+use crate::error::IommufdError;
+use crate::objects::{HwptNested, HwptPaging, Object, Objects};
+
+/// The bytes of `iommu_hwpt_vtd_s1` up to `__reserved`, the least a caller may pass.
+const VTD_S1_MIN: usize = 24;
+/// The bytes of `iommu_hwpt_vtd_s1_invalidate` up to `__reserved`.
+const VTD_S1_INV_MIN: usize = 24;
+
+/// Reads a driver-data struct of `len` bytes the way `iommu_copy_struct_from_user` does:
+/// `len < min` → `EINVAL`, then `copy_struct_from_user` over `len` bytes (a non-zero tail
+/// past the known struct → `E2BIG`, bytes not in `data` → `EFAULT`).
+fn read_user_data<T>(data: &[u8], len: usize, min: usize, what: &str) -> Result<T, IommufdError>
+where
+    T: zerocopy::FromBytes + zerocopy::IntoBytes,
+{
+    if len < min {
+        return Err(UapiError::invalid(format!(
+            "{what}: {len} bytes, fewer than the {min} it needs"
+        ))
+        .into());
+    }
+    let known = size_of::<T>();
+    if len > known {
+        let Some(tail) = data.get(known..len) else {
+            return Err(UapiError::fault(format!(
+                "{what}: {len} bytes, but only {} are there",
+                data.len()
+            ))
+            .into());
+        };
+        if tail.iter().any(|&b| b != 0) {
+            return Err(UapiError::new(
+                Errno::E2BIG,
+                format!("{what}: bytes past the {known} known here are not zero"),
+            )
+            .into());
+        }
+    }
+    let copy = len.min(known);
+    let Some(src) = data.get(..copy) else {
+        return Err(UapiError::fault(format!(
+            "{what}: {copy} bytes needed, but only {} are there",
+            data.len()
+        ))
+        .into());
+    };
+    let mut value = T::new_zeroed();
+    value.as_mut_bytes()[..copy].copy_from_slice(src);
+    Ok(value)
+}
+
+impl IommufdCtx {
+    /// `IOMMU_HWPT_ALLOC` (`iommufd_hwpt_alloc`): a paging HWPT over an IOAS (`pt_id`), or a
+    /// nested one with a VT-d stage 1 (`data`, the `data_len` bytes at `data_uptr`) over a
+    /// nest-parent paging HWPT; its id goes to `out_hwpt_id`.
+    ///
+    /// # Errors
+    ///
+    /// In Linux's order: `__reserved` / `__reserved2` → `EOPNOTSUPP`; data type and length
+    /// disagreeing → `EINVAL`; unknown device or `pt_id` → `ENOENT`; then per kind (see
+    /// `tests/errno_table.rs`): unknown flags, dirty tracking, data for a paging HWPT, no
+    /// nesting, a data type other than VTD_S1 → `EOPNOTSUPP`; a parent that is not a nest
+    /// parent, `pt_id` of another kind, a bad address width → `EINVAL`; an unknown fault
+    /// queue → `ENOENT`; no domain id left → `ENOSPC`. Nothing is created then.
+    pub fn hwpt_alloc(&self, cmd: &mut IommuHwptAlloc, data: &[u8]) -> Result<(), IommufdError> {
+        if cmd.reserved != 0 || cmd.reserved2 != 0 {
+            return Err(IommufdError::unsupported(
+                "__reserved",
+                u64::from(cmd.reserved | cmd.reserved2),
+                "must be 0",
+            ));
+        }
+        if (cmd.data_type == IOMMU_HWPT_DATA_NONE) != (cmd.data_len == 0) {
+            return Err(IommufdError::invalid(
+                "data_len",
+                cmd.data_len.into(),
+                "data_len must be 0 exactly when data_type is NONE",
+            ));
+        }
+        let mut objs = self.lock();
+        objs.device(cmd.dev_id, Self::WRONG_KIND)?;
+        let object = match &objs.get(cmd.pt_id)?.object {
+            Object::Ioas(_) => Object::HwptPaging(self.paging_for(cmd)?),
+            Object::HwptPaging(parent) => Object::HwptNested(self.nested_for(cmd, parent, data)?),
+            other => {
+                return Err(IommufdError::WrongKind {
+                    id: cmd.pt_id,
+                    wanted: "an IOAS or a paging HWPT",
+                    found: other.kind(),
+                    errno: Errno::EINVAL,
+                })
+            }
+        };
+        let fault = if cmd.flags & IOMMU_HWPT_FAULT_ID_VALID != 0 {
+            objs.fault(cmd.fault_id, Self::WRONG_KIND)?;
+            Some(cmd.fault_id)
+        } else {
+            None
+        };
+        let did = self.vfio.alloc_domain_id()?;
+        let object = match object {
+            Object::HwptPaging(h) => Object::HwptPaging(HwptPaging { did, fault, ..h }),
+            Object::HwptNested(h) => Object::HwptNested(HwptNested { did, fault, ..h }),
+            other => other,
+        };
+        let parent = match &object {
+            Object::HwptPaging(h) => h.ioas,
+            Object::HwptNested(h) => h.parent,
+            _ => unreachable!("only HWPTs are built here"),
+        };
+        let id = objs.insert(object);
+        objs.hold(parent);
+        if let Some(f) = fault {
+            objs.hold(f);
+        }
+        cmd.out_hwpt_id = id;
+        Ok(())
+    }
+
+    /// The checks of a paging HWPT (`iommufd_hwpt_paging_alloc` and the VT-d driver's
+    /// `intel_iommu_domain_alloc_paging_flags`).
+    fn paging_for(&self, cmd: &IommuHwptAlloc) -> Result<HwptPaging, IommufdError> {
+        let valid = IOMMU_HWPT_ALLOC_NEST_PARENT
+            | IOMMU_HWPT_ALLOC_DIRTY_TRACKING
+            | IOMMU_HWPT_FAULT_ID_VALID
+            | IOMMU_HWPT_ALLOC_PASID;
+        if cmd.flags & !valid != 0 {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "unknown IOMMU_HWPT_ALLOC flag",
+            ));
+        }
+        if cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0 {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "dirty tracking is not offered",
+            ));
+        }
+        if cmd.data_type != IOMMU_HWPT_DATA_NONE {
+            return Err(IommufdError::unsupported(
+                "data_type",
+                cmd.data_type.into(),
+                "a paging HWPT takes no driver data",
+            ));
+        }
+        Ok(HwptPaging {
+            ioas: cmd.pt_id,
+            did: 0,
+            nest_parent: cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0,
+            pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
+            auto: false,
+            fault: None,
+        })
+    }
+
+    /// The checks of a nested HWPT (`iommufd_hwpt_nested_alloc`, then the VT-d driver's
+    /// `intel_iommu_domain_alloc_nested`).
+    fn nested_for(
+        &self,
+        cmd: &IommuHwptAlloc,
+        parent: &HwptPaging,
+        data: &[u8],
+    ) -> Result<HwptNested, IommufdError> {
+        if cmd.flags & !(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID) != 0 {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "a nested HWPT takes only FAULT_ID_VALID and PASID",
+            ));
+        }
+        if cmd.data_len == 0 || !self.vfio.iommu().config().nesting {
+            return Err(IommufdError::unsupported(
+                "data_len",
+                cmd.data_len.into(),
+                "a nested HWPT needs driver data and an IOMMU with nesting (ECAP.NEST)",
+            ));
+        }
+        if parent.auto || !parent.nest_parent {
+            return Err(IommufdError::invalid(
+                "pt_id",
+                cmd.pt_id.into(),
+                "the parent HWPT was not allocated with NEST_PARENT",
+            ));
+        }
+        if cmd.data_type != IOMMU_HWPT_DATA_VTD_S1 {
+            return Err(IommufdError::unsupported(
+                "data_type",
+                cmd.data_type.into(),
+                "only IOMMU_HWPT_DATA_VTD_S1 is offered",
+            ));
+        }
+        let s1: IommuHwptVtdS1 =
+            read_user_data(data, cmd.data_len as usize, VTD_S1_MIN, "iommu_hwpt_vtd_s1")?;
+        s1.validate()?;
+        let fl5lp = self.vfio.iommu().config().fl5lp;
+        if !(s1.addr_width == 48 || (s1.addr_width == 57 && fl5lp)) {
+            return Err(IommufdError::invalid(
+                "addr_width",
+                s1.addr_width.into(),
+                "must be 48, or 57 with CAP.FL5LP",
+            ));
+        }
+        Ok(HwptNested {
+            parent: cmd.pt_id,
+            did: 0,
+            s1,
+            pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
+            fault: None,
+        })
+    }
+
+    /// `IOMMU_HWPT_INVALIDATE` (`iommufd_hwpt_invalidate`, then the VT-d driver's
+    /// `intel_nested_cache_invalidate_user`): applies the VT-d stage-1 invalidations in
+    /// `data` (`entry_num` entries of `entry_len` bytes, `None` for a null `data_uptr`) to the
+    /// nested HWPT, in order, and writes how many were handled to `entry_num` — also when one
+    /// fails.
+    ///
+    /// # Errors
+    ///
+    /// `__reserved` → `EOPNOTSUPP`; entries without data or length → `EINVAL`; unknown HWPT →
+    /// `ENOENT`; not a nested HWPT, a data type other than VTD_S1 → `EINVAL`; per entry:
+    /// `entry_len` below 24 → `EINVAL`, a non-zero tail → `E2BIG`, unknown flags or
+    /// `__reserved` → `EOPNOTSUPP`, unaligned `addr` or "all" with an address → `EINVAL`. The
+    /// entries before the failing one were applied.
+    pub fn hwpt_invalidate(
+        &self,
+        cmd: &mut IommuHwptInvalidate,
+        data: Option<&[u8]>,
+    ) -> Result<(), IommufdError> {
+        let mut done = 0;
+        let result = self.invalidate_entries(cmd, data, &mut done);
+        cmd.entry_num = done;
+        result
+    }
+
+    fn invalidate_entries(
+        &self,
+        cmd: &IommuHwptInvalidate,
+        data: Option<&[u8]>,
+        done: &mut u32,
+    ) -> Result<(), IommufdError> {
+        if cmd.reserved != 0 {
+            return Err(IommufdError::unsupported(
+                "__reserved",
+                cmd.reserved.into(),
+                "must be 0",
+            ));
+        }
+        if cmd.entry_num != 0 && (data.is_none() || cmd.entry_len == 0) {
+            return Err(IommufdError::invalid(
+                "entry_num",
+                cmd.entry_num.into(),
+                "entries need data_uptr and entry_len",
+            ));
+        }
+        let objs = self.lock();
+        let did = match &objs.get(cmd.hwpt_id)?.object {
+            Object::HwptNested(h) => h.did,
+            other => {
+                return Err(IommufdError::WrongKind {
+                    id: cmd.hwpt_id,
+                    wanted: "a nested HWPT",
+                    found: other.kind(),
+                    errno: Errno::EINVAL,
+                })
+            }
+        };
+        if cmd.data_type != IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 {
+            return Err(IommufdError::invalid(
+                "data_type",
+                cmd.data_type.into(),
+                "only IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 is offered",
+            ));
+        }
+        let data = data.unwrap_or_default();
+        let len = cmd.entry_len as usize;
+        for index in 0..cmd.entry_num as usize {
+            let from = data.get(index.saturating_mul(len)..).unwrap_or_default();
+            let entry: IommuHwptVtdS1Invalidate =
+                read_user_data(from, len, VTD_S1_INV_MIN, "iommu_hwpt_vtd_s1_invalidate")?;
+            entry.validate()?;
+            self.flush_nested(&objs, cmd.hwpt_id, did, &entry);
+            *done += 1;
+        }
+        Ok(())
+    }
+
+    /// Drops what the IOMMU caches for nested HWPT `id` (domain `did`) in the range of one
+    /// entry, for every device and PASID attached to it, and their device TLBs.
+    fn flush_nested(&self, objs: &Objects, id: u32, did: u16, entry: &IommuHwptVtdS1Invalidate) {
+        let iommu = self.vfio.iommu();
+        let range = entry
+            .npages
+            .checked_mul(IOMMU_VTD_INV_PAGE_SIZE)
+            .filter(|_| !entry.is_all())
+            .map(|len| PageRange::covering(entry.addr, len))
+            .filter(|r| r.am <= iommu.config().mamv);
+        let mut invs = Vec::new();
+        if range.is_none() {
+            invs.push(Invalidation::PasidIotlbAll { did });
+        }
+        for (_, e) in objs.iter() {
+            let Object::Device(d) = &e.object else {
+                continue;
+            };
+            let ats = d.claim.device_options().ats;
+            for (&pasid, _) in d.attached.iter().filter(|(_, &h)| h == id) {
+                if let Some(range) = range {
+                    invs.push(Invalidation::PasidIotlbPages {
+                        did,
+                        pasid: pasid.unwrap_or(0),
+                        range,
+                        ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+                    });
+                }
+                if ats {
+                    invs.push(Invalidation::DeviceTlb {
+                        source_id: d.sid,
+                        pasid,
+                        pages: range,
+                    });
+                }
+            }
+        }
+        for inv in invs {
+            if let Err(e) = iommu.invalidate(&inv) {
+                tracing::error!("stage-1 invalidation of HWPT {id}: {e}");
+                debug_assert!(false, "stage-1 invalidation of HWPT {id}: {e}");
+            }
+        }
+    }
+}

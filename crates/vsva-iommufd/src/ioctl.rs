@@ -1,0 +1,341 @@
+//! The byte-level entry, as `ioctl(2)` on `/dev/iommu` and on a VFIO device fd reaches the
+//! kernel: one table from ioctl number to minimum size and typed handler
+//! ([`IommufdCtx::ioctl`], Linux `iommufd_fops_ioctl` in `main.c`), the argument read once
+//! with `copy_struct_from_user` semantics where it enters, and the answer written back over
+//! at most the caller's `size` bytes.
+//!
+//! # The pointer model
+//!
+//! The caller's buffer stands for all the memory the call may reach. A user-pointer field
+//! (`data_uptr`, `allowed_iovas`) is a byte offset into that same buffer, 0 meaning NULL;
+//! bytes the offset and length do not fit in the buffer are a fault (`EFAULT`). `user_va` of
+//! `IOMMU_IOAS_MAP` is a host-physical address of the IOMMU's memory, as VFIO's MAP_DMA
+//! `vaddr` is.
+
+use vsva_iommu::SourceId;
+use vsva_uapi::iommufd::{
+    read_iommufd_arg, write_iommufd_arg, IommuDestroy, IommuFaultAlloc, IommuHwInfo,
+    IommuHwptAlloc, IommuHwptInvalidate, IommuIoasAlloc, IommuIoasAllowIovas, IommuIoasCopy,
+    IommuIoasIovaRanges, IommuIoasMap, IommuIoasUnmap, IommuIovaRange, VfioDeviceAttachIommufdPt,
+    VfioDeviceBindIommufd, VfioDeviceDetachIommufdPt, IOMMU_DESTROY, IOMMU_FAULT_QUEUE_ALLOC,
+    IOMMU_GET_HW_INFO, IOMMU_HWPT_ALLOC, IOMMU_HWPT_INVALIDATE, IOMMU_IOAS_ALLOC,
+    IOMMU_IOAS_ALLOW_IOVAS, IOMMU_IOAS_COPY, IOMMU_IOAS_IOVA_RANGES, IOMMU_IOAS_MAP,
+    IOMMU_IOAS_UNMAP, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID,
+    VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
+};
+use vsva_uapi::{read_arg, Errno, UapiError};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::ctx::IommufdCtx;
+use crate::error::IommufdError;
+use crate::objects::Object;
+
+/// A handler: the context, the whole buffer, and the minimum size of its struct.
+type Handler = fn(&IommufdCtx, &mut [u8], usize) -> Result<(), IommufdError>;
+
+/// The iommufd ioctl table: number, minimum size (`offsetofend` of the last mandatory field,
+/// as `IOCTL_OP` declares it), handler.
+const OPS: &[(u32, usize, Handler)] = &[
+    (IOMMU_DESTROY, 8, destroy),
+    (IOMMU_IOAS_ALLOC, 12, ioas_alloc),
+    (IOMMU_IOAS_ALLOW_IOVAS, 24, allow_iovas),
+    (IOMMU_IOAS_COPY, 40, ioas_copy),
+    (IOMMU_IOAS_IOVA_RANGES, 32, iova_ranges),
+    (IOMMU_IOAS_MAP, 40, ioas_map),
+    (IOMMU_IOAS_UNMAP, 24, ioas_unmap),
+    (IOMMU_HWPT_ALLOC, 24, hwpt_alloc),
+    (IOMMU_GET_HW_INFO, 28, hw_info),
+    (IOMMU_HWPT_INVALIDATE, 32, hwpt_invalidate),
+    (IOMMU_FAULT_QUEUE_ALLOC, 16, fault_alloc),
+];
+
+impl IommufdCtx {
+    /// Runs iommufd ioctl `cmd` with the caller's argument bytes, exactly as Linux answers
+    /// it (see the module's pointer model); outputs are written back into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTTY` for an unknown `cmd`; the argument reader's `EFAULT` / `EINVAL` / `E2BIG`;
+    /// then each handler's refusals (the typed methods document them). A refused call
+    /// changes nothing, except `IOMMU_HWPT_INVALIDATE`, whose entries before the failing one
+    /// were applied and counted in `entry_num`.
+    pub fn ioctl(&self, cmd: u32, buf: &mut [u8]) -> Result<(), IommufdError> {
+        let Some(&(_, minsz, handler)) = OPS.iter().find(|(c, _, _)| *c == cmd) else {
+            return Err(IommufdError::Refused {
+                field: "cmd",
+                value: cmd.into(),
+                reason: "not an iommufd ioctl",
+                errno: Errno::ENOTTY,
+            });
+        };
+        handler(self, buf, minsz)
+    }
+
+    /// Runs VFIO device ioctl `cmd` (`VFIO_DEVICE_BIND_IOMMUFD`, `_ATTACH_IOMMUFD_PT`,
+    /// `_DETACH_IOMMUFD_PT`) as on the device fd of PCI function `sid`; the arguments are read
+    /// the VFIO way (`argsz`, then the mandatory part).
+    ///
+    /// # Errors
+    ///
+    /// `ENOTTY` for another `cmd`; `EINVAL` for a short `argsz`, unknown flags, or an attach
+    /// / detach before bind; `EBADF` when BIND names another context's fd; then as
+    /// [`IommufdCtx::bind_device`], [`IommufdCtx::attach`], [`IommufdCtx::detach`].
+    pub fn device_ioctl(
+        &self,
+        sid: SourceId,
+        cmd: u32,
+        buf: &mut [u8],
+    ) -> Result<(), IommufdError> {
+        match cmd {
+            VFIO_DEVICE_BIND_IOMMUFD => {
+                let arg = read_arg::<VfioDeviceBindIommufd>(buf, 16, "vfio_device_bind_iommufd")?;
+                let v = arg.value;
+                if v.flags != 0 {
+                    return Err(IommufdError::invalid("flags", v.flags.into(), "must be 0"));
+                }
+                if v.iommufd != self.fd() {
+                    return Err(IommufdError::Refused {
+                        field: "iommufd",
+                        value: v.iommufd as u64,
+                        reason: "not this iommufd context's fd",
+                        errno: Errno::EBADF,
+                    });
+                }
+                let dev_id = self.bind_device(sid)?;
+                buf[12..16].copy_from_slice(&dev_id.to_le_bytes());
+                Ok(())
+            }
+            VFIO_DEVICE_ATTACH_IOMMUFD_PT => {
+                let arg = read_arg::<VfioDeviceAttachIommufdPt>(
+                    buf,
+                    12,
+                    "vfio_device_attach_iommufd_pt",
+                )?;
+                let v = arg.value;
+                let pasid = pasid_arg(v.flags, VFIO_DEVICE_ATTACH_PASID, arg.argsz, 16, v.pasid)?;
+                let dev_id = self.dev_id_of(sid)?;
+                let hwpt = self.attach(dev_id, v.pt_id, pasid)?;
+                buf[8..12].copy_from_slice(&hwpt.to_le_bytes());
+                Ok(())
+            }
+            VFIO_DEVICE_DETACH_IOMMUFD_PT => {
+                let arg =
+                    read_arg::<VfioDeviceDetachIommufdPt>(buf, 8, "vfio_device_detach_iommufd_pt")?;
+                let v = arg.value;
+                let pasid = pasid_arg(v.flags, VFIO_DEVICE_DETACH_PASID, arg.argsz, 12, v.pasid)?;
+                let dev_id = self.dev_id_of(sid)?;
+                self.detach(dev_id, pasid)
+            }
+            _ => Err(IommufdError::Refused {
+                field: "cmd",
+                value: cmd.into(),
+                reason: "not a VFIO device iommufd ioctl",
+                errno: Errno::ENOTTY,
+            }),
+        }
+    }
+
+    /// The device id function `sid` is bound under here (`EINVAL` when it is not bound, as
+    /// VFIO answers an attach on an unbound device fd).
+    pub fn dev_id_of(&self, sid: SourceId) -> Result<u32, IommufdError> {
+        self.lock()
+            .iter()
+            .find_map(|(id, e)| match &e.object {
+                Object::Device(d) if d.sid == sid => Some(id),
+                _ => None,
+            })
+            .ok_or(IommufdError::invalid(
+                "device",
+                sid.0.into(),
+                "the device is not bound to this iommufd context",
+            ))
+    }
+}
+
+/// The PASID of an attach or detach: only the PASID flag is known (`EINVAL` otherwise), and
+/// with it `argsz` must reach past `pasid` (`xend`, as `vfio_df_ioctl_attach_pt` checks).
+fn pasid_arg(
+    flags: u32,
+    flag: u32,
+    argsz: u32,
+    xend: u32,
+    pasid: u32,
+) -> Result<Option<u32>, IommufdError> {
+    if flags & !flag != 0 {
+        return Err(IommufdError::invalid(
+            "flags",
+            flags.into(),
+            "only the PASID flag is defined",
+        ));
+    }
+    if flags & flag == 0 {
+        return Ok(None);
+    }
+    if argsz < xend {
+        return Err(IommufdError::invalid(
+            "argsz",
+            argsz.into(),
+            "the PASID flag needs the pasid field",
+        ));
+    }
+    Ok(Some(pasid))
+}
+
+/// Reads a `T` from the start of `buf` the iommufd way, runs `f` on it, and writes the
+/// (possibly updated) struct back when `f` succeeds.
+fn run<T>(
+    buf: &mut [u8],
+    minsz: usize,
+    what: &str,
+    f: impl FnOnce(&mut T, &[u8]) -> Result<(), IommufdError>,
+) -> Result<(), IommufdError>
+where
+    T: FromBytes + IntoBytes + Immutable,
+{
+    let (mut cmd, size) = read_iommufd_arg::<T>(buf, minsz, what)?;
+    f(&mut cmd, buf)?;
+    Ok(write_iommufd_arg(buf, size, &cmd)?)
+}
+
+/// The bytes at user pointer `ptr` (an offset into `buf`), `None` for NULL; an offset past
+/// the buffer gives no bytes, so any read there faults.
+fn user_bytes(buf: &[u8], ptr: u64) -> Option<&[u8]> {
+    if ptr == 0 {
+        return None;
+    }
+    let at = usize::try_from(ptr).unwrap_or(usize::MAX);
+    Some(buf.get(at..).unwrap_or_default())
+}
+
+/// `EFAULT` for a user array that does not fit.
+fn user_fault(what: &str, ptr: u64, len: usize) -> IommufdError {
+    UapiError::fault(format!(
+        "{what}: {len} bytes at {ptr:#x} are not in the buffer"
+    ))
+    .into()
+}
+
+fn destroy(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    let (cmd, _) = read_iommufd_arg::<IommuDestroy>(buf, minsz, "iommu_destroy")?;
+    ctx.destroy(cmd.id)
+}
+
+fn ioas_alloc(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    run::<IommuIoasAlloc>(buf, minsz, "iommu_ioas_alloc", |cmd, _| ctx.ioas_alloc(cmd))
+}
+
+fn ioas_map(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    run::<IommuIoasMap>(buf, minsz, "iommu_ioas_map", |cmd, _| ctx.ioas_map(cmd))
+}
+
+fn ioas_unmap(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    run::<IommuIoasUnmap>(buf, minsz, "iommu_ioas_unmap", |cmd, _| ctx.ioas_unmap(cmd))
+}
+
+fn ioas_copy(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    run::<IommuIoasCopy>(buf, minsz, "iommu_ioas_copy", |cmd, _| ctx.ioas_copy(cmd))
+}
+
+fn fault_alloc(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    run::<IommuFaultAlloc>(buf, minsz, "iommu_fault_alloc", |cmd, _| {
+        ctx.fault_queue_alloc(cmd)
+    })
+}
+
+fn hwpt_alloc(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    run::<IommuHwptAlloc>(buf, minsz, "iommu_hwpt_alloc", |cmd, buf| {
+        let data = user_bytes(buf, cmd.data_uptr).unwrap_or_default();
+        ctx.hwpt_alloc(cmd, data)
+    })
+}
+
+fn allow_iovas(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    let (cmd, _) = read_iommufd_arg::<IommuIoasAllowIovas>(buf, minsz, "iommu_ioas_allow_iovas")?;
+    if cmd.reserved != 0 {
+        return Err(IommufdError::unsupported(
+            "__reserved",
+            cmd.reserved.into(),
+            "must be 0",
+        ));
+    }
+    ctx.lock().ioas(cmd.ioas_id, IommufdCtx::WRONG_KIND)?;
+    let n = cmd.num_iovas as usize;
+    let bytes = n.saturating_mul(size_of::<IommuIovaRange>());
+    let ranges: Vec<IommuIovaRange> = if n == 0 {
+        Vec::new()
+    } else {
+        user_bytes(buf, cmd.allowed_iovas)
+            .and_then(|b| b.get(..bytes))
+            .ok_or_else(|| user_fault("allowed_iovas", cmd.allowed_iovas, bytes))?
+            .chunks_exact(size_of::<IommuIovaRange>())
+            .map(|c| IommuIovaRange::read_from_bytes(c).expect("a whole range"))
+            .collect()
+    };
+    ctx.ioas_allow_iovas(cmd.ioas_id, &ranges)
+}
+
+fn iova_ranges(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    let (mut cmd, size) =
+        read_iommufd_arg::<IommuIoasIovaRanges>(buf, minsz, "iommu_ioas_iova_ranges")?;
+    if cmd.reserved != 0 {
+        return Err(IommufdError::unsupported(
+            "__reserved",
+            cmd.reserved.into(),
+            "must be 0",
+        ));
+    }
+    let (ranges, alignment) = ctx.ioas_iova_ranges(cmd.ioas_id)?;
+    let max = cmd.num_iovas as usize;
+    let fit = ranges.len().min(max);
+    if fit > 0 {
+        let at = usize::try_from(cmd.allowed_iovas).unwrap_or(usize::MAX);
+        let bytes = fit * size_of::<IommuIovaRange>();
+        let dst = (cmd.allowed_iovas != 0)
+            .then(|| buf.get_mut(at..at.saturating_add(bytes)))
+            .flatten()
+            .ok_or_else(|| user_fault("allowed_iovas", cmd.allowed_iovas, bytes))?;
+        dst.copy_from_slice(ranges[..fit].as_bytes());
+    }
+    cmd.num_iovas = ranges.len() as u32;
+    cmd.out_iova_alignment = alignment;
+    write_iommufd_arg(buf, size, &cmd)?;
+    if ranges.len() > max {
+        return Err(IommufdError::Refused {
+            field: "num_iovas",
+            value: max as u64,
+            reason: "the array is too small; num_iovas says how many ranges there are",
+            errno: Errno::EMSGSIZE,
+        });
+    }
+    Ok(())
+}
+
+fn hw_info(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    let (mut cmd, size) = read_iommufd_arg::<IommuHwInfo>(buf, minsz, "iommu_hw_info")?;
+    let room = cmd.data_len as usize;
+    let ptr = cmd.data_uptr;
+    let data = ctx.hw_info(&mut cmd)?;
+    // The driver data first: min(room, its size) bytes, then zeroes up to `room`.
+    if room > 0 {
+        let at = usize::try_from(ptr).unwrap_or(usize::MAX);
+        let dst = (ptr != 0)
+            .then(|| buf.get_mut(at..at.saturating_add(room)))
+            .flatten()
+            .ok_or_else(|| user_fault("data_uptr", ptr, room))?;
+        let bytes = data.as_bytes();
+        let n = room.min(bytes.len());
+        dst[..n].copy_from_slice(&bytes[..n]);
+        dst[n..].fill(0);
+    }
+    Ok(write_iommufd_arg(buf, size, &cmd)?)
+}
+
+fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+    let (mut cmd, size) =
+        read_iommufd_arg::<IommuHwptInvalidate>(buf, minsz, "iommu_hwpt_invalidate")?;
+    let ptr = cmd.data_uptr;
+    let result = ctx.hwpt_invalidate(&mut cmd, user_bytes(buf, ptr));
+    // entry_num goes back whatever the outcome, as Linux responds before returning rc.
+    write_iommufd_arg(buf, size, &cmd)?;
+    result
+}

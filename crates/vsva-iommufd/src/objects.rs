@@ -1,0 +1,245 @@
+//! The object table of one context: ids handed out lowest-free from 1 (as iommufd's
+//! allocating xarray does), each object's kind and data, and its users — the other objects
+//! and attachments that hold it, which make `IOMMU_DESTROY` answer `EBUSY`.
+//!
+//! Behaviour lives with each kind (`ioas.rs`, `hwpt.rs`, `device.rs`, `fault.rs`); this file
+//! holds only the data and the table.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use vsva_iommu::{SourceId, Stage2Id};
+use vsva_uapi::iommufd::{IommuHwptVtdS1, IommuIovaRange};
+use vsva_uapi::Errno;
+use vsva_vfio::IommufdClaim;
+
+use crate::error::IommufdError;
+use crate::fault_queue::FaultQueue;
+
+/// What an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// An I/O address space (`IOMMUFD_OBJ_IOAS`).
+    Ioas,
+    /// A paging HWPT over an IOAS (`IOMMUFD_OBJ_HWPT_PAGING`).
+    HwptPaging,
+    /// A nested HWPT: a guest stage 1 over a paging parent (`IOMMUFD_OBJ_HWPT_NESTED`).
+    HwptNested,
+    /// A bound device (`IOMMUFD_OBJ_DEVICE`).
+    Device,
+    /// A fault queue (`IOMMUFD_OBJ_FAULT`).
+    FaultQueue,
+}
+
+impl ObjectKind {
+    /// The kind's name as the admin view prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Ioas => "ioas",
+            ObjectKind::HwptPaging => "hwpt-paging",
+            ObjectKind::HwptNested => "hwpt-nested",
+            ObjectKind::Device => "device",
+            ObjectKind::FaultQueue => "fault-queue",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One mapping of an IOAS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Area {
+    pub(crate) len: u64,
+    pub(crate) hpa: u64,
+}
+
+/// An IOAS: its stage 2 in the IOMMU and the mappings made through it.
+pub(crate) struct Ioas {
+    pub(crate) stage2: Stage2Id,
+    /// IOVA bits the stage 2 translates: `[0, 2^width)` is the usable range.
+    pub(crate) width: u8,
+    pub(crate) areas: BTreeMap<u64, Area>,
+    pub(crate) allowed: Vec<IommuIovaRange>,
+}
+
+/// A paging HWPT: the IOAS's stage 2 under its own domain id.
+pub(crate) struct HwptPaging {
+    pub(crate) ioas: u32,
+    pub(crate) did: u16,
+    pub(crate) nest_parent: bool,
+    pub(crate) pasid_compat: bool,
+    /// Made by attaching a device to the IOAS itself; goes away with its last attachment.
+    pub(crate) auto: bool,
+    pub(crate) fault: Option<u32>,
+}
+
+/// A nested HWPT: the guest's stage-1 table over its parent's stage 2.
+pub(crate) struct HwptNested {
+    pub(crate) parent: u32,
+    pub(crate) did: u16,
+    pub(crate) s1: IommuHwptVtdS1,
+    pub(crate) pasid_compat: bool,
+    pub(crate) fault: Option<u32>,
+}
+
+/// A bound device and where it (or its PASIDs) is attached: PASID (`None` = requests
+/// without PASID) → HWPT id.
+pub(crate) struct Device {
+    pub(crate) claim: IommufdClaim,
+    pub(crate) sid: SourceId,
+    pub(crate) attached: BTreeMap<Option<u32>, u32>,
+}
+
+/// An object's data.
+pub(crate) enum Object {
+    Ioas(Ioas),
+    HwptPaging(HwptPaging),
+    HwptNested(HwptNested),
+    Device(Device),
+    Fault(FaultQueue),
+}
+
+impl Object {
+    pub(crate) fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Ioas(_) => ObjectKind::Ioas,
+            Object::HwptPaging(_) => ObjectKind::HwptPaging,
+            Object::HwptNested(_) => ObjectKind::HwptNested,
+            Object::Device(_) => ObjectKind::Device,
+            Object::Fault(_) => ObjectKind::FaultQueue,
+        }
+    }
+}
+
+/// A table slot: the object and how many others hold it.
+pub(crate) struct Entry {
+    pub(crate) users: u32,
+    pub(crate) object: Object,
+}
+
+/// The object table.
+#[derive(Default)]
+pub(crate) struct Objects {
+    map: BTreeMap<u32, Entry>,
+}
+
+/// Looks an object of one kind up by id, or names why not; `errno` is what iommufd answers
+/// for a wrong kind on this call.
+macro_rules! object_of {
+    ($fn:ident, $fn_mut:ident, $variant:ident, $ty:ty, $name:literal) => {
+        pub(crate) fn $fn(&self, id: u32, errno: Errno) -> Result<&$ty, IommufdError> {
+            match &self.get(id)?.object {
+                Object::$variant(o) => Ok(o),
+                other => Err(IommufdError::WrongKind {
+                    id,
+                    wanted: $name,
+                    found: other.kind(),
+                    errno,
+                }),
+            }
+        }
+
+        pub(crate) fn $fn_mut(&mut self, id: u32, errno: Errno) -> Result<&mut $ty, IommufdError> {
+            match &mut self.get_mut(id)?.object {
+                Object::$variant(o) => Ok(o),
+                other => Err(IommufdError::WrongKind {
+                    id,
+                    wanted: $name,
+                    found: other.kind(),
+                    errno,
+                }),
+            }
+        }
+    };
+}
+
+impl Objects {
+    /// Adds `object` under the lowest free id (from 1) and returns the id.
+    pub(crate) fn insert(&mut self, object: Object) -> u32 {
+        let mut id = 1u32;
+        for &used in self.map.keys() {
+            if used != id {
+                break;
+            }
+            id += 1;
+        }
+        self.map.insert(id, Entry { users: 0, object });
+        id
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Result<&Entry, IommufdError> {
+        self.map.get(&id).ok_or(IommufdError::NoObject { id })
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u32) -> Result<&mut Entry, IommufdError> {
+        self.map.get_mut(&id).ok_or(IommufdError::NoObject { id })
+    }
+
+    object_of!(ioas, ioas_mut, Ioas, Ioas, "an IOAS");
+    object_of!(device, device_mut, Device, Device, "a device");
+    object_of!(fault, fault_mut, Fault, FaultQueue, "a fault queue");
+
+    /// One more user of `id` (which exists: callers hold the table lock since looking it up).
+    pub(crate) fn hold(&mut self, id: u32) {
+        if let Some(e) = self.map.get_mut(&id) {
+            e.users += 1;
+        } else {
+            debug_assert!(false, "hold of a missing object {id}");
+        }
+    }
+
+    /// One user fewer of `id`; returns the users left.
+    pub(crate) fn unhold(&mut self, id: u32) -> u32 {
+        match self.map.get_mut(&id) {
+            Some(e) => {
+                debug_assert!(e.users > 0, "unhold of object {id} without users");
+                e.users = e.users.saturating_sub(1);
+                e.users
+            }
+            None => {
+                debug_assert!(false, "unhold of a missing object {id}");
+                0
+            }
+        }
+    }
+
+    /// Takes `id` out of the table if nobody holds it.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` for an unknown id, `EBUSY` while it has users; nothing changes then.
+    pub(crate) fn remove_unused(&mut self, id: u32) -> Result<Object, IommufdError> {
+        let e = self.get(id)?;
+        if e.users > 0 {
+            return Err(IommufdError::Busy {
+                id,
+                kind: e.object.kind(),
+                users: e.users,
+            });
+        }
+        Ok(self.map.remove(&id).expect("looked up above").object)
+    }
+
+    /// Takes `id` out whatever holds it (devices on unbind; everything on close).
+    pub(crate) fn remove(&mut self, id: u32) -> Option<Object> {
+        self.map.remove(&id).map(|e| e.object)
+    }
+
+    /// Puts an object taken out with [`Objects::remove`] back under its id, unheld.
+    pub(crate) fn put_back(&mut self, id: u32, object: Object) {
+        let old = self.map.insert(id, Entry { users: 0, object });
+        debug_assert!(old.is_none(), "object {id} put back over another");
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
+        self.map.iter().map(|(&id, e)| (id, e))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

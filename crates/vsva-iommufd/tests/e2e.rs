@@ -1,0 +1,170 @@
+//! End to end through the byte-level entry: an IOAS with guest RAM mapped, a nested HWPT on
+//! a guest first-level table, a PASID attach, device DMA through it, the stale-until-
+//! invalidated check, HWPT invalidation, and a page request through a fault queue.
+
+mod common;
+
+use common::*;
+use vsva_iommu::prq::{PageRequest, ResponseCode};
+use vsva_iommu::Access;
+use vsva_iommufd::{route_page_requests, IommufdCtx};
+use vsva_uapi::iommufd::*;
+use vsva_uapi::Errno;
+
+/// A guest user virtual address (canonical, 4-level).
+const VA: u64 = 0x0000_7f12_3456_7000;
+const GPA_A: u64 = 0x20_0000;
+const GPA_B: u64 = 0x30_0000;
+
+#[test]
+fn nested_pasid_dma_invalidation_and_faults() {
+    let vfio = host();
+    let dev = function(&vfio, 3);
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let dev_id = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    map_guest_ram(&ctx, ioas);
+    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let fault = fault_alloc(&ctx);
+
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let root = guest.new_root();
+    guest.map(root, VA, GPA_A);
+    let nested = hwpt_nested(
+        &ctx,
+        dev_id,
+        parent,
+        root,
+        IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID,
+        fault,
+    )
+    .unwrap();
+
+    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
+    assert_eq!(attach(&ctx, 3, nested, Some(pasid)), Ok(nested));
+    assert_eq!(
+        attach(&ctx, 3, nested, Some(pasid)),
+        Err(Errno::EBUSY),
+        "a second attach of the same PASID"
+    );
+
+    // DMA through guest VA → GPA_A.
+    dev.dma_write(Some(pasid), VA, b"through the nest").unwrap();
+    let mut got = [0u8; 16];
+    guest.read(GPA_A, &mut got);
+    assert_eq!(&got, b"through the nest");
+
+    // The guest moves the page without flushing: the IOTLB keeps the old translation.
+    guest.remap(root, VA, GPA_B);
+    dev.dma_write(Some(pasid), VA, b"stale").unwrap();
+    guest.read(GPA_A, &mut got[..5]);
+    assert_eq!(&got[..5], b"stale", "used before the invalidation");
+
+    // One page-selective entry and one bad one: the first is handled, the count says 1.
+    let good = IommuHwptVtdS1Invalidate {
+        addr: VA,
+        npages: 1,
+        flags: 0,
+        reserved: 0,
+    };
+    let bad = IommuHwptVtdS1Invalidate { flags: 2, ..good };
+    assert_eq!(
+        invalidate(&ctx, nested, &[good, bad]),
+        (Err(Errno::EOPNOTSUPP), 1)
+    );
+    dev.dma_write(Some(pasid), VA, b"fresh").unwrap();
+    guest.read(GPA_B, &mut got[..5]);
+    assert_eq!(
+        &got[..5],
+        b"fresh",
+        "the new translation after the invalidation"
+    );
+
+    // A page request of the device for the PASID reaches the fault queue.
+    let req = PageRequest {
+        source_id: sid(3),
+        pasid: Some(pasid),
+        addr: VA + 0x1000,
+        access: Access::WRITE,
+        group: 7,
+        last: true,
+    };
+    iommu.page_request(req).unwrap();
+    assert!(route_page_requests(&iommu, &[&ctx]).is_empty());
+    let faults = ctx.read_faults(fault, 8).unwrap();
+    assert_eq!(faults.len(), 1);
+    let f = faults[0];
+    assert_eq!(
+        (f.dev_id, f.pasid, f.grpid, f.addr),
+        (dev_id, pasid, 7, VA + 0x1000)
+    );
+    assert_eq!(
+        f.flags,
+        IOMMU_PGFAULT_FLAGS_PASID_VALID | IOMMU_PGFAULT_FLAGS_LAST_PAGE
+    );
+    assert_ne!(f.perm & IOMMU_PGFAULT_PERM_WRITE, 0);
+
+    // An unknown cookie changes nothing; the right one reaches the device.
+    let wrong = IommuHwptPageResponse {
+        cookie: f.cookie + 1,
+        code: IOMMUFD_PAGE_RESP_SUCCESS,
+    };
+    assert_eq!(
+        ctx.respond_faults(fault, &[wrong]).unwrap_err().errno(),
+        Errno::EINVAL
+    );
+    assert!(iommu.take_page_responses(sid(3)).is_empty());
+    let right = IommuHwptPageResponse {
+        cookie: f.cookie,
+        code: IOMMUFD_PAGE_RESP_SUCCESS,
+    };
+    assert_eq!(ctx.respond_faults(fault, &[right]).unwrap(), 1);
+    let resp = iommu.take_page_responses(sid(3));
+    assert_eq!(resp.len(), 1);
+    assert_eq!((resp[0].group, resp[0].code), (7, ResponseCode::Success));
+    assert_eq!(
+        ctx.respond_faults(fault, &[right]).unwrap_err().errno(),
+        Errno::EINVAL
+    );
+}
+
+#[test]
+fn closing_the_context_releases_everything() {
+    let vfio = host();
+    let dev = function(&vfio, 4);
+    let iommu = vfio.iommu().clone();
+    // A first bind creates the bus's context table, which stays linked from the root table.
+    drop(bind_once(&vfio, 4));
+    let pages_before = iommu.table_pool().allocated();
+    {
+        let ctx = IommufdCtx::open(&vfio, process(2)).unwrap();
+        let dev_id = bind(&ctx, 4);
+        let ioas = ioas_alloc(&ctx);
+        map_guest_ram(&ctx, ioas);
+        let hwpt = attach(&ctx, 4, ioas, None).unwrap();
+        assert_ne!(
+            hwpt, ioas,
+            "attaching to an IOAS attaches an automatic HWPT"
+        );
+        dev.dma_write(None, 0x1000, b"x").unwrap();
+        assert_eq!(ctx.objects().len(), 3, "device, IOAS, automatic HWPT");
+        assert!(ctx.unbind_device(dev_id + 100).is_err());
+    }
+    // The device is blocked and its group is free for a container again.
+    assert!(dev.dma_write(None, 0x1000, b"x").is_err());
+    let c = vfio.open_container(process(3));
+    c.attach_group(vsva_vfio::GroupId(4)).unwrap();
+    drop(c);
+    assert_eq!(
+        iommu.table_pool().allocated(),
+        pages_before,
+        "no table page leaked"
+    );
+}
+
+fn bind_once(vfio: &vsva_vfio::Vfio, dev: u8) -> IommufdCtx {
+    let ctx = IommufdCtx::open(vfio, process(9)).unwrap();
+    bind(&ctx, dev);
+    ctx
+}
