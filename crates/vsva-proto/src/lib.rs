@@ -61,15 +61,15 @@ mod tests {
 
     #[test]
     fn version_negotiation() {
-        assert_eq!(negotiate_version(2, 2), Ok(2));
-        assert_eq!(negotiate_version(1, 9), Ok(2));
+        assert_eq!(negotiate_version(3, 3), Ok(3));
+        assert_eq!(negotiate_version(1, 9), Ok(3));
         assert_eq!(
-            negotiate_version(1, 1).unwrap_err().to_string(),
-            "hello versions 1..=1 do not include any supported version (2..=2)"
+            negotiate_version(1, 2).unwrap_err().to_string(),
+            "hello versions 1..=2 do not include any supported version (3..=3)"
         );
         assert_eq!(
-            negotiate_version(3, 4).unwrap_err().to_string(),
-            "hello versions 3..=4 do not include any supported version (2..=2)"
+            negotiate_version(4, 5).unwrap_err().to_string(),
+            "hello versions 4..=5 do not include any supported version (3..=3)"
         );
         assert!(negotiate_version(0, 0).is_err());
     }
