@@ -149,3 +149,14 @@ impl Viommu {
         f(&mut *self.lock().backend)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_can_be_shared_between_vcpu_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Viommu>();
+    }
+}
