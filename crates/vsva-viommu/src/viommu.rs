@@ -10,7 +10,7 @@ use crate::backend::{Backend, BackendError, HostFault};
 use crate::caps::ViommuConfig;
 use crate::interrupt::InterruptSink;
 use crate::memory::GuestMemory;
-use crate::prq::PageRequestSource;
+use crate::page_source::PageRequestSource;
 use crate::unit::{Unit, ViommuStats};
 
 /// What one [`Viommu::poll`] brought to the guest.
