@@ -11,7 +11,8 @@
 //! Criterion measures each; a summary then times the pairs interleaved in rounds and prints
 //! the medians and the device model's ratio to the direct call (target: ≤ 1.30).
 //!
-//! `cargo bench -p vsva-viommu --bench viommu` (add `-- --quick` for a shorter run).
+//! `cargo bench -p vsva-viommu --bench viommu` (add `-- --quick` for a shorter run;
+//! `-- --test` runs every case once, untimed).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -231,6 +232,8 @@ fn main() {
         || direct.bind_unbind(),
     ));
     c.final_summary();
+    assert_eq!(guest.viommu.stats().queue_errors, 0);
+    assert!(guest.viommu.stats().binds > 1, "the bind case binds");
     println!("\n| operation | device model ns | direct ns | ratio |");
     println!("|---|---|---|---|");
     for (name, a, b) in rows {
