@@ -55,6 +55,18 @@ pub struct HostCaps {
     pub addr_width: u16,
 }
 
+impl From<&vsva_uapi::NestingCapability> for HostCaps {
+    /// The host's offer as a container's nesting capability reports it.
+    fn from(n: &vsva_uapi::NestingCapability) -> HostCaps {
+        HostCaps {
+            cap: n.vtd.cap_reg,
+            ecap: n.vtd.ecap_reg,
+            pasid_bits: n.pasid_bits.min(20) as u8,
+            addr_width: n.addr_width,
+        }
+    }
+}
+
 /// The registers that describe the unit, fixed at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Identity {

@@ -149,6 +149,11 @@ fn field(v: u64, shift: u32, bits: u32) -> u64 {
 
 /// Decodes one descriptor. `q` holds the qwords in order; for a 128-bit queue `q[2]` and
 /// `q[3]` are zero and `wide` is false.
+///
+/// # Errors
+///
+/// [`DescriptorError::InvalidType`] for a type the unit does not implement,
+/// [`DescriptorError::Reserved`] for a reserved bit or value; nothing else can fail.
 pub fn decode(q: [u64; 4], wide: bool) -> Result<Descriptor, DescriptorError> {
     let ty = (q[0] & LO_TYPE) as u8 | (field(q[0], 9, 3) as u8) << 4;
     // Valid bits of lo and hi for the type; everything else is reserved.

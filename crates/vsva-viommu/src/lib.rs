@@ -47,6 +47,7 @@ pub mod fuzzing;
 mod interrupt;
 mod memory;
 mod mmio;
+mod page_source;
 mod prq;
 mod queue;
 pub mod regs;
@@ -60,6 +61,6 @@ pub use backend::{Backend, BackendError, HostFault, LocalBackend, RemoteBackend}
 pub use caps::{GuestDevice, HostCaps, ViommuConfig};
 pub use interrupt::{InterruptSink, MsiMessage};
 pub use memory::{GuestMemory, GuestMemoryError, HostWindow};
-pub use prq::{IommuPageRequests, PageRequestSource};
+pub use page_source::{IommuPageRequests, PageRequestSource};
 pub use unit::ViommuStats;
 pub use viommu::{PollOutcome, Viommu};

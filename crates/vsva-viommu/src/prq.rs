@@ -1,56 +1,13 @@
 //! Page requests into the guest's page request queue (VT-d 7.5): a 256-bit page request
 //! descriptor at PQT, PQT advanced, PPR set with the page request event; a full or unset
-//! queue sets PRO and drops the request. Where requests come from is a hook,
-//! [`PageRequestSource`], which also takes the guest's page group responses back.
+//! queue sets PRO and drops the request. Where requests come from is the hook of
+//! `page_source.rs`.
 
-use std::error::Error;
-use std::sync::Arc;
-
-use vsva_iommu::prq::{PageRequest, PageResponse};
-use vsva_iommu::Iommu;
+use vsva_iommu::prq::PageRequest;
 
 use crate::interrupt::{raise, PRQ_EVENT};
 use crate::regs::{ADDR_MASK, PQA, PQH, PQT, PQ_OFFSET_MASK, PRS, PRS_PPR, PRS_PRO};
 use crate::unit::Unit;
-
-/// Where page requests for the guest's devices come from, and where its responses go.
-pub trait PageRequestSource: Send {
-    /// Takes the requests waiting, oldest first.
-    fn take(&mut self) -> Vec<PageRequest>;
-
-    /// Passes a page group response on to the device.
-    ///
-    /// # Errors
-    ///
-    /// The device side's refusal (for example no such outstanding group); nothing is
-    /// delivered then.
-    fn respond(&mut self, resp: PageResponse) -> Result<(), Box<dyn Error + Send + Sync>>;
-}
-
-/// The in-process source: the software IOMMU's own page request queue. It takes every
-/// request the host queued (the VMM embedding the IOMMU owns all its devices); requests of
-/// devices that are not the guest's are dropped by the virtual IOMMU.
-#[derive(Debug, Clone)]
-pub struct IommuPageRequests {
-    iommu: Arc<Iommu>,
-}
-
-impl IommuPageRequests {
-    /// The source over `iommu`'s queue.
-    pub fn new(iommu: Arc<Iommu>) -> Self {
-        IommuPageRequests { iommu }
-    }
-}
-
-impl PageRequestSource for IommuPageRequests {
-    fn take(&mut self) -> Vec<PageRequest> {
-        self.iommu.take_page_requests()
-    }
-
-    fn respond(&mut self, resp: PageResponse) -> Result<(), Box<dyn Error + Send + Sync>> {
-        Ok(self.iommu.page_response(resp)?)
-    }
-}
 
 /// Size of a page request descriptor.
 const PRQ_DESC: u64 = 32;

@@ -13,7 +13,7 @@ use crate::backend::{Backend, BackendError};
 use crate::caps::{identity, Identity, ViommuConfig};
 use crate::interrupt::MsiMessage;
 use crate::memory::GuestMemory;
-use crate::prq::PageRequestSource;
+use crate::page_source::PageRequestSource;
 use crate::regs::{RegisterFile, CAP, ECAP, VCCAP, VER};
 use crate::tables::guest_config;
 

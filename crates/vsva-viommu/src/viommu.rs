@@ -10,7 +10,7 @@ use crate::backend::{Backend, BackendError, HostFault};
 use crate::caps::ViommuConfig;
 use crate::interrupt::InterruptSink;
 use crate::memory::GuestMemory;
-use crate::prq::PageRequestSource;
+use crate::page_source::PageRequestSource;
 use crate::unit::{Unit, ViommuStats};
 
 /// What one [`Viommu::poll`] brought to the guest.
@@ -147,5 +147,16 @@ impl Viommu {
     /// Runs `f` on the back end (for the VMM's own calls on the same container).
     pub fn with_backend<R>(&self, f: impl FnOnce(&mut dyn Backend) -> R) -> R {
         f(&mut *self.lock().backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_can_be_shared_between_vcpu_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Viommu>();
     }
 }

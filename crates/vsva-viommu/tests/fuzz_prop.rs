@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_guest_programming_is_contained(data in proptest::collection::vec(any::<u8>(), 0..768)) {

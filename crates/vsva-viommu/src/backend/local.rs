@@ -39,13 +39,7 @@ impl LocalBackend {
 
 impl Backend for LocalBackend {
     fn host_caps(&mut self) -> Result<HostCaps, BackendError> {
-        let n = self.container.nesting_info()?;
-        Ok(HostCaps {
-            cap: n.vtd.cap_reg,
-            ecap: n.vtd.ecap_reg,
-            pasid_bits: n.pasid_bits.min(20) as u8,
-            addr_width: n.addr_width,
-        })
+        Ok(HostCaps::from(&self.container.nesting_info()?))
     }
 
     fn pasid_alloc(&mut self, min: u32, max: u32) -> Result<u32, BackendError> {

@@ -70,12 +70,7 @@ impl Backend for RemoteBackend {
             .ok_or(BackendError::Unusable(
                 "the container reports no nesting capability",
             ))?;
-        Ok(HostCaps {
-            cap: n.vtd.cap_reg,
-            ecap: n.vtd.ecap_reg,
-            pasid_bits: n.pasid_bits.min(20) as u8,
-            addr_width: n.addr_width,
-        })
+        Ok(HostCaps::from(&n))
     }
 
     fn pasid_alloc(&mut self, min: u32, max: u32) -> Result<u32, BackendError> {
