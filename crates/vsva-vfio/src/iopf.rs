@@ -172,17 +172,15 @@ fn response(g: &Group, code: ResponseCode) -> PageResponse {
 /// The page-request router of one host (see the module docs).
 pub(crate) struct Router {
     iommu: Arc<Iommu>,
-    limit: u32,
     timeout: Duration,
     state: Mutex<RouterState>,
     sink: RwLock<Option<Arc<dyn FaultSink>>>,
 }
 
 impl Router {
-    pub(crate) fn new(iommu: Arc<Iommu>, limit: u32, timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(iommu: Arc<Iommu>, timeout: Duration) -> Arc<Self> {
         let router = Arc::new(Router {
             iommu,
-            limit: limit.max(1),
             timeout,
             state: Mutex::new(RouterState::default()),
             sink: RwLock::new(None),
@@ -237,7 +235,14 @@ impl Router {
         self.answer(answers);
     }
 
-    pub(crate) fn page_request(&self, req: PageRequest, now: Instant) -> Result<(), VfioError> {
+    /// Routes `req` (see [`crate::Vfio::page_request`]); the device may have at most `limit`
+    /// requests outstanding.
+    pub(crate) fn page_request(
+        &self,
+        req: PageRequest,
+        now: Instant,
+        limit: u32,
+    ) -> Result<(), VfioError> {
         let invalid = |req: &PageRequest| PageResponse {
             source_id: req.source_id,
             pasid: req.pasid,
@@ -261,10 +266,10 @@ impl Router {
         let (owner, records) = {
             let mut st = lock(&self.state);
             let outstanding = st.outstanding.get(&sid).copied().unwrap_or(0);
-            if outstanding >= self.limit {
+            if outstanding >= limit {
                 return Err(VfioError::PageRequestLimit {
                     source_id: sid,
-                    limit: self.limit,
+                    limit,
                 });
             }
             let owner = st.owners.get(&(sid, pasid)).copied();
