@@ -57,6 +57,8 @@ pub struct DeviceState {
     pub refetch: AtomicBool,
     /// Invalidations applied (each scope once).
     pub applied: Mutex<Vec<DevTlbScope>>,
+    /// Yield between a translation's answer and its fill, so invalidations overtake fills.
+    pub slow_fill: AtomicBool,
 }
 
 /// A device handle: the state, the IOMMU and the host it raises page requests on.
@@ -84,6 +86,12 @@ impl AtsDevice {
         };
         match self.iommu.ats_translate(self.sid(), pasid, iova, access) {
             Ok(AtsReply::Translated(t)) => {
+                if self.state.slow_fill.load(Ordering::Acquire) {
+                    // Widen the window in which an invalidation can overtake the answer.
+                    for _ in 0..50 {
+                        std::thread::yield_now();
+                    }
+                }
                 self.state
                     .atc
                     .lock()
@@ -218,6 +226,7 @@ impl Devices {
             muted: AtomicBool::new(false),
             refetch: AtomicBool::new(false),
             applied: Mutex::new(Vec::new()),
+            slow_fill: AtomicBool::new(false),
         });
         let (tx, rx) = channel();
         let dev = AtsDevice {
