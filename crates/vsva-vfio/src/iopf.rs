@@ -82,9 +82,11 @@ impl PageFaultRecord {
 }
 
 /// Where page requests and DMA faults go: the embedder's delivery to the owning process (an
-/// event queue of a daemon, or a thread in process). Called on the device's thread with no
-/// lock of the VFIO layer held; it must not block (queue and return). It may call
-/// [`crate::Vfio::page_response`].
+/// event queue of a daemon, or a thread in process). It must not block (queue and return).
+/// `page_request` is called on the device's thread with no lock of the VFIO layer held, and
+/// may call [`crate::Vfio::page_response`]; `dma_fault` is called where the fault happened,
+/// possibly with the IOMMU's or the VFIO layer's locks held, and must not call back into
+/// either.
 pub trait FaultSink: Send + Sync {
     /// One request of a group that is now complete, for `owner` to answer with the cookie.
     fn page_request(&self, owner: &ProcessToken, rec: PageFaultRecord);
