@@ -49,7 +49,7 @@ impl Ioas {
     /// (`EINVAL`), wrap (`EOVERFLOW`), reserved (beyond the stage 2: `EINVAL`), overlap with a
     /// mapping (`EEXIST`).
     fn check_new(&self, iova: u64, len: u64) -> Result<(), IommufdError> {
-        if iova % IOVA_ALIGNMENT != 0 || len % IOVA_ALIGNMENT != 0 {
+        if !iova.is_multiple_of(IOVA_ALIGNMENT) || !len.is_multiple_of(IOVA_ALIGNMENT) {
             return Err(IommufdError::invalid(
                 "iova",
                 iova,
@@ -218,7 +218,7 @@ impl IommufdCtx {
         }
         let iommu = self.vfio.iommu();
         for &(hpa, plen) in pieces {
-            if hpa % IOVA_ALIGNMENT != 0 || plen % IOVA_ALIGNMENT != 0 {
+            if !hpa.is_multiple_of(IOVA_ALIGNMENT) || !plen.is_multiple_of(IOVA_ALIGNMENT) {
                 return Err(IommufdError::invalid(
                     "user_va",
                     hpa,
