@@ -395,6 +395,9 @@ impl IommufdCtx {
             .collect();
         for (_, e) in objs.iter() {
             if let Object::Device(d) = &e.object {
+                if !d.claim.device_options().ats {
+                    continue;
+                }
                 for (&pasid, hwpt) in &d.attached {
                     if hwpts.contains(hwpt) {
                         invs.push(Invalidation::DeviceTlb {
@@ -406,12 +409,7 @@ impl IommufdCtx {
                 }
             }
         }
-        for inv in invs {
-            if let Err(e) = iommu.invalidate(&inv) {
-                tracing::error!("flushing an IOAS range: {e}");
-                debug_assert!(false, "flushing an IOAS range: {e}");
-            }
-        }
+        self.issue(&invs, "flushing an IOAS range");
     }
 
     /// `IOMMU_IOAS_COPY` (`iommufd_ioas_copy`, `iopt_get_pages`): maps the memory behind

@@ -208,6 +208,12 @@ fn copy_area() {
         dev.dma_write(None, 0x40000, b"x").is_err(),
         "the copy is read-only"
     );
+    // Unmapping flushes the IOTLB the read above filled: the next read faults.
+    assert_eq!(unmap(&ctx, dst, 0x40000, 0x1000), Ok(0x1000));
+    assert!(
+        dev.dma_read(None, 0x40000, &mut got).is_err(),
+        "no stale translation"
+    );
 }
 
 /// `iommufd_ioas.alloc_hwpt_nested` (VT-d flavour): parents, destroy order, empty arrays.
