@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use crate::common::{warn, CliError, Common};
 use crate::demo::{self, DemoArgs};
+use crate::iommufd::{self, IommufdArgs};
 use crate::pasid::{self, AllocArgs, FreeArgs};
 use crate::report::{self, FaultsArgs, QuotaArgs};
 
@@ -28,6 +29,8 @@ pub(crate) enum DaemonCommand {
     Quota(QuotaArgs),
     /// Recent DMA faults.
     Faults(FaultsArgs),
+    /// A process's iommufd objects (another process's: admin).
+    Iommufd(IommufdArgs),
     /// An end-to-end story: a guest allocates PASIDs, builds page tables, binds them, a device
     /// does DMA through them, the guest unmaps and invalidates, DMA faults, PASIDs are freed.
     Demo(DemoArgs),
@@ -52,6 +55,7 @@ pub(crate) fn run(cmd: DaemonCommand) -> ExitCode {
         DaemonCommand::Pasid(PasidCommand::Free(a)) => pasid::free(&a),
         DaemonCommand::Quota(a) => report::quota(&a),
         DaemonCommand::Faults(a) => report::faults(&a),
+        DaemonCommand::Iommufd(a) => iommufd::run(&a),
         DaemonCommand::Demo(a) => demo::run(&a),
     };
     match result {

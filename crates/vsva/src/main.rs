@@ -10,6 +10,7 @@ mod common;
 mod demo;
 mod hold;
 mod interrupt;
+mod iommufd;
 mod number;
 mod pasid;
 mod pgwalk;
