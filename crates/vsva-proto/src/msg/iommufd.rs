@@ -114,7 +114,7 @@ impl IommufdRequest {
             Kind::IommufdRespond => {
                 let fault_id = r.u32("fault_id")?;
                 let responses = r.rest().to_vec();
-                if responses.len() % PAGE_RESPONSE_LEN != 0 {
+                if !responses.len().is_multiple_of(PAGE_RESPONSE_LEN) {
                     return Err(r.bad_value(
                         "responses",
                         responses.len() as u64,
