@@ -50,6 +50,7 @@ mod connection;
 mod containers;
 mod devices;
 mod error;
+mod iommufd;
 mod launcher;
 mod memory;
 pub mod pgtable;
@@ -64,3 +65,4 @@ pub use vsva_proto::{
     Credentials, DeviceInfo, Errno, FaultsReply as Faults, HelloReply as HelloInfo, SetEntry,
     SetState, StatusReply as Status,
 };
+pub use vsva_proto::{IommufdObject, IOMMUFD_KIND_NAMES, IOMMUFD_NONE};

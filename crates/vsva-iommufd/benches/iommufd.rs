@@ -1,1 +1,265 @@
-fn main() {}
+//! The cost of the iommufd front end, side by side with the direct core calls it makes, in
+//! one process:
+//!
+//! * `invalidate_1`, `invalidate_64`: `IOMMU_HWPT_INVALIDATE` on a nested HWPT with one PASID
+//!   attached, 1 and 64 page-selective VT-d stage-1 entries, against the same number of
+//!   `Iommu::invalidate(PasidIotlbPages)` calls.
+//! * `map_unmap`: `IOMMU_IOAS_MAP` then `IOMMU_IOAS_UNMAP` of 4 KiB, against
+//!   `Iommu::stage2_map` + `stage2_unmap` + the domain's page-selective IOTLB flush.
+//!
+//! Criterion measures each; a final summary times the pairs interleaved in rounds and prints
+//! the medians and the front end's ratio to the direct calls.
+//!
+//! `cargo bench -p vsva-iommufd --bench iommufd` (add `-- --quick` for a shorter run).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use vsva_iommu::{HostMemory, Invalidation, Iommu, IommuConfig, PageRange, S2Perms, SourceId};
+use vsva_iommufd::IommufdCtx;
+use vsva_uapi::iommufd::*;
+use vsva_vfio::{ConfigWidth, GroupId, PciFunctionSpec, ProcessToken, Vfio, VfioConfig};
+use zerocopy::IntoBytes;
+
+const MB: u64 = 1 << 20;
+const VA: u64 = 0x4000_0000;
+
+/// A context with one device bound, guest RAM mapped, a nested HWPT with a PASID attached,
+/// and the prepared argument bytes.
+struct Bench {
+    vfio: Vfio,
+    ctx: IommufdCtx,
+    ioas: u32,
+    did: u16,
+    pasid: u32,
+    inv1: Vec<u8>,
+    inv64: Vec<u8>,
+    stage2: vsva_iommu::Stage2Id,
+}
+
+fn with_size<T: IntoBytes + zerocopy::Immutable>(v: &T) -> Vec<u8> {
+    let mut b = v.as_bytes().to_vec();
+    let n = b.len() as u32;
+    b[..4].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+fn inv_buf(hwpt: u32, n: usize) -> Vec<u8> {
+    let cmd = IommuHwptInvalidate {
+        hwpt_id: hwpt,
+        data_uptr: 32,
+        data_type: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
+        entry_len: 24,
+        entry_num: n as u32,
+        ..Default::default()
+    };
+    let mut b = with_size(&cmd);
+    for i in 0..n as u64 {
+        let e = IommuHwptVtdS1Invalidate {
+            addr: VA + i * 4096,
+            npages: 1,
+            flags: 0,
+            reserved: 0,
+        };
+        b.extend_from_slice(e.as_bytes());
+    }
+    b
+}
+
+fn setup() -> Bench {
+    let mem = HostMemory::anonymous(&[(0, (64 * MB) as usize)]).unwrap();
+    let iommu = Arc::new(Iommu::new(IommuConfig::default(), mem, 48 * MB, 16 * MB).unwrap());
+    let vfio = Vfio::new(iommu.clone(), VfioConfig::default()).unwrap();
+    let sid = SourceId::new(0, 3, 0);
+    let f = vfio
+        .add_pci_function(PciFunctionSpec::new(sid, Some(GroupId(3))))
+        .unwrap();
+    f.config_write(0x106, ConfigWidth::Word, 1).unwrap();
+    let ctx = IommufdCtx::open(&vfio, ProcessToken::new(1, 1)).unwrap();
+    let dev = ctx.bind_device(sid).unwrap();
+    let mut a = IommuIoasAlloc::default();
+    ctx.ioas_alloc(&mut a).unwrap();
+    let ioas = a.out_ioas_id;
+    let mut map = IommuIoasMap {
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        ioas_id: ioas,
+        user_va: 16 * MB,
+        length: 16 * MB,
+        iova: 0,
+        ..Default::default()
+    };
+    ctx.ioas_map(&mut map).unwrap();
+    let mut parent = IommuHwptAlloc {
+        flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+        dev_id: dev,
+        pt_id: ioas,
+        ..Default::default()
+    };
+    ctx.hwpt_alloc(&mut parent, &[]).unwrap();
+    let s1 = IommuHwptVtdS1 {
+        flags: 0,
+        pgtbl_addr: MB,
+        addr_width: 48,
+        reserved: 0,
+    };
+    let mut nested = IommuHwptAlloc {
+        flags: IOMMU_HWPT_ALLOC_PASID,
+        dev_id: dev,
+        pt_id: parent.out_hwpt_id,
+        data_type: IOMMU_HWPT_DATA_VTD_S1,
+        data_len: 24,
+        ..Default::default()
+    };
+    ctx.hwpt_alloc(&mut nested, s1.as_bytes()).unwrap();
+    let pasid = ctx.alloc_pasid(1, 100).unwrap();
+    ctx.attach(dev, nested.out_hwpt_id, Some(pasid)).unwrap();
+    let info = ctx.objects();
+    let did = info
+        .iter()
+        .find(|o| o.id == nested.out_hwpt_id)
+        .unwrap()
+        .domain_id
+        .unwrap();
+    let stage2 = iommu.create_stage2(vfio.stage2_levels()).unwrap();
+    Bench {
+        inv1: inv_buf(nested.out_hwpt_id, 1),
+        inv64: inv_buf(nested.out_hwpt_id, 64),
+        vfio,
+        ctx,
+        ioas,
+        did,
+        pasid,
+        stage2,
+    }
+}
+
+impl Bench {
+    fn ioctl_inv(&self, which: usize) {
+        let mut buf = if which == 1 {
+            self.inv1.clone()
+        } else {
+            self.inv64.clone()
+        };
+        self.ctx
+            .ioctl(IOMMU_HWPT_INVALIDATE, black_box(&mut buf))
+            .unwrap();
+    }
+
+    fn direct_inv(&self, n: u64) {
+        let iommu = self.vfio.iommu();
+        for i in 0..n {
+            iommu
+                .invalidate(black_box(&Invalidation::PasidIotlbPages {
+                    did: self.did,
+                    pasid: self.pasid,
+                    range: PageRange::covering(VA + i * 4096, 4096),
+                    ih: false,
+                }))
+                .unwrap();
+        }
+    }
+
+    fn ioctl_map_unmap(&self) {
+        let map = IommuIoasMap {
+            flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+            ioas_id: self.ioas,
+            user_va: 40 * MB,
+            length: 4096,
+            iova: 32 * MB,
+            ..Default::default()
+        };
+        let mut buf = with_size(&map);
+        self.ctx.ioctl(IOMMU_IOAS_MAP, black_box(&mut buf)).unwrap();
+        let unmap = IommuIoasUnmap {
+            ioas_id: self.ioas,
+            iova: 32 * MB,
+            length: 4096,
+            ..Default::default()
+        };
+        let mut buf = with_size(&unmap);
+        self.ctx
+            .ioctl(IOMMU_IOAS_UNMAP, black_box(&mut buf))
+            .unwrap();
+    }
+
+    fn direct_map_unmap(&self) {
+        let iommu = self.vfio.iommu();
+        let perms = S2Perms {
+            read: true,
+            write: true,
+            execute: false,
+        };
+        iommu
+            .stage2_map(self.stage2, 32 * MB, 40 * MB, 4096, perms)
+            .unwrap();
+        iommu.stage2_unmap(self.stage2, 32 * MB, 4096).unwrap();
+        iommu
+            .invalidate(&Invalidation::IotlbDomainPages {
+                did: self.did,
+                range: PageRange::covering(32 * MB, 4096),
+                ih: false,
+            })
+            .unwrap();
+    }
+}
+
+/// A case of the summary: its name, the front end's closure, the direct one.
+type Pair<'a> = (&'static str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
+
+/// The median of `rounds` timings of `f` run `iters` times.
+fn median(rounds: usize, iters: u32, mut f: impl FnMut()) -> Duration {
+    let mut t: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed() / iters
+        })
+        .collect();
+    t.sort();
+    t[rounds / 2]
+}
+
+fn main() {
+    let b = setup();
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("iommufd");
+    g.bench_function("invalidate_1/ioctl", |x| x.iter(|| b.ioctl_inv(1)));
+    g.bench_function("invalidate_1/direct", |x| x.iter(|| b.direct_inv(1)));
+    g.bench_function("invalidate_64/ioctl", |x| x.iter(|| b.ioctl_inv(64)));
+    g.bench_function("invalidate_64/direct", |x| x.iter(|| b.direct_inv(64)));
+    g.bench_function("map_unmap/ioctl", |x| x.iter(|| b.ioctl_map_unmap()));
+    g.bench_function("map_unmap/direct", |x| x.iter(|| b.direct_map_unmap()));
+    g.finish();
+    c.final_summary();
+
+    println!("\nsummary (median of interleaved rounds; ratio = iommufd / direct):");
+    let pairs: [Pair; 3] = [
+        (
+            "invalidate_1",
+            Box::new(|| b.ioctl_inv(1)),
+            Box::new(|| b.direct_inv(1)),
+        ),
+        (
+            "invalidate_64",
+            Box::new(|| b.ioctl_inv(64)),
+            Box::new(|| b.direct_inv(64)),
+        ),
+        (
+            "map_unmap",
+            Box::new(|| b.ioctl_map_unmap()),
+            Box::new(|| b.direct_map_unmap()),
+        ),
+    ];
+    for (name, front, direct) in &pairs {
+        let f = median(31, 200, front);
+        let d = median(31, 200, direct);
+        println!(
+            "{name:>14}: iommufd {f:>10.2?}  direct {d:>10.2?}  ratio {:.2}",
+            f.as_secs_f64() / d.as_secs_f64()
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use vsva_ioasid::Pasid;
-use vsva_iommu::SourceId;
+use vsva_iommu::{Invalidation, SourceId};
 use vsva_uapi::Errno;
 use vsva_vfio::{ProcessToken, Vfio, VfioError, VfioMm};
 
@@ -172,6 +172,17 @@ impl IommufdCtx {
             }
             Object::Device(dev) => self.release_device(objs, dev),
             Object::Fault(mut q) => self.answer_invalid(q.take_all()),
+        }
+    }
+
+    /// Issues invalidations this layer built (valid by construction: its own domain ids, PASIDs
+    /// of the space); a refusal would be a bug, so it is logged and asserted in debug builds.
+    pub(crate) fn issue(&self, invs: &[Invalidation], what: &str) {
+        for inv in invs {
+            if let Err(e) = self.vfio.iommu().invalidate(inv) {
+                tracing::error!("{what}: {inv:?}: {e}");
+                debug_assert!(false, "{what}: {inv:?}: {e}");
+            }
         }
     }
 

@@ -339,11 +339,6 @@ impl IommufdCtx {
                 }
             }
         }
-        for inv in invs {
-            if let Err(e) = iommu.invalidate(&inv) {
-                tracing::error!("stage-1 invalidation of HWPT {id}: {e}");
-                debug_assert!(false, "stage-1 invalidation of HWPT {id}: {e}");
-            }
-        }
+        self.issue(&invs, "a nested HWPT's stage-1 invalidation");
     }
 }

@@ -49,7 +49,7 @@ impl Ioas {
     /// (`EINVAL`), wrap (`EOVERFLOW`), reserved (beyond the stage 2: `EINVAL`), overlap with a
     /// mapping (`EEXIST`).
     fn check_new(&self, iova: u64, len: u64) -> Result<(), IommufdError> {
-        if iova % IOVA_ALIGNMENT != 0 || len % IOVA_ALIGNMENT != 0 {
+        if !iova.is_multiple_of(IOVA_ALIGNMENT) || !len.is_multiple_of(IOVA_ALIGNMENT) {
             return Err(IommufdError::invalid(
                 "iova",
                 iova,
@@ -218,7 +218,7 @@ impl IommufdCtx {
         }
         let iommu = self.vfio.iommu();
         for &(hpa, plen) in pieces {
-            if hpa % IOVA_ALIGNMENT != 0 || plen % IOVA_ALIGNMENT != 0 {
+            if !hpa.is_multiple_of(IOVA_ALIGNMENT) || !plen.is_multiple_of(IOVA_ALIGNMENT) {
                 return Err(IommufdError::invalid(
                     "user_va",
                     hpa,
@@ -395,6 +395,9 @@ impl IommufdCtx {
             .collect();
         for (_, e) in objs.iter() {
             if let Object::Device(d) = &e.object {
+                if !d.claim.device_options().ats {
+                    continue;
+                }
                 for (&pasid, hwpt) in &d.attached {
                     if hwpts.contains(hwpt) {
                         invs.push(Invalidation::DeviceTlb {
@@ -406,12 +409,7 @@ impl IommufdCtx {
                 }
             }
         }
-        for inv in invs {
-            if let Err(e) = iommu.invalidate(&inv) {
-                tracing::error!("flushing an IOAS range: {e}");
-                debug_assert!(false, "flushing an IOAS range: {e}");
-            }
-        }
+        self.issue(&invs, "flushing an IOAS range");
     }
 
     /// `IOMMU_IOAS_COPY` (`iommufd_ioas_copy`, `iopt_get_pages`): maps the memory behind

@@ -40,3 +40,13 @@ pub use error::IommufdError;
 pub use fault::route_page_requests;
 pub use ioas::IOVA_ALIGNMENT;
 pub use objects::ObjectKind;
+
+#[cfg(test)]
+mod tests {
+    /// A context is shared between threads (a daemon's connection, a VMM's vCPU threads).
+    #[test]
+    fn the_context_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::IommufdCtx>();
+    }
+}

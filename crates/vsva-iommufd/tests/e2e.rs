@@ -168,3 +168,64 @@ fn bind_once(vfio: &vsva_vfio::Vfio, dev: u8) -> IommufdCtx {
     bind(&ctx, dev);
     ctx
 }
+
+#[test]
+fn detaching_answers_waiting_fault_groups_invalid() {
+    let vfio = host();
+    function(&vfio, 5);
+    let iommu = vfio.iommu().clone();
+    let ctx = IommufdCtx::open(&vfio, process(4)).unwrap();
+    let dev_id = bind(&ctx, 5);
+    let ioas = ioas_alloc(&ctx);
+    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let fault = fault_alloc(&ctx);
+    let flags = IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
+    let nested = hwpt_nested(&ctx, dev_id, parent, MB, flags, fault).unwrap();
+    let pasid = ctx.alloc_pasid(1, 10).unwrap();
+    attach(&ctx, 5, nested, Some(pasid)).unwrap();
+    let destroy = |id| {
+        call(
+            &ctx,
+            IOMMU_DESTROY,
+            &mut arg(&IommuDestroy { size: 8, id }, 0),
+        )
+    };
+    assert_eq!(
+        destroy(fault),
+        Err(Errno::EBUSY),
+        "named by the nested HWPT"
+    );
+    for (group, last) in [(1, false), (1, true), (2, true)] {
+        let req = PageRequest {
+            source_id: sid(5),
+            pasid: Some(pasid),
+            addr: VA,
+            access: Access::READ,
+            group,
+            last,
+        };
+        iommu.page_request(req).unwrap();
+    }
+    assert!(route_page_requests(&iommu, &[&ctx]).is_empty());
+    // Group 1 (two requests) is read whole; group 2 does not fit in what is left of 2.
+    let read = ctx.read_faults(fault, 2).unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(read
+        .iter()
+        .all(|f| f.grpid == 1 && f.cookie == read[0].cookie));
+    ctx.detach(dev_id, Some(pasid)).unwrap();
+    let mut answered: Vec<(u16, ResponseCode)> = iommu
+        .take_page_responses(sid(5))
+        .iter()
+        .map(|r| (r.group, r.code))
+        .collect();
+    answered.sort_by_key(|a| a.0);
+    assert_eq!(
+        answered,
+        vec![
+            (1, ResponseCode::InvalidRequest),
+            (2, ResponseCode::InvalidRequest)
+        ]
+    );
+    assert!(ctx.read_faults(fault, 8).unwrap().is_empty());
+}

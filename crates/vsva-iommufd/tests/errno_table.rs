@@ -986,7 +986,10 @@ fn every_row_answers_its_errno_and_changes_nothing() {
     }
 }
 
-/// The device ioctls: (what, Linux check, cmd, bytes, errno).
+/// A device-ioctl row: what, the Linux check, function, cmd, bytes, errno.
+type DevRow = (&'static str, &'static str, u8, u32, Vec<u8>, Errno);
+
+/// The device ioctls.
 #[test]
 fn device_ioctl_rows() {
     let f = fixture();
@@ -1021,7 +1024,7 @@ fn device_ioctl_rows() {
         .to_vec()
     };
     let fd = f.ctx.fd();
-    let cases: Vec<(&str, &str, u8, u32, Vec<u8>, Errno)> = vec![
+    let cases: Vec<DevRow> = vec![
         (
             "bind: argsz short",
             "vfio_df_ioctl_bind_iommufd (vfio/device_cdev.c)",

@@ -47,6 +47,10 @@ pub use msg::{
     HELLO_ADMIN, HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
+pub use msg::{
+    IommufdObject, IommufdObjectsReply, IommufdRequest, IOMMUFD_KIND_NAMES, IOMMUFD_NONE,
+    PAGE_RESPONSE_LEN,
+};
 pub use vsva_uapi::Errno;
 
 /// The complete frame of request `req` with id `id` (its `nfds` field set to what the

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use crate::common::{warn, CliError, Common};
 use crate::demo::{self, DemoArgs};
+use crate::iommufd::{self, IommufdArgs};
 use crate::pasid::{self, AllocArgs, FreeArgs};
 use crate::report::{self, FaultsArgs, QuotaArgs};
 use crate::top::{self, TopArgs};
@@ -33,6 +34,8 @@ pub(crate) enum DaemonCommand {
     /// translation, fault and commit rates, recent faults (q or Ctrl-C quits; one line per
     /// reading when stdout is not a terminal).
     Top(TopArgs),
+    /// A process's iommufd objects (another process's: admin).
+    Iommufd(IommufdArgs),
     /// An end-to-end story: a guest allocates PASIDs, builds page tables, binds them, a device
     /// does DMA through them, the guest unmaps and invalidates, DMA faults, PASIDs are freed.
     Demo(DemoArgs),
@@ -58,6 +61,7 @@ pub(crate) fn run(cmd: DaemonCommand) -> ExitCode {
         DaemonCommand::Quota(a) => report::quota(&a),
         DaemonCommand::Faults(a) => report::faults(&a),
         DaemonCommand::Top(a) => top::run(&a),
+        DaemonCommand::Iommufd(a) => iommufd::run(&a),
         DaemonCommand::Demo(a) => demo::run(&a),
     };
     match result {

@@ -11,6 +11,7 @@ mod demo;
 mod diagram;
 mod hold;
 mod interrupt;
+mod iommufd;
 mod number;
 mod pasid;
 mod pgwalk;

@@ -73,4 +73,14 @@ kinds! {
     ForceRelease = 0x0404, "force_release";
     /// Recent DMA faults (all for an admin, those on one's own PASIDs otherwise).
     Faults = 0x0405, "faults";
+    /// An iommufd ioctl on the connection's iommufd context.
+    IommufdIoctl = 0x0501, "iommufd_ioctl";
+    /// A VFIO device ioctl joining a device to the connection's iommufd context.
+    IommufdDevice = 0x0502, "iommufd_device";
+    /// Read fault groups from an iommufd fault queue.
+    IommufdReadFaults = 0x0503, "iommufd_read_faults";
+    /// Write page responses to an iommufd fault queue.
+    IommufdRespond = 0x0504, "iommufd_respond";
+    /// A process's iommufd objects (another process's: admin).
+    IommufdObjects = 0x0505, "iommufd_objects";
 }

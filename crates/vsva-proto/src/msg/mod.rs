@@ -6,6 +6,7 @@
 //! implementations here are its reference implementation.
 
 mod handshake;
+mod iommufd;
 mod kind;
 mod reply;
 mod report;
@@ -14,6 +15,10 @@ mod request;
 pub use handshake::{
     negotiate_version, Credentials, Hello, HelloReply, ResumeToken, HELLO_ADMIN, HELLO_RESUMED,
     MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+};
+pub use iommufd::{
+    IommufdObject, IommufdObjectsReply, IommufdRequest, IOMMUFD_KIND_NAMES, IOMMUFD_NONE,
+    PAGE_RESPONSE_LEN,
 };
 pub use kind::Kind;
 pub use reply::Reply;

@@ -1,6 +1,7 @@
 //! Requests: the typed request a client sends, and its body encoding.
 
 use super::handshake::Hello;
+use super::iommufd::IommufdRequest;
 use super::kind::Kind;
 use crate::error::ProtoError;
 use crate::frame::MAX_HELLO_BODY;
@@ -219,6 +220,8 @@ pub enum Request {
         /// How many to return at most.
         max: u32,
     },
+    /// An iommufd request (kinds `0x0501`..).
+    Iommufd(IommufdRequest),
 }
 
 impl Request {
@@ -241,6 +244,7 @@ impl Request {
             Request::SetQuota { .. } => Kind::SetQuota,
             Request::ForceRelease { .. } => Kind::ForceRelease,
             Request::Faults { .. } => Kind::Faults,
+            Request::Iommufd(r) => r.kind(),
         }
     }
 
@@ -289,6 +293,7 @@ impl Request {
             Request::Faults { max } => {
                 w.u32(*max);
             }
+            Request::Iommufd(r) => r.write(&mut w),
         }
         w.into_vec()
     }
@@ -359,6 +364,11 @@ impl Request {
             },
             Kind::ForceRelease => Request::ForceRelease { pid: r.u32("pid")? },
             Kind::Faults => Request::Faults { max: r.u32("max")? },
+            Kind::IommufdIoctl
+            | Kind::IommufdDevice
+            | Kind::IommufdReadFaults
+            | Kind::IommufdRespond
+            | Kind::IommufdObjects => Request::Iommufd(IommufdRequest::read(kind, &mut r)?),
         };
         r.finish()?;
         Ok(req)

@@ -16,8 +16,9 @@ use super::{lock, revoked, vfio_reply, Daemon};
 use crate::machine::RESTORE_GROUP;
 
 impl Daemon {
-    /// The PCI function `sid`, if its group is attached to a container of process `p`: only
-    /// the process a device is assigned to may drive it.
+    /// The PCI function `sid`, if its group is attached to a container of process `p`, or it
+    /// is bound to one of `p`'s iommufd contexts: only the process a device is assigned to
+    /// may drive it.
     fn owned_function(&self, p: &Arc<Process>, sid: SourceId) -> Result<PciFunction, Reply> {
         let func = self.vfio.pci_function(sid).map_err(|e| vfio_reply(&e))?;
         let Some(group) = func.group().filter(|g| g.0 != RESTORE_GROUP) else {
@@ -27,11 +28,13 @@ impl Daemon {
             ));
         };
         let owner = self.vfio.group_container(group).ok().flatten();
+        let bound = self.iommufd_bound(p, sid);
         let st = lock(&p.state);
         if st.revoked {
             return Err(revoked(p));
         }
-        if owner.is_some_and(|cid| st.containers.values().any(|c| c.container.id() == cid)) {
+        if bound || owner.is_some_and(|cid| st.containers.values().any(|c| c.container.id() == cid))
+        {
             Ok(func)
         } else {
             Err(Reply::error(

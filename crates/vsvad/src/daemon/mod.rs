@@ -41,6 +41,7 @@ mod device;
 mod dispatch;
 mod fault_view;
 mod ioctl;
+mod iommufd;
 mod memory;
 mod process;
 mod report;
@@ -128,6 +129,8 @@ pub struct Daemon {
     /// Bytes of guest memory registered by all processes (bounded by
     /// `limits.max_memory_mib_total`).
     registered_bytes: AtomicU64,
+    /// Every live iommufd context, for the admin view.
+    iommufd: iommufd::IommufdContexts,
 }
 
 /// Why the daemon could not start.
@@ -173,6 +176,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             hpa: Mutex::new(hpa),
             registered_bytes: AtomicU64::new(0),
+            iommufd: iommufd::IommufdContexts::default(),
         });
         daemon.restore(replayed);
         Ok(daemon)

@@ -161,6 +161,8 @@ pub struct Session {
     pub admin: bool,
     /// Its process, after the handshake.
     pub process: Option<Arc<Process>>,
+    /// Its iommufd context, from its first iommufd request; dropped with the session.
+    pub iommufd: Option<Arc<vsva_iommufd::IommufdCtx>>,
 }
 
 impl Daemon {
@@ -216,6 +218,7 @@ impl Daemon {
             credentials,
             admin: credentials::is_admin(&credentials, self.settings.admin_gid),
             process: None,
+            iommufd: None,
         })
     }
 

@@ -1,0 +1,315 @@
+//! Cases of Linux's iommufd selftests (`tools/testing/selftests/iommu/iommufd.c`) that apply
+//! to a VT-d nested setup, as our own tests: the fixture and test names are given where the
+//! case comes from.
+
+mod common;
+
+use common::*;
+use vsva_iommufd::IommufdCtx;
+use vsva_uapi::iommufd::*;
+use vsva_uapi::Errno;
+use zerocopy::IntoBytes;
+
+fn ctx_with_device(vfio: &vsva_vfio::Vfio, dev: u8) -> (IommufdCtx, u32) {
+    let ctx = IommufdCtx::open(vfio, process(1)).unwrap();
+    let id = bind(&ctx, dev);
+    (ctx, id)
+}
+
+fn unmap(ctx: &IommufdCtx, ioas: u32, iova: u64, length: u64) -> Result<u64, Errno> {
+    let mut buf = arg(
+        &IommuIoasUnmap {
+            ioas_id: ioas,
+            iova,
+            length,
+            ..Default::default()
+        },
+        0,
+    );
+    call(ctx, IOMMU_IOAS_UNMAP, &mut buf)?;
+    Ok(back::<IommuIoasUnmap>(&buf).length)
+}
+
+fn map(ctx: &IommufdCtx, m: IommuIoasMap) -> Result<u64, Errno> {
+    let mut buf = arg(&m, 0);
+    call(ctx, IOMMU_IOAS_MAP, &mut buf)?;
+    Ok(back::<IommuIoasMap>(&buf).iova)
+}
+
+/// `iommufd.cmd_length`: every ioctl accepts a larger struct with a zero tail and refuses a
+/// non-zero tail with `E2BIG`, and a size below its minimum with `EINVAL`.
+#[test]
+fn cmd_length() {
+    let vfio = host();
+    function(&vfio, 3);
+    let (ctx, _) = ctx_with_device(&vfio, 3);
+    let cmds = [
+        (IOMMU_DESTROY, 8, 8),
+        (IOMMU_IOAS_ALLOC, 12, 12),
+        (IOMMU_IOAS_ALLOW_IOVAS, 24, 24),
+        (IOMMU_IOAS_COPY, 40, 40),
+        (IOMMU_IOAS_IOVA_RANGES, 32, 32),
+        (IOMMU_IOAS_MAP, 40, 40),
+        (IOMMU_IOAS_UNMAP, 24, 24),
+        (IOMMU_HWPT_ALLOC, 24, 48),
+        (IOMMU_GET_HW_INFO, 28, 40),
+        (IOMMU_HWPT_INVALIDATE, 32, 32),
+        (IOMMU_FAULT_QUEUE_ALLOC, 16, 16),
+    ];
+    for (cmd, min, size) in cmds {
+        let mut small = vec![0u8; size];
+        small[..4].copy_from_slice(&(min as u32 - 1).to_le_bytes());
+        assert_eq!(
+            call(&ctx, cmd, &mut small),
+            Err(Errno::EINVAL),
+            "{cmd:#x} small"
+        );
+        let mut big = vec![0u8; size + 8];
+        big[..4].copy_from_slice(&(size as u32 + 8).to_le_bytes());
+        big[size + 3] = 1;
+        assert_eq!(
+            call(&ctx, cmd, &mut big),
+            Err(Errno::E2BIG),
+            "{cmd:#x} tail"
+        );
+    }
+    // A zero tail: a larger IOAS_ALLOC works as the known one.
+    let mut big = vec![0u8; 20];
+    big[..4].copy_from_slice(&20u32.to_le_bytes());
+    assert_eq!(call(&ctx, IOMMU_IOAS_ALLOC, &mut big), Ok(()));
+    assert_eq!(back::<IommuIoasAlloc>(&big).out_ioas_id, 2);
+}
+
+/// `iommufd_ioas.ioas_area_destroy`, `unmap_fully_contained_areas`, `area_auto_iova`.
+#[test]
+fn ioas_areas() {
+    let vfio = host();
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let ioas = ioas_alloc(&ctx);
+    for i in 0..3 {
+        map(
+            &ctx,
+            map_cmd(
+                ioas,
+                GUEST_HPA + i * 0x10000,
+                0x100000 + i * 0x10000,
+                0x10000,
+            ),
+        )
+        .unwrap();
+    }
+    // Splitting is refused; a range holding two whole areas unmaps both.
+    assert_eq!(unmap(&ctx, ioas, 0x100000, 0x8000), Err(Errno::ENOENT));
+    assert_eq!(unmap(&ctx, ioas, 0xf0000, 0x30000), Ok(0x20000));
+    // Automatic IOVAs stay inside the allowed ranges.
+    let mut allow = arg(
+        &IommuIoasAllowIovas {
+            ioas_id: ioas,
+            num_iovas: 1,
+            allowed_iovas: 24,
+            ..Default::default()
+        },
+        0,
+    );
+    allow.extend_from_slice(
+        IommuIovaRange {
+            start: 0x4000_0000,
+            last: 0x4fff_ffff,
+        }
+        .as_bytes(),
+    );
+    call(&ctx, IOMMU_IOAS_ALLOW_IOVAS, &mut allow).unwrap();
+    let auto = IommuIoasMap {
+        flags: IOMMU_IOAS_MAP_READABLE,
+        ..map_cmd(ioas, GUEST_HPA, 0, 0x2000)
+    };
+    assert_eq!(map(&ctx, auto), Ok(0x4000_0000));
+    assert_eq!(map(&ctx, auto), Ok(0x4000_2000));
+    // An IOAS with mappings is destroyed when nothing holds it.
+    let mut d = arg(&IommuDestroy { size: 8, id: ioas }, 0);
+    assert_eq!(call(&ctx, IOMMU_DESTROY, &mut d), Ok(()));
+    assert_eq!(call(&ctx, IOMMU_DESTROY, &mut d), Err(Errno::ENOENT));
+}
+
+/// `iommufd_ioas.unmap_all` and `iova_ranges`.
+#[test]
+fn unmap_all_and_iova_ranges() {
+    let vfio = host();
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let ioas = ioas_alloc(&ctx);
+    map(&ctx, map_cmd(ioas, GUEST_HPA, 0, 0x4000)).unwrap();
+    map(&ctx, map_cmd(ioas, GUEST_HPA, 1 << 30, 0x2000)).unwrap();
+    assert_eq!(unmap(&ctx, ioas, 0, u64::MAX), Ok(0x6000));
+    assert_eq!(
+        unmap(&ctx, ioas, 0, u64::MAX),
+        Ok(0),
+        "unmapping nothing of all is fine"
+    );
+
+    let mut r = arg(
+        &IommuIoasIovaRanges {
+            ioas_id: ioas,
+            ..Default::default()
+        },
+        16,
+    );
+    assert_eq!(
+        call(&ctx, IOMMU_IOAS_IOVA_RANGES, &mut r),
+        Err(Errno::EMSGSIZE)
+    );
+    assert_eq!(back::<IommuIoasIovaRanges>(&r).num_iovas, 1);
+    let mut r = arg(
+        &IommuIoasIovaRanges {
+            ioas_id: ioas,
+            num_iovas: 1,
+            allowed_iovas: 32,
+            ..Default::default()
+        },
+        16,
+    );
+    call(&ctx, IOMMU_IOAS_IOVA_RANGES, &mut r).unwrap();
+    let out = back::<IommuIoasIovaRanges>(&r);
+    assert_eq!((out.num_iovas, out.out_iova_alignment), (1, 4096));
+    let range = back::<IommuIovaRange>(&r[32..]);
+    assert_eq!((range.start, range.last), (0, (1 << 48) - 1));
+}
+
+/// `iommufd_ioas.copy_area`: a copy maps the same memory, a device on the destination sees it.
+#[test]
+fn copy_area() {
+    let vfio = host();
+    let dev = function(&vfio, 3);
+    let (ctx, _) = ctx_with_device(&vfio, 3);
+    let src = ioas_alloc(&ctx);
+    let dst = ioas_alloc(&ctx);
+    map(&ctx, map_cmd(src, GUEST_HPA + 0x10000, 0x8000, 0x2000)).unwrap();
+    let mut c = arg(
+        &IommuIoasCopy {
+            flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE,
+            dst_ioas_id: dst,
+            src_ioas_id: src,
+            length: 0x1000,
+            dst_iova: 0x40000,
+            src_iova: 0x9000,
+            ..Default::default()
+        },
+        0,
+    );
+    call(&ctx, IOMMU_IOAS_COPY, &mut c).unwrap();
+    vfio.iommu()
+        .memory()
+        .write(GUEST_HPA + 0x11000, b"copied")
+        .unwrap();
+    attach(&ctx, 3, dst, None).unwrap();
+    let mut got = [0u8; 6];
+    dev.dma_read(None, 0x40000, &mut got).unwrap();
+    assert_eq!(&got, b"copied");
+    assert!(
+        dev.dma_write(None, 0x40000, b"x").is_err(),
+        "the copy is read-only"
+    );
+    // Unmapping flushes the IOTLB the read above filled: the next read faults.
+    assert_eq!(unmap(&ctx, dst, 0x40000, 0x1000), Ok(0x1000));
+    assert!(
+        dev.dma_read(None, 0x40000, &mut got).is_err(),
+        "no stale translation"
+    );
+}
+
+/// `iommufd_ioas.alloc_hwpt_nested` (VT-d flavour): parents, destroy order, empty arrays.
+#[test]
+fn hwpt_nested_lifetimes() {
+    let vfio = host();
+    function(&vfio, 3);
+    let (ctx, dev) = ctx_with_device(&vfio, 3);
+    let ioas = ioas_alloc(&ctx);
+    let plain = hwpt_paging(&ctx, dev, ioas, 0).unwrap();
+    let parent = hwpt_paging(&ctx, dev, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    assert_eq!(hwpt_nested(&ctx, dev, plain, MB, 0, 0), Err(Errno::EINVAL));
+    let n1 = hwpt_nested(&ctx, dev, parent, MB, 0, 0).unwrap();
+    let n2 = hwpt_nested(&ctx, dev, parent, 2 * MB, 0, 0).unwrap();
+    let destroy = |id| {
+        call(
+            &ctx,
+            IOMMU_DESTROY,
+            &mut arg(&IommuDestroy { size: 8, id }, 0),
+        )
+    };
+    assert_eq!(destroy(parent), Err(Errno::EBUSY));
+    // An empty array checks the data type only.
+    assert_eq!(invalidate(&ctx, n1, &[]), (Ok(()), 0));
+    assert_eq!(destroy(n1), Ok(()));
+    assert_eq!(destroy(parent), Err(Errno::EBUSY));
+    assert_eq!(destroy(n2), Ok(()));
+    assert_eq!(destroy(parent), Ok(()));
+    assert_eq!(destroy(plain), Ok(()));
+    assert_eq!(destroy(ioas), Ok(()));
+}
+
+/// `iommufd_device.get_hw_info`: a short buffer gets a prefix, a long one trailing zeroes,
+/// `data_len` says what the IOMMU has.
+#[test]
+fn get_hw_info() {
+    let vfio = host();
+    function(&vfio, 3);
+    let (ctx, dev) = ctx_with_device(&vfio, 3);
+    for room in [0u32, 8, 24, 40] {
+        let mut buf = arg(
+            &IommuHwInfo {
+                dev_id: dev,
+                data_len: room,
+                data_uptr: if room == 0 { 0 } else { 40 },
+                ..Default::default()
+            },
+            40,
+        );
+        buf[40..].fill(0xee);
+        call(&ctx, IOMMU_GET_HW_INFO, &mut buf).unwrap();
+        let out = back::<IommuHwInfo>(&buf);
+        assert_eq!(out.data_len, 24);
+        assert_eq!(out.out_data_type, IOMMU_HW_INFO_TYPE_INTEL_VTD);
+        assert_eq!(out.out_max_pasid_log2, 20);
+        let full = IommuHwInfoVtd {
+            flags: 0,
+            reserved: 0,
+            cap_reg: vfio.iommu().cap(),
+            ecap_reg: vfio.iommu().ecap(),
+        };
+        let room = room as usize;
+        let n = room.min(24);
+        assert_eq!(&buf[40..40 + n], &full.as_bytes()[..n], "room {room}");
+        assert!(
+            buf[40 + n..40 + room].iter().all(|&b| b == 0),
+            "zeroed past the data"
+        );
+        assert!(
+            buf[40 + room..].iter().all(|&b| b == 0xee),
+            "nothing past the room"
+        );
+    }
+}
+
+/// `iommufd_device_pasid` (attach, second attach, detach, attach again) and the automatic
+/// HWPT of an IOAS attach shared by two devices.
+#[test]
+fn pasid_attach_detach() {
+    let vfio = host();
+    function(&vfio, 3);
+    function(&vfio, 4);
+    let (ctx, dev) = ctx_with_device(&vfio, 3);
+    bind(&ctx, 4);
+    let ioas = ioas_alloc(&ctx);
+    let pasid = ctx.alloc_pasid(1, 10).unwrap();
+    let paging = hwpt_paging(&ctx, dev, ioas, IOMMU_HWPT_ALLOC_PASID).unwrap();
+    assert_eq!(attach(&ctx, 3, paging, Some(pasid)), Ok(paging));
+    assert_eq!(attach(&ctx, 3, paging, Some(pasid)), Err(Errno::EBUSY));
+    ctx.detach(dev, Some(pasid)).unwrap();
+    ctx.detach(dev, Some(pasid)).unwrap();
+    assert_eq!(attach(&ctx, 3, paging, Some(pasid)), Ok(paging));
+    let auto = attach(&ctx, 3, ioas, None).unwrap();
+    assert_eq!(
+        attach(&ctx, 4, ioas, None),
+        Ok(auto),
+        "one automatic HWPT per IOAS"
+    );
+}

@@ -1,0 +1,162 @@
+//! The iommufd front end through the daemon: one context per connection, guest memory
+//! registered by fd and mapped into an IOAS, a device bound and attached, DMA through it,
+//! PASID ownership, the objects view, and everything released with the connection.
+
+mod common;
+
+use common::{Daemon, TestDir};
+use vsva_client::{Client, Errno};
+use vsva_uapi::iommufd::*;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Entry point of the helper client processes the tests spawn.
+#[test]
+#[ignore = "helper process entry point, run by the other tests"]
+fn helper_process() {
+    if let Ok(script) = std::env::var("VSVA_HELPER") {
+        common::helper_main(&script);
+    }
+}
+
+fn arg<T: IntoBytes + Immutable>(v: &T) -> Vec<u8> {
+    let mut b = v.as_bytes().to_vec();
+    let n = b.len() as u32;
+    b[..4].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+fn back<T: FromBytes>(b: &[u8]) -> T {
+    T::read_from_prefix(b).unwrap().0
+}
+
+fn errno(r: Result<(), vsva_client::ClientError>) -> Errno {
+    r.unwrap_err().errno().expect("a daemon error")
+}
+
+fn attach(
+    c: &mut Client,
+    sid: u16,
+    pt_id: u32,
+    pasid: Option<u32>,
+) -> Result<(), vsva_client::ClientError> {
+    let mut a = VfioDeviceAttachIommufdPt {
+        argsz: 16,
+        flags: if pasid.is_some() {
+            VFIO_DEVICE_ATTACH_PASID
+        } else {
+            0
+        },
+        pt_id,
+        pasid: pasid.unwrap_or(0),
+    }
+    .as_bytes()
+    .to_vec();
+    c.iommufd_device_ioctl(sid, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut a)
+}
+
+#[test]
+fn a_connection_drives_its_own_iommufd_context() {
+    let dir = TestDir::new("iommufd");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("iommufd");
+    let devs: Vec<_> = c
+        .status()
+        .unwrap()
+        .devices
+        .into_iter()
+        .filter(|d| d.group != u32::MAX)
+        .collect();
+    assert!(devs.len() >= 2, "two devices in groups");
+    let (pasid_dev, dev) = (&devs[0], &devs[1]);
+    // PASIDs come from the process's set, through a container (journaled).
+    let h = c.nesting_container(pasid_dev.group).unwrap();
+    let pasid = c.pasid_alloc(h, 1, 1000).unwrap();
+
+    let mem = vsva_client::GuestMemory::new(0, 1 << 20).unwrap();
+    mem.write(0x2000, b"guest").unwrap();
+    c.register_memory(mem.fd(), 0, 1 << 20, 0).unwrap();
+
+    let mut a = arg(&IommuIoasAlloc::default());
+    c.iommufd_ioctl(IOMMU_IOAS_ALLOC, &mut a).unwrap();
+    let ioas = back::<IommuIoasAlloc>(&a).out_ioas_id;
+    let map = IommuIoasMap {
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        ioas_id: ioas,
+        user_va: 0,
+        length: 1 << 20,
+        iova: 0x10_0000,
+        ..Default::default()
+    };
+    let mut m = arg(&map);
+    c.iommufd_ioctl(IOMMU_IOAS_MAP, &mut m).unwrap();
+    // Memory the process did not register cannot be mapped.
+    let mut bad = arg(&IommuIoasMap {
+        user_va: 1 << 40,
+        iova: 1 << 30,
+        ..map
+    });
+    assert_eq!(
+        errno(c.iommufd_ioctl(IOMMU_IOAS_MAP, &mut bad)),
+        Errno::EFAULT
+    );
+
+    let mut b = VfioDeviceBindIommufd {
+        argsz: 16,
+        ..Default::default()
+    }
+    .as_bytes()
+    .to_vec();
+    c.iommufd_device_ioctl(dev.source_id, VFIO_DEVICE_BIND_IOMMUFD, &mut b)
+        .unwrap();
+    let dev_id = back::<VfioDeviceBindIommufd>(&b).out_devid;
+    attach(&mut c, dev.source_id, ioas, None).unwrap();
+    assert_eq!(
+        c.dma_read(dev.source_id, None, 0x10_2000, 5).unwrap(),
+        b"guest"
+    );
+
+    // A PASID-capable paging HWPT: the process's own PASID attaches, another does not.
+    let mut hw = arg(&IommuHwptAlloc {
+        flags: IOMMU_HWPT_ALLOC_PASID,
+        dev_id,
+        pt_id: ioas,
+        ..Default::default()
+    });
+    c.iommufd_ioctl(IOMMU_HWPT_ALLOC, &mut hw).unwrap();
+    let hwpt = back::<IommuHwptAlloc>(&hw).out_hwpt_id;
+    assert_eq!(
+        errno(attach(&mut c, dev.source_id, hwpt, Some(pasid + 1))),
+        Errno::ENOENT
+    );
+    attach(&mut c, dev.source_id, hwpt, Some(pasid)).unwrap();
+    assert_eq!(
+        errno(attach(&mut c, dev.source_id, hwpt, Some(pasid))),
+        Errno::EBUSY
+    );
+
+    // The objects view: IOAS, device, automatic and explicit HWPTs.
+    let objects = c.iommufd_objects(0).unwrap();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| IOMMUFD_KIND_NAMES_OF[o.kind as usize])
+        .collect();
+    assert_eq!(kinds, ["ioas", "device", "hwpt-paging", "hwpt-paging"]);
+    let device = objects.iter().find(|o| o.id == dev_id).unwrap();
+    assert_eq!(device.attached.len(), 2);
+
+    // Another connection of the same process has its own, empty context; closing the first
+    // releases the device, which a container can then take.
+    let mut other = d.client("iommufd-2");
+    assert_eq!(
+        other.iommufd_objects(0).unwrap().len(),
+        objects.len(),
+        "the process's view"
+    );
+    drop(c);
+    common::wait_until("the context is released", || {
+        other.iommufd_objects(0).unwrap().is_empty()
+    });
+    other.nesting_container(dev.group).unwrap();
+}
+
+const IOMMUFD_KIND_NAMES_OF: [&str; 5] = vsva_client::IOMMUFD_KIND_NAMES;
