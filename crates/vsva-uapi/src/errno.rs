@@ -100,6 +100,9 @@ errnos! {
     EOPNOTSUPP = 95, "Operation not supported";
     /// Address already in use (98): an IOVA range the caller wants kept is reserved.
     EADDRINUSE = 98, "Address already in use";
+    /// Connection timed out (110): a device-TLB invalidation a device never completed (the
+    /// VT-d driver's `qi_submit_sync` on an invalidation time-out).
+    ETIMEDOUT = 110, "Connection timed out";
 }
 
 impl Errno {
@@ -206,6 +209,7 @@ mod tests {
             (Errno::EMSGSIZE, 90),
             (Errno::EOPNOTSUPP, 95),
             (Errno::EADDRINUSE, 98),
+            (Errno::ETIMEDOUT, 110),
         ];
         assert_eq!(expected.len(), Errno::ALL.len());
         for (errno, raw) in expected {

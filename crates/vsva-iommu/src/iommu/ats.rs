@@ -542,7 +542,7 @@ mod tests {
                 fenced: vec![OTHER]
             }
         );
-        assert_eq!(err.errno(), vsva_uapi::Errno::EIO);
+        assert_eq!(err.errno(), vsva_uapi::Errno::ETIMEDOUT);
         assert!(io.is_fenced(OTHER) && !io.is_fenced(SID));
         let stats = io.stats();
         assert_eq!(

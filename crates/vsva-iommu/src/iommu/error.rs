@@ -155,9 +155,8 @@ impl IommuError {
     ///
     /// ATS: `EOPNOTSUPP` for a translation request with DTE clear (the hardware's Unsupported
     /// Request); `ENODEV` for a fenced device (the driver stops retrying an invalidation
-    /// whose device no longer answers and treats it as gone); `EIO` for a device-TLB
-    /// invalidation that timed out. The driver's `qi_submit_sync` returns `-ETIMEDOUT` there,
-    /// which the errno table does not have yet: `EIO` stands in for it.
+    /// whose device no longer answers and treats it as gone); `ETIMEDOUT` for a device-TLB
+    /// invalidation that timed out, as the driver's `qi_submit_sync` returns there.
     pub fn errno(&self) -> Errno {
         match self {
             IommuError::Memory(e) => e.errno(),
@@ -173,7 +172,7 @@ impl IommuError {
             IommuError::PageRequest(e) => e.errno(),
             IommuError::AtsDisabled { .. } => Errno::EOPNOTSUPP,
             IommuError::AtsFenced { .. } => Errno::ENODEV,
-            IommuError::DevTlbTimeout { .. } => Errno::EIO,
+            IommuError::DevTlbTimeout { .. } => Errno::ETIMEDOUT,
             IommuError::PasidOutOfRange { .. }
             | IommuError::DeviceOption { .. }
             | IommuError::Stage2Levels { .. }
@@ -245,7 +244,7 @@ mod tests {
                 Errno::EOPNOTSUPP,
             ),
             (IommuError::AtsFenced { source_id: sid }, Errno::ENODEV),
-            (IommuError::DevTlbTimeout { fenced: vec![sid] }, Errno::EIO),
+            (IommuError::DevTlbTimeout { fenced: vec![sid] }, Errno::ETIMEDOUT),
             (IommuError::Overlap { iova: 0 }, Errno::EEXIST),
             (
                 IommuError::Config(ConfigError::Invalid {
