@@ -5,7 +5,7 @@ mod support;
 
 use support::Daemon;
 use vsva_client::{Client, Options};
-use vsva_uapi::iommufd::{IommuIoasAlloc, IOMMU_IOAS_ALLOC};
+use vsva_uapi::iommufd::IOMMU_IOAS_ALLOC;
 
 #[test]
 fn the_view_lists_a_process_objects() {
@@ -15,7 +15,7 @@ fn the_view_lists_a_process_objects() {
     a[0] = 12;
     c.iommufd_ioctl(IOMMU_IOAS_ALLOC, &mut a).unwrap();
     let id = u32::from_le_bytes(a[8..12].try_into().unwrap());
-    assert_eq!(id, 1, "{:?}", IommuIoasAlloc::default());
+    assert_eq!(id, 1, "the first object of a context");
 
     let pid = std::process::id().to_string();
     let v = d.json(&["iommufd", "--pid", &pid]);
