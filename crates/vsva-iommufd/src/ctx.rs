@@ -11,7 +11,8 @@ use vsva_uapi::Errno;
 use vsva_vfio::{ProcessToken, Vfio, VfioError, VfioMm};
 
 use crate::error::IommufdError;
-use crate::objects::{Object, ObjectKind, Objects};
+use crate::kind::ObjectKind;
+use crate::objects::{Object, Objects};
 
 /// The next "file descriptor" number a context gets; `VFIO_DEVICE_BIND_IOMMUFD` names a
 /// context by it.

@@ -4,7 +4,7 @@ use vsva_iommu::IommuError;
 use vsva_uapi::{Errno, UapiError};
 use vsva_vfio::VfioError;
 
-use crate::objects::ObjectKind;
+use crate::kind::ObjectKind;
 
 /// A refused iommufd call. Every variant knows its errno ([`IommufdError::errno`]); a refused
 /// call changes nothing unless its doc says otherwise.

@@ -33,13 +33,14 @@ mod fault_queue;
 mod hwpt;
 mod ioas;
 mod ioctl;
+mod kind;
 mod objects;
 
 pub use ctx::{IommufdCtx, ObjectInfo};
 pub use error::IommufdError;
 pub use fault::route_page_requests;
 pub use ioas::IOVA_ALIGNMENT;
-pub use objects::ObjectKind;
+pub use kind::ObjectKind;
 
 #[cfg(test)]
 mod tests {
