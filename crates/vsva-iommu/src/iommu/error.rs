@@ -244,7 +244,10 @@ mod tests {
                 Errno::EOPNOTSUPP,
             ),
             (IommuError::AtsFenced { source_id: sid }, Errno::ENODEV),
-            (IommuError::DevTlbTimeout { fenced: vec![sid] }, Errno::ETIMEDOUT),
+            (
+                IommuError::DevTlbTimeout { fenced: vec![sid] },
+                Errno::ETIMEDOUT,
+            ),
             (IommuError::Overlap { iova: 0 }, Errno::EEXIST),
             (
                 IommuError::Config(ConfigError::Invalid {
