@@ -41,11 +41,15 @@ pub use frame::{
     HARD_MAX_BODY, HEADER_LEN, MAX_FDS_PER_FRAME, MAX_HELLO_BODY,
 };
 pub use msg::{
-    negotiate_version, Credentials, DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply,
-    Hello, HelloReply, Kind, NestingRefusal, Reply, Request, ResumeToken, SetEntry, SetState,
-    SetsReply, StatusReply, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE,
-    HELLO_ADMIN, HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    negotiate_version, Credentials, DeviceConfig, DeviceDma, DeviceInfo, Event, EventAck,
+    FaultRecord, FaultsReply, Hello, HelloReply, Invalidation, Kind, NestingRefusal, PageRequest,
+    PageResponse, Reply, Request, ResumeToken, SetEntry, SetState, SetsReply, StatusReply,
+    ACK_KIND, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE,
+    EVENT_DEVICE_REVOKED, EVENT_DMA_FAULT, EVENT_INVALIDATE, EVENT_OVERFLOW, EVENT_PAGE_REQUEST,
+    EVENT_PAGE_RESPONSE, HELLO_ADMIN, HELLO_RESUMED, INVAL_ALL, INVAL_PASID, MAGIC, MAX_LIST,
+    MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE,
+    PGFAULT_LAST_PAGE, PGFAULT_PASID_VALID, PROTOCOL_VERSION, RESP_FAILURE, RESP_INVALID,
+    RESP_SUCCESS, RESUME_TOKEN_LEN,
 };
 pub use vsva_uapi::Errno;
 
@@ -61,15 +65,15 @@ mod tests {
 
     #[test]
     fn version_negotiation() {
-        assert_eq!(negotiate_version(2, 2), Ok(2));
-        assert_eq!(negotiate_version(1, 9), Ok(2));
+        assert_eq!(negotiate_version(3, 3), Ok(3));
+        assert_eq!(negotiate_version(1, 9), Ok(3));
         assert_eq!(
-            negotiate_version(1, 1).unwrap_err().to_string(),
-            "hello versions 1..=1 do not include any supported version (2..=2)"
+            negotiate_version(2, 2).unwrap_err().to_string(),
+            "hello versions 2..=2 do not include any supported version (3..=3)"
         );
         assert_eq!(
-            negotiate_version(3, 4).unwrap_err().to_string(),
-            "hello versions 3..=4 do not include any supported version (2..=2)"
+            negotiate_version(4, 5).unwrap_err().to_string(),
+            "hello versions 4..=5 do not include any supported version (3..=3)"
         );
         assert!(negotiate_version(0, 0).is_err());
     }

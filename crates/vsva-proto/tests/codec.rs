@@ -86,6 +86,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         (any::<u32>(), any::<u32>()).prop_map(|(pid, quota)| Request::SetQuota { pid, quota }),
         any::<u32>().prop_map(|pid| Request::ForceRelease { pid }),
         any::<u32>().prop_map(|max| Request::Faults { max }),
+        Just(Request::EventsOpen),
     ]
 }
 

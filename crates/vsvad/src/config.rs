@@ -211,6 +211,9 @@ pub struct Limits {
     pub max_memory_mib_total: u64,
     /// Containers one connection may have open.
     pub max_containers_per_connection: u32,
+    /// Events one process's channel queues before the client reads them; past it, events
+    /// are dropped and counted, and the client sees an overflow marker.
+    pub event_queue_len: u32,
 }
 
 impl Default for Limits {
@@ -229,6 +232,7 @@ impl Default for Limits {
             max_memory_mib_per_process: 4096,
             max_memory_mib_total: 65536,
             max_containers_per_connection: 64,
+            event_queue_len: 1024,
         }
     }
 }
@@ -589,6 +593,7 @@ impl Config {
             1,
             4096,
         )?;
+        check("event_queue_len", l.event_queue_len.into(), 1, 65_536)?;
         Ok(())
     }
 

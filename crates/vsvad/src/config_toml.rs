@@ -93,6 +93,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
             "max_containers_per_connection",
             u64::from(l.max_containers_per_connection),
         ),
+        ("event_queue_len", u64::from(l.event_queue_len)),
     ] {
         line(format!("{key} = {value}"));
     }

@@ -30,6 +30,14 @@ macro_rules! kinds {
                 }
             }
 
+            /// How many file descriptors travel with a successful reply of this kind.
+            pub const fn reply_nfds(self) -> u8 {
+                match self {
+                    Kind::EventsOpen => 1,
+                    _ => 0,
+                }
+            }
+
             /// A short lower-case label for logs and metrics (`"ioctl"`).
             pub const fn label(self) -> &'static str {
                 match self {
@@ -73,4 +81,6 @@ kinds! {
     ForceRelease = 0x0404, "force_release";
     /// Recent DMA faults (all for an admin, those on one's own PASIDs otherwise).
     Faults = 0x0405, "faults";
+    /// Open the process's events channel; the reply carries its socket.
+    EventsOpen = 0x0601, "events_open";
 }

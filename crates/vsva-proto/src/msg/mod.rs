@@ -5,12 +5,19 @@
 //! body byte by byte; the [`Encode`](crate::wire::Encode) / [`Decode`](crate::wire::Decode)
 //! implementations here are its reference implementation.
 
+mod event;
 mod handshake;
 mod kind;
 mod reply;
 mod report;
 mod request;
 
+pub use event::{
+    Event, EventAck, Invalidation, PageRequest, PageResponse, ACK_KIND, EVENT_DEVICE_REVOKED,
+    EVENT_DMA_FAULT, EVENT_INVALIDATE, EVENT_OVERFLOW, EVENT_PAGE_REQUEST, EVENT_PAGE_RESPONSE,
+    INVAL_ALL, INVAL_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PGFAULT_LAST_PAGE,
+    PGFAULT_PASID_VALID, RESP_FAILURE, RESP_INVALID, RESP_SUCCESS,
+};
 pub use handshake::{
     negotiate_version, Credentials, Hello, HelloReply, ResumeToken, HELLO_ADMIN, HELLO_RESUMED,
     MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,

@@ -219,6 +219,8 @@ pub enum Request {
         /// How many to return at most.
         max: u32,
     },
+    /// Open the process's events channel.
+    EventsOpen,
 }
 
 impl Request {
@@ -241,6 +243,7 @@ impl Request {
             Request::SetQuota { .. } => Kind::SetQuota,
             Request::ForceRelease { .. } => Kind::ForceRelease,
             Request::Faults { .. } => Kind::Faults,
+            Request::EventsOpen => Kind::EventsOpen,
         }
     }
 
@@ -257,7 +260,7 @@ impl Request {
             Request::Ping(data) => {
                 w.raw(data);
             }
-            Request::OpenContainer | Request::Status | Request::Sets => {}
+            Request::OpenContainer | Request::Status | Request::Sets | Request::EventsOpen => {}
             Request::CloseContainer { handle } => {
                 w.u32(*handle);
             }
@@ -317,6 +320,7 @@ impl Request {
             Kind::OpenContainer => Request::OpenContainer,
             Kind::Status => Request::Status,
             Kind::Sets => Request::Sets,
+            Kind::EventsOpen => Request::EventsOpen,
             Kind::CloseContainer => Request::CloseContainer {
                 handle: r.u32("handle")?,
             },

@@ -55,6 +55,7 @@ impl Daemon {
             reply: Reply::ok(0, Vec::new()),
             ticket,
             rollback: None,
+            fds: Vec::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use vsva_iommu::{Access, DmaError, Fault, SourceId, Stage};
 use vsva_proto::{
-    DeviceConfig, DeviceDma, Errno, FaultRecord, Reply, CONFIG_WRITE, DMA_EXEC, DMA_PASID,
+    DeviceConfig, DeviceDma, Errno, Event, FaultRecord, Reply, CONFIG_WRITE, DMA_EXEC, DMA_PASID,
     DMA_PRIV, DMA_WRITE,
 };
 use vsva_vfio::{ConfigWidth, PciFunction, VfioError};
@@ -108,11 +108,15 @@ impl Daemon {
                     source: DmaError::Fault(f),
                     ..
                 }) => {
+                    let record = fault_record(&f);
+                    // The process driving the device hears of it on its events channel too
+                    // (dropped with the others if its queue is full).
+                    p.events.push(Event::DmaFault(record.clone()));
                     return Reply {
                         result: Errno::EFAULT.to_ioctl_return().into(),
                         message: format!("DMA fault: {f}"),
-                        payload: fault_record(&f).encode(),
-                    }
+                        payload: record.encode(),
+                    };
                 }
                 Err(e) => return vfio_reply(&e),
             };

@@ -59,6 +59,7 @@ impl Daemon {
             Request::SetQuota { pid, quota } => self.set_quota(s, pid, quota),
             Request::ForceRelease { pid } => self.force_release(s, pid).into(),
             Request::Faults { max } => self.faults(s, max).into(),
+            Request::EventsOpen => self.events_open(&p),
         }
     }
 }

@@ -5,8 +5,8 @@
 //! [`dispatch`] routes a decoded request to its family's handler, and the handlers are
 //! [`container`] (open, close, attach, detach), [`ioctl`] (container ioctls, PASID_REQUEST
 //! journaling and its rollback), [`memory`] (guest memory shared by fd), [`device`] (PCI
-//! configuration space and DMA), [`admin`] (quota, force release) and [`report`] (status,
-//! sets, faults, metrics gauges).
+//! configuration space and DMA), [`admin`] (quota, force release), [`report`] (status,
+//! sets, faults, metrics gauges) and [`events`] (opening a process's events channel).
 //!
 //! # Processes and contexts
 //!
@@ -39,6 +39,7 @@ mod admin;
 mod container;
 mod device;
 mod dispatch;
+mod events;
 mod fault_view;
 mod ioctl;
 mod memory;
@@ -56,6 +57,7 @@ use vsva_proto::{Errno, Reply};
 use vsva_vfio::{ProcessToken, Vfio, VfioError};
 
 use crate::config::Settings;
+use crate::events::Hub;
 use crate::machine::{self, HpaAllocator};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -128,6 +130,8 @@ pub struct Daemon {
     /// Bytes of guest memory registered by all processes (bounded by
     /// `limits.max_memory_mib_total`).
     registered_bytes: AtomicU64,
+    /// The events channels and their thread.
+    events: Hub,
 }
 
 /// Why the daemon could not start.
@@ -142,6 +146,9 @@ pub enum StartError {
     /// The kernel's random source failed.
     #[error("cannot read the kernel's random source (getrandom): {0}")]
     Random(std::io::Error),
+    /// The events thread could not be started.
+    #[error("cannot start the events thread: {0}")]
+    Events(std::io::Error),
 }
 
 impl Daemon {
@@ -159,6 +166,8 @@ impl Daemon {
             instance,
             metrics.clone(),
         )?;
+        let events =
+            Hub::start(settings.limits.event_queue_len as usize).map_err(StartError::Events)?;
         let hpa = HpaAllocator::new(settings.table_pool_bytes, settings.iommu.mgaw);
         let daemon = Arc::new(Daemon {
             settings,
@@ -173,6 +182,7 @@ impl Daemon {
             shutting_down: AtomicBool::new(false),
             hpa: Mutex::new(hpa),
             registered_bytes: AtomicU64::new(0),
+            events,
         });
         daemon.restore(replayed);
         Ok(daemon)

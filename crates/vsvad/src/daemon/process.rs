@@ -16,6 +16,7 @@ use vsva_vfio::{Container, ProcessToken, VfioMm};
 use super::fault_view::FaultView;
 use super::{lock, random_bytes, Daemon, OpenConnection, SERVER};
 use crate::credentials;
+use crate::events::EventQueue;
 use crate::store::Record;
 
 /// A container a connection opened.
@@ -117,6 +118,8 @@ pub struct Process {
     pub(super) journal: Mutex<Journal>,
     /// Which faults it may see. A leaf lock, like the journal's.
     pub(super) faults: Mutex<FaultView>,
+    /// Its events channel's queue.
+    pub(super) events: Arc<EventQueue>,
 }
 
 impl Process {
@@ -130,6 +133,7 @@ impl Process {
         journal: Journal,
         faults: FaultView,
         held_until: Option<Instant>,
+        events: Arc<EventQueue>,
     ) -> Process {
         let token = ProcessToken::new(credentials.pid, credentials.start_time);
         Process {
@@ -140,6 +144,7 @@ impl Process {
             state: Mutex::new(ProcessState::new(mm, held_until)),
             journal: Mutex::new(journal),
             faults: Mutex::new(faults),
+            events,
         }
     }
 
@@ -251,6 +256,7 @@ impl Daemon {
         st.connections = st.connections.saturating_sub(1);
         let last = st.connections == 0 && !st.is_held();
         if last {
+            p.events.close();
             if !st.revoked {
                 self.release_locked(p, &mut st, "its last connection closed");
             }
@@ -427,6 +433,7 @@ impl Daemon {
                     journal,
                     faults,
                     None,
+                    self.events.queue(),
                 ));
                 processes.insert(token, p.clone());
                 p
