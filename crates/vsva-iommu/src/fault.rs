@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 
 /// A PCI requester id: `bus << 8 | device << 3 | function`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -302,7 +304,6 @@ pub struct Fault {
 /// Every record is numbered when it is appended: the n-th fault ever logged is number n, so
 /// a reader that noted [`FaultLog::total`] at some moment can tell exactly which records came
 /// after it, however many threads log at once.
-#[derive(Debug)]
 pub struct FaultLog {
     capacity: usize,
     records: Mutex<VecDeque<(u64, Fault)>>,
@@ -310,6 +311,26 @@ pub struct FaultLog {
     /// Records ever appended; written only under the `records` lock, so it is always the
     /// number of the newest record.
     total: AtomicU64,
+    /// Told of every record after it is appended.
+    observer: ArcSwapOption<Arc<dyn FaultObserver>>,
+}
+
+impl fmt::Debug for FaultLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultLog")
+            .field("capacity", &self.capacity)
+            .field("total", &self.total())
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Told of every fault record the log appends (an embedder routes them, e.g. a fault on a
+/// PASID to the process that owns it). Called on the faulting thread, after the record is
+/// in the log and with no lock of the log held; it must not block.
+pub trait FaultObserver: Send + Sync {
+    /// One new record.
+    fn fault(&self, fault: &Fault);
 }
 
 impl FaultLog {
@@ -320,7 +341,13 @@ impl FaultLog {
             records: Mutex::new(VecDeque::new()),
             dropped: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            observer: ArcSwapOption::empty(),
         }
+    }
+
+    /// Sets (or with `None` removes) the observer told of every record appended from now on.
+    pub fn set_observer(&self, observer: Option<Arc<dyn FaultObserver>>) {
+        self.observer.store(observer.map(Arc::new));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Fault)>> {
@@ -337,6 +364,10 @@ impl FaultLog {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         r.push_back((number, fault));
+        drop(r);
+        if let Some(observer) = self.observer.load().as_ref() {
+            observer.fault(&fault);
+        }
     }
 
     /// A copy of the records currently held, oldest first.

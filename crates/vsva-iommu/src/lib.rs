@@ -40,6 +40,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod atc;
+pub mod ats;
 pub(crate) mod cache;
 pub mod context;
 pub mod fault;
@@ -58,17 +60,22 @@ pub mod stats;
 pub mod table_store;
 pub mod teardown;
 
+pub use atc::Atc;
+pub use ats::{Completion, DevTlbInvalidation, DevTlbScope, DevTlbSink};
 pub use cache::PAGE_INVALIDATION_LIMIT;
-pub use fault::{Access, Fault, FaultLog, FaultReason, SourceId, Stage, INTERRUPT_RANGE};
+pub use fault::{
+    Access, Fault, FaultLog, FaultObserver, FaultReason, SourceId, Stage, INTERRUPT_RANGE,
+};
 pub use invalidate::{
     ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,
 };
 pub use iommu::{
-    DeviceOptions, DmaError, Iommu, IommuError, Perms, S2Perms, Stage2Id, Translation,
+    AtsReply, DeviceOptions, DmaError, Iommu, IommuError, Perms, S2Perms, Stage2Id, Translation,
 };
 pub use memory::{HostMemory, MemoryError};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
 pub use pool::TablePool;
+pub use prq::{PageRequest, PageResponse, ResponseCode};
 pub use regs::{ConfigError, IommuConfig};
 pub use stats::StatsSnapshot;
 pub use table_store::{GuestTableStore, HostTableStore};

@@ -148,6 +148,18 @@ impl PageRequestQueue {
 
     /// Accepts a response for an outstanding group and delivers it to the device.
     pub fn respond(&self, resp: PageResponse) -> Result<(), PrqError> {
+        self.accept_response(&resp)?;
+        self.deliver(resp);
+        Ok(())
+    }
+
+    /// Matches a response to an outstanding group (which it then no longer is), without
+    /// delivering it.
+    ///
+    /// # Errors
+    ///
+    /// [`PrqError::NoSuchGroup`]: no such group is outstanding; nothing changes.
+    pub fn accept_response(&self, resp: &PageResponse) -> Result<(), PrqError> {
         let mut st = self.state();
         let key = (resp.source_id, resp.pasid, resp.group & 0x1ff);
         match st.outstanding.get_mut(&key) {
@@ -165,8 +177,16 @@ impl PageRequestQueue {
                 })
             }
         }
-        st.responses.entry(resp.source_id).or_default().push(resp);
         Ok(())
+    }
+
+    /// Queues a response for its device to collect with [`PageRequestQueue::take_responses`].
+    pub fn deliver(&self, resp: PageResponse) {
+        self.state()
+            .responses
+            .entry(resp.source_id)
+            .or_default()
+            .push(resp);
     }
 
     /// The responses delivered to a device since its last call.

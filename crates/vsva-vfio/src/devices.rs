@@ -46,6 +46,13 @@ impl Vfio {
                 "the IOMMU has no device-TLB support (ECAP.DT)",
             ));
         }
+        if spec.pri && !cfg.prs {
+            return Err(VfioError::invalid(
+                "pri",
+                1,
+                "the IOMMU has no page-request support (ECAP.PRS)",
+            ));
+        }
         let vcap = spec
             .pasid
             .filter(|_| inner.config.pasid_enabled)

@@ -299,6 +299,24 @@ pub enum VfioError {
         /// Which register setting forbids it.
         reason: &'static str,
     },
+    /// A device has as many page requests outstanding as its PRI allocation allows
+    /// (`ENOSPC`).
+    #[error("device {source_id} already has {limit} page requests outstanding")]
+    PageRequestLimit {
+        /// The requesting device.
+        source_id: SourceId,
+        /// Its allocation ([`crate::VfioConfig::page_requests_per_device`]).
+        limit: u32,
+    },
+    /// A page response names no group pending for the caller (`EINVAL`): an unknown or
+    /// answered cookie, or a group reported to another process.
+    #[error("no page-request group with cookie {cookie} is pending for {caller}")]
+    UnknownPageGroup {
+        /// The cookie the response named.
+        cookie: u32,
+        /// The process that answered.
+        caller: ProcessToken,
+    },
     /// The IOMMU faulted the DMA, or its output is not backed by memory (`EFAULT`).
     #[error("DMA from {source_id}: {source}")]
     Dma {
@@ -323,6 +341,7 @@ impl VfioError {
             | VfioError::DmaSplit { .. }
             | VfioError::GroupNotAttached { .. }
             | VfioError::ConfigAccess { .. }
+            | VfioError::UnknownPageGroup { .. }
             | VfioError::NestingOneGroup { .. } => Errno::EINVAL,
             VfioError::UnknownIoctl { .. } | VfioError::PasidSupportDisabled => Errno::ENOTTY,
             VfioError::UnsupportedIommuType { .. }
@@ -342,7 +361,9 @@ impl VfioError {
                 source.errno()
             }
             VfioError::DmaExists { .. } | VfioError::Exists { .. } => Errno::EEXIST,
-            VfioError::DmaLimit { .. } | VfioError::DomainIdsExhausted { .. } => Errno::ENOSPC,
+            VfioError::DmaLimit { .. }
+            | VfioError::DomainIdsExhausted { .. }
+            | VfioError::PageRequestLimit { .. } => Errno::ENOSPC,
             VfioError::PasidRequestRefused { .. } => Errno::EPERM,
             VfioError::TablePoolShare { .. } => Errno::ENOMEM,
             VfioError::UnknownProcess { .. } => Errno::ESRCH,

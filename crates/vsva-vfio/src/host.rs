@@ -11,6 +11,7 @@ use vsva_iommu::{DeviceOptions, Iommu, PasidEntry, Stage2Id};
 
 use crate::cleanup::must_succeed;
 use crate::error::VfioError;
+use crate::iopf::Router;
 use crate::mm::MmRegistry;
 use crate::pci::FunctionInner;
 use crate::refusal::Refusals;
@@ -33,6 +34,10 @@ pub(crate) struct VfioInner {
     pub(crate) stage2_levels: u8,
     /// Unbinds and invalidations answered 0 but refused, by reason.
     pub(crate) refusals: Refusals,
+    /// Page requests routed to PASID owners, and their responses.
+    pub(crate) iopf: Arc<Router>,
+    /// The router's subscription to the PASID space.
+    pub(crate) iopf_subscriber: SubscriberId,
 }
 
 impl VfioInner {
@@ -41,6 +46,7 @@ impl VfioInner {
             pasids: 1u32 << function.pasid_width().max(1),
             rid_pasid: 0,
             ats: function.ats,
+            pri: function.pri,
             ..DeviceOptions::default()
         }
     }
@@ -141,6 +147,7 @@ impl VfioInner {
                     "detach a device from its domain",
                     self.iommu.detach_device(f.source_id),
                 );
+                self.iopf.forget_device(f.source_id);
             }
             Member::Mdev(m) => {
                 must_succeed(
@@ -148,6 +155,8 @@ impl VfioInner {
                     self.iommu
                         .clear_pasid_entry(m.parent.source_id, m.default_pasid),
                 );
+                self.iopf
+                    .forget_pasid(Some(m.parent.source_id), m.default_pasid);
             }
         }
     }
@@ -155,6 +164,7 @@ impl VfioInner {
 
 impl Drop for VfioInner {
     fn drop(&mut self) {
+        self.space.unsubscribe(self.iopf_subscriber);
         self.space.unsubscribe(self.subscriber);
     }
 }

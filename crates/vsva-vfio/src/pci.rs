@@ -109,11 +109,15 @@ pub struct PciFunctionSpec {
     /// `DEV_IOTLB` invalidations matter. The ATS capability structure itself is not modelled
     /// in the configuration space.
     pub ats: bool,
+    /// The function may send page requests (PCIe PRI): its context entry gets PRE, and its
+    /// page requests go through [`crate::Vfio::page_request`] to the PASID's owner. The PRI
+    /// capability structure itself is not modelled in the configuration space.
+    pub pri: bool,
 }
 
 impl PciFunctionSpec {
     /// A function in `group` with a 20-bit PASID capability supporting execute and privileged
-    /// requests, no ATS, vendor `0x8086`, device `0x0b25`.
+    /// requests, no ATS, no PRI, vendor `0x8086`, device `0x0b25`.
     pub fn new(source_id: SourceId, group: Option<GroupId>) -> Self {
         PciFunctionSpec {
             source_id,
@@ -126,6 +130,7 @@ impl PciFunctionSpec {
                 privileged: true,
             }),
             ats: false,
+            pri: false,
         }
     }
 }
@@ -253,6 +258,7 @@ pub(crate) struct FunctionInner {
     /// The virtual PASID capability (what the guest reads), `None` when absent or hidden.
     pub(crate) vcap: Option<PasidCapability>,
     pub(crate) ats: bool,
+    pub(crate) pri: bool,
     config: Mutex<ConfigSpace>,
     /// Copy of the PASID control word, updated under `config`'s lock on every write.
     ctrl: AtomicU16,
@@ -264,6 +270,7 @@ impl FunctionInner {
             source_id: spec.source_id,
             vcap,
             ats: spec.ats,
+            pri: spec.pri,
             config: Mutex::new(ConfigSpace::new(spec.vendor_id, spec.device_id, vcap)),
             ctrl: AtomicU16::new(0),
         }

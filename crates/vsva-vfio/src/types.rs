@@ -2,6 +2,7 @@
 //! mdev identities, the IOMMU type, and the host configuration.
 
 use std::fmt;
+use std::time::Duration;
 
 use vsva_uapi::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_IOMMU, VFIO_TYPE1_NESTING_IOMMU};
 
@@ -98,6 +99,14 @@ pub struct VfioConfig {
     /// go past it fails with `ENOMEM`, so one process cannot take the whole pool. Default
     /// 4096 (16 MiB).
     pub table_pages_per_process: usize,
+    /// How many page requests one device may have outstanding (requests of incomplete groups
+    /// and of groups not answered yet): the PRI capability's Outstanding Page Request
+    /// Allocation. A request beyond it is refused with `ENOSPC`. Default 32.
+    pub page_requests_per_device: u32,
+    /// How long a page-request group waits for its owner's response before
+    /// [`Vfio::expire_page_requests`](crate::Vfio::expire_page_requests) answers it FAILURE.
+    /// Default 10 s.
+    pub page_request_timeout: Duration,
 }
 
 impl Default for VfioConfig {
@@ -108,6 +117,8 @@ impl Default for VfioConfig {
             stage2_levels: None,
             dma_entry_limit: 65535,
             table_pages_per_process: 4096,
+            page_requests_per_device: 32,
+            page_request_timeout: Duration::from_secs(10),
         }
     }
 }

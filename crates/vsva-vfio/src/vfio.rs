@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vsva_ioasid::{IoasidSpace, SetStats};
-use vsva_iommu::Iommu;
+use vsva_iommu::{Iommu, PageRequest, ResponseCode, SourceId};
 
 use crate::container::Container;
 use crate::error::VfioError;
 use crate::host::VfioInner;
+use crate::iopf::{FaultSink, FreedPasids, Router};
 use crate::mm::{MmRegistry, VfioMm};
 use crate::refusal::{RefusalCounts, Refusals};
 use crate::registry::Registry;
@@ -64,6 +65,13 @@ impl Vfio {
         // allocator may hand the number out again.
         let subscriber = space.subscribe(iommu.clone());
         let host_set = space.create_set(HOST_SET_TOKEN, u32::MAX)?;
+        let iopf = Router::new(
+            iommu.clone(),
+            config.page_requests_per_device,
+            config.page_request_timeout,
+        );
+        // A freed PASID's pending page requests are answered before the number is reused.
+        let iopf_subscriber = space.subscribe(Arc::new(FreedPasids(Arc::downgrade(&iopf))));
         Ok(Vfio {
             inner: Arc::new(VfioInner {
                 config,
@@ -77,6 +85,8 @@ impl Vfio {
                 next_container: AtomicU64::new(1),
                 stage2_levels,
                 refusals: Refusals::default(),
+                iopf,
+                iopf_subscriber,
             }),
         })
     }
@@ -168,6 +178,65 @@ impl Vfio {
             .collect();
         all.sort_by_key(|p| p.set.id);
         all
+    }
+}
+
+/// I/O page faults: page requests routed to the process that owns the PASID, its responses
+/// routed back to the device (see the `iopf` module).
+impl Vfio {
+    /// Sets (or with `None` removes) where page requests and DMA faults on a PASID go: to the
+    /// process that bound the PASID. Without a sink every page request is answered INVALID at
+    /// once and DMA faults stay in the IOMMU's log only.
+    pub fn set_fault_sink(&self, sink: Option<Arc<dyn FaultSink>>) {
+        self.inner.iopf.set_sink(sink);
+    }
+
+    /// A device raises a page request (PCIe PRI), at time `now` (the clock of
+    /// [`Vfio::expire_page_requests`]). A request with PASID whose PASID is bound on the
+    /// device goes to the binding process's [`FaultSink::page_request`] once the last request
+    /// of its group arrives (every request of the group then, with one cookie); one without
+    /// PASID, or that nobody can resolve (not bound, no sink), is answered INVALID to the
+    /// device at once if it is the last of its group.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is queued and nothing answered then. `EINVAL` when the device's context entry
+    /// does not enable page requests (PRE clear, or PASIDE clear for a PASID request; the
+    /// IOMMU records fault 0x47 / 0x45); `ENOSPC` when the device already has
+    /// [`VfioConfig::page_requests_per_device`] requests outstanding (its PRI allocation).
+    pub fn page_request(&self, req: PageRequest, now: std::time::Instant) -> Result<(), VfioError> {
+        self.inner.iopf.page_request(req, now)
+    }
+
+    /// The owner answers the page-request group named by `cookie` (iommufd's
+    /// `iommu_hwpt_page_response`): the device gets a page-group response with `code` and
+    /// retries (SUCCESS) or fails its requests.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` when no group with this cookie is pending, or `owner` is not the process it
+    /// was reported to; nothing changes then.
+    pub fn page_response(
+        &self,
+        owner: ProcessToken,
+        cookie: u32,
+        code: ResponseCode,
+    ) -> Result<(), VfioError> {
+        self.inner.iopf.page_response(owner, cookie, code)
+    }
+
+    /// Answers FAILURE to every page-request group reported at least
+    /// [`VfioConfig::page_request_timeout`] before `now` and not answered, and drops requests
+    /// of groups that stayed incomplete that long. The embedder calls it periodically.
+    /// Returns how many groups were answered.
+    pub fn expire_page_requests(&self, now: std::time::Instant) -> usize {
+        self.inner.iopf.expire(now)
+    }
+
+    /// Page requests of `device` not answered yet (incomplete groups included), which
+    /// [`VfioConfig::page_requests_per_device`] bounds.
+    pub fn outstanding_page_requests(&self, device: SourceId) -> u32 {
+        self.inner.iopf.outstanding(device)
     }
 }
 

@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::control::DeviceCtl;
 use super::error::IommuError;
+use super::invalidation::device_request;
 use super::Iommu;
 use crate::context::{pasid_at, pasid_entry_address, ContextEntry, RootEntry, PASID_TABLE_ENTRIES};
 use crate::fault::SourceId;
@@ -123,6 +124,8 @@ impl Iommu {
             self.mem.store_u64(ce + 8 * i as u64, raw[i])?;
         }
         self.ats[usize::from(sid.0)].store(opts.ats, Ordering::Release);
+        // A device attached anew has been reset: a fence ends, its cache starts empty.
+        self.unfence(sid);
         ctl.devices.insert(
             sid,
             DeviceCtl {
@@ -159,6 +162,7 @@ impl Iommu {
         self.apply(&Invalidation::ContextCache(ContextCacheScope::Device {
             source_id: sid,
         }));
+        let mut devices = Vec::new();
         let mut tables: Vec<_> = dev.tables.iter().map(|(&i, &t)| (i, t)).collect();
         tables.sort_unstable();
         for (idx, table) in tables {
@@ -169,7 +173,7 @@ impl Iommu {
                 if pasid_pte_is_present(v0) {
                     let did = pasid_get_domain_id(self.mem.load_u64(addr + 8)?);
                     let pgtt = pasid_pte_get_pgtt(v0);
-                    self.flush_pasid(sid, pasid, did, pgtt, dev.rid_pasid);
+                    self.flush_pasid(sid, pasid, did, pgtt, dev.rid_pasid, &mut devices);
                 }
             }
             self.pool.free(table)?;
@@ -177,8 +181,12 @@ impl Iommu {
         for i in 0..dev.dir_pages {
             self.pool.free(dev.dir + i * PAGE_SIZE)?;
         }
-        self.apply(&Invalidation::DeviceTlbAll { source_id: sid });
+        let all = Invalidation::DeviceTlbAll { source_id: sid };
+        self.apply(&all);
+        devices.extend(device_request(&all));
         self.ats[usize::from(sid.0)].store(false, Ordering::Release);
+        // The device's own cache: everything it may hold, in one call of the sink.
+        self.devtlb_notify(&devices);
         Ok(())
     }
 

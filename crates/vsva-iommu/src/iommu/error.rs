@@ -122,6 +122,28 @@ pub enum IommuError {
     /// A page request or response was refused (queue full, PRI off, unknown group).
     #[error(transparent)]
     PageRequest(#[from] PrqError),
+    /// A translation request from a device whose context entry has DTE clear (ATS not
+    /// enabled): the hardware's Unsupported Request.
+    #[error("device {source_id} has no device TLB enabled (context entry DTE clear)")]
+    AtsDisabled {
+        /// The requesting device.
+        source_id: SourceId,
+    },
+    /// A translation request from a device fenced for not completing a device-TLB
+    /// invalidation.
+    #[error("device {source_id} is fenced: it did not complete a device-TLB invalidation")]
+    AtsFenced {
+        /// The requesting device.
+        source_id: SourceId,
+    },
+    /// Devices did not complete a device-TLB invalidation in time (VT-d's invalidation
+    /// time-out, ITE). Everything else of the call was done: the IOMMU's caches are
+    /// invalidated, every other device completed, and these are fenced.
+    #[error("device-TLB invalidation timed out on {fenced:?}: fenced")]
+    DevTlbTimeout {
+        /// The devices fenced, ascending.
+        fenced: Vec<SourceId>,
+    },
 }
 
 impl IommuError {
@@ -130,6 +152,12 @@ impl IommuError {
     /// `EBUSY` for what is already attached or present, `ENODEV` for a device not attached,
     /// `ENOENT` for an absent PASID entry or stage-2 table, `EEXIST` for an overlapping
     /// mapping, and `EINVAL` for every input the IOMMU refuses.
+    ///
+    /// ATS: `EOPNOTSUPP` for a translation request with DTE clear (the hardware's Unsupported
+    /// Request); `ENODEV` for a fenced device (the driver stops retrying an invalidation
+    /// whose device no longer answers and treats it as gone); `EIO` for a device-TLB
+    /// invalidation that timed out. The driver's `qi_submit_sync` returns `-ETIMEDOUT` there,
+    /// which the errno table does not have yet: `EIO` stands in for it.
     pub fn errno(&self) -> Errno {
         match self {
             IommuError::Memory(e) => e.errno(),
@@ -143,6 +171,9 @@ impl IommuError {
             IommuError::PasidEntry(e) => e.errno(),
             IommuError::Invalidation(e) => e.errno(),
             IommuError::PageRequest(e) => e.errno(),
+            IommuError::AtsDisabled { .. } => Errno::EOPNOTSUPP,
+            IommuError::AtsFenced { .. } => Errno::ENODEV,
+            IommuError::DevTlbTimeout { .. } => Errno::EIO,
             IommuError::PasidOutOfRange { .. }
             | IommuError::DeviceOption { .. }
             | IommuError::Stage2Levels { .. }
@@ -209,6 +240,12 @@ mod tests {
                 Errno::ENOENT,
             ),
             (IommuError::NoStage2 { id: 1 }, Errno::ENOENT),
+            (
+                IommuError::AtsDisabled { source_id: sid },
+                Errno::EOPNOTSUPP,
+            ),
+            (IommuError::AtsFenced { source_id: sid }, Errno::ENODEV),
+            (IommuError::DevTlbTimeout { fenced: vec![sid] }, Errno::EIO),
             (IommuError::Overlap { iova: 0 }, Errno::EEXIST),
             (
                 IommuError::Config(ConfigError::Invalid {

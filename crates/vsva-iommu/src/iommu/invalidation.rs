@@ -1,20 +1,56 @@
-//! Applying invalidation requests to the caches.
+//! Applying invalidation requests to the caches, and passing the device-TLB ones on to
+//! devices that cache translations themselves.
 
 use std::sync::atomic::Ordering;
 
 use super::error::IommuError;
 use super::Iommu;
+use crate::ats::{DevTlbInvalidation, DevTlbScope};
 use crate::cache::{device_tag, tag_key, Caches, NO_PASID, PAGE_INVALIDATION_LIMIT};
 use crate::invalidate::{ContextCacheScope, Invalidation, PasidCacheScope};
 use crate::stats::Counter;
 
 impl Iommu {
     /// Processes an invalidation request (as a completed queued-invalidation descriptor: when
-    /// this returns, no lookup starting afterwards uses an entry it covers).
+    /// this returns, no lookup starting afterwards uses an entry it covers). A device-TLB
+    /// invalidation also goes, through the registered [`crate::DevTlbSink`], to the device
+    /// if it may hold a covered translation in its own cache, and this returns only once the
+    /// device completed or was fenced.
+    ///
+    /// # Errors
+    ///
+    /// A request the IOMMU does not accept ([`IommuError::Invalidation`]) changes nothing.
+    /// [`IommuError::DevTlbTimeout`]: the device did not complete; everything else was done
+    /// (the IOMMU's caches are invalidated) and the device is fenced.
     pub fn invalidate(&self, inv: &Invalidation) -> Result<(), IommuError> {
-        inv.validate(&self.cfg)?;
-        self.apply(inv);
-        Ok(())
+        self.invalidate_batch(std::slice::from_ref(inv))
+    }
+
+    /// Processes several invalidation requests in order, as one submission to the
+    /// invalidation queue ending in a wait descriptor: every request is checked first, the
+    /// IOMMU's caches are invalidated, then the device-TLB requests go to the devices in one
+    /// call of the sink, and this returns once each device completed or was fenced.
+    ///
+    /// # Errors
+    ///
+    /// A request the IOMMU does not accept ([`IommuError::Invalidation`]): nothing is
+    /// invalidated. [`IommuError::DevTlbTimeout`]: devices did not complete; everything else
+    /// was done and those devices are fenced.
+    pub fn invalidate_batch(&self, invs: &[Invalidation]) -> Result<(), IommuError> {
+        for inv in invs {
+            inv.validate(&self.cfg)?;
+        }
+        let mut devices = Vec::new();
+        for inv in invs {
+            self.apply(inv);
+            devices.extend(device_request(inv));
+        }
+        let fenced = self.devtlb_notify(&devices);
+        if fenced.is_empty() {
+            Ok(())
+        } else {
+            Err(IommuError::DevTlbTimeout { fenced })
+        }
     }
 
     pub(super) fn apply(&self, inv: &Invalidation) {
@@ -104,6 +140,31 @@ impl Iommu {
                 }
             }
         }
+    }
+}
+
+/// The device-side form of a device-TLB invalidation, `None` for the other kinds.
+pub(super) fn device_request(inv: &Invalidation) -> Option<DevTlbInvalidation> {
+    match *inv {
+        Invalidation::DeviceTlbAll { source_id } => Some(DevTlbInvalidation {
+            source_id,
+            scope: DevTlbScope::All,
+        }),
+        Invalidation::DeviceTlb {
+            source_id,
+            pasid,
+            pages,
+        } => Some(DevTlbInvalidation {
+            source_id,
+            scope: match pages {
+                None => DevTlbScope::Pasid(pasid),
+                Some(range) => {
+                    let (addr, len) = range.span();
+                    DevTlbScope::Range { pasid, addr, len }
+                }
+            },
+        }),
+        _ => None,
     }
 }
 

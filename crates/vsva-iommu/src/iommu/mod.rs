@@ -3,7 +3,9 @@
 //! The rest of the IOMMU is split by job: `devices.rs` (attach/detach), `pasid_table.rs` (PASID
 //! entries and PASID teardown), `stage2.rs` (second-level tables), `invalidation.rs`,
 //! `page_requests.rs`, `translate.rs` (the cached front of translation), `walk.rs` (the table
-//! walks), `devtlb.rs` (the device TLB) and `dma.rs`.
+//! walks), `devtlb.rs` (the in-model device TLB), `ats.rs` (translation requests of devices
+//! that cache translations themselves, and the device-TLB invalidations sent to them) and
+//! `dma.rs`.
 //!
 //! Locking: one control mutex serializes the table-building operations (attach, detach, PASID
 //! entry writes, stage-2 map/unmap). `translate`, the DMA helpers and `invalidate` never take
@@ -21,6 +23,7 @@ use crate::regs::IommuConfig;
 use crate::stats::{Stats, StatsSnapshot};
 
 // The public items of the split files, at the paths they had before the split.
+pub use self::ats::AtsReply;
 pub use self::devices::DeviceOptions;
 pub use self::dma::DmaError;
 pub use self::error::IommuError;
@@ -28,8 +31,10 @@ pub use self::stage2::{S2Perms, Stage2Id};
 pub use self::translate::{Perms, Translation};
 pub use crate::table_store::HostTableStore;
 
+use self::ats::AtsTracking;
 use self::control::Control;
 
+mod ats;
 mod control;
 mod devices;
 mod devtlb;
@@ -53,6 +58,7 @@ pub struct Iommu {
     ctl: Mutex<Control>,
     caches: Caches,
     ats: Box<[AtomicBool]>,
+    ats_state: AtsTracking,
     faults: FaultLog,
     prq: PageRequestQueue,
     stats: Stats,
@@ -90,6 +96,7 @@ impl Iommu {
             faults: FaultLog::new(cfg.fault_log_capacity),
             prq: PageRequestQueue::new(cfg.prq_capacity),
             ats: (0..1usize << 16).map(|_| AtomicBool::new(false)).collect(),
+            ats_state: AtsTracking::new(),
             cfg,
             mem,
             pool,

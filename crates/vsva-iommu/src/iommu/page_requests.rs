@@ -19,6 +19,17 @@ impl Iommu {
     /// [`PrqError::NotEnabled`] when the context entry refuses the request; the fault is
     /// recorded (unless the context entry's FPD suppresses it) and nothing is queued.
     pub fn page_request(&self, req: PageRequest) -> Result<(), IommuError> {
+        self.check_page_request(&req)?;
+        Ok(self.prq.push(req)?)
+    }
+
+    /// The checks of [`Iommu::page_request`] without queueing: for an embedder that routes
+    /// page requests itself (to the owner of the PASID) instead of through the IOMMU's queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`Iommu::page_request`]: [`PrqError::NotEnabled`], with the fault recorded.
+    pub fn check_page_request(&self, req: &PageRequest) -> Result<(), IommuError> {
         let snap = self.mem.snapshot();
         let mem: &GuestMemoryMmap = &snap;
         let checked = resolve_context(mem, &self.cfg, self.root_table_address(), req.source_id)
@@ -49,7 +60,7 @@ impl Iommu {
             }
             .into());
         }
-        Ok(self.prq.push(req)?)
+        Ok(())
     }
 
     /// Takes the queued page requests.
@@ -57,10 +68,27 @@ impl Iommu {
         self.prq.take_requests()
     }
 
-    /// Answers a page-request group; the device collects it with
-    /// [`Iommu::take_page_responses`].
+    /// Answers a page-request group queued by [`Iommu::page_request`]; the response goes to
+    /// the device as [`Iommu::deliver_page_response`] sends it.
+    ///
+    /// # Errors
+    ///
+    /// [`PrqError::NoSuchGroup`] when no request of the group with the last-request flag is
+    /// outstanding; nothing is delivered.
     pub fn page_response(&self, resp: PageResponse) -> Result<(), IommuError> {
-        Ok(self.prq.respond(resp)?)
+        self.prq.accept_response(&resp)?;
+        self.deliver_page_response(resp);
+        Ok(())
+    }
+
+    /// Sends a page-group response to its device (a page group response descriptor): through
+    /// the registered [`crate::DevTlbSink`], or, without one, into the queue the device
+    /// reads with [`Iommu::take_page_responses`]. The caller has matched it to a group.
+    pub fn deliver_page_response(&self, resp: PageResponse) {
+        match self.devtlb_sink() {
+            Some(sink) => sink.page_response(resp),
+            None => self.prq.deliver(resp),
+        }
     }
 
     /// Responses delivered to a device.

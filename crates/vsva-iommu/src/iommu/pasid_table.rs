@@ -3,7 +3,9 @@
 
 use super::control::Control;
 use super::error::IommuError;
+use super::invalidation::device_request;
 use super::Iommu;
+use crate::ats::DevTlbInvalidation;
 use crate::context::{pasid_dir_index, pasid_entry_address, PasidDirEntry};
 use crate::fault::SourceId;
 use crate::invalidate::{Invalidation, PasidCacheScope};
@@ -143,14 +145,21 @@ impl Iommu {
     /// (empty) table still in the directory.
     pub fn clear_pasid_entry(&self, sid: SourceId, pasid: u32) -> Result<(), IommuError> {
         let mut ctl = self.control();
-        self.clear_locked(&mut ctl, sid, pasid)
+        let mut devices = Vec::new();
+        let result = self.clear_locked(&mut ctl, sid, pasid, &mut devices);
+        self.devtlb_notify(&devices);
+        result
     }
 
+    /// Clears the entry and flushes the IOMMU's caches; the device-TLB invalidations for
+    /// devices that cache translations themselves are added to `devices` for the caller to
+    /// send.
     pub(super) fn clear_locked(
         &self,
         ctl: &mut Control,
         sid: SourceId,
         pasid: u32,
+        devices: &mut Vec<DevTlbInvalidation>,
     ) -> Result<(), IommuError> {
         let absent = IommuError::PasidEntryAbsent {
             source_id: sid,
@@ -168,7 +177,7 @@ impl Iommu {
         let did = pasid_get_domain_id(self.mem.load_u64(addr + 8)?);
         self.write_entry_words(addr, &[0; 8])?;
         let rid_pasid = ctl.devices.get(&sid).map_or(0, |d| d.rid_pasid);
-        self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid);
+        self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid, devices);
         self.free_table_if_empty(ctl, sid, pasid, table)
     }
 
@@ -205,6 +214,7 @@ impl Iommu {
         did: u16,
         pgtt: Option<Pgtt>,
         rid_pasid: u32,
+        devices: &mut Vec<DevTlbInvalidation>,
     ) {
         self.apply(&Invalidation::PasidCache(PasidCacheScope::Pasid {
             did,
@@ -216,18 +226,19 @@ impl Iommu {
             }
             _ => self.apply(&Invalidation::IotlbDomain { did }),
         }
-        self.apply(&Invalidation::DeviceTlb {
-            source_id: sid,
-            pasid: Some(pasid),
-            pages: None,
-        });
+        let mut device_tlb = |pasid| {
+            let inv = Invalidation::DeviceTlb {
+                source_id: sid,
+                pasid,
+                pages: None,
+            };
+            self.apply(&inv);
+            devices.extend(device_request(&inv));
+        };
+        device_tlb(Some(pasid));
         if pasid == rid_pasid {
             // Requests without PASID were translated through this entry too.
-            self.apply(&Invalidation::DeviceTlb {
-                source_id: sid,
-                pasid: None,
-                pages: None,
-            });
+            device_tlb(None);
         }
     }
 
@@ -237,9 +248,10 @@ impl Iommu {
     pub fn teardown_pasid(&self, pasid: u32) -> Vec<SourceId> {
         let mut ctl = self.control();
         let sids: Vec<SourceId> = ctl.devices.keys().copied().collect();
+        let mut devices = Vec::new();
         let mut cleared: Vec<SourceId> = sids
             .into_iter()
-            .filter(|&sid| match self.clear_locked(&mut ctl, sid, pasid) {
+            .filter(|&sid| match self.clear_locked(&mut ctl, sid, pasid, &mut devices) {
                 Ok(()) => true,
                 // Nothing to clear on this device.
                 Err(IommuError::PasidEntryAbsent { .. } | IommuError::PasidOutOfRange { .. }) => {
@@ -254,6 +266,8 @@ impl Iommu {
                 }
             })
             .collect();
+        // Every device that may hold the PASID, in one call of the sink.
+        self.devtlb_notify(&devices);
         cleared.sort_unstable();
         cleared
     }

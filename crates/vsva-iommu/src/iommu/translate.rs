@@ -85,6 +85,17 @@ pub(super) struct PasidInfo<'a> {
     pub(super) pg: &'a PasidGens,
 }
 
+/// Who asks for a translation, which decides the caches and the fault reporting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Requester {
+    /// An untranslated request of a device without a device TLB.
+    Untranslated,
+    /// A request of a device whose device TLB the model keeps (the in-model device TLB).
+    DevTlb,
+    /// An ATS translation request whose answer the device caches itself.
+    Ats,
+}
+
 /// A [`PasidInfo::stamp`] word no generation equals.
 const STALE: u64 = u64::MAX;
 
@@ -137,7 +148,13 @@ impl Iommu {
                 return Ok(t);
             }
         }
-        self.translate_slow(sid, pasid, iova, access, ats)
+        let requester = if ats {
+            Requester::DevTlb
+        } else {
+            Requester::Untranslated
+        };
+        self.translate_slow(sid, pasid, iova, access, requester)
+            .map(|(t, _)| t)
     }
 
     /// The front-cache fast path: `None` on a miss.
@@ -242,6 +259,8 @@ impl Iommu {
         ctrl
     }
 
+    /// The translation past the front cache, with whether the page's dirty bits are set
+    /// (a write through it needs no A/D update).
     #[inline(never)]
     pub(super) fn translate_slow(
         &self,
@@ -249,22 +268,23 @@ impl Iommu {
         pasid: Option<u32>,
         iova: u64,
         access: Access,
-        ats: bool,
-    ) -> Result<Translation, Fault> {
+        requester: Requester,
+    ) -> Result<(Translation, bool), Fault> {
         let epoch = self.caches.epoch.load(Ordering::Acquire);
         let front_tag = device_tag(sid.0, pasid_key(pasid));
         let mut devtlb_stamp = None;
-        if ats {
+        let ats = requester != Requester::Untranslated;
+        if requester == Requester::DevTlb {
             match self.devtlb_lookup(sid, pasid, iova, access) {
                 Ok(t) => {
                     self.stats.inc(Counter::Translations);
                     self.stats.inc(Counter::DevTlbHits);
-                    return Ok(t);
+                    return Ok((t, t.perms.write));
                 }
                 Err(stamp) => devtlb_stamp = Some(stamp),
             }
             if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
-                return Ok(t);
+                return Ok((t, access.write));
             }
         }
         self.stats.inc(Counter::Translations);
@@ -334,8 +354,21 @@ impl Iommu {
                             c.epoch.load(Ordering::Acquire) == epoch
                         });
                 }
-                Ok(t)
+                Ok((t, value_is_dirty(v)))
             }
+            // A translation request that fails in the page tables gets a completion without
+            // rights (R = W = 0) and is not reported as a fault (the device may ask for the
+            // page with a page request instead).
+            Err(wf) if requester == Requester::Ats && wf.stage != Stage::Context => Err(Fault {
+                source_id: sid,
+                pasid,
+                addr: iova,
+                access,
+                reason: wf.reason,
+                stage: wf.stage,
+                level: wf.level,
+                recorded: false,
+            }),
             Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
         }
     }

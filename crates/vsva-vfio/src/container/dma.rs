@@ -5,7 +5,7 @@ use vsva_iommu::{Invalidation, PageRange, S2Perms, INTERRUPT_RANGE};
 use vsva_uapi::vfio::IovaRange;
 
 use super::{Container, ContainerState, Mapping};
-use crate::cleanup::must_succeed;
+use crate::cleanup::{fenced_is_done, must_succeed};
 use crate::error::VfioError;
 use crate::types::IommuType;
 
@@ -231,12 +231,19 @@ impl Container {
             }
         }
         if unmapped > 0 {
-            for &sid in targets.iter() {
-                must_succeed(
+            // Device TLBs hold translations through the stage 2 for every PASID: each device
+            // drops all of them, and the unmap returns once each completed or was fenced.
+            let invs: Vec<Invalidation> = targets
+                .iter()
+                .map(|&source_id| Invalidation::DeviceTlbAll { source_id })
+                .collect();
+            must_succeed(
+                "flush device TLBs after an unmap",
+                fenced_is_done(
                     "flush device TLBs after an unmap",
-                    iommu.invalidate(&Invalidation::DeviceTlbAll { source_id: sid }),
-                );
-            }
+                    iommu.invalidate_batch(&invs),
+                ),
+            );
         }
         unmapped
     }

@@ -222,6 +222,7 @@ impl Container {
                             "unbind a PASID from a leaving group",
                             self.vfio.iommu.clear_pasid_entry(sid, pasid),
                         );
+                        self.vfio.iopf.forget_pasid(Some(sid), pasid);
                     }
                 }
             }
@@ -371,6 +372,7 @@ impl Container {
                             "unbind a PASID at domain teardown",
                             iommu.clear_pasid_entry(sid, pasid),
                         );
+                        self.vfio.iopf.forget_pasid(Some(sid), pasid);
                     }
                     ms.forget_bind(pasid, self.id);
                 }

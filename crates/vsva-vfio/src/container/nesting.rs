@@ -13,7 +13,7 @@ use vsva_uapi::{
 };
 
 use super::{Container, ContainerState, Domain};
-use crate::cleanup::must_succeed;
+use crate::cleanup::{fenced_is_done, must_succeed};
 use crate::error::VfioError;
 use crate::mm::MmState;
 use crate::refusal::RefusedOp;
@@ -317,6 +317,9 @@ impl Container {
             }
         }
         ms.record_bind(pasid, self.id);
+        for &sid in targets {
+            self.vfio.iopf.record_owner(sid, pasid, self.process);
+        }
         Ok(())
     }
 
@@ -334,6 +337,8 @@ impl Container {
                     "unbind a PASID",
                     self.vfio.iommu.clear_pasid_entry(sid, pasid),
                 );
+                // Pending page requests of the PASID are answered FAILURE.
+                self.vfio.iopf.forget_pasid(Some(sid), pasid);
             }
         }
         Ok(())
@@ -352,8 +357,7 @@ impl Container {
         // Every request was validated above and names this IOMMU's domain id and a PASID of
         // its space, so the IOMMU accepts each one; they are issued as they are built.
         let apply = |inv: Invalidation| {
-            iommu
-                .invalidate(&inv)
+            fenced_is_done("pass a cache invalidation", iommu.invalidate(&inv))
                 .map_err(|e| VfioError::iommu("invalidate", e))
         };
         match req.granularity() {

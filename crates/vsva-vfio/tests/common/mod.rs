@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod ats_device;
+
 use std::sync::Arc;
 
 use vsva_iommu::paging::{fl_map, TableStore, P, RW, US};
