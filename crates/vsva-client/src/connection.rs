@@ -324,7 +324,7 @@ impl Client {
         self.call_with_fds(req, &[])
     }
 
-    /// Sends one request whose successful reply carries descriptors (as many as its kind's
+    /// Sends one request whose successful reply carries descriptors (at most its kind's
     /// `reply_nfds`), and returns the reply and the descriptors.
     pub fn call_for_fds(&mut self, req: Request) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
         let kind = req.kind();
@@ -342,7 +342,7 @@ impl Client {
             });
         }
         let reply = check(kind, reply)?;
-        if fds.len() != usize::from(kind.reply_nfds()) {
+        if fds.len() > usize::from(kind.reply_nfds()) {
             return Err(ClientError::Protocol {
                 kind,
                 error: ProtoError::BadValue {

@@ -51,6 +51,7 @@
 mod admin;
 mod connection;
 mod containers;
+mod device;
 mod devices;
 mod error;
 mod events;
@@ -60,6 +61,7 @@ pub mod pgtable;
 
 pub use connection::{daemon_running, default_socket, Client, Options};
 pub use containers::ContainerHandle;
+pub use device::{DeviceHandle, DeviceOptions, DeviceStats};
 pub use devices::DmaAccess;
 pub use error::ClientError;
 pub use events::EventChannel;

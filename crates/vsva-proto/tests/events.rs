@@ -113,6 +113,16 @@ proptest! {
     }
 
     #[test]
+    fn device_side_payloads_never_panic_and_round_trip(body in prop::collection::vec(any::<u8>(), 0..160)) {
+        if let Ok(a) = AtsAnswer::decode(&body) {
+            prop_assert_eq!(a.encode(), body.clone());
+        }
+        if let Ok(d) = DeviceOpened::decode(&body) {
+            prop_assert_eq!(d.encode(), body.clone());
+        }
+    }
+
+    #[test]
     fn acks_round_trip(seq in any::<u64>()) {
         let f = EventAck { seq }.encode_frame();
         let mut dec = FrameDecoder::new(64);

@@ -70,9 +70,6 @@ pub struct EventQueue {
     hub: Arc<Shared>,
 }
 
-// The acknowledged pushes serve the device-TLB invalidation path; until it is wired
-// they are exercised by this file's tests only.
-#[cfg_attr(not(test), allow(dead_code))]
 impl EventQueue {
     /// Queues `ev` for the channel and returns its sequence number, or `None` when it was not
     /// queued: no channel is open (the event is discarded, nobody listens), or the queue is
@@ -137,6 +134,11 @@ impl EventQueue {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Whether a channel is open.
+    pub fn is_open(&self) -> bool {
+        lock(&self.state).open
     }
 
     /// Ends the channel (the process is released): queued events are discarded and the hub

@@ -6,7 +6,9 @@
 //! [`container`] (open, close, attach, detach), [`ioctl`] (container ioctls, PASID_REQUEST
 //! journaling and its rollback), [`memory`] (guest memory shared by fd), [`device`] (PCI
 //! configuration space and DMA), [`admin`] (quota, force release), [`report`] (status,
-//! sets, faults, metrics gauges) and [`events`] (opening a process's events channel).
+//! sets, faults, metrics gauges), [`events`] (opening a process's events channel) and
+//! [`device_side`] (devices granted to other processes, ATS translation requests, page
+//! requests and responses, and the delivery of invalidations and faults as events).
 //!
 //! # Processes and contexts
 //!
@@ -38,6 +40,7 @@
 mod admin;
 mod container;
 mod device;
+mod device_side;
 mod dispatch;
 mod events;
 mod fault_view;
@@ -132,6 +135,8 @@ pub struct Daemon {
     registered_bytes: AtomicU64,
     /// The events channels and their thread.
     events: Hub,
+    /// Grants of devices to other processes, and the processes that use each device.
+    device_side: device_side::DeviceSide,
 }
 
 /// Why the daemon could not start.
@@ -183,7 +188,13 @@ impl Daemon {
             hpa: Mutex::new(hpa),
             registered_bytes: AtomicU64::new(0),
             events,
+            device_side: device_side::DeviceSide::default(),
         });
+        let delivery = Arc::new(device_side::Delivery {
+            daemon: Arc::downgrade(&daemon),
+        });
+        daemon.vfio.iommu().set_devtlb_sink(Some(delivery.clone()));
+        daemon.vfio.set_fault_sink(Some(delivery));
         daemon.restore(replayed);
         Ok(daemon)
     }

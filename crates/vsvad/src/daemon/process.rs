@@ -2,6 +2,7 @@
 //! restart), disconnect and release, and expiry of processes held since a restart.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ pub(super) struct OpenContainer {
 }
 
 /// A guest memory region a process registered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Region {
     pub(super) id: u32,
     /// The address the process names it by in MAP_DMA's `vaddr`.
@@ -35,6 +36,10 @@ pub(super) struct Region {
     pub(super) size: u64,
     /// Where it sits in the IOMMU's host memory.
     pub(super) hpa: u64,
+    /// Offset into the file.
+    pub(super) offset: u64,
+    /// The memory's descriptor, handed to device processes (`DEVICE_OPEN`).
+    pub(super) file: Option<Arc<OwnedFd>>,
 }
 
 /// What a process's lock protects.
@@ -257,6 +262,7 @@ impl Daemon {
         let last = st.connections == 0 && !st.is_held();
         if last {
             p.events.close();
+            self.end_grants_of(p.token);
             if !st.revoked {
                 self.release_locked(p, &mut st, "its last connection closed");
             }
