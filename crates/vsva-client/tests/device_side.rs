@@ -234,6 +234,51 @@ fn a_revoked_grant_ends_the_holders_access() {
     assert!(why.contains("revoked"), "{why}");
 }
 
+#[test]
+fn acknowledgements_are_heard_while_every_worker_waits_for_them() {
+    // More device processes than the daemon has workers, and as many invalidations at once
+    // as it has workers: if acknowledgements were read by the workers, every worker would
+    // wait for acknowledgements nobody reads, and every device would be fenced.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut o = owner("[limits]\ninvalidation_timeout_ms = 20000\n");
+    o.mem.write(DATA, b"cached").unwrap();
+    let mut devs: Vec<Device> = (0..=workers).map(|_| o.spawn("cache")).collect();
+    for d in &mut devs {
+        assert_eq!(d.expect("READ"), "cached");
+        assert_eq!(d.expect("HOLDS"), "true");
+    }
+    let socket = o.daemon.socket().to_owned();
+    let (c, pasid) = (o.c, o.pasid);
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (0..workers)
+            .map(|i| {
+                let socket = socket.clone();
+                s.spawn(move || {
+                    let mut client =
+                        Client::connect(Options::new(socket, format!("inv-{i}"))).unwrap();
+                    let req = CacheInvalidateRequest::new(
+                        CacheSet::IOTLB | CacheSet::DEV_IOTLB,
+                        Granularity::Pasid {
+                            pasid: Some(u64::from(pasid)),
+                            archid: None,
+                        },
+                    )
+                    .unwrap();
+                    client.invalidate(c, &req).unwrap();
+                })
+            })
+            .collect();
+        for t in calls {
+            t.join().unwrap();
+        }
+    });
+    for d in &mut devs {
+        d.say("again");
+        assert_eq!(d.expect("HOLDS"), "false");
+        assert_eq!(d.expect("AGAIN"), "cached", "the device must not be fenced");
+    }
+}
+
 /// The device process: `VSVA_DEVICE` = `socket|token|script`.
 #[test]
 #[ignore = "device process entry point, run by the other tests"]
@@ -276,6 +321,13 @@ fn device_helper() {
                 "check" => {
                     println!("HOLDS {}", d.holds(Some(pasid), GVA));
                     println!("INVALIDATIONS {}", d.stats().invalidations);
+                }
+                "again" => {
+                    println!("HOLDS {}", d.holds(Some(pasid), GVA));
+                    match d.dma_read(Some(pasid), GVA, &mut buf) {
+                        Ok(()) => println!("AGAIN {}", String::from_utf8_lossy(&buf)),
+                        Err(e) => println!("AGAIN {e}"),
+                    }
                 }
                 _ => {
                     let r = d.dma_read(Some(pasid), GVA, &mut buf);
