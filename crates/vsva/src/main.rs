@@ -16,6 +16,7 @@ mod pgwalk;
 mod report;
 mod shell;
 mod story;
+mod story_fault;
 
 use std::process::ExitCode;
 

@@ -9,6 +9,7 @@ use vsva_client::{Client, ClientError, GuestMemory};
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
 
 use crate::common::CliError;
+use crate::story_fault::page_fault_chapter;
 
 /// One step of the story.
 #[derive(Debug, Clone)]
@@ -310,6 +311,9 @@ pub(crate) fn run_story(
     // The story is told; a close that fails leaves the container to the end of the
     // connection, which closes it.
     let _ = client.close_container(c);
+    page_fault_chapter(client, &mut |title, ok, detail, t| {
+        step(title, ok, detail, t)
+    })?;
     Ok(report)
 }
 
