@@ -45,7 +45,10 @@ fn main() {
             .unwrap();
     }
     owner
-        .bind(c, &BindRequest::new(u64::from(pasid), pt.root(), AddrWidth::Bits48))
+        .bind(
+            c,
+            &BindRequest::new(u64::from(pasid), pt.root(), AddrWidth::Bits48),
+        )
         .unwrap();
     owner.enable_pasid(SID).unwrap();
     let token = owner.grant_device(SID).unwrap();

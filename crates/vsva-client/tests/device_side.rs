@@ -10,6 +10,7 @@
 //! * a revoked grant ends the holder's access with `ENODEV`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
@@ -28,7 +29,9 @@ const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 /// The owner's side: a daemon with one ATS + PRI device, a bound PASID mapping GVA → DATA.
 struct Owner {
-    daemon: PrivateDaemon,
+    /// The daemon, when this process started it.
+    daemon: Option<PrivateDaemon>,
+    socket: PathBuf,
     client: Client,
     c: ContainerHandle,
     mem: &'static GuestMemory,
@@ -42,7 +45,15 @@ fn owner(settings: &str) -> Owner {
     let config =
         format!("{settings}\n[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n");
     let daemon = PrivateDaemon::start_with(&vsvad, Some(&config), &[]).unwrap();
-    let mut client = Client::connect(Options::new(daemon.socket(), "owner")).unwrap();
+    let socket = daemon.socket().to_owned();
+    let mut o = owner_on(&socket);
+    o.daemon = Some(daemon);
+    o
+}
+
+/// The owner's side on a daemon already running.
+fn owner_on(socket: &Path) -> Owner {
+    let mut client = Client::connect(Options::new(socket, "owner")).unwrap();
     let events = client.open_events().unwrap();
     let c = client.nesting_container(1).unwrap();
     // Leaked: the page tables borrow it for the whole test.
@@ -59,7 +70,8 @@ fn owner(settings: &str) -> Owner {
         .unwrap();
     client.enable_pasid(SID).unwrap();
     Owner {
-        daemon,
+        daemon: None,
+        socket: socket.to_owned(),
         client,
         c,
         mem,
@@ -97,6 +109,19 @@ impl Owner {
     fn spawn(&mut self, script: &str) -> Device {
         let token = self.client.grant_device(SID).unwrap();
         let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        Device::spawn(&self.socket, &hex, self.pasid, script)
+    }
+}
+
+struct Device {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Device {
+    /// This test binary re-run as `device_helper` with `script`.
+    fn spawn(socket: &Path, token: &str, pasid: u32, script: &str) -> Device {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -107,9 +132,9 @@ impl Owner {
             ])
             .env(
                 "VSVA_DEVICE",
-                format!("{}|{hex}|{script}", self.daemon.socket().display()),
+                format!("{}|{token}|{script}", socket.display()),
             )
-            .env("VSVA_DEVICE_PASID", self.pasid.to_string())
+            .env("VSVA_DEVICE_PASID", pasid.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -122,15 +147,7 @@ impl Owner {
             stdout,
         }
     }
-}
 
-struct Device {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Device {
     /// The next line the device prints that starts with `prefix`, without it.
     fn expect(&mut self, prefix: &str) -> String {
         let mut line = String::new();
@@ -247,7 +264,7 @@ fn acknowledgements_are_heard_while_every_worker_waits_for_them() {
         assert_eq!(d.expect("READ"), "cached");
         assert_eq!(d.expect("HOLDS"), "true");
     }
-    let socket = o.daemon.socket().to_owned();
+    let socket = o.socket.clone();
     let (c, pasid) = (o.c, o.pasid);
     std::thread::scope(|s| {
         let calls: Vec<_> = (0..workers)
@@ -279,6 +296,29 @@ fn acknowledgements_are_heard_while_every_worker_waits_for_them() {
     }
 }
 
+#[test]
+fn the_owner_killed_with_pending_page_requests_fails_them() {
+    let vsvad = find_vsvad(None).expect("vsvad binary (cargo build -p vsvad)");
+    let config = "[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n";
+    let daemon = PrivateDaemon::start_with(&vsvad, Some(config), &[]).unwrap();
+    // The owner is a process of its own ("owner" script), the device another.
+    let mut owner = Device::spawn(daemon.socket(), "00", 0, "owner");
+    let token = owner.expect("TOKEN");
+    let pasid: u32 = owner.expect("PASID").parse().unwrap();
+    let mut dev = Device::spawn(daemon.socket(), &token, pasid, "fault");
+    assert_eq!(
+        owner.expect("PAGE_REQUEST"),
+        format!("{:#x}", GVA + (1 << 20))
+    );
+    owner.child.kill().unwrap(); // SIGKILL
+    owner.child.wait().unwrap();
+    // The pending group is answered FAILURE (or the grant ends first): the DMA fails, well
+    // before the device's 10 s wait for a response would end.
+    let wrote = dev.expect("WROTE");
+    assert_ne!(wrote, "ok");
+    assert!(!wrote.contains("TimedOut"), "{wrote}");
+}
+
 /// The device process: `VSVA_DEVICE` = `socket|token|script`.
 #[test]
 #[ignore = "device process entry point, run by the other tests"]
@@ -291,6 +331,18 @@ fn device_helper() {
     let hex = parts.next().unwrap();
     let script = parts.next().unwrap().to_string();
     let pasid: u32 = std::env::var("VSVA_DEVICE_PASID").unwrap().parse().unwrap();
+    if script == "owner" {
+        let mut o = owner_on(Path::new(&socket));
+        let token = o.client.grant_device(SID).unwrap();
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        println!("TOKEN {hex}");
+        println!("PASID {}", o.pasid);
+        loop {
+            if let (_, Event::PageRequest(r)) = o.events.next_event().unwrap() {
+                println!("PAGE_REQUEST {:#x}", r.addr);
+            }
+        }
+    }
     let mut token = [0u8; 16];
     for (i, b) in token.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();

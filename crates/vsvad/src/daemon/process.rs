@@ -262,7 +262,6 @@ impl Daemon {
         let last = st.connections == 0 && !st.is_held();
         if last {
             p.events.close();
-            self.end_grants_of(p.token);
             if !st.revoked {
                 self.release_locked(p, &mut st, "its last connection closed");
             }
@@ -273,6 +272,10 @@ impl Daemon {
         drop(st);
         drop(processes);
         drop(closed);
+        // Its grants end (holders are told); this looks processes up, so no lock is held.
+        if last {
+            self.end_grants_of(p.token);
+        }
     }
 
     /// Releases a process's context (its lock held): drops its containers and the daemon's
