@@ -2,10 +2,15 @@
 //! cargo-fuzz target (`fuzz/fuzz_targets/translate.rs`) and by a proptest that runs the same
 //! property on stable Rust: whatever the bytes, nothing panics.
 
+use std::sync::{Arc, Mutex};
+
+use crate::atc::Atc;
+use crate::ats::{Completion, DevTlbInvalidation, DevTlbSink};
 use crate::fault::{Access, SourceId};
 use crate::invalidate::{ContextCacheScope, Invalidation, PageRange, PasidCacheScope};
 use crate::memory::HostMemory;
 use crate::paging::{self, FlParams, SlParams};
+use crate::prq::PageResponse;
 use crate::regs::IommuConfig;
 use crate::{DeviceOptions, Iommu, S2Perms};
 
@@ -41,6 +46,34 @@ impl Input<'_> {
             _ => v % MEMORY_BYTES,
         })
     }
+}
+
+/// The devices' side of ATS: one translation cache for all of them, which applies every
+/// invalidation it is sent; the device `MUTE` never completes (and is fenced).
+struct Devices {
+    atc: Mutex<Atc>,
+}
+
+const MUTE: SourceId = SourceId::new(1, 0, 0);
+
+impl DevTlbSink for Devices {
+    fn invalidate(&self, batch: &[DevTlbInvalidation]) -> Vec<(SourceId, Completion)> {
+        let mut atc = self.atc.lock().unwrap_or_else(|p| p.into_inner());
+        batch
+            .iter()
+            .map(|inv| {
+                atc.invalidate(&inv.scope);
+                let c = if inv.source_id == MUTE {
+                    Completion::TimedOut
+                } else {
+                    Completion::Done
+                };
+                (inv.source_id, c)
+            })
+            .collect()
+    }
+
+    fn page_response(&self, _resp: PageResponse) {}
 }
 
 /// Input layout: a little-endian `u16` image length (capped at [`IMAGE_BYTES`] and at what
@@ -80,11 +113,13 @@ pub fn run(data: &[u8]) -> usize {
     let Ok(io) = Iommu::new(cfg, mem, pool, MEMORY_BYTES / 2) else {
         return 0;
     };
-    let sids = [
-        SourceId::new(0, 1, 0),
-        SourceId::new(0, 2, 0),
-        SourceId::new(1, 0, 0),
-    ];
+    let sids = [SourceId::new(0, 1, 0), SourceId::new(0, 2, 0), MUTE];
+    let devices = Arc::new(Devices {
+        atc: Mutex::new(Atc::new(8)),
+    });
+    if image_len % 2 == 1 {
+        io.set_devtlb_sink(Some(devices.clone() as Arc<dyn DevTlbSink>));
+    }
     let mut ops = 0;
     while let Some(op) = input.byte() {
         ops += 1;
@@ -126,7 +161,22 @@ pub fn run(data: &[u8]) -> usize {
                         execute: a & 2 != 0,
                         privileged: a & 4 != 0,
                     };
-                    let _ = io.translate(sid, pasid, input.addr()?, access);
+                    let iova = input.addr()?;
+                    if op % 16 == 8 {
+                        // An ATS translation request whose answer a device cache keeps.
+                        let mut atc = devices.atc.lock().unwrap_or_else(|p| p.into_inner());
+                        let generation = atc.generation();
+                        drop(atc);
+                        if let Ok(reply) = io.ats_translate(sid, pasid, iova, access) {
+                            atc = devices.atc.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(t) = reply.translation() {
+                                atc.insert(generation, pasid, iova, &t);
+                                let _ = atc.lookup(pasid, iova, access);
+                            }
+                        }
+                    } else {
+                        let _ = io.translate(sid, pasid, iova, access);
+                    }
                 }
                 9 => {
                     let did = u16::from(input.byte()?);

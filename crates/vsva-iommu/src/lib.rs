@@ -18,12 +18,16 @@
 //!   [`pasid_entry`], [`paging`] (first- and second-level entries and the walkers, shared
 //!   with the `vsva pgwalk` inspector), [`fault`] (fault reasons, records, the log, access
 //!   kinds and the interrupt range), [`invalidate`] (the requests and their checks), [`prq`]
-//!   (page requests and responses), [`regs`] (configuration and CAP/ECAP);
+//!   (page requests and responses), [`ats`] (device-TLB invalidation requests, completions and
+//!   the [`DevTlbSink`] that carries them to devices), [`regs`] (configuration and CAP/ECAP);
+//! * the device side of ATS: [`atc`] (the bounded translation cache a device keeps, filled
+//!   from [`Iommu::ats_translate`]);
 //! * memory: [`memory`] (address space and table page pool), [`table_store`] (the stores
 //!   tables are built in, for the IOMMU's users and tests);
 //! * the IOMMU: [`Iommu`] in `iommu/` — the facade (`mod.rs`), devices, the PASID table,
 //!   stage 2, invalidation, page requests, translate (the cached front), walk (the slow path),
-//!   the device TLB and DMA; the caches and their value words in `cache.rs`, the lock-free
+//!   the in-model device TLB, ATS translation requests with the fan-out of device-TLB
+//!   invalidations and fencing, and DMA; the caches and their value words in `cache.rs`, the lock-free
 //!   slot arrays in `slots.rs`, counters in [`stats`];
 //! * [`teardown`]: the IOMMU as a PASID-allocator teardown subscriber;
 //! * `fuzzing` (feature `fuzzing`): the input interpreter of the fuzz target and its proptest

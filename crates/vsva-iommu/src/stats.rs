@@ -28,9 +28,12 @@ pub(crate) enum Counter {
     AdRetries,
     /// Front-cache hits: counted once, reported as both a translation and an IOTLB hit.
     FrontHits,
+    AtsRequests,
+    DevTlbSent,
+    Fences,
 }
 
-const COUNTERS: usize = 13;
+const COUNTERS: usize = 16;
 
 #[repr(align(128))]
 struct Shard([AtomicU64; COUNTERS]);
@@ -105,6 +108,9 @@ impl Stats {
             faults: sum(Counter::Faults),
             invalidations: sum(Counter::Invalidations),
             ad_retries: sum(Counter::AdRetries),
+            ats_requests: sum(Counter::AtsRequests),
+            devtlb_sent: sum(Counter::DevTlbSent),
+            fences: sum(Counter::Fences),
         }
     }
 }
@@ -137,6 +143,12 @@ pub struct StatsSnapshot {
     pub invalidations: u64,
     /// Walks restarted because an entry changed during an accessed/dirty update.
     pub ad_retries: u64,
+    /// ATS translation requests (`Iommu::ats_translate`).
+    pub ats_requests: u64,
+    /// Device-TLB invalidation requests sent to devices through the `DevTlbSink`.
+    pub devtlb_sent: u64,
+    /// Devices fenced for not completing a device-TLB invalidation.
+    pub fences: u64,
 }
 
 #[cfg(test)]

@@ -88,7 +88,11 @@ impl Vfio {
                 });
             }
         }
-        let function = Arc::new(FunctionInner::new(&spec, vcap));
+        let function = Arc::new(FunctionInner::new(
+            &spec,
+            vcap,
+            inner.config.page_requests_per_device,
+        ));
         let role = match spec.group {
             Some(group) => {
                 reg.groups

@@ -308,6 +308,17 @@ pub enum VfioError {
         /// Its allocation ([`crate::VfioConfig::page_requests_per_device`]).
         limit: u32,
     },
+    /// A device tried a request its ATS or PRI capability does not allow now (`EPERM`): the
+    /// capability's Enable is clear.
+    #[error("device {source_id} cannot issue {what}: {reason}")]
+    CapabilityDisabled {
+        /// The requesting device.
+        source_id: SourceId,
+        /// What kind of request.
+        what: &'static str,
+        /// Which register setting forbids it.
+        reason: &'static str,
+    },
     /// A page response names no group pending for the caller (`EINVAL`): an unknown or
     /// answered cookie, or a group reported to another process.
     #[error("no page-request group with cookie {cookie} is pending for {caller}")]
@@ -364,7 +375,9 @@ impl VfioError {
             VfioError::DmaLimit { .. }
             | VfioError::DomainIdsExhausted { .. }
             | VfioError::PageRequestLimit { .. } => Errno::ENOSPC,
-            VfioError::PasidRequestRefused { .. } => Errno::EPERM,
+            VfioError::PasidRequestRefused { .. } | VfioError::CapabilityDisabled { .. } => {
+                Errno::EPERM
+            }
             VfioError::TablePoolShare { .. } => Errno::ENOMEM,
             VfioError::UnknownProcess { .. } => Errno::ESRCH,
         }

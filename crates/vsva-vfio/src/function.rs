@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use vsva_iommu::{Access, Iommu, SourceId, Translation};
+use vsva_iommu::{Access, AtsReply, Iommu, SourceId, Translation};
 
 use crate::error::VfioError;
 use crate::pci::{ConfigWidth, FunctionInner, PasidCapability};
@@ -70,6 +70,35 @@ impl PciFunction {
             iova,
             access,
         )
+    }
+
+    /// An ATS translation request of the function ([`Iommu::ats_translate`]): the answer its
+    /// own translation cache may keep. Checked first against its ATS control register and its
+    /// PASID control register.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is handed out then. `EPERM` when ATS Enable is clear or the PASID control
+    /// register forbids the request; the IOMMU's refusals: `EOPNOTSUPP` when its context
+    /// entry has DTE clear, `ENODEV` when it is fenced.
+    pub fn ats_translate(
+        &self,
+        pasid: Option<u32>,
+        iova: u64,
+        access: Access,
+    ) -> Result<AtsReply, VfioError> {
+        if !self.inner.ats_enabled() {
+            return Err(VfioError::CapabilityDisabled {
+                source_id: self.inner.source_id,
+                what: "a translation request",
+                reason: "ATS Enable is clear in the ATS control register",
+            });
+        }
+        self.inner
+            .check_request(pasid, access.execute, access.privileged)?;
+        self.iommu
+            .ats_translate(self.inner.source_id, pasid, iova, access)
+            .map_err(|e| VfioError::iommu("ATS translation request", e))
     }
 
     /// Reads DMA at `iova` (user read) with an optional PASID.

@@ -82,9 +82,11 @@ impl PageFaultRecord {
 }
 
 /// Where page requests and DMA faults go: the embedder's delivery to the owning process (an
-/// event queue of a daemon, or a thread in process). Called on the device's thread with no
-/// lock of the VFIO layer held; it must not block (queue and return). It may call
-/// [`crate::Vfio::page_response`].
+/// event queue of a daemon, or a thread in process). It must not block (queue and return).
+/// `page_request` is called on the device's thread with no lock of the VFIO layer held, and
+/// may call [`crate::Vfio::page_response`]; `dma_fault` is called where the fault happened,
+/// possibly with the IOMMU's or the VFIO layer's locks held, and must not call back into
+/// either.
 pub trait FaultSink: Send + Sync {
     /// One request of a group that is now complete, for `owner` to answer with the cookie.
     fn page_request(&self, owner: &ProcessToken, rec: PageFaultRecord);
@@ -172,17 +174,15 @@ fn response(g: &Group, code: ResponseCode) -> PageResponse {
 /// The page-request router of one host (see the module docs).
 pub(crate) struct Router {
     iommu: Arc<Iommu>,
-    limit: u32,
     timeout: Duration,
     state: Mutex<RouterState>,
     sink: RwLock<Option<Arc<dyn FaultSink>>>,
 }
 
 impl Router {
-    pub(crate) fn new(iommu: Arc<Iommu>, limit: u32, timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(iommu: Arc<Iommu>, timeout: Duration) -> Arc<Self> {
         let router = Arc::new(Router {
             iommu,
-            limit: limit.max(1),
             timeout,
             state: Mutex::new(RouterState::default()),
             sink: RwLock::new(None),
@@ -237,7 +237,14 @@ impl Router {
         self.answer(answers);
     }
 
-    pub(crate) fn page_request(&self, req: PageRequest, now: Instant) -> Result<(), VfioError> {
+    /// Routes `req` (see [`crate::Vfio::page_request`]); the device may have at most `limit`
+    /// requests outstanding.
+    pub(crate) fn page_request(
+        &self,
+        req: PageRequest,
+        now: Instant,
+        limit: u32,
+    ) -> Result<(), VfioError> {
         let invalid = |req: &PageRequest| PageResponse {
             source_id: req.source_id,
             pasid: req.pasid,
@@ -261,10 +268,10 @@ impl Router {
         let (owner, records) = {
             let mut st = lock(&self.state);
             let outstanding = st.outstanding.get(&sid).copied().unwrap_or(0);
-            if outstanding >= self.limit {
+            if outstanding >= limit {
                 return Err(VfioError::PageRequestLimit {
                     source_id: sid,
-                    limit: self.limit,
+                    limit,
                 });
             }
             let owner = st.owners.get(&(sid, pasid)).copied();
@@ -440,5 +447,85 @@ impl TeardownSubscriber for FreedPasids {
 
     fn name(&self) -> &str {
         "vsva-vfio page requests"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(access: Access, last: bool) -> PageRequest {
+        PageRequest {
+            source_id: SourceId::new(0, 3, 0),
+            pasid: Some(7),
+            addr: 0x1234_5678,
+            access,
+            group: 0x3ff,
+            last,
+        }
+    }
+
+    #[test]
+    fn records_carry_the_iommufd_fields() {
+        let cases = [
+            (Access::READ, PGFAULT_PERM_READ),
+            (Access::WRITE, PGFAULT_PERM_WRITE),
+            (Access::EXEC, PGFAULT_PERM_READ | PGFAULT_PERM_EXEC),
+            (
+                Access::WRITE.privileged(),
+                PGFAULT_PERM_WRITE | PGFAULT_PERM_PRIV,
+            ),
+        ];
+        for (access, perm) in cases {
+            let rec = record(&req(access, false), 7, 99, false);
+            assert_eq!(rec.perm, perm, "{access:?}");
+            assert_eq!(rec.access(), access);
+            assert_eq!(rec.flags, PGFAULT_FLAGS_PASID_VALID);
+            assert_eq!(
+                (rec.addr, rec.length, rec.grpid),
+                (0x1234_5000, 4096, 0x1ff)
+            );
+            assert_eq!((rec.dev_id, rec.cookie), (0x18, 99));
+        }
+        let last = record(&req(Access::READ, true), 7, 1, true);
+        assert_eq!(
+            last.flags,
+            PGFAULT_FLAGS_PASID_VALID | PGFAULT_FLAGS_LAST_PAGE
+        );
+    }
+
+    #[test]
+    fn dropping_groups_frees_their_share_of_the_bound() {
+        let sid = SourceId::new(0, 3, 0);
+        let other = SourceId::new(0, 4, 0);
+        let owner = ProcessToken::new(1, 1);
+        let now = Instant::now();
+        let mut st = RouterState::default();
+        st.outstanding.insert(sid, 5);
+        st.outstanding.insert(other, 1);
+        st.partial.insert(
+            (sid, 7, 1),
+            Partial {
+                requests: vec![req(Access::READ, false); 2],
+                deadline: now,
+            },
+        );
+        for (cookie, (s, requests)) in [(sid, 3), (other, 1)].into_iter().enumerate() {
+            let g = Group {
+                owner,
+                source_id: s,
+                pasid: 7,
+                grpid: 2,
+                requests,
+                deadline: now,
+            };
+            st.groups.insert(cookie as u32, g);
+        }
+        let answers = st.drop_where(|s, _, _| s == sid, |g| g.source_id == sid);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].code, ResponseCode::Failure);
+        assert_eq!(st.outstanding.get(&sid), None, "2 partial + 3 in the group");
+        assert_eq!(st.outstanding.get(&other), Some(&1));
+        assert_eq!(st.groups.len(), 1);
     }
 }

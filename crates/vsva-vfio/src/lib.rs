@@ -29,6 +29,12 @@
 //! * **Devices**: PCI functions ([`PciFunction`]) with a 4 KiB configuration space whose PCIe
 //!   PASID capability is virtualized like vfio-pci does it ([`pci`]), and IOMMU-backed mediated
 //!   devices ([`Mdev`]) that share a parent function and are told apart by a default PASID.
+//! * **I/O page faults** ([`iopf`]): a device's page requests go to the process that bound
+//!   the PASID ([`Vfio::set_fault_sink`], [`Vfio::page_request`]), its answers back to the
+//!   device ([`Vfio::page_response`]); unanswered groups expire, and unbind, free, detach and
+//!   the owner's death answer every pending group FAILURE. DMA faults on a PASID go to its
+//!   owner too. Device-TLB invalidations reach devices that cache translations themselves
+//!   through the IOMMU's [`vsva_iommu::DevTlbSink`].
 //!
 //! # Example
 //!
@@ -61,7 +67,8 @@
 //! # Lock order
 //!
 //! A container's state lock → its process's mm lock (the per-process lock, in the process's
-//! `MmSlot`) → the device registry's lock → the IOMMU's internal locks. The process registry's
+//! `MmSlot`) → the device registry's lock → the IOMMU's internal locks.
+//! The page-request router's lock is a leaf. The process registry's
 //! lock is taken alone, or when a process's last reference goes. PASID_REQUEST takes exactly
 //! one lock, the per-process one; no lock is shared between processes on that path.
 

@@ -10,8 +10,12 @@
 //! | `0x08` | revision 0, class code `0x088000` (other system peripheral), header type 0 | read-only |
 //! | `0x34` | capabilities pointer `0x40` | read-only |
 //! | `0x40` | PCI Express capability (id `0x10`, version 2, endpoint), the last standard capability | read-only |
-//! | `0x100` | PASID extended capability (id `0x1B`, version 1, next 0), or a zero header without one | see below |
+//! | `0x100` | PASID extended capability (id `0x1B`, version 1), or a zero header without one | see below |
+//! | next | ATS extended capability (id `0x0F`, version 1) of a function with ATS | see below |
+//! | next | Page Request extended capability (id `0x13`, version 1) of a function with PRI | see below |
 //!
+//! The extended capabilities that exist are chained from `0x100` in that order (PASID 8
+//! bytes, ATS 8, PRI 16); the last has next 0.
 //! Every other byte reads as zero. Writes to read-only bits are dropped, as PCI requires; only
 //! a bad offset, width or alignment is an error.
 //!
@@ -33,6 +37,20 @@
 //! privileged attributes travel in the PASID TLP prefix, so a request without a PASID can carry
 //! neither.
 //!
+//! # ATS and PRI
+//!
+//! ATS: the capability word (`+4`) reports Page Aligned Request and an invalidate queue depth
+//! of 0 (32); the control word (`+6`) has Enable (bit 15) and the Smallest Translation Unit
+//! (bits 4:0) writable. A translation request ([`crate::PciFunction::ats_translate`]) needs
+//! Enable set, else `EPERM`.
+//!
+//! PRI: control (`+4`) has Enable (bit 0) writable; status (`+6`) reads PRG Response PASID
+//! Required (bit 15: responses carry the PASID of their requests); the Outstanding Page
+//! Request Capacity (`+8`) is [`crate::VfioConfig::page_requests_per_device`]; the
+//! Outstanding Page Request Allocation (`+0xc`) is writable. A page request
+//! ([`crate::Vfio::page_request`]) needs Enable set (else `EPERM`), and the function may have
+//! at most min(allocation, capacity) outstanding (else `ENOSPC`).
+//!
 //! With PASID support switched off ([`crate::VfioConfig::pasid_enabled`] = false) the
 //! capability is hidden (the extended-capability header reads 0), as vfio-pci did before the
 //! series exposed it.
@@ -45,6 +63,33 @@ use vsva_iommu::SourceId;
 use crate::error::VfioError;
 use crate::sync::lock;
 use crate::types::GroupId;
+
+/// Extended capability id of Address Translation Services.
+pub const PCI_EXT_CAP_ID_ATS: u16 = 0x0f;
+/// ATS capability register offset.
+pub const PCI_ATS_CAP: u16 = 0x04;
+/// ATS Page Aligned Request.
+pub const PCI_ATS_CAP_PAGE_ALIGNED: u16 = 0x0020;
+/// ATS control register offset.
+pub const PCI_ATS_CTRL: u16 = 0x06;
+/// ATS Enable.
+pub const PCI_ATS_CTRL_ENABLE: u16 = 0x8000;
+/// ATS Smallest Translation Unit bits.
+pub const PCI_ATS_CTRL_STU: u16 = 0x001f;
+/// Extended capability id of the Page Request Interface.
+pub const PCI_EXT_CAP_ID_PRI: u16 = 0x13;
+/// PRI control register offset.
+pub const PCI_PRI_CTRL: u16 = 0x04;
+/// PRI Enable.
+pub const PCI_PRI_CTRL_ENABLE: u16 = 0x0001;
+/// PRI status register offset.
+pub const PCI_PRI_STATUS: u16 = 0x06;
+/// PRG Response PASID Required.
+pub const PCI_PRI_STATUS_PASID: u16 = 0x8000;
+/// Outstanding Page Request Capacity offset.
+pub const PCI_PRI_MAX_REQ: u16 = 0x08;
+/// Outstanding Page Request Allocation offset.
+pub const PCI_PRI_ALLOC_REQ: u16 = 0x0c;
 
 /// Size of a PCIe function's configuration space.
 pub const CONFIG_SPACE_SIZE: usize = PCI_CFG_SPACE_EXP_SIZE;
@@ -161,14 +206,33 @@ impl ConfigWidth {
 pub(crate) struct ConfigSpace {
     bytes: Box<[u8; CONFIG_SPACE_SIZE]>,
     wmask: Box<[u8; CONFIG_SPACE_SIZE]>,
+    /// Offsets of the ATS and PRI capabilities, when present.
+    ats: Option<usize>,
+    pri: Option<usize>,
+}
+
+/// The extended capabilities of a function beyond PASID: ATS, and PRI with its Outstanding
+/// Page Request Capacity.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AtsPri {
+    pub(crate) ats: bool,
+    pub(crate) pri_capacity: Option<u32>,
 }
 
 impl ConfigSpace {
-    /// Builds the space of a function with the given identity and virtual PASID capability.
-    pub(crate) fn new(vendor_id: u16, device_id: u16, pasid: Option<PasidCapability>) -> Self {
+    /// Builds the space of a function with the given identity, virtual PASID capability, and
+    /// ATS and PRI capabilities.
+    pub(crate) fn new(
+        vendor_id: u16,
+        device_id: u16,
+        pasid: Option<PasidCapability>,
+        ats_pri: AtsPri,
+    ) -> Self {
         let mut space = ConfigSpace {
             bytes: Box::new([0; CONFIG_SPACE_SIZE]),
             wmask: Box::new([0; CONFIG_SPACE_SIZE]),
+            ats: None,
+            pri: None,
         };
         space.put16(0x00, vendor_id);
         space.put16(0x02, device_id);
@@ -196,11 +260,72 @@ impl ConfigSpace {
             let ctrl = off + usize::from(PCI_PASID_CTRL);
             space.wmask[ctrl..ctrl + 2].copy_from_slice(&writable.to_le_bytes());
         }
+        space.add_ats_pri(
+            usize::from(EXT_CAP_OFFSET) + if pasid.is_some() { 8 } else { 0 },
+            ats_pri,
+        );
         space
+    }
+
+    /// Adds the ATS and PRI capabilities from `off`, each linked from the one before it.
+    fn add_ats_pri(&mut self, mut off: usize, caps: AtsPri) {
+        let mut prev = (off > usize::from(EXT_CAP_OFFSET)).then_some(usize::from(EXT_CAP_OFFSET));
+        let mut link = |space: &mut Self, off: usize, id: u16| {
+            if let Some(p) = prev {
+                space.bytes[p + 2] |= ((off & 0xf) << 4) as u8;
+                space.bytes[p + 3] = (off >> 4) as u8;
+            }
+            let header = u32::from(id) | 1 << 16;
+            space.bytes[off..off + 4].copy_from_slice(&header.to_le_bytes());
+            prev = Some(off);
+        };
+        if caps.ats {
+            link(self, off, PCI_EXT_CAP_ID_ATS);
+            self.put16(off + usize::from(PCI_ATS_CAP), PCI_ATS_CAP_PAGE_ALIGNED);
+            let ctrl = off + usize::from(PCI_ATS_CTRL);
+            let writable = PCI_ATS_CTRL_ENABLE | PCI_ATS_CTRL_STU;
+            self.wmask[ctrl..ctrl + 2].copy_from_slice(&writable.to_le_bytes());
+            self.ats = Some(off);
+            off += 8;
+        }
+        if let Some(capacity) = caps.pri_capacity {
+            link(self, off, PCI_EXT_CAP_ID_PRI);
+            let ctrl = off + usize::from(PCI_PRI_CTRL);
+            self.wmask[ctrl..ctrl + 2].copy_from_slice(&PCI_PRI_CTRL_ENABLE.to_le_bytes());
+            self.put16(off + usize::from(PCI_PRI_STATUS), PCI_PRI_STATUS_PASID);
+            let max = off + usize::from(PCI_PRI_MAX_REQ);
+            self.bytes[max..max + 4].copy_from_slice(&capacity.to_le_bytes());
+            let alloc = off + usize::from(PCI_PRI_ALLOC_REQ);
+            self.wmask[alloc..alloc + 4].fill(0xff);
+            self.pri = Some(off);
+        }
+    }
+
+    fn get16(&self, off: usize) -> u16 {
+        u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]])
     }
 
     fn put16(&mut self, off: usize, value: u16) {
         self.bytes[off..off + 2].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// ATS Enable, when the function has ATS.
+    pub(crate) fn ats_enabled(&self) -> bool {
+        self.ats.is_some_and(|off| {
+            self.get16(off + usize::from(PCI_ATS_CTRL)) & PCI_ATS_CTRL_ENABLE != 0
+        })
+    }
+
+    /// PRI Enable and the outstanding requests the function may have (min(allocation,
+    /// capacity)), when the function has PRI.
+    pub(crate) fn pri_state(&self) -> Option<(bool, u32)> {
+        let off = self.pri?;
+        let word = |o: u16| {
+            let o = off + usize::from(o);
+            u32::from_le_bytes(self.bytes[o..o + 4].try_into().expect("4 bytes"))
+        };
+        let enabled = self.get16(off + usize::from(PCI_PRI_CTRL)) & PCI_PRI_CTRL_ENABLE != 0;
+        Some((enabled, word(PCI_PRI_ALLOC_REQ).min(word(PCI_PRI_MAX_REQ))))
     }
 
     fn check(offset: u32, width: ConfigWidth) -> Result<usize, VfioError> {
@@ -246,8 +371,7 @@ impl ConfigSpace {
     }
 
     pub(crate) fn pasid_ctrl(&self) -> u16 {
-        let off = usize::from(EXT_CAP_OFFSET + PCI_PASID_CTRL);
-        u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]])
+        self.get16(usize::from(EXT_CAP_OFFSET + PCI_PASID_CTRL))
     }
 }
 
@@ -265,13 +389,21 @@ pub(crate) struct FunctionInner {
 }
 
 impl FunctionInner {
-    pub(crate) fn new(spec: &PciFunctionSpec, vcap: Option<PasidCapability>) -> Self {
+    pub(crate) fn new(
+        spec: &PciFunctionSpec,
+        vcap: Option<PasidCapability>,
+        pri_capacity: u32,
+    ) -> Self {
+        let caps = AtsPri {
+            ats: spec.ats,
+            pri_capacity: spec.pri.then_some(pri_capacity),
+        };
         FunctionInner {
             source_id: spec.source_id,
             vcap,
             ats: spec.ats,
             pri: spec.pri,
-            config: Mutex::new(ConfigSpace::new(spec.vendor_id, spec.device_id, vcap)),
+            config: Mutex::new(ConfigSpace::new(spec.vendor_id, spec.device_id, vcap, caps)),
             ctrl: AtomicU16::new(0),
         }
     }
@@ -290,6 +422,16 @@ impl FunctionInner {
         config.write(offset, width, value)?;
         self.ctrl.store(config.pasid_ctrl(), Ordering::Release);
         Ok(())
+    }
+
+    /// ATS Enable in the function's ATS control register (false without ATS).
+    pub(crate) fn ats_enabled(&self) -> bool {
+        lock(&self.config).ats_enabled()
+    }
+
+    /// PRI Enable and min(allocation, capacity), `None` without PRI.
+    pub(crate) fn pri_state(&self) -> Option<(bool, u32)> {
+        lock(&self.config).pri_state()
     }
 
     /// Width the IOMMU's PASID directory for this function must cover (0 without PASID).
@@ -363,19 +505,58 @@ mod tests {
 
     #[test]
     fn header_and_capability_layout() {
-        let cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()));
+        let cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()), AtsPri::default());
         assert_eq!(cs.read(0, ConfigWidth::Dword).unwrap(), 0x1234_8086);
         assert_eq!(cs.read(0x34, ConfigWidth::Byte).unwrap(), 0x40);
         assert_eq!(cs.read(0x100, ConfigWidth::Dword).unwrap(), 0x0001_001b);
         assert_eq!(cs.read(0x104, ConfigWidth::Word).unwrap(), 0x1002);
         assert_eq!(cs.read(0x106, ConfigWidth::Word).unwrap(), 0);
-        let hidden = ConfigSpace::new(0x8086, 0x1234, None);
+        let hidden = ConfigSpace::new(0x8086, 0x1234, None, AtsPri::default());
         assert_eq!(hidden.read(0x100, ConfigWidth::Dword).unwrap(), 0);
     }
 
     #[test]
+    fn ats_and_pri_capabilities_are_chained_after_pasid() {
+        let caps = AtsPri {
+            ats: true,
+            pri_capacity: Some(32),
+        };
+        let mut cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()), caps);
+        let read = |cs: &ConfigSpace, off| cs.read(off, ConfigWidth::Dword).unwrap();
+        assert_eq!(read(&cs, 0x100), 0x1081_001b, "PASID, next 0x108");
+        assert_eq!(read(&cs, 0x108), 0x1101_000f, "ATS, next 0x110");
+        assert_eq!(read(&cs, 0x110), 0x0001_0013, "PRI, last");
+        assert_eq!(
+            read(&cs, 0x10c) & 0xffff,
+            u32::from(PCI_ATS_CAP_PAGE_ALIGNED)
+        );
+        assert_eq!(read(&cs, 0x114) >> 16, u32::from(PCI_PRI_STATUS_PASID));
+        assert_eq!(read(&cs, 0x118), 32, "capacity");
+        assert!(!cs.ats_enabled());
+        assert_eq!(cs.pri_state(), Some((false, 0)));
+        // Enable bits, STU and the allocation are writable; the rest is not.
+        cs.write(0x10c, ConfigWidth::Dword, 0xffff_ffff).unwrap();
+        assert_eq!(read(&cs, 0x10c), 0x801f_0020);
+        cs.write(0x114, ConfigWidth::Dword, 0xffff_ffff).unwrap();
+        assert_eq!(read(&cs, 0x114), 0x8000_0001);
+        cs.write(0x118, ConfigWidth::Dword, 7).unwrap();
+        cs.write(0x11c, ConfigWidth::Dword, 64).unwrap();
+        assert!(cs.ats_enabled());
+        assert_eq!(
+            cs.pri_state(),
+            Some((true, 32)),
+            "min(allocation, capacity)"
+        );
+        cs.write(0x11c, ConfigWidth::Dword, 4).unwrap();
+        assert_eq!(cs.pri_state(), Some((true, 4)));
+        // Without PASID, ATS is the first extended capability.
+        let cs = ConfigSpace::new(0, 0, None, caps);
+        assert_eq!(read(&cs, 0x100), 0x1081_000f);
+    }
+
+    #[test]
     fn writes_go_through_the_mask() {
-        let mut cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()));
+        let mut cs = ConfigSpace::new(0x8086, 0x1234, Some(cap()), AtsPri::default());
         cs.write(0x104, ConfigWidth::Dword, 0xffff_ffff).unwrap();
         // Capability word unchanged; control: enable + exec only (no privileged support).
         assert_eq!(cs.read(0x104, ConfigWidth::Word).unwrap(), 0x1002);
@@ -386,7 +567,7 @@ mod tests {
 
     #[test]
     fn bad_accesses_are_einval() {
-        let cs = ConfigSpace::new(0, 0, None);
+        let cs = ConfigSpace::new(0, 0, None, AtsPri::default());
         for (off, w) in [
             (1, ConfigWidth::Word),
             (2, ConfigWidth::Dword),

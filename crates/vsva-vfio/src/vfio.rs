@@ -17,6 +17,7 @@ use crate::iopf::{FaultSink, FreedPasids, Router};
 use crate::mm::{MmRegistry, VfioMm};
 use crate::refusal::{RefusalCounts, Refusals};
 use crate::registry::Registry;
+use crate::sync::lock;
 use crate::types::{ContainerId, ProcessToken, VfioConfig};
 
 /// The token of the host's own PASID set (mdev default PASIDs).
@@ -65,11 +66,7 @@ impl Vfio {
         // allocator may hand the number out again.
         let subscriber = space.subscribe(iommu.clone());
         let host_set = space.create_set(HOST_SET_TOKEN, u32::MAX)?;
-        let iopf = Router::new(
-            iommu.clone(),
-            config.page_requests_per_device,
-            config.page_request_timeout,
-        );
+        let iopf = Router::new(iommu.clone(), config.page_request_timeout);
         // A freed PASID's pending page requests are answered before the number is reused.
         let iopf_subscriber = space.subscribe(Arc::new(FreedPasids(Arc::downgrade(&iopf))));
         Ok(Vfio {
@@ -200,12 +197,30 @@ impl Vfio {
     ///
     /// # Errors
     ///
-    /// Nothing is queued and nothing answered then. `EINVAL` when the device's context entry
-    /// does not enable page requests (PRE clear, or PASIDE clear for a PASID request; the
-    /// IOMMU records fault 0x47 / 0x45); `ENOSPC` when the device already has
-    /// [`VfioConfig::page_requests_per_device`] requests outstanding (its PRI allocation).
+    /// Nothing is queued and nothing answered then. `EPERM` when the function's PRI
+    /// capability has Enable clear; `EINVAL` when the device's context entry does not enable
+    /// page requests (PRE clear, or PASIDE clear for a PASID request; the IOMMU records fault
+    /// 0x47 / 0x45); `ENOSPC` when the device already has as many requests outstanding as its
+    /// PRI capability allows (min(Outstanding Page Request Allocation, Capacity); the
+    /// capacity is [`VfioConfig::page_requests_per_device`], which also bounds a device
+    /// without a registered function).
     pub fn page_request(&self, req: PageRequest, now: std::time::Instant) -> Result<(), VfioError> {
-        self.inner.iopf.page_request(req, now)
+        let function = lock(&self.inner.registry)
+            .functions
+            .get(&req.source_id)
+            .map(|f| f.inner.clone());
+        let mut limit = self.inner.config.page_requests_per_device;
+        if let Some((enabled, allowed)) = function.and_then(|f| f.pri_state()) {
+            if !enabled {
+                return Err(VfioError::CapabilityDisabled {
+                    source_id: req.source_id,
+                    what: "a page request",
+                    reason: "PRI Enable is clear in the Page Request control register",
+                });
+            }
+            limit = allowed;
+        }
+        self.inner.iopf.page_request(req, now, limit)
     }
 
     /// The owner answers the page-request group named by `cookie` (iommufd's

@@ -150,3 +150,46 @@ fn a_device_that_never_acknowledges_is_fenced() {
         .unwrap();
     assert!(!iommu.is_fenced(sid));
 }
+
+/// A device translating in a loop while the owner remaps and invalidates in another thread:
+/// once an invalidation has returned, no translation that starts afterwards gets a page the
+/// owner replaced before it (each round maps the page to a fresh guest page). This races
+/// fills of the device's cache against invalidations that overtake them.
+#[test]
+fn a_translation_racing_invalidations_never_survives_one_that_returned() {
+    use std::sync::atomic::AtomicU64;
+    const ROUNDS: u64 = 200;
+    let page = |round: u64| 8 * MB + round * 0x1000;
+    let s = setup(HANG);
+    let mut guest = Guest::new(s.vfio.iommu());
+    let root = guest.new_root();
+    guest.map(root, VA, page(0));
+    s.bind(root);
+    s.dev.state.slow_fill.store(true, Ordering::Release);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let device = scope.spawn(|| {
+            let mut checked = 0u64;
+            loop {
+                let invalidated = done.load(Ordering::SeqCst);
+                let hpa = s.dev.translate(s.pasid, VA, Access::READ).unwrap();
+                let round = (hpa - GUEST_HPA - 8 * MB) / 0x1000;
+                // Round r replaced the page of round r - 1 and invalidated it.
+                assert!(
+                    round >= invalidated,
+                    "the page of round {round} was used after round {invalidated} returned"
+                );
+                checked += 1;
+                if invalidated == ROUNDS {
+                    return checked;
+                }
+            }
+        });
+        for round in 1..=ROUNDS {
+            guest.remap(root, VA, page(round));
+            s.invalidate_page(VA);
+            done.store(round, Ordering::SeqCst);
+        }
+        assert!(device.join().unwrap() > 0);
+    });
+}

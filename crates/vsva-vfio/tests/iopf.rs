@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ats_device::{forward, setup, setup_with, DevError, HANG};
+use common::ats_device::{enable, forward, setup, setup_with, DevError, HANG};
 use common::{process, Guest, MB};
 use vsva_iommu::{Access, FaultReason, PageRequest, ResponseCode};
 use vsva_uapi::Errno;
@@ -155,6 +155,50 @@ fn outstanding_requests_are_bounded_per_device() {
         .unwrap();
     assert_eq!(s.dev.wait_response(1).code, ResponseCode::Success);
     s.dev.page_request(s.pasid, VA, Access::READ, 2).unwrap();
+}
+
+/// The PRI capability as the guest programs it: Enable gates page requests, the allocation
+/// bounds them.
+#[test]
+fn the_pri_capability_gates_and_bounds_page_requests() {
+    let s = setup(ACK);
+    let (requests, _) = forward(&s.vfio);
+    let mut guest = Guest::new(s.vfio.iommu());
+    s.bind(guest.new_root());
+    let function = s.vfio.pci_function(common::sid(3)).unwrap();
+    enable(&function, true, false, 1);
+    let err = s
+        .dev
+        .page_request(s.pasid, VA, Access::READ, 1)
+        .unwrap_err();
+    assert!(
+        matches!(err, DevError::PageRequest(ref m) if m.contains("PRI Enable")),
+        "{err:?}"
+    );
+    enable(&function, true, true, 1);
+    s.dev.page_request(s.pasid, VA, Access::READ, 1).unwrap();
+    let err = s
+        .dev
+        .page_request(s.pasid, VA, Access::READ, 2)
+        .unwrap_err();
+    assert!(
+        matches!(err, DevError::PageRequest(ref m) if m.contains("1 page requests")),
+        "{err:?}"
+    );
+    let (_, rec) = requests.recv_timeout(HANG).unwrap();
+    s.vfio
+        .page_response(s.owner, rec.cookie, ResponseCode::Success)
+        .unwrap();
+    s.dev.page_request(s.pasid, VA, Access::READ, 2).unwrap();
+    // ATS Enable gates the function's translation requests.
+    assert!(function
+        .ats_translate(Some(s.pasid), VA, Access::READ)
+        .is_ok());
+    enable(&function, false, true, 1);
+    let err = function
+        .ats_translate(Some(s.pasid), VA, Access::READ)
+        .unwrap_err();
+    assert_eq!(err.errno(), Errno::EPERM, "{err}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ use crate::ats::{Completion, DevTlbInvalidation, DevTlbScope, DevTlbSink};
 use crate::context::resolve_context;
 use crate::fault::{Access, Fault, FaultReason, SourceId, Stage};
 use crate::invalidate::Invalidation;
+use crate::stats::Counter;
 
 /// Shards of the holder record (by source id): devices on different shards never contend.
 const HOLDER_SHARDS: usize = 16;
@@ -159,6 +160,7 @@ impl Iommu {
         if self.is_fenced(sid) {
             return Err(IommuError::AtsFenced { source_id: sid });
         }
+        self.stats.inc(Counter::AtsRequests);
         self.ats_state.hold(sid, pasid);
         match self.translate_slow(sid, pasid, iova, access, Requester::Ats) {
             Ok((t, dirty)) => {
@@ -239,6 +241,7 @@ impl Iommu {
         if send.is_empty() {
             return Vec::new();
         }
+        self.stats.add(Counter::DevTlbSent, send.len() as u64);
         let answers = sink.invalidate(&send);
         let mut devices: Vec<SourceId> = send.iter().map(|inv| inv.source_id).collect();
         devices.sort_unstable();
@@ -262,6 +265,7 @@ impl Iommu {
     /// nothing recorded as held, and a fault record (reason 0x44, address 0) naming it.
     fn fence(&self, sid: SourceId) {
         tracing::warn!(%sid, "device did not complete a device-TLB invalidation: fenced");
+        self.stats.inc(Counter::Fences);
         self.ats_state.fenced[usize::from(sid.0)].store(true, Ordering::Release);
         self.ats[usize::from(sid.0)].store(false, Ordering::Release);
         self.apply(&Invalidation::DeviceTlbAll { source_id: sid });
@@ -540,6 +544,11 @@ mod tests {
         );
         assert_eq!(err.errno(), vsva_uapi::Errno::EIO);
         assert!(io.is_fenced(OTHER) && !io.is_fenced(SID));
+        let stats = io.stats();
+        assert_eq!(
+            (stats.fences, stats.devtlb_sent, stats.ats_requests),
+            (1, 2, 2)
+        );
         let f = *io.faults().last().unwrap();
         assert_eq!(
             (f.source_id, f.reason),

@@ -354,19 +354,23 @@ impl Container {
         let did = domain.did;
         let caches = req.caches();
         let iommu = &self.vfio.iommu;
-        // Every request was validated above and names this IOMMU's domain id and a PASID of
-        // its space, so the IOMMU accepts each one; they are issued as they are built.
-        let apply = |inv: Invalidation| {
-            fenced_is_done("pass a cache invalidation", iommu.invalidate(&inv))
+        // Every request names this IOMMU's domain id and a PASID of its space, so the IOMMU
+        // accepts each one. The IOTLB and PASID-cache ones are issued as they are built; the
+        // device-TLB ones after them, as one submission, so the devices are told in one call
+        // of the sink (and nothing is allocated without them).
+        let issue = |inv: Invalidation| {
+            iommu
+                .invalidate(&inv)
                 .map_err(|e| VfioError::iommu("invalidate", e))
         };
+        let mut devices: Vec<Invalidation> = Vec::new();
         match req.granularity() {
             Granularity::Domain => {
                 if caches.contains(CacheSet::IOTLB) {
-                    apply(Invalidation::PasidIotlbAll { did })?;
+                    issue(Invalidation::PasidIotlbAll { did })?;
                 }
                 if caches.contains(CacheSet::PASID) {
-                    apply(Invalidation::PasidCache(PasidCacheScope::Domain { did }))?;
+                    issue(Invalidation::PasidCache(PasidCacheScope::Domain { did }))?;
                 }
             }
             Granularity::Pasid { pasid, archid } => {
@@ -379,19 +383,19 @@ impl Container {
                 })?;
                 let pasid = self.owned_pasid(ms, "granu.pasid_info.pasid", pasid)?;
                 if caches.contains(CacheSet::IOTLB) {
-                    apply(Invalidation::PasidIotlb { did, pasid })?;
+                    issue(Invalidation::PasidIotlb { did, pasid })?;
                 }
                 if caches.contains(CacheSet::DEV_IOTLB) {
                     for &source_id in &st.targets {
-                        apply(Invalidation::DeviceTlb {
+                        devices.push(Invalidation::DeviceTlb {
                             source_id,
                             pasid: Some(pasid),
                             pages: None,
-                        })?;
+                        });
                     }
                 }
                 if caches.contains(CacheSet::PASID) {
-                    apply(Invalidation::PasidCache(PasidCacheScope::Pasid {
+                    issue(Invalidation::PasidCache(PasidCacheScope::Pasid {
                         did,
                         pasid,
                     }))?;
@@ -447,7 +451,7 @@ impl Container {
                 let range = PageRange::covering(addr, len);
                 let fits = range.am <= iommu.config().mamv;
                 if caches.contains(CacheSet::IOTLB) {
-                    apply(if fits {
+                    issue(if fits {
                         Invalidation::PasidIotlbPages {
                             did,
                             pasid,
@@ -460,16 +464,23 @@ impl Container {
                 }
                 if caches.contains(CacheSet::DEV_IOTLB) {
                     for &source_id in &st.targets {
-                        apply(Invalidation::DeviceTlb {
+                        devices.push(Invalidation::DeviceTlb {
                             source_id,
                             pasid: Some(pasid),
                             pages: fits.then_some(range),
-                        })?;
+                        });
                     }
                 }
             }
         }
-        Ok(())
+        if devices.is_empty() {
+            return Ok(());
+        }
+        fenced_is_done(
+            "pass a cache invalidation",
+            iommu.invalidate_batch(&devices),
+        )
+        .map_err(|e| VfioError::iommu("invalidate", e))
     }
 
     /// The PASIDs of the process bound through this container, ascending.

@@ -57,6 +57,8 @@ pub struct DeviceState {
     pub refetch: AtomicBool,
     /// Invalidations applied (each scope once).
     pub applied: Mutex<Vec<DevTlbScope>>,
+    /// Yield between a translation's answer and its fill, so invalidations overtake fills.
+    pub slow_fill: AtomicBool,
 }
 
 /// A device handle: the state, the IOMMU and the host it raises page requests on.
@@ -84,6 +86,12 @@ impl AtsDevice {
         };
         match self.iommu.ats_translate(self.sid(), pasid, iova, access) {
             Ok(AtsReply::Translated(t)) => {
+                if self.state.slow_fill.load(Ordering::Acquire) {
+                    // Widen the window in which an invalidation can overtake the answer.
+                    for _ in 0..50 {
+                        std::thread::yield_now();
+                    }
+                }
                 self.state
                     .atc
                     .lock()
@@ -218,6 +226,7 @@ impl Devices {
             muted: AtomicBool::new(false),
             refetch: AtomicBool::new(false),
             applied: Mutex::new(Vec::new()),
+            slow_fill: AtomicBool::new(false),
         });
         let (tx, rx) = channel();
         let dev = AtsDevice {
@@ -339,7 +348,9 @@ pub fn setup_with(timeout: Duration, vcfg: vsva_vfio::VfioConfig) -> Setup {
     let mut spec = vsva_vfio::PciFunctionSpec::new(super::sid(3), Some(vsva_vfio::GroupId(3)));
     spec.ats = true;
     spec.pri = true;
-    vfio.add_pci_function(spec).unwrap();
+    let function = vfio.add_pci_function(spec).unwrap();
+    // The guest's driver enables PASID, ATS and PRI (allocation: whatever the capacity is).
+    enable(&function, true, true, u32::MAX);
     let owner = super::process(1);
     let container = super::container(&vfio, owner, 3, vsva_vfio::IommuType::Nesting);
     super::map_guest_ram(&container);
@@ -354,6 +365,23 @@ pub fn setup_with(timeout: Duration, vcfg: vsva_vfio::VfioConfig) -> Setup {
         dev,
         pasid,
     }
+}
+
+/// Offsets of the function's extended capabilities: PASID at 0x100, ATS, PRI.
+pub const ATS_CTRL: u32 = 0x108 + 6;
+pub const PRI_CTRL: u32 = 0x110 + 4;
+pub const PRI_ALLOC: u32 = 0x110 + 0xc;
+
+/// Writes the function's PASID Enable, ATS Enable, PRI Enable and PRI allocation.
+pub fn enable(function: &vsva_vfio::PciFunction, ats: bool, pri: bool, allocation: u32) {
+    use vsva_vfio::ConfigWidth::{Dword, Word};
+    function.config_write(0x106, Word, 1).unwrap();
+    let ats_ctrl = if ats { 0x8000 } else { 0 };
+    function.config_write(ATS_CTRL, Word, ats_ctrl).unwrap();
+    function
+        .config_write(PRI_CTRL, Word, u32::from(pri))
+        .unwrap();
+    function.config_write(PRI_ALLOC, Dword, allocation).unwrap();
 }
 
 /// [`setup_with`] the default VFIO configuration.
