@@ -51,6 +51,7 @@ fn main() {
         )
         .unwrap();
     owner.enable_pasid(SID).unwrap();
+    owner.enable_ats(SID).unwrap();
     let token = owner.grant_device(SID).unwrap();
     let mut dev = DeviceHandle::open(
         Options::new(daemon.socket(), "bench-device"),

@@ -27,11 +27,9 @@ use crate::error::ClientError;
 use crate::events::EventChannel;
 
 /// Extended capability id of PCIe ATS.
-const CAP_ATS: u32 = 0x000F;
+const CAP_ATS: u16 = 0x000F;
 /// Extended capability id of PCIe PRI.
-const CAP_PRI: u32 = 0x0013;
-/// First extended capability.
-const EXT_CAP_START: u32 = 0x100;
+const CAP_PRI: u16 = 0x0013;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -165,26 +163,6 @@ impl Client {
     }
 }
 
-/// Finds an extended capability's offset by walking the list from 0x100.
-fn find_ext_cap(client: &mut Client, sid: u16, id: u32) -> Result<Option<u32>, ClientError> {
-    let mut off = EXT_CAP_START;
-    for _ in 0..64 {
-        let header = client.config_read(sid, off, 4)?;
-        if header == 0 || header == u32::MAX {
-            return Ok(None);
-        }
-        if header & 0xffff == id {
-            return Ok(Some(off));
-        }
-        let next = header >> 20;
-        if next < EXT_CAP_START || next == off {
-            return Ok(None);
-        }
-        off = next;
-    }
-    Ok(None)
-}
-
 impl DeviceHandle {
     /// Connects with `options`, opens the process's events channel, takes the grant `token`
     /// names, and maps the owner's guest memory it receives.
@@ -239,11 +217,11 @@ impl DeviceHandle {
             source: std::io::Error::other(e.to_string()),
         })?;
         let sid = opened.source_id;
-        let ats = match find_ext_cap(&mut client, sid, CAP_ATS)? {
+        let ats = match client.find_ext_capability(sid, CAP_ATS)? {
             Some(off) => client.config_read(sid, off + 6, 2)? & 0x8000 != 0,
             None => true,
         };
-        let pri = match find_ext_cap(&mut client, sid, CAP_PRI)? {
+        let pri = match client.find_ext_capability(sid, CAP_PRI)? {
             Some(off) => client.config_read(sid, off + 4, 2)? & 1 != 0,
             None => true,
         };

@@ -69,6 +69,8 @@ fn owner_on(socket: &Path) -> Owner {
         )
         .unwrap();
     client.enable_pasid(SID).unwrap();
+    client.enable_ats(SID).unwrap();
+    client.enable_pri(SID, 32).unwrap();
     Owner {
         daemon: None,
         socket: socket.to_owned(),
@@ -237,6 +239,18 @@ fn a_device_that_never_acknowledges_is_fenced() {
     }
     dev.say("translate");
     assert_eq!(dev.expect("REFUSED"), format!("{:?}", Errno::ENODEV));
+}
+
+#[test]
+fn with_ats_disabled_the_device_dmas_through_the_daemon() {
+    let mut o = owner("");
+    o.mem.write(DATA, b"cached").unwrap();
+    // The guest driver turns ATS off again: the device caches nothing.
+    let ats = o.client.find_ext_capability(SID, 0x000F).unwrap().unwrap();
+    o.client.config_write(SID, ats + 6, 2, 0).unwrap();
+    let mut dev = o.spawn("cache");
+    assert_eq!(dev.expect("READ"), "cached");
+    assert_eq!(dev.expect("HOLDS"), "false");
 }
 
 #[test]

@@ -63,6 +63,8 @@ pub(crate) fn page_fault_chapter(
     let bind = BindRequest::new(u64::from(pasid), pt.root(), AddrWidth::Bits48);
     client.bind(c, &bind)?;
     client.enable_pasid(dev.source_id)?;
+    client.enable_ats(dev.source_id)?;
+    client.enable_pri(dev.source_id, 32)?;
     let mut events = client.open_events()?;
     let ask = Request::AtsTranslate(AtsRequest {
         source_id: dev.source_id,

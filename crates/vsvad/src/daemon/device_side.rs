@@ -398,9 +398,10 @@ impl Daemon {
     /// A translation request of a device the process drives or holds.
     pub(super) fn ats_translate(&self, p: &Arc<Process>, a: &AtsRequest) -> Reply {
         let sid = SourceId(a.source_id);
-        if let Err(r) = self.owned_function(p, sid) {
-            return r;
-        }
+        let func = match self.owned_function(p, sid) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
         if !p.events.is_open() {
             return Reply::error(
                 Errno::EINVAL,
@@ -410,11 +411,7 @@ impl Daemon {
         }
         self.device_side.add_user(sid, p);
         let pasid = (a.flags & DMA_PASID != 0).then_some(a.pasid);
-        match self
-            .vfio
-            .iommu()
-            .ats_translate(sid, pasid, a.addr, access_of(a.flags))
-        {
+        match func.ats_translate(pasid, a.addr, access_of(a.flags)) {
             Ok(AtsReply::Translated(t)) => {
                 let mut perms = 0;
                 for (on, bit) in [
@@ -448,7 +445,7 @@ impl Daemon {
                 }
                 .encode(),
             ),
-            Err(e) => Reply::error(e.errno(), e.to_string()),
+            Err(e) => vfio_reply(&e),
         }
     }
 
