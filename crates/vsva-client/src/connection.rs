@@ -23,6 +23,19 @@ use crate::error::{check, io_err, ClientError};
 
 /// The socket error `source` while doing `what`: [`ClientError::TimedOut`] when the socket's
 /// timeout expired, [`ClientError::Io`] otherwise.
+/// A reply whose id is not its request's.
+fn wrong_id(kind: Kind, got: u64) -> ClientError {
+    ClientError::Protocol {
+        kind,
+        error: ProtoError::BadValue {
+            message: "reply",
+            field: "id",
+            value: got,
+            why: "does not match the request",
+        },
+    }
+}
+
 fn socket_err(
     what: &'static str,
     timeout: Option<Duration>,
@@ -331,15 +344,7 @@ impl Client {
         let id = self.send(&req, &[])?;
         let (got, reply, fds) = self.recv_fds(kind)?;
         if got != id {
-            return Err(ClientError::Protocol {
-                kind,
-                error: ProtoError::BadValue {
-                    message: "reply",
-                    field: "id",
-                    value: got,
-                    why: "does not match the request",
-                },
-            });
+            return Err(wrong_id(kind, got));
         }
         let reply = check(kind, reply)?;
         if fds.len() > usize::from(kind.reply_nfds()) {
@@ -382,15 +387,7 @@ impl Client {
             if got == 0 && reply.result < 0 {
                 return Err(ClientError::Closed(reply.message));
             }
-            return Err(ClientError::Protocol {
-                kind,
-                error: ProtoError::BadValue {
-                    message: "reply",
-                    field: "id",
-                    value: got,
-                    why: "does not match the request",
-                },
-            });
+            return Err(wrong_id(kind, got));
         }
         check(kind, reply)
     }
@@ -412,15 +409,7 @@ impl Client {
         for (r, id) in reqs.iter().zip(ids) {
             let (got, reply) = self.recv(r.kind())?;
             if got != id {
-                return Err(ClientError::Protocol {
-                    kind: r.kind(),
-                    error: ProtoError::BadValue {
-                        message: "reply",
-                        field: "id",
-                        value: got,
-                        why: "does not match the request",
-                    },
-                });
+                return Err(wrong_id(r.kind(), got));
             }
             out.push(reply);
         }

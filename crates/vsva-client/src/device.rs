@@ -17,12 +17,12 @@ use vm_memory::{
 use vsva_iommu::{Access, Atc, DevTlbScope, Perms, Translation};
 use vsva_proto::{
     AtsAnswer, AtsRequest, DeviceOpened, Event, FaultRecord, Kind, ProtoError, Request, ATS_EXEC,
-    ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, DMA_EXEC, DMA_PASID, DMA_PRIV, DMA_WRITE,
-    INVAL_ALL, INVAL_PASID, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ,
-    PERM_WRITE, RESP_SUCCESS,
+    ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL, INVAL_PASID, PAGE_REQUEST_LAST,
+    PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, RESP_SUCCESS,
 };
 
 use crate::connection::{Client, Options};
+use crate::devices::dma_flags;
 use crate::error::ClientError;
 use crate::events::EventChannel;
 
@@ -326,19 +326,7 @@ impl DeviceHandle {
                 atc.generation()
             };
             self.check_alive()?;
-            let mut flags = 0;
-            if pasid.is_some() {
-                flags |= DMA_PASID;
-            }
-            if access.write {
-                flags |= DMA_WRITE;
-            }
-            if access.execute {
-                flags |= DMA_EXEC;
-            }
-            if access.privileged {
-                flags |= DMA_PRIV;
-            }
+            let flags = dma_flags(pasid, access.write, access.execute, access.privileged);
             let reply = self.client.call(Request::AtsTranslate(AtsRequest {
                 source_id: self.source_id,
                 flags,

@@ -85,19 +85,7 @@ impl Client {
         len: u32,
         data: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
-        let mut flags = 0;
-        if pasid.is_some() {
-            flags |= DMA_PASID;
-        }
-        if access.write {
-            flags |= DMA_WRITE;
-        }
-        if access.execute {
-            flags |= DMA_EXEC;
-        }
-        if access.privileged {
-            flags |= DMA_PRIV;
-        }
+        let flags = dma_flags(pasid, access.write, access.execute, access.privileged);
         let req = Request::DeviceDma(DeviceDma {
             source_id,
             flags,
@@ -276,4 +264,17 @@ impl Client {
         )
         .map(drop)
     }
+}
+
+/// The `DMA_*` flags of a request with these properties (`DEVICE_DMA`, `ATS_TRANSLATE`).
+pub(crate) fn dma_flags(pasid: Option<u32>, write: bool, execute: bool, privileged: bool) -> u16 {
+    [
+        (pasid.is_some(), DMA_PASID),
+        (write, DMA_WRITE),
+        (execute, DMA_EXEC),
+        (privileged, DMA_PRIV),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |f, (_, bit)| f | bit)
 }
