@@ -1,16 +1,17 @@
 //! One connection to the daemon: connecting and the handshake, resume, and sending requests
 //! and reading their replies (one at a time, with descriptors, or pipelined).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::net::{
-    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
-    SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
 use vsva_proto::{
     encode_request, Credentials, FrameDecoder, Hello, HelloReply, Kind, ProtoError, Reply, Request,
@@ -22,6 +23,19 @@ use crate::error::{check, io_err, ClientError};
 
 /// The socket error `source` while doing `what`: [`ClientError::TimedOut`] when the socket's
 /// timeout expired, [`ClientError::Io`] otherwise.
+/// A reply whose id is not its request's.
+fn wrong_id(kind: Kind, got: u64) -> ClientError {
+    ClientError::Protocol {
+        kind,
+        error: ProtoError::BadValue {
+            message: "reply",
+            field: "id",
+            value: got,
+            why: "does not match the request",
+        },
+    }
+}
+
 fn socket_err(
     what: &'static str,
     timeout: Option<Duration>,
@@ -75,6 +89,9 @@ pub fn default_socket() -> PathBuf {
 pub struct Client {
     stream: UnixStream,
     dec: FrameDecoder,
+    /// Descriptors received, each tagged with the stream offset of the last byte of the read
+    /// that brought it (the frame containing that byte carried them).
+    fds: VecDeque<(u64, OwnedFd)>,
     next_id: u64,
     hello: HelloReply,
     options: Options,
@@ -125,6 +142,7 @@ impl Client {
         let mut client = Client {
             stream,
             dec: FrameDecoder::new(HARD_MAX_BODY),
+            fds: VecDeque::new(),
             next_id: 1,
             hello: HelloReply {
                 version: 0,
@@ -246,13 +264,29 @@ impl Client {
         Ok(id)
     }
 
+    /// Reads the next reply frame (blocking, within the timeout).
     pub(crate) fn recv(&mut self, kind: Kind) -> Result<(u64, Reply), ClientError> {
+        self.recv_fds(kind).map(|(id, reply, _)| (id, reply))
+    }
+
+    /// Reads the next reply frame and the descriptors that came with it.
+    pub(crate) fn recv_fds(
+        &mut self,
+        kind: Kind,
+    ) -> Result<(u64, Reply, Vec<OwnedFd>), ClientError> {
         loop {
             match self.dec.next_frame() {
                 Ok(Some(frame)) => {
                     let reply = Reply::decode(&frame.body)
                         .map_err(|error| ClientError::Protocol { kind, error })?;
-                    return Ok((frame.header.id, reply));
+                    let end = frame.end();
+                    let mut fds = Vec::new();
+                    while self.fds.front().is_some_and(|(tag, _)| *tag < end) {
+                        if let Some((_, fd)) = self.fds.pop_front() {
+                            fds.push(fd);
+                        }
+                    }
+                    return Ok((frame.header.id, reply, fds));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -262,14 +296,38 @@ impl Client {
                     })
                 }
             }
+            let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
+            let mut cmsg = RecvAncillaryBuffer::new(&mut space);
             let buf = self.dec.spare(16 * 1024);
-            let n = self.stream.read(buf).map_err(|e| {
-                self.broken(socket_err("cannot read the reply", self.options.timeout)(e))
+            let mut iov = [IoSliceMut::new(buf)];
+            let r = loop {
+                match rustix::net::recvmsg(
+                    &self.stream,
+                    &mut iov,
+                    &mut cmsg,
+                    RecvFlags::CMSG_CLOEXEC,
+                ) {
+                    Err(rustix::io::Errno::INTR) => {}
+                    other => break other,
+                }
+            };
+            let r = r.map_err(|e| {
+                self.broken(socket_err("cannot read the reply", self.options.timeout)(
+                    e.into(),
+                ))
             })?;
-            if n == 0 {
+            let mut received = Vec::new();
+            for msg in cmsg.drain() {
+                if let RecvAncillaryMessage::ScmRights(fds) = msg {
+                    received.extend(fds);
+                }
+            }
+            if r.bytes == 0 {
                 return Err(ClientError::Closed(String::new()));
             }
-            self.dec.commit(n);
+            self.dec.commit(r.bytes);
+            let tag = self.dec.received().saturating_sub(1);
+            self.fds.extend(received.into_iter().map(|fd| (tag, fd)));
         }
     }
 
@@ -277,6 +335,30 @@ impl Client {
     /// [`ClientError::Daemon`].
     pub fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
         self.call_with_fds(req, &[])
+    }
+
+    /// Sends one request whose successful reply carries descriptors (at most its kind's
+    /// `reply_nfds`), and returns the reply and the descriptors.
+    pub fn call_for_fds(&mut self, req: Request) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
+        let kind = req.kind();
+        let id = self.send(&req, &[])?;
+        let (got, reply, fds) = self.recv_fds(kind)?;
+        if got != id {
+            return Err(wrong_id(kind, got));
+        }
+        let reply = check(kind, reply)?;
+        if fds.len() > usize::from(kind.reply_nfds()) {
+            return Err(ClientError::Protocol {
+                kind,
+                error: ProtoError::BadValue {
+                    message: "reply",
+                    field: "nfds",
+                    value: fds.len() as u64,
+                    why: "is not what a reply of this kind carries",
+                },
+            });
+        }
+        Ok((reply, fds))
     }
 
     /// As [`call`](Self::call), passing file descriptors with the request.
@@ -305,15 +387,7 @@ impl Client {
             if got == 0 && reply.result < 0 {
                 return Err(ClientError::Closed(reply.message));
             }
-            return Err(ClientError::Protocol {
-                kind,
-                error: ProtoError::BadValue {
-                    message: "reply",
-                    field: "id",
-                    value: got,
-                    why: "does not match the request",
-                },
-            });
+            return Err(wrong_id(kind, got));
         }
         check(kind, reply)
     }
@@ -335,15 +409,7 @@ impl Client {
         for (r, id) in reqs.iter().zip(ids) {
             let (got, reply) = self.recv(r.kind())?;
             if got != id {
-                return Err(ClientError::Protocol {
-                    kind: r.kind(),
-                    error: ProtoError::BadValue {
-                        message: "reply",
-                        field: "id",
-                        value: got,
-                        why: "does not match the request",
-                    },
-                });
+                return Err(wrong_id(r.kind(), got));
             }
             out.push(reply);
         }

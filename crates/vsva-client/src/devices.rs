@@ -85,19 +85,7 @@ impl Client {
         len: u32,
         data: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
-        let mut flags = 0;
-        if pasid.is_some() {
-            flags |= DMA_PASID;
-        }
-        if access.write {
-            flags |= DMA_WRITE;
-        }
-        if access.execute {
-            flags |= DMA_EXEC;
-        }
-        if access.privileged {
-            flags |= DMA_PRIV;
-        }
+        let flags = dma_flags(pasid, access.write, access.execute, access.privileged);
         let req = Request::DeviceDma(DeviceDma {
             source_id,
             flags,
@@ -183,6 +171,62 @@ impl Client {
         Ok(ctrl)
     }
 
+    /// The offset of device `source_id`'s extended capability `id` in its configuration
+    /// space (the list from 0x100), if it has one.
+    pub fn find_ext_capability(
+        &mut self,
+        source_id: u16,
+        id: u16,
+    ) -> Result<Option<u32>, ClientError> {
+        let mut off = 0x100;
+        for _ in 0..64 {
+            let header = self.config_read(source_id, off, 4)?;
+            if header == 0 || header == u32::MAX {
+                return Ok(None);
+            }
+            if header & 0xffff == u32::from(id) {
+                return Ok(Some(off));
+            }
+            let next = header >> 20;
+            if next < 0x100 || next == off {
+                return Ok(None);
+            }
+            off = next;
+        }
+        Ok(None)
+    }
+
+    /// Sets ATS Enable in device `source_id`'s ATS capability (0x000F), as a guest driver
+    /// does before the device may send translation requests. `ENODEV` without the capability.
+    pub fn enable_ats(&mut self, source_id: u16) -> Result<(), ClientError> {
+        let off = self.ext_capability_or_enodev(source_id, 0x000F, "ATS")?;
+        let ctrl = self.config_read(source_id, off + 6, 2)?;
+        self.config_write(source_id, off + 6, 2, ctrl | 0x8000)
+    }
+
+    /// Gives device `source_id` an allocation of `requests` outstanding page requests and
+    /// sets PRI Enable in its PRI capability (0x0013). `ENODEV` without the capability.
+    pub fn enable_pri(&mut self, source_id: u16, requests: u32) -> Result<(), ClientError> {
+        let off = self.ext_capability_or_enodev(source_id, 0x0013, "PRI")?;
+        self.config_write(source_id, off + 0x0c, 4, requests)?;
+        let ctrl = self.config_read(source_id, off + 4, 2)?;
+        self.config_write(source_id, off + 4, 2, ctrl | 1)
+    }
+
+    fn ext_capability_or_enodev(
+        &mut self,
+        source_id: u16,
+        id: u16,
+        name: &str,
+    ) -> Result<u32, ClientError> {
+        self.find_ext_capability(source_id, id)?
+            .ok_or_else(|| ClientError::Daemon {
+                kind: Kind::DeviceConfig,
+                errno: Errno::ENODEV,
+                message: format!("device {source_id:#06x} has no {name} capability"),
+            })
+    }
+
     /// A user read of `len` bytes at `addr`.
     pub fn dma_read(
         &mut self,
@@ -220,4 +264,17 @@ impl Client {
         )
         .map(drop)
     }
+}
+
+/// The `DMA_*` flags of a request with these properties (`DEVICE_DMA`, `ATS_TRANSLATE`).
+pub(crate) fn dma_flags(pasid: Option<u32>, write: bool, execute: bool, privileged: bool) -> u16 {
+    [
+        (pasid.is_some(), DMA_PASID),
+        (write, DMA_WRITE),
+        (execute, DMA_EXEC),
+        (privileged, DMA_PRIV),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |f, (_, bit)| f | bit)
 }

@@ -16,6 +16,9 @@
 //!   walks page tables the client writes.
 //! * Devices: [`Client::dma_read`], [`Client::dma_write`] issue DMA through the IOMMU from a
 //!   device the process has attached.
+//! * Events: [`Client::open_events`] opens the process's [`EventChannel`], a socket of its
+//!   own on which the daemon pushes ordered, numbered [`Event`]s (DMA faults, page requests,
+//!   invalidations to acknowledge, an overflow marker when events were dropped).
 //! * Admin and inspection: [`Client::status`], [`Client::sets`], [`Client::set_quota`],
 //!   [`Client::force_release`], [`Client::faults`].
 //! * Pipelining: [`Client::call_many`] sends several requests before reading any reply.
@@ -48,21 +51,26 @@
 mod admin;
 mod connection;
 mod containers;
+mod device;
 mod devices;
 mod error;
 mod iommufd;
+mod events;
 mod launcher;
 mod memory;
 pub mod pgtable;
 
 pub use connection::{daemon_running, default_socket, Client, Options};
 pub use containers::ContainerHandle;
+pub use device::{DeviceHandle, DeviceOptions, DeviceStats};
 pub use devices::DmaAccess;
 pub use error::ClientError;
+pub use events::EventChannel;
 pub use launcher::{find_vsvad, LaunchError, MachineConfig, PrivateDaemon};
 pub use memory::GuestMemory;
 pub use vsva_proto::{
-    Credentials, DeviceInfo, Errno, FaultsReply as Faults, HelloReply as HelloInfo, SetEntry,
-    SetState, StatusReply as Status,
+    Credentials, DeviceInfo, Errno, Event, FaultRecord, FaultsReply as Faults,
+    HelloReply as HelloInfo, Invalidation, PageRequest, PageResponse, SetEntry, SetState,
+    StatusReply as Status,
 };
 pub use vsva_proto::{IommufdObject, IOMMUFD_KIND_NAMES, IOMMUFD_NONE};

@@ -41,11 +41,17 @@ pub use frame::{
     HARD_MAX_BODY, HEADER_LEN, MAX_FDS_PER_FRAME, MAX_HELLO_BODY,
 };
 pub use msg::{
-    negotiate_version, Credentials, DeviceConfig, DeviceDma, DeviceInfo, FaultRecord, FaultsReply,
-    Hello, HelloReply, Kind, NestingRefusal, Reply, Request, ResumeToken, SetEntry, SetState,
-    SetsReply, StatusReply, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE,
-    HELLO_ADMIN, HELLO_RESUMED, MAGIC, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    negotiate_version, AtsAnswer, AtsRequest, Credentials, DeviceConfig, DeviceDma, DeviceInfo,
+    DeviceOpened, DeviceRegion, Event, EventAck, FaultRecord, FaultsReply, Hello, HelloReply,
+    Invalidation, Kind, NestingRefusal, PageRequest, PageResponse, Reply, Request, ResumeToken,
+    SetEntry, SetState, SetsReply, StatusReply, ACK_KIND, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE,
+    CONFIG_WRITE, DEVICE_TOKEN_LEN, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV, DMA_WRITE,
+    EVENT_DEVICE_REVOKED, EVENT_DMA_FAULT, EVENT_INVALIDATE, EVENT_OVERFLOW, EVENT_PAGE_REQUEST,
+    EVENT_PAGE_RESPONSE, HELLO_ADMIN, HELLO_RESUMED, INVAL_ALL, INVAL_PASID, MAGIC,
+    MAX_DEVICE_REGIONS, MAX_LIST, MAX_PASID_LIST, MAX_STRING, MIN_PROTOCOL_VERSION,
+    PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE,
+    PGFAULT_LAST_PAGE, PGFAULT_PASID_VALID, PROTOCOL_VERSION, RESP_FAILURE, RESP_INVALID,
+    RESP_SUCCESS, RESUME_TOKEN_LEN,
 };
 pub use msg::{
     IommufdObject, IommufdObjectsReply, IommufdRequest, IOMMUFD_KIND_NAMES, IOMMUFD_NONE,

@@ -86,6 +86,37 @@ fn arb_request() -> impl Strategy<Value = Request> {
         (any::<u32>(), any::<u32>()).prop_map(|(pid, quota)| Request::SetQuota { pid, quota }),
         any::<u32>().prop_map(|pid| Request::ForceRelease { pid }),
         any::<u32>().prop_map(|max| Request::Faults { max }),
+        Just(Request::EventsOpen),
+        any::<u16>().prop_map(|source_id| Request::DeviceGrant { source_id }),
+        any::<u16>().prop_map(|source_id| Request::DeviceRevoke { source_id }),
+        any::<[u8; 16]>().prop_map(|token| Request::DeviceOpen { token }),
+        (any::<u16>(), 0u16..16, any::<u32>(), any::<u64>()).prop_map(
+            |(source_id, flags, pasid, addr)| Request::AtsTranslate(AtsRequest {
+                source_id,
+                flags,
+                pasid,
+                addr
+            })
+        ),
+        (
+            any::<u16>(),
+            0u16..4,
+            any::<u32>(),
+            any::<u64>(),
+            0u16..512,
+            0u16..16
+        )
+            .prop_map(|(source_id, flags, pasid, addr, grpid, perm)| {
+                Request::PageRequest {
+                    source_id,
+                    flags,
+                    pasid,
+                    addr,
+                    grpid,
+                    perm,
+                }
+            }),
+        (any::<u32>(), 0u32..3).prop_map(|(cookie, code)| Request::PageResponse { cookie, code }),
     ]
 }
 

@@ -10,6 +10,7 @@ use vsva_client::{daemon_running, find_vsvad, Client, PrivateDaemon};
 use crate::common::{clip, outln, print_json, CliError, Common};
 use crate::interrupt::Guarded;
 use crate::story::{run_story, Step};
+use crate::story_fault::DEMO_MACHINE;
 
 /// `vsva demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,7 +44,9 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
             ))
         })?;
         // Stopped on drop, and on SIGINT/SIGTERM (Ctrl-C) as well.
-        Some(Guarded::start(|| Ok(PrivateDaemon::start(&vsvad)?))?)
+        Some(Guarded::start(|| {
+            Ok(PrivateDaemon::start_with(&vsvad, Some(DEMO_MACHINE), &[])?)
+        })?)
     };
     let socket = private.as_ref().map_or(socket, Guarded::socket);
     let json = a.common.json;

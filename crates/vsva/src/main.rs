@@ -19,6 +19,7 @@ mod report;
 mod shell;
 mod story;
 mod top;
+mod story_fault;
 
 use std::process::ExitCode;
 

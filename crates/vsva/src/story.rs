@@ -10,6 +10,7 @@ use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granul
 
 use crate::common::CliError;
 use crate::diagram;
+use crate::story_fault::page_fault_chapter;
 
 /// One step of the story.
 #[derive(Debug, Clone)]
@@ -316,6 +317,9 @@ pub(crate) fn run_story(
     // The story is told; a close that fails leaves the container to the end of the
     // connection, which closes it.
     let _ = client.close_container(c);
+    page_fault_chapter(client, &mut |title, ok, detail, t| {
+        step(title, ok, detail, t)
+    })?;
     Ok(report)
 }
 

@@ -211,6 +211,12 @@ pub struct Limits {
     pub max_memory_mib_total: u64,
     /// Containers one connection may have open.
     pub max_containers_per_connection: u32,
+    /// Events one process's channel queues before the client reads them; past it, events
+    /// are dropped and counted, and the client sees an overflow marker.
+    pub event_queue_len: u32,
+    /// How long an invalidation waits for each device process's acknowledgement before the
+    /// device is fenced.
+    pub invalidation_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -229,11 +235,18 @@ impl Default for Limits {
             max_memory_mib_per_process: 4096,
             max_memory_mib_total: 65536,
             max_containers_per_connection: 64,
+            event_queue_len: 1024,
+            invalidation_timeout_ms: 1000,
         }
     }
 }
 
 impl Limits {
+    /// How long an invalidation waits for device processes' acknowledgements.
+    pub fn invalidation_timeout(&self) -> Duration {
+        Duration::from_millis(self.invalidation_timeout_ms)
+    }
+
     /// How long a new connection has to send its hello.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
@@ -266,6 +279,9 @@ pub struct DeviceSection {
     /// The function has a device TLB (ATS).
     #[serde(default)]
     pub ats: bool,
+    /// The function may send page requests (PRI); needs `ats`.
+    #[serde(default)]
+    pub pri: bool,
 }
 
 fn default_pasid_width() -> u8 {
@@ -293,6 +309,8 @@ pub struct DeviceSpec {
     pub pasid_width: u8,
     /// Whether the function has an ATS capability (a device TLB).
     pub ats: bool,
+    /// Whether the function may send page requests (PRI).
+    pub pri: bool,
 }
 
 /// A validated mdev of the machine.
@@ -589,6 +607,13 @@ impl Config {
             1,
             4096,
         )?;
+        check("event_queue_len", l.event_queue_len.into(), 1, 65_536)?;
+        check(
+            "invalidation_timeout_ms",
+            l.invalidation_timeout_ms,
+            1,
+            600_000,
+        )?;
         Ok(())
     }
 
@@ -607,6 +632,7 @@ impl Config {
                     group: Some(u32::from(dev) - 2),
                     pasid_width: 20,
                     ats: false,
+                    pri: false,
                 })
                 .collect(),
             Some(list) => {
@@ -628,11 +654,19 @@ impl Config {
                             "must be between 0 and 20",
                         ));
                     }
+                    if d.pri && !d.ats {
+                        return Err(invalid(
+                            format!("devices[{i}].pri"),
+                            d.pri,
+                            "page requests need ats = true",
+                        ));
+                    }
                     out.push(DeviceSpec {
                         source_id,
                         group: d.group,
                         pasid_width: d.pasid_width,
                         ats: d.ats,
+                        pri: d.pri,
                     });
                 }
                 out

@@ -93,6 +93,8 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
             "max_containers_per_connection",
             u64::from(l.max_containers_per_connection),
         ),
+        ("event_queue_len", u64::from(l.event_queue_len)),
+        ("invalidation_timeout_ms", l.invalidation_timeout_ms),
     ] {
         line(format!("{key} = {value}"));
     }
@@ -105,6 +107,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
         }
         line(format!("pasid_width = {}", d.pasid_width));
         line(format!("ats = {}", d.ats));
+        line(format!("pri = {}", d.pri));
     }
     for m in &settings.mdevs {
         line(String::new());

@@ -33,10 +33,12 @@
 //! kernel stops a `recvmsg` right after the segment that carried descriptors, so they arrive
 //! with a read whose last byte belongs to their frame: each batch is tagged with the stream
 //! offset of that byte and handed to the frame containing it. A frame whose declared `nfds`
-//! differs from what arrived with it gets `EBADF` (and the descriptors are closed).
+//! differs from what arrived with it gets `EBADF` (and the descriptors are closed). A reply
+//! that carries descriptors (`EVENTS_OPEN`) is sent by a `sendmsg` of its own that starts at
+//! its first byte.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSliceMut, Write};
+use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -44,7 +46,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 use vsva_proto::{
     Errno, Frame, FrameDecoder, FrameHeader, Kind, ProtoError, Reply, Request, MAX_HELLO_BODY,
 };
@@ -94,6 +99,9 @@ pub struct Conn {
     pending: Vec<Pending>,
     /// Encoded replies; `out[written..]` is not yet in the socket.
     out: Vec<u8>,
+    /// Replies in `out` that carry descriptors: the frame's start and end offsets, and the
+    /// descriptors to send with its first byte.
+    out_fds: VecDeque<(usize, usize, Vec<OwnedFd>)>,
     written: usize,
     hello_deadline: Option<Instant>,
     /// When the frame being received must be complete.
@@ -131,6 +139,7 @@ impl Conn {
             truncated: Vec::new(),
             pending: Vec::new(),
             out: Vec::with_capacity(OUT_CAPACITY),
+            out_fds: VecDeque::new(),
             written: 0,
             frame_deadline: None,
             write_deadline: None,
@@ -255,6 +264,7 @@ impl Conn {
                 mut reply,
                 ticket,
                 rollback,
+                fds,
             } = p.outcome;
             // Each change is acknowledged only once its own record is durable.
             let failed = ticket.and_then(|t| self.daemon.store().wait(t).err());
@@ -281,7 +291,20 @@ impl Conn {
             if let Some(kind) = p.kind {
                 metrics.request(kind, p.started.elapsed(), reply.errno());
             }
-            self.out.extend_from_slice(&reply.encode_frame(&p.header));
+            if fds.is_empty() || reply.result < 0 {
+                self.out.extend_from_slice(&reply.encode_frame(&p.header));
+            } else {
+                let start = self.out.len();
+                let n = u8::try_from(fds.len()).unwrap_or(u8::MAX);
+                self.out.extend_from_slice(&vsva_proto::encode_frame(
+                    p.header.kind,
+                    vsva_proto::FLAG_REPLY,
+                    n,
+                    p.header.id,
+                    &reply.encode_body(),
+                ));
+                self.out_fds.push_back((start, self.out.len(), fds));
+            }
         }
     }
 
@@ -292,7 +315,7 @@ impl Conn {
         }
         let mut moved = false;
         while self.written < self.out.len() {
-            match (&self.stream).write(&self.out[self.written..]) {
+            match self.write_some() {
                 Ok(0) => {
                     self.dead = Some("write failed");
                     return;
@@ -331,6 +354,34 @@ impl Conn {
             self.paused = false;
             self.more = true;
         }
+    }
+
+    /// One `write` of the replies, or one `sendmsg` of a reply that carries descriptors:
+    /// never bytes of an earlier frame with them, as the protocol requires.
+    fn write_some(&mut self) -> io::Result<usize> {
+        let next = self.out_fds.front().map(|f| f.0);
+        if next != Some(self.written) {
+            let end = next.unwrap_or(self.out.len());
+            return (&self.stream).write(&self.out[self.written..end]);
+        }
+        let Some((_, end, fds)) = self.out_fds.front() else {
+            return Ok(0);
+        };
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if !cmsg.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let n = rustix::net::sendmsg(
+            &self.stream,
+            &[IoSlice::new(&self.out[self.written..*end])],
+            &mut cmsg,
+            SendFlags::NOSIGNAL,
+        )?;
+        // The descriptors went with the first byte: the rest is plain bytes.
+        self.out_fds.pop_front();
+        Ok(n)
     }
 
     /// Whether [`Conn::read_and_handle`] should run again without waiting for the socket

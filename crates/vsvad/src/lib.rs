@@ -10,7 +10,7 @@
 //! configuration as TOML, for `--check-config`), `credentials` (peer credentials
 //! and process start times), `store` (write-ahead log with group commit), `machine` (the
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
-//! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `metrics`
+//! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `events` (the events channels and their thread), `metrics`
 //! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining), [`log_sink`] (the log's non-blocking writer),
 //! [`systemd`] (socket activation, readiness). Only the configuration, the server, the log's
 //! writer and the systemd glue are public: the binary starts the server with the configuration
@@ -25,6 +25,7 @@ mod conn;
 mod credentials;
 mod daemon;
 mod event_loop;
+mod events;
 pub mod log_sink;
 mod machine;
 mod metrics;

@@ -79,6 +79,7 @@ pub fn build(s: &Settings) -> Result<Vfio, MachineError> {
             privileged: true,
         });
         spec.ats = d.ats;
+        spec.pri = d.pri;
         vfio.add_pci_function(spec)
             .map_err(|e| err(format!("devices[{i}] ({})", d.source_id), e))?;
     }

@@ -222,6 +222,7 @@ pub fn run(
                 });
                 std::thread::sleep(wait.max(Duration::from_millis(10)));
                 d.expire_held();
+                d.expire_page_requests();
             }
         })
         .map_err(|e| socket_err(&socket_path, e))?;

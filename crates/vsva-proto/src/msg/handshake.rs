@@ -9,11 +9,13 @@ use crate::wire::{Decode, Encode, Reader, Writer};
 /// The handshake magic: the bytes `V S V A` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"VSVA");
 /// The protocol version this crate speaks. Version 2 added the NESTING_OP refusal counts to
-/// the STATUS payload; version 3 added the request, translation and store-commit totals.
+/// the STATUS payload; version 3 the request, translation and store-commit totals in STATUS,
+/// the events channel, replies that carry descriptors, the device side (kinds `0x06xx`,
+/// events `0x07xx`) and iommufd (kinds `0x05xx`).
 pub const PROTOCOL_VERSION: u16 = 3;
 /// The lowest protocol version this crate speaks: an older peer is refused at HELLO
 /// (`EINVAL` naming both ranges), since its STATUS decoder would refuse this version's
-/// payload.
+/// payload and it would not read a reply that carries descriptors.
 pub const MIN_PROTOCOL_VERSION: u16 = 3;
 /// Length of a resume token.
 pub const RESUME_TOKEN_LEN: usize = 16;

@@ -30,6 +30,16 @@ macro_rules! kinds {
                 }
             }
 
+            /// How many file descriptors travel with a successful reply of this kind, at
+            /// most (`DEVICE_OPEN`: one per memory region handed over).
+            pub const fn reply_nfds(self) -> u8 {
+                match self {
+                    Kind::EventsOpen => 1,
+                    Kind::DeviceOpen => 4,
+                    _ => 0,
+                }
+            }
+
             /// A short lower-case label for logs and metrics (`"ioctl"`).
             pub const fn label(self) -> &'static str {
                 match self {
@@ -83,4 +93,18 @@ kinds! {
     IommufdRespond = 0x0504, "iommufd_respond";
     /// A process's iommufd objects (another process's: admin).
     IommufdObjects = 0x0505, "iommufd_objects";
+    /// Open the process's events channel; the reply carries its socket.
+    EventsOpen = 0x0601, "events_open";
+    /// Grant a device of the caller to another process: the result payload is a token.
+    DeviceGrant = 0x0602, "device_grant";
+    /// Act as the device a token names; the reply carries the owner's memory descriptors.
+    DeviceOpen = 0x0603, "device_open";
+    /// End every grant of a device.
+    DeviceRevoke = 0x0604, "device_revoke";
+    /// An ATS translation request.
+    AtsTranslate = 0x0605, "ats_translate";
+    /// A device raises a page request (PRI).
+    PageRequest = 0x0606, "page_request";
+    /// The PASID's owner answers a page-request group.
+    PageResponse = 0x0607, "page_response";
 }

@@ -5,6 +5,8 @@
 //! body byte by byte; the [`Encode`](crate::wire::Encode) / [`Decode`](crate::wire::Decode)
 //! implementations here are its reference implementation.
 
+mod device_side;
+mod event;
 mod handshake;
 mod iommufd;
 mod kind;
@@ -12,6 +14,16 @@ mod reply;
 mod report;
 mod request;
 
+pub use device_side::{
+    AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE,
+    DEVICE_TOKEN_LEN, MAX_DEVICE_REGIONS,
+};
+pub use event::{
+    Event, EventAck, Invalidation, PageRequest, PageResponse, ACK_KIND, EVENT_DEVICE_REVOKED,
+    EVENT_DMA_FAULT, EVENT_INVALIDATE, EVENT_OVERFLOW, EVENT_PAGE_REQUEST, EVENT_PAGE_RESPONSE,
+    INVAL_ALL, INVAL_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PGFAULT_LAST_PAGE,
+    PGFAULT_PASID_VALID, RESP_FAILURE, RESP_INVALID, RESP_SUCCESS,
+};
 pub use handshake::{
     negotiate_version, Credentials, Hello, HelloReply, ResumeToken, HELLO_ADMIN, HELLO_RESUMED,
     MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
@@ -28,7 +40,7 @@ pub use report::{
 };
 pub use request::{
     DeviceConfig, DeviceDma, Request, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV,
-    DMA_WRITE,
+    DMA_WRITE, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID,
 };
 
 /// Longest string field (client name, messages, command lines), in bytes.

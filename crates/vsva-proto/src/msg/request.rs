@@ -1,5 +1,6 @@
 //! Requests: the typed request a client sends, and its body encoding.
 
+use super::device_side::{read_response_code, AtsRequest, DEVICE_TOKEN_LEN};
 use super::handshake::Hello;
 use super::iommufd::IommufdRequest;
 use super::kind::Kind;
@@ -222,7 +223,53 @@ pub enum Request {
     },
     /// An iommufd request (kinds `0x0501`..).
     Iommufd(IommufdRequest),
+    /// Open the process's events channel.
+    EventsOpen,
+    /// Grant device `source_id` to another process.
+    DeviceGrant {
+        /// The device (the caller must drive it).
+        source_id: u16,
+    },
+    /// Act as the device a grant's token names.
+    DeviceOpen {
+        /// The token `DEVICE_GRANT` returned.
+        token: [u8; DEVICE_TOKEN_LEN],
+    },
+    /// End every grant of device `source_id`.
+    DeviceRevoke {
+        /// The device (the caller must drive it).
+        source_id: u16,
+    },
+    /// A translation request.
+    AtsTranslate(AtsRequest),
+    /// A page request.
+    PageRequest {
+        /// The device.
+        source_id: u16,
+        /// `PAGE_REQUEST_PASID`, `PAGE_REQUEST_LAST`.
+        flags: u16,
+        /// The PASID, with `PAGE_REQUEST_PASID`.
+        pasid: u32,
+        /// The page address.
+        addr: u64,
+        /// Page request group index (0..512).
+        grpid: u16,
+        /// `PERM_*` bits asked for.
+        perm: u16,
+    },
+    /// A page response.
+    PageResponse {
+        /// The cookie of the group's `PAGE_REQUEST` event.
+        cookie: u32,
+        /// `RESP_*` code.
+        code: u32,
+    },
 }
+
+/// Page request flag: the request carries `pasid`.
+pub const PAGE_REQUEST_PASID: u16 = 1 << 0;
+/// Page request flag: the last request of its group.
+pub const PAGE_REQUEST_LAST: u16 = 1 << 1;
 
 impl Request {
     /// The request's kind.
@@ -245,6 +292,13 @@ impl Request {
             Request::ForceRelease { .. } => Kind::ForceRelease,
             Request::Faults { .. } => Kind::Faults,
             Request::Iommufd(r) => r.kind(),
+            Request::EventsOpen => Kind::EventsOpen,
+            Request::DeviceGrant { .. } => Kind::DeviceGrant,
+            Request::DeviceOpen { .. } => Kind::DeviceOpen,
+            Request::DeviceRevoke { .. } => Kind::DeviceRevoke,
+            Request::AtsTranslate(_) => Kind::AtsTranslate,
+            Request::PageRequest { .. } => Kind::PageRequest,
+            Request::PageResponse { .. } => Kind::PageResponse,
         }
     }
 
@@ -261,7 +315,7 @@ impl Request {
             Request::Ping(data) => {
                 w.raw(data);
             }
-            Request::OpenContainer | Request::Status | Request::Sets => {}
+            Request::OpenContainer | Request::Status | Request::Sets | Request::EventsOpen => {}
             Request::CloseContainer { handle } => {
                 w.u32(*handle);
             }
@@ -294,6 +348,31 @@ impl Request {
                 w.u32(*max);
             }
             Request::Iommufd(r) => r.write(&mut w),
+            Request::DeviceGrant { source_id } | Request::DeviceRevoke { source_id } => {
+                w.u16(*source_id);
+            }
+            Request::DeviceOpen { token } => {
+                w.raw(token);
+            }
+            Request::AtsTranslate(a) => a.write(&mut w),
+            Request::PageRequest {
+                source_id,
+                flags,
+                pasid,
+                addr,
+                grpid,
+                perm,
+            } => {
+                w.u16(*source_id)
+                    .u16(*flags)
+                    .u32(*pasid)
+                    .u64(*addr)
+                    .u16(*grpid)
+                    .u16(*perm);
+            }
+            Request::PageResponse { cookie, code } => {
+                w.u32(*cookie).u32(*code);
+            }
         }
         w.into_vec()
     }
@@ -322,6 +401,50 @@ impl Request {
             Kind::OpenContainer => Request::OpenContainer,
             Kind::Status => Request::Status,
             Kind::Sets => Request::Sets,
+            Kind::EventsOpen => Request::EventsOpen,
+            Kind::DeviceGrant => Request::DeviceGrant {
+                source_id: r.u16("source_id")?,
+            },
+            Kind::DeviceOpen => Request::DeviceOpen {
+                token: r.fixed("token")?,
+            },
+            Kind::DeviceRevoke => Request::DeviceRevoke {
+                source_id: r.u16("source_id")?,
+            },
+            Kind::AtsTranslate => Request::AtsTranslate(AtsRequest::read(&mut r)?),
+            Kind::PageRequest => {
+                let source_id = r.u16("source_id")?;
+                let flags = r.u16("flags")?;
+                if flags & !(PAGE_REQUEST_PASID | PAGE_REQUEST_LAST) != 0 {
+                    return Err(r.bad_value(
+                        "flags",
+                        flags.into(),
+                        "only PASID (0x1) and LAST (0x2) are defined",
+                    ));
+                }
+                let pasid = r.u32("pasid")?;
+                let addr = r.u64("addr")?;
+                let grpid = r.u16("grpid")?;
+                if grpid >= 512 {
+                    return Err(r.bad_value("grpid", grpid.into(), "a group index has 9 bits"));
+                }
+                let perm = r.u16("perm")?;
+                if perm & !0xf != 0 {
+                    return Err(r.bad_value("perm", perm.into(), "only bits 0-3 are defined"));
+                }
+                Request::PageRequest {
+                    source_id,
+                    flags,
+                    pasid,
+                    addr,
+                    grpid,
+                    perm,
+                }
+            }
+            Kind::PageResponse => Request::PageResponse {
+                cookie: r.u32("cookie")?,
+                code: read_response_code(&mut r)?,
+            },
             Kind::CloseContainer => Request::CloseContainer {
                 handle: r.u32("handle")?,
             },

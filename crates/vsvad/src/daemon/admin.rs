@@ -55,6 +55,7 @@ impl Daemon {
             reply: Reply::ok(0, Vec::new()),
             ticket,
             rollback: None,
+            fds: Vec::new(),
         }
     }
 
@@ -79,6 +80,11 @@ impl Daemon {
             processes.remove(&p.token);
         }
         drop(processes);
+        // Its events channel and its grants end (this looks processes up: no lock held).
+        for p in &targets {
+            p.events.close();
+            self.end_grants_of(p.token);
+        }
         // Close the process's connections: it learns its context is gone.
         for c in lock(&self.conns).values() {
             if c.process.is_some_and(|t| t.pid() == pid) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use vsva_iommu::{Access, DmaError, Fault, SourceId, Stage};
 use vsva_proto::{
-    DeviceConfig, DeviceDma, Errno, FaultRecord, Reply, CONFIG_WRITE, DMA_EXEC, DMA_PASID,
+    DeviceConfig, DeviceDma, Errno, Event, FaultRecord, Reply, CONFIG_WRITE, DMA_EXEC, DMA_PASID,
     DMA_PRIV, DMA_WRITE,
 };
 use vsva_vfio::{ConfigWidth, PciFunction, VfioError};
@@ -19,7 +19,20 @@ impl Daemon {
     /// The PCI function `sid`, if its group is attached to a container of process `p`, or it
     /// is bound to one of `p`'s iommufd contexts: only the process a device is assigned to
     /// may drive it.
-    fn owned_function(&self, p: &Arc<Process>, sid: SourceId) -> Result<PciFunction, Reply> {
+    ///
+    /// A process that holds a grant of the device (`DEVICE_OPEN`) drives it too; one whose
+    /// grant ended is refused with `ENODEV`.
+    pub(super) fn owned_function(
+        &self,
+        p: &Arc<Process>,
+        sid: SourceId,
+    ) -> Result<PciFunction, Reply> {
+        if let Some(r) = self.granted_function(p, sid) {
+            if lock(&p.state).revoked {
+                return Err(revoked(p));
+            }
+            return r;
+        }
         let func = self.vfio.pci_function(sid).map_err(|e| vfio_reply(&e))?;
         let Some(group) = func.group().filter(|g| g.0 != RESTORE_GROUP) else {
             return Err(Reply::error(
@@ -111,11 +124,18 @@ impl Daemon {
                     source: DmaError::Fault(f),
                     ..
                 }) => {
+                    let record = fault_record(&f);
+                    // The process driving the device hears of it on its events channel too
+                    // (dropped with the others if its queue is full).
+                    // (A fault on a PASID reaches the PASID's owner through the VFIO layer.)
+                    if f.pasid.is_none() {
+                        p.events.push(Event::DmaFault(record.clone()));
+                    }
                     return Reply {
                         result: Errno::EFAULT.to_ioctl_return().into(),
                         message: format!("DMA fault: {f}"),
-                        payload: fault_record(&f).encode(),
-                    }
+                        payload: record.encode(),
+                    };
                 }
                 Err(e) => return vfio_reply(&e),
             };

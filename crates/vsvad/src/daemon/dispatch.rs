@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 
 use vsva_proto::{Errno, Reply, Request};
 
+use super::device_side::RaisedPage;
 use super::ioctl::Outcome;
 use super::process::Session;
 use super::Daemon;
@@ -60,6 +61,30 @@ impl Daemon {
             Request::ForceRelease { pid } => self.force_release(s, pid).into(),
             Request::Faults { max } => self.faults(s, max).into(),
             Request::Iommufd(r) => self.iommufd(s, &p, r).into(),
+            Request::EventsOpen => self.events_open(&p),
+            Request::DeviceGrant { source_id } => self.device_grant(&p, source_id).into(),
+            Request::DeviceOpen { token } => self.device_open(&p, &token),
+            Request::DeviceRevoke { source_id } => self.device_revoke(&p, source_id).into(),
+            Request::AtsTranslate(a) => self.ats_translate(&p, &a).into(),
+            Request::PageRequest {
+                source_id,
+                flags,
+                pasid,
+                addr,
+                grpid,
+                perm,
+            } => {
+                let r = RaisedPage {
+                    sid: source_id,
+                    flags,
+                    pasid,
+                    addr,
+                    grpid,
+                    perm,
+                };
+                self.page_request(&p, &r).into()
+            }
+            Request::PageResponse { cookie, code } => self.page_response(&p, cookie, code).into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! order its changes happened. [`Rollback`] undoes an allocation the store could not make
 //! durable.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use vsva_proto::Reply;
@@ -25,6 +26,9 @@ pub struct Outcome {
     pub ticket: Option<Ticket>,
     /// What to undo if that record cannot be made durable.
     pub rollback: Option<Rollback>,
+    /// Descriptors sent with the reply (with its first byte), as its kind's `reply_nfds`
+    /// says; none on failure.
+    pub fds: Vec<OwnedFd>,
 }
 
 impl From<Reply> for Outcome {
@@ -33,6 +37,7 @@ impl From<Reply> for Outcome {
             reply,
             ticket: None,
             rollback: None,
+            fds: Vec::new(),
         }
     }
 }
@@ -109,11 +114,13 @@ impl Daemon {
                     container: c,
                     pasid,
                 }),
+                fds: Vec::new(),
             },
             (Journaled::Recorded(ticket), _) => Outcome {
                 reply,
                 ticket: Some(ticket),
                 rollback: None,
+                fds: Vec::new(),
             },
             (Journaled::Nothing | Journaled::Closed, _) => reply.into(),
         }

@@ -116,6 +116,15 @@ impl Daemon {
                 format!("mem_register size {size:#x} is too large"),
             );
         };
+        // A copy of the descriptor for device processes; without one, DEVICE_OPEN hands the
+        // region to no device.
+        let shared = match fd.try_clone() {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep a copy of a region's descriptor");
+                None
+            }
+        };
         let region = match GuestRegionMmap::from_range(
             GuestAddress(hpa),
             len,
@@ -156,6 +165,8 @@ impl Daemon {
             addr,
             size,
             hpa,
+            offset,
+            file: shared,
         });
         st.memory_bytes += size;
         tracing::debug!(
@@ -264,6 +275,8 @@ mod tests {
             addr: 0x10_0000,
             size: 0x20_0000,
             hpa: 0x4000_0000,
+            offset: 0,
+            file: None,
         }];
         let mut a = map_arg(3, 0x11_0000, 0, 0x1000);
         translate_map_dma(&regions, &mut a).unwrap();

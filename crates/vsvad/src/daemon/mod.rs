@@ -5,8 +5,10 @@
 //! [`dispatch`] routes a decoded request to its family's handler, and the handlers are
 //! [`container`] (open, close, attach, detach), [`ioctl`] (container ioctls, PASID_REQUEST
 //! journaling and its rollback), [`memory`] (guest memory shared by fd), [`device`] (PCI
-//! configuration space and DMA), [`admin`] (quota, force release) and [`report`] (status,
-//! sets, faults, metrics gauges).
+//! configuration space and DMA), [`admin`] (quota, force release), [`report`] (status,
+//! sets, faults, metrics gauges), [`events`] (opening a process's events channel) and
+//! [`device_side`] (devices granted to other processes, ATS translation requests, page
+//! requests and responses, and the delivery of invalidations and faults as events).
 //!
 //! # Processes and contexts
 //!
@@ -38,7 +40,9 @@
 mod admin;
 mod container;
 mod device;
+mod device_side;
 mod dispatch;
+mod events;
 mod fault_view;
 mod ioctl;
 mod iommufd;
@@ -57,6 +61,7 @@ use vsva_proto::{Errno, Reply};
 use vsva_vfio::{ProcessToken, Vfio, VfioError};
 
 use crate::config::Settings;
+use crate::events::Hub;
 use crate::machine::{self, HpaAllocator};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -131,6 +136,10 @@ pub struct Daemon {
     registered_bytes: AtomicU64,
     /// Every live iommufd context, for the admin view.
     iommufd: iommufd::IommufdContexts,
+    /// The events channels and their thread.
+    events: Hub,
+    /// Grants of devices to other processes, and the processes that use each device.
+    device_side: device_side::DeviceSide,
 }
 
 /// Why the daemon could not start.
@@ -145,6 +154,9 @@ pub enum StartError {
     /// The kernel's random source failed.
     #[error("cannot read the kernel's random source (getrandom): {0}")]
     Random(std::io::Error),
+    /// The events thread could not be started.
+    #[error("cannot start the events thread: {0}")]
+    Events(std::io::Error),
 }
 
 impl Daemon {
@@ -162,6 +174,8 @@ impl Daemon {
             instance,
             metrics.clone(),
         )?;
+        let events =
+            Hub::start(settings.limits.event_queue_len as usize).map_err(StartError::Events)?;
         let hpa = HpaAllocator::new(settings.table_pool_bytes, settings.iommu.mgaw);
         let daemon = Arc::new(Daemon {
             settings,
@@ -177,7 +191,14 @@ impl Daemon {
             hpa: Mutex::new(hpa),
             registered_bytes: AtomicU64::new(0),
             iommufd: iommufd::IommufdContexts::default(),
+            events,
+            device_side: device_side::DeviceSide::default(),
         });
+        let delivery = Arc::new(device_side::Delivery {
+            daemon: Arc::downgrade(&daemon),
+        });
+        daemon.vfio.iommu().set_devtlb_sink(Some(delivery.clone()));
+        daemon.vfio.set_fault_sink(Some(delivery));
         daemon.restore(replayed);
         Ok(daemon)
     }

@@ -2,6 +2,7 @@
 //! restart), disconnect and release, and expiry of processes held since a restart.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use vsva_vfio::{Container, ProcessToken, VfioMm};
 use super::fault_view::FaultView;
 use super::{lock, random_bytes, Daemon, OpenConnection, SERVER};
 use crate::credentials;
+use crate::events::EventQueue;
 use crate::store::Record;
 
 /// A container a connection opened.
@@ -26,7 +28,7 @@ pub(super) struct OpenContainer {
 }
 
 /// A guest memory region a process registered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Region {
     pub(super) id: u32,
     /// The address the process names it by in MAP_DMA's `vaddr`.
@@ -34,6 +36,10 @@ pub(super) struct Region {
     pub(super) size: u64,
     /// Where it sits in the IOMMU's host memory.
     pub(super) hpa: u64,
+    /// Offset into the file.
+    pub(super) offset: u64,
+    /// The memory's descriptor, handed to device processes (`DEVICE_OPEN`).
+    pub(super) file: Option<Arc<OwnedFd>>,
 }
 
 /// What a process's lock protects.
@@ -117,6 +123,8 @@ pub struct Process {
     pub(super) journal: Mutex<Journal>,
     /// Which faults it may see. A leaf lock, like the journal's.
     pub(super) faults: Mutex<FaultView>,
+    /// Its events channel's queue.
+    pub(super) events: Arc<EventQueue>,
 }
 
 impl Process {
@@ -130,6 +138,7 @@ impl Process {
         journal: Journal,
         faults: FaultView,
         held_until: Option<Instant>,
+        events: Arc<EventQueue>,
     ) -> Process {
         let token = ProcessToken::new(credentials.pid, credentials.start_time);
         Process {
@@ -140,6 +149,7 @@ impl Process {
             state: Mutex::new(ProcessState::new(mm, held_until)),
             journal: Mutex::new(journal),
             faults: Mutex::new(faults),
+            events,
         }
     }
 
@@ -254,6 +264,7 @@ impl Daemon {
         st.connections = st.connections.saturating_sub(1);
         let last = st.connections == 0 && !st.is_held();
         if last {
+            p.events.close();
             if !st.revoked {
                 self.release_locked(p, &mut st, "its last connection closed");
             }
@@ -264,6 +275,10 @@ impl Daemon {
         drop(st);
         drop(processes);
         drop(closed);
+        // Its grants end (holders are told); this looks processes up, so no lock is held.
+        if last {
+            self.end_grants_of(p.token);
+        }
     }
 
     /// Releases a process's context (its lock held): drops its containers and the daemon's
@@ -430,6 +445,7 @@ impl Daemon {
                     journal,
                     faults,
                     None,
+                    self.events.queue(),
                 ));
                 processes.insert(token, p.clone());
                 p

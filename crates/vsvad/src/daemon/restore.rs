@@ -98,6 +98,7 @@ impl Daemon {
                     journal,
                     faults,
                     Some(deadline),
+                    self.events.queue(),
                 )),
             );
         }

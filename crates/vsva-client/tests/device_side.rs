@@ -1,0 +1,423 @@
+//! The device side end to end, with separate processes: the owner (this test), a private
+//! daemon, and a device process (this test binary re-run as `device_helper`, driven by lines
+//! on its standard input and answering on its standard output).
+//!
+//! * a page-fault round trip: the device touches an unmapped page, the owner gets the page
+//!   request as an event, maps the page and answers, the DMA completes; a response with a
+//!   wrong cookie is `EINVAL`;
+//! * an invalidation reaches the device's TLB before the owner's CACHE_INVLD returns;
+//! * a device process that never acknowledges is fenced (its translation requests refused);
+//! * a revoked grant ends the holder's access with `ENODEV`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use vsva_client::pgtable::{PageTables, P, RW, US};
+use vsva_client::{
+    find_vsvad, Client, ClientError, ContainerHandle, DeviceHandle, DeviceOptions, Errno, Event,
+    EventChannel, GuestMemory, Options, PrivateDaemon,
+};
+use vsva_proto::{AtsRequest, Request, DMA_PASID, PGFAULT_LAST_PAGE, RESP_SUCCESS};
+use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
+
+const SID: u16 = 0x0100;
+const GVA: u64 = 0x7f00_0000_0000;
+const DATA: u64 = 4 << 20;
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+
+/// The owner's side: a daemon with one ATS + PRI device, a bound PASID mapping GVA → DATA.
+struct Owner {
+    /// The daemon, when this process started it.
+    daemon: Option<PrivateDaemon>,
+    socket: PathBuf,
+    client: Client,
+    c: ContainerHandle,
+    mem: &'static GuestMemory,
+    pt: PageTables<'static>,
+    pasid: u32,
+    events: EventChannel,
+}
+
+fn owner(settings: &str) -> Owner {
+    let vsvad = find_vsvad(None).expect("vsvad binary (cargo build -p vsvad)");
+    let config =
+        format!("{settings}\n[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n");
+    let daemon = PrivateDaemon::start_with(&vsvad, Some(&config), &[]).unwrap();
+    let socket = daemon.socket().to_owned();
+    let mut o = owner_on(&socket);
+    o.daemon = Some(daemon);
+    o
+}
+
+/// The owner's side on a daemon already running.
+fn owner_on(socket: &Path) -> Owner {
+    let mut client = Client::connect(Options::new(socket, "owner")).unwrap();
+    let events = client.open_events().unwrap();
+    let c = client.nesting_container(1).unwrap();
+    // Leaked: the page tables borrow it for the whole test.
+    let mem: &'static GuestMemory = Box::leak(Box::new(GuestMemory::new(0, 16 << 20).unwrap()));
+    client.attach_guest_memory(c, mem).unwrap();
+    let pasid = client.pasid_alloc(c, 1, u32::MAX).unwrap();
+    let mut pt = PageTables::new(mem, 1 << 20, 1 << 20, 4).unwrap();
+    pt.map(GVA, DATA, P | RW | US).unwrap();
+    client
+        .bind(
+            c,
+            &BindRequest::new(u64::from(pasid), pt.root(), AddrWidth::Bits48),
+        )
+        .unwrap();
+    client.enable_pasid(SID).unwrap();
+    client.enable_ats(SID).unwrap();
+    client.enable_pri(SID, 32).unwrap();
+    Owner {
+        daemon: None,
+        socket: socket.to_owned(),
+        client,
+        c,
+        mem,
+        pt,
+        pasid,
+        events,
+    }
+}
+
+impl Owner {
+    fn map(&mut self, va: u64, pa: u64) {
+        self.pt.map(va, pa, P | RW | US).unwrap();
+    }
+
+    fn unmap(&mut self, va: u64) {
+        assert!(self.pt.unmap(va).unwrap());
+    }
+
+    fn invalidate_page(&mut self, va: u64) -> Result<(), ClientError> {
+        let req = CacheInvalidateRequest::new(
+            CacheSet::IOTLB | CacheSet::DEV_IOTLB,
+            Granularity::Addr {
+                pasid: Some(u64::from(self.pasid)),
+                archid: None,
+                addr: va,
+                granule_size: 0x1000,
+                nb_granules: 1,
+                leaf: true,
+            },
+        )
+        .unwrap();
+        self.client.invalidate(self.c, &req)
+    }
+
+    fn spawn(&mut self, script: &str) -> Device {
+        let token = self.client.grant_device(SID).unwrap();
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        Device::spawn(&self.socket, &hex, self.pasid, script)
+    }
+}
+
+struct Device {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Device {
+    /// This test binary re-run as `device_helper` with `script`.
+    fn spawn(socket: &Path, token: &str, pasid: u32, script: &str) -> Device {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "device_helper",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                "VSVA_DEVICE",
+                format!("{}|{token}|{script}", socket.display()),
+            )
+            .env("VSVA_DEVICE_PASID", pasid.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Device {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The next line the device prints that starts with `prefix`, without it.
+    fn expect(&mut self, prefix: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "the device process ended before saying {prefix}"
+            );
+            // The harness may print its own words before the device's on a line.
+            if let Some(at) = line.find(prefix) {
+                return line.trim_end()[at + prefix.len()..].trim().to_string();
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn page_fault_round_trip_and_a_wrong_cookie() {
+    let mut o = owner("");
+    let mut dev = o.spawn("fault");
+    // The device writes to GVA + 1 MiB, not mapped yet: its page request reaches the owner.
+    let (_, ev) = o
+        .events
+        .next_timeout(WAIT)
+        .unwrap()
+        .expect("a page request");
+    let Event::PageRequest(req) = ev else {
+        panic!("not a page request: {ev:?}")
+    };
+    assert_eq!(req.addr, GVA + (1 << 20));
+    assert_eq!((req.dev_id, req.pasid), (u32::from(SID), o.pasid));
+    assert_ne!(req.flags & PGFAULT_LAST_PAGE, 0);
+    let wrong = o
+        .client
+        .page_response(req.cookie.wrapping_add(1), RESP_SUCCESS);
+    assert_eq!(wrong.unwrap_err().errno(), Some(Errno::EINVAL));
+    o.map(GVA + (1 << 20), DATA + 0x10_0000);
+    o.invalidate_page(GVA + (1 << 20)).unwrap();
+    o.client.page_response(req.cookie, RESP_SUCCESS).unwrap();
+    assert_eq!(dev.expect("WROTE"), "ok");
+    let mut got = [0u8; 8];
+    o.mem.read(DATA + 0x10_0000, &mut got).unwrap();
+    assert_eq!(&got, b"faulted!");
+    // Answered once: the same cookie again is unknown.
+    let again = o.client.page_response(req.cookie, RESP_SUCCESS);
+    assert_eq!(again.unwrap_err().errno(), Some(Errno::EINVAL));
+}
+
+#[test]
+fn an_invalidation_reaches_the_device_before_the_call_returns() {
+    let mut o = owner("");
+    o.mem.write(DATA, b"cached").unwrap();
+    let mut dev = o.spawn("cache");
+    assert_eq!(dev.expect("READ"), "cached");
+    assert_eq!(dev.expect("HOLDS"), "true");
+    o.unmap(GVA);
+    o.invalidate_page(GVA).unwrap();
+    // The call returned: the device has already dropped the translation and acknowledged.
+    dev.say("check");
+    assert_eq!(dev.expect("HOLDS"), "false");
+    let n: u64 = dev.expect("INVALIDATIONS").parse().unwrap();
+    assert!(n >= 1);
+}
+
+#[test]
+fn a_device_that_never_acknowledges_is_fenced() {
+    let mut o = owner("[limits]\ninvalidation_timeout_ms = 200\n");
+    let mut dev = o.spawn("silent");
+    assert_eq!(dev.expect("TRANSLATED"), "ok");
+    // The device process holds a translation and never reads its channel.
+    // It returns once the time-out passed (what it answers is the VFIO layer's: NESTING_OP
+    // CACHE_INVLD answers 0 and counts the refusal), never before the device is fenced.
+    if let Err(e) = o.invalidate_page(GVA) {
+        assert_eq!(e.errno(), Some(Errno::EIO), "{e}");
+    }
+    dev.say("translate");
+    assert_eq!(dev.expect("REFUSED"), format!("{:?}", Errno::ENODEV));
+}
+
+#[test]
+fn with_ats_disabled_the_device_dmas_through_the_daemon() {
+    let mut o = owner("");
+    o.mem.write(DATA, b"cached").unwrap();
+    // The guest driver turns ATS off again: the device caches nothing.
+    let ats = o.client.find_ext_capability(SID, 0x000F).unwrap().unwrap();
+    o.client.config_write(SID, ats + 6, 2, 0).unwrap();
+    let mut dev = o.spawn("cache");
+    assert_eq!(dev.expect("READ"), "cached");
+    assert_eq!(dev.expect("HOLDS"), "false");
+}
+
+#[test]
+fn a_revoked_grant_ends_the_holders_access() {
+    let mut o = owner("");
+    o.mem.write(DATA, b"cached").unwrap();
+    let mut dev = o.spawn("cache");
+    assert_eq!(dev.expect("READ"), "cached");
+    assert_eq!(o.client.revoke_device(SID).unwrap(), 1);
+    dev.say("read");
+    let why = dev.expect("FAILED");
+    assert!(why.contains("revoked"), "{why}");
+}
+
+#[test]
+fn acknowledgements_are_heard_while_every_worker_waits_for_them() {
+    // More device processes than the daemon has workers, and as many invalidations at once
+    // as it has workers: if acknowledgements were read by the workers, every worker would
+    // wait for acknowledgements nobody reads, and every device would be fenced.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut o = owner("[limits]\ninvalidation_timeout_ms = 20000\n");
+    o.mem.write(DATA, b"cached").unwrap();
+    let mut devs: Vec<Device> = (0..=workers).map(|_| o.spawn("cache")).collect();
+    for d in &mut devs {
+        assert_eq!(d.expect("READ"), "cached");
+        assert_eq!(d.expect("HOLDS"), "true");
+    }
+    let socket = o.socket.clone();
+    let (c, pasid) = (o.c, o.pasid);
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (0..workers)
+            .map(|i| {
+                let socket = socket.clone();
+                s.spawn(move || {
+                    let mut client =
+                        Client::connect(Options::new(socket, format!("inv-{i}"))).unwrap();
+                    let req = CacheInvalidateRequest::new(
+                        CacheSet::IOTLB | CacheSet::DEV_IOTLB,
+                        Granularity::Pasid {
+                            pasid: Some(u64::from(pasid)),
+                            archid: None,
+                        },
+                    )
+                    .unwrap();
+                    client.invalidate(c, &req).unwrap();
+                })
+            })
+            .collect();
+        for t in calls {
+            t.join().unwrap();
+        }
+    });
+    for d in &mut devs {
+        d.say("again");
+        assert_eq!(d.expect("HOLDS"), "false");
+        assert_eq!(d.expect("AGAIN"), "cached", "the device must not be fenced");
+    }
+}
+
+#[test]
+fn the_owner_killed_with_pending_page_requests_fails_them() {
+    let vsvad = find_vsvad(None).expect("vsvad binary (cargo build -p vsvad)");
+    let config = "[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n";
+    let daemon = PrivateDaemon::start_with(&vsvad, Some(config), &[]).unwrap();
+    // The owner is a process of its own ("owner" script), the device another.
+    let mut owner = Device::spawn(daemon.socket(), "00", 0, "owner");
+    let token = owner.expect("TOKEN");
+    let pasid: u32 = owner.expect("PASID").parse().unwrap();
+    let mut dev = Device::spawn(daemon.socket(), &token, pasid, "fault");
+    assert_eq!(
+        owner.expect("PAGE_REQUEST"),
+        format!("{:#x}", GVA + (1 << 20))
+    );
+    owner.child.kill().unwrap(); // SIGKILL
+    owner.child.wait().unwrap();
+    // The pending group is answered FAILURE (or the grant ends first): the DMA fails, well
+    // before the device's 10 s wait for a response would end.
+    let wrote = dev.expect("WROTE");
+    assert_ne!(wrote, "ok");
+    assert!(!wrote.contains("TimedOut"), "{wrote}");
+}
+
+/// The device process: `VSVA_DEVICE` = `socket|token|script`.
+#[test]
+#[ignore = "device process entry point, run by the other tests"]
+fn device_helper() {
+    let Ok(spec) = std::env::var("VSVA_DEVICE") else {
+        return;
+    };
+    let mut parts = spec.splitn(3, '|');
+    let socket = parts.next().unwrap().to_string();
+    let hex = parts.next().unwrap();
+    let script = parts.next().unwrap().to_string();
+    let pasid: u32 = std::env::var("VSVA_DEVICE_PASID").unwrap().parse().unwrap();
+    if script == "owner" {
+        let mut o = owner_on(Path::new(&socket));
+        let token = o.client.grant_device(SID).unwrap();
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        println!("TOKEN {hex}");
+        println!("PASID {}", o.pasid);
+        loop {
+            if let (_, Event::PageRequest(r)) = o.events.next_event().unwrap() {
+                println!("PAGE_REQUEST {:#x}", r.addr);
+            }
+        }
+    }
+    let mut token = [0u8; 16];
+    for (i, b) in token.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let options = Options::new(socket, "device");
+    let mut lines = std::io::stdin().lock().lines();
+    let mut next = move || lines.next().unwrap().unwrap();
+    match script.as_str() {
+        "fault" => {
+            let mut d = DeviceHandle::open(options, token, DeviceOptions::default()).unwrap();
+            let r = d.dma_write(Some(pasid), GVA + (1 << 20), b"faulted!");
+            println!(
+                "WROTE {}",
+                if r.is_ok() {
+                    "ok".into()
+                } else {
+                    format!("{r:?}")
+                }
+            );
+        }
+        "cache" => {
+            let mut d = DeviceHandle::open(options, token, DeviceOptions::default()).unwrap();
+            let mut buf = [0u8; 6];
+            d.dma_read(Some(pasid), GVA, &mut buf).unwrap();
+            println!("READ {}", String::from_utf8_lossy(&buf));
+            println!("HOLDS {}", d.holds(Some(pasid), GVA));
+            match next().as_str() {
+                "check" => {
+                    println!("HOLDS {}", d.holds(Some(pasid), GVA));
+                    println!("INVALIDATIONS {}", d.stats().invalidations);
+                }
+                "again" => {
+                    println!("HOLDS {}", d.holds(Some(pasid), GVA));
+                    match d.dma_read(Some(pasid), GVA, &mut buf) {
+                        Ok(()) => println!("AGAIN {}", String::from_utf8_lossy(&buf)),
+                        Err(e) => println!("AGAIN {e}"),
+                    }
+                }
+                _ => {
+                    let r = d.dma_read(Some(pasid), GVA, &mut buf);
+                    println!("FAILED {}", r.unwrap_err());
+                }
+            }
+        }
+        "silent" => {
+            // A device that caches and never acknowledges: its channel is never read.
+            let mut c = Client::connect(options).unwrap();
+            let _channel = c.open_events().unwrap();
+            c.call_for_fds(Request::DeviceOpen { token }).unwrap();
+            let ask = Request::AtsTranslate(AtsRequest {
+                source_id: SID,
+                flags: DMA_PASID,
+                pasid,
+                addr: GVA,
+            });
+            c.call(ask.clone()).unwrap();
+            println!("TRANSLATED ok");
+            next();
+            let e = c.call(ask).unwrap_err();
+            println!("REFUSED {:?}", e.errno().unwrap());
+        }
+        other => panic!("unknown script {other}"),
+    }
+}

@@ -1,0 +1,222 @@
+//! The device side's requests: handing a device to another process (grant, open, revoke),
+//! ATS translation requests and their answer, page requests and page responses.
+
+use super::event::read_code;
+use super::report::FaultRecord;
+use crate::error::ProtoError;
+use crate::wire::{Decode, Encode, Reader, Writer};
+
+/// Length of a device capability token.
+pub const DEVICE_TOKEN_LEN: usize = 16;
+/// Most memory regions a `DEVICE_OPEN` reply hands over (one descriptor each).
+pub const MAX_DEVICE_REGIONS: usize = 4;
+
+/// A translation request (PCIe ATS): flags as `DEVICE_DMA`'s (`DMA_PASID`, `DMA_WRITE`,
+/// `DMA_EXEC`, `DMA_PRIV`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtsRequest {
+    /// The device.
+    pub source_id: u16,
+    /// `DMA_*` flags.
+    pub flags: u16,
+    /// The PASID, when `flags` has `DMA_PASID`.
+    pub pasid: u32,
+    /// The untranslated address.
+    pub addr: u64,
+}
+
+/// Translation answer flag: readable.
+pub const ATS_READ: u8 = 1 << 0;
+/// Translation answer flag: writable.
+pub const ATS_WRITE: u8 = 1 << 1;
+/// Translation answer flag: executable.
+pub const ATS_EXEC: u8 = 1 << 2;
+/// Translation answer flag: usable by unprivileged requests.
+pub const ATS_USER: u8 = 1 << 3;
+const ATS_PERMS: u8 = ATS_READ | ATS_WRITE | ATS_EXEC | ATS_USER;
+
+/// The payload of a successful `ATS_TRANSLATE` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtsAnswer {
+    /// The translation: where the page is in host memory, its size, its rights.
+    Translated {
+        /// Host address of the requested address.
+        host_addr: u64,
+        /// Page size in bytes.
+        page_size: u64,
+        /// `ATS_*` rights.
+        perms: u8,
+    },
+    /// No translation (a completion without rights): the fault, and whether the device
+    /// should raise a page request for the page (PRI).
+    NoTranslation {
+        /// Raise a page request.
+        page_request: bool,
+        /// Why there is none.
+        fault: FaultRecord,
+    },
+}
+
+/// A memory region a device process maps (its descriptor travels with the reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRegion {
+    /// Where the region sits in host memory: translated addresses fall in
+    /// `[host_addr, host_addr + size)`.
+    pub host_addr: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Offset into the descriptor's file.
+    pub offset: u64,
+}
+
+/// The payload of a successful `DEVICE_OPEN` reply: the device, and the regions whose
+/// descriptors came with the reply, in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOpened {
+    /// The device the capability is for.
+    pub source_id: u16,
+    /// The owner's memory regions.
+    pub regions: Vec<DeviceRegion>,
+}
+
+impl Encode for AtsRequest {
+    fn write(&self, w: &mut Writer) {
+        w.u16(self.source_id)
+            .u16(self.flags)
+            .u32(self.pasid)
+            .u64(self.addr);
+    }
+}
+
+impl Decode for AtsRequest {
+    fn read(r: &mut Reader<'_>) -> Result<AtsRequest, ProtoError> {
+        let source_id = r.u16("source_id")?;
+        let flags = r.u16("flags")?;
+        if flags & !super::DMA_FLAGS != 0 {
+            return Err(r.bad_value(
+                "flags",
+                flags.into(),
+                "only PASID (0x1), WRITE (0x2), EXEC (0x4) and PRIV (0x8) are defined",
+            ));
+        }
+        Ok(AtsRequest {
+            source_id,
+            flags,
+            pasid: r.u32("pasid")?,
+            addr: r.u64("addr")?,
+        })
+    }
+}
+
+impl Encode for AtsAnswer {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            AtsAnswer::Translated {
+                host_addr,
+                page_size,
+                perms,
+            } => {
+                w.u8(0).u64(*host_addr).u64(*page_size).u8(*perms);
+            }
+            AtsAnswer::NoTranslation {
+                page_request,
+                fault,
+            } => {
+                w.u8(1).u8(u8::from(*page_request));
+                fault.write(w);
+            }
+        }
+    }
+}
+
+impl Decode for AtsAnswer {
+    fn read(r: &mut Reader<'_>) -> Result<AtsAnswer, ProtoError> {
+        match r.u8("status")? {
+            0 => {
+                let host_addr = r.u64("host_addr")?;
+                let page_size = r.u64("page_size")?;
+                if !page_size.is_power_of_two() || page_size < 4096 {
+                    return Err(r.bad_value(
+                        "page_size",
+                        page_size,
+                        "must be a power of two of at least 4096",
+                    ));
+                }
+                let perms = r.u8("perms")?;
+                if perms & !ATS_PERMS != 0 {
+                    return Err(r.bad_value("perms", perms.into(), "only bits 0-3 are defined"));
+                }
+                Ok(AtsAnswer::Translated {
+                    host_addr,
+                    page_size,
+                    perms,
+                })
+            }
+            1 => {
+                let pr = r.u8("page_request")?;
+                if pr > 1 {
+                    return Err(r.bad_value("page_request", pr.into(), "must be 0 or 1"));
+                }
+                Ok(AtsAnswer::NoTranslation {
+                    page_request: pr == 1,
+                    fault: FaultRecord::read(r)?,
+                })
+            }
+            s => Err(r.bad_value("status", s.into(), "must be 0 (translated) or 1 (none)")),
+        }
+    }
+}
+
+impl AtsAnswer {
+    /// The payload bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_body()
+    }
+
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<AtsAnswer, ProtoError> {
+        AtsAnswer::from_body(payload, "ats_translate reply")
+    }
+}
+
+impl Encode for DeviceOpened {
+    fn write(&self, w: &mut Writer) {
+        w.u16(self.source_id).count(self.regions.len());
+        for g in &self.regions {
+            w.u64(g.host_addr).u64(g.size).u64(g.offset);
+        }
+    }
+}
+
+impl Decode for DeviceOpened {
+    fn read(r: &mut Reader<'_>) -> Result<DeviceOpened, ProtoError> {
+        let source_id = r.u16("source_id")?;
+        let n = r.count("regions", MAX_DEVICE_REGIONS as u32, 24)?;
+        let mut regions = Vec::with_capacity(n);
+        for _ in 0..n {
+            regions.push(DeviceRegion {
+                host_addr: r.u64("host_addr")?,
+                size: r.u64("size")?,
+                offset: r.u64("offset")?,
+            });
+        }
+        Ok(DeviceOpened { source_id, regions })
+    }
+}
+
+impl DeviceOpened {
+    /// The payload bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_body()
+    }
+
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<DeviceOpened, ProtoError> {
+        DeviceOpened::from_body(payload, "device_open reply")
+    }
+}
+
+/// Reads a page response's code (for the request decoder).
+pub(crate) fn read_response_code(r: &mut Reader<'_>) -> Result<u32, ProtoError> {
+    read_code(r)
+}

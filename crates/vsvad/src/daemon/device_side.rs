@@ -1,0 +1,504 @@
+//! The device side: devices handed to other processes (grant, open, revoke), ATS
+//! translation requests, page requests and responses, and the daemon's delivery of the
+//! IOMMU's device-TLB invalidations, page-group responses and PASID faults to processes as
+//! events.
+//!
+//! # Who is told what
+//!
+//! A process that asked for a translation of a device (its owner, or the holder of a grant)
+//! may cache it: it is recorded as a **user** of the device, and every device-TLB
+//! invalidation of that device is sent to each user's events channel as an `INVALIDATE`
+//! event. The invalidating request waits (in its worker, never on a socket) until each user
+//! acknowledged, for at most `limits.invalidation_timeout_ms`; acknowledgements are read by
+//! the events thread, which never waits, so the wait ends however many workers wait at once.
+//! A device whose user does not acknowledge in time (or whose user's channel is gone or
+//! full) is reported timed out, and the IOMMU fences it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use vsva_iommu::{
+    Access, AtsReply, Completion, DevTlbInvalidation, DevTlbScope, DevTlbSink, Fault, PageRequest,
+    PageResponse as IommuPageResponse, ResponseCode, SourceId,
+};
+use vsva_proto::{
+    AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, Errno, Event, Invalidation,
+    PageRequest as PageRequestEvent, PageResponse, Reply, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE,
+    DEVICE_TOKEN_LEN, DMA_EXEC, DMA_PASID, DMA_PRIV, DMA_WRITE, INVAL_ALL, INVAL_PASID,
+    MAX_DEVICE_REGIONS, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_WRITE,
+    PGFAULT_PASID_VALID, RESP_FAILURE, RESP_INVALID, RESP_SUCCESS,
+};
+use vsva_vfio::{FaultSink, PageFaultRecord, PciFunction, ProcessToken};
+
+use super::device::fault_record;
+use super::ioctl::Outcome;
+use super::process::Process;
+use super::{lock, random_bytes, revoked, vfio_reply, Daemon};
+
+/// A device handed to another process.
+struct Grant {
+    source_id: SourceId,
+    owner: ProcessToken,
+    /// The process that opened it (one per grant).
+    holder: Option<ProcessToken>,
+}
+
+/// What the device side keeps.
+#[derive(Default)]
+pub(super) struct DeviceSide {
+    grants: Mutex<HashMap<[u8; DEVICE_TOKEN_LEN], Grant>>,
+    /// Holders whose capability ended, by device, until they next ask (then `ENODEV`).
+    ended: Mutex<HashMap<(ProcessToken, SourceId), String>>,
+    /// Processes that may cache translations of a device, or wait for its page responses.
+    users: Mutex<HashMap<SourceId, Vec<Weak<Process>>>>,
+}
+
+impl DeviceSide {
+    fn add_user(&self, sid: SourceId, p: &Arc<Process>) {
+        let mut users = lock(&self.users);
+        let list = users.entry(sid).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        if !list.iter().any(|w| w.as_ptr() == Arc::as_ptr(p)) {
+            list.push(Arc::downgrade(p));
+        }
+    }
+
+    fn users(&self, sid: SourceId) -> Vec<Arc<Process>> {
+        lock(&self.users)
+            .get(&sid)
+            .map(|l| l.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `p` holds an open grant of `sid`.
+    fn holds(&self, p: &Process, sid: SourceId) -> bool {
+        lock(&self.grants)
+            .values()
+            .any(|g| g.source_id == sid && g.holder == Some(p.token))
+    }
+}
+
+/// Delivers the IOMMU's and the VFIO layer's messages to processes as events.
+pub(super) struct Delivery {
+    pub(super) daemon: Weak<Daemon>,
+}
+
+/// Per device: whether every user's invalidation was queued, and the acknowledgements owed.
+type Sent = (bool, Vec<(Arc<Process>, u64)>);
+
+/// A page request as `PAGE_REQUEST` carries it.
+#[derive(Clone, Copy)]
+pub(super) struct RaisedPage {
+    pub(super) sid: u16,
+    pub(super) flags: u16,
+    pub(super) pasid: u32,
+    pub(super) addr: u64,
+    pub(super) grpid: u16,
+    pub(super) perm: u16,
+}
+
+fn invalidation_event(inv: &DevTlbInvalidation) -> Event {
+    let (flags, pasid, addr, size) = match inv.scope {
+        DevTlbScope::All => (INVAL_ALL, None, 0, u64::MAX),
+        DevTlbScope::Pasid(p) => (0, p, 0, u64::MAX),
+        DevTlbScope::Range { pasid, addr, len } => (0, pasid, addr, len),
+    };
+    Event::Invalidate(Invalidation {
+        source_id: inv.source_id.0,
+        flags: flags | if pasid.is_some() { INVAL_PASID } else { 0 },
+        pasid: pasid.unwrap_or(0),
+        addr,
+        size,
+    })
+}
+
+impl DevTlbSink for Delivery {
+    fn invalidate(&self, batch: &[DevTlbInvalidation]) -> Vec<(SourceId, Completion)> {
+        let Some(d) = self.daemon.upgrade() else {
+            return batch
+                .iter()
+                .map(|i| (i.source_id, Completion::TimedOut))
+                .collect();
+        };
+        let deadline = Instant::now() + d.settings.limits.invalidation_timeout();
+        // Send everything first, then wait: the devices work in parallel.
+        let mut sent: HashMap<SourceId, Sent> = HashMap::new();
+        for inv in batch {
+            let entry = sent.entry(inv.source_id).or_insert((true, Vec::new()));
+            for user in d.device_side.users(inv.source_id) {
+                match user.events.push_awaited(invalidation_event(inv)) {
+                    Some(seq) => entry.1.push((user, seq)),
+                    None => entry.0 = false,
+                }
+            }
+        }
+        sent.into_iter()
+            .map(|(sid, (queued, waits))| {
+                let mut done = queued;
+                for (user, seq) in waits {
+                    done &= user.events.wait_ack(seq, deadline);
+                }
+                if !done {
+                    tracing::warn!(device = %sid, "a device process did not acknowledge an invalidation in time");
+                }
+                (
+                    sid,
+                    if done {
+                        Completion::Done
+                    } else {
+                        Completion::TimedOut
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn page_response(&self, resp: IommuPageResponse) {
+        let Some(d) = self.daemon.upgrade() else {
+            return;
+        };
+        let ev = Event::PageResponse(PageResponse {
+            source_id: resp.source_id.0,
+            flags: if resp.pasid.is_some() {
+                PGFAULT_PASID_VALID
+            } else {
+                0
+            },
+            pasid: resp.pasid.unwrap_or(0),
+            grpid: resp.group.into(),
+            code: match resp.code {
+                ResponseCode::Success => RESP_SUCCESS,
+                ResponseCode::InvalidRequest => RESP_INVALID,
+                ResponseCode::Failure => RESP_FAILURE,
+            },
+        });
+        for user in d.device_side.users(resp.source_id) {
+            user.events.push(ev.clone());
+        }
+    }
+}
+
+impl FaultSink for Delivery {
+    fn page_request(&self, owner: &ProcessToken, rec: PageFaultRecord) {
+        let Some(p) = self.daemon.upgrade().and_then(|d| d.process(owner)) else {
+            return;
+        };
+        // Dropped when the owner's queue is full: the group then times out (FAILURE).
+        p.events.push(Event::PageRequest(PageRequestEvent {
+            flags: rec.flags,
+            dev_id: rec.dev_id,
+            pasid: rec.pasid,
+            grpid: rec.grpid,
+            perm: rec.perm,
+            addr: rec.addr,
+            length: rec.length,
+            cookie: rec.cookie,
+        }));
+    }
+
+    fn dma_fault(&self, owner: &ProcessToken, fault: &Fault) {
+        if let Some(p) = self.daemon.upgrade().and_then(|d| d.process(owner)) {
+            p.events.push(Event::DmaFault(fault_record(fault)));
+        }
+    }
+}
+
+fn access_of(flags: u16) -> Access {
+    Access {
+        write: flags & DMA_WRITE != 0,
+        execute: flags & DMA_EXEC != 0,
+        privileged: flags & DMA_PRIV != 0,
+    }
+}
+
+impl Daemon {
+    /// The live process with this identity.
+    fn process(&self, token: &ProcessToken) -> Option<Arc<Process>> {
+        lock(&self.processes).get(token).cloned()
+    }
+
+    /// The function `sid` if `p` holds an open grant of it; `ENODEV` naming why if its grant
+    /// ended; `None` if it never held one.
+    pub(super) fn granted_function(
+        &self,
+        p: &Arc<Process>,
+        sid: SourceId,
+    ) -> Option<Result<PciFunction, Reply>> {
+        if self.device_side.holds(p, sid) {
+            return Some(self.vfio.pci_function(sid).map_err(|e| vfio_reply(&e)));
+        }
+        lock(&self.device_side.ended)
+            .get(&(p.token, sid))
+            .map(|why| {
+                Err(Reply::error(
+                    Errno::ENODEV,
+                    format!("the capability for device {sid} ended: {why}"),
+                ))
+            })
+    }
+
+    /// Grants device `sid`, which `p` drives, to whoever presents the returned token.
+    pub(super) fn device_grant(&self, p: &Arc<Process>, sid: u16) -> Reply {
+        let sid = SourceId(sid);
+        if let Err(r) = self.owned_function(p, sid) {
+            return r;
+        }
+        let token = match random_bytes() {
+            Ok(t) => t,
+            Err(e) => return Reply::error(Errno::EIO, format!("no random token: {e}")),
+        };
+        lock(&self.device_side.grants).insert(
+            token,
+            Grant {
+                source_id: sid,
+                owner: p.token,
+                holder: None,
+            },
+        );
+        Reply::ok(0, token.to_vec())
+    }
+
+    /// `p` takes the grant `token` names: it may act as the device from now on, and gets
+    /// the owner's guest memory (descriptors with the reply) to DMA into directly.
+    pub(super) fn device_open(&self, p: &Arc<Process>, token: &[u8; DEVICE_TOKEN_LEN]) -> Outcome {
+        if lock(&p.state).revoked {
+            return revoked(p).into();
+        }
+        let (sid, owner) = {
+            let mut grants = lock(&self.device_side.grants);
+            let Some(g) = grants.get_mut(token) else {
+                return Reply::error(Errno::EACCES, "device_open token names no grant").into();
+            };
+            match g.holder {
+                Some(h) if h != p.token => {
+                    return Reply::error(
+                        Errno::EBUSY,
+                        format!(
+                            "the grant of device {} is held by pid {}",
+                            g.source_id,
+                            h.pid()
+                        ),
+                    )
+                    .into()
+                }
+                _ => g.holder = Some(p.token),
+            }
+            (g.source_id, g.owner)
+        };
+        lock(&self.device_side.ended).remove(&(p.token, sid));
+        let Some(o) = self.process(&owner) else {
+            return Reply::error(Errno::ENODEV, "the device's owner is gone").into();
+        };
+        let st = lock(&o.state);
+        if st.regions.len() > MAX_DEVICE_REGIONS {
+            return Reply::error(
+                Errno::E2BIG,
+                format!(
+                    "the owner has {} memory regions; a device takes at most {MAX_DEVICE_REGIONS}",
+                    st.regions.len()
+                ),
+            )
+            .into();
+        }
+        let mut fds = Vec::new();
+        let mut regions = Vec::new();
+        for r in &st.regions {
+            let Some(file) = &r.file else { continue };
+            match file.try_clone() {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    return Reply::error(Errno::ENOMEM, format!("cannot share a region: {e}"))
+                        .into()
+                }
+            }
+            regions.push(DeviceRegion {
+                host_addr: r.hpa,
+                size: r.size,
+                offset: r.offset,
+            });
+        }
+        drop(st);
+        Outcome {
+            fds,
+            ..Reply::ok(
+                sid.0.into(),
+                DeviceOpened {
+                    source_id: sid.0,
+                    regions,
+                }
+                .encode(),
+            )
+            .into()
+        }
+    }
+
+    /// Ends every grant of device `sid`, which `p` drives; each holder gets a
+    /// `DEVICE_REVOKED` event. The result is how many grants ended.
+    pub(super) fn device_revoke(&self, p: &Arc<Process>, sid: u16) -> Reply {
+        let sid = SourceId(sid);
+        if let Err(r) = self.owned_function(p, sid) {
+            return r;
+        }
+        let n = self.end_grants(|g| g.source_id == sid, "revoked by its owner", true);
+        Reply::ok(n as i64, Vec::new())
+    }
+
+    /// Ends the grants `pick` selects: their holders are refused from now on and told, and
+    /// their device TLBs are invalidated; with `wait`, the call returns once each holder
+    /// acknowledged (or `limits.invalidation_timeout_ms` passed), so nothing it cached is
+    /// used after it returns.
+    fn end_grants(&self, pick: impl Fn(&Grant) -> bool, why: &str, wait: bool) -> usize {
+        let mut gone = Vec::new();
+        lock(&self.device_side.grants).retain(|_, g| {
+            if pick(g) {
+                gone.push((g.source_id, g.holder));
+                false
+            } else {
+                true
+            }
+        });
+        let deadline = Instant::now() + self.settings.limits.invalidation_timeout();
+        let mut waits = Vec::new();
+        for (sid, holder) in &gone {
+            let Some(h) = holder else { continue };
+            lock(&self.device_side.ended).insert((*h, *sid), why.to_string());
+            if let Some(hp) = self.process(h) {
+                hp.events.push(Event::DeviceRevoked {
+                    source_id: sid.0,
+                    reason: why.to_string(),
+                });
+                let all = DevTlbInvalidation {
+                    source_id: *sid,
+                    scope: DevTlbScope::All,
+                };
+                if let Some(seq) = hp.events.push_awaited(invalidation_event(&all)) {
+                    waits.push((hp, seq));
+                }
+            }
+        }
+        if wait {
+            for (hp, seq) in waits {
+                if !hp.events.wait_ack(seq, deadline) {
+                    tracing::warn!(
+                        pid = hp.token.pid(),
+                        "a revoked device's holder did not acknowledge"
+                    );
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// The owner `token` is released: its grants end.
+    pub(super) fn end_grants_of(&self, token: ProcessToken) {
+        self.end_grants(|g| g.owner == token, "its owner is gone", false);
+    }
+
+    /// A translation request of a device the process drives or holds.
+    pub(super) fn ats_translate(&self, p: &Arc<Process>, a: &AtsRequest) -> Reply {
+        let sid = SourceId(a.source_id);
+        let func = match self.owned_function(p, sid) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        if !p.events.is_open() {
+            return Reply::error(
+                Errno::EINVAL,
+                "ats_translate needs the process's events channel open: a device that caches \
+                 translations must receive their invalidations",
+            );
+        }
+        self.device_side.add_user(sid, p);
+        let pasid = (a.flags & DMA_PASID != 0).then_some(a.pasid);
+        match func.ats_translate(pasid, a.addr, access_of(a.flags)) {
+            Ok(AtsReply::Translated(t)) => {
+                let mut perms = 0;
+                for (on, bit) in [
+                    (t.perms.read, ATS_READ),
+                    (t.perms.write, ATS_WRITE),
+                    (t.perms.execute, ATS_EXEC),
+                    (t.perms.user, ATS_USER),
+                ] {
+                    if on {
+                        perms |= bit;
+                    }
+                }
+                Reply::ok(
+                    0,
+                    AtsAnswer::Translated {
+                        host_addr: t.host_addr,
+                        page_size: t.page_size,
+                        perms,
+                    }
+                    .encode(),
+                )
+            }
+            Ok(AtsReply::NoTranslation {
+                fault,
+                page_request,
+            }) => Reply::ok(
+                0,
+                AtsAnswer::NoTranslation {
+                    page_request,
+                    fault: fault_record(&fault),
+                }
+                .encode(),
+            ),
+            Err(e) => vfio_reply(&e),
+        }
+    }
+
+    /// A page request of a device the process drives or holds.
+    pub(super) fn page_request(&self, p: &Arc<Process>, r: &RaisedPage) -> Reply {
+        let RaisedPage {
+            sid,
+            flags,
+            pasid,
+            addr,
+            grpid,
+            perm,
+        } = *r;
+        let sid = SourceId(sid);
+        if let Err(r) = self.owned_function(p, sid) {
+            return r;
+        }
+        self.device_side.add_user(sid, p);
+        let perm = u32::from(perm);
+        let req = PageRequest {
+            source_id: sid,
+            pasid: (flags & PAGE_REQUEST_PASID != 0).then_some(pasid),
+            addr,
+            access: Access {
+                write: perm & PERM_WRITE != 0,
+                execute: perm & PERM_EXEC != 0,
+                privileged: perm & PERM_PRIV != 0,
+            },
+            group: grpid,
+            last: flags & PAGE_REQUEST_LAST != 0,
+        };
+        match self.vfio.page_request(req, Instant::now()) {
+            Ok(()) => Reply::ok(0, Vec::new()),
+            Err(e) => vfio_reply(&e),
+        }
+    }
+
+    /// The owner's answer to a page-request group.
+    pub(super) fn page_response(&self, p: &Arc<Process>, cookie: u32, code: u32) -> Reply {
+        let code = match code {
+            RESP_SUCCESS => ResponseCode::Success,
+            RESP_INVALID => ResponseCode::InvalidRequest,
+            _ => ResponseCode::Failure,
+        };
+        match self.vfio.page_response(p.token, cookie, code) {
+            Ok(()) => Reply::ok(0, Vec::new()),
+            Err(e) => vfio_reply(&e),
+        }
+    }
+
+    /// Answers FAILURE to page-request groups unanswered for too long (the maintenance loop
+    /// calls it).
+    pub fn expire_page_requests(&self) {
+        self.vfio.expire_page_requests(Instant::now());
+    }
+}
