@@ -18,8 +18,8 @@ mod pgwalk;
 mod report;
 mod shell;
 mod story;
-mod top;
 mod story_fault;
+mod top;
 
 use std::process::ExitCode;
 
