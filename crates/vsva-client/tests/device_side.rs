@@ -194,6 +194,10 @@ fn page_fault_round_trip_and_a_wrong_cookie() {
     assert_eq!(req.addr, GVA + (1 << 20));
     assert_eq!((req.dev_id, req.pasid), (u32::from(SID), o.pasid));
     assert_ne!(req.flags & PGFAULT_LAST_PAGE, 0);
+    // STATUS counts it, and shows it waiting for its answer (what `vsva top` reads).
+    let st = o.client.status().unwrap();
+    assert!(st.page_requests >= 1, "{st:?}");
+    assert_eq!(st.page_requests_pending, 1, "{st:?}");
     let wrong = o
         .client
         .page_response(req.cookie.wrapping_add(1), RESP_SUCCESS);
@@ -205,6 +209,7 @@ fn page_fault_round_trip_and_a_wrong_cookie() {
     let mut got = [0u8; 8];
     o.mem.read(DATA + 0x10_0000, &mut got).unwrap();
     assert_eq!(&got, b"faulted!");
+    assert_eq!(o.client.status().unwrap().page_requests_pending, 0);
     // Answered once: the same cookie again is unknown.
     let again = o.client.page_response(req.cookie, RESP_SUCCESS);
     assert_eq!(again.unwrap_err().errno(), Some(Errno::EINVAL));

@@ -263,6 +263,8 @@ proptest! {
             requests: nums[0],
             translations: nums[1],
             store_commits: nums[2],
+            page_requests: nums[3],
+            page_requests_pending: 7,
         };
         prop_assert_eq!(StatusReply::decode(&status.encode()).unwrap(), status);
         let sets = SetsReply {

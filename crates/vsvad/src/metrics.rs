@@ -196,6 +196,11 @@ impl Metrics {
             .sum()
     }
 
+    /// Requests of `kind` answered so far.
+    pub fn requests_of(&self, kind: Kind) -> u64 {
+        self.requests[kind_index(kind)].load(Ordering::Relaxed)
+    }
+
     /// Group commits written so far.
     pub fn store_commits(&self) -> u64 {
         self.store_commits.load(Ordering::Relaxed)

@@ -77,6 +77,11 @@ pub struct StatusReply {
     pub translations: u64,
     /// Group commits written to the store's log (protocol version 3; 0 with the store off).
     pub store_commits: u64,
+    /// Page requests devices raised (`PAGE_REQUEST` requests answered) since the start
+    /// (protocol version 3).
+    pub page_requests: u64,
+    /// Page requests of the machine's devices not answered yet (protocol version 3).
+    pub page_requests_pending: u32,
 }
 
 impl StatusReply {
@@ -121,7 +126,9 @@ impl Encode for StatusReply {
         }
         w.u64(self.requests)
             .u64(self.translations)
-            .u64(self.store_commits);
+            .u64(self.store_commits)
+            .u64(self.page_requests)
+            .u32(self.page_requests_pending);
     }
 }
 
@@ -164,6 +171,8 @@ impl Decode for StatusReply {
         let requests = r.u64("requests")?;
         let translations = r.u64("translations")?;
         let store_commits = r.u64("store_commits")?;
+        let page_requests = r.u64("page_requests")?;
+        let page_requests_pending = r.u32("page_requests_pending")?;
         Ok(StatusReply {
             server,
             uptime_ms,
@@ -185,6 +194,8 @@ impl Decode for StatusReply {
             requests,
             translations,
             store_commits,
+            page_requests,
+            page_requests_pending,
         })
     }
 }

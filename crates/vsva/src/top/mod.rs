@@ -1,6 +1,6 @@
 //! `vsva top`: a live view of the daemon that refreshes — PASID space usage, per-process
-//! owned PASIDs against quota, request, translation, fault and store-commit rates, and the
-//! most recent faults.
+//! owned PASIDs against quota, request, translation, fault, page-request and store-commit
+//! rates, the page requests still pending, and the most recent faults.
 //!
 //! On a terminal it is a full-screen view (`ratatui` over `crossterm`, the Rust field's
 //! usual pair) that quits on `q`, `Esc` or Ctrl-C and restores the terminal on every way
@@ -274,11 +274,14 @@ fn print_reading(a: &TopArgs, s: &Sample, rates: Option<Rates>) -> Result<(), Cl
             "translations": st.translations,
             "faults": st.faults,
             "store_commits": st.store_commits,
+            "page_requests": st.page_requests,
+            "page_requests_pending": st.page_requests_pending,
             "rates": rates.map(|r| json!({
                 "requests_per_s": r.requests,
                 "translations_per_s": r.translations,
                 "iotlb_hit": r.iotlb_hit,
                 "faults_per_s": r.faults,
+                "page_requests_per_s": r.page_requests,
                 "commits_per_s": r.commits,
             })),
             "sets": process_rows(&s.sets).iter().map(|p| json!({
@@ -289,12 +292,14 @@ fn print_reading(a: &TopArgs, s: &Sample, rates: Option<Rates>) -> Result<(), Cl
     }
     let rates = match rates {
         Some(r) => format!(
-            "requests/s {}  translations/s {}  iotlb-hit {}  faults/s {}  commits/s {}",
+            "requests/s {}  translations/s {}  iotlb-hit {}  faults/s {}  page-requests/s {} (pending {})  commits/s {}",
             rate(r.requests),
             rate(r.translations),
             r.iotlb_hit
                 .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", h * 100.0)),
             rate(r.faults),
+            rate(r.page_requests),
+            st.page_requests_pending,
             rate(r.commits)
         ),
         None => "rates from the next reading".to_owned(),

@@ -49,6 +49,8 @@ pub(super) struct Rates {
     pub(super) faults: f64,
     /// Store group commits per second.
     pub(super) commits: f64,
+    /// Page requests raised per second.
+    pub(super) page_requests: f64,
 }
 
 impl Rates {
@@ -74,6 +76,7 @@ impl Rates {
             iotlb_hit: (lookups > 0).then(|| hits as f64 / lookups as f64),
             faults: per_sec(p.faults, c.faults),
             commits: per_sec(p.store_commits, c.store_commits),
+            page_requests: per_sec(p.page_requests, c.page_requests),
         })
     }
 }
@@ -133,6 +136,8 @@ mod tests {
             requests,
             translations: hits + misses,
             store_commits: requests / 2,
+            page_requests: requests / 4,
+            page_requests_pending: 0,
         }
     }
 
@@ -156,6 +161,7 @@ mod tests {
         assert_eq!(r.iotlb_hit, Some(0.75));
         assert_eq!(r.faults, 10.0);
         assert_eq!(r.commits, 50.0);
+        assert_eq!(r.page_requests, 25.0);
     }
 
     #[test]

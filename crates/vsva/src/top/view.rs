@@ -76,17 +76,18 @@ fn rate_lines(sample: &Sample, rates: Option<Rates>) -> Vec<Line<'static>> {
     let store = if s.durable { "durable" } else { "off" };
     vec![
         Line::from(format!(
-            "processes {}   connections {}   default quota {}   store {}",
-            s.processes, s.connections, s.default_quota, store
+            "processes {}   connections {}   default quota {}   store {}   page requests pending {}",
+            s.processes, s.connections, s.default_quota, store, s.page_requests_pending
         )),
         Line::from(match rates {
             Some(r) => format!(
-                "requests/s {}   translations/s {}   IOTLB hit {}   faults/s {}   commits/s {}",
+                "requests/s {}   translations/s {}   IOTLB hit {}   faults/s {}   page requests/s {}   commits/s {}",
                 rate(r.requests),
                 rate(r.translations),
                 r.iotlb_hit
                     .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", h * 100.0)),
                 rate(r.faults),
+                rate(r.page_requests),
                 rate(r.commits)
             ),
             None => "rates: from the next reading on".to_owned(),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use vsva_proto::{
-    DeviceInfo, FaultRecord, FaultsReply, NestingRefusal, Reply, SetEntry, SetState, SetsReply,
-    StatusReply,
+    DeviceInfo, FaultRecord, FaultsReply, Kind, NestingRefusal, Reply, SetEntry, SetState,
+    SetsReply, StatusReply,
 };
 
 use super::device::fault_record;
@@ -114,6 +114,13 @@ impl Daemon {
             requests: self.metrics.requests_total(),
             translations: io.translations,
             store_commits: self.metrics.store_commits(),
+            page_requests: self.metrics.requests_of(Kind::PageRequest),
+            page_requests_pending: self
+                .settings
+                .devices
+                .iter()
+                .map(|d| self.vfio.outstanding_page_requests(d.source_id))
+                .sum(),
         };
         Reply::ok(0, status.encode())
     }
