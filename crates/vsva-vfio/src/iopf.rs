@@ -34,18 +34,14 @@ use crate::error::VfioError;
 use crate::sync::lock;
 use crate::types::ProcessToken;
 
-/// `IOMMU_PGFAULT_FLAGS_PASID_VALID`: the record's `pasid` is valid.
-pub const PGFAULT_FLAGS_PASID_VALID: u32 = 1 << 0;
-/// `IOMMU_PGFAULT_FLAGS_LAST_PAGE`: the last request of its group.
-pub const PGFAULT_FLAGS_LAST_PAGE: u32 = 1 << 1;
-/// `IOMMU_PGFAULT_PERM_READ`.
-pub const PGFAULT_PERM_READ: u32 = 1 << 0;
-/// `IOMMU_PGFAULT_PERM_WRITE`.
-pub const PGFAULT_PERM_WRITE: u32 = 1 << 1;
-/// `IOMMU_PGFAULT_PERM_EXEC`.
-pub const PGFAULT_PERM_EXEC: u32 = 1 << 2;
-/// `IOMMU_PGFAULT_PERM_PRIV`.
-pub const PGFAULT_PERM_PRIV: u32 = 1 << 3;
+// The record's flags and permissions are iommufd's (`iommu_hwpt_pgfault`), defined once in
+// `vsva-uapi`.
+pub use vsva_uapi::iommufd::{
+    IOMMU_PGFAULT_FLAGS_LAST_PAGE as PGFAULT_FLAGS_LAST_PAGE,
+    IOMMU_PGFAULT_FLAGS_PASID_VALID as PGFAULT_FLAGS_PASID_VALID,
+    IOMMU_PGFAULT_PERM_EXEC as PGFAULT_PERM_EXEC, IOMMU_PGFAULT_PERM_PRIV as PGFAULT_PERM_PRIV,
+    IOMMU_PGFAULT_PERM_READ as PGFAULT_PERM_READ, IOMMU_PGFAULT_PERM_WRITE as PGFAULT_PERM_WRITE,
+};
 
 /// One page request as its owner receives it: the fields of iommufd's
 /// `struct iommu_hwpt_pgfault`.

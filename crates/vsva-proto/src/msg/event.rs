@@ -34,25 +34,20 @@ pub const INVAL_PASID: u16 = 1 << 0;
 pub const INVAL_ALL: u16 = 1 << 1;
 const INVAL_FLAGS: u16 = INVAL_PASID | INVAL_ALL;
 
-/// Page request flag (`IOMMU_PGFAULT_FLAGS_PASID_VALID`): `pasid` is meaningful.
-pub const PGFAULT_PASID_VALID: u32 = 1 << 0;
-/// Page request flag (`IOMMU_PGFAULT_FLAGS_LAST_PAGE`): the last request of its group.
-pub const PGFAULT_LAST_PAGE: u32 = 1 << 1;
+// The page request's flags and permissions are iommufd's (`iommu_hwpt_pgfault`), defined
+// once in `vsva-uapi`.
+pub use vsva_uapi::iommufd::{
+    IOMMU_PGFAULT_FLAGS_LAST_PAGE as PGFAULT_LAST_PAGE,
+    IOMMU_PGFAULT_FLAGS_PASID_VALID as PGFAULT_PASID_VALID, IOMMU_PGFAULT_PERM_EXEC as PERM_EXEC,
+    IOMMU_PGFAULT_PERM_PRIV as PERM_PRIV, IOMMU_PGFAULT_PERM_READ as PERM_READ,
+    IOMMU_PGFAULT_PERM_WRITE as PERM_WRITE,
+};
 const PGFAULT_FLAGS: u32 = PGFAULT_PASID_VALID | PGFAULT_LAST_PAGE;
-/// Page request permission (`IOMMU_PGFAULT_PERM_*`): read.
-pub const PERM_READ: u32 = 1 << 0;
-/// Page request permission: write.
-pub const PERM_WRITE: u32 = 1 << 1;
-/// Page request permission: execute.
-pub const PERM_EXEC: u32 = 1 << 2;
-/// Page request permission: privileged.
-pub const PERM_PRIV: u32 = 1 << 3;
 const PERMS: u32 = PERM_READ | PERM_WRITE | PERM_EXEC | PERM_PRIV;
 
-/// Page response code (`IOMMU_PAGE_RESP_SUCCESS`): the page is there, retry.
-pub const RESP_SUCCESS: u32 = 0;
-/// Page response code (`IOMMU_PAGE_RESP_INVALID`): the request was invalid, do not retry.
-pub const RESP_INVALID: u32 = 1;
+pub use vsva_uapi::iommufd::{
+    IOMMUFD_PAGE_RESP_INVALID as RESP_INVALID, IOMMUFD_PAGE_RESP_SUCCESS as RESP_SUCCESS,
+};
 /// Page response code (`IOMMU_PAGE_RESP_FAILURE`): the owner cannot serve it (also what
 /// a time-out, or an owner that unbinds, frees or dies, answers).
 pub const RESP_FAILURE: u32 = 2;

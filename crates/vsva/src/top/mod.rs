@@ -80,6 +80,23 @@ pub(crate) fn rate(v: f64) -> String {
     }
 }
 
+/// The rates of one interval as `name value` pairs joined by `sep`, the same words in the
+/// full-screen view and in the lines a pipe gets.
+fn rates_text(r: &Rates, sep: &str) -> String {
+    let hit = r
+        .iotlb_hit
+        .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", h * 100.0));
+    [
+        format!("requests/s {}", rate(r.requests)),
+        format!("translations/s {}", rate(r.translations)),
+        format!("iotlb-hit {hit}"),
+        format!("faults/s {}", rate(r.faults)),
+        format!("page-requests/s {}", rate(r.page_requests)),
+        format!("commits/s {}", rate(r.commits)),
+    ]
+    .join(sep)
+}
+
 /// The connection and the last two readings.
 struct Watch {
     common: Common,
@@ -292,15 +309,9 @@ fn print_reading(a: &TopArgs, s: &Sample, rates: Option<Rates>) -> Result<(), Cl
     }
     let rates = match rates {
         Some(r) => format!(
-            "requests/s {}  translations/s {}  iotlb-hit {}  faults/s {}  page-requests/s {} (pending {})  commits/s {}",
-            rate(r.requests),
-            rate(r.translations),
-            r.iotlb_hit
-                .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", h * 100.0)),
-            rate(r.faults),
-            rate(r.page_requests),
-            st.page_requests_pending,
-            rate(r.commits)
+            "{}  pending-page-requests {}",
+            rates_text(&r, "  "),
+            st.page_requests_pending
         ),
         None => "rates from the next reading".to_owned(),
     };

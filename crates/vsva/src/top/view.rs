@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Gauge, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::sample::{process_rows, Rates, Sample};
-use super::{fault_line, rate, Shown};
+use super::{fault_line, rates_text, Shown};
 use crate::common::clip;
 
 /// Draws `shown` over the whole frame.
@@ -80,16 +80,7 @@ fn rate_lines(sample: &Sample, rates: Option<Rates>) -> Vec<Line<'static>> {
             s.processes, s.connections, s.default_quota, store, s.page_requests_pending
         )),
         Line::from(match rates {
-            Some(r) => format!(
-                "requests/s {}   translations/s {}   IOTLB hit {}   faults/s {}   page requests/s {}   commits/s {}",
-                rate(r.requests),
-                rate(r.translations),
-                r.iotlb_hit
-                    .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", h * 100.0)),
-                rate(r.faults),
-                rate(r.page_requests),
-                rate(r.commits)
-            ),
+            Some(r) => rates_text(&r, "   "),
             None => "rates: from the next reading on".to_owned(),
         }),
     ]
