@@ -144,6 +144,55 @@ fn a_connection_drives_its_own_iommufd_context() {
     let device = objects.iter().find(|o| o.id == dev_id).unwrap();
     assert_eq!(device.attached.len(), 2);
 
+    // Page requests of a PASID attached through an HWPT with a fault queue join that queue,
+    // read and answered through the daemon as iommufd's fault fd is.
+    let mut fa = arg(&IommuFaultAlloc {
+        size: 16,
+        ..Default::default()
+    });
+    c.iommufd_ioctl(IOMMU_FAULT_QUEUE_ALLOC, &mut fa).unwrap();
+    let fault = back::<IommuFaultAlloc>(&fa).out_fault_id;
+    let mut hw = arg(&IommuHwptAlloc {
+        flags: IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_FAULT_ID_VALID,
+        dev_id,
+        pt_id: ioas,
+        fault_id: fault,
+        ..Default::default()
+    });
+    c.iommufd_ioctl(IOMMU_HWPT_ALLOC, &mut hw).unwrap();
+    let faulting = back::<IommuHwptAlloc>(&hw).out_hwpt_id;
+    let pasid2 = c.pasid_alloc(h, 1, 1000).unwrap();
+    attach(&mut c, dev.source_id, faulting, Some(pasid2)).unwrap();
+    let raise = |c: &mut Client, pasid: u32| {
+        c.call(vsva_proto::Request::PageRequest {
+            source_id: dev.source_id,
+            flags: vsva_proto::PAGE_REQUEST_PASID | vsva_proto::PAGE_REQUEST_LAST,
+            pasid,
+            addr: 0x10_5000,
+            grpid: 3,
+            perm: vsva_proto::PERM_WRITE as u16,
+        })
+    };
+    raise(&mut c, pasid2).unwrap();
+    let faults = c.iommufd_read_faults(fault, 8).unwrap();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    let f = faults[0];
+    assert_eq!(
+        (f.dev_id, f.pasid, f.grpid, f.addr),
+        (dev_id, pasid2, 3, 0x10_5000)
+    );
+    assert_ne!(f.flags & IOMMU_PGFAULT_FLAGS_LAST_PAGE, 0);
+    let answer = |cookie| IommuHwptPageResponse {
+        cookie,
+        code: IOMMUFD_PAGE_RESP_SUCCESS,
+    };
+    assert!(c.iommufd_respond(fault, &[answer(f.cookie + 1)]).is_err());
+    assert_eq!(c.iommufd_respond(fault, &[answer(f.cookie)]).unwrap(), 1);
+    // A PASID attached through an HWPT without a fault queue has nowhere to send them.
+    let refused = raise(&mut c, pasid).unwrap_err();
+    assert_eq!(refused.errno(), Some(Errno::EINVAL), "{refused}");
+    let objects = c.iommufd_objects(0).unwrap();
+
     // Another connection of the same process has its own, empty context; closing the first
     // releases the device, which a container can then take.
     let mut other = d.client("iommufd-2");

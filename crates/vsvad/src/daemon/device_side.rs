@@ -477,6 +477,10 @@ impl Daemon {
             group: grpid,
             last: flags & PAGE_REQUEST_LAST != 0,
         };
+        // A device bound to iommufd: its fault queue. Otherwise the PASID's owner.
+        if let Some(reply) = self.iommufd_page_request(req) {
+            return reply;
+        }
         match self.vfio.page_request(req, Instant::now()) {
             Ok(()) => Reply::ok(0, Vec::new()),
             Err(e) => vfio_reply(&e),

@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
+use vsva_iommu::PageRequest;
 use vsva_iommufd::{IommufdCtx, IommufdError, ObjectKind};
 use vsva_proto::{
     Errno, IommufdObject, IommufdObjectsReply, IommufdRequest, Reply, IOMMUFD_NONE,
@@ -88,6 +89,40 @@ impl Daemon {
             .filter_map(|(_, _, w)| w.upgrade())
             .collect();
         live.iter().any(|ctx| ctx.dev_id_of(sid).is_ok())
+    }
+
+    /// Routes a page request of a device bound to an iommufd context: after the IOMMU's
+    /// checks (PRE set in the device's context entry, else `EINVAL` with a fault recorded),
+    /// the request joins the fault queue of the HWPT its PASID is attached through, read with
+    /// `IommufdReadFaults`, as iommufd routes it; a PASID attached without a fault queue is
+    /// `EINVAL`. `None` for a device no iommufd context holds (the caller routes it to the
+    /// PASID's owner).
+    pub(super) fn iommufd_page_request(&self, req: PageRequest) -> Option<Reply> {
+        let holders: Vec<Arc<IommufdCtx>> = lock(&self.iommufd.0)
+            .iter()
+            .filter_map(|(_, _, w)| w.upgrade())
+            .filter(|ctx| ctx.dev_id_of(req.source_id).is_ok())
+            .collect();
+        if holders.is_empty() {
+            return None;
+        }
+        if let Err(e) = self.vfio.iommu().check_page_request(&req) {
+            return Some(Reply::error(e.errno(), e.to_string()));
+        }
+        let mut req = req;
+        for ctx in holders {
+            match ctx.deliver_page_request(req) {
+                Ok(()) => return Some(Reply::ok(0, Vec::new())),
+                Err(back) => req = back,
+            }
+        }
+        Some(Reply::error(
+            Errno::EINVAL,
+            format!(
+                "device {} is bound to iommufd, and PASID {:?} is not attached through an HWPT with a fault queue",
+                req.source_id, req.pasid
+            ),
+        ))
     }
 
     pub(super) fn iommufd(&self, s: &mut Session, p: &Arc<Process>, req: IommufdRequest) -> Reply {
