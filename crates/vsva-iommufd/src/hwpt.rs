@@ -3,7 +3,7 @@
 //! nest-parent paging HWPT; `IOMMU_HWPT_INVALIDATE` passes the guest's stage-1 invalidations
 //! to the IOMMU.
 
-use vsva_iommu::{Invalidation, PageRange};
+use vsva_iommu::{Invalidation, PageRange, SourceId};
 use vsva_uapi::iommufd::{
     IommuHwptAlloc, IommuHwptInvalidate, IommuHwptVtdS1, IommuHwptVtdS1Invalidate,
     IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_PASID,
@@ -291,20 +291,31 @@ impl IommufdCtx {
         }
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
+        // Who is attached does not change under the lock: found once for the whole array.
+        let targets = attached_to(&objs, cmd.hwpt_id);
+        let mut invs = Vec::with_capacity(2 * targets.len() + 1);
         for index in 0..cmd.entry_num as usize {
             let from = data.get(index.saturating_mul(len)..).unwrap_or_default();
             let entry: IommuHwptVtdS1Invalidate =
                 read_user_data(from, len, VTD_S1_INV_MIN, "iommu_hwpt_vtd_s1_invalidate")?;
             entry.validate()?;
-            self.flush_nested(&objs, cmd.hwpt_id, did, &entry);
+            invs.clear();
+            self.flush_nested(&targets, did, &entry, &mut invs);
             *done += 1;
         }
         Ok(())
     }
 
-    /// Drops what the IOMMU caches for nested HWPT `id` (domain `did`) in the range of one
-    /// entry, for every device and PASID attached to it, and their device TLBs.
-    fn flush_nested(&self, objs: &Objects, id: u32, did: u16, entry: &IommuHwptVtdS1Invalidate) {
+    /// Drops what the IOMMU caches for a nested HWPT (domain `did`) in the range of one
+    /// entry, for every device and PASID attached to it (`targets`), and their device TLBs.
+    /// `invs` is scratch space, empty on entry.
+    fn flush_nested(
+        &self,
+        targets: &[Attached],
+        did: u16,
+        entry: &IommuHwptVtdS1Invalidate,
+        invs: &mut Vec<Invalidation>,
+    ) {
         let iommu = self.vfio.iommu();
         let range = entry
             .npages
@@ -312,33 +323,52 @@ impl IommufdCtx {
             .filter(|_| !entry.is_all())
             .map(|len| PageRange::covering(entry.addr, len))
             .filter(|r| r.am <= iommu.config().mamv);
-        let mut invs = Vec::new();
         if range.is_none() {
             invs.push(Invalidation::PasidIotlbAll { did });
         }
-        for (_, e) in objs.iter() {
-            let Object::Device(d) = &e.object else {
-                continue;
-            };
-            let ats = d.claim.device_options().ats;
-            for (&pasid, _) in d.attached.iter().filter(|(_, &h)| h == id) {
-                if let Some(range) = range {
-                    invs.push(Invalidation::PasidIotlbPages {
-                        did,
-                        pasid: pasid.unwrap_or(0),
-                        range,
-                        ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
-                    });
-                }
-                if ats {
-                    invs.push(Invalidation::DeviceTlb {
-                        source_id: d.sid,
-                        pasid,
-                        pages: range,
-                    });
-                }
+        for t in targets {
+            if let Some(range) = range {
+                invs.push(Invalidation::PasidIotlbPages {
+                    did,
+                    pasid: t.pasid.unwrap_or(0),
+                    range,
+                    ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+                });
+            }
+            if t.ats {
+                invs.push(Invalidation::DeviceTlb {
+                    source_id: t.sid,
+                    pasid: t.pasid,
+                    pages: range,
+                });
             }
         }
-        self.issue(&invs, "a nested HWPT's stage-1 invalidation");
+        self.issue(invs, "a nested HWPT's stage-1 invalidation");
     }
+}
+
+/// A device and PASID (`None`: requests without PASID) attached to an HWPT.
+struct Attached {
+    sid: SourceId,
+    pasid: Option<u32>,
+    ats: bool,
+}
+
+/// Every device and PASID attached to HWPT `id`.
+fn attached_to(objs: &Objects, id: u32) -> Vec<Attached> {
+    let mut out = Vec::new();
+    for (_, e) in objs.iter() {
+        let Object::Device(d) = &e.object else {
+            continue;
+        };
+        let ats = d.claim.device_options().ats;
+        for (&pasid, _) in d.attached.iter().filter(|(_, &h)| h == id) {
+            out.push(Attached {
+                sid: d.sid,
+                pasid,
+                ats,
+            });
+        }
+    }
+    out
 }
