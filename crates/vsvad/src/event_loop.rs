@@ -44,10 +44,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustix::event::{epoll, eventfd, EventfdFlags, Timespec};
+use rustix::event::{epoll, Timespec};
 
 use crate::conn::{Conn, Interest};
 use crate::daemon::{Daemon, Session};
+use crate::wake::Wake;
 
 /// The `epoll` data of a worker's wake-up `eventfd` (connection ids start at 1).
 const WAKE: u64 = u64::MAX;
@@ -67,14 +68,14 @@ struct Inbox {
     /// Connections accepted and registered with the daemon, not yet taken by the worker.
     new: Mutex<Vec<(UnixStream, Session)>>,
     /// Written to wake the worker.
-    wake: OwnedFd,
+    wake: Wake,
     /// Connections the worker serves (or has been handed).
     load: AtomicUsize,
 }
 
 impl Inbox {
     fn wake(&self) {
-        if let Err(e) = rustix::io::write(&self.wake, &1u64.to_ne_bytes()) {
+        if let Err(e) = self.wake.wake() {
             // A full counter (2^64 - 2 wake-ups pending) already wakes the worker.
             tracing::debug!(error = %e, "cannot wake a worker");
         }
@@ -126,14 +127,8 @@ impl Workers {
         };
         for i in 0..n.max(1) {
             let started = (|| {
-                let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-                let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-                epoll::add(
-                    &epoll,
-                    &wake,
-                    epoll::EventData::new_u64(WAKE),
-                    epoll::EventFlags::IN,
-                )?;
+                let wake = Wake::new()?;
+                let epoll = wake.epoll(WAKE)?;
                 let inbox = Arc::new(Inbox {
                     new: Mutex::new(Vec::new()),
                     wake,
@@ -374,9 +369,7 @@ impl Worker {
 
     /// Registers the connections the accept loop handed over; each is read this round.
     fn take_new(&mut self, ready: &mut Vec<u64>) {
-        let mut counter = [0u8; 8];
-        // Resets the counter; nothing to do if it was already zero.
-        let _ = rustix::io::read(&self.inbox.wake, &mut counter);
+        self.inbox.wake.clear();
         let new = std::mem::take(&mut *lock(&self.inbox.new));
         for (stream, session) in new {
             let id = session.conn;

@@ -30,8 +30,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::event::epoll;
 use vsva_proto::{Event, EventAck, FrameDecoder};
+
+use crate::wake::Wake;
 
 /// The `epoll` data of the hub's wake-up `eventfd`.
 const WAKE: u64 = u64::MAX;
@@ -162,7 +164,7 @@ impl EventQueue {
 /// What the hub thread and the rest of the daemon share.
 struct Shared {
     epoll: OwnedFd,
-    wake: OwnedFd,
+    wake: Wake,
     stop: AtomicBool,
     /// Channels opened, not yet taken by the thread.
     new: Mutex<Vec<(UnixStream, Arc<EventQueue>)>>,
@@ -171,7 +173,7 @@ struct Shared {
 
 impl Shared {
     fn wake(&self) {
-        if let Err(e) = rustix::io::write(&self.wake, &1u64.to_ne_bytes()) {
+        if let Err(e) = self.wake.wake() {
             tracing::debug!(error = %e, "cannot wake the events thread");
         }
     }
@@ -202,14 +204,8 @@ impl Hub {
     ///
     /// The `epoll` instance, the `eventfd` or the thread could not be created.
     pub fn start(cap: usize) -> io::Result<Hub> {
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        epoll::add(
-            &epoll,
-            &wake,
-            epoll::EventData::new_u64(WAKE),
-            epoll::EventFlags::IN,
-        )?;
+        let wake = Wake::new()?;
+        let epoll = wake.epoll(WAKE)?;
         let shared = Arc::new(Shared {
             epoll,
             wake,
@@ -422,9 +418,7 @@ fn run(shared: &Shared) {
             }
         }
         if woken {
-            let mut counter = [0u8; 8];
-            // Resets the counter; nothing to do if it was already zero.
-            let _ = rustix::io::read(&shared.wake, &mut counter);
+            shared.wake.clear();
             for (stream, queue) in std::mem::take(&mut *lock(&shared.new)) {
                 let id = queue.id;
                 if let Err(e) = epoll::add(

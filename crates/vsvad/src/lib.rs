@@ -33,3 +33,4 @@ mod private_dir;
 pub mod server;
 mod store;
 pub mod systemd;
+mod wake;

@@ -8,7 +8,6 @@
 //! inherited, the service manager keeps using after the daemon exits).
 
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,6 +23,7 @@ use crate::daemon::{Daemon, StartError};
 use crate::event_loop::{self, Workers};
 use crate::metrics::{self, Metrics};
 use crate::private_dir;
+use crate::wake::Wake;
 
 /// How long a shutdown waits for connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,15 +137,15 @@ pub enum Listen {
 #[derive(Clone)]
 pub struct Handle {
     stop: Arc<AtomicBool>,
-    /// The accept loop waits on this `eventfd` beside the socket.
-    wake: Arc<OwnedFd>,
+    /// The accept loop waits on this beside the socket.
+    wake: Arc<Wake>,
 }
 
 impl Handle {
     /// Asks the server to drain and exit.
     pub fn stop(&self) {
         if !self.stop.swap(true, Ordering::SeqCst) {
-            if let Err(e) = rustix::io::write(&*self.wake, &1u64.to_ne_bytes()) {
+            if let Err(e) = self.wake.wake() {
                 tracing::error!(error = %e, "cannot wake the accept loop");
                 debug_assert!(false, "cannot wake the accept loop: {e}");
             }
@@ -174,11 +174,8 @@ pub fn run(
         Listen::Inherited(l) => (l, None, true),
     };
     let daemon = Daemon::start(settings, metrics.clone())?;
-    let wake = rustix::event::eventfd(
-        0,
-        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-    )
-    .map_err(|e| socket_err(&socket_path, format!("cannot create an eventfd: {e}")))?;
+    let wake = Wake::new()
+        .map_err(|e| socket_err(&socket_path, format!("cannot create an eventfd: {e}")))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| socket_err(&socket_path, format!("cannot make it non-blocking: {e}")))?;
