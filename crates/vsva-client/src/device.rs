@@ -16,9 +16,10 @@ use vm_memory::{
 };
 use vsva_iommu::{Access, Atc, DevTlbScope, Perms, Translation};
 use vsva_proto::{
-    AtsAnswer, AtsRequest, DeviceOpened, Event, FaultRecord, Kind, ProtoError, Request, ATS_EXEC,
-    ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL, INVAL_PASID, PAGE_REQUEST_LAST,
-    PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, RESP_SUCCESS,
+    AtsAnswer, AtsRequest, DeviceOpened, Event, FaultRecord, Kind, ProtoError, RaisedPage, Request,
+    ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL, INVAL_PASID,
+    PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE,
+    RESP_SUCCESS,
 };
 
 use crate::connection::{Client, Options};
@@ -399,14 +400,14 @@ impl DeviceHandle {
             flags |= PAGE_REQUEST_PASID;
         }
         lock(&self.shared.responses).retain(|(g, _)| *g != group);
-        self.client.call(Request::PageRequest {
+        self.client.call(Request::PageRequest(RaisedPage {
             source_id: self.source_id,
             flags,
             pasid: pasid.unwrap_or(0),
             addr: iova & !0xfff,
             grpid: group,
             perm,
-        })?;
+        }))?;
         self.page_requests += 1;
         let deadline = Instant::now() + self.options.page_response_timeout;
         let mut responses = lock(&self.shared.responses);

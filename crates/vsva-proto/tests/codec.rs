@@ -107,14 +107,14 @@ fn arb_request() -> impl Strategy<Value = Request> {
             0u16..16
         )
             .prop_map(|(source_id, flags, pasid, addr, grpid, perm)| {
-                Request::PageRequest {
+                Request::PageRequest(RaisedPage {
                     source_id,
                     flags,
                     pasid,
                     addr,
                     grpid,
                     perm,
-                }
+                })
             }),
         (any::<u32>(), 0u32..3).prop_map(|(cookie, code)| Request::PageResponse { cookie, code }),
     ]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use vsva_client::pgtable::{PageTables, P, RW, US};
 use vsva_client::{Client, Event, GuestMemory};
 use vsva_proto::{
-    AtsAnswer, AtsRequest, Request, DMA_PASID, DMA_WRITE, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID,
-    PERM_READ, PERM_WRITE, RESP_SUCCESS,
+    AtsAnswer, AtsRequest, RaisedPage, Request, DMA_PASID, DMA_WRITE, PAGE_REQUEST_LAST,
+    PAGE_REQUEST_PASID, PERM_READ, PERM_WRITE, RESP_SUCCESS,
 };
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
 
@@ -88,14 +88,14 @@ pub(crate) fn page_fault_chapter(
     );
 
     let t = Instant::now();
-    client.call(Request::PageRequest {
+    client.call(Request::PageRequest(RaisedPage {
         source_id: dev.source_id,
         flags: PAGE_REQUEST_PASID | PAGE_REQUEST_LAST,
         pasid,
         addr: GVA,
         grpid: 1,
         perm: (PERM_READ | PERM_WRITE) as u16,
-    })?;
+    }))?;
     let mut request = None;
     while let Some((_, ev)) = events.next_timeout(Some(WAIT))? {
         if let Event::PageRequest(r) = ev {

@@ -164,14 +164,14 @@ fn a_connection_drives_its_own_iommufd_context() {
     let pasid2 = c.pasid_alloc(h, 1, 1000).unwrap();
     attach(&mut c, dev.source_id, faulting, Some(pasid2)).unwrap();
     let raise = |c: &mut Client, pasid: u32| {
-        c.call(vsva_proto::Request::PageRequest {
+        c.call(vsva_proto::Request::PageRequest(vsva_proto::RaisedPage {
             source_id: dev.source_id,
             flags: vsva_proto::PAGE_REQUEST_PASID | vsva_proto::PAGE_REQUEST_LAST,
             pasid,
             addr: 0x10_5000,
             grpid: 3,
             perm: vsva_proto::PERM_WRITE as u16,
-        })
+        }))
     };
     raise(&mut c, pasid2).unwrap();
     let faults = c.iommufd_read_faults(fault, 8).unwrap();

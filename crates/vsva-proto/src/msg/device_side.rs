@@ -3,6 +3,7 @@
 
 use super::event::read_code;
 use super::report::FaultRecord;
+use super::request::{PAGE_REQUEST_LAST, PAGE_REQUEST_PASID};
 use crate::error::ProtoError;
 use crate::wire::{Decode, Encode, Reader, Writer};
 
@@ -23,6 +24,23 @@ pub struct AtsRequest {
     pub pasid: u32,
     /// The untranslated address.
     pub addr: u64,
+}
+
+/// A page request as a device raises it (`PAGE_REQUEST`): the PCIe PRI request's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaisedPage {
+    /// The device.
+    pub source_id: u16,
+    /// `PAGE_REQUEST_PASID`, `PAGE_REQUEST_LAST`.
+    pub flags: u16,
+    /// The PASID, with `PAGE_REQUEST_PASID`.
+    pub pasid: u32,
+    /// The page address.
+    pub addr: u64,
+    /// Page request group index (0..512).
+    pub grpid: u16,
+    /// `PERM_*` bits asked for.
+    pub perm: u16,
 }
 
 /// Translation answer flag: readable.
@@ -104,6 +122,49 @@ impl Decode for AtsRequest {
             flags,
             pasid: r.u32("pasid")?,
             addr: r.u64("addr")?,
+        })
+    }
+}
+
+impl Encode for RaisedPage {
+    fn write(&self, w: &mut Writer) {
+        w.u16(self.source_id)
+            .u16(self.flags)
+            .u32(self.pasid)
+            .u64(self.addr)
+            .u16(self.grpid)
+            .u16(self.perm);
+    }
+}
+
+impl Decode for RaisedPage {
+    fn read(r: &mut Reader<'_>) -> Result<RaisedPage, ProtoError> {
+        let source_id = r.u16("source_id")?;
+        let flags = r.u16("flags")?;
+        if flags & !(PAGE_REQUEST_PASID | PAGE_REQUEST_LAST) != 0 {
+            return Err(r.bad_value(
+                "flags",
+                flags.into(),
+                "only PASID (0x1) and LAST (0x2) are defined",
+            ));
+        }
+        let pasid = r.u32("pasid")?;
+        let addr = r.u64("addr")?;
+        let grpid = r.u16("grpid")?;
+        if grpid >= 512 {
+            return Err(r.bad_value("grpid", grpid.into(), "a group index has 9 bits"));
+        }
+        let perm = r.u16("perm")?;
+        if perm & !0xf != 0 {
+            return Err(r.bad_value("perm", perm.into(), "only bits 0-3 are defined"));
+        }
+        Ok(RaisedPage {
+            source_id,
+            flags,
+            pasid,
+            addr,
+            grpid,
+            perm,
         })
     }
 }

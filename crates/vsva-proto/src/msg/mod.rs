@@ -15,8 +15,8 @@ mod report;
 mod request;
 
 pub use device_side::{
-    AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE,
-    DEVICE_TOKEN_LEN, MAX_DEVICE_REGIONS,
+    AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, RaisedPage, ATS_EXEC, ATS_READ, ATS_USER,
+    ATS_WRITE, DEVICE_TOKEN_LEN, MAX_DEVICE_REGIONS,
 };
 pub use event::{
     Event, EventAck, Invalidation, PageRequest, PageResponse, ACK_KIND, EVENT_DEVICE_REVOKED,

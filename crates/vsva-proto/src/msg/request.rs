@@ -1,6 +1,6 @@
 //! Requests: the typed request a client sends, and its body encoding.
 
-use super::device_side::{read_response_code, AtsRequest, DEVICE_TOKEN_LEN};
+use super::device_side::{read_response_code, AtsRequest, RaisedPage, DEVICE_TOKEN_LEN};
 use super::handshake::Hello;
 use super::iommufd::IommufdRequest;
 use super::kind::Kind;
@@ -243,20 +243,7 @@ pub enum Request {
     /// A translation request.
     AtsTranslate(AtsRequest),
     /// A page request.
-    PageRequest {
-        /// The device.
-        source_id: u16,
-        /// `PAGE_REQUEST_PASID`, `PAGE_REQUEST_LAST`.
-        flags: u16,
-        /// The PASID, with `PAGE_REQUEST_PASID`.
-        pasid: u32,
-        /// The page address.
-        addr: u64,
-        /// Page request group index (0..512).
-        grpid: u16,
-        /// `PERM_*` bits asked for.
-        perm: u16,
-    },
+    PageRequest(RaisedPage),
     /// A page response.
     PageResponse {
         /// The cookie of the group's `PAGE_REQUEST` event.
@@ -297,7 +284,7 @@ impl Request {
             Request::DeviceOpen { .. } => Kind::DeviceOpen,
             Request::DeviceRevoke { .. } => Kind::DeviceRevoke,
             Request::AtsTranslate(_) => Kind::AtsTranslate,
-            Request::PageRequest { .. } => Kind::PageRequest,
+            Request::PageRequest(_) => Kind::PageRequest,
             Request::PageResponse { .. } => Kind::PageResponse,
         }
     }
@@ -355,21 +342,7 @@ impl Request {
                 w.raw(token);
             }
             Request::AtsTranslate(a) => a.write(&mut w),
-            Request::PageRequest {
-                source_id,
-                flags,
-                pasid,
-                addr,
-                grpid,
-                perm,
-            } => {
-                w.u16(*source_id)
-                    .u16(*flags)
-                    .u32(*pasid)
-                    .u64(*addr)
-                    .u16(*grpid)
-                    .u16(*perm);
-            }
+            Request::PageRequest(p) => p.write(&mut w),
             Request::PageResponse { cookie, code } => {
                 w.u32(*cookie).u32(*code);
             }
@@ -412,35 +385,7 @@ impl Request {
                 source_id: r.u16("source_id")?,
             },
             Kind::AtsTranslate => Request::AtsTranslate(AtsRequest::read(&mut r)?),
-            Kind::PageRequest => {
-                let source_id = r.u16("source_id")?;
-                let flags = r.u16("flags")?;
-                if flags & !(PAGE_REQUEST_PASID | PAGE_REQUEST_LAST) != 0 {
-                    return Err(r.bad_value(
-                        "flags",
-                        flags.into(),
-                        "only PASID (0x1) and LAST (0x2) are defined",
-                    ));
-                }
-                let pasid = r.u32("pasid")?;
-                let addr = r.u64("addr")?;
-                let grpid = r.u16("grpid")?;
-                if grpid >= 512 {
-                    return Err(r.bad_value("grpid", grpid.into(), "a group index has 9 bits"));
-                }
-                let perm = r.u16("perm")?;
-                if perm & !0xf != 0 {
-                    return Err(r.bad_value("perm", perm.into(), "only bits 0-3 are defined"));
-                }
-                Request::PageRequest {
-                    source_id,
-                    flags,
-                    pasid,
-                    addr,
-                    grpid,
-                    perm,
-                }
-            }
+            Kind::PageRequest => Request::PageRequest(RaisedPage::read(&mut r)?),
             Kind::PageResponse => Request::PageResponse {
                 cookie: r.u32("cookie")?,
                 code: read_response_code(&mut r)?,

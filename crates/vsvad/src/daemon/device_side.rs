@@ -24,8 +24,8 @@ use vsva_iommu::{
 };
 use vsva_proto::{
     AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, Errno, Event, Invalidation,
-    PageRequest as PageRequestEvent, PageResponse, Reply, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE,
-    DEVICE_TOKEN_LEN, DMA_EXEC, DMA_PASID, DMA_PRIV, DMA_WRITE, INVAL_ALL, INVAL_PASID,
+    PageRequest as PageRequestEvent, PageResponse, RaisedPage, Reply, ATS_EXEC, ATS_READ, ATS_USER,
+    ATS_WRITE, DEVICE_TOKEN_LEN, DMA_EXEC, DMA_PASID, DMA_PRIV, DMA_WRITE, INVAL_ALL, INVAL_PASID,
     MAX_DEVICE_REGIONS, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_WRITE,
     PGFAULT_PASID_VALID, RESP_FAILURE, RESP_INVALID, RESP_SUCCESS,
 };
@@ -86,17 +86,6 @@ pub(super) struct Delivery {
 
 /// Per device: whether every user's invalidation was queued, and the acknowledgements owed.
 type Sent = (bool, Vec<(Arc<Process>, u64)>);
-
-/// A page request as `PAGE_REQUEST` carries it.
-#[derive(Clone, Copy)]
-pub(super) struct RaisedPage {
-    pub(super) sid: u16,
-    pub(super) flags: u16,
-    pub(super) pasid: u32,
-    pub(super) addr: u64,
-    pub(super) grpid: u16,
-    pub(super) perm: u16,
-}
 
 fn invalidation_event(inv: &DevTlbInvalidation) -> Event {
     let (flags, pasid, addr, size) = match inv.scope {
@@ -452,7 +441,7 @@ impl Daemon {
     /// A page request of a device the process drives or holds.
     pub(super) fn page_request(&self, p: &Arc<Process>, r: &RaisedPage) -> Reply {
         let RaisedPage {
-            sid,
+            source_id: sid,
             flags,
             pasid,
             addr,

@@ -6,7 +6,6 @@ use std::os::fd::OwnedFd;
 
 use vsva_proto::{Errno, Reply, Request};
 
-use super::device_side::RaisedPage;
 use super::ioctl::Outcome;
 use super::process::Session;
 use super::Daemon;
@@ -66,24 +65,7 @@ impl Daemon {
             Request::DeviceOpen { token } => self.device_open(&p, &token),
             Request::DeviceRevoke { source_id } => self.device_revoke(&p, source_id).into(),
             Request::AtsTranslate(a) => self.ats_translate(&p, &a).into(),
-            Request::PageRequest {
-                source_id,
-                flags,
-                pasid,
-                addr,
-                grpid,
-                perm,
-            } => {
-                let r = RaisedPage {
-                    sid: source_id,
-                    flags,
-                    pasid,
-                    addr,
-                    grpid,
-                    perm,
-                };
-                self.page_request(&p, &r).into()
-            }
+            Request::PageRequest(r) => self.page_request(&p, &r).into(),
             Request::PageResponse { cookie, code } => self.page_response(&p, cookie, code).into(),
         }
     }
