@@ -346,6 +346,58 @@ fn the_owner_killed_with_pending_page_requests_fails_them() {
     assert!(!wrote.contains("TimedOut"), "{wrote}");
 }
 
+/// The owner (a process of its own) ends by `end` while a device holds a translation of
+/// its PASID and acknowledges only when told: the daemon waits for the device (up to 10 s),
+/// and meanwhile another client connects and is served. Its STATUS must still show the
+/// owner's PASID not given back (allocated or being freed): the wait is not over, the device
+/// not fenced. `end` gets the owner's process and returns once the owner's end has begun.
+fn others_are_served_while_the_device_is_waited_for(end: impl FnOnce(&mut Child, &Path) + Send) {
+    let vsvad = find_vsvad(None).expect("vsvad binary (cargo build -p vsvad)");
+    let config = "[limits]\ninvalidation_timeout_ms = 10000\n\
+                  [[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n";
+    let daemon = PrivateDaemon::start_with(&vsvad, Some(config), &[]).unwrap();
+    let mut owner = Device::spawn(daemon.socket(), "00", 0, "owner");
+    let token = owner.expect("TOKEN");
+    let pasid: u32 = owner.expect("PASID").parse().unwrap();
+    let mut dev = Device::spawn(daemon.socket(), &token, pasid, "late");
+    assert_eq!(dev.expect("TRANSLATED"), "ok");
+    std::thread::scope(|s| {
+        let ending = s.spawn(|| end(&mut owner.child, daemon.socket()));
+        // The daemon is waiting for the device's acknowledgement now.
+        dev.expect("INVALIDATE");
+        let mut other = Client::connect(Options::new(daemon.socket(), "bystander")).unwrap();
+        let st = other.status().unwrap();
+        assert!(
+            st.allocated + st.freeing >= 1,
+            "the owner's PASID was given back before its device acknowledged: {st:?}"
+        );
+        dev.say("ack");
+        assert_eq!(dev.expect("ACKED"), "ok");
+        ending.join().unwrap();
+    });
+}
+
+#[test]
+fn the_owner_killed_does_not_stall_other_clients_while_devices_are_waited_for() {
+    others_are_served_while_the_device_is_waited_for(|owner, _| {
+        owner.kill().unwrap(); // SIGKILL
+        owner.wait().unwrap();
+    });
+}
+
+#[test]
+fn a_force_release_does_not_stall_other_clients_while_devices_are_waited_for() {
+    // The test runs as root here (or not at all): only an admin may force-release.
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    others_are_served_while_the_device_is_waited_for(|owner, socket| {
+        let mut admin = Client::connect(Options::new(socket, "admin")).unwrap();
+        // It returns at once: the owner's containers are closed by the daemon's releaser.
+        assert_eq!(admin.force_release(owner.id()).unwrap(), 1);
+    });
+}
+
 /// The device process: `VSVA_DEVICE` = `socket|token|script`.
 #[test]
 #[ignore = "device process entry point, run by the other tests"]
@@ -430,6 +482,30 @@ fn device_helper() {
             next();
             let e = c.call(ask).unwrap_err();
             println!("REFUSED {:?}", e.errno().unwrap());
+        }
+        "late" => {
+            // A device that caches, sees the invalidations, and acknowledges the first only
+            // when told.
+            let mut c = Client::connect(options).unwrap();
+            let mut channel = c.open_events().unwrap();
+            c.call_for_fds(Request::DeviceOpen { token }).unwrap();
+            c.call(Request::AtsTranslate(AtsRequest {
+                source_id: SID,
+                flags: DMA_PASID,
+                pasid,
+                addr: GVA,
+            }))
+            .unwrap();
+            println!("TRANSLATED ok");
+            let seq = loop {
+                if let (seq, Event::Invalidate(_)) = channel.next_event().unwrap() {
+                    break seq;
+                }
+            };
+            println!("INVALIDATE {seq}");
+            next();
+            channel.ack(seq).unwrap();
+            println!("ACKED ok");
         }
         other => panic!("unknown script {other}"),
     }

@@ -73,17 +73,21 @@ impl Daemon {
             return no_context(pid);
         }
         let mut freed = 0u32;
+        let mut released = Vec::with_capacity(targets.len());
         for p in &targets {
             let mut st = lock(&p.state);
             st.revoked = true;
-            freed += self.release_locked(p, &mut st, "force-released by an admin");
+            let r = self.release_locked(p, &mut st, "force-released by an admin");
+            freed += r.owned;
+            released.push(r);
             processes.remove(&p.token);
         }
         drop(processes);
-        // Its events channel and its grants end (this looks processes up: no lock held).
-        for p in &targets {
+        // Its events channel closes; its containers close and its PASIDs are freed by the
+        // releaser thread (which waits for device acknowledgements), then its grants end.
+        for (p, r) in targets.iter().zip(released) {
             p.events.close();
-            self.end_grants_of(p.token);
+            self.release_in_background(Vec::new(), Some(r), Some(p.token));
         }
         // Close the process's connections: it learns its context is gone.
         for c in lock(&self.conns).values() {

@@ -13,6 +13,10 @@
 //! the events thread, which never waits, so the wait ends however many workers wait at once.
 //! A device whose user does not acknowledge in time (or whose user's channel is gone or
 //! full) is reported timed out, and the IOMMU fences it.
+//!
+//! The wait runs in the thread that invalidates, with no daemon lock held: a request's
+//! worker for the owner's own requests (`CACHE_INVLD`, unbind, `UNMAP_DMA`, revoke), a
+//! releaser thread for a process's release (see [`super::release`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

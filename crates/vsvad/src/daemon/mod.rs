@@ -1,7 +1,7 @@
 //! The daemon's state and request handling, independent of sockets.
 //!
 //! One file per job: [`process`] keeps the registry of client processes (handshake, resume,
-//! release, expiry), [`restore`] gives live processes their PASIDs back at start,
+//! release, expiry), [`release`] finishes releases away from locks and workers, [`restore`] gives live processes their PASIDs back at start,
 //! [`dispatch`] routes a decoded request to its family's handler, and the handlers are
 //! [`container`] (open, close, attach, detach), [`ioctl`] (container ioctls, PASID_REQUEST
 //! journaling and its rollback), [`memory`] (guest memory shared by fd), [`device`] (PCI
@@ -35,6 +35,11 @@
 //! The process registry lock → a process's state lock → `vsva-vfio`'s locks. The connection
 //! registry lock is taken alone.
 //!
+//! No release waits for a device process while holding the registry lock or a process's
+//! state lock, or in a connection worker: closing containers and freeing PASIDs (which wait
+//! until every device that may cache a translation acknowledged its invalidation, or until
+//! it is fenced) are done by a releaser thread ([`release`]).
+//!
 //! [`ProcessToken`]: vsva_vfio::ProcessToken
 
 mod admin;
@@ -48,6 +53,7 @@ mod ioctl;
 mod iommufd;
 mod memory;
 mod process;
+mod release;
 mod report;
 mod restore;
 
@@ -140,6 +146,8 @@ pub struct Daemon {
     events: Hub,
     /// Grants of devices to other processes, and the processes that use each device.
     device_side: device_side::DeviceSide,
+    /// Releases being finished by releaser threads.
+    releases: release::Releases,
 }
 
 /// Why the daemon could not start.
@@ -193,10 +201,12 @@ impl Daemon {
             iommufd: iommufd::IommufdContexts::default(),
             events,
             device_side: device_side::DeviceSide::default(),
+            releases: release::Releases::default(),
         });
         let delivery = Arc::new(device_side::Delivery {
             daemon: Arc::downgrade(&daemon),
         });
+        daemon.releases.serve(Arc::downgrade(&daemon));
         daemon.vfio.iommu().set_devtlb_sink(Some(delivery.clone()));
         daemon.vfio.set_fault_sink(Some(delivery));
         daemon.restore(replayed);

@@ -15,6 +15,7 @@ use vsva_proto::{
 use vsva_vfio::{Container, ProcessToken, VfioMm};
 
 use super::fault_view::FaultView;
+use super::release::Job;
 use super::{lock, random_bytes, Daemon, OpenConnection, SERVER};
 use crate::credentials;
 use crate::events::EventQueue;
@@ -93,6 +94,17 @@ impl ProcessState {
     pub(super) fn is_held(&self) -> bool {
         self.held_until.is_some()
     }
+}
+
+/// What a release took from a process, to be closed and freed once no lock is held.
+#[must_use = "finish the release once no lock is held"]
+pub(super) struct Released {
+    token: ProcessToken,
+    /// PASIDs the process owned when it was released.
+    pub(super) owned: u32,
+    containers: HashMap<u32, OpenContainer>,
+    mm: Option<VfioMm>,
+    regions: Vec<Region>,
 }
 
 /// What the store has been told about a process.
@@ -263,10 +275,11 @@ impl Daemon {
         }
         st.connections = st.connections.saturating_sub(1);
         let last = st.connections == 0 && !st.is_held();
+        let mut released = None;
         if last {
             p.events.close();
             if !st.revoked {
-                self.release_locked(p, &mut st, "its last connection closed");
+                released = Some(self.release_locked(p, &mut st, "its last connection closed"));
             }
             if processes.get(&p.token).is_some_and(|q| Arc::ptr_eq(q, p)) {
                 processes.remove(&p.token);
@@ -274,24 +287,32 @@ impl Daemon {
         }
         drop(st);
         drop(processes);
-        drop(closed);
-        // Its grants end (holders are told); this looks processes up, so no lock is held.
-        if last {
-            self.end_grants_of(p.token);
+        // Closing containers and freeing PASIDs waits for devices to acknowledge their
+        // invalidations: not with a lock held, and not in this connection's worker, which
+        // serves other connections too. The grants end after (holders are told).
+        if !closed.is_empty() || last {
+            self.release_in_background(closed, released, last.then_some(p.token));
         }
     }
 
-    /// Releases a process's context (its lock held): drops its containers and the daemon's
-    /// reference, which frees its PASIDs, and records the release. Returns how many PASIDs it
-    /// owned.
-    pub(super) fn release_locked(&self, p: &Process, st: &mut ProcessState, why: &str) -> u32 {
+    /// Releases a process's context (the registry lock and its lock held): takes its
+    /// containers, the daemon's reference and its memory regions, and records the release.
+    /// Nothing is closed or freed yet: the caller finishes the release
+    /// ([`Daemon::finish_release`], or [`Daemon::release_in_background`]) once it holds no
+    /// lock, because closing containers and freeing PASIDs wait for device processes to
+    /// acknowledge their invalidations (see [`super::release`]). Until then the PASIDs stay owned by the
+    /// released process (no one else can be given them), and a new connection of the same
+    /// process waits in its hello.
+    pub(super) fn release_locked(&self, p: &Process, st: &mut ProcessState, why: &str) -> Released {
         let owned = st.owned();
-        let containers = std::mem::take(&mut st.containers);
-        drop(containers);
-        st.mm = None;
-        for r in std::mem::take(&mut st.regions) {
-            self.remove_region(&r);
-        }
+        self.releases.begin(p.token);
+        let released = Released {
+            token: p.token,
+            owned,
+            containers: std::mem::take(&mut st.containers),
+            mm: st.mm.take(),
+            regions: std::mem::take(&mut st.regions),
+        };
         st.memory_bytes = 0;
         st.held_until = None;
         let mut journal = lock(&p.journal);
@@ -316,7 +337,57 @@ impl Daemon {
             // A process that never owned a PASID (e.g. one `vsva status`): not worth a line.
             tracing::debug!(pid = p.token.pid(), why, "process context released");
         }
-        owned
+        released
+    }
+
+    /// Finishes a release with no lock held: closes the containers, drops the daemon's
+    /// reference on the context (its PASIDs are freed through the allocator, whose teardown
+    /// waits for device acknowledgements or fences the devices before any number is reused),
+    /// takes the memory regions out of the IOMMU, then lets the process connect again.
+    pub(super) fn finish_release(&self, r: Released) {
+        let Released {
+            token,
+            containers,
+            mm,
+            regions,
+            ..
+        } = r;
+        drop(containers);
+        drop(mm);
+        for region in &regions {
+            self.remove_region(region);
+        }
+        self.releases.end(token);
+    }
+
+    /// Closes `containers` (a closing connection's), finishes `released`, then ends the
+    /// grants of `grants_of`, on a releaser thread when there is anything to close (see
+    /// [`super::release`]). No lock may be held.
+    pub(super) fn release_in_background(
+        &self,
+        containers: Vec<OpenContainer>,
+        released: Option<Released>,
+        grants_of: Option<ProcessToken>,
+    ) {
+        let waits = !containers.is_empty()
+            || released
+                .as_ref()
+                .is_some_and(|r| !r.containers.is_empty() || r.owned > 0);
+        let job: Job = Box::new(move |d: &Daemon| {
+            drop(containers);
+            if let Some(r) = released {
+                d.finish_release(r);
+            }
+            if let Some(token) = grants_of {
+                d.end_grants_of(token);
+            }
+        });
+        if waits {
+            self.releases.run(self, job);
+        } else {
+            // Nothing that can wait for a device (a process that never owned a PASID).
+            job(self);
+        }
     }
 
     /// Expires held processes whose grace period ended or that died; returns how many.
@@ -336,14 +407,18 @@ impl Daemon {
                 } else {
                     "the grace period ended before the process resumed"
                 };
-                self.release_locked(p, &mut st, why);
-                gone.push(*token);
+                gone.push((*token, self.release_locked(p, &mut st, why)));
             }
         }
-        for t in &gone {
+        for (t, _) in &gone {
             processes.remove(t);
         }
-        gone.len()
+        drop(processes);
+        let n = gone.len();
+        for (_, r) in gone {
+            self.release_in_background(Vec::new(), Some(r), None);
+        }
+        n
     }
 
     /// How long until the next held process expires (for the maintenance loop).
@@ -380,7 +455,7 @@ impl Daemon {
             return Reply::error(Errno::EAGAIN, "the daemon is shutting down");
         }
         let token = ProcessToken::new(s.credentials.pid, s.credentials.start_time);
-        let mut processes = lock(&self.processes);
+        let mut processes = self.releases.lock_after(&self.processes, token);
         let mut resumed = false;
         let mut restored = Vec::new();
         if let Some(p) = processes.get(&token).cloned() {
@@ -396,14 +471,17 @@ impl Daemon {
                         "process resumed after a restart"
                     );
                 } else if h.resume.is_none() {
-                    // The process starts over: what it held is released.
-                    self.release_locked(
+                    // The process starts over: what it held is released, then it starts anew.
+                    let released = self.release_locked(
                         &p,
                         &mut st,
                         "the process reconnected without its resume token",
                     );
                     drop(st);
                     processes.remove(&token);
+                    drop(processes);
+                    self.finish_release(released);
+                    processes = self.releases.lock_after(&self.processes, token);
                 } else {
                     return Reply::error(
                         Errno::EACCES,
