@@ -440,8 +440,16 @@ impl DeviceHandle {
         }
     }
 
-    /// Runs `op` on each page-sized piece of `[iova, iova + len)` with its host address.
-    fn each_page(
+    /// Runs `op` on `[iova, iova + len)` in runs of host-contiguous memory: each page is
+    /// translated and permission-checked on its own (in the device TLB, or asked of the
+    /// IOMMU on a miss), and consecutive pages whose host addresses follow each other are
+    /// handed to `op` as one run (`op` gets the run's host address and its range of the
+    /// DMA's bytes).
+    ///
+    /// Runs of hits are copied with the device TLB locked, so an invalidation is applied
+    /// (and acknowledged) only after every access through the translations it drops ended:
+    /// a translation is never used after its invalidation completed.
+    fn each_run(
         &mut self,
         pasid: Option<u32>,
         iova: u64,
@@ -451,17 +459,42 @@ impl DeviceHandle {
     ) -> Result<(), ClientError> {
         let mut done = 0usize;
         while done < len {
-            let at = iova.wrapping_add(done as u64);
-            let t = self.translate(pasid, at, access)?;
-            let chunk = ((t.page_size - (at % t.page_size)) as usize).min(len - done);
-            op(&self.memory, t.host_addr, done..done + chunk)?;
-            done += chunk;
+            {
+                let mut atc = lock(&self.shared.atc);
+                // The run being gathered: its host address and its start in the DMA.
+                let mut run: Option<(u64, usize)> = None;
+                while done < len {
+                    let at = iova.wrapping_add(done as u64);
+                    let Some(t) = atc.lookup(pasid, at, access) else {
+                        break;
+                    };
+                    let chunk = ((t.page_size - (at % t.page_size)) as usize).min(len - done);
+                    match run {
+                        Some((hpa, start)) if hpa + (done - start) as u64 == t.host_addr => {}
+                        Some((hpa, start)) => {
+                            op(&self.memory, hpa, start..done)?;
+                            run = Some((t.host_addr, done));
+                        }
+                        None => run = Some((t.host_addr, done)),
+                    }
+                    done += chunk;
+                }
+                if let Some((hpa, start)) = run {
+                    op(&self.memory, hpa, start..done)?;
+                }
+            }
+            if done < len {
+                // A miss: ask the IOMMU (with a page request if the owner can fix it); the
+                // translation is in the device TLB then, and the next pass uses it.
+                self.translate(pasid, iova.wrapping_add(done as u64), access)?;
+            }
         }
         Ok(())
     }
 
-    /// Reads `buf.len()` bytes at `iova` (page by page; on device TLB hits straight from the
-    /// shared memory, no daemon call).
+    /// Reads `buf.len()` bytes at `iova` (each page translated and checked; on device TLB
+    /// hits straight from the shared memory, one copy per host-contiguous run, no daemon
+    /// call).
     ///
     /// # Errors
     ///
@@ -482,7 +515,7 @@ impl DeviceHandle {
             return Ok(());
         }
         let access = Access::default();
-        let r = self.each_page(pasid, iova, buf.len(), access, |mem, hpa, range| {
+        let r = self.each_run(pasid, iova, buf.len(), access, |mem, hpa, range| {
             mem.read_slice(&mut buf[range], GuestAddress(hpa))
                 .map_err(mem_err)
         });
@@ -516,7 +549,7 @@ impl DeviceHandle {
             write: true,
             ..Access::default()
         };
-        let r = self.each_page(pasid, iova, data.len(), access, |mem, hpa, range| {
+        let r = self.each_run(pasid, iova, data.len(), access, |mem, hpa, range| {
             mem.write_slice(&data[range], GuestAddress(hpa))
                 .map_err(mem_err)
         });

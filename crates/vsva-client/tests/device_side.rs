@@ -346,6 +346,30 @@ fn the_owner_killed_with_pending_page_requests_fails_them() {
     assert!(!wrote.contains("TimedOut"), "{wrote}");
 }
 
+#[test]
+fn a_dma_over_pages_goes_to_each_pages_own_memory() {
+    // Three pages: the first two follow each other in memory, the third lies elsewhere. A
+    // DMA from the middle of the first to the middle of the third must land in each.
+    let mut o = owner("");
+    let gva = GVA + 0x10000;
+    for (i, pa) in [DATA + 0x20000, DATA + 0x21000, DATA + 0x5000]
+        .into_iter()
+        .enumerate()
+    {
+        o.map(gva + i as u64 * 0x1000, pa);
+    }
+    let mut dev = o.spawn("span");
+    assert_eq!(dev.expect("SPAN"), "ok");
+    let pattern: Vec<u8> = (0..0x2000u32).map(|i| (i % 251) as u8).collect();
+    let mut got = vec![0u8; 0x2000];
+    o.mem.read(DATA + 0x20800, &mut got[..0x1800]).unwrap();
+    o.mem.read(DATA + 0x5000, &mut got[0x1800..]).unwrap();
+    assert!(
+        got == pattern,
+        "the DMA's bytes are not where its pages map"
+    );
+}
+
 /// The owner (a process of its own) ends by `end` while a device holds a translation of
 /// its PASID and acknowledges only when told: the daemon waits for the device (up to 10 s),
 /// and meanwhile another client connects and is served. Its STATUS must still show the
@@ -482,6 +506,15 @@ fn device_helper() {
             next();
             let e = c.call(ask).unwrap_err();
             println!("REFUSED {:?}", e.errno().unwrap());
+        }
+        "span" => {
+            let mut d = DeviceHandle::open(options, token, DeviceOptions::default()).unwrap();
+            let pattern: Vec<u8> = (0..0x2000u32).map(|i| (i % 251) as u8).collect();
+            let at = GVA + 0x10800;
+            d.dma_write(Some(pasid), at, &pattern).unwrap();
+            let mut back = vec![0u8; pattern.len()];
+            d.dma_read(Some(pasid), at, &mut back).unwrap();
+            println!("SPAN {}", if back == pattern { "ok" } else { "differs" });
         }
         "late" => {
             // A device that caches, sees the invalidations, and acknowledges the first only
