@@ -252,6 +252,12 @@ fn a_device_that_never_acknowledges_is_fenced() {
     }
     dev.say("translate");
     assert_eq!(dev.expect("REFUSED"), format!("{:?}", Errno::ENODEV));
+    // Its grant ended too: nothing else of the device is served to it any more.
+    let config = dev.expect("CONFIG");
+    assert!(
+        config.contains("ENODEV") && config.contains("fenced"),
+        "{config}"
+    );
 }
 
 #[test]
@@ -506,6 +512,10 @@ fn device_helper() {
             next();
             let e = c.call(ask).unwrap_err();
             println!("REFUSED {:?}", e.errno().unwrap());
+            match c.config_read(SID, 0, 2) {
+                Ok(v) => println!("CONFIG ok {v}"),
+                Err(e) => println!("CONFIG {:?} {e}", e.errno()),
+            }
         }
         "span" => {
             let mut d = DeviceHandle::open(options, token, DeviceOptions::default()).unwrap();

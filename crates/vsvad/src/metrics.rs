@@ -107,6 +107,8 @@ pub struct Metrics {
     /// Times a connection stopped reading because its replies not yet written reached
     /// `limits.max_queued_bytes`.
     pub read_pauses: AtomicU64,
+    /// Grants ended because their holder did not acknowledge a device-TLB invalidation.
+    pub grants_fenced: AtomicU64,
     store_commits: AtomicU64,
     store_records: AtomicU64,
     store_sync: Histogram,
@@ -164,6 +166,7 @@ impl Metrics {
             timeouts: AtomicU64::new(0),
             unknown_requests: AtomicU64::new(0),
             read_pauses: AtomicU64::new(0),
+            grants_fenced: AtomicU64::new(0),
             store_commits: AtomicU64::new(0),
             store_records: AtomicU64::new(0),
             store_sync: Histogram::default(),
@@ -342,6 +345,12 @@ impl Metrics {
             "vsvad_malformed_frames_total",
             "Frames refused as malformed.",
             self.malformed_frames.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vsvad_grants_fenced_total",
+            "Device grants ended because their holder did not acknowledge an invalidation.",
+            self.grants_fenced.load(Ordering::Relaxed),
         );
         counter(
             &mut o,

@@ -68,6 +68,14 @@ impl DeviceSide {
         }
     }
 
+    /// `token` no longer acts as device `sid` (its grant ended): it is sent nothing more of
+    /// the device.
+    fn remove_user(&self, sid: SourceId, token: ProcessToken) {
+        if let Some(list) = lock(&self.users).get_mut(&sid) {
+            list.retain(|w| w.upgrade().is_some_and(|p| p.token != token));
+        }
+    }
+
     fn users(&self, sid: SourceId) -> Vec<Arc<Process>> {
         lock(&self.users)
             .get(&sid)
@@ -88,8 +96,12 @@ pub(super) struct Delivery {
     pub(super) daemon: Weak<Daemon>,
 }
 
-/// Per device: whether every user's invalidation was queued, and the acknowledgements owed.
-type Sent = (bool, Vec<(Arc<Process>, u64)>);
+/// Per device: the users whose invalidation could not be queued, and the acknowledgements
+/// owed.
+type Sent = (Vec<Arc<Process>>, Vec<(Arc<Process>, u64)>);
+
+/// Why a grant ends when its holder does not complete an invalidation.
+const FENCED: &str = "fenced: it did not acknowledge a device-TLB invalidation in time";
 
 fn invalidation_event(inv: &DevTlbInvalidation) -> Event {
     let (flags, pasid, addr, size) = match inv.scope {
@@ -118,22 +130,27 @@ impl DevTlbSink for Delivery {
         // Send everything first, then wait: the devices work in parallel.
         let mut sent: HashMap<SourceId, Sent> = HashMap::new();
         for inv in batch {
-            let entry = sent.entry(inv.source_id).or_insert((true, Vec::new()));
+            let entry = sent.entry(inv.source_id).or_default();
             for user in d.device_side.users(inv.source_id) {
                 match user.events.push_awaited(invalidation_event(inv)) {
                     Some(seq) => entry.1.push((user, seq)),
-                    None => entry.0 = false,
+                    None => entry.0.push(user),
                 }
             }
         }
         sent.into_iter()
-            .map(|(sid, (queued, waits))| {
-                let mut done = queued;
+            .map(|(sid, (mut failed, waits))| {
                 for (user, seq) in waits {
-                    done &= user.events.wait_ack(seq, deadline);
+                    if !user.events.wait_ack(seq, deadline) {
+                        failed.push(user);
+                    }
                 }
+                let done = failed.is_empty();
                 if !done {
                     tracing::warn!(device = %sid, "a device process did not acknowledge an invalidation in time");
+                }
+                for user in failed {
+                    d.end_grant_of_unresponsive(&user, sid);
                 }
                 (
                     sid,
@@ -356,6 +373,7 @@ impl Daemon {
         for (sid, holder) in &gone {
             let Some(h) = holder else { continue };
             lock(&self.device_side.ended).insert((*h, *sid), why.to_string());
+            self.device_side.remove_user(*sid, *h);
             if let Some(hp) = self.process(h) {
                 hp.events.push(Event::DeviceRevoked {
                     source_id: sid.0,
@@ -381,6 +399,33 @@ impl Daemon {
             }
         }
         gone.len()
+    }
+
+    /// `user` did not complete an invalidation of device `sid`, which the IOMMU fences: if it
+    /// holds a grant of the device, the grant ends (every further request of it for the
+    /// device is `ENODEV`, it gets `DEVICE_REVOKED`), and `vsvad_grants_fenced_total` counts
+    /// it. Its mapping of the owner's memory cannot be taken back (see the protocol's
+    /// "Trust"). Takes no registry lock: the IOMMU calls this with its own locks held.
+    fn end_grant_of_unresponsive(&self, user: &Arc<Process>, sid: SourceId) {
+        let mut ended = false;
+        lock(&self.device_side.grants).retain(|_, g| {
+            let theirs = g.source_id == sid && g.holder == Some(user.token);
+            ended |= theirs;
+            !theirs
+        });
+        if !ended {
+            return;
+        }
+        tracing::warn!(device = %sid, pid = user.token.pid(), "{FENCED}: its grant ends");
+        lock(&self.device_side.ended).insert((user.token, sid), FENCED.to_string());
+        self.device_side.remove_user(sid, user.token);
+        user.events.push(Event::DeviceRevoked {
+            source_id: sid.0,
+            reason: FENCED.to_string(),
+        });
+        self.metrics
+            .grants_fenced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The owner `token` is released: its grants end.
