@@ -460,14 +460,14 @@ impl Conn {
 
     /// Closes the connection: unregisters it from the daemon, which closes its containers
     /// and, for its process's last connection, releases the process.
-    pub fn finish(self, why: &str) {
+    pub fn finish(mut self, why: &str) {
         tracing::debug!(
             conn = self.session.conn,
             pid = self.session.credentials.pid,
             why,
             "connection closed"
         );
-        self.daemon.disconnect(&self.session);
+        self.daemon.disconnect(&mut self.session);
     }
 
     /// One `recvmsg`: the bytes received and the room it offered.

@@ -317,7 +317,7 @@ fn accept_loop(listener: &UnixListener, daemon: &Arc<Daemon>, workers: &Workers,
                 continue;
             }
         };
-        let session = match daemon.connect(&stream, who) {
+        let mut session = match daemon.connect(&stream, who) {
             Ok(session) => session,
             Err(message) => {
                 refuse(stream, message);
@@ -326,7 +326,7 @@ fn accept_loop(listener: &UnixListener, daemon: &Arc<Daemon>, workers: &Workers,
         };
         if let Err(e) = stream.set_nonblocking(true) {
             tracing::error!(error = %e, "cannot make a connection non-blocking; closing it");
-            daemon.disconnect(&session);
+            daemon.disconnect(&mut session);
             continue;
         }
         workers.assign(stream, session);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use vsva_proto::{Errno, Reply};
 
 use super::ioctl::Outcome;
-use super::process::{Process, Session};
+use super::process::{Closing, Process, Session};
 use super::{lock, vfio_reply, Daemon};
 use crate::store::Record;
 
@@ -87,7 +87,7 @@ impl Daemon {
         // releaser thread (which waits for device acknowledgements), then its grants end.
         for (p, r) in targets.iter().zip(released) {
             p.events.close();
-            self.release_in_background(Vec::new(), Some(r), Some(p.token));
+            self.release_in_background(Closing::default(), Some(r), Some(p.token));
         }
         // Close the process's connections: it learns its context is gone.
         for c in lock(&self.conns).values() {

@@ -96,6 +96,15 @@ impl ProcessState {
     }
 }
 
+/// What a closing connection opened, to be closed once no lock is held.
+#[derive(Default)]
+pub(super) struct Closing {
+    /// Its containers.
+    pub(super) containers: Vec<OpenContainer>,
+    /// Its iommufd context (dropping it detaches its devices).
+    pub(super) iommufd: Option<Arc<vsva_iommufd::IommufdCtx>>,
+}
+
 /// What a release took from a process, to be closed and freed once no lock is held.
 #[must_use = "finish the release once no lock is held"]
 pub(super) struct Released {
@@ -252,7 +261,7 @@ impl Daemon {
     /// store records them. Dropping them would free its PASIDs in the allocator without a
     /// record, and a process still being served could be acknowledged them, so that after the
     /// restart the log gives them to that process and the idle one loses them.
-    pub fn disconnect(&self, session: &Session) {
+    pub fn disconnect(&self, session: &mut Session) {
         lock(&self.conns).remove(&session.conn);
         let Some(p) = &session.process else { return };
         let mut processes = lock(&self.processes);
@@ -290,8 +299,16 @@ impl Daemon {
         // Closing containers and freeing PASIDs waits for devices to acknowledge their
         // invalidations: not with a lock held, and not in this connection's worker, which
         // serves other connections too. The grants end after (holders are told).
-        if !closed.is_empty() || last {
-            self.release_in_background(closed, released, last.then_some(p.token));
+        let iommufd = session.iommufd.take();
+        if !closed.is_empty() || last || iommufd.is_some() {
+            self.release_in_background(
+                Closing {
+                    containers: closed,
+                    iommufd,
+                },
+                released,
+                last.then_some(p.token),
+            );
         }
     }
 
@@ -360,21 +377,22 @@ impl Daemon {
         self.releases.end(token);
     }
 
-    /// Closes `containers` (a closing connection's), finishes `released`, then ends the
+    /// Closes what a closing connection opened, finishes `released`, then ends the
     /// grants of `grants_of`, on a releaser thread when there is anything to close (see
     /// [`super::release`]). No lock may be held.
     pub(super) fn release_in_background(
         &self,
-        containers: Vec<OpenContainer>,
+        closing: Closing,
         released: Option<Released>,
         grants_of: Option<ProcessToken>,
     ) {
-        let waits = !containers.is_empty()
+        let waits = !closing.containers.is_empty()
+            || closing.iommufd.is_some()
             || released
                 .as_ref()
                 .is_some_and(|r| !r.containers.is_empty() || r.owned > 0);
         let job: Job = Box::new(move |d: &Daemon| {
-            drop(containers);
+            drop(closing);
             if let Some(r) = released {
                 d.finish_release(r);
             }
@@ -416,7 +434,7 @@ impl Daemon {
         drop(processes);
         let n = gone.len();
         for (_, r) in gone {
-            self.release_in_background(Vec::new(), Some(r), None);
+            self.release_in_background(Closing::default(), Some(r), None);
         }
         n
     }

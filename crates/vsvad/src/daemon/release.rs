@@ -1,8 +1,9 @@
 //! The releaser thread: finishing releases away from locks and workers.
 //!
-//! Releasing a process (its last connection closed, an admin force-released it, its hold
-//! after a restart expired) closes its containers and drops the daemon's reference on its
-//! PASID context. Both wait: a container's teardown and the allocator's teardown of each
+//! Closing a connection closes its containers and its iommufd context (which detaches its
+//! devices); releasing a process (its last connection closed, an admin force-released it,
+//! its hold after a restart expired) also drops the daemon's reference on its PASID
+//! context. Both wait: a container's teardown and the allocator's teardown of each
 //! PASID invalidate what devices may cache, and return only when every device process
 //! acknowledged or was fenced (up to `limits.invalidation_timeout_ms`). So a release is done
 //! in two steps: under the registry and process locks the registry records it and takes what
