@@ -3,9 +3,13 @@
 
 use super::event::read_code;
 use super::report::FaultRecord;
-use super::request::{PAGE_REQUEST_LAST, PAGE_REQUEST_PASID};
 use crate::error::ProtoError;
 use crate::wire::{Decode, Encode, Reader, Writer};
+
+/// Page request flag: the request carries `pasid`.
+pub const PAGE_REQUEST_PASID: u16 = 1 << 0;
+/// Page request flag: the last request of its group.
+pub const PAGE_REQUEST_LAST: u16 = 1 << 1;
 
 /// Length of a device capability token.
 pub const DEVICE_TOKEN_LEN: usize = 16;

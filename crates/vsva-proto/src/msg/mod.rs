@@ -16,7 +16,7 @@ mod request;
 
 pub use device_side::{
     AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, RaisedPage, ATS_EXEC, ATS_READ, ATS_USER,
-    ATS_WRITE, DEVICE_TOKEN_LEN, MAX_DEVICE_REGIONS,
+    ATS_WRITE, DEVICE_TOKEN_LEN, MAX_DEVICE_REGIONS, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID,
 };
 pub use event::{
     Event, EventAck, Invalidation, PageRequest, PageResponse, ACK_KIND, EVENT_DEVICE_REVOKED,
@@ -40,7 +40,7 @@ pub use report::{
 };
 pub use request::{
     DeviceConfig, DeviceDma, Request, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV,
-    DMA_WRITE, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID,
+    DMA_WRITE,
 };
 
 /// Longest string field (client name, messages, command lines), in bytes.

@@ -253,11 +253,6 @@ pub enum Request {
     },
 }
 
-/// Page request flag: the request carries `pasid`.
-pub const PAGE_REQUEST_PASID: u16 = 1 << 0;
-/// Page request flag: the last request of its group.
-pub const PAGE_REQUEST_LAST: u16 = 1 << 1;
-
 impl Request {
     /// The request's kind.
     pub fn kind(&self) -> Kind {
