@@ -446,11 +446,13 @@ fn device_helper() {
         let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
         println!("TOKEN {hex}");
         println!("PASID {}", o.pasid);
-        loop {
-            if let (_, Event::PageRequest(r)) = o.events.next_event().unwrap() {
+        // Until its channel closes (it was released: force-released by an admin).
+        while let Ok((_, ev)) = o.events.next_event() {
+            if let Event::PageRequest(r) = ev {
                 println!("PAGE_REQUEST {:#x}", r.addr);
             }
         }
+        return;
     }
     let mut token = [0u8; 16];
     for (i, b) in token.iter_mut().enumerate() {
