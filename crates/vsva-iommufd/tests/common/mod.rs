@@ -25,13 +25,18 @@ pub const POOL: u64 = 48 * MB;
 pub const PASID_CTRL: u32 = 0x106;
 
 pub fn host() -> Vfio {
+    host_with(VfioConfig::default())
+}
+
+/// The host of [`host`] with the VFIO layer configured by `config`.
+pub fn host_with(config: VfioConfig) -> Vfio {
     let mem = HostMemory::anonymous(&[(0, HOST_SIZE as usize)]).unwrap();
     let cfg = IommuConfig {
         iotlb_entries: 1024,
         ..IommuConfig::default()
     };
     let iommu = Arc::new(Iommu::new(cfg, mem, POOL, HOST_SIZE - POOL).unwrap());
-    Vfio::new(iommu, VfioConfig::default()).unwrap()
+    Vfio::new(iommu, config).unwrap()
 }
 
 pub fn process(n: u32) -> ProcessToken {
