@@ -170,13 +170,13 @@ impl Objects {
     }
 
     pub(crate) fn get(&self, id: u32) -> Result<&Entry, IommufdError> {
-        self.slot(id).ok_or(IommufdError::NoObject { id })
+        self.slot(id).ok_or_else(|| IommufdError::NoObject { id })
     }
 
     pub(crate) fn get_mut(&mut self, id: u32) -> Result<&mut Entry, IommufdError> {
         self.slot_mut(id)
             .and_then(Option::as_mut)
-            .ok_or(IommufdError::NoObject { id })
+            .ok_or_else(|| IommufdError::NoObject { id })
     }
 
     object_of!(ioas, ioas_mut, Ioas, Ioas, "an IOAS");
