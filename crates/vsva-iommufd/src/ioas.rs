@@ -338,10 +338,12 @@ impl IommufdCtx {
             (cmd.iova, last)
         };
         let all = first == 0 && last == u64::MAX;
-        if let Some((s, a)) = ioas
-            .overlapping(first, last)
-            .find(|(s, a)| *s < first || s + (a.len - 1) > last)
-        {
+        let mut hit = false;
+        let split = ioas.overlapping(first, last).find(|(s, a)| {
+            hit = true;
+            *s < first || s + (a.len - 1) > last
+        });
+        if let Some((s, a)) = split {
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: cmd.iova,
@@ -354,7 +356,7 @@ impl IommufdCtx {
             })
             .inspect_err(|_| tracing::debug!("unmap splits the area at {s:#x}+{:#x}", a.len));
         }
-        if ioas.overlapping(first, last).next().is_none() && !all {
+        if !hit && !all {
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: cmd.iova,
