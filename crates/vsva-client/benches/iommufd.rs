@@ -189,7 +189,7 @@ fn interleaved(
     op: &mut dyn FnMut(),
     floor: &mut dyn FnMut(),
 ) -> (Duration, Duration) {
-    let mut time = |f: &mut dyn FnMut()| {
+    let time = |f: &mut dyn FnMut()| {
         let start = Instant::now();
         for _ in 0..iters {
             f();
@@ -216,7 +216,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, iters) = if quick { (11, 100) } else { (31, 300) };
 
-    println!("iommufd through vsvad (median of interleaved rounds; ratio = operation / ping floor):");
+    println!(
+        "iommufd through vsvad (median of interleaved rounds; ratio = operation / ping floor):"
+    );
     let ping = |c: &mut Client, len: usize| {
         c.ping(black_box(&vec![0u8; len])).unwrap();
     };
