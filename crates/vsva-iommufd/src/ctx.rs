@@ -185,6 +185,7 @@ impl IommufdCtx {
     /// Issues invalidations this layer built, as one submission (valid by construction: its
     /// own domain ids, PASIDs of the space); a refusal would be a bug, so it is logged and
     /// asserted in debug builds.
+    #[inline]
     pub(crate) fn issue(&self, invs: &[Invalidation], what: &str) {
         if invs.is_empty() {
             return;

@@ -316,6 +316,7 @@ impl IommufdCtx {
     /// common case (one PASID, no ATS) is exactly the one `Iommu::invalidate` call a direct
     /// caller makes.
     fn flush_nested(&self, targets: &[Target], did: u16, entry: &IommuHwptVtdS1Invalidate) {
+        const WHAT: &str = "a nested HWPT's stage-1 invalidation";
         let iommu = self.vfio.iommu();
         let range = entry
             .npages
@@ -324,32 +325,28 @@ impl IommufdCtx {
             .map(|len| PageRange::covering(entry.addr, len))
             .filter(|r| r.am <= iommu.config().mamv);
         if range.is_none() {
-            self.issue(
-                &[Invalidation::PasidIotlbAll { did }],
-                "a nested HWPT's stage-1 invalidation",
-            );
+            self.issue(&[Invalidation::PasidIotlbAll { did }], WHAT);
         }
+        let ih = entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0;
         for t in targets {
-            let mut invs = [Invalidation::PasidIotlbAll { did }; 2];
-            let mut n = 0;
-            if let Some(range) = range {
-                invs[n] = Invalidation::PasidIotlbPages {
-                    did,
-                    pasid: t.pasid.unwrap_or(0),
-                    range,
-                    ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
-                };
-                n += 1;
+            let devtlb = t.ats.then_some(Invalidation::DeviceTlb {
+                source_id: t.sid,
+                pasid: t.pasid,
+                pages: range,
+            });
+            let iotlb = range.map(|range| Invalidation::PasidIotlbPages {
+                did,
+                pasid: t.pasid.unwrap_or(0),
+                range,
+                ih,
+            });
+            match (iotlb, devtlb) {
+                (Some(a), Some(b)) => self.issue(&[a, b], WHAT),
+                (Some(one), None) | (None, Some(one)) => {
+                    self.issue(std::slice::from_ref(&one), WHAT)
+                }
+                (None, None) => {}
             }
-            if t.ats {
-                invs[n] = Invalidation::DeviceTlb {
-                    source_id: t.sid,
-                    pasid: t.pasid,
-                    pages: range,
-                };
-                n += 1;
-            }
-            self.issue(&invs[..n], "a nested HWPT's stage-1 invalidation");
         }
     }
 }
