@@ -268,7 +268,9 @@ impl IommufdCtx {
         // (`Container::map_dma`): refused when already held, and a map that takes the
         // process past it is undone.
         self.share.check()?;
-        let before = self.stage2_pages(ioas.stage2);
+        // `charged` is every page of the stage 2 (kept so at each change).
+        let before = ioas.charged;
+        debug_assert_eq!(before, self.stage2_pages(ioas.stage2));
         let p = perms(flags);
         let mut at = iova;
         let mut mapped = Ok(());
