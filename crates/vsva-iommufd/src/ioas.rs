@@ -379,11 +379,8 @@ impl IommufdCtx {
         };
         let mut total = 0;
         let mut span: Option<(u64, u64)> = None;
-        loop {
-            let next = ioas.overlapping(first, last).next();
-            let Some((s, a)) = next else {
-                break;
-            };
+        // Every area inside starts inside: none sticks out at the front (checked by the caller).
+        for (s, a) in ioas.areas.extract_if(first..=last, |_, _| true) {
             match iommu.stage2_unmap(ioas.stage2, s, a.len) {
                 Ok(n) => total += n,
                 Err(e) => {
@@ -391,7 +388,6 @@ impl IommufdCtx {
                     debug_assert!(false, "unmapping an IOAS area: {e}");
                 }
             }
-            ioas.areas.remove(&s);
             let end = s + a.len;
             span = Some(span.map_or((s, end), |(lo, hi)| (lo.min(s), hi.max(end))));
         }
