@@ -9,7 +9,7 @@ use common::*;
 use vsva_iommufd::IommufdCtx;
 use vsva_uapi::iommufd::*;
 use vsva_uapi::Errno;
-use vsva_vfio::VfioConfig;
+use vsva_vfio::{DmaMapping, GroupId, IommuType, VfioConfig};
 
 /// The share of these tests: room for a few 4 KiB maps in distinct top-level slots.
 const SHARE: usize = 8;
@@ -136,4 +136,35 @@ fn ioas_copy_counts_against_the_share_too() {
         }
     }
     assert_eq!(refused, Some(Errno::ENOMEM));
+}
+
+#[test]
+fn containers_and_ioases_of_a_process_share_one_total() {
+    let vfio = host_with(VfioConfig {
+        table_pages_per_process: SHARE,
+        ..VfioConfig::default()
+    });
+    function(&vfio, 3);
+    let container = vfio.open_container(process(1));
+    container.attach_group(GroupId(3)).unwrap();
+    container.set_iommu(IommuType::Type1v2).unwrap();
+    let share = vfio.table_page_share(process(1));
+    let by_container = share.held();
+    assert!(by_container > 0, "the container's stage-2 root is charged");
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let ioas = ioas_alloc(&ctx);
+    let (_, refusal) = fill(&ctx, ioas);
+    assert_eq!(refusal, Errno::ENOMEM);
+    // The IOAS took the rest of the share: the container's map is refused too.
+    let map = DmaMapping {
+        vaddr: GUEST_HPA,
+        iova: 0,
+        size: 4096,
+        read: true,
+        write: true,
+    };
+    assert_eq!(container.map_dma(&map).unwrap_err().errno(), Errno::ENOMEM);
+    ctx.destroy(ioas).unwrap();
+    assert_eq!(share.held(), by_container);
+    container.map_dma(&map).unwrap();
 }
