@@ -100,7 +100,7 @@ impl IommufdCtx {
 
     /// The process's PASID context, or `EOPNOTSUPP` when the host has no PASID support.
     pub(crate) fn mm(&self) -> Result<&VfioMm, IommufdError> {
-        self.mm.as_ref().ok_or_else(|| IommufdError::Unsupported {
+        self.mm.as_ref().ok_or(IommufdError::Unsupported {
             field: "pasid",
             value: 0,
             reason: "PASID support is off on this host",

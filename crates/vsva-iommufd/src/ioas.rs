@@ -257,7 +257,7 @@ impl IommufdCtx {
             ioas.check_new(iova, len)?;
             iova
         } else {
-            ioas.alloc_iova(len).ok_or_else(|| IommufdError::Refused {
+            ioas.alloc_iova(len).ok_or(IommufdError::Refused {
                 field: "length",
                 value: len,
                 reason: "no free IOVA range of this size",

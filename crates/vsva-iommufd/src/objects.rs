@@ -170,13 +170,18 @@ impl Objects {
     }
 
     pub(crate) fn get(&self, id: u32) -> Result<&Entry, IommufdError> {
-        self.slot(id).ok_or_else(|| IommufdError::NoObject { id })
+        // A match, not `ok_or`: no error value is built (and dropped) on the success path.
+        match self.slot(id) {
+            Some(e) => Ok(e),
+            None => Err(IommufdError::NoObject { id }),
+        }
     }
 
     pub(crate) fn get_mut(&mut self, id: u32) -> Result<&mut Entry, IommufdError> {
-        self.slot_mut(id)
-            .and_then(Option::as_mut)
-            .ok_or_else(|| IommufdError::NoObject { id })
+        match self.slot_mut(id).and_then(Option::as_mut) {
+            Some(e) => Ok(e),
+            None => Err(IommufdError::NoObject { id }),
+        }
     }
 
     object_of!(ioas, ioas_mut, Ioas, Ioas, "an IOAS");
