@@ -16,20 +16,6 @@ const SHARE: usize = 8;
 /// IOVAs one top-level entry of a 4-level stage 2 apart: each map there needs new tables.
 const SLOT: u64 = 1 << 39;
 
-fn unmap(ctx: &IommufdCtx, ioas: u32, iova: u64, length: u64) -> Result<u64, Errno> {
-    let mut buf = arg(
-        &IommuIoasUnmap {
-            ioas_id: ioas,
-            iova,
-            length,
-            ..Default::default()
-        },
-        0,
-    );
-    call(ctx, IOMMU_IOAS_UNMAP, &mut buf)?;
-    Ok(back::<IommuIoasUnmap>(&buf).length)
-}
-
 fn map(ctx: &IommufdCtx, ioas: u32, iova: u64) -> Result<(), Errno> {
     let mut buf = arg(&map_cmd(ioas, GUEST_HPA, iova, 4096), 0);
     call(ctx, IOMMU_IOAS_MAP, &mut buf)
@@ -39,6 +25,14 @@ fn ioas_alloc_errno(ctx: &IommufdCtx) -> Result<u32, Errno> {
     let mut buf = arg(&IommuIoasAlloc::default(), 0);
     call(ctx, IOMMU_IOAS_ALLOC, &mut buf)?;
     Ok(back::<IommuIoasAlloc>(&buf).out_ioas_id)
+}
+
+/// A host whose processes each have a table-page share of [`SHARE`].
+fn small_share_host() -> vsva_vfio::Vfio {
+    host_with(VfioConfig {
+        table_pages_per_process: SHARE,
+        ..VfioConfig::default()
+    })
 }
 
 /// Maps 4 KiB at slot 0, 1, 2, ... of `ioas` until a map is refused; returns the slots
@@ -54,10 +48,7 @@ fn fill(ctx: &IommufdCtx, ioas: u32) -> (u64, Errno) {
 
 #[test]
 fn a_process_at_its_share_gets_enomem_while_another_maps() {
-    let vfio = host_with(VfioConfig {
-        table_pages_per_process: SHARE,
-        ..VfioConfig::default()
-    });
+    let vfio = small_share_host();
     let share = vfio.table_page_share(process(1));
     let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
     let ioas = ioas_alloc(&ctx);
@@ -81,10 +72,7 @@ fn a_process_at_its_share_gets_enomem_while_another_maps() {
 
 #[test]
 fn table_pages_come_back_on_destroy_and_on_close() {
-    let vfio = host_with(VfioConfig {
-        table_pages_per_process: SHARE,
-        ..VfioConfig::default()
-    });
+    let vfio = small_share_host();
     let share = vfio.table_page_share(process(1));
     let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
     let ioas = ioas_alloc(&ctx);
@@ -108,10 +96,7 @@ fn table_pages_come_back_on_destroy_and_on_close() {
 
 #[test]
 fn ioas_copy_counts_against_the_share_too() {
-    let vfio = host_with(VfioConfig {
-        table_pages_per_process: SHARE,
-        ..VfioConfig::default()
-    });
+    let vfio = small_share_host();
     let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
     let src = ioas_alloc(&ctx);
     assert_eq!(map(&ctx, src, 0), Ok(()));
@@ -140,10 +125,7 @@ fn ioas_copy_counts_against_the_share_too() {
 
 #[test]
 fn containers_and_ioases_of_a_process_share_one_total() {
-    let vfio = host_with(VfioConfig {
-        table_pages_per_process: SHARE,
-        ..VfioConfig::default()
-    });
+    let vfio = small_share_host();
     function(&vfio, 3);
     let container = vfio.open_container(process(1));
     container.attach_group(GroupId(3)).unwrap();

@@ -78,6 +78,21 @@ pub fn back<T: FromBytes>(buf: &[u8]) -> T {
     T::read_from_prefix(buf).unwrap().0
 }
 
+/// `IOMMU_IOAS_UNMAP` of `[iova, iova + length)`; returns the bytes unmapped.
+pub fn unmap(ctx: &IommufdCtx, ioas: u32, iova: u64, length: u64) -> Result<u64, Errno> {
+    let mut buf = arg(
+        &IommuIoasUnmap {
+            ioas_id: ioas,
+            iova,
+            length,
+            ..Default::default()
+        },
+        0,
+    );
+    call(ctx, IOMMU_IOAS_UNMAP, &mut buf)?;
+    Ok(back::<IommuIoasUnmap>(&buf).length)
+}
+
 pub fn ioas_alloc(ctx: &IommufdCtx) -> u32 {
     let mut buf = arg(&IommuIoasAlloc::default(), 0);
     call(ctx, IOMMU_IOAS_ALLOC, &mut buf).unwrap();
