@@ -4,14 +4,25 @@
 //! * `invalidate_1`, `invalidate_64`: `IOMMU_HWPT_INVALIDATE` on a nested HWPT with one PASID
 //!   attached, 1 and 64 page-selective VT-d stage-1 entries, against the same number of
 //!   `Iommu::invalidate(PasidIotlbPages)` calls.
-//! * `map_unmap`: `IOMMU_IOAS_MAP` then `IOMMU_IOAS_UNMAP` of 4 KiB, against
-//!   `Iommu::stage2_map` + `stage2_unmap` + the domain's page-selective IOTLB flush.
+//! * `map_unmap`: `IOMMU_IOAS_MAP` then `IOMMU_IOAS_UNMAP` of 4 KiB on an IOAS with one
+//!   paging HWPT (one domain over its stage 2, so the unmap flushes one domain), against
+//!   `Iommu::stage2_map` + `stage2_unmap` + that domain's page-selective IOTLB flush.
+//!
+//! The front end's argument buffers are built once and reused, as a caller reuses its
+//! `struct` between ioctls (the calls leave them as they were: the outputs written back equal
+//! the inputs).
 //!
 //! Criterion measures each; a final summary times the pairs interleaved in rounds and prints
 //! the medians and the front end's ratio to the direct calls.
 //!
 //! `cargo bench -p vsva-iommufd --bench iommufd` (add `-- --quick` for a shorter run).
+//!
+//! For instruction counts, `VSVA_BENCH_LOOP=<case>/<side>:<n>` (side `ioctl` or `direct`)
+//! runs only that closure `n` times and exits:
+//! `perf stat -e instructions` of `n` calls minus that of 0 calls, over `n`, is the count
+//! per call.
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,11 +42,14 @@ const VA: u64 = 0x4000_0000;
 struct Bench {
     vfio: Vfio,
     ctx: IommufdCtx,
-    ioas: u32,
     did: u16,
     pasid: u32,
-    inv1: Vec<u8>,
-    inv64: Vec<u8>,
+    inv1: RefCell<Vec<u8>>,
+    inv64: RefCell<Vec<u8>>,
+    map: RefCell<Vec<u8>>,
+    unmap: RefCell<Vec<u8>>,
+    /// The domain id of the one paging HWPT over the map/unmap IOAS.
+    map_did: u16,
     stage2: vsva_iommu::Stage2Id,
 }
 
@@ -122,13 +136,47 @@ fn setup() -> Bench {
         .unwrap()
         .domain_id
         .unwrap();
+    // The map/unmap IOAS: one paging HWPT over it, so an unmap flushes one domain, as the
+    // direct caller's one flush does.
+    let mut a = IommuIoasAlloc::default();
+    ctx.ioas_alloc(&mut a).unwrap();
+    let map_ioas = a.out_ioas_id;
+    let mut paging = IommuHwptAlloc {
+        dev_id: dev,
+        pt_id: map_ioas,
+        ..Default::default()
+    };
+    ctx.hwpt_alloc(&mut paging, &[]).unwrap();
+    let info = ctx.objects();
+    let map_did = info
+        .iter()
+        .find(|o| o.id == paging.out_hwpt_id)
+        .unwrap()
+        .domain_id
+        .unwrap();
+    let map = IommuIoasMap {
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        ioas_id: map_ioas,
+        user_va: 40 * MB,
+        length: 4096,
+        iova: 32 * MB,
+        ..Default::default()
+    };
+    let unmap = IommuIoasUnmap {
+        ioas_id: map_ioas,
+        iova: 32 * MB,
+        length: 4096,
+        ..Default::default()
+    };
     let stage2 = iommu.create_stage2(vfio.stage2_levels()).unwrap();
     Bench {
-        inv1: inv_buf(nested.out_hwpt_id, 1),
-        inv64: inv_buf(nested.out_hwpt_id, 64),
+        inv1: RefCell::new(inv_buf(nested.out_hwpt_id, 1)),
+        inv64: RefCell::new(inv_buf(nested.out_hwpt_id, 64)),
+        map: RefCell::new(with_size(&map)),
+        unmap: RefCell::new(with_size(&unmap)),
+        map_did,
         vfio,
         ctx,
-        ioas,
         did,
         pasid,
         stage2,
@@ -138,12 +186,12 @@ fn setup() -> Bench {
 impl Bench {
     fn ioctl_inv(&self, which: usize) {
         let mut buf = if which == 1 {
-            self.inv1.clone()
+            self.inv1.borrow_mut()
         } else {
-            self.inv64.clone()
+            self.inv64.borrow_mut()
         };
         self.ctx
-            .ioctl(IOMMU_HWPT_INVALIDATE, black_box(&mut buf))
+            .ioctl(IOMMU_HWPT_INVALIDATE, black_box(&mut buf[..]))
             .unwrap();
     }
 
@@ -162,25 +210,13 @@ impl Bench {
     }
 
     fn ioctl_map_unmap(&self) {
-        let map = IommuIoasMap {
-            flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-            ioas_id: self.ioas,
-            user_va: 40 * MB,
-            length: 4096,
-            iova: 32 * MB,
-            ..Default::default()
-        };
-        let mut buf = with_size(&map);
-        self.ctx.ioctl(IOMMU_IOAS_MAP, black_box(&mut buf)).unwrap();
-        let unmap = IommuIoasUnmap {
-            ioas_id: self.ioas,
-            iova: 32 * MB,
-            length: 4096,
-            ..Default::default()
-        };
-        let mut buf = with_size(&unmap);
+        let mut map = self.map.borrow_mut();
         self.ctx
-            .ioctl(IOMMU_IOAS_UNMAP, black_box(&mut buf))
+            .ioctl(IOMMU_IOAS_MAP, black_box(&mut map[..]))
+            .unwrap();
+        let mut unmap = self.unmap.borrow_mut();
+        self.ctx
+            .ioctl(IOMMU_IOAS_UNMAP, black_box(&mut unmap[..]))
             .unwrap();
     }
 
@@ -197,7 +233,7 @@ impl Bench {
         iommu.stage2_unmap(self.stage2, 32 * MB, 4096).unwrap();
         iommu
             .invalidate(&Invalidation::IotlbDomainPages {
-                did: self.did,
+                did: self.map_did,
                 range: PageRange::covering(32 * MB, 4096),
                 ih: false,
             })
@@ -223,8 +259,30 @@ fn median(rounds: usize, iters: u32, mut f: impl FnMut()) -> Duration {
     t[rounds / 2]
 }
 
+/// `VSVA_BENCH_LOOP=<case>/<side>:<n>`: runs one closure `n` times (for instruction counts).
+fn run_loop(b: &Bench, spec: &str) {
+    let (which, n) = spec.split_once(':').expect("<case>/<side>:<n>");
+    let n: u64 = n.parse().expect("a count");
+    let f: Box<dyn Fn()> = match which {
+        "invalidate_1/ioctl" => Box::new(|| b.ioctl_inv(1)),
+        "invalidate_1/direct" => Box::new(|| b.direct_inv(1)),
+        "invalidate_64/ioctl" => Box::new(|| b.ioctl_inv(64)),
+        "invalidate_64/direct" => Box::new(|| b.direct_inv(64)),
+        "map_unmap/ioctl" => Box::new(|| b.ioctl_map_unmap()),
+        "map_unmap/direct" => Box::new(|| b.direct_map_unmap()),
+        other => panic!("unknown case {other}"),
+    };
+    for _ in 0..n {
+        f();
+    }
+}
+
 fn main() {
     let b = setup();
+    if let Ok(spec) = std::env::var("VSVA_BENCH_LOOP") {
+        run_loop(&b, &spec);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("iommufd");
     g.bench_function("invalidate_1/ioctl", |x| x.iter(|| b.ioctl_inv(1)));

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use vsva_ioasid::Pasid;
 use vsva_iommu::{Invalidation, SourceId};
 use vsva_uapi::Errno;
-use vsva_vfio::{ProcessToken, Vfio, VfioError, VfioMm};
+use vsva_vfio::{ProcessToken, TablePageShare, Vfio, VfioError, VfioMm};
 
 use crate::error::IommufdError;
 use crate::kind::ObjectKind;
@@ -29,6 +29,9 @@ pub struct IommufdCtx {
     process: ProcessToken,
     /// The process's PASID context; `None` when the host has PASID support off.
     pub(crate) mm: Option<VfioMm>,
+    /// The process's table-pool share: the IOASes' stage-2 pages count in it, as its
+    /// containers' do.
+    pub(crate) share: TablePageShare,
     state: Mutex<Objects>,
 }
 
@@ -71,6 +74,7 @@ impl IommufdCtx {
             fd: NEXT_FD.fetch_add(1, Ordering::Relaxed),
             process,
             mm,
+            share: vfio.table_page_share(process),
             state: Mutex::new(Objects::default()),
         })
     }
@@ -156,6 +160,8 @@ impl IommufdCtx {
                     tracing::error!("destroying an IOAS's stage 2: {e}");
                     debug_assert!(false, "destroying an IOAS's stage 2: {e}");
                 }
+                // The stage 2 is gone from the IOMMU even on error (its doc says so).
+                self.share.uncharge(ioas.charged);
             }
             Object::HwptPaging(h) => {
                 self.vfio.free_domain_id(h.did);
@@ -176,14 +182,17 @@ impl IommufdCtx {
         }
     }
 
-    /// Issues invalidations this layer built (valid by construction: its own domain ids, PASIDs
-    /// of the space); a refusal would be a bug, so it is logged and asserted in debug builds.
+    /// Issues invalidations this layer built, as one submission (valid by construction: its
+    /// own domain ids, PASIDs of the space); a refusal would be a bug, so it is logged and
+    /// asserted in debug builds.
+    #[inline]
     pub(crate) fn issue(&self, invs: &[Invalidation], what: &str) {
-        for inv in invs {
-            if let Err(e) = self.vfio.iommu().invalidate(inv) {
-                tracing::error!("{what}: {inv:?}: {e}");
-                debug_assert!(false, "{what}: {inv:?}: {e}");
-            }
+        if invs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.vfio.iommu().invalidate_batch(invs) {
+            tracing::error!("{what}: {invs:?}: {e}");
+            debug_assert!(false, "{what}: {invs:?}: {e}");
         }
     }
 

@@ -18,7 +18,7 @@ use vsva_uapi::Errno;
 
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
-use crate::objects::{Device, HwptPaging, Object, Objects};
+use crate::objects::{Device, HwptPaging, Object, Objects, Target};
 
 /// The PASID requests without PASID use in the PASID table (RID_PASID).
 const RID_PASID: u32 = 0;
@@ -176,9 +176,16 @@ impl IommufdCtx {
                     .unwrap_or_else(|| Err(self.not_owned(p)))?;
             }
         }
-        objs.device_mut(dev_id, Self::WRONG_KIND)?
-            .attached
-            .insert(pasid, hwpt);
+        let dev = objs.device_mut(dev_id, Self::WRONG_KIND)?;
+        dev.attached.insert(pasid, hwpt);
+        let target = Target {
+            sid,
+            pasid,
+            ats: dev.claim.device_options().ats,
+        };
+        if let Ok(Object::HwptNested(h)) = objs.get_mut(hwpt).map(|e| &mut e.object) {
+            h.attached.push(target);
+        }
         objs.hold(hwpt);
         Ok(())
     }
@@ -285,9 +292,13 @@ impl IommufdCtx {
                 dev.sid
             );
         }
-        let fault = match objs.get(hwpt).map(|e| &e.object) {
+        let fault = match objs.get_mut(hwpt).map(|e| &mut e.object) {
             Ok(Object::HwptPaging(h)) => h.fault,
-            Ok(Object::HwptNested(h)) => h.fault,
+            Ok(Object::HwptNested(h)) => {
+                h.attached
+                    .retain(|t| !(t.sid == dev.sid && t.pasid == pasid));
+                h.fault
+            }
             _ => None,
         };
         if let Some(f) = fault {

@@ -3,7 +3,7 @@
 //! nest-parent paging HWPT; `IOMMU_HWPT_INVALIDATE` passes the guest's stage-1 invalidations
 //! to the IOMMU.
 
-use vsva_iommu::{Invalidation, PageRange, SourceId};
+use vsva_iommu::{Invalidation, PageRange};
 use vsva_uapi::iommufd::{
     IommuHwptAlloc, IommuHwptInvalidate, IommuHwptVtdS1, IommuHwptVtdS1Invalidate,
     IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_PASID,
@@ -14,7 +14,7 @@ use vsva_uapi::{Errno, UapiError};
 
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
-use crate::objects::{HwptNested, HwptPaging, Object, Objects};
+use crate::objects::{HwptNested, HwptPaging, Object, Target};
 
 /// The bytes of `iommu_hwpt_vtd_s1` up to `__reserved`, the least a caller may pass.
 const VTD_S1_MIN: usize = 24;
@@ -24,10 +24,17 @@ const VTD_S1_INV_MIN: usize = 24;
 /// Reads a driver-data struct of `len` bytes the way `iommu_copy_struct_from_user` does:
 /// `len < min` → `EINVAL`, then `copy_struct_from_user` over `len` bytes (a non-zero tail
 /// past the known struct → `E2BIG`, bytes not in `data` → `EFAULT`).
+#[inline]
 fn read_user_data<T>(data: &[u8], len: usize, min: usize, what: &str) -> Result<T, IommufdError>
 where
     T: zerocopy::FromBytes + zerocopy::IntoBytes,
 {
+    // This build's size, the usual case: a fixed-size copy, no tail to check.
+    if len == size_of::<T>() {
+        if let Ok((value, _)) = T::read_from_prefix(data) {
+            return Ok(value);
+        }
+    }
     if len < min {
         return Err(UapiError::invalid(format!(
             "{what}: {len} bytes, fewer than the {min} it needs"
@@ -223,6 +230,7 @@ impl IommufdCtx {
             s1,
             pasid_compat: cmd.flags & IOMMU_HWPT_ALLOC_PASID != 0,
             fault: None,
+            attached: Vec::new(),
         })
     }
 
@@ -271,8 +279,8 @@ impl IommufdCtx {
             ));
         }
         let objs = self.lock();
-        let did = match &objs.get(cmd.hwpt_id)?.object {
-            Object::HwptNested(h) => h.did,
+        let h = match &objs.get(cmd.hwpt_id)?.object {
+            Object::HwptNested(h) => h,
             other => {
                 return Err(IommufdError::WrongKind {
                     id: cmd.hwpt_id,
@@ -291,16 +299,12 @@ impl IommufdCtx {
         }
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
-        // Who is attached does not change under the lock: found once for the whole array.
-        let targets = attached_to(&objs, cmd.hwpt_id);
-        let mut invs = Vec::with_capacity(2 * targets.len() + 1);
         for index in 0..cmd.entry_num as usize {
             let from = data.get(index.saturating_mul(len)..).unwrap_or_default();
             let entry: IommuHwptVtdS1Invalidate =
                 read_user_data(from, len, VTD_S1_INV_MIN, "iommu_hwpt_vtd_s1_invalidate")?;
             entry.validate()?;
-            invs.clear();
-            self.flush_nested(&targets, did, &entry, &mut invs);
+            self.flush_nested(&h.attached, h.did, &entry);
             *done += 1;
         }
         Ok(())
@@ -308,14 +312,11 @@ impl IommufdCtx {
 
     /// Drops what the IOMMU caches for a nested HWPT (domain `did`) in the range of one
     /// entry, for every device and PASID attached to it (`targets`), and their device TLBs.
-    /// `invs` is scratch space, empty on entry.
-    fn flush_nested(
-        &self,
-        targets: &[Attached],
-        did: u16,
-        entry: &IommuHwptVtdS1Invalidate,
-        invs: &mut Vec<Invalidation>,
-    ) {
+    /// Each target's requests go to the IOMMU as one submission, built on the stack: the
+    /// common case (one PASID, no ATS) is exactly the one `Iommu::invalidate` call a direct
+    /// caller makes.
+    fn flush_nested(&self, targets: &[Target], did: u16, entry: &IommuHwptVtdS1Invalidate) {
+        const WHAT: &str = "a nested HWPT's stage-1 invalidation";
         let iommu = self.vfio.iommu();
         let range = entry
             .npages
@@ -324,51 +325,28 @@ impl IommufdCtx {
             .map(|len| PageRange::covering(entry.addr, len))
             .filter(|r| r.am <= iommu.config().mamv);
         if range.is_none() {
-            invs.push(Invalidation::PasidIotlbAll { did });
+            self.issue(&[Invalidation::PasidIotlbAll { did }], WHAT);
         }
+        let ih = entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0;
         for t in targets {
-            if let Some(range) = range {
-                invs.push(Invalidation::PasidIotlbPages {
-                    did,
-                    pasid: t.pasid.unwrap_or(0),
-                    range,
-                    ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
-                });
-            }
-            if t.ats {
-                invs.push(Invalidation::DeviceTlb {
-                    source_id: t.sid,
-                    pasid: t.pasid,
-                    pages: range,
-                });
-            }
-        }
-        self.issue(invs, "a nested HWPT's stage-1 invalidation");
-    }
-}
-
-/// A device and PASID (`None`: requests without PASID) attached to an HWPT.
-struct Attached {
-    sid: SourceId,
-    pasid: Option<u32>,
-    ats: bool,
-}
-
-/// Every device and PASID attached to HWPT `id`.
-fn attached_to(objs: &Objects, id: u32) -> Vec<Attached> {
-    let mut out = Vec::new();
-    for (_, e) in objs.iter() {
-        let Object::Device(d) = &e.object else {
-            continue;
-        };
-        let ats = d.claim.device_options().ats;
-        for (&pasid, _) in d.attached.iter().filter(|(_, &h)| h == id) {
-            out.push(Attached {
-                sid: d.sid,
-                pasid,
-                ats,
+            let devtlb = t.ats.then_some(Invalidation::DeviceTlb {
+                source_id: t.sid,
+                pasid: t.pasid,
+                pages: range,
             });
+            let iotlb = range.map(|range| Invalidation::PasidIotlbPages {
+                did,
+                pasid: t.pasid.unwrap_or(0),
+                range,
+                ih,
+            });
+            match (iotlb, devtlb) {
+                (Some(a), Some(b)) => self.issue(&[a, b], WHAT),
+                (Some(one), None) | (None, Some(one)) => {
+                    self.issue(std::slice::from_ref(&one), WHAT)
+                }
+                (None, None) => {}
+            }
         }
     }
-    out
 }

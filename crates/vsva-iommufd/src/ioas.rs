@@ -121,12 +121,24 @@ impl Ioas {
 }
 
 impl IommufdCtx {
+    /// Pool pages `stage2` holds (0, logged, if the IOMMU does not know it: an IOAS keeps its
+    /// stage 2 until it is destroyed, so that is a bug).
+    fn stage2_pages(&self, stage2: vsva_iommu::Stage2Id) -> usize {
+        self.vfio.iommu().stage2_pages(stage2).unwrap_or_else(|e| {
+            tracing::error!("the stage 2 of an IOAS is unknown to the IOMMU: {e}");
+            debug_assert!(false, "the stage 2 of an IOAS is unknown to the IOMMU: {e}");
+            0
+        })
+    }
+
     /// `IOMMU_IOAS_ALLOC` (`iommufd_ioas_alloc_ioctl`): a new, empty IOAS; its id goes to
     /// `out_ioas_id`.
     ///
     /// # Errors
     ///
-    /// `EOPNOTSUPP` for non-zero `flags`; an IOMMU error when no stage 2 can be made.
+    /// `EOPNOTSUPP` for non-zero `flags`; `ENOMEM` when the process already holds its share
+    /// of the IOMMU's table pool (its containers' and IOASes' stage-2 pages together); an
+    /// IOMMU error when no stage 2 can be made. Nothing is created then.
     pub fn ioas_alloc(&self, cmd: &mut IommuIoasAlloc) -> Result<(), IommufdError> {
         if cmd.flags != 0 {
             return Err(IommufdError::unsupported(
@@ -137,15 +149,19 @@ impl IommufdCtx {
         }
         let iommu = self.vfio.iommu();
         let levels = self.vfio.stage2_levels();
+        self.share.check()?;
         let stage2 = iommu
             .create_stage2(levels)
             .map_err(|e| IommufdError::iommu("create an IOAS's stage 2", e))?;
         let width = sl_width(levels).min(iommu.config().mgaw);
+        let charged = self.stage2_pages(stage2);
+        self.share.charge(charged);
         cmd.out_ioas_id = self.lock().insert(Object::Ioas(Ioas {
             stage2,
             width,
             areas: BTreeMap::new(),
             allowed: Vec::new(),
+            charged,
         }));
         Ok(())
     }
@@ -160,7 +176,10 @@ impl IommufdCtx {
     /// In Linux's order: unknown flags or `__reserved` → `EOPNOTSUPP`; `iova` or `length` ≥
     /// `u64::MAX` → `EOVERFLOW`; unknown IOAS → `ENOENT`; no permission, zero or unaligned
     /// length / IOVA / `user_va`, a reserved IOVA → `EINVAL`; overlap → `EEXIST`; no free IOVA
-    /// → `ENOSPC`; memory not backed → `EFAULT`. Nothing is mapped then.
+    /// → `ENOSPC`; memory not backed → `EFAULT`; `ENOMEM` when the process holds its share of
+    /// the IOMMU's table pool, or the tables this map needs would take it past the share.
+    /// Nothing is mapped then; table pages a refused map created stay in the stage 2, and
+    /// charged to the process, until the IOAS is destroyed (as for a VFIO container).
     pub fn ioas_map(&self, cmd: &mut IommuIoasMap) -> Result<(), IommufdError> {
         if cmd.flags & !IOMMU_IOAS_MAP_FLAGS != 0 {
             return Err(IommufdError::unsupported(
@@ -245,22 +264,42 @@ impl IommufdCtx {
                 errno: Errno::ENOSPC,
             })?
         };
+        // The process's table-pool share, as a VFIO container checks it
+        // (`Container::map_dma`): refused when already held, and a map that takes the
+        // process past it is undone.
+        self.share.check()?;
+        // `charged` is every page of the stage 2 (kept so at each change).
+        let before = ioas.charged;
+        debug_assert_eq!(before, self.stage2_pages(ioas.stage2));
         let p = perms(flags);
         let mut at = iova;
+        let mut mapped = Ok(());
         for (i, &(hpa, plen)) in pieces.iter().enumerate() {
             if let Err(e) = iommu.stage2_map(ioas.stage2, at, hpa, plen, p) {
-                // Undo the pieces mapped before; nothing was cached for them.
-                let mut undo = iova;
-                for &(_, l) in &pieces[..i] {
-                    if let Err(e) = iommu.stage2_unmap(ioas.stage2, undo, l) {
-                        tracing::error!("undoing a partial IOAS map: {e}");
-                        debug_assert!(false, "undoing a partial IOAS map: {e}");
-                    }
-                    undo += l;
-                }
-                return Err(IommufdError::iommu("map into the IOAS's stage 2", e));
+                mapped = Err((i, IommufdError::iommu("map into the IOAS's stage 2", e)));
+                break;
             }
             at += plen;
+        }
+        // Table pages a map creates stay in the stage 2 (even when it is undone) until the
+        // IOAS goes: they stay charged as long.
+        let grown = self.stage2_pages(ioas.stage2).saturating_sub(before);
+        ioas.charged += grown;
+        let held = self.share.charge(grown);
+        if mapped.is_ok() && held > self.share.limit() {
+            mapped = Err((pieces.len(), self.share.exceeded(held).into()));
+        }
+        if let Err((done, e)) = mapped {
+            // Undo the pieces mapped; nothing was cached for them.
+            let mut undo = iova;
+            for &(_, l) in &pieces[..done] {
+                if let Err(e) = iommu.stage2_unmap(ioas.stage2, undo, l) {
+                    tracing::error!("undoing a partial IOAS map: {e}");
+                    debug_assert!(false, "undoing a partial IOAS map: {e}");
+                }
+                undo += l;
+            }
+            return Err(e);
         }
         let mut at = iova;
         for &(hpa, plen) in pieces {
@@ -300,12 +339,13 @@ impl IommufdCtx {
                 .ok_or_else(|| overflow("iova + length", cmd.iova))?;
             (cmd.iova, last)
         };
-        let hit: Vec<(u64, Area)> = ioas.overlapping(first, last).collect();
         let all = first == 0 && last == u64::MAX;
-        if let Some(&(s, a)) = hit
-            .iter()
-            .find(|(s, a)| *s < first || s + (a.len - 1) > last)
-        {
+        let mut hit = false;
+        let split = ioas.overlapping(first, last).find(|(s, a)| {
+            hit = true;
+            *s < first || s + (a.len - 1) > last
+        });
+        if let Some((s, a)) = split {
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: cmd.iova,
@@ -318,7 +358,7 @@ impl IommufdCtx {
             })
             .inspect_err(|_| tracing::debug!("unmap splits the area at {s:#x}+{:#x}", a.len));
         }
-        if hit.is_empty() && !all {
+        if !hit && !all {
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: cmd.iova,
@@ -326,19 +366,21 @@ impl IommufdCtx {
                 errno: Errno::ENOENT,
             });
         }
-        let unmapped = self.unmap_areas(&mut objs, cmd.ioas_id, &hit);
-        cmd.length = unmapped;
+        cmd.length = self.unmap_areas(&mut objs, cmd.ioas_id, first, last);
         Ok(())
     }
 
-    /// Unmaps whole `areas` of IOAS `id` and flushes; returns the bytes unmapped.
-    fn unmap_areas(&self, objs: &mut Objects, id: u32, areas: &[(u64, Area)]) -> u64 {
+    /// Unmaps the areas of IOAS `id` inside `[first, last]` (whole areas: the caller checked
+    /// none sticks out) and flushes the span they covered; returns the bytes unmapped.
+    fn unmap_areas(&self, objs: &mut Objects, id: u32, first: u64, last: u64) -> u64 {
         let iommu = self.vfio.iommu();
         let Ok(ioas) = objs.ioas_mut(id, Self::WRONG_KIND) else {
             return 0;
         };
         let mut total = 0;
-        for &(s, a) in areas {
+        let mut span: Option<(u64, u64)> = None;
+        // Every area inside starts inside: none sticks out at the front (checked by the caller).
+        for (s, a) in ioas.areas.extract_if(first..=last, |_, _| true) {
             match iommu.stage2_unmap(ioas.stage2, s, a.len) {
                 Ok(n) => total += n,
                 Err(e) => {
@@ -346,70 +388,69 @@ impl IommufdCtx {
                     debug_assert!(false, "unmapping an IOAS area: {e}");
                 }
             }
-            ioas.areas.remove(&s);
+            let end = s + a.len;
+            span = Some(span.map_or((s, end), |(lo, hi)| (lo.min(s), hi.max(end))));
         }
-        for &(s, a) in areas {
-            self.flush_ioas(objs, id, s, a.len);
+        if let Some((lo, hi)) = span {
+            self.flush_ioas(objs, id, lo, hi - lo);
         }
         total
     }
 
     /// Drops the cached translations of `[iova, iova + len)` of IOAS `id` in every domain
     /// over it (its paging HWPTs and their nested children) and every device TLB attached
-    /// to them, as unmapping a stage 2 needs.
+    /// to them, as unmapping a stage 2 needs. Each domain's flush is issued as the table
+    /// is walked, with no list built.
     pub(crate) fn flush_ioas(&self, objs: &Objects, id: u32, iova: u64, len: u64) {
         let iommu = self.vfio.iommu();
-        let mut hwpts = Vec::new();
-        let mut dids = Vec::new();
-        for (hid, e) in objs.iter() {
-            if let Object::HwptPaging(h) = &e.object {
-                if h.ioas == id {
-                    hwpts.push(hid);
-                    dids.push(h.did);
-                }
-            }
-        }
-        for (hid, e) in objs.iter() {
-            if let Object::HwptNested(h) = &e.object {
-                if hwpts.contains(&h.parent) {
-                    hwpts.push(hid);
-                    dids.push(h.did);
-                }
-            }
-        }
         let range = PageRange::covering(iova, len);
         let fits = range.am <= iommu.config().mamv;
-        let mut invs: Vec<Invalidation> = dids
-            .iter()
-            .map(|&did| {
-                if fits {
-                    Invalidation::IotlbDomainPages {
-                        did,
-                        range,
-                        ih: false,
-                    }
-                } else {
-                    Invalidation::IotlbDomain { did }
+        // A paging HWPT over this IOAS, or a nested one over such a parent.
+        let over = |hwpt: u32| -> bool {
+            match objs.get(hwpt).map(|e| &e.object) {
+                Ok(Object::HwptPaging(h)) => h.ioas == id,
+                Ok(Object::HwptNested(h)) => matches!(
+                    objs.get(h.parent).map(|e| &e.object),
+                    Ok(Object::HwptPaging(p)) if p.ioas == id
+                ),
+                _ => false,
+            }
+        };
+        for (hid, e) in objs.iter() {
+            let did = match &e.object {
+                Object::HwptPaging(h) if over(hid) => h.did,
+                Object::HwptNested(h) if over(hid) => h.did,
+                _ => continue,
+            };
+            let inv = if fits {
+                Invalidation::IotlbDomainPages {
+                    did,
+                    range,
+                    ih: false,
                 }
-            })
-            .collect();
+            } else {
+                Invalidation::IotlbDomain { did }
+            };
+            self.issue(&[inv], "flushing an IOAS range");
+        }
         for (_, e) in objs.iter() {
-            if let Object::Device(d) = &e.object {
-                if !d.claim.device_options().ats {
-                    continue;
-                }
-                for (&pasid, hwpt) in &d.attached {
-                    if hwpts.contains(hwpt) {
-                        invs.push(Invalidation::DeviceTlb {
-                            source_id: d.sid,
-                            pasid,
-                            pages: None,
-                        });
-                    }
+            let Object::Device(d) = &e.object else {
+                continue;
+            };
+            if !d.claim.device_options().ats {
+                continue;
+            }
+            for (&pasid, &hwpt) in &d.attached {
+                if over(hwpt) {
+                    let inv = Invalidation::DeviceTlb {
+                        source_id: d.sid,
+                        pasid,
+                        pages: None,
+                    };
+                    self.issue(&[inv], "flushing an IOAS range");
                 }
             }
         }
-        self.issue(&invs, "flushing an IOAS range");
     }
 
     /// `IOMMU_IOAS_COPY` (`iommufd_ioas_copy`, `iopt_get_pages`): maps the memory behind

@@ -144,11 +144,13 @@ impl IommufdCtx {
                 Object::Device(d) if d.sid == sid => Some(id),
                 _ => None,
             })
-            .ok_or(IommufdError::invalid(
-                "device",
-                sid.0.into(),
-                "the device is not bound to this iommufd context",
-            ))
+            .ok_or_else(|| {
+                IommufdError::invalid(
+                    "device",
+                    sid.0.into(),
+                    "the device is not bound to this iommufd context",
+                )
+            })
     }
 }
 
@@ -181,6 +183,42 @@ fn pasid_arg(
     Ok(Some(pasid))
 }
 
+/// Reads a `T` from the start of `buf` the iommufd way (`read_iommufd_arg`). A caller of
+/// this build's size — the usual case — gets a fixed-size copy, with nothing to check past
+/// the size word; any other size goes through the full `copy_struct_from_user` rules.
+#[inline]
+fn read_cmd<T>(buf: &[u8], minsz: usize, what: &str) -> Result<(T, u32), IommufdError>
+where
+    T: FromBytes + IntoBytes,
+{
+    if let Some(size) = buf.get(..4) {
+        let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]);
+        if size as usize == size_of::<T>() {
+            if let Ok((cmd, _)) = T::read_from_prefix(buf) {
+                return Ok((cmd, size));
+            }
+        }
+    }
+    Ok(read_iommufd_arg::<T>(buf, minsz, what)?)
+}
+
+/// Writes the answer back over at most `size` bytes (`write_iommufd_arg`), with a
+/// fixed-size copy when the caller's struct is this build's.
+#[inline]
+fn write_cmd<T>(buf: &mut [u8], size: u32, cmd: &T) -> Result<(), IommufdError>
+where
+    T: IntoBytes + Immutable,
+{
+    let bytes = cmd.as_bytes();
+    if size as usize == bytes.len() {
+        if let Some(dst) = buf.get_mut(..bytes.len()) {
+            dst.copy_from_slice(bytes);
+            return Ok(());
+        }
+    }
+    Ok(write_iommufd_arg(buf, size, cmd)?)
+}
+
 /// Reads a `T` from the start of `buf` the iommufd way, runs `f` on it, and writes the
 /// (possibly updated) struct back when `f` succeeds.
 fn run<T>(
@@ -192,9 +230,9 @@ fn run<T>(
 where
     T: FromBytes + IntoBytes + Immutable,
 {
-    let (mut cmd, size) = read_iommufd_arg::<T>(buf, minsz, what)?;
+    let (mut cmd, size) = read_cmd::<T>(buf, minsz, what)?;
     f(&mut cmd, buf)?;
-    Ok(write_iommufd_arg(buf, size, &cmd)?)
+    write_cmd(buf, size, &cmd)
 }
 
 /// The bytes at user pointer `ptr` (an offset into `buf`), `None` for NULL; an offset past
@@ -331,11 +369,10 @@ fn hw_info(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iommufd
 }
 
 fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
-    let (mut cmd, size) =
-        read_iommufd_arg::<IommuHwptInvalidate>(buf, minsz, "iommu_hwpt_invalidate")?;
+    let (mut cmd, size) = read_cmd::<IommuHwptInvalidate>(buf, minsz, "iommu_hwpt_invalidate")?;
     let ptr = cmd.data_uptr;
     let result = ctx.hwpt_invalidate(&mut cmd, user_bytes(buf, ptr));
     // entry_num goes back whatever the outcome, as Linux responds before returning rc.
-    write_iommufd_arg(buf, size, &cmd)?;
+    write_cmd(buf, size, &cmd)?;
     result
 }

@@ -2,6 +2,9 @@
 //! allocating xarray does), each object's kind and data, and its users — the other objects
 //! and attachments that hold it, which make `IOMMU_DESTROY` answer `EBUSY`.
 //!
+//! Ids are dense (lowest free first), so the table is a vector indexed by `id - 1`, as the
+//! xarray is an array: a lookup is one bounds check, with no search on the ioctl path.
+//!
 //! Behaviour lives with each kind (`ioas.rs`, `hwpt.rs`, `device.rs`, `fault.rs`); this file
 //! holds only the data and the table.
 
@@ -30,6 +33,9 @@ pub(crate) struct Ioas {
     pub(crate) width: u8,
     pub(crate) areas: BTreeMap<u64, Area>,
     pub(crate) allowed: Vec<IommuIovaRange>,
+    /// Table-pool pages of the stage 2 charged to the process's share (all of them: its
+    /// root and every table a map created), given back when the IOAS is destroyed.
+    pub(crate) charged: usize,
 }
 
 /// A paging HWPT: the IOAS's stage 2 under its own domain id.
@@ -50,6 +56,18 @@ pub(crate) struct HwptNested {
     pub(crate) s1: IommuHwptVtdS1,
     pub(crate) pasid_compat: bool,
     pub(crate) fault: Option<u32>,
+    /// Who is attached to it, kept beside the devices' own records (`Device::attached`) so
+    /// that `IOMMU_HWPT_INVALIDATE` finds them without a search.
+    pub(crate) attached: Vec<Target>,
+}
+
+/// A device and PASID (`None`: requests without PASID) attached to a nested HWPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) sid: SourceId,
+    pub(crate) pasid: Option<u32>,
+    /// The device caches translations (ATS): its device TLB is invalidated too.
+    pub(crate) ats: bool,
 }
 
 /// A bound device and where it (or its PASIDs) is attached: PASID (`None` = requests
@@ -87,10 +105,10 @@ pub(crate) struct Entry {
     pub(crate) object: Object,
 }
 
-/// The object table.
+/// The object table: slot `i` holds object `i + 1`.
 #[derive(Default)]
 pub(crate) struct Objects {
-    map: BTreeMap<u32, Entry>,
+    slots: Vec<Option<Entry>>,
 }
 
 /// Looks an object of one kind up by id, or names why not; `errno` is what iommufd answers
@@ -126,23 +144,44 @@ macro_rules! object_of {
 impl Objects {
     /// Adds `object` under the lowest free id (from 1) and returns the id.
     pub(crate) fn insert(&mut self, object: Object) -> u32 {
-        let mut id = 1u32;
-        for &used in self.map.keys() {
-            if used != id {
-                break;
+        let entry = Some(Entry { users: 0, object });
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(free) => {
+                self.slots[free] = entry;
+                free
             }
-            id += 1;
-        }
-        self.map.insert(id, Entry { users: 0, object });
-        id
+            None => {
+                self.slots.push(entry);
+                self.slots.len() - 1
+            }
+        };
+        index as u32 + 1
+    }
+
+    /// The slot of `id`, if the table has one (id 0 never does).
+    fn slot(&self, id: u32) -> Option<&Entry> {
+        let index = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.slots.get(index)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Option<Entry>> {
+        let index = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.slots.get_mut(index)
     }
 
     pub(crate) fn get(&self, id: u32) -> Result<&Entry, IommufdError> {
-        self.map.get(&id).ok_or(IommufdError::NoObject { id })
+        // A match, not `ok_or`: no error value is built (and dropped) on the success path.
+        match self.slot(id) {
+            Some(e) => Ok(e),
+            None => Err(IommufdError::NoObject { id }),
+        }
     }
 
     pub(crate) fn get_mut(&mut self, id: u32) -> Result<&mut Entry, IommufdError> {
-        self.map.get_mut(&id).ok_or(IommufdError::NoObject { id })
+        match self.slot_mut(id).and_then(Option::as_mut) {
+            Some(e) => Ok(e),
+            None => Err(IommufdError::NoObject { id }),
+        }
     }
 
     object_of!(ioas, ioas_mut, Ioas, Ioas, "an IOAS");
@@ -151,7 +190,7 @@ impl Objects {
 
     /// One more user of `id` (which exists: callers hold the table lock since looking it up).
     pub(crate) fn hold(&mut self, id: u32) {
-        if let Some(e) = self.map.get_mut(&id) {
+        if let Ok(e) = self.get_mut(id) {
             e.users += 1;
         } else {
             debug_assert!(false, "hold of a missing object {id}");
@@ -160,13 +199,13 @@ impl Objects {
 
     /// One user fewer of `id`; returns the users left.
     pub(crate) fn unhold(&mut self, id: u32) -> u32 {
-        match self.map.get_mut(&id) {
-            Some(e) => {
+        match self.get_mut(id) {
+            Ok(e) => {
                 debug_assert!(e.users > 0, "unhold of object {id} without users");
                 e.users = e.users.saturating_sub(1);
                 e.users
             }
-            None => {
+            Err(_) => {
                 debug_assert!(false, "unhold of a missing object {id}");
                 0
             }
@@ -187,25 +226,36 @@ impl Objects {
                 users: e.users,
             });
         }
-        Ok(self.map.remove(&id).expect("looked up above").object)
+        Ok(self.remove(id).expect("looked up above"))
     }
 
     /// Takes `id` out whatever holds it (devices on unbind; everything on close).
     pub(crate) fn remove(&mut self, id: u32) -> Option<Object> {
-        self.map.remove(&id).map(|e| e.object)
+        let object = self.slot_mut(id)?.take().map(|e| e.object);
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        object
     }
 
     /// Puts an object taken out with [`Objects::remove`] back under its id, unheld.
     pub(crate) fn put_back(&mut self, id: u32, object: Object) {
-        let old = self.map.insert(id, Entry { users: 0, object });
+        let index = (id as usize).saturating_sub(1);
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        let old = self.slots[index].replace(Entry { users: 0, object });
         debug_assert!(old.is_none(), "object {id} put back over another");
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
-        self.map.iter().map(|(&id, e)| (id, e))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((i as u32 + 1, e.as_ref()?)))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.slots.is_empty()
     }
 }

@@ -16,20 +16,6 @@ fn ctx_with_device(vfio: &vsva_vfio::Vfio, dev: u8) -> (IommufdCtx, u32) {
     (ctx, id)
 }
 
-fn unmap(ctx: &IommufdCtx, ioas: u32, iova: u64, length: u64) -> Result<u64, Errno> {
-    let mut buf = arg(
-        &IommuIoasUnmap {
-            ioas_id: ioas,
-            iova,
-            length,
-            ..Default::default()
-        },
-        0,
-    );
-    call(ctx, IOMMU_IOAS_UNMAP, &mut buf)?;
-    Ok(back::<IommuIoasUnmap>(&buf).length)
-}
-
 fn map(ctx: &IommufdCtx, m: IommuIoasMap) -> Result<u64, Errno> {
     let mut buf = arg(&m, 0);
     call(ctx, IOMMU_IOAS_MAP, &mut buf)?;

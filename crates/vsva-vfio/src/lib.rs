@@ -102,7 +102,7 @@ pub use function::PciFunction;
 pub use iommufd_bridge::IommufdClaim;
 pub use iopf::{FaultSink, PageFaultRecord};
 pub use mdev::Mdev;
-pub use mm::VfioMm;
+pub use mm::{TablePageShare, VfioMm};
 pub use outcome::IoctlOutcome;
 pub use pci::{ConfigWidth, PasidCapability, PciFunctionSpec};
 pub use refusal::{RefusalCounts, RefusalReason, RefusedOp};

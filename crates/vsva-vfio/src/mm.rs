@@ -270,6 +270,85 @@ impl fmt::Debug for VfioMm {
     }
 }
 
+/// A process's share of the IOMMU's table pool, for a front end other than the VFIO
+/// containers (the iommufd IOASes): pages it charges here count in the same total as the
+/// process's containers' stage-2 pages, against the same limit
+/// ([`VfioConfig::table_pages_per_process`](crate::VfioConfig::table_pages_per_process)).
+/// Obtained from [`crate::Vfio::table_page_share`]; the holder uncharges what it charged.
+pub struct TablePageShare {
+    slot: Arc<MmSlot>,
+    limit: usize,
+}
+
+impl TablePageShare {
+    /// The process the share belongs to.
+    pub fn process(&self) -> ProcessToken {
+        self.slot.token
+    }
+
+    /// Table-pool pages the process's stage-2 tables hold now, through containers and every
+    /// other holder of its share.
+    pub fn held(&self) -> usize {
+        self.slot.table_pages()
+    }
+
+    /// The most pages the process may hold before a map is refused.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// `ENOMEM` ([`VfioError::TablePoolShare`]) when the process holds its share already,
+    /// the check a container makes before it maps.
+    pub fn check(&self) -> Result<(), VfioError> {
+        let held = self.held();
+        if held >= self.limit {
+            return Err(self.exceeded(held));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more pages against the process; returns the new total (which may exceed
+    /// the limit: the caller decides whether to undo what created them).
+    pub fn charge(&self, n: usize) -> usize {
+        self.slot.charge_table_pages(n)
+    }
+
+    /// Stops counting `n` pages charged here (their stage 2 was destroyed).
+    pub fn uncharge(&self, n: usize) {
+        self.slot.uncharge_table_pages(n);
+    }
+
+    /// The refusal for a process holding `held` pages.
+    pub fn exceeded(&self, held: usize) -> VfioError {
+        VfioError::TablePoolShare {
+            process: self.slot.token,
+            held,
+            limit: self.limit,
+        }
+    }
+}
+
+impl fmt::Debug for TablePageShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TablePageShare")
+            .field("process", &self.slot.token)
+            .field("held", &self.held())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl crate::Vfio {
+    /// The table-pool share of `process` (the one its containers charge), for a front end
+    /// that makes stage-2 tables of its own. It keeps the process's count alive while held.
+    pub fn table_page_share(&self, process: ProcessToken) -> TablePageShare {
+        TablePageShare {
+            slot: self.inner.mms.slot(process),
+            limit: self.inner.config.table_pages_per_process,
+        }
+    }
+}
+
 /// The slots of every process, by token (the series' `vfio_mm_list`).
 ///
 /// Lock order: this map's lock is taken on its own, or when a slot's last reference goes

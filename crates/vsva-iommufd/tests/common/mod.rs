@@ -25,13 +25,18 @@ pub const POOL: u64 = 48 * MB;
 pub const PASID_CTRL: u32 = 0x106;
 
 pub fn host() -> Vfio {
+    host_with(VfioConfig::default())
+}
+
+/// The host of [`host`] with the VFIO layer configured by `config`.
+pub fn host_with(config: VfioConfig) -> Vfio {
     let mem = HostMemory::anonymous(&[(0, HOST_SIZE as usize)]).unwrap();
     let cfg = IommuConfig {
         iotlb_entries: 1024,
         ..IommuConfig::default()
     };
     let iommu = Arc::new(Iommu::new(cfg, mem, POOL, HOST_SIZE - POOL).unwrap());
-    Vfio::new(iommu, VfioConfig::default()).unwrap()
+    Vfio::new(iommu, config).unwrap()
 }
 
 pub fn process(n: u32) -> ProcessToken {
@@ -71,6 +76,21 @@ pub fn arg<T: IntoBytes + Immutable>(v: &T, extra: usize) -> Vec<u8> {
 /// Reads a `T` back from the start of `buf`.
 pub fn back<T: FromBytes>(buf: &[u8]) -> T {
     T::read_from_prefix(buf).unwrap().0
+}
+
+/// `IOMMU_IOAS_UNMAP` of `[iova, iova + length)`; returns the bytes unmapped.
+pub fn unmap(ctx: &IommufdCtx, ioas: u32, iova: u64, length: u64) -> Result<u64, Errno> {
+    let mut buf = arg(
+        &IommuIoasUnmap {
+            ioas_id: ioas,
+            iova,
+            length,
+            ..Default::default()
+        },
+        0,
+    );
+    call(ctx, IOMMU_IOAS_UNMAP, &mut buf)?;
+    Ok(back::<IommuIoasUnmap>(&buf).length)
 }
 
 pub fn ioas_alloc(ctx: &IommufdCtx) -> u32 {
