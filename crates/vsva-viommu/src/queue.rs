@@ -79,17 +79,11 @@ impl Unit {
             return self.queue_error(iqei::WIDTH);
         }
         while head != tail {
-            let mut bytes = [0u8; 32];
-            if self
-                .mem
-                .read(base + head, &mut bytes[..step as usize])
-                .is_err()
-            {
-                return self.queue_error(iqei::FETCH);
-            }
+            // Fetched as qwords straight into the decoder's input: no byte buffer, no copy.
             let mut q = [0u64; 4];
-            for (i, w) in q.iter_mut().enumerate() {
-                *w = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+            let words = if wide { 4 } else { 2 };
+            if self.mem.read_qwords(base + head, &mut q[..words]).is_err() {
+                return self.queue_error(iqei::FETCH);
             }
             match decode(q, wide) {
                 Ok(d) => self.execute(d),
@@ -109,7 +103,10 @@ impl Unit {
         match d {
             // A context entry may point at another PASID directory: every PASID is re-read
             // (in scalable mode domain ids live in PASID entries, not context entries).
-            Descriptor::ContextCache(_) => self.sync(SyncScope::All),
+            Descriptor::ContextCache(_) => {
+                self.drop_contexts();
+                self.sync(SyncScope::All);
+            }
             Descriptor::Iotlb { .. } => self.host_invalidate(CacheSet::IOTLB, Granularity::Domain),
             // Requests without PASID use the host's stage 2 only; the host keeps device TLBs
             // of it coherent itself.
