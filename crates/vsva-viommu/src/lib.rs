@@ -57,7 +57,9 @@ mod unit;
 pub mod vcmd;
 mod viommu;
 
-pub use backend::{Backend, BackendError, HostFault, LocalBackend, RemoteBackend};
+pub use backend::{
+    Backend, BackendError, HostFault, LocalBackend, RemoteBackend, RemotePageRequests,
+};
 pub use caps::{GuestDevice, HostCaps, ViommuConfig};
 pub use interrupt::{InterruptSink, MsiMessage};
 pub use memory::{GuestMemory, GuestMemoryError, HostWindow};

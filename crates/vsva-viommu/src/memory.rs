@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use vsva_iommu::memory::EntryMemory;
+use vsva_iommu::memory::{store_entry, EntryMemory};
 use vsva_iommu::Iommu;
 
 /// A guest-physical address the VMM could not read or write.
@@ -121,7 +121,7 @@ impl GuestMemory for HostWindow {
         let len = 8 * out.len();
         let h = self.host(gpa, len)?;
         let err = GuestMemoryError { gpa, len };
-        if h % 8 != 0 {
+        if !h.is_multiple_of(8) {
             let mut b = [0u8; 8];
             for (i, w) in out.iter_mut().enumerate() {
                 self.iommu
@@ -139,8 +139,24 @@ impl GuestMemory for HostWindow {
         Ok(())
     }
 
+    /// Aligned whole-qword writes (a page request descriptor, a guest's own table entry) are
+    /// stores into one snapshot, as reads are.
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
         let h = self.host(gpa, buf.len())?;
+        if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
+            let snapshot = self.iommu.memory().snapshot();
+            for (i, chunk) in buf.chunks_exact(8).enumerate() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                if !store_entry(&snapshot, h + 8 * i as u64, u64::from_le_bytes(w)) {
+                    return Err(GuestMemoryError {
+                        gpa,
+                        len: buf.len(),
+                    });
+                }
+            }
+            return Ok(());
+        }
         self.iommu
             .memory()
             .write(h, buf)
