@@ -14,7 +14,8 @@
 //!   raise the completion interrupt; bad descriptors stop the queue with IQE.
 //! * **Back to the guest**: host faults on the guest's devices land in the fault recording
 //!   registers ([`Viommu::poll`]), page requests in the page request queue (from a
-//!   [`PageRequestSource`]), interrupts through an [`InterruptSink`].
+//!   [`PageRequestSource`]: [`IommuPageRequests`] in process, [`RemotePageRequests`] from the
+//!   daemon's events), interrupts through an [`InterruptSink`].
 //! * **Back ends** ([`Backend`]): [`LocalBackend`] over a `vsva-vfio` container in process,
 //!   [`RemoteBackend`] over `vsvad` through `vsva-client`.
 //!
