@@ -208,11 +208,13 @@ fn a_changed_context_entry_counts_after_the_context_cache_invalidation() {
         m.viommu.bound_pasids().is_empty(),
         "the new directory has no entry for the PASID: unbound"
     );
-    // And back: the old directory after another context-cache invalidation binds again.
+    // And back: the old directory after a register-based (CCMD, global) context-cache
+    // invalidation binds again.
     m.ram
         .write(ce, &(g.dir | 1 << 3 | 1).to_le_bytes())
         .unwrap();
-    g.submit(&[[1 | 1 << 4, 0, 0, 0], [7 | 3 << 4, 0, 0, 0]]);
+    m.viommu.write(CCMD, 8, 1 << 63 | 1 << 61);
+    g.submit(&[[7 | 3 << 4, 0, 0, 0]]);
     g.wait(8);
     assert_eq!(m.viommu.bound_pasids(), vec![pasid]);
 }

@@ -131,3 +131,40 @@ impl PageRequestSource for RemotePageRequests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(flags: u32, perm: u32) -> vsva_proto::PageRequest {
+        vsva_proto::PageRequest {
+            flags,
+            dev_id: 0x0100,
+            pasid: 7,
+            grpid: 0x1ff,
+            perm,
+            addr: 0x7f00_0020_0000,
+            length: 4096,
+            cookie: 42,
+        }
+    }
+
+    #[test]
+    fn an_event_becomes_the_request_the_device_raised() {
+        let (req, cookie) = page_request(&event(
+            PGFAULT_PASID_VALID | PGFAULT_LAST_PAGE,
+            PERM_WRITE | PERM_EXEC | PERM_PRIV,
+        ))
+        .unwrap();
+        assert_eq!(cookie, 42);
+        assert_eq!(req.source_id, SourceId(0x0100));
+        assert_eq!((req.pasid, req.group, req.last), (Some(7), 0x1ff, true));
+        assert!(req.access.write && req.access.execute && req.access.privileged);
+        let (req, _) = page_request(&event(0, 0)).unwrap();
+        assert_eq!((req.pasid, req.last), (None, false), "no PASID, not last");
+        assert_eq!(req.access, Access::default(), "a read");
+        let mut wide = event(0, 0);
+        wide.dev_id = 0x1_0000;
+        assert!(page_request(&wide).is_none(), "no such requester id");
+    }
+}
