@@ -4,12 +4,9 @@
 //! `vsva-client` memfd (remote).
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion, MemoryRegionAddress,
-};
+use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion, MemoryRegionAddress};
 
 use vsva_iommu::memory::{store_entry, EntryMemory};
 use vsva_iommu::Iommu;
@@ -141,13 +138,13 @@ impl GuestMemory for HostWindow {
         // One region lookup for the whole run of qwords when it lies in one region (a
         // descriptor, a PASID entry always does), a lookup per qword otherwise.
         if let Some(region) = snapshot.find_region(GuestAddress(h)) {
-            let off = h - region.start_addr().0;
-            if off + len as u64 <= region.len() {
-                for (i, w) in out.iter_mut().enumerate() {
-                    let at = MemoryRegionAddress(off + 8 * i as u64);
-                    *w = region.load(at, Ordering::Acquire).map_err(|_| err)?;
+            let off = MemoryRegionAddress(h - region.start_addr().0);
+            if let Ok(slice) = region.get_slice(off, len) {
+                // One bounds check for the run; vm-memory copies aligned data with volatile
+                // qword-sized accesses.
+                if slice.copy_to(out) == out.len() {
+                    return Ok(());
                 }
-                return Ok(());
             }
         }
         for (i, w) in out.iter_mut().enumerate() {
