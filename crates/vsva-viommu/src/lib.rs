@@ -14,7 +14,8 @@
 //!   raise the completion interrupt; bad descriptors stop the queue with IQE.
 //! * **Back to the guest**: host faults on the guest's devices land in the fault recording
 //!   registers ([`Viommu::poll`]), page requests in the page request queue (from a
-//!   [`PageRequestSource`]), interrupts through an [`InterruptSink`].
+//!   [`PageRequestSource`]: [`IommuPageRequests`] in process, [`RemotePageRequests`] from the
+//!   daemon's events), interrupts through an [`InterruptSink`].
 //! * **Back ends** ([`Backend`]): [`LocalBackend`] over a `vsva-vfio` container in process,
 //!   [`RemoteBackend`] over `vsvad` through `vsva-client`.
 //!
@@ -57,7 +58,9 @@ mod unit;
 pub mod vcmd;
 mod viommu;
 
-pub use backend::{Backend, BackendError, HostFault, LocalBackend, RemoteBackend};
+pub use backend::{
+    Backend, BackendError, HostFault, LocalBackend, RemoteBackend, RemotePageRequests,
+};
 pub use caps::{GuestDevice, HostCaps, ViommuConfig};
 pub use interrupt::{InterruptSink, MsiMessage};
 pub use memory::{GuestMemory, GuestMemoryError, HostWindow};

@@ -6,6 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion, MemoryRegionAddress};
+
+use vsva_iommu::memory::{store_entry, EntryMemory};
 use vsva_iommu::Iommu;
 
 /// A guest-physical address the VMM could not read or write.
@@ -44,6 +47,21 @@ pub trait GuestMemory: Send + Sync {
         let mut b = [0u8; 8];
         self.read(gpa, &mut b)?;
         Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads `out.len()` consecutive little-endian u64s at `gpa` (a queue descriptor, an
+    /// entry of the guest's tables).
+    ///
+    /// # Errors
+    ///
+    /// As [`GuestMemory::read`]; `out` may be partly filled.
+    fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
+        let mut b = [0u8; 8];
+        for (i, w) in out.iter_mut().enumerate() {
+            self.read(gpa + 8 * i as u64, &mut b)?;
+            *w = u64::from_le_bytes(b);
+        }
+        Ok(())
     }
 }
 
@@ -93,8 +111,66 @@ impl GuestMemory for HostWindow {
             })
     }
 
+    /// Aligned reads are single loads from one snapshot of the host memory map (the byte
+    /// path copies through vm-memory's slice iterator, several times the cost for 8 bytes).
+    fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
+        let mut w = [0u64; 1];
+        self.read_qwords(gpa, &mut w)?;
+        Ok(w[0])
+    }
+
+    fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
+        let len = 8 * out.len();
+        let h = self.host(gpa, len)?;
+        let err = GuestMemoryError { gpa, len };
+        if !h.is_multiple_of(8) {
+            let mut b = [0u8; 8];
+            for (i, w) in out.iter_mut().enumerate() {
+                self.iommu
+                    .memory()
+                    .read(h + 8 * i as u64, &mut b)
+                    .map_err(|_| err)?;
+                *w = u64::from_le_bytes(b);
+            }
+            return Ok(());
+        }
+        let snapshot = self.iommu.memory().snapshot();
+        // One region lookup for the whole run of qwords when it lies in one region (a
+        // descriptor, a PASID entry always does), a lookup per qword otherwise.
+        if let Some(region) = snapshot.find_region(GuestAddress(h)) {
+            let off = MemoryRegionAddress(h - region.start_addr().0);
+            if let Ok(slice) = region.get_slice(off, len) {
+                // One bounds check for the run; vm-memory copies aligned data with volatile
+                // qword-sized accesses.
+                if slice.copy_to(out) == out.len() {
+                    return Ok(());
+                }
+            }
+        }
+        for (i, w) in out.iter_mut().enumerate() {
+            *w = snapshot.load_entry(h + 8 * i as u64).ok_or(err)?;
+        }
+        Ok(())
+    }
+
+    /// Aligned whole-qword writes (a page request descriptor, a guest's own table entry) are
+    /// stores into one snapshot, as reads are.
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
         let h = self.host(gpa, buf.len())?;
+        if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
+            let snapshot = self.iommu.memory().snapshot();
+            for (i, chunk) in buf.chunks_exact(8).enumerate() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                if !store_entry(&snapshot, h + 8 * i as u64, u64::from_le_bytes(w)) {
+                    return Err(GuestMemoryError {
+                        gpa,
+                        len: buf.len(),
+                    });
+                }
+            }
+            return Ok(());
+        }
         self.iommu
             .memory()
             .write(h, buf)

@@ -88,12 +88,14 @@ impl Unit {
         match asked {
             GCMD_SRTP => {
                 self.root = Some(self.regs.get(RTADDR));
+                self.drop_contexts();
                 sts |= GCMD_SRTP;
                 self.regs.set32(GSTS, sts);
                 self.sync(SyncScope::All);
             }
             GCMD_TE => {
                 sts ^= GCMD_TE;
+                self.drop_contexts();
                 self.regs.set32(GSTS, sts);
                 self.sync(SyncScope::All);
             }
@@ -118,6 +120,7 @@ impl Unit {
         if v & CCMD_ICC == 0 {
             return;
         }
+        self.drop_contexts();
         self.sync(SyncScope::All);
         let cirg = v >> CCMD_CIRG_SHIFT & 3;
         let v = (v & !CCMD_ICC & !(3 << CCMD_CAIG_SHIFT)) | cirg << CCMD_CAIG_SHIFT;

@@ -20,18 +20,25 @@ use crate::regs::{
 use crate::shadow::SyncScope;
 use crate::unit::Unit;
 
-/// IQERCD.IQEI codes (VT-d specification, Invalidation Queue Error Record Register).
+/// IQERCD.IQEI codes (bits 3:0 of the Invalidation Queue Error Record Register, offset 0xB0,
+/// in the VT-d specification's register chapter; checked against Intel's published register
+/// reference of IQERCD_REG, which lists 0 "info not available" and 1-5 as below). The other
+/// fields of the register are ITESID (47:32) and ICESID (63:48), valid only with FSTS.ITE /
+/// FSTS.ICE, which the model never sets: the host's invalidations are synchronous, so no
+/// device-TLB invalidation can time out or complete wrongly.
 pub(crate) mod iqei {
-    /// IQT bit 4 set with 256-bit descriptors, or a tail beyond the queue.
+    /// 1, "hardware detected an invalid Tail Pointer": IQT bit 4 set with 256-bit descriptors
+    /// (bit 4 is reserved then, as IQH describes it), or a tail beyond the queue.
     pub(crate) const INVALID_TAIL: u64 = 1;
-    /// Fetching the descriptor failed.
+    /// 2, "hardware attempt to fetch descriptor resulted in error".
     pub(crate) const FETCH: u64 = 2;
-    /// Invalid descriptor type.
+    /// 3, "hardware detected an invalid descriptor type".
     pub(crate) const INVALID_TYPE: u64 = 3;
-    /// Reserved field violation in a valid descriptor.
+    /// 4, "hardware detected a reserved field violation for a valid descriptor type".
     pub(crate) const RESERVED: u64 = 4;
-    /// Descriptor width not valid for the translation mode: 128-bit descriptors while the
-    /// root table is in scalable mode.
+    /// 5, "hardware detected an invalid descriptor width programmed in the Invalidation
+    /// Queue Address register": 128-bit descriptors (IQA.DW clear) while the root table is
+    /// in scalable mode, where only 256-bit descriptors are valid (VT-d 6.5.2).
     pub(crate) const WIDTH: u64 = 5;
 }
 
@@ -79,17 +86,11 @@ impl Unit {
             return self.queue_error(iqei::WIDTH);
         }
         while head != tail {
-            let mut bytes = [0u8; 32];
-            if self
-                .mem
-                .read(base + head, &mut bytes[..step as usize])
-                .is_err()
-            {
-                return self.queue_error(iqei::FETCH);
-            }
+            // Fetched as qwords straight into the decoder's input: no byte buffer, no copy.
             let mut q = [0u64; 4];
-            for (i, w) in q.iter_mut().enumerate() {
-                *w = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+            let words = if wide { 4 } else { 2 };
+            if self.mem.read_qwords(base + head, &mut q[..words]).is_err() {
+                return self.queue_error(iqei::FETCH);
             }
             match decode(q, wide) {
                 Ok(d) => self.execute(d),
@@ -109,7 +110,10 @@ impl Unit {
         match d {
             // A context entry may point at another PASID directory: every PASID is re-read
             // (in scalable mode domain ids live in PASID entries, not context entries).
-            Descriptor::ContextCache(_) => self.sync(SyncScope::All),
+            Descriptor::ContextCache(_) => {
+                self.drop_contexts();
+                self.sync(SyncScope::All);
+            }
             Descriptor::Iotlb { .. } => self.host_invalidate(CacheSet::IOTLB, Granularity::Domain),
             // Requests without PASID use the host's stage 2 only; the host keeps device TLBs
             // of it coherent itself.

@@ -223,6 +223,23 @@ const SPECS: &[Spec] = &[
     reg(VCCAP, 8, 0, 0),
 ];
 
+/// For each dword of the page, 1 + the index in [`SPECS`] of the register covering it (0 for
+/// none): the register of an access is one table load, not a search, on every MMIO access.
+const SPEC_OF_DWORD: [u8; (MMIO_SIZE / 4) as usize] = {
+    let mut t = [0u8; (MMIO_SIZE / 4) as usize];
+    let mut i = 0;
+    while i < SPECS.len() {
+        let s = SPECS[i];
+        let mut d = s.offset / 4;
+        while d < (s.offset + s.width as u64) / 4 {
+            t[d as usize] = (i + 1) as u8;
+            d += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// The register the access touched, for the device's side effects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Touched {
@@ -249,11 +266,12 @@ impl RegisterFile {
     }
 
     fn spec(&self, offset: u64) -> Option<Spec> {
-        if let Some(s) = SPECS
-            .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + u64::from(s.width))
-        {
-            return Some(*s);
+        let slot = SPEC_OF_DWORD
+            .get((offset / 4) as usize)
+            .copied()
+            .unwrap_or(0);
+        if slot != 0 {
+            return Some(SPECS[usize::from(slot) - 1]);
         }
         let end = FRCD_BASE + 16 * self.fault_records as u64;
         if (FRCD_BASE..end).contains(&offset) {

@@ -6,12 +6,13 @@
 //! an unbind and a bind.
 
 use tracing::warn;
+use vsva_iommu::context::ContextEntry;
 use vsva_iommu::{PasidEntry, Pgtt};
 use vsva_uapi::iommu::VtdBindFlags;
 use vsva_uapi::{AddrWidth, BindRequest};
 
 use crate::regs::{ADDR_MASK, GCMD_TE, GSTS, RTADDR_TTM_SCALABLE, RTADDR_TTM_SHIFT};
-use crate::tables::guest_pasid_entry;
+use crate::tables::{guest_context, guest_pasid_entry};
 use crate::unit::{Shadowed, Unit};
 
 /// Which PASIDs a synchronisation looks at.
@@ -63,12 +64,24 @@ impl Unit {
         (rt >> RTADDR_TTM_SHIFT & 3 == RTADDR_TTM_SCALABLE).then_some(rt & ADDR_MASK)
     }
 
+    /// The guest's context entry of device `i` (in `cfg.devices`), from the context cache
+    /// or read under `root` and cached.
+    fn context(&mut self, i: usize, root: u64) -> Option<ContextEntry> {
+        if let Some(c) = self.contexts[i] {
+            return Some(c);
+        }
+        let c = guest_context(&*self.mem, &self.guest_cfg, root, self.cfg.devices[i].guest)?;
+        self.contexts[i] = Some(c);
+        Some(c)
+    }
+
     /// What the guest's tables ask the host to bind for `pasid`: the first of the guest's
     /// devices with a valid first-level entry for it.
-    fn wanted(&self, pasid: u32) -> Option<Shadowed> {
+    fn wanted(&mut self, pasid: u32) -> Option<Shadowed> {
         let root = self.active_root()?;
-        self.cfg.devices.iter().find_map(|d| {
-            let e = guest_pasid_entry(&*self.mem, &self.guest_cfg, root, d.guest, pasid)?;
+        (0..self.cfg.devices.len()).find_map(|i| {
+            let ctx = self.context(i, root)?;
+            let e = guest_pasid_entry(&*self.mem, &self.guest_cfg, &ctx, pasid)?;
             (e.pgtt == Pgtt::FirstLevel).then(|| Shadowed {
                 bind: bind_for(pasid, &e),
                 did: e.did,
@@ -79,7 +92,9 @@ impl Unit {
     /// Brings the host's binds in line with the guest's tables for `scope`.
     pub(crate) fn sync(&mut self, scope: SyncScope) {
         let (pasids, did): (Vec<u32>, Option<u16>) = match scope {
-            SyncScope::Pasid(p) => (vec![p], None),
+            // The common case (a PASID-selective flush after the guest wrote one entry)
+            // allocates nothing.
+            SyncScope::Pasid(p) => return self.sync_pasid(p, None),
             SyncScope::All | SyncScope::Domain(_) => {
                 let mut v: Vec<u32> = self.allocated.iter().copied().collect();
                 v.extend(self.shadow.keys().filter(|p| !self.allocated.contains(p)));

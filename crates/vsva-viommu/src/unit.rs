@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use vsva_iommu::context::ContextEntry;
 use vsva_iommu::{IommuConfig, SourceId};
 use vsva_uapi::BindRequest;
 
@@ -64,6 +65,14 @@ pub(crate) struct Unit {
     pub(crate) page_requests: Option<Box<dyn PageRequestSource>>,
     /// RTADDR as the last SRTP latched it.
     pub(crate) root: Option<u64>,
+    /// The guest's context entry of each of its devices (`cfg.devices` order), once read:
+    /// the context cache. Only present, valid entries are kept (with CAP.CM clear hardware
+    /// caches no not-present entry, so software makes an entry present without invalidating);
+    /// dropped on SRTP, on a context-cache invalidation (register or descriptor) and when
+    /// translation is switched, which the specification requires software to issue after it
+    /// changes a present root or context entry (VT-d 6.5.3.3, "Guidance to Software for
+    /// Invalidations").
+    pub(crate) contexts: Vec<Option<ContextEntry>>,
     /// PASIDs the guest holds through VCMD (guest PASID = host PASID).
     pub(crate) allocated: BTreeSet<u32>,
     /// PASIDs bound on the host for the guest.
@@ -94,6 +103,7 @@ impl Unit {
         regs.set(CAP, id.cap);
         regs.set(ECAP, id.ecap);
         regs.set(VCCAP, id.vccap);
+        let contexts = vec![None; cfg.devices.len()];
         Ok(Unit {
             regs,
             guest_cfg: guest_config(&id),
@@ -103,6 +113,7 @@ impl Unit {
             mem,
             page_requests: None,
             root: None,
+            contexts,
             allocated: BTreeSet::new(),
             shadow: BTreeMap::new(),
             next_fault_record: 0,
@@ -127,6 +138,11 @@ impl Unit {
             .iter()
             .find(|d| d.guest == guest)
             .map(|d| d.host)
+    }
+
+    /// Drops the context cache (see `contexts`).
+    pub(crate) fn drop_contexts(&mut self) {
+        self.contexts.iter_mut().for_each(|c| *c = None);
     }
 
     /// Queues an interrupt for delivery after the lock is released.

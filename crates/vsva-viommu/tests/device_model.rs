@@ -185,6 +185,41 @@ fn changed_entries_rebind_and_foreign_ones_are_not_bound() {
 }
 
 #[test]
+fn a_changed_context_entry_counts_after_the_context_cache_invalidation() {
+    let m = booted();
+    let mut g = driver(&m);
+    let pasid = g.vcmd_alloc().unwrap();
+    let pgd = g.map_page(GVA, DATA_GPA);
+    g.sva_bind(pasid, pgd, 3);
+    // The driver moves the device to an empty PASID directory (`domain_context_clear_one`
+    // then a new mapping): context-cache invalidation, then the PASID cache, then a wait.
+    let ctx = m
+        .ram
+        .read_u64(g.root + u64::from(GUEST_SID.bus()) * 16)
+        .unwrap()
+        & !0xfff;
+    let ce = ctx + u64::from(GUEST_SID.devfn() & 0x7f) * 32;
+    let dir = g.page();
+    m.ram.write(ce, &(dir | 1 << 3 | 1).to_le_bytes()).unwrap();
+    let device = u64::from(GUEST_SID.0) << 32 | 3 << 4;
+    g.submit(&[[1 | device, 0, 0, 0], [7 | 3 << 4, 0, 0, 0]]);
+    g.wait(7);
+    assert!(
+        m.viommu.bound_pasids().is_empty(),
+        "the new directory has no entry for the PASID: unbound"
+    );
+    // And back: the old directory after a register-based (CCMD, global) context-cache
+    // invalidation binds again.
+    m.ram
+        .write(ce, &(g.dir | 1 << 3 | 1).to_le_bytes())
+        .unwrap();
+    m.viommu.write(CCMD, 8, 1 << 63 | 1 << 61);
+    g.submit(&[[7 | 3 << 4, 0, 0, 0]]);
+    g.wait(8);
+    assert_eq!(m.viommu.bound_pasids(), vec![pasid]);
+}
+
+#[test]
 fn pasid_invalidations_reach_the_host_only_for_bound_pasids() {
     let m = booted();
     let mut g = driver(&m);

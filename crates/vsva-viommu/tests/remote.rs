@@ -1,14 +1,20 @@
 //! The guest-driver scenario through the remote back end: a private `vsvad`, a nesting
-//! container on a daemon connection, guest RAM shared by memfd.
+//! container on a daemon connection, guest RAM shared by memfd; and a page request from a
+//! device process (this test binary re-run as `device_helper`) through the daemon's events
+//! into the guest's page request queue, answered by the guest's page group response.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use common::{irq_log, scenario, Device, Parts, GUEST_RAM, GUEST_SID};
-use vsva_client::{Client, GuestMemory, MachineConfig, Options, PrivateDaemon};
+use common::{irq_log, scenario, Device, GuestDriver, Parts, DATA_GPA, GUEST_RAM, GUEST_SID, GVA};
+use vsva_client::{
+    Client, DeviceHandle, DeviceOptions, GuestMemory, MachineConfig, Options, PrivateDaemon,
+};
 use vsva_iommu::SourceId;
 use vsva_viommu::{GuestDevice, RemoteBackend, Viommu, ViommuConfig};
 
@@ -85,4 +91,136 @@ fn guest_driver_scenario_through_the_daemon() {
         dev: &mut device,
         irqs: &log,
     });
+}
+
+/// The host requester id of the ATS + PRI device of [`PRI_MACHINE`].
+const PRI_SID: u16 = 0x0100;
+const PRI_MACHINE: &str = "[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n";
+/// The page the guest has not mapped when the device writes it, and where it maps it.
+const FAULT_GVA: u64 = GVA + 0x20_0000;
+const FAULT_GPA: u64 = DATA_GPA + 0x1_0000;
+const MESSAGE: &[u8] = b"after a guest page request";
+
+#[test]
+fn a_page_request_reaches_the_guest_and_its_response_the_device() {
+    let daemon = PrivateDaemon::start_with(&vsvad(), Some(PRI_MACHINE), &[]).unwrap();
+    let mut client = Client::connect(Options::new(daemon.socket(), "viommu-vmm")).unwrap();
+    let c = client.nesting_container(1).unwrap();
+    let ram = Arc::new(GuestMemory::new(0, GUEST_RAM).unwrap());
+    client.attach_guest_memory(c, &ram).unwrap();
+    client.enable_pasid(PRI_SID).unwrap();
+    client.enable_ats(PRI_SID).unwrap();
+    client.enable_pri(PRI_SID, 32).unwrap();
+    let token = client.grant_device(PRI_SID).unwrap();
+    let (_log, sink) = irq_log();
+    let config = ViommuConfig {
+        devices: vec![GuestDevice {
+            guest: GUEST_SID,
+            host: SourceId(PRI_SID),
+        }],
+        page_requests: true,
+        ..ViommuConfig::default()
+    };
+    let mut backend = RemoteBackend::new(client, c).unwrap();
+    let source = backend.page_requests().unwrap();
+    let viommu = Viommu::new(config, Box::new(backend), ram.clone(), sink).unwrap();
+    viommu.set_page_request_source(Box::new(source));
+
+    // The guest binds a PASID whose table maps GVA only, and sets up its page request queue.
+    let mut g = GuestDriver::new(&viommu, &*ram);
+    g.init(GUEST_SID);
+    g.enable_prq();
+    let pasid = g.vcmd_alloc().unwrap();
+    let pgd = g.map_page(GVA, DATA_GPA);
+    g.sva_bind(pasid, pgd, 3);
+
+    // The device (another process: the events channel is one per process) writes to a page
+    // the guest has not mapped; its page request reaches the VMM as an event.
+    let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "device_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "VSVA_VIOMMU_DEVICE",
+            format!("{}|{hex}|{pasid}", daemon.socket().display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Generous bound for a loaded machine: the VMM polls as it would on its timer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let req = loop {
+        viommu.poll().unwrap();
+        if let Some(d) = g.next_page_request() {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page request reached the guest"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(req[0] & 0xf, 1, "page request descriptor");
+    assert_eq!(
+        req[0] >> 16 & 0xffff,
+        u64::from(GUEST_SID.0),
+        "guest requester id"
+    );
+    assert_eq!(req[0] >> 32 & 0xf_ffff, u64::from(pasid));
+    assert_eq!(req[1] & !0xfff, FAULT_GVA);
+    assert_ne!(req[1] >> 1 & 1, 0, "a write");
+
+    // The guest maps the page, invalidates it, and answers SUCCESS.
+    g.map_into(pgd, FAULT_GVA, FAULT_GPA);
+    let p = u64::from(pasid) << 32 | 3 << 16;
+    g.submit(&[[6 | 3 << 4 | p, FAULT_GVA | 1 << 6, 0, 0]]);
+    g.page_group_response(&req, 0);
+
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    // libtest prints the test's name on the same line.
+    while !line.contains("WROTE ") {
+        line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert_ne!(n, 0, "the device exited; it said:\n{seen}");
+        seen.push_str(&line);
+    }
+    assert_eq!(line.split("WROTE ").nth(1).map(str::trim), Some("ok"));
+    assert!(child.wait().unwrap().success());
+    let mut got = vec![0u8; MESSAGE.len()];
+    ram.read(FAULT_GPA, &mut got).unwrap();
+    assert_eq!(
+        got, MESSAGE,
+        "the retried DMA landed in the page the guest mapped"
+    );
+}
+
+/// The device process of the page-request test: opens its grant, writes at `FAULT_GVA`
+/// (raising a page request and waiting for its response), prints the outcome.
+#[test]
+fn device_helper() {
+    let Ok(spec) = std::env::var("VSVA_VIOMMU_DEVICE") else {
+        return;
+    };
+    let mut parts = spec.split('|');
+    let socket = parts.next().unwrap();
+    let hex = parts.next().unwrap();
+    let pasid: u32 = parts.next().unwrap().parse().unwrap();
+    let mut token = [0u8; 16];
+    for (i, b) in token.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let options = Options::new(socket, "viommu-device");
+    let r = DeviceHandle::open(options, token, DeviceOptions::default())
+        .and_then(|mut d| d.dma_write(Some(pasid), FAULT_GVA, MESSAGE));
+    match r {
+        Ok(()) => println!("WROTE ok"),
+        Err(e) => println!("WROTE {e}"),
+    }
 }

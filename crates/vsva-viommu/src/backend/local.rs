@@ -1,5 +1,12 @@
 //! The in-process back end: the VMM links `vsva-vfio` and owns the nesting container of its
 //! guest's devices.
+//!
+//! Every host operation is one of the container's typed methods (`bind`, `unbind`,
+//! `invalidate`, `alloc_pasid`, `free_pasids`, `nesting_info`), never `Container::ioctl`: the
+//! uAPI byte path is `vsva-vfio`'s front door for callers whose arguments still have to be
+//! decoded and checked (argsz, flags, padding), while the device model has decoded the
+//! guest's programming into typed values already; going through bytes would only encode them
+//! to decode them again.
 
 use std::sync::Arc;
 

@@ -1,13 +1,16 @@
 //! The host side of the virtual IOMMU: one trait ([`Backend`]) for the operations a guest's
 //! IOMMU programming turns into (PASID_REQUEST, NESTING_OP bind / unbind / CACHE_INVLD, the
 //! host's fault records), with two implementations: [`LocalBackend`] over a `vsva-vfio`
-//! container in this process, and [`RemoteBackend`] over a `vsvad` connection.
+//! container in this process, and [`RemoteBackend`] over a `vsvad` connection (with
+//! [`RemotePageRequests`], its page requests from the daemon's events).
 
 mod local;
 mod remote;
+mod remote_pages;
 
 pub use local::LocalBackend;
 pub use remote::RemoteBackend;
+pub use remote_pages::RemotePageRequests;
 
 use vsva_iommu::SourceId;
 use vsva_uapi::{BindRequest, CacheInvalidateRequest, Errno};

@@ -6,7 +6,7 @@ use vsva_iommu::SourceId;
 use vsva_proto::FaultRecord;
 use vsva_uapi::{BindRequest, CacheInvalidateRequest};
 
-use super::{Backend, BackendError, HostFault};
+use super::{Backend, BackendError, HostFault, RemotePageRequests};
 use crate::caps::HostCaps;
 
 /// How many fault records one poll asks the daemon for.
@@ -47,6 +47,20 @@ impl RemoteBackend {
     /// The container handle.
     pub fn container(&self) -> ContainerHandle {
         self.container
+    }
+
+    /// The page-request source of this process: opens its events channel (on which the
+    /// daemon sends the page requests of the PASIDs this process bound) and a second
+    /// connection for the responses. Install it with `Viommu::set_page_request_source`.
+    ///
+    /// # Errors
+    ///
+    /// The daemon refused the channel (`EBUSY`: this process already has one) or the
+    /// connection; nothing stays open then.
+    pub fn page_requests(&mut self) -> Result<RemotePageRequests, BackendError> {
+        let events = self.client.open_events()?;
+        let responses = Client::connect(self.client.options().clone())?;
+        RemotePageRequests::new(events, responses)
     }
 }
 

@@ -279,15 +279,69 @@ impl<'a> GuestDriver<'a> {
     /// A 4-level first-level table mapping `gva` to `gpa` (user, writable).
     pub fn map_page(&mut self, gva: u64, gpa: u64) -> u64 {
         let root = self.page();
+        self.map_into(root, gva, gpa);
+        root
+    }
+
+    /// Maps `gva` to `gpa` (user, writable) in the first-level table at `root`, adding the
+    /// tables that are missing.
+    pub fn map_into(&mut self, root: u64, gva: u64, gpa: u64) {
         let mut table = root;
         for shift in [39u32, 30, 21] {
             let e = table + (gva >> shift & 0x1ff) * 8;
-            let next = self.page();
-            self.w64(e, next | 7);
+            let mut next = self.ram.read_u64(e).unwrap() & 0x000f_ffff_ffff_f000;
+            if next == 0 {
+                next = self.page();
+                self.w64(e, next | 7);
+            }
             table = next;
         }
         self.w64(table + (gva >> 12 & 0x1ff) * 8, gpa | 7);
-        root
+    }
+
+    /// The page request queue and its event (`intel_svm_enable_prq`): one page, PQH = PQT = 0.
+    pub fn enable_prq(&mut self) {
+        let prq = self.page();
+        self.mmio.write(PQH, 8, 0);
+        self.mmio.write(PQT, 8, 0);
+        self.mmio.write(PQA, 8, prq);
+        self.mmio.write(PEDATA, 4, 0x43);
+        self.mmio.write(PEADDR, 4, 0xfee0_3000);
+        self.mmio.write(PECTL, 4, 0);
+    }
+
+    /// The next page request descriptor (`prq_event_thread`: clear PPR, read from PQH to
+    /// PQT, move PQH), or `None` when the queue is empty.
+    pub fn next_page_request(&mut self) -> Option<[u64; 4]> {
+        self.mmio.write(PRS, 4, 1);
+        let head = self.read(PQH, 8);
+        if head == self.read(PQT, 8) {
+            return None;
+        }
+        let base = self.read(PQA, 8) & !0xfff;
+        let mut d = [0u64; 4];
+        for (i, w) in d.iter_mut().enumerate() {
+            *w = self.ram.read_u64(base + head + 8 * i as u64).unwrap();
+        }
+        self.mmio.write(PQH, 8, (head + 32) % 4096);
+        Some(d)
+    }
+
+    /// Answers the group of page request `req` with `code` (`intel_svm_page_response`: a
+    /// page group response descriptor, then a wait).
+    pub fn page_group_response(&mut self, req: &[u64; 4], code: u64) {
+        let rid = req[0] >> 16 & 0xffff;
+        let pasid_present = req[0] >> 8 & 1;
+        let pasid = req[0] >> 32 & 0xf_ffff;
+        let group = req[1] >> 3 & 0x1ff;
+        let last = req[1] >> 2 & 1;
+        self.submit(&[[
+            9 | pasid_present << 4 | code << 12 | rid << 16 | pasid << 32,
+            group << 3 | last << 2,
+            0,
+            0,
+        ]]);
+        self.wait(0x9a9e);
     }
 }
 
