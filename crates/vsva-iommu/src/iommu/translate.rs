@@ -18,7 +18,7 @@ use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::pool::WalkGuard;
-use crate::stats::Counter;
+use crate::stats::{Counter, LocalStats};
 
 use super::walk::sl_allows;
 
@@ -274,11 +274,13 @@ impl Iommu {
         let front_tag = device_tag(sid.0, pasid_key(pasid));
         let mut devtlb_stamp = None;
         let ats = requester != Requester::Untranslated;
+        // Every count of this translation goes through one lookup of this thread's shard.
+        let st = &self.stats.local();
         if requester == Requester::DevTlb {
             match self.devtlb_lookup(sid, pasid, iova, access) {
                 Ok(t) => {
-                    self.stats.inc(Counter::Translations);
-                    self.stats.inc(Counter::DevTlbHits);
+                    st.inc(Counter::Translations);
+                    st.inc(Counter::DevTlbHits);
                     return Ok((t, t.perms.write));
                 }
                 Err(stamp) => devtlb_stamp = Some(stamp),
@@ -287,7 +289,7 @@ impl Iommu {
                 return Ok((t, access.write));
             }
         }
-        self.stats.inc(Counter::Translations);
+        st.inc(Counter::Translations);
         // From here on the walk reads table pages without the control lock: none freed
         // meanwhile is reused before the walk ends.
         let _walk = WalkGuard::enter();
@@ -301,7 +303,7 @@ impl Iommu {
         // A PASID entry invalidated between its reading and the reading of the IOTLB
         // generations is read again (see `translate_paged`).
         let (info, result) = loop {
-            let info = match self.pasid_info(&mem, sid, pasid) {
+            let info = match self.pasid_info(st, &mem, sid, pasid) {
                 Ok(i) => i,
                 Err((reason, fpd)) => {
                     // A translation request is refused at the context entry, before the PASID
@@ -328,7 +330,7 @@ impl Iommu {
             let result = if info.entry.pgtt == Pgtt::PassThrough {
                 self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(&mem, sid, &info, iova, access) {
+                match self.translate_paged(st, &mem, sid, &info, iova, access) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
@@ -417,6 +419,7 @@ impl Iommu {
     #[inline(always)]
     pub(super) fn pasid_info(
         &self,
+        st: &LocalStats<'_>,
         mem: &LazySnapshot<'_>,
         sid: SourceId,
         pasid: Option<u32>,
@@ -436,7 +439,7 @@ impl Iommu {
                     let f = PasidFlags::unpack(d[6]);
                     let pg = dom.pasids.get(f.pasid);
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
-                        self.stats.inc(Counter::PasidCacheHits);
+                        st.inc(Counter::PasidCacheHits);
                         return Ok(PasidInfo {
                             entry,
                             flags: f,
@@ -448,7 +451,7 @@ impl Iommu {
                 }
             }
         }
-        self.stats.inc(Counter::PasidCacheMisses);
+        st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
         let mem = mem.get();
         let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
@@ -583,6 +586,7 @@ impl Iommu {
     /// here that include the IOTLB bump also show the PASID-cache bump.
     pub(super) fn translate_paged(
         &self,
+        st: &LocalStats<'_>,
         mem: &LazySnapshot<'_>,
         sid: SourceId,
         info: &PasidInfo<'_>,
@@ -625,18 +629,29 @@ impl Iommu {
                 // A write through an entry filled by a read: walk to set the dirty bits.
                 break;
             }
-            self.stats.inc(Counter::IotlbHits);
+            st.inc(Counter::IotlbHits);
             self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
             return Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)));
         }
-        self.stats.inc(Counter::IotlbMisses);
-        self.stats.inc(Counter::Walks);
+        st.inc(Counter::IotlbMisses);
+        st.inc(Counter::Walks);
         let mem = mem.get();
         let psi_p = pg.map(|p| p.psi.get());
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
-            Pgtt::SecondLevel => self.walk_sl_only(mem, e, dom, s0, iova, access)?,
-            _ => self.walk_fl(mem, e, dom, info.pg, tag, [s0, s1, s2], iova, access, ctl)?,
+            Pgtt::SecondLevel => self.walk_sl_only(st, mem, e, dom, s0, iova, access)?,
+            _ => self.walk_fl(
+                st,
+                mem,
+                e,
+                dom,
+                info.pg,
+                tag,
+                [s0, s1, s2],
+                iova,
+                access,
+                ctl,
+            )?,
         };
         let code = value_size_code(v);
         if pgtt != Pgtt::FirstLevel {
@@ -968,9 +983,10 @@ mod tests {
         // A walk reads the PASID entry; then the entry is torn down and its IOTLB flushed,
         // before the walk reads the IOTLB generations.
         let mem = LazySnapshot::new(&io.mem);
-        let info = io.pasid_info(&mem, SID, Some(1)).unwrap();
+        let st = &io.stats.local();
+        let info = io.pasid_info(st, &mem, SID, Some(1)).unwrap();
         io.clear_pasid_entry(SID, 1).unwrap();
-        let r = io.translate_paged(&mem, SID, &info, 0x1000, Access::READ);
+        let r = io.translate_paged(st, &mem, SID, &info, 0x1000, Access::READ);
         assert!(
             matches!(r, Ok(None)),
             "the walk must read the entry again, not fill caches under the new generations"
