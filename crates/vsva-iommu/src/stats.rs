@@ -214,4 +214,34 @@ mod tests {
         assert_eq!(snap.walks, 160);
         assert_eq!(snap.faults, 0);
     }
+
+    #[test]
+    fn counts_through_one_shard_lookup_are_summed() {
+        let s = std::sync::Arc::new(Stats::new());
+        // More threads than exclusive shards: the last ones count on the shared shard.
+        let hs: Vec<_> = (0..EXCLUSIVE + 8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let local = s.local();
+                    for _ in 0..50 {
+                        local.inc(Counter::Walks);
+                        s.inc(Counter::Walks);
+                    }
+                    local.add(Counter::Faults, 3);
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let snap = s.snapshot();
+        let threads = (EXCLUSIVE + 8) as u64;
+        assert_eq!(
+            snap.walks,
+            threads * 100,
+            "a handle and `inc` count together"
+        );
+        assert_eq!(snap.faults, threads * 3);
+    }
 }
