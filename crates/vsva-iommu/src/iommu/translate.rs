@@ -20,7 +20,7 @@ use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::pool::WalkGuard;
 use crate::stats::{Counter, LocalStats};
 
-use super::walk::sl_allows;
+use super::walk::{sl_allows, WalkEnv};
 
 /// Permissions of a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -635,23 +635,12 @@ impl Iommu {
         }
         st.inc(Counter::IotlbMisses);
         st.inc(Counter::Walks);
-        let mem = mem.get();
+        let env = WalkEnv { mem: mem.get(), st };
         let psi_p = pg.map(|p| p.psi.get());
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
-            Pgtt::SecondLevel => self.walk_sl_only(st, mem, e, dom, s0, iova, access)?,
-            _ => self.walk_fl(
-                st,
-                mem,
-                e,
-                dom,
-                info.pg,
-                tag,
-                [s0, s1, s2],
-                iova,
-                access,
-                ctl,
-            )?,
+            Pgtt::SecondLevel => self.walk_sl_only(env, e, dom, s0, iova, access)?,
+            _ => self.walk_fl(env, e, dom, info.pg, tag, [s0, s1, s2], iova, access, ctl)?,
         };
         let code = value_size_code(v);
         if pgtt != Pgtt::FirstLevel {

@@ -38,14 +38,14 @@ impl Iommu {
     /// cache; sets SL accessed/dirty bits when SSADE.
     pub(super) fn sl_translate(
         &self,
-        st: &LocalStats<'_>,
-        mem: &GuestMemoryMmap,
+        env: WalkEnv<'_>,
         e: &PasidEntry,
         dom: &DomainGens,
         s0: u64,
         gpa: u64,
         ad: Option<bool>,
     ) -> Result<SlOut, WalkFault> {
+        let (mem, st) = (env.mem, env.st);
         let p = self.sl_params(e);
         let tag = u64::from(e.did);
         let psi = dom.sl_psi.get();
@@ -89,8 +89,7 @@ impl Iommu {
 
     pub(super) fn walk_sl_only(
         &self,
-        st: &LocalStats<'_>,
-        mem: &GuestMemoryMmap,
+        env: WalkEnv<'_>,
         e: &PasidEntry,
         dom: &DomainGens,
         s0: u64,
@@ -102,7 +101,7 @@ impl Iommu {
             return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
         }
         // The whole walk and the request's permissions are checked before any A/D bit is set.
-        let probe = self.sl_translate(st, mem, e, dom, s0, iova, None)?;
+        let probe = self.sl_translate(env, e, dom, s0, iova, None)?;
         sl_allows(probe.rights, access).map_err(|r| WalkFault::second(r, probe.leaf_level))?;
         check_output(
             probe.output,
@@ -111,7 +110,7 @@ impl Iommu {
             probe.leaf_level,
         )?;
         let w = if e.ssade {
-            self.sl_translate(st, mem, e, dom, s0, iova, Some(access.write))?
+            self.sl_translate(env, e, dom, s0, iova, Some(access.write))?
         } else {
             probe
         };
@@ -127,8 +126,7 @@ impl Iommu {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn walk_fl(
         &self,
-        st: &LocalStats<'_>,
-        mem: &GuestMemoryMmap,
+        env: WalkEnv<'_>,
         e: &PasidEntry,
         dom: &DomainGens,
         pg_gens: &PasidGens,
@@ -138,6 +136,7 @@ impl Iommu {
         access: Access,
         ctl: FlControls,
     ) -> Result<(u64, u64), WalkFault> {
+        let (mem, st) = (env.mem, env.st);
         let p = self.fl_params(e);
         let nested = e.pgtt == Pgtt::Nested;
         let pg = pg_gens;
@@ -156,8 +155,7 @@ impl Iommu {
             });
         let mut nt = NestedTables {
             iommu: self,
-            st,
-            mem,
+            env,
             e,
             dom,
             s0: stamp[0],
@@ -201,7 +199,7 @@ impl Iommu {
                         level,
                     ));
                 }
-                let probe = self.sl_translate(st, mem, e, dom, stamp[0], gpa, None)?;
+                let probe = self.sl_translate(env, e, dom, stamp[0], gpa, None)?;
                 sl_allows(probe.rights, access)
                     .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
                 Some(probe)
@@ -230,7 +228,7 @@ impl Iommu {
             if nested && e.ssade {
                 for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
                     let writes = needs_ad_update(w, i, access.write, e.eafe);
-                    self.sl_translate(st, mem, e, dom, stamp[0], table_gpa, Some(writes))?;
+                    self.sl_translate(env, e, dom, stamp[0], table_gpa, Some(writes))?;
                 }
             }
             match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
@@ -242,7 +240,7 @@ impl Iommu {
             }
             let sl = match probe {
                 Some(_) if e.ssade => {
-                    Some(self.sl_translate(st, mem, e, dom, stamp[0], gpa, Some(access.write))?)
+                    Some(self.sl_translate(env, e, dom, stamp[0], gpa, Some(access.write))?)
                 }
                 other => other,
             };
@@ -315,11 +313,18 @@ impl SlOut {
     }
 }
 
+/// What every walk of one translation reads and counts through: its memory snapshot and the
+/// translating thread's statistics shard.
+#[derive(Clone, Copy)]
+pub(super) struct WalkEnv<'a> {
+    pub(super) mem: &'a GuestMemoryMmap,
+    pub(super) st: &'a LocalStats<'a>,
+}
+
 /// Nested first-level table access: every table address goes through the second level.
 struct NestedTables<'a> {
     iommu: &'a Iommu,
-    st: &'a LocalStats<'a>,
-    mem: &'a GuestMemoryMmap,
+    env: WalkEnv<'a>,
     e: &'a PasidEntry,
     dom: &'a DomainGens,
     s0: u64,
@@ -345,7 +350,7 @@ impl TableTranslator for NestedTables<'_> {
         // Reading only: the second-level A bits are set once the whole request is allowed.
         let w = match self
             .iommu
-            .sl_translate(self.st, self.mem, self.e, self.dom, self.s0, gpa, None)
+            .sl_translate(self.env, self.e, self.dom, self.s0, gpa, None)
         {
             Ok(w) => w,
             Err(f) if f.reason == FaultReason::SecondLevelPermission => {
