@@ -302,7 +302,7 @@ impl Iommu {
         let no_dte = context_fault(FaultReason::DeviceTlbDisabled);
         // A PASID entry invalidated between its reading and the reading of the IOTLB
         // generations is read again (see `translate_paged`).
-        let (info, result) = loop {
+        loop {
             let info = match self.pasid_info(st, &mem, sid, pasid) {
                 Ok(i) => i,
                 Err((reason, fpd)) => {
@@ -322,56 +322,59 @@ impl Iommu {
             if ats && !info.flags.dte {
                 return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
             }
-            let access = if pasid.is_none() && info.flags.rid_priv {
+            // The access the tables are checked for; faults record the request's own.
+            let checked = if pasid.is_none() && info.flags.rid_priv {
                 access.privileged()
             } else {
                 access
             };
             let result = if info.entry.pgtt == Pgtt::PassThrough {
-                self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
+                self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(st, &mem, sid, &info, iova, access) {
+                match self.translate_paged(st, &mem, sid, &info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
                 }
             };
-            break (info, result);
-        };
-        match result {
-            Ok((t, v)) => {
-                if let Some(stamp) = devtlb_stamp {
-                    self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
-                }
-                let e = &info.entry;
-                if e.pgtt != Pgtt::PassThrough {
-                    let ctrl = self.front_ctrl(&info, v);
-                    let code = value_size_code(v);
-                    let c = &self.caches;
-                    if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
-                        c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
+            // Finished here, where `info` already is (no copy of it out of the loop).
+            return match result {
+                Ok((t, v)) => {
+                    if let Some(stamp) = devtlb_stamp {
+                        self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
                     }
-                    c.front
-                        .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
-                            c.epoch.load(Ordering::Acquire) == epoch
-                        });
+                    let e = &info.entry;
+                    if e.pgtt != Pgtt::PassThrough {
+                        let ctrl = self.front_ctrl(&info, v);
+                        let code = value_size_code(v);
+                        let c = &self.caches;
+                        if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
+                            c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
+                        }
+                        c.front
+                            .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
+                                c.epoch.load(Ordering::Acquire) == epoch
+                            });
+                    }
+                    Ok((t, value_is_dirty(v)))
                 }
-                Ok((t, value_is_dirty(v)))
-            }
-            // A translation request that fails in the page tables gets a completion without
-            // rights (R = W = 0) and is not reported as a fault (the device may ask for the
-            // page with a page request instead).
-            Err(wf) if requester == Requester::Ats && wf.stage != Stage::Context => Err(Fault {
-                source_id: sid,
-                pasid,
-                addr: iova,
-                access,
-                reason: wf.reason,
-                stage: wf.stage,
-                level: wf.level,
-                recorded: false,
-            }),
-            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+                // A translation request that fails in the page tables gets a completion without
+                // rights (R = W = 0) and is not reported as a fault (the device may ask for the
+                // page with a page request instead).
+                Err(wf) if requester == Requester::Ats && wf.stage != Stage::Context => {
+                    Err(Fault {
+                        source_id: sid,
+                        pasid,
+                        addr: iova,
+                        access,
+                        reason: wf.reason,
+                        stage: wf.stage,
+                        level: wf.level,
+                        recorded: false,
+                    })
+                }
+                Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+            };
         }
     }
 
@@ -863,6 +866,21 @@ mod tests {
             reason(io.translate(SID, Some(0), 0x1000, Access::READ)),
             FaultReason::PasidDisabled
         );
+    }
+
+    #[test]
+    fn a_fault_records_the_access_as_requested_not_as_rid_priv_checks_it() {
+        let io = iommu();
+        let opts = DeviceOptions {
+            rid_priv: true,
+            ..DeviceOptions::default()
+        };
+        io.attach_device(SID, opts).unwrap();
+        fl_pasid(&io, SID, 0, 1);
+        // Checked as privileged (RID_PRIV), recorded as the device sent it.
+        let f = io.translate(SID, None, 0x2000, Access::READ).unwrap_err();
+        assert_eq!((f.access, f.pasid), (Access::READ, None));
+        assert_eq!(io.faults(), vec![f]);
     }
 
     #[test]
