@@ -3,8 +3,10 @@
 //! Each thread gets a process-wide index once; the first `EXCLUSIVE` threads own their shard
 //! outright and update it with a plain load and store (no locked instruction on the translate
 //! path: the counter is atomic only so readers may sum it at any time). Later threads share an
-//! overflow shard updated with `fetch_add`.
+//! overflow shard updated with `fetch_add`. A translation that counts several events looks its
+//! shard up once ([`Stats::local`]) and counts through the [`LocalStats`] it gets.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Threads with an exclusive shard.
@@ -71,16 +73,21 @@ impl Stats {
         }
     }
 
+    /// The calling thread's shard: one thread-local lookup for every count made through it.
+    /// Meant for one call (a translation), on the thread that took it.
+    #[inline]
+    pub(crate) fn local(&self) -> LocalStats<'_> {
+        let i = shard_index();
+        LocalStats {
+            shard: &self.shards[i].0,
+            exclusive: i < EXCLUSIVE,
+            _this_thread: PhantomData,
+        }
+    }
+
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        let i = shard_index();
-        let a = &self.shards[i].0[c as usize];
-        if i < EXCLUSIVE {
-            // Single writer: no read-modify-write needed.
-            a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        } else {
-            a.fetch_add(n, Ordering::Relaxed);
-        }
+        self.local().add(c, n)
     }
 
     #[inline]
@@ -112,6 +119,33 @@ impl Stats {
             devtlb_sent: sum(Counter::DevTlbSent),
             fences: sum(Counter::Fences),
         }
+    }
+}
+
+/// The calling thread's shard of a [`Stats`] (see [`Stats::local`]).
+pub(crate) struct LocalStats<'a> {
+    shard: &'a [AtomicU64; COUNTERS],
+    /// True when the shard is this thread's alone (not the shared overflow shard).
+    exclusive: bool,
+    /// Not `Send`: an exclusive shard has one writer, the thread that looked it up.
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl LocalStats<'_> {
+    #[inline]
+    pub(crate) fn add(&self, c: Counter, n: u64) {
+        let a = &self.shard[c as usize];
+        if self.exclusive {
+            // Single writer: no read-modify-write needed.
+            a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        } else {
+            a.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn inc(&self, c: Counter) {
+        self.add(c, 1)
     }
 }
 
@@ -179,5 +213,35 @@ mod tests {
         );
         assert_eq!(snap.walks, 160);
         assert_eq!(snap.faults, 0);
+    }
+
+    #[test]
+    fn counts_through_one_shard_lookup_are_summed() {
+        let s = std::sync::Arc::new(Stats::new());
+        // More threads than exclusive shards: the last ones count on the shared shard.
+        let hs: Vec<_> = (0..EXCLUSIVE + 8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let local = s.local();
+                    for _ in 0..50 {
+                        local.inc(Counter::Walks);
+                        s.inc(Counter::Walks);
+                    }
+                    local.add(Counter::Faults, 3);
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let snap = s.snapshot();
+        let threads = (EXCLUSIVE + 8) as u64;
+        assert_eq!(
+            snap.walks,
+            threads * 100,
+            "a handle and `inc` count together"
+        );
+        assert_eq!(snap.faults, threads * 3);
     }
 }

@@ -18,9 +18,9 @@ use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::pool::WalkGuard;
-use crate::stats::Counter;
+use crate::stats::{Counter, LocalStats};
 
-use super::walk::sl_allows;
+use super::walk::{sl_allows, WalkEnv};
 
 /// Permissions of a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -274,11 +274,13 @@ impl Iommu {
         let front_tag = device_tag(sid.0, pasid_key(pasid));
         let mut devtlb_stamp = None;
         let ats = requester != Requester::Untranslated;
+        // Every count of this translation goes through one lookup of this thread's shard.
+        let st = &self.stats.local();
         if requester == Requester::DevTlb {
             match self.devtlb_lookup(sid, pasid, iova, access) {
                 Ok(t) => {
-                    self.stats.inc(Counter::Translations);
-                    self.stats.inc(Counter::DevTlbHits);
+                    st.inc(Counter::Translations);
+                    st.inc(Counter::DevTlbHits);
                     return Ok((t, t.perms.write));
                 }
                 Err(stamp) => devtlb_stamp = Some(stamp),
@@ -287,7 +289,7 @@ impl Iommu {
                 return Ok((t, access.write));
             }
         }
-        self.stats.inc(Counter::Translations);
+        st.inc(Counter::Translations);
         // From here on the walk reads table pages without the control lock: none freed
         // meanwhile is reused before the walk ends.
         let _walk = WalkGuard::enter();
@@ -300,8 +302,8 @@ impl Iommu {
         let no_dte = context_fault(FaultReason::DeviceTlbDisabled);
         // A PASID entry invalidated between its reading and the reading of the IOTLB
         // generations is read again (see `translate_paged`).
-        let (info, result) = loop {
-            let info = match self.pasid_info(&mem, sid, pasid) {
+        loop {
+            let info = match self.pasid_info(st, &mem, sid, pasid) {
                 Ok(i) => i,
                 Err((reason, fpd)) => {
                     // A translation request is refused at the context entry, before the PASID
@@ -320,56 +322,59 @@ impl Iommu {
             if ats && !info.flags.dte {
                 return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
             }
-            let access = if pasid.is_none() && info.flags.rid_priv {
+            // The access the tables are checked for; faults record the request's own.
+            let checked = if pasid.is_none() && info.flags.rid_priv {
                 access.privileged()
             } else {
                 access
             };
             let result = if info.entry.pgtt == Pgtt::PassThrough {
-                self.pass_through(iova, access, self.fl_controls(&info.entry).ers)
+                self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(&mem, sid, &info, iova, access) {
+                match self.translate_paged(st, &mem, sid, &info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
                 }
             };
-            break (info, result);
-        };
-        match result {
-            Ok((t, v)) => {
-                if let Some(stamp) = devtlb_stamp {
-                    self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
-                }
-                let e = &info.entry;
-                if e.pgtt != Pgtt::PassThrough {
-                    let ctrl = self.front_ctrl(&info, v);
-                    let code = value_size_code(v);
-                    let c = &self.caches;
-                    if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
-                        c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
+            // Finished here, where `info` already is (no copy of it out of the loop).
+            return match result {
+                Ok((t, v)) => {
+                    if let Some(stamp) = devtlb_stamp {
+                        self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
                     }
-                    c.front
-                        .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
-                            c.epoch.load(Ordering::Acquire) == epoch
-                        });
+                    let e = &info.entry;
+                    if e.pgtt != Pgtt::PassThrough {
+                        let ctrl = self.front_ctrl(&info, v);
+                        let code = value_size_code(v);
+                        let c = &self.caches;
+                        if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
+                            c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
+                        }
+                        c.front
+                            .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
+                                c.epoch.load(Ordering::Acquire) == epoch
+                            });
+                    }
+                    Ok((t, value_is_dirty(v)))
                 }
-                Ok((t, value_is_dirty(v)))
-            }
-            // A translation request that fails in the page tables gets a completion without
-            // rights (R = W = 0) and is not reported as a fault (the device may ask for the
-            // page with a page request instead).
-            Err(wf) if requester == Requester::Ats && wf.stage != Stage::Context => Err(Fault {
-                source_id: sid,
-                pasid,
-                addr: iova,
-                access,
-                reason: wf.reason,
-                stage: wf.stage,
-                level: wf.level,
-                recorded: false,
-            }),
-            Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+                // A translation request that fails in the page tables gets a completion without
+                // rights (R = W = 0) and is not reported as a fault (the device may ask for the
+                // page with a page request instead).
+                Err(wf) if requester == Requester::Ats && wf.stage != Stage::Context => {
+                    Err(Fault {
+                        source_id: sid,
+                        pasid,
+                        addr: iova,
+                        access,
+                        reason: wf.reason,
+                        stage: wf.stage,
+                        level: wf.level,
+                        recorded: false,
+                    })
+                }
+                Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+            };
         }
     }
 
@@ -417,6 +422,7 @@ impl Iommu {
     #[inline(always)]
     pub(super) fn pasid_info(
         &self,
+        st: &LocalStats<'_>,
         mem: &LazySnapshot<'_>,
         sid: SourceId,
         pasid: Option<u32>,
@@ -436,7 +442,7 @@ impl Iommu {
                     let f = PasidFlags::unpack(d[6]);
                     let pg = dom.pasids.get(f.pasid);
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
-                        self.stats.inc(Counter::PasidCacheHits);
+                        st.inc(Counter::PasidCacheHits);
                         return Ok(PasidInfo {
                             entry,
                             flags: f,
@@ -448,7 +454,7 @@ impl Iommu {
                 }
             }
         }
-        self.stats.inc(Counter::PasidCacheMisses);
+        st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
         let mem = mem.get();
         let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
@@ -583,6 +589,7 @@ impl Iommu {
     /// here that include the IOTLB bump also show the PASID-cache bump.
     pub(super) fn translate_paged(
         &self,
+        st: &LocalStats<'_>,
         mem: &LazySnapshot<'_>,
         sid: SourceId,
         info: &PasidInfo<'_>,
@@ -625,18 +632,18 @@ impl Iommu {
                 // A write through an entry filled by a read: walk to set the dirty bits.
                 break;
             }
-            self.stats.inc(Counter::IotlbHits);
+            st.inc(Counter::IotlbHits);
             self.check_cached(pgtt, v, access, ctl, code as u8 + 1)?;
             return Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)));
         }
-        self.stats.inc(Counter::IotlbMisses);
-        self.stats.inc(Counter::Walks);
-        let mem = mem.get();
+        st.inc(Counter::IotlbMisses);
+        st.inc(Counter::Walks);
+        let env = WalkEnv { mem: mem.get(), st };
         let psi_p = pg.map(|p| p.psi.get());
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
-            Pgtt::SecondLevel => self.walk_sl_only(mem, e, dom, s0, iova, access)?,
-            _ => self.walk_fl(mem, e, dom, info.pg, tag, [s0, s1, s2], iova, access, ctl)?,
+            Pgtt::SecondLevel => self.walk_sl_only(env, e, dom, s0, iova, access)?,
+            _ => self.walk_fl(env, e, dom, info.pg, tag, [s0, s1, s2], iova, access, ctl)?,
         };
         let code = value_size_code(v);
         if pgtt != Pgtt::FirstLevel {
@@ -862,6 +869,21 @@ mod tests {
     }
 
     #[test]
+    fn a_fault_records_the_access_as_requested_not_as_rid_priv_checks_it() {
+        let io = iommu();
+        let opts = DeviceOptions {
+            rid_priv: true,
+            ..DeviceOptions::default()
+        };
+        io.attach_device(SID, opts).unwrap();
+        fl_pasid(&io, SID, 0, 1);
+        // Checked as privileged (RID_PRIV), recorded as the device sent it.
+        let f = io.translate(SID, None, 0x2000, Access::READ).unwrap_err();
+        assert_eq!((f.access, f.pasid), (Access::READ, None));
+        assert_eq!(io.faults(), vec![f]);
+    }
+
+    #[test]
     fn fpd_suppresses_recording_but_still_faults() {
         let io = iommu();
         io.attach_device(
@@ -968,9 +990,10 @@ mod tests {
         // A walk reads the PASID entry; then the entry is torn down and its IOTLB flushed,
         // before the walk reads the IOTLB generations.
         let mem = LazySnapshot::new(&io.mem);
-        let info = io.pasid_info(&mem, SID, Some(1)).unwrap();
+        let st = &io.stats.local();
+        let info = io.pasid_info(st, &mem, SID, Some(1)).unwrap();
         io.clear_pasid_entry(SID, 1).unwrap();
-        let r = io.translate_paged(&mem, SID, &info, 0x1000, Access::READ);
+        let r = io.translate_paged(st, &mem, SID, &info, 0x1000, Access::READ);
         assert!(
             matches!(r, Ok(None)),
             "the walk must read the entry again, not fill caches under the new generations"

@@ -13,7 +13,7 @@ use crate::paging::{
 };
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::regs::sl_width;
-use crate::stats::Counter;
+use crate::stats::{Counter, LocalStats};
 
 impl Iommu {
     pub(super) fn fl_params(&self, e: &PasidEntry) -> FlParams {
@@ -38,13 +38,14 @@ impl Iommu {
     /// cache; sets SL accessed/dirty bits when SSADE.
     pub(super) fn sl_translate(
         &self,
-        mem: &GuestMemoryMmap,
+        env: WalkEnv<'_>,
         e: &PasidEntry,
         dom: &DomainGens,
         s0: u64,
         gpa: u64,
         ad: Option<bool>,
     ) -> Result<SlOut, WalkFault> {
+        let (mem, st) = (env.mem, env.st);
         let p = self.sl_params(e);
         let tag = u64::from(e.did);
         let psi = dom.sl_psi.get();
@@ -54,7 +55,7 @@ impl Iommu {
             .flatten()
             .and_then(|d| {
                 (d[0] == s0).then(|| {
-                    self.stats.inc(Counter::SlPscHits);
+                    st.inc(Counter::SlPscHits);
                     psc_start(d[1])
                 })
             });
@@ -63,7 +64,7 @@ impl Iommu {
             walk_second_level_into(mem, &p, e.ssptptr, gpa, start, &mut w)?;
             if let (true, Some(write)) = (e.ssade, ad) {
                 if set_accessed_dirty(mem, &w, write, false, Stage::Second)? == AdUpdate::Changed {
-                    self.stats.inc(Counter::AdRetries);
+                    st.inc(Counter::AdRetries);
                     continue;
                 }
             }
@@ -88,7 +89,7 @@ impl Iommu {
 
     pub(super) fn walk_sl_only(
         &self,
-        mem: &GuestMemoryMmap,
+        env: WalkEnv<'_>,
         e: &PasidEntry,
         dom: &DomainGens,
         s0: u64,
@@ -100,7 +101,7 @@ impl Iommu {
             return Err(WalkFault::second(FaultReason::InputBeyondMax, 0));
         }
         // The whole walk and the request's permissions are checked before any A/D bit is set.
-        let probe = self.sl_translate(mem, e, dom, s0, iova, None)?;
+        let probe = self.sl_translate(env, e, dom, s0, iova, None)?;
         sl_allows(probe.rights, access).map_err(|r| WalkFault::second(r, probe.leaf_level))?;
         check_output(
             probe.output,
@@ -109,7 +110,7 @@ impl Iommu {
             probe.leaf_level,
         )?;
         let w = if e.ssade {
-            self.sl_translate(mem, e, dom, s0, iova, Some(access.write))?
+            self.sl_translate(env, e, dom, s0, iova, Some(access.write))?
         } else {
             probe
         };
@@ -125,7 +126,7 @@ impl Iommu {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn walk_fl(
         &self,
-        mem: &GuestMemoryMmap,
+        env: WalkEnv<'_>,
         e: &PasidEntry,
         dom: &DomainGens,
         pg_gens: &PasidGens,
@@ -135,6 +136,7 @@ impl Iommu {
         access: Access,
         ctl: FlControls,
     ) -> Result<(u64, u64), WalkFault> {
+        let (mem, st) = (env.mem, env.st);
         let p = self.fl_params(e);
         let nested = e.pgtt == Pgtt::Nested;
         let pg = pg_gens;
@@ -147,13 +149,13 @@ impl Iommu {
             .flatten()
             .and_then(|d| {
                 (d[0] == psc_stamp[0] && d[1] == psc_stamp[1] && d[2] == psc_stamp[2]).then(|| {
-                    self.stats.inc(Counter::FlPscHits);
+                    st.inc(Counter::FlPscHits);
                     psc_start(d[3])
                 })
             });
         let mut nt = NestedTables {
             iommu: self,
-            mem,
+            env,
             e,
             dom,
             s0: stamp[0],
@@ -197,7 +199,7 @@ impl Iommu {
                         level,
                     ));
                 }
-                let probe = self.sl_translate(mem, e, dom, stamp[0], gpa, None)?;
+                let probe = self.sl_translate(env, e, dom, stamp[0], gpa, None)?;
                 sl_allows(probe.rights, access)
                     .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
                 Some(probe)
@@ -226,19 +228,19 @@ impl Iommu {
             if nested && e.ssade {
                 for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
                     let writes = needs_ad_update(w, i, access.write, e.eafe);
-                    self.sl_translate(mem, e, dom, stamp[0], table_gpa, Some(writes))?;
+                    self.sl_translate(env, e, dom, stamp[0], table_gpa, Some(writes))?;
                 }
             }
             match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
                 AdUpdate::Changed => {
-                    self.stats.inc(Counter::AdRetries);
+                    st.inc(Counter::AdRetries);
                     continue;
                 }
                 AdUpdate::Done => {}
             }
             let sl = match probe {
                 Some(_) if e.ssade => {
-                    Some(self.sl_translate(mem, e, dom, stamp[0], gpa, Some(access.write))?)
+                    Some(self.sl_translate(env, e, dom, stamp[0], gpa, Some(access.write))?)
                 }
                 other => other,
             };
@@ -311,10 +313,18 @@ impl SlOut {
     }
 }
 
+/// What every walk of one translation reads and counts through: its memory snapshot and the
+/// translating thread's statistics shard.
+#[derive(Clone, Copy)]
+pub(super) struct WalkEnv<'a> {
+    pub(super) mem: &'a GuestMemoryMmap,
+    pub(super) st: &'a LocalStats<'a>,
+}
+
 /// Nested first-level table access: every table address goes through the second level.
 struct NestedTables<'a> {
     iommu: &'a Iommu,
-    mem: &'a GuestMemoryMmap,
+    env: WalkEnv<'a>,
     e: &'a PasidEntry,
     dom: &'a DomainGens,
     s0: u64,
@@ -340,7 +350,7 @@ impl TableTranslator for NestedTables<'_> {
         // Reading only: the second-level A bits are set once the whole request is allowed.
         let w = match self
             .iommu
-            .sl_translate(self.mem, self.e, self.dom, self.s0, gpa, None)
+            .sl_translate(self.env, self.e, self.dom, self.s0, gpa, None)
         {
             Ok(w) => w,
             Err(f) if f.reason == FaultReason::SecondLevelPermission => {
