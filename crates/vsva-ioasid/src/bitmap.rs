@@ -92,7 +92,16 @@ pub(crate) struct Bitmap {
     /// A level-0 word index below which every word is full: searches start here. A pure
     /// accelerator, kept conservative as described at [`Bitmap::advance_hint`].
     hint: AtomicU64,
+    /// The one level-0 word whose summary bit may say "full" while it is not ([`NO_STALE`]
+    /// if none): a release that un-fills a word records it here instead of clearing the
+    /// summary bits above it, every search looks at it directly, and the claim that fills it
+    /// again takes it back out. A free-and-allocate-again pair in a full region then changes
+    /// no summary at all. See [`Bitmap::make_stale`].
+    stale: AtomicU64,
 }
+
+/// `stale` when no word is stale.
+const NO_STALE: u64 = u64::MAX;
 
 /// How many words a search may move the hint forward in one step (the re-check it must do
 /// costs one load per word moved over).
@@ -160,6 +169,7 @@ impl Bitmap {
             fixed_first,
             fixed_last,
             hint: AtomicU64::new(0),
+            stale: AtomicU64::new(NO_STALE),
         }
     }
 
@@ -191,8 +201,9 @@ impl Bitmap {
         self.words[w as usize].load(Ordering::SeqCst)
     }
 
-    /// Whether every summary bit at every level agrees with the word it describes, and every
-    /// [`TAG_NONE`] word has only its fixed bits: the invariants once no update is in flight.
+    /// Whether every summary bit at every level agrees with the word it describes (the stale
+    /// word's may say "full" while it is not), and every [`TAG_NONE`] word has only its fixed
+    /// bits: the invariants once no update is in flight.
     #[cfg(any(test, loom))]
     pub(crate) fn summaries_exact(&self) -> bool {
         let tags_ok = (0..self.words.len() as u64).all(|w| {
@@ -206,8 +217,11 @@ impl Bitmap {
                 } else {
                     self.levels[level - 1].words.len()
                 };
-                (0..children as u64)
-                    .all(|c| self.summary_bit(level, c) == self.child_full(level, c))
+                let stale = self.stale.load(Ordering::SeqCst);
+                (0..children as u64).all(|c| {
+                    let (bit, full) = (self.summary_bit(level, c), self.child_full(level, c));
+                    bit == full || (level == 0 && c == stale && bit)
+                })
             })
     }
 
@@ -240,11 +254,28 @@ impl Bitmap {
     /// everything in `[lo, from)` having been seen taken) with the summaries, then confirming
     /// a "none" against level 0 from `lo`.
     pub(crate) fn lowest_clear_from(&self, lo: u64, from: u64, hi: u64) -> Option<u64> {
-        match self.find_clear(from, hi) {
-            Some(i) => Some(i),
+        // The stale word's summary may hide its free bits: look at it directly, and search
+        // with the summaries only below what it offers.
+        let stale = self.stale.load(Ordering::SeqCst);
+        let offered = if stale == NO_STALE || from > hi {
+            None
+        } else {
+            let first = from.max(stale * WORD_SLOTS);
+            let last = hi.min(stale * WORD_SLOTS + WORD_SLOTS - 1);
+            (first <= last)
+                .then(|| self.scan_clear(first, last))
+                .flatten()
+        };
+        let below = match offered {
+            Some(0) => None,
+            Some(c) => self.find_clear(from, hi.min(c - 1)),
+            None => self.find_clear(from, hi),
+        };
+        match (below, offered) {
+            (Some(i), _) | (None, Some(i)) => Some(i),
             // The summaries may lag a concurrent release: confirm against level 0 itself,
             // from the caller's own bound, before reporting that the range is full.
-            None => self.scan_clear(lo, hi),
+            (None, None) => self.scan_clear(lo, hi),
         }
     }
 
@@ -335,7 +366,8 @@ impl Bitmap {
                     if !self.levels.is_empty() {
                         if is_full && !was_full {
                             self.summary_set(0, w);
-                        } else if was_full && !is_full {
+                            self.unstale(w);
+                        } else if was_full && !is_full && !self.make_stale(w) {
                             self.summary_clear(0, w);
                         }
                     }
@@ -346,6 +378,40 @@ impl Bitmap {
                 }
                 Err(current) => v = current,
             }
+        }
+    }
+
+    /// Records word `w`, which a release just made not full, as the stale word; returns
+    /// whether it is (then its summary bits need not change), `false` if another word is.
+    ///
+    /// Searches read `stale` before they trust the summaries, so a release that returned
+    /// before a search began is seen by it either through the summaries (not stale) or
+    /// directly (stale).
+    #[inline]
+    fn make_stale(&self, w: u64) -> bool {
+        match self.stale.load(Ordering::SeqCst) {
+            s if s == w => true,
+            NO_STALE => self
+                .stale
+                .compare_exchange(NO_STALE, w, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Takes word `w`, which a claim just filled, out of `stale`, then re-reads it: if a
+    /// release un-filled it meanwhile (and, seeing it still stale, left the summary alone),
+    /// the summary is corrected here.
+    #[inline]
+    fn unstale(&self, w: u64) {
+        if self.stale.load(Ordering::SeqCst) == w
+            && self
+                .stale
+                .compare_exchange(w, NO_STALE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            && !self.child_full(0, w)
+        {
+            self.summary_clear(0, w);
         }
     }
 
@@ -612,6 +678,43 @@ mod tests {
         assert_eq!(claim(&b, 9001, 16383), Some(16383));
         assert_eq!(claim(&b, 0, 16383), Some(9000));
         assert_eq!(claim(&b, 0, 16383), None);
+        assert!(b.summaries_exact());
+    }
+
+    #[test]
+    fn stale_word_is_found_though_its_summary_says_full() {
+        let b = Bitmap::with_prefix_set(4096, false, 4096, A);
+        let release = |i: u64| assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
+        // The first word a release un-fills keeps its "full" summary bit: it is the stale one.
+        release(100);
+        assert!(b.summary_bit(0, 3));
+        // Releases in other words clear their summaries as usual.
+        release(3000);
+        release(50);
+        assert!(!b.summary_bit(0, 93) && !b.summary_bit(0, 1));
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, 0, 4095), Some(50));
+        assert_eq!(claim(&b, 0, 4095), Some(100));
+        // Refilling the stale word takes it out: a later release there may be stale again.
+        release(101);
+        assert_eq!(claim(&b, 102, 4095), Some(3000));
+        assert_eq!(claim(&b, 0, 4095), Some(101));
+        assert_eq!(claim(&b, 0, 4095), None);
+        assert!(b.summaries_exact());
+    }
+
+    #[test]
+    fn a_release_outside_the_stale_word_clears_the_summaries_up_the_tree() {
+        let b = Bitmap::with_prefix_set(64 * 32 + 32, false, 2048, A);
+        assert!(b.summary_bit(1, 0));
+        assert!(b.release_as(63, 1 << 31, A));
+        assert!(b.summary_bit(1, 0), "the stale word changes no summary");
+        assert!(b.release_as(0, 1 << 5, A));
+        assert!(!b.summary_bit(0, 0) && !b.summary_bit(1, 0));
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, 0, 2079), Some(5));
+        assert_eq!(claim(&b, 0, 2079), Some(2047));
+        assert!(b.summary_bit(1, 0));
         assert!(b.summaries_exact());
     }
 
