@@ -1,6 +1,6 @@
 //! The private core every handle shares: the space's owner table (with its bitmap), set
-//! registry and subscriber list, and the allocate / retire / finish-teardown steps that move a PASID
-//! between free, owned and freeing.
+//! registry and subscriber list, and the allocate / retire / finish-teardown steps that move
+//! a PASID between free, owned and freeing.
 //!
 //! The public handles ([`IoasidSpace`](crate::IoasidSpace), [`IoasidSet`](crate::IoasidSet),
 //! [`TeardownTicket`](crate::TeardownTicket)) are built on this module; it names none of them.
@@ -165,8 +165,7 @@ impl SpaceInner {
             .then(|| self.subscribers.load())
             .filter(|list| !list.is_empty());
         let Some(subscribers) = subscribers else {
-            self.owners
-                .free(u64::from(pasid / 32), 1 << (pasid % 32), set.0);
+            self.owners.free_one(pasid, set.0);
             self.backend_free(pasid);
             return;
         };

@@ -285,6 +285,13 @@ impl OwnerTable {
         }
     }
 
+    /// Frees `pasid`, owned by `set`.
+    #[inline]
+    pub(crate) fn free_one(&self, pasid: Pasid, set: u32) {
+        let (w, b) = locate(pasid);
+        self.free(w, 1 << b, set);
+    }
+
     /// Frees the PASIDs `mask` of word `w` (`pasid / 32`), all owned by `set`.
     #[inline]
     pub(crate) fn free(&self, w: u64, mask: u32, set: u32) {
