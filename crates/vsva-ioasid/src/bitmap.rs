@@ -386,7 +386,10 @@ impl Bitmap {
     ///
     /// Searches read `stale` before they trust the summaries, so a release that returned
     /// before a search began is seen by it either through the summaries (not stale) or
-    /// directly (stale).
+    /// directly (stale). The one window is a claim that is taking the mark back from a word
+    /// that a release has just un-filled again: until that claim's re-check has cleared the
+    /// summary, a search may skip the word, as it may skip any word whose update is in
+    /// flight; it never returns a bit it did not claim.
     #[inline]
     fn make_stale(&self, w: u64) -> bool {
         match self.stale.load(Ordering::SeqCst) {
