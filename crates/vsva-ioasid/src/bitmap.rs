@@ -12,14 +12,17 @@
 //!
 //! Because the owner of a single-owner word sits in the same atomic as its bits, claiming a
 //! PASID and recording its owner is one compare-and-swap, freeing it another, and no reader
-//! can ever see a bit without its owner. A claim succeeds lock-free only in a word tagged
-//! with the claimer's own set or [`TAG_NONE`]; any other word is [`Claim::Foreign`] and the
-//! caller takes the owner table's slow path, which retags the word [`TAG_MIXED`] with a
-//! compare-and-swap against the exact value it built the leaf from.
+//! can ever see a bit without its owner. A claim takes a bit in a word tagged with the
+//! claimer's own set or [`TAG_NONE`] ([`Claim::Claimed`]), or in a [`TAG_MIXED`] word
+//! ([`Claim::Mixed`]: the claimer then records itself in the word's leaf); a word of another
+//! set is [`Claim::Foreign`] and the owner table first retags it [`TAG_MIXED`] with a
+//! compare-and-swap against the exact value it built the leaf from. All of these are
+//! compare-and-swaps on the one word; none takes a lock.
 //!
 //! Each higher level holds one bit per word of the level below, set when that word is full,
 //! so the lowest free bit at or above any index is found in a handful of loads whatever the
-//! fill: for a 2^20 space the levels have 32 768, 512, 8 and 1 words (about 260 KiB). The
+//! fill: for a 2^20 space the levels have 32 768, 512, 8 and 1 words (level 0, 256 KiB, is
+//! created in 2 KiB chunks by the first claim in each; the summaries take 4 KiB). The
 //! thread whose update made a word full or not full writes the summary bit and then re-reads
 //! the word, and writes again if a concurrent update changed the answer in between. Whoever
 //! writes a summary bit last has therefore seen the word agree with it, so once the updates
@@ -28,6 +31,8 @@
 //! whose bit is just being released, and it never returns a bit it did not claim.
 //! [`Bitmap::claim_lowest`] re-checks level 0 itself before it reports that a range has no
 //! free bit, so a lagging summary never causes a false "full".
+
+use std::sync::OnceLock;
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -68,8 +73,11 @@ pub(crate) enum Claim {
     Claimed,
     /// The bit was already taken.
     Taken,
-    /// The bit is free but its word belongs to another set or is mixed: the owner table's
-    /// slow path must claim it.
+    /// The bit is now taken in a [`TAG_MIXED`] word: the claimer must record itself in the
+    /// word's leaf (until it does, the PASID reads as free).
+    Mixed,
+    /// The bit is free but its word belongs to another set (or, for a claim that needs a
+    /// leaf, is not mixed): the owner table must make the word mixed first.
     Foreign,
 }
 
@@ -78,10 +86,18 @@ struct Level {
     words: Box<[AtomicU64]>,
 }
 
+/// Level-0 words per chunk (8 192 PASIDs, 2 KiB), the unit in which level 0 is allocated.
+const CHUNK_SHIFT: u32 = 8;
+const CHUNK_WORDS: u64 = 1 << CHUNK_SHIFT;
+
 /// The hierarchical bitmap over `[0, len)`.
 pub(crate) struct Bitmap {
-    /// Level 0: tag and taken bits per 32 PASIDs.
-    words: Box<[AtomicU64]>,
+    /// Level 0: tag and taken bits per 32 PASIDs, in chunks of [`CHUNK_WORDS`] created by
+    /// the first claim in them (an absent chunk reads as all free). An empty 20-bit space
+    /// then costs its summaries and this table, not 256 KiB of words.
+    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    /// How many level-0 words there are.
+    nwords: u64,
     /// `levels[0]` has one bit per level-0 word; `levels[k]` one per word of `levels[k - 1]`.
     levels: Box<[Level]>,
     len: u64,
@@ -162,8 +178,23 @@ impl Bitmap {
                 words: summary.into_iter().map(AtomicU64::new).collect(),
             });
         }
+        let chunks: Box<[OnceLock<Box<[AtomicU64]>>]> = (0..nwords.div_ceil(CHUNK_WORDS))
+            .map(|_| OnceLock::new())
+            .collect();
+        for (c, chunk) in chunks.iter().enumerate() {
+            let range =
+                c * CHUNK_WORDS as usize..((c + 1) * CHUNK_WORDS as usize).min(values.len());
+            // Chunks with any PASID taken are created now, the others on their first claim.
+            if values[range.clone()].iter().any(|&v| tag_of(v) != TAG_NONE) {
+                let words = values[range].iter().copied().map(AtomicU64::new).collect();
+                chunk
+                    .set(words)
+                    .unwrap_or_else(|_| unreachable!("a fresh chunk"));
+            }
+        }
         Bitmap {
-            words: values.into_iter().map(AtomicU64::new).collect(),
+            chunks,
+            nwords,
             levels: levels.into_boxed_slice(),
             len,
             fixed_first,
@@ -189,7 +220,7 @@ impl Bitmap {
     #[inline]
     pub(crate) fn fixed(&self, w: u64) -> u32 {
         let mut fixed = if w == 0 { self.fixed_first } else { 0 };
-        if w + 1 == self.words.len() as u64 {
+        if w + 1 == self.nwords {
             fixed |= self.fixed_last;
         }
         fixed
@@ -198,7 +229,30 @@ impl Bitmap {
     /// The current value (tag and taken bits) of level-0 word `w`.
     #[inline]
     pub(crate) fn word(&self, w: u64) -> u64 {
-        self.words[w as usize].load(Ordering::SeqCst)
+        match self.cell(w) {
+            Some(cell) => cell.load(Ordering::SeqCst),
+            None => pack(TAG_NONE, self.fixed(w)),
+        }
+    }
+
+    /// The atomic of level-0 word `w`, if its chunk exists.
+    #[inline]
+    fn cell(&self, w: u64) -> Option<&AtomicU64> {
+        let chunk = self.chunks[(w >> CHUNK_SHIFT) as usize].get()?;
+        Some(&chunk[(w % CHUNK_WORDS) as usize])
+    }
+
+    /// The atomic of level-0 word `w`, creating its chunk (all free) if need be.
+    #[inline]
+    fn cell_or_create(&self, w: u64) -> &AtomicU64 {
+        let c = w >> CHUNK_SHIFT;
+        let chunk = self.chunks[c as usize].get_or_init(|| {
+            let first = c * CHUNK_WORDS;
+            (first..(first + CHUNK_WORDS).min(self.nwords))
+                .map(|w| AtomicU64::new(pack(TAG_NONE, self.fixed(w))))
+                .collect()
+        });
+        &chunk[(w % CHUNK_WORDS) as usize]
     }
 
     /// Whether every summary bit at every level agrees with the word it describes (the stale
@@ -206,14 +260,14 @@ impl Bitmap {
     /// bits: the invariants once no update is in flight.
     #[cfg(any(test, loom))]
     pub(crate) fn summaries_exact(&self) -> bool {
-        let tags_ok = (0..self.words.len() as u64).all(|w| {
+        let tags_ok = (0..self.nwords).all(|w| {
             let v = self.word(w);
             tag_of(v) != TAG_NONE || slots_of(v) == self.fixed(w)
         });
         tags_ok
             && (0..self.levels.len()).all(|level| {
                 let children = if level == 0 {
-                    self.words.len()
+                    self.nwords as usize
                 } else {
                     self.levels[level - 1].words.len()
                 };
@@ -227,25 +281,25 @@ impl Bitmap {
 
     /// Claims the lowest clear bit in `[lo, hi]` (`hi < len`) for `tag` (a set id).
     ///
-    /// Returns `Some(Ok(i))` when bit `i` is claimed and its word tagged `tag`,
-    /// `Some(Err(i))` when the lowest clear bit `i` lies in a word of another set or a mixed
-    /// word (nothing changed: the owner table must claim it), and `None` if every bit in the
-    /// range is taken.
+    /// Returns the bit and what happened to it: [`Claim::Claimed`] (its word tagged `tag`),
+    /// [`Claim::Mixed`] (claimed in a mixed word: the caller records the owner in the leaf)
+    /// or [`Claim::Foreign`] (the lowest clear bit lies in another set's word; nothing
+    /// changed). `None` if every bit in the range is taken.
     #[inline]
-    pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<Result<u64, u64>> {
+    pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
         debug_assert!(hi < self.len);
         let hint = self.hint.load(Ordering::SeqCst);
         let mut from = lo.max(hint * WORD_SLOTS);
         loop {
             let i = self.lowest_clear_from(lo, from, hi)?;
             match self.claim_as(i, tag) {
-                Claim::Claimed => {
-                    self.advance_hint(hint, i / WORD_SLOTS);
-                    return Some(Ok(i));
-                }
-                Claim::Foreign => return Some(Err(i)),
                 // Lost a race for bit `i`; everything below it was seen taken, carry on.
                 Claim::Taken => from = i,
+                Claim::Foreign => return Some((i, Claim::Foreign)),
+                claimed => {
+                    self.advance_hint(hint, i / WORD_SLOTS);
+                    return Some((i, claimed));
+                }
             }
         }
     }
@@ -279,39 +333,34 @@ impl Bitmap {
         }
     }
 
-    /// Claims bit `i` for `tag` if it is clear and its word is tagged `tag` or
-    /// [`TAG_NONE`].
+    /// Claims bit `i` for `tag` if it is clear and its word is tagged `tag`, [`TAG_NONE`] or
+    /// [`TAG_MIXED`]. With `tag` = [`TAG_MIXED`] (a claim that needs a leaf, for private
+    /// data) only a mixed word will do.
     #[inline]
     pub(crate) fn claim_as(&self, i: u64, tag: u32) -> Claim {
         let bit = 1u32 << (i % WORD_SLOTS);
-        let mut outcome = Claim::Claimed;
+        let mut outcome = Claim::Taken;
         let done = self.update(i / WORD_SLOTS, |v| {
-            if slots_of(v) & bit != 0 {
-                outcome = Claim::Taken;
-                None
-            } else if tag_of(v) == tag || tag_of(v) == TAG_NONE {
-                Some(pack(tag, slots_of(v) | bit))
+            outcome = if slots_of(v) & bit != 0 {
+                Claim::Taken
+            } else if tag_of(v) == TAG_MIXED {
+                Claim::Mixed
+            } else if tag != TAG_MIXED && (tag_of(v) == tag || tag_of(v) == TAG_NONE) {
+                Claim::Claimed
             } else {
-                outcome = Claim::Foreign;
-                None
+                Claim::Foreign
+            };
+            match outcome {
+                Claim::Mixed => Some(v | u64::from(bit)),
+                Claim::Claimed => Some(pack(tag, slots_of(v) | bit)),
+                Claim::Taken | Claim::Foreign => None,
             }
         });
-        if done.is_ok() {
-            Claim::Claimed
-        } else {
-            outcome
-        }
-    }
-
-    /// Claims bit `i` of a [`TAG_MIXED`] word; returns `false` if it is taken (the word must
-    /// stay mixed: the caller holds the owner table's lock for it).
-    pub(crate) fn claim_mixed(&self, i: u64) -> bool {
-        let bit = 1u32 << (i % WORD_SLOTS);
-        self.update(i / WORD_SLOTS, |v| {
-            debug_assert_eq!(tag_of(v), TAG_MIXED);
-            (slots_of(v) & bit == 0).then_some(v | u64::from(bit))
-        })
-        .is_ok()
+        debug_assert_eq!(
+            done.is_ok(),
+            matches!(outcome, Claim::Claimed | Claim::Mixed)
+        );
+        outcome
     }
 
     /// Releases the bits `mask` of word `w` if the word is tagged `tag`; the word becomes
@@ -333,15 +382,25 @@ impl Bitmap {
         .is_ok()
     }
 
-    /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`, which stays mixed (the caller
-    /// holds the owner table's lock for it and collapses the word afterwards if it can).
-    pub(crate) fn release_mixed(&self, w: u64, mask: u32) {
+    /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
+    /// when nothing but its fixed bits stays taken, and the call then returns `true` (the
+    /// caller gives the leaf back). The word cannot leave [`TAG_MIXED`] while the caller's
+    /// bits are taken in it (see the owner table).
+    pub(crate) fn release_mixed(&self, w: u64, mask: u32) -> bool {
+        let fixed = self.fixed(w);
         let done = self.update(w, |v| {
             debug_assert_eq!(tag_of(v), TAG_MIXED);
             debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
-            Some(v & !u64::from(mask))
+            let slots = slots_of(v) & !mask;
+            let tag = if slots & !fixed == 0 {
+                TAG_NONE
+            } else {
+                TAG_MIXED
+            };
+            Some(pack(tag, slots))
         });
         debug_assert!(done.is_ok());
+        matches!(done, Ok(v) if (slots_of(v) & !mask) & !fixed == 0)
     }
 
     /// Replaces word `w` by `new` if it still holds `old` (both with the same taken bits, or
@@ -355,7 +414,7 @@ impl Bitmap {
     /// `f` declines (`Err(current)`), then keeps the summaries and the hint.
     #[inline]
     fn update(&self, w: u64, mut f: impl FnMut(u64) -> Option<u64>) -> Result<u64, u64> {
-        let word = &self.words[w as usize];
+        let word = self.cell_or_create(w);
         let mut v = word.load(Ordering::SeqCst);
         loop {
             let new = f(v).ok_or(v)?;
@@ -432,7 +491,7 @@ impl Bitmap {
             return;
         }
         let full = |v: u64| slots_of(v) == SLOTS_FULL;
-        if (seen..word).any(|w| !full(self.words[w as usize].load(Ordering::Relaxed))) {
+        if (seen..word).any(|w| !full(self.word(w))) {
             return;
         }
         if self
@@ -446,7 +505,9 @@ impl Bitmap {
             // A read-modify-write, not a load: it reads the latest value of the word, so if
             // the releaser's update comes first we see it, and if it comes after ours the
             // releaser's own read of the hint is ordered after our move.
-            if !full(self.words[w as usize].fetch_or(0, Ordering::AcqRel)) {
+            // An absent chunk has had no claim, so nothing of it is full.
+            let latest = self.cell(w).map(|cell| cell.fetch_or(0, Ordering::AcqRel));
+            if !latest.is_some_and(full) {
                 self.lower_hint(w);
                 return;
             }
@@ -464,15 +525,17 @@ impl Bitmap {
     /// Counts the taken bits in `[0, len)`, fixed ones excluded (a racy snapshot).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn count_set(&self) -> u64 {
-        (0..self.words.len() as u64)
+        (0..self.nwords)
             .map(|w| u64::from((slots_of(self.word(w)) & !self.fixed(w)).count_ones()))
             .sum()
     }
 
     /// Bytes of memory the bitmap occupies.
     pub(crate) fn memory_bytes(&self) -> usize {
-        (self.words.len() + self.levels.iter().map(|l| l.words.len()).sum::<usize>())
+        let words = self.chunks.iter().filter_map(|c| c.get()).map(|c| c.len());
+        (words.sum::<usize>() + self.levels.iter().map(|l| l.words.len()).sum::<usize>())
             * std::mem::size_of::<AtomicU64>()
+            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<[AtomicU64]>>>()
             + std::mem::size_of::<Self>()
     }
 
@@ -499,7 +562,7 @@ impl Bitmap {
                 return None;
             }
             let w = lo / WORD_SLOTS;
-            let slots = slots_of(self.words[w as usize].load(Ordering::Acquire));
+            let slots = slots_of(self.word(w));
             let free = !slots & (SLOTS_FULL << (lo % WORD_SLOTS));
             if free != 0 {
                 let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
@@ -614,16 +677,25 @@ mod tests {
     const B: u32 = 8;
 
     fn claim(b: &Bitmap, lo: u64, hi: u64) -> Option<u64> {
-        b.claim_lowest(lo, hi, A).map(|r| r.expect("one tag only"))
+        b.claim_lowest(lo, hi, A).map(|(i, how)| {
+            assert_eq!(how, Claim::Claimed, "one tag only");
+            i
+        })
     }
 
     #[test]
     fn level_shape_for_twenty_bits() {
         let b = Bitmap::new(1 << 20, true);
         let sizes: Vec<usize> = b.levels.iter().map(|l| l.words.len()).collect();
-        assert_eq!(b.words.len(), 32768);
+        assert_eq!(b.nwords, 32768);
         assert_eq!(sizes, vec![512, 8, 1]);
-        assert!(b.memory_bytes() < 264 * 1024);
+        // Empty: summaries and the chunk table only; a claim creates one 2 KiB chunk.
+        let empty = b.memory_bytes();
+        assert!(empty < 8 * 1024, "{empty}");
+        assert_eq!(claim(&b, 0, (1 << 20) - 1), Some(1));
+        assert_eq!(b.memory_bytes(), empty + 2048);
+        assert_eq!(claim(&b, 500_000, (1 << 20) - 1), Some(500_000));
+        assert_eq!(b.memory_bytes(), empty + 4096);
     }
 
     #[test]
@@ -735,23 +807,29 @@ mod tests {
     #[test]
     fn tags_keep_other_sets_out_of_a_word() {
         let b = Bitmap::new(128, false);
-        assert_eq!(b.claim_lowest(0, 127, A), Some(Ok(0)));
+        assert_eq!(b.claim_lowest(0, 127, A), Some((0, Claim::Claimed)));
         // B's lowest free bit is in A's word: reported, not claimed.
-        assert_eq!(b.claim_lowest(0, 127, B), Some(Err(1)));
+        assert_eq!(b.claim_lowest(0, 127, B), Some((1, Claim::Foreign)));
         assert_eq!(b.claim_as(40, B), Claim::Claimed);
         assert_eq!(tag_of(b.word(1)), B);
         // A release by the wrong tag changes nothing.
         assert!(!b.release_as(0, 1, B));
         assert!(b.release_as(0, 1, A));
-        assert_eq!(b.claim_lowest(0, 127, B), Some(Ok(0)));
-        // A mixed word takes claims only through `claim_mixed`.
+        assert_eq!(b.claim_lowest(0, 127, B), Some((0, Claim::Claimed)));
+        // A mixed word takes any set's claim, which must then record itself in the leaf.
         let v = b.word(0);
         assert!(b.retag(0, v, pack(TAG_MIXED, slots_of(v))));
         assert!(!b.retag(0, v, pack(TAG_MIXED, slots_of(v))));
-        assert_eq!(b.claim_as(1, B), Claim::Foreign);
-        assert!(b.claim_mixed(1));
-        assert!(!b.claim_mixed(1));
+        assert_eq!(b.claim_as(1, B), Claim::Mixed);
         assert_eq!(b.claim_as(1, A), Claim::Taken);
+        // A claim that needs a leaf takes a bit only in a mixed word.
+        assert_eq!(b.claim_as(2, TAG_MIXED), Claim::Mixed);
+        assert_eq!(b.claim_as(33, TAG_MIXED), Claim::Foreign);
+        assert_eq!(b.claim_lowest(0, 127, B), Some((3, Claim::Mixed)));
+        // The last release of a mixed word tags it "nobody" again.
+        assert!(!b.release_mixed(0, 0b1110));
+        assert!(b.release_mixed(0, 0b1));
+        assert_eq!(b.word(0), pack(TAG_NONE, 0));
         assert!(b.summaries_exact());
     }
 

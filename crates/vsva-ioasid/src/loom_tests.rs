@@ -1,11 +1,13 @@
 //! `loom` models of the lock-free bitmap and its word tags, down to a bitmap deep enough
-//! that one update changes every summary level. Run with
+//! that one update changes every summary level, and of the owner table's lock-free steps in
+//! mixed words (claim, release, lookup, collapse, teardown). Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-ioasid --release --lib loom`.
 
 use loom::sync::Arc;
 use loom::thread;
 
 use crate::bitmap::{pack, slots_of, tag_of, Bitmap, Claim, TAG_MIXED, TAG_NONE, WORD_SLOTS};
+use crate::owners::{OwnerTable, SlotState};
 
 /// 64 bits: two level-0 words under one summary word.
 const LEN: u64 = 64;
@@ -14,8 +16,17 @@ const A: u32 = 1;
 const B: u32 = 2;
 
 fn claim(b: &Bitmap, tag: u32) -> Option<u64> {
-    b.claim_lowest(0, LEN - 1, tag)
-        .map(|r| r.expect("word of another set"))
+    b.claim_lowest(0, LEN - 1, tag).map(|(i, how)| {
+        assert_eq!(how, Claim::Claimed, "word of another set");
+        i
+    })
+}
+
+fn claimed(got: Option<(u64, Claim)>) -> u64 {
+    match got {
+        Some((i, Claim::Claimed)) => i,
+        other => panic!("{other:?}"),
+    }
 }
 
 fn release(b: &Bitmap, i: u64, tag: u32) {
@@ -136,18 +147,20 @@ fn loom_two_sets_never_share_a_single_owner_word() {
                 thread::spawn(move || (tag, b.claim_lowest(0, LEN - 1, tag).unwrap()))
             })
             .collect();
-        let got: Vec<(u32, Result<u64, u64>)> = t.into_iter().map(|t| t.join().unwrap()).collect();
+        let got: Vec<(u32, (u64, Claim))> = t.into_iter().map(|t| t.join().unwrap()).collect();
         let claimed: Vec<(u32, u64)> = got
             .iter()
-            .filter_map(|&(tag, r)| r.ok().map(|i| (tag, i)))
+            .filter(|&&(_, (_, how))| how == Claim::Claimed)
+            .map(|&(tag, (i, _))| (tag, i))
             .collect();
         assert!(!claimed.is_empty());
         for &(tag, i) in &claimed {
             // Every claimed bit sits in a word tagged with its claimer.
             assert_eq!(tag_of(b.word(i / WORD_SLOTS)), tag);
         }
-        for &(_, r) in &got {
-            if let Err(i) = r {
+        for &(_, (i, how)) in &got {
+            assert_ne!(how, Claim::Mixed, "no word was mixed");
+            if how == Claim::Foreign {
                 // Sent away only from a free bit of a word another set holds.
                 let v = b.word(i / WORD_SLOTS);
                 assert_eq!(slots_of(v) & 1 << (i % WORD_SLOTS), 0);
@@ -179,7 +192,7 @@ fn loom_release_to_none_racing_another_sets_claim() {
             // B got the word only after A's last bit left it.
             Claim::Claimed => assert_eq!(v, pack(B, 0b10)),
             Claim::Foreign => assert_eq!(v, pack(TAG_NONE, 0)),
-            Claim::Taken => panic!("bit 1 was free"),
+            Claim::Taken | Claim::Mixed => panic!("bit 1 was free, the word never mixed"),
         }
         assert!(b.summaries_exact());
     });
@@ -204,20 +217,21 @@ fn loom_retag_to_mixed_covers_every_bit_the_owner_claims() {
                 }
             })
         };
-        let got = owner.join().unwrap();
+        let (i, how) = owner.join().unwrap();
         let snapshot = slots_of(slow.join().unwrap());
         let now = b.word(0);
         assert_eq!(tag_of(now), TAG_MIXED);
-        match got {
-            // Claimed lock-free: then before the retag, so the snapshot (the leaf) has it.
-            Ok(i) => assert_ne!(snapshot & 1 << i, 0),
-            // Sent to the slow path: nothing changed after the snapshot.
-            Err(i) => {
-                assert_eq!(i, 3);
-                assert_eq!(snapshot, slots_of(now));
-            }
+        assert_eq!(i, 3);
+        match how {
+            // Claimed as the word's owner: then before the retag, so the snapshot (the leaf)
+            // has it.
+            Claim::Claimed => assert_ne!(snapshot & 1 << i, 0),
+            // Claimed in the mixed word: after the snapshot, and the claimer records itself
+            // in the leaf.
+            Claim::Mixed => assert_eq!(snapshot & 1 << i, 0),
+            other => panic!("{other:?}"),
         }
-        assert_eq!(snapshot, slots_of(now));
+        assert_eq!(snapshot | 1 << i, slots_of(now));
         assert!(b.summaries_exact());
     });
 }
@@ -264,7 +278,7 @@ fn loom_cascade_through_every_level_racing_a_release() {
         assert_eq!(b.depth(), 3);
         let claimer = {
             let b = b.clone();
-            thread::spawn(move || b.claim_lowest(0, DEEP - 1, A).unwrap().unwrap())
+            thread::spawn(move || claimed(b.claim_lowest(0, DEEP - 1, A)))
         };
         let releaser = {
             let b = b.clone();
@@ -274,12 +288,12 @@ fn loom_cascade_through_every_level_racing_a_release() {
         releaser.join().unwrap();
         assert!(got == 5 || got == 2047, "claimed {got}");
         assert!(b.summaries_exact());
-        let next = b.claim_lowest(0, DEEP - 1, A).unwrap().unwrap();
+        let next = claimed(b.claim_lowest(0, DEEP - 1, A));
         assert_eq!(next, if got == 5 { 2047 } else { 5 });
         assert!(b.summaries_exact());
         // Every bit below 2 048 is taken again: the top level says so, and a search skips it.
         assert!(b.summary_bit(1, 0));
-        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some(Ok(2048)));
+        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2048, Claim::Claimed)));
     });
 }
 
@@ -290,7 +304,7 @@ fn loom_two_claims_complete_the_cascade_once() {
         let t: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
-                thread::spawn(move || b.claim_lowest(2000, DEEP - 1, A).unwrap().unwrap())
+                thread::spawn(move || claimed(b.claim_lowest(2000, DEEP - 1, A)))
             })
             .collect();
         let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
@@ -302,6 +316,133 @@ fn loom_two_claims_complete_the_cascade_once() {
         release(&b, 2047, A);
         assert!(b.summaries_exact());
         assert!(b.summary_bit(1, 0));
-        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some(Ok(2047)));
+        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2047, Claim::Claimed)));
+    });
+}
+
+/// An owner table of two words whose word 0 is mixed, holding `a` for set A and `b` for B.
+fn mixed_table(a: &[u32], b: &[u32]) -> Arc<OwnerTable> {
+    let t = OwnerTable::new(LEN);
+    for &p in a {
+        assert!(t.alloc_exact(p, A, 0));
+    }
+    for &p in b {
+        assert!(t.alloc_exact(p, B, 0));
+    }
+    assert_eq!(tag_of(t.taken_word(0)), TAG_MIXED);
+    Arc::new(t)
+}
+
+#[test]
+fn loom_mixed_claim_release_and_find() {
+    loom::model(|| {
+        // A claims the lowest free PASID (3) of a mixed word while B frees its 2 and a reader
+        // looks at both: each answer is a state the PASID really passes through.
+        let t = mixed_table(&[1], &[2]);
+        let claimer = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(A, 1, 63, 0))
+        };
+        let releaser = {
+            let t = t.clone();
+            thread::spawn(move || t.free_one(2, B))
+        };
+        let seen = (t.get(2).0, t.get(3).0);
+        assert!(matches!(seen.0, SlotState::Owned(B) | SlotState::Free));
+        assert!(matches!(seen.1, SlotState::Owned(A) | SlotState::Free));
+        let got = claimer.join().unwrap().unwrap();
+        releaser.join().unwrap();
+        // 2 if B's free came first, else 3.
+        assert!(got == 2 || got == 3);
+        assert_eq!(t.get(got).0, SlotState::Owned(A));
+        let other = 5 - got;
+        assert_eq!(t.get(other).0, SlotState::Free);
+        assert_eq!(t.get(1).0, SlotState::Owned(A));
+        // Only A's PASIDs are left: the word collapsed to A, or A's next call collapses it.
+        t.free_one(got, A);
+        assert_eq!(t.taken_word(0), pack(A, 0b11));
+        assert_eq!(t.mixed_words(), 0);
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_collapse_never_swallows_a_claim_in_flight() {
+    loom::model(|| {
+        // Word 0 mixed with only A's 1 left in it. A claims (and then tries to collapse the
+        // word to itself) while B claims in the same word: B's claim must never end up in a
+        // word tagged A, nor in a leaf the word no longer uses.
+        let t = mixed_table(&[1], &[2]);
+        t.free_one(2, B);
+        let a = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(A, 1, 63, 0).unwrap())
+        };
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 0).unwrap())
+        };
+        let (pa, pb) = (a.join().unwrap(), b.join().unwrap());
+        assert_ne!(pa, pb);
+        assert_eq!(t.get(pa).0, SlotState::Owned(A));
+        assert_eq!(t.get(pb).0, SlotState::Owned(B));
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_last_release_racing_a_new_mixed_word() {
+    loom::model(|| {
+        // A frees the last PASID of a mixed word (tagging it "nobody" and giving its leaf
+        // back) while B allocates there with data, which needs the word mixed again with a
+        // new leaf: the old leaf's hand-back must not take the new one.
+        let t = mixed_table(&[1], &[2]);
+        t.free_one(2, B);
+        let a = {
+            let t = t.clone();
+            thread::spawn(move || t.free_one(1, A))
+        };
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 7).unwrap())
+        };
+        a.join().unwrap();
+        let pb = b.join().unwrap();
+        assert!(pb == 1 || pb == 2);
+        assert_eq!(t.get(pb), (SlotState::Owned(B), 7));
+        assert_eq!(t.get(3 - pb).0, SlotState::Free);
+        assert_eq!(tag_of(t.taken_word(0)), TAG_MIXED);
+        assert_eq!(t.mixed_words(), 1);
+        t.free_one(pb, B);
+        assert_eq!((t.taken_word(0), t.mixed_words()), (pack(TAG_NONE, 1), 0));
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_last_teardown_racing_a_claim_and_a_release() {
+    loom::model(|| {
+        // A's 1 is being torn down by one subscriber in a word B shares; the subscriber
+        // finishes while B claims and A frees its other PASID.
+        let t = mixed_table(&[1, 3], &[2]);
+        t.begin_teardown(1, A, 1);
+        let finisher = {
+            let t = t.clone();
+            thread::spawn(move || t.finish_one(1))
+        };
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 0).unwrap())
+        };
+        t.free_one(3, A);
+        assert!(finisher.join().unwrap());
+        let pb = b.join().unwrap();
+        // 1 only once its teardown finished, else 3 once A freed it, else 4.
+        assert!([1, 3, 4].contains(&pb));
+        assert_eq!(t.get(pb).0, SlotState::Owned(B));
+        for p in [1, 3, 4].into_iter().filter(|&p| p != pb) {
+            assert_eq!(t.get(p).0, SlotState::Free);
+        }
+        assert!(t.summaries_exact());
     });
 }

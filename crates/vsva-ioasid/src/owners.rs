@@ -1,5 +1,6 @@
 //! Who owns each PASID, and its private data: the taken bitmap with its word tags, plus
-//! per-PASID leaves for the few words that need them, all read without locks.
+//! per-PASID leaves for the few words that need them, all read and changed without locks
+//! except to make a word mixed.
 //!
 //! Most words of the space are taken by a single set: the bitmap's level-0 word then carries
 //! that set's id beside its bits (see the `bitmap` module), and allocation, free and `find`
@@ -9,20 +10,36 @@
 //!
 //! | value | meaning |
 //! |---|---|
-//! | `0` | free (or claimed in the bitmap and not yet recorded) |
+//! | `0` | free, or its bit is being claimed or released right now |
 //! | `1 ..= 2^31 - 1` | allocated to the set with that id |
 //! | `FREEING \| n` | freed; `n` teardown subscribers have not finished |
 //!
-//! Every change to a mixed word, and every change of a word's tag to or from mixed, is made
-//! under the lock of the word's chunk (32 768 PASIDs); the lock-free paths never act on a
-//! mixed word. A word becomes mixed by building its leaf from one exact value of the word
-//! and then swapping the tag in with a compare-and-swap against that value, so the leaf
-//! covers every PASID taken when the tag changes. It collapses back to one owner (or none)
-//! as soon as every taken PASID belongs to one set with no data and no teardown pending,
-//! and its leaf is given back. Leaves are shared through `ArcSwapOption`, so a `find` that
-//! raced a collapse still reads a leaf that was exact when it was replaced. The table of
-//! leaf pointers of a chunk (8 bytes per 32 PASIDs) is created the first time a word of the
-//! chunk becomes mixed and kept for the life of the space.
+//! In a mixed word every step is a compare-and-swap or a store:
+//!
+//! * **claim**: set the bit in the word (it must still be mixed), then publish the owner in
+//!   the slot (data first). Until then the slot reads 0, "not allocated": a lookup or a free
+//!   by someone else in that window fails as if it came just before the allocation.
+//! * **release**: swap the slot from the owner to 0 (a compare-and-swap: the ownership
+//!   check), zero the data, then clear the bit; the release that leaves no bit taken tags
+//!   the word "nobody" in the same compare-and-swap and gives the leaf back.
+//! * **teardown**: the owner's slot becomes `FREEING | n`; the last subscriber to finish sets
+//!   it to 0 and clears the bit like a release.
+//!
+//! A word becomes mixed under its chunk's lock (32 768 PASIDs per chunk, taken only here):
+//! the leaf is built from one exact value of the word and the tag swapped in with a
+//! compare-and-swap against that value, so the leaf covers every PASID taken when the tag
+//! changes. It goes back to one owner (*collapses*) when every taken PASID belongs to one set
+//! with no data and no teardown pending — lazily, only on that set's own calls (its claims
+//! and frees in the word, and clearing its data), since a set's handle serializes its calls.
+//! That is what makes the lock-free steps safe against a collapse: a bit being claimed or
+//! released has a 0 slot and a teardown a `FREEING` one, either of which stops the collapse;
+//! and a set can only be collapsed *to*, by its own thread, so its own in-flight release
+//! never races one. While one of a thread's bits is taken in a mixed word, the word stays
+//! mixed with the same leaf; so the leaf a releaser loads is the word's current one, and a
+//! claimer loads it after setting its bit. Leaves are shared through `ArcSwapOption`, so a
+//! `find` that raced a collapse still reads a leaf that was exact when it was replaced. The
+//! table of leaf pointers of a chunk (8 bytes per 32 PASIDs) is created the first time a word
+//! of the chunk becomes mixed and kept for the life of the space.
 
 use std::sync::OnceLock;
 
@@ -57,7 +74,7 @@ impl Leaf {
     }
 }
 
-/// The leaves of one chunk of words, and the lock that serializes its mixed words.
+/// The leaves of one chunk of words, and the lock that serializes making its words mixed.
 struct Chunk {
     lock: Mutex<()>,
     leaves: OnceLock<Box<[ArcSwapOption<Leaf>]>>,
@@ -90,6 +107,19 @@ impl SlotState {
     }
 }
 
+/// Reports a free or teardown of a PASID whose slot did not hold the freeing set: the
+/// set's own membership said it owned it, so the two disagree (a bug, never a caller error).
+fn report_owner_mismatch(w: u64, b: u32, set: u32, found: u32) {
+    let pasid = w * WORD_SLOTS + u64::from(b);
+    tracing::error!(
+        pasid,
+        set,
+        found,
+        "owner slot does not hold the freeing set"
+    );
+    debug_assert!(false, "PASID {pasid}: slot {found:#x}, freed by set {set}");
+}
+
 /// Word index and bit of a PASID.
 #[inline]
 fn locate(pasid: Pasid) -> (u64, usize) {
@@ -111,18 +141,13 @@ impl OwnerTable {
         }
     }
 
+    /// The leaf pointer of word `w`. Its chunk's table exists: it was created before any of
+    /// the chunk's words became mixed.
     #[inline]
-    fn chunk(&self, w: u64) -> (&Chunk, usize) {
-        (
-            &self.chunks[(w >> CHUNK_SHIFT) as usize],
-            w as usize % CHUNK_WORDS,
-        )
-    }
-
-    fn leaves(chunk: &Chunk) -> &[ArcSwapOption<Leaf>] {
-        chunk
-            .leaves
-            .get_or_init(|| (0..CHUNK_WORDS).map(|_| ArcSwapOption::empty()).collect())
+    fn slot(&self, w: u64) -> &ArcSwapOption<Leaf> {
+        let chunk = &self.chunks[(w >> CHUNK_SHIFT) as usize];
+        let leaves = chunk.leaves.get().expect("a mixed word's chunk has leaves");
+        &leaves[w as usize % CHUNK_WORDS]
     }
 
     /// Allocates the lowest free PASID in `[lo, hi]` to `set` with `data`, or `None` if all
@@ -135,8 +160,12 @@ impl OwnerTable {
         loop {
             let i = if data == 0 {
                 match self.taken.claim_lowest(from, hi, set)? {
-                    Ok(i) => return Some(i as Pasid),
-                    Err(i) => i,
+                    (i, Claim::Claimed) => return Some(i as Pasid),
+                    (i, Claim::Mixed) => {
+                        self.publish(i as Pasid, set, 0);
+                        return Some(i as Pasid);
+                    }
+                    (i, _) => i,
                 }
             } else {
                 self.taken.lowest_clear_from(lo, from, hi)?
@@ -151,106 +180,121 @@ impl OwnerTable {
 
     /// Allocates exactly `pasid` to `set` with `data`; `false` if it is taken.
     pub(crate) fn alloc_exact(&self, pasid: Pasid, set: u32, data: u64) -> bool {
-        if data == 0 {
-            match self.taken.claim_as(u64::from(pasid), set) {
-                Claim::Claimed => return true,
-                Claim::Taken => return false,
-                Claim::Foreign => {}
-            }
-        }
         self.claim_slow(pasid, set, data)
     }
 
-    /// Claims `pasid` for `set` under its chunk's lock, making its word mixed if it belongs
-    /// to another set or `data` is not zero; `false` if it is taken.
+    /// Claims `pasid` for `set`, making its word mixed first if it belongs to another set or
+    /// `data` is not zero; `false` if it is taken.
     fn claim_slow(&self, pasid: Pasid, set: u32, data: u64) -> bool {
-        let (w, b) = locate(pasid);
-        let (chunk, index) = self.chunk(w);
-        let _guard = lock(&chunk.lock);
-        if data == 0 && tag_of(self.taken.word(w)) != TAG_MIXED {
-            match self.taken.claim_as(u64::from(pasid), set) {
+        let w = u64::from(pasid >> WORD_SHIFT);
+        // With data, only a mixed word has room for it.
+        let tag = if data == 0 { set } else { TAG_MIXED };
+        loop {
+            match self.taken.claim_as(u64::from(pasid), tag) {
                 Claim::Claimed => return true,
+                Claim::Mixed => {
+                    self.publish(pasid, set, data);
+                    return true;
+                }
                 Claim::Taken => return false,
-                Claim::Foreign => {}
+                // The word may collapse again before our claim; then we come back here.
+                Claim::Foreign => self.make_mixed(w),
             }
         }
-        let slot = &Self::leaves(chunk)[index];
-        let leaf = self.make_mixed(w, slot);
-        // Nobody changes a mixed word without this lock, so it is still mixed.
-        if !self.taken.claim_mixed(u64::from(pasid)) {
-            return false;
-        }
-        leaf.data[b].store(data, Ordering::Relaxed);
-        // Release: a reader that sees the owner also sees the data.
-        leaf.owners[b].store(set, Ordering::Release);
-        if data == 0 {
-            self.try_collapse(w, slot);
-        }
-        true
     }
 
-    /// Makes word `w` mixed, its leaf recording the owner of every PASID taken in it, and
-    /// returns the leaf. The caller holds the word's chunk lock.
-    fn make_mixed(&self, w: u64, slot: &ArcSwapOption<Leaf>) -> Arc<Leaf> {
+    /// Records `set` (and `data`) as the owner of `pasid`, whose bit it has just set in a
+    /// mixed word; then, with no data, lets the word collapse if it is all `set`'s.
+    #[inline]
+    fn publish(&self, pasid: Pasid, set: u32, data: u64) {
+        let (w, b) = locate(pasid);
+        {
+            // Our bit is taken and our slot still 0: the word keeps this leaf.
+            let leaf = self.slot(w).load();
+            let leaf = leaf.as_ref().expect("a mixed word has a leaf");
+            if data != 0 {
+                leaf.data[b].store(data, Ordering::Relaxed);
+            }
+            // Release: a reader that sees the owner also sees the data.
+            leaf.owners[b].store(set, Ordering::Release);
+        }
+        if data == 0 {
+            self.try_collapse(w, set);
+        }
+    }
+
+    /// Makes word `w` mixed, its leaf recording the owner of every PASID taken in it, unless
+    /// it is mixed already.
+    fn make_mixed(&self, w: u64) {
+        let chunk = &self.chunks[(w >> CHUNK_SHIFT) as usize];
+        let _guard = lock(&chunk.lock);
+        let leaves = chunk
+            .leaves
+            .get_or_init(|| (0..CHUNK_WORDS).map(|_| ArcSwapOption::empty()).collect());
+        let slot = &leaves[w as usize % CHUNK_WORDS];
         loop {
+            // Only this function, under this lock, makes a word mixed.
             let v = self.taken.word(w);
             if tag_of(v) == TAG_MIXED {
-                return slot.load_full().expect("a mixed word has a leaf");
+                return;
             }
-            let leaf = Arc::new(Leaf::new());
+            let leaf = Leaf::new();
             for b in Bits(u64::from(slots_of(v) & !self.taken.fixed(w))) {
                 leaf.owners[b as usize].store(tag_of(v), Ordering::Relaxed);
             }
-            slot.store(Some(leaf.clone()));
+            slot.store(Some(Arc::new(leaf)));
             // Exactly the value the leaf was built from, or build again: the word's owner may
             // have claimed or freed lock-free meanwhile.
             if self.taken.retag(w, v, pack(TAG_MIXED, slots_of(v))) {
-                return leaf;
+                return;
             }
         }
     }
 
-    /// Gives word `w` back its single owner (or none) and drops its leaf if every PASID taken
-    /// in it belongs to one set with no data and no teardown pending. The caller holds the
-    /// word's chunk lock.
-    fn try_collapse(&self, w: u64, slot: &ArcSwapOption<Leaf>) {
+    /// Gives word `w` back to `set` as its single owner, and drops its leaf, if every PASID
+    /// taken in it belongs to `set` with no data and no teardown pending.
+    ///
+    /// Only `set`'s own calls may run this (see the module note): a claim or release of
+    /// another set in flight has a 0 slot or changes the word, and either stops it.
+    fn try_collapse(&self, w: u64, set: u32) {
         let v = self.taken.word(w);
-        if tag_of(v) != TAG_MIXED {
+        let taken = slots_of(v) & !self.taken.fixed(w);
+        if tag_of(v) != TAG_MIXED || taken == 0 {
             return;
         }
-        let Some(leaf) = slot.load_full() else {
+        let slot = self.slot(w);
+        let leaf = slot.load();
+        let Some(l) = leaf.as_ref() else {
             return;
         };
-        let mut owner = TAG_NONE;
-        for b in Bits(u64::from(slots_of(v) & !self.taken.fixed(w))) {
-            let (o, data) = (
-                leaf.owners[b as usize].load(Ordering::Acquire),
-                leaf.data[b as usize].load(Ordering::Acquire),
-            );
-            if o == 0 || o & FREEING != 0 || data != 0 || (owner != TAG_NONE && o != owner) {
-                return;
-            }
-            owner = o;
-        }
-        if self.taken.retag(w, v, pack(owner, slots_of(v))) {
-            slot.store(None);
+        // Owners first: in a word shared by two sets the first or second slot decides.
+        let all_mine = Bits(u64::from(taken))
+            .all(|b| l.owners[b as usize].load(Ordering::Acquire) == set)
+            && Bits(u64::from(taken)).all(|b| l.data[b as usize].load(Ordering::Acquire) == 0);
+        if all_mine && self.taken.retag(w, v, pack(set, slots_of(v))) {
+            slot.compare_and_swap(&leaf, None);
         }
     }
 
     /// Replaces the private data of `pasid`, which `set` owns.
     pub(crate) fn set_data(&self, pasid: Pasid, set: u32, data: u64) {
         let (w, b) = locate(pasid);
-        let (chunk, index) = self.chunk(w);
-        let _guard = lock(&chunk.lock);
-        if data == 0 && tag_of(self.taken.word(w)) == set {
-            return;
+        if tag_of(self.taken.word(w)) != TAG_MIXED {
+            if data == 0 {
+                // A single-owner word carries no data.
+                return;
+            }
+            self.make_mixed(w);
         }
-        let slot = &Self::leaves(chunk)[index];
-        let leaf = self.make_mixed(w, slot);
-        debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
-        leaf.data[b].store(data, Ordering::Release);
+        {
+            // Our bit is taken: the word stays mixed with this leaf.
+            let leaf = self.slot(w).load();
+            let leaf = leaf.as_ref().expect("a mixed word has a leaf");
+            debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
+            leaf.data[b].store(data, Ordering::Release);
+        }
         if data == 0 {
-            self.try_collapse(w, slot);
+            self.try_collapse(w, set);
         }
     }
 
@@ -262,10 +306,9 @@ impl OwnerTable {
             match tag_of(v) {
                 TAG_NONE => return (SlotState::Free, 0),
                 TAG_MIXED => {
-                    let (chunk, index) = self.chunk(w);
-                    let guard = chunk.leaves.get().map(|leaves| leaves[index].load());
+                    let leaf = self.slot(w).load();
                     // No leaf: the word collapsed since we read it; read it again.
-                    let Some(leaf) = guard.as_ref().and_then(|g| g.as_ref()) else {
+                    let Some(leaf) = leaf.as_ref() else {
                         continue;
                     };
                     loop {
@@ -298,56 +341,78 @@ impl OwnerTable {
         if self.taken.release_as(w, mask, set) {
             return;
         }
-        let (chunk, index) = self.chunk(w);
-        let _guard = lock(&chunk.lock);
-        // The word may have collapsed back to `set` while we waited.
-        if self.taken.release_as(w, mask, set) {
-            return;
+        // Not tagged `set` though `set` holds bits in it: mixed, and it stays so until we act.
+        let slot = self.slot(w);
+        let leaf = slot.load();
+        let emptied = {
+            let l = leaf.as_ref().expect("a mixed word has a leaf");
+            for b in Bits(u64::from(mask)) {
+                let owned = l.owners[b as usize].compare_exchange(
+                    set,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                if let Err(found) = owned {
+                    report_owner_mismatch(w, b, set, found);
+                }
+                l.data[b as usize].store(0, Ordering::Relaxed);
+            }
+            self.taken.release_mixed(w, mask)
+        };
+        if emptied {
+            slot.compare_and_swap(&leaf, None);
+        } else {
+            drop(leaf);
+            self.try_collapse(w, set);
         }
-        let slot = &Self::leaves(chunk)[index];
-        let leaf = slot.load_full().expect("a mixed word has a leaf");
-        for b in Bits(u64::from(mask)) {
-            debug_assert_eq!(leaf.owners[b as usize].load(Ordering::Relaxed), set);
-            leaf.owners[b as usize].store(0, Ordering::Release);
-            leaf.data[b as usize].store(0, Ordering::Relaxed);
-        }
-        self.taken.release_mixed(w, mask);
-        self.try_collapse(w, slot);
     }
 
     /// Marks `pasid`, owned by `set`, as being torn down by `pending` subscribers.
     pub(crate) fn begin_teardown(&self, pasid: Pasid, set: u32, pending: u32) {
         debug_assert!(pending > 0 && pending < FREEING);
         let (w, b) = locate(pasid);
-        let (chunk, index) = self.chunk(w);
-        let _guard = lock(&chunk.lock);
-        let leaf = self.make_mixed(w, &Self::leaves(chunk)[index]);
-        debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
-        leaf.owners[b].store(FREEING | pending, Ordering::Release);
+        if tag_of(self.taken.word(w)) != TAG_MIXED {
+            self.make_mixed(w);
+        }
+        // Our bit is taken: the word stays mixed with this leaf.
+        let leaf = self.slot(w).load();
+        let leaf = leaf.as_ref().expect("a mixed word has a leaf");
+        let owned = leaf.owners[b].compare_exchange(
+            set,
+            FREEING | pending,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if let Err(found) = owned {
+            report_owner_mismatch(w, b as u32, set, found);
+        }
     }
 
     /// One subscriber finished tearing `pasid` down. The last one frees the number and
     /// returns `true`.
     pub(crate) fn finish_one(&self, pasid: Pasid) -> bool {
         let (w, b) = locate(pasid);
-        let (chunk, index) = self.chunk(w);
-        let _guard = lock(&chunk.lock);
-        let slot = &Self::leaves(chunk)[index];
-        let leaf = slot
-            .load_full()
-            .expect("a freeing PASID sits in a mixed word");
-        let prev = leaf.owners[b].fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(
-            prev & FREEING != 0 && prev & !FREEING >= 1,
-            "slot {prev:#x}"
-        );
-        if prev != FREEING | 1 {
-            return false;
+        // A freeing slot keeps its word mixed with this leaf.
+        let slot = self.slot(w);
+        let leaf = slot.load();
+        let emptied = {
+            let l = leaf.as_ref().expect("a freeing PASID sits in a mixed word");
+            let prev = l.owners[b].fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(
+                prev & FREEING != 0 && prev & !FREEING >= 1,
+                "slot {prev:#x}"
+            );
+            if prev != FREEING | 1 {
+                return false;
+            }
+            l.data[b].store(0, Ordering::Relaxed);
+            l.owners[b].store(0, Ordering::Release);
+            self.taken.release_mixed(w, 1 << b)
+        };
+        if emptied {
+            slot.compare_and_swap(&leaf, None);
         }
-        leaf.owners[b].store(0, Ordering::Release);
-        leaf.data[b].store(0, Ordering::Relaxed);
-        self.taken.release_mixed(w, 1 << b);
-        self.try_collapse(w, slot);
         true
     }
 
@@ -364,8 +429,20 @@ impl OwnerTable {
         bytes
     }
 
+    /// The current value of level-0 word `w` of the bitmap.
+    #[cfg(loom)]
+    pub(crate) fn taken_word(&self, w: u64) -> u64 {
+        self.taken.word(w)
+    }
+
+    /// Whether the bitmap's summaries agree with its words (see [`Bitmap::summaries_exact`]).
+    #[cfg(loom)]
+    pub(crate) fn summaries_exact(&self) -> bool {
+        self.taken.summaries_exact()
+    }
+
     /// How many words are mixed now (each holding a leaf).
-    #[cfg(all(test, not(loom)))]
+    #[cfg(test)]
     pub(crate) fn mixed_words(&self) -> usize {
         self.chunks
             .iter()
@@ -390,10 +467,14 @@ mod tests {
         assert_eq!(t.get(1), (SlotState::Owned(1), 0));
         assert_eq!(t.get(2), (SlotState::Owned(2), 0));
         assert_eq!(t.get(3), (SlotState::Free, 0));
-        // Set 2 leaves: single owner again, leaf given back.
+        // Set 2 leaves: the word stays mixed until set 1's own next call in it finds it all
+        // set 1's, which gives it back its single owner and drops the leaf.
         t.free(0, 1 << 2, 2);
+        assert_eq!((t.get(2), t.mixed_words()), ((SlotState::Free, 0), 1));
+        assert_eq!(t.alloc(1, 1, 100, 0), Some(2));
         assert_eq!(t.mixed_words(), 0);
         assert_eq!(tag_of(t.taken.word(0)), 1);
+        t.free(0, 1 << 2, 1);
         // Data and teardown need a leaf; finishing them gives it back.
         t.set_data(1, 1, 9);
         assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Owned(1), 9), 1));
