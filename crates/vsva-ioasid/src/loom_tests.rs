@@ -347,8 +347,9 @@ fn loom_mixed_claim_release_and_find() {
             let t = t.clone();
             thread::spawn(move || t.free_one(2, B))
         };
+        // 2 may already be A's again once B has freed it.
         let seen = (t.get(2).0, t.get(3).0);
-        assert!(matches!(seen.0, SlotState::Owned(B) | SlotState::Free));
+        assert!(matches!(seen.0, SlotState::Owned(A | B) | SlotState::Free));
         assert!(matches!(seen.1, SlotState::Owned(A) | SlotState::Free));
         let got = claimer.join().unwrap().unwrap();
         releaser.join().unwrap();
@@ -420,11 +421,11 @@ fn loom_last_release_racing_a_new_mixed_word() {
 }
 
 #[test]
-fn loom_last_teardown_racing_a_claim_and_a_release() {
+fn loom_last_teardown_racing_a_claim() {
     loom::model(|| {
         // A's 1 is being torn down by one subscriber in a word B shares; the subscriber
-        // finishes while B claims and A frees its other PASID.
-        let t = mixed_table(&[1, 3], &[2]);
+        // finishes while B claims.
+        let t = mixed_table(&[1], &[2]);
         t.begin_teardown(1, A, 1);
         let finisher = {
             let t = t.clone();
@@ -434,15 +435,16 @@ fn loom_last_teardown_racing_a_claim_and_a_release() {
             let t = t.clone();
             thread::spawn(move || t.alloc(B, 1, 63, 0).unwrap())
         };
-        t.free_one(3, A);
         assert!(finisher.join().unwrap());
         let pb = b.join().unwrap();
-        // 1 only once its teardown finished, else 3 once A freed it, else 4.
-        assert!([1, 3, 4].contains(&pb));
+        // 1 only once its teardown finished, else 3.
+        assert!(pb == 1 || pb == 3);
         assert_eq!(t.get(pb).0, SlotState::Owned(B));
-        for p in [1, 3, 4].into_iter().filter(|&p| p != pb) {
-            assert_eq!(t.get(p).0, SlotState::Free);
-        }
+        assert_eq!(t.get(4 - pb).0, SlotState::Free);
+        // Only B's PASIDs are left: B's next call in the word collapses it to B.
+        assert_eq!(t.alloc(B, 1, 63, 0), Some(4 - pb));
+        assert_eq!(tag_of(t.taken_word(0)), B);
+        assert_eq!(t.mixed_words(), 0);
         assert!(t.summaries_exact());
     });
 }
