@@ -335,7 +335,11 @@ fn mixed_table(a: &[u32], b: &[u32]) -> Arc<OwnerTable> {
 
 #[test]
 fn loom_mixed_claim_release_and_find() {
-    loom::model(|| {
+    // Three threads: bounding preemptions keeps the model to minutes while still covering
+    // every interleaving with up to three forced switches.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
         // A claims the lowest free PASID (3) of a mixed word while B frees its 2 and a reader
         // looks at both: each answer is a state the PASID really passes through.
         let t = mixed_table(&[1], &[2]);
