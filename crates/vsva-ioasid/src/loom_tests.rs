@@ -363,9 +363,10 @@ fn loom_mixed_claim_release_and_find() {
         let other = 5 - got;
         assert_eq!(t.get(other).0, SlotState::Free);
         assert_eq!(t.get(1).0, SlotState::Owned(A));
-        // Only A's PASIDs are left: the word collapsed to A, or A's next call collapses it.
+        // Only A's PASIDs are left: the word collapsed to A, or A's next claim collapses it.
         t.free_one(got, A);
-        assert_eq!(t.taken_word(0), pack(A, 0b11));
+        assert_eq!(t.alloc(A, 1, 63, 0), Some(2));
+        assert_eq!(t.taken_word(0), pack(A, 0b111));
         assert_eq!(t.mixed_words(), 0);
         assert!(t.summaries_exact());
     });

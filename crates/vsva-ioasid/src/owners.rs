@@ -29,8 +29,8 @@
 //! the leaf is built from one exact value of the word and the tag swapped in with a
 //! compare-and-swap against that value, so the leaf covers every PASID taken when the tag
 //! changes. It goes back to one owner (*collapses*) when every taken PASID belongs to one set
-//! with no data and no teardown pending — lazily, only on that set's own calls (its claims
-//! and frees in the word, and clearing its data), since a set's handle serializes its calls.
+//! with no data and no teardown pending — lazily, only on that set's own calls (its claims in
+//! the word, and clearing its data), since a set's handle serializes its calls.
 //! That is what makes the lock-free steps safe against a collapse: a bit being claimed or
 //! released has a 0 slot and a teardown a `FREEING` one, either of which stops the collapse;
 //! and a set can only be collapsed *to*, by its own thread, so its own in-flight release
@@ -73,6 +73,9 @@ impl Leaf {
         }
     }
 }
+
+/// A lock-free reader's hold on a word's leaf.
+type LeafGuard = arc_swap::Guard<Option<Arc<Leaf>>>;
 
 /// The leaves of one chunk of words, and the lock that serializes making its words mixed.
 struct Chunk {
@@ -208,18 +211,17 @@ impl OwnerTable {
     #[inline]
     fn publish(&self, pasid: Pasid, set: u32, data: u64) {
         let (w, b) = locate(pasid);
-        {
-            // Our bit is taken and our slot still 0: the word keeps this leaf.
-            let leaf = self.slot(w).load();
-            let leaf = leaf.as_ref().expect("a mixed word has a leaf");
-            if data != 0 {
-                leaf.data[b].store(data, Ordering::Relaxed);
-            }
-            // Release: a reader that sees the owner also sees the data.
-            leaf.owners[b].store(set, Ordering::Release);
+        // Our bit is taken and our slot still 0: the word keeps this leaf.
+        let slot = self.slot(w);
+        let guard = slot.load();
+        let leaf = guard.as_ref().expect("a mixed word has a leaf");
+        if data != 0 {
+            leaf.data[b].store(data, Ordering::Relaxed);
         }
+        // Release: a reader that sees the owner also sees the data.
+        leaf.owners[b].store(set, Ordering::Release);
         if data == 0 {
-            self.try_collapse(w, set);
+            self.try_collapse(w, set, slot, &guard);
         }
     }
 
@@ -251,19 +253,19 @@ impl OwnerTable {
         }
     }
 
-    /// Gives word `w` back to `set` as its single owner, and drops its leaf, if every PASID
-    /// taken in it belongs to `set` with no data and no teardown pending.
+    /// Gives word `w` back to `set` as its single owner, and drops its leaf (`leaf`, loaded
+    /// from `slot`), if every PASID taken in it belongs to `set` with no data and no teardown
+    /// pending.
     ///
-    /// Only `set`'s own calls may run this (see the module note): a claim or release of
-    /// another set in flight has a 0 slot or changes the word, and either stops it.
-    fn try_collapse(&self, w: u64, set: u32) {
+    /// Only `set`'s own calls may run this (see the module note), and only while one of
+    /// `set`'s PASIDs is taken in the word, so that `leaf` is still the word's: a claim or
+    /// release of another set in flight has a 0 slot or changes the word, and either stops it.
+    fn try_collapse(&self, w: u64, set: u32, slot: &ArcSwapOption<Leaf>, leaf: &LeafGuard) {
         let v = self.taken.word(w);
         let taken = slots_of(v) & !self.taken.fixed(w);
         if tag_of(v) != TAG_MIXED || taken == 0 {
             return;
         }
-        let slot = self.slot(w);
-        let leaf = slot.load();
         let Some(l) = leaf.as_ref() else {
             return;
         };
@@ -272,7 +274,7 @@ impl OwnerTable {
             .all(|b| l.owners[b as usize].load(Ordering::Acquire) == set)
             && Bits(u64::from(taken)).all(|b| l.data[b as usize].load(Ordering::Acquire) == 0);
         if all_mine && self.taken.retag(w, v, pack(set, slots_of(v))) {
-            slot.compare_and_swap(&leaf, None);
+            slot.compare_and_swap(leaf, None);
         }
     }
 
@@ -286,15 +288,14 @@ impl OwnerTable {
             }
             self.make_mixed(w);
         }
-        {
-            // Our bit is taken: the word stays mixed with this leaf.
-            let leaf = self.slot(w).load();
-            let leaf = leaf.as_ref().expect("a mixed word has a leaf");
-            debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
-            leaf.data[b].store(data, Ordering::Release);
-        }
+        // Our bit is taken: the word stays mixed with this leaf.
+        let slot = self.slot(w);
+        let guard = slot.load();
+        let leaf = guard.as_ref().expect("a mixed word has a leaf");
+        debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
+        leaf.data[b].store(data, Ordering::Release);
         if data == 0 {
-            self.try_collapse(w, set);
+            self.try_collapse(w, set, slot, &guard);
         }
     }
 
@@ -360,11 +361,10 @@ impl OwnerTable {
             }
             self.taken.release_mixed(w, mask)
         };
+        // A word left with other PASIDs stays mixed: with none of ours left in it, the leaf
+        // we hold may be replaced at any time, and its owners collapse it on their claims.
         if emptied {
             slot.compare_and_swap(&leaf, None);
-        } else {
-            drop(leaf);
-            self.try_collapse(w, set);
         }
     }
 
