@@ -206,13 +206,13 @@ impl Bitmap {
     }
 
     /// A bitmap of `len` bits with the first `set` taken by `tag` (for the `loom` models).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn prefilled(len: u64, set: u64, tag: u32) -> Self {
         Self::with_prefix_set(len, false, set, tag)
     }
 
     /// How many levels the bitmap has (level 0 and its summaries).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn depth(&self) -> usize {
         self.levels.len() + 1
     }
@@ -259,7 +259,7 @@ impl Bitmap {
     /// Whether every summary bit at every level agrees with the word it describes (the stale
     /// word's may say "full" while it is not), and every [`TAG_NONE`] word has only its fixed
     /// bits: the invariants once no update is in flight.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn summaries_exact(&self) -> bool {
         let tags_ok = (0..self.nwords).all(|w| {
             let v = self.word(w);
@@ -541,7 +541,7 @@ impl Bitmap {
     }
 
     /// Whether summary `level` says child `child` (a level-0 word for level 0) is full.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn summary_bit(&self, level: usize, child: u64) -> bool {
         let word = self.levels[level].words[(child / SUMMARY_BITS) as usize].load(Ordering::SeqCst);
         word & (1 << (child % SUMMARY_BITS)) != 0

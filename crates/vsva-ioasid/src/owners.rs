@@ -430,13 +430,13 @@ impl OwnerTable {
     }
 
     /// The current value of level-0 word `w` of the bitmap.
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn taken_word(&self, w: u64) -> u64 {
         self.taken.word(w)
     }
 
     /// Whether the bitmap's summaries agree with its words (see [`Bitmap::summaries_exact`]).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn summaries_exact(&self) -> bool {
         self.taken.summaries_exact()
     }
