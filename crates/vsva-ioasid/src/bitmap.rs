@@ -1,143 +1,480 @@
-//! A lock-free hierarchical bitmap: the "is this PASID taken" state of the whole space.
+//! A lock-free hierarchical bitmap: which PASIDs are taken and, per word, by which set.
 //!
-//! Level 0 holds one bit per PASID (set = allocated or still being torn down). Each higher
-//! level holds one bit per word of the level below, set when that word is full, so the lowest
-//! free bit at or above any index is found in a handful of loads whatever the fill: for a
-//! 2^20 space the levels have 16 384, 256, 4 and 1 words (about 130 KiB in all).
+//! Level 0 is one `AtomicU64` per 32 PASIDs: the low half holds one bit per PASID (set =
+//! allocated or still being torn down), the high half the word's *tag*, who those bits belong
+//! to:
 //!
-//! Claiming a bit is one `fetch_or`, releasing one `fetch_and`. The summary levels are
-//! maintained without locks by the thread whose update made a word full or not full: it
-//! writes the summary bit and then re-reads the word, and writes again if a concurrent update
-//! changed the answer in between. Whoever writes a summary bit last has therefore seen the
-//! word agree with it, so once the updates touching a word have returned, its summary bit is
-//! exact (the `loom` tests check this). While updates are in flight a summary may lag by one
-//! step: a search can then skip a word whose bit is just being released, and it never returns
-//! a bit it did not claim. [`Bitmap::claim_lowest`] re-checks level 0 itself before it reports
-//! that a range has no free bit, so a lagging summary never causes a false "full".
+//! | tag | meaning |
+//! |---|---|
+//! | [`TAG_NONE`] | no PASID of the word is taken (only the fixed bits: PASID 0, bits past the end) |
+//! | a set id | every taken PASID of the word is owned by that set, with no private data |
+//! | [`TAG_MIXED`] | ask the owner table's leaf for the word (several owners, data, teardowns) |
+//!
+//! Because the owner of a single-owner word sits in the same atomic as its bits, claiming a
+//! PASID and recording its owner is one compare-and-swap, freeing it another, and no reader
+//! can ever see a bit without its owner. A claim takes a bit in a word tagged with the
+//! claimer's own set or [`TAG_NONE`] ([`Claim::Claimed`]), or in a [`TAG_MIXED`] word
+//! ([`Claim::Mixed`]: the claimer then records itself in the word's leaf); a word of another
+//! set is [`Claim::Foreign`] and the owner table first retags it [`TAG_MIXED`] with a
+//! compare-and-swap against the exact value it built the leaf from. All of these are
+//! compare-and-swaps on the one word; none takes a lock.
+//!
+//! Each higher level holds one bit per word of the level below, set when that word is full,
+//! so the lowest free bit at or above any index is found in a handful of loads whatever the
+//! fill: for a 2^20 space the levels have 32 768, 512, 8 and 1 words (level 0, 256 KiB, is
+//! created in 2 KiB chunks by the first claim in each; the summaries take 4 KiB). The
+//! thread whose update made a word full or not full writes the summary bit and then re-reads
+//! the word, and writes again if a concurrent update changed the answer in between. Whoever
+//! writes a summary bit last has therefore seen the word agree with it, so once the updates
+//! touching a word have returned, its summary bit is exact (the `loom` tests check this).
+//! While updates are in flight a summary may lag by one step: a search can then skip a word
+//! whose bit is just being released, and it never returns a bit it did not claim.
+//! [`Bitmap::claim_lowest`] re-checks level 0 itself before it reports that a range has no
+//! free bit, so a lagging summary never causes a false "full".
+
+use std::sync::OnceLock;
 
 use crate::sync::{AtomicU64, Ordering};
 
-const WORD_BITS: u64 = 64;
+/// PASIDs per level-0 word.
+pub(crate) const WORD_SLOTS: u64 = 32;
+/// Bits per summary word.
+const SUMMARY_BITS: u64 = 64;
 const FULL: u64 = u64::MAX;
+const SLOTS_FULL: u32 = u32::MAX;
 
-/// One level of the hierarchy.
+/// Tag of a word none of whose PASIDs is taken.
+pub(crate) const TAG_NONE: u32 = 0;
+/// Tag of a word whose owners are recorded per PASID in the owner table.
+pub(crate) const TAG_MIXED: u32 = u32::MAX;
+
+/// The tag half of a level-0 word.
+#[inline]
+pub(crate) fn tag_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// The taken-bits half of a level-0 word.
+#[inline]
+pub(crate) fn slots_of(word: u64) -> u32 {
+    word as u32
+}
+
+/// A level-0 word from its tag and taken bits.
+#[inline]
+pub(crate) fn pack(tag: u32, slots: u32) -> u64 {
+    u64::from(tag) << 32 | u64::from(slots)
+}
+
+/// What an attempt to claim one bit found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The bit is now taken, the word tagged with the claimer.
+    Claimed,
+    /// The bit was already taken.
+    Taken,
+    /// The bit is now taken in a [`TAG_MIXED`] word: the claimer must record itself in the
+    /// word's leaf (until it does, the PASID reads as free).
+    Mixed,
+    /// The bit is free but its word belongs to another set (or, for a claim that needs a
+    /// leaf, is not mixed): the owner table must make the word mixed first.
+    Foreign,
+}
+
+/// One summary level.
 struct Level {
     words: Box<[AtomicU64]>,
 }
 
+/// Level-0 words per chunk (8 192 PASIDs, 2 KiB), the unit in which level 0 is allocated.
+const CHUNK_SHIFT: u32 = 8;
+const CHUNK_WORDS: u64 = 1 << CHUNK_SHIFT;
+
 /// The hierarchical bitmap over `[0, len)`.
 pub(crate) struct Bitmap {
-    /// `levels[0]` is one bit per index; `levels[k]` has one bit per word of `levels[k - 1]`.
+    /// Level 0: tag and taken bits per 32 PASIDs, in chunks of [`CHUNK_WORDS`] created by
+    /// the first claim in them (an absent chunk reads as all free). An empty 20-bit space
+    /// then costs its summaries and this table, not 256 KiB of words.
+    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    /// How many level-0 words there are.
+    nwords: u64,
+    /// `levels[0]` has one bit per level-0 word; `levels[k]` one per word of `levels[k - 1]`.
     levels: Box<[Level]>,
     len: u64,
+    /// Bits of word 0 taken for good (PASID 0 when the owner reserves it).
+    fixed_first: u32,
+    /// Bits of the last word past `len`, taken for good.
+    fixed_last: u32,
     /// A level-0 word index below which every word is full: searches start here. A pure
     /// accelerator, kept conservative as described at [`Bitmap::advance_hint`].
     hint: AtomicU64,
+    /// The one level-0 word whose summary bit may say "full" while it is not ([`NO_STALE`]
+    /// if none): a release that un-fills a word records it here instead of clearing the
+    /// summary bits above it, every search looks at it directly, and the claim that fills it
+    /// again takes it back out. A free-and-allocate-again pair in a full region then changes
+    /// no summary at all. See [`Bitmap::make_stale`].
+    stale: AtomicU64,
 }
+
+/// `stale` when no word is stale.
+const NO_STALE: u64 = u64::MAX;
 
 /// How many words a search may move the hint forward in one step (the re-check it must do
 /// costs one load per word moved over).
 const HINT_STEP: u64 = 4;
 
 impl Bitmap {
-    /// Creates a bitmap of `len` clear bits (`len >= 1`).
-    ///
-    /// Bits past `len` in the last word of every level are set once and for all, so a search
-    /// never has to compare against the end.
-    pub(crate) fn new(len: u64) -> Self {
-        Self::with_prefix_set(len, 0)
+    /// Creates a bitmap of `len` clear bits (`len >= 1`); with `reserve_first`, bit 0 is taken
+    /// for good (it belongs to nobody and is never released).
+    pub(crate) fn new(len: u64, reserve_first: bool) -> Self {
+        Self::with_prefix_set(len, reserve_first, 0, TAG_NONE)
     }
 
-    /// Creates a bitmap of `len` bits whose first `set` bits are already set, with exact
+    /// Creates a bitmap of `len` bits whose first `set` bits are taken by `tag`, with exact
     /// summaries (the models start from deep fills this way without claiming bit by bit).
-    fn with_prefix_set(len: u64, set: u64) -> Self {
+    fn with_prefix_set(len: u64, reserve_first: bool, set: u64, tag: u32) -> Self {
         assert!(len >= 1, "bitmap length must be at least 1");
         assert!(set <= len);
+        let nwords = len.div_ceil(WORD_SLOTS);
+        let fixed_last = match len % WORD_SLOTS {
+            0 => 0,
+            valid => SLOTS_FULL << valid,
+        };
+        let fixed_first = u32::from(reserve_first);
+        let values: Vec<u64> = (0..nwords)
+            .map(|w| {
+                let first = w * WORD_SLOTS;
+                let mut fixed = if w + 1 == nwords { fixed_last } else { 0 };
+                if w == 0 {
+                    fixed |= fixed_first;
+                }
+                let taken = (0..WORD_SLOTS)
+                    .filter(|&b| first + b < set)
+                    .fold(0u32, |s, b| s | 1 << b);
+                let tag = if taken & !fixed == 0 { TAG_NONE } else { tag };
+                pack(tag, fixed | taken)
+            })
+            .collect();
+        let mut full: Vec<bool> = values.iter().map(|&v| slots_of(v) == SLOTS_FULL).collect();
         let mut levels = Vec::new();
-        let mut bits = len;
-        // The bits of the level being built: set below `set` at level 0, and at each level
-        // above, set for the words of the level below that are full.
-        let mut bit_set: Box<dyn Fn(u64) -> bool> = Box::new(move |i| i < set);
-        loop {
-            let nwords = bits.div_ceil(WORD_BITS);
-            let values: Vec<u64> = (0..nwords)
-                .map(|w| {
-                    let first = w * WORD_BITS;
-                    let valid = (bits - first).min(WORD_BITS);
-                    let padding = if valid == WORD_BITS { 0 } else { FULL << valid };
-                    (0..valid)
-                        .filter(|&b| bit_set(first + b))
-                        .fold(padding, |word, b| word | 1 << b)
+        while full.len() > 1 {
+            let children = full.len() as u64;
+            let nsum = children.div_ceil(SUMMARY_BITS);
+            let summary: Vec<u64> = (0..nsum)
+                .map(|s| {
+                    (0..SUMMARY_BITS).fold(0u64, |acc, b| {
+                        let child = s * SUMMARY_BITS + b;
+                        // Children past the end count as full, so a search never looks there.
+                        if child >= children || full[child as usize] {
+                            acc | 1 << b
+                        } else {
+                            acc
+                        }
+                    })
                 })
                 .collect();
-            let words: Box<[AtomicU64]> = values.iter().map(|&v| AtomicU64::new(v)).collect();
-            levels.push(Level { words });
-            if nwords == 1 {
-                break;
+            full = summary.iter().map(|&w| w == FULL).collect();
+            levels.push(Level {
+                words: summary.into_iter().map(AtomicU64::new).collect(),
+            });
+        }
+        let chunks: Box<[OnceLock<Box<[AtomicU64]>>]> = (0..nwords.div_ceil(CHUNK_WORDS))
+            .map(|_| OnceLock::new())
+            .collect();
+        for (c, chunk) in chunks.iter().enumerate() {
+            let range =
+                c * CHUNK_WORDS as usize..((c + 1) * CHUNK_WORDS as usize).min(values.len());
+            // Chunks with any PASID taken are created now, the others on their first claim.
+            // The `loom` models create them all: a `OnceLock`'s hand-off is invisible to loom.
+            if cfg!(loom) || values[range.clone()].iter().any(|&v| tag_of(v) != TAG_NONE) {
+                let words = values[range].iter().copied().map(AtomicU64::new).collect();
+                chunk
+                    .set(words)
+                    .unwrap_or_else(|_| unreachable!("a fresh chunk"));
             }
-            bit_set = Box::new(move |w| values[w as usize] == FULL);
-            bits = nwords;
         }
         Bitmap {
+            chunks,
+            nwords,
             levels: levels.into_boxed_slice(),
             len,
+            fixed_first,
+            fixed_last,
             hint: AtomicU64::new(0),
+            stale: AtomicU64::new(NO_STALE),
         }
     }
 
-    /// A bitmap of `len` bits with the first `set` already set (for the `loom` models).
-    #[cfg(loom)]
-    pub(crate) fn prefilled(len: u64, set: u64) -> Self {
-        Self::with_prefix_set(len, set)
+    /// A bitmap of `len` bits with the first `set` taken by `tag` (for the `loom` models).
+    #[cfg(all(test, loom))]
+    pub(crate) fn prefilled(len: u64, set: u64, tag: u32) -> Self {
+        Self::with_prefix_set(len, false, set, tag)
     }
 
     /// How many levels the bitmap has (level 0 and its summaries).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn depth(&self) -> usize {
-        self.levels.len()
+        self.levels.len() + 1
     }
 
-    /// Whether every summary bit at every level agrees with the word it describes: the
-    /// invariant once no update is in flight.
-    #[cfg(any(test, loom))]
-    pub(crate) fn summaries_exact(&self) -> bool {
-        (1..self.levels.len()).all(|level| {
-            self.levels[level - 1]
-                .words
-                .iter()
-                .enumerate()
-                .all(|(w, word)| {
-                    let w = w as u64;
-                    let summary = self.levels[level].words[(w / WORD_BITS) as usize]
-                        .load(Ordering::SeqCst)
-                        & (1 << (w % WORD_BITS))
-                        != 0;
-                    (word.load(Ordering::SeqCst) == FULL) == summary
-                })
-        })
-    }
-
-    /// Claims the lowest clear bit in `[lo, hi]` (`hi < len`), or returns `None` if every bit
-    /// in the range is set.
+    /// The bits of level-0 word `w` that are taken for good (never owned by anyone).
     #[inline]
-    pub(crate) fn claim_lowest(&self, lo: u64, hi: u64) -> Option<u64> {
+    pub(crate) fn fixed(&self, w: u64) -> u32 {
+        let mut fixed = if w == 0 { self.fixed_first } else { 0 };
+        if w + 1 == self.nwords {
+            fixed |= self.fixed_last;
+        }
+        fixed
+    }
+
+    /// The current value (tag and taken bits) of level-0 word `w`.
+    #[inline]
+    pub(crate) fn word(&self, w: u64) -> u64 {
+        match self.cell(w) {
+            Some(cell) => cell.load(Ordering::SeqCst),
+            None => pack(TAG_NONE, self.fixed(w)),
+        }
+    }
+
+    /// The atomic of level-0 word `w`, if its chunk exists.
+    #[inline]
+    fn cell(&self, w: u64) -> Option<&AtomicU64> {
+        let chunk = self.chunks[(w >> CHUNK_SHIFT) as usize].get()?;
+        Some(&chunk[(w % CHUNK_WORDS) as usize])
+    }
+
+    /// The atomic of level-0 word `w`, creating its chunk (all free) if need be.
+    #[inline]
+    fn cell_or_create(&self, w: u64) -> &AtomicU64 {
+        let c = w >> CHUNK_SHIFT;
+        let chunk = self.chunks[c as usize].get_or_init(|| {
+            let first = c * CHUNK_WORDS;
+            (first..(first + CHUNK_WORDS).min(self.nwords))
+                .map(|w| AtomicU64::new(pack(TAG_NONE, self.fixed(w))))
+                .collect()
+        });
+        &chunk[(w % CHUNK_WORDS) as usize]
+    }
+
+    /// Whether every summary bit at every level agrees with the word it describes (the stale
+    /// word's may say "full" while it is not), and every [`TAG_NONE`] word has only its fixed
+    /// bits: the invariants once no update is in flight.
+    #[cfg(test)]
+    pub(crate) fn summaries_exact(&self) -> bool {
+        let tags_ok = (0..self.nwords).all(|w| {
+            let v = self.word(w);
+            tag_of(v) != TAG_NONE || slots_of(v) == self.fixed(w)
+        });
+        tags_ok
+            && (0..self.levels.len()).all(|level| {
+                let children = if level == 0 {
+                    self.nwords as usize
+                } else {
+                    self.levels[level - 1].words.len()
+                };
+                let stale = self.stale.load(Ordering::SeqCst);
+                (0..children as u64).all(|c| {
+                    let (bit, full) = (self.summary_bit(level, c), self.child_full(level, c));
+                    bit == full || (level == 0 && c == stale && bit)
+                })
+            })
+    }
+
+    /// Claims the lowest clear bit in `[lo, hi]` (`hi < len`) for `tag` (a set id).
+    ///
+    /// Returns the bit and what happened to it: [`Claim::Claimed`] (its word tagged `tag`),
+    /// [`Claim::Mixed`] (claimed in a mixed word: the caller records the owner in the leaf)
+    /// or [`Claim::Foreign`] (the lowest clear bit lies in another set's word; nothing
+    /// changed). `None` if every bit in the range is taken.
+    #[inline]
+    pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
         debug_assert!(hi < self.len);
         let hint = self.hint.load(Ordering::SeqCst);
-        let mut from = lo.max(hint * WORD_BITS);
+        let mut from = lo.max(hint * WORD_SLOTS);
         loop {
-            let found = match self.find_clear(0, from, hi) {
-                Some(i) => Some(i),
-                // The summaries may lag a concurrent release: confirm against level 0 itself,
-                // from the caller's own bound, before reporting that the range is full.
-                None => self.scan_clear(lo, hi),
-            };
-            let i = found?;
-            if self.claim(i) {
-                self.advance_hint(hint, i / WORD_BITS);
-                return Some(i);
+            let i = self.lowest_clear_from(lo, from, hi)?;
+            match self.claim_as(i, tag) {
+                // Lost a race for bit `i`; everything below it was seen taken, carry on.
+                Claim::Taken => from = i,
+                Claim::Foreign => return Some((i, Claim::Foreign)),
+                claimed => {
+                    self.advance_hint(hint, i / WORD_SLOTS);
+                    return Some((i, claimed));
+                }
             }
-            // Lost a race for bit `i`; everything below it was seen set, carry on from it.
-            from = i;
+        }
+    }
+
+    /// The lowest bit in `[lo, hi]` that looks clear, searching from `from` (`from >= lo`,
+    /// everything in `[lo, from)` having been seen taken) with the summaries, then confirming
+    /// a "none" against level 0 from `lo`.
+    pub(crate) fn lowest_clear_from(&self, lo: u64, from: u64, hi: u64) -> Option<u64> {
+        // The stale word's summary may hide its free bits: look at it directly, and search
+        // with the summaries only below what it offers.
+        let stale = self.stale.load(Ordering::SeqCst);
+        let offered = if stale == NO_STALE || from > hi {
+            None
+        } else {
+            let first = from.max(stale * WORD_SLOTS);
+            let last = hi.min(stale * WORD_SLOTS + WORD_SLOTS - 1);
+            (first <= last)
+                .then(|| self.scan_clear(first, last))
+                .flatten()
+        };
+        let below = match offered {
+            Some(0) => None,
+            Some(c) => self.find_clear(from, hi.min(c - 1)),
+            None => self.find_clear(from, hi),
+        };
+        match (below, offered) {
+            (Some(i), _) | (None, Some(i)) => Some(i),
+            // The summaries may lag a concurrent release: confirm against level 0 itself,
+            // from the caller's own bound, before reporting that the range is full.
+            (None, None) => self.scan_clear(lo, hi),
+        }
+    }
+
+    /// Claims bit `i` for `tag` if it is clear and its word is tagged `tag`, [`TAG_NONE`] or
+    /// [`TAG_MIXED`]. With `tag` = [`TAG_MIXED`] (a claim that needs a leaf, for private
+    /// data) only a mixed word will do.
+    #[inline]
+    pub(crate) fn claim_as(&self, i: u64, tag: u32) -> Claim {
+        let bit = 1u32 << (i % WORD_SLOTS);
+        let mut outcome = Claim::Taken;
+        let done = self.update(i / WORD_SLOTS, |v| {
+            outcome = if slots_of(v) & bit != 0 {
+                Claim::Taken
+            } else if tag_of(v) == TAG_MIXED {
+                Claim::Mixed
+            } else if tag != TAG_MIXED && (tag_of(v) == tag || tag_of(v) == TAG_NONE) {
+                Claim::Claimed
+            } else {
+                Claim::Foreign
+            };
+            match outcome {
+                Claim::Mixed => Some(v | u64::from(bit)),
+                Claim::Claimed => Some(pack(tag, slots_of(v) | bit)),
+                Claim::Taken | Claim::Foreign => None,
+            }
+        });
+        debug_assert_eq!(
+            done.is_ok(),
+            matches!(outcome, Claim::Claimed | Claim::Mixed)
+        );
+        outcome
+    }
+
+    /// Releases the bits `mask` of word `w` if the word is tagged `tag`; the word becomes
+    /// [`TAG_NONE`] when nothing but its fixed bits stays taken. Returns `false`, changing
+    /// nothing, if the word carries another tag (it is mixed: the owner table's slow path
+    /// releases it).
+    #[inline]
+    pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> bool {
+        let fixed = self.fixed(w);
+        self.update(w, |v| {
+            if tag_of(v) != tag {
+                return None;
+            }
+            debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
+            let slots = slots_of(v) & !mask;
+            let tag = if slots & !fixed == 0 { TAG_NONE } else { tag };
+            Some(pack(tag, slots))
+        })
+        .is_ok()
+    }
+
+    /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
+    /// when nothing but its fixed bits stays taken, and the call then returns `true` (the
+    /// caller gives the leaf back). The word cannot leave [`TAG_MIXED`] while the caller's
+    /// bits are taken in it (see the owner table).
+    pub(crate) fn release_mixed(&self, w: u64, mask: u32) -> bool {
+        let fixed = self.fixed(w);
+        let done = self.update(w, |v| {
+            debug_assert_eq!(tag_of(v), TAG_MIXED);
+            debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
+            let slots = slots_of(v) & !mask;
+            let tag = if slots & !fixed == 0 {
+                TAG_NONE
+            } else {
+                TAG_MIXED
+            };
+            Some(pack(tag, slots))
+        });
+        debug_assert!(done.is_ok());
+        matches!(done, Ok(v) if (slots_of(v) & !mask) & !fixed == 0)
+    }
+
+    /// Replaces word `w` by `new` if it still holds `old` (both with the same taken bits, or
+    /// the summaries are kept by the caller's later updates); returns whether it did.
+    pub(crate) fn retag(&self, w: u64, old: u64, new: u64) -> bool {
+        debug_assert_eq!(slots_of(old), slots_of(new));
+        self.update(w, |v| (v == old).then_some(new)).is_ok()
+    }
+
+    /// Applies `f` to word `w` with a compare-and-swap loop until it succeeds (`Ok(old)`) or
+    /// `f` declines (`Err(current)`), then keeps the summaries and the hint.
+    #[inline]
+    fn update(&self, w: u64, mut f: impl FnMut(u64) -> Option<u64>) -> Result<u64, u64> {
+        let word = self.cell_or_create(w);
+        let mut v = word.load(Ordering::SeqCst);
+        loop {
+            let new = f(v).ok_or(v)?;
+            match word.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    let (was_full, is_full) =
+                        (slots_of(v) == SLOTS_FULL, slots_of(new) == SLOTS_FULL);
+                    if !self.levels.is_empty() {
+                        if is_full && !was_full {
+                            self.summary_set(0, w);
+                            self.unstale(w);
+                        } else if was_full && !is_full && !self.make_stale(w) {
+                            self.summary_clear(0, w);
+                        }
+                    }
+                    if slots_of(v) & !slots_of(new) != 0 {
+                        self.lower_hint(w);
+                    }
+                    return Ok(v);
+                }
+                Err(current) => v = current,
+            }
+        }
+    }
+
+    /// Records word `w`, which a release just made not full, as the stale word; returns
+    /// whether it is (then its summary bits need not change), `false` if another word is.
+    ///
+    /// Searches read `stale` before they trust the summaries, so a release that returned
+    /// before a search began is seen by it either through the summaries (not stale) or
+    /// directly (stale). The one window is a claim that is taking the mark back from a word
+    /// that a release has just un-filled again: until that claim's re-check has cleared the
+    /// summary, a search may skip the word, as it may skip any word whose update is in
+    /// flight; it never returns a bit it did not claim.
+    #[inline]
+    fn make_stale(&self, w: u64) -> bool {
+        match self.stale.load(Ordering::SeqCst) {
+            s if s == w => true,
+            NO_STALE => self
+                .stale
+                .compare_exchange(NO_STALE, w, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Takes word `w`, which a claim just filled, out of `stale`, then re-reads it: if a
+    /// release un-filled it meanwhile (and, seeing it still stale, left the summary alone),
+    /// the summary is corrected here.
+    #[inline]
+    fn unstale(&self, w: u64) {
+        if self.stale.load(Ordering::SeqCst) == w
+            && self
+                .stale
+                .compare_exchange(w, NO_STALE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            && !self.child_full(0, w)
+        {
+            self.summary_clear(0, w);
         }
     }
 
@@ -154,7 +491,8 @@ impl Bitmap {
         if word <= seen || word - seen > HINT_STEP {
             return;
         }
-        if (seen..word).any(|w| self.levels[0].words[w as usize].load(Ordering::Relaxed) != FULL) {
+        let full = |v: u64| slots_of(v) == SLOTS_FULL;
+        if (seen..word).any(|w| !full(self.word(w))) {
             return;
         }
         if self
@@ -167,9 +505,10 @@ impl Bitmap {
         for w in seen..word {
             // A read-modify-write, not a load: it reads the latest value of the word, so if
             // the releaser's update comes first we see it, and if it comes after ours the
-            // releaser's own read of the hint is ordered after our move (acquire/release
-            // suffices; no reliance on a single total order of plain loads).
-            if self.levels[0].words[w as usize].fetch_or(0, Ordering::AcqRel) != FULL {
+            // releaser's own read of the hint is ordered after our move.
+            // An absent chunk has had no claim, so nothing of it is full.
+            let latest = self.cell(w).map(|cell| cell.fetch_or(0, Ordering::AcqRel));
+            if !latest.is_some_and(full) {
                 self.lower_hint(w);
                 return;
             }
@@ -184,138 +523,132 @@ impl Bitmap {
         }
     }
 
-    /// Claims bit `i`; returns `false` if it was already set.
-    #[inline]
-    pub(crate) fn claim(&self, i: u64) -> bool {
-        self.set_bit(0, i)
-    }
-
-    /// Releases bit `i`, which must be set.
-    #[inline]
-    pub(crate) fn release(&self, i: u64) {
-        let was_set = self.clear_bit(0, i);
-        debug_assert!(was_set, "released a clear bit {i}");
-        self.lower_hint(i / WORD_BITS);
-    }
-
-    /// Releases every bit of `mask` in level-0 word `word`; all of them must be set.
-    pub(crate) fn release_word(&self, word: u64, mask: u64) {
-        let old = self.levels[0].words[word as usize].fetch_and(!mask, Ordering::SeqCst);
-        debug_assert_eq!(old & mask, mask, "released clear bits in word {word}");
-        if old == FULL && mask != 0 && self.levels.len() > 1 {
-            self.summary_clear(1, word);
-        }
-        self.lower_hint(word);
-    }
-
-    /// Counts the set bits in `[0, len)` (a racy snapshot under concurrent use).
+    /// Counts the taken bits in `[0, len)`, fixed ones excluded (a racy snapshot).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn count_set(&self) -> u64 {
-        let words = &self.levels[0].words;
-        let total: u64 = words
-            .iter()
-            .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
-            .sum();
-        // Padding bits past `len` are permanently set.
-        total - (words.len() as u64 * WORD_BITS - self.len)
+        (0..self.nwords)
+            .map(|w| u64::from((slots_of(self.word(w)) & !self.fixed(w)).count_ones()))
+            .sum()
     }
 
     /// Bytes of memory the bitmap occupies.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.levels
-            .iter()
-            .map(|l| l.words.len() * std::mem::size_of::<AtomicU64>())
-            .sum::<usize>()
+        let words = self.chunks.iter().filter_map(|c| c.get()).map(|c| c.len());
+        (words.sum::<usize>() + self.levels.iter().map(|l| l.words.len()).sum::<usize>())
+            * std::mem::size_of::<AtomicU64>()
+            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<[AtomicU64]>>>()
             + std::mem::size_of::<Self>()
     }
 
-    /// Whether summary `level` says word `child` of the level below is full.
-    #[cfg(loom)]
+    /// Whether summary `level` says child `child` (a level-0 word for level 0) is full.
+    #[cfg(test)]
     pub(crate) fn summary_bit(&self, level: usize, child: u64) -> bool {
-        let word = self.levels[level].words[(child / WORD_BITS) as usize].load(Ordering::SeqCst);
-        word & (1 << (child % WORD_BITS)) != 0
+        let word = self.levels[level].words[(child / SUMMARY_BITS) as usize].load(Ordering::SeqCst);
+        word & (1 << (child % SUMMARY_BITS)) != 0
     }
 
-    /// The lowest index in `[lo, hi]` whose bit at `level` looks clear, guided by the summaries.
-    fn find_clear(&self, level: usize, mut lo: u64, hi: u64) -> Option<u64> {
+    /// Whether child `child` of summary `level` is full now.
+    fn child_full(&self, level: usize, child: u64) -> bool {
+        if level == 0 {
+            slots_of(self.word(child)) == SLOTS_FULL
+        } else {
+            self.levels[level - 1].words[child as usize].load(Ordering::SeqCst) == FULL
+        }
+    }
+
+    /// The lowest index in `[lo, hi]` whose bit looks clear, guided by the summaries.
+    fn find_clear(&self, mut lo: u64, hi: u64) -> Option<u64> {
+        loop {
+            if lo > hi {
+                return None;
+            }
+            let w = lo / WORD_SLOTS;
+            let slots = slots_of(self.word(w));
+            let free = !slots & (SLOTS_FULL << (lo % WORD_SLOTS));
+            if free != 0 {
+                let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
+                return (i <= hi).then_some(i);
+            }
+            if self.levels.is_empty() {
+                return None;
+            }
+            // Word `w` is full from `lo` on: ask the summaries for the next non-full word.
+            let next = self.find_clear_summary(0, w + 1, hi / WORD_SLOTS)?;
+            lo = next * WORD_SLOTS;
+        }
+    }
+
+    /// The lowest child index in `[lo, hi]` that summary `level` says is not full.
+    fn find_clear_summary(&self, level: usize, mut lo: u64, hi: u64) -> Option<u64> {
         let words = &self.levels[level].words;
         loop {
             if lo > hi {
                 return None;
             }
-            let w = lo / WORD_BITS;
-            let free = !words[w as usize].load(Ordering::Acquire) & (FULL << (lo % WORD_BITS));
+            let w = lo / SUMMARY_BITS;
+            let free = !words[w as usize].load(Ordering::Acquire) & (FULL << (lo % SUMMARY_BITS));
             if free != 0 {
-                let i = w * WORD_BITS + u64::from(free.trailing_zeros());
+                let i = w * SUMMARY_BITS + u64::from(free.trailing_zeros());
                 return (i <= hi).then_some(i);
             }
             if level + 1 == self.levels.len() {
                 return None;
             }
-            // Word `w` is full from `lo` on: ask the level above for the next non-full word.
-            let next = self.find_clear(level + 1, w + 1, hi / WORD_BITS)?;
-            lo = next * WORD_BITS;
+            let next = self.find_clear_summary(level + 1, w + 1, hi / SUMMARY_BITS)?;
+            lo = next * SUMMARY_BITS;
         }
     }
 
     /// The lowest clear bit in `[lo, hi]` at level 0, reading every word (no summaries).
     fn scan_clear(&self, lo: u64, hi: u64) -> Option<u64> {
-        let words = &self.levels[0].words;
-        let mut w = lo / WORD_BITS;
-        let mut mask = FULL << (lo % WORD_BITS);
-        while w <= hi / WORD_BITS {
-            let free = !words[w as usize].load(Ordering::SeqCst) & mask;
+        let mut w = lo / WORD_SLOTS;
+        let mut mask = SLOTS_FULL << (lo % WORD_SLOTS);
+        while w <= hi / WORD_SLOTS {
+            let free = !slots_of(self.word(w)) & mask;
             if free != 0 {
-                let i = w * WORD_BITS + u64::from(free.trailing_zeros());
+                let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
                 return (i <= hi).then_some(i);
             }
             w += 1;
-            mask = FULL;
+            mask = SLOTS_FULL;
         }
         None
     }
 
-    /// Sets bit `i` of `level`; returns whether it was clear. Propagates "full" upwards.
-    #[inline]
-    fn set_bit(&self, level: usize, i: u64) -> bool {
-        let w = i / WORD_BITS;
-        let bit = 1u64 << (i % WORD_BITS);
+    /// Sets bit `child` of summary `level`. Propagates "full" upwards.
+    fn set_summary_bit(&self, level: usize, child: u64) {
+        let w = child / SUMMARY_BITS;
+        let bit = 1u64 << (child % SUMMARY_BITS);
         let old = self.levels[level].words[w as usize].fetch_or(bit, Ordering::SeqCst);
-        if old & bit != 0 {
-            return false;
-        }
-        if old | bit == FULL && level + 1 < self.levels.len() {
+        if old & bit == 0 && old | bit == FULL && level + 1 < self.levels.len() {
             self.summary_set(level + 1, w);
         }
-        true
     }
 
-    /// Clears bit `i` of `level`; returns whether it was set. Propagates "not full" upwards.
-    #[inline]
-    fn clear_bit(&self, level: usize, i: u64) -> bool {
-        let w = i / WORD_BITS;
-        let bit = 1u64 << (i % WORD_BITS);
+    /// Clears bit `child` of summary `level`. Propagates "not full" upwards.
+    fn clear_summary_bit(&self, level: usize, child: u64) {
+        let w = child / SUMMARY_BITS;
+        let bit = 1u64 << (child % SUMMARY_BITS);
         let old = self.levels[level].words[w as usize].fetch_and(!bit, Ordering::SeqCst);
         if old == FULL && level + 1 < self.levels.len() {
             self.summary_clear(level + 1, w);
         }
-        old & bit != 0
     }
 
-    /// Records at `level` that word `child` of `level - 1` is full, then re-checks the child:
-    /// if a release emptied a bit meanwhile, the record is corrected.
+    /// Records at `level` that `child` is full, then re-checks the child: if a release
+    /// emptied a bit meanwhile, the record is corrected.
     fn summary_set(&self, level: usize, child: u64) {
-        self.set_bit(level, child);
-        if self.levels[level - 1].words[child as usize].load(Ordering::SeqCst) != FULL {
+        self.set_summary_bit(level, child);
+        if !self.child_full(level, child) {
             self.summary_clear(level, child);
         }
     }
 
-    /// Records at `level` that word `child` of `level - 1` is not full, then re-checks the
-    /// child: if a claim filled it meanwhile, the record is corrected.
+    /// Records at `level` that `child` is not full, then re-checks the child: if a claim
+    /// filled it meanwhile, the record is corrected.
     fn summary_clear(&self, level: usize, child: u64) {
-        self.clear_bit(level, child);
-        if self.levels[level - 1].words[child as usize].load(Ordering::SeqCst) == FULL {
+        self.clear_summary_bit(level, child);
+        if self.child_full(level, child) {
             self.summary_set(level, child);
         }
     }
@@ -341,40 +674,53 @@ impl Iterator for Bits {
 mod tests {
     use super::*;
 
-    /// Every summary bit agrees with the word below it (valid when no one is mutating).
-    fn assert_summaries_exact(b: &Bitmap) {
-        for level in 1..b.levels.len() {
-            for (w, word) in b.levels[level - 1].words.iter().enumerate() {
-                let full = word.load(Ordering::Relaxed) == FULL;
-                let w = w as u64;
-                let summary = b.levels[level].words[(w / WORD_BITS) as usize]
-                    .load(Ordering::Relaxed)
-                    & (1 << (w % WORD_BITS))
-                    != 0;
-                assert_eq!(full, summary, "level {level} word {w}");
-            }
-        }
+    const A: u32 = 7;
+    const B: u32 = 8;
+
+    fn claim(b: &Bitmap, lo: u64, hi: u64) -> Option<u64> {
+        b.claim_lowest(lo, hi, A).map(|(i, how)| {
+            assert_eq!(how, Claim::Claimed, "one tag only");
+            i
+        })
     }
 
     #[test]
     fn level_shape_for_twenty_bits() {
-        let b = Bitmap::new(1 << 20);
+        let b = Bitmap::new(1 << 20, true);
         let sizes: Vec<usize> = b.levels.iter().map(|l| l.words.len()).collect();
-        assert_eq!(sizes, vec![16384, 256, 4, 1]);
-        assert!(b.memory_bytes() < 132 * 1024);
+        assert_eq!(b.nwords, 32768);
+        assert_eq!(sizes, vec![512, 8, 1]);
+        // Empty: summaries and the chunk table only; a claim creates one 2 KiB chunk.
+        let empty = b.memory_bytes();
+        assert!(empty < 8 * 1024, "{empty}");
+        assert_eq!(claim(&b, 0, (1 << 20) - 1), Some(1));
+        assert_eq!(b.memory_bytes(), empty + 2048);
+        assert_eq!(claim(&b, 500_000, (1 << 20) - 1), Some(500_000));
+        assert_eq!(b.memory_bytes(), empty + 4096);
     }
 
     #[test]
     fn claims_lowest_and_fills_exactly() {
-        for len in [1u64, 2, 63, 64, 65, 4095, 4096, 4097, 300_000] {
-            let b = Bitmap::new(len);
+        for len in [1u64, 2, 31, 32, 33, 63, 64, 65, 2047, 2048, 2049, 300_000] {
+            let b = Bitmap::new(len, false);
             for expect in 0..len {
-                assert_eq!(b.claim_lowest(0, len - 1), Some(expect), "len {len}");
+                assert_eq!(claim(&b, 0, len - 1), Some(expect), "len {len}");
             }
-            assert_eq!(b.claim_lowest(0, len - 1), None);
+            assert_eq!(claim(&b, 0, len - 1), None);
             assert_eq!(b.count_set(), len);
-            assert_summaries_exact(&b);
+            assert!(b.summaries_exact());
         }
+    }
+
+    #[test]
+    fn reserved_first_bit_is_never_claimed_nor_owned() {
+        let b = Bitmap::new(2, true);
+        assert_eq!(tag_of(b.word(0)), TAG_NONE);
+        assert_eq!(claim(&b, 0, 1), Some(1));
+        assert_eq!(tag_of(b.word(0)), A);
+        assert!(b.release_as(0, 0b10, A));
+        assert_eq!(b.word(0), pack(TAG_NONE, b.fixed(0)));
+        assert!(b.summaries_exact());
     }
 
     #[test]
@@ -386,68 +732,122 @@ mod tests {
             (4160, 4160),
             (300_000, 262_144),
         ] {
-            let b = Bitmap::with_prefix_set(len, set);
+            let b = Bitmap::with_prefix_set(len, false, set, A);
             assert_eq!(b.count_set(), set);
-            assert_summaries_exact(&b);
             assert!(b.summaries_exact());
-            assert_eq!(b.claim_lowest(0, len - 1), (set < len).then_some(set));
+            assert_eq!(claim(&b, 0, len - 1), (set < len).then_some(set));
         }
     }
 
     #[test]
     fn release_makes_bit_lowest_again() {
-        let b = Bitmap::new(1 << 14);
+        let b = Bitmap::new(1 << 14, false);
         for _ in 0..(1 << 14) {
-            b.claim_lowest(0, (1 << 14) - 1).unwrap();
+            claim(&b, 0, (1 << 14) - 1).unwrap();
         }
         for i in [9000u64, 77, 4096, 16383] {
-            b.release(i);
-            assert_summaries_exact(&b);
+            assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
+            assert!(b.summaries_exact());
         }
-        assert_eq!(b.claim_lowest(0, 16383), Some(77));
-        assert_eq!(b.claim_lowest(100, 16383), Some(4096));
-        assert_eq!(b.claim_lowest(9001, 16383), Some(16383));
-        assert_eq!(b.claim_lowest(0, 16383), Some(9000));
-        assert_eq!(b.claim_lowest(0, 16383), None);
-        assert_summaries_exact(&b);
+        assert_eq!(claim(&b, 0, 16383), Some(77));
+        assert_eq!(claim(&b, 100, 16383), Some(4096));
+        assert_eq!(claim(&b, 9001, 16383), Some(16383));
+        assert_eq!(claim(&b, 0, 16383), Some(9000));
+        assert_eq!(claim(&b, 0, 16383), None);
+        assert!(b.summaries_exact());
+    }
+
+    #[test]
+    fn stale_word_is_found_though_its_summary_says_full() {
+        let b = Bitmap::with_prefix_set(4096, false, 4096, A);
+        let release = |i: u64| assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
+        // The first word a release un-fills keeps its "full" summary bit: it is the stale one.
+        release(100);
+        assert!(b.summary_bit(0, 3));
+        // Releases in other words clear their summaries as usual.
+        release(3000);
+        release(50);
+        assert!(!b.summary_bit(0, 93) && !b.summary_bit(0, 1));
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, 0, 4095), Some(50));
+        assert_eq!(claim(&b, 0, 4095), Some(100));
+        // Refilling the stale word takes it out: a later release there may be stale again.
+        release(101);
+        assert_eq!(claim(&b, 102, 4095), Some(3000));
+        assert_eq!(claim(&b, 0, 4095), Some(101));
+        assert_eq!(claim(&b, 0, 4095), None);
+        assert!(b.summaries_exact());
+    }
+
+    #[test]
+    fn a_release_outside_the_stale_word_clears_the_summaries_up_the_tree() {
+        let b = Bitmap::with_prefix_set(64 * 32 + 32, false, 2048, A);
+        assert!(b.summary_bit(1, 0));
+        assert!(b.release_as(63, 1 << 31, A));
+        assert!(b.summary_bit(1, 0), "the stale word changes no summary");
+        assert!(b.release_as(0, 1 << 5, A));
+        assert!(!b.summary_bit(0, 0) && !b.summary_bit(1, 0));
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, 0, 2079), Some(5));
+        assert_eq!(claim(&b, 0, 2079), Some(2047));
+        assert!(b.summary_bit(1, 0));
+        assert!(b.summaries_exact());
     }
 
     #[test]
     fn respects_bounds() {
-        let b = Bitmap::new(1000);
-        assert_eq!(b.claim_lowest(500, 500), Some(500));
-        assert_eq!(b.claim_lowest(500, 500), None);
-        assert_eq!(b.claim_lowest(499, 501), Some(499));
-        assert_eq!(b.claim_lowest(499, 501), Some(501));
-        assert_eq!(b.claim_lowest(499, 501), None);
-        assert_eq!(b.claim_lowest(999, 999), Some(999));
+        let b = Bitmap::new(1000, false);
+        assert_eq!(claim(&b, 500, 500), Some(500));
+        assert_eq!(claim(&b, 500, 500), None);
+        assert_eq!(claim(&b, 499, 501), Some(499));
+        assert_eq!(claim(&b, 499, 501), Some(501));
+        assert_eq!(claim(&b, 499, 501), None);
+        assert_eq!(claim(&b, 999, 999), Some(999));
     }
 
     #[test]
-    fn release_word_clears_many_and_summaries() {
-        let b = Bitmap::new(256);
-        for _ in 0..256 {
-            b.claim_lowest(0, 255).unwrap();
-        }
-        b.release_word(1, 0xF0F0);
-        assert_summaries_exact(&b);
-        assert_eq!(b.count_set(), 256 - 8);
-        assert_eq!(b.claim_lowest(0, 255), Some(68));
+    fn tags_keep_other_sets_out_of_a_word() {
+        let b = Bitmap::new(128, false);
+        assert_eq!(b.claim_lowest(0, 127, A), Some((0, Claim::Claimed)));
+        // B's lowest free bit is in A's word: reported, not claimed.
+        assert_eq!(b.claim_lowest(0, 127, B), Some((1, Claim::Foreign)));
+        assert_eq!(b.claim_as(40, B), Claim::Claimed);
+        assert_eq!(tag_of(b.word(1)), B);
+        // A release by the wrong tag changes nothing.
+        assert!(!b.release_as(0, 1, B));
+        assert!(b.release_as(0, 1, A));
+        assert_eq!(b.claim_lowest(0, 127, B), Some((0, Claim::Claimed)));
+        // A mixed word takes any set's claim, which must then record itself in the leaf.
+        let v = b.word(0);
+        assert!(b.retag(0, v, pack(TAG_MIXED, slots_of(v))));
+        assert!(!b.retag(0, v, pack(TAG_MIXED, slots_of(v))));
+        assert_eq!(b.claim_as(1, B), Claim::Mixed);
+        assert_eq!(b.claim_as(1, A), Claim::Taken);
+        // A claim that needs a leaf takes a bit only in a mixed word.
+        assert_eq!(b.claim_as(2, TAG_MIXED), Claim::Mixed);
+        assert_eq!(b.claim_as(33, TAG_MIXED), Claim::Foreign);
+        assert_eq!(b.claim_lowest(0, 127, B), Some((3, Claim::Mixed)));
+        // The last release of a mixed word tags it "nobody" again.
+        assert!(!b.release_mixed(0, 0b1110));
+        assert!(b.release_mixed(0, 0b1));
+        assert_eq!(b.word(0), pack(TAG_NONE, 0));
+        assert!(b.summaries_exact());
     }
 
     #[test]
     fn concurrent_claims_are_unique() {
-        let b = std::sync::Arc::new(Bitmap::new(1 << 16));
+        let b = std::sync::Arc::new(Bitmap::new(1 << 16, false));
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
                 std::thread::spawn(move || {
                     let mut got = Vec::new();
                     for round in 0..20_000u64 {
-                        let i = b.claim_lowest(0, (1 << 16) - 1).unwrap();
+                        let i = claim(&b, 0, (1 << 16) - 1).unwrap();
                         got.push(i);
                         if round % 3 == 0 {
-                            b.release(got.swap_remove(got.len() / 2));
+                            let i = got.swap_remove(got.len() / 2);
+                            assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
                         }
                     }
                     got
@@ -463,6 +863,6 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), n, "a bit was claimed twice");
         assert_eq!(b.count_set(), n as u64);
-        assert_summaries_exact(&b);
+        assert!(b.summaries_exact());
     }
 }

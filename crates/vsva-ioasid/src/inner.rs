@@ -1,6 +1,6 @@
-//! The private core every handle shares: the space's bitmap, owner table, set registry and
-//! subscriber list, and the allocate / retire / finish-teardown steps that move a PASID
-//! between free, owned and freeing.
+//! The private core every handle shares: the space's owner table (with its bitmap), set
+//! registry and subscriber list, and the allocate / retire / finish-teardown steps that move
+//! a PASID between free, owned and freeing.
 //!
 //! The public handles ([`IoasidSpace`](crate::IoasidSpace), [`IoasidSet`](crate::IoasidSet),
 //! [`TeardownTicket`](crate::TeardownTicket)) are built on this module; it names none of them.
@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
 use crate::backend::PasidBackend;
-use crate::bitmap::{Bitmap, Bits};
+use crate::bitmap::Bits;
 use crate::error::Error;
 use crate::ids::{Pasid, SetId, SubscriberId};
 use crate::owners::{OwnerTable, SlotState};
@@ -22,7 +22,6 @@ pub(crate) type Subscribers = Vec<(SubscriberId, Arc<dyn TeardownSubscriber>)>;
 pub(crate) struct SpaceInner {
     pub(crate) pasid_bits: u8,
     pub(crate) max_pasid: Pasid,
-    pub(crate) bitmap: Bitmap,
     pub(crate) owners: OwnerTable,
     pub(crate) backend: Option<Arc<dyn PasidBackend>>,
     pub(crate) subscribers: ArcSwap<Subscribers>,
@@ -64,14 +63,10 @@ impl SpaceInner {
     /// reserved.
     pub(crate) fn new(pasid_bits: u8, backend: Option<Arc<dyn PasidBackend>>) -> Self {
         let len = 1u64 << pasid_bits;
-        let bitmap = Bitmap::new(len);
-        // PASID 0 means "no PASID" (RID2PASID) and is never handed out.
-        let reserved = bitmap.claim(0);
-        debug_assert!(reserved);
         SpaceInner {
             pasid_bits,
             max_pasid: (len - 1) as Pasid,
-            bitmap,
+            // PASID 0 means "no PASID" (RID2PASID): the table never hands it out.
             owners: OwnerTable::new(len),
             backend,
             subscribers: ArcSwap::from_pointee(Vec::new()),
@@ -117,22 +112,22 @@ impl SpaceInner {
         hi: Pasid,
         data: u64,
     ) -> Result<Pasid, Error> {
-        let pasid = match &self.backend {
+        match &self.backend {
             None => self
-                .bitmap
-                .claim_lowest(u64::from(lo), u64::from(hi))
-                .ok_or(Error::NoSpace { min: lo, max: hi })? as Pasid,
-            Some(backend) => self.alloc_delegated(backend.as_ref(), lo, hi)?,
-        };
-        self.owners.record(pasid, set.0, data);
-        Ok(pasid)
+                .owners
+                .alloc(set.0, lo, hi, data)
+                .ok_or(Error::NoSpace { min: lo, max: hi }),
+            Some(backend) => self.alloc_delegated(backend.as_ref(), set, lo, hi, data),
+        }
     }
 
     fn alloc_delegated(
         &self,
         backend: &dyn PasidBackend,
+        set: SetId,
         lo: Pasid,
         hi: Pasid,
+        data: u64,
     ) -> Result<Pasid, Error> {
         let failed = |errno, message: String| Error::Backend {
             backend: backend.name().to_owned(),
@@ -149,7 +144,7 @@ impl SpaceInner {
                 format!("returned PASID {pasid} outside the requested range [{lo}, {hi}]"),
             ));
         }
-        if !self.bitmap.claim(u64::from(pasid)) {
+        if !self.owners.alloc_exact(pasid, set.0, data) {
             // Locally taken (owned, or still being torn down): never own a number twice.
             // The backend still believes it handed `pasid` out, so give it back.
             backend.free(pasid);
@@ -164,42 +159,46 @@ impl SpaceInner {
     /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
     /// they have all finished, makes the number allocatable again. Never fails.
     #[inline]
-    pub(crate) fn retire(self: &Arc<Self>, pasid: Pasid) {
+    pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) {
         // The count spares the hot path the list's load when nobody subscribed.
         let subscribers = (self.subscriber_count.load(Ordering::Acquire) != 0)
             .then(|| self.subscribers.load())
             .filter(|list| !list.is_empty());
         let Some(subscribers) = subscribers else {
-            self.owners.clear(pasid);
-            self.release_number(pasid);
+            self.owners.free_one(pasid, set.0);
+            self.backend_free(pasid);
             return;
         };
         self.freeing.fetch_add(1, Ordering::Relaxed);
-        self.owners.begin_teardown(pasid, subscribers.len() as u32);
+        self.owners
+            .begin_teardown(pasid, set.0, subscribers.len() as u32);
         for (_, subscriber) in subscribers.iter() {
             subscriber.teardown(pasid, TeardownTicket::new(self.clone(), pasid));
         }
     }
 
     /// Frees the owned PASIDs `word * 64 + bit` for every bit of `mask`, which their set has
-    /// already forgotten. Without subscribers or a backend this is one bitmap update.
+    /// already forgotten. Without subscribers or a backend this is one update of each of the
+    /// two 32-PASID words it spans.
     #[inline]
-    pub(crate) fn retire_word(self: &Arc<Self>, word: u32, mask: u64) {
+    pub(crate) fn retire_word(self: &Arc<Self>, set: SetId, word: u32, mask: u64) {
         if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
-            for bit in Bits(mask) {
-                self.owners.clear(word * 64 + bit);
+            let base = u64::from(word) * 2;
+            for (w, half) in [(base, mask as u32), (base + 1, (mask >> 32) as u32)] {
+                if half != 0 {
+                    self.owners.free(w, half, set.0);
+                }
             }
-            self.bitmap.release_word(u64::from(word), mask);
             return;
         }
         for bit in Bits(mask) {
-            self.retire(word * 64 + bit);
+            self.retire(set, word * 64 + bit);
         }
     }
 
+    /// Tells the backend, if any, that `pasid` is free again.
     #[inline]
-    fn release_number(&self, pasid: Pasid) {
-        self.bitmap.release(u64::from(pasid));
+    fn backend_free(&self, pasid: Pasid) {
         if let Some(backend) = &self.backend {
             backend.free(pasid);
         }
@@ -214,9 +213,8 @@ impl SpaceInner {
 impl TeardownSink for SpaceInner {
     fn finish_teardown(&self, pasid: Pasid) {
         if self.owners.finish_one(pasid) {
-            self.owners.clear(pasid);
             self.freeing.fetch_sub(1, Ordering::Relaxed);
-            self.release_number(pasid);
+            self.backend_free(pasid);
         }
     }
 }

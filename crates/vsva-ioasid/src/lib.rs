@@ -30,8 +30,10 @@
 //! # Ok::<(), vsva_ioasid::Error>(())
 //! ```
 //!
-//! Concurrency: allocation and free take no global lock (a lock-free hierarchical bitmap and
-//! a lock-free owner table); see the `bitmap` and `owners` module notes for the protocol.
+//! Concurrency: allocation and free take no global lock. A word of 32 PASIDs held by one set
+//! records that set beside its bits and is claimed and freed lock-free; only words shared by
+//! several sets, carrying data or being torn down are changed under a per-chunk lock. See the
+//! `bitmap` and `owners` module notes for the protocol.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

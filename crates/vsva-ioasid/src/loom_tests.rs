@@ -1,182 +1,455 @@
-//! `loom` models of the lock-free bitmap, down to a bitmap deep enough that one update
-//! changes every summary level. Run with
+//! `loom` models of the lock-free bitmap and its word tags, down to a bitmap deep enough
+//! that one update changes every summary level, and of the owner table's lock-free steps in
+//! mixed words (claim, release, lookup, collapse, teardown). Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-ioasid --release --lib loom`.
 
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::bitmap::Bitmap;
+use crate::bitmap::{pack, slots_of, tag_of, Bitmap, Claim, TAG_MIXED, TAG_NONE, WORD_SLOTS};
+use crate::owners::{OwnerTable, SlotState};
 
-/// 128 bits: two level-0 words under one summary word.
-const LEN: u64 = 128;
+/// 64 bits: two level-0 words under one summary word.
+const LEN: u64 = 64;
+/// The set most models claim for, and a second one.
+const A: u32 = 1;
+const B: u32 = 2;
 
-fn fill(b: &Bitmap, upto: u64) {
-    for i in 0..upto {
-        assert!(b.claim(i));
+fn claim(b: &Bitmap, tag: u32) -> Option<u64> {
+    b.claim_lowest(0, LEN - 1, tag).map(|(i, how)| {
+        assert_eq!(how, Claim::Claimed, "word of another set");
+        i
+    })
+}
+
+fn claimed(got: Option<(u64, Claim)>) -> u64 {
+    match got {
+        Some((i, Claim::Claimed)) => i,
+        other => panic!("{other:?}"),
     }
 }
 
-/// In a quiescent state every summary bit must match its word exactly.
-fn summaries_exact(b: &Bitmap) -> bool {
-    b.summaries_exact()
+fn release(b: &Bitmap, i: u64, tag: u32) {
+    assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), tag));
 }
 
 #[test]
 fn loom_concurrent_claims_are_unique_and_lowest() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::new(LEN));
-        fill(&b, 62);
+        let b = Arc::new(Bitmap::prefilled(LEN, 30, A));
         let t: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
-                thread::spawn(move || b.claim_lowest(0, LEN - 1).unwrap())
+                thread::spawn(move || claim(&b, A).unwrap())
             })
             .collect();
         let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![62, 63]);
-        assert!(summaries_exact(&b));
-        assert_eq!(b.claim_lowest(0, LEN - 1), Some(64));
+        assert_eq!(got, vec![30, 31]);
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, A), Some(32));
     });
 }
 
 #[test]
 fn loom_fill_racing_release_leaves_exact_summary() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::new(LEN));
-        fill(&b, 63);
+        let b = Arc::new(Bitmap::prefilled(LEN, 31, A));
         let filler = {
             let b = b.clone();
-            thread::spawn(move || b.claim_lowest(0, LEN - 1).unwrap())
+            thread::spawn(move || claim(&b, A).unwrap())
         };
         let releaser = {
             let b = b.clone();
-            thread::spawn(move || b.release(10))
+            thread::spawn(move || release(&b, 10, A))
         };
         let filled = filler.join().unwrap();
         releaser.join().unwrap();
-        assert!(summaries_exact(&b));
+        assert!(b.summaries_exact());
         // Whichever bit the filler did not get is found next: no stale "full" hides it.
         let next = match filled {
-            63 => 10,
-            10 => 63,
+            31 => 10,
+            10 => 31,
             other => panic!("filler claimed {other}"),
         };
-        assert_eq!(b.claim_lowest(0, LEN - 1), Some(next));
-        assert!(summaries_exact(&b));
+        assert_eq!(claim(&b, A), Some(next));
+        assert!(b.summaries_exact());
     });
 }
 
 #[test]
 fn loom_claim_never_misses_a_bit_released_before_it_started() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::new(LEN));
-        fill(&b, LEN);
+        let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
         let releaser = {
             let b = b.clone();
             thread::spawn(move || {
-                b.release(70);
-                b.release(5);
+                release(&b, 40, A);
+                release(&b, 5, A);
             })
         };
         let claimer = {
             let b = b.clone();
-            thread::spawn(move || b.claim_lowest(0, LEN - 1))
+            thread::spawn(move || claim(&b, A))
         };
         releaser.join().unwrap();
         let got = claimer.join().unwrap();
         // Whatever the interleaving, the claimer gets a released bit or nothing, never twice.
         match got {
             Some(i) => {
-                assert!(i == 5 || i == 70);
-                let other = if i == 5 { 70 } else { 5 };
-                assert_eq!(b.claim_lowest(0, LEN - 1), Some(other));
+                assert!(i == 5 || i == 40);
+                let other = if i == 5 { 40 } else { 5 };
+                assert_eq!(claim(&b, A), Some(other));
             }
             None => {
-                assert_eq!(b.claim_lowest(0, LEN - 1), Some(5));
-                assert_eq!(b.claim_lowest(0, LEN - 1), Some(70));
+                assert_eq!(claim(&b, A), Some(5));
+                assert_eq!(claim(&b, A), Some(40));
             }
         }
-        assert_eq!(b.claim_lowest(0, LEN - 1), None);
-        assert!(summaries_exact(&b));
+        assert_eq!(claim(&b, A), None);
+        assert!(b.summaries_exact());
     });
 }
 
 #[test]
 fn loom_hint_never_hides_a_release_racing_its_advance() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::new(LEN));
         // Word 0 full, so a claim lands in word 1 and moves the search hint past word 0.
-        fill(&b, 64);
+        let b = Arc::new(Bitmap::prefilled(LEN, 32, A));
         let claimer = {
             let b = b.clone();
-            thread::spawn(move || b.claim_lowest(0, LEN - 1).unwrap())
+            thread::spawn(move || claim(&b, A).unwrap())
         };
         let releaser = {
             let b = b.clone();
-            thread::spawn(move || b.release(3))
+            thread::spawn(move || release(&b, 3, A))
         };
         let got = claimer.join().unwrap();
         releaser.join().unwrap();
-        assert!(got == 3 || got == 64, "claimed {got}");
+        assert!(got == 3 || got == 32, "claimed {got}");
         // Whatever the interleaving, bit 3 (if not taken) is found again before anything above.
-        let next = b.claim_lowest(0, LEN - 1).unwrap();
-        assert_eq!(next, if got == 3 { 64 } else { 3 });
-        assert!(summaries_exact(&b));
+        let next = claim(&b, A).unwrap();
+        assert_eq!(next, if got == 3 { 32 } else { 3 });
+        assert!(b.summaries_exact());
     });
 }
 
-/// 65 level-0 words, two level-1 words, one level-2 word: a bitmap deep enough that filling
-/// or emptying one word changes every summary level above it.
-const DEEP: u64 = 64 * 64 + 64;
+#[test]
+fn loom_two_sets_never_share_a_single_owner_word() {
+    loom::model(|| {
+        // Both sets want the lowest free bit of an empty word: one tags the word, the other
+        // is sent to the slow path (or finds the next word once the first has it).
+        let b = Arc::new(Bitmap::prefilled(LEN, 0, A));
+        let t: Vec<_> = [A, B]
+            .into_iter()
+            .map(|tag| {
+                let b = b.clone();
+                thread::spawn(move || (tag, b.claim_lowest(0, LEN - 1, tag).unwrap()))
+            })
+            .collect();
+        let got: Vec<(u32, (u64, Claim))> = t.into_iter().map(|t| t.join().unwrap()).collect();
+        let claimed: Vec<(u32, u64)> = got
+            .iter()
+            .filter(|&&(_, (_, how))| how == Claim::Claimed)
+            .map(|&(tag, (i, _))| (tag, i))
+            .collect();
+        assert!(!claimed.is_empty());
+        for &(tag, i) in &claimed {
+            // Every claimed bit sits in a word tagged with its claimer.
+            assert_eq!(tag_of(b.word(i / WORD_SLOTS)), tag);
+        }
+        for &(_, (i, how)) in &got {
+            assert_ne!(how, Claim::Mixed, "no word was mixed");
+            if how == Claim::Foreign {
+                // Sent away only from a free bit of a word another set holds.
+                let v = b.word(i / WORD_SLOTS);
+                assert_eq!(slots_of(v) & 1 << (i % WORD_SLOTS), 0);
+                assert_ne!(tag_of(v), TAG_NONE);
+            }
+        }
+        assert!(b.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_release_to_none_racing_another_sets_claim() {
+    loom::model(|| {
+        // A holds bit 0 only; B wants a bit of the same word while A frees it.
+        let b = Arc::new(Bitmap::prefilled(LEN, 0, A));
+        assert_eq!(b.claim_as(0, A), Claim::Claimed);
+        let releaser = {
+            let b = b.clone();
+            thread::spawn(move || release(&b, 0, A))
+        };
+        let claimer = {
+            let b = b.clone();
+            thread::spawn(move || b.claim_as(1, B))
+        };
+        releaser.join().unwrap();
+        let got = claimer.join().unwrap();
+        let v = b.word(0);
+        match got {
+            // B got the word only after A's last bit left it.
+            Claim::Claimed => assert_eq!(v, pack(B, 0b10)),
+            Claim::Foreign => assert_eq!(v, pack(TAG_NONE, 0)),
+            Claim::Taken | Claim::Mixed => panic!("bit 1 was free, the word never mixed"),
+        }
+        assert!(b.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_retag_to_mixed_covers_every_bit_the_owner_claims() {
+    loom::model(|| {
+        // The slow path builds a leaf from one value of the word and swaps the tag against
+        // it, while the word's owner claims lock-free.
+        let b = Arc::new(Bitmap::prefilled(LEN, 3, A));
+        let owner = {
+            let b = b.clone();
+            thread::spawn(move || b.claim_lowest(0, LEN - 1, A).unwrap())
+        };
+        let slow = {
+            let b = b.clone();
+            thread::spawn(move || loop {
+                let v = b.word(0);
+                if b.retag(0, v, pack(TAG_MIXED, slots_of(v))) {
+                    return v;
+                }
+            })
+        };
+        let (i, how) = owner.join().unwrap();
+        let snapshot = slots_of(slow.join().unwrap());
+        let now = b.word(0);
+        assert_eq!(tag_of(now), TAG_MIXED);
+        assert_eq!(i, 3);
+        match how {
+            // Claimed as the word's owner: then before the retag, so the snapshot (the leaf)
+            // has it.
+            Claim::Claimed => assert_ne!(snapshot & 1 << i, 0),
+            // Claimed in the mixed word: after the snapshot, and the claimer records itself
+            // in the leaf.
+            Claim::Mixed => assert_eq!(snapshot & 1 << i, 0),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(snapshot | 1 << i, slots_of(now));
+        assert!(b.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_stale_word_hand_off_never_hides_a_release() {
+    loom::model(|| {
+        // Both words full; each thread frees a bit in its own word and allocates again. The
+        // first release leaves its summary "full" and marks its word stale; the other clears
+        // its summary; refills take the stale mark back. No bit may be lost on the way.
+        let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
+        let t: Vec<_> = [3u64, 40]
+            .into_iter()
+            .map(|i| {
+                let b = b.clone();
+                thread::spawn(move || {
+                    release(&b, i, A);
+                    claim(&b, A).expect("a bit was released")
+                })
+            })
+            .collect();
+        let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![3, 40]);
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, A), None);
+        // Whatever was left stale, a later release is found by a later search.
+        release(&b, 40, A);
+        assert_eq!(claim(&b, A), Some(40));
+        assert!(b.summaries_exact());
+    });
+}
+
+/// 65 level-0 words, two level-1 summary words, one level-2 word: a bitmap deep enough that
+/// filling or emptying one word changes every summary level above it.
+const DEEP: u64 = 64 * 32 + 32;
 
 #[test]
 fn loom_cascade_through_every_level_racing_a_release() {
     loom::model(|| {
-        // Everything below 4 095 set: claiming 4 095 fills word 63, which fills level-1 word 0,
-        // which sets the top bit; releasing 5 empties word 0 and clears the same path.
-        let b = Arc::new(Bitmap::prefilled(DEEP, 4095));
+        // Everything below 2 047 taken: claiming 2 047 fills word 63, which fills summary word
+        // 0, which sets the top bit; releasing 5 empties word 0 and clears the same path.
+        let b = Arc::new(Bitmap::prefilled(DEEP, 2047, A));
         assert_eq!(b.depth(), 3);
         let claimer = {
             let b = b.clone();
-            thread::spawn(move || b.claim_lowest(0, DEEP - 1).unwrap())
+            thread::spawn(move || claimed(b.claim_lowest(0, DEEP - 1, A)))
         };
         let releaser = {
             let b = b.clone();
-            thread::spawn(move || b.release(5))
+            thread::spawn(move || release(&b, 5, A))
         };
         let got = claimer.join().unwrap();
         releaser.join().unwrap();
-        assert!(got == 5 || got == 4095, "claimed {got}");
+        assert!(got == 5 || got == 2047, "claimed {got}");
         assert!(b.summaries_exact());
-        let next = b.claim_lowest(0, DEEP - 1).unwrap();
-        assert_eq!(next, if got == 5 { 4095 } else { 5 });
+        let next = claimed(b.claim_lowest(0, DEEP - 1, A));
+        assert_eq!(next, if got == 5 { 2047 } else { 5 });
         assert!(b.summaries_exact());
-        // Every bit below 4 096 is set again: the top level says so, and a search skips it all.
-        assert!(b.summary_bit(2, 0));
-        assert_eq!(b.claim_lowest(0, DEEP - 1), Some(4096));
+        // Every bit below 2 048 is taken again: the top level says so, and a search skips it.
+        assert!(b.summary_bit(1, 0));
+        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2048, Claim::Claimed)));
     });
 }
 
 #[test]
 fn loom_two_claims_complete_the_cascade_once() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::prefilled(DEEP, 4094));
+        let b = Arc::new(Bitmap::prefilled(DEEP, 2046, A));
         let t: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
-                thread::spawn(move || b.claim_lowest(4000, DEEP - 1).unwrap())
+                thread::spawn(move || claimed(b.claim_lowest(2000, DEEP - 1, A)))
             })
             .collect();
         let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![4094, 4095]);
+        assert_eq!(got, vec![2046, 2047]);
         assert!(b.summaries_exact());
-        assert!(b.summary_bit(2, 0));
-        // Releasing the last claimed bit walks the cascade back down, exactly.
-        b.release(4095);
+        assert!(b.summary_bit(1, 0));
+        // Releasing the last claimed bit marks its word stale: no summary changes.
+        release(&b, 2047, A);
         assert!(b.summaries_exact());
-        assert!(!b.summary_bit(2, 0));
-        assert_eq!(b.claim_lowest(0, DEEP - 1), Some(4095));
+        assert!(b.summary_bit(1, 0));
+        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2047, Claim::Claimed)));
+    });
+}
+
+/// An owner table of two words whose word 0 is mixed, holding `a` for set A and `b` for B.
+fn mixed_table(a: &[u32], b: &[u32]) -> Arc<OwnerTable> {
+    let t = OwnerTable::new(LEN);
+    for &p in a {
+        assert!(t.alloc_exact(p, A, 0));
+    }
+    for &p in b {
+        assert!(t.alloc_exact(p, B, 0));
+    }
+    assert_eq!(tag_of(t.taken_word(0)), TAG_MIXED);
+    Arc::new(t)
+}
+
+#[test]
+fn loom_mixed_claim_release_and_find() {
+    // Three threads: bounding preemptions keeps the model to minutes while still covering
+    // every interleaving with up to three forced switches.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        // A claims the lowest free PASID (3) of a mixed word while B frees its 2 and a reader
+        // looks at both: each answer is a state the PASID really passes through.
+        let t = mixed_table(&[1], &[2]);
+        let claimer = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(A, 1, 63, 0))
+        };
+        let releaser = {
+            let t = t.clone();
+            thread::spawn(move || t.free_one(2, B))
+        };
+        // 2 may already be A's again once B has freed it.
+        let seen = (t.get(2).0, t.get(3).0);
+        assert!(matches!(seen.0, SlotState::Owned(A | B) | SlotState::Free));
+        assert!(matches!(seen.1, SlotState::Owned(A) | SlotState::Free));
+        let got = claimer.join().unwrap().unwrap();
+        releaser.join().unwrap();
+        // 2 if B's free came first, else 3.
+        assert!(got == 2 || got == 3);
+        assert_eq!(t.get(got).0, SlotState::Owned(A));
+        let other = 5 - got;
+        assert_eq!(t.get(other).0, SlotState::Free);
+        assert_eq!(t.get(1).0, SlotState::Owned(A));
+        // Only A's PASIDs are left: the word collapsed to A, or A's next claim collapses it.
+        t.free_one(got, A);
+        assert_eq!(t.alloc(A, 1, 63, 0), Some(2));
+        assert_eq!(t.taken_word(0), pack(A, 0b111));
+        assert_eq!(t.mixed_words(), 0);
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_collapse_never_swallows_a_claim_in_flight() {
+    loom::model(|| {
+        // Word 0 mixed with only A's 1 left in it. A claims (and then tries to collapse the
+        // word to itself) while B claims in the same word: B's claim must never end up in a
+        // word tagged A, nor in a leaf the word no longer uses.
+        let t = mixed_table(&[1], &[2]);
+        t.free_one(2, B);
+        let a = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(A, 1, 63, 0).unwrap())
+        };
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 0).unwrap())
+        };
+        let (pa, pb) = (a.join().unwrap(), b.join().unwrap());
+        assert_ne!(pa, pb);
+        assert_eq!(t.get(pa).0, SlotState::Owned(A));
+        assert_eq!(t.get(pb).0, SlotState::Owned(B));
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_last_release_racing_a_new_mixed_word() {
+    loom::model(|| {
+        // A frees the last PASID of a mixed word (tagging it "nobody" and giving its leaf
+        // back) while B allocates there with data, which needs the word mixed again with a
+        // new leaf: the old leaf's hand-back must not take the new one.
+        let t = mixed_table(&[1], &[2]);
+        t.free_one(2, B);
+        let a = {
+            let t = t.clone();
+            thread::spawn(move || t.free_one(1, A))
+        };
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 7).unwrap())
+        };
+        a.join().unwrap();
+        let pb = b.join().unwrap();
+        assert!(pb == 1 || pb == 2);
+        assert_eq!(t.get(pb), (SlotState::Owned(B), 7));
+        assert_eq!(t.get(3 - pb).0, SlotState::Free);
+        assert_eq!(tag_of(t.taken_word(0)), TAG_MIXED);
+        assert_eq!(t.mixed_words(), 1);
+        t.free_one(pb, B);
+        assert_eq!((t.taken_word(0), t.mixed_words()), (pack(TAG_NONE, 1), 0));
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_last_teardown_racing_a_claim() {
+    loom::model(|| {
+        // A's 1 is being torn down by one subscriber in a word B shares; the subscriber
+        // finishes while B claims.
+        let t = mixed_table(&[1], &[2]);
+        t.begin_teardown(1, A, 1);
+        let finisher = {
+            let t = t.clone();
+            thread::spawn(move || t.finish_one(1))
+        };
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 0).unwrap())
+        };
+        assert!(finisher.join().unwrap());
+        let pb = b.join().unwrap();
+        // 1 only once its teardown finished, else 3.
+        assert!(pb == 1 || pb == 3);
+        assert_eq!(t.get(pb).0, SlotState::Owned(B));
+        assert_eq!(t.get(4 - pb).0, SlotState::Free);
+        // Only B's PASIDs are left: B's next call in the word collapses it to B.
+        assert_eq!(t.alloc(B, 1, 63, 0), Some(4 - pb));
+        assert_eq!(tag_of(t.taken_word(0)), B);
+        assert_eq!(t.mixed_words(), 0);
+        assert!(t.summaries_exact());
     });
 }

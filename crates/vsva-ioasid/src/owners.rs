@@ -1,53 +1,95 @@
-//! Who owns each PASID, and its private data: a sparse two-level table read without locks.
+//! Who owns each PASID, and its private data: the taken bitmap with its word tags, plus
+//! per-PASID leaves for the few words that need them, all read and changed without locks
+//! except to make a word mixed.
 //!
-//! The table is a radix tree of fixed shape: a top array of "chunks" (32 768 PASIDs each),
-//! each chunk an array of 512 lazily created leaves of 64 slots. A slot is one `AtomicU32`:
+//! Most words of the space are taken by a single set: the bitmap's level-0 word then carries
+//! that set's id beside its bits (see the `bitmap` module), and allocation, free and `find`
+//! touch that one word and nothing else. A word needs a *leaf* — 32 owner slots and 32
+//! private-data slots — only while it is mixed: PASIDs of several sets, private data, or a
+//! PASID being torn down. A leaf slot is one `AtomicU32`:
 //!
 //! | value | meaning |
 //! |---|---|
-//! | `0` | free (or claimed in the bitmap and not yet recorded) |
+//! | `0` | free, or its bit is being claimed or released right now |
 //! | `1 ..= 2^31 - 1` | allocated to the set with that id |
 //! | `FREEING \| n` | freed; `n` teardown subscribers have not finished |
 //!
-//! Private data lives in a per-leaf block created only when some PASID of the leaf is given
-//! non-zero data, so callers that attach nothing pay nothing for it.
+//! In a mixed word every step is a compare-and-swap or a store:
 //!
-//! Nodes are created with a compare-and-swap (`OnceLock`) the first time a PASID in their span
-//! is recorded and are kept for the life of the space: a slot's address never changes, which
-//! is what lets `find` read it with two plain loads while others allocate and free. The cost
-//! is memory proportional to the highest fill ever reached, not the current one (see the
-//! crate's performance notes).
+//! * **claim**: set the bit in the word (it must still be mixed), then publish the owner in
+//!   the slot (data first). Until then the slot reads 0, "not allocated": a lookup or a free
+//!   by someone else in that window fails as if it came just before the allocation.
+//! * **release**: swap the slot from the owner to 0 (a compare-and-swap: the ownership
+//!   check), zero the data, then clear the bit; the release that leaves no bit taken tags
+//!   the word "nobody" in the same compare-and-swap and gives the leaf back.
+//! * **teardown**: the owner's slot becomes `FREEING | n`; the last subscriber to finish sets
+//!   it to 0 and clears the bit like a release.
+//!
+//! A word becomes mixed under its chunk's lock (32 768 PASIDs per chunk, taken only here):
+//! the leaf is built from one exact value of the word and the tag swapped in with a
+//! compare-and-swap against that value, so the leaf covers every PASID taken when the tag
+//! changes. It goes back to one owner (*collapses*) when every taken PASID belongs to one set
+//! with no data and no teardown pending — lazily, only on that set's own calls (its claims in
+//! the word, and clearing its data), since a set's handle serializes its calls.
+//! That is what makes the lock-free steps safe against a collapse: a bit being claimed or
+//! released has a 0 slot and a teardown a `FREEING` one, either of which stops the collapse;
+//! and a set can only be collapsed *to*, by its own thread, so its own in-flight release
+//! never races one. While one of a thread's bits is taken in a mixed word, the word stays
+//! mixed with the same leaf; so the leaf a releaser loads is the word's current one, and a
+//! claimer loads it after setting its bit. Leaves are shared through `ArcSwapOption`, so a
+//! `find` that raced a collapse still reads a leaf that was exact when it was replaced. The
+//! table of leaf pointers of a chunk (8 bytes per 32 PASIDs) is created the first time a word
+//! of the chunk becomes mixed and kept for the life of the space.
 
 use std::sync::OnceLock;
 
-use crate::ids::Pasid;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use arc_swap::ArcSwapOption;
 
-const LEAF_SHIFT: u32 = 6;
-const LEAF_SLOTS: usize = 1 << LEAF_SHIFT;
-const CHUNK_SHIFT: u32 = 9;
-const CHUNK_LEAVES: usize = 1 << CHUNK_SHIFT;
+use crate::bitmap::{pack, slots_of, tag_of, Bitmap, Bits, Claim, TAG_MIXED, TAG_NONE, WORD_SLOTS};
+use crate::ids::Pasid;
+use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
+
+const WORD_SHIFT: u32 = 5;
+const SLOTS: usize = WORD_SLOTS as usize;
+const CHUNK_SHIFT: u32 = 10;
+const CHUNK_WORDS: usize = 1 << CHUNK_SHIFT;
 
 /// Slot flag: the PASID is being torn down; the low bits count unfinished subscribers.
 pub(crate) const FREEING: u32 = 1 << 31;
-/// Largest set id a slot can hold.
+/// Largest set id a slot or a word tag can hold.
 pub(crate) const MAX_SET_ID: u32 = FREEING - 1;
 
+/// The owners and data of the 32 PASIDs of one mixed word.
 struct Leaf {
-    owners: [AtomicU32; LEAF_SLOTS],
-    data: OnceLock<Box<[AtomicU64; LEAF_SLOTS]>>,
+    owners: [AtomicU32; SLOTS],
+    data: [AtomicU64; SLOTS],
 }
 
+impl Leaf {
+    fn new() -> Self {
+        Leaf {
+            owners: std::array::from_fn(|_| AtomicU32::new(0)),
+            data: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// A lock-free reader's hold on a word's leaf.
+type LeafGuard = arc_swap::Guard<Option<Arc<Leaf>>>;
+
+/// The leaves of one chunk of words, and the lock that serializes making its words mixed.
 struct Chunk {
-    leaves: [OnceLock<Box<Leaf>>; CHUNK_LEAVES],
+    lock: Mutex<()>,
+    leaves: OnceLock<Box<[ArcSwapOption<Leaf>]>>,
 }
 
 /// The owner table for `[0, len)`.
 pub(crate) struct OwnerTable {
-    chunks: Box<[OnceLock<Box<Chunk>>]>,
+    taken: Bitmap,
+    chunks: Box<[Chunk]>,
 }
 
-/// What a slot says about a PASID.
+/// What the table says about a PASID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotState {
     /// Not allocated to anyone.
@@ -68,129 +110,388 @@ impl SlotState {
     }
 }
 
+/// Reports a free or teardown of a PASID whose slot did not hold the freeing set: the
+/// set's own membership said it owned it, so the two disagree (a bug, never a caller error).
+fn report_owner_mismatch(w: u64, b: u32, set: u32, found: u32) {
+    let pasid = w * WORD_SLOTS + u64::from(b);
+    tracing::error!(
+        pasid,
+        set,
+        found,
+        "owner slot does not hold the freeing set"
+    );
+    debug_assert!(false, "PASID {pasid}: slot {found:#x}, freed by set {set}");
+}
+
+/// Word index and bit of a PASID.
+#[inline]
+fn locate(pasid: Pasid) -> (u64, usize) {
+    (u64::from(pasid >> WORD_SHIFT), (pasid as usize) % SLOTS)
+}
+
 impl OwnerTable {
-    /// Creates an empty table able to hold `len` PASIDs.
+    /// Creates an empty table for `len` PASIDs; PASID 0 is reserved for good.
     pub(crate) fn new(len: u64) -> Self {
-        let nchunks = len.div_ceil(1 << (LEAF_SHIFT + CHUNK_SHIFT)) as usize;
+        let nchunks = len.div_ceil(WORD_SLOTS << CHUNK_SHIFT) as usize;
         OwnerTable {
-            chunks: (0..nchunks).map(|_| OnceLock::new()).collect(),
+            taken: Bitmap::new(len, true),
+            chunks: (0..nchunks)
+                .map(|_| Chunk {
+                    lock: Mutex::new(()),
+                    leaves: OnceLock::new(),
+                })
+                .collect(),
         }
     }
 
+    /// The leaf pointer of word `w`. Its chunk's table exists: it was created before any of
+    /// the chunk's words became mixed.
     #[inline]
-    fn leaf(&self, pasid: Pasid) -> Option<&Leaf> {
-        let chunk = self
-            .chunks
-            .get((pasid >> (LEAF_SHIFT + CHUNK_SHIFT)) as usize)?;
-        chunk.get()?.leaves[(pasid >> LEAF_SHIFT) as usize % CHUNK_LEAVES]
-            .get()
-            .map(|b| &**b)
+    fn slot(&self, w: u64) -> &ArcSwapOption<Leaf> {
+        let chunk = &self.chunks[(w >> CHUNK_SHIFT) as usize];
+        let leaves = chunk.leaves.get().expect("a mixed word's chunk has leaves");
+        &leaves[w as usize % CHUNK_WORDS]
     }
 
+    /// Allocates the lowest free PASID in `[lo, hi]` to `set` with `data`, or `None` if all
+    /// are taken.
     #[inline]
-    fn leaf_or_create(&self, pasid: Pasid) -> &Leaf {
-        let chunk = self.chunks[(pasid >> (LEAF_SHIFT + CHUNK_SHIFT)) as usize].get_or_init(|| {
-            Box::new(Chunk {
-                leaves: std::array::from_fn(|_| OnceLock::new()),
-            })
-        });
-        chunk.leaves[(pasid >> LEAF_SHIFT) as usize % CHUNK_LEAVES].get_or_init(|| {
-            Box::new(Leaf {
-                owners: std::array::from_fn(|_| AtomicU32::new(0)),
-                data: OnceLock::new(),
-            })
-        })
+    pub(crate) fn alloc(&self, set: u32, lo: Pasid, hi: Pasid, data: u64) -> Option<Pasid> {
+        debug_assert!(set != TAG_NONE && set <= MAX_SET_ID);
+        let (lo, hi) = (u64::from(lo), u64::from(hi));
+        let mut from = lo;
+        loop {
+            let i = if data == 0 {
+                match self.taken.claim_lowest(from, hi, set)? {
+                    (i, Claim::Claimed) => return Some(i as Pasid),
+                    (i, Claim::Mixed) => {
+                        self.publish(i as Pasid, set, 0);
+                        return Some(i as Pasid);
+                    }
+                    (i, _) => i,
+                }
+            } else {
+                self.taken.lowest_clear_from(lo, from, hi)?
+            };
+            if self.claim_slow(i as Pasid, set, data) {
+                return Some(i as Pasid);
+            }
+            // Someone took `i` first; it is taken now, so the search moves past it.
+            from = i;
+        }
     }
 
-    #[inline]
-    fn slot_index(pasid: Pasid) -> usize {
-        pasid as usize % LEAF_SLOTS
+    /// Allocates exactly `pasid` to `set` with `data`; `false` if it is taken.
+    pub(crate) fn alloc_exact(&self, pasid: Pasid, set: u32, data: u64) -> bool {
+        self.claim_slow(pasid, set, data)
     }
 
-    /// Records `set` as the owner of `pasid`, with `data`. The caller holds the PASID's bit.
+    /// Claims `pasid` for `set`, making its word mixed first if it belongs to another set or
+    /// `data` is not zero; `false` if it is taken.
+    fn claim_slow(&self, pasid: Pasid, set: u32, data: u64) -> bool {
+        let w = u64::from(pasid >> WORD_SHIFT);
+        // With data, only a mixed word has room for it.
+        let tag = if data == 0 { set } else { TAG_MIXED };
+        loop {
+            match self.taken.claim_as(u64::from(pasid), tag) {
+                Claim::Claimed => return true,
+                Claim::Mixed => {
+                    self.publish(pasid, set, data);
+                    return true;
+                }
+                Claim::Taken => return false,
+                // The word may collapse again before our claim; then we come back here.
+                Claim::Foreign => self.make_mixed(w),
+            }
+        }
+    }
+
+    /// Records `set` (and `data`) as the owner of `pasid`, whose bit it has just set in a
+    /// mixed word; then, with no data, lets the word collapse if it is all `set`'s.
     #[inline]
-    pub(crate) fn record(&self, pasid: Pasid, set: u32, data: u64) {
-        debug_assert!(set != 0 && set <= MAX_SET_ID);
-        let leaf = self.leaf_or_create(pasid);
-        let i = Self::slot_index(pasid);
-        if data != 0 || leaf.data.get().is_some() {
-            let block = leaf
-                .data
-                .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
-            block[i].store(data, Ordering::Relaxed);
+    fn publish(&self, pasid: Pasid, set: u32, data: u64) {
+        let (w, b) = locate(pasid);
+        // Our bit is taken and our slot still 0: the word keeps this leaf.
+        let slot = self.slot(w);
+        let guard = slot.load();
+        let leaf = guard.as_ref().expect("a mixed word has a leaf");
+        if data != 0 {
+            leaf.data[b].store(data, Ordering::Relaxed);
         }
         // Release: a reader that sees the owner also sees the data.
-        leaf.owners[i].store(set, Ordering::Release);
+        leaf.owners[b].store(set, Ordering::Release);
+        if data == 0 {
+            self.try_collapse(w, set, slot, &guard);
+        }
     }
 
-    /// Replaces the private data of an owned PASID.
-    pub(crate) fn set_data(&self, pasid: Pasid, data: u64) {
-        let leaf = self.leaf_or_create(pasid);
-        let block = leaf
-            .data
-            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
-        block[Self::slot_index(pasid)].store(data, Ordering::Release);
+    /// Makes word `w` mixed, its leaf recording the owner of every PASID taken in it, unless
+    /// it is mixed already.
+    fn make_mixed(&self, w: u64) {
+        let chunk = &self.chunks[(w >> CHUNK_SHIFT) as usize];
+        let _guard = lock(&chunk.lock);
+        let leaves = chunk
+            .leaves
+            .get_or_init(|| (0..CHUNK_WORDS).map(|_| ArcSwapOption::empty()).collect());
+        let slot = &leaves[w as usize % CHUNK_WORDS];
+        loop {
+            // Only this function, under this lock, makes a word mixed.
+            let v = self.taken.word(w);
+            if tag_of(v) == TAG_MIXED {
+                return;
+            }
+            let leaf = Leaf::new();
+            for b in Bits(u64::from(slots_of(v) & !self.taken.fixed(w))) {
+                leaf.owners[b as usize].store(tag_of(v), Ordering::Relaxed);
+            }
+            slot.store(Some(Arc::new(leaf)));
+            // Exactly the value the leaf was built from, or build again: the word's owner may
+            // have claimed or freed lock-free meanwhile.
+            if self.taken.retag(w, v, pack(TAG_MIXED, slots_of(v))) {
+                return;
+            }
+        }
+    }
+
+    /// Gives word `w` back to `set` as its single owner, and drops its leaf (`leaf`, loaded
+    /// from `slot`), if every PASID taken in it belongs to `set` with no data and no teardown
+    /// pending.
+    ///
+    /// Only `set`'s own calls may run this (see the module note), and only while one of
+    /// `set`'s PASIDs is taken in the word, so that `leaf` is still the word's: a claim or
+    /// release of another set in flight has a 0 slot or changes the word, and either stops it.
+    fn try_collapse(&self, w: u64, set: u32, slot: &ArcSwapOption<Leaf>, leaf: &LeafGuard) {
+        let v = self.taken.word(w);
+        let taken = slots_of(v) & !self.taken.fixed(w);
+        if tag_of(v) != TAG_MIXED || taken == 0 {
+            return;
+        }
+        let Some(l) = leaf.as_ref() else {
+            return;
+        };
+        // Owners first: in a word shared by two sets the first or second slot decides.
+        let all_mine = Bits(u64::from(taken))
+            .all(|b| l.owners[b as usize].load(Ordering::Acquire) == set)
+            && Bits(u64::from(taken)).all(|b| l.data[b as usize].load(Ordering::Acquire) == 0);
+        if all_mine && self.taken.retag(w, v, pack(set, slots_of(v))) {
+            slot.compare_and_swap(leaf, None);
+        }
+    }
+
+    /// Replaces the private data of `pasid`, which `set` owns.
+    pub(crate) fn set_data(&self, pasid: Pasid, set: u32, data: u64) {
+        let (w, b) = locate(pasid);
+        if tag_of(self.taken.word(w)) != TAG_MIXED {
+            if data == 0 {
+                // A single-owner word carries no data.
+                return;
+            }
+            self.make_mixed(w);
+        }
+        // Our bit is taken: the word stays mixed with this leaf.
+        let slot = self.slot(w);
+        let guard = slot.load();
+        let leaf = guard.as_ref().expect("a mixed word has a leaf");
+        debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
+        leaf.data[b].store(data, Ordering::Release);
+        if data == 0 {
+            self.try_collapse(w, set, slot, &guard);
+        }
     }
 
     /// The state and data of `pasid`, read without locks.
     pub(crate) fn get(&self, pasid: Pasid) -> (SlotState, u64) {
-        let Some(leaf) = self.leaf(pasid) else {
-            return (SlotState::Free, 0);
-        };
-        let i = Self::slot_index(pasid);
+        let (w, b) = locate(pasid);
         loop {
-            let before = leaf.owners[i].load(Ordering::Acquire);
-            let data = match (before, leaf.data.get()) {
-                (0, _) | (_, None) => 0,
-                (_, Some(block)) => block[i].load(Ordering::Acquire),
-            };
-            // The data belongs to the owner we report only if the slot did not change while
-            // we read it; set ids are never reused, so an unchanged owner is the same owner.
-            if leaf.owners[i].load(Ordering::Acquire) == before {
-                return (SlotState::decode(before), data);
+            let v = self.taken.word(w);
+            match tag_of(v) {
+                TAG_NONE => return (SlotState::Free, 0),
+                TAG_MIXED => {
+                    let leaf = self.slot(w).load();
+                    // No leaf: the word collapsed since we read it; read it again.
+                    let Some(leaf) = leaf.as_ref() else {
+                        continue;
+                    };
+                    loop {
+                        let before = leaf.owners[b].load(Ordering::Acquire);
+                        let data = leaf.data[b].load(Ordering::Acquire);
+                        // The data belongs to the owner we report only if the slot did not
+                        // change while we read it; set ids are never reused.
+                        if leaf.owners[b].load(Ordering::Acquire) == before {
+                            let data = if before == 0 { 0 } else { data };
+                            return (SlotState::decode(before), data);
+                        }
+                    }
+                }
+                owner if slots_of(v) & (1 << b) != 0 => return (SlotState::Owned(owner), 0),
+                _ => return (SlotState::Free, 0),
             }
         }
     }
 
-    /// Marks an owned PASID as being torn down by `pending` subscribers.
-    pub(crate) fn begin_teardown(&self, pasid: Pasid, pending: u32) {
-        debug_assert!(pending > 0 && pending < FREEING);
-        let leaf = self.leaf(pasid).expect("owned PASID has a leaf");
-        leaf.owners[Self::slot_index(pasid)].store(FREEING | pending, Ordering::Release);
-    }
-
-    /// One subscriber finished tearing `pasid` down; returns `true` if it was the last.
-    pub(crate) fn finish_one(&self, pasid: Pasid) -> bool {
-        let leaf = self.leaf(pasid).expect("freeing PASID has a leaf");
-        let prev = leaf.owners[Self::slot_index(pasid)].fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(
-            prev & FREEING != 0 && prev & !FREEING >= 1,
-            "slot {prev:#x}"
-        );
-        prev == FREEING | 1
-    }
-
-    /// Marks `pasid` free. The caller still holds its bit and releases it afterwards.
+    /// Frees `pasid`, owned by `set`.
     #[inline]
-    pub(crate) fn clear(&self, pasid: Pasid) {
-        if let Some(leaf) = self.leaf(pasid) {
-            leaf.owners[Self::slot_index(pasid)].store(0, Ordering::Release);
+    pub(crate) fn free_one(&self, pasid: Pasid, set: u32) {
+        let (w, b) = locate(pasid);
+        self.free(w, 1 << b, set);
+    }
+
+    /// Frees the PASIDs `mask` of word `w` (`pasid / 32`), all owned by `set`.
+    #[inline]
+    pub(crate) fn free(&self, w: u64, mask: u32, set: u32) {
+        if self.taken.release_as(w, mask, set) {
+            return;
+        }
+        // Not tagged `set` though `set` holds bits in it: mixed, and it stays so until we act.
+        let slot = self.slot(w);
+        let leaf = slot.load();
+        let emptied = {
+            let l = leaf.as_ref().expect("a mixed word has a leaf");
+            for b in Bits(u64::from(mask)) {
+                let owned = l.owners[b as usize].compare_exchange(
+                    set,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                if let Err(found) = owned {
+                    report_owner_mismatch(w, b, set, found);
+                }
+                l.data[b as usize].store(0, Ordering::Relaxed);
+            }
+            self.taken.release_mixed(w, mask)
+        };
+        // A word left with other PASIDs stays mixed: with none of ours left in it, the leaf
+        // we hold may be replaced at any time, and its owners collapse it on their claims.
+        if emptied {
+            slot.compare_and_swap(&leaf, None);
         }
     }
 
-    /// Bytes of memory the table occupies now.
+    /// Marks `pasid`, owned by `set`, as being torn down by `pending` subscribers.
+    pub(crate) fn begin_teardown(&self, pasid: Pasid, set: u32, pending: u32) {
+        debug_assert!(pending > 0 && pending < FREEING);
+        let (w, b) = locate(pasid);
+        if tag_of(self.taken.word(w)) != TAG_MIXED {
+            self.make_mixed(w);
+        }
+        // Our bit is taken: the word stays mixed with this leaf.
+        let leaf = self.slot(w).load();
+        let leaf = leaf.as_ref().expect("a mixed word has a leaf");
+        let owned = leaf.owners[b].compare_exchange(
+            set,
+            FREEING | pending,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if let Err(found) = owned {
+            report_owner_mismatch(w, b as u32, set, found);
+        }
+    }
+
+    /// One subscriber finished tearing `pasid` down. The last one frees the number and
+    /// returns `true`.
+    pub(crate) fn finish_one(&self, pasid: Pasid) -> bool {
+        let (w, b) = locate(pasid);
+        // A freeing slot keeps its word mixed with this leaf.
+        let slot = self.slot(w);
+        let leaf = slot.load();
+        let emptied = {
+            let l = leaf.as_ref().expect("a freeing PASID sits in a mixed word");
+            let prev = l.owners[b].fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(
+                prev & FREEING != 0 && prev & !FREEING >= 1,
+                "slot {prev:#x}"
+            );
+            if prev != FREEING | 1 {
+                return false;
+            }
+            l.data[b].store(0, Ordering::Relaxed);
+            l.owners[b].store(0, Ordering::Release);
+            self.taken.release_mixed(w, 1 << b)
+        };
+        if emptied {
+            slot.compare_and_swap(&leaf, None);
+        }
+        true
+    }
+
+    /// Bytes of memory the table occupies now, bitmap included.
     pub(crate) fn memory_bytes(&self) -> usize {
         let mut bytes = std::mem::size_of::<Self>()
-            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<Chunk>>>();
-        for chunk in self.chunks.iter().filter_map(OnceLock::get) {
-            bytes += std::mem::size_of::<Chunk>();
-            for leaf in chunk.leaves.iter().filter_map(OnceLock::get) {
-                bytes += std::mem::size_of::<Leaf>();
-                if leaf.data.get().is_some() {
-                    bytes += std::mem::size_of::<[AtomicU64; LEAF_SLOTS]>();
-                }
-            }
+            + self.taken.memory_bytes()
+            + self.chunks.len() * std::mem::size_of::<Chunk>();
+        for leaves in self.chunks.iter().filter_map(|c| c.leaves.get()) {
+            bytes += leaves.len() * std::mem::size_of::<ArcSwapOption<Leaf>>();
+            bytes +=
+                leaves.iter().filter(|l| l.load().is_some()).count() * std::mem::size_of::<Leaf>();
         }
         bytes
+    }
+
+    /// The current value of level-0 word `w` of the bitmap.
+    #[cfg(all(test, loom))]
+    pub(crate) fn taken_word(&self, w: u64) -> u64 {
+        self.taken.word(w)
+    }
+
+    /// Whether the bitmap's summaries agree with its words (see [`Bitmap::summaries_exact`]).
+    #[cfg(all(test, loom))]
+    pub(crate) fn summaries_exact(&self) -> bool {
+        self.taken.summaries_exact()
+    }
+
+    /// How many words are mixed now (each holding a leaf).
+    #[cfg(test)]
+    pub(crate) fn mixed_words(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter_map(|c| c.leaves.get())
+            .map(|leaves| leaves.iter().filter(|l| l.load().is_some()).count())
+            .sum()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_is_mixed_only_while_it_needs_a_leaf() {
+        let t = OwnerTable::new(1 << 12);
+        assert_eq!(t.alloc(1, 1, 100, 0), Some(1));
+        assert_eq!(t.mixed_words(), 0);
+        // Another set in the same word: mixed, both owners reported.
+        assert_eq!(t.alloc(2, 1, 100, 0), Some(2));
+        assert_eq!(t.mixed_words(), 1);
+        assert_eq!(t.get(1), (SlotState::Owned(1), 0));
+        assert_eq!(t.get(2), (SlotState::Owned(2), 0));
+        assert_eq!(t.get(3), (SlotState::Free, 0));
+        // Set 2 leaves: the word stays mixed until set 1's own next call in it finds it all
+        // set 1's, which gives it back its single owner and drops the leaf.
+        t.free(0, 1 << 2, 2);
+        assert_eq!((t.get(2), t.mixed_words()), ((SlotState::Free, 0), 1));
+        assert_eq!(t.alloc(1, 1, 100, 0), Some(2));
+        assert_eq!(t.mixed_words(), 0);
+        assert_eq!(tag_of(t.taken.word(0)), 1);
+        t.free(0, 1 << 2, 1);
+        // Data and teardown need a leaf; finishing them gives it back.
+        t.set_data(1, 1, 9);
+        assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Owned(1), 9), 1));
+        t.set_data(1, 1, 0);
+        assert_eq!(t.mixed_words(), 0);
+        t.begin_teardown(1, 1, 2);
+        assert_eq!(t.get(1), (SlotState::Freeing(2), 0));
+        assert!(!t.finish_one(1));
+        assert!(t.finish_one(1));
+        assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Free, 0), 0));
+        assert_eq!(t.taken.word(0), pack(TAG_NONE, t.taken.fixed(0)));
+        // Exact claims (a delegated backend) follow the same rules.
+        assert!(t.alloc_exact(40, 3, 0) && !t.alloc_exact(40, 4, 0));
+        assert!(t.alloc_exact(41, 4, 0));
+        assert_eq!(
+            (t.get(40).0, t.get(41).0),
+            (SlotState::Owned(3), SlotState::Owned(4))
+        );
     }
 }

@@ -128,7 +128,7 @@ impl IoasidSet {
         if !self.owns(pasid) {
             return Err(self.space.not_mine(self.id(), pasid));
         }
-        self.space.owners.set_data(pasid, data);
+        self.space.owners.set_data(pasid, self.id().0, data);
         Ok(())
     }
 
@@ -143,7 +143,7 @@ impl IoasidSet {
             return Err(self.space.not_mine(self.id(), pasid));
         }
         self.set_owned(self.owned - 1);
-        self.space.retire(pasid);
+        self.space.retire(self.id(), pasid);
         Ok(())
     }
 
@@ -167,10 +167,10 @@ impl IoasidSet {
     /// Frees every PASID the set owns in `[min, max]`; returns how many.
     #[inline]
     fn free_members(&mut self, min: u32, max: u32) -> u32 {
-        let space = &self.space;
+        let (space, id) = (&self.space, self.shared.id);
         let freed = self
             .members
-            .remove_range(min, max, |word, mask| space.retire_word(word, mask));
+            .remove_range(min, max, |word, mask| space.retire_word(id, word, mask));
         self.set_owned(self.owned - freed);
         freed
     }

@@ -195,13 +195,12 @@ impl IoasidSpace {
         removed
     }
 
-    /// Bytes of memory the space's own structures occupy now (bitmap, owner table and the
-    /// registry's entries; each set's membership is reported by
+    /// Bytes of memory the space's own structures occupy now (the owner table with its bitmap,
+    /// and the registry's entries; each set's membership is reported by
     /// [`IoasidSet::memory_bytes`]).
     pub fn memory_bytes(&self) -> usize {
         let registry = lock(&self.inner.registry);
         std::mem::size_of::<SpaceInner>()
-            + self.inner.bitmap.memory_bytes()
             + self.inner.owners.memory_bytes()
             + registry.capacity()
                 * (std::mem::size_of::<(u32, Arc<SetShared>)>() + std::mem::size_of::<SetShared>())

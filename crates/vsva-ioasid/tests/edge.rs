@@ -375,3 +375,99 @@ fn delegated_backend_chooses_the_numbers() {
     assert_eq!(backend.host.find(2), None);
     assert_eq!(guest_process.alloc(1, 100), Ok(2));
 }
+
+/// The owner table's memory for a chunk of 32 768 PASIDs that once had a word shared by
+/// several sets (its table of leaf pointers, kept for the life of the space).
+const CHUNK_TABLE_BYTES: usize = 1024 * 8;
+/// The bitmap's memory for 8 192 PASIDs of which one was ever allocated (kept for the life of
+/// the space).
+const BITMAP_CHUNK_BYTES: usize = 2048;
+
+#[test]
+fn shared_words_report_every_owner_and_give_memory_back_on_release() {
+    let space = IoasidSpace::new(20).unwrap();
+    let slow = Arc::new(Holding::default());
+    let mut a = space.create_set(1, 1000).unwrap();
+    let mut b = space.create_set(2, 1000).unwrap();
+    // Measured with the sets registered, so only the PASIDs' own costs show.
+    let empty = space.memory_bytes();
+    // Alternating allocations put both sets in every word; some PASIDs carry data.
+    let mut held = Vec::new();
+    for i in 0..300u64 {
+        let (set, data) = if i % 2 == 0 {
+            (&mut a, 0)
+        } else {
+            (&mut b, i % 3)
+        };
+        let p = set.alloc_with_data(1, u32::MAX, data).unwrap();
+        assert_eq!(p as u64, i + 1);
+        held.push((p, set.id(), data));
+    }
+    assert!(space.memory_bytes() > empty + CHUNK_TABLE_BYTES + BITMAP_CHUNK_BYTES);
+    for &(p, set, data) in &held {
+        assert_eq!(space.find(p), Some(PasidState::Allocated { set, data }));
+    }
+    // One set leaving makes the words single-owner again; freeing tears down through a
+    // subscriber that finishes later.
+    space.subscribe(slow.clone());
+    assert_eq!(a.release(), 150);
+    for &(p, set, data) in &held {
+        let expect = if set == b.id() {
+            PasidState::Allocated { set, data }
+        } else {
+            PasidState::Freeing { pending: 1 }
+        };
+        assert_eq!(space.find(p), Some(expect), "PASID {p}");
+    }
+    assert_eq!(slow.finish_all(), 150);
+    assert_eq!(b.alloc(1, u32::MAX), Ok(1));
+    assert_eq!(b.free_range(0, u32::MAX), Ok(151));
+    assert_eq!(slow.finish_all(), 151);
+    for &(p, _, _) in &held {
+        assert_eq!(space.find(p), None);
+    }
+    // Every leaf is given back; only the chunk's table of leaf pointers and the bitmap's
+    // chunk stay.
+    assert_eq!(
+        space.memory_bytes(),
+        empty + CHUNK_TABLE_BYTES + BITMAP_CHUNK_BYTES
+    );
+    drop(b);
+    let mut c = space.create_set(3, 1000).unwrap();
+    assert_eq!(c.alloc(1, u32::MAX), Ok(1));
+}
+
+#[test]
+fn scattered_pasids_of_one_set_cost_no_owner_memory() {
+    let space = IoasidSpace::new(20).unwrap();
+    let mut set = space.create_set(1, u32::MAX).unwrap();
+    let empty = space.memory_bytes();
+    for _ in 0..100_000 {
+        set.alloc(1, u32::MAX).unwrap();
+    }
+    for p in 1..=100_000u32 {
+        if p % 100 != 0 {
+            set.free(p).unwrap();
+        }
+    }
+    assert_eq!(set.owned(), 1000);
+    // A word held by one set records its owner beside its bits: no per-PASID table, only
+    // the bitmap's chunks over the 100 000 PASIDs ever allocated.
+    assert_eq!(
+        space.memory_bytes(),
+        empty + 100_000usize.div_ceil(8192) * BITMAP_CHUNK_BYTES
+    );
+    assert!(
+        set.memory_bytes() <= 16 * 1000,
+        "{} bytes",
+        set.memory_bytes()
+    );
+    assert_eq!(
+        space.find(500),
+        Some(PasidState::Allocated {
+            set: set.id(),
+            data: 0
+        })
+    );
+    assert_eq!(space.find(501), None);
+}
