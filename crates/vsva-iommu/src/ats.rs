@@ -75,12 +75,12 @@ pub enum Completion {
 /// device processes) and registers it with [`crate::Iommu::set_devtlb_sink`].
 ///
 /// The IOMMU calls it synchronously, after its own caches are invalidated and before the
-/// invalidating call returns, possibly with its control lock held (and, through the VFIO
-/// layer, with the container's and the owning process's locks held): an implementation may
+/// invalidating call returns, never with its control lock held, so other callers' attach,
+/// bind and invalidation calls go on while a slow device is waited for. Through the VFIO
+/// layer the container's and the owning process's locks may be held: an implementation may
 /// call [`crate::Iommu::translate`] and [`crate::Iommu::ats_translate`] (from other threads
-/// too) and let devices raise page requests, but must not wait for any of the IOMMU's
-/// control-path calls (attach, detach, PASID entries, stage 2, invalidation, page responses)
-/// or the VFIO operations of the process whose call is invalidating.
+/// too) and let devices raise page requests, but must not wait for the VFIO operations of
+/// the process whose call is invalidating.
 pub trait DevTlbSink: Send + Sync {
     /// Delivers `batch` (every request names a device that may hold a covered translation)
     /// and waits for the devices, each for at most the sink's own time-out. Returns one

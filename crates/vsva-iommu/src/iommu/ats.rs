@@ -315,6 +315,10 @@ mod tests {
         /// (device, PASID, address, old host address) to probe through `translate` inside
         /// each call.
         probe: Mutex<Option<Probe>>,
+        /// When set, each call checks from another thread that the IOMMU's control lock is
+        /// free while the devices are waited for, and records the answer in `control_free`.
+        control_probe: Mutex<Option<Arc<Iommu>>>,
+        control_free: Mutex<Vec<bool>>,
     }
 
     impl DevTlbSink for Recorder {
@@ -325,6 +329,17 @@ mod tests {
                 if now.is_ok_and(|t| t.host_addr == *old) {
                     self.saw_stale.store(true, Ordering::SeqCst);
                 }
+            }
+            if let Some(io) = self.control_probe.lock().unwrap().clone() {
+                // Another client's control operation must not wait for these devices. The
+                // bound only fails a test that would otherwise hang; it measures nothing.
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = io.devices();
+                    let _ = tx.send(());
+                });
+                let free = rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok();
+                self.control_free.lock().unwrap().push(free);
             }
             let mute = self.mute.lock().unwrap();
             batch
@@ -516,6 +531,30 @@ mod tests {
         assert_eq!(sink.sent.lock().unwrap().len(), 1);
         assert!(!sink.saw_stale.load(Ordering::SeqCst));
         *sink.probe.lock().unwrap() = None;
+    }
+
+    #[test]
+    fn devices_are_waited_for_without_the_control_lock() {
+        let io = Arc::new(iommu());
+        let sink = Arc::new(Recorder::default());
+        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
+        ats_device(&io, SID, false);
+        ats_device(&io, OTHER, false);
+        *sink.control_probe.lock().unwrap() = Some(io.clone());
+        // Unbind, PASID teardown and detach each wait for a device that holds a translation.
+        io.ats_translate(SID, Some(5), 0x1000, Access::READ)
+            .unwrap();
+        io.clear_pasid_entry(SID, 5).unwrap();
+        io.ats_translate(OTHER, Some(5), 0x1000, Access::READ)
+            .unwrap();
+        assert_eq!(io.teardown_pasid(5), vec![OTHER]);
+        let root = fl_pasid(&io, SID, 6, 3);
+        map(&io, root, 0x1000, 0x10_0000, SIZE_4K, RW | US);
+        io.ats_translate(SID, Some(6), 0x1000, Access::READ)
+            .unwrap();
+        io.detach_device(SID).unwrap();
+        *sink.control_probe.lock().unwrap() = None;
+        assert_eq!(*sink.control_free.lock().unwrap(), vec![true; 3]);
     }
 
     #[test]

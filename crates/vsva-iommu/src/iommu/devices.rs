@@ -185,7 +185,9 @@ impl Iommu {
         self.apply(&all);
         devices.extend(device_request(&all));
         self.ats[usize::from(sid.0)].store(false, Ordering::Release);
-        // The device's own cache: everything it may hold, in one call of the sink.
+        // The device's own cache: everything it may hold, in one call of the sink, waited
+        // for without the control lock so other callers are not held up by a slow device.
+        drop(ctl);
         self.devtlb_notify(&devices);
         Ok(())
     }

@@ -147,6 +147,9 @@ impl Iommu {
         let mut ctl = self.control();
         let mut devices = Vec::new();
         let result = self.clear_locked(&mut ctl, sid, pasid, &mut devices);
+        // The entry is cleared and the IOMMU's caches flushed: the devices are waited for
+        // without the control lock.
+        drop(ctl);
         self.devtlb_notify(&devices);
         result
     }
@@ -266,7 +269,9 @@ impl Iommu {
                 }
             })
             .collect();
-        // Every device that may hold the PASID, in one call of the sink.
+        // Every device that may hold the PASID, in one call of the sink, waited for without
+        // the control lock.
+        drop(ctl);
         self.devtlb_notify(&devices);
         cleared.sort_unstable();
         cleared
