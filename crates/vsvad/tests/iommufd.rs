@@ -89,6 +89,10 @@ fn a_connection_drives_its_own_iommufd_context() {
     };
     let mut m = arg(&map);
     c.iommufd_ioctl(IOMMU_IOAS_MAP, &mut m).unwrap();
+    // The caller's struct comes back as the kernel leaves it: its own user_va, not the
+    // daemon's host address, so the same struct can be used again.
+    let back_map = back::<IommuIoasMap>(&m);
+    assert_eq!((back_map.user_va, back_map.iova), (0, 0x10_0000));
     // Memory the process did not register cannot be mapped.
     let mut bad = arg(&IommuIoasMap {
         user_va: 1 << 40,

@@ -35,16 +35,18 @@ fn reply_of(e: &IommufdError, arg: Vec<u8>) -> Reply {
 }
 
 /// Replaces `user_va` of a well-formed `IOMMU_IOAS_MAP` argument with where that memory sits
-/// in the IOMMU's host memory, as MAP_DMA's `vaddr` is; `EFAULT` for memory the process did
-/// not register (pinning it would fail). Malformed arguments are left for the front end.
-fn translate_ioas_map(regions: &[Region], arg: &mut [u8]) -> Result<(), Reply> {
+/// in the IOMMU's host memory, as MAP_DMA's `vaddr` is, and returns the caller's value, which
+/// the reply must carry back (the kernel never rewrites `user_va`); `EFAULT` for memory the
+/// process did not register (pinning it would fail). Malformed arguments are left for the
+/// front end (`None`).
+fn translate_ioas_map(regions: &[Region], arg: &mut [u8]) -> Result<Option<u64>, Reply> {
     if arg.len() < 40 {
-        return Ok(());
+        return Ok(None);
     }
     let u64_at = |o: usize| u64::from_le_bytes(arg[o..o + 8].try_into().expect("8 bytes"));
     let (va, len) = (u64_at(16), u64_at(24));
     if len == 0 || len == u64::MAX {
-        return Ok(());
+        return Ok(None);
     }
     let region = va.checked_add(len).and_then(|end| {
         regions
@@ -55,7 +57,7 @@ fn translate_ioas_map(regions: &[Region], arg: &mut [u8]) -> Result<(), Reply> {
         Some(r) => {
             let hpa = r.hpa + (va - r.addr);
             arg[16..24].copy_from_slice(&hpa.to_le_bytes());
-            Ok(())
+            Ok(Some(va))
         }
         None => Err(Reply::error(
             Errno::EFAULT,
@@ -142,12 +144,20 @@ impl Daemon {
         };
         match req {
             IommufdRequest::Ioctl { cmd, mut arg } => {
-                if cmd == IOMMU_IOAS_MAP {
-                    if let Err(reply) = translate_ioas_map(&regions, &mut arg) {
-                        return reply;
+                let user_va = if cmd == IOMMU_IOAS_MAP {
+                    match translate_ioas_map(&regions, &mut arg) {
+                        Ok(va) => va,
+                        Err(reply) => return reply,
                     }
+                } else {
+                    None
+                };
+                let result = ctx.ioctl(cmd, &mut arg);
+                if let Some(va) = user_va {
+                    // The caller reads back its own struct (iova filled in), never our address.
+                    arg[16..24].copy_from_slice(&va.to_le_bytes());
                 }
-                match ctx.ioctl(cmd, &mut arg) {
+                match result {
                     Ok(()) => Reply::ok(0, arg),
                     Err(e) => reply_of(&e, arg),
                 }
