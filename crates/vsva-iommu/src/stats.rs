@@ -4,7 +4,7 @@
 //! outright and update it with a plain load and store (no locked instruction on the translate
 //! path: the counter is atomic only so readers may sum it at any time). Later threads share an
 //! overflow shard updated with `fetch_add`. A translation that counts several events looks its
-//! shard up once ([`Stats::local`]) and counts through the [`LocalStats`] it gets.
+//! shard up once (`Stats::local`) and counts through the `LocalStats` handle it gets.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
