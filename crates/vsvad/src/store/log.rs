@@ -54,18 +54,22 @@ impl LogFile {
     }
 
     /// Fills the file with zeros from its current length up to the first multiple of
-    /// [`PREALLOC`] past `need` (best effort: a disk too full for them leaves a shorter
-    /// stretch, or none).
+    /// [`PREALLOC`] past `need`. Best effort: on a disk too full for them the file is cut
+    /// back to its length before, so the zeros never take the space the records need.
     fn preallocate(&mut self, need: u64) {
         let target = (need / PREALLOC + 1) * PREALLOC;
         let zeros = vec![0u8; (target - self.allocated) as usize];
         match self.file.write_all_at(&zeros, self.allocated) {
             Ok(()) => self.allocated = target,
             Err(e) => {
-                // Part of the zeros may have been written: learn how far the file reaches.
                 tracing::debug!(error = %e, "cannot preallocate the log; appending without");
-                if let Ok(m) = self.file.metadata() {
-                    self.allocated = m.len().max(self.end);
+                if let Err(e) = self.file.set_len(self.allocated) {
+                    // The zeros that were written stay: they still read as the end of the
+                    // log, and the next append overwrites them.
+                    tracing::warn!(error = %e, "cannot cut back a failed preallocation of the log");
+                    if let Ok(m) = self.file.metadata() {
+                        self.allocated = m.len().max(self.end);
+                    }
                 }
             }
         }
