@@ -1,18 +1,84 @@
-//! The log file: replaying it from the start (stopping at a torn or corrupt tail), and
-//! replacing it atomically with a snapshot.
+//! The log file: replaying it from the start (stopping at a torn or corrupt tail, or at the
+//! zeros of its preallocated end), replacing it atomically with a snapshot, and appending to
+//! it in place over preallocated space.
+//!
+//! # Why the log is preallocated
+//!
+//! An append that grows a file changes its size, so the `fdatasync` after it must also commit
+//! that metadata change (on ext4 a journal transaction). The log therefore keeps
+//! [`PREALLOC`]-sized stretches of zeros past its last record, written and synced once, and
+//! appends overwrite them in place: the sync after such an overwrite has only the data to
+//! write. Zeros read back as the end of the log (a zero length and checksum never frame a
+//! record), so replay stops there as it would at the end of the file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use super::record::Record;
 use super::state::StoreState;
 use super::{io_err, StoreError, FILE_MODE, LOG_NAME};
 
-/// Writes `records` to a temporary file, syncs it, renames it over the log and syncs the
-/// directory; returns the new log opened for appending.
-pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<File, StoreError> {
+/// How far past its last record the log is filled with zeros at a time.
+pub(super) const PREALLOC: u64 = 1 << 20;
+
+/// The open log: where the next record goes and how far the zeros written ahead of it reach.
+pub(super) struct LogFile {
+    /// The log, opened for reading and writing.
+    pub(super) file: File,
+    /// Length of the records in it: the next append's offset.
+    pub(super) end: u64,
+    /// Length of the file: records plus the zeros written ahead of them.
+    allocated: u64,
+}
+
+impl LogFile {
+    /// Writes `buf` at the end of the records, first extending the zeros ahead of them by
+    /// [`PREALLOC`] when `buf` would reach past them. Nothing is synced.
+    ///
+    /// # Errors
+    ///
+    /// The write failed: part of `buf` may be in the file past [`end`](Self::end), which is
+    /// not moved (a later append overwrites it; replay reads it as a torn tail). A failed
+    /// extension alone is no error: the append then grows the file as a plain append would.
+    pub(super) fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let new_end = self.end + buf.len() as u64;
+        if new_end > self.allocated {
+            self.preallocate(new_end);
+        }
+        self.file.write_all_at(buf, self.end)?;
+        self.end = new_end;
+        self.allocated = self.allocated.max(new_end);
+        Ok(())
+    }
+
+    /// Fills the file with zeros from its current length up to the first multiple of
+    /// [`PREALLOC`] past `need`. Best effort: on a disk too full for them the file is cut
+    /// back to its length before, so the zeros never take the space the records need.
+    fn preallocate(&mut self, need: u64) {
+        let target = (need / PREALLOC + 1) * PREALLOC;
+        let zeros = vec![0u8; (target - self.allocated) as usize];
+        match self.file.write_all_at(&zeros, self.allocated) {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot preallocate the log; appending without");
+                if let Err(e) = self.file.set_len(self.allocated) {
+                    // The zeros that were written stay: they still read as the end of the
+                    // log, and the next append overwrites them.
+                    tracing::warn!(error = %e, "cannot cut back a failed preallocation of the log");
+                    if let Ok(m) = self.file.metadata() {
+                        self.allocated = m.len().max(self.end);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `records` (and preallocated zeros after them) to a temporary file, syncs it,
+/// renames it over the log and syncs the directory; returns the new log.
+pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<LogFile, StoreError> {
     let tmp = dir.join(format!("{LOG_NAME}.tmp"));
     let log = dir.join(LOG_NAME);
     let mut buf = Vec::new();
@@ -30,30 +96,53 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<File, Sto
     f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .map_err(io_err("cannot set the mode of", &tmp))?;
     f.write_all(&buf).map_err(io_err("cannot write", &tmp))?;
-    f.sync_all().map_err(io_err("cannot sync", &tmp))?;
-    drop(f);
+    let mut tmp_log = LogFile {
+        file: f,
+        end: buf.len() as u64,
+        allocated: buf.len() as u64,
+    };
+    tmp_log.preallocate(tmp_log.end);
+    tmp_log
+        .file
+        .sync_all()
+        .map_err(io_err("cannot sync", &tmp))?;
+    let (end, allocated) = (tmp_log.end, tmp_log.allocated);
+    drop(tmp_log);
     std::fs::rename(&tmp, &log).map_err(io_err("cannot rename snapshot over", &log))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("cannot sync directory", dir))?;
-    let mut f = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&log)
         .map_err(io_err("cannot reopen", &log))?;
-    f.seek(SeekFrom::End(0))
-        .map_err(io_err("cannot seek", &log))?;
-    Ok(f)
+    Ok(LogFile {
+        file,
+        end,
+        allocated,
+    })
 }
 
-/// Reads every valid record; returns the state, the length of the valid prefix and the
-/// number of records. Only a torn tail (see [`torn_tail`]) may follow the valid prefix.
+/// What replaying a log found.
+pub(super) struct Replayed {
+    /// The state the records give.
+    pub(super) state: StoreState,
+    /// Length of the valid records.
+    pub(super) valid: u64,
+    /// How many records were valid.
+    pub(super) records: usize,
+    /// Bytes of a torn record after them (the preallocated zeros after it not counted).
+    pub(super) torn: u64,
+}
+
+/// Reads every valid record. Only a torn tail (see [`torn_tail`]) may follow them.
 ///
 /// # Errors
 ///
 /// [`StoreError::Damaged`] when the file is not a vsvad log or is damaged anywhere but in
 /// its last record; the file is left as it is.
-pub(super) fn replay(file: &mut File, path: &Path) -> Result<(StoreState, u64, usize), StoreError> {
+pub(super) fn replay(file: &mut File, path: &Path) -> Result<Replayed, StoreError> {
     let mut data = Vec::new();
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut data))
@@ -67,7 +156,19 @@ pub(super) fn replay(file: &mut File, path: &Path) -> Result<(StoreState, u64, u
             why,
         });
     }
-    Ok((state, valid as u64, n))
+    Ok(Replayed {
+        state,
+        valid: valid as u64,
+        records: n,
+        torn: without_trailing_zeros(&data[valid..]).len() as u64,
+    })
+}
+
+/// `bytes` up to its last non-zero byte: a record in the log's preallocated zeros ends
+/// there at the latest.
+fn without_trailing_zeros(bytes: &[u8]) -> &[u8] {
+    let len = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &bytes[..len]
 }
 
 /// Why the bytes from `valid` on are not a torn tail, or `None` when they are one (or there
@@ -94,10 +195,12 @@ fn damage(data: &[u8], valid: usize, n: usize) -> Option<String> {
 }
 
 /// Whether `rest`, the bytes after the last valid record, can be what a crash during the
-/// writer's last append left: only zeros (space allocated, data never written), a partial
-/// record header, or one record that reaches exactly to, or past, the end of the file.
+/// writer's last append left: only zeros (the preallocated end, or space allocated and data
+/// never written), a partial record header, or one record that reaches exactly to, or past,
+/// the last non-zero byte (the zeros after it are preallocated space it did not fill).
 fn torn_tail(rest: &[u8]) -> bool {
-    if rest.iter().all(|&b| b == 0) || rest.len() < 8 {
+    let rest = without_trailing_zeros(rest);
+    if rest.len() < 8 {
         return true;
     }
     let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;

@@ -19,7 +19,8 @@
 //!
 //! [`Store::append`] encodes a record into the pending buffer and returns a [`Ticket`];
 //! [`Store::wait`] blocks until the record is on disk. One writer thread takes everything
-//! pending, writes it with one `write(2)`, and (in [`Durability::Sync`]) one `fdatasync`,
+//! pending, writes it with one `pwrite(2)` at the end of the records, and (in
+//! [`Durability::Sync`]) one `fdatasync`,
 //! then wakes every waiter whose record was in the batch. Under load, one sync covers as many
 //! records as arrived while the previous sync ran. The daemon replies only after `wait`, so an
 //! acknowledged allocation is on disk — in `Sync` mode even across a power loss, in `Async`
@@ -28,11 +29,13 @@
 //! # File format
 //!
 //! A sequence of `len: u32 LE | crc32: u32 LE | payload[len]`, where `crc32` (IEEE) covers the
-//! payload (see [`record`]). The first record is a [`Record::Header`]. A crash can leave a
-//! torn record at the end: zeros, a partial header, or one record reaching to or past the
-//! end of the file. Replay stops there and truncates the file (nothing after it was
-//! acknowledged, because the writer acknowledges only what it has completely written). Any
-//! other damage — a file that does not start with a header, or a bad record with more bytes
+//! payload (see [`record`]). The first record is a [`Record::Header`]. After the last record
+//! the file holds zeros, written ahead of time so that an append overwrites space the file
+//! already has and its `fdatasync` need not commit a size change (see [`log`]); zeros are the
+//! end of the log. A crash can leave a torn record at the end: zeros, a partial header, or
+//! one record reaching to or past the last non-zero byte. Replay stops there and the next
+//! start rewrites the log without it (nothing after it was acknowledged, because the writer
+//! acknowledges only what it has completely written). Any other damage — a file that does not start with a header, or a bad record with more bytes
 //! after it — is refused with [`StoreError::Damaged`] and the file is left untouched: wiping
 //! it would drop every later record. When the log grows past [`COMPACT_BYTES`] and holds mostly
 //! history, the writer rewrites it as a snapshot of the current state (a temporary file,
@@ -326,22 +329,19 @@ impl Store {
             .open(&log_path)
             .map_err(io_err("cannot open log", &log_path))?;
         narrow_file_mode(&file, &log_path)?;
-        let (state, valid_len, records) = log::replay(&mut file, &log_path)?;
-        let file_len = file
-            .metadata()
-            .map_err(io_err("cannot stat log", &log_path))?
-            .len();
-        if valid_len < file_len {
+        let replayed = log::replay(&mut file, &log_path)?;
+        if replayed.torn > 0 {
             tracing::warn!(
                 log = %log_path.display(),
-                valid_len,
-                file_len,
-                "log ends in a torn record (a crash during a write); truncating it"
+                valid_len = replayed.valid,
+                torn_len = replayed.torn,
+                "log ends in a torn record (a crash during a write); dropping it"
             );
         }
+        let (state, records) = (replayed.state, replayed.records);
         // Start each run from a compact snapshot of what was replayed.
         let snapshot = state.snapshot_records(instance);
-        let file = log::write_snapshot(dir, &snapshot)?;
+        let log = log::write_snapshot(dir, &snapshot)?;
         tracing::info!(
             log = %log_path.display(),
             replayed = records,
@@ -349,16 +349,11 @@ impl Store {
             pasids = state.owners.len(),
             "store opened"
         );
-        let size = file
-            .metadata()
-            .map_err(io_err("cannot stat log", &log_path))?
-            .len();
         let writer = writer::Writer {
             shared: shared.clone(),
-            file,
+            log,
             dir: dir.to_owned(),
             state: state.clone(),
-            size,
             instance,
             metrics,
             last_sync: Instant::now(),
@@ -494,7 +489,7 @@ fn test_token(pid: u32) -> vsva_vfio::ProcessToken {
 #[cfg(test)]
 mod tests {
     use std::fs::OpenOptions;
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     use vsva_proto::ResumeToken;
 
@@ -534,17 +529,21 @@ mod tests {
             store.wait(*tickets.last().unwrap()).unwrap();
             store.close().unwrap();
         }
-        // Simulate a torn write: garbage after the last record.
+        // Simulate a torn write: garbage after the last record, where the next append goes
+        // (over the preallocated zeros).
         let log = dir.join(LOG_NAME);
-        let mut f = OpenOptions::new().append(true).open(&log).unwrap();
-        f.write_all(&[40, 0, 0, 0, 1, 2]).unwrap();
+        let (_, valid, _) = replay_bytes(&std::fs::read(&log).unwrap());
+        let f = OpenOptions::new().write(true).open(&log).unwrap();
+        f.write_all_at(&[40, 0, 0, 0, 1, 2], valid as u64).unwrap();
         drop(f);
         let (store, state) = Store::open(&dir, Durability::Sync, 3, metrics).unwrap();
         assert_eq!(state.processes[&token(1)].pasids.len(), 50);
         assert_eq!(state.processes[&token(1)].resume, ResumeToken([1; 16]));
         drop(store);
-        let (_, valid, _) = replay_bytes(&std::fs::read(&log).unwrap());
-        assert_eq!(valid as u64, std::fs::metadata(&log).unwrap().len());
+        // The torn record is gone: only zeros follow the records.
+        let bytes = std::fs::read(&log).unwrap();
+        let (_, valid, _) = replay_bytes(&bytes);
+        assert!(bytes[valid..].iter().all(|&b| b == 0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -560,7 +559,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Writes a log with a Begin and 50 Allocs of pid 1 in `dir`; returns its bytes.
+    /// Writes a log with a Begin and 50 Allocs of pid 1 in `dir`; returns its bytes up to the
+    /// last record (without the preallocated zeros: a log as an append-only writer leaves it).
     fn fifty_allocations(dir: &Path) -> Vec<u8> {
         let (store, _) = Store::open(dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
         let _begin = store.append(Record::Begin {
@@ -578,7 +578,10 @@ mod tests {
         }
         store.wait(last.unwrap()).unwrap();
         store.close().unwrap();
-        std::fs::read(dir.join(LOG_NAME)).unwrap()
+        let mut bytes = std::fs::read(dir.join(LOG_NAME)).unwrap();
+        let (_, valid, _) = replay_bytes(&bytes);
+        bytes.truncate(valid);
+        bytes
     }
 
     #[test]
@@ -649,6 +652,108 @@ mod tests {
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
+    }
+
+    /// Issue 16: the log keeps preallocated zeros after its records. They read as the end of
+    /// the log, a record torn inside them is dropped, and anything else in them is damage.
+    #[test]
+    fn the_preallocated_zeros_end_the_log_and_a_record_torn_in_them_is_dropped() {
+        type Damage = fn(&mut Vec<u8>, usize);
+        // (what, damage given the records' length, PASIDs replayed or None when refused)
+        let cases: [(&str, Damage, Option<usize>); 5] = [
+            ("as written", |_, _| {}, Some(50)),
+            (
+                "partial record in the zeros",
+                |b, end| b[end..end + 6].copy_from_slice(&[25, 0, 0, 0, 1, 2]),
+                Some(50),
+            ),
+            (
+                "last record's second half never written",
+                |b, end| b[end - 10..end].fill(0),
+                Some(49),
+            ),
+            (
+                "a record far into the zeros",
+                |b, end| {
+                    let last = b[..end].to_vec();
+                    let at = end + 4096;
+                    b[end] = 0x99;
+                    b[at..at + 40].copy_from_slice(&last[end - 40..]);
+                },
+                None,
+            ),
+            (
+                "a stray byte at the very end",
+                |b, _| *b.last_mut().unwrap() = 1,
+                None,
+            ),
+        ];
+        for (what, damage, expect) in cases {
+            let dir = std::env::temp_dir().join(format!(
+                "vsvad-store-prealloc-{}-{}",
+                std::process::id(),
+                what.len()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let end = fifty_allocations(&dir).len();
+            let log = dir.join(LOG_NAME);
+            let mut bytes = std::fs::read(&log).unwrap();
+            assert!(
+                bytes.len() >= end + 4096 + 40,
+                "{what}: no zeros were preallocated"
+            );
+            assert!(bytes[end..].iter().all(|&b| b == 0), "{what}");
+            damage(&mut bytes, end);
+            std::fs::write(&log, &bytes).unwrap();
+            let opened = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new()));
+            match (opened, expect) {
+                (Ok((_, state)), Some(n)) => {
+                    let owned = state.processes.get(&token(1)).map_or(0, |p| p.pasids.len());
+                    assert_eq!(owned, n, "{what}");
+                }
+                (Err(StoreError::Damaged { .. }), None) => {
+                    assert_eq!(std::fs::read(&log).unwrap(), bytes, "{what}: changed");
+                }
+                (Err(e), _) => panic!("{what}: {e}"),
+                (Ok(_), None) => panic!("{what}: a damaged log was accepted"),
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    /// Appends past the preallocated zeros extend them, and every record survives a reopen.
+    #[test]
+    fn appends_past_the_preallocated_zeros_extend_them() {
+        let dir = std::env::temp_dir().join(format!("vsvad-store-extend-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // An Alloc record is 25 bytes framed: this crosses two preallocation boundaries.
+        let n = (2 * log::PREALLOC / 25 + 100) as u32;
+        {
+            let (store, _) =
+                Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+            let _begin = store.append(Record::Begin {
+                token: token(1),
+                uid: 0,
+                quota: n,
+                resume: ResumeToken([1; 16]),
+            });
+            let mut last = None;
+            for pasid in 1..=n {
+                last = Some(store.append(Record::Alloc {
+                    token: token(1),
+                    pasid,
+                }));
+            }
+            store.wait(last.unwrap()).unwrap();
+            store.close().unwrap();
+        }
+        let bytes = std::fs::read(dir.join(LOG_NAME)).unwrap();
+        let (state, valid, _) = replay_bytes(&bytes);
+        assert_eq!(state.processes[&token(1)].pasids.len(), n as usize);
+        assert!(bytes.len() > valid && bytes[valid..].iter().all(|&b| b == 0));
+        let (_, state) = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new())).unwrap();
+        assert_eq!(state.processes[&token(1)].pasids.len(), n as usize);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Issue 12, item 6: a failed `fdatasync` or a full disk acknowledges nothing, keeps no

@@ -1,5 +1,6 @@
 //! The group-commit writer thread: takes every record queued since its last batch, writes
-//! them with one `write(2)` and (in `Sync` mode) one `fdatasync`, then wakes their waiters;
+//! them with one `pwrite(2)` over the log's preallocated zeros and (in `Sync` mode) one
+//! `fdatasync`, then wakes their waiters;
 //! compacts the log when it is mostly history.
 //!
 //! # Failures
@@ -14,15 +15,13 @@
 //! quota changes, which already happened in memory); the rewrite includes them. The daemon
 //! keeps serving requests that change nothing.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vsva_proto::Errno;
 
-use super::log::write_snapshot;
+use super::log::{write_snapshot, LogFile};
 use super::record::Record;
 use super::state::StoreState;
 use super::{
@@ -39,11 +38,10 @@ const RETRY: Duration = Duration::from_millis(500);
 /// The writer thread's side: the open log and the state it holds, kept to compact it.
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
-    pub(super) file: File,
+    pub(super) log: LogFile,
     pub(super) dir: PathBuf,
     /// Everything in the log (and, while `broken`, the changes that must still reach it).
     pub(super) state: StoreState,
-    pub(super) size: u64,
     pub(super) instance: u64,
     pub(super) metrics: Arc<Metrics>,
     pub(super) last_sync: Instant,
@@ -159,9 +157,8 @@ impl Writer {
             })
             .and_then(|()| write_snapshot(&self.dir, &snapshot));
         match rewritten {
-            Ok(file) => {
-                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = file;
+            Ok(log) => {
+                self.log = log;
                 self.unsynced = false;
                 self.broken = None;
                 lock_ignoring_poison(&self.shared.progress).degraded = None;
@@ -182,12 +179,11 @@ impl Writer {
         let io = |what| io_err(what, &path);
         if !buf.is_empty() {
             let started = Instant::now();
-            self.file.write_all(buf).map_err(io("cannot append to"))?;
-            self.size += buf.len() as u64;
+            self.log.append(buf).map_err(io("cannot append to"))?;
             if self.shared.mode == Durability::Sync {
                 self.shared
                     .injected_failure()
-                    .and_then(|()| self.file.sync_data())
+                    .and_then(|()| self.log.file.sync_data())
                     .map_err(io("cannot sync"))?;
                 self.metrics.store_sync(started.elapsed());
             } else {
@@ -202,7 +198,7 @@ impl Writer {
         }
         // Async mode: sync in the background every 200 ms, and at shutdown.
         if self.unsynced && (shutdown || self.last_sync.elapsed() >= Duration::from_millis(200)) {
-            if let Err(e) = self.file.sync_data() {
+            if let Err(e) = self.log.file.sync_data() {
                 // Acknowledged records may be lost from the page cache: rewrite from memory.
                 let message = format!("cannot sync {}: {e}", path.display());
                 tracing::error!(error = %message, "background sync failed; rewriting the log");
@@ -217,18 +213,18 @@ impl Writer {
 
     fn maybe_compact(&mut self) -> Result<(), StoreError> {
         // Rewrite only when the log is large and mostly history (records average ~20 bytes).
-        if self.size < COMPACT_BYTES || (self.state.snapshot_len() as u64) * 20 * 4 > self.size {
+        let size = self.log.end;
+        if size < COMPACT_BYTES || (self.state.snapshot_len() as u64) * 20 * 4 > size {
             return Ok(());
         }
         let snapshot = self.state.snapshot_records(self.instance);
-        self.file = write_snapshot(&self.dir, &snapshot)?;
-        self.size = self
-            .file
-            .metadata()
-            .map_err(io_err("cannot stat", &self.dir))?
-            .len();
+        self.log = write_snapshot(&self.dir, &snapshot)?;
         self.unsynced = false;
-        tracing::info!(records = snapshot.len(), bytes = self.size, "log compacted");
+        tracing::info!(
+            records = snapshot.len(),
+            bytes = self.log.end,
+            "log compacted"
+        );
         Ok(())
     }
 }
