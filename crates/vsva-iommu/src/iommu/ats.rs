@@ -372,6 +372,17 @@ mod tests {
         root
     }
 
+    /// An IOMMU with a recording sink and two ATS devices (`SID`, `OTHER`) set up by
+    /// [`ats_device`].
+    fn two_ats_devices() -> (Arc<Iommu>, Arc<Recorder>) {
+        let io = Arc::new(iommu());
+        let sink = Arc::new(Recorder::default());
+        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
+        ats_device(&io, SID, false);
+        ats_device(&io, OTHER, false);
+        (io, sink)
+    }
+
     #[test]
     fn translation_requests_answer_rights_and_page_requests() {
         let io = iommu();
@@ -457,11 +468,7 @@ mod tests {
 
     #[test]
     fn invalidations_reach_only_devices_that_may_hold_the_pasid() {
-        let io = Arc::new(iommu());
-        let sink = Arc::new(Recorder::default());
-        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
-        ats_device(&io, SID, false);
-        ats_device(&io, OTHER, false);
+        let (io, sink) = two_ats_devices();
         io.ats_translate(SID, Some(5), 0x1000, Access::READ)
             .unwrap();
         let inv = |sid, pasid| Invalidation::DeviceTlb {
@@ -535,11 +542,7 @@ mod tests {
 
     #[test]
     fn devices_are_waited_for_without_the_control_lock() {
-        let io = Arc::new(iommu());
-        let sink = Arc::new(Recorder::default());
-        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
-        ats_device(&io, SID, false);
-        ats_device(&io, OTHER, false);
+        let (io, sink) = two_ats_devices();
         *sink.control_probe.lock().unwrap() = Some(io.clone());
         // Unbind, PASID teardown and detach each wait for a device that holds a translation.
         io.ats_translate(SID, Some(5), 0x1000, Access::READ)
@@ -559,11 +562,7 @@ mod tests {
 
     #[test]
     fn a_device_that_does_not_complete_is_fenced() {
-        let io = Arc::new(iommu());
-        let sink = Arc::new(Recorder::default());
-        io.set_devtlb_sink(Some(sink.clone() as Arc<dyn DevTlbSink>));
-        ats_device(&io, SID, false);
-        ats_device(&io, OTHER, false);
+        let (io, sink) = two_ats_devices();
         for sid in [SID, OTHER] {
             io.ats_translate(sid, Some(5), 0x1000, Access::READ)
                 .unwrap();
