@@ -17,9 +17,9 @@ use vm_memory::{
 use vsva_iommu::{Access, Atc, DevTlbScope, Perms, Translation};
 use vsva_proto::{
     AtsAnswer, AtsRequest, DeviceOpened, Event, FaultRecord, Kind, ProtoError, RaisedPage, Request,
-    ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL, INVAL_PASID,
-    PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE,
-    RESP_SUCCESS,
+    ResponseTranslation, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL,
+    INVAL_PASID, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ,
+    PERM_WRITE, RESP_SUCCESS,
 };
 
 use crate::connection::{Client, Options};
@@ -69,8 +69,9 @@ impl Default for DeviceOptions {
 /// What the events thread and the DMA path share.
 struct Shared {
     atc: Mutex<Atc>,
-    /// Page responses received: (group, code).
-    responses: Mutex<Vec<(u16, u32)>>,
+    /// Page responses received: (group, code, the daemon's translation with a SUCCESS to a
+    /// group a translation request raised).
+    responses: Mutex<Vec<(u16, u32, Option<ResponseTranslation>)>>,
     changed: Condvar,
     /// Why the capability ended, once it did.
     ended: Mutex<Option<String>>,
@@ -309,8 +310,10 @@ impl DeviceHandle {
     }
 
     /// The translation of the page holding `iova`: from the device TLB, or asked of the
-    /// IOMMU (raising a page request and waiting for its response when the owner can fix
-    /// the miss).
+    /// IOMMU. With PRI on, the translation request itself raises the page request when the
+    /// owner can fix the miss (one round trip), and the owner's SUCCESS brings the
+    /// translation back with it: it is installed with no further request unless an
+    /// invalidation came in meanwhile (then it is asked for again).
     fn translate(
         &mut self,
         pasid: Option<u32>,
@@ -328,17 +331,31 @@ impl DeviceHandle {
             };
             self.check_alive()?;
             let flags = dma_flags(pasid, access.write, access.execute, access.privileged);
+            let group = (self.pri && page_requests == 0).then(|| self.take_group());
             let reply = self.client.call(Request::AtsTranslate(AtsRequest {
                 source_id: self.source_id,
                 flags,
                 pasid: pasid.unwrap_or(0),
                 addr: iova,
+                page_request_group: group,
             }))?;
             let answer =
                 AtsAnswer::decode(&reply.payload).map_err(|error| ClientError::Protocol {
                     kind: Kind::AtsTranslate,
                     error,
                 })?;
+            let answer = match (answer, group) {
+                (AtsAnswer::PageRequested { fault }, Some(group)) => {
+                    page_requests += 1;
+                    self.page_requests += 1;
+                    match self.wait_page_response(group, fault)? {
+                        Some(ResponseTranslation { addr, answer }) if addr == iova => answer,
+                        // No translation came with it: ask.
+                        _ => continue,
+                    }
+                }
+                (answer, _) => answer,
+            };
             match answer {
                 AtsAnswer::Translated {
                     host_addr,
@@ -370,12 +387,28 @@ impl DeviceHandle {
                     page_requests += 1;
                     self.raise_page_request(pasid, iova, access, fault)?;
                 }
+                AtsAnswer::PageRequested { .. } => {
+                    return Err(proto_err(
+                        Kind::AtsTranslate,
+                        "a page request raised that was not asked for",
+                        2,
+                    ))
+                }
             }
         }
     }
 
-    /// Raises a one-page group for `iova` and waits for its response; SUCCESS returns so the
-    /// caller retries, anything else fails the DMA with the original fault.
+    /// The next page-request group index, its earlier responses forgotten.
+    fn take_group(&mut self) -> u16 {
+        let group = self.next_group;
+        self.next_group = (self.next_group + 1) % 512;
+        lock(&self.shared.responses).retain(|(g, _, _)| *g != group);
+        group
+    }
+
+    /// Raises a one-page group for `iova` with `PAGE_REQUEST` and waits for its response;
+    /// SUCCESS returns so the caller retries, anything else fails the DMA with the original
+    /// fault.
     fn raise_page_request(
         &mut self,
         pasid: Option<u32>,
@@ -383,8 +416,7 @@ impl DeviceHandle {
         access: Access,
         fault: FaultRecord,
     ) -> Result<(), ClientError> {
-        let group = self.next_group;
-        self.next_group = (self.next_group + 1) % 512;
+        let group = self.take_group();
         let mut perm = PERM_READ as u16;
         if access.write {
             perm |= PERM_WRITE as u16;
@@ -399,7 +431,6 @@ impl DeviceHandle {
         if pasid.is_some() {
             flags |= PAGE_REQUEST_PASID;
         }
-        lock(&self.shared.responses).retain(|(g, _)| *g != group);
         self.client.call(Request::PageRequest(RaisedPage {
             source_id: self.source_id,
             flags,
@@ -409,20 +440,30 @@ impl DeviceHandle {
             perm,
         }))?;
         self.page_requests += 1;
+        self.wait_page_response(group, fault).map(|_| ())
+    }
+
+    /// Waits for the response to page-request group `group`: SUCCESS returns the
+    /// translation it carries, if any; anything else fails the DMA with `fault`.
+    fn wait_page_response(
+        &mut self,
+        group: u16,
+        fault: FaultRecord,
+    ) -> Result<Option<ResponseTranslation>, ClientError> {
         let deadline = Instant::now() + self.options.page_response_timeout;
         let mut responses = lock(&self.shared.responses);
         loop {
-            if let Some(i) = responses.iter().position(|(g, _)| *g == group) {
-                let (_, code) = responses.swap_remove(i);
+            if let Some(i) = responses.iter().position(|(g, _, _)| *g == group) {
+                let (_, code, translation) = responses.swap_remove(i);
                 return if code == RESP_SUCCESS {
-                    Ok(())
+                    Ok(translation)
                 } else {
                     Err(ClientError::DmaFault(fault))
                 };
             }
             if lock(&self.shared.ended).is_some() {
                 drop(responses);
-                return self.check_alive();
+                return self.check_alive().map(|()| None);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -687,7 +728,7 @@ fn serve_events(mut channel: EventChannel, shared: &Shared, stop: &AtomicBool) {
                 lock(&shared.atc).invalidate(&DevTlbScope::All);
             }
             Event::PageResponse(r) => {
-                lock(&shared.responses).push((r.grpid as u16, r.code));
+                lock(&shared.responses).push((r.grpid as u16, r.code, r.translation));
                 shared.changed.notify_all();
             }
             Event::DeviceRevoked { reason, .. } => {
