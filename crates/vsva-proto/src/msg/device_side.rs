@@ -351,3 +351,38 @@ pub(crate) fn read_response_code(r: &mut Reader<'_>) -> Result<u32, ProtoError> 
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Request, DMA_PASID, DMA_WRITE};
+
+    #[test]
+    fn a_raising_translation_request_is_two_bytes_longer() {
+        let mut a = AtsRequest {
+            source_id: 0x0100,
+            flags: DMA_PASID | DMA_WRITE,
+            pasid: 5,
+            addr: 0x7f00_0010_0000,
+            page_request_group: Some(7),
+        };
+        // The protocol document's example.
+        let body = Request::AtsTranslate(a).encode_body();
+        assert_eq!(
+            body,
+            [0, 1, 0x13, 0, 5, 0, 0, 0, 0, 0, 0x10, 0, 0, 0x7f, 0, 0, 7, 0]
+        );
+        assert_eq!(AtsRequest::from_body(&body, "t"), Ok(a));
+        a.page_request_group = None;
+        let plain = Request::AtsTranslate(a).encode_body();
+        assert_eq!(
+            &plain[..],
+            &[&body[..2], &[3, 0], &body[4..16]].concat()[..]
+        );
+        // A group index has 9 bits; the flag without the index is short.
+        let mut big = body.clone();
+        big[16..].copy_from_slice(&512u16.to_le_bytes());
+        assert!(AtsRequest::from_body(&big, "t").is_err());
+        assert!(AtsRequest::from_body(&body[..16], "t").is_err());
+    }
+}

@@ -415,6 +415,46 @@ mod tests {
     }
 
     #[test]
+    fn a_page_response_with_its_translation() {
+        let mut r = PageResponse {
+            source_id: 0x0100,
+            flags: PGFAULT_PASID_VALID,
+            pasid: 5,
+            grpid: 7,
+            code: RESP_SUCCESS,
+            translation: Some(ResponseTranslation {
+                addr: 0x1234,
+                answer: AtsAnswer::Translated {
+                    host_addr: 0x9000,
+                    page_size: 4096,
+                    perms: 3,
+                },
+            }),
+        };
+        let b = Event::PageResponse(r.clone()).encode_body();
+        assert_eq!(
+            &b[..18],
+            &[0, 1, 1, 1, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(&b[18..26], &0x1234u64.to_le_bytes());
+        assert_eq!(b[26], 0, "status: translated");
+        assert_eq!(b.len(), 18 + 8 + 1 + 8 + 8 + 1);
+        assert_eq!(
+            Event::decode(EVENT_PAGE_RESPONSE, &b),
+            Ok(Event::PageResponse(r.clone()))
+        );
+        // Only a SUCCESS carries one.
+        let mut failed = b.clone();
+        failed[14] = 2;
+        assert!(Event::decode(EVENT_PAGE_RESPONSE, &failed).is_err());
+        r.translation = None;
+        assert_eq!(
+            Event::PageResponse(r).encode_body(),
+            [&b[..2], &[1, 0], &b[4..18]].concat()
+        );
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let mut b = Event::PageResponse(PageResponse {
             source_id: 1,
