@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,27 +14,23 @@ use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap, VolatileMemory,
 };
-use vsva_iommu::{Access, Atc, DevTlbScope, Perms, Translation};
+use vsva_iommu::{Access, Atc, Perms, Translation};
 use vsva_proto::{
-    AtsAnswer, AtsRequest, DeviceOpened, Event, FaultRecord, Kind, ProtoError, RaisedPage, Request,
-    ResponseTranslation, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL,
-    INVAL_PASID, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ,
-    PERM_WRITE, RESP_SUCCESS,
+    AtsAnswer, AtsRequest, DeviceOpened, FaultRecord, Kind, ProtoError, RaisedPage, Request,
+    ResponseTranslation, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN,
+    PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE,
+    RESP_SUCCESS,
 };
 
 use crate::connection::{Client, Options};
+use crate::device_events::{lock, serve_events, Shared};
 use crate::devices::dma_flags;
 use crate::error::ClientError;
-use crate::events::EventChannel;
 
 /// Extended capability id of PCIe ATS.
 const CAP_ATS: u16 = 0x000F;
 /// Extended capability id of PCIe PRI.
 const CAP_PRI: u16 = 0x0013;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn proto_err(kind: Kind, why: &'static str, value: u64) -> ClientError {
     ClientError::Protocol {
@@ -64,19 +60,6 @@ impl Default for DeviceOptions {
             page_response_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// What the events thread and the DMA path share.
-struct Shared {
-    atc: Mutex<Atc>,
-    /// Page responses received: (group, code, the daemon's translation with a SUCCESS to a
-    /// group a translation request raised).
-    responses: Mutex<Vec<(u16, u32, Option<ResponseTranslation>)>>,
-    changed: Condvar,
-    /// Why the capability ended, once it did.
-    ended: Mutex<Option<String>>,
-    /// Invalidations applied and acknowledged.
-    invalidations: AtomicU64,
 }
 
 /// Counters of a device handle.
@@ -691,59 +674,4 @@ impl Drop for DeviceHandle {
             }
         }
     }
-}
-
-/// The device's events thread: applies invalidations to the device TLB and acknowledges
-/// them, records page responses, notes the end of the capability. It never waits for
-/// anything but the channel.
-fn serve_events(mut channel: EventChannel, shared: &Shared, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        let (seq, ev) = match channel.next_event() {
-            Ok(e) => e,
-            Err(_) => break,
-        };
-        match ev {
-            Event::Invalidate(inv) => {
-                let pasid = (inv.flags & INVAL_PASID != 0).then_some(inv.pasid);
-                let scope = if inv.flags & INVAL_ALL != 0 {
-                    DevTlbScope::All
-                } else if inv.size == u64::MAX {
-                    DevTlbScope::Pasid(pasid)
-                } else {
-                    DevTlbScope::Range {
-                        pasid,
-                        addr: inv.addr,
-                        len: inv.size,
-                    }
-                };
-                lock(&shared.atc).invalidate(&scope);
-                shared.invalidations.fetch_add(1, Ordering::Relaxed);
-                if channel.ack(seq).is_err() {
-                    break;
-                }
-            }
-            Event::Overflow { .. } => {
-                // An invalidation may have been lost: drop everything (the daemon fences a
-                // device it could not reach, so nothing is acknowledged for it).
-                lock(&shared.atc).invalidate(&DevTlbScope::All);
-            }
-            Event::PageResponse(r) => {
-                lock(&shared.responses).push((r.grpid as u16, r.code, r.translation));
-                shared.changed.notify_all();
-            }
-            Event::DeviceRevoked { reason, .. } => {
-                *lock(&shared.ended) = Some(reason);
-                lock(&shared.atc).invalidate(&DevTlbScope::All);
-                shared.changed.notify_all();
-            }
-            Event::DmaFault(_) | Event::PageRequest(_) => {}
-        }
-    }
-    let mut ended = lock(&shared.ended);
-    if ended.is_none() {
-        *ended = Some("the events channel closed".into());
-    }
-    drop(ended);
-    lock(&shared.atc).invalidate(&DevTlbScope::All);
-    shared.changed.notify_all();
 }
