@@ -24,8 +24,9 @@ use vsva_client::{
     EventChannel, GuestMemory, Options, PrivateDaemon,
 };
 use vsva_proto::{
-    AtsAnswer, AtsRequest, PageRequest, Request, ResponseTranslation, ATS_WRITE, DMA_PASID,
-    DMA_WRITE, PERM_WRITE, PGFAULT_LAST_PAGE, RESP_SUCCESS,
+    AtsAnswer, AtsRequest, PageRequest, RaisedPage, Request, ResponseTranslation, ATS_WRITE,
+    DMA_PASID, DMA_WRITE, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_WRITE, PGFAULT_LAST_PAGE,
+    RESP_SUCCESS,
 };
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
 
@@ -288,6 +289,21 @@ fn a_translation_request_raises_its_page_request_and_the_response_carries_the_tr
 }
 
 #[test]
+fn a_raising_translation_request_is_refused_as_a_page_request_is() {
+    let mut o = owner("");
+    // One outstanding page request allowed (the PRI capability's allocation).
+    o.client.enable_pri(SID, 1).unwrap();
+    let mut dev = o.spawn("raise-limit");
+    let first = next_page_request(&mut o);
+    assert_eq!(first.grpid, 1);
+    assert_eq!(dev.expect("RAISED"), "1");
+    // The second raise gets PAGE_REQUEST's error, and leaves no group pending.
+    assert_eq!(dev.expect("REFUSED"), format!("{:?}", Errno::ENOSPC));
+    assert_eq!(dev.expect("PAGE_REQUEST"), format!("{:?}", Errno::ENOSPC));
+    assert_eq!(o.client.status().unwrap().page_requests_pending, 1);
+}
+
+#[test]
 fn an_invalidation_reaches_the_device_before_the_call_returns() {
     let mut o = owner("");
     o.mem.write(DATA, b"cached").unwrap();
@@ -542,6 +558,42 @@ fn device_helper() {
                 "STATS misses {} page_requests {}",
                 st.misses, st.page_requests
             );
+        }
+        "raise-limit" => {
+            let mut c = Client::connect(options).unwrap();
+            let _channel = c.open_events().unwrap();
+            c.call_for_fds(Request::DeviceOpen { token }).unwrap();
+            let raise = |grpid, addr| {
+                Request::AtsTranslate(AtsRequest {
+                    source_id: SID,
+                    flags: DMA_PASID | DMA_WRITE,
+                    pasid,
+                    addr,
+                    page_request_group: Some(grpid),
+                })
+            };
+            let reply = c.call(raise(1, GVA + (1 << 20))).unwrap();
+            match AtsAnswer::decode(&reply.payload).unwrap() {
+                AtsAnswer::PageRequested { .. } => println!("RAISED 1"),
+                other => println!("RAISED {other:?}"),
+            }
+            match c.call(raise(2, GVA + (2 << 20))) {
+                Ok(r) => println!("REFUSED not: {:?}", AtsAnswer::decode(&r.payload)),
+                Err(e) => println!("REFUSED {:?}", e.errno().unwrap()),
+            }
+            let plain = c.call(Request::PageRequest(RaisedPage {
+                source_id: SID,
+                flags: PAGE_REQUEST_PASID | PAGE_REQUEST_LAST,
+                pasid,
+                addr: GVA + (3 << 20),
+                grpid: 3,
+                perm: PERM_WRITE as u16,
+            }));
+            match plain {
+                Ok(_) => println!("PAGE_REQUEST accepted"),
+                Err(e) => println!("PAGE_REQUEST {:?}", e.errno().unwrap()),
+            }
+            next();
         }
         "raise" => {
             // Translation requests that raise their page requests, and the responses.
