@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,27 +14,23 @@ use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap, VolatileMemory,
 };
-use vsva_iommu::{Access, Atc, DevTlbScope, Perms, Translation};
+use vsva_iommu::{Access, Atc, Perms, Translation};
 use vsva_proto::{
-    AtsAnswer, AtsRequest, DeviceOpened, Event, FaultRecord, Kind, ProtoError, RaisedPage, Request,
-    ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, INVAL_ALL, INVAL_PASID,
+    AtsAnswer, AtsRequest, DeviceOpened, FaultRecord, Kind, ProtoError, RaisedPage, Request,
+    ResponseTranslation, ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN,
     PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE,
     RESP_SUCCESS,
 };
 
 use crate::connection::{Client, Options};
+use crate::device_events::{lock, serve_events, Shared};
 use crate::devices::dma_flags;
 use crate::error::ClientError;
-use crate::events::EventChannel;
 
 /// Extended capability id of PCIe ATS.
 const CAP_ATS: u16 = 0x000F;
 /// Extended capability id of PCIe PRI.
 const CAP_PRI: u16 = 0x0013;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn proto_err(kind: Kind, why: &'static str, value: u64) -> ClientError {
     ClientError::Protocol {
@@ -64,18 +60,6 @@ impl Default for DeviceOptions {
             page_response_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// What the events thread and the DMA path share.
-struct Shared {
-    atc: Mutex<Atc>,
-    /// Page responses received: (group, code).
-    responses: Mutex<Vec<(u16, u32)>>,
-    changed: Condvar,
-    /// Why the capability ended, once it did.
-    ended: Mutex<Option<String>>,
-    /// Invalidations applied and acknowledged.
-    invalidations: AtomicU64,
 }
 
 /// Counters of a device handle.
@@ -309,8 +293,10 @@ impl DeviceHandle {
     }
 
     /// The translation of the page holding `iova`: from the device TLB, or asked of the
-    /// IOMMU (raising a page request and waiting for its response when the owner can fix
-    /// the miss).
+    /// IOMMU. With PRI on, the translation request itself raises the page request when the
+    /// owner can fix the miss (one round trip), and the owner's SUCCESS brings the
+    /// translation back with it: it is installed with no further request unless an
+    /// invalidation came in meanwhile (then it is asked for again).
     fn translate(
         &mut self,
         pasid: Option<u32>,
@@ -328,17 +314,31 @@ impl DeviceHandle {
             };
             self.check_alive()?;
             let flags = dma_flags(pasid, access.write, access.execute, access.privileged);
+            let group = (self.pri && page_requests == 0).then(|| self.take_group());
             let reply = self.client.call(Request::AtsTranslate(AtsRequest {
                 source_id: self.source_id,
                 flags,
                 pasid: pasid.unwrap_or(0),
                 addr: iova,
+                page_request_group: group,
             }))?;
             let answer =
                 AtsAnswer::decode(&reply.payload).map_err(|error| ClientError::Protocol {
                     kind: Kind::AtsTranslate,
                     error,
                 })?;
+            let answer = match (answer, group) {
+                (AtsAnswer::PageRequested { fault }, Some(group)) => {
+                    page_requests += 1;
+                    self.page_requests += 1;
+                    match self.wait_page_response(group, fault)? {
+                        Some(ResponseTranslation { addr, answer }) if addr == iova => answer,
+                        // No translation came with it: ask.
+                        _ => continue,
+                    }
+                }
+                (answer, _) => answer,
+            };
             match answer {
                 AtsAnswer::Translated {
                     host_addr,
@@ -370,12 +370,28 @@ impl DeviceHandle {
                     page_requests += 1;
                     self.raise_page_request(pasid, iova, access, fault)?;
                 }
+                AtsAnswer::PageRequested { .. } => {
+                    return Err(proto_err(
+                        Kind::AtsTranslate,
+                        "a page request raised that was not asked for",
+                        2,
+                    ))
+                }
             }
         }
     }
 
-    /// Raises a one-page group for `iova` and waits for its response; SUCCESS returns so the
-    /// caller retries, anything else fails the DMA with the original fault.
+    /// The next page-request group index, its earlier responses forgotten.
+    fn take_group(&mut self) -> u16 {
+        let group = self.next_group;
+        self.next_group = (self.next_group + 1) % 512;
+        lock(&self.shared.responses).retain(|(g, _, _)| *g != group);
+        group
+    }
+
+    /// Raises a one-page group for `iova` with `PAGE_REQUEST` and waits for its response;
+    /// SUCCESS returns so the caller retries, anything else fails the DMA with the original
+    /// fault.
     fn raise_page_request(
         &mut self,
         pasid: Option<u32>,
@@ -383,8 +399,7 @@ impl DeviceHandle {
         access: Access,
         fault: FaultRecord,
     ) -> Result<(), ClientError> {
-        let group = self.next_group;
-        self.next_group = (self.next_group + 1) % 512;
+        let group = self.take_group();
         let mut perm = PERM_READ as u16;
         if access.write {
             perm |= PERM_WRITE as u16;
@@ -399,7 +414,6 @@ impl DeviceHandle {
         if pasid.is_some() {
             flags |= PAGE_REQUEST_PASID;
         }
-        lock(&self.shared.responses).retain(|(g, _)| *g != group);
         self.client.call(Request::PageRequest(RaisedPage {
             source_id: self.source_id,
             flags,
@@ -409,20 +423,30 @@ impl DeviceHandle {
             perm,
         }))?;
         self.page_requests += 1;
+        self.wait_page_response(group, fault).map(|_| ())
+    }
+
+    /// Waits for the response to page-request group `group`: SUCCESS returns the
+    /// translation it carries, if any; anything else fails the DMA with `fault`.
+    fn wait_page_response(
+        &mut self,
+        group: u16,
+        fault: FaultRecord,
+    ) -> Result<Option<ResponseTranslation>, ClientError> {
         let deadline = Instant::now() + self.options.page_response_timeout;
         let mut responses = lock(&self.shared.responses);
         loop {
-            if let Some(i) = responses.iter().position(|(g, _)| *g == group) {
-                let (_, code) = responses.swap_remove(i);
+            if let Some(i) = responses.iter().position(|(g, _, _)| *g == group) {
+                let (_, code, translation) = responses.swap_remove(i);
                 return if code == RESP_SUCCESS {
-                    Ok(())
+                    Ok(translation)
                 } else {
                     Err(ClientError::DmaFault(fault))
                 };
             }
             if lock(&self.shared.ended).is_some() {
                 drop(responses);
-                return self.check_alive();
+                return self.check_alive().map(|()| None);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -650,59 +674,4 @@ impl Drop for DeviceHandle {
             }
         }
     }
-}
-
-/// The device's events thread: applies invalidations to the device TLB and acknowledges
-/// them, records page responses, notes the end of the capability. It never waits for
-/// anything but the channel.
-fn serve_events(mut channel: EventChannel, shared: &Shared, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        let (seq, ev) = match channel.next_event() {
-            Ok(e) => e,
-            Err(_) => break,
-        };
-        match ev {
-            Event::Invalidate(inv) => {
-                let pasid = (inv.flags & INVAL_PASID != 0).then_some(inv.pasid);
-                let scope = if inv.flags & INVAL_ALL != 0 {
-                    DevTlbScope::All
-                } else if inv.size == u64::MAX {
-                    DevTlbScope::Pasid(pasid)
-                } else {
-                    DevTlbScope::Range {
-                        pasid,
-                        addr: inv.addr,
-                        len: inv.size,
-                    }
-                };
-                lock(&shared.atc).invalidate(&scope);
-                shared.invalidations.fetch_add(1, Ordering::Relaxed);
-                if channel.ack(seq).is_err() {
-                    break;
-                }
-            }
-            Event::Overflow { .. } => {
-                // An invalidation may have been lost: drop everything (the daemon fences a
-                // device it could not reach, so nothing is acknowledged for it).
-                lock(&shared.atc).invalidate(&DevTlbScope::All);
-            }
-            Event::PageResponse(r) => {
-                lock(&shared.responses).push((r.grpid as u16, r.code));
-                shared.changed.notify_all();
-            }
-            Event::DeviceRevoked { reason, .. } => {
-                *lock(&shared.ended) = Some(reason);
-                lock(&shared.atc).invalidate(&DevTlbScope::All);
-                shared.changed.notify_all();
-            }
-            Event::DmaFault(_) | Event::PageRequest(_) => {}
-        }
-    }
-    let mut ended = lock(&shared.ended);
-    if ended.is_none() {
-        *ended = Some("the events channel closed".into());
-    }
-    drop(ended);
-    lock(&shared.atc).invalidate(&DevTlbScope::All);
-    shared.changed.notify_all();
 }

@@ -52,6 +52,7 @@ mod admin;
 mod connection;
 mod containers;
 mod device;
+mod device_events;
 mod devices;
 mod error;
 mod events;

@@ -90,14 +90,22 @@ fn arb_request() -> impl Strategy<Value = Request> {
         any::<u16>().prop_map(|source_id| Request::DeviceGrant { source_id }),
         any::<u16>().prop_map(|source_id| Request::DeviceRevoke { source_id }),
         any::<[u8; 16]>().prop_map(|token| Request::DeviceOpen { token }),
-        (any::<u16>(), 0u16..16, any::<u32>(), any::<u64>()).prop_map(
-            |(source_id, flags, pasid, addr)| Request::AtsTranslate(AtsRequest {
-                source_id,
-                flags,
-                pasid,
-                addr
-            })
-        ),
+        (
+            any::<u16>(),
+            0u16..16,
+            any::<u32>(),
+            any::<u64>(),
+            prop::option::of(0u16..512)
+        )
+            .prop_map(|(source_id, flags, pasid, addr, page_request_group)| {
+                Request::AtsTranslate(AtsRequest {
+                    source_id,
+                    flags,
+                    pasid,
+                    addr,
+                    page_request_group,
+                })
+            }),
         (
             any::<u16>(),
             0u16..4,

@@ -64,18 +64,61 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     })
                 }
             ),
-        (any::<u16>(), 0u32..2, any::<[u32; 2]>(), 0u32..3).prop_map(
-            |(source_id, flags, [pasid, grpid], code)| Event::PageResponse(PageResponse {
-                source_id,
-                flags,
-                pasid,
-                grpid,
-                code,
-            })
-        ),
+        (
+            any::<u16>(),
+            0u32..2,
+            any::<[u32; 2]>(),
+            0u32..3,
+            prop::option::of(arb_translation())
+        )
+            .prop_map(|(source_id, flags, [pasid, grpid], code, translation)| {
+                Event::PageResponse(PageResponse {
+                    source_id,
+                    flags,
+                    pasid,
+                    grpid,
+                    code,
+                    // Only a SUCCESS carries one.
+                    translation: translation.filter(|_| code == RESP_SUCCESS),
+                })
+            }),
         (any::<u16>(), "[a-z ]{0,16}")
             .prop_map(|(source_id, reason)| Event::DeviceRevoked { source_id, reason }),
     ]
+}
+
+/// What a SUCCESS page response may carry: a translation, or the fault of its absence.
+fn arb_translation() -> impl Strategy<Value = ResponseTranslation> {
+    (
+        any::<[u64; 2]>(),
+        prop_oneof![Just(4096u64), Just(2 << 20), Just(1 << 30)],
+        0u8..16,
+        any::<bool>(),
+    )
+        .prop_map(|([addr, host_addr], page_size, perms, translated)| {
+            let answer = if translated {
+                AtsAnswer::Translated {
+                    host_addr,
+                    page_size,
+                    perms,
+                }
+            } else {
+                AtsAnswer::NoTranslation {
+                    page_request: perms & 1 != 0,
+                    fault: FaultRecord {
+                        source_id: 1,
+                        flags: 1,
+                        pasid: 2,
+                        addr,
+                        reason: 3,
+                        stage: 1,
+                        level: 4,
+                        description: "not present".into(),
+                    },
+                }
+            };
+            ResponseTranslation { addr, answer }
+        })
 }
 
 proptest! {
@@ -101,7 +144,7 @@ proptest! {
     }
 
     #[test]
-    fn event_bytes_never_panic_and_reencode(kind in prop_oneof![0x0700u16..0x0708, Just(ACK_KIND), any::<u16>()], body in prop::collection::vec(any::<u8>(), 0..128)) {
+    fn event_bytes_never_panic_and_reencode(kind in prop_oneof![0x0700u16..0x0708, Just(ACK_KIND), any::<u16>()], body in prop::collection::vec(any::<u8>(), 0..160)) {
         if let Ok(ev) = Event::decode(kind, &body) {
             prop_assert_eq!(ev.kind(), kind);
             prop_assert_eq!(ev.encode_body(), body.clone());

@@ -1,10 +1,14 @@
 //! Fuzzes the events channel's decoders: arbitrary bytes, fed in arbitrary chunks through the
 //! frame decoder, must never panic the event, acknowledgement and device-side reply decoders,
-//! and every accepted message must re-encode to the bytes it came from.
+//! and every accepted message must re-encode to the bytes it came from. A page response's
+//! translation (flag `TRANSLATION` and its trailing payload) is decoded into its own field,
+//! only on a SUCCESS, and never as a "page request raised" answer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vsva_proto::{AtsAnswer, DeviceOpened, Event, EventAck, FrameDecoder};
+use vsva_proto::{
+    AtsAnswer, DeviceOpened, Event, EventAck, FrameDecoder, RESP_SUCCESS, RESP_TRANSLATION,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knob, stream)) = data.split_first() else {
@@ -20,6 +24,13 @@ fuzz_target!(|data: &[u8]| {
                     if let Ok(ev) = Event::decode(frame.header.kind, &frame.body) {
                         assert_eq!(ev.kind(), frame.header.kind);
                         assert_eq!(ev.encode_body(), frame.body);
+                        if let Event::PageResponse(r) = &ev {
+                            assert_eq!(r.flags & RESP_TRANSLATION, 0);
+                            if let Some(t) = &r.translation {
+                                assert_eq!(r.code, RESP_SUCCESS);
+                                assert!(!matches!(t.answer, AtsAnswer::PageRequested { .. }));
+                            }
+                        }
                     }
                     if let Ok(a) = AtsAnswer::decode(&frame.body) {
                         assert_eq!(a.encode(), frame.body);

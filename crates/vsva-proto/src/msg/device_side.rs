@@ -1,7 +1,6 @@
 //! The device side's requests: handing a device to another process (grant, open, revoke),
 //! ATS translation requests and their answer, page requests and page responses.
 
-use super::event::read_code;
 use super::report::FaultRecord;
 use crate::error::ProtoError;
 use crate::wire::{Decode, Encode, Reader, Writer};
@@ -11,10 +10,24 @@ pub const PAGE_REQUEST_PASID: u16 = 1 << 0;
 /// Page request flag: the last request of its group.
 pub const PAGE_REQUEST_LAST: u16 = 1 << 1;
 
+pub use vsva_uapi::iommufd::{
+    IOMMUFD_PAGE_RESP_INVALID as RESP_INVALID, IOMMUFD_PAGE_RESP_SUCCESS as RESP_SUCCESS,
+};
+/// Page response code (`IOMMU_PAGE_RESP_FAILURE`): the owner cannot serve it (also what
+/// a time-out, or an owner that unbinds, frees or dies, answers).
+pub const RESP_FAILURE: u32 = 2;
+
 /// Length of a device capability token.
 pub const DEVICE_TOKEN_LEN: usize = 16;
 /// Most memory regions a `DEVICE_OPEN` reply hands over (one descriptor each).
 pub const MAX_DEVICE_REGIONS: usize = 4;
+
+/// Translation request flag (bit 4): when the answer would be "no translation, raise a page
+/// request", the daemon raises it itself (a one-page group with index
+/// [`AtsRequest::page_request_group`]), as a PCIe device's Page Request Message follows its
+/// failed translation; the answer is then [`AtsAnswer::PageRequested`]. On the wire the flag
+/// is set exactly when the request carries the group index (2 more bytes).
+pub const ATS_RAISE_PAGE_REQUEST: u16 = 1 << 4;
 
 /// A translation request (PCIe ATS): flags as `DEVICE_DMA`'s (`DMA_PASID`, `DMA_WRITE`,
 /// `DMA_EXEC`, `DMA_PRIV`).
@@ -28,6 +41,10 @@ pub struct AtsRequest {
     pub pasid: u32,
     /// The untranslated address.
     pub addr: u64,
+    /// With a group index (below 512): raise the page request for the page of `addr` in
+    /// that group if the answer would ask for one (flag [`ATS_RAISE_PAGE_REQUEST`] on the
+    /// wire; `flags` itself never carries it). `None`: only translate.
+    pub page_request_group: Option<u16>,
 }
 
 /// A page request as a device raises it (`PAGE_REQUEST`): the PCIe PRI request's fields.
@@ -77,6 +94,14 @@ pub enum AtsAnswer {
         /// Why there is none.
         fault: FaultRecord,
     },
+    /// No translation, and the daemon raised the page request the request's
+    /// [`AtsRequest::page_request_group`] named: wait for the group's `PAGE_RESPONSE`
+    /// event. Only the answer to a request with that group.
+    PageRequested {
+        /// Why there is no translation (what the DMA fails with unless the owner answers
+        /// SUCCESS).
+        fault: FaultRecord,
+    },
 }
 
 /// A memory region a device process maps (its descriptor travels with the reply).
@@ -103,10 +128,18 @@ pub struct DeviceOpened {
 
 impl Encode for AtsRequest {
     fn write(&self, w: &mut Writer) {
+        let raise = if self.page_request_group.is_some() {
+            ATS_RAISE_PAGE_REQUEST
+        } else {
+            0
+        };
         w.u16(self.source_id)
-            .u16(self.flags)
+            .u16(self.flags | raise)
             .u32(self.pasid)
             .u64(self.addr);
+        if let Some(g) = self.page_request_group {
+            w.u16(g);
+        }
     }
 }
 
@@ -114,18 +147,31 @@ impl Decode for AtsRequest {
     fn read(r: &mut Reader<'_>) -> Result<AtsRequest, ProtoError> {
         let source_id = r.u16("source_id")?;
         let flags = r.u16("flags")?;
-        if flags & !super::DMA_FLAGS != 0 {
+        if flags & !(super::DMA_FLAGS | ATS_RAISE_PAGE_REQUEST) != 0 {
             return Err(r.bad_value(
                 "flags",
                 flags.into(),
-                "only PASID (0x1), WRITE (0x2), EXEC (0x4) and PRIV (0x8) are defined",
+                "only PASID (0x1), WRITE (0x2), EXEC (0x4), PRIV (0x8) and RAISE_PAGE_REQUEST \
+                 (0x10) are defined",
             ));
         }
+        let pasid = r.u32("pasid")?;
+        let addr = r.u64("addr")?;
+        let page_request_group = if flags & ATS_RAISE_PAGE_REQUEST != 0 {
+            let g = r.u16("grpid")?;
+            if g >= 512 {
+                return Err(r.bad_value("grpid", g.into(), "a group index has 9 bits"));
+            }
+            Some(g)
+        } else {
+            None
+        };
         Ok(AtsRequest {
             source_id,
-            flags,
-            pasid: r.u32("pasid")?,
-            addr: r.u64("addr")?,
+            flags: flags & !ATS_RAISE_PAGE_REQUEST,
+            pasid,
+            addr,
+            page_request_group,
         })
     }
 }
@@ -190,6 +236,10 @@ impl Encode for AtsAnswer {
                 w.u8(1).u8(u8::from(*page_request));
                 fault.write(w);
             }
+            AtsAnswer::PageRequested { fault } => {
+                w.u8(2);
+                fault.write(w);
+            }
         }
     }
 }
@@ -227,7 +277,14 @@ impl Decode for AtsAnswer {
                     fault: FaultRecord::read(r)?,
                 })
             }
-            s => Err(r.bad_value("status", s.into(), "must be 0 (translated) or 1 (none)")),
+            2 => Ok(AtsAnswer::PageRequested {
+                fault: FaultRecord::read(r)?,
+            }),
+            s => Err(r.bad_value(
+                "status",
+                s.into(),
+                "must be 0 (translated), 1 (none) or 2 (page request raised)",
+            )),
         }
     }
 }
@@ -281,7 +338,51 @@ impl DeviceOpened {
     }
 }
 
-/// Reads a page response's code (for the request decoder).
+/// Reads a page response code (the `PAGE_RESPONSE` request's, the `PAGE_RESPONSE` event's):
+/// SUCCESS, INVALID or FAILURE.
 pub(crate) fn read_response_code(r: &mut Reader<'_>) -> Result<u32, ProtoError> {
-    read_code(r)
+    let code = r.u32("code")?;
+    if code > RESP_FAILURE {
+        return Err(r.bad_value(
+            "code",
+            code.into(),
+            "must be SUCCESS (0), INVALID (1) or FAILURE (2)",
+        ));
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Request, DMA_PASID, DMA_WRITE};
+
+    #[test]
+    fn a_raising_translation_request_is_two_bytes_longer() {
+        let mut a = AtsRequest {
+            source_id: 0x0100,
+            flags: DMA_PASID | DMA_WRITE,
+            pasid: 5,
+            addr: 0x7f00_0010_0000,
+            page_request_group: Some(7),
+        };
+        // The protocol document's example.
+        let body = Request::AtsTranslate(a).encode_body();
+        assert_eq!(
+            body,
+            [0, 1, 0x13, 0, 5, 0, 0, 0, 0, 0, 0x10, 0, 0, 0x7f, 0, 0, 7, 0]
+        );
+        assert_eq!(AtsRequest::from_body(&body, "t"), Ok(a));
+        a.page_request_group = None;
+        let plain = Request::AtsTranslate(a).encode_body();
+        assert_eq!(
+            &plain[..],
+            &[&body[..2], &[3, 0], &body[4..16]].concat()[..]
+        );
+        // A group index has 9 bits; the flag without the index is short.
+        let mut big = body.clone();
+        big[16..].copy_from_slice(&512u16.to_le_bytes());
+        assert!(AtsRequest::from_body(&big, "t").is_err());
+        assert!(AtsRequest::from_body(&body[..16], "t").is_err());
+    }
 }

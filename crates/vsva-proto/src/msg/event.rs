@@ -7,6 +7,7 @@
 //! sends on the channel is [`EventAck`] (kind [`ACK_KIND`]), which answers an
 //! [`Event::Invalidate`] by its sequence number; the daemon sends nothing in return.
 
+use super::device_side::{read_response_code, AtsAnswer, RESP_SUCCESS};
 use super::report::FaultRecord;
 use super::MAX_STRING;
 use crate::error::ProtoError;
@@ -45,12 +46,9 @@ pub use vsva_uapi::iommufd::{
 const PGFAULT_FLAGS: u32 = PGFAULT_PASID_VALID | PGFAULT_LAST_PAGE;
 const PERMS: u32 = PERM_READ | PERM_WRITE | PERM_EXEC | PERM_PRIV;
 
-pub use vsva_uapi::iommufd::{
-    IOMMUFD_PAGE_RESP_INVALID as RESP_INVALID, IOMMUFD_PAGE_RESP_SUCCESS as RESP_SUCCESS,
-};
-/// Page response code (`IOMMU_PAGE_RESP_FAILURE`): the owner cannot serve it (also what
-/// a time-out, or an owner that unbinds, frees or dies, answers).
-pub const RESP_FAILURE: u32 = 2;
+/// Page response flag (bit 8): the event carries the daemon's translation of the faulting
+/// address ([`PageResponse::translation`]).
+pub const RESP_TRANSLATION: u32 = 1 << 8;
 
 /// A device-TLB invalidation: which cached translations of device `source_id` to drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +87,7 @@ pub struct PageRequest {
 }
 
 /// What a device is told when the owner answered (or the daemon answered for it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageResponse {
     /// The device the group came from.
     pub source_id: u16,
@@ -101,6 +99,23 @@ pub struct PageResponse {
     pub grpid: u32,
     /// `RESP_*` code.
     pub code: u32,
+    /// With a SUCCESS to a group the daemon raised for a translation request
+    /// ([`crate::ATS_RAISE_PAGE_REQUEST`]): that request's address and the daemon's
+    /// translation of it, made as the device's own `ATS_TRANSLATE` would be, after the
+    /// owner's answer (flag [`RESP_TRANSLATION`] on the wire; `flags` itself never carries
+    /// it). `None` otherwise, or when the daemon could not ask the IOMMU (the device asks).
+    pub translation: Option<ResponseTranslation>,
+}
+
+/// The translation a page response carries: [`AtsAnswer::Translated`] to install in the
+/// device TLB, or [`AtsAnswer::NoTranslation`] when the page is still missing (never
+/// [`AtsAnswer::PageRequested`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseTranslation {
+    /// The address the translation request asked for.
+    pub addr: u64,
+    /// The IOMMU's answer for it.
+    pub answer: AtsAnswer,
 }
 
 /// An event on a process's events channel.
@@ -216,26 +231,22 @@ impl Decode for PageRequest {
     }
 }
 
-/// Reads a page response code: SUCCESS, INVALID or FAILURE.
-pub(crate) fn read_code(r: &mut Reader<'_>) -> Result<u32, ProtoError> {
-    let code = r.u32("code")?;
-    if code > RESP_FAILURE {
-        return Err(r.bad_value(
-            "code",
-            code.into(),
-            "must be SUCCESS (0), INVALID (1) or FAILURE (2)",
-        ));
-    }
-    Ok(code)
-}
-
 impl Encode for PageResponse {
     fn write(&self, w: &mut Writer) {
+        let translated = if self.translation.is_some() {
+            RESP_TRANSLATION
+        } else {
+            0
+        };
         w.u16(self.source_id)
-            .u32(self.flags)
+            .u32(self.flags | translated)
             .u32(self.pasid)
             .u32(self.grpid)
             .u32(self.code);
+        if let Some(t) = &self.translation {
+            w.u64(t.addr);
+            t.answer.write(w);
+        }
     }
 }
 
@@ -243,15 +254,44 @@ impl Decode for PageResponse {
     fn read(r: &mut Reader<'_>) -> Result<PageResponse, ProtoError> {
         let source_id = r.u16("source_id")?;
         let flags = r.u32("flags")?;
-        if flags & !PGFAULT_PASID_VALID != 0 {
-            return Err(r.bad_value("flags", flags.into(), "only PASID_VALID (0x1) is defined"));
+        if flags & !(PGFAULT_PASID_VALID | RESP_TRANSLATION) != 0 {
+            return Err(r.bad_value(
+                "flags",
+                flags.into(),
+                "only PASID_VALID (0x1) and TRANSLATION (0x100) are defined",
+            ));
         }
+        let pasid = r.u32("pasid")?;
+        let grpid = r.u32("grpid")?;
+        let code = read_response_code(r)?;
+        let translation = if flags & RESP_TRANSLATION != 0 {
+            if code != RESP_SUCCESS {
+                return Err(r.bad_value(
+                    "flags",
+                    flags.into(),
+                    "only a SUCCESS response carries a translation",
+                ));
+            }
+            let addr = r.u64("addr")?;
+            let answer = AtsAnswer::read(r)?;
+            if matches!(answer, AtsAnswer::PageRequested { .. }) {
+                return Err(r.bad_value(
+                    "status",
+                    2,
+                    "a page response carries a translation or its fault",
+                ));
+            }
+            Some(ResponseTranslation { addr, answer })
+        } else {
+            None
+        };
         Ok(PageResponse {
             source_id,
-            flags,
-            pasid: r.u32("pasid")?,
-            grpid: r.u32("grpid")?,
-            code: read_code(r)?,
+            flags: flags & !RESP_TRANSLATION,
+            pasid,
+            grpid,
+            code,
+            translation,
         })
     }
 }
@@ -375,6 +415,46 @@ mod tests {
     }
 
     #[test]
+    fn a_page_response_with_its_translation() {
+        let mut r = PageResponse {
+            source_id: 0x0100,
+            flags: PGFAULT_PASID_VALID,
+            pasid: 5,
+            grpid: 7,
+            code: RESP_SUCCESS,
+            translation: Some(ResponseTranslation {
+                addr: 0x1234,
+                answer: AtsAnswer::Translated {
+                    host_addr: 0x9000,
+                    page_size: 4096,
+                    perms: 3,
+                },
+            }),
+        };
+        let b = Event::PageResponse(r.clone()).encode_body();
+        assert_eq!(
+            &b[..18],
+            &[0, 1, 1, 1, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(&b[18..26], &0x1234u64.to_le_bytes());
+        assert_eq!(b[26], 0, "status: translated");
+        assert_eq!(b.len(), 18 + 8 + 1 + 8 + 8 + 1);
+        assert_eq!(
+            Event::decode(EVENT_PAGE_RESPONSE, &b),
+            Ok(Event::PageResponse(r.clone()))
+        );
+        // Only a SUCCESS carries one.
+        let mut failed = b.clone();
+        failed[14] = 2;
+        assert!(Event::decode(EVENT_PAGE_RESPONSE, &failed).is_err());
+        r.translation = None;
+        assert_eq!(
+            Event::PageResponse(r).encode_body(),
+            [&b[..2], &[1, 0], &b[4..18]].concat()
+        );
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let mut b = Event::PageResponse(PageResponse {
             source_id: 1,
@@ -382,6 +462,7 @@ mod tests {
             pasid: 0,
             grpid: 0,
             code: 3,
+            translation: None,
         })
         .encode_body();
         assert!(Event::decode(EVENT_PAGE_RESPONSE, &b)

@@ -19,6 +19,7 @@
 //! releaser thread for a process's release (see [`super::release`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -28,10 +29,11 @@ use vsva_iommu::{
 };
 use vsva_proto::{
     AtsAnswer, AtsRequest, DeviceOpened, DeviceRegion, Errno, Event, Invalidation,
-    PageRequest as PageRequestEvent, PageResponse, RaisedPage, Reply, ATS_EXEC, ATS_READ, ATS_USER,
-    ATS_WRITE, DEVICE_TOKEN_LEN, DMA_EXEC, DMA_PASID, DMA_PRIV, DMA_WRITE, INVAL_ALL, INVAL_PASID,
-    MAX_DEVICE_REGIONS, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_EXEC, PERM_PRIV, PERM_WRITE,
-    PGFAULT_PASID_VALID, RESP_FAILURE, RESP_INVALID, RESP_SUCCESS,
+    PageRequest as PageRequestEvent, PageResponse, RaisedPage, Reply, ResponseTranslation,
+    ATS_EXEC, ATS_READ, ATS_USER, ATS_WRITE, DEVICE_TOKEN_LEN, DMA_EXEC, DMA_PASID, DMA_PRIV,
+    DMA_WRITE, INVAL_ALL, INVAL_PASID, MAX_DEVICE_REGIONS, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID,
+    PERM_EXEC, PERM_PRIV, PERM_READ, PERM_WRITE, PGFAULT_PASID_VALID, RESP_FAILURE, RESP_INVALID,
+    RESP_SUCCESS,
 };
 use vsva_vfio::{FaultSink, PageFaultRecord, PciFunction, ProcessToken};
 
@@ -56,6 +58,24 @@ pub(super) struct DeviceSide {
     ended: Mutex<HashMap<(ProcessToken, SourceId), String>>,
     /// Processes that may cache translations of a device, or wait for its page responses.
     users: Mutex<HashMap<SourceId, Vec<Weak<Process>>>>,
+    /// Page-request groups raised by translation requests, until answered: the translation
+    /// request to repeat for the device when the owner answers SUCCESS.
+    raised: Mutex<HashMap<GroupKey, Raised>>,
+    /// Page requests raised by translation requests (`STATUS` counts them with
+    /// `PAGE_REQUEST`'s).
+    raised_total: AtomicU64,
+}
+
+/// A page-request group: device, PASID, group index.
+type GroupKey = (SourceId, Option<u32>, u16);
+
+/// A translation request that raised a page-request group.
+struct Raised {
+    /// The process that asked.
+    by: Weak<Process>,
+    /// Its address and `DMA_*` flags.
+    addr: u64,
+    flags: u16,
 }
 
 impl DeviceSide {
@@ -168,7 +188,8 @@ impl DevTlbSink for Delivery {
         let Some(d) = self.daemon.upgrade() else {
             return;
         };
-        let ev = Event::PageResponse(PageResponse {
+        let raised = lock(&d.device_side.raised).remove(&(resp.source_id, resp.pasid, resp.group));
+        let ev = PageResponse {
             source_id: resp.source_id.0,
             flags: if resp.pasid.is_some() {
                 PGFAULT_PASID_VALID
@@ -182,9 +203,34 @@ impl DevTlbSink for Delivery {
                 ResponseCode::InvalidRequest => RESP_INVALID,
                 ResponseCode::Failure => RESP_FAILURE,
             },
-        });
+            translation: None,
+        };
+        // The device that asked gets the translation with the answer, made as its own
+        // request would be, so it retries with no further round trip.
+        let retranslated = raised
+            .filter(|_| resp.code == ResponseCode::Success)
+            .and_then(|r| {
+                let p = r.by.upgrade()?;
+                let answer = d
+                    .translation(&p, resp.source_id, resp.pasid, r.addr, r.flags)
+                    .ok()?;
+                Some((
+                    p,
+                    ResponseTranslation {
+                        addr: r.addr,
+                        answer,
+                    },
+                ))
+            });
         for user in d.device_side.users(resp.source_id) {
-            user.events.push(ev.clone());
+            let translation = match &retranslated {
+                Some((p, t)) if Arc::ptr_eq(p, &user) => Some(t.clone()),
+                _ => None,
+            };
+            user.events.push(Event::PageResponse(PageResponse {
+                translation,
+                ..ev.clone()
+            }));
         }
     }
 }
@@ -423,9 +469,7 @@ impl Daemon {
             source_id: sid.0,
             reason: FENCED.to_string(),
         });
-        self.metrics
-            .grants_fenced
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.grants_fenced.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The owner `token` is released: its grants end.
@@ -433,23 +477,92 @@ impl Daemon {
         self.end_grants(|g| g.owner == token, "its owner is gone", false);
     }
 
-    /// A translation request of a device the process drives or holds.
+    /// A translation request of a device the process drives or holds; with a page-request
+    /// group, an answer "no translation, raise a page request" raises it (as `PAGE_REQUEST`
+    /// would, with its checks, routing and errors) and answers `PageRequested`.
     pub(super) fn ats_translate(&self, p: &Arc<Process>, a: &AtsRequest) -> Reply {
         let sid = SourceId(a.source_id);
-        let func = match self.owned_function(p, sid) {
-            Ok(f) => f,
+        let pasid = (a.flags & DMA_PASID != 0).then_some(a.pasid);
+        let answer = match self.translation(p, sid, pasid, a.addr, a.flags) {
+            Ok(answer) => answer,
             Err(r) => return r,
         };
+        let (
+            Some(grpid),
+            AtsAnswer::NoTranslation {
+                page_request: true,
+                fault,
+            },
+        ) = (a.page_request_group, &answer)
+        else {
+            return Reply::ok(0, answer.encode());
+        };
+        let access = access_of(a.flags);
+        let mut perm = PERM_READ;
+        for (on, bit) in [
+            (access.write, PERM_WRITE),
+            (access.execute, PERM_EXEC),
+            (access.privileged, PERM_PRIV),
+        ] {
+            if on {
+                perm |= bit;
+            }
+        }
+        let raised = RaisedPage {
+            source_id: a.source_id,
+            flags: PAGE_REQUEST_LAST
+                | if pasid.is_some() {
+                    PAGE_REQUEST_PASID
+                } else {
+                    0
+                },
+            pasid: a.pasid,
+            addr: a.addr & !0xfff,
+            grpid,
+            perm: perm as u16,
+        };
+        let remember = Raised {
+            by: Arc::downgrade(p),
+            addr: a.addr,
+            flags: a.flags,
+        };
+        let reply = self.raise_page_request(p, &raised, Some(remember));
+        if reply.result < 0 {
+            return reply;
+        }
+        self.device_side
+            .raised_total
+            .fetch_add(1, Ordering::Relaxed);
+        Reply::ok(
+            0,
+            AtsAnswer::PageRequested {
+                fault: fault.clone(),
+            }
+            .encode(),
+        )
+    }
+
+    /// The IOMMU's answer to `p`'s translation request for device `sid` (`flags` as
+    /// `DEVICE_DMA`'s): `p` must drive or hold the device and have its events channel open,
+    /// and is recorded as a user of the device (it may cache the answer).
+    fn translation(
+        &self,
+        p: &Arc<Process>,
+        sid: SourceId,
+        pasid: Option<u32>,
+        addr: u64,
+        flags: u16,
+    ) -> Result<AtsAnswer, Reply> {
+        let func = self.owned_function(p, sid)?;
         if !p.events.is_open() {
-            return Reply::error(
+            return Err(Reply::error(
                 Errno::EINVAL,
                 "ats_translate needs the process's events channel open: a device that caches \
                  translations must receive their invalidations",
-            );
+            ));
         }
         self.device_side.add_user(sid, p);
-        let pasid = (a.flags & DMA_PASID != 0).then_some(a.pasid);
-        match func.ats_translate(pasid, a.addr, access_of(a.flags)) {
+        match func.ats_translate(pasid, addr, access_of(flags)) {
             Ok(AtsReply::Translated(t)) => {
                 let mut perms = 0;
                 for (on, bit) in [
@@ -462,33 +575,31 @@ impl Daemon {
                         perms |= bit;
                     }
                 }
-                Reply::ok(
-                    0,
-                    AtsAnswer::Translated {
-                        host_addr: t.host_addr,
-                        page_size: t.page_size,
-                        perms,
-                    }
-                    .encode(),
-                )
+                Ok(AtsAnswer::Translated {
+                    host_addr: t.host_addr,
+                    page_size: t.page_size,
+                    perms,
+                })
             }
             Ok(AtsReply::NoTranslation {
                 fault,
                 page_request,
-            }) => Reply::ok(
-                0,
-                AtsAnswer::NoTranslation {
-                    page_request,
-                    fault: fault_record(&fault),
-                }
-                .encode(),
-            ),
-            Err(e) => vfio_reply(&e),
+            }) => Ok(AtsAnswer::NoTranslation {
+                page_request,
+                fault: fault_record(&fault),
+            }),
+            Err(e) => Err(vfio_reply(&e)),
         }
     }
 
     /// A page request of a device the process drives or holds.
     pub(super) fn page_request(&self, p: &Arc<Process>, r: &RaisedPage) -> Reply {
+        self.raise_page_request(p, r, None)
+    }
+
+    /// Raises `r` for `p`; a group routed to the PASID's owner is remembered as raised by
+    /// the translation request `by`, if any, until it is answered.
+    fn raise_page_request(&self, p: &Arc<Process>, r: &RaisedPage, by: Option<Raised>) -> Reply {
         let RaisedPage {
             source_id: sid,
             flags,
@@ -519,10 +630,23 @@ impl Daemon {
         if let Some(reply) = self.iommufd_page_request(req) {
             return reply;
         }
+        // Remembered first: the answer may come before `page_request` returns.
+        let key = (sid, req.pasid, grpid);
+        if let Some(by) = by {
+            lock(&self.device_side.raised).insert(key, by);
+        }
         match self.vfio.page_request(req, Instant::now()) {
             Ok(()) => Reply::ok(0, Vec::new()),
-            Err(e) => vfio_reply(&e),
+            Err(e) => {
+                lock(&self.device_side.raised).remove(&key);
+                vfio_reply(&e)
+            }
         }
+    }
+
+    /// Page requests raised by translation requests since the start.
+    pub(super) fn page_requests_raised(&self) -> u64 {
+        self.device_side.raised_total.load(Ordering::Relaxed)
     }
 
     /// The owner's answer to a page-request group.

@@ -114,7 +114,8 @@ impl Daemon {
             requests: self.metrics.requests_total(),
             translations: io.translations,
             store_commits: self.metrics.store_commits(),
-            page_requests: self.metrics.requests_of(Kind::PageRequest),
+            page_requests: self.metrics.requests_of(Kind::PageRequest)
+                + self.page_requests_raised(),
             page_requests_pending: self
                 .settings
                 .devices
