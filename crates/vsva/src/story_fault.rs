@@ -71,6 +71,8 @@ pub(crate) fn page_fault_chapter(
         flags: DMA_PASID | DMA_WRITE,
         pasid,
         addr: GVA,
+        // The demo shows each step: the page request is raised on its own below.
+        page_request_group: None,
     });
     let first = AtsAnswer::decode(&client.call(ask.clone())?.payload);
     let hinted = matches!(
