@@ -146,7 +146,7 @@ pub(crate) fn page_fault_chapter(
     }
     step(
         "The guest maps the page, invalidates, and answers SUCCESS".into(),
-        answer.is_some_and(|r| r.code == RESP_SUCCESS && r.grpid == 1),
+        answer.as_ref().is_some_and(|r| r.code == RESP_SUCCESS && r.grpid == 1),
         format!("Mapped {GVA:#x} -> {PAGE:#x}, CACHE_INVLD (IOTLB), PAGE_RESPONSE(cookie {}); the device received the group's response: {}.", request.cookie, if answer.is_some() { "SUCCESS" } else { "none" }),
         t,
     );
