@@ -13,7 +13,7 @@
 //! TLB never touch the holder shards or the sink.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -79,11 +79,28 @@ fn recoverable(f: &Fault) -> bool {
 /// The PASIDs (`None`: requests without PASID) one device may hold translations for.
 type Held = FxHashSet<Option<u32>>;
 
-/// The ATS state of the IOMMU: the sink, the fenced devices and the holders.
+/// Sink calls in flight (see [`AtsTracking`]).
+#[derive(Default)]
+pub(super) struct InFlight {
+    calls: FxHashMap<SourceId, Vec<u64>>,
+    next: u64,
+}
+
+/// The ATS state of the IOMMU: the sink, the fenced devices, the holders, and the
+/// invalidations in flight.
 pub(super) struct AtsTracking {
     sink: ArcSwapOption<Arc<dyn DevTlbSink>>,
     fenced: Box<[AtomicBool]>,
     holders: Box<[Mutex<FxHashMap<SourceId, Held>>]>,
+    /// Sink calls not yet answered: the ticket of each, per device, and the next ticket.
+    /// Sending an invalidation forgets what it covers (`take`), so a later invalidation of
+    /// the same device may find nothing to send while the device has not completed the
+    /// earlier one: it waits for those instead, as VT-d's invalidation wait descriptor
+    /// completes only after every earlier descriptor. Only earlier calls are waited for, so a
+    /// stream of new invalidations never holds an older one up.
+    in_flight: Mutex<InFlight>,
+    /// Signalled whenever a sink call is answered.
+    answered: Condvar,
 }
 
 impl AtsTracking {
@@ -94,6 +111,51 @@ impl AtsTracking {
             holders: (0..HOLDER_SHARDS)
                 .map(|_| Mutex::new(FxHashMap::default()))
                 .collect(),
+            in_flight: Mutex::new(InFlight::default()),
+            answered: Condvar::new(),
+        }
+    }
+
+    fn in_flight(&self) -> MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a sink call to `devices` as started; returns its ticket.
+    fn start(&self, devices: &[SourceId]) -> u64 {
+        let mut g = self.in_flight();
+        let ticket = g.next;
+        g.next += 1;
+        for &sid in devices {
+            g.calls.entry(sid).or_default().push(ticket);
+        }
+        ticket
+    }
+
+    /// Marks the sink call `ticket` to `devices` as answered.
+    fn answered(&self, devices: &[SourceId], ticket: u64) {
+        let mut g = self.in_flight();
+        for sid in devices {
+            if let Some(calls) = g.calls.get_mut(sid) {
+                calls.retain(|&t| t != ticket);
+                if calls.is_empty() {
+                    g.calls.remove(sid);
+                }
+            }
+        }
+        drop(g);
+        self.answered.notify_all();
+    }
+
+    /// Waits until no sink call to any of `devices` older than `ticket` is in flight. Each
+    /// such call is bounded by its sink's own time-out, so this is too.
+    fn wait_for_earlier(&self, devices: &[SourceId], ticket: u64) {
+        let mut g = self.in_flight();
+        while devices.iter().any(|sid| {
+            g.calls
+                .get(sid)
+                .is_some_and(|calls| calls.iter().any(|&t| t < ticket))
+        }) {
+            g = self.answered.wait(g).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -233,16 +295,29 @@ impl Iommu {
         let Some(sink) = self.devtlb_sink() else {
             return Vec::new();
         };
+        let mut covered: Vec<SourceId> = batch.iter().map(|inv| inv.source_id).collect();
+        covered.sort_unstable();
+        covered.dedup();
+        // Marked in flight before anything is forgotten, so a concurrent invalidation that
+        // finds nothing left to send still waits for this one.
+        let ticket = self.ats_state.start(&covered);
         let send: Vec<DevTlbInvalidation> = batch
             .iter()
             .copied()
             .filter(|inv| self.ats_state.take(inv))
             .collect();
+        let answers = if send.is_empty() {
+            Vec::new()
+        } else {
+            self.stats.add(Counter::DevTlbSent, send.len() as u64);
+            sink.invalidate(&send)
+        };
+        self.ats_state.answered(&covered, ticket);
+        // Never report done while an earlier invalidation of these devices is unanswered.
+        self.ats_state.wait_for_earlier(&covered, ticket);
         if send.is_empty() {
             return Vec::new();
         }
-        self.stats.add(Counter::DevTlbSent, send.len() as u64);
-        let answers = sink.invalidate(&send);
         let mut devices: Vec<SourceId> = send.iter().map(|inv| inv.source_id).collect();
         devices.sort_unstable();
         devices.dedup();
@@ -558,6 +633,81 @@ mod tests {
         io.detach_device(SID).unwrap();
         *sink.control_probe.lock().unwrap() = None;
         assert_eq!(*sink.control_free.lock().unwrap(), vec![true; 3]);
+    }
+
+    /// A sink whose first call waits until the test lets it answer.
+    struct Gate {
+        entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+        release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        /// Set just before the held call answers.
+        answering: AtomicBool,
+    }
+
+    impl DevTlbSink for Gate {
+        fn invalidate(&self, batch: &[DevTlbInvalidation]) -> Vec<(SourceId, Completion)> {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                let release = self.release.lock().unwrap().take().unwrap();
+                release.recv().unwrap();
+                self.answering.store(true, Ordering::SeqCst);
+            }
+            batch
+                .iter()
+                .map(|inv| (inv.source_id, Completion::Done))
+                .collect()
+        }
+
+        fn page_response(&self, _: PageResponse) {}
+    }
+
+    #[test]
+    fn a_later_invalidation_waits_for_an_earlier_one_still_unanswered() {
+        use std::sync::mpsc::channel;
+        let io = Arc::new(iommu());
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel();
+        let gate = Arc::new(Gate {
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(Some(release_rx)),
+            answering: AtomicBool::new(false),
+        });
+        io.set_devtlb_sink(Some(gate.clone() as Arc<dyn DevTlbSink>));
+        ats_device(&io, SID, false);
+        io.ats_translate(SID, Some(5), 0x1000, Access::READ)
+            .unwrap();
+        std::thread::scope(|s| {
+            // The owner's invalidation reaches the device, which has not answered yet.
+            s.spawn(|| {
+                io.invalidate(&Invalidation::DeviceTlb {
+                    source_id: SID,
+                    pasid: Some(5),
+                    pages: None,
+                })
+                .unwrap()
+            });
+            entered.recv().unwrap();
+            // Meanwhile the PASID is torn down: nothing is left to send, and it must still
+            // not return before the device answered the earlier invalidation.
+            let (done_tx, done) = channel();
+            let gate = &gate;
+            let io = &io;
+            s.spawn(move || {
+                io.teardown_pasid(5);
+                done_tx.send(gate.answering.load(Ordering::SeqCst)).unwrap();
+            });
+            // The bound only lets the test go on; it measures nothing: a teardown that
+            // returned early has answered by now.
+            let early = done.recv_timeout(std::time::Duration::from_millis(300));
+            release.send(()).unwrap();
+            let answered_first = match early {
+                Ok(answered) => answered,
+                Err(_) => done.recv().unwrap(),
+            };
+            assert!(
+                answered_first,
+                "the teardown returned while the device had not answered"
+            );
+        });
     }
 
     #[test]
