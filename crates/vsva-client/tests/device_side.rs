@@ -473,12 +473,15 @@ fn others_are_served_while_the_device_is_waited_for(end: impl FnOnce(&mut Child,
     assert_eq!(dev.expect("TRANSLATED"), "ok");
     std::thread::scope(|s| {
         let ending = s.spawn(|| end(&mut owner.child, daemon.socket()));
-        // The daemon is waiting for the device's acknowledgement now.
-        dev.expect("INVALIDATE");
+        // The device holds the invalidation unanswered now.
+        let held = dev.expect("INVALIDATE") == "held";
         let mut other = Client::connect(Options::new(daemon.socket(), "bystander")).unwrap();
         let st = other.status().unwrap();
+        // While the daemon waits for a device that still holds its grant, the PASID is not
+        // given back. The owner's release also ends its grants, and when that came first the
+        // device's rights to the translations ended with it: it is not waited for.
         assert!(
-            st.allocated + st.freeing >= 1,
+            !held || st.allocated + st.freeing >= 1,
             "the owner's PASID was given back before its device acknowledged: {st:?}"
         );
         dev.say("ack");
@@ -532,6 +535,11 @@ fn device_helper() {
                 println!("PAGE_REQUEST {:#x}", r.addr);
             }
         }
+        // Then it stays until the test ends it. Were it to exit, its last connection's close
+        // would end its grants, and a revoked device is no longer waited for (its rights to
+        // the translations ended with the grant): the tests that use it check the waits of
+        // the release alone.
+        for _ in std::io::stdin().lock().lines() {}
         return;
     }
     let mut token = [0u8; 16];
@@ -703,12 +711,19 @@ fn device_helper() {
             }))
             .unwrap();
             println!("TRANSLATED ok");
+            // Whether its grant ended first: a revoked holder is no longer waited for.
+            let mut revoked = false;
             let seq = loop {
-                if let (seq, Event::Invalidate(_)) = channel.next_event().unwrap() {
-                    break seq;
+                match channel.next_event().unwrap() {
+                    (seq, Event::Invalidate(_)) => break seq,
+                    (_, Event::DeviceRevoked { .. }) => revoked = true,
+                    _ => {}
                 }
             };
-            println!("INVALIDATE {seq}");
+            println!(
+                "INVALIDATE {}",
+                if revoked { "after-revoke" } else { "held" }
+            );
             next();
             channel.ack(seq).unwrap();
             println!("ACKED ok");
