@@ -631,26 +631,33 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             let mut bytes = fifty_allocations(&dir);
             damage(&mut bytes);
-            let log = dir.join(LOG_NAME);
-            std::fs::write(&log, &bytes).unwrap();
-            let opened = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new()));
-            match (opened, expect) {
-                (Ok((_, state)), Some(n)) => {
-                    let owned = state.processes.get(&token(1)).map_or(0, |p| p.pasids.len());
-                    assert_eq!(owned, n, "{what}");
-                }
-                (Err(StoreError::Damaged { path, .. }), None) => {
-                    assert_eq!(path, log, "{what}");
-                    assert_eq!(
-                        std::fs::read(&log).unwrap(),
-                        bytes,
-                        "{what}: the log was changed"
-                    );
-                }
-                (Err(e), _) => panic!("{what}: {e}"),
-                (Ok(_), None) => panic!("{what}: a damaged log was accepted"),
-            }
+            open_written(&dir, &bytes, what, expect);
             std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    /// Writes `bytes` as the log in `dir` and opens the store: with `expect` = `Some(n)` it
+    /// must replay `n` PASIDs of process 1; with `None` it must refuse the log as damaged,
+    /// naming it and leaving it untouched.
+    fn open_written(dir: &Path, bytes: &[u8], what: &str, expect: Option<usize>) {
+        let log = dir.join(LOG_NAME);
+        std::fs::write(&log, bytes).unwrap();
+        let opened = Store::open(dir, Durability::Sync, 2, Arc::new(Metrics::new()));
+        match (opened, expect) {
+            (Ok((_, state)), Some(n)) => {
+                let owned = state.processes.get(&token(1)).map_or(0, |p| p.pasids.len());
+                assert_eq!(owned, n, "{what}");
+            }
+            (Err(StoreError::Damaged { path, .. }), None) => {
+                assert_eq!(path, log, "{what}");
+                assert_eq!(
+                    std::fs::read(&log).unwrap(),
+                    bytes,
+                    "{what}: the log was changed"
+                );
+            }
+            (Err(e), _) => panic!("{what}: {e}"),
+            (Ok(_), None) => panic!("{what}: a damaged log was accepted"),
         }
     }
 
@@ -704,19 +711,7 @@ mod tests {
             );
             assert!(bytes[end..].iter().all(|&b| b == 0), "{what}");
             damage(&mut bytes, end);
-            std::fs::write(&log, &bytes).unwrap();
-            let opened = Store::open(&dir, Durability::Sync, 2, Arc::new(Metrics::new()));
-            match (opened, expect) {
-                (Ok((_, state)), Some(n)) => {
-                    let owned = state.processes.get(&token(1)).map_or(0, |p| p.pasids.len());
-                    assert_eq!(owned, n, "{what}");
-                }
-                (Err(StoreError::Damaged { .. }), None) => {
-                    assert_eq!(std::fs::read(&log).unwrap(), bytes, "{what}: changed");
-                }
-                (Err(e), _) => panic!("{what}: {e}"),
-                (Ok(_), None) => panic!("{what}: a damaged log was accepted"),
-            }
+            open_written(&dir, &bytes, what, expect);
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
