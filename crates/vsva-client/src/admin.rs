@@ -1,6 +1,6 @@
 //! Admin and inspection calls: status, sets, quotas, forced release, the fault log.
 
-use vsva_proto::{FaultsReply, Kind, Request, SetEntry, SetsReply, StatusReply};
+use vsva_proto::{FaultsReply, FaultsSinceReply, Kind, Request, SetEntry, SetsReply, StatusReply};
 
 use crate::connection::Client;
 use crate::error::ClientError;
@@ -42,6 +42,23 @@ impl Client {
         let r = self.call(Request::Faults { max })?;
         FaultsReply::decode(&r.payload).map_err(|error| ClientError::Protocol {
             kind: Kind::Faults,
+            error,
+        })
+    }
+
+    /// The DMA faults this process may see (all of them for an admin) numbered above
+    /// `since`, oldest first, at most `max`. Pass the reply's `next` as the following call's
+    /// `since` to read every record exactly once, identical ones included; `missed` counts
+    /// the records after `since` that the daemon's log had already dropped when full.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` when `since` is past the newest record: the cursor came from before a
+    /// restart of the daemon, whose log numbers from 1 again.
+    pub fn faults_since(&mut self, since: u64, max: u32) -> Result<FaultsSinceReply, ClientError> {
+        let r = self.call(Request::FaultsSince { since, max })?;
+        FaultsSinceReply::decode(&r.payload).map_err(|error| ClientError::Protocol {
+            kind: Kind::FaultsSince,
             error,
         })
     }

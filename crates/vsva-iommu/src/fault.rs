@@ -325,6 +325,18 @@ impl fmt::Debug for FaultLog {
     }
 }
 
+/// What [`FaultLog::after`] read in one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsAfter {
+    /// The records numbered above the one asked for, oldest first, with their numbers.
+    pub records: Vec<(u64, Fault)>,
+    /// The number of the newest record logged (0 before the first), held or not.
+    pub newest: u64,
+    /// Records numbered above the one asked for that the log no longer holds (dropped when
+    /// it was full, or drained).
+    pub missed: u64,
+}
+
 /// Told of every fault record the log appends (an embedder routes them, e.g. a fault on a
 /// PASID to the process that owns it). Called on the faulting thread, after the record is
 /// in the log and with no lock of the log held; it must not block.
@@ -379,6 +391,23 @@ impl FaultLog {
     /// numbered above a value [`FaultLog::total`] returned was logged after that call.
     pub fn numbered_records(&self) -> Vec<(u64, Fault)> {
         self.lock().iter().copied().collect()
+    }
+
+    /// The records numbered above `number`, read in one look together with the number of
+    /// the newest record and how many records above `number` the log no longer holds: a
+    /// reader that passes the previous call's `newest` (or the number of the last record it
+    /// took) gets every record once, and learns how many it lost when the log was full.
+    /// A `number` above the newest gives no records and nothing missed.
+    pub fn after(&self, number: u64) -> RecordsAfter {
+        let r = self.lock();
+        let newest = self.total.load(Ordering::Relaxed);
+        let oldest_held = r.front().map_or(newest + 1, |&(n, _)| n);
+        let first = r.partition_point(|&(n, _)| n <= number);
+        RecordsAfter {
+            records: r.range(first..).copied().collect(),
+            newest,
+            missed: oldest_held.saturating_sub(number.saturating_add(1)),
+        }
     }
 
     /// Removes and returns every record held, oldest first.
@@ -449,6 +478,47 @@ mod tests {
         assert_eq!(s.0, 0x3aff);
         assert_eq!((s.bus(), s.devfn()), (0x3a, 0xff));
         assert_eq!(s.to_string(), "3a:1f.7");
+    }
+
+    #[test]
+    fn a_cursor_takes_identical_records_once_and_counts_the_dropped() {
+        let log = FaultLog::new(3);
+        let none = log.after(0);
+        assert_eq!((none.records.len(), none.newest, none.missed), (0, 0, 0));
+        // A device retrying the same access logs the same record again and again: only the
+        // numbers tell them apart.
+        log.record(fault(7));
+        log.record(fault(7));
+        let first = log.after(0);
+        assert_eq!(
+            first.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!((first.newest, first.missed), (2, 0));
+        log.record(fault(7));
+        let second = log.after(first.newest);
+        assert_eq!(second.records, [(3, fault(7))]);
+        assert_eq!(second.missed, 0);
+        // Four more into a log of three: number 4 was dropped before this reader looked.
+        for _ in 0..4 {
+            log.record(fault(7));
+        }
+        let third = log.after(second.newest);
+        assert_eq!(
+            third.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [5, 6, 7]
+        );
+        assert_eq!((third.newest, third.missed), (7, 1));
+        // Drained: everything after the cursor is gone, and counted.
+        log.drain();
+        let fourth = log.after(5);
+        assert_eq!(
+            (fourth.records.len(), fourth.newest, fourth.missed),
+            (0, 7, 2)
+        );
+        // A cursor from the future (another log) gives nothing.
+        let ahead = log.after(99);
+        assert_eq!((ahead.records.len(), ahead.missed), (0, 0));
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub use atc::Atc;
 pub use ats::{Completion, DevTlbInvalidation, DevTlbScope, DevTlbSink};
 pub use cache::PAGE_INVALIDATION_LIMIT;
 pub use fault::{
-    Access, Fault, FaultLog, FaultObserver, FaultReason, SourceId, Stage, INTERRUPT_RANGE,
+    Access, Fault, FaultLog, FaultObserver, FaultReason, RecordsAfter, SourceId, Stage,
+    INTERRUPT_RANGE,
 };
 pub use invalidate::{
     ContextCacheScope, Invalidation, InvalidationError, PageRange, PasidCacheScope,

@@ -86,6 +86,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         (any::<u32>(), any::<u32>()).prop_map(|(pid, quota)| Request::SetQuota { pid, quota }),
         any::<u32>().prop_map(|pid| Request::ForceRelease { pid }),
         any::<u32>().prop_map(|max| Request::Faults { max }),
+        (any::<u64>(), any::<u32>()).prop_map(|(since, max)| Request::FaultsSince { since, max }),
         Just(Request::EventsOpen),
         any::<u16>().prop_map(|source_id| Request::DeviceGrant { source_id }),
         any::<u16>().prop_map(|source_id| Request::DeviceRevoke { source_id }),
@@ -200,6 +201,7 @@ proptest! {
         let _ = StatusReply::decode(&body);
         let _ = SetsReply::decode(&body);
         let _ = FaultsReply::decode(&body);
+        let _ = FaultsSinceReply::decode(&body);
         let _ = FaultRecord::decode(&body);
     }
 
@@ -288,6 +290,13 @@ proptest! {
         prop_assert_eq!(SetsReply::decode(&sets.encode()).unwrap(), sets);
         let fr = FaultsReply { total: nums[0], dropped: nums[1], faults: faults.clone() };
         prop_assert_eq!(FaultsReply::decode(&fr.encode()).unwrap(), fr);
+        let numbered = faults
+            .iter()
+            .zip(nums.iter().cycle())
+            .map(|(record, &number)| NumberedFault { number, record: record.clone() })
+            .collect();
+        let fs = FaultsSinceReply { next: nums[2], missed: nums[3], faults: numbered };
+        prop_assert_eq!(FaultsSinceReply::decode(&fs.encode()).unwrap(), fs);
         for f in faults {
             prop_assert_eq!(FaultRecord::decode(&f.encode()).unwrap(), f);
         }

@@ -93,6 +93,50 @@ fn guest_driver_scenario_through_the_daemon() {
     });
 }
 
+/// A device retrying one access logs identical records; each reaches the guest, even when
+/// the daemon's fault log is so small that the old and new records could not be told apart
+/// by their contents (the back end reads the log with the daemon's numbered cursor).
+#[test]
+fn identical_faults_each_reach_the_guest() {
+    let machine = MachineConfig::new(1)
+        .settings("[iommu]\nfault_log_capacity = 2\n")
+        .to_toml();
+    let daemon = PrivateDaemon::start_with(&vsvad(), Some(&machine), &[]).unwrap();
+    let mut client = Client::connect(Options::new(daemon.socket(), "viommu-faults")).unwrap();
+    let dev = client
+        .status()
+        .unwrap()
+        .devices
+        .into_iter()
+        .find(|d| d.pasid_width > 0)
+        .unwrap();
+    let c = client.nesting_container(dev.group).unwrap();
+    let ram = Arc::new(GuestMemory::new(0, GUEST_RAM).unwrap());
+    client.attach_guest_memory(c, &ram).unwrap();
+    let (_log, sink) = irq_log();
+    let config = ViommuConfig {
+        devices: vec![GuestDevice {
+            guest: GUEST_SID,
+            host: SourceId(dev.source_id),
+        }],
+        ..ViommuConfig::default()
+    };
+    let viommu = Viommu::new(
+        config,
+        Box::new(RemoteBackend::new(client, c).unwrap()),
+        ram,
+        sink,
+    )
+    .unwrap();
+    let mut device = Client::connect(Options::new(daemon.socket(), "viommu-faults-dev")).unwrap();
+    // Past the guest's RAM: nothing maps it in the container's stage 2.
+    let unmapped = GUEST_RAM + 0x10_0000;
+    for round in 0..3 {
+        assert!(device.dma_read(dev.source_id, None, unmapped, 4).is_err());
+        assert_eq!(viommu.poll().unwrap().faults, 1, "round {round}");
+    }
+}
+
 /// The host requester id of the ATS + PRI device of [`PRI_MACHINE`].
 const PRI_SID: u16 = 0x0100;
 const PRI_MACHINE: &str = "[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\nats = true\npri = true\n";

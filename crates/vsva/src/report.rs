@@ -30,6 +30,15 @@ pub(crate) struct FaultsArgs {
     /// At most this many records (the most recent).
     #[arg(long, default_value = "50", value_parser = parse_u32, allow_negative_numbers = true)]
     pub(crate) max: u32,
+    /// Keep running and print each new record as the daemon logs it, one line each (with
+    /// `--json`, one object per line with its `number`), until interrupted or stdout closes.
+    /// Records the daemon's log dropped before they were read are counted in a line of
+    /// their own (`{"missed": N}`).
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    /// How often `--follow` asks the daemon, in milliseconds.
+    #[arg(long, default_value = "500", value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub(crate) interval_ms: u64,
     #[command(flatten)]
     pub(crate) common: Common,
 }
@@ -283,22 +292,30 @@ pub(crate) fn fault_line(r: &vsva_proto::FaultRecord) -> String {
 }
 
 /// Runs `vsva faults`.
+/// One fault record as JSON.
+fn fault_json(r: &vsva_proto::FaultRecord) -> serde_json::Value {
+    json!({
+        "source_id": bdf(r.source_id),
+        "pasid": (r.flags & vsva_proto::DMA_PASID != 0).then_some(r.pasid),
+        "addr": format!("{:#x}", r.addr),
+        "write": r.flags & vsva_proto::DMA_WRITE != 0,
+        "reason": format!("{:#04x}", r.reason),
+        "description": r.description,
+        "stage": stage_name(r.stage),
+        "level": r.level,
+    })
+}
+
 pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
     let mut client = a.common.connect("vsva faults")?;
+    if a.follow {
+        return follow(&mut client, a);
+    }
     let f = client.faults(a.max)?;
     if a.common.json {
         return print_json(&json!({
             "total": f.total, "dropped": f.dropped,
-            "faults": f.faults.iter().map(|r| json!({
-                "source_id": bdf(r.source_id),
-                "pasid": (r.flags & vsva_proto::DMA_PASID != 0).then_some(r.pasid),
-                "addr": format!("{:#x}", r.addr),
-                "write": r.flags & vsva_proto::DMA_WRITE != 0,
-                "reason": format!("{:#04x}", r.reason),
-                "description": r.description,
-                "stage": stage_name(r.stage),
-                "level": r.level,
-            })).collect::<Vec<_>>(),
+            "faults": f.faults.iter().map(fault_json).collect::<Vec<_>>(),
         }));
     }
     outln!(
@@ -311,6 +328,64 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
         outln!("  {}", fault_line(r));
     }
     Ok(())
+}
+
+/// `vsva faults --follow`: the last `max` records, then each new one as it is logged, read
+/// with the daemon's fault cursor so that identical records (a device retrying one access)
+/// each print once.
+fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
+    const PAGE: u32 = 4096;
+    // Catch up with what the log holds, keeping the last `max` records to show.
+    let mut since = 0;
+    let mut backlog = std::collections::VecDeque::new();
+    loop {
+        let page = client.faults_since(since, PAGE)?;
+        let full = page.faults.len() == PAGE as usize;
+        since = page.next;
+        for f in page.faults {
+            if backlog.len() == a.max as usize {
+                backlog.pop_front();
+            }
+            if a.max > 0 {
+                backlog.push_back(f);
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let show = |f: &vsva_proto::NumberedFault| -> Result<(), CliError> {
+        if a.common.json {
+            let mut v = fault_json(&f.record);
+            v["number"] = json!(f.number);
+            print_json(&v)
+        } else {
+            outln!("#{:<6} {}", f.number, fault_line(&f.record));
+            Ok(())
+        }
+    };
+    for f in &backlog {
+        show(f)?;
+    }
+    let interval = std::time::Duration::from_millis(a.interval_ms);
+    loop {
+        std::thread::sleep(interval);
+        let page = client.faults_since(since, PAGE)?;
+        since = page.next;
+        if page.missed > 0 {
+            if a.common.json {
+                print_json(&json!({ "missed": page.missed }))?;
+            } else {
+                outln!(
+                    "({} record(s) dropped by the daemon's full log before they were read)",
+                    page.missed
+                );
+            }
+        }
+        for f in &page.faults {
+            show(f)?;
+        }
+    }
 }
 
 #[cfg(test)]

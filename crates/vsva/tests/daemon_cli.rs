@@ -1,6 +1,6 @@
 //! The daemon commands of the `vsva` binary against a real `vsvad`: status, sets, pasid
-//! alloc --hold and its stdin session, pasid free, quota (set and release), faults, and the
-//! demo, with and without a running daemon, in text and JSON.
+//! alloc --hold and its stdin session, pasid free, quota (set and release), faults (and
+//! `faults --follow`), and the demo, with and without a running daemon, in text and JSON.
 
 mod support;
 
@@ -138,4 +138,53 @@ fn demo_starts_a_private_daemon_when_none_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("vsva: no vsvad is running on"), "{err}");
     assert_eq!(err.lines().count(), 1);
+}
+
+/// `vsva faults --follow` prints each record once, as it is logged, numbered: the demo's
+/// faults appear on the running follower, and a second demo's identical faults appear again
+/// with new numbers rather than being taken for the first ones.
+#[test]
+fn faults_follow_prints_each_new_record_once() {
+    let d = Daemon::start("follow");
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args([
+            "faults",
+            "--follow",
+            "--json",
+            "--interval-ms",
+            "20",
+            "--socket",
+        ])
+        .arg(&d.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut read_faults = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|_| {
+                let line = lines.next().expect("the follower stopped").unwrap();
+                serde_json::from_str(&line).unwrap()
+            })
+            .collect()
+    };
+    let demo = d.json(&["demo"]);
+    assert_eq!(demo["ok"], true, "{demo}");
+    let total = d.json(&["faults"])["total"].as_u64().unwrap() as usize;
+    assert!(total >= 2, "the demo logged {total} faults");
+    let first = read_faults(total);
+    assert_eq!(d.json(&["demo"])["ok"], true);
+    let second = read_faults(total);
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let numbers: Vec<u64> = first
+        .iter()
+        .chain(&second)
+        .map(|f| f["number"].as_u64().expect("a number on every record"))
+        .collect();
+    assert_eq!(numbers, (1..=2 * total as u64).collect::<Vec<_>>());
+    // The second demo's records repeat the first's reasons: alike, yet each printed.
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a["reason"], b["reason"]);
+    }
 }

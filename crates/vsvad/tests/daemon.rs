@@ -339,6 +339,56 @@ fn a_new_owner_of_a_group_sees_only_its_own_faults() {
     );
 }
 
+/// `FAULTS_SINCE` is a cursor: identical records (a device retrying the same access) are
+/// each read once, the records the log dropped when full are counted, and a cursor from
+/// before a restart is refused by name.
+#[test]
+fn the_fault_cursor_reads_identical_records_once_and_counts_the_dropped() {
+    let dir = TestDir::new("cursor");
+    let config = MachineConfig::new(1)
+        .settings("[iommu]\nfault_log_capacity = 4\n")
+        .to_toml();
+    let d = Daemon::start(dir.path(), &config, &[]);
+    let mut c = d.client("cursor");
+    let h = c.nesting_container(1).unwrap();
+    c.enable_pasid(0x100).unwrap();
+    let p = c.pasid_alloc(h, 1, u32::MAX).unwrap();
+    let fault = |c: &mut vsva_client::Client| {
+        assert!(c.dma_read(0x100, Some(p), 0x1000, 4).is_err());
+    };
+    let start = c.faults_since(0, 16).unwrap();
+    assert!(start.faults.is_empty());
+    fault(&mut c);
+    fault(&mut c);
+    let first = c.faults_since(start.next, 16).unwrap();
+    assert_eq!(first.faults.len(), 2, "{first:?}");
+    assert_eq!(first.faults[0].record, first.faults[1].record);
+    assert!(first.faults[0].number < first.faults[1].number);
+    assert_eq!((first.next, first.missed), (first.faults[1].number, 0));
+    // One more identical record: only it is new.
+    fault(&mut c);
+    let second = c.faults_since(first.next, 16).unwrap();
+    assert_eq!(second.faults.len(), 1);
+    assert_eq!(second.faults[0].number, first.next + 1);
+    // `max` stops the cursor at the last record it returned.
+    fault(&mut c);
+    fault(&mut c);
+    let one = c.faults_since(second.next, 1).unwrap();
+    assert_eq!((one.faults.len(), one.next), (1, second.next + 1));
+    let rest = c.faults_since(one.next, 16).unwrap();
+    assert_eq!((rest.faults.len(), rest.missed), (1, 0));
+    // Six more into a log of four: two were dropped before this read.
+    for _ in 0..6 {
+        fault(&mut c);
+    }
+    let after_drop = c.faults_since(rest.next, 16).unwrap();
+    assert_eq!((after_drop.faults.len(), after_drop.missed), (4, 2));
+    // A cursor past the newest record names itself.
+    let e = c.faults_since(after_drop.next + 100, 16).unwrap_err();
+    assert!(e.to_string().contains("since"), "{e}");
+    assert_eq!(errno(e), Errno::EINVAL);
+}
+
 #[test]
 fn unregistered_memory_is_gone_from_the_iommu() {
     let dir = TestDir::new("unregister");

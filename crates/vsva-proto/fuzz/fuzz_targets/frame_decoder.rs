@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vsva_proto::{FaultsReply, FrameDecoder, HelloReply, Reply, Request, SetsReply, StatusReply};
+use vsva_proto::{FaultsReply, FaultsSinceReply, FrameDecoder, HelloReply, Reply, Request, SetsReply, StatusReply};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the chunk size and the body limit, the rest is the stream.
@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = StatusReply::decode(&frame.body);
                     let _ = SetsReply::decode(&frame.body);
                     let _ = FaultsReply::decode(&frame.body);
+                    let _ = FaultsSinceReply::decode(&frame.body);
                 }
                 Ok(None) => break,
                 Err(err) => {

@@ -83,6 +83,9 @@ kinds! {
     ForceRelease = 0x0404, "force_release";
     /// Recent DMA faults (all for an admin, those on one's own PASIDs otherwise).
     Faults = 0x0405, "faults";
+    /// The DMA faults the caller may see that were logged after a position in the fault log,
+    /// oldest first, each with its number: a cursor that neither repeats nor skips a record.
+    FaultsSince = 0x0406, "faults_since";
     /// An iommufd ioctl on the connection's iommufd context.
     IommufdIoctl = 0x0501, "iommufd_ioctl";
     /// A VFIO device ioctl joining a device to the connection's iommufd context.

@@ -36,8 +36,8 @@ pub use iommufd::{
 pub use kind::Kind;
 pub use reply::Reply;
 pub use report::{
-    DeviceInfo, FaultRecord, FaultsReply, NestingRefusal, SetEntry, SetState, SetsReply,
-    StatusReply,
+    DeviceInfo, FaultRecord, FaultsReply, FaultsSinceReply, NestingRefusal, NumberedFault,
+    SetEntry, SetState, SetsReply, StatusReply,
 };
 pub use request::{
     DeviceConfig, DeviceDma, Request, CONFIG_WRITE, DMA_EXEC, DMA_FLAGS, DMA_PASID, DMA_PRIV,

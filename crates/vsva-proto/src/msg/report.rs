@@ -413,3 +413,71 @@ impl Decode for FaultsReply {
         })
     }
 }
+
+/// The payload of a successful `FAULTS_SINCE` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultsSinceReply {
+    /// The cursor for the next request: the number of the last record this reply covers,
+    /// whether the caller may see it or not. Records numbered above it were logged after this
+    /// reply was made (or were left out by `max`).
+    pub next: u64,
+    /// Records numbered above the request's `since` that the log had already dropped to make
+    /// room (anyone's: an upper bound on what the caller missed).
+    pub missed: u64,
+    /// The records the caller may see, numbered above `since`, oldest first.
+    pub faults: Vec<NumberedFault>,
+}
+
+/// A fault record with its number in the fault log: the n-th fault ever logged is number n.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberedFault {
+    /// Its number in the log.
+    pub number: u64,
+    /// The record.
+    pub record: FaultRecord,
+}
+
+impl FaultsSinceReply {
+    /// The payload bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_body()
+    }
+
+    /// Decodes the payload.
+    pub fn decode(payload: &[u8]) -> Result<FaultsSinceReply, ProtoError> {
+        FaultsSinceReply::from_body(payload, "faults since reply")
+    }
+}
+
+impl Encode for FaultsSinceReply {
+    fn write(&self, w: &mut Writer) {
+        w.u64(self.next).u64(self.missed).count(self.faults.len());
+        for f in &self.faults {
+            w.u64(f.number);
+            f.record.write(w);
+        }
+    }
+}
+
+impl Decode for FaultsSinceReply {
+    fn read(r: &mut Reader<'_>) -> Result<FaultsSinceReply, ProtoError> {
+        let next = r.u64("next")?;
+        let missed = r.u64("missed")?;
+        // A numbered record is at least 31 bytes: its number and a record with an empty
+        // description.
+        let n = r.count("faults", MAX_LIST, 31)?;
+        let mut faults = Vec::with_capacity(n);
+        for _ in 0..n {
+            let number = r.u64("number")?;
+            faults.push(NumberedFault {
+                number,
+                record: FaultRecord::read(r)?,
+            });
+        }
+        Ok(FaultsSinceReply {
+            next,
+            missed,
+            faults,
+        })
+    }
+}

@@ -221,6 +221,14 @@ pub enum Request {
         /// How many to return at most.
         max: u32,
     },
+    /// The faults the caller may see numbered above `since`, oldest first, at most `max`.
+    FaultsSince {
+        /// The number of the last record already read (the previous reply's `next`; 0 for
+        /// every record the log still holds).
+        since: u64,
+        /// How many to return at most.
+        max: u32,
+    },
     /// An iommufd request (kinds `0x0501`..).
     Iommufd(IommufdRequest),
     /// Open the process's events channel.
@@ -273,6 +281,7 @@ impl Request {
             Request::SetQuota { .. } => Kind::SetQuota,
             Request::ForceRelease { .. } => Kind::ForceRelease,
             Request::Faults { .. } => Kind::Faults,
+            Request::FaultsSince { .. } => Kind::FaultsSince,
             Request::Iommufd(r) => r.kind(),
             Request::EventsOpen => Kind::EventsOpen,
             Request::DeviceGrant { .. } => Kind::DeviceGrant,
@@ -328,6 +337,9 @@ impl Request {
             }
             Request::Faults { max } => {
                 w.u32(*max);
+            }
+            Request::FaultsSince { since, max } => {
+                w.u64(*since).u32(*max);
             }
             Request::Iommufd(r) => r.write(&mut w),
             Request::DeviceGrant { source_id } | Request::DeviceRevoke { source_id } => {
@@ -427,6 +439,10 @@ impl Request {
             },
             Kind::ForceRelease => Request::ForceRelease { pid: r.u32("pid")? },
             Kind::Faults => Request::Faults { max: r.u32("max")? },
+            Kind::FaultsSince => Request::FaultsSince {
+                since: r.u64("since")?,
+                max: r.u32("max")?,
+            },
             Kind::IommufdIoctl
             | Kind::IommufdDevice
             | Kind::IommufdReadFaults

@@ -3,25 +3,24 @@
 
 use vsva_client::{Client, ContainerHandle};
 use vsva_iommu::SourceId;
-use vsva_proto::FaultRecord;
 use vsva_uapi::{BindRequest, CacheInvalidateRequest};
 
 use super::{Backend, BackendError, HostFault, RemotePageRequests};
 use crate::caps::HostCaps;
 
-/// How many fault records one poll asks the daemon for.
+/// How many fault records one request asks the daemon for (its cap).
 const FAULTS_PER_POLL: u32 = 4096;
 
 /// A [`Backend`] over a daemon connection and a nesting container opened on it.
 ///
-/// The daemon's fault list carries no record numbers, so new faults are found by matching
-/// the previous list's tail against the new list's head: identical records logged exactly
-/// at the boundary of two polls can be taken for old ones (see the crate README's limits).
+/// New faults are read with the daemon's fault cursor (`FAULTS_SINCE`): each record the
+/// daemon logs is numbered, so every record is taken once, identical ones included.
 #[derive(Debug)]
 pub struct RemoteBackend {
     client: Client,
     container: ContainerHandle,
-    previous: Vec<FaultRecord>,
+    /// The number of the last fault record read.
+    cursor: u64,
 }
 
 impl RemoteBackend {
@@ -31,11 +30,12 @@ impl RemoteBackend {
     ///
     /// The daemon's refusal of the first fault query.
     pub fn new(mut client: Client, container: ContainerHandle) -> Result<Self, BackendError> {
-        let previous = client.faults(FAULTS_PER_POLL)?.faults;
+        // Everything numbered up to the log's total now is "visible now".
+        let cursor = client.faults(0)?.total;
         Ok(RemoteBackend {
             client,
             container,
-            previous,
+            cursor,
         })
     }
 
@@ -62,18 +62,6 @@ impl RemoteBackend {
         let responses = Client::connect(self.client.options().clone())?;
         RemotePageRequests::new(events, responses)
     }
-}
-
-/// The records of `now` that `before` did not have: `now` is a suffix of `before` followed
-/// by new records.
-fn new_records<'a>(before: &[FaultRecord], now: &'a [FaultRecord]) -> &'a [FaultRecord] {
-    for start in 0..=before.len() {
-        let tail = &before[start..];
-        if now.len() >= tail.len() && now[..tail.len()] == *tail {
-            return &now[tail.len()..];
-        }
-    }
-    now
 }
 
 impl Backend for RemoteBackend {
@@ -108,47 +96,33 @@ impl Backend for RemoteBackend {
     }
 
     fn take_faults(&mut self) -> Result<Vec<HostFault>, BackendError> {
-        let now = self.client.faults(FAULTS_PER_POLL)?.faults;
-        let out = new_records(&self.previous, &now)
-            .iter()
-            .map(|r| HostFault {
-                source_id: SourceId(r.source_id),
-                pasid: (r.flags & vsva_proto::DMA_PASID != 0).then_some(r.pasid),
-                addr: r.addr,
-                write: r.flags & vsva_proto::DMA_WRITE != 0,
-                execute: r.flags & vsva_proto::DMA_EXEC != 0,
-                privileged: r.flags & vsva_proto::DMA_PRIV != 0,
-                reason: r.reason,
-            })
-            .collect();
-        self.previous = now;
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(addr: u64) -> FaultRecord {
-        FaultRecord {
-            source_id: 8,
-            flags: 0,
-            pasid: 0,
-            addr,
-            reason: 0x71,
-            stage: 1,
-            level: 4,
-            description: String::new(),
+        let mut out = Vec::new();
+        loop {
+            let page = self.client.faults_since(self.cursor, FAULTS_PER_POLL)?;
+            if page.missed > 0 {
+                tracing::warn!(
+                    missed = page.missed,
+                    "the daemon's fault log dropped records before this VMM read them; \
+                     some of its guest's faults may be lost"
+                );
+            }
+            self.cursor = page.next;
+            let full = page.faults.len() == FAULTS_PER_POLL as usize;
+            out.extend(page.faults.iter().map(|f| {
+                let r = &f.record;
+                HostFault {
+                    source_id: SourceId(r.source_id),
+                    pasid: (r.flags & vsva_proto::DMA_PASID != 0).then_some(r.pasid),
+                    addr: r.addr,
+                    write: r.flags & vsva_proto::DMA_WRITE != 0,
+                    execute: r.flags & vsva_proto::DMA_EXEC != 0,
+                    privileged: r.flags & vsva_proto::DMA_PRIV != 0,
+                    reason: r.reason,
+                }
+            }));
+            if !full {
+                return Ok(out);
+            }
         }
-    }
-
-    #[test]
-    fn new_records_after_the_old_tail() {
-        let a = [rec(1), rec(2), rec(3)];
-        assert_eq!(new_records(&a, &[rec(2), rec(3), rec(4)]), &[rec(4)]);
-        assert_eq!(new_records(&a, &a), &[] as &[FaultRecord]);
-        assert_eq!(new_records(&[], &[rec(9)]), &[rec(9)]);
-        assert_eq!(new_records(&a, &[rec(7)]), &[rec(7)]);
     }
 }

@@ -59,6 +59,7 @@ impl Daemon {
             Request::SetQuota { pid, quota } => self.set_quota(s, pid, quota),
             Request::ForceRelease { pid } => self.force_release(s, pid).into(),
             Request::Faults { max } => self.faults(s, max).into(),
+            Request::FaultsSince { since, max } => self.faults_since(s, since, max).into(),
             Request::Iommufd(r) => self.iommufd(s, &p, r).into(),
             Request::EventsOpen => self.events_open(&p),
             Request::DeviceGrant { source_id } => self.device_grant(&p, source_id).into(),

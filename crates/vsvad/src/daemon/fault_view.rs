@@ -3,13 +3,13 @@
 //! records across owners; without the ownership period, a process that attaches a group (or
 //! is allocated a PASID) would read the faults of whoever had it before.
 //!
-//! Positions are counts of faults ever logged ([`FaultLog::total`]); the log numbers each
+//! Positions are counts of faults ever logged ([`vsva_iommu::FaultLog::total`]); the log numbers each
 //! record with its position when it is appended, so a fault logged concurrently with the
 //! start of an ownership period falls on the right side of it.
 
 use std::collections::HashMap;
 
-use vsva_iommu::{Fault, FaultLog};
+use vsva_iommu::Fault;
 
 /// Where in the fault log a process's ownership of each PASID and group began.
 #[derive(Debug, Default)]
@@ -51,16 +51,17 @@ impl FaultView {
         self.groups.remove(&group);
     }
 
-    /// The records of `log` the process may see, oldest first: those on a PASID in `owned`
-    /// logged after it was allocated to the process, or on a device of a group it attached
-    /// (`group_of` maps a source id to its group) logged after the attach.
+    /// Of `records` (numbered as the log numbers them, oldest first), those the process may
+    /// see: those on a PASID in `owned` logged after it was allocated to the process, or on
+    /// a device of a group it attached (`group_of` maps a source id to its group) logged
+    /// after the attach.
     pub(super) fn visible(
         &self,
-        log: &FaultLog,
+        records: Vec<(u64, Fault)>,
         owned: &[u32],
         group_of: impl Fn(u16) -> Option<u32>,
-    ) -> Vec<Fault> {
-        log.numbered_records()
+    ) -> Vec<(u64, Fault)> {
+        records
             .into_iter()
             .filter(|(at, f)| {
                 let since = |start: Option<&u64>| start.is_some_and(|s| *at > (*s).max(self.from));
@@ -70,7 +71,6 @@ impl FaultView {
                 let by_group = group_of(f.source_id.0).is_some_and(|g| since(self.groups.get(&g)));
                 by_pasid || by_group
             })
-            .map(|(_, f)| f)
             .collect()
     }
 }

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use vsva_iommu::Fault;
 use vsva_proto::{
-    DeviceInfo, FaultRecord, FaultsReply, Kind, NestingRefusal, Reply, SetEntry, SetState,
-    SetsReply, StatusReply,
+    DeviceInfo, Errno, FaultRecord, FaultsReply, FaultsSinceReply, Kind, NestingRefusal,
+    NumberedFault, Reply, SetEntry, SetState, SetsReply, StatusReply,
 };
 
 use super::device::fault_record;
@@ -13,6 +14,9 @@ use super::process::{Process, Session};
 use super::{lock, Daemon, SERVER};
 use crate::config::Durability;
 use crate::metrics::Gauges;
+
+/// Most fault records one `FAULTS` or `FAULTS_SINCE` reply carries.
+const MAX_FAULTS_PER_REPLY: u32 = 4096;
 
 /// What one process owns and may own, at one moment.
 struct Usage {
@@ -156,47 +160,95 @@ impl Daemon {
         Reply::ok(sets.len() as i64, SetsReply { sets }.encode())
     }
 
-    /// The most recent faults (at most `max`, capped at 4096): all of them for an admin;
-    /// otherwise those on the caller's PASIDs or its groups' devices logged since it began
-    /// owning them (see [`super::fault_view`]).
+    /// Of `records` (numbered, oldest first), those the session may see: all of them for an
+    /// admin; otherwise those on the caller's PASIDs or its groups' devices logged since it
+    /// began owning them (see [`super::fault_view`]).
+    fn visible_faults(&self, s: &Session, records: Vec<(u64, Fault)>) -> Vec<(u64, Fault)> {
+        if s.admin {
+            return records;
+        }
+        let Some(p) = &s.process else {
+            return Vec::new();
+        };
+        let st = lock(&p.state);
+        // Source id -> group, for the groups the process has attached now.
+        let mut attached = Vec::new();
+        for c in st.containers.values() {
+            for g in c.container.groups() {
+                attached.extend(
+                    self.settings
+                        .devices
+                        .iter()
+                        .filter(|d| d.group == Some(g.0))
+                        .map(|d| (d.source_id.0, g.0)),
+                );
+            }
+        }
+        let owned = st.pasids();
+        drop(st);
+        lock(&p.faults).visible(records, &owned, |sid| {
+            attached.iter().find(|(s, _)| *s == sid).map(|(_, g)| *g)
+        })
+    }
+
+    /// The most recent faults the session may see (at most `max`, capped at
+    /// [`MAX_FAULTS_PER_REPLY`]), oldest first.
     pub(super) fn faults(&self, s: &Session, max: u32) -> Reply {
         let log = self.vfio.iommu().fault_log();
-        let records = if s.admin {
-            log.records()
-        } else {
-            match &s.process {
-                Some(p) => {
-                    let st = lock(&p.state);
-                    // Source id -> group, for the groups the process has attached now.
-                    let mut attached = Vec::new();
-                    for c in st.containers.values() {
-                        for g in c.container.groups() {
-                            attached.extend(
-                                self.settings
-                                    .devices
-                                    .iter()
-                                    .filter(|d| d.group == Some(g.0))
-                                    .map(|d| (d.source_id.0, g.0)),
-                            );
-                        }
-                    }
-                    let owned = st.pasids();
-                    drop(st);
-                    lock(&p.faults).visible(log, &owned, |sid| {
-                        attached.iter().find(|(s, _)| *s == sid).map(|(_, g)| *g)
-                    })
-                }
-                None => Vec::new(),
-            }
-        };
-        let keep = (max.min(4096)) as usize;
+        let records = self.visible_faults(s, log.numbered_records());
+        let keep = max.min(MAX_FAULTS_PER_REPLY) as usize;
         let skip = records.len().saturating_sub(keep);
-        let faults: Vec<FaultRecord> = records[skip..].iter().map(fault_record).collect();
+        let faults: Vec<FaultRecord> = records[skip..]
+            .iter()
+            .map(|(_, f)| fault_record(f))
+            .collect();
         Reply::ok(
             faults.len() as i64,
             FaultsReply {
                 total: log.total(),
                 dropped: log.dropped(),
+                faults,
+            }
+            .encode(),
+        )
+    }
+
+    /// The faults the session may see numbered above `since`, oldest first, at most `max`
+    /// (capped at [`MAX_FAULTS_PER_REPLY`]), with the cursor for the next call: the number of
+    /// the last record covered, so a reader that passes it back gets every record once,
+    /// however alike two records are. A `since` above the newest record's number is `EINVAL`
+    /// (a cursor from before a restart: the log starts again at 1).
+    pub(super) fn faults_since(&self, s: &Session, since: u64, max: u32) -> Reply {
+        let after = self.vfio.iommu().fault_log().after(since);
+        if since > after.newest {
+            return Reply::error(
+                Errno::EINVAL,
+                format!(
+                    "faults_since: since {since} is past the newest fault record ({}); the daemon \
+                     may have restarted: start again from 0",
+                    after.newest
+                ),
+            );
+        }
+        let keep = max.min(MAX_FAULTS_PER_REPLY) as usize;
+        let visible = self.visible_faults(s, after.records);
+        let (taken, next) = match visible.get(keep) {
+            // Left out by `max`: the cursor stops before the first record not returned.
+            Some(&(first_left, _)) => (&visible[..keep], first_left - 1),
+            None => (&visible[..], after.newest),
+        };
+        let faults: Vec<NumberedFault> = taken
+            .iter()
+            .map(|(number, f)| NumberedFault {
+                number: *number,
+                record: fault_record(f),
+            })
+            .collect();
+        Reply::ok(
+            faults.len() as i64,
+            FaultsSinceReply {
+                next,
+                missed: after.missed,
                 faults,
             }
             .encode(),
