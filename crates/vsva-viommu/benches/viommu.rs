@@ -40,7 +40,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::Criterion;
-use vm_memory::GuestMemoryMmap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion, VolatileMemory,
+};
 use vsva_iommu::memory::store_entry;
 use vsva_iommu::{HostMemory, Iommu, IommuConfig, SourceId};
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
@@ -83,9 +87,12 @@ fn host() -> (Arc<Iommu>, Container) {
 /// A booted guest on its own host: the unit, its RAM and the queue tail it keeps.
 struct Guest {
     viommu: Viommu,
-    /// The guest's RAM as the guest itself stores to it: plain (atomic) stores into the
-    /// mapping, at `RAM_BASE` of the host memory, with no device-model code in between.
-    ram: Arc<GuestMemoryMmap>,
+    /// The guest's RAM (at `RAM_BASE` of the host memory) as the guest itself stores to it.
+    ram: &'static GuestMemoryMmap,
+    /// The qwords of the queue page and of the PASID-table page, so that the guest's stores
+    /// in a measured call are single stores into the mapping, as a real guest's are.
+    queue: Vec<&'static AtomicU64>,
+    table: Vec<&'static AtomicU64>,
     tail: u64,
     pasid: u32,
 }
@@ -101,12 +108,27 @@ impl Guest {
             }],
             ..ViommuConfig::default()
         };
-        let ram = iommu.memory().snapshot_arc();
+        // Kept for the bench's life (the guest's view of its RAM never goes away).
+        let ram: &'static GuestMemoryMmap = Box::leak(Box::new(iommu.memory().snapshot_arc()));
+        let qwords = |gpa: u64| -> Vec<&'static AtomicU64> {
+            let region = ram.find_region(GuestAddress(RAM_BASE + gpa)).unwrap();
+            let at = RAM_BASE + gpa - region.start_addr().0;
+            (0..512)
+                .map(|i| {
+                    region
+                        .get_atomic_ref::<AtomicU64>(at as usize + 8 * i)
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (queue, table) = (qwords(QUEUE), qwords(TABLE));
         let backend = Box::new(LocalBackend::new(c, iommu));
         let viommu = Viommu::new(config, backend, window, Arc::new(|_| {})).unwrap();
         let mut g = Guest {
             viommu,
             ram,
+            queue,
+            table,
             tail: 0,
             pasid: 0,
         };
@@ -125,17 +147,27 @@ impl Guest {
 
     /// One guest store of a qword to its own RAM.
     fn w(&self, gpa: u64, v: u64) {
-        assert!(store_entry(&self.ram, RAM_BASE + gpa, v));
+        assert!(store_entry(self.ram, RAM_BASE + gpa, v));
+    }
+
+    /// One guest store in the queue or the PASID-table page (a measured call's stores).
+    fn store(&self, gpa: u64, v: u64) {
+        let page = match gpa & !0xfff {
+            QUEUE => &self.queue,
+            TABLE => &self.table,
+            _ => return self.w(gpa, v),
+        };
+        page[(gpa as usize & 0xfff) / 8].store(v, Ordering::Release);
     }
 
     /// Writes one 256-bit descriptor at the tail (as Linux's `qi_submit_sync` copies all 32
     /// bytes) and moves IQT past it: the device model fetches and carries it out.
     fn submit(&mut self, lo: u64, hi: u64) {
         let at = QUEUE + self.tail;
-        self.w(at, lo);
-        self.w(at + 8, hi);
-        self.w(at + 16, 0);
-        self.w(at + 24, 0);
+        self.store(at, lo);
+        self.store(at + 8, hi);
+        self.store(at + 16, 0);
+        self.store(at + 24, 0);
         self.tail = (self.tail + 32) % 4096;
         self.viommu.write(IQT, 8, self.tail);
     }
@@ -153,10 +185,10 @@ impl Guest {
     /// the PASID cache (→ bind); then clears the entry and flushes again (→ unbind).
     fn bind_unbind(&mut self) {
         let pc = self.pasid_cache_inv();
-        self.w(self.entry() + 16, PGD);
-        self.w(self.entry(), 1 | 1 << 6);
+        self.store(self.entry() + 16, PGD);
+        self.store(self.entry(), 1 | 1 << 6);
         self.submit(pc, 0);
-        self.w(self.entry(), 0);
+        self.store(self.entry(), 0);
         self.submit(pc, 0);
     }
 
