@@ -6,7 +6,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 
 use vsva_iommu::memory::{store_entry, EntryMemory};
 use vsva_iommu::Iommu;
@@ -67,11 +70,22 @@ pub trait GuestMemory: Send + Sync {
 
 /// Guest RAM `[0, size)` placed at host address `base` of the software IOMMU's memory: what
 /// `MAP_DMA` of guest-physical 0 to `vaddr = base` makes of it in process.
+///
+/// The mapping of guest RAM is resolved once, when the window is made: if all of `[base,
+/// base + size)` lies in one region of the host memory then, every access of the window goes
+/// to that region's mapping for the window's life, with no look-up of the host memory map
+/// (the unit fetches a descriptor or a table entry on every guest operation). A later change
+/// of the host memory map under the window (that region removed or replaced) is not seen by
+/// it — a VMM does not change the memory under a running guest's RAM; build a new window
+/// (and unit) if it does. When guest RAM does not lie in one region at creation, each access
+/// looks the current host memory map up instead.
 #[derive(Clone)]
 pub struct HostWindow {
     iommu: Arc<Iommu>,
     base: u64,
     size: u64,
+    /// The host memory map at creation, when one of its regions holds all of guest RAM.
+    pinned: Option<Arc<GuestMemoryMmap>>,
 }
 
 impl fmt::Debug for HostWindow {
@@ -79,6 +93,7 @@ impl fmt::Debug for HostWindow {
         f.debug_struct("HostWindow")
             .field("base", &self.base)
             .field("size", &self.size)
+            .field("pinned", &self.pinned.is_some())
             .finish()
     }
 }
@@ -86,7 +101,17 @@ impl fmt::Debug for HostWindow {
 impl HostWindow {
     /// The window of `size` bytes at host address `base` of `iommu`'s memory.
     pub fn new(iommu: Arc<Iommu>, base: u64, size: u64) -> Self {
-        HostWindow { iommu, base, size }
+        let map = iommu.memory().snapshot_arc();
+        let one_region = base.checked_add(size).is_some_and(|end| {
+            map.find_region(GuestAddress(base))
+                .is_some_and(|r| size > 0 && end <= r.start_addr().0 + r.len())
+        });
+        HostWindow {
+            iommu,
+            base,
+            size,
+            pinned: one_region.then_some(map),
+        }
     }
 
     fn host(&self, gpa: u64, len: usize) -> Result<u64, GuestMemoryError> {
@@ -102,82 +127,88 @@ impl HostWindow {
 impl GuestMemory for HostWindow {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
         let h = self.host(gpa, buf.len())?;
-        self.iommu
-            .memory()
-            .read(h, buf)
-            .map_err(|_| GuestMemoryError {
-                gpa,
-                len: buf.len(),
-            })
+        let err = GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        };
+        match &self.pinned {
+            Some(map) => map.read_slice(buf, GuestAddress(h)).map_err(|_| err),
+            None => self.iommu.memory().read(h, buf).map_err(|_| err),
+        }
     }
 
-    /// Aligned reads are single loads from one snapshot of the host memory map (the byte
-    /// path copies through vm-memory's slice iterator, several times the cost for 8 bytes).
+    /// Aligned reads are single loads (the byte path copies through vm-memory's slice
+    /// iterator, several times the cost for 8 bytes).
     fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
-        let mut w = [0u64; 1];
-        self.read_qwords(gpa, &mut w)?;
-        Ok(w[0])
+        let h = self.host(gpa, 8)?;
+        let err = GuestMemoryError { gpa, len: 8 };
+        match &self.pinned {
+            Some(map) => map.load_entry(h),
+            None => self.iommu.memory().load_u64(h).ok(),
+        }
+        .ok_or(err)
     }
 
+    /// A run of aligned qwords (a descriptor, a PASID entry) is one bounds check and a copy
+    /// with qword-sized volatile loads.
     fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
         let len = 8 * out.len();
         let h = self.host(gpa, len)?;
         let err = GuestMemoryError { gpa, len };
-        if !h.is_multiple_of(8) {
-            let mut b = [0u8; 8];
-            for (i, w) in out.iter_mut().enumerate() {
-                self.iommu
-                    .memory()
-                    .read(h + 8 * i as u64, &mut b)
-                    .map_err(|_| err)?;
-                *w = u64::from_le_bytes(b);
+        let current;
+        let map: &GuestMemoryMmap = match &self.pinned {
+            Some(map) => map,
+            None => {
+                current = self.iommu.memory().snapshot();
+                &current
             }
-            return Ok(());
-        }
-        let snapshot = self.iommu.memory().snapshot();
-        // One region lookup for the whole run of qwords when it lies in one region (a
-        // descriptor, a PASID entry always does), a lookup per qword otherwise.
-        if let Some(region) = snapshot.find_region(GuestAddress(h)) {
-            let off = MemoryRegionAddress(h - region.start_addr().0);
-            if let Ok(slice) = region.get_slice(off, len) {
-                // One bounds check for the run; vm-memory copies aligned data with volatile
-                // qword-sized accesses.
-                if slice.copy_to(out) == out.len() {
-                    return Ok(());
+        };
+        if h.is_multiple_of(8) {
+            if let Some(region) = map.find_region(GuestAddress(h)) {
+                let off = MemoryRegionAddress(h - region.start_addr().0);
+                if let Ok(slice) = region.get_slice(off, len) {
+                    if slice.copy_to(out) == out.len() {
+                        return Ok(());
+                    }
                 }
             }
         }
+        let mut b = [0u8; 8];
         for (i, w) in out.iter_mut().enumerate() {
-            *w = snapshot.load_entry(h + 8 * i as u64).ok_or(err)?;
+            map.read_slice(&mut b, GuestAddress(h + 8 * i as u64))
+                .map_err(|_| err)?;
+            *w = u64::from_le_bytes(b);
         }
         Ok(())
     }
 
-    /// Aligned whole-qword writes (a page request descriptor, a guest's own table entry) are
-    /// stores into one snapshot, as reads are.
+    /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as
+    /// reads are loads.
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
         let h = self.host(gpa, buf.len())?;
+        let err = GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        };
+        let current;
+        let map: &GuestMemoryMmap = match &self.pinned {
+            Some(map) => map,
+            None => {
+                current = self.iommu.memory().snapshot();
+                &current
+            }
+        };
         if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
-            let snapshot = self.iommu.memory().snapshot();
             for (i, chunk) in buf.chunks_exact(8).enumerate() {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(chunk);
-                if !store_entry(&snapshot, h + 8 * i as u64, u64::from_le_bytes(w)) {
-                    return Err(GuestMemoryError {
-                        gpa,
-                        len: buf.len(),
-                    });
+                if !store_entry(map, h + 8 * i as u64, u64::from_le_bytes(w)) {
+                    return Err(err);
                 }
             }
             return Ok(());
         }
-        self.iommu
-            .memory()
-            .write(h, buf)
-            .map_err(|_| GuestMemoryError {
-                gpa,
-                len: buf.len(),
-            })
+        map.write_slice(buf, GuestAddress(h)).map_err(|_| err)
     }
 }
 
