@@ -163,11 +163,10 @@ impl Guest {
     /// Writes one 256-bit descriptor at the tail (as Linux's `qi_submit_sync` copies all 32
     /// bytes) and moves IQT past it: the device model fetches and carries it out.
     fn submit(&mut self, lo: u64, hi: u64) {
-        let at = QUEUE + self.tail;
-        self.store(at, lo);
-        self.store(at + 8, hi);
-        self.store(at + 16, 0);
-        self.store(at + 24, 0);
+        let slot = &self.queue[self.tail as usize / 8..][..4];
+        for (q, v) in slot.iter().zip([lo, hi, 0, 0]) {
+            q.store(v, Ordering::Release);
+        }
         self.tail = (self.tail + 32) % 4096;
         self.viommu.write(IQT, 8, self.tail);
     }

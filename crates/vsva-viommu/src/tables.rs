@@ -13,25 +13,29 @@ use vsva_iommu::{IommuConfig, PasidEntry, SourceId};
 use crate::caps::Identity;
 use crate::memory::GuestMemory;
 
-/// Guest memory as the lookup chain reads it: a 64-byte line at a time, kept for the loads
-/// that follow. A PASID entry is one such line (and a context entry half of one), so the
-/// chain's eight loads of an entry are one copy from guest memory, not eight accesses.
+/// Guest memory as the lookup chain reads it. The first load of a walk (the root entry, the
+/// PASID-directory entry: one qword needed) is a single read; after it, a load reads the
+/// 64-byte line around it, kept for the loads that follow. A PASID entry is one such line
+/// (and a context entry half of one), so the chain's eight loads of an entry are one copy
+/// from guest memory, not eight accesses.
 struct GuestEntries<'a> {
     mem: &'a dyn GuestMemory,
-    /// Address of the line last read (`NO_LINE` before the first read).
+    /// Address of the line last read: `FIRST` before any load, `NO_LINE` after a single
+    /// read.
     at: Cell<u64>,
     /// Its qwords.
     line: [Cell<u64>; 8],
 }
 
-/// No line address (lines are 64-byte aligned).
-const NO_LINE: u64 = 1;
+/// Not line addresses (lines are 64-byte aligned).
+const FIRST: u64 = 1;
+const NO_LINE: u64 = 2;
 
 impl<'a> GuestEntries<'a> {
     fn new(mem: &'a dyn GuestMemory) -> Self {
         GuestEntries {
             mem,
-            at: Cell::new(NO_LINE),
+            at: Cell::new(FIRST),
             line: Default::default(),
         }
     }
@@ -44,7 +48,12 @@ impl EntryMemory for GuestEntries<'_> {
         }
         let base = addr & !63;
         let i = (addr as usize & 63) / 8;
-        if self.at.get() != base {
+        let at = self.at.get();
+        if at == FIRST {
+            self.at.set(NO_LINE);
+            return self.mem.read_u64(addr).ok();
+        }
+        if at != base {
             let mut q = [0u64; 8];
             if self.mem.read_qwords(base, &mut q).is_err() {
                 // The line runs past guest RAM: the entry alone.
