@@ -122,6 +122,40 @@ impl HostWindow {
         }
         Ok(self.base + gpa)
     }
+
+    /// Runs `f` on the pinned host memory map, or on the current one when none is pinned.
+    fn with_map<R>(&self, f: impl FnOnce(&GuestMemoryMmap) -> R) -> R {
+        match &self.pinned {
+            Some(map) => f(map),
+            None => f(&self.iommu.memory().snapshot()),
+        }
+    }
+
+    /// Reads `out.len()` qwords at host address `h` of `map`; `false` when any is unbacked.
+    fn read_qwords_in(map: &GuestMemoryMmap, h: u64, out: &mut [u64]) -> bool {
+        let len = 8 * out.len();
+        if h.is_multiple_of(8) {
+            if let Some(region) = map.find_region(GuestAddress(h)) {
+                let off = MemoryRegionAddress(h - region.start_addr().0);
+                if let Ok(slice) = region.get_slice(off, len) {
+                    if slice.copy_to(out) == out.len() {
+                        return true;
+                    }
+                }
+            }
+        }
+        let mut b = [0u8; 8];
+        for (i, w) in out.iter_mut().enumerate() {
+            if map
+                .read_slice(&mut b, GuestAddress(h + 8 * i as u64))
+                .is_err()
+            {
+                return false;
+            }
+            *w = u64::from_le_bytes(b);
+        }
+        true
+    }
 }
 
 impl GuestMemory for HostWindow {
@@ -131,10 +165,7 @@ impl GuestMemory for HostWindow {
             gpa,
             len: buf.len(),
         };
-        match &self.pinned {
-            Some(map) => map.read_slice(buf, GuestAddress(h)).map_err(|_| err),
-            None => self.iommu.memory().read(h, buf).map_err(|_| err),
-        }
+        self.with_map(|map| map.read_slice(buf, GuestAddress(h)).map_err(|_| err))
     }
 
     /// Aligned reads are single loads (the byte path copies through vm-memory's slice
@@ -142,11 +173,7 @@ impl GuestMemory for HostWindow {
     fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
         let h = self.host(gpa, 8)?;
         let err = GuestMemoryError { gpa, len: 8 };
-        match &self.pinned {
-            Some(map) => map.load_entry(h),
-            None => self.iommu.memory().load_u64(h).ok(),
-        }
-        .ok_or(err)
+        self.with_map(|map| map.load_entry(h)).ok_or(err)
     }
 
     /// A run of aligned qwords (a descriptor, a PASID entry) is one bounds check and a copy
@@ -155,31 +182,7 @@ impl GuestMemory for HostWindow {
         let len = 8 * out.len();
         let h = self.host(gpa, len)?;
         let err = GuestMemoryError { gpa, len };
-        let current;
-        let map: &GuestMemoryMmap = match &self.pinned {
-            Some(map) => map,
-            None => {
-                current = self.iommu.memory().snapshot();
-                &current
-            }
-        };
-        if h.is_multiple_of(8) {
-            if let Some(region) = map.find_region(GuestAddress(h)) {
-                let off = MemoryRegionAddress(h - region.start_addr().0);
-                if let Ok(slice) = region.get_slice(off, len) {
-                    if slice.copy_to(out) == out.len() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        let mut b = [0u8; 8];
-        for (i, w) in out.iter_mut().enumerate() {
-            map.read_slice(&mut b, GuestAddress(h + 8 * i as u64))
-                .map_err(|_| err)?;
-            *w = u64::from_le_bytes(b);
-        }
-        Ok(())
+        self.with_map(|map| Self::read_qwords_in(map, h, out).then_some(()).ok_or(err))
     }
 
     /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as
@@ -190,25 +193,19 @@ impl GuestMemory for HostWindow {
             gpa,
             len: buf.len(),
         };
-        let current;
-        let map: &GuestMemoryMmap = match &self.pinned {
-            Some(map) => map,
-            None => {
-                current = self.iommu.memory().snapshot();
-                &current
-            }
-        };
-        if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
-            for (i, chunk) in buf.chunks_exact(8).enumerate() {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(chunk);
-                if !store_entry(map, h + 8 * i as u64, u64::from_le_bytes(w)) {
-                    return Err(err);
+        self.with_map(|map| {
+            if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
+                for (i, chunk) in buf.chunks_exact(8).enumerate() {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(chunk);
+                    if !store_entry(map, h + 8 * i as u64, u64::from_le_bytes(w)) {
+                        return Err(err);
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
-        }
-        map.write_slice(buf, GuestAddress(h)).map_err(|_| err)
+            map.write_slice(buf, GuestAddress(h)).map_err(|_| err)
+        })
     }
 }
 
