@@ -3,6 +3,7 @@
 //! ready-made forms: a window of the software IOMMU's host memory (in process) and a
 //! `vsva-client` memfd (remote).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -114,6 +115,14 @@ impl HostWindow {
         }
     }
 
+    /// The pinned host memory map, or the current one when none is pinned.
+    fn map(&self) -> Cow<'_, Arc<GuestMemoryMmap>> {
+        match &self.pinned {
+            Some(map) => Cow::Borrowed(map),
+            None => Cow::Owned(self.iommu.memory().snapshot_arc()),
+        }
+    }
+
     fn host(&self, gpa: u64, len: usize) -> Result<u64, GuestMemoryError> {
         let err = GuestMemoryError { gpa, len };
         let end = gpa.checked_add(len as u64).ok_or(err)?;
@@ -121,40 +130,6 @@ impl HostWindow {
             return Err(err);
         }
         Ok(self.base + gpa)
-    }
-
-    /// Runs `f` on the pinned host memory map, or on the current one when none is pinned.
-    fn with_map<R>(&self, f: impl FnOnce(&GuestMemoryMmap) -> R) -> R {
-        match &self.pinned {
-            Some(map) => f(map),
-            None => f(&self.iommu.memory().snapshot()),
-        }
-    }
-
-    /// Reads `out.len()` qwords at host address `h` of `map`; `false` when any is unbacked.
-    fn read_qwords_in(map: &GuestMemoryMmap, h: u64, out: &mut [u64]) -> bool {
-        let len = 8 * out.len();
-        if h.is_multiple_of(8) {
-            if let Some(region) = map.find_region(GuestAddress(h)) {
-                let off = MemoryRegionAddress(h - region.start_addr().0);
-                if let Ok(slice) = region.get_slice(off, len) {
-                    if slice.copy_to(out) == out.len() {
-                        return true;
-                    }
-                }
-            }
-        }
-        let mut b = [0u8; 8];
-        for (i, w) in out.iter_mut().enumerate() {
-            if map
-                .read_slice(&mut b, GuestAddress(h + 8 * i as u64))
-                .is_err()
-            {
-                return false;
-            }
-            *w = u64::from_le_bytes(b);
-        }
-        true
     }
 }
 
@@ -165,7 +140,7 @@ impl GuestMemory for HostWindow {
             gpa,
             len: buf.len(),
         };
-        self.with_map(|map| map.read_slice(buf, GuestAddress(h)).map_err(|_| err))
+        self.map().read_slice(buf, GuestAddress(h)).map_err(|_| err)
     }
 
     /// Aligned reads are single loads (the byte path copies through vm-memory's slice
@@ -173,7 +148,7 @@ impl GuestMemory for HostWindow {
     fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
         let h = self.host(gpa, 8)?;
         let err = GuestMemoryError { gpa, len: 8 };
-        self.with_map(|map| map.load_entry(h)).ok_or(err)
+        self.map().load_entry(h).ok_or(err)
     }
 
     /// A run of aligned qwords (a descriptor, a PASID entry) is one bounds check and a copy
@@ -182,7 +157,25 @@ impl GuestMemory for HostWindow {
         let len = 8 * out.len();
         let h = self.host(gpa, len)?;
         let err = GuestMemoryError { gpa, len };
-        self.with_map(|map| Self::read_qwords_in(map, h, out).then_some(()).ok_or(err))
+        let map = self.map();
+        let map: &GuestMemoryMmap = &map;
+        if h.is_multiple_of(8) {
+            if let Some(region) = map.find_region(GuestAddress(h)) {
+                let off = MemoryRegionAddress(h - region.start_addr().0);
+                if let Ok(slice) = region.get_slice(off, len) {
+                    if slice.copy_to(out) == out.len() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let mut b = [0u8; 8];
+        for (i, w) in out.iter_mut().enumerate() {
+            map.read_slice(&mut b, GuestAddress(h + 8 * i as u64))
+                .map_err(|_| err)?;
+            *w = u64::from_le_bytes(b);
+        }
+        Ok(())
     }
 
     /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as
@@ -193,19 +186,19 @@ impl GuestMemory for HostWindow {
             gpa,
             len: buf.len(),
         };
-        self.with_map(|map| {
-            if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
-                for (i, chunk) in buf.chunks_exact(8).enumerate() {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(chunk);
-                    if !store_entry(map, h + 8 * i as u64, u64::from_le_bytes(w)) {
-                        return Err(err);
-                    }
+        let map = self.map();
+        let map: &GuestMemoryMmap = &map;
+        if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
+            for (i, chunk) in buf.chunks_exact(8).enumerate() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                if !store_entry(map, h + 8 * i as u64, u64::from_le_bytes(w)) {
+                    return Err(err);
                 }
-                return Ok(());
             }
-            map.write_slice(buf, GuestAddress(h)).map_err(|_| err)
-        })
+            return Ok(());
+        }
+        map.write_slice(buf, GuestAddress(h)).map_err(|_| err)
     }
 }
 
