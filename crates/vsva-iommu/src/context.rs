@@ -259,6 +259,26 @@ pub fn resolve<M: EntryMemory + ?Sized>(
     pasid: Option<u32>,
 ) -> Result<ResolvedPasid, ChainFault> {
     let ctx = resolve_context(mem, cfg, rtaddr, sid)?;
+    resolve_pasid(mem, cfg, &ctx, pasid)
+}
+
+/// The part of [`resolve`] below the context entry: PASID directory → PASID table under `ctx`
+/// (a context entry the caller already holds, e.g. from its own context cache, as returned by
+/// [`resolve_context`]), with the same checks and the same faults. `None` asks for the
+/// entry's RID_PASID. Reads memory only; nothing is cached.
+///
+/// # Errors
+///
+/// The [`ChainFault`] of the first check that fails after the context entry: PASID
+/// disabled, beyond the directory, directory or PASID-table entry unreadable, not present or
+/// invalid; `fpd` as [`resolve`] reports it.
+pub fn resolve_pasid<M: EntryMemory + ?Sized>(
+    mem: &M,
+    cfg: &IommuConfig,
+    ctx: &ContextEntry,
+    pasid: Option<u32>,
+) -> Result<ResolvedPasid, ChainFault> {
+    let ctx = *ctx;
     let mut fpd = ctx.fpd;
     let pasid = match pasid {
         Some(p) => {
@@ -363,6 +383,21 @@ mod tests {
         assert_eq!(r.entry.did, 9);
         assert_eq!(r.pasid, 5);
         assert!(!r.fpd);
+    }
+
+    #[test]
+    fn a_held_context_entry_resolves_like_the_whole_chain() {
+        let (mem, cfg, sid) = setup();
+        let m = &**mem.snapshot();
+        let ctx = resolve_context(m, &cfg, RT, sid).unwrap();
+        for p in [Some(5), Some(6), Some(1 << 19), None] {
+            assert_eq!(
+                resolve_pasid(m, &cfg, &ctx, p),
+                resolve(m, &cfg, RT, sid, p),
+                "{p:?}"
+            );
+        }
+        assert_eq!(resolve_pasid(m, &cfg, &ctx, Some(5)).unwrap().entry.did, 9);
     }
 
     #[test]

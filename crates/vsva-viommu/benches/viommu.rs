@@ -1,31 +1,58 @@
-//! The cost the device model adds, in process, side by side with the host calls it ends in:
+//! The cost the device model adds, in process, side by side with the host calls it ends in.
 //!
-//! * `bind_unbind`: the guest writes a first-level PASID entry, queues a PASID-cache
-//!   invalidation and moves IQT (→ NESTING_OP BIND), then clears the entry and does it again
-//!   (→ UNBIND), against `Container::bind` + `Container::unbind` on an identical host;
-//! * `iotlb`: a page-selective PASID-based IOTLB descriptor and an IQT write (→ CACHE_INVLD),
-//!   against `Container::invalidate` with the same range;
-//! * `vcmd`: VCMD allocate then free (→ PASID_REQUEST ×2), against `Container::alloc_pasid`
-//!   + `Container::free_pasids`.
+//! What each side contains, per call:
 //!
-//! Criterion measures each; a summary then times the pairs interleaved in rounds and prints
-//! the medians and the device model's ratio to the direct call (target: ≤ 1.30).
+//! * `bind_unbind` — device model: the guest's stores of its PASID entry (FLPTR, then the
+//!   word with P and PGTT = first level), of a 256-bit PASID-selective PASID-cache
+//!   invalidation (all four qwords, as Linux's `qi_submit_sync` copies them) and its IQT
+//!   write, which the model carries out to the end (fetch, decode, the walk of the guest's
+//!   directory and PASID entry, NESTING_OP BIND); then the store clearing the entry, a second
+//!   descriptor and IQT write (→ UNBIND). Direct: `Container::bind` + `Container::unbind`
+//!   with the same page table, on an identical host.
+//! * `iotlb` — device model: the guest's stores of a page-selective PASID-based IOTLB
+//!   descriptor (4 pages) and its IQT write (→ CACHE_INVLD). Direct: building the same
+//!   `CacheInvalidateRequest` and `Container::invalidate`.
+//! * `vcmd` — device model: the VCMD write (allocate), the VCRSP read, the VCMD write (free
+//!   of that PASID), the VCRSP read (→ PASID_REQUEST ×2). Direct: `Container::alloc_pasid` +
+//!   `Container::free_pasids`.
+//!
+//! The guest's stores are single atomic stores into the mapping of its RAM (they do not go
+//! through the device model's memory accessor); no side allocates, sets anything up or
+//! synchronises per call beyond what is listed. The set-up both sides share (a booted guest
+//! with queued invalidation and translation on, a PASID allocated; the PASID bound for the
+//! IOTLB case) is done once, outside the measured calls.
+//!
+//! Criterion measures each; a summary then times the pairs interleaved in short rounds and
+//! prints the medians and the device model's ratio to the direct call (target: ≤ 1.30).
 //!
 //! `cargo bench -p vsva-viommu --bench viommu` (add `-- --quick` for a shorter run;
 //! `-- --test` runs every case once, untimed).
+//!
+//! For instruction counts, `VSVA_BENCH_LOOP=<case>/<side>:<n>` (case `iotlb`, `vcmd`,
+//! `bind_unbind`; side `viommu` or `direct`) runs only that side `n` times in
+//! `measured_loop` after the set-up and exits, printing the loop's wall time, time on the CPU
+//! and on the run queue per call:
+//! `valgrind --tool=callgrind --toggle-collect='*measured_loop*'` on it counts the loop alone
+//! (divide by `n`).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::Criterion;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion, VolatileMemory,
+};
+use vsva_iommu::memory::store_entry;
 use vsva_iommu::{HostMemory, Iommu, IommuConfig, SourceId};
 use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
 use vsva_vfio::{
     Container, DmaMapping, GroupId, IommuType, PciFunctionSpec, ProcessToken, Vfio, VfioConfig,
 };
 use vsva_viommu::regs::{GCMD, IQA, IQT, RTADDR, VCMD, VCRSP};
-use vsva_viommu::{GuestDevice, GuestMemory, HostWindow, LocalBackend, Viommu, ViommuConfig};
+use vsva_viommu::{GuestDevice, HostWindow, LocalBackend, Viommu, ViommuConfig};
 
 const MB: u64 = 1 << 20;
 const SID: SourceId = SourceId::new(0, 3, 0);
@@ -34,6 +61,8 @@ const DIR: u64 = 0x3000;
 const TABLE: u64 = 0x4000;
 const QUEUE: u64 = 0x10_0000;
 const PGD: u64 = 0x20_0000;
+/// Where guest-physical 0 lies in the host memory (`MAP_DMA` vaddr of IOVA 0).
+const RAM_BASE: u64 = 16 * MB;
 
 fn host() -> (Arc<Iommu>, Container) {
     let mem = HostMemory::anonymous(&[(0, 64 * MB as usize)]).unwrap();
@@ -58,7 +87,12 @@ fn host() -> (Arc<Iommu>, Container) {
 /// A booted guest on its own host: the unit, its RAM and the queue tail it keeps.
 struct Guest {
     viommu: Viommu,
-    ram: Arc<HostWindow>,
+    /// The guest's RAM (at `RAM_BASE` of the host memory) as the guest itself stores to it.
+    ram: &'static GuestMemoryMmap,
+    /// The qwords of the queue page and of the PASID-table page, so that the guest's stores
+    /// in a measured call are single stores into the mapping, as a real guest's are.
+    queue: Vec<&'static AtomicU64>,
+    table: Vec<&'static AtomicU64>,
     tail: u64,
     pasid: u32,
 }
@@ -66,7 +100,7 @@ struct Guest {
 impl Guest {
     fn new() -> Guest {
         let (iommu, c) = host();
-        let ram = Arc::new(HostWindow::new(iommu.clone(), 16 * MB, 16 * MB));
+        let window = Arc::new(HostWindow::new(iommu.clone(), RAM_BASE, 16 * MB));
         let config = ViommuConfig {
             devices: vec![GuestDevice {
                 guest: SID,
@@ -74,50 +108,65 @@ impl Guest {
             }],
             ..ViommuConfig::default()
         };
+        // Kept for the bench's life (the guest's view of its RAM never goes away).
+        let ram: &'static GuestMemoryMmap = Box::leak(Box::new(iommu.memory().snapshot_arc()));
+        let qwords = |gpa: u64| -> Vec<&'static AtomicU64> {
+            let region = ram.find_region(GuestAddress(RAM_BASE + gpa)).unwrap();
+            let at = RAM_BASE + gpa - region.start_addr().0;
+            (0..512)
+                .map(|i| {
+                    region
+                        .get_atomic_ref::<AtomicU64>(at as usize + 8 * i)
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (queue, table) = (qwords(QUEUE), qwords(TABLE));
         let backend = Box::new(LocalBackend::new(c, iommu));
-        let viommu = Viommu::new(config, backend, ram.clone(), Arc::new(|_| {})).unwrap();
-        let w = |gpa: u64, v: u64| ram.write(gpa, &v.to_le_bytes()).unwrap();
-        w(ROOT, 0x2000 | 1);
-        w(0x2000 + u64::from(SID.devfn()) * 32, DIR | 1 << 3 | 1);
-        w(DIR, TABLE | 1);
-        viommu.write(RTADDR, 8, ROOT | 1 << 10);
-        viommu.write(GCMD, 4, 1 << 30);
-        viommu.write(IQA, 8, QUEUE | 1 << 11);
-        viommu.write(GCMD, 4, 1 << 26);
-        viommu.write(GCMD, 4, 1 << 26 | 1 << 31);
-        viommu.write(VCMD, 8, 1);
-        let pasid = (viommu.read(VCRSP, 8) >> 16) as u32;
-        Guest {
+        let viommu = Viommu::new(config, backend, window, Arc::new(|_| {})).unwrap();
+        let mut g = Guest {
             viommu,
             ram,
+            queue,
+            table,
             tail: 0,
-            pasid,
-        }
+            pasid: 0,
+        };
+        g.w(ROOT, 0x2000 | 1);
+        g.w(0x2000 + u64::from(SID.devfn()) * 32, DIR | 1 << 3 | 1);
+        g.w(DIR, TABLE | 1);
+        g.viommu.write(RTADDR, 8, ROOT | 1 << 10);
+        g.viommu.write(GCMD, 4, 1 << 30);
+        g.viommu.write(IQA, 8, QUEUE | 1 << 11);
+        g.viommu.write(GCMD, 4, 1 << 26);
+        g.viommu.write(GCMD, 4, 1 << 26 | 1 << 31);
+        g.viommu.write(VCMD, 8, 1);
+        g.pasid = (g.viommu.read(VCRSP, 8) >> 16) as u32;
+        g
     }
 
+    /// One guest store of a qword to its own RAM.
     fn w(&self, gpa: u64, v: u64) {
-        self.ram.write(gpa, &v.to_le_bytes()).unwrap();
+        assert!(store_entry(self.ram, RAM_BASE + gpa, v));
     }
 
-    /// Queues one 256-bit descriptor (upper qwords stay zero) and moves IQT.
+    /// One guest store in the queue or the PASID-table page (a measured call's stores).
+    fn store(&self, gpa: u64, v: u64) {
+        let page = match gpa & !0xfff {
+            QUEUE => &self.queue,
+            TABLE => &self.table,
+            _ => return self.w(gpa, v),
+        };
+        page[(gpa as usize & 0xfff) / 8].store(v, Ordering::Release);
+    }
+
+    /// Writes one 256-bit descriptor at the tail (as Linux's `qi_submit_sync` copies all 32
+    /// bytes) and moves IQT past it: the device model fetches and carries it out.
     fn submit(&mut self, lo: u64, hi: u64) {
-        self.w(QUEUE + self.tail, lo);
-        self.w(QUEUE + self.tail + 8, hi);
-        self.advance();
-    }
-
-    /// Fills every slot of the queue with one descriptor, so that a case only moves IQT: the
-    /// guest writes its descriptors into its own RAM at memory speed, which is not the
-    /// device model's cost.
-    fn fill(&mut self, lo: u64, hi: u64) {
-        for slot in (0..4096).step_by(32) {
-            self.w(QUEUE + slot, lo);
-            self.w(QUEUE + slot + 8, hi);
+        let slot = &self.queue[self.tail as usize / 8..][..4];
+        for (q, v) in slot.iter().zip([lo, hi, 0, 0]) {
+            q.store(v, Ordering::Release);
         }
-    }
-
-    /// Moves IQT past the next descriptor: the device model fetches and carries it out.
-    fn advance(&mut self) {
         self.tail = (self.tail + 32) % 4096;
         self.viommu.write(IQT, 8, self.tail);
     }
@@ -126,24 +175,34 @@ impl Guest {
         TABLE + u64::from(self.pasid & 63) * 64
     }
 
-    /// With the queue full of PASID-cache invalidations of the PASID: entry present, flush
-    /// (→ bind); entry cleared, flush (→ unbind).
+    /// PASID-cache invalidation of the guest's PASID (PASID-selective, domain 0).
+    fn pasid_cache_inv(&self) -> u64 {
+        7 | 1 << 4 | u64::from(self.pasid) << 32
+    }
+
+    /// The guest makes its PASID entry a first-level one (FLPTR, then P and PGTT) and flushes
+    /// the PASID cache (→ bind); then clears the entry and flushes again (→ unbind).
     fn bind_unbind(&mut self) {
-        self.w(self.entry(), 1 | 1 << 6);
-        self.advance();
-        self.w(self.entry(), 0);
-        self.advance();
+        let pc = self.pasid_cache_inv();
+        self.store(self.entry() + 16, PGD);
+        self.store(self.entry(), 1 | 1 << 6);
+        self.submit(pc, 0);
+        self.store(self.entry(), 0);
+        self.submit(pc, 0);
     }
 
-    /// With the queue full of page-selective PASID-based IOTLB invalidations (4 pages).
+    /// A page-selective PASID-based IOTLB invalidation of 4 pages (→ CACHE_INVLD).
     fn iotlb(&mut self) {
-        self.advance();
+        self.submit(6 | 3 << 4 | u64::from(self.pasid) << 32, 0x40_0000 | 2);
     }
 
+    /// VCMD allocate, its response, VCMD free of the PASID it gave, its response (as Linux's
+    /// `vcmd_alloc_pasid` / `vcmd_free_pasid` read VCRSP for the status).
     fn vcmd(&mut self) {
         self.viommu.write(VCMD, 8, 1);
         let p = self.viommu.read(VCRSP, 8) >> 16;
         self.viommu.write(VCMD, 8, p << 16 | 2);
+        black_box(self.viommu.read(VCRSP, 8));
     }
 }
 
@@ -185,7 +244,7 @@ impl Direct {
     }
 }
 
-fn median_ns(f: &mut dyn FnMut(), iters: u32) -> f64 {
+fn round_ns(f: &mut dyn FnMut(), iters: u32) -> f64 {
     let start = Instant::now();
     for _ in 0..iters {
         f();
@@ -193,59 +252,149 @@ fn median_ns(f: &mut dyn FnMut(), iters: u32) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(iters)
 }
 
-/// Median ns per call of each side over 31 interleaved rounds.
+/// Median ns per call of each side over 401 interleaved rounds of `iters` calls each.
+///
+/// Rounds are kept short (tens of microseconds): on a loaded machine a round the scheduler
+/// preempts counts its time off the CPU, and a long round (the earlier 2 000 calls, several
+/// milliseconds for the slower side) is preempted nearly every time while a short one nearly
+/// never is, which made the slower side's median include waits on the run queue the faster
+/// side's did not. With short rounds on both sides the median is a round that ran unpreempted.
 fn side_by_side(
     name: &'static str,
+    iters: u32,
     mut a: impl FnMut(),
     mut b: impl FnMut(),
 ) -> (&'static str, f64, f64) {
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    for _ in 0..31 {
-        xs.push(median_ns(&mut a, 2000));
-        ys.push(median_ns(&mut b, 2000));
+    const ROUNDS: usize = 401;
+    let (mut xs, mut ys) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for _ in 0..ROUNDS {
+        xs.push(round_ns(&mut a, iters));
+        ys.push(round_ns(&mut b, iters));
     }
     xs.sort_by(f64::total_cmp);
     ys.sort_by(f64::total_cmp);
-    (name, xs[15], ys[15])
+    (name, xs[ROUNDS / 2], ys[ROUNDS / 2])
+}
+
+/// Puts both sides in the state a case starts from: the PASID bound (the IOTLB case) or not.
+fn set_bound(guest: &mut Guest, direct: &Direct, bound: bool) {
+    let pc = guest.pasid_cache_inv();
+    let req = BindRequest::new(u64::from(direct.pasid), PGD, AddrWidth::Bits48);
+    if bound {
+        guest.w(guest.entry() + 16, PGD);
+        guest.w(guest.entry(), 1 | 1 << 6);
+        guest.submit(pc, 0);
+        assert_eq!(guest.viommu.bound_pasids(), vec![guest.pasid]);
+        direct.c.bind(&req).unwrap();
+    } else {
+        guest.w(guest.entry(), 0);
+        guest.submit(pc, 0);
+        assert!(guest.viommu.bound_pasids().is_empty());
+        direct.c.unbind(req.hpasid).unwrap();
+    }
+}
+
+/// The loop of `VSVA_BENCH_LOOP`, a function of its own so that an instruction counter can
+/// count it alone (`valgrind --tool=callgrind --toggle-collect='*measured_loop*'`).
+#[inline(never)]
+fn measured_loop(n: u32, f: &mut dyn FnMut()) {
+    for _ in 0..n {
+        f();
+    }
+}
+
+/// This thread's time on the CPU and waiting on the run queue so far, in ns
+/// (`/proc/thread-self/schedstat`).
+fn sched_ns() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut f = s.split_whitespace().map(|x| x.parse().unwrap_or(0));
+    (f.next().unwrap_or(0), f.next().unwrap_or(0))
+}
+
+/// Minor page faults and user + system CPU ticks of this process so far (`/proc/self/stat`
+/// fields 10, 14 and 15).
+fn faults_and_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // `rest` starts at field 3 (state).
+    let at = |field: usize| f.get(field - 3).copied().unwrap_or(0);
+    (at(10), at(14) + at(15))
+}
+
+/// `VSVA_BENCH_LOOP=<case>/<side>:<n>` (case `iotlb`, `vcmd` or `bind_unbind`; side `viommu`
+/// or `direct`): runs that side `n` times after the same set-up as the full bench, prints the
+/// loop's wall time per call, minor page faults and CPU ticks to stderr, and exits.
+fn run_loop(guest: &mut Guest, direct: &Direct, spec: &str) {
+    let (which, n) = spec.split_once(':').expect("<case>/<side>:<n>");
+    let n: u32 = n.parse().expect("a count");
+    let (case, side) = which.split_once('/').expect("<case>/<side>");
+    set_bound(guest, direct, case == "iotlb");
+    let mut f: Box<dyn FnMut()> = match (case, side) {
+        ("iotlb", "viommu") => Box::new(|| guest.iotlb()),
+        ("iotlb", "direct") => Box::new(|| direct.iotlb()),
+        ("vcmd", "viommu") => Box::new(|| guest.vcmd()),
+        ("vcmd", "direct") => Box::new(|| direct.vcmd()),
+        ("bind_unbind", "viommu") => Box::new(|| guest.bind_unbind()),
+        ("bind_unbind", "direct") => Box::new(|| direct.bind_unbind()),
+        _ => panic!("unknown case {which}"),
+    };
+    let (f0, t0) = faults_and_ticks();
+    let (cpu0, wait0) = sched_ns();
+    let start = Instant::now();
+    measured_loop(n, &mut *f);
+    let wall = start.elapsed();
+    let (f1, t1) = faults_and_ticks();
+    let (cpu1, wait1) = sched_ns();
+    let per = |ns: f64| ns / f64::from(n.max(1));
+    eprintln!(
+        "{which} x{n}: {:.1} ns/call wall, {:.1} ns/call on the CPU, {:.1} ns/call waiting \
+         on the run queue, {} minor faults, {} CPU ticks",
+        per(wall.as_nanos() as f64),
+        per((cpu1 - cpu0) as f64),
+        per((wait1 - wait0) as f64),
+        f1 - f0,
+        t1 - t0
+    );
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
     let mut guest = Guest::new();
     let direct = Direct::new();
+    if let Ok(spec) = std::env::var("VSVA_BENCH_LOOP") {
+        return run_loop(&mut guest, &direct, &spec);
+    }
+    let mut c = Criterion::default().configure_from_args();
     let mut rows = Vec::new();
     // The IOTLB case needs the PASID bound on both sides.
-    let pc = 7 | 1 << 4 | u64::from(guest.pasid) << 32;
-    guest.w(guest.entry() + 16, PGD);
-    guest.w(guest.entry(), 1 | 1 << 6);
-    guest.submit(pc, 0);
-    assert_eq!(guest.viommu.bound_pasids(), vec![guest.pasid]);
-    let bound = BindRequest::new(u64::from(direct.pasid), PGD, AddrWidth::Bits48);
-    direct.c.bind(&bound).unwrap();
-    guest.fill(6 | 3 << 4 | u64::from(guest.pasid) << 32, 0x40_0000 | 2);
+    set_bound(&mut guest, &direct, true);
     c.bench_function("iotlb/viommu", |b| b.iter(|| guest.iotlb()));
     c.bench_function("iotlb/direct", |b| b.iter(|| direct.iotlb()));
     c.bench_function("vcmd/viommu", |b| b.iter(|| guest.vcmd()));
     c.bench_function("vcmd/direct", |b| b.iter(|| direct.vcmd()));
     rows.push(side_by_side(
         "P-IOTLB descriptor -> CACHE_INVLD",
+        64,
         || guest.iotlb(),
         || direct.iotlb(),
     ));
     rows.push(side_by_side(
         "VCMD alloc+free -> PASID_REQUEST x2",
+        32,
         || guest.vcmd(),
         || direct.vcmd(),
     ));
     // Back to unbound for the bind case.
-    guest.fill(pc, 0);
-    guest.w(guest.entry(), 0);
-    guest.advance();
-    direct.c.unbind(bound.hpasid).unwrap();
+    set_bound(&mut guest, &direct, false);
     c.bench_function("bind_unbind/viommu", |b| b.iter(|| guest.bind_unbind()));
     c.bench_function("bind_unbind/direct", |b| b.iter(|| direct.bind_unbind()));
     rows.push(side_by_side(
         "PASID-cache inv -> bind, then -> unbind",
+        16,
         || guest.bind_unbind(),
         || direct.bind_unbind(),
     ));

@@ -147,6 +147,30 @@ fn field(v: u64, shift: u32, bits: u32) -> u64 {
     v >> shift & ((1u64 << bits) - 1)
 }
 
+/// Valid bits of (lo, hi) for each type the unit implements, by type; `(0, 0)` for the
+/// others (0, 4: interrupt entry cache, without interrupt remapping; 10 and above).
+const VALID_BITS: [(u64, u64); 10] = [
+    (0, 0),
+    (LO_TYPE | 0x30 | 0xffff << 16 | 0xffff << 32 | 0x3 << 48, 0),
+    (LO_TYPE | 0x30 | 0xc0 | 0xffff << 16, ADDR | 0x7f),
+    (
+        LO_TYPE | 0xf << 12 | 0x1f << 16 | 0xffff << 32 | 0xfff << 52,
+        ADDR | 1,
+    ),
+    (0, 0),
+    (LO_TYPE | 0xf0 | 0xffff_ffff << 32, !0x3),
+    (LO_TYPE | 0x30 | 0xffff << 16 | 0xf_ffff << 32, ADDR | 0x7f),
+    (LO_TYPE | 0x30 | 0xffff << 16 | 0xf_ffff << 32, 0),
+    (
+        LO_TYPE | 0x1f << 4 | 0xf << 12 | 0xffff << 16 | 0xf_ffff << 32 | 0xfff << 52,
+        ADDR | 1 << 11 | 1,
+    ),
+    (
+        LO_TYPE | 0x30 | 0xf << 12 | 0xffff << 16 | 0xf_ffff << 32,
+        1 << 2 | 0x1ff << 3,
+    ),
+];
+
 /// Decodes one descriptor. `q` holds the qwords in order; for a 128-bit queue `q[2]` and
 /// `q[3]` are zero and `wide` is false.
 ///
@@ -154,29 +178,15 @@ fn field(v: u64, shift: u32, bits: u32) -> u64 {
 ///
 /// [`DescriptorError::InvalidType`] for a type the unit does not implement,
 /// [`DescriptorError::Reserved`] for a reserved bit or value; nothing else can fail.
+#[inline]
 pub fn decode(q: [u64; 4], wide: bool) -> Result<Descriptor, DescriptorError> {
     let ty = (q[0] & LO_TYPE) as u8 | (field(q[0], 9, 3) as u8) << 4;
     // Valid bits of lo and hi for the type; everything else is reserved.
-    let (lo_ok, hi_ok): (u64, u64) = match ty {
-        1 => (LO_TYPE | 0x30 | 0xffff << 16 | 0xffff << 32 | 0x3 << 48, 0),
-        2 => (LO_TYPE | 0x30 | 0xc0 | 0xffff << 16, ADDR | 0x7f),
-        3 => (
-            LO_TYPE | 0xf << 12 | 0x1f << 16 | 0xffff << 32 | 0xfff << 52,
-            ADDR | 1,
-        ),
-        5 => (LO_TYPE | 0xf0 | 0xffff_ffff << 32, !0x3),
-        6 => (LO_TYPE | 0x30 | 0xffff << 16 | 0xf_ffff << 32, ADDR | 0x7f),
-        7 => (LO_TYPE | 0x30 | 0xffff << 16 | 0xf_ffff << 32, 0),
-        8 => (
-            LO_TYPE | 0x1f << 4 | 0xf << 12 | 0xffff << 16 | 0xf_ffff << 32 | 0xfff << 52,
-            ADDR | 1 << 11 | 1,
-        ),
-        9 => (
-            LO_TYPE | 0x30 | 0xf << 12 | 0xffff << 16 | 0xf_ffff << 32,
-            1 << 2 | 0x1ff << 3,
-        ),
-        _ => return Err(DescriptorError::InvalidType(ty)),
-    };
+    let (lo_ok, hi_ok) = VALID_BITS
+        .get(usize::from(ty))
+        .copied()
+        .filter(|v| v.0 != 0)
+        .ok_or(DescriptorError::InvalidType(ty))?;
     let upper_ok = ty == 9 && q[0] & 1 << 5 != 0; // private data with PDP
     if q[0] & !lo_ok != 0 || q[1] & !hi_ok != 0 || (wide && !upper_ok && (q[2] | q[3]) != 0) {
         return Err(DescriptorError::Reserved(ty));

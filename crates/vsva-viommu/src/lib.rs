@@ -49,6 +49,7 @@ mod interrupt;
 mod memory;
 mod mmio;
 mod page_source;
+mod pasids;
 mod prq;
 mod queue;
 pub mod regs;

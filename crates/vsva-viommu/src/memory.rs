@@ -3,10 +3,14 @@
 //! ready-made forms: a window of the software IOMMU's host memory (in process) and a
 //! `vsva-client` memfd (remote).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 
 use vsva_iommu::memory::{store_entry, EntryMemory};
 use vsva_iommu::Iommu;
@@ -67,11 +71,22 @@ pub trait GuestMemory: Send + Sync {
 
 /// Guest RAM `[0, size)` placed at host address `base` of the software IOMMU's memory: what
 /// `MAP_DMA` of guest-physical 0 to `vaddr = base` makes of it in process.
+///
+/// The mapping of guest RAM is resolved once, when the window is made: if all of `[base,
+/// base + size)` lies in one region of the host memory then, every access of the window goes
+/// to that region's mapping for the window's life, with no look-up of the host memory map
+/// (the unit fetches a descriptor or a table entry on every guest operation). A later change
+/// of the host memory map under the window (that region removed or replaced) is not seen by
+/// it — a VMM does not change the memory under a running guest's RAM; build a new window
+/// (and unit) if it does. When guest RAM does not lie in one region at creation, each access
+/// looks the current host memory map up instead.
 #[derive(Clone)]
 pub struct HostWindow {
     iommu: Arc<Iommu>,
     base: u64,
     size: u64,
+    /// The host memory map at creation, when one of its regions holds all of guest RAM.
+    pinned: Option<Arc<GuestMemoryMmap>>,
 }
 
 impl fmt::Debug for HostWindow {
@@ -79,6 +94,7 @@ impl fmt::Debug for HostWindow {
         f.debug_struct("HostWindow")
             .field("base", &self.base)
             .field("size", &self.size)
+            .field("pinned", &self.pinned.is_some())
             .finish()
     }
 }
@@ -86,7 +102,25 @@ impl fmt::Debug for HostWindow {
 impl HostWindow {
     /// The window of `size` bytes at host address `base` of `iommu`'s memory.
     pub fn new(iommu: Arc<Iommu>, base: u64, size: u64) -> Self {
-        HostWindow { iommu, base, size }
+        let map = iommu.memory().snapshot_arc();
+        let one_region = base.checked_add(size).is_some_and(|end| {
+            map.find_region(GuestAddress(base))
+                .is_some_and(|r| size > 0 && end <= r.start_addr().0 + r.len())
+        });
+        HostWindow {
+            iommu,
+            base,
+            size,
+            pinned: one_region.then_some(map),
+        }
+    }
+
+    /// The pinned host memory map, or the current one when none is pinned.
+    fn map(&self) -> Cow<'_, Arc<GuestMemoryMmap>> {
+        match &self.pinned {
+            Some(map) => Cow::Borrowed(map),
+            None => Cow::Owned(self.iommu.memory().snapshot_arc()),
+        }
     }
 
     fn host(&self, gpa: u64, len: usize) -> Result<u64, GuestMemoryError> {
@@ -102,82 +136,75 @@ impl HostWindow {
 impl GuestMemory for HostWindow {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
         let h = self.host(gpa, buf.len())?;
-        self.iommu
-            .memory()
-            .read(h, buf)
-            .map_err(|_| GuestMemoryError {
-                gpa,
-                len: buf.len(),
-            })
+        let err = GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        };
+        self.map().read_slice(buf, GuestAddress(h)).map_err(|_| err)
     }
 
-    /// Aligned reads are single loads from one snapshot of the host memory map (the byte
-    /// path copies through vm-memory's slice iterator, several times the cost for 8 bytes).
+    /// Aligned reads are single loads (the byte path copies through vm-memory's slice
+    /// iterator, several times the cost for 8 bytes); others take the byte path.
     fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
-        let mut w = [0u64; 1];
-        self.read_qwords(gpa, &mut w)?;
-        Ok(w[0])
+        let h = self.host(gpa, 8)?;
+        let err = GuestMemoryError { gpa, len: 8 };
+        let map = self.map();
+        if h.is_multiple_of(8) {
+            return map.load_entry(h).ok_or(err);
+        }
+        let mut b = [0u8; 8];
+        map.read_slice(&mut b, GuestAddress(h)).map_err(|_| err)?;
+        Ok(u64::from_le_bytes(b))
     }
 
+    /// A run of aligned qwords (a descriptor, a PASID entry) is one bounds check and a copy
+    /// with qword-sized volatile loads.
     fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
         let len = 8 * out.len();
         let h = self.host(gpa, len)?;
         let err = GuestMemoryError { gpa, len };
-        if !h.is_multiple_of(8) {
-            let mut b = [0u8; 8];
-            for (i, w) in out.iter_mut().enumerate() {
-                self.iommu
-                    .memory()
-                    .read(h + 8 * i as u64, &mut b)
-                    .map_err(|_| err)?;
-                *w = u64::from_le_bytes(b);
-            }
-            return Ok(());
-        }
-        let snapshot = self.iommu.memory().snapshot();
-        // One region lookup for the whole run of qwords when it lies in one region (a
-        // descriptor, a PASID entry always does), a lookup per qword otherwise.
-        if let Some(region) = snapshot.find_region(GuestAddress(h)) {
-            let off = MemoryRegionAddress(h - region.start_addr().0);
-            if let Ok(slice) = region.get_slice(off, len) {
-                // One bounds check for the run; vm-memory copies aligned data with volatile
-                // qword-sized accesses.
-                if slice.copy_to(out) == out.len() {
-                    return Ok(());
+        let map = self.map();
+        let map: &GuestMemoryMmap = &map;
+        if h.is_multiple_of(8) {
+            if let Some(region) = map.find_region(GuestAddress(h)) {
+                let off = MemoryRegionAddress(h - region.start_addr().0);
+                if let Ok(slice) = region.get_slice(off, len) {
+                    if slice.copy_to(out) == out.len() {
+                        return Ok(());
+                    }
                 }
             }
         }
+        let mut b = [0u8; 8];
         for (i, w) in out.iter_mut().enumerate() {
-            *w = snapshot.load_entry(h + 8 * i as u64).ok_or(err)?;
+            map.read_slice(&mut b, GuestAddress(h + 8 * i as u64))
+                .map_err(|_| err)?;
+            *w = u64::from_le_bytes(b);
         }
         Ok(())
     }
 
-    /// Aligned whole-qword writes (a page request descriptor, a guest's own table entry) are
-    /// stores into one snapshot, as reads are.
+    /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as
+    /// reads are loads.
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
         let h = self.host(gpa, buf.len())?;
+        let err = GuestMemoryError {
+            gpa,
+            len: buf.len(),
+        };
+        let map = self.map();
+        let map: &GuestMemoryMmap = &map;
         if h.is_multiple_of(8) && buf.len().is_multiple_of(8) {
-            let snapshot = self.iommu.memory().snapshot();
             for (i, chunk) in buf.chunks_exact(8).enumerate() {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(chunk);
-                if !store_entry(&snapshot, h + 8 * i as u64, u64::from_le_bytes(w)) {
-                    return Err(GuestMemoryError {
-                        gpa,
-                        len: buf.len(),
-                    });
+                if !store_entry(map, h + 8 * i as u64, u64::from_le_bytes(w)) {
+                    return Err(err);
                 }
             }
             return Ok(());
         }
-        self.iommu
-            .memory()
-            .write(h, buf)
-            .map_err(|_| GuestMemoryError {
-                gpa,
-                len: buf.len(),
-            })
+        map.write_slice(buf, GuestAddress(h)).map_err(|_| err)
     }
 }
 
@@ -194,5 +221,74 @@ impl GuestMemory for vsva_client::GuestMemory {
             gpa,
             len: buf.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::GuestRegionMmap;
+    use vsva_iommu::{HostMemory, IommuConfig};
+
+    use super::*;
+
+    const MB: u64 = 1 << 20;
+
+    fn iommu(ranges: &[(u64, usize)]) -> Arc<Iommu> {
+        let mem = HostMemory::anonymous(ranges).unwrap();
+        Arc::new(Iommu::new(IommuConfig::default(), mem, 0, 4 * MB).unwrap())
+    }
+
+    /// Writes, then reads back through every access of the window.
+    fn round_trip(w: &HostWindow) {
+        w.write(
+            0x1000,
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        )
+        .unwrap();
+        w.write(0x1010, &[0xaa; 3]).unwrap();
+        assert_eq!(w.read_u64(0x1008).unwrap(), 0x100f_0e0d_0c0b_0a09);
+        assert_eq!(w.read_u64(0x1004).unwrap(), 0x0c0b_0a09_0807_0605);
+        let mut q = [0u64; 2];
+        w.read_qwords(0x1000, &mut q).unwrap();
+        assert_eq!(q, [0x0807_0605_0403_0201, 0x100f_0e0d_0c0b_0a09]);
+        let mut b = [0u8; 4];
+        w.read(0x100f, &mut b).unwrap();
+        assert_eq!(b, [16, 0xaa, 0xaa, 0xaa]);
+        // Past the window: refused, whatever the host memory holds there.
+        let end = w.size - 8;
+        assert!(w.read_u64(end).is_ok());
+        assert_eq!(
+            w.read_u64(end + 8),
+            Err(GuestMemoryError {
+                gpa: end + 8,
+                len: 8
+            })
+        );
+        assert!(w.read_qwords(end, &mut q).is_err());
+        assert!(w.write(end + 4, &[0; 8]).is_err());
+    }
+
+    #[test]
+    fn a_window_inside_one_region_reads_and_writes_that_region() {
+        let io = iommu(&[(0, 32 * MB as usize)]);
+        let w = HostWindow::new(io.clone(), 16 * MB, 8 * MB);
+        assert!(w.pinned.is_some());
+        round_trip(&w);
+        // The host sees the guest's bytes at base + gpa.
+        assert_eq!(
+            io.memory().load_u64(16 * MB + 0x1000).unwrap(),
+            0x0807_0605_0403_0201
+        );
+    }
+
+    #[test]
+    fn a_window_over_memory_added_later_looks_the_map_up_on_each_access() {
+        let io = iommu(&[(0, 8 * MB as usize)]);
+        let w = HostWindow::new(io.clone(), 16 * MB, 8 * MB);
+        assert!(w.pinned.is_none(), "guest RAM is not in host memory yet");
+        assert!(w.read_u64(0).is_err());
+        let ram = GuestRegionMmap::from_range(GuestAddress(16 * MB), 8 << 20, None).unwrap();
+        io.memory().add_region(ram).unwrap();
+        round_trip(&w);
     }
 }

@@ -12,7 +12,7 @@ use crate::regs::{
     Touched, CCMD, CCMD_CAIG_SHIFT, CCMD_CIRG_SHIFT, CCMD_ICC, FECTL, FSTS, FSTS_ICE, FSTS_IQE,
     FSTS_ITE, FSTS_PFO, FSTS_PPF, GCMD, GCMD_ONE_SHOT, GCMD_PERSISTENT, GCMD_QIE, GCMD_SRTP,
     GCMD_TE, GSTS, ICS, ICS_IWC, IECTL, IOTLB, IOTLB_IAIG_SHIFT, IOTLB_IIRG_SHIFT, IOTLB_IVT, IQH,
-    IQT, PECTL, PRS, PRS_PPR, RTADDR, VCMD,
+    IQT, IQ_OFFSET_MASK, PECTL, PRS, PRS_PPR, RTADDR, VCMD,
 };
 use crate::shadow::SyncScope;
 use crate::unit::Unit;
@@ -23,6 +23,20 @@ const FAULT_CONDITIONS: u32 = FSTS_PFO | FSTS_PPF | FSTS_IQE | FSTS_ICE | FSTS_I
 impl Unit {
     /// A guest write of `size` bytes at `offset`.
     pub(crate) fn mmio_write(&mut self, offset: u64, size: usize, value: u64) {
+        // The two writes a guest makes per operation, whole 64-bit writes of registers with
+        // no read-only or write-1-to-clear bits: the access rules reduce to the register's
+        // writable mask, so the general decode below is skipped (same result).
+        match (offset, size) {
+            (IQT, 8) => {
+                self.regs.set(IQT, value & IQ_OFFSET_MASK);
+                return self.process_queue();
+            }
+            (VCMD, 8) => {
+                self.regs.set(VCMD, value);
+                return self.virtual_command();
+            }
+            _ => {}
+        }
         let Some((touched, old)) = self.regs.write(offset, size, value) else {
             return;
         };

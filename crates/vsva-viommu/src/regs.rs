@@ -223,6 +223,9 @@ const SPECS: &[Spec] = &[
     reg(VCCAP, 8, 0, 0),
 ];
 
+/// Dwords in the register page.
+const DWORDS: usize = (MMIO_SIZE / 4) as usize;
+
 /// For each dword of the page, 1 + the index in [`SPECS`] of the register covering it (0 for
 /// none): the register of an access is one table load, not a search, on every MMIO access.
 const SPEC_OF_DWORD: [u8; (MMIO_SIZE / 4) as usize] = {
@@ -252,7 +255,8 @@ pub(crate) enum Touched {
 /// The raw register values, in dwords over the 4 KiB page.
 #[derive(Debug, Clone)]
 pub(crate) struct RegisterFile {
-    dwords: Vec<u32>,
+    /// A fixed-size array, so that accesses at constant offsets need no bounds check.
+    dwords: Box<[u32; DWORDS]>,
     fault_records: usize,
 }
 
@@ -260,7 +264,7 @@ impl RegisterFile {
     /// A file with every register zero and `fault_records` recording registers.
     pub(crate) fn new(fault_records: usize) -> Self {
         RegisterFile {
-            dwords: vec![0; (MMIO_SIZE / 4) as usize],
+            dwords: Box::new([0; DWORDS]),
             fault_records,
         }
     }
@@ -284,17 +288,20 @@ impl RegisterFile {
     }
 
     /// The register's value as the device sees it (no access rules).
+    #[inline]
     pub(crate) fn get(&self, offset: u64) -> u64 {
         let i = (offset / 4) as usize;
         u64::from(self.dwords[i]) | u64::from(self.dwords.get(i + 1).copied().unwrap_or(0)) << 32
     }
 
     /// The 32-bit register's value.
+    #[inline]
     pub(crate) fn get32(&self, offset: u64) -> u32 {
         self.dwords[(offset / 4) as usize]
     }
 
     /// Sets a 64-bit register (both dwords) without access rules.
+    #[inline]
     pub(crate) fn set(&mut self, offset: u64, value: u64) {
         let i = (offset / 4) as usize;
         self.dwords[i] = value as u32;
@@ -302,6 +309,7 @@ impl RegisterFile {
     }
 
     /// Sets a 32-bit register without access rules.
+    #[inline]
     pub(crate) fn set32(&mut self, offset: u64, value: u32) {
         self.dwords[(offset / 4) as usize] = value;
     }

@@ -96,8 +96,12 @@ impl Unit {
             // allocates nothing.
             SyncScope::Pasid(p) => return self.sync_pasid(p, None),
             SyncScope::All | SyncScope::Domain(_) => {
-                let mut v: Vec<u32> = self.allocated.iter().copied().collect();
-                v.extend(self.shadow.keys().filter(|p| !self.allocated.contains(p)));
+                let mut v: Vec<u32> = self.allocated.keys().copied().collect();
+                v.extend(
+                    self.shadow
+                        .keys()
+                        .filter(|p| !self.allocated.contains_key(p)),
+                );
                 let did = match scope {
                     SyncScope::Domain(d) => Some(d),
                     _ => None,
@@ -111,7 +115,7 @@ impl Unit {
     }
 
     fn sync_pasid(&mut self, pasid: u32, did: Option<u16>) {
-        let want = if self.allocated.contains(&pasid) {
+        let want = if self.allocated.contains_key(&pasid) {
             self.wanted(pasid)
         } else {
             if self.wanted(pasid).is_some() {

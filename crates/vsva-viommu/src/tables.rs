@@ -1,26 +1,74 @@
 //! Reading the guest's scalable-mode translation structures (root table, context entries,
 //! PASID directory and tables) from guest memory. The formats and their checks are the
-//! software IOMMU's own (`vsva_iommu::context::resolve_context`, then the directory and
-//! PASID-table steps of its `resolve`), run over guest-physical memory with the capabilities
-//! the guest was offered.
+//! software IOMMU's own (`vsva_iommu::context::resolve_context` for a device's context entry,
+//! `resolve_pasid` for a PASID's entry under it), run over guest-physical memory with the
+//! capabilities the guest was offered.
 
-use vsva_iommu::context::{pasid_entry_address, resolve_context, ContextEntry, PasidDirEntry};
+use std::cell::Cell;
+
+use vsva_iommu::context::{resolve_context, resolve_pasid, ContextEntry};
 use vsva_iommu::memory::EntryMemory;
 use vsva_iommu::{IommuConfig, PasidEntry, SourceId};
 
 use crate::caps::Identity;
 use crate::memory::GuestMemory;
 
-/// Guest memory as the lookup chain reads it.
-struct GuestEntries<'a>(&'a dyn GuestMemory);
+/// Guest memory as the lookup chain reads it. The first load of a walk (the root entry, the
+/// PASID-directory entry: one qword needed) is a single read; after it, a load reads the
+/// 64-byte line around it, kept for the loads that follow. A PASID entry is one such line
+/// (and a context entry half of one), so the chain's eight loads of an entry are one copy
+/// from guest memory, not eight accesses.
+struct GuestEntries<'a> {
+    mem: &'a dyn GuestMemory,
+    /// Address of the line last read: `FIRST` before any load, `NO_LINE` after a single
+    /// read.
+    at: Cell<u64>,
+    /// Its qwords.
+    line: [Cell<u64>; 8],
+}
+
+/// Not line addresses (lines are 64-byte aligned).
+const FIRST: u64 = 1;
+const NO_LINE: u64 = 2;
+
+impl<'a> GuestEntries<'a> {
+    fn new(mem: &'a dyn GuestMemory) -> Self {
+        GuestEntries {
+            mem,
+            at: Cell::new(FIRST),
+            line: Default::default(),
+        }
+    }
+}
 
 impl EntryMemory for GuestEntries<'_> {
     fn load_entry(&self, addr: u64) -> Option<u64> {
-        self.0.read_u64(addr).ok()
+        if addr & 7 != 0 {
+            return None;
+        }
+        let base = addr & !63;
+        let i = (addr as usize & 63) / 8;
+        let at = self.at.get();
+        if at == FIRST {
+            self.at.set(NO_LINE);
+            return self.mem.read_u64(addr).ok();
+        }
+        if at != base {
+            let mut q = [0u64; 8];
+            if self.mem.read_qwords(base, &mut q).is_err() {
+                // The line runs past guest RAM: the entry alone.
+                return self.mem.read_u64(addr).ok();
+            }
+            self.at.set(base);
+            for (c, v) in self.line.iter().zip(q) {
+                c.set(v);
+            }
+        }
+        Some(self.line[i].get())
     }
 
     fn cas_entry(&self, _addr: u64, _current: u64, _new: u64) -> Option<Result<u64, u64>> {
-        // The chain up to the context entry never updates memory.
+        // The lookup chain never updates memory.
         None
     }
 }
@@ -57,12 +105,12 @@ pub(crate) fn guest_context(
     rtaddr: u64,
     sid: SourceId,
 ) -> Option<ContextEntry> {
-    resolve_context(&GuestEntries(mem), cfg, rtaddr, sid).ok()
+    resolve_context(&GuestEntries::new(mem), cfg, rtaddr, sid).ok()
 }
 
 /// The guest's valid PASID entry for `pasid` under context entry `ctx` (PASID directory →
-/// PASID table, with the checks of the software IOMMU's own lookup after the context entry),
-/// or `None` when any level is absent, unreadable or invalid (as hardware would fault).
+/// PASID table, with the software IOMMU's own checks after the context entry), or `None`
+/// when any level is absent, unreadable or invalid (as hardware would fault).
 ///
 /// The directory entry is read on every call, never kept: Linux installs a new PASID table in
 /// a present directory with no invalidation of any kind (`intel_pasid_get_entry`), so only
@@ -73,17 +121,7 @@ pub(crate) fn guest_pasid_entry(
     ctx: &ContextEntry,
     pasid: u32,
 ) -> Option<PasidEntry> {
-    if !ctx.pasid_enable || pasid >= ctx.pasid_limit() || pasid >> cfg.pasid_bits != 0 {
-        return None;
-    }
-    let de = mem
-        .read_u64(PasidDirEntry::address(ctx.pasid_dir, pasid))
-        .ok()?;
-    let dir = PasidDirEntry::from_raw(de, cfg).ok()?;
-    let mut v = [0u64; 8];
-    mem.read_qwords(pasid_entry_address(dir.table, pasid), &mut v)
-        .ok()?;
-    let entry = PasidEntry::from_raw(&v).ok()?;
-    entry.validate(cfg).ok()?;
-    Some(entry)
+    resolve_pasid(&GuestEntries::new(mem), cfg, ctx, Some(pasid))
+        .ok()
+        .map(|r| r.entry)
 }

@@ -3,7 +3,6 @@
 //! operations on it live in the files named for them (`mmio`, `queue`, `vcmd`, `shadow`,
 //! `faults`, `prq`).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use vsva_iommu::context::ContextEntry;
@@ -15,6 +14,7 @@ use crate::caps::{identity, Identity, ViommuConfig};
 use crate::interrupt::MsiMessage;
 use crate::memory::GuestMemory;
 use crate::page_source::PageRequestSource;
+use crate::pasids::PasidMap;
 use crate::regs::{RegisterFile, CAP, ECAP, VCCAP, VER};
 use crate::tables::guest_config;
 
@@ -74,9 +74,9 @@ pub(crate) struct Unit {
     /// Invalidations").
     pub(crate) contexts: Vec<Option<ContextEntry>>,
     /// PASIDs the guest holds through VCMD (guest PASID = host PASID).
-    pub(crate) allocated: BTreeSet<u32>,
+    pub(crate) allocated: PasidMap<()>,
     /// PASIDs bound on the host for the guest.
-    pub(crate) shadow: BTreeMap<u32, Shadowed>,
+    pub(crate) shadow: PasidMap<Shadowed>,
     /// Fault recording register hardware writes next.
     pub(crate) next_fault_record: usize,
     pub(crate) stats: ViommuStats,
@@ -114,8 +114,8 @@ impl Unit {
             page_requests: None,
             root: None,
             contexts,
-            allocated: BTreeSet::new(),
-            shadow: BTreeMap::new(),
+            allocated: PasidMap::default(),
+            shadow: PasidMap::default(),
             next_fault_record: 0,
             stats: ViommuStats::default(),
             irqs: Vec::new(),

@@ -36,7 +36,7 @@ impl Unit {
                 let max = (1u32 << self.id.pasid_bits) - 1;
                 match self.backend.pasid_alloc(1, max) {
                     Ok(p) => {
-                        self.allocated.insert(p);
+                        self.allocated.insert(p, ());
                         u64::from(p) << VCMD_OPERAND_SHIFT
                     }
                     Err(e) => {
@@ -48,7 +48,7 @@ impl Unit {
             VCMD_FREE => {
                 let operand = v >> VCMD_OPERAND_SHIFT;
                 match u32::try_from(operand) {
-                    Ok(p) if self.allocated.contains(&p) => {
+                    Ok(p) if self.allocated.contains_key(&p) => {
                         self.unshadow(p);
                         match self.backend.pasid_free(p) {
                             Ok(()) => {

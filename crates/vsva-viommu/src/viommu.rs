@@ -67,6 +67,9 @@ impl Viommu {
 
     /// Releases the lock, then delivers the interrupts raised under it.
     fn finish(&self, mut unit: MutexGuard<'_, Unit>) {
+        if unit.irqs.is_empty() {
+            return;
+        }
         let irqs = std::mem::take(&mut unit.irqs);
         drop(unit);
         for m in irqs {
@@ -136,7 +139,7 @@ impl Viommu {
 
     /// PASIDs the guest holds through VCMD, ascending.
     pub fn allocated_pasids(&self) -> Vec<u32> {
-        self.lock().allocated.iter().copied().collect()
+        self.lock().allocated.keys().copied().collect()
     }
 
     /// PASIDs bound on the host for the guest, ascending.
