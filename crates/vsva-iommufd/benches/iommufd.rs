@@ -2,8 +2,12 @@
 //! one process:
 //!
 //! * `invalidate_1`, `invalidate_64`: `IOMMU_HWPT_INVALIDATE` on a nested HWPT with one PASID
-//!   attached, 1 and 64 page-selective VT-d stage-1 entries, against the same number of
-//!   `Iommu::invalidate(PasidIotlbPages)` calls.
+//!   attached, 1 and 64 page-selective VT-d stage-1 entries. The front end reads and checks
+//!   the entries and gives their requests to the IOMMU as one `Iommu::invalidate_batch`
+//!   (up to 64 requests per submission). The direct side builds the same requests
+//!   (`PasidIotlbPages`, the range from `PageRange::covering`): for 1 entry one
+//!   `Iommu::invalidate`, for 64 an array on the stack and one `Iommu::invalidate_batch`, as a
+//!   typed caller with 64 ranges would write it.
 //! * `map_unmap`: `IOMMU_IOAS_MAP` then `IOMMU_IOAS_UNMAP` of 4 KiB on an IOAS with one
 //!   paging HWPT (one domain over its stage 2, so the unmap flushes one domain), against
 //!   `Iommu::stage2_map` + `stage2_unmap` + that domain's page-selective IOTLB flush.
@@ -18,9 +22,9 @@
 //! `cargo bench -p vsva-iommufd --bench iommufd` (add `-- --quick` for a shorter run).
 //!
 //! For instruction counts, `VSVA_BENCH_LOOP=<case>/<side>:<n>` (side `ioctl` or `direct`)
-//! runs only that closure `n` times and exits:
-//! `perf stat -e instructions` of `n` calls minus that of 0 calls, over `n`, is the count
-//! per call.
+//! runs only that closure `n` times and exits: the instructions of `n` calls minus those of
+//! 0 calls (`valgrind --tool=callgrind`), over `n`, are the count per call; add
+//! `--toggle-collect='iommufd::Bench::*'` for a per-function breakdown of one side.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -195,18 +199,29 @@ impl Bench {
             .unwrap();
     }
 
-    fn direct_inv(&self, n: u64) {
-        let iommu = self.vfio.iommu();
-        for i in 0..n {
-            iommu
-                .invalidate(black_box(&Invalidation::PasidIotlbPages {
-                    did: self.did,
-                    pasid: self.pasid,
-                    range: PageRange::covering(VA + i * 4096, 4096),
-                    ih: false,
-                }))
-                .unwrap();
+    /// One page-selective PASID IOTLB request for page `i` of the range.
+    fn direct_entry(&self, i: u64) -> Invalidation {
+        Invalidation::PasidIotlbPages {
+            did: self.did,
+            pasid: self.pasid,
+            range: PageRange::covering(VA + i * 4096, 4096),
+            ih: false,
         }
+    }
+
+    fn direct_inv_1(&self) {
+        let inv = self.direct_entry(black_box(0));
+        self.vfio.iommu().invalidate(black_box(&inv)).unwrap();
+    }
+
+    /// 64 ranges, as a typed caller writes it: the requests built on the stack and given
+    /// to the IOMMU as one batch (one submission, one wait), as the front end does.
+    fn direct_inv_64(&self) {
+        let invs: [Invalidation; 64] = std::array::from_fn(|i| self.direct_entry(i as u64));
+        self.vfio
+            .iommu()
+            .invalidate_batch(black_box(&invs[..]))
+            .unwrap();
     }
 
     fn ioctl_map_unmap(&self) {
@@ -265,9 +280,9 @@ fn run_loop(b: &Bench, spec: &str) {
     let n: u64 = n.parse().expect("a count");
     let f: Box<dyn Fn()> = match which {
         "invalidate_1/ioctl" => Box::new(|| b.ioctl_inv(1)),
-        "invalidate_1/direct" => Box::new(|| b.direct_inv(1)),
+        "invalidate_1/direct" => Box::new(|| b.direct_inv_1()),
         "invalidate_64/ioctl" => Box::new(|| b.ioctl_inv(64)),
-        "invalidate_64/direct" => Box::new(|| b.direct_inv(64)),
+        "invalidate_64/direct" => Box::new(|| b.direct_inv_64()),
         "map_unmap/ioctl" => Box::new(|| b.ioctl_map_unmap()),
         "map_unmap/direct" => Box::new(|| b.direct_map_unmap()),
         other => panic!("unknown case {other}"),
@@ -286,9 +301,9 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("iommufd");
     g.bench_function("invalidate_1/ioctl", |x| x.iter(|| b.ioctl_inv(1)));
-    g.bench_function("invalidate_1/direct", |x| x.iter(|| b.direct_inv(1)));
+    g.bench_function("invalidate_1/direct", |x| x.iter(|| b.direct_inv_1()));
     g.bench_function("invalidate_64/ioctl", |x| x.iter(|| b.ioctl_inv(64)));
-    g.bench_function("invalidate_64/direct", |x| x.iter(|| b.direct_inv(64)));
+    g.bench_function("invalidate_64/direct", |x| x.iter(|| b.direct_inv_64()));
     g.bench_function("map_unmap/ioctl", |x| x.iter(|| b.ioctl_map_unmap()));
     g.bench_function("map_unmap/direct", |x| x.iter(|| b.direct_map_unmap()));
     g.finish();
@@ -299,12 +314,12 @@ fn main() {
         (
             "invalidate_1",
             Box::new(|| b.ioctl_inv(1)),
-            Box::new(|| b.direct_inv(1)),
+            Box::new(|| b.direct_inv_1()),
         ),
         (
             "invalidate_64",
             Box::new(|| b.ioctl_inv(64)),
-            Box::new(|| b.direct_inv(64)),
+            Box::new(|| b.direct_inv_64()),
         ),
         (
             "map_unmap",

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use vsva_iommu::{SourceId, Stage2Id};
+use vsva_iommu::{Invalidation, SourceId, Stage2Id};
 use vsva_uapi::iommufd::{IommuHwptVtdS1, IommuIovaRange};
 use vsva_uapi::Errno;
 use vsva_vfio::IommufdClaim;
@@ -109,6 +109,11 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Objects {
     slots: Vec<Option<Entry>>,
+    /// Invalidations gathered under the table's lock before one submission to the IOMMU
+    /// (`IOMMU_HWPT_INVALIDATE`, an IOAS flush): kept between calls so that the hot path does
+    /// not allocate. Empty outside a call; its capacity stays bounded by what one submission
+    /// holds.
+    pending: Vec<Invalidation>,
 }
 
 /// Looks an object of one kind up by id, or names why not; `errno` is what iommufd answers
@@ -185,6 +190,35 @@ impl Objects {
     }
 
     object_of!(ioas, ioas_mut, Ioas, Ioas, "an IOAS");
+
+    /// Nested HWPT `id` (a wrong kind is `EINVAL`, as `iommufd_hwpt_invalidate` answers it),
+    /// with the table's empty invalidation buffer beside it: one lookup under the lock
+    /// gives both.
+    pub(crate) fn nested_with_pending(
+        &mut self,
+        id: u32,
+    ) -> Result<(&HwptNested, &mut Vec<Invalidation>), IommufdError> {
+        let entry = match id
+            .checked_sub(1)
+            .and_then(|i| self.slots.get(i as usize))
+            .and_then(Option::as_ref)
+        {
+            Some(e) => e,
+            None => return Err(IommufdError::NoObject { id }),
+        };
+        match &entry.object {
+            Object::HwptNested(h) => {
+                self.pending.clear();
+                Ok((h, &mut self.pending))
+            }
+            other => Err(IommufdError::WrongKind {
+                id,
+                wanted: "a nested HWPT",
+                found: other.kind(),
+                errno: Errno::EINVAL,
+            }),
+        }
+    }
     object_of!(device, device_mut, Device, Device, "a device");
     object_of!(fault, fault_mut, Fault, FaultQueue, "a fault queue");
 

@@ -229,3 +229,70 @@ fn detaching_answers_waiting_fault_groups_invalid() {
     );
     assert!(ctx.read_faults(fault, 8).unwrap().is_empty());
 }
+
+/// An array longer than one submission to the IOMMU (100 entries), with entry 70 malformed:
+/// entries 0..70 are applied (across the submission boundary), 70.. are not, and the count
+/// says 70 (`iommufd_hwpt_invalidate` writes back how many were handled).
+#[test]
+fn a_long_invalidation_array_is_applied_up_to_the_failing_entry() {
+    const N: u64 = 100;
+    const BAD: u64 = 70;
+    let vfio = host();
+    let dev = function(&vfio, 3);
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let dev_id = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    map_guest_ram(&ctx, ioas);
+    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let root = guest.new_root();
+    let page = |i: u64| (VA + i * 0x1000, GPA_A + i * 0x1000, GPA_B + i * 0x1000);
+    for i in 0..N {
+        let (va, a, _) = page(i);
+        guest.map(root, va, a);
+    }
+    let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
+    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
+    attach(&ctx, 3, nested, Some(pasid)).unwrap();
+    for i in 0..N {
+        let (va, a, b) = page(i);
+        dev.dma_write(Some(pasid), va, b"a").unwrap();
+        guest.remap(root, va, b);
+        dev.dma_write(Some(pasid), va, b"s").unwrap();
+        let mut got = [0u8];
+        guest.read(a, &mut got);
+        assert_eq!(&got, b"s", "page {i} is cached before the invalidation");
+    }
+    let mut entries: Vec<IommuHwptVtdS1Invalidate> = (0..N)
+        .map(|i| IommuHwptVtdS1Invalidate {
+            addr: page(i).0,
+            npages: 1,
+            flags: 0,
+            reserved: 0,
+        })
+        .collect();
+    entries[BAD as usize].reserved = 1;
+    assert_eq!(
+        invalidate(&ctx, nested, &entries),
+        (Err(Errno::EOPNOTSUPP), BAD as u32)
+    );
+    for i in 0..N {
+        let (va, a, b) = page(i);
+        dev.dma_write(Some(pasid), va, b"f").unwrap();
+        let (mut at_a, mut at_b) = ([0u8], [0u8]);
+        guest.read(a, &mut at_a);
+        guest.read(b, &mut at_b);
+        let fresh = &at_b == b"f";
+        assert_eq!(
+            fresh,
+            i < BAD,
+            "page {i}: invalidated exactly when before entry {BAD}"
+        );
+        assert_eq!(
+            &at_a == b"f",
+            !fresh,
+            "page {i}: the stale page when not invalidated"
+        );
+    }
+}
