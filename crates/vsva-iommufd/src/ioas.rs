@@ -2,10 +2,11 @@
 //! IOMMU; MAP / UNMAP / COPY change it, IOVA_RANGES and ALLOW_IOVAS describe and pin its
 //! usable ranges. Every check follows the Linux function named in its comment.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use vsva_iommu::regs::sl_width;
-use vsva_iommu::{Invalidation, PageRange, S2Perms};
+use vsva_iommu::{Invalidation, PageRange, S2Perms, Stage2Id};
 use vsva_uapi::iommufd::{
     IommuIoasAlloc, IommuIoasCopy, IommuIoasMap, IommuIoasUnmap, IommuIovaRange,
     IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_FLAGS, IOMMU_IOAS_MAP_READABLE,
@@ -66,7 +67,10 @@ impl Ioas {
                 "the range reaches past what the stage 2 translates (reserved)",
             ));
         }
-        if self.overlapping(iova, last).next().is_some() {
+        if self
+            .area_at_or_below(last)
+            .is_some_and(|(s, a)| s + (a.len - 1) >= iova)
+        {
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: iova,
@@ -75,6 +79,13 @@ impl Ioas {
             });
         }
         Ok(())
+    }
+
+    /// The area with the highest start at or below `at`. Areas do not overlap, so it is the
+    /// only one that can reach into a range ending at `at` from below: one search answers
+    /// an overlap question.
+    fn area_at_or_below(&self, at: u64) -> Option<(u64, Area)> {
+        self.areas.range(..=at).next_back().map(|(&s, &a)| (s, a))
     }
 
     /// Areas intersecting `[first, last]`, by IOVA.
@@ -110,9 +121,9 @@ impl Ioas {
                 if last > r.last.min(self.last()) {
                     break;
                 }
-                match self.overlapping(cand, last).last() {
-                    None => return Some(cand),
-                    Some((s, a)) => cand = s + a.len,
+                match self.area_at_or_below(last) {
+                    Some((s, a)) if s + a.len > cand => cand = s + a.len,
+                    _ => return Some(cand),
                 }
             }
         }
@@ -123,7 +134,7 @@ impl Ioas {
 impl IommufdCtx {
     /// Pool pages `stage2` holds (0, logged, if the IOMMU does not know it: an IOAS keeps its
     /// stage 2 until it is destroyed, so that is a bug).
-    fn stage2_pages(&self, stage2: vsva_iommu::Stage2Id) -> usize {
+    fn stage2_pages(&self, stage2: Stage2Id) -> usize {
         self.vfio.iommu().stage2_pages(stage2).unwrap_or_else(|e| {
             tracing::error!("the stage 2 of an IOAS is unknown to the IOMMU: {e}");
             debug_assert!(false, "the stage 2 of an IOAS is unknown to the IOMMU: {e}");
@@ -321,7 +332,7 @@ impl IommufdCtx {
     /// Nothing is unmapped then.
     pub fn ioas_unmap(&self, cmd: &mut IommuIoasUnmap) -> Result<(), IommufdError> {
         let mut objs = self.lock();
-        let ioas = objs.ioas(cmd.ioas_id, Self::WRONG_KIND)?;
+        let ioas = objs.ioas_mut(cmd.ioas_id, Self::WRONG_KIND)?;
         let (first, last) = if cmd.iova == 0 && cmd.length == u64::MAX {
             (0, u64::MAX)
         } else {
@@ -340,89 +351,125 @@ impl IommufdCtx {
             (cmd.iova, last)
         };
         let all = first == 0 && last == u64::MAX;
-        let mut hit = false;
-        let split = ioas.overlapping(first, last).find(|(s, a)| {
-            hit = true;
-            *s < first || s + (a.len - 1) > last
-        });
-        if let Some((s, a)) = split {
-            return Err(IommufdError::Refused {
-                field: "iova",
-                value: cmd.iova,
-                reason: if s < first {
-                    "the range would split a mapping at its start"
-                } else {
-                    "the range would split a mapping at its end"
-                },
-                errno: Errno::ENOENT,
-            })
-            .inspect_err(|_| tracing::debug!("unmap splits the area at {s:#x}+{:#x}", a.len));
+        // The usual unmap, of exactly what one map made: an area starting at `first` and
+        // ending at `last` is the only one in the range and nothing sticks out of it, so
+        // one search finds and takes it.
+        if let Entry::Occupied(area) = ioas.areas.entry(first) {
+            if !all && area.get().len - 1 == last - first {
+                let len = area.remove().len;
+                let total = self.unmap_area(ioas.stage2, first, len);
+                self.flush_ioas(&mut objs, cmd.ioas_id, first, len);
+                cmd.length = total;
+                return Ok(());
+            }
         }
-        if !hit && !all {
+        // No mapping may stick out of the range (`iopt_unmap_iova_range`): areas do not
+        // overlap, so only the last one starting before `first` can stick out at the
+        // start, and only the last one starting at or below `last` at the end.
+        let split = |reason| IommufdError::Refused {
+            field: "iova",
+            value: cmd.iova,
+            reason,
+            errno: Errno::ENOENT,
+        };
+        if let Some((s, a)) = first
+            .checked_sub(1)
+            .and_then(|before| ioas.area_at_or_below(before))
+        {
+            if s + (a.len - 1) >= first {
+                return Err(split("the range would split a mapping at its start"));
+            }
+        }
+        let back = ioas.area_at_or_below(last).filter(|&(s, _)| s >= first);
+        if let Some((s, a)) = back {
+            if s + (a.len - 1) > last {
+                return Err(split("the range would split a mapping at its end"));
+            }
+        }
+        let Some((back_start, _)) = back else {
+            if all {
+                cmd.length = 0;
+                return Ok(());
+            }
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: cmd.iova,
                 reason: "nothing is mapped in the range",
                 errno: Errno::ENOENT,
             });
-        }
-        cmd.length = self.unmap_areas(&mut objs, cmd.ioas_id, first, last);
+        };
+        let (total, lo, hi) = self.unmap_areas(ioas, first, back_start);
+        self.flush_ioas(&mut objs, cmd.ioas_id, lo, hi - lo);
+        cmd.length = total;
         Ok(())
     }
 
-    /// Unmaps the areas of IOAS `id` inside `[first, last]` (whole areas: the caller checked
-    /// none sticks out) and flushes the span they covered; returns the bytes unmapped.
-    fn unmap_areas(&self, objs: &mut Objects, id: u32, first: u64, last: u64) -> u64 {
-        let iommu = self.vfio.iommu();
-        let Ok(ioas) = objs.ioas_mut(id, Self::WRONG_KIND) else {
-            return 0;
-        };
-        let mut total = 0;
-        let mut span: Option<(u64, u64)> = None;
-        // Every area inside starts inside: none sticks out at the front (checked by the caller).
-        for (s, a) in ioas.areas.extract_if(first..=last, |_, _| true) {
-            match iommu.stage2_unmap(ioas.stage2, s, a.len) {
-                Ok(n) => total += n,
-                Err(e) => {
-                    tracing::error!("unmapping an IOAS area: {e}");
-                    debug_assert!(false, "unmapping an IOAS area: {e}");
-                }
-            }
-            let end = s + a.len;
-            span = Some(span.map_or((s, end), |(lo, hi)| (lo.min(s), hi.max(end))));
+    /// Unmaps the areas of `ioas` starting in `[first, back]` (whole areas: the caller checked
+    /// none sticks out; `back` is the start of the last one); returns the bytes unmapped and
+    /// the span `[lo, hi)` the areas covered, which the caller flushes.
+    fn unmap_areas(&self, ioas: &mut Ioas, first: u64, back: u64) -> (u64, u64, u64) {
+        let (mut total, mut lo, mut hi) = (0, u64::MAX, 0);
+        for (s, a) in ioas.areas.extract_if(first..=back, |_, _| true) {
+            total += self.unmap_area(ioas.stage2, s, a.len);
+            lo = lo.min(s);
+            hi = hi.max(s + a.len);
         }
-        if let Some((lo, hi)) = span {
-            self.flush_ioas(objs, id, lo, hi - lo);
-        }
-        total
+        (total, lo, hi)
+    }
+
+    /// Unmaps one area taken out of an IOAS from its stage 2; returns the bytes unmapped
+    /// (an IOMMU refusal would be a bug: the area was mapped through this IOAS).
+    fn unmap_area(&self, stage2: Stage2Id, iova: u64, len: u64) -> u64 {
+        self.vfio
+            .iommu()
+            .stage2_unmap(stage2, iova, len)
+            .unwrap_or_else(|e| {
+                tracing::error!("unmapping an IOAS area: {e}");
+                debug_assert!(false, "unmapping an IOAS area: {e}");
+                0
+            })
     }
 
     /// Drops the cached translations of `[iova, iova + len)` of IOAS `id` in every domain
     /// over it (its paging HWPTs and their nested children) and every device TLB attached
-    /// to them, as unmapping a stage 2 needs. Each domain's flush is issued as the table
-    /// is walked, with no list built.
-    pub(crate) fn flush_ioas(&self, objs: &Objects, id: u32, iova: u64, len: u64) {
+    /// to them, as unmapping a stage 2 needs: gathered in one walk of the table and given to
+    /// the IOMMU as one submission.
+    pub(crate) fn flush_ioas(&self, objs: &mut Objects, id: u32, iova: u64, len: u64) {
         let iommu = self.vfio.iommu();
         let range = PageRange::covering(iova, len);
         let fits = range.am <= iommu.config().mamv;
+        let mut pending = objs.take_pending();
+        let table: &Objects = objs;
         // A paging HWPT over this IOAS, or a nested one over such a parent.
         let over = |hwpt: u32| -> bool {
-            match objs.get(hwpt).map(|e| &e.object) {
+            match table.get(hwpt).map(|e| &e.object) {
                 Ok(Object::HwptPaging(h)) => h.ioas == id,
                 Ok(Object::HwptNested(h)) => matches!(
-                    objs.get(h.parent).map(|e| &e.object),
+                    table.get(h.parent).map(|e| &e.object),
                     Ok(Object::HwptPaging(p)) if p.ioas == id
                 ),
                 _ => false,
             }
         };
-        for (hid, e) in objs.iter() {
+        for (hid, e) in table.iter() {
             let did = match &e.object {
-                Object::HwptPaging(h) if over(hid) => h.did,
+                Object::HwptPaging(h) if h.ioas == id => h.did,
                 Object::HwptNested(h) if over(hid) => h.did,
+                Object::Device(d) if d.ats => {
+                    for (&pasid, &hwpt) in &d.attached {
+                        if over(hwpt) {
+                            pending.push(Invalidation::DeviceTlb {
+                                source_id: d.sid,
+                                pasid,
+                                pages: None,
+                            });
+                        }
+                    }
+                    continue;
+                }
                 _ => continue,
             };
-            let inv = if fits {
+            pending.push(if fits {
                 Invalidation::IotlbDomainPages {
                     did,
                     range,
@@ -430,27 +477,10 @@ impl IommufdCtx {
                 }
             } else {
                 Invalidation::IotlbDomain { did }
-            };
-            self.issue(&[inv], "flushing an IOAS range");
+            });
         }
-        for (_, e) in objs.iter() {
-            let Object::Device(d) = &e.object else {
-                continue;
-            };
-            if !d.claim.device_options().ats {
-                continue;
-            }
-            for (&pasid, &hwpt) in &d.attached {
-                if over(hwpt) {
-                    let inv = Invalidation::DeviceTlb {
-                        source_id: d.sid,
-                        pasid,
-                        pages: None,
-                    };
-                    self.issue(&[inv], "flushing an IOAS range");
-                }
-            }
-        }
+        self.issue(&pending, "flushing an IOAS range");
+        objs.put_pending(pending);
     }
 
     /// `IOMMU_IOAS_COPY` (`iommufd_ioas_copy`, `iopt_get_pages`): maps the memory behind

@@ -75,6 +75,9 @@ pub(crate) struct Target {
 pub(crate) struct Device {
     pub(crate) claim: IommufdClaim,
     pub(crate) sid: SourceId,
+    /// The function caches translations (ATS; fixed for the function, as its claim's
+    /// device options say): a stage-2 flush reaches its device TLB.
+    pub(crate) ats: bool,
     pub(crate) attached: BTreeMap<Option<u32>, u32>,
 }
 
@@ -280,6 +283,18 @@ impl Objects {
         }
         let old = self.slots[index].replace(Entry { users: 0, object });
         debug_assert!(old.is_none(), "object {id} put back over another");
+    }
+
+    /// Takes the invalidation buffer out (empty), for a flush that walks the table while it
+    /// gathers; [`Objects::put_pending`] gives it back.
+    pub(crate) fn take_pending(&mut self) -> Vec<Invalidation> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Gives the invalidation buffer back, emptied, keeping its capacity.
+    pub(crate) fn put_pending(&mut self, mut pending: Vec<Invalidation>) {
+        pending.clear();
+        self.pending = pending;
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {

@@ -202,6 +202,38 @@ fn copy_area() {
     );
 }
 
+/// `iommufd_ioas.unmap_fully_contained_areas` with a device: an unmap of several areas
+/// flushes what the device's reads cached in all of them, and an unmap of one whole area
+/// flushes it too.
+#[test]
+fn unmapping_areas_flushes_them() {
+    let vfio = host();
+    let dev = function(&vfio, 3);
+    let (ctx, _) = ctx_with_device(&vfio, 3);
+    let ioas = ioas_alloc(&ctx);
+    for i in 0..3 {
+        map(
+            &ctx,
+            map_cmd(ioas, GUEST_HPA + i * 0x1000, i * 0x1000, 0x1000),
+        )
+        .unwrap();
+    }
+    attach(&ctx, 3, ioas, None).unwrap();
+    let mut got = [0u8; 1];
+    for i in 0..3 {
+        dev.dma_read(None, i * 0x1000, &mut got).unwrap();
+    }
+    // Two areas in one unmap (not one area exactly), then the last one alone.
+    assert_eq!(unmap(&ctx, ioas, 0, 0x2000), Ok(0x2000));
+    assert_eq!(unmap(&ctx, ioas, 0x2000, 0x1000), Ok(0x1000));
+    for i in 0..3 {
+        assert!(
+            dev.dma_read(None, i * 0x1000, &mut got).is_err(),
+            "no stale translation of area {i}"
+        );
+    }
+}
+
 /// `iommufd_ioas.alloc_hwpt_nested` (VT-d flavour): parents, destroy order, empty arrays.
 #[test]
 fn hwpt_nested_lifetimes() {
