@@ -294,33 +294,40 @@ impl IommufdCtx {
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
         let mamv = self.vfio.iommu().config().mamv;
-        let mut result = Ok(());
-        let mut read = 0;
         for index in 0..cmd.entry_num as usize {
             let entry = match entry_at(data, index, len) {
                 Ok(entry) => entry,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+                Err(e) => return Err(self.stop_at(pending, index, done, e)),
             };
             if let Err(e) = entry.validate() {
-                result = Err(e.into());
-                break;
+                return Err(self.stop_at(pending, index, done, e.into()));
             }
             push_nested(pending, &h.attached, h.did, mamv, &entry);
-            read += 1;
             if pending.len() >= SUBMIT_AT {
                 self.issue(pending, WHAT);
                 pending.clear();
             }
         }
-        // The entries before a failing one are applied, as Linux applies each entry before
-        // reading the next.
         self.issue(pending, WHAT);
         pending.clear();
-        *done = read;
-        result
+        *done = cmd.entry_num;
+        Ok(())
+    }
+
+    /// Entry `index` failed with `e`: the entries before it are applied (as Linux applies
+    /// each entry before reading the next) and counted in `done`.
+    #[cold]
+    fn stop_at(
+        &self,
+        pending: &mut Vec<Invalidation>,
+        index: usize,
+        done: &mut u32,
+        e: IommufdError,
+    ) -> IommufdError {
+        self.issue(pending, WHAT);
+        pending.clear();
+        *done = index as u32;
+        e
     }
 }
 
