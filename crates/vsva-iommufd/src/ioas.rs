@@ -171,6 +171,7 @@ impl IommufdCtx {
             stage2,
             width,
             areas: BTreeMap::new(),
+            domains: Vec::new(),
             allowed: Vec::new(),
             charged,
         }));
@@ -431,45 +432,22 @@ impl IommufdCtx {
     }
 
     /// Drops the cached translations of `[iova, iova + len)` of IOAS `id` in every domain
-    /// over it (its paging HWPTs and their nested children) and every device TLB attached
-    /// to them, as unmapping a stage 2 needs: gathered in one walk of the table and given to
-    /// the IOMMU as one submission.
+    /// over it (its paging HWPTs and their nested children, [`Ioas::domains`]) and every
+    /// device TLB attached to them, as unmapping a stage 2 needs: given to the IOMMU as one
+    /// submission.
     pub(crate) fn flush_ioas(&self, objs: &mut Objects, id: u32, iova: u64, len: u64) {
         let iommu = self.vfio.iommu();
         let range = PageRange::covering(iova, len);
         let fits = range.am <= iommu.config().mamv;
         let mut pending = objs.take_pending();
         let table: &Objects = objs;
-        // A paging HWPT over this IOAS, or a nested one over such a parent.
-        let over = |hwpt: u32| -> bool {
-            match table.get(hwpt).map(|e| &e.object) {
-                Ok(Object::HwptPaging(h)) => h.ioas == id,
-                Ok(Object::HwptNested(h)) => matches!(
-                    table.get(h.parent).map(|e| &e.object),
-                    Ok(Object::HwptPaging(p)) if p.ioas == id
-                ),
-                _ => false,
-            }
+        let Ok(ioas) = table.ioas(id, Self::WRONG_KIND) else {
+            debug_assert!(false, "flushing IOAS {id}, which is not there");
+            objs.put_pending(pending);
+            return;
         };
-        for (hid, e) in table.iter() {
-            let did = match &e.object {
-                Object::HwptPaging(h) if h.ioas == id => h.did,
-                Object::HwptNested(h) if over(hid) => h.did,
-                Object::Device(d) if d.ats => {
-                    for (&pasid, &hwpt) in &d.attached {
-                        if over(hwpt) {
-                            pending.push(Invalidation::DeviceTlb {
-                                source_id: d.sid,
-                                pasid,
-                                pages: None,
-                            });
-                        }
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            pending.push(if fits {
+        pending.extend(ioas.domains.iter().map(|&did| {
+            if fits {
                 Invalidation::IotlbDomainPages {
                     did,
                     range,
@@ -477,7 +455,37 @@ impl IommufdCtx {
                 }
             } else {
                 Invalidation::IotlbDomain { did }
-            });
+            }
+        }));
+        if table.has_ats_devices() {
+            // A paging HWPT over this IOAS, or a nested one over such a parent.
+            let over = |hwpt: u32| -> bool {
+                match table.get(hwpt).map(|e| &e.object) {
+                    Ok(Object::HwptPaging(h)) => h.ioas == id,
+                    Ok(Object::HwptNested(h)) => matches!(
+                        table.get(h.parent).map(|e| &e.object),
+                        Ok(Object::HwptPaging(p)) if p.ioas == id
+                    ),
+                    _ => false,
+                }
+            };
+            for (_, e) in table.iter() {
+                let Object::Device(d) = &e.object else {
+                    continue;
+                };
+                if !d.ats {
+                    continue;
+                }
+                for (&pasid, &hwpt) in &d.attached {
+                    if over(hwpt) {
+                        pending.push(Invalidation::DeviceTlb {
+                            source_id: d.sid,
+                            pasid,
+                            pages: None,
+                        });
+                    }
+                }
+            }
         }
         self.issue(&pending, "flushing an IOAS range");
         objs.put_pending(pending);

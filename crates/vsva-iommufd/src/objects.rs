@@ -32,6 +32,10 @@ pub(crate) struct Ioas {
     /// IOVA bits the stage 2 translates: `[0, 2^width)` is the usable range.
     pub(crate) width: u8,
     pub(crate) areas: BTreeMap<u64, Area>,
+    /// The domain ids over the stage 2 — of its paging HWPTs and of the nested HWPTs over
+    /// those — which an unmap flushes (Linux's `iopt->domains`). The table keeps it as
+    /// HWPTs come and go ([`Objects::insert`], [`Objects::remove`]).
+    pub(crate) domains: Vec<u16>,
     pub(crate) allowed: Vec<IommuIovaRange>,
     /// Table-pool pages of the stage 2 charged to the process's share (all of them: its
     /// root and every table a map created), given back when the IOAS is destroyed.
@@ -117,6 +121,9 @@ pub(crate) struct Objects {
     /// not allocate. Empty outside a call; its capacity stays bounded by what one submission
     /// holds.
     pending: Vec<Invalidation>,
+    /// Bound devices that cache translations (ATS): an IOAS flush walks the devices for
+    /// their TLBs only when there is one.
+    ats_devices: usize,
 }
 
 /// Looks an object of one kind up by id, or names why not; `errno` is what iommufd answers
@@ -152,6 +159,7 @@ macro_rules! object_of {
 impl Objects {
     /// Adds `object` under the lowest free id (from 1) and returns the id.
     pub(crate) fn insert(&mut self, object: Object) -> u32 {
+        self.track(&object, true);
         let entry = Some(Entry { users: 0, object });
         let index = match self.slots.iter().position(Option::is_none) {
             Some(free) => {
@@ -268,11 +276,56 @@ impl Objects {
 
     /// Takes `id` out whatever holds it (devices on unbind; everything on close).
     pub(crate) fn remove(&mut self, id: u32) -> Option<Object> {
-        let object = self.slot_mut(id)?.take().map(|e| e.object);
+        let object = self.slot_mut(id)?.take().map(|e| e.object)?;
         while matches!(self.slots.last(), Some(None)) {
             self.slots.pop();
         }
-        object
+        self.track(&object, false);
+        Some(object)
+    }
+
+    /// Keeps what the table derives from its objects in step as `object` comes in (`add`)
+    /// or goes: an HWPT's domain id in its IOAS's [`Ioas::domains`] (a nested HWPT's
+    /// through its parent, which it holds, so the parent is there both times), and the
+    /// count of ATS devices.
+    fn track(&mut self, object: &Object, add: bool) {
+        let (ioas, did) = match object {
+            Object::HwptPaging(h) => (h.ioas, h.did),
+            Object::HwptNested(h) => match self.slot(h.parent).map(|e| &e.object) {
+                Some(Object::HwptPaging(p)) => (p.ioas, h.did),
+                _ => {
+                    debug_assert!(false, "a nested HWPT without its parent");
+                    return;
+                }
+            },
+            Object::Device(d) if d.ats => {
+                if add {
+                    self.ats_devices += 1;
+                } else {
+                    self.ats_devices -= 1;
+                }
+                return;
+            }
+            _ => return,
+        };
+        let Some(Some(Entry {
+            object: Object::Ioas(ioas),
+            ..
+        })) = self.slot_mut(ioas)
+        else {
+            debug_assert!(false, "an HWPT without its IOAS");
+            return;
+        };
+        if add {
+            ioas.domains.push(did);
+        } else if let Some(at) = ioas.domains.iter().position(|&d| d == did) {
+            ioas.domains.swap_remove(at);
+        }
+    }
+
+    /// Whether a bound device caches translations (ATS).
+    pub(crate) fn has_ats_devices(&self) -> bool {
+        self.ats_devices > 0
     }
 
     /// Puts an object taken out with [`Objects::remove`] back under its id, unheld.
@@ -281,6 +334,7 @@ impl Objects {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
         }
+        self.track(&object, true);
         let old = self.slots[index].replace(Entry { users: 0, object });
         debug_assert!(old.is_none(), "object {id} put back over another");
     }

@@ -296,3 +296,30 @@ fn a_long_invalidation_array_is_applied_up_to_the_failing_entry() {
         );
     }
 }
+
+/// Unmapping guest RAM from the IOAS under a nested HWPT drops what the nested domain
+/// cached (its IOTLB entries combine both stages): the next DMA through the guest table
+/// faults instead of reaching the unmapped memory.
+#[test]
+fn unmapping_the_parent_stage_2_flushes_the_nested_domain() {
+    let vfio = host();
+    let dev = function(&vfio, 3);
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let dev_id = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    map_guest_ram(&ctx, ioas);
+    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let root = guest.new_root();
+    guest.map(root, VA, GPA_A);
+    let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
+    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
+    attach(&ctx, 3, nested, Some(pasid)).unwrap();
+    dev.dma_write(Some(pasid), VA, b"cached").unwrap();
+    assert_eq!(unmap(&ctx, ioas, 0, GUEST_SIZE), Ok(GUEST_SIZE));
+    assert!(
+        dev.dma_write(Some(pasid), VA, b"stale").is_err(),
+        "no stale nested translation after the stage-2 unmap"
+    );
+}

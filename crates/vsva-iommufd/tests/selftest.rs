@@ -5,9 +5,14 @@
 mod common;
 
 use common::*;
+use std::sync::{Arc, Mutex};
 use vsva_iommufd::IommufdCtx;
 use vsva_uapi::iommufd::*;
 use vsva_uapi::Errno;
+
+use vsva_iommu::prq::PageResponse;
+use vsva_iommu::{Access, Completion, DevTlbInvalidation, DevTlbSink, SourceId};
+use vsva_vfio::{ConfigWidth, GroupId, PciFunctionSpec};
 use zerocopy::IntoBytes;
 
 fn ctx_with_device(vfio: &vsva_vfio::Vfio, dev: u8) -> (IommufdCtx, u32) {
@@ -232,6 +237,56 @@ fn unmapping_areas_flushes_them() {
             "no stale translation of area {i}"
         );
     }
+}
+
+/// A device-TLB sink that records what reaches it and completes everything.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<DevTlbInvalidation>>);
+
+impl DevTlbSink for Recorder {
+    fn invalidate(&self, batch: &[DevTlbInvalidation]) -> Vec<(SourceId, Completion)> {
+        self.0.lock().unwrap().extend_from_slice(batch);
+        batch
+            .iter()
+            .map(|i| (i.source_id, Completion::Done))
+            .collect()
+    }
+
+    fn page_response(&self, _: PageResponse) {}
+}
+
+/// An unmap reaches the device TLB of an ATS device attached to the IOAS (what the device
+/// cached through ATS is invalidated), and an unmap of another IOAS does not.
+#[test]
+fn unmapping_reaches_the_device_tlb_of_an_ats_device() {
+    let vfio = host();
+    let sink = Arc::new(Recorder::default());
+    vfio.iommu().set_devtlb_sink(Some(sink.clone()));
+    let spec = PciFunctionSpec {
+        ats: true,
+        ..PciFunctionSpec::new(sid(5), Some(GroupId(5)))
+    };
+    let f = vfio.add_pci_function(spec).unwrap();
+    // ATS Enable (the ATS capability follows the 8-byte PASID one at 0x100).
+    f.config_write(0x108 + 6, ConfigWidth::Word, 0x8000)
+        .unwrap();
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    bind(&ctx, 5);
+    let ioas = ioas_alloc(&ctx);
+    let other = ioas_alloc(&ctx);
+    attach(&ctx, 5, ioas, None).unwrap();
+    let sent = || sink.0.lock().unwrap().len();
+    map(&ctx, map_cmd(ioas, GUEST_HPA, 0, 0x1000)).unwrap();
+    f.ats_translate(None, 0, Access::READ).unwrap();
+    assert_eq!(unmap(&ctx, ioas, 0, 0x1000), Ok(0x1000));
+    assert_eq!(sent(), 1, "the device's cached translation is invalidated");
+    assert_eq!(sink.0.lock().unwrap()[0].source_id, sid(5));
+    // An unmap of another IOAS does not reach it.
+    map(&ctx, map_cmd(ioas, GUEST_HPA, 0, 0x1000)).unwrap();
+    f.ats_translate(None, 0, Access::READ).unwrap();
+    map(&ctx, map_cmd(other, GUEST_HPA, 0, 0x1000)).unwrap();
+    assert_eq!(unmap(&ctx, other, 0, 0x1000), Ok(0x1000));
+    assert_eq!(sent(), 1, "nothing for another IOAS's unmap");
 }
 
 /// `iommufd_ioas.alloc_hwpt_nested` (VT-d flavour): parents, destroy order, empty arrays.
