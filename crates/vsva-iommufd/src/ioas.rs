@@ -281,25 +281,27 @@ impl IommufdCtx {
         // process past it is undone.
         self.share.check()?;
         // `charged` is every page of the stage 2 (kept so at each change).
-        let before = ioas.charged;
-        debug_assert_eq!(before, self.stage2_pages(ioas.stage2));
+        debug_assert_eq!(ioas.charged, self.stage2_pages(ioas.stage2));
         let p = perms(flags);
         let mut at = iova;
         let mut mapped = Ok(());
+        let mut grown = 0;
         for (i, &(hpa, plen)) in pieces.iter().enumerate() {
-            if let Err(e) = iommu.stage2_map(ioas.stage2, at, hpa, plen, p) {
+            if let Err(e) = iommu.stage2_map_counting(ioas.stage2, at, hpa, plen, p, &mut grown) {
                 mapped = Err((i, IommufdError::iommu("map into the IOAS's stage 2", e)));
                 break;
             }
             at += plen;
         }
         // Table pages a map creates stay in the stage 2 (even when it is undone) until the
-        // IOAS goes: they stay charged as long.
-        let grown = self.stage2_pages(ioas.stage2).saturating_sub(before);
-        ioas.charged += grown;
-        let held = self.share.charge(grown);
-        if mapped.is_ok() && held > self.share.limit() {
-            mapped = Err((pieces.len(), self.share.exceeded(held).into()));
+        // IOAS goes: they stay charged as long. A map into existing tables (the usual case)
+        // adds none, and the share was checked above.
+        if grown > 0 {
+            ioas.charged += grown;
+            let held = self.share.charge(grown);
+            if mapped.is_ok() && held > self.share.limit() {
+                mapped = Err((pieces.len(), self.share.exceeded(held).into()));
+            }
         }
         if let Err((done, e)) = mapped {
             // Undo the pieces mapped; nothing was cached for them.
