@@ -16,8 +16,9 @@
 //! `struct` between ioctls (the calls leave them as they were: the outputs written back equal
 //! the inputs).
 //!
-//! Criterion measures each; a final summary times the pairs interleaved in rounds and prints
-//! the medians and the front end's ratio to the direct calls.
+//! Criterion measures each; a final summary times each pair in 101 rounds of 200 calls, the
+//! two sides alternating round by round, and prints the medians and the front end's ratio
+//! to the direct calls.
 //!
 //! `cargo bench -p vsva-iommufd --bench iommufd` (add `-- --quick` for a shorter run).
 //!
@@ -259,19 +260,35 @@ impl Bench {
 /// A case of the summary: its name, the front end's closure, the direct one.
 type Pair<'a> = (&'static str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
 
-/// The median of `rounds` timings of `f` run `iters` times.
-fn median(rounds: usize, iters: u32, mut f: impl FnMut()) -> Duration {
-    let mut t: Vec<Duration> = (0..rounds)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
+/// The medians of `rounds` timings of `front` and of `direct`, each run `iters` times per
+/// round, the two sides alternating round by round (so that both see the same load).
+fn interleaved(
+    rounds: usize,
+    iters: u32,
+    front: &dyn Fn(),
+    direct: &dyn Fn(),
+) -> (Duration, Duration) {
+    let time = |f: &dyn Fn()| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed() / iters
+    };
+    let (mut tf, mut td): (Vec<Duration>, Vec<Duration>) = (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let f = time(front);
+                (f, time(direct))
+            } else {
+                let d = time(direct);
+                (time(front), d)
             }
-            start.elapsed() / iters
         })
-        .collect();
-    t.sort();
-    t[rounds / 2]
+        .unzip();
+    tf.sort();
+    td.sort();
+    (tf[rounds / 2], td[rounds / 2])
 }
 
 /// `VSVA_BENCH_LOOP=<case>/<side>:<n>`: runs one closure `n` times (for instruction counts).
@@ -328,8 +345,7 @@ fn main() {
         ),
     ];
     for (name, front, direct) in &pairs {
-        let f = median(31, 200, front);
-        let d = median(31, 200, direct);
+        let (f, d) = interleaved(101, 200, front.as_ref(), direct.as_ref());
         println!(
             "{name:>14}: iommufd {f:>10.2?}  direct {d:>10.2?}  ratio {:.2}",
             f.as_secs_f64() / d.as_secs_f64()
