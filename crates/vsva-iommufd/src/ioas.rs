@@ -21,7 +21,11 @@ use crate::objects::{Area, Ioas, Object, Objects};
 /// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
 pub const IOVA_ALIGNMENT: u64 = 4096;
 
+/// What [`IommufdCtx::issue`] names when the IOMMU refuses an IOAS flush.
+const WHAT_FLUSH: &str = "flushing an IOAS range";
+
 /// `EOVERFLOW` for a value iommufd refuses as `>= ULONG_MAX`.
+#[cold]
 fn overflow(field: &'static str, value: u64) -> IommufdError {
     IommufdError::Refused {
         field,
@@ -29,6 +33,21 @@ fn overflow(field: &'static str, value: u64) -> IommufdError {
         reason: "must be below ULONG_MAX",
         errno: Errno::EOVERFLOW,
     }
+}
+
+/// `EOVERFLOW` for an `iova` or `length` of `u64::MAX` (`iommufd_ioas_map`,
+/// `iommufd_ioas_unmap`), iova first.
+#[inline]
+fn check_below_max(iova: u64, length: u64) -> Result<(), IommufdError> {
+    if iova == u64::MAX || length == u64::MAX {
+        let (field, v) = if iova == u64::MAX {
+            ("iova", iova)
+        } else {
+            ("length", length)
+        };
+        return Err(overflow(field, v));
+    }
+    Ok(())
 }
 
 /// The stage-2 permissions of `IOMMU_IOAS_MAP_*` flags.
@@ -207,11 +226,7 @@ impl IommufdCtx {
                 "must be 0",
             ));
         }
-        for (field, v) in [("iova", cmd.iova), ("length", cmd.length)] {
-            if v == u64::MAX {
-                return Err(overflow(field, v));
-            }
-        }
+        check_below_max(cmd.iova, cmd.length)?;
         let mut objs = self.lock();
         let iova = self.map_locked(
             &mut objs,
@@ -339,11 +354,7 @@ impl IommufdCtx {
         let (first, last) = if cmd.iova == 0 && cmd.length == u64::MAX {
             (0, u64::MAX)
         } else {
-            for (field, v) in [("iova", cmd.iova), ("length", cmd.length)] {
-                if v == u64::MAX {
-                    return Err(overflow(field, v));
-                }
-            }
+            check_below_max(cmd.iova, cmd.length)?;
             if cmd.length == 0 {
                 return Err(IommufdError::invalid("length", 0, "must not be 0"));
             }
@@ -441,14 +452,7 @@ impl IommufdCtx {
         let iommu = self.vfio.iommu();
         let range = PageRange::covering(iova, len);
         let fits = range.am <= iommu.config().mamv;
-        let mut pending = objs.take_pending();
-        let table: &Objects = objs;
-        let Ok(ioas) = table.ioas(id, Self::WRONG_KIND) else {
-            debug_assert!(false, "flushing IOAS {id}, which is not there");
-            objs.put_pending(pending);
-            return;
-        };
-        pending.extend(ioas.domains.iter().map(|&did| {
+        let request = |did| {
             if fits {
                 Invalidation::IotlbDomainPages {
                     did,
@@ -458,7 +462,24 @@ impl IommufdCtx {
             } else {
                 Invalidation::IotlbDomain { did }
             }
-        }));
+        };
+        let Ok(ioas) = objs.ioas(id, Self::WRONG_KIND) else {
+            debug_assert!(false, "flushing IOAS {id}, which is not there");
+            return;
+        };
+        // The usual case, one domain over the IOAS and no device TLB to reach: one request,
+        // built on the stack.
+        if let ([did], false) = (ioas.domains.as_slice(), objs.has_ats_devices()) {
+            self.issue(&[request(*did)], WHAT_FLUSH);
+            return;
+        }
+        let mut pending = objs.take_pending();
+        let table: &Objects = objs;
+        let Ok(ioas) = table.ioas(id, Self::WRONG_KIND) else {
+            objs.put_pending(pending);
+            return;
+        };
+        pending.extend(ioas.domains.iter().map(|&did| request(did)));
         if table.has_ats_devices() {
             // A paging HWPT over this IOAS, or a nested one over such a parent.
             let over = |hwpt: u32| -> bool {
@@ -489,7 +510,7 @@ impl IommufdCtx {
                 }
             }
         }
-        self.issue(&pending, "flushing an IOAS range");
+        self.issue(&pending, WHAT_FLUSH);
         objs.put_pending(pending);
     }
 
