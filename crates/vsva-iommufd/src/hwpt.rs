@@ -25,7 +25,9 @@ const VTD_S1_INV_MIN: usize = 24;
 /// Reads a driver-data struct of `len` bytes the way `iommu_copy_struct_from_user` does:
 /// `len < min` → `EINVAL`, then `copy_struct_from_user` over `len` bytes (a non-zero tail
 /// past the known struct → `E2BIG`, bytes not in `data` → `EFAULT`).
-#[inline]
+// Out of line: the usual sizes take the fixed-size copies of its callers, and this body
+// (with its error messages) would crowd their loops.
+#[inline(never)]
 fn read_user_data<T>(data: &[u8], len: usize, min: usize, what: &str) -> Result<T, IommufdError>
 where
     T: zerocopy::FromBytes + zerocopy::IntoBytes,
@@ -294,6 +296,12 @@ impl IommufdCtx {
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
         let mamv = self.vfio.iommu().config().mamv;
+        // One device or PASID without a device TLB (the usual nested setup): one request per
+        // entry, with no loop over the targets.
+        let single = match h.attached.as_slice() {
+            [t] if !t.ats => Some(t.pasid.unwrap_or(0)),
+            _ => None,
+        };
         for index in 0..cmd.entry_num as usize {
             let entry = match entry_at(data, index, len) {
                 Ok(entry) => entry,
@@ -302,7 +310,18 @@ impl IommufdCtx {
             if let Err(e) = entry.validate() {
                 return Err(self.stop_at(pending, index, done, e.into()));
             }
-            push_nested(pending, &h.attached, h.did, mamv, &entry);
+            match single {
+                Some(pasid) => pending.push(match entry_range(&entry, mamv) {
+                    Some(range) => Invalidation::PasidIotlbPages {
+                        did: h.did,
+                        pasid,
+                        range,
+                        ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+                    },
+                    None => Invalidation::PasidIotlbAll { did: h.did },
+                }),
+                None => push_nested(pending, &h.attached, h.did, mamv, &entry),
+            }
             if pending.len() >= SUBMIT_AT {
                 self.issue(pending, WHAT);
                 pending.clear();
@@ -361,6 +380,18 @@ const WHAT: &str = "a nested HWPT's stage-1 invalidation";
 /// small whatever `entry_num` says.
 const SUBMIT_AT: usize = 64;
 
+/// The page-selective range of an entry, or `None` for everything of the domain: "all"
+/// (`npages` = `U64_MAX`), a length that overflows, or a range past CAP.MAMV (`mamv`).
+#[inline]
+fn entry_range(entry: &IommuHwptVtdS1Invalidate, mamv: u8) -> Option<PageRange> {
+    entry
+        .npages
+        .checked_mul(IOMMU_VTD_INV_PAGE_SIZE)
+        .filter(|_| !entry.is_all())
+        .map(|len| PageRange::covering(entry.addr, len))
+        .filter(|r| r.am <= mamv)
+}
+
 /// Appends what the IOMMU must drop for one entry of a nested HWPT (domain `did`): the
 /// PASID-selective IOTLB range of every device and PASID attached to it (`targets`), or
 /// everything of the domain for "all" or a range past CAP.MAMV (`mamv`), and the device TLB
@@ -374,12 +405,7 @@ fn push_nested(
     mamv: u8,
     entry: &IommuHwptVtdS1Invalidate,
 ) {
-    let range = entry
-        .npages
-        .checked_mul(IOMMU_VTD_INV_PAGE_SIZE)
-        .filter(|_| !entry.is_all())
-        .map(|len| PageRange::covering(entry.addr, len))
-        .filter(|r| r.am <= mamv);
+    let range = entry_range(entry, mamv);
     if range.is_none() {
         pending.push(Invalidation::PasidIotlbAll { did });
     }

@@ -323,3 +323,44 @@ fn unmapping_the_parent_stage_2_flushes_the_nested_domain() {
         "no stale nested translation after the stage-2 unmap"
     );
 }
+
+/// An "all" entry (`addr` 0, `npages` `U64_MAX`) and an entry whose range is past CAP.MAMV
+/// drop everything of the nested domain, also translations outside the entry's range.
+#[test]
+fn an_all_entry_and_a_range_past_mamv_flush_the_whole_domain() {
+    let all = IommuHwptVtdS1Invalidate {
+        addr: 0,
+        npages: u64::MAX,
+        flags: 0,
+        reserved: 0,
+    };
+    // 4 GiB from a page 1 GiB away from `VA`: wider than the IOMMU invalidates by page.
+    let wide = IommuHwptVtdS1Invalidate {
+        addr: VA + (1 << 30),
+        npages: 1 << 20,
+        ..all
+    };
+    for entry in [all, wide] {
+        let vfio = host();
+        let dev = function(&vfio, 3);
+        let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+        let dev_id = bind(&ctx, 3);
+        let ioas = ioas_alloc(&ctx);
+        map_guest_ram(&ctx, ioas);
+        let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+        let iommu = vfio.iommu().clone();
+        let mut guest = Guest::new(&iommu);
+        let root = guest.new_root();
+        guest.map(root, VA, GPA_A);
+        let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
+        let pasid = ctx.alloc_pasid(1, 1000).unwrap();
+        attach(&ctx, 3, nested, Some(pasid)).unwrap();
+        dev.dma_write(Some(pasid), VA, b"a").unwrap();
+        guest.remap(root, VA, GPA_B);
+        assert_eq!(invalidate(&ctx, nested, &[entry]), (Ok(()), 1));
+        dev.dma_write(Some(pasid), VA, b"b").unwrap();
+        let mut got = [0u8];
+        guest.read(GPA_B, &mut got);
+        assert_eq!(&got, b"b", "{entry:?} dropped the translation of VA");
+    }
+}
