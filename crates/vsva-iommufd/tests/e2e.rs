@@ -230,6 +230,46 @@ fn detaching_answers_waiting_fault_groups_invalid() {
     assert!(ctx.read_faults(fault, 8).unwrap().is_empty());
 }
 
+/// Function 3 bound to a context, guest RAM mapped in an IOAS under a nest-parent HWPT,
+/// a nested HWPT (PASID-capable) on a guest table, and a PASID attached to it.
+struct Nested {
+    ctx: IommufdCtx,
+    dev: vsva_vfio::PciFunction,
+    ioas: u32,
+    nested: u32,
+    pasid: u32,
+}
+
+/// [`Nested`] over a new guest table mapping each (VA, GPA) of `pages`; returns the table's
+/// root too.
+fn nested_with_pasid(
+    vfio: &vsva_vfio::Vfio,
+    guest: &mut Guest,
+    pages: impl IntoIterator<Item = (u64, u64)>,
+) -> (Nested, u64) {
+    let root = guest.new_root();
+    for (va, gpa) in pages {
+        guest.map(root, va, gpa);
+    }
+    let dev = function(vfio, 3);
+    let ctx = IommufdCtx::open(vfio, process(1)).unwrap();
+    let dev_id = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    map_guest_ram(&ctx, ioas);
+    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
+    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
+    attach(&ctx, 3, nested, Some(pasid)).unwrap();
+    let n = Nested {
+        ctx,
+        dev,
+        ioas,
+        nested,
+        pasid,
+    };
+    (n, root)
+}
+
 /// An array longer than one submission to the IOMMU (100 entries), with entry 70 malformed:
 /// entries 0..70 are applied (across the submission boundary), 70.. are not, and the count
 /// says 70 (`iommufd_hwpt_invalidate` writes back how many were handled).
@@ -238,28 +278,15 @@ fn a_long_invalidation_array_is_applied_up_to_the_failing_entry() {
     const N: u64 = 100;
     const BAD: u64 = 70;
     let vfio = host();
-    let dev = function(&vfio, 3);
-    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
-    let dev_id = bind(&ctx, 3);
-    let ioas = ioas_alloc(&ctx);
-    map_guest_ram(&ctx, ioas);
-    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
     let iommu = vfio.iommu().clone();
     let mut guest = Guest::new(&iommu);
-    let root = guest.new_root();
     let page = |i: u64| (VA + i * 0x1000, GPA_A + i * 0x1000, GPA_B + i * 0x1000);
-    for i in 0..N {
-        let (va, a, _) = page(i);
-        guest.map(root, va, a);
-    }
-    let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
-    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
-    attach(&ctx, 3, nested, Some(pasid)).unwrap();
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, (0..N).map(|i| (page(i).0, page(i).1)));
     for i in 0..N {
         let (va, a, b) = page(i);
-        dev.dma_write(Some(pasid), va, b"a").unwrap();
+        n.dev.dma_write(Some(n.pasid), va, b"a").unwrap();
         guest.remap(root, va, b);
-        dev.dma_write(Some(pasid), va, b"s").unwrap();
+        n.dev.dma_write(Some(n.pasid), va, b"s").unwrap();
         let mut got = [0u8];
         guest.read(a, &mut got);
         assert_eq!(&got, b"s", "page {i} is cached before the invalidation");
@@ -274,12 +301,12 @@ fn a_long_invalidation_array_is_applied_up_to_the_failing_entry() {
         .collect();
     entries[BAD as usize].reserved = 1;
     assert_eq!(
-        invalidate(&ctx, nested, &entries),
+        invalidate(&n.ctx, n.nested, &entries),
         (Err(Errno::EOPNOTSUPP), BAD as u32)
     );
     for i in 0..N {
         let (va, a, b) = page(i);
-        dev.dma_write(Some(pasid), va, b"f").unwrap();
+        n.dev.dma_write(Some(n.pasid), va, b"f").unwrap();
         let (mut at_a, mut at_b) = ([0u8], [0u8]);
         guest.read(a, &mut at_a);
         guest.read(b, &mut at_b);
@@ -303,23 +330,13 @@ fn a_long_invalidation_array_is_applied_up_to_the_failing_entry() {
 #[test]
 fn unmapping_the_parent_stage_2_flushes_the_nested_domain() {
     let vfio = host();
-    let dev = function(&vfio, 3);
-    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
-    let dev_id = bind(&ctx, 3);
-    let ioas = ioas_alloc(&ctx);
-    map_guest_ram(&ctx, ioas);
-    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
     let iommu = vfio.iommu().clone();
     let mut guest = Guest::new(&iommu);
-    let root = guest.new_root();
-    guest.map(root, VA, GPA_A);
-    let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
-    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
-    attach(&ctx, 3, nested, Some(pasid)).unwrap();
-    dev.dma_write(Some(pasid), VA, b"cached").unwrap();
-    assert_eq!(unmap(&ctx, ioas, 0, GUEST_SIZE), Ok(GUEST_SIZE));
+    let (n, _) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    n.dev.dma_write(Some(n.pasid), VA, b"cached").unwrap();
+    assert_eq!(unmap(&n.ctx, n.ioas, 0, GUEST_SIZE), Ok(GUEST_SIZE));
     assert!(
-        dev.dma_write(Some(pasid), VA, b"stale").is_err(),
+        n.dev.dma_write(Some(n.pasid), VA, b"stale").is_err(),
         "no stale nested translation after the stage-2 unmap"
     );
 }
@@ -342,23 +359,13 @@ fn an_all_entry_and_a_range_past_mamv_flush_the_whole_domain() {
     };
     for entry in [all, wide] {
         let vfio = host();
-        let dev = function(&vfio, 3);
-        let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
-        let dev_id = bind(&ctx, 3);
-        let ioas = ioas_alloc(&ctx);
-        map_guest_ram(&ctx, ioas);
-        let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
         let iommu = vfio.iommu().clone();
         let mut guest = Guest::new(&iommu);
-        let root = guest.new_root();
-        guest.map(root, VA, GPA_A);
-        let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
-        let pasid = ctx.alloc_pasid(1, 1000).unwrap();
-        attach(&ctx, 3, nested, Some(pasid)).unwrap();
-        dev.dma_write(Some(pasid), VA, b"a").unwrap();
+        let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+        n.dev.dma_write(Some(n.pasid), VA, b"a").unwrap();
         guest.remap(root, VA, GPA_B);
-        assert_eq!(invalidate(&ctx, nested, &[entry]), (Ok(()), 1));
-        dev.dma_write(Some(pasid), VA, b"b").unwrap();
+        assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+        n.dev.dma_write(Some(n.pasid), VA, b"b").unwrap();
         let mut got = [0u8];
         guest.read(GPA_B, &mut got);
         assert_eq!(&got, b"b", "{entry:?} dropped the translation of VA");
