@@ -2,8 +2,12 @@
 //! one process:
 //!
 //! * `invalidate_1`, `invalidate_64`: `IOMMU_HWPT_INVALIDATE` on a nested HWPT with one PASID
-//!   attached, 1 and 64 page-selective VT-d stage-1 entries, against the same number of
-//!   `Iommu::invalidate(PasidIotlbPages)` calls.
+//!   attached, 1 and 64 page-selective VT-d stage-1 entries. The front end reads and checks
+//!   the entries and gives their requests to the IOMMU as one `Iommu::invalidate_batch`
+//!   (up to 64 requests per submission). The direct side builds the same requests
+//!   (`PasidIotlbPages`, the range from `PageRange::covering`): for 1 entry one
+//!   `Iommu::invalidate`, for 64 an array on the stack and one `Iommu::invalidate_batch`, as a
+//!   typed caller with 64 ranges would write it.
 //! * `map_unmap`: `IOMMU_IOAS_MAP` then `IOMMU_IOAS_UNMAP` of 4 KiB on an IOAS with one
 //!   paging HWPT (one domain over its stage 2, so the unmap flushes one domain), against
 //!   `Iommu::stage2_map` + `stage2_unmap` + that domain's page-selective IOTLB flush.
@@ -12,15 +16,16 @@
 //! `struct` between ioctls (the calls leave them as they were: the outputs written back equal
 //! the inputs).
 //!
-//! Criterion measures each; a final summary times the pairs interleaved in rounds and prints
-//! the medians and the front end's ratio to the direct calls.
+//! Criterion measures each; a final summary times each pair in 101 rounds of 200 calls, the
+//! two sides alternating round by round, and prints the medians and the front end's ratio
+//! to the direct calls.
 //!
 //! `cargo bench -p vsva-iommufd --bench iommufd` (add `-- --quick` for a shorter run).
 //!
 //! For instruction counts, `VSVA_BENCH_LOOP=<case>/<side>:<n>` (side `ioctl` or `direct`)
-//! runs only that closure `n` times and exits:
-//! `perf stat -e instructions` of `n` calls minus that of 0 calls, over `n`, is the count
-//! per call.
+//! runs only that closure `n` times and exits: the instructions of `n` calls minus those of
+//! 0 calls (`valgrind --tool=callgrind`), over `n`, are the count per call; add
+//! `--toggle-collect='iommufd::Bench::*'` for a per-function breakdown of one side.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -195,18 +200,29 @@ impl Bench {
             .unwrap();
     }
 
-    fn direct_inv(&self, n: u64) {
-        let iommu = self.vfio.iommu();
-        for i in 0..n {
-            iommu
-                .invalidate(black_box(&Invalidation::PasidIotlbPages {
-                    did: self.did,
-                    pasid: self.pasid,
-                    range: PageRange::covering(VA + i * 4096, 4096),
-                    ih: false,
-                }))
-                .unwrap();
+    /// One page-selective PASID IOTLB request for page `i` of the range.
+    fn direct_entry(&self, i: u64) -> Invalidation {
+        Invalidation::PasidIotlbPages {
+            did: self.did,
+            pasid: self.pasid,
+            range: PageRange::covering(VA + i * 4096, 4096),
+            ih: false,
         }
+    }
+
+    fn direct_inv_1(&self) {
+        let inv = self.direct_entry(black_box(0));
+        self.vfio.iommu().invalidate(black_box(&inv)).unwrap();
+    }
+
+    /// 64 ranges, as a typed caller writes it: the requests built on the stack and given
+    /// to the IOMMU as one batch (one submission, one wait), as the front end does.
+    fn direct_inv_64(&self) {
+        let invs: [Invalidation; 64] = std::array::from_fn(|i| self.direct_entry(i as u64));
+        self.vfio
+            .iommu()
+            .invalidate_batch(black_box(&invs[..]))
+            .unwrap();
     }
 
     fn ioctl_map_unmap(&self) {
@@ -244,19 +260,35 @@ impl Bench {
 /// A case of the summary: its name, the front end's closure, the direct one.
 type Pair<'a> = (&'static str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
 
-/// The median of `rounds` timings of `f` run `iters` times.
-fn median(rounds: usize, iters: u32, mut f: impl FnMut()) -> Duration {
-    let mut t: Vec<Duration> = (0..rounds)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
+/// The medians of `rounds` timings of `front` and of `direct`, each run `iters` times per
+/// round, the two sides alternating round by round (so that both see the same load).
+fn interleaved(
+    rounds: usize,
+    iters: u32,
+    front: &dyn Fn(),
+    direct: &dyn Fn(),
+) -> (Duration, Duration) {
+    let time = |f: &dyn Fn()| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed() / iters
+    };
+    let (mut tf, mut td): (Vec<Duration>, Vec<Duration>) = (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let f = time(front);
+                (f, time(direct))
+            } else {
+                let d = time(direct);
+                (time(front), d)
             }
-            start.elapsed() / iters
         })
-        .collect();
-    t.sort();
-    t[rounds / 2]
+        .unzip();
+    tf.sort();
+    td.sort();
+    (tf[rounds / 2], td[rounds / 2])
 }
 
 /// `VSVA_BENCH_LOOP=<case>/<side>:<n>`: runs one closure `n` times (for instruction counts).
@@ -265,9 +297,9 @@ fn run_loop(b: &Bench, spec: &str) {
     let n: u64 = n.parse().expect("a count");
     let f: Box<dyn Fn()> = match which {
         "invalidate_1/ioctl" => Box::new(|| b.ioctl_inv(1)),
-        "invalidate_1/direct" => Box::new(|| b.direct_inv(1)),
+        "invalidate_1/direct" => Box::new(|| b.direct_inv_1()),
         "invalidate_64/ioctl" => Box::new(|| b.ioctl_inv(64)),
-        "invalidate_64/direct" => Box::new(|| b.direct_inv(64)),
+        "invalidate_64/direct" => Box::new(|| b.direct_inv_64()),
         "map_unmap/ioctl" => Box::new(|| b.ioctl_map_unmap()),
         "map_unmap/direct" => Box::new(|| b.direct_map_unmap()),
         other => panic!("unknown case {other}"),
@@ -286,9 +318,9 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("iommufd");
     g.bench_function("invalidate_1/ioctl", |x| x.iter(|| b.ioctl_inv(1)));
-    g.bench_function("invalidate_1/direct", |x| x.iter(|| b.direct_inv(1)));
+    g.bench_function("invalidate_1/direct", |x| x.iter(|| b.direct_inv_1()));
     g.bench_function("invalidate_64/ioctl", |x| x.iter(|| b.ioctl_inv(64)));
-    g.bench_function("invalidate_64/direct", |x| x.iter(|| b.direct_inv(64)));
+    g.bench_function("invalidate_64/direct", |x| x.iter(|| b.direct_inv_64()));
     g.bench_function("map_unmap/ioctl", |x| x.iter(|| b.ioctl_map_unmap()));
     g.bench_function("map_unmap/direct", |x| x.iter(|| b.direct_map_unmap()));
     g.finish();
@@ -299,12 +331,12 @@ fn main() {
         (
             "invalidate_1",
             Box::new(|| b.ioctl_inv(1)),
-            Box::new(|| b.direct_inv(1)),
+            Box::new(|| b.direct_inv_1()),
         ),
         (
             "invalidate_64",
             Box::new(|| b.ioctl_inv(64)),
-            Box::new(|| b.direct_inv(64)),
+            Box::new(|| b.direct_inv_64()),
         ),
         (
             "map_unmap",
@@ -313,8 +345,7 @@ fn main() {
         ),
     ];
     for (name, front, direct) in &pairs {
-        let f = median(31, 200, front);
-        let d = median(31, 200, direct);
+        let (f, d) = interleaved(101, 200, front.as_ref(), direct.as_ref());
         println!(
             "{name:>14}: iommufd {f:>10.2?}  direct {d:>10.2?}  ratio {:.2}",
             f.as_secs_f64() / d.as_secs_f64()

@@ -191,8 +191,7 @@ impl IommufdCtx {
             return;
         }
         if let Err(e) = self.vfio.iommu().invalidate_batch(invs) {
-            tracing::error!("{what}: {invs:?}: {e}");
-            debug_assert!(false, "{what}: {invs:?}: {e}");
+            issue_failed(invs, what, e);
         }
     }
 
@@ -235,6 +234,14 @@ impl IommufdCtx {
     /// The errno iommufd answers for a wrong kind where it looks objects up by type
     /// (`iommufd_get_object`): `ENOENT`.
     pub(crate) const WRONG_KIND: Errno = Errno::ENOENT;
+}
+
+/// Logs a refused submission of [`IommufdCtx::issue`] (a bug), out of the callers' line.
+#[cold]
+#[inline(never)]
+fn issue_failed(invs: &[Invalidation], what: &str, e: vsva_iommu::IommuError) {
+    tracing::error!("{what}: {invs:?}: {e}");
+    debug_assert!(false, "{what}: {invs:?}: {e}");
 }
 
 impl Drop for IommufdCtx {

@@ -48,13 +48,15 @@ impl IommufdCtx {
             ));
         }
         let claim = self.vfio.claim_for_iommufd(sid)?;
+        let options = claim.device_options();
         self.vfio
             .iommu()
-            .attach_device(sid, claim.device_options())
+            .attach_device(sid, options)
             .map_err(|e| IommufdError::iommu("attach the device to the IOMMU", e))?;
         Ok(objs.insert(Object::Device(Device {
             claim,
             sid,
+            ats: options.ats,
             attached: BTreeMap::new(),
         })))
     }
@@ -181,7 +183,7 @@ impl IommufdCtx {
         let target = Target {
             sid,
             pasid,
-            ats: dev.claim.device_options().ats,
+            ats: dev.ats,
         };
         if let Ok(Object::HwptNested(h)) = objs.get_mut(hwpt).map(|e| &mut e.object) {
             h.attached.push(target);

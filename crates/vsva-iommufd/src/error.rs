@@ -114,6 +114,8 @@ impl IommufdError {
     }
 
     /// An `EINVAL` refusal.
+    // Built only on failure: kept out of line, so the callers' success paths stay small.
+    #[cold]
     pub(crate) fn invalid(field: &'static str, value: u64, reason: &'static str) -> Self {
         IommufdError::Refused {
             field,
@@ -124,6 +126,8 @@ impl IommufdError {
     }
 
     /// An `EOPNOTSUPP` refusal.
+    // Built only on failure: kept out of line, so the callers' success paths stay small.
+    #[cold]
     pub(crate) fn unsupported(field: &'static str, value: u64, reason: &'static str) -> Self {
         IommufdError::Unsupported {
             field,
@@ -133,6 +137,8 @@ impl IommufdError {
     }
 
     /// An IOMMU step that failed.
+    // Built only on failure: kept out of line, so the callers' success paths stay small.
+    #[cold]
     pub(crate) fn iommu(op: &'static str, source: IommuError) -> Self {
         IommufdError::Iommu { op, source }
     }

@@ -11,6 +11,7 @@ use vsva_uapi::iommufd::{
     IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_INV_PAGE_SIZE,
 };
 use vsva_uapi::{Errno, UapiError};
+use zerocopy::FromBytes;
 
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
@@ -24,7 +25,9 @@ const VTD_S1_INV_MIN: usize = 24;
 /// Reads a driver-data struct of `len` bytes the way `iommu_copy_struct_from_user` does:
 /// `len < min` → `EINVAL`, then `copy_struct_from_user` over `len` bytes (a non-zero tail
 /// past the known struct → `E2BIG`, bytes not in `data` → `EFAULT`).
-#[inline]
+// Out of line: the usual sizes take the fixed-size copies of its callers, and this body
+// (with its error messages) would crowd their loops.
+#[inline(never)]
 fn read_user_data<T>(data: &[u8], len: usize, min: usize, what: &str) -> Result<T, IommufdError>
 where
     T: zerocopy::FromBytes + zerocopy::IntoBytes,
@@ -253,9 +256,12 @@ impl IommufdCtx {
         data: Option<&[u8]>,
     ) -> Result<(), IommufdError> {
         let mut done = 0;
-        let result = self.invalidate_entries(cmd, data, &mut done);
-        cmd.entry_num = done;
-        result
+        // On success every entry was handled: `entry_num` already says so.
+        if let Err(e) = self.invalidate_entries(cmd, data, &mut done) {
+            cmd.entry_num = done;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn invalidate_entries(
@@ -278,18 +284,8 @@ impl IommufdCtx {
                 "entries need data_uptr and entry_len",
             ));
         }
-        let objs = self.lock();
-        let h = match &objs.get(cmd.hwpt_id)?.object {
-            Object::HwptNested(h) => h,
-            other => {
-                return Err(IommufdError::WrongKind {
-                    id: cmd.hwpt_id,
-                    wanted: "a nested HWPT",
-                    found: other.kind(),
-                    errno: Errno::EINVAL,
-                })
-            }
-        };
+        let mut objs = self.lock();
+        let (h, pending) = objs.nested_with_pending(cmd.hwpt_id)?;
         if cmd.data_type != IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 {
             return Err(IommufdError::invalid(
                 "data_type",
@@ -299,54 +295,136 @@ impl IommufdCtx {
         }
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
+        let mamv = self.vfio.iommu().config().mamv;
+        // One device or PASID without a device TLB (the usual nested setup): one request per
+        // entry, with no loop over the targets.
+        let single = match h.attached.as_slice() {
+            [t] if !t.ats => Some(t.pasid.unwrap_or(0)),
+            _ => None,
+        };
         for index in 0..cmd.entry_num as usize {
-            let from = data.get(index.saturating_mul(len)..).unwrap_or_default();
-            let entry: IommuHwptVtdS1Invalidate =
-                read_user_data(from, len, VTD_S1_INV_MIN, "iommu_hwpt_vtd_s1_invalidate")?;
-            entry.validate()?;
-            self.flush_nested(&h.attached, h.did, &entry);
-            *done += 1;
+            let entry = match entry_at(data, index, len) {
+                Ok(entry) => entry,
+                Err(e) => return Err(self.stop_at(pending, index, done, e)),
+            };
+            if let Err(e) = entry.validate() {
+                return Err(self.stop_at(pending, index, done, e.into()));
+            }
+            match single {
+                Some(pasid) => pending.push(match entry_range(&entry, mamv) {
+                    Some(range) => Invalidation::PasidIotlbPages {
+                        did: h.did,
+                        pasid,
+                        range,
+                        ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+                    },
+                    None => Invalidation::PasidIotlbAll { did: h.did },
+                }),
+                None => push_nested(pending, &h.attached, h.did, mamv, &entry),
+            }
+            if pending.len() >= SUBMIT_AT {
+                self.issue(pending, WHAT);
+                pending.clear();
+            }
         }
+        self.issue(pending, WHAT);
+        pending.clear();
+        *done = cmd.entry_num;
         Ok(())
     }
 
-    /// Drops what the IOMMU caches for a nested HWPT (domain `did`) in the range of one
-    /// entry, for every device and PASID attached to it (`targets`), and their device TLBs.
-    /// Each target's requests go to the IOMMU as one submission, built on the stack: the
-    /// common case (one PASID, no ATS) is exactly the one `Iommu::invalidate` call a direct
-    /// caller makes.
-    fn flush_nested(&self, targets: &[Target], did: u16, entry: &IommuHwptVtdS1Invalidate) {
-        const WHAT: &str = "a nested HWPT's stage-1 invalidation";
-        let iommu = self.vfio.iommu();
-        let range = entry
-            .npages
-            .checked_mul(IOMMU_VTD_INV_PAGE_SIZE)
-            .filter(|_| !entry.is_all())
-            .map(|len| PageRange::covering(entry.addr, len))
-            .filter(|r| r.am <= iommu.config().mamv);
-        if range.is_none() {
-            self.issue(&[Invalidation::PasidIotlbAll { did }], WHAT);
+    /// Entry `index` failed with `e`: the entries before it are applied (as Linux applies
+    /// each entry before reading the next) and counted in `done`.
+    #[cold]
+    fn stop_at(
+        &self,
+        pending: &mut Vec<Invalidation>,
+        index: usize,
+        done: &mut u32,
+        e: IommufdError,
+    ) -> IommufdError {
+        self.issue(pending, WHAT);
+        pending.clear();
+        *done = index as u32;
+        e
+    }
+}
+
+/// Entry `index` of an invalidation array of `len`-byte entries, read as
+/// `iommu_copy_struct_from_user_array` does. An entry of this build's size, the usual case,
+/// is a fixed-size copy at `index * len`; any other size goes through [`read_user_data`].
+#[inline(always)]
+fn entry_at(
+    data: &[u8],
+    index: usize,
+    len: usize,
+) -> Result<IommuHwptVtdS1Invalidate, IommufdError> {
+    if len == size_of::<IommuHwptVtdS1Invalidate>() {
+        let at = index * len;
+        if let Some(Ok(entry)) = data
+            .get(at..at + len)
+            .map(IommuHwptVtdS1Invalidate::read_from_bytes)
+        {
+            return Ok(entry);
         }
-        let ih = entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0;
-        for t in targets {
-            let devtlb = t.ats.then_some(Invalidation::DeviceTlb {
-                source_id: t.sid,
-                pasid: t.pasid,
-                pages: range,
-            });
-            let iotlb = range.map(|range| Invalidation::PasidIotlbPages {
+    }
+    let from = data.get(index.saturating_mul(len)..).unwrap_or_default();
+    read_user_data(from, len, VTD_S1_INV_MIN, "iommu_hwpt_vtd_s1_invalidate")
+}
+
+/// What [`IommufdCtx::issue`] names when the IOMMU refuses a stage-1 invalidation.
+const WHAT: &str = "a nested HWPT's stage-1 invalidation";
+
+/// Invalidations gathered before they go to the IOMMU as one submission (one wait): a
+/// 64-entry `IOMMU_HWPT_INVALIDATE` on one PASID is one submission, and the buffer stays
+/// small whatever `entry_num` says.
+const SUBMIT_AT: usize = 64;
+
+/// The page-selective range of an entry, or `None` for everything of the domain: "all"
+/// (`npages` = `U64_MAX`), a length that overflows, or a range past CAP.MAMV (`mamv`).
+#[inline]
+fn entry_range(entry: &IommuHwptVtdS1Invalidate, mamv: u8) -> Option<PageRange> {
+    entry
+        .npages
+        .checked_mul(IOMMU_VTD_INV_PAGE_SIZE)
+        .filter(|_| !entry.is_all())
+        .map(|len| PageRange::covering(entry.addr, len))
+        .filter(|r| r.am <= mamv)
+}
+
+/// Appends what the IOMMU must drop for one entry of a nested HWPT (domain `did`): the
+/// PASID-selective IOTLB range of every device and PASID attached to it (`targets`), or
+/// everything of the domain for "all" or a range past CAP.MAMV (`mamv`), and the device TLB
+/// of the targets that cache translations. The common case (one PASID, no ATS) is exactly
+/// the one request a direct caller makes.
+#[inline]
+fn push_nested(
+    pending: &mut Vec<Invalidation>,
+    targets: &[Target],
+    did: u16,
+    mamv: u8,
+    entry: &IommuHwptVtdS1Invalidate,
+) {
+    let range = entry_range(entry, mamv);
+    if range.is_none() {
+        pending.push(Invalidation::PasidIotlbAll { did });
+    }
+    let ih = entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0;
+    for t in targets {
+        if let Some(range) = range {
+            pending.push(Invalidation::PasidIotlbPages {
                 did,
                 pasid: t.pasid.unwrap_or(0),
                 range,
                 ih,
             });
-            match (iotlb, devtlb) {
-                (Some(a), Some(b)) => self.issue(&[a, b], WHAT),
-                (Some(one), None) | (None, Some(one)) => {
-                    self.issue(std::slice::from_ref(&one), WHAT)
-                }
-                (None, None) => {}
-            }
+        }
+        if t.ats {
+            pending.push(Invalidation::DeviceTlb {
+                source_id: t.sid,
+                pasid: t.pasid,
+                pages: range,
+            });
         }
     }
 }

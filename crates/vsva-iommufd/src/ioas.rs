@@ -2,10 +2,11 @@
 //! IOMMU; MAP / UNMAP / COPY change it, IOVA_RANGES and ALLOW_IOVAS describe and pin its
 //! usable ranges. Every check follows the Linux function named in its comment.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use vsva_iommu::regs::sl_width;
-use vsva_iommu::{Invalidation, PageRange, S2Perms};
+use vsva_iommu::{Invalidation, PageRange, S2Perms, Stage2Id};
 use vsva_uapi::iommufd::{
     IommuIoasAlloc, IommuIoasCopy, IommuIoasMap, IommuIoasUnmap, IommuIovaRange,
     IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_FLAGS, IOMMU_IOAS_MAP_READABLE,
@@ -20,7 +21,11 @@ use crate::objects::{Area, Ioas, Object, Objects};
 /// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
 pub const IOVA_ALIGNMENT: u64 = 4096;
 
+/// What [`IommufdCtx::issue`] names when the IOMMU refuses an IOAS flush.
+const WHAT_FLUSH: &str = "flushing an IOAS range";
+
 /// `EOVERFLOW` for a value iommufd refuses as `>= ULONG_MAX`.
+#[cold]
 fn overflow(field: &'static str, value: u64) -> IommufdError {
     IommufdError::Refused {
         field,
@@ -28,6 +33,21 @@ fn overflow(field: &'static str, value: u64) -> IommufdError {
         reason: "must be below ULONG_MAX",
         errno: Errno::EOVERFLOW,
     }
+}
+
+/// `EOVERFLOW` for an `iova` or `length` of `u64::MAX` (`iommufd_ioas_map`,
+/// `iommufd_ioas_unmap`), iova first.
+#[inline]
+fn check_below_max(iova: u64, length: u64) -> Result<(), IommufdError> {
+    if iova == u64::MAX || length == u64::MAX {
+        let (field, v) = if iova == u64::MAX {
+            ("iova", iova)
+        } else {
+            ("length", length)
+        };
+        return Err(overflow(field, v));
+    }
+    Ok(())
 }
 
 /// The stage-2 permissions of `IOMMU_IOAS_MAP_*` flags.
@@ -66,7 +86,10 @@ impl Ioas {
                 "the range reaches past what the stage 2 translates (reserved)",
             ));
         }
-        if self.overlapping(iova, last).next().is_some() {
+        if self
+            .area_at_or_below(last)
+            .is_some_and(|(s, a)| s + (a.len - 1) >= iova)
+        {
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: iova,
@@ -75,6 +98,13 @@ impl Ioas {
             });
         }
         Ok(())
+    }
+
+    /// The area with the highest start at or below `at`. Areas do not overlap, so it is the
+    /// only one that can reach into a range ending at `at` from below: one search answers
+    /// an overlap question.
+    fn area_at_or_below(&self, at: u64) -> Option<(u64, Area)> {
+        self.areas.range(..=at).next_back().map(|(&s, &a)| (s, a))
     }
 
     /// Areas intersecting `[first, last]`, by IOVA.
@@ -110,9 +140,9 @@ impl Ioas {
                 if last > r.last.min(self.last()) {
                     break;
                 }
-                match self.overlapping(cand, last).last() {
-                    None => return Some(cand),
-                    Some((s, a)) => cand = s + a.len,
+                match self.area_at_or_below(last) {
+                    Some((s, a)) if s + a.len > cand => cand = s + a.len,
+                    _ => return Some(cand),
                 }
             }
         }
@@ -123,7 +153,7 @@ impl Ioas {
 impl IommufdCtx {
     /// Pool pages `stage2` holds (0, logged, if the IOMMU does not know it: an IOAS keeps its
     /// stage 2 until it is destroyed, so that is a bug).
-    fn stage2_pages(&self, stage2: vsva_iommu::Stage2Id) -> usize {
+    fn stage2_pages(&self, stage2: Stage2Id) -> usize {
         self.vfio.iommu().stage2_pages(stage2).unwrap_or_else(|e| {
             tracing::error!("the stage 2 of an IOAS is unknown to the IOMMU: {e}");
             debug_assert!(false, "the stage 2 of an IOAS is unknown to the IOMMU: {e}");
@@ -160,6 +190,7 @@ impl IommufdCtx {
             stage2,
             width,
             areas: BTreeMap::new(),
+            domains: Vec::new(),
             allowed: Vec::new(),
             charged,
         }));
@@ -195,11 +226,7 @@ impl IommufdCtx {
                 "must be 0",
             ));
         }
-        for (field, v) in [("iova", cmd.iova), ("length", cmd.length)] {
-            if v == u64::MAX {
-                return Err(overflow(field, v));
-            }
-        }
+        check_below_max(cmd.iova, cmd.length)?;
         let mut objs = self.lock();
         let iova = self.map_locked(
             &mut objs,
@@ -269,25 +296,27 @@ impl IommufdCtx {
         // process past it is undone.
         self.share.check()?;
         // `charged` is every page of the stage 2 (kept so at each change).
-        let before = ioas.charged;
-        debug_assert_eq!(before, self.stage2_pages(ioas.stage2));
+        debug_assert_eq!(ioas.charged, self.stage2_pages(ioas.stage2));
         let p = perms(flags);
         let mut at = iova;
         let mut mapped = Ok(());
+        let mut grown = 0;
         for (i, &(hpa, plen)) in pieces.iter().enumerate() {
-            if let Err(e) = iommu.stage2_map(ioas.stage2, at, hpa, plen, p) {
+            if let Err(e) = iommu.stage2_map_counting(ioas.stage2, at, hpa, plen, p, &mut grown) {
                 mapped = Err((i, IommufdError::iommu("map into the IOAS's stage 2", e)));
                 break;
             }
             at += plen;
         }
         // Table pages a map creates stay in the stage 2 (even when it is undone) until the
-        // IOAS goes: they stay charged as long.
-        let grown = self.stage2_pages(ioas.stage2).saturating_sub(before);
-        ioas.charged += grown;
-        let held = self.share.charge(grown);
-        if mapped.is_ok() && held > self.share.limit() {
-            mapped = Err((pieces.len(), self.share.exceeded(held).into()));
+        // IOAS goes: they stay charged as long. A map into existing tables (the usual case)
+        // adds none, and the share was checked above.
+        if grown > 0 {
+            ioas.charged += grown;
+            let held = self.share.charge(grown);
+            if mapped.is_ok() && held > self.share.limit() {
+                mapped = Err((pieces.len(), self.share.exceeded(held).into()));
+            }
         }
         if let Err((done, e)) = mapped {
             // Undo the pieces mapped; nothing was cached for them.
@@ -321,15 +350,11 @@ impl IommufdCtx {
     /// Nothing is unmapped then.
     pub fn ioas_unmap(&self, cmd: &mut IommuIoasUnmap) -> Result<(), IommufdError> {
         let mut objs = self.lock();
-        let ioas = objs.ioas(cmd.ioas_id, Self::WRONG_KIND)?;
+        let ioas = objs.ioas_mut(cmd.ioas_id, Self::WRONG_KIND)?;
         let (first, last) = if cmd.iova == 0 && cmd.length == u64::MAX {
             (0, u64::MAX)
         } else {
-            for (field, v) in [("iova", cmd.iova), ("length", cmd.length)] {
-                if v == u64::MAX {
-                    return Err(overflow(field, v));
-                }
-            }
+            check_below_max(cmd.iova, cmd.length)?;
             if cmd.length == 0 {
                 return Err(IommufdError::invalid("length", 0, "must not be 0"));
             }
@@ -340,89 +365,95 @@ impl IommufdCtx {
             (cmd.iova, last)
         };
         let all = first == 0 && last == u64::MAX;
-        let mut hit = false;
-        let split = ioas.overlapping(first, last).find(|(s, a)| {
-            hit = true;
-            *s < first || s + (a.len - 1) > last
-        });
-        if let Some((s, a)) = split {
-            return Err(IommufdError::Refused {
-                field: "iova",
-                value: cmd.iova,
-                reason: if s < first {
-                    "the range would split a mapping at its start"
-                } else {
-                    "the range would split a mapping at its end"
-                },
-                errno: Errno::ENOENT,
-            })
-            .inspect_err(|_| tracing::debug!("unmap splits the area at {s:#x}+{:#x}", a.len));
+        // The usual unmap, of exactly what one map made: an area starting at `first` and
+        // ending at `last` is the only one in the range and nothing sticks out of it, so
+        // one search finds and takes it.
+        if let Entry::Occupied(area) = ioas.areas.entry(first) {
+            if !all && area.get().len - 1 == last - first {
+                let len = area.remove().len;
+                let total = self.unmap_area(ioas.stage2, first, len);
+                self.flush_ioas(&mut objs, cmd.ioas_id, first, len);
+                cmd.length = total;
+                return Ok(());
+            }
         }
-        if !hit && !all {
+        // No mapping may stick out of the range (`iopt_unmap_iova_range`): areas do not
+        // overlap, so only the last one starting before `first` can stick out at the
+        // start, and only the last one starting at or below `last` at the end.
+        let split = |reason| IommufdError::Refused {
+            field: "iova",
+            value: cmd.iova,
+            reason,
+            errno: Errno::ENOENT,
+        };
+        if let Some((s, a)) = first
+            .checked_sub(1)
+            .and_then(|before| ioas.area_at_or_below(before))
+        {
+            if s + (a.len - 1) >= first {
+                return Err(split("the range would split a mapping at its start"));
+            }
+        }
+        let back = ioas.area_at_or_below(last).filter(|&(s, _)| s >= first);
+        if let Some((s, a)) = back {
+            if s + (a.len - 1) > last {
+                return Err(split("the range would split a mapping at its end"));
+            }
+        }
+        let Some((back_start, _)) = back else {
+            if all {
+                cmd.length = 0;
+                return Ok(());
+            }
             return Err(IommufdError::Refused {
                 field: "iova",
                 value: cmd.iova,
                 reason: "nothing is mapped in the range",
                 errno: Errno::ENOENT,
             });
-        }
-        cmd.length = self.unmap_areas(&mut objs, cmd.ioas_id, first, last);
+        };
+        let (total, lo, hi) = self.unmap_areas(ioas, first, back_start);
+        self.flush_ioas(&mut objs, cmd.ioas_id, lo, hi - lo);
+        cmd.length = total;
         Ok(())
     }
 
-    /// Unmaps the areas of IOAS `id` inside `[first, last]` (whole areas: the caller checked
-    /// none sticks out) and flushes the span they covered; returns the bytes unmapped.
-    fn unmap_areas(&self, objs: &mut Objects, id: u32, first: u64, last: u64) -> u64 {
-        let iommu = self.vfio.iommu();
-        let Ok(ioas) = objs.ioas_mut(id, Self::WRONG_KIND) else {
-            return 0;
-        };
-        let mut total = 0;
-        let mut span: Option<(u64, u64)> = None;
-        // Every area inside starts inside: none sticks out at the front (checked by the caller).
-        for (s, a) in ioas.areas.extract_if(first..=last, |_, _| true) {
-            match iommu.stage2_unmap(ioas.stage2, s, a.len) {
-                Ok(n) => total += n,
-                Err(e) => {
-                    tracing::error!("unmapping an IOAS area: {e}");
-                    debug_assert!(false, "unmapping an IOAS area: {e}");
-                }
-            }
-            let end = s + a.len;
-            span = Some(span.map_or((s, end), |(lo, hi)| (lo.min(s), hi.max(end))));
+    /// Unmaps the areas of `ioas` starting in `[first, back]` (whole areas: the caller checked
+    /// none sticks out; `back` is the start of the last one); returns the bytes unmapped and
+    /// the span `[lo, hi)` the areas covered, which the caller flushes.
+    fn unmap_areas(&self, ioas: &mut Ioas, first: u64, back: u64) -> (u64, u64, u64) {
+        let (mut total, mut lo, mut hi) = (0, u64::MAX, 0);
+        for (s, a) in ioas.areas.extract_if(first..=back, |_, _| true) {
+            total += self.unmap_area(ioas.stage2, s, a.len);
+            lo = lo.min(s);
+            hi = hi.max(s + a.len);
         }
-        if let Some((lo, hi)) = span {
-            self.flush_ioas(objs, id, lo, hi - lo);
-        }
-        total
+        (total, lo, hi)
+    }
+
+    /// Unmaps one area taken out of an IOAS from its stage 2; returns the bytes unmapped
+    /// (an IOMMU refusal would be a bug: the area was mapped through this IOAS).
+    fn unmap_area(&self, stage2: Stage2Id, iova: u64, len: u64) -> u64 {
+        self.vfio
+            .iommu()
+            .stage2_unmap(stage2, iova, len)
+            .unwrap_or_else(|e| {
+                tracing::error!("unmapping an IOAS area: {e}");
+                debug_assert!(false, "unmapping an IOAS area: {e}");
+                0
+            })
     }
 
     /// Drops the cached translations of `[iova, iova + len)` of IOAS `id` in every domain
-    /// over it (its paging HWPTs and their nested children) and every device TLB attached
-    /// to them, as unmapping a stage 2 needs. Each domain's flush is issued as the table
-    /// is walked, with no list built.
-    pub(crate) fn flush_ioas(&self, objs: &Objects, id: u32, iova: u64, len: u64) {
+    /// over it (its paging HWPTs and their nested children, [`Ioas::domains`]) and every
+    /// device TLB attached to them, as unmapping a stage 2 needs: given to the IOMMU as one
+    /// submission.
+    pub(crate) fn flush_ioas(&self, objs: &mut Objects, id: u32, iova: u64, len: u64) {
         let iommu = self.vfio.iommu();
         let range = PageRange::covering(iova, len);
         let fits = range.am <= iommu.config().mamv;
-        // A paging HWPT over this IOAS, or a nested one over such a parent.
-        let over = |hwpt: u32| -> bool {
-            match objs.get(hwpt).map(|e| &e.object) {
-                Ok(Object::HwptPaging(h)) => h.ioas == id,
-                Ok(Object::HwptNested(h)) => matches!(
-                    objs.get(h.parent).map(|e| &e.object),
-                    Ok(Object::HwptPaging(p)) if p.ioas == id
-                ),
-                _ => false,
-            }
-        };
-        for (hid, e) in objs.iter() {
-            let did = match &e.object {
-                Object::HwptPaging(h) if over(hid) => h.did,
-                Object::HwptNested(h) if over(hid) => h.did,
-                _ => continue,
-            };
-            let inv = if fits {
+        let request = |did| {
+            if fits {
                 Invalidation::IotlbDomainPages {
                     did,
                     range,
@@ -430,27 +461,57 @@ impl IommufdCtx {
                 }
             } else {
                 Invalidation::IotlbDomain { did }
-            };
-            self.issue(&[inv], "flushing an IOAS range");
-        }
-        for (_, e) in objs.iter() {
-            let Object::Device(d) = &e.object else {
-                continue;
-            };
-            if !d.claim.device_options().ats {
-                continue;
             }
-            for (&pasid, &hwpt) in &d.attached {
-                if over(hwpt) {
-                    let inv = Invalidation::DeviceTlb {
-                        source_id: d.sid,
-                        pasid,
-                        pages: None,
-                    };
-                    self.issue(&[inv], "flushing an IOAS range");
+        };
+        let Ok(ioas) = objs.ioas(id, Self::WRONG_KIND) else {
+            debug_assert!(false, "flushing IOAS {id}, which is not there");
+            return;
+        };
+        // The usual case, one domain over the IOAS and no device TLB to reach: one request,
+        // built on the stack.
+        if let ([did], false) = (ioas.domains.as_slice(), objs.has_ats_devices()) {
+            self.issue(&[request(*did)], WHAT_FLUSH);
+            return;
+        }
+        let mut pending = objs.take_pending();
+        let table: &Objects = objs;
+        let Ok(ioas) = table.ioas(id, Self::WRONG_KIND) else {
+            objs.put_pending(pending);
+            return;
+        };
+        pending.extend(ioas.domains.iter().map(|&did| request(did)));
+        if table.has_ats_devices() {
+            // A paging HWPT over this IOAS, or a nested one over such a parent.
+            let over = |hwpt: u32| -> bool {
+                match table.get(hwpt).map(|e| &e.object) {
+                    Ok(Object::HwptPaging(h)) => h.ioas == id,
+                    Ok(Object::HwptNested(h)) => matches!(
+                        table.get(h.parent).map(|e| &e.object),
+                        Ok(Object::HwptPaging(p)) if p.ioas == id
+                    ),
+                    _ => false,
+                }
+            };
+            for (_, e) in table.iter() {
+                let Object::Device(d) = &e.object else {
+                    continue;
+                };
+                if !d.ats {
+                    continue;
+                }
+                for (&pasid, &hwpt) in &d.attached {
+                    if over(hwpt) {
+                        pending.push(Invalidation::DeviceTlb {
+                            source_id: d.sid,
+                            pasid,
+                            pages: None,
+                        });
+                    }
                 }
             }
         }
+        self.issue(&pending, WHAT_FLUSH);
+        objs.put_pending(pending);
     }
 
     /// `IOMMU_IOAS_COPY` (`iommufd_ioas_copy`, `iopt_get_pages`): maps the memory behind

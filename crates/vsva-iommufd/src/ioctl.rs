@@ -30,25 +30,6 @@ use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
 use crate::objects::Object;
 
-/// A handler: the context, the whole buffer, and the minimum size of its struct.
-type Handler = fn(&IommufdCtx, &mut [u8], usize) -> Result<(), IommufdError>;
-
-/// The iommufd ioctl table: number, minimum size (`offsetofend` of the last mandatory field,
-/// as `IOCTL_OP` declares it), handler.
-const OPS: &[(u32, usize, Handler)] = &[
-    (IOMMU_DESTROY, 8, destroy),
-    (IOMMU_IOAS_ALLOC, 12, ioas_alloc),
-    (IOMMU_IOAS_ALLOW_IOVAS, 24, allow_iovas),
-    (IOMMU_IOAS_COPY, 40, ioas_copy),
-    (IOMMU_IOAS_IOVA_RANGES, 32, iova_ranges),
-    (IOMMU_IOAS_MAP, 40, ioas_map),
-    (IOMMU_IOAS_UNMAP, 24, ioas_unmap),
-    (IOMMU_HWPT_ALLOC, 24, hwpt_alloc),
-    (IOMMU_GET_HW_INFO, 28, hw_info),
-    (IOMMU_HWPT_INVALIDATE, 32, hwpt_invalidate),
-    (IOMMU_FAULT_QUEUE_ALLOC, 16, fault_alloc),
-];
-
 impl IommufdCtx {
     /// Runs iommufd ioctl `cmd` with the caller's argument bytes, exactly as Linux answers
     /// it (see the module's pointer model); outputs are written back into `buf`.
@@ -60,15 +41,28 @@ impl IommufdCtx {
     /// changes nothing, except `IOMMU_HWPT_INVALIDATE`, whose entries before the failing one
     /// were applied and counted in `entry_num`.
     pub fn ioctl(&self, cmd: u32, buf: &mut [u8]) -> Result<(), IommufdError> {
-        let Some(&(_, minsz, handler)) = OPS.iter().find(|(c, _, _)| *c == cmd) else {
-            return Err(IommufdError::Refused {
+        // The ioctl table: number → handler with its minimum size (`offsetofend` of the last
+        // mandatory field, as `IOCTL_OP` declares it). A `match`, so that the number picks
+        // the handler with no search and the hot handlers are called directly.
+        match cmd {
+            IOMMU_HWPT_INVALIDATE => hwpt_invalidate(self, buf, 32),
+            IOMMU_IOAS_MAP => ioas_map(self, buf, 40),
+            IOMMU_IOAS_UNMAP => ioas_unmap(self, buf, 24),
+            IOMMU_DESTROY => destroy(self, buf, 8),
+            IOMMU_IOAS_ALLOC => ioas_alloc(self, buf, 12),
+            IOMMU_IOAS_ALLOW_IOVAS => allow_iovas(self, buf, 24),
+            IOMMU_IOAS_COPY => ioas_copy(self, buf, 40),
+            IOMMU_IOAS_IOVA_RANGES => iova_ranges(self, buf, 32),
+            IOMMU_HWPT_ALLOC => hwpt_alloc(self, buf, 24),
+            IOMMU_GET_HW_INFO => hw_info(self, buf, 28),
+            IOMMU_FAULT_QUEUE_ALLOC => fault_alloc(self, buf, 16),
+            _ => Err(IommufdError::Refused {
                 field: "cmd",
                 value: cmd.into(),
                 reason: "not an iommufd ioctl",
                 errno: Errno::ENOTTY,
-            });
-        };
-        handler(self, buf, minsz)
+            }),
+        }
     }
 
     /// Runs VFIO device ioctl `cmd` (`VFIO_DEVICE_BIND_IOMMUFD`, `_ATTACH_IOMMUFD_PT`,
@@ -368,11 +362,20 @@ fn hw_info(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iommufd
     Ok(write_iommufd_arg(buf, size, &cmd)?)
 }
 
+#[inline]
 fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
-    let (mut cmd, size) = read_cmd::<IommuHwptInvalidate>(buf, minsz, "iommu_hwpt_invalidate")?;
+    let (mut cmd, _) = read_cmd::<IommuHwptInvalidate>(buf, minsz, "iommu_hwpt_invalidate")?;
     let ptr = cmd.data_uptr;
-    let result = ctx.hwpt_invalidate(&mut cmd, user_bytes(buf, ptr));
-    // entry_num goes back whatever the outcome, as Linux responds before returning rc.
-    write_cmd(buf, size, &cmd)?;
-    result
+    let Err(e) = ctx.hwpt_invalidate(&mut cmd, user_bytes(buf, ptr)) else {
+        // Every entry was handled: `entry_num` is unchanged, and so is the rest of the
+        // struct, so there is nothing to write back.
+        return Ok(());
+    };
+    // entry_num goes back whatever the outcome, as Linux responds before returning rc; it
+    // is the only field the call changes, and it lies inside the minimum size.
+    const AT: usize = std::mem::offset_of!(IommuHwptInvalidate, entry_num);
+    if let Some(dst) = buf.get_mut(AT..AT + 4) {
+        dst.copy_from_slice(&cmd.entry_num.to_le_bytes());
+    }
+    Err(e)
 }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use vsva_iommu::{SourceId, Stage2Id};
+use vsva_iommu::{Invalidation, SourceId, Stage2Id};
 use vsva_uapi::iommufd::{IommuHwptVtdS1, IommuIovaRange};
 use vsva_uapi::Errno;
 use vsva_vfio::IommufdClaim;
@@ -32,6 +32,10 @@ pub(crate) struct Ioas {
     /// IOVA bits the stage 2 translates: `[0, 2^width)` is the usable range.
     pub(crate) width: u8,
     pub(crate) areas: BTreeMap<u64, Area>,
+    /// The domain ids over the stage 2 — of its paging HWPTs and of the nested HWPTs over
+    /// those — which an unmap flushes (Linux's `iopt->domains`). The table keeps it as
+    /// HWPTs come and go ([`Objects::insert`], [`Objects::remove`]).
+    pub(crate) domains: Vec<u16>,
     pub(crate) allowed: Vec<IommuIovaRange>,
     /// Table-pool pages of the stage 2 charged to the process's share (all of them: its
     /// root and every table a map created), given back when the IOAS is destroyed.
@@ -75,6 +79,9 @@ pub(crate) struct Target {
 pub(crate) struct Device {
     pub(crate) claim: IommufdClaim,
     pub(crate) sid: SourceId,
+    /// The function caches translations (ATS; fixed for the function, as its claim's
+    /// device options say): a stage-2 flush reaches its device TLB.
+    pub(crate) ats: bool,
     pub(crate) attached: BTreeMap<Option<u32>, u32>,
 }
 
@@ -109,6 +116,14 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Objects {
     slots: Vec<Option<Entry>>,
+    /// Invalidations gathered under the table's lock before one submission to the IOMMU
+    /// (`IOMMU_HWPT_INVALIDATE`, an IOAS flush): kept between calls so that the hot path does
+    /// not allocate. Empty outside a call; its capacity stays bounded by what one submission
+    /// holds.
+    pending: Vec<Invalidation>,
+    /// Bound devices that cache translations (ATS): an IOAS flush walks the devices for
+    /// their TLBs only when there is one.
+    ats_devices: usize,
 }
 
 /// Looks an object of one kind up by id, or names why not; `errno` is what iommufd answers
@@ -144,6 +159,7 @@ macro_rules! object_of {
 impl Objects {
     /// Adds `object` under the lowest free id (from 1) and returns the id.
     pub(crate) fn insert(&mut self, object: Object) -> u32 {
+        self.track(&object, true);
         let entry = Some(Entry { users: 0, object });
         let index = match self.slots.iter().position(Option::is_none) {
             Some(free) => {
@@ -185,6 +201,35 @@ impl Objects {
     }
 
     object_of!(ioas, ioas_mut, Ioas, Ioas, "an IOAS");
+
+    /// Nested HWPT `id` (a wrong kind is `EINVAL`, as `iommufd_hwpt_invalidate` answers it),
+    /// with the table's empty invalidation buffer beside it: one lookup under the lock
+    /// gives both.
+    pub(crate) fn nested_with_pending(
+        &mut self,
+        id: u32,
+    ) -> Result<(&HwptNested, &mut Vec<Invalidation>), IommufdError> {
+        let entry = match id
+            .checked_sub(1)
+            .and_then(|i| self.slots.get(i as usize))
+            .and_then(Option::as_ref)
+        {
+            Some(e) => e,
+            None => return Err(IommufdError::NoObject { id }),
+        };
+        match &entry.object {
+            Object::HwptNested(h) => {
+                self.pending.clear();
+                Ok((h, &mut self.pending))
+            }
+            other => Err(IommufdError::WrongKind {
+                id,
+                wanted: "a nested HWPT",
+                found: other.kind(),
+                errno: Errno::EINVAL,
+            }),
+        }
+    }
     object_of!(device, device_mut, Device, Device, "a device");
     object_of!(fault, fault_mut, Fault, FaultQueue, "a fault queue");
 
@@ -231,11 +276,56 @@ impl Objects {
 
     /// Takes `id` out whatever holds it (devices on unbind; everything on close).
     pub(crate) fn remove(&mut self, id: u32) -> Option<Object> {
-        let object = self.slot_mut(id)?.take().map(|e| e.object);
+        let object = self.slot_mut(id)?.take().map(|e| e.object)?;
         while matches!(self.slots.last(), Some(None)) {
             self.slots.pop();
         }
-        object
+        self.track(&object, false);
+        Some(object)
+    }
+
+    /// Keeps what the table derives from its objects in step as `object` comes in (`add`)
+    /// or goes: an HWPT's domain id in its IOAS's [`Ioas::domains`] (a nested HWPT's
+    /// through its parent, which it holds, so the parent is there both times), and the
+    /// count of ATS devices.
+    fn track(&mut self, object: &Object, add: bool) {
+        let (ioas, did) = match object {
+            Object::HwptPaging(h) => (h.ioas, h.did),
+            Object::HwptNested(h) => match self.slot(h.parent).map(|e| &e.object) {
+                Some(Object::HwptPaging(p)) => (p.ioas, h.did),
+                _ => {
+                    debug_assert!(false, "a nested HWPT without its parent");
+                    return;
+                }
+            },
+            Object::Device(d) if d.ats => {
+                if add {
+                    self.ats_devices += 1;
+                } else {
+                    self.ats_devices -= 1;
+                }
+                return;
+            }
+            _ => return,
+        };
+        let Some(Some(Entry {
+            object: Object::Ioas(ioas),
+            ..
+        })) = self.slot_mut(ioas)
+        else {
+            debug_assert!(false, "an HWPT without its IOAS");
+            return;
+        };
+        if add {
+            ioas.domains.push(did);
+        } else if let Some(at) = ioas.domains.iter().position(|&d| d == did) {
+            ioas.domains.swap_remove(at);
+        }
+    }
+
+    /// Whether a bound device caches translations (ATS).
+    pub(crate) fn has_ats_devices(&self) -> bool {
+        self.ats_devices > 0
     }
 
     /// Puts an object taken out with [`Objects::remove`] back under its id, unheld.
@@ -244,8 +334,21 @@ impl Objects {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, || None);
         }
+        self.track(&object, true);
         let old = self.slots[index].replace(Entry { users: 0, object });
         debug_assert!(old.is_none(), "object {id} put back over another");
+    }
+
+    /// Takes the invalidation buffer out (empty), for a flush that walks the table while it
+    /// gathers; [`Objects::put_pending`] gives it back.
+    pub(crate) fn take_pending(&mut self) -> Vec<Invalidation> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Gives the invalidation buffer back, emptied, keeping its capacity.
+    pub(crate) fn put_pending(&mut self, mut pending: Vec<Invalidation>) {
+        pending.clear();
+        self.pending = pending;
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {

@@ -229,3 +229,145 @@ fn detaching_answers_waiting_fault_groups_invalid() {
     );
     assert!(ctx.read_faults(fault, 8).unwrap().is_empty());
 }
+
+/// Function 3 bound to a context, guest RAM mapped in an IOAS under a nest-parent HWPT,
+/// a nested HWPT (PASID-capable) on a guest table, and a PASID attached to it.
+struct Nested {
+    ctx: IommufdCtx,
+    dev: vsva_vfio::PciFunction,
+    ioas: u32,
+    nested: u32,
+    pasid: u32,
+}
+
+/// [`Nested`] over a new guest table mapping each (VA, GPA) of `pages`; returns the table's
+/// root too.
+fn nested_with_pasid(
+    vfio: &vsva_vfio::Vfio,
+    guest: &mut Guest,
+    pages: impl IntoIterator<Item = (u64, u64)>,
+) -> (Nested, u64) {
+    let root = guest.new_root();
+    for (va, gpa) in pages {
+        guest.map(root, va, gpa);
+    }
+    let dev = function(vfio, 3);
+    let ctx = IommufdCtx::open(vfio, process(1)).unwrap();
+    let dev_id = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    map_guest_ram(&ctx, ioas);
+    let parent = hwpt_paging(&ctx, dev_id, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let nested = hwpt_nested(&ctx, dev_id, parent, root, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
+    let pasid = ctx.alloc_pasid(1, 1000).unwrap();
+    attach(&ctx, 3, nested, Some(pasid)).unwrap();
+    let n = Nested {
+        ctx,
+        dev,
+        ioas,
+        nested,
+        pasid,
+    };
+    (n, root)
+}
+
+/// An array longer than one submission to the IOMMU (100 entries), with entry 70 malformed:
+/// entries 0..70 are applied (across the submission boundary), 70.. are not, and the count
+/// says 70 (`iommufd_hwpt_invalidate` writes back how many were handled).
+#[test]
+fn a_long_invalidation_array_is_applied_up_to_the_failing_entry() {
+    const N: u64 = 100;
+    const BAD: u64 = 70;
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let page = |i: u64| (VA + i * 0x1000, GPA_A + i * 0x1000, GPA_B + i * 0x1000);
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, (0..N).map(|i| (page(i).0, page(i).1)));
+    for i in 0..N {
+        let (va, a, b) = page(i);
+        n.dev.dma_write(Some(n.pasid), va, b"a").unwrap();
+        guest.remap(root, va, b);
+        n.dev.dma_write(Some(n.pasid), va, b"s").unwrap();
+        let mut got = [0u8];
+        guest.read(a, &mut got);
+        assert_eq!(&got, b"s", "page {i} is cached before the invalidation");
+    }
+    let mut entries: Vec<IommuHwptVtdS1Invalidate> = (0..N)
+        .map(|i| IommuHwptVtdS1Invalidate {
+            addr: page(i).0,
+            npages: 1,
+            flags: 0,
+            reserved: 0,
+        })
+        .collect();
+    entries[BAD as usize].reserved = 1;
+    assert_eq!(
+        invalidate(&n.ctx, n.nested, &entries),
+        (Err(Errno::EOPNOTSUPP), BAD as u32)
+    );
+    for i in 0..N {
+        let (va, a, b) = page(i);
+        n.dev.dma_write(Some(n.pasid), va, b"f").unwrap();
+        let (mut at_a, mut at_b) = ([0u8], [0u8]);
+        guest.read(a, &mut at_a);
+        guest.read(b, &mut at_b);
+        let fresh = &at_b == b"f";
+        assert_eq!(
+            fresh,
+            i < BAD,
+            "page {i}: invalidated exactly when before entry {BAD}"
+        );
+        assert_eq!(
+            &at_a == b"f",
+            !fresh,
+            "page {i}: the stale page when not invalidated"
+        );
+    }
+}
+
+/// Unmapping guest RAM from the IOAS under a nested HWPT drops what the nested domain
+/// cached (its IOTLB entries combine both stages): the next DMA through the guest table
+/// faults instead of reaching the unmapped memory.
+#[test]
+fn unmapping_the_parent_stage_2_flushes_the_nested_domain() {
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, _) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    n.dev.dma_write(Some(n.pasid), VA, b"cached").unwrap();
+    assert_eq!(unmap(&n.ctx, n.ioas, 0, GUEST_SIZE), Ok(GUEST_SIZE));
+    assert!(
+        n.dev.dma_write(Some(n.pasid), VA, b"stale").is_err(),
+        "no stale nested translation after the stage-2 unmap"
+    );
+}
+
+/// An "all" entry (`addr` 0, `npages` `U64_MAX`) and an entry whose range is past CAP.MAMV
+/// drop everything of the nested domain, also translations outside the entry's range.
+#[test]
+fn an_all_entry_and_a_range_past_mamv_flush_the_whole_domain() {
+    let all = IommuHwptVtdS1Invalidate {
+        addr: 0,
+        npages: u64::MAX,
+        flags: 0,
+        reserved: 0,
+    };
+    // 4 GiB from a page 1 GiB away from `VA`: wider than the IOMMU invalidates by page.
+    let wide = IommuHwptVtdS1Invalidate {
+        addr: VA + (1 << 30),
+        npages: 1 << 20,
+        ..all
+    };
+    for entry in [all, wide] {
+        let vfio = host();
+        let iommu = vfio.iommu().clone();
+        let mut guest = Guest::new(&iommu);
+        let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+        n.dev.dma_write(Some(n.pasid), VA, b"a").unwrap();
+        guest.remap(root, VA, GPA_B);
+        assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+        n.dev.dma_write(Some(n.pasid), VA, b"b").unwrap();
+        let mut got = [0u8];
+        guest.read(GPA_B, &mut got);
+        assert_eq!(&got, b"b", "{entry:?} dropped the translation of VA");
+    }
+}

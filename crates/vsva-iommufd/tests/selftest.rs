@@ -5,9 +5,14 @@
 mod common;
 
 use common::*;
+use std::sync::{Arc, Mutex};
 use vsva_iommufd::IommufdCtx;
 use vsva_uapi::iommufd::*;
 use vsva_uapi::Errno;
+
+use vsva_iommu::prq::PageResponse;
+use vsva_iommu::{Access, Completion, DevTlbInvalidation, DevTlbSink, SourceId};
+use vsva_vfio::{ConfigWidth, GroupId, PciFunctionSpec};
 use zerocopy::IntoBytes;
 
 fn ctx_with_device(vfio: &vsva_vfio::Vfio, dev: u8) -> (IommufdCtx, u32) {
@@ -200,6 +205,88 @@ fn copy_area() {
         dev.dma_read(None, 0x40000, &mut got).is_err(),
         "no stale translation"
     );
+}
+
+/// `iommufd_ioas.unmap_fully_contained_areas` with a device: an unmap of several areas
+/// flushes what the device's reads cached in all of them, and an unmap of one whole area
+/// flushes it too.
+#[test]
+fn unmapping_areas_flushes_them() {
+    let vfio = host();
+    let dev = function(&vfio, 3);
+    let (ctx, _) = ctx_with_device(&vfio, 3);
+    let ioas = ioas_alloc(&ctx);
+    for i in 0..3 {
+        map(
+            &ctx,
+            map_cmd(ioas, GUEST_HPA + i * 0x1000, i * 0x1000, 0x1000),
+        )
+        .unwrap();
+    }
+    attach(&ctx, 3, ioas, None).unwrap();
+    let mut got = [0u8; 1];
+    for i in 0..3 {
+        dev.dma_read(None, i * 0x1000, &mut got).unwrap();
+    }
+    // Two areas in one unmap (not one area exactly), then the last one alone.
+    assert_eq!(unmap(&ctx, ioas, 0, 0x2000), Ok(0x2000));
+    assert_eq!(unmap(&ctx, ioas, 0x2000, 0x1000), Ok(0x1000));
+    for i in 0..3 {
+        assert!(
+            dev.dma_read(None, i * 0x1000, &mut got).is_err(),
+            "no stale translation of area {i}"
+        );
+    }
+}
+
+/// A device-TLB sink that records what reaches it and completes everything.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<DevTlbInvalidation>>);
+
+impl DevTlbSink for Recorder {
+    fn invalidate(&self, batch: &[DevTlbInvalidation]) -> Vec<(SourceId, Completion)> {
+        self.0.lock().unwrap().extend_from_slice(batch);
+        batch
+            .iter()
+            .map(|i| (i.source_id, Completion::Done))
+            .collect()
+    }
+
+    fn page_response(&self, _: PageResponse) {}
+}
+
+/// An unmap reaches the device TLB of an ATS device attached to the IOAS (what the device
+/// cached through ATS is invalidated), and an unmap of another IOAS does not.
+#[test]
+fn unmapping_reaches_the_device_tlb_of_an_ats_device() {
+    let vfio = host();
+    let sink = Arc::new(Recorder::default());
+    vfio.iommu().set_devtlb_sink(Some(sink.clone()));
+    let spec = PciFunctionSpec {
+        ats: true,
+        ..PciFunctionSpec::new(sid(5), Some(GroupId(5)))
+    };
+    let f = vfio.add_pci_function(spec).unwrap();
+    // ATS Enable (the ATS capability follows the 8-byte PASID one at 0x100).
+    f.config_write(0x108 + 6, ConfigWidth::Word, 0x8000)
+        .unwrap();
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    bind(&ctx, 5);
+    let ioas = ioas_alloc(&ctx);
+    let other = ioas_alloc(&ctx);
+    attach(&ctx, 5, ioas, None).unwrap();
+    let sent = || sink.0.lock().unwrap().len();
+    map(&ctx, map_cmd(ioas, GUEST_HPA, 0, 0x1000)).unwrap();
+    f.ats_translate(None, 0, Access::READ).unwrap();
+    assert_eq!(unmap(&ctx, ioas, 0, 0x1000), Ok(0x1000));
+    assert_eq!(sent(), 1, "the device's cached translation is invalidated");
+    assert_eq!(sink.0.lock().unwrap()[0].source_id, sid(5));
+    // An unmap of another IOAS does not reach it.
+    map(&ctx, map_cmd(ioas, GUEST_HPA, 0, 0x1000)).unwrap();
+    f.ats_translate(None, 0, Access::READ).unwrap();
+    map(&ctx, map_cmd(other, GUEST_HPA, 0, 0x1000)).unwrap();
+    assert_eq!(unmap(&ctx, other, 0, 0x1000), Ok(0x1000));
+    assert_eq!(sent(), 1, "nothing for another IOAS's unmap");
 }
 
 /// `iommufd_ioas.alloc_hwpt_nested` (VT-d flavour): parents, destroy order, empty arrays.

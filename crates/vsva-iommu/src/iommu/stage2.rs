@@ -128,6 +128,25 @@ impl Iommu {
         len: u64,
         perms: S2Perms,
     ) -> Result<(), IommuError> {
+        self.stage2_map_counting(id, iova, hpa, len, perms, &mut 0)
+    }
+
+    /// [`Iommu::stage2_map`], adding to `*added` the table pages the call put into the stage
+    /// 2, so that a caller charging them needs no [`Iommu::stage2_pages`] before and after.
+    ///
+    /// # Errors
+    ///
+    /// As [`Iommu::stage2_map`]. The table pages a failed call created stay in the stage 2
+    /// (until [`Iommu::destroy_stage2`]) and are counted in `*added` too.
+    pub fn stage2_map_counting(
+        &self,
+        id: Stage2Id,
+        iova: u64,
+        hpa: u64,
+        len: u64,
+        perms: S2Perms,
+        added: &mut usize,
+    ) -> Result<(), IommuError> {
         for (f, v) in [("iova", iova), ("hpa", hpa), ("len", len)] {
             if v % PAGE_SIZE != 0 || (f == "len" && v == 0) {
                 return Err(IommuError::Unaligned { field: f, value: v });
@@ -181,6 +200,7 @@ impl Iommu {
             .stage2
             .get_mut(&id.0)
             .ok_or(IommuError::NoStage2 { id: id.0 })?;
+        *added += new_pages.len();
         s.pages.extend(new_pages);
         result
     }
@@ -364,5 +384,36 @@ mod tests {
         assert_eq!(io.stage2_unmap(s2, SIZE_1G, SIZE_1G), Ok(SIZE_1G));
         io.destroy_stage2(s2).unwrap();
         assert_eq!(io.stage2_root(s2), Err(IommuError::NoStage2 { id: s2.0 }));
+    }
+
+    /// `stage2_map_counting` counts exactly the table pages `stage2_pages` sees added, also
+    /// for a map refused part-way (its tables stay), and none for a map into existing tables.
+    #[test]
+    fn stage2_map_counting_counts_the_tables_added() {
+        let io = iommu();
+        let s2 = io.create_stage2(4).unwrap();
+        let map = |iova: u64, len: u64| {
+            let before = io.stage2_pages(s2).unwrap();
+            let mut added = 0;
+            let r = io.stage2_map_counting(s2, iova, 0, len, S2Perms::RW, &mut added);
+            assert_eq!(added, io.stage2_pages(s2).unwrap() - before, "at {iova:#x}");
+            (r, added)
+        };
+        assert_eq!(
+            map(0x1000, 0x1000),
+            (Ok(()), 3),
+            "a table per level below the root"
+        );
+        assert_eq!(map(0x2000, 0x1000), (Ok(()), 0), "the same tables");
+        let far = 1u64 << 39;
+        assert_eq!(map(far + 0x1000, 0x1000), (Ok(()), 3), "another root entry");
+        // From a new 1 GiB region below `far` (two new tables) into `far`'s tables, refused
+        // at the page mapped above: rolled back, its two tables stay and are counted.
+        assert_eq!(
+            map(far - 0x1000, 0x3000),
+            (Err(IommuError::Overlap { iova: far + 0x1000 }), 2)
+        );
+        assert_eq!(map(far - 0x1000, 0x1000), (Ok(()), 0), "they were kept");
+        io.destroy_stage2(s2).unwrap();
     }
 }
