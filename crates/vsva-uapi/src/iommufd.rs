@@ -503,7 +503,26 @@ impl IommuHwptVtdS1Invalidate {
     /// Checks one entry, in this order: unknown `flags` bits → `EOPNOTSUPP`; non-zero
     /// `reserved` → `EOPNOTSUPP`; `addr` not 4 KiB aligned → `EINVAL`; `npages == u64::MAX`
     /// with a non-zero `addr` (only "all" may use that count) → `EINVAL`.
+    ///
+    /// An invalidation array is checked entry by entry on its caller's hot path, so the
+    /// passing case is inlined and the error is built out of line.
+    #[inline]
     pub fn validate(&self) -> Result<(), UapiError> {
+        let passes = self.flags & !IOMMU_VTD_INV_FLAGS_LEAF == 0
+            && self.reserved == 0
+            && self.addr.is_multiple_of(IOMMU_VTD_INV_PAGE_SIZE)
+            && !(self.npages == u64::MAX && self.addr != 0);
+        if passes {
+            Ok(())
+        } else {
+            self.refusal()
+        }
+    }
+
+    /// The error [`Self::validate`] returns, from the first check that fails.
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self) -> Result<(), UapiError> {
         if self.flags & !IOMMU_VTD_INV_FLAGS_LEAF != 0 {
             return Err(UapiError::new(
                 Errno::EOPNOTSUPP,
@@ -538,6 +557,7 @@ impl IommuHwptVtdS1Invalidate {
     }
 
     /// Whether this entry asks for everything to be invalidated.
+    #[inline]
     pub fn is_all(&self) -> bool {
         self.addr == 0 && self.npages == u64::MAX
     }
