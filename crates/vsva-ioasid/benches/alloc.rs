@@ -867,7 +867,63 @@ fn check_xarray_peer() {
     }
 }
 
+/// Instruction-count mode: `VSVA_BENCH_LOOP=<a1|a2|fill>,<vsva|vm-allocator|xarray>,<n>,<ops>`
+/// builds the state (`n` held; ignored by `fill`, which starts empty) and runs `ops` pairs (or
+/// allocations) once inside [`counted_loop`], so that `valgrind --tool=callgrind
+/// --collect-atstart=no --toggle-collect='*counted_loop*'` counts that loop alone.
+fn loop_mode(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [pattern, peer, n, ops] = parts[..] else {
+        panic!("VSVA_BENCH_LOOP wants <pattern>,<peer>,<n>,<ops>, got {spec:?}");
+    };
+    let (n, ops): (u32, u64) = (n.parse().unwrap(), ops.parse().unwrap());
+    match peer {
+        "vsva" => loop_for::<Vsva>(pattern, n, ops),
+        "vm-allocator" => loop_for::<VmAllocator>(pattern, n, ops),
+        "xarray" => loop_for::<Xarray>(pattern, n, ops),
+        other => panic!("unknown peer {other:?}"),
+    }
+}
+
+fn loop_for<P: Peer>(pattern: &str, n: u32, ops: u64) {
+    let p = P::new();
+    let mut set = p.set(1);
+    let held = if pattern == "fill" {
+        Vec::new()
+    } else {
+        prefill(&p, &mut set, n)
+    };
+    let t = counted_loop(&p, &mut set, pattern, &held, ops);
+    println!("{pattern} {} n={n}: {:.1} ns/op", P::NAME, ns(t, ops));
+}
+
+#[inline(never)]
+fn counted_loop<P: Peer>(
+    p: &P,
+    set: &mut P::Set,
+    pattern: &str,
+    held: &[u32],
+    ops: u64,
+) -> Duration {
+    match pattern {
+        "a1" => a1(p, set, ops),
+        "a2" => a2(p, set, held, ops),
+        "fill" => {
+            let start = Instant::now();
+            for _ in 0..ops {
+                black_box(p.alloc(set, 1, MAX));
+            }
+            start.elapsed()
+        }
+        other => panic!("unknown pattern {other:?}"),
+    }
+}
+
 fn main() {
+    if let Some(spec) = std::env::var_os("VSVA_BENCH_LOOP") {
+        loop_mode(&spec.to_string_lossy());
+        return;
+    }
     check_xarray_peer();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
