@@ -288,9 +288,15 @@ impl Bitmap {
     /// changed). `None` if every bit in the range is taken.
     #[inline]
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
-        debug_assert!(hi < self.len);
+        debug_assert!(hi < self.len && tag != TAG_MIXED);
         let hint = self.hint.load(Ordering::SeqCst);
         let mut from = lo.max(hint * WORD_SLOTS);
+        if let Some(i) = self.claim_in_first_word(from, hi, tag) {
+            if i / WORD_SLOTS > hint {
+                self.advance_hint(hint, i / WORD_SLOTS);
+            }
+            return Some((i, Claim::Claimed));
+        }
         loop {
             let i = self.lowest_clear_from(lo, from, hi)?;
             match self.claim_as(i, tag) {
@@ -301,6 +307,43 @@ impl Bitmap {
                     self.advance_hint(hint, i / WORD_SLOTS);
                     return Some((i, claimed));
                 }
+            }
+        }
+    }
+
+    /// The search's first step without the search: claims for `tag` the lowest clear bit of
+    /// `[from, hi]` if it lies in the word of `from` and that word is tagged `tag` or
+    /// [`TAG_NONE`]. No bit of `[from, hi]` is lower, so this is the bit the summaries would
+    /// lead to; one load and one compare-and-swap while the word has room (a fill, or a1).
+    /// `None` leaves it to the search: the word is full from `from` on, mixed, another set's,
+    /// or its chunk not created yet.
+    #[inline]
+    fn claim_in_first_word(&self, from: u64, hi: u64, tag: u32) -> Option<u64> {
+        let w = from / WORD_SLOTS;
+        if from > hi {
+            return None;
+        }
+        let cell = self.cell(w)?;
+        let mut room = SLOTS_FULL << (from % WORD_SLOTS);
+        if hi / WORD_SLOTS == w {
+            room &= SLOTS_FULL >> (WORD_SLOTS - 1 - hi % WORD_SLOTS);
+        }
+        let mut v = cell.load(Ordering::SeqCst);
+        loop {
+            let free = !slots_of(v) & room;
+            if free == 0 || (tag_of(v) != tag && tag_of(v) != TAG_NONE) {
+                return None;
+            }
+            let bit = free & free.wrapping_neg();
+            let new = pack(tag, slots_of(v) | bit);
+            match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    if slots_of(new) == SLOTS_FULL {
+                        self.became_full(w);
+                    }
+                    return Some(w * WORD_SLOTS + u64::from(bit.trailing_zeros()));
+                }
+                Err(current) => v = current,
             }
         }
     }
@@ -370,17 +413,30 @@ impl Bitmap {
     /// releases it).
     #[inline]
     pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> bool {
+        // A word with bits to release has had a claim, so its chunk exists.
+        let Some(cell) = self.cell(w) else {
+            debug_assert!(false, "released bits of word {w}, never claimed");
+            return false;
+        };
         let fixed = self.fixed(w);
-        self.update(w, |v| {
+        let mut v = cell.load(Ordering::SeqCst);
+        loop {
             if tag_of(v) != tag {
-                return None;
+                return false;
             }
             debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
             let slots = slots_of(v) & !mask;
-            let tag = if slots & !fixed == 0 { TAG_NONE } else { tag };
-            Some(pack(tag, slots))
-        })
-        .is_ok()
+            let new = pack(if slots & !fixed == 0 { TAG_NONE } else { tag }, slots);
+            match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(current) => v = current,
+            }
+        }
+        if slots_of(v) == SLOTS_FULL {
+            self.became_not_full(w);
+        }
+        self.lower_hint(w);
+        true
     }
 
     /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
@@ -421,15 +477,10 @@ impl Bitmap {
             let new = f(v).ok_or(v)?;
             match word.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
-                    let (was_full, is_full) =
-                        (slots_of(v) == SLOTS_FULL, slots_of(new) == SLOTS_FULL);
-                    if !self.levels.is_empty() {
-                        if is_full && !was_full {
-                            self.summary_set(0, w);
-                            self.unstale(w);
-                        } else if was_full && !is_full && !self.make_stale(w) {
-                            self.summary_clear(0, w);
-                        }
+                    match (slots_of(v) == SLOTS_FULL, slots_of(new) == SLOTS_FULL) {
+                        (false, true) => self.became_full(w),
+                        (true, false) => self.became_not_full(w),
+                        _ => {}
                     }
                     if slots_of(v) & !slots_of(new) != 0 {
                         self.lower_hint(w);
@@ -438,6 +489,23 @@ impl Bitmap {
                 }
                 Err(current) => v = current,
             }
+        }
+    }
+
+    /// Keeps the summaries after an update made word `w` full.
+    #[inline(never)]
+    fn became_full(&self, w: u64) {
+        if !self.levels.is_empty() {
+            self.summary_set(0, w);
+            self.unstale(w);
+        }
+    }
+
+    /// Keeps the summaries after an update made word `w` not full.
+    #[inline(never)]
+    fn became_not_full(&self, w: u64) {
+        if !self.levels.is_empty() && !self.make_stale(w) {
+            self.summary_clear(0, w);
         }
     }
 

@@ -161,14 +161,23 @@ impl SpaceInner {
     #[inline]
     pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) {
         // The count spares the hot path the list's load when nobody subscribed.
-        let subscribers = (self.subscriber_count.load(Ordering::Acquire) != 0)
-            .then(|| self.subscribers.load())
-            .filter(|list| !list.is_empty());
-        let Some(subscribers) = subscribers else {
+        if self.subscriber_count.load(Ordering::Acquire) == 0 {
+            self.owners.free_one(pasid, set.0);
+            self.backend_free(pasid);
+        } else {
+            self.retire_subscribed(set, pasid);
+        }
+    }
+
+    /// [`retire`](Self::retire) once a subscriber may exist: each one gets a ticket.
+    #[inline(never)]
+    fn retire_subscribed(self: &Arc<Self>, set: SetId, pasid: Pasid) {
+        let subscribers = self.subscribers.load();
+        if subscribers.is_empty() {
             self.owners.free_one(pasid, set.0);
             self.backend_free(pasid);
             return;
-        };
+        }
         self.freeing.fetch_add(1, Ordering::Relaxed);
         self.owners
             .begin_teardown(pasid, set.0, subscribers.len() as u32);
