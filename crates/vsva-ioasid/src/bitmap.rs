@@ -105,8 +105,9 @@ pub(crate) struct Bitmap {
     fixed_first: u32,
     /// Bits of the last word past `len`, taken for good.
     fixed_last: u32,
-    /// A level-0 word index below which every word is full: searches start here. A pure
-    /// accelerator, kept conservative as described at [`Bitmap::advance_hint`].
+    /// A level-0 word index below which every word is full except the stale one: searches
+    /// start at the lower of the two. A pure accelerator, kept conservative as described at
+    /// [`Bitmap::advance_hint`] and [`Bitmap::released_in`].
     hint: AtomicU64,
     /// The one level-0 word whose summary bit may say "full" while it is not ([`NO_STALE`]
     /// if none): a release that un-fills a word records it here instead of clearing the
@@ -257,22 +258,26 @@ impl Bitmap {
     }
 
     /// Whether every summary bit at every level agrees with the word it describes (the stale
-    /// word's may say "full" while it is not), and every [`TAG_NONE`] word has only its fixed
-    /// bits: the invariants once no update is in flight.
+    /// word's may say "full" while it is not), every word below the hint is full or stale,
+    /// and every [`TAG_NONE`] word has only its fixed bits: the invariants once no update is
+    /// in flight.
     #[cfg(test)]
     pub(crate) fn summaries_exact(&self) -> bool {
         let tags_ok = (0..self.nwords).all(|w| {
             let v = self.word(w);
             tag_of(v) != TAG_NONE || slots_of(v) == self.fixed(w)
         });
+        let stale = self.stale.load(Ordering::SeqCst);
+        let hint_ok = (0..self.hint.load(Ordering::SeqCst).min(self.nwords))
+            .all(|w| w == stale || slots_of(self.word(w)) == SLOTS_FULL);
         tags_ok
+            && hint_ok
             && (0..self.levels.len()).all(|level| {
                 let children = if level == 0 {
                     self.nwords as usize
                 } else {
                     self.levels[level - 1].words.len()
                 };
-                let stale = self.stale.load(Ordering::SeqCst);
                 (0..children as u64).all(|c| {
                     let (bit, full) = (self.summary_bit(level, c), self.child_full(level, c));
                     bit == full || (level == 0 && c == stale && bit)
@@ -290,7 +295,10 @@ impl Bitmap {
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
         debug_assert!(hi < self.len && tag != TAG_MIXED);
         let hint = self.hint.load(Ordering::SeqCst);
-        let mut from = lo.max(hint * WORD_SLOTS);
+        // Below the hint every word is full but the stale one: start at the lower of the two
+        // (in a2's free-one-and-get-it-back, the stale word holds the bit just released).
+        let start = hint.min(self.stale.load(Ordering::SeqCst));
+        let mut from = lo.max(start * WORD_SLOTS);
         if let Some(i) = self.claim_in_first_word(from, hi, tag) {
             if i / WORD_SLOTS > hint {
                 self.advance_hint(hint, i / WORD_SLOTS);
@@ -435,7 +443,7 @@ impl Bitmap {
         if slots_of(v) == SLOTS_FULL {
             self.became_not_full(w);
         }
-        self.lower_hint(w);
+        self.released_in(w);
         true
     }
 
@@ -483,7 +491,7 @@ impl Bitmap {
                         _ => {}
                     }
                     if slots_of(v) & !slots_of(new) != 0 {
-                        self.lower_hint(w);
+                        self.released_in(w);
                     }
                     return Ok(v);
                 }
@@ -543,6 +551,7 @@ impl Bitmap {
             && !self.child_full(0, w)
         {
             self.summary_clear(0, w);
+            self.lower_hint(w);
         }
     }
 
@@ -580,6 +589,17 @@ impl Bitmap {
                 self.lower_hint(w);
                 return;
             }
+        }
+    }
+
+    /// Keeps the hint's promise after a release in word `w` (and its summary update): every
+    /// word below the hint is full or the stale one, which searches look at directly, so the
+    /// hint is lowered only for a word that is not stale. A claim taking the stale mark back
+    /// from `w` re-reads the word after it, and lowers the hint itself if it finds room.
+    #[inline]
+    fn released_in(&self, w: u64) {
+        if self.stale.load(Ordering::SeqCst) != w {
+            self.lower_hint(w);
         }
     }
 
