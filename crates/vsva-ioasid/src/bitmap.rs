@@ -90,12 +90,23 @@ struct Level {
 const CHUNK_SHIFT: u32 = 8;
 const CHUNK_WORDS: u64 = 1 << CHUNK_SHIFT;
 
+/// One chunk of level 0, always whole (the last one's words past the end are never used), so
+/// that indexing a word in it needs no length check.
+type Chunk = [AtomicU64; CHUNK_WORDS as usize];
+
+/// A chunk holding `value(w)` for each word `w` from `first` on.
+fn new_chunk(first: u64, value: impl Fn(u64) -> u64) -> Box<Chunk> {
+    Box::new(std::array::from_fn(|i| {
+        AtomicU64::new(value(first + i as u64))
+    }))
+}
+
 /// The hierarchical bitmap over `[0, len)`.
 pub(crate) struct Bitmap {
     /// Level 0: tag and taken bits per 32 PASIDs, in chunks of [`CHUNK_WORDS`] created by
     /// the first claim in them (an absent chunk reads as all free). An empty 20-bit space
     /// then costs its summaries and this table, not 256 KiB of words.
-    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    chunks: Box<[OnceLock<Box<Chunk>>]>,
     /// How many level-0 words there are.
     nwords: u64,
     /// `levels[0]` has one bit per level-0 word; `levels[k]` one per word of `levels[k - 1]`.
@@ -109,11 +120,12 @@ pub(crate) struct Bitmap {
     /// start at the lower of the two. A pure accelerator, kept conservative as described at
     /// [`Bitmap::advance_hint`] and [`Bitmap::released_in`].
     hint: AtomicU64,
-    /// The one level-0 word whose summary bit may say "full" while it is not ([`NO_STALE`]
-    /// if none): a release that un-fills a word records it here instead of clearing the
-    /// summary bits above it, every search looks at it directly, and the claim that fills it
-    /// again takes it back out. A free-and-allocate-again pair in a full region then changes
-    /// no summary at all. See [`Bitmap::make_stale`].
+    /// The one level-0 word whose summary bit need not agree with it ([`NO_STALE`] if none):
+    /// a release that un-fills a word records it here instead of clearing the summary bits
+    /// above it, and every search looks at it directly. The mark stays when the word fills
+    /// again, until a release elsewhere takes it and sets the word's summary bit. A
+    /// free-and-allocate-again pair in a full region then changes no summary at all, and a
+    /// pair in another word moves the mark once. See [`Bitmap::make_stale`].
     stale: AtomicU64,
 }
 
@@ -179,7 +191,7 @@ impl Bitmap {
                 words: summary.into_iter().map(AtomicU64::new).collect(),
             });
         }
-        let chunks: Box<[OnceLock<Box<[AtomicU64]>>]> = (0..nwords.div_ceil(CHUNK_WORDS))
+        let chunks: Box<[OnceLock<Box<Chunk>>]> = (0..nwords.div_ceil(CHUNK_WORDS))
             .map(|_| OnceLock::new())
             .collect();
         for (c, chunk) in chunks.iter().enumerate() {
@@ -187,8 +199,10 @@ impl Bitmap {
                 c * CHUNK_WORDS as usize..((c + 1) * CHUNK_WORDS as usize).min(values.len());
             // Chunks with any PASID taken are created now, the others on their first claim.
             // The `loom` models create them all: a `OnceLock`'s hand-off is invisible to loom.
-            if cfg!(loom) || values[range.clone()].iter().any(|&v| tag_of(v) != TAG_NONE) {
-                let words = values[range].iter().copied().map(AtomicU64::new).collect();
+            if cfg!(loom) || values[range].iter().any(|&v| tag_of(v) != TAG_NONE) {
+                let words = new_chunk(c as u64 * CHUNK_WORDS, |w| {
+                    values.get(w as usize).copied().unwrap_or(0)
+                });
                 chunk
                     .set(words)
                     .unwrap_or_else(|_| unreachable!("a fresh chunk"));
@@ -248,17 +262,13 @@ impl Bitmap {
     #[inline]
     fn cell_or_create(&self, w: u64) -> &AtomicU64 {
         let c = w >> CHUNK_SHIFT;
-        let chunk = self.chunks[c as usize].get_or_init(|| {
-            let first = c * CHUNK_WORDS;
-            (first..(first + CHUNK_WORDS).min(self.nwords))
-                .map(|w| AtomicU64::new(pack(TAG_NONE, self.fixed(w))))
-                .collect()
-        });
+        let chunk = self.chunks[c as usize]
+            .get_or_init(|| new_chunk(c * CHUNK_WORDS, |w| pack(TAG_NONE, self.fixed(w))));
         &chunk[(w % CHUNK_WORDS) as usize]
     }
 
     /// Whether every summary bit at every level agrees with the word it describes (the stale
-    /// word's may say "full" while it is not), every word below the hint is full or stale,
+    /// word's may not), every word below the hint is full or stale,
     /// and every [`TAG_NONE`] word has only its fixed bits: the invariants once no update is
     /// in flight.
     #[cfg(test)]
@@ -280,7 +290,7 @@ impl Bitmap {
                 };
                 (0..children as u64).all(|c| {
                     let (bit, full) = (self.summary_bit(level, c), self.child_full(level, c));
-                    bit == full || (level == 0 && c == stale && bit)
+                    bit == full || (level == 0 && c == stale)
                 })
             })
     }
@@ -500,12 +510,14 @@ impl Bitmap {
         }
     }
 
-    /// Keeps the summaries after an update made word `w` full.
+    /// Keeps the summaries after an update made word `w` full. The stale word keeps its mark
+    /// and its summary bit as they are: whoever takes the mark from it re-reads it and sets
+    /// the bit ([`Bitmap::make_stale`]), so a release and a refill in the same word, over and
+    /// over (a2), change no summary.
     #[inline(never)]
     fn became_full(&self, w: u64) {
-        if !self.levels.is_empty() {
+        if !self.levels.is_empty() && self.stale.load(Ordering::SeqCst) != w {
             self.summary_set(0, w);
-            self.unstale(w);
         }
     }
 
@@ -517,42 +529,44 @@ impl Bitmap {
         }
     }
 
-    /// Records word `w`, which a release just made not full, as the stale word; returns
-    /// whether it is (then its summary bits need not change), `false` if another word is.
+    /// Records word `w`, which a release just made not full, as the stale word, taking the
+    /// mark from the word that held it if that one is full again; returns whether `w` is now
+    /// stale (then its summary bits need not change), `false` if the mark stays elsewhere.
     ///
-    /// Searches read `stale` before they trust the summaries, so a release that returned
-    /// before a search began is seen by it either through the summaries (not stale) or
-    /// directly (stale). The one window is a claim that is taking the mark back from a word
-    /// that a release has just un-filled again: until that claim's re-check has cleared the
-    /// summary, a search may skip the word, as it may skip any word whose update is in
-    /// flight; it never returns a bit it did not claim.
+    /// The word that loses the mark is re-read after the move and its summary set to what it
+    /// holds then (and the hint lowered if it has room): a release or refill there that still
+    /// saw it stale, and so left the summary alone, either came before that re-read or reads
+    /// the moved mark itself and keeps the summary on its own. Searches read `stale` before
+    /// they trust the summaries, so a release that returned before a search began is seen by
+    /// it either through the summaries or directly. The one window is the move itself: until
+    /// the mover's re-read has corrected the old word's summary, a search may skip that word,
+    /// as it may skip any word whose update is in flight; it never returns a bit it did not
+    /// claim.
     #[inline]
     fn make_stale(&self, w: u64) -> bool {
-        match self.stale.load(Ordering::SeqCst) {
-            s if s == w => true,
-            NO_STALE => self
-                .stale
-                .compare_exchange(NO_STALE, w, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-            _ => false,
+        let old = self.stale.load(Ordering::SeqCst);
+        if old == w {
+            return true;
         }
-    }
-
-    /// Takes word `w`, which a claim just filled, out of `stale`, then re-reads it: if a
-    /// release un-filled it meanwhile (and, seeing it still stale, left the summary alone),
-    /// the summary is corrected here.
-    #[inline]
-    fn unstale(&self, w: u64) {
-        if self.stale.load(Ordering::SeqCst) == w
-            && self
-                .stale
-                .compare_exchange(w, NO_STALE, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            && !self.child_full(0, w)
+        // A stale word that has room still needs the mark; a full one (refilled) gives it up.
+        if old != NO_STALE && !self.child_full(0, old) {
+            return false;
+        }
+        if self
+            .stale
+            .compare_exchange(old, w, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
         {
-            self.summary_clear(0, w);
-            self.lower_hint(w);
+            return false;
         }
+        if old != NO_STALE {
+            self.set_summary_bit(0, old);
+            if !self.child_full(0, old) {
+                self.summary_clear(0, old);
+                self.lower_hint(old);
+            }
+        }
+        true
     }
 
     /// Moves the hint from `seen` to `word` when a claim landed in `word`, a few words past the
@@ -624,7 +638,7 @@ impl Bitmap {
         let words = self.chunks.iter().filter_map(|c| c.get()).map(|c| c.len());
         (words.sum::<usize>() + self.levels.iter().map(|l| l.words.len()).sum::<usize>())
             * std::mem::size_of::<AtomicU64>()
-            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<[AtomicU64]>>>()
+            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<Chunk>>>()
             + std::mem::size_of::<Self>()
     }
 
@@ -859,7 +873,7 @@ mod tests {
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, 0, 4095), Some(50));
         assert_eq!(claim(&b, 0, 4095), Some(100));
-        // Refilling the stale word takes it out: a later release there may be stale again.
+        // Refilling the stale word leaves it marked: a later release there changes nothing.
         release(101);
         assert_eq!(claim(&b, 102, 4095), Some(3000));
         assert_eq!(claim(&b, 0, 4095), Some(101));

@@ -158,7 +158,9 @@ impl SpaceInner {
 
     /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
     /// they have all finished, makes the number allocatable again. Never fails.
-    #[inline]
+    // Always inlined: a set's `free` is this and a membership update, and the call's own
+    // register saving was a tenth of a free's instructions.
+    #[inline(always)]
     pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) {
         // The count spares the hot path the list's load when nobody subscribed.
         if self.subscriber_count.load(Ordering::Acquire) == 0 {
