@@ -116,12 +116,10 @@ pub(crate) struct Bitmap {
     fixed_first: u32,
     /// Bits of the last word past `len`, taken for good.
     fixed_last: u32,
-    /// One hint per region of [`REGION_WORDS`] level-0 words: a word index below which every
-    /// word of the region is full except the stale one. A search starts at its `min`'s
-    /// region's hint, or at the stale word if that is lower. Sets allocating in different
-    /// regions (own ranges) keep their own hints. A pure accelerator, kept conservative as
-    /// described at [`Bitmap::advance_hint`] and [`Bitmap::released_in`].
-    hints: Box<[Hint]>,
+    /// A level-0 word index below which every word is full except the stale one: searches
+    /// start at the lower of the two. A pure accelerator, kept conservative as described at
+    /// [`Bitmap::advance_hint`] and [`Bitmap::released_in`].
+    hint: AtomicU64,
     /// The one level-0 word whose summary bit need not agree with it ([`NO_STALE`] if none):
     /// a release that un-fills a word records it here instead of clearing the summary bits
     /// above it, and every search looks at it directly. The mark stays when the word fills
@@ -130,14 +128,6 @@ pub(crate) struct Bitmap {
     /// pair in another word moves the mark once. See [`Bitmap::make_stale`].
     stale: AtomicU64,
 }
-
-/// Level-0 words per hint region (131 072 PASIDs: eight regions in a 20-bit space).
-const REGION_SHIFT: u32 = 12;
-const REGION_WORDS: u64 = 1 << REGION_SHIFT;
-
-/// A region's hint, on a cache line of its own: sets in different regions do not share it.
-#[repr(align(64))]
-struct Hint(AtomicU64);
 
 /// `stale` when no word is stale.
 const NO_STALE: u64 = u64::MAX;
@@ -225,9 +215,7 @@ impl Bitmap {
             len,
             fixed_first,
             fixed_last,
-            hints: (0..nwords.div_ceil(REGION_WORDS))
-                .map(|r| Hint(AtomicU64::new(r * REGION_WORDS)))
-                .collect(),
+            hint: AtomicU64::new(0),
             stale: AtomicU64::new(NO_STALE),
         }
     }
@@ -290,10 +278,8 @@ impl Bitmap {
             tag_of(v) != TAG_NONE || slots_of(v) == self.fixed(w)
         });
         let stale = self.stale.load(Ordering::SeqCst);
-        let hint_ok = self.hints.iter().enumerate().all(|(r, hint)| {
-            (r as u64 * REGION_WORDS..hint.0.load(Ordering::SeqCst).min(self.nwords))
-                .all(|w| w == stale || slots_of(self.word(w)) == SLOTS_FULL)
-        });
+        let hint_ok = (0..self.hint.load(Ordering::SeqCst).min(self.nwords))
+            .all(|w| w == stale || slots_of(self.word(w)) == SLOTS_FULL);
         tags_ok
             && hint_ok
             && (0..self.levels.len()).all(|level| {
@@ -318,16 +304,10 @@ impl Bitmap {
     #[inline]
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
         debug_assert!(hi < self.len && tag != TAG_MIXED);
-        let hint = self.hint(lo / WORD_SLOTS).load(Ordering::SeqCst);
-        // Below the hint every word of its region is full but the stale one: start at the
-        // stale word if it lies between `lo`'s word and the hint (in a2's free-one-and-get-
-        // it-back, it holds the bit just released).
-        let stale = self.stale.load(Ordering::SeqCst);
-        let start = if stale >= lo / WORD_SLOTS {
-            hint.min(stale)
-        } else {
-            hint
-        };
+        let hint = self.hint.load(Ordering::SeqCst);
+        // Below the hint every word is full but the stale one: start at the lower of the two
+        // (in a2's free-one-and-get-it-back, the stale word holds the bit just released).
+        let start = hint.min(self.stale.load(Ordering::SeqCst));
         let mut from = lo.max(start * WORD_SLOTS);
         if let Some(i) = self.claim_in_first_word(from, hi, tag) {
             if i / WORD_SLOTS > hint {
@@ -589,15 +569,8 @@ impl Bitmap {
         true
     }
 
-    /// The hint of the region of word `w`.
-    #[inline]
-    fn hint(&self, w: u64) -> &AtomicU64 {
-        &self.hints[(w >> REGION_SHIFT) as usize].0
-    }
-
-    /// Moves the hint of the region of `seen` from `seen` to `word` when a claim landed in
-    /// `word`, a few words past the hint in the same region, and every word in between is
-    /// full.
+    /// Moves the hint from `seen` to `word` when a claim landed in `word`, a few words past the
+    /// hint, and every word in between is full.
     ///
     /// A release below the hint lowers it ([`Bitmap::lower_hint`]). The race to close is a
     /// release in `[seen, word)` that read the hint before it moved: after moving it, the
@@ -606,7 +579,7 @@ impl Bitmap {
     /// or follows it (and the releaser then reads the moved hint). Steps longer than
     /// `HINT_STEP` words are not taken, so the re-check stays a few operations.
     fn advance_hint(&self, seen: u64, word: u64) {
-        if word <= seen || word - seen > HINT_STEP || word >> REGION_SHIFT != seen >> REGION_SHIFT {
+        if word <= seen || word - seen > HINT_STEP {
             return;
         }
         let full = |v: u64| slots_of(v) == SLOTS_FULL;
@@ -614,7 +587,7 @@ impl Bitmap {
             return;
         }
         if self
-            .hint(seen)
+            .hint
             .compare_exchange(seen, word, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
@@ -644,12 +617,11 @@ impl Bitmap {
         }
     }
 
-    /// Keeps the hint of `word`'s region at or below `word`, which just gained a clear bit.
+    /// Keeps the hint at or below `word`, which just gained a clear bit.
     #[inline]
     fn lower_hint(&self, word: u64) {
-        let hint = self.hint(word);
-        if word < hint.load(Ordering::SeqCst) {
-            hint.fetch_min(word, Ordering::SeqCst);
+        if word < self.hint.load(Ordering::SeqCst) {
+            self.hint.fetch_min(word, Ordering::SeqCst);
         }
     }
 
@@ -921,36 +893,6 @@ mod tests {
         assert_eq!(claim(&b, 0, 2079), Some(5));
         assert_eq!(claim(&b, 0, 2079), Some(2047));
         assert!(b.summary_bit(1, 0));
-        assert!(b.summaries_exact());
-    }
-
-    #[test]
-    fn each_region_keeps_its_own_hint() {
-        let len = 2 * REGION_WORDS * WORD_SLOTS;
-        let b = Bitmap::new(len, false);
-        let lo = REGION_WORDS * WORD_SLOTS;
-        for expect in lo..lo + 1000 {
-            assert_eq!(claim(&b, lo, len - 1), Some(expect));
-        }
-        // Claims from the second region's start moved its hint, not the first region's.
-        assert_eq!(b.hint(0).load(Ordering::SeqCst), 0);
-        assert_eq!(
-            b.hint(REGION_WORDS).load(Ordering::SeqCst),
-            REGION_WORDS + 31
-        );
-        assert!(b.summaries_exact());
-        // A release there lowers it (the first release un-fills a word, which becomes
-        // stale and keeps the hint; the next one elsewhere lowers it).
-        assert!(b.release_as(REGION_WORDS + 3, 1, A));
-        assert!(b.release_as(REGION_WORDS + 1, 1, A));
-        assert_eq!(
-            b.hint(REGION_WORDS).load(Ordering::SeqCst),
-            REGION_WORDS + 1
-        );
-        assert!(b.summaries_exact());
-        assert_eq!(claim(&b, lo, len - 1), Some(lo + 32));
-        assert_eq!(claim(&b, lo, len - 1), Some(lo + 96));
-        assert_eq!(claim(&b, 0, len - 1), Some(0));
         assert!(b.summaries_exact());
     }
 
