@@ -81,6 +81,15 @@ pub(crate) enum Claim {
     Foreign,
 }
 
+/// Why [`Bitmap::claim_in_first_word`] claimed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotClaimed {
+    /// The word has no clear bit from the search's start to its end (or the range's).
+    NoRoom,
+    /// It may have one the search must take.
+    Search,
+}
+
 /// One summary level.
 struct Level {
     words: Box<[AtomicU64]>,
@@ -306,10 +315,18 @@ impl Bitmap {
         debug_assert!(hi < self.len && tag != TAG_MIXED);
         let hint = self.hint.load(Ordering::SeqCst);
         // Below the hint every word is full but the stale one: start at the lower of the two
-        // (in a2's free-one-and-get-it-back, the stale word holds the bit just released).
-        let start = hint.min(self.stale.load(Ordering::SeqCst));
-        let mut from = lo.max(start * WORD_SLOTS);
-        if let Some(i) = self.claim_in_first_word(from, hi, tag) {
+        // (in a2's free-one-and-get-it-back, the stale word holds the bit just released). A
+        // stale word that filled again keeps its mark: then go on at the hint, or every
+        // search would end in the summaries.
+        let stale = self.stale.load(Ordering::SeqCst);
+        let mut from = lo.max(hint.min(stale) * WORD_SLOTS);
+        let mut first = self.claim_in_first_word(from, hi, tag);
+        if first == Err(NotClaimed::NoRoom) && stale < hint {
+            // Everything from `from` to the hint is full: start at the hint.
+            from = lo.max(hint * WORD_SLOTS);
+            first = self.claim_in_first_word(from, hi, tag);
+        }
+        if let Ok(i) = first {
             if i / WORD_SLOTS > hint {
                 self.advance_hint(hint, i / WORD_SLOTS);
             }
@@ -333,15 +350,15 @@ impl Bitmap {
     /// `[from, hi]` if it lies in the word of `from` and that word is tagged `tag` or
     /// [`TAG_NONE`]. No bit of `[from, hi]` is lower, so this is the bit the summaries would
     /// lead to; one load and one compare-and-swap while the word has room (a fill, or a1).
-    /// `None` leaves it to the search: the word is full from `from` on, mixed, another set's,
-    /// or its chunk not created yet.
+    /// Otherwise it says whether the word is full from `from` on, or has room the search must
+    /// take (a mixed word, another set's, or a chunk not created yet).
     #[inline]
-    fn claim_in_first_word(&self, from: u64, hi: u64, tag: u32) -> Option<u64> {
+    fn claim_in_first_word(&self, from: u64, hi: u64, tag: u32) -> Result<u64, NotClaimed> {
         let w = from / WORD_SLOTS;
         if from > hi {
-            return None;
+            return Err(NotClaimed::Search);
         }
-        let cell = self.cell(w)?;
+        let cell = self.cell(w).ok_or(NotClaimed::Search)?;
         let mut room = SLOTS_FULL << (from % WORD_SLOTS);
         if hi / WORD_SLOTS == w {
             room &= SLOTS_FULL >> (WORD_SLOTS - 1 - hi % WORD_SLOTS);
@@ -349,8 +366,11 @@ impl Bitmap {
         let mut v = cell.load(Ordering::SeqCst);
         loop {
             let free = !slots_of(v) & room;
-            if free == 0 || (tag_of(v) != tag && tag_of(v) != TAG_NONE) {
-                return None;
+            if free == 0 {
+                return Err(NotClaimed::NoRoom);
+            }
+            if tag_of(v) != tag && tag_of(v) != TAG_NONE {
+                return Err(NotClaimed::Search);
             }
             let bit = free & free.wrapping_neg();
             let new = pack(tag, slots_of(v) | bit);
@@ -359,7 +379,7 @@ impl Bitmap {
                     if slots_of(new) == SLOTS_FULL {
                         self.became_full(w);
                     }
-                    return Some(w * WORD_SLOTS + u64::from(bit.trailing_zeros()));
+                    return Ok(w * WORD_SLOTS + u64::from(bit.trailing_zeros()));
                 }
                 Err(current) => v = current,
             }
