@@ -266,6 +266,17 @@ fn loom_stale_word_hand_off_never_hides_a_release() {
     });
 }
 
+/// Releases two of set A's bits from two threads at once.
+fn release_at_once(b: &Arc<Bitmap>, bits: [u64; 2]) {
+    let t = bits.map(|i| {
+        let b = b.clone();
+        thread::spawn(move || release(&b, i, A))
+    });
+    for t in t {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn loom_stale_mark_moves_while_its_old_word_is_released_again() {
     loom::model(|| {
@@ -275,16 +286,7 @@ fn loom_stale_mark_moves_while_its_old_word_is_released_again() {
         let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
         release(&b, 3, A);
         assert_eq!(claim(&b, A), Some(3));
-        let t: Vec<_> = [40u64, 5]
-            .into_iter()
-            .map(|i| {
-                let b = b.clone();
-                thread::spawn(move || release(&b, i, A))
-            })
-            .collect();
-        for t in t {
-            t.join().unwrap();
-        }
+        release_at_once(&b, [40, 5]);
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, A), Some(5));
         assert_eq!(claim(&b, A), Some(40));
@@ -384,16 +386,7 @@ fn loom_stale_mark_move_racing_a_release_through_every_level() {
         let b = Arc::new(Bitmap::prefilled(DEEP, 2048, A));
         release(&b, 5, A);
         assert_eq!(claimed(b.claim_lowest(0, DEEP - 1, A)), 5);
-        let t: Vec<_> = [2047u64, 6]
-            .into_iter()
-            .map(|i| {
-                let b = b.clone();
-                thread::spawn(move || release(&b, i, A))
-            })
-            .collect();
-        for t in t {
-            t.join().unwrap();
-        }
+        release_at_once(&b, [2047, 6]);
         assert!(b.summaries_exact());
         assert!(!b.summary_bit(1, 0));
         for expect in [6, 2047, 2048] {
