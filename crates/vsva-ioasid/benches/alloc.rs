@@ -611,7 +611,11 @@ fn check_xarray_peer() {
     }
 }
 
-/// Instruction-count mode: `VSVA_BENCH_LOOP=<a1|a2|fill>,<vsva|vm-allocator|xarray>,<n>,<ops>`
+/// The start of the upper half of the space: the second worker's own range in the
+/// two-thread bench, and the range of the `a1-upper` loop.
+const UPPER: u32 = 1 << (BITS - 1);
+
+/// Instruction-count mode: `VSVA_BENCH_LOOP=<a1|a1-upper|a2|fill>,<vsva|vm-allocator|xarray>,<n>,<ops>`
 /// builds the state (`n` held; ignored by `fill`, which starts empty) and runs `ops` pairs (or
 /// allocations) once inside [`counted_loop`], so that `valgrind --tool=callgrind
 /// --collect-atstart=no --toggle-collect='*counted_loop*'` counts that loop alone.
@@ -632,10 +636,10 @@ fn loop_mode(spec: &str) {
 fn loop_for<P: Peer>(pattern: &str, n: u32, ops: u64) {
     let p = P::new();
     let mut set = p.set(1);
-    let held = if pattern == "fill" {
-        Vec::new()
-    } else {
-        prefill(&p, &mut set, n)
+    let held = match pattern {
+        "fill" => Vec::new(),
+        "a1-upper" => (0..n).map(|_| p.alloc(&mut set, UPPER, MAX)).collect(),
+        _ => prefill(&p, &mut set, n),
     };
     let t = counted_loop(&p, &mut set, pattern, &held, ops);
     println!("{pattern} {} n={n}: {:.1} ns/op", P::NAME, ns(t, ops));
@@ -652,6 +656,14 @@ fn counted_loop<P: Peer>(
     match pattern {
         "a1" => a1(p, set, ops),
         "a2" => a2(p, set, held, ops),
+        "a1-upper" => {
+            let start = Instant::now();
+            for _ in 0..ops {
+                let id = p.alloc(set, UPPER, MAX);
+                p.free(set, black_box(id));
+            }
+            start.elapsed()
+        }
         "fill" => {
             let start = Instant::now();
             for _ in 0..ops {

@@ -328,6 +328,17 @@ impl Bitmap {
             from = lo.max(hint * WORD_SLOTS);
             first = self.claim_in_first_word(from, hi, tag);
         }
+        if first == Err(NotClaimed::NoRoom) {
+            // Full from `from` on (a set allocating from its own range above the hint): try
+            // the next word with room that the first summary level shows, unless the stale
+            // word, whose summary may hide room, lies in between.
+            let w = from / WORD_SLOTS;
+            if let Some(next) = self.next_with_room(w) {
+                if !(w < stale && stale < next) {
+                    first = self.claim_in_first_word(next * WORD_SLOTS, hi, tag);
+                }
+            }
+        }
         if let Ok(i) = first {
             if i / WORD_SLOTS > hint {
                 self.advance_hint(hint, i / WORD_SLOTS);

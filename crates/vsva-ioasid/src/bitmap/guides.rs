@@ -123,6 +123,20 @@ impl Bitmap {
         }
     }
 
+    /// The first word after `w` that the first summary level says is not full, if it lies in
+    /// the same summary word as `w + 1` (one load; `None` also for a single-word bitmap).
+    #[inline]
+    pub(super) fn next_with_room(&self, w: u64) -> Option<u64> {
+        let next = w + 1;
+        let summary = self
+            .levels
+            .first()?
+            .words
+            .get((next / SUMMARY_BITS) as usize)?;
+        let room = !summary.load(Ordering::SeqCst) & (FULL << (next % SUMMARY_BITS));
+        (room != 0).then(|| next - next % SUMMARY_BITS + u64::from(room.trailing_zeros()))
+    }
+
     /// Whether summary `level` says child `child` (a level-0 word for level 0) is full.
     #[cfg(test)]
     pub(crate) fn summary_bit(&self, level: usize, child: u64) -> bool {
@@ -131,6 +145,7 @@ impl Bitmap {
     }
 
     /// Whether child `child` of summary `level` is full now.
+    #[inline]
     pub(super) fn child_full(&self, level: usize, child: u64) -> bool {
         if level == 0 {
             slots_of(self.word(child)) == SLOTS_FULL
@@ -199,6 +214,8 @@ impl Bitmap {
     }
 
     /// Sets bit `child` of summary `level`. Propagates "full" upwards.
+    // Always inlined: the stale mark's move sets a bit on every a2 pair.
+    #[inline(always)]
     fn set_summary_bit(&self, level: usize, child: u64) {
         let w = child / SUMMARY_BITS;
         let bit = 1u64 << (child % SUMMARY_BITS);
@@ -209,6 +226,7 @@ impl Bitmap {
     }
 
     /// Clears bit `child` of summary `level`. Propagates "not full" upwards.
+    #[inline]
     fn clear_summary_bit(&self, level: usize, child: u64) {
         let w = child / SUMMARY_BITS;
         let bit = 1u64 << (child % SUMMARY_BITS);
