@@ -27,6 +27,11 @@
 //! the word, and writes again if a concurrent update changed the answer in between. Whoever
 //! writes a summary bit last has therefore seen the word agree with it, so once the updates
 //! touching a word have returned, its summary bit is exact (the `loom` tests check this).
+//! The one exception is the *stale* word: a release that un-fills a word marks it instead of
+//! clearing summary bits, and whoever later moves the mark sets the word's bit (the
+//! `guides` module says how). Searches start at the stale word or the hint (every word
+//! below it full but the stale one), and claim in that first word, or the next one with room,
+//! without reading further summaries when they can.
 //! While updates are in flight a summary may lag by one step: a search can then skip a word
 //! whose bit is just being released, and it never returns a bit it did not claim.
 //! [`Bitmap::claim_lowest`] re-checks level 0 itself before it reports that a range has no
