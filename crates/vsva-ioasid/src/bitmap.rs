@@ -27,10 +27,17 @@
 //! the word, and writes again if a concurrent update changed the answer in between. Whoever
 //! writes a summary bit last has therefore seen the word agree with it, so once the updates
 //! touching a word have returned, its summary bit is exact (the `loom` tests check this).
+//! The one exception is the *stale* word: a release that un-fills a word marks it instead of
+//! clearing summary bits, and whoever later moves the mark sets the word's bit (the
+//! `guides` module says how). Searches start at the stale word or the hint (every word
+//! below it full but the stale one), and claim in that first word, or the next one with room,
+//! without reading further summaries when they can.
 //! While updates are in flight a summary may lag by one step: a search can then skip a word
 //! whose bit is just being released, and it never returns a bit it did not claim.
 //! [`Bitmap::claim_lowest`] re-checks level 0 itself before it reports that a range has no
 //! free bit, so a lagging summary never causes a false "full".
+
+mod guides;
 
 use std::sync::OnceLock;
 
@@ -81,6 +88,15 @@ pub(crate) enum Claim {
     Foreign,
 }
 
+/// Why [`Bitmap::claim_in_first_word`] claimed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotClaimed {
+    /// The word has no clear bit from the search's start to its end (or the range's).
+    NoRoom,
+    /// It may have one the search must take.
+    Search,
+}
+
 /// One summary level.
 struct Level {
     words: Box<[AtomicU64]>,
@@ -90,12 +106,23 @@ struct Level {
 const CHUNK_SHIFT: u32 = 8;
 const CHUNK_WORDS: u64 = 1 << CHUNK_SHIFT;
 
+/// One chunk of level 0, always whole (the last one's words past the end are never used), so
+/// that indexing a word in it needs no length check.
+type Chunk = [AtomicU64; CHUNK_WORDS as usize];
+
+/// A chunk holding `value(w)` for each word `w` from `first` on.
+fn new_chunk(first: u64, value: impl Fn(u64) -> u64) -> Box<Chunk> {
+    Box::new(std::array::from_fn(|i| {
+        AtomicU64::new(value(first + i as u64))
+    }))
+}
+
 /// The hierarchical bitmap over `[0, len)`.
 pub(crate) struct Bitmap {
     /// Level 0: tag and taken bits per 32 PASIDs, in chunks of [`CHUNK_WORDS`] created by
     /// the first claim in them (an absent chunk reads as all free). An empty 20-bit space
     /// then costs its summaries and this table, not 256 KiB of words.
-    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    chunks: Box<[OnceLock<Box<Chunk>>]>,
     /// How many level-0 words there are.
     nwords: u64,
     /// `levels[0]` has one bit per level-0 word; `levels[k]` one per word of `levels[k - 1]`.
@@ -105,14 +132,16 @@ pub(crate) struct Bitmap {
     fixed_first: u32,
     /// Bits of the last word past `len`, taken for good.
     fixed_last: u32,
-    /// A level-0 word index below which every word is full: searches start here. A pure
-    /// accelerator, kept conservative as described at [`Bitmap::advance_hint`].
+    /// A level-0 word index below which every word is full except the stale one: searches
+    /// start at the lower of the two. A pure accelerator, kept conservative as described at
+    /// [`Bitmap::advance_hint`] and [`Bitmap::released_in`].
     hint: AtomicU64,
-    /// The one level-0 word whose summary bit may say "full" while it is not ([`NO_STALE`]
-    /// if none): a release that un-fills a word records it here instead of clearing the
-    /// summary bits above it, every search looks at it directly, and the claim that fills it
-    /// again takes it back out. A free-and-allocate-again pair in a full region then changes
-    /// no summary at all. See [`Bitmap::make_stale`].
+    /// The one level-0 word whose summary bit need not agree with it ([`NO_STALE`] if none):
+    /// a release that un-fills a word records it here instead of clearing the summary bits
+    /// above it, and every search looks at it directly. The mark stays when the word fills
+    /// again, until a release elsewhere takes it and sets the word's summary bit. A
+    /// free-and-allocate-again pair in a full region then changes no summary at all, and a
+    /// pair in another word moves the mark once. See [`Bitmap::make_stale`].
     stale: AtomicU64,
 }
 
@@ -178,7 +207,7 @@ impl Bitmap {
                 words: summary.into_iter().map(AtomicU64::new).collect(),
             });
         }
-        let chunks: Box<[OnceLock<Box<[AtomicU64]>>]> = (0..nwords.div_ceil(CHUNK_WORDS))
+        let chunks: Box<[OnceLock<Box<Chunk>>]> = (0..nwords.div_ceil(CHUNK_WORDS))
             .map(|_| OnceLock::new())
             .collect();
         for (c, chunk) in chunks.iter().enumerate() {
@@ -186,8 +215,10 @@ impl Bitmap {
                 c * CHUNK_WORDS as usize..((c + 1) * CHUNK_WORDS as usize).min(values.len());
             // Chunks with any PASID taken are created now, the others on their first claim.
             // The `loom` models create them all: a `OnceLock`'s hand-off is invisible to loom.
-            if cfg!(loom) || values[range.clone()].iter().any(|&v| tag_of(v) != TAG_NONE) {
-                let words = values[range].iter().copied().map(AtomicU64::new).collect();
+            if cfg!(loom) || values[range].iter().any(|&v| tag_of(v) != TAG_NONE) {
+                let words = new_chunk(c as u64 * CHUNK_WORDS, |w| {
+                    values.get(w as usize).copied().unwrap_or(0)
+                });
                 chunk
                     .set(words)
                     .unwrap_or_else(|_| unreachable!("a fresh chunk"));
@@ -247,35 +278,35 @@ impl Bitmap {
     #[inline]
     fn cell_or_create(&self, w: u64) -> &AtomicU64 {
         let c = w >> CHUNK_SHIFT;
-        let chunk = self.chunks[c as usize].get_or_init(|| {
-            let first = c * CHUNK_WORDS;
-            (first..(first + CHUNK_WORDS).min(self.nwords))
-                .map(|w| AtomicU64::new(pack(TAG_NONE, self.fixed(w))))
-                .collect()
-        });
+        let chunk = self.chunks[c as usize]
+            .get_or_init(|| new_chunk(c * CHUNK_WORDS, |w| pack(TAG_NONE, self.fixed(w))));
         &chunk[(w % CHUNK_WORDS) as usize]
     }
 
     /// Whether every summary bit at every level agrees with the word it describes (the stale
-    /// word's may say "full" while it is not), and every [`TAG_NONE`] word has only its fixed
-    /// bits: the invariants once no update is in flight.
+    /// word's may not), every word below the hint is full or stale,
+    /// and every [`TAG_NONE`] word has only its fixed bits: the invariants once no update is
+    /// in flight.
     #[cfg(test)]
     pub(crate) fn summaries_exact(&self) -> bool {
         let tags_ok = (0..self.nwords).all(|w| {
             let v = self.word(w);
             tag_of(v) != TAG_NONE || slots_of(v) == self.fixed(w)
         });
+        let stale = self.stale.load(Ordering::SeqCst);
+        let hint_ok = (0..self.hint.load(Ordering::SeqCst).min(self.nwords))
+            .all(|w| w == stale || slots_of(self.word(w)) == SLOTS_FULL);
         tags_ok
+            && hint_ok
             && (0..self.levels.len()).all(|level| {
                 let children = if level == 0 {
                     self.nwords as usize
                 } else {
                     self.levels[level - 1].words.len()
                 };
-                let stale = self.stale.load(Ordering::SeqCst);
                 (0..children as u64).all(|c| {
                     let (bit, full) = (self.summary_bit(level, c), self.child_full(level, c));
-                    bit == full || (level == 0 && c == stale && bit)
+                    bit == full || (level == 0 && c == stale)
                 })
             })
     }
@@ -288,9 +319,37 @@ impl Bitmap {
     /// changed). `None` if every bit in the range is taken.
     #[inline]
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
-        debug_assert!(hi < self.len);
+        debug_assert!(hi < self.len && tag != TAG_MIXED);
         let hint = self.hint.load(Ordering::SeqCst);
-        let mut from = lo.max(hint * WORD_SLOTS);
+        // Below the hint every word is full but the stale one: start at the lower of the two
+        // (in a2's free-one-and-get-it-back, the stale word holds the bit just released). A
+        // stale word that filled again keeps its mark: then go on at the hint, or every
+        // search would end in the summaries.
+        let stale = self.stale.load(Ordering::SeqCst);
+        let mut from = lo.max(hint.min(stale) * WORD_SLOTS);
+        let mut first = self.claim_in_first_word(from, hi, tag);
+        if first == Err(NotClaimed::NoRoom) && stale < hint {
+            // Everything from `from` to the hint is full: start at the hint.
+            from = lo.max(hint * WORD_SLOTS);
+            first = self.claim_in_first_word(from, hi, tag);
+        }
+        if first == Err(NotClaimed::NoRoom) {
+            // Full from `from` on (a set allocating from its own range above the hint): try
+            // the next word with room that the first summary level shows, unless the stale
+            // word, whose summary may hide room, lies in between.
+            let w = from / WORD_SLOTS;
+            if let Some(next) = self.next_with_room(w) {
+                if !(w < stale && stale < next) {
+                    first = self.claim_in_first_word(next * WORD_SLOTS, hi, tag);
+                }
+            }
+        }
+        if let Ok(i) = first {
+            if i / WORD_SLOTS > hint {
+                self.advance_hint(hint, i / WORD_SLOTS);
+            }
+            return Some((i, Claim::Claimed));
+        }
         loop {
             let i = self.lowest_clear_from(lo, from, hi)?;
             match self.claim_as(i, tag) {
@@ -301,6 +360,46 @@ impl Bitmap {
                     self.advance_hint(hint, i / WORD_SLOTS);
                     return Some((i, claimed));
                 }
+            }
+        }
+    }
+
+    /// The search's first step without the search: claims for `tag` the lowest clear bit of
+    /// `[from, hi]` if it lies in the word of `from` and that word is tagged `tag` or
+    /// [`TAG_NONE`]. No bit of `[from, hi]` is lower, so this is the bit the summaries would
+    /// lead to; one load and one compare-and-swap while the word has room (a fill, or a1).
+    /// Otherwise it says whether the word is full from `from` on, or has room the search must
+    /// take (a mixed word, another set's, or a chunk not created yet).
+    #[inline]
+    fn claim_in_first_word(&self, from: u64, hi: u64, tag: u32) -> Result<u64, NotClaimed> {
+        let w = from / WORD_SLOTS;
+        if from > hi {
+            return Err(NotClaimed::Search);
+        }
+        let cell = self.cell(w).ok_or(NotClaimed::Search)?;
+        let mut room = SLOTS_FULL << (from % WORD_SLOTS);
+        if hi / WORD_SLOTS == w {
+            room &= SLOTS_FULL >> (WORD_SLOTS - 1 - hi % WORD_SLOTS);
+        }
+        let mut v = cell.load(Ordering::SeqCst);
+        loop {
+            let free = !slots_of(v) & room;
+            if free == 0 {
+                return Err(NotClaimed::NoRoom);
+            }
+            if tag_of(v) != tag && tag_of(v) != TAG_NONE {
+                return Err(NotClaimed::Search);
+            }
+            let bit = free & free.wrapping_neg();
+            let new = pack(tag, slots_of(v) | bit);
+            match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    if slots_of(new) == SLOTS_FULL {
+                        self.became_full(w);
+                    }
+                    return Ok(w * WORD_SLOTS + u64::from(bit.trailing_zeros()));
+                }
+                Err(current) => v = current,
             }
         }
     }
@@ -370,17 +469,30 @@ impl Bitmap {
     /// releases it).
     #[inline]
     pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> bool {
+        // A word with bits to release has had a claim, so its chunk exists.
+        let Some(cell) = self.cell(w) else {
+            debug_assert!(false, "released bits of word {w}, never claimed");
+            return false;
+        };
         let fixed = self.fixed(w);
-        self.update(w, |v| {
+        let mut v = cell.load(Ordering::SeqCst);
+        loop {
             if tag_of(v) != tag {
-                return None;
+                return false;
             }
             debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
             let slots = slots_of(v) & !mask;
-            let tag = if slots & !fixed == 0 { TAG_NONE } else { tag };
-            Some(pack(tag, slots))
-        })
-        .is_ok()
+            let new = pack(if slots & !fixed == 0 { TAG_NONE } else { tag }, slots);
+            match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(current) => v = current,
+            }
+        }
+        if slots_of(v) == SLOTS_FULL {
+            self.became_not_full(w);
+        }
+        self.released_in(w);
+        true
     }
 
     /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
@@ -421,105 +533,18 @@ impl Bitmap {
             let new = f(v).ok_or(v)?;
             match word.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
-                    let (was_full, is_full) =
-                        (slots_of(v) == SLOTS_FULL, slots_of(new) == SLOTS_FULL);
-                    if !self.levels.is_empty() {
-                        if is_full && !was_full {
-                            self.summary_set(0, w);
-                            self.unstale(w);
-                        } else if was_full && !is_full && !self.make_stale(w) {
-                            self.summary_clear(0, w);
-                        }
+                    match (slots_of(v) == SLOTS_FULL, slots_of(new) == SLOTS_FULL) {
+                        (false, true) => self.became_full(w),
+                        (true, false) => self.became_not_full(w),
+                        _ => {}
                     }
                     if slots_of(v) & !slots_of(new) != 0 {
-                        self.lower_hint(w);
+                        self.released_in(w);
                     }
                     return Ok(v);
                 }
                 Err(current) => v = current,
             }
-        }
-    }
-
-    /// Records word `w`, which a release just made not full, as the stale word; returns
-    /// whether it is (then its summary bits need not change), `false` if another word is.
-    ///
-    /// Searches read `stale` before they trust the summaries, so a release that returned
-    /// before a search began is seen by it either through the summaries (not stale) or
-    /// directly (stale). The one window is a claim that is taking the mark back from a word
-    /// that a release has just un-filled again: until that claim's re-check has cleared the
-    /// summary, a search may skip the word, as it may skip any word whose update is in
-    /// flight; it never returns a bit it did not claim.
-    #[inline]
-    fn make_stale(&self, w: u64) -> bool {
-        match self.stale.load(Ordering::SeqCst) {
-            s if s == w => true,
-            NO_STALE => self
-                .stale
-                .compare_exchange(NO_STALE, w, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-            _ => false,
-        }
-    }
-
-    /// Takes word `w`, which a claim just filled, out of `stale`, then re-reads it: if a
-    /// release un-filled it meanwhile (and, seeing it still stale, left the summary alone),
-    /// the summary is corrected here.
-    #[inline]
-    fn unstale(&self, w: u64) {
-        if self.stale.load(Ordering::SeqCst) == w
-            && self
-                .stale
-                .compare_exchange(w, NO_STALE, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            && !self.child_full(0, w)
-        {
-            self.summary_clear(0, w);
-        }
-    }
-
-    /// Moves the hint from `seen` to `word` when a claim landed in `word`, a few words past the
-    /// hint, and every word in between is full.
-    ///
-    /// A release below the hint lowers it ([`Bitmap::lower_hint`]). The race to close is a
-    /// release in `[seen, word)` that read the hint before it moved: after moving it, the
-    /// search re-reads those words and lowers the hint again if one is no longer full. Either
-    /// the releaser's update of the word precedes the re-read (which then sees the clear bit)
-    /// or follows it (and the releaser then reads the moved hint). Steps longer than
-    /// `HINT_STEP` words are not taken, so the re-check stays a few operations.
-    fn advance_hint(&self, seen: u64, word: u64) {
-        if word <= seen || word - seen > HINT_STEP {
-            return;
-        }
-        let full = |v: u64| slots_of(v) == SLOTS_FULL;
-        if (seen..word).any(|w| !full(self.word(w))) {
-            return;
-        }
-        if self
-            .hint
-            .compare_exchange(seen, word, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return;
-        }
-        for w in seen..word {
-            // A read-modify-write, not a load: it reads the latest value of the word, so if
-            // the releaser's update comes first we see it, and if it comes after ours the
-            // releaser's own read of the hint is ordered after our move.
-            // An absent chunk has had no claim, so nothing of it is full.
-            let latest = self.cell(w).map(|cell| cell.fetch_or(0, Ordering::AcqRel));
-            if !latest.is_some_and(full) {
-                self.lower_hint(w);
-                return;
-            }
-        }
-    }
-
-    /// Keeps the hint at or below `word`, which just gained a clear bit.
-    #[inline]
-    fn lower_hint(&self, word: u64) {
-        if word < self.hint.load(Ordering::SeqCst) {
-            self.hint.fetch_min(word, Ordering::SeqCst);
         }
     }
 
@@ -536,121 +561,8 @@ impl Bitmap {
         let words = self.chunks.iter().filter_map(|c| c.get()).map(|c| c.len());
         (words.sum::<usize>() + self.levels.iter().map(|l| l.words.len()).sum::<usize>())
             * std::mem::size_of::<AtomicU64>()
-            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<[AtomicU64]>>>()
+            + self.chunks.len() * std::mem::size_of::<OnceLock<Box<Chunk>>>()
             + std::mem::size_of::<Self>()
-    }
-
-    /// Whether summary `level` says child `child` (a level-0 word for level 0) is full.
-    #[cfg(test)]
-    pub(crate) fn summary_bit(&self, level: usize, child: u64) -> bool {
-        let word = self.levels[level].words[(child / SUMMARY_BITS) as usize].load(Ordering::SeqCst);
-        word & (1 << (child % SUMMARY_BITS)) != 0
-    }
-
-    /// Whether child `child` of summary `level` is full now.
-    fn child_full(&self, level: usize, child: u64) -> bool {
-        if level == 0 {
-            slots_of(self.word(child)) == SLOTS_FULL
-        } else {
-            self.levels[level - 1].words[child as usize].load(Ordering::SeqCst) == FULL
-        }
-    }
-
-    /// The lowest index in `[lo, hi]` whose bit looks clear, guided by the summaries.
-    fn find_clear(&self, mut lo: u64, hi: u64) -> Option<u64> {
-        loop {
-            if lo > hi {
-                return None;
-            }
-            let w = lo / WORD_SLOTS;
-            let slots = slots_of(self.word(w));
-            let free = !slots & (SLOTS_FULL << (lo % WORD_SLOTS));
-            if free != 0 {
-                let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
-                return (i <= hi).then_some(i);
-            }
-            if self.levels.is_empty() {
-                return None;
-            }
-            // Word `w` is full from `lo` on: ask the summaries for the next non-full word.
-            let next = self.find_clear_summary(0, w + 1, hi / WORD_SLOTS)?;
-            lo = next * WORD_SLOTS;
-        }
-    }
-
-    /// The lowest child index in `[lo, hi]` that summary `level` says is not full.
-    fn find_clear_summary(&self, level: usize, mut lo: u64, hi: u64) -> Option<u64> {
-        let words = &self.levels[level].words;
-        loop {
-            if lo > hi {
-                return None;
-            }
-            let w = lo / SUMMARY_BITS;
-            let free = !words[w as usize].load(Ordering::Acquire) & (FULL << (lo % SUMMARY_BITS));
-            if free != 0 {
-                let i = w * SUMMARY_BITS + u64::from(free.trailing_zeros());
-                return (i <= hi).then_some(i);
-            }
-            if level + 1 == self.levels.len() {
-                return None;
-            }
-            let next = self.find_clear_summary(level + 1, w + 1, hi / SUMMARY_BITS)?;
-            lo = next * SUMMARY_BITS;
-        }
-    }
-
-    /// The lowest clear bit in `[lo, hi]` at level 0, reading every word (no summaries).
-    fn scan_clear(&self, lo: u64, hi: u64) -> Option<u64> {
-        let mut w = lo / WORD_SLOTS;
-        let mut mask = SLOTS_FULL << (lo % WORD_SLOTS);
-        while w <= hi / WORD_SLOTS {
-            let free = !slots_of(self.word(w)) & mask;
-            if free != 0 {
-                let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
-                return (i <= hi).then_some(i);
-            }
-            w += 1;
-            mask = SLOTS_FULL;
-        }
-        None
-    }
-
-    /// Sets bit `child` of summary `level`. Propagates "full" upwards.
-    fn set_summary_bit(&self, level: usize, child: u64) {
-        let w = child / SUMMARY_BITS;
-        let bit = 1u64 << (child % SUMMARY_BITS);
-        let old = self.levels[level].words[w as usize].fetch_or(bit, Ordering::SeqCst);
-        if old & bit == 0 && old | bit == FULL && level + 1 < self.levels.len() {
-            self.summary_set(level + 1, w);
-        }
-    }
-
-    /// Clears bit `child` of summary `level`. Propagates "not full" upwards.
-    fn clear_summary_bit(&self, level: usize, child: u64) {
-        let w = child / SUMMARY_BITS;
-        let bit = 1u64 << (child % SUMMARY_BITS);
-        let old = self.levels[level].words[w as usize].fetch_and(!bit, Ordering::SeqCst);
-        if old == FULL && level + 1 < self.levels.len() {
-            self.summary_clear(level + 1, w);
-        }
-    }
-
-    /// Records at `level` that `child` is full, then re-checks the child: if a release
-    /// emptied a bit meanwhile, the record is corrected.
-    fn summary_set(&self, level: usize, child: u64) {
-        self.set_summary_bit(level, child);
-        if !self.child_full(level, child) {
-            self.summary_clear(level, child);
-        }
-    }
-
-    /// Records at `level` that `child` is not full, then re-checks the child: if a claim
-    /// filled it meanwhile, the record is corrected.
-    fn summary_clear(&self, level: usize, child: u64) {
-        self.clear_summary_bit(level, child);
-        if self.child_full(level, child) {
-            self.summary_set(level, child);
-        }
     }
 }
 
@@ -771,7 +683,7 @@ mod tests {
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, 0, 4095), Some(50));
         assert_eq!(claim(&b, 0, 4095), Some(100));
-        // Refilling the stale word takes it out: a later release there may be stale again.
+        // Refilling the stale word leaves it marked: a later release there changes nothing.
         release(101);
         assert_eq!(claim(&b, 102, 4095), Some(3000));
         assert_eq!(claim(&b, 0, 4095), Some(101));

@@ -158,17 +158,28 @@ impl SpaceInner {
 
     /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
     /// they have all finished, makes the number allocatable again. Never fails.
-    #[inline]
+    // Always inlined: a set's `free` is this and a membership update, and the call's own
+    // register saving was a tenth of a free's instructions.
+    #[inline(always)]
     pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) {
         // The count spares the hot path the list's load when nobody subscribed.
-        let subscribers = (self.subscriber_count.load(Ordering::Acquire) != 0)
-            .then(|| self.subscribers.load())
-            .filter(|list| !list.is_empty());
-        let Some(subscribers) = subscribers else {
+        if self.subscriber_count.load(Ordering::Acquire) == 0 {
+            self.owners.free_one(pasid, set.0);
+            self.backend_free(pasid);
+        } else {
+            self.retire_subscribed(set, pasid);
+        }
+    }
+
+    /// [`retire`](Self::retire) once a subscriber may exist: each one gets a ticket.
+    #[inline(never)]
+    fn retire_subscribed(self: &Arc<Self>, set: SetId, pasid: Pasid) {
+        let subscribers = self.subscribers.load();
+        if subscribers.is_empty() {
             self.owners.free_one(pasid, set.0);
             self.backend_free(pasid);
             return;
-        };
+        }
         self.freeing.fetch_add(1, Ordering::Relaxed);
         self.owners
             .begin_teardown(pasid, set.0, subscribers.len() as u32);

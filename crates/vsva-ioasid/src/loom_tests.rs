@@ -1,4 +1,5 @@
-//! `loom` models of the lock-free bitmap and its word tags, down to a bitmap deep enough
+//! `loom` models of the lock-free bitmap and its word tags (the stale mark moving between
+//! words included), down to a bitmap deep enough
 //! that one update changes every summary level, and of the owner table's lock-free steps in
 //! mixed words (claim, release, lookup, collapse, teardown). Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-ioasid --release --lib loom`.
@@ -265,6 +266,61 @@ fn loom_stale_word_hand_off_never_hides_a_release() {
     });
 }
 
+/// Releases two of set A's bits from two threads at once.
+fn release_at_once(b: &Arc<Bitmap>, bits: [u64; 2]) {
+    let t = bits.map(|i| {
+        let b = b.clone();
+        thread::spawn(move || release(&b, i, A))
+    });
+    for t in t {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn loom_stale_mark_moves_while_its_old_word_is_released_again() {
+    loom::model(|| {
+        // Word 0 was un-filled and refilled: full, and still holding the stale mark. A
+        // release in word 1 takes the mark (and must set word 0's summary) while another
+        // release un-fills word 0 again: whichever order, neither freed bit may be hidden.
+        let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
+        release(&b, 3, A);
+        assert_eq!(claim(&b, A), Some(3));
+        release_at_once(&b, [40, 5]);
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, A), Some(5));
+        assert_eq!(claim(&b, A), Some(40));
+        assert_eq!(claim(&b, A), None);
+        assert!(b.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_stale_mark_moves_while_its_old_word_is_refilled() {
+    loom::model(|| {
+        // Word 0 stale with one free bit: a claim refills it (keeping the mark) while a
+        // release in word 1 tries to take the mark, which it may only do once word 0 is full.
+        let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
+        release(&b, 3, A);
+        let claimer = {
+            let b = b.clone();
+            thread::spawn(move || claim(&b, A))
+        };
+        let releaser = {
+            let b = b.clone();
+            thread::spawn(move || release(&b, 40, A))
+        };
+        let got = claimer.join().unwrap();
+        releaser.join().unwrap();
+        // Bit 3 was free before the claim started, and nothing below it.
+        assert_eq!(got, Some(3));
+        assert!(b.summaries_exact());
+        assert_eq!(claim(&b, A), Some(40));
+        assert_eq!(claim(&b, A), None);
+        assert!(b.summaries_exact());
+    });
+}
+
 /// 65 level-0 words, two level-1 summary words, one level-2 word: a bitmap deep enough that
 /// filling or emptying one word changes every summary level above it.
 const DEEP: u64 = 64 * 32 + 32;
@@ -317,6 +373,26 @@ fn loom_two_claims_complete_the_cascade_once() {
         assert!(b.summaries_exact());
         assert!(b.summary_bit(1, 0));
         assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2047, Claim::Claimed)));
+    });
+}
+
+#[test]
+fn loom_stale_mark_move_racing_a_release_through_every_level() {
+    loom::model(|| {
+        // Words 0 to 63 full, so summary word 0 is full and its top-level bit set. Word 0 is
+        // un-filled and refilled (full, marked); then a release in word 63 takes the mark
+        // while word 0 is released again: the level-1 bit must end up clear, and both bits
+        // found.
+        let b = Arc::new(Bitmap::prefilled(DEEP, 2048, A));
+        release(&b, 5, A);
+        assert_eq!(claimed(b.claim_lowest(0, DEEP - 1, A)), 5);
+        release_at_once(&b, [2047, 6]);
+        assert!(b.summaries_exact());
+        assert!(!b.summary_bit(1, 0));
+        for expect in [6, 2047, 2048] {
+            assert_eq!(claimed(b.claim_lowest(0, DEEP - 1, A)), expect);
+        }
+        assert!(b.summaries_exact());
     });
 }
 

@@ -339,9 +339,14 @@ impl OwnerTable {
     /// Frees the PASIDs `mask` of word `w` (`pasid / 32`), all owned by `set`.
     #[inline]
     pub(crate) fn free(&self, w: u64, mask: u32, set: u32) {
-        if self.taken.release_as(w, mask, set) {
-            return;
+        if !self.taken.release_as(w, mask, set) {
+            self.free_mixed(w, mask, set);
         }
+    }
+
+    /// [`free`](Self::free) in a word that is not tagged `set`.
+    #[inline(never)]
+    fn free_mixed(&self, w: u64, mask: u32, set: u32) {
         // Not tagged `set` though `set` holds bits in it: mixed, and it stays so until we act.
         let slot = self.slot(w);
         let leaf = slot.load();
