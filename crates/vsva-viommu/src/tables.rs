@@ -41,30 +41,42 @@ impl<'a> GuestEntries<'a> {
     }
 }
 
-impl EntryMemory for GuestEntries<'_> {
-    fn load_entry(&self, addr: u64) -> Option<u64> {
+impl GuestEntries<'_> {
+    /// A load outside the line held: the first load of a walk alone, any later one with the
+    /// line around it (kept for the loads that follow).
+    #[cold]
+    fn miss(&self, addr: u64) -> Option<u64> {
         if addr & 7 != 0 {
             return None;
         }
-        let base = addr & !63;
-        let i = (addr as usize & 63) / 8;
-        let at = self.at.get();
-        if at == FIRST {
+        if self.at.get() == FIRST {
             self.at.set(NO_LINE);
             return self.mem.read_u64(addr).ok();
         }
-        if at != base {
-            let mut q = [0u64; 8];
-            if self.mem.read_qwords(base, &mut q).is_err() {
-                // The line runs past guest RAM: the entry alone.
-                return self.mem.read_u64(addr).ok();
-            }
-            self.at.set(base);
-            for (c, v) in self.line.iter().zip(q) {
-                c.set(v);
-            }
+        let base = addr & !63;
+        let mut q = [0u64; 8];
+        if self.mem.read_qwords(base, &mut q).is_err() {
+            // The line runs past guest RAM: the entry alone.
+            return self.mem.read_u64(addr).ok();
         }
-        Some(self.line[i].get())
+        self.at.set(base);
+        for (c, v) in self.line.iter().zip(q) {
+            c.set(v);
+        }
+        Some(q[(addr - base) as usize / 8])
+    }
+}
+
+impl EntryMemory for GuestEntries<'_> {
+    /// A qword of the line held is one compare and a load (`FIRST` and `NO_LINE` are odd
+    /// and even-but-not-qword offsets from any aligned address, so they never match).
+    #[inline]
+    fn load_entry(&self, addr: u64) -> Option<u64> {
+        let off = addr.wrapping_sub(self.at.get());
+        if off < 64 && off & 7 == 0 {
+            return Some(self.line[off as usize / 8].get());
+        }
+        self.miss(addr)
     }
 
     fn cas_entry(&self, _addr: u64, _current: u64, _new: u64) -> Option<Result<u64, u64>> {
