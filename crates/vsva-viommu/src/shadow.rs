@@ -115,19 +115,17 @@ impl Unit {
     }
 
     fn sync_pasid(&mut self, pasid: u32, did: Option<u16>) {
-        let want = if self.allocated.contains_key(&pasid) {
-            self.wanted(pasid)
-        } else {
-            if self.wanted(pasid).is_some() {
-                warn!(
-                    pasid,
-                    "guest PASID entry for a PASID it did not allocate: not bound"
-                );
-                self.stats.bind_refusals += 1;
-            }
-            None
-        };
-        let have = self.shadow.get(&pasid).copied();
+        let mut want = self.wanted(pasid);
+        if want.is_some() && !self.allocated.contains_key(&pasid) {
+            warn!(
+                pasid,
+                "guest PASID entry for a PASID it did not allocate: not bound"
+            );
+            self.stats.bind_refusals += 1;
+            want = None;
+        }
+        // The shadow is looked at in place: a bind request is not copied to be compared.
+        let have = self.shadow.get(&pasid);
         if let Some(d) = did {
             if want.map(|w| w.did) != Some(d) && have.map(|h| h.did) != Some(d) {
                 return;
@@ -135,13 +133,16 @@ impl Unit {
         }
         match (have, want) {
             (Some(h), Some(w)) if h.bind == w.bind => {
-                self.shadow.insert(pasid, w);
+                if h.did != w.did {
+                    self.shadow.insert(pasid, w);
+                }
             }
             (None, None) => {}
             (have, want) => {
-                if let Some(h) = have {
-                    self.shadow.remove(&pasid);
-                    self.unbind_host(&h.bind);
+                if have.is_some() {
+                    if let Some(h) = self.shadow.remove(&pasid) {
+                        self.unbind_host(&h.bind);
+                    }
                 }
                 if let Some(w) = want {
                     match self.backend.bind(&w.bind) {
