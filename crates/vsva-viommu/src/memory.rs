@@ -87,6 +87,8 @@ pub struct HostWindow {
     size: u64,
     /// The host memory map at creation, when one of its regions holds all of guest RAM.
     pinned: Option<Arc<GuestMemoryMmap>>,
+    /// That region's index in the pinned map (no search per access).
+    region: usize,
 }
 
 impl fmt::Debug for HostWindow {
@@ -103,15 +105,18 @@ impl HostWindow {
     /// The window of `size` bytes at host address `base` of `iommu`'s memory.
     pub fn new(iommu: Arc<Iommu>, base: u64, size: u64) -> Self {
         let map = iommu.memory().snapshot_arc();
-        let one_region = base.checked_add(size).is_some_and(|end| {
-            map.find_region(GuestAddress(base))
-                .is_some_and(|r| size > 0 && end <= r.start_addr().0 + r.len())
+        let region = base.checked_add(size).and_then(|end| {
+            map.iter().position(|r| {
+                let start = r.start_addr().0;
+                size > 0 && start <= base && end <= start + r.len()
+            })
         });
         HostWindow {
             iommu,
             base,
             size,
-            pinned: one_region.then_some(map),
+            pinned: region.is_some().then_some(map),
+            region: region.unwrap_or(0),
         }
     }
 
@@ -141,7 +146,7 @@ impl HostWindow {
     where
         [u64; N]: ByteValued,
     {
-        let region = self.pinned.as_ref()?.find_region(GuestAddress(h))?;
+        let region = self.pinned.as_ref()?.iter().nth(self.region)?;
         let off = MemoryRegionAddress(h - region.start_addr().0);
         let slice = region.get_slice(off, 8 * N).ok()?;
         let run = slice.get_ref::<[u64; N]>(0).ok()?.load();

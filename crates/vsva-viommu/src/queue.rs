@@ -48,6 +48,7 @@ const MAX_AM: u8 = 52;
 
 impl Unit {
     /// Sets IQE with `code`, raises the fault event; the queue stops.
+    #[inline(never)]
     fn queue_error(&mut self, code: u64) {
         let fsts = self.regs.get32(FSTS);
         self.regs.set32(FSTS, fsts | FSTS_IQE);
@@ -213,6 +214,7 @@ impl Unit {
     /// An invalidation wait: the status write, then (IF) IWC and the completion event when
     /// IWC was clear. Every earlier descriptor is complete by now (the model is synchronous),
     /// so fence and drain need nothing more.
+    #[inline(never)]
     fn wait(&mut self, interrupt: bool, status_write: bool, data: u32, addr: u64) {
         if status_write && self.mem.write(addr, &data.to_le_bytes()).is_err() {
             warn!(
@@ -231,6 +233,7 @@ impl Unit {
     }
 
     /// A page group response for guest device `rid`, passed to the page-request source.
+    #[inline(never)]
     fn page_group_response(&mut self, rid: SourceId, pasid: Option<u32>, code: u8, index: u16) {
         let Some(host) = self.host_sid(rid) else {
             return;

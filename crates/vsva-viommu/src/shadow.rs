@@ -104,6 +104,7 @@ impl Unit {
 
     /// Synchronises every PASID the guest holds or the host has bound for it (those of
     /// domain `did` only, when given).
+    #[inline(never)]
     fn sync_every(&mut self, did: Option<u16>) {
         let mut pasids: Vec<u32> = self.allocated.keys().copied().collect();
         pasids.extend(

@@ -146,9 +146,10 @@ pub(crate) fn guest_pasid_entry(
     let mut line = [0u64; 8];
     mem.read_qwords(pasid_entry_address(dir.table, pasid), &mut line)
         .ok()?;
-    let entry = PasidEntry::from_raw(&line).ok()?;
-    entry.validate(cfg).ok()?;
-    Some(entry)
+    let Ok(entry) = PasidEntry::from_raw(&line) else {
+        return None;
+    };
+    entry.validate(cfg).is_ok().then_some(entry)
 }
 
 #[cfg(test)]
