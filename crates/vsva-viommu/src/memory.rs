@@ -300,6 +300,22 @@ mod tests {
     }
 
     #[test]
+    fn a_window_inside_a_later_region_reads_and_writes_that_region() {
+        let io = iommu(&[(0, 8 * MB as usize), (16 * MB, 16 * MB as usize)]);
+        let w = HostWindow::new(io.clone(), 20 * MB, 8 * MB);
+        assert!(w.pinned.is_some());
+        round_trip(&w);
+        assert_eq!(
+            io.memory().load_u64(20 * MB + 0x1000).unwrap(),
+            0x0807_0605_0403_0201
+        );
+        // Straddling the two regions: not pinned, and the gap is refused.
+        let w = HostWindow::new(io, 4 * MB, 16 * MB);
+        assert!(w.pinned.is_none());
+        assert!(w.read_u64(6 * MB).is_err());
+    }
+
+    #[test]
     fn a_window_over_memory_added_later_looks_the_map_up_on_each_access() {
         let io = iommu(&[(0, 8 * MB as usize)]);
         let w = HostWindow::new(io.clone(), 16 * MB, 8 * MB);
