@@ -177,7 +177,7 @@ impl GuestMemory for HostWindow {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// A descriptor (4 qwords) or a table line (8) in the pinned region is one bounds check
+    /// A descriptor (2 or 4 qwords) or a table line (8) in the pinned region is one bounds check
     /// and one volatile load of the whole run; other runs read qword by qword.
     fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
         let len = 8 * out.len();
