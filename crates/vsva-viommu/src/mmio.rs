@@ -22,21 +22,27 @@ const FAULT_CONDITIONS: u32 = FSTS_PFO | FSTS_PPF | FSTS_IQE | FSTS_ICE | FSTS_I
 
 impl Unit {
     /// A guest write of `size` bytes at `offset`.
+    #[inline]
     pub(crate) fn mmio_write(&mut self, offset: u64, size: usize, value: u64) {
         // The two writes a guest makes per operation, whole 64-bit writes of registers with
         // no read-only or write-1-to-clear bits: the access rules reduce to the register's
-        // writable mask, so the general decode below is skipped (same result).
+        // writable mask, so the general decode (`register_write`) is skipped (same result).
         match (offset, size) {
             (IQT, 8) => {
                 self.regs.set(IQT, value & IQ_OFFSET_MASK);
-                return self.process_queue();
+                self.process_queue();
             }
             (VCMD, 8) => {
                 self.regs.set(VCMD, value);
-                return self.virtual_command();
+                self.virtual_command();
             }
-            _ => {}
+            _ => self.register_write(offset, size, value),
         }
+    }
+
+    /// Any other write: the general register decode and the write's side effects.
+    #[inline(never)]
+    fn register_write(&mut self, offset: u64, size: usize, value: u64) {
         let Some((touched, old)) = self.regs.write(offset, size, value) else {
             return;
         };

@@ -48,6 +48,7 @@ const MAX_AM: u8 = 52;
 
 impl Unit {
     /// Sets IQE with `code`, raises the fault event; the queue stops.
+    #[inline(never)]
     fn queue_error(&mut self, code: u64) {
         let fsts = self.regs.get32(FSTS);
         self.regs.set32(FSTS, fsts | FSTS_IQE);
@@ -61,21 +62,21 @@ impl Unit {
     }
 
     /// Carries out the descriptors from IQH to IQT, unless queued invalidation is off or an
-    /// IQE is pending.
+    /// IQE is pending. The queue registers are read once and IQH written once, when the
+    /// pass ends: after the last descriptor, or at the one that stopped the queue (the unit
+    /// is locked for the whole pass, so no access sees IQH in between).
     pub(crate) fn process_queue(&mut self) {
         if self.regs.get32(GSTS) & GCMD_QIE == 0 || self.regs.get32(FSTS) & FSTS_IQE != 0 {
             return;
         }
-        let iqa = self.regs.get(IQA);
-        let wide = iqa & IQA_DW != 0;
-        let step: u64 = if wide { 32 } else { 16 };
-        let size = 4096u64 << (iqa & IQA_QS_MASK);
-        let base = iqa & ADDR_MASK;
         let tail = self.regs.get(IQT) & IQ_OFFSET_MASK;
-        let mut head = self.regs.get(IQH) & IQ_OFFSET_MASK;
+        let head = self.regs.get(IQH) & IQ_OFFSET_MASK;
         if head == tail {
             return;
         }
+        let iqa = self.regs.get(IQA);
+        let wide = iqa & IQA_DW != 0;
+        let size = 4096u64 << (iqa & IQA_QS_MASK);
         if (wide && tail & 0x10 != 0) || tail >= size {
             return self.queue_error(iqei::INVALID_TAIL);
         }
@@ -85,24 +86,47 @@ impl Unit {
         if scalable && !wide {
             return self.queue_error(iqei::WIDTH);
         }
-        while head != tail {
-            // Fetched as qwords straight into the decoder's input: no byte buffer, no copy.
+        let (head, error) = self.run_queue(iqa & ADDR_MASK, head, tail, size, wide);
+        self.regs.set(IQH, head);
+        if let Some(code) = error {
+            self.queue_error(code);
+        }
+    }
+
+    /// Fetches, decodes and carries out the descriptors of the queue of `size` bytes at
+    /// `base` from offset `head` to `tail`; returns where it stopped and, when a descriptor
+    /// stopped it, the IQEI code.
+    #[inline]
+    fn run_queue(
+        &mut self,
+        base: u64,
+        mut head: u64,
+        tail: u64,
+        size: u64,
+        wide: bool,
+    ) -> (u64, Option<u64>) {
+        let (step, words) = if wide { (32, 4) } else { (16, 2) };
+        let mut done = 0;
+        let error = loop {
+            if head == tail {
+                break None;
+            }
+            // Fetched as qwords straight into the decoder's input: no byte buffer.
             let mut q = [0u64; 4];
-            let words = if wide { 4 } else { 2 };
             if self.mem.read_qwords(base + head, &mut q[..words]).is_err() {
-                return self.queue_error(iqei::FETCH);
+                break Some(iqei::FETCH);
             }
             match decode(q, wide) {
                 Ok(d) => self.execute(d),
-                Err(DescriptorError::InvalidType(_)) => {
-                    return self.queue_error(iqei::INVALID_TYPE)
-                }
-                Err(DescriptorError::Reserved(_)) => return self.queue_error(iqei::RESERVED),
+                Err(DescriptorError::InvalidType(_)) => break Some(iqei::INVALID_TYPE),
+                Err(DescriptorError::Reserved(_)) => break Some(iqei::RESERVED),
             }
-            self.stats.descriptors += 1;
-            head = (head + step) % size;
-            self.regs.set(IQH, head);
-        }
+            done += 1;
+            // The size is a power of two.
+            head = (head + step) & (size - 1);
+        };
+        self.stats.descriptors += done;
+        (head, error)
     }
 
     /// Carries out one descriptor.
@@ -190,6 +214,7 @@ impl Unit {
     /// An invalidation wait: the status write, then (IF) IWC and the completion event when
     /// IWC was clear. Every earlier descriptor is complete by now (the model is synchronous),
     /// so fence and drain need nothing more.
+    #[inline(never)]
     fn wait(&mut self, interrupt: bool, status_write: bool, data: u32, addr: u64) {
         if status_write && self.mem.write(addr, &data.to_le_bytes()).is_err() {
             warn!(
@@ -208,6 +233,7 @@ impl Unit {
     }
 
     /// A page group response for guest device `rid`, passed to the page-request source.
+    #[inline(never)]
     fn page_group_response(&mut self, rid: SourceId, pasid: Option<u32>, code: u8, index: u16) {
         let Some(host) = self.host_sid(rid) else {
             return;

@@ -35,20 +35,16 @@ fn bind_for(pasid: u32, e: &PasidEntry) -> BindRequest {
     };
     let mut req = BindRequest::new(u64::from(pasid), e.flptr, width);
     req.gpasid = Some(u64::from(pasid));
-    let flags = [
-        (e.sre, VtdBindFlags::SRE),
-        (e.eafe, VtdBindFlags::EAFE),
-        (e.wpe, VtdBindFlags::WPE),
-        (e.pcd, VtdBindFlags::PCD),
-        (e.pwt, VtdBindFlags::PWT),
-        (e.cd, VtdBindFlags::CD),
-        (e.emte, VtdBindFlags::EMTE),
-    ];
-    for (on, flag) in flags {
-        if on {
-            req.vtd.flags |= flag;
-        }
-    }
+    let flag = |on: bool, f: VtdBindFlags| if on { f.bits() } else { 0 };
+    req.vtd.flags = VtdBindFlags::from_bits_truncate(
+        flag(e.sre, VtdBindFlags::SRE)
+            | flag(e.eafe, VtdBindFlags::EAFE)
+            | flag(e.wpe, VtdBindFlags::WPE)
+            | flag(e.pcd, VtdBindFlags::PCD)
+            | flag(e.pwt, VtdBindFlags::PWT)
+            | flag(e.cd, VtdBindFlags::CD)
+            | flag(e.emte, VtdBindFlags::EMTE),
+    );
     req.vtd.pat = e.pat;
     req.vtd.emt = u32::from(e.emt);
     req
@@ -66,68 +62,73 @@ impl Unit {
 
     /// The guest's context entry of device `i` (in `cfg.devices`), from the context cache
     /// or read under `root` and cached.
-    fn context(&mut self, i: usize, root: u64) -> Option<ContextEntry> {
-        if let Some(c) = self.contexts[i] {
-            return Some(c);
+    fn context(&mut self, i: usize, root: u64) -> Option<&ContextEntry> {
+        if self.contexts[i].is_none() {
+            let sid = self.cfg.devices[i].guest;
+            self.contexts[i] = Some(guest_context(&*self.mem, &self.guest_cfg, root, sid)?);
         }
-        let c = guest_context(&*self.mem, &self.guest_cfg, root, self.cfg.devices[i].guest)?;
-        self.contexts[i] = Some(c);
-        Some(c)
+        self.contexts[i].as_ref()
     }
 
     /// What the guest's tables ask the host to bind for `pasid`: the first of the guest's
     /// devices with a valid first-level entry for it.
     fn wanted(&mut self, pasid: u32) -> Option<Shadowed> {
         let root = self.active_root()?;
-        (0..self.cfg.devices.len()).find_map(|i| {
-            let ctx = self.context(i, root)?;
-            let e = guest_pasid_entry(&*self.mem, &self.guest_cfg, &ctx, pasid)?;
-            (e.pgtt == Pgtt::FirstLevel).then(|| Shadowed {
-                bind: bind_for(pasid, &e),
-                did: e.did,
-            })
-        })
+        for i in 0..self.cfg.devices.len() {
+            if self.context(i, root).is_none() {
+                continue;
+            }
+            let ctx = self.contexts[i].as_ref()?;
+            match guest_pasid_entry(&*self.mem, &self.guest_cfg, ctx, pasid) {
+                Some(e) if e.pgtt == Pgtt::FirstLevel => {
+                    return Some(Shadowed {
+                        bind: bind_for(pasid, &e),
+                        did: e.did,
+                    })
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Brings the host's binds in line with the guest's tables for `scope`.
     pub(crate) fn sync(&mut self, scope: SyncScope) {
-        let (pasids, did): (Vec<u32>, Option<u16>) = match scope {
-            // The common case (a PASID-selective flush after the guest wrote one entry)
-            // allocates nothing.
-            SyncScope::Pasid(p) => return self.sync_pasid(p, None),
-            SyncScope::All | SyncScope::Domain(_) => {
-                let mut v: Vec<u32> = self.allocated.keys().copied().collect();
-                v.extend(
-                    self.shadow
-                        .keys()
-                        .filter(|p| !self.allocated.contains_key(p)),
-                );
-                let did = match scope {
-                    SyncScope::Domain(d) => Some(d),
-                    _ => None,
-                };
-                (v, did)
-            }
-        };
+        match scope {
+            // The common case: a PASID-selective flush after the guest wrote one entry.
+            SyncScope::Pasid(p) => self.sync_pasid(p, None),
+            SyncScope::Domain(d) => self.sync_every(Some(d)),
+            SyncScope::All => self.sync_every(None),
+        }
+    }
+
+    /// Synchronises every PASID the guest holds or the host has bound for it (those of
+    /// domain `did` only, when given).
+    #[inline(never)]
+    fn sync_every(&mut self, did: Option<u16>) {
+        let mut pasids: Vec<u32> = self.allocated.keys().copied().collect();
+        pasids.extend(
+            self.shadow
+                .keys()
+                .filter(|p| !self.allocated.contains_key(p)),
+        );
         for p in pasids {
             self.sync_pasid(p, did);
         }
     }
 
     fn sync_pasid(&mut self, pasid: u32, did: Option<u16>) {
-        let want = if self.allocated.contains_key(&pasid) {
-            self.wanted(pasid)
-        } else {
-            if self.wanted(pasid).is_some() {
-                warn!(
-                    pasid,
-                    "guest PASID entry for a PASID it did not allocate: not bound"
-                );
-                self.stats.bind_refusals += 1;
-            }
-            None
-        };
-        let have = self.shadow.get(&pasid).copied();
+        let mut want = self.wanted(pasid);
+        if want.is_some() && !self.allocated.contains_key(&pasid) {
+            warn!(
+                pasid,
+                "guest PASID entry for a PASID it did not allocate: not bound"
+            );
+            self.stats.bind_refusals += 1;
+            want = None;
+        }
+        // The shadow is looked at in place: a bind request is not copied to be compared.
+        let have = self.shadow.get(&pasid);
         if let Some(d) = did {
             if want.map(|w| w.did) != Some(d) && have.map(|h| h.did) != Some(d) {
                 return;
@@ -135,13 +136,16 @@ impl Unit {
         }
         match (have, want) {
             (Some(h), Some(w)) if h.bind == w.bind => {
-                self.shadow.insert(pasid, w);
+                if h.did != w.did {
+                    self.shadow.insert(pasid, w);
+                }
             }
             (None, None) => {}
             (have, want) => {
-                if let Some(h) = have {
-                    self.shadow.remove(&pasid);
-                    self.unbind_host(&h.bind);
+                if have.is_some() {
+                    if let Some(h) = self.shadow.remove(&pasid) {
+                        self.unbind_host(&h.bind);
+                    }
                 }
                 if let Some(w) = want {
                     match self.backend.bind(&w.bind) {
