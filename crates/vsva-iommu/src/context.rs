@@ -272,6 +272,7 @@ pub fn resolve<M: EntryMemory + ?Sized>(
 /// The [`ChainFault`] of the first check that fails after the context entry: PASID
 /// disabled, beyond the directory, directory or PASID-table entry unreadable, not present or
 /// invalid; `fpd` as [`resolve`] reports it.
+#[inline]
 pub fn resolve_pasid<M: EntryMemory + ?Sized>(
     mem: &M,
     cfg: &IommuConfig,
@@ -301,11 +302,8 @@ pub fn resolve_pasid<M: EntryMemory + ?Sized>(
     let dir = PasidDirEntry::from_raw(de, cfg).map_err(|r| cf(r, fpd))?;
     let pe_addr = pasid_entry_address(dir.table, pasid);
     let mut v = [0u64; 8];
-    for (i, w) in v.iter_mut().enumerate() {
-        *w = mem
-            .load_entry(pe_addr + 8 * i as u64)
-            .ok_or(cf(FaultReason::PasidEntryAccess, fpd))?;
-    }
+    mem.load_entries(pe_addr, &mut v)
+        .ok_or(cf(FaultReason::PasidEntryAccess, fpd))?;
     if v[0] & 3 == 3 {
         fpd = true;
     }

@@ -104,6 +104,17 @@ pub trait EntryMemory {
     /// Atomically replaces `current` by `new` at `addr`. `Some(Ok(current))` on success,
     /// `Some(Err(actual))` when the entry no longer holds `current`, `None` when unbacked.
     fn cas_entry(&self, addr: u64, current: u64, new: u64) -> Option<Result<u64, u64>>;
+
+    /// Loads the consecutive entries from `addr` into `out` (a multi-qword entry, such as a
+    /// 64-byte PASID entry); `None` when any of them is unbacked. By default one
+    /// [`EntryMemory::load_entry`] per qword; a memory that can copy a run in one access
+    /// (guest memory read through a VMM) overrides it.
+    fn load_entries(&self, addr: u64, out: &mut [u64]) -> Option<()> {
+        for (i, w) in out.iter_mut().enumerate() {
+            *w = self.load_entry(addr + 8 * i as u64)?;
+        }
+        Some(())
+    }
 }
 
 fn atomic_at(mem: &GuestMemoryMmap, addr: u64) -> Option<&AtomicU64> {
