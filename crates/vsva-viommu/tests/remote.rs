@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{irq_log, scenario, Device, GuestDriver, Parts, DATA_GPA, GUEST_RAM, GUEST_SID, GVA};
@@ -16,7 +16,7 @@ use vsva_client::{
     Client, DeviceHandle, DeviceOptions, GuestMemory, MachineConfig, Options, PrivateDaemon,
 };
 use vsva_iommu::SourceId;
-use vsva_viommu::{GuestDevice, RemoteBackend, Viommu, ViommuConfig};
+use vsva_viommu::{GuestDevice, MsiMessage, RemoteBackend, Viommu, ViommuConfig};
 
 /// Builds `vsvad` (once) and returns its path next to the test binaries.
 fn vsvad() -> PathBuf {
@@ -56,11 +56,15 @@ impl Device for RemoteDevice {
     }
 }
 
-#[test]
-fn guest_driver_scenario_through_the_daemon() {
-    let daemon =
-        PrivateDaemon::start_with(&vsvad(), Some(&MachineConfig::new(1).to_toml()), &[]).unwrap();
-    let mut client = Client::connect(Options::new(daemon.socket(), "viommu-test")).unwrap();
+/// A VMM on `daemon`: a nesting container for the first device with PASIDs, guest RAM
+/// attached to it, and a device model over the remote back end with that device as the
+/// guest's; with the interrupt log and the device's host requester id.
+#[allow(clippy::type_complexity)]
+fn remote_vmm(
+    daemon: &PrivateDaemon,
+    name: &str,
+) -> (Viommu, Arc<GuestMemory>, Arc<Mutex<Vec<MsiMessage>>>, u16) {
+    let mut client = Client::connect(Options::new(daemon.socket(), name)).unwrap();
     let dev = client
         .status()
         .unwrap()
@@ -81,9 +85,17 @@ fn guest_driver_scenario_through_the_daemon() {
     };
     let backend = Box::new(RemoteBackend::new(client, c).unwrap());
     let viommu = Viommu::new(config, backend, ram.clone(), sink).unwrap();
+    (viommu, ram, log, dev.source_id)
+}
+
+#[test]
+fn guest_driver_scenario_through_the_daemon() {
+    let daemon =
+        PrivateDaemon::start_with(&vsvad(), Some(&MachineConfig::new(1).to_toml()), &[]).unwrap();
+    let (viommu, ram, log, sid) = remote_vmm(&daemon, "viommu-test");
     let mut device = RemoteDevice {
         client: Client::connect(Options::new(daemon.socket(), "viommu-test-dev")).unwrap(),
-        sid: dev.source_id,
+        sid,
     };
     scenario(Parts {
         viommu: &viommu,
@@ -102,37 +114,12 @@ fn identical_faults_each_reach_the_guest() {
         .settings("[iommu]\nfault_log_capacity = 2\n")
         .to_toml();
     let daemon = PrivateDaemon::start_with(&vsvad(), Some(&machine), &[]).unwrap();
-    let mut client = Client::connect(Options::new(daemon.socket(), "viommu-faults")).unwrap();
-    let dev = client
-        .status()
-        .unwrap()
-        .devices
-        .into_iter()
-        .find(|d| d.pasid_width > 0)
-        .unwrap();
-    let c = client.nesting_container(dev.group).unwrap();
-    let ram = Arc::new(GuestMemory::new(0, GUEST_RAM).unwrap());
-    client.attach_guest_memory(c, &ram).unwrap();
-    let (_log, sink) = irq_log();
-    let config = ViommuConfig {
-        devices: vec![GuestDevice {
-            guest: GUEST_SID,
-            host: SourceId(dev.source_id),
-        }],
-        ..ViommuConfig::default()
-    };
-    let viommu = Viommu::new(
-        config,
-        Box::new(RemoteBackend::new(client, c).unwrap()),
-        ram,
-        sink,
-    )
-    .unwrap();
+    let (viommu, _ram, _log, sid) = remote_vmm(&daemon, "viommu-faults");
     let mut device = Client::connect(Options::new(daemon.socket(), "viommu-faults-dev")).unwrap();
     // Past the guest's RAM: nothing maps it in the container's stage 2.
     let unmapped = GUEST_RAM + 0x10_0000;
     for round in 0..3 {
-        assert!(device.dma_read(dev.source_id, None, unmapped, 4).is_err());
+        assert!(device.dma_read(sid, None, unmapped, 4).is_err());
         assert_eq!(viommu.poll().unwrap().faults, 1, "round {round}");
     }
 }
