@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
@@ -296,6 +297,7 @@ impl Client {
                     })
                 }
             }
+            self.wait_readable()?;
             let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(8))];
             let mut cmsg = RecvAncillaryBuffer::new(&mut space);
             let buf = self.dec.spare(16 * 1024);
@@ -328,6 +330,40 @@ impl Client {
             self.dec.commit(r.bytes);
             let tag = self.dec.received().saturating_sub(1);
             self.fds.extend(received.into_iter().map(|fd| (tag, fd)));
+        }
+    }
+
+    /// Waits, within the timeout, until the socket has something to read.
+    ///
+    /// A reader asleep in `recvmsg` on a Unix stream socket sleeps on the socket's one wait
+    /// queue, which the daemon's read of our request also wakes (it frees our send buffer):
+    /// every round trip would wake this thread once for nothing and cost the daemon a second
+    /// wake-up of a sleeping process. `poll`'s wait is filtered by event, so only the reply
+    /// (or the connection closing) wakes it.
+    fn wait_readable(&mut self) -> Result<(), ClientError> {
+        let timeout = self.options.timeout.map(|d| rustix::time::Timespec {
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        loop {
+            let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => {
+                    return Err(self.broken(socket_err(
+                        "cannot read the reply",
+                        self.options.timeout,
+                    )(io::ErrorKind::TimedOut.into())))
+                }
+                Ok(_) => return Ok(()),
+                // A signal: wait again (the timeout starts over, as `recvmsg`'s did).
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(self.broken(socket_err(
+                        "cannot wait for the reply",
+                        self.options.timeout,
+                    )(e.into())))
+                }
+            }
         }
     }
 
