@@ -84,6 +84,9 @@ type Held = FxHashSet<Option<u32>>;
 pub(super) struct InFlight {
     calls: FxHashMap<SourceId, Vec<u64>>,
     next: u64,
+    /// Threads asleep in `wait_for_earlier`: an answer wakes the condition variable only
+    /// when there are some (the standard library's notify makes a system call either way).
+    waiters: usize,
 }
 
 /// The ATS state of the IOMMU: the sink, the fenced devices, the holders, and the
@@ -142,8 +145,11 @@ impl AtsTracking {
                 }
             }
         }
+        let wake = g.waiters > 0;
         drop(g);
-        self.answered.notify_all();
+        if wake {
+            self.answered.notify_all();
+        }
     }
 
     /// Waits until no sink call to any of `devices` older than `ticket` is in flight. Each
@@ -155,7 +161,9 @@ impl AtsTracking {
                 .get(sid)
                 .is_some_and(|calls| calls.iter().any(|&t| t < ticket))
         }) {
+            g.waiters += 1;
             g = self.answered.wait(g).unwrap_or_else(|p| p.into_inner());
+            g.waiters -= 1;
         }
     }
 
@@ -295,6 +303,10 @@ impl Iommu {
         let Some(sink) = self.devtlb_sink() else {
             return Vec::new();
         };
+        if batch.is_empty() {
+            // No device to order against or to wait for.
+            return Vec::new();
+        }
         let mut covered: Vec<SourceId> = batch.iter().map(|inv| inv.source_id).collect();
         covered.sort_unstable();
         covered.dedup();

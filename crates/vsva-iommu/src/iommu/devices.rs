@@ -154,6 +154,7 @@ impl Iommu {
             .devices
             .remove(&sid)
             .ok_or(IommuError::NotAttached { source_id: sid })?;
+        ctl.release_device(sid);
         let upper = sid.devfn() >= 128;
         if let Some(&ct) = ctl.ctx_tables.get(&(sid.bus(), upper)) {
             self.mem

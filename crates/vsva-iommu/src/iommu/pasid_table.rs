@@ -88,6 +88,7 @@ impl Iommu {
                 pasid,
             });
         }
+        ctl.hold(pasid, sid);
         self.write_entry_words(addr, &entry.to_raw())
     }
 
@@ -111,6 +112,8 @@ impl Iommu {
         let table = self
             .pasid_table(&mut ctl, sid, pasid, true)?
             .ok_or(IommuError::NotAttached { source_id: sid })?;
+        // Whatever the words say: teardown then looks, and finds what is there.
+        ctl.hold(pasid, sid);
         self.write_entry_words(pasid_entry_address(table, pasid), &words)
     }
 
@@ -179,6 +182,7 @@ impl Iommu {
         }
         let did = pasid_get_domain_id(self.mem.load_u64(addr + 8)?);
         self.write_entry_words(addr, &[0; 8])?;
+        ctl.release(pasid, sid);
         let rid_pasid = ctl.devices.get(&sid).map_or(0, |d| d.rid_pasid);
         self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid, devices);
         self.free_table_if_empty(ctl, sid, pasid, table)
@@ -250,7 +254,9 @@ impl Iommu {
     /// Returns the devices it was cleared on.
     pub fn teardown_pasid(&self, pasid: u32) -> Vec<SourceId> {
         let mut ctl = self.control();
-        let sids: Vec<SourceId> = ctl.devices.keys().copied().collect();
+        // Only the devices that may hold it: a free costs the same however many devices
+        // are attached.
+        let sids: Vec<SourceId> = ctl.holders.get(&pasid).cloned().unwrap_or_default();
         let mut devices = Vec::new();
         let mut cleared: Vec<SourceId> = sids
             .into_iter()
@@ -317,5 +323,36 @@ mod tests {
         io.set_pasid_entry(SID, 77, &PasidEntry::first_level(5, root))
             .unwrap();
         assert!(io.translate(SID, Some(77), 0x1000, Access::READ).is_ok());
+    }
+
+    /// A teardown visits only the devices that hold the PASID, and finds every one that
+    /// does: entries set and cleared one by one, written raw (as a guest driver would), and
+    /// on a device detached meanwhile.
+    #[test]
+    fn teardown_finds_every_holder_and_only_holders() {
+        let io = iommu();
+        let (a, b, c) = (SID, SourceId::new(1, 0, 0), SourceId::new(2, 0, 0));
+        for s in [a, b, c] {
+            io.attach_device(s, DeviceOptions::default()).unwrap();
+        }
+        let root = io.table_pool().alloc(io.memory()).unwrap();
+        let entry = PasidEntry::first_level(5, root);
+        io.set_pasid_entry(a, 9, &entry).unwrap();
+        io.set_pasid_entry(c, 9, &entry).unwrap();
+        io.set_pasid_entry(b, 10, &entry).unwrap();
+        io.clear_pasid_entry(c, 9).unwrap();
+        assert_eq!(io.teardown_pasid(9), vec![a]);
+        // A raw-written present entry is torn down too.
+        io.write_pasid_entry_raw(c, 9, entry.to_raw()).unwrap();
+        assert_eq!(io.teardown_pasid(9), vec![c]);
+        // A detached device holds nothing; the others still hold theirs.
+        io.set_pasid_entry(a, 10, &entry).unwrap();
+        io.detach_device(b).unwrap();
+        assert_eq!(io.teardown_pasid(10), vec![a]);
+        assert!(io.teardown_pasid(10).is_empty());
+        // Re-attached, it starts empty and is found once it holds the PASID again.
+        io.attach_device(b, DeviceOptions::default()).unwrap();
+        io.set_pasid_entry(b, 10, &entry).unwrap();
+        assert_eq!(io.teardown_pasid(10), vec![b]);
     }
 }
