@@ -6,10 +6,10 @@
 //! cargo build --release -p vsvad
 //! cargo run --release -p vsva-client --example loadgen -- [--clients 1,8,64,8x8] [--seconds 2]
 //!     [--modes sync,off] [--rate PAIRS_PER_SEC_PER_CONNECTION] [--connections-per-client K]
-//!     [--vsvad PATH[,PATH...]]
+//!     [--vsvad PATH[,PATH...]] [--poll]
 //! ```
 //!
-//! # Two ways to drive the connections
+//! # Ways to drive the connections
 //!
 //! * **A process per connection** (the default, `--clients 8,64`): each client is its own
 //!   process (this binary re-run as a worker) with one connection, its own nesting container
@@ -25,8 +25,15 @@
 //!   share of the CPU and the scheduler's work) equal to the 8-client point, and change only
 //!   what the daemon sees. The table's `clients` column counts processes, `connections` the
 //!   connections.
+//! * **`--poll`** uses the second driver for every point, one connection per process included:
+//!   the same requests as the `Client`, but the worker waits for a reply with `poll(POLLIN)`
+//!   before it reads. A process blocked in `recvmsg` on a Unix stream socket is woken each time
+//!   the daemon reads one of its requests (the freed send buffer wakes the socket's wait
+//!   queue, readers included), then again by the reply; a process waiting in `poll` for
+//!   input is woken only by the reply. This shows what that wake-up costs the daemon and the
+//!   clients.
 //!
-//! Either way a connection's pairs run back to back (closed loop, the default: measures
+//! In every mode a connection's pairs run back to back (closed loop, the default: measures
 //! throughput), or with `--rate` on a fixed schedule of that many pairs per second per
 //! connection (open loop: measures latency at a given offered load).
 //!
@@ -34,7 +41,7 @@
 //!
 //! `--vsvad A,B` starts one private daemon from each binary (per store mode) and runs every
 //! point on each in turn, so the builds are compared side by side in one run, under the same
-//! load; the `daemon` column names the binary.
+//! load; the `daemon` column gives the binary's number (listed above the table).
 //!
 //! The parts: this file runs the points and prints the table; `loadgen/drivers.rs` drives a
 //! worker's connections (both modes), `loadgen/usage.rs` reads what a process cost from
@@ -70,6 +77,13 @@ use usage::{daemon_pid, usage, Usage};
 
 const WORKER_ENV: &str = "VSVA_LOADGEN_WORKER";
 
+/// Set in a worker's environment when `--poll` asks for the `poll` driver for every
+/// connection count, one included.
+const POLL_ENV: &str = "VSVA_LOADGEN_POLL";
+
+/// `--poll` was given (the parent passes it on to its workers).
+static POLL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     if let Ok(spec) = std::env::var(WORKER_ENV) {
         worker(&spec);
@@ -97,8 +111,9 @@ fn main() {
             "--modes" => modes = val().split(',').map(str::to_string).collect(),
             "--vsvad" => vsvads = val().split(',').map(PathBuf::from).collect(),
             "--rate" => rate = val().parse().expect("pairs per second per connection"),
+            "--poll" => POLL.store(true, std::sync::atomic::Ordering::Relaxed),
             "--help" | "-h" => {
-                println!("loadgen [--clients 1,8,64,8x8] [--connections-per-client K] [--seconds 2] [--modes sync,async,off] [--rate PAIRS_PER_SEC_PER_CONNECTION] [--vsvad PATH[,PATH...]]");
+                println!("loadgen [--clients 1,8,64,8x8] [--connections-per-client K] [--seconds 2] [--modes sync,async,off] [--rate PAIRS_PER_SEC_PER_CONNECTION] [--vsvad PATH[,PATH...]] [--poll]");
                 return;
             }
             other => panic!("unknown argument {other}"),
@@ -316,6 +331,14 @@ fn run_point(
                         (seconds * 1000.0) as u64
                     ),
                 )
+                .env(
+                    POLL_ENV,
+                    if POLL.load(std::sync::atomic::Ordering::Relaxed) {
+                        "1"
+                    } else {
+                        "0"
+                    },
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -378,7 +401,7 @@ fn worker(spec: &str) {
     // whatever the previous one took; 0 = closed loop, back to back.
     let interval = (rate > 0).then(|| Duration::from_nanos(1_000_000_000 / rate));
     let run = Duration::from_millis(millis);
-    let lat = if k == 1 {
+    let lat = if k == 1 && std::env::var(POLL_ENV).as_deref() != Ok("1") {
         let mut client = Client::connect(Options::new(&socket, "loadgen")).expect("connect");
         let c = client.nesting_container(group).expect("nesting container");
         ready_and_wait();
