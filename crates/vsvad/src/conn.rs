@@ -151,6 +151,11 @@ impl Conn {
         }
     }
 
+    /// The daemon's number for this connection (in its log lines).
+    pub fn id(&self) -> u64 {
+        self.session.conn
+    }
+
     /// The socket, for the worker's `epoll` registration.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
@@ -258,7 +263,9 @@ impl Conn {
         if self.pending.is_empty() {
             return;
         }
-        let metrics = self.daemon.metrics().clone();
+        // Borrowed, not cloned: an `Arc` clone per wake-up of every connection would bounce
+        // the count's cache line between the workers.
+        let metrics = self.daemon.metrics();
         for p in self.pending.drain(..) {
             let Outcome {
                 mut reply,
@@ -291,18 +298,14 @@ impl Conn {
             if let Some(kind) = p.kind {
                 metrics.request(kind, p.started.elapsed(), reply.errno());
             }
-            if fds.is_empty() || reply.result < 0 {
-                self.out.extend_from_slice(&reply.encode_frame(&p.header));
+            let start = self.out.len();
+            let nfds = if fds.is_empty() || reply.result < 0 {
+                0
             } else {
-                let start = self.out.len();
-                let n = u8::try_from(fds.len()).unwrap_or(u8::MAX);
-                self.out.extend_from_slice(&vsva_proto::encode_frame(
-                    p.header.kind,
-                    vsva_proto::FLAG_REPLY,
-                    n,
-                    p.header.id,
-                    &reply.encode_body(),
-                ));
+                u8::try_from(fds.len()).unwrap_or(u8::MAX)
+            };
+            push_reply_frame(&mut self.out, &p.header, nfds, &reply.encode_body());
+            if nfds > 0 {
                 self.out_fds.push_back((start, self.out.len(), fds));
             }
         }
@@ -515,9 +518,11 @@ impl Conn {
         let truncated = self.truncated.len() != before;
         let header = frame.header;
         let kind = Kind::from_u16(header.kind);
-        let metrics = self.daemon.metrics().clone();
         if header.is_reply() {
-            metrics.malformed_frames.fetch_add(1, Ordering::Relaxed);
+            self.daemon
+                .metrics()
+                .malformed_frames
+                .fetch_add(1, Ordering::Relaxed);
             self.push_error(
                 header,
                 kind,
@@ -558,6 +563,7 @@ impl Conn {
         let req = match Request::decode(header.kind, &frame.body) {
             Ok(r) => r,
             Err(e) => {
+                let metrics = self.daemon.metrics();
                 if matches!(e, ProtoError::UnknownKind { .. }) {
                     metrics.unknown_requests.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -602,5 +608,54 @@ impl Conn {
     /// the socket.
     fn queued_bytes_total(&self) -> usize {
         self.queued_bytes() + (self.out.len() - self.written)
+    }
+}
+
+/// Appends the reply frame answering `request` to `out`: the header, then `body`, with no
+/// frame built apart and copied in.
+fn push_reply_frame(out: &mut Vec<u8>, request: &FrameHeader, nfds: u8, body: &[u8]) {
+    let header = FrameHeader {
+        body_len: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        kind: request.kind,
+        flags: vsva_proto::FLAG_REPLY,
+        nfds,
+        id: request.id,
+    };
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_frame_is_built_in_place_as_the_protocol_encodes_it() {
+        let request = FrameHeader {
+            body_len: 9,
+            kind: Kind::Ioctl as u16,
+            flags: 0,
+            nfds: 0,
+            id: 0x0102_0304_0506_0708,
+        };
+        for reply in [
+            Reply::ok(7, vec![1, 2, 3]),
+            Reply::error(Errno::EINVAL, "bad field"),
+        ] {
+            let mut out = vec![0xaa];
+            push_reply_frame(&mut out, &request, 0, &reply.encode_body());
+            assert_eq!(out[0], 0xaa, "what was queued before stays");
+            assert_eq!(out[1..], reply.encode_frame(&request)[..]);
+        }
+        let mut out = Vec::new();
+        push_reply_frame(
+            &mut out,
+            &request,
+            2,
+            &Reply::ok(0, Vec::new()).encode_body(),
+        );
+        let header = FrameHeader::parse(out[..16].try_into().unwrap());
+        assert_eq!((header.nfds, header.id), (2, request.id));
+        assert!(header.is_reply());
     }
 }

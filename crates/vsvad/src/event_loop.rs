@@ -35,7 +35,6 @@
 //! and closes. [`Workers::drain`] waits for every connection to close, then
 //! [`Workers::stop`] ends the threads.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -50,7 +49,7 @@ use crate::conn::{Conn, Interest};
 use crate::daemon::{Daemon, Session};
 use crate::wake::Wake;
 
-/// The `epoll` data of a worker's wake-up `eventfd` (connection ids start at 1).
+/// The `epoll` data of a worker's wake-up `eventfd` (a connection's is its slot).
 const WAKE: u64 = u64::MAX;
 
 /// Events taken per `epoll_wait`.
@@ -140,7 +139,7 @@ impl Workers {
                     inbox: inbox.clone(),
                     live: w.live.clone(),
                     stop: w.stop.clone(),
-                    conns: HashMap::new(),
+                    conns: Slots::default(),
                 };
                 let thread = std::thread::Builder::new()
                     .name(format!("vsvad-worker-{i}"))
@@ -226,7 +225,61 @@ struct Worker {
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
     /// Each connection with the interest its socket is registered for.
-    conns: HashMap<u64, (Conn, Interest)>,
+    conns: Slots<(Conn, Interest)>,
+}
+
+/// A worker's connections, each in a numbered slot that is also its `epoll` data: an event
+/// finds its connection by index, with no hashing. A closed connection's slot is reused.
+struct Slots<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    fn insert(&mut self, entry: T) -> u64 {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(entry);
+                i
+            }
+            None => {
+                self.slots.push(Some(entry));
+                self.slots.len() - 1
+            }
+        };
+        i as u64
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        self.slots.get_mut(usize::try_from(id).ok()?)?.as_mut()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let i = usize::try_from(id).ok()?;
+        let entry = self.slots.get_mut(i)?.take();
+        if entry.is_some() {
+            self.free.push(i);
+        }
+        entry
+    }
+
+    /// The slots in use.
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| i as u64)
+    }
 }
 
 impl Worker {
@@ -298,13 +351,13 @@ impl Worker {
             ready.sort_unstable();
             ready.dedup();
             // Read and handle every ready connection's frames.
-            for id in &ready {
+            for &id in &ready {
                 if let Some((c, _)) = self.conns.get_mut(id) {
                     c.read_and_handle();
                 }
             }
             // Make their changes durable (one group commit for all), then write.
-            for id in &ready {
+            for &id in &ready {
                 if let Some((c, _)) = self.conns.get_mut(id) {
                     c.settle();
                 }
@@ -312,7 +365,7 @@ impl Worker {
             writable.extend_from_slice(&ready);
             writable.sort_unstable();
             writable.dedup();
-            for id in &writable {
+            for &id in &writable {
                 if let Some((c, _)) = self.conns.get_mut(id) {
                     c.write();
                 }
@@ -323,23 +376,22 @@ impl Worker {
             touched.extend_from_slice(&writable);
             if next_check.is_some_and(|t| t <= now) {
                 next_check = None;
-                for (id, (c, _)) in &mut self.conns {
-                    c.check_deadlines(now);
-                    touched.push(*id);
-                }
+                touched.extend(self.conns.ids());
                 touched.sort_unstable();
                 touched.dedup();
+                for &id in &touched {
+                    if let Some((c, _)) = self.conns.get_mut(id) {
+                        c.check_deadlines(now);
+                    }
+                }
             }
             for &id in &touched {
-                let Some((c, registered)) = self.conns.get_mut(&id) else {
+                let Some((c, registered)) = self.conns.get_mut(id) else {
                     continue;
                 };
                 if c.finished().is_some() {
                     self.close(id);
                     continue;
-                }
-                if c.has_more() {
-                    again.push(id);
                 }
                 let want = c.interest();
                 if want != *registered {
@@ -349,11 +401,14 @@ impl Worker {
                         epoll::EventData::new_u64(id),
                         flags(want),
                     ) {
-                        tracing::error!(conn = id, error = %e, "cannot change a connection's epoll interest; closing it");
+                        tracing::error!(conn = c.id(), error = %e, "cannot change a connection's epoll interest; closing it");
                         self.close(id);
                         continue;
                     }
                     *registered = want;
+                }
+                if c.has_more() {
+                    again.push(id);
                 }
                 if let Some(d) = c.next_deadline() {
                     next_check = Some(next_check.map_or(d, |t| t.min(d)));
@@ -361,7 +416,7 @@ impl Worker {
             }
         }
         // Stopping: close what is left (a shutdown keeps every process's state).
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        let ids: Vec<u64> = self.conns.ids().collect();
         for id in ids {
             self.close(id);
         }
@@ -372,22 +427,24 @@ impl Worker {
         self.inbox.wake.clear();
         let new = std::mem::take(&mut *lock(&self.inbox.new));
         for (stream, session) in new {
-            let id = session.conn;
             let c = Conn::new(self.daemon.clone(), stream, session);
             let want = c.interest();
+            let id = self.conns.insert((c, want));
+            let Some((c, _)) = self.conns.get_mut(id) else {
+                continue;
+            };
             match epoll::add(
                 &self.epoll,
                 c.fd(),
                 epoll::EventData::new_u64(id),
                 flags(want),
             ) {
-                Ok(()) => {
-                    self.conns.insert(id, (c, want));
-                    ready.push(id);
-                }
+                Ok(()) => ready.push(id),
                 Err(e) => {
-                    tracing::error!(conn = id, error = %e, "cannot watch a connection; closing it");
-                    c.finish("cannot watch its socket");
+                    tracing::error!(conn = c.id(), error = %e, "cannot watch a connection; closing it");
+                    if let Some((c, _)) = self.conns.remove(id) {
+                        c.finish("cannot watch its socket");
+                    }
                     self.inbox.load.fetch_sub(1, Ordering::Relaxed);
                     self.live.remove(1);
                 }
@@ -396,11 +453,11 @@ impl Worker {
     }
 
     fn close(&mut self, id: u64) {
-        let Some((c, _)) = self.conns.remove(&id) else {
+        let Some((c, _)) = self.conns.remove(id) else {
             return;
         };
         if let Err(e) = epoll::delete(&self.epoll, c.fd()) {
-            tracing::debug!(conn = id, error = %e, "epoll delete failed");
+            tracing::debug!(conn = c.id(), error = %e, "epoll delete failed");
         }
         let why = c.finished().unwrap_or("the daemon stopped");
         c.finish(why);
@@ -425,4 +482,31 @@ fn flags(want: Interest) -> epoll::EventFlags {
 /// The default number of workers: one per core.
 pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_connections_slot_is_reused_and_the_others_keep_theirs() {
+        let mut s = Slots::default();
+        let (a, b, c) = (s.insert('a'), s.insert('b'), s.insert('c'));
+        assert_eq!((a, b, c), (0, 1, 2));
+        assert_eq!(s.remove(b), Some('b'));
+        assert_eq!(s.remove(b), None, "a slot is given back once");
+        assert_eq!(s.get_mut(b), None);
+        assert_eq!(s.ids().collect::<Vec<_>>(), [a, c]);
+        let d = s.insert('d');
+        assert_eq!(d, b);
+        assert_eq!(s.get_mut(a), Some(&mut 'a'));
+        assert_eq!(s.get_mut(d), Some(&mut 'd'));
+        assert_eq!(
+            s.insert('e'),
+            3,
+            "a slot given back twice is not handed out twice"
+        );
+        assert_eq!(s.get_mut(WAKE), None);
+        assert_eq!(s.ids().count(), 4);
+    }
 }
