@@ -349,10 +349,10 @@ impl Client {
             let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
             match poll(&mut fds, timeout.as_ref()) {
                 Ok(0) => {
-                    return Err(self.broken(socket_err(
-                        "cannot read the reply",
-                        self.options.timeout,
-                    )(io::ErrorKind::TimedOut.into())))
+                    return Err(self
+                        .broken(socket_err("cannot read the reply", self.options.timeout)(
+                            io::ErrorKind::TimedOut.into(),
+                        )))
                 }
                 Ok(_) => return Ok(()),
                 // A signal: wait again (the timeout starts over, as `recvmsg`'s did).
