@@ -291,7 +291,6 @@ pub(crate) fn fault_line(r: &vsva_proto::FaultRecord) -> String {
     )
 }
 
-/// Runs `vsva faults`.
 /// One fault record as JSON.
 fn fault_json(r: &vsva_proto::FaultRecord) -> serde_json::Value {
     json!({
@@ -306,6 +305,7 @@ fn fault_json(r: &vsva_proto::FaultRecord) -> serde_json::Value {
     })
 }
 
+/// Runs `vsva faults`.
 pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
     let mut client = a.common.connect("vsva faults")?;
     if a.follow {
@@ -330,30 +330,34 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Reads every record numbered above `*since` with the daemon's fault cursor (as many
+/// pages as it takes), hands each to `each` oldest first, and moves `*since` past them;
+/// returns how many records the daemon's full log dropped before they were read.
+fn read_new(
+    client: &mut Client,
+    since: &mut u64,
+    mut each: impl FnMut(vsva_proto::NumberedFault) -> Result<(), CliError>,
+) -> Result<u64, CliError> {
+    const PAGE: u32 = 4096;
+    let mut missed = 0;
+    loop {
+        let page = client.faults_since(*since, PAGE)?;
+        *since = page.next;
+        missed += page.missed;
+        let full = page.faults.len() == PAGE as usize;
+        for f in page.faults {
+            each(f)?;
+        }
+        if !full {
+            return Ok(missed);
+        }
+    }
+}
+
 /// `vsva faults --follow`: the last `max` records, then each new one as it is logged, read
 /// with the daemon's fault cursor so that identical records (a device retrying one access)
 /// each print once.
 fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
-    const PAGE: u32 = 4096;
-    // Catch up with what the log holds, keeping the last `max` records to show.
-    let mut since = 0;
-    let mut backlog = std::collections::VecDeque::new();
-    loop {
-        let page = client.faults_since(since, PAGE)?;
-        let full = page.faults.len() == PAGE as usize;
-        since = page.next;
-        for f in page.faults {
-            if backlog.len() == a.max as usize {
-                backlog.pop_front();
-            }
-            if a.max > 0 {
-                backlog.push_back(f);
-            }
-        }
-        if !full {
-            break;
-        }
-    }
     let show = |f: &vsva_proto::NumberedFault| -> Result<(), CliError> {
         if a.common.json {
             let mut v = fault_json(&f.record);
@@ -364,25 +368,39 @@ fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
             Ok(())
         }
     };
+    // Catch up with what the log holds, keeping the last `max` records to show.
+    let mut since = 0;
+    let mut backlog = std::collections::VecDeque::new();
+    read_new(client, &mut since, |f| {
+        if backlog.len() == a.max as usize {
+            backlog.pop_front();
+        }
+        if a.max > 0 {
+            backlog.push_back(f);
+        }
+        Ok(())
+    })?;
     for f in &backlog {
         show(f)?;
     }
     let interval = std::time::Duration::from_millis(a.interval_ms);
     loop {
         std::thread::sleep(interval);
-        let page = client.faults_since(since, PAGE)?;
-        since = page.next;
-        if page.missed > 0 {
+        let mut new = Vec::new();
+        let missed = read_new(client, &mut since, |f| {
+            new.push(f);
+            Ok(())
+        })?;
+        if missed > 0 {
             if a.common.json {
-                print_json(&json!({ "missed": page.missed }))?;
+                print_json(&json!({ "missed": missed }))?;
             } else {
                 outln!(
-                    "({} record(s) dropped by the daemon's full log before they were read)",
-                    page.missed
+                    "({missed} record(s) dropped by the daemon's full log before they were read)"
                 );
             }
         }
-        for f in &page.faults {
+        for f in &new {
             show(f)?;
         }
     }
