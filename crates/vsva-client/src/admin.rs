@@ -62,4 +62,33 @@ impl Client {
             error,
         })
     }
+
+    /// Every fault this process may see numbered above `*cursor`, oldest first, read with
+    /// [`Client::faults_since`] page by page until a page comes back short; `*cursor` moves
+    /// past them (pass the same cursor next time). The reply's `next` is the cursor after
+    /// the last page and its `missed` the sum over the pages.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::faults_since`]. The cursor stays after the last page read, so the next
+    /// call resumes there.
+    pub fn new_faults(&mut self, cursor: &mut u64) -> Result<FaultsSinceReply, ClientError> {
+        const PAGE: u32 = 4096;
+        let mut all = FaultsSinceReply {
+            next: *cursor,
+            missed: 0,
+            faults: Vec::new(),
+        };
+        loop {
+            let page = self.faults_since(*cursor, PAGE)?;
+            *cursor = page.next;
+            all.next = page.next;
+            all.missed += page.missed;
+            let full = page.faults.len() == PAGE as usize;
+            all.faults.extend(page.faults);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
 }

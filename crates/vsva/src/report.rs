@@ -330,30 +330,6 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reads every record numbered above `*since` with the daemon's fault cursor (as many
-/// pages as it takes), hands each to `each` oldest first, and moves `*since` past them;
-/// returns how many records the daemon's full log dropped before they were read.
-fn read_new(
-    client: &mut Client,
-    since: &mut u64,
-    mut each: impl FnMut(vsva_proto::NumberedFault) -> Result<(), CliError>,
-) -> Result<u64, CliError> {
-    const PAGE: u32 = 4096;
-    let mut missed = 0;
-    loop {
-        let page = client.faults_since(*since, PAGE)?;
-        *since = page.next;
-        missed += page.missed;
-        let full = page.faults.len() == PAGE as usize;
-        for f in page.faults {
-            each(f)?;
-        }
-        if !full {
-            return Ok(missed);
-        }
-    }
-}
-
 /// `vsva faults --follow`: the last `max` records, then each new one as it is logged, read
 /// with the daemon's fault cursor so that identical records (a device retrying one access)
 /// each print once.
@@ -368,29 +344,17 @@ fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
             Ok(())
         }
     };
-    // Catch up with what the log holds, keeping the last `max` records to show.
+    // Catch up with what the log holds, and show its last `max` records.
     let mut since = 0;
-    let mut backlog = std::collections::VecDeque::new();
-    read_new(client, &mut since, |f| {
-        if backlog.len() == a.max as usize {
-            backlog.pop_front();
-        }
-        if a.max > 0 {
-            backlog.push_back(f);
-        }
-        Ok(())
-    })?;
-    for f in &backlog {
+    let held = client.new_faults(&mut since)?.faults;
+    for f in &held[held.len().saturating_sub(a.max as usize)..] {
         show(f)?;
     }
     let interval = std::time::Duration::from_millis(a.interval_ms);
     loop {
         std::thread::sleep(interval);
-        let mut new = Vec::new();
-        let missed = read_new(client, &mut since, |f| {
-            new.push(f);
-            Ok(())
-        })?;
+        let new = client.new_faults(&mut since)?;
+        let missed = new.missed;
         if missed > 0 {
             if a.common.json {
                 print_json(&json!({ "missed": missed }))?;
@@ -400,7 +364,7 @@ fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
                 );
             }
         }
-        for f in &new {
+        for f in &new.faults {
             show(f)?;
         }
     }

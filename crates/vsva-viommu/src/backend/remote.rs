@@ -8,9 +8,6 @@ use vsva_uapi::{BindRequest, CacheInvalidateRequest};
 use super::{Backend, BackendError, HostFault, RemotePageRequests};
 use crate::caps::HostCaps;
 
-/// How many fault records one request asks the daemon for (its cap).
-const FAULTS_PER_POLL: u32 = 4096;
-
 /// A [`Backend`] over a daemon connection and a nesting container opened on it.
 ///
 /// New faults are read with the daemon's fault cursor (`FAULTS_SINCE`): each record the
@@ -96,19 +93,18 @@ impl Backend for RemoteBackend {
     }
 
     fn take_faults(&mut self) -> Result<Vec<HostFault>, BackendError> {
-        let mut out = Vec::new();
-        loop {
-            let page = self.client.faults_since(self.cursor, FAULTS_PER_POLL)?;
-            if page.missed > 0 {
-                tracing::warn!(
-                    missed = page.missed,
-                    "the daemon's fault log dropped records before this VMM read them; \
-                     some of its guest's faults may be lost"
-                );
-            }
-            self.cursor = page.next;
-            let full = page.faults.len() == FAULTS_PER_POLL as usize;
-            out.extend(page.faults.iter().map(|f| {
+        let new = self.client.new_faults(&mut self.cursor)?;
+        if new.missed > 0 {
+            tracing::warn!(
+                missed = new.missed,
+                "the daemon's fault log dropped records before this VMM read them; \
+                 some of its guest's faults may be lost"
+            );
+        }
+        Ok(new
+            .faults
+            .iter()
+            .map(|f| {
                 let r = &f.record;
                 HostFault {
                     source_id: SourceId(r.source_id),
@@ -119,10 +115,7 @@ impl Backend for RemoteBackend {
                     privileged: r.flags & vsva_proto::DMA_PRIV != 0,
                     reason: r.reason,
                 }
-            }));
-            if !full {
-                return Ok(out);
-            }
-        }
+            })
+            .collect())
     }
 }
