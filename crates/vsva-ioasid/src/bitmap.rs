@@ -464,35 +464,37 @@ impl Bitmap {
     }
 
     /// Releases the bits `mask` of word `w` if the word is tagged `tag`; the word becomes
-    /// [`TAG_NONE`] when nothing but its fixed bits stays taken. Returns `false`, changing
-    /// nothing, if the word carries another tag (it is mixed: the owner table's slow path
-    /// releases it).
+    /// [`TAG_NONE`] when nothing but its fixed bits stays taken. Returns whether the word
+    /// still holds bits of `tag` (`Some(false)` once it is [`TAG_NONE`] again), or `None`,
+    /// changing nothing, if the word carries another tag (it is mixed: the owner table's slow
+    /// path releases it).
     #[inline]
-    pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> bool {
+    pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> Option<bool> {
         // A word with bits to release has had a claim, so its chunk exists.
         let Some(cell) = self.cell(w) else {
             debug_assert!(false, "released bits of word {w}, never claimed");
-            return false;
+            return None;
         };
         let fixed = self.fixed(w);
         let mut v = cell.load(Ordering::SeqCst);
-        loop {
+        let kept = loop {
             if tag_of(v) != tag {
-                return false;
+                return None;
             }
             debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
             let slots = slots_of(v) & !mask;
-            let new = pack(if slots & !fixed == 0 { TAG_NONE } else { tag }, slots);
+            let kept = slots & !fixed != 0;
+            let new = pack(if kept { tag } else { TAG_NONE }, slots);
             match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
+                Ok(_) => break kept,
                 Err(current) => v = current,
             }
-        }
+        };
         if slots_of(v) == SLOTS_FULL {
             self.became_not_full(w);
         }
         self.released_in(w);
-        true
+        Some(kept)
     }
 
     /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
@@ -630,7 +632,7 @@ mod tests {
         assert_eq!(tag_of(b.word(0)), TAG_NONE);
         assert_eq!(claim(&b, 0, 1), Some(1));
         assert_eq!(tag_of(b.word(0)), A);
-        assert!(b.release_as(0, 0b10, A));
+        assert_eq!(b.release_as(0, 0b10, A), Some(false), "no bit of A left");
         assert_eq!(b.word(0), pack(TAG_NONE, b.fixed(0)));
         assert!(b.summaries_exact());
     }
@@ -658,7 +660,9 @@ mod tests {
             claim(&b, 0, (1 << 14) - 1).unwrap();
         }
         for i in [9000u64, 77, 4096, 16383] {
-            assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
+            assert!(b
+                .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
+                .is_some());
             assert!(b.summaries_exact());
         }
         assert_eq!(claim(&b, 0, 16383), Some(77));
@@ -672,7 +676,11 @@ mod tests {
     #[test]
     fn stale_word_is_found_though_its_summary_says_full() {
         let b = Bitmap::with_prefix_set(4096, false, 4096, A);
-        let release = |i: u64| assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
+        let release = |i: u64| {
+            assert!(b
+                .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
+                .is_some())
+        };
         // The first word a release un-fills keeps its "full" summary bit: it is the stale one.
         release(100);
         assert!(b.summary_bit(0, 3));
@@ -695,9 +703,9 @@ mod tests {
     fn a_release_outside_the_stale_word_clears_the_summaries_up_the_tree() {
         let b = Bitmap::with_prefix_set(64 * 32 + 32, false, 2048, A);
         assert!(b.summary_bit(1, 0));
-        assert!(b.release_as(63, 1 << 31, A));
+        assert!(b.release_as(63, 1 << 31, A).is_some());
         assert!(b.summary_bit(1, 0), "the stale word changes no summary");
-        assert!(b.release_as(0, 1 << 5, A));
+        assert!(b.release_as(0, 1 << 5, A).is_some());
         assert!(!b.summary_bit(0, 0) && !b.summary_bit(1, 0));
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, 0, 2079), Some(5));
@@ -726,8 +734,8 @@ mod tests {
         assert_eq!(b.claim_as(40, B), Claim::Claimed);
         assert_eq!(tag_of(b.word(1)), B);
         // A release by the wrong tag changes nothing.
-        assert!(!b.release_as(0, 1, B));
-        assert!(b.release_as(0, 1, A));
+        assert_eq!(b.release_as(0, 1, B), None);
+        assert!(b.release_as(0, 1, A).is_some());
         assert_eq!(b.claim_lowest(0, 127, B), Some((0, Claim::Claimed)));
         // A mixed word takes any set's claim, which must then record itself in the leaf.
         let v = b.word(0);
@@ -759,7 +767,9 @@ mod tests {
                         got.push(i);
                         if round % 3 == 0 {
                             let i = got.swap_remove(got.len() / 2);
-                            assert!(b.release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A));
+                            assert!(b
+                                .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
+                                .is_some());
                         }
                     }
                     got

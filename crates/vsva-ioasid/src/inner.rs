@@ -9,12 +9,15 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 
 use crate::backend::PasidBackend;
-use crate::bitmap::Bits;
+use crate::bitmap::{Bits, WORD_SLOTS};
 use crate::error::Error;
 use crate::ids::{Pasid, SetId, SubscriberId};
 use crate::owners::{OwnerTable, SlotState};
 use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::teardown::{TeardownSink, TeardownSubscriber, TeardownTicket};
+
+/// PASIDs per word of the space's bitmap.
+const WORD: u32 = WORD_SLOTS as u32;
 
 pub(crate) type Subscribers = Vec<(SubscriberId, Arc<dyn TeardownSubscriber>)>;
 
@@ -88,11 +91,6 @@ impl SpaceInner {
         }
         match self.owners.get(pasid).0 {
             SlotState::Free => Error::NotAllocated { pasid },
-            SlotState::Owned(owner) if owner == caller.0 => {
-                // Only reachable if the slot was recorded but the set's membership was not,
-                // which the set's `&mut self` API rules out; report it as not allocated.
-                Error::NotAllocated { pasid }
-            }
             SlotState::Owned(owner) => Error::NotOwner {
                 pasid,
                 owner: SetId(owner),
@@ -156,55 +154,63 @@ impl SpaceInner {
         Ok(pasid)
     }
 
-    /// Frees an owned PASID that its set has already forgotten: tells the subscribers and, once
-    /// they have all finished, makes the number allocatable again. Never fails.
-    // Always inlined: a set's `free` is this and a membership update, and the call's own
+    /// Frees `pasid`, which `set` owns: tells the subscribers and, once they have all
+    /// finished, makes the number allocatable again. Never fails. Returns whether `set` still
+    /// owns PASIDs in the 32-PASID word of `pasid`.
+    // Always inlined: a set's `free` is this and an ownership check, and the call's own
     // register saving was a tenth of a free's instructions.
     #[inline(always)]
-    pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) {
+    pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) -> bool {
         // The count spares the hot path the list's load when nobody subscribed.
         if self.subscriber_count.load(Ordering::Acquire) == 0 {
-            self.owners.free_one(pasid, set.0);
+            let kept = self.owners.free_one(pasid, set.0);
             self.backend_free(pasid);
+            kept
         } else {
-            self.retire_subscribed(set, pasid);
+            self.retire_subscribed(set, pasid)
         }
     }
 
     /// [`retire`](Self::retire) once a subscriber may exist: each one gets a ticket.
     #[inline(never)]
-    fn retire_subscribed(self: &Arc<Self>, set: SetId, pasid: Pasid) {
+    fn retire_subscribed(self: &Arc<Self>, set: SetId, pasid: Pasid) -> bool {
         let subscribers = self.subscribers.load();
         if subscribers.is_empty() {
-            self.owners.free_one(pasid, set.0);
+            let kept = self.owners.free_one(pasid, set.0);
             self.backend_free(pasid);
-            return;
+            return kept;
         }
         self.freeing.fetch_add(1, Ordering::Relaxed);
         self.owners
             .begin_teardown(pasid, set.0, subscribers.len() as u32);
+        // The freeing PASID is no longer the set's; what else it owns in the word stays.
+        let kept = self.owners.owned_in(u64::from(pasid / WORD), set.0) != 0;
         for (_, subscriber) in subscribers.iter() {
             subscriber.teardown(pasid, TeardownTicket::new(self.clone(), pasid));
         }
+        kept
     }
 
-    /// Frees the owned PASIDs `word * 64 + bit` for every bit of `mask`, which their set has
-    /// already forgotten. Without subscribers or a backend this is one update of each of the
-    /// two 32-PASID words it spans.
+    /// Frees the PASIDs `word * 32 + bit` for every bit of `mask`, all owned by `set`.
+    /// Without subscribers or a backend this is one update of the word. Returns whether `set`
+    /// still owns PASIDs in the word.
     #[inline]
-    pub(crate) fn retire_word(self: &Arc<Self>, set: SetId, word: u32, mask: u64) {
+    pub(crate) fn retire_word(self: &Arc<Self>, set: SetId, word: u32, mask: u32) -> bool {
         if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
-            let base = u64::from(word) * 2;
-            for (w, half) in [(base, mask as u32), (base + 1, (mask >> 32) as u32)] {
-                if half != 0 {
-                    self.owners.free(w, half, set.0);
-                }
-            }
-            return;
+            return self.owners.free(u64::from(word), mask, set.0);
         }
-        for bit in Bits(mask) {
-            self.retire(set, word * 64 + bit);
+        let mut kept = true;
+        for bit in Bits(u64::from(mask)) {
+            kept = self.retire(set, word * WORD + bit);
         }
+        kept
+    }
+
+    /// The PASIDs of 32-PASID word `word` that `set` owns, as a mask (exact while `set`'s own
+    /// calls are not running).
+    #[inline]
+    pub(crate) fn owned_in(&self, set: SetId, word: u32) -> u32 {
+        self.owners.owned_in(u64::from(word), set.0)
     }
 
     /// Tells the backend, if any, that `pasid` is free again.

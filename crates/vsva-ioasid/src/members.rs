@@ -1,18 +1,25 @@
-//! What one set owns: a direct-mapped two-level bitmap, private to the set's handle.
+//! Which words of the space a set owns PASIDs in: a direct-mapped two-level bitmap of word
+//! indexes, private to the set's handle.
 //!
-//! The PASID space is cut into blocks of 4 096 (64 words of 64 bits). A set keeps a vector of
-//! optional blocks indexed by `pasid / 4096`, created when it first owns a PASID in the block
-//! and dropped when a range free spanning the whole block, or the set's release, empties it. Membership tests and updates are two
-//! dependent loads, no hashing; range operations visit only the blocks the set has, so their
-//! cost is bounded by what the set owns (at most 256 block slots plus 64 words per block it
-//! holds), never by the width of the range asked for.
+//! Who owns each PASID is recorded once, in the space (the bitmap word's tag, or a mixed
+//! word's leaf). A set keeps only one bit per 32-PASID word of the space, set while it may own
+//! a PASID in that word, so that range frees, release and listing visit its own words and
+//! nothing else. The bit is set on every allocation (a write to a line the set touches
+//! often, 128 bytes per 32 768 PASIDs of span) and cleared when the set's last PASID in the
+//! word leaves it — which in a single-owner word is the release that tags the word "nobody"
+//! again, so a free that leaves other PASIDs of the set in its word never reads this map.
+//!
+//! The words are cut into blocks of 1 024 (16 `u64`s, 32 768 PASIDs); a block is created by
+//! the set's first PASID in it and given back when a range free or the release empties it.
+//! Tests and updates are two dependent loads, no hashing; range walks visit only the blocks
+//! the set has (at most 32 block slots for a 2^20 space), never the width of the range.
 
-const WORDS_PER_BLOCK: usize = 64;
-const BLOCK_SHIFT: u32 = 12;
+const BITS_PER_BLOCK: usize = 1024;
+const BLOCK_WORDS: usize = BITS_PER_BLOCK / 64;
 
-type Block = [u64; WORDS_PER_BLOCK];
+type Block = [u64; BLOCK_WORDS];
 
-/// A set's own PASIDs.
+/// The space words (`pasid / 32`) in which one set owns PASIDs.
 #[derive(Default)]
 pub(crate) struct Members {
     blocks: Vec<Option<Box<Block>>>,
@@ -20,108 +27,91 @@ pub(crate) struct Members {
 
 impl Members {
     #[inline]
-    fn locate(pasid: u32) -> (usize, usize, u64) {
+    fn locate(word: u32) -> (usize, usize, u64) {
+        let word = word as usize;
         (
-            (pasid >> BLOCK_SHIFT) as usize,
-            (pasid as usize / 64) % WORDS_PER_BLOCK,
-            1 << (pasid % 64),
+            word / BITS_PER_BLOCK,
+            (word / 64) % BLOCK_WORDS,
+            1 << (word % 64),
         )
     }
 
-    /// Whether `pasid` is a member.
+    /// Notes that the set may own PASIDs in space word `word`.
     #[inline]
-    pub(crate) fn contains(&self, pasid: u32) -> bool {
-        let (b, w, bit) = Self::locate(pasid);
-        matches!(self.blocks.get(b), Some(Some(block)) if block[w] & bit != 0)
+    pub(crate) fn insert(&mut self, word: u32) {
+        let (b, w, bit) = Self::locate(word);
+        if let Some(Some(block)) = self.blocks.get_mut(b) {
+            block[w] |= bit;
+            return;
+        }
+        self.insert_new_block(b, w, bit);
     }
 
-    /// Adds `pasid`, which must not be a member.
-    #[inline]
-    pub(crate) fn insert(&mut self, pasid: u32) {
-        let (b, w, bit) = Self::locate(pasid);
+    #[cold]
+    fn insert_new_block(&mut self, b: usize, w: usize, bit: u64) {
         if b >= self.blocks.len() {
             self.blocks.resize_with(b + 1, || None);
         }
-        let block = self.blocks[b].get_or_insert_with(|| Box::new([0; WORDS_PER_BLOCK]));
-        debug_assert_eq!(block[w] & bit, 0);
+        let block = self.blocks[b].get_or_insert_with(|| Box::new([0; BLOCK_WORDS]));
         block[w] |= bit;
     }
 
-    /// Removes `pasid`; returns whether it was a member. The block stays allocated even if it
-    /// empties (a set that frees and reallocates in one block does not churn memory); range
-    /// frees spanning a whole block and release give empty blocks back.
+    /// Notes that the set owns no PASID in space word `word` any more. The block stays even
+    /// if it empties (a set that frees and allocates again in one place does not churn
+    /// memory); range walks give empty blocks back.
     #[inline]
-    pub(crate) fn remove(&mut self, pasid: u32) -> bool {
-        let (b, w, bit) = Self::locate(pasid);
-        match self.blocks.get_mut(b) {
-            Some(Some(block)) if block[w] & bit != 0 => {
-                block[w] &= !bit;
-                true
-            }
-            _ => false,
+    pub(crate) fn remove(&mut self, word: u32) {
+        let (b, w, bit) = Self::locate(word);
+        if let Some(Some(block)) = self.blocks.get_mut(b) {
+            block[w] &= !bit;
         }
     }
 
-    /// Removes every member in `[min, max]`, calling `f(word, mask)` once per space word
-    /// (`pasid / 64`) that had members in the range, in ascending order. Returns how many.
-    #[inline]
-    pub(crate) fn remove_range(&mut self, min: u32, max: u32, mut f: impl FnMut(u32, u64)) -> u32 {
-        if min / 64 == max / 64 {
-            // Within one word (e.g. one PASID): one lookup, and never a whole block to return.
-            let (b, w, _) = Self::locate(min);
-            let Some(Some(block)) = self.blocks.get_mut(b) else {
-                return 0;
-            };
-            let mask = block[w] & range_mask(min / 64, min, max);
-            if mask != 0 {
-                block[w] &= !mask;
-                f(min / 64, mask);
-            }
-            return mask.count_ones();
+    /// Calls `visit(word)` for every noted word from `first` to `last`, ascending; `visit`
+    /// returns whether the set still owns PASIDs in the word (otherwise its bit is cleared).
+    /// Blocks the walk leaves empty are given back.
+    pub(crate) fn retain_words(
+        &mut self,
+        first: u32,
+        last: u32,
+        mut visit: impl FnMut(u32) -> bool,
+    ) {
+        if self.blocks.is_empty() || first > last {
+            return;
         }
-        let first = (min >> BLOCK_SHIFT) as usize;
-        let last = ((max >> BLOCK_SHIFT) as usize).min(self.blocks.len().saturating_sub(1));
-        let (first_word, last_word) = ((min / 64) as usize, (max / 64) as usize);
-        let mut taken = 0;
-        for b in first..=last {
-            let Some(block) = self.blocks.get_mut(b).and_then(Option::as_mut) else {
+        let (first, last) = (first as usize, last as usize);
+        let last_block = (last / BITS_PER_BLOCK).min(self.blocks.len() - 1);
+        for b in first / BITS_PER_BLOCK..=last_block {
+            let Some(block) = self.blocks[b].as_mut() else {
                 continue;
             };
-            // Only the block's words that the range reaches: a narrow range costs its width.
-            let base = b * WORDS_PER_BLOCK;
-            let lo = first_word.max(base) - base;
-            let hi = last_word.min(base + WORDS_PER_BLOCK - 1) - base;
-            for (w, bits) in block.iter_mut().enumerate().take(hi + 1).skip(lo) {
-                let word = (base + w) as u32;
-                let mask = *bits & range_mask(word, min, max);
-                if mask != 0 {
-                    *bits &= !mask;
-                    taken += mask.count_ones();
-                    f(word, mask);
+            let base = b * BITS_PER_BLOCK;
+            for (i, bits) in block.iter_mut().enumerate() {
+                let word_base = base + i * 64;
+                let mut todo = *bits & span_mask(word_base, first, last);
+                while todo != 0 {
+                    let bit = todo.trailing_zeros();
+                    todo &= todo - 1;
+                    if !visit((word_base + bit as usize) as u32) {
+                        *bits &= !(1 << bit);
+                    }
                 }
             }
-            // Give the block back only when the range spans all of it, so a set that frees and
-            // reallocates within one block (e.g. `free_range(p, p)`) does not churn memory.
-            let spans_block = lo == 0
-                && hi == WORDS_PER_BLOCK - 1
-                && min <= (base * 64) as u32
-                && max >= ((base + WORDS_PER_BLOCK) * 64 - 1) as u32;
-            if spans_block && block.iter().all(|&bits| bits == 0) {
+            if block.iter().all(|&bits| bits == 0) {
                 self.blocks[b] = None;
             }
         }
         while matches!(self.blocks.last(), Some(None)) {
             self.blocks.pop();
         }
-        taken
     }
 
-    /// Every member, ascending.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+    /// Every noted word, ascending.
+    pub(crate) fn words(&self) -> impl Iterator<Item = u32> + '_ {
         self.blocks.iter().enumerate().flat_map(|(b, block)| {
             block.iter().flat_map(move |block| {
-                block.iter().enumerate().flat_map(move |(w, &bits)| {
-                    let base = ((b * WORDS_PER_BLOCK + w) * 64) as u32;
+                block.iter().enumerate().flat_map(move |(i, &bits)| {
+                    let base = (b * BITS_PER_BLOCK + i * 64) as u32;
                     crate::bitmap::Bits(bits).map(move |bit| base + bit)
                 })
             })
@@ -135,15 +125,13 @@ impl Members {
     }
 }
 
-/// The bits of space word `word` that fall inside `[min, max]`.
-fn range_mask(word: u32, min: u32, max: u32) -> u64 {
-    let (lo, hi) = (u64::from(word) * 64, u64::from(word) * 64 + 63);
-    let (min, max) = (u64::from(min), u64::from(max));
-    if max < lo || min > hi {
+/// The bits of the 64-bit map word starting at index `base` that fall inside `[first, last]`.
+fn span_mask(base: usize, first: usize, last: usize) -> u64 {
+    if last < base || first > base + 63 {
         return 0;
     }
-    let from = min.max(lo) - lo;
-    let to = max.min(hi) - lo;
+    let from = first.max(base) - base;
+    let to = last.min(base + 63) - base;
     (u64::MAX << from) & (u64::MAX >> (63 - to))
 }
 
@@ -152,32 +140,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn range_mask_edges() {
-        assert_eq!(range_mask(0, 0, u32::MAX), u64::MAX);
-        assert_eq!(range_mask(1, 64, 64), 1);
-        assert_eq!(range_mask(1, 0, 63), 0);
-        assert_eq!(range_mask(1, 70, 71), 0b11 << 6);
-        assert_eq!(range_mask(2, 0, 130), 0b111);
+    fn span_mask_edges() {
+        assert_eq!(span_mask(0, 0, usize::MAX), u64::MAX);
+        assert_eq!(span_mask(64, 64, 64), 1);
+        assert_eq!(span_mask(64, 0, 63), 0);
+        assert_eq!(span_mask(64, 70, 71), 0b11 << 6);
+        assert_eq!(span_mask(128, 0, 130), 0b111);
     }
 
     #[test]
-    fn insert_remove_range() {
+    fn insert_remove_and_walk() {
         let mut m = Members::default();
-        for p in [1u32, 63, 64, 4095, 4096, 100_000] {
-            m.insert(p);
-            assert!(m.contains(p));
+        for w in [1u32, 63, 64, 1023, 1024, 30_000] {
+            m.insert(w);
         }
-        assert!(!m.contains(2) && !m.contains(1 << 20));
-        assert!(m.remove(63) && !m.remove(63));
+        m.insert(64);
+        m.remove(63);
+        assert_eq!(
+            m.words().collect::<Vec<_>>(),
+            vec![1, 64, 1023, 1024, 30_000]
+        );
+        // The walk sees only the noted words in its span, and clears those it is told to.
         let mut seen = Vec::new();
-        assert_eq!(m.remove_range(64, 4096, |w, mask| seen.push((w, mask))), 3);
-        assert_eq!(seen, vec![(1, 1), (63, 1 << 63), (64, 1)]);
-        assert_eq!(m.iter().collect::<Vec<_>>(), vec![1, 100_000]);
-        // A narrow range free keeps the emptied block for reuse; a whole-block one returns it.
-        assert_eq!(m.remove_range(100_000, 100_000, |_, _| {}), 1);
-        assert!(m.blocks[24].is_some());
-        assert_eq!(m.remove_range(0, u32::MAX, |_, _| {}), 1);
-        assert_eq!(m.memory_bytes(), m.blocks.capacity() * 8);
+        m.retain_words(2, 1024, |w| {
+            seen.push(w);
+            w == 1023
+        });
+        assert_eq!(seen, vec![64, 1023, 1024]);
+        assert_eq!(m.words().collect::<Vec<_>>(), vec![1, 1023, 30_000]);
+        // A block the walk empties is given back; the last one leaves nothing but the table.
+        m.retain_words(0, u32::MAX, |_| false);
         assert!(m.blocks.is_empty());
+        assert_eq!(m.memory_bytes(), m.blocks.capacity() * 8);
     }
 }

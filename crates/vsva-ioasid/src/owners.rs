@@ -329,24 +329,48 @@ impl OwnerTable {
         }
     }
 
-    /// Frees `pasid`, owned by `set`.
+    /// Frees `pasid`, owned by `set`; returns whether `set` still owns PASIDs in its word.
     #[inline]
-    pub(crate) fn free_one(&self, pasid: Pasid, set: u32) {
+    pub(crate) fn free_one(&self, pasid: Pasid, set: u32) -> bool {
         let (w, b) = locate(pasid);
-        self.free(w, 1 << b, set);
+        self.free(w, 1 << b, set)
     }
 
-    /// Frees the PASIDs `mask` of word `w` (`pasid / 32`), all owned by `set`.
+    /// Frees the PASIDs `mask` of word `w` (`pasid / 32`), all owned by `set`; returns whether
+    /// `set` still owns PASIDs in the word.
     #[inline]
-    pub(crate) fn free(&self, w: u64, mask: u32, set: u32) {
-        if !self.taken.release_as(w, mask, set) {
-            self.free_mixed(w, mask, set);
+    pub(crate) fn free(&self, w: u64, mask: u32, set: u32) -> bool {
+        match self.taken.release_as(w, mask, set) {
+            Some(kept) => kept,
+            None => self.free_mixed(w, mask, set),
+        }
+    }
+
+    /// The PASIDs of word `w` that `set` owns, as a mask of the word's 32 bits. Exact when
+    /// `set`'s own calls are not running (only they change what `set` owns); lock-free.
+    pub(crate) fn owned_in(&self, w: u64, set: u32) -> u32 {
+        loop {
+            let v = self.taken.word(w);
+            match tag_of(v) {
+                TAG_MIXED => {
+                    let leaf = self.slot(w).load();
+                    // No leaf: the word collapsed or emptied since we read it; read it again.
+                    let Some(l) = leaf.as_ref() else {
+                        continue;
+                    };
+                    return Bits(u64::from(slots_of(v)))
+                        .filter(|&b| l.owners[b as usize].load(Ordering::Acquire) == set)
+                        .fold(0, |mask, b| mask | 1 << b);
+                }
+                tag if tag == set => return slots_of(v) & !self.taken.fixed(w),
+                _ => return 0,
+            }
         }
     }
 
     /// [`free`](Self::free) in a word that is not tagged `set`.
     #[inline(never)]
-    fn free_mixed(&self, w: u64, mask: u32, set: u32) {
+    fn free_mixed(&self, w: u64, mask: u32, set: u32) -> bool {
         // Not tagged `set` though `set` holds bits in it: mixed, and it stays so until we act.
         let slot = self.slot(w);
         let leaf = slot.load();
@@ -370,7 +394,10 @@ impl OwnerTable {
         // we hold may be replaced at any time, and its owners collapse it on their claims.
         if emptied {
             slot.compare_and_swap(&leaf, None);
+            return false;
         }
+        // Any PASID `set` still owns here keeps the word mixed with this leaf.
+        self.owned_in(w, set) != 0
     }
 
     /// Marks `pasid`, owned by `set`, as being torn down by `pending` subscribers.
@@ -474,12 +501,13 @@ mod tests {
         assert_eq!(t.get(3), (SlotState::Free, 0));
         // Set 2 leaves: the word stays mixed until set 1's own next call in it finds it all
         // set 1's, which gives it back its single owner and drops the leaf.
-        t.free(0, 1 << 2, 2);
+        assert!(!t.free(0, 1 << 2, 2), "set 2 has nothing left in the word");
         assert_eq!((t.get(2), t.mixed_words()), ((SlotState::Free, 0), 1));
+        assert_eq!((t.owned_in(0, 1), t.owned_in(0, 2)), (0b10, 0));
         assert_eq!(t.alloc(1, 1, 100, 0), Some(2));
         assert_eq!(t.mixed_words(), 0);
         assert_eq!(tag_of(t.taken.word(0)), 1);
-        t.free(0, 1 << 2, 1);
+        assert!(t.free(0, 1 << 2, 1), "set 1 keeps PASID 1");
         // Data and teardown need a leaf; finishing them gives it back.
         t.set_data(1, 1, 9);
         assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Owned(1), 9), 1));

@@ -2,10 +2,12 @@
 
 use std::fmt;
 
+use crate::bitmap::{Bits, WORD_SLOTS};
 use crate::error::Error;
 use crate::ids::{Pasid, SetId};
 use crate::inner::{SetShared, SpaceInner};
 use crate::members::Members;
+use crate::owners::SlotState;
 use crate::sync::{Arc, Ordering};
 
 /// Per-set counters, as [`IoasidSpace::set_stats`](crate::IoasidSpace::set_stats) and
@@ -83,12 +85,19 @@ impl IoasidSet {
 
     /// Whether the set owns `pasid`.
     pub fn owns(&self, pasid: Pasid) -> bool {
-        self.members.contains(pasid)
+        pasid != 0
+            && pasid <= self.space.max_pasid
+            && self.space.owners.get(pasid).0 == SlotState::Owned(self.id().0)
     }
 
     /// Every PASID the set owns, in ascending order.
     pub fn pasids(&self) -> Vec<Pasid> {
-        self.members.iter().collect()
+        let mut all = Vec::with_capacity(self.owned as usize);
+        for word in self.members.words() {
+            let mask = self.space.owned_in(self.id(), word);
+            all.extend(Bits(u64::from(mask)).map(|bit| word * WORD + bit));
+        }
+        all
     }
 
     /// Allocates the lowest free PASID in `[min, max] ∩ [1, 2^pasid_bits - 1]`.
@@ -118,7 +127,7 @@ impl IoasidSet {
             return Err(Error::NoSpace { min: lo, max: hi });
         }
         let pasid = self.space.alloc_number(self.id(), lo, hi, data)?;
-        self.members.insert(pasid);
+        self.members.insert(pasid / WORD);
         self.set_owned(self.owned + 1);
         Ok(pasid)
     }
@@ -139,11 +148,14 @@ impl IoasidSet {
     /// [`Error::NotOwner`], or [`Error::Freeing`] if it was already freed and is still being
     /// torn down.
     pub fn free(&mut self, pasid: Pasid) -> Result<(), Error> {
-        if !self.members.remove(pasid) {
+        // Only this set's calls change what it owns, so the check holds until the release.
+        if !self.owns(pasid) {
             return Err(self.space.not_mine(self.id(), pasid));
         }
         self.set_owned(self.owned - 1);
-        self.space.retire(self.id(), pasid);
+        if !self.space.retire(self.id(), pasid) {
+            self.members.remove(pasid / WORD);
+        }
         Ok(())
     }
 
@@ -168,14 +180,21 @@ impl IoasidSet {
     #[inline]
     fn free_members(&mut self, min: u32, max: u32) -> u32 {
         let (space, id) = (&self.space, self.shared.id);
-        let freed = self
-            .members
-            .remove_range(min, max, |word, mask| space.retire_word(id, word, mask));
+        let mut freed = 0;
+        self.members.retain_words(min / WORD, max / WORD, |word| {
+            let owned = space.owned_in(id, word);
+            let mask = owned & word_range(word, min, max);
+            if mask == 0 {
+                return owned != 0;
+            }
+            freed += mask.count_ones();
+            space.retire_word(id, word, mask)
+        });
         self.set_owned(self.owned - freed);
         freed
     }
 
-    /// Bytes of memory the set's membership occupies now.
+    /// Bytes of memory the set's own record of its words occupies now.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + std::mem::size_of::<SetShared>() + self.members.memory_bytes()
     }
@@ -184,6 +203,21 @@ impl IoasidSet {
         self.owned = owned;
         self.shared.owned.store(owned, Ordering::Relaxed);
     }
+}
+
+/// PASIDs per word of the space.
+const WORD: u32 = WORD_SLOTS as u32;
+
+/// The bits of 32-PASID word `word` that fall inside `[min, max]`.
+fn word_range(word: u32, min: u32, max: u32) -> u32 {
+    let (lo, hi) = (u64::from(word) * 32, u64::from(word) * 32 + 31);
+    let (min, max) = (u64::from(min), u64::from(max));
+    if max < lo || min > hi {
+        return 0;
+    }
+    let from = min.max(lo) - lo;
+    let to = max.min(hi) - lo;
+    (u32::MAX << from) & (u32::MAX >> (31 - to))
 }
 
 impl Drop for IoasidSet {
@@ -201,5 +235,20 @@ impl fmt::Debug for IoasidSet {
             .field("owned", &self.owned)
             .field("quota", &self.quota())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word_range;
+
+    #[test]
+    fn word_range_edges() {
+        assert_eq!(word_range(0, 0, u32::MAX), u32::MAX);
+        assert_eq!(word_range(1, 32, 32), 1);
+        assert_eq!(word_range(1, 0, 31), 0);
+        assert_eq!(word_range(1, 38, 39), 0b11 << 6);
+        assert_eq!(word_range(2, 0, 66), 0b111);
+        assert_eq!(word_range(u32::MAX / 32, 0, u32::MAX), u32::MAX);
     }
 }
