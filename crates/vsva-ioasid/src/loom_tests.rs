@@ -1,7 +1,8 @@
 //! `loom` models of the lock-free bitmap and its word tags (the stale mark moving between
 //! words included), down to a bitmap deep enough
 //! that one update changes every summary level, and of the owner table's lock-free steps in
-//! mixed words (claim, release, lookup, collapse, teardown). Run with
+//! mixed words (claim, release, lookup, collapse, teardown, a set reading what it owns in a
+//! word). Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-ioasid --release --lib loom`.
 
 use loom::sync::Arc;
@@ -528,6 +529,35 @@ fn loom_last_teardown_racing_a_claim() {
         assert_eq!(t.alloc(B, 1, 63, 0), Some(4 - pb));
         assert_eq!(tag_of(t.taken_word(0)), B);
         assert_eq!(t.mixed_words(), 0);
+        assert!(t.summaries_exact());
+    });
+}
+
+#[test]
+fn loom_owned_words_read_while_another_set_makes_the_word_mixed() {
+    loom::model(|| {
+        // A owns 1 and 3 in a word tagged A and frees them the way a range free does — read
+        // what it owns in the word, free that, learn whether anything of its own is left —
+        // while B's claim makes the word mixed: A must see exactly its own PASIDs, never B's
+        // in-flight bit, and the "anything left" answers must be exact.
+        let t = OwnerTable::new(LEN);
+        assert!(t.alloc_exact(1, A, 0) && t.alloc_exact(3, A, 0));
+        assert_eq!(tag_of(t.taken_word(0)), A);
+        let t = Arc::new(t);
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || t.alloc(B, 1, 63, 0).unwrap())
+        };
+        assert_eq!(t.owned_in(0, A), 0b1010);
+        assert!(t.free(0, 0b10, A), "A keeps 3");
+        assert_eq!(t.owned_in(0, A), 0b1000);
+        let pb = b.join().unwrap();
+        // 1 if A's free came first, else 2.
+        assert!(pb == 1 || pb == 2);
+        assert_eq!(t.owned_in(0, B), 1 << pb);
+        assert!(!t.free(0, 0b1000, A), "nothing of A's left");
+        assert_eq!(t.owned_in(0, A), 0);
+        assert_eq!(t.get(pb).0, SlotState::Owned(B));
         assert!(t.summaries_exact());
     });
 }
