@@ -7,7 +7,6 @@ use crate::error::Error;
 use crate::ids::{Pasid, SetId};
 use crate::inner::{SetShared, SpaceInner};
 use crate::members::Members;
-use crate::owners::SlotState;
 use crate::sync::{Arc, Ordering};
 
 /// Per-set counters, as [`IoasidSpace::set_stats`](crate::IoasidSpace::set_stats) and
@@ -87,7 +86,7 @@ impl IoasidSet {
     pub fn owns(&self, pasid: Pasid) -> bool {
         pasid != 0
             && pasid <= self.space.max_pasid
-            && self.space.owners.get(pasid).0 == SlotState::Owned(self.id().0)
+            && self.space.owners.is_owner(pasid, self.id().0)
     }
 
     /// Every PASID the set owns, in ascending order.

@@ -190,6 +190,16 @@ fn only_the_owner_frees() {
     // A range free by the other set leaves `a` alone.
     assert_eq!(b.free_range(0, u32::MAX), Ok(0));
     assert!(a.owns(p));
+    // The owner's own word: its free PASIDs, PASID 0 and PASIDs past the space are not its,
+    // and a PASID freed once is not freed twice.
+    let q = a.alloc(1, 255).unwrap();
+    for other in [0, q + 1, 31, 256] {
+        assert!(!a.owns(other), "{other}");
+        assert!(a.free(other).is_err(), "{other}");
+    }
+    assert_eq!(a.free(q), Ok(()));
+    assert_eq!(a.free(q), Err(Error::NotAllocated { pasid: q }));
+    assert_eq!((a.owned(), a.pasids()), (1, vec![p]));
 }
 
 #[test]
