@@ -88,7 +88,7 @@ impl Members {
             let base = b * BITS_PER_BLOCK;
             for (i, bits) in block.iter_mut().enumerate() {
                 let word_base = base + i * 64;
-                let mut todo = *bits & span_mask(word_base, first, last);
+                let mut todo = *bits & window_mask(word_base as u64, first as u64, last as u64);
                 while todo != 0 {
                     let bit = todo.trailing_zeros();
                     todo &= todo - 1;
@@ -125,8 +125,9 @@ impl Members {
     }
 }
 
-/// The bits of the 64-bit map word starting at index `base` that fall inside `[first, last]`.
-fn span_mask(base: usize, first: usize, last: usize) -> u64 {
+/// The bits of a 64-bit window whose bit 0 stands for index `base` that fall inside
+/// `[first, last]` (map words here; the set also takes the low 32 for a space word).
+pub(crate) fn window_mask(base: u64, first: u64, last: u64) -> u64 {
     if last < base || first > base + 63 {
         return 0;
     }
@@ -140,12 +141,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn span_mask_edges() {
-        assert_eq!(span_mask(0, 0, usize::MAX), u64::MAX);
-        assert_eq!(span_mask(64, 64, 64), 1);
-        assert_eq!(span_mask(64, 0, 63), 0);
-        assert_eq!(span_mask(64, 70, 71), 0b11 << 6);
-        assert_eq!(span_mask(128, 0, 130), 0b111);
+    fn window_mask_edges() {
+        assert_eq!(window_mask(0, 0, u64::MAX), u64::MAX);
+        assert_eq!(window_mask(64, 64, 64), 1);
+        assert_eq!(window_mask(64, 0, 63), 0);
+        assert_eq!(window_mask(64, 70, 71), 0b11 << 6);
+        assert_eq!(window_mask(128, 0, 130), 0b111);
+        // The low 32 bits of a window are one 32-PASID word of the space.
+        assert_eq!(window_mask(32, 38, 39) as u32, 0b11 << 6);
+        assert_eq!(window_mask(64, 0, 66) as u32, 0b111);
+        assert_eq!(
+            window_mask(u64::from(u32::MAX) - 31, 0, u64::from(u32::MAX)) as u32,
+            u32::MAX
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::bitmap::{Bits, WORD_SLOTS};
 use crate::error::Error;
 use crate::ids::{Pasid, SetId};
 use crate::inner::{SetShared, SpaceInner};
-use crate::members::Members;
+use crate::members::{window_mask, Members};
 use crate::sync::{Arc, Ordering};
 
 /// Per-set counters, as [`IoasidSpace::set_stats`](crate::IoasidSpace::set_stats) and
@@ -215,14 +215,11 @@ const WORD: u32 = WORD_SLOTS as u32;
 
 /// The bits of 32-PASID word `word` that fall inside `[min, max]`.
 fn word_range(word: u32, min: u32, max: u32) -> u32 {
-    let (lo, hi) = (u64::from(word) * 32, u64::from(word) * 32 + 31);
-    let (min, max) = (u64::from(min), u64::from(max));
-    if max < lo || min > hi {
-        return 0;
-    }
-    let from = min.max(lo) - lo;
-    let to = max.min(hi) - lo;
-    (u32::MAX << from) & (u32::MAX >> (31 - to))
+    window_mask(
+        u64::from(word) * u64::from(WORD),
+        u64::from(min),
+        u64::from(max),
+    ) as u32
 }
 
 impl Drop for IoasidSet {
@@ -240,20 +237,5 @@ impl fmt::Debug for IoasidSet {
             .field("owned", &self.owned)
             .field("quota", &self.quota())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::word_range;
-
-    #[test]
-    fn word_range_edges() {
-        assert_eq!(word_range(0, 0, u32::MAX), u32::MAX);
-        assert_eq!(word_range(1, 32, 32), 1);
-        assert_eq!(word_range(1, 0, 31), 0);
-        assert_eq!(word_range(1, 38, 39), 0b11 << 6);
-        assert_eq!(word_range(2, 0, 66), 0b111);
-        assert_eq!(word_range(u32::MAX / 32, 0, u32::MAX), u32::MAX);
     }
 }
