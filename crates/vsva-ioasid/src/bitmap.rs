@@ -88,6 +88,15 @@ pub(crate) enum Claim {
     Foreign,
 }
 
+/// Why [`Bitmap::release_as`] released nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The word is not tagged with the releaser (mixed, another set's, or nobody's).
+    OtherTag,
+    /// The word is the releaser's but a bit to release is clear.
+    NotTaken,
+}
+
 /// Why [`Bitmap::claim_in_first_word`] claimed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NotClaimed {
@@ -463,25 +472,25 @@ impl Bitmap {
         outcome
     }
 
-    /// Releases the bits `mask` of word `w` if the word is tagged `tag`; the word becomes
-    /// [`TAG_NONE`] when nothing but its fixed bits stays taken. Returns whether the word
-    /// still holds bits of `tag` (`Some(false)` once it is [`TAG_NONE`] again), or `None`,
-    /// changing nothing, if the word carries another tag (it is mixed: the owner table's slow
-    /// path releases it).
+    /// Releases the bits `mask` of word `w` if the word is tagged `tag` and they are all
+    /// taken; the word becomes [`TAG_NONE`] when nothing but its fixed bits stays taken.
+    /// Returns whether the word still holds bits of `tag` (`Ok(false)` once it is
+    /// [`TAG_NONE`] again). Changes nothing and says why if the word carries another tag
+    /// ([`Refused::OtherTag`]: if it is mixed, the owner table's slow path releases it) or a
+    /// bit of `mask` is clear ([`Refused::NotTaken`]).
     #[inline]
-    pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> Option<bool> {
-        // A word with bits to release has had a claim, so its chunk exists.
-        let Some(cell) = self.cell(w) else {
-            debug_assert!(false, "released bits of word {w}, never claimed");
-            return None;
-        };
+    pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> Result<bool, Refused> {
+        // No chunk: nothing in it was ever claimed.
+        let cell = self.cell(w).ok_or(Refused::NotTaken)?;
         let fixed = self.fixed(w);
         let mut v = cell.load(Ordering::SeqCst);
         let kept = loop {
             if tag_of(v) != tag {
-                return None;
+                return Err(Refused::OtherTag);
             }
-            debug_assert_eq!(slots_of(v) & mask, mask, "released clear bits in word {w}");
+            if slots_of(v) & mask != mask {
+                return Err(Refused::NotTaken);
+            }
             let slots = slots_of(v) & !mask;
             let kept = slots & !fixed != 0;
             let new = pack(if kept { tag } else { TAG_NONE }, slots);
@@ -494,7 +503,7 @@ impl Bitmap {
             self.became_not_full(w);
         }
         self.released_in(w);
-        Some(kept)
+        Ok(kept)
     }
 
     /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
@@ -632,7 +641,12 @@ mod tests {
         assert_eq!(tag_of(b.word(0)), TAG_NONE);
         assert_eq!(claim(&b, 0, 1), Some(1));
         assert_eq!(tag_of(b.word(0)), A);
-        assert_eq!(b.release_as(0, 0b10, A), Some(false), "no bit of A left");
+        assert_eq!(b.release_as(0, 0b10, A), Ok(false), "no bit of A left");
+        assert_eq!(
+            b.release_as(0, 0b10, A),
+            Err(Refused::OtherTag),
+            "nobody's word"
+        );
         assert_eq!(b.word(0), pack(TAG_NONE, b.fixed(0)));
         assert!(b.summaries_exact());
     }
@@ -662,7 +676,7 @@ mod tests {
         for i in [9000u64, 77, 4096, 16383] {
             assert!(b
                 .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
-                .is_some());
+                .is_ok());
             assert!(b.summaries_exact());
         }
         assert_eq!(claim(&b, 0, 16383), Some(77));
@@ -679,7 +693,7 @@ mod tests {
         let release = |i: u64| {
             assert!(b
                 .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
-                .is_some())
+                .is_ok())
         };
         // The first word a release un-fills keeps its "full" summary bit: it is the stale one.
         release(100);
@@ -703,9 +717,9 @@ mod tests {
     fn a_release_outside_the_stale_word_clears_the_summaries_up_the_tree() {
         let b = Bitmap::with_prefix_set(64 * 32 + 32, false, 2048, A);
         assert!(b.summary_bit(1, 0));
-        assert!(b.release_as(63, 1 << 31, A).is_some());
+        assert!(b.release_as(63, 1 << 31, A).is_ok());
         assert!(b.summary_bit(1, 0), "the stale word changes no summary");
-        assert!(b.release_as(0, 1 << 5, A).is_some());
+        assert!(b.release_as(0, 1 << 5, A).is_ok());
         assert!(!b.summary_bit(0, 0) && !b.summary_bit(1, 0));
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, 0, 2079), Some(5));
@@ -729,13 +743,14 @@ mod tests {
     fn tags_keep_other_sets_out_of_a_word() {
         let b = Bitmap::new(128, false);
         assert_eq!(b.claim_lowest(0, 127, A), Some((0, Claim::Claimed)));
+        assert_eq!(b.release_as(0, 0b10, A), Err(Refused::NotTaken));
         // B's lowest free bit is in A's word: reported, not claimed.
         assert_eq!(b.claim_lowest(0, 127, B), Some((1, Claim::Foreign)));
         assert_eq!(b.claim_as(40, B), Claim::Claimed);
         assert_eq!(tag_of(b.word(1)), B);
         // A release by the wrong tag changes nothing.
-        assert_eq!(b.release_as(0, 1, B), None);
-        assert!(b.release_as(0, 1, A).is_some());
+        assert_eq!(b.release_as(0, 1, B), Err(Refused::OtherTag));
+        assert!(b.release_as(0, 1, A).is_ok());
         assert_eq!(b.claim_lowest(0, 127, B), Some((0, Claim::Claimed)));
         // A mixed word takes any set's claim, which must then record itself in the leaf.
         let v = b.word(0);
@@ -769,7 +784,7 @@ mod tests {
                             let i = got.swap_remove(got.len() / 2);
                             assert!(b
                                 .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
-                                .is_some());
+                                .is_ok());
                         }
                     }
                     got

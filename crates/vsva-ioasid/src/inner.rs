@@ -157,9 +157,7 @@ impl SpaceInner {
     /// Frees `pasid`, which `set` owns: tells the subscribers and, once they have all
     /// finished, makes the number allocatable again. Never fails. Returns whether `set` still
     /// owns PASIDs in the 32-PASID word of `pasid`.
-    // Always inlined: a set's `free` is this and an ownership check, and the call's own
-    // register saving was a tenth of a free's instructions.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) -> bool {
         // The count spares the hot path the list's load when nobody subscribed.
         if self.subscriber_count.load(Ordering::Acquire) == 0 {
@@ -168,6 +166,25 @@ impl SpaceInner {
             kept
         } else {
             self.retire_subscribed(set, pasid)
+        }
+    }
+
+    /// [`retire`](Self::retire) if `set` owns `pasid`; `None`, changing nothing, if it does
+    /// not. Without subscribers the ownership check is the release itself.
+    #[inline(always)]
+    pub(crate) fn retire_owned(self: &Arc<Self>, set: SetId, pasid: Pasid) -> Option<bool> {
+        if pasid == 0 || pasid > self.max_pasid {
+            return None;
+        }
+        if self.subscriber_count.load(Ordering::Acquire) == 0 {
+            let kept = self.owners.free_owned(pasid, set.0)?;
+            self.backend_free(pasid);
+            Some(kept)
+        } else {
+            // Only `set`'s own calls change what it owns: the check holds for the retire.
+            self.owners
+                .is_owner(pasid, set.0)
+                .then(|| self.retire_subscribed(set, pasid))
         }
     }
 

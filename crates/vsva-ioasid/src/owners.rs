@@ -45,7 +45,9 @@ use std::sync::OnceLock;
 
 use arc_swap::ArcSwapOption;
 
-use crate::bitmap::{pack, slots_of, tag_of, Bitmap, Bits, Claim, TAG_MIXED, TAG_NONE, WORD_SLOTS};
+use crate::bitmap::{
+    pack, slots_of, tag_of, Bitmap, Bits, Claim, Refused, TAG_MIXED, TAG_NONE, WORD_SLOTS,
+};
 use crate::ids::Pasid;
 use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
 
@@ -355,8 +357,27 @@ impl OwnerTable {
     #[inline]
     pub(crate) fn free(&self, w: u64, mask: u32, set: u32) -> bool {
         match self.taken.release_as(w, mask, set) {
-            Some(kept) => kept,
-            None => self.free_mixed(w, mask, set),
+            Ok(kept) => kept,
+            Err(Refused::OtherTag) => self.free_mixed(w, mask, set),
+            Err(Refused::NotTaken) => {
+                report_owner_mismatch(w, mask.trailing_zeros(), set, 0);
+                self.owned_in(w, set) != 0
+            }
+        }
+    }
+
+    /// Frees `pasid` if `set` owns it (`None`, changing nothing, if not); returns whether
+    /// `set` still owns PASIDs in its word. In a word tagged `set` the ownership check is
+    /// the release's own compare-and-swap.
+    #[inline]
+    pub(crate) fn free_owned(&self, pasid: Pasid, set: u32) -> Option<bool> {
+        let (w, b) = locate(pasid);
+        match self.taken.release_as(w, 1 << b, set) {
+            Ok(kept) => Some(kept),
+            Err(Refused::NotTaken) => None,
+            // Only `set`'s own calls change what it owns: the check holds for the release.
+            Err(Refused::OtherTag) => (self.get(pasid).0 == SlotState::Owned(set))
+                .then(|| self.free_mixed(w, 1 << b, set)),
         }
     }
 
@@ -515,6 +536,8 @@ mod tests {
         assert_eq!(t.get(3), (SlotState::Free, 0));
         // Set 2 leaves: the word stays mixed until set 1's own next call in it finds it all
         // set 1's, which gives it back its single owner and drops the leaf.
+        assert_eq!(t.free_owned(1, 2), None, "set 1's, in a mixed word");
+        assert_eq!(t.free_owned(3, 2), None, "free, in a mixed word");
         assert!(!t.free(0, 1 << 2, 2), "set 2 has nothing left in the word");
         assert_eq!((t.get(2), t.mixed_words()), ((SlotState::Free, 0), 1));
         assert_eq!((t.owned_in(0, 1), t.owned_in(0, 2)), (0b10, 0));
@@ -523,7 +546,10 @@ mod tests {
         assert_eq!(t.mixed_words(), 0);
         assert_eq!(tag_of(t.taken.word(0)), 1);
         assert!(t.is_owner(2, 1) && !t.is_owner(3, 1) && !t.is_owner(2, 2));
-        assert!(t.free(0, 1 << 2, 1), "set 1 keeps PASID 1");
+        assert_eq!(t.free_owned(3, 1), None, "free in set 1's word");
+        assert_eq!(t.free_owned(2, 2), None, "set 1's");
+        assert_eq!(t.free_owned(2, 1), Some(true), "set 1 keeps PASID 1");
+        assert_eq!(t.free_owned(2, 1), None, "already free");
         // Data and teardown need a leaf; finishing them gives it back.
         t.set_data(1, 1, 9);
         assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Owned(1), 9), 1));

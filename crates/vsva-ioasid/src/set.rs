@@ -84,12 +84,6 @@ impl IoasidSet {
 
     /// Whether the set owns `pasid`.
     pub fn owns(&self, pasid: Pasid) -> bool {
-        self.holds(pasid)
-    }
-
-    /// [`owns`](Self::owns), always inlined: `free` starts with it.
-    #[inline(always)]
-    fn holds(&self, pasid: Pasid) -> bool {
         pasid != 0
             && pasid <= self.space.max_pasid
             && self.space.owners.is_owner(pasid, self.id().0)
@@ -153,12 +147,11 @@ impl IoasidSet {
     /// [`Error::NotOwner`], or [`Error::Freeing`] if it was already freed and is still being
     /// torn down.
     pub fn free(&mut self, pasid: Pasid) -> Result<(), Error> {
-        // Only this set's calls change what it owns, so the check holds until the release.
-        if !self.holds(pasid) {
+        let Some(kept) = self.space.retire_owned(self.id(), pasid) else {
             return Err(self.space.not_mine(self.id(), pasid));
-        }
+        };
         self.set_owned(self.owned - 1);
-        if !self.space.retire(self.id(), pasid) {
+        if !kept {
             self.members.remove(pasid / WORD);
         }
         Ok(())
