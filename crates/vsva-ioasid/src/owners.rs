@@ -112,8 +112,9 @@ impl SlotState {
     }
 }
 
-/// Reports a free or teardown of a PASID whose slot did not hold the freeing set: the
-/// set's own membership said it owned it, so the two disagree (a bug, never a caller error).
+/// Reports a free or teardown of a PASID that the freeing set did not hold, though an
+/// ownership check or a range walk of the set's words had just found it did: only the set's
+/// own calls change what it owns, so this is a bug, never a caller error.
 fn report_owner_mismatch(w: u64, b: u32, set: u32, found: u32) {
     let pasid = w * WORD_SLOTS + u64::from(b);
     tracing::error!(

@@ -45,7 +45,7 @@ impl From<&SetShared> for SetStats {
 pub struct IoasidSet {
     space: Arc<SpaceInner>,
     shared: Arc<SetShared>,
-    /// What the set owns.
+    /// The 32-PASID words the set owns PASIDs in (who owns each PASID is in the space).
     members: Members,
     owned: u32,
 }

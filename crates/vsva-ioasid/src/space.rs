@@ -196,8 +196,8 @@ impl IoasidSpace {
     }
 
     /// Bytes of memory the space's own structures occupy now (the owner table with its bitmap,
-    /// and the registry's entries; each set's membership is reported by
-    /// [`IoasidSet::memory_bytes`]).
+    /// and the registry's entries; each set's record of the words it holds PASIDs in is
+    /// reported by [`IoasidSet::memory_bytes`]).
     pub fn memory_bytes(&self) -> usize {
         let registry = lock(&self.inner.registry);
         std::mem::size_of::<SpaceInner>()
