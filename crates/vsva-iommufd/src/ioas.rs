@@ -66,6 +66,7 @@ impl Ioas {
     /// Checks `[iova, iova + len)` for a new mapping (`iopt_check_iova`): alignment
     /// (`EINVAL`), wrap (`EOVERFLOW`), reserved (beyond the stage 2: `EINVAL`), overlap with a
     /// mapping (`EEXIST`).
+    #[inline]
     fn check_new(&self, iova: u64, len: u64) -> Result<(), IommufdError> {
         if !iova.is_multiple_of(IOVA_ALIGNMENT) || !len.is_multiple_of(IOVA_ALIGNMENT) {
             return Err(IommufdError::invalid(
@@ -431,6 +432,7 @@ impl IommufdCtx {
 
     /// Unmaps one area taken out of an IOAS from its stage 2; returns the bytes unmapped
     /// (an IOMMU refusal would be a bug: the area was mapped through this IOAS).
+    #[inline]
     fn unmap_area(&self, stage2: Stage2Id, iova: u64, len: u64) -> u64 {
         self.vfio
             .iommu()
