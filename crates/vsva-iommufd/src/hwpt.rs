@@ -250,6 +250,7 @@ impl IommufdCtx {
     /// `entry_len` below 24 → `EINVAL`, a non-zero tail → `E2BIG`, unknown flags or
     /// `__reserved` → `EOPNOTSUPP`, unaligned `addr` or "all" with an address → `EINVAL`. The
     /// entries before the failing one were applied.
+    #[inline]
     pub fn hwpt_invalidate(
         &self,
         cmd: &mut IommuHwptInvalidate,
@@ -295,14 +296,17 @@ impl IommufdCtx {
         }
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
+        let n = cmd.entry_num as usize;
         let mamv = self.vfio.iommu().config().mamv;
-        // One device or PASID without a device TLB (the usual nested setup): one request per
-        // entry, with no loop over the targets.
-        let single = match h.attached.as_slice() {
-            [t] if !t.ats => Some(t.pasid.unwrap_or(0)),
-            _ => None,
-        };
-        for index in 0..cmd.entry_num as usize {
+        // The usual nested setup: entries of this build's size, one device or PASID attached
+        // without a device TLB — one request per entry, read in place from the buffer.
+        if let (Some(entries), [t]) = (entry_slice(data, n, len), h.attached.as_slice()) {
+            if !t.ats {
+                let pasid = t.pasid.unwrap_or(0);
+                return self.invalidate_one_target(entries, h.did, pasid, mamv, pending, done);
+            }
+        }
+        for index in 0..n {
             let entry = match entry_at(data, index, len) {
                 Ok(entry) => entry,
                 Err(e) => return Err(self.stop_at(pending, index, done, e)),
@@ -310,18 +314,7 @@ impl IommufdCtx {
             if let Err(e) = entry.validate() {
                 return Err(self.stop_at(pending, index, done, e.into()));
             }
-            match single {
-                Some(pasid) => pending.push(match entry_range(&entry, mamv) {
-                    Some(range) => Invalidation::PasidIotlbPages {
-                        did: h.did,
-                        pasid,
-                        range,
-                        ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
-                    },
-                    None => Invalidation::PasidIotlbAll { did: h.did },
-                }),
-                None => push_nested(pending, &h.attached, h.did, mamv, &entry),
-            }
+            push_nested(pending, &h.attached, h.did, mamv, &entry);
             if pending.len() >= SUBMIT_AT {
                 self.issue(pending, WHAT);
                 pending.clear();
@@ -330,6 +323,42 @@ impl IommufdCtx {
         self.issue(pending, WHAT);
         pending.clear();
         *done = cmd.entry_num;
+        Ok(())
+    }
+
+    /// Applies `entries` to domain `did` for the one PASID (0: requests without PASID)
+    /// attached, without a device TLB: each entry is checked and becomes one request, and
+    /// the requests go to the IOMMU [`SUBMIT_AT`] at a time (a single entry straight from
+    /// the stack). On a bad entry, those before it are applied and counted in `done`.
+    #[inline(always)]
+    fn invalidate_one_target(
+        &self,
+        entries: &[IommuHwptVtdS1Invalidate],
+        did: u16,
+        pasid: u32,
+        mamv: u8,
+        pending: &mut Vec<Invalidation>,
+        done: &mut u32,
+    ) -> Result<(), IommufdError> {
+        if let [entry] = entries {
+            if let Err(e) = entry.validate() {
+                return Err(self.stop_at(pending, 0, done, e.into()));
+            }
+            self.issue(&[pasid_request(entry, did, pasid, mamv)], WHAT);
+            *done = 1;
+            return Ok(());
+        }
+        for (c, chunk) in entries.chunks(SUBMIT_AT).enumerate() {
+            for (i, entry) in chunk.iter().enumerate() {
+                if let Err(e) = entry.validate() {
+                    return Err(self.stop_at(pending, c * SUBMIT_AT + i, done, e.into()));
+                }
+                pending.push(pasid_request(entry, did, pasid, mamv));
+            }
+            self.issue(pending, WHAT);
+            pending.clear();
+        }
+        *done = entries.len() as u32;
         Ok(())
     }
 
@@ -370,6 +399,34 @@ fn entry_at(
     }
     let from = data.get(index.saturating_mul(len)..).unwrap_or_default();
     read_user_data(from, len, VTD_S1_INV_MIN, "iommu_hwpt_vtd_s1_invalidate")
+}
+
+/// The first `n` entries of `data` as one slice of `iommu_hwpt_vtd_s1_invalidate`, read in
+/// place: when they are of this build's size (`len`), all in the buffer, and aligned there
+/// (the usual case). `None` otherwise: [`entry_at`] then reads them one by one, with the
+/// size rules and the fault at the entry that does not fit.
+#[inline(always)]
+fn entry_slice(data: &[u8], n: usize, len: usize) -> Option<&[IommuHwptVtdS1Invalidate]> {
+    if len != size_of::<IommuHwptVtdS1Invalidate>() {
+        return None;
+    }
+    let bytes = data.get(..n.checked_mul(len)?)?;
+    <[IommuHwptVtdS1Invalidate]>::ref_from_bytes(bytes).ok()
+}
+
+/// The one request of a checked entry for PASID `pasid` of domain `did`: its page range,
+/// or everything of the domain for "all" or a range past CAP.MAMV (`mamv`).
+#[inline(always)]
+fn pasid_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u8) -> Invalidation {
+    match entry_range(entry, mamv) {
+        Some(range) => Invalidation::PasidIotlbPages {
+            did,
+            pasid,
+            range,
+            ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+        },
+        None => Invalidation::PasidIotlbAll { did },
+    }
 }
 
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses a stage-1 invalidation.

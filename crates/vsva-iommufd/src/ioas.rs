@@ -2,9 +2,6 @@
 //! IOMMU; MAP / UNMAP / COPY change it, IOVA_RANGES and ALLOW_IOVAS describe and pin its
 //! usable ranges. Every check follows the Linux function named in its comment.
 
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
-
 use vsva_iommu::regs::sl_width;
 use vsva_iommu::{Invalidation, PageRange, S2Perms, Stage2Id};
 use vsva_uapi::iommufd::{
@@ -14,9 +11,10 @@ use vsva_uapi::iommufd::{
 };
 use vsva_uapi::Errno;
 
+use crate::areas::{Area, Areas};
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
-use crate::objects::{Area, Ioas, Object, Objects};
+use crate::objects::{Ioas, Object, Objects};
 
 /// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
 pub const IOVA_ALIGNMENT: u64 = 4096;
@@ -68,6 +66,7 @@ impl Ioas {
     /// Checks `[iova, iova + len)` for a new mapping (`iopt_check_iova`): alignment
     /// (`EINVAL`), wrap (`EOVERFLOW`), reserved (beyond the stage 2: `EINVAL`), overlap with a
     /// mapping (`EEXIST`).
+    #[inline]
     fn check_new(&self, iova: u64, len: u64) -> Result<(), IommufdError> {
         if !iova.is_multiple_of(IOVA_ALIGNMENT) || !len.is_multiple_of(IOVA_ALIGNMENT) {
             return Err(IommufdError::invalid(
@@ -104,20 +103,12 @@ impl Ioas {
     /// only one that can reach into a range ending at `at` from below: one search answers
     /// an overlap question.
     fn area_at_or_below(&self, at: u64) -> Option<(u64, Area)> {
-        self.areas.range(..=at).next_back().map(|(&s, &a)| (s, a))
+        self.areas.at_or_below(at)
     }
 
     /// Areas intersecting `[first, last]`, by IOVA.
     fn overlapping(&self, first: u64, last: u64) -> impl Iterator<Item = (u64, Area)> + '_ {
-        let before = self
-            .areas
-            .range(..first)
-            .next_back()
-            .filter(|(&start, a)| start + a.len > first)
-            .map(|(&s, &a)| (s, a));
-        before
-            .into_iter()
-            .chain(self.areas.range(first..=last).map(|(&s, &a)| (s, a)))
+        self.areas.overlapping(first, last)
     }
 
     /// The lowest free aligned IOVA for `len` bytes inside the allowed ranges (or the whole
@@ -189,7 +180,7 @@ impl IommufdCtx {
         cmd.out_ioas_id = self.lock().insert(Object::Ioas(Ioas {
             stage2,
             width,
-            areas: BTreeMap::new(),
+            areas: Areas::default(),
             domains: Vec::new(),
             allowed: Vec::new(),
             charged,
@@ -211,6 +202,7 @@ impl IommufdCtx {
     /// the IOMMU's table pool, or the tables this map needs would take it past the share.
     /// Nothing is mapped then; table pages a refused map created stay in the stage 2, and
     /// charged to the process, until the IOAS is destroyed (as for a VFIO container).
+    #[inline]
     pub fn ioas_map(&self, cmd: &mut IommuIoasMap) -> Result<(), IommufdError> {
         if cmd.flags & !IOMMU_IOAS_MAP_FLAGS != 0 {
             return Err(IommufdError::unsupported(
@@ -241,6 +233,8 @@ impl IommufdCtx {
 
     /// Maps `pieces` (host address, length) contiguously in IOAS `id` at `iova` (with
     /// `FIXED_IOVA` in `flags`) or at a free IOVA; returns the IOVA. All or nothing.
+    // Inlined: a map has one piece, and the loops over the pieces then fold away.
+    #[inline]
     fn map_locked(
         &self,
         objs: &mut Objects,
@@ -348,9 +342,17 @@ impl IommufdCtx {
     /// Unknown IOAS → `ENOENT`; `iova` or `length` ≥ `u64::MAX` → `EOVERFLOW`; zero length →
     /// `EINVAL`; a mapping only partly inside the range, or nothing mapped there → `ENOENT`.
     /// Nothing is unmapped then.
+    #[inline]
     pub fn ioas_unmap(&self, cmd: &mut IommuIoasUnmap) -> Result<(), IommufdError> {
         let mut objs = self.lock();
+        let ats = objs.has_ats_devices();
         let ioas = objs.ioas_mut(cmd.ioas_id, Self::WRONG_KIND)?;
+        // The usual case for the flush, found while the IOAS is at hand: one domain over it
+        // and no device TLB to reach.
+        let one_domain = match (ioas.domains.as_slice(), ats) {
+            ([did], false) => Some(*did),
+            _ => None,
+        };
         let (first, last) = if cmd.iova == 0 && cmd.length == u64::MAX {
             (0, u64::MAX)
         } else {
@@ -368,14 +370,11 @@ impl IommufdCtx {
         // The usual unmap, of exactly what one map made: an area starting at `first` and
         // ending at `last` is the only one in the range and nothing sticks out of it, so
         // one search finds and takes it.
-        if let Entry::Occupied(area) = ioas.areas.entry(first) {
-            if !all && area.get().len - 1 == last - first {
-                let len = area.remove().len;
-                let total = self.unmap_area(ioas.stage2, first, len);
-                self.flush_ioas(&mut objs, cmd.ioas_id, first, len);
-                cmd.length = total;
-                return Ok(());
-            }
+        if let Some(area) = (!all).then(|| ioas.areas.take_exact(first, last)).flatten() {
+            let total = self.unmap_area(ioas.stage2, first, area.len);
+            self.flush_ioas(&mut objs, cmd.ioas_id, one_domain, first, area.len);
+            cmd.length = total;
+            return Ok(());
         }
         // No mapping may stick out of the range (`iopt_unmap_iova_range`): areas do not
         // overlap, so only the last one starting before `first` can stick out at the
@@ -413,7 +412,7 @@ impl IommufdCtx {
             });
         };
         let (total, lo, hi) = self.unmap_areas(ioas, first, back_start);
-        self.flush_ioas(&mut objs, cmd.ioas_id, lo, hi - lo);
+        self.flush_ioas(&mut objs, cmd.ioas_id, one_domain, lo, hi - lo);
         cmd.length = total;
         Ok(())
     }
@@ -423,7 +422,7 @@ impl IommufdCtx {
     /// the span `[lo, hi)` the areas covered, which the caller flushes.
     fn unmap_areas(&self, ioas: &mut Ioas, first: u64, back: u64) -> (u64, u64, u64) {
         let (mut total, mut lo, mut hi) = (0, u64::MAX, 0);
-        for (s, a) in ioas.areas.extract_if(first..=back, |_, _| true) {
+        for (s, a) in ioas.areas.take_starting_in(first, back) {
             total += self.unmap_area(ioas.stage2, s, a.len);
             lo = lo.min(s);
             hi = hi.max(s + a.len);
@@ -433,6 +432,7 @@ impl IommufdCtx {
 
     /// Unmaps one area taken out of an IOAS from its stage 2; returns the bytes unmapped
     /// (an IOMMU refusal would be a bug: the area was mapped through this IOAS).
+    #[inline]
     fn unmap_area(&self, stage2: Stage2Id, iova: u64, len: u64) -> u64 {
         self.vfio
             .iommu()
@@ -447,8 +447,17 @@ impl IommufdCtx {
     /// Drops the cached translations of `[iova, iova + len)` of IOAS `id` in every domain
     /// over it (its paging HWPTs and their nested children, [`Ioas::domains`]) and every
     /// device TLB attached to them, as unmapping a stage 2 needs: given to the IOMMU as one
-    /// submission.
-    pub(crate) fn flush_ioas(&self, objs: &mut Objects, id: u32, iova: u64, len: u64) {
+    /// submission. `one_domain` is the IOAS's only domain when it has one and no bound
+    /// device caches translations (the caller read it from the IOAS): then the one request
+    /// is built without a second lookup.
+    pub(crate) fn flush_ioas(
+        &self,
+        objs: &mut Objects,
+        id: u32,
+        one_domain: Option<u16>,
+        iova: u64,
+        len: u64,
+    ) {
         let iommu = self.vfio.iommu();
         let range = PageRange::covering(iova, len);
         let fits = range.am <= iommu.config().mamv;
@@ -463,19 +472,14 @@ impl IommufdCtx {
                 Invalidation::IotlbDomain { did }
             }
         };
-        let Ok(ioas) = objs.ioas(id, Self::WRONG_KIND) else {
-            debug_assert!(false, "flushing IOAS {id}, which is not there");
-            return;
-        };
-        // The usual case, one domain over the IOAS and no device TLB to reach: one request,
-        // built on the stack.
-        if let ([did], false) = (ioas.domains.as_slice(), objs.has_ats_devices()) {
-            self.issue(&[request(*did)], WHAT_FLUSH);
+        if let Some(did) = one_domain {
+            self.issue(&[request(did)], WHAT_FLUSH);
             return;
         }
         let mut pending = objs.take_pending();
         let table: &Objects = objs;
         let Ok(ioas) = table.ioas(id, Self::WRONG_KIND) else {
+            debug_assert!(false, "flushing IOAS {id}, which is not there");
             objs.put_pending(pending);
             return;
         };

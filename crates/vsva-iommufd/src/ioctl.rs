@@ -256,12 +256,35 @@ fn ioas_alloc(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iomm
     run::<IommuIoasAlloc>(buf, minsz, "iommu_ioas_alloc", |cmd, _| ctx.ioas_alloc(cmd))
 }
 
+/// `IOMMU_IOAS_MAP`: `iova` is the only field it changes, so only `iova` goes back.
 fn ioas_map(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
-    run::<IommuIoasMap>(buf, minsz, "iommu_ioas_map", |cmd, _| ctx.ioas_map(cmd))
+    let (mut cmd, _) = read_cmd::<IommuIoasMap>(buf, minsz, "iommu_ioas_map")?;
+    ctx.ioas_map(&mut cmd)?;
+    write_u64_at(buf, std::mem::offset_of!(IommuIoasMap, iova), cmd.iova);
+    Ok(())
 }
 
+/// `IOMMU_IOAS_UNMAP`: `length` is the only field it changes, so only `length` goes back.
 fn ioas_unmap(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
-    run::<IommuIoasUnmap>(buf, minsz, "iommu_ioas_unmap", |cmd, _| ctx.ioas_unmap(cmd))
+    let (mut cmd, _) = read_cmd::<IommuIoasUnmap>(buf, minsz, "iommu_ioas_unmap")?;
+    ctx.ioas_unmap(&mut cmd)?;
+    write_u64_at(
+        buf,
+        std::mem::offset_of!(IommuIoasUnmap, length),
+        cmd.length,
+    );
+    Ok(())
+}
+
+/// Writes back the one output field of a call at byte `at` of the struct. Its callers' fields
+/// lie inside the minimum size, which the argument reader made sure the caller passed, so
+/// the whole answer is what writing the struct back over `size` bytes would give: the other
+/// bytes are the caller's own.
+#[inline]
+fn write_u64_at(buf: &mut [u8], at: usize, value: u64) {
+    if let Some(dst) = buf.get_mut(at..at + 8) {
+        dst.copy_from_slice(&value.to_le_bytes());
+    }
 }
 
 fn ioas_copy(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {

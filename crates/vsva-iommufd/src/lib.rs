@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod areas;
 mod ctx;
 mod device;
 mod error;

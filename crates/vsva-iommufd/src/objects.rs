@@ -15,23 +15,17 @@ use vsva_uapi::iommufd::{IommuHwptVtdS1, IommuIovaRange};
 use vsva_uapi::Errno;
 use vsva_vfio::IommufdClaim;
 
+use crate::areas::Areas;
 use crate::error::IommufdError;
 use crate::fault_queue::FaultQueue;
 use crate::kind::ObjectKind;
-
-/// One mapping of an IOAS.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Area {
-    pub(crate) len: u64,
-    pub(crate) hpa: u64,
-}
 
 /// An IOAS: its stage 2 in the IOMMU and the mappings made through it.
 pub(crate) struct Ioas {
     pub(crate) stage2: Stage2Id,
     /// IOVA bits the stage 2 translates: `[0, 2^width)` is the usable range.
     pub(crate) width: u8,
-    pub(crate) areas: BTreeMap<u64, Area>,
+    pub(crate) areas: Areas,
     /// The domain ids over the stage 2 — of its paging HWPTs and of the nested HWPTs over
     /// those — which an unmap flushes (Linux's `iopt->domains`). The table keeps it as
     /// HWPTs come and go ([`Objects::insert`], [`Objects::remove`]).

@@ -10,6 +10,7 @@ use vsva_iommu::Access;
 use vsva_iommufd::{route_page_requests, IommufdCtx};
 use vsva_uapi::iommufd::*;
 use vsva_uapi::Errno;
+use zerocopy::IntoBytes;
 
 /// A guest user virtual address (canonical, 4-level).
 const VA: u64 = 0x0000_7f12_3456_7000;
@@ -369,5 +370,74 @@ fn an_all_entry_and_a_range_past_mamv_flush_the_whole_domain() {
         let mut got = [0u8];
         guest.read(GPA_B, &mut got);
         assert_eq!(&got, b"b", "{entry:?} dropped the translation of VA");
+    }
+}
+
+/// Each malformed entry, on a nested HWPT with one PASID attached (the path that reads the
+/// array in place and makes one request per entry), alone and after a good entry: refused
+/// with its errno (`intel_nested_cache_invalidate_user`'s checks), the good entries before it
+/// counted. The same array at an odd offset in the buffer (read entry by entry) answers the
+/// same.
+#[test]
+fn a_malformed_entry_is_refused_and_counted_on_an_attached_nested_hwpt() {
+    let good = IommuHwptVtdS1Invalidate {
+        addr: VA,
+        npages: 1,
+        flags: 0,
+        reserved: 0,
+    };
+    let cases = [
+        (
+            IommuHwptVtdS1Invalidate { flags: 2, ..good },
+            Errno::EOPNOTSUPP,
+        ),
+        (
+            IommuHwptVtdS1Invalidate {
+                reserved: 1,
+                ..good
+            },
+            Errno::EOPNOTSUPP,
+        ),
+        (
+            IommuHwptVtdS1Invalidate {
+                addr: VA + 8,
+                ..good
+            },
+            Errno::EINVAL,
+        ),
+        (
+            IommuHwptVtdS1Invalidate {
+                npages: u64::MAX,
+                ..good
+            },
+            Errno::EINVAL,
+        ),
+    ];
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, _) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    for (bad, errno) in cases {
+        for (before, offset) in [(0, 32), (1, 32), (0, 33), (1, 33)] {
+            let mut entries = vec![good; before];
+            entries.push(bad);
+            let cmd = IommuHwptInvalidate {
+                hwpt_id: n.nested,
+                data_uptr: offset,
+                data_type: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
+                entry_len: 24,
+                entry_num: entries.len() as u32,
+                ..Default::default()
+            };
+            let mut buf = arg(&cmd, offset as usize - 32);
+            buf.extend_from_slice(entries.as_bytes());
+            let r = call(&n.ctx, IOMMU_HWPT_INVALIDATE, &mut buf);
+            let count = back::<IommuHwptInvalidate>(&buf).entry_num;
+            assert_eq!(
+                (r, count),
+                (Err(errno), before as u32),
+                "{bad:?} after {before} good entries at offset {offset}"
+            );
+        }
     }
 }
