@@ -63,7 +63,8 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 use vsva_proto::{
-    Errno, Frame, FrameDecoder, FrameHeader, Kind, ProtoError, Reply, Request, MAX_HELLO_BODY,
+    Errno, Frame, FrameDecoder, FrameHeader, Kind, ProtoError, Reply, Request, HEADER_LEN,
+    MAX_HELLO_BODY,
 };
 
 use crate::config::Limits;
@@ -324,7 +325,7 @@ impl Conn {
             } else {
                 u8::try_from(fds.len()).unwrap_or(u8::MAX)
             };
-            push_reply_frame(&mut self.out, &p.header, nfds, &reply.encode_body());
+            push_reply_frame(&mut self.out, &p.header, nfds, &reply);
             if nfds > 0 {
                 self.out_fds.push_back((start, self.out.len(), fds));
             }
@@ -680,18 +681,21 @@ impl Conn {
     }
 }
 
-/// Appends the reply frame answering `request` to `out`: the header, then `body`, with no
-/// frame built apart and copied in.
-fn push_reply_frame(out: &mut Vec<u8>, request: &FrameHeader, nfds: u8, body: &[u8]) {
+/// Appends the reply frame answering `request` to `out`: room for the header, the body
+/// written behind it, then the header with the body's length; no body or frame is built
+/// apart and copied in.
+fn push_reply_frame(out: &mut Vec<u8>, request: &FrameHeader, nfds: u8, reply: &Reply) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    reply.append_body(out);
     let header = FrameHeader {
-        body_len: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        body_len: u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX),
         kind: request.kind,
         flags: vsva_proto::FLAG_REPLY,
         nfds,
         id: request.id,
     };
-    out.extend_from_slice(&header.encode());
-    out.extend_from_slice(body);
+    out[start..start + HEADER_LEN].copy_from_slice(&header.encode());
 }
 
 #[cfg(test)]
@@ -712,17 +716,12 @@ mod tests {
             Reply::error(Errno::EINVAL, "bad field"),
         ] {
             let mut out = vec![0xaa];
-            push_reply_frame(&mut out, &request, 0, &reply.encode_body());
+            push_reply_frame(&mut out, &request, 0, &reply);
             assert_eq!(out[0], 0xaa, "what was queued before stays");
             assert_eq!(out[1..], reply.encode_frame(&request)[..]);
         }
         let mut out = Vec::new();
-        push_reply_frame(
-            &mut out,
-            &request,
-            2,
-            &Reply::ok(0, Vec::new()).encode_body(),
-        );
+        push_reply_frame(&mut out, &request, 2, &Reply::ok(0, Vec::new()));
         let header = FrameHeader::parse(out[..16].try_into().unwrap());
         assert_eq!((header.nfds, header.id), (2, request.id));
         assert!(header.is_reply());

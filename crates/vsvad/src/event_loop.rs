@@ -160,7 +160,10 @@ impl Workers {
                 let thread = std::thread::Builder::new()
                     .name(format!("vsvad-worker-{i}"))
                     .stack_size(WORKER_STACK)
-                    .spawn(move || worker.run())?;
+                    .spawn(move || {
+                        crate::metrics::use_worker_shard(i);
+                        worker.run();
+                    })?;
                 io::Result::Ok((inbox, thread))
             })();
             match started {
