@@ -41,6 +41,13 @@ struct State {
     stopping: bool,
 }
 
+/// Whether a new thread must start for the jobs waiting: when they outnumber the idle
+/// threads (an idle thread counts as idle until it wakes, so two jobs queued at once for one
+/// idle thread must not wait for each other), and the pool is under its limit.
+fn needs_thread(queued: usize, idle: usize, threads: usize, max: usize) -> bool {
+    queued > idle && threads < max
+}
+
 /// A bounded pool of threads that run jobs which may block.
 pub(crate) struct Pool {
     max: usize,
@@ -69,7 +76,7 @@ impl Pool {
             return;
         }
         st.queue.push_back(job);
-        if st.idle > 0 || st.threads.len() >= self.max {
+        if !needs_thread(st.queue.len(), st.idle, st.threads.len(), self.max) {
             drop(st);
             self.work.notify_one();
             return;
@@ -170,6 +177,46 @@ mod tests {
         let mut got: Vec<i32> = (0..6).map(|_| rx.recv_timeout(BOUND).unwrap()).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2, 3, 4, 5], "none dropped");
+        pool.stop();
+    }
+
+    #[test]
+    fn a_thread_starts_when_the_jobs_waiting_outnumber_the_idle_threads() {
+        // (queued, idle, threads, max) -> a new thread
+        let cases = [
+            ((1, 0, 0, 4), true),
+            ((1, 1, 1, 4), false),
+            ((2, 1, 1, 4), true),
+            ((2, 2, 2, 4), false),
+            ((3, 0, 4, 4), false),
+            ((1, 0, 3, 4), true),
+        ];
+        for ((q, i, t, m), want) in cases {
+            assert_eq!(
+                needs_thread(q, i, t, m),
+                want,
+                "{q} queued, {i} idle, {t} of {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_job_never_waits_behind_another_while_the_pool_has_room() {
+        let pool = Arc::new(Pool::new(3));
+        let (tx, rx) = mpsc::channel();
+        pool.submit(Box::new(move || tx.send(()).unwrap()));
+        rx.recv_timeout(BOUND).unwrap();
+        // Two jobs at once: the first holds its thread until the second has run.
+        let (ran, second) = mpsc::channel::<()>();
+        let (tx, rx) = mpsc::channel();
+        pool.submit(Box::new(move || {
+            second.recv_timeout(BOUND).unwrap();
+            tx.send(()).unwrap();
+        }));
+        pool.submit(Box::new(move || ran.send(()).unwrap()));
+        rx.recv_timeout(BOUND)
+            .expect("the second job ran on a thread of its own");
+        assert!(pool.threads() <= 3);
         pool.stop();
     }
 
