@@ -516,8 +516,9 @@ impl Conn {
     /// and, for its process's last connection, releases the process.
     pub fn finish(mut self, why: &str) {
         if self.parked {
-            // Only when the workers stop with a request still in the blocking pool, which
-            // keeps the session; a shutdown keeps every process's state anyway.
+            // Only after an `epoll` failure, or when the workers stop, with a request still
+            // in the blocking pool, which has the session: the worker unregisters it when it
+            // comes back (a shutdown keeps every process's state anyway).
             tracing::warn!(
                 conn = self.session.conn,
                 why,

@@ -505,16 +505,20 @@ impl Worker {
         for r in self.returns.take() {
             let slot = r.slot;
             match self.conns.get_mut(slot) {
-                Some((c, _)) if c.is_parked() => {
+                Some((c, _)) if c.is_parked() && c.id() == r.session.conn => {
                     c.resume(r);
                     ready.push(slot);
                 }
                 _ => {
+                    // Its connection was closed while parked (only after an `epoll` failure):
+                    // the reply has nowhere to go, and the session is unregistered here.
                     tracing::error!(
                         slot,
-                        "a request came back for a connection that is not parked"
+                        conn = r.session.conn,
+                        "a request came back for a connection that is gone"
                     );
-                    debug_assert!(false, "a request came back to no parked connection");
+                    let mut session = r.session;
+                    self.daemon.disconnect(&mut session);
                 }
             }
         }
