@@ -190,6 +190,26 @@ impl PrivateDaemon {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+
+    /// The daemon's process id, until [`wait`](Self::wait) has seen it exit.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits for the daemon to exit (after the caller stopped it, e.g. with `SIGTERM` to
+    /// [`pid`](Self::pid)) and returns its exit status; `None` if it was already waited for.
+    ///
+    /// # Errors
+    ///
+    /// `waitpid` failed; the daemon is then still tracked, and dropping this stops it.
+    pub fn wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let Some(c) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = c.wait()?;
+        self.child = None;
+        Ok(Some(status))
+    }
 }
 
 impl Drop for PrivateDaemon {

@@ -11,11 +11,18 @@
 //! * a page mapped after its page request needs no invalidation, and comes back with the
 //!   owner's response: one translation request (which raises the page request) per fault;
 //! * a translation request raises its own page request, and the SUCCESS response carries
-//!   the translation, or the fault when the page is still missing.
+//!   the translation, or the fault when the page is still missing;
+//! * a holder that does not acknowledge stalls no other tenant: with one daemon worker,
+//!   another process is served while the owner's invalidation waits, and the owner's
+//!   replies stay in request order; a connection closed while its PASID free waits has the
+//!   free applied once and is disconnected once; `SIGTERM` while a request waits lets it
+//!   finish and answer.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use vsva_client::pgtable::{PageTables, P, RW, US};
@@ -24,11 +31,15 @@ use vsva_client::{
     EventChannel, GuestMemory, Options, PrivateDaemon,
 };
 use vsva_proto::{
-    AtsAnswer, AtsRequest, PageRequest, RaisedPage, Request, ResponseTranslation, ATS_WRITE,
-    DMA_PASID, DMA_WRITE, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID, PERM_WRITE, PGFAULT_LAST_PAGE,
-    RESP_SUCCESS,
+    encode_request, AtsAnswer, AtsRequest, Hello, PageRequest, RaisedPage, Request,
+    ResponseTranslation, ATS_WRITE, DMA_PASID, DMA_WRITE, PAGE_REQUEST_LAST, PAGE_REQUEST_PASID,
+    PERM_WRITE, PGFAULT_LAST_PAGE, RESP_SUCCESS,
 };
-use vsva_uapi::{AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity};
+use vsva_uapi::vfio::{VFIO_IOMMU_NESTING_OP, VFIO_IOMMU_PASID_REQUEST};
+use vsva_uapi::{
+    AddrWidth, BindRequest, CacheInvalidateRequest, CacheSet, Granularity, NestingOp,
+    PasidRequestOp,
+};
 
 const SID: u16 = 0x0100;
 const GVA: u64 = 0x7f00_0000_0000;
@@ -511,6 +522,160 @@ fn a_force_release_does_not_stall_other_clients_while_devices_are_waited_for() {
     });
 }
 
+/// One daemon worker, a device process that may take a minute to acknowledge, and a second
+/// device (group 2) for another tenant.
+const SLOW_HOLDER: &str = "[limits]\nworkers = 1\ninvalidation_timeout_ms = 60000\n\
+                           [[devices]]\nbdf = \"02:00.0\"\ngroup = 2\n";
+
+impl Owner {
+    /// The owner's CACHE_INVLD of its whole PASID (device TLBs included), as a request.
+    fn invalidation(&self) -> Request {
+        let req = CacheInvalidateRequest::new(
+            CacheSet::IOTLB | CacheSet::DEV_IOTLB,
+            Granularity::Pasid {
+                pasid: Some(u64::from(self.pasid)),
+                archid: None,
+            },
+        )
+        .unwrap();
+        Request::Ioctl {
+            handle: self.c,
+            cmd: VFIO_IOMMU_NESTING_OP,
+            arg: NestingOp::Invalidate(req).to_bytes(),
+        }
+    }
+
+    /// The owner's set, as another of its connections sees it.
+    fn own_set(&mut self) -> vsva_proto::SetEntry {
+        let pid = std::process::id();
+        self.client
+            .sets()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.credentials.pid == pid)
+            .expect("the owner's set")
+    }
+}
+
+/// Runs `f` until it is true, for at most 20 s (a bound for a hung test, not a measurement).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_holder_that_does_not_acknowledge_stalls_no_other_tenant() {
+    let mut o = owner(SLOW_HOLDER);
+    let mut dev = o.spawn("late");
+    assert_eq!(dev.expect("TRANSLATED"), "ok");
+    let invalidation = o.invalidation();
+    let socket = o.socket.clone();
+    let client = &mut o.client;
+    std::thread::scope(|s| {
+        let (done, returned) = mpsc::channel();
+        // The invalidation, and a ping pipelined behind it on the same connection.
+        let owner = s.spawn(move || {
+            let replies = client.call_many(&[invalidation, Request::Ping(b"behind".to_vec())]);
+            done.send(()).unwrap();
+            replies
+        });
+        assert_eq!(dev.expect("INVALIDATE"), "held");
+        // Another process, served by the daemon's only worker: PING, a PASID alloc and free.
+        let mut other = Device::spawn(&socket, "", 0, "bystander");
+        assert_eq!(other.expect("SERVED"), "ok");
+        assert!(
+            returned.try_recv().is_err(),
+            "the other tenant was served only once the invalidation was over"
+        );
+        dev.say("ack");
+        assert_eq!(dev.expect("ACKED"), "ok");
+        let replies = owner
+            .join()
+            .unwrap()
+            .expect("both replies, in request order");
+        assert_eq!(replies[0].result, 0, "{:?}", replies[0]);
+        assert_eq!(replies[1].payload, b"behind");
+    });
+}
+
+#[test]
+fn a_connection_closed_while_its_pasid_free_waits_frees_it_once() {
+    let mut o = owner(SLOW_HOLDER);
+    let mut dev = o.spawn("late");
+    assert_eq!(dev.expect("TRANSLATED"), "ok");
+    let kept = o.client.pasid_alloc(o.c, 1, u32::MAX).unwrap();
+    assert_eq!(o.own_set().connections, 1);
+    // A second connection of the owner frees the PASID the device caches, and closes
+    // without reading its reply while the daemon waits for the device.
+    let mut raw = UnixStream::connect(&o.socket).unwrap();
+    let hello = Request::Hello(Hello {
+        min_version: vsva_proto::MIN_PROTOCOL_VERSION,
+        max_version: vsva_proto::PROTOCOL_VERSION,
+        resume: Default::default(),
+        client: "closing".into(),
+    });
+    let free = Request::Ioctl {
+        handle: o.c,
+        cmd: VFIO_IOMMU_PASID_REQUEST,
+        arg: PasidRequestOp::Free {
+            min: o.pasid,
+            max: o.pasid,
+        }
+        .to_bytes(),
+    };
+    let mut frames = encode_request(1, &hello);
+    frames.extend(encode_request(2, &free));
+    raw.write_all(&frames).unwrap();
+    assert_eq!(dev.expect("INVALIDATE"), "held");
+    drop(raw);
+    dev.say("ack");
+    assert_eq!(dev.expect("ACKED"), "ok");
+    // The free was applied, once, and the closed connection was counted off once: the
+    // owner keeps its other PASID and its own connection.
+    eventually("the closed connection's free is applied", || {
+        let set = o.own_set();
+        set.connections == 1 && set.pasids == [kept]
+    });
+    let st = o.client.status().unwrap();
+    assert_eq!((st.allocated, st.freeing), (1, 0), "{st:?}");
+    let again = o.client.pasid_alloc(o.c, 1, u32::MAX).unwrap();
+    assert_eq!(o.own_set().pasids.len(), 2, "{again}");
+}
+
+#[test]
+fn sigterm_while_an_invalidation_waits_lets_it_finish_and_answer() {
+    let mut o = owner(SLOW_HOLDER);
+    let mut dev = o.spawn("late");
+    assert_eq!(dev.expect("TRANSLATED"), "ok");
+    let invalidation = o.invalidation();
+    let daemon = o.daemon.as_mut().unwrap();
+    let client = &mut o.client;
+    std::thread::scope(|s| {
+        let owner =
+            s.spawn(move || client.call_many(&[invalidation, Request::Ping(b"behind".to_vec())]));
+        assert_eq!(dev.expect("INVALIDATE"), "held");
+        let pid = rustix::process::Pid::from_raw(daemon.pid().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        dev.say("ack");
+        assert_eq!(dev.expect("ACKED"), "ok");
+        let replies = owner
+            .join()
+            .unwrap()
+            .expect("the request read before SIGTERM is answered");
+        assert_eq!(replies[0].result, 0, "{:?}", replies[0]);
+        assert_eq!(replies[1].payload, b"behind");
+    });
+    let status = daemon_exit(o.daemon.as_mut().unwrap());
+    assert!(status.success(), "{status}");
+}
+
+fn daemon_exit(d: &mut PrivateDaemon) -> std::process::ExitStatus {
+    d.wait().unwrap().expect("the daemon was running")
+}
+
 /// The device process: `VSVA_DEVICE` = `socket|token|script`.
 #[test]
 #[ignore = "device process entry point, run by the other tests"]
@@ -523,6 +688,16 @@ fn device_helper() {
     let hex = parts.next().unwrap();
     let script = parts.next().unwrap().to_string();
     let pasid: u32 = std::env::var("VSVA_DEVICE_PASID").unwrap().parse().unwrap();
+    if script == "bystander" {
+        // Another tenant: PING, and a PASID alloc and free in a container of its own.
+        let mut c = Client::connect(Options::new(&socket, "bystander")).unwrap();
+        assert_eq!(c.ping(b"hi").unwrap(), b"hi");
+        let h = c.nesting_container(2).unwrap();
+        let p = c.pasid_alloc(h, 1, u32::MAX).unwrap();
+        c.pasid_free(h, p, p).unwrap();
+        println!("SERVED ok");
+        return;
+    }
     if script == "owner" {
         let mut o = owner_on(Path::new(&socket));
         let token = o.client.grant_device(SID).unwrap();

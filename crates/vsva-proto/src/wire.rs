@@ -178,6 +178,12 @@ impl Writer {
         Writer::default()
     }
 
+    /// A writer that appends to `buf`, after what it holds (so a frame's body can be written
+    /// straight behind its header, with no body built apart and copied).
+    pub fn after(buf: Vec<u8>) -> Self {
+        Writer { buf }
+    }
+
     /// Appends one byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);

@@ -217,6 +217,13 @@ pub struct Limits {
     /// How long an invalidation waits for each device process's acknowledgement before the
     /// device is fenced.
     pub invalidation_timeout_ms: u64,
+    /// Connection workers (event-loop threads); 0 for one per core.
+    pub workers: u32,
+    /// Threads that serve requests which may wait for a device process's acknowledgement
+    /// (invalidations, unbinds, PASID frees, unmaps, revokes, detaches while a device process
+    /// may cache translations), so no connection worker waits; started as needed, at most
+    /// this many. Requests beyond them queue, none is dropped.
+    pub blocking_threads: u32,
 }
 
 impl Default for Limits {
@@ -237,6 +244,8 @@ impl Default for Limits {
             max_containers_per_connection: 64,
             event_queue_len: 1024,
             invalidation_timeout_ms: 1000,
+            workers: 0,
+            blocking_threads: 4,
         }
     }
 }
@@ -614,6 +623,8 @@ impl Config {
             1,
             600_000,
         )?;
+        check("workers", l.workers.into(), 0, 256)?;
+        check("blocking_threads", l.blocking_threads.into(), 1, 256)?;
         Ok(())
     }
 

@@ -95,6 +95,8 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
         ),
         ("event_queue_len", u64::from(l.event_queue_len)),
         ("invalidation_timeout_ms", l.invalidation_timeout_ms),
+        ("workers", u64::from(l.workers)),
+        ("blocking_threads", u64::from(l.blocking_threads)),
     ] {
         line(format!("{key} = {value}"));
     }

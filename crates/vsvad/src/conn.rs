@@ -26,6 +26,18 @@
 //! this wake-up, after the worker has handled every ready connection's requests, so one
 //! group commit covers them all. Replies go out in request order, each with its request's id.
 //!
+//! # Parking
+//!
+//! A request that may wait for a device process (`Daemon::may_wait`: an invalidating kind
+//! while some device process could be waited for) is not handled in the worker: it goes,
+//! with the session, to the daemon's blocking pool (`crate::parked`), and the connection is
+//! parked — it reads no further frame (so its replies stay in request order), its frame and
+//! idle deadlines stop, and it is not closed, even if its peer has gone, until the request
+//! comes back ([`Conn::resume`]). The reply then queues behind those before it and reading
+//! resumes. A connection whose client closed meanwhile finds out when it next reads or
+//! writes: the request was handled in full, its reply is dropped, and the connection closes
+//! with its own session.
+//!
 //! # File descriptors
 //!
 //! A frame's descriptors must be sent with `SCM_RIGHTS` in the `sendmsg` that carries the
@@ -51,11 +63,13 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 use vsva_proto::{
-    Errno, Frame, FrameDecoder, FrameHeader, Kind, ProtoError, Reply, Request, MAX_HELLO_BODY,
+    Errno, Frame, FrameDecoder, FrameHeader, Kind, ProtoError, Reply, Request, HEADER_LEN,
+    MAX_HELLO_BODY,
 };
 
 use crate::config::Limits;
 use crate::daemon::{Daemon, Outcome, Session};
+use crate::parked::{self, Park, Returned};
 
 /// Most descriptors one `recvmsg` takes; more are closed by the kernel and reported as
 /// truncated (`EBADF` for their frame).
@@ -120,12 +134,17 @@ pub struct Conn {
     /// The last call to [`Conn::read_and_handle`] stopped at a limit with frames possibly
     /// still buffered: call it again once the replies are written.
     more: bool,
+    /// Where a request that may wait for a device process goes and comes back.
+    park: Park,
+    /// A request of this connection is in the blocking pool, with the session: nothing more
+    /// is read, and the connection is not closed, until [`Conn::resume`].
+    parked: bool,
 }
 
 impl Conn {
     /// Takes over an accepted connection the daemon registered, its socket already
     /// non-blocking. [`Conn::finish`] unregisters it.
-    pub fn new(daemon: Arc<Daemon>, stream: UnixStream, session: Session) -> Conn {
+    pub fn new(daemon: Arc<Daemon>, stream: UnixStream, session: Session, park: Park) -> Conn {
         let limits = daemon.settings().limits.clone();
         let now = Instant::now();
         Conn {
@@ -148,6 +167,8 @@ impl Conn {
             dead: None,
             paused: false,
             more: false,
+            park,
+            parked: false,
         }
     }
 
@@ -175,7 +196,7 @@ impl Conn {
             loop {
                 if self.at_limit() {
                     self.more = true;
-                    if self.paused {
+                    if self.paused || self.parked {
                         // The client cannot finish a frame the daemon does not read: while
                         // reading is paused only the write deadline runs.
                         self.frame_deadline = None;
@@ -234,7 +255,7 @@ impl Conn {
 
     /// Whether reading must stop until the replies are written.
     fn at_limit(&mut self) -> bool {
-        if self.pending.len() >= self.limits.max_in_flight as usize {
+        if self.parked || self.pending.len() >= self.limits.max_in_flight as usize {
             return true;
         }
         let full = self.queued_bytes_total() >= self.limits.max_queued_bytes as usize;
@@ -304,7 +325,7 @@ impl Conn {
             } else {
                 u8::try_from(fds.len()).unwrap_or(u8::MAX)
             };
-            push_reply_frame(&mut self.out, &p.header, nfds, &reply.encode_body());
+            push_reply_frame(&mut self.out, &p.header, nfds, &reply);
             if nfds > 0 {
                 self.out_fds.push_back((start, self.out.len(), fds));
             }
@@ -390,15 +411,39 @@ impl Conn {
     /// Whether [`Conn::read_and_handle`] should run again without waiting for the socket
     /// (frames may be buffered that a limit kept back).
     pub fn has_more(&self) -> bool {
-        self.more && !self.paused && self.closing.is_none() && self.dead.is_none()
+        self.more && !self.paused && !self.parked && self.closing.is_none() && self.dead.is_none()
     }
 
-    /// What to wait for on the socket.
-    pub fn interest(&self) -> Interest {
-        Interest {
-            read: self.closing.is_none() && self.dead.is_none() && !self.paused,
+    /// What to wait for on the socket; `None`: nothing, and the socket must leave the
+    /// worker's `epoll` set (a parked connection whose peer hung up would otherwise report
+    /// `HUP` at every wait until its request comes back).
+    pub fn interest(&self) -> Option<Interest> {
+        let want = Interest {
+            read: self.closing.is_none() && self.dead.is_none() && !self.paused && !self.parked,
             write: self.dead.is_none() && self.written < self.out.len(),
-        }
+        };
+        (!self.parked || want.write).then_some(want)
+    }
+
+    /// Whether a request of this connection is in the blocking pool.
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Takes back a parked request's session and result: the reply is queued behind the
+    /// replies before it (for [`Conn::settle`]), and reading resumes with the frames that
+    /// arrived meanwhile.
+    pub fn resume(&mut self, r: Returned) {
+        debug_assert!(self.parked, "a result came back to a connection not parked");
+        self.session = r.session;
+        self.parked = false;
+        self.more = true;
+        self.pending.push(Pending {
+            header: r.header,
+            kind: r.kind,
+            started: r.started,
+            outcome: r.outcome,
+        });
     }
 
     /// The earliest deadline of this connection, if any.
@@ -419,6 +464,7 @@ impl Conn {
     /// for `idle_timeout` (forever by default).
     fn idle_deadline(&self) -> Option<Instant> {
         let between = self.hello_deadline.is_none()
+            && !self.parked
             && self.frame_deadline.is_none()
             && self.written == self.out.len()
             && self.pending.is_empty()
@@ -455,6 +501,11 @@ impl Conn {
     /// Why the connection must be closed now, if it must: it failed or timed out, or it
     /// stopped reading and has written everything.
     pub fn finished(&self) -> Option<&'static str> {
+        if self.parked {
+            // Closed once its request is back: the session must be disconnected, not its
+            // stand-in.
+            return None;
+        }
         self.dead.or_else(|| {
             self.closing
                 .filter(|_| self.pending.is_empty() && self.written == self.out.len())
@@ -464,6 +515,17 @@ impl Conn {
     /// Closes the connection: unregisters it from the daemon, which closes its containers
     /// and, for its process's last connection, releases the process.
     pub fn finish(mut self, why: &str) {
+        if self.parked {
+            // Only after an `epoll` failure, or when the workers stop, with a request still
+            // in the blocking pool, which has the session: the worker unregisters it when it
+            // comes back (a shutdown keeps every process's state anyway).
+            tracing::warn!(
+                conn = self.session.conn,
+                why,
+                "connection closed while its request is still being handled"
+            );
+            return;
+        }
         tracing::debug!(
             conn = self.session.conn,
             pid = self.session.credentials.pid,
@@ -573,6 +635,15 @@ impl Conn {
                 return;
             }
         };
+        if self.daemon.may_wait(&self.session, &req) {
+            // It may wait for a device process: the blocking pool handles it, and this
+            // connection reads nothing more until it comes back.
+            let stand_in = parked::stand_in(&self.session);
+            let session = std::mem::replace(&mut self.session, stand_in);
+            self.parked = true;
+            parked::hand_off(&self.daemon, &self.park, session, header, req, fds);
+            return;
+        }
         let started = Instant::now();
         let outcome = self.daemon.handle(&mut self.session, req, fds);
         self.pending.push(Pending {
@@ -611,18 +682,21 @@ impl Conn {
     }
 }
 
-/// Appends the reply frame answering `request` to `out`: the header, then `body`, with no
-/// frame built apart and copied in.
-fn push_reply_frame(out: &mut Vec<u8>, request: &FrameHeader, nfds: u8, body: &[u8]) {
+/// Appends the reply frame answering `request` to `out`: room for the header, the body
+/// written behind it, then the header with the body's length; no body or frame is built
+/// apart and copied in.
+fn push_reply_frame(out: &mut Vec<u8>, request: &FrameHeader, nfds: u8, reply: &Reply) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    reply.append_body(out);
     let header = FrameHeader {
-        body_len: u32::try_from(body.len()).unwrap_or(u32::MAX),
+        body_len: u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX),
         kind: request.kind,
         flags: vsva_proto::FLAG_REPLY,
         nfds,
         id: request.id,
     };
-    out.extend_from_slice(&header.encode());
-    out.extend_from_slice(body);
+    out[start..start + HEADER_LEN].copy_from_slice(&header.encode());
 }
 
 #[cfg(test)]
@@ -643,17 +717,12 @@ mod tests {
             Reply::error(Errno::EINVAL, "bad field"),
         ] {
             let mut out = vec![0xaa];
-            push_reply_frame(&mut out, &request, 0, &reply.encode_body());
+            push_reply_frame(&mut out, &request, 0, &reply);
             assert_eq!(out[0], 0xaa, "what was queued before stays");
             assert_eq!(out[1..], reply.encode_frame(&request)[..]);
         }
         let mut out = Vec::new();
-        push_reply_frame(
-            &mut out,
-            &request,
-            2,
-            &Reply::ok(0, Vec::new()).encode_body(),
-        );
+        push_reply_frame(&mut out, &request, 2, &Reply::ok(0, Vec::new()));
         let header = FrameHeader::parse(out[..16].try_into().unwrap());
         assert_eq!((header.nfds, header.id), (2, request.id));
         assert!(header.is_reply());

@@ -14,9 +14,13 @@
 //!
 //! # One wake-up
 //!
-//! 1. Connections handed over by the accept loop are registered.
+//! 1. Connections handed over by the accept loop are registered, and requests that came
+//!    back from the blocking pool are given to their parked connections ([`Conn::resume`]).
 //! 2. Every ready connection reads what its socket has and handles its complete frames
-//!    ([`Conn::read_and_handle`]); changes queue their store records.
+//!    ([`Conn::read_and_handle`]); changes queue their store records. A request that may
+//!    wait for a device process is handed to the blocking pool instead, and its connection
+//!    parked (see `crate::conn`); a parked connection with nothing to write leaves the
+//!    `epoll` set until its request comes back.
 //! 3. Every connection that handled requests waits for its records to be durable
 //!    ([`Conn::settle`]): the first wait covers the records of all of them, so one group
 //!    commit serves the whole wake-up.
@@ -47,10 +51,14 @@ use rustix::event::{epoll, Timespec};
 
 use crate::conn::{Conn, Interest};
 use crate::daemon::{Daemon, Session};
+use crate::parked::{Park, Returns};
 use crate::wake::Wake;
 
 /// The `epoll` data of a worker's wake-up `eventfd` (a connection's is its slot).
 const WAKE: u64 = u64::MAX;
+
+/// The `epoll` data of the `eventfd` that says parked requests came back.
+const RETURNS: u64 = u64::MAX - 1;
 
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
@@ -128,6 +136,13 @@ impl Workers {
             let started = (|| {
                 let wake = Wake::new()?;
                 let epoll = wake.epoll(WAKE)?;
+                let returns = Arc::new(Returns::new()?);
+                epoll::add(
+                    &epoll,
+                    returns.fd(),
+                    epoll::EventData::new_u64(RETURNS),
+                    epoll::EventFlags::IN,
+                )?;
                 let inbox = Arc::new(Inbox {
                     new: Mutex::new(Vec::new()),
                     wake,
@@ -140,11 +155,15 @@ impl Workers {
                     live: w.live.clone(),
                     stop: w.stop.clone(),
                     conns: Slots::default(),
+                    returns,
                 };
                 let thread = std::thread::Builder::new()
                     .name(format!("vsvad-worker-{i}"))
                     .stack_size(WORKER_STACK)
-                    .spawn(move || worker.run())?;
+                    .spawn(move || {
+                        crate::metrics::use_worker_shard(i);
+                        worker.run();
+                    })?;
                 io::Result::Ok((inbox, thread))
             })();
             match started {
@@ -224,8 +243,11 @@ struct Worker {
     inbox: Arc<Inbox>,
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
-    /// Each connection with the interest its socket is registered for.
-    conns: Slots<(Conn, Interest)>,
+    /// Each connection with the interest its socket is registered for (`None`: not in the
+    /// `epoll` set, while it is parked with nothing to write).
+    conns: Slots<(Conn, Option<Interest>)>,
+    /// Parked requests coming back from the blocking pool.
+    returns: Arc<Returns>,
 }
 
 /// A worker's connections, each in a numbered slot that is also its `epoll` data: an event
@@ -245,6 +267,11 @@ impl<T> Default for Slots<T> {
 }
 
 impl<T> Slots<T> {
+    /// The slot the next [`Slots::insert`] takes.
+    fn vacant(&self) -> u64 {
+        self.free.last().copied().unwrap_or(self.slots.len()) as u64
+    }
+
     fn insert(&mut self, entry: T) -> u64 {
         let i = match self.free.pop() {
             Some(i) => {
@@ -333,6 +360,10 @@ impl Worker {
                     self.take_new(&mut ready);
                     continue;
                 }
+                if id == RETURNS {
+                    self.take_returned(&mut ready);
+                    continue;
+                }
                 let f = ev.flags;
                 if f.intersects(
                     epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
@@ -395,12 +426,13 @@ impl Worker {
                 }
                 let want = c.interest();
                 if want != *registered {
-                    if let Err(e) = epoll::modify(
-                        &self.epoll,
-                        c.fd(),
-                        epoll::EventData::new_u64(id),
-                        flags(want),
-                    ) {
+                    let data = epoll::EventData::new_u64(id);
+                    let changed = match (*registered, want) {
+                        (Some(_), Some(w)) => epoll::modify(&self.epoll, c.fd(), data, flags(w)),
+                        (None, Some(w)) => epoll::add(&self.epoll, c.fd(), data, flags(w)),
+                        (_, None) => epoll::delete(&self.epoll, c.fd()),
+                    };
+                    if let Err(e) = changed {
                         tracing::error!(conn = c.id(), error = %e, "cannot change a connection's epoll interest; closing it");
                         self.close(id);
                         continue;
@@ -415,7 +447,10 @@ impl Worker {
                 }
             }
         }
-        // Stopping: close what is left (a shutdown keeps every process's state).
+        // Stopping: close what is left (a shutdown keeps every process's state), parked
+        // connections with their sessions back if their requests came back.
+        let mut back = Vec::new();
+        self.take_returned(&mut back);
         let ids: Vec<u64> = self.conns.ids().collect();
         for id in ids {
             self.close(id);
@@ -427,9 +462,21 @@ impl Worker {
         self.inbox.wake.clear();
         let new = std::mem::take(&mut *lock(&self.inbox.new));
         for (stream, session) in new {
-            let c = Conn::new(self.daemon.clone(), stream, session);
-            let want = c.interest();
-            let id = self.conns.insert((c, want));
+            let slot = self.conns.vacant();
+            let park = Park {
+                returns: self.returns.clone(),
+                slot,
+            };
+            let c = Conn::new(self.daemon.clone(), stream, session, park);
+            let want = c.interest().unwrap_or(Interest {
+                read: true,
+                write: false,
+            });
+            let id = self.conns.insert((c, Some(want)));
+            debug_assert_eq!(
+                id, slot,
+                "a connection's parked requests return to its slot"
+            );
             let Some((c, _)) = self.conns.get_mut(id) else {
                 continue;
             };
@@ -452,12 +499,39 @@ impl Worker {
         }
     }
 
+    /// Gives parked requests that came back to their connections; each is handled further
+    /// this round (its reply settled and written, the frames behind it read).
+    fn take_returned(&mut self, ready: &mut Vec<u64>) {
+        for r in self.returns.take() {
+            let slot = r.slot;
+            match self.conns.get_mut(slot) {
+                Some((c, _)) if c.is_parked() && c.id() == r.session.conn => {
+                    c.resume(r);
+                    ready.push(slot);
+                }
+                _ => {
+                    // Its connection was closed while parked (only after an `epoll` failure):
+                    // the reply has nowhere to go, and the session is unregistered here.
+                    tracing::error!(
+                        slot,
+                        conn = r.session.conn,
+                        "a request came back for a connection that is gone"
+                    );
+                    let mut session = r.session;
+                    self.daemon.disconnect(&mut session);
+                }
+            }
+        }
+    }
+
     fn close(&mut self, id: u64) {
-        let Some((c, _)) = self.conns.remove(id) else {
+        let Some((c, registered)) = self.conns.remove(id) else {
             return;
         };
-        if let Err(e) = epoll::delete(&self.epoll, c.fd()) {
-            tracing::debug!(conn = c.id(), error = %e, "epoll delete failed");
+        if registered.is_some() {
+            if let Err(e) = epoll::delete(&self.epoll, c.fd()) {
+                tracing::debug!(conn = c.id(), error = %e, "epoll delete failed");
+            }
         }
         let why = c.finished().unwrap_or("the daemon stopped");
         c.finish(why);

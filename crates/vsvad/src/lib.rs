@@ -10,7 +10,7 @@
 //! configuration as TOML, for `--check-config`), `credentials` (peer credentials
 //! and process start times), `store` (write-ahead log with group commit), `machine` (the
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
-//! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `events` (the events channels and their thread), `metrics`
+//! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `blocking` (the threads that serve requests which may wait for a device process), `parked` (such a request's way there and back), `events` (the events channels and their thread), `metrics`
 //! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining), [`log_sink`] (the log's non-blocking writer),
 //! [`systemd`] (socket activation, readiness). Only the configuration, the server, the log's
 //! writer and the systemd glue are public: the binary starts the server with the configuration
@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod blocking;
 pub mod config;
 pub mod config_toml;
 mod conn;
@@ -29,6 +30,7 @@ mod events;
 pub mod log_sink;
 mod machine;
 mod metrics;
+mod parked;
 mod private_dir;
 pub mod server;
 mod store;

@@ -2,9 +2,13 @@
 //! HTTP/1.1 endpoint that serves them on a loopback address.
 //!
 //! Hot-path updates are single relaxed atomic increments into fixed arrays indexed by request
-//! kind and errno: no lock, no allocation. Values that live elsewhere (PASID counts, per-process
+//! kind and errno: no lock, no allocation. The per-request counters and latency histograms
+//! (three increments per request) are kept in one shard per connection worker, each on cache
+//! lines of its own, so two workers never write the same line per request; the page sums
+//! the shards. Values that live elsewhere (PASID counts, per-process
 //! usage, IOTLB counters, faults) are read when the page is rendered ([`Gauges`]).
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -60,6 +64,20 @@ impl Histogram {
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// The histogram of every observation of `parts`.
+    fn sum<'a>(parts: impl Iterator<Item = &'a Histogram>) -> Histogram {
+        let total = Histogram::default();
+        for h in parts {
+            for (t, b) in total.buckets.iter().zip(&h.buckets) {
+                t.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            total
+                .sum_ns
+                .fetch_add(h.sum_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        total
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
@@ -82,6 +100,39 @@ impl Histogram {
 }
 
 const NKINDS: usize = Kind::ALL.len();
+
+/// Shards of the per-request counters; worker `i` writes shard `1 + i % (SHARDS - 1)`, every
+/// other thread shard 0.
+const SHARDS: usize = 8;
+
+thread_local! {
+    /// The shard this thread writes.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread, connection worker number `worker`, count its requests in a
+/// shard of its own.
+pub fn use_worker_shard(worker: usize) {
+    SHARD.with(|s| s.set(1 + worker % (SHARDS - 1)));
+}
+
+/// One shard of the per-request counters, aligned so no two shards share a cache line (128:
+/// adjacent-line prefetch pairs lines).
+#[repr(align(128))]
+#[derive(Debug)]
+struct Shard {
+    requests: [AtomicU64; NKINDS],
+    latency: [Histogram; NKINDS],
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| Histogram::default()),
+        }
+    }
+}
 const NERRNOS: usize = Errno::ALL.len();
 
 fn kind_index(kind: Kind) -> usize {
@@ -91,9 +142,8 @@ fn kind_index(kind: Kind) -> usize {
 /// The daemon's own counters.
 #[derive(Debug)]
 pub struct Metrics {
-    requests: [AtomicU64; NKINDS],
+    shards: Box<[Shard; SHARDS]>,
     errors: [[AtomicU64; NERRNOS + 1]; NKINDS],
-    latency: [Histogram; NKINDS],
     /// Connections accepted.
     pub connections_total: AtomicU64,
     /// Connections refused at the limit.
@@ -157,9 +207,8 @@ impl Metrics {
     /// Counters and histograms, all zero.
     pub fn new() -> Metrics {
         Metrics {
-            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            shards: Box::new(std::array::from_fn(|_| Shard::default())),
             errors: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            latency: std::array::from_fn(|_| Histogram::default()),
             connections_total: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             malformed_frames: AtomicU64::new(0),
@@ -176,8 +225,9 @@ impl Metrics {
     /// Records a finished request: its kind, how long it took, and its errno if it failed.
     pub fn request(&self, kind: Kind, took: Duration, errno: Option<Errno>) {
         let k = kind_index(kind);
-        self.requests[k].fetch_add(1, Ordering::Relaxed);
-        self.latency[k].observe(took);
+        let shard = &self.shards[SHARD.with(Cell::get) % SHARDS];
+        shard.requests[k].fetch_add(1, Ordering::Relaxed);
+        shard.latency[k].observe(took);
         if let Some(e) = errno {
             let i = Errno::ALL.iter().position(|&x| x == e).unwrap_or(NERRNOS);
             self.errors[k][i].fetch_add(1, Ordering::Relaxed);
@@ -193,15 +243,20 @@ impl Metrics {
 
     /// Requests answered so far, every kind.
     pub fn requests_total(&self) -> u64 {
-        self.requests
+        (0..NKINDS).map(|k| self.requests_at(k)).sum()
+    }
+
+    /// Requests of the kind at index `k`, all shards.
+    fn requests_at(&self, k: usize) -> u64 {
+        self.shards
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|s| s.requests[k].load(Ordering::Relaxed))
             .sum()
     }
 
     /// Requests of `kind` answered so far.
     pub fn requests_of(&self, kind: Kind) -> u64 {
-        self.requests[kind_index(kind)].load(Ordering::Relaxed)
+        self.requests_at(kind_index(kind))
     }
 
     /// Group commits written so far.
@@ -394,7 +449,7 @@ impl Metrics {
                 o,
                 "vsvad_requests_total{{kind=\"{}\"}} {}",
                 k.label(),
-                self.requests[i].load(Ordering::Relaxed)
+                self.requests_at(i)
             );
         }
         let _ = writeln!(o, "# HELP vsvad_request_errors_total Failed requests, by kind and errno.\n# TYPE vsvad_request_errors_total counter");
@@ -414,8 +469,9 @@ impl Metrics {
         }
         let _ = writeln!(o, "# HELP vsvad_request_duration_seconds Time from a request's arrival to its reply being ready (durable store wait included).\n# TYPE vsvad_request_duration_seconds histogram");
         for (i, k) in Kind::ALL.iter().enumerate() {
-            if self.latency[i].count() > 0 {
-                self.latency[i].render(
+            let latency = Histogram::sum(self.shards.iter().map(|s| &s.latency[i]));
+            if latency.count() > 0 {
+                latency.render(
                     &mut o,
                     "vsvad_request_duration_seconds",
                     &format!("kind=\"{}\"", k.label()),
@@ -611,6 +667,46 @@ mod tests {
         assert!(page.contains("vsvad_process_pasids{pid=\"42\",uid=\"1000\"} 3\n"));
         assert!(page.contains("vsvad_iotlb_hit_ratio 0.75\n"));
         assert!(page.contains("vsvad_request_duration_seconds_count{kind=\"ioctl\"} 2\n"));
+    }
+
+    #[test]
+    fn requests_counted_by_workers_in_their_own_shards_add_up_on_the_page() {
+        let m = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..3)
+            .map(|w| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    use_worker_shard(w);
+                    for _ in 0..=w {
+                        m.request(Kind::Ping, Duration::from_micros(3), None);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // And one from a thread that is no worker (shard 0).
+        m.request(Kind::Ping, Duration::from_micros(3), None);
+        assert_eq!(m.requests_of(Kind::Ping), 7);
+        assert_eq!(m.requests_total(), 7);
+        let page = m.render(&Gauges::default());
+        assert!(
+            page.contains("vsvad_requests_total{kind=\"ping\"} 7\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("vsvad_request_duration_seconds_count{kind=\"ping\"} 7\n"),
+            "{page}"
+        );
+        assert_eq!(
+            m.shards
+                .iter()
+                .filter(|s| s.requests[kind_index(Kind::Ping)].load(Ordering::Relaxed) > 0)
+                .count(),
+            4,
+            "one shard per worker, and shard 0"
+        );
     }
 
     #[test]

@@ -183,7 +183,11 @@ pub fn run(
         stop: Arc::new(AtomicBool::new(false)),
         wake: Arc::new(wake),
     };
-    let mut workers = Workers::start(&daemon, event_loop::default_count()).map_err(|e| {
+    let count = match daemon.settings().limits.workers {
+        0 => event_loop::default_count(),
+        n => n as usize,
+    };
+    let mut workers = Workers::start(&daemon, count).map_err(|e| {
         socket_err(
             &socket_path,
             format!("cannot start the connection workers: {e}"),
@@ -259,10 +263,15 @@ pub fn run(
     crate::systemd::notify_stopping();
     // Drain: every connection finishes what it has read and closes.
     daemon.begin_shutdown();
-    let left = workers.drain(DRAIN_TIMEOUT);
+    // A connection parked on a request that waits for a device process closes once that
+    // request is done, within the invalidation timeout.
+    let left = workers.drain(DRAIN_TIMEOUT + daemon.settings().limits.invalidation_timeout());
     if left > 0 {
         tracing::warn!(connections = left, "connections did not finish in time");
     }
+    // Requests still in the blocking pool finish (their replies, if their connections are
+    // still served, are written) before the workers stop and the store closes.
+    daemon.stop_blocking();
     workers.stop();
     drop(socket_file);
     signal_handle.close();

@@ -54,9 +54,17 @@ impl Reply {
 
     /// The reply's body.
     pub fn encode_body(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut body = Vec::new();
+        self.append_body(&mut body);
+        body
+    }
+
+    /// Appends the reply's body to `out` (the daemon writes it behind the frame header it
+    /// has already queued).
+    pub fn append_body(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::after(std::mem::take(out));
         w.i64(self.result).string(&self.message).raw(&self.payload);
-        w.into_vec()
+        *out = w.into_vec();
     }
 
     /// Decodes a reply body.
@@ -81,5 +89,24 @@ impl Reply {
             request.id,
             &self.encode_body(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_appended_behind_other_bytes_is_the_body_alone() {
+        for reply in [
+            Reply::ok(7, vec![1, 2, 3]),
+            Reply::error(vsva_uapi::Errno::EINVAL, "bad field"),
+        ] {
+            let mut out = vec![0xaa, 0xbb];
+            reply.append_body(&mut out);
+            assert_eq!(out[..2], [0xaa, 0xbb], "what was there stays");
+            assert_eq!(out[2..], reply.encode_body()[..]);
+            assert_eq!(Reply::decode(&out[2..]), Ok(reply));
+        }
     }
 }

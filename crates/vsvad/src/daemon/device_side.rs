@@ -14,12 +14,15 @@
 //! A device whose user does not acknowledge in time (or whose user's channel is gone or
 //! full) is reported timed out, and the IOMMU fences it.
 //!
-//! The wait runs in the thread that invalidates, with no daemon lock held: a request's
-//! worker for the owner's own requests (`CACHE_INVLD`, unbind, `UNMAP_DMA`, revoke), a
-//! releaser thread for a process's release (see [`super::release`]).
+//! The wait runs in the thread that invalidates, with no daemon lock held: a thread of the
+//! blocking pool for the owner's own requests (`CACHE_INVLD`, unbind, `UNMAP_DMA`, a PASID
+//! free, revoke, and the iommufd equivalents; see [`super::waits`], which also keeps them
+//! in the connection worker while no process could be waited for), a releaser thread for a
+//! process's release (see [`super::release`]). No connection worker waits for a device
+//! process.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -64,6 +67,10 @@ pub(super) struct DeviceSide {
     /// Page requests raised by translation requests (`STATUS` counts them with
     /// `PAGE_REQUEST`'s).
     raised_total: AtomicU64,
+    /// Entries in `users` (gone processes' included until pruned), stored under its lock.
+    user_entries: AtomicUsize,
+    /// Grants with a holder, stored under the grants' lock.
+    held_grants: AtomicUsize,
 }
 
 /// A page-request group: device, PASID, group index.
@@ -79,6 +86,25 @@ struct Raised {
 }
 
 impl DeviceSide {
+    /// Whether some process could be waited for by an invalidation: a user of a device, or
+    /// the holder of a grant (one atomic load each; see `super::waits`).
+    pub(super) fn may_wait(&self) -> bool {
+        self.user_entries.load(Ordering::Acquire) > 0
+            || self.held_grants.load(Ordering::Acquire) > 0
+    }
+
+    /// Stores the count of `users` (its lock held).
+    fn count_users(&self, users: &HashMap<SourceId, Vec<Weak<Process>>>) {
+        let n = users.values().map(Vec::len).sum();
+        self.user_entries.store(n, Ordering::Release);
+    }
+
+    /// Stores the count of held grants (the grants' lock held).
+    fn count_held(&self, grants: &HashMap<[u8; DEVICE_TOKEN_LEN], Grant>) {
+        let n = grants.values().filter(|g| g.holder.is_some()).count();
+        self.held_grants.store(n, Ordering::Release);
+    }
+
     fn add_user(&self, sid: SourceId, p: &Arc<Process>) {
         let mut users = lock(&self.users);
         let list = users.entry(sid).or_default();
@@ -86,14 +112,20 @@ impl DeviceSide {
         if !list.iter().any(|w| w.as_ptr() == Arc::as_ptr(p)) {
             list.push(Arc::downgrade(p));
         }
+        self.count_users(&users);
     }
 
     /// `token` no longer acts as device `sid` (its grant ended): it is sent nothing more of
     /// the device.
     fn remove_user(&self, sid: SourceId, token: ProcessToken) {
-        if let Some(list) = lock(&self.users).get_mut(&sid) {
+        let mut users = lock(&self.users);
+        if let Some(list) = users.get_mut(&sid) {
             list.retain(|w| w.upgrade().is_some_and(|p| p.token != token));
+            if list.is_empty() {
+                users.remove(&sid);
+            }
         }
+        self.count_users(&users);
     }
 
     fn users(&self, sid: SourceId) -> Vec<Arc<Process>> {
@@ -340,7 +372,9 @@ impl Daemon {
                 }
                 _ => g.holder = Some(p.token),
             }
-            (g.source_id, g.owner)
+            let opened = (g.source_id, g.owner);
+            self.device_side.count_held(&grants);
+            opened
         };
         lock(&self.device_side.ended).remove(&(p.token, sid));
         let Some(o) = self.process(&owner) else {
@@ -406,7 +440,8 @@ impl Daemon {
     /// used after it returns.
     fn end_grants(&self, pick: impl Fn(&Grant) -> bool, why: &str, wait: bool) -> usize {
         let mut gone = Vec::new();
-        lock(&self.device_side.grants).retain(|_, g| {
+        let mut grants = lock(&self.device_side.grants);
+        grants.retain(|_, g| {
             if pick(g) {
                 gone.push((g.source_id, g.holder));
                 false
@@ -414,6 +449,8 @@ impl Daemon {
                 true
             }
         });
+        self.device_side.count_held(&grants);
+        drop(grants);
         let deadline = Instant::now() + self.settings.limits.invalidation_timeout();
         let mut waits = Vec::new();
         for (sid, holder) in &gone {
@@ -454,11 +491,14 @@ impl Daemon {
     /// "Trust"). Takes no registry lock: the IOMMU calls this with its own locks held.
     fn end_grant_of_unresponsive(&self, user: &Arc<Process>, sid: SourceId) {
         let mut ended = false;
-        lock(&self.device_side.grants).retain(|_, g| {
+        let mut grants = lock(&self.device_side.grants);
+        grants.retain(|_, g| {
             let theirs = g.source_id == sid && g.holder == Some(user.token);
             ended |= theirs;
             !theirs
         });
+        self.device_side.count_held(&grants);
+        drop(grants);
         if !ended {
             return;
         }

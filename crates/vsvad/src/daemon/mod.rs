@@ -8,7 +8,9 @@
 //! configuration space and DMA), [`admin`] (quota, force release), [`report`] (status,
 //! sets, faults, metrics gauges), [`events`] (opening a process's events channel) and
 //! [`device_side`] (devices granted to other processes, ATS translation requests, page
-//! requests and responses, and the delivery of invalidations and faults as events).
+//! requests and responses, and the delivery of invalidations and faults as events);
+//! [`waits`] decides which requests may wait for a device process (they run in the blocking
+//! pool, `crate::blocking`, not in a connection worker).
 //!
 //! # Processes and contexts
 //!
@@ -38,7 +40,8 @@
 //! No release waits for a device process while holding the registry lock or a process's
 //! state lock, or in a connection worker: closing containers and freeing PASIDs (which wait
 //! until every device that may cache a translation acknowledged its invalidation, or until
-//! it is fenced) are done by a releaser thread ([`release`]).
+//! it is fenced) are done by a releaser thread ([`release`]). Requests that may wait do so
+//! in a thread of the blocking pool ([`waits`]).
 //!
 //! [`ProcessToken`]: vsva_vfio::ProcessToken
 
@@ -56,6 +59,7 @@ mod process;
 mod release;
 mod report;
 mod restore;
+mod waits;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -66,6 +70,7 @@ use std::time::Instant;
 use vsva_proto::{Errno, Reply};
 use vsva_vfio::{ProcessToken, Vfio, VfioError};
 
+use crate::blocking::Pool;
 use crate::config::Settings;
 use crate::events::Hub;
 use crate::machine::{self, HpaAllocator};
@@ -148,6 +153,8 @@ pub struct Daemon {
     device_side: device_side::DeviceSide,
     /// Releases being finished by releaser threads.
     releases: release::Releases,
+    /// The threads that serve requests which may wait for a device process.
+    blocking: Arc<Pool>,
 }
 
 /// Why the daemon could not start.
@@ -184,6 +191,7 @@ impl Daemon {
         )?;
         let events =
             Hub::start(settings.limits.event_queue_len as usize).map_err(StartError::Events)?;
+        let blocking = Arc::new(Pool::new(settings.limits.blocking_threads as usize));
         let hpa = HpaAllocator::new(settings.table_pool_bytes, settings.iommu.mgaw);
         let daemon = Arc::new(Daemon {
             settings,
@@ -202,6 +210,7 @@ impl Daemon {
             events,
             device_side: device_side::DeviceSide::default(),
             releases: release::Releases::default(),
+            blocking,
         });
         let delivery = Arc::new(device_side::Delivery {
             daemon: Arc::downgrade(&daemon),
@@ -252,6 +261,20 @@ impl Daemon {
             // A connection already gone needs no shutting.
             let _ = c.stream.shutdown(std::net::Shutdown::Read);
         }
+    }
+
+    /// The pool that serves requests which may wait for a device process (see
+    /// [`Daemon::may_wait`]).
+    pub fn blocking(&self) -> &Arc<Pool> {
+        &self.blocking
+    }
+
+    /// Lets the blocking pool finish every request handed to it (each within
+    /// `limits.invalidation_timeout_ms` once started) and stops its threads; call it before
+    /// the connection workers stop, so the replies reach their connections, and before
+    /// [`Daemon::finish_shutdown`], so their records reach the store.
+    pub fn stop_blocking(&self) {
+        self.blocking.stop();
     }
 
     /// Flushes and closes the store (after every connection has finished).
