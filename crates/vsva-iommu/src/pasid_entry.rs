@@ -697,7 +697,11 @@ mod tests {
         let rules = [
             (u64::from(e.did) >= 1 << cfg.domain_bits, inv, "DID"),
             (e.pgtt == Pgtt::Nested && !cfg.nesting, inv, "PGTT"),
-            (e.pgtt == Pgtt::PassThrough && !cfg.pass_through, inv, "PGTT"),
+            (
+                e.pgtt == Pgtt::PassThrough && !cfg.pass_through,
+                inv,
+                "PGTT",
+            ),
             (
                 sl && !(1..=3).contains(&e.aw)
                     || sl && !cfg.sagaw_levels.contains(&(sl_levels as u8)),
@@ -729,17 +733,21 @@ mod tests {
     /// of the time) one bit of the 512 flipped, so every reserved bit, P, PGTT and FLPM value
     /// is reached.
     fn raw_entry() -> impl Strategy<Value = [u64; 8]> {
-        (any::<[u64; 3]>(), proptest::option::weighted(0.7, 0u32..512)).prop_map(|(w, flip)| {
-            let defined = spec_defined();
-            let mut v = [0u64; 8];
-            for i in 0..3 {
-                v[i] = w[i] & defined[i] | 1;
-            }
-            if let Some(b) = flip {
-                v[b as usize / 64] ^= 1 << (b % 64);
-            }
-            v
-        })
+        (
+            any::<[u64; 3]>(),
+            proptest::option::weighted(0.7, 0u32..512),
+        )
+            .prop_map(|(w, flip)| {
+                let defined = spec_defined();
+                let mut v = [0u64; 8];
+                for i in 0..3 {
+                    v[i] = w[i] & defined[i] | 1;
+                }
+                if let Some(b) = flip {
+                    v[b as usize / 64] ^= 1 << (b % 64);
+                }
+                v
+            })
     }
 
     fn config() -> impl Strategy<Value = IommuConfig> {
