@@ -249,9 +249,13 @@ impl PasidEntry {
     /// FLPM → 0x5b (the first of these, in that order, is the error).
     #[inline]
     pub fn from_raw(v: &[u64; 8]) -> Result<Self, PasidEntryError> {
-        // Every rule at once on the success path: P set, no reserved bit in any word, PGTT
-        // one of 1..=4, FLPM 0 or 1 (its bit 1, val[2] bit 3, clear). Which rule failed, in
-        // the hardware's order, is worked out off that path.
+        // P first (a cleared entry, as an unbind leaves it, is common and needs no other
+        // look), then every other rule at once: no reserved bit in any word, PGTT one of
+        // 1..=4, FLPM 0 or 1 (its bit 1, val[2] bit 3, clear). Which of those failed, in the
+        // hardware's order, is worked out off the success path.
+        if v[0] & 1 == 0 {
+            return Err(err(FaultReason::PasidEntryNotPresent, "P", 0));
+        }
         let pgtt_bits = v[0] >> 6 & 7;
         let broken = (v[0] & VAL0_RESERVED)
             | (v[1] & VAL1_RESERVED)
@@ -264,7 +268,7 @@ impl PasidEntry {
         let Some(pgtt) = Pgtt::from_bits(pgtt_bits) else {
             return Err(Self::raw_error(v));
         };
-        if v[0] & 1 == 0 || broken != 0 {
+        if broken != 0 {
             return Err(Self::raw_error(v));
         }
         Ok(Self::fields(v[0], v[1], v[2], pgtt))
