@@ -796,8 +796,18 @@ mod tests {
         }
 
         #[test]
-        fn validate_follows_the_reference_rules(v in raw_entry(), cfg in config()) {
-            if let Ok(e) = PasidEntry::from_raw(&v) {
+        fn validate_follows_the_reference_rules(
+            v in raw_entry(),
+            cfg in config(),
+            widths in (30u32..=60, 30u32..=60, 2u32..=16),
+        ) {
+            // Table pointers and domain ids of random widths around the limits, so that each
+            // rule is reached with the others met.
+            let (fl, sl, did) = widths;
+            if let Ok(mut e) = PasidEntry::from_raw(&v) {
+                e.flptr &= (1u64 << fl) - 1;
+                e.ssptptr &= (1u64 << sl) - 1;
+                e.did &= ((1u32 << did) - 1) as u16;
                 let got = e.validate(&cfg).err().map(|x| (x.reason, x.field));
                 prop_assert_eq!(got, spec_invalid(&e, &cfg));
             }
