@@ -414,20 +414,28 @@ mod tests {
         /// every descriptor, valid or not; other types go through the table path itself.
         #[test]
         fn the_pasid_iotlb_path_matches_the_table_path(
-            q in any::<[u64; 4]>(),
-            keep in any::<[u64; 4]>(),
+            raw in any::<[u64; 4]>(),
+            clean in any::<[bool; 4]>(),
             wide in any::<bool>(),
             as_type_6 in any::<bool>(),
         ) {
-            // Mostly-valid descriptors: random bits thinned by `keep`, the type often forced
-            // to 6, the upper qwords often clear.
-            let mut q = [q[0] & keep[0], q[1] & keep[1], q[2] & keep[2] & keep[3], q[3] & keep[3] & keep[2]];
+            // Mostly-valid descriptors: each qword, at random, kept as drawn or cleared of
+            // what a type 6 descriptor reserves (the upper qwords: zeroed), the type often
+            // forced to 6.
+            let mut q = raw;
+            if clean[0] {
+                q[0] &= VALID_BITS[6].0;
+            }
+            if clean[1] {
+                q[1] &= VALID_BITS[6].1;
+            }
+            for (w, c) in q[2..].iter_mut().zip(&clean[2..]) {
+                if *c || !wide {
+                    *w = 0;
+                }
+            }
             if as_type_6 {
                 q[0] = q[0] & !(0xf | 7 << 9) | 6;
-            }
-            if !wide {
-                q[2] = 0;
-                q[3] = 0;
             }
             prop_assert_eq!(decode(q, wide), decode_any(q, wide));
         }
