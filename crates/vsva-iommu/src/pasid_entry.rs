@@ -274,13 +274,11 @@ impl PasidEntry {
         Ok(Self::fields(v[0], v[1], v[2], pgtt))
     }
 
-    /// The first rule a raw entry breaks, in the order the hardware checks them.
+    /// The first rule a raw entry with P set breaks, in the order the hardware checks them
+    /// (called only when [`Self::from_raw`] found one).
     #[cold]
     #[inline(never)]
     fn raw_error(v: &[u64; 8]) -> PasidEntryError {
-        if v[0] & 1 == 0 {
-            return err(FaultReason::PasidEntryNotPresent, "P", 0);
-        }
         let reserved = [
             ("val[0] reserved", v[0] & VAL0_RESERVED),
             ("val[1] reserved", v[1] & VAL1_RESERVED),
@@ -707,8 +705,7 @@ mod tests {
                 "PGTT",
             ),
             (
-                sl && !(1..=3).contains(&e.aw)
-                    || sl && !cfg.sagaw_levels.contains(&(sl_levels as u8)),
+                sl && (!(1..=3).contains(&e.aw) || !cfg.sagaw_levels.contains(&(sl_levels as u8))),
                 inv,
                 "AW",
             ),
