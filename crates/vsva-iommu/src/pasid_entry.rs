@@ -92,6 +92,8 @@ const ADDR_MASK: u64 = 0xffff_ffff_ffff_f000;
 const VAL0_RESERVED: u64 = 0b11 << 10;
 const VAL1_RESERVED: u64 = 0x7f << 16;
 const VAL2_RESERVED: u64 = 1 << 5 | 1 << 6 | 0xf << 8;
+/// FLPM's high bit (val[2] bit 3): set, FLPM is 2 or 3, both undefined.
+const FLPM_HIGH: u64 = 1 << 3;
 
 /// Whether a raw entry is present: P, val[0] bit 0.
 #[inline]
@@ -244,71 +246,57 @@ impl PasidEntry {
     }
 
     /// Decodes eight words: not present → 0x59, reserved bits → 0x5a, an undefined PGTT or
-    /// FLPM → 0x5b.
+    /// FLPM → 0x5b (the first of these, in that order, is the error).
+    #[inline]
     pub fn from_raw(v: &[u64; 8]) -> Result<Self, PasidEntryError> {
+        // P first (a cleared entry, as an unbind leaves it, is common and needs no other
+        // look), then every other rule at once: no reserved bit in any word, PGTT one of
+        // 1..=4, FLPM 0 or 1 (its bit 1, val[2] bit 3, clear). Which of those failed, in the
+        // hardware's order, is worked out off the success path.
         if v[0] & 1 == 0 {
             return Err(err(FaultReason::PasidEntryNotPresent, "P", 0));
         }
-        if v[0] & VAL0_RESERVED != 0 {
-            return Err(err(
-                FaultReason::PasidEntryReserved,
-                "val[0] reserved",
-                v[0] & VAL0_RESERVED,
-            ));
+        let pgtt_bits = v[0] >> 6 & 7;
+        let broken = (v[0] & VAL0_RESERVED)
+            | (v[1] & VAL1_RESERVED)
+            | (v[2] & (VAL2_RESERVED | FLPM_HIGH))
+            | v[3]
+            | v[4]
+            | v[5]
+            | v[6]
+            | v[7];
+        let Some(pgtt) = Pgtt::from_bits(pgtt_bits) else {
+            return Err(Self::raw_error(v));
+        };
+        if broken != 0 {
+            return Err(Self::raw_error(v));
         }
-        if v[1] & VAL1_RESERVED != 0 {
-            return Err(err(
-                FaultReason::PasidEntryReserved,
-                "val[1] reserved",
-                v[1] & VAL1_RESERVED,
-            ));
-        }
-        if v[2] & VAL2_RESERVED != 0 {
-            return Err(err(
-                FaultReason::PasidEntryReserved,
-                "val[2] reserved",
-                v[2] & VAL2_RESERVED,
-            ));
-        }
-        for (i, &w) in v.iter().enumerate().skip(3) {
-            if w != 0 {
-                let field = ["", "", "", "val[3]", "val[4]", "val[5]", "val[6]", "val[7]"][i];
-                return Err(err(FaultReason::PasidEntryReserved, field, w));
-            }
+        Ok(Self::fields(v[0], v[1], v[2], pgtt))
+    }
+
+    /// The first rule a raw entry with P set breaks, in the order the hardware checks them
+    /// (called only when [`Self::from_raw`] found one).
+    #[cold]
+    #[inline(never)]
+    fn raw_error(v: &[u64; 8]) -> PasidEntryError {
+        let reserved = [
+            ("val[0] reserved", v[0] & VAL0_RESERVED),
+            ("val[1] reserved", v[1] & VAL1_RESERVED),
+            ("val[2] reserved", v[2] & VAL2_RESERVED),
+            ("val[3]", v[3]),
+            ("val[4]", v[4]),
+            ("val[5]", v[5]),
+            ("val[6]", v[6]),
+            ("val[7]", v[7]),
+        ];
+        if let Some(&(field, value)) = reserved.iter().find(|r| r.1 != 0) {
+            return err(FaultReason::PasidEntryReserved, field, value);
         }
         let pgtt_bits = v[0] >> 6 & 7;
-        let pgtt = Pgtt::from_bits(pgtt_bits).ok_or(err(
-            FaultReason::PasidEntryInvalid,
-            "PGTT",
-            pgtt_bits,
-        ))?;
-        let flpm = (v[2] >> 2 & 3) as u8;
-        if flpm > 1 {
-            return Err(err(FaultReason::PasidEntryInvalid, "FLPM", u64::from(flpm)));
+        if Pgtt::from_bits(pgtt_bits).is_none() {
+            return err(FaultReason::PasidEntryInvalid, "PGTT", pgtt_bits);
         }
-        Ok(Self {
-            fpd: v[0] >> 1 & 1 != 0,
-            aw: (v[0] >> 2 & 7) as u8,
-            pgtt,
-            slee: v[0] >> 5 & 1 != 0,
-            ssade: v[0] >> 9 & 1 != 0,
-            ssptptr: v[0] & ADDR_MASK,
-            did: v[1] as u16,
-            pwsnp: v[1] >> 23 & 1 != 0,
-            pgsnp: v[1] >> 24 & 1 != 0,
-            cd: v[1] >> 25 & 1 != 0,
-            emte: v[1] >> 26 & 1 != 0,
-            emt: (v[1] >> 27 & 7) as u8,
-            pwt: v[1] >> 30 & 1 != 0,
-            pcd: v[1] >> 31 & 1 != 0,
-            pat: (v[1] >> 32) as u32,
-            sre: v[2] & 1 != 0,
-            ere: v[2] >> 1 & 1 != 0,
-            flpm,
-            wpe: v[2] >> 4 & 1 != 0,
-            eafe: v[2] >> 7 & 1 != 0,
-            flptr: v[2] & ADDR_MASK,
-        })
+        err(FaultReason::PasidEntryInvalid, "FLPM", v[2] >> 2 & 3)
     }
 
     /// Decodes the first three words of an entry already validated by [`Self::from_raw`] and
@@ -316,10 +304,18 @@ impl PasidEntry {
     /// as pass-through, which a validated entry never has.
     #[inline]
     pub(crate) fn decode_cached(v0: u64, v1: u64, v2: u64) -> Self {
+        let pgtt = Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough);
+        Self::fields(v0, v1, v2, pgtt)
+    }
+
+    /// Every field of the first three words (the others hold none), with the translation
+    /// type already decoded; no rule is checked.
+    #[inline]
+    fn fields(v0: u64, v1: u64, v2: u64, pgtt: Pgtt) -> Self {
         Self {
             fpd: v0 >> 1 & 1 != 0,
             aw: (v0 >> 2 & 7) as u8,
-            pgtt: Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough),
+            pgtt,
             slee: v0 >> 5 & 1 != 0,
             ssade: v0 >> 9 & 1 != 0,
             ssptptr: v0 & ADDR_MASK,
@@ -343,63 +339,114 @@ impl PasidEntry {
 
     /// Checks the entry against what the configured IOMMU supports, in the order the hardware
     /// would: features (0x5b), then table pointers (0x7b for SSPTPTR, 0x73 for FLPTR).
+    #[inline]
     pub fn validate(&self, cfg: &IommuConfig) -> Result<(), PasidEntryError> {
+        if self.fits(cfg) {
+            Ok(())
+        } else {
+            Err(self.violation(cfg))
+        }
+    }
+
+    /// Whether the entry breaks none of [`Self::validate`]'s rules: each rule is evaluated
+    /// (no early exit on the success path), and the second-level ones only for a type that
+    /// walks a second level.
+    #[inline]
+    fn fits(&self, cfg: &IommuConfig) -> bool {
+        let fl = self.pgtt.uses_first_level();
+        let haw = u32::from(cfg.haw());
+        let mut bad = !domain_fits(self.did, cfg.domain_bits)
+            | (self.pgtt == Pgtt::Nested && !cfg.nesting)
+            | (self.pgtt == Pgtt::PassThrough && !cfg.pass_through)
+            | (self.ere & !cfg.ers)
+            | (fl
+                & ((self.flpm == 1 && !cfg.fl5lp)
+                    | (self.sre & !cfg.srs)
+                    | (self.eafe & !cfg.eafs)));
+        if self.pgtt.uses_second_level() {
+            let levels = self.sl_levels();
+            bad |= levels == 0
+                || !cfg.supports_sl_levels(levels)
+                || (self.ssade && !cfg.slads)
+                || !below(self.ssptptr, haw);
+        }
+        if fl {
+            bad |= !below(self.flptr, self.fl_pointer_width(haw));
+        }
+        !bad
+    }
+
+    /// Width of the FLPTR field's valid range: the host address width, and for a nested
+    /// entry no more than the second level's input width (FLPTR is an address it translates).
+    #[inline]
+    fn fl_pointer_width(&self, haw: u32) -> u32 {
+        if self.pgtt == Pgtt::Nested {
+            u32::from(sl_width(self.sl_levels())).min(haw)
+        } else {
+            haw
+        }
+    }
+
+    /// The first rule of [`Self::validate`] the entry breaks, in the hardware's order (called
+    /// only when [`Self::fits`] found one).
+    #[cold]
+    #[inline(never)]
+    fn violation(&self, cfg: &IommuConfig) -> PasidEntryError {
         let inv = FaultReason::PasidEntryInvalid;
-        if u32::from(self.did) >> cfg.domain_bits != 0 {
-            return Err(err(inv, "DID", u64::from(self.did)));
+        if !domain_fits(self.did, cfg.domain_bits) {
+            return err(inv, "DID", u64::from(self.did));
         }
         match self.pgtt {
-            Pgtt::Nested if !cfg.nesting => return Err(err(inv, "PGTT", 3)),
-            Pgtt::PassThrough if !cfg.pass_through => return Err(err(inv, "PGTT", 4)),
+            Pgtt::Nested if !cfg.nesting => return err(inv, "PGTT", 3),
+            Pgtt::PassThrough if !cfg.pass_through => return err(inv, "PGTT", 4),
             _ => {}
         }
         if self.pgtt.uses_second_level() {
             let levels = self.sl_levels();
             if levels == 0 || !cfg.supports_sl_levels(levels) {
-                return Err(err(inv, "AW", u64::from(self.aw)));
+                return err(inv, "AW", u64::from(self.aw));
             }
             if self.ssade && !cfg.slads {
-                return Err(err(inv, "SSADE", 1));
+                return err(inv, "SSADE", 1);
             }
         }
         if self.ere && !cfg.ers {
-            return Err(err(inv, "ERE", 1));
+            return err(inv, "ERE", 1);
         }
         if self.pgtt.uses_first_level() {
             if self.flpm == 1 && !cfg.fl5lp {
-                return Err(err(inv, "FLPM", 1));
+                return err(inv, "FLPM", 1);
             }
             if self.sre && !cfg.srs {
-                return Err(err(inv, "SRE", 1));
+                return err(inv, "SRE", 1);
             }
             if self.eafe && !cfg.eafs {
-                return Err(err(inv, "EAFE", 1));
+                return err(inv, "EAFE", 1);
             }
         }
-        let haw = cfg.haw();
-        if self.pgtt.uses_second_level() && self.ssptptr >> haw != 0 {
-            return Err(err(
+        let haw = u32::from(cfg.haw());
+        if self.pgtt.uses_second_level() && !below(self.ssptptr, haw) {
+            return err(
                 FaultReason::SecondLevelPointerInvalid,
                 "SSPTPTR",
                 self.ssptptr,
-            ));
+            );
         }
-        if self.pgtt.uses_first_level() {
-            let limit = if self.pgtt == Pgtt::Nested {
-                sl_width(self.sl_levels()).min(haw)
-            } else {
-                haw
-            };
-            if self.flptr >> limit != 0 {
-                return Err(err(
-                    FaultReason::FirstLevelPointerInvalid,
-                    "FLPTR",
-                    self.flptr,
-                ));
-            }
-        }
-        Ok(())
+        debug_assert!(!below(self.flptr, self.fl_pointer_width(haw)));
+        err(FaultReason::FirstLevelPointerInvalid, "FLPTR", self.flptr)
     }
+}
+
+/// Whether domain id `did` fits in `bits` bits.
+#[inline]
+fn domain_fits(did: u16, bits: u8) -> bool {
+    u32::from(did).checked_shr(u32::from(bits)).unwrap_or(0) == 0
+}
+
+/// Whether `addr` lies below `2^bits`.
+#[inline]
+fn below(addr: u64, bits: u32) -> bool {
+    addr.checked_shr(bits).unwrap_or(0) == 0
 }
 
 #[cfg(test)]
@@ -546,5 +593,221 @@ mod tests {
         assert_eq!(full().validate(&small_did).unwrap_err().field, "DID");
         assert_eq!(PasidEntry::second_level(1, 0x1000, 4).sl_levels(), 4);
         assert_eq!(PasidEntry::pass_through(1).pgtt, Pgtt::PassThrough);
+    }
+
+    /// The scalable-mode PASID-table entry as the VT-d specification lays it out (chapter 9,
+    /// "Scalable-Mode PASID Table Entry"): each field's first bit in the 512-bit entry and its
+    /// width. Every bit not listed is reserved.
+    const LAYOUT: &[(&str, u32, u32)] = &[
+        ("P", 0, 1),
+        ("FPD", 1, 1),
+        ("AW", 2, 3),
+        ("SLEE", 5, 1),
+        ("PGTT", 6, 3),
+        ("SLADE", 9, 1),
+        ("SSPTPTR", 12, 52),
+        ("DID", 64, 16),
+        ("PWSNP", 87, 1),
+        ("PGSNP", 88, 1),
+        ("CD", 89, 1),
+        ("EMTE", 90, 1),
+        ("EMT", 91, 3),
+        ("PWT", 94, 1),
+        ("PCD", 95, 1),
+        ("PAT", 96, 32),
+        ("SRE", 128, 1),
+        ("ERE", 129, 1),
+        ("FLPM", 130, 2),
+        ("WPE", 132, 1),
+        ("EAFE", 135, 1),
+        ("FLPTR", 140, 52),
+    ];
+
+    /// A field of `v` by its name in [`LAYOUT`].
+    fn spec_field(v: &[u64; 8], name: &str) -> u64 {
+        let &(_, lo, bits) = LAYOUT.iter().find(|f| f.0 == name).unwrap();
+        (v[lo as usize / 64] >> (lo % 64)) & ((1u64 << bits) - 1)
+    }
+
+    /// The defined bits of each word, from [`LAYOUT`].
+    fn spec_defined() -> [u64; 8] {
+        let mut m = [0u64; 8];
+        for &(_, lo, bits) in LAYOUT {
+            m[lo as usize / 64] |= ((1u64 << bits) - 1) << (lo % 64);
+        }
+        m
+    }
+
+    /// The reference decode, from the layout: (reason, value) of the first rule broken (P,
+    /// reserved bits word by word, PGTT in 1..=4, FLPM in 0..=1), or `None`.
+    fn spec_rejects(v: &[u64; 8]) -> Option<(FaultReason, u64)> {
+        if spec_field(v, "P") == 0 {
+            return Some((FaultReason::PasidEntryNotPresent, 0));
+        }
+        let defined = spec_defined();
+        if let Some(i) = (0..8).find(|&i| v[i] & !defined[i] != 0) {
+            return Some((FaultReason::PasidEntryReserved, v[i] & !defined[i]));
+        }
+        let pgtt = spec_field(v, "PGTT");
+        if !(1..=4).contains(&pgtt) {
+            return Some((FaultReason::PasidEntryInvalid, pgtt));
+        }
+        let flpm = spec_field(v, "FLPM");
+        (flpm > 1).then_some((FaultReason::PasidEntryInvalid, flpm))
+    }
+
+    /// Every field of a decoded entry, by its name in [`LAYOUT`] (P is implied).
+    fn decoded_fields(e: &PasidEntry) -> Vec<(&'static str, u64)> {
+        vec![
+            ("FPD", u64::from(e.fpd)),
+            ("AW", u64::from(e.aw)),
+            ("SLEE", u64::from(e.slee)),
+            ("PGTT", e.pgtt as u64),
+            ("SLADE", u64::from(e.ssade)),
+            ("SSPTPTR", e.ssptptr >> 12),
+            ("DID", u64::from(e.did)),
+            ("PWSNP", u64::from(e.pwsnp)),
+            ("PGSNP", u64::from(e.pgsnp)),
+            ("CD", u64::from(e.cd)),
+            ("EMTE", u64::from(e.emte)),
+            ("EMT", u64::from(e.emt)),
+            ("PWT", u64::from(e.pwt)),
+            ("PCD", u64::from(e.pcd)),
+            ("PAT", u64::from(e.pat)),
+            ("SRE", u64::from(e.sre)),
+            ("ERE", u64::from(e.ere)),
+            ("FLPM", u64::from(e.flpm)),
+            ("WPE", u64::from(e.wpe)),
+            ("EAFE", u64::from(e.eafe)),
+            ("FLPTR", e.flptr >> 12),
+        ]
+    }
+
+    /// The reference of `validate`: the capability rules in the hardware's order, written
+    /// from the fields' meaning, as (reason, field) of the first broken one.
+    fn spec_invalid(e: &PasidEntry, cfg: &IommuConfig) -> Option<(FaultReason, &'static str)> {
+        let inv = FaultReason::PasidEntryInvalid;
+        let fl = matches!(e.pgtt, Pgtt::FirstLevel | Pgtt::Nested);
+        let sl = matches!(e.pgtt, Pgtt::SecondLevel | Pgtt::Nested);
+        let sl_levels = u32::from(e.aw) + 2;
+        let haw = u32::from(cfg.mgaw.min(52));
+        let fl_limit = if e.pgtt == Pgtt::Nested {
+            (12 + 9 * sl_levels).min(haw)
+        } else {
+            haw
+        };
+        let rules = [
+            (u64::from(e.did) >= 1 << cfg.domain_bits, inv, "DID"),
+            (e.pgtt == Pgtt::Nested && !cfg.nesting, inv, "PGTT"),
+            (
+                e.pgtt == Pgtt::PassThrough && !cfg.pass_through,
+                inv,
+                "PGTT",
+            ),
+            (
+                sl && (!(1..=3).contains(&e.aw) || !cfg.sagaw_levels.contains(&(sl_levels as u8))),
+                inv,
+                "AW",
+            ),
+            (sl && e.ssade && !cfg.slads, inv, "SSADE"),
+            (e.ere && !cfg.ers, inv, "ERE"),
+            (fl && e.flpm == 1 && !cfg.fl5lp, inv, "FLPM"),
+            (fl && e.sre && !cfg.srs, inv, "SRE"),
+            (fl && e.eafe && !cfg.eafs, inv, "EAFE"),
+            (
+                sl && e.ssptptr >= 1 << haw,
+                FaultReason::SecondLevelPointerInvalid,
+                "SSPTPTR",
+            ),
+            (
+                fl && e.flptr >= 1 << fl_limit,
+                FaultReason::FirstLevelPointerInvalid,
+                "FLPTR",
+            ),
+        ];
+        rules.iter().find(|r| r.0).map(|r| (r.1, r.2))
+    }
+
+    use proptest::prelude::*;
+
+    /// Raw entries: three random words with the reserved bits clear and P set, then (most
+    /// of the time) one bit of the 512 flipped, so every reserved bit, P, PGTT and FLPM value
+    /// is reached.
+    fn raw_entry() -> impl Strategy<Value = [u64; 8]> {
+        (
+            any::<[u64; 3]>(),
+            proptest::option::weighted(0.7, 0u32..512),
+        )
+            .prop_map(|(w, flip)| {
+                let defined = spec_defined();
+                let mut v = [0u64; 8];
+                for i in 0..3 {
+                    v[i] = w[i] & defined[i] | 1;
+                }
+                if let Some(b) = flip {
+                    v[b as usize / 64] ^= 1 << (b % 64);
+                }
+                v
+            })
+    }
+
+    fn config() -> impl Strategy<Value = IommuConfig> {
+        (
+            any::<[bool; 8]>(),
+            (2u8..=8).prop_map(|n| 2 * n),
+            39u8..=57,
+            proptest::sample::subsequence(vec![3u8, 4, 5], 0..=3),
+        )
+            .prop_map(|(b, domain_bits, mgaw, sagaw_levels)| IommuConfig {
+                nesting: b[0],
+                pass_through: b[1],
+                slads: b[2],
+                ers: b[3],
+                fl5lp: b[4],
+                srs: b[5],
+                eafs: b[6],
+                domain_bits,
+                mgaw,
+                sagaw_levels,
+                ..IommuConfig::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn from_raw_follows_the_specification_layout(v in raw_entry()) {
+            match (PasidEntry::from_raw(&v), spec_rejects(&v)) {
+                (Ok(e), None) => {
+                    for (name, value) in decoded_fields(&e) {
+                        prop_assert_eq!(value, spec_field(&v, name), "field {}", name);
+                    }
+                    prop_assert_eq!(e.to_raw(), v);
+                }
+                (Err(e), Some((reason, value))) => {
+                    prop_assert_eq!((e.reason, e.value), (reason, value));
+                }
+                (got, want) => prop_assert!(false, "decoded {:?}, reference {:?}", got, want),
+            }
+        }
+
+        #[test]
+        fn validate_follows_the_reference_rules(
+            v in raw_entry(),
+            cfg in config(),
+            widths in (30u32..=60, 30u32..=60, 2u32..=16),
+        ) {
+            // Table pointers and domain ids of random widths around the limits, so that each
+            // rule is reached with the others met.
+            let (fl, sl, did) = widths;
+            if let Ok(mut e) = PasidEntry::from_raw(&v) {
+                e.flptr &= (1u64 << fl) - 1;
+                e.ssptptr &= (1u64 << sl) - 1;
+                e.did &= ((1u32 << did) - 1) as u16;
+                let got = e.validate(&cfg).err().map(|x| (x.reason, x.field));
+                prop_assert_eq!(got, spec_invalid(&e, &cfg));
+            }
+        }
     }
 }

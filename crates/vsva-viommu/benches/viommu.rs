@@ -12,6 +12,12 @@
 //! * `iotlb` — device model: the guest's stores of a page-selective PASID-based IOTLB
 //!   descriptor (4 pages) and its IQT write (→ CACHE_INVLD). Direct: building the same
 //!   `CacheInvalidateRequest` and `Container::invalidate`.
+//! * `batch` — a Linux guest's batch, per IOTLB descriptor: device model: the guest's stores
+//!   of `BATCH` (16) page-selective PASID-based IOTLB descriptors and of an invalidation wait
+//!   descriptor with a status write behind them (as `qi_submit_sync` queues them), one IQT
+//!   write, and the guest's load of the status word (the model completes within the write,
+//!   so the first load sees it); the whole divided by `BATCH`. Direct: `BATCH` times building
+//!   the `CacheInvalidateRequest` and `Container::invalidate`, divided by `BATCH`.
 //! * `vcmd` — device model: the VCMD write (allocate), the VCRSP read, the VCMD write (free
 //!   of that PASID), the VCRSP read (→ PASID_REQUEST ×2). Direct: `Container::alloc_pasid` +
 //!   `Container::free_pasids`.
@@ -28,8 +34,8 @@
 //! `cargo bench -p vsva-viommu --bench viommu` (add `-- --quick` for a shorter run;
 //! `-- --test` runs every case once, untimed).
 //!
-//! For instruction counts, `VSVA_BENCH_LOOP=<case>/<side>:<n>` (case `iotlb`, `vcmd`,
-//! `bind_unbind`; side `viommu` or `direct`) runs only that side `n` times in
+//! For instruction counts, `VSVA_BENCH_LOOP=<case>/<side>:<n>` (case `iotlb`, `batch`,
+//! `vcmd`, `bind_unbind`; side `viommu` or `direct`) runs only that side `n` times in
 //! `measured_loop` after the set-up and exits, printing the loop's wall time, time on the CPU
 //! and on the run queue per call:
 //! `valgrind --tool=callgrind --toggle-collect='*measured_loop*'` on it counts the loop alone
@@ -61,6 +67,12 @@ const DIR: u64 = 0x3000;
 const TABLE: u64 = 0x4000;
 const QUEUE: u64 = 0x10_0000;
 const PGD: u64 = 0x20_0000;
+/// The status word of the batch's wait descriptor.
+const STATUS: u64 = 0x30_0000;
+/// IOTLB descriptors per batch (`batch` case).
+const BATCH: u32 = 16;
+/// The status data Linux's wait descriptor writes (`QI_DONE`).
+const QI_DONE: u64 = 1;
 /// Where guest-physical 0 lies in the host memory (`MAP_DMA` vaddr of IOVA 0).
 const RAM_BASE: u64 = 16 * MB;
 
@@ -93,6 +105,8 @@ struct Guest {
     /// in a measured call are single stores into the mapping, as a real guest's are.
     queue: Vec<&'static AtomicU64>,
     table: Vec<&'static AtomicU64>,
+    /// The status word of the batch's wait descriptor.
+    status: &'static AtomicU64,
     tail: u64,
     pasid: u32,
 }
@@ -122,6 +136,7 @@ impl Guest {
                 .collect()
         };
         let (queue, table) = (qwords(QUEUE), qwords(TABLE));
+        let status = qwords(STATUS)[0];
         let backend = Box::new(LocalBackend::new(c, iommu));
         let viommu = Viommu::new(config, backend, window, Arc::new(|_| {})).unwrap();
         let mut g = Guest {
@@ -129,6 +144,7 @@ impl Guest {
             ram,
             queue,
             table,
+            status,
             tail: 0,
             pasid: 0,
         };
@@ -163,12 +179,18 @@ impl Guest {
     /// Writes one 256-bit descriptor at the tail (as Linux's `qi_submit_sync` copies all 32
     /// bytes) and moves IQT past it: the device model fetches and carries it out.
     fn submit(&mut self, lo: u64, hi: u64) {
+        self.queue_descriptor(lo, hi);
+        self.viommu.write(IQT, 8, self.tail);
+    }
+
+    /// Writes one 256-bit descriptor at the tail and moves the guest's own tail past it (no
+    /// IQT write).
+    fn queue_descriptor(&mut self, lo: u64, hi: u64) {
         let slot = &self.queue[self.tail as usize / 8..][..4];
         for (q, v) in slot.iter().zip([lo, hi, 0, 0]) {
             q.store(v, Ordering::Release);
         }
         self.tail = (self.tail + 32) % 4096;
-        self.viommu.write(IQT, 8, self.tail);
     }
 
     fn entry(&self) -> u64 {
@@ -193,7 +215,26 @@ impl Guest {
 
     /// A page-selective PASID-based IOTLB invalidation of 4 pages (→ CACHE_INVLD).
     fn iotlb(&mut self) {
-        self.submit(6 | 3 << 4 | u64::from(self.pasid) << 32, 0x40_0000 | 2);
+        self.submit(self.iotlb_lo(), 0x40_0000 | 2);
+    }
+
+    /// Qword 0 of a page-selective PASID-based IOTLB descriptor of the guest's PASID.
+    fn iotlb_lo(&self) -> u64 {
+        6 | 3 << 4 | u64::from(self.pasid) << 32
+    }
+
+    /// A Linux guest's batch: `BATCH` page-selective PASID-based IOTLB invalidations and a
+    /// wait descriptor with a status write (`QI_IWD_STATUS_DATA(QI_DONE) |
+    /// QI_IWD_STATUS_WRITE | QI_IWD_TYPE`) behind them, one IQT write, then the guest's load
+    /// of the status word it polls.
+    fn batch(&mut self) {
+        self.status.store(0, Ordering::Relaxed);
+        for i in 0..u64::from(BATCH) {
+            self.queue_descriptor(self.iotlb_lo(), (0x40_0000 + (i << 14)) | 2);
+        }
+        self.queue_descriptor(5 | 1 << 5 | QI_DONE << 32, STATUS);
+        self.viommu.write(IQT, 8, self.tail);
+        assert_eq!(self.status.load(Ordering::Acquire), QI_DONE);
     }
 
     /// VCMD allocate, its response, VCMD free of the PASID it gave, its response (as Linux's
@@ -226,16 +267,27 @@ impl Direct {
     }
 
     fn iotlb(&self) {
+        self.iotlb_at(0x40_0000);
+    }
+
+    fn iotlb_at(&self, addr: u64) {
         let g = Granularity::Addr {
             pasid: Some(u64::from(self.pasid)),
             archid: None,
-            addr: 0x40_0000,
+            addr,
             granule_size: 4096,
             nb_granules: 4,
             leaf: false,
         };
         let req = CacheInvalidateRequest::new(CacheSet::IOTLB, g).unwrap();
         self.c.invalidate(&req).unwrap();
+    }
+
+    /// The batch's invalidations, one call each.
+    fn batch(&self) {
+        for i in 0..u64::from(BATCH) {
+            self.iotlb_at(0x40_0000 + (i << 14));
+        }
     }
 
     fn vcmd(&self) {
@@ -333,10 +385,12 @@ fn run_loop(guest: &mut Guest, direct: &Direct, spec: &str) {
     let (which, n) = spec.split_once(':').expect("<case>/<side>:<n>");
     let n: u32 = n.parse().expect("a count");
     let (case, side) = which.split_once('/').expect("<case>/<side>");
-    set_bound(guest, direct, case == "iotlb");
+    set_bound(guest, direct, case == "iotlb" || case == "batch");
     let mut f: Box<dyn FnMut()> = match (case, side) {
         ("iotlb", "viommu") => Box::new(|| guest.iotlb()),
         ("iotlb", "direct") => Box::new(|| direct.iotlb()),
+        ("batch", "viommu") => Box::new(|| guest.batch()),
+        ("batch", "direct") => Box::new(|| direct.batch()),
         ("vcmd", "viommu") => Box::new(|| guest.vcmd()),
         ("vcmd", "direct") => Box::new(|| direct.vcmd()),
         ("bind_unbind", "viommu") => Box::new(|| guest.bind_unbind()),
@@ -374,6 +428,8 @@ fn main() {
     set_bound(&mut guest, &direct, true);
     c.bench_function("iotlb/viommu", |b| b.iter(|| guest.iotlb()));
     c.bench_function("iotlb/direct", |b| b.iter(|| direct.iotlb()));
+    c.bench_function("batch/viommu", |b| b.iter(|| guest.batch()));
+    c.bench_function("batch/direct", |b| b.iter(|| direct.batch()));
     c.bench_function("vcmd/viommu", |b| b.iter(|| guest.vcmd()));
     c.bench_function("vcmd/direct", |b| b.iter(|| direct.vcmd()));
     rows.push(side_by_side(
@@ -382,6 +438,13 @@ fn main() {
         || guest.iotlb(),
         || direct.iotlb(),
     ));
+    let (name, a, b) = side_by_side(
+        "Linux batch (16 P-IOTLB + wait), per descriptor",
+        4,
+        || guest.batch(),
+        || direct.batch(),
+    );
+    rows.push((name, a / f64::from(BATCH), b / f64::from(BATCH)));
     rows.push(side_by_side(
         "VCMD alloc+free -> PASID_REQUEST x2",
         32,

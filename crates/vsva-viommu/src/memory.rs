@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use vm_memory::{
     ByteValued, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress, VolatileMemory as _,
+    VolatileMemory as _,
 };
 
 use vsva_iommu::memory::store_entry;
@@ -147,10 +147,27 @@ impl HostWindow {
         [u64; N]: ByteValued,
     {
         let region = self.pinned.as_ref()?.iter().nth(self.region)?;
-        let off = MemoryRegionAddress(h - region.start_addr().0);
-        let slice = region.get_slice(off, 8 * N).ok()?;
-        let run = slice.get_ref::<[u64; N]>(0).ok()?.load();
+        let off = h.checked_sub(region.start_addr().0)?;
+        let run = region.get_ref::<[u64; N]>(off as usize).ok()?.load();
         Some(run.map(u64::from_le))
+    }
+
+    /// [`GuestMemory::read_qwords`] outside the pinned region, or of another length: qword
+    /// by qword through the host memory map.
+    #[cold]
+    #[inline(never)]
+    fn read_qwords_slow(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
+        let len = 8 * out.len();
+        let h = self.host(gpa, len)?;
+        let err = GuestMemoryError { gpa, len };
+        let map = self.map();
+        let mut b = [0u8; 8];
+        for (i, w) in out.iter_mut().enumerate() {
+            map.read_slice(&mut b, GuestAddress(h + 8 * i as u64))
+                .map_err(|_| err)?;
+            *w = u64::from_le_bytes(b);
+        }
+        Ok(())
     }
 }
 
@@ -178,28 +195,20 @@ impl GuestMemory for HostWindow {
     }
 
     /// A descriptor (2 or 4 qwords) or a table line (8) in the pinned region is one bounds check
-    /// and one volatile load of the whole run; other runs read qword by qword.
+    /// and one volatile load of the whole run; other runs read qword by qword, out of line.
     fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
-        let len = 8 * out.len();
-        let h = self.host(gpa, len)?;
-        let whole = match out.len() {
-            2 => self.pinned_load::<2>(h).map(|w| out.copy_from_slice(&w)),
-            4 => self.pinned_load::<4>(h).map(|w| out.copy_from_slice(&w)),
-            8 => self.pinned_load::<8>(h).map(|w| out.copy_from_slice(&w)),
-            _ => None,
-        };
-        if whole.is_some() {
-            return Ok(());
+        if let Ok(h) = self.host(gpa, 8 * out.len()) {
+            let whole = match out.len() {
+                2 => self.pinned_load::<2>(h).map(|w| out.copy_from_slice(&w)),
+                4 => self.pinned_load::<4>(h).map(|w| out.copy_from_slice(&w)),
+                8 => self.pinned_load::<8>(h).map(|w| out.copy_from_slice(&w)),
+                _ => None,
+            };
+            if whole.is_some() {
+                return Ok(());
+            }
         }
-        let err = GuestMemoryError { gpa, len };
-        let map = self.map();
-        let mut b = [0u8; 8];
-        for (i, w) in out.iter_mut().enumerate() {
-            map.read_slice(&mut b, GuestAddress(h + 8 * i as u64))
-                .map_err(|_| err)?;
-            *w = u64::from_le_bytes(b);
-        }
-        Ok(())
+        self.read_qwords_slow(gpa, out)
     }
 
     /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as

@@ -9,8 +9,10 @@ use vsva_iommu::SourceId;
 use vsva_uapi::iommu::CacheSet;
 use vsva_uapi::{CacheInvalidateRequest, Granularity};
 
+use crate::backend::BackendError;
 use crate::descriptor::{
-    decode, device_tlb_range, Descriptor, DescriptorError, PasidCacheScope, PasidIotlbScope,
+    decode, decode_pasid_iotlb, device_tlb_range, Descriptor, DescriptorError, PasidCacheScope,
+    PasidIotlbScope,
 };
 use crate::interrupt::{raise, FAULT_EVENT, INV_EVENT};
 use crate::regs::{
@@ -40,6 +42,13 @@ pub(crate) mod iqei {
     /// Queue Address register": 128-bit descriptors (IQA.DW clear) while the root table is
     /// in scalable mode, where only 256-bit descriptors are valid (VT-d 6.5.2).
     pub(crate) const WIDTH: u64 = 5;
+}
+
+/// Logs a CACHE_INVLD the host failed (off the success path).
+#[cold]
+#[inline(never)]
+fn host_invalidation_failed(e: &BackendError) {
+    warn!(error = %e, "host CACHE_INVLD failed");
 }
 
 /// Largest address mask a page-selective descriptor is passed to the host with; larger ones
@@ -107,17 +116,28 @@ impl Unit {
     ) -> (u64, Option<u64>) {
         let (step, words) = if wide { (32, 4) } else { (16, 2) };
         let mut done = 0;
+        // Fetched as qwords straight into the decoder's input: no byte buffer. A 128-bit
+        // descriptor fills the first two, the others stay zero.
+        let mut q = [0u64; 4];
         let error = loop {
             if head == tail {
                 break None;
             }
-            // Fetched as qwords straight into the decoder's input: no byte buffer.
-            let mut q = [0u64; 4];
             if self.mem.read_qwords(base + head, &mut q[..words]).is_err() {
                 break Some(iqei::FETCH);
             }
-            match decode(q, wide) {
-                Ok(d) => self.execute(d),
+            // One test of the type for the common descriptor, carried out in line; any
+            // other type is decoded and carried out out of line.
+            let outcome = match decode_pasid_iotlb(q, wide) {
+                Some(Ok((_, pasid, scope))) => {
+                    self.pasid_iotlb(pasid, scope);
+                    Ok(())
+                }
+                Some(Err(e)) => Err(e),
+                None => self.carry_out(q, wide),
+            };
+            match outcome {
+                Ok(()) => {}
                 Err(DescriptorError::InvalidType(_)) => break Some(iqei::INVALID_TYPE),
                 Err(DescriptorError::Reserved(_)) => break Some(iqei::RESERVED),
             }
@@ -129,7 +149,45 @@ impl Unit {
         (head, error)
     }
 
+    /// Decodes and carries out a descriptor of any type.
+    #[inline(never)]
+    fn carry_out(&mut self, q: [u64; 4], wide: bool) -> Result<(), DescriptorError> {
+        let d = decode(q, wide)?;
+        self.execute(d);
+        Ok(())
+    }
+
+    /// A PASID-based IOTLB invalidation: CACHE_INVLD PASID or ADDR for a PASID bound for the
+    /// guest.
+    #[inline(always)]
+    fn pasid_iotlb(&mut self, pasid: u32, scope: PasidIotlbScope) {
+        if !self.shadow.contains_key(&pasid) {
+            return;
+        }
+        let p = Some(u64::from(pasid));
+        let g = match scope {
+            PasidIotlbScope::Page { addr, am, ih }
+                if am <= MAX_AM && addr.checked_add(4096 << am).is_some() =>
+            {
+                Granularity::Addr {
+                    pasid: p,
+                    archid: None,
+                    addr,
+                    granule_size: 4096,
+                    nb_granules: 1 << am,
+                    leaf: ih,
+                }
+            }
+            _ => Granularity::Pasid {
+                pasid: p,
+                archid: None,
+            },
+        };
+        self.host_invalidate(CacheSet::IOTLB, g);
+    }
+
     /// Carries out one descriptor.
+    #[inline]
     fn execute(&mut self, d: Descriptor) {
         match d {
             // A context entry may point at another PASID directory: every PASID is re-read
@@ -149,31 +207,7 @@ impl Unit {
                 addr,
                 ..
             } => self.wait(interrupt, status_write, data, addr),
-            Descriptor::PasidIotlb { pasid, scope, .. } => {
-                if !self.shadow.contains_key(&pasid) {
-                    return;
-                }
-                let p = Some(u64::from(pasid));
-                let g = match scope {
-                    PasidIotlbScope::Page { addr, am, ih }
-                        if am <= MAX_AM && addr.checked_add(4096 << am).is_some() =>
-                    {
-                        Granularity::Addr {
-                            pasid: p,
-                            archid: None,
-                            addr,
-                            granule_size: 4096,
-                            nb_granules: 1 << am,
-                            leaf: ih,
-                        }
-                    }
-                    _ => Granularity::Pasid {
-                        pasid: p,
-                        archid: None,
-                    },
-                };
-                self.host_invalidate(CacheSet::IOTLB, g);
-            }
+            Descriptor::PasidIotlb { pasid, scope, .. } => self.pasid_iotlb(pasid, scope),
             Descriptor::PasidCache { did, pasid, scope } => self.sync(match scope {
                 PasidCacheScope::Domain => SyncScope::Domain(did),
                 PasidCacheScope::Pasid => SyncScope::Pasid(pasid),
@@ -257,14 +291,16 @@ impl Unit {
     }
 
     /// CACHE_INVLD on the host; a failure is logged (the host answers 0 for refusals).
+    #[inline(never)]
     pub(crate) fn host_invalidate(&mut self, caches: CacheSet, g: Granularity) {
-        let Ok(req) = CacheInvalidateRequest::new(caches, g) else {
-            debug_assert!(false, "invalid (cache, granularity) pair built");
-            return;
-        };
-        self.stats.host_invalidations += 1;
-        if let Err(e) = self.backend.invalidate(&req) {
-            warn!(error = %e, "host CACHE_INVLD failed");
+        match CacheInvalidateRequest::new(caches, g) {
+            Ok(req) => {
+                self.stats.host_invalidations += 1;
+                if let Err(e) = self.backend.invalidate(&req) {
+                    host_invalidation_failed(&e);
+                }
+            }
+            Err(_) => debug_assert!(false, "invalid (cache, granularity) pair built"),
         }
     }
 }
