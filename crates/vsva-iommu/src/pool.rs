@@ -40,7 +40,7 @@ const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 /// the guard is held is handed out again before it is dropped.
 #[must_use = "a walk is protected only while its guard is held"]
 pub(crate) struct WalkGuard {
-    _pinned: epoch::Guard,
+    pinned: epoch::Guard,
 }
 
 impl WalkGuard {
@@ -48,8 +48,15 @@ impl WalkGuard {
     #[inline]
     pub(crate) fn enter() -> Self {
         WalkGuard {
-            _pinned: epoch::pin(),
+            pinned: epoch::pin(),
         }
+    }
+
+    /// The epoch pin, which also keeps the memory snapshot the walk reads alive
+    /// (`HostMemory::pinned`).
+    #[inline]
+    pub(crate) fn pin(&self) -> &epoch::Guard {
+        &self.pinned
     }
 }
 

@@ -14,7 +14,6 @@ use crate::cache::{
 };
 use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
-use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::pool::WalkGuard;
@@ -291,9 +290,10 @@ impl Iommu {
         }
         st.inc(Counter::Translations);
         // From here on the walk reads table pages without the control lock: none freed
-        // meanwhile is reused before the walk ends.
-        let _walk = WalkGuard::enter();
-        let mem = LazySnapshot::new(&self.mem);
+        // meanwhile is reused before the walk ends, and the same pin keeps the memory
+        // snapshot alive (one load, no reference count).
+        let walk = WalkGuard::enter();
+        let mem = self.mem.pinned(walk.pin());
         let context_fault = |reason| WalkFault {
             reason,
             stage: Stage::Context,
@@ -303,14 +303,14 @@ impl Iommu {
         // A PASID entry invalidated between its reading and the reading of the IOTLB
         // generations is read again (see `translate_paged`).
         loop {
-            let info = match self.pasid_info(st, &mem, sid, pasid) {
+            let info = match self.pasid_info(st, mem, sid, pasid) {
                 Ok(i) => i,
                 Err((reason, fpd)) => {
                     // A translation request is refused at the context entry, before the PASID
                     // chain, when the entry's DTE is clear.
                     if ats {
                         let rt = self.root_table_address();
-                        if let Ok(ctx) = resolve_context(mem.get(), &self.cfg, rt, sid) {
+                        if let Ok(ctx) = resolve_context(mem, &self.cfg, rt, sid) {
                             if !ctx.dte {
                                 return Err(self.fault(sid, pasid, iova, access, no_dte, ctx.fpd));
                             }
@@ -331,7 +331,7 @@ impl Iommu {
             let result = if info.entry.pgtt == Pgtt::PassThrough {
                 self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(st, &mem, sid, &info, iova, checked) {
+                match self.translate_paged(st, mem, sid, &info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
@@ -423,7 +423,7 @@ impl Iommu {
     pub(super) fn pasid_info(
         &self,
         st: &LocalStats<'_>,
-        mem: &LazySnapshot<'_>,
+        mem: &GuestMemoryMmap,
         sid: SourceId,
         pasid: Option<u32>,
     ) -> Result<PasidInfo<'_>, (FaultReason, bool)> {
@@ -456,7 +456,6 @@ impl Iommu {
         }
         st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
-        let mem = mem.get();
         let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
         let dom = c.domain(r.entry.did);
         let pg = dom.pasids.get(r.pasid);
@@ -590,7 +589,7 @@ impl Iommu {
     pub(super) fn translate_paged(
         &self,
         st: &LocalStats<'_>,
-        mem: &LazySnapshot<'_>,
+        mem: &GuestMemoryMmap,
         sid: SourceId,
         info: &PasidInfo<'_>,
         iova: u64,
@@ -638,7 +637,7 @@ impl Iommu {
         }
         st.inc(Counter::IotlbMisses);
         st.inc(Counter::Walks);
-        let env = WalkEnv { mem: mem.get(), st };
+        let env = WalkEnv { mem, st };
         let psi_p = pg.map(|p| p.psi.get());
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
@@ -664,25 +663,6 @@ impl Iommu {
                 pg.map(|p| p.psi.get()) == psi_p && dom.sl_psi.get() == psi_sl
             });
         Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)))
-    }
-}
-
-/// The memory snapshot of one translation, taken only if a table must be read (cache hits
-/// never touch memory).
-pub(super) struct LazySnapshot<'a> {
-    mem: &'a HostMemory,
-    snap: std::cell::OnceCell<arc_swap::Guard<std::sync::Arc<GuestMemoryMmap>>>,
-}
-
-impl<'a> LazySnapshot<'a> {
-    fn new(mem: &'a HostMemory) -> Self {
-        Self {
-            mem,
-            snap: std::cell::OnceCell::new(),
-        }
-    }
-    pub(super) fn get(&self) -> &GuestMemoryMmap {
-        self.snap.get_or_init(|| self.mem.snapshot())
     }
 }
 

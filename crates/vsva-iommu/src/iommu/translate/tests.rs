@@ -294,18 +294,18 @@ fn statistics_count_every_path() {
 
 #[test]
 fn nothing_is_cached_from_a_pasid_entry_invalidated_during_its_walk() {
-    use super::LazySnapshot;
     let io = iommu();
     attach(&io, SID);
     let root = fl_pasid(&io, SID, 1, 1);
     map(&io, root, 0x1000, 0x5000, SIZE_4K, RW | US);
     // A walk reads the PASID entry; then the entry is torn down and its IOTLB flushed,
     // before the walk reads the IOTLB generations.
-    let mem = LazySnapshot::new(&io.mem);
+    let walk = crate::pool::WalkGuard::enter();
+    let mem = io.mem.pinned(walk.pin());
     let st = &io.stats.local();
-    let info = io.pasid_info(st, &mem, SID, Some(1)).unwrap();
+    let info = io.pasid_info(st, mem, SID, Some(1)).unwrap();
     io.clear_pasid_entry(SID, 1).unwrap();
-    let r = io.translate_paged(st, &mem, SID, &info, 0x1000, Access::READ);
+    let r = io.translate_paged(st, mem, SID, &info, 0x1000, Access::READ);
     assert!(
         matches!(r, Ok(None)),
         "the walk must read the entry again, not fill caches under the new generations"
