@@ -303,9 +303,12 @@ impl Iommu {
         // A PASID entry invalidated between its reading and the reading of the IOTLB
         // generations is read again (see `translate_paged`).
         loop {
-            let info = match self.pasid_info(st, mem, sid, pasid) {
+            // Borrowed where it was returned, not moved out of the `Result` (a copy of the
+            // decoded entry per miss).
+            let found = self.pasid_info(st, mem, sid, pasid);
+            let info = match &found {
                 Ok(i) => i,
-                Err((reason, fpd)) => {
+                &Err((reason, fpd)) => {
                     // A translation request is refused at the context entry, before the PASID
                     // chain, when the entry's DTE is clear.
                     if ats {
@@ -331,7 +334,7 @@ impl Iommu {
             let result = if info.entry.pgtt == Pgtt::PassThrough {
                 self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(st, mem, sid, &info, iova, checked) {
+                match self.translate_paged(st, mem, sid, info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
@@ -345,7 +348,7 @@ impl Iommu {
                     }
                     let e = &info.entry;
                     if e.pgtt != Pgtt::PassThrough {
-                        let ctrl = self.front_ctrl(&info, v);
+                        let ctrl = self.front_ctrl(info, v);
                         let code = value_size_code(v);
                         let c = &self.caches;
                         if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {

@@ -159,7 +159,8 @@ impl Iommu {
             e,
             dom,
             s0: stamp[0],
-            width: sl_width(e.sl_levels()),
+            // Read only by nested walks.
+            width: if nested { sl_width(e.sl_levels()) } else { 0 },
             gpas: [0; 5],
             n: 0,
         };
