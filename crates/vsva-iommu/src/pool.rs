@@ -21,6 +21,10 @@
 //! lock; the pool takes the queued pages back on its next allocation. An allocation that finds
 //! no page while some are still waiting drives the grace period forward itself, for at most
 //! `RECLAIM_WAIT` (one second), before it reports the pool exhausted.
+//!
+//! The same pin keeps the memory snapshot a walk reads alive (`HostMemory::pinned`, whose
+//! replaced snapshots are retired through the same epochs), so a walk needs no second
+//! protection for memory.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -120,6 +120,9 @@ impl<const W: usize> SlotArray<W> {
     /// Stores an entry, replacing one with the same key, an empty way, or a victim. While the
     /// slot is held, `still_valid` decides whether the data may still be stored. Returns
     /// whether it was stored (a busy slot or a false `still_valid` skips the fill).
+    // Inlined: the fills of a translation miss then need no call, and their data words go
+    // straight from registers into the slot.
+    #[inline(always)]
     pub(crate) fn insert(
         &self,
         k0: u64,
