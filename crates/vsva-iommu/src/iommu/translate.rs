@@ -9,8 +9,9 @@ use super::Iommu;
 use crate::cache::{
     device_tag, flag, front_ctrl_index, iotlb_value, pack, page_key, pasid_cache_key, pasid_key,
     size_of_code, tag_key, unpack, value_fl_rights, value_is_dirty, value_page, value_size_code,
-    value_sl_rights, DomainGens, PasidFlags, PasidGens, FRONT_CTRL_KNOWN, FRONT_CTRL_VALUE_BITS,
-    F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ, P_USER, P_WRITE,
+    value_sl_rights, DeviceGens, DomainGens, PasidFlags, PasidGens, FRONT_CTRL_KNOWN,
+    FRONT_CTRL_VALUE_BITS, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ,
+    P_USER, P_WRITE,
 };
 use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
@@ -78,6 +79,8 @@ pub(super) struct PasidInfo<'a> {
     /// The context-cache and PASID-cache generations the entry was current under (the words
     /// 0..3 of its PASID-cache value); [`STALE`] when it changed while it was being read.
     stamp: [u64; 3],
+    /// The counters of the requesting device (looked up once per translation).
+    dev: &'a DeviceGens,
     /// The counters of the entry's domain.
     pub(super) dom: &'a DomainGens,
     /// The counters of (the entry's domain, the PASID used).
@@ -334,7 +337,7 @@ impl Iommu {
             let result = if info.entry.pgtt == Pgtt::PassThrough {
                 self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(st, mem, sid, info, iova, checked) {
+                match self.translate_paged(st, mem, info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
@@ -450,6 +453,7 @@ impl Iommu {
                             entry,
                             flags: f,
                             stamp: [d[0], d[1], d[2]],
+                            dev,
                             dom,
                             pg,
                         });
@@ -496,6 +500,7 @@ impl Iommu {
             entry: r.entry,
             flags: f,
             stamp: if current { stamp } else { [STALE; 3] },
+            dev,
             dom,
             pg,
         })
@@ -503,10 +508,10 @@ impl Iommu {
 
     /// True while no context-cache or PASID-cache invalidation that covers `info`'s entry
     /// has begun since the entry was read.
-    fn pasid_info_current(&self, sid: SourceId, info: &PasidInfo<'_>) -> bool {
+    fn pasid_info_current(&self, info: &PasidInfo<'_>) -> bool {
         let c = &self.caches;
         let now = [
-            pack(c.global.ctx.get(), c.device(sid.0).ctx.get()),
+            pack(c.global.ctx.get(), info.dev.ctx.get()),
             pack(c.global.pc.get(), info.dom.pc.get()),
             u64::from(info.pg.pc.get()),
         ];
@@ -593,7 +598,6 @@ impl Iommu {
         &self,
         st: &LocalStats<'_>,
         mem: &GuestMemoryMmap,
-        sid: SourceId,
         info: &PasidInfo<'_>,
         iova: u64,
         access: Access,
@@ -616,7 +620,7 @@ impl Iommu {
             Some(p) => p.sizes.load(Ordering::Acquire),
             None => dom.sl_sizes.load(Ordering::Acquire),
         };
-        if !self.pasid_info_current(sid, info) {
+        if !self.pasid_info_current(info) {
             return Ok(None);
         }
         for code in 0..3u64 {

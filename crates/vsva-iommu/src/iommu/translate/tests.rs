@@ -47,6 +47,7 @@ fn front_ctrl_memo_equals_the_check_of_every_access_kind() {
                 entry,
                 flags,
                 stamp: [super::STALE; 3],
+                dev: io.caches.device(1),
                 dom,
                 pg,
             };
@@ -305,7 +306,7 @@ fn nothing_is_cached_from_a_pasid_entry_invalidated_during_its_walk() {
     let st = &io.stats.local();
     let info = io.pasid_info(st, mem, SID, Some(1)).unwrap();
     io.clear_pasid_entry(SID, 1).unwrap();
-    let r = io.translate_paged(st, mem, SID, &info, 0x1000, Access::READ);
+    let r = io.translate_paged(st, mem, &info, 0x1000, Access::READ);
     assert!(
         matches!(r, Ok(None)),
         "the walk must read the entry again, not fill caches under the new generations"
