@@ -213,11 +213,16 @@ impl Iommu {
     /// IOTLB value allows without a walk (computed with the same check as every IOTLB hit)
     /// and the permissions reported to user and privileged requests.
     ///
-    /// Apart from RID_PRIV and the interrupt-range check (which refuses every kind), the word
-    /// depends only on the translation type, the rights and dirty bits of `v` and the entry's
-    /// SRE, WPE and execute controls: it is computed once per combination and kept in the
-    /// caches' memo.
+    /// `v` is the value a translation has just succeeded with, so its page is outside the
+    /// interrupt range (the walk's output check or the IOTLB hit's `check_cached` refused it
+    /// otherwise): the word does not check that again. Apart from RID_PRIV, it depends only on
+    /// the translation type, the rights and dirty bits of `v` and the entry's SRE, WPE and
+    /// execute controls: it is computed once per combination and kept in the caches' memo.
     pub(super) fn front_ctrl(&self, info: &PasidInfo<'_>, v: u64) -> u64 {
+        debug_assert!(
+            !overlaps_interrupt_range(value_page(v), size_of_code(value_size_code(v))),
+            "a value in the interrupt range never reaches a fill"
+        );
         let e = &info.entry;
         let c = self.fl_controls(e);
         let index = front_ctrl_index(e.pgtt, v, c);
@@ -228,15 +233,10 @@ impl Iommu {
             // Every thread computes the same word: a plain store is enough.
             slot.store(ctrl as u32, Ordering::Relaxed);
         }
-        let mut ctrl = ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV);
-        if overlaps_interrupt_range(value_page(v), size_of_code(value_size_code(v))) {
-            // `check_cached` refuses every kind on such a page.
-            ctrl &= !0xff;
-        }
-        ctrl
+        ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV)
     }
 
-    /// [`Self::front_ctrl`] without RID_PRIV and the interrupt range, computed the long way.
+    /// [`Self::front_ctrl`] without RID_PRIV, computed the long way.
     fn front_ctrl_compute(&self, pgtt: Pgtt, v: u64, c: FlControls) -> u64 {
         // A page outside the interrupt range: the checks below then depend only on the memo
         // key's bits.

@@ -51,16 +51,17 @@ fn front_ctrl_memo_equals_the_check_of_every_access_kind() {
                 dom,
                 pg,
             };
-            // Every rights, dirty and size bit, on an ordinary page and in the interrupt range.
-            for page in [0x5000_0000u64, crate::fault::INTERRUPT_RANGE.0] {
-                for bits in 0..0x200u64 {
-                    let v = page | bits;
-                    assert_eq!(
-                        io.front_ctrl(&info, v),
-                        reference(&info, v),
-                        "{pgtt:?} {controls} {rid_priv} {v:#x}"
-                    );
+            // Every rights and dirty bit and every page size, on an ordinary page (a value in
+            // the interrupt range never reaches a fill, see `front_ctrl`).
+            for v in (0..0x200u64).map(|bits| 0x5000_0000 | bits) {
+                if value_size_code(v) > 2 {
+                    continue;
                 }
+                assert_eq!(
+                    io.front_ctrl(&info, v),
+                    reference(&info, v),
+                    "{pgtt:?} {controls} {rid_priv} {v:#x}"
+                );
             }
         }
     }
