@@ -140,8 +140,9 @@ fn resolve(uffd: &OwnedFd, page: *mut u8, contents: &[u64; 512]) {
     assert_eq!(copy.copy, PAGE as i64);
 }
 
-/// Host memory of `16 * MB` with the paused page added as a region at `ROOT_HPA`.
-fn memory_with_paused_page(page: *mut u8) -> HostMemory {
+/// An IOMMU over `16 * MB` of memory plus the paused page as a region at `ROOT_HPA`, with the
+/// device attached.
+fn iommu_with_paused_page(page: *mut u8) -> Arc<Iommu> {
     let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
     // SAFETY: `page` is a live, page-sized, read-write mapping that stays mapped until the
     // end of the process (it is never unmapped); vm-memory does not take ownership of it.
@@ -156,7 +157,26 @@ fn memory_with_paused_page(page: *mut u8) -> HostMemory {
     .unwrap();
     mem.add_region(GuestRegionMmap::new(region, GuestAddress(ROOT_HPA)).unwrap())
         .unwrap();
-    mem
+    let io = Arc::new(Iommu::new(IommuConfig::default(), mem, 4 * MB, MB).unwrap());
+    io.attach_device(SID, DeviceOptions::default()).unwrap();
+    io
+}
+
+/// Writes the three lower first-level tables at `LOWER_HPA` (L3[0] -> L2[0] -> L1[1] ->
+/// `data`), each naming the next at its address as the walk sees it (`seen_at` + offset:
+/// guest-physical when nested, host-physical when not), and returns the contents of the root
+/// table that leads to them.
+fn first_level_tables(io: &Iommu, seen_at: u64, data: u64) -> [u64; 512] {
+    let entry = |addr: u64| addr | P | RW | US;
+    let m = io.memory();
+    m.store_u64(LOWER_HPA + PAGE, entry(seen_at + 2 * PAGE))
+        .unwrap();
+    m.store_u64(LOWER_HPA + 2 * PAGE, entry(seen_at + 3 * PAGE))
+        .unwrap();
+    m.store_u64(LOWER_HPA + 3 * PAGE + 8, entry(data)).unwrap();
+    let mut root = [0u64; 512];
+    root[0] = entry(seen_at + PAGE);
+    root
 }
 
 /// Maps what a walk of the first-level tables needs: the tables themselves (at the same host
@@ -176,20 +196,9 @@ fn a_paused_walk_never_follows_a_reused_table_page() {
     let Some((uffd, page)) = paused_page() else {
         return;
     };
-    let mem = memory_with_paused_page(page);
-    let io = Arc::new(Iommu::new(IommuConfig::default(), mem, 4 * MB, MB).unwrap());
-    io.attach_device(SID, DeviceOptions::default()).unwrap();
-    // Lower first-level tables: L4[0] -> L3 -> L2 -> L1[1] -> data GPA 0x1000.
-    let entry = |gpa: u64| gpa | P | RW | US;
-    let m = io.memory();
-    m.store_u64(LOWER_HPA + PAGE, entry(FL_GPA + 2 * PAGE))
-        .unwrap();
-    m.store_u64(LOWER_HPA + 2 * PAGE, entry(FL_GPA + 3 * PAGE))
-        .unwrap();
-    m.store_u64(LOWER_HPA + 3 * PAGE + 8, entry(0x1000))
-        .unwrap();
-    let mut root = [0u64; 512];
-    root[0] = entry(FL_GPA + PAGE);
+    let io = iommu_with_paused_page(page);
+    // The tables seen through stage 2: L4[0] -> L3 -> L2 -> L1[1] -> data GPA 0x1000.
+    let root = first_level_tables(&io, FL_GPA, 0x1000);
 
     let s2a = try_map_stage2(&io, A_HOST).unwrap();
     let (s2a_root, _) = io.stage2_root(s2a).unwrap();
@@ -254,21 +263,10 @@ fn a_region_removed_under_a_paused_walk_is_released_after_the_walk() {
     let Some((uffd, page)) = paused_page() else {
         return;
     };
-    let mem = memory_with_paused_page(page);
-    let io = Arc::new(Iommu::new(IommuConfig::default(), mem, 4 * MB, MB).unwrap());
-    io.attach_device(SID, DeviceOptions::default()).unwrap();
+    let io = iommu_with_paused_page(page);
     // First-level tables at host addresses: the root on the paused page, L3 -> L2 -> L1[1]
     // -> data page `A_HOST`.
-    let entry = |hpa: u64| hpa | P | RW | US;
-    let m = io.memory();
-    m.store_u64(LOWER_HPA + PAGE, entry(LOWER_HPA + 2 * PAGE))
-        .unwrap();
-    m.store_u64(LOWER_HPA + 2 * PAGE, entry(LOWER_HPA + 3 * PAGE))
-        .unwrap();
-    m.store_u64(LOWER_HPA + 3 * PAGE + 8, entry(A_HOST))
-        .unwrap();
-    let mut root = [0u64; 512];
-    root[0] = entry(LOWER_HPA + PAGE);
+    let root = first_level_tables(&io, LOWER_HPA, A_HOST);
     io.set_pasid_entry(SID, PASID, &PasidEntry::first_level(1, ROOT_HPA))
         .unwrap();
     // The root, context and PASID tables are in the pool: the walk's first read of the
