@@ -179,6 +179,22 @@ fn first_level_tables(io: &Iommu, seen_at: u64, data: u64) -> [u64; 512] {
     root
 }
 
+/// Starts a translation of `0x1000` on another thread and returns once it is blocked on its
+/// first read of the paused page.
+fn start_paused_walk(
+    io: &Arc<Iommu>,
+    uffd: &OwnedFd,
+) -> thread::JoinHandle<Result<vsva_iommu::Translation, vsva_iommu::Fault>> {
+    let walker = {
+        let io = io.clone();
+        thread::spawn(move || io.translate(SID, Some(PASID), 0x1000, Access::READ))
+    };
+    let mut msg = [0u8; 32];
+    let n = rustix::io::read(uffd, &mut msg).unwrap();
+    assert_eq!(n, 32, "one page-fault message");
+    walker
+}
+
 /// Maps what a walk of the first-level tables needs: the tables themselves (at the same host
 /// pages in every stage 2, so the paused walk finds its tables whichever entries it reads)
 /// and the data.
@@ -210,14 +226,8 @@ fn a_paused_walk_never_follows_a_reused_table_page() {
     while let Ok(p) = io.table_pool().alloc(io.memory()) {
         hoard.push(p);
     }
-    let walker = {
-        let io = io.clone();
-        thread::spawn(move || io.translate(SID, Some(PASID), 0x1000, Access::READ))
-    };
-    // The walk blocks on its first read of the root table: wait for that fault.
-    let mut msg = [0u8; 32];
-    let n = rustix::io::read(&uffd, &mut msg).unwrap();
-    assert_eq!(n, 32, "one page-fault message");
+    // The walk blocks on its first read of the root table.
+    let walker = start_paused_walk(&io, &uffd);
     // Meanwhile the device's PASID is torn down with its stage 2, and a stage 2 for other
     // memory is asked for: the freed pages are the only ones, and the paused walk may still
     // read them, so the pool refuses (after waiting out its bound for the walk to end).
@@ -272,13 +282,8 @@ fn a_region_removed_under_a_paused_walk_is_released_after_the_walk() {
     // The root, context and PASID tables are in the pool: the walk's first read of the
     // paused page is its first-level root.
     let started_on = Arc::downgrade(&io.memory().snapshot_arc());
-    let walker = {
-        let io = io.clone();
-        thread::spawn(move || io.translate(SID, Some(PASID), 0x1000, Access::READ))
-    };
-    let mut msg = [0u8; 32];
-    let n = rustix::io::read(&uffd, &mut msg).unwrap();
-    assert_eq!(n, 32, "one page-fault message");
+    // The walk blocks on its first read of the root table.
+    let walker = start_paused_walk(&io, &uffd);
     // The region of the table being read goes away: later accesses see no memory there,
     // but the paused walk still reads the snapshot it started on.
     io.memory().remove_region(ROOT_HPA, PAGE).unwrap();
