@@ -1,8 +1,36 @@
 //! The host-physical address space the IOMMU sees, and a page allocator for IOMMU-owned tables.
 //!
 //! Memory is a [`GuestMemoryMmap`] (anonymous or file-backed regions, e.g. a memfd shared by a
-//! client process) held in an [`ArcSwap`], so regions can be added at run time while
-//! translations go on: a translation works on one consistent snapshot of the region list.
+//! client process) that is replaced as a whole when a region is added or removed, so regions
+//! can change at run time while translations go on: a translation works on one consistent
+//! snapshot of the region list.
+//!
+//! # Two ways to hold a snapshot
+//!
+//! * [`HostMemory::snapshot`] and [`HostMemory::snapshot_arc`] (an [`ArcSwap`] load): for DMA,
+//!   the control path and the users of this crate. The snapshot lives as long as its guard or
+//!   `Arc`.
+//! * `HostMemory::pinned`: for the table walks of translation, which already run under an
+//!   epoch pin (`crossbeam-epoch`) so that table pages freed meanwhile are not reused (see
+//!   [`crate::pool`]). The same pin keeps the memory snapshot alive: a walk reads the current
+//!   snapshot's address with one load and borrows it for as long as its pin is held, with no
+//!   reference count to raise and drop again (the `ArcSwap` load takes and releases one with
+//!   two locked instructions).
+//!
+//! # Why a replaced snapshot outlives the walks that read it
+//!
+//! A change publishes the new snapshot to both places (one change at a time, under a mutex),
+//! and hands the old epoch-side reference to `crossbeam-epoch` to drop once every thread pinned
+//! at that moment has unpinned (`defer_destroy`). A walk loads the snapshot's address only
+//! while pinned, and uses it only while still pinned (the borrow cannot outlive the pin). So
+//! either the walk pinned after the swap, and loaded the new snapshot, or it was pinned when
+//! the old one was retired, and the old one is dropped only after that walk has ended. The old
+//! snapshot's regions (and a removed region's mapping and file) therefore stay open until the
+//! last walk that may read them has finished and the collector has run, and not longer: the
+//! retiring thread flushes its deferred work to the global queue at once, so the next pins of
+//! any thread can free it. The `walk_guard` integration test pauses a walk in the middle of a
+//! region that is removed under it and checks both halves: the snapshot stays while the walk
+//! runs, and is dropped after it ended.
 //!
 //! Every table the IOMMU reads (root, context, PASID directory and tables, first- and
 //! second-level page tables) lives in this memory at a 4 KiB-aligned address. Entries are read
@@ -13,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
+use crossbeam_epoch as epoch;
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
     MemoryRegionAddress, VolatileMemory,
@@ -157,16 +186,37 @@ pub fn store_entry(mem: &GuestMemoryMmap, addr: u64, value: u64) -> bool {
 #[derive(Debug)]
 pub struct HostMemory {
     current: ArcSwap<GuestMemoryMmap>,
+    /// The same snapshot as `current`, for readers under an epoch pin; never null. Replaced
+    /// only under `grow`, the old one dropped after a grace period (module documentation).
+    pinned: epoch::Atomic<Arc<GuestMemoryMmap>>,
     grow: Mutex<()>,
 }
 
 impl HostMemory {
     /// Wraps an existing memory map.
     pub fn new(mem: GuestMemoryMmap) -> Self {
+        let mem = Arc::new(mem);
         Self {
-            current: ArcSwap::from_pointee(mem),
+            current: ArcSwap::new(mem.clone()),
+            pinned: epoch::Atomic::new(mem),
             grow: Mutex::new(()),
         }
+    }
+
+    /// The current snapshot, borrowed for as long as `pin` is held: a replaced snapshot is
+    /// dropped only after every pin held when it was replaced has ended (module
+    /// documentation). One load; no reference count is touched.
+    #[inline]
+    #[allow(unsafe_code)]
+    pub(crate) fn pinned<'a>(&'a self, pin: &'a epoch::Guard) -> &'a GuestMemoryMmap {
+        let snap = self.pinned.load(Ordering::Acquire, pin);
+        // SAFETY: `pinned` is never null (set in `new`, replaced by a non-null value in
+        // `publish`, nulled only in `drop`, which has `&mut self` and so runs after every
+        // borrow of `self` has ended). The value loaded is dropped only through
+        // `defer_destroy` in `publish`, after every thread pinned when it was unlinked has
+        // unpinned; `pin` is held for the whole returned borrow, so it cannot be dropped
+        // before that borrow ends.
+        unsafe { snap.deref() }
     }
 
     /// Creates anonymous memory for the given `(base, size)` ranges (sorted, non-overlapping).
@@ -208,13 +258,24 @@ impl HostMemory {
     }
 
     /// Publishes the snapshot `next` builds from the current one (one change at a time).
+    #[allow(unsafe_code)]
     fn publish(
         &self,
         next: impl FnOnce(&GuestMemoryMmap) -> Result<GuestMemoryMmap, MemoryError>,
     ) -> Result<(), MemoryError> {
         let _serialize = self.grow.lock().unwrap_or_else(|p| p.into_inner());
-        let next = next(&self.current.load())?;
-        self.current.store(Arc::new(next));
+        let next = Arc::new(next(&self.current.load())?);
+        self.current.store(next.clone());
+        let pin = epoch::pin();
+        let old = self
+            .pinned
+            .swap(epoch::Owned::new(next), Ordering::AcqRel, &pin);
+        // SAFETY: `old` is no longer reachable from `pinned`: only readers pinned now can
+        // hold it, and the destruction waits until each of them has unpinned.
+        unsafe { pin.defer_destroy(old) };
+        // Hand the deferred drop to the global queue now, so that other threads' pins can run
+        // it (a removed region is unmapped soon after the last walk that may read it).
+        pin.flush();
         Ok(())
     }
 
@@ -302,6 +363,16 @@ impl HostMemory {
             }
         }
         true
+    }
+}
+
+impl Drop for HostMemory {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        let last = std::mem::replace(&mut self.pinned, epoch::Atomic::null());
+        // SAFETY: `&mut self`: every borrow returned by `pinned` has ended, and the value is
+        // not shared with anything else (older values were handed to `defer_destroy`).
+        drop(unsafe { last.into_owned() });
     }
 }
 

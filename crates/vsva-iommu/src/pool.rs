@@ -21,6 +21,10 @@
 //! lock; the pool takes the queued pages back on its next allocation. An allocation that finds
 //! no page while some are still waiting drives the grace period forward itself, for at most
 //! `RECLAIM_WAIT` (one second), before it reports the pool exhausted.
+//!
+//! The same pin keeps the memory snapshot a walk reads alive (`HostMemory::pinned`, whose
+//! replaced snapshots are retired through the same epochs), so a walk needs no second
+//! protection for memory.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +44,7 @@ const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 /// the guard is held is handed out again before it is dropped.
 #[must_use = "a walk is protected only while its guard is held"]
 pub(crate) struct WalkGuard {
-    _pinned: epoch::Guard,
+    pinned: epoch::Guard,
 }
 
 impl WalkGuard {
@@ -48,8 +52,15 @@ impl WalkGuard {
     #[inline]
     pub(crate) fn enter() -> Self {
         WalkGuard {
-            _pinned: epoch::pin(),
+            pinned: epoch::pin(),
         }
+    }
+
+    /// The epoch pin, which also keeps the memory snapshot the walk reads alive
+    /// (`HostMemory::pinned`).
+    #[inline]
+    pub(crate) fn pin(&self) -> &epoch::Guard {
+        &self.pinned
     }
 }
 

@@ -65,7 +65,8 @@ impl<const W: usize> Slot<W> {
 /// A cache of `W` data words per entry keyed by two words; key word `k0` must not be zero
 /// (zero marks an empty slot).
 pub(crate) struct SlotArray<const W: usize> {
-    slots: Box<[Slot<W>]>,
+    /// The sets, `WAYS` slots each: finding a set is one bounds check.
+    sets: Box<[[Slot<W>; WAYS]]>,
     set_mask: usize,
 }
 
@@ -80,7 +81,9 @@ impl<const W: usize> SlotArray<W> {
     pub(crate) fn new(entries: usize) -> Self {
         let sets = entries.div_ceil(WAYS).max(1).next_power_of_two();
         Self {
-            slots: (0..sets * WAYS).map(|_| Slot::new()).collect(),
+            sets: (0..sets)
+                .map(|_| std::array::from_fn(|_| Slot::new()))
+                .collect(),
             set_mask: sets - 1,
         }
     }
@@ -88,13 +91,12 @@ impl<const W: usize> SlotArray<W> {
     /// Number of entries.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.sets.len() * WAYS
     }
 
     #[inline]
-    fn set(&self, k0: u64, k1: u64) -> &[Slot<W>] {
-        let set = (hash(k0, k1) as usize) & self.set_mask;
-        &self.slots[set * WAYS..set * WAYS + WAYS]
+    fn set(&self, k0: u64, k1: u64) -> &[Slot<W>; WAYS] {
+        &self.sets[(hash(k0, k1) as usize) & self.set_mask]
     }
 
     /// The data of the entry with key `(k0, k1)`, read consistently, if present.
@@ -120,6 +122,9 @@ impl<const W: usize> SlotArray<W> {
     /// Stores an entry, replacing one with the same key, an empty way, or a victim. While the
     /// slot is held, `still_valid` decides whether the data may still be stored. Returns
     /// whether it was stored (a busy slot or a false `still_valid` skips the fill).
+    // Inlined: the fills of a translation miss then need no call, and their data words go
+    // straight from registers into the slot.
+    #[inline(always)]
     pub(crate) fn insert(
         &self,
         k0: u64,

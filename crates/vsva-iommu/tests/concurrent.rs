@@ -1,12 +1,15 @@
 //! Translations running while another thread remaps and invalidates never return a
-//! translation that was invalidated before the lookup began.
+//! translation that was invalidated before the lookup began; translations running while the
+//! memory their tables live in is removed and added again finish on the memory they started
+//! with.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap};
 use vsva_iommu::paging::{fl_map, TableStore, P, RW, SIZE_4K, US};
 use vsva_iommu::{
-    Access, DeviceOptions, HostMemory, Invalidation, Iommu, IommuConfig, PageRange,
+    Access, DeviceOptions, FaultReason, HostMemory, Invalidation, Iommu, IommuConfig, PageRange,
     PasidCacheScope, PasidEntry, SourceId,
 };
 
@@ -148,4 +151,86 @@ fn run(ats: bool, page_only: bool) {
     let s = io.stats();
     assert!(s.iotlb_hits > 0 && s.walks > rounds / 4, "{s:?}");
     assert_eq!(s.devtlb_hits > 0, ats, "{s:?}");
+}
+
+/// Where the first-level tables of the memory-replacement test live: a file-backed region
+/// that is removed and mapped again from the same file while translations run.
+const TABLES_HPA: u64 = 32 * MB;
+const TABLES_LEN: u64 = 4 * SIZE_4K;
+
+fn tables_region(file: &std::fs::File) -> GuestRegionMmap {
+    GuestRegionMmap::from_range(
+        GuestAddress(TABLES_HPA),
+        TABLES_LEN as usize,
+        Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn memory_replaced_while_translating() {
+    let file = std::fs::File::from(
+        rustix::fs::memfd_create("vsva-tables", rustix::fs::MemfdFlags::CLOEXEC).unwrap(),
+    );
+    file.set_len(TABLES_LEN).unwrap();
+    let mem = HostMemory::anonymous(&[(0, 16 * MB as usize)]).unwrap();
+    mem.add_region(tables_region(&file)).unwrap();
+    let io = Arc::new(Iommu::new(IommuConfig::default(), mem, 8 * MB, 8 * MB).unwrap());
+    let sid = SourceId::new(0, 2, 0);
+    io.attach_device(sid, DeviceOptions::default()).unwrap();
+    // L4[0] -> L3[0] -> L2[0] -> L1[i] -> pa(i), every table in the file.
+    let m = io.memory();
+    for level in 0..3 {
+        let table = TABLES_HPA + level * SIZE_4K;
+        m.store_u64(table, (table + SIZE_4K) | P | RW | US).unwrap();
+    }
+    for i in 0..PAGES {
+        m.store_u64(TABLES_HPA + 3 * SIZE_4K + i * 8, pa(i) | P | RW | US)
+            .unwrap();
+    }
+    io.set_pasid_entry(sid, 5, &PasidEntry::first_level(3, TABLES_HPA))
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let walked = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (io, done, walked) = (io.clone(), done.clone(), walked.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Acquire) {
+                    for i in 0..PAGES {
+                        // Every lookup walks: the IOTLB is flushed before each.
+                        io.invalidate(&Invalidation::PasidIotlb { did: 3, pasid: 5 })
+                            .unwrap();
+                        match io.translate(sid, Some(5), i * SIZE_4K, Access::READ) {
+                            Ok(t) => assert_eq!(t.host_addr, pa(i), "page {i}"),
+                            // Begun while the region was out: no memory behind the tables.
+                            Err(f) => assert!(
+                                matches!(
+                                    f.reason,
+                                    FaultReason::FirstLevelAccess
+                                        | FaultReason::FirstLevelPointerInvalid
+                                ),
+                                "{f:?}"
+                            ),
+                        }
+                        walked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..300 {
+        // Let the readers run between replacements (2 cores, 3 threads).
+        let seen = walked.load(Ordering::Relaxed);
+        while walked.load(Ordering::Relaxed) < seen + 4 {
+            std::thread::yield_now();
+        }
+        m.remove_region(TABLES_HPA, TABLES_LEN).unwrap();
+        m.add_region(tables_region(&file)).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(io.stats().walks > 1000, "{:?}", io.stats());
 }

@@ -9,12 +9,12 @@ use super::Iommu;
 use crate::cache::{
     device_tag, flag, front_ctrl_index, iotlb_value, pack, page_key, pasid_cache_key, pasid_key,
     size_of_code, tag_key, unpack, value_fl_rights, value_is_dirty, value_page, value_size_code,
-    value_sl_rights, DomainGens, PasidFlags, PasidGens, FRONT_CTRL_KNOWN, FRONT_CTRL_VALUE_BITS,
-    F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ, P_USER, P_WRITE,
+    value_sl_rights, DeviceGens, DomainGens, PasidFlags, PasidGens, FRONT_CTRL_KNOWN,
+    FRONT_CTRL_VALUE_BITS, F_PERMS_PRIV, F_PERMS_USER, F_RID_PRIV, NO_PASID, P_EXEC, P_READ,
+    P_USER, P_WRITE,
 };
 use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
-use crate::memory::HostMemory;
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::pool::WalkGuard;
@@ -79,6 +79,8 @@ pub(super) struct PasidInfo<'a> {
     /// The context-cache and PASID-cache generations the entry was current under (the words
     /// 0..3 of its PASID-cache value); [`STALE`] when it changed while it was being read.
     stamp: [u64; 3],
+    /// The counters of the requesting device (looked up once per translation).
+    dev: &'a DeviceGens,
     /// The counters of the entry's domain.
     pub(super) dom: &'a DomainGens,
     /// The counters of (the entry's domain, the PASID used).
@@ -211,11 +213,16 @@ impl Iommu {
     /// IOTLB value allows without a walk (computed with the same check as every IOTLB hit)
     /// and the permissions reported to user and privileged requests.
     ///
-    /// Apart from RID_PRIV and the interrupt-range check (which refuses every kind), the word
-    /// depends only on the translation type, the rights and dirty bits of `v` and the entry's
-    /// SRE, WPE and execute controls: it is computed once per combination and kept in the
-    /// caches' memo.
+    /// `v` is the value a translation has just succeeded with, so its page is outside the
+    /// interrupt range (the walk's output check or the IOTLB hit's `check_cached` refused it
+    /// otherwise): the word does not check that again. Apart from RID_PRIV, it depends only on
+    /// the translation type, the rights and dirty bits of `v` and the entry's SRE, WPE and
+    /// execute controls: it is computed once per combination and kept in the caches' memo.
     pub(super) fn front_ctrl(&self, info: &PasidInfo<'_>, v: u64) -> u64 {
+        debug_assert!(
+            !overlaps_interrupt_range(value_page(v), size_of_code(value_size_code(v))),
+            "a value in the interrupt range never reaches a fill"
+        );
         let e = &info.entry;
         let c = self.fl_controls(e);
         let index = front_ctrl_index(e.pgtt, v, c);
@@ -226,15 +233,10 @@ impl Iommu {
             // Every thread computes the same word: a plain store is enough.
             slot.store(ctrl as u32, Ordering::Relaxed);
         }
-        let mut ctrl = ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV);
-        if overlaps_interrupt_range(value_page(v), size_of_code(value_size_code(v))) {
-            // `check_cached` refuses every kind on such a page.
-            ctrl &= !0xff;
-        }
-        ctrl
+        ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV)
     }
 
-    /// [`Self::front_ctrl`] without RID_PRIV and the interrupt range, computed the long way.
+    /// [`Self::front_ctrl`] without RID_PRIV, computed the long way.
     fn front_ctrl_compute(&self, pgtt: Pgtt, v: u64, c: FlControls) -> u64 {
         // A page outside the interrupt range: the checks below then depend only on the memo
         // key's bits.
@@ -291,9 +293,10 @@ impl Iommu {
         }
         st.inc(Counter::Translations);
         // From here on the walk reads table pages without the control lock: none freed
-        // meanwhile is reused before the walk ends.
-        let _walk = WalkGuard::enter();
-        let mem = LazySnapshot::new(&self.mem);
+        // meanwhile is reused before the walk ends, and the same pin keeps the memory
+        // snapshot alive (one load, no reference count).
+        let walk = WalkGuard::enter();
+        let mem = self.mem.pinned(walk.pin());
         let context_fault = |reason| WalkFault {
             reason,
             stage: Stage::Context,
@@ -303,14 +306,17 @@ impl Iommu {
         // A PASID entry invalidated between its reading and the reading of the IOTLB
         // generations is read again (see `translate_paged`).
         loop {
-            let info = match self.pasid_info(st, &mem, sid, pasid) {
+            // Borrowed where it was returned, not moved out of the `Result` (a copy of the
+            // decoded entry per miss).
+            let found = self.pasid_info(st, mem, sid, pasid);
+            let info = match &found {
                 Ok(i) => i,
-                Err((reason, fpd)) => {
+                &Err((reason, fpd)) => {
                     // A translation request is refused at the context entry, before the PASID
                     // chain, when the entry's DTE is clear.
                     if ats {
                         let rt = self.root_table_address();
-                        if let Ok(ctx) = resolve_context(mem.get(), &self.cfg, rt, sid) {
+                        if let Ok(ctx) = resolve_context(mem, &self.cfg, rt, sid) {
                             if !ctx.dte {
                                 return Err(self.fault(sid, pasid, iova, access, no_dte, ctx.fpd));
                             }
@@ -331,7 +337,7 @@ impl Iommu {
             let result = if info.entry.pgtt == Pgtt::PassThrough {
                 self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
             } else {
-                match self.translate_paged(st, &mem, sid, &info, iova, checked) {
+                match self.translate_paged(st, mem, info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => continue,
                     Err(wf) => Err(wf),
@@ -345,7 +351,7 @@ impl Iommu {
                     }
                     let e = &info.entry;
                     if e.pgtt != Pgtt::PassThrough {
-                        let ctrl = self.front_ctrl(&info, v);
+                        let ctrl = self.front_ctrl(info, v);
                         let code = value_size_code(v);
                         let c = &self.caches;
                         if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
@@ -423,7 +429,7 @@ impl Iommu {
     pub(super) fn pasid_info(
         &self,
         st: &LocalStats<'_>,
-        mem: &LazySnapshot<'_>,
+        mem: &GuestMemoryMmap,
         sid: SourceId,
         pasid: Option<u32>,
     ) -> Result<PasidInfo<'_>, (FaultReason, bool)> {
@@ -447,6 +453,7 @@ impl Iommu {
                             entry,
                             flags: f,
                             stamp: [d[0], d[1], d[2]],
+                            dev,
                             dom,
                             pg,
                         });
@@ -456,7 +463,6 @@ impl Iommu {
         }
         st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
-        let mem = mem.get();
         let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
         let dom = c.domain(r.entry.did);
         let pg = dom.pasids.get(r.pasid);
@@ -494,6 +500,7 @@ impl Iommu {
             entry: r.entry,
             flags: f,
             stamp: if current { stamp } else { [STALE; 3] },
+            dev,
             dom,
             pg,
         })
@@ -501,10 +508,10 @@ impl Iommu {
 
     /// True while no context-cache or PASID-cache invalidation that covers `info`'s entry
     /// has begun since the entry was read.
-    fn pasid_info_current(&self, sid: SourceId, info: &PasidInfo<'_>) -> bool {
+    fn pasid_info_current(&self, info: &PasidInfo<'_>) -> bool {
         let c = &self.caches;
         let now = [
-            pack(c.global.ctx.get(), c.device(sid.0).ctx.get()),
+            pack(c.global.ctx.get(), info.dev.ctx.get()),
             pack(c.global.pc.get(), info.dom.pc.get()),
             u64::from(info.pg.pc.get()),
         ];
@@ -590,8 +597,7 @@ impl Iommu {
     pub(super) fn translate_paged(
         &self,
         st: &LocalStats<'_>,
-        mem: &LazySnapshot<'_>,
-        sid: SourceId,
+        mem: &GuestMemoryMmap,
         info: &PasidInfo<'_>,
         iova: u64,
         access: Access,
@@ -614,7 +620,7 @@ impl Iommu {
             Some(p) => p.sizes.load(Ordering::Acquire),
             None => dom.sl_sizes.load(Ordering::Acquire),
         };
-        if !self.pasid_info_current(sid, info) {
+        if !self.pasid_info_current(info) {
             return Ok(None);
         }
         for code in 0..3u64 {
@@ -638,7 +644,7 @@ impl Iommu {
         }
         st.inc(Counter::IotlbMisses);
         st.inc(Counter::Walks);
-        let env = WalkEnv { mem: mem.get(), st };
+        let env = WalkEnv { mem, st };
         let psi_p = pg.map(|p| p.psi.get());
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
@@ -664,25 +670,6 @@ impl Iommu {
                 pg.map(|p| p.psi.get()) == psi_p && dom.sl_psi.get() == psi_sl
             });
         Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)))
-    }
-}
-
-/// The memory snapshot of one translation, taken only if a table must be read (cache hits
-/// never touch memory).
-pub(super) struct LazySnapshot<'a> {
-    mem: &'a HostMemory,
-    snap: std::cell::OnceCell<arc_swap::Guard<std::sync::Arc<GuestMemoryMmap>>>,
-}
-
-impl<'a> LazySnapshot<'a> {
-    fn new(mem: &'a HostMemory) -> Self {
-        Self {
-            mem,
-            snap: std::cell::OnceCell::new(),
-        }
-    }
-    pub(super) fn get(&self) -> &GuestMemoryMmap {
-        self.snap.get_or_init(|| self.mem.snapshot())
     }
 }
 

@@ -9,7 +9,7 @@ use crate::fault::{overlaps_interrupt_range, Access, FaultReason, Stage};
 use crate::paging::{
     self, check_fl_access, fl_entry_is_dirty, needs_ad_update, set_accessed_dirty,
     sl_entry_is_dirty, walk_first_level_into, walk_second_level_into, AdUpdate, FlControls,
-    FlParams, Rights, SlParams, TableTranslator, Walk, WalkFault,
+    FlParams, Rights, SlParams, TableTranslator, Walk, WalkFault, WalkStart,
 };
 use crate::pasid_entry::{PasidEntry, Pgtt};
 use crate::regs::sl_width;
@@ -59,7 +59,7 @@ impl Iommu {
                     psc_start(d[1])
                 })
             });
-        let mut w = Walk::EMPTY;
+        let mut w = ZEROED_WALK;
         loop {
             walk_second_level_into(mem, &p, e.ssptptr, gpa, start, &mut w)?;
             if let (true, Some(write)) = (e.ssade, ad) {
@@ -159,11 +159,12 @@ impl Iommu {
             e,
             dom,
             s0: stamp[0],
-            width: sl_width(e.sl_levels()),
+            // Read only by nested walks.
+            width: if nested { sl_width(e.sl_levels()) } else { 0 },
             gpas: [0; 5],
             n: 0,
         };
-        let mut walk = Walk::EMPTY;
+        let mut walk = ZEROED_WALK;
         loop {
             nt.n = 0;
             if nested {
@@ -269,6 +270,29 @@ impl Iommu {
         }
     }
 }
+
+/// A walk to be filled by `walk_first_level_into` or `walk_second_level_into` (which write
+/// every field they report when they succeed; nothing reads it after a failure) whose bytes
+/// are all zero, so preparing it on the miss path is a few stores: `Walk::EMPTY`'s
+/// `pt: None` is not all zero bytes, and copying that constant cost a call of `memcpy` per
+/// walk.
+const ZEROED_WALK: Walk = Walk {
+    pt: Some(WalkStart {
+        level: 0,
+        table: 0,
+        rights: Rights {
+            write: false,
+            user_or_read: false,
+            exec: false,
+        },
+    }),
+    rights: Rights {
+        write: false,
+        user_or_read: false,
+        exec: false,
+    },
+    ..Walk::EMPTY
+};
 
 /// Checks a request against second-level rights (R, W, and X when SLEE): a write needs W
 /// (0x85), a read or execute needs R (0x86), an execute needs X (0x82).
