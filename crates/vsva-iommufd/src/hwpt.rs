@@ -362,6 +362,27 @@ impl IommufdCtx {
         Ok(())
     }
 
+    /// The one-entry `IOMMU_HWPT_INVALIDATE` of the usual setup: `entry` passes its checks
+    /// and nested HWPT `hwpt_id` has one PASID (or requests without PASID) attached, without
+    /// a device TLB. Then its one request goes to the IOMMU, built straight into the call,
+    /// and this returns `true`. Otherwise it returns `false` having done nothing, and the
+    /// caller runs the general path ([`IommufdCtx::hwpt_invalidate`]), which finds the
+    /// errno; the two apply the same request.
+    #[inline(always)]
+    pub(crate) fn invalidate_one(&self, hwpt_id: u32, entry: &IommuHwptVtdS1Invalidate) -> bool {
+        if entry.validate().is_err() {
+            return false;
+        }
+        let objs = self.lock();
+        let Some((did, pasid)) = objs.nested_single_target(hwpt_id) else {
+            return false;
+        };
+        let mamv = self.vfio.iommu().config().mamv;
+        self.issue(&[pasid_request(entry, did, pasid, mamv)], WHAT);
+        drop(objs);
+        true
+    }
+
     /// Entry `index` failed with `e`: the entries before it are applied (as Linux applies
     /// each entry before reading the next) and counted in `done`.
     #[cold]
