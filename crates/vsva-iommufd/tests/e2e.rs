@@ -556,3 +556,64 @@ fn one_entry_of_another_shape_gets_the_general_answer() {
         assert_eq!(landed, mark, "{what}: the write went elsewhere");
     }
 }
+
+/// The one-entry path remembers the HWPT it last found (its domain id and one PASID) so
+/// that the next call takes no lock; any change of the context forgets it. A second PASID
+/// attached after a one-entry call is invalidated by the next one too.
+#[test]
+fn a_one_entry_invalidation_follows_a_second_attach() {
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    let entry = IommuHwptVtdS1Invalidate {
+        addr: VA,
+        npages: 1,
+        flags: 0,
+        reserved: 0,
+    };
+    // Two one-entry calls with the HWPT unchanged: the second takes the remembered target.
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    let second = n.ctx.alloc_pasid(1, 1000).unwrap();
+    attach(&n.ctx, 3, n.nested, Some(second)).unwrap();
+    for p in [n.pasid, second] {
+        n.dev.dma_write(Some(p), VA, b"a").unwrap();
+    }
+    guest.remap(root, VA, GPA_B);
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    for (p, mark) in [(n.pasid, b"1"), (second, b"2")] {
+        n.dev.dma_write(Some(p), VA, mark).unwrap();
+        let mut got = [0u8];
+        guest.read(GPA_B, &mut got);
+        assert_eq!(&got, mark, "PASID {p} kept its stale translation");
+    }
+}
+
+/// The PASID of a nested HWPT replaced after a one-entry call (detached, another attached):
+/// the next one-entry call reaches the new PASID, not the remembered one.
+#[test]
+fn a_one_entry_invalidation_follows_a_new_pasid() {
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    let entry = IommuHwptVtdS1Invalidate {
+        addr: VA,
+        npages: 1,
+        flags: 0,
+        reserved: 0,
+    };
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    let other = n.ctx.alloc_pasid(1, 1000).unwrap();
+    let dev_id = n.ctx.dev_id_of(sid(3)).unwrap();
+    n.ctx.detach(dev_id, Some(n.pasid)).unwrap();
+    attach(&n.ctx, 3, n.nested, Some(other)).unwrap();
+    n.dev.dma_write(Some(other), VA, b"a").unwrap();
+    guest.remap(root, VA, GPA_B);
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    n.dev.dma_write(Some(other), VA, b"b").unwrap();
+    let mut got = [0u8];
+    guest.read(GPA_B, &mut got);
+    assert_eq!(&got, b"b", "the new PASID kept its stale translation");
+}
