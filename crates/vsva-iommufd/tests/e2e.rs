@@ -442,6 +442,14 @@ fn a_malformed_entry_is_refused_and_counted_on_an_attached_nested_hwpt() {
     }
 }
 
+/// A one-page entry at `VA`.
+const ONE_PAGE: IommuHwptVtdS1Invalidate = IommuHwptVtdS1Invalidate {
+    addr: VA,
+    npages: 1,
+    flags: 0,
+    reserved: 0,
+};
+
 /// A one-entry `IOMMU_HWPT_INVALIDATE` on a nested HWPT with one PASID attached (the usual
 /// shape, which has a path of its own): every header field that is not the usual one gets
 /// the errno of the general rules (`iommufd_hwpt_invalidate`, `copy_struct_from_user`,
@@ -453,12 +461,7 @@ fn one_entry_of_another_shape_gets_the_general_answer() {
     let iommu = vfio.iommu().clone();
     let mut guest = Guest::new(&iommu);
     let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
-    let entry = IommuHwptVtdS1Invalidate {
-        addr: VA,
-        npages: 1,
-        flags: 0,
-        reserved: 0,
-    };
+    let entry = ONE_PAGE;
     // The usual argument: the header, then the entry at offset 32.
     let usual = |f: &dyn Fn(&mut IommuHwptInvalidate)| {
         let mut cmd = IommuHwptInvalidate {
@@ -566,12 +569,7 @@ fn a_one_entry_invalidation_follows_a_second_attach() {
     let iommu = vfio.iommu().clone();
     let mut guest = Guest::new(&iommu);
     let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
-    let entry = IommuHwptVtdS1Invalidate {
-        addr: VA,
-        npages: 1,
-        flags: 0,
-        reserved: 0,
-    };
+    let entry = ONE_PAGE;
     // Two one-entry calls with the HWPT unchanged: the second takes the remembered target.
     assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
     assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
@@ -598,12 +596,7 @@ fn a_one_entry_invalidation_follows_a_new_pasid() {
     let iommu = vfio.iommu().clone();
     let mut guest = Guest::new(&iommu);
     let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
-    let entry = IommuHwptVtdS1Invalidate {
-        addr: VA,
-        npages: 1,
-        flags: 0,
-        reserved: 0,
-    };
+    let entry = ONE_PAGE;
     assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
     let other = n.ctx.alloc_pasid(1, 1000).unwrap();
     let dev_id = n.ctx.dev_id_of(sid(3)).unwrap();
