@@ -365,12 +365,13 @@ impl IommufdCtx {
     }
 
     /// The one-entry `IOMMU_HWPT_INVALIDATE` of the usual setup, for an `entry` that passed
-    /// its checks (`validate`) with fewer than 2^52 pages: when nested HWPT `hwpt_id` has one PASID (or requests without
-    /// PASID) attached, without a device TLB, its one request goes to the IOMMU, built
-    /// straight into the call, and this returns `true`. Otherwise it returns `false` having
-    /// done nothing, and the caller runs the general path ([`IommufdCtx::hwpt_invalidate`]),
-    /// which finds the errno; the two apply the same request. The HWPT the last such call
-    /// found under the table lock, unchanged since, needs no lock ([`InvTarget`]).
+    /// its checks (`validate`) with fewer than 2^52 pages: when nested HWPT `hwpt_id` has
+    /// one PASID (or requests without PASID) attached, without a device TLB, its one request
+    /// goes to the IOMMU, built straight into the call, and this returns `true`. Otherwise
+    /// it returns `false` having done nothing, and the caller runs the general path
+    /// ([`IommufdCtx::hwpt_invalidate`]), which finds the errno; the two apply the same
+    /// request. The HWPT the last such call found under the table lock, unchanged since,
+    /// needs no lock ([`InvTarget`]).
     #[inline(always)]
     pub(crate) fn invalidate_one(&self, hwpt_id: u32, entry: &IommuHwptVtdS1Invalidate) -> bool {
         let mamv = self.mamv;
@@ -460,8 +461,12 @@ fn pasid_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u
 /// overflow, and it is not "all"): the same request, without those two tests.
 #[inline(always)]
 fn short_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u8) -> Invalidation {
-    debug_assert!(entry.npages >> 52 == 0, "{entry:?} is not short");
-    let range = PageRange::covering(entry.addr, entry.npages << 12);
+    const PAGE_SHIFT: u32 = IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros();
+    debug_assert!(
+        entry.npages >> (64 - PAGE_SHIFT) == 0,
+        "{entry:?} is not short"
+    );
+    let range = PageRange::covering(entry.addr, entry.npages << PAGE_SHIFT);
     let inv = if range.am <= mamv {
         Invalidation::PasidIotlbPages {
             did,

@@ -440,9 +440,9 @@ fn hwpt_invalidate_general(
 /// type VTD_S1, zero `__reserved`, the entry's bytes in the buffer at `data_uptr`, and the
 /// entry's own checks (`IommuHwptVtdS1Invalidate::validate`: only the LEAF flag, zero
 /// `__reserved`, a 4 KiB aligned `addr`) with fewer than 2^52 pages (so not "all"). The
-/// fields are checked in one combined test. `None` for any other argument: the general path then
-/// answers it, with the exact errno (and reads nothing differently: an entry of this size
-/// is a plain copy there too).
+/// fields are checked in one combined test. `None` for any other argument: the general path
+/// then answers it, with the exact errno (and reads nothing differently: an entry of this
+/// size is a plain copy there too).
 #[inline(always)]
 fn one_entry(buf: &[u8]) -> Option<(u32, IommuHwptVtdS1Invalidate)> {
     const SIZE: u32 = size_of::<IommuHwptInvalidate>() as u32;

@@ -224,6 +224,7 @@ impl Objects {
             }),
         }
     }
+
     /// The domain id and the PASID (0: requests without PASID) of nested HWPT `id` when
     /// exactly one device or PASID is attached to it and that device has no device TLB —
     /// the usual nested setup, whose one-entry invalidation is one request. `None` for
