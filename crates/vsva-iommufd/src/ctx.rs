@@ -11,6 +11,7 @@ use vsva_uapi::Errno;
 use vsva_vfio::{ProcessToken, TablePageShare, Vfio, VfioError, VfioMm};
 
 use crate::error::IommufdError;
+use crate::inv_target::InvTarget;
 use crate::kind::ObjectKind;
 use crate::objects::{Object, Objects};
 
@@ -33,6 +34,11 @@ pub struct IommufdCtx {
     /// containers' do.
     pub(crate) share: TablePageShare,
     state: Mutex<Objects>,
+    /// The nested HWPT whose one-entry invalidation reads no table (cleared by [`Self::lock`]).
+    pub(crate) inv_target: InvTarget,
+    /// The IOMMU's CAP.MAMV (fixed for its life), beside the target: the largest address
+    /// mask of a page-selective invalidation.
+    pub(crate) mamv: u8,
 }
 
 /// One object as the admin view shows it.
@@ -76,6 +82,8 @@ impl IommufdCtx {
             mm,
             share: vfio.table_page_share(process),
             state: Mutex::new(Objects::default()),
+            inv_target: InvTarget::default(),
+            mamv: vfio.iommu().config().mamv,
         })
     }
 
@@ -95,7 +103,11 @@ impl IommufdCtx {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Objects> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let objs = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Whoever holds the lock may change the table: the lock-free target is forgotten
+        // first (an invalidation that finds the target unchanged names it again).
+        self.inv_target.clear();
+        objs
     }
 
     /// The process's PASID context, or `EOPNOTSUPP` when the host has no PASID support.

@@ -15,6 +15,8 @@ use zerocopy::FromBytes;
 
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
+#[cfg(doc)]
+use crate::inv_target::InvTarget;
 use crate::objects::{HwptNested, HwptPaging, Object, Target};
 
 /// The bytes of `iommu_hwpt_vtd_s1` up to `__reserved`, the least a caller may pass.
@@ -297,7 +299,7 @@ impl IommufdCtx {
         let data = data.unwrap_or_default();
         let len = cmd.entry_len as usize;
         let n = cmd.entry_num as usize;
-        let mamv = self.vfio.iommu().config().mamv;
+        let mamv = self.mamv;
         // The usual nested setup: entries of this build's size, one device or PASID attached
         // without a device TLB — one request per entry, read in place from the buffer.
         if let (Some(entries), [t]) = (entry_slice(data, n, len), h.attached.as_slice()) {
@@ -360,6 +362,32 @@ impl IommufdCtx {
         }
         *done = entries.len() as u32;
         Ok(())
+    }
+
+    /// The one-entry `IOMMU_HWPT_INVALIDATE` of the usual setup, for an `entry` that passed
+    /// its checks (`validate`) with fewer than 2^52 pages: when nested HWPT `hwpt_id` has
+    /// one PASID (or requests without PASID) attached, without a device TLB, its one request
+    /// goes to the IOMMU, built straight into the call, and this returns `true`. Otherwise
+    /// it returns `false` having done nothing, and the caller runs the general path
+    /// ([`IommufdCtx::hwpt_invalidate`]), which finds the errno; the two apply the same
+    /// request. The HWPT the last such call found under the table lock, unchanged since,
+    /// needs no lock ([`InvTarget`]).
+    #[inline(always)]
+    pub(crate) fn invalidate_one(&self, hwpt_id: u32, entry: &IommuHwptVtdS1Invalidate) -> bool {
+        let mamv = self.mamv;
+        // The HWPT the last such call found, unchanged since: no table lock.
+        if let Some((did, pasid)) = self.inv_target.get(hwpt_id) {
+            self.issue(&[short_request(entry, did, pasid, mamv)], WHAT);
+            return true;
+        }
+        let objs = self.lock();
+        let Some((did, pasid)) = objs.nested_single_target(hwpt_id) else {
+            return false;
+        };
+        self.issue(&[short_request(entry, did, pasid, mamv)], WHAT);
+        self.inv_target.set(hwpt_id, did, pasid);
+        drop(objs);
+        true
     }
 
     /// Entry `index` failed with `e`: the entries before it are applied (as Linux applies
@@ -427,6 +455,30 @@ fn pasid_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u
         },
         None => Invalidation::PasidIotlbAll { did },
     }
+}
+
+/// [`pasid_request`] for an entry of fewer than 2^52 pages (its length in bytes does not
+/// overflow, and it is not "all"): the same request, without those two tests.
+#[inline(always)]
+fn short_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u8) -> Invalidation {
+    const PAGE_SHIFT: u32 = IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros();
+    debug_assert!(
+        entry.npages >> (64 - PAGE_SHIFT) == 0,
+        "{entry:?} is not short"
+    );
+    let range = PageRange::covering(entry.addr, entry.npages << PAGE_SHIFT);
+    let inv = if range.am <= mamv {
+        Invalidation::PasidIotlbPages {
+            did,
+            pasid,
+            range,
+            ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+        }
+    } else {
+        Invalidation::PasidIotlbAll { did }
+    };
+    debug_assert_eq!(inv, pasid_request(entry, did, pasid, mamv));
+    inv
 }
 
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses a stage-1 invalidation.

@@ -15,13 +15,15 @@
 use vsva_iommu::SourceId;
 use vsva_uapi::iommufd::{
     read_iommufd_arg, write_iommufd_arg, IommuDestroy, IommuFaultAlloc, IommuHwInfo,
-    IommuHwptAlloc, IommuHwptInvalidate, IommuIoasAlloc, IommuIoasAllowIovas, IommuIoasCopy,
-    IommuIoasIovaRanges, IommuIoasMap, IommuIoasUnmap, IommuIovaRange, VfioDeviceAttachIommufdPt,
-    VfioDeviceBindIommufd, VfioDeviceDetachIommufdPt, IOMMU_DESTROY, IOMMU_FAULT_QUEUE_ALLOC,
-    IOMMU_GET_HW_INFO, IOMMU_HWPT_ALLOC, IOMMU_HWPT_INVALIDATE, IOMMU_IOAS_ALLOC,
+    IommuHwptAlloc, IommuHwptInvalidate, IommuHwptVtdS1Invalidate, IommuIoasAlloc,
+    IommuIoasAllowIovas, IommuIoasCopy, IommuIoasIovaRanges, IommuIoasMap, IommuIoasUnmap,
+    IommuIovaRange, VfioDeviceAttachIommufdPt, VfioDeviceBindIommufd, VfioDeviceDetachIommufdPt,
+    IOMMU_DESTROY, IOMMU_FAULT_QUEUE_ALLOC, IOMMU_GET_HW_INFO, IOMMU_HWPT_ALLOC,
+    IOMMU_HWPT_INVALIDATE, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_IOAS_ALLOC,
     IOMMU_IOAS_ALLOW_IOVAS, IOMMU_IOAS_COPY, IOMMU_IOAS_IOVA_RANGES, IOMMU_IOAS_MAP,
-    IOMMU_IOAS_UNMAP, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID,
-    VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
+    IOMMU_IOAS_UNMAP, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_INV_PAGE_SIZE,
+    VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID, VFIO_DEVICE_BIND_IOMMUFD,
+    VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
 };
 use vsva_uapi::{read_arg, Errno, UapiError};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -40,12 +42,23 @@ impl IommufdCtx {
     /// then each handler's refusals (the typed methods document them). A refused call
     /// changes nothing, except `IOMMU_HWPT_INVALIDATE`, whose entries before the failing one
     /// were applied and counted in `entry_num`.
+    #[inline]
     pub fn ioctl(&self, cmd: u32, buf: &mut [u8]) -> Result<(), IommufdError> {
-        // The ioctl table: number → handler with its minimum size (`offsetofend` of the last
-        // mandatory field, as `IOCTL_OP` declares it). A `match`, so that the number picks
-        // the handler with no search and the hot handlers are called directly.
+        // The hot number first, with one compare (the caller may inline this test); the
+        // rest go through the table.
+        if cmd == IOMMU_HWPT_INVALIDATE {
+            return hwpt_invalidate(self, buf);
+        }
+        self.ioctl_table(cmd, buf)
+    }
+
+    /// The ioctl table: number → handler with its minimum size (`offsetofend` of the last
+    /// mandatory field, as `IOCTL_OP` declares it). A `match`, so that the number picks the
+    /// handler with no search and the hot handlers are called directly.
+    #[inline(never)]
+    fn ioctl_table(&self, cmd: u32, buf: &mut [u8]) -> Result<(), IommufdError> {
         match cmd {
-            IOMMU_HWPT_INVALIDATE => hwpt_invalidate(self, buf, 32),
+            IOMMU_HWPT_INVALIDATE => hwpt_invalidate(self, buf),
             IOMMU_IOAS_MAP => ioas_map(self, buf, 40),
             IOMMU_IOAS_UNMAP => ioas_unmap(self, buf, 24),
             IOMMU_DESTROY => destroy(self, buf, 8),
@@ -385,8 +398,27 @@ fn hw_info(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iommufd
     Ok(write_iommufd_arg(buf, size, &cmd)?)
 }
 
-#[inline]
-fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), IommufdError> {
+/// `IOMMU_HWPT_INVALIDATE`: one entry in the usual setup takes [`one_entry`] and
+/// [`IommufdCtx::invalidate_one`] (no general reader, no entry loop, no lock); anything
+/// else, or anything they decline, the general path.
+#[inline(never)]
+fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8]) -> Result<(), IommufdError> {
+    if let Some((hwpt_id, entry)) = one_entry(buf) {
+        if ctx.invalidate_one(hwpt_id, &entry) {
+            return Ok(());
+        }
+    }
+    hwpt_invalidate_general(ctx, buf, 32)
+}
+
+/// `IOMMU_HWPT_INVALIDATE` with every rule: the argument reader, then
+/// [`IommufdCtx::hwpt_invalidate`].
+#[inline(never)]
+fn hwpt_invalidate_general(
+    ctx: &IommufdCtx,
+    buf: &mut [u8],
+    minsz: usize,
+) -> Result<(), IommufdError> {
     let (mut cmd, _) = read_cmd::<IommuHwptInvalidate>(buf, minsz, "iommu_hwpt_invalidate")?;
     let ptr = cmd.data_uptr;
     let Err(e) = ctx.hwpt_invalidate(&mut cmd, user_bytes(buf, ptr)) else {
@@ -401,4 +433,48 @@ fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(),
         dst.copy_from_slice(&cmd.entry_num.to_le_bytes());
     }
     Err(e)
+}
+
+/// The HWPT id and the one entry of an `IOMMU_HWPT_INVALIDATE` argument of the usual shape
+/// that passes every check: this build's `size`, one entry of this build's `entry_len`, data
+/// type VTD_S1, zero `__reserved`, the entry's bytes in the buffer at `data_uptr`, and the
+/// entry's own checks (`IommuHwptVtdS1Invalidate::validate`: only the LEAF flag, zero
+/// `__reserved`, a 4 KiB aligned `addr`) with fewer than 2^52 pages (so not "all"). The
+/// fields are checked in one combined test. `None` for any other argument: the general path
+/// then answers it, with the exact errno (and reads nothing differently: an entry of this
+/// size is a plain copy there too).
+#[inline(always)]
+fn one_entry(buf: &[u8]) -> Option<(u32, IommuHwptVtdS1Invalidate)> {
+    const SIZE: u32 = size_of::<IommuHwptInvalidate>() as u32;
+    const LEN: usize = size_of::<IommuHwptVtdS1Invalidate>();
+    let (cmd, _) = IommuHwptInvalidate::read_from_prefix(buf).ok()?;
+    let odd = (cmd.size ^ SIZE)
+        | (cmd.entry_num ^ 1)
+        | (cmd.entry_len ^ LEN as u32)
+        | (cmd.data_type ^ IOMMU_HWPT_INVALIDATE_DATA_VTD_S1)
+        | cmd.reserved;
+    if odd != 0 {
+        return None;
+    }
+    // The whole entry in the buffer. NULL (0) needs no test of its own: the "entry" there
+    // would be the header, whose `addr` (`size` = 32, then `hwpt_id`) is not 4 KiB aligned,
+    // so the entry test below sends it to the general path (`EINVAL`).
+    let at = usize::try_from(cmd.data_uptr).ok()?;
+    let bytes = buf.get(at..)?.first_chunk::<LEN>()?;
+    let entry = IommuHwptVtdS1Invalidate::read_from_bytes(bytes).ok()?;
+    // The entry's checks, and a page count below 2^52 (so that its length in bytes does
+    // not overflow): "all" (`npages = U64_MAX`) and longer counts take the general path.
+    let bad = u64::from(entry.flags & !IOMMU_VTD_INV_FLAGS_LEAF)
+        | u64::from(entry.reserved)
+        | (entry.addr & (IOMMU_VTD_INV_PAGE_SIZE - 1))
+        | (entry.npages >> (64 - IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros()));
+    if bad != 0 {
+        return None;
+    }
+    debug_assert!(
+        entry.validate().is_ok(),
+        "{entry:?} passed the combined test"
+    );
+    debug_assert!(at != 0, "a NULL data_uptr passed the combined test");
+    Some((cmd.hwpt_id, entry))
 }

@@ -32,6 +32,7 @@ mod error;
 mod fault;
 mod fault_queue;
 mod hwpt;
+mod inv_target;
 mod ioas;
 mod ioctl;
 mod kind;

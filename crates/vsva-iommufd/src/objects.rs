@@ -224,6 +224,27 @@ impl Objects {
             }),
         }
     }
+
+    /// The domain id and the PASID (0: requests without PASID) of nested HWPT `id` when
+    /// exactly one device or PASID is attached to it and that device has no device TLB —
+    /// the usual nested setup, whose one-entry invalidation is one request. `None` for
+    /// anything else (no such id, another kind, no or several targets, ATS): the general
+    /// path then answers, with its errno. One bounds check, and the kind and the target
+    /// read from the same slot.
+    #[inline(always)]
+    pub(crate) fn nested_single_target(&self, id: u32) -> Option<(u16, u32)> {
+        // Id 0 wraps to an index past any table.
+        match self.slots.get((id as usize).wrapping_sub(1)) {
+            Some(Some(Entry {
+                object: Object::HwptNested(h),
+                ..
+            })) => match h.attached.as_slice() {
+                [t] if !t.ats => Some((h.did, t.pasid.unwrap_or(0))),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
     object_of!(device, device_mut, Device, Device, "a device");
     object_of!(fault, fault_mut, Fault, FaultQueue, "a fault queue");
 

@@ -441,3 +441,172 @@ fn a_malformed_entry_is_refused_and_counted_on_an_attached_nested_hwpt() {
         }
     }
 }
+
+/// A one-page entry at `VA`.
+const ONE_PAGE: IommuHwptVtdS1Invalidate = IommuHwptVtdS1Invalidate {
+    addr: VA,
+    npages: 1,
+    flags: 0,
+    reserved: 0,
+};
+
+/// A one-entry `IOMMU_HWPT_INVALIDATE` on a nested HWPT with one PASID attached (the usual
+/// shape, which has a path of its own): every header field that is not the usual one gets
+/// the errno of the general rules (`iommufd_hwpt_invalidate`, `copy_struct_from_user`,
+/// `iommu_copy_struct_from_user_array`), the count written back as they say, and the stale
+/// translation stays; an argument of another size with a zero tail is still applied.
+#[test]
+fn one_entry_of_another_shape_gets_the_general_answer() {
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    let entry = ONE_PAGE;
+    // The usual argument: the header, then the entry at offset 32.
+    let usual = |f: &dyn Fn(&mut IommuHwptInvalidate)| {
+        let mut cmd = IommuHwptInvalidate {
+            hwpt_id: n.nested,
+            data_uptr: 32,
+            data_type: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
+            entry_len: 24,
+            entry_num: 1,
+            ..Default::default()
+        };
+        f(&mut cmd);
+        let mut buf = arg(&cmd, 0);
+        buf[..4].copy_from_slice(&32u32.to_le_bytes());
+        buf.extend_from_slice(entry.as_bytes());
+        buf
+    };
+    // A header of `size` bytes (its tail `tail`), the entry right after it.
+    let sized = |size: u32, tail: u8| {
+        let mut buf = usual(&|c| c.data_uptr = size.into());
+        buf.truncate(32);
+        buf.resize(size.max(32) as usize, tail);
+        buf[..4].copy_from_slice(&size.to_le_bytes());
+        buf.extend_from_slice(entry.as_bytes());
+        buf
+    };
+    // An entry of `len` bytes (its tail `tail`).
+    let long_entry = |len: u32, tail: u8| {
+        let mut buf = usual(&|c| c.entry_len = len);
+        buf.resize(32 + len as usize, tail);
+        buf
+    };
+    let refused: Vec<(&str, Vec<u8>, Errno, u32)> = vec![
+        (
+            "__reserved",
+            usual(&|c| c.reserved = 1),
+            Errno::EOPNOTSUPP,
+            0,
+        ),
+        ("data type", usual(&|c| c.data_type = 5), Errno::EINVAL, 0),
+        ("entry_len 0", usual(&|c| c.entry_len = 0), Errno::EINVAL, 0),
+        (
+            "entry_len 16",
+            usual(&|c| c.entry_len = 16),
+            Errno::EINVAL,
+            0,
+        ),
+        ("entry tail", long_entry(32, 1), Errno::E2BIG, 0),
+        (
+            "null data_uptr",
+            usual(&|c| c.data_uptr = 0),
+            Errno::EINVAL,
+            0,
+        ),
+        (
+            "entry past the buffer",
+            usual(&|c| c.data_uptr = 40),
+            Errno::EFAULT,
+            0,
+        ),
+        ("unknown HWPT", usual(&|c| c.hwpt_id = 99), Errno::ENOENT, 0),
+        ("HWPT id 0", usual(&|c| c.hwpt_id = 0), Errno::ENOENT, 0),
+        ("an IOAS", usual(&|c| c.hwpt_id = n.ioas), Errno::EINVAL, 0),
+        ("header tail", sized(40, 1), Errno::E2BIG, 1),
+        ("header too short", sized(24, 0), Errno::EINVAL, 1),
+    ];
+    let accepted: Vec<(&str, Vec<u8>)> = vec![
+        ("the usual shape", usual(&|_| {})),
+        ("a longer header, zero tail", sized(40, 0)),
+        ("a longer entry, zero tail", long_entry(32, 0)),
+    ];
+    let cases = refused
+        .into_iter()
+        .map(|(what, buf, errno, count)| (what, buf, Err(errno), count))
+        .chain(
+            accepted
+                .into_iter()
+                .map(|(what, buf)| (what, buf, Ok(()), 1)),
+        );
+    for (i, (what, mut buf, want, count)) in cases.enumerate() {
+        // A mark of this case's own, so that an earlier case's write cannot pass for it.
+        let mark = [b'A' + i as u8];
+        // VA's translation cached while it points at GPA_A, then the guest moves VA to GPA_B.
+        guest.remap(root, VA, GPA_A);
+        assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+        n.dev.dma_write(Some(n.pasid), VA, b"a").unwrap();
+        guest.remap(root, VA, GPA_B);
+        let r = call(&n.ctx, IOMMU_HWPT_INVALIDATE, &mut buf);
+        let got_count = back::<IommuHwptInvalidate>(&buf).entry_num;
+        assert_eq!((r, got_count), (want, count), "{what}");
+        // A refused call applied nothing: the write still reaches GPA_A; an accepted one
+        // dropped the translation, so the write reaches GPA_B.
+        n.dev.dma_write(Some(n.pasid), VA, &mark).unwrap();
+        let mut landed = [0u8];
+        guest.read(if want.is_ok() { GPA_B } else { GPA_A }, &mut landed);
+        assert_eq!(landed, mark, "{what}: the write went elsewhere");
+    }
+}
+
+/// The one-entry path remembers the HWPT it last found (its domain id and one PASID) so
+/// that the next call takes no lock; any change of the context forgets it. A second PASID
+/// attached after a one-entry call is invalidated by the next one too.
+#[test]
+fn a_one_entry_invalidation_follows_a_second_attach() {
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    let entry = ONE_PAGE;
+    // Two one-entry calls with the HWPT unchanged: the second takes the remembered target.
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    let second = n.ctx.alloc_pasid(1, 1000).unwrap();
+    attach(&n.ctx, 3, n.nested, Some(second)).unwrap();
+    for p in [n.pasid, second] {
+        n.dev.dma_write(Some(p), VA, b"a").unwrap();
+    }
+    guest.remap(root, VA, GPA_B);
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    for (p, mark) in [(n.pasid, b"1"), (second, b"2")] {
+        n.dev.dma_write(Some(p), VA, mark).unwrap();
+        let mut got = [0u8];
+        guest.read(GPA_B, &mut got);
+        assert_eq!(&got, mark, "PASID {p} kept its stale translation");
+    }
+}
+
+/// The PASID of a nested HWPT replaced after a one-entry call (detached, another attached):
+/// the next one-entry call reaches the new PASID, not the remembered one.
+#[test]
+fn a_one_entry_invalidation_follows_a_new_pasid() {
+    let vfio = host();
+    let iommu = vfio.iommu().clone();
+    let mut guest = Guest::new(&iommu);
+    let (n, root) = nested_with_pasid(&vfio, &mut guest, [(VA, GPA_A)]);
+    let entry = ONE_PAGE;
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    let other = n.ctx.alloc_pasid(1, 1000).unwrap();
+    let dev_id = n.ctx.dev_id_of(sid(3)).unwrap();
+    n.ctx.detach(dev_id, Some(n.pasid)).unwrap();
+    attach(&n.ctx, 3, n.nested, Some(other)).unwrap();
+    n.dev.dma_write(Some(other), VA, b"a").unwrap();
+    guest.remap(root, VA, GPA_B);
+    assert_eq!(invalidate(&n.ctx, n.nested, &[entry]), (Ok(()), 1));
+    n.dev.dma_write(Some(other), VA, b"b").unwrap();
+    let mut got = [0u8];
+    guest.read(GPA_B, &mut got);
+    assert_eq!(&got, b"b", "the new PASID kept its stale translation");
+}
