@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use vsva_proto::{FrameHeader, Kind, Request};
+use vsva_vfio::ProcessToken;
 
 use crate::daemon::{Daemon, Outcome, Session};
 use crate::wake::Wake;
@@ -110,16 +111,21 @@ pub(crate) fn hand_off(
     let slot = park.slot;
     let kind = Kind::from_u16(header.kind);
     let started = Instant::now();
-    daemon.blocking().submit(Box::new(move || {
-        let mut session = session;
-        let outcome = d.handle(&mut session, req, fds);
-        returns.give(Returned {
-            slot,
-            session,
-            header,
-            kind,
-            started,
-            outcome,
-        });
-    }));
+    // The process the request runs for: its jobs hold at most its share of the pool.
+    let owner = ProcessToken::new(session.credentials.pid, session.credentials.start_time);
+    daemon.blocking().submit(
+        owner,
+        Box::new(move || {
+            let mut session = session;
+            let outcome = d.handle(&mut session, req, fds);
+            returns.give(Returned {
+                slot,
+                session,
+                header,
+                kind,
+                started,
+                outcome,
+            });
+        }),
+    );
 }
