@@ -67,6 +67,18 @@ pub trait GuestMemory: Send + Sync {
         }
         Ok(())
     }
+
+    /// Reads the four little-endian qwords of a 256-bit invalidation descriptor at `gpa`
+    /// (what [`GuestMemory::read_qwords`] reads into four qwords, returned by value).
+    ///
+    /// # Errors
+    ///
+    /// As [`GuestMemory::read`]; nothing is returned then.
+    fn read_descriptor(&self, gpa: u64) -> Result<[u64; 4], GuestMemoryError> {
+        let mut q = [0u64; 4];
+        self.read_qwords(gpa, &mut q)?;
+        Ok(q)
+    }
 }
 
 /// Guest RAM `[0, size)` placed at host address `base` of the software IOMMU's memory: what
@@ -211,6 +223,20 @@ impl GuestMemory for HostWindow {
         self.read_qwords_slow(gpa, out)
     }
 
+    /// In the pinned region, one bounds check and one load, with no length to dispatch on.
+    fn read_descriptor(&self, gpa: u64) -> Result<[u64; 4], GuestMemoryError> {
+        if let Some(q) = self
+            .host(gpa, 32)
+            .ok()
+            .and_then(|h| self.pinned_load::<4>(h))
+        {
+            return Ok(q);
+        }
+        let mut q = [0u64; 4];
+        self.read_qwords_slow(gpa, &mut q)?;
+        Ok(q)
+    }
+
     /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as
     /// reads are loads.
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), GuestMemoryError> {
@@ -278,6 +304,10 @@ mod tests {
         let mut q = [0u64; 2];
         w.read_qwords(0x1000, &mut q).unwrap();
         assert_eq!(q, [0x0807_0605_0403_0201, 0x100f_0e0d_0c0b_0a09]);
+        let mut four = [0u64; 4];
+        w.read_qwords(0x1000, &mut four).unwrap();
+        assert_eq!(w.read_descriptor(0x1000), Ok(four));
+        assert_eq!(four[..2], q);
         let mut b = [0u8; 4];
         w.read(0x100f, &mut b).unwrap();
         assert_eq!(b, [16, 0xaa, 0xaa, 0xaa]);
@@ -292,6 +322,8 @@ mod tests {
             })
         );
         assert!(w.read_qwords(end, &mut q).is_err());
+        assert!(w.read_descriptor(end - 16).is_err());
+        assert!(w.read_descriptor(end - 24).is_ok());
         assert!(w.write(end + 4, &[0; 8]).is_err());
     }
 
