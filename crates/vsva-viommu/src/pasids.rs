@@ -47,7 +47,8 @@ impl<V> PasidMap<V> {
     /// Whether `pasid` has a value.
     #[inline]
     pub(crate) fn contains_key(&self, pasid: &u32) -> bool {
-        self.find(*pasid).is_ok()
+        let last = self.last.get();
+        self.entries.get(last).is_some_and(|e| e.0 == *pasid) || self.search(*pasid).is_ok()
     }
 
     /// The value of `pasid`.

@@ -116,21 +116,21 @@ impl Unit {
     ) -> (u64, Option<u64>) {
         let step = if wide { 32 } else { 16 };
         let mut done = 0;
-        // Fetched as qwords straight into the decoder's input: no byte buffer. A 128-bit
-        // descriptor fills the first two, the others stay zero.
-        let mut q = [0u64; 4];
         let error = loop {
             if head == tail {
                 break None;
             }
+            // Fetched as qwords straight into the decoder's input: no byte buffer. A 128-bit
+            // descriptor fills the first two, the others are zero.
             let fetched = if wide {
-                self.mem.read_descriptor(base + head).map(|d| q = d)
+                self.mem.read_descriptor(base + head)
             } else {
-                self.mem.read_qwords(base + head, &mut q[..2])
+                let mut q = [0u64; 4];
+                self.mem.read_qwords(base + head, &mut q[..2]).map(|()| q)
             };
-            if fetched.is_err() {
+            let Ok(q) = fetched else {
                 break Some(iqei::FETCH);
-            }
+            };
             // One test of the type for the common descriptor, carried out in line; any
             // other type is decoded and carried out out of line.
             let outcome = match decode_pasid_iotlb(q, wide) {
