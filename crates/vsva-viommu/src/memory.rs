@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use vm_memory::{
     ByteValued, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion,
-    VolatileMemory as _,
+    GuestRegionMmap, VolatileMemory as _,
 };
 
 use vsva_iommu::memory::store_entry;
@@ -99,8 +99,10 @@ pub struct HostWindow {
     size: u64,
     /// The host memory map at creation, when one of its regions holds all of guest RAM.
     pinned: Option<Arc<GuestMemoryMmap>>,
-    /// That region's index in the pinned map (no search per access).
-    region: usize,
+    /// That region, held directly (no search or iteration of the map per access), and its
+    /// first host address.
+    region: Option<Arc<GuestRegionMmap>>,
+    region_start: u64,
 }
 
 impl fmt::Debug for HostWindow {
@@ -117,18 +119,23 @@ impl HostWindow {
     /// The window of `size` bytes at host address `base` of `iommu`'s memory.
     pub fn new(iommu: Arc<Iommu>, base: u64, size: u64) -> Self {
         let map = iommu.memory().snapshot_arc();
-        let region = base.checked_add(size).and_then(|end| {
-            map.iter().position(|r| {
-                let start = r.start_addr().0;
-                size > 0 && start <= base && end <= start + r.len()
-            })
+        let holder = base.checked_add(size).and_then(|end| {
+            map.iter()
+                .map(|r| (r.start_addr(), r.len()))
+                .find(|&(start, len)| size > 0 && start.0 <= base && end <= start.0 + len)
+        });
+        // The region's own `Arc`: the map hands it out when asked for a copy without it.
+        let region = holder.and_then(|(start, len)| {
+            let (_, region) = map.remove_region(start, len).ok()?;
+            Some((region, start.0))
         });
         HostWindow {
             iommu,
             base,
             size,
             pinned: region.is_some().then_some(map),
-            region: region.unwrap_or(0),
+            region_start: region.as_ref().map_or(0, |r| r.1),
+            region: region.map(|r| r.0),
         }
     }
 
@@ -158,8 +165,8 @@ impl HostWindow {
     where
         [u64; N]: ByteValued,
     {
-        let region = self.pinned.as_ref()?.iter().nth(self.region)?;
-        let off = h.checked_sub(region.start_addr().0)?;
+        let region = self.region.as_ref()?;
+        let off = h.checked_sub(self.region_start)?;
         let run = region.get_ref::<[u64; N]>(off as usize).ok()?.load();
         Some(run.map(u64::from_le))
     }
@@ -279,7 +286,6 @@ impl GuestMemory for vsva_client::GuestMemory {
 
 #[cfg(test)]
 mod tests {
-    use vm_memory::GuestRegionMmap;
     use vsva_iommu::{HostMemory, IommuConfig};
 
     use super::*;
@@ -331,7 +337,7 @@ mod tests {
     fn a_window_inside_one_region_reads_and_writes_that_region() {
         let io = iommu(&[(0, 32 * MB as usize)]);
         let w = HostWindow::new(io.clone(), 16 * MB, 8 * MB);
-        assert!(w.pinned.is_some());
+        assert!(w.pinned.is_some() && w.region.is_some());
         round_trip(&w);
         // The host sees the guest's bytes at base + gpa.
         assert_eq!(
@@ -344,7 +350,7 @@ mod tests {
     fn a_window_inside_a_later_region_reads_and_writes_that_region() {
         let io = iommu(&[(0, 8 * MB as usize), (16 * MB, 16 * MB as usize)]);
         let w = HostWindow::new(io.clone(), 20 * MB, 8 * MB);
-        assert!(w.pinned.is_some());
+        assert!(w.pinned.is_some() && w.region.is_some());
         round_trip(&w);
         assert_eq!(
             io.memory().load_u64(20 * MB + 0x1000).unwrap(),
