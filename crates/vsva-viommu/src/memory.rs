@@ -99,10 +99,10 @@ pub struct HostWindow {
     size: u64,
     /// The host memory map at creation, when one of its regions holds all of guest RAM.
     pinned: Option<Arc<GuestMemoryMmap>>,
-    /// That region, held directly (no search or iteration of the map per access), and its
-    /// first host address.
+    /// That region, held directly (no search or iteration of the map per access), and where
+    /// guest-physical 0 lies in it.
     region: Option<Arc<GuestRegionMmap>>,
-    region_start: u64,
+    ram_offset: u64,
 }
 
 impl fmt::Debug for HostWindow {
@@ -134,7 +134,7 @@ impl HostWindow {
             base,
             size,
             pinned: region.is_some().then_some(map),
-            region_start: region.as_ref().map_or(0, |r| r.1),
+            ram_offset: region.as_ref().map_or(0, |r| base - r.1),
             region: region.map(|r| r.0),
         }
     }
@@ -156,17 +156,18 @@ impl HostWindow {
         Ok(self.base + gpa)
     }
 
-    /// `N` little-endian qwords at host address `h` of the pinned region, read with one
-    /// bounds check and one volatile load of the whole run (vm-memory's slice copy works
-    /// element by element, several times the cost for a 32- or 64-byte run); `None` when
-    /// nothing is pinned or the run leaves the region.
+    /// `N` little-endian qwords at guest-physical `gpa` (a run the caller checked lies in
+    /// the window) of the pinned region, read with one bounds check and one volatile load of
+    /// the whole run (vm-memory's slice copy works element by element, several times the
+    /// cost for a 32- or 64-byte run); `None` when nothing is pinned.
     #[inline]
-    fn pinned_load<const N: usize>(&self, h: u64) -> Option<[u64; N]>
+    fn pinned_load<const N: usize>(&self, gpa: u64) -> Option<[u64; N]>
     where
         [u64; N]: ByteValued,
     {
         let region = self.region.as_ref()?;
-        let off = h.checked_sub(self.region_start)?;
+        // No overflow: gpa + 8 N <= size, and ram_offset + size <= the region's length.
+        let off = self.ram_offset + gpa;
         let run = region.get_ref::<[u64; N]>(off as usize).ok()?.load();
         Some(run.map(u64::from_le))
     }
@@ -203,7 +204,7 @@ impl GuestMemory for HostWindow {
     /// In the pinned region, one bounds check and a load; otherwise the byte path.
     fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
         let h = self.host(gpa, 8)?;
-        if let Some([w]) = self.pinned_load::<1>(h) {
+        if let Some([w]) = self.pinned_load::<1>(gpa) {
             return Ok(w);
         }
         let mut b = [0u8; 8];
@@ -216,11 +217,11 @@ impl GuestMemory for HostWindow {
     /// A descriptor (2 or 4 qwords) or a table line (8) in the pinned region is one bounds check
     /// and one volatile load of the whole run; other runs read qword by qword, out of line.
     fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
-        if let Ok(h) = self.host(gpa, 8 * out.len()) {
+        if self.host(gpa, 8 * out.len()).is_ok() {
             let whole = match out.len() {
-                2 => self.pinned_load::<2>(h).map(|w| out.copy_from_slice(&w)),
-                4 => self.pinned_load::<4>(h).map(|w| out.copy_from_slice(&w)),
-                8 => self.pinned_load::<8>(h).map(|w| out.copy_from_slice(&w)),
+                2 => self.pinned_load::<2>(gpa).map(|w| out.copy_from_slice(&w)),
+                4 => self.pinned_load::<4>(gpa).map(|w| out.copy_from_slice(&w)),
+                8 => self.pinned_load::<8>(gpa).map(|w| out.copy_from_slice(&w)),
                 _ => None,
             };
             if whole.is_some() {
@@ -232,12 +233,10 @@ impl GuestMemory for HostWindow {
 
     /// In the pinned region, one bounds check and one load, with no length to dispatch on.
     fn read_descriptor(&self, gpa: u64) -> Result<[u64; 4], GuestMemoryError> {
-        if let Some(q) = self
-            .host(gpa, 32)
-            .ok()
-            .and_then(|h| self.pinned_load::<4>(h))
-        {
-            return Ok(q);
+        if self.host(gpa, 32).is_ok() {
+            if let Some(q) = self.pinned_load::<4>(gpa) {
+                return Ok(q);
+            }
         }
         let mut q = [0u64; 4];
         self.read_qwords_slow(gpa, &mut q)?;
