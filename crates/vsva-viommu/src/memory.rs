@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use vm_memory::{
     ByteValued, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion,
-    VolatileMemory as _,
+    GuestRegionMmap, VolatileMemory as _,
 };
 
 use vsva_iommu::memory::store_entry;
@@ -67,6 +67,18 @@ pub trait GuestMemory: Send + Sync {
         }
         Ok(())
     }
+
+    /// Reads the four little-endian qwords of a 256-bit invalidation descriptor at `gpa`
+    /// (what [`GuestMemory::read_qwords`] reads into four qwords, returned by value).
+    ///
+    /// # Errors
+    ///
+    /// As [`GuestMemory::read`]; nothing is returned then.
+    fn read_descriptor(&self, gpa: u64) -> Result<[u64; 4], GuestMemoryError> {
+        let mut q = [0u64; 4];
+        self.read_qwords(gpa, &mut q)?;
+        Ok(q)
+    }
 }
 
 /// Guest RAM `[0, size)` placed at host address `base` of the software IOMMU's memory: what
@@ -87,8 +99,10 @@ pub struct HostWindow {
     size: u64,
     /// The host memory map at creation, when one of its regions holds all of guest RAM.
     pinned: Option<Arc<GuestMemoryMmap>>,
-    /// That region's index in the pinned map (no search per access).
-    region: usize,
+    /// That region, held directly (no search or iteration of the map per access), and where
+    /// guest-physical 0 lies in it.
+    region: Option<Arc<GuestRegionMmap>>,
+    ram_offset: u64,
 }
 
 impl fmt::Debug for HostWindow {
@@ -105,18 +119,23 @@ impl HostWindow {
     /// The window of `size` bytes at host address `base` of `iommu`'s memory.
     pub fn new(iommu: Arc<Iommu>, base: u64, size: u64) -> Self {
         let map = iommu.memory().snapshot_arc();
-        let region = base.checked_add(size).and_then(|end| {
-            map.iter().position(|r| {
-                let start = r.start_addr().0;
-                size > 0 && start <= base && end <= start + r.len()
-            })
+        let holder = base.checked_add(size).and_then(|end| {
+            map.iter()
+                .map(|r| (r.start_addr(), r.len()))
+                .find(|&(start, len)| size > 0 && start.0 <= base && end <= start.0 + len)
+        });
+        // The region's own `Arc`: the map hands it out when asked for a copy without it.
+        let region = holder.and_then(|(start, len)| {
+            let (_, region) = map.remove_region(start, len).ok()?;
+            Some((region, start.0))
         });
         HostWindow {
             iommu,
             base,
             size,
             pinned: region.is_some().then_some(map),
-            region: region.unwrap_or(0),
+            ram_offset: region.as_ref().map_or(0, |r| base - r.1),
+            region: region.map(|r| r.0),
         }
     }
 
@@ -137,17 +156,18 @@ impl HostWindow {
         Ok(self.base + gpa)
     }
 
-    /// `N` little-endian qwords at host address `h` of the pinned region, read with one
-    /// bounds check and one volatile load of the whole run (vm-memory's slice copy works
-    /// element by element, several times the cost for a 32- or 64-byte run); `None` when
-    /// nothing is pinned or the run leaves the region.
+    /// `N` little-endian qwords at guest-physical `gpa` (a run the caller checked lies in
+    /// the window) of the pinned region, read with one bounds check and one volatile load of
+    /// the whole run (vm-memory's slice copy works element by element, several times the
+    /// cost for a 32- or 64-byte run); `None` when nothing is pinned.
     #[inline]
-    fn pinned_load<const N: usize>(&self, h: u64) -> Option<[u64; N]>
+    fn pinned_load<const N: usize>(&self, gpa: u64) -> Option<[u64; N]>
     where
         [u64; N]: ByteValued,
     {
-        let region = self.pinned.as_ref()?.iter().nth(self.region)?;
-        let off = h.checked_sub(region.start_addr().0)?;
+        let region = self.region.as_ref()?;
+        // No overflow: gpa + 8 N <= size, and ram_offset + size <= the region's length.
+        let off = self.ram_offset + gpa;
         let run = region.get_ref::<[u64; N]>(off as usize).ok()?.load();
         Some(run.map(u64::from_le))
     }
@@ -184,7 +204,7 @@ impl GuestMemory for HostWindow {
     /// In the pinned region, one bounds check and a load; otherwise the byte path.
     fn read_u64(&self, gpa: u64) -> Result<u64, GuestMemoryError> {
         let h = self.host(gpa, 8)?;
-        if let Some([w]) = self.pinned_load::<1>(h) {
+        if let Some([w]) = self.pinned_load::<1>(gpa) {
             return Ok(w);
         }
         let mut b = [0u8; 8];
@@ -197,11 +217,11 @@ impl GuestMemory for HostWindow {
     /// A descriptor (2 or 4 qwords) or a table line (8) in the pinned region is one bounds check
     /// and one volatile load of the whole run; other runs read qword by qword, out of line.
     fn read_qwords(&self, gpa: u64, out: &mut [u64]) -> Result<(), GuestMemoryError> {
-        if let Ok(h) = self.host(gpa, 8 * out.len()) {
+        if self.host(gpa, 8 * out.len()).is_ok() {
             let whole = match out.len() {
-                2 => self.pinned_load::<2>(h).map(|w| out.copy_from_slice(&w)),
-                4 => self.pinned_load::<4>(h).map(|w| out.copy_from_slice(&w)),
-                8 => self.pinned_load::<8>(h).map(|w| out.copy_from_slice(&w)),
+                2 => self.pinned_load::<2>(gpa).map(|w| out.copy_from_slice(&w)),
+                4 => self.pinned_load::<4>(gpa).map(|w| out.copy_from_slice(&w)),
+                8 => self.pinned_load::<8>(gpa).map(|w| out.copy_from_slice(&w)),
                 _ => None,
             };
             if whole.is_some() {
@@ -209,6 +229,18 @@ impl GuestMemory for HostWindow {
             }
         }
         self.read_qwords_slow(gpa, out)
+    }
+
+    /// In the pinned region, one bounds check and one load, with no length to dispatch on.
+    fn read_descriptor(&self, gpa: u64) -> Result<[u64; 4], GuestMemoryError> {
+        if self.host(gpa, 32).is_ok() {
+            if let Some(q) = self.pinned_load::<4>(gpa) {
+                return Ok(q);
+            }
+        }
+        let mut q = [0u64; 4];
+        self.read_qwords_slow(gpa, &mut q)?;
+        Ok(q)
     }
 
     /// Aligned whole-qword writes (a page request descriptor, a wait status) are stores, as
@@ -253,7 +285,6 @@ impl GuestMemory for vsva_client::GuestMemory {
 
 #[cfg(test)]
 mod tests {
-    use vm_memory::GuestRegionMmap;
     use vsva_iommu::{HostMemory, IommuConfig};
 
     use super::*;
@@ -278,6 +309,10 @@ mod tests {
         let mut q = [0u64; 2];
         w.read_qwords(0x1000, &mut q).unwrap();
         assert_eq!(q, [0x0807_0605_0403_0201, 0x100f_0e0d_0c0b_0a09]);
+        let mut four = [0u64; 4];
+        w.read_qwords(0x1000, &mut four).unwrap();
+        assert_eq!(w.read_descriptor(0x1000), Ok(four));
+        assert_eq!(four[..2], q);
         let mut b = [0u8; 4];
         w.read(0x100f, &mut b).unwrap();
         assert_eq!(b, [16, 0xaa, 0xaa, 0xaa]);
@@ -292,6 +327,8 @@ mod tests {
             })
         );
         assert!(w.read_qwords(end, &mut q).is_err());
+        assert!(w.read_descriptor(end - 16).is_err());
+        assert!(w.read_descriptor(end - 24).is_ok());
         assert!(w.write(end + 4, &[0; 8]).is_err());
     }
 
@@ -299,7 +336,7 @@ mod tests {
     fn a_window_inside_one_region_reads_and_writes_that_region() {
         let io = iommu(&[(0, 32 * MB as usize)]);
         let w = HostWindow::new(io.clone(), 16 * MB, 8 * MB);
-        assert!(w.pinned.is_some());
+        assert!(w.pinned.is_some() && w.region.is_some());
         round_trip(&w);
         // The host sees the guest's bytes at base + gpa.
         assert_eq!(
@@ -312,7 +349,7 @@ mod tests {
     fn a_window_inside_a_later_region_reads_and_writes_that_region() {
         let io = iommu(&[(0, 8 * MB as usize), (16 * MB, 16 * MB as usize)]);
         let w = HostWindow::new(io.clone(), 20 * MB, 8 * MB);
-        assert!(w.pinned.is_some());
+        assert!(w.pinned.is_some() && w.region.is_some());
         round_trip(&w);
         assert_eq!(
             io.memory().load_u64(20 * MB + 0x1000).unwrap(),

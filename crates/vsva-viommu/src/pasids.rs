@@ -1,18 +1,25 @@
 //! [`PasidMap`]: the unit's PASID-keyed records (the PASIDs the guest allocated, the host
 //! binds made for it) as one sorted vector. A guest holds few PASIDs and binds and unbinds
 //! one at a time, so a binary search and a short shift beat a tree, and an insert after a
-//! remove reuses the vector's storage instead of allocating a node.
+//! remove reuses the vector's storage instead of allocating a node. The entry the last
+//! membership test found is tried first (a guest's unmaps flush one PASID after another).
+
+use std::cell::Cell;
 
 /// Values keyed by PASID, kept in ascending PASID order.
 #[derive(Debug, Clone)]
 pub(crate) struct PasidMap<V> {
     entries: Vec<(u32, V)>,
+    /// Index of the entry the last [`PasidMap::contains_key`] found. Only a hint: its key is compared before it
+    /// is used, so an insert or remove that moves entries makes it miss, never answer wrong.
+    last: Cell<usize>,
 }
 
 impl<V> Default for PasidMap<V> {
     fn default() -> Self {
         PasidMap {
             entries: Vec::new(),
+            last: Cell::new(0),
         }
     }
 }
@@ -22,9 +29,22 @@ impl<V> PasidMap<V> {
         self.entries.binary_search_by_key(&pasid, |e| e.0)
     }
 
-    /// Whether `pasid` has a value.
+    /// Whether `pasid` has a value: the entry the last such test found is tried first (one
+    /// compare), the search runs out of line when it is another PASID's.
+    #[inline]
     pub(crate) fn contains_key(&self, pasid: &u32) -> bool {
-        self.find(*pasid).is_ok()
+        let last = self.last.get();
+        self.entries.get(last).is_some_and(|e| e.0 == *pasid) || self.search(*pasid)
+    }
+
+    /// The search behind [`PasidMap::contains_key`]; remembers the entry it finds.
+    #[inline(never)]
+    fn search(&self, pasid: u32) -> bool {
+        let found = self.find(pasid);
+        if let Ok(i) = found {
+            self.last.set(i);
+        }
+        found.is_ok()
     }
 
     /// The value of `pasid`.
@@ -71,5 +91,24 @@ mod tests {
         assert_eq!(m.remove(&6), Some('c'));
         assert_eq!(m.remove(&6), None);
         assert_eq!(m.keys().copied().collect::<Vec<_>>(), [3, 9]);
+    }
+
+    #[test]
+    fn the_last_entry_found_is_checked_before_it_answers() {
+        let mut m = PasidMap::default();
+        for p in [3, 6, 9] {
+            m.insert(p, p * 10);
+        }
+        assert!(m.contains_key(&9));
+        assert!(!m.contains_key(&4), "the last entry found is 9's, not 4's");
+        assert_eq!(m.remove(&3), Some(30));
+        assert!(m.contains_key(&9), "9 moved from index 2 to 1");
+        m.insert(1, 10);
+        assert!(m.contains_key(&6), "the entry at index 1");
+        assert!(!m.contains_key(&7), "index 1 holds 6's entry, not 7's");
+        assert!(m.contains_key(&9), "9 moved back to index 2");
+        assert_eq!(m.remove(&6), Some(60));
+        assert!(!m.contains_key(&6));
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), [1, 9]);
     }
 }

@@ -114,18 +114,23 @@ impl Unit {
         size: u64,
         wide: bool,
     ) -> (u64, Option<u64>) {
-        let (step, words) = if wide { (32, 4) } else { (16, 2) };
+        let step = if wide { 32 } else { 16 };
         let mut done = 0;
-        // Fetched as qwords straight into the decoder's input: no byte buffer. A 128-bit
-        // descriptor fills the first two, the others stay zero.
-        let mut q = [0u64; 4];
         let error = loop {
             if head == tail {
                 break None;
             }
-            if self.mem.read_qwords(base + head, &mut q[..words]).is_err() {
+            // Fetched as qwords straight into the decoder's input: no byte buffer. A 128-bit
+            // descriptor fills the first two, the others are zero.
+            let fetched = if wide {
+                self.mem.read_descriptor(base + head)
+            } else {
+                let mut q = [0u64; 4];
+                self.mem.read_qwords(base + head, &mut q[..2]).map(|()| q)
+            };
+            let Ok(q) = fetched else {
                 break Some(iqei::FETCH);
-            }
+            };
             // One test of the type for the common descriptor, carried out in line; any
             // other type is decoded and carried out out of line.
             let outcome = match decode_pasid_iotlb(q, wide) {
@@ -183,7 +188,14 @@ impl Unit {
                 archid: None,
             },
         };
-        self.host_invalidate(CacheSet::IOTLB, g);
+        // The request is built here, in the caller's frame, and passed by reference: no
+        // copy of the granularity into an out-of-line call. IOTLB at PASID or ADDR is always
+        // a valid pair.
+        // Matched by reference: the request is not moved out of the `Result` it was built in.
+        match &CacheInvalidateRequest::new(CacheSet::IOTLB, g) {
+            Ok(req) => self.send_invalidation(req),
+            Err(_) => debug_assert!(false, "invalid (cache, granularity) pair built"),
+        }
     }
 
     /// Carries out one descriptor.
@@ -293,14 +305,18 @@ impl Unit {
     /// CACHE_INVLD on the host; a failure is logged (the host answers 0 for refusals).
     #[inline(never)]
     pub(crate) fn host_invalidate(&mut self, caches: CacheSet, g: Granularity) {
-        match CacheInvalidateRequest::new(caches, g) {
-            Ok(req) => {
-                self.stats.host_invalidations += 1;
-                if let Err(e) = self.backend.invalidate(&req) {
-                    host_invalidation_failed(&e);
-                }
-            }
+        match &CacheInvalidateRequest::new(caches, g) {
+            Ok(req) => self.send_invalidation(req),
             Err(_) => debug_assert!(false, "invalid (cache, granularity) pair built"),
+        }
+    }
+
+    /// Passes `req` to the host and counts it; a failure is logged.
+    #[inline(always)]
+    fn send_invalidation(&mut self, req: &CacheInvalidateRequest) {
+        self.stats.host_invalidations += 1;
+        if let Err(e) = self.backend.invalidate(req) {
+            host_invalidation_failed(&e);
         }
     }
 }

@@ -255,8 +255,10 @@ pub(crate) enum Touched {
 /// The raw register values, in dwords over the 4 KiB page.
 #[derive(Debug, Clone)]
 pub(crate) struct RegisterFile {
-    /// A fixed-size array, so that accesses at constant offsets need no bounds check.
-    dwords: Box<[u32; DWORDS]>,
+    /// A fixed-size array, so that accesses at constant offsets need no bounds check, held
+    /// in the unit itself: a register is one load at a constant offset from the unit, with
+    /// no pointer to the file to load first (the queue pass reads and writes five).
+    dwords: [u32; DWORDS],
     fault_records: usize,
 }
 
@@ -264,7 +266,7 @@ impl RegisterFile {
     /// A file with every register zero and `fault_records` recording registers.
     pub(crate) fn new(fault_records: usize) -> Self {
         RegisterFile {
-            dwords: Box::new([0; DWORDS]),
+            dwords: [0; DWORDS],
             fault_records,
         }
     }
