@@ -5,8 +5,8 @@
 //! The unit's lock is `parking_lot`'s [`Mutex`], not the standard library's: every guest
 //! register access takes it, and a standard mutex checks and maintains its poison flag on
 //! each lock and release (about ten instructions of a PASID-based IOTLB descriptor's whole
-//! MMIO write). Poisoning would add nothing here: a panic in the device model is a bug that
-//! `Viommu` never caught (the previous code already went on with a poisoned unit's state).
+//! MMIO write). Poisoning would add nothing here: the standard mutex's poison was ignored
+//! (a poisoned lock's state was taken and used), which is what this lock does.
 
 use std::sync::Arc;
 
