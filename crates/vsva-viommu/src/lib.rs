@@ -60,7 +60,8 @@ pub mod vcmd;
 mod viommu;
 
 pub use backend::{
-    Backend, BackendError, HostFault, LocalBackend, RemoteBackend, RemotePageRequests,
+    Backend, BackendError, BackendErrorKind, HostFault, LocalBackend, RemoteBackend,
+    RemotePageRequests,
 };
 pub use caps::{GuestDevice, HostCaps, ViommuConfig};
 pub use interrupt::{InterruptSink, MsiMessage};

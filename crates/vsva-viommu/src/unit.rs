@@ -93,7 +93,7 @@ impl Unit {
     ) -> Result<Unit, BackendError> {
         let host = backend.host_caps()?;
         if host.pasid_bits == 0 {
-            return Err(BackendError::Unusable(
+            return Err(BackendError::unusable(
                 "the host container has no PASID support",
             ));
         }

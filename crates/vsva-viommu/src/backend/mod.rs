@@ -18,8 +18,18 @@ use vsva_uapi::{BindRequest, CacheInvalidateRequest, Errno};
 use crate::caps::HostCaps;
 
 /// A host operation that failed.
+///
+/// One pointer wide (the cause, [`BackendErrorKind`], is boxed): a back end's
+/// `Result<(), BackendError>` is a single register, zero on success, so the calls the guest's
+/// invalidations make on every descriptor return without a trip through memory. Building one
+/// allocates; only failures pay for it.
 #[derive(Debug, thiserror::Error)]
-pub enum BackendError {
+#[error(transparent)]
+pub struct BackendError(Box<BackendErrorKind>);
+
+/// What made a host operation fail.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendErrorKind {
     /// The in-process VFIO layer refused.
     #[error(transparent)]
     Vfio(#[from] vsva_vfio::VfioError),
@@ -32,13 +42,52 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The host's answer is not usable, for the reason `why`.
+    #[cold]
+    pub fn unusable(why: &'static str) -> BackendError {
+        BackendErrorKind::Unusable(why).into()
+    }
+
+    /// What made the operation fail.
+    pub fn kind(&self) -> &BackendErrorKind {
+        &self.0
+    }
+
+    /// The cause, unboxed.
+    pub fn into_kind(self) -> BackendErrorKind {
+        *self.0
+    }
+
     /// The errno of the refusal, when the host gave one.
     pub fn errno(&self) -> Option<Errno> {
-        match self {
-            BackendError::Vfio(e) => Some(e.errno()),
-            BackendError::Client(vsva_client::ClientError::Daemon { errno, .. }) => Some(*errno),
+        match self.kind() {
+            BackendErrorKind::Vfio(e) => Some(e.errno()),
+            BackendErrorKind::Client(vsva_client::ClientError::Daemon { errno, .. }) => {
+                Some(*errno)
+            }
             _ => None,
         }
+    }
+}
+
+impl From<BackendErrorKind> for BackendError {
+    #[cold]
+    fn from(kind: BackendErrorKind) -> BackendError {
+        BackendError(Box::new(kind))
+    }
+}
+
+impl From<vsva_vfio::VfioError> for BackendError {
+    #[cold]
+    fn from(e: vsva_vfio::VfioError) -> BackendError {
+        BackendErrorKind::Vfio(e).into()
+    }
+}
+
+impl From<vsva_client::ClientError> for BackendError {
+    #[cold]
+    fn from(e: vsva_client::ClientError) -> BackendError {
+        BackendErrorKind::Client(e).into()
     }
 }
 
@@ -68,7 +117,7 @@ pub trait Backend: Send {
     ///
     /// # Errors
     ///
-    /// The host's refusal; [`BackendError::Unusable`] when the container does not nest.
+    /// The host's refusal; [`BackendErrorKind::Unusable`] when the container does not nest.
     fn host_caps(&mut self) -> Result<HostCaps, BackendError>;
 
     /// PASID_REQUEST ALLOC in `[min, max]`.
@@ -115,4 +164,38 @@ pub trait Backend: Send {
     /// The host's refusal; the next call returns what this one missed, as far as the host
     /// still holds it.
     fn take_faults(&mut self) -> Result<Vec<HostFault>, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_result_without_a_value_is_one_register() {
+        assert_eq!(
+            std::mem::size_of::<Result<(), BackendError>>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn the_cause_and_its_errno_survive_the_box() {
+        let e = BackendError::from(vsva_client::ClientError::Daemon {
+            kind: vsva_proto::Kind::EventsOpen,
+            errno: Errno::ENOSPC,
+            message: "full".into(),
+        });
+        assert_eq!(e.errno(), Some(Errno::ENOSPC));
+        assert!(matches!(e.kind(), BackendErrorKind::Client(_)));
+        let u = BackendError::unusable("no nesting");
+        assert_eq!(u.errno(), None);
+        assert_eq!(
+            u.to_string(),
+            "the host cannot serve a virtual IOMMU: no nesting"
+        );
+        assert!(matches!(
+            u.into_kind(),
+            BackendErrorKind::Unusable("no nesting")
+        ));
+    }
 }

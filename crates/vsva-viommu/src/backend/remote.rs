@@ -66,9 +66,7 @@ impl Backend for RemoteBackend {
         let n = self
             .client
             .nesting_info(self.container)?
-            .ok_or(BackendError::Unusable(
-                "the container reports no nesting capability",
-            ))?;
+            .ok_or_else(|| BackendError::unusable("the container reports no nesting capability"))?;
         Ok(HostCaps::from(&n))
     }
 

@@ -60,7 +60,7 @@ impl RemotePageRequests {
     /// The channel's socket cannot be made non-blocking; nothing is changed then.
     pub fn new(events: EventChannel, client: Client) -> Result<Self, BackendError> {
         events.socket().set_nonblocking(true).map_err(|e| {
-            BackendError::Client(vsva_client::ClientError::Io {
+            BackendError::from(vsva_client::ClientError::Io {
                 what: "cannot make the events channel non-blocking".into(),
                 source: e,
             })
