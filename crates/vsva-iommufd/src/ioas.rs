@@ -57,6 +57,21 @@ fn perms(flags: u32) -> S2Perms {
     }
 }
 
+/// The IOTLB request dropping `range` of domain `did`: page-selective when `fits` (its
+/// address mask is within CAP.MAMV), the whole domain otherwise.
+#[inline]
+fn flush_request(did: u16, range: PageRange, fits: bool) -> Invalidation {
+    if fits {
+        Invalidation::IotlbDomainPages {
+            did,
+            range,
+            ih: false,
+        }
+    } else {
+        Invalidation::IotlbDomain { did }
+    }
+}
+
 impl Ioas {
     /// The last usable IOVA.
     fn last(&self) -> u64 {
@@ -449,7 +464,9 @@ impl IommufdCtx {
     /// device TLB attached to them, as unmapping a stage 2 needs: given to the IOMMU as one
     /// submission. `one_domain` is the IOAS's only domain when it has one and no bound
     /// device caches translations (the caller read it from the IOAS): then the one request
-    /// is built without a second lookup.
+    /// is built here, in the caller's line, without a second lookup; the general case is
+    /// [`Self::flush_ioas_all`], out of line.
+    #[inline]
     pub(crate) fn flush_ioas(
         &self,
         objs: &mut Objects,
@@ -458,24 +475,22 @@ impl IommufdCtx {
         iova: u64,
         len: u64,
     ) {
-        let iommu = self.vfio.iommu();
-        let range = PageRange::covering(iova, len);
-        let fits = range.am <= iommu.config().mamv;
-        let request = |did| {
-            if fits {
-                Invalidation::IotlbDomainPages {
-                    did,
-                    range,
-                    ih: false,
-                }
-            } else {
-                Invalidation::IotlbDomain { did }
+        match one_domain {
+            Some(did) => {
+                let range = PageRange::covering(iova, len);
+                let inv = flush_request(did, range, range.am <= self.mamv);
+                self.issue(std::slice::from_ref(&inv), WHAT_FLUSH);
             }
-        };
-        if let Some(did) = one_domain {
-            self.issue(&[request(did)], WHAT_FLUSH);
-            return;
+            None => self.flush_ioas_all(objs, id, iova, len),
         }
+    }
+
+    /// [`Self::flush_ioas`] for any number of domains, and device TLBs.
+    #[inline(never)]
+    fn flush_ioas_all(&self, objs: &mut Objects, id: u32, iova: u64, len: u64) {
+        let range = PageRange::covering(iova, len);
+        let fits = range.am <= self.mamv;
+        let request = |did| flush_request(did, range, fits);
         let mut pending = objs.take_pending();
         let table: &Objects = objs;
         let Ok(ioas) = table.ioas(id, Self::WRONG_KIND) else {

@@ -229,6 +229,13 @@ fn rows(f: &Fx) -> Vec<Row> {
         ),
         // IOMMU_IOAS_MAP.
         row(
+            "size below offsetofend(iova)",
+            MAIN,
+            IOMMU_IOAS_MAP,
+            with_size(arg(&map, 0), 32),
+            Errno::EINVAL,
+        ),
+        row(
             "unknown flag",
             "iommufd_ioas_map (ioas.c)",
             IOMMU_IOAS_MAP,
@@ -349,6 +356,13 @@ fn rows(f: &Fx) -> Vec<Row> {
             Errno::EFAULT,
         ),
         // IOMMU_IOAS_UNMAP.
+        row(
+            "size below offsetofend(length)",
+            MAIN,
+            IOMMU_IOAS_UNMAP,
+            with_size(arg(&unmap, 0), 20),
+            Errno::EINVAL,
+        ),
         row(
             "unknown IOAS",
             "iommufd_ioas_unmap (ioas.c)",
