@@ -127,38 +127,43 @@ impl Unit {
             self.stats.bind_refusals += 1;
             want = None;
         }
-        // The shadow is looked at in place: a bind request is not copied to be compared.
-        let have = self.shadow.get(&pasid);
         if let Some(d) = did {
-            if want.map(|w| w.did) != Some(d) && have.map(|h| h.did) != Some(d) {
+            let have = self.shadow.get(&pasid);
+            if want.as_ref().map(|w| w.did) != Some(d) && have.map(|h| h.did) != Some(d) {
                 return;
             }
         }
-        match (have, want) {
-            (Some(h), Some(w)) if h.bind == w.bind => {
+        let Some(w) = want else {
+            // A cleared (or refused) entry: one search of the shadow, which takes out what
+            // was bound, if anything.
+            if let Some(h) = self.shadow.remove(&pasid) {
+                self.unbind_host(&h.bind);
+            }
+            return;
+        };
+        // The shadow is looked at in place: a bind request is not copied to be compared.
+        match self.shadow.get(&pasid) {
+            Some(h) if h.bind == w.bind => {
                 if h.did != w.did {
                     self.shadow.insert(pasid, w);
                 }
+                return;
             }
-            (None, None) => {}
-            (have, want) => {
-                if have.is_some() {
-                    if let Some(h) = self.shadow.remove(&pasid) {
-                        self.unbind_host(&h.bind);
-                    }
+            Some(_) => {
+                if let Some(h) = self.shadow.remove(&pasid) {
+                    self.unbind_host(&h.bind);
                 }
-                if let Some(w) = want {
-                    match self.backend.bind(&w.bind) {
-                        Ok(()) => {
-                            self.stats.binds += 1;
-                            self.shadow.insert(pasid, w);
-                        }
-                        Err(e) => {
-                            warn!(pasid, error = %e, "host refused the bind of a guest PASID entry");
-                            self.stats.bind_refusals += 1;
-                        }
-                    }
-                }
+            }
+            None => {}
+        }
+        match self.backend.bind(&w.bind) {
+            Ok(()) => {
+                self.stats.binds += 1;
+                self.shadow.insert(pasid, w);
+            }
+            Err(e) => {
+                warn!(pasid, error = %e, "host refused the bind of a guest PASID entry");
+                self.stats.bind_refusals += 1;
             }
         }
     }
