@@ -413,11 +413,29 @@ fn hw_info(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iommufd
     Ok(write_iommufd_arg(buf, size, &cmd)?)
 }
 
-/// `IOMMU_HWPT_INVALIDATE`: one entry in the usual setup takes [`one_entry`] and
-/// [`IommufdCtx::invalidate_one`] (no general reader, no entry loop, no lock); anything
-/// else, or anything they decline, the general path.
-#[inline(never)]
+/// `IOMMU_HWPT_INVALIDATE`: one entry in the usual setup, on the HWPT the last such call
+/// found ([`one_entry`], [`IommufdCtx::invalidate_named`]: no general reader, no entry loop,
+/// no lock), is answered here, in the caller's line: with `ioctl` inlined, the caller's own
+/// frame serves it, and the success needs no `Result` to be written and read back. Anything
+/// else goes out of line: such an entry on an HWPT not named to [`hwpt_invalidate_one`],
+/// every other argument to the general path.
+#[inline(always)]
 fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8]) -> Result<(), IommufdError> {
+    let Some((hwpt_id, entry)) = one_entry(buf) else {
+        return hwpt_invalidate_general(ctx, buf, 32);
+    };
+    if ctx.invalidate_named(hwpt_id, &entry) {
+        return Ok(());
+    }
+    hwpt_invalidate_one(ctx, buf)
+}
+
+/// [`hwpt_invalidate`] for one entry of the usual shape on an HWPT not named (the first call
+/// after the table changed): the entry is read again (rather than kept across the call, which
+/// costs the fast path registers), and the HWPT is looked up under the table lock
+/// ([`IommufdCtx::invalidate_one`]); what that declines takes the general path.
+#[inline(never)]
+fn hwpt_invalidate_one(ctx: &IommufdCtx, buf: &mut [u8]) -> Result<(), IommufdError> {
     if let Some((hwpt_id, entry)) = one_entry(buf) {
         if ctx.invalidate_one(hwpt_id, &entry) {
             return Ok(());
@@ -463,19 +481,26 @@ fn one_entry(buf: &[u8]) -> Option<(u32, IommuHwptVtdS1Invalidate)> {
     const SIZE: u32 = size_of::<IommuHwptInvalidate>() as u32;
     const LEN: usize = size_of::<IommuHwptVtdS1Invalidate>();
     let (cmd, _) = IommuHwptInvalidate::read_from_prefix(buf).ok()?;
-    let odd = (cmd.size ^ SIZE)
-        | (cmd.entry_num ^ 1)
-        | (cmd.entry_len ^ LEN as u32)
-        | (cmd.data_type ^ IOMMU_HWPT_INVALIDATE_DATA_VTD_S1)
-        | cmd.reserved;
+    // The four fields after `data_uptr` (`data_type`, `entry_len`, `entry_num`,
+    // `__reserved`) are two 64-bit words with one expected value each: two loads, two
+    // compares.
+    let pair = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+    let odd = u64::from(cmd.size ^ SIZE)
+        | (pair(cmd.data_type, cmd.entry_len)
+            ^ pair(IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, LEN as u32))
+        | (pair(cmd.entry_num, cmd.reserved) ^ pair(1, 0));
     if odd != 0 {
         return None;
     }
     // The whole entry in the buffer. NULL (0) needs no test of its own: the "entry" there
     // would be the header, whose `addr` (`size` = 32, then `hwpt_id`) is not 4 KiB aligned,
     // so the entry test below sends it to the general path (`EINVAL`).
+    // `buf` holds the 32-byte header, so `buf.len() - LEN` does not wrap; one compare.
     let at = usize::try_from(cmd.data_uptr).ok()?;
-    let bytes = buf.get(at..)?.first_chunk::<LEN>()?;
+    if at > buf.len() - LEN {
+        return None;
+    }
+    let bytes = buf.get(at..at + LEN)?;
     let entry = IommuHwptVtdS1Invalidate::read_from_bytes(bytes).ok()?;
     // The entry's checks, and a page count below 2^52 (so that its length in bytes does
     // not overflow): "all" (`npages = U64_MAX`) and longer counts take the general path.
