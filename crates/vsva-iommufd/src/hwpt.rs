@@ -351,6 +351,20 @@ impl IommufdCtx {
             return Ok(());
         }
         for (c, chunk) in entries.chunks(SUBMIT_AT).enumerate() {
+            // The usual array: every entry passes the combined test (valid, fewer than 2^52
+            // pages): the checks are one pass of loads and compares, and the requests are
+            // written in a second, with the buffer's room reserved once and its length set
+            // once. Otherwise entry by entry, up to a bad one.
+            if chunk.iter().all(is_short) {
+                pending.extend(
+                    chunk
+                        .iter()
+                        .map(move |e| short_request(e, did, pasid, mamv)),
+                );
+                self.issue(pending, WHAT);
+                pending.clear();
+                continue;
+            }
             for (i, entry) in chunk.iter().enumerate() {
                 if let Err(e) = entry.validate() {
                     return Err(self.stop_at(pending, c * SUBMIT_AT + i, done, e.into()));
@@ -465,6 +479,42 @@ fn pasid_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u
         },
         None => Invalidation::PasidIotlbAll { did },
     }
+}
+
+/// True for an entry that passes its checks (`validate`: only the LEAF flag, zero
+/// `__reserved`, a 4 KiB aligned `addr`) with fewer than 2^52 pages (so its length in bytes
+/// does not overflow, and it is not "all"), in one combined test.
+#[inline(always)]
+pub(crate) fn is_short(entry: &IommuHwptVtdS1Invalidate) -> bool {
+    let bad = u64::from(entry.flags & !IOMMU_VTD_INV_FLAGS_LEAF)
+        | u64::from(entry.reserved)
+        | (entry.addr & (IOMMU_VTD_INV_PAGE_SIZE - 1))
+        | (entry.npages >> (64 - IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros()));
+    debug_assert!(
+        bad != 0 || entry.validate().is_ok(),
+        "{entry:?} passed the combined test"
+    );
+    bad == 0
+}
+
+/// The one request of an entry that [`is_short`]: [`pasid_request`] without the tests of
+/// "all" and of an overflowing length.
+#[inline(always)]
+fn short_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u8) -> Invalidation {
+    const PAGE_SHIFT: u32 = IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros();
+    let range = PageRange::covering(entry.addr, entry.npages << PAGE_SHIFT);
+    let inv = if range.am <= mamv {
+        Invalidation::PasidIotlbPages {
+            did,
+            pasid,
+            range,
+            ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+        }
+    } else {
+        Invalidation::PasidIotlbAll { did }
+    };
+    debug_assert_eq!(inv, pasid_request(entry, did, pasid, mamv));
+    inv
 }
 
 impl IommufdCtx {

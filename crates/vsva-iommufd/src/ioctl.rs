@@ -21,15 +21,15 @@ use vsva_uapi::iommufd::{
     IOMMU_DESTROY, IOMMU_FAULT_QUEUE_ALLOC, IOMMU_GET_HW_INFO, IOMMU_HWPT_ALLOC,
     IOMMU_HWPT_INVALIDATE, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_IOAS_ALLOC,
     IOMMU_IOAS_ALLOW_IOVAS, IOMMU_IOAS_COPY, IOMMU_IOAS_IOVA_RANGES, IOMMU_IOAS_MAP,
-    IOMMU_IOAS_UNMAP, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_INV_PAGE_SIZE,
-    VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID, VFIO_DEVICE_BIND_IOMMUFD,
-    VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
+    IOMMU_IOAS_UNMAP, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID,
+    VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
 };
 use vsva_uapi::{read_arg, Errno, UapiError};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
+use crate::hwpt::is_short;
 use crate::objects::Object;
 
 /// `IOMMU_IOAS_MAP`'s minimum size (`offsetofend(struct iommu_ioas_map, iova)`).
@@ -511,17 +511,9 @@ fn one_entry(buf: &[u8]) -> Option<(u32, IommuHwptVtdS1Invalidate)> {
     };
     // The entry's checks, and a page count below 2^52 (so that its length in bytes does
     // not overflow): "all" (`npages = U64_MAX`) and longer counts take the general path.
-    let bad = u64::from(entry.flags & !IOMMU_VTD_INV_FLAGS_LEAF)
-        | u64::from(entry.reserved)
-        | (entry.addr & (IOMMU_VTD_INV_PAGE_SIZE - 1))
-        | (entry.npages >> (64 - IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros()));
-    if bad != 0 {
+    if !is_short(&entry) {
         return None;
     }
-    debug_assert!(
-        entry.validate().is_ok(),
-        "{entry:?} passed the combined test"
-    );
     debug_assert!(
         cmd.data_uptr != 0,
         "a NULL data_uptr passed the combined test"
