@@ -79,7 +79,7 @@ pub use invalidate::{
 pub use iommu::{
     AtsReply, DeviceOptions, DmaError, Iommu, IommuError, Perms, S2Perms, Stage2Id, Translation,
 };
-pub use memory::{HostMemory, MemoryError};
+pub use memory::{BackedSpan, HostMemory, MemoryError};
 pub use pasid_entry::{PasidEntry, PasidEntryError, Pgtt};
 pub use pool::TablePool;
 pub use prq::{PageRequest, PageResponse, ResponseCode};

@@ -190,6 +190,22 @@ pub struct HostMemory {
     /// only under `grow`, the old one dropped after a grace period (module documentation).
     pinned: epoch::Atomic<Arc<GuestMemoryMmap>>,
     grow: Mutex<()>,
+    /// Bumped by every change of the region list, after the new snapshot is published (so
+    /// that whoever reads the new value then loads the new snapshot); starts at 1. A
+    /// [`BackedSpan`] recorded at one value is good while the value stays.
+    generation: AtomicU64,
+}
+
+/// A span of host memory that [`HostMemory::is_backed_cached`] found backed, and the memory's
+/// generation then: a later check inside the span, with no region added or removed since,
+/// is answered from it, with one load and no snapshot (a snapshot is an `ArcSwap` load, with
+/// two locked instructions). It holds no reference to the memory, so a removed region's
+/// mapping is not kept open by it. The default span answers nothing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BackedSpan {
+    generation: u64,
+    start: u64,
+    end: u64,
 }
 
 impl HostMemory {
@@ -200,6 +216,7 @@ impl HostMemory {
             current: ArcSwap::new(mem.clone()),
             pinned: epoch::Atomic::new(mem),
             grow: Mutex::new(()),
+            generation: AtomicU64::new(1),
         }
     }
 
@@ -270,6 +287,9 @@ impl HostMemory {
         let old = self
             .pinned
             .swap(epoch::Owned::new(next), Ordering::AcqRel, &pin);
+        // After both places hold the new snapshot: a reader of the new generation then
+        // loads it (`is_backed_cached`).
+        self.generation.fetch_add(1, Ordering::Release);
         // SAFETY: `old` is no longer reachable from `pinned`: only readers pinned now can
         // hold it, and the destruction waits until each of them has unpinned.
         unsafe { pin.defer_destroy(old) };
@@ -349,21 +369,75 @@ impl HostMemory {
         Ok(())
     }
 
-    /// True when `[addr, addr + len)` is entirely backed by memory.
-    pub fn is_backed(&self, addr: u64, len: u64) -> bool {
+    /// [`Self::is_backed`], answered from `span` when `[addr, addr + len)` lies inside it and
+    /// no region was added or removed since `span` was recorded: one atomic load (no locked
+    /// instruction) and two compares. Otherwise the range is checked on a snapshot, as
+    /// `is_backed` does, and when one region holds all of it, `span` records that region.
+    /// The answer is the same as `is_backed`'s at a moment during the call.
+    #[inline]
+    pub fn is_backed_cached(&self, addr: u64, len: u64, span: &mut BackedSpan) -> bool {
+        // Acquire: a span recorded from a snapshot loaded after this generation was read
+        // (below) is at least as new as the change that set it.
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation == span.generation
+            && addr >= span.start
+            && addr.checked_add(len).is_some_and(|end| end <= span.end)
+        {
+            return true;
+        }
+        self.is_backed_recording(addr, len, generation, span)
+    }
+
+    /// [`Self::is_backed_cached`] past its span: the check on a snapshot loaded after
+    /// `generation` was read, and the region that holds the whole range, if one does,
+    /// recorded in `span` with that generation (a change since then has bumped it, so the
+    /// span cannot answer for a newer region list than the one it was read from).
+    #[inline(never)]
+    fn is_backed_recording(
+        &self,
+        addr: u64,
+        len: u64,
+        generation: u64,
+        span: &mut BackedSpan,
+    ) -> bool {
         let mem = self.snapshot();
-        let mut a = addr;
         let Some(end) = addr.checked_add(len) else {
             return false;
         };
-        while a < end {
-            match mem.find_region(GuestAddress(a)) {
-                Some(r) => a = r.start_addr().0 + r.len(),
-                None => return false,
+        if let Some(r) = mem.find_region(GuestAddress(addr)) {
+            let (start, region_end) = (r.start_addr().0, r.start_addr().0 + r.len());
+            if end <= region_end {
+                *span = BackedSpan {
+                    generation,
+                    start,
+                    end: region_end,
+                };
+                return true;
             }
         }
-        true
+        backed_in(&mem, addr, end)
     }
+
+    /// True when `[addr, addr + len)` is entirely backed by memory.
+    pub fn is_backed(&self, addr: u64, len: u64) -> bool {
+        let mem = self.snapshot();
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        backed_in(&mem, addr, end)
+    }
+}
+
+/// True when `[addr, end)` is entirely backed by regions of `mem` (adjacent regions count).
+fn backed_in(mem: &GuestMemoryMmap, addr: u64, end: u64) -> bool {
+    let mut a = addr;
+    while a < end {
+        match mem.find_region(GuestAddress(a)) {
+            Some(r) => a = r.start_addr().0 + r.len(),
+            None => return false,
+        }
+    }
+    true
 }
 
 impl Drop for HostMemory {
@@ -433,6 +507,49 @@ pub(crate) mod tests {
         mem.add_region(GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x4000, None).unwrap())
             .unwrap();
         assert_eq!(mem.load_u64(0x10_0008), Ok(0));
+    }
+
+    /// The span answers what `is_backed` answers, across a removal and a re-add of the
+    /// region it recorded, and for ranges that reach past it, span two regions or overflow.
+    #[test]
+    fn a_backed_span_answers_as_is_backed_does() {
+        let mem = HostMemory::anonymous(&[(0, 0x10000), (0x10000, 0x4000)]).unwrap();
+        let region = || GuestRegionMmap::from_range(GuestAddress(0x10_0000), 0x4000, None);
+        mem.add_region(region().unwrap()).unwrap();
+        let mut span = BackedSpan::default();
+        let agree = |span: &mut BackedSpan, addr: u64, len: u64| {
+            let direct = mem.is_backed(addr, len);
+            assert_eq!(
+                mem.is_backed_cached(addr, len, span),
+                direct,
+                "[{addr:#x}, +{len:#x}) with {span:?}"
+            );
+            direct
+        };
+        assert!(agree(&mut span, 0x10_1000, 0x1000));
+        let recorded = span;
+        assert_ne!(
+            recorded,
+            BackedSpan::default(),
+            "one region holds it: recorded"
+        );
+        assert!(agree(&mut span, 0x10_2000, 0x2000), "inside the span");
+        assert_eq!(span, recorded, "answered from the span");
+        assert!(!agree(&mut span, 0x10_2000, 0x3000), "past the region");
+        assert!(!agree(&mut span, u64::MAX - 0xfff, 0x1000), "overflow");
+        assert!(
+            !agree(&mut span, 0x10_2000, u64::MAX),
+            "overflow inside the span"
+        );
+        assert!(agree(&mut span, 0xf000, 0x2000), "two adjacent regions");
+        assert!(agree(&mut span, 0x10_1000, 0x1000));
+        mem.remove_region(0x10_0000, 0x4000).unwrap();
+        assert!(
+            !agree(&mut span, 0x10_1000, 0x1000),
+            "removed: the span is stale"
+        );
+        mem.add_region(region().unwrap()).unwrap();
+        assert!(agree(&mut span, 0x10_1000, 0x1000), "added again");
     }
 
     #[test]

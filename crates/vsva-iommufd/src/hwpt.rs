@@ -351,6 +351,20 @@ impl IommufdCtx {
             return Ok(());
         }
         for (c, chunk) in entries.chunks(SUBMIT_AT).enumerate() {
+            // The usual array: every entry passes the combined test (valid, fewer than 2^52
+            // pages): the checks are one pass of loads and compares, and the requests are
+            // written in a second, with the buffer's room reserved once and its length set
+            // once. Otherwise entry by entry, up to a bad one.
+            if chunk.iter().all(is_short) {
+                pending.extend(
+                    chunk
+                        .iter()
+                        .map(move |e| short_request(e, did, pasid, mamv)),
+                );
+                self.issue(pending, WHAT);
+                pending.clear();
+                continue;
+            }
             for (i, entry) in chunk.iter().enumerate() {
                 if let Err(e) = entry.validate() {
                     return Err(self.stop_at(pending, c * SUBMIT_AT + i, done, e.into()));
@@ -364,27 +378,37 @@ impl IommufdCtx {
         Ok(())
     }
 
-    /// The one-entry `IOMMU_HWPT_INVALIDATE` of the usual setup, for an `entry` that passed
-    /// its checks (`validate`) with fewer than 2^52 pages: when nested HWPT `hwpt_id` has
-    /// one PASID (or requests without PASID) attached, without a device TLB, its one request
-    /// goes to the IOMMU, built straight into the call, and this returns `true`. Otherwise
-    /// it returns `false` having done nothing, and the caller runs the general path
-    /// ([`IommufdCtx::hwpt_invalidate`]), which finds the errno; the two apply the same
-    /// request. The HWPT the last such call found under the table lock, unchanged since,
-    /// needs no lock ([`InvTarget`]).
+    /// The one-entry `IOMMU_HWPT_INVALIDATE` of the usual setup when nested HWPT `hwpt_id` is
+    /// the one the last such call found under the table lock, unchanged since
+    /// ([`InvTarget`]): its one request goes to the IOMMU, built straight into the call, with
+    /// no table lock, and this returns `true`. `entry` passed its checks (`validate`) with
+    /// fewer than 2^52 pages. Otherwise it returns `false` having done nothing, and the caller
+    /// runs [`Self::invalidate_one`]. Inlined into the caller's line (the byte-level entry's
+    /// fast path): it is a load, a compare and the request.
     #[inline(always)]
+    pub(crate) fn invalidate_named(&self, hwpt_id: u32, entry: &IommuHwptVtdS1Invalidate) -> bool {
+        let Some((did, pasid)) = self.inv_target.get(hwpt_id) else {
+            return false;
+        };
+        self.issue_short(entry, did, pasid);
+        true
+    }
+
+    /// The one-entry `IOMMU_HWPT_INVALIDATE` of the usual setup, for an `entry` that passed
+    /// its checks (`validate`) with fewer than 2^52 pages, looked up under the table lock:
+    /// when nested HWPT `hwpt_id` has one PASID (or requests without PASID) attached,
+    /// without a device TLB, its one request goes to the IOMMU, built straight into the
+    /// call, the HWPT is named for the next calls ([`Self::invalidate_named`]), and this
+    /// returns `true`. Otherwise it returns `false` having done nothing, and the caller runs
+    /// the general path ([`IommufdCtx::hwpt_invalidate`]), which finds the errno; the two
+    /// apply the same request.
+    #[inline]
     pub(crate) fn invalidate_one(&self, hwpt_id: u32, entry: &IommuHwptVtdS1Invalidate) -> bool {
-        let mamv = self.mamv;
-        // The HWPT the last such call found, unchanged since: no table lock.
-        if let Some((did, pasid)) = self.inv_target.get(hwpt_id) {
-            self.issue(&[short_request(entry, did, pasid, mamv)], WHAT);
-            return true;
-        }
         let objs = self.lock();
         let Some((did, pasid)) = objs.nested_single_target(hwpt_id) else {
             return false;
         };
-        self.issue(&[short_request(entry, did, pasid, mamv)], WHAT);
+        self.issue_short(entry, did, pasid);
         self.inv_target.set(hwpt_id, did, pasid);
         drop(objs);
         true
@@ -457,15 +481,27 @@ fn pasid_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u
     }
 }
 
-/// [`pasid_request`] for an entry of fewer than 2^52 pages (its length in bytes does not
-/// overflow, and it is not "all"): the same request, without those two tests.
+/// True for an entry that passes its checks (`validate`: only the LEAF flag, zero
+/// `__reserved`, a 4 KiB aligned `addr`) with fewer than 2^52 pages (so its length in bytes
+/// does not overflow, and it is not "all"), in one combined test.
+#[inline(always)]
+pub(crate) fn is_short(entry: &IommuHwptVtdS1Invalidate) -> bool {
+    let bad = u64::from(entry.flags & !IOMMU_VTD_INV_FLAGS_LEAF)
+        | u64::from(entry.reserved)
+        | (entry.addr & (IOMMU_VTD_INV_PAGE_SIZE - 1))
+        | (entry.npages >> (64 - IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros()));
+    debug_assert!(
+        bad != 0 || entry.validate().is_ok(),
+        "{entry:?} passed the combined test"
+    );
+    bad == 0
+}
+
+/// The one request of an entry that [`is_short`]: [`pasid_request`] without the tests of
+/// "all" and of an overflowing length.
 #[inline(always)]
 fn short_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u8) -> Invalidation {
     const PAGE_SHIFT: u32 = IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros();
-    debug_assert!(
-        entry.npages >> (64 - PAGE_SHIFT) == 0,
-        "{entry:?} is not short"
-    );
     let range = PageRange::covering(entry.addr, entry.npages << PAGE_SHIFT);
     let inv = if range.am <= mamv {
         Invalidation::PasidIotlbPages {
@@ -479,6 +515,37 @@ fn short_request(entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32, mamv: u
     };
     debug_assert_eq!(inv, pasid_request(entry, did, pasid, mamv));
     inv
+}
+
+impl IommufdCtx {
+    /// Issues the one request of an entry of fewer than 2^52 pages (its length in bytes does
+    /// not overflow, and it is not "all") for PASID `pasid` of domain `did`: [`pasid_request`]
+    /// without those two tests. Each request is built in its own branch, so that the page
+    /// request is stored as a direct caller stores it (built as one value, the two variants'
+    /// stores were merged into a select of the domain id over the address).
+    #[inline(always)]
+    fn issue_short(&self, entry: &IommuHwptVtdS1Invalidate, did: u16, pasid: u32) {
+        const PAGE_SHIFT: u32 = IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros();
+        debug_assert!(
+            entry.npages >> (64 - PAGE_SHIFT) == 0,
+            "{entry:?} is not short"
+        );
+        let range = PageRange::covering(entry.addr, entry.npages << PAGE_SHIFT);
+        if range.am <= self.mamv {
+            let inv = Invalidation::PasidIotlbPages {
+                did,
+                pasid,
+                range,
+                ih: entry.flags & IOMMU_VTD_INV_FLAGS_LEAF != 0,
+            };
+            debug_assert_eq!(inv, pasid_request(entry, did, pasid, self.mamv));
+            self.issue(&[inv], WHAT);
+        } else {
+            let inv = Invalidation::PasidIotlbAll { did };
+            debug_assert_eq!(inv, pasid_request(entry, did, pasid, self.mamv));
+            self.issue(&[inv], WHAT);
+        }
+    }
 }
 
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses a stage-1 invalidation.

@@ -3,7 +3,7 @@
 //! usable ranges. Every check follows the Linux function named in its comment.
 
 use vsva_iommu::regs::sl_width;
-use vsva_iommu::{Invalidation, PageRange, S2Perms, Stage2Id};
+use vsva_iommu::{BackedSpan, Invalidation, PageRange, S2Perms, Stage2Id};
 use vsva_uapi::iommufd::{
     IommuIoasAlloc, IommuIoasCopy, IommuIoasMap, IommuIoasUnmap, IommuIovaRange,
     IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_FLAGS, IOMMU_IOAS_MAP_READABLE,
@@ -199,6 +199,7 @@ impl IommufdCtx {
             domains: Vec::new(),
             allowed: Vec::new(),
             charged,
+            backed: BackedSpan::default(),
         }));
         Ok(())
     }
@@ -280,7 +281,7 @@ impl IommufdCtx {
                     "host address and length must be 4 KiB aligned",
                 ));
             }
-            if !iommu.memory().is_backed(hpa, plen) {
+            if !iommu.memory().is_backed_cached(hpa, plen, &mut ioas.backed) {
                 return Err(IommufdError::Refused {
                     field: "user_va",
                     value: hpa,

@@ -21,15 +21,15 @@ use vsva_uapi::iommufd::{
     IOMMU_DESTROY, IOMMU_FAULT_QUEUE_ALLOC, IOMMU_GET_HW_INFO, IOMMU_HWPT_ALLOC,
     IOMMU_HWPT_INVALIDATE, IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, IOMMU_IOAS_ALLOC,
     IOMMU_IOAS_ALLOW_IOVAS, IOMMU_IOAS_COPY, IOMMU_IOAS_IOVA_RANGES, IOMMU_IOAS_MAP,
-    IOMMU_IOAS_UNMAP, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_INV_PAGE_SIZE,
-    VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID, VFIO_DEVICE_BIND_IOMMUFD,
-    VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
+    IOMMU_IOAS_UNMAP, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_ATTACH_PASID,
+    VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_PASID,
 };
 use vsva_uapi::{read_arg, Errno, UapiError};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
+use crate::hwpt::is_short;
 use crate::objects::Object;
 
 /// `IOMMU_IOAS_MAP`'s minimum size (`offsetofend(struct iommu_ioas_map, iova)`).
@@ -413,11 +413,29 @@ fn hw_info(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iommufd
     Ok(write_iommufd_arg(buf, size, &cmd)?)
 }
 
-/// `IOMMU_HWPT_INVALIDATE`: one entry in the usual setup takes [`one_entry`] and
-/// [`IommufdCtx::invalidate_one`] (no general reader, no entry loop, no lock); anything
-/// else, or anything they decline, the general path.
-#[inline(never)]
+/// `IOMMU_HWPT_INVALIDATE`: one entry in the usual setup, on the HWPT the last such call
+/// found ([`one_entry`], [`IommufdCtx::invalidate_named`]: no general reader, no entry loop,
+/// no lock), is answered here, in the caller's line: with `ioctl` inlined, the caller's own
+/// frame serves it, and the success needs no `Result` to be written and read back. Anything
+/// else goes out of line: such an entry on an HWPT not named to [`hwpt_invalidate_one`],
+/// every other argument to the general path.
+#[inline(always)]
 fn hwpt_invalidate(ctx: &IommufdCtx, buf: &mut [u8]) -> Result<(), IommufdError> {
+    let Some((hwpt_id, entry)) = one_entry(buf) else {
+        return hwpt_invalidate_general(ctx, buf, 32);
+    };
+    if ctx.invalidate_named(hwpt_id, &entry) {
+        return Ok(());
+    }
+    hwpt_invalidate_one(ctx, buf)
+}
+
+/// [`hwpt_invalidate`] for one entry of the usual shape on an HWPT not named (the first call
+/// after the table changed): the entry is read again (rather than kept across the call, which
+/// costs the fast path registers), and the HWPT is looked up under the table lock
+/// ([`IommufdCtx::invalidate_one`]); what that declines takes the general path.
+#[inline(never)]
+fn hwpt_invalidate_one(ctx: &IommufdCtx, buf: &mut [u8]) -> Result<(), IommufdError> {
     if let Some((hwpt_id, entry)) = one_entry(buf) {
         if ctx.invalidate_one(hwpt_id, &entry) {
             return Ok(());
@@ -463,33 +481,53 @@ fn one_entry(buf: &[u8]) -> Option<(u32, IommuHwptVtdS1Invalidate)> {
     const SIZE: u32 = size_of::<IommuHwptInvalidate>() as u32;
     const LEN: usize = size_of::<IommuHwptVtdS1Invalidate>();
     let (cmd, _) = IommuHwptInvalidate::read_from_prefix(buf).ok()?;
-    let odd = (cmd.size ^ SIZE)
-        | (cmd.entry_num ^ 1)
-        | (cmd.entry_len ^ LEN as u32)
-        | (cmd.data_type ^ IOMMU_HWPT_INVALIDATE_DATA_VTD_S1)
-        | cmd.reserved;
+    // The four fields after `data_uptr` (`data_type`, `entry_len`, `entry_num`,
+    // `__reserved`) are two 64-bit words with one expected value each: two loads, two
+    // compares.
+    let pair = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+    let odd = u64::from(cmd.size ^ SIZE)
+        | (pair(cmd.data_type, cmd.entry_len)
+            ^ pair(IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, LEN as u32))
+        | (pair(cmd.entry_num, cmd.reserved) ^ pair(1, 0));
     if odd != 0 {
         return None;
     }
     // The whole entry in the buffer. NULL (0) needs no test of its own: the "entry" there
     // would be the header, whose `addr` (`size` = 32, then `hwpt_id`) is not 4 KiB aligned,
     // so the entry test below sends it to the general path (`EINVAL`).
-    let at = usize::try_from(cmd.data_uptr).ok()?;
-    let bytes = buf.get(at..)?.first_chunk::<LEN>()?;
-    let entry = IommuHwptVtdS1Invalidate::read_from_bytes(bytes).ok()?;
+    //
+    // The usual layout has the entry right after the header (`data_uptr` = 32, as the
+    // daemon's clients and the tests build it): that case is a branch on `data_uptr` and a
+    // load at a fixed offset, so the entry's load need not wait for `data_uptr`'s (the
+    // branch is predicted, and checked when the value arrives). With the other offsets
+    // read in the same line the compiler merges the two loads into one at the loaded
+    // offset, which puts a second load latency on the way to the request: they are read
+    // out of line.
+    let entry = if cmd.data_uptr == u64::from(SIZE) {
+        let at = SIZE as usize;
+        IommuHwptVtdS1Invalidate::read_from_bytes(buf.get(at..at + LEN)?).ok()?
+    } else {
+        entry_at_offset(buf, cmd.data_uptr)?
+    };
     // The entry's checks, and a page count below 2^52 (so that its length in bytes does
     // not overflow): "all" (`npages = U64_MAX`) and longer counts take the general path.
-    let bad = u64::from(entry.flags & !IOMMU_VTD_INV_FLAGS_LEAF)
-        | u64::from(entry.reserved)
-        | (entry.addr & (IOMMU_VTD_INV_PAGE_SIZE - 1))
-        | (entry.npages >> (64 - IOMMU_VTD_INV_PAGE_SIZE.trailing_zeros()));
-    if bad != 0 {
+    if !is_short(&entry) {
         return None;
     }
     debug_assert!(
-        entry.validate().is_ok(),
-        "{entry:?} passed the combined test"
+        cmd.data_uptr != 0,
+        "a NULL data_uptr passed the combined test"
     );
-    debug_assert!(at != 0, "a NULL data_uptr passed the combined test");
     Some((cmd.hwpt_id, entry))
+}
+
+/// [`one_entry`]'s entry at another offset than right after the header: the
+/// `iommu_hwpt_vtd_s1_invalidate` at byte `data_uptr` of `buf`, `None` when it is not all in
+/// the buffer.
+#[inline(never)]
+fn entry_at_offset(buf: &[u8], data_uptr: u64) -> Option<IommuHwptVtdS1Invalidate> {
+    const LEN: usize = size_of::<IommuHwptVtdS1Invalidate>();
+    let at = usize::try_from(data_uptr).ok()?;
+    let bytes = buf.get(at..at.checked_add(LEN)?)?;
+    IommuHwptVtdS1Invalidate::read_from_bytes(bytes).ok()
 }

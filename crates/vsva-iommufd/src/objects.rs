@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use vsva_iommu::{Invalidation, SourceId, Stage2Id};
+use vsva_iommu::{BackedSpan, Invalidation, SourceId, Stage2Id};
 use vsva_uapi::iommufd::{IommuHwptVtdS1, IommuIovaRange};
 use vsva_uapi::Errno;
 use vsva_vfio::IommufdClaim;
@@ -34,6 +34,10 @@ pub(crate) struct Ioas {
     /// Table-pool pages of the stage 2 charged to the process's share (all of them: its
     /// root and every table a map created), given back when the IOAS is destroyed.
     pub(crate) charged: usize,
+    /// The host memory the last map here found backed, while no region was added or
+    /// removed since: the next map's "pin the pages" check inside it is one load
+    /// ([`vsva_iommu::HostMemory::is_backed_cached`]).
+    pub(crate) backed: BackedSpan,
 }
 
 /// A paging HWPT: the IOAS's stage 2 under its own domain id.

@@ -610,3 +610,31 @@ fn a_one_entry_invalidation_follows_a_new_pasid() {
     guest.read(GPA_B, &mut got);
     assert_eq!(&got, b"b", "the new PASID kept its stale translation");
 }
+
+/// A map's "pin the pages" check answers for the memory of the moment: after the region a
+/// map found backed (and the IOAS remembered, `BackedSpan`) is removed, the same map is
+/// `EFAULT`; once the region is back, it maps again.
+#[test]
+fn a_map_after_its_memory_is_removed_faults() {
+    use vm_memory::{GuestAddress, GuestRegionMmap};
+    let vfio = host();
+    let mem = vfio.iommu().memory();
+    let region = || GuestRegionMmap::from_range(GuestAddress(HOST_SIZE), MB as usize, None);
+    mem.add_region(region().unwrap()).unwrap();
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let ioas = ioas_alloc(&ctx);
+    let map = |iova| {
+        call(
+            &ctx,
+            IOMMU_IOAS_MAP,
+            &mut arg(&map_cmd(ioas, HOST_SIZE, iova, 4096), 0),
+        )
+    };
+    map(0).unwrap();
+    map(4096).unwrap();
+    assert_eq!(unmap(&ctx, ioas, 0, 8192), Ok(8192));
+    mem.remove_region(HOST_SIZE, MB).unwrap();
+    assert_eq!(map(0), Err(Errno::EFAULT));
+    mem.add_region(region().unwrap()).unwrap();
+    map(0).unwrap();
+}
