@@ -21,7 +21,9 @@
 //! In front of the PASID cache and IOTLB sits a small *front cache* keyed by (source id, PASID,
 //! page) that holds their combined answer stamped with a global epoch; any invalidation bumps
 //! the epoch, after which the front cache misses and the full PASID-cache + IOTLB path (with
-//! its scoped generations) decides. It serves nothing the two caches would not.
+//! its scoped generations) decides. It serves nothing the two caches would not. It never holds
+//! the pages of a device with ATS (whose requests go to its device TLB first): `translate`
+//! looks in it without testing the device's ATS flag.
 //!
 //! Counters are 32 bits: an entry could falsely revalidate only after exactly 2^32
 //! invalidations of its scope while it stayed cached.
@@ -214,6 +216,13 @@ impl Caches {
             sl_psc: SlotArray::new((n / 4).max(64)),
             devtlb: SlotArray::new((n / 4).max(64)),
         }
+    }
+
+    /// Retires every front-cache entry: a lookup that reads the epoch after this misses on
+    /// all of them, and a fill stamped with an earlier epoch is not stored after this (it
+    /// re-checks the epoch while holding its slot).
+    pub(crate) fn retire_front(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The counters of domain `did` (which the caller has checked against the DID width).
@@ -573,7 +582,7 @@ mod loom_tests {
     //! unchanged).
     use super::Gen;
     use crate::slots::SlotArray;
-    use loom::sync::atomic::AtomicU64;
+    use loom::sync::atomic::{AtomicBool, AtomicU64};
     use loom::sync::Arc;
     use loom::thread;
     use std::sync::atomic::Ordering;
@@ -623,6 +632,42 @@ mod loom_tests {
                     );
                 }
             }
+        });
+    }
+    /// The front cache and a device's ATS flag (see `Iommu::front_fill_epoch`): a
+    /// translation of the device racing the attach that sets its flag (it read the flag
+    /// clear, so it fills the front cache) never leaves an entry that a lookup after the
+    /// attach, which does not test the flag, would use.
+    #[test]
+    fn loom_ats_enable_keeps_front_fills_out() {
+        loom::model(|| {
+            let ats = Arc::new(AtomicBool::new(false));
+            let epoch = Arc::new(AtomicU64::new(0));
+            let front = Arc::new(SlotArray::<2>::new(4));
+            let (a, e, fr) = (ats.clone(), epoch.clone(), front.clone());
+            let translator = thread::spawn(move || {
+                // `translate`: the epoch, then (after the front miss and the walk) the flag,
+                // then the fill, which re-checks the epoch while holding its slot.
+                let seen = e.load(Ordering::Acquire);
+                if !a.load(Ordering::Acquire) {
+                    fr.insert(KEY.0, KEY.1, [seen, 1], || {
+                        e.load(Ordering::Acquire) == seen
+                    });
+                }
+            });
+            // `attach_device` with ATS: the flag first, then the epoch.
+            ats.store(true, Ordering::Release);
+            epoch.fetch_add(1, Ordering::AcqRel);
+            // A lookup after the attach (while the translation may still run, and after it).
+            let no_hit = || {
+                let now = epoch.load(Ordering::Acquire);
+                if let Some([e, _]) = front.lookup(KEY.0, KEY.1) {
+                    assert_ne!(e, now, "the front cache would serve a device with ATS");
+                }
+            };
+            no_hit();
+            translator.join().unwrap();
+            no_hit();
         });
     }
 }
