@@ -170,7 +170,8 @@ pub(crate) struct Caches {
     /// Bumped by every invalidation: front-cache entries are valid only in the epoch they
     /// were filled in.
     pub(crate) epoch: AtomicU64,
-    /// Front cache: (source id, PASID, page) → [epoch, IOTLB value, PASID controls]. A fast
+    /// Front cache: (source id, PASID, page) → [epoch, output page − input page (wrapping),
+    /// control word (the access kinds a hit may serve, the permissions it reports)]. A fast
     /// path in front of the PASID cache + IOTLB pair; it holds only what those would return
     /// and is retired wholesale by any invalidation, so it never changes what is observable.
     pub(crate) front: SlotArray<3>,

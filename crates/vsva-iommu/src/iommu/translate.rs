@@ -196,7 +196,7 @@ impl Iommu {
             if sizes & (1 << code) == 0 {
                 continue;
             }
-            let Some([e, v, ctrl]) = self.caches.front.lookup(page_key(iova, code), front_tag)
+            let Some([e, delta, ctrl]) = self.caches.front.lookup(page_key(iova, code), front_tag)
             else {
                 continue;
             };
@@ -214,7 +214,6 @@ impl Iommu {
                 return None;
             }
             self.stats.inc(Counter::FrontHits);
-            let size = size_of_code(code);
             let p = ctrl
                 >> if privileged {
                     F_PERMS_PRIV
@@ -222,8 +221,9 @@ impl Iommu {
                     F_PERMS_USER
                 };
             return Some(Translation {
-                host_addr: value_page(v) | (iova & (size - 1)),
-                page_size: size,
+                // The output page plus the offset in the page (see the fill).
+                host_addr: iova.wrapping_add(delta),
+                page_size: size_of_code(code),
                 perms: Perms::from_bits(p),
             });
         }
@@ -372,14 +372,22 @@ impl Iommu {
                     if let (Some(epoch), false) = (front_epoch, e.pgtt == Pgtt::PassThrough) {
                         let ctrl = self.front_ctrl(info, v);
                         let code = value_size_code(v);
+                        let size = size_of_code(code);
+                        let out = value_page(v);
+                        debug_assert_eq!(out & (size - 1), 0, "an output page is size-aligned");
+                        // Output page minus input page: a hit adds it to its input address
+                        // (both pages aligned to the size, so that is `out | offset`).
+                        let delta = out.wrapping_sub(iova & !(size - 1));
                         let c = &self.caches;
                         if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
                             c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
                         }
-                        c.front
-                            .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
-                                c.epoch.load(Ordering::Acquire) == epoch
-                            });
+                        c.front.insert(
+                            page_key(iova, code),
+                            front_tag,
+                            [epoch, delta, ctrl],
+                            || c.epoch.load(Ordering::Acquire) == epoch,
+                        );
                     }
                     Ok((t, value_is_dirty(v)))
                 }

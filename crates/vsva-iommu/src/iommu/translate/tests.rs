@@ -376,19 +376,18 @@ fn a_device_with_ats_is_served_by_its_device_tlb_never_by_the_front_cache() {
 
 #[test]
 fn attaching_a_device_with_ats_retires_what_the_front_cache_holds_of_it() {
-    use crate::cache::{iotlb_value, F_PERMS_PRIV, F_PERMS_USER};
-    use crate::paging::Rights;
+    use crate::cache::{F_PERMS_PRIV, F_PERMS_USER};
     use std::sync::atomic::Ordering;
     let io = iommu();
     // A front-cache entry of the device from before the attach (from a translation through
     // tables of the embedder's, say) that no invalidation retired: every access kind, an
     // output page the device's tables will not name.
     let c = &io.caches;
-    let v = iotlb_value(0xdead_0000, SIZE_4K, Rights::ALL, Rights::ALL, true);
+    let delta = 0xdead_0000u64.wrapping_sub(0x5000);
     let ctrl = 0xff | 0xf << F_PERMS_USER | 0xf << F_PERMS_PRIV;
     let epoch = c.epoch.load(Ordering::Acquire);
     let (k0, k1) = front_key(SID, Some(8), 0x5000);
-    assert!(c.front.insert(k0, k1, [epoch, v, ctrl], || true));
+    assert!(c.front.insert(k0, k1, [epoch, delta, ctrl], || true));
     c.front_sizes.fetch_or(1, Ordering::AcqRel);
     let opts = DeviceOptions {
         ats: true,
