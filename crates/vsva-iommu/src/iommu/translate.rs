@@ -373,11 +373,11 @@ impl Iommu {
                         let ctrl = self.front_ctrl(info, v);
                         let code = value_size_code(v);
                         let size = size_of_code(code);
-                        let out = value_page(v);
-                        debug_assert_eq!(out & (size - 1), 0, "an output page is size-aligned");
-                        // Output page minus input page: a hit adds it to its input address
-                        // (both pages aligned to the size, so that is `out | offset`).
-                        let delta = out.wrapping_sub(iova & !(size - 1));
+                        debug_assert_eq!(value_page(v) & (size - 1), 0, "a size-aligned page");
+                        // Output page minus input page (the translation is the output page
+                        // OR the offset, which `iova` also ends in): a hit adds it to its
+                        // input address.
+                        let delta = t.host_addr.wrapping_sub(iova);
                         let c = &self.caches;
                         if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
                             c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
