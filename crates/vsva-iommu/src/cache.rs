@@ -60,26 +60,37 @@ impl Gen {
     }
 }
 
+/// Source ids (16 bits): the length of the per-device arrays, which a `u16` then indexes
+/// without a bounds check.
+pub(crate) const SOURCE_IDS: usize = 1 << 16;
+
+/// `N` values of `f` in a boxed array (built on the heap, not moved through the stack): an
+/// index known to be below `N` needs no bounds check.
+pub(crate) fn boxed_array<T, const N: usize>(mut f: impl FnMut() -> T) -> Box<[T; N]> {
+    let items: Box<[T]> = (0..N).map(|_| f()).collect();
+    items.try_into().unwrap_or_else(|_| unreachable!("N items"))
+}
+
 /// 64 records, the leaf of a [`Radix`].
 type Leaf<T> = Box<[T; 64]>;
 /// 128 lazily created leaves.
-type Mid<T> = Box<[OnceLock<Leaf<T>>]>;
+type Mid<T> = Box<[OnceLock<Leaf<T>>; 128]>;
 
 /// A lazily populated map from a 20-bit PASID to `T`, lock-free to read.
 pub(crate) struct Radix<T> {
-    top: Box<[OnceLock<Mid<T>>]>,
+    top: Box<[OnceLock<Mid<T>>; 128]>,
 }
 
 impl<T: Default> Radix<T> {
     fn new() -> Self {
         Self {
-            top: (0..128).map(|_| OnceLock::new()).collect(),
+            top: boxed_array(OnceLock::new),
         }
     }
     #[inline]
     pub(crate) fn get(&self, pasid: u32) -> &T {
         let p = (pasid & 0xf_ffff) as usize;
-        let mid = self.top[p >> 13].get_or_init(|| (0..128).map(|_| OnceLock::new()).collect());
+        let mid = self.top[p >> 13].get_or_init(|| boxed_array(OnceLock::new));
         let leaf =
             mid[(p >> 6) & 127].get_or_init(|| Box::new(std::array::from_fn(|_| T::default())));
         &leaf[p & 63]
@@ -183,7 +194,7 @@ pub(crate) struct Caches {
     pub(crate) front_ctrl_memo: Box<[std::sync::atomic::AtomicU32]>,
     pub(crate) global: GlobalGens,
     domains: Box<[OnceLock<Box<DomainGens>>]>,
-    devices: Box<[OnceLock<Box<DeviceGens>>]>,
+    devices: Box<[OnceLock<Box<DeviceGens>>; SOURCE_IDS]>,
     /// PASID cache: [stamp ctx, stamp pc, stamp pasid pc, v0, v1, v2, ctx/chain bits].
     pub(crate) pasid_cache: SlotArray<7>,
     /// IOTLB: [stamp global/domain, stamp fl/nested, stamp pasid, value].
@@ -210,7 +221,7 @@ impl Caches {
             domains: (0..1usize << domain_bits)
                 .map(|_| OnceLock::new())
                 .collect(),
-            devices: (0..1usize << 16).map(|_| OnceLock::new()).collect(),
+            devices: boxed_array(OnceLock::new),
             pasid_cache: SlotArray::new((n / 4).max(64)),
             iotlb: SlotArray::new(n),
             fl_psc: SlotArray::new((n / 4).max(64)),
