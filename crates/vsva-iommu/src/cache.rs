@@ -21,7 +21,9 @@
 //! In front of the PASID cache and IOTLB sits a small *front cache* keyed by (source id, PASID,
 //! page) that holds their combined answer stamped with a global epoch; any invalidation bumps
 //! the epoch, after which the front cache misses and the full PASID-cache + IOTLB path (with
-//! its scoped generations) decides. It serves nothing the two caches would not.
+//! its scoped generations) decides. It serves nothing the two caches would not. It never holds
+//! the pages of a device with ATS (whose requests go to its device TLB first): `translate`
+//! looks in it without testing the device's ATS flag.
 //!
 //! Counters are 32 bits: an entry could falsely revalidate only after exactly 2^32
 //! invalidations of its scope while it stayed cached.
@@ -58,26 +60,37 @@ impl Gen {
     }
 }
 
+/// Source ids (16 bits): the length of the per-device arrays, which a `u16` then indexes
+/// without a bounds check.
+pub(crate) const SOURCE_IDS: usize = 1 << 16;
+
+/// `N` values of `f` in a boxed array (built on the heap, not moved through the stack): an
+/// index known to be below `N` needs no bounds check.
+pub(crate) fn boxed_array<T, const N: usize>(mut f: impl FnMut() -> T) -> Box<[T; N]> {
+    let items: Box<[T]> = (0..N).map(|_| f()).collect();
+    items.try_into().unwrap_or_else(|_| unreachable!("N items"))
+}
+
 /// 64 records, the leaf of a [`Radix`].
 type Leaf<T> = Box<[T; 64]>;
 /// 128 lazily created leaves.
-type Mid<T> = Box<[OnceLock<Leaf<T>>]>;
+type Mid<T> = Box<[OnceLock<Leaf<T>>; 128]>;
 
 /// A lazily populated map from a 20-bit PASID to `T`, lock-free to read.
 pub(crate) struct Radix<T> {
-    top: Box<[OnceLock<Mid<T>>]>,
+    top: Box<[OnceLock<Mid<T>>; 128]>,
 }
 
 impl<T: Default> Radix<T> {
     fn new() -> Self {
         Self {
-            top: (0..128).map(|_| OnceLock::new()).collect(),
+            top: boxed_array(OnceLock::new),
         }
     }
     #[inline]
     pub(crate) fn get(&self, pasid: u32) -> &T {
         let p = (pasid & 0xf_ffff) as usize;
-        let mid = self.top[p >> 13].get_or_init(|| (0..128).map(|_| OnceLock::new()).collect());
+        let mid = self.top[p >> 13].get_or_init(|| boxed_array(OnceLock::new));
         let leaf =
             mid[(p >> 6) & 127].get_or_init(|| Box::new(std::array::from_fn(|_| T::default())));
         &leaf[p & 63]
@@ -168,7 +181,8 @@ pub(crate) struct Caches {
     /// Bumped by every invalidation: front-cache entries are valid only in the epoch they
     /// were filled in.
     pub(crate) epoch: AtomicU64,
-    /// Front cache: (source id, PASID, page) → [epoch, IOTLB value, PASID controls]. A fast
+    /// Front cache: (source id, PASID, page) → [epoch, output page − input page (wrapping),
+    /// control word (the access kinds a hit may serve, the permissions it reports)]. A fast
     /// path in front of the PASID cache + IOTLB pair; it holds only what those would return
     /// and is retired wholesale by any invalidation, so it never changes what is observable.
     pub(crate) front: SlotArray<3>,
@@ -180,7 +194,7 @@ pub(crate) struct Caches {
     pub(crate) front_ctrl_memo: Box<[std::sync::atomic::AtomicU32]>,
     pub(crate) global: GlobalGens,
     domains: Box<[OnceLock<Box<DomainGens>>]>,
-    devices: Box<[OnceLock<Box<DeviceGens>>]>,
+    devices: Box<[OnceLock<Box<DeviceGens>>; SOURCE_IDS]>,
     /// PASID cache: [stamp ctx, stamp pc, stamp pasid pc, v0, v1, v2, ctx/chain bits].
     pub(crate) pasid_cache: SlotArray<7>,
     /// IOTLB: [stamp global/domain, stamp fl/nested, stamp pasid, value].
@@ -207,13 +221,20 @@ impl Caches {
             domains: (0..1usize << domain_bits)
                 .map(|_| OnceLock::new())
                 .collect(),
-            devices: (0..1usize << 16).map(|_| OnceLock::new()).collect(),
+            devices: boxed_array(OnceLock::new),
             pasid_cache: SlotArray::new((n / 4).max(64)),
             iotlb: SlotArray::new(n),
             fl_psc: SlotArray::new((n / 4).max(64)),
             sl_psc: SlotArray::new((n / 4).max(64)),
             devtlb: SlotArray::new((n / 4).max(64)),
         }
+    }
+
+    /// Retires every front-cache entry: a lookup that reads the epoch after this misses on
+    /// all of them, and a fill stamped with an earlier epoch is not stored after this (it
+    /// re-checks the epoch while holding its slot).
+    pub(crate) fn retire_front(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The counters of domain `did` (which the caller has checked against the DID width).
@@ -573,7 +594,7 @@ mod loom_tests {
     //! unchanged).
     use super::Gen;
     use crate::slots::SlotArray;
-    use loom::sync::atomic::AtomicU64;
+    use loom::sync::atomic::{AtomicBool, AtomicU64};
     use loom::sync::Arc;
     use loom::thread;
     use std::sync::atomic::Ordering;
@@ -623,6 +644,42 @@ mod loom_tests {
                     );
                 }
             }
+        });
+    }
+    /// The front cache and a device's ATS flag (see `Iommu::front_fill_epoch`): a
+    /// translation of the device racing the attach that sets its flag (it read the flag
+    /// clear, so it fills the front cache) never leaves an entry that a lookup after the
+    /// attach, which does not test the flag, would use.
+    #[test]
+    fn loom_ats_enable_keeps_front_fills_out() {
+        loom::model(|| {
+            let ats = Arc::new(AtomicBool::new(false));
+            let epoch = Arc::new(AtomicU64::new(0));
+            let front = Arc::new(SlotArray::<2>::new(4));
+            let (a, e, fr) = (ats.clone(), epoch.clone(), front.clone());
+            let translator = thread::spawn(move || {
+                // `translate`: the epoch, then (after the front miss and the walk) the flag,
+                // then the fill, which re-checks the epoch while holding its slot.
+                let seen = e.load(Ordering::Acquire);
+                if !a.load(Ordering::Acquire) {
+                    fr.insert(KEY.0, KEY.1, [seen, 1], || {
+                        e.load(Ordering::Acquire) == seen
+                    });
+                }
+            });
+            // `attach_device` with ATS: the flag first, then the epoch.
+            ats.store(true, Ordering::Release);
+            epoch.fetch_add(1, Ordering::AcqRel);
+            // A lookup after the attach (while the translation may still run, and after it).
+            let no_hit = || {
+                let now = epoch.load(Ordering::Acquire);
+                if let Some([e, _]) = front.lookup(KEY.0, KEY.1) {
+                    assert_ne!(e, now, "the front cache would serve a device with ATS");
+                }
+            };
+            no_hit();
+            translator.join().unwrap();
+            no_hit();
         });
     }
 }

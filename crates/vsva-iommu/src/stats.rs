@@ -5,7 +5,13 @@
 //! path: the counter is atomic only so readers may sum it at any time). Later threads share an
 //! overflow shard updated with `fetch_add`. A translation that counts several events looks its
 //! shard up once (`Stats::local`) and counts through the `LocalStats` handle it gets.
+//!
+//! A single count (`Stats::inc`, the front-cache hit's) costs a thread with an exclusive shard
+//! one thread-local load, one compare and the increment: a thread without an index yet reads
+//! as above every exclusive index, so the index is assigned (and the overflow shard used) out
+//! of line, behind the one compare the exclusive case needs anyway.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -42,34 +48,52 @@ struct Shard([AtomicU64; COUNTERS]);
 
 /// Sharded counters.
 pub(crate) struct Stats {
-    shards: Box<[Shard]>,
+    /// `EXCLUSIVE` exclusive shards, then the overflow shard.
+    shards: Box<[Shard; EXCLUSIVE + 1]>,
 }
 
-/// This thread's shard index: `< EXCLUSIVE` for an exclusive shard, `EXCLUSIVE` for the
-/// shared overflow shard.
+/// The index of a thread that has not counted yet (above every assigned index).
+const UNASSIGNED: usize = EXCLUSIVE + 1;
+
+thread_local! {
+    /// This thread's shard index: `< EXCLUSIVE` for an exclusive shard, `EXCLUSIVE` for the
+    /// shared overflow shard, [`UNASSIGNED`] before the thread's first count.
+    static INDEX: Cell<usize> = const { Cell::new(UNASSIGNED) };
+}
+
+/// This thread's shard index as [`INDEX`] holds it (possibly [`UNASSIGNED`]).
+#[inline(always)]
+fn raw_shard_index() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// This thread's shard index, assigned on its first count: `< EXCLUSIVE` for an exclusive
+/// shard, `EXCLUSIVE` for the shared overflow shard.
 #[inline]
 fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    let i = raw_shard_index();
+    if i <= EXCLUSIVE {
+        i
+    } else {
+        assign_shard_index()
     }
-    INDEX.with(|i| {
-        let v = i.get();
-        if v != usize::MAX {
-            return v;
-        }
-        let v = NEXT.fetch_add(1, Ordering::Relaxed).min(EXCLUSIVE);
-        i.set(v);
-        v
-    })
+}
+
+#[cold]
+#[inline(never)]
+fn assign_shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let v = NEXT.fetch_add(1, Ordering::Relaxed).min(EXCLUSIVE);
+    INDEX.with(|i| i.set(v));
+    v
 }
 
 impl Stats {
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..=EXCLUSIVE)
-                .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
+            shards: Box::new(std::array::from_fn(|_| {
+                Shard(std::array::from_fn(|_| AtomicU64::new(0)))
+            })),
         }
     }
 
@@ -85,12 +109,29 @@ impl Stats {
         }
     }
 
-    #[inline]
+    /// Adds `n` to counter `c`: on a thread with an exclusive shard one thread-local load,
+    /// one compare (the shard array's length is a constant, so the index needs no other
+    /// check) and the addition; everything else out of line.
+    #[inline(always)]
     pub(crate) fn add(&self, c: Counter, n: u64) {
+        let i = raw_shard_index();
+        if i < EXCLUSIVE {
+            let a = &self.shards[i].0[c as usize];
+            // Single writer: no read-modify-write needed.
+            a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        } else {
+            self.add_cold(c, n);
+        }
+    }
+
+    /// [`Self::add`] for a thread without an exclusive shard (or without an index yet).
+    #[cold]
+    #[inline(never)]
+    fn add_cold(&self, c: Counter, n: u64) {
         self.local().add(c, n)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn inc(&self, c: Counter) {
         self.add(c, 1)
     }
@@ -213,6 +254,36 @@ mod tests {
         );
         assert_eq!(snap.walks, 160);
         assert_eq!(snap.faults, 0);
+    }
+
+    #[test]
+    fn a_single_count_goes_to_the_thread_s_shard_whatever_its_index() {
+        let s = Stats::new();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (k, index) in [0, EXCLUSIVE - 1, EXCLUSIVE, UNASSIGNED]
+                    .into_iter()
+                    .enumerate()
+                {
+                    INDEX.with(|i| i.set(index));
+                    s.inc(Counter::IotlbHits);
+                    s.add(Counter::Walks, 2);
+                    let snap = s.snapshot();
+                    let n = k as u64 + 1;
+                    assert_eq!((snap.iotlb_hits, snap.walks), (n, 2 * n), "index {index}");
+                    let used = raw_shard_index();
+                    assert!(
+                        used <= EXCLUSIVE,
+                        "index {index}: assigned on the first count"
+                    );
+                    if index <= EXCLUSIVE {
+                        assert_eq!(used, index);
+                        let a = &s.shards[index].0[Counter::IotlbHits as usize];
+                        assert_eq!(a.load(Ordering::Relaxed), 1, "index {index}: its own shard");
+                    }
+                }
+            });
+        });
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! `Instant` timing, each pair in interleaved rounds, best round kept) prints ns/op and the
 //! vsva/peer ratios.
 //!
-//! `TRANSLATE_PROFILE=hit|fl_miss|nested_miss|bare_walk|walker` runs only that loop (for a profiler
-//! or an instruction counter) and exits.
+//! `TRANSLATE_PROFILE=hit|plain_hit|mutex_hit|fl_miss|nested_miss|bare_walk|walker` runs only
+//! that loop (for a profiler or an instruction counter) and exits; `plain_hit` and `mutex_hit`
+//! are the IOTLB-first map's hit without a lock and in a `Mutex`.
 
 mod peers;
 mod timing;
@@ -493,12 +494,37 @@ fn profile(what: &str) {
         mem: &snap,
     };
     let mut cy = Cycle(0);
+    let main_snap = e.main.io.memory().snapshot();
+    let main_wk = Walker {
+        inst: &e.main,
+        mem: &main_snap,
+    };
     match what {
+        // The hits go through function pointers: one out-of-line call per hit on each side,
+        // as in the timed rows (where neither `translate` nor `Walker::peer` is inlined), and
+        // not a peer inlined into this loop with its PASID folded in against a vsva call.
         "hit" => {
-            translate(&e.main.io, 1, va(0));
-            for _ in 0..n {
-                black_box(translate(&e.main.io, 1, black_box(va(0))));
-            }
+            let f: fn(&Iommu, u32, u64) -> u64 = black_box(translate);
+            f(&e.main.io, 1, va(0));
+            profile_loop(n, || {
+                black_box(f(&e.main.io, 1, black_box(va(0))));
+            });
+        }
+        "plain_hit" => {
+            let f: fn(&Walker<'_>, &mut FxMap, u32, u64) -> Option<u64> = black_box(plain_hit);
+            let mut plain = FxMap::default();
+            f(&main_wk, &mut plain, 1, va(0));
+            profile_loop(n, || {
+                black_box(f(&main_wk, &mut plain, 1, black_box(va(0))));
+            });
+        }
+        "mutex_hit" => {
+            let f: fn(&Walker<'_>, &Mutex<FxMap>, u32, u64) -> Option<u64> = black_box(mutex_hit);
+            let locked = Mutex::new(FxMap::default());
+            f(&main_wk, &locked, 1, va(0));
+            profile_loop(n, || {
+                black_box(f(&main_wk, &locked, 1, black_box(va(0))));
+            });
         }
         "fl_miss" | "nested_miss" => {
             let pasid = if what == "fl_miss" { 1 } else { 2 };
@@ -516,7 +542,30 @@ fn profile(what: &str) {
                 black_box(wk.walker_fl(cy.next()));
             }
         }
-        other => panic!("TRANSLATE_PROFILE={other}: hit, fl_miss, nested_miss, bare_walk, walker"),
+        other => panic!(
+            "TRANSLATE_PROFILE={other}: hit, plain_hit, mutex_hit, fl_miss, nested_miss, \
+             bare_walk, walker"
+        ),
+    }
+}
+
+/// A hit of the IOTLB-first map without a lock, as a function of its own (as `translate`).
+fn plain_hit(wk: &Walker<'_>, map: &mut FxMap, pasid: u32, iova: u64) -> Option<u64> {
+    wk.peer(map, pasid, iova)
+}
+
+/// A hit of the IOTLB-first map in a `Mutex`, as a function of its own (as `translate`).
+fn mutex_hit(wk: &Walker<'_>, map: &Mutex<FxMap>, pasid: u32, iova: u64) -> Option<u64> {
+    wk.peer(&mut { map }, pasid, iova)
+}
+
+/// `n` calls of `f`: the loop of a `TRANSLATE_PROFILE` hit mode, whose instructions a
+/// counter takes with `--toggle-collect='*profile_loop*'` (the same loop for vsva and the
+/// peers, so per call the two counts differ only by what the calls do).
+#[inline(never)]
+fn profile_loop(n: u64, mut f: impl FnMut()) {
+    for _ in 0..n {
+        f();
     }
 }
 

@@ -232,7 +232,9 @@ impl Iommu {
         }
         self.stats.inc(Counter::AtsRequests);
         self.ats_state.hold(sid, pasid);
-        match self.translate_slow(sid, pasid, iova, access, Requester::Ats) {
+        let epoch = self.caches.epoch.load(Ordering::Acquire);
+        let front_epoch = self.front_fill_epoch(sid, epoch);
+        match self.translate_slow(sid, pasid, iova, access, Requester::Ats, front_epoch) {
             Ok((t, dirty)) => {
                 let mut t = t;
                 t.perms.write &= dirty;

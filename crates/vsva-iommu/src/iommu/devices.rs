@@ -124,6 +124,11 @@ impl Iommu {
             self.mem.store_u64(ce + 8 * i as u64, raw[i])?;
         }
         self.ats[usize::from(sid.0)].store(opts.ats, Ordering::Release);
+        if opts.ats {
+            // Whatever the front cache still holds of this device (it is looked in without a
+            // test of the flag, see `front_fill_epoch`) is retired, after the flag is set.
+            self.caches.retire_front();
+        }
         // A device attached anew has been reset: a fence ends, its cache starts empty.
         self.unfence(sid);
         ctl.devices.insert(

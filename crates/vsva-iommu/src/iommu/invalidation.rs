@@ -58,7 +58,7 @@ impl Iommu {
         self.apply_scoped(inv);
         // Every invalidation retires the whole front cache (after the scoped work, so a lookup
         // that sees the new epoch also sees the scoped removals).
-        self.caches.epoch.fetch_add(1, Ordering::AcqRel);
+        self.caches.retire_front();
     }
 
     pub(super) fn apply_scoped(&self, inv: &Invalidation) {

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::cache::Caches;
+use crate::cache::{boxed_array, Caches, SOURCE_IDS};
 use crate::fault::{Fault, FaultLog};
 use crate::memory::HostMemory;
 use crate::pool::TablePool;
@@ -57,7 +57,8 @@ pub struct Iommu {
     rtaddr: AtomicU64,
     ctl: Mutex<Control>,
     caches: Caches,
-    ats: Box<[AtomicBool]>,
+    /// Per source id: the device was attached with ATS (a device TLB).
+    ats: Box<[AtomicBool; SOURCE_IDS]>,
     ats_state: AtsTracking,
     faults: FaultLog,
     prq: PageRequestQueue,
@@ -95,7 +96,7 @@ impl Iommu {
             caches: Caches::new(cfg.domain_bits, cfg.iotlb_entries),
             faults: FaultLog::new(cfg.fault_log_capacity),
             prq: PageRequestQueue::new(cfg.prq_capacity),
-            ats: (0..1usize << 16).map(|_| AtomicBool::new(false)).collect(),
+            ats: boxed_array(|| AtomicBool::new(false)),
             ats_state: AtsTracking::new(),
             cfg,
             mem,

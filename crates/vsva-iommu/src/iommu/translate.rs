@@ -144,38 +144,59 @@ impl Iommu {
         iova: u64,
         access: Access,
     ) -> Result<Translation, Fault> {
-        let ats = self.ats[usize::from(sid.0)].load(Ordering::Acquire);
-        if !ats {
-            if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
-                return Ok(t);
-            }
+        let epoch = self.caches.epoch.load(Ordering::Acquire);
+        // No test of the device's ATS flag first: the front cache never holds the pages of a
+        // device with ATS (see `front_fill_epoch`), whose requests go to its device TLB.
+        if let Some(t) = self.front_lookup(epoch, sid, pasid, iova, access) {
+            return Ok(t);
         }
-        let requester = if ats {
-            Requester::DevTlb
-        } else {
+        let front_epoch = self.front_fill_epoch(sid, epoch);
+        let requester = if front_epoch.is_some() {
             Requester::Untranslated
+        } else {
+            Requester::DevTlb
         };
-        self.translate_slow(sid, pasid, iova, access, requester)
+        self.translate_slow(sid, pasid, iova, access, requester, front_epoch)
             .map(|(t, _)| t)
     }
 
-    /// The front-cache fast path: `None` on a miss.
+    /// The epoch a front-cache fill of `sid`'s translation may be stamped with: `epoch`, read
+    /// by the caller before this, when the device has no ATS; `None` (no fill) when it has.
+    ///
+    /// A request of a device with ATS goes to its device TLB first, which may rightly hold an
+    /// older translation than the IOMMU's caches; `translate` looks in the front cache
+    /// without testing the flag, so the front cache must never hold such a device's pages
+    /// while its flag is set. Two steps keep it so. A fill happens only when the flag, read
+    /// *after* the epoch the fill is stamped with, is clear; and an attach that sets the flag
+    /// bumps the epoch *after* setting it (`Caches::retire_front`). A fill stamped with an
+    /// epoch from after that bump read the flag after the bump, so saw it set, and did not
+    /// happen; a fill stamped with an earlier epoch is retired by the bump (its fill checks
+    /// the epoch while holding its slot, so it is not stored after the bump either). The
+    /// loom model `loom_ats_enable_keeps_front_fills_out` in `cache.rs` checks the two orders.
+    #[inline(always)]
+    pub(super) fn front_fill_epoch(&self, sid: SourceId, epoch: u64) -> Option<u64> {
+        let ats = self.ats[usize::from(sid.0)].load(Ordering::Acquire);
+        (!ats).then_some(epoch)
+    }
+
+    /// The front-cache fast path under `epoch` (the current epoch, read by the caller):
+    /// `None` on a miss.
     #[inline(always)]
     pub(super) fn front_lookup(
         &self,
+        epoch: u64,
         sid: SourceId,
         pasid: Option<u32>,
         iova: u64,
         access: Access,
     ) -> Option<Translation> {
-        let epoch = self.caches.epoch.load(Ordering::Acquire);
         let front_tag = device_tag(sid.0, pasid_key(pasid));
         let sizes = self.caches.front_sizes.load(Ordering::Acquire);
         for code in 0..3u64 {
             if sizes & (1 << code) == 0 {
                 continue;
             }
-            let Some([e, v, ctrl]) = self.caches.front.lookup(page_key(iova, code), front_tag)
+            let Some([e, delta, ctrl]) = self.caches.front.lookup(page_key(iova, code), front_tag)
             else {
                 continue;
             };
@@ -193,7 +214,6 @@ impl Iommu {
                 return None;
             }
             self.stats.inc(Counter::FrontHits);
-            let size = size_of_code(code);
             let p = ctrl
                 >> if privileged {
                     F_PERMS_PRIV
@@ -201,8 +221,9 @@ impl Iommu {
                     F_PERMS_USER
                 };
             return Some(Translation {
-                host_addr: value_page(v) | (iova & (size - 1)),
-                page_size: size,
+                // The output page plus the offset in the page (see the fill).
+                host_addr: iova.wrapping_add(delta),
+                page_size: size_of_code(code),
                 perms: Perms::from_bits(p),
             });
         }
@@ -262,7 +283,8 @@ impl Iommu {
     }
 
     /// The translation past the front cache, with whether the page's dirty bits are set
-    /// (a write through it needs no A/D update).
+    /// (a write through it needs no A/D update). A success goes into the front cache stamped
+    /// with `front_epoch` when it is given ([`Self::front_fill_epoch`]).
     #[inline(never)]
     pub(super) fn translate_slow(
         &self,
@@ -271,8 +293,8 @@ impl Iommu {
         iova: u64,
         access: Access,
         requester: Requester,
+        front_epoch: Option<u64>,
     ) -> Result<(Translation, bool), Fault> {
-        let epoch = self.caches.epoch.load(Ordering::Acquire);
         let front_tag = device_tag(sid.0, pasid_key(pasid));
         let mut devtlb_stamp = None;
         let ats = requester != Requester::Untranslated;
@@ -286,9 +308,6 @@ impl Iommu {
                     return Ok((t, t.perms.write));
                 }
                 Err(stamp) => devtlb_stamp = Some(stamp),
-            }
-            if let Some(t) = self.front_lookup(sid, pasid, iova, access) {
-                return Ok((t, access.write));
             }
         }
         st.inc(Counter::Translations);
@@ -350,17 +369,25 @@ impl Iommu {
                         self.devtlb_fill(sid, pasid, iova, &t, value_is_dirty(v), stamp);
                     }
                     let e = &info.entry;
-                    if e.pgtt != Pgtt::PassThrough {
+                    if let (Some(epoch), false) = (front_epoch, e.pgtt == Pgtt::PassThrough) {
                         let ctrl = self.front_ctrl(info, v);
                         let code = value_size_code(v);
+                        let size = size_of_code(code);
+                        debug_assert_eq!(value_page(v) & (size - 1), 0, "a size-aligned page");
+                        // Output page minus input page (the translation is the output page
+                        // OR the offset, which `iova` also ends in): a hit adds it to its
+                        // input address.
+                        let delta = t.host_addr.wrapping_sub(iova);
                         let c = &self.caches;
                         if c.front_sizes.load(Ordering::Acquire) & (1 << code) == 0 {
                             c.front_sizes.fetch_or(1 << code, Ordering::AcqRel);
                         }
-                        c.front
-                            .insert(page_key(iova, code), front_tag, [epoch, v, ctrl], || {
-                                c.epoch.load(Ordering::Acquire) == epoch
-                            });
+                        c.front.insert(
+                            page_key(iova, code),
+                            front_tag,
+                            [epoch, delta, ctrl],
+                            || c.epoch.load(Ordering::Acquire) == epoch,
+                        );
                     }
                     Ok((t, value_is_dirty(v)))
                 }

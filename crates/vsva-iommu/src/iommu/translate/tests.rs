@@ -319,3 +319,83 @@ fn nothing_is_cached_from_a_pasid_entry_invalidated_during_its_walk() {
         "the entry was its table's last: the table went back to the pool"
     );
 }
+
+/// The front-cache key of (`sid`, `pasid`, the 4 KiB page of `va`).
+fn front_key(sid: SourceId, pasid: Option<u32>, va: u64) -> (u64, u64) {
+    use crate::cache::{device_tag, page_key, pasid_key};
+    (page_key(va, 0), device_tag(sid.0, pasid_key(pasid)))
+}
+
+#[test]
+fn a_device_with_ats_is_served_by_its_device_tlb_never_by_the_front_cache() {
+    let io = iommu();
+    let opts = DeviceOptions {
+        ats: true,
+        ..DeviceOptions::default()
+    };
+    io.attach_device(SID, opts).unwrap();
+    let root = fl_pasid(&io, SID, 8, 2);
+    map(&io, root, 0x5000, 0x10_0000, SIZE_4K, RW | US);
+    map(&io, root, 0x6000, 0x11_0000, SIZE_4K, RW | US);
+    for _ in 0..2 {
+        assert_eq!(read_addr(&io, SID, Some(8), 0x5000), 0x10_0000);
+    }
+    assert_eq!(
+        io.stats().devtlb_hits,
+        1,
+        "the second request: its device TLB"
+    );
+    let reply = io
+        .ats_translate(SID, Some(8), 0x6000, Access::READ)
+        .unwrap();
+    assert!(matches!(reply, crate::AtsReply::Translated(t) if t.host_addr == 0x11_0000));
+    for va in [0x5000, 0x6000] {
+        let (k0, k1) = front_key(SID, Some(8), va);
+        assert_eq!(
+            io.caches.front.lookup(k0, k1),
+            None,
+            "{va:#x} in the front cache"
+        );
+    }
+    // Without ATS, the same translations are front-cache hits.
+    let plain = iommu();
+    attach(&plain, SID);
+    let root = fl_pasid(&plain, SID, 8, 2);
+    map(&plain, root, 0x5000, 0x10_0000, SIZE_4K, RW | US);
+    for _ in 0..2 {
+        assert_eq!(read_addr(&plain, SID, Some(8), 0x5000), 0x10_0000);
+    }
+    let (k0, k1) = front_key(SID, Some(8), 0x5000);
+    assert!(plain.caches.front.lookup(k0, k1).is_some());
+    let s = plain.stats();
+    assert_eq!(
+        (s.translations, s.iotlb_hits, s.pasid_cache_hits),
+        (2, 1, 0)
+    );
+}
+
+#[test]
+fn attaching_a_device_with_ats_retires_what_the_front_cache_holds_of_it() {
+    use crate::cache::{F_PERMS_PRIV, F_PERMS_USER};
+    use std::sync::atomic::Ordering;
+    let io = iommu();
+    // A front-cache entry of the device from before the attach (from a translation through
+    // tables of the embedder's, say) that no invalidation retired: every access kind, an
+    // output page the device's tables will not name.
+    let c = &io.caches;
+    let delta = 0xdead_0000u64.wrapping_sub(0x5000);
+    let ctrl = 0xff | 0xf << F_PERMS_USER | 0xf << F_PERMS_PRIV;
+    let epoch = c.epoch.load(Ordering::Acquire);
+    let (k0, k1) = front_key(SID, Some(8), 0x5000);
+    assert!(c.front.insert(k0, k1, [epoch, delta, ctrl], || true));
+    c.front_sizes.fetch_or(1, Ordering::AcqRel);
+    let opts = DeviceOptions {
+        ats: true,
+        ..DeviceOptions::default()
+    };
+    io.attach_device(SID, opts).unwrap();
+    let root = fl_pasid(&io, SID, 8, 2);
+    map(&io, root, 0x5000, 0x10_0000, SIZE_4K, RW | US);
+    assert_eq!(read_addr(&io, SID, Some(8), 0x5000), 0x10_0000);
+    assert_eq!(io.stats().walks, 1);
+}
