@@ -56,6 +56,12 @@ impl Members {
         block[w] |= bit;
     }
 
+    /// Whether space word `word` is noted (for debug checks).
+    pub(crate) fn contains(&self, word: u32) -> bool {
+        let (b, w, bit) = Self::locate(word);
+        matches!(self.blocks.get(b), Some(Some(block)) if block[w] & bit != 0)
+    }
+
     /// Notes that the set owns no PASID in space word `word` any more. The block stays even
     /// if it empties (a set that frees and allocates again in one place does not churn
     /// memory); range walks give empty blocks back.
