@@ -289,6 +289,10 @@ impl Bitmap {
     /// The bits of level-0 word `w` that are taken for good (never owned by anyone).
     #[inline]
     pub(crate) fn fixed(&self, w: u64) -> u32 {
+        // Every word but the first and the last: one compare.
+        if w.wrapping_sub(1) < self.nwords.wrapping_sub(2) {
+            return 0;
+        }
         let mut fixed = if w == 0 { self.fixed_first } else { 0 };
         if w + 1 == self.nwords {
             fixed |= self.fixed_last;
@@ -305,10 +309,11 @@ impl Bitmap {
         }
     }
 
-    /// The atomic of level-0 word `w`, if its chunk exists.
+    /// The atomic of level-0 word `w`, if its chunk exists (`w` is below `nwords`; a word
+    /// past the end reads as an absent chunk, with no panic path in the callers' fast paths).
     #[inline]
     fn cell(&self, w: u64) -> Option<&AtomicU64> {
-        let chunk = self.chunks[(w >> CHUNK_SHIFT) as usize].get()?;
+        let chunk = self.chunks.get((w >> CHUNK_SHIFT) as usize)?.get()?;
         Some(&chunk[(w % CHUNK_WORDS) as usize])
     }
 
@@ -517,12 +522,14 @@ impl Bitmap {
         }
         let cell = self.cell(w).ok_or(NotClaimed::Search)?;
         let room = SLOTS_FULL << (from % WORD_SLOTS);
+        // The last bit of the range in this word. With no clear bit from `from` on, the bit
+        // index below is one past the word, so one compare answers both.
+        let last = hi.min(w * WORD_SLOTS + WORD_SLOTS - 1);
         let mut v = cell.load(Ordering::SeqCst);
         loop {
             let free = !slots_of(v) & room;
             let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
-            // No clear bit from `from` to the end of the word, or the first one is past `hi`.
-            if free == 0 || i > hi {
+            if i > last {
                 return Err(NotClaimed::NoRoom);
             }
             if tag_of(v) != tag && tag_of(v) != TAG_NONE {
@@ -639,9 +646,14 @@ impl Bitmap {
             if slots_of(v) & mask != mask {
                 return Err(Refused::NotTaken);
             }
-            let slots = slots_of(v) & !mask;
-            let kept = slots & !fixed != 0;
-            let new = pack(if kept { tag } else { TAG_NONE }, slots);
+            let rest = slots_of(v) & !mask;
+            let kept = rest & !fixed != 0;
+            // The word keeps its tag (`v`'s) while bits of `tag` stay, else becomes nobody's.
+            let new = if kept {
+                v & !u64::from(mask)
+            } else {
+                pack(TAG_NONE, rest)
+            };
             match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return Ok((kept, slots_of(v) == SLOTS_FULL)),
                 Err(current) => v = current,
@@ -663,7 +675,8 @@ impl Bitmap {
     /// Returns `true`, so that a caller that answers `true` next can make it a tail call.
     #[inline(never)]
     pub(crate) fn unfilled(&self, w: u64) -> bool {
-        self.released(w, true);
+        self.keep_not_full(w);
+        self.released_in(w);
         true
     }
 

@@ -571,3 +571,43 @@ fn loom_owned_words_read_while_another_set_makes_the_word_mixed() {
         assert!(t.summaries_exact());
     });
 }
+
+#[test]
+fn loom_free_and_alloc_again_through_the_sets_fast_path() {
+    loom::model(|| {
+        // Both words full of set A's PASIDs. Each thread frees one the way a set's free does
+        // (the release in a word tagged A, then the guides' upkeep it owes) and allocates
+        // again the way a set's allocation does (the first step, whose claim may refill the
+        // stale word with no upkeep, then its out-of-line rest): a2 from two threads. Each
+        // freed PASID comes back exactly once, the words stay A's and the summaries exact.
+        let t = OwnerTable::new(LEN);
+        for p in 1..LEN as u32 {
+            assert!(t.alloc_exact(p, A, 0));
+        }
+        let t = Arc::new(t);
+        let threads: Vec<_> = [5u32, 40]
+            .into_iter()
+            .map(|p| {
+                let t = t.clone();
+                thread::spawn(move || {
+                    let (kept, unfilled) = t.release_tagged(p, A).expect("A's own PASID");
+                    assert!(kept && unfilled);
+                    assert!(t.released(p, unfilled));
+                    alloc(&t, A, 0).expect("a PASID was freed")
+                })
+            })
+            .collect();
+        let mut got: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![5, 40]);
+        assert!(t.summaries_exact());
+        assert_eq!(alloc(&t, A, 0), None);
+        assert_eq!((tag_of(t.taken_word(0)), tag_of(t.taken_word(1))), (A, A));
+        // The guides are kept before anyone allocates again: the word a free un-fills is the
+        // stale one or its summary says it has room.
+        let (_, unfilled) = t.release_tagged(40, A).unwrap();
+        assert!(t.released(40, unfilled));
+        assert!(t.summaries_exact());
+        assert_eq!(alloc(&t, A, 0), Some(40));
+    });
+}

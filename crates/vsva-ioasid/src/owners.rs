@@ -199,8 +199,9 @@ impl OwnerTable {
     }
 
     /// Finishes an allocation without data after a [`FirstStep::Search`] (given its `hint`,
-    /// `stale` and `why`); answers as [`alloc`](Self::alloc).
-    #[inline(never)]
+    /// `stale` and `why`); answers as [`alloc`](Self::alloc). Inlined into its callers,
+    /// themselves out of line.
+    #[inline(always)]
     pub(crate) fn alloc_on(
         &self,
         set: u32,

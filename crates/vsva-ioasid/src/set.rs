@@ -184,7 +184,7 @@ impl IoasidSet {
 
     /// Records a PASID the set has just claimed: its word (if `new_word`, the word may be new
     /// to the set) and its count.
-    #[inline(never)]
+    #[inline(always)]
     fn note_claimed(&mut self, pasid: Pasid, new_word: bool) -> Pasid {
         if new_word {
             self.members.insert(pasid / WORD);
