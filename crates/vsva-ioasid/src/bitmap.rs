@@ -113,8 +113,9 @@ pub(crate) enum NotClaimed {
 /// search starts at, which a fill, a1 and a2 end with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FirstStep {
-    /// Bit `.0` claimed in a word already tagged with the claimer, below or at the hint, not
-    /// filling it unless it is the stale word: nothing is left to do.
+    /// Bit `.0` claimed in a word already tagged with the claimer, at or below the hint or
+    /// too far above it to move it, not filling it unless it is the stale word: nothing is
+    /// left to do.
     Done(u64),
     /// Bit `i` claimed, `how` [`Claim::Claimed`] or [`Claim::Opened`]; the guides still need
     /// [`Bitmap::first_claim_done`] (with `hint` as the search read it) if the claim `filled`
@@ -394,10 +395,23 @@ impl Bitmap {
         // search would end in the summaries.
         let stale = self.stale.load(Ordering::SeqCst);
         let from = Self::search_start(lo, hint, stale);
-        match self.claim_first_word(from, hi, tag) {
-            // A claim that fills the stale word (a2's) changes no summary: see `became_full`.
+        let mut first = self.claim_first_word(from, hi, tag);
+        if first == Err(NotClaimed::NoRoom) && stale >= hint {
+            // Full from `from` on (a set allocating in its own range above the hint): the
+            // next word with room that the first summary level shows, as the search would
+            // (see `claim_lowest_on`).
+            let w = from / WORD_SLOTS;
+            if let Some(next) = self.next_with_room(w) {
+                if !(w < stale && stale < next) {
+                    first = self.claim_first_word(next * WORD_SLOTS, hi, tag);
+                }
+            }
+        }
+        match first {
+            // A claim that fills the stale word (a2's) changes no summary (see
+            // `became_full`), and one far above the hint does not move it (`advance_hint`).
             Ok((i, Claim::Claimed, filled))
-                if i / WORD_SLOTS <= hint
+                if (i / WORD_SLOTS <= hint || i / WORD_SLOTS - hint > HINT_STEP)
                     && (!filled || self.stale.load(Ordering::SeqCst) == i / WORD_SLOTS) =>
             {
                 FirstStep::Done(i)
@@ -887,6 +901,20 @@ mod tests {
         assert_eq!(claim(&b, 102, 4095), Some(3000));
         assert_eq!(claim(&b, 0, 4095), Some(101));
         assert_eq!(claim(&b, 0, 4095), None);
+        assert!(b.summaries_exact());
+    }
+
+    #[test]
+    fn a_claim_above_the_hint_never_skips_the_stale_word() {
+        // All full; word 5 un-filled first (stale, its summary still "full"), then word 10
+        // (summary cleared). A search from word 3 up must not take the summary's word 10 over
+        // the stale word 5 that lies between.
+        let b = Bitmap::with_prefix_set(4096, false, 4096, A);
+        assert!(b.release_as(5, 1 << 7, A).is_ok());
+        assert!(b.release_as(10, 1 << 2, A).is_ok());
+        assert!(b.summary_bit(0, 5) && !b.summary_bit(0, 10));
+        assert_eq!(claim(&b, 3 * 32, 4095), Some(5 * 32 + 7));
+        assert_eq!(claim(&b, 3 * 32, 4095), Some(10 * 32 + 2));
         assert!(b.summaries_exact());
     }
 

@@ -86,11 +86,18 @@ impl Bitmap {
     /// search re-reads those words and lowers the hint again if one is no longer full. Either
     /// the releaser's update of the word precedes the re-read (which then sees the clear bit)
     /// or follows it (and the releaser then reads the moved hint). Steps longer than
-    /// `HINT_STEP` words are not taken, so the re-check stays a few operations.
+    /// `HINT_STEP` words are not taken, so the re-check stays a few operations (and a claim
+    /// far above the hint, a set allocating in its own range, costs one compare here).
+    #[inline(always)]
     pub(super) fn advance_hint(&self, seen: u64, word: u64) {
-        if word <= seen || word - seen > HINT_STEP {
-            return;
+        if word > seen && word - seen <= HINT_STEP {
+            self.advance_hint_near(seen, word);
         }
+    }
+
+    /// [`advance_hint`](Self::advance_hint) once `word` is a step past `seen`.
+    #[inline(never)]
+    fn advance_hint_near(&self, seen: u64, word: u64) {
         let full = |v: u64| slots_of(v) == SLOTS_FULL;
         if (seen..word).any(|w| !full(self.word(w))) {
             return;
