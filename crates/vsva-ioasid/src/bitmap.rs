@@ -396,14 +396,22 @@ impl Bitmap {
         let stale = self.stale.load(Ordering::SeqCst);
         let from = Self::search_start(lo, hint, stale);
         let mut first = self.claim_first_word(from, hi, tag);
-        if first == Err(NotClaimed::NoRoom) && stale >= hint {
-            // Full from `from` on (a set allocating in its own range above the hint): the
-            // next word with room that the first summary level shows, as the search would
-            // (see `claim_lowest_on`).
-            let w = from / WORD_SLOTS;
-            if let Some(next) = self.next_with_room(w) {
-                if !(w < stale && stale < next) {
-                    first = self.claim_first_word(next * WORD_SLOTS, hi, tag);
+        if first == Err(NotClaimed::NoRoom) {
+            // As the search would go on (see `claim_lowest_on`): at the hint's word if the
+            // search started at the stale word below it (a stale word that filled again keeps
+            // its mark), then at the next word with room that the first summary level shows
+            // (a set allocating in its own range above the hint, a fill crossing into the next
+            // word), unless the stale word, whose summary may hide room, lies in between.
+            let mut w = from / WORD_SLOTS;
+            if stale < hint {
+                w = lo.max(hint * WORD_SLOTS) / WORD_SLOTS;
+                first = self.claim_first_word(lo.max(hint * WORD_SLOTS), hi, tag);
+            }
+            if first == Err(NotClaimed::NoRoom) {
+                if let Some(next) = self.next_with_room(w) {
+                    if !(w < stale && stale < next) {
+                        first = self.claim_first_word(next * WORD_SLOTS, hi, tag);
+                    }
                 }
             }
         }
