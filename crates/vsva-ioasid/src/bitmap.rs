@@ -126,12 +126,11 @@ pub(crate) enum FirstStep {
         filled: bool,
         hint: u64,
     },
-    /// Nothing claimed: [`Bitmap::claim_lowest_on`] searches on from `from`, with `hint` and
-    /// `stale` as the first step read them (`from` follows from them) and `why` it stopped.
+    /// Nothing claimed: [`Bitmap::claim_lowest_on`] searches on, with `hint` and `stale` as
+    /// the first step read them (where it started follows from them) and `why` it stopped.
     Search {
         hint: u64,
         stale: u64,
-        from: u64,
         why: NotClaimed,
     },
 }
@@ -376,9 +375,9 @@ impl Bitmap {
                 self.first_claim_done(hint, i, filled);
                 Some((i, how))
             }
-            FirstStep::Search {
-                hint, stale, why, ..
-            } => self.claim_lowest_on(lo, hi, tag, hint, stale, why),
+            FirstStep::Search { hint, stale, why } => {
+                self.claim_lowest_on(lo, hi, tag, hint, stale, why)
+            }
         }
     }
 
@@ -430,12 +429,7 @@ impl Bitmap {
                 filled,
                 hint,
             },
-            Err(why) => FirstStep::Search {
-                hint,
-                stale,
-                from,
-                why,
-            },
+            Err(why) => FirstStep::Search { hint, stale, why },
         }
     }
 

@@ -176,9 +176,7 @@ impl OwnerTable {
                 self.taken.first_claim_done(hint, i, filled);
                 Some((i as Pasid, how != Claim::Claimed))
             }
-            FirstStep::Search {
-                hint, stale, why, ..
-            } => self.alloc_on(set, lo, hi, hint, stale, why),
+            FirstStep::Search { hint, stale, why } => self.alloc_on(set, lo, hi, hint, stale, why),
         }
     }
 

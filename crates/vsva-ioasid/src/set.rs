@@ -150,9 +150,9 @@ impl IoasidSet {
                 filled,
                 hint,
             } => self.alloc_claimed(i, how, filled, hint),
-            FirstStep::Search {
-                hint, stale, why, ..
-            } => self.alloc_searching(lo, hi, hint, stale, why),
+            FirstStep::Search { hint, stale, why } => {
+                self.alloc_searching(lo, hi, hint, stale, why)
+            }
         }
     }
 
