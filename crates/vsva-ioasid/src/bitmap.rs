@@ -13,7 +13,7 @@
 //! Because the owner of a single-owner word sits in the same atomic as its bits, claiming a
 //! PASID and recording its owner is one compare-and-swap, freeing it another, and no reader
 //! can ever see a bit without its owner. A claim takes a bit in a word tagged with the
-//! claimer's own set or [`TAG_NONE`] ([`Claim::Claimed`]), or in a [`TAG_MIXED`] word
+//! claimer's own set ([`Claim::Claimed`]) or [`TAG_NONE`] ([`Claim::Opened`]), or in a [`TAG_MIXED`] word
 //! ([`Claim::Mixed`]: the claimer then records itself in the word's leaf); a word of another
 //! set is [`Claim::Foreign`] and the owner table first retags it [`TAG_MIXED`] with a
 //! compare-and-swap against the exact value it built the leaf from. All of these are
@@ -76,8 +76,11 @@ pub(crate) fn pack(tag: u32, slots: u32) -> u64 {
 /// What an attempt to claim one bit found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// The bit is now taken, the word tagged with the claimer.
+    /// The bit is now taken in a word that was already tagged with the claimer.
     Claimed,
+    /// The bit is now taken in a word that was nobody's, now tagged with the claimer: its
+    /// first PASID there (the set notes the word; after a [`Claim::Claimed`] it has already).
+    Opened,
     /// The bit was already taken.
     Taken,
     /// The bit is now taken in a [`TAG_MIXED`] word: the claimer must record itself in the
@@ -99,11 +102,37 @@ pub(crate) enum Refused {
 
 /// Why [`Bitmap::claim_in_first_word`] claimed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NotClaimed {
+pub(crate) enum NotClaimed {
     /// The word has no clear bit from the search's start to its end (or the range's).
     NoRoom,
     /// It may have one the search must take.
     Search,
+}
+
+/// What the first step of a search did ([`Bitmap::claim_first`]): the claim in the word the
+/// search starts at, which a fill, a1 and a2 end with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstStep {
+    /// Bit `.0` claimed in a word already tagged with the claimer, at or below the hint or
+    /// too far above it to move it, not filling it unless it is the stale word: nothing is
+    /// left to do.
+    Done(u64),
+    /// Bit `i` claimed, `how` [`Claim::Claimed`] or [`Claim::Opened`]; the guides still need
+    /// [`Bitmap::first_claim_done`] (with `hint` as the search read it) if the claim `filled`
+    /// its word or landed above the hint.
+    Claimed {
+        i: u64,
+        how: Claim,
+        filled: bool,
+        hint: u64,
+    },
+    /// Nothing claimed: [`Bitmap::claim_lowest_on`] searches on, with `hint` and `stale` as
+    /// the first step read them (where it started follows from them) and `why` it stopped.
+    Search {
+        hint: u64,
+        stale: u64,
+        why: NotClaimed,
+    },
 }
 
 /// One summary level.
@@ -260,6 +289,10 @@ impl Bitmap {
     /// The bits of level-0 word `w` that are taken for good (never owned by anyone).
     #[inline]
     pub(crate) fn fixed(&self, w: u64) -> u32 {
+        // Every word but the first and the last: one compare.
+        if w.wrapping_sub(1) < self.nwords.wrapping_sub(2) {
+            return 0;
+        }
         let mut fixed = if w == 0 { self.fixed_first } else { 0 };
         if w + 1 == self.nwords {
             fixed |= self.fixed_last;
@@ -276,10 +309,11 @@ impl Bitmap {
         }
     }
 
-    /// The atomic of level-0 word `w`, if its chunk exists.
+    /// The atomic of level-0 word `w`, if its chunk exists (`w` is below `nwords`; a word
+    /// past the end reads as an absent chunk, with no panic path in the callers' fast paths).
     #[inline]
     fn cell(&self, w: u64) -> Option<&AtomicU64> {
-        let chunk = self.chunks[(w >> CHUNK_SHIFT) as usize].get()?;
+        let chunk = self.chunks.get((w >> CHUNK_SHIFT) as usize)?.get()?;
         Some(&chunk[(w % CHUNK_WORDS) as usize])
     }
 
@@ -322,12 +356,36 @@ impl Bitmap {
 
     /// Claims the lowest clear bit in `[lo, hi]` (`hi < len`) for `tag` (a set id).
     ///
-    /// Returns the bit and what happened to it: [`Claim::Claimed`] (its word tagged `tag`),
-    /// [`Claim::Mixed`] (claimed in a mixed word: the caller records the owner in the leaf)
-    /// or [`Claim::Foreign`] (the lowest clear bit lies in another set's word; nothing
-    /// changed). `None` if every bit in the range is taken.
+    /// Returns the bit and what happened to it: [`Claim::Claimed`] or [`Claim::Opened`] (its
+    /// word tagged `tag`, already or from now on), [`Claim::Mixed`] (claimed in a mixed word:
+    /// the caller records the owner in the leaf) or [`Claim::Foreign`] (the lowest clear bit
+    /// lies in another set's word; nothing changed). `None` if every bit in the range is
+    /// taken. Its first step is [`claim_first`](Self::claim_first), which a set's allocation
+    /// inlines; the rest of the search is out of line.
     #[inline]
     pub(crate) fn claim_lowest(&self, lo: u64, hi: u64, tag: u32) -> Option<(u64, Claim)> {
+        match self.claim_first(lo, hi, tag) {
+            FirstStep::Done(i) => Some((i, Claim::Claimed)),
+            FirstStep::Claimed {
+                i,
+                how,
+                filled,
+                hint,
+            } => {
+                self.first_claim_done(hint, i, filled);
+                Some((i, how))
+            }
+            FirstStep::Search { hint, stale, why } => {
+                self.claim_lowest_on(lo, hi, tag, hint, stale, why)
+            }
+        }
+    }
+
+    /// The first step of [`claim_lowest`](Self::claim_lowest), for callers to inline: a claim
+    /// in the word the search starts at, with no call (the callers finish the claim or go
+    /// on with the search out of line, as the [`FirstStep`] says).
+    #[inline(always)]
+    pub(crate) fn claim_first(&self, lo: u64, hi: u64, tag: u32) -> FirstStep {
         debug_assert!(hi < self.len && tag != TAG_MIXED);
         let hint = self.hint.load(Ordering::SeqCst);
         // Below the hint every word is full but the stale one: start at the lower of the two
@@ -335,8 +393,79 @@ impl Bitmap {
         // stale word that filled again keeps its mark: then go on at the hint, or every
         // search would end in the summaries.
         let stale = self.stale.load(Ordering::SeqCst);
-        let mut from = lo.max(hint.min(stale) * WORD_SLOTS);
-        let mut first = self.claim_in_first_word(from, hi, tag);
+        let from = Self::search_start(lo, hint, stale);
+        let mut first = self.claim_first_word(from, hi, tag);
+        if first == Err(NotClaimed::NoRoom) {
+            // As the search would go on (see `claim_lowest_on`): at the hint's word if the
+            // search started at the stale word below it (a stale word that filled again keeps
+            // its mark), then at the next word with room that the first summary level shows
+            // (a set allocating in its own range above the hint, a fill crossing into the next
+            // word), unless the stale word, whose summary may hide room, lies in between.
+            let mut w = from / WORD_SLOTS;
+            if stale < hint {
+                w = lo.max(hint * WORD_SLOTS) / WORD_SLOTS;
+                first = self.claim_first_word(lo.max(hint * WORD_SLOTS), hi, tag);
+            }
+            if first == Err(NotClaimed::NoRoom) {
+                if let Some(next) = self.next_with_room(w) {
+                    if !(w < stale && stale < next) {
+                        first = self.claim_first_word(next * WORD_SLOTS, hi, tag);
+                    }
+                }
+            }
+        }
+        match first {
+            // A claim that fills the stale word (a2's) changes no summary (see
+            // `became_full`), and one far above the hint does not move it (`advance_hint`).
+            Ok((i, Claim::Claimed, filled))
+                if (i / WORD_SLOTS <= hint || i / WORD_SLOTS - hint > HINT_STEP)
+                    && (!filled || self.stale.load(Ordering::SeqCst) == i / WORD_SLOTS) =>
+            {
+                FirstStep::Done(i)
+            }
+            Ok((i, how, filled)) => FirstStep::Claimed {
+                i,
+                how,
+                filled,
+                hint,
+            },
+            Err(why) => FirstStep::Search { hint, stale, why },
+        }
+    }
+
+    /// Where a search of `[lo, ..]` starts, given the hint and the stale word it read.
+    #[inline(always)]
+    fn search_start(lo: u64, hint: u64, stale: u64) -> u64 {
+        lo.max(hint.min(stale) * WORD_SLOTS)
+    }
+
+    /// Keeps the guides after the search's first step claimed bit `i`: the summaries if it
+    /// `filled` its word, the hint (read as `hint`) if the word lies above it.
+    #[inline(never)]
+    pub(crate) fn first_claim_done(&self, hint: u64, i: u64, filled: bool) {
+        let w = i / WORD_SLOTS;
+        if filled {
+            self.became_full(w);
+        }
+        if w > hint {
+            self.advance_hint(hint, w);
+        }
+    }
+
+    /// [`claim_lowest`](Self::claim_lowest) after its first step, which claimed nothing
+    /// (`first` says why) with `hint` and `stale` as it read them: searches on.
+    #[inline(never)]
+    pub(crate) fn claim_lowest_on(
+        &self,
+        lo: u64,
+        hi: u64,
+        tag: u32,
+        hint: u64,
+        stale: u64,
+        first: NotClaimed,
+    ) -> Option<(u64, Claim)> {
+        let mut from = Self::search_start(lo, hint, stale);
+        let mut first = Err(first);
         if first == Err(NotClaimed::NoRoom) && stale < hint {
             // Everything from `from` to the hint is full: start at the hint.
             from = lo.max(hint * WORD_SLOTS);
@@ -353,11 +482,11 @@ impl Bitmap {
                 }
             }
         }
-        if let Ok(i) = first {
+        if let Ok((i, how)) = first {
             if i / WORD_SLOTS > hint {
                 self.advance_hint(hint, i / WORD_SLOTS);
             }
-            return Some((i, Claim::Claimed));
+            return Some((i, how));
         }
         loop {
             let i = self.lowest_clear_from(lo, from, hi)?;
@@ -380,33 +509,57 @@ impl Bitmap {
     /// Otherwise it says whether the word is full from `from` on, or has room the search must
     /// take (a mixed word, another set's, or a chunk not created yet).
     #[inline]
-    fn claim_in_first_word(&self, from: u64, hi: u64, tag: u32) -> Result<u64, NotClaimed> {
+    fn claim_in_first_word(
+        &self,
+        from: u64,
+        hi: u64,
+        tag: u32,
+    ) -> Result<(u64, Claim), NotClaimed> {
+        let (i, how, filled) = self.claim_first_word(from, hi, tag)?;
+        if filled {
+            self.became_full(i / WORD_SLOTS);
+        }
+        Ok((i, how))
+    }
+
+    /// [`claim_in_first_word`](Self::claim_in_first_word) without its summary update, which
+    /// is the caller's when the claim `filled` the word (the third value): no call inside,
+    /// so that the inlined copy keeps its values in registers.
+    #[inline(always)]
+    fn claim_first_word(
+        &self,
+        from: u64,
+        hi: u64,
+        tag: u32,
+    ) -> Result<(u64, Claim, bool), NotClaimed> {
         let w = from / WORD_SLOTS;
         if from > hi {
             return Err(NotClaimed::Search);
         }
         let cell = self.cell(w).ok_or(NotClaimed::Search)?;
-        let mut room = SLOTS_FULL << (from % WORD_SLOTS);
-        if hi / WORD_SLOTS == w {
-            room &= SLOTS_FULL >> (WORD_SLOTS - 1 - hi % WORD_SLOTS);
-        }
+        let room = SLOTS_FULL << (from % WORD_SLOTS);
+        // The last bit of the range in this word. With no clear bit from `from` on, the bit
+        // index below is one past the word, so one compare answers both.
+        let last = hi.min(w * WORD_SLOTS + WORD_SLOTS - 1);
         let mut v = cell.load(Ordering::SeqCst);
         loop {
             let free = !slots_of(v) & room;
-            if free == 0 {
+            let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
+            if i > last {
                 return Err(NotClaimed::NoRoom);
             }
             if tag_of(v) != tag && tag_of(v) != TAG_NONE {
                 return Err(NotClaimed::Search);
             }
-            let bit = free & free.wrapping_neg();
-            let new = pack(tag, slots_of(v) | bit);
+            let new = pack(tag, slots_of(v) | free & free.wrapping_neg());
             match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
-                    if slots_of(new) == SLOTS_FULL {
-                        self.became_full(w);
-                    }
-                    return Ok(w * WORD_SLOTS + u64::from(bit.trailing_zeros()));
+                    let how = if tag_of(v) == TAG_NONE {
+                        Claim::Opened
+                    } else {
+                        Claim::Claimed
+                    };
+                    return Ok((i, how, slots_of(new) == SLOTS_FULL));
                 }
                 Err(current) => v = current,
             }
@@ -454,20 +607,22 @@ impl Bitmap {
                 Claim::Taken
             } else if tag_of(v) == TAG_MIXED {
                 Claim::Mixed
-            } else if tag != TAG_MIXED && (tag_of(v) == tag || tag_of(v) == TAG_NONE) {
+            } else if tag != TAG_MIXED && tag_of(v) == tag {
                 Claim::Claimed
+            } else if tag != TAG_MIXED && tag_of(v) == TAG_NONE {
+                Claim::Opened
             } else {
                 Claim::Foreign
             };
             match outcome {
                 Claim::Mixed => Some(v | u64::from(bit)),
-                Claim::Claimed => Some(pack(tag, slots_of(v) | bit)),
+                Claim::Claimed | Claim::Opened => Some(pack(tag, slots_of(v) | bit)),
                 Claim::Taken | Claim::Foreign => None,
             }
         });
         debug_assert_eq!(
             done.is_ok(),
-            matches!(outcome, Claim::Claimed | Claim::Mixed)
+            matches!(outcome, Claim::Claimed | Claim::Opened | Claim::Mixed)
         );
         outcome
     }
@@ -480,30 +635,65 @@ impl Bitmap {
     /// bit of `mask` is clear ([`Refused::NotTaken`]).
     #[inline]
     pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> Result<bool, Refused> {
+        let (kept, unfilled) = self.release_first(w, mask, tag)?;
+        self.released(w, unfilled);
+        Ok(kept)
+    }
+
+    /// [`release_as`](Self::release_as) without the upkeep of the guides, which the caller
+    /// owes through [`released`](Self::released) (with the second value, whether the release
+    /// un-filled the word): no call inside, so that the inlined copy keeps its values in
+    /// registers.
+    #[inline(always)]
+    pub(crate) fn release_first(
+        &self,
+        w: u64,
+        mask: u32,
+        tag: u32,
+    ) -> Result<(bool, bool), Refused> {
         // No chunk: nothing in it was ever claimed.
         let cell = self.cell(w).ok_or(Refused::NotTaken)?;
         let fixed = self.fixed(w);
         let mut v = cell.load(Ordering::SeqCst);
-        let kept = loop {
+        loop {
             if tag_of(v) != tag {
                 return Err(Refused::OtherTag);
             }
             if slots_of(v) & mask != mask {
                 return Err(Refused::NotTaken);
             }
-            let slots = slots_of(v) & !mask;
-            let kept = slots & !fixed != 0;
-            let new = pack(if kept { tag } else { TAG_NONE }, slots);
+            let rest = slots_of(v) & !mask;
+            let kept = rest & !fixed != 0;
+            // The word keeps its tag (`v`'s) while bits of `tag` stay, else becomes nobody's.
+            let new = if kept {
+                v & !u64::from(mask)
+            } else {
+                pack(TAG_NONE, rest)
+            };
             match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break kept,
+                Ok(_) => return Ok((kept, slots_of(v) == SLOTS_FULL)),
                 Err(current) => v = current,
             }
-        };
-        if slots_of(v) == SLOTS_FULL {
+        }
+    }
+
+    /// Keeps the guides after a release in word `w` that `unfilled` it or not: the
+    /// summaries or the stale mark, then the hint.
+    #[inline(always)]
+    pub(crate) fn released(&self, w: u64, unfilled: bool) {
+        if unfilled {
             self.became_not_full(w);
         }
         self.released_in(w);
-        Ok(kept)
+    }
+
+    /// [`released`](Self::released) for a release that un-filled word `w`, out of line.
+    /// Returns `true`, so that a caller that answers `true` next can make it a tail call.
+    #[inline(never)]
+    pub(crate) fn unfilled(&self, w: u64) -> bool {
+        self.keep_not_full(w);
+        self.released_in(w);
+        true
     }
 
     /// Releases the bits `mask` of the [`TAG_MIXED`] word `w`; the word becomes [`TAG_NONE`]
@@ -602,7 +792,10 @@ mod tests {
 
     fn claim(b: &Bitmap, lo: u64, hi: u64) -> Option<u64> {
         b.claim_lowest(lo, hi, A).map(|(i, how)| {
-            assert_eq!(how, Claim::Claimed, "one tag only");
+            assert!(
+                matches!(how, Claim::Claimed | Claim::Opened),
+                "one tag only"
+            );
             i
         })
     }
@@ -714,6 +907,20 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_above_the_hint_never_skips_the_stale_word() {
+        // All full; word 5 un-filled first (stale, its summary still "full"), then word 10
+        // (summary cleared). A search from word 3 up must not take the summary's word 10 over
+        // the stale word 5 that lies between.
+        let b = Bitmap::with_prefix_set(4096, false, 4096, A);
+        assert!(b.release_as(5, 1 << 7, A).is_ok());
+        assert!(b.release_as(10, 1 << 2, A).is_ok());
+        assert!(b.summary_bit(0, 5) && !b.summary_bit(0, 10));
+        assert_eq!(claim(&b, 3 * 32, 4095), Some(5 * 32 + 7));
+        assert_eq!(claim(&b, 3 * 32, 4095), Some(10 * 32 + 2));
+        assert!(b.summaries_exact());
+    }
+
+    #[test]
     fn a_release_outside_the_stale_word_clears_the_summaries_up_the_tree() {
         let b = Bitmap::with_prefix_set(64 * 32 + 32, false, 2048, A);
         assert!(b.summary_bit(1, 0));
@@ -742,16 +949,19 @@ mod tests {
     #[test]
     fn tags_keep_other_sets_out_of_a_word() {
         let b = Bitmap::new(128, false);
-        assert_eq!(b.claim_lowest(0, 127, A), Some((0, Claim::Claimed)));
+        assert_eq!(b.claim_lowest(0, 127, A), Some((0, Claim::Opened)));
+        assert_eq!(b.claim_lowest(0, 127, A), Some((1, Claim::Claimed)));
+        assert!(b.release_as(0, 0b10, A).is_ok());
         assert_eq!(b.release_as(0, 0b10, A), Err(Refused::NotTaken));
         // B's lowest free bit is in A's word: reported, not claimed.
         assert_eq!(b.claim_lowest(0, 127, B), Some((1, Claim::Foreign)));
-        assert_eq!(b.claim_as(40, B), Claim::Claimed);
+        assert_eq!(b.claim_as(40, B), Claim::Opened);
+        assert_eq!(b.claim_as(41, B), Claim::Claimed);
         assert_eq!(tag_of(b.word(1)), B);
         // A release by the wrong tag changes nothing.
         assert_eq!(b.release_as(0, 1, B), Err(Refused::OtherTag));
         assert!(b.release_as(0, 1, A).is_ok());
-        assert_eq!(b.claim_lowest(0, 127, B), Some((0, Claim::Claimed)));
+        assert_eq!(b.claim_lowest(0, 127, B), Some((0, Claim::Opened)));
         // A mixed word takes any set's claim, which must then record itself in the leaf.
         let v = b.word(0);
         assert!(b.retag(0, v, pack(TAG_MIXED, slots_of(v))));

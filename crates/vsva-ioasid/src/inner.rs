@@ -25,6 +25,9 @@ pub(crate) type Subscribers = Vec<(SubscriberId, Arc<dyn TeardownSubscriber>)>;
 pub(crate) struct SpaceInner {
     pub(crate) pasid_bits: u8,
     pub(crate) max_pasid: Pasid,
+    /// `max_pasid` when the space allocates locally, 0 with a backend: the one bound a set's
+    /// lock-free fast paths check, so that a backend sends every call to the checked paths.
+    pub(crate) local_max: Pasid,
     pub(crate) owners: OwnerTable,
     pub(crate) backend: Option<Arc<dyn PasidBackend>>,
     pub(crate) subscribers: ArcSwap<Subscribers>,
@@ -69,6 +72,11 @@ impl SpaceInner {
         SpaceInner {
             pasid_bits,
             max_pasid: (len - 1) as Pasid,
+            local_max: if backend.is_some() {
+                0
+            } else {
+                (len - 1) as Pasid
+            },
             // PASID 0 means "no PASID" (RID2PASID): the table never hands it out.
             owners: OwnerTable::new(len),
             backend,
@@ -114,6 +122,7 @@ impl SpaceInner {
             None => self
                 .owners
                 .alloc(set.0, lo, hi, data)
+                .map(|(pasid, _)| pasid)
                 .ok_or(Error::NoSpace { min: lo, max: hi }),
             Some(backend) => self.alloc_delegated(backend.as_ref(), set, lo, hi, data),
         }

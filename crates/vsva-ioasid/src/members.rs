@@ -4,10 +4,12 @@
 //! Who owns each PASID is recorded once, in the space (the bitmap word's tag, or a mixed
 //! word's leaf). A set keeps only one bit per 32-PASID word of the space, set while it may own
 //! a PASID in that word, so that range frees, release and listing visit its own words and
-//! nothing else. The bit is set on every allocation (a write to a line the set touches
-//! often, 128 bytes per 32 768 PASIDs of span) and cleared when the set's last PASID in the
-//! word leaves it — which in a single-owner word is the release that tags the word "nobody"
-//! again, so a free that leaves other PASIDs of the set in its word never reads this map.
+//! nothing else. The bit is set by an allocation whose claim found the word nobody's (or
+//! mixed): a word already tagged with the set holds PASIDs of the set, so its bit is set
+//! already, and such an allocation (most of a fill, a1, a2) never reads this map. It is
+//! cleared when the set's last PASID in the word leaves it — which in a single-owner word is
+//! the release that tags the word "nobody" again, so a free that leaves other PASIDs of the
+//! set in its word never reads this map either.
 //!
 //! The words are cut into blocks of 1 024 (16 `u64`s, 32 768 PASIDs); a block is created by
 //! the set's first PASID in it and given back when a range free or the release empties it.
@@ -54,6 +56,12 @@ impl Members {
         }
         let block = self.blocks[b].get_or_insert_with(|| Box::new([0; BLOCK_WORDS]));
         block[w] |= bit;
+    }
+
+    /// Whether space word `word` is noted (for debug checks).
+    pub(crate) fn contains(&self, word: u32) -> bool {
+        let (b, w, bit) = Self::locate(word);
+        matches!(self.blocks.get(b), Some(Some(block)) if block[w] & bit != 0)
     }
 
     /// Notes that the set owns no PASID in space word `word` any more. The block stays even

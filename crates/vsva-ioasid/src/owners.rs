@@ -46,7 +46,8 @@ use std::sync::OnceLock;
 use arc_swap::ArcSwapOption;
 
 use crate::bitmap::{
-    pack, slots_of, tag_of, Bitmap, Bits, Claim, Refused, TAG_MIXED, TAG_NONE, WORD_SLOTS,
+    pack, slots_of, tag_of, Bitmap, Bits, Claim, FirstStep, NotClaimed, Refused, TAG_MIXED,
+    TAG_NONE, WORD_SLOTS,
 };
 use crate::ids::Pasid;
 use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
@@ -157,19 +158,109 @@ impl OwnerTable {
     }
 
     /// Allocates the lowest free PASID in `[lo, hi]` to `set` with `data`, or `None` if all
-    /// are taken.
-    #[inline]
-    pub(crate) fn alloc(&self, set: u32, lo: Pasid, hi: Pasid, data: u64) -> Option<Pasid> {
+    /// are taken. Also says whether the PASID's word may be new to `set`: `false` only when
+    /// the word was already tagged `set`, which it is only while `set` owns PASIDs there.
+    pub(crate) fn alloc(&self, set: u32, lo: Pasid, hi: Pasid, data: u64) -> Option<(Pasid, bool)> {
         debug_assert!(set != TAG_NONE && set <= MAX_SET_ID);
+        if data != 0 {
+            return self.alloc_search(set, lo, hi, data, u64::from(lo));
+        }
+        match self.claim_first(set, lo, hi) {
+            FirstStep::Done(i) => Some((i as Pasid, false)),
+            FirstStep::Claimed {
+                i,
+                how,
+                filled,
+                hint,
+            } => {
+                self.taken.first_claim_done(hint, i, filled);
+                Some((i as Pasid, how != Claim::Claimed))
+            }
+            FirstStep::Search { hint, stale, why } => self.alloc_on(set, lo, hi, hint, stale, why),
+        }
+    }
+
+    /// The first step of an allocation without data for `set` in `[lo, hi]`, for the set's
+    /// allocation to inline: a claim in the word the search starts at (see
+    /// [`Bitmap::claim_first`]). A [`FirstStep::Claimed`] is finished by
+    /// [`first_claim_done`](Self::first_claim_done), a [`FirstStep::Search`] by
+    /// [`alloc_on`](Self::alloc_on).
+    #[inline(always)]
+    pub(crate) fn claim_first(&self, set: u32, lo: Pasid, hi: Pasid) -> FirstStep {
+        debug_assert!(set != TAG_NONE && set <= MAX_SET_ID);
+        self.taken.claim_first(u64::from(lo), u64::from(hi), set)
+    }
+
+    /// Finishes a [`FirstStep::Claimed`]: the bitmap's guides.
+    pub(crate) fn first_claim_done(&self, hint: u64, i: u64, filled: bool) {
+        self.taken.first_claim_done(hint, i, filled);
+    }
+
+    /// Finishes an allocation without data after a [`FirstStep::Search`] (given its `hint`,
+    /// `stale` and `why`); answers as [`alloc`](Self::alloc). Inlined into its callers,
+    /// themselves out of line.
+    #[inline(always)]
+    pub(crate) fn alloc_on(
+        &self,
+        set: u32,
+        lo: Pasid,
+        hi: Pasid,
+        hint: u64,
+        stale: u64,
+        why: NotClaimed,
+    ) -> Option<(Pasid, bool)> {
+        let found =
+            self.taken
+                .claim_lowest_on(u64::from(lo), u64::from(hi), set, hint, stale, why)?;
+        match found {
+            (i, Claim::Claimed) => Some((i as Pasid, false)),
+            (i, Claim::Opened) => Some((i as Pasid, true)),
+            (i, how) => self.alloc_found(set, lo, hi, i, how),
+        }
+    }
+
+    /// [`alloc`](Self::alloc) (without data) after its search found bit `i` in a mixed word,
+    /// claimed (`how` = [`Claim::Mixed`]), or free in another set's word.
+    #[inline(never)]
+    fn alloc_found(
+        &self,
+        set: u32,
+        lo: Pasid,
+        hi: Pasid,
+        i: u64,
+        how: Claim,
+    ) -> Option<(Pasid, bool)> {
+        if how == Claim::Mixed {
+            self.publish(i as Pasid, set, 0);
+            return Some((i as Pasid, true));
+        }
+        if self.claim_slow(i as Pasid, set, 0) {
+            return Some((i as Pasid, true));
+        }
+        // Someone took `i` first; it is taken now, so the search moves past it.
+        self.alloc_search(set, lo, hi, 0, i)
+    }
+
+    /// The search of [`alloc`](Self::alloc) from `from` (every PASID in `[lo, from)` seen
+    /// taken), claiming through the slow path whatever the first step does not take.
+    #[inline(never)]
+    fn alloc_search(
+        &self,
+        set: u32,
+        lo: Pasid,
+        hi: Pasid,
+        data: u64,
+        mut from: u64,
+    ) -> Option<(Pasid, bool)> {
         let (lo, hi) = (u64::from(lo), u64::from(hi));
-        let mut from = lo;
         loop {
             let i = if data == 0 {
                 match self.taken.claim_lowest(from, hi, set)? {
-                    (i, Claim::Claimed) => return Some(i as Pasid),
+                    (i, Claim::Claimed) => return Some((i as Pasid, false)),
+                    (i, Claim::Opened) => return Some((i as Pasid, true)),
                     (i, Claim::Mixed) => {
                         self.publish(i as Pasid, set, 0);
-                        return Some(i as Pasid);
+                        return Some((i as Pasid, true));
                     }
                     (i, _) => i,
                 }
@@ -177,7 +268,7 @@ impl OwnerTable {
                 self.taken.lowest_clear_from(lo, from, hi)?
             };
             if self.claim_slow(i as Pasid, set, data) {
-                return Some(i as Pasid);
+                return Some((i as Pasid, true));
             }
             // Someone took `i` first; it is taken now, so the search moves past it.
             from = i;
@@ -197,7 +288,7 @@ impl OwnerTable {
         let tag = if data == 0 { set } else { TAG_MIXED };
         loop {
             match self.taken.claim_as(u64::from(pasid), tag) {
-                Claim::Claimed => return true,
+                Claim::Claimed | Claim::Opened => return true,
                 Claim::Mixed => {
                     self.publish(pasid, set, data);
                     return true;
@@ -367,6 +458,31 @@ impl OwnerTable {
         }
     }
 
+    /// Frees `pasid` if it is taken in a word tagged `set` (so `set` owns it: the release's
+    /// compare-and-swap is the ownership check), except for the upkeep of the bitmap's
+    /// guides, which the caller owes through [`released`](Self::released). Returns whether
+    /// `set` still owns PASIDs in its word and whether the release un-filled the word, or
+    /// `None`, changing nothing, if the word carries another tag (mixed, another set's,
+    /// nobody's) or the bit is clear: [`free_owned`](Self::free_owned) decides then.
+    #[inline(always)]
+    pub(crate) fn release_tagged(&self, pasid: Pasid, set: u32) -> Option<(bool, bool)> {
+        let (w, b) = locate(pasid);
+        self.taken.release_first(w, 1 << b, set).ok()
+    }
+
+    /// The guides' upkeep owed after [`release_tagged`](Self::release_tagged) freed `pasid`
+    /// and `unfilled` its word or not (out of line when it did). Returns `true`, so that a
+    /// caller answering `true` next can make the out-of-line call a tail call.
+    #[inline(always)]
+    pub(crate) fn released(&self, pasid: Pasid, unfilled: bool) -> bool {
+        let w = locate(pasid).0;
+        if unfilled {
+            return self.taken.unfilled(w);
+        }
+        self.taken.released(w, false);
+        true
+    }
+
     /// Frees `pasid` if `set` owns it (`None`, changing nothing, if not); returns whether
     /// `set` still owns PASIDs in its word. In a word tagged `set` the ownership check is
     /// the release's own compare-and-swap.
@@ -527,10 +643,10 @@ mod tests {
     #[test]
     fn a_word_is_mixed_only_while_it_needs_a_leaf() {
         let t = OwnerTable::new(1 << 12);
-        assert_eq!(t.alloc(1, 1, 100, 0), Some(1));
+        assert_eq!(t.alloc(1, 1, 100, 0), Some((1, true)));
         assert_eq!(t.mixed_words(), 0);
         // Another set in the same word: mixed, both owners reported.
-        assert_eq!(t.alloc(2, 1, 100, 0), Some(2));
+        assert_eq!(t.alloc(2, 1, 100, 0), Some((2, true)));
         assert_eq!(t.mixed_words(), 1);
         assert_eq!(t.get(1), (SlotState::Owned(1), 0));
         assert_eq!(t.get(2), (SlotState::Owned(2), 0));
@@ -543,9 +659,11 @@ mod tests {
         assert_eq!((t.get(2), t.mixed_words()), ((SlotState::Free, 0), 1));
         assert_eq!((t.owned_in(0, 1), t.owned_in(0, 2)), (0b10, 0));
         assert!(t.is_owner(1, 1) && !t.is_owner(1, 2) && !t.is_owner(2, 1) && !t.is_owner(2, 2));
-        assert_eq!(t.alloc(1, 1, 100, 0), Some(2));
+        assert_eq!(t.alloc(1, 1, 100, 0), Some((2, true)), "in a mixed word");
         assert_eq!(t.mixed_words(), 0);
         assert_eq!(tag_of(t.taken.word(0)), 1);
+        assert_eq!(t.alloc(1, 1, 100, 0), Some((3, false)), "in set 1's word");
+        assert_eq!(t.free_owned(3, 1), Some(true));
         assert!(t.is_owner(2, 1) && !t.is_owner(3, 1) && !t.is_owner(2, 2));
         assert_eq!(t.free_owned(3, 1), None, "free in set 1's word");
         assert_eq!(t.free_owned(2, 2), None, "set 1's");

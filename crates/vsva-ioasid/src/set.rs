@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::bitmap::{Bits, WORD_SLOTS};
+use crate::bitmap::{Bits, Claim, FirstStep, NotClaimed, WORD_SLOTS};
 use crate::error::Error;
 use crate::ids::{Pasid, SetId};
 use crate::inner::{SetShared, SpaceInner};
@@ -104,12 +104,101 @@ impl IoasidSet {
     /// Errors: `min > max` → [`Error::InvalidRange`]; quota used up →
     /// [`Error::QuotaExceeded`]; nothing free in the range → [`Error::NoSpace`]. With a
     /// delegated backend, the backend picks the number.
+    #[inline]
     pub fn alloc(&mut self, min: u32, max: u32) -> Result<Pasid, Error> {
-        self.alloc_with_data(min, max, 0)
+        match self.alloc_local(min, max) {
+            NOT_HERE => self.alloc_checked(min, max, 0),
+            pasid => Ok(pasid),
+        }
     }
 
     /// As [`alloc`](Self::alloc), attaching `data` to the PASID (returned by `find`).
+    #[inline]
     pub fn alloc_with_data(&mut self, min: u32, max: u32, data: u64) -> Result<Pasid, Error> {
+        if data == 0 {
+            return self.alloc(min, max);
+        }
+        self.alloc_checked(min, max, data)
+    }
+
+    /// The common allocation in one call with nothing out of line, its answer in a register:
+    /// no backend, no data, the range and quota checks pass and a PASID is free in the range.
+    /// [`NOT_HERE`], having changed nothing, sends the caller to
+    /// [`alloc_checked`](Self::alloc_checked), which checks again in the documented order and
+    /// says why (or allocates, if a PASID was freed meanwhile).
+    #[inline(never)]
+    fn alloc_local(&mut self, min: u32, max: u32) -> Pasid {
+        let space = &*self.space;
+        // `min > max` makes `lo > hi` as well, and so does a backend (`local_max` is 0).
+        let (lo, hi) = (min.max(1), max.min(space.local_max));
+        if lo > hi || self.owned >= self.shared.quota.load(Ordering::Relaxed) {
+            return NOT_HERE;
+        }
+        match space.owners.claim_first(self.shared.id.0, lo, hi) {
+            FirstStep::Done(i) => {
+                // A word tagged with the set before this claim holds PASIDs of the set, so
+                // its bit is already in the set's record: only a word new to the set needs
+                // noting.
+                debug_assert!(self.members.contains(i as u32 / WORD), "PASID {i}");
+                self.set_owned(self.owned + 1);
+                i as Pasid
+            }
+            // Out of line, as tail calls: the common path above keeps few values live.
+            FirstStep::Claimed {
+                i,
+                how,
+                filled,
+                hint,
+            } => self.alloc_claimed(i, how, filled, hint),
+            FirstStep::Search { hint, stale, why } => {
+                self.alloc_searching(lo, hi, hint, stale, why)
+            }
+        }
+    }
+
+    /// [`alloc_local`](Self::alloc_local) after a [`FirstStep::Claimed`].
+    #[inline(never)]
+    fn alloc_claimed(&mut self, i: u64, how: Claim, filled: bool, hint: u64) -> Pasid {
+        self.space.owners.first_claim_done(hint, i, filled);
+        self.note_claimed(i as Pasid, how != Claim::Claimed)
+    }
+
+    /// [`alloc_local`](Self::alloc_local) after a [`FirstStep::Search`] (whose `from` is
+    /// `lo`, `hint` and `stale` again).
+    #[inline(never)]
+    fn alloc_searching(
+        &mut self,
+        lo: Pasid,
+        hi: Pasid,
+        hint: u64,
+        stale: u64,
+        why: NotClaimed,
+    ) -> Pasid {
+        let set = self.shared.id.0;
+        let Some((pasid, new_word)) = (self.space.owners).alloc_on(set, lo, hi, hint, stale, why)
+        else {
+            return NOT_HERE;
+        };
+        self.note_claimed(pasid, new_word)
+    }
+
+    /// Records a PASID the set has just claimed: its word (if `new_word`, the word may be new
+    /// to the set) and its count.
+    #[inline(always)]
+    fn note_claimed(&mut self, pasid: Pasid, new_word: bool) -> Pasid {
+        if new_word {
+            self.members.insert(pasid / WORD);
+        }
+        debug_assert!(self.members.contains(pasid / WORD), "PASID {pasid}");
+        self.set_owned(self.owned + 1);
+        pasid
+    }
+
+    /// Every allocation [`alloc_local`](Self::alloc_local) does not finish: the refusals, in
+    /// the documented order, a delegated backend, and private data.
+    #[cold]
+    #[inline(never)]
+    fn alloc_checked(&mut self, min: u32, max: u32, data: u64) -> Result<Pasid, Error> {
         if min > max {
             return Err(Error::InvalidRange { min, max });
         }
@@ -146,7 +235,44 @@ impl IoasidSet {
     /// Errors (nothing changes): [`Error::PasidOutOfRange`], [`Error::NotAllocated`],
     /// [`Error::NotOwner`], or [`Error::Freeing`] if it was already freed and is still being
     /// torn down.
+    #[inline]
     pub fn free(&mut self, pasid: Pasid) -> Result<(), Error> {
+        if self.free_local(pasid) {
+            return Ok(());
+        }
+        self.free_checked(pasid)
+    }
+
+    /// The common free in one call: a PASID of a word tagged with the set, with no
+    /// subscriber and no backend to tell. The release's compare-and-swap is the ownership
+    /// check. `false`, having changed nothing, sends the caller to
+    /// [`free_checked`](Self::free_checked).
+    #[inline(never)]
+    fn free_local(&mut self, pasid: Pasid) -> bool {
+        let space = &*self.space;
+        // Out of range, or any PASID with a backend (`local_max` is 0).
+        if pasid == 0
+            || pasid > space.local_max
+            || space.subscriber_count.load(Ordering::Acquire) != 0
+        {
+            return false;
+        }
+        let Some((kept, unfilled)) = space.owners.release_tagged(pasid, self.shared.id.0) else {
+            return false;
+        };
+        self.set_owned(self.owned - 1);
+        if !kept {
+            self.members.remove(pasid / WORD);
+        }
+        // Last, so that an un-filled word's upkeep is a tail call.
+        self.space.owners.released(pasid, unfilled)
+    }
+
+    /// Every free [`free_local`](Self::free_local) does not finish: mixed words, teardown
+    /// subscribers, a backend, and the refusals.
+    #[cold]
+    #[inline(never)]
+    fn free_checked(&mut self, pasid: Pasid) -> Result<(), Error> {
         let Some(kept) = self.space.retire_owned(self.id(), pasid) else {
             return Err(self.space.not_mine(self.id(), pasid));
         };
@@ -202,6 +328,10 @@ impl IoasidSet {
         self.shared.owned.store(owned, Ordering::Relaxed);
     }
 }
+
+/// What [`IoasidSet::alloc_local`] answers when it allocated nothing (PASID 0 is never
+/// handed out).
+const NOT_HERE: Pasid = 0;
 
 /// PASIDs per word of the space.
 const WORD: u32 = WORD_SLOTS as u32;

@@ -5,7 +5,7 @@
 //! words themselves and the claims and releases that change them are in `bitmap.rs`.
 
 use super::{slots_of, Bitmap, FULL, HINT_STEP, NO_STALE, SLOTS_FULL, SUMMARY_BITS, WORD_SLOTS};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 impl Bitmap {
     /// Keeps the summaries after an update made word `w` full. The stale word keeps its mark
@@ -22,6 +22,13 @@ impl Bitmap {
     /// Keeps the summaries after an update made word `w` not full.
     #[inline(never)]
     pub(super) fn became_not_full(&self, w: u64) {
+        self.keep_not_full(w);
+    }
+
+    /// [`became_not_full`](Self::became_not_full), inlined (into the release that un-fills a
+    /// word, a2's).
+    #[inline(always)]
+    pub(super) fn keep_not_full(&self, w: u64) {
         if !self.levels.is_empty() && !self.make_stale(w) {
             self.summary_clear(0, w);
         }
@@ -40,16 +47,20 @@ impl Bitmap {
     /// the mover's re-read has corrected the old word's summary, a search may skip that word,
     /// as it may skip any word whose update is in flight; it never returns a bit it did not
     /// claim.
-    #[inline]
+    #[inline(always)]
     fn make_stale(&self, w: u64) -> bool {
         let old = self.stale.load(Ordering::SeqCst);
         if old == w {
             return true;
         }
+        let full = |cell: &AtomicU64| slots_of(cell.load(Ordering::SeqCst)) == SLOTS_FULL;
         // A stale word that has room still needs the mark; a full one (refilled) gives it up.
-        if old != NO_STALE && !self.child_full(0, old) {
-            return false;
-        }
+        // (Its chunk exists: a release un-filled it. An absent one would read as all free.)
+        let old_cell = match (old != NO_STALE).then(|| self.cell(old)) {
+            None => None,
+            Some(Some(cell)) if full(cell) => Some(cell),
+            Some(_) => return false,
+        };
         if self
             .stale
             .compare_exchange(old, w, Ordering::SeqCst, Ordering::SeqCst)
@@ -57,9 +68,9 @@ impl Bitmap {
         {
             return false;
         }
-        if old != NO_STALE {
+        if let Some(cell) = old_cell {
             self.set_summary_bit(0, old);
-            if !self.child_full(0, old) {
+            if !full(cell) {
                 self.summary_clear(0, old);
                 self.lower_hint(old);
             }
@@ -75,11 +86,18 @@ impl Bitmap {
     /// search re-reads those words and lowers the hint again if one is no longer full. Either
     /// the releaser's update of the word precedes the re-read (which then sees the clear bit)
     /// or follows it (and the releaser then reads the moved hint). Steps longer than
-    /// `HINT_STEP` words are not taken, so the re-check stays a few operations.
+    /// `HINT_STEP` words are not taken, so the re-check stays a few operations (and a claim
+    /// far above the hint, a set allocating in its own range, costs one compare here).
+    #[inline(always)]
     pub(super) fn advance_hint(&self, seen: u64, word: u64) {
-        if word <= seen || word - seen > HINT_STEP {
-            return;
+        if word > seen && word - seen <= HINT_STEP {
+            self.advance_hint_near(seen, word);
         }
+    }
+
+    /// [`advance_hint`](Self::advance_hint) once `word` is a step past `seen`.
+    #[inline(never)]
+    fn advance_hint_near(&self, seen: u64, word: u64) {
         let full = |v: u64| slots_of(v) == SLOTS_FULL;
         if (seen..word).any(|w| !full(self.word(w))) {
             return;
