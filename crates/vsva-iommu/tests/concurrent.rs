@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap};
 use vsva_iommu::paging::{fl_map, TableStore, P, RW, SIZE_4K, US};
@@ -19,6 +20,22 @@ const OUT_BASE: u64 = 0x100_0000;
 
 fn pa(generation: u64) -> u64 {
     OUT_BASE + generation * SIZE_4K
+}
+
+/// Waits until `counter` reaches `target`. A reader stops only when told to or when one of
+/// its assertions fails, so a reader that has finished meanwhile has failed: then this joins
+/// it and fails the test with its panic, instead of waiting for a count that never comes.
+fn wait_for(counter: &AtomicU64, target: u64, readers: &mut Vec<JoinHandle<()>>) {
+    while counter.load(Ordering::Relaxed) < target {
+        if let Some(i) = readers.iter().position(JoinHandle::is_finished) {
+            let reader = readers.swap_remove(i);
+            match reader.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => panic!("a reader stopped before it was told to"),
+            }
+        }
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -63,7 +80,7 @@ fn run(ats: bool, page_only: bool) {
     let published: Arc<Vec<AtomicU64>> = Arc::new((0..PAGES).map(AtomicU64::new).collect());
     let done = Arc::new(AtomicBool::new(false));
     let checked = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
+    let mut readers: Vec<_> = (0..2)
         .map(|t| {
             let (io, published, done, checked) = (io.clone(), published.clone(), done.clone(), checked.clone());
             std::thread::spawn(move || {
@@ -85,16 +102,12 @@ fn run(ats: bool, page_only: bool) {
             })
         })
         .collect();
-    while checked.load(Ordering::Relaxed) < 100 {
-        std::thread::yield_now();
-    }
+    wait_for(&checked, 100, &mut readers);
     let rounds = 2500u64;
     for g in PAGES..PAGES + rounds {
         // Let the readers run between remaps (2 cores, 3 threads).
         let seen = checked.load(Ordering::Relaxed);
-        while checked.load(Ordering::Relaxed) < seen + 4 {
-            std::thread::yield_now();
-        }
+        wait_for(&checked, seen + 4, &mut readers);
         let i = g % PAGES;
         io.memory()
             .store_u64(pt + i * 8, pa(g) | P | RW | US)
@@ -192,7 +205,7 @@ fn memory_replaced_while_translating() {
         .unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let walked = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
+    let mut readers: Vec<_> = (0..2)
         .map(|_| {
             let (io, done, walked) = (io.clone(), done.clone(), walked.clone());
             std::thread::spawn(move || {
@@ -222,9 +235,7 @@ fn memory_replaced_while_translating() {
     for _ in 0..300 {
         // Let the readers run between replacements (2 cores, 3 threads).
         let seen = walked.load(Ordering::Relaxed);
-        while walked.load(Ordering::Relaxed) < seen + 4 {
-            std::thread::yield_now();
-        }
+        wait_for(&walked, seen + 4, &mut readers);
         m.remove_region(TABLES_HPA, TABLES_LEN).unwrap();
         m.add_region(tables_region(&file)).unwrap();
     }
