@@ -85,7 +85,7 @@ impl IommufdCtx {
     ///
     /// In Linux's order: `__reserved` / `__reserved2` → `EOPNOTSUPP`; data type and length
     /// disagreeing → `EINVAL`; unknown device or `pt_id` → `ENOENT`; then per kind (see
-    /// `tests/errno_table.rs`): unknown flags, dirty tracking, data for a paging HWPT, no
+    /// `tests/errno_table/`): unknown flags, dirty tracking, data for a paging HWPT, no
     /// nesting, a data type other than VTD_S1 → `EOPNOTSUPP`; a parent that is not a nest
     /// parent, `pt_id` of another kind, a bad address width → `EINVAL`; an unknown fault
     /// queue → `ENOENT`; no domain id left → `ENOSPC`. Nothing is created then.

@@ -64,7 +64,7 @@
 //!
 //! After the sizes, fields are checked in the kernel's order: version, format, flags, padding,
 //! then value ranges and combinations. Each decoder's documentation lists its exact order, and
-//! `tests/errno_table.rs` has one case per rule.
+//! `tests/errno_table/` has one case per rule.
 //!
 //! # Byte order
 //!
