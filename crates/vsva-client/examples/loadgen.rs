@@ -6,7 +6,7 @@
 //! cargo build --release -p vsvad
 //! cargo run --release -p vsva-client --example loadgen -- [--clients 1,8,64,8x8] [--seconds 2]
 //!     [--modes sync,off] [--rate PAIRS_PER_SEC_PER_CONNECTION] [--connections-per-client K]
-//!     [--vsvad PATH[,PATH...]] [--poll]
+//!     [--vsvad PATH[,PATH...]] [--poll] [--spin-us N]
 //! ```
 //!
 //! # Ways to drive the connections
@@ -32,6 +32,11 @@
 //!   queue, readers included), then again by the reply; a process waiting in `poll` for
 //!   input is woken only by the reply. This shows what that wake-up costs the daemon and the
 //!   clients.
+//!
+//! * **`--spin-us N`** sets the `Client`'s [`Options::reply_spin`] in the workers that use it
+//!   (one connection per process, without `--poll`): each call checks for its reply without
+//!   sleeping for up to `N` µs before it sleeps. It shows what the client's own wake-up costs
+//!   a round trip, and what waiting awake costs the CPU the clients and the daemon share.
 //!
 //! In every mode a connection's pairs run back to back (closed loop, the default: measures
 //! throughput), or with `--rate` on a fixed schedule of that many pairs per second per
@@ -84,6 +89,12 @@ const POLL_ENV: &str = "VSVA_LOADGEN_POLL";
 /// `--poll` was given (the parent passes it on to its workers).
 static POLL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// A worker's `Client` busy-waits this many µs for each reply (0: it sleeps at once).
+const SPIN_ENV: &str = "VSVA_LOADGEN_SPIN_US";
+
+/// `--spin-us` (the parent passes it on to its workers).
+static SPIN_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn main() {
     if let Ok(spec) = std::env::var(WORKER_ENV) {
         worker(&spec);
@@ -112,8 +123,12 @@ fn main() {
             "--vsvad" => vsvads = val().split(',').map(PathBuf::from).collect(),
             "--rate" => rate = val().parse().expect("pairs per second per connection"),
             "--poll" => POLL.store(true, std::sync::atomic::Ordering::Relaxed),
+            "--spin-us" => {
+                let us: u64 = val().parse().expect("--spin-us takes microseconds");
+                SPIN_US.store(us, std::sync::atomic::Ordering::Relaxed);
+            }
             "--help" | "-h" => {
-                println!("loadgen [--clients 1,8,64,8x8] [--connections-per-client K] [--seconds 2] [--modes sync,async,off] [--rate PAIRS_PER_SEC_PER_CONNECTION] [--vsvad PATH[,PATH...]] [--poll]");
+                println!("loadgen [--clients 1,8,64,8x8] [--connections-per-client K] [--seconds 2] [--modes sync,async,off] [--rate PAIRS_PER_SEC_PER_CONNECTION] [--vsvad PATH[,PATH...]] [--poll] [--spin-us N]");
                 return;
             }
             other => panic!("unknown argument {other}"),
@@ -339,6 +354,12 @@ fn run_point(
                         "0"
                     },
                 )
+                .env(
+                    SPIN_ENV,
+                    SPIN_US
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string(),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -402,7 +423,10 @@ fn worker(spec: &str) {
     let interval = (rate > 0).then(|| Duration::from_nanos(1_000_000_000 / rate));
     let run = Duration::from_millis(millis);
     let lat = if k == 1 && std::env::var(POLL_ENV).as_deref() != Ok("1") {
-        let mut client = Client::connect(Options::new(&socket, "loadgen")).expect("connect");
+        let mut options = Options::new(&socket, "loadgen");
+        let spin: u64 = std::env::var(SPIN_ENV).map_or(0, |v| v.parse().unwrap_or(0));
+        options.reply_spin = (spin > 0).then(|| Duration::from_micros(spin));
+        let mut client = Client::connect(options).expect("connect");
         let c = client.nesting_container(group).expect("nesting container");
         ready_and_wait();
         one_connection(&mut client, c, run, interval)

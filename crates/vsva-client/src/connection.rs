@@ -65,6 +65,13 @@ pub struct Options {
     /// [`ClientError::TimedOut`] (None: forever). A stopped or wedged daemon is noticed after
     /// this long.
     pub timeout: Option<Duration>,
+    /// How long a call busy-waits for its reply before it sleeps until the reply comes (None,
+    /// the default: it sleeps at once). A thread woken from sleep on another CPU's behalf
+    /// pays the wake-up, which on a virtual machine whose idle CPUs halt is tens of
+    /// microseconds per reply; waiting awake does not, but keeps a CPU busy for as long as it
+    /// waits, up to this long per call. For one latency-critical client on a machine with a
+    /// CPU to spare, not for many clients sharing few CPUs (see `docs/performance.md`).
+    pub reply_spin: Option<Duration>,
 }
 
 impl Options {
@@ -75,6 +82,7 @@ impl Options {
             name: name.into(),
             resume: ResumeToken::default(),
             timeout: Some(Duration::from_secs(60)),
+            reply_spin: None,
         }
     }
 }
@@ -340,10 +348,38 @@ impl Client {
     /// every round trip would wake this thread once for nothing and cost the daemon a second
     /// wake-up of a sleeping process. `poll`'s wait is filtered by event, so only the reply
     /// (or the connection closing) wakes it.
+    ///
+    /// With [`Options::reply_spin`], it first checks the socket without sleeping, over and
+    /// over, for up to that long (and no longer than the timeout, which the spin counts
+    /// toward).
     fn wait_readable(&mut self) -> Result<(), ClientError> {
-        let timeout = self.options.timeout.map(|d| rustix::time::Timespec {
-            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(d.subsec_nanos()),
+        let mut spun = Duration::ZERO;
+        if let Some(spin) = self.options.reply_spin {
+            let spin = self.options.timeout.map_or(spin, |t| spin.min(t));
+            let started = Instant::now();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            loop {
+                let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+                // An error or a signal: the sleeping wait below reports or retries it.
+                if matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0) {
+                    return Ok(());
+                }
+                spun = started.elapsed();
+                if spun >= spin {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let timeout = self.options.timeout.map(|d| {
+            let d = d.saturating_sub(spun);
+            rustix::time::Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            }
         });
         loop {
             let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];

@@ -365,3 +365,24 @@ fn a_connection_that_timed_out_is_not_used_again() {
     client.reconnect().unwrap();
     assert_eq!(client.status().unwrap().allocated, 0);
 }
+
+#[test]
+fn a_call_that_spins_for_its_reply_still_times_out() {
+    use std::time::Duration;
+    use vsva_client::{Client, ClientError, Options};
+    let d = Daemon::start("spin-timeout");
+    let mut options = Options::new(&d.socket, "spin-timeout");
+    options.timeout = Some(Duration::from_millis(300));
+    // Longer than the timeout: the spin counts toward it.
+    options.reply_spin = Some(Duration::from_secs(5));
+    let mut client = Client::connect(options).unwrap();
+    let pid = Pid::from_child(&d.child);
+    stop(pid);
+    // On a thread, so that a spin that never ends fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(client.status()).ok());
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    kill_process(pid, Signal::CONT).unwrap();
+    let got = got.expect("the call neither answered nor timed out within a minute");
+    assert!(matches!(got, Err(ClientError::TimedOut { .. })), "{got:?}");
+}
