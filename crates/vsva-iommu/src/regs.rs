@@ -187,6 +187,12 @@ impl IommuConfig {
     /// The ECAP register value.
     pub fn ecap(&self) -> u64 {
         let mut v = 0u64;
+        // RPRIVS: the context entry's RID_PRIV is honoured (requests without PASID take its
+        // privilege); without it the field would be reserved.
+        v |= 1 << 53;
+        // RPS: the context entry's RID_PASID is honoured (requests without PASID use that
+        // PASID's entry); without it the field would be reserved and PASID 0 used.
+        v |= 1 << 49;
         v |= 1 << 48; // SMPWC: page walks are coherent with memory
         v |= 1 << 47; // FLTS
         v |= 1 << 46; // SLTS
@@ -239,6 +245,8 @@ mod tests {
         let ecap = c.ecap();
         assert_eq!(ecap >> 35 & 0x1f, 19, "PSS");
         for (bit, name) in [
+            (53, "RPRIVS"),
+            (49, "RPS"),
             (48, "SMPWC"),
             (47, "FLTS"),
             (46, "SLTS"),

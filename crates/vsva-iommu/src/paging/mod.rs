@@ -48,8 +48,8 @@ pub const SL_R: u64 = 1 << 0;
 pub const SL_W: u64 = 1 << 1;
 /// X (bit 2): execute allowed, honoured only when the PASID entry's SLEE = 1.
 pub const SL_X: u64 = 1 << 2;
-/// Bit 11 of a second-level non-leaf entry: reserved (in a leaf it is SNP).
-const SL_NONLEAF_RSVD: u64 = 1 << 11;
+/// Bits 11 and 62 of a second-level non-leaf entry: reserved (in a leaf they are SNP and TM).
+const SL_NONLEAF_RSVD: u64 = 1 << 11 | 1 << 62;
 /// PS (bit 7): a 2 MiB leaf at level 2, a 1 GiB leaf at level 3.
 pub const SL_PS: u64 = 1 << 7;
 /// A (bit 8): accessed, set by the walk when the PASID entry's SSADE = 1.
@@ -581,10 +581,11 @@ mod tests {
             walk_second_level(m, &p, root, SIZE_1G, None).unwrap_err(),
             WalkFault::second(FaultReason::SecondLevelReserved, 3)
         );
+        // Address bits 51:HAW of a leaf are reserved (SSL.3, 0x7a), as in a non-leaf entry.
         mem.store_u64(l2 + 16, 1 << 50 | SL_R | SL_PS).unwrap();
         assert_eq!(
             walk_second_level(m, &p, root, 2 * SIZE_2M, None).unwrap_err(),
-            WalkFault::second(FaultReason::OutputBeyondMax, 2)
+            WalkFault::second(FaultReason::SecondLevelReserved, 2)
         );
         mem.store_u64(l2 + 24, 0x9000_0000 | SL_R).unwrap();
         assert_eq!(
@@ -627,6 +628,32 @@ mod tests {
         let (root, _, _) = sl_tables(&mem, &pool, SL_R | SL_W | 0x78, 0x7000 | SL_R);
         let snap = mem.snapshot();
         let m: &GuestMemoryMmap = &snap;
+        assert_eq!(
+            walk_second_level(m, &SL4, root, 0x1000, None)
+                .unwrap()
+                .output,
+            0x7000
+        );
+    }
+
+    /// Bit 62 of a second-level non-leaf entry is reserved (VT-d second-level paging-entry
+    /// formats: SL-PML5E/PML4E/PDPE/PDE bit 62 "R"); bits 63 and 61:52 are ignored.
+    #[test]
+    fn second_level_non_leaf_bit_62_is_reserved() {
+        let (mem, pool) = setup();
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        let (root, _, _) = sl_tables(&mem, &pool, SL_R | SL_W | 1 << 62, 0x7000 | SL_R);
+        assert_eq!(
+            walk_second_level(m, &SL4, root, 0x1000, None).unwrap_err(),
+            WalkFault::second(FaultReason::SecondLevelReserved, 4)
+        );
+        let (root, _, _) = sl_tables(
+            &mem,
+            &pool,
+            SL_R | SL_W | 1 << 63 | 0x3ff << 52,
+            0x7000 | SL_R,
+        );
         assert_eq!(
             walk_second_level(m, &SL4, root, 0x1000, None)
                 .unwrap()
