@@ -235,8 +235,8 @@ reasons! {
     ExecuteDisabled = 0x82, "execute request to an execute-disabled page";
     /// Input address beyond the maximum (0x83).
     InputBeyondMax = 0x83, "input address beyond the maximum";
-    /// Second-level output address beyond the maximum (0x84). Not produced by the model: a
-    /// second-level entry's address bits 51:HAW are reserved, so such an entry faults 0x7a.
+    /// Second-level output address beyond the maximum (0x84): a second-level leaf whose
+    /// address is at or above HAW.
     OutputBeyondMax = 0x84, "second-level output address beyond the maximum";
     /// No write permission (0x85).
     NoWrite = 0x85, "no write permission";

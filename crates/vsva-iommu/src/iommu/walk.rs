@@ -564,8 +564,7 @@ mod tests {
             (f.reason, f.stage, f.level),
             (FaultReason::SecondLevelPermission, Stage::Second, 1)
         );
-        // Leaf output beyond HAW (address bits 51:HAW are reserved: 0x7a) and reserved
-        // bits, written behind the IOMMU's back.
+        // Leaf output beyond HAW and reserved bits, written behind the IOMMU's back.
         let l1 = {
             let m = io.memory();
             let l3 = m.load_u64(root).unwrap() & ADDR_MASK;
@@ -575,7 +574,7 @@ mod tests {
         io.memory().store_u64(l1 + 5 * 8, 1 << 49 | SL_R).unwrap();
         assert_eq!(
             reason(io.translate(SID, None, 0x5000, Access::READ)),
-            FaultReason::SecondLevelReserved
+            FaultReason::OutputBeyondMax
         );
         io.memory()
             .store_u64(io.stage2_root(s2).unwrap().0 + 8, 0x7000_0000 | SL_R)

@@ -581,11 +581,12 @@ mod tests {
             walk_second_level(m, &p, root, SIZE_1G, None).unwrap_err(),
             WalkFault::second(FaultReason::SecondLevelReserved, 3)
         );
-        // Address bits 51:HAW of a leaf are reserved (SSL.3, 0x7a), as in a non-leaf entry.
+        // A leaf whose output is at or above HAW: 0x84, the fault the specification names
+        // for it, not the reserved-bit fault.
         mem.store_u64(l2 + 16, 1 << 50 | SL_R | SL_PS).unwrap();
         assert_eq!(
             walk_second_level(m, &p, root, 2 * SIZE_2M, None).unwrap_err(),
-            WalkFault::second(FaultReason::SecondLevelReserved, 2)
+            WalkFault::second(FaultReason::OutputBeyondMax, 2)
         );
         mem.store_u64(l2 + 24, 0x9000_0000 | SL_R).unwrap();
         assert_eq!(

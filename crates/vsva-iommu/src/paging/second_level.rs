@@ -28,8 +28,9 @@ impl SlParams {
 /// `rights` of the result: `user_or_read` = R, `write` = W, `exec` = X at every level.
 ///
 /// Faults (stage Second): 0x7b when `p.levels` is not 3, 4 or 5, 0x78 entry outside memory,
-/// 0x79 not present (R = W = 0, and X = 0 or SLEE clear), 0x7a reserved bits (address bits
-/// 51:HAW of any entry, leaf or not, are reserved). The caller checks that `gpa` fits the
+/// 0x79 not present (R = W = 0, and X = 0 or SLEE clear), 0x7a reserved bits (in a non-leaf
+/// entry, address bits 51:HAW among them), 0x84 a leaf whose output address is at or above
+/// HAW ("second-level entry address beyond the max"). The caller checks that `gpa` fits the
 /// input width and the request's permissions.
 pub fn walk_second_level<M: EntryMemory + ?Sized>(
     mem: &M,
@@ -75,18 +76,16 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
         }
         let ps = e & SL_PS != 0;
         let leaf = level == 1 || (ps && level <= 3);
-        // Address bits 51:HAW are reserved in every entry.
-        let reserved = (e & ADDR_MASK) >> p.haw != 0
-            || if leaf {
-                match level {
-                    3 => !p.sl_1g || e & 0x3fff_f000 != 0,
-                    2 => !p.sl_2m || e & 0x1f_f000 != 0,
-                    _ => false,
-                }
-            } else {
-                // Bits 6:3 of a non-leaf entry are ignored.
-                ps || e & SL_NONLEAF_RSVD != 0
-            };
+        let reserved = if leaf {
+            match level {
+                3 => !p.sl_1g || e & 0x3fff_f000 != 0,
+                2 => !p.sl_2m || e & 0x1f_f000 != 0,
+                _ => false,
+            }
+        } else {
+            // Bits 6:3 of a non-leaf entry are ignored.
+            ps || e & SL_NONLEAF_RSVD != 0 || (e & ADDR_MASK) >> p.haw != 0
+        };
         if reserved {
             return Err(WalkFault::second(FaultReason::SecondLevelReserved, level));
         }
@@ -102,6 +101,9 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
         rights.write &= e & SL_W != 0;
         rights.exec &= !p.slee || e & SL_X != 0;
         if leaf {
+            if (e & ADDR_MASK) >> p.haw != 0 {
+                return Err(WalkFault::second(FaultReason::OutputBeyondMax, level));
+            }
             let size = level_size(level);
             out.pt = (level == 1).then_some(WalkStart {
                 level: 1,
