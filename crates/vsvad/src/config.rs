@@ -47,7 +47,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, value: impl ToString, why: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(
+    key: impl Into<String>,
+    value: impl ToString,
+    why: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.to_string(),
