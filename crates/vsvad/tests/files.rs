@@ -205,7 +205,7 @@ fn state_files_that_are_links_or_not_regular_files_are_refused_and_untouched() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
-        &state.join("state.log"),
+        state.join("state.log"),
         rustix::fs::Mode::from_raw_mode(0o600),
     )
     .unwrap();
