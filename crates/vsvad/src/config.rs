@@ -13,6 +13,8 @@ use serde::Deserialize;
 use vsva_iommu::{IommuConfig, SourceId};
 use vsva_proto::{DEFAULT_MAX_BODY, HARD_MAX_BODY};
 
+use crate::machine::{RESTORE_GROUP, RESTORE_SOURCE_ID};
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,7 +47,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, value: impl ToString, why: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(
+    key: impl Into<String>,
+    value: impl ToString,
+    why: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.to_string(),
@@ -651,6 +657,20 @@ impl Config {
                 for (i, d) in list.iter().enumerate() {
                     let source_id = parse_bdf(&d.bdf)
                         .ok_or_else(|| invalid(format!("devices[{i}].bdf"), &d.bdf, "must look like 00:03.0 (bus:device.function, hex, device < 0x20, function < 8)"))?;
+                    if source_id == RESTORE_SOURCE_ID {
+                        return Err(invalid(
+                            format!("devices[{i}].bdf"),
+                            &d.bdf,
+                            "is reserved for the daemon (its restore function)",
+                        ));
+                    }
+                    if d.group == Some(RESTORE_GROUP) {
+                        return Err(invalid(
+                            format!("devices[{i}].group"),
+                            RESTORE_GROUP,
+                            "is reserved for the daemon (the group of its restore function)",
+                        ));
+                    }
                     if out.iter().any(|o| o.source_id == source_id) {
                         return Err(invalid(
                             format!("devices[{i}].bdf"),
@@ -709,11 +729,25 @@ impl Config {
                 }
                 Some(_) => {}
             }
+            if m.group == RESTORE_GROUP {
+                return Err(invalid(
+                    format!("mdevs[{i}].group"),
+                    m.group,
+                    "is reserved for the daemon (the group of its restore function)",
+                ));
+            }
             if devices.iter().any(|d| d.group == Some(m.group)) {
                 return Err(invalid(
                     format!("mdevs[{i}].group"),
                     m.group,
                     "is already the group of a PCI function",
+                ));
+            }
+            if let Some(j) = mdevs.iter().position(|o: &MdevSpec| o.group == m.group) {
+                return Err(invalid(
+                    format!("mdevs[{i}].group"),
+                    m.group,
+                    format!("is already the group of mdevs[{j}]"),
                 ));
             }
             mdevs.push(MdevSpec {
@@ -821,6 +855,34 @@ mod tests {
             err.to_string(),
             "config key mdevs[0].parent = 00:04.0: is not one of the configured devices"
         );
+    }
+
+    /// What the machine would refuse at start is refused by the configuration, so
+    /// `--check-config` never passes a file the daemon does not start with.
+    #[test]
+    fn the_restore_function_and_duplicate_mdev_groups_are_refused_by_the_config() {
+        for (text, want) in [
+            (
+                "[[devices]]\nbdf = \"00:03.0\"\ngroup = 4294967295\n",
+                "config key devices[0].group = 4294967295: is reserved for the daemon",
+            ),
+            (
+                "[[devices]]\nbdf = \"ff:1f.7\"\ngroup = 5\n",
+                "config key devices[0].bdf = ff:1f.7: is reserved for the daemon",
+            ),
+            (
+                "[[devices]]\nbdf = \"00:10.0\"\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 4294967295\n",
+                "config key mdevs[0].group = 4294967295: is reserved for the daemon",
+            ),
+            (
+                "[[devices]]\nbdf = \"00:10.0\"\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 3\n\
+                 [[mdevs]]\nparent = \"00:10.0\"\ngroup = 3\n",
+                "config key mdevs[1].group = 3: is already the group of mdevs[0]",
+            ),
+        ] {
+            let err = settings(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text}: {err}");
+        }
     }
 
     #[test]

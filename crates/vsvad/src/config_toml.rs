@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, Settings};
+use crate::config::{invalid, Config, ConfigError, Settings};
 
 /// A TOML basic string.
 fn quote(s: &str) -> String {
@@ -24,22 +24,31 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// A path as a TOML string; a path that is not UTF-8 has none.
+fn path_value(key: &str, p: &std::path::Path) -> Result<String, ConfigError> {
+    p.to_str().map(quote).ok_or_else(|| {
+        invalid(
+            key,
+            p.display(),
+            "is not UTF-8, so no TOML file can name it (the daemon takes it from the flag; \
+             --check-config cannot print it)",
+        )
+    })
+}
+
 /// `config` (after flags) with every default resolved as `settings` has it, as TOML that
-/// `vsvad --config` accepts and resolves to the same settings.
-pub fn effective_toml(config: &Config, settings: &Settings) -> String {
+/// `vsvad --config` accepts and resolves to the same settings; an error for a path that no
+/// TOML string can hold.
+pub fn effective_toml(config: &Config, settings: &Settings) -> Result<String, ConfigError> {
+    let socket = path_value("socket", &settings.socket)?;
+    let state_dir = path_value("state_dir", &settings.state_dir)?;
     let mut o = String::new();
     let mut line = |s: String| {
         o.push_str(&s);
         o.push('\n');
     };
-    line(format!(
-        "socket = {}",
-        quote(&settings.socket.to_string_lossy())
-    ));
-    line(format!(
-        "state_dir = {}",
-        quote(&settings.state_dir.to_string_lossy())
-    ));
+    line(format!("socket = {socket}"));
+    line(format!("state_dir = {state_dir}"));
     line(format!("pasid_quota = {}", settings.pasid_quota));
     line(format!(
         "grace_period_secs = {}",
@@ -117,7 +126,7 @@ pub fn effective_toml(config: &Config, settings: &Settings) -> String {
         line(format!("parent = {}", quote(&m.parent.to_string())));
         line(format!("group = {}", m.group));
     }
-    o
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -136,7 +145,7 @@ mod tests {
         let env = |_: &str| None;
         let config = Config::from_toml(text, Path::new("t")).unwrap();
         let settings = config.validate(1000, &env).unwrap();
-        let printed = effective_toml(&config, &settings);
+        let printed = effective_toml(&config, &settings).unwrap();
         let again = Config::from_toml(&printed, Path::new("printed")).unwrap();
         let resettled = again.validate(1000, &env).unwrap();
         assert_eq!(
@@ -144,6 +153,29 @@ mod tests {
             format!("{settings:?}"),
             "{printed}"
         );
-        assert_eq!(effective_toml(&again, &resettled), printed);
+        assert_eq!(effective_toml(&again, &resettled).unwrap(), printed);
+    }
+
+    /// TOML strings are UTF-8: a path that is not cannot be printed, and printing it lossily
+    /// would name another file.
+    #[test]
+    fn a_path_that_is_not_utf8_is_refused_not_printed_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        let env = |_: &str| None;
+        for key in ["socket", "state_dir"] {
+            let mut config = Config::from_toml("", Path::new("t")).unwrap();
+            let odd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/\xff"));
+            let mut o = crate::config::Overrides::default();
+            if key == "socket" {
+                o.socket = Some(odd);
+            } else {
+                o.state_dir = Some(odd);
+            }
+            config.apply(&o);
+            let settings = config.validate(1000, &env).unwrap();
+            let err = effective_toml(&config, &settings).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("config key {key} = ")), "{err}");
+            assert!(err.contains("not UTF-8"), "{err}");
+        }
     }
 }

@@ -152,7 +152,7 @@ fn run(
         let _ = write!(
             std::io::stdout(),
             "{}",
-            vsvad::config_toml::effective_toml(&config, &settings)
+            vsvad::config_toml::effective_toml(&config, &settings)?
         );
         return Ok(());
     }

@@ -565,12 +565,22 @@ pub fn serve(
     })
 }
 
+/// How long a scrape's request may take to arrive, from its connection to its last header
+/// line: a client trickling it byte by byte loses its slot then, as one that sends nothing.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     let mut req = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && !req.windows(2).any(|w| w == b"\n\n") {
+        // The timeout of each read is what is left of the whole request's.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;

@@ -166,3 +166,74 @@ fn a_full_disk_refuses_changes_keeps_serving_reads_and_recovers() {
     assert_eq!(c.hello().restored, acked);
     drop(d);
 }
+
+/// A state file that is a symbolic link (dangling or not) or not a regular file is refused at
+/// start, naming it, and nothing it points to is created, read into the state or written.
+#[test]
+fn state_files_that_are_links_or_not_regular_files_are_refused_and_untouched() {
+    for name in ["state.log", "vsvad.lock"] {
+        let dir = TestDir::new("statelink");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, state.join(name)).unwrap();
+        let sock = dir.path().join("vsvad.sock");
+        let args = ["--socket", sock.to_str().unwrap()];
+        let err = refused(dir.path(), &args);
+        assert!(
+            err.contains(name) && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert!(
+            !target.exists(),
+            "{name}: the daemon created the link's target"
+        );
+        std::fs::write(&target, "precious").unwrap();
+        let err = refused(dir.path(), &args);
+        assert!(err.contains("not a regular file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(state.join(name))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+    // A FIFO where the log belongs would block the replay forever.
+    let dir = TestDir::new("statefifo");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        state.join("state.log"),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let sock = dir.path().join("vsvad.sock");
+    let err = refused(dir.path(), &["--socket", sock.to_str().unwrap()]);
+    assert!(
+        err.contains("state.log") && err.contains("not a regular file"),
+        "{err}"
+    );
+}
+
+/// A leftover `state.log.tmp` that is a symbolic link is replaced, never written through: the
+/// file it points to keeps its bytes.
+#[test]
+fn a_linked_temporary_log_is_not_written_through() {
+    let dir = TestDir::new("tmplink");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("state.log.tmp")).unwrap();
+    let d = Daemon::start(dir.path(), "", &[]);
+    d.client("tmplink").ping(b"x").unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(std::fs::symlink_metadata(state.join("state.log"))
+        .unwrap()
+        .file_type()
+        .is_file());
+    drop(d);
+}

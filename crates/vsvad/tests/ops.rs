@@ -379,3 +379,49 @@ fn a_slow_metrics_client_does_not_hold_up_a_scrape() {
     assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
     assert!(d.terminate().success());
 }
+
+/// Clients that trickle their request one byte at a time into every scrape slot are cut off
+/// once a request has taken too long as a whole (not only between two reads), so scrapes are
+/// served again while they go on trickling.
+#[test]
+fn tricklers_cannot_hold_every_metrics_slot() {
+    let dir = TestDir::new("trickle");
+    let addr = free_loopback_addr();
+    let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
+    d.client("ready").ping(b"x").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b"G").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+    // Every slot is taken by now, and the tricklers keep each one busy between reads.
+    std::thread::sleep(Duration::from_millis(300));
+    let try_scrape = || -> bool {
+        let Ok(mut s) = TcpStream::connect(&addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut page = String::new();
+        let _ = s.read_to_string(&mut page);
+        page.starts_with("HTTP/1.1 200 OK")
+    };
+    common::wait_until("a scrape while clients trickle", try_scrape);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+    assert!(d.terminate().success());
+}

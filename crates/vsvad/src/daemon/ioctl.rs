@@ -72,7 +72,7 @@ impl Daemon {
         cmd: u32,
         mut arg: Vec<u8>,
     ) -> Outcome {
-        let c = {
+        let (c, unregistered) = {
             let st = lock(&p.state);
             if st.revoked {
                 return revoked(p).into();
@@ -80,17 +80,24 @@ impl Daemon {
             let Some(c) = st.containers.get(&handle).map(|c| c.container.clone()) else {
                 return no_handle(handle).into();
             };
-            if cmd == VFIO_IOMMU_MAP_DMA {
-                if let Err(reply) = translate_map_dma(&st.regions, &mut arg) {
-                    return reply.into();
-                }
-            }
-            c
+            let unregistered = if cmd == VFIO_IOMMU_MAP_DMA {
+                translate_map_dma(&st.regions, &mut arg)
+            } else {
+                None
+            };
+            (c, unregistered)
         };
         let mut journaled = Journaled::Nothing;
         let outcome = match c.ioctl_journaled(cmd, &mut arg, |o| journaled = self.journal(p, o)) {
             Ok(outcome) => outcome,
-            Err(e) => return vfio_reply(&e).into(),
+            Err(e) => {
+                let reply = vfio_reply(&e);
+                return match unregistered {
+                    Some(u) => u.explain(reply),
+                    None => reply,
+                }
+                .into();
+            }
         };
         let value = i64::try_from(outcome.value()).unwrap_or(i64::MAX);
         let out = if outcome.wrote_back() {

@@ -18,7 +18,8 @@ use vsva_uapi::iommufd::{IommuHwptPageResponse, IOMMU_IOAS_MAP, VFIO_DEVICE_BIND
 use vsva_vfio::ProcessToken;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::process::{Process, Region, Session};
+use super::memory::translate_ioas_map;
+use super::process::{Process, Session};
 use super::{lock, revoked, Daemon};
 
 /// Every live iommufd context of the daemon, for the admin view: (connection, process,
@@ -31,40 +32,6 @@ fn reply_of(e: &IommufdError, arg: Vec<u8>) -> Reply {
         result: e.errno().to_ioctl_return().into(),
         message: e.to_string(),
         payload: arg,
-    }
-}
-
-/// Replaces `user_va` of a well-formed `IOMMU_IOAS_MAP` argument with where that memory sits
-/// in the IOMMU's host memory, as MAP_DMA's `vaddr` is, and returns the caller's value, which
-/// the reply must carry back (the kernel never rewrites `user_va`); `EFAULT` for memory the
-/// process did not register (pinning it would fail). Malformed arguments are left for the
-/// front end (`None`).
-fn translate_ioas_map(regions: &[Region], arg: &mut [u8]) -> Result<Option<u64>, Reply> {
-    if arg.len() < 40 {
-        return Ok(None);
-    }
-    let u64_at = |o: usize| u64::from_le_bytes(arg[o..o + 8].try_into().expect("8 bytes"));
-    let (va, len) = (u64_at(16), u64_at(24));
-    if len == 0 || len == u64::MAX {
-        return Ok(None);
-    }
-    let region = va.checked_add(len).and_then(|end| {
-        regions
-            .iter()
-            .find(|r| r.addr <= va && end <= r.addr + r.size)
-    });
-    match region {
-        Some(r) => {
-            let hpa = r.hpa + (va - r.addr);
-            arg[16..24].copy_from_slice(&hpa.to_le_bytes());
-            Ok(Some(va))
-        }
-        None => Err(Reply::error(
-            Errno::EFAULT,
-            format!(
-                "user_va {va:#x} length {len:#x}: not inside guest memory this process registered"
-            ),
-        )),
     }
 }
 
@@ -144,22 +111,23 @@ impl Daemon {
         };
         match req {
             IommufdRequest::Ioctl { cmd, mut arg } => {
-                let user_va = if cmd == IOMMU_IOAS_MAP {
-                    match translate_ioas_map(&regions, &mut arg) {
-                        Ok(va) => va,
-                        Err(reply) => return reply,
-                    }
+                let (user_va, unregistered) = if cmd == IOMMU_IOAS_MAP {
+                    translate_ioas_map(&regions, &mut arg)
                 } else {
-                    None
+                    (None, None)
                 };
                 let result = ctx.ioctl(cmd, &mut arg);
                 if let Some(va) = user_va {
                     // The caller reads back its own struct (iova filled in), never our address.
                     arg[16..24].copy_from_slice(&va.to_le_bytes());
                 }
-                match result {
+                let reply = match result {
                     Ok(()) => Reply::ok(0, arg),
                     Err(e) => reply_of(&e, arg),
+                };
+                match unregistered {
+                    Some(u) => u.explain(reply),
+                    None => reply,
                 }
             }
             IommufdRequest::Device {

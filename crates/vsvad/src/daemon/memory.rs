@@ -1,5 +1,5 @@
 //! Guest memory a process shares by file descriptor: registering and unregistering it, and
-//! rewriting a MAP_DMA `vaddr` into where that memory sits in the IOMMU's host memory.
+//! rewriting a MAP_DMA `vaddr` (or IOAS_MAP `user_va`) into where that memory sits in the IOMMU's host memory.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -209,49 +209,116 @@ impl Daemon {
     }
 }
 
+/// Where an address naming memory the process did not register is pointed instead: no host
+/// memory ever lies there (the IOMMU's table pool and guest memory sit below 2^52), so the
+/// front end refuses the map at its pin step with `EFAULT`, after every check the kernel makes
+/// before pinning (flags, overflow, the container's IOMMU, the IOAS, IOVA conflicts). The page
+/// offset is kept, so an unaligned address is refused as one.
+pub(super) const UNBACKED: u64 = 1 << 63;
+
+/// A map naming memory the process did not register: what the caller named, for the message
+/// of the `EFAULT` the front end answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unregistered {
+    /// The field: `vaddr` or `user_va`.
+    pub field: &'static str,
+    /// The caller's address.
+    pub addr: u64,
+    /// The caller's length.
+    pub len: u64,
+}
+
+impl Unregistered {
+    /// The reply for the front end's answer: its `EFAULT` (the failed pin) names the caller's
+    /// address instead of [`UNBACKED`]; any other answer is kept.
+    pub fn explain(&self, reply: Reply) -> Reply {
+        if reply.errno() != Some(Errno::EFAULT) {
+            return reply;
+        }
+        Reply {
+            message: format!(
+                "{} {:#x} length {:#x}: not inside guest memory this process registered",
+                self.field, self.addr, self.len
+            ),
+            ..reply
+        }
+    }
+}
+
+/// Points the address at `arg[at..at + 8]` (length `len`) into the IOMMU's host memory: where
+/// the registered region holding it sits, or [`UNBACKED`] when no region holds it. A range
+/// that wraps is left alone, for the front end to refuse as the kernel does.
+fn translate_at(
+    regions: &[Region],
+    arg: &mut [u8],
+    at: usize,
+    len: u64,
+    field: &'static str,
+) -> Option<Unregistered> {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&arg[at..at + 8]);
+    let addr = u64::from_le_bytes(b);
+    let end = addr.checked_add(len)?;
+    let hpa = match regions
+        .iter()
+        .find(|r| r.addr <= addr && end <= r.addr + r.size)
+    {
+        Some(r) => r.hpa + (addr - r.addr),
+        None => UNBACKED | (addr & 0xfff),
+    };
+    arg[at..at + 8].copy_from_slice(&hpa.to_le_bytes());
+    (hpa & UNBACKED != 0).then_some(Unregistered { field, addr, len })
+}
+
 /// Rewrites a MAP_DMA argument's `vaddr` (the process's name for its memory) to where that
 /// memory sits in the IOMMU's host memory, as the kernel pins a process's pages. Arguments that
 /// the VFIO layer refuses anyway (too short, bad argsz, bad flags, size 0 or unaligned) are
 /// left alone so its errors come out in the kernel's order; a well-formed mapping of memory
-/// the process did not register is `EFAULT`, as `vaddr_get_pfn` failing is.
-pub(super) fn translate_map_dma(regions: &[Region], arg: &mut [u8]) -> Result<(), Reply> {
+/// the process did not register is pointed at [`UNBACKED`], so it is `EFAULT` where
+/// `vaddr_get_pfn` fails, after the checks before it.
+pub(super) fn translate_map_dma(regions: &[Region], arg: &mut [u8]) -> Option<Unregistered> {
     if arg.len() < 32 {
-        return Ok(());
+        return None;
     }
     let u32_at = |a: &[u8], o: usize| u32::from_le_bytes([a[o], a[o + 1], a[o + 2], a[o + 3]]);
-    let u64_at = |a: &[u8], o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&a[o..o + 8]);
-        u64::from_le_bytes(b)
-    };
     let argsz = u32_at(arg, 0) as usize;
     let flags = u32_at(arg, 4);
     let rw = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
     if argsz < 32 || argsz > arg.len() || flags & !rw != 0 || flags & rw == 0 {
-        return Ok(());
+        return None;
     }
-    let (vaddr, size) = (u64_at(arg, 8), u64_at(arg, 24));
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&arg[24..32]);
+    let size = u64::from_le_bytes(b);
+    b.copy_from_slice(&arg[8..16]);
+    let vaddr = u64::from_le_bytes(b);
     if size == 0 || size % 4096 != 0 || vaddr % 4096 != 0 {
-        return Ok(());
+        return None;
     }
-    let region = vaddr.checked_add(size).and_then(|end| {
-        regions
-            .iter()
-            .find(|r| r.addr <= vaddr && end <= r.addr + r.size)
-    });
-    match region {
-        Some(r) => {
-            let hpa = r.hpa + (vaddr - r.addr);
-            arg[8..16].copy_from_slice(&hpa.to_le_bytes());
-            Ok(())
-        }
-        None => Err(Reply::error(
-            Errno::EFAULT,
-            format!(
-                "vaddr {vaddr:#x} size {size:#x}: not inside guest memory this process registered"
-            ),
-        )),
+    translate_at(regions, arg, 8, size, "vaddr")
+}
+
+/// Rewrites `user_va` of an `IOMMU_IOAS_MAP` argument as [`translate_map_dma`] does `vaddr`,
+/// and returns the caller's value, which the reply must carry back (the kernel never
+/// rewrites `user_va`), with what names unregistered memory. Arguments shorter than the
+/// struct (40 bytes), or with a length the front end refuses anyway, are left alone.
+pub(super) fn translate_ioas_map(
+    regions: &[Region],
+    arg: &mut [u8],
+) -> (Option<u64>, Option<Unregistered>) {
+    if arg.len() < 40 {
+        return (None, None);
     }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&arg[24..32]);
+    let len = u64::from_le_bytes(b);
+    b.copy_from_slice(&arg[16..24]);
+    let va = u64::from_le_bytes(b);
+    if len == 0 || len == u64::MAX {
+        return (None, None);
+    }
+    let unregistered = translate_at(regions, arg, 16, len, "user_va");
+    (Some(va), unregistered)
 }
 
 #[cfg(test)]
@@ -279,15 +346,26 @@ mod tests {
             file: None,
         }];
         let mut a = map_arg(3, 0x11_0000, 0, 0x1000);
-        translate_map_dma(&regions, &mut a).unwrap();
+        assert_eq!(translate_map_dma(&regions, &mut a), None);
         assert_eq!(
             u64::from_le_bytes(a[8..16].try_into().unwrap()),
             0x4001_0000
         );
-        // Past the end of the region: EFAULT, argument untouched.
+        // Past the end of the region: pointed where nothing is backed, so the VFIO layer
+        // answers EFAULT at its pin step; the caller's address is kept for the message.
         let mut a = map_arg(3, 0x2f_f000, 0, 0x2000);
-        let r = translate_map_dma(&regions, &mut a).unwrap_err();
-        assert_eq!(r.errno(), Some(Errno::EFAULT));
+        let u = translate_map_dma(&regions, &mut a).expect("unregistered");
+        assert_eq!((u.field, u.addr, u.len), ("vaddr", 0x2f_f000, 0x2000));
+        assert_eq!(u64::from_le_bytes(a[8..16].try_into().unwrap()), UNBACKED);
+        let r = u.explain(Reply::error(Errno::EFAULT, "not backed"));
+        assert!(r.message.contains("vaddr 0x2ff000"), "{}", r.message);
+        let r = u.explain(Reply::error(Errno::EEXIST, "overlap"));
+        assert_eq!(r.message, "overlap");
+        // A vaddr range that wraps is left for the VFIO layer (EINVAL).
+        let mut a = map_arg(3, 0xffff_ffff_ffff_f000, 0, 0x2000);
+        let before = a.clone();
+        assert_eq!(translate_map_dma(&regions, &mut a), None);
+        assert_eq!(a, before);
         // Malformed arguments pass through for the VFIO layer to refuse in its order.
         for mut a in [
             map_arg(0, 0x11_0000, 0, 0x1000),
@@ -296,7 +374,7 @@ mod tests {
             vec![0; 16],
         ] {
             let before = a.clone();
-            translate_map_dma(&regions, &mut a).unwrap();
+            assert_eq!(translate_map_dma(&regions, &mut a), None);
             assert_eq!(a, before);
         }
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::record::Record;
 use super::state::StoreState;
-use super::{io_err, StoreError, FILE_MODE, LOG_NAME};
+use super::{io_err, nofollow_flag, not_a_file_or, StoreError, FILE_MODE, LOG_NAME};
 
 /// How far past its last record the log is filled with zeros at a time.
 pub(super) const PREALLOC: u64 = 1 << 20;
@@ -85,14 +85,21 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<LogFile, 
     for r in records {
         r.encode(&mut buf);
     }
+    // A leftover temporary file (or whatever else is at its name, a symbolic link included)
+    // is removed, not written through: the new one is created afresh, never following a link.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("cannot remove", &tmp)(e)),
+    }
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(FILE_MODE)
+        .custom_flags(nofollow_flag())
         .open(&tmp)
-        .map_err(io_err("cannot create", &tmp))?;
-    // A leftover temporary file keeps its old mode through `open`: narrow it.
+        .map_err(|e| not_a_file_or(e, &tmp, "cannot create"))?;
+    // The umask may have narrowed the mode further: set it exactly.
     f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .map_err(io_err("cannot set the mode of", &tmp))?;
     f.write_all(&buf).map_err(io_err("cannot write", &tmp))?;
@@ -115,8 +122,9 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<LogFile, 
     let file = OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(nofollow_flag())
         .open(&log)
-        .map_err(io_err("cannot reopen", &log))?;
+        .map_err(|e| not_a_file_or(e, &log, "cannot reopen"))?;
     Ok(LogFile {
         file,
         end,

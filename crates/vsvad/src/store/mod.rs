@@ -111,6 +111,16 @@ pub enum StoreError {
         /// What is wrong there.
         why: String,
     },
+    /// A state file is a symbolic link or not a regular file (a FIFO would block the replay,
+    /// a link would have the daemon create or write a file elsewhere). Nothing is changed.
+    #[error(
+        "state file {path} is not a regular file (a symbolic link or another file is there); \
+         refusing it"
+    )]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The state directory is not private to the daemon's user.
     #[error("state directory: {0}")]
     Dir(#[from] private_dir::DirError),
@@ -254,6 +264,45 @@ fn narrow_file_mode(file: &File, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens (creating if needed) the state file `path` for writing (and reading with `read`),
+/// never through a symbolic link, refusing anything but a regular file, and narrows its mode.
+fn open_state_file(path: &Path, read: bool, what: &'static str) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(read)
+        .write(true)
+        .mode(FILE_MODE)
+        .custom_flags(nofollow_flag())
+        .open(path)
+        .map_err(|e| not_a_file_or(e, path, what))?;
+    let meta = file.metadata().map_err(io_err("cannot stat", path))?;
+    if !meta.file_type().is_file() {
+        return Err(StoreError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    narrow_file_mode(&file, path)?;
+    Ok(file)
+}
+
+/// `O_NOFOLLOW`, for [`OpenOptionsExt::custom_flags`].
+pub(super) fn nofollow_flag() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// The error for a failed open of a state file: [`StoreError::NotAFile`] when the last
+/// component is a symbolic link (`ELOOP` under `O_NOFOLLOW`), else the I/O error.
+pub(super) fn not_a_file_or(e: io::Error, path: &Path, what: &'static str) -> StoreError {
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        StoreError::NotAFile {
+            path: path.to_owned(),
+        }
+    } else {
+        io_err(what, path)(e)
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, replays the log, and starts the writer.
     /// Returns the store and the replayed state. With [`Durability::Off`] nothing is read or
@@ -305,14 +354,7 @@ impl Store {
         };
         private_dir::ensure(dir, rustix::process::geteuid().as_raw(), private)?;
         let lock_path = dir.join(LOCK_NAME);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&lock_path)
-            .map_err(io_err("cannot open lock file", &lock_path))?;
-        narrow_file_mode(&lock, &lock_path)?;
+        let lock = open_state_file(&lock_path, false, "cannot open lock file")?;
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(StoreError::Locked {
                 path: dir.to_owned(),
@@ -320,15 +362,7 @@ impl Store {
             });
         }
         let log_path = dir.join(LOG_NAME);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&log_path)
-            .map_err(io_err("cannot open log", &log_path))?;
-        narrow_file_mode(&file, &log_path)?;
+        let mut file = open_state_file(&log_path, true, "cannot open log")?;
         let replayed = log::replay(&mut file, &log_path)?;
         if replayed.torn > 0 {
             tracing::warn!(
