@@ -3,7 +3,7 @@
 
 use zerocopy::IntoBytes;
 
-use crate::arg::read_sized_arg;
+use crate::arg::read_arg;
 use crate::errno::UapiError;
 use crate::iommu::{
     CacheInvalidateInfo, CacheSet, InvAddrInfo, InvGranu, InvPasidInfo,
@@ -206,8 +206,9 @@ impl CacheInvalidateRequest {
 /// (`iommu_uapi_cache_invalidate`, Linux 5.10). Checks, in order, each failing with the errno
 /// shown:
 ///
-/// 1. `buf.len() < 4` (no `argsz`) → `EFAULT`.
-/// 2. `argsz < 16` (the bytes before the `granu` union) → `EINVAL`.
+/// 1. `buf.len() < 16` (the bytes before the `granu` union, which the core copies before it
+///    looks at `argsz`) → `EFAULT`.
+/// 2. `argsz < 16` → `EINVAL`.
 /// 3. `buf.len() < min(argsz, 56)` → `EFAULT`.
 /// 4. `version != 1` → `EINVAL`.
 /// 5. `cache` has a bit at or above `1 << 3` → `EINVAL`.
@@ -224,7 +225,7 @@ impl CacheInvalidateRequest {
 /// PASID ownership are the IOMMU's and container's business, not checked here.
 #[inline(always)]
 pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, UapiError> {
-    let arg = read_sized_arg::<CacheInvalidateInfo>(
+    let arg = read_arg::<CacheInvalidateInfo>(
         buf,
         CacheInvalidateInfo::MIN_SIZE,
         "iommu_cache_invalidate_info before its granu union",

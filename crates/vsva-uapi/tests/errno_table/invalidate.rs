@@ -32,15 +32,24 @@ fn invalidate_valid() {
 
 #[test]
 fn invalidate_unreadable_is_efault() {
-    // Linux 5.10 iommu.c `iommu_uapi_cache_invalidate`: get_user(argsz), then
-    // copy_from_user(min(argsz, 56)).
+    // Linux 5.10 iommu.c `iommu_uapi_cache_invalidate`: copy_from_user of the 16 bytes
+    // before the granu union (before argsz is looked at), then copy_from_user(min(argsz, 56)).
     let raw = addr_inv().to_raw();
+    for len in [0, 3, 4, 15] {
+        assert_rejected(
+            decode_cache_invalidate(&raw.as_bytes()[..len]),
+            Errno::EFAULT,
+            &format!("the buffer holds {len} bytes, fewer than the 16 bytes"),
+        );
+    }
+    // EFAULT wins even when the readable argsz is also too small.
+    let small = mutated_inv(domain_inv(), |r| r.argsz = 8);
     assert_rejected(
-        decode_cache_invalidate(&raw.as_bytes()[..3]),
+        decode_cache_invalidate(&small.as_bytes()[..10]),
         Errno::EFAULT,
-        "fewer than the 4 bytes",
+        "the buffer holds 10 bytes, fewer than the 16 bytes",
     );
-    for len in [4, 15, 40] {
+    for len in [16, 40] {
         assert_rejected(
             decode_cache_invalidate(&raw.as_bytes()[..len]),
             Errno::EFAULT,
