@@ -8,20 +8,18 @@
 //! ioctl's argument pointer. The argument's first field is always `argsz: u32`, the size the
 //! caller claims the argument has. Each struct has a `minsz`, the bytes that are mandatory
 //! (the whole struct for fixed structs, the offset of the trailing union for payloads with a
-//! variable-size union). The kernel reads arguments in one of two ways, and each has its reader:
+//! variable-size union). VFIO (`copy_from_user(minsz)`, then `argsz < minsz`) and the IOMMU
+//! core for the nesting payloads (`iommu_sva_prepare_bind_data`, `iommu_uapi_cache_invalidate`
+//! of Linux 5.10: `copy_from_user` of the part before the union, then `argsz < minsz`, then
+//! `copy_from_user(min(argsz, size) - minsz)` more) read an argument the same way, and
+//! [`read_arg`] is that reader:
 //!
-//! * [`read_arg`], the VFIO way (`copy_from_user(minsz)`, then `argsz < minsz`):
-//!   1. `buf.len() < minsz` → `EFAULT`, before `argsz` is looked at;
-//!   2. `argsz < minsz` → `EINVAL`;
-//!   3. the bytes past `minsz` that are read (up to `min(argsz, size_of::<T>())`) are not in
-//!      `buf` → `EFAULT`.
-//! * [`read_sized_arg`], the IOMMU core's way for the nesting payloads (`get_user(argsz)`,
-//!   then `argsz < minsz`, then `copy_from_user(min(argsz, size))`):
-//!   1. `buf.len() < 4` → `EFAULT`;
-//!   2. `argsz < minsz` → `EINVAL`;
-//!   3. `buf.len() < min(argsz, size_of::<T>())` → `EFAULT`.
+//! 1. `buf.len() < minsz` → `EFAULT`, before `argsz` is looked at;
+//! 2. `argsz < minsz` → `EINVAL`;
+//! 3. the bytes past `minsz` that are read (up to `min(argsz, size_of::<T>())`) are not in
+//!    `buf` → `EFAULT`.
 //!
-//! Either way `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: bytes of a newer,
+//! Then `min(argsz, size_of::<T>())` bytes are copied into a zeroed `T`: bytes of a newer,
 //! larger struct (past what this crate knows) are never read, so an `argsz` beyond the buffer
 //! is no fault unless the known struct itself is cut short; known bytes past `argsz` (an
 //! older, smaller struct) read as zero.
@@ -30,7 +28,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::errno::UapiError;
 
-/// The fixed part of an argument, read by [`read_arg`] or [`read_sized_arg`].
+/// The fixed part of an argument, read by [`read_arg`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arg<'a, T> {
     /// The known struct: the first `min(argsz, size_of::<T>())` bytes of the buffer, the rest
@@ -53,8 +51,8 @@ fn argsz_of(buf: &[u8]) -> u32 {
 }
 
 /// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz` (at least 4, at
-/// most `size_of::<T>()`) the way VFIO does: the mandatory part is copied first, then `argsz`
-/// is checked (the three checks of the module's buffer model, in order). `what` names the
+/// most `size_of::<T>()`) the way VFIO and the IOMMU core do: the mandatory part is copied
+/// first, then `argsz` is checked (the three checks of the module's buffer model, in order). `what` names the
 /// mandatory part in messages, e.g. `"vfio_iommu_type1_pasid_request"`. Inlined, so the value
 /// is built in the caller's frame and a hot path pays no copy through memory for it.
 ///
@@ -75,33 +73,7 @@ where
     copy_known(buf, minsz, what)
 }
 
-/// Reads an `argsz`-prefixed argument of type `T` with mandatory size `minsz` the way the
-/// IOMMU core reads the nesting payloads (`iommu_gpasid_bind_data`,
-/// `iommu_cache_invalidate_info`): `argsz` alone first, then `min(argsz, size_of::<T>())`
-/// bytes. Unlike [`read_arg`], an `argsz` below `minsz` is `EINVAL` even when the buffer is
-/// shorter than `minsz`.
-///
-/// # Errors
-///
-/// `EFAULT` when `buf` holds fewer than 4 bytes or fewer than the `min(argsz, size_of::<T>())`
-/// bytes to copy; `EINVAL` when `argsz < minsz`. Nothing is read then.
-#[inline(always)]
-pub fn read_sized_arg<'a, T>(
-    buf: &'a [u8],
-    minsz: usize,
-    what: &str,
-) -> Result<Arg<'a, T>, UapiError>
-where
-    T: FromBytes + IntoBytes,
-{
-    debug_assert!((4..=size_of::<T>()).contains(&minsz));
-    if buf.len() < 4 {
-        return Err(no_argsz(buf.len(), what));
-    }
-    copy_known(buf, minsz, what)
-}
-
-/// The shared tail of both readers: `argsz < minsz` → `EINVAL`, then the known part `argsz`
+/// The tail of [`read_arg`]: `argsz < minsz` → `EINVAL`, then the known part `argsz`
 /// covers must be in `buf` (`EFAULT`), and is copied into a zeroed `T`.
 #[inline(always)]
 fn copy_known<'a, T>(buf: &'a [u8], minsz: usize, what: &str) -> Result<Arg<'a, T>, UapiError>
@@ -143,15 +115,6 @@ where
 fn short_buffer(len: usize, minsz: usize, what: &str) -> UapiError {
     UapiError::fault(format!(
         "the buffer holds {len} bytes, fewer than the {minsz} bytes of {what}"
-    ))
-}
-
-/// `EFAULT`: not even the `argsz` of `what` is in the buffer.
-#[cold]
-#[inline(never)]
-fn no_argsz(len: usize, what: &str) -> UapiError {
-    UapiError::fault(format!(
-        "the buffer holds {len} bytes, fewer than the 4 bytes of the argsz of {what}"
     ))
 }
 
@@ -252,21 +215,6 @@ mod tests {
         );
         buf[..4].copy_from_slice(&15u32.to_le_bytes());
         assert_eq!(errno(&buf), Errno::EINVAL);
-    }
-
-    #[test]
-    fn the_sized_reader_checks_argsz_before_the_minimum_is_in_the_buffer() {
-        let errno = |buf: &[u8]| {
-            read_sized_arg::<PasidRequest>(buf, 16, "x")
-                .unwrap_err()
-                .errno()
-        };
-        assert_eq!(errno(&request_bytes(8, 4)[..3]), Errno::EFAULT);
-        assert_eq!(errno(&request_bytes(8, 4)), Errno::EINVAL);
-        assert_eq!(errno(&request_bytes(16, 12)), Errno::EFAULT);
-        let buf = request_bytes(100, 16);
-        let arg = read_sized_arg::<PasidRequest>(&buf, 16, "x").unwrap();
-        assert_eq!(arg.argsz, 100);
     }
 
     #[test]

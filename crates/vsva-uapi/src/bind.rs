@@ -2,7 +2,7 @@
 
 use zerocopy::IntoBytes;
 
-use crate::arg::read_sized_arg;
+use crate::arg::read_arg;
 use crate::errno::UapiError;
 use crate::iommu::{
     GpasidBindData, GpasidBindDataVtd, VtdBindFlags, IOMMU_GPASID_BIND_VERSION_1,
@@ -221,8 +221,9 @@ fn bad_addr_width(bits: u32) -> UapiError {
 /// `iommu_uapi_sva_unbind_gpasid`, Linux 5.10). `buf` is the payload: every byte available
 /// for it. Checks, in order, each failing with the errno shown:
 ///
-/// 1. `buf.len() < 4` (no `argsz`) → `EFAULT`.
-/// 2. `argsz < 56` (the bytes before the vendor union) → `EINVAL`.
+/// 1. `buf.len() < 56` (the bytes before the vendor union, which the core copies before it
+///    looks at `argsz`) → `EFAULT`.
+/// 2. `argsz < 56` → `EINVAL`.
 /// 3. `buf.len() < min(argsz, 72)` → `EFAULT`.
 /// 4. `version != 1` → `EINVAL`.
 /// 5. `format >= IOMMU_PASID_FORMAT_LAST` (2) → `EINVAL` (the core accepts 0; the VT-d driver
@@ -238,7 +239,7 @@ fn bad_addr_width(bits: u32) -> UapiError {
 /// As listed; nothing is read then.
 #[inline(always)]
 pub fn read_bind_data(buf: &[u8]) -> Result<BindData, UapiError> {
-    let data: GpasidBindData = read_sized_arg(
+    let data: GpasidBindData = read_arg(
         buf,
         GpasidBindData::MIN_SIZE,
         "iommu_gpasid_bind_data before its vendor union",

@@ -3,7 +3,7 @@
 
 use zerocopy::IntoBytes;
 
-use crate::arg::read_sized_arg;
+use crate::arg::read_arg;
 use crate::errno::UapiError;
 use crate::iommu::{
     CacheInvalidateInfo, CacheSet, InvAddrInfo, InvGranu, InvPasidInfo,
@@ -103,16 +103,22 @@ fn granularity_name(granularity: u8) -> &'static str {
     }
 }
 
-/// The valid (granularity, cache) pairs: at least one cache; DOMAIN never with DEV_IOTLB; ADDR
-/// never with the PASID cache; PASID with any.
+/// The valid (granularity, cache) pairs: at least one cache (vsva's rule, see
+/// [`decode_cache_invalidate`]) and [`core_pair_ok`].
 #[inline(always)]
 fn pair_ok(caches: CacheSet, granularity: u8) -> bool {
-    !caches.is_empty()
-        && match granularity {
-            IOMMU_INV_GRANU_DOMAIN => !caches.intersects(CacheSet::DEV_IOTLB),
-            IOMMU_INV_GRANU_ADDR => !caches.intersects(CacheSet::PASID),
-            _ => true,
-        }
+    !caches.is_empty() && core_pair_ok(caches, granularity)
+}
+
+/// The IOMMU core's (granularity, cache) rules (`iommu_check_cache_invl_data`): DOMAIN never
+/// with DEV_IOTLB; ADDR never with the PASID cache; PASID with any.
+#[inline(always)]
+fn core_pair_ok(caches: CacheSet, granularity: u8) -> bool {
+    match granularity {
+        IOMMU_INV_GRANU_DOMAIN => !caches.intersects(CacheSet::DEV_IOTLB),
+        IOMMU_INV_GRANU_ADDR => !caches.intersects(CacheSet::PASID),
+        _ => true,
+    }
 }
 
 /// [`pair_ok`] as a check: `EINVAL` naming the cache bits for an invalid pair.
@@ -203,48 +209,60 @@ impl CacheInvalidateRequest {
 /// Decodes and validates an `iommu_cache_invalidate_info` from the caller's buffer.
 ///
 /// `buf` is the payload: every byte available for it, read as the IOMMU core reads it
-/// (`iommu_uapi_cache_invalidate`, Linux 5.10). Checks, in order, each failing with the errno
-/// shown:
+/// (`iommu_uapi_cache_invalidate` and `iommu_check_cache_invl_data`, Linux 5.10). Checks, in
+/// order, each failing with the errno shown:
 ///
-/// 1. `buf.len() < 4` (no `argsz`) → `EFAULT`.
-/// 2. `argsz < 16` (the bytes before the `granu` union) → `EINVAL`.
-/// 3. `buf.len() < min(argsz, 56)` → `EFAULT`.
-/// 4. `version != 1` → `EINVAL`.
-/// 5. `cache` has a bit at or above `1 << 3` → `EINVAL`.
-/// 6. `granularity >= 3` → `EINVAL`.
-/// 7. a `padding` byte is non-zero → `EINVAL`.
-/// 8. `argsz` ends before the union member `granularity` selects: below 32 for PASID, below 56
-///    for ADDR (DOMAIN needs no member) → `EINVAL`.
-/// 9. the (granularity, cache) pair is invalid: `cache == 0`; DOMAIN with `DEV_IOTLB`; ADDR
-///    with `PASID` → `EINVAL`.
-/// 10. the member's `flags` has an undefined bit (PASID: above `PASID | ARCHID`; ADDR: above
-///     `PASID | ARCHID | LEAF`) → `EINVAL`.
+/// 1. `buf.len() < 16` (the bytes before the `granu` union, which the core copies before it
+///    looks at `argsz`) → `EFAULT`.
+/// 2. `argsz < 16` → `EINVAL`.
+/// 3. `argsz` ends before the union member `granularity` selects: below 32 for PASID, below 56
+///    for ADDR (DOMAIN, and an unknown granularity, select none) → `EINVAL`.
+/// 4. `buf.len() < min(argsz, 56)` → `EFAULT`.
+/// 5. `version != 1` → `EINVAL`.
+/// 6. `cache` has a bit at or above `1 << 3` → `EINVAL`.
+/// 7. `granularity >= 3` → `EINVAL`.
+/// 8. the granularity's own rules → `EINVAL`: ADDR with the `PASID` cache, then an
+///    `addr_info.flags` bit outside `PASID | ARCHID | LEAF`; PASID: a `pasid_info.flags` bit
+///    outside `PASID | ARCHID`; DOMAIN with `DEV_IOTLB`.
+/// 9. a `padding` byte is non-zero → `EINVAL`.
+/// 10. `cache == 0` → `EINVAL`. This one is vsva's: the core accepts an empty set and the
+///     VT-d driver then invalidates nothing; through `VFIO_IOMMU_NESTING_OP` both answer 0
+///     and invalidate nothing.
 ///
 /// An `argsz` above 56 is accepted and the tail ignored. Address alignment, granule sizes and
 /// PASID ownership are the IOMMU's and container's business, not checked here.
 #[inline(always)]
 pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, UapiError> {
-    let arg = read_sized_arg::<CacheInvalidateInfo>(
+    // Check 3 sits between the two copies of the core: it needs only the first 16 bytes.
+    if let Some(head) = buf.get(..CacheInvalidateInfo::MIN_SIZE) {
+        let argsz = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let granularity = head[9];
+        let argsz = argsz as usize;
+        if argsz >= CacheInvalidateInfo::MIN_SIZE && argsz < member_of(granularity).1 {
+            return Err(short_member(argsz, granularity));
+        }
+    }
+    let arg = read_arg::<CacheInvalidateInfo>(
         buf,
         CacheInvalidateInfo::MIN_SIZE,
         "iommu_cache_invalidate_info before its granu union",
     )?;
     let info = &arg.value;
-    // Checks 4 to 9 in one test on the hot path; which one failed (and its message) is worked
+    // Checks 5 to 10 in one test on the hot path; which one failed (and its message) is worked
     // out out of line, in the order listed.
     let caches = CacheSet::from_bits_truncate(info.cache);
     if info.version != IOMMU_CACHE_INVALIDATE_INFO_VERSION_1
         || caches.bits() != info.cache
         || info.granularity >= IOMMU_INV_GRANU_NR
-        || info.padding != [0; 6]
-        || (arg.argsz as usize) < member_of(info.granularity).1
         || !pair_ok(caches, info.granularity)
+        || member_flags(info) & !known_member_flags(info.granularity) != 0
+        || info.padding != [0; 6]
     {
         return Err(refuse_cache_invalidate(info));
     }
     let granularity = match info.granularity {
-        IOMMU_INV_GRANU_PASID => decode_pasid_info(info.granu.pasid_info())?,
-        IOMMU_INV_GRANU_ADDR => decode_addr_info(info.granu.addr_info())?,
+        IOMMU_INV_GRANU_PASID => pasid_granularity(info.granu.pasid_info()),
+        IOMMU_INV_GRANU_ADDR => addr_granularity(info.granu.addr_info()),
         _ => Granularity::Domain,
     };
     Ok(CacheInvalidateRequest {
@@ -254,7 +272,7 @@ pub fn decode_cache_invalidate(buf: &[u8]) -> Result<CacheInvalidateRequest, Uap
 }
 
 /// The union member a raw granularity selects, and where it ends (the header alone for
-/// DOMAIN).
+/// DOMAIN and for an unknown granularity).
 #[inline(always)]
 fn member_of(granularity: u8) -> (&'static str, usize) {
     match granularity {
@@ -264,7 +282,40 @@ fn member_of(granularity: u8) -> (&'static str, usize) {
     }
 }
 
-/// The first of [`decode_cache_invalidate`]'s checks 4 to 9 that `info` fails, as its
+/// The `flags` of the union member `info.granularity` selects (0 for DOMAIN).
+#[inline(always)]
+fn member_flags(info: &CacheInvalidateInfo) -> u32 {
+    match info.granularity {
+        IOMMU_INV_GRANU_PASID => info.granu.pasid_info().flags,
+        IOMMU_INV_GRANU_ADDR => info.granu.addr_info().flags,
+        _ => 0,
+    }
+}
+
+/// The flags defined for the union member a granularity selects.
+#[inline(always)]
+fn known_member_flags(granularity: u8) -> u32 {
+    match granularity {
+        IOMMU_INV_GRANU_PASID => IOMMU_INV_PASID_FLAGS_PASID | IOMMU_INV_PASID_FLAGS_ARCHID,
+        IOMMU_INV_GRANU_ADDR => {
+            IOMMU_INV_ADDR_FLAGS_PASID | IOMMU_INV_ADDR_FLAGS_ARCHID | IOMMU_INV_ADDR_FLAGS_LEAF
+        }
+        _ => 0,
+    }
+}
+
+/// `EINVAL`: `argsz` ends before the union member `granularity` selects (check 3).
+#[cold]
+#[inline(never)]
+fn short_member(argsz: usize, granularity: u8) -> UapiError {
+    let (member, member_end) = member_of(granularity);
+    UapiError::invalid(format!(
+        "argsz {argsz} ends before granu.{member}, which {} granularity needs ({member_end} bytes)",
+        granularity_name(granularity)
+    ))
+}
+
+/// The first of [`decode_cache_invalidate`]'s checks 5 to 10 that `info` fails, as its
 /// `EINVAL`.
 #[cold]
 #[inline(never)]
@@ -291,52 +342,43 @@ fn refuse_cache_invalidate(info: &CacheInvalidateInfo) -> UapiError {
             info.granularity
         ));
     }
+    if !core_pair_ok(caches, info.granularity) {
+        return refuse_pair(caches, info.granularity);
+    }
+    let known = known_member_flags(info.granularity);
+    let flags = member_flags(info);
+    if flags & !known != 0 {
+        return undefined_member_flags(member_of(info.granularity).0, flags, known);
+    }
     if let Some(index) = info.padding.iter().position(|&b| b != 0) {
         return UapiError::invalid(format!(
             "padding[{index}] is {:#x}; iommu_cache_invalidate_info padding must be zero",
             info.padding[index]
         ));
     }
-    let (member, member_end) = member_of(info.granularity);
-    if (info.argsz as usize) < member_end {
-        return UapiError::invalid(format!(
-            "argsz {} ends before granu.{member}, which {} granularity needs ({member_end} bytes)",
-            info.argsz,
-            granularity_name(info.granularity)
-        ));
-    }
     refuse_pair(caches, info.granularity)
 }
 
-/// Checks `iommu_inv_pasid_info.flags` and lifts the member into [`Granularity::Pasid`].
+/// Lifts a checked `iommu_inv_pasid_info` into [`Granularity::Pasid`].
 #[inline(always)]
-fn decode_pasid_info(info: InvPasidInfo) -> Result<Granularity, UapiError> {
-    let known = IOMMU_INV_PASID_FLAGS_PASID | IOMMU_INV_PASID_FLAGS_ARCHID;
-    if info.flags & !known != 0 {
-        return Err(undefined_member_flags("pasid_info", info.flags, known));
-    }
-    Ok(Granularity::Pasid {
+fn pasid_granularity(info: InvPasidInfo) -> Granularity {
+    Granularity::Pasid {
         pasid: (info.flags & IOMMU_INV_PASID_FLAGS_PASID != 0).then_some(info.pasid),
         archid: (info.flags & IOMMU_INV_PASID_FLAGS_ARCHID != 0).then_some(info.archid),
-    })
+    }
 }
 
-/// Checks `iommu_inv_addr_info.flags` and lifts the member into [`Granularity::Addr`].
+/// Lifts a checked `iommu_inv_addr_info` into [`Granularity::Addr`].
 #[inline(always)]
-fn decode_addr_info(info: InvAddrInfo) -> Result<Granularity, UapiError> {
-    let known =
-        IOMMU_INV_ADDR_FLAGS_PASID | IOMMU_INV_ADDR_FLAGS_ARCHID | IOMMU_INV_ADDR_FLAGS_LEAF;
-    if info.flags & !known != 0 {
-        return Err(undefined_member_flags("addr_info", info.flags, known));
-    }
-    Ok(Granularity::Addr {
+fn addr_granularity(info: InvAddrInfo) -> Granularity {
+    Granularity::Addr {
         pasid: (info.flags & IOMMU_INV_ADDR_FLAGS_PASID != 0).then_some(info.pasid),
         archid: (info.flags & IOMMU_INV_ADDR_FLAGS_ARCHID != 0).then_some(info.archid),
         addr: info.addr,
         granule_size: info.granule_size,
         nb_granules: info.nb_granules,
         leaf: info.flags & IOMMU_INV_ADDR_FLAGS_LEAF != 0,
-    })
+    }
 }
 
 /// `EINVAL`: the union member's `flags` has bits outside `known`.
@@ -415,13 +457,12 @@ mod tests {
             .unwrap()
             .to_raw();
         type Break = fn(&mut CacheInvalidateInfo);
-        let cases: [(Break, &str); 6] = [
+        let cases: [(Break, &str); 5] = [
             (|r| r.version = 2, "version 2"),
             (|r| r.cache |= 0x8, "bits 0x8 are not defined"),
             (|r| r.granularity = 3, "granularity 3"),
-            (|r| r.padding[4] = 1, "padding[4] is 0x1"),
-            (|r| r.argsz = 40, "argsz 40 ends before granu.addr_info"),
             (|r| r.cache |= CacheSet::PASID.bits(), "includes PASID"),
+            (|r| r.padding[4] = 1, "padding[4] is 0x1"),
         ];
         for (i, (first, expected)) in cases.iter().enumerate() {
             let mut raw = base;

@@ -18,9 +18,9 @@
 //!   with [`iommufd::read_iommufd_arg`], iommufd's `copy_struct_from_user` reader.
 //! * [`pci_regs`]: the PCIe PASID capability's place and bits in configuration space.
 //! * [`errno`]: [`Errno`] and the rich [`UapiError`].
-//! * The argument readers, [`read_arg`] (VFIO's way), [`read_sized_arg`] (the IOMMU core's way
-//!   for the nesting payloads) and [`read_int_arg`] for integer arguments, which every decoder
-//!   here and every ioctl front end uses.
+//! * The argument readers, [`read_arg`] (VFIO's and the IOMMU core's way: the mandatory part
+//!   first, then `argsz`) and [`read_int_arg`] for integer arguments, which every decoder here
+//!   and every ioctl front end uses.
 //! * Decoders that turn a caller's raw bytes into typed, validated requests, or the exact
 //!   error: [`decode_pasid_request`], [`decode_nesting_op`] (or [`decode_nesting_op_header`]
 //!   then [`NestingOpArg::decode`]), [`decode_bind_data`], [`decode_cache_invalidate`]; and
@@ -38,12 +38,12 @@
 //!
 //! // ...and the server decodes it, or learns exactly what is wrong.
 //! assert_eq!(decode_nesting_op(&bytes), Ok(NestingOp::Bind(bind)));
-//! let err = decode_nesting_op(&bytes[..40]).unwrap_err();
+//! let err = decode_nesting_op(&bytes[..72]).unwrap_err();
 //! assert_eq!(err.errno(), Errno::EFAULT);
 //! assert_eq!(
 //!     err.to_string(),
 //!     "EFAULT: argsz 72 covers 72 bytes of iommu_gpasid_bind_data before its vendor union, \
-//!      but the buffer holds 32"
+//!      but the buffer holds 64"
 //! );
 //! ```
 //!
@@ -52,9 +52,10 @@
 //! A decoder receives the whole user buffer: every byte the caller supplied. Each argument
 //! starts with `argsz`, the size the caller claims for it, and has a mandatory size `minsz`
 //! (the whole struct, or the part before a trailing union). The sizes are checked first, in
-//! the order of the kernel code that reads the argument (see [`read_arg`] and
-//! [`read_sized_arg`]): the bytes the kernel copies must be in the buffer (else `EFAULT`), and
-//! `argsz < minsz` is `EINVAL`.
+//! the order of the kernel code that reads the argument (see [`read_arg`]): the mandatory
+//! part must be in the buffer (else `EFAULT`, before `argsz` is looked at), `argsz < minsz` is
+//! `EINVAL`, and the rest of the known struct that `argsz` covers must be in the buffer (else
+//! `EFAULT`).
 //!
 //! A larger struct than this crate knows (`argsz` past the known size) is accepted and its
 //! tail never read, so an `argsz` beyond the buffer is no fault unless the known struct is cut
@@ -92,7 +93,7 @@ mod pasid_request;
 pub mod pci_regs;
 pub mod vfio;
 
-pub use arg::{read_arg, read_int_arg, read_sized_arg, Arg};
+pub use arg::{read_arg, read_int_arg, Arg};
 pub use bind::{decode_bind_data, read_bind_data, AddrWidth, BindData, BindRequest, VtdBindAttrs};
 pub use errno::{Errno, UapiError};
 pub use invalidate::{decode_cache_invalidate, CacheInvalidateRequest, Granularity};

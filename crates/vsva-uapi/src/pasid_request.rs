@@ -104,9 +104,11 @@ fn inverted_range(min: u32, max: u32) -> UapiError {
     UapiError::invalid(format!("range.min {min} is greater than range.max {max}"))
 }
 
-/// A `vfio_iommu_type1_pasid_request` that passed the series' checks made before it looks at
-/// the container ([`read_pasid_request`]); which operation it is ([`PasidRequestArg::op`]) is
-/// decided after the container's check, as in the series.
+/// A `vfio_iommu_type1_pasid_request` that passed the series' checks of the argument
+/// ([`read_pasid_request`]); which operation it is ([`PasidRequestArg::op`]) is decided next.
+/// In v5 07/15 that is the `switch` whose `default:` answers `EINVAL` for `flags` 0 or both
+/// whatever the container, and only its ALLOC and FREE cases ask for the container's PASID
+/// context (`EOPNOTSUPP`); v6 moved the context check before the `switch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PasidRequestArg {
     /// The `flags`: no bit other than ALLOC and FREE, but possibly neither or both.

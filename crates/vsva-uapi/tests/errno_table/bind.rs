@@ -39,15 +39,27 @@ fn bind_valid() {
 
 #[test]
 fn bind_unreadable_is_efault() {
-    // Linux 5.10 iommu.c `iommu_sva_prepare_bind_data`: get_user(argsz) faults, then
+    // Linux 5.10 iommu.c `iommu_sva_prepare_bind_data`: copy_from_user of the 56 bytes
+    // before the vendor union faults (before argsz is looked at), then
     // copy_from_user(min(argsz, 72)) faults.
     let raw = valid_bind().to_raw();
-    assert_rejected(
-        decode_bind_data(&raw.as_bytes()[..3]),
-        Errno::EFAULT,
-        "fewer than the 4 bytes",
-    );
-    for len in [4, 55, 64] {
+    for len in [0, 3, 4, 55] {
+        assert_rejected(
+            decode_bind_data(&raw.as_bytes()[..len]),
+            Errno::EFAULT,
+            &format!("the buffer holds {len} bytes, fewer than the 56 bytes"),
+        );
+    }
+    // EFAULT wins even when the readable argsz is also too small.
+    for (argsz, len) in [(0, 4), (10, 20), (55, 55)] {
+        let short = mutated_bind(|r| r.argsz = argsz);
+        assert_rejected(
+            decode_bind_data(&short.as_bytes()[..len]),
+            Errno::EFAULT,
+            &format!("the buffer holds {len} bytes, fewer than the 56 bytes"),
+        );
+    }
+    for len in [56, 64, 71] {
         assert_rejected(
             decode_bind_data(&raw.as_bytes()[..len]),
             Errno::EFAULT,

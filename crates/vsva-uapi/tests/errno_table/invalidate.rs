@@ -32,15 +32,24 @@ fn invalidate_valid() {
 
 #[test]
 fn invalidate_unreadable_is_efault() {
-    // Linux 5.10 iommu.c `iommu_uapi_cache_invalidate`: get_user(argsz), then
-    // copy_from_user(min(argsz, 56)).
+    // Linux 5.10 iommu.c `iommu_uapi_cache_invalidate`: copy_from_user of the 16 bytes
+    // before the granu union (before argsz is looked at), then copy_from_user(min(argsz, 56)).
     let raw = addr_inv().to_raw();
+    for len in [0, 3, 4, 15] {
+        assert_rejected(
+            decode_cache_invalidate(&raw.as_bytes()[..len]),
+            Errno::EFAULT,
+            &format!("the buffer holds {len} bytes, fewer than the 16 bytes"),
+        );
+    }
+    // EFAULT wins even when the readable argsz is also too small.
+    let small = mutated_inv(domain_inv(), |r| r.argsz = 8);
     assert_rejected(
-        decode_cache_invalidate(&raw.as_bytes()[..3]),
+        decode_cache_invalidate(&small.as_bytes()[..10]),
         Errno::EFAULT,
-        "fewer than the 4 bytes",
+        "the buffer holds 10 bytes, fewer than the 16 bytes",
     );
-    for len in [4, 15, 40] {
+    for len in [16, 40] {
         assert_rejected(
             decode_cache_invalidate(&raw.as_bytes()[..len]),
             Errno::EFAULT,
@@ -243,14 +252,16 @@ fn invalidate_domain_ignores_the_union() {
 
 #[test]
 fn invalidate_check_order() {
+    // Linux 5.10 iommu.c `iommu_uapi_cache_invalidate`, then `iommu_check_cache_invl_data`:
+    // version, cache bits, granularity, the granularity's own rules (ADDR: no PASID cache, then
+    // the addr_info flags; PASID: the pasid_info flags; DOMAIN: no DEV_IOTLB), padding last.
+    // vsva's refusal of an empty cache set comes after all of them.
     type Mutation = fn(&mut CacheInvalidateInfo);
     let steps: [(Mutation, &str); 8] = [
         (|r| r.argsz = 12, "argsz 12"),
         (|r| r.version = 0, "version 0"),
         (|r| r.cache = 0x18, "cache 0x18"),
         (|r| r.granularity = 7, "granularity 7"),
-        (|r| r.padding[5] = 2, "padding[5]"),
-        (|r| r.argsz = 40, "argsz 40 ends before granu.addr_info"),
         (|r| r.cache = 0x4, "includes PASID"),
         (
             |r| {
@@ -260,14 +271,16 @@ fn invalidate_check_order() {
             },
             "granu.addr_info.flags",
         ),
+        (|r| r.padding[5] = 2, "padding[5]"),
+        (|r| r.cache = 0, "cache 0x0: at least one"),
     ];
     for first in 0..steps.len() {
         let mut raw = addr_inv().to_raw();
         for (mutate, _) in &steps[first..] {
             mutate(&mut raw);
         }
-        // `argsz` and `cache` are each broken twice (for different rules), so a later step can
-        // overwrite this iteration's mutation: apply this step last so it is the one in force.
+        // `cache` is broken three times (for different rules), so a later step can overwrite
+        // this iteration's mutation: apply this step last so it is the one in force.
         steps[first].0(&mut raw);
         assert_rejected(
             decode_inv_both(raw.as_bytes()),
@@ -275,6 +288,66 @@ fn invalidate_check_order() {
             steps[first].1,
         );
     }
+}
+
+#[test]
+fn invalidate_member_size_comes_before_the_rest_is_read() {
+    // `iommu_uapi_cache_invalidate` checks that argsz reaches the member the granularity
+    // selects right after `argsz >= 16`: before the second copy_from_user (so no EFAULT) and
+    // before any field.
+    let pasid = mutated_inv(pasid_inv(), |r| r.argsz = 24);
+    assert_rejected(
+        decode_inv_both(&pasid.as_bytes()[..20]),
+        Errno::EINVAL,
+        "argsz 24 ends before granu.pasid_info",
+    );
+    let addr = mutated_inv(addr_inv(), |r| {
+        r.argsz = 40;
+        r.version = 0;
+        r.cache = 0x18;
+        r.padding[0] = 1;
+    });
+    assert_rejected(
+        decode_inv_both(addr.as_bytes()),
+        Errno::EINVAL,
+        "argsz 40 ends before granu.addr_info",
+    );
+    // An unknown granularity selects no member: its argsz is not held against one.
+    let unknown = mutated_inv(addr_inv(), |r| {
+        r.argsz = 16;
+        r.granularity = 3;
+    });
+    assert_rejected(
+        decode_inv_both(&unknown.as_bytes()[..16]),
+        Errno::EINVAL,
+        "granularity 3",
+    );
+}
+
+#[test]
+fn invalidate_padding_comes_after_the_granularity_rules() {
+    let domain = mutated_inv(domain_inv(), |r| {
+        r.cache = 0x2;
+        r.padding[2] = 9;
+    });
+    assert_rejected(
+        decode_inv_both(domain.as_bytes()),
+        Errno::EINVAL,
+        "includes DEV_IOTLB",
+    );
+    let pasid = mutated_inv(pasid_inv(), |r| {
+        r.granu = InvGranu::from(InvPasidInfo {
+            flags: 1 << 5,
+            archid: 0,
+            pasid: 100,
+        });
+        r.padding[2] = 9;
+    });
+    assert_rejected(
+        decode_inv_both(pasid.as_bytes()),
+        Errno::EINVAL,
+        "granu.pasid_info.flags",
+    );
 }
 
 #[test]

@@ -85,7 +85,8 @@ fn nesting_op_unknown_op_is_einval() {
 #[test]
 fn nesting_op_payload_shorter_than_its_own_argsz_is_efault() {
     // Linux 5.10 iommu.c `iommu_sva_prepare_bind_data` / `iommu_uapi_cache_invalidate`:
-    // get_user(argsz), then copy_from_user(min(argsz, known size)) faults.
+    // copy_from_user of the part before the union, then copy_from_user(min(argsz, known
+    // size)) faults.
     let bind = valid_bind().to_bytes();
     assert_rejected(
         decode_nesting_op(&nesting(80, 0, &bind[..60])),
@@ -95,13 +96,13 @@ fn nesting_op_payload_shorter_than_its_own_argsz_is_efault() {
     assert_rejected(
         decode_nesting_op(&nesting(80, 1, &bind[..3])),
         Errno::EFAULT,
-        "fewer than the 4 bytes of the argsz",
+        "the buffer holds 3 bytes, fewer than the 56 bytes of iommu_gpasid_bind_data",
     );
     let inv = domain_inv().to_bytes();
     assert_rejected(
         decode_nesting_op(&nesting(80, 2, &inv[..15])),
         Errno::EFAULT,
-        "covers 56 bytes of iommu_cache_invalidate_info",
+        "the buffer holds 15 bytes, fewer than the 16 bytes of iommu_cache_invalidate_info",
     );
 }
 

@@ -34,8 +34,9 @@ impl Container {
 
     /// Runs a read PASID_REQUEST and, while the mm lock is still held, hands its outcome
     /// to `journal`: no other PASID request of the process runs between the change and its
-    /// record. As in the series (v5 07/15), a container without a PASID context answers
-    /// `EOPNOTSUPP` before `flags` 0 or both is refused (`EINVAL`).
+    /// record. As in the series (v5 07/15: the `switch`'s `default:` answers `EINVAL`, only
+    /// its ALLOC and FREE cases look for the context), `flags` 0 or both is refused
+    /// (`EINVAL`) before a container without a PASID context answers `EOPNOTSUPP`.
     ///
     /// # Errors
     ///
@@ -48,8 +49,9 @@ impl Container {
         req: PasidRequestArg,
         journal: impl FnOnce(&IoctlOutcome),
     ) -> Result<IoctlOutcome, VfioError> {
+        let op = req.op()?;
         self.with_mm(|mm| {
-            let outcome = match req.op()? {
+            let outcome = match op {
                 PasidRequestOp::Alloc { min, max } => {
                     IoctlOutcome::PasidAllocated(mm.set.alloc(min, max)?)
                 }

@@ -59,8 +59,9 @@ fn nesting_op_header_and_container_rows() {
         ),
         row("op 3", On::Nest, NO, op(3, bind), Err(EINVAL)),
         row("op 0xffff", On::Nest, NO, op(0xffff, bind), Err(EINVAL)),
-        // The payload's bytes: the core's get_user(argsz) and copy_from_user(min(argsz,
-        // size)) fault; a bind returns it, an unbind or invalidation answers 0.
+        // The payload's bytes: the core's copy_from_user(56) of the part before the vendor
+        // union, then copy_from_user(min(argsz, 72)), fault; a bind returns it, an unbind or
+        // invalidation answers 0.
         row(
             "bind payload 55 of 72 bytes",
             On::Nest,
@@ -73,6 +74,22 @@ fn nesting_op_header_and_container_rows() {
             On::Nest,
             NO,
             op(BIND, &bind[..3]),
+            Err(EFAULT),
+        ),
+        // iommu_sva_prepare_bind_data copies the 56 bytes before the vendor union before it
+        // looks at argsz: a payload cut short faults even when its argsz is also too small.
+        row(
+            "bind payload 20 bytes with argsz 10",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.argsz = 10)[..20]),
+            Err(EFAULT),
+        ),
+        row(
+            "bind payload 55 bytes with argsz 55",
+            On::Nest,
+            NO,
+            op(BIND, &bind_with(|d| d.argsz = 55)[..55]),
             Err(EFAULT),
         ),
         unbind_refused("unbind payload 0 bytes", &[], RefusalReason::Malformed),

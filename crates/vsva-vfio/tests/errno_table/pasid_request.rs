@@ -119,7 +119,10 @@ fn pasid_request_rows() {
             Err(EOPNOTSUPP),
         ),
         // ... but the argument is checked first: undefined bits and min > max come before
-        // the context, flags 0 or both after it.
+        // the context, and so do flags 0 or both: v5 07/15 asks for the context only in its
+        // ALLOC and FREE cases (vfio_iommu_type1_pasid_alloc / _free), the switch's default
+        // answers EINVAL whatever the container. (v6 moved the context check before the
+        // switch; this crate follows v5.)
         row(
             "type1 v2, undefined flag bit first",
             On::Type1,
@@ -135,18 +138,25 @@ fn pasid_request_rows() {
             Err(EINVAL),
         ),
         row(
-            "type1 v2, context before flags 0",
+            "type1 v2, flags 0 before the context",
             On::Type1,
             PR,
             preq(16, 0, 1, 100),
-            Err(EOPNOTSUPP),
+            Err(EINVAL),
         ),
         row(
-            "type1 v2, context before ALLOC|FREE",
+            "type1 v2, ALLOC|FREE before the context",
             On::Type1,
             PR,
             preq(16, ALLOC | FREE, 1, 100),
-            Err(EOPNOTSUPP),
+            Err(EINVAL),
+        ),
+        row(
+            "PASID off, flags 0 before the context",
+            On::PasidOff,
+            PR,
+            preq(16, 0, 1, 100),
+            Err(EINVAL),
         ),
         row(
             "PASID off, short buffer first",
