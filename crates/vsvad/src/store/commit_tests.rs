@@ -130,3 +130,50 @@ fn on_disk_of(store: &Store) -> StoreState {
         .clone();
     on_disk(&dir)
 }
+
+#[test]
+fn after_a_waiters_commit_in_async_mode_the_writer_thread_syncs_in_the_background() {
+    let dir = scratch("async");
+    let (store, _) = Store::open(&dir, Durability::Async, 1, Arc::new(Metrics::new())).unwrap();
+    let store = Arc::new(store);
+    let_the_writer_thread_sleep();
+    // Written (not synced) by the waiter; the sync is owed to the writer thread.
+    store.wait(store.append(begin(3))).unwrap();
+    let s = store.clone();
+    within_a_minute(move || {
+        while lock_ignoring_poison(s.leader.as_ref().unwrap()).unsynced {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_log_the_disk_refused_under_a_waiter_is_rewritten_with_no_further_request() {
+    const ENOSPC: i32 = 28;
+    let dir = scratch("refused");
+    let (store, _) = Store::open(&dir, Durability::Sync, 1, Arc::new(Metrics::new())).unwrap();
+    let store = Arc::new(store);
+    store.wait(store.append(begin(4))).unwrap();
+    let_the_writer_thread_sleep();
+    // The waiter's own commit fails; a free made in memory must still reach the log, which
+    // only the writer thread's retries can do when no request follows.
+    store.inject_failures(1, ENOSPC);
+    let e = store
+        .wait(store.append(Record::FreeRange {
+            token: token(4),
+            min: 1,
+            max: 1,
+        }))
+        .unwrap_err();
+    assert_eq!(e.errno(), Errno::ENOSPC, "{e}");
+    let s = store.clone();
+    within_a_minute(move || {
+        while lock_ignoring_poison(&s.shared.progress).degraded.is_some() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

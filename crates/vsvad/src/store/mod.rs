@@ -161,6 +161,9 @@ struct Queue {
     /// Sequence number of the last record appended.
     last: u64,
     shutdown: bool,
+    /// A waiter's commit left the log needing the writer thread's upkeep (a background sync
+    /// owed in `Async` mode, or a log the disk refused): the thread wakes to look again.
+    upkeep: bool,
 }
 
 struct Progress {
@@ -279,6 +282,7 @@ impl Store {
                 records: Vec::new(),
                 last: 0,
                 shutdown: false,
+                upkeep: false,
             }),
             work: Condvar::new(),
             progress: Mutex::new(Progress {

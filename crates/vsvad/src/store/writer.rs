@@ -60,30 +60,32 @@ pub(super) struct Writer {
 /// [`Writer::commit_queued`]).
 pub(super) fn run(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
     loop {
-        let (broken, unsynced) = {
+        // Read afresh each time: a waiter's commit may have changed what is owed.
+        let timeout = {
             let w = lock_ignoring_poison(&writer);
-            (w.broken.is_some(), w.unsynced)
+            if w.broken.is_some() {
+                RETRY
+            } else if w.unsynced {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(3600)
+            }
         };
         {
             let mut q = lock_ignoring_poison(&shared.queue);
-            while q.buf.is_empty() && !q.shutdown {
-                let timeout = if broken {
-                    RETRY
-                } else if unsynced {
-                    Duration::from_millis(200)
-                } else {
-                    Duration::from_secs(3600)
-                };
-                let (g, res) = shared
+            if q.buf.is_empty() && !q.shutdown && !q.upkeep {
+                q = shared
                     .work
                     .wait_timeout(q, timeout)
-                    .unwrap_or_else(|e| e.into_inner());
-                q = g;
-                if res.timed_out() && q.buf.is_empty() {
-                    break;
-                }
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            // Woken only to learn that upkeep is owed: sleep again with the timeout for it.
+            if std::mem::take(&mut q.upkeep) && q.buf.is_empty() && !q.shutdown {
+                continue;
             }
         }
+        // Records to write, a shutdown, or a timeout (the upkeep is due).
         if lock_ignoring_poison(&writer).commit_queued() {
             return;
         }
@@ -102,6 +104,7 @@ impl Writer {
         if self.finished {
             return true;
         }
+        let owed_before = self.unsynced || self.broken.is_some();
         let (buf, first, records, last, shutdown) = {
             let mut q = lock_ignoring_poison(&self.shared.queue);
             let records = std::mem::take(&mut q.records);
@@ -152,6 +155,11 @@ impl Writer {
             if let Err(e) = self.maybe_compact() {
                 tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
             }
+        }
+        if !owed_before && (self.unsynced || self.broken.is_some()) {
+            // The writer thread may be asleep for an hour: tell it upkeep is now owed.
+            lock_ignoring_poison(&self.shared.queue).upkeep = true;
+            self.shared.work.notify_one();
         }
         false
     }
