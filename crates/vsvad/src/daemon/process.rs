@@ -338,7 +338,7 @@ impl Daemon {
         if recorded {
             // Not waited for: nothing is acknowledged by it, and a release the store misses is
             // redone at the next start (the process is gone then, or is held and expires).
-            let _ticket = self.store.append(Record::End { token: p.token });
+            self.store.append_unwaited(Record::End { token: p.token });
             journal.begun = false;
         }
         drop(journal);

@@ -1,7 +1,7 @@
-//! The group-commit writer thread: takes every record queued since its last batch, writes
-//! them with one `pwrite(2)` over the log's preallocated zeros and (in `Sync` mode) one
-//! `fdatasync`, then wakes their waiters;
-//! compacts the log when it is mostly history.
+//! The group commit: whoever holds the writer — the first waiter whose record is queued, or
+//! the writer thread — takes every record queued since the last batch, writes them with one
+//! `pwrite(2)` over the log's preallocated zeros and (in `Sync` mode) one `fdatasync`, then
+//! wakes their waiters; it compacts the log when it is mostly history.
 //!
 //! # Failures
 //!
@@ -16,7 +16,7 @@
 //! keeps serving requests that change nothing.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vsva_proto::Errno;
@@ -49,81 +49,119 @@ pub(super) struct Writer {
     /// Why the open log cannot be trusted any more: it must be rewritten before anything
     /// else is written.
     pub(super) broken: Option<(Errno, String)>,
+    /// The shutdown's last batch is committed: nothing more is written.
+    pub(super) finished: bool,
+}
+
+/// The writer thread: commits what nobody waits for (records appended with
+/// [`Store::append_unwaited`](super::Store::append_unwaited)), syncs in the background in
+/// `Async` mode, retries a log the disk refused, and makes the final commit at shutdown.
+/// Waited-for records are usually committed by their first waiter instead (see
+/// [`Writer::commit_queued`]).
+pub(super) fn run(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
+    loop {
+        // Read afresh each time: a waiter's commit may have changed what is owed.
+        let timeout = {
+            let w = lock_ignoring_poison(&writer);
+            if w.broken.is_some() {
+                RETRY
+            } else if w.unsynced {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(3600)
+            }
+        };
+        {
+            let mut q = lock_ignoring_poison(&shared.queue);
+            if q.buf.is_empty() && !q.shutdown && !q.upkeep {
+                q = shared
+                    .work
+                    .wait_timeout(q, timeout)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            // Woken only to learn that upkeep is owed: sleep again with the timeout for it.
+            if std::mem::take(&mut q.upkeep) && q.buf.is_empty() && !q.shutdown {
+                continue;
+            }
+        }
+        // Records to write, a shutdown, or a timeout (the upkeep is due).
+        if lock_ignoring_poison(&writer).commit_queued() {
+            return;
+        }
+    }
 }
 
 impl Writer {
-    /// Commits batches until the store closes.
-    pub(super) fn run(mut self) {
-        loop {
-            let (buf, first, records, last, shutdown) = {
-                let mut q = lock_ignoring_poison(&self.shared.queue);
-                while q.buf.is_empty() && !q.shutdown {
-                    let timeout = if self.broken.is_some() {
-                        RETRY
-                    } else if self.unsynced {
-                        Duration::from_millis(200)
-                    } else {
-                        Duration::from_secs(3600)
-                    };
-                    let (g, res) = self
-                        .shared
-                        .work
-                        .wait_timeout(q, timeout)
-                        .unwrap_or_else(|e| e.into_inner());
-                    q = g;
-                    if res.timed_out() && q.buf.is_empty() {
-                        break;
-                    }
+    /// Commits everything queued as one batch (all of it, whoever appended it): writes it,
+    /// syncs it in `Sync` mode, settles its waiters, then compacts the log if it is mostly
+    /// history. With nothing queued it still does the upkeep: the background sync of `Async`
+    /// mode and the rewrite of a log the disk refused. Called with the writer locked, by the
+    /// writer thread or by a waiter whose record is queued (the leader of the group commit:
+    /// it saves the hand-over to the thread and back). Returns `true` once the queue has
+    /// been shut down and its last batch committed; after that it does nothing.
+    pub(super) fn commit_queued(&mut self) -> bool {
+        if self.finished {
+            return true;
+        }
+        let owed_before = self.unsynced || self.broken.is_some();
+        let (buf, first, records, last, shutdown) = {
+            let mut q = lock_ignoring_poison(&self.shared.queue);
+            let records = std::mem::take(&mut q.records);
+            (
+                std::mem::take(&mut q.buf),
+                q.last + 1 - records.len() as u64,
+                records,
+                q.last,
+                q.shutdown,
+            )
+        };
+        if self.broken.is_some() {
+            self.recover();
+        }
+        let result = match &self.broken {
+            Some((errno, why)) => Err(StoreError::Failed {
+                errno: *errno,
+                message: format!("the log cannot be written: {why}"),
+            }),
+            None => self.commit(&buf, &records, shutdown),
+        };
+        match result {
+            Ok(()) => self.settle(last, None),
+            Err(e) => {
+                let (errno, message) = (e.errno(), e.to_string());
+                if self.broken.is_none() {
+                    tracing::error!(error = %message, "store write failed; changes are refused until the log is rewritten");
+                    self.broken = Some((errno, message.clone()));
                 }
-                let records = std::mem::take(&mut q.records);
-                (
-                    std::mem::take(&mut q.buf),
-                    q.last + 1 - records.len() as u64,
-                    records,
-                    q.last,
-                    q.shutdown,
-                )
-            };
+                // Changes that already happened in memory must still reach the log.
+                for r in records
+                    .iter()
+                    .filter(|r| !matches!(r, Record::Alloc { .. }))
+                {
+                    self.state.apply(r);
+                }
+                self.settle(last, Some((first, errno, message)));
+            }
+        }
+        if shutdown {
             if self.broken.is_some() {
                 self.recover();
             }
-            let result = match &self.broken {
-                Some((errno, why)) => Err(StoreError::Failed {
-                    errno: *errno,
-                    message: format!("the log cannot be written: {why}"),
-                }),
-                None => self.commit(&buf, &records, shutdown),
-            };
-            match result {
-                Ok(()) => self.settle(last, None),
-                Err(e) => {
-                    let (errno, message) = (e.errno(), e.to_string());
-                    if self.broken.is_none() {
-                        tracing::error!(error = %message, "store write failed; changes are refused until the log is rewritten");
-                        self.broken = Some((errno, message.clone()));
-                    }
-                    // Changes that already happened in memory must still reach the log.
-                    for r in records
-                        .iter()
-                        .filter(|r| !matches!(r, Record::Alloc { .. }))
-                    {
-                        self.state.apply(r);
-                    }
-                    self.settle(last, Some((first, errno, message)));
-                }
-            }
-            if shutdown {
-                if self.broken.is_some() {
-                    self.recover();
-                }
-                return;
-            }
-            if self.broken.is_none() {
-                if let Err(e) = self.maybe_compact() {
-                    tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
-                }
+            self.finished = true;
+            return true;
+        }
+        if self.broken.is_none() {
+            if let Err(e) = self.maybe_compact() {
+                tracing::warn!(error = %e, "log compaction failed; the log keeps growing");
             }
         }
+        if !owed_before && (self.unsynced || self.broken.is_some()) {
+            // The writer thread may be asleep for an hour: tell it upkeep is now owed.
+            lock_ignoring_poison(&self.shared.queue).upkeep = true;
+            self.shared.work.notify_one();
+        }
+        false
     }
 
     /// Records the outcome of the batch ending at `last` (failed from `failure.0` on) and
