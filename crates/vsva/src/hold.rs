@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use vsva_client::{Client, ClientError};
 
 use crate::common::{outln, warn, CliError, Common};
-use crate::number::{parse_pasid_list, parse_u32, ranges, PasidList};
+use crate::number::{parse_count, parse_pasid_list, ranges, PasidList};
 
 /// One session command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ fn parse_command(line: &str) -> Result<Option<Command>, String> {
         [] => return Ok(None),
         ["quit"] | ["exit"] => Command::Quit,
         ["alloc"] => Command::Alloc(1),
-        ["alloc", n] => Command::Alloc(parse_u32(n).map_err(|e| format!("not a count: {e}"))?),
+        ["alloc", n] => Command::Alloc(parse_count(n).map_err(|e| format!("not a count: {e}"))?),
         ["free", list @ ..] if !list.is_empty() => Command::Free(parse_pasid_list(list)?),
         ["list"] => Command::List,
         _ => return Err(format!("unknown command {line:?}: {USAGE}")),
@@ -274,6 +274,7 @@ mod tests {
         }
         for (line, why) in [
             ("alloc -1", "negative"),
+            ("alloc 0", "at least 1"),
             ("free", "unknown command"),
             ("free 3-1", "below its start"),
             ("frob", "unknown command"),

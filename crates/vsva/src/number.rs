@@ -39,6 +39,19 @@ pub(crate) fn parse_u32(s: &str) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("{}: too large (at most {:#x})", s.trim(), u32::MAX))
 }
 
+/// Parses a count of things to do (a `u32` as [`parse_u32`] reads it), at least 1.
+///
+/// # Errors
+///
+/// As [`parse_u32`], and 0 is refused (asking for nothing is a mistyped command, not a
+/// success).
+pub(crate) fn parse_count(s: &str) -> Result<u32, String> {
+    match parse_u32(s)? {
+        0 => Err(format!("{}: must be at least 1", s.trim())),
+        n => Ok(n),
+    }
+}
+
 /// Which PASIDs a user named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PasidList {
@@ -148,6 +161,9 @@ mod tests {
         }
         assert_eq!(parse_u32("0xffffffff"), Ok(u32::MAX));
         assert!(parse_u32("0x100000000").unwrap_err().contains("too large"));
+        assert_eq!(parse_count("3"), Ok(3));
+        assert_eq!(parse_count(" 0 "), Err("0: must be at least 1".into()));
+        assert!(parse_count("0x0").unwrap_err().contains("at least 1"));
     }
 
     #[test]

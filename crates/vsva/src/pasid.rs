@@ -9,13 +9,13 @@ use vsva_client::Client;
 
 use crate::common::{outln, print_json, warn, CliError, Common};
 use crate::hold::{alloc_many, hold_session, Limits};
-use crate::number::{parse_pasid_list, parse_u32, ranges, PasidList};
+use crate::number::{parse_count, parse_pasid_list, parse_u32, ranges, PasidList};
 
 /// `vsva pasid alloc`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct AllocArgs {
-    /// How many.
-    #[arg(short = 'n', long, default_value = "1", value_parser = parse_u32, allow_negative_numbers = true)]
+    /// How many (at least 1).
+    #[arg(short = 'n', long, default_value = "1", value_parser = parse_count, allow_negative_numbers = true)]
     pub(crate) count: u32,
     /// Lowest acceptable PASID.
     #[arg(long, default_value = "1", value_parser = parse_u32, allow_negative_numbers = true)]

@@ -55,6 +55,18 @@ fn every_shell_gets_a_script_and_a_wrong_one_is_named() {
 }
 
 #[test]
+fn asking_for_no_pasids_is_a_usage_error() {
+    // Refused by the parser, before any daemon is looked for.
+    let out = vsva(&["pasid", "alloc", "-n", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--count") && err.contains("at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_manual_page_is_roff_naming_every_command() {
     let out = vsva(&["man"]);
     assert!(out.status.success());
