@@ -24,13 +24,14 @@ use crate::unit::Unit;
 
 /// IQERCD.IQEI codes (bits 3:0 of the Invalidation Queue Error Record Register, offset 0xB0,
 /// in the VT-d specification's register chapter; checked against Intel's published register
-/// reference of IQERCD_REG, which lists 0 "info not available" and 1-5 as below). The other
+/// reference of IQERCD_REG, which lists 0 "info not available" and 1-5 as below; 6 is the
+/// code VT-d 3.x adds for a tail not aligned to a 256-bit descriptor, which VirtualBox's
+/// VT-d model, written from the specification, reports for that case too). The other
 /// fields of the register are ITESID (47:32) and ICESID (63:48), valid only with FSTS.ITE /
 /// FSTS.ICE, which the model never sets: the host's invalidations are synchronous, so no
 /// device-TLB invalidation can time out or complete wrongly.
 pub(crate) mod iqei {
-    /// 1, "hardware detected an invalid Tail Pointer": IQT bit 4 set with 256-bit descriptors
-    /// (bit 4 is reserved then, as IQH describes it), or a tail beyond the queue.
+    /// 1, "hardware detected an invalid Tail Pointer": a tail beyond the queue.
     pub(crate) const INVALID_TAIL: u64 = 1;
     /// 2, "hardware attempt to fetch descriptor resulted in error".
     pub(crate) const FETCH: u64 = 2;
@@ -42,6 +43,9 @@ pub(crate) mod iqei {
     /// Queue Address register": 128-bit descriptors (IQA.DW clear) while the root table is
     /// in scalable mode, where only 256-bit descriptors are valid (VT-d 6.5.2).
     pub(crate) const WIDTH: u64 = 5;
+    /// 6, the queue tail is not aligned to a 256-bit descriptor while IQA.DW is set (IQT bit
+    /// 4 set).
+    pub(crate) const TAIL_MISALIGNED: u64 = 6;
 }
 
 /// Logs a CACHE_INVLD the host failed (off the success path).
@@ -86,7 +90,10 @@ impl Unit {
         let iqa = self.regs.get(IQA);
         let wide = iqa & IQA_DW != 0;
         let size = 4096u64 << (iqa & IQA_QS_MASK);
-        if (wide && tail & 0x10 != 0) || tail >= size {
+        if wide && tail & 0x10 != 0 {
+            return self.queue_error(iqei::TAIL_MISALIGNED);
+        }
+        if tail >= size {
             return self.queue_error(iqei::INVALID_TAIL);
         }
         let scalable = self

@@ -116,10 +116,16 @@ fn queue_errors_and_their_codes() {
             "{what}: stopped"
         );
     }
-    // IQT bit 4 with 256-bit descriptors.
+    // IQT bit 4 with 256-bit descriptors: a tail not aligned to a descriptor.
     let m = booted();
     m.viommu.write(IQT, 8, 0x10);
-    assert_eq!(m.viommu.read(IQERCD, 8) & 0xf, 1, "tail");
+    assert_eq!(m.viommu.read(IQERCD, 8) & 0xf, 6, "misaligned tail");
+    // A tail past the end of the queue (IQA.QS 0: 4 KiB, 128 descriptors of 32 bytes).
+    let m = booted();
+    let iqa = m.viommu.read(IQA, 8);
+    m.viommu.write(IQA, 8, iqa & !7);
+    m.viommu.write(IQT, 8, 0x1000);
+    assert_eq!(m.viommu.read(IQERCD, 8) & 0xf, 1, "tail beyond the queue");
     // 128-bit descriptors while the root table is in scalable mode.
     let m = booted();
     let iqa = m.viommu.read(IQA, 8);
