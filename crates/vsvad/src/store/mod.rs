@@ -1,7 +1,7 @@
 //! The durable store: a write-ahead log of ownership changes, written with group commit.
 //!
 //! The record format is in [`record`], the state it replays to in [`state`], reading and
-//! rewriting the log file in [`log`], and the group-commit writer thread in [`writer`]; this
+//! rewriting the log file in [`log`], and the group commit (the writer, and its thread) in [`writer`]; this
 //! file is the front the daemon uses.
 //!
 //! # What is recorded

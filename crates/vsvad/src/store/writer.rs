@@ -35,7 +35,8 @@ use crate::metrics::Metrics;
 /// arrives.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// The writer thread's side: the open log and the state it holds, kept to compact it.
+/// The writer: the open log and the state it holds (kept to compact it), locked by whoever
+/// commits the next batch — a waiter or the writer thread.
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) log: LogFile,
