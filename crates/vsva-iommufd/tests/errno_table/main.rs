@@ -12,6 +12,7 @@ mod common;
 mod device;
 mod hwpt;
 mod ioas;
+mod ioas_state;
 
 use common::*;
 use vsva_iommufd::IommufdCtx;
