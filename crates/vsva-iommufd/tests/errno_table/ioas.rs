@@ -645,6 +645,22 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
             Errno::EINVAL,
         ),
         row(
+            "a bad first range, the second outside the buffer (read one at a time)",
+            "iommufd_ioas_load_iovas (ioas.c)",
+            IOMMU_IOAS_ALLOW_IOVAS,
+            allow_buf(
+                &IommuIoasAllowIovas {
+                    num_iovas: 2,
+                    ..allow
+                },
+                IommuIovaRange {
+                    start: MB,
+                    last: MB,
+                },
+            ),
+            Errno::EINVAL,
+        ),
+        row(
             "range into the reserved space",
             "iopt_set_allow_iova (io_pagetable.c)",
             IOMMU_IOAS_ALLOW_IOVAS,
