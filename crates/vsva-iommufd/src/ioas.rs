@@ -19,6 +19,10 @@ use crate::objects::{Ioas, Object, Objects};
 /// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
 pub const IOVA_ALIGNMENT: u64 = 4096;
 
+/// The largest IOVA alignment `iopt_alloc_iova` picks: x86's `HPAGE_SIZE` (2 MiB) with
+/// `CONFIG_TRANSPARENT_HUGEPAGE`, as distribution kernels build it.
+const HPAGE_SIZE: u64 = 2 << 20;
+
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses an IOAS flush.
 const WHAT_FLUSH: &str = "flushing an IOAS range";
 
@@ -128,7 +132,8 @@ impl Ioas {
 
     /// A free IOVA for `len` bytes of memory at `uptr`, picked as `iopt_alloc_iova` picks
     /// it: never 0 (the search runs over `[PAGE_SIZE, ULONG_MAX - PAGE_SIZE]`), aligned to
-    /// the smaller of `len` rounded up to a power of two and the lowest set bit of `uptr`,
+    /// the smallest of `len` rounded up to a power of two, the lowest set bit of `uptr` and
+    /// `HPAGE_SIZE`,
     /// the first hole that fits in the allowed ranges (or the whole space) by rising IOVA.
     ///
     /// # Errors
@@ -143,6 +148,8 @@ impl Ioas {
         if uptr != 0 {
             align = align.min(1 << uptr.trailing_zeros());
         }
+        // Capped at HPAGE_SIZE (x86 with CONFIG_TRANSPARENT_HUGEPAGE: 2 MiB).
+        align = align.min(HPAGE_SIZE);
         if align < IOVA_ALIGNMENT {
             return Err(IommufdError::invalid(
                 "user_va",

@@ -85,8 +85,8 @@ fn a_refused_unmap_keeps_what_it_unmapped_before_the_split_area() {
 }
 
 /// `iopt_alloc_iova` (io_pagetable.c): never IOVA 0 (the search starts at `PAGE_SIZE`), and
-/// the IOVA is aligned to the smaller of the length rounded up to a power of two and the
-/// lowest set bit of `user_va`.
+/// the IOVA is aligned to the smallest of the length rounded up to a power of two, the
+/// lowest set bit of `user_va`, and `HPAGE_SIZE` (2 MiB).
 #[test]
 fn a_picked_iova_is_never_zero_and_aligned_as_linux_aligns_it() {
     let f = fixture();
@@ -126,4 +126,15 @@ fn a_picked_iova_is_never_zero_and_aligned_as_linux_aligns_it() {
     call(&f.ctx, IOMMU_IOAS_ALLOW_IOVAS, &mut allow).unwrap();
     assert_eq!(pick(GUEST_HPA, 0x8000), Ok(0x8000));
     assert_eq!(pick(GUEST_HPA, 0x10_0000), Err(Errno::ENOSPC));
+    // 4 MiB of 16 MiB aligned memory: the alignment stops at 2 MiB.
+    let other = ioas_alloc(&f.ctx);
+    let mut buf = arg(
+        &IommuIoasMap {
+            flags: IOMMU_IOAS_MAP_READABLE,
+            ..map_cmd(other, GUEST_HPA, 0, 4 * MB)
+        },
+        0,
+    );
+    call(&f.ctx, IOMMU_IOAS_MAP, &mut buf).unwrap();
+    assert_eq!(back::<IommuIoasMap>(&buf).iova, 2 * MB);
 }
