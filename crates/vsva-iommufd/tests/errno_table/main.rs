@@ -11,6 +11,7 @@ mod common;
 
 mod device;
 mod hwpt;
+mod hwpt_state;
 mod ioas;
 mod ioas_state;
 
