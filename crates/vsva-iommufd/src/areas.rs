@@ -12,6 +12,9 @@
 pub(crate) struct Area {
     pub(crate) len: u64,
     pub(crate) hpa: u64,
+    /// Whether the pages were mapped writeable (Linux `iopt_pages::writable`): a copy of
+    /// them asking for write is refused.
+    pub(crate) writable: bool,
 }
 
 /// The areas of an IOAS, sorted by start IOVA, not overlapping.
@@ -104,7 +107,11 @@ mod tests {
     use super::*;
 
     fn area(len: u64) -> Area {
-        Area { len, hpa: 0 }
+        Area {
+            len,
+            hpa: 0,
+            writable: true,
+        }
     }
 
     /// The record answers as a `BTreeMap` of the same areas does, whatever the insert order.

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use vsva_ioasid::PasidState;
 use vsva_iommu::{PasidEntry, SourceId};
 use vsva_uapi::iommufd::{
-    IommuHwInfo, IommuHwInfoVtd, IOMMU_HW_CAP_PCI_PASID_EXEC, IOMMU_HW_CAP_PCI_PASID_PRIV,
-    IOMMU_HW_INFO_FLAG_INPUT_TYPE, IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD,
+    IommuHwInfo, IommuHwInfoVtd, IommuHwptVtdS1, IOMMU_HW_CAP_PCI_PASID_EXEC,
+    IOMMU_HW_CAP_PCI_PASID_PRIV, IOMMU_HW_INFO_FLAG_INPUT_TYPE, IOMMU_HW_INFO_TYPE_DEFAULT,
+    IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_VTD_S1_EAFE, IOMMU_VTD_S1_SRE,
 };
 use vsva_uapi::Errno;
 
@@ -98,7 +99,9 @@ impl IommufdCtx {
     /// PASID attach to an HWPT without `IOMMU_HWPT_ALLOC_PASID`; for a PASID: `EOPNOTSUPP`
     /// without PASID support, `EINVAL` for 0 or beyond the space, `EACCES` when another
     /// process owns it, `ENOENT` when nobody does; `EBUSY` when already attached (as
-    /// `iommu_attach_device_pasid` answers); an IOMMU error. Nothing changes then.
+    /// `iommu_attach_device_pasid` answers); for a nested HWPT, its stage 1's address width,
+    /// SRE or EAFE the IOMMU cannot take → `EINVAL` (`intel_pasid_setup_nested`); an IOMMU
+    /// error. Nothing changes then.
     pub fn attach(&self, dev_id: u32, pt_id: u32, pasid: Option<u32>) -> Result<u32, IommufdError> {
         let mut objs = self.lock();
         objs.device(dev_id, Self::WRONG_KIND)?;
@@ -164,6 +167,9 @@ impl IommufdCtx {
             });
         }
         let sid = dev.sid;
+        if let Ok(Object::HwptNested(h)) = objs.get(hwpt).map(|e| &e.object) {
+            self.check_s1(&h.s1)?;
+        }
         let iommu = self.vfio.iommu();
         let set = |p: u32| {
             iommu
@@ -227,6 +233,36 @@ impl IommufdCtx {
             }
             _ => unreachable!("attachments are to HWPTs"),
         }
+    }
+
+    /// The checks the VT-d driver makes of a nested HWPT's stage 1 when a device is attached
+    /// to it (`intel_pasid_setup_nested`, intel/pasid.c), all `EINVAL`: an address width
+    /// other than 48, or 57 with CAP.FL5LP; SRE without ECAP.SRS; EAFE without ECAP.EAFS.
+    /// Other `flags` bits and `__reserved` are ignored, as there.
+    fn check_s1(&self, s1: &IommuHwptVtdS1) -> Result<(), IommufdError> {
+        let cfg = self.vfio.iommu().config();
+        if !(s1.addr_width == 48 || (s1.addr_width == 57 && cfg.fl5lp)) {
+            return Err(IommufdError::invalid(
+                "addr_width",
+                s1.addr_width.into(),
+                "the stage 1 must be 48, or 57 with CAP.FL5LP",
+            ));
+        }
+        if s1.flags & IOMMU_VTD_S1_SRE != 0 && !cfg.srs {
+            return Err(IommufdError::invalid(
+                "flags",
+                s1.flags,
+                "SRE, but the IOMMU has no supervisor requests (ECAP.SRS)",
+            ));
+        }
+        if s1.flags & IOMMU_VTD_S1_EAFE != 0 && !cfg.eafs {
+            return Err(IommufdError::invalid(
+                "flags",
+                s1.flags,
+                "EAFE, but the IOMMU has no extended access flag (ECAP.EAFS)",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks that `pasid` is in range and owned by the context's process.

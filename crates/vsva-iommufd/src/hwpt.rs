@@ -83,17 +83,21 @@ impl IommufdCtx {
     ///
     /// # Errors
     ///
-    /// In Linux's order: `__reserved` / `__reserved2` → `EOPNOTSUPP`; data type and length
-    /// disagreeing → `EINVAL`; unknown device or `pt_id` → `ENOENT`; then per kind (see
-    /// `tests/errno_table/`): unknown flags, dirty tracking, data for a paging HWPT, no
-    /// nesting, a data type other than VTD_S1 → `EOPNOTSUPP`; a parent that is not a nest
-    /// parent, `pt_id` of another kind, a bad address width → `EINVAL`; an unknown fault
-    /// queue → `ENOENT`; no domain id left → `ENOSPC`. Nothing is created then.
+    /// In Linux's order: `__reserved` → `EOPNOTSUPP` (`__reserved2` is not checked); data
+    /// type and length disagreeing → `EINVAL`; unknown device → `ENOENT`; unknown `pt_id` →
+    /// `EINVAL`; then per kind (see `tests/errno_table/`): unknown flags, dirty tracking,
+    /// data for a paging HWPT, no data, no nesting, a data type other than VTD_S1 →
+    /// `EOPNOTSUPP`; a parent that is not a nest parent, `pt_id` of another kind → `EINVAL`;
+    /// the VT-d data's copy rules (`EINVAL` / `E2BIG` / `EFAULT`); an unknown fault queue →
+    /// `ENOENT`; no domain id left → `ENOSPC`. Nothing is created then. The VT-d data's
+    /// `flags`, `__reserved` and `addr_width` are not checked here (see
+    /// [`IommufdCtx::attach`]).
     pub fn hwpt_alloc(&self, cmd: &mut IommuHwptAlloc, data: &[u8]) -> Result<(), IommufdError> {
-        if cmd.reserved != 0 || cmd.reserved2 != 0 {
+        // Only `__reserved`: `iommufd_hwpt_alloc` does not look at `__reserved2`.
+        if cmd.reserved != 0 {
             return Err(IommufdError::unsupported(
                 "__reserved",
-                u64::from(cmd.reserved | cmd.reserved2),
+                cmd.reserved.into(),
                 "must be 0",
             ));
         }
@@ -106,7 +110,11 @@ impl IommufdCtx {
         }
         let mut objs = self.lock();
         objs.device(cmd.dev_id, Self::WRONG_KIND)?;
-        let object = match &objs.get(cmd.pt_id)?.object {
+        // `iommufd_hwpt_alloc` answers a `pt_id` naming no object `EINVAL`, not `ENOENT`.
+        let pt = objs.get(cmd.pt_id).map_err(|_| {
+            IommufdError::invalid("pt_id", cmd.pt_id.into(), "no object has this id")
+        })?;
+        let object = match &pt.object {
             Object::Ioas(_) => Object::HwptPaging(self.paging_for(cmd)?),
             Object::HwptPaging(parent) => Object::HwptNested(self.nested_for(cmd, parent, data)?),
             other => {
@@ -197,11 +205,11 @@ impl IommufdCtx {
                 "a nested HWPT takes only FAULT_ID_VALID and PASID",
             ));
         }
-        if cmd.data_len == 0 || !self.vfio.iommu().config().nesting {
+        if cmd.data_len == 0 {
             return Err(IommufdError::unsupported(
                 "data_len",
-                cmd.data_len.into(),
-                "a nested HWPT needs driver data and an IOMMU with nesting (ECAP.NEST)",
+                0,
+                "a nested HWPT needs driver data",
             ));
         }
         if parent.auto || !parent.nest_parent {
@@ -211,6 +219,14 @@ impl IommufdCtx {
                 "the parent HWPT was not allocated with NEST_PARENT",
             ));
         }
+        // The VT-d driver's checks (`intel_iommu_domain_alloc_nested`), after the parent's.
+        if !self.vfio.iommu().config().nesting {
+            return Err(IommufdError::unsupported(
+                "pt_id",
+                cmd.pt_id.into(),
+                "a nested HWPT needs an IOMMU with nesting (ECAP.NEST)",
+            ));
+        }
         if cmd.data_type != IOMMU_HWPT_DATA_VTD_S1 {
             return Err(IommufdError::unsupported(
                 "data_type",
@@ -218,17 +234,11 @@ impl IommufdCtx {
                 "only IOMMU_HWPT_DATA_VTD_S1 is offered",
             ));
         }
+        // Copied with `copy_struct_from_user` rules and kept as given: the driver checks
+        // neither `flags` nor `__reserved` here, and `addr_width`, SRE and EAFE only when a
+        // device is attached (`intel_pasid_setup_nested`, [`IommufdCtx::attach`]).
         let s1: IommuHwptVtdS1 =
             read_user_data(data, cmd.data_len as usize, VTD_S1_MIN, "iommu_hwpt_vtd_s1")?;
-        s1.validate()?;
-        let fl5lp = self.vfio.iommu().config().fl5lp;
-        if !(s1.addr_width == 48 || (s1.addr_width == 57 && fl5lp)) {
-            return Err(IommufdError::invalid(
-                "addr_width",
-                s1.addr_width.into(),
-                "must be 48, or 57 with CAP.FL5LP",
-            ));
-        }
         Ok(HwptNested {
             parent: cmd.pt_id,
             did: 0,

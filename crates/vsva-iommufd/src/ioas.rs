@@ -19,6 +19,10 @@ use crate::objects::{Ioas, Object, Objects};
 /// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
 pub const IOVA_ALIGNMENT: u64 = 4096;
 
+/// The largest IOVA alignment `iopt_alloc_iova` picks: x86's `HPAGE_SIZE` (2 MiB) with
+/// `CONFIG_TRANSPARENT_HUGEPAGE`, as distribution kernels build it.
+const HPAGE_SIZE: u64 = 2 << 20;
+
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses an IOAS flush.
 const WHAT_FLUSH: &str = "flushing an IOAS range";
 
@@ -126,34 +130,137 @@ impl Ioas {
         self.areas.overlapping(first, last)
     }
 
-    /// The lowest free aligned IOVA for `len` bytes inside the allowed ranges (or the whole
-    /// space), as `iopt_alloc_iova` picks one (it may pick differently; any free IOVA is
-    /// correct).
-    fn alloc_iova(&self, len: u64) -> Option<u64> {
-        let whole = [IommuIovaRange {
-            start: 0,
-            last: self.last(),
-        }];
-        let ranges: &[IommuIovaRange] = if self.allowed.is_empty() {
-            &whole
+    /// A free IOVA for `len` bytes of memory at `uptr`, picked as `iopt_alloc_iova` picks
+    /// it: never 0 (the search runs over `[PAGE_SIZE, ULONG_MAX - PAGE_SIZE]`), aligned to
+    /// the smallest of `len` rounded up to a power of two, the lowest set bit of `uptr` and
+    /// `HPAGE_SIZE`,
+    /// the first hole that fits in the allowed ranges (or the whole space) by rising IOVA.
+    ///
+    /// # Errors
+    ///
+    /// `len` ≥ `ULONG_MAX / 2` → `EOVERFLOW`; an alignment below the IOAS's (a `uptr` not
+    /// page aligned) → `EINVAL`; no hole → `ENOSPC`.
+    fn alloc_iova(&self, uptr: u64, len: u64) -> Result<u64, IommufdError> {
+        if len == 0 || len >= u64::MAX / 2 {
+            return Err(overflow("length", len));
+        }
+        let mut align = len.next_power_of_two();
+        if uptr != 0 {
+            align = align.min(1 << uptr.trailing_zeros());
+        }
+        // Capped at HPAGE_SIZE (x86 with CONFIG_TRANSPARENT_HUGEPAGE: 2 MiB).
+        align = align.min(HPAGE_SIZE);
+        if align < IOVA_ALIGNMENT {
+            return Err(IommufdError::invalid(
+                "user_va",
+                uptr,
+                "the IOVA alignment it allows is below the IOAS's 4 KiB",
+            ));
+        }
+        let (lo, hi) = (IOVA_ALIGNMENT, u64::MAX - IOVA_ALIGNMENT);
+        // The allowed spans (touching ranges merge, as `interval_tree_span_iter` merges
+        // them), clipped to [lo, hi].
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        if self.allowed.is_empty() {
+            spans.push((lo, hi));
         } else {
-            &self.allowed
+            for r in &self.allowed {
+                match spans.last_mut() {
+                    Some(last) if r.start <= last.1.saturating_add(1) => {
+                        last.1 = last.1.max(r.last);
+                    }
+                    _ => spans.push((r.start, r.last)),
+                }
+            }
+            spans.retain_mut(|s| {
+                *s = (s.0.max(lo), s.1.min(hi));
+                s.0 <= s.1
+            });
+        }
+        // The first aligned start in [start, last] with `len` bytes to `last`.
+        let fit = |start: u64, last: u64| -> Option<u64> {
+            let s = start.checked_next_multiple_of(align)?;
+            (s <= last && last - s >= len - 1).then_some(s)
         };
-        for r in ranges {
-            let mut cand = r.start.div_ceil(IOVA_ALIGNMENT) * IOVA_ALIGNMENT;
-            loop {
-                let last = cand.checked_add(len - 1)?;
-                if last > r.last.min(self.last()) {
+        for (start, last) in spans {
+            let Some(start) = fit(start, last) else {
+                continue;
+            };
+            // The holes of the reserved space (past the stage 2) and the areas.
+            let end = last.min(self.last());
+            if start > end {
+                continue;
+            }
+            let mut cursor = start;
+            for (s, a) in self.overlapping(start, end) {
+                if s > cursor {
+                    if let Some(iova) = fit(cursor, s - 1) {
+                        return Ok(iova);
+                    }
+                }
+                cursor = cursor.max(s + a.len);
+                if cursor > end {
                     break;
                 }
-                match self.area_at_or_below(last) {
-                    Some((s, a)) if s + a.len > cand => cand = s + a.len,
-                    _ => return Some(cand),
+            }
+            if cursor <= end {
+                if let Some(iova) = fit(cursor, end) {
+                    return Ok(iova);
                 }
             }
         }
-        None
+        Err(IommufdError::Refused {
+            field: "length",
+            value: len,
+            reason: "no free IOVA range of this size",
+            errno: Errno::ENOSPC,
+        })
     }
+}
+
+/// The checks `iommufd_ioas_load_iovas` makes of each range of `IOMMU_IOAS_ALLOW_IOVAS`, in
+/// the array's order: `start >= last`, or overlapping an earlier range → `EINVAL`.
+pub(crate) fn check_allowed(ranges: &[IommuIovaRange]) -> Result<(), IommufdError> {
+    for (i, r) in ranges.iter().enumerate() {
+        if r.start >= r.last {
+            return Err(IommufdError::invalid(
+                "allowed_iovas[].start",
+                r.start,
+                "start must be below last",
+            ));
+        }
+        if ranges[..i]
+            .iter()
+            .any(|p| p.start <= r.last && r.start <= p.last)
+        {
+            return Err(IommufdError::invalid(
+                "allowed_iovas[].start",
+                r.start,
+                "the range overlaps an earlier one",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `IOMMU_IOAS_MAP_*` flags ask for write.
+#[inline]
+fn writeable(flags: u32) -> bool {
+    flags & IOMMU_IOAS_MAP_WRITEABLE != 0
+}
+
+/// `EINVAL` for `IOMMU_IOAS_MAP` / `_COPY` flags with neither READABLE nor WRITEABLE
+/// (`iommufd_ioas_map`, `iommufd_ioas_copy`: checked before the IOAS is looked up).
+#[inline]
+fn check_prot(flags: u32) -> Result<(), IommufdError> {
+    if flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE) == 0 {
+        return Err(IommufdError::invalid(
+            "flags",
+            flags.into(),
+            "READABLE or WRITEABLE is needed",
+        ));
+    }
+    Ok(())
 }
 
 impl IommufdCtx {
@@ -212,9 +319,12 @@ impl IommufdCtx {
     /// # Errors
     ///
     /// In Linux's order: unknown flags or `__reserved` → `EOPNOTSUPP`; `iova` or `length` ≥
-    /// `u64::MAX` → `EOVERFLOW`; unknown IOAS → `ENOENT`; no permission, zero or unaligned
-    /// length / IOVA / `user_va`, a reserved IOVA → `EINVAL`; overlap → `EEXIST`; no free IOVA
-    /// → `ENOSPC`; memory not backed → `EFAULT`; `ENOMEM` when the process holds its share of
+    /// `u64::MAX` → `EOVERFLOW`; neither READABLE nor WRITEABLE → `EINVAL`; unknown IOAS →
+    /// `ENOENT`; `user_va + length` wraps → `EOVERFLOW`; zero or unaligned length →
+    /// `EINVAL`; with `FIXED_IOVA` an unaligned IOVA → `EINVAL`, `iova + length` wraps →
+    /// `EOVERFLOW`, a reserved IOVA → `EINVAL`, overlap → `EEXIST`; without it a length ≥
+    /// 2^63 → `EOVERFLOW`, no free IOVA → `ENOSPC`; an unaligned `user_va` → `EINVAL`;
+    /// memory not backed → `EFAULT`; `ENOMEM` when the process holds its share of
     /// the IOMMU's table pool, or the tables this map needs would take it past the share.
     /// Nothing is mapped then; table pages a refused map created stay in the stage 2, and
     /// charged to the process, until the IOAS is destroyed (as for a VFIO container).
@@ -235,20 +345,30 @@ impl IommufdCtx {
             ));
         }
         check_below_max(cmd.iova, cmd.length)?;
+        check_prot(cmd.flags)?;
         let mut objs = self.lock();
         let iova = self.map_locked(
             &mut objs,
             cmd.ioas_id,
             cmd.flags,
             cmd.iova,
-            &[(cmd.user_va, cmd.length)],
+            &[(cmd.user_va, cmd.length, writeable(cmd.flags))],
         )?;
         cmd.iova = iova;
         Ok(())
     }
 
-    /// Maps `pieces` (host address, length) contiguously in IOAS `id` at `iova` (with
-    /// `FIXED_IOVA` in `flags`) or at a free IOVA; returns the IOVA. All or nothing.
+    /// Maps `pieces` (host address, length, whether the pages may be mapped for write:
+    /// Linux `iopt_pages::writable`) contiguously in IOAS `id` at `iova` (with `FIXED_IOVA`
+    /// in `flags`) or at a free IOVA; returns the IOVA. All or nothing. The caller checked
+    /// `flags`.
+    ///
+    /// The checks run in the order of `iopt_map_user_pages`: the pieces
+    /// (`iopt_alloc_user_pages`: `user_va + length` wraps → `EOVERFLOW`, zero length →
+    /// `EINVAL`), the length (`iopt_alloc_area_pages`: `EINVAL`), the IOVA
+    /// (`iopt_check_iova` / `iopt_alloc_iova`), each area (`iopt_insert_area`: write to
+    /// read-only pages → `EPERM`, an unaligned `user_va` → `EINVAL`), then the pinning
+    /// (`iopt_area_fill_domains`: memory not backed → `EFAULT`).
     // Inlined: a map has one piece, and the loops over the pieces then fold away.
     #[inline]
     fn map_locked(
@@ -257,30 +377,54 @@ impl IommufdCtx {
         id: u32,
         flags: u32,
         iova: u64,
-        pieces: &[(u64, u64)],
+        pieces: &[(u64, u64, bool)],
     ) -> Result<u64, IommufdError> {
         let ioas = objs.ioas_mut(id, Self::WRONG_KIND)?;
-        if flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE) == 0 {
-            // vsva's choice: a stage-2 entry without read and write is not present.
-            return Err(IommufdError::invalid(
-                "flags",
-                flags.into(),
-                "READABLE or WRITEABLE is needed",
-            ));
+        for &(hpa, plen, _) in pieces {
+            if hpa.checked_add(plen).is_none() {
+                return Err(overflow("user_va + length", hpa));
+            }
+            if plen == 0 || plen > u64::MAX - IOVA_ALIGNMENT {
+                return Err(IommufdError::invalid(
+                    "length",
+                    plen,
+                    "must not be 0 (nor within a page of ULONG_MAX)",
+                ));
+            }
         }
         let len: u64 = pieces.iter().map(|p| p.1).sum();
-        if len == 0 {
-            return Err(IommufdError::invalid("length", 0, "must not be 0"));
+        if !len.is_multiple_of(IOVA_ALIGNMENT) {
+            return Err(IommufdError::invalid(
+                "length",
+                len,
+                "must be a multiple of the 4 KiB IOVA alignment",
+            ));
         }
+        let iova = if flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
+            ioas.check_new(iova, len)?;
+            iova
+        } else {
+            ioas.alloc_iova(pieces.first().map_or(0, |p| p.0), len)?
+        };
         let iommu = self.vfio.iommu();
-        for &(hpa, plen) in pieces {
-            if !hpa.is_multiple_of(IOVA_ALIGNMENT) || !plen.is_multiple_of(IOVA_ALIGNMENT) {
+        for &(hpa, _, writable) in pieces {
+            if writeable(flags) && !writable {
+                return Err(IommufdError::Refused {
+                    field: "flags",
+                    value: flags.into(),
+                    reason: "WRITEABLE, but the source pages were mapped read-only",
+                    errno: Errno::EPERM,
+                });
+            }
+            if !hpa.is_multiple_of(IOVA_ALIGNMENT) {
                 return Err(IommufdError::invalid(
                     "user_va",
                     hpa,
-                    "host address and length must be 4 KiB aligned",
+                    "must be 4 KiB aligned (the IOAS's IOVA alignment)",
                 ));
             }
+        }
+        for &(hpa, plen, _) in pieces {
             if !iommu.memory().is_backed_cached(hpa, plen, &mut ioas.backed) {
                 return Err(IommufdError::Refused {
                     field: "user_va",
@@ -290,17 +434,6 @@ impl IommufdCtx {
                 });
             }
         }
-        let iova = if flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
-            ioas.check_new(iova, len)?;
-            iova
-        } else {
-            ioas.alloc_iova(len).ok_or(IommufdError::Refused {
-                field: "length",
-                value: len,
-                reason: "no free IOVA range of this size",
-                errno: Errno::ENOSPC,
-            })?
-        };
         // The process's table-pool share, as a VFIO container checks it
         // (`Container::map_dma`): refused when already held, and a map that takes the
         // process past it is undone.
@@ -311,7 +444,7 @@ impl IommufdCtx {
         let mut at = iova;
         let mut mapped = Ok(());
         let mut grown = 0;
-        for (i, &(hpa, plen)) in pieces.iter().enumerate() {
+        for (i, &(hpa, plen, _)) in pieces.iter().enumerate() {
             if let Err(e) = iommu.stage2_map_counting(ioas.stage2, at, hpa, plen, p, &mut grown) {
                 mapped = Err((i, IommufdError::iommu("map into the IOAS's stage 2", e)));
                 break;
@@ -331,7 +464,7 @@ impl IommufdCtx {
         if let Err((done, e)) = mapped {
             // Undo the pieces mapped; nothing was cached for them.
             let mut undo = iova;
-            for &(_, l) in &pieces[..done] {
+            for &(_, l, _) in &pieces[..done] {
                 if let Err(e) = iommu.stage2_unmap(ioas.stage2, undo, l) {
                     tracing::error!("undoing a partial IOAS map: {e}");
                     debug_assert!(false, "undoing a partial IOAS map: {e}");
@@ -341,8 +474,15 @@ impl IommufdCtx {
             return Err(e);
         }
         let mut at = iova;
-        for &(hpa, plen) in pieces {
-            ioas.areas.insert(at, Area { len: plen, hpa });
+        for &(hpa, plen, writable) in pieces {
+            ioas.areas.insert(
+                at,
+                Area {
+                    len: plen,
+                    hpa,
+                    writable,
+                },
+            );
             at += plen;
         }
         Ok(iova)
@@ -356,8 +496,10 @@ impl IommufdCtx {
     /// # Errors
     ///
     /// Unknown IOAS → `ENOENT`; `iova` or `length` ≥ `u64::MAX` → `EOVERFLOW`; zero length →
-    /// `EINVAL`; a mapping only partly inside the range, or nothing mapped there → `ENOENT`.
-    /// Nothing is unmapped then.
+    /// `EINVAL`; a mapping only partly inside the range, or nothing mapped there → `ENOENT`;
+    /// `length` is not written back then. As `iopt_unmap_iova_range` takes the areas by
+    /// rising IOVA, a mapping sticking out at the end of the range fails the call after the
+    /// mappings before it were unmapped; in every other refusal nothing is unmapped.
     #[inline]
     pub fn ioas_unmap(&self, cmd: &mut IommuIoasUnmap) -> Result<(), IommufdError> {
         let mut objs = self.lock();
@@ -412,6 +554,14 @@ impl IommufdCtx {
         let back = ioas.area_at_or_below(last).filter(|&(s, _)| s >= first);
         if let Some((s, a)) = back {
             if s + (a.len - 1) > last {
+                // Linux takes the areas by rising IOVA and stops at this one: those before
+                // it are unmapped, and the call fails.
+                if s > first {
+                    let (total, lo, hi) = self.unmap_areas(ioas, first, s - 1);
+                    if total > 0 {
+                        self.flush_ioas(&mut objs, cmd.ioas_id, one_domain, lo, hi - lo);
+                    }
+                }
                 return Err(split("the range would split a mapping at its end"));
             }
         }
@@ -540,11 +690,19 @@ impl IommufdCtx {
     ///
     /// # Errors
     ///
-    /// `length`, `src_iova` or `dst_iova` ≥ `u64::MAX` → `EOVERFLOW`; unknown flags →
-    /// `EOPNOTSUPP`; unknown source → `ENOENT`; zero length → `EINVAL`; a source range not
-    /// wholly mapped → `ENOENT`; unknown destination → `ENOENT`; then as
-    /// [`IommufdCtx::ioas_map`]. Nothing is mapped then.
+    /// In Linux's order: unknown flags → `EOPNOTSUPP`; `length`, `src_iova` or `dst_iova` ≥
+    /// `u64::MAX` → `EOVERFLOW`; neither READABLE nor WRITEABLE → `EINVAL`; unknown source →
+    /// `ENOENT`; zero length → `EINVAL`; a source range not wholly mapped → `ENOENT`;
+    /// unknown destination → `ENOENT`; then as [`IommufdCtx::ioas_map`], and WRITEABLE over
+    /// source pages mapped read-only → `EPERM` (`iopt_insert_area`). Nothing is mapped then.
     pub fn ioas_copy(&self, cmd: &mut IommuIoasCopy) -> Result<(), IommufdError> {
+        if cmd.flags & !IOMMU_IOAS_MAP_FLAGS != 0 {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "unknown IOMMU_IOAS_MAP flag",
+            ));
+        }
         for (field, v) in [
             ("length", cmd.length),
             ("src_iova", cmd.src_iova),
@@ -554,13 +712,7 @@ impl IommufdCtx {
                 return Err(overflow(field, v));
             }
         }
-        if cmd.flags & !IOMMU_IOAS_MAP_FLAGS != 0 {
-            return Err(IommufdError::unsupported(
-                "flags",
-                cmd.flags.into(),
-                "unknown IOMMU_IOAS_MAP flag",
-            ));
-        }
+        check_prot(cmd.flags)?;
         let mut objs = self.lock();
         let src = objs.ioas(cmd.src_ioas_id, Self::WRONG_KIND)?;
         if cmd.length == 0 {
@@ -578,7 +730,7 @@ impl IommufdCtx {
             }
             let off = at - s;
             let end = (s + a.len).min(last + 1);
-            pieces.push((a.hpa + off, end - at));
+            pieces.push((a.hpa + off, end - at, a.writable));
             at = end;
         }
         if at != last.wrapping_add(1) {
@@ -624,25 +776,7 @@ impl IommufdCtx {
     pub fn ioas_allow_iovas(&self, id: u32, ranges: &[IommuIovaRange]) -> Result<(), IommufdError> {
         let mut objs = self.lock();
         let ioas = objs.ioas_mut(id, Self::WRONG_KIND)?;
-        for (i, r) in ranges.iter().enumerate() {
-            if r.start >= r.last {
-                return Err(IommufdError::invalid(
-                    "allowed_iovas[].start",
-                    r.start,
-                    "start must be below last",
-                ));
-            }
-            if ranges[..i]
-                .iter()
-                .any(|p| p.start <= r.last && r.start <= p.last)
-            {
-                return Err(IommufdError::invalid(
-                    "allowed_iovas[].start",
-                    r.start,
-                    "the range overlaps an earlier one",
-                ));
-            }
-        }
+        check_allowed(ranges)?;
         if let Some(r) = ranges.iter().find(|r| r.last > ioas.last()) {
             return Err(IommufdError::Refused {
                 field: "allowed_iovas[].last",

@@ -347,12 +347,19 @@ fn allow_iovas(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iom
     let ranges: Vec<IommuIovaRange> = if n == 0 {
         Vec::new()
     } else {
-        user_bytes(buf, cmd.allowed_iovas)
-            .and_then(|b| b.get(..bytes))
-            .ok_or_else(|| user_fault("allowed_iovas", cmd.allowed_iovas, bytes))?
+        // `iommufd_ioas_load_iovas` copies and checks one range at a time: the ranges that
+        // fit in the buffer are checked before the first that does not faults.
+        let avail = user_bytes(buf, cmd.allowed_iovas).unwrap_or_default();
+        let whole: Vec<IommuIovaRange> = avail
             .chunks_exact(size_of::<IommuIovaRange>())
+            .take(n)
             .map(|c| IommuIovaRange::read_from_bytes(c).expect("a whole range"))
-            .collect()
+            .collect();
+        if whole.len() < n {
+            crate::ioas::check_allowed(&whole)?;
+            return Err(user_fault("allowed_iovas", cmd.allowed_iovas, bytes));
+        }
+        whole
     };
     ctx.ioas_allow_iovas(cmd.ioas_id, &ranges)
 }

@@ -122,8 +122,9 @@ impl Model {
             Op::Fault => {
                 self.insert(K::Fault);
             }
+            // `iommufd_hwpt_alloc` answers an unknown `pt_id` `EINVAL`.
             Op::Paging { pt, nest_parent } => match self.objects.get(&pt) {
-                None => return Err(Errno::ENOENT),
+                None => return Err(Errno::EINVAL),
                 Some(K::Ioas) => {
                     self.insert(K::Paging {
                         ioas: pt,
@@ -135,7 +136,7 @@ impl Model {
                 Some(_) => return Err(Errno::EINVAL),
             },
             Op::Nested { pt, fault } => match self.objects.get(&pt) {
-                None => return Err(Errno::ENOENT),
+                None => return Err(Errno::EINVAL),
                 Some(K::Ioas) => return Err(Errno::EOPNOTSUPP),
                 Some(K::Paging {
                     nest_parent: true,

@@ -76,7 +76,7 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
         ),
         row(
             "unknown pt_id",
-            "iommufd_hwpt_alloc (hw_pagetable.c)",
+            "iommufd_hwpt_alloc: a failed iommufd_get_object is -EINVAL (hw_pagetable.c)",
             IOMMU_HWPT_ALLOC,
             arg(
                 &IommuHwptAlloc {
@@ -85,7 +85,7 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
                 },
                 0,
             ),
-            Errno::ENOENT,
+            Errno::EINVAL,
         ),
         row(
             "pt_id a fault queue",
@@ -198,36 +198,6 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
                 b
             },
             Errno::EFAULT,
-        ),
-        row(
-            "vtd_s1 unknown flag",
-            "intel_iommu_domain_alloc_nested (intel/nested.c)",
-            IOMMU_HWPT_ALLOC,
-            nested(&IommuHwptVtdS1 {
-                flags: 1 << 5,
-                ..s1(MB)
-            }),
-            Errno::EOPNOTSUPP,
-        ),
-        row(
-            "vtd_s1 __reserved",
-            "intel_iommu_domain_alloc_nested (intel/nested.c)",
-            IOMMU_HWPT_ALLOC,
-            nested(&IommuHwptVtdS1 {
-                reserved: 1,
-                ..s1(MB)
-            }),
-            Errno::EOPNOTSUPP,
-        ),
-        row(
-            "vtd_s1 addr_width 39",
-            "intel_pasid_setup_nested (intel/pasid.c)",
-            IOMMU_HWPT_ALLOC,
-            nested(&IommuHwptVtdS1 {
-                addr_width: 39,
-                ..s1(MB)
-            }),
-            Errno::EINVAL,
         ),
         // IOMMU_HWPT_INVALIDATE.
         row(

@@ -192,6 +192,115 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
             Errno::ENOENT,
         ),
         row(
+            "no READABLE or WRITEABLE, unknown IOAS (flags are checked first)",
+            "iommufd_ioas_map (ioas.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    flags: IOMMU_IOAS_MAP_FIXED_IOVA,
+                    ioas_id: 99,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EINVAL,
+        ),
+        row(
+            "length ULONG_MAX, unknown IOAS (before iommufd_get_ioas)",
+            "iommufd_ioas_map (ioas.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    length: u64::MAX,
+                    ioas_id: 99,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EOVERFLOW,
+        ),
+        row(
+            "user_va + length wraps",
+            "iopt_alloc_user_pages (pages.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    user_va: u64::MAX - 0xfff,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EOVERFLOW,
+        ),
+        row(
+            "unaligned length",
+            "iopt_alloc_area_pages (io_pagetable.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    length: 0x1800,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EINVAL,
+        ),
+        row(
+            "user_va not backed at an IOVA already mapped (the IOVA is checked before pinning)",
+            "iopt_alloc_area_pages before iopt_area_fill_domains (io_pagetable.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    user_va: HOST_SIZE,
+                    iova: 0,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EEXIST,
+        ),
+        row(
+            "unaligned user_va at an IOVA already mapped (the IOVA is checked first)",
+            "iopt_check_iova before iopt_insert_area (io_pagetable.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    user_va: GUEST_HPA + 0x800,
+                    iova: 0,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EEXIST,
+        ),
+        row(
+            "unaligned user_va",
+            "iopt_insert_area (io_pagetable.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    user_va: GUEST_HPA + 0x800,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EINVAL,
+        ),
+        row(
+            "length 2^63 without FIXED_IOVA",
+            "iopt_alloc_iova (io_pagetable.c)",
+            IOMMU_IOAS_MAP,
+            arg(
+                &IommuIoasMap {
+                    flags: IOMMU_IOAS_MAP_READABLE,
+                    length: 1 << 63,
+                    ..map
+                },
+                0,
+            ),
+            Errno::EOVERFLOW,
+        ),
+        row(
             "zero length",
             "iopt_map_pages (io_pagetable.c)",
             IOMMU_IOAS_MAP,
@@ -347,6 +456,48 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
             Errno::EOPNOTSUPP,
         ),
         row(
+            "unknown flag with length ULONG_MAX (flags are checked first)",
+            "iommufd_ioas_copy (ioas.c)",
+            IOMMU_IOAS_COPY,
+            arg(
+                &IommuIoasCopy {
+                    flags: 1 << 4,
+                    length: u64::MAX,
+                    ..copy
+                },
+                0,
+            ),
+            Errno::EOPNOTSUPP,
+        ),
+        row(
+            "no READABLE or WRITEABLE, unknown source (before iommufd_get_ioas)",
+            "iommufd_ioas_copy (ioas.c)",
+            IOMMU_IOAS_COPY,
+            arg(
+                &IommuIoasCopy {
+                    flags: IOMMU_IOAS_MAP_FIXED_IOVA,
+                    src_ioas_id: 99,
+                    ..copy
+                },
+                0,
+            ),
+            Errno::EINVAL,
+        ),
+        row(
+            "zero length, unknown destination",
+            "iopt_get_pages (io_pagetable.c)",
+            IOMMU_IOAS_COPY,
+            arg(
+                &IommuIoasCopy {
+                    length: 0,
+                    dst_ioas_id: 99,
+                    ..copy
+                },
+                0,
+            ),
+            Errno::EINVAL,
+        ),
+        row(
             "unknown source",
             "iommufd_ioas_copy (ioas.c)",
             IOMMU_IOAS_COPY,
@@ -486,6 +637,22 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
             IOMMU_IOAS_ALLOW_IOVAS,
             allow_buf(
                 &allow,
+                IommuIovaRange {
+                    start: MB,
+                    last: MB,
+                },
+            ),
+            Errno::EINVAL,
+        ),
+        row(
+            "a bad first range, the second outside the buffer (read one at a time)",
+            "iommufd_ioas_load_iovas (ioas.c)",
+            IOMMU_IOAS_ALLOW_IOVAS,
+            allow_buf(
+                &IommuIoasAllowIovas {
+                    num_iovas: 2,
+                    ..allow
+                },
                 IommuIovaRange {
                     start: MB,
                     last: MB,

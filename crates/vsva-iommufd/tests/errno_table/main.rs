@@ -11,7 +11,9 @@ mod common;
 
 mod device;
 mod hwpt;
+mod hwpt_state;
 mod ioas;
+mod ioas_state;
 
 use common::*;
 use vsva_iommufd::IommufdCtx;
