@@ -242,6 +242,18 @@ impl Shared {
     }
 }
 
+/// A waiter's lead of a group commit: when it ends, even by unwinding, the store is told that
+/// nobody is leading, and the waiters are woken (those whose records came too late for the
+/// batch: one of them leads the next).
+struct Leading<'a>(&'a Shared);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        lock_ignoring_poison(&self.0.progress).leading = false;
+        self.0.done.notify_all();
+    }
+}
+
 /// The store: owner of the log file and its writer thread.
 pub struct Store {
     shared: Arc<Shared>,
@@ -488,12 +500,11 @@ impl Store {
             if let (Some(leader), false, true) = (&self.leader, p.leading, may_lead) {
                 p.leading = true;
                 drop(p);
+                let lead = Leading(&self.shared);
                 // After the shutdown's last batch nothing is written: wait for the close.
                 may_lead = !lock_ignoring_poison(leader).commit_queued();
+                drop(lead);
                 p = lock_ignoring_poison(&self.shared.progress);
-                p.leading = false;
-                // Waiters whose records came too late for this batch: one of them leads.
-                self.shared.done.notify_all();
                 continue;
             }
             p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
