@@ -1,6 +1,7 @@
 //! Object lifetimes against a simple model: create, attach, detach and destroy in random
 //! order; after every step the context's objects (ids, kinds, users, parents) are the
-//! model's, `EBUSY` comes exactly when the model says an object is in use, a destroyed id is
+//! model's (an attach of an attached device or PASID replaces its attachment), `EBUSY`
+//! comes exactly when the model says an object is in use, a destroyed id is
 //! unknown (`ENOENT`), and closing the context gives back every table page and domain id.
 
 mod common;
@@ -155,7 +156,7 @@ impl Model {
             },
             Op::Attach { dev, pt, pasid } => {
                 let d = devs[&dev];
-                let (hwpt, created) = match self.objects.get(&pt) {
+                let hwpt = match self.objects.get(&pt) {
                     None => return Err(Errno::ENOENT),
                     Some(K::Ioas) => {
                         let found = self.objects.iter().find_map(|(&id, k)| {
@@ -163,27 +164,29 @@ impl Model {
                                 .then_some(id)
                         });
                         match found {
-                            Some(h) => (h, false),
-                            None => (
-                                self.insert(K::Paging {
-                                    ioas: pt,
-                                    nest_parent: false,
-                                    auto: true,
-                                }),
-                                true,
-                            ),
+                            Some(h) => h,
+                            None => self.insert(K::Paging {
+                                ioas: pt,
+                                nest_parent: false,
+                                auto: true,
+                            }),
                         }
                     }
-                    Some(K::Paging { .. } | K::Nested { .. }) => (pt, false),
+                    Some(K::Paging { .. } | K::Nested { .. }) => pt,
                     Some(_) => return Err(Errno::EINVAL),
                 };
-                if self.attached.contains_key(&(d, pasid)) {
-                    if created {
-                        self.objects.remove(&hwpt);
+                // Attached already: a replace (`iommufd_device_replace`). The same HWPT
+                // changes nothing; another takes the reference, and an automatic HWPT left
+                // unused goes. (Every HWPT here takes PASIDs and every stage 1 is valid: no
+                // replace of this model is refused.)
+                if let Some(old) = self.attached.insert((d, pasid), hwpt) {
+                    if old != hwpt
+                        && matches!(self.objects.get(&old), Some(K::Paging { auto: true, .. }))
+                        && self.users(old) == 0
+                    {
+                        self.objects.remove(&old);
                     }
-                    return Err(Errno::EBUSY);
                 }
-                self.attached.insert((d, pasid), hwpt);
             }
             Op::Detach { dev, pasid } => self.detach((devs[&dev], pasid)),
             Op::Destroy { id } => match self.objects.get(&id) {
