@@ -88,20 +88,38 @@ impl IommufdCtx {
         }
     }
 
-    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (`iommufd_device_attach`, `iommufd_device_change_pt`):
-    /// attaches device `dev_id` — its requests without PASID, or with `pasid` — to `pt_id`,
-    /// a paging or nested HWPT, or an IOAS (then to an automatic paging HWPT over it, made
-    /// on first use and destroyed with its last attachment). Returns the HWPT attached.
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (`vfio_df_ioctl_attach_pt`; `iommufd_device_attach`
+    /// or, when already attached, `iommufd_device_replace`, through
+    /// `iommufd_device_change_pt`): attaches device `dev_id` — its requests without PASID, or
+    /// with `pasid` — to `pt_id`, a paging or nested HWPT, or an IOAS (then to the IOAS's
+    /// automatic paging HWPT, made on first use and destroyed with its last attachment).
+    /// Returns the HWPT attached (the `pt_id` Linux writes back).
+    ///
+    /// **Replace.** When that requester is already attached, as
+    /// `vfio_iommufd_physical_attach_ioas` / `vfio_iommufd_physical_pasid_attach_ioas` do:
+    /// the HWPT already attached (by id, or an IOAS whose automatic HWPT it is) changes
+    /// nothing (`iommufd_device_do_replace` returns early); another HWPT takes the
+    /// attachment — its PASID entry is written, it gains the reference and the old one loses
+    /// it (an automatic HWPT left without users is destroyed, as `iommufd_hw_pagetable_put`
+    /// does), and the device's page-request groups waiting in the old HWPT's fault queue,
+    /// read or not, are answered "invalid" (`iommufd_hwpt_replace_device` →
+    /// `iommufd_auto_response_faults` on the old attach handle). vsva's IOMMU has no in-place
+    /// entry swap: the old entry is cleared (its caches flushed) and the new one written, so
+    /// DMA racing with a replace may fault in between, where VT-d swaps the entry whole.
     ///
     /// # Errors
     ///
     /// `ENOENT` for an unknown device or `pt_id`; `EINVAL` for a `pt_id` of another kind or a
     /// PASID attach to an HWPT without `IOMMU_HWPT_ALLOC_PASID`; for a PASID: `EOPNOTSUPP`
     /// without PASID support, `EINVAL` for 0 or beyond the space, `EACCES` when another
-    /// process owns it, `ENOENT` when nobody does; `EBUSY` when already attached (as
-    /// `iommu_attach_device_pasid` answers); for a nested HWPT, its stage 1's address width,
-    /// SRE or EAFE the IOMMU cannot take → `EINVAL` (`intel_pasid_setup_nested`); an IOMMU
-    /// error. Nothing changes then.
+    /// process owns it, `ENOENT` when nobody does; for a nested HWPT, its stage 1's address
+    /// width, SRE or EAFE the IOMMU cannot take → `EINVAL` (`intel_pasid_setup_nested`); an
+    /// IOMMU error. Nothing changes then: an attachment being replaced stays as it was and an
+    /// automatic HWPT made for the call is destroyed again. The one exception: when a
+    /// replace has cleared the old entry and the IOMMU then cannot write the new one nor
+    /// restore the old (its table pool ran out between the two, the old entry having been
+    /// the last in its PASID table page), the requester is left detached, as `detach` would
+    /// leave it, and the error says so.
     pub fn attach(&self, dev_id: u32, pt_id: u32, pasid: Option<u32>) -> Result<u32, IommufdError> {
         let mut objs = self.lock();
         objs.device(dev_id, Self::WRONG_KIND)?;
@@ -140,6 +158,7 @@ impl IommufdCtx {
         result.map(|()| hwpt)
     }
 
+    /// Attaches (or replaces the attachment of) `dev_id`'s requester `pasid` to `hwpt`.
     fn attach_to(
         &self,
         objs: &mut Objects,
@@ -159,43 +178,104 @@ impl IommufdCtx {
             self.check_pasid(p)?;
         }
         let dev = objs.device(dev_id, Self::WRONG_KIND)?;
-        if let Some(&pt_id) = dev.attached.get(&pasid) {
-            return Err(IommufdError::AlreadyAttached {
-                dev_id,
-                pasid,
-                pt_id,
-            });
+        let old = dev.attached.get(&pasid).copied();
+        if old == Some(hwpt) {
+            return Ok(());
         }
         let sid = dev.sid;
+        let ats = dev.ats;
         if let Ok(Object::HwptNested(h)) = objs.get(hwpt).map(|e| &e.object) {
             self.check_s1(&h.s1)?;
         }
-        let iommu = self.vfio.iommu();
-        let set = |p: u32| {
-            iommu
-                .set_pasid_entry(sid, p, &entry)
-                .map_err(|e| IommufdError::iommu("write the PASID entry", e))
+        let old_entry = match old {
+            Some(o) => Some(self.entry_of(objs, o)?.0),
+            None => None,
         };
-        match pasid {
-            None => set(RID_PASID)?,
+        let write = |p: u32| match &old_entry {
+            None => self.set_entry(sid, p, &entry),
+            Some(old_entry) => self.replace_entry(sid, p, &entry, old_entry),
+        };
+        let written = match pasid {
+            None => write(RID_PASID),
             Some(p) => {
                 let mm = self.mm()?;
-                mm.with_owned_pasid(p, || set(p))
-                    .unwrap_or_else(|| Err(self.not_owned(p)))?;
+                mm.with_owned_pasid(p, || write(p))
+                    .unwrap_or_else(|| Err(Replaced::Kept(self.not_owned(p))))
+            }
+        };
+        match written {
+            Ok(()) => {}
+            Err(Replaced::Kept(e)) => return Err(e),
+            Err(Replaced::Lost(e)) => {
+                let old = old.expect("only a replace loses the old entry");
+                objs.device_mut(dev_id, Self::WRONG_KIND)?
+                    .attached
+                    .remove(&pasid);
+                self.drop_attachment(objs, sid, pasid, old);
+                return Err(e);
             }
         }
-        let dev = objs.device_mut(dev_id, Self::WRONG_KIND)?;
-        dev.attached.insert(pasid, hwpt);
-        let target = Target {
-            sid,
-            pasid,
-            ats: dev.ats,
-        };
+        objs.device_mut(dev_id, Self::WRONG_KIND)?
+            .attached
+            .insert(pasid, hwpt);
         if let Ok(Object::HwptNested(h)) = objs.get_mut(hwpt).map(|e| &mut e.object) {
-            h.attached.push(target);
+            h.attached.push(Target { sid, pasid, ats });
         }
         objs.hold(hwpt);
+        if let Some(old) = old {
+            self.drop_attachment(objs, sid, pasid, old);
+        }
         Ok(())
+    }
+
+    /// Writes a PASID entry into an empty slot.
+    fn set_entry(&self, sid: SourceId, pasid: u32, entry: &PasidEntry) -> Result<(), Replaced> {
+        self.vfio
+            .iommu()
+            .set_pasid_entry(sid, pasid, entry)
+            .map_err(|e| Replaced::Kept(IommufdError::iommu("write the PASID entry", e)))
+    }
+
+    /// Replaces the present entry `old` of `sid`/`pasid` with `new`: checked against the
+    /// IOMMU first, then the old entry cleared (caches flushed) and the new one written; if
+    /// that write fails, the old entry is written back. [`Replaced::Lost`] when even that
+    /// fails.
+    fn replace_entry(
+        &self,
+        sid: SourceId,
+        pasid: u32,
+        new: &PasidEntry,
+        old: &PasidEntry,
+    ) -> Result<(), Replaced> {
+        let iommu = self.vfio.iommu();
+        new.validate(iommu.config())
+            .map_err(|e| Replaced::Kept(IommufdError::iommu("write the PASID entry", e.into())))?;
+        if let Err(e) = iommu.clear_pasid_entry(sid, pasid) {
+            // Only a freed PASID's entry is already gone, and a freed PASID is refused
+            // before this; nothing was changed.
+            return Err(Replaced::Kept(IommufdError::iommu(
+                "clear the replaced PASID entry",
+                e,
+            )));
+        }
+        let Err(e) = iommu.set_pasid_entry(sid, pasid, new) else {
+            return Ok(());
+        };
+        match iommu.set_pasid_entry(sid, pasid, old) {
+            Ok(()) => Err(Replaced::Kept(IommufdError::iommu(
+                "write the PASID entry",
+                e,
+            ))),
+            Err(again) => {
+                tracing::error!(
+                    "replace of {sid} pasid {pasid}: new entry refused ({e}), old one too ({again}): detached"
+                );
+                Err(Replaced::Lost(IommufdError::iommu(
+                    "write the PASID entry (the old one could not be restored: detached)",
+                    e,
+                )))
+            }
+        }
     }
 
     /// The PASID entry an attachment to `hwpt` writes, and whether PASIDs may use it.
@@ -330,18 +410,26 @@ impl IommufdCtx {
                 dev.sid
             );
         }
+        self.drop_attachment(objs, dev.sid, pasid, hwpt);
+    }
+
+    /// What an attachment of `sid`/`pasid` to `hwpt` held, given up once its entry no longer
+    /// points there (detach, replace): its place among a nested HWPT's targets, its
+    /// page-request groups waiting in the HWPT's fault queue (answered "invalid",
+    /// `iommufd_auto_response_faults`), its reference on the HWPT — and the HWPT itself
+    /// when automatic and now unused (`iommufd_hw_pagetable_put`).
+    fn drop_attachment(&self, objs: &mut Objects, sid: SourceId, pasid: Option<u32>, hwpt: u32) {
         let fault = match objs.get_mut(hwpt).map(|e| &mut e.object) {
             Ok(Object::HwptPaging(h)) => h.fault,
             Ok(Object::HwptNested(h)) => {
-                h.attached
-                    .retain(|t| !(t.sid == dev.sid && t.pasid == pasid));
+                h.attached.retain(|t| !(t.sid == sid && t.pasid == pasid));
                 h.fault
             }
             _ => None,
         };
         if let Some(f) = fault {
             if let Ok(q) = objs.fault_mut(f, Self::WRONG_KIND) {
-                let groups = q.take_device(dev.sid, Some(pasid));
+                let groups = q.take_device(sid, Some(pasid));
                 self.answer_invalid(groups);
             }
         }
@@ -419,6 +507,15 @@ impl IommufdCtx {
         }
         Ok(data)
     }
+}
+
+/// How a PASID-entry write of an attach failed.
+enum Replaced {
+    /// Nothing changed: the slot is as before (empty, or the replaced entry).
+    Kept(IommufdError),
+    /// A replace cleared the old entry and could write neither the new one nor the old one
+    /// back: the requester is detached in the IOMMU.
+    Lost(IommufdError),
 }
 
 /// The automatic paging HWPT over IOAS `ioas`, if one exists.

@@ -85,16 +85,6 @@ pub enum IommufdError {
         /// `EACCES` or `ENOENT`.
         errno: Errno,
     },
-    /// The device (or this PASID of it) is already attached (`EBUSY`).
-    #[error("device {dev_id} pasid {pasid:?} is already attached to object {pt_id}")]
-    AlreadyAttached {
-        /// The device's id.
-        dev_id: u32,
-        /// The PASID (`None`: requests without PASID).
-        pasid: Option<u32>,
-        /// What it is attached to.
-        pt_id: u32,
-    },
 }
 
 impl IommufdError {
@@ -108,7 +98,7 @@ impl IommufdError {
             IommufdError::WrongKind { errno, .. }
             | IommufdError::Refused { errno, .. }
             | IommufdError::PasidNotOwned { errno, .. } => *errno,
-            IommufdError::Busy { .. } | IommufdError::AlreadyAttached { .. } => Errno::EBUSY,
+            IommufdError::Busy { .. } => Errno::EBUSY,
             IommufdError::Unsupported { .. } => Errno::EOPNOTSUPP,
         }
     }
