@@ -153,24 +153,25 @@ impl Iommu {
                     psc_start(d[3])
                 })
             });
-        let mut nt = NestedTables {
+        // Built only for a nested walk (a first-level-only miss would store it for nothing).
+        let mut nt = nested.then(|| NestedTables {
             iommu: self,
             env,
             e,
             dom,
             s0: stamp[0],
-            // Read only by nested walks.
-            width: if nested { sl_width(e.sl_levels()) } else { 0 },
+            width: sl_width(e.sl_levels()),
             gpas: [0; 5],
             n: 0,
-        };
+        });
         let mut walk = ZEROED_WALK;
         loop {
-            nt.n = 0;
-            if nested {
-                walk_first_level_into(mem, &mut nt, &p, e.flptr, iova, start, &mut walk)?;
-            } else {
-                walk_first_level_into(
+            match nt.as_mut() {
+                Some(nt) => {
+                    nt.n = 0;
+                    walk_first_level_into(mem, nt, &p, e.flptr, iova, start, &mut walk)?;
+                }
+                None => walk_first_level_into(
                     mem,
                     &mut paging::Identity,
                     &p,
@@ -178,7 +179,7 @@ impl Iommu {
                     iova,
                     start,
                     &mut walk,
-                )?;
+                )?,
             }
             let w = &walk;
             let level = w.leaf_level;
@@ -193,19 +194,20 @@ impl Iommu {
             // Nested: the output goes through the second level, whose permission is checked
             // before any accessed/dirty bit is set.
             let gpa = w.translate(iova);
-            let probe = if nested {
-                if gpa >> nt.width != 0 {
-                    return Err(WalkFault::first(
-                        FaultReason::FirstLevelAddressBeyondMgaw,
-                        level,
-                    ));
+            let probe = match &nt {
+                Some(nt) => {
+                    if gpa >> nt.width != 0 {
+                        return Err(WalkFault::first(
+                            FaultReason::FirstLevelAddressBeyondMgaw,
+                            level,
+                        ));
+                    }
+                    let probe = self.sl_translate(env, e, dom, stamp[0], gpa, None)?;
+                    sl_allows(probe.rights, access)
+                        .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
+                    Some(probe)
                 }
-                let probe = self.sl_translate(env, e, dom, stamp[0], gpa, None)?;
-                sl_allows(probe.rights, access)
-                    .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
-                Some(probe)
-            } else {
-                None
+                None => None,
             };
             let (out, size, out_stage) = match probe {
                 Some(s) => {
@@ -226,7 +228,7 @@ impl Iommu {
             // Everything is allowed: now the updates. With SSADE, reading a first-level table
             // sets A in the second-level leaf mapping it, and writing A/D into one of its
             // entries is a write through stage 2 (A and D).
-            if nested && e.ssade {
+            if let (Some(nt), true) = (&nt, e.ssade) {
                 for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
                     let writes = needs_ad_update(w, i, access.write, e.eafe);
                     self.sl_translate(env, e, dom, stamp[0], table_gpa, Some(writes))?;
