@@ -308,6 +308,12 @@ impl PasidEntry {
         Self::fields(v0, v1, v2, pgtt)
     }
 
+    /// The DID (bits 15:0 of word 1) of an entry held as [`Self::decode_cached`] takes it.
+    #[inline]
+    pub(crate) fn cached_did(v1: u64) -> u16 {
+        v1 as u16
+    }
+
     /// Every field of the first three words (the others hold none), with the translation
     /// type already decoded; no rule is checked.
     #[inline]
@@ -319,7 +325,7 @@ impl PasidEntry {
             slee: v0 >> 5 & 1 != 0,
             ssade: v0 >> 9 & 1 != 0,
             ssptptr: v0 & ADDR_MASK,
-            did: v1 as u16,
+            did: Self::cached_did(v1),
             pwsnp: v1 >> 23 & 1 != 0,
             pgsnp: v1 >> 24 & 1 != 0,
             cd: v1 >> 25 & 1 != 0,

@@ -470,14 +470,15 @@ impl Iommu {
             let (d_gpc, d_dpc) = unpack(d[1]);
             if d[0] == s0 && d_gpc == gpc {
                 {
-                    let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
-                    let dom = c.domain(entry.did);
+                    let dom = c.domain(PasidEntry::cached_did(d[4]));
                     let f = PasidFlags::unpack(d[6]);
                     let pg = dom.pasids.get(f.pasid);
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
                         st.inc(Counter::PasidCacheHits);
+                        // Decoded last, straight into the answer: decoded before the lookups
+                        // above, its fields were kept on the stack across them and copied.
                         return Ok(PasidInfo {
-                            entry,
+                            entry: PasidEntry::decode_cached(d[3], d[4], d[5]),
                             flags: f,
                             stamp: [d[0], d[1], d[2]],
                             dev,
