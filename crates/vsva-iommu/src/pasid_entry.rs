@@ -89,6 +89,84 @@ pub struct PasidEntry {
 }
 
 const ADDR_MASK: u64 = 0xffff_ffff_ffff_f000;
+
+/// What translation reads of a PASID entry: the translation type, the domain, the table
+/// pointers and the controls of the walks and access checks (the entry's memory-type and
+/// snoop fields are not used by the model's translation). The PASID cache answers with this,
+/// decoded from the entry's first three words: a hit decodes and carries only these fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CachedEntry {
+    pub(crate) pgtt: Pgtt,
+    pub(crate) aw: u8,
+    pub(crate) slee: bool,
+    pub(crate) ssade: bool,
+    pub(crate) ssptptr: u64,
+    pub(crate) did: u16,
+    pub(crate) sre: bool,
+    pub(crate) ere: bool,
+    pub(crate) flpm: u8,
+    pub(crate) wpe: bool,
+    pub(crate) eafe: bool,
+    pub(crate) flptr: u64,
+}
+
+impl CachedEntry {
+    /// Decodes the first three words (as [`PasidEntry::to_raw`] writes them) of an entry
+    /// already validated by [`PasidEntry::from_raw`] and [`PasidEntry::validate`] (the PASID
+    /// cache holds only such entries); an undefined PGTT decodes as pass-through, which a
+    /// validated entry never has. The bit ranges are those of [`PasidEntry::from_raw`].
+    #[inline]
+    pub(crate) fn decode(v0: u64, v1: u64, v2: u64) -> Self {
+        Self {
+            pgtt: Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough),
+            aw: (v0 >> 2 & 7) as u8,
+            slee: v0 >> 5 & 1 != 0,
+            ssade: v0 >> 9 & 1 != 0,
+            ssptptr: v0 & ADDR_MASK,
+            did: Self::did(v1),
+            sre: v2 & 1 != 0,
+            ere: v2 >> 1 & 1 != 0,
+            flpm: (v2 >> 2 & 3) as u8,
+            wpe: v2 >> 4 & 1 != 0,
+            eafe: v2 >> 7 & 1 != 0,
+            flptr: v2 & ADDR_MASK,
+        }
+    }
+
+    /// The DID (bits 15:0 of word 1), without decoding the rest.
+    #[inline]
+    pub(crate) fn did(v1: u64) -> u16 {
+        v1 as u16
+    }
+
+    /// Number of first-level paging levels (as [`PasidEntry::fl_levels`]).
+    pub(crate) fn fl_levels(&self) -> u8 {
+        fl_levels(self.flpm)
+    }
+
+    /// Number of second-level paging levels (as [`PasidEntry::sl_levels`]).
+    pub(crate) fn sl_levels(&self) -> u8 {
+        sl_levels(self.aw)
+    }
+}
+
+/// First-level paging levels of FLPM: 5 when 1, otherwise 4.
+fn fl_levels(flpm: u8) -> u8 {
+    if flpm == 1 {
+        5
+    } else {
+        4
+    }
+}
+
+/// Second-level paging levels of AW: 3, 4 or 5; 0 when AW is invalid.
+fn sl_levels(aw: u8) -> u8 {
+    match aw {
+        1..=3 => aw + 2,
+        _ => 0,
+    }
+}
+
 const VAL0_RESERVED: u64 = 0b11 << 10;
 const VAL1_RESERVED: u64 = 0x7f << 16;
 const VAL2_RESERVED: u64 = 1 << 5 | 1 << 6 | 0xf << 8;
@@ -201,18 +279,29 @@ impl PasidEntry {
 
     /// Number of first-level paging levels (4 or 5).
     pub fn fl_levels(&self) -> u8 {
-        if self.flpm == 1 {
-            5
-        } else {
-            4
-        }
+        fl_levels(self.flpm)
     }
 
     /// Number of second-level paging levels from AW (3, 4 or 5; 0 when AW is invalid).
     pub fn sl_levels(&self) -> u8 {
-        match self.aw {
-            1..=3 => self.aw + 2,
-            _ => 0,
+        sl_levels(self.aw)
+    }
+
+    /// The fields translation reads (see [`CachedEntry`]).
+    pub(crate) fn cached(&self) -> CachedEntry {
+        CachedEntry {
+            pgtt: self.pgtt,
+            aw: self.aw,
+            slee: self.slee,
+            ssade: self.ssade,
+            ssptptr: self.ssptptr,
+            did: self.did,
+            sre: self.sre,
+            ere: self.ere,
+            flpm: self.flpm,
+            wpe: self.wpe,
+            eafe: self.eafe,
+            flptr: self.flptr,
         }
     }
 
@@ -299,21 +388,6 @@ impl PasidEntry {
         err(FaultReason::PasidEntryInvalid, "FLPM", v[2] >> 2 & 3)
     }
 
-    /// Decodes the first three words of an entry already validated by [`Self::from_raw`] and
-    /// [`Self::validate`] (the PASID cache holds only such entries); an undefined PGTT decodes
-    /// as pass-through, which a validated entry never has.
-    #[inline]
-    pub(crate) fn decode_cached(v0: u64, v1: u64, v2: u64) -> Self {
-        let pgtt = Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough);
-        Self::fields(v0, v1, v2, pgtt)
-    }
-
-    /// The DID (bits 15:0 of word 1) of an entry held as [`Self::decode_cached`] takes it.
-    #[inline]
-    pub(crate) fn cached_did(v1: u64) -> u16 {
-        v1 as u16
-    }
-
     /// Every field of the first three words (the others hold none), with the translation
     /// type already decoded; no rule is checked.
     #[inline]
@@ -325,7 +399,7 @@ impl PasidEntry {
             slee: v0 >> 5 & 1 != 0,
             ssade: v0 >> 9 & 1 != 0,
             ssptptr: v0 & ADDR_MASK,
-            did: Self::cached_did(v1),
+            did: v1 as u16,
             pwsnp: v1 >> 23 & 1 != 0,
             pgsnp: v1 >> 24 & 1 != 0,
             cd: v1 >> 25 & 1 != 0,
@@ -517,7 +591,8 @@ mod tests {
             PasidEntry::pass_through(9),
         ] {
             let v = e.to_raw();
-            assert_eq!(PasidEntry::decode_cached(v[0], v[1], v[2]), e);
+            assert_eq!(CachedEntry::decode(v[0], v[1], v[2]), e.cached());
+            assert_eq!(CachedEntry::did(v[1]), e.did);
         }
     }
 

@@ -16,7 +16,7 @@ use crate::cache::{
 use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
-use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::pasid_entry::{CachedEntry, Pgtt};
 use crate::pool::WalkGuard;
 use crate::stats::{Counter, LocalStats};
 
@@ -73,7 +73,7 @@ pub struct Translation {
 /// up again).
 #[derive(Clone, Copy)]
 pub(super) struct PasidInfo<'a> {
-    pub(super) entry: PasidEntry,
+    pub(super) entry: CachedEntry,
     /// The PASID used and the context-entry bits requests need.
     pub(super) flags: PasidFlags,
     /// The context-cache and PASID-cache generations the entry was current under (the words
@@ -413,7 +413,7 @@ impl Iommu {
 
     /// The controls of a PASID entry for access checks; execute requests need both ECAP.ERS
     /// and the entry's ERE.
-    pub(super) fn fl_controls(&self, e: &PasidEntry) -> FlControls {
+    pub(super) fn fl_controls(&self, e: &CachedEntry) -> FlControls {
         FlControls {
             sre: e.sre,
             wpe: e.wpe,
@@ -470,7 +470,7 @@ impl Iommu {
             let (d_gpc, d_dpc) = unpack(d[1]);
             if d[0] == s0 && d_gpc == gpc {
                 {
-                    let dom = c.domain(PasidEntry::cached_did(d[4]));
+                    let dom = c.domain(CachedEntry::did(d[4]));
                     let f = PasidFlags::unpack(d[6]);
                     let pg = dom.pasids.get(f.pasid);
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
@@ -478,7 +478,7 @@ impl Iommu {
                         // Decoded last, straight into the answer: decoded before the lookups
                         // above, its fields were kept on the stack across them and copied.
                         return Ok(PasidInfo {
-                            entry: PasidEntry::decode_cached(d[3], d[4], d[5]),
+                            entry: CachedEntry::decode(d[3], d[4], d[5]),
                             flags: f,
                             stamp: [d[0], d[1], d[2]],
                             dev,
@@ -525,7 +525,7 @@ impl Iommu {
             );
         }
         Ok(PasidInfo {
-            entry: r.entry,
+            entry: r.entry.cached(),
             flags: f,
             stamp: if current { stamp } else { [STALE; 3] },
             dev,

@@ -11,12 +11,12 @@ use crate::paging::{
     sl_entry_is_dirty, walk_first_level_into, walk_second_level_into, AdUpdate, FlControls,
     FlParams, Rights, SlParams, TableTranslator, Walk, WalkFault, WalkStart,
 };
-use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::pasid_entry::{CachedEntry, Pgtt};
 use crate::regs::sl_width;
 use crate::stats::{Counter, LocalStats};
 
 impl Iommu {
-    pub(super) fn fl_params(&self, e: &PasidEntry) -> FlParams {
+    pub(super) fn fl_params(&self, e: &CachedEntry) -> FlParams {
         FlParams {
             levels: e.fl_levels(),
             haw: self.cfg.haw(),
@@ -24,7 +24,7 @@ impl Iommu {
         }
     }
 
-    pub(super) fn sl_params(&self, e: &PasidEntry) -> SlParams {
+    pub(super) fn sl_params(&self, e: &CachedEntry) -> SlParams {
         SlParams {
             levels: e.sl_levels(),
             haw: self.cfg.haw(),
@@ -39,7 +39,7 @@ impl Iommu {
     pub(super) fn sl_translate(
         &self,
         env: WalkEnv<'_>,
-        e: &PasidEntry,
+        e: &CachedEntry,
         dom: &DomainGens,
         s0: u64,
         gpa: u64,
@@ -90,7 +90,7 @@ impl Iommu {
     pub(super) fn walk_sl_only(
         &self,
         env: WalkEnv<'_>,
-        e: &PasidEntry,
+        e: &CachedEntry,
         dom: &DomainGens,
         s0: u64,
         iova: u64,
@@ -127,7 +127,7 @@ impl Iommu {
     pub(super) fn walk_fl(
         &self,
         env: WalkEnv<'_>,
-        e: &PasidEntry,
+        e: &CachedEntry,
         dom: &DomainGens,
         pg_gens: &PasidGens,
         tag: u64,
@@ -351,7 +351,7 @@ pub(super) struct WalkEnv<'a> {
 struct NestedTables<'a> {
     iommu: &'a Iommu,
     env: WalkEnv<'a>,
-    e: &'a PasidEntry,
+    e: &'a CachedEntry,
     dom: &'a DomainGens,
     s0: u64,
     width: u8,

@@ -44,7 +44,7 @@ fn front_ctrl_memo_equals_the_check_of_every_access_kind() {
             let mut flags = crate::cache::PasidFlags::unpack(1 << 8);
             flags.rid_priv = rid_priv;
             let info = PasidInfo {
-                entry,
+                entry: entry.cached(),
                 flags,
                 stamp: [super::STALE; 3],
                 dev: io.caches.device(1),
