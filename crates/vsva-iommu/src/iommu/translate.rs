@@ -489,6 +489,26 @@ impl Iommu {
                 }
             }
         }
+        self.pasid_info_miss(st, mem, sid, pasid, dev, s0, gpc)
+    }
+
+    /// [`Self::pasid_info`] on a PASID-cache miss: the chain is read (twice) and the entry
+    /// cached. Out of line: only a hit is on the hot path, which then builds its answer in
+    /// place instead of merging it with this one's.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn pasid_info_miss<'a>(
+        &'a self,
+        st: &LocalStats<'_>,
+        mem: &GuestMemoryMmap,
+        sid: SourceId,
+        pasid: Option<u32>,
+        dev: &'a DeviceGens,
+        s0: u64,
+        gpc: u32,
+    ) -> Result<PasidInfo<'a>, (FaultReason, bool)> {
+        let c = &self.caches;
+        let (k0, k1) = (pasid_cache_key(pasid), u64::from(sid.0));
         st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
         let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
