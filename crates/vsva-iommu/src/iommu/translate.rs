@@ -415,9 +415,9 @@ impl Iommu {
     /// and the entry's ERE.
     pub(super) fn fl_controls(&self, e: &CachedEntry) -> FlControls {
         FlControls {
-            sre: e.sre,
-            wpe: e.wpe,
-            ers: self.cfg.ers && e.ere,
+            sre: e.sre(),
+            wpe: e.wpe(),
+            ers: self.cfg.ers && e.ere(),
         }
     }
 
@@ -470,7 +470,7 @@ impl Iommu {
             let (d_gpc, d_dpc) = unpack(d[1]);
             if d[0] == s0 && d_gpc == gpc {
                 {
-                    let dom = c.domain(CachedEntry::did(d[4]));
+                    let dom = c.domain(CachedEntry::did_of(d[4]));
                     let f = PasidFlags::unpack(d[6]);
                     let pg = dom.pasids.get(f.pasid);
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
@@ -655,7 +655,7 @@ impl Iommu {
         let dom = info.dom;
         let pgtt = e.pgtt;
         let pg: Option<&PasidGens> = (pgtt != Pgtt::SecondLevel).then_some(info.pg);
-        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.flags.pasid));
+        let tag = tag_key(e.did(), pg.map_or(NO_PASID, |_| info.flags.pasid));
         let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
         let s1 = match pgtt {
             Pgtt::FirstLevel => pack(dom.fl.get(), 0),

@@ -30,7 +30,7 @@ impl Iommu {
             haw: self.cfg.haw(),
             sl_2m: self.cfg.sl_2m,
             sl_1g: self.cfg.sl_1g,
-            slee: e.slee,
+            slee: e.slee(),
         }
     }
 
@@ -47,7 +47,7 @@ impl Iommu {
     ) -> Result<SlOut, WalkFault> {
         let (mem, st) = (env.mem, env.st);
         let p = self.sl_params(e);
-        let tag = u64::from(e.did);
+        let tag = u64::from(e.did());
         let psi = dom.sl_psi.get();
         let psc = self.cfg.paging_structure_caches;
         let start = psc
@@ -61,15 +61,15 @@ impl Iommu {
             });
         let mut w = ZEROED_WALK;
         loop {
-            walk_second_level_into(mem, &p, e.ssptptr, gpa, start, &mut w)?;
-            if let (true, Some(write)) = (e.ssade, ad) {
+            walk_second_level_into(mem, &p, e.ssptptr(), gpa, start, &mut w)?;
+            if let (true, Some(write)) = (e.ssade(), ad) {
                 if set_accessed_dirty(mem, &w, write, false, Stage::Second)? == AdUpdate::Changed {
                     st.inc(Counter::AdRetries);
                     continue;
                 }
             }
             // Only entries whose accessed bits are set may be cached (SSADE).
-            if psc && start.is_none() && (!e.ssade || ad.is_some()) {
+            if psc && start.is_none() && (!e.ssade() || ad.is_some()) {
                 if let Some(pt) = w.pt {
                     let v = psc_value(pt.table, pt.rights);
                     self.caches
@@ -109,12 +109,12 @@ impl Iommu {
             Stage::Second,
             probe.leaf_level,
         )?;
-        let w = if e.ssade {
+        let w = if e.ssade() {
             self.sl_translate(env, e, dom, s0, iova, Some(access.write))?
         } else {
             probe
         };
-        let dirty = !e.ssade || sl_entry_is_dirty(w.leaf);
+        let dirty = !e.ssade() || sl_entry_is_dirty(w.leaf);
         let v = iotlb_value(w.output, w.page_size, Rights::ALL, w.rights, dirty);
         Ok((v, iova & !(w.page_size - 1)))
     }
@@ -169,13 +169,13 @@ impl Iommu {
             match nt.as_mut() {
                 Some(nt) => {
                     nt.n = 0;
-                    walk_first_level_into(mem, nt, &p, e.flptr, iova, start, &mut walk)?;
+                    walk_first_level_into(mem, nt, &p, e.flptr(), iova, start, &mut walk)?;
                 }
                 None => walk_first_level_into(
                     mem,
                     &mut paging::Identity,
                     &p,
-                    e.flptr,
+                    e.flptr(),
                     iova,
                     start,
                     &mut walk,
@@ -220,7 +220,7 @@ impl Iommu {
             // Only nested tables can be read-only (first-level-only tables are all writable).
             if nested {
                 for (i, u) in w.used().iter().enumerate() {
-                    if !u.writable && needs_ad_update(w, i, access.write, e.eafe) {
+                    if !u.writable && needs_ad_update(w, i, access.write, e.eafe()) {
                         return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
                     }
                 }
@@ -228,13 +228,13 @@ impl Iommu {
             // Everything is allowed: now the updates. With SSADE, reading a first-level table
             // sets A in the second-level leaf mapping it, and writing A/D into one of its
             // entries is a write through stage 2 (A and D).
-            if let (Some(nt), true) = (&nt, e.ssade) {
+            if let (Some(nt), true) = (&nt, e.ssade()) {
                 for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
-                    let writes = needs_ad_update(w, i, access.write, e.eafe);
+                    let writes = needs_ad_update(w, i, access.write, e.eafe());
                     self.sl_translate(env, e, dom, stamp[0], table_gpa, Some(writes))?;
                 }
             }
-            match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
+            match set_accessed_dirty(mem, w, access.write, e.eafe(), Stage::First)? {
                 AdUpdate::Changed => {
                     st.inc(Counter::AdRetries);
                     continue;
@@ -242,7 +242,7 @@ impl Iommu {
                 AdUpdate::Done => {}
             }
             let sl = match probe {
-                Some(_) if e.ssade => {
+                Some(_) if e.ssade() => {
                     Some(self.sl_translate(env, e, dom, stamp[0], gpa, Some(access.write))?)
                 }
                 other => other,
@@ -263,7 +263,7 @@ impl Iommu {
             let (sl_rights, sl_dirty) = match sl {
                 Some(s) => (
                     s.rights,
-                    !e.ssade || access.write || sl_entry_is_dirty(s.leaf),
+                    !e.ssade() || access.write || sl_entry_is_dirty(s.leaf),
                 ),
                 None => (Rights::ALL, true),
             };
