@@ -254,7 +254,7 @@ impl Iommu {
             // Every thread computes the same word: a plain store is enough.
             slot.store(ctrl as u32, Ordering::Relaxed);
         }
-        ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV)
+        ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv(), F_RID_PRIV)
     }
 
     /// [`Self::front_ctrl`] without RID_PRIV, computed the long way.
@@ -344,11 +344,11 @@ impl Iommu {
                     return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
                 }
             };
-            if ats && !info.flags.dte {
-                return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
+            if ats && !info.flags.dte() {
+                return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd()));
             }
             // The access the tables are checked for; faults record the request's own.
-            let checked = if pasid.is_none() && info.flags.rid_priv {
+            let checked = if pasid.is_none() && info.flags.rid_priv() {
                 access.privileged()
             } else {
                 access
@@ -406,7 +406,7 @@ impl Iommu {
                         recorded: false,
                     })
                 }
-                Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+                Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd())),
             };
         }
     }
@@ -472,7 +472,7 @@ impl Iommu {
                 {
                     let dom = c.domain(CachedEntry::did_of(d[4]));
                     let f = PasidFlags::unpack(d[6]);
-                    let pg = dom.pasids.get(f.pasid);
+                    let pg = dom.pasids.get(f.pasid());
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
                         st.inc(Counter::PasidCacheHits);
                         // Decoded last, straight into the answer: decoded before the lookups
@@ -517,13 +517,13 @@ impl Iommu {
         let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
         // The generations of the DID and PASID are known only now: read the chain again so the
         // cached entry is one that was current after those generations were read.
-        let f = PasidFlags {
-            pasid: r.pasid,
-            fpd: r.fpd,
-            ctx_fpd: r.context.fpd,
-            rid_priv: r.context.rid_priv,
-            dte: r.context.dte,
-        };
+        let f = PasidFlags::new(
+            r.pasid,
+            r.fpd,
+            r.context.fpd,
+            r.context.rid_priv,
+            r.context.dte,
+        );
         let stamp = [s0, pack(gpc, dpc), u64::from(ppc)];
         let current = resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r);
         if current {
@@ -655,7 +655,7 @@ impl Iommu {
         let dom = info.dom;
         let pgtt = e.pgtt;
         let pg: Option<&PasidGens> = (pgtt != Pgtt::SecondLevel).then_some(info.pg);
-        let tag = tag_key(e.did(), pg.map_or(NO_PASID, |_| info.flags.pasid));
+        let tag = tag_key(e.did(), pg.map_or(NO_PASID, |_| info.flags.pasid()));
         let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
         let s1 = match pgtt {
             Pgtt::FirstLevel => pack(dom.fl.get(), 0),
