@@ -475,8 +475,9 @@ impl Iommu {
                     let pg = dom.pasids.get(f.pasid());
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
                         st.inc(Counter::PasidCacheHits);
-                        // Decoded last, straight into the answer: decoded before the lookups
-                        // above, its fields were kept on the stack across them and copied.
+                        // The entry is taken from the slot's words last, straight into the
+                        // answer (taken before the lookups above, it was kept on the stack
+                        // across them and copied).
                         return Ok(PasidInfo {
                             entry: CachedEntry::decode(d[3], d[4], d[5]),
                             flags: f,
