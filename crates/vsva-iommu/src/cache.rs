@@ -479,43 +479,63 @@ pub(crate) fn pasid_cache_key(pasid: Option<u32>) -> u64 {
 }
 
 /// What a PASID-cache entry keeps besides the entry's words: the PASID used, and the bits of
-/// the context entry (and the FPD bits of the chain) that requests need.
+/// the context entry (and the FPD bits of the chain) that requests need. Held as the entry's
+/// last word (a hit copies one word; each flag is read from it where it is used): PASID
+/// (bits 27:8), DTE (bit 3), context FPD (bit 2), RID_PRIV (bit 1), FPD (bit 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PasidFlags {
-    /// The PASID whose entry was used (RID_PASID for requests without PASID).
-    pub(crate) pasid: u32,
-    /// An FPD bit is set in the context, directory or PASID entry.
-    pub(crate) fpd: bool,
-    /// The context entry's FPD alone (for faults found at the context entry).
-    pub(crate) ctx_fpd: bool,
-    /// The context entry's RID_PRIV.
-    pub(crate) rid_priv: bool,
-    /// The context entry's DTE: translation requests (ATS) allowed.
-    pub(crate) dte: bool,
-}
+pub(crate) struct PasidFlags(u64);
 
 impl PasidFlags {
-    /// Last word of a PASID-cache entry: PASID (bits 27:8), DTE (bit 3), context FPD (bit 2),
-    /// RID_PRIV (bit 1), FPD (bit 0).
+    /// `pasid`: the PASID whose entry was used (RID_PASID for requests without PASID);
+    /// `fpd`: an FPD bit is set in the context, directory or PASID entry; `ctx_fpd`: the
+    /// context entry's FPD alone (for faults found at the context entry); `rid_priv` and
+    /// `dte`: the context entry's RID_PRIV and DTE.
+    pub(crate) fn new(pasid: u32, fpd: bool, ctx_fpd: bool, rid_priv: bool, dte: bool) -> Self {
+        Self(
+            u64::from(fpd)
+                | u64::from(rid_priv) << 1
+                | u64::from(ctx_fpd) << 2
+                | u64::from(dte) << 3
+                | u64::from(pasid) << 8,
+        )
+    }
+
+    /// The last word of a PASID-cache entry.
     #[inline(always)]
     pub(crate) fn pack(self) -> u64 {
-        u64::from(self.fpd)
-            | u64::from(self.rid_priv) << 1
-            | u64::from(self.ctx_fpd) << 2
-            | u64::from(self.dte) << 3
-            | u64::from(self.pasid) << 8
+        self.0
     }
 
     /// The flags of the last word of a PASID-cache entry (the inverse of [`Self::pack`]).
     #[inline(always)]
     pub(crate) fn unpack(w: u64) -> Self {
-        Self {
-            pasid: (w >> 8) as u32,
-            fpd: w & 1 != 0,
-            rid_priv: w & 2 != 0,
-            ctx_fpd: w & 4 != 0,
-            dte: w & 8 != 0,
-        }
+        Self(w)
+    }
+
+    /// The PASID whose entry was used (RID_PASID for requests without PASID).
+    #[inline(always)]
+    pub(crate) fn pasid(self) -> u32 {
+        (self.0 >> 8) as u32
+    }
+    /// An FPD bit is set in the context, directory or PASID entry.
+    #[inline(always)]
+    pub(crate) fn fpd(self) -> bool {
+        self.0 & 1 != 0
+    }
+    /// The context entry's RID_PRIV.
+    #[inline(always)]
+    pub(crate) fn rid_priv(self) -> bool {
+        self.0 & 2 != 0
+    }
+    /// The context entry's FPD alone (for faults found at the context entry).
+    #[inline(always)]
+    pub(crate) fn ctx_fpd(self) -> bool {
+        self.0 & 4 != 0
+    }
+    /// The context entry's DTE: translation requests (ATS) allowed.
+    #[inline(always)]
+    pub(crate) fn dte(self) -> bool {
+        self.0 & 8 != 0
     }
 }
 

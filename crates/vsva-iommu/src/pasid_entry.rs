@@ -89,6 +89,121 @@ pub struct PasidEntry {
 }
 
 const ADDR_MASK: u64 = 0xffff_ffff_ffff_f000;
+
+/// What translation reads of a PASID entry: the translation type, decoded once (every step of
+/// a translation branches on it), and the entry's first three words (as [`PasidEntry::to_raw`]
+/// writes them), from which each other field is taken where it is read. The PASID cache
+/// answers with this: a hit carries three words instead of decoding every field up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CachedEntry {
+    pub(crate) pgtt: Pgtt,
+    v: [u64; 3],
+}
+
+impl CachedEntry {
+    /// The first three words of an entry already validated by [`PasidEntry::from_raw`] and
+    /// [`PasidEntry::validate`] (the PASID cache holds only such entries); an undefined PGTT
+    /// decodes as pass-through, which a validated entry never has.
+    #[inline]
+    pub(crate) fn decode(v0: u64, v1: u64, v2: u64) -> Self {
+        Self {
+            pgtt: Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough),
+            v: [v0, v1, v2],
+        }
+    }
+
+    /// DID of word 1 `v1`, without the rest of the entry: bits 15:0.
+    #[inline]
+    pub(crate) fn did_of(v1: u64) -> u16 {
+        v1 as u16
+    }
+
+    /// AW: word 0, bits 4:2.
+    #[inline]
+    pub(crate) fn aw(&self) -> u8 {
+        (self.v[0] >> 2 & 7) as u8
+    }
+    /// SLEE: word 0, bit 5.
+    #[inline]
+    pub(crate) fn slee(&self) -> bool {
+        self.v[0] >> 5 & 1 != 0
+    }
+    /// SSADE: word 0, bit 9.
+    #[inline]
+    pub(crate) fn ssade(&self) -> bool {
+        self.v[0] >> 9 & 1 != 0
+    }
+    /// SSPTPTR: word 0, bits 63:12.
+    #[inline]
+    pub(crate) fn ssptptr(&self) -> u64 {
+        self.v[0] & ADDR_MASK
+    }
+    /// DID: word 1, bits 15:0.
+    #[inline]
+    pub(crate) fn did(&self) -> u16 {
+        Self::did_of(self.v[1])
+    }
+    /// SRE: word 2, bit 0.
+    #[inline]
+    pub(crate) fn sre(&self) -> bool {
+        self.v[2] & 1 != 0
+    }
+    /// ERE: word 2, bit 1.
+    #[inline]
+    pub(crate) fn ere(&self) -> bool {
+        self.v[2] >> 1 & 1 != 0
+    }
+    /// FLPM: word 2, bits 3:2.
+    #[inline]
+    pub(crate) fn flpm(&self) -> u8 {
+        (self.v[2] >> 2 & 3) as u8
+    }
+    /// WPE: word 2, bit 4.
+    #[inline]
+    pub(crate) fn wpe(&self) -> bool {
+        self.v[2] >> 4 & 1 != 0
+    }
+    /// EAFE: word 2, bit 7.
+    #[inline]
+    pub(crate) fn eafe(&self) -> bool {
+        self.v[2] >> 7 & 1 != 0
+    }
+    /// FLPTR: word 2, bits 63:12.
+    #[inline]
+    pub(crate) fn flptr(&self) -> u64 {
+        self.v[2] & ADDR_MASK
+    }
+
+    /// Number of first-level paging levels (as [`PasidEntry::fl_levels`]).
+    #[inline]
+    pub(crate) fn fl_levels(&self) -> u8 {
+        fl_levels(self.flpm())
+    }
+
+    /// Number of second-level paging levels (as [`PasidEntry::sl_levels`]).
+    #[inline]
+    pub(crate) fn sl_levels(&self) -> u8 {
+        sl_levels(self.aw())
+    }
+}
+
+/// First-level paging levels of FLPM: 5 when 1, otherwise 4.
+fn fl_levels(flpm: u8) -> u8 {
+    if flpm == 1 {
+        5
+    } else {
+        4
+    }
+}
+
+/// Second-level paging levels of AW: 3, 4 or 5; 0 when AW is invalid.
+fn sl_levels(aw: u8) -> u8 {
+    match aw {
+        1..=3 => aw + 2,
+        _ => 0,
+    }
+}
+
 const VAL0_RESERVED: u64 = 0b11 << 10;
 const VAL1_RESERVED: u64 = 0x7f << 16;
 const VAL2_RESERVED: u64 = 1 << 5 | 1 << 6 | 0xf << 8;
@@ -201,19 +316,18 @@ impl PasidEntry {
 
     /// Number of first-level paging levels (4 or 5).
     pub fn fl_levels(&self) -> u8 {
-        if self.flpm == 1 {
-            5
-        } else {
-            4
-        }
+        fl_levels(self.flpm)
     }
 
     /// Number of second-level paging levels from AW (3, 4 or 5; 0 when AW is invalid).
     pub fn sl_levels(&self) -> u8 {
-        match self.aw {
-            1..=3 => self.aw + 2,
-            _ => 0,
-        }
+        sl_levels(self.aw)
+    }
+
+    /// What translation reads of the entry (see [`CachedEntry`]).
+    pub(crate) fn cached(&self) -> CachedEntry {
+        let v = self.to_raw();
+        CachedEntry::decode(v[0], v[1], v[2])
     }
 
     /// Encodes as eight 64-bit words, with P set and reserved bits clear. Fields wider than
@@ -299,27 +413,20 @@ impl PasidEntry {
         err(FaultReason::PasidEntryInvalid, "FLPM", v[2] >> 2 & 3)
     }
 
-    /// Decodes the first three words of an entry already validated by [`Self::from_raw`] and
-    /// [`Self::validate`] (the PASID cache holds only such entries); an undefined PGTT decodes
-    /// as pass-through, which a validated entry never has.
-    #[inline]
-    pub(crate) fn decode_cached(v0: u64, v1: u64, v2: u64) -> Self {
-        let pgtt = Pgtt::from_bits(v0 >> 6 & 7).unwrap_or(Pgtt::PassThrough);
-        Self::fields(v0, v1, v2, pgtt)
-    }
-
     /// Every field of the first three words (the others hold none), with the translation
     /// type already decoded; no rule is checked.
     #[inline]
     fn fields(v0: u64, v1: u64, v2: u64, pgtt: Pgtt) -> Self {
+        // The fields translation reads have their bit ranges in `CachedEntry` only.
+        let c = CachedEntry::decode(v0, v1, v2);
         Self {
             fpd: v0 >> 1 & 1 != 0,
-            aw: (v0 >> 2 & 7) as u8,
+            aw: c.aw(),
             pgtt,
-            slee: v0 >> 5 & 1 != 0,
-            ssade: v0 >> 9 & 1 != 0,
-            ssptptr: v0 & ADDR_MASK,
-            did: v1 as u16,
+            slee: c.slee(),
+            ssade: c.ssade(),
+            ssptptr: c.ssptptr(),
+            did: c.did(),
             pwsnp: v1 >> 23 & 1 != 0,
             pgsnp: v1 >> 24 & 1 != 0,
             cd: v1 >> 25 & 1 != 0,
@@ -328,12 +435,12 @@ impl PasidEntry {
             pwt: v1 >> 30 & 1 != 0,
             pcd: v1 >> 31 & 1 != 0,
             pat: (v1 >> 32) as u32,
-            sre: v2 & 1 != 0,
-            ere: v2 >> 1 & 1 != 0,
-            flpm: (v2 >> 2 & 3) as u8,
-            wpe: v2 >> 4 & 1 != 0,
-            eafe: v2 >> 7 & 1 != 0,
-            flptr: v2 & ADDR_MASK,
+            sre: c.sre(),
+            ere: c.ere(),
+            flpm: c.flpm(),
+            wpe: c.wpe(),
+            eafe: c.eafe(),
+            flptr: c.flptr(),
         }
     }
 
@@ -511,7 +618,25 @@ mod tests {
             PasidEntry::pass_through(9),
         ] {
             let v = e.to_raw();
-            assert_eq!(PasidEntry::decode_cached(v[0], v[1], v[2]), e);
+            let c = CachedEntry::decode(v[0], v[1], v[2]);
+            assert_eq!(c, e.cached());
+            assert_eq!(
+                (c.pgtt, c.did(), CachedEntry::did_of(v[1])),
+                (e.pgtt, e.did, e.did)
+            );
+            assert_eq!(
+                (c.aw(), c.slee(), c.ssade(), c.ssptptr()),
+                (e.aw, e.slee, e.ssade, e.ssptptr)
+            );
+            assert_eq!(
+                (c.sre(), c.ere(), c.flpm(), c.wpe()),
+                (e.sre, e.ere, e.flpm, e.wpe)
+            );
+            assert_eq!((c.eafe(), c.flptr()), (e.eafe, e.flptr));
+            assert_eq!(
+                (c.fl_levels(), c.sl_levels()),
+                (e.fl_levels(), e.sl_levels())
+            );
         }
     }
 

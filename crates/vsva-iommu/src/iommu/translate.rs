@@ -16,7 +16,7 @@ use crate::cache::{
 use crate::context::{resolve, resolve_context};
 use crate::fault::{overlaps_interrupt_range, Access, Fault, FaultReason, SourceId, Stage};
 use crate::paging::{check_fl_access, FlControls, Rights, WalkFault, SIZE_4K};
-use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::pasid_entry::{CachedEntry, Pgtt};
 use crate::pool::WalkGuard;
 use crate::stats::{Counter, LocalStats};
 
@@ -73,7 +73,7 @@ pub struct Translation {
 /// up again).
 #[derive(Clone, Copy)]
 pub(super) struct PasidInfo<'a> {
-    pub(super) entry: PasidEntry,
+    pub(super) entry: CachedEntry,
     /// The PASID used and the context-entry bits requests need.
     pub(super) flags: PasidFlags,
     /// The context-cache and PASID-cache generations the entry was current under (the words
@@ -254,7 +254,7 @@ impl Iommu {
             // Every thread computes the same word: a plain store is enough.
             slot.store(ctrl as u32, Ordering::Relaxed);
         }
-        ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv, F_RID_PRIV)
+        ctrl & !FRONT_CTRL_KNOWN | flag(info.flags.rid_priv(), F_RID_PRIV)
     }
 
     /// [`Self::front_ctrl`] without RID_PRIV, computed the long way.
@@ -344,11 +344,11 @@ impl Iommu {
                     return Err(self.fault(sid, pasid, iova, access, context_fault(reason), fpd));
                 }
             };
-            if ats && !info.flags.dte {
-                return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd));
+            if ats && !info.flags.dte() {
+                return Err(self.fault(sid, pasid, iova, access, no_dte, info.flags.ctx_fpd()));
             }
             // The access the tables are checked for; faults record the request's own.
-            let checked = if pasid.is_none() && info.flags.rid_priv {
+            let checked = if pasid.is_none() && info.flags.rid_priv() {
                 access.privileged()
             } else {
                 access
@@ -406,18 +406,18 @@ impl Iommu {
                         recorded: false,
                     })
                 }
-                Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd)),
+                Err(wf) => Err(self.fault(sid, pasid, iova, access, wf, info.flags.fpd())),
             };
         }
     }
 
     /// The controls of a PASID entry for access checks; execute requests need both ECAP.ERS
     /// and the entry's ERE.
-    pub(super) fn fl_controls(&self, e: &PasidEntry) -> FlControls {
+    pub(super) fn fl_controls(&self, e: &CachedEntry) -> FlControls {
         FlControls {
-            sre: e.sre,
-            wpe: e.wpe,
-            ers: self.cfg.ers && e.ere,
+            sre: e.sre(),
+            wpe: e.wpe(),
+            ers: self.cfg.ers && e.ere(),
         }
     }
 
@@ -470,14 +470,16 @@ impl Iommu {
             let (d_gpc, d_dpc) = unpack(d[1]);
             if d[0] == s0 && d_gpc == gpc {
                 {
-                    let entry = PasidEntry::decode_cached(d[3], d[4], d[5]);
-                    let dom = c.domain(entry.did);
+                    let dom = c.domain(CachedEntry::did_of(d[4]));
                     let f = PasidFlags::unpack(d[6]);
-                    let pg = dom.pasids.get(f.pasid);
+                    let pg = dom.pasids.get(f.pasid());
                     if d_dpc == dom.pc.get() && d[2] == u64::from(pg.pc.get()) {
                         st.inc(Counter::PasidCacheHits);
+                        // The entry is taken from the slot's words last, straight into the
+                        // answer (taken before the lookups above, it was kept on the stack
+                        // across them and copied).
                         return Ok(PasidInfo {
-                            entry,
+                            entry: CachedEntry::decode(d[3], d[4], d[5]),
                             flags: f,
                             stamp: [d[0], d[1], d[2]],
                             dev,
@@ -488,6 +490,26 @@ impl Iommu {
                 }
             }
         }
+        self.pasid_info_miss(st, mem, sid, pasid, dev, s0, gpc)
+    }
+
+    /// [`Self::pasid_info`] on a PASID-cache miss: the chain is read (twice) and the entry
+    /// cached. Out of line: only a hit is on the hot path, which then builds its answer in
+    /// place instead of merging it with this one's.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn pasid_info_miss<'a>(
+        &'a self,
+        st: &LocalStats<'_>,
+        mem: &GuestMemoryMmap,
+        sid: SourceId,
+        pasid: Option<u32>,
+        dev: &'a DeviceGens,
+        s0: u64,
+        gpc: u32,
+    ) -> Result<PasidInfo<'a>, (FaultReason, bool)> {
+        let c = &self.caches;
+        let (k0, k1) = (pasid_cache_key(pasid), u64::from(sid.0));
         st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
         let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
@@ -496,13 +518,13 @@ impl Iommu {
         let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
         // The generations of the DID and PASID are known only now: read the chain again so the
         // cached entry is one that was current after those generations were read.
-        let f = PasidFlags {
-            pasid: r.pasid,
-            fpd: r.fpd,
-            ctx_fpd: r.context.fpd,
-            rid_priv: r.context.rid_priv,
-            dte: r.context.dte,
-        };
+        let f = PasidFlags::new(
+            r.pasid,
+            r.fpd,
+            r.context.fpd,
+            r.context.rid_priv,
+            r.context.dte,
+        );
         let stamp = [s0, pack(gpc, dpc), u64::from(ppc)];
         let current = resolve(mem, &self.cfg, rt, sid, pasid).ok() == Some(r);
         if current {
@@ -524,7 +546,7 @@ impl Iommu {
             );
         }
         Ok(PasidInfo {
-            entry: r.entry,
+            entry: r.entry.cached(),
             flags: f,
             stamp: if current { stamp } else { [STALE; 3] },
             dev,
@@ -634,7 +656,7 @@ impl Iommu {
         let dom = info.dom;
         let pgtt = e.pgtt;
         let pg: Option<&PasidGens> = (pgtt != Pgtt::SecondLevel).then_some(info.pg);
-        let tag = tag_key(e.did, pg.map_or(NO_PASID, |_| info.flags.pasid));
+        let tag = tag_key(e.did(), pg.map_or(NO_PASID, |_| info.flags.pasid()));
         let s0 = pack(c.global.iotlb.get(), dom.iotlb.get());
         let s1 = match pgtt {
             Pgtt::FirstLevel => pack(dom.fl.get(), 0),

@@ -11,12 +11,12 @@ use crate::paging::{
     sl_entry_is_dirty, walk_first_level_into, walk_second_level_into, AdUpdate, FlControls,
     FlParams, Rights, SlParams, TableTranslator, Walk, WalkFault, WalkStart,
 };
-use crate::pasid_entry::{PasidEntry, Pgtt};
+use crate::pasid_entry::{CachedEntry, Pgtt};
 use crate::regs::sl_width;
 use crate::stats::{Counter, LocalStats};
 
 impl Iommu {
-    pub(super) fn fl_params(&self, e: &PasidEntry) -> FlParams {
+    pub(super) fn fl_params(&self, e: &CachedEntry) -> FlParams {
         FlParams {
             levels: e.fl_levels(),
             haw: self.cfg.haw(),
@@ -24,13 +24,13 @@ impl Iommu {
         }
     }
 
-    pub(super) fn sl_params(&self, e: &PasidEntry) -> SlParams {
+    pub(super) fn sl_params(&self, e: &CachedEntry) -> SlParams {
         SlParams {
             levels: e.sl_levels(),
             haw: self.cfg.haw(),
             sl_2m: self.cfg.sl_2m,
             sl_1g: self.cfg.sl_1g,
-            slee: e.slee,
+            slee: e.slee(),
         }
     }
 
@@ -39,7 +39,7 @@ impl Iommu {
     pub(super) fn sl_translate(
         &self,
         env: WalkEnv<'_>,
-        e: &PasidEntry,
+        e: &CachedEntry,
         dom: &DomainGens,
         s0: u64,
         gpa: u64,
@@ -47,7 +47,7 @@ impl Iommu {
     ) -> Result<SlOut, WalkFault> {
         let (mem, st) = (env.mem, env.st);
         let p = self.sl_params(e);
-        let tag = u64::from(e.did);
+        let tag = u64::from(e.did());
         let psi = dom.sl_psi.get();
         let psc = self.cfg.paging_structure_caches;
         let start = psc
@@ -61,15 +61,15 @@ impl Iommu {
             });
         let mut w = ZEROED_WALK;
         loop {
-            walk_second_level_into(mem, &p, e.ssptptr, gpa, start, &mut w)?;
-            if let (true, Some(write)) = (e.ssade, ad) {
+            walk_second_level_into(mem, &p, e.ssptptr(), gpa, start, &mut w)?;
+            if let (true, Some(write)) = (e.ssade(), ad) {
                 if set_accessed_dirty(mem, &w, write, false, Stage::Second)? == AdUpdate::Changed {
                     st.inc(Counter::AdRetries);
                     continue;
                 }
             }
             // Only entries whose accessed bits are set may be cached (SSADE).
-            if psc && start.is_none() && (!e.ssade || ad.is_some()) {
+            if psc && start.is_none() && (!e.ssade() || ad.is_some()) {
                 if let Some(pt) = w.pt {
                     let v = psc_value(pt.table, pt.rights);
                     self.caches
@@ -90,7 +90,7 @@ impl Iommu {
     pub(super) fn walk_sl_only(
         &self,
         env: WalkEnv<'_>,
-        e: &PasidEntry,
+        e: &CachedEntry,
         dom: &DomainGens,
         s0: u64,
         iova: u64,
@@ -109,12 +109,12 @@ impl Iommu {
             Stage::Second,
             probe.leaf_level,
         )?;
-        let w = if e.ssade {
+        let w = if e.ssade() {
             self.sl_translate(env, e, dom, s0, iova, Some(access.write))?
         } else {
             probe
         };
-        let dirty = !e.ssade || sl_entry_is_dirty(w.leaf);
+        let dirty = !e.ssade() || sl_entry_is_dirty(w.leaf);
         let v = iotlb_value(w.output, w.page_size, Rights::ALL, w.rights, dirty);
         Ok((v, iova & !(w.page_size - 1)))
     }
@@ -127,7 +127,7 @@ impl Iommu {
     pub(super) fn walk_fl(
         &self,
         env: WalkEnv<'_>,
-        e: &PasidEntry,
+        e: &CachedEntry,
         dom: &DomainGens,
         pg_gens: &PasidGens,
         tag: u64,
@@ -153,32 +153,33 @@ impl Iommu {
                     psc_start(d[3])
                 })
             });
-        let mut nt = NestedTables {
+        // Built only for a nested walk (a first-level-only miss would store it for nothing).
+        let mut nt = nested.then(|| NestedTables {
             iommu: self,
             env,
             e,
             dom,
             s0: stamp[0],
-            // Read only by nested walks.
-            width: if nested { sl_width(e.sl_levels()) } else { 0 },
+            width: sl_width(e.sl_levels()),
             gpas: [0; 5],
             n: 0,
-        };
+        });
         let mut walk = ZEROED_WALK;
         loop {
-            nt.n = 0;
-            if nested {
-                walk_first_level_into(mem, &mut nt, &p, e.flptr, iova, start, &mut walk)?;
-            } else {
-                walk_first_level_into(
+            match nt.as_mut() {
+                Some(nt) => {
+                    nt.n = 0;
+                    walk_first_level_into(mem, nt, &p, e.flptr(), iova, start, &mut walk)?;
+                }
+                None => walk_first_level_into(
                     mem,
                     &mut paging::Identity,
                     &p,
-                    e.flptr,
+                    e.flptr(),
                     iova,
                     start,
                     &mut walk,
-                )?;
+                )?,
             }
             let w = &walk;
             let level = w.leaf_level;
@@ -193,19 +194,20 @@ impl Iommu {
             // Nested: the output goes through the second level, whose permission is checked
             // before any accessed/dirty bit is set.
             let gpa = w.translate(iova);
-            let probe = if nested {
-                if gpa >> nt.width != 0 {
-                    return Err(WalkFault::first(
-                        FaultReason::FirstLevelAddressBeyondMgaw,
-                        level,
-                    ));
+            let probe = match &nt {
+                Some(nt) => {
+                    if gpa >> nt.width != 0 {
+                        return Err(WalkFault::first(
+                            FaultReason::FirstLevelAddressBeyondMgaw,
+                            level,
+                        ));
+                    }
+                    let probe = self.sl_translate(env, e, dom, stamp[0], gpa, None)?;
+                    sl_allows(probe.rights, access)
+                        .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
+                    Some(probe)
                 }
-                let probe = self.sl_translate(env, e, dom, stamp[0], gpa, None)?;
-                sl_allows(probe.rights, access)
-                    .map_err(|r| WalkFault::second(r, probe.leaf_level))?;
-                Some(probe)
-            } else {
-                None
+                None => None,
             };
             let (out, size, out_stage) = match probe {
                 Some(s) => {
@@ -218,7 +220,7 @@ impl Iommu {
             // Only nested tables can be read-only (first-level-only tables are all writable).
             if nested {
                 for (i, u) in w.used().iter().enumerate() {
-                    if !u.writable && needs_ad_update(w, i, access.write, e.eafe) {
+                    if !u.writable && needs_ad_update(w, i, access.write, e.eafe()) {
                         return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
                     }
                 }
@@ -226,13 +228,13 @@ impl Iommu {
             // Everything is allowed: now the updates. With SSADE, reading a first-level table
             // sets A in the second-level leaf mapping it, and writing A/D into one of its
             // entries is a write through stage 2 (A and D).
-            if nested && e.ssade {
+            if let (Some(nt), true) = (&nt, e.ssade()) {
                 for (i, &table_gpa) in nt.gpas[..w.used_len].iter().enumerate() {
-                    let writes = needs_ad_update(w, i, access.write, e.eafe);
+                    let writes = needs_ad_update(w, i, access.write, e.eafe());
                     self.sl_translate(env, e, dom, stamp[0], table_gpa, Some(writes))?;
                 }
             }
-            match set_accessed_dirty(mem, w, access.write, e.eafe, Stage::First)? {
+            match set_accessed_dirty(mem, w, access.write, e.eafe(), Stage::First)? {
                 AdUpdate::Changed => {
                     st.inc(Counter::AdRetries);
                     continue;
@@ -240,7 +242,7 @@ impl Iommu {
                 AdUpdate::Done => {}
             }
             let sl = match probe {
-                Some(_) if e.ssade => {
+                Some(_) if e.ssade() => {
                     Some(self.sl_translate(env, e, dom, stamp[0], gpa, Some(access.write))?)
                 }
                 other => other,
@@ -261,7 +263,7 @@ impl Iommu {
             let (sl_rights, sl_dirty) = match sl {
                 Some(s) => (
                     s.rights,
-                    !e.ssade || access.write || sl_entry_is_dirty(s.leaf),
+                    !e.ssade() || access.write || sl_entry_is_dirty(s.leaf),
                 ),
                 None => (Rights::ALL, true),
             };
@@ -349,7 +351,7 @@ pub(super) struct WalkEnv<'a> {
 struct NestedTables<'a> {
     iommu: &'a Iommu,
     env: WalkEnv<'a>,
-    e: &'a PasidEntry,
+    e: &'a CachedEntry,
     dom: &'a DomainGens,
     s0: u64,
     width: u8,

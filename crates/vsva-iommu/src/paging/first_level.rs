@@ -184,6 +184,21 @@ pub enum AdUpdate {
     Changed,
 }
 
+/// The bits [`set_accessed_dirty`] wants in entry `i` of `walk`: A (first level: and EA when
+/// `ea`), and D on the leaf when `write`.
+#[inline(always)]
+fn ad_bits_wanted(walk: &Walk, i: usize, write: bool, ea: bool, stage: Stage) -> u64 {
+    let (a, d) = match stage {
+        Stage::Second => (SL_A, SL_D),
+        _ => (A | if ea { EA } else { 0 }, D),
+    };
+    a | if write && i + 1 == walk.used_len {
+        d
+    } else {
+        0
+    }
+}
+
 /// Sets the accessed bit (and EA when `ea`) on every used entry and the dirty bit on the leaf
 /// when `write`, by compare-and-swap on memory. Entries that already have the bits are not
 /// written.
@@ -194,6 +209,9 @@ pub enum AdUpdate {
 /// at its level, before any entry is written. A compare-and-swap that cannot reach memory
 /// faults with 0x91 (first level) or 0x78 (second level); the entries before it keep the
 /// bits already set, as on hardware.
+// Inlined: the common case, every entry already holding its bits once a page has been used,
+// is then a test per entry in the walk; the updates are out of line.
+#[inline(always)]
 pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
     mem: &M,
     walk: &Walk,
@@ -201,14 +219,26 @@ pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
     ea: bool,
     stage: Stage,
 ) -> Result<AdUpdate, WalkFault> {
-    let last = walk.used_len.saturating_sub(1);
-    let want = |i: usize| {
-        let (a, d) = match stage {
-            Stage::Second => (SL_A, SL_D),
-            _ => (A | if ea { EA } else { 0 }, D),
-        };
-        a | if write && i == last { d } else { 0 }
+    let has = |i: usize, u: &UsedEntry| {
+        let want = ad_bits_wanted(walk, i, write, ea, stage);
+        u.value & want == want
     };
+    if walk.used().iter().enumerate().all(|(i, u)| has(i, u)) {
+        return Ok(AdUpdate::Done);
+    }
+    set_accessed_dirty_slow(mem, walk, write, ea, stage)
+}
+
+/// [`set_accessed_dirty`] when at least one entry needs a bit.
+#[inline(never)]
+fn set_accessed_dirty_slow<M: EntryMemory + ?Sized>(
+    mem: &M,
+    walk: &Walk,
+    write: bool,
+    ea: bool,
+    stage: Stage,
+) -> Result<AdUpdate, WalkFault> {
+    let want = |i: usize| ad_bits_wanted(walk, i, write, ea, stage);
     let mut pending = false;
     for (i, u) in walk.used().iter().enumerate() {
         if u.value & want(i) != want(i) {
@@ -219,7 +249,6 @@ pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
         }
     }
     if !pending {
-        // Every entry has its bits already (the common case once a page has been used).
         return Ok(AdUpdate::Done);
     }
     let failed = match stage {
@@ -248,7 +277,6 @@ pub fn set_accessed_dirty<M: EntryMemory + ?Sized>(
 
 /// Whether an update by [`set_accessed_dirty`] would write the entry `i` of `walk`.
 pub(crate) fn needs_ad_update(walk: &Walk, i: usize, write: bool, ea: bool) -> bool {
-    let last = walk.used_len.saturating_sub(1);
-    let want = A | if ea { EA } else { 0 } | if write && i == last { D } else { 0 };
+    let want = ad_bits_wanted(walk, i, write, ea, Stage::First);
     walk.used()[i].value & want != want
 }

@@ -14,7 +14,7 @@ fn front_ctrl_memo_equals_the_check_of_every_access_kind() {
     let reference = |info: &PasidInfo<'_>, v: u64| {
         let c = io.fl_controls(&info.entry);
         let (pgtt, level) = (info.entry.pgtt, value_size_code(v) as u8 + 1);
-        let mut ctrl = flag(info.flags.rid_priv, F_RID_PRIV);
+        let mut ctrl = flag(info.flags.rid_priv(), F_RID_PRIV);
         for kind in 0..8u64 {
             let a = Access::from_kind(kind);
             let needs_walk = a.write && !value_is_dirty(v);
@@ -41,10 +41,9 @@ fn front_ctrl_memo_equals_the_check_of_every_access_kind() {
             entry.pgtt = pgtt;
             (entry.sre, entry.wpe, entry.ere) =
                 (controls & 1 != 0, controls & 2 != 0, controls & 4 != 0);
-            let mut flags = crate::cache::PasidFlags::unpack(1 << 8);
-            flags.rid_priv = rid_priv;
+            let flags = crate::cache::PasidFlags::new(1, false, false, rid_priv, false);
             let info = PasidInfo {
-                entry,
+                entry: entry.cached(),
                 flags,
                 stamp: [super::STALE; 3],
                 dev: io.caches.device(1),
