@@ -183,7 +183,11 @@ pub fn decode(q: [u64; 4], wide: bool) -> Result<Descriptor, DescriptorError> {
     match decode_pasid_iotlb(q, wide) {
         Some(Ok((did, pasid, scope))) => Ok(Descriptor::PasidIotlb { did, pasid, scope }),
         Some(Err(e)) => Err(e),
-        None => decode_any(q, wide),
+        None => match decode_pasid_cache(q, wide) {
+            Some(Ok((did, pasid, scope))) => Ok(Descriptor::PasidCache { did, pasid, scope }),
+            Some(Err(e)) => Err(e),
+            None => decode_any(q, wide),
+        },
     }
 }
 
@@ -212,6 +216,33 @@ pub(crate) fn decode_pasid_iotlb(
             ih: q[1] & 1 << 6 != 0,
         },
         _ => return Some(Err(DescriptorError::Reserved(6))),
+    };
+    let did = field(q[0], 16, 16) as u16;
+    Some(Ok((did, field(q[0], 32, 20) as u32, scope)))
+}
+
+/// The type that makes the shadowing bind and unbind (a guest queues one after each write of
+/// a PASID entry), decoded on its own as [`decode_pasid_iotlb`] is: `None` when `q` is of
+/// another type, else its (domain id, PASID, scope) or the reserved-field error, tested
+/// against constants; the rules are those [`decode`] applies to it.
+#[inline(always)]
+pub(crate) fn decode_pasid_cache(
+    q: [u64; 4],
+    wide: bool,
+) -> Option<Result<(u16, u32, PasidCacheScope), DescriptorError>> {
+    if q[0] & (LO_TYPE | 7 << 9) != 7 {
+        return None;
+    }
+    let (lo_ok, hi_ok) = VALID_BITS[7];
+    let upper = if wide { q[2] | q[3] } else { 0 };
+    if q[0] & !lo_ok != 0 || q[1] & !hi_ok != 0 || upper != 0 {
+        return Some(Err(DescriptorError::Reserved(7)));
+    }
+    let scope = match field(q[0], 4, 2) {
+        0 => PasidCacheScope::Domain,
+        1 => PasidCacheScope::Pasid,
+        3 => PasidCacheScope::Global,
+        _ => return Some(Err(DescriptorError::Reserved(7))),
     };
     let did = field(q[0], 16, 16) as u16;
     Some(Ok((did, field(q[0], 32, 20) as u32, scope)))
@@ -409,6 +440,47 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// `decode` (with its constant-mask paths) against the table path for a mostly-valid
+    /// descriptor of type `ty`: each qword, at random, kept as drawn or cleared of what a
+    /// type `ty` descriptor reserves (the upper qwords: zeroed), the type forced to `ty`
+    /// when `as_ty`. `Err` with both answers when they differ.
+    #[allow(clippy::type_complexity)]
+    fn decode_mostly_valid(
+        ty: usize,
+        raw: [u64; 4],
+        clean: [bool; 4],
+        wide: bool,
+        as_ty: bool,
+    ) -> Result<
+        (),
+        (
+            Result<Descriptor, DescriptorError>,
+            Result<Descriptor, DescriptorError>,
+        ),
+    > {
+        let mut q = raw;
+        if clean[0] {
+            q[0] &= VALID_BITS[ty].0;
+        }
+        if clean[1] {
+            q[1] &= VALID_BITS[ty].1;
+        }
+        for (w, c) in q[2..].iter_mut().zip(&clean[2..]) {
+            if *c || !wide {
+                *w = 0;
+            }
+        }
+        if as_ty {
+            q[0] = q[0] & !(0xf | 7 << 9) | ty as u64;
+        }
+        let (fast, table) = (decode(q, wide), decode_any(q, wide));
+        if fast == table {
+            Ok(())
+        } else {
+            Err((fast, table))
+        }
+    }
+
     proptest! {
         /// The type-6 path of `decode` (constant masks) answers as the table path does for
         /// every descriptor, valid or not; other types go through the table path itself.
@@ -419,25 +491,18 @@ mod tests {
             wide in any::<bool>(),
             as_type_6 in any::<bool>(),
         ) {
-            // Mostly-valid descriptors: each qword, at random, kept as drawn or cleared of
-            // what a type 6 descriptor reserves (the upper qwords: zeroed), the type often
-            // forced to 6.
-            let mut q = raw;
-            if clean[0] {
-                q[0] &= VALID_BITS[6].0;
-            }
-            if clean[1] {
-                q[1] &= VALID_BITS[6].1;
-            }
-            for (w, c) in q[2..].iter_mut().zip(&clean[2..]) {
-                if *c || !wide {
-                    *w = 0;
-                }
-            }
-            if as_type_6 {
-                q[0] = q[0] & !(0xf | 7 << 9) | 6;
-            }
-            prop_assert_eq!(decode(q, wide), decode_any(q, wide));
+            prop_assert_eq!(decode_mostly_valid(6, raw, clean, wide, as_type_6), Ok(()));
+        }
+
+        /// The same for the type-7 path (PASID-cache invalidation).
+        #[test]
+        fn the_pasid_cache_path_matches_the_table_path(
+            raw in any::<[u64; 4]>(),
+            clean in any::<[bool; 4]>(),
+            wide in any::<bool>(),
+            as_type_7 in any::<bool>(),
+        ) {
+            prop_assert_eq!(decode_mostly_valid(7, raw, clean, wide, as_type_7), Ok(()));
         }
     }
 }

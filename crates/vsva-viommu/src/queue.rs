@@ -11,8 +11,8 @@ use vsva_uapi::{CacheInvalidateRequest, Granularity};
 
 use crate::backend::BackendError;
 use crate::descriptor::{
-    decode, decode_pasid_iotlb, device_tlb_range, Descriptor, DescriptorError, PasidCacheScope,
-    PasidIotlbScope,
+    decode, decode_pasid_cache, decode_pasid_iotlb, device_tlb_range, Descriptor, DescriptorError,
+    PasidCacheScope, PasidIotlbScope,
 };
 use crate::interrupt::{raise, FAULT_EVENT, INV_EVENT};
 use crate::regs::{
@@ -53,6 +53,17 @@ pub(crate) mod iqei {
 #[inline(never)]
 fn host_invalidation_failed(e: &BackendError) {
     warn!(error = %e, "host CACHE_INVLD failed");
+}
+
+/// The PASIDs a PASID-cache invalidation of domain `did`, PASID `pasid` and `scope`
+/// re-synchronises.
+#[inline(always)]
+fn sync_scope(did: u16, pasid: u32, scope: PasidCacheScope) -> SyncScope {
+    match scope {
+        PasidCacheScope::Domain => SyncScope::Domain(did),
+        PasidCacheScope::Pasid => SyncScope::Pasid(pasid),
+        PasidCacheScope::Global => SyncScope::All,
+    }
 }
 
 /// Largest address mask a page-selective descriptor is passed to the host with; larger ones
@@ -146,7 +157,16 @@ impl Unit {
                     Ok(())
                 }
                 Some(Err(e)) => Err(e),
-                None => self.carry_out(q, wide),
+                // The PASID-cache descriptor (what makes the shadowing bind or unbind) is
+                // recognised the same way and synchronises without the general decode.
+                None => match decode_pasid_cache(q, wide) {
+                    Some(Ok((did, pasid, scope))) => {
+                        self.sync(sync_scope(did, pasid, scope));
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => self.carry_out(q, wide),
+                },
             };
             match outcome {
                 Ok(()) => {}
@@ -227,11 +247,9 @@ impl Unit {
                 ..
             } => self.wait(interrupt, status_write, data, addr),
             Descriptor::PasidIotlb { pasid, scope, .. } => self.pasid_iotlb(pasid, scope),
-            Descriptor::PasidCache { did, pasid, scope } => self.sync(match scope {
-                PasidCacheScope::Domain => SyncScope::Domain(did),
-                PasidCacheScope::Pasid => SyncScope::Pasid(pasid),
-                PasidCacheScope::Global => SyncScope::All,
-            }),
+            Descriptor::PasidCache { did, pasid, scope } => {
+                self.sync(sync_scope(did, pasid, scope));
+            }
             Descriptor::PasidDeviceTlb {
                 pasid, addr, size, ..
             } => {
