@@ -158,6 +158,10 @@ pub(crate) fn guest_context(
 /// The directory entry is read on every call, never kept: Linux installs a new PASID table in
 /// a present directory with no invalidation of any kind (`intel_pasid_get_entry`), so only
 /// the root and context entries above it may be cached (see `Unit::contexts`).
+///
+/// Inlined into the shadowing's caller, so the entry is decoded where it is used (no copy
+/// of the resolved entry into an `Option` returned through memory).
+#[inline(always)]
 pub(crate) fn guest_pasid_entry(
     mem: &dyn GuestMemory,
     cfg: &IommuConfig,
