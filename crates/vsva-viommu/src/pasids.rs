@@ -65,7 +65,29 @@ impl<V> PasidMap<V> {
 
     /// Takes the value of `pasid` out.
     pub(crate) fn remove(&mut self, pasid: &u32) -> Option<V> {
-        self.find(*pasid).ok().map(|i| self.entries.remove(i).1)
+        let i = self.find(*pasid).ok()?;
+        Some(self.remove_at(i))
+    }
+
+    /// Calls `f` with the value of `pasid`, if there is one, then removes it: one search, and
+    /// the value is looked at where it lies instead of being moved out first.
+    pub(crate) fn remove_with<R>(&mut self, pasid: &u32, f: impl FnOnce(&V) -> R) -> Option<R> {
+        let i = self.find(*pasid).ok()?;
+        let r = f(&self.entries[i].1);
+        self.remove_at(i);
+        Some(r)
+    }
+
+    /// Removes the entry at `i` (an index `find` returned); the last entry (a guest's one
+    /// bound PASID) is popped, with no shift to call.
+    #[inline]
+    fn remove_at(&mut self, i: usize) -> V {
+        if i + 1 == self.entries.len() {
+            if let Some((_, v)) = self.entries.pop() {
+                return v;
+            }
+        }
+        self.entries.remove(i).1
     }
 
     /// The PASIDs, ascending.
@@ -110,5 +132,19 @@ mod tests {
         assert_eq!(m.remove(&6), Some(60));
         assert!(!m.contains_key(&6));
         assert_eq!(m.keys().copied().collect::<Vec<_>>(), [1, 9]);
+    }
+
+    #[test]
+    fn remove_with_sees_the_value_then_removes_it() {
+        let mut m = PasidMap::default();
+        for p in [3, 6, 9] {
+            m.insert(p, p * 10);
+        }
+        assert_eq!(m.remove_with(&4, |v| *v), None);
+        assert_eq!(m.remove_with(&6, |v| *v + 1), Some(61));
+        assert_eq!(m.remove_with(&9, |v| *v), Some(90), "the last entry");
+        assert_eq!(m.remove(&3), Some(30), "the last entry, by remove");
+        assert_eq!(m.keys().count(), 0);
+        assert_eq!(m.remove_with(&3, |v| *v), None);
     }
 }

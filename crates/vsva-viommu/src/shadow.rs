@@ -11,6 +11,7 @@ use vsva_iommu::{PasidEntry, Pgtt};
 use vsva_uapi::iommu::VtdBindFlags;
 use vsva_uapi::{AddrWidth, BindRequest};
 
+use crate::backend::BackendError;
 use crate::regs::{ADDR_MASK, GCMD_TE, GSTS, RTADDR_TTM_SCALABLE, RTADDR_TTM_SHIFT};
 use crate::tables::{guest_context, guest_pasid_entry};
 use crate::unit::{Shadowed, Unit};
@@ -134,11 +135,9 @@ impl Unit {
             }
         }
         let Some(w) = want else {
-            // A cleared (or refused) entry: one search of the shadow, which takes out what
-            // was bound, if anything.
-            if let Some(h) = self.shadow.remove(&pasid) {
-                self.unbind_host(&h.bind);
-            }
+            // A cleared (or refused) entry: one search of the shadow, which unbinds and drops
+            // what was bound, if anything.
+            self.unshadow(pasid);
             return;
         };
         // The shadow is looked at in place: a bind request is not copied to be compared.
@@ -149,11 +148,7 @@ impl Unit {
                 }
                 return;
             }
-            Some(_) => {
-                if let Some(h) = self.shadow.remove(&pasid) {
-                    self.unbind_host(&h.bind);
-                }
-            }
+            Some(_) => self.unshadow(pasid),
             None => {}
         }
         match self.backend.bind(&w.bind) {
@@ -168,18 +163,25 @@ impl Unit {
         }
     }
 
-    fn unbind_host(&mut self, bind: &BindRequest) {
-        self.stats.unbinds += 1;
-        if let Err(e) = self.backend.unbind(bind) {
-            // The host keeps the bind until the PASID is freed; the shadow no longer claims it.
-            warn!(pasid = bind.hpasid, error = %e, "host unbind failed");
-        }
-    }
-
-    /// Drops the host bind of `pasid`, if any (before the PASID is freed).
+    /// Drops the host bind of `pasid` and its shadow record, if any (a cleared entry, a
+    /// changed one before its new bind, a PASID about to be freed). The record is unbound
+    /// where it lies in the shadow, then removed: one search, no copy of the request.
     pub(crate) fn unshadow(&mut self, pasid: u32) {
-        if let Some(h) = self.shadow.remove(&pasid) {
-            self.unbind_host(&h.bind);
-        }
+        let (stats, backend) = (&mut self.stats, &mut self.backend);
+        self.shadow.remove_with(&pasid, |h| {
+            stats.unbinds += 1;
+            if let Err(e) = backend.unbind(&h.bind) {
+                // The host keeps the bind until the PASID is freed; the shadow no longer
+                // claims it.
+                unbind_failed(h.bind.hpasid, &e);
+            }
+        });
     }
+}
+
+/// Logs a host unbind that failed (off the success path).
+#[cold]
+#[inline(never)]
+fn unbind_failed(pasid: u64, e: &BackendError) {
+    warn!(pasid, error = %e, "host unbind failed");
 }
