@@ -215,14 +215,8 @@ fn detaching_answers_waiting_fault_groups_invalid() {
         .iter()
         .all(|f| f.grpid == 1 && f.cookie == read[0].cookie));
     ctx.detach(dev_id, Some(pasid)).unwrap();
-    let mut answered: Vec<(u16, ResponseCode)> = iommu
-        .take_page_responses(sid(5))
-        .iter()
-        .map(|r| (r.group, r.code))
-        .collect();
-    answered.sort_by_key(|a| a.0);
     assert_eq!(
-        answered,
+        answered(&iommu, 5),
         vec![
             (1, ResponseCode::InvalidRequest),
             (2, ResponseCode::InvalidRequest)

@@ -246,14 +246,8 @@ fn replace_answers_the_old_queues_waiting_faults() {
         "nothing answered yet"
     );
     assert_eq!(attach(&t.ctx, 3, without, Some(pasid)), Ok(without));
-    let mut answered: Vec<(u16, ResponseCode)> = iommu
-        .take_page_responses(sid(3))
-        .iter()
-        .map(|r| (r.group, r.code))
-        .collect();
-    answered.sort_by_key(|a| a.0);
     assert_eq!(
-        answered,
+        answered(&iommu, 3),
         [
             (1, ResponseCode::InvalidRequest),
             (2, ResponseCode::InvalidRequest)

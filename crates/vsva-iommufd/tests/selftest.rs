@@ -93,23 +93,7 @@ fn ioas_areas() {
     assert_eq!(unmap(&ctx, ioas, 0x100000, 0x8000), Err(Errno::ENOENT));
     assert_eq!(unmap(&ctx, ioas, 0xf0000, 0x30000), Ok(0x20000));
     // Automatic IOVAs stay inside the allowed ranges.
-    let mut allow = arg(
-        &IommuIoasAllowIovas {
-            ioas_id: ioas,
-            num_iovas: 1,
-            allowed_iovas: 24,
-            ..Default::default()
-        },
-        0,
-    );
-    allow.extend_from_slice(
-        IommuIovaRange {
-            start: 0x4000_0000,
-            last: 0x4fff_ffff,
-        }
-        .as_bytes(),
-    );
-    call(&ctx, IOMMU_IOAS_ALLOW_IOVAS, &mut allow).unwrap();
+    allow_iovas(&ctx, ioas, 0x4000_0000, 0x4fff_ffff).unwrap();
     let auto = IommuIoasMap {
         flags: IOMMU_IOAS_MAP_READABLE,
         ..map_cmd(ioas, GUEST_HPA, 0, 0x2000)

@@ -93,6 +93,32 @@ pub fn unmap(ctx: &IommufdCtx, ioas: u32, iova: u64, length: u64) -> Result<u64,
     Ok(back::<IommuIoasUnmap>(&buf).length)
 }
 
+/// `IOMMU_IOAS_ALLOW_IOVAS` of `ioas` limited to the one range `[start, last]`.
+pub fn allow_iovas(ctx: &IommufdCtx, ioas: u32, start: u64, last: u64) -> Result<(), Errno> {
+    let mut buf = arg(
+        &IommuIoasAllowIovas {
+            ioas_id: ioas,
+            num_iovas: 1,
+            allowed_iovas: 24,
+            ..Default::default()
+        },
+        0,
+    );
+    buf.extend_from_slice(IommuIovaRange { start, last }.as_bytes());
+    call(ctx, IOMMU_IOAS_ALLOW_IOVAS, &mut buf)
+}
+
+/// The page-request groups answered to device `dev` since the last look, by group.
+pub fn answered(iommu: &Iommu, dev: u8) -> Vec<(u16, vsva_iommu::ResponseCode)> {
+    let mut groups: Vec<_> = iommu
+        .take_page_responses(sid(dev))
+        .iter()
+        .map(|r| (r.group, r.code))
+        .collect();
+    groups.sort_by_key(|g| g.0);
+    groups
+}
+
 pub fn ioas_alloc(ctx: &IommufdCtx) -> u32 {
     let mut buf = arg(&IommuIoasAlloc::default(), 0);
     call(ctx, IOMMU_IOAS_ALLOC, &mut buf).unwrap();

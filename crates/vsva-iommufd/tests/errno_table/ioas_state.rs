@@ -107,23 +107,7 @@ fn a_picked_iova_is_never_zero_and_aligned_as_linux_aligns_it() {
     // user_va 0x1000 aligned caps the alignment at 0x1000: the hole at 0x2000 fits.
     assert_eq!(pick(GUEST_HPA + 0x1000, 0x2000), Ok(0x2000));
     // An allowed range starting at 0 still gives no IOVA 0.
-    let mut allow = arg(
-        &IommuIoasAllowIovas {
-            ioas_id: ioas,
-            num_iovas: 1,
-            allowed_iovas: 24,
-            ..Default::default()
-        },
-        0,
-    );
-    allow.extend_from_slice(
-        IommuIovaRange {
-            start: 0,
-            last: 0xf_ffff,
-        }
-        .as_bytes(),
-    );
-    call(&f.ctx, IOMMU_IOAS_ALLOW_IOVAS, &mut allow).unwrap();
+    allow_iovas(&f.ctx, ioas, 0, 0xf_ffff).unwrap();
     assert_eq!(pick(GUEST_HPA, 0x8000), Ok(0x8000));
     assert_eq!(pick(GUEST_HPA, 0x10_0000), Err(Errno::ENOSPC));
     // 4 MiB of 16 MiB aligned memory: the alignment stops at 2 MiB.
