@@ -99,8 +99,9 @@ impl IommufdCtx {
     ///
     /// # Errors
     ///
-    /// `ENOTTY` for another `cmd`; `EINVAL` for a short `argsz`, unknown flags, or an attach
-    /// / detach before bind; `EBADF` when BIND names another context's fd; then as
+    /// `EINVAL` for any `cmd` but BIND on a device not bound yet (before the argument is
+    /// read), a short `argsz` or unknown flags; `ENOTTY` for an unknown `cmd` of a bound
+    /// device; `EBADF` when BIND names another context's fd; then as
     /// [`IommufdCtx::bind_device`], [`IommufdCtx::attach`], [`IommufdCtx::detach`].
     pub fn device_ioctl(
         &self,
@@ -108,25 +109,28 @@ impl IommufdCtx {
         cmd: u32,
         buf: &mut [u8],
     ) -> Result<(), IommufdError> {
-        match cmd {
-            VFIO_DEVICE_BIND_IOMMUFD => {
-                let arg = read_arg::<VfioDeviceBindIommufd>(buf, 16, "vfio_device_bind_iommufd")?;
-                let v = arg.value;
-                if v.flags != 0 {
-                    return Err(IommufdError::invalid("flags", v.flags.into(), "must be 0"));
-                }
-                if v.iommufd != self.fd() {
-                    return Err(IommufdError::Refused {
-                        field: "iommufd",
-                        value: v.iommufd as u64,
-                        reason: "not this iommufd context's fd",
-                        errno: Errno::EBADF,
-                    });
-                }
-                let dev_id = self.bind_device(sid)?;
-                buf[12..16].copy_from_slice(&dev_id.to_le_bytes());
-                Ok(())
+        if cmd == VFIO_DEVICE_BIND_IOMMUFD {
+            let arg = read_arg::<VfioDeviceBindIommufd>(buf, 16, "vfio_device_bind_iommufd")?;
+            let v = arg.value;
+            if v.flags != 0 {
+                return Err(IommufdError::invalid("flags", v.flags.into(), "must be 0"));
             }
+            if v.iommufd != self.fd() {
+                return Err(IommufdError::Refused {
+                    field: "iommufd",
+                    value: v.iommufd as u64,
+                    reason: "not this iommufd context's fd",
+                    errno: Errno::EBADF,
+                });
+            }
+            let dev_id = self.bind_device(sid)?;
+            buf[12..16].copy_from_slice(&dev_id.to_le_bytes());
+            return Ok(());
+        }
+        // VFIO answers every other ioctl of a device file not bound yet with EINVAL, before it
+        // reads the argument (vfio_device_fops_unl_ioctl's access_granted).
+        let dev_id = self.dev_id_of(sid)?;
+        match cmd {
             VFIO_DEVICE_ATTACH_IOMMUFD_PT => {
                 let arg = read_arg::<VfioDeviceAttachIommufdPt>(
                     buf,
@@ -135,7 +139,6 @@ impl IommufdCtx {
                 )?;
                 let v = arg.value;
                 let pasid = pasid_arg(v.flags, VFIO_DEVICE_ATTACH_PASID, arg.argsz, 16, v.pasid)?;
-                let dev_id = self.dev_id_of(sid)?;
                 let hwpt = self.attach(dev_id, v.pt_id, pasid)?;
                 buf[8..12].copy_from_slice(&hwpt.to_le_bytes());
                 Ok(())
@@ -145,7 +148,6 @@ impl IommufdCtx {
                     read_arg::<VfioDeviceDetachIommufdPt>(buf, 8, "vfio_device_detach_iommufd_pt")?;
                 let v = arg.value;
                 let pasid = pasid_arg(v.flags, VFIO_DEVICE_DETACH_PASID, arg.argsz, 12, v.pasid)?;
-                let dev_id = self.dev_id_of(sid)?;
                 self.detach(dev_id, pasid)
             }
             _ => Err(IommufdError::Refused {

@@ -173,6 +173,32 @@ fn device_ioctl_rows() {
             detach(0, 12),
             Errno::ENOTTY,
         ),
+        // A device file not bound yet answers every ioctl but BIND with EINVAL before it reads
+        // the argument (the access_granted check).
+        (
+            "attach on an unbound device, argument too short to read",
+            "vfio_device_fops_unl_ioctl (vfio/vfio_main.c)",
+            5,
+            VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+            vec![0; 4],
+            Errno::EINVAL,
+        ),
+        (
+            "detach on an unbound device, argument too short to read",
+            "vfio_device_fops_unl_ioctl (vfio/vfio_main.c)",
+            5,
+            VFIO_DEVICE_DETACH_IOMMUFD_PT,
+            vec![0; 4],
+            Errno::EINVAL,
+        ),
+        (
+            "unknown ioctl on an unbound device",
+            "vfio_device_fops_unl_ioctl (vfio/vfio_main.c)",
+            5,
+            0x3b79,
+            detach(0, 12),
+            Errno::EINVAL,
+        ),
     ];
     let before = f.ctx.objects();
     for (what, linux, dev, cmd, mut buf, errno) in cases {
