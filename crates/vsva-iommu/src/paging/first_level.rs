@@ -239,17 +239,12 @@ fn set_accessed_dirty_slow<M: EntryMemory + ?Sized>(
     stage: Stage,
 ) -> Result<AdUpdate, WalkFault> {
     let want = |i: usize| ad_bits_wanted(walk, i, write, ea, stage);
-    let mut pending = false;
+    // Only called with an entry to update (the caller found one), so the first pass only
+    // checks that every table to be written is writable, before anything is written.
     for (i, u) in walk.used().iter().enumerate() {
-        if u.value & want(i) != want(i) {
-            if !u.writable {
-                return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
-            }
-            pending = true;
+        if u.value & want(i) != want(i) && !u.writable {
+            return Err(WalkFault::first(FaultReason::NestedNoWriteEntry, u.level));
         }
-    }
-    if !pending {
-        return Ok(AdUpdate::Done);
     }
     let failed = match stage {
         Stage::Second => FaultReason::SecondLevelAccess,
