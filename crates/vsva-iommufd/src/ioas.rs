@@ -722,18 +722,25 @@ impl IommufdCtx {
             .src_iova
             .checked_add(cmd.length - 1)
             .ok_or_else(|| overflow("src_iova + length", cmd.src_iova))?;
+        // The areas from `src_iova` on, each starting where the one before ended, until one
+        // reaches `last` (`iopt_for_each_contig_area`). Inclusive ends: `last` may be
+        // ULONG_MAX, whose successor does not exist.
         let mut pieces = Vec::new();
         let mut at = cmd.src_iova;
+        let mut whole = false;
         for (s, a) in src.overlapping(cmd.src_iova, last) {
             if s > at {
                 break;
             }
-            let off = at - s;
-            let end = (s + a.len).min(last + 1);
-            pieces.push((a.hpa + off, end - at, a.writable));
-            at = end;
+            let piece_last = (s + (a.len - 1)).min(last);
+            pieces.push((a.hpa + (at - s), piece_last - at + 1, a.writable));
+            if piece_last == last {
+                whole = true;
+                break;
+            }
+            at = piece_last + 1;
         }
-        if at != last.wrapping_add(1) {
+        if !whole {
             return Err(IommufdError::Refused {
                 field: "src_iova",
                 value: cmd.src_iova,
