@@ -86,8 +86,8 @@ impl IommufdCtx {
     /// In Linux's order: `__reserved` → `EOPNOTSUPP` (`__reserved2` is not checked); data
     /// type and length disagreeing → `EINVAL`; unknown device → `ENOENT`; unknown `pt_id` →
     /// `EINVAL`; then per kind (see `tests/errno_table/`): unknown flags, dirty tracking,
-    /// data for a paging HWPT, no data, no nesting, a data type other than VTD_S1 →
-    /// `EOPNOTSUPP`; a parent that is not a nest parent, `pt_id` of another kind → `EINVAL`;
+    /// FAULT_ID_VALID with NEST_PARENT, data for a paging HWPT, NEST_PARENT or a nested HWPT
+    /// without nesting, no data, a data type other than VTD_S1 → `EOPNOTSUPP`; a parent that is not a nest parent, `pt_id` of another kind → `EINVAL`;
     /// the VT-d data's copy rules (`EINVAL` / `E2BIG` / `EFAULT`); an unknown fault queue →
     /// `ENOENT`; no domain id left → `ENOSPC`. Nothing is created then. The VT-d data's
     /// `flags`, `__reserved` and `addr_width` are not checked here (see
@@ -173,11 +173,31 @@ impl IommufdCtx {
                 "dirty tracking is not offered",
             ));
         }
+        // `iommufd_hwpt_paging_alloc`: a nest parent's faults are its nested HWPTs' to report.
+        // Before the fault queue is looked up.
+        if cmd.flags & IOMMU_HWPT_FAULT_ID_VALID != 0
+            && cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0
+        {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "FAULT_ID_VALID and NEST_PARENT do not go together",
+            ));
+        }
         if cmd.data_type != IOMMU_HWPT_DATA_NONE {
             return Err(IommufdError::unsupported(
                 "data_type",
                 cmd.data_type.into(),
                 "a paging HWPT takes no driver data",
+            ));
+        }
+        // The VT-d driver's `intel_iommu_domain_alloc_second_stage`: a nest parent needs an
+        // IOMMU that nests (`nested_supported`).
+        if cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0 && !self.vfio.iommu().config().nesting {
+            return Err(IommufdError::unsupported(
+                "flags",
+                cmd.flags.into(),
+                "NEST_PARENT needs an IOMMU with nesting (ECAP.NEST)",
             ));
         }
         Ok(HwptPaging {

@@ -52,6 +52,17 @@ fn check_below_max(iova: u64, length: u64) -> Result<(), IommufdError> {
     Ok(())
 }
 
+/// How a map's caller named the memory it maps, for the refusals that name it: `user_va` of
+/// `IOMMU_IOAS_MAP`, `src_iova` of `IOMMU_IOAS_COPY` (whose pieces are host addresses the
+/// caller never saw).
+#[derive(Clone, Copy)]
+struct Source {
+    /// The field.
+    field: &'static str,
+    /// Its value: where the first piece starts.
+    at: u64,
+}
+
 /// The stage-2 permissions of `IOMMU_IOAS_MAP_*` flags.
 fn perms(flags: u32) -> S2Perms {
     S2Perms {
@@ -139,8 +150,8 @@ impl Ioas {
     /// # Errors
     ///
     /// `len` ≥ `ULONG_MAX / 2` → `EOVERFLOW`; an alignment below the IOAS's (a `uptr` not
-    /// page aligned) → `EINVAL`; no hole → `ENOSPC`.
-    fn alloc_iova(&self, uptr: u64, len: u64) -> Result<u64, IommufdError> {
+    /// page aligned) → `EINVAL`, naming `src`; no hole → `ENOSPC`.
+    fn alloc_iova(&self, uptr: u64, len: u64, src: Source) -> Result<u64, IommufdError> {
         if len == 0 || len >= u64::MAX / 2 {
             return Err(overflow("length", len));
         }
@@ -152,8 +163,8 @@ impl Ioas {
         align = align.min(HPAGE_SIZE);
         if align < IOVA_ALIGNMENT {
             return Err(IommufdError::invalid(
-                "user_va",
-                uptr,
+                src.field,
+                src.at,
                 "the IOVA alignment it allows is below the IOAS's 4 KiB",
             ));
         }
@@ -353,6 +364,10 @@ impl IommufdCtx {
             cmd.flags,
             cmd.iova,
             &[(cmd.user_va, cmd.length, writeable(cmd.flags))],
+            Source {
+                field: "user_va",
+                at: cmd.user_va,
+            },
         )?;
         cmd.iova = iova;
         Ok(())
@@ -361,7 +376,7 @@ impl IommufdCtx {
     /// Maps `pieces` (host address, length, whether the pages may be mapped for write:
     /// Linux `iopt_pages::writable`) contiguously in IOAS `id` at `iova` (with `FIXED_IOVA`
     /// in `flags`) or at a free IOVA; returns the IOVA. All or nothing. The caller checked
-    /// `flags`.
+    /// `flags`; `src` is how it named the memory, for the refusals about it.
     ///
     /// The checks run in the order of `iopt_map_user_pages`: the pieces
     /// (`iopt_alloc_user_pages`: `user_va + length` wraps → `EOVERFLOW`, zero length →
@@ -378,6 +393,7 @@ impl IommufdCtx {
         flags: u32,
         iova: u64,
         pieces: &[(u64, u64, bool)],
+        src: Source,
     ) -> Result<u64, IommufdError> {
         let ioas = objs.ioas_mut(id, Self::WRONG_KIND)?;
         for &(hpa, plen, _) in pieces {
@@ -404,10 +420,13 @@ impl IommufdCtx {
             ioas.check_new(iova, len)?;
             iova
         } else {
-            ioas.alloc_iova(pieces.first().map_or(0, |p| p.0), len)?
+            ioas.alloc_iova(pieces.first().map_or(0, |p| p.0), len, src)?
         };
         let iommu = self.vfio.iommu();
-        for &(hpa, _, writable) in pieces {
+        // The caller's name for the piece at byte `off` of the range.
+        let named = |off: u64| src.at.wrapping_add(off);
+        let mut off = 0;
+        for &(hpa, plen, writable) in pieces {
             if writeable(flags) && !writable {
                 return Err(IommufdError::Refused {
                     field: "flags",
@@ -418,21 +437,24 @@ impl IommufdCtx {
             }
             if !hpa.is_multiple_of(IOVA_ALIGNMENT) {
                 return Err(IommufdError::invalid(
-                    "user_va",
-                    hpa,
+                    src.field,
+                    named(off),
                     "must be 4 KiB aligned (the IOAS's IOVA alignment)",
                 ));
             }
+            off += plen;
         }
+        let mut off = 0;
         for &(hpa, plen, _) in pieces {
             if !iommu.memory().is_backed_cached(hpa, plen, &mut ioas.backed) {
                 return Err(IommufdError::Refused {
-                    field: "user_va",
-                    value: hpa,
+                    field: src.field,
+                    value: named(off),
                     reason: "the memory is not backed (it cannot be pinned)",
                     errno: Errno::EFAULT,
                 });
             }
+            off += plen;
         }
         // The process's table-pool share, as a VFIO container checks it
         // (`Container::map_dma`): refused when already held, and a map that takes the
@@ -722,18 +744,25 @@ impl IommufdCtx {
             .src_iova
             .checked_add(cmd.length - 1)
             .ok_or_else(|| overflow("src_iova + length", cmd.src_iova))?;
+        // The areas from `src_iova` on, each starting where the one before ended, until one
+        // reaches `last` (`iopt_for_each_contig_area`). Inclusive ends: `last` may be
+        // ULONG_MAX, whose successor does not exist.
         let mut pieces = Vec::new();
         let mut at = cmd.src_iova;
+        let mut whole = false;
         for (s, a) in src.overlapping(cmd.src_iova, last) {
             if s > at {
                 break;
             }
-            let off = at - s;
-            let end = (s + a.len).min(last + 1);
-            pieces.push((a.hpa + off, end - at, a.writable));
-            at = end;
+            let piece_last = (s + (a.len - 1)).min(last);
+            pieces.push((a.hpa + (at - s), piece_last - at + 1, a.writable));
+            if piece_last == last {
+                whole = true;
+                break;
+            }
+            at = piece_last + 1;
         }
-        if at != last.wrapping_add(1) {
+        if !whole {
             return Err(IommufdError::Refused {
                 field: "src_iova",
                 value: cmd.src_iova,
@@ -741,8 +770,18 @@ impl IommufdCtx {
                 errno: Errno::ENOENT,
             });
         }
-        cmd.dst_iova =
-            self.map_locked(&mut objs, cmd.dst_ioas_id, cmd.flags, cmd.dst_iova, &pieces)?;
+        let src = Source {
+            field: "src_iova",
+            at: cmd.src_iova,
+        };
+        cmd.dst_iova = self.map_locked(
+            &mut objs,
+            cmd.dst_ioas_id,
+            cmd.flags,
+            cmd.dst_iova,
+            &pieces,
+            src,
+        )?;
         Ok(())
     }
 

@@ -432,3 +432,33 @@ fn registered_memory_is_bounded_daemon_wide_and_unregistering_gives_it_back() {
     c.unregister_memory(first).unwrap();
     c.register_memory(b.fd(), b.base(), b.size(), 0).unwrap();
 }
+
+/// Only the process a function is assigned to may grant it (docs/protocol.md, "The device
+/// side": `EPERM` otherwise). The daemon's private restore function, a function the host
+/// keeps (no group), and one not assigned to the caller are refused with a message naming the
+/// request, the `source_id` and why.
+#[test]
+fn device_grant_of_a_function_the_caller_may_not_drive_names_the_source_id_and_why() {
+    let dir = TestDir::new("grant");
+    let config = "[[devices]]\nbdf = \"01:00.0\"\ngroup = 1\n[[devices]]\nbdf = \"02:00.0\"\n";
+    let d = Daemon::start(dir.path(), config, &[]);
+    let mut c = d.client("grant");
+    for (sid, why) in [
+        (0xffff, "the daemon's private restore function"),
+        (0x0200, "kept by the host"),
+        (0x0100, "is not assigned to pid"),
+    ] {
+        let e = c.grant_device(sid).unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EPERM), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains(&format!("device_grant source_id {sid:#06x}")),
+            "{m}"
+        );
+        assert!(m.contains(why), "{m}");
+    }
+    // Its group attached to a container of the caller, the function is the caller's to grant.
+    let h = c.open_container().unwrap();
+    c.attach_group(h, 1).unwrap();
+    c.grant_device(0x0100).unwrap();
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, TestDir};
+use common::{Daemon, Helper, TestDir};
 use vsva_client::{Client, Errno};
 use vsva_uapi::iommufd::*;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -212,3 +212,36 @@ fn a_connection_drives_its_own_iommufd_context() {
 }
 
 const IOMMUFD_KIND_NAMES_OF: [&str; 5] = vsva_client::IOMMUFD_KIND_NAMES;
+
+/// `IOMMUFD_OBJECTS` of another pid (an admin request; the tests run as root) answers a pid
+/// the daemon has no context for `ESRCH` naming it, as `SET_QUOTA` and `FORCE_RELEASE` do
+/// (docs/protocol.md, "Admin requests"); a process with a context but no iommufd context has
+/// no objects.
+#[test]
+fn objects_of_a_pid_without_a_context_is_esrch() {
+    let dir = TestDir::new("iommufd-pid");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("admin");
+    assert!(c.is_admin(), "these tests run as root");
+    // A pid that has no context: a child that has exited.
+    let gone = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let e = c.iommufd_objects(gone).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::ESRCH), "{e}");
+    assert!(e.to_string().contains(&format!("pid {gone}")), "{e}");
+    assert_eq!(
+        c.set_quota(gone, 1).unwrap_err().errno(),
+        Some(Errno::ESRCH)
+    );
+    // A process with a context (its hello done) and no iommufd context: no objects.
+    let mut other = Helper::spawn(&d.socket, "watch");
+    other.status();
+    assert!(c.iommufd_objects(other.child.id()).unwrap().is_empty());
+    // The caller's own pid, named or 0, has a context.
+    assert!(c.iommufd_objects(std::process::id()).unwrap().is_empty());
+    assert!(c.iommufd_objects(0).unwrap().is_empty());
+}

@@ -156,3 +156,81 @@ fn ioas_map_of_unregistered_memory_is_efault_only_after_the_kernels_earlier_chec
     assert_eq!(e, Errno::EFAULT, "{m}");
     assert!(m.contains("user_va 0x10000000"), "{m}");
 }
+
+/// The stand-in address an unregistered `user_va` is given keeps what Linux's checks before
+/// the pin look at: the caller's `user_va + length` (`iopt_alloc_user_pages`), so a length
+/// the caller's range holds is judged as the kernel judges it, and its alignment up to 2 MiB
+/// (`iopt_alloc_iova`), so the IOVA an unfixed map picks, or the lack of one, is the kernel's.
+#[test]
+fn ioas_map_of_unregistered_memory_keeps_the_callers_sum_and_alignment() {
+    let dir = TestDir::new("ioaslimits");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("ioaslimits");
+    let mut a = IommuIoasAlloc::default().as_bytes().to_vec();
+    let n = a.len() as u32;
+    a[..4].copy_from_slice(&n.to_le_bytes());
+    c.iommufd_ioctl(IOMMU_IOAS_ALLOC, &mut a).unwrap();
+    let ioas = IommuIoasAlloc::read_from_prefix(&a).unwrap().0.out_ioas_id;
+    let fixed = IommuIoasMap {
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE,
+        ioas_id: ioas,
+        iova: 0x10_0000,
+        ..Default::default()
+    };
+    let cases = [
+        // Over SIZE_MAX - PAGE_SIZE, user_va + length does not wrap: iopt_alloc_pages.
+        (0, u64::MAX - 0xfff, Errno::EINVAL),
+        // 2^63 bytes from 0x1000: no wrap; the IOVA range reaches the reserved space.
+        (0x1000, 1 << 63, Errno::EINVAL),
+        // user_va + length is 2^64: iopt_alloc_user_pages.
+        (0x1000, u64::MAX - 0xfff, Errno::EOVERFLOW),
+    ];
+    for (user_va, length, want) in cases {
+        let map = IommuIoasMap {
+            user_va,
+            length,
+            ..fixed
+        };
+        let (e, m) = refused(c.iommufd_ioctl(IOMMU_IOAS_MAP, &mut ioas_map(map)));
+        assert_eq!(e, want, "user_va {user_va:#x} length {length:#x}: {m}");
+    }
+
+    // Only [0x1000, 0x201fff] is allowed: 2 MiB fit there 4 KiB aligned, not 2 MiB aligned.
+    // A user_va 4 KiB aligned gets IOVA 0x1000, and the pin fails (EFAULT), not ENOSPC.
+    let mut allow = IommuIoasAllowIovas {
+        size: 24,
+        ioas_id: ioas,
+        num_iovas: 1,
+        allowed_iovas: 24,
+        ..Default::default()
+    }
+    .as_bytes()
+    .to_vec();
+    allow.extend_from_slice(
+        IommuIovaRange {
+            start: 0x1000,
+            last: 0x20_1fff,
+        }
+        .as_bytes(),
+    );
+    c.iommufd_ioctl(IOMMU_IOAS_ALLOW_IOVAS, &mut allow).unwrap();
+    let unfixed = IommuIoasMap {
+        flags: IOMMU_IOAS_MAP_READABLE,
+        ioas_id: ioas,
+        user_va: 0x1000,
+        length: 2 << 20,
+        ..Default::default()
+    };
+    let (e, m) = refused(c.iommufd_ioctl(IOMMU_IOAS_MAP, &mut ioas_map(unfixed)));
+    assert_eq!(e, Errno::EFAULT, "{m}");
+    assert!(m.contains("user_va 0x1000"), "{m}");
+    // A 2 MiB aligned user_va asks for 2 MiB alignment: no room.
+    let (e, m) = refused(c.iommufd_ioctl(
+        IOMMU_IOAS_MAP,
+        &mut ioas_map(IommuIoasMap {
+            user_va: 0x20_0000,
+            ..unfixed
+        }),
+    ));
+    assert_eq!(e, Errno::ENOSPC, "{m}");
+}

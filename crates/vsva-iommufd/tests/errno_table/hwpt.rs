@@ -127,6 +127,34 @@ pub(super) fn rows(f: &Fx) -> Vec<Row> {
             Errno::EOPNOTSUPP,
         ),
         row(
+            "FAULT_ID_VALID with NEST_PARENT, unknown fault queue (before the lookup)",
+            "iommufd_hwpt_paging_alloc (hw_pagetable.c)",
+            IOMMU_HWPT_ALLOC,
+            arg(
+                &IommuHwptAlloc {
+                    flags: IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_NEST_PARENT,
+                    fault_id: 99,
+                    ..paging
+                },
+                0,
+            ),
+            Errno::EOPNOTSUPP,
+        ),
+        row(
+            "FAULT_ID_VALID with NEST_PARENT, a fault queue",
+            "iommufd_hwpt_paging_alloc (hw_pagetable.c)",
+            IOMMU_HWPT_ALLOC,
+            arg(
+                &IommuHwptAlloc {
+                    flags: IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_NEST_PARENT,
+                    fault_id: f.fault,
+                    ..paging
+                },
+                0,
+            ),
+            Errno::EOPNOTSUPP,
+        ),
+        row(
             "unknown fault queue",
             "iommufd_get_fault (eventq.c)",
             IOMMU_HWPT_ALLOC,

@@ -1,6 +1,7 @@
 //! IOMMU_HWPT_ALLOC cases that need their own host or a later attach: what current Linux
 //! checks of the VT-d stage 1 at allocation (nothing but its copy) and at attach
-//! (`intel_pasid_setup_nested`), and the parent check before the driver's nesting check.
+//! (`intel_pasid_setup_nested`), the parent check before the driver's nesting check, and a
+//! nest parent on an IOMMU without nesting.
 
 use std::sync::Arc;
 
@@ -115,6 +116,29 @@ fn a_plain_parent_is_einval_before_no_nesting() {
     let plain = hwpt_paging(&ctx, dev, ioas, 0).unwrap();
     let mut buf = nested_buf(dev, plain, &s1(MB), 0, 0);
     assert_eq!(call(&ctx, IOMMU_HWPT_ALLOC, &mut buf), Err(Errno::EINVAL));
+}
+
+/// The VT-d driver's `intel_iommu_domain_alloc_second_stage` (intel/iommu.c, reached from
+/// `intel_iommu_domain_alloc_paging_flags`) refuses a nest parent on an IOMMU without
+/// nesting (`nested_supported`): `EOPNOTSUPP`, and nothing is made; a plain paging HWPT is.
+#[test]
+fn a_nest_parent_needs_an_iommu_with_nesting() {
+    let vfio = host_with_iommu(IommuConfig {
+        iotlb_entries: 1024,
+        nesting: false,
+        ..IommuConfig::default()
+    });
+    function(&vfio, 3);
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let dev = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    let before = ctx.objects();
+    assert_eq!(
+        hwpt_paging(&ctx, dev, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT),
+        Err(Errno::EOPNOTSUPP)
+    );
+    assert_eq!(ctx.objects(), before);
+    hwpt_paging(&ctx, dev, ioas, 0).unwrap();
 }
 
 /// `iommufd_hwpt_alloc` checks `__reserved` only; `__reserved2` is not looked at.

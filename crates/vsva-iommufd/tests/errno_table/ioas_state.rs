@@ -122,3 +122,31 @@ fn a_picked_iova_is_never_zero_and_aligned_as_linux_aligns_it() {
     call(&f.ctx, IOMMU_IOAS_MAP, &mut buf).unwrap();
     assert_eq!(back::<IommuIoasMap>(&buf).iova, 2 * MB);
 }
+
+/// A copy from an unaligned `src_iova` is `EINVAL` (`iopt_insert_area` with a fixed IOVA,
+/// `iopt_alloc_iova` without: the page offset of the source pages), and the refusal names
+/// `src_iova` and the caller's value, not the host address of the source pages.
+#[test]
+fn an_unaligned_copy_source_is_einval_naming_src_iova() {
+    let f = fixture();
+    for flags in [
+        IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE,
+        IOMMU_IOAS_MAP_READABLE,
+    ] {
+        let mut buf = arg(
+            &IommuIoasCopy {
+                flags,
+                dst_ioas_id: f.ioas,
+                src_ioas_id: f.ioas,
+                length: 0x1000,
+                dst_iova: 64 * MB,
+                src_iova: 0x800,
+                ..Default::default()
+            },
+            0,
+        );
+        let e = f.ctx.ioctl(IOMMU_IOAS_COPY, &mut buf).unwrap_err();
+        assert_eq!(e.errno(), Errno::EINVAL, "{e}");
+        assert!(e.to_string().starts_with("src_iova 0x800:"), "{e}");
+    }
+}

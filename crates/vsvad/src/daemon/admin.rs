@@ -20,7 +20,8 @@ fn admin_only(s: &Session, what: &str) -> Option<Reply> {
     })
 }
 
-fn no_context(pid: u32) -> Reply {
+/// The refusal of a per-pid request naming a pid the daemon has no context for (`ESRCH`).
+pub(super) fn no_context(pid: u32) -> Reply {
     Reply::error(
         Errno::ESRCH,
         format!("pid {pid} has no context in the daemon"),

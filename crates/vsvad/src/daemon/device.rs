@@ -22,10 +22,15 @@ impl Daemon {
     ///
     /// A process that holds a grant of the device (`DEVICE_OPEN`) drives it too; one whose
     /// grant ended is refused with `ENODEV`.
+    ///
+    /// `what` is the request, which a refusal names with the `source_id` and why: a function
+    /// no client may drive (the daemon's restore function, or one kept by the host) and a
+    /// function not assigned to `p` are `EPERM`.
     pub(super) fn owned_function(
         &self,
         p: &Arc<Process>,
         sid: SourceId,
+        what: &str,
     ) -> Result<PciFunction, Reply> {
         if let Some(r) = self.granted_function(p, sid) {
             if lock(&p.state).revoked {
@@ -34,11 +39,31 @@ impl Daemon {
             return r;
         }
         let func = self.vfio.pci_function(sid).map_err(|e| vfio_reply(&e))?;
-        let Some(group) = func.group().filter(|g| g.0 != RESTORE_GROUP) else {
-            return Err(Reply::error(
-                Errno::EPERM,
-                format!("device {sid} is kept by the host, not assigned to a group"),
-            ));
+        // Only a refusal spends the formatting.
+        let field = || format!("{what} source_id {:#06x} ({sid})", sid.0);
+        let group = match func.group() {
+            Some(g) if g.0 == RESTORE_GROUP => {
+                return Err(Reply::error(
+                    Errno::EPERM,
+                    format!(
+                        "{} is the daemon's private restore function (group {RESTORE_GROUP}), \
+                         which it uses to give processes their PASIDs back after a restart: \
+                         no client may drive it",
+                        field()
+                    ),
+                ))
+            }
+            Some(g) => g,
+            None => {
+                return Err(Reply::error(
+                    Errno::EPERM,
+                    format!(
+                        "{} is kept by the host (in no IOMMU group, as a parent of mdevs \
+                         is): no client may drive it",
+                        field()
+                    ),
+                ))
+            }
         };
         let owner = self.vfio.group_container(group).ok().flatten();
         let bound = self.iommufd_bound(p, sid);
@@ -53,7 +78,9 @@ impl Daemon {
             Err(Reply::error(
                 Errno::EPERM,
                 format!(
-                    "device {sid} (group {group}) is not attached to a container of pid {}",
+                    "{} (group {group}) is not assigned to pid {}: its group is attached to \
+                     none of its containers, and it is bound to none of its iommufd contexts",
+                    field(),
                     p.token.pid()
                 ),
             ))
@@ -62,7 +89,7 @@ impl Daemon {
 
     /// A read or write of the configuration space of a function the process drives.
     pub(super) fn device_config(&self, p: &Arc<Process>, c: &DeviceConfig) -> Reply {
-        let func = match self.owned_function(p, SourceId(c.source_id)) {
+        let func = match self.owned_function(p, SourceId(c.source_id), "device_config") {
             Ok(f) => f,
             Err(r) => return r,
         };
@@ -98,7 +125,7 @@ impl Daemon {
                 ),
             );
         }
-        let func = match self.owned_function(p, sid) {
+        let func = match self.owned_function(p, sid, "device_dma") {
             Ok(f) => f,
             Err(r) => return r,
         };

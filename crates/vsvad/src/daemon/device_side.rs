@@ -329,7 +329,7 @@ impl Daemon {
     /// Grants device `sid`, which `p` drives, to whoever presents the returned token.
     pub(super) fn device_grant(&self, p: &Arc<Process>, sid: u16) -> Reply {
         let sid = SourceId(sid);
-        if let Err(r) = self.owned_function(p, sid) {
+        if let Err(r) = self.owned_function(p, sid, "device_grant") {
             return r;
         }
         let token = match random_bytes() {
@@ -427,7 +427,7 @@ impl Daemon {
     /// `DEVICE_REVOKED` event. The result is how many grants ended.
     pub(super) fn device_revoke(&self, p: &Arc<Process>, sid: u16) -> Reply {
         let sid = SourceId(sid);
-        if let Err(r) = self.owned_function(p, sid) {
+        if let Err(r) = self.owned_function(p, sid, "device_revoke") {
             return r;
         }
         let n = self.end_grants(|g| g.source_id == sid, "revoked by its owner", true);
@@ -593,7 +593,7 @@ impl Daemon {
         addr: u64,
         flags: u16,
     ) -> Result<AtsAnswer, Reply> {
-        let func = self.owned_function(p, sid)?;
+        let func = self.owned_function(p, sid, "ats_translate")?;
         if !p.events.is_open() {
             return Err(Reply::error(
                 Errno::EINVAL,
@@ -649,7 +649,12 @@ impl Daemon {
             perm,
         } = *r;
         let sid = SourceId(sid);
-        if let Err(r) = self.owned_function(p, sid) {
+        let what = if by.is_some() {
+            "ats_translate"
+        } else {
+            "page_request"
+        };
+        if let Err(r) = self.owned_function(p, sid, what) {
             return r;
         }
         self.device_side.add_user(sid, p);

@@ -18,6 +18,7 @@ use vsva_uapi::iommufd::{IommuHwptPageResponse, IOMMU_IOAS_MAP, VFIO_DEVICE_BIND
 use vsva_vfio::ProcessToken;
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::admin::no_context;
 use super::memory::translate_ioas_map;
 use super::process::{Process, Session};
 use super::{lock, revoked, Daemon};
@@ -167,13 +168,21 @@ impl Daemon {
         }
     }
 
-    /// The iommufd objects of process `pid` (0: the caller's), every context of it.
+    /// The iommufd objects of process `pid` (0: the caller's), every context of it. Another
+    /// process's are an admin request (`EPERM`), and a pid the daemon has no context for is
+    /// `ESRCH`, as for the other per-pid requests; a process without an iommufd context has
+    /// none.
     fn iommufd_objects(&self, s: &Session, p: &Arc<Process>, pid: u32) -> Reply {
-        if pid != 0 && pid != p.token.pid() && !s.admin {
-            return Reply::error(
-                Errno::EPERM,
-                format!("iommufd objects of pid {pid} are an admin request"),
-            );
+        if pid != 0 && pid != p.token.pid() {
+            if !s.admin {
+                return Reply::error(
+                    Errno::EPERM,
+                    format!("iommufd objects of pid {pid} are an admin request"),
+                );
+            }
+            if self.find_by_pid(pid).is_empty() {
+                return no_context(pid);
+            }
         }
         let want = if pid == 0 { p.token.pid() } else { pid };
         let live: Vec<(u64, ProcessToken, Arc<IommufdCtx>)> = {

@@ -212,9 +212,15 @@ impl Daemon {
 /// Where an address naming memory the process did not register is pointed instead: no host
 /// memory ever lies there (the IOMMU's table pool and guest memory sit below 2^52), so the
 /// front end refuses the map at its pin step with `EFAULT`, after every check the kernel makes
-/// before pinning (flags, overflow, the container's IOMMU, the IOAS, IOVA conflicts). The page
-/// offset is kept, so an unaligned address is refused as one.
+/// before pinning (flags, overflow, the container's IOMMU, the IOAS, IOVA conflicts). The low
+/// [`KEPT_LOW_BITS`] of the caller's address are kept, so those checks see its alignment.
 pub(super) const UNBACKED: u64 = 1 << 63;
+
+/// The low bits of an unregistered address kept in its [`UNBACKED`] stand-in: the page offset
+/// (an unaligned address is refused as one) and the rest up to 2 MiB, the most alignment
+/// Linux's `iopt_alloc_iova` takes from the user address (`HPAGE_SIZE`) when it picks an
+/// IOVA for an `IOMMU_IOAS_MAP` without `FIXED_IOVA`.
+const KEPT_LOW_BITS: u64 = (2 << 20) - 1;
 
 /// A map naming memory the process did not register: what the caller named, for the message
 /// of the `EFAULT` the front end answers.
@@ -248,6 +254,12 @@ impl Unregistered {
 /// Points the address at `arg[at..at + 8]` (length `len`) into the IOMMU's host memory: where
 /// the registered region holding it sits, or [`UNBACKED`] when no region holds it. A range
 /// that wraps is left alone, for the front end to refuse as the kernel does.
+///
+/// So is an unregistered range whose stand-in would wrap where the caller's does not (a
+/// length above 2^63 - 2 MiB): the front end must see the caller's own sum, not an overflow
+/// of its own making (Linux answers such a length `EINVAL` in `iopt_alloc_pages`, or for the
+/// IOVA range). The caller's address is safe to pass on: a range that long is more than any
+/// host memory, so it is never backed, and no IOVA space holds it either.
 fn translate_at(
     regions: &[Region],
     arg: &mut [u8],
@@ -264,7 +276,11 @@ fn translate_at(
         .find(|r| r.addr <= addr && end <= r.addr + r.size)
     {
         Some(r) => r.hpa + (addr - r.addr),
-        None => UNBACKED | (addr & 0xfff),
+        None => {
+            let stand_in = UNBACKED | (addr & KEPT_LOW_BITS);
+            stand_in.checked_add(len)?;
+            stand_in
+        }
     };
     arg[at..at + 8].copy_from_slice(&hpa.to_le_bytes());
     (hpa & UNBACKED != 0).then_some(Unregistered { field, addr, len })
@@ -335,6 +351,37 @@ mod tests {
         a
     }
 
+    /// An `IOMMU_IOAS_MAP` argument (40 bytes): FIXED_IOVA | READABLE | WRITEABLE on IOAS 1.
+    fn ioas_map_arg(user_va: u64, length: u64) -> Vec<u8> {
+        let mut a = Vec::new();
+        for v in [40u32, 7, 1, 0] {
+            a.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [user_va, length, 0x10_0000] {
+            a.extend_from_slice(&v.to_le_bytes());
+        }
+        a
+    }
+
+    #[test]
+    fn an_unregistered_range_its_stand_in_would_wrap_is_left_alone() {
+        // 0x1000 + 2^63 does not wrap; UNBACKED + 2^63 would: the caller's address stays.
+        for (va, len) in [(0x1000, 1 << 63), (0, u64::MAX - 0xfff)] {
+            let mut a = ioas_map_arg(va, len);
+            let before = a.clone();
+            assert_eq!(translate_ioas_map(&[], &mut a), (Some(va), None));
+            assert_eq!(a, before, "{va:#x} + {len:#x}");
+        }
+        // Just under: the stand-in, with the caller's low 21 bits.
+        let mut a = ioas_map_arg(0x1000, (1 << 63) - 0x2000);
+        let (va, u) = translate_ioas_map(&[], &mut a);
+        assert_eq!((va, u.map(|u| u.addr)), (Some(0x1000), Some(0x1000)));
+        assert_eq!(
+            u64::from_le_bytes(a[16..24].try_into().unwrap()),
+            UNBACKED | 0x1000
+        );
+    }
+
     #[test]
     fn map_dma_vaddr_is_translated_into_the_region() {
         let regions = [Region {
@@ -356,7 +403,11 @@ mod tests {
         let mut a = map_arg(3, 0x2f_f000, 0, 0x2000);
         let u = translate_map_dma(&regions, &mut a).expect("unregistered");
         assert_eq!((u.field, u.addr, u.len), ("vaddr", 0x2f_f000, 0x2000));
-        assert_eq!(u64::from_le_bytes(a[8..16].try_into().unwrap()), UNBACKED);
+        assert_eq!(
+            u64::from_le_bytes(a[8..16].try_into().unwrap()),
+            UNBACKED | 0xf_f000,
+            "the low 21 bits are kept"
+        );
         let r = u.explain(Reply::error(Errno::EFAULT, "not backed"));
         assert!(r.message.contains("vaddr 0x2ff000"), "{}", r.message);
         let r = u.explain(Reply::error(Errno::EEXIST, "overlap"));
