@@ -13,6 +13,7 @@ mod device;
 mod hwpt;
 mod hwpt_state;
 mod ioas;
+mod ioas_limits;
 mod ioas_state;
 
 use common::*;
@@ -85,7 +86,11 @@ const MAIN: &str = "iommufd_fops_ioctl (main.c)";
 fn every_row_answers_its_errno_and_changes_nothing() {
     let f = fixture();
     let before = f.ctx.objects();
-    for mut r in ioas::rows(&f).into_iter().chain(hwpt::rows(&f)) {
+    for mut r in ioas::rows(&f)
+        .into_iter()
+        .chain(ioas_limits::rows(&f))
+        .chain(hwpt::rows(&f))
+    {
         let got = f.ctx.ioctl(r.cmd, &mut r.buf).map_err(|e| e.errno());
         assert_eq!(got, Err(r.errno), "{} (follows {})", r.what, r.linux);
         assert_eq!(f.ctx.objects(), before, "{} changed the context", r.what);
