@@ -90,6 +90,12 @@ impl Client {
 
     /// The iommufd objects of process `pid` (0: this process; another's needs admin), every
     /// connection's context.
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` for another process's objects without admin rights; `ESRCH` for a pid the
+    /// daemon has no context for. A process with a context but no iommufd context has no
+    /// objects (an empty list, not an error).
     pub fn iommufd_objects(&mut self, pid: u32) -> Result<Vec<IommufdObject>, ClientError> {
         let r = self.call(Request::Iommufd(IommufdRequest::Objects { pid }))?;
         IommufdObjectsReply::decode(&r.payload)
