@@ -36,6 +36,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
+use crate::entry_seq::EntrySeq;
 use crate::paging::{FlControls, Rights, WalkStart};
 use crate::pasid_entry::Pgtt;
 use crate::slots::SlotArray;
@@ -130,6 +131,9 @@ pub(crate) struct DevPasidGens {
 pub(crate) struct DeviceGens {
     pub(crate) ctx: Gen,
     pub(crate) devtlb: Gen,
+    /// The write sequence of the device's PASID entries: a PASID-cache miss reads an entry
+    /// only between two of the API's writes of one.
+    pub(crate) entries: EntrySeq,
     pub(crate) pasids: Radix<DevPasidGens>,
 }
 
@@ -261,6 +265,7 @@ impl Caches {
             Box::new(DeviceGens {
                 ctx: Gen::default(),
                 devtlb: Gen::default(),
+                entries: EntrySeq::default(),
                 pasids: Radix::new(),
             })
         })

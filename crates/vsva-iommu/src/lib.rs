@@ -28,7 +28,8 @@
 //!   stage 2, invalidation, page requests, translate (the cached front), walk (the slow path),
 //!   the in-model device TLB, ATS translation requests with the fan-out of device-TLB
 //!   invalidations and fencing, and DMA; the caches and their value words in `cache.rs`, the lock-free
-//!   slot arrays in `slots.rs`, counters in [`stats`];
+//!   slot arrays in `slots.rs`, the write sequence that keeps a PASID entry from being read
+//!   half rewritten in `entry_seq.rs`, counters in [`stats`];
 //! * [`teardown`]: the IOMMU as a PASID-allocator teardown subscriber;
 //! * `fuzzing` (feature `fuzzing`): the input interpreter of the fuzz target and its proptest
 //!   twin.
@@ -38,8 +39,8 @@
 //! Cargo features: `test-hooks` builds `Iommu::write_pasid_entry_raw` (a guest-driver-style
 //! raw write for tests elsewhere); `fuzzing` builds the `fuzzing` module (and the hooks).
 //!
-//! The lock-free slot arrays and the generation / epoch invalidation scheme are model-checked
-//! with loom:
+//! The lock-free slot arrays, the generation / epoch invalidation scheme and the PASID entries'
+//! write sequence are model-checked with loom:
 //! `RUSTFLAGS="--cfg loom" cargo test -p vsva-iommu --release --lib loom`.
 
 // The one unsafe step is in `memory.rs` (a memory snapshot borrowed under an epoch pin):
@@ -50,6 +51,7 @@ pub mod atc;
 pub mod ats;
 pub(crate) mod cache;
 pub mod context;
+pub(crate) mod entry_seq;
 pub mod fault;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -215,7 +215,8 @@ const FLPM_HIGH: u64 = 1 << 3;
 pub(crate) const fn pasid_pte_is_present(val0: u64) -> bool {
     val0 & 1 != 0
 }
-/// val[0] with P (bit 0) clear.
+/// val[0] with P (bit 0) clear (the raw-write test hook clears P first, as a guest would).
+#[cfg(any(test, feature = "test-hooks"))]
 #[inline]
 pub(crate) const fn pasid_clear_present(val0: u64) -> u64 {
     val0 & !1

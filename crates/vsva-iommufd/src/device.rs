@@ -103,9 +103,11 @@ impl IommufdCtx {
     /// it (an automatic HWPT left without users is destroyed, as `iommufd_hw_pagetable_put`
     /// does), and the device's page-request groups waiting in the old HWPT's fault queue,
     /// read or not, are answered "invalid" (`iommufd_hwpt_replace_device` →
-    /// `iommufd_auto_response_faults` on the old attach handle). vsva's IOMMU has no in-place
-    /// entry swap: the old entry is cleared (its caches flushed) and the new one written, so
-    /// DMA racing with a replace may fault in between, where VT-d swaps the entry whole.
+    /// `iommufd_auto_response_faults` on the old attach handle). The replace is hitless, as
+    /// `iommufd_device_replace` promises: the IOMMU writes the new PASID entry over the
+    /// present one (`Iommu::replace_pasid_entry`, Linux's `intel_pasid_replace_*`) and then
+    /// flushes what the old one left cached, so DMA racing with it is translated through the
+    /// old HWPT or the new one and never faults for want of an entry.
     ///
     /// # Errors
     ///
@@ -114,12 +116,8 @@ impl IommufdCtx {
     /// without PASID support, `EINVAL` for 0 or beyond the space, `EACCES` when another
     /// process owns it, `ENOENT` when nobody does; for a nested HWPT, its stage 1's address
     /// width, SRE or EAFE the IOMMU cannot take → `EINVAL` (`intel_pasid_setup_nested`); an
-    /// IOMMU error. Nothing changes then: an attachment being replaced stays as it was and an
-    /// automatic HWPT made for the call is destroyed again. The one exception: when a
-    /// replace has cleared the old entry and the IOMMU then cannot write the new one nor
-    /// restore the old (its table pool ran out between the two, the old entry having been
-    /// the last in its PASID table page), the requester is left detached, as `detach` would
-    /// leave it, and the error says so.
+    /// IOMMU error. Nothing changes then: an attachment being replaced stays as it was (its
+    /// PASID entry untouched) and an automatic HWPT made for the call is destroyed again.
     pub fn attach(&self, dev_id: u32, pt_id: u32, pasid: Option<u32>) -> Result<u32, IommufdError> {
         let mut objs = self.lock();
         objs.device(dev_id, Self::WRONG_KIND)?;
@@ -187,32 +185,22 @@ impl IommufdCtx {
         if let Ok(Object::HwptNested(h)) = objs.get(hwpt).map(|e| &e.object) {
             self.check_s1(&h.s1)?;
         }
-        let old_entry = match old {
-            Some(o) => Some(self.entry_of(objs, o)?.0),
-            None => None,
+        let iommu = self.vfio.iommu();
+        // An error of either call leaves the slot as it was: empty, or the old entry in place.
+        let write = |p: u32| match old {
+            None => iommu
+                .set_pasid_entry(sid, p, &entry)
+                .map_err(|e| IommufdError::iommu("write the PASID entry", e)),
+            Some(_) => iommu
+                .replace_pasid_entry(sid, p, &entry)
+                .map_err(|e| IommufdError::iommu("replace the PASID entry", e)),
         };
-        let write = |p: u32| match &old_entry {
-            None => self.set_entry(sid, p, &entry),
-            Some(old_entry) => self.replace_entry(sid, p, &entry, old_entry),
-        };
-        let written = match pasid {
-            None => write(RID_PASID),
+        match pasid {
+            None => write(RID_PASID)?,
             Some(p) => {
                 let mm = self.mm()?;
                 mm.with_owned_pasid(p, || write(p))
-                    .unwrap_or_else(|| Err(Replaced::Kept(self.not_owned(p))))
-            }
-        };
-        match written {
-            Ok(()) => {}
-            Err(Replaced::Kept(e)) => return Err(e),
-            Err(Replaced::Lost(e)) => {
-                let old = old.expect("only a replace loses the old entry");
-                objs.device_mut(dev_id, Self::WRONG_KIND)?
-                    .attached
-                    .remove(&pasid);
-                self.drop_attachment(objs, sid, pasid, old);
-                return Err(e);
+                    .unwrap_or_else(|| Err(self.not_owned(p)))?
             }
         }
         objs.device_mut(dev_id, Self::WRONG_KIND)?
@@ -226,56 +214,6 @@ impl IommufdCtx {
             self.drop_attachment(objs, sid, pasid, old);
         }
         Ok(())
-    }
-
-    /// Writes a PASID entry into an empty slot.
-    fn set_entry(&self, sid: SourceId, pasid: u32, entry: &PasidEntry) -> Result<(), Replaced> {
-        self.vfio
-            .iommu()
-            .set_pasid_entry(sid, pasid, entry)
-            .map_err(|e| Replaced::Kept(IommufdError::iommu("write the PASID entry", e)))
-    }
-
-    /// Replaces the present entry `old` of `sid`/`pasid` with `new`: checked against the
-    /// IOMMU first, then the old entry cleared (caches flushed) and the new one written; if
-    /// that write fails, the old entry is written back. [`Replaced::Lost`] when even that
-    /// fails.
-    fn replace_entry(
-        &self,
-        sid: SourceId,
-        pasid: u32,
-        new: &PasidEntry,
-        old: &PasidEntry,
-    ) -> Result<(), Replaced> {
-        let iommu = self.vfio.iommu();
-        new.validate(iommu.config())
-            .map_err(|e| Replaced::Kept(IommufdError::iommu("write the PASID entry", e.into())))?;
-        if let Err(e) = iommu.clear_pasid_entry(sid, pasid) {
-            // Only a freed PASID's entry is already gone, and a freed PASID is refused
-            // before this; nothing was changed.
-            return Err(Replaced::Kept(IommufdError::iommu(
-                "clear the replaced PASID entry",
-                e,
-            )));
-        }
-        let Err(e) = iommu.set_pasid_entry(sid, pasid, new) else {
-            return Ok(());
-        };
-        match iommu.set_pasid_entry(sid, pasid, old) {
-            Ok(()) => Err(Replaced::Kept(IommufdError::iommu(
-                "write the PASID entry",
-                e,
-            ))),
-            Err(again) => {
-                tracing::error!(
-                    "replace of {sid} pasid {pasid}: new entry refused ({e}), old one too ({again}): detached"
-                );
-                Err(Replaced::Lost(IommufdError::iommu(
-                    "write the PASID entry (the old one could not be restored: detached)",
-                    e,
-                )))
-            }
-        }
     }
 
     /// The PASID entry an attachment to `hwpt` writes, and whether PASIDs may use it.
@@ -507,15 +445,6 @@ impl IommufdCtx {
         }
         Ok(data)
     }
-}
-
-/// How a PASID-entry write of an attach failed.
-enum Replaced {
-    /// Nothing changed: the slot is as before (empty, or the replaced entry).
-    Kept(IommufdError),
-    /// A replace cleared the old entry and could write neither the new one nor the old one
-    /// back: the requester is detached in the IOMMU.
-    Lost(IommufdError),
 }
 
 /// The automatic paging HWPT over IOAS `ioas`, if one exists.

@@ -3,11 +3,15 @@
 //! `vfio_iommufd_physical_pasid_attach_ioas` call `iommufd_device_replace` (or
 //! `iommufd_device_pasid_replace`) then: the same HWPT changes nothing, another one takes
 //! the device's DMA and the old one's reference is dropped (an automatic HWPT left unused
-//! is destroyed), a refused replace leaves the old attachment working, and the device's page
+//! is destroyed), a refused replace leaves the old attachment working, the device's page
 //! requests waiting in the old HWPT's fault queue are answered "invalid"
-//! (`iommufd_hwpt_replace_device`, `iommufd_auto_response_faults`).
+//! (`iommufd_hwpt_replace_device`, `iommufd_auto_response_faults`), and DMA racing with
+//! replaces never faults (the replace is hitless).
 
 mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
 use vsva_iommu::prq::{PageRequest, ResponseCode};
@@ -263,4 +267,74 @@ fn replace_answers_the_old_queues_waiting_faults() {
         Errno::EINVAL,
         "the read group's cookie is gone"
     );
+}
+
+/// Sets its flag when dropped, so a thread told to stop by it stops even when the one
+/// holding it panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Point 7: the replace is hitless. One thread reads by DMA without a pause while another
+/// replaces the attachment between the HWPTs over A and B, back and forth, through the
+/// attach ioctl, for about a third of a second (sized for two cores): every read succeeds
+/// and reads what A or B maps, and a read made after an attach has returned reads the new
+/// HWPT's page. Without PASID and with one.
+#[test]
+fn dma_racing_replaces_never_faults() {
+    for pasid in [false, true] {
+        let t = two();
+        let pasid = pasid.then(|| t.ctx.alloc_pasid(1, 10).unwrap());
+        let hwpt_a = hwpt_paging(&t.ctx, t.dev_id, t.a, IOMMU_HWPT_ALLOC_PASID).unwrap();
+        let hwpt_b = hwpt_paging(&t.ctx, t.dev_id, t.b, IOMMU_HWPT_ALLOC_PASID).unwrap();
+        let mem = t.vfio.iommu().memory();
+        mem.write(GUEST_HPA + IOVA, b"through A").unwrap();
+        mem.write(GUEST_HPA + B_GPA + IOVA, b"through B").unwrap();
+        let read = || {
+            let mut got = [0u8; 9];
+            t.dev.dma_read(pasid, IOVA, &mut got).map(|()| got)
+        };
+        assert_eq!(attach(&t.ctx, 3, hwpt_a, pasid), Ok(hwpt_a));
+        let stop = AtomicBool::new(false);
+        let (seen, replaces) = std::thread::scope(|s| {
+            // The DMA thread stops when this one is done, a failed assertion included.
+            let stop_dma = StopOnDrop(&stop);
+            let dma = s.spawn(|| {
+                let mut seen = [0u64; 2];
+                while !stop.load(Ordering::Relaxed) {
+                    match read() {
+                        Ok(got) if &got == b"through A" => seen[0] += 1,
+                        Ok(got) if &got == b"through B" => seen[1] += 1,
+                        other => panic!("DMA during replaces (pasid {pasid:?}): {other:?}"),
+                    }
+                }
+                seen
+            });
+            let start = Instant::now();
+            let mut replaces = 0u32;
+            while (start.elapsed() < Duration::from_millis(300) || replaces < 50)
+                && !dma.is_finished()
+            {
+                for (hwpt, data) in [(hwpt_b, b"through B"), (hwpt_a, b"through A")] {
+                    assert_eq!(attach(&t.ctx, 3, hwpt, pasid), Ok(hwpt));
+                    replaces += 1;
+                    assert_eq!(read().ok().as_ref(), Some(data), "after replace {replaces}");
+                }
+            }
+            drop(stop_dma);
+            (dma.join().unwrap(), replaces)
+        });
+        assert!(
+            seen[0] > 0 && seen[1] > 0,
+            "pasid {pasid:?}: reads through both HWPTs: {seen:?} over {replaces} replaces"
+        );
+        assert_eq!(t.vfio.iommu().stats().faults, 0, "pasid {pasid:?}");
+        // The attachment is where the last replace left it, and the other HWPT is free.
+        assert_eq!(t.destroy(hwpt_a), Err(Errno::EBUSY));
+        assert_eq!(t.destroy(hwpt_b), Ok(()));
+    }
 }

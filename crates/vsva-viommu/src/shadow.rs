@@ -3,7 +3,10 @@
 //! PASIDs it allocated through VCMD are read from guest memory and compared with what the
 //! host has bound. A first-level entry becomes NESTING_OP BIND (first level = the guest's
 //! FLPTR, second level = the container's stage 2); a cleared entry an UNBIND; a changed entry
-//! an unbind and a bind.
+//! an unbind and a bind. The last leaves the host entry absent between the two, so DMA
+//! through the PASID can fault there: the host's hitless swap
+//! (`vsva_iommu::Iommu::replace_pasid_entry`) has no operation in the VFIO nesting uAPI the
+//! back ends speak (a BIND of a bound PASID is `EBUSY`).
 
 use tracing::warn;
 use vsva_iommu::context::ContextEntry;

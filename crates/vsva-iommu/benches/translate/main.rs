@@ -16,9 +16,11 @@
 //! `Instant` timing, each pair in interleaved rounds, best round kept) prints ns/op and the
 //! vsva/peer ratios.
 //!
-//! `TRANSLATE_PROFILE=hit|plain_hit|mutex_hit|fl_miss|nested_miss|bare_walk|walker` runs only
-//! that loop (for a profiler or an instruction counter) and exits; `plain_hit` and `mutex_hit`
-//! are the IOTLB-first map's hit without a lock and in a `Mutex`.
+//! `TRANSLATE_PROFILE=hit|plain_hit|mutex_hit|fl_miss|nested_miss|pasid_miss|bare_walk|walker`
+//! runs only that loop (for a profiler or an instruction counter) and exits; `plain_hit` and
+//! `mutex_hit` are the IOTLB-first map's hit without a lock and in a `Mutex`; `pasid_miss`
+//! flushes PASID 1's PASID-cache entry before each first-level translation, so every one
+//! reads the PASID entry from its table (count it with `--toggle-collect='*pasid_info_miss*'`).
 
 mod peers;
 mod timing;
@@ -31,7 +33,7 @@ use criterion::{criterion_group, Criterion};
 use vsva_iommu::paging::{fl_map, FlParams, SlParams, TableStore, RW, SIZE_4K, US};
 use vsva_iommu::{
     Access, DeviceOptions, GuestTableStore, HostMemory, Invalidation, Iommu, IommuConfig,
-    PageRange, PasidEntry, S2Perms, SourceId,
+    PageRange, PasidCacheScope, PasidEntry, S2Perms, SourceId,
 };
 
 use peers::{FxMap, Walker};
@@ -532,6 +534,13 @@ fn profile(what: &str) {
                 black_box(translate(&e.warm.io, pasid, cy.next()));
             }
         }
+        "pasid_miss" => {
+            let flush = Invalidation::PasidCache(PasidCacheScope::Pasid { did: 1, pasid: 1 });
+            for _ in 0..n {
+                e.warm.io.invalidate(&flush).unwrap();
+                black_box(translate(&e.warm.io, 1, cy.next()));
+            }
+        }
         "bare_walk" => {
             for _ in 0..n {
                 black_box(wk.bare_fl(cy.next()));
@@ -544,7 +553,7 @@ fn profile(what: &str) {
         }
         other => panic!(
             "TRANSLATE_PROFILE={other}: hit, plain_hit, mutex_hit, fl_miss, nested_miss, \
-             bare_walk, walker"
+             pasid_miss, bare_walk, walker"
         ),
     }
 }

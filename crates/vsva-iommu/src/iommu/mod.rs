@@ -9,7 +9,10 @@
 //!
 //! Locking: one control mutex serializes the table-building operations (attach, detach, PASID
 //! entry writes, stage-2 map/unmap). `translate`, the DMA helpers and `invalidate` never take
-//! it: translation reads tables from memory and consults the lock-free caches.
+//! it: translation reads tables from memory and consults the lock-free caches. A PASID entry
+//! the control path writes is written in a write section of its device's entry sequence
+//! (`entry_seq.rs`), which a PASID-cache miss checks around its read: a translation never
+//! goes on with a half-written entry, so a replace (`replace_pasid_entry`) is hitless.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -1,5 +1,5 @@
-//! The PASID table of each device: setting, reading and clearing PASID entries, and the
-//! teardown of a PASID on every device.
+//! The PASID table of each device: setting, reading, replacing and clearing PASID entries,
+//! and the teardown of a PASID on every device.
 
 use super::control::Control;
 use super::error::IommuError;
@@ -9,10 +9,9 @@ use crate::ats::DevTlbInvalidation;
 use crate::context::{pasid_dir_index, pasid_entry_address, PasidDirEntry};
 use crate::fault::SourceId;
 use crate::invalidate::{Invalidation, PasidCacheScope};
-use crate::memory::PAGE_SIZE;
+use crate::memory::{store_entry, EntryMemory, MemoryError, PAGE_SIZE};
 use crate::pasid_entry::{
-    pasid_clear_present, pasid_get_domain_id, pasid_pte_get_pgtt, pasid_pte_is_present, PasidEntry,
-    Pgtt,
+    pasid_get_domain_id, pasid_pte_get_pgtt, pasid_pte_is_present, PasidEntry, Pgtt,
 };
 
 impl Iommu {
@@ -51,19 +50,33 @@ impl Iommu {
         Ok(Some(t))
     }
 
-    pub(super) fn write_entry_words(&self, addr: u64, words: &[u64; 8]) -> Result<(), IommuError> {
-        // Clear P first, then the body, then word 0: the entry is never seen half written.
-        self.mem.store_u64(addr, pasid_clear_present(words[0]))?;
-        for (i, &w) in words.iter().enumerate().skip(1) {
-            self.mem.store_u64(addr + 8 * i as u64, w)?;
+    /// Stores `words` as the PASID entry of `sid` at `addr` in a write section of the
+    /// device's entry sequence ([`crate::entry_seq::EntrySeq`]): a translation that reads
+    /// the entry meanwhile reads it again once the section is closed, so it goes on with the
+    /// entry from before the write or the one from after, never a mix of the two, and P is
+    /// never cleared on the way (an entry replaced by a present one stays present
+    /// throughout). Word 0 (P, the type) is stored last. Every word is checked backed in the
+    /// memory snapshot the stores then go to before the section opens: an error leaves the
+    /// entry as it was.
+    fn write_entry(&self, sid: SourceId, addr: u64, words: &[u64; 8]) -> Result<(), IommuError> {
+        let mem = self.mem.snapshot();
+        let mut current = [0u64; 8];
+        mem.load_entries(addr, &mut current)
+            .ok_or(MemoryError::Unbacked { addr, len: 64 })?;
+        let seq = &self.caches.device(sid.0).entries;
+        let s = seq.write_begin();
+        for i in (1..8).chain([0]) {
+            let stored = store_entry(&mem, addr + 8 * i as u64, words[i]);
+            // The same snapshot had every word backed just above.
+            debug_assert!(stored, "PASID entry word {i} at {addr:#x} unbacked");
         }
-        self.mem.store_u64(addr, words[0])?;
+        seq.write_end(s);
         Ok(())
     }
 
     /// Sets the PASID entry of a device. The entry must be valid for this IOMMU and the slot
-    /// must be empty (clear it first): since not-present entries are never cached, no
-    /// invalidation is needed afterwards.
+    /// must be empty (a present entry is changed with [`Self::replace_pasid_entry`]): since
+    /// not-present entries are never cached, no invalidation is needed afterwards.
     ///
     /// # Errors
     ///
@@ -89,11 +102,89 @@ impl Iommu {
             });
         }
         ctl.hold(pasid, sid);
-        self.write_entry_words(addr, &entry.to_raw())
+        self.write_entry(sid, addr, &entry.to_raw())
+    }
+
+    /// Replaces the present PASID entry of a device by `new` with no moment in which the
+    /// PASID translates nothing, as Linux's `intel_pasid_replace_first_level` (and its
+    /// second-level, nested and pass-through twins) do for iommufd's hitless replace: a
+    /// translation running meanwhile on another thread (`translate`, the DMA helpers, an ATS
+    /// translation request) uses either the complete old entry or the complete new one,
+    /// never a not-present entry and never a mix of the two. Then what the old entry may have
+    /// left cached is flushed as [`Self::clear_pasid_entry`] flushes it: the PASID cache for
+    /// the old DID and the PASID, the IOTLB (PASID-based for a first-level or nested old
+    /// entry, the old DID's for a second-level or pass-through one) and the device TLB for
+    /// the PASID (and for requests without PASID when it is the device's RID_PASID); devices
+    /// that cache translations themselves are told, and waited for, before it returns. So a
+    /// translation that begins after it returns uses `new`. The device keeps holding the
+    /// PASID (a teardown of the PASID finds it).
+    ///
+    /// The guarantee holds between entries the IOMMU's API writes (set, replace, clear): the
+    /// IOMMU reads an entry only between two of those writes. Words stored into a PASID table
+    /// by anyone else (a guest editing its table in memory, the test hook
+    /// `write_pasid_entry_raw`) are read as they stand, a half-written entry included, as the
+    /// hardware would read them.
+    ///
+    /// # Errors
+    ///
+    /// `new` invalid for this IOMMU ([`IommuError::PasidEntry`]), an unknown device, a PASID
+    /// out of range, an absent (not present) entry, or host memory that does not back the
+    /// entry: nothing is changed (the old entry stays in place, nothing is flushed).
+    pub fn replace_pasid_entry(
+        &self,
+        sid: SourceId,
+        pasid: u32,
+        new: &PasidEntry,
+    ) -> Result<(), IommuError> {
+        new.validate(&self.cfg)?;
+        let mut ctl = self.control();
+        let mut devices = Vec::new();
+        let result = self.replace_locked(&mut ctl, sid, pasid, new, &mut devices);
+        // Swapped and the IOMMU's caches flushed: the devices are waited for without the
+        // control lock.
+        drop(ctl);
+        self.devtlb_notify(&devices);
+        result
+    }
+
+    /// [`Self::replace_pasid_entry`] under the control lock; the device-TLB invalidations for
+    /// devices that cache translations themselves are added to `devices` for the caller to
+    /// send.
+    fn replace_locked(
+        &self,
+        ctl: &mut Control,
+        sid: SourceId,
+        pasid: u32,
+        new: &PasidEntry,
+        devices: &mut Vec<DevTlbInvalidation>,
+    ) -> Result<(), IommuError> {
+        let absent = || IommuError::PasidEntryAbsent {
+            source_id: sid,
+            pasid,
+        };
+        let table = self
+            .pasid_table(ctl, sid, pasid, false)?
+            .ok_or_else(absent)?;
+        let addr = pasid_entry_address(table, pasid);
+        let v0 = self.mem.load_u64(addr)?;
+        if !pasid_pte_is_present(v0) {
+            return Err(absent());
+        }
+        let did = pasid_get_domain_id(self.mem.load_u64(addr + 8)?);
+        // Present before and after: already held; recorded again so the record stays right
+        // whoever wrote the old entry.
+        ctl.hold(pasid, sid);
+        self.write_entry(sid, addr, &new.to_raw())?;
+        let rid_pasid = ctl.devices.get(&sid).map_or(0, |d| d.rid_pasid);
+        self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid, devices);
+        Ok(())
     }
 
     /// Writes raw PASID entry words with no validation and no cache flush, as a guest driver
-    /// editing its table in memory would (to reproduce missing-invalidation bugs).
+    /// editing its table in memory would (to reproduce missing-invalidation bugs): P cleared
+    /// first, then words 1 to 7, then word 0, as plain stores outside any write section, so a
+    /// translation racing it reads what stands in memory at each load (see
+    /// [`Self::replace_pasid_entry`] for what the API's own writes promise).
     ///
     /// A test hook: built only for this crate's tests and with the `test-hooks` feature.
     ///
@@ -114,7 +205,14 @@ impl Iommu {
             .ok_or(IommuError::NotAttached { source_id: sid })?;
         // Whatever the words say: teardown then looks, and finds what is there.
         ctl.hold(pasid, sid);
-        self.write_entry_words(pasid_entry_address(table, pasid), &words)
+        let addr = pasid_entry_address(table, pasid);
+        self.mem
+            .store_u64(addr, crate::pasid_entry::pasid_clear_present(words[0]))?;
+        for (i, &w) in words.iter().enumerate().skip(1) {
+            self.mem.store_u64(addr + 8 * i as u64, w)?;
+        }
+        self.mem.store_u64(addr, words[0])?;
+        Ok(())
     }
 
     /// The raw words of a PASID entry (`None` when its PASID table does not exist).
@@ -181,7 +279,7 @@ impl Iommu {
             });
         }
         let did = pasid_get_domain_id(self.mem.load_u64(addr + 8)?);
-        self.write_entry_words(addr, &[0; 8])?;
+        self.write_entry(sid, addr, &[0; 8])?;
         ctl.release(pasid, sid);
         let rid_pasid = ctl.devices.get(&sid).map_or(0, |d| d.rid_pasid);
         self.flush_pasid(sid, pasid, did, pasid_pte_get_pgtt(v0), rid_pasid, devices);
@@ -285,74 +383,4 @@ impl Iommu {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::iommu::test_support::*;
-
-    #[test]
-    fn teardown_pasid_clears_every_device_and_flushes() {
-        let io = iommu();
-        let sids = [SID, SourceId::new(1, 0, 0)];
-        for s in sids {
-            io.attach_device(
-                s,
-                DeviceOptions {
-                    ats: true,
-                    ..DeviceOptions::default()
-                },
-            )
-            .unwrap();
-        }
-        let root = io.table_pool().alloc(io.memory()).unwrap();
-        map(&io, root, 0x1000, 0x10_0000, SIZE_4K, RW | US);
-        for s in sids {
-            io.set_pasid_entry(s, 77, &PasidEntry::first_level(5, root))
-                .unwrap();
-            io.translate(s, Some(77), 0x1000, Access::WRITE).unwrap();
-        }
-        assert_eq!(io.teardown_pasid(77), sids.to_vec());
-        for s in sids {
-            assert_eq!(
-                reason(io.translate(s, Some(77), 0x1000, Access::READ)),
-                FaultReason::PasidDirNotPresent
-            );
-            // PASID 77 was its table's only entry: the table went back to the pool.
-            assert_eq!(io.read_pasid_entry(s, 77).unwrap(), None);
-        }
-        assert!(io.teardown_pasid(77).is_empty());
-        // The number can be bound again at once.
-        io.set_pasid_entry(SID, 77, &PasidEntry::first_level(5, root))
-            .unwrap();
-        assert!(io.translate(SID, Some(77), 0x1000, Access::READ).is_ok());
-    }
-
-    /// A teardown visits only the devices that hold the PASID, and finds every one that
-    /// does: entries set and cleared one by one, written raw (as a guest driver would), and
-    /// on a device detached meanwhile.
-    #[test]
-    fn teardown_finds_every_holder_and_only_holders() {
-        let io = iommu();
-        let (a, b, c) = (SID, SourceId::new(1, 0, 0), SourceId::new(2, 0, 0));
-        for s in [a, b, c] {
-            io.attach_device(s, DeviceOptions::default()).unwrap();
-        }
-        let root = io.table_pool().alloc(io.memory()).unwrap();
-        let entry = PasidEntry::first_level(5, root);
-        io.set_pasid_entry(a, 9, &entry).unwrap();
-        io.set_pasid_entry(c, 9, &entry).unwrap();
-        io.set_pasid_entry(b, 10, &entry).unwrap();
-        io.clear_pasid_entry(c, 9).unwrap();
-        assert_eq!(io.teardown_pasid(9), vec![a]);
-        // A raw-written present entry is torn down too.
-        io.write_pasid_entry_raw(c, 9, entry.to_raw()).unwrap();
-        assert_eq!(io.teardown_pasid(9), vec![c]);
-        // A detached device holds nothing; the others still hold theirs.
-        io.set_pasid_entry(a, 10, &entry).unwrap();
-        io.detach_device(b).unwrap();
-        assert_eq!(io.teardown_pasid(10), vec![a]);
-        assert!(io.teardown_pasid(10).is_empty());
-        // Re-attached, it starts empty and is found once it holds the PASID again.
-        io.attach_device(b, DeviceOptions::default()).unwrap();
-        io.set_pasid_entry(b, 10, &entry).unwrap();
-        assert_eq!(io.teardown_pasid(10), vec![b]);
-    }
-}
+mod tests;

@@ -493,9 +493,11 @@ impl Iommu {
         self.pasid_info_miss(st, mem, sid, pasid, dev, s0, gpc)
     }
 
-    /// [`Self::pasid_info`] on a PASID-cache miss: the chain is read (twice) and the entry
-    /// cached. Out of line: only a hit is on the hot path, which then builds its answer in
-    /// place instead of merging it with this one's.
+    /// [`Self::pasid_info`] on a PASID-cache miss: the chain is read (twice: once with no
+    /// write of the API to the device's PASID entries overlapping the read, then again to
+    /// check the entry is still the current one) and the entry cached. Out of line: only a
+    /// hit is on the hot path, which then builds its answer in place instead of merging it
+    /// with this one's.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     fn pasid_info_miss<'a>(
@@ -512,7 +514,19 @@ impl Iommu {
         let (k0, k1) = (pasid_cache_key(pasid), u64::from(sid.0));
         st.inc(Counter::PasidCacheMisses);
         let rt = self.root_table_address();
-        let r = resolve(mem, &self.cfg, rt, sid, pasid).map_err(|f| (f.reason, f.fpd))?;
+        // The chain is read between two of the API's writes of the device's PASID entries
+        // (see `EntrySeq`), so the entry is the old one or the new one of a replace racing
+        // this, never half of each; a fault read across a write is read again too (a torn
+        // entry can be an invalid one).
+        let r = loop {
+            let seen = dev.entries.read_begin();
+            let r = resolve(mem, &self.cfg, rt, sid, pasid);
+            if dev.entries.read_ok(seen) {
+                break r;
+            }
+            dev.entries.wait();
+        };
+        let r = r.map_err(|f| (f.reason, f.fpd))?;
         let dom = c.domain(r.entry.did);
         let pg = dom.pasids.get(r.pasid);
         let (dpc, ppc) = (dom.pc.get(), pg.pc.get());
