@@ -256,6 +256,7 @@ pub fn run(data: &[u8]) -> usize {
                         sl_2m: true,
                         sl_1g: op & 4 != 0,
                         slee: op & 8 != 0,
+                        tm: true,
                     };
                     let _ = paging::walk_second_level(m, &sl, root & !0xfff, va, None);
                 }

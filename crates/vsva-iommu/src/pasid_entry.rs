@@ -82,6 +82,14 @@ pub struct PasidEntry {
     pub flpm: u8,
     /// Write protect enable: supervisor writes honour R/W.
     pub wpe: bool,
+    /// NXE, no-execute enable (`val[2]` bit 5, entry bit 133). A field, not reserved: Linux's
+    /// `pasid_set_nxe` set it in first-level entries from 6.2 (dropped in 6.11, when the
+    /// specification deprecated execute requests); VirtualBox's `iommu-intel.h` names it.
+    /// Kept and written back; its effect on the XD bit is not modelled (XD is always honoured).
+    pub nxe: bool,
+    /// SMEP, supervisor-mode execute prevention (`val[2]` bit 6, entry bit 134; VirtualBox's
+    /// `iommu-intel.h`). A field, not reserved; kept and written back, not enforced.
+    pub smep: bool,
     /// Extended accessed flag enable.
     pub eafe: bool,
     /// First-level table root (guest physical when nested, 4 KiB aligned).
@@ -206,7 +214,7 @@ fn sl_levels(aw: u8) -> u8 {
 
 const VAL0_RESERVED: u64 = 0b11 << 10;
 const VAL1_RESERVED: u64 = 0x7f << 16;
-const VAL2_RESERVED: u64 = 1 << 5 | 1 << 6 | 0xf << 8;
+const VAL2_RESERVED: u64 = 0xf << 8;
 /// FLPM's high bit (val[2] bit 3): set, FLPM is 2 or 3, both undefined.
 const FLPM_HIGH: u64 = 1 << 3;
 
@@ -282,6 +290,8 @@ impl PasidEntry {
             ere: false,
             flpm: 0,
             wpe: false,
+            nxe: false,
+            smep: false,
             eafe: false,
             flptr,
         }
@@ -355,6 +365,8 @@ impl PasidEntry {
             | u64::from(self.ere) << 1
             | u64::from(self.flpm & 3) << 2
             | u64::from(self.wpe) << 4
+            | u64::from(self.nxe) << 5
+            | u64::from(self.smep) << 6
             | u64::from(self.eafe) << 7
             | (self.flptr & ADDR_MASK);
         v
@@ -440,13 +452,16 @@ impl PasidEntry {
             ere: c.ere(),
             flpm: c.flpm(),
             wpe: c.wpe(),
+            nxe: v2 >> 5 & 1 != 0,
+            smep: v2 >> 6 & 1 != 0,
             eafe: c.eafe(),
             flptr: c.flptr(),
         }
     }
 
     /// Checks the entry against what the configured IOMMU supports, in the order the hardware
-    /// would: features (0x5b), then table pointers (0x7b for SSPTPTR, 0x73 for FLPTR).
+    /// would: SRE without ECAP.SRS (0x5a, any type), features (0x5b), then table pointers (0x7b
+    /// for SSPTPTR, 0x73 for FLPTR).
     #[inline]
     pub fn validate(&self, cfg: &IommuConfig) -> Result<(), PasidEntryError> {
         if self.fits(cfg) {
@@ -463,14 +478,12 @@ impl PasidEntry {
     fn fits(&self, cfg: &IommuConfig) -> bool {
         let fl = self.pgtt.uses_first_level();
         let haw = u32::from(cfg.haw());
-        let mut bad = !domain_fits(self.did, cfg.domain_bits)
+        let mut bad = (self.sre & !cfg.srs)
+            | !domain_fits(self.did, cfg.domain_bits)
             | (self.pgtt == Pgtt::Nested && !cfg.nesting)
             | (self.pgtt == Pgtt::PassThrough && !cfg.pass_through)
             | (self.ere & !cfg.ers)
-            | (fl
-                & ((self.flpm == 1 && !cfg.fl5lp)
-                    | (self.sre & !cfg.srs)
-                    | (self.eafe & !cfg.eafs)));
+            | (fl & ((self.flpm == 1 && !cfg.fl5lp) | (self.eafe & !cfg.eafs)));
         if self.pgtt.uses_second_level() {
             let levels = self.sl_levels();
             bad |= levels == 0
@@ -501,6 +514,13 @@ impl PasidEntry {
     #[inline(never)]
     fn violation(&self, cfg: &IommuConfig) -> PasidEntryError {
         let inv = FaultReason::PasidEntryInvalid;
+        // SRE is Reserved(0) without ECAP.SRS, whatever the translation type: hardware
+        // reports 0x5a for it, before any invalid-entry rule (Linux commit "iommu/vt-d: Set
+        // SRE bit only when hardware has SRS cap", which quotes that fault for a
+        // pass-through entry).
+        if self.sre && !cfg.srs {
+            return err(FaultReason::PasidEntryReserved, "SRE", 1);
+        }
         if !domain_fits(self.did, cfg.domain_bits) {
             return err(inv, "DID", u64::from(self.did));
         }
@@ -524,9 +544,6 @@ impl PasidEntry {
         if self.pgtt.uses_first_level() {
             if self.flpm == 1 && !cfg.fl5lp {
                 return err(inv, "FLPM", 1);
-            }
-            if self.sre && !cfg.srs {
-                return err(inv, "SRE", 1);
             }
             if self.eafe && !cfg.eafs {
                 return err(inv, "EAFE", 1);

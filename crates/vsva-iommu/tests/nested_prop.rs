@@ -74,6 +74,7 @@ fn stage2_leaves(io: &Iommu, root: u64, levels: u8, pages: &[u64]) -> Vec<u64> {
         sl_2m: true,
         sl_1g: true,
         slee: false,
+        tm: true,
     };
     let snap = io.memory().snapshot();
     let m: &vm_memory::GuestMemoryMmap = &snap;

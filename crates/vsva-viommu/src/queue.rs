@@ -17,7 +17,7 @@ use crate::descriptor::{
 use crate::interrupt::{raise, FAULT_EVENT, INV_EVENT};
 use crate::regs::{
     ADDR_MASK, FSTS, FSTS_IQE, GCMD_QIE, GSTS, ICS, ICS_IWC, IQA, IQA_DW, IQA_QS_MASK, IQERCD, IQH,
-    IQT, IQ_OFFSET_MASK, RTADDR_TTM_SCALABLE, RTADDR_TTM_SHIFT,
+    IQT, IQ_OFFSET_MASK, RTADDR_TTM_RESERVED, RTADDR_TTM_SCALABLE, RTADDR_TTM_SHIFT,
 };
 use crate::shadow::SyncScope;
 use crate::unit::Unit;
@@ -26,7 +26,8 @@ use crate::unit::Unit;
 /// in the VT-d specification's register chapter; checked against Intel's published register
 /// reference of IQERCD_REG, which lists 0 "info not available" and 1-5 as below; 6 is the
 /// code VT-d 3.x adds for a tail not aligned to a 256-bit descriptor, which VirtualBox's
-/// VT-d model, written from the specification, reports for that case too). The other
+/// VT-d model, written from the specification, reports for that case too, and 7 the one it
+/// names `VTDIQEI_INVALID_TTM` and reports when RTADDR's TTM is the reserved 10b). The other
 /// fields of the register are ITESID (47:32) and ICESID (63:48), valid only with FSTS.ITE /
 /// FSTS.ICE, which the model never sets: the host's invalidations are synchronous, so no
 /// device-TLB invalidation can time out or complete wrongly.
@@ -46,6 +47,9 @@ pub(crate) mod iqei {
     /// 6, the queue tail is not aligned to a 256-bit descriptor while IQA.DW is set (IQT bit
     /// 4 set).
     pub(crate) const TAIL_MISALIGNED: u64 = 6;
+    /// 7, an invalid translation table mode: the root table SRTP latched has TTM = 10b,
+    /// reserved. VirtualBox (`dmarR3InvQueueThread`) checks it before the tail pointer.
+    pub(crate) const INVALID_TTM: u64 = 7;
 }
 
 /// Logs a CACHE_INVLD the host failed (off the success path).
@@ -104,13 +108,14 @@ impl Unit {
         if wide && tail & 0x10 != 0 {
             return self.queue_error(iqei::TAIL_MISALIGNED);
         }
+        let ttm = self.root.map(|r| r >> RTADDR_TTM_SHIFT & 3);
+        if ttm == Some(RTADDR_TTM_RESERVED) {
+            return self.queue_error(iqei::INVALID_TTM);
+        }
         if tail >= size {
             return self.queue_error(iqei::INVALID_TAIL);
         }
-        let scalable = self
-            .root
-            .is_some_and(|r| r >> RTADDR_TTM_SHIFT & 3 == RTADDR_TTM_SCALABLE);
-        if scalable && !wide {
+        if ttm == Some(RTADDR_TTM_SCALABLE) && !wide {
             return self.queue_error(iqei::WIDTH);
         }
         let (head, error) = self.run_queue(iqa & ADDR_MASK, head, tail, size, wide);

@@ -104,6 +104,9 @@ pub(crate) const GCMD_PERSISTENT: u32 = GCMD_TE | GCMD_EAFL | GCMD_QIE | GCMD_IR
 /// RTADDR: translation table mode, bits 11:10 (01b = scalable mode).
 pub(crate) const RTADDR_TTM_SHIFT: u32 = 10;
 pub(crate) const RTADDR_TTM_SCALABLE: u64 = 1;
+/// RTADDR.TTM 10b: reserved (00b legacy, 01b scalable, 11b abort-DMA mode, which needs
+/// ECAP.ADMS); VirtualBox's `iommu-intel.h` `VTD_TTM_RSVD`.
+pub(crate) const RTADDR_TTM_RESERVED: u64 = 2;
 pub(crate) const ADDR_MASK: u64 = !0xfff;
 
 // CCMD.

@@ -139,6 +139,34 @@ fn queue_errors_and_their_codes() {
     assert_eq!(m.viommu.read(IQERCD, 8) & 0xf, 2, "fetch");
 }
 
+/// IQEI 7, an invalid TTM: RTADDR latched (by SRTP) with TTM = 10b, the reserved encoding,
+/// stops the queue, before the tail is checked — as VirtualBox's VT-d model does
+/// (`VTDIQEI_INVALID_TTM`, reported from `dmarR3InvQueueThread` when TTM is `VTD_TTM_RSVD`).
+#[test]
+fn reserved_ttm_stops_the_queue_with_iqei_7() {
+    let m = booted();
+    let mut g = driver(&m);
+    let rt = m.viommu.read(RTADDR, 8) & !0xfff;
+    m.viommu.write(RTADDR, 8, rt | 2 << 10);
+    let sts = m.viommu.read(GSTS, 4) & 0x96ff_ffff;
+    m.viommu.write(GCMD, 4, sts | 1 << 30);
+    let head = m.viommu.read(IQH, 8);
+    g.submit(&[wait_desc(g.status, 1, false)]);
+    assert_ne!(m.viommu.read(FSTS, 4) & 1 << 4, 0, "IQE");
+    assert_eq!(m.viommu.read(IQERCD, 8) & 0xf, 7, "invalid TTM");
+    assert_eq!(m.viommu.read(IQH, 8), head, "nothing fetched");
+    // A tail beyond the queue is reported as the TTM all the same (checked first).
+    let m = booted();
+    let rt = m.viommu.read(RTADDR, 8) & !0xfff;
+    m.viommu.write(RTADDR, 8, rt | 2 << 10);
+    let sts = m.viommu.read(GSTS, 4) & 0x96ff_ffff;
+    m.viommu.write(GCMD, 4, sts | 1 << 30);
+    let iqa = m.viommu.read(IQA, 8);
+    m.viommu.write(IQA, 8, iqa & !7);
+    m.viommu.write(IQT, 8, 0x1000);
+    assert_eq!(m.viommu.read(IQERCD, 8) & 0xf, 7);
+}
+
 #[test]
 fn wait_interrupt_with_mask_and_unmask() {
     let m = booted();

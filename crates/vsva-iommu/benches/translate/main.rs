@@ -62,6 +62,7 @@ const SL: SlParams = SlParams {
     sl_2m: true,
     sl_1g: true,
     slee: false,
+    tm: true,
 };
 
 fn va(i: u64) -> u64 {

@@ -354,7 +354,7 @@ impl Iommu {
                 access
             };
             let result = if info.entry.pgtt == Pgtt::PassThrough {
-                self.pass_through(iova, checked, self.fl_controls(&info.entry).ers)
+                self.pass_through(iova, checked, self.fl_controls(&info.entry))
             } else {
                 match self.translate_paged(st, mem, info, iova, checked) {
                     Ok(Some(r)) => Ok(r),
@@ -425,8 +425,17 @@ impl Iommu {
         &self,
         iova: u64,
         access: Access,
-        exec: bool,
+        c: FlControls,
     ) -> Result<(Translation, u64), WalkFault> {
+        let exec = c.ers;
+        // SRE is the entry's, whatever its type (see `sl_only_controls`).
+        if access.privileged && !c.sre {
+            return Err(WalkFault {
+                reason: FaultReason::SupervisorNotEnabled,
+                stage: Stage::Context,
+                level: 0,
+            });
+        }
         if access.execute && !exec {
             return Err(WalkFault {
                 reason: FaultReason::ExecuteNotEnabled,
@@ -590,9 +599,10 @@ impl Iommu {
         c: FlControls,
         level: u8,
     ) -> Result<(), WalkFault> {
-        // The first-level check orders SRE (0x5d) before ERE (0x5c), as the walk does.
-        if !pgtt.uses_first_level() && access.execute && !c.ers {
-            return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
+        // The first-level check orders SRE (0x5d) before ERE (0x5c), as the walk does; a
+        // second-level-only entry is held to both the same way.
+        if !pgtt.uses_first_level() {
+            sl_only_controls(access, c)?;
         }
         if pgtt.uses_first_level() {
             check_fl_access(
@@ -711,7 +721,11 @@ impl Iommu {
         let psi_p = pg.map(|p| p.psi.get());
         let psi_sl = dom.sl_psi.get();
         let (v, page_base) = match pgtt {
-            Pgtt::SecondLevel => self.walk_sl_only(env, e, dom, s0, iova, access)?,
+            Pgtt::SecondLevel => {
+                // The entry's own controls come before its tables, as they do on a hit.
+                sl_only_controls(access, ctl)?;
+                self.walk_sl_only(env, e, dom, s0, iova, access)?
+            }
             _ => self.walk_fl(env, e, dom, info.pg, tag, [s0, s1, s2], iova, access, ctl)?,
         };
         let code = value_size_code(v);
@@ -734,6 +748,22 @@ impl Iommu {
             });
         Ok(Some((self.make_translation(pgtt, v, iova, access, ctl), v)))
     }
+}
+
+/// The PASID-entry controls a request through a second-level-only entry is checked against,
+/// in the first level's order: a supervisor request needs SRE (0x5d), an execute request ERS
+/// and ERE (0x5c). SRE is not a first-level-only control: Linux's
+/// `intel_pasid_setup_second_level` / `_pass_through` set it in such entries so that
+/// supervisor requests get through, and the 0x5d fault reason names no translation type.
+#[inline(always)]
+fn sl_only_controls(access: Access, c: FlControls) -> Result<(), WalkFault> {
+    if access.privileged && !c.sre {
+        return Err(WalkFault::first(FaultReason::SupervisorNotEnabled, 0));
+    }
+    if access.execute && !c.ers {
+        return Err(WalkFault::first(FaultReason::ExecuteNotEnabled, 0));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ impl Iommu {
             sl_2m: self.cfg.sl_2m,
             sl_1g: self.cfg.sl_1g,
             slee: e.slee(),
+            tm: self.cfg.device_tlb,
         }
     }
 

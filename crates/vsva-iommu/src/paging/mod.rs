@@ -50,6 +50,8 @@ pub const SL_W: u64 = 1 << 1;
 pub const SL_X: u64 = 1 << 2;
 /// Bits 11 and 62 of a second-level non-leaf entry: reserved (in a leaf they are SNP and TM).
 const SL_NONLEAF_RSVD: u64 = 1 << 11 | 1 << 62;
+/// TM (bit 62 of a second-level leaf): transient mapping, Reserved(0) without ECAP.DT.
+const SL_TM: u64 = 1 << 62;
 /// PS (bit 7): a 2 MiB leaf at level 2, a 1 GiB leaf at level 3.
 pub const SL_PS: u64 = 1 << 7;
 /// A (bit 8): accessed, set by the walk when the PASID entry's SSADE = 1.
@@ -563,6 +565,7 @@ mod tests {
             sl_2m: true,
             sl_1g: false,
             slee: false,
+            tm: true,
         };
         let snap = mem.snapshot();
         let m: &GuestMemoryMmap = &snap;
@@ -621,6 +624,7 @@ mod tests {
         sl_2m: true,
         sl_1g: true,
         slee: false,
+        tm: true,
     };
 
     #[test]
@@ -661,6 +665,30 @@ mod tests {
                 .output,
             0x7000
         );
+    }
+
+    /// TM (bit 62 of a second-level leaf) is Reserved(0) when device TLBs are not supported
+    /// (ECAP.DT = 0), and a field the walk ignores when they are. QEMU's
+    /// `VTD_SPTE_PAGE_L1_RSVD_MASK` / `VTD_SPTE_LPAGE_L2/L3_RSVD_MASK` leave TM out of the
+    /// reserved mask only with `dt_supported` (and, since QEMU 9.2, only with `stale-tm`, the
+    /// specification having made it Reserved(0) in every case from revision 3.2).
+    #[test]
+    fn second_level_leaf_tm_is_reserved_without_device_tlbs() {
+        let (mem, pool) = setup();
+        let (root, l2, _) = sl_tables(&mem, &pool, SL_R | SL_W, 0x7000 | SL_R | 1 << 62);
+        mem.store_u64(l2 + 16, 0x40_0000 | SL_R | SL_PS | 1 << 62)
+            .unwrap();
+        let snap = mem.snapshot();
+        let m: &GuestMemoryMmap = &snap;
+        let no_dt = SlParams { tm: false, ..SL4 };
+        for (gpa, level) in [(0x1000, 1), (2 * SIZE_2M, 2)] {
+            assert_eq!(
+                walk_second_level(m, &no_dt, root, gpa, None).unwrap_err(),
+                WalkFault::second(FaultReason::SecondLevelReserved, level),
+                "{gpa:#x}"
+            );
+            assert!(walk_second_level(m, &SL4, root, gpa, None).is_ok());
+        }
     }
 
     #[test]

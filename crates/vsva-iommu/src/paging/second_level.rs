@@ -15,6 +15,9 @@ pub struct SlParams {
     pub sl_1g: bool,
     /// The PASID entry's SLEE: X is honoured (and counts for presence) only when set.
     pub slee: bool,
+    /// Device TLBs supported (ECAP.DT): bit 62 of a leaf is TM (transient mapping, ignored
+    /// by the walk). Without them TM is Reserved(0) and a leaf with it set faults 0x7a.
+    pub tm: bool,
 }
 
 impl SlParams {
@@ -29,7 +32,7 @@ impl SlParams {
 ///
 /// Faults (stage Second): 0x7b when `p.levels` is not 3, 4 or 5, 0x78 entry outside memory,
 /// 0x79 not present (R = W = 0, and X = 0 or SLEE clear), 0x7a reserved bits (in a non-leaf
-/// entry, address bits 51:HAW among them), 0x84 a leaf whose output address is at or above
+/// entry, address bits 51:HAW among them; in a leaf, TM when `p.tm` is clear), 0x84 a leaf whose output address is at or above
 /// HAW ("second-level entry address beyond the max"). The caller checks that `gpa` fits the
 /// input width and the request's permissions.
 pub fn walk_second_level<M: EntryMemory + ?Sized>(
@@ -77,7 +80,9 @@ pub fn walk_second_level_into<M: EntryMemory + ?Sized>(
         let ps = e & SL_PS != 0;
         let leaf = level == 1 || (ps && level <= 3);
         let reserved = if leaf {
-            match level {
+            // TM is Reserved(0) without device TLBs.
+            let tm = !p.tm && e & SL_TM != 0;
+            tm || match level {
                 3 => !p.sl_1g || e & 0x3fff_f000 != 0,
                 2 => !p.sl_2m || e & 0x1f_f000 != 0,
                 _ => false,

@@ -23,6 +23,8 @@ fn full() -> PasidEntry {
         ere: true,
         flpm: 1,
         wpe: true,
+        nxe: true,
+        smep: true,
         eafe: true,
         flptr: 0xabc_d000,
     }
@@ -47,7 +49,10 @@ fn every_field_lands_on_its_bits() {
             | 1 << 31
             | 0x0706_0504 << 32
     );
-    assert_eq!(v[2], 1 | 1 << 1 | 1 << 2 | 1 << 4 | 1 << 7 | 0xabc_d000);
+    assert_eq!(
+        v[2],
+        1 | 1 << 1 | 1 << 2 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 0xabc_d000
+    );
     assert_eq!(&v[3..], &[0; 5]);
     assert_eq!(PasidEntry::from_raw(&v), Ok(full()));
 }
@@ -90,7 +95,7 @@ fn decode_errors_carry_the_vtd_reason() {
         PasidEntry::from_raw(&v).unwrap_err().reason,
         FaultReason::PasidEntryNotPresent
     );
-    for (word, bit) in [(0, 10), (0, 11), (1, 16), (2, 5), (2, 8), (3, 0), (7, 63)] {
+    for (word, bit) in [(0, 10), (0, 11), (1, 16), (2, 8), (2, 11), (3, 0), (7, 63)] {
         let mut v = full().to_raw();
         v[word] |= 1 << bit;
         let e = PasidEntry::from_raw(&v).unwrap_err();
@@ -186,6 +191,8 @@ const LAYOUT: &[(&str, u32, u32)] = &[
     ("ERE", 129, 1),
     ("FLPM", 130, 2),
     ("WPE", 132, 1),
+    ("NXE", 133, 1),
+    ("SMEP", 134, 1),
     ("EAFE", 135, 1),
     ("FLPTR", 140, 52),
 ];
@@ -245,6 +252,8 @@ fn decoded_fields(e: &PasidEntry) -> Vec<(&'static str, u64)> {
         ("ERE", u64::from(e.ere)),
         ("FLPM", u64::from(e.flpm)),
         ("WPE", u64::from(e.wpe)),
+        ("NXE", u64::from(e.nxe)),
+        ("SMEP", u64::from(e.smep)),
         ("EAFE", u64::from(e.eafe)),
         ("FLPTR", e.flptr >> 12),
     ]
@@ -264,6 +273,7 @@ fn spec_invalid(e: &PasidEntry, cfg: &IommuConfig) -> Option<(FaultReason, &'sta
         haw
     };
     let rules = [
+        (e.sre && !cfg.srs, FaultReason::PasidEntryReserved, "SRE"),
         (u64::from(e.did) >= 1 << cfg.domain_bits, inv, "DID"),
         (e.pgtt == Pgtt::Nested && !cfg.nesting, inv, "PGTT"),
         (
@@ -279,7 +289,6 @@ fn spec_invalid(e: &PasidEntry, cfg: &IommuConfig) -> Option<(FaultReason, &'sta
         (sl && e.ssade && !cfg.slads, inv, "SSADE"),
         (e.ere && !cfg.ers, inv, "ERE"),
         (fl && e.flpm == 1 && !cfg.fl5lp, inv, "FLPM"),
-        (fl && e.sre && !cfg.srs, inv, "SRE"),
         (fl && e.eafe && !cfg.eafs, inv, "EAFE"),
         (
             sl && e.ssptptr >= 1 << haw,
@@ -375,5 +384,44 @@ proptest! {
             let got = e.validate(&cfg).err().map(|x| (x.reason, x.field));
             prop_assert_eq!(got, spec_invalid(&e, &cfg));
         }
+    }
+}
+
+/// `val[2]` bits 5 and 6 (entry bits 133 and 134) are NXE and SMEP, not reserved: Linux's
+/// `pasid_set_nxe` (6.2 to 6.10) sets bit 133 in every first-level entry it writes, and
+/// VirtualBox's `iommu-intel.h` defines both. Such an entry decodes, and keeps them.
+#[test]
+fn nxe_and_smep_are_fields_not_reserved() {
+    let mut v = PasidEntry::first_level(1, 0x5000).to_raw();
+    v[2] |= 1 << 5 | 1 << 6;
+    let e = PasidEntry::from_raw(&v).unwrap();
+    assert_eq!((e.nxe, e.smep), (true, true));
+    assert_eq!(e.to_raw(), v);
+}
+
+/// SRE without ECAP.SRS is a reserved-bit error (0x5a) for every translation type, not only
+/// those with a first level (Linux commit "iommu/vt-d: Set SRE bit only when hardware has SRS
+/// cap": a pass-through entry with SRE set faulted 0x5a on hardware without SRS).
+#[test]
+fn sre_without_srs_is_reserved_for_every_type() {
+    let no_srs = IommuConfig {
+        srs: false,
+        ..IommuConfig::default()
+    };
+    for e in [
+        PasidEntry::first_level(1, 0x5000),
+        PasidEntry::second_level(1, 0x5000, 4),
+        PasidEntry::nested(1, 0x5000, 0x6000, 4),
+        PasidEntry::pass_through(1),
+    ] {
+        let e = PasidEntry { sre: true, ..e };
+        let got = e.validate(&no_srs).unwrap_err();
+        assert_eq!(
+            (got.reason, got.field),
+            (FaultReason::PasidEntryReserved, "SRE"),
+            "{:?}",
+            e.pgtt
+        );
+        e.validate(&IommuConfig::default()).unwrap();
     }
 }

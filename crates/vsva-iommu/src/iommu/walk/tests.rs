@@ -376,6 +376,7 @@ fn sl_leaf(io: &Iommu, s2: Stage2Id, gpa: u64) -> u64 {
         sl_2m: true,
         sl_1g: true,
         slee: false,
+        tm: true,
     };
     let snap = io.memory().snapshot();
     let m: &vm_memory::GuestMemoryMmap = &snap;
@@ -573,4 +574,42 @@ fn nested_table_read_needs_stage2_read() {
         (f.reason, f.stage),
         (FaultReason::NestedNoReadEntry, Stage::Second)
     );
+}
+
+/// A supervisor request through a second-level-only or pass-through entry needs the entry's
+/// SRE, as through a first-level one (0x5d, before the walk and the caches). Linux's
+/// `intel_pasid_setup_second_level` and `intel_pasid_setup_pass_through` set SRE in those
+/// entries (until 6.4) so that supervisor requests, whose addresses are GPAs, get through.
+#[test]
+fn supervisor_requests_need_sre_in_every_type() {
+    let io = iommu();
+    attach(&io, SID);
+    let s2 = io.create_stage2(4).unwrap();
+    io.stage2_map(s2, 0x4000, 0x9000, 0x1000, S2Perms::RW)
+        .unwrap();
+    let (root, levels) = io.stage2_root(s2).unwrap();
+    for (pasid, e) in [
+        (3, PasidEntry::second_level(7, root, levels)),
+        (4, PasidEntry::pass_through(7)),
+    ] {
+        io.set_pasid_entry(SID, pasid, &e).unwrap();
+        // A user read fills the caches; the supervisor request is refused all the same.
+        io.translate(SID, Some(pasid), 0x4000, Access::READ)
+            .unwrap();
+        for access in [Access::READ.privileged(), Access::WRITE.privileged()] {
+            let f = io.translate(SID, Some(pasid), 0x4000, access).unwrap_err();
+            assert_eq!(
+                f.reason,
+                FaultReason::SupervisorNotEnabled,
+                "{e:?} {access}"
+            );
+        }
+        io.clear_pasid_entry(SID, pasid).unwrap();
+        io.set_pasid_entry(SID, pasid, &PasidEntry { sre: true, ..e })
+            .unwrap();
+        let t = io
+            .translate(SID, Some(pasid), 0x4000, Access::WRITE.privileged())
+            .unwrap();
+        assert_eq!(t.host_addr & 0xfff, 0, "{e:?}");
+    }
 }
