@@ -5,22 +5,7 @@
 use super::*;
 
 pub(super) fn rows(f: &Fx) -> Vec<Row> {
-    let map = map_cmd(f.ioas, GUEST_HPA, 64 * MB, 0x1000);
-    let unmap = IommuIoasUnmap {
-        ioas_id: f.ioas,
-        iova: 0,
-        length: 0x1000,
-        ..Default::default()
-    };
-    let copy = IommuIoasCopy {
-        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE,
-        dst_ioas_id: f.ioas,
-        src_ioas_id: f.ioas,
-        length: 0x1000,
-        dst_iova: 64 * MB,
-        src_iova: 0,
-        ..Default::default()
-    };
+    let (map, unmap, copy) = ioas_cmds(f);
     vec![
         // IOMMU_IOAS_MAP at the top of the range.
         row(

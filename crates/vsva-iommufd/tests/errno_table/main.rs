@@ -3,7 +3,8 @@
 //! must leave the context's objects as they were.
 //!
 //! The fixture and the runners are here; the rows are in [`ioas`] (the argument reader,
-//! IOMMU_DESTROY and the IOAS ioctls), [`hwpt`] (HWPT_ALLOC, HWPT_INVALIDATE, GET_HW_INFO,
+//! IOMMU_DESTROY and the IOAS ioctls), [`ioas_limits`] (the IOAS ioctls at the top of the
+//! range), [`hwpt`] (HWPT_ALLOC, HWPT_INVALIDATE, GET_HW_INFO,
 //! FAULT_QUEUE_ALLOC) and [`device`] (the device ioctls).
 
 #[path = "../common/mod.rs"]
@@ -53,6 +54,29 @@ fn fixture() -> Fx {
         nested,
         fault,
     }
+}
+
+/// The well-formed `IOMMU_IOAS_MAP` (a fixed IOVA over guest RAM), `IOMMU_IOAS_UNMAP` and
+/// `IOMMU_IOAS_COPY` (fixed, readable) of the fixture's IOAS that the IOAS rows spoil one
+/// field at a time.
+fn ioas_cmds(f: &Fx) -> (IommuIoasMap, IommuIoasUnmap, IommuIoasCopy) {
+    let map = map_cmd(f.ioas, GUEST_HPA, 64 * MB, 0x1000);
+    let unmap = IommuIoasUnmap {
+        ioas_id: f.ioas,
+        iova: 0,
+        length: 0x1000,
+        ..Default::default()
+    };
+    let copy = IommuIoasCopy {
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE,
+        dst_ioas_id: f.ioas,
+        src_ioas_id: f.ioas,
+        length: 0x1000,
+        dst_iova: 64 * MB,
+        src_iova: 0,
+        ..Default::default()
+    };
+    (map, unmap, copy)
 }
 
 /// One row: what is malformed, the Linux check it follows, the ioctl and its bytes, the
