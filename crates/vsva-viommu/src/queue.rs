@@ -108,14 +108,16 @@ impl Unit {
         if wide && tail & 0x10 != 0 {
             return self.queue_error(iqei::TAIL_MISALIGNED);
         }
-        let ttm = self.root.map(|r| r >> RTADDR_TTM_SHIFT & 3);
-        if ttm == Some(RTADDR_TTM_RESERVED) {
+        // The root table's translation table mode (bits 11:10 of the latched RTADDR), or
+        // none before SRTP.
+        let ttm = self.root.map_or(u64::MAX, |r| r >> RTADDR_TTM_SHIFT & 3);
+        if ttm == RTADDR_TTM_RESERVED {
             return self.queue_error(iqei::INVALID_TTM);
         }
         if tail >= size {
             return self.queue_error(iqei::INVALID_TAIL);
         }
-        if ttm == Some(RTADDR_TTM_SCALABLE) && !wide {
+        if ttm == RTADDR_TTM_SCALABLE && !wide {
             return self.queue_error(iqei::WIDTH);
         }
         let (head, error) = self.run_queue(iqa & ADDR_MASK, head, tail, size, wide);
@@ -128,7 +130,7 @@ impl Unit {
     /// Fetches, decodes and carries out the descriptors of the queue of `size` bytes at
     /// `base` from offset `head` to `tail`; returns where it stopped and, when a descriptor
     /// stopped it, the IQEI code.
-    #[inline]
+    #[inline(always)]
     fn run_queue(
         &mut self,
         base: u64,
