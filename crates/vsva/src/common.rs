@@ -124,6 +124,32 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// Waits `wait`, or less if stdout's reader goes away meanwhile: then
+/// [`CliError::StdoutClosed`]. A command that waits between lines (`faults --follow`,
+/// `top` into a pipe) would otherwise notice a reader that stopped (`| head -1`) only at its
+/// next line, which may never come. A pipe whose reader closed reports `POLLERR`, a socket
+/// or terminal that hung up `POLLHUP`; a file never reports either, so this is a plain wait.
+pub(crate) fn wait_unless_stdout_closed(wait: Duration) -> Result<(), CliError> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let out = io::stdout();
+    let mut fds = [PollFd::new(&out, PollFlags::empty())];
+    let timeout = Timespec {
+        tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(n) if n > 0 && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => {
+            Err(CliError::StdoutClosed)
+        }
+        Ok(_) => Ok(()),
+        // Interrupted by a signal, or poll refused: wait the plain way.
+        Err(_) => {
+            std::thread::sleep(wait);
+            Ok(())
+        }
+    }
+}
+
 /// Prints `v` as one compact JSON line: every `--json` output of every command has this
 /// form, so scripts may read any of them line by line.
 pub(crate) fn print_json(v: &Value) -> Result<(), CliError> {

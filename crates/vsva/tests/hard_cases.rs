@@ -386,3 +386,71 @@ fn a_call_that_spins_for_its_reply_still_times_out() {
     let got = got.expect("the call neither answered nor timed out within a minute");
     assert!(matches!(got, Err(ClientError::TimedOut { .. })), "{got:?}");
 }
+
+/// A command that waits between lines ends as soon as its reader is gone, not at a next line
+/// that may never come: `vsva faults --follow | head -1` on a daemon that logs no more
+/// faults, and `vsva top -d 3600 | head -1`.
+#[test]
+fn a_reader_that_leaves_ends_a_waiting_command() {
+    let d = Daemon::start("leaves");
+    for args in [&["faults", "--follow"][..], &["top", "-d", "3600"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(args)
+            .arg("--socket")
+            .arg(&d.socket)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `top` prints its first reading before it waits; `faults --follow`, with no fault
+        // logged, prints nothing. Either way the reader then goes.
+        if args[0] == "top" {
+            let mut first = String::new();
+            BufReader::new(&reader).read_line(&mut first).unwrap();
+            assert!(first.starts_with("up "), "{first}");
+        }
+        drop(reader);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} went on after its reader left");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+/// A socket path that is not UTF-8 (reached here through a link of that name) is printed
+/// lossily in JSON, as in text, instead of panicking.
+#[test]
+fn json_names_a_socket_path_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = Daemon::start("nonutf8");
+    let link = d.dir.join(std::ffi::OsStr::from_bytes(b"sock-\xff\xfe"));
+    std::os::unix::fs::symlink(&d.socket, &link).unwrap();
+    for args in [&["status", "--json"][..], &["demo", "--no-spawn", "--json"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(args)
+            .arg("--socket")
+            .arg(&link)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["socket"]
+                .as_str()
+                .unwrap()
+                .ends_with("sock-\u{fffd}\u{fffd}"),
+            "{v}"
+        );
+    }
+}

@@ -26,7 +26,7 @@ use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use vsva_client::Client;
 
-use crate::common::{outln, print_json, warn, CliError, Common};
+use crate::common::{outln, print_json, wait_unless_stdout_closed, warn, CliError, Common};
 pub(crate) use crate::report::{duration as uptime, fault_line};
 use sample::{process_rows, Rates, Sample};
 
@@ -265,7 +265,10 @@ fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliErr
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
+            wait_unless_stdout_closed(
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+            )?;
         }
         if let Err(e) = watch.read() {
             warn(&format_args!("top: no reading: {e}"));
