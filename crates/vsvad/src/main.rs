@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     if let Err(e) = &result {
         // Queued like a log line (the queue never refuses a write); the exit code reports
         // the failure even when standard error is gone.
-        let _ = writeln!(LogSink::new(), "vsvad: {e}");
+        let _ = writeln!(LogSink::new(), "vsvad: {}", clip_lines(&e.to_string()));
     }
     // The last lines (e.g. "vsvad stopped"), unless standard error is not being read.
     LogSink::flush_for(std::time::Duration::from_secs(1));
@@ -117,6 +117,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(1),
     }
+}
+
+/// The longest line of a fatal error printed whole.
+const MAX_ERROR_LINE: usize = 1024;
+
+/// `message` with each line longer than [`MAX_ERROR_LINE`] bytes cut (at a character
+/// boundary) and marked. A parse error shows the offending line of the file, which may be
+/// megabytes long: whole, it would not fit the log's queue and the error would be dropped,
+/// leaving the user no reason at all.
+fn clip_lines(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(16 * MAX_ERROR_LINE));
+    for (i, line) in message.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if line.len() <= MAX_ERROR_LINE {
+            out.push_str(line);
+            continue;
+        }
+        let mut cut = MAX_ERROR_LINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push_str(&line[..cut]);
+        out.push_str("… (");
+        out.push_str(&(line.len() - cut).to_string());
+        out.push_str(" more bytes)");
+    }
+    out
 }
 
 fn run(
