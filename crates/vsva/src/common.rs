@@ -177,6 +177,22 @@ pub(crate) fn bdf(source_id: u16) -> String {
     )
 }
 
+/// `s` safe to show on a terminal: control characters (escape sequences, newlines, bells) and
+/// bidirectional overrides become `?`, as `ps` shows them. Another process's command line is
+/// whatever that process chose; printed raw, it could recolour or clear the reader's terminal
+/// or forge whole rows of the table.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// `s` cut to at most `max` characters; a cut is marked with a final "…" (which counts).
 pub(crate) fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -205,6 +221,14 @@ mod tests {
             assert_eq!(clip(s, max), want, "{s:?}");
             assert!(clip(s, max).chars().count() <= max);
         }
+    }
+
+    #[test]
+    fn printable_defuses_terminal_controls() {
+        assert_eq!(printable("qemu -m 1G"), "qemu -m 1G");
+        assert_eq!(printable("a\u{1b}[31mb\nc\u{7}"), "a?[31mb?c?");
+        assert_eq!(printable("x\u{202e}y\u{9b}z"), "x?y?z");
+        assert_eq!(printable("é日本"), "é日本");
     }
 
     #[test]

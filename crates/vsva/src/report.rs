@@ -4,7 +4,9 @@
 use serde_json::json;
 use vsva_client::{Client, SetEntry, SetState};
 
-use crate::common::{bdf, clip, outln, print_json, wait_unless_stdout_closed, CliError, Common};
+use crate::common::{
+    bdf, clip, outln, print_json, printable, wait_unless_stdout_closed, CliError, Common,
+};
 use crate::number::{parse_u32, ranges};
 
 /// `vsva quota`.
@@ -196,7 +198,7 @@ pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
         "PASIDS"
     );
     for s in &sets {
-        let cmd = clip(&s.command, 40);
+        let cmd = clip(&printable(&s.command), 40);
         let list = clip(&ranges(&s.pasids), 20);
         outln!(
             "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} {}",

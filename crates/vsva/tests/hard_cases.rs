@@ -112,6 +112,28 @@ fn sets_cuts_a_multibyte_command_line_by_characters() {
     assert!(entry["command"].as_str().unwrap().starts_with(&arg0));
 }
 
+/// Another process's command line is shown with its control characters defused: an escape
+/// sequence cannot reach the reader's terminal, nor a newline forge a row of the table.
+#[test]
+fn sets_shows_no_terminal_control_from_a_command_line() {
+    let d = Daemon::start("controls");
+    let holder = Holder::start(&d, "1", Some("evil\u{1b}[2J\nFAKE 1 0 live\u{7}"));
+    let out = d.vsva(&["sets"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+    assert!(!text.lines().any(|l| l.starts_with("FAKE")), "{text:?}");
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&holder.pid().to_string()))
+        .unwrap_or_else(|| panic!("holder listed: {text}"));
+    assert!(row.contains("evil?[2J?FAKE 1 0 live?"), "{row:?}");
+}
+
 #[test]
 fn a_stopped_daemon_is_reported_after_the_timeout() {
     let d = Daemon::start("stopped");
