@@ -134,6 +134,21 @@ fn sets_shows_no_terminal_control_from_a_command_line() {
     assert!(row.contains("evil?[2J?FAKE 1 0 live?"), "{row:?}");
 }
 
+/// A `--hold` session answers a line that is not UTF-8 as a bad command and goes on holding
+/// its PASIDs.
+#[test]
+fn a_hold_session_survives_a_line_that_is_not_utf8() {
+    let d = Daemon::start("holdutf8");
+    let mut holder = Holder::start(&d, "2", None);
+    holder.stdin.write_all(b"free \xff\xfe\n").unwrap();
+    let answer: Value = serde_json::from_str(&holder.lines.next().unwrap().unwrap()).unwrap();
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(error.contains("not UTF-8"), "{error}");
+    assert_eq!(holder.ask("list")["pasids"], json!([1, 2]));
+}
+
 #[test]
 fn a_stopped_daemon_is_reported_after_the_timeout() {
     let d = Daemon::start("stopped");
