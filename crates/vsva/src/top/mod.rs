@@ -41,9 +41,9 @@ pub(crate) struct TopArgs {
           allow_negative_numbers = true)]
     pub(crate) interval: Duration,
     /// Stop after this many readings (default: until q, Ctrl-C or SIGTERM).
-    #[arg(long, short = 'n', value_name = "COUNT", value_parser = crate::number::parse_u64,
+    #[arg(long, short = 'n', value_name = "COUNT", value_parser = crate::number::parse_count,
           allow_negative_numbers = true)]
-    pub(crate) iterations: Option<u64>,
+    pub(crate) iterations: Option<u32>,
     #[command(flatten)]
     pub(crate) common: Common,
 }
@@ -208,7 +208,7 @@ fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), 
             terminal
                 .draw(|f| view::draw(f, &watch.shown(a.interval)))
                 .map_err(|e| CliError::msg(format!("cannot draw: {e}")))?;
-            if a.iterations.is_some_and(|n| readings >= n) {
+            if a.iterations.is_some_and(|n| readings >= u64::from(n)) {
                 return Ok(());
             }
             // Wait for a key until the next reading is due, in short steps so a signal is
@@ -257,7 +257,7 @@ fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliErr
             print_reading(a, s, watch.rates())?;
             readings += 1;
         }
-        if a.iterations.is_some_and(|n| readings >= n) {
+        if a.iterations.is_some_and(|n| readings >= u64::from(n)) {
             return Ok(());
         }
         let next = Instant::now() + a.interval;
