@@ -85,13 +85,23 @@ fn main() -> ExitCode {
     }
     // Before any thread starts: it reads and removes LISTEN_FDS / LISTEN_PID.
     let inherited = vsvad::systemd::inherited_listener();
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+    // A filter with a bad directive is refused, naming where it came from: `EnvFilter::new`
+    // would drop the directive with a note and start with less logging than asked for.
+    let (source, filter) = match (&args.log, std::env::var("RUST_LOG")) {
+        (Some(f), _) => ("--log", f.clone()),
+        (None, Ok(f)) => ("RUST_LOG", f),
+        (None, Err(_)) => ("", "info".to_owned()),
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            // Logging is not set up yet: standard error directly (a closed one is ignored).
+            let _ = writeln!(std::io::stderr(), "vsvad: {source} {filter:?}: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(filter)
         // Lines are queued for a writer thread, never written by the thread that logs: a
         // standard error nobody reads (a full pipe) or a closed one cannot stall or kill a
         // worker or the signal handler. A line that cannot be queued or written is dropped

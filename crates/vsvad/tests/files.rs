@@ -274,3 +274,13 @@ fn a_config_error_on_a_very_long_line_is_still_reported() {
     assert!(err.contains("more bytes)"), "{err}");
     assert!(err.len() < 8192, "{} bytes of error", err.len());
 }
+
+/// A log filter with a bad directive is refused at start, naming where it came from, instead
+/// of the directive being dropped and the daemon starting with less logging than asked for.
+#[test]
+fn a_bad_log_filter_is_refused() {
+    let dir = TestDir::new("logfilter");
+    let err = refused(dir.path(), &["--log", "info,[[[{"]);
+    assert!(err.contains("--log \"info,[[[{\""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
