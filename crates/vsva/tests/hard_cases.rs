@@ -379,6 +379,27 @@ fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A `TMPDIR` that does not exist (a typo) is an error, not a directory tree the demo makes.
+#[test]
+fn a_demo_does_not_create_a_missing_tmpdir() {
+    let tmp = scratch("notmp");
+    let missing = tmp.join("no").join("such");
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["demo", "--vsvad", vsvad().to_str().unwrap(), "--socket"])
+        .arg(tmp.join("none.sock"))
+        .env("TMPDIR", &missing)
+        .output()
+        .unwrap();
+    let made = tmp.join("no").exists();
+    let left = remove_scratch(&tmp);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!made, "the demo created {}", missing.display());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn a_connection_that_timed_out_is_not_used_again() {
     use std::time::Duration;
