@@ -134,7 +134,10 @@ impl PrivateDaemon {
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
         let dir = std::env::temp_dir().join(format!("vsva-demo-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // Only the directory itself: a temporary directory that does not exist (a mistyped
+        // `TMPDIR`) is an error, not a tree to make; and one already there is not taken over.
+        std::fs::create_dir(&dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         // From here on, dropping `d` on an error removes the directory (and stops the
         // daemon once there is one).
         let mut d = PrivateDaemon {

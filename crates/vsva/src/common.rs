@@ -124,6 +124,32 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// Waits `wait`, or less if stdout's reader goes away meanwhile: then
+/// [`CliError::StdoutClosed`]. A command that waits between lines (`faults --follow`,
+/// `top` into a pipe) would otherwise notice a reader that stopped (`| head -1`) only at its
+/// next line, which may never come. A pipe whose reader closed reports `POLLERR`, a socket
+/// or terminal that hung up `POLLHUP`; a file never reports either, so this is a plain wait.
+pub(crate) fn wait_unless_stdout_closed(wait: Duration) -> Result<(), CliError> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let out = io::stdout();
+    let mut fds = [PollFd::new(&out, PollFlags::empty())];
+    let timeout = Timespec {
+        tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(n) if n > 0 && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP) => {
+            Err(CliError::StdoutClosed)
+        }
+        Ok(_) => Ok(()),
+        // Interrupted by a signal, or poll refused: wait the plain way.
+        Err(_) => {
+            std::thread::sleep(wait);
+            Ok(())
+        }
+    }
+}
+
 /// Prints `v` as one compact JSON line: every `--json` output of every command has this
 /// form, so scripts may read any of them line by line.
 pub(crate) fn print_json(v: &Value) -> Result<(), CliError> {
@@ -149,6 +175,22 @@ pub(crate) fn bdf(source_id: u16) -> String {
         (source_id >> 3) & 0x1f,
         source_id & 7
     )
+}
+
+/// `s` safe to show on a terminal: control characters (escape sequences, newlines, bells) and
+/// bidirectional overrides become `?`, as `ps` shows them. Another process's command line is
+/// whatever that process chose; printed raw, it could recolour or clear the reader's terminal
+/// or forge whole rows of the table.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// `s` cut to at most `max` characters; a cut is marked with a final "…" (which counts).
@@ -179,6 +221,14 @@ mod tests {
             assert_eq!(clip(s, max), want, "{s:?}");
             assert!(clip(s, max).chars().count() <= max);
         }
+    }
+
+    #[test]
+    fn printable_defuses_terminal_controls() {
+        assert_eq!(printable("qemu -m 1G"), "qemu -m 1G");
+        assert_eq!(printable("a\u{1b}[31mb\nc\u{7}"), "a?[31mb?c?");
+        assert_eq!(printable("x\u{202e}y\u{9b}z"), "x?y?z");
+        assert_eq!(printable("é日本"), "é日本");
     }
 
     #[test]

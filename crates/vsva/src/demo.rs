@@ -87,7 +87,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
     printing?;
     if json {
         print_json(&json!({
-            "socket": socket,
+            "socket": socket.to_string_lossy(),
             "private_daemon": private.is_some(),
             "ok": report.ok(),
             "steps": report.steps.iter().map(|s| json!({ "title": s.title, "detail": s.detail, "ok": s.ok, "micros": s.micros })).collect::<Vec<_>>(),

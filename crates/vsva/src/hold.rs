@@ -81,9 +81,21 @@ pub(crate) fn hold_session(
         limits,
         common,
     };
-    for line in std::io::stdin().lock().lines() {
-        let line = line?;
-        let (answer, end) = match parse_command(&line) {
+    // Split on bytes, not `lines()`: a line that is not UTF-8 is answered as a bad command,
+    // not an error that ends the session and gives its PASIDs back.
+    for line in std::io::stdin().lock().split(b'\n') {
+        let mut line = line?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let parsed = match std::str::from_utf8(&line) {
+            Ok(text) => parse_command(text),
+            Err(_) => Err(format!(
+                "unknown command {:?} (not UTF-8): {USAGE}",
+                String::from_utf8_lossy(&line)
+            )),
+        };
+        let (answer, end) = match parsed {
             Ok(None) => continue,
             Ok(Some(Command::Quit)) => break,
             Ok(Some(cmd)) => s.run(&cmd),

@@ -4,7 +4,9 @@
 use serde_json::json;
 use vsva_client::{Client, SetEntry, SetState};
 
-use crate::common::{bdf, clip, outln, print_json, CliError, Common};
+use crate::common::{
+    bdf, clip, outln, print_json, printable, wait_unless_stdout_closed, CliError, Common,
+};
 use crate::number::{parse_u32, ranges};
 
 /// `vsva quota`.
@@ -66,7 +68,8 @@ pub(crate) fn status(c: &Common) -> Result<(), CliError> {
     if c.json {
         return print_json(&json!({
             "server": s.server,
-            "socket": c.socket(),
+            // A path that is not UTF-8 has no JSON string: shown as `display` shows it.
+            "socket": c.socket().to_string_lossy(),
             "uptime_ms": s.uptime_ms,
             "pasid_bits": s.pasid_bits,
             "capacity": s.capacity,
@@ -195,7 +198,7 @@ pub(crate) fn sets(c: &Common) -> Result<(), CliError> {
         "PASIDS"
     );
     for s in &sets {
-        let cmd = clip(&s.command, 40);
+        let cmd = clip(&printable(&s.command), 40);
         let list = clip(&ranges(&s.pasids), 20);
         outln!(
             "{:>8} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<20} {}",
@@ -352,7 +355,7 @@ fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
     }
     let interval = std::time::Duration::from_millis(a.interval_ms);
     loop {
-        std::thread::sleep(interval);
+        wait_unless_stdout_closed(interval)?;
         let new = client.new_faults(&mut since)?;
         let missed = new.missed;
         if missed > 0 {

@@ -112,6 +112,43 @@ fn sets_cuts_a_multibyte_command_line_by_characters() {
     assert!(entry["command"].as_str().unwrap().starts_with(&arg0));
 }
 
+/// Another process's command line is shown with its control characters defused: an escape
+/// sequence cannot reach the reader's terminal, nor a newline forge a row of the table.
+#[test]
+fn sets_shows_no_terminal_control_from_a_command_line() {
+    let d = Daemon::start("controls");
+    let holder = Holder::start(&d, "1", Some("evil\u{1b}[2J\nFAKE 1 0 live\u{7}"));
+    let out = d.vsva(&["sets"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(['\u{1b}', '\u{7}']), "{text:?}");
+    assert!(!text.lines().any(|l| l.starts_with("FAKE")), "{text:?}");
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&holder.pid().to_string()))
+        .unwrap_or_else(|| panic!("holder listed: {text}"));
+    assert!(row.contains("evil?[2J?FAKE 1 0 live?"), "{row:?}");
+}
+
+/// A `--hold` session answers a line that is not UTF-8 as a bad command and goes on holding
+/// its PASIDs.
+#[test]
+fn a_hold_session_survives_a_line_that_is_not_utf8() {
+    let d = Daemon::start("holdutf8");
+    let mut holder = Holder::start(&d, "2", None);
+    holder.stdin.write_all(b"free \xff\xfe\n").unwrap();
+    let answer: Value = serde_json::from_str(&holder.lines.next().unwrap().unwrap()).unwrap();
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(error.contains("not UTF-8"), "{error}");
+    assert_eq!(holder.ask("list")["pasids"], json!([1, 2]));
+}
+
 #[test]
 fn a_stopped_daemon_is_reported_after_the_timeout() {
     let d = Daemon::start("stopped");
@@ -342,6 +379,27 @@ fn a_demo_whose_daemon_cannot_start_leaves_nothing_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A `TMPDIR` that does not exist (a typo) is an error, not a directory tree the demo makes.
+#[test]
+fn a_demo_does_not_create_a_missing_tmpdir() {
+    let tmp = scratch("notmp");
+    let missing = tmp.join("no").join("such");
+    let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["demo", "--vsvad", vsvad().to_str().unwrap(), "--socket"])
+        .arg(tmp.join("none.sock"))
+        .env("TMPDIR", &missing)
+        .output()
+        .unwrap();
+    let made = tmp.join("no").exists();
+    let left = remove_scratch(&tmp);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!made, "the demo created {}", missing.display());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn a_connection_that_timed_out_is_not_used_again() {
     use std::time::Duration;
@@ -385,4 +443,72 @@ fn a_call_that_spins_for_its_reply_still_times_out() {
     kill_process(pid, Signal::CONT).unwrap();
     let got = got.expect("the call neither answered nor timed out within a minute");
     assert!(matches!(got, Err(ClientError::TimedOut { .. })), "{got:?}");
+}
+
+/// A command that waits between lines ends as soon as its reader is gone, not at a next line
+/// that may never come: `vsva faults --follow | head -1` on a daemon that logs no more
+/// faults, and `vsva top -d 3600 | head -1`.
+#[test]
+fn a_reader_that_leaves_ends_a_waiting_command() {
+    let d = Daemon::start("leaves");
+    for args in [&["faults", "--follow"][..], &["top", "-d", "3600"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(args)
+            .arg("--socket")
+            .arg(&d.socket)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `top` prints its first reading before it waits; `faults --follow`, with no fault
+        // logged, prints nothing. Either way the reader then goes.
+        if args[0] == "top" {
+            let mut first = String::new();
+            BufReader::new(&reader).read_line(&mut first).unwrap();
+            assert!(first.starts_with("up "), "{first}");
+        }
+        drop(reader);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} went on after its reader left");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+/// A socket path that is not UTF-8 (reached here through a link of that name) is printed
+/// lossily in JSON, as in text, instead of panicking.
+#[test]
+fn json_names_a_socket_path_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = Daemon::start("nonutf8");
+    let link = d.dir.join(std::ffi::OsStr::from_bytes(b"sock-\xff\xfe"));
+    std::os::unix::fs::symlink(&d.socket, &link).unwrap();
+    for args in [&["status", "--json"][..], &["demo", "--no-spawn", "--json"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            .args(args)
+            .arg("--socket")
+            .arg(&link)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["socket"]
+                .as_str()
+                .unwrap()
+                .ends_with("sock-\u{fffd}\u{fffd}"),
+            "{v}"
+        );
+    }
 }

@@ -394,3 +394,84 @@ va 0x401abc (4-level, root 0x100000)
     assert!(out.contains("PT[2]      @ 0x103000+0x010 = 0x0000000000000000  -                    → not present\n  fault 0x71 at level 1: first-level entry not present"), "{out}");
     let _ = std::fs::remove_file(path);
 }
+
+/// Runs `vsva ARGS` with `stdin` as raw bytes, killing it if it has not ended in 10 s.
+fn vsva_bytes(args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = stdin.to_vec();
+    let mut pipe = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An image that is not a regular file is refused at once, naming what it is (a FIFO would
+/// block the open for ever); a line of stdin that is not UTF-8 is answered as a bad address
+/// and the walk goes on with the next line.
+#[test]
+fn odd_images_and_lines_that_are_not_utf8() {
+    let dir = std::env::temp_dir().join(format!("vsva-pgwalk-{}-odd", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.img");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (image, what) in [
+        (fifo.to_str().unwrap(), "is a FIFO"),
+        (dir.to_str().unwrap(), "is a directory"),
+        ("/dev/zero", "is a character device"),
+    ] {
+        let (code, out, err) = vsva_bytes(
+            &["pgwalk", "--image", image, "--root", "0", "--va", "0"],
+            b"",
+        );
+        assert_eq!(code, Some(2), "{image}: {err}");
+        assert!(out.is_empty());
+        assert!(err.contains(what) && err.contains(image), "{err}");
+    }
+    let path = image().save("notutf8");
+    let (code, out, err) = vsva_bytes(
+        &[
+            "pgwalk",
+            "--image",
+            path.to_str().unwrap(),
+            "--root",
+            "0x1000",
+        ],
+        b"0x0\n\xff\xfe\n0x1\n",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    let answers = lines(&out);
+    assert_eq!(answers.len(), 3, "{out}");
+    assert_eq!(answers[1]["ok"], false);
+    assert!(
+        answers[1]["error"].as_str().unwrap().contains("not UTF-8"),
+        "{out}"
+    );
+    assert_eq!(answers[2]["va"], "0x1", "{out}");
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_dir_all(&dir);
+}

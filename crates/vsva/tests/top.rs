@@ -212,6 +212,12 @@ fn bad_intervals_and_a_missing_daemon_are_one_line_errors() {
             "{bad}"
         );
     }
+    // Zero readings is a mistyped command (it printed one reading).
+    let out = d.vsva(&["top", "-n", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0: must be at least 1"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_vsva"))
         .args(["top", "-n", "1", "--socket", "/nonexistent/vsvad.sock"])
         .output()

@@ -387,6 +387,50 @@ pub struct Overrides {
     pub admin_group: Option<String>,
 }
 
+/// The largest configuration file read: far more than any machine's devices need.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+fn read_config_file(path: &Path) -> std::io::Result<String> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    // Non-blocking, so that opening a FIFO does not wait for a writer; a regular file reads
+    // the same either way.
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let file = std::fs::File::from(fd);
+    let kind = file.metadata()?.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("a special file")
+    };
+    if let Some(what) = what {
+        return Err(std::io::Error::other(format!(
+            "it is {what}; the configuration must be a regular file"
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {MAX_CONFIG_BYTES} bytes, the most a configuration may be"
+        )));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Parses TOML text; `path` names the file in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -396,9 +440,11 @@ impl Config {
         })
     }
 
-    /// Reads and parses a file.
+    /// Reads and parses a file: a regular file of at most [`MAX_CONFIG_BYTES`]. Anything
+    /// else is refused, naming what it is, without waiting for it: a FIFO nobody writes to
+    /// would block the start forever, and a device like `/dev/zero` never ends.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_config_file(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;

@@ -85,13 +85,23 @@ fn main() -> ExitCode {
     }
     // Before any thread starts: it reads and removes LISTEN_FDS / LISTEN_PID.
     let inherited = vsvad::systemd::inherited_listener();
-    let filter = args
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+    // A filter with a bad directive is refused, naming where it came from: `EnvFilter::new`
+    // would drop the directive with a note and start with less logging than asked for.
+    let (source, filter) = match (&args.log, std::env::var("RUST_LOG")) {
+        (Some(f), _) => ("--log", f.clone()),
+        (None, Ok(f)) => ("RUST_LOG", f),
+        (None, Err(_)) => ("", "info".to_owned()),
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            // Logging is not set up yet: standard error directly (a closed one is ignored).
+            let _ = writeln!(std::io::stderr(), "vsvad: {source} {filter:?}: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(filter)
         // Lines are queued for a writer thread, never written by the thread that logs: a
         // standard error nobody reads (a full pipe) or a closed one cannot stall or kill a
         // worker or the signal handler. A line that cannot be queued or written is dropped
@@ -109,7 +119,7 @@ fn main() -> ExitCode {
     if let Err(e) = &result {
         // Queued like a log line (the queue never refuses a write); the exit code reports
         // the failure even when standard error is gone.
-        let _ = writeln!(LogSink::new(), "vsvad: {e}");
+        let _ = writeln!(LogSink::new(), "vsvad: {}", clip_lines(&e.to_string()));
     }
     // The last lines (e.g. "vsvad stopped"), unless standard error is not being read.
     LogSink::flush_for(std::time::Duration::from_secs(1));
@@ -117,6 +127,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(1),
     }
+}
+
+/// The longest line of a fatal error printed whole.
+const MAX_ERROR_LINE: usize = 1024;
+
+/// `message` with each line longer than [`MAX_ERROR_LINE`] bytes cut (at a character
+/// boundary) and marked. A parse error shows the offending line of the file, which may be
+/// megabytes long: whole, it would not fit the log's queue and the error would be dropped,
+/// leaving the user no reason at all.
+fn clip_lines(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(16 * MAX_ERROR_LINE));
+    for (i, line) in message.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if line.len() <= MAX_ERROR_LINE {
+            out.push_str(line);
+            continue;
+        }
+        let mut cut = MAX_ERROR_LINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push_str(&line[..cut]);
+        out.push_str("… (");
+        out.push_str(&(line.len() - cut).to_string());
+        out.push_str(" more bytes)");
+    }
+    out
 }
 
 fn run(

@@ -164,6 +164,15 @@ pub fn run(
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let socket_path = settings.socket.clone();
+    // Signals: SIGTERM and SIGINT drain and exit. Caught from before the socket is bound: one
+    // that arrives while the daemon starts (replaying a long log, say) is kept and served
+    // as soon as it is up, so the daemon still stops cleanly, removing its socket, instead
+    // of dying with the socket file left behind.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| socket_err(&socket_path, format!("cannot install signal handlers: {e}")))?;
     let metrics_addr = settings.metrics_addr;
     let (listener, socket_file, activated) = match listen {
         Listen::Bind => (
@@ -193,12 +202,6 @@ pub fn run(
             format!("cannot start the connection workers: {e}"),
         )
     })?;
-    // Signals: SIGTERM and SIGINT drain and exit.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .map_err(|e| socket_err(&socket_path, format!("cannot install signal handlers: {e}")))?;
     let signal_handle = signals.handle();
     let h = handle.clone();
     let signal_thread = std::thread::Builder::new()

@@ -237,3 +237,50 @@ fn a_linked_temporary_log_is_not_written_through() {
         .is_file());
     drop(d);
 }
+
+/// A configuration that is not a regular file is refused at once, naming what it is: a FIFO
+/// nobody writes to would otherwise hold the start forever, and a device like `/dev/zero`
+/// never ends. So is a file over 1 MiB.
+#[test]
+fn a_config_that_is_not_a_regular_file_or_is_huge_is_refused() {
+    let dir = TestDir::new("cfgkind");
+    let fifo = dir.path().join("fifo.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, "#".repeat((1 << 20) + 1)).unwrap();
+    for (path, why) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (dir.path(), "a directory"),
+        (huge.as_path(), "larger than 1048576 bytes"),
+    ] {
+        let err = refused(dir.path(), &["--config", path.to_str().unwrap()]);
+        assert!(err.contains(why), "{err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// A parse error that quotes a very long line of the file still says what is wrong: the
+/// quoted line is cut, not the whole message dropped.
+#[test]
+fn a_config_error_on_a_very_long_line_is_still_reported() {
+    let dir = TestDir::new("cfglong");
+    let config = dir.path().join("long.toml");
+    std::fs::write(&config, format!("nonsense = \"{}\"\n", "x".repeat(600_000))).unwrap();
+    let err = refused(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert!(err.contains("unknown field `nonsense`"), "{err}");
+    assert!(err.contains("more bytes)"), "{err}");
+    assert!(err.len() < 8192, "{} bytes of error", err.len());
+}
+
+/// A log filter with a bad directive is refused at start, naming where it came from, instead
+/// of the directive being dropped and the daemon starting with less logging than asked for.
+#[test]
+fn a_bad_log_filter_is_refused() {
+    let dir = TestDir::new("logfilter");
+    let err = refused(dir.path(), &["--log", "info,[[[{"]);
+    assert!(err.contains("--log \"info,[[[{\""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

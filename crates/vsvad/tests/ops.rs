@@ -425,3 +425,70 @@ fn tricklers_cannot_hold_every_metrics_slot() {
     }
     assert!(d.terminate().success());
 }
+
+/// A SIGINT that arrives while the daemon starts — here while it replays a log of 30 000
+/// PASIDs and gives them back to their live process — is served as soon as it is up: it
+/// stops cleanly (exit status 0, socket removed) instead of dying of the signal with its
+/// socket file left behind.
+#[test]
+fn sigint_during_start_up_stops_the_daemon_cleanly() {
+    let dir = TestDir::new("startsig");
+    let mut d = Daemon::start(
+        dir.path(),
+        "pasid_quota = 100000\ngrace_period_secs = 600\ndurability = \"async\"\n",
+        &[],
+    );
+    let mut c = d.client("many");
+    let handle = c.nesting_container(1).unwrap();
+    let alloc = Request::Ioctl {
+        handle,
+        cmd: VFIO_IOMMU_PASID_REQUEST,
+        arg: PasidRequestOp::Alloc {
+            min: 1,
+            max: u32::MAX,
+        }
+        .to_bytes(),
+    };
+    for _ in 0..30_000 / 60 {
+        for r in c.call_many(&vec![alloc.clone(); 60]).unwrap() {
+            assert!(r.result > 0, "{}", r.message);
+        }
+    }
+    d.kill9();
+    std::fs::remove_file(&d.socket).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vsvad"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--state-dir")
+        .arg(&d.state)
+        .arg("--config")
+        .arg(&d.config)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The socket is bound before the log is replayed: interrupt the start there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !d.socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket file");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "vsvad did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!d.socket.exists(), "the socket file was left behind");
+    // Nothing was lost: the PASIDs are held for this process at the next start.
+    d.restart();
+    assert!(c.reconnect().unwrap());
+    assert_eq!(c.hello().restored.len(), 30_000);
+}

@@ -17,8 +17,8 @@
 //! next line is read), so another program can drive a walk interactively; when stdin is a
 //! terminal, a hint on stderr says what is expected. A closed stdout ends the walk quietly.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::process::ExitCode;
 
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -95,12 +95,36 @@ impl From<io::Error> for PgwalkError {
 
 fn map_image(args: &Args) -> Result<(GuestMemoryMmap, u64), PgwalkError> {
     let path = args.image.display();
-    let file = File::open(&args.image)
+    // Non-blocking, so that opening a FIFO does not wait for a writer; only a regular file
+    // has a size to map.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&args.image)
         .map_err(|e| PgwalkError::Image(format!("cannot open image {path}: {e}")))?;
-    let len = file
+    let meta = file
         .metadata()
-        .map_err(|e| PgwalkError::Image(format!("cannot stat image {path}: {e}")))?
-        .len();
+        .map_err(|e| PgwalkError::Image(format!("cannot stat image {path}: {e}")))?;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if !kind.is_file() {
+        Some("a special file")
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(PgwalkError::Image(format!(
+            "image {path} is {what}; an image must be a regular file (a raw memory dump)"
+        )));
+    }
+    let len = meta.len();
     if len == 0 {
         return Err(PgwalkError::Image(format!("image {path} is empty")));
     }
@@ -199,18 +223,25 @@ pub fn run(args: &Args) -> Result<ExitCode, PgwalkError> {
                 // A hint that cannot be shown changes nothing about the walk.
             }
         }
-        let mut line = String::new();
+        let mut bytes = Vec::new();
         let mut input = stdin.lock();
         loop {
-            line.clear();
-            if input.read_line(&mut line)? == 0 {
+            bytes.clear();
+            if input.read_until(b'\n', &mut bytes)? == 0 {
                 break;
             }
+            // A line that is not UTF-8 is a bad address like any other, not the end of input.
+            let line = String::from_utf8_lossy(&bytes);
             let t = line.trim();
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
-            match parse_u64(t) {
+            let parsed = if std::str::from_utf8(&bytes).is_ok() {
+                parse_u64(t)
+            } else {
+                Err(format!("{t}: not UTF-8"))
+            };
+            match parsed {
                 Ok(va) => emit(&mut out, &mem, &p, args, va)?,
                 Err(e) => {
                     let input = serde_json::Value::from(t);

@@ -26,7 +26,7 @@ use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use vsva_client::Client;
 
-use crate::common::{outln, print_json, warn, CliError, Common};
+use crate::common::{outln, print_json, wait_unless_stdout_closed, warn, CliError, Common};
 pub(crate) use crate::report::{duration as uptime, fault_line};
 use sample::{process_rows, Rates, Sample};
 
@@ -41,9 +41,9 @@ pub(crate) struct TopArgs {
           allow_negative_numbers = true)]
     pub(crate) interval: Duration,
     /// Stop after this many readings (default: until q, Ctrl-C or SIGTERM).
-    #[arg(long, short = 'n', value_name = "COUNT", value_parser = crate::number::parse_u64,
+    #[arg(long, short = 'n', value_name = "COUNT", value_parser = crate::number::parse_count,
           allow_negative_numbers = true)]
-    pub(crate) iterations: Option<u64>,
+    pub(crate) iterations: Option<u32>,
     #[command(flatten)]
     pub(crate) common: Common,
 }
@@ -208,7 +208,7 @@ fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), 
             terminal
                 .draw(|f| view::draw(f, &watch.shown(a.interval)))
                 .map_err(|e| CliError::msg(format!("cannot draw: {e}")))?;
-            if a.iterations.is_some_and(|n| readings >= n) {
+            if a.iterations.is_some_and(|n| readings >= u64::from(n)) {
                 return Ok(());
             }
             // Wait for a key until the next reading is due, in short steps so a signal is
@@ -257,7 +257,7 @@ fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliErr
             print_reading(a, s, watch.rates())?;
             readings += 1;
         }
-        if a.iterations.is_some_and(|n| readings >= n) {
+        if a.iterations.is_some_and(|n| readings >= u64::from(n)) {
             return Ok(());
         }
         let next = Instant::now() + a.interval;
@@ -265,7 +265,10 @@ fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliErr
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
+            wait_unless_stdout_closed(
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+            )?;
         }
         if let Err(e) = watch.read() {
             warn(&format_args!("top: no reading: {e}"));

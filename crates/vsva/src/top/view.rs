@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use super::sample::{process_rows, Rates, Sample};
 use super::{fault_line, rates_text, Shown};
-use crate::common::clip;
+use crate::common::{clip, printable};
 
 /// Draws `shown` over the whole frame.
 pub(super) fn draw(frame: &mut Frame<'_>, shown: &Shown<'_>) {
@@ -95,7 +95,7 @@ fn processes(sample: &Sample) -> Table<'static> {
         };
         Row::new(vec![
             p.pid.to_string(),
-            clip(&p.command, 24),
+            clip(&printable(&p.command), 24),
             p.owned.to_string(),
             p.quota.to_string(),
             use_pct,
