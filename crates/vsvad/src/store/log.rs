@@ -76,10 +76,83 @@ impl LogFile {
     }
 }
 
+/// Goes on with the log `file` as it stands, its records ending at byte `valid` and a torn
+/// record of `torn` bytes after them (see [`Replayed`]): the torn bytes are overwritten with
+/// zeros in place and synced, so the next append, which overwrites the zeros from `valid`
+/// on, leaves no trace of them. For a start whose snapshot could not be written (a full
+/// disk): nothing here needs a new block of the disk, and the records are kept as they were.
+///
+/// # Errors
+///
+/// Zeroing or syncing the torn bytes failed: they may be partly zeroed, which replay still
+/// reads as a torn tail.
+pub(super) fn continue_in_place(file: File, valid: u64, torn: u64) -> io::Result<LogFile> {
+    if torn > 0 {
+        let zeros = vec![0u8; torn as usize];
+        file.write_all_at(&zeros, valid)?;
+        file.sync_data()?;
+    }
+    let allocated = file.metadata()?.len().max(valid);
+    Ok(LogFile {
+        file,
+        end: valid,
+        allocated,
+    })
+}
+
+/// Where this thread's next [`write_snapshot`] fails with `ENOSPC`, as on a full disk.
+#[cfg(test)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum FailSnapshot {
+    /// It does not.
+    No,
+    /// At its first write: the temporary file is created, empty.
+    AtWrite,
+    /// At the directory's sync, after the rename: the log is the snapshot already.
+    AfterRename,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// See [`FailSnapshot`]; reset to `No` by the snapshot it fails.
+    pub(super) static FAIL_NEXT_SNAPSHOT: std::cell::Cell<FailSnapshot> =
+        const { std::cell::Cell::new(FailSnapshot::No) };
+}
+
+/// Whether this thread's snapshot is to fail `at` (and so no longer will).
+#[cfg(test)]
+fn injected(at: FailSnapshot) -> bool {
+    FAIL_NEXT_SNAPSHOT.with(|f| {
+        let hit = f.get() == at;
+        if hit {
+            f.set(FailSnapshot::No);
+        }
+        hit
+    })
+}
+
+#[cfg(test)]
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())
+}
+
 /// Writes `records` (and preallocated zeros after them) to a temporary file, syncs it,
 /// renames it over the log and syncs the directory; returns the new log.
+///
+/// # Errors
+///
+/// Any step failed: the log is as it was. The temporary file is removed (best effort).
 pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<LogFile, StoreError> {
     let tmp = dir.join(format!("{LOG_NAME}.tmp"));
+    let result = write_snapshot_via(dir, &tmp, records);
+    if result.is_err() {
+        // Whatever of it was written (an empty file on a full disk) is of no use.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_snapshot_via(dir: &Path, tmp: &Path, records: &[Record]) -> Result<LogFile, StoreError> {
     let log = dir.join(LOG_NAME);
     let mut buf = Vec::new();
     for r in records {
@@ -87,22 +160,27 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<LogFile, 
     }
     // A leftover temporary file (or whatever else is at its name, a symbolic link included)
     // is removed, not written through: the new one is created afresh, never following a link.
-    match std::fs::remove_file(&tmp) {
+    match std::fs::remove_file(tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("cannot remove", &tmp)(e)),
+        Err(e) => return Err(io_err("cannot remove", tmp)(e)),
     }
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(FILE_MODE)
         .custom_flags(nofollow_flag())
-        .open(&tmp)
-        .map_err(|e| not_a_file_or(e, &tmp, "cannot create"))?;
+        .open(tmp)
+        .map_err(|e| not_a_file_or(e, tmp, "cannot create"))?;
     // The umask may have narrowed the mode further: set it exactly.
     f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-        .map_err(io_err("cannot set the mode of", &tmp))?;
-    f.write_all(&buf).map_err(io_err("cannot write", &tmp))?;
+        .map_err(io_err("cannot set the mode of", tmp))?;
+    // A full disk, for the tests: the file is created, its first write refused.
+    #[cfg(test)]
+    if injected(FailSnapshot::AtWrite) {
+        return Err(io_err("cannot write", tmp)(no_space()));
+    }
+    f.write_all(&buf).map_err(io_err("cannot write", tmp))?;
     let mut tmp_log = LogFile {
         file: f,
         end: buf.len() as u64,
@@ -112,10 +190,14 @@ pub(super) fn write_snapshot(dir: &Path, records: &[Record]) -> Result<LogFile, 
     tmp_log
         .file
         .sync_all()
-        .map_err(io_err("cannot sync", &tmp))?;
+        .map_err(io_err("cannot sync", tmp))?;
     let (end, allocated) = (tmp_log.end, tmp_log.allocated);
     drop(tmp_log);
-    std::fs::rename(&tmp, &log).map_err(io_err("cannot rename snapshot over", &log))?;
+    std::fs::rename(tmp, &log).map_err(io_err("cannot rename snapshot over", &log))?;
+    #[cfg(test)]
+    if injected(FailSnapshot::AfterRename) {
+        return Err(io_err("cannot sync directory", dir)(no_space()));
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("cannot sync directory", dir))?;

@@ -276,6 +276,22 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// Whether `path` names `file` (the same inode on the same device).
+fn is_file_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether `e` says the disk (or the user's quota on it) is full.
+fn is_disk_full(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
+}
+
 /// Narrows a state file an earlier version created readable by others to [`FILE_MODE`].
 fn narrow_file_mode(file: &File, path: &Path) -> Result<(), StoreError> {
     let mode = file
@@ -402,9 +418,28 @@ impl Store {
             );
         }
         let (state, records) = (replayed.state, replayed.records);
-        // Start each run from a compact snapshot of what was replayed.
+        // Start each run from a compact snapshot of what was replayed; on a full disk, from
+        // the log as it is (its records are all there, and appends go over the zeros
+        // preallocated after them), so that a full disk does not keep the daemon down.
         let snapshot = state.snapshot_records(instance);
-        let log = log::write_snapshot(dir, &snapshot)?;
+        let log = match log::write_snapshot(dir, &snapshot) {
+            Ok(log) => log,
+            // Only while the log at its name is still the file replayed: a snapshot that
+            // failed after its rename has replaced it.
+            Err(StoreError::Io { source, .. })
+                if is_disk_full(&source) && is_file_at(&file, &log_path) =>
+            {
+                tracing::warn!(
+                    log = %log_path.display(),
+                    error = %source,
+                    "cannot rewrite the log as a snapshot (the disk is full): going on with \
+                     the log as it is"
+                );
+                log::continue_in_place(file, replayed.valid, replayed.torn)
+                    .map_err(io_err("cannot go on with", &log_path))?
+            }
+            Err(e) => return Err(e),
+        };
         tracing::info!(
             log = %log_path.display(),
             replayed = records,
@@ -577,6 +612,9 @@ fn test_token(pid: u32) -> vsva_vfio::ProcessToken {
 
 #[cfg(test)]
 mod commit_tests;
+
+#[cfg(test)]
+mod start_tests;
 
 #[cfg(test)]
 mod tests {
