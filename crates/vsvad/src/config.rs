@@ -731,6 +731,13 @@ impl Config {
                             "must be between 0 and 20",
                         ));
                     }
+                    if d.ats && !self.iommu.device_tlb {
+                        return Err(invalid(
+                            format!("devices[{i}].ats"),
+                            d.ats,
+                            "needs iommu.device_tlb = true (a device TLB the IOMMU can invalidate)",
+                        ));
+                    }
                     if d.pri && !d.ats {
                         return Err(invalid(
                             format!("devices[{i}].pri"),
@@ -758,7 +765,7 @@ impl Config {
                     "must look like 00:10.0",
                 )
             })?;
-            match devices.iter().find(|d| d.source_id == parent) {
+            let parent_spec = match devices.iter().find(|d| d.source_id == parent) {
                 None => {
                     return Err(invalid(
                         format!("mdevs[{i}].parent"),
@@ -773,7 +780,29 @@ impl Config {
                         "is assigned to a group; an mdev parent must have no group",
                     ))
                 }
-                Some(_) => {}
+                Some(d) => d,
+            };
+            // Each mdev takes a default PASID of its parent's width (capped by the IOMMU's)
+            // from the host's set at start, lowest first: the mdevs before this one hold
+            // PASIDs 1..=i.
+            let width = parent_spec.pasid_width.min(self.iommu.pasid_bits);
+            if width == 0 {
+                return Err(invalid(
+                    format!("mdevs[{i}].parent"),
+                    &m.parent,
+                    "has no PASID capability (pasid_width = 0); an mdev's parent needs one",
+                ));
+            }
+            let last = (1u64 << width) - 1;
+            if i as u64 + 1 > last {
+                return Err(invalid(
+                    format!("mdevs[{i}].parent"),
+                    &m.parent,
+                    format!(
+                        "has no PASID left for this mdev's default PASID: with a {width}-bit \
+                         PASID width only PASIDs 1 to {last} exist, and the mdevs before it hold them"
+                    ),
+                ));
             }
             if m.group == RESTORE_GROUP {
                 return Err(invalid(
@@ -929,6 +958,45 @@ mod tests {
             let err = settings(text).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text}: {err}");
         }
+    }
+
+    /// The machine refuses ATS without the IOMMU's device TLB, an mdev parent without a
+    /// PASID capability and an mdev left without a default PASID; `--check-config` must
+    /// refuse them too, naming the key, and accept the largest machine that starts.
+    #[test]
+    fn what_the_machine_cannot_build_is_refused_by_the_config() {
+        for (text, want) in [
+            (
+                "[iommu]\ndevice_tlb = false\n[[devices]]\nbdf = \"00:03.0\"\ngroup = 1\nats = true\n",
+                "config key devices[0].ats = true: needs iommu.device_tlb = true",
+            ),
+            (
+                "[[devices]]\nbdf = \"00:10.0\"\npasid_width = 0\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 10\n",
+                "config key mdevs[0].parent = 00:10.0: has no PASID capability",
+            ),
+            (
+                "[[devices]]\nbdf = \"00:10.0\"\npasid_width = 1\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 10\n\
+                 [[mdevs]]\nparent = \"00:10.0\"\ngroup = 11\n",
+                "config key mdevs[1].parent = 00:10.0: has no PASID left",
+            ),
+            (
+                "[iommu]\npasid_bits = 2\n[[devices]]\nbdf = \"00:10.0\"\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 10\n\
+                 [[mdevs]]\nparent = \"00:10.0\"\ngroup = 11\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 12\n\
+                 [[mdevs]]\nparent = \"00:10.0\"\ngroup = 13\n",
+                "config key mdevs[3].parent = 00:10.0: has no PASID left",
+            ),
+        ] {
+            let err = settings(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text}: {err}");
+        }
+        // Three mdevs fit PASIDs 1..=3 of a 2-bit space, and the daemon builds them.
+        let s = settings(
+            "[iommu]\npasid_bits = 2\n[[devices]]\nbdf = \"00:10.0\"\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 10\n\
+             [[mdevs]]\nparent = \"00:10.0\"\ngroup = 11\n[[mdevs]]\nparent = \"00:10.0\"\ngroup = 12\n",
+        )
+        .unwrap();
+        assert_eq!(s.mdevs.len(), 3);
+        crate::machine::build(&s).unwrap();
     }
 
     #[test]
