@@ -18,10 +18,12 @@ fn env_dir(env: &dyn Fn(&str) -> Option<OsString>, key: &str) -> Option<PathBuf>
 
 /// The daemon's default socket: `/run/vsva/vsvad.sock` for root; otherwise
 /// `$XDG_RUNTIME_DIR/vsva/vsvad.sock`, or `/tmp/vsva-<uid>/vsvad.sock` when that variable is
-/// unset, empty or not absolute. `VSVA_SOCKET` overrides all of them.
+/// unset, empty or not absolute. `VSVA_SOCKET`, when set and not empty, overrides all of
+/// them as it stands, a relative path included (relative to the working directory, as a
+/// relative `--socket` is): the daemon takes it the same way, so both ends of one shell agree.
 pub fn default_socket_path(euid: u32, env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
-    if let Some(explicit) = env_dir(env, "VSVA_SOCKET") {
-        return explicit;
+    if let Some(explicit) = env("VSVA_SOCKET").filter(|v| !v.is_empty()) {
+        return PathBuf::from(explicit);
     }
     if euid == 0 {
         return PathBuf::from("/run/vsva").join(SOCKET_NAME);
@@ -80,6 +82,17 @@ mod tests {
         assert_eq!(
             default_socket_path(7, &relative),
             PathBuf::from("/tmp/vsva-7/vsvad.sock")
+        );
+        // A relative VSVA_SOCKET is taken as it stands, as the daemon takes it.
+        let relative_explicit = env(&[("VSVA_SOCKET", "x.sock"), ("XDG_RUNTIME_DIR", "/r")]);
+        assert_eq!(
+            default_socket_path(1000, &relative_explicit),
+            PathBuf::from("x.sock")
+        );
+        let empty = env(&[("VSVA_SOCKET", ""), ("XDG_RUNTIME_DIR", "/r")]);
+        assert_eq!(
+            default_socket_path(1000, &empty),
+            PathBuf::from("/r/vsva/vsvad.sock")
         );
         let explicit = env(&[("VSVA_SOCKET", "/x/y.sock"), ("XDG_RUNTIME_DIR", "/r")]);
         assert_eq!(
