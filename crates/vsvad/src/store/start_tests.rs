@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use vsva_proto::ResumeToken;
 
@@ -17,26 +18,36 @@ fn alloc(pasid: u32) -> Record {
     }
 }
 
+/// A fresh state directory for test `name`.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vsvad-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Opens a store in `dir`, records process 1 owning `pasids`, and closes it.
+fn recorded(dir: &Path, metrics: &Arc<Metrics>, pasids: std::ops::RangeInclusive<u32>) {
+    let (store, _) = Store::open(dir, Durability::Sync, 1, metrics.clone()).unwrap();
+    let begun = store.append(Record::Begin {
+        token: token(1),
+        uid: 0,
+        quota: 100,
+        resume: ResumeToken([1; 16]),
+    });
+    let last = pasids
+        .map(|p| store.append(alloc(p)))
+        .last()
+        .unwrap_or(begun);
+    store.wait(last).unwrap();
+    store.close().unwrap();
+}
+
 #[test]
 fn a_full_disk_at_start_goes_on_with_the_log_as_it_is() {
-    let dir = std::env::temp_dir().join(format!("vsvad-store-full-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("full");
     let metrics = Arc::new(Metrics::new());
     let log = dir.join(LOG_NAME);
-    {
-        let (store, _) = Store::open(&dir, Durability::Sync, 1, metrics.clone()).unwrap();
-        store
-            .wait(store.append(Record::Begin {
-                token: token(1),
-                uid: 0,
-                quota: 100,
-                resume: ResumeToken([1; 16]),
-            }))
-            .unwrap();
-        let last = (1..=50).map(|p| store.append(alloc(p))).last().unwrap();
-        store.wait(last).unwrap();
-        store.close().unwrap();
-    }
+    recorded(&dir, &metrics, 1..=50);
     // A torn write after the records, longer than the record appended below: left there,
     // its end would follow that record and the next start would find the log damaged.
     let (_, valid, _) = replay_bytes(&std::fs::read(&log).unwrap());
@@ -79,13 +90,9 @@ fn a_full_disk_at_start_goes_on_with_the_log_as_it_is() {
 
 #[test]
 fn a_snapshot_refused_for_another_reason_still_stops_the_start() {
-    let dir = std::env::temp_dir().join(format!("vsvad-store-nofull-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("nofull");
     let metrics = Arc::new(Metrics::new());
-    {
-        let (store, _) = Store::open(&dir, Durability::Sync, 1, metrics.clone()).unwrap();
-        store.close().unwrap();
-    }
+    recorded(&dir, &metrics, 1..=1);
     // A directory where the snapshot's temporary file goes: removing it fails (EISDIR or
     // ENOTEMPTY), which is no full disk.
     let tmp = dir.join(format!("{LOG_NAME}.tmp"));
@@ -100,22 +107,9 @@ fn a_snapshot_refused_for_another_reason_still_stops_the_start() {
 
 #[test]
 fn a_full_disk_after_the_snapshot_replaced_the_log_stops_the_start() {
-    let dir = std::env::temp_dir().join(format!("vsvad-store-renamed-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("renamed");
     let metrics = Arc::new(Metrics::new());
-    {
-        let (store, _) = Store::open(&dir, Durability::Sync, 1, metrics.clone()).unwrap();
-        store
-            .wait(store.append(Record::Begin {
-                token: token(1),
-                uid: 0,
-                quota: 100,
-                resume: ResumeToken([1; 16]),
-            }))
-            .unwrap();
-        store.wait(store.append(alloc(7))).unwrap();
-        store.close().unwrap();
-    }
+    recorded(&dir, &metrics, 7..=7);
     // The snapshot is renamed over the log, then the disk is full: the file replayed is no
     // longer the log, and appends to it would be lost. The start stops instead.
     FAIL_NEXT_SNAPSHOT.with(|f| f.set(FailSnapshot::AfterRename));
