@@ -20,7 +20,7 @@ const DEFAULT_TIMEOUT_S: &str = "10";
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
     /// The daemon's socket (default: $VSVA_SOCKET, else $XDG_RUNTIME_DIR/vsva/vsvad.sock, else
-    /// /tmp/vsva-<uid>/vsvad.sock; /run/vsva/vsvad.sock for root).
+    /// /tmp/vsva-$UID/vsvad.sock; /run/vsva/vsvad.sock for root).
     #[arg(long, value_name = "PATH", global = true)]
     pub(crate) socket: Option<PathBuf>,
     /// Print JSON instead of text: one compact JSON document on one line.

@@ -18,12 +18,12 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listening socket (default: $VSVA_SOCKET, else the config file's `socket`, else
-    /// $XDG_RUNTIME_DIR/vsva/vsvad.sock, else /tmp/vsva-<uid>/vsvad.sock; /run/vsva/vsvad.sock
+    /// $XDG_RUNTIME_DIR/vsva/vsvad.sock, else /tmp/vsva-$UID/vsvad.sock; /run/vsva/vsvad.sock
     /// as root).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// State directory (default: $XDG_STATE_HOME/vsva, else ~/.local/state/vsva, else
-    /// /tmp/vsva-<uid>/state; /var/lib/vsva as root).
+    /// /tmp/vsva-$UID/state; /var/lib/vsva as root).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9477).
