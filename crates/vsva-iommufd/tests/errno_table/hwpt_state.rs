@@ -10,11 +10,23 @@ use vsva_vfio::{Vfio, VfioConfig};
 
 use super::*;
 
-/// A host whose IOMMU is `cfg` (the rest as [`host`]).
-fn host_with_iommu(cfg: IommuConfig) -> Vfio {
+/// A host whose IOMMU is the default one changed by `change` (the rest as [`host`]), with
+/// device 3 bound to a context of process 1 and an IOAS: the host, the context, the
+/// device's id and the IOAS's.
+fn bound_on(change: impl FnOnce(&mut IommuConfig)) -> (Vfio, IommufdCtx, u32, u32) {
+    let mut cfg = IommuConfig {
+        iotlb_entries: 1024,
+        ..IommuConfig::default()
+    };
+    change(&mut cfg);
     let mem = HostMemory::anonymous(&[(0, HOST_SIZE as usize)]).unwrap();
     let iommu = Arc::new(Iommu::new(cfg, mem, POOL, HOST_SIZE - POOL).unwrap());
-    Vfio::new(iommu, VfioConfig::default()).unwrap()
+    let vfio = Vfio::new(iommu, VfioConfig::default()).unwrap();
+    function(&vfio, 3);
+    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
+    let dev = bind(&ctx, 3);
+    let ioas = ioas_alloc(&ctx);
+    (vfio, ctx, dev, ioas)
 }
 
 /// A nested HWPT (PASID-capable) with stage 1 `s1` over `parent`.
@@ -77,15 +89,7 @@ fn vtd_s1_addr_width_is_checked_at_attach() {
 /// (`intel_pasid_setup_nested`).
 #[test]
 fn vtd_s1_sre_without_srs_is_einval_at_attach() {
-    let vfio = host_with_iommu(IommuConfig {
-        iotlb_entries: 1024,
-        srs: false,
-        ..IommuConfig::default()
-    });
-    function(&vfio, 3);
-    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
-    let dev = bind(&ctx, 3);
-    let ioas = ioas_alloc(&ctx);
+    let (_vfio, ctx, dev, ioas) = bound_on(|c| c.srs = false);
     map_guest_ram(&ctx, ioas);
     let parent = hwpt_paging(&ctx, dev, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
     let s1 = IommuHwptVtdS1 {
@@ -104,15 +108,7 @@ fn vtd_s1_sre_without_srs_is_einval_at_attach() {
 /// without nesting (`EOPNOTSUPP`).
 #[test]
 fn a_plain_parent_is_einval_before_no_nesting() {
-    let vfio = host_with_iommu(IommuConfig {
-        iotlb_entries: 1024,
-        nesting: false,
-        ..IommuConfig::default()
-    });
-    function(&vfio, 3);
-    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
-    let dev = bind(&ctx, 3);
-    let ioas = ioas_alloc(&ctx);
+    let (_vfio, ctx, dev, ioas) = bound_on(|c| c.nesting = false);
     let plain = hwpt_paging(&ctx, dev, ioas, 0).unwrap();
     let mut buf = nested_buf(dev, plain, &s1(MB), 0, 0);
     assert_eq!(call(&ctx, IOMMU_HWPT_ALLOC, &mut buf), Err(Errno::EINVAL));
@@ -123,15 +119,7 @@ fn a_plain_parent_is_einval_before_no_nesting() {
 /// nesting (`nested_supported`): `EOPNOTSUPP`, and nothing is made; a plain paging HWPT is.
 #[test]
 fn a_nest_parent_needs_an_iommu_with_nesting() {
-    let vfio = host_with_iommu(IommuConfig {
-        iotlb_entries: 1024,
-        nesting: false,
-        ..IommuConfig::default()
-    });
-    function(&vfio, 3);
-    let ctx = IommufdCtx::open(&vfio, process(1)).unwrap();
-    let dev = bind(&ctx, 3);
-    let ioas = ioas_alloc(&ctx);
+    let (_vfio, ctx, dev, ioas) = bound_on(|c| c.nesting = false);
     let before = ctx.objects();
     assert_eq!(
         hwpt_paging(&ctx, dev, ioas, IOMMU_HWPT_ALLOC_NEST_PARENT),
