@@ -4,7 +4,9 @@
 //! below it full but the stale one). The module note of `bitmap` gives the protocol; the
 //! words themselves and the claims and releases that change them are in `bitmap.rs`.
 
-use super::{slots_of, Bitmap, FULL, HINT_STEP, NO_STALE, SLOTS_FULL, SUMMARY_BITS, WORD_SLOTS};
+use super::{
+    slots_from, slots_of, Bitmap, FULL, HINT_STEP, NO_STALE, SLOTS_FULL, SUMMARY_BITS, WORD_SLOTS,
+};
 use crate::sync::{AtomicU64, Ordering};
 
 impl Bitmap {
@@ -180,7 +182,7 @@ impl Bitmap {
             }
             let w = lo / WORD_SLOTS;
             let slots = slots_of(self.word(w));
-            let free = !slots & (SLOTS_FULL << (lo % WORD_SLOTS));
+            let free = !slots & (slots_from(lo % WORD_SLOTS));
             if free != 0 {
                 let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
                 return (i <= hi).then_some(i);
@@ -218,7 +220,7 @@ impl Bitmap {
     /// The lowest clear bit in `[lo, hi]` at level 0, reading every word (no summaries).
     pub(super) fn scan_clear(&self, lo: u64, hi: u64) -> Option<u64> {
         let mut w = lo / WORD_SLOTS;
-        let mut mask = SLOTS_FULL << (lo % WORD_SLOTS);
+        let mut mask = slots_from(lo % WORD_SLOTS);
         while w <= hi / WORD_SLOTS {
             let free = !slots_of(self.word(w)) & mask;
             if free != 0 {
