@@ -82,6 +82,29 @@ pub(crate) fn pack(tag: u32, slots: u64) -> u64 {
     u64::from(tag) << WORD_SLOTS | slots
 }
 
+/// Indexes of the bitmap are below this (a 20-bit space has 2^20).
+pub(crate) const MAX_LEN: u64 = 1 << 21;
+/// 2^26 / 56 rounded up: `i * WORD_RECIPROCAL >> 26` is `i / 56` for every `i` below
+/// [`MAX_LEN`] (the error, `i * 24 / (56 * 2^26)`, stays below 1/56; a unit test checks every
+/// `i`). A `u64` division by 56 compiles to a longer sequence, and the hot paths split an
+/// index into word and bit several times per call.
+const WORD_RECIPROCAL: u64 = 1_198_373;
+const RECIPROCAL_SHIFT: u32 = 26;
+
+/// The level-0 word of index `i` (below [`MAX_LEN`]): `i / WORD_SLOTS`.
+#[inline(always)]
+pub(crate) fn word_of(i: u64) -> u64 {
+    debug_assert!(i < MAX_LEN, "index {i}");
+    (i * WORD_RECIPROCAL) >> RECIPROCAL_SHIFT
+}
+
+/// The word of index `i` (below [`MAX_LEN`]) and its bit in the word.
+#[inline(always)]
+pub(crate) fn split(i: u64) -> (u64, u64) {
+    let w = word_of(i);
+    (w, i - w * WORD_SLOTS)
+}
+
 /// The slot bits of a word from bit `b` (below [`WORD_SLOTS`]) up.
 #[inline]
 pub(crate) fn slots_from(b: u64) -> u64 {
@@ -215,7 +238,10 @@ impl Bitmap {
     /// Creates a bitmap of `len` bits whose first `set` bits are taken by `tag`, with exact
     /// summaries (the models start from deep fills this way without claiming bit by bit).
     fn with_prefix_set(len: u64, reserve_first: bool, set: u64, tag: u32) -> Self {
-        assert!(len >= 1, "bitmap length must be at least 1");
+        assert!(
+            (1..=MAX_LEN / 2).contains(&len),
+            "bitmap length {len} out of range"
+        );
         assert!(set <= len);
         let nwords = len.div_ceil(WORD_SLOTS);
         let fixed_last = match len % WORD_SLOTS {
@@ -408,17 +434,24 @@ impl Bitmap {
         // stale word that filled again keeps its mark: then go on at the hint, or every
         // search would end in the summaries.
         let stale = self.stale.load(Ordering::SeqCst);
-        let from = Self::search_start(lo, hint, stale);
-        let mut first = self.claim_first_word(from, hi, tag);
+        // Where the search starts (`search_start`), as a word and a bit: the guide's word
+        // unless `lo` lies above its first bit.
+        let start = hint.min(stale);
+        let (w, b) = if lo <= start * WORD_SLOTS {
+            (start, 0)
+        } else {
+            split(lo)
+        };
+        let mut first = self.claim_word_from(w, b, hi, tag);
         if first == Err(NotClaimed::NoRoom) {
             // As the search would go on (see `claim_lowest_on`): at the hint's word if the
             // search started at the stale word below it (a stale word that filled again keeps
             // its mark), then at the next word with room that the first summary level shows
             // (a set allocating in its own range above the hint, a fill crossing into the next
             // word), unless the stale word, whose summary may hide room, lies in between.
-            let mut w = from / WORD_SLOTS;
+            let mut w = w;
             if stale < hint {
-                w = lo.max(hint * WORD_SLOTS) / WORD_SLOTS;
+                w = word_of(lo.max(hint * WORD_SLOTS));
                 first = self.claim_first_word(lo.max(hint * WORD_SLOTS), hi, tag);
             }
             if first == Err(NotClaimed::NoRoom) {
@@ -432,13 +465,13 @@ impl Bitmap {
         match first {
             // A claim that fills the stale word (a2's) changes no summary (see
             // `became_full`), and one far above the hint does not move it (`advance_hint`).
-            Ok((i, Claim::Claimed, filled))
-                if (i / WORD_SLOTS <= hint || i / WORD_SLOTS - hint > HINT_STEP)
-                    && (!filled || self.stale.load(Ordering::SeqCst) == i / WORD_SLOTS) =>
+            Ok((i, w, Claim::Claimed, filled))
+                if (w <= hint || w - hint > HINT_STEP)
+                    && (!filled || self.stale.load(Ordering::SeqCst) == w) =>
             {
                 FirstStep::Done(i)
             }
-            Ok((i, how, filled)) => FirstStep::Claimed {
+            Ok((i, _, how, filled)) => FirstStep::Claimed {
                 i,
                 how,
                 filled,
@@ -458,7 +491,7 @@ impl Bitmap {
     /// `filled` its word, the hint (read as `hint`) if the word lies above it.
     #[inline(never)]
     pub(crate) fn first_claim_done(&self, hint: u64, i: u64, filled: bool) {
-        let w = i / WORD_SLOTS;
+        let w = word_of(i);
         if filled {
             self.became_full(w);
         }
@@ -490,7 +523,7 @@ impl Bitmap {
             // Full from `from` on (a set allocating from its own range above the hint): try
             // the next word with room that the first summary level shows, unless the stale
             // word, whose summary may hide room, lies in between.
-            let w = from / WORD_SLOTS;
+            let w = word_of(from);
             if let Some(next) = self.next_with_room(w) {
                 if !(w < stale && stale < next) {
                     first = self.claim_in_first_word(next * WORD_SLOTS, hi, tag);
@@ -498,8 +531,8 @@ impl Bitmap {
             }
         }
         if let Ok((i, how)) = first {
-            if i / WORD_SLOTS > hint {
-                self.advance_hint(hint, i / WORD_SLOTS);
+            if word_of(i) > hint {
+                self.advance_hint(hint, word_of(i));
             }
             return Some((i, how));
         }
@@ -510,7 +543,7 @@ impl Bitmap {
                 Claim::Taken => from = i,
                 Claim::Foreign => return Some((i, Claim::Foreign)),
                 claimed => {
-                    self.advance_hint(hint, i / WORD_SLOTS);
+                    self.advance_hint(hint, word_of(i));
                     return Some((i, claimed));
                 }
             }
@@ -530,43 +563,59 @@ impl Bitmap {
         hi: u64,
         tag: u32,
     ) -> Result<(u64, Claim), NotClaimed> {
-        let (i, how, filled) = self.claim_first_word(from, hi, tag)?;
+        let (i, w, how, filled) = self.claim_first_word(from, hi, tag)?;
         if filled {
-            self.became_full(i / WORD_SLOTS);
+            self.became_full(w);
         }
         Ok((i, how))
     }
 
     /// [`claim_in_first_word`](Self::claim_in_first_word) without its summary update, which
-    /// is the caller's when the claim `filled` the word (the third value): no call inside,
-    /// so that the inlined copy keeps its values in registers.
+    /// is the caller's when the claim `filled` the word (the last value; the second is the
+    /// bit's word): no call inside, so that the inlined copy keeps its values in registers.
     #[inline(always)]
     fn claim_first_word(
         &self,
         from: u64,
         hi: u64,
         tag: u32,
-    ) -> Result<(u64, Claim, bool), NotClaimed> {
-        let w = from / WORD_SLOTS;
-        if from > hi {
+    ) -> Result<(u64, u64, Claim, bool), NotClaimed> {
+        let (w, b) = split(from);
+        self.claim_word_from(w, b, hi, tag)
+    }
+
+    /// [`claim_first_word`](Self::claim_first_word) from bit `b` of word `w`, with the
+    /// split already made.
+    #[inline(always)]
+    fn claim_word_from(
+        &self,
+        w: u64,
+        b: u64,
+        hi: u64,
+        tag: u32,
+    ) -> Result<(u64, u64, Claim, bool), NotClaimed> {
+        let first = w * WORD_SLOTS;
+        if first + b > hi {
             return Err(NotClaimed::Search);
         }
         let cell = self.cell(w).ok_or(NotClaimed::Search)?;
-        let room = slots_from(from % WORD_SLOTS);
-        // The last bit of the range in this word. With no clear bit from `from` on, the bit
+        let room = slots_from(b);
+        // The last bit of the range in this word. With no clear bit from `b` on, the bit
         // index below is one past the word, so one compare answers both.
-        let last = hi.min(w * WORD_SLOTS + WORD_SLOTS - 1);
+        let last = hi.min(first + WORD_SLOTS - 1);
         let mut v = cell.load(Ordering::SeqCst);
         loop {
-            let free = !slots_of(v) & room;
-            let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
+            // `room` holds slot bits only, so the tag's bits drop out.
+            let free = !v & room;
+            let i = first + u64::from(free.trailing_zeros());
             if i > last {
                 return Err(NotClaimed::NoRoom);
             }
             if tag_of(v) != tag && tag_of(v) != TAG_NONE {
                 return Err(NotClaimed::Search);
             }
-            let new = pack(tag, slots_of(v) | free & free.wrapping_neg());
+            // The word is `tag`'s or nobody's: or-ing the tag in tags it either way.
+            let new = v | free & free.wrapping_neg() | u64::from(tag) << WORD_SLOTS;
             match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
                     let how = if tag_of(v) == TAG_NONE {
@@ -574,7 +623,7 @@ impl Bitmap {
                     } else {
                         Claim::Claimed
                     };
-                    return Ok((i, how, slots_of(new) == SLOTS_FULL));
+                    return Ok((i, w, how, slots_of(new) == SLOTS_FULL));
                 }
                 Err(current) => v = current,
             }
@@ -615,9 +664,10 @@ impl Bitmap {
     /// data) only a mixed word will do.
     #[inline]
     pub(crate) fn claim_as(&self, i: u64, tag: u32) -> Claim {
-        let bit = 1u64 << (i % WORD_SLOTS);
+        let (w, b) = split(i);
+        let bit = 1u64 << b;
         let mut outcome = Claim::Taken;
-        let done = self.update(i / WORD_SLOTS, |v| {
+        let done = self.update(w, |v| {
             outcome = if slots_of(v) & bit != 0 {
                 Claim::Taken
             } else if tag_of(v) == TAG_MIXED {

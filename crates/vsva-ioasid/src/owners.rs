@@ -47,7 +47,7 @@ use std::sync::OnceLock;
 use arc_swap::ArcSwapOption;
 
 use crate::bitmap::{
-    pack, slots_of, tag_of, Bitmap, Bits, Claim, FirstStep, NotClaimed, Refused, MAX_TAG,
+    pack, slots_of, split, tag_of, Bitmap, Bits, Claim, FirstStep, NotClaimed, Refused, MAX_TAG,
     TAG_MIXED, TAG_NONE, WORD_SLOTS,
 };
 use crate::ids::Pasid;
@@ -132,8 +132,8 @@ fn report_owner_mismatch(w: u64, b: u32, set: u32, found: u32) {
 /// Word index and bit of a PASID.
 #[inline]
 fn locate(pasid: Pasid) -> (u64, usize) {
-    let pasid = u64::from(pasid);
-    (pasid / WORD_SLOTS, (pasid % WORD_SLOTS) as usize)
+    let (w, b) = split(u64::from(pasid));
+    (w, b as usize)
 }
 
 impl OwnerTable {

@@ -231,3 +231,10 @@ fn concurrent_claims_are_unique() {
     assert_eq!(b.count_set(), n as u64);
     assert!(b.summaries_exact());
 }
+
+#[test]
+fn word_of_divides_every_index_exactly() {
+    for i in 0..MAX_LEN {
+        assert_eq!(split(i), (i / WORD_SLOTS, i % WORD_SLOTS), "index {i}");
+    }
+}
