@@ -1,14 +1,19 @@
 //! A lock-free hierarchical bitmap: which PASIDs are taken and, per word, by which set.
 //!
-//! Level 0 is one `AtomicU64` per 32 PASIDs: the low half holds one bit per PASID (set =
-//! allocated or still being torn down), the high half the word's *tag*, who those bits belong
-//! to:
+//! Level 0 is one `AtomicU64` per 56 PASIDs: the low 56 bits hold one bit per PASID (set =
+//! allocated or still being torn down), the high 8 bits the word's *tag*, who those bits
+//! belong to:
 //!
 //! | tag | meaning |
 //! |---|---|
 //! | [`TAG_NONE`] | no PASID of the word is taken (only the fixed bits: PASID 0, bits past the end) |
-//! | a set id | every taken PASID of the word is owned by that set, with no private data |
+//! | `1 ..= 254` | every taken PASID of the word is owned by the set holding that tag, with no private data |
 //! | [`TAG_MIXED`] | ask the owner table's leaf for the word (several owners, data, teardowns) |
+//!
+//! A tag is not a set id: the owner table lends each live set one of the 254 tags while
+//! there is one to lend (see `tags`), and a set without a tag keeps its PASIDs in mixed words.
+//! Eight tag bits leave 56 PASIDs per word, so a sparsely used region costs 8 bytes per 56
+//! PASIDs at level 0 (32 bits of tag would leave 32, and cost 75 % more).
 //!
 //! Because the owner of a single-owner word sits in the same atomic as its bits, claiming a
 //! PASID and recording its owner is one compare-and-swap, freeing it another, and no reader
@@ -21,8 +26,8 @@
 //!
 //! Each higher level holds one bit per word of the level below, set when that word is full,
 //! so the lowest free bit at or above any index is found in a handful of loads whatever the
-//! fill: for a 2^20 space the levels have 32 768, 512, 8 and 1 words (level 0, 256 KiB, is
-//! created in 2 KiB chunks by the first claim in each; the summaries take 4 KiB). The
+//! fill: for a 2^20 space the levels have 18 725, 293, 5 and 1 words (level 0, 146 KiB, is
+//! created in 2 KiB chunks by the first claim in each; the summaries take 2.4 KiB). The
 //! thread whose update made a word full or not full writes the summary bit and then re-reads
 //! the word, and writes again if a concurrent update changed the answer in between. Whoever
 //! writes a summary bit last has therefore seen the word agree with it, so once the updates
@@ -44,33 +49,66 @@ use std::sync::OnceLock;
 use crate::sync::{AtomicU64, Ordering};
 
 /// PASIDs per level-0 word.
-pub(crate) const WORD_SLOTS: u64 = 32;
+pub(crate) const WORD_SLOTS: u64 = 56;
 /// Bits per summary word.
 const SUMMARY_BITS: u64 = 64;
 const FULL: u64 = u64::MAX;
-const SLOTS_FULL: u32 = u32::MAX;
+/// The taken bits of a full word.
+pub(crate) const SLOTS_FULL: u64 = (1 << WORD_SLOTS) - 1;
 
 /// Tag of a word none of whose PASIDs is taken.
 pub(crate) const TAG_NONE: u32 = 0;
 /// Tag of a word whose owners are recorded per PASID in the owner table.
-pub(crate) const TAG_MIXED: u32 = u32::MAX;
+pub(crate) const TAG_MIXED: u32 = 0xff;
+/// The largest tag a set can hold.
+pub(crate) const MAX_TAG: u32 = TAG_MIXED - 1;
 
-/// The tag half of a level-0 word.
+/// The tag of a level-0 word.
 #[inline]
 pub(crate) fn tag_of(word: u64) -> u32 {
-    (word >> 32) as u32
+    (word >> WORD_SLOTS) as u32
 }
 
-/// The taken-bits half of a level-0 word.
+/// The taken bits of a level-0 word.
 #[inline]
-pub(crate) fn slots_of(word: u64) -> u32 {
-    word as u32
+pub(crate) fn slots_of(word: u64) -> u64 {
+    word & SLOTS_FULL
 }
 
-/// A level-0 word from its tag and taken bits.
+/// A level-0 word from its tag (at most [`TAG_MIXED`]) and taken bits.
 #[inline]
-pub(crate) fn pack(tag: u32, slots: u32) -> u64 {
-    u64::from(tag) << 32 | u64::from(slots)
+pub(crate) fn pack(tag: u32, slots: u64) -> u64 {
+    debug_assert!(tag <= TAG_MIXED && slots <= SLOTS_FULL);
+    u64::from(tag) << WORD_SLOTS | slots
+}
+
+/// Indexes of the bitmap are below this (a 20-bit space has 2^20).
+pub(crate) const MAX_LEN: u64 = 1 << 21;
+/// 2^26 / 56 rounded up: `i * WORD_RECIPROCAL >> 26` is `i / 56` for every `i` below
+/// [`MAX_LEN`] (the error, `i * 24 / (56 * 2^26)`, stays below 1/56; a unit test checks every
+/// `i`). A `u64` division by 56 compiles to a longer sequence, and the hot paths split an
+/// index into word and bit several times per call.
+const WORD_RECIPROCAL: u64 = 1_198_373;
+const RECIPROCAL_SHIFT: u32 = 26;
+
+/// The level-0 word of index `i` (below [`MAX_LEN`]): `i / WORD_SLOTS`.
+#[inline(always)]
+pub(crate) fn word_of(i: u64) -> u64 {
+    debug_assert!(i < MAX_LEN, "index {i}");
+    (i * WORD_RECIPROCAL) >> RECIPROCAL_SHIFT
+}
+
+/// The word of index `i` (below [`MAX_LEN`]) and its bit in the word.
+#[inline(always)]
+pub(crate) fn split(i: u64) -> (u64, u64) {
+    let w = word_of(i);
+    (w, i - w * WORD_SLOTS)
+}
+
+/// The slot bits of a word from bit `b` (below [`WORD_SLOTS`]) up.
+#[inline]
+pub(crate) fn slots_from(b: u64) -> u64 {
+    SLOTS_FULL << b & SLOTS_FULL
 }
 
 /// What an attempt to claim one bit found.
@@ -157,7 +195,7 @@ fn new_chunk(first: u64, value: impl Fn(u64) -> u64) -> Box<Chunk> {
 
 /// The hierarchical bitmap over `[0, len)`.
 pub(crate) struct Bitmap {
-    /// Level 0: tag and taken bits per 32 PASIDs, in chunks of [`CHUNK_WORDS`] created by
+    /// Level 0: tag and taken bits per 56 PASIDs, in chunks of [`CHUNK_WORDS`] created by
     /// the first claim in them (an absent chunk reads as all free). An empty 20-bit space
     /// then costs its summaries and this table, not 256 KiB of words.
     chunks: Box<[OnceLock<Box<Chunk>>]>,
@@ -167,9 +205,9 @@ pub(crate) struct Bitmap {
     levels: Box<[Level]>,
     len: u64,
     /// Bits of word 0 taken for good (PASID 0 when the owner reserves it).
-    fixed_first: u32,
+    fixed_first: u64,
     /// Bits of the last word past `len`, taken for good.
-    fixed_last: u32,
+    fixed_last: u64,
     /// A level-0 word index below which every word is full except the stale one: searches
     /// start at the lower of the two. A pure accelerator, kept conservative as described at
     /// [`Bitmap::advance_hint`] and [`Bitmap::released_in`].
@@ -200,14 +238,17 @@ impl Bitmap {
     /// Creates a bitmap of `len` bits whose first `set` bits are taken by `tag`, with exact
     /// summaries (the models start from deep fills this way without claiming bit by bit).
     fn with_prefix_set(len: u64, reserve_first: bool, set: u64, tag: u32) -> Self {
-        assert!(len >= 1, "bitmap length must be at least 1");
+        assert!(
+            (1..=MAX_LEN / 2).contains(&len),
+            "bitmap length {len} out of range"
+        );
         assert!(set <= len);
         let nwords = len.div_ceil(WORD_SLOTS);
         let fixed_last = match len % WORD_SLOTS {
             0 => 0,
-            valid => SLOTS_FULL << valid,
+            valid => slots_from(valid),
         };
-        let fixed_first = u32::from(reserve_first);
+        let fixed_first = u64::from(reserve_first);
         let values: Vec<u64> = (0..nwords)
             .map(|w| {
                 let first = w * WORD_SLOTS;
@@ -217,7 +258,7 @@ impl Bitmap {
                 }
                 let taken = (0..WORD_SLOTS)
                     .filter(|&b| first + b < set)
-                    .fold(0u32, |s, b| s | 1 << b);
+                    .fold(0u64, |s, b| s | 1 << b);
                 let tag = if taken & !fixed == 0 { TAG_NONE } else { tag };
                 pack(tag, fixed | taken)
             })
@@ -288,7 +329,7 @@ impl Bitmap {
 
     /// The bits of level-0 word `w` that are taken for good (never owned by anyone).
     #[inline]
-    pub(crate) fn fixed(&self, w: u64) -> u32 {
+    pub(crate) fn fixed(&self, w: u64) -> u64 {
         // Every word but the first and the last: one compare.
         if w.wrapping_sub(1) < self.nwords.wrapping_sub(2) {
             return 0;
@@ -386,24 +427,31 @@ impl Bitmap {
     /// on with the search out of line, as the [`FirstStep`] says).
     #[inline(always)]
     pub(crate) fn claim_first(&self, lo: u64, hi: u64, tag: u32) -> FirstStep {
-        debug_assert!(hi < self.len && tag != TAG_MIXED);
+        debug_assert!(hi < self.len && tag != TAG_NONE && tag <= MAX_TAG);
         let hint = self.hint.load(Ordering::SeqCst);
         // Below the hint every word is full but the stale one: start at the lower of the two
         // (in a2's free-one-and-get-it-back, the stale word holds the bit just released). A
         // stale word that filled again keeps its mark: then go on at the hint, or every
         // search would end in the summaries.
         let stale = self.stale.load(Ordering::SeqCst);
-        let from = Self::search_start(lo, hint, stale);
-        let mut first = self.claim_first_word(from, hi, tag);
+        // Where the search starts (`search_start`), as a word and a bit: the guide's word
+        // unless `lo` lies above its first bit.
+        let start = hint.min(stale);
+        let (w, b) = if lo <= start * WORD_SLOTS {
+            (start, 0)
+        } else {
+            split(lo)
+        };
+        let mut first = self.claim_word_from(w, b, hi, tag);
         if first == Err(NotClaimed::NoRoom) {
             // As the search would go on (see `claim_lowest_on`): at the hint's word if the
             // search started at the stale word below it (a stale word that filled again keeps
             // its mark), then at the next word with room that the first summary level shows
             // (a set allocating in its own range above the hint, a fill crossing into the next
             // word), unless the stale word, whose summary may hide room, lies in between.
-            let mut w = from / WORD_SLOTS;
+            let mut w = w;
             if stale < hint {
-                w = lo.max(hint * WORD_SLOTS) / WORD_SLOTS;
+                w = word_of(lo.max(hint * WORD_SLOTS));
                 first = self.claim_first_word(lo.max(hint * WORD_SLOTS), hi, tag);
             }
             if first == Err(NotClaimed::NoRoom) {
@@ -417,13 +465,13 @@ impl Bitmap {
         match first {
             // A claim that fills the stale word (a2's) changes no summary (see
             // `became_full`), and one far above the hint does not move it (`advance_hint`).
-            Ok((i, Claim::Claimed, filled))
-                if (i / WORD_SLOTS <= hint || i / WORD_SLOTS - hint > HINT_STEP)
-                    && (!filled || self.stale.load(Ordering::SeqCst) == i / WORD_SLOTS) =>
+            Ok((i, w, Claim::Claimed, filled))
+                if (w <= hint || w - hint > HINT_STEP)
+                    && (!filled || self.stale.load(Ordering::SeqCst) == w) =>
             {
                 FirstStep::Done(i)
             }
-            Ok((i, how, filled)) => FirstStep::Claimed {
+            Ok((i, _, how, filled)) => FirstStep::Claimed {
                 i,
                 how,
                 filled,
@@ -443,7 +491,7 @@ impl Bitmap {
     /// `filled` its word, the hint (read as `hint`) if the word lies above it.
     #[inline(never)]
     pub(crate) fn first_claim_done(&self, hint: u64, i: u64, filled: bool) {
-        let w = i / WORD_SLOTS;
+        let w = word_of(i);
         if filled {
             self.became_full(w);
         }
@@ -475,7 +523,7 @@ impl Bitmap {
             // Full from `from` on (a set allocating from its own range above the hint): try
             // the next word with room that the first summary level shows, unless the stale
             // word, whose summary may hide room, lies in between.
-            let w = from / WORD_SLOTS;
+            let w = word_of(from);
             if let Some(next) = self.next_with_room(w) {
                 if !(w < stale && stale < next) {
                     first = self.claim_in_first_word(next * WORD_SLOTS, hi, tag);
@@ -483,8 +531,8 @@ impl Bitmap {
             }
         }
         if let Ok((i, how)) = first {
-            if i / WORD_SLOTS > hint {
-                self.advance_hint(hint, i / WORD_SLOTS);
+            if word_of(i) > hint {
+                self.advance_hint(hint, word_of(i));
             }
             return Some((i, how));
         }
@@ -495,7 +543,7 @@ impl Bitmap {
                 Claim::Taken => from = i,
                 Claim::Foreign => return Some((i, Claim::Foreign)),
                 claimed => {
-                    self.advance_hint(hint, i / WORD_SLOTS);
+                    self.advance_hint(hint, word_of(i));
                     return Some((i, claimed));
                 }
             }
@@ -515,43 +563,59 @@ impl Bitmap {
         hi: u64,
         tag: u32,
     ) -> Result<(u64, Claim), NotClaimed> {
-        let (i, how, filled) = self.claim_first_word(from, hi, tag)?;
+        let (i, w, how, filled) = self.claim_first_word(from, hi, tag)?;
         if filled {
-            self.became_full(i / WORD_SLOTS);
+            self.became_full(w);
         }
         Ok((i, how))
     }
 
     /// [`claim_in_first_word`](Self::claim_in_first_word) without its summary update, which
-    /// is the caller's when the claim `filled` the word (the third value): no call inside,
-    /// so that the inlined copy keeps its values in registers.
+    /// is the caller's when the claim `filled` the word (the last value; the second is the
+    /// bit's word): no call inside, so that the inlined copy keeps its values in registers.
     #[inline(always)]
     fn claim_first_word(
         &self,
         from: u64,
         hi: u64,
         tag: u32,
-    ) -> Result<(u64, Claim, bool), NotClaimed> {
-        let w = from / WORD_SLOTS;
-        if from > hi {
+    ) -> Result<(u64, u64, Claim, bool), NotClaimed> {
+        let (w, b) = split(from);
+        self.claim_word_from(w, b, hi, tag)
+    }
+
+    /// [`claim_first_word`](Self::claim_first_word) from bit `b` of word `w`, with the
+    /// split already made.
+    #[inline(always)]
+    fn claim_word_from(
+        &self,
+        w: u64,
+        b: u64,
+        hi: u64,
+        tag: u32,
+    ) -> Result<(u64, u64, Claim, bool), NotClaimed> {
+        let first = w * WORD_SLOTS;
+        if first + b > hi {
             return Err(NotClaimed::Search);
         }
         let cell = self.cell(w).ok_or(NotClaimed::Search)?;
-        let room = SLOTS_FULL << (from % WORD_SLOTS);
-        // The last bit of the range in this word. With no clear bit from `from` on, the bit
+        let room = slots_from(b);
+        // The last bit of the range in this word. With no clear bit from `b` on, the bit
         // index below is one past the word, so one compare answers both.
-        let last = hi.min(w * WORD_SLOTS + WORD_SLOTS - 1);
+        let last = hi.min(first + WORD_SLOTS - 1);
         let mut v = cell.load(Ordering::SeqCst);
         loop {
-            let free = !slots_of(v) & room;
-            let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
+            // `room` holds slot bits only, so the tag's bits drop out.
+            let free = !v & room;
+            let i = first + u64::from(free.trailing_zeros());
             if i > last {
                 return Err(NotClaimed::NoRoom);
             }
             if tag_of(v) != tag && tag_of(v) != TAG_NONE {
                 return Err(NotClaimed::Search);
             }
-            let new = pack(tag, slots_of(v) | free & free.wrapping_neg());
+            // The word is `tag`'s or nobody's: or-ing the tag in tags it either way.
+            let new = v | free & free.wrapping_neg() | u64::from(tag) << WORD_SLOTS;
             match cell.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => {
                     let how = if tag_of(v) == TAG_NONE {
@@ -559,7 +623,7 @@ impl Bitmap {
                     } else {
                         Claim::Claimed
                     };
-                    return Ok((i, how, slots_of(new) == SLOTS_FULL));
+                    return Ok((i, w, how, slots_of(new) == SLOTS_FULL));
                 }
                 Err(current) => v = current,
             }
@@ -600,9 +664,10 @@ impl Bitmap {
     /// data) only a mixed word will do.
     #[inline]
     pub(crate) fn claim_as(&self, i: u64, tag: u32) -> Claim {
-        let bit = 1u32 << (i % WORD_SLOTS);
+        let (w, b) = split(i);
+        let bit = 1u64 << b;
         let mut outcome = Claim::Taken;
-        let done = self.update(i / WORD_SLOTS, |v| {
+        let done = self.update(w, |v| {
             outcome = if slots_of(v) & bit != 0 {
                 Claim::Taken
             } else if tag_of(v) == TAG_MIXED {
@@ -615,7 +680,7 @@ impl Bitmap {
                 Claim::Foreign
             };
             match outcome {
-                Claim::Mixed => Some(v | u64::from(bit)),
+                Claim::Mixed => Some(v | bit),
                 Claim::Claimed | Claim::Opened => Some(pack(tag, slots_of(v) | bit)),
                 Claim::Taken | Claim::Foreign => None,
             }
@@ -634,7 +699,7 @@ impl Bitmap {
     /// ([`Refused::OtherTag`]: if it is mixed, the owner table's slow path releases it) or a
     /// bit of `mask` is clear ([`Refused::NotTaken`]).
     #[inline]
-    pub(crate) fn release_as(&self, w: u64, mask: u32, tag: u32) -> Result<bool, Refused> {
+    pub(crate) fn release_as(&self, w: u64, mask: u64, tag: u32) -> Result<bool, Refused> {
         let (kept, unfilled) = self.release_first(w, mask, tag)?;
         self.released(w, unfilled);
         Ok(kept)
@@ -648,7 +713,7 @@ impl Bitmap {
     pub(crate) fn release_first(
         &self,
         w: u64,
-        mask: u32,
+        mask: u64,
         tag: u32,
     ) -> Result<(bool, bool), Refused> {
         // No chunk: nothing in it was ever claimed.
@@ -666,7 +731,7 @@ impl Bitmap {
             let kept = rest & !fixed != 0;
             // The word keeps its tag (`v`'s) while bits of `tag` stay, else becomes nobody's.
             let new = if kept {
-                v & !u64::from(mask)
+                v & !mask
             } else {
                 pack(TAG_NONE, rest)
             };
@@ -700,7 +765,7 @@ impl Bitmap {
     /// when nothing but its fixed bits stays taken, and the call then returns `true` (the
     /// caller gives the leaf back). The word cannot leave [`TAG_MIXED`] while the caller's
     /// bits are taken in it (see the owner table).
-    pub(crate) fn release_mixed(&self, w: u64, mask: u32) -> bool {
+    pub(crate) fn release_mixed(&self, w: u64, mask: u64) -> bool {
         let fixed = self.fixed(w);
         let done = self.update(w, |v| {
             debug_assert_eq!(tag_of(v), TAG_MIXED);

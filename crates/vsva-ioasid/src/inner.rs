@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::ids::{Pasid, SetId, SubscriberId};
 use crate::owners::{OwnerTable, SlotState};
 use crate::sync::{Arc, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::tags::Owner;
 use crate::teardown::{TeardownSink, TeardownSubscriber, TeardownTicket};
 
 /// PASIDs per word of the space's bitmap.
@@ -47,6 +48,9 @@ pub(crate) struct SpaceInner {
 #[repr(align(128))]
 pub(crate) struct SetShared {
     pub(crate) id: SetId,
+    /// The tag the set's single-owner words carry (lent by the owner table; `NO_TAG` if
+    /// none was left to lend).
+    pub(crate) tag: u32,
     pub(crate) token: u64,
     pub(crate) quota: AtomicU32,
     /// Mirror of the owning handle's count, for statistics (single writer: the handle).
@@ -54,12 +58,22 @@ pub(crate) struct SetShared {
 }
 
 impl SetShared {
-    pub(crate) fn new(id: SetId, token: u64, quota: u32) -> Self {
+    pub(crate) fn new(owner: Owner, token: u64, quota: u32) -> Self {
         SetShared {
-            id,
+            id: SetId(owner.id),
+            tag: owner.tag,
             token,
             quota: AtomicU32::new(quota),
             owned: AtomicU32::new(0),
+        }
+    }
+
+    /// Who the set's calls act as in the owner table.
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> Owner {
+        Owner {
+            id: self.id.0,
+            tag: self.tag,
         }
     }
 }
@@ -113,7 +127,7 @@ impl SpaceInner {
     #[inline]
     pub(crate) fn alloc_number(
         &self,
-        set: SetId,
+        set: Owner,
         lo: Pasid,
         hi: Pasid,
         data: u64,
@@ -121,7 +135,7 @@ impl SpaceInner {
         match &self.backend {
             None => self
                 .owners
-                .alloc(set.0, lo, hi, data)
+                .alloc(set, lo, hi, data)
                 .map(|(pasid, _)| pasid)
                 .ok_or(Error::NoSpace { min: lo, max: hi }),
             Some(backend) => self.alloc_delegated(backend.as_ref(), set, lo, hi, data),
@@ -131,7 +145,7 @@ impl SpaceInner {
     fn alloc_delegated(
         &self,
         backend: &dyn PasidBackend,
-        set: SetId,
+        set: Owner,
         lo: Pasid,
         hi: Pasid,
         data: u64,
@@ -151,7 +165,7 @@ impl SpaceInner {
                 format!("returned PASID {pasid} outside the requested range [{lo}, {hi}]"),
             ));
         }
-        if !self.owners.alloc_exact(pasid, set.0, data) {
+        if !self.owners.alloc_exact(pasid, set, data) {
             // Locally taken (owned, or still being torn down): never own a number twice.
             // The backend still believes it handed `pasid` out, so give it back.
             backend.free(pasid);
@@ -165,12 +179,12 @@ impl SpaceInner {
 
     /// Frees `pasid`, which `set` owns: tells the subscribers and, once they have all
     /// finished, makes the number allocatable again. Never fails. Returns whether `set` still
-    /// owns PASIDs in the 32-PASID word of `pasid`.
+    /// owns PASIDs in the space word of `pasid`.
     #[inline]
-    pub(crate) fn retire(self: &Arc<Self>, set: SetId, pasid: Pasid) -> bool {
+    pub(crate) fn retire(self: &Arc<Self>, set: Owner, pasid: Pasid) -> bool {
         // The count spares the hot path the list's load when nobody subscribed.
         if self.subscriber_count.load(Ordering::Acquire) == 0 {
-            let kept = self.owners.free_one(pasid, set.0);
+            let kept = self.owners.free_one(pasid, set);
             self.backend_free(pasid);
             kept
         } else {
@@ -181,62 +195,62 @@ impl SpaceInner {
     /// [`retire`](Self::retire) if `set` owns `pasid`; `None`, changing nothing, if it does
     /// not. Without subscribers the ownership check is the release itself.
     #[inline(always)]
-    pub(crate) fn retire_owned(self: &Arc<Self>, set: SetId, pasid: Pasid) -> Option<bool> {
+    pub(crate) fn retire_owned(self: &Arc<Self>, set: Owner, pasid: Pasid) -> Option<bool> {
         if pasid == 0 || pasid > self.max_pasid {
             return None;
         }
         if self.subscriber_count.load(Ordering::Acquire) == 0 {
-            let kept = self.owners.free_owned(pasid, set.0)?;
+            let kept = self.owners.free_owned(pasid, set)?;
             self.backend_free(pasid);
             Some(kept)
         } else {
             // Only `set`'s own calls change what it owns: the check holds for the retire.
             self.owners
-                .is_owner(pasid, set.0)
+                .is_owner(pasid, set)
                 .then(|| self.retire_subscribed(set, pasid))
         }
     }
 
     /// [`retire`](Self::retire) once a subscriber may exist: each one gets a ticket.
     #[inline(never)]
-    fn retire_subscribed(self: &Arc<Self>, set: SetId, pasid: Pasid) -> bool {
+    fn retire_subscribed(self: &Arc<Self>, set: Owner, pasid: Pasid) -> bool {
         let subscribers = self.subscribers.load();
         if subscribers.is_empty() {
-            let kept = self.owners.free_one(pasid, set.0);
+            let kept = self.owners.free_one(pasid, set);
             self.backend_free(pasid);
             return kept;
         }
         self.freeing.fetch_add(1, Ordering::Relaxed);
         self.owners
-            .begin_teardown(pasid, set.0, subscribers.len() as u32);
+            .begin_teardown(pasid, set, subscribers.len() as u32);
         // The freeing PASID is no longer the set's; what else it owns in the word stays.
-        let kept = self.owners.owned_in(u64::from(pasid / WORD), set.0) != 0;
+        let kept = self.owners.owned_in(u64::from(pasid / WORD), set) != 0;
         for (_, subscriber) in subscribers.iter() {
             subscriber.teardown(pasid, TeardownTicket::new(self.clone(), pasid));
         }
         kept
     }
 
-    /// Frees the PASIDs `word * 32 + bit` for every bit of `mask`, all owned by `set`.
+    /// Frees the PASIDs `word * 56 + bit` for every bit of `mask`, all owned by `set`.
     /// Without subscribers or a backend this is one update of the word. Returns whether `set`
     /// still owns PASIDs in the word.
     #[inline]
-    pub(crate) fn retire_word(self: &Arc<Self>, set: SetId, word: u32, mask: u32) -> bool {
+    pub(crate) fn retire_word(self: &Arc<Self>, set: Owner, word: u32, mask: u64) -> bool {
         if self.backend.is_none() && self.subscriber_count.load(Ordering::Acquire) == 0 {
-            return self.owners.free(u64::from(word), mask, set.0);
+            return self.owners.free(u64::from(word), mask, set);
         }
         let mut kept = true;
-        for bit in Bits(u64::from(mask)) {
+        for bit in Bits(mask) {
             kept = self.retire(set, word * WORD + bit);
         }
         kept
     }
 
-    /// The PASIDs of 32-PASID word `word` that `set` owns, as a mask (exact while `set`'s own
+    /// The PASIDs of space word `word` that `set` owns, as a mask (exact while `set`'s own
     /// calls are not running).
     #[inline]
-    pub(crate) fn owned_in(&self, set: SetId, word: u32) -> u32 {
-        self.owners.owned_in(u64::from(word), set.0)
+    pub(crate) fn owned_in(&self, set: Owner, word: u32) -> u64 {
+        self.owners.owned_in(u64::from(word), set)
     }
 
     /// Tells the backend, if any, that `pasid` is free again.
@@ -247,9 +261,11 @@ impl SpaceInner {
         }
     }
 
-    /// Removes a retired set from the registry.
-    pub(crate) fn unregister(&self, set: SetId) {
-        crate::sync::lock(&self.registry).remove(&set.0);
+    /// Removes a retired set, which owns nothing any more, from the registry, and takes
+    /// back its tag.
+    pub(crate) fn unregister(&self, set: Owner) {
+        crate::sync::lock(&self.registry).remove(&set.id);
+        self.owners.retire_tag(set);
     }
 }
 

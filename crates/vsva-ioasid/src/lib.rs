@@ -30,10 +30,10 @@
 //! # Ok::<(), vsva_ioasid::Error>(())
 //! ```
 //!
-//! Concurrency: allocation and free take no global lock. A word of 32 PASIDs held by one set
-//! records that set beside its bits and is claimed and freed lock-free; only words shared by
-//! several sets, carrying data or being torn down are changed under a per-chunk lock. See the
-//! `bitmap` and `owners` module notes for the protocol.
+//! Concurrency: allocation and free take no global lock. A word of 56 PASIDs held by one set
+//! records that set's tag beside its bits and is claimed and freed lock-free; only making a
+//! word mixed (shared by several sets, carrying data or being torn down) takes a per-chunk
+//! lock. See the `bitmap`, `owners` and `tags` module notes for the protocol.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -48,6 +48,7 @@ mod owners;
 mod set;
 mod space;
 mod sync;
+mod tags;
 mod teardown;
 
 #[cfg(all(test, loom))]

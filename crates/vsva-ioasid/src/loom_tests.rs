@@ -10,10 +10,13 @@ use loom::thread;
 
 use crate::bitmap::{pack, slots_of, tag_of, Bitmap, Claim, TAG_MIXED, TAG_NONE, WORD_SLOTS};
 use crate::owners::{OwnerTable, SlotState};
+use crate::tags::Owner;
 
-/// 64 bits: two level-0 words under one summary word.
-const LEN: u64 = 64;
-/// The set most models claim for, and a second one.
+/// PASIDs per level-0 word.
+const S: u64 = WORD_SLOTS;
+/// Two level-0 words under one summary word.
+const LEN: u64 = 2 * S;
+/// The tag (and, in the owner table, the set id) most models claim for, and a second one.
 const A: u32 = 1;
 const B: u32 = 2;
 
@@ -43,7 +46,7 @@ fn release(b: &Bitmap, i: u64, tag: u32) {
 #[test]
 fn loom_concurrent_claims_are_unique_and_lowest() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::prefilled(LEN, 30, A));
+        let b = Arc::new(Bitmap::prefilled(LEN, S - 2, A));
         let t: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
@@ -52,16 +55,16 @@ fn loom_concurrent_claims_are_unique_and_lowest() {
             .collect();
         let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![30, 31]);
+        assert_eq!(got, vec![S - 2, S - 1]);
         assert!(b.summaries_exact());
-        assert_eq!(claim(&b, A), Some(32));
+        assert_eq!(claim(&b, A), Some(S));
     });
 }
 
 #[test]
 fn loom_fill_racing_release_leaves_exact_summary() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::prefilled(LEN, 31, A));
+        let b = Arc::new(Bitmap::prefilled(LEN, S - 1, A));
         let filler = {
             let b = b.clone();
             thread::spawn(move || claim(&b, A).unwrap())
@@ -75,8 +78,8 @@ fn loom_fill_racing_release_leaves_exact_summary() {
         assert!(b.summaries_exact());
         // Whichever bit the filler did not get is found next: no stale "full" hides it.
         let next = match filled {
-            31 => 10,
-            10 => 31,
+            10 => S - 1,
+            i if i == S - 1 => 10,
             other => panic!("filler claimed {other}"),
         };
         assert_eq!(claim(&b, A), Some(next));
@@ -91,7 +94,7 @@ fn loom_claim_never_misses_a_bit_released_before_it_started() {
         let releaser = {
             let b = b.clone();
             thread::spawn(move || {
-                release(&b, 40, A);
+                release(&b, S + 8, A);
                 release(&b, 5, A);
             })
         };
@@ -104,13 +107,13 @@ fn loom_claim_never_misses_a_bit_released_before_it_started() {
         // Whatever the interleaving, the claimer gets a released bit or nothing, never twice.
         match got {
             Some(i) => {
-                assert!(i == 5 || i == 40);
-                let other = if i == 5 { 40 } else { 5 };
+                assert!(i == 5 || i == S + 8);
+                let other = if i == 5 { S + 8 } else { 5 };
                 assert_eq!(claim(&b, A), Some(other));
             }
             None => {
                 assert_eq!(claim(&b, A), Some(5));
-                assert_eq!(claim(&b, A), Some(40));
+                assert_eq!(claim(&b, A), Some(S + 8));
             }
         }
         assert_eq!(claim(&b, A), None);
@@ -122,7 +125,7 @@ fn loom_claim_never_misses_a_bit_released_before_it_started() {
 fn loom_hint_never_hides_a_release_racing_its_advance() {
     loom::model(|| {
         // Word 0 full, so a claim lands in word 1 and moves the search hint past word 0.
-        let b = Arc::new(Bitmap::prefilled(LEN, 32, A));
+        let b = Arc::new(Bitmap::prefilled(LEN, S, A));
         let claimer = {
             let b = b.clone();
             thread::spawn(move || claim(&b, A).unwrap())
@@ -133,10 +136,10 @@ fn loom_hint_never_hides_a_release_racing_its_advance() {
         };
         let got = claimer.join().unwrap();
         releaser.join().unwrap();
-        assert!(got == 3 || got == 32, "claimed {got}");
+        assert!(got == 3 || got == S, "claimed {got}");
         // Whatever the interleaving, bit 3 (if not taken) is found again before anything above.
         let next = claim(&b, A).unwrap();
-        assert_eq!(next, if got == 3 { 32 } else { 3 });
+        assert_eq!(next, if got == 3 { S } else { 3 });
         assert!(b.summaries_exact());
     });
 }
@@ -252,7 +255,7 @@ fn loom_stale_word_hand_off_never_hides_a_release() {
         // first release leaves its summary "full" and marks its word stale; the other clears
         // its summary; refills take the stale mark back. No bit may be lost on the way.
         let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
-        let t: Vec<_> = [3u64, 40]
+        let t: Vec<_> = [3u64, S + 8]
             .into_iter()
             .map(|i| {
                 let b = b.clone();
@@ -264,12 +267,12 @@ fn loom_stale_word_hand_off_never_hides_a_release() {
             .collect();
         let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![3, 40]);
+        assert_eq!(got, vec![3, S + 8]);
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, A), None);
         // Whatever was left stale, a later release is found by a later search.
-        release(&b, 40, A);
-        assert_eq!(claim(&b, A), Some(40));
+        release(&b, S + 8, A);
+        assert_eq!(claim(&b, A), Some(S + 8));
         assert!(b.summaries_exact());
     });
 }
@@ -294,10 +297,10 @@ fn loom_stale_mark_moves_while_its_old_word_is_released_again() {
         let b = Arc::new(Bitmap::prefilled(LEN, LEN, A));
         release(&b, 3, A);
         assert_eq!(claim(&b, A), Some(3));
-        release_at_once(&b, [40, 5]);
+        release_at_once(&b, [S + 8, 5]);
         assert!(b.summaries_exact());
         assert_eq!(claim(&b, A), Some(5));
-        assert_eq!(claim(&b, A), Some(40));
+        assert_eq!(claim(&b, A), Some(S + 8));
         assert_eq!(claim(&b, A), None);
         assert!(b.summaries_exact());
     });
@@ -316,14 +319,14 @@ fn loom_stale_mark_moves_while_its_old_word_is_refilled() {
         };
         let releaser = {
             let b = b.clone();
-            thread::spawn(move || release(&b, 40, A))
+            thread::spawn(move || release(&b, S + 8, A))
         };
         let got = claimer.join().unwrap();
         releaser.join().unwrap();
         // Bit 3 was free before the claim started, and nothing below it.
         assert_eq!(got, Some(3));
         assert!(b.summaries_exact());
-        assert_eq!(claim(&b, A), Some(40));
+        assert_eq!(claim(&b, A), Some(S + 8));
         assert_eq!(claim(&b, A), None);
         assert!(b.summaries_exact());
     });
@@ -331,14 +334,17 @@ fn loom_stale_mark_moves_while_its_old_word_is_refilled() {
 
 /// 65 level-0 words, two level-1 summary words, one level-2 word: a bitmap deep enough that
 /// filling or emptying one word changes every summary level above it.
-const DEEP: u64 = 64 * 32 + 32;
+const DEEP: u64 = 65 * S;
+/// The first bit past the 64 words of the first level-1 summary word.
+const TOP: u64 = 64 * S;
 
 #[test]
 fn loom_cascade_through_every_level_racing_a_release() {
     loom::model(|| {
-        // Everything below 2 047 taken: claiming 2 047 fills word 63, which fills summary word
-        // 0, which sets the top bit; releasing 5 empties word 0 and clears the same path.
-        let b = Arc::new(Bitmap::prefilled(DEEP, 2047, A));
+        // Everything below the last bit of word 63 taken: claiming it fills word 63, which
+        // fills summary word 0, which sets the top bit; releasing 5 empties word 0 and clears
+        // the same path.
+        let b = Arc::new(Bitmap::prefilled(DEEP, TOP - 1, A));
         assert_eq!(b.depth(), 3);
         let claimer = {
             let b = b.clone();
@@ -350,37 +356,41 @@ fn loom_cascade_through_every_level_racing_a_release() {
         };
         let got = claimer.join().unwrap();
         releaser.join().unwrap();
-        assert!(got == 5 || got == 2047, "claimed {got}");
+        assert!(got == 5 || got == TOP - 1, "claimed {got}");
         assert!(b.summaries_exact());
         let next = claimed(b.claim_lowest(0, DEEP - 1, A));
-        assert_eq!(next, if got == 5 { 2047 } else { 5 });
+        assert_eq!(next, if got == 5 { TOP - 1 } else { 5 });
         assert!(b.summaries_exact());
-        // Every bit below 2 048 is taken again: the top level says so, and a search skips it.
+        // Every bit below word 64 is taken again: the top level says so, and a search skips
+        // it.
         assert!(b.summary_bit(1, 0));
-        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2048, Claim::Opened)));
+        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((TOP, Claim::Opened)));
     });
 }
 
 #[test]
 fn loom_two_claims_complete_the_cascade_once() {
     loom::model(|| {
-        let b = Arc::new(Bitmap::prefilled(DEEP, 2046, A));
+        let b = Arc::new(Bitmap::prefilled(DEEP, TOP - 2, A));
         let t: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
-                thread::spawn(move || claimed(b.claim_lowest(2000, DEEP - 1, A)))
+                thread::spawn(move || claimed(b.claim_lowest(62 * S, DEEP - 1, A)))
             })
             .collect();
         let mut got: Vec<u64> = t.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![2046, 2047]);
+        assert_eq!(got, vec![TOP - 2, TOP - 1]);
         assert!(b.summaries_exact());
         assert!(b.summary_bit(1, 0));
         // Releasing the last claimed bit marks its word stale: no summary changes.
-        release(&b, 2047, A);
+        release(&b, TOP - 1, A);
         assert!(b.summaries_exact());
         assert!(b.summary_bit(1, 0));
-        assert_eq!(b.claim_lowest(0, DEEP - 1, A), Some((2047, Claim::Claimed)));
+        assert_eq!(
+            b.claim_lowest(0, DEEP - 1, A),
+            Some((TOP - 1, Claim::Claimed))
+        );
     });
 }
 
@@ -391,32 +401,44 @@ fn loom_stale_mark_move_racing_a_release_through_every_level() {
         // un-filled and refilled (full, marked); then a release in word 63 takes the mark
         // while word 0 is released again: the level-1 bit must end up clear, and both bits
         // found.
-        let b = Arc::new(Bitmap::prefilled(DEEP, 2048, A));
+        let b = Arc::new(Bitmap::prefilled(DEEP, TOP, A));
         release(&b, 5, A);
         assert_eq!(claimed(b.claim_lowest(0, DEEP - 1, A)), 5);
-        release_at_once(&b, [2047, 6]);
+        release_at_once(&b, [TOP - 1, 6]);
         assert!(b.summaries_exact());
         assert!(!b.summary_bit(1, 0));
-        for expect in [6, 2047, 2048] {
+        for expect in [6, TOP - 1, TOP] {
             assert_eq!(claimed(b.claim_lowest(0, DEEP - 1, A)), expect);
         }
         assert!(b.summaries_exact());
     });
 }
 
+/// Sets A and B of the owner-table models, lent tags A and B by [`new_table`].
+const OA: Owner = Owner { id: A, tag: A };
+const OB: Owner = Owner { id: B, tag: B };
+
+/// An owner table for `LEN` PASIDs that has lent sets A and B their tags.
+fn new_table() -> OwnerTable {
+    let t = OwnerTable::new(LEN);
+    assert_eq!((t.owner_for(A), t.owner_for(B)), (OA, OB));
+    t
+}
+
 /// Allocates the lowest free PASID of `t` for `set`, with `data`.
-fn alloc(t: &OwnerTable, set: u32, data: u64) -> Option<u32> {
-    t.alloc(set, 1, 63, data).map(|(pasid, _)| pasid)
+fn alloc(t: &OwnerTable, set: Owner, data: u64) -> Option<u32> {
+    t.alloc(set, 1, LEN as u32 - 1, data)
+        .map(|(pasid, _)| pasid)
 }
 
 /// An owner table of two words whose word 0 is mixed, holding `a` for set A and `b` for B.
 fn mixed_table(a: &[u32], b: &[u32]) -> Arc<OwnerTable> {
-    let t = OwnerTable::new(LEN);
+    let t = new_table();
     for &p in a {
-        assert!(t.alloc_exact(p, A, 0));
+        assert!(t.alloc_exact(p, OA, 0));
     }
     for &p in b {
-        assert!(t.alloc_exact(p, B, 0));
+        assert!(t.alloc_exact(p, OB, 0));
     }
     assert_eq!(tag_of(t.taken_word(0)), TAG_MIXED);
     Arc::new(t)
@@ -434,11 +456,11 @@ fn loom_mixed_claim_release_and_find() {
         let t = mixed_table(&[1], &[2]);
         let claimer = {
             let t = t.clone();
-            thread::spawn(move || alloc(&t, A, 0))
+            thread::spawn(move || alloc(&t, OA, 0))
         };
         let releaser = {
             let t = t.clone();
-            thread::spawn(move || t.free_one(2, B))
+            thread::spawn(move || t.free_one(2, OB))
         };
         // 2 may already be A's again once B has freed it.
         let seen = (t.get(2).0, t.get(3).0);
@@ -453,8 +475,8 @@ fn loom_mixed_claim_release_and_find() {
         assert_eq!(t.get(other).0, SlotState::Free);
         assert_eq!(t.get(1).0, SlotState::Owned(A));
         // Only A's PASIDs are left: the word collapsed to A, or A's next claim collapses it.
-        t.free_one(got, A);
-        assert_eq!(alloc(&t, A, 0), Some(2));
+        t.free_one(got, OA);
+        assert_eq!(alloc(&t, OA, 0), Some(2));
         assert_eq!(t.taken_word(0), pack(A, 0b111));
         assert_eq!(t.mixed_words(), 0);
         assert!(t.summaries_exact());
@@ -468,14 +490,14 @@ fn loom_collapse_never_swallows_a_claim_in_flight() {
         // word to itself) while B claims in the same word: B's claim must never end up in a
         // word tagged A, nor in a leaf the word no longer uses.
         let t = mixed_table(&[1], &[2]);
-        t.free_one(2, B);
+        t.free_one(2, OB);
         let a = {
             let t = t.clone();
-            thread::spawn(move || alloc(&t, A, 0).unwrap())
+            thread::spawn(move || alloc(&t, OA, 0).unwrap())
         };
         let b = {
             let t = t.clone();
-            thread::spawn(move || alloc(&t, B, 0).unwrap())
+            thread::spawn(move || alloc(&t, OB, 0).unwrap())
         };
         let (pa, pb) = (a.join().unwrap(), b.join().unwrap());
         assert_ne!(pa, pb);
@@ -492,14 +514,14 @@ fn loom_last_release_racing_a_new_mixed_word() {
         // back) while B allocates there with data, which needs the word mixed again with a
         // new leaf: the old leaf's hand-back must not take the new one.
         let t = mixed_table(&[1], &[2]);
-        t.free_one(2, B);
+        t.free_one(2, OB);
         let a = {
             let t = t.clone();
-            thread::spawn(move || t.free_one(1, A))
+            thread::spawn(move || t.free_one(1, OA))
         };
         let b = {
             let t = t.clone();
-            thread::spawn(move || alloc(&t, B, 7).unwrap())
+            thread::spawn(move || alloc(&t, OB, 7).unwrap())
         };
         a.join().unwrap();
         let pb = b.join().unwrap();
@@ -508,7 +530,7 @@ fn loom_last_release_racing_a_new_mixed_word() {
         assert_eq!(t.get(3 - pb).0, SlotState::Free);
         assert_eq!(tag_of(t.taken_word(0)), TAG_MIXED);
         assert_eq!(t.mixed_words(), 1);
-        t.free_one(pb, B);
+        t.free_one(pb, OB);
         assert_eq!((t.taken_word(0), t.mixed_words()), (pack(TAG_NONE, 1), 0));
         assert!(t.summaries_exact());
     });
@@ -520,14 +542,14 @@ fn loom_last_teardown_racing_a_claim() {
         // A's 1 is being torn down by one subscriber in a word B shares; the subscriber
         // finishes while B claims.
         let t = mixed_table(&[1], &[2]);
-        t.begin_teardown(1, A, 1);
+        t.begin_teardown(1, OA, 1);
         let finisher = {
             let t = t.clone();
             thread::spawn(move || t.finish_one(1))
         };
         let b = {
             let t = t.clone();
-            thread::spawn(move || alloc(&t, B, 0).unwrap())
+            thread::spawn(move || alloc(&t, OB, 0).unwrap())
         };
         assert!(finisher.join().unwrap());
         let pb = b.join().unwrap();
@@ -536,7 +558,7 @@ fn loom_last_teardown_racing_a_claim() {
         assert_eq!(t.get(pb).0, SlotState::Owned(B));
         assert_eq!(t.get(4 - pb).0, SlotState::Free);
         // Only B's PASIDs are left: B's next call in the word collapses it to B.
-        assert_eq!(alloc(&t, B, 0), Some(4 - pb));
+        assert_eq!(alloc(&t, OB, 0), Some(4 - pb));
         assert_eq!(tag_of(t.taken_word(0)), B);
         assert_eq!(t.mixed_words(), 0);
         assert!(t.summaries_exact());
@@ -550,23 +572,23 @@ fn loom_owned_words_read_while_another_set_makes_the_word_mixed() {
         // what it owns in the word, free that, learn whether anything of its own is left —
         // while B's claim makes the word mixed: A must see exactly its own PASIDs, never B's
         // in-flight bit, and the "anything left" answers must be exact.
-        let t = OwnerTable::new(LEN);
-        assert!(t.alloc_exact(1, A, 0) && t.alloc_exact(3, A, 0));
+        let t = new_table();
+        assert!(t.alloc_exact(1, OA, 0) && t.alloc_exact(3, OA, 0));
         assert_eq!(tag_of(t.taken_word(0)), A);
         let t = Arc::new(t);
         let b = {
             let t = t.clone();
-            thread::spawn(move || alloc(&t, B, 0).unwrap())
+            thread::spawn(move || alloc(&t, OB, 0).unwrap())
         };
-        assert_eq!(t.owned_in(0, A), 0b1010);
-        assert!(t.free(0, 0b10, A), "A keeps 3");
-        assert_eq!(t.owned_in(0, A), 0b1000);
+        assert_eq!(t.owned_in(0, OA), 0b1010);
+        assert!(t.free(0, 0b10, OA), "A keeps 3");
+        assert_eq!(t.owned_in(0, OA), 0b1000);
         let pb = b.join().unwrap();
         // 1 if A's free came first, else 2.
         assert!(pb == 1 || pb == 2);
-        assert_eq!(t.owned_in(0, B), 1 << pb);
-        assert!(!t.free(0, 0b1000, A), "nothing of A's left");
-        assert_eq!(t.owned_in(0, A), 0);
+        assert_eq!(t.owned_in(0, OB), 1 << pb);
+        assert!(!t.free(0, 0b1000, OA), "nothing of A's left");
+        assert_eq!(t.owned_in(0, OA), 0);
         assert_eq!(t.get(pb).0, SlotState::Owned(B));
         assert!(t.summaries_exact());
     });
@@ -580,12 +602,12 @@ fn loom_free_and_alloc_again_through_the_sets_fast_path() {
         // again the way a set's allocation does (the first step, whose claim may refill the
         // stale word with no upkeep, then its out-of-line rest): a2 from two threads. Each
         // freed PASID comes back exactly once, the words stay A's and the summaries exact.
-        let t = OwnerTable::new(LEN);
+        let t = new_table();
         for p in 1..LEN as u32 {
-            assert!(t.alloc_exact(p, A, 0));
+            assert!(t.alloc_exact(p, OA, 0));
         }
         let t = Arc::new(t);
-        let threads: Vec<_> = [5u32, 40]
+        let threads: Vec<_> = [5u32, S as u32 + 8]
             .into_iter()
             .map(|p| {
                 let t = t.clone();
@@ -593,21 +615,81 @@ fn loom_free_and_alloc_again_through_the_sets_fast_path() {
                     let (kept, unfilled) = t.release_tagged(p, A).expect("A's own PASID");
                     assert!(kept && unfilled);
                     assert!(t.released(p, unfilled));
-                    alloc(&t, A, 0).expect("a PASID was freed")
+                    alloc(&t, OA, 0).expect("a PASID was freed")
                 })
             })
             .collect();
         let mut got: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort_unstable();
-        assert_eq!(got, vec![5, 40]);
+        assert_eq!(got, vec![5, S as u32 + 8]);
         assert!(t.summaries_exact());
-        assert_eq!(alloc(&t, A, 0), None);
+        assert_eq!(alloc(&t, OA, 0), None);
         assert_eq!((tag_of(t.taken_word(0)), tag_of(t.taken_word(1))), (A, A));
         // The guides are kept before anyone allocates again: the word a free un-fills is the
         // stale one or its summary says it has room.
-        let (_, unfilled) = t.release_tagged(40, A).unwrap();
-        assert!(t.released(40, unfilled));
+        let (_, unfilled) = t.release_tagged(S as u32 + 8, A).unwrap();
+        assert!(t.released(S as u32 + 8, unfilled));
         assert!(t.summaries_exact());
-        assert_eq!(alloc(&t, A, 0), Some(40));
+        assert_eq!(alloc(&t, OA, 0), Some(S as u32 + 8));
+    });
+}
+
+/// Set A (alone in word 0, owning `pasid`) frees it and is retired, and its tag is lent to a
+/// new set C (id 3), which claims `next`: the word may carry tag A again, now standing for C.
+fn retire_a_and_reuse_its_tag(t: &OwnerTable, pasid: u32, next: u32) {
+    assert!(!t.free_one(pasid, OA));
+    t.retire_tag(OA);
+    let c = t.owner_for(3);
+    assert_eq!(c.tag, A, "the lowest free tag is A's again");
+    assert!(t.alloc_exact(next, c, 0));
+}
+
+#[test]
+fn loom_find_never_names_the_next_holder_of_a_tag() {
+    loom::model(|| {
+        // A reader of PASID 1 racing A's retirement and C's claim of 2 under A's old tag may
+        // see 1 as A's or as free, never as C's.
+        let t = new_table();
+        assert!(t.alloc_exact(1, OA, 0));
+        let t = Arc::new(t);
+        let reader = {
+            let t = t.clone();
+            thread::spawn(move || t.get(1).0)
+        };
+        retire_a_and_reuse_its_tag(&t, 1, 2);
+        let seen = reader.join().unwrap();
+        assert!(
+            matches!(seen, SlotState::Owned(A) | SlotState::Free),
+            "{seen:?}"
+        );
+        assert_eq!(
+            (t.get(1).0, t.get(2).0),
+            (SlotState::Free, SlotState::Owned(3))
+        );
+    });
+}
+
+#[test]
+fn loom_a_word_made_mixed_never_names_the_tags_old_holder() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        // B claims 2 in A's word, which makes the word mixed with a leaf built from one value
+        // of it, while A frees 1 and is retired and C claims 1 under A's old tag: the word can
+        // come back to the very value B's leaf was built from. The leaf must name C, never A.
+        let t = new_table();
+        assert!(t.alloc_exact(1, OA, 0));
+        let t = Arc::new(t);
+        let b = {
+            let t = t.clone();
+            thread::spawn(move || assert!(t.alloc_exact(2, OB, 0)))
+        };
+        retire_a_and_reuse_its_tag(&t, 1, 1);
+        b.join().unwrap();
+        assert_eq!(
+            (t.get(1).0, t.get(2).0),
+            (SlotState::Owned(3), SlotState::Owned(B))
+        );
+        assert!(t.summaries_exact());
     });
 }

@@ -2,7 +2,7 @@
 //! indexes, private to the set's handle.
 //!
 //! Who owns each PASID is recorded once, in the space (the bitmap word's tag, or a mixed
-//! word's leaf). A set keeps only one bit per 32-PASID word of the space, set while it may own
+//! word's leaf). A set keeps only one bit per 56-PASID word of the space, set while it may own
 //! a PASID in that word, so that range frees, release and listing visit its own words and
 //! nothing else. The bit is set by an allocation whose claim found the word nobody's (or
 //! mixed): a word already tagged with the set holds PASIDs of the set, so its bit is set
@@ -21,7 +21,7 @@ const BLOCK_WORDS: usize = BITS_PER_BLOCK / 64;
 
 type Block = [u64; BLOCK_WORDS];
 
-/// The space words (`pasid / 32`) in which one set owns PASIDs.
+/// The space words (`pasid / 56`) in which one set owns PASIDs.
 #[derive(Default)]
 pub(crate) struct Members {
     blocks: Vec<Option<Box<Block>>>,
@@ -155,7 +155,8 @@ mod tests {
         assert_eq!(window_mask(64, 0, 63), 0);
         assert_eq!(window_mask(64, 70, 71), 0b11 << 6);
         assert_eq!(window_mask(128, 0, 130), 0b111);
-        // The low 32 bits of a window are one 32-PASID word of the space.
+        // A window's bits past the first 32 (or 56) are masked off by callers that need
+        // fewer.
         assert_eq!(window_mask(32, 38, 39) as u32, 0b11 << 6);
         assert_eq!(window_mask(64, 0, 66) as u32, 0b111);
         assert_eq!(

@@ -3,10 +3,11 @@
 //! except to make a word mixed.
 //!
 //! Most words of the space are taken by a single set: the bitmap's level-0 word then carries
-//! that set's id beside its bits (see the `bitmap` module), and allocation, free and `find`
-//! touch that one word and nothing else. A word needs a *leaf* — 32 owner slots and 32
-//! private-data slots — only while it is mixed: PASIDs of several sets, private data, or a
-//! PASID being torn down. A leaf slot is one `AtomicU32`:
+//! that set's tag beside its bits (see the `bitmap` module, and the `tags` module for how
+//! a tag stands for a set), and allocation and free touch that one word and nothing else;
+//! `find` also reads the tag's entry. A word needs a *leaf* — 56 owner slots and 56
+//! private-data slots — only while it is mixed: PASIDs of several sets, private data, a
+//! PASID being torn down, or a set that holds no tag. A leaf slot is one `AtomicU32`:
 //!
 //! | value | meaning |
 //! |---|---|
@@ -25,10 +26,10 @@
 //! * **teardown**: the owner's slot becomes `FREEING | n`; the last subscriber to finish sets
 //!   it to 0 and clears the bit like a release.
 //!
-//! A word becomes mixed under its chunk's lock (32 768 PASIDs per chunk, taken only here):
-//! the leaf is built from one exact value of the word and the tag swapped in with a
-//! compare-and-swap against that value, so the leaf covers every PASID taken when the tag
-//! changes. It goes back to one owner (*collapses*) when every taken PASID belongs to one set
+//! A word becomes mixed under its chunk's lock (57 344 PASIDs per chunk, taken only here and
+//! once by each retired tag): the leaf is built from one exact value of the word, its tag
+//! read as a set id, and the tag swapped in with a compare-and-swap against that value, so
+//! the leaf covers every PASID taken when the tag changes. It goes back to one owner (*collapses*) when every taken PASID belongs to one set
 //! with no data and no teardown pending — lazily, only on that set's own calls (its claims in
 //! the word, and clearing its data), since a set's handle serializes its calls.
 //! That is what makes the lock-free steps safe against a collapse: a bit being claimed or
@@ -38,7 +39,7 @@
 //! mixed with the same leaf; so the leaf a releaser loads is the word's current one, and a
 //! claimer loads it after setting its bit. Leaves are shared through `ArcSwapOption`, so a
 //! `find` that raced a collapse still reads a leaf that was exact when it was replaced. The
-//! table of leaf pointers of a chunk (8 bytes per 32 PASIDs) is created the first time a word
+//! table of leaf pointers of a chunk (8 bytes per 56 PASIDs) is created the first time a word
 //! of the chunk becomes mixed and kept for the life of the space.
 
 use std::sync::OnceLock;
@@ -46,23 +47,23 @@ use std::sync::OnceLock;
 use arc_swap::ArcSwapOption;
 
 use crate::bitmap::{
-    pack, slots_of, tag_of, Bitmap, Bits, Claim, FirstStep, NotClaimed, Refused, TAG_MIXED,
-    TAG_NONE, WORD_SLOTS,
+    pack, slots_of, split, tag_of, Bitmap, Bits, Claim, FirstStep, NotClaimed, Refused, MAX_TAG,
+    TAG_MIXED, TAG_NONE, WORD_SLOTS,
 };
 use crate::ids::Pasid;
 use crate::sync::{lock, Arc, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::tags::{entry_id, Owner, Tags, NO_TAG};
 
-const WORD_SHIFT: u32 = 5;
 const SLOTS: usize = WORD_SLOTS as usize;
 const CHUNK_SHIFT: u32 = 10;
 const CHUNK_WORDS: usize = 1 << CHUNK_SHIFT;
 
 /// Slot flag: the PASID is being torn down; the low bits count unfinished subscribers.
 pub(crate) const FREEING: u32 = 1 << 31;
-/// Largest set id a slot or a word tag can hold.
+/// Largest set id a slot can hold.
 pub(crate) const MAX_SET_ID: u32 = FREEING - 1;
 
-/// The owners and data of the 32 PASIDs of one mixed word.
+/// The owners and data of the 56 PASIDs of one mixed word.
 struct Leaf {
     owners: [AtomicU32; SLOTS],
     data: [AtomicU64; SLOTS],
@@ -90,6 +91,7 @@ struct Chunk {
 pub(crate) struct OwnerTable {
     taken: Bitmap,
     chunks: Box<[Chunk]>,
+    tags: Tags,
 }
 
 /// What the table says about a PASID.
@@ -130,7 +132,8 @@ fn report_owner_mismatch(w: u64, b: u32, set: u32, found: u32) {
 /// Word index and bit of a PASID.
 #[inline]
 fn locate(pasid: Pasid) -> (u64, usize) {
-    (u64::from(pasid >> WORD_SHIFT), (pasid as usize) % SLOTS)
+    let (w, b) = split(u64::from(pasid));
+    (w, b as usize)
 }
 
 impl OwnerTable {
@@ -145,7 +148,51 @@ impl OwnerTable {
                     leaves: OnceLock::new(),
                 })
                 .collect(),
+            tags: Tags::new(),
         }
+    }
+
+    /// Lends set `id` a word tag: the [`Owner`] its calls act as ([`NO_TAG`] if all 254 tags
+    /// are lent; the set then keeps its PASIDs in mixed words).
+    pub(crate) fn owner_for(&self, id: u32) -> Owner {
+        Owner {
+            id,
+            tag: self.tags.lend(id),
+        }
+    }
+
+    /// Takes back the tag of a set being retired, which owns no PASID any more (so no word
+    /// carries its tag). The tag is lent again only after every chunk lock has been taken
+    /// once: a [`make_mixed`](Self::make_mixed) that read the tag as this set finishes first,
+    /// so its compare-and-swap cannot succeed on a word that a new holder of the tag brought
+    /// back to the same value.
+    pub(crate) fn retire_tag(&self, owner: Owner) {
+        if owner.tag == NO_TAG {
+            return;
+        }
+        debug_assert_eq!(entry_id(self.tags.entry(owner.tag)), owner.id);
+        self.tags.unlend(owner.tag);
+        for chunk in self.chunks.iter() {
+            drop(lock(&chunk.lock));
+        }
+        self.tags.give_back(owner.tag);
+    }
+
+    /// The id of the set whose tag word `w` carried when it held `v` (tagged, neither
+    /// [`TAG_NONE`] nor [`TAG_MIXED`]), or `None` if that cannot be told any more (the word
+    /// or the tag's entry changed: read the word again).
+    ///
+    /// The entry is read before and after a second read of the word. If that read finds `v`
+    /// again and the entry did not change (its sequence number moves with every change), the
+    /// word held `v` while the tag stood for the entry's set.
+    #[inline]
+    fn resolve(&self, w: u64, v: u64) -> Option<u32> {
+        let tag = tag_of(v);
+        debug_assert!(tag != TAG_NONE && tag <= MAX_TAG);
+        let before = self.tags.entry(tag);
+        let again = self.taken.word(w);
+        let after = self.tags.entry(tag);
+        (again == v && before == after && entry_id(before) != 0).then_some(entry_id(before))
     }
 
     /// The leaf pointer of word `w`. Its chunk's table exists: it was created before any of
@@ -157,15 +204,21 @@ impl OwnerTable {
         &leaves[w as usize % CHUNK_WORDS]
     }
 
-    /// Allocates the lowest free PASID in `[lo, hi]` to `set` with `data`, or `None` if all
-    /// are taken. Also says whether the PASID's word may be new to `set`: `false` only when
-    /// the word was already tagged `set`, which it is only while `set` owns PASIDs there.
-    pub(crate) fn alloc(&self, set: u32, lo: Pasid, hi: Pasid, data: u64) -> Option<(Pasid, bool)> {
-        debug_assert!(set != TAG_NONE && set <= MAX_SET_ID);
-        if data != 0 {
-            return self.alloc_search(set, lo, hi, data, u64::from(lo));
+    /// Allocates the lowest free PASID in `[lo, hi]` to `owner` with `data`, or `None` if all
+    /// are taken. Also says whether the PASID's word may be new to the set: `false` only when
+    /// the word was already tagged with it, which it is only while the set owns PASIDs there.
+    pub(crate) fn alloc(
+        &self,
+        owner: Owner,
+        lo: Pasid,
+        hi: Pasid,
+        data: u64,
+    ) -> Option<(Pasid, bool)> {
+        debug_assert!(owner.id != 0 && owner.id <= MAX_SET_ID);
+        if data != 0 || owner.tag == NO_TAG {
+            return self.alloc_search(owner, lo, hi, data, u64::from(lo));
         }
-        match self.claim_first(set, lo, hi) {
+        match self.claim_first(owner.tag, lo, hi) {
             FirstStep::Done(i) => Some((i as Pasid, false)),
             FirstStep::Claimed {
                 i,
@@ -176,19 +229,20 @@ impl OwnerTable {
                 self.taken.first_claim_done(hint, i, filled);
                 Some((i as Pasid, how != Claim::Claimed))
             }
-            FirstStep::Search { hint, stale, why } => self.alloc_on(set, lo, hi, hint, stale, why),
+            FirstStep::Search { hint, stale, why } => {
+                self.alloc_on(owner, lo, hi, hint, stale, why)
+            }
         }
     }
 
-    /// The first step of an allocation without data for `set` in `[lo, hi]`, for the set's
-    /// allocation to inline: a claim in the word the search starts at (see
-    /// [`Bitmap::claim_first`]). A [`FirstStep::Claimed`] is finished by
+    /// The first step of an allocation without data for the set holding `tag` (never
+    /// [`NO_TAG`]) in `[lo, hi]`, for the set's allocation to inline: a claim in the word the
+    /// search starts at (see [`Bitmap::claim_first`]). A [`FirstStep::Claimed`] is finished by
     /// [`first_claim_done`](Self::first_claim_done), a [`FirstStep::Search`] by
     /// [`alloc_on`](Self::alloc_on).
     #[inline(always)]
-    pub(crate) fn claim_first(&self, set: u32, lo: Pasid, hi: Pasid) -> FirstStep {
-        debug_assert!(set != TAG_NONE && set <= MAX_SET_ID);
-        self.taken.claim_first(u64::from(lo), u64::from(hi), set)
+    pub(crate) fn claim_first(&self, tag: u32, lo: Pasid, hi: Pasid) -> FirstStep {
+        self.taken.claim_first(u64::from(lo), u64::from(hi), tag)
     }
 
     /// Finishes a [`FirstStep::Claimed`]: the bitmap's guides.
@@ -202,20 +256,25 @@ impl OwnerTable {
     #[inline(always)]
     pub(crate) fn alloc_on(
         &self,
-        set: u32,
+        owner: Owner,
         lo: Pasid,
         hi: Pasid,
         hint: u64,
         stale: u64,
         why: NotClaimed,
     ) -> Option<(Pasid, bool)> {
-        let found =
-            self.taken
-                .claim_lowest_on(u64::from(lo), u64::from(hi), set, hint, stale, why)?;
+        let found = self.taken.claim_lowest_on(
+            u64::from(lo),
+            u64::from(hi),
+            owner.tag,
+            hint,
+            stale,
+            why,
+        )?;
         match found {
             (i, Claim::Claimed) => Some((i as Pasid, false)),
             (i, Claim::Opened) => Some((i as Pasid, true)),
-            (i, how) => self.alloc_found(set, lo, hi, i, how),
+            (i, how) => self.alloc_found(owner, lo, hi, i, how),
         }
     }
 
@@ -224,21 +283,21 @@ impl OwnerTable {
     #[inline(never)]
     fn alloc_found(
         &self,
-        set: u32,
+        owner: Owner,
         lo: Pasid,
         hi: Pasid,
         i: u64,
         how: Claim,
     ) -> Option<(Pasid, bool)> {
         if how == Claim::Mixed {
-            self.publish(i as Pasid, set, 0);
+            self.publish(i as Pasid, owner, 0);
             return Some((i as Pasid, true));
         }
-        if self.claim_slow(i as Pasid, set, 0) {
+        if self.claim_slow(i as Pasid, owner, 0) {
             return Some((i as Pasid, true));
         }
         // Someone took `i` first; it is taken now, so the search moves past it.
-        self.alloc_search(set, lo, hi, 0, i)
+        self.alloc_search(owner, lo, hi, 0, i)
     }
 
     /// The search of [`alloc`](Self::alloc) from `from` (every PASID in `[lo, from)` seen
@@ -246,7 +305,7 @@ impl OwnerTable {
     #[inline(never)]
     fn alloc_search(
         &self,
-        set: u32,
+        owner: Owner,
         lo: Pasid,
         hi: Pasid,
         data: u64,
@@ -254,12 +313,12 @@ impl OwnerTable {
     ) -> Option<(Pasid, bool)> {
         let (lo, hi) = (u64::from(lo), u64::from(hi));
         loop {
-            let i = if data == 0 {
-                match self.taken.claim_lowest(from, hi, set)? {
+            let i = if data == 0 && owner.tag != NO_TAG {
+                match self.taken.claim_lowest(from, hi, owner.tag)? {
                     (i, Claim::Claimed) => return Some((i as Pasid, false)),
                     (i, Claim::Opened) => return Some((i as Pasid, true)),
                     (i, Claim::Mixed) => {
-                        self.publish(i as Pasid, set, 0);
+                        self.publish(i as Pasid, owner, 0);
                         return Some((i as Pasid, true));
                     }
                     (i, _) => i,
@@ -267,7 +326,7 @@ impl OwnerTable {
             } else {
                 self.taken.lowest_clear_from(lo, from, hi)?
             };
-            if self.claim_slow(i as Pasid, set, data) {
+            if self.claim_slow(i as Pasid, owner, data) {
                 return Some((i as Pasid, true));
             }
             // Someone took `i` first; it is taken now, so the search moves past it.
@@ -275,22 +334,26 @@ impl OwnerTable {
         }
     }
 
-    /// Allocates exactly `pasid` to `set` with `data`; `false` if it is taken.
-    pub(crate) fn alloc_exact(&self, pasid: Pasid, set: u32, data: u64) -> bool {
-        self.claim_slow(pasid, set, data)
+    /// Allocates exactly `pasid` to `owner` with `data`; `false` if it is taken.
+    pub(crate) fn alloc_exact(&self, pasid: Pasid, owner: Owner, data: u64) -> bool {
+        self.claim_slow(pasid, owner, data)
     }
 
-    /// Claims `pasid` for `set`, making its word mixed first if it belongs to another set or
-    /// `data` is not zero; `false` if it is taken.
-    fn claim_slow(&self, pasid: Pasid, set: u32, data: u64) -> bool {
-        let w = u64::from(pasid >> WORD_SHIFT);
-        // With data, only a mixed word has room for it.
-        let tag = if data == 0 { set } else { TAG_MIXED };
+    /// Claims `pasid` for `owner`, making its word mixed first if it belongs to another set,
+    /// `data` is not zero or the set holds no tag; `false` if it is taken.
+    fn claim_slow(&self, pasid: Pasid, owner: Owner, data: u64) -> bool {
+        let w = locate(pasid).0;
+        // With data or without a tag, only a mixed word has room for the owner.
+        let tag = if data == 0 && owner.tag != NO_TAG {
+            owner.tag
+        } else {
+            TAG_MIXED
+        };
         loop {
             match self.taken.claim_as(u64::from(pasid), tag) {
                 Claim::Claimed | Claim::Opened => return true,
                 Claim::Mixed => {
-                    self.publish(pasid, set, data);
+                    self.publish(pasid, owner, data);
                     return true;
                 }
                 Claim::Taken => return false,
@@ -300,10 +363,10 @@ impl OwnerTable {
         }
     }
 
-    /// Records `set` (and `data`) as the owner of `pasid`, whose bit it has just set in a
-    /// mixed word; then, with no data, lets the word collapse if it is all `set`'s.
+    /// Records `owner` (and `data`) as the owner of `pasid`, whose bit it has just set in a
+    /// mixed word; then, with no data, lets the word collapse if it is all the set's.
     #[inline]
-    fn publish(&self, pasid: Pasid, set: u32, data: u64) {
+    fn publish(&self, pasid: Pasid, owner: Owner, data: u64) {
         let (w, b) = locate(pasid);
         // Our bit is taken and our slot still 0: the word keeps this leaf.
         let slot = self.slot(w);
@@ -313,9 +376,9 @@ impl OwnerTable {
             leaf.data[b].store(data, Ordering::Relaxed);
         }
         // Release: a reader that sees the owner also sees the data.
-        leaf.owners[b].store(set, Ordering::Release);
+        leaf.owners[b].store(owner.id, Ordering::Release);
         if data == 0 {
-            self.try_collapse(w, set, slot, &guard);
+            self.try_collapse(w, owner, slot, &guard);
         }
     }
 
@@ -331,30 +394,40 @@ impl OwnerTable {
         loop {
             // Only this function, under this lock, makes a word mixed.
             let v = self.taken.word(w);
-            if tag_of(v) == TAG_MIXED {
-                return;
-            }
+            let owner = match tag_of(v) {
+                TAG_MIXED => return,
+                TAG_NONE => 0,
+                // The tag's set, unless the word or the tag changed meanwhile: read again.
+                _ => match self.resolve(w, v) {
+                    Some(id) => id,
+                    None => continue,
+                },
+            };
             let leaf = Leaf::new();
-            for b in Bits(u64::from(slots_of(v) & !self.taken.fixed(w))) {
-                leaf.owners[b as usize].store(tag_of(v), Ordering::Relaxed);
+            for b in Bits(slots_of(v) & !self.taken.fixed(w)) {
+                leaf.owners[b as usize].store(owner, Ordering::Relaxed);
             }
             slot.store(Some(Arc::new(leaf)));
             // Exactly the value the leaf was built from, or build again: the word's owner may
-            // have claimed or freed lock-free meanwhile.
+            // have claimed or freed lock-free meanwhile. (Its tag cannot have been lent to
+            // another set since `resolve`: that waits for this lock.)
             if self.taken.retag(w, v, pack(TAG_MIXED, slots_of(v))) {
                 return;
             }
         }
     }
 
-    /// Gives word `w` back to `set` as its single owner, and drops its leaf (`leaf`, loaded
-    /// from `slot`), if every PASID taken in it belongs to `set` with no data and no teardown
-    /// pending.
+    /// Gives word `w` back to `owner` as its single owner, and drops its leaf (`leaf`, loaded
+    /// from `slot`), if every PASID taken in it belongs to the set with no data and no
+    /// teardown pending, and the set holds a tag.
     ///
-    /// Only `set`'s own calls may run this (see the module note), and only while one of
-    /// `set`'s PASIDs is taken in the word, so that `leaf` is still the word's: a claim or
+    /// Only the set's own calls may run this (see the module note), and only while one of
+    /// its PASIDs is taken in the word, so that `leaf` is still the word's: a claim or
     /// release of another set in flight has a 0 slot or changes the word, and either stops it.
-    fn try_collapse(&self, w: u64, set: u32, slot: &ArcSwapOption<Leaf>, leaf: &LeafGuard) {
+    fn try_collapse(&self, w: u64, owner: Owner, slot: &ArcSwapOption<Leaf>, leaf: &LeafGuard) {
+        if owner.tag == NO_TAG {
+            return;
+        }
         let v = self.taken.word(w);
         let taken = slots_of(v) & !self.taken.fixed(w);
         if tag_of(v) != TAG_MIXED || taken == 0 {
@@ -364,16 +437,16 @@ impl OwnerTable {
             return;
         };
         // Owners first: in a word shared by two sets the first or second slot decides.
-        let all_mine = Bits(u64::from(taken))
-            .all(|b| l.owners[b as usize].load(Ordering::Acquire) == set)
-            && Bits(u64::from(taken)).all(|b| l.data[b as usize].load(Ordering::Acquire) == 0);
-        if all_mine && self.taken.retag(w, v, pack(set, slots_of(v))) {
+        let all_mine = Bits(taken)
+            .all(|b| l.owners[b as usize].load(Ordering::Acquire) == owner.id)
+            && Bits(taken).all(|b| l.data[b as usize].load(Ordering::Acquire) == 0);
+        if all_mine && self.taken.retag(w, v, pack(owner.tag, slots_of(v))) {
             slot.compare_and_swap(leaf, None);
         }
     }
 
-    /// Replaces the private data of `pasid`, which `set` owns.
-    pub(crate) fn set_data(&self, pasid: Pasid, set: u32, data: u64) {
+    /// Replaces the private data of `pasid`, which `owner` owns.
+    pub(crate) fn set_data(&self, pasid: Pasid, owner: Owner, data: u64) {
         let (w, b) = locate(pasid);
         if tag_of(self.taken.word(w)) != TAG_MIXED {
             if data == 0 {
@@ -386,25 +459,25 @@ impl OwnerTable {
         let slot = self.slot(w);
         let guard = slot.load();
         let leaf = guard.as_ref().expect("a mixed word has a leaf");
-        debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), set);
+        debug_assert_eq!(leaf.owners[b].load(Ordering::Relaxed), owner.id);
         leaf.data[b].store(data, Ordering::Release);
         if data == 0 {
-            self.try_collapse(w, set, slot, &guard);
+            self.try_collapse(w, owner, slot, &guard);
         }
     }
 
-    /// Whether `set` owns `pasid` (not 0, inside the space, so never a fixed bit): one load
-    /// of its word unless the word is mixed. Exact when `set`'s own calls are not running
-    /// (only they change what `set` owns); lock-free.
+    /// Whether `owner` owns `pasid` (not 0, inside the space, so never a fixed bit): one load
+    /// of its word unless the word is mixed. Exact when the set's own calls are not running
+    /// (only they change what it owns); lock-free.
     #[inline(always)]
-    pub(crate) fn is_owner(&self, pasid: Pasid, set: u32) -> bool {
+    pub(crate) fn is_owner(&self, pasid: Pasid, owner: Owner) -> bool {
         let (w, b) = locate(pasid);
         debug_assert!(pasid != 0 && self.taken.fixed(w) & (1 << b) == 0);
         let v = self.taken.word(w);
-        if tag_of(v) == set {
+        if tag_of(v) == owner.tag {
             return slots_of(v) & (1 << b) != 0;
         }
-        tag_of(v) == TAG_MIXED && self.get(pasid).0 == SlotState::Owned(set)
+        tag_of(v) == TAG_MIXED && self.get(pasid).0 == SlotState::Owned(owner.id)
     }
 
     /// The state and data of `pasid`, read without locks.
@@ -431,43 +504,50 @@ impl OwnerTable {
                         }
                     }
                 }
-                owner if slots_of(v) & (1 << b) != 0 => return (SlotState::Owned(owner), 0),
-                _ => return (SlotState::Free, 0),
+                _ if slots_of(v) & (1 << b) == 0 => return (SlotState::Free, 0),
+                // The tag's set; if the word or the tag changed meanwhile, read again.
+                _ => {
+                    if let Some(id) = self.resolve(w, v) {
+                        return (SlotState::Owned(id), 0);
+                    }
+                }
             }
         }
     }
 
-    /// Frees `pasid`, owned by `set`; returns whether `set` still owns PASIDs in its word.
+    /// Frees `pasid`, owned by `owner`; returns whether the set still owns PASIDs in its
+    /// word.
     #[inline]
-    pub(crate) fn free_one(&self, pasid: Pasid, set: u32) -> bool {
+    pub(crate) fn free_one(&self, pasid: Pasid, owner: Owner) -> bool {
         let (w, b) = locate(pasid);
-        self.free(w, 1 << b, set)
+        self.free(w, 1 << b, owner)
     }
 
-    /// Frees the PASIDs `mask` of word `w` (`pasid / 32`), all owned by `set`; returns whether
-    /// `set` still owns PASIDs in the word.
+    /// Frees the PASIDs `mask` of word `w`, all owned by `owner`; returns whether the set
+    /// still owns PASIDs in the word.
     #[inline]
-    pub(crate) fn free(&self, w: u64, mask: u32, set: u32) -> bool {
-        match self.taken.release_as(w, mask, set) {
+    pub(crate) fn free(&self, w: u64, mask: u64, owner: Owner) -> bool {
+        match self.taken.release_as(w, mask, owner.tag) {
             Ok(kept) => kept,
-            Err(Refused::OtherTag) => self.free_mixed(w, mask, set),
+            Err(Refused::OtherTag) => self.free_mixed(w, mask, owner),
             Err(Refused::NotTaken) => {
-                report_owner_mismatch(w, mask.trailing_zeros(), set, 0);
-                self.owned_in(w, set) != 0
+                report_owner_mismatch(w, mask.trailing_zeros(), owner.id, 0);
+                self.owned_in(w, owner) != 0
             }
         }
     }
 
-    /// Frees `pasid` if it is taken in a word tagged `set` (so `set` owns it: the release's
-    /// compare-and-swap is the ownership check), except for the upkeep of the bitmap's
-    /// guides, which the caller owes through [`released`](Self::released). Returns whether
-    /// `set` still owns PASIDs in its word and whether the release un-filled the word, or
-    /// `None`, changing nothing, if the word carries another tag (mixed, another set's,
-    /// nobody's) or the bit is clear: [`free_owned`](Self::free_owned) decides then.
+    /// Frees `pasid` if it is taken in a word tagged `tag` (so the set holding `tag` owns
+    /// it: the release's compare-and-swap is the ownership check), except for the upkeep of
+    /// the bitmap's guides, which the caller owes through [`released`](Self::released).
+    /// Returns whether the set still owns PASIDs in its word and whether the release
+    /// un-filled the word, or `None`, changing nothing, if the word carries another tag
+    /// (mixed, another set's, nobody's; always, for [`NO_TAG`]) or the bit is clear:
+    /// [`free_owned`](Self::free_owned) decides then.
     #[inline(always)]
-    pub(crate) fn release_tagged(&self, pasid: Pasid, set: u32) -> Option<(bool, bool)> {
+    pub(crate) fn release_tagged(&self, pasid: Pasid, tag: u32) -> Option<(bool, bool)> {
         let (w, b) = locate(pasid);
-        self.taken.release_first(w, 1 << b, set).ok()
+        self.taken.release_first(w, 1 << b, tag).ok()
     }
 
     /// The guides' upkeep owed after [`release_tagged`](Self::release_tagged) freed `pasid`
@@ -483,24 +563,24 @@ impl OwnerTable {
         true
     }
 
-    /// Frees `pasid` if `set` owns it (`None`, changing nothing, if not); returns whether
-    /// `set` still owns PASIDs in its word. In a word tagged `set` the ownership check is
-    /// the release's own compare-and-swap.
+    /// Frees `pasid` if `owner` owns it (`None`, changing nothing, if not); returns whether
+    /// the set still owns PASIDs in its word. In a word tagged with the set the ownership
+    /// check is the release's own compare-and-swap.
     #[inline]
-    pub(crate) fn free_owned(&self, pasid: Pasid, set: u32) -> Option<bool> {
+    pub(crate) fn free_owned(&self, pasid: Pasid, owner: Owner) -> Option<bool> {
         let (w, b) = locate(pasid);
-        match self.taken.release_as(w, 1 << b, set) {
+        match self.taken.release_as(w, 1 << b, owner.tag) {
             Ok(kept) => Some(kept),
             Err(Refused::NotTaken) => None,
-            // Only `set`'s own calls change what it owns: the check holds for the release.
-            Err(Refused::OtherTag) => (self.get(pasid).0 == SlotState::Owned(set))
-                .then(|| self.free_mixed(w, 1 << b, set)),
+            // Only the set's own calls change what it owns: the check holds for the release.
+            Err(Refused::OtherTag) => (self.get(pasid).0 == SlotState::Owned(owner.id))
+                .then(|| self.free_mixed(w, 1 << b, owner)),
         }
     }
 
-    /// The PASIDs of word `w` that `set` owns, as a mask of the word's 32 bits. Exact when
-    /// `set`'s own calls are not running (only they change what `set` owns); lock-free.
-    pub(crate) fn owned_in(&self, w: u64, set: u32) -> u32 {
+    /// The PASIDs of word `w` that `owner` owns, as a mask of the word's 56 bits. Exact when
+    /// the set's own calls are not running (only they change what it owns); lock-free.
+    pub(crate) fn owned_in(&self, w: u64, owner: Owner) -> u64 {
         loop {
             let v = self.taken.word(w);
             match tag_of(v) {
@@ -510,33 +590,34 @@ impl OwnerTable {
                     let Some(l) = leaf.as_ref() else {
                         continue;
                     };
-                    return Bits(u64::from(slots_of(v)))
-                        .filter(|&b| l.owners[b as usize].load(Ordering::Acquire) == set)
+                    return Bits(slots_of(v))
+                        .filter(|&b| l.owners[b as usize].load(Ordering::Acquire) == owner.id)
                         .fold(0, |mask, b| mask | 1 << b);
                 }
-                tag if tag == set => return slots_of(v) & !self.taken.fixed(w),
+                tag if tag == owner.tag => return slots_of(v) & !self.taken.fixed(w),
                 _ => return 0,
             }
         }
     }
 
-    /// [`free`](Self::free) in a word that is not tagged `set`.
+    /// [`free`](Self::free) in a word that is not tagged with the set.
     #[inline(never)]
-    fn free_mixed(&self, w: u64, mask: u32, set: u32) -> bool {
-        // Not tagged `set` though `set` holds bits in it: mixed, and it stays so until we act.
+    fn free_mixed(&self, w: u64, mask: u64, owner: Owner) -> bool {
+        // Not tagged with the set though it holds bits in it: mixed, and it stays so until
+        // we act.
         let slot = self.slot(w);
         let leaf = slot.load();
         let emptied = {
             let l = leaf.as_ref().expect("a mixed word has a leaf");
-            for b in Bits(u64::from(mask)) {
+            for b in Bits(mask) {
                 let owned = l.owners[b as usize].compare_exchange(
-                    set,
+                    owner.id,
                     0,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
                 if let Err(found) = owned {
-                    report_owner_mismatch(w, b, set, found);
+                    report_owner_mismatch(w, b, owner.id, found);
                 }
                 l.data[b as usize].store(0, Ordering::Relaxed);
             }
@@ -548,12 +629,12 @@ impl OwnerTable {
             slot.compare_and_swap(&leaf, None);
             return false;
         }
-        // Any PASID `set` still owns here keeps the word mixed with this leaf.
-        self.owned_in(w, set) != 0
+        // Any PASID the set still owns here keeps the word mixed with this leaf.
+        self.owned_in(w, owner) != 0
     }
 
-    /// Marks `pasid`, owned by `set`, as being torn down by `pending` subscribers.
-    pub(crate) fn begin_teardown(&self, pasid: Pasid, set: u32, pending: u32) {
+    /// Marks `pasid`, owned by `owner`, as being torn down by `pending` subscribers.
+    pub(crate) fn begin_teardown(&self, pasid: Pasid, owner: Owner, pending: u32) {
         debug_assert!(pending > 0 && pending < FREEING);
         let (w, b) = locate(pasid);
         if tag_of(self.taken.word(w)) != TAG_MIXED {
@@ -563,13 +644,13 @@ impl OwnerTable {
         let leaf = self.slot(w).load();
         let leaf = leaf.as_ref().expect("a mixed word has a leaf");
         let owned = leaf.owners[b].compare_exchange(
-            set,
+            owner.id,
             FREEING | pending,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
         if let Err(found) = owned {
-            report_owner_mismatch(w, b as u32, set, found);
+            report_owner_mismatch(w, b as u32, owner.id, found);
         }
     }
 
@@ -604,6 +685,7 @@ impl OwnerTable {
     pub(crate) fn memory_bytes(&self) -> usize {
         let mut bytes = std::mem::size_of::<Self>()
             + self.taken.memory_bytes()
+            + self.tags.memory_bytes()
             + self.chunks.len() * std::mem::size_of::<Chunk>();
         for leaves in self.chunks.iter().filter_map(|c| c.leaves.get()) {
             bytes += leaves.len() * std::mem::size_of::<ArcSwapOption<Leaf>>();
@@ -643,49 +725,124 @@ mod tests {
     #[test]
     fn a_word_is_mixed_only_while_it_needs_a_leaf() {
         let t = OwnerTable::new(1 << 12);
-        assert_eq!(t.alloc(1, 1, 100, 0), Some((1, true)));
+        // Sets 1 to 4, lent tags 1 to 4 (`s[0]` is not used).
+        let s: Vec<Owner> = std::iter::once(Owner { id: 0, tag: NO_TAG })
+            .chain((1..5).map(|id| t.owner_for(id)))
+            .collect();
+        assert_eq!((s[1].tag, s[4].tag), (1, 4));
+        assert_eq!(t.alloc(s[1], 1, 100, 0), Some((1, true)));
         assert_eq!(t.mixed_words(), 0);
         // Another set in the same word: mixed, both owners reported.
-        assert_eq!(t.alloc(2, 1, 100, 0), Some((2, true)));
+        assert_eq!(t.alloc(s[2], 1, 100, 0), Some((2, true)));
         assert_eq!(t.mixed_words(), 1);
         assert_eq!(t.get(1), (SlotState::Owned(1), 0));
         assert_eq!(t.get(2), (SlotState::Owned(2), 0));
         assert_eq!(t.get(3), (SlotState::Free, 0));
         // Set 2 leaves: the word stays mixed until set 1's own next call in it finds it all
         // set 1's, which gives it back its single owner and drops the leaf.
-        assert_eq!(t.free_owned(1, 2), None, "set 1's, in a mixed word");
-        assert_eq!(t.free_owned(3, 2), None, "free, in a mixed word");
-        assert!(!t.free(0, 1 << 2, 2), "set 2 has nothing left in the word");
+        assert_eq!(t.free_owned(1, s[2]), None, "set 1's, in a mixed word");
+        assert_eq!(t.free_owned(3, s[2]), None, "free, in a mixed word");
+        assert!(
+            !t.free(0, 1 << 2, s[2]),
+            "set 2 has nothing left in the word"
+        );
         assert_eq!((t.get(2), t.mixed_words()), ((SlotState::Free, 0), 1));
-        assert_eq!((t.owned_in(0, 1), t.owned_in(0, 2)), (0b10, 0));
-        assert!(t.is_owner(1, 1) && !t.is_owner(1, 2) && !t.is_owner(2, 1) && !t.is_owner(2, 2));
-        assert_eq!(t.alloc(1, 1, 100, 0), Some((2, true)), "in a mixed word");
+        assert_eq!((t.owned_in(0, s[1]), t.owned_in(0, s[2])), (0b10, 0));
+        assert!(
+            t.is_owner(1, s[1])
+                && !t.is_owner(1, s[2])
+                && !t.is_owner(2, s[1])
+                && !t.is_owner(2, s[2])
+        );
+        assert_eq!(t.alloc(s[1], 1, 100, 0), Some((2, true)), "in a mixed word");
         assert_eq!(t.mixed_words(), 0);
         assert_eq!(tag_of(t.taken.word(0)), 1);
-        assert_eq!(t.alloc(1, 1, 100, 0), Some((3, false)), "in set 1's word");
-        assert_eq!(t.free_owned(3, 1), Some(true));
-        assert!(t.is_owner(2, 1) && !t.is_owner(3, 1) && !t.is_owner(2, 2));
-        assert_eq!(t.free_owned(3, 1), None, "free in set 1's word");
-        assert_eq!(t.free_owned(2, 2), None, "set 1's");
-        assert_eq!(t.free_owned(2, 1), Some(true), "set 1 keeps PASID 1");
-        assert_eq!(t.free_owned(2, 1), None, "already free");
+        assert_eq!(
+            t.alloc(s[1], 1, 100, 0),
+            Some((3, false)),
+            "in set 1's word"
+        );
+        assert_eq!(t.free_owned(3, s[1]), Some(true));
+        assert!(t.is_owner(2, s[1]) && !t.is_owner(3, s[1]) && !t.is_owner(2, s[2]));
+        assert_eq!(t.free_owned(3, s[1]), None, "free in set 1's word");
+        assert_eq!(t.free_owned(2, s[2]), None, "set 1's");
+        assert_eq!(t.free_owned(2, s[1]), Some(true), "set 1 keeps PASID 1");
+        assert_eq!(t.free_owned(2, s[1]), None, "already free");
         // Data and teardown need a leaf; finishing them gives it back.
-        t.set_data(1, 1, 9);
+        t.set_data(1, s[1], 9);
         assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Owned(1), 9), 1));
-        t.set_data(1, 1, 0);
+        t.set_data(1, s[1], 0);
         assert_eq!(t.mixed_words(), 0);
-        t.begin_teardown(1, 1, 2);
+        t.begin_teardown(1, s[1], 2);
         assert_eq!(t.get(1), (SlotState::Freeing(2), 0));
         assert!(!t.finish_one(1));
         assert!(t.finish_one(1));
         assert_eq!((t.get(1), t.mixed_words()), ((SlotState::Free, 0), 0));
         assert_eq!(t.taken.word(0), pack(TAG_NONE, t.taken.fixed(0)));
         // Exact claims (a delegated backend) follow the same rules.
-        assert!(t.alloc_exact(40, 3, 0) && !t.alloc_exact(40, 4, 0));
-        assert!(t.alloc_exact(41, 4, 0));
+        assert!(t.alloc_exact(40, s[3], 0) && !t.alloc_exact(40, s[4], 0));
+        assert!(t.alloc_exact(41, s[4], 0));
         assert_eq!(
             (t.get(40).0, t.get(41).0),
             (SlotState::Owned(3), SlotState::Owned(4))
         );
+    }
+
+    #[test]
+    fn a_tag_read_before_its_set_left_never_names_the_next_holder() {
+        let t = OwnerTable::new(1 << 12);
+        let a = t.owner_for(1);
+        assert!(t.alloc_exact(1, a, 0));
+        // A reader's first read of the word, while the tag stands for set 1.
+        let seen = t.taken.word(0);
+        assert_eq!(t.resolve(0, seen), Some(1));
+        // Set 1 leaves; its tag goes to set 3, which takes PASID 2 under it.
+        assert!(!t.free_one(1, a));
+        t.retire_tag(a);
+        let c = t.owner_for(3);
+        assert_eq!(c.tag, a.tag, "the lowest free tag comes back");
+        assert!(t.alloc_exact(2, c, 0));
+        assert_eq!(t.resolve(0, seen), None, "the word changed since");
+        assert_eq!(
+            (t.get(1).0, t.get(2).0),
+            (SlotState::Free, SlotState::Owned(3))
+        );
+        // Once the word holds that value again, now set 3's, the tag is read as set 3.
+        assert!(t.alloc_exact(1, c, 0));
+        assert!(t.free_one(2, c));
+        assert_eq!(t.taken.word(0), seen);
+        assert_eq!(t.resolve(0, seen), Some(3));
+        assert_eq!(t.get(1).0, SlotState::Owned(3));
+    }
+
+    #[test]
+    fn a_set_without_a_tag_keeps_its_pasids_in_mixed_words() {
+        let t = OwnerTable::new(1 << 12);
+        let tagged: Vec<Owner> = (1..=MAX_TAG).map(|id| t.owner_for(id)).collect();
+        let tagless = t.owner_for(1000);
+        assert_eq!(tagless.tag, NO_TAG);
+        // The lowest free PASIDs, in an empty word: mixed at once, with a leaf.
+        assert_eq!(t.alloc(tagless, 1, 4095, 0), Some((1, true)));
+        assert_eq!(t.alloc(tagless, 1, 4095, 0), Some((2, true)));
+        assert_eq!((tag_of(t.taken.word(0)), t.mixed_words()), (TAG_MIXED, 1));
+        assert_eq!(t.get(2).0, SlotState::Owned(1000));
+        assert!(t.is_owner(2, tagless) && !t.is_owner(2, tagged[0]));
+        // A tagged set's claim in the word records itself in the leaf; nothing collapses to
+        // the set without a tag.
+        assert_eq!(t.alloc(tagged[0], 1, 4095, 0), Some((3, true)));
+        assert_eq!(t.owned_in(0, tagless), 0b110);
+        assert_eq!(t.release_tagged(1, tagless.tag), None);
+        assert_eq!(t.free_owned(3, tagless), None, "another set's");
+        assert_eq!(t.free_owned(1, tagless), Some(true));
+        assert!(!t.free(0, 0b100, tagless));
+        assert_eq!(t.mixed_words(), 1);
+        assert_eq!(t.alloc(tagged[0], 1, 4095, 0), Some((1, true)));
+        assert_eq!(
+            (tag_of(t.taken.word(0)), t.mixed_words()),
+            (tagged[0].tag, 0)
+        );
+        // Once a tag comes back, the next set gets it.
+        t.retire_tag(tagged[5]);
+        assert_eq!(t.owner_for(1001).tag, tagged[5].tag);
     }
 }

@@ -2,12 +2,13 @@
 
 use std::fmt;
 
-use crate::bitmap::{Bits, Claim, FirstStep, NotClaimed, WORD_SLOTS};
+use crate::bitmap::{Bits, Claim, FirstStep, NotClaimed, SLOTS_FULL, WORD_SLOTS};
 use crate::error::Error;
 use crate::ids::{Pasid, SetId};
 use crate::inner::{SetShared, SpaceInner};
 use crate::members::{window_mask, Members};
 use crate::sync::{Arc, Ordering};
+use crate::tags::NO_TAG;
 
 /// Per-set counters, as [`IoasidSpace::set_stats`](crate::IoasidSpace::set_stats) and
 /// [`IoasidSpace::sets`](crate::IoasidSpace::sets) report them.
@@ -45,7 +46,7 @@ impl From<&SetShared> for SetStats {
 pub struct IoasidSet {
     space: Arc<SpaceInner>,
     shared: Arc<SetShared>,
-    /// The 32-PASID words the set owns PASIDs in (who owns each PASID is in the space).
+    /// The space words the set owns PASIDs in (who owns each PASID is in the space).
     members: Members,
     owned: u32,
 }
@@ -86,15 +87,15 @@ impl IoasidSet {
     pub fn owns(&self, pasid: Pasid) -> bool {
         pasid != 0
             && pasid <= self.space.max_pasid
-            && self.space.owners.is_owner(pasid, self.id().0)
+            && self.space.owners.is_owner(pasid, self.shared.owner())
     }
 
     /// Every PASID the set owns, in ascending order.
     pub fn pasids(&self) -> Vec<Pasid> {
         let mut all = Vec::with_capacity(self.owned as usize);
         for word in self.members.words() {
-            let mask = self.space.owned_in(self.id(), word);
-            all.extend(Bits(u64::from(mask)).map(|bit| word * WORD + bit));
+            let mask = self.space.owned_in(self.shared.owner(), word);
+            all.extend(Bits(mask).map(|bit| word * WORD + bit));
         }
         all
     }
@@ -122,7 +123,8 @@ impl IoasidSet {
     }
 
     /// The common allocation in one call with nothing out of line, its answer in a register:
-    /// no backend, no data, the range and quota checks pass and a PASID is free in the range.
+    /// no backend, no data, the set holds a tag, the range and quota checks pass and a PASID
+    /// is free in the range.
     /// [`NOT_HERE`], having changed nothing, sends the caller to
     /// [`alloc_checked`](Self::alloc_checked), which checks again in the documented order and
     /// says why (or allocates, if a PASID was freed meanwhile).
@@ -131,10 +133,11 @@ impl IoasidSet {
         let space = &*self.space;
         // `min > max` makes `lo > hi` as well, and so does a backend (`local_max` is 0).
         let (lo, hi) = (min.max(1), max.min(space.local_max));
-        if lo > hi || self.owned >= self.shared.quota.load(Ordering::Relaxed) {
+        let tag = self.shared.tag;
+        if lo > hi || self.owned >= self.shared.quota.load(Ordering::Relaxed) || tag == NO_TAG {
             return NOT_HERE;
         }
-        match space.owners.claim_first(self.shared.id.0, lo, hi) {
+        match space.owners.claim_first(tag, lo, hi) {
             FirstStep::Done(i) => {
                 // A word tagged with the set before this claim holds PASIDs of the set, so
                 // its bit is already in the set's record: only a word new to the set needs
@@ -174,7 +177,7 @@ impl IoasidSet {
         stale: u64,
         why: NotClaimed,
     ) -> Pasid {
-        let set = self.shared.id.0;
+        let set = self.shared.owner();
         let Some((pasid, new_word)) = (self.space.owners).alloc_on(set, lo, hi, hint, stale, why)
         else {
             return NOT_HERE;
@@ -214,7 +217,7 @@ impl IoasidSet {
         if lo > hi {
             return Err(Error::NoSpace { min: lo, max: hi });
         }
-        let pasid = self.space.alloc_number(self.id(), lo, hi, data)?;
+        let pasid = self.space.alloc_number(self.shared.owner(), lo, hi, data)?;
         self.members.insert(pasid / WORD);
         self.set_owned(self.owned + 1);
         Ok(pasid)
@@ -225,7 +228,7 @@ impl IoasidSet {
         if !self.owns(pasid) {
             return Err(self.space.not_mine(self.id(), pasid));
         }
-        self.space.owners.set_data(pasid, self.id().0, data);
+        self.space.owners.set_data(pasid, self.shared.owner(), data);
         Ok(())
     }
 
@@ -257,7 +260,7 @@ impl IoasidSet {
         {
             return false;
         }
-        let Some((kept, unfilled)) = space.owners.release_tagged(pasid, self.shared.id.0) else {
+        let Some((kept, unfilled)) = space.owners.release_tagged(pasid, self.shared.tag) else {
             return false;
         };
         self.set_owned(self.owned - 1);
@@ -273,7 +276,7 @@ impl IoasidSet {
     #[cold]
     #[inline(never)]
     fn free_checked(&mut self, pasid: Pasid) -> Result<(), Error> {
-        let Some(kept) = self.space.retire_owned(self.id(), pasid) else {
+        let Some(kept) = self.space.retire_owned(self.shared.owner(), pasid) else {
             return Err(self.space.not_mine(self.id(), pasid));
         };
         self.set_owned(self.owned - 1);
@@ -303,7 +306,7 @@ impl IoasidSet {
     /// Frees every PASID the set owns in `[min, max]`; returns how many.
     #[inline]
     fn free_members(&mut self, min: u32, max: u32) -> u32 {
-        let (space, id) = (&self.space, self.shared.id);
+        let (space, id) = (&self.space, self.shared.owner());
         let mut freed = 0;
         self.members.retain_words(min / WORD, max / WORD, |word| {
             let owned = space.owned_in(id, word);
@@ -336,19 +339,19 @@ const NOT_HERE: Pasid = 0;
 /// PASIDs per word of the space.
 const WORD: u32 = WORD_SLOTS as u32;
 
-/// The bits of 32-PASID word `word` that fall inside `[min, max]`.
-fn word_range(word: u32, min: u32, max: u32) -> u32 {
+/// The bits of space word `word` that fall inside `[min, max]`.
+fn word_range(word: u32, min: u32, max: u32) -> u64 {
     window_mask(
         u64::from(word) * u64::from(WORD),
         u64::from(min),
         u64::from(max),
-    ) as u32
+    ) & SLOTS_FULL
 }
 
 impl Drop for IoasidSet {
     fn drop(&mut self) {
         self.free_members(0, u32::MAX);
-        self.space.unregister(self.id());
+        self.space.unregister(self.shared.owner());
     }
 }
 

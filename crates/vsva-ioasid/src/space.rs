@@ -102,7 +102,11 @@ impl IoasidSpace {
             .map_err(|created| Error::SetIdsExhausted {
                 created: created - 1,
             })?;
-        let shared = Arc::new(SetShared::new(SetId(id), token, quota));
+        let shared = Arc::new(SetShared::new(
+            self.inner.owners.owner_for(id),
+            token,
+            quota,
+        ));
         lock(&self.inner.registry).insert(id, shared.clone());
         Ok(IoasidSet::new(self.inner.clone(), shared))
     }

@@ -386,11 +386,13 @@ fn delegated_backend_chooses_the_numbers() {
     assert_eq!(guest_process.alloc(1, 100), Ok(2));
 }
 
-/// The owner table's memory for a chunk of 32 768 PASIDs that once had a word shared by
+/// The owner table's memory for a chunk of 57 344 PASIDs that once had a word shared by
 /// several sets (its table of leaf pointers, kept for the life of the space).
 const CHUNK_TABLE_BYTES: usize = 1024 * 8;
-/// The bitmap's memory for 8 192 PASIDs of which one was ever allocated (kept for the life of
-/// the space).
+/// PASIDs per chunk of the bitmap: 256 words of 56.
+const BITMAP_CHUNK_PASIDS: usize = 256 * 56;
+/// The bitmap's memory for a chunk of which one PASID was ever allocated (kept for the life
+/// of the space).
 const BITMAP_CHUNK_BYTES: usize = 2048;
 
 #[test]
@@ -466,9 +468,9 @@ fn scattered_pasids_of_one_set_cost_no_owner_memory() {
     // the bitmap's chunks over the 100 000 PASIDs ever allocated.
     assert_eq!(
         space.memory_bytes(),
-        empty + 100_000usize.div_ceil(8192) * BITMAP_CHUNK_BYTES
+        empty + 100_000usize.div_ceil(BITMAP_CHUNK_PASIDS) * BITMAP_CHUNK_BYTES
     );
-    // The set records only the 32-PASID words it owns PASIDs in (one bit each), not a bit
+    // The set records only the 56-PASID words it owns PASIDs in (one bit each), not a bit
     // per PASID of the span: under a byte per live PASID here.
     assert!(
         set.memory_bytes() <= empty_set + 1000,

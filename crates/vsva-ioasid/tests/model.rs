@@ -38,11 +38,25 @@ enum Op {
 
 /// A PASID or range bound for a space of `bits`: anywhere in (and just past) the space, or
 /// one of its edges — 0, 1, the last PASID, the first one past the space, the edges of the
-/// 64-PASID words the allocator works in, and `u32::MAX`.
+/// 56-PASID words the allocator works in (and of 64-bit masks), and `u32::MAX`.
 fn bound(bits: u8) -> impl Strategy<Value = u32> {
     let len = 1u32 << bits;
     let top = len + 2;
-    let edges = vec![0, 1, len - 1, len, 63, 64, 65, 127, 128, u32::MAX];
+    let edges = vec![
+        0,
+        1,
+        len - 1,
+        len,
+        55,
+        56,
+        57,
+        63,
+        64,
+        111,
+        112,
+        113,
+        u32::MAX,
+    ];
     prop_oneof![
         5 => 0..=top,
         3 => prop::sample::select(edges),

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use vsva_ioasid::{IoasidSpace, TeardownSubscriber, TeardownTicket};
+use vsva_ioasid::{IoasidSpace, PasidState, TeardownSubscriber, TeardownTicket};
 
 const BITS: u8 = 12;
 const THREADS: u32 = 4;
@@ -171,4 +171,82 @@ fn concurrent_sets_never_share_a_pasid() {
     for expect in 1..(1u32 << BITS) {
         assert_eq!(all.alloc(1, u32::MAX), Ok(expect));
     }
+}
+
+/// Sets come and go by the hundred (more than the 254 that can hold a word tag at once, so
+/// tags are handed back and lent again to new sets all the time, and some sets hold none),
+/// all allocating in the same few words, while every thread asks who owns PASIDs at random:
+/// `find` must never name a live set for a PASID that set does not own, and always names
+/// a set for the PASIDs it does own.
+#[test]
+fn sets_coming_and_going_never_confuse_find() {
+    const SETS_PER_THREAD: usize = 150;
+    const ROUNDS: u32 = 40_000;
+    let space = IoasidSpace::new(BITS).unwrap();
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let space = space.clone();
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut rng = 0x2545_f491_4f6c_dd1du64 ^ (t << 32);
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let mut sets: Vec<(vsva_ioasid::IoasidSet, Vec<u32>)> = Vec::new();
+                start.wait();
+                for _ in 0..ROUNDS {
+                    match next() % 8 {
+                        0 if !sets.is_empty() => {
+                            let (set, mine) = sets.swap_remove(next() as usize % sets.len());
+                            assert_eq!(set.release(), mine.len() as u32);
+                        }
+                        1 | 2 if sets.len() < SETS_PER_THREAD => {
+                            sets.push((space.create_set(t, 8).unwrap(), Vec::new()));
+                        }
+                        3 | 4 if !sets.is_empty() => {
+                            let i = next() as usize % sets.len();
+                            let (set, mine) = &mut sets[i];
+                            if let Ok(p) = set.alloc(1, 600) {
+                                mine.push(p);
+                            } else if let Some(p) = mine.pop() {
+                                set.free(p).unwrap();
+                            }
+                        }
+                        _ if !sets.is_empty() => {
+                            // Every PASID this thread's set owns is reported as the set's;
+                            // any other PASID that `find` gives to one of this thread's
+                            // sets must be one it owns.
+                            let (set, mine) = &sets[next() as usize % sets.len()];
+                            for &p in mine {
+                                assert!(matches!(
+                                    space.find(p),
+                                    Some(PasidState::Allocated { set: s, .. }) if s == set.id()
+                                ));
+                            }
+                            let p = 1 + (next() % 700) as u32;
+                            if let Some(PasidState::Allocated { set: owner, .. }) = space.find(p) {
+                                if let Some((_, mine)) = sets.iter().find(|(s, _)| s.id() == owner)
+                                {
+                                    assert!(mine.contains(&p), "PASID {p} named {owner:?}");
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                for (set, mine) in sets {
+                    assert_eq!(set.release(), mine.len() as u32);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let stats = space.stats();
+    assert_eq!((stats.allocated, stats.sets), (0, 0));
 }

@@ -4,7 +4,10 @@
 //! below it full but the stale one). The module note of `bitmap` gives the protocol; the
 //! words themselves and the claims and releases that change them are in `bitmap.rs`.
 
-use super::{slots_of, Bitmap, FULL, HINT_STEP, NO_STALE, SLOTS_FULL, SUMMARY_BITS, WORD_SLOTS};
+use super::{
+    slots_from, slots_of, split, word_of, Bitmap, FULL, HINT_STEP, NO_STALE, SLOTS_FULL,
+    SUMMARY_BITS, WORD_SLOTS,
+};
 use crate::sync::{AtomicU64, Ordering};
 
 impl Bitmap {
@@ -178,9 +181,9 @@ impl Bitmap {
             if lo > hi {
                 return None;
             }
-            let w = lo / WORD_SLOTS;
+            let (w, b) = split(lo);
             let slots = slots_of(self.word(w));
-            let free = !slots & (SLOTS_FULL << (lo % WORD_SLOTS));
+            let free = !slots & slots_from(b);
             if free != 0 {
                 let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());
                 return (i <= hi).then_some(i);
@@ -189,7 +192,7 @@ impl Bitmap {
                 return None;
             }
             // Word `w` is full from `lo` on: ask the summaries for the next non-full word.
-            let next = self.find_clear_summary(0, w + 1, hi / WORD_SLOTS)?;
+            let next = self.find_clear_summary(0, w + 1, word_of(hi))?;
             lo = next * WORD_SLOTS;
         }
     }
@@ -217,9 +220,9 @@ impl Bitmap {
 
     /// The lowest clear bit in `[lo, hi]` at level 0, reading every word (no summaries).
     pub(super) fn scan_clear(&self, lo: u64, hi: u64) -> Option<u64> {
-        let mut w = lo / WORD_SLOTS;
-        let mut mask = SLOTS_FULL << (lo % WORD_SLOTS);
-        while w <= hi / WORD_SLOTS {
+        let (mut w, b) = split(lo);
+        let mut mask = slots_from(b);
+        while w <= word_of(hi) {
             let free = !slots_of(self.word(w)) & mask;
             if free != 0 {
                 let i = w * WORD_SLOTS + u64::from(free.trailing_zeros());

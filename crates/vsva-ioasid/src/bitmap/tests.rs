@@ -19,8 +19,8 @@ fn claim(b: &Bitmap, lo: u64, hi: u64) -> Option<u64> {
 fn level_shape_for_twenty_bits() {
     let b = Bitmap::new(1 << 20, true);
     let sizes: Vec<usize> = b.levels.iter().map(|l| l.words.len()).collect();
-    assert_eq!(b.nwords, 32768);
-    assert_eq!(sizes, vec![512, 8, 1]);
+    assert_eq!(b.nwords, 18725);
+    assert_eq!(sizes, vec![293, 5, 1]);
     // Empty: summaries and the chunk table only; a claim creates one 2 KiB chunk.
     let empty = b.memory_bytes();
     assert!(empty < 8 * 1024, "{empty}");
@@ -103,13 +103,14 @@ fn stale_word_is_found_though_its_summary_says_full() {
             .release_as(i / WORD_SLOTS, 1 << (i % WORD_SLOTS), A)
             .is_ok())
     };
+    let word = |i: u64| i / WORD_SLOTS;
     // The first word a release un-fills keeps its "full" summary bit: it is the stale one.
     release(100);
-    assert!(b.summary_bit(0, 3));
+    assert!(b.summary_bit(0, word(100)));
     // Releases in other words clear their summaries as usual.
     release(3000);
     release(50);
-    assert!(!b.summary_bit(0, 93) && !b.summary_bit(0, 1));
+    assert!(!b.summary_bit(0, word(3000)) && !b.summary_bit(0, word(50)));
     assert!(b.summaries_exact());
     assert_eq!(claim(&b, 0, 4095), Some(50));
     assert_eq!(claim(&b, 0, 4095), Some(100));
@@ -130,22 +131,24 @@ fn a_claim_above_the_hint_never_skips_the_stale_word() {
     assert!(b.release_as(5, 1 << 7, A).is_ok());
     assert!(b.release_as(10, 1 << 2, A).is_ok());
     assert!(b.summary_bit(0, 5) && !b.summary_bit(0, 10));
-    assert_eq!(claim(&b, 3 * 32, 4095), Some(5 * 32 + 7));
-    assert_eq!(claim(&b, 3 * 32, 4095), Some(10 * 32 + 2));
+    assert_eq!(claim(&b, 3 * WORD_SLOTS, 4095), Some(5 * WORD_SLOTS + 7));
+    assert_eq!(claim(&b, 3 * WORD_SLOTS, 4095), Some(10 * WORD_SLOTS + 2));
     assert!(b.summaries_exact());
 }
 
 #[test]
 fn a_release_outside_the_stale_word_clears_the_summaries_up_the_tree() {
-    let b = Bitmap::with_prefix_set(64 * 32 + 32, false, 2048, A);
+    // 65 words, the first 64 full: one summary word of the first level covers them.
+    let (len, full) = (65 * WORD_SLOTS, 64 * WORD_SLOTS);
+    let b = Bitmap::with_prefix_set(len, false, full, A);
     assert!(b.summary_bit(1, 0));
-    assert!(b.release_as(63, 1 << 31, A).is_ok());
+    assert!(b.release_as(63, 1 << (WORD_SLOTS - 1), A).is_ok());
     assert!(b.summary_bit(1, 0), "the stale word changes no summary");
     assert!(b.release_as(0, 1 << 5, A).is_ok());
     assert!(!b.summary_bit(0, 0) && !b.summary_bit(1, 0));
     assert!(b.summaries_exact());
-    assert_eq!(claim(&b, 0, 2079), Some(5));
-    assert_eq!(claim(&b, 0, 2079), Some(2047));
+    assert_eq!(claim(&b, 0, len - 1), Some(5));
+    assert_eq!(claim(&b, 0, len - 1), Some(full - 1));
     assert!(b.summary_bit(1, 0));
     assert!(b.summaries_exact());
 }
@@ -170,8 +173,9 @@ fn tags_keep_other_sets_out_of_a_word() {
     assert_eq!(b.release_as(0, 0b10, A), Err(Refused::NotTaken));
     // B's lowest free bit is in A's word: reported, not claimed.
     assert_eq!(b.claim_lowest(0, 127, B), Some((1, Claim::Foreign)));
-    assert_eq!(b.claim_as(40, B), Claim::Opened);
-    assert_eq!(b.claim_as(41, B), Claim::Claimed);
+    let second = WORD_SLOTS;
+    assert_eq!(b.claim_as(second + 8, B), Claim::Opened);
+    assert_eq!(b.claim_as(second + 9, B), Claim::Claimed);
     assert_eq!(tag_of(b.word(1)), B);
     // A release by the wrong tag changes nothing.
     assert_eq!(b.release_as(0, 1, B), Err(Refused::OtherTag));
@@ -185,7 +189,7 @@ fn tags_keep_other_sets_out_of_a_word() {
     assert_eq!(b.claim_as(1, A), Claim::Taken);
     // A claim that needs a leaf takes a bit only in a mixed word.
     assert_eq!(b.claim_as(2, TAG_MIXED), Claim::Mixed);
-    assert_eq!(b.claim_as(33, TAG_MIXED), Claim::Foreign);
+    assert_eq!(b.claim_as(second + 1, TAG_MIXED), Claim::Foreign);
     assert_eq!(b.claim_lowest(0, 127, B), Some((3, Claim::Mixed)));
     // The last release of a mixed word tags it "nobody" again.
     assert!(!b.release_mixed(0, 0b1110));
@@ -226,4 +230,11 @@ fn concurrent_claims_are_unique() {
     assert_eq!(all.len(), n, "a bit was claimed twice");
     assert_eq!(b.count_set(), n as u64);
     assert!(b.summaries_exact());
+}
+
+#[test]
+fn word_of_divides_every_index_exactly() {
+    for i in 0..MAX_LEN {
+        assert_eq!(split(i), (i / WORD_SLOTS, i % WORD_SLOTS), "index {i}");
+    }
 }
