@@ -434,14 +434,8 @@ impl Bitmap {
         // stale word that filled again keeps its mark: then go on at the hint, or every
         // search would end in the summaries.
         let stale = self.stale.load(Ordering::SeqCst);
-        // Where the search starts (`search_start`), as a word and a bit: the guide's word
-        // unless `lo` lies above its first bit.
-        let start = hint.min(stale);
-        let (w, b) = if lo <= start * WORD_SLOTS {
-            (start, 0)
-        } else {
-            split(lo)
-        };
+        // Where the search starts (`search_start`), as a word and a bit.
+        let (w, b) = Self::start_in(lo, hint.min(stale));
         let mut first = self.claim_word_from(w, b, hi, tag);
         if first == Err(NotClaimed::NoRoom) {
             // As the search would go on (see `claim_lowest_on`): at the hint's word if the
@@ -451,13 +445,14 @@ impl Bitmap {
             // word), unless the stale word, whose summary may hide room, lies in between.
             let mut w = w;
             if stale < hint {
-                w = word_of(lo.max(hint * WORD_SLOTS));
-                first = self.claim_first_word(lo.max(hint * WORD_SLOTS), hi, tag);
+                let b;
+                (w, b) = Self::start_in(lo, hint);
+                first = self.claim_word_from(w, b, hi, tag);
             }
             if first == Err(NotClaimed::NoRoom) {
                 if let Some(next) = self.next_with_room(w) {
                     if !(w < stale && stale < next) {
-                        first = self.claim_first_word(next * WORD_SLOTS, hi, tag);
+                        first = self.claim_word_from(next, 0, hi, tag);
                     }
                 }
             }
@@ -478,6 +473,17 @@ impl Bitmap {
                 hint,
             },
             Err(why) => FirstStep::Search { hint, stale, why },
+        }
+    }
+
+    /// `lo.max(word * WORD_SLOTS)` as a word and a bit: `word`'s first bit unless `lo` lies
+    /// above it (so that the common case needs no split).
+    #[inline(always)]
+    fn start_in(lo: u64, word: u64) -> (u64, u64) {
+        if lo <= word * WORD_SLOTS {
+            (word, 0)
+        } else {
+            split(lo)
         }
     }
 
