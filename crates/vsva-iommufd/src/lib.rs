@@ -35,8 +35,10 @@ mod hwpt;
 mod inv_target;
 mod ioas;
 mod ioctl;
+mod iova;
 mod kind;
 mod objects;
+mod reserved;
 
 pub use ctx::{IommufdCtx, ObjectInfo};
 pub use error::IommufdError;
