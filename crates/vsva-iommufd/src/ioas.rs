@@ -14,14 +14,11 @@ use vsva_uapi::Errno;
 use crate::areas::{Area, Areas};
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
-use crate::iova::check_allowed;
+use crate::iova::{check_allowed, IOVA_ALIGNMENT};
 use crate::objects::{Ioas, Object, Objects};
 use crate::reserved::{
     Owner, Reserved, ALLOWED_OVER_WINDOW, DEVICE_RESV_REGIONS, MAPPING_OVER_WINDOW, RESERVED_WINDOW,
 };
-
-/// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
-pub const IOVA_ALIGNMENT: u64 = 4096;
 
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses an IOAS flush.
 const WHAT_FLUSH: &str = "flushing an IOAS range";

@@ -6,8 +6,10 @@ use vsva_uapi::iommufd::IommuIovaRange;
 use vsva_uapi::Errno;
 
 use crate::error::IommufdError;
-use crate::ioas::IOVA_ALIGNMENT;
 use crate::objects::Ioas;
+
+/// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
+pub const IOVA_ALIGNMENT: u64 = 4096;
 
 /// The largest IOVA alignment `iopt_alloc_iova` picks: x86's `HPAGE_SIZE` (2 MiB) with
 /// `CONFIG_TRANSPARENT_HUGEPAGE`, as distribution kernels build it.
