@@ -148,7 +148,7 @@ impl IommufdCtx {
                 })
             }
         };
-        let result = self.attach_to(&mut objs, dev_id, hwpt, pasid);
+        let result = self.attach_to(&mut objs, dev_id, pt_id, hwpt, pasid);
         if result.is_err() && auto_new {
             let object = objs.remove(hwpt).expect("created above");
             self.release(&mut objs, object);
@@ -156,11 +156,20 @@ impl IommufdCtx {
         result.map(|()| hwpt)
     }
 
-    /// Attaches (or replaces the attachment of) `dev_id`'s requester `pasid` to `hwpt`.
+    /// Attaches (or replaces the attachment of) `dev_id`'s requester `pasid` to `hwpt` (the
+    /// caller named `pt_id`).
+    ///
+    /// Requests without PASID reserve the device's interrupt window in the IOAS under `hwpt`
+    /// (`iommufd_hw_pagetable_attach` / `iommufd_device_do_replace` with `attach_resv`: a
+    /// paging HWPT's IOAS, a nested one's parent's; not for a PASID), first of the steps
+    /// that can refuse, as there; a replace within the same IOAS keeps the reservation
+    /// (`iommufd_group_do_replace_reserved_iova`), one to another IOAS moves it once the new
+    /// entry is written. A refusal after the reservation gives it back.
     fn attach_to(
         &self,
         objs: &mut Objects,
         dev_id: u32,
+        pt_id: u32,
         hwpt: u32,
         pasid: Option<u32>,
     ) -> Result<(), IommufdError> {
@@ -182,26 +191,28 @@ impl IommufdCtx {
         }
         let sid = dev.sid;
         let ats = dev.ats;
-        if let Ok(Object::HwptNested(h)) = objs.get(hwpt).map(|e| &e.object) {
-            self.check_s1(&h.s1)?;
-        }
-        let iommu = self.vfio.iommu();
-        // An error of either call leaves the slot as it was: empty, or the old entry in place.
-        let write = |p: u32| match old {
-            None => iommu
-                .set_pasid_entry(sid, p, &entry)
-                .map_err(|e| IommufdError::iommu("write the PASID entry", e)),
-            Some(_) => iommu
-                .replace_pasid_entry(sid, p, &entry)
-                .map_err(|e| IommufdError::iommu("replace the PASID entry", e)),
-        };
-        match pasid {
-            None => write(RID_PASID)?,
-            Some(p) => {
-                let mm = self.mm()?;
-                mm.with_owned_pasid(p, || write(p))
-                    .unwrap_or_else(|| Err(self.not_owned(p)))?
+        // (IOAS to reserve in, IOAS to give the reservation back in once attached.)
+        let (reserve_in, unreserve_in) = match pasid {
+            None => {
+                let new = ioas_under(objs, hwpt);
+                let old = old.map(|o| ioas_under(objs, o));
+                if old == Some(new) {
+                    (None, None)
+                } else {
+                    (Some(new), old)
+                }
             }
+            Some(_) => (None, None),
+        };
+        if let Some(ioas) = reserve_in {
+            objs.ioas_mut(ioas, Self::WRONG_KIND)?
+                .reserve_for_device(sid, pt_id)?;
+        }
+        if let Err(e) = self.write_attachment(objs, sid, hwpt, pasid, &entry, old.is_some()) {
+            if let Some(ioas) = reserve_in {
+                unreserve(objs, ioas, sid);
+            }
+            return Err(e);
         }
         objs.device_mut(dev_id, Self::WRONG_KIND)?
             .attached
@@ -210,10 +221,51 @@ impl IommufdCtx {
             h.attached.push(Target { sid, pasid, ats });
         }
         objs.hold(hwpt);
+        if let Some(ioas) = unreserve_in {
+            unreserve(objs, ioas, sid);
+        }
         if let Some(old) = old {
             self.drop_attachment(objs, sid, pasid, old);
         }
         Ok(())
+    }
+
+    /// The steps of an attach that check the HWPT against the IOMMU and write the PASID
+    /// entry of `sid`'s requester `pasid` (over the present one when `replace`). A refusal
+    /// leaves the slot as it was: empty, or the old entry in place.
+    fn write_attachment(
+        &self,
+        objs: &Objects,
+        sid: SourceId,
+        hwpt: u32,
+        pasid: Option<u32>,
+        entry: &PasidEntry,
+        replace: bool,
+    ) -> Result<(), IommufdError> {
+        if let Ok(Object::HwptNested(h)) = objs.get(hwpt).map(|e| &e.object) {
+            self.check_s1(&h.s1)?;
+        }
+        let iommu = self.vfio.iommu();
+        // An error of either call leaves the slot as it was: empty, or the old entry in place.
+        let write = |p: u32| {
+            if replace {
+                iommu
+                    .replace_pasid_entry(sid, p, entry)
+                    .map_err(|e| IommufdError::iommu("replace the PASID entry", e))
+            } else {
+                iommu
+                    .set_pasid_entry(sid, p, entry)
+                    .map_err(|e| IommufdError::iommu("write the PASID entry", e))
+            }
+        };
+        match pasid {
+            None => write(RID_PASID),
+            Some(p) => {
+                let mm = self.mm()?;
+                mm.with_owned_pasid(p, || write(p))
+                    .unwrap_or_else(|| Err(self.not_owned(p)))
+            }
+        }
     }
 
     /// The PASID entry an attachment to `hwpt` writes, and whether PASIDs may use it.
@@ -341,6 +393,11 @@ impl IommufdCtx {
             return;
         };
         let p = pasid.unwrap_or(RID_PASID);
+        if pasid.is_none() {
+            // `iommufd_hw_pagetable_detach`: the device's reservations leave the IOAS.
+            let ioas = ioas_under(objs, hwpt);
+            unreserve(objs, ioas, dev.sid);
+        }
         // A freed PASID's entry is already gone (the allocator's teardown cleared it).
         if let Err(e) = self.vfio.iommu().clear_pasid_entry(dev.sid, p) {
             tracing::debug!(
@@ -453,4 +510,27 @@ fn find_auto(objs: &Objects, ioas: u32) -> Option<u32> {
         Object::HwptPaging(h) if h.auto && h.ioas == ioas => Some(id),
         _ => None,
     })
+}
+
+/// The IOAS under HWPT `hwpt` (an attachment's, so it exists): a paging HWPT's own, a
+/// nested one's parent's (Linux's `find_hwpt_paging(hwpt)->ioas`).
+fn ioas_under(objs: &Objects, hwpt: u32) -> u32 {
+    let paging = |id: u32| match objs.get(id).map(|e| &e.object) {
+        Ok(Object::HwptPaging(h)) => Some(h.ioas),
+        _ => None,
+    };
+    let ioas = match objs.get(hwpt).map(|e| &e.object) {
+        Ok(Object::HwptNested(h)) => paging(h.parent),
+        _ => paging(hwpt),
+    };
+    ioas.expect("an attachment is to an HWPT over an IOAS")
+}
+
+/// Gives back device `sid`'s reservations in IOAS `ioas` (which exists: an HWPT over it
+/// holds it).
+fn unreserve(objs: &mut Objects, ioas: u32, sid: SourceId) {
+    match objs.ioas_mut(ioas, Errno::EINVAL) {
+        Ok(ioas) => ioas.unreserve_device(sid),
+        Err(e) => debug_assert!(false, "the IOAS under an attachment is gone: {e}"),
+    }
 }

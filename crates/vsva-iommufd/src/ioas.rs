@@ -3,7 +3,7 @@
 //! usable ranges. Every check follows the Linux function named in its comment.
 
 use vsva_iommu::regs::sl_width;
-use vsva_iommu::{BackedSpan, Invalidation, PageRange, S2Perms, Stage2Id};
+use vsva_iommu::{BackedSpan, Invalidation, PageRange, S2Perms, SourceId, Stage2Id};
 use vsva_uapi::iommufd::{
     IommuIoasAlloc, IommuIoasCopy, IommuIoasMap, IommuIoasUnmap, IommuIovaRange,
     IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_FLAGS, IOMMU_IOAS_MAP_READABLE,
@@ -14,14 +14,11 @@ use vsva_uapi::Errno;
 use crate::areas::{Area, Areas};
 use crate::ctx::IommufdCtx;
 use crate::error::IommufdError;
+use crate::iova::{check_allowed, IOVA_ALIGNMENT};
 use crate::objects::{Ioas, Object, Objects};
-
-/// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
-pub const IOVA_ALIGNMENT: u64 = 4096;
-
-/// The largest IOVA alignment `iopt_alloc_iova` picks: x86's `HPAGE_SIZE` (2 MiB) with
-/// `CONFIG_TRANSPARENT_HUGEPAGE`, as distribution kernels build it.
-const HPAGE_SIZE: u64 = 2 << 20;
+use crate::reserved::{
+    Owner, Reserved, ALLOWED_OVER_WINDOW, DEVICE_RESV_REGIONS, MAPPING_OVER_WINDOW, RESERVED_WINDOW,
+};
 
 /// What [`IommufdCtx::issue`] names when the IOMMU refuses an IOAS flush.
 const WHAT_FLUSH: &str = "flushing an IOAS range";
@@ -88,14 +85,9 @@ fn flush_request(did: u16, range: PageRange, fits: bool) -> Invalidation {
 }
 
 impl Ioas {
-    /// The last usable IOVA.
-    fn last(&self) -> u64 {
-        (1u64 << self.width) - 1
-    }
-
     /// Checks `[iova, iova + len)` for a new mapping (`iopt_check_iova`): alignment
-    /// (`EINVAL`), wrap (`EOVERFLOW`), reserved (beyond the stage 2: `EINVAL`), overlap with a
-    /// mapping (`EEXIST`).
+    /// (`EINVAL`), wrap (`EOVERFLOW`), a reserved IOVA (past the stage 2, or an attached
+    /// device's interrupt window: `EINVAL`), overlap with a mapping (`EEXIST`).
     #[inline]
     fn check_new(&self, iova: u64, len: u64) -> Result<(), IommufdError> {
         if !iova.is_multiple_of(IOVA_ALIGNMENT) || !len.is_multiple_of(IOVA_ALIGNMENT) {
@@ -108,11 +100,16 @@ impl Ioas {
         let last = iova
             .checked_add(len - 1)
             .ok_or_else(|| overflow("iova + length", iova))?;
-        if last > self.last() {
+        if let Some(r) = self.reserved.first_overlap(iova, last) {
             return Err(IommufdError::invalid(
                 "iova",
                 iova,
-                "the range reaches past what the stage 2 translates (reserved)",
+                match r.owner {
+                    Owner::Stage2 => {
+                        "the range reaches past what the stage 2 translates (reserved)"
+                    }
+                    Owner::Device(_) => RESERVED_WINDOW,
+                },
             ));
         }
         if self
@@ -129,6 +126,54 @@ impl Ioas {
         Ok(())
     }
 
+    /// Reserves the reserved regions of device `dev` ([`DEVICE_RESV_REGIONS`]: its
+    /// interrupt window) in this IOAS, owned by the device, as attaching the device without
+    /// PASID to the IOAS or an HWPT over it does (`iommufd_device_attach_reserved_iova` →
+    /// `iopt_table_enforce_dev_resv_regions` → `iopt_reserve_iova`). `pt_id` is what the
+    /// caller attached to, for the refusal.
+    ///
+    /// # Errors
+    ///
+    /// A mapping, or an allowed range (`IOMMU_IOAS_ALLOW_IOVAS`), overlapping a region →
+    /// `EADDRINUSE`. The device then holds no reservation here (`__iopt_remove_reserved_iova`
+    /// on the way out).
+    pub(crate) fn reserve_for_device(
+        &mut self,
+        dev: SourceId,
+        pt_id: u32,
+    ) -> Result<(), IommufdError> {
+        for (start, last) in DEVICE_RESV_REGIONS {
+            let reason = if self.areas.overlapping(start, last).next().is_some() {
+                Some(MAPPING_OVER_WINDOW)
+            } else if self
+                .allowed
+                .iter()
+                .any(|r| r.start <= last && start <= r.last)
+            {
+                Some(ALLOWED_OVER_WINDOW)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.reserved.remove_owner(Owner::Device(dev));
+                return Err(IommufdError::Refused {
+                    field: "pt_id",
+                    value: pt_id.into(),
+                    reason,
+                    errno: Errno::EADDRINUSE,
+                });
+            }
+            self.reserved.insert(start, last, Owner::Device(dev));
+        }
+        Ok(())
+    }
+
+    /// Gives back every range device `dev` reserved here (`iopt_remove_reserved_iova`), as
+    /// its detach, its replace to another IOAS, or its unbind does.
+    pub(crate) fn unreserve_device(&mut self, dev: SourceId) {
+        self.reserved.remove_owner(Owner::Device(dev));
+    }
+
     /// The area with the highest start at or below `at`. Areas do not overlap, so it is the
     /// only one that can reach into a range ending at `at` from below: one search answers
     /// an overlap question.
@@ -140,118 +185,6 @@ impl Ioas {
     fn overlapping(&self, first: u64, last: u64) -> impl Iterator<Item = (u64, Area)> + '_ {
         self.areas.overlapping(first, last)
     }
-
-    /// A free IOVA for `len` bytes of memory at `uptr`, picked as `iopt_alloc_iova` picks
-    /// it: never 0 (the search runs over `[PAGE_SIZE, ULONG_MAX - PAGE_SIZE]`), aligned to
-    /// the smallest of `len` rounded up to a power of two, the lowest set bit of `uptr` and
-    /// `HPAGE_SIZE`,
-    /// the first hole that fits in the allowed ranges (or the whole space) by rising IOVA.
-    ///
-    /// # Errors
-    ///
-    /// `len` ≥ `ULONG_MAX / 2` → `EOVERFLOW`; an alignment below the IOAS's (a `uptr` not
-    /// page aligned) → `EINVAL`, naming `src`; no hole → `ENOSPC`.
-    fn alloc_iova(&self, uptr: u64, len: u64, src: Source) -> Result<u64, IommufdError> {
-        if len == 0 || len >= u64::MAX / 2 {
-            return Err(overflow("length", len));
-        }
-        let mut align = len.next_power_of_two();
-        if uptr != 0 {
-            align = align.min(1 << uptr.trailing_zeros());
-        }
-        // Capped at HPAGE_SIZE (x86 with CONFIG_TRANSPARENT_HUGEPAGE: 2 MiB).
-        align = align.min(HPAGE_SIZE);
-        if align < IOVA_ALIGNMENT {
-            return Err(IommufdError::invalid(
-                src.field,
-                src.at,
-                "the IOVA alignment it allows is below the IOAS's 4 KiB",
-            ));
-        }
-        let (lo, hi) = (IOVA_ALIGNMENT, u64::MAX - IOVA_ALIGNMENT);
-        // The allowed spans (touching ranges merge, as `interval_tree_span_iter` merges
-        // them), clipped to [lo, hi].
-        let mut spans: Vec<(u64, u64)> = Vec::new();
-        if self.allowed.is_empty() {
-            spans.push((lo, hi));
-        } else {
-            for r in &self.allowed {
-                match spans.last_mut() {
-                    Some(last) if r.start <= last.1.saturating_add(1) => {
-                        last.1 = last.1.max(r.last);
-                    }
-                    _ => spans.push((r.start, r.last)),
-                }
-            }
-            spans.retain_mut(|s| {
-                *s = (s.0.max(lo), s.1.min(hi));
-                s.0 <= s.1
-            });
-        }
-        // The first aligned start in [start, last] with `len` bytes to `last`.
-        let fit = |start: u64, last: u64| -> Option<u64> {
-            let s = start.checked_next_multiple_of(align)?;
-            (s <= last && last - s >= len - 1).then_some(s)
-        };
-        for (start, last) in spans {
-            let Some(start) = fit(start, last) else {
-                continue;
-            };
-            // The holes of the reserved space (past the stage 2) and the areas.
-            let end = last.min(self.last());
-            if start > end {
-                continue;
-            }
-            let mut cursor = start;
-            for (s, a) in self.overlapping(start, end) {
-                if s > cursor {
-                    if let Some(iova) = fit(cursor, s - 1) {
-                        return Ok(iova);
-                    }
-                }
-                cursor = cursor.max(s + a.len);
-                if cursor > end {
-                    break;
-                }
-            }
-            if cursor <= end {
-                if let Some(iova) = fit(cursor, end) {
-                    return Ok(iova);
-                }
-            }
-        }
-        Err(IommufdError::Refused {
-            field: "length",
-            value: len,
-            reason: "no free IOVA range of this size",
-            errno: Errno::ENOSPC,
-        })
-    }
-}
-
-/// The checks `iommufd_ioas_load_iovas` makes of each range of `IOMMU_IOAS_ALLOW_IOVAS`, in
-/// the array's order: `start >= last`, or overlapping an earlier range → `EINVAL`.
-pub(crate) fn check_allowed(ranges: &[IommuIovaRange]) -> Result<(), IommufdError> {
-    for (i, r) in ranges.iter().enumerate() {
-        if r.start >= r.last {
-            return Err(IommufdError::invalid(
-                "allowed_iovas[].start",
-                r.start,
-                "start must be below last",
-            ));
-        }
-        if ranges[..i]
-            .iter()
-            .any(|p| p.start <= r.last && r.start <= p.last)
-        {
-            return Err(IommufdError::invalid(
-                "allowed_iovas[].start",
-                r.start,
-                "the range overlaps an earlier one",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Whether `IOMMU_IOAS_MAP_*` flags ask for write.
@@ -312,8 +245,8 @@ impl IommufdCtx {
         self.share.charge(charged);
         cmd.out_ioas_id = self.lock().insert(Object::Ioas(Ioas {
             stage2,
-            width,
             areas: Areas::default(),
+            reserved: Reserved::new(width),
             domains: Vec::new(),
             allowed: Vec::new(),
             charged,
@@ -420,7 +353,7 @@ impl IommufdCtx {
             ioas.check_new(iova, len)?;
             iova
         } else {
-            ioas.alloc_iova(pieces.first().map_or(0, |p| p.0), len, src)?
+            ioas.alloc_iova(pieces.first().map_or(0, |p| p.0), len, src.field, src.at)?
         };
         let iommu = self.vfio.iommu();
         // The caller's name for the piece at byte `off` of the range.
@@ -786,7 +719,9 @@ impl IommufdCtx {
     }
 
     /// `IOMMU_IOAS_IOVA_RANGES` (`iommufd_ioas_iova_ranges`): the usable IOVA ranges of IOAS
-    /// `id` (everything the stage 2 translates) and the IOVA alignment.
+    /// `id` — the holes between its reserved ranges: what the stage 2 translates, less the
+    /// interrupt window while a device is attached without PASID — and the IOVA alignment.
+    /// The allowed ranges do not narrow it, as in Linux.
     ///
     /// # Errors
     ///
@@ -794,13 +729,13 @@ impl IommufdCtx {
     pub fn ioas_iova_ranges(&self, id: u32) -> Result<(Vec<IommuIovaRange>, u64), IommufdError> {
         let objs = self.lock();
         let ioas = objs.ioas(id, Self::WRONG_KIND)?;
-        Ok((
-            vec![IommuIovaRange {
-                start: 0,
-                last: ioas.last(),
-            }],
-            IOVA_ALIGNMENT,
-        ))
+        let ranges = ioas
+            .reserved
+            .holes()
+            .into_iter()
+            .map(|(start, last)| IommuIovaRange { start, last })
+            .collect();
+        Ok((ranges, IOVA_ALIGNMENT))
     }
 
     /// `IOMMU_IOAS_ALLOW_IOVAS` (`iommufd_ioas_allow_iovas`, `iommufd_ioas_load_iovas`,
@@ -810,22 +745,34 @@ impl IommufdCtx {
     /// # Errors
     ///
     /// Unknown IOAS → `ENOENT`; a range with `start >= last`, or overlapping an earlier one
-    /// → `EINVAL`; a range reaching into the reserved space → `EADDRINUSE`. Nothing changes
-    /// then.
+    /// → `EINVAL`; a range over a reserved one (past the stage 2, or the interrupt window of
+    /// a device attached without PASID) → `EADDRINUSE`, naming the first such range by
+    /// start, the order `iopt_set_allow_iova` walks them. Nothing changes then.
     pub fn ioas_allow_iovas(&self, id: u32, ranges: &[IommuIovaRange]) -> Result<(), IommufdError> {
         let mut objs = self.lock();
         let ioas = objs.ioas_mut(id, Self::WRONG_KIND)?;
         check_allowed(ranges)?;
-        if let Some(r) = ranges.iter().find(|r| r.last > ioas.last()) {
+        let mut sorted = ranges.to_vec();
+        sorted.sort_by_key(|r| r.start);
+        for r in &sorted {
+            let Some(res) = ioas.reserved.first_overlap(r.start, r.last) else {
+                continue;
+            };
+            let (field, value, reason) = match res.owner {
+                Owner::Stage2 => (
+                    "allowed_iovas[].last",
+                    r.last,
+                    "the range reaches into the reserved space",
+                ),
+                Owner::Device(_) => ("allowed_iovas[].start", r.start, RESERVED_WINDOW),
+            };
             return Err(IommufdError::Refused {
-                field: "allowed_iovas[].last",
-                value: r.last,
-                reason: "the range reaches into the reserved space",
+                field,
+                value,
+                reason,
                 errno: Errno::EADDRINUSE,
             });
         }
-        let mut sorted = ranges.to_vec();
-        sorted.sort_by_key(|r| r.start);
         ioas.allowed = sorted;
         Ok(())
     }

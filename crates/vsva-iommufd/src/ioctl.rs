@@ -358,7 +358,7 @@ fn allow_iovas(ctx: &IommufdCtx, buf: &mut [u8], minsz: usize) -> Result<(), Iom
             .map(|c| IommuIovaRange::read_from_bytes(c).expect("a whole range"))
             .collect();
         if whole.len() < n {
-            crate::ioas::check_allowed(&whole)?;
+            crate::iova::check_allowed(&whole)?;
             return Err(user_fault("allowed_iovas", cmd.allowed_iovas, bytes));
         }
         whole

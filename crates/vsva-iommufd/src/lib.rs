@@ -35,13 +35,15 @@ mod hwpt;
 mod inv_target;
 mod ioas;
 mod ioctl;
+mod iova;
 mod kind;
 mod objects;
+mod reserved;
 
 pub use ctx::{IommufdCtx, ObjectInfo};
 pub use error::IommufdError;
 pub use fault::route_page_requests;
-pub use ioas::IOVA_ALIGNMENT;
+pub use iova::IOVA_ALIGNMENT;
 pub use kind::ObjectKind;
 
 #[cfg(test)]

@@ -19,13 +19,15 @@ use crate::areas::Areas;
 use crate::error::IommufdError;
 use crate::fault_queue::FaultQueue;
 use crate::kind::ObjectKind;
+use crate::reserved::Reserved;
 
 /// An IOAS: its stage 2 in the IOMMU and the mappings made through it.
 pub(crate) struct Ioas {
     pub(crate) stage2: Stage2Id,
-    /// IOVA bits the stage 2 translates: `[0, 2^width)` is the usable range.
-    pub(crate) width: u8,
     pub(crate) areas: Areas,
+    /// The IOVAs no mapping may use, by owner: past what the stage 2 translates, and the
+    /// interrupt window of each device attached without PASID (Linux's `reserved_itree`).
+    pub(crate) reserved: Reserved,
     /// The domain ids over the stage 2 — of its paging HWPTs and of the nested HWPTs over
     /// those — which an unmap flushes (Linux's `iopt->domains`). The table keeps it as
     /// HWPTs come and go ([`Objects::insert`], [`Objects::remove`]).

@@ -5,7 +5,8 @@
 //! The fixture and the runners are here; the rows are in [`ioas`] (the argument reader,
 //! IOMMU_DESTROY and the IOAS ioctls), [`ioas_limits`] (the IOAS ioctls at the top of the
 //! range), [`hwpt`] (HWPT_ALLOC, HWPT_INVALIDATE, GET_HW_INFO,
-//! FAULT_QUEUE_ALLOC) and [`device`] (the device ioctls).
+//! FAULT_QUEUE_ALLOC), [`device`] (the device ioctls) and [`msi_window`] (what a device's
+//! reserved interrupt window refuses, and the attaches it refuses).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -16,6 +17,7 @@ mod hwpt_state;
 mod ioas;
 mod ioas_limits;
 mod ioas_state;
+mod msi_window;
 
 use common::*;
 use vsva_iommufd::IommufdCtx;
