@@ -43,7 +43,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
                 socket.display()
             ))
         })?;
-        // Stopped on drop, and on SIGINT/SIGTERM (Ctrl-C) as well.
+        // Stopped on drop, and on SIGINT (Ctrl-C), SIGTERM or SIGHUP as well.
         Some(Guarded::start(|| {
             Ok(PrivateDaemon::start_with(&vsvad, Some(DEMO_MACHINE), &[])?)
         })?)

@@ -1,5 +1,5 @@
-//! Ctrl-C and `kill`: a command that started a private `vsvad` stops it and removes its
-//! temporary directory before it ends on SIGINT or SIGTERM.
+//! Ctrl-C, `kill` and a closed terminal: a command that started a private `vsvad` stops it
+//! and removes its temporary directory before it ends on SIGINT, SIGTERM or SIGHUP.
 //!
 //! Every long-running command ends the same way when interrupted: it cleans up, then ends by
 //! the signal itself ([`end_by`]), so the shell reports 128 + the signal number (130 for
@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vsva_client::PrivateDaemon;
 
@@ -27,7 +27,7 @@ pub(crate) struct Guarded {
 }
 
 impl Guarded {
-    /// Installs the SIGINT/SIGTERM handling, then runs `start` with the signals held off
+    /// Installs the SIGINT/SIGTERM/SIGHUP handling, then runs `start` with the signals held off
     /// until the daemon it returns is in place.
     ///
     /// # Errors
@@ -38,8 +38,10 @@ impl Guarded {
         start: impl FnOnce() -> Result<PrivateDaemon, CliError>,
     ) -> Result<Guarded, CliError> {
         let slot: Arc<Mutex<Option<PrivateDaemon>>> = Arc::default();
-        let mut signals = Signals::new([SIGINT, SIGTERM])
-            .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
+        // SIGHUP too: a terminal or ssh session closed under the demo would otherwise leave
+        // its daemon running and its directory behind.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM/SIGHUP: {e}")))?;
         let mut held = lock(&slot);
         let watched = Arc::clone(&slot);
         std::thread::spawn(move || {
