@@ -1,6 +1,6 @@
 //! `vsva demo`: finds or starts a daemon, tells the story step by step (or as one JSON
 //! document) and ends with a summary table. A private daemon it started is stopped at the
-//! end, also when the demo is interrupted (Ctrl-C, SIGTERM).
+//! end, also when the demo is interrupted (Ctrl-C, SIGTERM, SIGHUP).
 
 use std::path::PathBuf;
 
