@@ -4,7 +4,8 @@
 //! Every command prints plain text, or with `--json` one compact JSON document on one line
 //! (the `--hold` session: one per line). Errors are one line on stderr (`vsva: ...`) and exit
 //! code 1. A stdout closed by its reader (`vsva status | head -1`) ends a command quietly
-//! with exit code 0. Numbers are decimal or `0x` hex everywhere; PASID lists take ranges
+//! with exit code 0; Ctrl-C, SIGTERM or SIGHUP end it by that signal after its clean-up
+//! (`crate::interrupt`). Numbers are decimal or `0x` hex everywhere; PASID lists take ranges
 //! (`1-3,7`) and `all`.
 
 use std::process::ExitCode;
@@ -31,8 +32,8 @@ pub(crate) enum DaemonCommand {
     /// Recent DMA faults.
     Faults(FaultsArgs),
     /// A live view that refreshes: PASID space, processes against quota, request,
-    /// translation, fault and commit rates, recent faults (q or Ctrl-C quits; one line per
-    /// reading when stdout is not a terminal).
+    /// translation, fault and commit rates, recent faults (q or Esc quits, Ctrl-C
+    /// interrupts; one line per reading when stdout is not a terminal).
     Top(TopArgs),
     /// A process's iommufd objects (another process's: admin).
     Iommufd(IommufdArgs),

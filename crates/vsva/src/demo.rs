@@ -1,6 +1,6 @@
 //! `vsva demo`: finds or starts a daemon, tells the story step by step (or as one JSON
 //! document) and ends with a summary table. A private daemon it started is stopped at the
-//! end, also when the demo is interrupted (Ctrl-C, SIGTERM).
+//! end, also when the demo is interrupted (Ctrl-C, SIGTERM, SIGHUP).
 
 use std::path::PathBuf;
 
@@ -43,7 +43,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<(), CliError> {
                 socket.display()
             ))
         })?;
-        // Stopped on drop, and on SIGINT/SIGTERM (Ctrl-C) as well.
+        // Stopped on drop, and on SIGINT (Ctrl-C), SIGTERM or SIGHUP as well.
         Some(Guarded::start(|| {
             Ok(PrivateDaemon::start_with(&vsvad, Some(DEMO_MACHINE), &[])?)
         })?)

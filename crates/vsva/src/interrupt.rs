@@ -1,5 +1,13 @@
-//! Ctrl-C and `kill`: a command that started a private `vsvad` stops it and removes its
-//! temporary directory before it ends on SIGINT or SIGTERM.
+//! Ctrl-C, `kill` and a closed terminal: a command that started a private `vsvad` stops it
+//! and removes its temporary directory before it ends on SIGINT, SIGTERM or SIGHUP.
+//!
+//! Every long-running command ends the same way when interrupted: it cleans up, then ends by
+//! the signal itself ([`end_by`]), so the shell reports 128 + the signal number (130 for
+//! Ctrl-C, 143 for SIGTERM) and a shell script that ran it stops too, as it does for any
+//! command Ctrl-C kills. Exiting with status 0 instead would tell a caller that the command
+//! finished, and a script's loop would go on to its next command. Commands with nothing to
+//! clean up (`faults --follow`, a `--hold` session) keep the default action, which is the
+//! same ending.
 //!
 //! The daemon lives in a slot shared with a watcher thread. The command holds the slot's
 //! lock while it starts or stops the daemon, so the watcher, woken by a signal, either finds
@@ -7,7 +15,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vsva_client::PrivateDaemon;
 
@@ -19,7 +27,7 @@ pub(crate) struct Guarded {
 }
 
 impl Guarded {
-    /// Installs the SIGINT/SIGTERM handling, then runs `start` with the signals held off
+    /// Installs the SIGINT/SIGTERM/SIGHUP handling, then runs `start` with the signals held off
     /// until the daemon it returns is in place.
     ///
     /// # Errors
@@ -30,8 +38,10 @@ impl Guarded {
         start: impl FnOnce() -> Result<PrivateDaemon, CliError>,
     ) -> Result<Guarded, CliError> {
         let slot: Arc<Mutex<Option<PrivateDaemon>>> = Arc::default();
-        let mut signals = Signals::new([SIGINT, SIGTERM])
-            .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
+        // SIGHUP too: a terminal or ssh session closed under the demo would otherwise leave
+        // its daemon running and its directory behind.
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM/SIGHUP: {e}")))?;
         let mut held = lock(&slot);
         let watched = Arc::clone(&slot);
         std::thread::spawn(move || {
@@ -39,9 +49,7 @@ impl Guarded {
                 // Waits for a start or stop in progress; dropping stops the daemon and
                 // removes its directory.
                 drop(lock(&watched).take());
-                // 128 + the signal number: what a shell reports for a process the signal
-                // ended.
-                std::process::exit(128 + signal);
+                end_by(signal);
             }
         });
         *held = Some(start()?);
@@ -64,6 +72,17 @@ impl Drop for Guarded {
         let mut held = lock(&self.slot);
         drop(held.take());
     }
+}
+
+/// Ends the process by `signal` (SIGINT, SIGTERM, SIGHUP), as its default action would have,
+/// once the caller has cleaned up: the parent sees a process the signal killed, and a shell
+/// reports 128 + the signal number.
+pub(crate) fn end_by(signal: i32) -> ! {
+    // Restores the default action and raises the signal again (it never returns for these
+    // signals; it aborts should the signal not end the process).
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    // Only for a signal it does not know: the status a shell would have reported.
+    std::process::exit(128 + signal)
 }
 
 /// The slot, also after a panic elsewhere: stopping the daemon must still happen.

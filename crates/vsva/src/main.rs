@@ -30,12 +30,19 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(
     name = "vsva",
     version,
-    about = "vsva: virtual Shared Virtual Addressing tools"
+    about = "vsva: virtual Shared Virtual Addressing tools",
+    after_help = INTERRUPTED
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// How an interrupted command ends: the same for every command (see `interrupt.rs`).
+const INTERRUPTED: &str = "Interrupted by Ctrl-C (SIGINT), SIGTERM or SIGHUP, a command \
+    cleans up (restores the terminal, stops a private daemon it started) and then ends by \
+    that signal, so a shell reports 130, 143 or 129 and a script that ran it stops too. \
+    Leaving `top` with q or Esc, or a reader closing the output (`| head`), ends with status 0.";
 
 /// Every subcommand.
 #[derive(Debug, Subcommand)]

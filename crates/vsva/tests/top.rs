@@ -1,6 +1,7 @@
 //! `vsva top` against a real `vsvad`: the full-screen view in a real terminal (a detached
 //! `tmux` session: open it, capture the pane, check it shows the processes and their counts,
-//! quit with `q`, and with Ctrl-C), and the line-per-reading form a pipe gets.
+//! quit with `q` (status 0), and interrupt it with Ctrl-C (status 130, as a shell reports a
+//! command Ctrl-C ended)), and the line-per-reading form a pipe gets.
 
 mod support;
 
@@ -71,8 +72,9 @@ impl Drop for Tmux {
 }
 
 /// Opens `vsva top` in a 120×40 terminal, waits until it shows both holders with their
-/// counts, sends `keys`, and checks it ended with status 0 and left the alternate screen.
-fn view_quits_on(d: &Daemon, holders: &[(u64, u32)], keys: &str, tag: &str) {
+/// counts, sends `keys`, and checks it ended with status `code` and left the alternate
+/// screen.
+fn view_quits_on(d: &Daemon, holders: &[(u64, u32)], keys: &str, code: u8, tag: &str) {
     let Some(tmux) = Tmux::start(tag) else {
         return;
     };
@@ -125,7 +127,7 @@ fn view_quits_on(d: &Daemon, holders: &[(u64, u32)], keys: &str, tag: &str) {
         after.contains("vsva top exited with")
     });
     assert!(
-        after.contains("vsva top exited with 0"),
+        after.contains(&format!("vsva top exited with {code}\n")),
         "after {keys}:\n{after}"
     );
     // The terminal was restored: the view's alternate screen is gone.
@@ -136,12 +138,12 @@ fn view_quits_on(d: &Daemon, holders: &[(u64, u32)], keys: &str, tag: &str) {
 }
 
 #[test]
-fn the_full_screen_view_shows_processes_and_quits_on_q_and_ctrl_c() {
+fn the_full_screen_view_shows_processes_quits_on_q_and_is_interrupted_by_ctrl_c() {
     let d = Daemon::start("top-view");
     let (mut a, pa) = holder(&d, 3);
     let (mut b, pb) = holder(&d, 5);
-    view_quits_on(&d, &[(pa, 3), (pb, 5)], "q", "q");
-    view_quits_on(&d, &[(pa, 3), (pb, 5)], "C-c", "ctrl-c");
+    view_quits_on(&d, &[(pa, 3), (pb, 5)], "q", 0, "q");
+    view_quits_on(&d, &[(pa, 3), (pb, 5)], "C-c", 130, "ctrl-c");
     for c in [&mut a, &mut b] {
         drop(c.stdin.take());
         c.wait().unwrap();

@@ -3,6 +3,7 @@
 //!
 //! Every refusal names the key: unknown keys and wrong types come from the TOML parser with
 //! the key and line; out-of-range values are [`ConfigError::Invalid`] with the dotted key path,
+//! where the value came from ([`Origin`]: the file, a flag, the environment or a default),
 //! the value and what is allowed.
 
 use std::net::SocketAddr;
@@ -14,6 +15,12 @@ use vsva_iommu::{IommuConfig, SourceId};
 use vsva_proto::{DEFAULT_MAX_BODY, HARD_MAX_BODY};
 
 use crate::machine::{RESTORE_GROUP, RESTORE_SOURCE_ID};
+
+mod sources;
+
+pub(crate) use sources::refuse_at;
+use sources::{default_origin, Origins};
+pub use sources::{Origin, Overrides};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +42,15 @@ pub enum ConfigError {
         /// marker under the error (on lines of its own).
         message: String,
     },
-    /// A key has a value outside what is allowed.
-    #[error("config key {key} = {value}: {why}")]
+    /// A setting has a value outside what is allowed. The message names where the value
+    /// came from: `config key limits.max_frame = 10: …`, `--socket /…: …`,
+    /// `environment variable VSVA_SOCKET = /…: …`.
+    #[error("{} {value}: {why}", .origin.label(.key))]
     Invalid {
         /// Dotted key path, e.g. `limits.max_frame` or `devices[2].bdf`.
         key: String,
+        /// Where the value came from.
+        origin: Origin,
         /// The value, as written.
         value: String,
         /// What is allowed.
@@ -52,11 +63,7 @@ pub(crate) fn invalid(
     value: impl ToString,
     why: impl Into<String>,
 ) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        value: value.to_string(),
-        why: why.into(),
-    }
+    refuse_at(&key.into(), Origin::File, value, why)
 }
 
 /// When an acknowledged change reaches the disk.
@@ -83,13 +90,18 @@ impl Durability {
         }
     }
 
-    /// Parses a command-line value.
+    /// Parses the value of `--durability` (errors name the flag).
     pub fn parse(s: &str) -> Result<Durability, ConfigError> {
         match s {
             "sync" => Ok(Durability::Sync),
             "async" => Ok(Durability::Async),
             "off" => Ok(Durability::Off),
-            other => Err(invalid("durability", other, "must be sync, async or off")),
+            other => Err(refuse_at(
+                "durability",
+                Origin::Flag("--durability"),
+                other,
+                "must be sync, async or off",
+            )),
         }
     }
 }
@@ -120,6 +132,9 @@ pub struct Config {
     pub devices: Option<Vec<DeviceSection>>,
     /// Mediated devices.
     pub mdevs: Vec<MdevSection>,
+    /// Where the values that flags or the environment may set came from.
+    #[serde(skip)]
+    origins: Origins,
 }
 
 impl Default for Config {
@@ -136,6 +151,7 @@ impl Default for Config {
             limits: Limits::default(),
             devices: None,
             mdevs: Vec::new(),
+            origins: Origins::default(),
         }
     }
 }
@@ -368,25 +384,6 @@ pub struct Settings {
     pub mdevs: Vec<MdevSpec>,
 }
 
-/// Command-line values that override the file.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// `--socket`.
-    pub socket: Option<PathBuf>,
-    /// `--state-dir`.
-    pub state_dir: Option<PathBuf>,
-    /// `--metrics-addr`.
-    pub metrics_addr: Option<String>,
-    /// `--durability`.
-    pub durability: Option<Durability>,
-    /// `--grace-period-secs`.
-    pub grace_period_secs: Option<u64>,
-    /// `--pasid-quota`.
-    pub pasid_quota: Option<u32>,
-    /// `--admin-group`.
-    pub admin_group: Option<String>,
-}
-
 /// The largest configuration file read: far more than any machine's devices need.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -451,67 +448,48 @@ impl Config {
         Config::from_toml(&text, path)
     }
 
-    /// Applies command-line overrides.
-    pub fn apply(&mut self, o: &Overrides) {
-        if let Some(v) = &o.socket {
-            self.socket = Some(v.clone());
-        }
-        if let Some(v) = &o.state_dir {
-            self.state_dir = Some(v.clone());
-        }
-        if let Some(v) = &o.metrics_addr {
-            self.metrics_addr = Some(v.clone());
-        }
-        if let Some(v) = o.durability {
-            self.durability = v;
-        }
-        if let Some(v) = o.grace_period_secs {
-            self.grace_period_secs = v;
-        }
-        if let Some(v) = o.pasid_quota {
-            self.pasid_quota = v;
-        }
-        if let Some(v) = &o.admin_group {
-            self.admin_group = Some(v.clone());
-        }
-    }
-
     /// Validates everything and resolves defaults (`euid` and `env` pick the default paths).
     pub fn validate(
         &self,
         euid: u32,
         env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Settings, ConfigError> {
-        let socket = match &self.socket {
+        let (socket, socket_origin) = match &self.socket {
             Some(p) if p.as_os_str().is_empty() => {
-                return Err(invalid("socket", "\"\"", "must not be empty"))
+                return Err(self.refuse("socket", "\"\"", "must not be empty"))
             }
-            Some(p) => p.clone(),
-            None => vsva_proto::paths::default_socket_path(euid, env),
+            Some(p) => (p.clone(), self.origin("socket")),
+            None => {
+                let p = vsva_proto::paths::default_socket_path(euid, env);
+                let vars: &[&str] = if euid == 0 { &[] } else { &["XDG_RUNTIME_DIR"] };
+                let origin = default_origin(&p, env, vars);
+                (p, origin)
+            }
         };
         if socket.as_os_str().len() > 107 {
-            return Err(invalid(
+            return Err(refuse_at(
                 "socket",
+                socket_origin,
                 socket.display(),
                 "a Unix socket path must be at most 107 bytes",
             ));
         }
         let state_dir = match &self.state_dir {
             Some(p) if p.as_os_str().is_empty() => {
-                return Err(invalid("state_dir", "\"\"", "must not be empty"))
+                return Err(self.refuse("state_dir", "\"\"", "must not be empty"))
             }
             Some(p) => p.clone(),
             None => vsva_proto::paths::default_state_dir(euid, env),
         };
         if self.pasid_quota == 0 {
-            return Err(invalid(
+            return Err(self.refuse(
                 "pasid_quota",
                 0,
                 "must be at least 1 (a quota of 0 refuses every PASID to every process)",
             ));
         }
         if self.grace_period_secs > 86_400 {
-            return Err(invalid(
+            return Err(self.refuse(
                 "grace_period_secs",
                 self.grace_period_secs,
                 "must be at most 86400 (one day)",
@@ -519,20 +497,26 @@ impl Config {
         }
         let admin_gid = match &self.admin_group {
             None => None,
-            Some(g) => Some(resolve_group(g)?),
+            Some(g) => Some(resolve_group(g).ok_or_else(|| {
+                self.refuse(
+                    "admin_group",
+                    g,
+                    "is neither a number nor a group in /etc/group",
+                )
+            })?),
         };
         let metrics_addr = match &self.metrics_addr {
             None => None,
             Some(a) => {
                 let addr: SocketAddr = a.parse().map_err(|_| {
-                    invalid(
+                    self.refuse(
                         "metrics_addr",
                         a,
                         "must be an IP:port address like 127.0.0.1:9477",
                     )
                 })?;
                 if !addr.ip().is_loopback() {
-                    return Err(invalid(
+                    return Err(self.refuse(
                         "metrics_addr",
                         a,
                         "must be a loopback address (127.0.0.0/8 or ::1)",
@@ -849,9 +833,9 @@ pub fn parse_bdf(s: &str) -> Option<SourceId> {
 }
 
 /// Resolves a group name (from `/etc/group`) or number.
-fn resolve_group(g: &str) -> Result<u32, ConfigError> {
+fn resolve_group(g: &str) -> Option<u32> {
     if let Ok(gid) = g.parse::<u32>() {
-        return Ok(gid);
+        return Some(gid);
     }
     let text = std::fs::read_to_string("/etc/group").unwrap_or_default();
     text.lines()
@@ -863,13 +847,6 @@ fn resolve_group(g: &str) -> Result<u32, ConfigError> {
             (name == g).then_some(gid)
         })
         .next()
-        .ok_or_else(|| {
-            invalid(
-                "admin_group",
-                g,
-                "is neither a number nor a group in /etc/group",
-            )
-        })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{invalid, Config, ConfigError, Settings};
+use crate::config::{refuse_at, Config, ConfigError, Origin, Settings};
 
 /// A TOML basic string.
 fn quote(s: &str) -> String {
@@ -24,14 +24,26 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// A path as a TOML string; a path that is not UTF-8 has none.
-fn path_value(key: &str, p: &std::path::Path) -> Result<String, ConfigError> {
+/// A path as a TOML string; a path that is not UTF-8 has none, and the error names where
+/// it came from (`set` is whether a flag, the environment or the file set it at all).
+fn path_value(
+    config: &Config,
+    key: &str,
+    set: bool,
+    p: &std::path::Path,
+) -> Result<String, ConfigError> {
     p.to_str().map(quote).ok_or_else(|| {
-        invalid(
+        let origin = if set {
+            config.origin(key)
+        } else {
+            Origin::Default(None)
+        };
+        refuse_at(
             key,
+            origin,
             p.display(),
-            "is not UTF-8, so no TOML file can name it (the daemon takes it from the flag; \
-             --check-config cannot print it)",
+            "is not UTF-8, so no TOML file can name it (the daemon can use it; --check-config \
+             cannot print it)",
         )
     })
 }
@@ -40,8 +52,13 @@ fn path_value(key: &str, p: &std::path::Path) -> Result<String, ConfigError> {
 /// `vsvad --config` accepts and resolves to the same settings; an error for a path that no
 /// TOML string can hold.
 pub fn effective_toml(config: &Config, settings: &Settings) -> Result<String, ConfigError> {
-    let socket = path_value("socket", &settings.socket)?;
-    let state_dir = path_value("state_dir", &settings.state_dir)?;
+    let socket = path_value(config, "socket", config.socket.is_some(), &settings.socket)?;
+    let state_dir = path_value(
+        config,
+        "state_dir",
+        config.state_dir.is_some(),
+        &settings.state_dir,
+    )?;
     let mut o = String::new();
     let mut line = |s: String| {
         o.push_str(&s);
@@ -174,7 +191,8 @@ mod tests {
             config.apply(&o);
             let settings = config.validate(1000, &env).unwrap();
             let err = effective_toml(&config, &settings).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("config key {key} = ")), "{err}");
+            let flag = format!("--{} ", key.replace('_', "-"));
+            assert!(err.starts_with(&flag), "{err}");
             assert!(err.contains("not UTF-8"), "{err}");
         }
     }

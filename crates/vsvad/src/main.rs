@@ -178,7 +178,8 @@ fn run(
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     config.apply(&Overrides {
-        socket: args.socket.or(env_socket),
+        socket: args.socket,
+        env_socket,
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
         durability,

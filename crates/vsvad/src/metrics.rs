@@ -569,8 +569,59 @@ pub fn serve(
 /// line: a client trickling it byte by byte loses its slot then, as one that sends nothing.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long writing the answer may block on a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest request head kept; a longer one is answered `431 Request Header Fields Too
+/// Large` once this much (plus at most one read) has arrived.
+const MAX_HEAD: usize = 8192;
+
+/// After the answer, how long what the client still sends (the rest of a head that was too
+/// long, a body nobody asked for) is read and dropped before the connection is closed.
+/// Closing a socket with unread bytes sends a reset instead of the answer's end, and a client
+/// that writes its whole request before reading (curl) would see "connection reset" and
+/// never the answer. Bounded, so a client that goes on sending cannot keep the slot.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A pause this long in what the client sends ends the [`LINGER`] early.
+const LINGER_IDLE: Duration = Duration::from_millis(200);
+
 fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    reply(&mut stream, render)?;
+    linger(&stream);
+    Ok(())
+}
+
+/// Ends the answered connection without a reset: shuts the sending side (the client reads
+/// the whole answer and its end), then drops what the client still sends for at most
+/// [`LINGER`], until it closes or pauses for [`LINGER_IDLE`].
+fn linger(mut stream: &TcpStream) {
+    if stream.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero()
+            || stream
+                .set_read_timeout(Some(left.min(LINGER_IDLE)))
+                .is_err()
+        {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads one request head (at most [`MAX_HEAD`] bytes plus one read, within
+/// [`REQUEST_TIMEOUT`]) and writes the answer. A head that does not arrive in time is an
+/// error and gets no answer.
+fn reply(stream: &mut TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
     let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     let mut req = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
@@ -586,9 +637,9 @@ fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result
             break;
         }
         req.extend_from_slice(&buf[..n]);
-        if req.len() > 8192 {
+        if req.len() > MAX_HEAD {
             return respond(
-                &mut stream,
+                stream,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 "request too large\n",
@@ -601,24 +652,19 @@ fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match (method, path) {
         ("GET", "/metrics") => respond(
-            &mut stream,
+            stream,
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             &render(),
         ),
         ("GET", "/") => respond(
-            &mut stream,
+            stream,
             "200 OK",
             "text/plain; charset=utf-8",
             "vsvad: metrics at /metrics\n",
         ),
-        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n"),
-        _ => respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        ),
+        ("GET", _) => respond(stream, "404 Not Found", "text/plain", "not found\n"),
+        _ => respond(stream, "405 Method Not Allowed", "text/plain", "only GET\n"),
     }
 }
 

@@ -13,10 +13,14 @@ use common::{Daemon, TestDir};
 
 /// Runs `vsvad` with `args` expecting it to refuse to start; returns its stderr.
 fn refused(dir: &Path, args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vsvad"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsvad"));
+    cmd.arg("--state-dir").arg(dir.join("state")).args(args);
+    refused_by(cmd)
+}
+
+/// Runs `cmd` (a `vsvad`) expecting it to refuse to start; returns its stderr.
+fn refused_by(mut cmd: Command) -> String {
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -27,12 +31,12 @@ fn refused(dir: &Path, args: &[&str]) -> String {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("vsvad started with {args:?}");
+            panic!("vsvad started: {cmd:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "vsvad exited 0 with {args:?}");
+    assert!(!out.status.success(), "vsvad exited 0: {cmd:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -283,4 +287,117 @@ fn a_bad_log_filter_is_refused() {
     let err = refused(dir.path(), &["--log", "info,[[[{"]);
     assert!(err.contains("--log \"info,[[[{\""), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A refused value is reported under the name of the place it came from — the flag, the
+/// environment variable or the file's key — whichever supplied it, so the user fixes the
+/// right one (a too-long `--socket` once read "config key socket").
+#[test]
+fn a_refused_value_names_the_flag_variable_or_key_that_gave_it() {
+    let dir = TestDir::new("origin");
+    let long = format!("/tmp/{}/vsvad.sock", "s".repeat(120));
+    let config = dir.path().join("vsvad.toml");
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let cases: &[(&[&str], Option<&str>, &str, &str)] = &[
+        // (flags, VSVA_SOCKET, file, the error's start)
+        (&["--socket", &long], None, "", "vsvad: --socket /tmp/sss"),
+        (
+            &[],
+            Some(&long),
+            "",
+            "vsvad: environment variable VSVA_SOCKET = /tmp/sss",
+        ),
+        (
+            &[],
+            None,
+            &format!("socket = \"{long}\""),
+            "vsvad: config key socket = /tmp/sss",
+        ),
+        // The flag wins over the variable, and the variable over the file.
+        (
+            &["--socket", &long],
+            Some("/tmp/v.sock"),
+            "",
+            "vsvad: --socket /tmp/sss",
+        ),
+        (
+            &[],
+            Some(&long),
+            "socket = \"/tmp/f.sock\"",
+            "vsvad: environment variable",
+        ),
+        (
+            &[],
+            None,
+            "state_dir = \"\"",
+            "vsvad: config key state_dir = \"\":",
+        ),
+        (
+            &["--pasid-quota", "0"],
+            None,
+            "",
+            "vsvad: --pasid-quota 0: must be at least 1",
+        ),
+        (
+            &["--grace-period-secs", "86401"],
+            None,
+            "",
+            "vsvad: --grace-period-secs 86401:",
+        ),
+        (
+            &["--durability", "fast"],
+            None,
+            "",
+            "vsvad: --durability fast: must be sync",
+        ),
+        (
+            &["--metrics-addr", "10.0.0.1:9"],
+            None,
+            "",
+            "vsvad: --metrics-addr 10.0.0.1:9:",
+        ),
+        (
+            &["--metrics-addr", "nowhere"],
+            None,
+            "",
+            "vsvad: --metrics-addr nowhere:",
+        ),
+        (
+            &["--admin-group", "no-such-group-x"],
+            None,
+            "",
+            "vsvad: --admin-group no-such",
+        ),
+        (
+            &[],
+            None,
+            "admin_group = \"no-such-group-x\"",
+            "vsvad: config key admin_group =",
+        ),
+        (
+            &[],
+            None,
+            "pasid_quota = 0",
+            "vsvad: config key pasid_quota = 0:",
+        ),
+    ];
+    for (flags, env_socket, file, want) in cases {
+        std::fs::write(&config, format!("{file}\n")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsvad"));
+        cmd.arg("--config").arg(&config).env_remove("VSVA_SOCKET");
+        if !file.contains("state_dir") {
+            cmd.args(["--state-dir", state]);
+        }
+        cmd.args(*flags);
+        if let Some(v) = env_socket {
+            cmd.env("VSVA_SOCKET", v);
+        }
+        let err = refused_by(cmd);
+        assert!(
+            err.starts_with(want),
+            "{flags:?} {env_socket:?} {file:?}:\n{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }

@@ -426,6 +426,41 @@ fn tricklers_cannot_hold_every_metrics_slot() {
     assert!(d.terminate().success());
 }
 
+/// A request head of several MB gets `431 Request Header Fields Too Large`, not a connection
+/// reset: the daemon reads at most its limit (plus one read) of the head, answers, and then
+/// reads and drops the rest for a bounded time (1 s) before it closes, so a client that sends
+/// its whole request before reading (as curl does) gets to read the answer.
+#[test]
+fn a_huge_metrics_request_head_gets_431_not_a_reset() {
+    let dir = TestDir::new("bighead");
+    let addr = free_loopback_addr();
+    let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
+    d.client("ready").ping(b"x").unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = b"GET /metrics HTTP/1.1\r\nX-Filler: ".to_vec();
+    head.resize(4 << 20, b'a');
+    s.write_all(&head)
+        .expect("the daemon cut the connection while the head was sent");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .expect("the daemon reset the connection instead of answering");
+    assert!(
+        answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{answer}"
+    );
+    // What the client sends after the answer is dropped for a bounded time only: one that
+    // goes on sending is cut off (its writes then fail) and cannot keep the slot.
+    common::wait_until("the answered connection to be closed", || {
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(&[b'a'; 100]).is_err()
+    });
+    // The endpoint still serves.
+    assert!(scrape(&addr).contains("vsvad_pasid_capacity"));
+    assert!(d.terminate().success());
+}
+
 /// A SIGINT that arrives while the daemon starts — here while it replays a log of 30 000
 /// PASIDs and gives them back to their live process — is served as soon as it is up: it
 /// stops cleanly (exit status 0, socket removed) instead of dying of the signal with its

@@ -5,8 +5,13 @@
 //! On a terminal it is a full-screen view (`ratatui` over `crossterm`, the Rust field's
 //! usual pair) that quits on `q`, `Esc` or Ctrl-C and restores the terminal on every way
 //! out. When stdout is not a terminal, or with `--json`, it prints one line per reading
-//! instead (text, or one JSON document per line), so `vsva top | tee log` and scripts work;
-//! SIGINT and SIGTERM end it cleanly, and so does a reader that closes the pipe.
+//! instead (text, or one JSON document per line), so `vsva top | tee log` and scripts work.
+//!
+//! `q` and `Esc`, `--iterations` readings, and a reader that closes the pipe end it with
+//! status 0. Ctrl-C (the key in the full-screen view, or SIGINT), SIGTERM and SIGHUP
+//! interrupt it: it restores the terminal and then ends by that signal, as every
+//! long-running `vsva` command does (see `crate::interrupt`), so the shell reports 130, 143
+//! or 129.
 //!
 //! Each reading is three requests (STATUS, SETS, FAULTS) on one connection. Rates are the
 //! differences between two readings of the same daemon instance divided by the time between
@@ -17,7 +22,7 @@ mod sample;
 mod view;
 
 use std::io::{self, IsTerminal};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use vsva_client::Client;
 
 use crate::common::{outln, print_json, wait_unless_stdout_closed, warn, CliError, Common};
+use crate::interrupt::end_by;
 pub(crate) use crate::report::{duration as uptime, fault_line};
 use sample::{process_rows, Rates, Sample};
 
@@ -40,7 +46,7 @@ pub(crate) struct TopArgs {
     #[arg(long, short = 'd', value_name = "SECONDS", default_value = "1", value_parser = parse_interval,
           allow_negative_numbers = true)]
     pub(crate) interval: Duration,
-    /// Stop after this many readings (default: until q, Ctrl-C or SIGTERM).
+    /// Stop after this many readings (default: until q, Esc, Ctrl-C or SIGTERM).
     #[arg(long, short = 'n', value_name = "COUNT", value_parser = crate::number::parse_count,
           allow_negative_numbers = true)]
     pub(crate) iterations: Option<u32>,
@@ -158,15 +164,20 @@ impl Watch {
 
 /// Runs `vsva top`.
 pub(crate) fn run(a: &TopArgs) -> Result<(), CliError> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicI32::new(0));
     watch_signals(Arc::clone(&stop))?;
     let mut watch = Watch::new(a.common.clone());
     // The first reading must work: a mistyped socket is an error, not an empty screen.
     watch.read()?;
-    if io::stdout().is_terminal() && !a.common.json {
+    let result = if io::stdout().is_terminal() && !a.common.json {
         full_screen(a, &mut watch, &stop)
     } else {
         lines(a, &mut watch, &stop)
+    };
+    // Interrupted: the terminal is restored by now; end as the signal would have.
+    match stop.load(Ordering::Relaxed) {
+        0 => result,
+        signal => end_by(signal),
     }
 }
 
@@ -175,10 +186,11 @@ pub(crate) fn run(a: &TopArgs) -> Result<(), CliError> {
 const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 
 /// SIGINT and SIGTERM ask the loops to stop (they look every 100 ms and restore the
-/// terminal); SIGHUP — the terminal is gone, there is nothing to restore or show — ends the
-/// process at once. Should the terminal library be stuck (it spins reading a closed
-/// terminal), the process still ends [`SIGNAL_GRACE`] after the signal.
-fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), CliError> {
+/// terminal) by storing the signal's number in `stop`; SIGHUP — the terminal is gone, there
+/// is nothing to restore or show — ends the process at once. Should the terminal library be
+/// stuck (it spins reading a closed terminal), the process still ends [`SIGNAL_GRACE`] after
+/// the signal. Either way it ends by the signal ([`end_by`]).
+fn watch_signals(stop: Arc<AtomicI32>) -> Result<(), CliError> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| CliError::msg(format!("cannot handle SIGINT/SIGTERM/SIGHUP: {e}")))?;
     std::thread::Builder::new()
@@ -186,11 +198,10 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), CliError> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 if sig != SIGHUP {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.store(sig, Ordering::Relaxed);
                     std::thread::sleep(SIGNAL_GRACE);
                 }
-                // 128 + the signal number: what a shell reports for a process it ended.
-                std::process::exit(128 + sig);
+                end_by(sig);
             }
         })
         .map_err(|e| CliError::msg(format!("cannot start the signal thread: {e}")))?;
@@ -198,7 +209,7 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), CliError> {
 }
 
 /// The full-screen view, until `q`, `Esc`, Ctrl-C, a signal, or `--iterations` readings.
-fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliError> {
+fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicI32) -> Result<(), CliError> {
     let mut terminal = ratatui::try_init()
         .map_err(|e| CliError::msg(format!("cannot set up the terminal: {e}")))?;
     let result = (|| -> Result<(), CliError> {
@@ -214,7 +225,7 @@ fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), 
             // Wait for a key until the next reading is due, in short steps so a signal is
             // seen promptly.
             loop {
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) != 0 {
                     return Ok(());
                 }
                 let now = Instant::now();
@@ -226,8 +237,11 @@ fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), 
                     match event::read().map_err(|e| CliError::msg(format!("terminal: {e}")))? {
                         Event::Key(k) if k.kind == KeyEventKind::Press => match k.code {
                             KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc => return Ok(()),
+                            // The terminal is in raw mode, so Ctrl-C arrives as a key, not as
+                            // SIGINT; it interrupts all the same.
                             KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                                return Ok(())
+                                stop.store(SIGINT, Ordering::Relaxed);
+                                return Ok(());
                             }
                             _ => {}
                         },
@@ -250,7 +264,7 @@ fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), 
 }
 
 /// One line (or JSON document) per reading.
-fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliError> {
+fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicI32) -> Result<(), CliError> {
     let mut readings = 0u64;
     loop {
         if let Some(s) = &watch.cur {
@@ -262,7 +276,7 @@ fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicBool) -> Result<(), CliErr
         }
         let next = Instant::now() + a.interval;
         while Instant::now() < next {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) != 0 {
                 return Ok(());
             }
             wait_unless_stdout_closed(

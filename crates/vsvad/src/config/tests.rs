@@ -178,3 +178,19 @@ fn zero_quota_and_no_devices_are_refused_and_toml_errors_keep_their_lines() {
     assert!(e.lines().count() > 2, "{e}");
     assert!(e.lines().any(|l| l.contains("max_frame = \"big\"")), "{e}");
 }
+
+/// A default socket path that is too long is blamed on the variable it was built from, not
+/// on a `socket` key the file does not have.
+#[test]
+fn a_too_long_default_socket_names_the_variable_it_was_built_from() {
+    let long = format!("/run/{}", "r".repeat(110));
+    let env = |k: &str| (k == "XDG_RUNTIME_DIR").then(|| std::ffi::OsString::from(&long));
+    let e = Config::default()
+        .validate(1000, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("default socket (built from $XDG_RUNTIME_DIR) /run/rrr"),
+        "{e}"
+    );
+}
