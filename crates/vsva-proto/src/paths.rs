@@ -4,6 +4,8 @@
 //! sides compute the same path and tests can pin every case.
 
 use std::ffi::OsString;
+use std::fs::FileType;
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 /// Socket file name inside the runtime directory.
@@ -14,6 +16,27 @@ fn env_dir(env: &dyn Fn(&str) -> Option<OsString>, key: &str) -> Option<PathBuf>
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
+}
+
+/// What a file that should be a regular one is instead, named for an error message ("a
+/// FIFO (named pipe)"), or `None` if it is a regular file. The daemon's configuration and the
+/// CLI's memory images are read whole, so both refuse anything else before reading.
+pub fn not_a_regular_file(kind: FileType) -> Option<&'static str> {
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("a special file")
+    }
 }
 
 /// The daemon's default socket: `/run/vsva/vsvad.sock` for root; otherwise
@@ -119,5 +142,25 @@ mod tests {
             default_state_dir(5, &env(&[])),
             PathBuf::from("/tmp/vsva-5/state")
         );
+    }
+
+    #[test]
+    fn every_kind_of_file_but_a_regular_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("vsva-proto-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let regular = dir.join("regular");
+        std::fs::write(&regular, b"x").unwrap();
+        let socket = dir.join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let kind =
+            |p: &std::path::Path| not_a_regular_file(std::fs::metadata(p).unwrap().file_type());
+        assert_eq!(kind(&regular), None);
+        assert_eq!(kind(&dir), Some("a directory"));
+        assert_eq!(
+            kind(std::path::Path::new("/dev/null")),
+            Some("a character device")
+        );
+        assert_eq!(kind(&socket), Some("a socket"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -390,7 +390,6 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 fn read_config_file(path: &Path) -> std::io::Result<String> {
     use rustix::fs::{Mode, OFlags};
     use std::io::Read;
-    use std::os::unix::fs::FileTypeExt;
     // Non-blocking, so that opening a FIFO does not wait for a writer; a regular file reads
     // the same either way.
     let fd = rustix::fs::open(
@@ -399,20 +398,7 @@ fn read_config_file(path: &Path) -> std::io::Result<String> {
         Mode::empty(),
     )?;
     let file = std::fs::File::from(fd);
-    let kind = file.metadata()?.file_type();
-    let what = if kind.is_file() {
-        None
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if kind.is_char_device() {
-        Some("a character device")
-    } else if kind.is_block_device() {
-        Some("a block device")
-    } else {
-        Some("a special file")
-    };
+    let what = vsva_proto::paths::not_a_regular_file(file.metadata()?.file_type());
     if let Some(what) = what {
         return Err(std::io::Error::other(format!(
             "it is {what}; the configuration must be a regular file"

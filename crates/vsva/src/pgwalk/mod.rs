@@ -18,7 +18,7 @@
 //! terminal, a hint on stderr says what is expected. A closed stdout ends the walk quietly.
 
 use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -105,20 +105,7 @@ fn map_image(args: &Args) -> Result<(GuestMemoryMmap, u64), PgwalkError> {
     let meta = file
         .metadata()
         .map_err(|e| PgwalkError::Image(format!("cannot stat image {path}: {e}")))?;
-    let kind = meta.file_type();
-    let what = if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if kind.is_char_device() {
-        Some("a character device")
-    } else if kind.is_block_device() {
-        Some("a block device")
-    } else if !kind.is_file() {
-        Some("a special file")
-    } else {
-        None
-    };
+    let what = vsva_proto::paths::not_a_regular_file(meta.file_type());
     if let Some(what) = what {
         return Err(PgwalkError::Image(format!(
             "image {path} is {what}; an image must be a regular file (a raw memory dump)"
