@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,28 @@ fn every_long_running_command_ends_by_the_signal_that_interrupted_it() {
     ];
     for args in commands {
         for (signal, number) in [(Signal::INT, 2), (Signal::TERM, 15)] {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_vsva"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_vsva"));
+            command
                 .args(*args)
                 .arg("--socket")
                 .arg(&d.socket)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+                .stderr(Stdio::piped());
+            // The test may itself run with SIGINT ignored (a shell starts background jobs
+            // that way, and a child inherits it), and a command that keeps the default action
+            // would then rightly go on: give the command the dispositions of a foreground
+            // job.
+            // SAFETY: between fork and exec only `signal`, which is async-signal-safe, runs;
+            // it touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::signal(libc::SIGINT, libc::SIG_DFL);
+                    libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            let mut child = command.spawn().unwrap();
             let mut out = BufReader::new(child.stdout.take().unwrap());
             // Running: a first line printed (`faults --follow` prints none without faults,
             // so it gets a moment to reach its waiting loop instead).
