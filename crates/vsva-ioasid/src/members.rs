@@ -11,10 +11,10 @@
 //! the release that tags the word "nobody" again, so a free that leaves other PASIDs of the
 //! set in its word never reads this map either.
 //!
-//! The words are cut into blocks of 1 024 (16 `u64`s, 32 768 PASIDs); a block is created by
+//! The words are cut into blocks of 1 024 (16 `u64`s, 57 344 PASIDs); a block is created by
 //! the set's first PASID in it and given back when a range free or the release empties it.
 //! Tests and updates are two dependent loads, no hashing; range walks visit only the blocks
-//! the set has (at most 32 block slots for a 2^20 space), never the width of the range.
+//! the set has (at most 19 block slots for a 2^20 space), never the width of the range.
 
 const BITS_PER_BLOCK: usize = 1024;
 const BLOCK_WORDS: usize = BITS_PER_BLOCK / 64;
@@ -134,7 +134,7 @@ impl Members {
 }
 
 /// The bits of a 64-bit window whose bit 0 stands for index `base` that fall inside
-/// `[first, last]` (map words here; the set also takes the low 32 for a space word).
+/// `[first, last]` (map words here; the set also takes the low 56 for a space word).
 pub(crate) fn window_mask(base: u64, first: u64, last: u64) -> u64 {
     if last < base || first > base + 63 {
         return 0;
@@ -155,8 +155,7 @@ mod tests {
         assert_eq!(window_mask(64, 0, 63), 0);
         assert_eq!(window_mask(64, 70, 71), 0b11 << 6);
         assert_eq!(window_mask(128, 0, 130), 0b111);
-        // A window's bits past the first 32 (or 56) are masked off by callers that need
-        // fewer.
+        // The low bits of a window, which a space word's mask keeps.
         assert_eq!(window_mask(32, 38, 39) as u32, 0b11 << 6);
         assert_eq!(window_mask(64, 0, 66) as u32, 0b111);
         assert_eq!(
