@@ -14,8 +14,6 @@ use serde::Deserialize;
 use vsva_iommu::{IommuConfig, SourceId};
 use vsva_proto::{DEFAULT_MAX_BODY, HARD_MAX_BODY};
 
-use crate::machine::{RESTORE_GROUP, RESTORE_SOURCE_ID};
-
 mod sources;
 
 pub(crate) use sources::refuse_at;
@@ -386,6 +384,13 @@ pub struct Settings {
 
 /// The largest configuration file read: far more than any machine's devices need.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The group of the daemon's private restore function (see the `machine` module), which no
+/// configured device may use.
+pub const RESTORE_GROUP: u32 = u32::MAX;
+/// The source id of the daemon's private restore function, which no configured device may
+/// use.
+pub const RESTORE_SOURCE_ID: SourceId = SourceId::new(0xff, 0x1f, 7);
 
 fn read_config_file(path: &Path) -> std::io::Result<String> {
     use rustix::fs::{Mode, OFlags};

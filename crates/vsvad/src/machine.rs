@@ -11,7 +11,8 @@
 //! # The restore function
 //!
 //! Besides the configured devices the machine has one PCI function that no client can
-//! reach: source id `ff:1f.7` in group [`RESTORE_GROUP`]. After a restart the daemon gives
+//! reach: source id `ff:1f.7` in group [`RESTORE_GROUP`] (both reserved in `config`, which
+//! refuses a configured device that uses them). After a restart the daemon gives
 //! each live process its PASIDs back before any client connects, by opening a nesting
 //! container for that process on this function's group and allocating each recorded PASID
 //! with a one-number range, through the same uAPI path a client uses. (`vsva-vfio` has no
@@ -19,15 +20,11 @@
 
 use std::sync::Arc;
 
-use vsva_iommu::{HostMemory, Iommu, SourceId};
+use vsva_iommu::{HostMemory, Iommu};
 use vsva_vfio::{GroupId, PasidCapability, PciFunctionSpec, Vfio, VfioConfig};
 
-use crate::config::Settings;
+use crate::config::{Settings, RESTORE_GROUP, RESTORE_SOURCE_ID};
 
-/// The group of the daemon's private restore function.
-pub const RESTORE_GROUP: u32 = u32::MAX;
-/// The source id of the daemon's private restore function.
-pub const RESTORE_SOURCE_ID: SourceId = SourceId::new(0xff, 0x1f, 7);
 /// Alignment of guest memory regions in host-physical space.
 pub const REGION_ALIGN: u64 = 2 << 20;
 

@@ -8,7 +8,7 @@ use vsva_vfio::{Container, GroupId};
 
 use super::process::{OpenContainer, Process, Session};
 use super::{lock, revoked, vfio_reply, Daemon};
-use crate::machine::RESTORE_GROUP;
+use crate::config::RESTORE_GROUP;
 
 /// The reply to a handle the process has not open.
 pub(super) fn no_handle(handle: u32) -> Reply {

@@ -13,7 +13,7 @@ use vsva_vfio::{ConfigWidth, PciFunction, VfioError};
 
 use super::process::Process;
 use super::{lock, revoked, vfio_reply, Daemon};
-use crate::machine::RESTORE_GROUP;
+use crate::config::RESTORE_GROUP;
 
 impl Daemon {
     /// The PCI function `sid`, if its group is attached to a container of process `p`, or it

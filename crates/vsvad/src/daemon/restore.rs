@@ -11,8 +11,8 @@ use vsva_vfio::{GroupId, IommuType, ProcessToken, VfioError, VfioMm};
 use super::fault_view::FaultView;
 use super::process::{Journal, Process};
 use super::{lock, Daemon};
+use crate::config::RESTORE_GROUP;
 use crate::credentials;
-use crate::machine::RESTORE_GROUP;
 use crate::store::{Record, StoreState};
 
 impl Daemon {
