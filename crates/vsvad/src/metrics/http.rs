@@ -1,7 +1,7 @@
 //! The metrics endpoint: a minimal HTTP/1.1 server on a loopback address that answers
 //! `GET /metrics` with the page the daemon renders, one request per connection.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -90,6 +90,7 @@ pub fn serve(
 
 /// How long a scrape's request may take to arrive, from its connection to its last header
 /// line: a client trickling it byte by byte loses its slot then, as one that sends nothing.
+/// Either is answered `408 Request Timeout`, and the connection ends as after any answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long writing the answer may block on a client that does not read.
@@ -142,8 +143,9 @@ fn linger(mut stream: &TcpStream) {
 }
 
 /// Reads one request head (at most [`MAX_HEAD`] bytes plus one read, within
-/// [`REQUEST_TIMEOUT`]) and writes the answer. A head that does not arrive in time is an
-/// error and gets no answer.
+/// [`REQUEST_TIMEOUT`]) and writes the answer. A head that does not arrive whole in time
+/// (nothing, or part of it) is answered `408 Request Timeout`, so the client learns why the
+/// connection ends instead of seeing it close unanswered.
 fn reply(stream: &mut TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
     let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     let mut req = Vec::with_capacity(512);
@@ -152,10 +154,16 @@ fn reply(stream: &mut TcpStream, render: &dyn Fn() -> String) -> std::io::Result
         // The timeout of each read is what is left of the whole request's.
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
+            return request_timeout(stream);
         }
         stream.set_read_timeout(Some(left))?;
-        let n = stream.read(&mut buf)?;
+        let n = match stream.read(&mut buf) {
+            // A read timeout is `EAGAIN` (`WouldBlock`) on Linux, `TimedOut` elsewhere.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return request_timeout(stream);
+            }
+            other => other?,
+        };
         if n == 0 {
             break;
         }
@@ -189,6 +197,15 @@ fn reply(stream: &mut TcpStream, render: &dyn Fn() -> String) -> std::io::Result
         ("GET", _) => respond(stream, "404 Not Found", "text/plain", "not found\n"),
         _ => respond(stream, "405 Method Not Allowed", "text/plain", "only GET\n"),
     }
+}
+
+/// The answer to a request head that missed [`REQUEST_TIMEOUT`].
+fn request_timeout(stream: &mut TcpStream) -> std::io::Result<()> {
+    let body = format!(
+        "the request did not arrive within {} s\n",
+        REQUEST_TIMEOUT.as_secs()
+    );
+    respond(stream, "408 Request Timeout", "text/plain", &body)
 }
 
 fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
