@@ -90,13 +90,26 @@ impl MachineConfig {
 /// A `vsvad` started on a temporary socket and state directory, stopped (and its directory
 /// removed) on drop.
 ///
-/// A process that is ended by a signal runs no drop: a tool that may be interrupted
-/// (Ctrl-C) handles SIGINT and SIGTERM and drops its `PrivateDaemon` before it exits, as
+/// The daemon is started `--ephemeral`: its standard input is a pipe whose write end only this
+/// value holds (close-on-exec, so no program this process runs inherits it). Should this
+/// process die without dropping it — `kill -9`, a crash, an abort — the kernel closes that
+/// end, and the daemon stops by itself and removes its temporary directory (which a dead
+/// process cannot), so nothing is left behind. (Not `PR_SET_PDEATHSIG`: it fires when the
+/// *thread* that started the daemon exits, and a daemon started from a short-lived thread
+/// would die with it; see `vsvad::ephemeral`.) A process that this one forks without `exec`
+/// inherits the write end, and the daemon then lives until that process ends too.
+///
+/// A process that is ended by a catchable signal (Ctrl-C) runs no drop either; the daemon
+/// then stops as above, once the process is gone. A tool that wants to end by the signal
+/// after a clean stop handles SIGINT and SIGTERM and drops its `PrivateDaemon` first, as
 /// `vsva demo` does.
 pub struct PrivateDaemon {
     child: Option<Child>,
     dir: PathBuf,
     socket: PathBuf,
+    /// The write end of the daemon's standard input: its closing tells the daemon that this
+    /// process has gone. Dropped after the daemon is stopped (fields drop after `drop`).
+    _parent: Option<std::io::PipeWriter>,
 }
 
 impl std::fmt::Debug for PrivateDaemon {
@@ -144,6 +157,7 @@ impl PrivateDaemon {
             child: None,
             socket: dir.join("vsvad.sock"),
             dir,
+            _parent: None,
         };
         let dir = d.dir.clone();
         let mut cmd = Command::new(vsvad);
@@ -156,13 +170,19 @@ impl PrivateDaemon {
             cmd.args(["--log", "warn"]);
         }
         let log = std::fs::File::create(dir.join("vsvad.log"))?;
+        // Both ends close-on-exec; the daemon gets the read end as its standard input (which
+        // is not), and only this value keeps the write end.
+        let (to_daemon, parent) = std::io::pipe()?;
+        d._parent = Some(parent);
         let child = cmd
             .args(args)
             .arg("--socket")
             .arg(&d.socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .stdin(Stdio::null())
+            .arg("--ephemeral")
+            .arg(&dir)
+            .stdin(to_daemon)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,6 +1,8 @@
 //! `vsva demo`: finds or starts a daemon, tells the story step by step (or as one JSON
 //! document) and ends with a summary table. A private daemon it started is stopped at the
-//! end, also when the demo is interrupted (Ctrl-C, SIGTERM, SIGHUP).
+//! end, also when the demo is interrupted (Ctrl-C, SIGTERM, SIGHUP); killed (`kill -9`), the
+//! demo runs no clean-up, and the daemon, started `--ephemeral`, stops and removes its
+//! directory by itself (`vsva_client::PrivateDaemon`).
 
 use std::path::PathBuf;
 

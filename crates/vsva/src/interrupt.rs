@@ -1,5 +1,7 @@
 //! Ctrl-C, `kill` and a closed terminal: a command that started a private `vsvad` stops it
-//! and removes its temporary directory before it ends on SIGINT, SIGTERM or SIGHUP.
+//! and removes its temporary directory before it ends on SIGINT, SIGTERM or SIGHUP. (SIGKILL
+//! cannot be handled: then the daemon notices its parent has gone and cleans up itself; see
+//! `vsva_client::PrivateDaemon`.)
 //!
 //! Every long-running command ends the same way when interrupted: it cleans up, then ends by
 //! the signal itself ([`end_by`]), so the shell reports 128 + the signal number (130 for

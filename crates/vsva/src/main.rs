@@ -20,6 +20,7 @@ mod shell;
 mod story;
 mod story_fault;
 mod top;
+mod watcher;
 
 use std::process::ExitCode;
 
@@ -31,18 +32,25 @@ use clap::{CommandFactory, Parser, Subcommand};
     name = "vsva",
     version,
     about = "vsva: virtual Shared Virtual Addressing tools",
-    after_help = INTERRUPTED
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-/// How an interrupted command ends: the same for every command (see `interrupt.rs`).
-const INTERRUPTED: &str = "Interrupted by Ctrl-C (SIGINT), SIGTERM or SIGHUP, a command \
+/// How an interrupted command ends, the same for every command (see `interrupt.rs`), and what
+/// a watcher does when the daemon goes away, the same for both (see `watcher.rs`).
+const AFTER_HELP: &str = "Interrupted by Ctrl-C (SIGINT), SIGTERM or SIGHUP, a command \
     cleans up (restores the terminal, stops a private daemon it started) and then ends by \
     that signal, so a shell reports 130, 143 or 129 and a script that ran it stops too. \
-    Leaving `top` with q or Esc, or a reader closing the output (`| head`), ends with status 0.";
+    Leaving `top` with q or Esc, or a reader closing the output (`| head`), ends with status 0.
+
+The watchers, `top` and `faults --follow`, outlive the daemon they watch: when it goes away \
+(stopped, restarted) they say so once on stderr, ask again at each interval, and say once \
+more when it answers (a restarted daemon's fault log is followed from its first record). \
+Only their first connection must succeed: a wrong --socket is an error. Bound them with \
+`top -n COUNT` or `timeout`.";
 
 /// Every subcommand.
 #[derive(Debug, Subcommand)]

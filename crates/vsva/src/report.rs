@@ -8,6 +8,7 @@ use crate::common::{
     bdf, clip, outln, print_json, printable, wait_unless_stdout_closed, CliError, Common,
 };
 use crate::number::{parse_u32, ranges};
+use crate::watcher::Outage;
 
 /// `vsva quota`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +36,8 @@ pub(crate) struct FaultsArgs {
     /// Keep running and print each new record as the daemon logs it, one line each (with
     /// `--json`, one object per line with its `number`), until interrupted or stdout closes.
     /// Records the daemon's log dropped before they were read are counted in a line of
-    /// their own (`{"missed": N}`).
+    /// their own (`{"missed": N}`). A daemon that goes away is said so on stderr and asked
+    /// again at each interval; a restarted one's log is followed from its first record.
     #[arg(long, short = 'f')]
     pub(crate) follow: bool,
     /// How often `--follow` asks the daemon, in milliseconds.
@@ -312,7 +314,7 @@ fn fault_json(r: &vsva_proto::FaultRecord) -> serde_json::Value {
 pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
     let mut client = a.common.connect("vsva faults")?;
     if a.follow {
-        return follow(&mut client, a);
+        return follow(client, a);
     }
     let f = client.faults(a.max)?;
     if a.common.json {
@@ -335,8 +337,10 @@ pub(crate) fn faults(a: &FaultsArgs) -> Result<(), CliError> {
 
 /// `vsva faults --follow`: the last `max` records, then each new one as it is logged, read
 /// with the daemon's fault cursor so that identical records (a device retrying one access)
-/// each print once.
-fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
+/// each print once. A daemon that goes away is asked again at each interval
+/// (`crate::watcher`); a restarted one's log numbers from 1 again, and is followed from its
+/// first record.
+fn follow(mut client: Client, a: &FaultsArgs) -> Result<(), CliError> {
     let show = |f: &vsva_proto::NumberedFault| -> Result<(), CliError> {
         if a.common.json {
             let mut v = fault_json(&f.record);
@@ -347,16 +351,45 @@ fn follow(client: &mut Client, a: &FaultsArgs) -> Result<(), CliError> {
             Ok(())
         }
     };
+    let interval = std::time::Duration::from_millis(a.interval_ms);
+    let mut outage = Outage::new(
+        "faults",
+        a.common.socket(),
+        interval,
+        client.hello().instance,
+    );
     // Catch up with what the log holds, and show its last `max` records.
     let mut since = 0;
     let held = client.new_faults(&mut since)?.faults;
     for f in &held[held.len().saturating_sub(a.max as usize)..] {
         show(f)?;
     }
-    let interval = std::time::Duration::from_millis(a.interval_ms);
+    let mut client = Some(client);
     loop {
         wait_unless_stdout_closed(interval)?;
-        let new = client.new_faults(&mut since)?;
+        let c = match &mut client {
+            Some(c) => c,
+            None => match a.common.connect("vsva faults") {
+                Ok(c) => {
+                    if outage.answered(c.hello().instance) {
+                        since = 0;
+                    }
+                    client.insert(c)
+                }
+                Err(e) => {
+                    outage.lost(&e);
+                    continue;
+                }
+            },
+        };
+        let new = match c.new_faults(&mut since) {
+            Ok(new) => new,
+            Err(e) => {
+                client = None;
+                outage.lost(&e.into());
+                continue;
+            }
+        };
         let missed = new.missed;
         if missed > 0 {
             if a.common.json {

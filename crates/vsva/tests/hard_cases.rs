@@ -251,6 +251,67 @@ fn child_named(parent: u32, name: &str) -> Option<u32> {
     })
 }
 
+/// `vsva demo` in scratch directory `tmp` (its `TMPDIR`), blocked on its first line right
+/// after its private daemon has started, with that daemon's pid. Its stdout is a pipe that is
+/// already full: it blocks until the pipe's reader (returned) reads, or a signal comes.
+fn blocked_demo(tmp: &std::path::Path) -> (Child, std::io::PipeReader, u32) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let flags = rustix::fs::fcntl_getfl(&writer).unwrap();
+    rustix::fs::fcntl_setfl(&writer, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    while rustix::io::write(&writer, &[0u8; 4096]).is_ok() {}
+    rustix::fs::fcntl_setfl(&writer, flags).unwrap();
+    let demo = Command::new(env!("CARGO_BIN_EXE_vsva"))
+        .args(["demo", "--socket"])
+        .arg(tmp.join("none.sock"))
+        .env("VSVA_VSVAD", vsvad())
+        .env("TMPDIR", tmp)
+        .stdout(writer)
+        .spawn()
+        .unwrap();
+    let mut daemon = None;
+    wait_until("the private vsvad", || {
+        daemon = child_named(demo.id(), "vsvad");
+        daemon.is_some()
+    });
+    (demo, reader, daemon.unwrap())
+}
+
+/// Whether process `pid` runs (a zombie nobody has reaped yet does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+/// `kill -9` runs no clean-up in the demo: its private daemon sees the pipe from its parent
+/// close, stops by itself and removes its temporary directory.
+#[test]
+fn a_killed_demo_leaves_no_daemon_and_no_directory() {
+    let tmp = scratch("sigkill");
+    let (mut demo, reader, daemon) = blocked_demo(&tmp);
+    kill_process(Pid::from_child(&demo), Signal::KILL).unwrap();
+    assert_eq!(demo.wait().unwrap().signal(), Some(9));
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while running(daemon) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let alive = running(daemon);
+    if alive {
+        let _ = kill_process(Pid::from_raw(daemon as i32).unwrap(), Signal::KILL);
+    }
+    let left = remove_scratch(&tmp);
+    assert!(
+        !alive,
+        "the private vsvad {daemon} still runs after its parent was killed"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn an_interrupted_demo_stops_its_private_daemon() {
     // It ends by the signal after its clean-up (the shell reports 130, 143 and 129), as
@@ -262,27 +323,7 @@ fn an_interrupted_demo_stops_its_private_daemon() {
         (Signal::HUP, 1, "sighup"),
     ] {
         let tmp = scratch(tag);
-        // A stdout pipe that is already full: the demo blocks on its first line, right
-        // after its private daemon has started, until the signal comes.
-        let (reader, writer) = std::io::pipe().unwrap();
-        let flags = rustix::fs::fcntl_getfl(&writer).unwrap();
-        rustix::fs::fcntl_setfl(&writer, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
-        while rustix::io::write(&writer, &[0u8; 4096]).is_ok() {}
-        rustix::fs::fcntl_setfl(&writer, flags).unwrap();
-        let mut demo = Command::new(env!("CARGO_BIN_EXE_vsva"))
-            .args(["demo", "--socket"])
-            .arg(tmp.join("none.sock"))
-            .env("VSVA_VSVAD", vsvad())
-            .env("TMPDIR", &tmp)
-            .stdout(writer)
-            .spawn()
-            .unwrap();
-        let mut daemon = None;
-        wait_until("the private vsvad", || {
-            daemon = child_named(demo.id(), "vsvad");
-            daemon.is_some()
-        });
-        let daemon = daemon.unwrap();
+        let (mut demo, reader, daemon) = blocked_demo(&tmp);
         kill_process(Pid::from_child(&demo), signal).unwrap();
         let status = demo.wait().unwrap();
         drop(reader);

@@ -12,8 +12,9 @@
 //! simulated IOMMU and devices), `daemon` (processes, contexts and request handling, one
 //! request family per file), `conn` (one connection's reading and writing), `event_loop` (the workers that serve connections), `blocking` (the threads that serve requests which may wait for a device process), `parked` (such a request's way there and back), `events` (the events channels and their thread), `metrics`
 //! (Prometheus text over HTTP), `private_dir` (directories no other user controls), [`server`] (socket, signals, draining), [`log_sink`] (the log's non-blocking writer),
-//! [`systemd`] (socket activation, readiness). Only the configuration, the server, the log's
-//! writer and the systemd glue are public: the binary starts the server with the configuration
+//! [`systemd`] (socket activation, readiness), [`ephemeral`] (a private daemon that stops with the
+//! process that started it). Only the configuration, the server, the log's writer, the systemd
+//! glue and the ephemeral watch are public: the binary starts the server with the configuration
 //! (and a socket the service manager passed), logging through the writer.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod config_toml;
 mod conn;
 mod credentials;
 mod daemon;
+pub mod ephemeral;
 mod event_loop;
 mod events;
 pub mod log_sink;

@@ -44,6 +44,12 @@ struct Args {
     /// Log filter (tracing-subscriber syntax), default from RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Run as the ephemeral, private daemon of the process that started it, in DIR, which must
+    /// hold the socket and the state directory: standard input is a pipe from that process,
+    /// and when the pipe closes (the process exited, even by SIGKILL) the daemon stops as on
+    /// SIGTERM and removes DIR. `vsva demo` and `vsva_client::PrivateDaemon` start it so.
+    #[arg(long, value_name = "DIR")]
+    ephemeral: Option<PathBuf>,
     /// Print the effective configuration as TOML (a valid config file) and exit.
     #[arg(long)]
     check_config: bool,
@@ -189,6 +195,12 @@ fn run(
     });
     let euid = rustix::process::geteuid().as_raw();
     let settings = config.validate(euid, &|k| std::env::var_os(k))?;
+    // Refused under --check-config too: it refuses everything a start would.
+    let ephemeral = args
+        .ephemeral
+        .as_deref()
+        .map(|dir| vsvad::ephemeral::Ephemeral::check(dir, &settings.socket, &settings.state_dir))
+        .transpose()?;
     if args.check_config {
         // A closed stdout (e.g. `| head`) is not an error worth more than the exit code.
         let _ = write!(
@@ -202,6 +214,22 @@ fn run(
         Some(l) => vsvad::server::Listen::Inherited(l),
         None => vsvad::server::Listen::Bind,
     };
-    vsvad::server::run(settings, listen, |_| {})?;
+    let served = vsvad::server::run(settings, listen, |handle| {
+        if let Some(e) = &ephemeral {
+            if let Err(err) = e.watch(handle) {
+                // Not watched, it could outlive its parent: it does not run at all.
+                tracing::error!(error = %err, "cannot watch the parent of an ephemeral daemon; stopping");
+                handle.stop();
+            }
+        }
+    });
+    // The parent has gone and cleans up nothing: the directory is the daemon's to remove,
+    // also when it stopped with an error.
+    if let Some(e) = ephemeral.filter(|e| e.orphaned()) {
+        if let Err(err) = e.remove() {
+            tracing::warn!(error = %err, "cannot remove the ephemeral daemon's directory");
+        }
+    }
+    served?;
     Ok(())
 }

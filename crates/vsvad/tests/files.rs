@@ -401,3 +401,92 @@ fn a_refused_value_names_the_flag_variable_or_key_that_gave_it() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+/// `--ephemeral DIR` keeps everything in DIR and needs a pipe from its parent as standard
+/// input; each refusal names the flag, DIR and what is wrong.
+#[test]
+fn an_ephemeral_daemon_refuses_paths_outside_its_directory_and_a_stdin_not_a_pipe() {
+    let dir = TestDir::new("ephemeral-refused");
+    let d = dir.path().to_str().unwrap();
+    let (inside, outside) = (format!("{d}/e"), format!("{d}/other"));
+    let cases: &[(String, String, &str)] = &[
+        (
+            format!("{outside}/s.sock"),
+            format!("{inside}/state"),
+            "the socket",
+        ),
+        (
+            format!("{inside}/s.sock"),
+            outside.clone(),
+            "the state directory",
+        ),
+        (
+            format!("{inside}/s.sock"),
+            format!("{inside}/state"),
+            "standard input is a character device",
+        ),
+    ];
+    for (socket, state, want) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vsvad"));
+        cmd.args([
+            "--ephemeral",
+            &inside,
+            "--socket",
+            socket,
+            "--state-dir",
+            state,
+        ]);
+        let err = refused_by(cmd);
+        assert!(
+            err.starts_with(&format!("vsvad: --ephemeral {inside}: {want}")),
+            "{socket} {state}: {err}"
+        );
+    }
+}
+
+/// An ephemeral daemon whose parent goes (the write end of its standard input closes) stops
+/// cleanly and removes its directory; one stopped by SIGTERM leaves the directory to its
+/// parent.
+#[test]
+fn an_ephemeral_daemon_stops_and_removes_its_directory_when_its_parent_goes() {
+    let dir = TestDir::new("ephemeral");
+    for parent_goes in [true, false] {
+        let e = dir.path().join(format!("e-{parent_goes}"));
+        std::fs::create_dir(&e).unwrap();
+        let socket = e.join("vsvad.sock");
+        let (stdin, parent) = std::io::pipe().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vsvad"))
+            .arg("--ephemeral")
+            .arg(&e)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(e.join("state"))
+            .args(["--log", "warn"])
+            .stdin(stdin)
+            .spawn()
+            .unwrap();
+        common::wait_until("vsvad to accept connections", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        let status = if parent_goes {
+            drop(parent);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let Some(status) = child.try_wait().unwrap() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("vsvad still runs 10 s after its parent's pipe closed");
+            };
+            status
+        } else {
+            let status = common::sigterm(&mut child);
+            drop(parent);
+            status
+        };
+        assert!(status.success(), "parent goes: {parent_goes}: {status:?}");
+        assert_eq!(e.exists(), !parent_goes, "{}", e.display());
+    }
+}

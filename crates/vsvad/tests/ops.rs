@@ -461,6 +461,32 @@ fn a_huge_metrics_request_head_gets_431_not_a_reset() {
     assert!(d.terminate().success());
 }
 
+/// A request head that has not arrived whole 2 s after the connection gets `408 Request
+/// Timeout` (not a silent close), and then the connection ends as after any answer.
+#[test]
+fn a_metrics_request_that_misses_its_deadline_gets_408() {
+    let dir = TestDir::new("slowhead");
+    let addr = free_loopback_addr();
+    let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
+    d.client("ready").ping(b"x").unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    // A hang guard well past the daemon's 2 s deadline, not a timing assertion.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .expect("the daemon neither answered nor closed within 10 s");
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "answer: {answer:?}"
+    );
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    // The endpoint still serves.
+    assert!(scrape(&addr).contains("vsvad_pasid_capacity"));
+    assert!(d.terminate().success());
+}
+
 /// A SIGINT that arrives while the daemon starts — here while it replays a log of 30 000
 /// PASIDs and gives them back to their live process — is served as soon as it is up: it
 /// stops cleanly (exit status 0, socket removed) instead of dying of the signal with its

@@ -15,8 +15,9 @@
 //!
 //! Each reading is three requests (STATUS, SETS, FAULTS) on one connection. Rates are the
 //! differences between two readings of the same daemon instance divided by the time between
-//! them; after a daemon restart they start again. A lost daemon is shown (or printed on
-//! stderr) and asked again at the next reading.
+//! them; after a daemon restart they start again. A lost daemon is shown (or, one line per
+//! reading, said once on stderr, and once more when it answers again) and asked again at the
+//! next reading, as every long-running watcher does (`crate::watcher`).
 
 mod sample;
 mod view;
@@ -31,9 +32,10 @@ use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use vsva_client::Client;
 
-use crate::common::{outln, print_json, wait_unless_stdout_closed, warn, CliError, Common};
+use crate::common::{outln, print_json, wait_unless_stdout_closed, CliError, Common};
 use crate::interrupt::end_by;
 pub(crate) use crate::report::{duration as uptime, fault_line};
+use crate::watcher::Outage;
 use sample::{process_rows, Rates, Sample};
 
 /// The shortest interval between readings.
@@ -266,6 +268,8 @@ fn full_screen(a: &TopArgs, watch: &mut Watch, stop: &AtomicI32) -> Result<(), C
 /// One line (or JSON document) per reading.
 fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicI32) -> Result<(), CliError> {
     let mut readings = 0u64;
+    let instance = watch.cur.as_ref().map_or(0, |s| s.status.instance);
+    let mut outage = Outage::new("top", a.common.socket(), a.interval, instance);
     loop {
         if let Some(s) = &watch.cur {
             print_reading(a, s, watch.rates())?;
@@ -284,10 +288,17 @@ fn lines(a: &TopArgs, watch: &mut Watch, stop: &AtomicI32) -> Result<(), CliErro
                     .min(Duration::from_millis(100)),
             )?;
         }
-        if let Err(e) = watch.read() {
-            warn(&format_args!("top: no reading: {e}"));
-            watch.cur = None;
-            watch.prev = None;
+        match watch.read() {
+            Ok(()) => {
+                if let Some(s) = &watch.cur {
+                    outage.answered(s.status.instance);
+                }
+            }
+            Err(e) => {
+                outage.lost(&e);
+                watch.cur = None;
+                watch.prev = None;
+            }
         }
     }
 }

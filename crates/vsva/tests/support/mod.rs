@@ -67,8 +67,19 @@ impl Daemon {
     /// Kills the daemon (SIGKILL: nothing acknowledged may be lost) and starts it again on
     /// the same socket and state directory.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills the daemon (SIGKILL); [`start_again`](Self::start_again) brings it back.
+    pub fn stop(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Starts the daemon again on the same socket and state directory, after
+    /// [`stop`](Self::stop).
+    pub fn start_again(&mut self) {
         self.child = Daemon::spawn(&self.dir, &self.socket);
     }
 
