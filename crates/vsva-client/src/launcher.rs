@@ -155,21 +155,21 @@ impl PrivateDaemon {
         // daemon once there is one).
         let mut d = PrivateDaemon {
             child: None,
-            socket: dir.join("vsvad.sock"),
+            socket: dir.join(vsva_proto::paths::SOCKET_NAME),
             dir,
             _parent: None,
         };
         let dir = d.dir.clone();
         let mut cmd = Command::new(vsvad);
         if let Some(text) = config {
-            let path = dir.join("vsvad.toml");
+            let path = dir.join(vsva_proto::paths::PRIVATE_CONFIG_NAME);
             std::fs::write(&path, text)?;
             cmd.arg("--config").arg(path);
         }
         if !args.contains(&"--log") {
             cmd.args(["--log", "warn"]);
         }
-        let log = std::fs::File::create(dir.join("vsvad.log"))?;
+        let log = std::fs::File::create(dir.join(vsva_proto::paths::PRIVATE_LOG_NAME))?;
         // Both ends close-on-exec; the daemon gets the read end as its standard input (which
         // is not), and only this value keeps the write end.
         let (to_daemon, parent) = std::io::pipe()?;

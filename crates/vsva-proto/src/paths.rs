@@ -10,6 +10,11 @@ use std::path::PathBuf;
 
 /// Socket file name inside the runtime directory.
 pub const SOCKET_NAME: &str = "vsvad.sock";
+/// The configuration a tool writes into the directory of a private daemon it starts
+/// (`vsvad --ephemeral DIR`).
+pub const PRIVATE_CONFIG_NAME: &str = "vsvad.toml";
+/// The log file a tool gives a private daemon it starts, in the same directory.
+pub const PRIVATE_LOG_NAME: &str = "vsvad.log";
 
 fn env_dir(env: &dyn Fn(&str) -> Option<OsString>, key: &str) -> Option<PathBuf> {
     env(key)

@@ -62,6 +62,8 @@ pub enum EphemeralError {
 #[derive(Debug)]
 pub struct Ephemeral {
     dir: PathBuf,
+    socket: PathBuf,
+    state_dir: PathBuf,
     orphaned: Arc<AtomicBool>,
 }
 
@@ -103,6 +105,8 @@ impl Ephemeral {
         }
         Ok(Ephemeral {
             dir: dir.to_owned(),
+            socket: socket.to_owned(),
+            state_dir: state_dir.to_owned(),
             orphaned: Arc::default(),
         })
     }
@@ -145,18 +149,43 @@ impl Ephemeral {
         self.orphaned.load(Ordering::SeqCst)
     }
 
-    /// Removes the directory (socket, state, configuration, log and all), once the daemon has
-    /// stopped because its parent had gone: nobody else is left to do it.
+    /// Removes what a private daemon's directory holds — the socket, the state directory,
+    /// and the configuration and log its starter names `PRIVATE_CONFIG_NAME` and
+    /// `PRIVATE_LOG_NAME` (`vsva_proto::paths`) — and then the directory if that left it
+    /// empty, once the daemon has stopped because its parent had gone: nobody else is left to
+    /// do it. Nothing else is touched, so a DIR given by mistake (a home directory) loses no
+    /// file the daemon did not own; it just stays.
     ///
     /// # Errors
     ///
-    /// The directory could not be removed (wholly or in part).
+    /// Something could not be removed; what could be is removed all the same.
     pub fn remove(&self) -> io::Result<()> {
-        std::fs::remove_dir_all(&self.dir).map_err(|e| {
-            io::Error::new(
+        let gone = |result: io::Result<()>, path: &Path| match result {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
                 e.kind(),
-                format!("cannot remove {}: {e}", self.dir.display()),
-            )
-        })
+                format!("cannot remove {}: {e}", path.display()),
+            )),
+            _ => Ok(()),
+        };
+        let files = [
+            self.socket.clone(),
+            self.dir.join(vsva_proto::paths::PRIVATE_CONFIG_NAME),
+            self.dir.join(vsva_proto::paths::PRIVATE_LOG_NAME),
+        ];
+        let mut first_error = Ok(());
+        for file in &files {
+            first_error = first_error.and(gone(std::fs::remove_file(file), file));
+        }
+        first_error = first_error.and(gone(
+            std::fs::remove_dir_all(&self.state_dir),
+            &self.state_dir,
+        ));
+        // The state directory may sit deeper inside DIR: its parents inside DIR go if empty.
+        let mut parent = self.state_dir.parent();
+        while let Some(p) = parent.filter(|p| p.starts_with(&self.dir) && *p != self.dir) {
+            let _ = std::fs::remove_dir(p);
+            parent = p.parent();
+        }
+        first_error.and(gone(std::fs::remove_dir(&self.dir), &self.dir))
     }
 }

@@ -446,13 +446,20 @@ fn an_ephemeral_daemon_refuses_paths_outside_its_directory_and_a_stdin_not_a_pip
 
 /// An ephemeral daemon whose parent goes (the write end of its standard input closes) stops
 /// cleanly and removes its directory; one stopped by SIGTERM leaves the directory to its
-/// parent.
+/// parent. It removes only what a private daemon's directory holds: a file of someone
+/// else's in DIR stays, and so does DIR.
 #[test]
 fn an_ephemeral_daemon_stops_and_removes_its_directory_when_its_parent_goes() {
     let dir = TestDir::new("ephemeral");
-    for parent_goes in [true, false] {
-        let e = dir.path().join(format!("e-{parent_goes}"));
+    for (parent_goes, foreign) in [(true, false), (false, false), (true, true)] {
+        let e = dir.path().join(format!("e-{parent_goes}-{foreign}"));
         std::fs::create_dir(&e).unwrap();
+        // What a starting tool leaves there (`vsva_client::PrivateDaemon`).
+        std::fs::write(e.join("vsvad.log"), "").unwrap();
+        std::fs::write(e.join("vsvad.toml"), "").unwrap();
+        if foreign {
+            std::fs::write(e.join("notes.txt"), "mine").unwrap();
+        }
         let socket = e.join("vsvad.sock");
         let (stdin, parent) = std::io::pipe().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vsvad"))
@@ -487,6 +494,13 @@ fn an_ephemeral_daemon_stops_and_removes_its_directory_when_its_parent_goes() {
             status
         };
         assert!(status.success(), "parent goes: {parent_goes}: {status:?}");
-        assert_eq!(e.exists(), !parent_goes, "{}", e.display());
+        assert_eq!(e.exists(), !parent_goes || foreign, "{}", e.display());
+        if parent_goes && foreign {
+            let left: Vec<_> = std::fs::read_dir(&e)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(left, ["notes.txt"], "{}", e.display());
+        }
     }
 }
