@@ -128,6 +128,18 @@ fn a_connection_drives_its_own_iommufd_context() {
     });
     c.iommufd_ioctl(IOMMU_HWPT_ALLOC, &mut hw).unwrap();
     let hwpt = back::<IommuHwptAlloc>(&hw).out_hwpt_id;
+    // Not while the requests without PASID are on the IOAS's automatic HWPT, which is never
+    // PASID-capable (Linux's iommufd_hwpt_pasid_compat): they move to the new HWPT first,
+    // and the automatic one, left unused, goes.
+    assert_eq!(
+        errno(attach(&mut c, dev.source_id, hwpt, Some(pasid))),
+        Errno::EINVAL
+    );
+    attach(&mut c, dev.source_id, hwpt, None).unwrap();
+    assert_eq!(
+        c.dma_read(dev.source_id, None, 0x10_2000, 5).unwrap(),
+        b"guest"
+    );
     assert_eq!(
         errno(attach(&mut c, dev.source_id, hwpt, Some(pasid + 1))),
         Errno::ENOENT
@@ -137,13 +149,13 @@ fn a_connection_drives_its_own_iommufd_context() {
     // succeeds and changes nothing.
     attach(&mut c, dev.source_id, hwpt, Some(pasid)).unwrap();
 
-    // The objects view: IOAS, device, automatic and explicit HWPTs.
+    // The objects view: IOAS, device, the explicit HWPT (the automatic one is gone).
     let objects = c.iommufd_objects(0).unwrap();
     let kinds: Vec<&str> = objects
         .iter()
         .map(|o| IOMMUFD_KIND_NAMES_OF[o.kind as usize])
         .collect();
-    assert_eq!(kinds, ["ioas", "device", "hwpt-paging", "hwpt-paging"]);
+    assert_eq!(kinds, ["ioas", "device", "hwpt-paging"]);
     let device = objects.iter().find(|o| o.id == dev_id).unwrap();
     assert_eq!(device.attached.len(), 2);
 
