@@ -111,8 +111,11 @@ impl IommufdCtx {
     ///
     /// # Errors
     ///
-    /// `ENOENT` for an unknown device or `pt_id`; `EINVAL` for a `pt_id` of another kind or a
-    /// PASID attach to an HWPT without `IOMMU_HWPT_ALLOC_PASID`; for a PASID: `EOPNOTSUPP`
+    /// `ENOENT` for an unknown device or `pt_id`; `EINVAL` for a `pt_id` of another kind, and
+    /// for PASIDs beside requests without PASID on an HWPT without `IOMMU_HWPT_ALLOC_PASID`
+    /// (`iommufd_hwpt_pasid_compat`: a PASID attach to such an HWPT, or while the requests
+    /// without PASID are on one; an attach without PASID to one while a PASID is attached; an
+    /// IOAS's automatic HWPT is never PASID-capable); for a PASID: `EOPNOTSUPP`
     /// without PASID support, `EINVAL` for 0 or beyond the space, `EACCES` when another
     /// process owns it, `ENOENT` when nobody does; for a nested HWPT, its stage 1's address
     /// width, SRE or EAFE the IOMMU cannot take → `EINVAL` (`intel_pasid_setup_nested`); an
@@ -130,7 +133,9 @@ impl IommufdCtx {
                         ioas: pt_id,
                         did,
                         nest_parent: false,
-                        pasid_compat: true,
+                        // `iommufd_device_auto_get_domain` allocates it with no flags
+                        // (`iommufd_hwpt_paging_alloc`): never PASID-capable.
+                        pasid_compat: false,
                         auto: true,
                         fault: None,
                     }));
@@ -174,17 +179,30 @@ impl IommufdCtx {
         pasid: Option<u32>,
     ) -> Result<(), IommufdError> {
         let (entry, pasid_compat) = self.entry_of(objs, hwpt)?;
-        if pasid.is_some() && !pasid_compat {
-            return Err(IommufdError::invalid(
-                "pt_id",
-                hwpt.into(),
-                "a PASID attach needs an HWPT allocated with IOMMU_HWPT_ALLOC_PASID",
-            ));
-        }
+        let dev = objs.device(dev_id, Self::WRONG_KIND)?;
         if let Some(p) = pasid {
+            // `iommufd_hwpt_pasid_compat` for a PASID: the HWPT must be PASID-capable, and so
+            // must the one the requests without PASID are attached to.
+            if !pasid_compat {
+                return Err(IommufdError::invalid(
+                    "pt_id",
+                    hwpt.into(),
+                    "a PASID attach needs an HWPT allocated with IOMMU_HWPT_ALLOC_PASID",
+                ));
+            }
+            if let Some(&rid_hwpt) = dev.attached.get(&None) {
+                if !hwpt_pasid_compat(objs, rid_hwpt) {
+                    return Err(IommufdError::PasidIncompatible {
+                        field: "pasid",
+                        value: p,
+                        rid_hwpt,
+                        pasid: p,
+                        attaching_rid: false,
+                    });
+                }
+            }
             self.check_pasid(p)?;
         }
-        let dev = objs.device(dev_id, Self::WRONG_KIND)?;
         let old = dev.attached.get(&pasid).copied();
         if old == Some(hwpt) {
             return Ok(());
@@ -204,11 +222,29 @@ impl IommufdCtx {
             }
             Some(_) => (None, None),
         };
+        // `iommufd_hwpt_pasid_compat` without PASID: an HWPT that is not PASID-capable takes
+        // the requests without PASID only while no PASID of the device is attached.
+        let rid_conflict = match pasid {
+            None if !pasid_compat => dev.attached.keys().find_map(|&p| p),
+            _ => None,
+        };
         if let Some(ioas) = reserve_in {
             objs.ioas_mut(ioas, Self::WRONG_KIND)?
                 .reserve_for_device(sid, pt_id)?;
         }
-        if let Err(e) = self.write_attachment(objs, sid, hwpt, pasid, &entry, old.is_some()) {
+        // As in `iommufd_hw_pagetable_attach` / `iommufd_device_do_replace`, the reservation
+        // comes first, then the compatibility check, then the driver's attach.
+        let written = match rid_conflict {
+            Some(p) => Err(IommufdError::PasidIncompatible {
+                field: "pt_id",
+                value: pt_id,
+                rid_hwpt: hwpt,
+                pasid: p,
+                attaching_rid: true,
+            }),
+            None => self.write_attachment(objs, sid, hwpt, pasid, &entry, old.is_some()),
+        };
+        if let Err(e) = written {
             if let Some(ioas) = reserve_in {
                 unreserve(objs, ioas, sid);
             }
@@ -501,6 +537,16 @@ impl IommufdCtx {
             }
         }
         Ok(data)
+    }
+}
+
+/// Whether HWPT `hwpt` (an attachment's, so it exists) was allocated with
+/// `IOMMU_HWPT_ALLOC_PASID` (Linux's `hwpt->pasid_compat`).
+fn hwpt_pasid_compat(objs: &Objects, hwpt: u32) -> bool {
+    match objs.get(hwpt).map(|e| &e.object) {
+        Ok(Object::HwptPaging(h)) => h.pasid_compat,
+        Ok(Object::HwptNested(h)) => h.pasid_compat,
+        _ => false,
     }
 }
 

@@ -75,6 +75,23 @@ pub enum IommufdError {
         /// The errno.
         errno: Errno,
     },
+    /// The device's attachments with and without PASID would not go together (`EINVAL`,
+    /// Linux's `iommufd_hwpt_pasid_compat`): its requests without PASID on an HWPT not
+    /// allocated with `IOMMU_HWPT_ALLOC_PASID` (an IOAS's automatic HWPT never is) while a
+    /// PASID of it is attached — whichever of the two the call would make.
+    #[error("{field} {value}: {}", pasid_conflict(*rid_hwpt, *pasid, *attaching_rid))]
+    PasidIncompatible {
+        /// The field naming what the call attaches: `pt_id` or `pasid`.
+        field: &'static str,
+        /// Its value.
+        value: u32,
+        /// The HWPT, not PASID-capable, that has or would take the requests without PASID.
+        rid_hwpt: u32,
+        /// The PASID attached, or being attached.
+        pasid: u32,
+        /// Whether the call attaches the requests without PASID (else it attaches `pasid`).
+        attaching_rid: bool,
+    },
     /// The PASID belongs to another process (`EACCES`) or to nobody (`ENOENT`).
     #[error("PASID {pasid} is not owned by this context's process ({reason})")]
     PasidNotOwned {
@@ -99,6 +116,7 @@ impl IommufdError {
             | IommufdError::Refused { errno, .. }
             | IommufdError::PasidNotOwned { errno, .. } => *errno,
             IommufdError::Busy { .. } => Errno::EBUSY,
+            IommufdError::PasidIncompatible { .. } => Errno::EINVAL,
             IommufdError::Unsupported { .. } => Errno::EOPNOTSUPP,
         }
     }
@@ -131,5 +149,20 @@ impl IommufdError {
     #[cold]
     pub(crate) fn iommu(op: &'static str, source: IommuError) -> Self {
         IommufdError::Iommu { op, source }
+    }
+}
+
+/// Why [`IommufdError::PasidIncompatible`] refused.
+fn pasid_conflict(rid_hwpt: u32, pasid: u32, attaching_rid: bool) -> String {
+    if attaching_rid {
+        format!(
+            "HWPT {rid_hwpt} was not allocated with IOMMU_HWPT_ALLOC_PASID, so it cannot take \
+             the device's requests without PASID while its PASID {pasid} is attached"
+        )
+    } else {
+        format!(
+            "the device's requests without PASID are attached to HWPT {rid_hwpt}, which was \
+             not allocated with IOMMU_HWPT_ALLOC_PASID, so no PASID of it may be attached"
+        )
     }
 }

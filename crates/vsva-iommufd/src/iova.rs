@@ -11,9 +11,16 @@ use crate::objects::Ioas;
 /// The IOVA alignment every map, copy and unmap needs: the stage 2's 4 KiB page.
 pub const IOVA_ALIGNMENT: u64 = 4096;
 
-/// The largest IOVA alignment `iopt_alloc_iova` picks: x86's `HPAGE_SIZE` (2 MiB) with
+/// The largest IOVA alignment a map or copy without `FIXED_IOVA` takes from the address of
+/// the memory it maps, as `iopt_alloc_iova` caps it: x86's `HPAGE_SIZE` (2 MiB) with
 /// `CONFIG_TRANSPARENT_HUGEPAGE`, as distribution kernels build it.
-const HPAGE_SIZE: u64 = 2 << 20;
+///
+/// The IOVA picked depends on that address only modulo this value (through its lowest set
+/// bit, and its page offset). A caller that names memory by another address than the one
+/// its own caller gave — `vsvad` turns a process's `user_va` into where that memory sits in
+/// the IOMMU's host memory — picks the IOVA Linux picks for the original address as long as
+/// the two addresses are equal modulo this value.
+pub const IOVA_ALIGNMENT_MAX: u64 = 2 << 20;
 
 impl Ioas {
     /// A free IOVA for `len` bytes of memory at `uptr`, picked as `iopt_alloc_iova` picks
@@ -49,7 +56,7 @@ impl Ioas {
             align = align.min(1 << uptr.trailing_zeros());
         }
         // Capped at HPAGE_SIZE (x86 with CONFIG_TRANSPARENT_HUGEPAGE: 2 MiB).
-        align = align.min(HPAGE_SIZE);
+        align = align.min(IOVA_ALIGNMENT_MAX);
         if align < IOVA_ALIGNMENT {
             return Err(IommufdError::invalid(
                 field,

@@ -43,7 +43,7 @@ mod reserved;
 pub use ctx::{IommufdCtx, ObjectInfo};
 pub use error::IommufdError;
 pub use fault::route_page_requests;
-pub use iova::IOVA_ALIGNMENT;
+pub use iova::{IOVA_ALIGNMENT, IOVA_ALIGNMENT_MAX};
 pub use kind::ObjectKind;
 
 #[cfg(test)]

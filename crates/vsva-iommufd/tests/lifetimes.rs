@@ -159,7 +159,7 @@ impl Model {
             },
             Op::Attach { dev, pt, pasid } => {
                 let d = devs[&dev];
-                let hwpt = match self.objects.get(&pt) {
+                let (hwpt, new_auto) = match self.objects.get(&pt) {
                     None => return Err(Errno::ENOENT),
                     Some(K::Ioas) => {
                         let found = self.objects.iter().find_map(|(&id, k)| {
@@ -167,21 +167,40 @@ impl Model {
                                 .then_some(id)
                         });
                         match found {
-                            Some(h) => h,
-                            None => self.insert(K::Paging {
-                                ioas: pt,
-                                nest_parent: false,
-                                auto: true,
-                            }),
+                            Some(h) => (h, false),
+                            None => ((1..).find(|i| !self.objects.contains_key(i)).unwrap(), true),
                         }
                     }
-                    Some(K::Paging { .. } | K::Nested { .. }) => pt,
+                    Some(K::Paging { .. } | K::Nested { .. }) => (pt, false),
                     Some(_) => return Err(Errno::EINVAL),
                 };
+                // `iommufd_hwpt_pasid_compat`: every HWPT this model allocates has
+                // IOMMU_HWPT_ALLOC_PASID, an automatic one never does. A PASID needs its HWPT
+                // and the one without PASID PASID-capable; an HWPT that is not takes the
+                // requests without PASID only while no PASID is attached (the same HWPT
+                // again changes nothing, before the check).
+                let compat =
+                    |h: u32| !new_auto_or_auto(self.objects.get(&h), new_auto && h == hwpt);
+                let rid = self.attached.get(&(d, false)).copied();
+                let refused = if pasid {
+                    !compat(hwpt) || rid.is_some_and(|r| !compat(r))
+                } else {
+                    !compat(hwpt) && rid != Some(hwpt) && self.attached.contains_key(&(d, true))
+                };
+                if refused {
+                    return Err(Errno::EINVAL);
+                }
+                if new_auto {
+                    self.insert(K::Paging {
+                        ioas: pt,
+                        nest_parent: false,
+                        auto: true,
+                    });
+                }
                 // Attached already: a replace (`iommufd_device_replace`). The same HWPT
                 // changes nothing; another takes the reference, and an automatic HWPT left
-                // unused goes. (Every HWPT here takes PASIDs and every stage 1 is valid: no
-                // replace of this model is refused.)
+                // unused goes. (Every stage 1 is valid: no other replace of this model is
+                // refused.)
                 if let Some(old) = self.attached.insert((d, pasid), hwpt) {
                     if old != hwpt
                         && matches!(self.objects.get(&old), Some(K::Paging { auto: true, .. }))
@@ -203,6 +222,11 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// Whether `k` is an automatic HWPT (or `new` one, not in the model yet).
+fn new_auto_or_auto(k: Option<&K>, new: bool) -> bool {
+    new || matches!(k, Some(K::Paging { auto: true, .. }))
 }
 
 fn run(ctx: &IommufdCtx, op: &Op, pasid: u32) -> Result<(), Errno> {

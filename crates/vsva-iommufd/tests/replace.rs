@@ -100,18 +100,26 @@ impl Two {
 #[test]
 fn replace_with_the_same_hwpt_changes_nothing() {
     let t = two();
-    let paging = hwpt_paging(&t.ctx, t.dev_id, t.a, IOMMU_HWPT_ALLOC_PASID).unwrap();
-    let pasid = t.ctx.alloc_pasid(1, 10).unwrap();
-    assert_eq!(attach(&t.ctx, 3, paging, Some(pasid)), Ok(paging));
     let auto = attach(&t.ctx, 3, t.b, None).unwrap();
     let before = t.objects();
-    assert_eq!(attach(&t.ctx, 3, paging, Some(pasid)), Ok(paging));
     assert_eq!(
         attach(&t.ctx, 3, t.b, None),
         Ok(auto),
         "the IOAS's automatic HWPT"
     );
     assert_eq!(attach(&t.ctx, 3, auto, None), Ok(auto), "that HWPT by id");
+    assert_eq!(t.objects(), before, "no reference taken or dropped");
+    assert_eq!(t.dma_lands(None, b"no pasid"), B_GPA + IOVA);
+    // A PASID beside them needs a PASID-capable HWPT without PASID too (an automatic one
+    // never is: `iommufd_hwpt_pasid_compat`).
+    let rid = hwpt_paging(&t.ctx, t.dev_id, t.b, IOMMU_HWPT_ALLOC_PASID).unwrap();
+    assert_eq!(attach(&t.ctx, 3, rid, None), Ok(rid));
+    let paging = hwpt_paging(&t.ctx, t.dev_id, t.a, IOMMU_HWPT_ALLOC_PASID).unwrap();
+    let pasid = t.ctx.alloc_pasid(1, 10).unwrap();
+    assert_eq!(attach(&t.ctx, 3, paging, Some(pasid)), Ok(paging));
+    let before = t.objects();
+    assert_eq!(attach(&t.ctx, 3, paging, Some(pasid)), Ok(paging));
+    assert_eq!(attach(&t.ctx, 3, rid, None), Ok(rid));
     assert_eq!(t.objects(), before, "no reference taken or dropped");
     assert_eq!(t.dma_lands(Some(pasid), b"pasid..."), IOVA);
     assert_eq!(t.dma_lands(None, b"no pasid"), B_GPA + IOVA);
@@ -132,6 +140,15 @@ fn replace_moves_dma_and_the_reference() {
         assert_eq!(t.dma_lands(pasid, b"after..."), B_GPA + IOVA);
         assert_eq!(t.destroy(new), Err(Errno::EBUSY), "pasid {pasid:?}");
         assert_eq!(t.destroy(old), Ok(()), "pasid {pasid:?}");
+        if pasid.is_some() {
+            // An IOAS's automatic HWPT is never PASID-capable (`iommufd_device_auto_get_domain`
+            // allocates it without IOMMU_HWPT_ALLOC_PASID): refused, nothing changes.
+            let before = t.objects();
+            assert_eq!(attach(&t.ctx, 3, t.a, pasid), Err(Errno::EINVAL));
+            assert_eq!(t.objects(), before);
+            assert_eq!(t.dma_lands(pasid, b"kept...."), B_GPA + IOVA);
+            continue;
+        }
         // Back again, through the IOAS: an automatic HWPT over A (under the lowest free
         // id, the destroyed one's).
         let auto = attach(&t.ctx, 3, t.a, pasid).unwrap();

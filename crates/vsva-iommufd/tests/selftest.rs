@@ -367,6 +367,9 @@ fn pasid_attach_detach() {
     ctx.detach(dev, Some(pasid)).unwrap();
     ctx.detach(dev, Some(pasid)).unwrap();
     assert_eq!(attach(&ctx, 3, paging, Some(pasid)), Ok(paging));
+    // An IOAS's automatic HWPT is not PASID-capable: not beside an attached PASID.
+    assert_eq!(attach(&ctx, 3, ioas, None), Err(Errno::EINVAL));
+    ctx.detach(dev, Some(pasid)).unwrap();
     let auto = attach(&ctx, 3, ioas, None).unwrap();
     assert_eq!(
         attach(&ctx, 4, ioas, None),

@@ -29,10 +29,10 @@ use crate::server::Handle;
 /// Why `--ephemeral` was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EphemeralError {
-    /// The socket or the state directory is outside DIR, which is removed when the tool goes.
+    /// The socket or the state directory is outside DIR, which is cleared when the tool goes.
     #[error(
         "--ephemeral {}: the {what} {} is not inside it (an ephemeral daemon keeps everything \
-         in the directory it removes when its parent exits)",
+         in the directory it clears when its parent exits)",
         .dir.display(), .path.display()
     )]
     Outside {

@@ -6,7 +6,8 @@
 //! `[0, table_pool)` is anonymous memory the IOMMU allocates its own tables from (root and
 //! context tables, PASID directories and tables, stage-2 tables). Guest memory that clients
 //! register by file descriptor is mapped above it, each region at a fresh host-physical
-//! range (2 MiB aligned), so the IOMMU reads and writes the client's pages directly.
+//! range (equal to the registration address modulo 2 MiB, [`REGION_ALIGN`]), so the IOMMU
+//! reads and writes the client's pages directly.
 //!
 //! # The restore function
 //!
@@ -25,8 +26,13 @@ use vsva_vfio::{GroupId, PasidCapability, PciFunctionSpec, Vfio, VfioConfig};
 
 use crate::config::{Settings, RESTORE_GROUP, RESTORE_SOURCE_ID};
 
-/// Alignment of guest memory regions in host-physical space.
-pub const REGION_ALIGN: u64 = 2 << 20;
+/// The modulus by which a guest memory region's host-physical address equals the address
+/// the process registered it at: `vsva_iommufd::IOVA_ALIGNMENT_MAX` (2 MiB, Linux's
+/// `HPAGE_SIZE`). An `IOMMU_IOAS_MAP` without `FIXED_IOVA` picks its IOVA from the low bits
+/// of the address it maps up to that size (`iopt_alloc_iova`); the daemon passes the front
+/// end the host address of the process's `user_va`, so keeping those bits makes the IOVA the
+/// one Linux picks for the process's own address.
+pub const REGION_ALIGN: u64 = vsva_iommufd::IOVA_ALIGNMENT_MAX;
 
 /// Why the machine could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +124,14 @@ impl HpaAllocator {
         }
     }
 
-    /// A fresh range of `size` bytes, `REGION_ALIGN` aligned; `None` when exhausted.
-    pub fn alloc(&mut self, size: u64) -> Option<u64> {
-        let base = self.next.checked_next_multiple_of(REGION_ALIGN)?;
+    /// A fresh range of `size` bytes for memory the process has at `addr`, starting at an
+    /// address equal to `addr` modulo [`REGION_ALIGN`] (the rest of a `REGION_ALIGN` block
+    /// below it stays unused); `None` when exhausted.
+    pub fn alloc(&mut self, size: u64, addr: u64) -> Option<u64> {
+        let base = self
+            .next
+            .checked_next_multiple_of(REGION_ALIGN)?
+            .checked_add(addr % REGION_ALIGN)?;
         let end = base.checked_add(size)?;
         if end > self.end {
             return None;
@@ -135,13 +146,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hpa_ranges_are_aligned_disjoint_and_bounded() {
+    fn hpa_ranges_keep_the_low_bits_and_are_disjoint_and_bounded() {
         let mut a = HpaAllocator::new(64 << 20, 39);
-        let r1 = a.alloc(4096).unwrap();
-        let r2 = a.alloc(3 << 20).unwrap();
+        let r1 = a.alloc(4096, 0).unwrap();
+        let r2 = a.alloc(3 << 20, 0x7fff_f000).unwrap();
+        let r3 = a.alloc(4096, 0x4020_0000).unwrap();
         assert_eq!(r1, 1 << 30);
-        assert_eq!(r2 % REGION_ALIGN, 0);
+        assert_eq!(r2 % REGION_ALIGN, 0x1f_f000, "the address's low 21 bits");
         assert!(r2 >= r1 + 4096);
-        assert!(a.alloc(1 << 39).is_none());
+        assert_eq!(r3 % REGION_ALIGN, 0);
+        assert!(r3 >= r2 + (3 << 20));
+        assert!(a.alloc(1 << 39, 0).is_none());
     }
 }

@@ -47,7 +47,9 @@ struct Args {
     /// Run as the ephemeral, private daemon of the process that started it, in DIR, which must
     /// hold the socket and the state directory: standard input is a pipe from that process,
     /// and when the pipe closes (the process exited, even by SIGKILL) the daemon stops as on
-    /// SIGTERM and removes DIR. `vsva demo` and `vsva_client::PrivateDaemon` start it so.
+    /// SIGTERM and removes its socket, its state directory, the `vsvad.toml` and `vsvad.log`
+    /// its starter put in DIR, and DIR if that left it empty (nothing else).
+    /// `vsva demo` and `vsva_client::PrivateDaemon` start it so.
     #[arg(long, value_name = "DIR")]
     ephemeral: Option<PathBuf>,
     /// Print the effective configuration as TOML (a valid config file) and exit.

@@ -128,6 +128,18 @@ fn a_connection_drives_its_own_iommufd_context() {
     });
     c.iommufd_ioctl(IOMMU_HWPT_ALLOC, &mut hw).unwrap();
     let hwpt = back::<IommuHwptAlloc>(&hw).out_hwpt_id;
+    // Not while the requests without PASID are on the IOAS's automatic HWPT, which is never
+    // PASID-capable (Linux's iommufd_hwpt_pasid_compat): they move to the new HWPT first,
+    // and the automatic one, left unused, goes.
+    assert_eq!(
+        errno(attach(&mut c, dev.source_id, hwpt, Some(pasid))),
+        Errno::EINVAL
+    );
+    attach(&mut c, dev.source_id, hwpt, None).unwrap();
+    assert_eq!(
+        c.dma_read(dev.source_id, None, 0x10_2000, 5).unwrap(),
+        b"guest"
+    );
     assert_eq!(
         errno(attach(&mut c, dev.source_id, hwpt, Some(pasid + 1))),
         Errno::ENOENT
@@ -137,13 +149,13 @@ fn a_connection_drives_its_own_iommufd_context() {
     // succeeds and changes nothing.
     attach(&mut c, dev.source_id, hwpt, Some(pasid)).unwrap();
 
-    // The objects view: IOAS, device, automatic and explicit HWPTs.
+    // The objects view: IOAS, device, the explicit HWPT (the automatic one is gone).
     let objects = c.iommufd_objects(0).unwrap();
     let kinds: Vec<&str> = objects
         .iter()
         .map(|o| IOMMUFD_KIND_NAMES_OF[o.kind as usize])
         .collect();
-    assert_eq!(kinds, ["ioas", "device", "hwpt-paging", "hwpt-paging"]);
+    assert_eq!(kinds, ["ioas", "device", "hwpt-paging"]);
     let device = objects.iter().find(|o| o.id == dev_id).unwrap();
     assert_eq!(device.attached.len(), 2);
 
@@ -244,4 +256,56 @@ fn objects_of_a_pid_without_a_context_is_esrch() {
     // The caller's own pid, named or 0, has a context.
     assert!(c.iommufd_objects(std::process::id()).unwrap().is_empty());
     assert!(c.iommufd_objects(0).unwrap().is_empty());
+}
+
+/// An `IOMMU_IOAS_MAP` without `FIXED_IOVA` picks the IOVA Linux picks for the caller's own
+/// `user_va`, though the daemon maps the memory by its host address: the table's rows are
+/// mapped one after the other into one IOAS, each IOVA worked out by hand from
+/// `iopt_alloc_iova` (io_pagetable.c): alignment `min(roundup_pow_of_two(length),
+/// 1 << __ffs64(user_va))`, at most `HPAGE_SIZE` (2 MiB), in the first hole at or above
+/// `PAGE_SIZE`, by rising IOVA, between the mappings of the rows before. The first region
+/// is registered at an address 4 KiB past a 2 MiB boundary, the second at a 2 MiB one.
+#[test]
+fn an_unfixed_map_picks_the_iova_linux_picks_for_the_callers_user_va() {
+    let dir = TestDir::new("iommufd-iova");
+    let d = Daemon::start(dir.path(), "", &[]);
+    let mut c = d.client("iommufd-iova");
+    let mem = vsva_client::GuestMemory::new(0, 10 << 20).unwrap();
+    let r1 = 0x4000_1000;
+    c.register_memory(mem.fd(), r1, 8 << 20, 0).unwrap();
+    let r2 = 0x8000_0000;
+    c.register_memory(mem.fd(), r2, 2 << 20, 8 << 20).unwrap();
+    let mut a = arg(&IommuIoasAlloc::default());
+    c.iommufd_ioctl(IOMMU_IOAS_ALLOC, &mut a).unwrap();
+    let ioas = back::<IommuIoasAlloc>(&a).out_ioas_id;
+    let rows: [(u64, u64, u64, &str); 6] = [
+        // The region's start, 4 KiB aligned: 64 KiB held to 4 KiB, the space's first page.
+        (r1, 0x1_0000, 0x1000, "[0x1000, 0x10fff]"),
+        // 64 KiB aligned, 4 MiB long: 64 KiB alignment, past the first mapping.
+        (0x4001_0000, 4 << 20, 0x2_0000, "[0x20000, 0x41ffff]"),
+        // 4 MiB aligned and long: 4 MiB held to 2 MiB, so 0x600000 (not 0x800000).
+        (0x4040_0000, 4 << 20, 0x60_0000, "[0x600000, 0x9fffff]"),
+        // 16 KiB aligned, 12 KiB (16 KiB rounded up): in the hole [0x11000, 0x1ffff].
+        (0x4000_4000, 0x3000, 0x1_4000, "[0x14000, 0x16fff]"),
+        // 32 KiB aligned and long: the rest of that hole, [0x18000, 0x1ffff], exactly.
+        (0x4000_8000, 0x8000, 0x1_8000, "[0x18000, 0x1ffff]"),
+        // The second region, 2 MiB aligned and long: the first free 2 MiB boundary.
+        (r2, 2 << 20, 0xa0_0000, "[0xa00000, 0xbfffff]"),
+    ];
+    for (user_va, length, want, mapped) in rows {
+        let mut m = arg(&IommuIoasMap {
+            flags: IOMMU_IOAS_MAP_READABLE,
+            ioas_id: ioas,
+            user_va,
+            length,
+            ..Default::default()
+        });
+        c.iommufd_ioctl(IOMMU_IOAS_MAP, &mut m).unwrap();
+        let got = back::<IommuIoasMap>(&m);
+        assert_eq!(
+            (got.user_va, got.iova),
+            (user_va, want),
+            "user_va {user_va:#x} length {length:#x}: want {mapped}"
+        );
+    }
 }

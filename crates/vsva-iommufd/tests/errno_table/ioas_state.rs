@@ -150,3 +150,56 @@ fn an_unaligned_copy_source_is_einval_naming_src_iova() {
         assert!(e.to_string().starts_with("src_iova 0x800:"), "{e}");
     }
 }
+
+/// The IOVA an `IOMMU_IOAS_MAP` without `FIXED_IOVA` picks, for a table of (`user_va`,
+/// `length`) mapped one after the other into one IOAS, each row's IOVA worked out by hand
+/// from Linux's `iopt_alloc_iova` (io_pagetable.c): alignment =
+/// `min(roundup_pow_of_two(length), 1 << __ffs64(user_va))` (the second term only when
+/// `user_va` is not 0), at most `HPAGE_SIZE` (2 MiB); then the first hole at or above
+/// `PAGE_SIZE`, by rising IOVA, where an aligned start fits the length between the mappings
+/// of the rows before. `GUEST_HPA` is 16 MiB aligned, so the offsets set the low bits.
+#[test]
+fn an_unfixed_map_picks_the_iova_linux_picks() {
+    let f = fixture();
+    let ioas = ioas_alloc(&f.ctx);
+    let rows: [(u64, u64, u64, &str); 6] = [
+        // user_va 4 KiB aligned caps 64 KiB at 4 KiB: the first page of the space.
+        (GUEST_HPA + 0x1000, 0x1_0000, 0x1000, "[0x1000, 0x10fff]"),
+        // 64 KiB aligned, 4 MiB long: 64 KiB alignment, past the first mapping.
+        (
+            GUEST_HPA + 0x1_0000,
+            4 * MB,
+            0x2_0000,
+            "[0x20000, 0x41ffff]",
+        ),
+        // 4 MiB aligned, 4 MiB long: 4 MiB, held to 2 MiB: 0x600000 (4 MiB would be 0x800000).
+        (
+            GUEST_HPA + 4 * MB,
+            4 * MB,
+            0x60_0000,
+            "[0x600000, 0x9fffff]",
+        ),
+        // 16 KiB aligned, 12 KiB (16 KiB rounded up): in the hole [0x11000, 0x1ffff].
+        (GUEST_HPA + 0x4000, 0x3000, 0x1_4000, "[0x14000, 0x16fff]"),
+        // 32 KiB aligned and long: the rest of that hole, [0x18000, 0x1ffff], exactly.
+        (GUEST_HPA + 0x8000, 0x8000, 0x1_8000, "[0x18000, 0x1ffff]"),
+        // user_va 0 sets no alignment: 12 KiB rounds up to 16 KiB; [0x11000, 0x13fff] is
+        // too small from 0x14000, [0x17000, 0x17fff] too, [0x420000, 0x5fffff] fits.
+        (0, 0x3000, 0x42_0000, "[0x420000, 0x422fff]"),
+    ];
+    for (user_va, length, want, mapped) in rows {
+        let mut buf = arg(
+            &IommuIoasMap {
+                flags: IOMMU_IOAS_MAP_READABLE,
+                ..map_cmd(ioas, user_va, 0, length)
+            },
+            0,
+        );
+        call(&f.ctx, IOMMU_IOAS_MAP, &mut buf).unwrap();
+        let got = back::<IommuIoasMap>(&buf).iova;
+        assert_eq!(
+            got, want,
+            "user_va {user_va:#x} length {length:#x}: want {mapped}"
+        );
+    }
+}

@@ -5,8 +5,10 @@
 //! The fixture and the runners are here; the rows are in [`ioas`] (the argument reader,
 //! IOMMU_DESTROY and the IOAS ioctls), [`ioas_limits`] (the IOAS ioctls at the top of the
 //! range), [`hwpt`] (HWPT_ALLOC, HWPT_INVALIDATE, GET_HW_INFO,
-//! FAULT_QUEUE_ALLOC), [`device`] (the device ioctls) and [`msi_window`] (what a device's
-//! reserved interrupt window refuses, and the attaches it refuses).
+//! FAULT_QUEUE_ALLOC), [`device`] (the device ioctls), [`msi_window`] (what a device's
+//! reserved interrupt window refuses, and the attaches it refuses) and [`pasid_compat`] (the
+//! attaches that would put PASIDs beside requests without PASID on an HWPT not allocated
+//! with `IOMMU_HWPT_ALLOC_PASID`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -18,6 +20,7 @@ mod ioas;
 mod ioas_limits;
 mod ioas_state;
 mod msi_window;
+mod pasid_compat;
 
 use common::*;
 use vsva_iommufd::IommufdCtx;

@@ -104,7 +104,9 @@ impl Daemon {
                 ),
             );
         }
-        let Some(hpa) = lock(&self.hpa).alloc(size) else {
+        // The host address keeps `addr`'s low bits up to 2 MiB, so an unfixed IOAS_MAP of
+        // this memory picks the IOVA Linux picks for the process's own `user_va`.
+        let Some(hpa) = lock(&self.hpa).alloc(size, addr) else {
             return Reply::error(
                 Errno::ENOMEM,
                 "the host-physical address space for guest memory is exhausted",
@@ -219,8 +221,9 @@ pub(super) const UNBACKED: u64 = 1 << 63;
 /// The low bits of an unregistered address kept in its [`UNBACKED`] stand-in: the page offset
 /// (an unaligned address is refused as one) and the rest up to 2 MiB, the most alignment
 /// Linux's `iopt_alloc_iova` takes from the user address (`HPAGE_SIZE`) when it picks an
-/// IOVA for an `IOMMU_IOAS_MAP` without `FIXED_IOVA`.
-const KEPT_LOW_BITS: u64 = (2 << 20) - 1;
+/// IOVA for an `IOMMU_IOAS_MAP` without `FIXED_IOVA`. A registered region's host address
+/// keeps the same bits ([`crate::machine::REGION_ALIGN`]).
+const KEPT_LOW_BITS: u64 = vsva_iommufd::IOVA_ALIGNMENT_MAX - 1;
 
 /// A map naming memory the process did not register: what the caller named, for the message
 /// of the `EFAULT` the front end answers.
