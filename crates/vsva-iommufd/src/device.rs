@@ -102,12 +102,14 @@ impl IommufdCtx {
     /// attachment — its PASID entry is written, it gains the reference and the old one loses
     /// it (an automatic HWPT left without users is destroyed, as `iommufd_hw_pagetable_put`
     /// does), and the device's page-request groups waiting in the old HWPT's fault queue,
-    /// read or not, are answered "invalid" (`iommufd_hwpt_replace_device` →
-    /// `iommufd_auto_response_faults` on the old attach handle). The replace is hitless, as
-    /// `iommufd_device_replace` promises: the IOMMU writes the new PASID entry over the
-    /// present one (`Iommu::replace_pasid_entry`, Linux's `intel_pasid_replace_*`) and then
-    /// flushes what the old one left cached, so DMA racing with it is translated through the
-    /// old HWPT or the new one and never faults for want of an entry.
+    /// read or not, are answered "invalid" whatever queue the new HWPT has
+    /// (`iommufd_hwpt_replace_device` → `iommufd_auto_response_faults(old, old_handle)`, as
+    /// in Linux since ba5c0f28a26e, 7.2; from 6.15 it passed the new HWPT until that fix).
+    /// The replace is hitless, as `iommufd_device_replace` promises: the IOMMU writes the
+    /// new PASID entry over the present one (`Iommu::replace_pasid_entry`, Linux's
+    /// `intel_pasid_replace_*`) and then flushes what the old one left cached, so DMA racing
+    /// with it is translated through the old HWPT or the new one and never faults for want
+    /// of an entry.
     ///
     /// # Errors
     ///
