@@ -182,6 +182,9 @@ impl IommufdCtx {
     ) -> Result<(), IommufdError> {
         let (entry, pasid_compat) = self.entry_of(objs, hwpt)?;
         let dev = objs.device(dev_id, Self::WRONG_KIND)?;
+        // Linux's `iommufd_hwpt_compatible_device` (a VF with PRI onto an HWPT with a fault
+        // queue: `EINVAL`, just before `iommufd_hwpt_pasid_compat`) cannot arise: vsva has
+        // no virtual functions (README, "A virtual function with PRI and a fault queue").
         if let Some(p) = pasid {
             // `iommufd_hwpt_pasid_compat` for a PASID: the HWPT must be PASID-capable, and so
             // must the one the requests without PASID are attached to.
