@@ -102,12 +102,14 @@ impl IommufdCtx {
     /// attachment — its PASID entry is written, it gains the reference and the old one loses
     /// it (an automatic HWPT left without users is destroyed, as `iommufd_hw_pagetable_put`
     /// does), and the device's page-request groups waiting in the old HWPT's fault queue,
-    /// read or not, are answered "invalid" (`iommufd_hwpt_replace_device` →
-    /// `iommufd_auto_response_faults` on the old attach handle). The replace is hitless, as
-    /// `iommufd_device_replace` promises: the IOMMU writes the new PASID entry over the
-    /// present one (`Iommu::replace_pasid_entry`, Linux's `intel_pasid_replace_*`) and then
-    /// flushes what the old one left cached, so DMA racing with it is translated through the
-    /// old HWPT or the new one and never faults for want of an entry.
+    /// read or not, are answered "invalid" whatever queue the new HWPT has
+    /// (`iommufd_hwpt_replace_device` → `iommufd_auto_response_faults(old, old_handle)`, as
+    /// in Linux since ba5c0f28a26e, 7.2; from 6.15 it passed the new HWPT until that fix).
+    /// The replace is hitless, as `iommufd_device_replace` promises: the IOMMU writes the
+    /// new PASID entry over the present one (`Iommu::replace_pasid_entry`, Linux's
+    /// `intel_pasid_replace_*`) and then flushes what the old one left cached, so DMA racing
+    /// with it is translated through the old HWPT or the new one and never faults for want
+    /// of an entry.
     ///
     /// # Errors
     ///
@@ -180,6 +182,9 @@ impl IommufdCtx {
     ) -> Result<(), IommufdError> {
         let (entry, pasid_compat) = self.entry_of(objs, hwpt)?;
         let dev = objs.device(dev_id, Self::WRONG_KIND)?;
+        // Linux's `iommufd_hwpt_compatible_device` (a VF with PRI onto an HWPT with a fault
+        // queue: `EINVAL`, just before `iommufd_hwpt_pasid_compat`) cannot arise: vsva has
+        // no virtual functions (README, "A virtual function with PRI and a fault queue").
         if let Some(p) = pasid {
             // `iommufd_hwpt_pasid_compat` for a PASID: the HWPT must be PASID-capable, and so
             // must the one the requests without PASID are attached to.

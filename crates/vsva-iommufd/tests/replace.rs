@@ -286,6 +286,64 @@ fn replace_answers_the_old_queues_waiting_faults() {
     );
 }
 
+/// Point 5, wherever the replace goes: the groups waiting in the *old* HWPT's queue are
+/// answered whether the new HWPT has no queue, another queue, or the same one, and nothing
+/// of the other queue is touched. Linux 6.15 to 7.1 passed the new HWPT to
+/// `iommufd_auto_response_faults` (`iommufd_hwpt_replace_device`, a regression of
+/// fb21b1568ada), which answers nothing in the first two cases; ba5c0f28a26e ("iommufd: Fix
+/// wrong hwpt passed to iommufd_auto_response_faults on replace", 7.2, in 7.1.y too) passes
+/// the old one, as the 7.3-rc1 copy read (linux-riscv/linux a2ef59c2) does.
+#[test]
+fn replace_answers_the_old_queue_wherever_it_goes() {
+    for target in ["no queue", "another queue", "the same queue"] {
+        let t = two();
+        let iommu = t.vfio.iommu().clone();
+        let pasid = t.ctx.alloc_pasid(1, 10).unwrap();
+        let parent = hwpt_paging(&t.ctx, t.dev_id, t.a, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+        let (old_q, other_q) = (fault_alloc(&t.ctx), fault_alloc(&t.ctx));
+        let nested = |fault| {
+            let mut flags = IOMMU_HWPT_ALLOC_PASID;
+            if fault != 0 {
+                flags |= IOMMU_HWPT_FAULT_ID_VALID;
+            }
+            hwpt_nested(&t.ctx, t.dev_id, parent, MB, flags, fault).unwrap()
+        };
+        let old = nested(old_q);
+        let new = nested(match target {
+            "no queue" => 0,
+            "another queue" => other_q,
+            _ => old_q,
+        });
+        attach(&t.ctx, 3, old, Some(pasid)).unwrap();
+        // Group 1 read and waiting for its response, group 2 unread.
+        for group in [1, 2] {
+            let req = PageRequest {
+                source_id: sid(3),
+                pasid: Some(pasid),
+                addr: 0x7000_0000,
+                access: Access::READ,
+                group,
+                last: true,
+            };
+            iommu.page_request(req).unwrap();
+        }
+        assert!(route_page_requests(&iommu, &[&t.ctx]).is_empty());
+        assert_eq!(t.ctx.read_faults(old_q, 1).unwrap().len(), 1, "{target}");
+        assert_eq!(attach(&t.ctx, 3, new, Some(pasid)), Ok(new), "{target}");
+        assert_eq!(
+            answered(&iommu, 3),
+            [
+                (1, ResponseCode::InvalidRequest),
+                (2, ResponseCode::InvalidRequest)
+            ],
+            "replace to an HWPT with {target}"
+        );
+        for q in [old_q, other_q] {
+            assert!(t.ctx.read_faults(q, 8).unwrap().is_empty(), "{target}");
+        }
+    }
+}
+
 /// Sets its flag when dropped, so a thread told to stop by it stops even when the one
 /// holding it panics.
 struct StopOnDrop<'a>(&'a AtomicBool);
