@@ -232,17 +232,9 @@ fn refused_replace_keeps_the_old_attachment() {
 /// Point 5: the device's page-request groups waiting in the old HWPT's fault queue — read
 /// or not — are answered "invalid" by a replace (`iommufd_auto_response_faults` on the old
 /// attach handle); a replace with the same HWPT, or a refused one, answers nothing.
-#[test]
-fn replace_answers_the_old_queues_waiting_faults() {
-    let t = two();
-    let iommu = t.vfio.iommu().clone();
-    let pasid = t.ctx.alloc_pasid(1, 10).unwrap();
-    let parent = hwpt_paging(&t.ctx, t.dev_id, t.a, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
-    let fault = fault_alloc(&t.ctx);
-    let flags = IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_FAULT_ID_VALID;
-    let with_queue = hwpt_nested(&t.ctx, t.dev_id, parent, MB, flags, fault).unwrap();
-    let without = hwpt_nested(&t.ctx, t.dev_id, parent, MB, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
-    attach(&t.ctx, 3, with_queue, Some(pasid)).unwrap();
+/// Function 3 asks for page-request groups 1 and 2 at `pasid`, each one read request, and
+/// they are routed to `ctx`'s fault queues.
+fn raise_two_groups(iommu: &vsva_iommu::Iommu, ctx: &IommufdCtx, pasid: u32) {
     for group in [1, 2] {
         let req = PageRequest {
             source_id: sid(3),
@@ -254,7 +246,21 @@ fn replace_answers_the_old_queues_waiting_faults() {
         };
         iommu.page_request(req).unwrap();
     }
-    assert!(route_page_requests(&iommu, &[&t.ctx]).is_empty());
+    assert!(route_page_requests(iommu, &[ctx]).is_empty());
+}
+
+#[test]
+fn replace_answers_the_old_queues_waiting_faults() {
+    let t = two();
+    let iommu = t.vfio.iommu().clone();
+    let pasid = t.ctx.alloc_pasid(1, 10).unwrap();
+    let parent = hwpt_paging(&t.ctx, t.dev_id, t.a, IOMMU_HWPT_ALLOC_NEST_PARENT).unwrap();
+    let fault = fault_alloc(&t.ctx);
+    let flags = IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_FAULT_ID_VALID;
+    let with_queue = hwpt_nested(&t.ctx, t.dev_id, parent, MB, flags, fault).unwrap();
+    let without = hwpt_nested(&t.ctx, t.dev_id, parent, MB, IOMMU_HWPT_ALLOC_PASID, 0).unwrap();
+    attach(&t.ctx, 3, with_queue, Some(pasid)).unwrap();
+    raise_two_groups(&iommu, &t.ctx, pasid);
     assert_eq!(
         t.ctx.read_faults(fault, 1).unwrap().len(),
         1,
@@ -316,18 +322,7 @@ fn replace_answers_the_old_queue_wherever_it_goes() {
         });
         attach(&t.ctx, 3, old, Some(pasid)).unwrap();
         // Group 1 read and waiting for its response, group 2 unread.
-        for group in [1, 2] {
-            let req = PageRequest {
-                source_id: sid(3),
-                pasid: Some(pasid),
-                addr: 0x7000_0000,
-                access: Access::READ,
-                group,
-                last: true,
-            };
-            iommu.page_request(req).unwrap();
-        }
-        assert!(route_page_requests(&iommu, &[&t.ctx]).is_empty());
+        raise_two_groups(&iommu, &t.ctx, pasid);
         assert_eq!(t.ctx.read_faults(old_q, 1).unwrap().len(), 1, "{target}");
         assert_eq!(attach(&t.ctx, 3, new, Some(pasid)), Ok(new), "{target}");
         assert_eq!(

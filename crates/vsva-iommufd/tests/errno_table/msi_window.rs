@@ -151,16 +151,6 @@ fn the_attaches_the_window_refuses() {
     allow_iovas(&f.ctx, allowed, 0xf000_0000, 0xffff_ffff).unwrap();
     let elsewhere = ioas_alloc(&f.ctx);
     attach(&f.ctx, 4, elsewhere, None).unwrap();
-    let attach_buf = |pt_id: u32| {
-        VfioDeviceAttachIommufdPt {
-            argsz: 16,
-            flags: 0,
-            pt_id,
-            pasid: 0,
-        }
-        .as_bytes()
-        .to_vec()
-    };
     let reserve = "iopt_reserve_iova (io_pagetable.c)";
     let cases: Vec<(&str, &str, u8, u32)> = vec![
         (
@@ -202,7 +192,7 @@ fn the_attaches_the_window_refuses() {
         ranges(&f, elsewhere),
     );
     for (what, linux, dev, pt_id) in cases {
-        let mut buf = attach_buf(pt_id);
+        let mut buf = attach_buf(pt_id, None);
         let got = f
             .ctx
             .device_ioctl(sid(dev), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut buf)

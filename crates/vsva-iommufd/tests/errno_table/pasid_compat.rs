@@ -11,22 +11,6 @@ use super::*;
 
 const COMPAT: &str = "iommufd_hwpt_pasid_compat (device.c)";
 
-/// A `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of `pt_id`, with `pasid` or without.
-fn attach_buf(pt_id: u32, pasid: Option<u32>) -> Vec<u8> {
-    VfioDeviceAttachIommufdPt {
-        argsz: 16,
-        flags: if pasid.is_some() {
-            VFIO_DEVICE_ATTACH_PASID
-        } else {
-            0
-        },
-        pt_id,
-        pasid: pasid.unwrap_or(0),
-    }
-    .as_bytes()
-    .to_vec()
-}
-
 /// What a refusal must leave as it was: the objects (ids, kinds, users, each device's
 /// attachments) and the IOVA ranges of `ioas`, where no device is attached without PASID
 /// (so the interrupt window a refused attach without PASID reserves first must be given
