@@ -45,12 +45,19 @@ fn every_long_running_command_ends_by_the_signal_that_interrupted_it() {
                     Ok(())
                 });
             }
+            // The daemon's open connections, the status request's own included.
+            let connections = || d.json(&["status"])["connections"].as_u64().unwrap();
+            if args[0] == "faults" {
+                // The previous commands' connections closed: only the status request's.
+                support::wait_until("earlier connections to close", || connections() == 1);
+            }
             let mut child = command.spawn().unwrap();
             let mut out = BufReader::new(child.stdout.take().unwrap());
-            // Running: a first line printed (`faults --follow` prints none without faults,
-            // so it gets a moment to reach its waiting loop instead).
+            // Running: a first line printed (`faults --follow` prints none without faults:
+            // it is running once it holds its connection to the daemon, which it keeps
+            // between its polls).
             if args[0] == "faults" {
-                std::thread::sleep(Duration::from_millis(300));
+                support::wait_until("`vsva faults --follow` to connect", || connections() >= 2);
             } else {
                 let mut first = String::new();
                 out.read_line(&mut first).unwrap();

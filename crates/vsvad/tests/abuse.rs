@@ -30,10 +30,11 @@ fn hello_frame() -> Vec<u8> {
     )
 }
 
-/// A raw connection that has done its hello.
+/// A raw connection that has done its hello. Its read timeout (30 s) only guards against a
+/// hang.
 fn raw(d: &Daemon) -> UnixStream {
     let mut s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(&hello_frame()).unwrap();
     let (id, r) = read_reply(&mut s).expect("hello reply");
     assert_eq!((id, r.result), (1, 0), "{}", r.message);
@@ -51,6 +52,19 @@ fn read_reply(s: &mut UnixStream) -> Option<(u64, Reply)> {
     let mut body = vec![0u8; header.body_len as usize];
     s.read_exact(&mut body).ok()?;
     Some((header.id, Reply::decode(&body).unwrap()))
+}
+
+/// Asserts that the daemon closed `s` without a reply: the read ends at EOF (or a reset), not
+/// at the socket's read timeout, which only guards against a hang.
+#[track_caller]
+fn assert_closed_by_daemon(s: &mut UnixStream, what: &str) {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("{what}: {n} bytes instead of the close: {:?}", &buf[..n]),
+        Err(e) => panic!("{what}: not closed by the daemon: {e}"),
+    }
 }
 
 fn ping(s: &mut UnixStream, id: u64) {
@@ -252,6 +266,9 @@ fn wrong_descriptor_counts_are_ebadf() {
     ping(&mut s, 8);
 }
 
+/// A connection stalled in the middle of a frame, and one that never says hello, are each
+/// closed by the daemon once its timeout (400 ms) has passed, and not before; meanwhile
+/// another client is served (its calls' 20 s timeout bounds any stall).
 #[test]
 fn a_stalled_half_frame_does_not_stall_others_and_is_cut_off() {
     let dir = TestDir::new("stall");
@@ -263,28 +280,35 @@ fn a_stalled_half_frame_does_not_stall_others_and_is_cut_off() {
         &[],
     );
     let mut stalled = raw(&d);
+    let started = Instant::now();
     stalled
         .write_all(&encode_request(2, &Request::Ping(vec![0; 100]))[..10])
         .unwrap();
     // A connection that never says hello.
     let mut silent = UnixStream::connect(&d.socket).unwrap();
     silent
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let started = Instant::now();
     let mut c = d.client("busy");
     let h = c.nesting_container(1).unwrap();
     for _ in 0..200 {
         let p = c.pasid_alloc(h, 1, u32::MAX).unwrap();
         c.pasid_free(h, p, p).unwrap();
     }
-    // Both are closed by the daemon after their timeouts.
-    assert!(read_reply(&mut stalled).is_none());
-    assert!(read_reply(&mut silent).is_none());
-    assert!(started.elapsed() < Duration::from_secs(8));
+    // Both are closed by the daemon after their timeouts. Only a lower bound on when: how
+    // much later depends on the machine's load.
+    assert_closed_by_daemon(&mut stalled, "the stalled connection");
+    assert_closed_by_daemon(&mut silent, "the silent connection");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "cut off after {took:?}");
     assert_eq!(c.ping(b"x").unwrap(), b"x");
 }
 
+/// A client that pipelines requests and never reads the replies is cut off (its writes fail)
+/// once a reply has waited past `write_timeout_ms`, while another client is served (its
+/// calls' 20 s timeout bounds any stall; that others are not stalled even by a client that
+/// the daemon does not cut off is checked by
+/// `a_client_that_never_reads_has_a_bounded_amount_read_from_it`).
 #[test]
 fn a_client_that_never_reads_is_cut_off_without_stalling_others() {
     let dir = TestDir::new("noread");
@@ -302,11 +326,9 @@ fn a_client_that_never_reads_is_cut_off_without_stalling_others() {
         false
     });
     let mut c = d.client("other");
-    let t = Instant::now();
     for _ in 0..100 {
         c.ping(b"fine").unwrap();
     }
-    assert!(t.elapsed() < Duration::from_secs(5));
     assert!(
         writer.join().unwrap(),
         "the daemon cut the non-reading client off"
@@ -394,13 +416,10 @@ fn a_trickled_frame_and_an_idle_connection_are_cut_off() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(sent < frame.len(), "the whole trickled frame was accepted");
-    assert!(read_reply(&mut trickler).is_none());
+    assert_closed_by_daemon(&mut trickler, "the trickler");
     // A connection past its hello that stays silent is closed; one that talks is served.
     let mut idle = raw(&d);
-    assert!(
-        read_reply(&mut idle).is_none(),
-        "the idle connection stayed open"
-    );
+    assert_closed_by_daemon(&mut idle, "the idle connection");
     let mut busy = raw(&d);
     ping(&mut busy, 2);
 }
@@ -468,8 +487,13 @@ fn a_client_that_never_reads_has_a_bounded_amount_read_from_it() {
     const BODY: usize = 256 * 1024;
     let frame = encode_request(5, &Request::Ping(vec![7; BODY]));
     let (mut accepted, mut at, mut stalls) = (0usize, 0usize, 0);
-    // Write until the daemon has taken nothing for a while (or far more than it should).
-    while stalls < 10 && accepted < 64 << 20 {
+    // Write until the daemon has taken nothing for a while and says it paused reading (or
+    // far more than it should have been taken). A daemon slowed by a loaded machine may take
+    // nothing for a while before it pauses: that alone does not end the writing.
+    // The deadline only guards against a hang: the assertions below then say what is wrong.
+    let paused = || common::metric(&common::scrape(&addr), "vsvad_read_pauses_total") >= 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted < 64 << 20 {
         match s.write(&frame[at..]) {
             Ok(n) => {
                 accepted += n;
@@ -478,6 +502,12 @@ fn a_client_that_never_reads_has_a_bounded_amount_read_from_it() {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 stalls += 1;
+                if stalls >= 10 {
+                    if paused() || Instant::now() > deadline {
+                        break;
+                    }
+                    stalls = 0;
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => panic!("the daemon cut the connection: {e}"),

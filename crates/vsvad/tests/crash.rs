@@ -41,14 +41,23 @@ fn kill9_under_load_loses_no_acknowledged_allocation() {
         for h in &helpers {
             h.expect("READY");
         }
-        // Let them allocate concurrently, then kill the daemon in the middle of it.
-        std::thread::sleep(std::time::Duration::from_millis(150 + 150 * round));
+        // Let them allocate concurrently, then kill the daemon in the middle of it: once every
+        // helper has had an allocation acknowledged (on a loaded machine that can take any
+        // time), at once in the first round and a little later in the second.
+        let first: Vec<u32> = helpers
+            .iter()
+            .map(|h| h.expect("A ").parse().unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(150 * round));
         d.kill9();
         let acked: Vec<BTreeSet<u32>> = helpers
             .iter()
-            .map(|h| {
+            .zip(first)
+            .map(|(h, first)| {
                 let (lines, _err) = h.collect("A ", "ERR");
-                lines.iter().map(|p| p.parse().unwrap()).collect()
+                let mut acked: BTreeSet<u32> = lines.iter().map(|p| p.parse().unwrap()).collect();
+                acked.insert(first);
+                acked
             })
             .collect();
         assert!(

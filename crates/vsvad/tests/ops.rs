@@ -390,22 +390,35 @@ fn tricklers_cannot_hold_every_metrics_slot() {
     let mut d = Daemon::start(dir.path(), "", &["--metrics-addr", &addr]);
     d.client("ready").ping(b"x").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (connected, tricklers_in) = std::sync::mpsc::channel();
     let tricklers: Vec<_> = (0..16)
         .map(|_| {
-            let (addr, stop) = (addr.clone(), stop.clone());
+            let (addr, stop, connected) = (addr.clone(), stop.clone(), connected.clone());
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(&addr).unwrap();
+                // Whether or not it got a slot (one past them is closed at once).
+                let started = s.write_all(b"G").is_ok();
+                connected.send(()).unwrap();
+                if !started {
+                    return;
+                }
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
                     if s.write_all(b"G").is_err() {
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(100));
                 }
             })
         })
         .collect();
-    // Every slot is taken by now, and the tricklers keep each one busy between reads.
-    std::thread::sleep(Duration::from_millis(300));
+    // Every trickler has connected and sent its first byte (not a fixed pause, which a loaded
+    // machine can outlast): every slot is taken, and the tricklers keep each one busy between
+    // reads.
+    for _ in 0..16 {
+        tricklers_in
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a trickler neither connected nor wrote within 30 s");
+    }
     let try_scrape = || -> bool {
         let Ok(mut s) = TcpStream::connect(&addr) else {
             return false;
