@@ -221,9 +221,10 @@ pub fn fault_alloc(ctx: &IommufdCtx) -> u32 {
     back::<IommuFaultAlloc>(&buf).out_fault_id
 }
 
-/// The bytes of a `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of `pt_id`, with `pasid` or without.
-pub fn attach_buf(pt_id: u32, pasid: Option<u32>) -> Vec<u8> {
-    VfioDeviceAttachIommufdPt {
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of function `dev`, optionally for a PASID; returns the
+/// HWPT attached.
+pub fn attach(ctx: &IommufdCtx, dev: u8, pt_id: u32, pasid: Option<u32>) -> Result<u32, Errno> {
+    let mut buf = VfioDeviceAttachIommufdPt {
         argsz: 16,
         flags: if pasid.is_some() {
             VFIO_DEVICE_ATTACH_PASID
@@ -234,13 +235,7 @@ pub fn attach_buf(pt_id: u32, pasid: Option<u32>) -> Vec<u8> {
         pasid: pasid.unwrap_or(0),
     }
     .as_bytes()
-    .to_vec()
-}
-
-/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` of function `dev`, optionally for a PASID; returns the
-/// HWPT attached.
-pub fn attach(ctx: &IommufdCtx, dev: u8, pt_id: u32, pasid: Option<u32>) -> Result<u32, Errno> {
-    let mut buf = attach_buf(pt_id, pasid);
+    .to_vec();
     ctx.device_ioctl(sid(dev), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut buf)
         .map_err(|e| e.errno())?;
     Ok(back::<VfioDeviceAttachIommufdPt>(&buf).pt_id)

@@ -192,11 +192,7 @@ fn the_attaches_the_window_refuses() {
         ranges(&f, elsewhere),
     );
     for (what, linux, dev, pt_id) in cases {
-        let mut buf = attach_buf(pt_id, None);
-        let got = f
-            .ctx
-            .device_ioctl(sid(dev), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut buf)
-            .map_err(|e| e.errno());
+        let got = attach(&f.ctx, dev, pt_id, None);
         assert_eq!(got, Err(Errno::EADDRINUSE), "{what} (follows {linux})");
         let after = (
             f.ctx.objects(),

@@ -117,11 +117,7 @@ fn the_attaches_pasid_compat_refuses() {
         "no window reserved in the second IOAS"
     );
     for (what, dev, pt_id, p) in cases {
-        let mut buf = attach_buf(pt_id, p);
-        let got = f
-            .ctx
-            .device_ioctl(sid(dev), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut buf)
-            .map_err(|e| e.errno());
+        let got = attach(&f.ctx, dev, pt_id, p);
         assert_eq!(got, Err(Errno::EINVAL), "{what} (follows {COMPAT})");
         assert_eq!(state(&f, ioas2), before, "{what} changed the context");
     }
